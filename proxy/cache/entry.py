@@ -1,0 +1,86 @@
+"""A stored response: what upstream_response decided to keep, pre-serialised for delivery.
+
+The head bytes (status line and stored header fields) are rendered once at store time and again
+only when a 304 updates them, so a hit is one join of stored bytes with a small per-delivery part
+(`Age`, `Cache-Status`, framing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.rfc.target import Target
+
+# Header fields never stored on an entry: hop-by-hop ones are stripped before this point; these
+# are recomputed per delivery or by the front.
+PER_DELIVERY = frozenset(
+    {b"age", b"cache-status", b"content-length", b"connection", b"transfer-encoding"}
+)
+
+PrimaryKey = tuple[str, bytes]  # (authority, raw path+query): the forward form
+VariantKey = tuple[str, ...]  # normalised values of the fields named by Vary
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    primary: PrimaryKey
+    variant: VariantKey
+    target: Target
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]  # as received, minus PER_DELIVERY and hop-by-hop
+    body: bytes
+    sha256: bytes
+    request_time: float
+    response_time: float
+    corrected_initial_age: float  # RFC 9111 §4.2.3, fixed at store time
+    lifetime: float  # freshness lifetime, RFC 9111 §4.2.1
+    stale_while_revalidate_s: float
+    stale_if_error_s: float
+    must_revalidate: bool  # must-revalidate, proxy-revalidate or s-maxage: no stale serving
+    no_cache: bool  # response no-cache (unqualified): validate before every reuse
+    etag: str | None
+    last_modified: float | None
+    date: float | None
+    vary_fields: tuple[str, ...]
+    upstream_cache_status: bytes = b""
+    head: bytes = b""
+    size: int = 0
+    stored_at: float = 0.0
+    hits: int = 0
+    revalidating: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.target.host
+
+    @property
+    def expires_at(self) -> float:
+        """Wall time at which the entry's current age reaches its lifetime."""
+        return self.response_time + self.lifetime - self.corrected_initial_age
+
+    def age(self, now: float) -> float:
+        """RFC 9111 §4.2.3: current_age = corrected_initial_age + resident_time."""
+        return self.corrected_initial_age + max(0.0, now - self.response_time)
+
+    def render_head(self, overhead_bytes: int, via: bytes) -> None:
+        """Serialise the stored fields once; our `Via` member is appended to the origin's."""
+        parts = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)]
+        for name, value in self.headers:
+            if name.lower() == b"via":
+                value = value + b", " + via
+                via = b""
+            parts.append(name + b": " + value + b"\r\n")
+        if via:
+            parts.append(b"Via: " + via + b"\r\n")
+        if self.status not in (204, 304) and not 100 <= self.status < 200:
+            parts.append(b"Content-Length: %d\r\n" % len(self.body))
+        self.head = b"".join(parts)
+        self.size = len(self.head) + len(self.body) + overhead_bytes
+
+    def header(self, name: bytes) -> bytes | None:
+        for n, v in self.headers:
+            if n.lower() == name:
+                return v
+        return None

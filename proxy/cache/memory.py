@@ -1,0 +1,170 @@
+"""The byte-bounded memory tier: LRU over entries sized in bytes (cachetools), with indexes by
+primary key, host and body digest so purges (operator or blocklist) never scan the whole cache.
+
+Vary: a primary key maps to the field names its latest response varied on; each variant is its
+own LRU item keyed by (primary, normalised values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+
+from proxy.cache.entry import Entry, PrimaryKey, VariantKey
+
+ItemKey = tuple[PrimaryKey, VariantKey]
+
+
+@dataclass(slots=True)
+class TierStats:
+    objects: int
+    bytes: int
+    max_bytes: int
+    evictions: int
+    purged: int
+
+
+class _IndexedLRU(LRUCache[ItemKey, Entry]):
+    """LRUCache whose deletions (eviction, purge, replacement) keep the side indexes true."""
+
+    def __init__(self, maxsize: int, on_delete: Callable[[ItemKey, Entry], None]) -> None:
+        super().__init__(maxsize, getsizeof=_size)
+        self._on_delete = on_delete
+
+    def __delitem__(self, key: ItemKey) -> None:
+        entry = LRUCache.__getitem__(self, key)
+        super().__delitem__(key)
+        self._on_delete(key, entry)
+
+
+def _size(entry: Entry) -> int:
+    return entry.size
+
+
+class MemoryTier:
+    def __init__(self, max_bytes: int, max_object_bytes: int) -> None:
+        self.max_bytes = max(1, max_bytes)
+        self.max_object_bytes = max_object_bytes
+        self._lru = _IndexedLRU(self.max_bytes, self._forget)
+        self._vary: dict[PrimaryKey, tuple[str, ...]] = {}
+        self._by_primary: dict[PrimaryKey, set[ItemKey]] = {}
+        self._by_host: dict[str, set[ItemKey]] = {}
+        self._by_digest: dict[bytes, set[ItemKey]] = {}
+        self._purging = False
+        self.evictions = 0
+        self.purged = 0
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def vary_fields(self, primary: PrimaryKey) -> tuple[str, ...] | None:
+        """Field names the stored responses for `primary` vary on; None when nothing stored."""
+        return self._vary.get(primary)
+
+    def get(self, primary: PrimaryKey, variant: VariantKey) -> Entry | None:
+        try:
+            return self._lru[(primary, variant)]
+        except KeyError:
+            return None
+
+    # -- store --------------------------------------------------------------------------------
+
+    def fits(self, size: int) -> bool:
+        return size <= self.max_object_bytes and size <= self.max_bytes
+
+    def put(self, entry: Entry) -> bool:
+        """Admit an entry; False when it is too large for this tier."""
+        if not self.fits(entry.size):
+            return False
+        primary = entry.primary
+        old_fields = self._vary.get(primary)
+        if old_fields is not None and old_fields != entry.vary_fields:
+            # The resource's Vary changed: older variants were keyed on other fields.
+            self.purge_primary(primary)
+        key = (primary, entry.variant)
+        if key in self._lru:
+            self._purging = True
+            try:
+                del self._lru[key]
+            finally:
+                self._purging = False
+        self._lru[key] = entry
+        self._vary[primary] = entry.vary_fields
+        self._by_primary.setdefault(primary, set()).add(key)
+        self._by_host.setdefault(entry.target.host, set()).add(key)
+        self._by_digest.setdefault(entry.sha256, set()).add(key)
+        return True
+
+    def _forget(self, key: ItemKey, entry: Entry) -> None:
+        if not self._purging:
+            self.evictions += 1
+        primary = key[0]
+        for index, ikey in (
+            (self._by_primary, primary),
+            (self._by_host, entry.target.host),
+            (self._by_digest, entry.sha256),
+        ):
+            keys = index.get(ikey)  # type: ignore[attr-defined]
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[ikey]  # type: ignore[attr-defined]
+        if primary not in self._by_primary:
+            self._vary.pop(primary, None)
+
+    # -- purge --------------------------------------------------------------------------------
+
+    def _purge_keys(self, keys: Iterable[ItemKey]) -> int:
+        n = 0
+        self._purging = True
+        try:
+            for key in list(keys):
+                if key in self._lru:
+                    del self._lru[key]
+                    n += 1
+        finally:
+            self._purging = False
+        self.purged += n
+        return n
+
+    def remove(self, entry: Entry) -> int:
+        return self._purge_keys([(entry.primary, entry.variant)])
+
+    def purge_primary(self, primary: PrimaryKey) -> int:
+        return self._purge_keys(self._by_primary.get(primary, ()))
+
+    def purge_host(self, host: str) -> int:
+        return self._purge_keys(self._by_host.get(host, ()))
+
+    def purge_digest(self, digest: bytes) -> int:
+        return self._purge_keys(self._by_digest.get(digest, ()))
+
+    def purge_where(self, hosts: Iterable[str] | None, pred: Callable[[Entry], bool]) -> int:
+        """Purge entries (of `hosts`, or all) for which `pred` holds."""
+        if hosts is None:
+            candidates = list(self._lru.items())
+        else:
+            candidates = []
+            for host in hosts:
+                for key in self._by_host.get(host, ()):
+                    candidates.append((key, LRUCache.__getitem__(self._lru, key)))
+        return self._purge_keys(k for k, e in candidates if pred(e))
+
+    def hosts(self) -> list[str]:
+        return list(self._by_host)
+
+    def digests(self) -> set[bytes]:
+        return set(self._by_digest)
+
+    def entries(self) -> list[Entry]:
+        return [LRUCache.__getitem__(self._lru, k) for k in list(self._lru.keys())]
+
+    def stats(self) -> TierStats:
+        return TierStats(
+            objects=len(self._lru),
+            bytes=int(self._lru.currsize),
+            max_bytes=self.max_bytes,
+            evictions=self.evictions,
+            purged=self.purged,
+        )

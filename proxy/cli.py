@@ -1,0 +1,185 @@
+"""`edgeproxy`: serve, check-config, demo, status, blocklist …, takedown …"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from proxy.config import Config, ConfigError, from_flags, load
+
+
+def _token(path: str) -> str:
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read admin token file: {e.strerror}", path) from e
+    return os.environ.get("EDGEPROXY_ADMIN_TOKEN", "").strip()
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    base = load(args.config) if args.config else Config()
+    if not args.config and not args.origin:
+        raise ConfigError("give --origin URL or --config FILE")
+    cfg = from_flags(
+        listen=args.listen or "",
+        origin=args.origin or "",
+        admin=args.admin,
+        workers=args.workers if args.workers is not None else -1,
+        base=base,
+    )
+    changes: dict[str, object] = {}
+    bl = cfg.blocklist
+    if args.blocklist_dir or args.blocklist_key or args.allow_empty_blocklist:
+        bl = msgspec.structs.replace(
+            bl,
+            dir=args.blocklist_dir or bl.dir,
+            public_key=args.blocklist_key or bl.public_key,
+            allow_empty=args.allow_empty_blocklist or bl.allow_empty,
+        )
+        changes["blocklist"] = bl
+    if args.memory_cache_bytes is not None:
+        changes["cache"] = msgspec.structs.replace(
+            cfg.cache, memory_cache_bytes=args.memory_cache_bytes
+        )
+    if args.state_dir:
+        changes["state_dir"] = args.state_dir
+    if args.access_log is not None:
+        changes["log"] = msgspec.structs.replace(cfg.log, access_log=args.access_log)
+    if changes:
+        from proxy.config import validate
+
+        cfg = validate(msgspec.structs.replace(cfg, **changes))
+    return cfg
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (sites, limits, cache, …)")
+    p.add_argument("--listen", help="HOST:PORT for client traffic (default 127.0.0.1:8080)")
+    p.add_argument("--origin", help="origin URL; with it every Host goes to this origin")
+    p.add_argument("--admin", default=None, help="HOST:PORT of the admin API ('' to disable)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument("--admin-token-file", default="", help="file holding the admin bearer token")
+    p.add_argument("--blocklist-dir", help="directory of signed blocklist versions to follow")
+    p.add_argument("--blocklist-key", help="Ed25519 public key (PEM) that signs those versions")
+    p.add_argument(
+        "--allow-empty-blocklist",
+        action="store_true",
+        help="start even when --blocklist-dir holds no valid version",
+    )
+    p.add_argument("--memory-cache-bytes", type=int, help="memory tier size for the whole node")
+    p.add_argument("--state-dir", help="where pushed entries and versions persist (default var/)")
+    p.add_argument("--access-log", help="'-' for stdout or a file path")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)
+    token = _token(args.admin_token_file)
+    from proxy.supervisor import serve
+
+    return _run(serve(cfg, config_path=args.config, admin_token=token))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load(args.file)
+    print(
+        f"{args.file}: OK: {len(cfg.sites)} site(s), listen {cfg.listen}, "
+        f"{cfg.worker_count()} worker(s), memory cache {cfg.cache.memory_cache_bytes} bytes"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from proxy.demo import run_demo
+
+    return _run(run_demo(args.listen, args.admin, args.origin_port, args.workers))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from proxy.admin.status import show_status
+
+    return _run(show_status(args.admin, os.environ.get("EDGEPROXY_ADMIN_TOKEN", "")))
+
+
+def _run(coro: object) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type,no-any-return]
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeproxy",
+        description="An RFC 9111 edge cache that enforces copyright takedowns.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run an edge node")
+    _add_serve_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a config file and explain errors")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "demo", help="an edge node on its defaults in front of a bundled demo origin"
+    )
+    p.add_argument("--listen", default="127.0.0.1:8080")
+    p.add_argument("--admin", default="127.0.0.1:8081")
+    p.add_argument("--origin-port", type=int, default=9000)
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="one-screen summary of a running node")
+    p.add_argument("--admin", default="http://127.0.0.1:8081", help="admin API URL")
+    p.set_defaults(func=cmd_status)
+
+    from proxy.blocklist.cli import add_commands as add_blocklist
+    from proxy.takedown.cli import add_commands as add_takedown
+
+    add_blocklist(sub)
+    add_takedown(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    fn = getattr(args, "func", None) or getattr(args, "takedown_fn", None)
+    if fn is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(fn(args) or 0)
+    except ConfigError as e:
+        print(f"edgeproxy: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from proxy.admin.app import AdminRefused
+        from proxy.node_blocklist import StartupRefused
+
+        if isinstance(e, AdminRefused | StartupRefused | OSError):
+            print(f"edgeproxy: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

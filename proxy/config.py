@@ -1,0 +1,257 @@
+"""Typed configuration: frozen msgspec Structs, unknown fields rejected, every limit named with
+its unit. `load()` reads TOML; `from_flags()` builds the same object from `serve` flags alone.
+
+A broken config never starts: `ConfigError` carries the file, line and field at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from yarl import URL
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The front's limits and deadlines (per connection / request)."""
+
+    max_request_line_bytes: int = 8192
+    max_header_count: int = 100
+    max_header_bytes: int = 32768
+    max_body_bytes: int = 100 << 20
+    header_read_timeout_s: float = 10.0
+    body_read_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
+    lingering_close_timeout_s: float = 2.0
+    max_pipelined_requests: int = 16
+    body_buffer_high_bytes: int = 256 << 10
+    write_buffer_high_bytes: int = 256 << 10
+    write_buffer_low_bytes: int = 64 << 10
+    max_connections: int = 0
+
+
+class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    memory_cache_bytes: int = 256 << 20  # the node's total; each worker gets its share
+    max_object_bytes: int = 8 << 20  # larger responses stream through unstored
+    heuristic_fraction: float = 0.1  # RFC 9111 §4.2.2: of (Date - Last-Modified)
+    heuristic_max_s: float = 86400.0
+    hit_for_miss_s: float = 10.0  # remember "uncacheable" so followers don't queue
+    coalesce_wait_s: float = 15.0  # how long a follower waits for its leader
+    store_set_cookie: bool = False  # a shared cache handing one user's cookie to others is a leak
+    max_stale_serve_s: float = 0.0  # extra grace (beyond stale-while-revalidate/if-error)
+    entry_overhead_bytes: int = 400  # accounted per stored object besides headers and body
+    shared_tier_url: str = ""  # e.g. "redis://127.0.0.1:6379/0"; empty: no shared tier
+    shared_tier_timeout_s: float = 0.05
+
+
+class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 30.0
+    read_timeout_s: float = 30.0  # longest gap between body chunks
+    total_timeout_s: float = 300.0
+    pool_connections: int = 256  # per worker
+    keepalive_timeout_s: float = 10.0  # keep below the origin's idle timeout
+
+
+class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    hosts: list[str]
+    origin: str
+    blocked_by_url: str = ""  # Link: <…>; rel="blocked-by" on 451 answers
+    forward_host: bool = False  # send the client's Host upstream instead of the origin's
+
+
+class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    dir: str = ""
+    public_key: str = ""
+    allow_empty: bool = False
+    poll_interval_s: float = 10.0
+    max_file_bytes: int = 1 << 30
+    hash_spool_max_bytes: int = 32 << 20  # misses up to this size are hashed before delivery
+    oversize_policy: str = "stream"  # "stream" (hash while streaming) or "refuse" (502)
+    default_blocked_by_url: str = ""
+
+
+class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:8081"  # empty: no admin listener
+    token_file: str = ""
+    apply_timeout_s: float = 30.0  # how long a push waits for every worker
+
+
+class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    access_log: str = ""  # "", "-" (stdout) or a file path
+    access_log_sample: float = 1.0
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    listen: str = "127.0.0.1:8080"
+    workers: int = 0  # 0: one per core
+    via_name: str = "edgeproxy"
+    state_dir: str = "var"
+    drain_timeout_s: float = 30.0
+    worker_restart_backoff_s: float = 0.5
+    sites: list[Site] = []
+    limits: Limits = Limits()
+    cache: CacheConfig = CacheConfig()
+    origin: OriginConfig = OriginConfig()
+    blocklist: BlocklistConfig = BlocklistConfig()
+    admin: AdminConfig = AdminConfig()
+    log: LogConfig = LogConfig()
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ConfigError(Exception):
+    message: str
+    file: str = ""
+    line: int | None = None
+    field: str = ""
+
+    def __str__(self) -> str:
+        where = self.file or "config"
+        if self.line is not None:
+            where += f":{self.line}"
+        field = f" (field {self.field})" if self.field else ""
+        return f"{where}: {self.message}{field}"
+
+
+def parse_hostport(value: str, *, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what} must be HOST:PORT, got {value!r}", field=what)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
+    """Checks a Struct's types cannot express. Raises ConfigError naming the field."""
+
+    def fail(msg: str, path: str) -> ConfigError:
+        return ConfigError(msg, file, _locate(text, path) if text else None, path)
+
+    parse_hostport(cfg.listen, what="listen")
+    if cfg.admin.listen:
+        parse_hostport(cfg.admin.listen, what="admin.listen")
+    if not cfg.sites:
+        raise fail("at least one site (or --origin) is required", "$.sites")
+    seen: dict[str, str] = {}
+    for i, site in enumerate(cfg.sites):
+        url = URL(site.origin)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise fail(
+                f"origin must be an http(s) URL, got {site.origin!r}", f"$.sites[{i}].origin"
+            )
+        if url.path not in ("", "/") or url.query_string:
+            raise fail("origin must not carry a path or query", f"$.sites[{i}].origin")
+        if not site.hosts:
+            raise fail("a site needs at least one host name ('*' for any)", f"$.sites[{i}].hosts")
+        for h in site.hosts:
+            key = h.lower().rstrip(".")
+            if key in seen:
+                raise fail(
+                    f"host {h!r} is already served by site {seen[key]!r}", f"$.sites[{i}].hosts"
+                )
+            seen[key] = site.name
+    positive = {
+        "$.limits": cfg.limits,
+        "$.cache": cfg.cache,
+        "$.origin": cfg.origin,
+    }
+    for path, section in positive.items():
+        for name in section.__struct_fields__:
+            value = getattr(section, name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise fail(f"{name} must not be negative", f"{path}.{name}")
+    if cfg.cache.max_object_bytes > cfg.cache.memory_cache_bytes:
+        raise fail("max_object_bytes exceeds memory_cache_bytes", "$.cache.max_object_bytes")
+    if cfg.blocklist.oversize_policy not in ("stream", "refuse"):
+        raise fail("oversize_policy must be 'stream' or 'refuse'", "$.blocklist.oversize_policy")
+    if cfg.blocklist.dir and not cfg.blocklist.public_key:
+        raise fail("a blocklist dir needs public_key to verify versions", "$.blocklist.public_key")
+    if not 0.0 <= cfg.log.access_log_sample <= 1.0:
+        raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", str(path)) from e
+    try:
+        cfg = msgspec.toml.decode(text.encode(), type=Config)
+    except msgspec.ValidationError as e:
+        msg, _, where = str(e).partition(" - at ")
+        field = where.strip("`")
+        raise ConfigError(msg, str(path), _locate(text, field, msg), field) from e
+    except msgspec.DecodeError as e:
+        line = None
+        m = re.search(r"line (\d+)", str(e))
+        if m:
+            line = int(m.group(1))
+        raise ConfigError(f"not valid TOML: {e}", str(path), line) from e
+    return validate(cfg, file=str(path), text=text)
+
+
+def _locate(text: str, path: str, msg: str = "") -> int | None:
+    """Best-effort line of a msgspec path like `$.sites[1].origin` in TOML text."""
+    parts = re.findall(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]", path)
+    keys: list[str | int] = [k if k else int(i) for k, i in parts]
+    unknown = re.search(r"unknown field `([^`]+)`", msg)
+    if unknown:
+        keys.append(unknown.group(1))
+    if not keys:
+        return None
+    lines = text.splitlines()
+    table: list[str | int] = []
+    counts: dict[str, int] = {}
+    best: int | None = None
+    for n, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if m := re.fullmatch(r"\[\[\s*([\w.-]+)\s*\]\]", line):
+            name = m.group(1)
+            counts[name] = counts.get(name, -1) + 1
+            table = [*name.split("."), counts[name]]
+            if table == keys[: len(table)]:
+                best = n
+            continue
+        if m := re.fullmatch(r"\[\s*([\w.-]+)\s*\]", line):
+            table = list(m.group(1).split("."))
+            if table == keys[: len(table)]:
+                best = n
+            continue
+        if m := re.match(r"([\w-]+)\s*=", line):
+            full = [*table, m.group(1)]
+            if full == keys[: len(full)]:
+                best = n
+                if len(full) == len(keys):
+                    return n
+    return best
+
+
+def from_flags(
+    *,
+    listen: str,
+    origin: str,
+    admin: str,
+    workers: int,
+    base: Config | None = None,
+) -> Config:
+    """`serve --origin URL` with no config file: one site that takes every Host."""
+    base = base or Config()
+    sites = [Site(name="default", hosts=["*"], origin=origin)] if origin else base.sites
+    cfg = msgspec.structs.replace(
+        base,
+        listen=listen or base.listen,
+        workers=workers if workers >= 0 else base.workers,
+        sites=sites,
+        admin=msgspec.structs.replace(
+            base.admin, listen=admin if admin is not None else base.admin.listen
+        ),
+    )
+    return validate(cfg)

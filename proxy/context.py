@@ -1,0 +1,88 @@
+"""RequestCtx: everything one request learns on its way through the phases.
+
+The request's header fields are scanned once, in admit, into the few that change what the cache
+does; everything else stays in the front's raw list and is forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.front.api import FrontRequest, Responder
+from proxy.metrics import Result
+from proxy.rfc.cachecontrol import CacheControl
+from proxy.rfc.storable import NoStoreReason
+from proxy.rfc.target import Target
+from proxy.sites import SiteRuntime
+
+# Request fields that make a request more than a plain lookup (conditionals, ranges, directives).
+_SPECIAL = frozenset(
+    {
+        b"cache-control",
+        b"pragma",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+        b"range",
+        b"authorization",
+    }
+)
+
+
+class RequestFields:
+    """The request fields the cache acts on, found in one pass over the raw header list."""
+
+    __slots__ = ("host", "host_count", "special", "raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+        self.host: bytes | None = None
+        self.host_count = 0
+        self.special: dict[bytes, list[str]] | None = None
+        for name, value in raw:
+            lname = name.lower()
+            if lname == b"host":
+                self.host = value
+                self.host_count += 1
+            elif lname in _SPECIAL:
+                if self.special is None:
+                    self.special = {}
+                self.special.setdefault(lname, []).append(value.decode("latin-1"))
+
+    def values(self, name: str) -> list[str]:
+        """All field-line values of `name` (lowercase), for Vary and the rarer fields."""
+        key = name.encode("latin-1")
+        if self.special is not None and key in self.special:
+            return self.special[key]
+        return [v.decode("latin-1") for n, v in self.raw if n.lower() == key]
+
+    def first(self, name: bytes) -> str | None:
+        if self.special is None:
+            return None
+        vals = self.special.get(name)
+        return ", ".join(vals) if vals else None
+
+
+@dataclass(slots=True)
+class RequestCtx:
+    request: FrontRequest
+    responder: Responder
+    started: float
+    fields: RequestFields
+    method: str
+    site: SiteRuntime | None = None
+    site_index: int = -1
+    target: Target | None = None
+    req_cc: CacheControl | None = None
+    result: Result = Result.MISS
+    status: int = 0
+    bytes_sent: int = 0
+    no_store: NoStoreReason | None = None
+    blocked_id: str = ""
+    blocked_type: str = ""
+    origin_s: float = 0.0
+    collapsed: bool = False
+    cache_status: bytes = b""
+    extra: dict[str, object] = field(default_factory=dict)

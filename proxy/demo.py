@@ -1,0 +1,75 @@
+"""`edgeproxy demo` (what `make run` starts): a bundled demo origin on 127.0.0.1 and an edge
+node on its embedded defaults in front of it, so `curl` shows a MISS and then a HIT."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+
+import msgspec
+from aiohttp import web
+
+from proxy.config import Config, Site, validate
+
+DEMO_TOKEN = "demo-admin-token"
+
+
+async def _page(request: web.Request) -> web.Response:
+    name = request.match_info.get("name", "index")
+    body = f"demo origin page {name!r}, rendered at {time.strftime('%H:%M:%S')}\n".encode()
+    return web.Response(
+        body=body,
+        content_type="text/plain",
+        headers={
+            "Cache-Control": "public, max-age=60, stale-while-revalidate=30",
+            "ETag": '"' + hashlib.sha256(name.encode()).hexdigest()[:16] + '"',
+        },
+    )
+
+
+async def _nostore(request: web.Request) -> web.Response:
+    return web.Response(text="never stored\n", headers={"Cache-Control": "no-store"})
+
+
+def demo_origin() -> web.Application:
+    app = web.Application()
+    app.add_routes(
+        [
+            web.get("/", _page),
+            web.get("/nostore", _nostore),
+            web.get("/{name:.+}", _page),
+        ]
+    )
+    return app
+
+
+async def run_demo(listen: str, admin: str, origin_port: int, workers: int) -> int:
+    runner = web.AppRunner(demo_origin(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", origin_port).start()
+    cfg = validate(
+        msgspec.structs.replace(
+            Config(),
+            listen=listen,
+            workers=workers,
+            state_dir=tempfile.mkdtemp(prefix="edgeproxy-demo-"),  # a fresh node each run
+            sites=[Site(name="demo", hosts=["*"], origin=f"http://127.0.0.1:{origin_port}")],
+            admin=msgspec.structs.replace(Config().admin, listen=admin),
+        )
+    )
+    token = os.environ.get("EDGEPROXY_ADMIN_TOKEN") or DEMO_TOKEN
+    print(f"demo origin on http://127.0.0.1:{origin_port}")
+    print(f"try:  curl -si http://{listen}/hello   (twice: Cache-Status shows fwd=miss, then hit)")
+    print(
+        f"      curl -s -H 'Authorization: Bearer {token}' -d "
+        f'\'{{"entries":[{{"id":"demo-1","type":"prefix","value":"http://{listen}/hello",'
+        f'"notice":"N-1","reason":"demo"}}]}}\' http://{admin}/blocklist/entries'
+    )
+    from proxy.supervisor import serve
+
+    try:
+        return await serve(cfg, admin_token=token)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,195 @@
+"""Every metric, declared once.
+
+Workers count in plain integers (a list index and an add: ~0.05 µs, against ~0.9 µs for
+prometheus-client's multiprocess mode), and the supervisor gathers each worker's counts over its
+control channel at scrape time and renders them with prometheus-client. Counts of workers that
+died are folded into a retired total so counters never go backwards.
+
+Label values are bounded by construction: sites from the config, enums for everything else.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+from proxy.rfc.storable import NoStoreReason
+
+
+class Result(StrEnum):
+    HIT = "hit"
+    STALE = "stale"
+    MISS = "miss"
+    PASS = "pass"
+    REVALIDATED = "revalidated"
+    BLOCKED = "blocked"
+    ERROR = "error"
+
+
+class MethodClass(StrEnum):
+    READ = "read"  # GET, HEAD
+    WRITE = "write"  # POST, PUT, PATCH, DELETE
+    OTHER = "other"
+
+
+RESULTS = list(Result)
+METHODS = list(MethodClass)
+BLOCK_TYPES = ["url", "prefix", "host", "sha256"]
+ORIGIN_FAILURES = ["connect", "timeout", "reset", "protocol"]
+NO_STORE = [r.value for r in NoStoreReason]
+LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+
+R_INDEX = {r: i for i, r in enumerate(RESULTS)}
+M_INDEX = {m: i for i, m in enumerate(METHODS)}
+B_INDEX = {t: i for i, t in enumerate(BLOCK_TYPES)}
+NS_INDEX = {r: i for i, r in enumerate(NO_STORE)}
+OF_INDEX = {f: i for i, f in enumerate(ORIGIN_FAILURES)}
+
+
+def method_class(method: str) -> int:
+    if method == "GET" or method == "HEAD":
+        return 0
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        return 1
+    return 2
+
+
+class WorkerStats:
+    """Per-worker counts; indices are [site][…]. Plain lists so the hot path never allocates."""
+
+    def __init__(self, sites: list[str]) -> None:
+        self.sites = sites
+        n = len(sites) + 1  # the last slot is "unknown" (421, malformed)
+        self.requests = [[[0] * len(RESULTS) for _ in METHODS] for _ in range(n)]
+        self.bytes = [[0] * len(RESULTS) for _ in range(n)]
+        self.latency = [[[0] * (len(LATENCY_BUCKETS_S) + 1) for _ in RESULTS] for _ in range(n)]
+        self.latency_sum = [[0.0] * len(RESULTS) for _ in range(n)]
+        self.origin_requests = [0] * n
+        self.origin_failures = [[0] * len(ORIGIN_FAILURES) for _ in range(n)]
+        self.origin_latency = [[0] * (len(LATENCY_BUCKETS_S) + 1) for _ in range(n)]
+        self.origin_latency_sum = [0.0] * n
+        self.blocked = [[0] * len(BLOCK_TYPES) for _ in range(n)]
+        self.not_stored = [0] * len(NO_STORE)
+        self.coalesced = 0
+        self.handler_errors = 0
+        self.purged_by_blocklist = 0
+
+    def observe(self, site: int, method: int, result: int, nbytes: int, seconds: float) -> None:
+        self.requests[site][method][result] += 1
+        self.bytes[site][result] += nbytes
+        self.latency[site][result][bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.latency_sum[site][result] += seconds
+
+    def observe_origin(self, site: int, seconds: float) -> None:
+        self.origin_requests[site] += 1
+        self.origin_latency[site][bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.origin_latency_sum[site] += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "sites"}
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, list):
+        return [_add(x, y) for x, y in zip(a, b, strict=True)]
+    return a + b
+
+
+def combine(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    total: dict[str, Any] | None = None
+    for snap in snapshots:
+        total = snap if total is None else {k: _add(total[k], snap[k]) for k in total}
+    return total
+
+
+def _hist(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, labels=labels)
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    out, acc = [], 0
+    for bound, c in zip([*LATENCY_BUCKETS_S, float("inf")], counts, strict=True):
+        acc += c
+        out.append(("+Inf" if bound == float("inf") else repr(bound), float(acc)))
+    return out
+
+
+def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ()) -> Iterator[Any]:
+    """Render combined worker stats (and the supervisor's own families) for Prometheus."""
+    names = [*sites, "-"]
+    req = CounterMetricFamily(
+        "edgeproxy_requests",
+        "Requests answered, by site, method class and cache result",
+        labels=["site", "method", "result"],
+    )
+    byt = CounterMetricFamily(
+        "edgeproxy_response_bytes", "Response body bytes sent, by result", labels=["site", "result"]
+    )
+    lat = _hist(
+        "edgeproxy_request_duration_seconds", "Request latency by result", ["site", "result"]
+    )
+    for s, site in enumerate(names):
+        for r, result in enumerate(RESULTS):
+            for m, method in enumerate(METHODS):
+                req.add_metric([site, method, result], stats["requests"][s][m][r])
+            byt.add_metric([site, result], stats["bytes"][s][r])
+            counts = stats["latency"][s][r]
+            if sum(counts):
+                lat.add_metric([site, result], _buckets(counts), stats["latency_sum"][s][r])
+    yield from (req, byt, lat)
+
+    oreq = CounterMetricFamily("edgeproxy_origin_requests", "Origin requests", labels=["site"])
+    oerr = CounterMetricFamily(
+        "edgeproxy_origin_errors",
+        "Origin failures by kind (timeout included)",
+        labels=["site", "kind"],
+    )
+    olat = _hist(
+        "edgeproxy_origin_duration_seconds", "Time to the origin's response head", ["site"]
+    )
+    for s, site in enumerate(names):
+        oreq.add_metric([site], stats["origin_requests"][s])
+        for f, kind in enumerate(ORIGIN_FAILURES):
+            oerr.add_metric([site, kind], stats["origin_failures"][s][f])
+        if sum(stats["origin_latency"][s]):
+            olat.add_metric(
+                [site], _buckets(stats["origin_latency"][s]), stats["origin_latency_sum"][s]
+            )
+    yield from (oreq, oerr, olat)
+
+    blk = CounterMetricFamily(
+        "edgeproxy_blocked",
+        "Requests answered 451, by entry type and site",
+        labels=["site", "type"],
+    )
+    for s, site in enumerate(names):
+        for t, typ in enumerate(BLOCK_TYPES):
+            blk.add_metric([site, typ], stats["blocked"][s][t])
+    yield blk
+
+    ns = CounterMetricFamily(
+        "edgeproxy_cache_not_stored", "Responses not stored, by reason", labels=["reason"]
+    )
+    for i, reason in enumerate(NO_STORE):
+        ns.add_metric([reason], stats["not_stored"][i])
+    yield ns
+    yield CounterMetricFamily(
+        "edgeproxy_coalesced",
+        "Requests that waited on another request's origin fetch",
+        value=stats["coalesced"],
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_handler_errors",
+        "Unexpected errors answered 500 (bugs)",
+        value=stats["handler_errors"],
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_blocklist_purged_objects",
+        "Cached objects purged because a version listed them",
+        value=stats["purged_by_blocklist"],
+    )
+    yield from extra

@@ -1,0 +1,183 @@
+"""The node's blocklist, as the supervisor holds it: two layers and one version number.
+
+- the *file layer*: the newest valid signed version in `blocklist.dir` (verified here, once,
+  then distributed to workers as a pre-validated entry list);
+- the *push layer*: entries operators (or the takedown service) pushed over the admin API,
+  persisted in the state directory so a restart keeps enforcing them.
+
+Every change to either layer makes the next node version. A version counts as applied only when
+every worker answers that it enforces it; the time of the last answer is the proof
+(`applied_at`) the takedown service collects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from proxy.blocklist.format import BlocklistError, load_newest, write_atomic
+from proxy.blocklist.model import Entry, validate_entry
+from proxy.config import Config
+
+log = logging.getLogger("edgeproxy.blocklist")
+
+Broadcast = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
+
+
+class StartupRefused(Exception):
+    pass
+
+
+class NodeBlocklist:
+    def __init__(self, cfg: Config, state_dir: Path, broadcast: Broadcast) -> None:
+        self.cfg = cfg.blocklist
+        self.state_dir = state_dir
+        self.broadcast = broadcast
+        self.file_entries: list[Entry] = []
+        self.file_sequence: int | None = None
+        self.pushed: dict[str, Entry] = {}
+        self.version = 0
+        self.applied_at = 0.0
+        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self.reload_failures = 0
+        self.last_errors: list[str] = []
+        self.lock = asyncio.Lock()
+        self._public_key = b""
+
+    # -- persistence --------------------------------------------------------------------------
+
+    @property
+    def _pushed_path(self) -> Path:
+        return self.state_dir / "pushed-entries.json"
+
+    @property
+    def _version_path(self) -> Path:
+        return self.state_dir / "blocklist-version"
+
+    @property
+    def full_path(self) -> Path:
+        return self.state_dir / f"blocklist-{os.getpid()}.msgpack"
+
+    def _persist(self) -> None:
+        write_atomic(self._pushed_path, msgspec.json.encode(list(self.pushed.values())))
+        write_atomic(self._version_path, str(self.version).encode())
+
+    def load_initial(self) -> None:
+        """Read the state directory and the blocklist directory before any worker starts.
+        Raises StartupRefused when a directory is configured but holds no valid version."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._pushed_path.exists():
+            entries = msgspec.json.decode(self._pushed_path.read_bytes(), type=list[Entry])
+            self.pushed = {e.id: e for e in entries}
+        if self._version_path.exists():
+            self.version = int(self._version_path.read_text().strip() or 0)
+        if self.cfg.dir:
+            try:
+                self._public_key = Path(self.cfg.public_key).read_bytes()
+            except OSError as e:
+                raise StartupRefused(
+                    f"cannot read blocklist public key {self.cfg.public_key}: {e}"
+                ) from e
+            found = self._load_dir()
+            if found is None and not self.cfg.allow_empty:
+                detail = "; ".join(self.last_errors) or "no version files"
+                raise StartupRefused(
+                    f"blocklist directory {self.cfg.dir} holds no valid version ({detail}); "
+                    "refusing to start without a list (pass --allow-empty-blocklist to override)"
+                )
+        self.version += 1
+        self._write_full()
+        self._persist()
+
+    def _load_dir(self) -> int | None:
+        found, errors = load_newest(
+            self.cfg.dir,
+            self._public_key,
+            current_sequence=self.file_sequence,
+            max_bytes=self.cfg.max_file_bytes,
+        )
+        self.last_errors = [str(e) for e in errors]
+        for e in errors:
+            if not _is_stale_notice(e):
+                self.reload_failures += 1
+                log.error("blocklist version rejected: %s", e)
+        if found is None:
+            return None
+        entries, sequence = found
+        self.file_entries = entries
+        self.file_sequence = sequence
+        log.warning(
+            "blocklist version %d loaded from %s (%d entries)", sequence, self.cfg.dir, len(entries)
+        )
+        return sequence
+
+    def entries(self) -> list[Entry]:
+        merged = {e.id: e for e in self.file_entries}
+        merged.update(self.pushed)
+        return list(merged.values())
+
+    def _write_full(self) -> None:
+        write_atomic(self.full_path, msgspec.msgpack.encode(self.entries()))
+
+    def load_args(self) -> dict[str, Any]:
+        return {"path": str(self.full_path), "version": self.version}
+
+    # -- changes ------------------------------------------------------------------------------
+
+    async def reload_dir(self) -> dict[str, Any] | None:
+        """Called by the directory watcher, SIGHUP and the poll: apply a newer file version."""
+        if not self.cfg.dir:
+            return None
+        async with self.lock:
+            found = await asyncio.to_thread(self._load_dir)
+            if found is None:
+                return None
+            self.version += 1
+            await asyncio.to_thread(self._write_full)
+            self._persist()
+            return await self._distribute("blocklist.load", self.load_args(), f"file:{found}")
+
+    async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
+        entries = [validate_entry(msgspec.convert(e, type=Entry)) for e in raw_entries]
+        async with self.lock:
+            for e in entries:
+                self.pushed[e.id] = e
+            self.version += 1
+            self._persist()
+            self._write_full()
+            args = {"version": self.version, "add": msgspec.to_builtins(entries), "remove": []}
+            return await self._distribute("blocklist.delta", args, "push")
+
+    async def remove(self, entry_id: str) -> dict[str, Any] | None:
+        async with self.lock:
+            if entry_id not in self.pushed:
+                return None
+            del self.pushed[entry_id]
+            self.version += 1
+            self._persist()
+            self._write_full()
+            args = {"version": self.version, "add": [], "remove": [entry_id]}
+            return await self._distribute("blocklist.delta", args, "remove")
+
+    def known(self, entry_id: str) -> bool:
+        return entry_id in self.pushed or any(e.id == entry_id for e in self.file_entries)
+
+    async def _distribute(self, op: str, args: dict[str, Any], source: str) -> dict[str, Any]:
+        acks = await self.broadcast(op, args)
+        self.applied_at = max((a["applied_at"] for a in acks), default=time.time())
+        self.history.appendleft(
+            {"version": self.version, "applied_at": self.applied_at, "source": source}
+        )
+        return {"version": self.version, "applied_at": self.applied_at, "workers": acks}
+
+
+def _is_stale_notice(e: BlocklistError) -> bool:
+    return "older" in e.reason or "not newer" in e.reason

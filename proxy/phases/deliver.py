@@ -1,0 +1,177 @@
+"""deliver: per-delivery headers only (Age, Cache-Status, framing), conditional and Range
+answers, HEAD. What is delivered is decided here; what is stored was decided in
+upstream_response.
+"""
+
+from __future__ import annotations
+
+from proxy.cache.entry import Entry
+from proxy.context import RequestCtx
+from proxy.front.date import current_date_bytes
+from proxy.rfc.conditional import evaluate_preconditions
+from proxy.rfc.ranges import content_range, if_range_allows, parse_range
+
+REASONS = {
+    200: b"OK",
+    206: b"Partial Content",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    412: b"Precondition Failed",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    416: b"Range Not Satisfiable",
+    421: b"Misdirected Request",
+    431: b"Request Header Fields Too Large",
+    451: b"Unavailable For Legal Reasons",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+# Fields a 304 carries from the stored response (RFC 9110 §15.4.5).
+_304_FIELDS = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"}
+)
+
+
+def connection_part(ctx: RequestCtx) -> tuple[bytes, bool]:
+    """The Connection field for a pre-serialised answer, and whether to close after it."""
+    req = ctx.request
+    if not req.keep_alive:
+        return b"Connection: close\r\n", True
+    if req.http_version == "1.0":
+        return b"Connection: keep-alive\r\n", False
+    return b"", False
+
+
+def generated(
+    ctx: RequestCtx,
+    status: int,
+    body: bytes,
+    *,
+    cache_status: bytes,
+    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+    close: bool = False,
+    via: bytes = b"",
+) -> None:
+    """An answer the edge writes itself (errors, 421, 451): never stored anywhere."""
+    conn, must_close = connection_part(ctx)
+    if close:
+        conn, must_close = b"Connection: close\r\n", True
+    parts = [
+        b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown")),
+        b"Date: " + current_date_bytes() + b"\r\n",
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Cache-Control: no-store\r\n",
+    ]
+    for name, value in extra:
+        parts.append(name + b": " + value + b"\r\n")
+    if via:
+        parts.append(b"Via: " + via + b"\r\n")
+    parts.append(b"Cache-Status: " + cache_status + b"\r\n")
+    parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(conn)
+    parts.append(b"\r\n")
+    if ctx.method != "HEAD":
+        parts.append(body)
+        ctx.bytes_sent = len(body)
+    ctx.status = status
+    ctx.cache_status = cache_status
+    ctx.responder.send_bytes(b"".join(parts), close=must_close)
+
+
+def from_entry(ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes) -> None:
+    """Answer from a stored entry: 200, 304, 412, 206 or 416, HEAD without a body."""
+    age = int(entry.age(now))
+    special = ctx.fields.special
+    status = 200 if entry.status == 200 else entry.status
+    if special is not None:
+        cond = (
+            evaluate_preconditions(
+                ctx.method,
+                ctx.fields.first(b"if-match"),
+                ctx.fields.first(b"if-none-match"),
+                ctx.fields.first(b"if-modified-since"),
+                ctx.fields.first(b"if-unmodified-since"),
+                entry.etag,
+                entry.last_modified,
+                entry.date,
+            )
+            if entry.status == 200
+            else None
+        )
+        if cond is not None:
+            return _not_modified(ctx, entry, cond, age, cache_status)
+        rng = ctx.fields.first(b"range")
+        if rng is not None and entry.status == 200 and ctx.method in ("GET", "HEAD"):
+            if if_range_allows(ctx.fields.first(b"if-range"), entry.etag, entry.last_modified):
+                ranges = parse_range(rng, len(entry.body))
+                if ranges == "unsatisfiable":
+                    return _unsatisfiable(ctx, entry, age, cache_status)
+                if ranges:
+                    return _partial(ctx, entry, ranges[0], age, cache_status)
+    conn, close = connection_part(ctx)
+    tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn)
+    if ctx.method == "HEAD":
+        ctx.responder.send_bytes(entry.head + tail, close=close)
+    else:
+        ctx.responder.send_bytes(entry.head + tail + entry.body, close=close)
+        ctx.bytes_sent = len(entry.body)
+    ctx.status = status
+    ctx.cache_status = cache_status
+
+
+def _not_modified(
+    ctx: RequestCtx, entry: Entry, status: int, age: int, cache_status: bytes
+) -> None:
+    conn, close = connection_part(ctx)
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
+    if status == 304:
+        for name, value in entry.headers:
+            if name.lower() in _304_FIELDS or name.lower() == b"via":
+                parts.append(name + b": " + value + b"\r\n")
+    else:
+        parts.append(b"Date: " + current_date_bytes() + b"\r\nContent-Length: 0\r\n")
+    parts.append(b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn))
+    ctx.status = status
+    ctx.cache_status = cache_status
+    ctx.responder.send_bytes(b"".join(parts), close=close)
+
+
+def _partial(
+    ctx: RequestCtx, entry: Entry, rng: tuple[int, int], age: int, cache_status: bytes
+) -> None:
+    start, end = rng
+    length = len(entry.body)
+    conn, close = connection_part(ctx)
+    parts = [b"HTTP/1.1 206 Partial Content\r\n"]
+    for name, value in entry.headers:
+        parts.append(name + b": " + value + b"\r\n")
+    parts.append(b"Content-Range: " + content_range(start, end, length).encode() + b"\r\n")
+    parts.append(b"Content-Length: %d\r\n" % (end - start + 1))
+    parts.append(b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn))
+    if ctx.method != "HEAD":
+        parts.append(entry.body[start : end + 1])
+        ctx.bytes_sent = end - start + 1
+    ctx.status = 206
+    ctx.cache_status = cache_status
+    ctx.responder.send_bytes(b"".join(parts), close=close)
+
+
+def _unsatisfiable(ctx: RequestCtx, entry: Entry, age: int, cache_status: bytes) -> None:
+    conn, close = connection_part(ctx)
+    parts = [
+        b"HTTP/1.1 416 Range Not Satisfiable\r\n",
+        b"Date: " + current_date_bytes() + b"\r\n",
+        b"Content-Range: bytes */%d\r\n" % len(entry.body),
+        b"Content-Length: 0\r\n",
+        b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn),
+    ]
+    ctx.status = 416
+    ctx.cache_status = cache_status
+    ctx.responder.send_bytes(b"".join(parts), close=close)

@@ -1,0 +1,494 @@
+"""The phase walk: admit → block → lookup → fetch → upstream_response → store → deliver → log.
+
+This is the only place control flow between phases lives. A fresh cache hit is answered
+synchronously from `__call__` (no task, no coroutine); everything else continues in `_walk`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from proxy.blocklist.model import Entry as BlockEntry
+from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
+from proxy.cache.coalesce import Coalescer
+from proxy.cache.entry import Entry
+from proxy.cache.memory import MemoryTier
+from proxy.config import Config
+from proxy.context import RequestCtx, RequestFields
+from proxy.front.api import ClientGone, FrontRequest, Responder
+from proxy.metrics import B_INDEX, NS_INDEX, R_INDEX, Result, WorkerStats, method_class
+from proxy.origin import OriginError, OriginPool
+from proxy.phases import deliver
+from proxy.phases.fetch import BodyBlocked, Fetcher, FetchOutcome
+from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
+from proxy.rfc.freshness import Reuse, reuse, within_stale_if_error, within_stale_while_revalidate
+from proxy.rfc.target import BadTarget, Target, canonical_target
+from proxy.sites import SiteTable
+
+if TYPE_CHECKING:
+    from proxy.accesslog import AccessLog
+
+log = logging.getLogger("edgeproxy.pipeline")
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+_R_HIT = R_INDEX[Result.HIT]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        sites: SiteTable,
+        memory: MemoryTier,
+        origin: OriginPool,
+        stats: WorkerStats,
+        *,
+        clock: type[time.time] | None = None,  # type: ignore[valid-type]
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.sites = sites
+        self.memory = memory
+        self.stats = stats
+        self.clock = clock or time.time
+        self.blocklist: Snapshot = EMPTY_SNAPSHOT
+        self.coalescer: Coalescer[FetchOutcome] = Coalescer(
+            hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
+        )
+        self.via = f"1.1 {cfg.via_name}".encode()
+        self.cache_name = cfg.via_name.encode()
+        self.fetcher = Fetcher(
+            cfg, origin, memory, stats, self.via, blocklist=lambda: self.blocklist, clock=self.clock
+        )
+        self.fetcher.on_uncacheable = self.coalescer.mark_uncacheable
+        self.fetcher.on_cacheable = self.coalescer.clear_uncacheable
+        self.access_log = access_log
+        self._unknown_site = len(sites.sites)
+        self._background: set[asyncio.Task[None]] = set()
+        self._hit_status = self.cache_name + b"; hit"
+        # RFC 7725 §3: identify the entity implementing the block (configurable per site).
+        self.default_blocked_by = (
+            cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
+        )
+
+    # -- the front's handler ------------------------------------------------------------------
+
+    def __call__(self, request: FrontRequest, responder: Responder) -> Awaitable[None] | None:
+        started = time.perf_counter()
+        fields = RequestFields(request.headers)
+        ctx = RequestCtx(request, responder, started, fields, request.method)
+        if not self._admit(ctx) or not self._block(ctx):
+            self._log(ctx)
+            return None
+        if (
+            fields.special is None
+            and (ctx.method == "GET" or ctx.method == "HEAD")
+            and not request.has_body
+        ):
+            # The hit fast path: a plain lookup that is fresh answers here, synchronously.
+            target = ctx.target
+            assert target is not None
+            primary = (target.authority, target.raw_path_query)
+            vary = self.memory.vary_fields(primary)
+            if vary is not None:
+                entry = self.memory.get(primary, self.fetcher.variant(vary, fields) if vary else ())
+                if entry is not None and not entry.no_cache:
+                    now = self.clock()
+                    if now < entry.expires_at and self._entry_allowed(ctx, entry):
+                        entry.hits += 1
+                        age = entry.age(now)
+                        status = self._hit_status + b"; ttl=%d" % int(entry.lifetime - age)
+                        if entry.upstream_cache_status:
+                            status = entry.upstream_cache_status + b", " + status
+                        deliver.from_entry(ctx, entry, now, status)
+                        ctx.result = Result.HIT
+                        self._log(ctx)
+                        return None
+                    if ctx.status:  # blocked by digest
+                        self._log(ctx)
+                        return None
+        return self._walk(ctx)
+
+    async def _walk(self, ctx: RequestCtx) -> None:
+        try:
+            await self._lookup_and_fetch(ctx)
+        except ClientGone:
+            ctx.result = Result.ERROR if not ctx.status else ctx.result
+        except BodyBlocked as e:
+            if ctx.responder.started:
+                raise
+            self._blocked(ctx, e.entry)
+        except OriginError as e:
+            if not ctx.responder.started:
+                self._origin_error(ctx, e)
+            else:
+                raise
+        finally:
+            self._log(ctx)
+
+    # -- admit --------------------------------------------------------------------------------
+
+    def _admit(self, ctx: RequestCtx) -> bool:
+        """Limits are the front's; here: Host → site (421 for unknown hosts) and the one
+        canonical target every later phase reads."""
+        fields = ctx.fields
+        if fields.host_count > 1:
+            return self._refuse(ctx, 400, "more than one Host field")
+        if fields.host is None and ctx.request.http_version == "1.1":
+            return self._refuse(ctx, 400, "missing Host")
+        try:
+            target = canonical_target(ctx.request.raw_target, fields.host)
+        except BadTarget as e:
+            return self._refuse(ctx, e.status, e.reason)
+        site = self.sites.route(target.host)
+        if site is None:
+            return self._refuse(ctx, 421, "this edge does not serve that host")
+        ctx.target = target
+        ctx.site = site
+        ctx.site_index = site.index
+        return True
+
+    def _refuse(self, ctx: RequestCtx, status: int, why: str) -> bool:
+        ctx.result = Result.ERROR
+        deliver.generated(
+            ctx,
+            status,
+            f"{status} {deliver.REASONS.get(status, b'').decode()}: {why}\n".encode(),
+            cache_status=self.cache_name + b'; detail="' + why.encode("ascii", "replace") + b'"',
+            close=status == 400,
+        )
+        return False
+
+    # -- block --------------------------------------------------------------------------------
+
+    def _block(self, ctx: RequestCtx) -> bool:
+        target = ctx.target
+        assert target is not None
+        hit = self.blocklist.check(target.host, target.path, target.query)
+        if hit is None:
+            return True
+        self._blocked(ctx, hit)
+        return False
+
+    def _entry_allowed(self, ctx: RequestCtx, entry: Entry) -> bool:
+        """Every reuse of a stored body is checked against the current snapshot's digests."""
+        hit = self.blocklist.check_digest(entry.sha256)
+        if hit is None:
+            return True
+        self.memory.remove(entry)
+        self.stats.purged_by_blocklist += 1
+        self._blocked(ctx, hit)
+        return False
+
+    def _blocked(self, ctx: RequestCtx, hit: BlockEntry) -> None:
+        ctx.result = Result.BLOCKED
+        ctx.blocked_id = hit.id
+        ctx.blocked_type = str(hit.type)
+        site = ctx.site
+        self.stats.blocked[ctx.site_index if site else self._unknown_site][
+            B_INDEX[str(hit.type)]
+        ] += 1
+        link = (site.blocked_by_url if site else "") or self.default_blocked_by
+        extra = [(b"Link", f'<{link}>; rel="blocked-by"'.encode())]
+        notice = f" (notice {hit.notice})" if hit.notice else ""
+        body = (f"451 Unavailable For Legal Reasons: blocked by entry {hit.id}{notice}.\n").encode(
+            "utf-8", "replace"
+        )
+        deliver.generated(
+            ctx, 451, body, cache_status=self.cache_name + b"; detail=blocked", extra=extra
+        )
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    async def _lookup_and_fetch(self, ctx: RequestCtx) -> None:
+        target = ctx.target
+        assert target is not None
+        fields = ctx.fields
+        req = ctx.request
+        if fields.special is not None:
+            cc_values = fields.values("cache-control")
+            req_cc = parse_cache_control(cc_values) if cc_values else EMPTY_CC
+            if not cc_values and "no-cache" in ",".join(fields.values("pragma")).lower():
+                req_cc = parse_cache_control(["no-cache"])  # RFC 9111 §5.4
+        else:
+            req_cc = EMPTY_CC
+        ctx.req_cc = req_cc
+        cacheable_request = (
+            ctx.method in READ_METHODS
+            and not req.has_body
+            and fields.first(b"authorization") is None
+        )
+        if not cacheable_request:
+            await self._pass(ctx, invalidate=ctx.method not in READ_METHODS)
+            return
+        primary = (target.authority, target.raw_path_query)
+        vary = self.memory.vary_fields(primary)
+        variant = self.fetcher.variant(vary, fields) if vary else ()
+        entry = self.memory.get(primary, variant) if vary is not None else None
+        now = self.clock()
+        if entry is not None:
+            if not self._entry_allowed(ctx, entry):
+                return
+            age = entry.age(now)
+            decision = reuse(entry.lifetime, age, req_cc, entry.extra["cc"])  # type: ignore[arg-type]
+            if decision is not Reuse.VALIDATE:
+                ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
+                ttl = int(entry.lifetime - age)
+                deliver.from_entry(ctx, entry, now, self._status_hit(entry, ttl))
+                return
+            if within_stale_while_revalidate(entry.lifetime, age, entry.extra["cc"]) and not (  # type: ignore[arg-type]
+                req_cc.no_cache or req_cc.max_age is not None
+            ):
+                ctx.result = Result.STALE
+                deliver.from_entry(
+                    ctx, entry, now, self._status_hit(entry, int(entry.lifetime - age))
+                )
+                self._revalidate_behind(ctx, entry)
+                return
+        if req_cc.only_if_cached:
+            ctx.result = Result.MISS
+            deliver.generated(
+                ctx,
+                504,
+                b"504 Gateway Timeout: not in cache (only-if-cached)\n",
+                cache_status=self.cache_name + b"; fwd=miss; detail=only-if-cached",
+            )
+            return
+        key = (primary, variant)
+        await self._miss(ctx, key, entry, coalesce=not self.coalescer.is_hit_for_miss(key))
+
+    def _status_hit(self, entry: Entry, ttl: int) -> bytes:
+        status = self._hit_status + b"; ttl=%d" % ttl
+        if entry.upstream_cache_status:
+            status = entry.upstream_cache_status + b", " + status
+        return status
+
+    # -- fetch (coalesced) and what follows it ------------------------------------------------
+
+    async def _miss(
+        self, ctx: RequestCtx, key: tuple[object, ...], entry: Entry | None, *, coalesce: bool
+    ) -> None:
+        if not coalesce:
+            # hit-for-miss: recently uncacheable, so no queueing behind a shared fetch; the
+            # response may still be stored if it has become cacheable.
+            ctx.extra["hfm"] = True
+            outcome = await self.fetcher.fetch_for_cache(ctx, entry)
+            await self._after_fetch(ctx, outcome, True, entry)
+            return
+        coalescer = self.coalescer
+        task = coalescer.inflight(key)
+        leader = task is None
+        if task is None:
+            task = coalescer.lead(key, self.fetcher.fetch_for_cache(ctx, entry))
+        else:
+            ctx.collapsed = True
+            self.stats.coalesced += 1
+        try:
+            outcome = (
+                await coalescer.follow(task, self.cfg.cache.coalesce_wait_s)
+                if not leader
+                else await asyncio.shield(task)
+            )
+        except TimeoutError:
+            await self._pass(ctx, invalidate=False, fwd=b"miss")
+            return
+        except asyncio.CancelledError:
+            if leader:
+                task.add_done_callback(_close_unclaimed)
+            raise
+        await self._after_fetch(ctx, outcome, leader, entry)
+
+    async def _after_fetch(
+        self, ctx: RequestCtx, outcome: FetchOutcome, leader: bool, entry: Entry | None
+    ) -> None:
+        now = self.clock()
+        if outcome.error is not None:
+            stale = outcome.stale_candidate or entry
+            if stale is not None and self._may_serve_stale_on_error(ctx, stale, now):
+                if outcome.upstream is not None and outcome.claim():
+                    outcome.upstream.close()
+                ctx.result = Result.STALE
+                deliver.from_entry(
+                    ctx,
+                    stale,
+                    now,
+                    self._status_hit(stale, int(stale.lifetime - stale.age(now)))
+                    + b"; detail=stale-if-error",
+                )
+                return
+            if outcome.upstream is None:
+                raise outcome.error
+            if not (leader and outcome.claim()):
+                await self._pass(ctx, invalidate=False, fwd=b"miss")
+                return
+            ctx.result = Result.MISS
+            await self.fetcher.stream(ctx, outcome, fwd=b"stale")
+            return
+        if outcome.blocked is not None:
+            self._blocked(ctx, outcome.blocked)
+            return
+        if outcome.entry is not None:
+            stored = outcome.entry
+            if (
+                stored.vary_fields
+                and self.fetcher.variant(stored.vary_fields, ctx.fields) != stored.variant
+            ):
+                # The leader's response varies on a field this request differs in.
+                await self._pass(ctx, invalidate=False, fwd=b"miss")
+                return
+            if not self._entry_allowed(ctx, stored):
+                return
+            if outcome.revalidated:
+                ctx.result = Result.REVALIDATED
+                fwd = b"stale"
+            else:
+                ctx.result = Result.MISS
+                fwd = b"miss"
+            status = self.cache_name + b"; fwd=" + fwd + b"; fwd-status=%d" % outcome.fwd_status
+            if outcome.stored:
+                status += b"; stored; ttl=%d" % int(stored.lifetime - stored.age(now))
+            if ctx.collapsed:
+                status += b"; collapsed"
+            if stored.upstream_cache_status:
+                status = stored.upstream_cache_status + b", " + status
+            deliver.from_entry(ctx, stored, now, status)
+            return
+        # Not stored: the leader streams what it fetched; followers fetch for themselves.
+        if leader and outcome.claim():
+            ctx.result = Result.PASS if outcome.not_stored else Result.MISS
+            await self.fetcher.stream(ctx, outcome, fwd=b"miss")
+            return
+        await self._pass(ctx, invalidate=False, fwd=b"uri-miss")
+
+    def _may_serve_stale_on_error(self, ctx: RequestCtx, entry: Entry, now: float) -> bool:
+        if not self._entry_allowed_quiet(entry):
+            return False
+        age = entry.age(now)
+        req_cc = ctx.req_cc or EMPTY_CC
+        if within_stale_if_error(entry.lifetime, age, entry.extra["cc"], req_cc):  # type: ignore[arg-type]
+            return True
+        grace = self.cfg.cache.max_stale_serve_s
+        return grace > 0 and age - entry.lifetime <= grace and not entry.must_revalidate
+
+    def _entry_allowed_quiet(self, entry: Entry) -> bool:
+        return self.blocklist.check_digest(entry.sha256) is None
+
+    async def _pass(self, ctx: RequestCtx, *, invalidate: bool, fwd: bytes = b"bypass") -> None:
+        """Forward as-is (unsafe methods, bodies, Authorization, hit-for-miss); stream back."""
+        ctx.result = Result.PASS
+        outcome = await self.fetcher.fetch_pass(ctx)
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.blocked is not None:
+            self._blocked(ctx, outcome.blocked)
+            return
+        if invalidate:
+            self.fetcher.invalidate(ctx, outcome)
+        outcome.claim()
+        await self.fetcher.stream(ctx, outcome, fwd=fwd)
+
+    def _revalidate_behind(self, ctx: RequestCtx, entry: Entry) -> None:
+        """RFC 5861 §3: refresh a stale entry in the background, once."""
+        if entry.revalidating:
+            return
+        entry.revalidating = True
+        key = (entry.primary, entry.variant)
+        if self.coalescer.inflight(key) is not None:
+            return
+
+        async def run() -> None:
+            try:
+                task = self.coalescer.lead(
+                    key, self.fetcher.fetch_for_cache(ctx, entry, background=True)
+                )
+                outcome = await task
+                if outcome.upstream is not None and outcome.claim():
+                    outcome.upstream.close()
+            except Exception:  # noqa: BLE001 - a failed background refresh leaves the stale entry
+                log.debug("background revalidation failed", exc_info=True)
+            finally:
+                entry.revalidating = False
+
+        t = asyncio.ensure_future(run())
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    # -- errors and log -----------------------------------------------------------------------
+
+    def _origin_error(self, ctx: RequestCtx, e: OriginError) -> None:
+        ctx.result = Result.ERROR
+        site = ctx.site_index if ctx.site else self._unknown_site
+        self.stats.origin_failures[site][
+            ["connect", "timeout", "reset", "protocol"].index(e.kind)
+        ] += 1
+        deliver.generated(
+            ctx,
+            e.status,
+            f"{e.status} {deliver.REASONS[e.status].decode()}: origin {e.kind}\n".encode(),
+            cache_status=self.cache_name + b"; fwd=miss; detail=origin-" + e.kind.value.encode(),
+            via=self.via,
+        )
+
+    def _log(self, ctx: RequestCtx) -> None:
+        elapsed = time.perf_counter() - ctx.started
+        site = ctx.site_index if ctx.site is not None else self._unknown_site
+        self.stats.observe(
+            site, method_class(ctx.method), R_INDEX[ctx.result], ctx.bytes_sent, elapsed
+        )
+        if ctx.no_store is not None:
+            self.stats.not_stored[NS_INDEX[ctx.no_store.value]] += 1
+        if self.access_log is not None:
+            self.access_log.record(ctx, elapsed)
+
+    # -- blocklist application ----------------------------------------------------------------
+
+    def apply_blocklist(self, snapshot: Snapshot) -> None:
+        """Swap in a new snapshot (one assignment). Enforcement starts here: every later
+        request and every reuse of a stored body checks it. Purging follows, in steps."""
+        self.blocklist = snapshot
+
+    async def purge_listed(self, snapshot: Snapshot, step: int = 2000) -> int:
+        """Drop every stored object the snapshot lists (by URL, prefix, host or digest),
+        stale copies included, yielding to the loop between steps."""
+        purged = 0
+        entries = self.memory.entries()
+        for i in range(0, len(entries), step):
+            for e in entries[i : i + step]:
+                t = e.target
+                if snapshot.check(t.host, t.path, t.query) or snapshot.check_digest(e.sha256):
+                    purged += self.memory.remove(e)
+            await asyncio.sleep(0)
+        self.stats.purged_by_blocklist += purged
+        return purged
+
+    def purge(
+        self, *, url: Target | None = None, prefix: Target | None = None, host: str = ""
+    ) -> int:
+        if url is not None:
+            return self.memory.purge_primary((url.authority, url.raw_path_query))
+        if prefix is not None:
+            p = prefix.path
+            return self.memory.purge_where(
+                [prefix.host],
+                lambda e: e.target.path == p or e.target.path.startswith(p.rstrip("/") + "/"),
+            )
+        if host:
+            return self.memory.purge_host(host)
+        return 0
+
+
+def _close_unclaimed(task: asyncio.Task[FetchOutcome]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    outcome = task.result()
+    if outcome.upstream is not None and outcome.claim():
+        outcome.upstream.close()
+
+
+def sample(rate: float) -> bool:
+    return rate >= 1.0 or random.random() < rate

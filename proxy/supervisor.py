@@ -1,0 +1,302 @@
+"""The supervisor: N worker processes sharing the listen port (SO_REUSEPORT), one admin
+listener, signals.
+
+- SIGTERM / SIGINT: every worker drains its in-flight requests, then exits.
+- SIGHUP: re-read the config file (a broken one is refused and the running one kept), replace
+  workers one at a time, and re-read the blocklist directory.
+- A worker that dies is restarted (with a short backoff); it listens only once it enforces the
+  current blocklist version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from proxy.config import Config, ConfigError, load, parse_hostport
+from proxy.control import Channel, ControlError
+from proxy.node_blocklist import NodeBlocklist
+
+log = logging.getLogger("edgeproxy.supervisor")
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    proc: asyncio.subprocess.Process
+    channel: Channel
+    started_at: float = field(default_factory=time.time)
+    listening: bool = False
+    retiring: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Supervisor:
+    def __init__(
+        self, cfg: Config, *, config_path: str | None = None, admin_token: str = ""
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.admin_token = admin_token
+        self.workers: dict[int, WorkerHandle] = {}
+        self.restarts = 0
+        self.retired_stats: dict[str, Any] | None = None
+        self.started_at = time.time()
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        self._monitors: set[asyncio.Task[None]] = set()
+        self.state_dir = Path(cfg.state_dir)
+        self.blocklist = NodeBlocklist(cfg, self.state_dir, self.broadcast)
+        self.last_stats: dict[int, dict[str, Any]] = {}
+        self.port = 0
+        self._admin_runner: Any = None
+        self._watcher: Any = None
+        self._reserve: socket.socket | None = None
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _spawn(self, index: int) -> WorkerHandle:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "proxy.worker",
+                str(child.fileno()),
+                str(index),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(child.fileno(),),
+            )
+        finally:
+            child.close()
+        assert proc.stdin is not None
+        proc.stdin.write(msgspec.json.encode(self.cfg))
+        await proc.stdin.drain()
+        proc.stdin.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        channel = Channel(reader, writer)
+        handle = WorkerHandle(index, proc, channel)
+        try:
+            async with asyncio.timeout(30):
+                await channel.ready
+            await channel.call(
+                "blocklist.load",
+                self.blocklist.load_args(),
+                timeout_s=self.cfg.admin.apply_timeout_s,
+            )
+            await channel.call("listen", timeout_s=10)
+        except BaseException:
+            _kill(proc)
+            channel.close()
+            raise
+        handle.listening = True
+        return handle
+
+    async def start_worker(self, index: int) -> WorkerHandle:
+        handle = await self._spawn(index)
+        self.workers[index] = handle
+        t = asyncio.ensure_future(self._monitor(handle))
+        self._monitors.add(t)
+        t.add_done_callback(self._monitors.discard)
+        return handle
+
+    async def _monitor(self, handle: WorkerHandle) -> None:
+        code = await handle.proc.wait()
+        handle.channel.close()
+        last = self.last_stats.pop(handle.pid, None)
+        if last is not None:
+            from proxy.metrics import combine
+
+            self.retired_stats = combine([s for s in (self.retired_stats, last) if s is not None])
+        if self.workers.get(handle.index) is handle:
+            del self.workers[handle.index]
+        if self.stopping or handle.retiring:
+            return
+        log.error("worker %d (pid %d) exited with %s; restarting", handle.index, handle.pid, code)
+        self.restarts += 1
+        delay = self.cfg.worker_restart_backoff_s
+        while not self.stopping:
+            await asyncio.sleep(delay)
+            try:
+                await self.start_worker(handle.index)
+                return
+            except Exception as e:  # noqa: BLE001 - keep trying, with backoff
+                log.error("worker %d failed to start: %s", handle.index, e)
+                delay = min(delay * 2, 10.0)
+
+    async def broadcast(self, op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send `op` to every worker and wait for all answers. A worker that fails to apply a
+        blocklist change is restarted (it then loads the full current version)."""
+        handles = [h for h in self.workers.values() if not h.retiring]
+        results = await asyncio.gather(
+            *(h.channel.call(op, args, timeout_s=self.cfg.admin.apply_timeout_s) for h in handles),
+            return_exceptions=True,
+        )
+        acks: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for h, r in zip(handles, results, strict=True):
+            if isinstance(r, BaseException):
+                failed.append(f"worker {h.index}: {r}")
+                if op.startswith("blocklist"):
+                    _kill(h.proc)
+            else:
+                acks.append({"worker": h.index, **r})
+        if failed:
+            raise ControlError("; ".join(failed))
+        return acks
+
+    async def gather_stats(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+        handles = list(self.workers.values())
+        results = await asyncio.gather(
+            *(h.channel.call("stats", timeout_s=timeout_s) for h in handles), return_exceptions=True
+        )
+        out = [r for r in results if isinstance(r, dict)]
+        for r in out:
+            self.last_stats[r["pid"]] = r["stats"]
+        return out
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _reserve_port(self) -> None:
+        """Bind (without listening) so a taken port fails now with a clear message, and so
+        port 0 resolves to one port every worker then shares."""
+        host, port = parse_hostport(self.cfg.listen, what="listen")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, port))
+        self.port = s.getsockname()[1]
+        if port == 0:
+            self.cfg = msgspec.structs.replace(self.cfg, listen=f"{host}:{self.port}")
+        self._reserve = s
+
+    async def start(self) -> None:
+        self._reserve_port()
+        self.blocklist.load_initial()
+        await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))
+        if self.cfg.admin.listen:
+            from proxy.admin.app import start_admin
+
+            self._admin_runner = await start_admin(self)
+        if self.cfg.blocklist.dir:
+            from proxy.blocklist.watch import DirectoryWatcher
+
+            self._watcher = DirectoryWatcher(
+                self.cfg.blocklist.dir,
+                self._on_blocklist_change,
+                poll_interval_s=self.cfg.blocklist.poll_interval_s,
+            )
+            await self._watcher.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        admin = f", admin http://{self.cfg.admin.listen}" if self.cfg.admin.listen else ""
+        print(
+            f"edgeproxy listening on http://{self.cfg.listen} with {len(self.workers)} workers{admin}",
+            flush=True,
+        )
+
+    async def _on_blocklist_change(self) -> None:
+        try:
+            await self.blocklist.reload_dir()
+        except Exception as e:  # noqa: BLE001 - last good list keeps enforcing
+            self.blocklist.reload_failures += 1
+            log.error("blocklist reload failed: %s", e)
+
+    def request_stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            asyncio.ensure_future(self._stop())
+
+    async def _stop(self) -> None:
+        for h in self.workers.values():
+            if h.proc.returncode is None:
+                h.proc.send_signal(signal.SIGTERM)
+        deadline = self.cfg.drain_timeout_s + 5
+        procs = [h.proc for h in self.workers.values()]
+        try:
+            async with asyncio.timeout(deadline):
+                await asyncio.gather(*(p.wait() for p in procs))
+        except TimeoutError:
+            for p in procs:
+                _kill(p)
+        if self._watcher is not None:
+            await self._watcher.stop()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        if self._reserve is not None:
+            self._reserve.close()
+        try:
+            self.blocklist.full_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def reload(self) -> None:
+        """SIGHUP: new config (if valid) via a rolling restart; then the blocklist dir."""
+        if self.config_path:
+            try:
+                new = load(self.config_path)
+            except ConfigError as e:
+                log.error("config reload refused, keeping the running config: %s", e)
+                new = None
+            if new is not None and new.listen != self.cfg.listen:
+                log.error(
+                    "config reload: listen address changes need a restart; keeping %s",
+                    self.cfg.listen,
+                )
+                new = msgspec.structs.replace(new, listen=self.cfg.listen)
+            if new is not None:
+                self.cfg = new
+                await self._rolling_restart()
+        if self._watcher is not None:
+            self._watcher.trigger()
+
+    async def _rolling_restart(self) -> None:
+        for index in sorted(self.workers):
+            old = self.workers[index]
+            old.retiring = True
+            new = await self._spawn(index)
+            self.workers[index] = new
+            t = asyncio.ensure_future(self._monitor(new))
+            self._monitors.add(t)
+            t.add_done_callback(self._monitors.discard)
+            old.proc.send_signal(signal.SIGTERM)
+        log.warning("config reloaded; workers replaced")
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+async def serve(cfg: Config, *, config_path: str | None = None, admin_token: str = "") -> int:
+    sup = Supervisor(cfg, config_path=config_path, admin_token=admin_token)
+    try:
+        await sup.start()
+    except BaseException:
+        sup.request_stop()
+        await sup.wait_stopped()
+        raise
+    await sup.wait_stopped()
+    return 0

@@ -1,0 +1,233 @@
+"""One worker process: the front, the pipeline, its memory tier and origin pool, and the
+control channel to the supervisor. Started by the supervisor as `python -m proxy.worker FD N`
+with the config (msgspec JSON) on stdin.
+
+A worker listens only after it enforces the supervisor's current blocklist version: a restarted
+worker never serves a single request with an older list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import fields as dc_fields
+from typing import Any
+
+import msgspec
+
+from proxy.blocklist.model import Entry as BlockEntry
+from proxy.blocklist.snapshot import Snapshot
+from proxy.cache.memory import MemoryTier
+from proxy.config import Config, parse_hostport
+from proxy.control import read_frame, write_frame
+from proxy.front.limits import FrontLimits
+from proxy.front.server import FrontServer
+from proxy.metrics import WorkerStats
+from proxy.origin import OriginPool
+from proxy.pipeline import Pipeline
+from proxy.rfc.target import BadTarget, canonical_target
+from proxy.sites import SiteTable
+
+log = logging.getLogger("edgeproxy.worker")
+
+
+def front_limits(cfg: Config) -> FrontLimits:
+    names = [f.name for f in dc_fields(FrontLimits) if hasattr(cfg.limits, f.name)]
+    return FrontLimits(**{n: getattr(cfg.limits, n) for n in names})
+
+
+def listen_socket(addr: str) -> socket.socket:
+    host, port = parse_hostport(addr, what="listen")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    def __init__(self, cfg: Config, index: int) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.sites = SiteTable(cfg)
+        self.stats = WorkerStats(self.sites.names)
+        share = max(1, cfg.cache.memory_cache_bytes // cfg.worker_count())
+        self.memory = MemoryTier(share, min(cfg.cache.max_object_bytes, share))
+        self.origin = OriginPool(cfg.origin)
+        access = None
+        if cfg.log.access_log:
+            from proxy.accesslog import AccessLog
+
+            access = AccessLog(
+                cfg.log.access_log, cfg.log.access_log_sample, self.sites.names, index
+            )
+        self.pipeline = Pipeline(
+            cfg, self.sites, self.memory, self.origin, self.stats, access_log=access
+        )
+        self.server = FrontServer(
+            self.pipeline, front_limits(cfg), server_name=cfg.via_name.encode()
+        )
+        self.server.on_handler_error = self._handler_error  # type: ignore[attr-defined]
+        self.applied_at = 0.0
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self._purges: set[asyncio.Task[int]] = set()
+
+    def _handler_error(self, *_: object) -> None:
+        self.stats.handler_errors += 1
+
+    # -- control ops --------------------------------------------------------------------------
+
+    async def op_blocklist_load(self, args: dict[str, Any]) -> dict[str, Any]:
+        version = int(args["version"])
+        with open(args["path"], "rb") as f:
+            raw = f.read()
+        entries = msgspec.msgpack.decode(raw, type=list[BlockEntry])
+        snap = await asyncio.to_thread(Snapshot.compile, entries, version, time.time())
+        return self._apply(snap)
+
+    async def op_blocklist_delta(self, args: dict[str, Any]) -> dict[str, Any]:
+        version = int(args["version"])
+        adds = msgspec.convert(args.get("add", []), type=list[BlockEntry])
+        removes = list(args.get("remove", []))
+        current = self.pipeline.blocklist
+        snap = await asyncio.to_thread(current.with_changes, adds, removes, version, time.time())
+        return self._apply(snap, purge_only=Snapshot.compile(adds, version, time.time()))
+
+    def _apply(self, snap: Snapshot, purge_only: Snapshot | None = None) -> dict[str, Any]:
+        self.pipeline.apply_blocklist(snap)
+        self.applied_at = time.time()
+        task = asyncio.ensure_future(self.pipeline.purge_listed(purge_only or snap))
+        self._purges.add(task)
+        task.add_done_callback(self._purges.discard)
+        return {"version": snap.version, "applied_at": self.applied_at, "pid": os.getpid()}
+
+    async def op_purge(self, args: dict[str, Any]) -> dict[str, Any]:
+        n = 0
+        try:
+            if args.get("url"):
+                n = self.pipeline.purge(url=_target(args["url"]))
+            elif args.get("prefix"):
+                n = self.pipeline.purge(prefix=_target(args["prefix"]))
+            elif args.get("host"):
+                n = self.pipeline.purge(host=str(args["host"]).lower().rstrip("."))
+        except BadTarget as e:
+            raise ValueError(f"not a valid URL: {e.reason}") from e
+        return {"purged": n}
+
+    async def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        mem = self.memory.stats()
+        return {
+            "pid": os.getpid(),
+            "worker": self.index,
+            "stats": self.stats.snapshot(),
+            "cache": {
+                "objects": mem.objects,
+                "bytes": mem.bytes,
+                "max_bytes": mem.max_bytes,
+                "evictions": mem.evictions,
+                "purged": mem.purged,
+            },
+            "connections": self.server.open_connections,
+            "blocklist": {
+                "version": self.pipeline.blocklist.version,
+                "applied_at": self.applied_at,
+                "counts": {str(k): v for k, v in self.pipeline.blocklist.counts.items()},
+            },
+            "coalescing_waiters": self.pipeline.coalescer.waiters,
+            "origin_requests": self.origin.requests,
+            "started_at": self.started_at,
+        }
+
+    async def op_listen(self, args: dict[str, Any]) -> dict[str, Any]:
+        sock = listen_socket(self.cfg.listen)
+        await self.server.start(sock=sock)
+        return {"port": self.server.port}
+
+    async def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def serve_control(self, fd: int) -> None:
+        sock = socket.socket(fileno=fd)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        write_frame(writer, {"op": "ready", "result": {"pid": os.getpid(), "worker": self.index}})
+        await writer.drain()
+        try:
+            while True:
+                msg = await read_frame(reader)
+                asyncio.ensure_future(self._dispatch(msg, writer))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The supervisor is gone: stop serving rather than run unsupervised.
+            self.stopping.set()
+
+    async def _dispatch(self, msg: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        op = str(msg.get("op", "")).replace(".", "_")
+        handler = getattr(self, f"op_{op}", None)
+        try:
+            if handler is None:
+                raise ValueError(f"unknown op {msg.get('op')!r}")
+            result = await handler(msg.get("args") or {})
+            reply = {"id": msg.get("id"), "ok": True, "result": result}
+        except Exception as e:  # noqa: BLE001 - reported to the supervisor, worker keeps serving
+            log.warning("control op %s failed: %s", msg.get("op"), e)
+            reply = {"id": msg.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"}
+        try:
+            write_frame(writer, reply)
+            await writer.drain()
+        except ConnectionError:
+            self.stopping.set()
+
+    async def run(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        await self.origin.start()
+        control = asyncio.ensure_future(self.serve_control(fd))
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.server.drain_and_close(self.cfg.drain_timeout_s)
+            control.cancel()
+            await self.origin.close()
+
+
+def _target(url: str) -> Any:
+    from yarl import URL
+
+    u = URL(url)
+    if not u.host:
+        raise BadTarget(400, "URL needs a host")  # type: ignore[call-arg]
+    path = u.raw_path_qs or "/"
+    return canonical_target(path.encode(), u.raw_authority.encode())
+
+
+def main() -> None:
+    fd, index = int(sys.argv[1]), int(sys.argv[2])
+    cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
+    logging.basicConfig(
+        level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
+        format=f"%(asctime)s worker[{index}] %(levelname)s %(name)s: %(message)s",
+    )
+    worker = Worker(cfg, index)
+    try:
+        import uvloop
+
+        uvloop.run(worker.run(fd))
+    except ImportError:
+        asyncio.run(worker.run(fd))
+
+
+if __name__ == "__main__":
+    main()
