@@ -1,0 +1,262 @@
+"""The canonical request target: RFC 9112 §3.2, normalised per RFC 3986 §6.2.2.
+
+``canonical_target()`` is called once per request (in admit). Its ``raw_path_query`` is the
+forward form: what is sent upstream *and* the cache key. Only equivalence-preserving changes
+are made: scheme and host case, default port, a trailing dot on the host, unreserved
+percent-escapes decoded, the hex of other escapes uppercased, dot segments removed (after
+decoding, so ``%2E%2E`` counts). Nothing else: ``%2F`` stays encoded, ``//`` stays, ``;``
+stays, the query keeps its order. Lossy matching belongs to the blocklist's match keys.
+
+Ambiguous input is refused (BadTarget, 400): fragments, control bytes, spaces, non-ASCII,
+malformed escapes, ``%00``, a missing or invalid Host for origin-form, userinfo, several Host
+lines (the caller passes the lines joined with "," which is then invalid), authority-form and
+asterisk-form (``.asterisk`` is set so the caller can answer OPTIONS * itself). Over-long
+targets get 414.
+
+Results are memoised (LRU, ``MEMO_SIZE`` entries) for targets up to ``MEMO_MAX_BYTES``: the
+hit path calls this per request and popular URLs repeat.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "MAX_TARGET_BYTES",
+    "BadTarget",
+    "Target",
+    "canonical_target",
+    "clear_memo",
+]
+
+MAX_TARGET_BYTES = 8192
+MEMO_MAX_BYTES = 1024
+MEMO_SIZE = 8192
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class BadTarget(Exception):
+    """A request target or Host the proxy refuses; ``status`` is 400 or 414."""
+
+    def __init__(self, status: int, reason: str, *, asterisk: bool = False) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.asterisk = asterisk
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    query: str | None
+    raw_path_query: bytes
+    authority: str
+
+    @property
+    def url(self) -> str:
+        """The absolute URI (for logs and Content-Location/Location comparisons)."""
+        return f"{self.scheme}://{self.authority}{self.raw_path_query.decode('ascii')}"
+
+
+_ALLOWED = bytes(b for b in range(0x21, 0x7F) if b != ord("#"))
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789-._"
+
+
+def _bad_bytes_reason(bad: bytes) -> str:
+    if b"#" in bad:
+        return "fragment"
+    if any(b >= 0x80 for b in bad):
+        return "non-ascii"
+    return "control-or-space"
+
+
+def _escapes(part: bytes, *, decode_unreserved: bool) -> bytes:
+    """Check every %XX, refuse %00, uppercase hex, optionally decode unreserved ones."""
+    pieces = part.split(b"%")
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(piece) < 2 or piece[0] not in _HEX or piece[1] not in _HEX:
+            raise BadTarget(400, "bad-escape")
+        byte = int(piece[:2], 16)
+        if byte == 0:
+            raise BadTarget(400, "nul-escape")
+        if decode_unreserved and byte in _UNRESERVED:
+            out.append(bytes((byte,)))
+        else:
+            out.append(b"%" + piece[:2].upper())
+        out.append(piece[2:])
+    return b"".join(out)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for an absolute path."""
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for seg in segments:
+        if seg == ".":
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    if segments and segments[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
+
+
+def _host(raw: bytes, what: str) -> str:
+    """Validate and normalise a host (reg-name or IP literal) to lowercase ASCII."""
+    if raw.startswith(b"["):
+        if not raw.endswith(b"]"):
+            raise BadTarget(400, f"bad-{what}")
+        try:
+            ip = ipaddress.IPv6Address(raw[1:-1].decode("ascii"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadTarget(400, f"bad-{what}") from exc
+        return f"[{ip.compressed}]"
+    if not raw.isascii():
+        try:
+            import idna
+
+            raw = idna.encode(raw.decode("utf-8"), uts46=True)
+        except (UnicodeError, idna.IDNAError) as exc:
+            raise BadTarget(400, f"bad-{what}") from exc
+    host = raw.lower()
+    if host.endswith(b"."):
+        host = host[:-1]
+    if not host or len(host) > 253 or host.translate(None, _HOST_CHARS):
+        raise BadTarget(400, f"bad-{what}")
+    for label in host.split(b"."):
+        if not label or len(label) > 63:
+            raise BadTarget(400, f"bad-{what}")
+    return host.decode("ascii")
+
+
+@lru_cache(maxsize=1024)
+def _authority(raw: bytes, scheme: str, what: str) -> tuple[str, int | None]:
+    """(host, port or None when default) of an authority or Host value; memoised, since a
+    site sees few distinct Host values."""
+    raw = raw.strip(b" \t")
+    if not raw:
+        raise BadTarget(400, f"missing-{what}")
+    if b"@" in raw:
+        raise BadTarget(400, "userinfo")
+    if b"," in raw:
+        raise BadTarget(400, f"multiple-{what}")
+    if raw.startswith(b"["):
+        end = raw.find(b"]")
+        if end < 0:
+            raise BadTarget(400, f"bad-{what}")
+        host_b, rest = raw[: end + 1], raw[end + 1 :]
+        if rest and not rest.startswith(b":"):
+            raise BadTarget(400, f"bad-{what}")
+        port_b = rest[1:] if rest else b""
+    else:
+        host_b, _, port_b = raw.partition(b":")
+        if b":" in port_b:
+            raise BadTarget(400, f"bad-{what}")
+    port: int | None = None
+    if port_b:
+        if not port_b.isdigit() or len(port_b) > 5:
+            raise BadTarget(400, f"bad-{what}-port")
+        port = int(port_b)
+        if not 0 < port < 65536:
+            raise BadTarget(400, f"bad-{what}-port")
+        if port == DEFAULT_PORTS.get(scheme):
+            port = None
+    return _host(host_b, what), port
+
+
+def _canonical(raw: bytes, host_header: bytes | None, default_scheme: str) -> Target:
+    if not raw:
+        raise BadTarget(400, "empty-target")
+    bad = raw.translate(None, _ALLOWED)
+    if bad:
+        raise BadTarget(400, _bad_bytes_reason(bad))
+    if raw[0] == 0x2F:  # "/": origin-form
+        if host_header is None:
+            raise BadTarget(400, "missing-host")
+        scheme = default_scheme
+        host, port = _authority(host_header, scheme, "host")
+        path_query = raw
+    elif raw == b"*":
+        raise BadTarget(400, "asterisk-form", asterisk=True)
+    else:
+        sep = raw.find(b"://")
+        if sep <= 0:
+            raise BadTarget(400, "authority-form")
+        scheme = raw[:sep].lower().decode("ascii")
+        if scheme not in DEFAULT_PORTS:
+            raise BadTarget(400, "scheme")
+        rest = raw[sep + 3 :]
+        end = len(rest)
+        for delim in (b"/", b"?"):
+            i = rest.find(delim)
+            if 0 <= i < end:
+                end = i
+        host, port = _authority(rest[:end], scheme, "uri-host")
+        if host_header is not None:
+            _authority(host_header, scheme, "host")  # must be valid even if overridden
+        path_query = rest[end:]
+        if not path_query.startswith(b"/"):
+            path_query = b"/" + path_query
+    q = path_query.find(b"?")
+    if q < 0:
+        path_b, query_b = path_query, None
+    else:
+        path_b, query_b = path_query[:q], path_query[q + 1 :]
+    if b"%" in path_b:
+        path_b = _escapes(path_b, decode_unreserved=True)
+    path = path_b.decode("ascii")
+    if "/." in path:
+        path = _remove_dot_segments(path)
+    query: str | None = None
+    if query_b is not None:
+        if b"%" in query_b:
+            query_b = _escapes(query_b, decode_unreserved=False)
+        query = query_b.decode("ascii")
+    authority = host if port is None else f"{host}:{port}"
+    raw_pq = path if query is None else f"{path}?{query}"
+    return Target(
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        query=query,
+        raw_path_query=raw_pq.encode("ascii"),
+        authority=authority,
+    )
+
+
+_memo = lru_cache(maxsize=MEMO_SIZE)(_canonical)
+
+
+def canonical_target(
+    raw: bytes, host_header: bytes | None, *, default_scheme: str = "http"
+) -> Target:
+    """Parse and canonicalise a request target (RFC 9112 §3.2) with its Host header.
+
+    Origin-form takes host and port from ``host_header``; absolute-form takes them from the
+    URI, which wins over Host (§3.2.2), though a Host that is present must still be valid.
+    ``host_header`` is the field value, or all lines joined with "," (then refused), or None.
+    Raises BadTarget.
+    """
+    if len(raw) > MAX_TARGET_BYTES:
+        raise BadTarget(414, "target-too-long")
+    if len(raw) <= MEMO_MAX_BYTES and (host_header is None or len(host_header) <= 300):
+        return _memo(raw, host_header, default_scheme)
+    return _canonical(raw, host_header, default_scheme)
+
+
+def clear_memo() -> None:
+    """Forget memoised targets (tests, and config reloads that change default_scheme)."""
+    _memo.cache_clear()

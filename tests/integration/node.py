@@ -1,0 +1,94 @@
+"""Run a whole node (`edgeproxy serve`: supervisor, workers, admin) as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.integration.conftest import free_port
+
+TOKEN = "test-admin-token"
+
+
+class Node:
+    def __init__(self, args: list[str], *, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.args = args
+        self.env = env or {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.output: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    async def start(self, *, expect_ready: bool = True, timeout_s: float = 20.0) -> None:
+        env = {**os.environ, "EDGEPROXY_ADMIN_TOKEN": TOKEN, **self.env}
+        argv = [
+            sys.executable, "-m", "proxy.cli", "serve",
+            "--listen", f"127.0.0.1:{self.port}",
+            "--admin", f"127.0.0.1:{self.admin_port}",
+            *self.args,
+        ]
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
+        ready = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.ensure_future(self._read(ready))
+        if expect_ready:
+            async with asyncio.timeout(timeout_s):
+                await ready
+
+    async def _read(self, ready: asyncio.Future[None]) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            text = line.decode(errors="replace")
+            self.output.append(text)
+            if "listening" in text and not ready.done():
+                ready.set_result(None)
+        if not ready.done():
+            ready.set_exception(RuntimeError("node exited before listening:\n" + "".join(self.output)))
+            ready.exception()
+
+    async def wait_exit(self, timeout_s: float = 20.0) -> int:
+        assert self.proc is not None
+        async with asyncio.timeout(timeout_s):
+            code = await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+        return code
+
+    async def stop(self) -> int:
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await self.wait_exit()
+        except TimeoutError:
+            self.proc.kill()
+            return await self.proc.wait()
+
+    async def admin_json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s:
+            async with s.request(
+                method, self.admin + path, json=body,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as r:
+                return r.status, await r.json(content_type=None)
+
+    async def worker_pids(self) -> list[int]:
+        _, data = await self.admin_json("GET", "/blocklist")
+        return [w["pid"] for w in data["workers"]]

@@ -1,0 +1,50 @@
+"""The edge in front of a real origin: MISS then HIT, Cache-Status, Via, X-Forwarded-For."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+
+def counting_origin(headers: dict[str, str], body: bytes = b"hello") -> tuple[web.Application, list[web.Request]]:
+    seen: list[web.Request] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.Response(body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app, seen
+
+
+async def test_miss_then_hit_rfc9111_s4(origin_server, make_edge) -> None:
+    """RFC 9111 §4: a fresh stored response is reused without contacting the origin."""
+    app, seen = counting_origin({"Cache-Control": "max-age=60", "X-Custom": "kept"})
+    edge = await make_edge(await origin_server(app))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(edge.url + "/a") as r1:
+            assert r1.status == 200 and await r1.read() == b"hello"
+            assert r1.headers["Cache-Status"].startswith("edgeproxy; fwd=miss; fwd-status=200; stored")
+            assert r1.headers["X-Custom"] == "kept"
+            assert "1.1 edgeproxy" in r1.headers["Via"]
+        async with s.get(edge.url + "/a") as r2:
+            assert r2.status == 200 and await r2.read() == b"hello"
+            assert r2.headers["Cache-Status"].startswith("edgeproxy; hit")
+            assert int(r2.headers["Age"]) >= 0
+    assert len(seen) == 1
+    assert seen[0].headers["X-Forwarded-For"] == "127.0.0.1"
+    assert "1.1 edgeproxy" in seen[0].headers["Via"]
+
+
+async def test_no_store_is_not_stored_with_reason_rfc9111_s5_2_2_5(origin_server, make_edge) -> None:
+    """RFC 9111 §5.2.2.5: no-store responses are not stored; the reason shows in Cache-Status."""
+    app, seen = counting_origin({"Cache-Control": "no-store"})
+    edge = await make_edge(await origin_server(app))
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.get(edge.url + "/n") as r:
+                assert r.status == 200 and await r.read() == b"hello"
+                assert "detail=no-store" in r.headers["Cache-Status"]
+    assert len(seen) == 2
+    assert edge.stats.not_stored[[*__import__("proxy.metrics").metrics.NO_STORE].index("no-store")] == 2

@@ -1,0 +1,213 @@
+"""The whole node as an operator runs it: `edgeproxy serve` with workers, signals, admin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.integration.conftest import free_port
+from tests.integration.node import TOKEN, Node
+
+
+def origin_app(seen: list[str], *, delay_s: float = 0.0, tag: str = "A") -> web.Application:
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return web.Response(
+            text=f"{tag}:{request.path}", headers={"Cache-Control": "max-age=60"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    return app
+
+
+@pytest.fixture
+async def nodes():
+    started: list[Node] = []
+    yield started
+    for n in started:
+        await n.stop()
+
+
+async def get(url: str, **kw) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url, **kw) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+async def test_serve_with_flags_alone_two_workers(origin_server, nodes) -> None:
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = Node(["--origin", origin, "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    statuses = []
+    for _ in range(10):  # new connections each time, so both workers take some
+        status, headers, body = await get(node.url + "/x")
+        assert status == 200 and body == b"A:/x"
+        statuses.append(headers["Cache-Status"])
+    assert any("hit" in s for s in statuses)
+    assert len(seen) <= 2  # at most one miss per worker
+    status, _, body = await get(node.admin + "/healthz")
+    assert status == 200 and b'"workers":2' in body
+    assert len(set(await node.worker_pids())) == 2
+
+
+async def test_dead_worker_is_restarted(origin_server, nodes) -> None:
+    origin = await origin_server(origin_app([]))
+    node = Node(["--origin", origin, "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    pids = await node.worker_pids()
+    os.kill(pids[0], signal.SIGKILL)
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        try:
+            now = await node.worker_pids()
+        except aiohttp.ClientError:
+            continue
+        if len(now) == 2 and pids[0] not in now:
+            break
+    else:
+        raise AssertionError(f"worker not restarted: {now}")
+    for _ in range(6):
+        status, _, body = await get(node.url + "/after")
+        assert status == 200 and body == b"A:/after"
+
+
+async def test_sigterm_drains_in_flight_requests(origin_server, nodes) -> None:
+    origin = await origin_server(origin_app([], delay_s=1.0))
+    node = Node(["--origin", origin, "--workers", "1"])
+    nodes.append(node)
+    await node.start()
+    slow = asyncio.ensure_future(get(node.url + "/slow"))
+    await asyncio.sleep(0.3)
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGTERM)
+    status, _, body = await slow
+    assert status == 200 and body == b"A:/slow"
+    assert await node.wait_exit() == 0
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(node.url + "/late")
+
+
+async def test_unknown_host_gets_421_and_never_reaches_origin(origin_server, nodes, tmp_path) -> None:
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[[sites]]\nname = "a"\nhosts = ["a.test"]\norigin = "{origin}"\n')
+    node = Node(["--config", str(cfg), "--workers", "1"])
+    nodes.append(node)
+    await node.start()
+    status, headers, _ = await get(node.url + "/p", headers={"Host": "evil.test"})
+    assert status == 421 and "Cache-Status" in headers
+    status, _, body = await get(node.url + "/p", headers={"Host": "a.test"})
+    assert status == 200 and body == b"A:/p"
+    assert seen == ["/p"]
+
+
+async def test_broken_config_refuses_to_start_naming_line_and_field(tmp_path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[[sites]]\nname = "a"\nhosts = ["a"]\norigin = "http://127.0.0.1:1"\n\n'
+                   '[cache]\nmax_object_bytes = "lots"\n')
+    node = Node(["--config", str(cfg)])
+    await node.start(expect_ready=False)
+    assert await node.wait_exit() == 2
+    out = "".join(node.output)
+    assert "bad.toml:7" in out and "$.cache.max_object_bytes" in out
+
+
+async def test_admin_refuses_public_bind_without_token(tmp_path) -> None:
+    port = free_port()
+    node = Node(["--origin", "http://127.0.0.1:1", "--workers", "1"], env={"EDGEPROXY_ADMIN_TOKEN": ""})
+    node.admin_port = port
+    node.args += ["--admin", f"0.0.0.0:{port}"]
+    await node.start(expect_ready=False)
+    assert await node.wait_exit() == 2
+    assert "non-loopback" in "".join(node.output)
+
+
+async def test_purge_needs_the_token(origin_server, nodes) -> None:
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = Node(["--origin", origin, "--workers", "1"])
+    nodes.append(node)
+    await node.start()
+    await get(node.url + "/doc")
+    async with aiohttp.ClientSession() as s:
+        async with s.post(node.admin + "/purge", json={"url": node.url + "/doc"}) as r:
+            assert r.status == 401
+        async with s.post(
+            node.admin + "/purge", json={"url": node.url + "/doc"},
+            headers={"Authorization": "Bearer wrong"},
+        ) as r:
+            assert r.status == 401
+    status, body = await node.admin_json("POST", "/purge", {"url": node.url + "/doc"})
+    assert status == 200 and body["purged"] == 1
+    await get(node.url + "/doc")
+    assert seen == ["/doc", "/doc"]
+
+
+async def test_sighup_reloads_config_and_keeps_running_on_a_broken_one(
+    origin_server, nodes, tmp_path: Path
+) -> None:
+    a = await origin_server(origin_app([], tag="A"))
+    b = await origin_server(origin_app([], tag="B"))
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[[sites]]\nname = "s"\nhosts = ["*"]\norigin = "{a}"\n')
+    node = Node(["--config", str(cfg), "--workers", "1"])
+    nodes.append(node)
+    await node.start()
+    assert (await get(node.url + "/r"))[2] == b"A:/r"
+    cfg.write_text(f'[[sites]]\nname = "s"\nhosts = ["*"]\norigin = "{b}"\n')
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGHUP)
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if (await get(node.url + "/r2"))[2] == b"B:/r2":
+            break
+    else:
+        raise AssertionError("config not reloaded")
+    cfg.write_text("this is not toml [")
+    node.proc.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    assert (await get(node.url + "/r3"))[2] == b"B:/r3"
+    assert any("config reload refused" in line for line in node.output)
+
+
+async def test_push_answers_when_every_worker_enforces(origin_server, nodes) -> None:
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = Node(["--origin", origin, "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    for _ in range(6):
+        assert (await get(node.url + "/manga/vol1"))[0] == 200
+    status, body = await node.admin_json(
+        "POST", "/blocklist/entries",
+        {"entries": [{"id": "e1", "type": "prefix", "value": node.url + "/manga/",
+                      "notice": "N-1", "reason": "test"}]},
+    )
+    assert status == 200
+    assert {w["version"] for w in body["workers"]} == {body["version"]}
+    assert len(body["workers"]) == 2
+    before = len(seen)
+    for _ in range(10):
+        status, headers, text = await get(node.url + "/manga/vol1")
+        assert status == 451 and b"e1" in text and "no-store" in headers["Cache-Control"]
+        assert 'rel="blocked-by"' in headers["Link"]
+    assert len(seen) == before
+    status, body = await node.admin_json("DELETE", "/blocklist/entries/e1")
+    assert status == 200
+    assert (await get(node.url + "/manga/vol1"))[0] == 200
+    status, _ = await node.admin_json("DELETE", "/blocklist/entries/e1")
+    assert status == 404
+    assert TOKEN

@@ -1,0 +1,129 @@
+"""RFC 9111 §3.2 / §4.3.4 freshening stored responses with a 304 (cases follow cache-tests
+update304)."""
+
+import pytest
+
+from proxy.rfc.merge import merge_304, select_for_304
+
+STORED = [
+    ("Date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    ("Content-Type", "text/plain"),
+    ("Content-Length", "5"),
+    ("Content-Encoding", "gzip"),
+    ("Set-Cookie", "a=1"),
+    ("Set-Cookie", "b=2"),
+    ("ETag", '"e1"'),
+    ("Cache-Control", "max-age=1"),
+    ("X-Keep", "yes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Test-Header", "B"),
+        ("Content-Type", "text/plain;charset=utf-8"),
+        ("Content-MD5", "N7UdGUp1E+RbVvZSTy1R8g=="),
+        ("Content-Location", "/bar"),
+        ("Content-Security-Policy", "default-src 'self' cdn.example.com"),
+        ("X-Frame-Options", "sameorigin"),
+        ("Cache-Control", "max-age=3600"),
+        ("Expires", "Mon, 01 Jan 2024 01:00:00 GMT"),
+        ("Clear-Site-Data", "cookies"),
+        ("Set-Cookie", "a=c"),
+    ],
+)
+def test_304_updates_field_rfc9111_3_2(name: str, value: str) -> None:
+    merged = merge_304(STORED, [(name, value)])
+    got = [v for n, v in merged if n.lower() == name.lower()]
+    assert got == [value]
+
+
+def test_replaces_all_lines_at_first_position_rfc9111_3_2() -> None:
+    merged = merge_304(STORED, [("set-cookie", "z=9")])
+    names = [n.lower() for n, _ in merged]
+    assert names.count("set-cookie") == 1
+    assert names.index("set-cookie") == 4
+    assert ("set-cookie", "z=9") in merged
+
+
+def test_multiple_new_lines_kept_rfc9111_3_2() -> None:
+    merged = merge_304(STORED, [("Set-Cookie", "x=1"), ("Set-Cookie", "y=2")])
+    assert [v for n, v in merged if n == "Set-Cookie"] == ["x=1", "y=2"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Content-Length",
+        "Content-Encoding",
+        "Transfer-Encoding",
+        "Connection",
+        "Keep-Alive",
+        "Content-Range",
+        "TE",
+        "Upgrade",
+        "Proxy-Authenticate",
+    ],
+)
+def test_not_updated_rfc9111_3_2(name: str) -> None:
+    merged = merge_304(STORED, [(name, "999")])
+    assert (name, "999") not in merged
+
+
+def test_content_length_kept_rfc9111_3_2() -> None:
+    merged = merge_304(STORED, [("Content-Length", "0")])
+    assert ("Content-Length", "5") in merged
+
+
+def test_connection_listed_not_updated_rfc9111_3_1() -> None:
+    merged = merge_304(STORED, [("Connection", "X-Keep"), ("X-Keep", "no")])
+    assert ("X-Keep", "yes") in merged and ("X-Keep", "no") not in merged
+
+
+def test_drop_argument_rfc9111_5_2_2_7() -> None:
+    merged = merge_304(STORED, [("X-User", "u1"), ("X-Other", "o")], drop={"x-user"})
+    assert ("X-Other", "o") in merged and all(n != "X-User" for n, _ in merged)
+
+
+def test_new_fields_appended_in_order_rfc9111_3_2() -> None:
+    merged = merge_304(STORED, [("B-New", "1"), ("A-New", "2")])
+    assert merged[: len(STORED)] == STORED
+    assert merged[len(STORED) :] == [("B-New", "1"), ("A-New", "2")]
+
+
+def test_omitted_fields_kept_rfc9111_3_2() -> None:
+    assert merge_304(STORED, []) == STORED
+    assert ("X-Keep", "yes") in merge_304(STORED, [("Date", "x")])
+
+
+LM = "Mon, 01 Jan 2024 00:00:00 GMT"
+LM2 = "Tue, 02 Jan 2024 00:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("stored_etag", "stored_lm", "new_etag", "new_lm", "expected"),
+    [
+        ('"a"', LM, '"a"', None, True),  # strong validator match
+        ('"a"', LM, '"b"', None, False),
+        ('W/"a"', LM, '"a"', None, False),  # strong needs strong
+        (None, LM, '"a"', None, False),
+        ('W/"a"', None, 'W/"a"', None, True),  # weak validator
+        ('"a"', None, 'W/"a"', None, True),
+        ('W/"a"', None, 'W/"b"', None, False),
+        (None, LM, None, LM, True),  # Last-Modified
+        (None, LM, None, LM2, False),
+        ('W/"a"', LM, 'W/"a"', LM2, False),
+        (None, None, None, None, True),  # neither has validators
+        ('"a"', None, None, None, False),
+        (None, LM, None, None, False),
+    ],
+)
+def test_select_for_304_rfc9111_4_3_4(
+    stored_etag: str | None,
+    stored_lm: str | None,
+    new_etag: str | None,
+    new_lm: str | None,
+    expected: bool,
+) -> None:
+    assert select_for_304(stored_etag, stored_lm, new_etag, new_lm) is expected
