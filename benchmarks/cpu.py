@@ -1,0 +1,73 @@
+"""CPU time and memory of a server and every process under it, read from /proc.
+
+CPU per request is the benchmark's steadiest figure on a shared machine: req/s moves with
+whatever else the cores are doing, but the CPU a server spends per answer barely does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class _Stat:
+    pid: int
+    ppid: int
+    cpu_ticks: int  # utime + stime + cutime + cstime (reaped children included)
+    rss_bytes: int
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    ppid = int(fields[1])
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return _Stat(pid, ppid, utime + stime + cutime + cstime, int(fields[21]) * _PAGE_BYTES)
+
+
+def _all_stats() -> dict[int, _Stat]:
+    stats: dict[int, _Stat] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = _read_stat(int(name))
+            if stat is not None:
+                stats[stat.pid] = stat
+    return stats
+
+
+def tree(root_pids: list[int]) -> list[_Stat]:
+    """The processes `root_pids` and all their descendants, as they are now."""
+    stats = _all_stats()
+    children: dict[int, list[int]] = {}
+    for stat in stats.values():
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    found: list[_Stat] = []
+    todo = [pid for pid in root_pids if pid in stats]
+    seen: set[int] = set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        found.append(stats[pid])
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def cpu_seconds(root_pids: list[int]) -> float:
+    """User + system CPU of the whole tree so far, in seconds (resolution: one clock tick)."""
+    return sum(s.cpu_ticks for s in tree(root_pids)) / _TICKS_PER_S
+
+
+def rss_bytes(root_pids: list[int]) -> int:
+    """Resident memory of the whole tree (shared pages counted once per process)."""
+    return sum(s.rss_bytes for s in tree(root_pids))

@@ -1,0 +1,215 @@
+"""One load run: wrk when installed (precise), else the bundled Python generator (less precise).
+
+A run is described by a `Workload` (one URL, a Zipf sequence, endlessly distinct cold paths, or a
+spread over a blocked prefix) and returns a `Measured` with req/s, latency percentiles, errors
+and the count of answers that were not the status the scenario expects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.loadgen import run_load_sync
+
+ZIPF_URLS = 10_000
+ZIPF_SEQUENCE = 100_000
+ZIPF_S = 1.0
+ZIPF_SEED = 20_240_611
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+WRK_INSTALL_HINT = (
+    "wrk is not installed: falling back to the bundled Python load generator (LESS PRECISE).\n"
+    "  Install it with:  sudo apt-get install -y wrk   (Debian/Ubuntu)  or  brew install wrk"
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    kind: str  # "url" | "zipf" | "cold" | "blocked"
+    path: str = "/"
+    expect_status: int = 200
+    nonce: str = ""  # distinguishes cold paths between runs
+
+
+@dataclass
+class Measured:
+    requests: int
+    duration_s: float
+    rps: float
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    max_us: float
+    errors: int  # socket errors and timeouts
+    unexpected: int  # answers whose status was not the expected one
+    tool: str
+
+
+def zipf_indices() -> list[int]:
+    """A fixed sequence of ZIPF_SEQUENCE draws over ZIPF_URLS ranks, P(rank k) ~ 1/k^s."""
+    weights = [1.0 / (k**ZIPF_S) for k in range(1, ZIPF_URLS + 1)]
+    rng = random.Random(ZIPF_SEED)
+    return rng.choices(range(ZIPF_URLS), weights=weights, k=ZIPF_SEQUENCE)
+
+
+def zipf_paths() -> list[str]:
+    return [f"/zipf/{i}" for i in zipf_indices()]
+
+
+_DONE_LUA = r"""
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+function done(summary, latency, requests)
+  local unexpected = 0
+  for _, t in ipairs(threads) do unexpected = unexpected + (t:get("unexpected") or 0) end
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,' ..
+    '"status":%d,"timeout":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,"unexpected":%d}\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    unexpected))
+end
+"""
+
+
+def _lua(workload: Workload) -> str:
+    if workload.kind == "url":
+        return _DONE_LUA
+    if workload.kind == "zipf":
+        ranks = ",".join(str(i) for i in zipf_indices())
+        return _DONE_LUA + (
+            "local seq = {" + ranks + "}\n"
+            "local reqs = {}\n"
+            "local pos = 0\n"
+            "function init(args)\n"
+            f"  for i = 0, {ZIPF_URLS - 1} do reqs[i] = wrk.format('GET', '/zipf/' .. i) end\n"
+            "  pos = (tid - 1) * 7919\n"
+            "end\n"
+            "function request()\n"
+            "  pos = pos + 1\n"
+            "  if pos > #seq then pos = 1 end\n"
+            "  return reqs[seq[pos]]\n"
+            "end\n"
+        )
+    if workload.kind == "cold":
+        return _DONE_LUA + (
+            "local n = 0\n"
+            "function request()\n"
+            "  n = n + 1\n"
+            f"  return wrk.format('GET', '/cold/{workload.nonce}-' .. tid .. '-' .. n)\n"
+            "end\n"
+        )
+    if workload.kind == "blocked":
+        return _DONE_LUA + (
+            "local n = 0\n"
+            "unexpected = 0\n"
+            "function request()\n"
+            "  n = n + 1\n"
+            "  return wrk.format('GET', '/blocked/item-' .. (n % 1000))\n"
+            "end\n"
+            "function response(status, headers, body)\n"
+            f"  if status ~= {workload.expect_status} then unexpected = unexpected + 1 end\n"
+            "end\n"
+        )
+    raise ValueError(workload.kind)
+
+
+def run_wrk(
+    base_url: str, workload: Workload, *, duration_s: float, connections: int, threads: int = 1
+) -> Measured:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_lua(workload))
+    try:
+        argv = [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration_s))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            script.name,
+            base_url + workload.path,
+        ]
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=duration_s + 60, check=False
+        )
+    finally:
+        Path(script.name).unlink(missing_ok=True)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+    data = json.loads(line[len("WRKJSON ") :])
+    duration = data["duration_us"] / 1e6
+    errors = data["connect"] + data["read"] + data["write"] + data["timeout"]
+    unexpected = data["unexpected"] if workload.kind == "blocked" else data["status"]
+    return Measured(
+        requests=data["requests"],
+        duration_s=duration,
+        rps=data["requests"] / duration if duration else 0.0,
+        p50_us=float(data["p50"]),
+        p90_us=float(data["p90"]),
+        p99_us=float(data["p99"]),
+        max_us=float(data["max"]),
+        errors=errors,
+        unexpected=unexpected,
+        tool="wrk",
+    )
+
+
+def _paths(workload: Workload) -> list[str] | Iterator[str] | None:
+    if workload.kind == "url":
+        return None
+    if workload.kind == "zipf":
+        return zipf_paths()
+    if workload.kind == "cold":
+        return (f"/cold/{workload.nonce}-py-{n}" for n in itertools.count())
+    return [f"/blocked/item-{n}" for n in range(1000)]
+
+
+def run_python(
+    base_url: str, workload: Workload, *, duration_s: float, connections: int
+) -> Measured:
+    result = run_load_sync(
+        base_url + workload.path,
+        _paths(workload),
+        connections=connections,
+        duration_s=duration_s,
+    )
+    unexpected = sum(n for status, n in result.statuses.items() if status != workload.expect_status)
+    return Measured(
+        requests=result.requests,
+        duration_s=result.duration_s,
+        rps=result.rps,
+        p50_us=result.percentile_us(50),
+        p90_us=result.percentile_us(90),
+        p99_us=result.percentile_us(99),
+        max_us=max(result.latencies_us, default=0.0),
+        errors=result.errors,
+        unexpected=unexpected,
+        tool="benchmarks.loadgen (less precise)",
+    )
+
+
+def drive(
+    base_url: str, workload: Workload, *, duration_s: float, connections: int, use_wrk: bool
+) -> Measured:
+    if use_wrk:
+        return run_wrk(base_url, workload, duration_s=duration_s, connections=connections)
+    return run_python(base_url, workload, duration_s=duration_s, connections=connections)

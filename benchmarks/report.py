@@ -1,0 +1,222 @@
+"""results.json, results.md (Markdown tables) and PNG charts from one benchmark session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+
+def versions() -> dict[str, str]:
+    probes = {
+        "wrk": ["wrk", "--version"],
+        "nginx": ["nginx", "-v"],
+        "varnish": ["varnishd", "-V"],
+        "trafficserver": ["traffic_server", "--version"],
+    }
+    found: dict[str, str] = {}
+    for name, argv in probes.items():
+        if shutil.which(argv[0]) is None:
+            continue
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        text = (out.stdout + out.stderr).strip().splitlines()
+        found[name] = text[0][:120] if text else "?"
+    return found
+
+
+def _group(runs: list[Any]) -> dict[str, dict[str, list[Any]]]:
+    grouped: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        grouped[run.scenario][run.target].append(run)
+    return grouped
+
+
+def summarise(runs: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per scenario and target: medians over rounds, and the per-round ratio to the edge."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for scenario, by_target in _group(runs).items():
+        edge_rounds = {r.round: r for r in by_target.get("edgeproxy", [])}
+        rows: dict[str, dict[str, Any]] = {}
+        for target, target_runs in by_target.items():
+            ratios = [
+                r.measured.rps / edge_rounds[r.round].measured.rps
+                for r in target_runs
+                if r.round in edge_rounds and edge_rounds[r.round].measured.rps
+            ]
+            rows[target] = {
+                "rounds": len(target_runs),
+                "rps": statistics.median(r.measured.rps for r in target_runs),
+                "p50_us": statistics.median(r.measured.p50_us for r in target_runs),
+                "p99_us": statistics.median(r.measured.p99_us for r in target_runs),
+                "cpu_us_per_req": statistics.median(r.cpu_us_per_req for r in target_runs),
+                "ratio_rps_to_edge_per_round": [round(x, 3) for x in ratios],
+                "requests": sum(r.measured.requests for r in target_runs),
+                "errors": sum(r.measured.errors for r in target_runs),
+                "unexpected_status": sum(r.measured.unexpected for r in target_runs),
+                "origin_requests": sum(r.origin_requests for r in target_runs),
+                "tool": target_runs[0].measured.tool,
+            }
+        summary[scenario] = rows
+    return summary
+
+
+def write(out: Path, meta: dict[str, Any], runs: list[Any], extra: dict[str, Any]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(runs)
+    data = {
+        "meta": meta,
+        "summary": summary,
+        "runs": [{**asdict(r), "measured": asdict(r.measured)} for r in runs],
+        **extra,
+    }
+    paths = [out / "results.json", out / "results.md"]
+    paths[0].write_text(json.dumps(data, indent=2, default=str) + "\n")
+    paths[1].write_text(markdown(meta, summary, extra))
+    paths += charts(out, summary)
+    return paths
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any]) -> str:
+    s = meta["settings"]
+    tool = "wrk" if s["use_wrk"] else "bundled Python load generator (LESS PRECISE than wrk)"
+    lines = [
+        f"# Benchmark results, {meta['date_utc']}",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Load: {tool}, {s['connections']} connections, {s['rounds']} rounds × "
+        f"{s['duration_s']:g} s per target, targets alternated round by round; "
+        f"{s['workers']} workers per server.  ",
+        f"Machine: {meta['machine']['cpus']} CPUs, {meta['machine']['platform']}, "
+        f"Python {meta['machine']['python']}.  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ",
+    ]
+    if meta["unavailable"]:
+        lines.append(
+            "Not run: " + "; ".join(f"{k} ({v})" for k, v in meta["unavailable"].items()) + "  "
+        )
+    for note in meta["notes"]:
+        lines.append(f"Note: {note}  ")
+    lines += [
+        "",
+        "Figures are medians over rounds. *CPU/req* is the server's CPU time (all its processes, "
+        "from /proc) over the run divided by the requests served. *vs edge* is the target's req/s "
+        "divided by edgeproxy's in the same round. *origin* counts requests that reached the "
+        "origin during the measured runs (0 for a true hit load).",
+    ]
+    for scenario, rows in summary.items():
+        lines += [
+            "",
+            f"## {scenario}",
+            "",
+            "| target | req/s | p50 ms | p99 ms | µs CPU/req | vs edge (per round) | errors | "
+            "bad status | origin |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for target, row in rows.items():
+            ratios = ", ".join(f"{x:.2f}" for x in row["ratio_rps_to_edge_per_round"]) or "–"
+            lines.append(
+                f"| {target} | {row['rps']:,.0f} | {_ms(row['p50_us'])} | {_ms(row['p99_us'])} | "
+                f"{row['cpu_us_per_req']:.1f} | {ratios} | {row['errors']} | "
+                f"{row['unexpected_status']} | {row['origin_requests']} |"
+            )
+        if scenario == "blocklist-size" and "edgeproxy" in rows:
+            base = rows["edgeproxy"]["cpu_us_per_req"] or 1.0
+            memory = extra.get("memory", {})
+            lines += ["", "| target | µs CPU/req vs no blocklist | RSS (all processes) |",
+                      "|---|---:|---:|"]  # fmt: skip
+            for target, row in rows.items():
+                delta = (row["cpu_us_per_req"] / base - 1) * 100
+                rss = memory.get(target)
+                rss_text = f"{rss / 2**20:,.0f} MiB" if rss else "–"
+                lines.append(f"| {target} | {delta:+.1f}% | {rss_text} |")
+    apply = extra.get("apply_under_load")
+    if apply:
+        phases = apply["phases"]
+        idle = phases["before"]["p99_median_us"] or 1.0
+        lines += [
+            "",
+            f"## apply-under-load ({apply['entries']:,} entries, enforced "
+            f"{apply['apply_s']:.2f} s after the file drop)",
+            "",
+            "| phase | 1 s windows | req/s (median) | p99 ms (worst window) | p99 / idle | errors | "
+            "bad status |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for phase, p in phases.items():
+            lines.append(
+                f"| {phase} | {p['windows']} | {p['rps']:,.0f} | {_ms(p['p99_us'])} | "
+                f"{p['p99_us'] / idle:.2f}× | {p['errors']} | {p['unexpected']} |"
+            )
+        grown = (apply["rss_after_bytes"] - apply["rss_before_bytes"]) / 2**20
+        lines.append("")
+        lines.append(f"Memory (RSS, all edge processes) grew by {grown:,.0f} MiB.")
+    push = extra.get("push_enforce")
+    if push:
+        lines += [
+            "",
+            f"## push-enforce ({push['pushes']} pushes, {push['failures']} failed)",
+            "",
+            "| measure | p50 ms | p99 ms | max ms |",
+            "|---|---:|---:|---:|",
+            f"| POST to its answer (all workers enforce) | {push['ack_ms']['p50']:.1f} | "
+            f"{push['ack_ms']['p99']:.1f} | {push['ack_ms']['max']:.1f} |",
+            f"| POST to the first 451 seen by a client | {push['enforced_ms']['p50']:.1f} | "
+            f"{push['enforced_ms']['p99']:.1f} | {push['enforced_ms']['max']:.1f} |",
+            "",
+            f"Listed responses served after the push answered: {push['served_after_ack']} "
+            "(8 fresh-connection probes per push).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def charts(out: Path, summary: dict[str, dict[str, dict[str, Any]]]) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    scenarios = [s for s in summary if summary[s]]
+    if not scenarios:
+        return []
+    targets: list[str] = []
+    for rows in summary.values():
+        targets += [t for t in rows if t not in targets]
+    made = []
+    for key, label, name in (
+        ("rps", "requests per second (median)", "rps.png"),
+        ("cpu_us_per_req", "µs of server CPU per request (median)", "cpu_per_request.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(scenarios)), 4.5))
+        width = 0.8 / max(1, len(targets))
+        for i, target in enumerate(targets):
+            xs, ys = [], []
+            for j, scenario in enumerate(scenarios):
+                row = summary[scenario].get(target)
+                if row is not None:
+                    xs.append(j + (i - (len(targets) - 1) / 2) * width)
+                    ys.append(row[key])
+            ax.bar(xs, ys, width, label=target)
+        ax.set_xticks(range(len(scenarios)), scenarios, rotation=20, ha="right")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made

@@ -1,0 +1,263 @@
+"""The servers under test, each started on a free 127.0.0.1 port and stopped by PID.
+
+`EdgeTarget` is the edge node; `NginxTarget`, `VarnishTarget` and `TrafficServerTarget` are the
+caches users would otherwise run, configured from the templates beside this file as caching
+reverse proxies of the same bundled origin. A target not installed is skipped, never faked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from benchmarks import cpu
+
+TEMPLATES = Path(__file__).parent
+REPO = TEMPLATES.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def render(template: str, **values: object) -> str:
+    text = (TEMPLATES / template).read_text()
+    for name, value in values.items():
+        text = text.replace("{{" + name + "}}", str(value))
+    return text
+
+
+def http_status(url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> int:
+    """Status of one GET on a fresh connection; 0 when nothing answered."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except (OSError, ValueError):
+        return 0
+
+
+class Target:
+    """A server process tree; `name` labels it in the report."""
+
+    kind = "base"
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workdir = Path()
+        self.notes: list[str] = []
+
+    @classmethod
+    def available(cls) -> bool:
+        return all(shutil.which(binary) for binary in cls.needs)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
+    def start(self, workdir: Path, origin_port: int, workers: int) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        argv, env = self.command(origin_port, workers)
+        log = open(workdir / "server.log", "wb")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        self.wait_ready(timeout_s=60.0)
+
+    def command(self, origin_port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+        """argv and environment of the server; each subclass knows its own."""
+        raise TypeError(f"{type(self).__name__} does not say how to start")
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start; see {self.workdir}/server.log")
+            if self.is_ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready in {timeout_s:.0f} s; see {self.workdir}")
+
+    def is_ready(self) -> bool:
+        return http_status(self.base_url + "/bytes/1", timeout_s=0.5) == 200
+
+    def stop(self) -> None:
+        """SIGTERM the root, then SIGKILL whatever of its tree is left after a grace period."""
+        if self.proc is None:
+            return
+        members = [s.pid for s in cpu.tree([self.proc.pid])]
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=5.0)
+        self.proc = None
+
+
+class EdgeTarget(Target):
+    kind = "edgeproxy"
+    admin_token = "bench-admin-token"
+
+    def __init__(
+        self,
+        name: str = "edgeproxy",
+        *,
+        blocklist_dir: Path | None = None,
+        blocklist_key: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.admin_port = 0
+        self.blocklist_dir = blocklist_dir
+        self.blocklist_key = blocklist_key
+        self.extra_args = extra_args or []
+
+    @staticmethod
+    def executable() -> Path:
+        return Path(sys.executable).parent / "edgeproxy"
+
+    @classmethod
+    def available(cls) -> bool:
+        exe = cls.executable()
+        if not exe.exists():
+            return False
+        probe = subprocess.run(
+            [str(exe), "serve", "--help"], capture_output=True, timeout=30, check=False
+        )
+        return probe.returncode == 0
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def command(self, origin_port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+        self.admin_port = free_port()
+        token_file = self.workdir / "admin-token"
+        token_file.write_text(self.admin_token + "\n")
+        token_file.chmod(0o600)
+        argv = [
+            str(self.executable()),
+            "serve",
+            "--listen", f"127.0.0.1:{self.port}",
+            "--origin", f"http://127.0.0.1:{origin_port}",
+            "--admin", f"127.0.0.1:{self.admin_port}",
+            "--workers", str(workers),
+            "--state-dir", str(self.workdir / "state"),  # pushed entries stay with this run
+            "--admin-token-file", str(token_file),
+        ]  # fmt: skip
+        if self.blocklist_dir is not None and self.blocklist_key is not None:
+            argv += ["--blocklist-dir", str(self.blocklist_dir)]
+            argv += ["--blocklist-key", str(self.blocklist_key)]
+        argv += self.extra_args
+        env = dict(os.environ, EDGEPROXY_ADMIN_TOKEN=self.admin_token)
+        return argv, env
+
+    def is_ready(self) -> bool:
+        return http_status(self.admin_url + "/healthz", timeout_s=0.5) == 200
+
+
+class NginxTarget(Target):
+    kind = "nginx"
+    needs = ("nginx",)
+
+    def command(self, origin_port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(
+            render(
+                "nginx.conf.tmpl",
+                dir=self.workdir,
+                port=self.port,
+                origin_port=origin_port,
+                workers=workers,
+                # As root the workers would switch to `nobody`, who cannot write our temp dir.
+                user_line="user root;" if os.geteuid() == 0 else "",
+            )
+        )
+        binary = shutil.which("nginx") or "nginx"
+        return [binary, "-c", str(conf), "-p", str(self.workdir), "-e", "stderr"], dict(os.environ)
+
+
+class VarnishTarget(Target):
+    kind = "varnish"
+    needs = ("varnishd",)
+
+    def command(self, origin_port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+        vcl = self.workdir / "default.vcl"
+        vcl.write_text(render("varnish.vcl.tmpl", origin_port=origin_port))
+        binary = shutil.which("varnishd") or "varnishd"
+        argv = [
+            binary, "-F",
+            "-j", "none",  # no privilege separation: run as the invoking user
+            "-n", str(self.workdir / "varnish"),
+            "-a", f"127.0.0.1:{self.port}",
+            "-T", "none",
+            "-f", str(vcl),
+            "-s", "malloc,512m",
+            "-p", f"thread_pools={workers}",
+        ]  # fmt: skip
+        return argv, dict(os.environ)
+
+
+class TrafficServerTarget(Target):
+    """Apache Traffic Server from a private runroot; optional."""
+
+    kind = "trafficserver"
+    needs = ("traffic_server",)
+
+    def command(self, origin_port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+        # A private runroot: Debian's layout points at /etc and /var, so write our own.
+        root = self.workdir / "runroot"
+        etc, var = root / "etc", root / "var"
+        for sub in ("cache", "log", "run", "data"):
+            (var / sub).mkdir(parents=True, exist_ok=True)
+        if not etc.exists():
+            shutil.copytree("/etc/trafficserver", etc)
+        layout = {
+            "prefix": "/usr", "exec_prefix": "/usr", "bindir": "/usr/bin",
+            "sbindir": "/usr/sbin", "includedir": "/usr/include",
+            "libdir": "/usr/lib/trafficserver",
+            "libexecdir": "/usr/lib/trafficserver/modules",
+            "sysconfdir": str(etc), "datadir": str(var / "data"),
+            "localstatedir": str(var), "runtimedir": str(var / "run"),
+            "logdir": str(var / "log"), "cachedir": str(var / "cache"),
+        }  # fmt: skip
+        (root / "runroot.yaml").write_text("".join(f"{k}: {v}\n" for k, v in layout.items()))
+        values = {"port": self.port, "origin_port": origin_port, "workers": workers}
+        (etc / "records.config").write_text(render("ats-records.config.tmpl", **values))
+        (etc / "remap.config").write_text(render("ats-remap.config.tmpl", **values))
+        (etc / "storage.config").write_text(f"{var / 'cache'} 512M\n")
+        binary = shutil.which("traffic_server") or "traffic_server"
+        return [binary, f"--run-root={root}"], dict(os.environ)
+
+
+COMPETITORS: tuple[type[Target], ...] = (NginxTarget, VarnishTarget, TrafficServerTarget)
