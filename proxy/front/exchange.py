@@ -1,0 +1,313 @@
+"""One request/response exchange as the pipeline sees it: `Request`, its `Body`, a `Responder`.
+
+These implement the protocols in `proxy.front.api`. They hold a reference to their connection
+(`proxy.front.server.Connection`) and call a handful of its methods; they never parse or frame
+anything themselves except the response head and chunked framing in `Responder`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from proxy.front.api import BodyTooLarge, ClientGone
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from proxy.front.server import Connection
+
+
+class Request:
+    """`api.FrontRequest`. Built once per request head; no header dict is made."""
+
+    __slots__ = (
+        "method",
+        "raw_target",
+        "http_version",
+        "headers",
+        "keep_alive",
+        "has_body",
+        "content_length",
+        "body",
+        "client_ip",
+        "received_at",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_target: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        has_body: bool,
+        content_length: int | None,
+        body: Body | EmptyBody,
+        client_ip: str,
+        received_at: float,
+    ) -> None:
+        self.method = method
+        self.raw_target = raw_target
+        self.http_version = http_version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.has_body = has_body
+        self.content_length = content_length
+        self.body = body
+        self.client_ip = client_ip
+        self.received_at = received_at
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.raw_target!r} HTTP/{self.http_version}>"
+
+
+class EmptyBody:
+    """The body of a request without one; shared, stateless."""
+
+    __slots__ = ()
+    done = True
+    discard = False
+    buffered = 0
+    expect_continue = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+    async def read_all(self, limit_bytes: int) -> bytes:
+        return b""
+
+    def fail(self, exc: BaseException) -> None:
+        pass
+
+    def start_discarding(self) -> None:
+        pass
+
+
+EMPTY_BODY = EmptyBody()
+
+
+class Body:
+    """A streamed request body. The connection feeds chunks in; iterating takes them out and lets
+    the connection resume reading once the buffer has drained (see `Connection.update_reading`).
+
+    `discard` is set when the exchange ended without consuming the body: later chunks are counted
+    (for the size limit) and dropped so the next pipelined request can be parsed."""
+
+    __slots__ = (
+        "_conn",
+        "_chunks",
+        "buffered",
+        "received",
+        "done",
+        "discard",
+        "expect_continue",
+        "_error",
+        "_waiter",
+        "_content_length",
+    )
+
+    def __init__(self, conn: Connection, content_length: int | None, expect_continue: bool) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.received = 0
+        self.done = False
+        self.discard = False
+        # 100 Continue goes out when the handler first asks for the body, not before.
+        self.expect_continue = expect_continue
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._content_length = content_length
+
+    # --- fed by the connection ---
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self._wake()
+
+    def complete(self) -> None:
+        self.done = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if self._error is None and not self.done:
+            self._error = exc
+            self._wake()
+
+    def start_discarding(self) -> None:
+        self.discard = True
+        self._chunks.clear()
+        self.buffered = 0
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- read by the handler ---
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.expect_continue:
+            self.expect_continue = False
+            self._conn.send_continue(self)
+        chunks = self._chunks
+        while not chunks:
+            if self._error is not None:
+                raise self._error
+            if self.done:
+                raise StopAsyncIteration
+            self._waiter = self._conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = chunks.popleft()
+        self.buffered -= len(chunk)
+        self._conn.body_consumed()
+        return chunk
+
+    async def read_all(self, limit_bytes: int) -> bytes:
+        if self._content_length is not None and self._content_length > limit_bytes:
+            raise BodyTooLarge(f"declared {self._content_length} bytes, limit {limit_bytes}")
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in self:
+            total += len(chunk)
+            if total > limit_bytes:
+                raise BodyTooLarge(f"more than {limit_bytes} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+class Responder:
+    """`api.Responder` for one request. `dead` is set when the front itself answered (e.g. 408
+    on a stalled body) or the client left: later writes raise `ClientGone`, `send_bytes` and
+    `start` are dropped."""
+
+    __slots__ = (
+        "_conn",
+        "request",
+        "started",
+        "finished",
+        "dead",
+        "_chunked",
+        "_no_body",
+        "_remaining",
+        "_close",
+    )
+
+    def __init__(self, conn: Connection, req: Request) -> None:
+        self._conn = conn
+        self.request = req
+        self.started = False
+        self.finished = False
+        self.dead = False
+        self._chunked = False
+        self._no_body = False
+        self._remaining = 0  # body bytes still allowed; -1 = until close
+        self._close = False
+
+    @property
+    def closed(self) -> bool:
+        return self.dead or self._conn.lost
+
+    def send_bytes(self, data: bytes, *, close: bool = False) -> None:
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = self.finished = True
+        conn = self._conn
+        if not (self.dead or conn.lost):
+            conn.transport.write(data)
+        if close or not self.request.keep_alive:
+            conn.finish_response(self, True)
+
+    def start(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        content_length: int | None,
+        no_body: bool = False,
+        close: bool = False,
+    ) -> None:
+        if self.started:
+            raise RuntimeError("response already started")
+        if status < 200:
+            raise ValueError("interim (1xx) responses are the front's business")
+        self.started = True
+        req = self.request
+        conn = self._conn
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if no_body or status == 204 or status == 304:
+            # HEAD and 304 may announce the length of the body they do not carry; 204 may not.
+            if content_length is not None and status != 204:
+                parts.append(b"Content-Length: %d\r\n" % content_length)
+            self._remaining = 0
+            no_body = True
+        elif content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % content_length)
+            self._remaining = content_length
+        elif req.http_version == "1.1":
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+            self._chunked = True
+        else:
+            close = True  # an HTTP/1.0 body of unknown length ends when the connection does
+            self._remaining = -1
+        if close or not req.keep_alive:
+            self._close = True
+            parts.append(b"Connection: close\r\n\r\n")
+        elif req.http_version == "1.0":
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        self._no_body = no_body
+        if not (self.dead or conn.lost):
+            conn.transport.write(b"".join(parts))
+
+    async def write(self, chunk: bytes) -> None:
+        if not self.started or self.finished:
+            raise RuntimeError("write() outside start() ... end()")
+        conn = self._conn
+        if self.dead or conn.lost:
+            raise ClientGone("client disconnected")
+        size = len(chunk)
+        if size == 0 or self._no_body:
+            return
+        if self._chunked:
+            conn.transport.writelines((b"%x\r\n" % size, chunk, b"\r\n"))
+        else:
+            remaining = self._remaining
+            if remaining >= 0:
+                if size > remaining:
+                    raise ValueError(
+                        f"body longer than the declared Content-Length by {size - remaining}"
+                    )
+                self._remaining = remaining - size
+            conn.transport.write(chunk)
+        if conn.write_paused:
+            await conn.wait_writable()
+
+    def end(self) -> None:
+        if not self.started:
+            raise RuntimeError("end() before start()")
+        if self.finished:
+            return
+        self.finished = True
+        conn = self._conn
+        close = self._close
+        if self._chunked:
+            if not (self.dead or conn.lost):
+                conn.transport.write(b"0\r\n\r\n")
+        elif self._remaining != 0:
+            close = True  # short body (or close-delimited): the connection must end it
+        conn.finish_response(self, close)

@@ -1,0 +1,775 @@
+"""The data-plane HTTP/1.1 server: an `asyncio.Protocol` on llhttp (httptools), run under uvloop.
+
+One `Connection` per client socket. It parses with llhttp, enforces `FrontLimits`, answers
+pipelined requests strictly in order (a bounded queue), streams request bodies with read
+backpressure and response bodies with write backpressure, and closes what must be closed.
+
+The cache-hit fast path: llhttp calls `on_headers_complete`, which builds one `Request` and one
+`Responder` and calls the handler; the handler calls `Responder.send_bytes` and returns None. No
+task, no coroutine, no timer handle, no header dict. Deadlines are plain floats on the connection,
+swept by one server-wide timer (`FrontLimits.tick_s`), so arming one costs an attribute store.
+
+Strictness, on top of llhttp's own (CL+TE, duplicate or list Content-Length, obs-fold, whitespace
+before the colon, bad tokens, control bytes, bare CR/LF): Transfer-Encoding must be exactly
+`chunked`, and not in HTTP/1.0; at most one Host; versions other than 1.0/1.1 get 505. Every
+refusal is a short text answer with `Connection: close`, followed by a lingering close (write EOF,
+drain what the client still sends, for a bounded time) so the answer is not lost to a TCP reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+import httptools
+
+from proxy.front.api import BodyTooLarge, ClientGone, Handler
+from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
+from proxy.front.limits import FrontLimits
+from proxy.front.wire import CONTINUE_100, error_response
+
+log = logging.getLogger("edgeproxy.front")
+
+# What the parser is doing on a connection.
+_IDLE = 0  # between messages
+_HEAD = 1  # inside a request head
+_BODY = 2  # inside a request body (for a body-less request: between its head and its end)
+
+_METHODS = {
+    m.encode("ascii"): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")
+}
+_NEVER = 1 << 62
+
+# Facts about the head being parsed, one int so resetting them is one store.
+_HOST_SEEN = 1
+_CHUNKED = 2
+_EXPECT_CONTINUE = 4
+
+
+class _Reject(Exception):
+    """Raised in a parser callback (or by a deadline): answer `status` and close."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _StopParsing(Exception):
+    """Raised in a parser callback: read no further requests on this connection."""
+
+
+def _classify(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, _Reject):
+        return exc.status, exc.detail
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        return 400, "invalid or unsupported method"
+    if isinstance(exc, httptools.HttpParserInvalidURLError):
+        return 400, "invalid request target"
+    if isinstance(exc, httptools.HttpParserError):
+        reason = str(exc)
+        if "HTTP version" in reason:
+            return 505, "only HTTP/1.0 and HTTP/1.1 are served"
+        printable = "".join(c if " " <= c < "\x7f" else "?" for c in reason[:100])
+        return 400, "malformed request: " + printable
+    return 400, "malformed request"
+
+
+class Connection(asyncio.Protocol):
+    """One client connection. Methods without a leading underscore are called by `exchange`."""
+
+    def __init__(self, server: FrontServer) -> None:
+        limits = server.limits
+        self._server = server
+        self._limits = limits
+        self._handler: Callable[[Request, Responder], Any] = server.handler  # type: ignore[assignment]
+        self.loop = server.loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self.lost = False
+        self._counted = False
+        self._parser = httptools.HttpRequestParser(self)
+        self._client_ip = ""
+        # limits read per header, copied out of the frozen struct
+        self._max_line = limits.max_request_line_bytes
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_header_count = limits.max_header_count
+        self._max_body_bytes = limits.max_body_bytes
+        # Bytes of a head that is still arriving, beyond its target: header bytes plus each
+        # line's ": " and CRLF plus the method and version. Past this, the answer is 431.
+        self._max_head_bytes = limits.max_header_bytes + 4 * limits.max_header_count + 64
+        self._header_timeout_s = limits.header_read_timeout_s
+        self._body_timeout_s = limits.body_read_timeout_s
+        self._keepalive_timeout_s = limits.keepalive_timeout_s
+        # deadlines: loop time, 0.0 = none (see FrontServer._sweep)
+        self.deadline = 0.0
+        self.write_deadline = 0.0
+        self.reading_paused = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # the head being parsed
+        self._phase = _IDLE
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0  # of earlier reads that ended inside this head
+        self._chunk_bytes = 0  # of the read being parsed
+        self._flags = 0  # _HOST_SEEN | _CHUNKED | _EXPECT_CONTINUE
+        self._content_length: int | None = None
+        self._last_keep_alive = True
+        # exchanges
+        self._parsing: Request | None = None  # the request whose body is being read
+        self._parsing_body: Body | None = None  # and that body
+        self._active: Request | None = None  # the request whose handler runs
+        self._responder: Responder | None = None
+        self._task: asyncio.Future[Any] | None = None
+        self._queue: deque[Request] = deque()  # parsed, waiting for the active one
+        self._discarding: Body | None = None  # unread body of an answered request
+        # closing
+        self._stopped = False  # read no further requests
+        self._close_after = False  # close once everything read has been answered
+        self._pending_error: bytes | None = None  # an answer due after the queue
+        self._lingering = False
+        self._linger_buffer = _NEVER
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self._server
+        limits = self._limits
+        if server.refuses_connections():
+            self._stopped = True
+            server.rejected_connections += 1
+            transport.close()
+            return
+        self._counted = True
+        server.register(self)
+        peer = transport.get_extra_info("peername")
+        self._client_ip = peer[0] if peer else ""
+        self.transport.set_write_buffer_limits(
+            high=limits.write_buffer_high_bytes, low=limits.write_buffer_low_bytes
+        )
+        # a fresh connection gets the header deadline for its first request
+        self.deadline = self.loop.time() + limits.header_read_timeout_s
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._stopped = True
+        self.deadline = self.write_deadline = 0.0
+        if self._counted:
+            self._counted = False
+            self._server.unregister(self)
+        self._wake_writer()
+        gone = ClientGone("client disconnected")
+        if self._active is not None:
+            self._active.body.fail(gone)
+        for req in self._queue:
+            req.body.fail(gone)
+        if self._parsing_body is not None:
+            self._parsing_body.fail(gone)
+
+    def eof_received(self) -> bool:
+        # The client half-closed: no further requests; answer what was read, then close.
+        if self._lingering or (self._active is None and not self._queue):
+            return False
+        self._stopped = True
+        self._close_after = True
+        if self._parsing_body is not None:
+            self._parsing_body.fail(ClientGone("client closed before the end of the body"))
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_deadline = self.loop.time() + self._limits.write_stall_timeout_s
+        self._server.write_pauses += 1
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.write_deadline = 0.0
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return  # closing: what the client still sends is dropped
+        self._chunk_bytes = len(data)
+        if self._phase == _BODY:
+            self.deadline = self._server.clock + self._body_timeout_s
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._stopped = True  # that request was dispatched with keep_alive=False
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if not isinstance(exc, httptools.HttpParserCallbackError) or cause is None:
+                cause = exc
+            elif not isinstance(cause, _Reject | _StopParsing):
+                log.error("front: error in a parser callback", exc_info=cause)
+            self._parse_failed(cause)
+        else:
+            if self._phase == _HEAD:
+                self._head_bytes += len(data)
+                if self._head_bytes - len(self._url) > self._max_head_bytes:
+                    self._parse_failed(_Reject(431, "request head too large"))
+        if self.reading_paused or self._queue or self._parsing is not None:
+            self.update_reading()
+
+    # ------------------------------------------------------------------ llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        if self._stopped or self._close_after:
+            raise _StopParsing
+        if len(self._queue) >= self._limits.max_pipelined_requests:
+            raise _StopParsing  # more pipelined in one read than we queue: answer those, close
+        self._phase = _HEAD
+        self.deadline = self._server.clock + self._header_timeout_s
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._flags = 0
+        self._content_length = None
+
+    def on_url(self, url: bytes) -> None:
+        url = self._url + url
+        if len(url) > self._max_line:
+            raise _Reject(414, "request target too long")
+        self._url = url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Count and size are checked at the end of the head (see `_check_head_size`).
+        n = len(name)
+        if n == 4:
+            if name.lower() == b"host":
+                if self._flags & _HOST_SEEN:
+                    raise _Reject(400, "more than one Host header")
+                self._flags |= _HOST_SEEN
+        elif n == 14:
+            if name.lower() == b"content-length":
+                self._content_length = int(value)  # llhttp admitted only one, all digits
+        elif n == 17:
+            if name.lower() == b"transfer-encoding":
+                if value.strip().lower() != b"chunked":
+                    raise _Reject(400, "unsupported Transfer-Encoding")
+                self._flags |= _CHUNKED
+        elif n == 6:
+            if name.lower() == b"expect" and value.lower() == b"100-continue":
+                self._flags |= _EXPECT_CONTINUE
+        self._headers.append((name, value.rstrip()))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Reject(505, "only HTTP/1.0 and HTTP/1.1 are served")
+        headers = self._headers
+        if len(headers) > self._max_header_count:
+            raise _Reject(431, "too many request headers")
+        if self._head_bytes + self._chunk_bytes > self._max_header_bytes:
+            self._check_head_size(headers)
+        flags = self._flags
+        content_length = self._content_length
+        if flags & _CHUNKED:
+            if version == "1.0":
+                raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+            has_body = True
+        else:
+            if content_length is not None and content_length > self._max_body_bytes:
+                raise _Reject(413, "request body too large")
+            has_body = bool(content_length)
+        keep_alive = parser.should_keep_alive()
+        if parser.should_upgrade():
+            # No protocol switch here: answer as plain HTTP, then close (llhttp stops parsing).
+            if has_body:
+                raise _Reject(400, "protocol upgrade with a request body")
+            keep_alive = False
+        self._last_keep_alive = keep_alive
+        method = parser.get_method()
+        body: Body | EmptyBody
+        if has_body:
+            body = self._parsing_body = Body(
+                self, content_length, bool(flags & _EXPECT_CONTINUE) and version == "1.1"
+            )
+            self.deadline = self._server.clock + self._body_timeout_s
+        else:
+            body = EMPTY_BODY
+            self.deadline = 0.0
+        self._phase = _BODY
+        req = Request(
+            _METHODS.get(method) or method.decode("ascii"),
+            self._url,
+            version,
+            self._headers,
+            keep_alive,
+            has_body,
+            content_length,
+            body,
+            self._client_ip,
+            time.time(),
+        )
+        if has_body:
+            self._parsing = req
+        if self._active is None and not self._queue:
+            self._dispatch(req)
+        else:
+            self._queue.append(req)
+
+    def _check_head_size(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Exact header size, summed only when the reads this head came in could exceed it:
+        a head is never larger than the reads it arrived in."""
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value)
+        if size > self._max_header_bytes:
+            raise _Reject(431, "request headers too large")
+
+    def on_body(self, data: bytes) -> None:
+        body = self._parsing_body
+        assert body is not None
+        received = body.received + len(data)
+        body.received = received
+        if received > self._max_body_bytes:
+            raise _Reject(413, "request body too large")
+        if not body.discard:
+            body.feed(data)
+
+    def on_message_complete(self) -> None:
+        self._phase = _IDLE
+        if not self._last_keep_alive:
+            self._stopped = True
+        body = self._parsing_body
+        if body is not None:
+            self._parsing = self._parsing_body = None
+            body.complete()
+            if body is self._discarding:
+                self._discarding = None
+                self._pump()
+                return
+        if self._lingering:
+            return
+        if self._active is None and not self._queue:
+            self.deadline = self._server.clock + self._keepalive_timeout_s
+        else:
+            self.deadline = 0.0
+
+    # ------------------------------------------------------------------ running handlers
+
+    def _dispatch(self, req: Request) -> None:
+        if (
+            self._close_after
+            and not self._queue
+            and self._phase != _HEAD
+            and (self._parsing is None or self._parsing is req)
+        ):
+            req.keep_alive = False  # the last answer on a closing connection says so
+        resp = Responder(self, req)
+        self._active = req
+        self._responder = resp
+        try:
+            result = self._handler(req, resp)
+        except Exception as exc:
+            self._handler_failed(req, resp, exc)
+            return
+        if result is None:
+            if resp.finished and req.body.done:  # the fast path, inlined
+                self._active = None
+                self._responder = None
+            else:
+                self._handler_done(req, resp)
+            return
+        try:
+            task = asyncio.ensure_future(result)
+        except TypeError as exc:
+            self._handler_failed(req, resp, exc)
+            return
+        self._task = task
+        task.add_done_callback(partial(self._task_done, req, resp))
+
+    def _task_done(self, req: Request, resp: Responder, task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            self._handler_failed(req, resp, ClientGone("handler cancelled"))
+        else:
+            exc = task.exception()
+            if exc is None:
+                self._handler_done(req, resp)
+            else:
+                self._handler_failed(req, resp, exc)
+        self._pump()
+
+    def _handler_done(self, req: Request, resp: Responder) -> None:
+        if not resp.finished and not resp.dead and not self.lost:
+            self._handler_failed(
+                req, resp, RuntimeError("handler returned without completing its response")
+            )
+            return
+        self._active = None
+        self._responder = None
+        self._task = None
+        body = req.body
+        if not body.done and not self._stopped:
+            if body.expect_continue:
+                self._linger()  # the client may be waiting for a 100 that will not come
+                return
+            assert isinstance(body, Body)
+            body.start_discarding()
+            self._discarding = body
+
+    def _handler_failed(self, req: Request, resp: Responder, exc: BaseException) -> None:
+        self._active = None
+        self._responder = None
+        self._task = None
+        unanswered = not resp.started and not resp.dead and not self.lost
+        if isinstance(exc, ClientGone):
+            pass
+        elif isinstance(exc, BodyTooLarge):
+            if unanswered:
+                self._reply_error(413, "request body too large")
+                return
+        else:
+            self._server.report_handler_error(exc)
+            if unanswered:
+                self._reply_error(500, "internal error")
+                return
+        if resp.started and not resp.finished:
+            self.abort()  # a truncated response must not look complete
+        else:
+            self._linger()
+
+    def _pump(self) -> None:
+        """Start queued requests in order; close or arm the keep-alive deadline when idle."""
+        queue = self._queue
+        while self._active is None and self._discarding is None and queue and not self.lost:
+            self._dispatch(queue.popleft())
+        if self._active is not None or self._discarding is not None or queue or self.lost:
+            self.update_reading()
+            return
+        if self._pending_error is not None:
+            self.transport.write(self._pending_error)
+            self._pending_error = None
+            self._linger()
+        elif self._close_after and (self._phase != _HEAD or self._stopped):
+            self._linger()
+        elif self._phase == _IDLE:
+            self.deadline = self.loop.time() + self._limits.keepalive_timeout_s
+        self.update_reading()
+
+    # ------------------------------------------------------------------ called by exchange
+
+    def finish_response(self, resp: Responder, close: bool) -> None:
+        if close or not resp.request.keep_alive:
+            self._linger()
+
+    def send_continue(self, body: Body) -> None:
+        resp = self._responder
+        if (
+            resp is not None
+            and not resp.started
+            and resp.request.body is body
+            and not body.done
+            and not self.lost
+            and not self._lingering
+        ):
+            self.transport.write(CONTINUE_100)
+
+    async def wait_writable(self) -> None:
+        if not self.lost:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self.loop.create_future()
+            await waiter
+        if self.lost:
+            raise ClientGone("client disconnected")
+
+    def body_consumed(self) -> None:
+        if self.reading_paused:
+            self.update_reading()
+
+    def update_reading(self) -> None:
+        """Pause reading while too many requests wait or too much unread body is buffered."""
+        if self.lost or self._lingering:
+            return
+        limits = self._limits
+        parsing = self._parsing_body
+        buffered = parsing.buffered if parsing is not None else 0
+        if self.reading_paused:
+            if (
+                len(self._queue) < limits.max_pipelined_requests
+                and buffered <= limits.body_buffer_high_bytes // 2
+            ):
+                self.reading_paused = False
+                self.transport.resume_reading()
+                if self._phase == _HEAD:
+                    self.deadline = self.loop.time() + limits.header_read_timeout_s
+                elif self._phase == _BODY and parsing is not None:
+                    self.deadline = self.loop.time() + limits.body_read_timeout_s
+        elif (
+            len(self._queue) >= limits.max_pipelined_requests
+            or buffered > limits.body_buffer_high_bytes
+        ):
+            self.reading_paused = True
+            self.transport.pause_reading()
+            self._server.read_pauses += 1
+
+    # ------------------------------------------------------------------ errors and closing
+
+    def _parse_failed(self, exc: BaseException) -> None:
+        if self._stopped:
+            return  # already closing; later bytes do not matter
+        self._stopped = True
+        if isinstance(exc, _StopParsing):
+            self._close_after = True
+            if self._active is None and self._discarding is None and not self._queue:
+                self._linger()
+            return
+        status, detail = _classify(exc)
+        parsing = self._parsing
+        body = self._parsing_body
+        if self._phase == _BODY and parsing is not None and body is not None:
+            if body.discard:
+                self._linger()  # its answer is out already; nothing more to say
+                return
+            body.fail(BodyTooLarge(detail) if status == 413 else ClientGone(detail))
+            if parsing is self._active:
+                resp = self._responder
+                if resp is not None and resp.started:
+                    self.abort()
+                    return
+                if resp is not None:
+                    resp.dead = True
+                self._reply_error(status, detail)
+                return
+            if self._queue and self._queue[-1] is parsing:
+                self._queue.pop()  # never dispatched: the error below answers it
+        if self._active is None and not self._queue:
+            self._reply_error(status, detail)
+        else:
+            self._pending_error = self._server.error_bytes(status, detail)
+            self._close_after = True
+
+    def _reply_error(self, status: int, detail: str) -> None:
+        if not self.lost and not self._lingering:
+            self.transport.write(self._server.error_bytes(status, detail))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after what is written, without losing it to a reset: send FIN, then keep
+        reading (and dropping) until the client closes or the linger time runs out."""
+        if self._lingering or self.lost:
+            return
+        self._lingering = True
+        self._stopped = True
+        self._queue.clear()
+        gone = ClientGone("connection closing")
+        if self._active is not None:
+            self._active.body.fail(gone)
+        if self._parsing_body is not None:
+            self._parsing_body.fail(gone)
+        transport = self.transport
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        self.deadline = self.loop.time() + self._limits.lingering_close_timeout_s
+
+    def abort(self) -> None:
+        self._stopped = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.transport.abort()
+
+    def expire(self, now: float) -> None:
+        """A deadline passed (called by the server's sweep)."""
+        if self.lost:
+            return
+        if self.write_deadline and now >= self.write_deadline:
+            self.abort()  # the client stopped reading our answer
+            return
+        if self._lingering:
+            # Still flushing to a slow reader: allow it while the buffer shrinks.
+            size = self.transport.get_write_buffer_size()
+            if 0 < size < self._linger_buffer:
+                self._linger_buffer = size
+                self.deadline = now + self._limits.lingering_close_timeout_s
+            else:
+                self.abort()
+            return
+        self.deadline = 0.0
+        if self._phase == _IDLE:
+            if self._active is None and not self._queue:
+                self._stopped = True
+                self.transport.close()  # keep-alive timeout: silent
+            return
+        if self._phase == _HEAD:
+            self._parse_failed(_Reject(408, "request head not received in time"))
+        else:
+            self._parse_failed(_Reject(408, "request body not received in time"))
+
+    def start_drain(self) -> None:
+        if self.lost or self._lingering:
+            return
+        self._close_after = True
+        idle = self._active is None and not self._queue and self._discarding is None
+        if idle and self._phase == _IDLE:
+            self._stopped = True
+            self.transport.close()
+        elif idle and self._phase != _HEAD:
+            self._linger()
+
+
+class FrontServer:
+    """Listens and owns the connections of one worker.
+
+    `on_connection_count(n)` and `on_handler_error(exc)` are optional hooks for metrics; the
+    counters `read_pauses`, `write_pauses`, `handler_errors` and `rejected_connections` are plain
+    ints for the same purpose (and for tests)."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: FrontLimits,
+        *,
+        server_name: bytes = b"edgeproxy",
+        error_headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.server_name = server_name
+        self.error_headers: list[tuple[bytes, bytes]] = list(error_headers)
+        self.on_connection_count: Callable[[int], None] | None = None
+        self.on_handler_error: Callable[[BaseException], None] | None = None
+        self.read_pauses = 0
+        self.write_pauses = 0
+        self.handler_errors = 0
+        self.rejected_connections = 0
+        # Loop time as of the last sweep: deadlines are armed from it (one attribute read on the
+        # hot path instead of a clock call) and checked by the sweep, so both are tick-precise.
+        self.clock = 0.0
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # start()
+        self._connections: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._draining = False
+        self._all_closed: asyncio.Event | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
+
+    async def start(
+        self,
+        sock: socket.socket | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> None:
+        """Listen on `sock` (already bound, e.g. by the supervisor) or on host:port."""
+        self.loop = loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(
+                self._make_connection, sock=sock, backlog=backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                self._make_connection,
+                host,
+                port,
+                reuse_port=reuse_port or None,
+                backlog=backlog,
+            )
+        self.clock = loop.time()
+        self._sweep_handle = loop.call_later(self.limits.tick_s, self._sweep)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    async def drain_and_close(self, timeout_s: float) -> None:
+        """Stop accepting; idle connections close now, busy ones after their answers; whatever
+        is left after `timeout_s` is aborted (and its handler cancelled)."""
+        self._draining = True
+        if self._server is not None:
+            self._server.close()
+        self._all_closed = asyncio.Event()
+        for conn in list(self._connections):
+            conn.start_drain()
+        if self._connections:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout_s)
+            except TimeoutError:
+                for conn in list(self._connections):
+                    conn.abort()
+                for _ in range(3):  # connection_lost runs on a later loop iteration
+                    await asyncio.sleep(0)
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ---------------------------------------------------------------- for Connection
+
+    def _make_connection(self) -> Connection:
+        return Connection(self)
+
+    def refuses_connections(self) -> bool:
+        limit = self.limits.max_connections
+        return self._draining or (limit > 0 and len(self._connections) >= limit)
+
+    def register(self, conn: Connection) -> None:
+        self._connections.add(conn)
+        if self.on_connection_count is not None:
+            self.on_connection_count(len(self._connections))
+
+    def unregister(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        if self.on_connection_count is not None:
+            self.on_connection_count(len(self._connections))
+        if not self._connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def report_handler_error(self, exc: BaseException) -> None:
+        self.handler_errors += 1
+        log.error("front: request handler failed", exc_info=exc)
+        if self.on_handler_error is not None:
+            self.on_handler_error(exc)
+
+    def error_bytes(self, status: int, detail: str) -> bytes:
+        return error_response(
+            status, detail, server_name=self.server_name, extra_headers=self.error_headers
+        )
+
+    def _sweep(self) -> None:
+        self.clock = now = self.loop.time()
+        expired = [
+            conn
+            for conn in self._connections
+            if (conn.deadline and now >= conn.deadline and not conn.reading_paused)
+            or (conn.write_deadline and now >= conn.write_deadline)
+        ]
+        for conn in expired:
+            conn.expire(now)
+        self._sweep_handle = self.loop.call_later(self.limits.tick_s, self._sweep)
+
+
+__all__ = ["Connection", "FrontLimits", "FrontServer"]
