@@ -25,7 +25,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     header_read_timeout_s: float = 10.0
     body_read_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
-    lingering_close_timeout_s: float = 2.0
+    lingering_close_timeout_s: float = 2.0  # after an error answer, keep draining this long
+    write_stall_timeout_s: float = 60.0  # a client that reads none of our answer this long
     max_pipelined_requests: int = 16
     body_buffer_high_bytes: int = 256 << 10
     write_buffer_high_bytes: int = 256 << 10

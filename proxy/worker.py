@@ -37,8 +37,7 @@ log = logging.getLogger("edgeproxy.worker")
 
 
 def front_limits(cfg: Config) -> FrontLimits:
-    names = [f.name for f in dc_fields(FrontLimits) if hasattr(cfg.limits, f.name)]
-    return FrontLimits(**{n: getattr(cfg.limits, n) for n in names})
+    return FrontLimits(**{f.name: getattr(cfg.limits, f.name) for f in dc_fields(FrontLimits)})
 
 
 def listen_socket(addr: str) -> socket.socket:
