@@ -167,6 +167,15 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
             value = getattr(section, name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise fail(f"{name} must not be negative", f"{path}.{name}")
+    from dataclasses import fields
+
+    from proxy.front.limits import FrontLimits
+
+    try:
+        FrontLimits(**{f.name: getattr(cfg.limits, f.name) for f in fields(FrontLimits)})
+    except ValueError as e:
+        name = str(e).split(" ", 1)[0]
+        raise fail(str(e), f"$.{name}") from e
     if cfg.cache.max_object_bytes > cfg.cache.memory_cache_bytes:
         raise fail("max_object_bytes exceeds memory_cache_bytes", "$.cache.max_object_bytes")
     if cfg.blocklist.oversize_policy not in ("stream", "refuse"):
