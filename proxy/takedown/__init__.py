@@ -1,0 +1,15 @@
+"""The takedown service: from an infringement notice to proof that every edge enforced it.
+
+elements      elements of notices (512(c)(3), DSA 16(2)) and counter-notices (512(g)(3))
+states        case states and the transition function
+cases         intake, duplicates, decisions, blocklist entries of a case
+strikes       repeat-infringer policy (512(i)): strikes, warning, site suspension
+restore       counter-notice, lawsuit hold, put-back in 10-14 business days (calendar)
+publications  what must reach each edge, and each edge's acknowledgement
+publisher     delivery to edge admin APIs (and a signed file drop), retries with backoff
+audit         the append-only hash-chained event log, and its verification
+views         case record, overdue list, DSA Art. 17 statement of reasons
+reports       transparency report (JSON, CSV, Markdown, PNG)
+store         SQLite (WAL, synchronous=FULL) on one writer thread with group commit
+service, api  the service object and its aiohttp HTTP API; cli: `edgeproxy takedown …`
+"""

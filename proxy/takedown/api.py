@@ -1,0 +1,211 @@
+"""HTTP API of the takedown service (aiohttp).
+
+    POST /notices                      any account      201 {id, case, state, receipt, targets}
+                                                        422 same body + missing (kept, answered)
+    GET  /notices/{id}/raw             submitter/op     the notice byte-for-byte as received
+    GET  /cases[?overdue=1&state=…]    operator, admin  (submitters: their own cases)
+    GET  /cases/{id}                   involved/op      state, timeline, edges, durations, …
+    POST /cases/{id}/decision          operator, admin  {"decision": "action"|"reject", "reason"}
+    POST /cases/{id}/withdraw          its submitter, admin
+    GET  /cases/{id}/statement         involved/op      DSA Art. 17 statement of reasons
+    POST /cases/{id}/counter-notice    any account      512(g)(3) elements; schedules the restore
+    POST /cases/{id}/lawsuit           complainant/op   cancels the scheduled restore
+    GET  /healthz                      no auth
+
+Every request except /healthz carries `Authorization: Bearer KEY`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from proxy.takedown.accounts import Account, Role
+from proxy.takedown.service import TakedownService
+from proxy.takedown.states import Conflict, NotFound
+
+SERVICE = web.AppKey("takedown_service", TakedownService)
+ACCOUNT = web.RequestKey("takedown_account", Account)
+DECIDERS = (Role.OPERATOR, Role.ADMIN)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, indent=None))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/healthz":
+        return await handler(request)
+    auth = request.headers.get("Authorization", "")
+    scheme, _, key = auth.partition(" ")
+    account = None
+    if scheme.lower() == "bearer" and key.strip():
+        account = await request.app[SERVICE].authenticate(key.strip())
+    if account is None:
+        return web.json_response(
+            {"error": "missing or invalid API key"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="takedown"'},
+        )
+    request[ACCOUNT] = account
+    try:
+        return await handler(request)
+    except Conflict as exc:
+        return _error(409, str(exc))
+    except PermissionError as exc:
+        return _error(403, str(exc))
+    except NotFound:
+        return _error(404, "no such case")
+
+
+def _account(request: web.Request) -> Account:
+    acct: Account = request[ACCOUNT]
+    return acct
+
+
+def _case_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["case"])
+    except ValueError:
+        raise web.HTTPNotFound(
+            text='{"error": "no such case"}', content_type="application/json"
+        ) from None
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = request.app[SERVICE].cfg.service.max_notice_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return body
+
+
+async def post_notice(request: web.Request) -> web.Response:
+    raw = await _read_body(request)
+    result = await request.app[SERVICE].submit_notice(_account(request), raw, request.remote)
+    return _json(result, 201 if not result["missing"] else 422)
+
+
+async def get_notice_raw(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    acct = _account(request)
+    try:
+        nid = int(request.match_info["notice"])
+    except ValueError:
+        return _error(404, "no such notice")
+    found = await svc.notice_raw(nid)
+    if found is None or (acct.role not in DECIDERS and found[2] != acct.id):
+        return _error(404, "no such notice")
+    return web.Response(body=found[0], content_type="application/octet-stream")
+
+
+async def list_cases(request: web.Request) -> web.Response:
+    acct = _account(request)
+    q = request.query
+    rows = await request.app[SERVICE].cases(
+        overdue_only=q.get("overdue", "") in ("1", "true", "yes"),
+        state=q.get("state") or None,
+        account_id=None if acct.role in DECIDERS else acct.id,
+    )
+    return _json({"cases": rows, "count": len(rows)})
+
+
+async def _readable(request: web.Request) -> int:
+    cid = _case_id(request)
+    if not await request.app[SERVICE].may_read(cid, _account(request)):
+        raise NotFound(cid)
+    return cid
+
+
+async def get_case(request: web.Request) -> web.Response:
+    view = await request.app[SERVICE].case(await _readable(request))
+    return _error(404, "no such case") if view is None else _json(view)
+
+
+async def get_statement(request: web.Request) -> web.Response:
+    cid = await _readable(request)
+    sor = await request.app[SERVICE].statement(cid)
+    if sor is None:
+        return _error(409, f"case {cid} imposed no restriction, so there is no statement")
+    return _json(sor)
+
+
+async def post_decision(request: web.Request) -> web.Response:
+    acct = _account(request)
+    if acct.role not in DECIDERS:
+        return _error(403, "only operators decide cases")
+    try:
+        body = await request.json()
+        decision, reason = body["decision"], body.get("reason", "")
+        assert decision in ("action", "reject") and isinstance(reason, str)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        return _error(400, 'expected {"decision": "action"|"reject", "reason": "…"}')
+    result = await request.app[SERVICE].decide(acct, _case_id(request), decision, reason)
+    return _json(result)
+
+
+async def post_withdraw(request: web.Request) -> web.Response:
+    return _json(await request.app[SERVICE].withdraw(_account(request), _case_id(request)))
+
+
+async def post_counter_notice(request: web.Request) -> web.Response:
+    raw = await _read_body(request)
+    result = await request.app[SERVICE].counter_notice(_account(request), _case_id(request), raw)
+    return _json(result, 201 if result["complete"] else 422)
+
+
+async def post_lawsuit(request: web.Request) -> web.Response:
+    raw = await _read_body(request)
+    try:
+        detail = json.loads(raw) if raw else {}
+    except ValueError:
+        return _error(400, "body must be JSON")
+    result = await request.app[SERVICE].lawsuit(
+        _account(request), _case_id(request), detail if isinstance(detail, dict) else {}
+    )
+    return _json(result)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"ok": True})
+
+
+def build_app(service: TakedownService, *, manage_service: bool = True) -> web.Application:
+    """The aiohttp application; with `manage_service` it starts and stops the service too."""
+    app = web.Application(
+        middlewares=[authenticate], client_max_size=service.cfg.service.max_notice_bytes
+    )
+    app[SERVICE] = service
+    app.router.add_post("/notices", post_notice)
+    app.router.add_get("/notices/{notice}/raw", get_notice_raw)
+    app.router.add_get("/cases", list_cases)
+    app.router.add_get("/cases/{case}", get_case)
+    app.router.add_get("/cases/{case}/statement", get_statement)
+    app.router.add_post("/cases/{case}/decision", post_decision)
+    app.router.add_post("/cases/{case}/withdraw", post_withdraw)
+    app.router.add_post("/cases/{case}/counter-notice", post_counter_notice)
+    app.router.add_post("/cases/{case}/lawsuit", post_lawsuit)
+    app.router.add_get("/healthz", healthz)
+    if manage_service:
+
+        async def on_startup(app: web.Application) -> None:
+            await service.start()
+
+        async def on_cleanup(app: web.Application) -> None:
+            await service.stop()
+
+        app.on_startup.append(on_startup)
+        app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,248 @@
+"""`edgeproxy takedown …` commands.
+
+    serve        run the service (HTTP API, publisher, scheduler)
+    add-account  create an API account; the key is printed on the last line
+    add-site     attach a served host to a customer (created on first use)
+    decide       an operator decision, sent over HTTP to a running service so publishing starts
+                 at once (key from --key or $EDGEPROXY_TAKEDOWN_KEY)
+    verify-log   check the audit log's hash chain; exit 1 naming the first bad record
+    report       transparency report as json, csv or md, optionally with a PNG chart
+
+`add_commands` plugs these into the `edgeproxy` parser; `main(argv)` runs them standalone
+(argv may start with "takedown").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from proxy.takedown import accounts, audit, config, reports
+from proxy.takedown.store import Store
+
+if TYPE_CHECKING:
+    from proxy.takedown.publisher import FileDrop
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected YYYY-MM-DD") from None
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    td = sub.add_parser("takedown", help="the takedown service")
+    cmds = td.add_subparsers(dest="takedown_command", required=True)
+
+    p = cmds.add_parser("serve", help="run the takedown service")
+    p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8450))
+    p.add_argument("--db", required=True)
+    p.add_argument(
+        "--edge",
+        action="append",
+        default=[],
+        metavar="ADMIN_URL",
+        help="an edge node's admin API (repeatable); token from EDGEPROXY_ADMIN_TOKEN",
+    )
+    p.add_argument("--blocklist-dir", help="also write each version into this directory")
+    p.add_argument("--signing-key", help="Ed25519 private key (PEM) for file-drop versions")
+    p.add_argument("--config", help="takedown TOML config")
+    p.set_defaults(takedown_fn=_serve)
+
+    p = cmds.add_parser("add-account", help="create an API account")
+    p.add_argument("--db", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    p.set_defaults(takedown_fn=_add_account)
+
+    p = cmds.add_parser("add-site", help="attach a served host to a customer")
+    p.add_argument("--db", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--customer", required=True)
+    p.add_argument("--verification", choices=[v.value for v in accounts.Verification])
+    p.add_argument("--method", help="how the identity was verified")
+    p.set_defaults(takedown_fn=_add_site)
+
+    p = cmds.add_parser("decide", help="decide a case (operator)")
+    p.add_argument("--server", required=True, help="the service's base URL")
+    p.add_argument("--key", default=os.environ.get("EDGEPROXY_TAKEDOWN_KEY", ""))
+    p.add_argument("--case", type=int, required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--action", dest="decision", action="store_const", const="action")
+    g.add_argument("--reject", dest="decision", action="store_const", const="reject")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(takedown_fn=_decide)
+
+    p = cmds.add_parser("verify-log", help="verify the audit log's hash chain")
+    p.add_argument("--db", required=True)
+    p.set_defaults(takedown_fn=_verify_log)
+
+    p = cmds.add_parser("report", help="transparency report")
+    p.add_argument("--db", required=True)
+    p.add_argument("--from", dest="start", type=_date, required=True)
+    p.add_argument("--to", dest="end", type=_date, required=True)
+    p.add_argument("--format", choices=["json", "csv", "md"], default="json")
+    p.add_argument("--chart", help="also write a PNG chart here")
+    p.add_argument("--config", help="takedown TOML config (for the deadlines)")
+    p.add_argument("--output", help="write the report here instead of stdout")
+    p.set_defaults(takedown_fn=_report)
+
+
+def run(args: argparse.Namespace) -> int:
+    rc: int = args.takedown_fn(args)
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["takedown"]:
+        argv.insert(0, "takedown")
+    parser = argparse.ArgumentParser(prog="edgeproxy")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))
+
+
+def _add_account(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    try:
+        key = store.run_sync(
+            accounts.create_account, args.name, accounts.Role(args.role), time.time()
+        )
+    finally:
+        store.close()
+    print(f"account {args.name!r} ({args.role}) created; its API key (shown once):")
+    print(key)
+    return 0
+
+
+def _add_site(args: argparse.Namespace) -> int:
+    store = Store(args.db)
+    v = accounts.Verification(args.verification) if args.verification else None
+    try:
+        store.run_sync(accounts.add_site, args.host, args.customer, time.time(), v, args.method)
+    finally:
+        store.close()
+    print(f"site {args.host.lower()} belongs to customer {args.customer!r}")
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    body = json.dumps({"decision": args.decision, "reason": args.reason}).encode()
+    req = urllib.request.Request(
+        f"{args.server.rstrip('/')}/cases/{args.case}/decision",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {args.key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            print(resp.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"HTTP {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+
+
+def _verify_log(args: argparse.Namespace) -> int:
+    if not Path(args.db).exists():
+        print(f"{args.db}: no such database", file=sys.stderr)
+        return 1
+    store = Store(args.db)
+    try:
+        checked, problem = store.run_sync(audit.verify)
+    finally:
+        store.close()
+    if problem is not None:
+        print(f"audit log BROKEN at {problem} ({checked} records verified before it)")
+        return 1
+    print(f"audit log OK: {checked} records, hash chain intact")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    store = Store(args.db)
+    try:
+        rep = store.run_sync(reports.build, args.start, args.end, cfg, time.time())
+    finally:
+        store.close()
+    text = {"json": reports.to_json, "csv": reports.to_csv, "md": reports.to_markdown}[args.format](
+        rep
+    )
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    if args.chart:
+        reports.chart(rep, args.chart)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from proxy.takedown.publisher import FileDrop
+
+    cfg = config.load(args.config)
+    drop = None
+    if args.blocklist_dir:
+        if not args.signing_key:
+            print("--blocklist-dir needs --signing-key", file=sys.stderr)
+            return 2
+        drop = FileDrop(args.blocklist_dir, Path(args.signing_key).read_bytes())
+    asyncio.run(
+        serve(
+            args.listen, args.db, cfg, args.edge, os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""), drop
+        )
+    )
+    return 0
+
+
+async def serve(
+    listen: tuple[str, int],
+    db: str,
+    cfg: config.TakedownConfig,
+    edges: list[str],
+    token: str,
+    file_drop: FileDrop | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM; prints the bound address once listening."""
+    from aiohttp import web
+
+    from proxy.takedown.api import build_app
+    from proxy.takedown.service import TakedownService
+
+    svc = TakedownService(db, cfg, edge_urls=edges, admin_token=token, file_drop=file_drop)
+    runner = web.AppRunner(build_app(svc), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, listen[0], listen[1])
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else listen[1]
+    print(f"takedown service listening on http://{listen[0]}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if sys.platform != "win32":  # no loop signal handlers there; Ctrl-C still ends the run
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

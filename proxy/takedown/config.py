@@ -1,0 +1,91 @@
+"""Takedown service settings: deadlines, publishing retries, restore calendar, strike policy.
+
+Every duration carries its unit in its name. The file is TOML; unknown keys are refused so a
+typo cannot silently leave a legal deadline at its default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+
+class Deadlines(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    receipt_s: float = 300.0  # DSA 16(4): confirmation "without undue delay"
+    fix_request_s: float = 48 * 3600.0  # 512(c)(3)(B)(ii): how long a fix is awaited
+    decision_s: float = 24 * 3600.0  # receipt -> decision
+    enforcement_s: float = 60.0  # decision -> every edge acknowledged
+
+
+class Publish(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    retry_factor: float = 2.0
+    request_timeout_s: float = 10.0
+
+
+class Restore(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    not_before_business_days: int = 10  # 17 U.S.C. 512(g)(2)(C)
+    not_after_business_days: int = 14
+    timezone: str = "UTC"
+    weekend_days: list[int] = msgspec.field(default_factory=lambda: [5, 6])  # Mon=0
+    holidays: list[dt.date] = msgspec.field(default_factory=list)
+    holidays_file: str = ""  # TOML with `holidays = [dates]`, merged with the list above
+
+
+class Strikes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Repeat-infringer policy (17 U.S.C. 512(i)(1)(A)), counted per site within a window."""
+
+    window_days: float = 180.0
+    warn_at: int = 2
+    suspend_at: int = 3
+    unverified_warn_at: int = 1  # customers whose status is not in `verified_statuses`
+    unverified_suspend_at: int = 2
+    verified_statuses: list[str] = msgspec.field(
+        default_factory=lambda: ["payment", "verified_entity"]
+    )
+
+
+class Service(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    scheduler_interval_s: float = 0.5
+    max_notice_bytes: int = 1 << 20
+    operator_name: str = "edgeproxy operator"
+    redress: str = (
+        "Reply with a counter-notice (17 U.S.C. 512(g)(3)) at POST /cases/{case}/counter-notice, "
+        "use the internal complaint procedure, an out-of-court dispute settlement body "
+        "(DSA Art. 21) or the courts."
+    )
+
+
+class TakedownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    deadlines: Deadlines = msgspec.field(default_factory=Deadlines)
+    publish: Publish = msgspec.field(default_factory=Publish)
+    restore: Restore = msgspec.field(default_factory=Restore)
+    strikes: Strikes = msgspec.field(default_factory=Strikes)
+    service: Service = msgspec.field(default_factory=Service)
+
+
+class HolidayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    holidays: list[dt.date] = msgspec.field(default_factory=list)
+
+
+def load(path: str | Path | None) -> TakedownConfig:
+    """Read a TOML config (None: all defaults); a `holidays_file` is resolved next to it."""
+    if path is None:
+        return TakedownConfig()
+    p = Path(path)
+    raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    cfg = msgspec.convert(raw, TakedownConfig)
+    if cfg.restore.holidays_file:
+        hp = Path(cfg.restore.holidays_file)
+        if not hp.is_absolute():
+            hp = p.parent / hp
+        extra = msgspec.convert(tomllib.loads(hp.read_text(encoding="utf-8")), HolidayFile)
+        merged = sorted(set(cfg.restore.holidays) | set(extra.holidays))
+        cfg = msgspec.structs.replace(
+            cfg, restore=msgspec.structs.replace(cfg.restore, holidays=merged)
+        )
+    return cfg

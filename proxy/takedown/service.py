@@ -1,0 +1,208 @@
+"""The takedown service: one object that owns the store, the publisher and the scheduler.
+
+The HTTP layer (`api.py`) and the tests call these coroutines. Each one is a single durable
+transaction followed, when it created publications, by an immediate kick of the publisher, so
+enforcement starts the moment a decision is committed rather than on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from proxy.takedown import accounts, cases, elements, restore, views
+from proxy.takedown.accounts import Account
+from proxy.takedown.calendar import BusinessCalendar
+from proxy.takedown.config import TakedownConfig
+from proxy.takedown.publications import report_overdue
+from proxy.takedown.publisher import AdminApiEdge, Edge, FileDrop, Publisher
+from proxy.takedown.store import Store
+
+log = logging.getLogger("edgeproxy.takedown")
+
+
+class TakedownService:
+    def __init__(
+        self,
+        db: str | Path,
+        cfg: TakedownConfig,
+        *,
+        edge_urls: Sequence[str] = (),
+        admin_token: str = "",
+        edges: Sequence[Edge] | None = None,
+        file_drop: FileDrop | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.store = Store(db)
+        self._edge_urls = list(edge_urls)
+        self._admin_token = admin_token
+        self._extra_edges = list(edges or [])
+        self._file_drop = file_drop
+        r = cfg.restore
+        self.calendar = BusinessCalendar.of(r.holidays, r.weekend_days, r.timezone)
+        self._session: aiohttp.ClientSession | None = None
+        self.publisher: Publisher | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._accounts: dict[str, Account] = {}
+
+    @property
+    def edge_names(self) -> list[str]:
+        return self._edge_urls + [e.name for e in self._extra_edges]
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.cfg.publish.request_timeout_s)
+        )
+        edges: list[Edge] = [
+            AdminApiEdge(u, self._admin_token, self._session) for u in self._edge_urls
+        ]
+        self.publisher = Publisher(
+            self.store, edges + self._extra_edges, self.cfg.publish, self.clock, self._file_drop
+        )
+        self.publisher.start()
+        self._scheduler = asyncio.create_task(self._schedule(), name="takedown-scheduler")
+
+    async def stop(self) -> None:
+        if self._scheduler:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        if self.publisher:
+            await self.publisher.stop()
+        if self._session:
+            await self._session.close()
+        await asyncio.to_thread(self.store.close)
+
+    def _kick(self, out: cases.Outcome) -> dict[str, Any]:
+        if out.publications and self.publisher is not None:
+            self.publisher.kick()
+        return out.result
+
+    async def authenticate(self, key: str) -> Account | None:
+        """Cached by the key's hash after one constant-time check against the database."""
+        digest = accounts.key_hash(key)
+        hit = self._accounts.get(digest)
+        if hit is not None:
+            return hit
+        acct = await self.store.run(accounts.authenticate, key)
+        if acct is not None:
+            self._accounts[digest] = acct
+        return acct
+
+    async def submit_notice(
+        self, account: Account, raw: bytes, remote: str | None
+    ) -> dict[str, Any]:
+        checked = elements.check_notice(raw)
+        digest = hashlib.sha256(raw).hexdigest()
+        out = await self.store.run(
+            cases.intake,
+            self.clock(),
+            account,
+            raw,
+            digest,
+            remote,
+            checked,
+            self.cfg,
+            self.edge_names,
+        )
+        return self._kick(out)
+
+    async def decide(
+        self, account: Account, case_id: int, decision: str, reason: str
+    ) -> dict[str, Any]:
+        out = await self.store.run(
+            cases.decide,
+            case_id,
+            self.clock(),
+            account,
+            decision,
+            reason,
+            self.cfg,
+            self.edge_names,
+        )
+        return self._kick(out)
+
+    async def withdraw(self, account: Account, case_id: int) -> dict[str, Any]:
+        return (await self.store.run(cases.withdraw, case_id, self.clock(), account)).result
+
+    async def counter_notice(self, account: Account, case_id: int, raw: bytes) -> dict[str, Any]:
+        checked = elements.check_counter_notice(raw)
+        digest = hashlib.sha256(raw).hexdigest()
+        out = await self.store.run(
+            restore.counter_notice,
+            case_id,
+            self.clock(),
+            account,
+            raw,
+            digest,
+            checked,
+            self.calendar,
+            self.cfg.restore,
+        )
+        return out.result
+
+    async def lawsuit(
+        self, account: Account, case_id: int, detail: dict[str, Any]
+    ) -> dict[str, Any]:
+        out = await self.store.run(restore.lawsuit, case_id, self.clock(), account, detail)
+        return out.result
+
+    async def case(self, case_id: int) -> dict[str, Any] | None:
+        return await self.store.run(views.case_view, case_id, self.clock(), self.cfg)
+
+    async def may_read(self, case_id: int, account: Account) -> bool:
+        return await self.store.run(cases.may_read, case_id, account)
+
+    async def cases(
+        self, *, overdue_only: bool, state: str | None, account_id: int | None
+    ) -> list[dict[str, Any]]:
+        return await self.store.run(
+            lambda conn: views.list_cases(
+                conn,
+                self.clock(),
+                self.cfg,
+                overdue_only=overdue_only,
+                state=state,
+                account_id=account_id,
+            )
+        )
+
+    async def statement(self, case_id: int) -> dict[str, Any] | None:
+        return await self.store.run(views.statement_of_reasons, case_id, self.cfg)
+
+    async def notice_raw(self, notice_id: int) -> tuple[bytes, int | None, int] | None:
+        def read(conn: Any) -> tuple[bytes, int | None, int] | None:
+            r = conn.execute(
+                "SELECT raw, case_id, account_id FROM notices WHERE id = ?", (notice_id,)
+            ).fetchone()
+            return None if r is None else (bytes(r[0]), r[1], r[2])
+
+        return await self.store.run(read)
+
+    async def run_due(self) -> None:
+        """One scheduler pass: due restores, overdue decisions and acknowledgements."""
+        now = self.clock()
+        d = self.cfg.deadlines
+
+        def due(conn: Any) -> list[int]:
+            restore.report_decision_overdue(conn, now, d.decision_s)
+            report_overdue(conn, now, d.enforcement_s)
+            return restore.due_restores(conn, now, self.edge_names)
+
+        self._kick(cases.Outcome(publications=await self.store.run(due)))
+
+    async def _schedule(self) -> None:
+        while True:
+            try:
+                await self.run_due()
+            except Exception:
+                log.exception("scheduler pass failed")
+            await asyncio.sleep(self.cfg.service.scheduler_interval_s)

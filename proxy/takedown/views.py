@@ -1,0 +1,267 @@
+"""What operators, submitters and customers read: a case's record, overdue lists, statements.
+
+All read from the same rows and audit records the transactions wrote; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from proxy.takedown.config import TakedownConfig
+from proxy.takedown.publications import deliveries
+from proxy.takedown.states import S, State, iso
+
+LEGAL_GROUND = {
+    "hosted": "Copyright infringement: hosted material, 17 U.S.C. 512(c); DSA Art. 6",
+    "cache": "Copyright infringement: cached copy of material removed at its origin or ordered"
+    " removed, 17 U.S.C. 512(b)(2)(E); DSA Art. 5(1)(e)",
+    "order": "Court or authority order, DSA Art. 9 / Art. 5(2)",
+}
+
+
+def _span(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(b - a, 6)
+
+
+def overdue_reasons(row: sqlite3.Row, now: float, cfg: TakedownConfig) -> list[str]:
+    """Deadlines this case is past right now (not ones it met late).
+
+    An incomplete notice has no open deadline of ours: its receipt is the fix request
+    (512(c)(3)(B)(ii)), and the submitter is the one who acts next.
+    """
+    d = cfg.deadlines
+    state = State(row["state"])
+    out = []
+    if state in (S.VALIDATED, S.UNDER_REVIEW) and now > row["received_at"] + d.decision_s:
+        out.append("decision")
+    if (
+        state in (S.ACTIONED, S.PUBLISHED)
+        and row["decided_at"] is not None
+        and now > row["decided_at"] + d.enforcement_s
+    ):
+        out.append("enforcement")
+    if (
+        row["restore_state"] in ("scheduled", "publishing")
+        and row["restore_at"] is not None
+        and now > row["restore_at"] + 4 * 86400
+        and state is S.RESTORE_SCHEDULED
+    ):
+        out.append("restore")
+    return out
+
+
+def case_view(
+    conn: sqlite3.Connection, case_id: int, now: float, cfg: TakedownConfig
+) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+    if row is None:
+        return None
+    timeline = [
+        {
+            "event": r["event"],
+            "at": r["at"],
+            "time": iso(r["at"]),
+            "actor": r["actor"],
+            "data": json.loads(r["data"]),
+            "seq": r["seq"],
+        }
+        for r in conn.execute(
+            "SELECT seq, at, event, actor, data FROM audit_log WHERE case_id = ? ORDER BY seq",
+            (case_id,),
+        )
+    ]
+    pubs = conn.execute(
+        "SELECT id, kind, host, created_at, published_at, file_sequence, done_at"
+        " FROM publications WHERE case_id = ? ORDER BY id",
+        (case_id,),
+    ).fetchall()
+    deadline = cfg.deadlines.enforcement_s
+    block = next((p for p in pubs if p["kind"] == "block"), None)
+    restore = next((p for p in pubs if p["kind"] == "restore"), None)
+    edges = deliveries(conn, block["id"], now, deadline) if block else []
+    decided = row["decided_at"]
+    for e in edges:
+        e["decision_to_enforced_s"] = _span(decided, e["enforced_at"])
+    notices = [
+        {
+            "id": n["id"],
+            "received_at": n["received_at"],
+            "complete": bool(n["complete"]),
+            "missing": json.loads(n["missing"]),
+            "sha256": n["raw_sha256"],
+        }
+        for n in conn.execute(
+            "SELECT id, received_at, complete, missing, raw_sha256 FROM notices"
+            " WHERE case_id = ? ORDER BY id",
+            (case_id,),
+        )
+    ]
+    targets = [
+        {
+            "id": t["id"],
+            "kind": t["kind"],
+            "value": t["value"],
+            "host": t["host"],
+            "accepted": bool(t["accepted"]),
+            "reason": t["reason"],
+            "notice": t["notice_id"],
+        }
+        for t in conn.execute("SELECT * FROM targets WHERE case_id = ? ORDER BY id", (case_id,))
+    ]
+    received = row["received_at"]
+    return {
+        "id": case_id,
+        "state": row["state"],
+        "legal_basis": row["legal_basis"],
+        "trusted": bool(row["trusted"]),
+        "decision": row["decision"],
+        "decision_reason": row["decision_reason"],
+        "automated": bool(row["automated"]),
+        "received_at": received,
+        "decided_at": decided,
+        "published_at": row["published_at"],
+        "enforced_at": row["enforced_at"],
+        "timeline": timeline,
+        "edges": edges,
+        "restore_edges": deliveries(conn, restore["id"], now, deadline) if restore else [],
+        "suspensions": [
+            {"host": p["host"], "edges": deliveries(conn, p["id"], now, deadline)}
+            for p in pubs
+            if p["kind"] == "suspend"
+        ],
+        "durations": {
+            "receipt_to_decision_s": _span(received, decided),
+            "decision_to_published_s": _span(decided, row["published_at"]),
+            "decision_to_enforced_s": _span(decided, row["enforced_at"]),
+            "receipt_to_enforced_s": _span(received, row["enforced_at"]),
+        },
+        "deadlines": {
+            "decision_due_at": received + cfg.deadlines.decision_s,
+            "enforcement_due_at": None
+            if decided is None
+            else decided + cfg.deadlines.enforcement_s,
+        },
+        "overdue": overdue_reasons(row, now, cfg),
+        "restore": None
+        if row["restore_state"] is None
+        else {
+            "state": row["restore_state"],
+            "counter_notice_at": row["counter_notice_at"],
+            "not_before": row["restore_not_before"],
+            "not_after": row["restore_not_after"],
+            "restore_at": row["restore_at"],
+            "restore_at_iso": iso(row["restore_at"]),
+            "restored_at": row["restored_at"],
+            "lawsuit_at": row["lawsuit_at"],
+        },
+        "notices": notices,
+        "targets": targets,
+    }
+
+
+def list_cases(
+    conn: sqlite3.Connection,
+    now: float,
+    cfg: TakedownConfig,
+    *,
+    overdue_only: bool = False,
+    state: str | None = None,
+    account_id: int | None = None,
+) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM cases"
+    args: list[Any] = []
+    where = []
+    if state:
+        where.append("state = ?")
+        args.append(state)
+    if account_id is not None:
+        where.append("id IN (SELECT case_id FROM notices WHERE account_id = ?)")
+        args.append(account_id)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    out = []
+    for row in conn.execute(sql + " ORDER BY id", args):
+        reasons = overdue_reasons(row, now, cfg)
+        if overdue_only and not reasons:
+            continue
+        out.append(
+            {
+                "id": row["id"],
+                "state": row["state"],
+                "received_at": row["received_at"],
+                "decided_at": row["decided_at"],
+                "legal_basis": row["legal_basis"],
+                "overdue": reasons,
+            }
+        )
+    return out
+
+
+def statement_of_reasons(
+    conn: sqlite3.Connection, case_id: int, cfg: TakedownConfig
+) -> dict[str, Any] | None:
+    """DSA Art. 17(3)(a)-(f), for the customer whose site the restriction affects."""
+    row = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+    if row is None or row["decision"] != "action":
+        return None
+    targets = conn.execute(
+        "SELECT t.kind, t.value, t.host, c.name AS customer FROM targets t"
+        " LEFT JOIN sites s ON s.host = t.host LEFT JOIN customers c ON c.id = s.customer_id"
+        " WHERE t.case_id = ? AND t.accepted = 1 ORDER BY t.id",
+        (case_id,),
+    ).fetchall()
+    works: list[str] = []
+    for (parsed,) in conn.execute(
+        "SELECT parsed FROM notices WHERE case_id = ? AND complete = 1", (case_id,)
+    ):
+        for w in (json.loads(parsed) or {}).get("works") or []:
+            works.append(str(w.get("title") or w.get("description")))
+    suspended = [
+        r[0]
+        for r in conn.execute(
+            "SELECT host FROM publications WHERE case_id = ? AND kind = 'suspend'", (case_id,)
+        )
+    ]
+    trusted = bool(row["trusted"])
+    automated = bool(row["automated"])
+    return {
+        "case": case_id,
+        "provider": cfg.service.operator_name,
+        "decision": "action",
+        "application_date": iso(row["decided_at"]),
+        "restriction": {  # (a)
+            "type": "disabling of access to the identified material on every edge node",
+            "decision_visibility": ["DECISION_VISIBILITY_CONTENT_DISABLED"],
+            "site_suspensions": suspended,
+            "territorial_scope": "worldwide",
+            "duration": "until restored after a valid counter-notice (17 U.S.C. 512(g)) or"
+            " the notice is withdrawn",
+        },
+        "affected": [dict(t) for t in targets],
+        "facts": {  # (b)
+            "triggered_by": "notice (DSA Art. 16)"
+            if not trusted
+            else "notice from a trusted submitter (DSA Art. 16 / 22)",
+            "source_type": "SOURCE_TRUSTED_FLAGGER" if trusted else "SOURCE_ARTICLE_16",
+            "received_at": iso(row["received_at"]),
+            "works": works,
+            "decision_reason": row["decision_reason"],
+        },
+        "automated_means": {  # (c)
+            "automated_detection": False,
+            "automated_decision": automated,
+            "explanation": "Decided automatically because the submitter is a trusted submitter"
+            if automated
+            else "Decided by a human operator",
+        },
+        "legal_ground": {  # (d)
+            "decision_ground": "DECISION_GROUND_ILLEGAL_CONTENT",
+            "illegal_content_legal_ground": LEGAL_GROUND.get(row["legal_basis"] or "", ""),
+            "illegal_content_explanation": "The notice identified the works and the exact"
+            " locations and contained the statements DMCA 512(c)(3) and DSA Art. 16(2) require.",
+        },
+        "contractual_ground": None,  # (e): no terms-of-service ground is used
+        "redress": cfg.service.redress.replace("{case}", str(case_id)),  # (f)
+    }
