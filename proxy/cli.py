@@ -160,7 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser = build_parser()
     args = parser.parse_args(argv)
-    fn = getattr(args, "func", None) or getattr(args, "takedown_fn", None)
+    if args.command == "takedown":
+        from proxy.takedown.cli import run as run_takedown
+
+        fn = run_takedown
+    else:
+        fn = getattr(args, "func", None)
     if fn is None:
         parser.print_help()
         return 2
