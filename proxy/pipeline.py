@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from proxy.blocklist.model import Entry as BlockEntry
@@ -24,7 +24,7 @@ from proxy.front.api import ClientGone, FrontRequest, Responder
 from proxy.metrics import B_INDEX, NS_INDEX, R_INDEX, Result, WorkerStats, method_class
 from proxy.origin import OriginError, OriginPool
 from proxy.phases import deliver
-from proxy.phases.fetch import BodyBlocked, Fetcher, FetchOutcome
+from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
 from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
 from proxy.rfc.freshness import Reuse, reuse, within_stale_if_error, within_stale_while_revalidate
 from proxy.rfc.target import BadTarget, Target, canonical_target
@@ -48,7 +48,7 @@ class Pipeline:
         origin: OriginPool,
         stats: WorkerStats,
         *,
-        clock: type[time.time] | None = None,  # type: ignore[valid-type]
+        clock: Callable[[], float] | None = None,
         access_log: AccessLog | None = None,
     ) -> None:
         self.cfg = cfg
@@ -65,8 +65,6 @@ class Pipeline:
         self.fetcher = Fetcher(
             cfg, origin, memory, stats, self.via, blocklist=lambda: self.blocklist, clock=self.clock
         )
-        self.fetcher.on_uncacheable = self.coalescer.mark_uncacheable
-        self.fetcher.on_cacheable = self.coalescer.clear_uncacheable
         self.access_log = access_log
         self._unknown_site = len(sites.sites)
         self._background: set[asyncio.Task[None]] = set()
@@ -218,15 +216,17 @@ class Pipeline:
         else:
             req_cc = EMPTY_CC
         ctx.req_cc = req_cc
-        cacheable_request = (
-            ctx.method in READ_METHODS
-            and not req.has_body
-            and fields.first(b"authorization") is None
-        )
-        if not cacheable_request:
+        if ctx.method not in READ_METHODS or req.has_body:
             await self._pass(ctx, invalidate=ctx.method not in READ_METHODS)
             return
         primary = (target.authority, target.raw_path_query)
+        if fields.first(b"authorization") is not None:
+            # RFC 9111 §3.5: never answered from the cache nor coalesced (the answer may be
+            # this user's), but stored when the response says it may be shared.
+            ctx.extra["auth"] = True
+            outcome = await self.fetcher.fetch_for_cache(ctx, None)
+            await self._after_fetch(ctx, outcome, True, None)
+            return
         vary = self.memory.vary_fields(primary)
         variant = self.fetcher.variant(vary, fields) if vary else ()
         entry = self.memory.get(primary, variant) if vary is not None else None
@@ -277,14 +277,14 @@ class Pipeline:
             # hit-for-miss: recently uncacheable, so no queueing behind a shared fetch; the
             # response may still be stored if it has become cacheable.
             ctx.extra["hfm"] = True
-            outcome = await self.fetcher.fetch_for_cache(ctx, entry)
+            outcome = await self._fetch_keyed(ctx, key, entry)
             await self._after_fetch(ctx, outcome, True, entry)
             return
         coalescer = self.coalescer
         task = coalescer.inflight(key)
         leader = task is None
         if task is None:
-            task = coalescer.lead(key, self.fetcher.fetch_for_cache(ctx, entry))
+            task = coalescer.lead(key, self._fetch_keyed(ctx, key, entry))
         else:
             ctx.collapsed = True
             self.stats.coalesced += 1
@@ -302,6 +302,18 @@ class Pipeline:
                 task.add_done_callback(_close_unclaimed)
             raise
         await self._after_fetch(ctx, outcome, leader, entry)
+
+    async def _fetch_keyed(
+        self, ctx: RequestCtx, key: tuple[object, ...], entry: Entry | None, **kw: bool
+    ) -> FetchOutcome:
+        """fetch_for_cache, then remember (by the lookup key) whether the response was
+        uncacheable, so the next requests for it go to the origin in parallel (hit-for-miss)."""
+        outcome = await self.fetcher.fetch_for_cache(ctx, entry, **kw)
+        if outcome.stored:
+            self.coalescer.clear_uncacheable(key)
+        elif outcome.not_stored in RESPONSE_DRIVEN:
+            self.coalescer.mark_uncacheable(key)
+        return outcome
 
     async def _after_fetch(
         self, ctx: RequestCtx, outcome: FetchOutcome, leader: bool, entry: Entry | None
@@ -338,20 +350,26 @@ class Pipeline:
                 stored.vary_fields
                 and self.fetcher.variant(stored.vary_fields, ctx.fields) != stored.variant
             ):
-                # The leader's response varies on a field this request differs in.
-                await self._pass(ctx, invalidate=False, fwd=b"miss")
+                # The leader's response varies on a field this request differs in: fetch (and
+                # store) this request's own variant, coalesced with others that share it.
+                if ctx.extra.get("vary_refetch"):
+                    await self._pass(ctx, invalidate=False, fwd=b"miss")
+                    return
+                ctx.extra["vary_refetch"] = True
+                ctx.collapsed = False
+                own = (stored.primary, self.fetcher.variant(stored.vary_fields, ctx.fields))
+                await self._miss(ctx, own, None, coalesce=not self.coalescer.is_hit_for_miss(own))
                 return
             if not self._entry_allowed(ctx, stored):
                 return
-            if outcome.revalidated:
-                ctx.result = Result.REVALIDATED
-                fwd = b"stale"
-            else:
-                ctx.result = Result.MISS
-                fwd = b"miss"
+            ctx.result = Result.REVALIDATED if outcome.revalidated else Result.MISS
+            # RFC 9211 §2.2: "stale" whenever a stored response existed but could not be used.
+            fwd = b"stale" if entry is not None else b"miss"
             status = self.cache_name + b"; fwd=" + fwd + b"; fwd-status=%d" % outcome.fwd_status
             if outcome.stored:
                 status += b"; stored; ttl=%d" % int(stored.lifetime - stored.age(now))
+            elif outcome.not_stored is not None:
+                status += b"; detail=" + outcome.not_stored.value.encode()
             if ctx.collapsed:
                 status += b"; collapsed"
             if stored.upstream_cache_status:
@@ -404,7 +422,7 @@ class Pipeline:
         async def run() -> None:
             try:
                 task = self.coalescer.lead(
-                    key, self.fetcher.fetch_for_cache(ctx, entry, background=True)
+                    key, self._fetch_keyed(ctx, key, entry, background=True)
                 )
                 outcome = await task
                 if outcome.upstream is not None and outcome.claim():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -41,6 +42,14 @@ class _IndexedLRU(LRUCache[ItemKey, Entry]):
 
 def _size(entry: Entry) -> int:
     return entry.size
+
+
+def _unindex(index: dict[Any, set[ItemKey]], ikey: object, key: ItemKey) -> None:
+    keys = index.get(ikey)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[ikey]
 
 
 class MemoryTier:
@@ -100,16 +109,9 @@ class MemoryTier:
         if not self._purging:
             self.evictions += 1
         primary = key[0]
-        for index, ikey in (
-            (self._by_primary, primary),
-            (self._by_host, entry.target.host),
-            (self._by_digest, entry.sha256),
-        ):
-            keys = index.get(ikey)  # type: ignore[attr-defined]
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del index[ikey]  # type: ignore[attr-defined]
+        _unindex(self._by_primary, primary, key)
+        _unindex(self._by_host, entry.target.host, key)
+        _unindex(self._by_digest, entry.sha256, key)
         if primary not in self._by_primary:
             self._vary.pop(primary, None)
 

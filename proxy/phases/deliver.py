@@ -113,8 +113,9 @@ def from_entry(ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes) -
                 ranges = parse_range(rng, len(entry.body))
                 if ranges == "unsatisfiable":
                     return _unsatisfiable(ctx, entry, age, cache_status)
-                if ranges:
-                    return _partial(ctx, entry, ranges[0], age, cache_status)
+                one = _single(ranges) if ranges else None
+                if one is not None:
+                    return _partial(ctx, entry, one, age, cache_status)
     conn, close = connection_part(ctx)
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn)
     if ctx.method == "HEAD":
@@ -124,6 +125,22 @@ def from_entry(ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes) -
         ctx.bytes_sent = len(entry.body)
     ctx.status = status
     ctx.cache_status = cache_status
+
+
+def _single(ranges: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The one range to send, or None to send the whole representation (RFC 9110 §14.2 lets a
+    server ignore Range). Several ranges are coalesced only where they overlap or touch;
+    disjoint ones would need multipart/byteranges, and answering with only the first of them
+    would be wrong."""
+    if len(ranges) == 1:
+        return ranges[0]
+    ordered = sorted(ranges)
+    start, end = ordered[0]
+    for s, e in ordered[1:]:
+        if s > end + 1:
+            return None
+        end = max(end, e)
+    return start, end
 
 
 def _not_modified(

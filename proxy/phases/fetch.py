@@ -194,8 +194,6 @@ class Fetcher:
         self.via_str = via.decode()
         self.blocklist: Callable[[], Snapshot] = blocklist or (lambda: Snapshot.compile([], 0, 0.0))
         self.clock = clock
-        self.on_uncacheable: Callable[[object], None] = lambda key: None
-        self.on_cacheable: Callable[[object], None] = lambda key: None
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -356,10 +354,7 @@ class Fetcher:
         limit = min(self.memory.max_object_bytes, self.memory.max_bytes)
         if reason is None and up.content_length is not None and up.content_length > limit:
             reason = NoStoreReason.TOO_LARGE
-        key = (primary, ())
         if reason is not None:
-            if reason in RESPONSE_DRIVEN:
-                self.on_uncacheable((primary, self.variant(fields, ctx.fields) if fields else ()))
             ctx.no_store = reason
             return FetchOutcome(
                 upstream=up,
@@ -371,7 +366,6 @@ class Fetcher:
         body, complete = await up.read_up_to(limit)
         if not complete:
             ctx.no_store = NoStoreReason.TOO_LARGE
-            self.on_uncacheable(key)
             return FetchOutcome(
                 upstream=up,
                 headers=hdrs,
@@ -405,9 +399,12 @@ class Fetcher:
         stored = self.memory.put(new)
         if not stored:
             ctx.no_store = NoStoreReason.TOO_LARGE
-        else:
-            self.on_cacheable((primary, variant))
-        return FetchOutcome(entry=new, stored=stored, fwd_status=up.status)
+        return FetchOutcome(
+            entry=new,
+            stored=stored,
+            fwd_status=up.status,
+            not_stored=None if stored else NoStoreReason.TOO_LARGE,
+        )
 
     def _merge_304(
         self,

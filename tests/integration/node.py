@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ class Node:
         self.proc: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
         self._reader: asyncio.Task[None] | None = None
+        # A node of its own: pushed entries persist in the state dir, and must not leak
+        # from one test into the next.
+        self.state_dir = tempfile.mkdtemp(prefix="edgeproxy-test-")
 
     @property
     def url(self) -> str:
@@ -40,6 +44,7 @@ class Node:
             sys.executable, "-m", "proxy.cli", "serve",
             "--listen", f"127.0.0.1:{self.port}",
             "--admin", f"127.0.0.1:{self.admin_port}",
+            "--state-dir", self.state_dir,
             *self.args,
         ]
         self.proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,110 @@
+"""The byte-bounded memory tier (issue 2, item 5): byte bound, LRU order, Vary variants and
+the host / digest / primary indexes that purges use."""
+
+from __future__ import annotations
+
+import hashlib
+
+from proxy.cache.entry import Entry
+from proxy.cache.memory import MemoryTier
+from proxy.rfc.target import canonical_target
+
+
+def entry(host: str, path: str, body: bytes, variant: tuple[str, ...] = (), vary=()) -> Entry:  # type: ignore[no-untyped-def]
+    t = canonical_target(path.encode(), host.encode())
+    e = Entry(
+        primary=(t.authority, t.raw_path_query),
+        variant=variant,
+        target=t,
+        status=200,
+        reason=b"OK",
+        headers=[(b"Cache-Control", b"max-age=60")],
+        body=body,
+        sha256=hashlib.sha256(body).digest(),
+        request_time=0.0,
+        response_time=0.0,
+        corrected_initial_age=0.0,
+        lifetime=60.0,
+        stale_while_revalidate_s=0.0,
+        stale_if_error_s=0.0,
+        must_revalidate=False,
+        no_cache=False,
+        etag=None,
+        last_modified=None,
+        date=None,
+        vary_fields=tuple(vary),
+    )
+    e.render_head(100, b"1.1 edgeproxy")
+    return e
+
+
+def test_byte_bound_respected_under_many_stores() -> None:
+    tier = MemoryTier(max_bytes=50_000, max_object_bytes=10_000)
+    for i in range(500):
+        assert tier.put(entry("a.example", f"/{i}", bytes(1000)))
+        assert tier.stats().bytes <= 50_000
+    s = tier.stats()
+    assert 0 < s.objects < 50 and s.evictions == 500 - s.objects
+
+
+def test_too_large_objects_refused() -> None:
+    tier = MemoryTier(max_bytes=50_000, max_object_bytes=2_000)
+    assert not tier.put(entry("a.example", "/big", bytes(5_000)))
+    assert tier.stats().objects == 0
+
+
+def test_lru_evicts_least_recently_used() -> None:
+    e = [entry("a.example", f"/{i}", bytes(1000)) for i in range(4)]
+    tier = MemoryTier(max_bytes=3 * e[0].size + 10, max_object_bytes=10_000)
+    for x in e[:3]:
+        tier.put(x)
+    assert tier.get(e[0].primary, ()) is e[0]  # /0 becomes most recent
+    tier.put(e[3])
+    assert tier.get(e[1].primary, ()) is None  # /1 was least recent
+    assert tier.get(e[0].primary, ()) is e[0] and tier.get(e[3].primary, ()) is e[3]
+
+
+def test_purge_by_host_digest_and_primary_keeps_indexes_true() -> None:
+    tier = MemoryTier(max_bytes=1 << 20, max_object_bytes=1 << 20)
+    a1 = entry("a.example", "/1", b"same")
+    a2 = entry("a.example", "/2", b"other")
+    b1 = entry("b.example", "/1", b"same")
+    for x in (a1, a2, b1):
+        tier.put(x)
+    assert sorted(tier.hosts()) == ["a.example", "b.example"]
+    assert tier.purge_digest(hashlib.sha256(b"same").digest()) == 2
+    assert tier.get(a1.primary, ()) is None and tier.get(b1.primary, ()) is None
+    assert tier.hosts() == ["a.example"]
+    assert tier.purge_host("a.example") == 1
+    assert tier.stats().objects == 0 and tier.digests() == set()
+    assert tier.stats().evictions == 0 and tier.stats().purged == 3
+
+
+def test_vary_variants_stored_apart_and_purged_together_rfc9111_s4_1() -> None:
+    tier = MemoryTier(max_bytes=1 << 20, max_object_bytes=1 << 20)
+    g = entry("a.example", "/v", b"g", ("gzip",), vary=("accept-encoding",))
+    i = entry("a.example", "/v", b"i", ("identity",), vary=("accept-encoding",))
+    tier.put(g)
+    tier.put(i)
+    assert tier.vary_fields(g.primary) == ("accept-encoding",)
+    assert tier.get(g.primary, ("gzip",)) is g and tier.get(g.primary, ("identity",)) is i
+    assert tier.purge_primary(g.primary) == 2
+    assert tier.vary_fields(g.primary) is None
+
+
+def test_vary_change_drops_old_variants_rfc9111_s4_1() -> None:
+    tier = MemoryTier(max_bytes=1 << 20, max_object_bytes=1 << 20)
+    tier.put(entry("a.example", "/v", b"g", ("gzip",), vary=("accept-encoding",)))
+    plain = entry("a.example", "/v", b"p")
+    tier.put(plain)
+    assert tier.vary_fields(plain.primary) == ()
+    assert tier.get(plain.primary, ()) is plain and tier.stats().objects == 1
+
+
+def test_replacing_an_entry_is_not_an_eviction() -> None:
+    tier = MemoryTier(max_bytes=1 << 20, max_object_bytes=1 << 20)
+    tier.put(entry("a.example", "/r", b"1"))
+    new = entry("a.example", "/r", b"2")
+    tier.put(new)
+    assert tier.get(new.primary, ()) is new and tier.stats().evictions == 0
+    assert tier.digests() == {new.sha256}
