@@ -16,7 +16,7 @@ from proxy.rfc.target import Target
 from proxy.sites import SiteRuntime
 
 # Request fields that make a request more than a plain lookup (conditionals, ranges, directives).
-_SPECIAL = frozenset(
+SPECIAL_FIELDS = _SPECIAL = frozenset(
     {
         b"cache-control",
         b"pragma",

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,15 @@ from proxy.cache.memory import MemoryTier
 from proxy.config import Config
 from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
-from proxy.metrics import B_INDEX, NS_INDEX, R_INDEX, Result, WorkerStats, method_class
+from proxy.metrics import (
+    B_INDEX,
+    LATENCY_BUCKETS_S,
+    NS_INDEX,
+    R_INDEX,
+    Result,
+    WorkerStats,
+    method_class,
+)
 from proxy.origin import OriginError, OriginPool
 from proxy.phases import deliver
 from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
@@ -69,6 +78,8 @@ class Pipeline:
         self._unknown_site = len(sites.sites)
         self._background: set[asyncio.Task[None]] = set()
         self._hit_status = self.cache_name + b"; hit"
+        self._hot: dict[tuple[bytes, bytes | None], Entry] = {}
+        self.hot_map_max_entries = 65536
         # RFC 7725 §3: identify the entity implementing the block (configurable per site).
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
@@ -78,17 +89,33 @@ class Pipeline:
 
     def __call__(self, request: FrontRequest, responder: Responder) -> Awaitable[None] | None:
         started = time.perf_counter()
+        plain = (
+            not request.flagged
+            and (request.method == "GET" or request.method == "HEAD")
+            and not request.has_body
+        )
+        if plain:
+            # The hot path: this raw target and Host answered a fresh hit before, under the
+            # current blocklist snapshot (the map is emptied whenever a new one is applied,
+            # and an entry leaving the memory tier is no longer `alive`). Admit, block and
+            # lookup would decide exactly as they did then.
+            hot = self._hot.get((request.raw_target, request.host))
+            if hot is not None and hot.alive:
+                now = self.clock()
+                if now < hot.expires_at:
+                    hot.hits += 1
+                    if not hot.hits & 7:
+                        self.memory.touch(hot)  # LRU order, refreshed every 8th hit
+                    sent = deliver.hit(request, responder, hot, now, self._hit_status)
+                    self._log_hit(hot, request, responder, started, sent)
+                    return None
         fields = RequestFields(request.headers)
         ctx = RequestCtx(request, responder, started, fields, request.method)
         if not self._admit(ctx) or not self._block(ctx):
             self._log(ctx)
             return None
-        if (
-            fields.special is None
-            and (ctx.method == "GET" or ctx.method == "HEAD")
-            and not request.has_body
-        ):
-            # The hit fast path: a plain lookup that is fresh answers here, synchronously.
+        if plain:
+            # A plain lookup that is fresh answers here, synchronously.
             target = ctx.target
             assert target is not None
             primary = (target.authority, target.raw_path_query)
@@ -98,12 +125,12 @@ class Pipeline:
                 if entry is not None and not entry.no_cache:
                     now = self.clock()
                     if now < entry.expires_at and self._entry_allowed(ctx, entry):
-                        entry.hits += 1
-                        age = entry.age(now)
-                        status = self._hit_status + b"; ttl=%d" % int(entry.lifetime - age)
-                        if entry.upstream_cache_status:
-                            status = entry.upstream_cache_status + b", " + status
-                        deliver.from_entry(ctx, entry, now, status)
+                        if not vary:
+                            self._remember_hot(request.raw_target, fields.host, entry)
+                        ctx.bytes_sent = deliver.hit(
+                            request, responder, entry, now, self._hit_status
+                        )
+                        ctx.status = entry.status
                         ctx.result = Result.HIT
                         self._log(ctx)
                         return None
@@ -111,6 +138,39 @@ class Pipeline:
                         self._log(ctx)
                         return None
         return self._walk(ctx)
+
+    def _remember_hot(self, raw_target: bytes, host: bytes | None, entry: Entry) -> None:
+        hot = self._hot
+        if len(hot) >= self.hot_map_max_entries:
+            hot.clear()
+        hot[(raw_target, host)] = entry
+
+    def _log_hit(
+        self,
+        entry: Entry,
+        request: FrontRequest,
+        responder: Responder,
+        started: float,
+        sent: int,
+    ) -> None:
+        site = entry.site_index
+        elapsed = time.perf_counter() - started
+        stats = self.stats
+        stats.requests[site][0][_R_HIT] += 1
+        stats.bytes[site][_R_HIT] += sent
+        stats.latency[site][_R_HIT][bisect_left(LATENCY_BUCKETS_S, elapsed)] += 1
+        stats.latency_sum[site][_R_HIT] += elapsed
+        if self.access_log is not None:
+            ctx = RequestCtx(
+                request, responder, started, RequestFields(request.headers), request.method
+            )
+            ctx.target = entry.target
+            ctx.site = self.sites.sites[site]
+            ctx.site_index = site
+            ctx.result = Result.HIT
+            ctx.status = entry.status
+            ctx.bytes_sent = sent
+            self.access_log.record(ctx, elapsed)
 
     async def _walk(self, ctx: RequestCtx) -> None:
         try:
@@ -421,9 +481,7 @@ class Pipeline:
 
         async def run() -> None:
             try:
-                task = self.coalescer.lead(
-                    key, self._fetch_keyed(ctx, key, entry, background=True)
-                )
+                task = self.coalescer.lead(key, self._fetch_keyed(ctx, key, entry, background=True))
                 outcome = await task
                 if outcome.upstream is not None and outcome.claim():
                     outcome.upstream.close()
@@ -469,6 +527,7 @@ class Pipeline:
         """Swap in a new snapshot (one assignment). Enforcement starts here: every later
         request and every reuse of a stored body checks it. Purging follows, in steps."""
         self.blocklist = snapshot
+        self._hot.clear()
 
     async def purge_listed(self, snapshot: Snapshot, step: int = 2000) -> int:
         """Drop every stored object the snapshot lists (by URL, prefix, host or digest),

@@ -24,6 +24,7 @@ from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.memory import MemoryTier
 from proxy.config import Config, parse_hostport
+from proxy.context import SPECIAL_FIELDS
 from proxy.control import read_frame, write_frame
 from proxy.front.limits import FrontLimits
 from proxy.front.server import FrontServer
@@ -73,7 +74,10 @@ class Worker:
             cfg, self.sites, self.memory, self.origin, self.stats, access_log=access
         )
         self.server = FrontServer(
-            self.pipeline, front_limits(cfg), server_name=cfg.via_name.encode()
+            self.pipeline,
+            front_limits(cfg),
+            server_name=cfg.via_name.encode(),
+            flag_headers=SPECIAL_FIELDS,
         )
         self.server.on_handler_error = self._handler_error  # type: ignore[attr-defined]
         self.applied_at = 0.0

@@ -49,6 +49,8 @@ class Entry:
     stored_at: float = 0.0
     hits: int = 0
     revalidating: bool = False
+    alive: bool = True  # False once the entry has left the memory tier (evicted, purged)
+    site_index: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
     @property

@@ -105,7 +105,15 @@ class MemoryTier:
         self._by_digest.setdefault(entry.sha256, set()).add(key)
         return True
 
+    def touch(self, entry: Entry) -> None:
+        """Mark a hit for LRU order (the hot path finds entries without `get`)."""
+        try:
+            self._lru[(entry.primary, entry.variant)]
+        except KeyError:
+            pass
+
     def _forget(self, key: ItemKey, entry: Entry) -> None:
+        entry.alive = False
         if not self._purging:
             self.evictions += 1
         primary = key[0]

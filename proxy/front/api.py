@@ -36,6 +36,8 @@ class FrontRequest(Protocol):
     body: RequestBody  # empty iterator when has_body is False
     client_ip: str
     received_at: float  # time.time() when the request head was complete
+    host: bytes | None  # the Host field's value (the front refuses a second one)
+    flagged: bool  # a field named in FrontServer(flag_headers=…) was present
 
 
 class Responder(Protocol):

@@ -33,6 +33,8 @@ class Request:
         "body",
         "client_ip",
         "received_at",
+        "host",
+        "flagged",
     )
 
     def __init__(
@@ -47,6 +49,8 @@ class Request:
         body: Body | EmptyBody,
         client_ip: str,
         received_at: float,
+        host: bytes | None = None,
+        flagged: bool = False,
     ) -> None:
         self.method = method
         self.raw_target = raw_target
@@ -58,6 +62,8 @@ class Request:
         self.body = body
         self.client_ip = client_ip
         self.received_at = received_at
+        self.host = host
+        self.flagged = flagged
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_target!r} HTTP/{self.http_version}>"

@@ -51,6 +51,7 @@ _NEVER = 1 << 62
 _HOST_SEEN = 1
 _CHUNKED = 2
 _EXPECT_CONTINUE = 4
+_FLAGGED = 8  # a field named in FrontServer.flag_headers was present
 
 
 class _Reject(Exception):
@@ -119,7 +120,10 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0  # of earlier reads that ended inside this head
         self._chunk_bytes = 0  # of the read being parsed
-        self._flags = 0  # _HOST_SEEN | _CHUNKED | _EXPECT_CONTINUE
+        self._flags = 0  # _HOST_SEEN | _CHUNKED | _EXPECT_CONTINUE | _FLAGGED
+        self._host: bytes | None = None
+        self._flag_lengths = server.flag_lengths
+        self._flag_names = server.flag_headers
         self._content_length: int | None = None
         self._last_keep_alive = True
         # exchanges
@@ -239,6 +243,7 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._flags = 0
+        self._host = None
         self._content_length = None
 
     def on_url(self, url: bytes) -> None:
@@ -250,11 +255,14 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Count and size are checked at the end of the head (see `_check_head_size`).
         n = len(name)
+        if n in self._flag_lengths and name.lower() in self._flag_names:
+            self._flags |= _FLAGGED
         if n == 4:
             if name.lower() == b"host":
                 if self._flags & _HOST_SEEN:
                     raise _Reject(400, "more than one Host header")
                 self._flags |= _HOST_SEEN
+                self._host = value.rstrip()
         elif n == 14:
             if name.lower() == b"content-length":
                 self._content_length = int(value)  # llhttp admitted only one, all digits
@@ -317,6 +325,8 @@ class Connection(asyncio.Protocol):
             body,
             self._client_ip,
             time.time(),
+            self._host,
+            bool(flags & _FLAGGED),
         )
         if has_body:
             self._parsing = req
@@ -648,11 +658,16 @@ class FrontServer:
         *,
         server_name: bytes = b"edgeproxy",
         error_headers: Iterable[tuple[bytes, bytes]] = (),
+        flag_headers: Iterable[bytes] = (),
     ) -> None:
         self.handler = handler
         self.limits = limits
         self.server_name = server_name
         self.error_headers: list[tuple[bytes, bytes]] = list(error_headers)
+        # Lowercase field names whose presence sets `Request.flagged` (the pipeline passes the
+        # ones that make a request more than a plain lookup), checked by length first.
+        self.flag_headers = frozenset(n.lower() for n in flag_headers)
+        self.flag_lengths = frozenset(len(n) for n in self.flag_headers)
         self.on_connection_count: Callable[[int], None] | None = None
         self.on_handler_error: Callable[[BaseException], None] | None = None
         self.read_pauses = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from proxy.cache.entry import Entry
 from proxy.context import RequestCtx
+from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
 from proxy.rfc.conditional import evaluate_preconditions
 from proxy.rfc.ranges import content_range, if_range_allows, parse_range
@@ -83,6 +84,29 @@ def generated(
     ctx.status = status
     ctx.cache_status = cache_status
     ctx.responder.send_bytes(b"".join(parts), close=must_close)
+
+
+def hit(
+    request: FrontRequest, responder: Responder, entry: Entry, now: float, hit_status: bytes
+) -> int:
+    """A fresh hit on a plain request (no conditionals, no Range): stored head, the
+    per-delivery fields, and the body, in one write. Returns the body bytes sent."""
+    age = entry.corrected_initial_age + now - entry.response_time
+    status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)
+    if entry.upstream_cache_status:
+        status = entry.upstream_cache_status + b", " + status
+    if not request.keep_alive:
+        conn, close = b"Connection: close\r\n", True
+    elif request.http_version == "1.0":
+        conn, close = b"Connection: keep-alive\r\n", False
+    else:
+        conn, close = b"", False
+    tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, status, conn)
+    if request.method == "HEAD":
+        responder.send_bytes(entry.head + tail, close=close)
+        return 0
+    responder.send_bytes(entry.head + tail + entry.body, close=close)
+    return len(entry.body)
 
 
 def from_entry(ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes) -> None:

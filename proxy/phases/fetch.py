@@ -506,6 +506,7 @@ class Fetcher:
             vary_fields=fields,
             upstream_cache_status=parsed.cache_status,
             stored_at=response_time,
+            site_index=ctx.site_index,
         )
         entry.extra["cc"] = cc
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)

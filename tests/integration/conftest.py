@@ -20,6 +20,7 @@ from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.memory import MemoryTier
 from proxy.config import Config, Site, validate
+from proxy.context import SPECIAL_FIELDS
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
 from proxy.origin import OriginPool
@@ -88,7 +89,7 @@ async def make_edge() -> AsyncIterator[Callable[..., Awaitable[Edge]]]:
         origin = OriginPool(cfg.origin)
         await origin.start()
         pipeline = Pipeline(cfg, sites, memory, origin, stats)
-        server = FrontServer(pipeline, front_limits(cfg))
+        server = FrontServer(pipeline, front_limits(cfg), flag_headers=SPECIAL_FIELDS)
         await server.start(host="127.0.0.1", port=0)
         edge = Edge(cfg, pipeline, server, origin)
         edges.append(edge)

@@ -48,3 +48,26 @@ async def test_no_store_is_not_stored_with_reason_rfc9111_s5_2_2_5(origin_server
                 assert "detail=no-store" in r.headers["Cache-Status"]
     assert len(seen) == 2
     assert edge.stats.not_stored[[*__import__("proxy.metrics").metrics.NO_STORE].index("no-store")] == 2
+
+
+async def test_hot_hits_see_blocklist_purge_and_expiry(origin_server, make_edge) -> None:
+    """The hot-hit map never outlives a blocklist version, a purge or an entry's freshness."""
+    from proxy.blocklist.model import Entry as BlockEntry
+    from proxy.blocklist.model import EntryType
+
+    app, seen = counting_origin({"Cache-Control": "max-age=60"})
+    edge = await make_edge(await origin_server(app))
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):  # miss, hit (remembered as hot), hot hit
+            async with s.get(edge.url + "/hot") as r:
+                assert r.status == 200
+        assert len(seen) == 1
+        assert edge.pipeline.purge(host="127.0.0.1") == 1
+        async with s.get(edge.url + "/hot") as r:
+            assert r.status == 200 and "fwd=miss" in r.headers["Cache-Status"]
+        async with s.get(edge.url + "/hot") as r:
+            assert "hit" in r.headers["Cache-Status"]
+        edge.block(BlockEntry(id="b1", type=EntryType.URL, value="http://127.0.0.1/hot"))
+        async with s.get(edge.url + "/hot") as r:
+            assert r.status == 451
+    assert len(seen) == 2
