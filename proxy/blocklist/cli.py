@@ -1,0 +1,407 @@
+"""`edgeproxy blocklist …`: keys, signing and checking version files, and the admin-API client.
+
+    keygen --out-dir DIR                         a new Ed25519 signing keypair
+    sign --key PRIV --sequence N [--base M] IN OUT
+    verify --key PUB FILE                        exit 0, or 1 with "file:line: reason"
+    show --key PUB FILE|DIR                      sequence, counts by type, signature status
+    push --admin URL (--id … --type … --value … | --file entries.jsonl)
+    remove --admin URL ID
+    status --admin URL
+
+The admin commands send `Authorization: Bearer $EDGEPROXY_ADMIN_TOKEN`. Every handler takes the
+parsed namespace and returns the exit status; `main(argv)` runs one command line (tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from proxy.blocklist.format import (
+    AddLine,
+    BlocklistError,
+    RemoveLine,
+    key_id,
+    list_versions,
+    load_newest,
+    read_version,
+    write_atomic,
+    write_version,
+)
+from proxy.blocklist.model import Entry, EntryType, InvalidEntry, validate_entry
+
+TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
+ADMIN_URL_ENV = "EDGEPROXY_ADMIN_URL"
+PRIVATE_KEY_NAME = "blocklist-signing.key"
+PUBLIC_KEY_NAME = "blocklist-signing.pub"
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+class CommandError(Exception):
+    """A message for the operator; the command exits 1."""
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _read_key(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read key {path}: {exc.strerror or exc}") from None
+
+
+def _counts(entries: Sequence[Entry]) -> str:
+    counts = dict.fromkeys(EntryType, 0)
+    for entry in entries:
+        counts[EntryType(entry.type)] += 1
+    return " ".join(f"{t.value}={n}" for t, n in counts.items())
+
+
+# -- offline commands -----------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from proxy.blocklist.format import generate_keypair
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    priv_path, pub_path = out / PRIVATE_KEY_NAME, out / PUBLIC_KEY_NAME
+    if not args.force and (priv_path.exists() or pub_path.exists()):
+        raise CommandError(f"{priv_path} or {pub_path} exists; use --force to replace")
+    private_pem, public_pem = generate_keypair()
+    write_atomic(priv_path, private_pem, mode=0o600)
+    write_atomic(pub_path, public_pem)
+    print(f"private key: {priv_path} (keep secret; signs versions)")
+    print(f"public key:  {pub_path} (give to edges; verifies versions)")
+    print(f"key id:      {key_id(public_pem)}")
+    return 0
+
+
+def parse_input(path: str, *, allow_removes: bool) -> tuple[list[Entry], list[str]]:
+    """Entries (and remove ids) from a JSON Lines file: one Entry object per line, optionally
+    with "op":"add", or {"op":"remove","id":…}. Blank lines are skipped."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    adds: list[Entry] = []
+    removes: list[str] = []
+    for number, raw in enumerate(text.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = msgspec.json.decode(raw)
+            if not isinstance(obj, dict):
+                raise CommandError(f"{path}:{number}: expected a JSON object")
+            obj.setdefault("op", "add")
+            item = msgspec.convert(obj, AddLine | RemoveLine)
+        except msgspec.MsgspecError as exc:
+            raise CommandError(f"{path}:{number}: {exc}") from None
+        if isinstance(item, RemoveLine):
+            if not allow_removes:
+                raise CommandError(f"{path}:{number}: removes need a delta (--base)")
+            removes.append(item.id)
+            continue
+        entry = Entry(item.id, item.type, item.value, item.notice, item.reason, item.expires_at)
+        try:
+            validate_entry(entry)
+        except InvalidEntry as exc:
+            raise CommandError(f"{path}:{number}: {exc}") from None
+        adds.append(entry)
+    return adds, removes
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    private_pem = _read_key(args.key)
+    adds, removes = parse_input(args.input, allow_removes=args.base is not None)
+    try:
+        write_version(
+            args.output,
+            args.sequence,
+            adds,
+            base=args.base,
+            removes=removes,
+            private_key_pem=private_pem,
+        )
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"cannot sign: {exc}") from None
+    kind = "full" if args.base is None else f"delta on {args.base}"
+    print(
+        f"signed {args.output}: sequence {args.sequence} ({kind}), "
+        f"{len(adds)} adds, {len(removes)} removes"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    public_pem = _read_key(args.key)
+    try:
+        v = read_version(args.file, public_pem, max_bytes=args.max_bytes)
+    except BlocklistError as exc:
+        print(f"INVALID {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"ok {v.path}: sequence {v.sequence}, signature ok (key id {v.key_id}), "
+        f"{len(v.adds)} adds, {len(v.removes)} removes"
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    public_pem = _read_key(args.key)
+    target = Path(args.target)
+    files = list_versions(target) if target.is_dir() else [target]
+    if target.is_dir() and not files:
+        raise CommandError(f"no *.jsonl versions in {target}")
+    valid = 0
+    for path in files:
+        try:
+            v = read_version(path, public_pem, max_bytes=args.max_bytes)
+        except BlocklistError as exc:
+            print(f"{path}: INVALID {exc.reason} (line {exc.line})")
+            continue
+        valid += 1
+        kind = "full" if v.base is None else f"delta on {v.base}"
+        print(
+            f"{path}: sequence {v.sequence} ({kind}), created {_when(v.created_at)}, "
+            f"signature ok (key id {v.key_id})"
+        )
+        print(f"  adds: {_counts(v.adds)}  removes: {len(v.removes)}")
+    if target.is_dir():
+        result, _errors = load_newest(
+            target, public_pem, current_sequence=None, max_bytes=args.max_bytes
+        )
+        if result is None:
+            print("newest: none usable")
+            return 1
+        entries, seq = result
+        print(f"newest: sequence {seq}, {len(entries)} entries: {_counts(entries)}")
+        return 0
+    return 0 if valid else 1
+
+
+# -- admin API client -----------------------------------------------------------------------
+
+
+def _admin_request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    base = args.admin or os.environ.get(ADMIN_URL_ENV)
+    if not base:
+        raise CommandError(f"no admin URL: pass --admin or set {ADMIN_URL_ENV}")
+    url = base.rstrip("/") + path
+    headers = {"Accept": "application/json"}
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        try:
+            detail = str(json.loads(detail).get("error", detail))
+        except (ValueError, AttributeError):
+            pass
+        hint = "" if token or exc.code not in (401, 403) else f" (is {TOKEN_ENV} set?)"
+        raise CommandError(f"{method} {url}: HTTP {exc.code}: {detail}{hint}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CommandError(f"{method} {url}: cannot reach the admin API: {reason}") from None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise CommandError(f"{method} {url}: the answer is not JSON") from None
+
+
+def _print_applied(answer: Any) -> None:
+    workers = answer.get("workers", [])
+    current = [w for w in workers if w.get("version") == answer.get("version")]
+    print(
+        f"applied version {answer.get('version')} at {_when(answer.get('applied_at'))} "
+        f"in {len(current)}/{len(workers)} workers"
+    )
+    for w in workers:
+        print(
+            f"  worker {w.get('worker')} pid {w.get('pid')}: version {w.get('version')} "
+            f"applied {_when(w.get('applied_at'))}"
+        )
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": entry.id,
+        "type": str(entry.type),
+        "value": entry.value,
+        "notice": entry.notice,
+        "reason": entry.reason,
+    }
+    if entry.expires_at is not None:
+        out["expires_at"] = entry.expires_at
+    return out
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    if args.file:
+        if args.id or args.value:
+            raise CommandError("give either --file or --id/--type/--value, not both")
+        entries, _ = parse_input(args.file, allow_removes=False)
+        if not entries:
+            raise CommandError(f"{args.file}: no entries")
+    else:
+        if not (args.id and args.type and args.value):
+            raise CommandError("--id, --type and --value are required (or --file)")
+        entry = Entry(args.id, EntryType(args.type), args.value, args.notice, args.reason)
+        if args.expires_at is not None:
+            entry = Entry(
+                entry.id, entry.type, entry.value, entry.notice, entry.reason, args.expires_at
+            )
+        try:
+            validate_entry(entry)
+        except InvalidEntry as exc:
+            raise CommandError(str(exc)) from None
+        entries = [entry]
+    answer = _admin_request(
+        args, "POST", "/blocklist/entries", {"entries": [_entry_json(e) for e in entries]}
+    )
+    print(f"pushed {len(entries)} entries")
+    _print_applied(answer)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    quoted = urllib.parse.quote(args.entry_id, safe="")
+    answer = _admin_request(args, "DELETE", f"/blocklist/entries/{quoted}")
+    print(f"removed {args.entry_id}")
+    _print_applied(answer)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    answer = _admin_request(args, "GET", "/blocklist")
+    counts = answer.get("counts", {})
+    print(f"version {answer.get('version')}")
+    print("entries: " + " ".join(f"{t.value}={counts.get(t.value, 0)}" for t in EntryType))
+    workers = answer.get("workers", [])
+    print(f"workers: {len(workers)}")
+    for w in workers:
+        print(
+            f"  worker {w.get('worker')} pid {w.get('pid')}: version {w.get('version')} "
+            f"applied {_when(w.get('applied_at'))}"
+        )
+    history = answer.get("history", [])
+    if history:
+        print("history:")
+        for h in history:
+            print(
+                f"  version {h.get('version')} applied {_when(h.get('applied_at'))} "
+                f"from {h.get('source')}"
+            )
+    return 0
+
+
+# -- wiring ---------------------------------------------------------------------------------
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _guarded(func: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except CommandError as exc:
+            _err(str(exc))
+            return 1
+
+    run.__name__ = func.__name__
+    return run
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `blocklist` and its subcommands; each sets `func(args) -> int`."""
+    bl = sub.add_parser("blocklist", help="sign, check and push blocklist versions")
+    cmds = bl.add_subparsers(dest="blocklist_command", required=True, metavar="COMMAND")
+
+    p = cmds.add_parser("keygen", help="create an Ed25519 signing keypair")
+    p.add_argument("--out-dir", required=True, help="directory for the .key and .pub files")
+    p.add_argument("--force", action="store_true", help="replace existing key files")
+    p.set_defaults(func=_guarded(cmd_keygen))
+
+    p = cmds.add_parser("sign", help="sign entries (JSON Lines) into a version file")
+    p.add_argument("--key", required=True, help="private key PEM")
+    p.add_argument("--sequence", required=True, type=int)
+    p.add_argument("--base", type=int, default=None, help="make a delta on this sequence")
+    p.add_argument("input", help="entries, one JSON object per line")
+    p.add_argument("output", help="version file to write (atomically)")
+    p.set_defaults(func=_guarded(cmd_sign))
+
+    for name, helptext, func in (
+        ("verify", "check one version file's signature and content", cmd_verify),
+        ("show", "summarise a version file or a directory of them", cmd_show),
+    ):
+        p = cmds.add_parser(name, help=helptext)
+        p.add_argument("--key", required=True, help="public key PEM")
+        p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+        p.add_argument("file" if name == "verify" else "target")
+        p.set_defaults(func=_guarded(func))
+
+    def admin(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--admin", default=None, help=f"admin API base URL (or ${ADMIN_URL_ENV})")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+
+    p = cmds.add_parser("push", help="add entries on a running edge (admin API)")
+    admin(p)
+    p.add_argument("--id")
+    p.add_argument("--type", choices=[t.value for t in EntryType])
+    p.add_argument("--value")
+    p.add_argument("--notice", default="")
+    p.add_argument("--reason", default="")
+    p.add_argument("--expires-at", type=float, default=None, help="epoch seconds")
+    p.add_argument("--file", help="entries, one JSON object per line")
+    p.set_defaults(func=_guarded(cmd_push))
+
+    p = cmds.add_parser("remove", help="remove an entry on a running edge (admin API)")
+    admin(p)
+    p.add_argument("entry_id", metavar="ID")
+    p.set_defaults(func=_guarded(cmd_remove))
+
+    p = cmds.add_parser("status", help="a running edge's blocklist version and workers")
+    admin(p)
+    p.set_defaults(func=_guarded(cmd_status))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `blocklist …` command lines standalone: main(["blocklist", "verify", …])."""
+    parser = argparse.ArgumentParser(prog="edgeproxy")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

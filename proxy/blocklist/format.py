@@ -1,0 +1,476 @@
+"""Signed blocklist versions on disk (JSON Lines); the format is specified in blocklists/FORMAT.md.
+
+    {"format":"edgeproxy-blocklist/1","sequence":7,"base":6,"created_at":...,"entries":2,"sha256":"…"}
+    {"op":"add","id":"n-1","type":"url","value":"http://example.com/a","notice":"…","reason":"…"}
+    {"op":"remove","id":"n-0"}
+    {"signature":"<base64 Ed25519 over the exact bytes of every line above>","key_id":"…"}
+
+The signature is checked before anything else in the file is parsed, so an unsigned or
+tampered file is refused without interpreting its content. Every refusal is a `BlocklistError`
+naming the file, the line (1-based; 0 for the file as a whole) and the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from proxy.blocklist.model import Entry, EntryType, InvalidEntry, validate_entry
+
+FORMAT_TAG = "edgeproxy-blocklist/1"
+SUFFIX = ".jsonl"
+MAX_DELTA_CHAIN = 1000
+
+
+class BlocklistError(Exception):
+    """A version file the edge refuses; str() is "file:line: reason"."""
+
+    def __init__(self, file: str | os.PathLike[str], line: int, reason: str) -> None:
+        self.file = str(file)
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{self.file}:{line}: {reason}")
+
+
+class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    format: str
+    sequence: int
+    base: int | None
+    created_at: float
+    entries: int
+    sha256: str
+
+
+class AddLine(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag="add",
+    tag_field="op",
+):
+    id: str
+    type: EntryType
+    value: str
+    notice: str = ""
+    reason: str = ""
+    expires_at: float | None = None
+
+
+class RemoveLine(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="remove", tag_field="op"
+):
+    id: str
+
+
+class SignatureLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    signature: str
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One verified version file."""
+
+    path: str
+    sequence: int
+    base: int | None  # None for a full version, else the sequence this delta applies to
+    adds: tuple[Entry, ...]
+    removes: tuple[str, ...]
+    sha256: str  # of the entry lines, as in the header
+    created_at: float
+    key_id: str
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A new Ed25519 keypair as (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)."""
+    private = Ed25519PrivateKey.generate()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private_pem, public_pem
+
+
+def _private_key(pem: bytes) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("not an Ed25519 private key")
+    return key
+
+
+def _public_key(pem: bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
+
+
+def key_id(public_key: Ed25519PublicKey | bytes) -> str:
+    """First 16 hex digits of the sha256 of the raw public key: names the key in files."""
+    if isinstance(public_key, bytes):
+        public_key = _public_key(public_key)
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def version_filename(sequence: int) -> str:
+    return f"blocklist-{sequence:010d}{SUFFIX}"
+
+
+def signature_line(body: bytes, private_key_pem: bytes) -> bytes:
+    """The final line that signs `body` (every preceding line, exact bytes)."""
+    private = _private_key(private_key_pem)
+    sig = base64.b64encode(private.sign(body)).decode("ascii")
+    line = SignatureLine(signature=sig, key_id=key_id(private.public_key()))
+    return msgspec.json.encode(line) + b"\n"
+
+
+def render_version(
+    sequence: int,
+    entries: Iterable[Entry],
+    *,
+    base: int | None = None,
+    removes: Iterable[str] = (),
+    private_key_pem: bytes,
+    created_at: float | None = None,
+) -> bytes:
+    """The signed file's bytes. Entries are validated; a full version cannot remove."""
+    if sequence < 1:
+        raise ValueError("sequence must be a positive integer")
+    remove_ids = list(removes)
+    if base is None and remove_ids:
+        raise ValueError("a full version (no base) cannot remove entries")
+    if base is not None and not 0 <= base < sequence:
+        raise ValueError("a delta's base must be an earlier sequence")
+    lines: list[bytes] = []
+    seen: set[str] = set()
+    for entry_id in remove_ids:
+        if not entry_id:
+            raise ValueError("empty id in removes")
+        lines.append(msgspec.json.encode(RemoveLine(id=entry_id)) + b"\n")
+    for entry in entries:
+        validate_entry(entry)
+        if entry.id in seen:
+            raise InvalidEntry(entry.id, "duplicate id")
+        seen.add(entry.id)
+        add = AddLine(
+            id=entry.id,
+            type=EntryType(entry.type),
+            value=entry.value,
+            notice=entry.notice,
+            reason=entry.reason,
+            expires_at=entry.expires_at,
+        )
+        lines.append(msgspec.json.encode(add) + b"\n")
+    body = b"".join(lines)
+    header = Header(
+        format=FORMAT_TAG,
+        sequence=sequence,
+        base=base,
+        created_at=time.time() if created_at is None else created_at,
+        entries=len(lines),
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
+    signed = msgspec.json.encode(header) + b"\n" + body
+    return signed + signature_line(signed, private_key_pem)
+
+
+def write_version(
+    path: str | os.PathLike[str],
+    sequence: int,
+    entries: Iterable[Entry],
+    *,
+    base: int | None = None,
+    removes: Iterable[str] = (),
+    private_key_pem: bytes,
+    created_at: float | None = None,
+) -> None:
+    """Sign and write a version atomically: a temp file in the same directory (named so that
+    watchers filtering on the .jsonl suffix ignore it), fsync, os.replace, fsync the dir."""
+    data = render_version(
+        sequence,
+        entries,
+        base=base,
+        removes=removes,
+        private_key_pem=private_key_pem,
+        created_at=created_at,
+    )
+    write_atomic(Path(path), data)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise BlocklistError(path, 0, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise BlocklistError(path, 0, f"file larger than max_bytes ({max_bytes})")
+    return data
+
+
+def _split_lines(path: Path, data: bytes) -> list[bytes]:
+    if not data:
+        raise BlocklistError(path, 0, "empty file (unsigned)")
+    if not data.endswith(b"\n"):
+        n = data.count(b"\n") + 1
+        raise BlocklistError(path, n, "truncated: the last line has no newline")
+    return data[:-1].split(b"\n")
+
+
+def _verify(path: Path, lines: list[bytes], public: Ed25519PublicKey, expected_id: str) -> str:
+    n = len(lines)
+    if n < 2:
+        raise BlocklistError(path, n, "unsigned or truncated: no header and signature lines")
+    try:
+        sig = msgspec.json.decode(lines[-1], type=SignatureLine)
+    except msgspec.DecodeError:
+        raise BlocklistError(
+            path, n, "unsigned or truncated: the last line is not a signature line"
+        ) from None
+    if sig.key_id != expected_id:
+        raise BlocklistError(
+            path, n, f"wrong key: signed by key id {sig.key_id}, expected {expected_id}"
+        )
+    try:
+        raw_sig = base64.b64decode(sig.signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise BlocklistError(path, n, "malformed signature (not base64)") from None
+    signed = b"\n".join(lines[:-1]) + b"\n"
+    try:
+        public.verify(raw_sig, signed)
+    except InvalidSignature:
+        raise BlocklistError(path, n, "bad signature: content does not match") from None
+    return sig.key_id
+
+
+def _header(path: Path, line: bytes) -> Header:
+    try:
+        header = msgspec.json.decode(line, type=Header)
+    except msgspec.DecodeError as exc:
+        raise BlocklistError(path, 1, f"malformed header: {exc}") from None
+    if header.format != FORMAT_TAG:
+        raise BlocklistError(path, 1, f"unknown format {header.format!r}, expected {FORMAT_TAG}")
+    if header.sequence < 1:
+        raise BlocklistError(path, 1, "sequence must be a positive integer")
+    if header.base is not None and not 0 <= header.base < header.sequence:
+        raise BlocklistError(path, 1, "base must be an earlier sequence")
+    return header
+
+
+def read_version(path: str | os.PathLike[str], public_key_pem: bytes, *, max_bytes: int) -> Version:
+    """Read and verify one version file; raises `BlocklistError(file, line, reason)`."""
+    p = Path(path)
+    public = _public_key(public_key_pem)
+    data = _read_bounded(p, max_bytes)
+    lines = _split_lines(p, data)
+    kid = _verify(p, lines, public, key_id(public))
+    header = _header(p, lines[0])
+    body_lines = lines[1:-1]
+    if header.entries != len(body_lines):
+        raise BlocklistError(
+            p, 1, f"header says {header.entries} entry lines, the file has {len(body_lines)}"
+        )
+    digest = hashlib.sha256(b"".join(line + b"\n" for line in body_lines)).hexdigest()
+    if digest != header.sha256:
+        raise BlocklistError(p, 1, "sha256 of the entry lines does not match the header")
+    adds: list[Entry] = []
+    removes: list[str] = []
+    seen: set[str] = set()
+    shared: dict[str, str] = {}
+    decoder = msgspec.json.Decoder(AddLine | RemoveLine)
+    for number, raw in enumerate(body_lines, start=2):
+        try:
+            item = decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise BlocklistError(p, number, f"malformed entry line: {exc}") from None
+        if isinstance(item, RemoveLine):
+            if header.base is None:
+                raise BlocklistError(p, number, "a full version (base null) cannot remove")
+            if not item.id:
+                raise BlocklistError(p, number, "remove without an id")
+            removes.append(item.id)
+            continue
+        # notice and reason repeat across a case's entries: share one string object each
+        notice = shared.setdefault(item.notice, item.notice)
+        reason = shared.setdefault(item.reason, item.reason)
+        entry = Entry(item.id, item.type, item.value, notice, reason, item.expires_at)
+        try:
+            validate_entry(entry)
+        except InvalidEntry as exc:
+            raise BlocklistError(p, number, str(exc)) from None
+        if entry.id in seen:
+            raise BlocklistError(p, number, f"duplicate id {entry.id!r}")
+        seen.add(entry.id)
+        adds.append(entry)
+    return Version(
+        path=str(p),
+        sequence=header.sequence,
+        base=header.base,
+        adds=tuple(adds),
+        removes=tuple(removes),
+        sha256=header.sha256,
+        created_at=header.created_at,
+        key_id=kid,
+    )
+
+
+# -- a directory of versions ----------------------------------------------------------------
+
+
+def _peek_sequence(path: Path) -> int | None:
+    """The sequence a file claims (unverified; used only to decide what to verify first)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096)
+        return msgspec.json.decode(first, type=Header).sequence
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def list_versions(directory: str | os.PathLike[str]) -> list[Path]:
+    """Candidate version files: regular *.jsonl files directly in `directory`, no dotfiles."""
+    d = Path(directory)
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return []
+    return [
+        d / name
+        for name in names
+        if name.endswith(SUFFIX) and not name.startswith(".") and (d / name).is_file()
+    ]
+
+
+def load_newest(
+    directory: str | os.PathLike[str],
+    public_key_pem: bytes,
+    *,
+    current_sequence: int | None,
+    max_bytes: int,
+) -> tuple[tuple[list[Entry], int] | None, list[BlocklistError]]:
+    """The full entry set of the newest valid version in `directory` newer than
+    `current_sequence`, with its sequence; or None. Deltas are applied onto their base found in
+    the same directory (recursively). Files are verified newest first and only as far as
+    needed; every refusal met on the way is returned (the caller logs and counts them) and
+    the next older candidate is tried. A directory whose newest valid version is older than
+    `current_sequence` yields None and an error naming that file."""
+    errors: list[BlocklistError] = []
+    by_seq: dict[int, list[Path]] = {}
+    for path in list_versions(directory):
+        seq = _peek_sequence(path)
+        if seq is None:
+            # Unreadable header: verify it anyway so the operator sees why.
+            try:
+                read_version(path, public_key_pem, max_bytes=max_bytes)
+            except BlocklistError as exc:
+                errors.append(exc)
+            continue
+        by_seq.setdefault(seq, []).append(path)
+    cache: dict[Path, Version | BlocklistError] = {}
+
+    def verified(path: Path) -> Version | None:
+        if path not in cache:
+            try:
+                cache[path] = read_version(path, public_key_pem, max_bytes=max_bytes)
+            except BlocklistError as exc:
+                cache[path] = exc
+                errors.append(exc)
+        got = cache[path]
+        return got if isinstance(got, Version) else None
+
+    def version_at(seq: int) -> Version | None:
+        for path in by_seq.get(seq, []):
+            v = verified(path)
+            if v is not None and v.sequence == seq:
+                return v
+        return None
+
+    for seq in sorted(by_seq, reverse=True):
+        top = version_at(seq)
+        if top is None:
+            continue
+        if current_sequence is not None and seq <= current_sequence:
+            if seq < current_sequence:
+                errors.append(
+                    BlocklistError(
+                        top.path,
+                        1,
+                        f"sequence {seq} is older than the enforced sequence "
+                        f"{current_sequence}; keeping {current_sequence}",
+                    )
+                )
+            return None, errors
+        chain = [top]
+        while chain[-1].base is not None and len(chain) <= MAX_DELTA_CHAIN:
+            base = version_at(chain[-1].base)
+            if base is None:
+                errors.append(
+                    BlocklistError(
+                        chain[-1].path,
+                        1,
+                        f"delta base sequence {chain[-1].base} not found or invalid in {directory}",
+                    )
+                )
+                break
+            chain.append(base)
+        if chain[-1].base is not None:
+            if len(chain) > MAX_DELTA_CHAIN:
+                errors.append(
+                    BlocklistError(top.path, 1, f"delta chain longer than {MAX_DELTA_CHAIN}")
+                )
+            continue
+        entries: dict[str, Entry] = {}
+        for v in reversed(chain):
+            for entry_id in v.removes:
+                entries.pop(entry_id, None)
+            for entry in v.adds:
+                entries[entry.id] = entry
+        return (list(entries.values()), seq), errors
+    return None, errors

@@ -1,0 +1,370 @@
+"""Match keys: the one canonicalisation used to decide whether a request is blocked.
+
+The cache key and the upstream request use the *forward form* of the target (RFC 3986 §6.2.2
+only). Matching uses this module instead, which is deliberately lossy so that it over-blocks
+rather than under-blocks: two spellings that any common origin might treat as the same resource
+must produce the same key. Entries go through the same functions when they are loaded, so a
+listed URL and every textual variant of it meet at one key. Modelled on Google Safe Browsing's
+URL canonicalisation (developers.google.com/safe-browsing/v4/urls-hashing).
+
+Rules, in order (each documented with examples in blocklists/FORMAT.md):
+
+host   percent-decoded (repeatedly, bounded), NFC, ideographic full stops as dots, port dropped
+       (any port: ports are ignored, not only the default ones), lowercased, leading/trailing
+       and repeated dots removed, numeric IPv4 spellings (decimal, octal, hex, short forms) to
+       dotted quad, IPv6 to its compressed form in brackets, IDN to punycode (UTS #46).
+path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`), NFC,
+       `\\` to `/`, `;params` cut from each segment, empty segments dropped (repeated slashes and
+       the trailing slash do not count), `.` and `..` resolved (after params are cut, so `..;`
+       is `..`, as Tomcat reads it). Case is kept: paths are case-sensitive on most origins,
+       and folding case would block unrelated resources on the ones where they are.
+query  split on `&` and `;`, each pair split at the first `=`, both sides decoded as the path
+       is, `+` read as a space, then sorted: a multiset of pairs. A url entry with a query
+       matches requests whose query holds all of its pairs (extra pairs and order do not
+       matter); a url entry without a query matches any query.
+scheme ignored: http and https are blocked alike.
+
+Nothing here raises for request input: every string has some key. Entry values are parsed by
+`parse_url_value` / `parse_host_value`, which do raise ValueError for values that are not URLs
+or host names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import unquote_to_bytes
+
+import idna
+
+MAX_DECODE_ROUNDS = 4
+MATCH_CACHE_SIZE = 8192  # distinct (host, path, query) inputs memoised for the request path
+MEMO_MAX_CHARS = 1024  # longer inputs are computed each time, so the memo stays small
+
+QueryPairs = tuple[tuple[str, str], ...]
+
+_PLAIN_HOST = re.compile(r"(?:[a-z0-9_-]+\.)*[a-z_-][a-z0-9_-]*")
+_NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
+_DEC = re.compile(r"[0-9]+")
+_OCT = re.compile(r"[0-7]+")
+_HEX = re.compile(r"[0-9a-fA-F]*")
+_VALID_HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
+_SCHEME = re.compile(r"[hH][tT][tT][pP][sS]?://")
+_QUERY_SEP = re.compile(r"[&;]")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKeys:
+    """Everything the snapshot looks up for one request, computed once per distinct input."""
+
+    host: str  # canonical host
+    path: str  # canonical path, "/" for the root, never a trailing "/" otherwise
+    query: QueryPairs | None  # sorted pairs; None when the request had no "?"
+    host_suffixes: tuple[str, ...]  # host, parent domain, ..., top label (IP literals: host)
+    url_key: str  # url_key(host, path)
+    # url_key[:prefix_ends[d]] is the prefix key at depth d: "host/", "host/a", "host/a/b", ...
+    # Offsets rather than strings, so a long path costs O(length), not O(length^2).
+    prefix_ends: tuple[int, ...]
+
+
+def url_key(host: str, path: str) -> str:
+    """The string url and prefix entries are indexed by; a canonical host never holds "/"."""
+    return host + path
+
+
+def match_keys(host: str, path: str, query: str | None) -> MatchKeys:
+    """Match keys of a request (target host, path, query); memoised for the hit path."""
+    if len(path) + len(host) + (len(query) if query else 0) > MEMO_MAX_CHARS:
+        return _match_keys(host, path, query)
+    return _match_keys_memo(host, path, query)
+
+
+def _match_keys(host: str, path: str, query: str | None) -> MatchKeys:
+    chost = canonical_host(host)
+    cpath = canonical_path(path)
+    key = chost + cpath
+    root = len(chost) + 1
+    ends = [root]
+    if cpath != "/":
+        i = key.find("/", root)
+        while i != -1:
+            ends.append(i)
+            i = key.find("/", i + 1)
+        ends.append(len(key))
+    return MatchKeys(
+        host=chost,
+        path=cpath,
+        query=canonical_query(query),
+        host_suffixes=host_suffixes(chost),
+        url_key=key,
+        prefix_ends=tuple(ends),
+    )
+
+
+_match_keys_memo = lru_cache(maxsize=MATCH_CACHE_SIZE)(_match_keys)
+
+
+def host_suffixes(chost: str) -> tuple[str, ...]:
+    """A canonical host and each parent domain; host entries match any of them."""
+    if chost.startswith("[") or len(chost) > 253 or _is_dotted_quad(chost):
+        return (chost,)
+    labels = chost.split(".")
+    return tuple(".".join(labels[i:]) for i in range(len(labels)))
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def _decode(text: str) -> str:
+    """Percent-decode until stable, at most MAX_DECODE_ROUNDS rounds; bytes kept via surrogates."""
+    if "%" not in text:
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    for _ in range(MAX_DECODE_ROUNDS):
+        decoded = unquote_to_bytes(raw)
+        if decoded == raw:
+            break
+        raw = decoded
+        if b"%" not in raw:
+            break
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _nfc(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+# -- path and query -------------------------------------------------------------------------
+
+
+def canonical_path(path: str) -> str:
+    """The lossy path key; see the module docstring for the rules."""
+    if (
+        path.startswith("/")
+        and path.isascii()
+        and "%" not in path
+        and "\\" not in path
+        and ";" not in path
+        and "//" not in path
+        and "/." not in path
+        and (len(path) == 1 or not path.endswith("/"))
+    ):
+        return path
+    text = _nfc(_decode(path)).replace("\\", "/")
+    out: list[str] = []
+    for seg in text.split("/"):
+        if ";" in seg:
+            seg = seg.partition(";")[0]
+        if not seg or seg == ".":
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)
+
+
+def _query_component(text: str) -> str:
+    return _nfc(_decode(text)).replace("+", " ")
+
+
+def canonical_query(query: str | None) -> QueryPairs | None:
+    """Sorted (name, value) pairs; None stays None (no "?" at all)."""
+    if query is None:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for part in _QUERY_SEP.split(query):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((_query_component(name), _query_component(value)))
+    pairs.sort()
+    return tuple(pairs)
+
+
+def query_contains(have: QueryPairs, need: QueryPairs) -> bool:
+    """Whether the multiset `have` holds every pair of `need` (both sorted)."""
+    i = 0
+    n = len(have)
+    for pair in need:
+        while i < n and have[i] < pair:
+            i += 1
+        if i == n or have[i] != pair:
+            return False
+        i += 1
+    return True
+
+
+# -- host -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def canonical_host(host: str) -> str:
+    """The lossy host key (memoised); see the module docstring for the rules."""
+    return _canonical_host(host)
+
+
+def _canonical_host(host: str) -> str:
+    h = host.strip()
+    if _PLAIN_HOST.fullmatch(h) and "xn--" not in h:
+        return h
+    h = _nfc(_decode(h)).translate(_DOTS).strip()
+    if h.startswith("["):
+        inner = h[1:].partition("]")[0]
+        return _ipv6(inner) or h.lower()
+    if h.count(":") > 1:
+        return _ipv6(h) or h.lower()
+    h = h.partition(":")[0].lower()
+    labels = [label for label in h.split(".") if label]
+    h = ".".join(labels)
+    if labels and _NUMERIC_LABEL.fullmatch(labels[-1]):
+        ipv4 = _ipv4(labels)
+        if ipv4 is not None:
+            return ipv4
+    if not h.isascii() or "xn--" in h:
+        h = _idna(labels)
+    return h.replace("/", "%2F")
+
+
+def _ipv6(text: str) -> str | None:
+    try:
+        return "[" + ipaddress.IPv6Address(text.partition("%")[0]).compressed + "]"
+    except ValueError:
+        return None
+
+
+def _ipv4(labels: list[str]) -> str | None:
+    """WHATWG URL IPv4 parsing: 1-4 parts, each decimal, 0-octal or 0x-hex."""
+    if len(labels) > 4:
+        return None
+    nums: list[int] = []
+    for label in labels:
+        if label[:2] in ("0x", "0X"):
+            digits = label[2:]
+            if not _HEX.fullmatch(digits):
+                return None
+            nums.append(int(digits or "0", 16))
+        elif len(label) > 1 and label[0] == "0":
+            if not _OCT.fullmatch(label):
+                return None
+            nums.append(int(label, 8))
+        elif _DEC.fullmatch(label):
+            nums.append(int(label))
+        else:
+            return None
+    last = nums.pop()
+    if any(n > 255 for n in nums) or last >= 256 ** (4 - len(nums)):
+        return None
+    value = last
+    for i, n in enumerate(nums):
+        value += n << (8 * (3 - i))
+    return str(ipaddress.IPv4Address(value))
+
+
+def _is_dotted_quad(host: str) -> bool:
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and p.isascii() for p in parts)
+
+
+def _idna(labels: list[str]) -> str:
+    """IDN to punycode; punycode labels are decoded and re-encoded so every spelling meets."""
+    unicode_labels: list[str] = []
+    for label in labels:
+        if label.startswith("xn--"):
+            try:
+                label = _nfc(label[4:].encode("ascii").decode("punycode").lower())
+            except (UnicodeError, ValueError):
+                pass
+        unicode_labels.append(label)
+    try:
+        return idna.encode(".".join(unicode_labels), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        pass
+    out: list[str] = []
+    for label in unicode_labels:
+        if label.isascii():
+            out.append(label)
+            continue
+        try:
+            out.append(idna.encode(label, uts46=True).decode("ascii"))
+        except (idna.IDNAError, UnicodeError, ValueError):
+            out.append("xn--" + label.encode("punycode").decode("ascii"))
+    return ".".join(out)
+
+
+# -- entry values ---------------------------------------------------------------------------
+
+
+def _split_port(authority: str) -> str:
+    """The host part of an authority; raises ValueError for a non-numeric port."""
+    if authority.startswith("["):
+        inner, _, rest = authority.partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+        host = inner + "]"
+    elif authority.count(":") == 1:
+        host, _, port = authority.partition(":")
+    else:
+        host, port = authority, ""
+    if port and not (port.isascii() and port.isdigit()):
+        raise ValueError(f"bad port {port!r}")
+    return host
+
+
+def _checked_host(host: str) -> str:
+    if not host.strip():
+        raise ValueError("no host")
+    chost = _canonical_host(host)
+    if not chost or len(chost) > 253 or not _VALID_HOST.fullmatch(chost):
+        raise ValueError(f"{host!r} is not a valid host name")
+    return chost
+
+
+def parse_url_value(value: str) -> tuple[str, str, QueryPairs | None]:
+    """Canonical (host, path, query) of a url or prefix entry value like http://h/p?q.
+
+    The query is None when the value has none (or an empty one): such an entry matches any query.
+    """
+    text = value.strip()
+    m = _SCHEME.match(text)
+    if m is None:
+        raise ValueError("must start with http:// or https://")
+    rest = text[m.end() :]
+    end = len(rest)
+    for sep in "/?#\\":
+        i = rest.find(sep)
+        if i != -1 and i < end:
+            end = i
+    authority, tail = rest[:end], rest[end:]
+    authority = authority.rpartition("@")[2]
+    host = _checked_host(_split_port(authority))
+    tail = tail.partition("#")[0]
+    path, qmark, query = tail.partition("?")
+    pairs = canonical_query(query) if qmark else None
+    return host, canonical_path(path or "/"), pairs or None
+
+
+def parse_host_value(value: str) -> str:
+    """Canonical host of a host entry value (a bare host name or IP literal, no port)."""
+    text = value.strip()
+    if "/" in text or "?" in text or "@" in text:
+        raise ValueError("a host entry is a bare host name like example.com, not a URL")
+    if _split_port(text) != text:
+        raise ValueError("a host entry cannot carry a port (ports are ignored when matching)")
+    return _checked_host(text)
+
+
+def parse_sha256(value: str) -> bytes:
+    """32 digest bytes from 64 hex digits (either case)."""
+    text = value.strip()
+    if not _HEX64.fullmatch(text):
+        raise ValueError("a sha256 entry is 64 hexadecimal digits")
+    return bytes.fromhex(text)

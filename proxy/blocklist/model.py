@@ -1,0 +1,109 @@
+"""Blocklist entries: the four kinds of thing an edge can be told to refuse.
+
+An entry is data that arrives from outside (a signed file, the admin API, the takedown service),
+so it is validated in one place, `validate_entry`, before anything compiles it. Validation runs
+the entry's value through the same canonicalisation requests go through (`proxy.blocklist.keys`),
+so an entry that could never match anything is refused when it is loaded, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+
+import msgspec
+
+from proxy.blocklist import keys
+
+MAX_ID_CHARS = 200
+MAX_VALUE_CHARS = 8192
+MAX_TEXT_CHARS = 2000
+
+
+class EntryType(StrEnum):
+    URL = "url"  # one resource: host + path (+ the query pairs it names)
+    PREFIX = "prefix"  # a path subtree on one host, on segment boundaries
+    HOST = "host"  # a host and all its subdomains
+    SHA256 = "sha256"  # a body (content coding removed), by digest
+
+
+class Entry(msgspec.Struct, frozen=True):
+    id: str
+    type: EntryType
+    value: str
+    notice: str = ""  # the notice or case the entry came from (shown in the 451 body)
+    reason: str = ""
+    expires_at: float | None = None  # epoch seconds; None = until removed
+
+
+_TYPES: dict[object, EntryType] = {t.value: t for t in EntryType}
+
+
+class InvalidEntry(ValueError):
+    """An entry that must not be compiled; the message says which entry and why."""
+
+    def __init__(self, entry_id: str, reason: str) -> None:
+        super().__init__(f"entry {entry_id!r}: {reason}")
+        self.entry_id = entry_id
+        self.reason = reason
+
+
+def validate_entry(entry: Entry) -> Entry:
+    """Return `entry` unchanged if it is usable, else raise `InvalidEntry` naming the problem."""
+    compile_entry(entry)
+    return entry
+
+
+def compile_entry(entry: Entry) -> tuple[EntryType, str | bytes, keys.QueryPairs | None]:
+    """Validate `entry` and return (type, lookup key, query pairs) in one pass.
+
+    The key is the canonical host (host entries), `keys.url_key(host, path)` (url and prefix
+    entries) or 32 digest bytes (sha256). The query pairs are set for url entries that name a
+    query. Structs built in Python (not decoded by msgspec) skip msgspec's type checks, so the
+    field types are checked here too.
+    """
+    eid = entry.id
+    if type(eid) is not str or not eid.strip():
+        raise InvalidEntry(str(eid), "empty id")
+    if len(eid) > MAX_ID_CHARS:
+        raise InvalidEntry(eid[:40], f"id longer than {MAX_ID_CHARS} characters")
+    if not eid.isprintable():
+        raise InvalidEntry(eid, "id contains control characters")
+    etype = _TYPES.get(entry.type) if isinstance(entry.type, str) else None
+    if etype is None:
+        raise InvalidEntry(
+            eid, f"unknown type {entry.type!r} (expected one of url, prefix, host, sha256)"
+        )
+    for name, text in (("notice", entry.notice), ("reason", entry.reason)):
+        if type(text) is not str:
+            raise InvalidEntry(eid, f"{name} must be a string")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidEntry(eid, f"{name} longer than {MAX_TEXT_CHARS} characters")
+    exp = entry.expires_at
+    if exp is not None and (
+        isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp)
+    ):
+        raise InvalidEntry(eid, f"expires_at must be a finite number of epoch seconds, not {exp!r}")
+    value = entry.value
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEntry(eid, "empty value")
+    if len(value) > MAX_VALUE_CHARS:
+        raise InvalidEntry(eid, f"value longer than {MAX_VALUE_CHARS} characters")
+    try:
+        key, query = _value_key(etype, value)
+    except ValueError as exc:
+        raise InvalidEntry(eid, f"{etype.value} value {value[:200]!r}: {exc}") from None
+    return etype, key, query
+
+
+def _value_key(etype: EntryType, value: str) -> tuple[str | bytes, keys.QueryPairs | None]:
+    if etype is EntryType.SHA256:
+        return keys.parse_sha256(value), None
+    if etype is EntryType.HOST:
+        return keys.parse_host_value(value), None
+    host, path, query = keys.parse_url_value(value)
+    if etype is EntryType.PREFIX:
+        if query is not None:
+            raise ValueError("a prefix cannot carry a query; use a url entry")
+        return keys.url_key(host, path), None
+    return keys.url_key(host, path), query

@@ -1,0 +1,285 @@
+"""The compiled, immutable blocklist a worker enforces.
+
+A version of the list compiles into a `Snapshot` aside from the one in use; the worker then
+swaps one reference (`state.blocklist = new`), so no request ever sees half a list. Every lookup
+is a handful of dict probes keyed by match keys, walking the *request's* host labels and path
+segments, so its cost is bounded by the request and does not grow with the list.
+
+Several entries may share one key (two notices for the same URL). The index keeps the first as
+the one reported, and the others aside so that removing one id leaves the key blocked while any
+entry for it remains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from proxy.blocklist.keys import QueryPairs, match_keys, query_contains
+from proxy.blocklist.model import Entry, EntryType, InvalidEntry, compile_entry
+
+_QueryIndex = dict[str, tuple[tuple[QueryPairs, Entry], ...]]
+
+
+class TargetLike(Protocol):
+    """The part of `proxy.rfc.target.Target` the blocklist reads."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def query(self) -> str | None: ...
+
+
+class _Builder:
+    """Mutable indexes; `compile` and `with_changes` fill one and freeze it into a Snapshot."""
+
+    def __init__(self, base: Snapshot | None = None) -> None:
+        if base is None:
+            self.by_id: dict[str, Entry] = {}
+            self.index: dict[EntryType, dict[Any, Entry]] = {t: {} for t in EntryType}
+            self.urlq: _QueryIndex = {}
+            self.extra: dict[tuple[EntryType, Any], tuple[Entry, ...]] = {}
+            self.counts: dict[EntryType, int] = dict.fromkeys(EntryType, 0)
+            self.expiring: list[tuple[float, str]] = []
+            self.prefix_depth = 0
+        else:
+            self.by_id = dict(base._by_id)
+            self.index = {t: dict(d) for t, d in base._index.items()}
+            self.urlq = dict(base._urlq)
+            self.extra = dict(base._extra)
+            self.counts = dict(base._counts)
+            self.expiring = list(base._expiring)
+            self.prefix_depth = base._prefix_depth
+
+    def add(self, entry: Entry, now: float) -> None:
+        etype, key, query = compile_entry(entry)
+        if entry.expires_at is not None:
+            if entry.expires_at <= now:
+                return
+            self.expiring.append((entry.expires_at, entry.id))
+        self.by_id[entry.id] = entry
+        self.counts[etype] += 1
+        if query is not None:
+            assert isinstance(key, str)
+            self.urlq[key] = self.urlq.get(key, ()) + ((query, entry),)
+            return
+        if etype is EntryType.PREFIX:
+            assert isinstance(key, str)
+            # segments below the root: "host/" is 0, "host/a" is 1, "host/a/b" is 2
+            depth = key.count("/") if not key.endswith("/") else 0
+            self.prefix_depth = max(self.prefix_depth, depth)
+        index = self.index[etype]
+        if key in index:
+            self.extra[(etype, key)] = self.extra.get((etype, key), ()) + (entry,)
+        else:
+            index[key] = entry
+
+    def remove(self, entry_id: str) -> None:
+        entry = self.by_id.pop(entry_id, None)
+        if entry is None:
+            return
+        etype, key, query = compile_entry(entry)
+        self.counts[etype] -= 1
+        if entry.expires_at is not None:
+            self.expiring.remove((entry.expires_at, entry_id))
+        if query is not None:
+            assert isinstance(key, str)
+            rest = tuple(c for c in self.urlq.get(key, ()) if c[1].id != entry_id)
+            if rest:
+                self.urlq[key] = rest
+            else:
+                self.urlq.pop(key, None)
+            return
+        index = self.index[etype]
+        others = self.extra.pop((etype, key), ())
+        if index.get(key) is entry:
+            if others:
+                index[key] = others[0]
+                others = others[1:]
+            else:
+                del index[key]
+        else:
+            others = tuple(e for e in others if e.id != entry_id)
+        if others:
+            self.extra[(etype, key)] = others
+
+    def expire(self, now: float) -> None:
+        for entry_id in [eid for when, eid in self.expiring if when <= now]:
+            self.remove(entry_id)
+
+    def freeze(self, version: int) -> Snapshot:
+        self.expiring.sort()
+        return Snapshot(_token=_TOKEN, version=version, builder=self)
+
+
+_TOKEN = object()
+
+
+class Snapshot:
+    """One compiled blocklist version. Immutable; build with `compile` or `with_changes`."""
+
+    __slots__ = (
+        "version",
+        "_by_id",
+        "_index",
+        "_hosts",
+        "_prefixes",
+        "_urls",
+        "_digests",
+        "_urlq",
+        "_extra",
+        "_counts",
+        "_expiring",
+        "_request_side",
+        "_prefix_depth",
+    )
+
+    version: int
+    _by_id: dict[str, Entry]
+    _index: dict[EntryType, dict[Any, Entry]]
+    _hosts: dict[str, Entry]
+    _prefixes: dict[str, Entry]
+    _urls: dict[str, Entry]
+    _digests: dict[bytes, Entry]
+    _urlq: _QueryIndex
+    _extra: dict[tuple[EntryType, Any], tuple[Entry, ...]]
+    _counts: dict[EntryType, int]
+    _expiring: tuple[tuple[float, str], ...]
+    _request_side: bool
+    _prefix_depth: int
+
+    def __init__(self, *, _token: object, version: int, builder: _Builder) -> None:
+        if _token is not _TOKEN:
+            raise TypeError("build a Snapshot with Snapshot.compile or .with_changes")
+        init = object.__setattr__
+        init(self, "version", version)
+        init(self, "_by_id", builder.by_id)
+        init(self, "_index", builder.index)
+        init(self, "_hosts", builder.index[EntryType.HOST])
+        init(self, "_prefixes", builder.index[EntryType.PREFIX])
+        init(self, "_urls", builder.index[EntryType.URL])
+        init(self, "_digests", builder.index[EntryType.SHA256])
+        init(self, "_urlq", builder.urlq)
+        init(self, "_extra", builder.extra)
+        init(self, "_counts", builder.counts)
+        init(self, "_expiring", tuple(builder.expiring))
+        init(
+            self,
+            "_request_side",
+            bool(builder.index[EntryType.HOST] or builder.index[EntryType.PREFIX])
+            or bool(builder.index[EntryType.URL] or builder.urlq),
+        )
+        init(self, "_prefix_depth", builder.prefix_depth)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Snapshot is immutable")
+
+    @classmethod
+    def compile(cls, entries: Iterable[Entry], version: int, now: float) -> Snapshot:
+        """Compile a full entry set. Raises `InvalidEntry` (a ValueError) on the first bad
+        entry or a repeated id; entries already expired at `now` are left out."""
+        builder = _Builder()
+        for entry in entries:
+            if entry.id in builder.by_id:
+                raise InvalidEntry(entry.id, "duplicate id")
+            builder.add(entry, now)
+        return builder.freeze(version)
+
+    def with_changes(
+        self, add: Iterable[Entry], remove_ids: Iterable[str], version: int, now: float
+    ) -> Snapshot:
+        """A new snapshot: `remove_ids` removed (unknown ids ignored), then `add` added (an id
+        already present is replaced), then entries expired at `now` dropped. Raises
+        `InvalidEntry` without touching this snapshot. Costs a copy of the indexes."""
+        adds = list(add)
+        for entry in adds:
+            compile_entry(entry)
+        builder = _Builder(self)
+        for entry_id in remove_ids:
+            builder.remove(entry_id)
+        for entry in adds:
+            builder.remove(entry.id)
+            builder.add(entry, now)
+        builder.expire(now)
+        return builder.freeze(version)
+
+    # -- lookups (the request path) -------------------------------------------------------
+
+    def check(self, host: str, path: str, query: str | None) -> Entry | None:
+        """The entry blocking this request target, if any: host entries (host and parent
+        domains), then prefix entries (shortest first), then url entries."""
+        if not self._request_side:
+            return None
+        k = match_keys(host, path, query)
+        hosts = self._hosts
+        if hosts:
+            for h in k.host_suffixes:
+                entry = hosts.get(h)
+                if entry is not None:
+                    return entry
+        prefixes = self._prefixes
+        if prefixes:
+            key = k.url_key
+            for end in k.prefix_ends[: self._prefix_depth + 1]:
+                entry = prefixes.get(key[:end])
+                if entry is not None:
+                    return entry
+        entry = self._urls.get(k.url_key)
+        if entry is not None:
+            return entry
+        if self._urlq and k.query:
+            candidates = self._urlq.get(k.url_key)
+            if candidates:
+                have = k.query
+                for need, listed in candidates:
+                    if query_contains(have, need):
+                        return listed
+        return None
+
+    def check_target(self, target: TargetLike) -> Entry | None:
+        """`check` for a `proxy.rfc.target.Target` (or anything with host, path, query)."""
+        return self.check(target.host, target.path, target.query)
+
+    def check_digest(self, digest: bytes) -> Entry | None:
+        """The sha256 entry listing this body digest (32 bytes), if any."""
+        return self._digests.get(digest)
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    @property
+    def counts(self) -> dict[EntryType, int]:
+        """Entries by type (a fresh dict; every type present)."""
+        return dict(self._counts)
+
+    @property
+    def entries_by_id(self) -> Mapping[str, Entry]:
+        """All entries by id (read-only view)."""
+        return MappingProxyType(self._by_id)
+
+    def added_since(self, older: Snapshot) -> list[Entry]:
+        """Entries in this snapshot that `older` lacks or held with other fields: what a
+        purge must look for (e.g. `Snapshot.compile(new.added_since(old), …)` checked against
+        each cached target). O(len(self))."""
+        before = older._by_id
+        return [e for eid, e in self._by_id.items() if before.get(eid) != e]
+
+    @property
+    def next_expiry(self) -> float | None:
+        """When the earliest expiring entry lapses; rebuild with `with_changes((), (), v, now)`
+        then, since `check` does not look at the clock."""
+        return self._expiring[0][0] if self._expiring else None
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{t.value}={n}" for t, n in self._counts.items())
+        return f"<Snapshot version={self.version} {counts}>"
+
+
+EMPTY_SNAPSHOT = Snapshot.compile((), version=0, now=0.0)

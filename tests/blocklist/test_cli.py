@@ -1,0 +1,239 @@
+"""`edgeproxy blocklist …` end to end: files in a temp dir, and a fake admin API on 127.0.0.1."""
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.blocklist.cli import main
+
+DEMO = Path(__file__).resolve().parents[2] / "blocklists" / "demo"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["blocklist", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_lines(path: Path, *objs: dict[str, Any]) -> Path:
+    path.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    return path
+
+
+def test_keygen_sign_verify_show_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys"
+    code, out, _ = run(capsys, "keygen", "--out-dir", str(keys))
+    assert code == 0 and "key id:" in out
+    priv, pub = keys / "blocklist-signing.key", keys / "blocklist-signing.pub"
+    assert priv.stat().st_mode & 0o777 == 0o600
+    code, _, err = run(capsys, "keygen", "--out-dir", str(keys))
+    assert code == 1 and "--force" in err
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    full = write_lines(
+        tmp_path / "full.jsonl",
+        {"id": "a", "type": "url", "value": "http://demo.local/blocked/a", "notice": "N-1"},
+        {"id": "b", "type": "prefix", "value": "http://demo.local/blocked/", "op": "add"},
+        {"id": "c", "type": "host", "value": "pirate.example"},
+    )
+    v1 = lists / "blocklist-0000000001.jsonl"
+    code, out, _ = run(capsys, "sign", "--key", str(priv), "--sequence", "1", str(full), str(v1))
+    assert code == 0 and "3 adds" in out
+
+    delta = write_lines(
+        tmp_path / "delta.jsonl",
+        {"op": "remove", "id": "a"},
+        {"id": "d", "type": "sha256", "value": "ab" * 32},
+    )
+    v2 = lists / "blocklist-0000000002.jsonl"
+    argv = ["sign", "--key", str(priv), "--sequence", "2", "--base", "1", str(delta), str(v2)]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "delta on 1" in out and "1 removes" in out
+
+    code, out, _ = run(capsys, "verify", "--key", str(pub), str(v2))
+    assert code == 0 and out.startswith(f"ok {v2}: sequence 2, signature ok")
+
+    code, out, _ = run(capsys, "show", "--key", str(pub), str(lists))
+    assert code == 0
+    assert "sequence 1 (full)" in out and "sequence 2 (delta on 1)" in out
+    assert "newest: sequence 2, 3 entries: url=0 prefix=1 host=1 sha256=1" in out
+
+    code, out, _ = run(capsys, "show", "--key", str(pub), str(v1))
+    assert code == 0 and "adds: url=1 prefix=1 host=1 sha256=0" in out
+
+
+def test_verify_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "keygen", "--out-dir", str(tmp_path))
+    priv, pub = tmp_path / "blocklist-signing.key", tmp_path / "blocklist-signing.pub"
+    src = write_lines(tmp_path / "in.jsonl", {"id": "a", "type": "host", "value": "e.com"})
+    out_file = tmp_path / "v.jsonl"
+    run(capsys, "sign", "--key", str(priv), "--sequence", "5", str(src), str(out_file))
+    out_file.write_bytes(out_file.read_bytes().replace(b"e.com", b"f.com"))
+    code, out, err = run(capsys, "verify", "--key", str(pub), str(out_file))
+    assert code == 1 and out == ""
+    assert f"{out_file}:3: bad signature" in err
+    code, out, _ = run(capsys, "show", "--key", str(pub), str(out_file))
+    assert code == 1 and "INVALID bad signature" in out
+
+
+def test_sign_refuses_bad_input_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "keygen", "--out-dir", str(tmp_path))
+    priv = str(tmp_path / "blocklist-signing.key")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id":"a","type":"host","value":"e.com"}\n\n{"id":"b","type":"sha256"}\n')
+    code, _, err = run(
+        capsys, "sign", "--key", priv, "--sequence", "1", str(bad), str(tmp_path / "o.jsonl")
+    )
+    assert code == 1 and f"{bad}:3:" in err
+    removes = write_lines(tmp_path / "r.jsonl", {"op": "remove", "id": "a"})
+    code, _, err = run(
+        capsys, "sign", "--key", priv, "--sequence", "1", str(removes), str(tmp_path / "o.jsonl")
+    )
+    assert code == 1 and "need a delta" in err
+    code, _, err = run(
+        capsys, "sign", "--key", "/nonexistent", "--sequence", "1", str(bad), str(tmp_path / "o")
+    )
+    assert code == 1 and "cannot read key" in err
+
+
+def test_the_shipped_demo_version_verifies(capsys: pytest.CaptureFixture[str]) -> None:
+    pub = DEMO / "DEMO-ONLY-signing.pub"
+    code, out, _ = run(capsys, "show", "--key", str(pub), str(DEMO))
+    assert code == 0 and "newest: sequence 1, 6 entries" in out
+
+
+# -- admin API client ------------------------------------------------------------------------
+
+
+class FakeAdmin:
+    """The lead's admin API contract, in memory."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.auth: list[str | None] = []
+        self.bodies: list[Any] = []
+
+    def applied(self) -> dict[str, Any]:
+        workers = [
+            {"worker": i, "pid": 100 + i, "version": self.version, "applied_at": 1.5e9}
+            for i in range(2)
+        ]
+        return {"version": self.version, "applied_at": 1.5e9, "workers": workers}
+
+    def app(self) -> web.Application:
+        async def check(request: web.Request) -> None:
+            self.auth.append(request.headers.get("Authorization"))
+            if request.headers.get("Authorization") != "Bearer s3cret":
+                raise web.HTTPUnauthorized(
+                    text=json.dumps({"error": "missing or bad token"}),
+                    content_type="application/json",
+                )
+
+        async def post(request: web.Request) -> web.Response:
+            await check(request)
+            body = await request.json()
+            self.bodies.append(body)
+            for e in body["entries"]:
+                self.entries[e["id"]] = e
+            self.version += 1
+            return web.json_response(self.applied())
+
+        async def delete(request: web.Request) -> web.Response:
+            await check(request)
+            if self.entries.pop(request.match_info["id"], None) is None:
+                return web.json_response({"error": "no such entry"}, status=404)
+            self.version += 1
+            return web.json_response(self.applied())
+
+        async def status(request: web.Request) -> web.Response:
+            await check(request)
+            answer = self.applied()
+            answer["counts"] = {"url": len(self.entries), "prefix": 0, "host": 0, "sha256": 0}
+            answer["history"] = [{"version": self.version, "applied_at": 1.5e9, "source": "admin"}]
+            return web.json_response(answer)
+
+        app = web.Application()
+        app.router.add_post("/blocklist/entries", post)
+        app.router.add_delete("/blocklist/entries/{id}", delete)
+        app.router.add_get("/blocklist", status)
+        return app
+
+
+async def test_push_remove_status_against_the_admin_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = FakeAdmin()
+    server = TestServer(admin.app(), host="127.0.0.1")
+    await server.start_server()
+    url = f"http://127.0.0.1:{server.port}"
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        code = await asyncio.to_thread(main, ["blocklist", *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    try:
+        monkeypatch.delenv("EDGEPROXY_ADMIN_TOKEN", raising=False)
+        code, _, err = await cli("status", "--admin", url)
+        assert code == 1 and "HTTP 401: missing or bad token" in err
+        assert "EDGEPROXY_ADMIN_TOKEN" in err
+
+        monkeypatch.setenv("EDGEPROXY_ADMIN_TOKEN", "s3cret")
+        code, out, _ = await cli(
+            "push", "--admin", url, "--id", "n/1", "--type", "url",
+            "--value", "http://demo.local/blocked/x", "--notice", "N-1", "--reason", "copyright",
+        )  # fmt: skip
+        assert code == 0, out
+        assert "applied version 2" in out and "in 2/2 workers" in out and "pid 101" in out
+        assert admin.bodies[-1] == {
+            "entries": [
+                {
+                    "id": "n/1",
+                    "type": "url",
+                    "value": "http://demo.local/blocked/x",
+                    "notice": "N-1",
+                    "reason": "copyright",
+                }
+            ]
+        }
+        assert admin.auth[-1] == "Bearer s3cret"
+
+        many = write_lines(
+            tmp_path / "e.jsonl",
+            {"id": "a", "type": "host", "value": "a.example", "expires_at": 2e9},
+            {"id": "b", "type": "prefix", "value": "http://b.example/p/"},
+        )
+        code, out, _ = await cli("push", "--admin", url, "--file", str(many))
+        assert code == 0 and "pushed 2 entries" in out and "applied version 3" in out
+        assert admin.bodies[-1]["entries"][0]["expires_at"] == 2e9
+
+        code, _, err = await cli(
+            "push", "--admin", url, "--id", "x", "--type", "sha256", "--value", "zz"
+        )
+        assert code == 1 and "64 hexadecimal" in err and len(admin.bodies) == 2
+
+        code, out, _ = await cli("remove", "--admin", url, "n/1")
+        assert code == 0 and "removed n/1" in out and "applied version 4" in out
+        code, _, err = await cli("remove", "--admin", url, "n/1")
+        assert code == 1 and "HTTP 404: no such entry" in err
+
+        code, out, _ = await cli("status", "--admin", url)
+        assert code == 0
+        assert "version 4" in out and "entries: url=2 prefix=0" in out
+        assert "workers: 2" in out and "from admin" in out
+    finally:
+        await server.close()
+
+    code, _, err = await cli("status", "--admin", url, "--timeout", "2")
+    assert code == 1 and "cannot reach the admin API" in err
