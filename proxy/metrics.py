@@ -77,6 +77,7 @@ class WorkerStats:
         self.coalesced = 0
         self.handler_errors = 0
         self.purged_by_blocklist = 0
+        self.access_log_dropped = 0
 
     def observe(self, site: int, method: int, result: int, nbytes: int, seconds: float) -> None:
         self.requests[site][method][result] += 1
@@ -191,5 +192,10 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
         "edgeproxy_blocklist_purged_objects",
         "Cached objects purged because a version listed them",
         value=stats["purged_by_blocklist"],
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_access_log_dropped",
+        "Access log records dropped because the writer fell behind",
+        value=stats.get("access_log_dropped", 0),
     )
     yield from extra

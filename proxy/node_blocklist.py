@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.blocklist.compiled import write_compiled
 from proxy.blocklist.format import BlocklistError, load_newest, write_atomic
 from proxy.blocklist.model import Entry, validate_entry
 from proxy.config import Config
@@ -50,6 +51,9 @@ class NodeBlocklist:
         self.reload_failures = 0
         self.last_errors: list[str] = []
         self.lock = asyncio.Lock()
+        self.compiled_version = 0
+        self.deltas: list[dict[str, Any]] = []
+        self._refresh: asyncio.Future[None] | None = None
         self._public_key = b""
 
     # -- persistence --------------------------------------------------------------------------
@@ -64,7 +68,7 @@ class NodeBlocklist:
 
     @property
     def full_path(self) -> Path:
-        return self.state_dir / f"blocklist-{os.getpid()}.msgpack"
+        return self.state_dir / f"blocklist-compiled-{os.getpid()}.msgpack"
 
     def _persist(self) -> None:
         write_atomic(self._pushed_path, msgspec.json.encode(list(self.pushed.values())))
@@ -125,10 +129,32 @@ class NodeBlocklist:
         return list(merged.values())
 
     def _write_full(self) -> None:
-        write_atomic(self.full_path, msgspec.msgpack.encode(self.entries()))
+        """Compile every entry's match key once, here, for all workers to load in steps."""
+        version = self.version
+        write_compiled(self.full_path, self.entries())
+        self._compiled(version)
+
+    async def _write_full_async(self) -> None:
+        """The same, compiling in a thread; the entry set is taken on the loop, so pushes
+        made meanwhile land in later deltas."""
+        version, entries = self.version, self.entries()
+        await asyncio.to_thread(write_compiled, self.full_path, entries)
+        self._compiled(version)
+
+    def _compiled(self, version: int) -> None:
+        self.compiled_version = version
+        self.deltas = [d for d in self.deltas if d["version"] > version]
 
     def load_args(self) -> dict[str, Any]:
-        return {"path": str(self.full_path), "version": self.version}
+        return {
+            "path": str(self.full_path),
+            "version": self.compiled_version,
+            "pause_s": self.cfg.load_step_pause_s,
+        }
+
+    def deltas_since_compiled(self) -> list[dict[str, Any]]:
+        """What a worker that just loaded the compiled file must apply to be current."""
+        return [d for d in self.deltas if d["version"] > self.compiled_version]
 
     # -- changes ------------------------------------------------------------------------------
 
@@ -137,38 +163,61 @@ class NodeBlocklist:
         if not self.cfg.dir:
             return None
         async with self.lock:
+            before = {e.id: e for e in self.entries()}
             found = await asyncio.to_thread(self._load_dir)
             if found is None:
                 return None
+            after = {e.id: e for e in self.entries()}
+            adds = [e for i, e in after.items() if before.get(i) != e]
+            removes = [i for i in before if i not in after]
+            source = f"file:{found}"
+            if len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * len(after)):
+                return await self._delta(adds, removes, source)
             self.version += 1
-            await asyncio.to_thread(self._write_full)
             self._persist()
-            return await self._distribute("blocklist.load", self.load_args(), f"file:{found}")
+            await self._write_full_async()
+            return await self._distribute("blocklist.load", self.load_args(), source)
 
     async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
         entries = [validate_entry(msgspec.convert(e, type=Entry)) for e in raw_entries]
         async with self.lock:
             for e in entries:
                 self.pushed[e.id] = e
-            self.version += 1
-            self._persist()
-            self._write_full()
-            args = {"version": self.version, "add": msgspec.to_builtins(entries), "remove": []}
-            return await self._distribute("blocklist.delta", args, "push")
+            return await self._delta(entries, [], "push")
 
     async def remove(self, entry_id: str) -> dict[str, Any] | None:
         async with self.lock:
             if entry_id not in self.pushed:
                 return None
             del self.pushed[entry_id]
-            self.version += 1
-            self._persist()
-            self._write_full()
-            args = {"version": self.version, "add": [], "remove": [entry_id]}
-            return await self._distribute("blocklist.delta", args, "remove")
+            restored = next((e for e in self.file_entries if e.id == entry_id), None)
+            return await self._delta([restored] if restored else [], [entry_id], "remove")
 
     def known(self, entry_id: str) -> bool:
         return entry_id in self.pushed or any(e.id == entry_id for e in self.file_entries)
+
+    async def _delta(self, adds: list[Entry], removes: list[str], source: str) -> dict[str, Any]:
+        """Apply a change to every worker as a delta (cheap at any list size); the compiled
+        full version is refreshed afterwards, off the answer's path."""
+        self.version += 1
+        self._persist()
+        args = {"version": self.version, "add": msgspec.to_builtins(adds), "remove": removes}
+        self.deltas.append(args)
+        result = await self._distribute("blocklist.delta", args, source)
+        self._schedule_refresh()
+        return result
+
+    def _schedule_refresh(self) -> None:
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._refresh_compiled())
+
+    async def _refresh_compiled(self) -> None:
+        while self.compiled_version < self.version:
+            try:
+                await self._write_full_async()
+            except Exception as e:  # noqa: BLE001 - workers replay deltas meanwhile
+                log.error("could not refresh the compiled blocklist: %s", e)
+                return
 
     async def _distribute(self, op: str, args: dict[str, Any], source: str) -> dict[str, Any]:
         acks = await self.broadcast(op, args)

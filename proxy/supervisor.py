@@ -91,11 +91,12 @@ class Supervisor:
         try:
             async with asyncio.timeout(30):
                 await channel.ready
-            await channel.call(
-                "blocklist.load",
-                self.blocklist.load_args(),
-                timeout_s=self.cfg.admin.apply_timeout_s,
-            )
+            # The compiled full version, then the changes made since it was compiled: a new
+            # worker enforces exactly the node's current version before it listens.
+            timeout = self.cfg.admin.apply_timeout_s
+            await channel.call("blocklist.load", self.blocklist.load_args(), timeout_s=timeout)
+            for delta in self.blocklist.deltas_since_compiled():
+                await channel.call("blocklist.delta", delta, timeout_s=timeout)
             await channel.call("listen", timeout_s=10)
         except BaseException:
             _kill(proc)
@@ -105,8 +106,11 @@ class Supervisor:
         return handle
 
     async def start_worker(self, index: int) -> WorkerHandle:
-        handle = await self._spawn(index)
-        self.workers[index] = handle
+        # Under the blocklist lock: no change can be distributed between this worker's load
+        # and its joining the set that later changes are broadcast to.
+        async with self.blocklist.lock:
+            handle = await self._spawn(index)
+            self.workers[index] = handle
         t = asyncio.ensure_future(self._monitor(handle))
         self._monitors.add(t)
         t.add_done_callback(self._monitors.discard)
@@ -273,8 +277,9 @@ class Supervisor:
         for index in sorted(self.workers):
             old = self.workers[index]
             old.retiring = True
-            new = await self._spawn(index)
-            self.workers[index] = new
+            async with self.blocklist.lock:
+                new = await self._spawn(index)
+                self.workers[index] = new
             t = asyncio.ensure_future(self._monitor(new))
             self._monitors.add(t)
             t.add_done_callback(self._monitors.discard)

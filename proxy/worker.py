@@ -16,10 +16,12 @@ import socket
 import sys
 import time
 from dataclasses import fields as dc_fields
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.memory import MemoryTier
@@ -81,6 +83,7 @@ class Worker:
         )
         self.server.on_handler_error = self._handler_error  # type: ignore[attr-defined]
         self.applied_at = 0.0
+        self.server_started = False
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self._purges: set[asyncio.Task[int]] = set()
@@ -91,11 +94,11 @@ class Worker:
     # -- control ops --------------------------------------------------------------------------
 
     async def op_blocklist_load(self, args: dict[str, Any]) -> dict[str, Any]:
-        version = int(args["version"])
-        with open(args["path"], "rb") as f:
-            raw = f.read()
-        entries = msgspec.msgpack.decode(raw, type=list[BlockEntry])
-        snap = await asyncio.to_thread(Snapshot.compile, entries, version, time.time())
+        """A full version, compiled by the supervisor; built aside in steps, then swapped."""
+        pause = float(args.get("pause_s", 0.0)) if self.server_started else 0.0
+        snap = await load_compiled(
+            Path(args["path"]), int(args["version"]), time.time(), pause_s=pause
+        )
         return self._apply(snap)
 
     async def op_blocklist_delta(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +157,7 @@ class Worker:
     async def op_listen(self, args: dict[str, Any]) -> dict[str, Any]:
         sock = listen_socket(self.cfg.listen)
         await self.server.start(sock=sock)
+        self.server_started = True
         return {"port": self.server.port}
 
     async def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -305,6 +305,7 @@ async def status(request: web.Request) -> web.Response:
                     "worker": s["worker"],
                     "pid": s["pid"],
                     "connections": s["connections"],
+                    "requests": sum(sum(sum(m) for m in site) for site in s["stats"]["requests"]),
                     "cache_objects": s["cache"]["objects"],
                     "cache_bytes": s["cache"]["bytes"],
                     "cache_max_bytes": s["cache"]["max_bytes"],

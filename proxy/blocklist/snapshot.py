@@ -35,8 +35,12 @@ class TargetLike(Protocol):
     def query(self) -> str | None: ...
 
 
-class _Builder:
-    """Mutable indexes; `compile` and `with_changes` fill one and freeze it into a Snapshot."""
+class SnapshotBuilder:
+    """Mutable indexes; `compile` and `with_changes` fill one and freeze it into a Snapshot.
+
+    Also public for loading a large version in steps: a worker feeds entries the supervisor
+    already compiled (`add_compiled`) a chunk at a time, yielding to its event loop between
+    chunks, then freezes the result and swaps it in."""
 
     def __init__(self, base: Snapshot | None = None) -> None:
         if base is None:
@@ -58,6 +62,17 @@ class _Builder:
 
     def add(self, entry: Entry, now: float) -> None:
         etype, key, query = compile_entry(entry)
+        self.add_compiled(entry, etype, key, query, now)
+
+    def add_compiled(
+        self,
+        entry: Entry,
+        etype: EntryType,
+        key: str | bytes,
+        query: QueryPairs | None,
+        now: float,
+    ) -> None:
+        """Add an entry whose match key `compile_entry` already computed (elsewhere)."""
         if entry.expires_at is not None:
             if entry.expires_at <= now:
                 return
@@ -153,7 +168,7 @@ class Snapshot:
     _request_side: bool
     _prefix_depth: int
 
-    def __init__(self, *, _token: object, version: int, builder: _Builder) -> None:
+    def __init__(self, *, _token: object, version: int, builder: SnapshotBuilder) -> None:
         if _token is not _TOKEN:
             raise TypeError("build a Snapshot with Snapshot.compile or .with_changes")
         init = object.__setattr__
@@ -183,7 +198,7 @@ class Snapshot:
     def compile(cls, entries: Iterable[Entry], version: int, now: float) -> Snapshot:
         """Compile a full entry set. Raises `InvalidEntry` (a ValueError) on the first bad
         entry or a repeated id; entries already expired at `now` are left out."""
-        builder = _Builder()
+        builder = SnapshotBuilder()
         for entry in entries:
             if entry.id in builder.by_id:
                 raise InvalidEntry(entry.id, "duplicate id")
@@ -199,7 +214,7 @@ class Snapshot:
         adds = list(add)
         for entry in adds:
             compile_entry(entry)
-        builder = _Builder(self)
+        builder = SnapshotBuilder(self)
         for entry_id in remove_ids:
             builder.remove(entry_id)
         for entry in adds:

@@ -211,3 +211,32 @@ async def test_push_answers_when_every_worker_enforces(origin_server, nodes) -> 
     status, _ = await node.admin_json("DELETE", "/blocklist/entries/e1")
     assert status == 404
     assert TOKEN
+
+
+async def test_restarted_worker_enforces_pushed_entries_before_listening(origin_server, nodes) -> None:
+    """A worker that replaces a dead one loads the compiled version plus every later push."""
+    origin = await origin_server(origin_app([]))
+    node = Node(["--origin", origin, "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    for i in range(3):
+        status, body = await node.admin_json(
+            "POST", "/blocklist/entries",
+            {"entries": [{"id": f"p{i}", "type": "url", "value": f"{node.url}/p{i}"}]},
+        )
+        assert status == 200
+    version = body["version"]
+    pids = await node.worker_pids()
+    os.kill(pids[1], signal.SIGKILL)
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        try:
+            _, state = await node.admin_json("GET", "/blocklist")
+        except aiohttp.ClientError:
+            continue
+        if len(state["workers"]) == 2 and pids[1] not in [w["pid"] for w in state["workers"]]:
+            break
+    assert {w["version"] for w in state["workers"]} == {version}
+    for _ in range(10):
+        for i in range(3):
+            assert (await get(f"{node.url}/p{i}"))[0] == 451

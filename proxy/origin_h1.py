@@ -1,0 +1,780 @@
+"""A lean HTTP/1.1 origin client: asyncio Protocols on llhttp (httptools), pooled per origin.
+
+Why it exists: aiohttp's client costs ~40 µs of CPU on a small pass-through request. This one is a
+drop-in for `proxy.origin.OriginPool` / `UpstreamResponse` (same interface, same `OriginError`
+semantics: 502 when the origin cannot be reached or breaks the exchange, 504 when it is too slow)
+with one Protocol object per connection, one future per wait and no per-request tasks.
+
+http only: an https origin raises `OriginError(PROTOCOL)`; keep the aiohttp client for those.
+
+Connections are pooled per (scheme, host, port); idle ones are reused last-in first-out and closed
+after `keepalive_timeout_s`; at most `pool_connections` are open per worker in all (a request
+waits up to `connect_timeout_s` for a slot). A connection goes back to the pool the moment its
+response has been received to the end (the body then lives in the response object, so `release()`
+and `close()` after a full read cost nothing), and only when the request was sent whole, the
+response did not end the connection (`Connection: close`, HTTP/1.0) and llhttp agrees.
+
+HEAD: httptools ignores the value `on_headers_complete` returns, so llhttp cannot be told that no
+body follows (its F_SKIPBODY; MagicStack/httptools#47 is open). A response to HEAD therefore ends
+at its head here, the connection gets a fresh parser for its next exchange, and any byte the old
+parser still sees is the origin breaking the protocol: the connection is closed.
+
+Timers: the response head must arrive within `first_byte_timeout_s` of the request being sent, the
+body may pause at most `read_timeout_s` while someone waits for it, the whole exchange ends at
+`total_timeout_s`. Each wait arms one `loop.call_at` timer; nothing runs while data flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import cast
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.config import OriginConfig
+from proxy.origin import IDEMPOTENT, OriginError, OriginFailure
+
+BODY_HIGH_WATER_BYTES = 256 << 10  # unread response body above this: stop reading the origin
+COALESCE_MAX_BYTES = 16 << 10  # a first request-body part up to this size rides with the head
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_METHOD_LINES: dict[str, bytes] = {}  # "GET" -> b"GET ", validated once
+
+
+class _Stale(OriginError):
+    """A reused connection closed before any byte of an answer: the origin had dropped it."""
+
+
+class _Unexpected(Exception):
+    """Bytes from the origin when no answer is expected."""
+
+
+def _request_head(
+    method: str, path_query: bytes, headers: CIMultiDict[str], chunked: bool
+) -> bytes:
+    """Serialise the request head; refuse (never send) anything that could split it."""
+    line = _METHOD_LINES.get(method)
+    if line is None:
+        if not _TOKEN.match(method):
+            raise OriginError(OriginFailure.PROTOCOL, f"invalid request method {method!r}")
+        line = method.encode("ascii") + b" "
+        if len(_METHOD_LINES) < 64:
+            _METHOD_LINES[method] = line
+    if not path_query:
+        path_query = b"/"
+    elif _BAD_TARGET.search(path_query):
+        raise OriginError(OriginFailure.PROTOCOL, "control byte or space in the request target")
+    fields = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    n = len(headers)
+    if fields.count("\n") != n or fields.count("\r") != n or "\x00" in fields:
+        raise OriginError(
+            OriginFailure.PROTOCOL, "CR, LF or NUL in a request header field (not sent)"
+        )
+    if chunked:
+        fields += "Transfer-Encoding: chunked\r\n"
+    try:
+        raw = fields.encode("latin-1")
+    except UnicodeEncodeError as e:
+        raise OriginError(OriginFailure.PROTOCOL, "request header outside latin-1") from e
+    return line + path_query + b" HTTP/1.1\r\n" + raw + b"\r\n"
+
+
+class H1UpstreamResponse:
+    """An origin response whose body may not have been read yet. Received body bytes are kept
+    here, so the connection can go back to the pool as soon as the origin has sent them all."""
+
+    __slots__ = (
+        "status",
+        "reason",
+        "headers",
+        "content_length",
+        "started",
+        "_conn",
+        "_loop",
+        "_parts",
+        "_buffered",
+        "_done",
+        "_error",
+        "_waiter",
+        "_read_timeout_s",
+        "_deadline",
+    )
+
+    def __init__(
+        self,
+        conn: _Conn,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        content_length: int | None,
+        started: float,
+        read_timeout_s: float,
+        deadline: float,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.content_length = content_length
+        self.started = started
+        self._conn: _Conn | None = conn
+        self._loop = conn.loop
+        self._parts: list[bytes] = []
+        self._buffered = 0
+        self._done = False
+        self._error: OriginError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_timeout_s = read_timeout_s
+        self._deadline = deadline
+
+    # -- fed by the connection ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _end(self, error: OriginError | None) -> None:
+        self._conn = None
+        if error is not None and self._error is None and not self._done:
+            self._error = error
+        self._done = True
+        self._wake()
+
+    # -- read by the caller -------------------------------------------------------------------
+
+    def _take(self) -> list[bytes]:
+        parts = self._parts
+        self._parts = []
+        self._buffered = 0
+        conn = self._conn
+        if conn is not None and conn.paused:
+            conn.resume()
+        return parts
+
+    async def _wait(self) -> None:
+        loop = self._loop
+        now = loop.time()
+        if now >= self._deadline:
+            self._time_out(None)
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiter = fut
+        timer = loop.call_at(min(now + self._read_timeout_s, self._deadline), self._time_out, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _time_out(self, fut: asyncio.Future[None] | None) -> None:
+        if fut is not None and fut is not self._waiter:
+            return
+        total = self._loop.time() >= self._deadline
+        err = OriginError(
+            OriginFailure.TIMEOUT,
+            "total timeout reading the body" if total else "body read timeout",
+        )
+        conn = self._conn
+        if conn is not None:
+            conn.fail(err)
+        else:
+            self._end(err)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._parts:
+                if self._loop.time() > self._deadline:
+                    self._time_out(None)
+                parts = self._take()
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
+                continue
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return
+            await self._wait()
+
+    async def read_up_to(self, limit_bytes: int) -> tuple[bytes, bool]:
+        """Read the body while it fits in `limit_bytes`. Returns (bytes read, complete)."""
+        got: list[bytes] = []
+        size = 0
+        while True:
+            if self._parts:
+                size += self._buffered
+                got += self._take()
+                if size > limit_bytes:
+                    return b"".join(got), False
+                continue
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return b"".join(got), True
+            await self._wait()
+
+    def release(self) -> None:
+        """Nothing to do after a full read (the connection is back in the pool already);
+        otherwise the unread rest of the body is not worth reading: close the connection."""
+        self.close()
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            self._done = True
+            conn.resp = None
+            conn.shutdown(abort=True)
+
+
+class _Host:
+    __slots__ = ("host", "port", "idle")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.idle: list[_Conn] = []  # a stack: newest on top, so oldest at index 0
+
+
+class _Conn(asyncio.Protocol):
+    """One origin connection: the llhttp callbacks, flow control both ways, one exchange at a
+    time."""
+
+    __slots__ = (
+        "pool",
+        "host",
+        "loop",
+        "transport",
+        "parser",
+        "uses",
+        "closed",
+        "counted",
+        "in_pool",
+        "idle_until",
+        "paused",
+        "resp",
+        "_head_fut",
+        "_is_head",
+        "_sent",
+        "_got_bytes",
+        "_reason",
+        "_headers",
+        "_cl",
+        "_chunked",
+        "_started",
+        "_deadline",
+        "_write_paused",
+        "_drain",
+    )
+
+    def __init__(self, pool: H1OriginPool, host: _Host, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.host = host
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.uses = 0
+        self.closed = False
+        self.counted = True  # holds one of the pool's `pool_connections` slots
+        self.in_pool = False
+        self.idle_until = 0.0
+        self.paused = False
+        self.resp: H1UpstreamResponse | None = None
+        self._head_fut: asyncio.Future[H1UpstreamResponse] | None = None
+        self._is_head = False
+        self._sent = False
+        self._got_bytes = False
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._cl: int | None = None
+        self._chunked = False
+        self._started = 0.0
+        self._deadline = 0.0
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # -- one exchange -------------------------------------------------------------------------
+
+    async def exchange(
+        self,
+        head: bytes,
+        body: AsyncIterable[bytes] | None,
+        content_length: int | None,
+        is_head: bool,
+        started: float,
+        deadline: float,
+    ) -> H1UpstreamResponse:
+        if self.closed:
+            raise _Stale(OriginFailure.RESET, "pooled connection already closed")
+        loop = self.loop
+        fut: asyncio.Future[H1UpstreamResponse] = loop.create_future()
+        self._head_fut = fut
+        self._is_head = is_head
+        self._started = started
+        self._deadline = deadline
+        self._got_bytes = False
+        self._sent = False
+        self.uses += 1
+        transport = self.transport
+        assert transport is not None
+        try:
+            if body is None:
+                transport.write(head)
+                self._sent = True
+            else:
+                await self._send_body(transport, head, body, content_length)
+                if fut.done():
+                    return fut.result()
+            timer = loop.call_at(
+                min(loop.time() + self.pool.cfg.first_byte_timeout_s, deadline),
+                self._head_timeout,
+                fut,
+            )
+            try:
+                return await fut
+            finally:
+                timer.cancel()
+        except BaseException:
+            if self._head_fut is fut:
+                self._head_fut = None
+                self.shutdown(abort=True)
+            elif fut.done() and not fut.cancelled() and fut.exception() is None:
+                fut.result().close()  # answered, but our caller will never see it
+            # (fut.exception() above also marks a failure as seen)
+            raise
+
+    async def _send_body(
+        self,
+        transport: asyncio.Transport,
+        head: bytes,
+        body: AsyncIterable[bytes],
+        length: int | None,
+    ) -> None:
+        """Content-Length given: the body goes out raw and must match it; otherwise chunked.
+        Stops early (the request then counts as not sent whole) if the origin has answered or
+        closed the connection."""
+        pending: bytes | None = head
+        sent = 0
+        async for part in body:
+            if not part:
+                continue
+            sent += len(part)
+            if length is None:
+                part = b"%x\r\n%b\r\n" % (len(part), part)
+            elif sent > length:
+                raise OriginError(
+                    OriginFailure.PROTOCOL, "request body longer than its Content-Length"
+                )
+            if pending is not None:
+                if len(part) <= COALESCE_MAX_BYTES:
+                    transport.write(pending + part)
+                else:
+                    transport.write(pending)
+                    transport.write(part)
+                pending = None
+            else:
+                transport.write(part)
+            if self._head_fut is None or self.closed:
+                return
+            if self._write_paused:
+                await self._drained()
+                if self._head_fut is None or self.closed:
+                    return
+        if length is not None and sent != length:
+            raise OriginError(
+                OriginFailure.PROTOCOL, "request body shorter than its Content-Length"
+            )
+        tail = b"" if length is not None else b"0\r\n\r\n"
+        if pending is not None or tail:
+            transport.write((pending or b"") + tail)
+        self._sent = True
+
+    async def _drained(self) -> None:
+        loop = self.loop
+        fut: asyncio.Future[None] = loop.create_future()
+        self._drain = fut
+        when = min(loop.time() + self.pool.cfg.read_timeout_s, self._deadline)
+        timer = loop.call_at(when, _expire, fut, "origin not reading the request body")
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._drain = None
+
+    def _head_timeout(self, fut: asyncio.Future[H1UpstreamResponse]) -> None:
+        if fut is self._head_fut:
+            total = self.loop.time() >= self._deadline
+            self.fail(
+                OriginError(
+                    OriginFailure.TIMEOUT,
+                    "total timeout waiting for the response head"
+                    if total
+                    else "no response head in time",
+                )
+            )
+
+    def fail(self, err: OriginError) -> None:
+        """End the exchange in progress with `err` and drop the connection."""
+        fut = self._head_fut
+        if fut is not None:
+            self._head_fut = None
+            if not fut.done():
+                fut.set_exception(err)
+        resp = self.resp
+        if resp is not None:
+            self.resp = None
+            resp._end(err)
+        self.shutdown(abort=True)
+
+    def shutdown(self, *, abort: bool) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                if abort:
+                    self.transport.abort()
+                else:
+                    self.transport.close()
+            self.pool._forget(self)
+
+    def resume(self) -> None:
+        self.paused = False
+        if not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _complete(self, resp: H1UpstreamResponse, keep_alive: bool) -> None:
+        self.resp = None
+        resp._end(None)
+        if self.paused:
+            self.resume()
+        if keep_alive and self._sent and not self.closed:
+            self.pool._release(self)
+        else:
+            self.shutdown(abort=not self._sent)
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_fut is None and self.resp is None:
+            self.shutdown(abort=True)  # nothing asked: the origin is out of step
+            return
+        self._got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            self.fail(OriginError(OriginFailure.PROTOCOL, "origin switched protocols"))
+            return
+        except HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, OriginError):
+                self.fail(cause)
+            else:
+                self.fail(OriginError(OriginFailure.PROTOCOL, f"invalid response: {e}"))
+            return
+        resp = self.resp
+        if resp is not None and resp._buffered > BODY_HIGH_WATER_BYTES and not self.paused:
+            self.paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # close; connection_lost settles the exchange
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        if self._head_fut is not None:
+            if not self._got_bytes and self.uses > 1:
+                self.fail(_Stale(OriginFailure.RESET, "origin closed the pooled connection"))
+            else:
+                self.fail(
+                    OriginError(
+                        OriginFailure.RESET, "origin closed the connection before answering"
+                    )
+                )
+            return
+        resp = self.resp
+        if resp is not None:
+            self.resp = None
+            if exc is None and self._cl is None and not self._chunked:
+                resp._end(None)  # a body delimited by the connection's end
+            else:
+                resp._end(OriginError(OriginFailure.RESET, "origin closed the connection mid-body"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- llhttp callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._head_fut is None:
+            raise _Unexpected
+        self._reason = b""
+        self._headers = []
+        self._cl = None
+        self._chunked = False
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            self._cl = int(value)
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = value.rstrip().lower().endswith(b"chunked")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise OriginError(OriginFailure.PROTOCOL, "origin switched protocols")
+            return  # 100, 103: interim, never surfaced; llhttp parses the next head
+        fut = self._head_fut
+        assert fut is not None
+        cfg = self.pool.cfg
+        resp = H1UpstreamResponse(
+            self,
+            status,
+            self._reason,
+            self._headers,
+            self._cl,
+            self._started,
+            cfg.read_timeout_s,
+            self._deadline,
+        )
+        self.resp = resp
+        self._head_fut = None
+        if self._is_head:
+            keep_alive = parser.should_keep_alive()
+            self.parser = HttpResponseParser(self)
+            self._complete(resp, keep_alive)
+        if not fut.done():
+            fut.set_result(resp)
+
+    def on_body(self, data: bytes) -> None:
+        resp = self.resp
+        if resp is None:
+            raise _Unexpected  # a body after a response to HEAD
+        resp._parts.append(data)
+        resp._buffered += len(data)
+        resp._wake()
+
+    def on_message_complete(self) -> None:
+        resp = self.resp  # None after an interim answer or a response to HEAD
+        if resp is not None:
+            self._complete(resp, self.parser.should_keep_alive())
+
+
+def _expire(fut: asyncio.Future[None], detail: str) -> None:
+    if not fut.done():
+        fut.set_exception(OriginError(OriginFailure.TIMEOUT, detail))
+
+
+class H1OriginPool:
+    """Pooled HTTP/1.1 connections to http origins, one pool per worker."""
+
+    def __init__(self, cfg: OriginConfig) -> None:
+        self.cfg = cfg
+        self.requests = 0
+        self.errors: dict[OriginFailure, int] = {k: 0 for k in OriginFailure}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hosts: dict[URL, _Host] = {}
+        self._conns: set[_Conn] = set()
+        self._open = 0
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._conns):
+            conn.fail(OriginError(OriginFailure.RESET, "origin pool closed"))
+        self._hosts.clear()
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    async def request(
+        self,
+        origin: URL,
+        method: str,
+        path_query: bytes,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None,
+    ) -> H1UpstreamResponse:
+        """Send the request and wait for the final response head (1xx interim answers are
+        consumed here and never surface)."""
+        self.requests += 1
+        try:
+            host = self._hosts.get(origin)
+            if host is None:
+                host = self._host(origin)
+            length: int | None = None
+            if body is not None:
+                cl = headers.get("Content-Length")
+                if cl is not None:
+                    if not cl.isdigit():
+                        raise OriginError(OriginFailure.PROTOCOL, "invalid request Content-Length")
+                    length = int(cl)
+            head = _request_head(method, path_query, headers, body is not None and length is None)
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            started = time.monotonic()
+            deadline = loop.time() + self.cfg.total_timeout_s
+            is_head = method == "HEAD"
+            conn = self._pop_idle(host, loop.time())
+            if conn is None:
+                conn = await self._connect(host, deadline)
+            try:
+                return await conn.exchange(head, body, length, is_head, started, deadline)
+            except _Stale:
+                # The origin closed a pooled connection before it saw this request: once more
+                # on a new connection, only when repeating it cannot do harm.
+                if body is not None or method not in IDEMPOTENT:
+                    raise
+            conn = await self._connect(host, deadline)
+            return await conn.exchange(head, body, length, is_head, started, deadline)
+        except OriginError as e:
+            self.errors[e.kind] += 1
+            raise
+
+    # -- the pool -----------------------------------------------------------------------------
+
+    def _host(self, origin: URL) -> _Host:
+        if origin.scheme != "http":
+            raise OriginError(OriginFailure.PROTOCOL, "https origins need the aiohttp client")
+        if origin.host is None or origin.port is None:
+            raise OriginError(OriginFailure.CONNECT, f"origin without a host: {origin}")
+        host = self._hosts[origin] = _Host(origin.host, origin.port)
+        return host
+
+    def _pop_idle(self, host: _Host, now: float) -> _Conn | None:
+        stack = host.idle
+        while stack:
+            conn = stack.pop()
+            conn.in_pool = False
+            if conn.idle_until > now and not conn.closed:
+                return conn
+            conn.shutdown(abort=False)  # expired, and everything below it is older
+        return None
+
+    async def _connect(self, host: _Host, deadline: float) -> _Conn:
+        loop = self._loop
+        assert loop is not None
+        cfg = self.cfg
+        until = min(loop.time() + cfg.connect_timeout_s, deadline)
+        while self._open >= cfg.pool_connections:
+            if self._evict_idle():
+                continue
+            await self._wait_slot(loop, until)
+            conn = self._pop_idle(host, loop.time())
+            if conn is not None:
+                return conn
+        self._open += 1
+        conn = _Conn(self, host, loop)
+        self._conns.add(conn)
+        try:
+            async with asyncio.timeout_at(until):
+                await loop.create_connection(lambda: conn, host.host, host.port)
+        except BaseException as e:
+            conn.closed = True
+            self._forget(conn)
+            if isinstance(e, TimeoutError):
+                raise OriginError(OriginFailure.TIMEOUT, "connect timeout") from e
+            if isinstance(e, OSError):
+                raise OriginError(OriginFailure.CONNECT, str(e) or type(e).__name__) from e
+            raise
+        return conn
+
+    async def _wait_slot(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        fut: asyncio.Future[None] = loop.create_future()
+        self._slot_waiters.append(fut)
+        timer = loop.call_at(until, _expire, fut, "no free origin connection in time")
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            if not fut.done():
+                fut.cancel()
+
+    def _wake_slot_waiter(self) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _evict_idle(self) -> bool:
+        """Close the longest-idle connection of any origin to make room for another."""
+        oldest: _Conn | None = None
+        for host in self._hosts.values():
+            if host.idle and (oldest is None or host.idle[0].idle_until < oldest.idle_until):
+                oldest = host.idle[0]
+        if oldest is None:
+            return False
+        oldest.shutdown(abort=False)
+        return True
+
+    def _release(self, conn: _Conn) -> None:
+        loop = conn.loop
+        conn.idle_until = loop.time() + self.cfg.keepalive_timeout_s
+        conn.in_pool = True
+        conn.host.idle.append(conn)
+        if self._slot_waiters:
+            self._wake_slot_waiter()
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _forget(self, conn: _Conn) -> None:
+        if conn.in_pool:
+            conn.in_pool = False
+            conn.host.idle.remove(conn)
+        if conn.counted:
+            conn.counted = False
+            self._open -= 1
+            self._conns.discard(conn)
+            if self._slot_waiters:
+                self._wake_slot_waiter()
+
+    def _sweep_interval(self) -> float:
+        return min(1.0, max(0.02, self.cfg.keepalive_timeout_s / 4))
+
+    def _sweep(self) -> None:
+        """Close idle connections past `keepalive_timeout_s`; oldest sit at the stack bottom."""
+        self._sweeper = None
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        any_idle = False
+        for host in self._hosts.values():
+            stack = host.idle
+            while stack and stack[0].idle_until <= now:
+                stack[0].shutdown(abort=False)
+            any_idle = any_idle or bool(stack)
+        if any_idle:
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
