@@ -193,6 +193,13 @@ class NodeBlocklist:
             restored = next((e for e in self.file_entries if e.id == entry_id), None)
             return await self._delta([restored] if restored else [], [entry_id], "remove")
 
+    def started(self, applied_at: float) -> None:
+        """Every first worker enforces the start-up version: that is its apply time."""
+        self.applied_at = applied_at
+        self.history.appendleft(
+            {"version": self.version, "applied_at": applied_at, "source": "start"}
+        )
+
     def known(self, entry_id: str) -> bool:
         return entry_id in self.pushed or any(e.id == entry_id for e in self.file_entries)
 

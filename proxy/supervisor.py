@@ -37,6 +37,7 @@ class WorkerHandle:
     started_at: float = field(default_factory=time.time)
     listening: bool = False
     retiring: bool = False
+    applied_at: float = 0.0  # when it first enforced the node's blocklist
 
     @property
     def pid(self) -> int:
@@ -94,15 +95,18 @@ class Supervisor:
             # The compiled full version, then the changes made since it was compiled: a new
             # worker enforces exactly the node's current version before it listens.
             timeout = self.cfg.admin.apply_timeout_s
-            await channel.call("blocklist.load", self.blocklist.load_args(), timeout_s=timeout)
+            ack = await channel.call(
+                "blocklist.load", self.blocklist.load_args(), timeout_s=timeout
+            )
             for delta in self.blocklist.deltas_since_compiled():
-                await channel.call("blocklist.delta", delta, timeout_s=timeout)
+                ack = await channel.call("blocklist.delta", delta, timeout_s=timeout)
             await channel.call("listen", timeout_s=10)
         except BaseException:
             _kill(proc)
             channel.close()
             raise
         handle.listening = True
+        handle.applied_at = float(ack["applied_at"])
         return handle
 
     async def start_worker(self, index: int) -> WorkerHandle:
@@ -191,6 +195,7 @@ class Supervisor:
         self._reserve_port()
         self.blocklist.load_initial()
         await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))
+        self.blocklist.started(max(h.applied_at for h in self.workers.values()))
         if self.cfg.admin.listen:
             from proxy.admin.app import start_admin
 
