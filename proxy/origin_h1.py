@@ -21,7 +21,9 @@ parser still sees is the origin breaking the protocol: the connection is closed.
 
 Timers: the response head must arrive within `first_byte_timeout_s` of the request being sent, the
 body may pause at most `read_timeout_s` while someone waits for it, the whole exchange ends at
-`total_timeout_s`. Each wait arms one `loop.call_at` timer; nothing runs while data flows.
+`total_timeout_s`. The head deadline is one lazily re-armed timer per connection; a wait for
+body bytes or for the origin to take request bytes arms a `loop.call_at` timer; nothing runs
+while data flows.
 """
 
 from __future__ import annotations
@@ -267,6 +269,9 @@ class _Conn(asyncio.Protocol):
         "_chunked",
         "_started",
         "_deadline",
+        "_head_due",
+        "_timer",
+        "_timer_at",
         "_write_paused",
         "_drain",
     )
@@ -294,6 +299,9 @@ class _Conn(asyncio.Protocol):
         self._chunked = False
         self._started = 0.0
         self._deadline = 0.0
+        self._head_due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
 
@@ -329,15 +337,11 @@ class _Conn(asyncio.Protocol):
                 await self._send_body(transport, head, body, content_length)
                 if fut.done():
                     return fut.result()
-            timer = loop.call_at(
-                min(loop.time() + self.pool.cfg.first_byte_timeout_s, deadline),
-                self._head_timeout,
-                fut,
-            )
-            try:
-                return await fut
-            finally:
-                timer.cancel()
+            due = min(loop.time() + self.pool.cfg.first_byte_timeout_s, deadline)
+            self._head_due = due
+            if self._timer is None or self._timer_at > due:
+                self._arm(due)
+            return await fut
         except BaseException:
             if self._head_fut is fut:
                 self._head_fut = None
@@ -405,17 +409,30 @@ class _Conn(asyncio.Protocol):
             timer.cancel()
             self._drain = None
 
-    def _head_timeout(self, fut: asyncio.Future[H1UpstreamResponse]) -> None:
-        if fut is self._head_fut:
-            total = self.loop.time() >= self._deadline
-            self.fail(
-                OriginError(
-                    OriginFailure.TIMEOUT,
-                    "total timeout waiting for the response head"
-                    if total
-                    else "no response head in time",
-                )
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        """The head deadline, checked lazily: arming and cancelling a timer per request costs
+        ~2.4 µs on uvloop, so one timer per connection is re-armed only when it fires early."""
+        self._timer = None
+        if self._head_fut is None or self.closed:
+            return
+        if self.loop.time() + 0.001 < self._head_due:
+            self._arm(self._head_due)
+            return
+        total = self._head_due >= self._deadline
+        self.fail(
+            OriginError(
+                OriginFailure.TIMEOUT,
+                "total timeout waiting for the response head"
+                if total
+                else "no response head in time",
             )
+        )
 
     def fail(self, err: OriginError) -> None:
         """End the exchange in progress with `err` and drop the connection."""
@@ -431,6 +448,9 @@ class _Conn(asyncio.Protocol):
         self.shutdown(abort=True)
 
     def shutdown(self, *, abort: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -484,9 +504,14 @@ class _Conn(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        return None  # close; connection_lost settles the exchange
+        if self._head_fut is None and self.resp is None:
+            self.shutdown(abort=False)  # idle: out of the pool now, not a loop turn later
+        return None  # the transport closes; connection_lost settles an exchange in progress
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.closed = True
         self.pool._forget(self)
         drain = self._drain

@@ -674,6 +674,7 @@ class FrontServer:
         self.write_pauses = 0
         self.handler_errors = 0
         self.rejected_connections = 0
+        self.rejected: dict[int, int] = {}  # front-generated error answers, by status
         # Loop time as of the last sweep: deadlines are armed from it (one attribute read on the
         # hot path instead of a clock call) and checked by the sweep, so both are tick-precise.
         self.clock = 0.0
@@ -770,6 +771,9 @@ class FrontServer:
             self.on_handler_error(exc)
 
     def error_bytes(self, status: int, detail: str) -> bytes:
+        """The front's own answer to a request it refused (malformed, too large, too slow);
+        counted by status, since such requests never reach the pipeline or its metrics."""
+        self.rejected[status] = self.rejected.get(status, 0) + 1
         return error_response(
             status, detail, server_name=self.server_name, extra_headers=self.error_headers
         )
