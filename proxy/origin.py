@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import aiohttp
 from multidict import CIMultiDict
@@ -40,6 +40,12 @@ class OriginError(Exception):
     @property
     def status(self) -> int:
         return 504 if self.kind is OriginFailure.TIMEOUT else 502
+
+
+if TYPE_CHECKING:
+    from proxy.origin_h1 import H1UpstreamResponse
+
+UpstreamResponse: TypeAlias = "AiohttpUpstreamResponse | H1UpstreamResponse"
 
 
 class AiohttpUpstreamResponse:
@@ -235,10 +241,3 @@ class OriginPool:
             return await self.tls.request(origin, method, path_query, headers, body)
         return await self.h1.request(origin, method, path_query, headers, body)
 
-
-if TYPE_CHECKING:
-    from proxy.origin_h1 import H1UpstreamResponse
-
-    UpstreamResponse = AiohttpUpstreamResponse | H1UpstreamResponse
-else:
-    UpstreamResponse = AiohttpUpstreamResponse
