@@ -83,6 +83,9 @@ def _classify(exc: BaseException) -> tuple[int, str]:
     return 400, "malformed request"
 
 
+FastAnswer = Callable[[str, bytes, "bytes | None", bool, str], "bytes | None"]
+
+
 class Connection(asyncio.Protocol):
     """One client connection. Methods without a leading underscore are called by `exchange`."""
 
@@ -124,6 +127,7 @@ class Connection(asyncio.Protocol):
         self._host: bytes | None = None
         self._flag_lengths = server.flag_lengths
         self._flag_names = server.flag_headers
+        self._fast = server.fast_answer
         self._content_length: int | None = None
         self._last_keep_alive = True
         # exchanges
@@ -313,6 +317,24 @@ class Connection(asyncio.Protocol):
         else:
             body = EMPTY_BODY
             self.deadline = 0.0
+            fast = self._fast
+            if (
+                fast is not None
+                and not flags & _FLAGGED
+                and self._active is None
+                and not self._queue
+                and not self._close_after
+                and not self.lost
+            ):
+                # The server's fast answer (a cache hit), made before any request object:
+                # the same as a handler answering synchronously with `send_bytes`.
+                data = fast(_METHODS.get(method) or "", self._url, self._host, keep_alive, version)
+                if data is not None:
+                    self._phase = _BODY
+                    self.transport.write(data)
+                    if not keep_alive:
+                        self._linger()
+                    return
         self._phase = _BODY
         req = Request(
             _METHODS.get(method) or method.decode("ascii"),
@@ -659,6 +681,7 @@ class FrontServer:
         server_name: bytes = b"edgeproxy",
         error_headers: Iterable[tuple[bytes, bytes]] = (),
         flag_headers: Iterable[bytes] = (),
+        fast_answer: FastAnswer | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -668,6 +691,10 @@ class FrontServer:
         # ones that make a request more than a plain lookup), checked by length first.
         self.flag_headers = frozenset(n.lower() for n in flag_headers)
         self.flag_lengths = frozenset(len(n) for n in self.flag_headers)
+        # Asked first for body-less, unflagged requests when nothing else is pending on the
+        # connection: (method, raw target, Host, keep-alive, version) -> a whole response, or
+        # None to build the request and call the handler as usual.
+        self.fast_answer = fast_answer
         self.on_connection_count: Callable[[int], None] | None = None
         self.on_handler_error: Callable[[BaseException], None] | None = None
         self.read_pauses = 0
