@@ -45,7 +45,13 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_stale_serve_s: float = 0.0  # extra grace (beyond stale-while-revalidate/if-error)
     entry_overhead_bytes: int = 400  # accounted per stored object besides headers and body
     shared_tier_url: str = ""  # e.g. "redis://127.0.0.1:6379/0"; empty: no shared tier
-    shared_tier_timeout_s: float = 0.05
+    shared_tier_timeout_s: float = 0.05  # one lookup (one or two round trips)
+    shared_tier_write_timeout_s: float = 1.0  # one background store or delete
+    shared_tier_retry_after_s: float = 1.0  # after a failure, lookups skip the tier this long
+    shared_tier_max_object_bytes: int = 1 << 20  # bodies above this stay per worker
+    shared_tier_queue_max_items: int = 256  # pending stores per worker; beyond: dropped
+    shared_tier_queue_max_bytes: int = 32 << 20
+    shared_tier_max_connections: int = 32  # per worker
 
 
 class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -184,6 +190,13 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
         raise fail(str(e), f"$.{name}") from e
     if cfg.cache.max_object_bytes > cfg.cache.memory_cache_bytes:
         raise fail("max_object_bytes exceeds memory_cache_bytes", "$.cache.max_object_bytes")
+    if cfg.cache.shared_tier_url:
+        from proxy.cache.shared import parse_url
+
+        try:
+            parse_url(cfg.cache.shared_tier_url)
+        except ValueError as e:
+            raise fail(str(e), "$.cache.shared_tier_url") from e
     if cfg.blocklist.oversize_policy not in ("stream", "refuse"):
         raise fail("oversize_policy must be 'stream' or 'refuse'", "$.blocklist.oversize_policy")
     if cfg.blocklist.dir and not cfg.blocklist.public_key:

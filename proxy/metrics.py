@@ -50,6 +50,24 @@ NS_INDEX = {r: i for i, r in enumerate(NO_STORE)}
 OF_INDEX = {f: i for i, f in enumerate(ORIGIN_FAILURES)}
 
 
+SHARED_TIER_FAMILIES = [
+    ("edgeproxy_shared_tier_hits", "shared_hits", "Shared-tier lookups that found the response"),
+    ("edgeproxy_shared_tier_misses", "shared_misses", "Shared-tier lookups that found nothing"),
+    (
+        "edgeproxy_shared_tier_errors",
+        "shared_errors",
+        "Shared-tier operations that failed, timed out or were rejected, and lookups skipped"
+        " while the tier was down",
+    ),
+    ("edgeproxy_shared_tier_stores", "shared_stores", "Responses written to the shared tier"),
+    (
+        "edgeproxy_shared_tier_dropped",
+        "shared_drops",
+        "Shared-tier writes dropped because the worker's write queue was full",
+    ),
+]
+
+
 def method_class(method: str) -> int:
     if method == "GET" or method == "HEAD":
         return 0
@@ -78,6 +96,12 @@ class WorkerStats:
         self.handler_errors = 0
         self.purged_by_blocklist = 0
         self.access_log_dropped = 0
+        # The shared cache tier (proxy/cache/shared.py).
+        self.shared_hits = 0
+        self.shared_misses = 0
+        self.shared_errors = 0  # failed, timed out, rejected, or skipped while it is down
+        self.shared_stores = 0
+        self.shared_drops = 0  # stores dropped because the write queue was full
 
     def observe(self, site: int, method: int, result: int, nbytes: int, seconds: float) -> None:
         self.requests[site][method][result] += 1
@@ -198,4 +222,6 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
         "Access log records dropped because the writer fell behind",
         value=stats.get("access_log_dropped", 0),
     )
+    for name, key, doc in SHARED_TIER_FAMILIES:
+        yield CounterMetricFamily(name, doc, value=stats.get(key, 0))
     yield from extra

@@ -19,6 +19,7 @@ from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
 from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
+from proxy.cache.shared import SharedTier
 from proxy.config import Config
 from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
@@ -36,6 +37,7 @@ from proxy.phases import deliver
 from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
 from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
 from proxy.rfc.freshness import Reuse, reuse, within_stale_if_error, within_stale_while_revalidate
+from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import BadTarget, Target, canonical_target
 from proxy.sites import SiteTable
 
@@ -59,10 +61,16 @@ class Pipeline:
         *,
         clock: Callable[[], float] | None = None,
         access_log: AccessLog | None = None,
+        shared: SharedTier | None = None,
     ) -> None:
         self.cfg = cfg
         self.sites = sites
         self.memory = memory
+        # The optional shared tier behind memory (the worker builds it; embedders that pass
+        # none get one from the config).
+        if shared is None and cfg.cache.shared_tier_url:
+            shared = SharedTier.from_config(cfg.cache, stats)
+        self.shared = shared
         self.stats = stats
         self.clock = clock or time.time
         self.blocklist: Snapshot = EMPTY_SNAPSHOT
@@ -72,7 +80,14 @@ class Pipeline:
         self.via = f"1.1 {cfg.via_name}".encode()
         self.cache_name = cfg.via_name.encode()
         self.fetcher = Fetcher(
-            cfg, origin, memory, stats, self.via, blocklist=lambda: self.blocklist, clock=self.clock
+            cfg,
+            origin,
+            memory,
+            stats,
+            self.via,
+            blocklist=lambda: self.blocklist,
+            clock=self.clock,
+            shared=shared,
         )
         self.access_log = access_log
         self._unknown_site = len(sites.sites)
@@ -239,6 +254,8 @@ class Pipeline:
         if hit is None:
             return True
         self.memory.remove(entry)
+        if self.shared is not None:
+            self.shared.delete_soon(entry.primary)
         self.stats.purged_by_blocklist += 1
         self._blocked(ctx, hit)
         return False
@@ -367,13 +384,68 @@ class Pipeline:
         self, ctx: RequestCtx, key: tuple[object, ...], entry: Entry | None, **kw: bool
     ) -> FetchOutcome:
         """fetch_for_cache, then remember (by the lookup key) whether the response was
-        uncacheable, so the next requests for it go to the origin in parallel (hit-for-miss)."""
+        uncacheable, so the next requests for it go to the origin in parallel (hit-for-miss).
+
+        On a memory miss the shared tier is asked first, inside this (coalesced) fetch: one
+        lookup for all the requests waiting on the key. A usable entry is the outcome; a stale
+        one is the validator source of the conditional request. Not asked for hit-for-miss
+        keys (recently uncacheable: nothing to find)."""
+        if entry is None and self.shared is not None and "hfm" not in ctx.extra:
+            found = await self._from_shared(ctx)
+            if isinstance(found, FetchOutcome):
+                return found
+            entry = found
         outcome = await self.fetcher.fetch_for_cache(ctx, entry, **kw)
+        if entry is not None and outcome.stale_candidate is None:
+            outcome.stale_candidate = entry  # a stored response existed (fwd=stale)
         if outcome.stored:
             self.coalescer.clear_uncacheable(key)
         elif outcome.not_stored in RESPONSE_DRIVEN:
             self.coalescer.mark_uncacheable(key)
         return outcome
+
+    async def _from_shared(self, ctx: RequestCtx) -> FetchOutcome | Entry | None:
+        shared = self.shared
+        target = ctx.target
+        assert shared is not None and target is not None
+        fields = ctx.fields
+        variant = self.fetcher.variant
+        found = await shared.get(
+            (target.authority, target.raw_path_query), lambda f: variant(f, fields) if f else ()
+        )
+        if found is None:
+            return None
+        self.fetcher.adopt_shared(ctx, found)
+        listed = self.blocklist.check_digest(found.sha256)
+        if listed is not None:
+            # Never into memory; gone from the shared tier for every node that looks next.
+            shared.delete_soon(found.primary)
+            self.stats.purged_by_blocklist += 1
+            return FetchOutcome(blocked=listed, not_stored=NoStoreReason.BLOCKED)
+        if self._shared_decision(ctx, found) is Reuse.VALIDATE:
+            return found
+        stored = self.memory.put(found)
+        return FetchOutcome(entry=found, stored=stored, fwd_status=found.status, shared=True)
+
+    def _shared_decision(self, ctx: RequestCtx, entry: Entry) -> Reuse:
+        return reuse(
+            entry.lifetime,
+            entry.age(self.clock()),
+            ctx.req_cc or EMPTY_CC,
+            entry.extra["cc"],  # type: ignore[arg-type]
+        )
+
+    async def _after_shared(self, ctx: RequestCtx, entry: Entry, now: float) -> None:
+        """Deliver a shared-tier entry, unless this request (a follower of the lookup) asks
+        for more than it gives: then a conditional request of its own, with it as validator."""
+        decision = self._shared_decision(ctx, entry)
+        if decision is Reuse.VALIDATE:
+            outcome = await self._fetch_keyed(ctx, (entry.primary, entry.variant), entry)
+            await self._after_fetch(ctx, outcome, True, entry)
+            return
+        ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
+        ttl = int(entry.lifetime - entry.age(now))
+        deliver.from_entry(ctx, entry, now, self._status_hit(entry, ttl) + b"; detail=shared")
 
     async def _after_fetch(
         self, ctx: RequestCtx, outcome: FetchOutcome, leader: bool, entry: Entry | None
@@ -422,9 +494,12 @@ class Pipeline:
                 return
             if not self._entry_allowed(ctx, stored):
                 return
+            if outcome.shared:
+                await self._after_shared(ctx, stored, now)
+                return
             ctx.result = Result.REVALIDATED if outcome.revalidated else Result.MISS
             # RFC 9211 §2.2: "stale" whenever a stored response existed but could not be used.
-            fwd = b"stale" if entry is not None else b"miss"
+            fwd = b"stale" if entry is not None or outcome.stale_candidate else b"miss"
             status = self.cache_name + b"; fwd=" + fwd + b"; fwd-status=%d" % outcome.fwd_status
             if outcome.stored:
                 status += b"; stored; ttl=%d" % int(stored.lifetime - stored.age(now))
@@ -539,6 +614,8 @@ class Pipeline:
                 t = e.target
                 if snapshot.check(t.host, t.path, t.query) or snapshot.check_digest(e.sha256):
                     purged += self.memory.remove(e)
+                    if self.shared is not None:
+                        self.shared.delete_soon(e.primary)
             await asyncio.sleep(0)
         self.stats.purged_by_blocklist += purged
         return purged
@@ -546,17 +623,45 @@ class Pipeline:
     def purge(
         self, *, url: Target | None = None, prefix: Target | None = None, host: str = ""
     ) -> int:
+        """Operator purge. The shared tier loses what this worker can name: the URL, and
+        the primary keys of the purged entries it holds (a prefix or host purge cannot list
+        the shared tier's other keys; those expire on their TTL)."""
+        shared = self.shared
         if url is not None:
-            return self.memory.purge_primary((url.authority, url.raw_path_query))
+            primary = (url.authority, url.raw_path_query)
+            if shared is not None:
+                shared.delete_soon(primary)
+            return self.memory.purge_primary(primary)
         if prefix is not None:
             p = prefix.path
-            return self.memory.purge_where(
-                [prefix.host],
-                lambda e: e.target.path == p or e.target.path.startswith(p.rstrip("/") + "/"),
-            )
+
+            def under(e: Entry) -> bool:
+                return e.target.path == p or e.target.path.startswith(p.rstrip("/") + "/")
+
+            return self.memory.purge_where([prefix.host], self._sharing_purge(under))
         if host:
-            return self.memory.purge_host(host)
+            if shared is None:
+                return self.memory.purge_host(host)
+            return self.memory.purge_where([host], self._sharing_purge(lambda e: True))
         return 0
+
+    def _sharing_purge(self, pred: Callable[[Entry], bool]) -> Callable[[Entry], bool]:
+        shared = self.shared
+        if shared is None:
+            return pred
+
+        def purge(e: Entry) -> bool:
+            if pred(e):
+                shared.delete_soon(e.primary)
+                return True
+            return False
+
+        return purge
+
+    async def close(self) -> None:
+        """Stop background work owned by the pipeline (the shared tier's writer)."""
+        if self.shared is not None:
+            await self.shared.close()
 
 
 def _close_unclaimed(task: asyncio.Task[FetchOutcome]) -> None:

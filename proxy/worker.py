@@ -25,6 +25,7 @@ from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.memory import MemoryTier
+from proxy.cache.shared import SharedTier
 from proxy.config import Config, parse_hostport
 from proxy.context import SPECIAL_FIELDS
 from proxy.control import read_frame, write_frame
@@ -72,8 +73,18 @@ class Worker:
             access = AccessLog(
                 cfg.log.access_log, cfg.log.access_log_sample, self.sites.names, index
             )
+        # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
+        self.shared = (
+            SharedTier.from_config(cfg.cache, self.stats) if cfg.cache.shared_tier_url else None
+        )
         self.pipeline = Pipeline(
-            cfg, self.sites, self.memory, self.origin, self.stats, access_log=access
+            cfg,
+            self.sites,
+            self.memory,
+            self.origin,
+            self.stats,
+            access_log=access,
+            shared=self.shared,
         )
         self.server = FrontServer(
             self.pipeline,
@@ -201,12 +212,16 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         await self.origin.start()
+        if self.shared is not None:
+            await self.shared.start()
         control = asyncio.ensure_future(self.serve_control(fd))
         try:
             await self.stopping.wait()
         finally:
             await self.server.drain_and_close(self.cfg.drain_timeout_s)
             control.cancel()
+            if self.shared is not None:
+                await self.shared.close()
             await self.origin.close()
 
 

@@ -21,6 +21,7 @@ from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.entry import PER_DELIVERY, Entry
 from proxy.cache.memory import MemoryTier
+from proxy.cache.shared import SharedTier
 from proxy.config import Config
 from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import Responder
@@ -93,6 +94,7 @@ class FetchOutcome:
     complete: bool = False  # `prefix` is the whole body
     stale_candidate: Entry | None = None
     method: str = "GET"
+    shared: bool = False  # `entry` came from the shared tier, not the origin
     _claimed: bool = False
 
     def claim(self) -> bool:
@@ -185,10 +187,12 @@ class Fetcher:
         via: bytes,
         blocklist: Callable[[], Snapshot] | None = None,
         clock: Callable[[], float] = time.time,
+        shared: SharedTier | None = None,
     ) -> None:
         self.cfg = cfg
         self.origin = origin
         self.memory = memory
+        self.shared = shared
         self.stats = stats
         self.via = via
         self.via_str = via.decode()
@@ -399,6 +403,8 @@ class Fetcher:
         stored = self.memory.put(new)
         if not stored:
             ctx.no_store = NoStoreReason.TOO_LARGE
+        elif self.shared is not None:
+            self.shared.put(new)
         return FetchOutcome(
             entry=new,
             stored=stored,
@@ -453,8 +459,12 @@ class Fetcher:
         stored_ok = False
         if not parsed.cc.no_store:
             stored_ok = self.memory.put(new)
+            if stored_ok and self.shared is not None:
+                self.shared.put(new)
         else:
             self.memory.remove(entry)
+            if self.shared is not None:
+                self.shared.delete_soon(entry.primary)
         return FetchOutcome(entry=new, stored=stored_ok, revalidated=True, fwd_status=304)
 
     def _entry(
@@ -509,6 +519,14 @@ class Fetcher:
             site_index=ctx.site_index,
         )
         entry.extra["cc"] = cc
+        entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
+        return entry
+
+    def adopt_shared(self, ctx: RequestCtx, entry: Entry) -> Entry:
+        """Finish an entry loaded from the shared tier as this node would have stored it:
+        its site, the Cache-Control parsed from its stored fields, and our `Via`."""
+        entry.site_index = ctx.site_index
+        entry.extra["cc"] = _parse(entry.headers).cc
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
         return entry
 
@@ -626,6 +644,8 @@ class Fetcher:
             except (BadTarget, UnicodeEncodeError):
                 continue
             self.memory.purge_primary((t.authority, t.raw_path_query))
+            if self.shared is not None:
+                self.shared.delete_soon((t.authority, t.raw_path_query))
 
 
 class BodyBlocked(Exception):

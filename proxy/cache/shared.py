@@ -1,0 +1,559 @@
+"""The shared cache tier: stored responses shared by the workers of a node and the nodes of a
+fleet, behind each worker's memory tier (Redis or Memcached through aiocache).
+
+It is an optimisation and never a source of truth. Reads are bounded by
+`cache.shared_tier_timeout_s` and any failure is a miss (counted, never raised into a request);
+after a failure, reads are skipped for `shared_tier_retry_after_s` so a dead tier costs nothing.
+Writes are fire-and-forget into a bounded queue drained by one task; a full queue drops (counted).
+
+Keys (versioned: bump `KEY_VERSION` whenever `Record` changes):
+
+- `ep1:p:<H(authority, path+query)>` holds either the `Record` of a response without Vary, or an
+  `Index` naming the Vary fields and a generation.
+- `ep1:v:<H(primary)>:<generation>:<H(fields, values)>` holds the `Record` of one variant. A purge
+  deletes the primary key; a later store of any variant starts a new generation, so variants
+  stored before the purge are never reachable again (they expire on their own TTL).
+
+A record is only returned when it proves it is the one asked for: same authority and
+path+query, the request's values of the record's Vary fields equal the record's, and the body
+hashes to the stored sha256. Anything else is rejected and deleted. Site, `Via` and the parsed
+Cache-Control are this node's to add (`Fetcher.adopt_shared`).
+
+Only this module knows aiocache (pinned 0.12.3); the rest of the proxy sees `SharedTier`, and a
+backend change (valkey-glide, plain redis.asyncio) replaces `AiocacheStore` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+from yarl import URL
+
+from proxy.cache.entry import Entry, PrimaryKey, VariantKey
+from proxy.metrics import WorkerStats
+from proxy.rfc.target import BadTarget, canonical_target
+
+log = logging.getLogger("edgeproxy.shared")
+
+KEY_VERSION = "ep1"
+SCHEMES = ("redis", "rediss", "memcached")
+
+VariantOf = Callable[[tuple[str, ...]], VariantKey]
+
+
+# -- what is stored ---------------------------------------------------------------------------
+
+
+class Record(msgspec.Struct, tag="r", array_like=True):
+    """Everything needed to rebuild an `Entry` (times are absolute wall-clock seconds)."""
+
+    authority: str
+    raw_path_query: bytes
+    vary_fields: tuple[str, ...]
+    variant: tuple[str, ...]
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    sha256: bytes
+    request_time: float
+    response_time: float
+    corrected_initial_age: float
+    lifetime: float
+    stale_while_revalidate_s: float
+    stale_if_error_s: float
+    must_revalidate: bool
+    no_cache: bool
+    etag: str | None
+    last_modified: float | None
+    date: float | None
+    upstream_cache_status: bytes
+    stored_at: float
+
+
+class Index(msgspec.Struct, tag="i", array_like=True):
+    """Under a primary key whose responses vary: their field names and current generation."""
+
+    fields: tuple[str, ...]
+    generation: str
+    until: float  # wall time the longest-lived variant expires
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Record | Index).decode
+
+
+def record_of(entry: Entry) -> Record:
+    return Record(
+        authority=entry.primary[0],
+        raw_path_query=entry.primary[1],
+        vary_fields=entry.vary_fields,
+        variant=entry.variant,
+        status=entry.status,
+        reason=entry.reason,
+        headers=entry.headers,
+        body=entry.body,
+        sha256=entry.sha256,
+        request_time=entry.request_time,
+        response_time=entry.response_time,
+        corrected_initial_age=entry.corrected_initial_age,
+        lifetime=entry.lifetime,
+        stale_while_revalidate_s=entry.stale_while_revalidate_s,
+        stale_if_error_s=entry.stale_if_error_s,
+        must_revalidate=entry.must_revalidate,
+        no_cache=entry.no_cache,
+        etag=entry.etag,
+        last_modified=entry.last_modified,
+        date=entry.date,
+        upstream_cache_status=entry.upstream_cache_status,
+        stored_at=entry.stored_at,
+    )
+
+
+class Rejected(Exception):
+    """A stored value that is not what was asked for, or not intact."""
+
+
+def entry_of(rec: Record, primary: PrimaryKey, variant_of: VariantOf) -> Entry:
+    """Rebuild an Entry, checking everything the pipeline would otherwise trust. Raises Rejected."""
+    if (rec.authority, rec.raw_path_query) != primary:
+        raise Rejected("primary key mismatch")
+    if variant_of(rec.vary_fields) != rec.variant:
+        raise Rejected("variant mismatch")
+    if hashlib.sha256(rec.body).digest() != rec.sha256:
+        raise Rejected("body does not match its sha256")
+    try:
+        target = canonical_target(rec.raw_path_query, rec.authority.encode("ascii"))
+    except (BadTarget, UnicodeEncodeError) as e:
+        raise Rejected("target") from e
+    if (target.authority, target.raw_path_query) != primary:
+        raise Rejected("target is not canonical")
+    return Entry(
+        primary=primary,
+        variant=rec.variant,
+        target=target,
+        status=rec.status,
+        reason=rec.reason,
+        headers=rec.headers,
+        body=rec.body,
+        sha256=rec.sha256,
+        request_time=rec.request_time,
+        response_time=rec.response_time,
+        corrected_initial_age=rec.corrected_initial_age,
+        lifetime=rec.lifetime,
+        stale_while_revalidate_s=rec.stale_while_revalidate_s,
+        stale_if_error_s=rec.stale_if_error_s,
+        must_revalidate=rec.must_revalidate,
+        no_cache=rec.no_cache,
+        etag=rec.etag,
+        last_modified=rec.last_modified,
+        date=rec.date,
+        vary_fields=rec.vary_fields,
+        upstream_cache_status=rec.upstream_cache_status,
+        stored_at=rec.stored_at,
+    )
+
+
+def ttl_s(entry: Entry, now: float, grace_s: float = 0.0) -> float:
+    """Remaining freshness plus the longest stale window (at least 1 s)."""
+    remaining = entry.lifetime - entry.age(now)
+    stale = max(entry.stale_while_revalidate_s, entry.stale_if_error_s, grace_s)
+    return max(1.0, remaining + stale)
+
+
+def _h(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def primary_key(primary: PrimaryKey, prefix: str = KEY_VERSION) -> str:
+    return f"{prefix}:p:{_h(primary[0].encode('utf-8') + b' ' + primary[1])}"
+
+
+def variant_key(
+    primary: PrimaryKey,
+    generation: str,
+    fields: tuple[str, ...],
+    variant: VariantKey,
+    prefix: str = KEY_VERSION,
+) -> str:
+    p = _h(primary[0].encode("utf-8") + b" " + primary[1])
+    return f"{prefix}:v:{p}:{generation}:{_h(_encode((fields, variant)))}"
+
+
+# -- the backend seam -------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """Bytes in, bytes out, with a TTL. Raises on failure; SharedTier bounds the time."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AiocacheStore:
+    """aiocache 0.12.3: raw bytes (`NullSerializer(encoding=None)`), no aiocache timeout (its
+    `wait_for` costs ~10 µs a call; SharedTier bounds time itself), float TTLs on Redis
+    (`PSETEX`; integer ones hit redis-py 8's deprecated `setex`), whole seconds on Memcached,
+    and never `clear(namespace)` (it runs `KEYS`)."""
+
+    def __init__(self, cache: Any, *, whole_seconds: bool) -> None:
+        self.cache = cache
+        self.whole_seconds = whole_seconds
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self.cache.get(key)
+        return value if value is None else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        # Memcached reads an exptime above 30 days as an absolute Unix time.
+        ttl: float = min(math.ceil(ttl_s), 2_592_000) if self.whole_seconds else max(0.001, ttl_s)
+        await self.cache.set(key, value, ttl=ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.cache.delete(key)
+
+    async def close(self) -> None:
+        client = getattr(self.cache, "client", None)
+        aclose = getattr(client, "aclose", None)
+        if aclose is not None:
+            # aiocache's close() calls redis-py's deprecated close(); aclose() is the same.
+            await aclose()
+        else:
+            await self.cache.close()
+
+
+def parse_url(url: str) -> URL:
+    """Check a `cache.shared_tier_url`. Raises ValueError naming what is wrong."""
+    u = URL(url)
+    if u.scheme not in SCHEMES:
+        raise ValueError(
+            f"shared_tier_url must be redis://, rediss:// or memcached://, got {url!r}"
+        )
+    if not u.host:
+        raise ValueError(f"shared_tier_url needs a host: {url!r}")
+    if u.scheme != "memcached" and u.path not in ("", "/") and not u.path[1:].isdigit():
+        raise ValueError(f"shared_tier_url path must be a database number: {url!r}")
+    return u
+
+
+def store_from_url(url: str, *, max_connections: int = 32) -> AiocacheStore:
+    u = parse_url(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from aiocache.serializers import NullSerializer
+        except ImportError as e:
+            raise ValueError("the shared tier needs aiocache (edgeproxy[shared])") from e
+
+        raw = NullSerializer(encoding=None)
+        if u.scheme == "memcached":
+            try:
+                from aiocache.backends.memcached import MemcachedCache
+            except ImportError as e:
+                raise ValueError("memcached:// needs aiomcache (aiocache[memcached])") from e
+            cache: Any = MemcachedCache(
+                serializer=raw,
+                timeout=None,
+                endpoint=u.host,
+                port=u.port or 11211,
+                pool_size=max_connections,
+            )
+            return AiocacheStore(cache, whole_seconds=True)
+        try:
+            import redis.asyncio
+            from aiocache.backends.redis import RedisCache
+        except ImportError as e:
+            raise ValueError("redis:// needs aiocache and redis (edgeproxy[shared])") from e
+
+        cache = RedisCache(
+            serializer=raw,
+            timeout=None,
+            endpoint=u.host,
+            port=u.port or 6379,
+            db=int(u.path[1:] or 0),
+            password=u.password,
+            ssl=u.scheme == "rediss",
+            pool_max_size=max_connections,
+            connection_pool_kwargs={"username": u.user} if u.user else None,
+            # Waits for a free connection instead of raising "Too many connections"; the wait
+            # is inside SharedTier's deadline.
+            connection_pool_class=redis.asyncio.BlockingConnectionPool,
+        )
+        return AiocacheStore(cache, whole_seconds=False)
+
+
+# -- the tier ---------------------------------------------------------------------------------
+
+_PUT, _DELETE = 0, 1
+
+
+class SharedTier:
+    def __init__(
+        self,
+        store: Store,
+        stats: WorkerStats,
+        *,
+        timeout_s: float = 0.05,
+        write_timeout_s: float = 1.0,
+        retry_after_s: float = 1.0,
+        max_object_bytes: int = 1 << 20,
+        queue_max_items: int = 256,
+        queue_max_bytes: int = 32 << 20,
+        stale_grace_s: float = 0.0,
+        prefix: str = KEY_VERSION,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.stats = stats
+        self.timeout_s = timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.retry_after_s = retry_after_s
+        self.max_object_bytes = max_object_bytes
+        self.queue_max_items = queue_max_items
+        self.queue_max_bytes = queue_max_bytes
+        self.stale_grace_s = stale_grace_s
+        self.prefix = prefix
+        self.clock = clock
+        self._ops: deque[tuple[int, Any]] = deque()
+        self._queued_bytes = 0
+        self._pending: dict[PrimaryKey, int] = {}  # queued stores by primary key
+        self._wake: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, stats: WorkerStats, **kw: Any) -> SharedTier:
+        max_connections = kw.pop("max_connections", 32)
+        return cls(store_from_url(url, max_connections=max_connections), stats, **kw)
+
+    @classmethod
+    def from_config(cls, cache: Any, stats: WorkerStats) -> SharedTier:
+        """From a `CacheConfig` whose `shared_tier_url` is set."""
+        return cls.from_url(
+            cache.shared_tier_url,
+            stats,
+            max_connections=cache.shared_tier_max_connections,
+            timeout_s=cache.shared_tier_timeout_s,
+            write_timeout_s=cache.shared_tier_write_timeout_s,
+            retry_after_s=cache.shared_tier_retry_after_s,
+            max_object_bytes=cache.shared_tier_max_object_bytes,
+            queue_max_items=cache.shared_tier_queue_max_items,
+            queue_max_bytes=cache.shared_tier_queue_max_bytes,
+            stale_grace_s=cache.max_stale_serve_s,
+        )
+
+    # -- read (in a request's fetch: bounded, never raises) -----------------------------------
+
+    async def get(self, primary: PrimaryKey, variant_of: VariantOf) -> Entry | None:
+        """The stored response for `primary` whose Vary values match this request's
+        (`variant_of(fields)` computes them), or None on a miss, a timeout or any error."""
+        stats = self.stats
+        if self._closed or time.monotonic() < self._down_until:
+            stats.shared_errors += 1
+            return None
+        pkey = primary_key(primary, self.prefix)
+        key = pkey
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self.store.get(pkey)
+                value = _decode(raw) if raw is not None else None
+                if isinstance(value, Index):
+                    fields = value.fields
+                    key = variant_key(
+                        primary, value.generation, fields, variant_of(fields), self.prefix
+                    )
+                    raw = await self.store.get(key)
+                    value = _decode(raw) if raw is not None else None
+                    if isinstance(value, Record) and value.vary_fields != fields:
+                        raise Rejected("variant stored under another Vary")
+                if value is None:
+                    stats.shared_misses += 1
+                    return None
+                if not isinstance(value, Record):
+                    raise Rejected("index where a record belongs")
+                entry = entry_of(value, primary, variant_of)
+        except (msgspec.DecodeError, msgspec.ValidationError, Rejected) as e:
+            log.warning("shared tier: rejected %s: %s", key, e)
+            stats.shared_errors += 1
+            self._enqueue_delete(key)
+            return None
+        except Exception as e:  # noqa: BLE001 - timeouts, connection errors: a miss
+            self._failed("get", e)
+            return None
+        stats.shared_hits += 1
+        return entry
+
+    def _failed(self, op: str, e: BaseException) -> None:
+        self.stats.shared_errors += 1
+        self._down_until = time.monotonic() + self.retry_after_s
+        log.debug("shared tier %s failed: %r", op, e)
+
+    # -- write (fire-and-forget into a bounded queue) -----------------------------------------
+
+    def put(self, entry: Entry) -> bool:
+        """Queue `entry` for storing; False when it was not queued (too large, queue full)."""
+        if self._closed or len(entry.body) > self.max_object_bytes:
+            return False
+        size = entry.size or len(entry.body)
+        if (
+            len(self._ops) >= self.queue_max_items
+            or self._queued_bytes + size > self.queue_max_bytes
+        ):
+            self.stats.shared_drops += 1
+            return False
+        self._queued_bytes += size
+        self._pending[entry.primary] = self._pending.get(entry.primary, 0) + 1
+        self._push((_PUT, entry))
+        return True
+
+    def _dequeued(self, entry: Entry) -> None:
+        self._queued_bytes -= entry.size or len(entry.body)
+        n = self._pending.pop(entry.primary, 1) - 1
+        if n:
+            self._pending[entry.primary] = n
+
+    def delete_soon(self, primary: PrimaryKey) -> None:
+        """Queue the removal of every stored response for `primary` (operator purge, blocklist
+        purge, unsafe-method invalidation). Queued stores for it are dropped; deletions are
+        never dropped."""
+        if self._closed:
+            return
+        if primary in self._pending:
+            kept: deque[tuple[int, Any]] = deque()
+            for op, item in self._ops:
+                if op == _PUT and item.primary == primary:
+                    self._dequeued(item)
+                else:
+                    kept.append((op, item))
+            self._ops = kept
+        self._enqueue_delete(primary_key(primary, self.prefix))
+
+    async def delete(self, primary: PrimaryKey) -> None:
+        """delete_soon, then wait (bounded) until the queue has drained."""
+        self.delete_soon(primary)
+        await self.flush()
+
+    def _enqueue_delete(self, key: str) -> None:
+        self._push((_DELETE, key))
+
+    def _push(self, op: tuple[int, Any]) -> None:
+        self._ops.append(op)
+        if self._task is None:
+            self._start()
+        assert self._wake is not None and self._idle is not None
+        self._idle.clear()
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start the writer and open a first connection (bounded), so the first request's
+        lookup does not pay for the connection handshake."""
+        if self._task is None:
+            self._start()
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                await self.store.get(f"{self.prefix}:warm")
+        except Exception as e:  # noqa: BLE001 - a tier that is down at start is a miss later
+            self._failed("connect", e)
+
+    def _start(self) -> None:
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task = asyncio.ensure_future(self._drain())
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued write has been attempted; False on timeout."""
+        if self._task is None or self._idle is None:
+            return True
+        try:
+            async with asyncio.timeout(timeout_s if timeout_s is not None else 5.0):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _drain(self) -> None:
+        assert self._wake is not None and self._idle is not None
+        while True:
+            if not self._ops:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            op, item = self._ops.popleft()
+            if op == _PUT:
+                self._dequeued(item)
+            try:
+                async with asyncio.timeout(self.write_timeout_s):
+                    if op == _PUT:
+                        await self._write(item)
+                    else:
+                        await self.store.delete(item)
+            except Exception as e:  # noqa: BLE001 - counted; the tier is only an optimisation
+                self._failed("put" if op == _PUT else "delete", e)
+                continue
+            if op == _PUT:
+                self.stats.shared_stores += 1
+
+    async def _write(self, entry: Entry) -> None:
+        now = self.clock()
+        ttl = ttl_s(entry, now, self.stale_grace_s)
+        data = _encode(record_of(entry))
+        primary = entry.primary
+        pkey = primary_key(primary, self.prefix)
+        fields = entry.vary_fields
+        if not fields:
+            await self.store.set(pkey, data, ttl)
+            return
+        generation, until = os.urandom(6).hex(), now + ttl
+        raw = await self.store.get(pkey)
+        if raw is not None:
+            try:
+                old = _decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                old = None
+            if isinstance(old, Index) and old.fields == fields:
+                generation, until = old.generation, max(old.until, until)
+        key = variant_key(primary, generation, fields, entry.variant, self.prefix)
+        await self.store.set(key, data, ttl)
+        await self.store.set(pkey, _encode(Index(fields, generation, until)), until - now)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def close(self, flush_timeout_s: float = 1.0) -> None:
+        """Attempt what is queued (bounded), then stop and close the connections."""
+        if self._closed:
+            return
+        await self.flush(flush_timeout_s)
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self.store.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection
+            log.debug("shared tier close failed", exc_info=True)
+
+    @property
+    def queued(self) -> int:
+        return len(self._ops)

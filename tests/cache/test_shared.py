@@ -1,0 +1,308 @@
+"""The shared cache tier against a real Redis-protocol server (fakeredis's TcpFakeServer on
+127.0.0.1): round trips, TTLs, Vary variants and purge generations, and every way it fails
+without raising: a silent server (timeout), a closed port, a full write queue, corrupt or
+tampered records."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import msgspec
+import pytest
+import redis
+from fakeredis import TcpFakeServer
+
+from proxy.cache.entry import Entry
+from proxy.cache.shared import (
+    Index,
+    SharedTier,
+    parse_url,
+    primary_key,
+    record_of,
+    variant_key,
+)
+from proxy.metrics import WorkerStats
+from proxy.rfc.target import canonical_target
+
+NOW = 1_700_000_000.0
+
+
+def entry(
+    path: str = "/a",
+    body: bytes = b"hello",
+    *,
+    host: str = "example.com",
+    vary: tuple[str, ...] = (),
+    variant: tuple[str, ...] = (),
+    lifetime: float = 60.0,
+    swr: float = 0.0,
+    age: float = 0.0,
+) -> Entry:
+    t = canonical_target(path.encode(), host.encode())
+    e = Entry(
+        primary=(t.authority, t.raw_path_query),
+        variant=variant,
+        target=t,
+        status=200,
+        reason=b"OK",
+        headers=[(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v1"')],
+        body=body,
+        sha256=hashlib.sha256(body).digest(),
+        request_time=NOW - 0.01,
+        response_time=NOW,
+        corrected_initial_age=age,
+        lifetime=lifetime,
+        stale_while_revalidate_s=swr,
+        stale_if_error_s=0.0,
+        must_revalidate=False,
+        no_cache=False,
+        etag='"v1"',
+        last_modified=None,
+        date=NOW,
+        vary_fields=vary,
+        upstream_cache_status=b"up; hit",
+        stored_at=NOW,
+    )
+    e.render_head(100, b"1.1 edgeproxy")
+    return e
+
+
+def no_vary(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return ()
+
+
+@pytest.fixture
+def redis_port() -> Iterator[int]:
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def direct(redis_port: int) -> Iterator[redis.Redis]:
+    r = redis.Redis(host="127.0.0.1", port=redis_port, protocol=2)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+async def tier(redis_port: int) -> AsyncIterator[SharedTier]:
+    t = SharedTier.from_url(
+        f"redis://127.0.0.1:{redis_port}/0", WorkerStats([]), timeout_s=1.0, clock=lambda: NOW
+    )
+    yield t
+    await t.close()
+
+
+async def test_round_trip_rebuilds_the_entry(tier: SharedTier) -> None:
+    e = entry()
+    assert await tier.get(e.primary, no_vary) is None
+    assert tier.put(e)
+    assert await tier.flush()
+    got = await tier.get(e.primary, no_vary)
+    assert got is not None and got is not e
+    for name in (
+        "primary", "variant", "status", "reason", "headers", "body", "sha256", "request_time",
+        "response_time", "corrected_initial_age", "lifetime", "etag", "date", "vary_fields",
+        "upstream_cache_status", "stored_at",
+    ):  # fmt: skip
+        assert getattr(got, name) == getattr(e, name), name
+    assert got.target == e.target and got.expires_at == e.expires_at
+    s = tier.stats
+    assert (s.shared_misses, s.shared_hits, s.shared_stores, s.shared_errors) == (1, 1, 1, 0)
+    other = canonical_target(b"/a", b"other.example")
+    assert await tier.get((other.authority, other.raw_path_query), no_vary) is None
+
+
+async def test_ttl_is_remaining_freshness_plus_stale_window(
+    tier: SharedTier, direct: redis.Redis
+) -> None:
+    tier.put(entry("/fresh", lifetime=60.0, swr=30.0, age=10.0))  # 50 s fresh + 30 s stale
+    tier.put(entry("/stale", lifetime=5.0, age=100.0))  # long stale: at least 1 s
+    await tier.flush()
+    fresh = direct.pttl(primary_key(entry("/fresh").primary))
+    stale = direct.pttl(primary_key(entry("/stale").primary))
+    assert 79_000 < fresh <= 80_000
+    assert 0 < stale <= 1_000
+
+
+async def test_vary_variants_never_cross(tier: SharedTier, direct: redis.Redis) -> None:
+    gz = entry("/v", b"gzip-body", vary=("accept-encoding",), variant=("gzip",))
+    br = entry("/v", b"br-body", vary=("accept-encoding",), variant=("br",))
+    tier.put(gz)
+    tier.put(br)
+    await tier.flush()
+
+    def asks(value: str):  # type: ignore[no-untyped-def]
+        return lambda fields: (value,) * len(fields)
+
+    got_gz = await tier.get(gz.primary, asks("gzip"))
+    got_br = await tier.get(gz.primary, asks("br"))
+    assert got_gz is not None and got_gz.body == b"gzip-body"
+    assert got_br is not None and got_br.body == b"br-body"
+    assert await tier.get(gz.primary, asks("identity")) is None
+
+    # A purge makes every stored variant unreachable, also after a new variant is stored.
+    await tier.delete(gz.primary)
+    assert await tier.get(gz.primary, asks("gzip")) is None
+    tier.put(br)
+    await tier.flush()
+    assert await tier.get(gz.primary, asks("br")) is not None
+    assert await tier.get(gz.primary, asks("gzip")) is None
+    index = msgspec.msgpack.decode(direct.get(primary_key(gz.primary)), type=Index)
+    assert index.fields == ("accept-encoding",)
+
+
+async def test_a_variant_stored_under_the_wrong_variant_key_is_rejected(
+    tier: SharedTier, direct: redis.Redis
+) -> None:
+    gz = entry("/w", b"gzip-body", vary=("accept-encoding",), variant=("gzip",))
+    tier.put(gz)
+    await tier.flush()
+    index = msgspec.msgpack.decode(direct.get(primary_key(gz.primary)), type=Index)
+    # Someone writes the gzip record where the br variant belongs.
+    wrong = variant_key(gz.primary, index.generation, ("accept-encoding",), ("br",))
+    direct.set(wrong, msgspec.msgpack.encode(record_of(gz)))
+    assert await tier.get(gz.primary, lambda f: ("br",)) is None
+    assert tier.stats.shared_errors == 1
+    await tier.flush()
+    assert direct.get(wrong) is None
+
+
+@pytest.mark.parametrize("damage", ["garbage", "sha256", "primary", "truncated"])
+async def test_corrupt_or_tampered_records_are_rejected_and_deleted(
+    tier: SharedTier, direct: redis.Redis, damage: str
+) -> None:
+    e = entry("/c", b"the real body")
+    key = primary_key(e.primary)
+    rec = record_of(e)
+    if damage == "garbage":
+        data = b"\xc1 not msgpack"
+    elif damage == "sha256":
+        data = msgspec.msgpack.encode(msgspec.structs.replace(rec, body=b"another body"))
+    elif damage == "primary":
+        data = msgspec.msgpack.encode(record_of(entry("/other", b"the real body")))
+    else:
+        data = msgspec.msgpack.encode(rec)[:-5]
+    direct.set(key, data)
+    assert await tier.get(e.primary, no_vary) is None
+    assert tier.stats.shared_errors == 1 and tier.stats.shared_hits == 0
+    await tier.flush()
+    assert direct.get(key) is None
+
+
+async def test_silent_server_times_out_then_lookups_skip_it() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stats = WorkerStats([])
+    t = SharedTier.from_url(
+        f"redis://127.0.0.1:{port}", stats, timeout_s=0.05, write_timeout_s=0.05
+    )
+    try:
+        started = time.monotonic()
+        assert await t.get(entry().primary, no_vary) is None
+        assert time.monotonic() - started < 1.0
+        assert stats.shared_errors == 1 and stats.shared_misses == 0
+        assert await t.get(entry().primary, no_vary) is None  # skipped: the tier is down
+        assert stats.shared_errors == 2 and len(accepted) == 1
+        assert t.put(entry())
+        assert await t.flush(2.0)
+        assert stats.shared_errors == 3 and stats.shared_stores == 0
+    finally:
+        await t.close(0.1)
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_down_server_is_a_counted_miss() -> None:
+    from tests.integration.conftest import free_port
+
+    stats = WorkerStats([])
+    t = SharedTier.from_url(f"redis://127.0.0.1:{free_port()}", stats, retry_after_s=0.0)
+    try:
+        for _ in range(3):
+            assert await t.get(entry().primary, no_vary) is None
+        assert stats.shared_errors == 3 and stats.shared_misses == 0
+        t.put(entry())
+        t.delete_soon(entry("/b").primary)
+        assert await t.flush(2.0)
+        assert stats.shared_errors == 5 and stats.shared_stores == 0
+    finally:
+        await t.close(0.1)
+
+
+async def test_full_queue_drops_and_counts(redis_port: int) -> None:
+    stats = WorkerStats([])
+    t = SharedTier.from_url(f"redis://127.0.0.1:{redis_port}", stats, queue_max_items=2)
+    try:
+        queued = [t.put(entry(f"/q{i}")) for i in range(5)]  # the writer has not run yet
+        assert queued == [True, True, False, False, False]
+        assert stats.shared_drops == 3
+        assert await t.flush()
+        assert stats.shared_stores == 2
+        assert not t.put(entry("/big", b"x" * (t.max_object_bytes + 1)))  # too large: not queued
+        assert stats.shared_drops == 3
+    finally:
+        await t.close()
+
+
+async def test_queue_bounded_in_bytes(redis_port: int) -> None:
+    stats = WorkerStats([])
+    t = SharedTier.from_url(f"redis://127.0.0.1:{redis_port}", stats, queue_max_bytes=3000)
+    try:
+        queued = [t.put(entry(f"/b{i}", b"y" * 1000)) for i in range(4)]
+        assert queued == [True, True, False, False] and stats.shared_drops == 2
+    finally:
+        await t.close()
+
+
+async def test_delete_soon_drops_queued_stores_of_that_url(tier: SharedTier) -> None:
+    e = entry("/gone")
+    tier.put(e)
+    tier.put(entry("/kept"))
+    tier.delete_soon(e.primary)
+    await tier.flush()
+    assert await tier.get(e.primary, no_vary) is None
+    assert await tier.get(entry("/kept").primary, no_vary) is not None
+    assert tier.stats.shared_stores == 1
+
+
+def test_url_checks() -> None:
+    assert parse_url("redis://127.0.0.1:6379/2").port == 6379
+    assert parse_url("memcached://cache.internal:11211").host == "cache.internal"
+    for bad in ("http://127.0.0.1/", "redis:///0", "redis://127.0.0.1/x"):
+        with pytest.raises(ValueError):
+            parse_url(bad)
+
+
+async def test_start_opens_a_connection_or_counts_the_failure(redis_port: int) -> None:
+    from tests.integration.conftest import free_port
+
+    up = SharedTier.from_url(f"redis://127.0.0.1:{redis_port}", WorkerStats([]))
+    down = SharedTier.from_url(f"redis://127.0.0.1:{free_port()}", WorkerStats([]))
+    try:
+        await up.start()
+        await down.start()
+        assert up.stats.shared_errors == 0 and down.stats.shared_errors == 1
+        assert await down.get(entry().primary, no_vary) is None  # skipped while down
+        assert down.stats.shared_errors == 2
+    finally:
+        await up.close()
+        await down.close()
