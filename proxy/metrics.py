@@ -41,6 +41,8 @@ METHODS = list(MethodClass)
 BLOCK_TYPES = ["url", "prefix", "host", "sha256"]
 ORIGIN_FAILURES = ["connect", "timeout", "reset", "protocol"]
 NO_STORE = [r.value for r in NoStoreReason]
+FRONT_STATUSES = [400, 408, 413, 414, 431, 500, 505]  # answers the front makes itself
+ORIGIN_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"]
 LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
 R_INDEX = {r: i for i, r in enumerate(RESULTS)}
@@ -87,6 +89,8 @@ class WorkerStats:
         self.latency = [[[0] * (len(LATENCY_BUCKETS_S) + 1) for _ in RESULTS] for _ in range(n)]
         self.latency_sum = [[0.0] * len(RESULTS) for _ in range(n)]
         self.origin_requests = [0] * n
+        self.origin_responses = [[0] * len(ORIGIN_CLASSES) for _ in range(n)]
+        self.front_rejected = [0] * len(FRONT_STATUSES)
         self.origin_failures = [[0] * len(ORIGIN_FAILURES) for _ in range(n)]
         self.origin_latency = [[0] * (len(LATENCY_BUCKETS_S) + 1) for _ in range(n)]
         self.origin_latency_sum = [0.0] * n
@@ -113,6 +117,10 @@ class WorkerStats:
         self.origin_requests[site] += 1
         self.origin_latency[site][bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.origin_latency_sum[site] += seconds
+
+    def note_front(self, rejected: dict[int, int]) -> None:
+        """Copy the front's refusal counts in (they live on the server object)."""
+        self.front_rejected = [rejected.get(s, 0) for s in FRONT_STATUSES]
 
     def snapshot(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "sites"}
@@ -184,7 +192,21 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
             olat.add_metric(
                 [site], _buckets(stats["origin_latency"][s]), stats["origin_latency_sum"][s]
             )
-    yield from (oreq, oerr, olat)
+    ocls = CounterMetricFamily(
+        "edgeproxy_origin_responses", "Origin responses by status class", labels=["site", "class"]
+    )
+    for s, site in enumerate(names):
+        for c, cls in enumerate(ORIGIN_CLASSES):
+            ocls.add_metric([site, cls], stats["origin_responses"][s][c])
+    yield from (oreq, oerr, olat, ocls)
+    rej = CounterMetricFamily(
+        "edgeproxy_front_rejected",
+        "Requests the front answered itself (malformed, too large, too slow), by status",
+        labels=["status"],
+    )
+    for i, status in enumerate(FRONT_STATUSES):
+        rej.add_metric([str(status)], stats["front_rejected"][i])
+    yield rej
 
     blk = CounterMetricFamily(
         "edgeproxy_blocked",

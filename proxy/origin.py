@@ -240,4 +240,3 @@ class OriginPool:
                 await self.tls.start()
             return await self.tls.request(origin, method, path_query, headers, body)
         return await self.h1.request(origin, method, path_query, headers, body)
-

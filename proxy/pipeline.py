@@ -160,6 +160,36 @@ class Pipeline:
             hot.clear()
         hot[(raw_target, host)] = entry
 
+    def fast_answer(
+        self, method: str, raw_target: bytes, host: bytes | None, keep_alive: bool, version: str
+    ) -> bytes | None:
+        """The front's fast answer (FrontServer(fast_answer=…)): a hot hit, as bytes, before
+        any request object exists; None sends the request the usual way (`__call__`)."""
+        if method != "GET" and method != "HEAD":
+            return None
+        hot = self._hot.get((raw_target, host))
+        if hot is None or not hot.alive:
+            return None
+        now = self.clock()
+        if now >= hot.expires_at:
+            return None
+        started = time.perf_counter()
+        hot.hits += 1
+        if not hot.hits & 7:
+            self.memory.touch(hot)
+        data = deliver.hit_bytes(method, keep_alive, version, hot, now, self._hit_status)
+        self._count_hit(hot.site_index, 0 if method == "HEAD" else len(hot.body), started)
+        return data
+
+    def _count_hit(self, site: int, sent: int, started: float) -> float:
+        elapsed = time.perf_counter() - started
+        stats = self.stats
+        stats.requests[site][0][_R_HIT] += 1
+        stats.bytes[site][_R_HIT] += sent
+        stats.latency[site][_R_HIT][bisect_left(LATENCY_BUCKETS_S, elapsed)] += 1
+        stats.latency_sum[site][_R_HIT] += elapsed
+        return elapsed
+
     def _log_hit(
         self,
         entry: Entry,
@@ -168,24 +198,11 @@ class Pipeline:
         started: float,
         sent: int,
     ) -> None:
-        site = entry.site_index
-        elapsed = time.perf_counter() - started
-        stats = self.stats
-        stats.requests[site][0][_R_HIT] += 1
-        stats.bytes[site][_R_HIT] += sent
-        stats.latency[site][_R_HIT][bisect_left(LATENCY_BUCKETS_S, elapsed)] += 1
-        stats.latency_sum[site][_R_HIT] += elapsed
+        elapsed = self._count_hit(entry.site_index, sent, started)
         if self.access_log is not None:
-            ctx = RequestCtx(
-                request, responder, started, RequestFields(request.headers), request.method
+            self.access_log.record_hit(
+                request, entry.target, entry.site_index, entry.status, sent, elapsed
             )
-            ctx.target = entry.target
-            ctx.site = self.sites.sites[site]
-            ctx.site_index = site
-            ctx.result = Result.HIT
-            ctx.status = entry.status
-            ctx.bytes_sent = sent
-            self.access_log.record(ctx, elapsed)
 
     async def _walk(self, ctx: RequestCtx) -> None:
         try:

@@ -71,8 +71,13 @@ class Worker:
             from proxy.accesslog import AccessLog
 
             access = AccessLog(
-                cfg.log.access_log, cfg.log.access_log_sample, self.sites.names, index
+                cfg.log.access_log,
+                cfg.log.access_log_sample,
+                self.sites.names,
+                index,
+                stats=self.stats,
             )
+        self.access_log = access
         # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
         self.shared = (
             SharedTier.from_config(cfg.cache, self.stats) if cfg.cache.shared_tier_url else None
@@ -91,6 +96,11 @@ class Worker:
             front_limits(cfg),
             server_name=cfg.via_name.encode(),
             flag_headers=SPECIAL_FIELDS,
+            # Hot cache hits answered before any request object (not with an access log:
+            # its records need the request).
+            fast_answer=self.pipeline.fast_answer if access is None else None,
+            # RFC 9211 on every response, also the front's own refusals.
+            error_headers=[(b"Cache-Status", cfg.via_name.encode() + b"; detail=refused")],
         )
         self.server.on_handler_error = self._handler_error  # type: ignore[attr-defined]
         self.applied_at = 0.0
@@ -143,6 +153,7 @@ class Worker:
 
     async def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         mem = self.memory.stats()
+        self.stats.note_front(self.server.rejected)
         return {
             "pid": os.getpid(),
             "worker": self.index,
@@ -223,6 +234,8 @@ class Worker:
             if self.shared is not None:
                 await self.shared.close()
             await self.origin.close()
+            if self.access_log is not None:
+                self.access_log.close()
 
 
 def _target(url: str) -> Any:

@@ -152,19 +152,8 @@ class _Collector:
         evictions.add_metric([], sum(s["cache"]["evictions"] for s in self.stats))
         conns.add_metric([], sum(s["connections"] for s in self.stats))
         waiters.add_metric([], sum(s["coalescing_waiters"] for s in self.stats))
-        rejected = CounterMetricFamily(
-            "edgeproxy_front_rejected",
-            "Requests the front answered itself (malformed, too large, too slow), by status",
-            labels=["status"],
-        )
-        by_status: dict[str, int] = {}
         for s in self.stats:
             wver.add_metric([str(s["worker"])], s["blocklist"]["version"])
-            for status, n in s.get("front_rejected", {}).items():
-                by_status[str(status)] = by_status.get(str(status), 0) + n
-        for status, n in sorted(by_status.items()):
-            rejected.add_metric([status], n)
-        yield rejected
         yield from (cache_bytes, cache_objects, cache_max, evictions, conns, waiters, wver)
         bl = sup.blocklist
         yield GaugeMetricFamily(

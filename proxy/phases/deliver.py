@@ -86,27 +86,41 @@ def generated(
     ctx.responder.send_bytes(b"".join(parts), close=must_close)
 
 
-def hit(
-    request: FrontRequest, responder: Responder, entry: Entry, now: float, hit_status: bytes
-) -> int:
-    """A fresh hit on a plain request (no conditionals, no Range): stored head, the
-    per-delivery fields, and the body, in one write. Returns the body bytes sent."""
+def hit_bytes(
+    method: str,
+    keep_alive: bool,
+    http_version: str,
+    entry: Entry,
+    now: float,
+    hit_status: bytes,
+) -> bytes:
+    """A fresh hit on a plain request (no conditionals, no Range): the stored head, the
+    per-delivery fields (Age, Cache-Status, Connection) and the body, as one bytes."""
     age = entry.corrected_initial_age + now - entry.response_time
     status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)
     if entry.upstream_cache_status:
         status = entry.upstream_cache_status + b", " + status
-    if not request.keep_alive:
-        conn, close = b"Connection: close\r\n", True
-    elif request.http_version == "1.0":
-        conn, close = b"Connection: keep-alive\r\n", False
+    if not keep_alive:
+        conn = b"Connection: close\r\n"
+    elif http_version == "1.0":
+        conn = b"Connection: keep-alive\r\n"
     else:
-        conn, close = b"", False
+        conn = b""
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, status, conn)
-    if request.method == "HEAD":
-        responder.send_bytes(entry.head + tail, close=close)
-        return 0
-    responder.send_bytes(entry.head + tail + entry.body, close=close)
-    return len(entry.body)
+    if method == "HEAD":
+        return entry.head + tail
+    return entry.head + tail + entry.body
+
+
+def hit(
+    request: FrontRequest, responder: Responder, entry: Entry, now: float, hit_status: bytes
+) -> int:
+    """`hit_bytes` through a responder. Returns the body bytes sent."""
+    data = hit_bytes(
+        request.method, request.keep_alive, request.http_version, entry, now, hit_status
+    )
+    responder.send_bytes(data, close=not request.keep_alive)
+    return 0 if request.method == "HEAD" else len(entry.body)
 
 
 def from_entry(ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes) -> None:

@@ -245,7 +245,11 @@ class Fetcher:
         started = time.monotonic()
         stream = _body(ctx) if body else None
         up = await self.origin.request(site.origin, method, target.raw_path_query, headers, stream)
-        self.stats.observe_origin(site.index, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        ctx.origin_s += elapsed
+        stats = self.stats
+        stats.observe_origin(site.index, elapsed)
+        stats.origin_responses[site.index][min(up.status // 100, 5) - 1] += 1
         return up
 
     async def fetch_for_cache(

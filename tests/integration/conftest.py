@@ -89,7 +89,12 @@ async def make_edge() -> AsyncIterator[Callable[..., Awaitable[Edge]]]:
         origin = OriginPool(cfg.origin)
         await origin.start()
         pipeline = Pipeline(cfg, sites, memory, origin, stats)
-        server = FrontServer(pipeline, front_limits(cfg), flag_headers=SPECIAL_FIELDS)
+        server = FrontServer(
+            pipeline,
+            front_limits(cfg),
+            flag_headers=SPECIAL_FIELDS,
+            fast_answer=pipeline.fast_answer,
+        )
         await server.start(host="127.0.0.1", port=0)
         edge = Edge(cfg, pipeline, server, origin)
         edges.append(edge)

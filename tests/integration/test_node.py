@@ -240,3 +240,30 @@ async def test_restarted_worker_enforces_pushed_entries_before_listening(origin_
     for _ in range(10):
         for i in range(3):
             assert (await get(f"{node.url}/p{i}"))[0] == 451
+
+
+async def test_front_refusals_carry_cache_status_and_are_counted(nodes) -> None:
+    """Requests the front refuses never reach the pipeline; they still get Cache-Status
+    (RFC 9211) and show in edgeproxy_front_rejected_total."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.integration.conftest import raw_request
+
+    node = Node(["--origin", "http://127.0.0.1:9", "--workers", "1"])
+    nodes.append(node)
+    await node.start()
+    answer = await raw_request(node.port, b"GARBAGE\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400") and b"Cache-Status: edgeproxy; detail=refused" in answer
+    big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 40000 + b"\r\n\r\n"
+    assert (await raw_request(node.port, big)).startswith(b"HTTP/1.1 431")
+    async with aiohttp.ClientSession() as s:
+        async with s.get(node.admin + "/metrics") as r:
+            text = await r.text()
+    counts = {
+        sample.labels["status"]: sample.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "edgeproxy_front_rejected"
+        for sample in fam.samples
+        if sample.name.endswith("_total")
+    }
+    assert counts["400"] == 1 and counts["431"] == 1 and counts["413"] == 0
