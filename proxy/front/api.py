@@ -56,8 +56,9 @@ class Responder(Protocol):
         content_length: int | None,
         no_body: bool = False,
         close: bool = False,
+        first: bytes = b"",
     ) -> None:
-        """Write the head. With `content_length=None` and a body, the front frames it chunked
+        """Write the head (and `first` body bytes with it, when `content_length` is known). With `content_length=None` and a body, the front frames it chunked
         (HTTP/1.1) or by closing the connection (HTTP/1.0). The front adds `Connection` and
         framing headers itself; the caller must not pass them."""
         ...

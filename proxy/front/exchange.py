@@ -243,7 +243,10 @@ class Responder:
         content_length: int | None,
         no_body: bool = False,
         close: bool = False,
+        first: bytes = b"",
     ) -> None:
+        """`first`: body bytes to send in the same write as the head (one syscall for a
+        small complete response); only with a known `content_length` it does not exceed."""
         if self.started:
             raise RuntimeError("response already started")
         if status < 200:
@@ -277,6 +280,11 @@ class Responder:
         else:
             parts.append(b"\r\n")
         self._no_body = no_body
+        if first and not no_body and content_length is not None:
+            if len(first) > content_length:
+                raise ValueError("first body part longer than the declared Content-Length")
+            parts.append(first)
+            self._remaining -= len(first)
         if not (self.dead or conn.lost):
             conn.transport.write(b"".join(parts))
 

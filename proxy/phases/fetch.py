@@ -599,6 +599,12 @@ class Fetcher:
             length = up.content_length
         ctx.status = status
         ctx.cache_status = member
+        if complete and not no_body:
+            # The whole (spooled) body is known: head and body in one write.
+            responder.start(status, up.reason or b"OK", headers, content_length=length, first=body)
+            ctx.bytes_sent = len(body)
+            responder.end()
+            return
         responder.start(status, up.reason or b"OK", headers, content_length=length, no_body=no_body)
         if no_body:
             responder.end()
