@@ -23,7 +23,7 @@ Decisions where the RFC leaves room, chosen to match the http-tests/cache-tests 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -127,7 +127,7 @@ def _unquote(text: str) -> str | None:
     return "".join(out)
 
 
-def _split_elements(value: str) -> list[str]:
+def split_list(value: str) -> list[str]:
     """Split a list-based field on commas outside quoted-strings (RFC 9110 §5.6.1)."""
     if '"' not in value:
         return value.split(",")
@@ -195,7 +195,7 @@ def _parse_joined(value: str) -> CacheControl:
     no_cache_fields: list[str] = []
     private_fields: list[str] = []
     max_stale: int | None = None
-    for element in _split_elements(value):
+    for element in split_list(value):
         parsed = _directive(element)
         if parsed is None:
             continue
@@ -224,6 +224,22 @@ def _parse_joined(value: str) -> CacheControl:
                 flags.add(name)  # a malformed argument is treated as the unqualified form
         elif name:
             flags.add(name)
+    return from_parts(
+        flags, deltas, tuple(no_cache_fields), tuple(private_fields), max_stale, invalid
+    )
+
+
+def from_parts(
+    flags: set[str],
+    deltas: Mapping[str, int | None],
+    no_cache_fields: tuple[str, ...],
+    private_fields: tuple[str, ...],
+    max_stale: int | None,
+    invalid: set[str],
+) -> CacheControl:
+    """The CacheControl of parsed directives: shared by Cache-Control (§5.2) and the
+    targeted fields of RFC 9213, which differ in syntax only. An invalid max-age or s-maxage
+    is absent but marks the response stale (§4.2.1)."""
     inv_max = "max-age" in invalid
     inv_s = "s-maxage" in invalid
     return CacheControl(
@@ -231,9 +247,9 @@ def _parse_joined(value: str) -> CacheControl:
         s_maxage=None if inv_s else deltas.get("s-maxage"),
         no_store="no-store" in flags,
         no_cache="no-cache" in flags,
-        no_cache_fields=tuple(no_cache_fields),
+        no_cache_fields=no_cache_fields,
         private="private" in flags,
-        private_fields=tuple(private_fields),
+        private_fields=private_fields,
         public="public" in flags,
         must_revalidate="must-revalidate" in flags,
         proxy_revalidate="proxy-revalidate" in flags,

@@ -29,6 +29,7 @@ from proxy.rfc.cachecontrol import (
     EMPTY_CC,
     MAX_STALE_UNLIMITED,
     CacheControl,
+    from_parts,
     parse_cache_control,
     split_field_names,
 )
@@ -96,30 +97,13 @@ def parse_targeted(value: str) -> CacheControl | None:
             max_stale = MAX_STALE_UNLIMITED
         else:
             max_stale = _int(ms)
-    inv_max = "max-age" in invalid
-    inv_s = "s-maxage" in invalid
-    return CacheControl(
-        max_age=deltas.get("max-age"),
-        s_maxage=deltas.get("s-maxage"),
-        no_store="no-store" in flags,
-        no_cache="no-cache" in flags,
-        no_cache_fields=fields.get("no-cache", ()),
-        private="private" in flags,
-        private_fields=fields.get("private", ()),
-        public="public" in flags,
-        must_revalidate="must-revalidate" in flags,
-        proxy_revalidate="proxy-revalidate" in flags,
-        must_understand="must-understand" in flags,
-        no_transform="no-transform" in flags,
-        immutable="immutable" in flags,
-        stale_while_revalidate=deltas.get("stale-while-revalidate"),
-        stale_if_error=deltas.get("stale-if-error"),
-        max_stale=max_stale,
-        min_fresh=deltas.get("min-fresh"),
-        only_if_cached="only-if-cached" in flags,
-        invalid_freshness=inv_max or inv_s,
-        invalid_max_age=inv_max,
-        invalid_s_maxage=inv_s,
+    return from_parts(
+        flags,
+        deltas,
+        fields.get("no-cache", ()),
+        fields.get("private", ()),
+        max_stale,
+        invalid,
     )
 
 

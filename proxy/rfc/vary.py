@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
+from proxy.rfc.cachecontrol import split_list
+
 __all__ = ["ABSENT", "normalise_field", "vary_fields", "vary_key"]
 
 ABSENT = "\x00"
@@ -40,27 +42,7 @@ def vary_fields(values: Sequence[str]) -> tuple[str, ...] | None:
 
 
 def _members(value: str) -> list[str]:
-    if '"' not in value:
-        raw = value.split(",")
-    else:
-        raw = []
-        start = 0
-        quoted = False
-        i = 0
-        while i < len(value):
-            c = value[i]
-            if quoted:
-                if c == "\\":
-                    i += 1
-                elif c == '"':
-                    quoted = False
-            elif c == '"':
-                quoted = True
-            elif c == ",":
-                raw.append(value[start:i])
-                start = i + 1
-            i += 1
-        raw.append(value[start:])
+    raw = split_list(value)
     return [m for m in (r.strip(_OWS) for r in raw) if m]
 
 
