@@ -110,20 +110,12 @@ class Pipeline:
             and not request.has_body
         )
         if plain:
-            # The hot path: this raw target and Host answered a fresh hit before, under the
-            # current blocklist snapshot (the map is emptied whenever a new one is applied,
-            # and an entry leaving the memory tier is no longer `alive`). Admit, block and
-            # lookup would decide exactly as they did then.
-            hot = self._hot.get((request.raw_target, request.host))
-            if hot is not None and hot.alive:
-                now = self.clock()
-                if now < hot.expires_at:
-                    hot.hits += 1
-                    if not hot.hits & 7:
-                        self.memory.touch(hot)  # LRU order, refreshed every 8th hit
-                    sent = deliver.hit(request, responder, hot, now, self._hit_status)
-                    self._log_hit(hot, request, responder, started, sent)
-                    return None
+            hot = self._take_hot(request.method, request.raw_target, request.host)
+            if hot is not None:
+                entry, now = hot
+                sent = deliver.hit(request, responder, entry, now, self._hit_status)
+                self._log_hit(entry, request, responder, started, sent)
+                return None
         fields = RequestFields(request.headers)
         ctx = RequestCtx(request, responder, started, fields, request.method)
         if not self._admit(ctx) or not self._block(ctx):
@@ -165,21 +157,34 @@ class Pipeline:
     ) -> bytes | None:
         """The front's fast answer (FrontServer(fast_answer=…)): a hot hit, as bytes, before
         any request object exists; None sends the request the usual way (`__call__`)."""
+        started = time.perf_counter()
+        hot = self._take_hot(method, raw_target, host)
+        if hot is None:
+            return None
+        entry, now = hot
+        data = deliver.hit_bytes(method, keep_alive, version, entry, now, self._hit_status)
+        self._count_hit(entry.site_index, 0 if method == "HEAD" else len(entry.body), started)
+        return data
+
+    def _take_hot(
+        self, method: str, raw_target: bytes, host: bytes | None
+    ) -> tuple[Entry, float] | None:
+        """The hot path: this raw target and Host answered a fresh hit before, under the
+        current blocklist snapshot (the map is emptied whenever a new one is applied, and an
+        entry leaving the memory tier is no longer `alive`), so admit, block and lookup would
+        decide exactly as they did then. Only for plain (unflagged, body-less) requests."""
         if method != "GET" and method != "HEAD":
             return None
-        hot = self._hot.get((raw_target, host))
-        if hot is None or not hot.alive:
+        entry = self._hot.get((raw_target, host))
+        if entry is None or not entry.alive:
             return None
         now = self.clock()
-        if now >= hot.expires_at:
+        if now >= entry.expires_at:
             return None
-        started = time.perf_counter()
-        hot.hits += 1
-        if not hot.hits & 7:
-            self.memory.touch(hot)
-        data = deliver.hit_bytes(method, keep_alive, version, hot, now, self._hit_status)
-        self._count_hit(hot.site_index, 0 if method == "HEAD" else len(hot.body), started)
-        return data
+        entry.hits += 1
+        if not entry.hits & 7:
+            self.memory.touch(entry)  # LRU order, refreshed every 8th hit
+        return entry, now
 
     def _count_hit(self, site: int, sent: int, started: float) -> float:
         elapsed = time.perf_counter() - started
