@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:8080")
     p.add_argument("--admin", default="127.0.0.1:8081")
     p.add_argument("--origin-port", type=int, default=9000)
-    p.add_argument("--workers", type=int, default=0)
+    # One worker: each worker has its own memory tier, and two curls on new connections must
+    # meet the same cache to show a MISS and then a HIT (`serve` defaults to one per core).
+    p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")
