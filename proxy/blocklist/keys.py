@@ -16,8 +16,10 @@ host   percent-decoded (repeatedly, bounded), NFC, ideographic full stops as dot
 path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`), NFC,
        `\\` to `/`, `;params` cut from each segment, empty segments dropped (repeated slashes and
        the trailing slash do not count), `.` and `..` resolved (after params are cut, so `..;`
-       is `..`, as Tomcat reads it). Case is kept: paths are case-sensitive on most origins,
-       and folding case would block unrelated resources on the ones where they are.
+       is `..`, as Tomcat reads it), then case-folded. Paths are case-sensitive on most origins
+       but not on all (IIS, case-insensitive file systems): folding over-blocks `/MANGA` next
+       to a listed `/manga` on the former, where keeping case would let `/MANGA` through on
+       the latter. A blocklist errs on the side of blocking.
 query  split on `&` and `;`, each pair split at the first `=`, both sides decoded as the path
        is, `+` read as a space, then sorted: a multiset of pairs. A url entry with a query
        matches requests whose query holds all of its pairs (extra pairs and order do not
@@ -157,7 +159,7 @@ def canonical_path(path: str) -> str:
         and "/." not in path
         and (len(path) == 1 or not path.endswith("/"))
     ):
-        return path
+        return path.lower()
     text = _nfc(_decode(path)).replace("\\", "/")
     out: list[str] = []
     for seg in text.split("/"):
@@ -170,7 +172,7 @@ def canonical_path(path: str) -> str:
                 out.pop()
             continue
         out.append(seg)
-    return "/" + "/".join(out)
+    return ("/" + "/".join(out)).casefold()
 
 
 def _query_component(text: str) -> str:

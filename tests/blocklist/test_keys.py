@@ -102,9 +102,10 @@ def test_path_unicode_nfc_and_utf8_escapes_meet() -> None:
     assert canonical_path("/cafe%CC%81") == nfc
 
 
-def test_path_keeps_case_and_root() -> None:
-    assert canonical_path("/Manga") == "/Manga"
-    assert canonical_path("/Manga") != canonical_path("/manga")
+def test_path_folds_case_and_keeps_root() -> None:
+    """Over-block: `/MANGA` is `/manga` on case-insensitive origins."""
+    assert canonical_path("/Manga") == "/manga"
+    assert canonical_path("/MAN%47A/Ch1;x") == canonical_path("/manga/ch1")
     assert canonical_path("/") == "/"
     assert canonical_path("") == "/"
     assert canonical_path("/..") == "/"

@@ -65,9 +65,16 @@ def test_url_entry_with_query_needs_all_its_pairs(snap: Snapshot) -> None:
 
 
 def test_prefix_entry_on_segment_boundaries(snap: Snapshot) -> None:
-    for path in ["/manga", "/manga/", "/manga/x", "/manga/x/y.html", "/MANGA/../manga/x"]:
+    for path in [
+        "/manga",
+        "/manga/",
+        "/manga/x",
+        "/manga/x/y.html",
+        "/MANGA/../manga/x",
+        "/Manga/x",
+    ]:
         assert blocked(snap, "example.com", path) == "pre-1", path
-    for path in ["/mangafoo", "/mang", "/", "/Manga/x", "/x/manga"]:
+    for path in ["/mangafoo", "/mang", "/", "/x/manga"]:
         assert blocked(snap, "example.com", path) is None, path
     assert blocked(snap, "sub.example.com", "/manga/x") is None
 
