@@ -71,3 +71,25 @@ async def test_hot_hits_see_blocklist_purge_and_expiry(origin_server, make_edge)
         async with s.get(edge.url + "/hot") as r:
             assert r.status == 451
     assert len(seen) == 2
+
+
+async def test_hot_hits_keep_http10_connection_rules(origin_server, make_edge) -> None:
+    """RFC 9112 §9.3: an HTTP/1.0 client keeps the connection only when it asked to."""
+    import asyncio
+
+    from tests.integration.conftest import raw_request
+
+    app, seen = counting_origin({"Cache-Control": "max-age=60"})
+    edge = await make_edge(await origin_server(app))
+    for _ in range(3):  # miss, hit, hot hit (fast answer)
+        answer = await raw_request(edge.server.port, b"GET /old HTTP/1.0\r\nHost: a\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
+        assert b"Connection: close" in answer
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.server.port)
+    for _ in range(2):
+        writer.write(b"GET /old HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"Connection: keep-alive" in head and b"; hit" in head
+        assert await reader.readexactly(5) == b"hello"
+    writer.close()
+    assert len(seen) == 1
