@@ -112,9 +112,9 @@ class Pipeline:
         if plain:
             hot = self._take_hot(request.method, request.raw_target, request.host)
             if hot is not None:
-                entry, now = hot
-                sent = deliver.hit(request, responder, entry, now, self._hit_status)
-                self._log_hit(entry, request, responder, started, sent)
+                hot_entry, now = hot
+                sent = deliver.hit(request, responder, hot_entry, now, self._hit_status)
+                self._log_hit(hot_entry, request, responder, started, sent)
                 return None
         fields = RequestFields(request.headers)
         ctx = RequestCtx(request, responder, started, fields, request.method)
@@ -334,13 +334,13 @@ class Pipeline:
             if not self._entry_allowed(ctx, entry):
                 return
             age = entry.age(now)
-            decision = reuse(entry.lifetime, age, req_cc, entry.extra["cc"])  # type: ignore[arg-type]
+            decision = reuse(entry.lifetime, age, req_cc, entry.cc)
             if decision is not Reuse.VALIDATE:
                 ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
                 ttl = int(entry.lifetime - age)
                 deliver.from_entry(ctx, entry, now, self._status_hit(entry, ttl))
                 return
-            if within_stale_while_revalidate(entry.lifetime, age, entry.extra["cc"]) and not (  # type: ignore[arg-type]
+            if within_stale_while_revalidate(entry.lifetime, age, entry.cc) and not (
                 req_cc.no_cache or req_cc.max_age is not None
             ):
                 ctx.result = Result.STALE
@@ -454,7 +454,7 @@ class Pipeline:
             entry.lifetime,
             entry.age(self.clock()),
             ctx.req_cc or EMPTY_CC,
-            entry.extra["cc"],  # type: ignore[arg-type]
+            entry.cc,
         )
 
     async def _after_shared(self, ctx: RequestCtx, entry: Entry, now: float) -> None:
@@ -545,7 +545,7 @@ class Pipeline:
             return False
         age = entry.age(now)
         req_cc = ctx.req_cc or EMPTY_CC
-        if within_stale_if_error(entry.lifetime, age, entry.extra["cc"], req_cc):  # type: ignore[arg-type]
+        if within_stale_if_error(entry.lifetime, age, entry.cc, req_cc):
             return True
         grace = self.cfg.cache.max_stale_serve_s
         return grace > 0 and age - entry.lifetime <= grace and not entry.must_revalidate

@@ -7,8 +7,9 @@ only when a 304 updates them, so a hit is one join of stored bytes with a small 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl
 from proxy.rfc.target import Target
 
 # Header fields never stored on an entry: hop-by-hop ones are stripped before this point; these
@@ -28,7 +29,9 @@ class Entry:
     target: Target
     status: int
     reason: bytes
-    headers: list[tuple[bytes, bytes]]  # as received, minus PER_DELIVERY and hop-by-hop
+    # As received, minus PER_DELIVERY and hop-by-hop. A tuple of tuples of bytes: the cyclic
+    # GC stops tracking such tuples, which keeps full collections short with a large cache.
+    headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     sha256: bytes
     request_time: float
@@ -51,7 +54,7 @@ class Entry:
     revalidating: bool = False
     alive: bool = True  # False once the entry has left the memory tier (evicted, purged)
     site_index: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+    cc: CacheControl = EMPTY_CC  # the directives this cache obeys (targeted fields included)
 
     @property
     def host(self) -> str:

@@ -52,15 +52,34 @@ def _unindex(index: dict[Any, set[ItemKey]], ikey: object, key: ItemKey) -> None
             del index[ikey]
 
 
+# The per-primary and per-digest indexes hold tuples: they almost always have one member, and
+# a tuple of tuples of str/bytes is not tracked by the cyclic GC, where a set per stored entry
+# would make every full collection walk them all (0.6 s at 200k entries, measured).
+def _tindex(index: dict[Any, tuple[ItemKey, ...]], ikey: object, key: ItemKey) -> None:
+    keys = index.get(ikey, ())
+    if key not in keys:
+        index[ikey] = (*keys, key)
+
+
+def _untindex(index: dict[Any, tuple[ItemKey, ...]], ikey: object, key: ItemKey) -> None:
+    keys = index.get(ikey)
+    if keys is not None:
+        rest = tuple(k for k in keys if k != key)
+        if rest:
+            index[ikey] = rest
+        else:
+            del index[ikey]
+
+
 class MemoryTier:
     def __init__(self, max_bytes: int, max_object_bytes: int) -> None:
         self.max_bytes = max(1, max_bytes)
         self.max_object_bytes = max_object_bytes
         self._lru = _IndexedLRU(self.max_bytes, self._forget)
         self._vary: dict[PrimaryKey, tuple[str, ...]] = {}
-        self._by_primary: dict[PrimaryKey, set[ItemKey]] = {}
+        self._by_primary: dict[PrimaryKey, tuple[ItemKey, ...]] = {}
         self._by_host: dict[str, set[ItemKey]] = {}
-        self._by_digest: dict[bytes, set[ItemKey]] = {}
+        self._by_digest: dict[bytes, tuple[ItemKey, ...]] = {}
         self._purging = False
         self.evictions = 0
         self.purged = 0
@@ -100,9 +119,9 @@ class MemoryTier:
                 self._purging = False
         self._lru[key] = entry
         self._vary[primary] = entry.vary_fields
-        self._by_primary.setdefault(primary, set()).add(key)
+        _tindex(self._by_primary, primary, key)
         self._by_host.setdefault(entry.target.host, set()).add(key)
-        self._by_digest.setdefault(entry.sha256, set()).add(key)
+        _tindex(self._by_digest, entry.sha256, key)
         return True
 
     def touch(self, entry: Entry) -> None:
@@ -117,9 +136,9 @@ class MemoryTier:
         if not self._purging:
             self.evictions += 1
         primary = key[0]
-        _unindex(self._by_primary, primary, key)
+        _untindex(self._by_primary, primary, key)
         _unindex(self._by_host, entry.target.host, key)
-        _unindex(self._by_digest, entry.sha256, key)
+        _untindex(self._by_digest, entry.sha256, key)
         if primary not in self._by_primary:
             self._vary.pop(primary, None)
 

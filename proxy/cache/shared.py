@@ -63,7 +63,7 @@ class Record(msgspec.Struct, tag="r", array_like=True):
     variant: tuple[str, ...]
     status: int
     reason: bytes
-    headers: list[tuple[bytes, bytes]]
+    headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     sha256: bytes
     request_time: float

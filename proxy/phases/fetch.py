@@ -503,7 +503,7 @@ class Fetcher:
             target=target,
             status=status,
             reason=reason or b"OK",
-            headers=kept,
+            headers=tuple(kept),
             body=body,
             sha256=digest,
             request_time=request_time,
@@ -522,7 +522,7 @@ class Fetcher:
             stored_at=response_time,
             site_index=ctx.site_index,
         )
-        entry.extra["cc"] = cc
+        entry.cc = cc
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
         return entry
 
@@ -530,7 +530,7 @@ class Fetcher:
         """Finish an entry loaded from the shared tier as this node would have stored it:
         its site, the Cache-Control parsed from its stored fields, and our `Via`."""
         entry.site_index = ctx.site_index
-        entry.extra["cc"] = _parse(entry.headers).cc
+        entry.cc = _parse(list(entry.headers)).cc
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
         return entry
 

@@ -18,7 +18,7 @@ def entry(host: str, path: str, body: bytes, variant: tuple[str, ...] = (), vary
         target=t,
         status=200,
         reason=b"OK",
-        headers=[(b"Cache-Control", b"max-age=60")],
+        headers=((b"Cache-Control", b"max-age=60"),),
         body=body,
         sha256=hashlib.sha256(body).digest(),
         request_time=0.0,

@@ -49,7 +49,7 @@ def entry(
         target=t,
         status=200,
         reason=b"OK",
-        headers=[(b"Cache-Control", b"max-age=60"), (b"ETag", b'"v1"')],
+        headers=((b"Cache-Control", b"max-age=60"), (b"ETag", b'"v1"')),
         body=body,
         sha256=hashlib.sha256(body).digest(),
         request_time=NOW - 0.01,
