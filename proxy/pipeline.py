@@ -23,6 +23,7 @@ from proxy.cache.shared import SharedTier
 from proxy.config import Config
 from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
+from proxy.front.date import current_date_bytes
 from proxy.metrics import (
     B_INDEX,
     LATENCY_BUCKETS_S,
@@ -39,7 +40,7 @@ from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
 from proxy.rfc.freshness import Reuse, reuse, within_stale_if_error, within_stale_while_revalidate
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import BadTarget, Target, canonical_target
-from proxy.sites import SiteTable
+from proxy.sites import SiteRuntime, SiteTable
 
 if TYPE_CHECKING:
     from proxy.accesslog import AccessLog
@@ -48,6 +49,8 @@ log = logging.getLogger("edgeproxy.pipeline")
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 _R_HIT = R_INDEX[Result.HIT]
+_R_BLOCKED = R_INDEX[Result.BLOCKED]
+_451_LINE = b"HTTP/1.1 451 Unavailable For Legal Reasons\r\nDate: "
 
 
 class Pipeline:
@@ -94,6 +97,8 @@ class Pipeline:
         self._background: set[asyncio.Task[None]] = set()
         self._hit_status = self.cache_name + b"; hit"
         self._hot: dict[tuple[bytes, bytes | None], Entry] = {}
+        # 451 answers by raw target and Host, like _hot: emptied with every new snapshot.
+        self._hot_blocked: dict[tuple[bytes, bytes | None], tuple[bytes, bytes, int, int]] = {}
         self.hot_map_max_entries = 65536
         # RFC 7725 §3: identify the entity implementing the block (configurable per site).
         self.default_blocked_by = (
@@ -146,6 +151,15 @@ class Pipeline:
                         return None
         return self._walk(ctx)
 
+    def _remember_blocked(
+        self, raw_target: bytes, host: bytes | None, ctx: RequestCtx, hit: BlockEntry
+    ) -> None:
+        blocked = self._hot_blocked
+        if len(blocked) >= self.hot_map_max_entries:
+            blocked.clear()
+        head, body = self._blocked_parts(ctx.site, hit)
+        blocked[(raw_target, host)] = (head, body, ctx.site_index, B_INDEX[str(hit.type)])
+
     def _remember_hot(self, raw_target: bytes, host: bytes | None, entry: Entry) -> None:
         hot = self._hot
         if len(hot) >= self.hot_map_max_entries:
@@ -160,7 +174,10 @@ class Pipeline:
         started = time.perf_counter()
         hot = self._take_hot(method, raw_target, host)
         if hot is None:
-            return None
+            blocked = self._hot_blocked.get((raw_target, host))
+            if blocked is None:
+                return None
+            return self._fast_blocked(method, keep_alive, version, blocked, started)
         entry, now = hot
         data = deliver.hit_bytes(method, keep_alive, version, entry, now, self._hit_status)
         self._count_hit(entry.site_index, 0 if method == "HEAD" else len(entry.body), started)
@@ -185,6 +202,32 @@ class Pipeline:
         if not entry.hits & 7:
             self.memory.touch(entry)  # LRU order, refreshed every 8th hit
         return entry, now
+
+    def _fast_blocked(
+        self,
+        method: str,
+        keep_alive: bool,
+        version: str,
+        blocked: tuple[bytes, bytes, int, int],
+        started: float,
+    ) -> bytes:
+        head, body, site, typ = blocked
+        if not keep_alive:
+            conn = b"Connection: close\r\n\r\n"
+        elif version == "1.0":
+            conn = b"Connection: keep-alive\r\n\r\n"
+        else:
+            conn = b"\r\n"
+        sent = 0 if method == "HEAD" else len(body)
+        data = _451_LINE + current_date_bytes() + head + conn + (body if sent else b"")
+        stats = self.stats
+        stats.blocked[site][typ] += 1
+        elapsed = time.perf_counter() - started
+        stats.requests[site][method_class(method)][_R_BLOCKED] += 1
+        stats.bytes[site][_R_BLOCKED] += sent
+        stats.latency[site][_R_BLOCKED][bisect_left(LATENCY_BUCKETS_S, elapsed)] += 1
+        stats.latency_sum[site][_R_BLOCKED] += elapsed
+        return data
 
     def _count_hit(self, site: int, sent: int, started: float) -> float:
         elapsed = time.perf_counter() - started
@@ -268,6 +311,10 @@ class Pipeline:
         if hit is None:
             return True
         self._blocked(ctx, hit)
+        req = ctx.request
+        if not req.flagged and not req.has_body:
+            # The same raw target and Host get the same answer until the next snapshot.
+            self._remember_blocked(req.raw_target, req.host, ctx, hit)
         return False
 
     def _entry_allowed(self, ctx: RequestCtx, entry: Entry) -> bool:
@@ -286,19 +333,32 @@ class Pipeline:
         ctx.result = Result.BLOCKED
         ctx.blocked_id = hit.id
         ctx.blocked_type = str(hit.type)
-        site = ctx.site
-        self.stats.blocked[ctx.site_index if site else self._unknown_site][
-            B_INDEX[str(hit.type)]
-        ] += 1
+        site = ctx.site_index if ctx.site else self._unknown_site
+        self.stats.blocked[site][B_INDEX[str(hit.type)]] += 1
+        head, body = self._blocked_parts(ctx.site, hit)
+        conn, close = deliver.connection_part(ctx)
+        data = _451_LINE + current_date_bytes() + head + conn + b"\r\n"
+        if ctx.method != "HEAD":
+            data += body
+            ctx.bytes_sent = len(body)
+        ctx.status = 451
+        ctx.cache_status = self.cache_name + b"; detail=blocked"
+        ctx.responder.send_bytes(data, close=close)
+
+    def _blocked_parts(self, site: SiteRuntime | None, hit: BlockEntry) -> tuple[bytes, bytes]:
+        """RFC 7725: 451 with Link rel="blocked-by", never stored, naming the entry and its
+        notice. Returns the fields after Date (up to the connection field) and the body."""
         link = (site.blocked_by_url if site else "") or self.default_blocked_by
-        extra = [(b"Link", f'<{link}>; rel="blocked-by"'.encode())]
         notice = f" (notice {hit.notice})" if hit.notice else ""
-        body = (f"451 Unavailable For Legal Reasons: blocked by entry {hit.id}{notice}.\n").encode(
+        body = f"451 Unavailable For Legal Reasons: blocked by entry {hit.id}{notice}.\n".encode(
             "utf-8", "replace"
         )
-        deliver.generated(
-            ctx, 451, body, cache_status=self.cache_name + b"; detail=blocked", extra=extra
-        )
+        head = (
+            b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
+            b'Link: <%s>; rel="blocked-by"\r\nCache-Status: %s; detail=blocked\r\n'
+            b"Content-Length: %d\r\n"
+        ) % (link.encode("latin-1", "replace"), self.cache_name, len(body))
+        return head, body
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -625,6 +685,7 @@ class Pipeline:
         request and every reuse of a stored body checks it. Purging follows, in steps."""
         self.blocklist = snapshot
         self._hot.clear()
+        self._hot_blocked.clear()
 
     async def purge_listed(self, snapshot: Snapshot, step: int = 2000) -> int:
         """Drop every stored object the snapshot lists (by URL, prefix, host or digest),
