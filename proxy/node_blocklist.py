@@ -16,10 +16,11 @@ import asyncio
 import collections
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -29,6 +30,7 @@ from proxy.blocklist.model import Entry, validate_entry
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
+T = TypeVar("T")
 
 Broadcast = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
@@ -138,7 +140,7 @@ class NodeBlocklist:
         """The same, compiling in a thread; the entry set is taken on the loop, so pushes
         made meanwhile land in later deltas."""
         version, entries = self.version, self.entries()
-        await asyncio.to_thread(write_compiled, self.full_path, entries)
+        await asyncio.to_thread(_background, write_compiled, self.full_path, entries)
         self._compiled(version)
 
     def _compiled(self, version: int) -> None:
@@ -164,7 +166,7 @@ class NodeBlocklist:
             return None
         async with self.lock:
             before = {e.id: e for e in self.entries()}
-            found = await asyncio.to_thread(self._load_dir)
+            found = await asyncio.to_thread(_background, self._load_dir)
             if found is None:
                 return None
             after = {e.id: e for e in self.entries()}
@@ -233,6 +235,22 @@ class NodeBlocklist:
             {"version": self.version, "applied_at": self.applied_at, "source": source}
         )
         return {"version": self.version, "applied_at": self.applied_at, "workers": acks}
+
+
+def _background(fn: Callable[..., T], *args: Any) -> T:
+    """Run in a worker thread at a lower CPU priority: verifying and compiling a large version
+    takes seconds of CPU, and serving workers on the same cores must keep theirs."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (OSError, AttributeError):
+        pass
+    try:
+        return fn(*args)
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 0)
+        except (OSError, AttributeError):
+            pass
 
 
 def _is_stale_notice(e: BlocklistError) -> bool:

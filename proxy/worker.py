@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ class Worker:
         self.server_started = False
         self.started_at = time.time()
         self.stopping = asyncio.Event()
-        self._purges: set[asyncio.Task[int]] = set()
+        self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way
 
     def _handler_error(self, *_: object) -> None:
         self.stats.handler_errors += 1
@@ -132,12 +133,17 @@ class Worker:
         return self._apply(snap, purge_only=Snapshot.compile(adds, version, time.time()))
 
     def _apply(self, snap: Snapshot, purge_only: Snapshot | None = None) -> dict[str, Any]:
+        old = self.pipeline.blocklist
         self.pipeline.apply_blocklist(snap)
         self.applied_at = time.time()
-        task = asyncio.ensure_future(self.pipeline.purge_listed(purge_only or snap))
+        self._background(self.pipeline.purge_listed(purge_only or snap))
+        self._background(_release(old.exclusive_shards(snap)))
+        return {"version": snap.version, "applied_at": self.applied_at, "pid": os.getpid()}
+
+    def _background(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coro)
         self._purges.add(task)
         task.add_done_callback(self._purges.discard)
-        return {"version": snap.version, "applied_at": self.applied_at, "pid": os.getpid()}
 
     async def op_purge(self, args: dict[str, Any]) -> dict[str, Any]:
         n = 0
@@ -261,6 +267,14 @@ class Worker:
             await self.origin.close()
             if self.access_log is not None:
                 self.access_log.close()
+
+
+async def _release(shards: list[dict[Any, Any]]) -> None:
+    """Free a retired snapshot's tables one shard at a time (a million entries freed at once
+    held the loop for 0.4 s, measured)."""
+    for shard in shards:
+        shard.clear()
+        await asyncio.sleep(0)
 
 
 def _target(url: str) -> Any:

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from proxy.blocklist.keys import QueryPairs, match_keys, query_contains
 from proxy.blocklist.model import Entry, EntryType, InvalidEntry, compile_entry
+from proxy.blocklist.shards import ShardedDict
 
-_QueryIndex = dict[str, tuple[tuple[QueryPairs, Entry], ...]]
+_QueryIndex = ShardedDict[str, tuple[tuple[QueryPairs, Entry], ...]]
 
 
 class TargetLike(Protocol):
@@ -43,19 +44,23 @@ class SnapshotBuilder:
     chunks, then freezes the result and swaps it in."""
 
     def __init__(self, base: Snapshot | None = None) -> None:
+        # Sharded, copy-on-write tables (proxy.blocklist.shards): a builder based on a snapshot
+        # shares its shards and copies only those a change touches.
         if base is None:
-            self.by_id: dict[str, Entry] = {}
-            self.index: dict[EntryType, dict[Any, Entry]] = {t: {} for t in EntryType}
-            self.urlq: _QueryIndex = {}
-            self.extra: dict[tuple[EntryType, Any], tuple[Entry, ...]] = {}
+            self.by_id: ShardedDict[str, Entry] = ShardedDict()
+            self.index: dict[EntryType, ShardedDict[Any, Entry]] = {
+                t: ShardedDict() for t in EntryType
+            }
+            self.urlq: _QueryIndex = ShardedDict()
+            self.extra: ShardedDict[tuple[EntryType, Any], tuple[Entry, ...]] = ShardedDict()
             self.counts: dict[EntryType, int] = dict.fromkeys(EntryType, 0)
             self.expiring: list[tuple[float, str]] = []
             self.prefix_depth = 0
         else:
-            self.by_id = dict(base._by_id)
-            self.index = {t: dict(d) for t, d in base._index.items()}
-            self.urlq = dict(base._urlq)
-            self.extra = dict(base._extra)
+            self.by_id = ShardedDict(base._by_id)
+            self.index = {t: ShardedDict(d) for t, d in base._index.items()}
+            self.urlq = ShardedDict(base._urlq)
+            self.extra = ShardedDict(base._extra)
             self.counts = dict(base._counts)
             self.expiring = list(base._expiring)
             self.prefix_depth = base._prefix_depth
@@ -155,14 +160,14 @@ class Snapshot:
     )
 
     version: int
-    _by_id: dict[str, Entry]
-    _index: dict[EntryType, dict[Any, Entry]]
-    _hosts: dict[str, Entry]
-    _prefixes: dict[str, Entry]
-    _urls: dict[str, Entry]
-    _digests: dict[bytes, Entry]
+    _by_id: ShardedDict[str, Entry]
+    _index: dict[EntryType, ShardedDict[Any, Entry]]
+    _hosts: ShardedDict[str, Entry]
+    _prefixes: ShardedDict[str, Entry]
+    _urls: ShardedDict[str, Entry]
+    _digests: ShardedDict[bytes, Entry]
     _urlq: _QueryIndex
-    _extra: dict[tuple[EntryType, Any], tuple[Entry, ...]]
+    _extra: ShardedDict[tuple[EntryType, Any], tuple[Entry, ...]]
     _counts: dict[EntryType, int]
     _expiring: tuple[tuple[float, str], ...]
     _request_side: bool
@@ -291,6 +296,21 @@ class Snapshot:
         """When the earliest expiring entry lapses; rebuild with `with_changes((), (), v, now)`
         then, since `check` does not look at the clock."""
         return self._expiring[0][0] if self._expiring else None
+
+    def exclusive_shards(self, successor: Snapshot) -> list[dict[Any, Any]]:
+        """The tables of this snapshot that `successor` does not share: what retiring this
+        one frees. A worker clears them one at a time instead of freeing a million entries
+        in one go when the last reference drops."""
+        pairs: list[tuple[ShardedDict[Any, Any], ShardedDict[Any, Any]]] = [
+            (self._by_id, successor._by_id),
+            (self._urlq, successor._urlq),
+            (self._extra, successor._extra),
+            *((self._index[t], successor._index[t]) for t in EntryType),
+        ]
+        out: list[dict[Any, Any]] = []
+        for mine, theirs in pairs:
+            out.extend(mine.exclusive_shards(theirs))
+        return out
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{t.value}={n}" for t, n in self._counts.items())
