@@ -79,9 +79,9 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_file_bytes: int = 1 << 30
     hash_spool_max_bytes: int = 32 << 20  # misses up to this size are hashed before delivery
     oversize_policy: str = "stream"  # "stream" (hash while streaming) or "refuse" (502)
-    # A full version loads into a serving worker 1000 entries a step, with this pause after
+    # A full version loads into a serving worker 250 entries a step, with this pause after
     # each step, so a million-entry list does not starve requests while it loads.
-    load_step_pause_s: float = 0.002
+    load_step_pause_s: float = 0.003
     # A newer file version that differs from the enforced one by at most this share of its
     # entries is sent to workers as a delta (cheap), not as a full reload.
     delta_max_fraction: float = 0.1

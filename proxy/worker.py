@@ -233,6 +233,8 @@ class Worker:
         last_full = time.monotonic()
         while True:
             await asyncio.sleep(freeze_s)
+            if not gc.isenabled():
+                continue  # a big blocklist version is loading; it freezes when it is done
             if full_s > 0 and time.monotonic() - last_full >= full_s:
                 gc.unfreeze()
                 gc.collect()
