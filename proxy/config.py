@@ -85,6 +85,9 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A newer file version that differs from the enforced one by at most this share of its
     # entries is sent to workers as a delta (cheap), not as a full reload.
     delta_max_fraction: float = 0.1
+    # After pushes, the supervisor recompiles the full version for workers that start later
+    # once changes have been quiet this long (they replay the deltas meanwhile).
+    compile_quiet_s: float = 2.0
     default_blocked_by_url: str = ""
 
 

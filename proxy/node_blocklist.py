@@ -126,9 +126,10 @@ class NodeBlocklist:
         return sequence
 
     def entries(self) -> list[Entry]:
-        merged = {e.id: e for e in self.file_entries}
-        merged.update(self.pushed)
-        return list(merged.values())
+        return _merge(self.file_entries, self.pushed)
+
+    def _compile_merged(self, files: list[Entry], pushed: dict[str, Entry]) -> None:
+        write_compiled(self.full_path, _merge(files, pushed))
 
     def _write_full(self) -> None:
         """Compile every entry's match key once, here, for all workers to load in steps."""
@@ -139,8 +140,8 @@ class NodeBlocklist:
     async def _write_full_async(self) -> None:
         """The same, compiling in a thread; the entry set is taken on the loop, so pushes
         made meanwhile land in later deltas."""
-        version, entries = self.version, self.entries()
-        await asyncio.to_thread(_background, write_compiled, self.full_path, entries)
+        version, files, pushed = self.version, list(self.file_entries), dict(self.pushed)
+        await asyncio.to_thread(_background, self._compile_merged, files, pushed)
         self._compiled(version)
 
     def _compiled(self, version: int) -> None:
@@ -221,7 +222,14 @@ class NodeBlocklist:
             self._refresh = asyncio.ensure_future(self._refresh_compiled())
 
     async def _refresh_compiled(self) -> None:
+        """Recompile once changes have been quiet for `compile_quiet_s`: with a large file
+        layer a compile costs seconds of CPU, and a burst of pushes needs only the last one
+        (workers that start meanwhile replay the deltas)."""
         while self.compiled_version < self.version:
+            seen = self.version
+            await asyncio.sleep(self.cfg.compile_quiet_s)
+            if self.version != seen:
+                continue
             try:
                 await self._write_full_async()
             except Exception as e:  # noqa: BLE001 - workers replay deltas meanwhile
@@ -235,6 +243,12 @@ class NodeBlocklist:
             {"version": self.version, "applied_at": self.applied_at, "source": source}
         )
         return {"version": self.version, "applied_at": self.applied_at, "workers": acks}
+
+
+def _merge(files: list[Entry], pushed: dict[str, Entry]) -> list[Entry]:
+    merged = {e.id: e for e in files}
+    merged.update(pushed)
+    return list(merged.values())
 
 
 def _background(fn: Callable[..., T], *args: Any) -> T:

@@ -14,6 +14,7 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from proxy.blocklist.keys import match_keys
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
 from proxy.cache.coalesce import Coalescer
@@ -694,8 +695,11 @@ class Pipeline:
         entries = self.memory.entries()
         for i in range(0, len(entries), step):
             for e in entries[i : i + step]:
-                t = e.target
-                if snapshot.check(t.host, t.path, t.query) or snapshot.check_digest(e.sha256):
+                k = e.keys
+                if k is None:
+                    t = e.target
+                    k = e.keys = match_keys(t.host, t.path, t.query)
+                if snapshot.check_keys(k) or snapshot.check_digest(e.sha256):
                     purged += self.memory.remove(e)
                     if self.shared is not None:
                         self.shared.delete_soon(e.primary)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from proxy.blocklist.keys import QueryPairs, match_keys, query_contains
+from proxy.blocklist.keys import MatchKeys, QueryPairs, match_keys, query_contains
 from proxy.blocklist.model import Entry, EntryType, InvalidEntry, compile_entry
 from proxy.blocklist.shards import ShardedDict
 
@@ -235,7 +235,13 @@ class Snapshot:
         domains), then prefix entries (shortest first), then url entries."""
         if not self._request_side:
             return None
-        k = match_keys(host, path, query)
+        return self.check_keys(match_keys(host, path, query))
+
+    def check_keys(self, k: MatchKeys) -> Entry | None:
+        """`check` for match keys computed earlier (a stored object keeps those of its
+        target, so purging the cache against a new version recomputes none)."""
+        if not self._request_side:
+            return None
         hosts = self._hosts
         if hosts:
             for h in k.host_suffixes:

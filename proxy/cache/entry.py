@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.blocklist.keys import MatchKeys
 from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl
 from proxy.rfc.target import Target
 
@@ -55,6 +56,9 @@ class Entry:
     alive: bool = True  # False once the entry has left the memory tier (evicted, purged)
     site_index: int = 0
     cc: CacheControl = EMPTY_CC  # the directives this cache obeys (targeted fields included)
+    # The blocklist match keys of `target` (computed by the block phase already), kept so
+    # that purging against a new version looks entries up instead of canonicalising again.
+    keys: MatchKeys | None = None
 
     @property
     def host(self) -> str:

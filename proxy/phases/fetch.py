@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
+from proxy.blocklist.keys import match_keys
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.entry import PER_DELIVERY, Entry
@@ -521,6 +522,7 @@ class Fetcher:
             upstream_cache_status=parsed.cache_status,
             stored_at=response_time,
             site_index=ctx.site_index,
+            keys=match_keys(target.host, target.path, target.query),  # memoised by block
         )
         entry.cc = cc
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
