@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from proxy.blocklist.keys import match_keys
 from proxy.blocklist.model import Entry as BlockEntry
+from proxy.blocklist.model import EntryType, compile_entry
 from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
 from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
@@ -705,6 +706,31 @@ class Pipeline:
                         self.shared.delete_soon(e.primary)
             await asyncio.sleep(0)
         self.stats.purged_by_blocklist += purged
+        return purged
+
+    async def purge_added(self, adds: list[BlockEntry], snapshot: Snapshot) -> int:
+        """Purge what newly added entries list, by index where one exists: url entries by
+        their match key, digests by the digest index; host and prefix entries by a scan."""
+        purged = 0
+        scan: list[BlockEntry] = []
+        for added in adds:
+            etype, key, _query = compile_entry(added)
+            if etype is EntryType.SHA256:
+                assert isinstance(key, bytes)
+                # (the shared tier refuses and deletes a listed digest when it is looked up)
+                purged += self.memory.purge_digest(key)
+            elif etype is EntryType.URL:
+                assert isinstance(key, str)
+                for e in self.memory.with_url_key(key):
+                    if e.keys is not None and snapshot.check_keys(e.keys) is not None:
+                        purged += self.memory.remove(e)
+                        if self.shared is not None:
+                            self.shared.delete_soon(e.primary)
+            else:
+                scan.append(added)
+        self.stats.purged_by_blocklist += purged
+        if scan:
+            purged += await self.purge_listed(Snapshot.compile(scan, snapshot.version, 0.0))
         return purged
 
     def purge(

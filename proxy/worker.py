@@ -129,14 +129,17 @@ class Worker:
         adds = msgspec.convert(args.get("add", []), type=list[BlockEntry])
         removes = list(args.get("remove", []))
         current = self.pipeline.blocklist
-        snap = await asyncio.to_thread(current.with_changes, adds, removes, version, time.time())
-        return self._apply(snap, purge_only=Snapshot.compile(adds, version, time.time()))
+        snap = current.with_changes(adds, removes, version, time.time())  # shards: cheap
+        return self._apply(snap, adds=adds)
 
-    def _apply(self, snap: Snapshot, purge_only: Snapshot | None = None) -> dict[str, Any]:
+    def _apply(self, snap: Snapshot, adds: list[BlockEntry] | None = None) -> dict[str, Any]:
         old = self.pipeline.blocklist
         self.pipeline.apply_blocklist(snap)
         self.applied_at = time.time()
-        self._background(self.pipeline.purge_listed(purge_only or snap))
+        if adds is None:
+            self._background(self.pipeline.purge_listed(snap))
+        elif adds:
+            self._background(self.pipeline.purge_added(adds, snap))
         self._background(_release(old.exclusive_shards(snap)))
         return {"version": snap.version, "applied_at": self.applied_at, "pid": os.getpid()}
 

@@ -80,6 +80,8 @@ class MemoryTier:
         self._by_primary: dict[PrimaryKey, tuple[ItemKey, ...]] = {}
         self._by_host: dict[str, set[ItemKey]] = {}
         self._by_digest: dict[bytes, tuple[ItemKey, ...]] = {}
+        # By blocklist url key (entry.keys): a pushed url entry purges without a scan.
+        self._by_url_key: dict[str, tuple[ItemKey, ...]] = {}
         self._purging = False
         self.evictions = 0
         self.purged = 0
@@ -122,6 +124,8 @@ class MemoryTier:
         _tindex(self._by_primary, primary, key)
         self._by_host.setdefault(entry.target.host, set()).add(key)
         _tindex(self._by_digest, entry.sha256, key)
+        if entry.keys is not None:
+            _tindex(self._by_url_key, entry.keys.url_key, key)
         return True
 
     def touch(self, entry: Entry) -> None:
@@ -139,6 +143,8 @@ class MemoryTier:
         _untindex(self._by_primary, primary, key)
         _unindex(self._by_host, entry.target.host, key)
         _untindex(self._by_digest, entry.sha256, key)
+        if entry.keys is not None:
+            _untindex(self._by_url_key, entry.keys.url_key, key)
         if primary not in self._by_primary:
             self._vary.pop(primary, None)
 
@@ -165,6 +171,14 @@ class MemoryTier:
 
     def purge_host(self, host: str) -> int:
         return self._purge_keys(self._by_host.get(host, ()))
+
+    def with_url_key(self, url_key: str) -> list[Entry]:
+        """Stored entries whose target has this blocklist url key (any query)."""
+        return [
+            LRUCache.__getitem__(self._lru, k)
+            for k in self._by_url_key.get(url_key, ())
+            if k in self._lru
+        ]
 
     def purge_digest(self, digest: bytes) -> int:
         return self._purge_keys(self._by_digest.get(digest, ()))

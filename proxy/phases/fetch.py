@@ -533,6 +533,8 @@ class Fetcher:
         its site, the Cache-Control parsed from its stored fields, and our `Via`."""
         entry.site_index = ctx.site_index
         entry.cc = _parse(list(entry.headers)).cc
+        t = entry.target
+        entry.keys = match_keys(t.host, t.path, t.query)
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
         return entry
 

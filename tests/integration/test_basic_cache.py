@@ -93,3 +93,32 @@ async def test_hot_hits_keep_http10_connection_rules(origin_server, make_edge) -
         assert await reader.readexactly(5) == b"hello"
     writer.close()
     assert len(seen) == 1
+
+
+async def test_purge_added_uses_the_indexes(origin_server, make_edge) -> None:
+    """Applying a pushed version purges stored copies: url entries by their match key (any
+    spelling of the URL that was stored), digests by the digest index, prefixes by a scan."""
+    import hashlib
+
+    from proxy.blocklist.model import Entry as BlockEntry
+    from proxy.blocklist.model import EntryType
+
+    app, _seen = counting_origin({"Cache-Control": "max-age=60"})
+    edge = await make_edge(await origin_server(app))
+    async with aiohttp.ClientSession() as s:
+        for path in ("/a/One", "/a/%4fne?x=1", "/a/two?x=1", "/b/three", "/c/four"):
+            async with s.get(edge.url + path) as r:
+                assert r.status == 200
+    memory = edge.pipeline.memory
+    assert memory.stats().objects == 5
+
+    async def apply(*entries: BlockEntry) -> int:
+        edge.block(*entries)
+        return await edge.pipeline.purge_added(list(entries), edge.pipeline.blocklist)
+
+    assert await apply(BlockEntry(id="u1", type=EntryType.URL, value="http://127.0.0.1/a/one")) == 2
+    assert await apply(BlockEntry(id="q1", type=EntryType.URL, value="http://127.0.0.1/a/two?x=2")) == 0
+    assert await apply(BlockEntry(id="p1", type=EntryType.PREFIX, value="http://127.0.0.1/b/")) == 1
+    digest = hashlib.sha256(b"hello").hexdigest()  # every body here is "hello"
+    assert await apply(BlockEntry(id="d1", type=EntryType.SHA256, value=digest)) == 2
+    assert memory.stats().objects == 0
