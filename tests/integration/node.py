@@ -97,3 +97,18 @@ class Node:
     async def worker_pids(self) -> list[int]:
         _, data = await self.admin_json("GET", "/blocklist")
         return [w["pid"] for w in data["workers"]]
+
+    async def kill_worker_and_wait(self, index: int = 0, timeout_s: float = 15.0) -> list[int]:
+        """SIGKILL one worker and wait until the supervisor has replaced it; the new pids."""
+        pids = await self.worker_pids()
+        os.kill(pids[index], signal.SIGKILL)
+        now: list[int] = []
+        for _ in range(int(timeout_s / 0.1)):
+            await asyncio.sleep(0.1)
+            try:
+                now = await self.worker_pids()
+            except aiohttp.ClientError:
+                continue
+            if len(now) == len(pids) and pids[index] not in now:
+                return now
+        raise AssertionError(f"worker {pids[index]} not replaced: {now}")

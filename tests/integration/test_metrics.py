@@ -6,8 +6,6 @@ worker's counts are not lost, and `edgeproxy status` shows it all on one screen.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 from collections import Counter
 from collections.abc import Iterator
@@ -314,18 +312,7 @@ async def check_status_command(node: Node, version: int, capsys, monkeypatch) ->
 async def check_restart(node: Node, before: Scrape) -> None:
     """A killed worker is restarted and counted; its counts (as of the last scrape) are kept, so
     no counter goes backwards; the new worker enforces the pushed entry."""
-    pids = await node.worker_pids()
-    os.kill(pids[0], signal.SIGKILL)
-    for _ in range(150):
-        await asyncio.sleep(0.1)
-        try:
-            now = await node.worker_pids()
-        except aiohttp.ClientError:
-            continue
-        if len(now) == 2 and pids[0] not in now:
-            break
-    else:
-        raise AssertionError(f"worker not restarted: {now}")
+    await node.kill_worker_and_wait(0)
     after = await scrape(node)
     assert after.value("edgeproxy_worker_restarts_total") == 1
     assert after.value("edgeproxy_workers") == 2

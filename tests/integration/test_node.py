@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from pathlib import Path
 
@@ -66,18 +65,7 @@ async def test_dead_worker_is_restarted(origin_server, nodes) -> None:
     node = Node(["--origin", origin, "--workers", "2"])
     nodes.append(node)
     await node.start()
-    pids = await node.worker_pids()
-    os.kill(pids[0], signal.SIGKILL)
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        try:
-            now = await node.worker_pids()
-        except aiohttp.ClientError:
-            continue
-        if len(now) == 2 and pids[0] not in now:
-            break
-    else:
-        raise AssertionError(f"worker not restarted: {now}")
+    await node.kill_worker_and_wait(0)
     for _ in range(6):
         status, _, body = await get(node.url + "/after")
         assert status == 200 and body == b"A:/after"
@@ -226,16 +214,8 @@ async def test_restarted_worker_enforces_pushed_entries_before_listening(origin_
         )
         assert status == 200
     version = body["version"]
-    pids = await node.worker_pids()
-    os.kill(pids[1], signal.SIGKILL)
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        try:
-            _, state = await node.admin_json("GET", "/blocklist")
-        except aiohttp.ClientError:
-            continue
-        if len(state["workers"]) == 2 and pids[1] not in [w["pid"] for w in state["workers"]]:
-            break
+    await node.kill_worker_and_wait(1)
+    _, state = await node.admin_json("GET", "/blocklist")
     assert {w["version"] for w in state["workers"]} == {version}
     for _ in range(10):
         for i in range(3):
