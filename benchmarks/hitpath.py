@@ -1,0 +1,121 @@
+"""In-process cost of the hit path: Python time per cache hit through the front and the
+pipeline, without sockets (a fake transport), best of several rounds.
+
+    .venv/bin/python -m benchmarks.hitpath [--requests 50000] [--rounds 7]
+
+It isolates what this project's code spends per hit; `make bench` measures the whole server
+(kernel, uvloop and the load generator's share of the machine included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from proxy.cache.memory import MemoryTier
+from proxy.config import Config, Site, validate
+from proxy.context import SPECIAL_FIELDS
+from proxy.front.server import Connection, FrontServer
+from proxy.metrics import WorkerStats
+from proxy.origin import OriginPool
+from proxy.pipeline import Pipeline
+from proxy.sites import SiteTable
+from proxy.worker import front_limits
+
+REQUEST = (
+    b"GET /bytes/1024 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+)
+
+
+class _Transport:
+    """Just enough of an asyncio transport for the front to answer into."""
+
+    def __init__(self) -> None:
+        self.last = b""
+
+    def write(self, data: bytes) -> None:
+        self.last = data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def set_write_buffer_limits(self, **_: int) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def measure(requests: int, rounds: int) -> float:
+    async def origin(_: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 1024, headers={"Cache-Control": "max-age=3600"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", origin)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    cfg = validate(
+        msgspec.structs.replace(
+            Config(),
+            workers=1,
+            sites=[Site(name="b", hosts=["*"], origin=f"http://127.0.0.1:{site.port}")],
+        )
+    )
+    sites = SiteTable(cfg)
+    pool = OriginPool(cfg.origin)
+    await pool.start()
+    pipeline = Pipeline(cfg, sites, MemoryTier(1 << 28, 1 << 23), pool, WorkerStats(sites.names))
+    server = FrontServer(
+        pipeline, front_limits(cfg), flag_headers=SPECIAL_FIELDS, fast_answer=pipeline.fast_answer
+    )
+    await server.start(host="127.0.0.1", port=0)
+    conn = Connection(server)
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    for _ in range(3):  # miss, hit, hot hit
+        conn.data_received(REQUEST)
+        await asyncio.sleep(0.2)
+    assert b"; hit" in transport.last, transport.last[:300]
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(requests):
+            conn.data_received(REQUEST)
+        best = min(best, time.process_time() - started)
+    conn.connection_lost(None)
+    await server.drain_and_close(1.0)
+    await pool.close()
+    await runner.cleanup()
+    return best / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        per_hit = uvloop.run(measure(args.requests, args.rounds))
+    except ImportError:
+        per_hit = asyncio.run(measure(args.requests, args.rounds))
+    print(
+        f"{per_hit * 1e6:.2f} µs of CPU per hit in front + pipeline (best of {args.rounds} × {args.requests})"
+    )
+
+
+if __name__ == "__main__":
+    main()
