@@ -94,7 +94,9 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8081"  # empty: no admin listener
     token_file: str = ""
-    apply_timeout_s: float = 30.0  # how long a push waits for every worker
+    apply_timeout_s: float = (
+        120.0  # how long an apply waits for each worker (a 1M full load: ~10-30 s)
+    )
 
 
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -148,10 +148,23 @@ class Supervisor:
         """Send `op` to every worker and wait for all answers. A worker that fails to apply a
         blocklist change is restarted (it then loads the full current version)."""
         handles = [h for h in self.workers.values() if not h.retiring]
-        results = await asyncio.gather(
-            *(h.channel.call(op, args, timeout_s=self.cfg.admin.apply_timeout_s) for h in handles),
-            return_exceptions=True,
-        )
+        timeout = self.cfg.admin.apply_timeout_s
+        results: list[Any]
+        if op == "blocklist.load":
+            # A full version costs each worker seconds of CPU to build: one worker at a time,
+            # so the others serve at full speed meanwhile (the old version enforces until all
+            # have the new one, and the answer waits for the last).
+            results = []
+            for h in handles:
+                try:
+                    results.append(await h.channel.call(op, args, timeout_s=timeout))
+                except Exception as e:  # noqa: BLE001 - reported below, like gather's
+                    results.append(e)
+        else:
+            results = await asyncio.gather(
+                *(h.channel.call(op, args, timeout_s=timeout) for h in handles),
+                return_exceptions=True,
+            )
         acks: list[dict[str, Any]] = []
         failed: list[str] = []
         for h, r in zip(handles, results, strict=True):

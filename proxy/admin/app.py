@@ -188,7 +188,7 @@ async def metrics(request: web.Request) -> web.Response:
     sup = _sup(request)
     stats = await sup.gather_stats()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(sup, stats))  # type: ignore[arg-type]
+    registry.register(_Collector(sup, stats))
     text = await asyncio.to_thread(generate_latest, registry)
     return web.Response(
         body=text,
