@@ -94,9 +94,8 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8081"  # empty: no admin listener
     token_file: str = ""
-    apply_timeout_s: float = (
-        120.0  # how long an apply waits for each worker (a 1M full load: ~10-30 s)
-    )
+    # How long an apply waits for each worker (a million-entry full load takes 10-30 s).
+    apply_timeout_s: float = 120.0
 
 
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
