@@ -26,7 +26,7 @@ import msgspec
 
 from proxy.blocklist.compiled import write_compiled
 from proxy.blocklist.format import BlocklistError, load_newest, write_atomic
-from proxy.blocklist.model import Entry, validate_entry
+from proxy.blocklist.model import Entry, EntryType, validate_entry
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
@@ -54,6 +54,8 @@ class NodeBlocklist:
         self.last_errors: list[str] = []
         self.lock = asyncio.Lock()
         self.compiled_version = 0
+        self._counts: dict[str, int] = {}
+        self._counts_version = -1
         self.deltas: list[dict[str, Any]] = []
         self._refresh: asyncio.Future[None] | None = None
         self._public_key = b""
@@ -127,6 +129,16 @@ class NodeBlocklist:
 
     def entries(self) -> list[Entry]:
         return _merge(self.file_entries, self.pushed)
+
+    def counts(self) -> dict[str, int]:
+        """Entries by type, counted once per version (a scrape must not walk a million
+        entries every time)."""
+        if self._counts_version != self.version:
+            counts = dict.fromkeys((t.value for t in EntryType), 0)
+            for e in self.entries():
+                counts[str(e.type)] += 1
+            self._counts, self._counts_version = counts, self.version
+        return dict(self._counts)
 
     def _compile_merged(self, files: list[Entry], pushed: dict[str, Entry]) -> None:
         write_compiled(self.full_path, _merge(files, pushed))

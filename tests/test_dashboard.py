@@ -45,14 +45,14 @@ def exposed() -> dict[str, set[str]]:
                 "blocklist": {"version": 3, "applied_at": 1.0, "counts": {}},
             }
         )
-    entry = SimpleNamespace(type="prefix")
+    counts = {"url": 0, "prefix": 1, "host": 0, "sha256": 0}
     sup = SimpleNamespace(
         cfg=SimpleNamespace(sites=[SimpleNamespace(name="a"), SimpleNamespace(name="b")]),
         retired_stats=None,
         restarts=0,
         workers={0: object(), 1: object()},
         blocklist=SimpleNamespace(
-            version=3, applied_at=1.0, reload_failures=0, entries=lambda: [entry]
+            version=3, applied_at=1.0, reload_failures=0, counts=lambda: dict(counts)
         ),
     )
     registry = CollectorRegistry(auto_describe=False)

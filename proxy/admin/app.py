@@ -172,10 +172,7 @@ class _Collector:
         entries = GaugeMetricFamily(
             "edgeproxy_blocklist_entries", "Entries by type", labels=["type"]
         )
-        counts: dict[str, int] = {"url": 0, "prefix": 0, "host": 0, "sha256": 0}
-        for e in bl.entries():
-            counts[str(e.type)] = counts.get(str(e.type), 0) + 1
-        for t, n in counts.items():
+        for t, n in bl.counts().items():
             entries.add_metric([t], n)
         yield entries
         yield CounterMetricFamily(
@@ -250,9 +247,7 @@ async def get_blocklist(request: web.Request) -> web.Response:
     sup = _sup(request)
     stats = await sup.gather_stats()
     bl = sup.blocklist
-    counts: dict[str, int] = {"url": 0, "prefix": 0, "host": 0, "sha256": 0}
-    for e in bl.entries():
-        counts[str(e.type)] = counts.get(str(e.type), 0) + 1
+    counts = bl.counts()
     return _json(
         {
             "version": bl.version,
