@@ -10,7 +10,6 @@ import asyncio
 import logging
 import random
 import time
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,6 @@ from proxy.front.api import ClientGone, FrontRequest, Responder
 from proxy.front.date import current_date_bytes
 from proxy.metrics import (
     B_INDEX,
-    LATENCY_BUCKETS_S,
     NS_INDEX,
     R_INDEX,
     Result,
@@ -214,30 +212,17 @@ class Pipeline:
         started: float,
     ) -> bytes:
         head, body, site, typ = blocked
-        if not keep_alive:
-            conn = b"Connection: close\r\n\r\n"
-        elif version == "1.0":
-            conn = b"Connection: keep-alive\r\n\r\n"
-        else:
-            conn = b"\r\n"
+        conn = deliver.connection_field(keep_alive, version)
         sent = 0 if method == "HEAD" else len(body)
-        data = _451_LINE + current_date_bytes() + head + conn + (body if sent else b"")
-        stats = self.stats
-        stats.blocked[site][typ] += 1
+        data = _451_LINE + current_date_bytes() + head + conn + b"\r\n" + (body if sent else b"")
+        self.stats.blocked[site][typ] += 1
         elapsed = time.perf_counter() - started
-        stats.requests[site][method_class(method)][_R_BLOCKED] += 1
-        stats.bytes[site][_R_BLOCKED] += sent
-        stats.latency[site][_R_BLOCKED][bisect_left(LATENCY_BUCKETS_S, elapsed)] += 1
-        stats.latency_sum[site][_R_BLOCKED] += elapsed
+        self.stats.observe(site, method_class(method), _R_BLOCKED, sent, elapsed)
         return data
 
     def _count_hit(self, site: int, sent: int, started: float) -> float:
         elapsed = time.perf_counter() - started
-        stats = self.stats
-        stats.requests[site][0][_R_HIT] += 1
-        stats.bytes[site][_R_HIT] += sent
-        stats.latency[site][_R_HIT][bisect_left(LATENCY_BUCKETS_S, elapsed)] += 1
-        stats.latency_sum[site][_R_HIT] += elapsed
+        self.stats.observe(site, 0, _R_HIT, sent, elapsed)  # method class 0: GET/HEAD
         return elapsed
 
     def _log_hit(

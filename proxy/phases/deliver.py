@@ -40,14 +40,20 @@ _304_FIELDS = frozenset(
 )
 
 
+def connection_field(keep_alive: bool, http_version: str) -> bytes:
+    """The Connection field line of a pre-serialised answer (RFC 9112 §9.3): `close` when
+    the connection ends after it, `keep-alive` for an HTTP/1.0 client that asked, else none."""
+    if not keep_alive:
+        return b"Connection: close\r\n"
+    if http_version == "1.0":
+        return b"Connection: keep-alive\r\n"
+    return b""
+
+
 def connection_part(ctx: RequestCtx) -> tuple[bytes, bool]:
     """The Connection field for a pre-serialised answer, and whether to close after it."""
     req = ctx.request
-    if not req.keep_alive:
-        return b"Connection: close\r\n", True
-    if req.http_version == "1.0":
-        return b"Connection: keep-alive\r\n", False
-    return b"", False
+    return connection_field(req.keep_alive, req.http_version), not req.keep_alive
 
 
 def generated(
@@ -100,12 +106,7 @@ def hit_bytes(
     status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)
     if entry.upstream_cache_status:
         status = entry.upstream_cache_status + b", " + status
-    if not keep_alive:
-        conn = b"Connection: close\r\n"
-    elif http_version == "1.0":
-        conn = b"Connection: keep-alive\r\n"
-    else:
-        conn = b""
+    conn = connection_field(keep_alive, http_version)
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, status, conn)
     if method == "HEAD":
         return entry.head + tail
