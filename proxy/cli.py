@@ -81,7 +81,8 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
-    token = _token(args.admin_token_file)
+    # The flag wins over the config's [admin] token_file; the environment comes last.
+    token = _token(args.admin_token_file or cfg.admin.token_file)
     from proxy.supervisor import serve
 
     return _run(serve(cfg, config_path=args.config, admin_token=token))

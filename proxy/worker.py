@@ -110,6 +110,7 @@ class Worker:
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way
+        self._expiry: asyncio.TimerHandle | None = None
 
     def _handler_error(self, *_: object) -> None:
         self.stats.handler_errors += 1
@@ -141,7 +142,33 @@ class Worker:
         elif adds:
             self._background(self.pipeline.purge_added(adds, snap))
         self._background(_release(old.exclusive_shards(snap)))
+        self._schedule_expiry(snap)
         return {"version": snap.version, "applied_at": self.applied_at, "pid": os.getpid()}
+
+    def _schedule_expiry(self, snap: Snapshot) -> None:
+        """Entries with `expires_at` stop matching when they lapse: the snapshot does not read
+        the clock per request, so it is rebuilt without them at the earliest expiry."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        when = snap.next_expiry
+        if when is None:
+            return
+
+        def lapse() -> None:
+            self._expiry = None
+            current = self.pipeline.blocklist
+            if current is snap:
+                self._apply_expired(current)
+
+        delay = max(0.0, when - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, lapse)
+
+    def _apply_expired(self, current: Snapshot) -> None:
+        fresh = current.with_changes((), (), current.version, time.time())
+        self.pipeline.apply_blocklist(fresh)
+        self._background(_release(current.exclusive_shards(fresh)))
+        self._schedule_expiry(fresh)
 
     def _background(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.ensure_future(coro)

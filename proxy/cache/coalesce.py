@@ -21,7 +21,6 @@ class Coalescer(Generic[T]):
         self._hit_for_miss_s = hit_for_miss_s
         self._clock = clock
         self.waiters = 0  # followers currently waiting
-        self.coalesced_total = 0
 
     def inflight(self, key: Hashable) -> asyncio.Task[T] | None:
         return self._inflight.get(key)
@@ -66,7 +65,6 @@ class Coalescer(Generic[T]):
     async def follow(self, task: asyncio.Task[T], timeout_s: float) -> T:
         """Wait for another request's fetch (bounded). Cancelling the waiter never cancels it."""
         self.waiters += 1
-        self.coalesced_total += 1
         try:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.shield(task)

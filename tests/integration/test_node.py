@@ -19,9 +19,7 @@ def origin_app(seen: list[str], *, delay_s: float = 0.0, tag: str = "A") -> web.
         seen.append(request.path)
         if delay_s:
             await asyncio.sleep(delay_s)
-        return web.Response(
-            text=f"{tag}:{request.path}", headers={"Cache-Control": "max-age=60"}
-        )
+        return web.Response(text=f"{tag}:{request.path}", headers={"Cache-Control": "max-age=60"})
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
@@ -87,7 +85,9 @@ async def test_sigterm_drains_in_flight_requests(origin_server, nodes) -> None:
         await get(node.url + "/late")
 
 
-async def test_unknown_host_gets_421_and_never_reaches_origin(origin_server, nodes, tmp_path) -> None:
+async def test_unknown_host_gets_421_and_never_reaches_origin(
+    origin_server, nodes, tmp_path
+) -> None:
     seen: list[str] = []
     origin = await origin_server(origin_app(seen))
     cfg = tmp_path / "edge.toml"
@@ -104,8 +104,10 @@ async def test_unknown_host_gets_421_and_never_reaches_origin(origin_server, nod
 
 async def test_broken_config_refuses_to_start_naming_line_and_field(tmp_path) -> None:
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[[sites]]\nname = "a"\nhosts = ["a"]\norigin = "http://127.0.0.1:1"\n\n'
-                   '[cache]\nmax_object_bytes = "lots"\n')
+    cfg.write_text(
+        '[[sites]]\nname = "a"\nhosts = ["a"]\norigin = "http://127.0.0.1:1"\n\n'
+        '[cache]\nmax_object_bytes = "lots"\n'
+    )
     node = Node(["--config", str(cfg)])
     await node.start(expect_ready=False)
     assert await node.wait_exit() == 2
@@ -115,7 +117,9 @@ async def test_broken_config_refuses_to_start_naming_line_and_field(tmp_path) ->
 
 async def test_admin_refuses_public_bind_without_token(tmp_path) -> None:
     port = free_port()
-    node = Node(["--origin", "http://127.0.0.1:1", "--workers", "1"], env={"EDGEPROXY_ADMIN_TOKEN": ""})
+    node = Node(
+        ["--origin", "http://127.0.0.1:1", "--workers", "1"], env={"EDGEPROXY_ADMIN_TOKEN": ""}
+    )
     node.admin_port = port
     node.args += ["--admin", f"0.0.0.0:{port}"]
     await node.start(expect_ready=False)
@@ -134,7 +138,8 @@ async def test_purge_needs_the_token(origin_server, nodes) -> None:
         async with s.post(node.admin + "/purge", json={"url": node.url + "/doc"}) as r:
             assert r.status == 401
         async with s.post(
-            node.admin + "/purge", json={"url": node.url + "/doc"},
+            node.admin + "/purge",
+            json={"url": node.url + "/doc"},
             headers={"Authorization": "Bearer wrong"},
         ) as r:
             assert r.status == 401
@@ -180,9 +185,19 @@ async def test_push_answers_when_every_worker_enforces(origin_server, nodes) -> 
     for _ in range(6):
         assert (await get(node.url + "/manga/vol1"))[0] == 200
     status, body = await node.admin_json(
-        "POST", "/blocklist/entries",
-        {"entries": [{"id": "e1", "type": "prefix", "value": node.url + "/manga/",
-                      "notice": "N-1", "reason": "test"}]},
+        "POST",
+        "/blocklist/entries",
+        {
+            "entries": [
+                {
+                    "id": "e1",
+                    "type": "prefix",
+                    "value": node.url + "/manga/",
+                    "notice": "N-1",
+                    "reason": "test",
+                }
+            ]
+        },
     )
     assert status == 200
     assert {w["version"] for w in body["workers"]} == {body["version"]}
@@ -201,7 +216,9 @@ async def test_push_answers_when_every_worker_enforces(origin_server, nodes) -> 
     assert TOKEN
 
 
-async def test_restarted_worker_enforces_pushed_entries_before_listening(origin_server, nodes) -> None:
+async def test_restarted_worker_enforces_pushed_entries_before_listening(
+    origin_server, nodes
+) -> None:
     """A worker that replaces a dead one loads the compiled version plus every later push."""
     origin = await origin_server(origin_app([]))
     node = Node(["--origin", origin, "--workers", "2"])
@@ -209,7 +226,8 @@ async def test_restarted_worker_enforces_pushed_entries_before_listening(origin_
     await node.start()
     for i in range(3):
         status, body = await node.admin_json(
-            "POST", "/blocklist/entries",
+            "POST",
+            "/blocklist/entries",
             {"entries": [{"id": f"p{i}", "type": "url", "value": f"{node.url}/p{i}"}]},
         )
         assert status == 200
@@ -233,7 +251,9 @@ async def test_front_refusals_carry_cache_status_and_are_counted(nodes) -> None:
     nodes.append(node)
     await node.start()
     answer = await raw_request(node.port, b"GARBAGE\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400") and b"Cache-Status: edgeproxy; detail=refused" in answer
+    assert (
+        answer.startswith(b"HTTP/1.1 400") and b"Cache-Status: edgeproxy; detail=refused" in answer
+    )
     big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 40000 + b"\r\n\r\n"
     assert (await raw_request(node.port, big)).startswith(b"HTTP/1.1 431")
     async with aiohttp.ClientSession() as s:
@@ -247,3 +267,56 @@ async def test_front_refusals_carry_cache_status_and_are_counted(nodes) -> None:
         if sample.name.endswith("_total")
     }
     assert counts["400"] == 1 and counts["431"] == 1 and counts["413"] == 0
+
+
+async def test_admin_token_file_from_the_config(origin_server, nodes, tmp_path) -> None:
+    """[admin] token_file in the config is the admin token when no flag names one."""
+    origin = await origin_server(origin_app([]))
+    token_file = tmp_path / "token"
+    token_file.write_text("from-the-config\n")
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f'[[sites]]\nname = "s"\nhosts = ["*"]\norigin = "{origin}"\n\n'
+        f'[admin]\ntoken_file = "{token_file}"\n'
+    )
+    node = Node(["--config", str(cfg), "--workers", "1"], env={"EDGEPROXY_ADMIN_TOKEN": ""})
+    nodes.append(node)
+    await node.start()
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            node.admin + "/purge",
+            json={"host": "x"},
+            headers={"Authorization": "Bearer from-the-config"},
+        ) as r:
+            assert r.status == 200
+        async with s.post(node.admin + "/purge", json={"host": "x"}) as r:
+            assert r.status == 401
+
+
+async def test_entries_stop_matching_when_they_expire(origin_server, nodes) -> None:
+    """An entry's expires_at ends its enforcement without a new version."""
+    import time
+
+    origin = await origin_server(origin_app([]))
+    node = Node(["--origin", origin, "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    status, _ = await node.admin_json(
+        "POST",
+        "/blocklist/entries",
+        {
+            "entries": [
+                {
+                    "id": "t",
+                    "type": "url",
+                    "value": f"{node.url}/temp",
+                    "expires_at": time.time() + 1.5,
+                }
+            ]
+        },
+    )
+    assert status == 200
+    assert (await get(node.url + "/temp"))[0] == 451
+    await asyncio.sleep(2.0)
+    for _ in range(6):  # both workers
+        assert (await get(node.url + "/temp"))[0] == 200
