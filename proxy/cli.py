@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     # The flag wins over the config's [admin] token_file; the environment comes last.
     token = _token(args.admin_token_file or cfg.admin.token_file)
-    from proxy.supervisor import serve
+    from proxy.node.supervisor import serve
 
     return _run(serve(cfg, config_path=args.config, admin_token=token))
 
@@ -98,7 +98,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    from proxy.node.demo import run_demo
 
     return _run(run_demo(args.listen, args.admin, args.origin_port, args.workers))
 
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:
         from proxy.admin.app import AdminRefused
-        from proxy.node_blocklist import StartupRefused
+        from proxy.blocklist.node import StartupRefused
 
         if isinstance(e, AdminRefused | StartupRefused | OSError):
             print(f"edgeproxy: {e}", file=sys.stderr)

@@ -43,7 +43,7 @@ from proxy.rfc.target import BadTarget, Target, canonical_target
 from proxy.sites import SiteRuntime, SiteTable
 
 if TYPE_CHECKING:
-    from proxy.accesslog import AccessLog
+    from proxy.node.accesslog import AccessLog
 
 log = logging.getLogger("edgeproxy.pipeline")
 

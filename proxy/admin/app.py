@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from proxy.config import parse_hostport
-from proxy.control import ControlError
 from proxy.metrics import combine, families
+from proxy.node.control import ControlError
 
 if TYPE_CHECKING:
-    from proxy.supervisor import Supervisor
+    from proxy.node.supervisor import Supervisor
 
 SUPERVISOR = web.AppKey("supervisor", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -23,10 +23,10 @@ from proxy.config import Config, Site, validate
 from proxy.context import SPECIAL_FIELDS
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
+from proxy.node.worker import front_limits
 from proxy.origin import OriginPool
 from proxy.pipeline import Pipeline
 from proxy.sites import SiteTable
-from proxy.worker import front_limits
 
 
 class Edge:

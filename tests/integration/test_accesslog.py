@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.accesslog import AccessLog
 from proxy.metrics import Result, WorkerStats
+from proxy.node.accesslog import AccessLog
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import canonical_target
 from tests.integration.conftest import raw_request

@@ -16,7 +16,7 @@ from yarl import URL
 
 from proxy.config import OriginConfig
 from proxy.origin import OriginError, OriginFailure
-from proxy.origin_h1 import BODY_HIGH_WATER_BYTES, H1OriginPool, H1UpstreamResponse
+from proxy.origin.h1 import BODY_HIGH_WATER_BYTES, H1OriginPool, H1UpstreamResponse
 from tests.integration.conftest import free_port
 
 Step = bytes | float | None  # bytes: write; float: pause; None: close the connection

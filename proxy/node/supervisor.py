@@ -22,11 +22,11 @@ from typing import Any
 
 import msgspec
 
+from proxy.blocklist.node import NodeBlocklist
 from proxy.config import Config, ConfigError, load, parse_hostport
-from proxy.control import Channel, ControlError
-from proxy.node_blocklist import NodeBlocklist
+from proxy.node.control import Channel, ControlError
 
-log = logging.getLogger("edgeproxy.supervisor")
+log = logging.getLogger("edgeproxy.node.supervisor")
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Supervisor:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "proxy.worker",
+                "proxy.node.worker",
                 str(child.fileno()),
                 str(index),
                 stdin=asyncio.subprocess.PIPE,

@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 origin client: asyncio Protocols on llhttp (httptools), pooled per origin.
 
 Why it exists: aiohttp's client costs ~40 µs of CPU on a small pass-through request. This one is a
-drop-in for `proxy.origin.OriginPool` / `UpstreamResponse` (same interface, same `OriginError`
+an `Origin` (proxy.origin.protocol) (same interface, same `OriginError`
 semantics: 502 when the origin cannot be reached or breaks the exchange, 504 when it is too slow)
 with one Protocol object per connection, one future per wait and no per-request tasks.
 
@@ -40,7 +40,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import OriginConfig
-from proxy.origin import IDEMPOTENT, OriginError, OriginFailure
+from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
 
 BODY_HIGH_WATER_BYTES = 256 << 10  # unread response body above this: stop reading the origin
 COALESCE_MAX_BYTES = 16 << 10  # a first request-body part up to this size rides with the head

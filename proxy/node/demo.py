@@ -67,7 +67,7 @@ async def run_demo(listen: str, admin: str, origin_port: int, workers: int) -> i
         f'\'{{"entries":[{{"id":"demo-1","type":"prefix","value":"http://{listen}/hello",'
         f'"notice":"N-1","reason":"demo"}}]}}\' http://{admin}/blocklist/entries'
     )
-    from proxy.supervisor import serve
+    from proxy.node.supervisor import serve
 
     try:
         return await serve(cfg, admin_token=token)

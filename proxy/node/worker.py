@@ -1,5 +1,5 @@
 """One worker process: the front, the pipeline, its memory tier and origin pool, and the
-control channel to the supervisor. Started by the supervisor as `python -m proxy.worker FD N`
+control channel to the supervisor. Started by the supervisor as `python -m proxy.node.worker FD N`
 with the config (msgspec JSON) on stdin.
 
 A worker listens only after it enforces the supervisor's current blocklist version: a restarted
@@ -30,16 +30,16 @@ from proxy.cache.memory import MemoryTier
 from proxy.cache.shared import SharedTier
 from proxy.config import Config, parse_hostport
 from proxy.context import SPECIAL_FIELDS
-from proxy.control import read_frame, write_frame
 from proxy.front.limits import FrontLimits
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
+from proxy.node.control import read_frame, write_frame
 from proxy.origin import OriginPool
 from proxy.pipeline import Pipeline
 from proxy.rfc.target import BadTarget, canonical_target
 from proxy.sites import SiteTable
 
-log = logging.getLogger("edgeproxy.worker")
+log = logging.getLogger("edgeproxy.node.worker")
 
 
 def front_limits(cfg: Config) -> FrontLimits:
@@ -70,7 +70,7 @@ class Worker:
         self.origin = OriginPool(cfg.origin)
         access = None
         if cfg.log.access_log:
-            from proxy.accesslog import AccessLog
+            from proxy.node.accesslog import AccessLog
 
             access = AccessLog(
                 cfg.log.access_log,

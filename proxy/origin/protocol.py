@@ -1,0 +1,57 @@
+"""The origin seam: what the phases need from an origin client, and nothing more.
+
+`Origin` is to the fetch phase what httpx's transport is to its client: the pooled llhttp client,
+the aiohttp client for https and the tests' in-memory origin all implement it, so fetch,
+upstream_response and store are tested without sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol
+
+from multidict import CIMultiDict
+from yarl import URL
+
+
+class UpstreamResponse(Protocol):
+    """An origin response whose body has not been read yet."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk; raises OriginError on a timeout or broken framing."""
+        ...
+
+    async def read_up_to(self, limit_bytes: int) -> tuple[bytes, bool]:
+        """Read the body while it fits in `limit_bytes`. Returns (bytes read, complete)."""
+        ...
+
+    def release(self) -> None:
+        """Give the connection back (or close it when the body was not read to the end)."""
+
+    def close(self) -> None: ...
+
+
+class Origin(Protocol):
+    """Send one request, return its final response head (1xx answers never surface)."""
+
+    requests: int
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def request(
+        self,
+        origin: URL,
+        method: str,
+        path_query: bytes,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None,
+    ) -> UpstreamResponse: ...
