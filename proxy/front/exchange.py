@@ -1,7 +1,8 @@
 """One request/response exchange as the pipeline sees it: `Request`, its `Body`, a `Responder`.
 
 These implement the protocols in `proxy.front.api`. They hold a reference to their connection
-(`proxy.front.server.Connection`) and call a handful of its methods; they never parse or frame
+and call a handful of its methods, declared here as `ExchangeConnection` so that this module
+does not import `proxy.front.server` (which imports this one); they never parse or frame
 anything themselves except the response head and chunked framing in `Responder`.
 """
 
@@ -9,14 +10,32 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.front.api import BodyTooLarge, ClientGone
 
 if TYPE_CHECKING:
     import asyncio
 
-    from proxy.front.server import Connection
+
+class ExchangeConnection(Protocol):
+    """What an exchange needs from its connection (`proxy.front.server.Connection` is one).
+
+    A structural type rather than an import keeps the dependency one-way: server → exchange.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    lost: bool
+    write_paused: bool
+
+    def send_continue(self, body: Body) -> None: ...
+
+    def body_consumed(self) -> None: ...
+
+    def finish_response(self, resp: Responder, close: bool) -> None: ...
+
+    async def wait_writable(self) -> None: ...
 
 
 class Request:
@@ -117,7 +136,9 @@ class Body:
         "_content_length",
     )
 
-    def __init__(self, conn: Connection, content_length: int | None, expect_continue: bool) -> None:
+    def __init__(
+        self, conn: ExchangeConnection, content_length: int | None, expect_continue: bool
+    ) -> None:
         self._conn = conn
         self._chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -209,7 +230,7 @@ class Responder:
         "_close",
     )
 
-    def __init__(self, conn: Connection, req: Request) -> None:
+    def __init__(self, conn: ExchangeConnection, req: Request) -> None:
         self._conn = conn
         self.request = req
         self.started = False
