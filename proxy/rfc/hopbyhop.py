@@ -17,9 +17,17 @@ HOP_BY_HOP = frozenset(
         "proxy-authorization",
         "proxy-authenticate",
         "trailer",
+        "http2-settings",
     }
 )
-"""Fields that describe one connection and are never forwarded nor stored."""
+"""Fields that describe one connection and are never forwarded nor stored.
+
+`HTTP2-Settings` belongs to an h2c upgrade of one connection (RFC 9113 §3.1; RFC 7540 §3.2.1
+required it be named in Connection, and an origin may honour it even when it is not).
+`Proxy-Authorization` is credentials for the proxy the client talks to (RFC 9110 §11.7.2): the
+edge is the last proxy before the origin, so it is consumed here and never leaked upstream;
+`Proxy-Authenticate` is its response counterpart, meaningless past this hop.
+"""
 
 HOP_BY_HOP_BYTES = frozenset(n.encode("ascii") for n in HOP_BY_HOP)
 

@@ -35,3 +35,25 @@ def test_order_and_duplicates_kept_rfc9110_7_6_1() -> None:
 def test_nothing_to_strip_rfc9110_7_6_1() -> None:
     headers = [(b"A", b"1"), (b"B", b"2")]
     assert strip_hop_by_hop(headers) == headers
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"HTTP2-Settings", b"http2-settings", b"Proxy-Authorization", b"TE", b"Trailer", b"Upgrade"],
+)
+def test_h2c_and_proxy_fields_removed_issue_10(name: str) -> None:
+    headers = [(name, b"AAMAAABkAARAAAAAAAIAAAAA"), (b"Accept", b"*/*")]
+    assert strip_hop_by_hop(headers) == [(b"Accept", b"*/*")]
+
+
+def test_upgrade_smuggle_variants_removed_issue_10() -> None:
+    headers = [
+        (b"Connection", b"Upgrade, HTTP2-Settings"),
+        (b"Upgrade", b"h2c"),
+        (b"HTTP2-Settings", b"AAMAAABk"),
+        (b"Connection", b"X-Internal\t,\tkeep-alive"),
+        (b"x-internal", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Host", b"a.example"),
+    ]
+    assert strip_hop_by_hop(headers) == [(b"Host", b"a.example")]
