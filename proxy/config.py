@@ -21,6 +21,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_request_line_bytes: int = 8192
     max_header_count: int = 100
     max_header_bytes: int = 32768
+    max_header_field_bytes: int = 8192
     max_body_bytes: int = 100 << 20
     header_read_timeout_s: float = 10.0
     body_read_timeout_s: float = 30.0

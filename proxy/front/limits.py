@@ -14,6 +14,7 @@ class FrontLimits:
     max_request_line_bytes: int = 8192  # request-target length; over -> 414
     max_header_count: int = 100  # over -> 431
     max_header_bytes: int = 32 << 10  # sum of header names + values; over -> 431
+    max_header_field_bytes: int = 8 << 10  # one field's name + value; over -> 431
     max_body_bytes: int = 100 << 20  # declared over -> 413 before reading; chunked over -> 413
     header_read_timeout_s: float = 10.0  # first byte of a request to end of its head -> 408
     body_read_timeout_s: float = 30.0  # longest silence while a request body is being read

@@ -33,6 +33,7 @@ from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
 from proxy.front.limits import FrontLimits
 from proxy.front.wire import CONTINUE_100, error_response
+from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
 log = logging.getLogger("edgeproxy.front")
 
@@ -83,6 +84,26 @@ def _classify(exc: BaseException) -> tuple[int, str]:
     return 400, "malformed request"
 
 
+ALIASED_FIELDS = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"forwarded",
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-real-ip",
+    }
+    | HOP_BY_HOP_BYTES
+)
+"""Fields the edge sets or checks. A name with `_` that maps onto one of these once `_` -> `-`
+(as CGI/WSGI origins do, HTTP_CONTENT_LENGTH) would let a client smuggle framing or a forwarded
+address past the edge's checks, so it is refused with 400, never forwarded (issue 10)."""
+
 FastAnswer = Callable[[str, bytes, "bytes | None", bool, str], "bytes | None"]
 
 
@@ -104,6 +125,7 @@ class Connection(asyncio.Protocol):
         self._max_line = limits.max_request_line_bytes
         self._max_header_bytes = limits.max_header_bytes
         self._max_header_count = limits.max_header_count
+        self._max_field_bytes = limits.max_header_field_bytes
         self._max_body_bytes = limits.max_body_bytes
         # Bytes of a head that is still arriving, beyond its target: header bytes plus each
         # line's ": " and CRLF plus the method and version. Past this, the answer is 431.
@@ -259,6 +281,10 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Count and size are checked at the end of the head (see `_check_head_size`).
         n = len(name)
+        if n + len(value) > self._max_field_bytes:
+            raise _Reject(431, "request header field too large")
+        if b"_" in name and name.replace(b"_", b"-").lower() in ALIASED_FIELDS:
+            raise _Reject(400, "header name aliases a framing or forwarding field")
         if n in self._flag_lengths and name.lower() in self._flag_names:
             self._flags |= _FLAGGED
         if n == 4:
