@@ -104,6 +104,15 @@ ALIASED_FIELDS = frozenset(
 (as CGI/WSGI origins do, HTTP_CONTENT_LENGTH) would let a client smuggle framing or a forwarded
 address past the edge's checks, so it is refused with 400, never forwarded (issue 10)."""
 
+
+def _check_aliases(headers: list[tuple[bytes, bytes]]) -> None:
+    """400 for a name that becomes an ALIASED_FIELDS name once `_` -> `-`. Run only on
+    connections that sent a `_` at all, so the hit path pays one byte scan per read."""
+    for name, _value in headers:
+        if b"_" in name and name.replace(b"_", b"-").lower() in ALIASED_FIELDS:
+            raise _Reject(400, "header name aliases a framing or forwarding field")
+
+
 FastAnswer = Callable[[str, bytes, "bytes | None", bool, str], "bytes | None"]
 
 
@@ -118,6 +127,7 @@ class Connection(asyncio.Protocol):
         self.loop = server.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.lost = False
+        self._saw_underscore = False  # any "_" read on this connection (see _check_aliases)
         self._counted = False
         self._parser = httptools.HttpRequestParser(self)
         self._client_ip = ""
@@ -125,7 +135,6 @@ class Connection(asyncio.Protocol):
         self._max_line = limits.max_request_line_bytes
         self._max_header_bytes = limits.max_header_bytes
         self._max_header_count = limits.max_header_count
-        self._max_field_bytes = limits.max_header_field_bytes
         self._max_body_bytes = limits.max_body_bytes
         # Bytes of a head that is still arriving, beyond its target: header bytes plus each
         # line's ": " and CRLF plus the method and version. Past this, the answer is 431.
@@ -235,6 +244,8 @@ class Connection(asyncio.Protocol):
         if self._stopped:
             return  # closing: what the client still sends is dropped
         self._chunk_bytes = len(data)
+        if not self._saw_underscore and b"_" in data:
+            self._saw_underscore = True  # sticky: from now on each head's names are checked
         if self._phase == _BODY:
             self.deadline = self._server.clock + self._body_timeout_s
         try:
@@ -281,10 +292,8 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Count and size are checked at the end of the head (see `_check_head_size`).
         n = len(name)
-        if n + len(value) > self._max_field_bytes:
+        if n + len(value) > self._limits.max_header_field_bytes:
             raise _Reject(431, "request header field too large")
-        if b"_" in name and name.replace(b"_", b"-").lower() in ALIASED_FIELDS:
-            raise _Reject(400, "header name aliases a framing or forwarding field")
         if n in self._flag_lengths and name.lower() in self._flag_names:
             self._flags |= _FLAGGED
         if n == 4:
@@ -314,6 +323,8 @@ class Connection(asyncio.Protocol):
         headers = self._headers
         if len(headers) > self._max_header_count:
             raise _Reject(431, "too many request headers")
+        if self._saw_underscore:
+            _check_aliases(headers)
         if self._head_bytes + self._chunk_bytes > self._max_header_bytes:
             self._check_head_size(headers)
         flags = self._flags
