@@ -433,11 +433,13 @@ class IdentityHasher:
                     continue
                 n = self._out[i] = self._out[i] + len(piece)
                 if n > limits.max_bytes:
+                    self._decoded = n  # where decoding stopped, for the result and the log
                     raise _Stop(
                         DecodeFailure.TOO_LARGE,
                         f"{self.codings[-1 - i]} output passed {limits.max_bytes} bytes",
                     )
                 if n > limits.ratio_grace_bytes and n > limits.max_ratio * self._encoded:
+                    self._decoded = n
                     raise _Stop(
                         DecodeFailure.RATIO,
                         f"{self.codings[-1 - i]} output {n} bytes from {self._encoded} "
