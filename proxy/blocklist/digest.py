@@ -8,7 +8,8 @@ reaches here: callers feed the message body after de-chunking.
 
 Decoding is bounded because a coded body is attacker-controlled: every decompressor call is
 asked for at most `STEP_BYTES` of output (zlib's `max_length`, brotli's `output_buffer_limit`,
-zstd's `max_length`), and the running output is checked against the decoded-size and ratio
+zstd's `max_length`; brotli's buffer stops growing once it passes the limit, so a brotli step
+may reach twice that), and the running output is checked against the decoded-size and ratio
 limits after each step, so a 1 GiB bomb stops after `decode_max_bytes` (plus one step) of
 work and never holds more than one step in memory. Nothing is proven about a body that could not
 be decoded, so every failure is an outcome the edge must act on (see `DigestResult.refusal`):
@@ -27,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -216,30 +217,31 @@ class _Zlib:
         self._state = "start"  # "start" (no byte yet), "in" (mid-stream), "end" (stream done)
 
     def feed(self, data: bytes) -> Iterator[bytes | None]:
-        if not data:
-            return
-        if self._state == "end":
-            if not self._gzip or (self._pending + data)[:2] not in (b"\x1f\x8b", b"\x1f"):
-                raise _Bad("data after the end of the coded stream")
-            if len(self._pending) + len(data) < 2:
-                self._pending += data
-                return
-            data, self._pending = self._pending + data, b""
-            self._d = zlib.decompressobj(31)
-            self._state = "start"
-        if self._d is None:  # deflate: wait for two bytes to tell zlib from raw
-            data = self._pending + data
-            if len(data) < 2:
-                self._pending = data
-                return
-            self._pending = b""
-            cmf, flg = data[0], data[1]
-            zlib_header = cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0
-            self._d = zlib.decompressobj(15 if zlib_header else -15)
-        if not data:
-            return
-        self._state = "in"
-        d = self._d
+        # A loop, not recursion: one chunk may hold thousands of (empty) gzip members.
+        while data:
+            if self._state == "end":
+                if not self._gzip or (self._pending + data)[:2] not in (b"\x1f\x8b", b"\x1f"):
+                    raise _Bad("data after the end of the coded stream")
+                if len(self._pending) + len(data) < 2:
+                    self._pending += data
+                    return
+                data, self._pending = self._pending + data, b""
+                self._d = zlib.decompressobj(31)
+                self._state = "start"
+            if self._d is None:  # deflate: wait for two bytes to tell zlib from raw
+                data = self._pending + data
+                if len(data) < 2:
+                    self._pending = data
+                    return
+                self._pending = b""
+                cmf, flg = data[0], data[1]
+                zlib_header = cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0
+                self._d = zlib.decompressobj(15 if zlib_header else -15)
+            self._state = "in"
+            data = yield from self._inflate(self._d, data)
+
+    def _inflate(self, d: zlib._Decompress, data: bytes) -> Generator[bytes | None, None, bytes]:
+        """Decode until the input is used up or the stream ends; returns what follows its end."""
         try:
             while True:
                 out = d.decompress(data, STEP_BYTES)
@@ -248,13 +250,10 @@ class _Zlib:
                 if d.eof:
                     self._state = "end"
                     yield None
-                    rest = d.unused_data
-                    if rest:
-                        yield from self.feed(rest)
-                    return
+                    return d.unused_data
                 data = d.unconsumed_tail
                 if not data and len(out) < STEP_BYTES:
-                    return
+                    return b""
         except zlib.error as e:
             raise _Bad(str(e)) from None
 

@@ -180,6 +180,17 @@ def test_bytes_after_the_coded_stream_are_bad_coding(name: str, trailer: bytes) 
     ce, coded = encode(name, BODY)
     res = feed([ce], coded + trailer, chunk=4096)
     assert res.failure is DecodeFailure.BAD_CODING, res
+    h = IdentityHasher([ce])  # the trailer in a later chunk than the stream's end
+    h.update(coded)
+    h.update(trailer)
+    assert h.result().failure is DecodeFailure.BAD_CODING
+
+
+def test_many_members_in_one_chunk() -> None:
+    coded = gzip.compress(b"") * 20000 + gzip.compress(BODY)
+    res = identity_digest(coded, ["gzip"])
+    assert res.identity == SHA and res.alternates == (sha(b""),)
+    assert identity_digest(zstd(b"") * 20000 + zstd(BODY), ["zstd"]).identity == SHA
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
