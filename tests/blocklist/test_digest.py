@@ -138,6 +138,7 @@ def test_identity_is_one_hash_and_one_digest() -> None:
         res = feed(field, BODY)
         assert res.identity == res.raw == SHA and res.digests == (SHA,)
         assert res.decoded_bytes == res.encoded_bytes == len(BODY)
+        assert identity_digest(BODY, field) == res
 
 
 @pytest.mark.parametrize("field", [["gzip"], ["br, zstd"], ["compress"], []])
