@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import msgspec
 from yarl import URL
@@ -90,6 +91,14 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # once changes have been quiet this long (they replay the deltas meanwhile).
     compile_quiet_s: float = 2.0
     default_blocked_by_url: str = ""
+    # Content codings are removed before a body is hashed for sha256 entries
+    # (proxy/blocklist/digest.py); these bound that decoding so a decompression bomb is cheap.
+    decode_max_bytes: Annotated[int, msgspec.Meta(gt=0)] = 256 << 20
+    decode_max_ratio: Annotated[float, msgspec.Meta(ge=1.0, le=1e9)] = 100.0  # decoded/encoded
+    decode_ratio_grace_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20  # ratio unchecked below
+    decode_max_codings_count: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # stacked codings
+    # A coding the edge cannot remove: "refuse" (502) or "raw-only" (check the raw digest only).
+    unknown_coding_policy: Literal["refuse", "raw-only"] = "refuse"
 
 
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

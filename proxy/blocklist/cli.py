@@ -4,6 +4,7 @@
     sign --key PRIV --sequence N [--base M] IN OUT
     verify --key PUB FILE                        exit 0, or 1 with "file:line: reason"
     show --key PUB FILE|DIR                      sequence, counts by type, signature status
+    digest [--content-encoding CE] FILE          the value of a sha256 entry for a saved body
     push --admin URL (--id … --type … --value … | --file entries.jsonl)
     remove --admin URL ID
     status --admin URL
@@ -28,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.blocklist.digest import DecodeLimits, IdentityHasher
 from proxy.blocklist.format import (
     AddLine,
     BlocklistError,
@@ -322,6 +324,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    """A sha256 entry lists the identity representation, so a saved coded body (a `.gz`, a
+    `curl --raw` capture) must be decoded first; the same limits as the edge apply, and a body
+    the edge would refuse to deliver is reported as such."""
+    hasher = IdentityHasher(args.content_encoding, DecodeLimits())
+    try:
+        with open(args.file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                hasher.update(chunk)
+                if hasher.failure is not None:
+                    break
+    except OSError as exc:
+        raise CommandError(f"{args.file}: {exc.strerror}") from exc
+    res = hasher.result()
+    if res.failure is not None or res.identity is None:
+        fail = res.failure.value if res.failure else "no digest"
+        raise CommandError(f"{args.file}: {fail}: {res.detail}; the edge refuses this body")
+    print(f"{res.identity.hex()}  {args.file}")
+    if res.codings:
+        print(f"as received ({', '.join(res.codings)}): {res.raw.hex()}", file=sys.stderr)
+    return 0
+
+
 # -- wiring ---------------------------------------------------------------------------------
 
 
@@ -367,6 +392,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
         p.add_argument("file" if name == "verify" else "target")
         p.set_defaults(func=_guarded(func))
+
+    p = cmds.add_parser("digest", help="the sha256 entry value of a body saved in a file")
+    p.add_argument(
+        "--content-encoding",
+        action="append",
+        default=[],
+        metavar="CE",
+        help="the body's Content-Encoding (e.g. gzip, 'gzip, br'); repeatable",
+    )
+    p.add_argument("file")
+    p.set_defaults(func=_guarded(cmd_digest))
 
     def admin(p: argparse.ArgumentParser) -> None:
         p.add_argument("--admin", default=None, help=f"admin API base URL (or ${ADMIN_URL_ENV})")

@@ -237,3 +237,30 @@ async def test_push_remove_status_against_the_admin_api(
 
     code, _, err = await cli("status", "--admin", url, "--timeout", "2")
     assert code == 1 and "cannot reach the admin API" in err
+
+
+def test_digest_gives_the_entry_value_of_a_coded_body(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gzip
+    import hashlib
+
+    import brotli
+
+    body = b"DEMO BLOCKED BODY\n"
+    plain = tmp_path / "body"
+    plain.write_bytes(body)
+    coded = tmp_path / "body.gz.br"
+    coded.write_bytes(brotli.compress(gzip.compress(body)))
+    want = hashlib.sha256(body).hexdigest()
+    assert want.startswith("08b81f7d")  # the demo list's sha256 entry
+    code, out, _ = run(capsys, "digest", str(plain))
+    assert code == 0 and out == f"{want}  {plain}\n"
+    code, out, err = run(capsys, "digest", "--content-encoding", "gzip, br", str(coded))
+    assert code == 0 and out.split()[0] == want and "as received (gzip, br)" in err
+    code, out, err = run(capsys, "digest", "--content-encoding", "gzip", str(coded))
+    assert code == 1 and out == "" and "bad-coding" in err and "refuses" in err
+    code, _, err = run(capsys, "digest", "--content-encoding", "compress", str(plain))
+    assert code == 1 and "unknown-coding" in err
+    code, _, err = run(capsys, "digest", str(tmp_path / "missing"))
+    assert code == 1 and "missing" in err
