@@ -196,7 +196,7 @@ def test_shared_keys_stay_blocked_until_the_last_entry_goes() -> None:
 
 
 def test_check_target_with_the_admit_phase_target(snap: Snapshot) -> None:
-    from proxy.rfc.target import canonical_target
+    from proxy.rfc.target import BadTarget, canonical_target
 
     def hit(raw: bytes) -> str | None:
         entry = snap.check_target(canonical_target(raw, b"Example.COM.:80"))
@@ -204,7 +204,9 @@ def test_check_target_with_the_admit_phase_target(snap: Snapshot) -> None:
 
     assert hit(b"/manga/x") == "pre-1"
     assert hit(b"/%6danga;v=1/x") == "pre-1"
-    assert hit(b"/a/..%2fmanga/x?q=1") == "pre-1"  # forwarded as-is, matched decoded
+    assert hit(b"/manga%2fx?q=1") == "pre-1"  # forwarded as-is, matched decoded
+    with pytest.raises(BadTarget, match="hidden-dot-segment"):
+        hit(b"/a/..%2fmanga/x?q=1")  # a traversal only a decoding origin sees: refused
     assert hit(b"/watch?list=7&v=4%32") == "url-q"
     assert hit(b"http://pirate.example/x") == "host-1"
     assert hit(b"/mangafoo") is None
