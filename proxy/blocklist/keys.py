@@ -13,17 +13,26 @@ host   percent-decoded (repeatedly, bounded), NFC, ideographic full stops as dot
        (any port: ports are ignored, not only the default ones), lowercased, leading/trailing
        and repeated dots removed, numeric IPv4 spellings (decimal, octal, hex, short forms) to
        dotted quad, IPv6 to its compressed form in brackets, IDN to punycode (UTS #46).
-path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`), NFC,
-       `\\` to `/`, `;params` cut from each segment, empty segments dropped (repeated slashes and
-       the trailing slash do not count), `.` and `..` resolved (after params are cut, so `..;`
-       is `..`, as Tomcat reads it), then case-folded. Paths are case-sensitive on most origins
+path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`;
+       admit refuses what would still decode after that), IIS `%uXXXX` read too, then UTF-8
+       read as laxly as any decoder reads it (overlong `%C0%AF` is `/`, CESU-8 surrogate pairs
+       combine; admit refuses these in paths, entries and queries still meet them), NFC, `\\`
+       to `/`; a decoded `#` ends the path and a decoded `?` ends it too, the rest joining the
+       query (an origin that decodes before it parses reads `/watch%3Fv=1` as `/watch?v=1`);
+       `;params` cut from each segment, empty segments dropped (repeated slashes and the
+       trailing slash do not count), `.` and `..` resolved (after params are cut, so `..;` is
+       `..`, as Tomcat reads it), then case-folded. Paths are case-sensitive on most origins
        but not on all (IIS, case-insensitive file systems): folding over-blocks `/MANGA` next
        to a listed `/manga` on the former, where keeping case would let `/MANGA` through on
-       the latter. A blocklist errs on the side of blocking.
-query  split on `&` and `;`, each pair split at the first `=`, both sides decoded as the path
-       is, `+` read as a space, then sorted: a multiset of pairs. A url entry with a query
-       matches requests whose query holds all of its pairs (extra pairs and order do not
-       matter); a url entry without a query matches any query.
+       the latter. A blocklist errs on the side of blocking, so folding is the default; a site
+       that declares `case_sensitive_paths` is checked against the unfolded path
+       (`MatchKeys.exact_path`, `exact_url_key`, `Snapshot.check(..., case_sensitive=True)`).
+query  decoded as the path is (whole, before splitting: an origin that decodes first reads
+       `a=1%26v=42` as two pairs), split on `&` and `;`, each pair split at the first `=`,
+       `+` read as a space, then sorted: a multiset of pairs. A request's pairs also include
+       those before a decoded `#`. A url entry with a query matches requests whose query
+       holds all of its pairs (extra pairs and order do not matter); a url entry without a
+       query matches any query.
 scheme ignored: http and https are blocked alike.
 
 Nothing here raises for request input: every string has some key. Entry values are parsed by
