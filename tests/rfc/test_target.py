@@ -1,7 +1,7 @@
 """The canonical request target: RFC 9112 §3.2 forms, RFC 3986 §6.2.2 normalisation."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from proxy.rfc.target import MAX_TARGET_BYTES, BadTarget, Target, canonical_target
@@ -183,10 +183,21 @@ def _raw(path: str, query: str | None) -> bytes:
     return (path + ("" if query is None else "?" + query)).encode("ascii")
 
 
+def _accepted(raw: bytes, host: bytes) -> Target:
+    """The target, for inputs admit accepts: a dot segment behind `;params` (`.;`, `..;`)
+    is refused since issue 10, and such draws say nothing about the forward form."""
+    try:
+        return canonical_target(raw, host)
+    except BadTarget as e:
+        assert e.reason == "hidden-dot-segment", e
+        assume(False)
+        raise
+
+
 @settings(max_examples=100, deadline=None)
 @given(path=_path, query=_query, host=_host)
 def test_idempotent_rfc3986_6_2_2(path: str, query: str | None, host: str) -> None:
-    t = canonical_target(_raw(path, query), host.encode())
+    t = _accepted(_raw(path, query), host.encode())
     again = canonical_target(t.raw_path_query, t.authority.encode())
     assert again == t
 
@@ -221,7 +232,7 @@ def _variant(path: str, data: st.DataObject) -> str:
 def test_equivalent_variants_one_form_rfc3986_6_2_2(
     path: str, host: str, data: st.DataObject
 ) -> None:
-    base = canonical_target(_raw(path, None), host.encode())
+    base = _accepted(_raw(path, None), host.encode())
     variant = _variant(base.path, data)
     host_variant = host.upper() + data.draw(st.sampled_from(["", ".", ":80", ".:80"]))
     other = canonical_target(variant.encode("ascii"), host_variant.encode())
