@@ -5,6 +5,7 @@ reads as a listed resource, the edge must match (451) or refuse (400)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 import urllib.parse
 
 _U = re.compile(rb"%[uU]([0-9a-fA-F]{4})")
@@ -44,13 +45,20 @@ def laxest_decode(raw: str) -> str:
 def laxest_resolve(raw_target: str) -> tuple[str, list[tuple[str, str]]]:
     """(path, query pairs) as an origin that decodes before it parses reads a target: the
     whole target decoded, then a NUL or `#` ends it and a `?` starts the query; `\\` is `/`,
-    `;params` cut (Tomcat), dot segments and empty segments dropped, case ignored (IIS)."""
-    text = laxest_decode(raw_target).partition("\x00")[0].partition("#")[0]  # C strings end at NUL
+    `;params` cut (Tomcat), dot segments and empty segments dropped; IIS on NTFS: case
+    ignored, compatibility forms mapped (best fit: `／` is `/`), trailing dots and spaces of
+    a name dropped, the `::$DATA` stream suffix ignored."""
+    text = unicodedata.normalize("NFKC", laxest_decode(raw_target))
+    text = text.partition("\x00")[0].partition("#")[0]  # C strings end at NUL
     path, _, query = text.partition("?")
     path = path.replace("\\", "/")
     parts: list[str] = []
     for seg in path.split("/"):
         seg = seg.partition(";")[0]
+        if seg.lower().endswith("::$data"):
+            seg = seg[: -len("::$data")]
+        if seg not in ("", ".", ".."):
+            seg = seg.rstrip(". ") or seg
         if seg in ("", "."):
             continue
         if seg == "..":

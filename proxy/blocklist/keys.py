@@ -16,11 +16,12 @@ host   percent-decoded (repeatedly, bounded), NFC, ideographic full stops as dot
 path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`;
        admit refuses what would still decode after that), IIS `%uXXXX` read too, then UTF-8
        read as laxly as any decoder reads it (overlong `%C0%AF` is `/`, CESU-8 surrogate pairs
-       combine; admit refuses these in paths, entries and queries still meet them), NFC, `\\`
-       to `/`; a decoded `#` ends the path and a decoded `?` ends it too, the rest joining the
+       combine; admit refuses these in paths, entries and queries still meet them), NFKC
+       (IIS's best fit reads fullwidth `／` as `/`), `\\` to `/`; a decoded `#` ends the path and a decoded `?` ends it too, the rest joining the
        query (an origin that decodes before it parses reads `/watch%3Fv=1` as `/watch?v=1`);
        `;params` cut from each segment, empty segments dropped (repeated slashes and the
-       trailing slash do not count), `.` and `..` resolved (after params are cut, so `..;` is
+       trailing slash do not count), trailing dots and spaces of a name and a `::$DATA`
+       suffix dropped (Windows file APIs behind IIS), `.` and `..` resolved (after params are cut, so `..;` is
        `..`, as Tomcat reads it), then case-folded. Paths are case-sensitive on most origins
        but not on all (IIS, case-insensitive file systems): folding over-blocks `/MANGA` next
        to a listed `/manga` on the former, where keeping case would let `/MANGA` through on
@@ -224,6 +225,25 @@ def _nfc(text: str) -> str:
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
+def _nfkc(text: str) -> str:
+    """Compatibility forms too, for paths and queries: IIS's best-fit mapping reads a
+    fullwidth `／` (U+FF0F) as `/` and `ｍａｎｇａ` as `manga`, so the keys do as well."""
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def _windows_segment(seg: str) -> str:
+    """A segment as Windows file APIs (IIS) resolve it: trailing dots and spaces dropped
+    (`ch1.` and `ch1%20` are `ch1`), the `::$DATA` stream suffix cut. A segment of dots
+    only is left alone (`.` and `..` are resolved apart)."""
+    if seg[-1] in ". ":
+        stripped = seg.rstrip(". ")
+        if stripped:
+            seg = stripped
+    if seg[-6:].lower() == ":$data":
+        seg = seg.partition(":")[0] or seg
+    return seg
+
+
 # -- path and query -------------------------------------------------------------------------
 
 
@@ -248,6 +268,10 @@ def _plain(path: str) -> bool:
         and ";" not in path
         and "//" not in path
         and "/." not in path
+        and "./" not in path
+        and not path.endswith(".")
+        and " " not in path
+        and ":$" not in path
         and "?" not in path
         and "#" not in path
         and (len(path) == 1 or not path.endswith("/"))
@@ -258,7 +282,7 @@ def path_key(path: str) -> PathKey:
     """The lossy path key; see the module docstring for the rules."""
     if _plain(path):
         return PathKey(path, path.lower(), None, False)
-    text = _nfc(_decode(path)).replace("\\", "/")
+    text = _nfkc(_decode(path)).replace("\\", "/")
     tail: str | None = None
     cut = False
     hash_at = text.find("#")
@@ -273,6 +297,8 @@ def path_key(path: str) -> PathKey:
             seg = seg.partition(";")[0]
         if not seg or seg == ".":
             continue
+        if seg[-1] in ". " or ":" in seg:
+            seg = _windows_segment(seg)
         if seg == "..":
             if out:
                 out.pop()
@@ -310,7 +336,7 @@ def canonical_query(query: str | None, path_tail: str | None = None) -> QueryPai
     pairs: list[tuple[str, str]] = []
     for part in (path_tail, query):
         if part:
-            _pairs(_nfc(_decode(part)), pairs)
+            _pairs(_nfkc(_decode(part)), pairs)
     pairs.sort()
     return tuple(pairs)
 
@@ -325,7 +351,7 @@ def request_query(query: str | None, path_tail: str | None = None) -> QueryPairs
     extra: list[tuple[str, str]] = []
     for part in (path_tail, query):
         if part and "%" in part:
-            decoded = _nfc(_decode(part))
+            decoded = _nfkc(_decode(part))
             if "#" in decoded:
                 _pairs(decoded.partition("#")[0], extra)
     if not extra:

@@ -41,6 +41,8 @@ invalid UTF-8 at any depth: overlong    refuse  ``%C0%AF`` is ``/`` to lax decod
 continuation (``%80``), surrogates              UTF-8 only (a site with Latin-1 escapes in
 (``%ED%A0%80``), truncated, > U+10FFFF          paths gets 400: the price of certainty)
 ``;params`` (``;jsessionid=``)          match   Tomcat URL rewriting is real; keys cut params
+trailing ``.``/``%20``, ``::$DATA``,    match   real names (``/wiki/U.S.``); keys read them as
+fullwidth forms (``%EF%BC%8F``)                 Windows and IIS's best fit do
 dot segment visible only after ``\``,   refuse  ``..;/`` (Tomcat), ``..\``, ``..%2F``,
 ``;params`` or ``%2F`` are read                 ``.%5C``: a traversal the cache key and the
                                                 origin would disagree about

@@ -40,6 +40,7 @@ def _char(c: str, rng: random.Random) -> str:
             f"%u{b:04X}",  # IIS
             f"%{0xC0 | b >> 6:02X}%{0x80 | b & 0x3F:02X}",  # overlong, 2 bytes
             f"%E0%{0x80 | b >> 6:02X}%{0x80 | b & 0x3F:02X}",  # overlong, 3 bytes
+            "".join(f"%{x:02X}" for x in chr(0xFEE0 + b).encode()),  # fullwidth (best fit)
         ]
     )
 
@@ -47,10 +48,12 @@ def _char(c: str, rng: random.Random) -> str:
 _SEPARATORS = [
     "/", "//", "\\", "%2F", "%2f", "%5C", "%252F", "%255C", "%C0%AF", "%E0%80%AF", "%u002F",
     "/./", "/x/../", "/x/..;/", "/x/%2e%2e/", "/x/%252e%252e/", ";p=1/", "%3Bp/", "/x/..%2F",
+    "%EF%BC%8F", "%EF%BC%BC", "./",
 ]  # fmt: skip
 _SUFFIXES = [
     "", "/", "%3F", "%3Fx=1", "%3f", "%23", "%23f", "%253F", "%2523", ";jsessionid=1", "%3B",
     "%00", "%2500", "%00.jpg", "?utm=1", "%80", "%ED%A0%80", "%C0%80", "%u003F", "%C0%BF",
+    ".", "%2e", "%20", ". .", "::$DATA", "%3A%3A%24data", "%EF%BC%9F", "%EF%BC%83",
 ]  # fmt: skip
 
 

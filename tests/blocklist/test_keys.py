@@ -358,3 +358,40 @@ def test_exact_path_keeps_case_folded_path_does_not(path: str, exact: str) -> No
 def test_exact_path_shares_the_folded_string_when_nothing_folds() -> None:
     k = match_keys("example.com", "/already/lower%20case", None)
     assert k.exact_path is k.path
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/manga/one.",  # Windows drops trailing dots and spaces of a name (IIS)
+        "/manga/one..",
+        "/manga/one%2e",
+        "/manga/one%20",
+        "/manga/one.%20.",
+        "/manga./one",
+        "/manga%20/one/",
+        "/manga/one::$DATA",  # the NTFS default stream
+        "/manga/one::$data",
+        "/manga/one%3A%3A%24DATA",
+        "/%EF%BD%8D%EF%BD%81%EF%BD%8E%EF%BD%87%EF%BD%81/one",  # fullwidth (best fit)
+        "/manga%EF%BC%8Fone",  # fullwidth solidus
+        "/manga%EF%BC%BCone",  # fullwidth reverse solidus
+        "/manga/one%EF%BC%9Fpage=1",  # fullwidth "?"
+        "/x/%EF%BC%8E%EF%BC%8E/manga/one",  # fullwidth ".."
+    ],
+)
+def test_windows_and_best_fit_spellings_meet_issue_10(raw: str) -> None:
+    assert canonical_path(raw) == "/manga/one"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ("/x/.../y", "/x/.../y"),  # dots only: not a name to trim
+        ("/a:b", "/a:b"),
+        ("/one.jpg", "/one.jpg"),
+        ("/one:$data.txt", "/one:$data.txt"),
+    ],
+)
+def test_windows_trimming_leaves_other_names_alone(raw: str, key: str) -> None:
+    assert canonical_path(raw) == key
