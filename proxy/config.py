@@ -71,6 +71,9 @@ class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     origin: str
     blocked_by_url: str = ""  # Link: <…>; rel="blocked-by" on 451 answers
     forward_host: bool = False  # send the client's Host upstream instead of the origin's
+    # The blocklist folds path case by default (over-blocks `/A` next to a listed `/a`); a
+    # site whose origin is case-sensitive sets this so that they are different resources.
+    case_sensitive_paths: bool = False
 
 
 class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -18,6 +18,7 @@ class SiteRuntime:
     origin_host: str  # authority of the origin, sent as Host unless forward_host
     blocked_by_url: str
     forward_host: bool
+    case_sensitive_paths: bool  # passed to Snapshot.check(..., case_sensitive=)
 
 
 class SiteTable:
@@ -35,6 +36,7 @@ class SiteTable:
                 origin_host=origin.raw_authority,
                 blocked_by_url=s.blocked_by_url or cfg.blocklist.default_blocked_by_url,
                 forward_host=s.forward_host,
+                case_sensitive_paths=s.case_sensitive_paths,
             )
             self.sites.append(rt)
             for h in s.hosts:

@@ -13,17 +13,27 @@ host   percent-decoded (repeatedly, bounded), NFC, ideographic full stops as dot
        (any port: ports are ignored, not only the default ones), lowercased, leading/trailing
        and repeated dots removed, numeric IPv4 spellings (decimal, octal, hex, short forms) to
        dotted quad, IPv6 to its compressed form in brackets, IDN to punycode (UTS #46).
-path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`), NFC,
-       `\\` to `/`, `;params` cut from each segment, empty segments dropped (repeated slashes and
-       the trailing slash do not count), `.` and `..` resolved (after params are cut, so `..;`
-       is `..`, as Tomcat reads it), then case-folded. Paths are case-sensitive on most origins
+path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`;
+       admit refuses what would still decode after that), IIS `%uXXXX` read too, then UTF-8
+       read as laxly as any decoder reads it (overlong `%C0%AF` is `/`, CESU-8 surrogate pairs
+       combine; admit refuses these in paths, entries and queries still meet them), NFKC
+       (IIS's best fit reads fullwidth `／` as `/`), `\\` to `/`; a decoded `#` ends the path and a decoded `?` ends it too, the rest joining the
+       query (an origin that decodes before it parses reads `/watch%3Fv=1` as `/watch?v=1`);
+       `;params` cut from each segment, empty segments dropped (repeated slashes and the
+       trailing slash do not count), trailing dots and spaces of a name and a `::$DATA`
+       suffix dropped (Windows file APIs behind IIS), `.` and `..` resolved (after params are cut, so `..;` is
+       `..`, as Tomcat reads it), then case-folded. Paths are case-sensitive on most origins
        but not on all (IIS, case-insensitive file systems): folding over-blocks `/MANGA` next
        to a listed `/manga` on the former, where keeping case would let `/MANGA` through on
-       the latter. A blocklist errs on the side of blocking.
-query  split on `&` and `;`, each pair split at the first `=`, both sides decoded as the path
-       is, `+` read as a space, then sorted: a multiset of pairs. A url entry with a query
-       matches requests whose query holds all of its pairs (extra pairs and order do not
-       matter); a url entry without a query matches any query.
+       the latter. A blocklist errs on the side of blocking, so folding is the default; a site
+       that declares `case_sensitive_paths` is checked against the unfolded path
+       (`MatchKeys.exact_path`, `exact_url_key`, `Snapshot.check(..., case_sensitive=True)`).
+query  decoded as the path is (whole, before splitting: an origin that decodes first reads
+       `a=1%26v=42` as two pairs), split on `&` and `;`, each pair split at the first `=`,
+       `+` read as a space, then sorted: a multiset of pairs. A request's pairs also include
+       those before a decoded `#`. A url entry with a query matches requests whose query
+       holds all of its pairs (extra pairs and order do not matter); a url entry without a
+       query matches any query.
 scheme ignored: http and https are blocked alike.
 
 Nothing here raises for request input: every string has some key. Entry values are parsed by
@@ -42,7 +52,8 @@ from urllib.parse import unquote_to_bytes
 
 import idna
 
-MAX_DECODE_ROUNDS = 4
+from proxy.rfc.target import MAX_DECODE_ROUNDS
+
 MATCH_CACHE_SIZE = 8192  # distinct (host, path, query) inputs memoised for the request path
 MEMO_MAX_CHARS = 1024  # longer inputs are computed each time, so the memo stays small
 
@@ -66,6 +77,7 @@ class MatchKeys:
 
     host: str  # canonical host
     path: str  # canonical path, "/" for the root, never a trailing "/" otherwise
+    exact_path: str  # `path` before case folding (the same object when folding changes nothing)
     query: QueryPairs | None  # sorted pairs; None when the request had no "?"
     host_suffixes: tuple[str, ...]  # host, parent domain, ..., top label (IP literals: host)
     url_key: str  # url_key(host, path)
@@ -88,7 +100,8 @@ def match_keys(host: str, path: str, query: str | None) -> MatchKeys:
 
 def _match_keys(host: str, path: str, query: str | None) -> MatchKeys:
     chost = canonical_host(host)
-    cpath = canonical_path(path)
+    pk = path_key(path)
+    cpath = pk.folded
     key = chost + cpath
     root = len(chost) + 1
     ends = [root]
@@ -101,7 +114,8 @@ def _match_keys(host: str, path: str, query: str | None) -> MatchKeys:
     return MatchKeys(
         host=chost,
         path=cpath,
-        query=canonical_query(query),
+        exact_path=cpath if pk.exact == cpath else pk.exact,
+        query=request_query(query, pk.tail),
         host_suffixes=host_suffixes(chost),
         url_key=key,
         prefix_ends=tuple(ends),
@@ -121,9 +135,16 @@ def host_suffixes(chost: str) -> tuple[str, ...]:
 
 # -- decoding -------------------------------------------------------------------------------
 
+_U_ESCAPE = re.compile(rb"%[uU]([0-9a-fA-F]{4})")
+
+
+def _u_escape(m: re.Match[bytes]) -> bytes:
+    return chr(int(m[1], 16)).encode("utf-8", "surrogatepass")
+
 
 def _decode(text: str) -> str:
-    """Percent-decode until stable, at most MAX_DECODE_ROUNDS rounds; bytes kept via surrogates."""
+    """Percent-decode until stable, at most MAX_DECODE_ROUNDS rounds, reading IIS's `%uXXXX`
+    too, then UTF-8 as laxly as any decoder would (`_lax_utf8`)."""
     if "%" not in text:
         return text
     try:
@@ -131,25 +152,115 @@ def _decode(text: str) -> str:
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "surrogatepass")
     for _ in range(MAX_DECODE_ROUNDS):
-        decoded = unquote_to_bytes(raw)
+        decoded = unquote_to_bytes(_U_ESCAPE.sub(_u_escape, raw) if b"%u" in raw.lower() else raw)
         if decoded == raw:
             break
         raw = decoded
         if b"%" not in raw:
             break
-    return raw.decode("utf-8", "surrogateescape")
+    return _lax_utf8(raw)
+
+
+def _lax_utf8(raw: bytes) -> str:
+    """UTF-8 read the way the laxest decoders read it: overlong forms give their code point
+    (`C0 AF` is `/`, as old IIS and Java read it), a surrogate pair encoded as two 3-byte
+    sequences (CESU-8) gives the character it encodes, a lone surrogate gives U+FFFD; bytes
+    that start no sequence are kept as `surrogateescape` characters. Valid UTF-8 decodes as
+    usual (the fast path)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    out: list[str] = []
+    i, n = 0, len(raw)
+    pending_high = -1  # a decoded high surrogate waiting for its low half
+    while i < n:
+        cp, j = _lax_sequence(raw, i, n)
+        if pending_high >= 0:
+            if 0xDC00 <= cp < 0xE000:
+                out.append(chr(0x10000 + ((pending_high - 0xD800) << 10) + (cp - 0xDC00)))
+                pending_high = -1
+                i = j
+                continue
+            out.append("\ufffd")
+            pending_high = -1
+        if cp < 0:  # bytes that form no sequence, kept one by one
+            out.extend(chr(0xDC00 + x) for x in raw[i:j])
+        elif 0xD800 <= cp < 0xDC00:
+            pending_high = cp
+        elif 0xDC00 <= cp < 0xE000 or cp > 0x10FFFF:
+            out.append("\ufffd")
+        else:
+            out.append(chr(cp))
+        i = j
+    if pending_high >= 0:
+        out.append("\ufffd")
+    return "".join(out)
+
+
+def _lax_sequence(raw: bytes, i: int, n: int) -> tuple[int, int]:
+    """(code point, end) of the sequence at `i`, overlong forms accepted; (-1, end) when the
+    bytes there form none."""
+    b = raw[i]
+    if b < 0x80:
+        return b, i + 1
+    if 0xC0 <= b < 0xE0:
+        need, cp = 1, b & 0x1F
+    elif 0xE0 <= b < 0xF0:
+        need, cp = 2, b & 0x0F
+    elif 0xF0 <= b < 0xF8:
+        need, cp = 3, b & 0x07
+    else:  # a continuation byte without a lead, or a byte no UTF-8 form starts with
+        return -1, i + 1
+    j = i + 1
+    while j < n and j - i <= need and 0x80 <= raw[j] < 0xC0:
+        cp = (cp << 6) | (raw[j] & 0x3F)
+        j += 1
+    if j - i - 1 != need:  # truncated
+        return -1, j
+    return cp, j
 
 
 def _nfc(text: str) -> str:
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
+def _nfkc(text: str) -> str:
+    """Compatibility forms too, for paths and queries: IIS's best-fit mapping reads a
+    fullwidth `／` (U+FF0F) as `/` and `ｍａｎｇａ` as `manga`, so the keys do as well."""
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def _windows_segment(seg: str) -> str:
+    """A segment as Windows file APIs (IIS) resolve it: trailing dots and spaces dropped
+    (`ch1.` and `ch1%20` are `ch1`), the `::$DATA` stream suffix cut. A segment of dots
+    only is left alone (`.` and `..` are resolved apart)."""
+    if seg[-1] in ". ":
+        stripped = seg.rstrip(". ")
+        if stripped:
+            seg = stripped
+    if seg[-6:].lower() == ":$data":
+        seg = seg.partition(":")[0] or seg
+    return seg
+
+
 # -- path and query -------------------------------------------------------------------------
 
 
-def canonical_path(path: str) -> str:
-    """The lossy path key; see the module docstring for the rules."""
-    if (
+@dataclass(frozen=True, slots=True)
+class PathKey:
+    """A request or entry path, read laxly: `exact` before case folding, `folded` after,
+    `tail` what followed a decoded `?` (query text an origin that decodes first would see),
+    `cut` whether a decoded `?` or `#` ended the path early."""
+
+    exact: str
+    folded: str
+    tail: str | None
+    cut: bool
+
+
+def _plain(path: str) -> bool:
+    return (
         path.startswith("/")
         and path.isascii()
         and "%" not in path
@@ -157,40 +268,95 @@ def canonical_path(path: str) -> str:
         and ";" not in path
         and "//" not in path
         and "/." not in path
+        and "./" not in path
+        and not path.endswith(".")
+        and " " not in path
+        and ":$" not in path
+        and "?" not in path
+        and "#" not in path
         and (len(path) == 1 or not path.endswith("/"))
-    ):
-        return path.lower()
-    text = _nfc(_decode(path)).replace("\\", "/")
+    )
+
+
+def path_key(path: str) -> PathKey:
+    """The lossy path key; see the module docstring for the rules."""
+    if _plain(path):
+        return PathKey(path, path.lower(), None, False)
+    text = _nfkc(_decode(path)).replace("\\", "/")
+    tail: str | None = None
+    cut = False
+    hash_at = text.find("#")
+    if hash_at != -1:
+        text, cut = text[:hash_at], True
+    q_at = text.find("?")
+    if q_at != -1:
+        text, tail, cut = text[:q_at], text[q_at + 1 :], True
     out: list[str] = []
     for seg in text.split("/"):
         if ";" in seg:
             seg = seg.partition(";")[0]
         if not seg or seg == ".":
             continue
+        if seg[-1] in ". " or ":" in seg:
+            seg = _windows_segment(seg)
         if seg == "..":
             if out:
                 out.pop()
             continue
         out.append(seg)
-    return ("/" + "/".join(out)).casefold()
+    exact = "/" + "/".join(out)
+    return PathKey(exact, exact.casefold(), tail, cut)
+
+
+def canonical_path(path: str, *, fold: bool = True) -> str:
+    """The lossy path key (folded unless `fold` is False); see the module docstring."""
+    k = path_key(path)
+    return k.folded if fold else k.exact
 
 
 def _query_component(text: str) -> str:
-    return _nfc(_decode(text)).replace("+", " ")
+    return text.replace("+", " ")
 
 
-def canonical_query(query: str | None) -> QueryPairs | None:
-    """Sorted (name, value) pairs; None stays None (no "?" at all)."""
-    if query is None:
-        return None
-    pairs: list[tuple[str, str]] = []
-    for part in _QUERY_SEP.split(query):
+def _pairs(text: str, pairs: list[tuple[str, str]]) -> None:
+    for part in _QUERY_SEP.split(text):
         if not part:
             continue
         name, _, value = part.partition("=")
         pairs.append((_query_component(name), _query_component(value)))
+
+
+def canonical_query(query: str | None, path_tail: str | None = None) -> QueryPairs | None:
+    """Sorted (name, value) pairs; None when there is no query at all (no "?", raw or
+    decoded in the path). Decoded first, then split: an origin that decodes the whole query
+    before splitting reads `a=1%26v=42` as two pairs, so the key does too (an entry's value
+    is read the same way, so a listed `q=a%26b` still matches itself)."""
+    if query is None and path_tail is None:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for part in (path_tail, query):
+        if part:
+            _pairs(_nfkc(_decode(part)), pairs)
     pairs.sort()
     return tuple(pairs)
+
+
+def request_query(query: str | None, path_tail: str | None = None) -> QueryPairs | None:
+    """`canonical_query` for a request, plus the pairs an origin that decodes first and then
+    drops a decoded `#...` would see: `v=42%23x` also holds `v=42`. Extra pairs in a request
+    only ever add matches."""
+    pairs = canonical_query(query, path_tail)
+    if pairs is None:
+        return None
+    extra: list[tuple[str, str]] = []
+    for part in (path_tail, query):
+        if part and "%" in part:
+            decoded = _nfkc(_decode(part))
+            if "#" in decoded:
+                _pairs(decoded.partition("#")[0], extra)
+    if not extra:
+        return pairs
+    return tuple(sorted(pairs + tuple(extra)))
 
 
 def query_contains(have: QueryPairs, need: QueryPairs) -> bool:
@@ -330,10 +496,15 @@ def _checked_host(host: str) -> str:
     return chost
 
 
-def parse_url_value(value: str) -> tuple[str, str, QueryPairs | None]:
+def parse_url_value(
+    value: str, *, fold: bool = True, prefix: bool = False
+) -> tuple[str, str, QueryPairs | None]:
     """Canonical (host, path, query) of a url or prefix entry value like http://h/p?q.
 
     The query is None when the value has none (or an empty one): such an entry matches any query.
+    A decoded `?` in the path starts the query, a decoded `#` ends the path, as for requests;
+    a `prefix` value whose path does either is refused (it would silently list the parent).
+    `fold=False` gives the path before case folding (case-sensitive sites).
     """
     text = value.strip()
     m = _SCHEME.match(text)
@@ -350,8 +521,20 @@ def parse_url_value(value: str) -> tuple[str, str, QueryPairs | None]:
     host = _checked_host(_split_port(authority))
     tail = tail.partition("#")[0]
     path, qmark, query = tail.partition("?")
-    pairs = canonical_query(query) if qmark else None
-    return host, canonical_path(path or "/"), pairs or None
+    pk = path_key(path or "/")
+    if prefix and pk.cut:
+        raise ValueError("a prefix path cannot hold an encoded ? or # (list a url entry)")
+    pairs = canonical_query(query if qmark else None, pk.tail)
+    return host, pk.folded if fold else pk.exact, pairs or None
+
+
+@lru_cache(maxsize=4096)
+def exact_url_key(value: str) -> str:
+    """`url_key` of a url or prefix entry value without case folding: read only when a
+    case-sensitive site's request meets a folded key (so it costs the compiled list nothing
+    per entry); memoised, since a blocked URL tends to be asked for again."""
+    host, path, _ = parse_url_value(value, fold=False)
+    return url_key(host, path)
 
 
 def parse_host_value(value: str) -> str:

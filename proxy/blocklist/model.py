@@ -101,7 +101,7 @@ def _value_key(etype: EntryType, value: str) -> tuple[str | bytes, keys.QueryPai
         return keys.parse_sha256(value), None
     if etype is EntryType.HOST:
         return keys.parse_host_value(value), None
-    host, path, query = keys.parse_url_value(value)
+    host, path, query = keys.parse_url_value(value, prefix=etype is EntryType.PREFIX)
     if etype is EntryType.PREFIX:
         if query is not None:
             raise ValueError("a prefix cannot carry a query; use a url entry")

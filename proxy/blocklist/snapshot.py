@@ -16,7 +16,13 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from proxy.blocklist.keys import MatchKeys, QueryPairs, match_keys, query_contains
+from proxy.blocklist.keys import (
+    MatchKeys,
+    QueryPairs,
+    exact_url_key,
+    match_keys,
+    query_contains,
+)
 from proxy.blocklist.model import Entry, EntryType, InvalidEntry, compile_entry
 from proxy.blocklist.shards import ShardedDict
 
@@ -230,16 +236,25 @@ class Snapshot:
 
     # -- lookups (the request path) -------------------------------------------------------
 
-    def check(self, host: str, path: str, query: str | None) -> Entry | None:
+    def check(
+        self, host: str, path: str, query: str | None, *, case_sensitive: bool = False
+    ) -> Entry | None:
         """The entry blocking this request target, if any: host entries (host and parent
-        domains), then prefix entries (shortest first), then url entries."""
+        domains), then prefix entries (shortest first), then url entries. `case_sensitive`
+        is the site's `case_sensitive_paths`: then `/A` and `/a` are different resources."""
         if not self._request_side:
             return None
-        return self.check_keys(match_keys(host, path, query))
+        return self.check_keys(match_keys(host, path, query), case_sensitive=case_sensitive)
 
-    def check_keys(self, k: MatchKeys) -> Entry | None:
+    def check_keys(self, k: MatchKeys, *, case_sensitive: bool = False) -> Entry | None:
         """`check` for match keys computed earlier (a stored object keeps those of its
-        target, so purging the cache against a new version recomputes none)."""
+        target, so purging the cache against a new version recomputes none).
+
+        Entries are indexed by their case-folded key only. A case-sensitive check probes the
+        same folded keys (an exact match is always a folded match, since folding is a function
+        of the string) and confirms a hit against the entry's unfolded key, recomputed from its
+        value on demand (`keys.exact_url_key`, memoised): no per-entry memory, and the lookup
+        cost still depends only on the request (plus the entries sharing one folded key)."""
         if not self._request_side:
             return None
         hosts = self._hosts
@@ -251,25 +266,43 @@ class Snapshot:
         prefixes = self._prefixes
         if prefixes:
             key = k.url_key
-            for end in k.prefix_ends[: self._prefix_depth + 1]:
+            for depth, end in enumerate(k.prefix_ends[: self._prefix_depth + 1]):
                 entry = prefixes.get(key[:end])
                 if entry is not None:
-                    return entry
+                    if not case_sensitive:
+                        return entry
+                    found = self._exact(EntryType.PREFIX, key[:end], entry, _prefix(k, depth))
+                    if found is not None:
+                        return found
         entry = self._urls.get(k.url_key)
         if entry is not None:
-            return entry
+            if not case_sensitive:
+                return entry
+            found = self._exact(EntryType.URL, k.url_key, entry, k.host + k.exact_path)
+            if found is not None:
+                return found
         if self._urlq and k.query:
             candidates = self._urlq.get(k.url_key)
             if candidates:
                 have = k.query
+                want = k.host + k.exact_path if case_sensitive else None
                 for need, listed in candidates:
-                    if query_contains(have, need):
+                    if query_contains(have, need) and (
+                        want is None or exact_url_key(listed.value) == want
+                    ):
                         return listed
         return None
 
-    def check_target(self, target: TargetLike) -> Entry | None:
+    def _exact(self, etype: EntryType, key: str, first: Entry, want: str) -> Entry | None:
+        """The entry under folded `key` whose unfolded key is `want`, if any."""
+        for entry in (first, *self._extra.get((etype, key), ())):
+            if exact_url_key(entry.value) == want:
+                return entry
+        return None
+
+    def check_target(self, target: TargetLike, *, case_sensitive: bool = False) -> Entry | None:
         """`check` for a `proxy.rfc.target.Target` (or anything with host, path, query)."""
-        return self.check(target.host, target.path, target.query)
+        return self.check(target.host, target.path, target.query, case_sensitive=case_sensitive)
 
     def check_digest(self, digest: bytes) -> Entry | None:
         """The sha256 entry listing this body digest (32 bytes), if any."""
@@ -321,6 +354,15 @@ class Snapshot:
     def __repr__(self) -> str:
         counts = ", ".join(f"{t.value}={n}" for t, n in self._counts.items())
         return f"<Snapshot version={self.version} {counts}>"
+
+
+def _prefix(k: MatchKeys, depth: int) -> str:
+    """The unfolded prefix key at `depth` segments (`k.prefix_ends` indexes the folded one,
+    whose offsets differ where folding changes a length, e.g. "ß" to "ss")."""
+    if depth == 0:
+        return k.host + "/"
+    segments = k.exact_path.split("/", depth + 1)
+    return k.host + "/".join(segments[: depth + 1])
 
 
 EMPTY_SNAPSHOT = Snapshot.compile((), version=0, now=0.0)

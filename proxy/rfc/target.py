@@ -1,4 +1,4 @@
-"""The canonical request target: RFC 9112 §3.2, normalised per RFC 3986 §6.2.2.
+r"""The canonical request target: RFC 9112 §3.2, normalised per RFC 3986 §6.2.2.
 
 ``canonical_target()`` is called once per request (in admit). Its ``raw_path_query`` is the
 forward form: what is sent upstream *and* the cache key. Only equivalence-preserving changes
@@ -13,6 +13,48 @@ lines (the caller passes the lines joined with "," which is then invalid), autho
 asterisk-form (``.asterisk`` is set so the caller can answer OPTIONS * itself). Over-long
 targets get 414.
 
+Encodings (issue 10). The rule: a target that some common origin (nginx, Apache, IIS, Node,
+WSGI/CGI, Tomcat) could decode into a listed resource is either matched by the blocklist's
+match keys (451) or refused here (400, connection closed), never forwarded unchecked. Refused
+is what no browser sends and decoders disagree about; matched is what browsers do send, which
+the match keys then read as the laxest decoder would (proxy.blocklist.keys).
+
+======================================  ======  ===============================================
+path input                              answer  why
+======================================  ======  ===============================================
+``%2F`` ``%5C`` ``%3B`` (slash, ``\``,   match   sent by real sites (``a%2Fb`` ids, Wikipedia
+``;``)                                          titles); keys read them as ``/`` ``/`` ``;``
+``%3F`` ``%23`` (``?``, ``#``)          match   ``/wiki/What%3F``; keys end the path there, the
+                                                rest after ``?`` joins the query pairs
+``%2E`` ``%2e%2e``                      fwd     unreserved: decoded, dot segments removed in
+                                                the forward form itself
+valid UTF-8 escapes, ``%20``            match   what browsers send for non-ASCII paths
+double-encoded letters (``%2561``)      match   keys decode up to ``MAX_DECODE_ROUNDS`` rounds
+double-encoded delimiter, dot, ``%``,   refuse  ``%252F %253F %2523 %255C %253B %252E %2525``
+control (``%25XX`` with XX one of them)         ``%2500``: only a double-decoding origin reads
+                                                them, and reads them as structure
+still decodable after 4 rounds          refuse  no origin may decode further than the keys did
+``%00``, ``%01``-``%1F``, ``%7F``       refuse  NUL truncation, CR/LF in logs and redirects
+``%uXXXX`` (IIS), at any depth          refuse  not RFC 3986; only IIS and old JS read it
+invalid UTF-8 at any depth: overlong    refuse  ``%C0%AF`` is ``/`` to lax decoders and an
+(``%C0%AF`` ``%E0%80%AF``), lone                error to strict ones; browsers encode paths as
+continuation (``%80``), surrogates              UTF-8 only (a site with Latin-1 escapes in
+(``%ED%A0%80``), truncated, > U+10FFFF          paths gets 400: the price of certainty)
+``;params`` (``;jsessionid=``)          match   Tomcat URL rewriting is real; keys cut params
+trailing ``.``/``%20``, ``::$DATA``,    match   real names (``/wiki/U.S.``); keys read them as
+fullwidth forms (``%EF%BC%8F``)                 Windows and IIS's best fit do
+dot segment visible only after ``\``,   refuse  ``..;/`` (Tomcat), ``..\``, ``..%2F``,
+``;params`` or ``%2F`` are read                 ``.%5C``: a traversal the cache key and the
+                                                origin would disagree about
+raw ``\``                               match   keys read it as ``/`` (browsers never send it)
+case (``/A`` vs ``/a``)                 match   keys fold case unless the site sets
+                                                ``case_sensitive_paths``
+======================================  ======  ===============================================
+
+In the query, escapes are only checked for form (``%00``, ``%u`` and malformed ones are
+refused): forms send ``%0D%0A``, legacy charsets and nested encoded URLs (``next=%252F``), so
+the match keys decode queries laxly instead (decoded first, then split into pairs).
+
 Results are memoised (LRU, ``MEMO_SIZE`` entries) for targets up to ``MEMO_MAX_BYTES``: the
 hit path calls this per request and popular URLs repeat.
 """
@@ -20,11 +62,14 @@ hit path calls this per request and popular URLs repeat.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "DEFAULT_PORTS",
+    "MAX_DECODE_ROUNDS",
     "MAX_TARGET_BYTES",
     "BadTarget",
     "Target",
@@ -33,6 +78,9 @@ __all__ = [
 ]
 
 MAX_TARGET_BYTES = 8192
+# Percent-decoding rounds the blocklist's match keys apply (proxy.blocklist.keys); a path that
+# still decodes after this many is refused, so no origin can decode further than the keys did.
+MAX_DECODE_ROUNDS = 4
 MEMO_MAX_BYTES = 1024
 MEMO_SIZE = 8192
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -84,6 +132,8 @@ def _escapes(part: bytes, *, decode_unreserved: bool) -> bytes:
     out = [pieces[0]]
     for piece in pieces[1:]:
         if len(piece) < 2 or piece[0] not in _HEX or piece[1] not in _HEX:
+            if piece[:1] in (b"u", b"U"):
+                raise BadTarget(400, "u-escape")
             raise BadTarget(400, "bad-escape")
         byte = int(piece[:2], 16)
         if byte == 0:
@@ -94,6 +144,52 @@ def _escapes(part: bytes, *, decode_unreserved: bool) -> bytes:
             out.append(b"%" + piece[:2].upper())
         out.append(piece[2:])
     return b"".join(out)
+
+
+_ESCAPE = re.compile(rb"%([0-9a-fA-F]{2})")
+_U_ESCAPE = re.compile(rb"%[uU][0-9a-fA-F]{4}")
+_CONTROL = frozenset(range(0x20)) | {0x7F}
+# What a second (or later) round of decoding must not produce: delimiters, dots, another
+# escape, control bytes. A browser never encodes these twice; an origin that decodes twice
+# (IIS's old double decoding, a rewrite layer in front of a decoding app) would read them.
+_DEEP_REFUSED = frozenset(b"/\\?#;.%") | _CONTROL
+
+
+def _check_path_decodings(path: bytes) -> str:
+    """Refuse a path that some decoder could read otherwise than the match keys do; return
+    it fully decoded (as text: valid UTF-8 by then). See the module docstring's table."""
+    layer = path
+    for depth in range(MAX_DECODE_ROUNDS + 1):
+        if depth and _U_ESCAPE.search(layer):
+            raise BadTarget(400, "u-escape")
+        escapes = _ESCAPE.findall(layer)
+        if not escapes:
+            return layer.decode("utf-8")
+        if depth == MAX_DECODE_ROUNDS:
+            raise BadTarget(400, "encoded-too-deep")
+        values = {int(e, 16) for e in escapes}
+        if depth == 0:
+            if values & _CONTROL:
+                raise BadTarget(400, "control-escape")
+        elif values & _DEEP_REFUSED:
+            raise BadTarget(400, "double-encoded-delimiter")
+        layer = unquote_to_bytes(layer)
+        if not layer.isascii():
+            try:
+                layer.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadTarget(400, "bad-utf8") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_hidden_dot_segments(decoded: str) -> None:
+    """The forward form has no dot segments left (RFC 3986 §5.2.4); one that appears only
+    once `\\`, `;params` or an encoded `/` are read as an origin might (`..;/`, `..\\`,
+    `..%2F`) is a traversal the cache key and the origin would disagree about: refused."""
+    text = decoded.replace("\\", "/").partition("#")[0].partition("?")[0]
+    for seg in text.split("/"):
+        if seg.partition(";")[0] in (".", ".."):
+            raise BadTarget(400, "hidden-dot-segment")
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -214,11 +310,15 @@ def _canonical(raw: bytes, host_header: bytes | None, default_scheme: str) -> Ta
         path_b, query_b = path_query, None
     else:
         path_b, query_b = path_query[:q], path_query[q + 1 :]
+    decoded: str | None = None
     if b"%" in path_b:
         path_b = _escapes(path_b, decode_unreserved=True)
+        decoded = _check_path_decodings(path_b)
     path = path_b.decode("ascii")
     if "/." in path:
         path = _remove_dot_segments(path)
+    if "." in path and (decoded is not None or "\\" in path or ";" in path):
+        _check_hidden_dot_segments(_check_path_decodings(path.encode("ascii")))
     query: str | None = None
     if query_b is not None:
         if b"%" in query_b:

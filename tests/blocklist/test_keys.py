@@ -216,3 +216,182 @@ def test_parse_sha256() -> None:
     for bad in ["ab" * 31, "zz" * 32, "ab" * 33, ""]:
         with pytest.raises(ValueError, match="64 hexadecimal"):
             parse_sha256(bad)
+
+
+# -- issue 10: the keys read as the laxest common decoder reads ----------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/manga%C0%AFone",  # overlong "/" (old IIS, Java)
+        "/manga%c0%afone",
+        "/manga%E0%80%AFone",
+        "/manga%F0%80%80%AFone",
+        "/manga%C1%9Cone",  # overlong "\"
+        "/x/%C0%AE%C0%AE/manga/one",  # overlong ".."
+        "/x/%E0%80%AE%E0%80%AE/manga/one",
+        "/manga/%C1%AFne",  # overlong "o"
+        "/manga%u002Fone",  # IIS %u
+        "/manga%U002Fone",
+        "/%u006Danga/one",
+        "/%u006danga/%u006F%u006E%u0065",
+        "/manga%u005Cone",
+        "/manga%25%75002Fone",  # "%u" only after one round, decoded in the next
+        "/manga/one%3F",  # decoded "?" ends the path
+        "/manga/one%3Fpage=2",
+        "/manga/one%253Fpage=2",
+        "/manga/one%25253F",
+        "/manga/one%23",  # decoded "#" ends it too
+        "/manga/one%23anything/else",
+        "/manga/one%2523x",
+        "/manga/one%3B",
+        "/manga/one%3Bjsessionid=1",
+        "/manga%3Bx=1/one",
+        "/manga%252Fone",
+        "/manga%255Cone",
+        "/manga/x/..%2Fone",
+        "/manga/x%2F..%2Fone",
+        "/manga/x/..%5Cone",
+        "/manga/x/..;jsessionid=1/one",
+        "/manga/x/%252e%252e/one",
+        "/MANGA/ONE",
+        "/Manga/%4Fne",
+    ],
+)
+def test_lax_decoder_spellings_meet_issue_10(raw: str) -> None:
+    assert canonical_path(raw) == "/manga/one"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/manga/one%ED%A0%80",  # lone surrogates: U+FFFD, never an error
+        "/manga/one%ED%BF%BF",
+        "/manga/one%80",
+        "/manga/one%FF%FE",
+        "/manga/one%E2%82",
+        "/manga/one%F4%90%80%80",
+        "/manga/one%F8%88%80%80%80",
+        "/manga/one%ED%A0%80%80",
+    ],
+)
+def test_invalid_utf8_keys_never_raise_and_stay_apart_issue_10(raw: str) -> None:
+    key = canonical_path(raw)
+    assert key.startswith("/manga/one") and key != "/manga/one"
+
+
+def test_cesu8_surrogate_pairs_combine_issue_10() -> None:
+    emoji = "/%F0%9F%98%80"
+    assert canonical_path("/%ED%A0%BD%ED%B8%80") == canonical_path(emoji) == "/\U0001f600"
+    assert canonical_path("/%u00e9") == canonical_path("/%C3%A9") == "/é"
+
+
+def test_decoded_question_mark_joins_the_query_issue_10() -> None:
+    k = match_keys("example.com", "/watch%3Fv=42", None)
+    assert k.path == "/watch" and k.query == (("v", "42"),)
+    k = match_keys("example.com", "/watch%253Fv%253D42", "t=1")
+    assert k.path == "/watch" and k.query == (("t", "1"), ("v", "42"))
+    assert match_keys("example.com", "/watch%23v=42", None).query is None  # a fragment
+
+
+@pytest.mark.parametrize(
+    ("query", "pair"),
+    [
+        ("x=1%26v=42", ("v", "42")),  # decoded before it is split
+        ("x=1%3Bv=42", ("v", "42")),
+        ("v%3D42", ("v", "42")),
+        ("v%253D42", ("v", "42")),
+        ("v=4%32", ("v", "42")),
+        ("v=%25342", ("v", "42")),
+        ("v=42%23x", ("v", "42")),  # decoded "#": the part before it counts too
+        ("v=42%2523x", ("v", "42")),
+        ("v=42%23x", ("v", "42#x")),  # and the whole value still does
+        ("q=a%2Bb", ("q", "a b")),  # "+" and space meet, however spelt
+        ("q=caf%E9", ("q", "caf\udce9")),  # legacy charset bytes kept
+        ("q=%C0%AF", ("q", "/")),
+    ],
+)
+def test_request_query_holds_every_lax_reading_issue_10(query: str, pair: tuple[str, str]) -> None:
+    have = match_keys("example.com", "/watch", query).query
+    assert have is not None and query_contains(have, (pair,))
+
+
+def test_entry_query_read_like_the_request_issue_10() -> None:
+    """A listed value with an encoded "&" needs both halves, which its own spelling and the
+    decoded one both hold."""
+    _, _, need = parse_url_value("http://e.com/s?q=rock%26roll")
+    assert need == (("q", "rock"), ("roll", ""))
+    for spelling in ("q=rock%26roll", "q=rock&roll", "roll&q=rock&x=1"):
+        have = match_keys("e.com", "/s", spelling).query
+        assert have is not None and query_contains(have, need)
+
+
+def test_entry_path_with_encoded_delimiters_issue_10() -> None:
+    assert parse_url_value("http://e.com/watch%3Fv=42") == ("e.com", "/watch", (("v", "42"),))
+    assert parse_url_value("http://e.com/a%23b") == ("e.com", "/a", None)
+    for value in ("http://e.com/dir%3Fx/", "http://e.com/dir%23x/", "http://e.com/d%253Fx/"):
+        with pytest.raises(ValueError, match="prefix path cannot hold"):
+            parse_url_value(value, prefix=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "exact"),
+    [
+        ("/Manga/One", "/Manga/One"),
+        ("/%4Danga/ONE/", "/Manga/ONE"),
+        ("/M%C3%84NGA", "/MÄNGA"),
+        ("/Stra%C3%9Fe", "/Straße"),  # folds to "strasse": a different length
+        ("/a/B;x/../C", "/a/C"),
+        ("/lower", "/lower"),
+    ],
+)
+def test_exact_path_keeps_case_folded_path_does_not(path: str, exact: str) -> None:
+    k = match_keys("example.com", path, None)
+    assert k.exact_path == exact
+    assert k.path == exact.casefold()
+    assert canonical_path(path, fold=False) == exact
+    host, cpath, _ = parse_url_value("http://example.com" + path, fold=False)
+    assert keys.exact_url_key("http://example.com" + path) == host + cpath == "example.com" + exact
+
+
+def test_exact_path_shares_the_folded_string_when_nothing_folds() -> None:
+    k = match_keys("example.com", "/already/lower%20case", None)
+    assert k.exact_path is k.path
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/manga/one.",  # Windows drops trailing dots and spaces of a name (IIS)
+        "/manga/one..",
+        "/manga/one%2e",
+        "/manga/one%20",
+        "/manga/one.%20.",
+        "/manga./one",
+        "/manga%20/one/",
+        "/manga/one::$DATA",  # the NTFS default stream
+        "/manga/one::$data",
+        "/manga/one%3A%3A%24DATA",
+        "/%EF%BD%8D%EF%BD%81%EF%BD%8E%EF%BD%87%EF%BD%81/one",  # fullwidth (best fit)
+        "/manga%EF%BC%8Fone",  # fullwidth solidus
+        "/manga%EF%BC%BCone",  # fullwidth reverse solidus
+        "/manga/one%EF%BC%9Fpage=1",  # fullwidth "?"
+        "/x/%EF%BC%8E%EF%BC%8E/manga/one",  # fullwidth ".."
+    ],
+)
+def test_windows_and_best_fit_spellings_meet_issue_10(raw: str) -> None:
+    assert canonical_path(raw) == "/manga/one"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ("/x/.../y", "/x/.../y"),  # dots only: not a name to trim
+        ("/a:b", "/a:b"),
+        ("/one.jpg", "/one.jpg"),
+        ("/one:$data.txt", "/one:$data.txt"),
+    ],
+)
+def test_windows_trimming_leaves_other_names_alone(raw: str, key: str) -> None:
+    assert canonical_path(raw) == key

@@ -196,7 +196,7 @@ def test_shared_keys_stay_blocked_until_the_last_entry_goes() -> None:
 
 
 def test_check_target_with_the_admit_phase_target(snap: Snapshot) -> None:
-    from proxy.rfc.target import canonical_target
+    from proxy.rfc.target import BadTarget, canonical_target
 
     def hit(raw: bytes) -> str | None:
         entry = snap.check_target(canonical_target(raw, b"Example.COM.:80"))
@@ -204,7 +204,89 @@ def test_check_target_with_the_admit_phase_target(snap: Snapshot) -> None:
 
     assert hit(b"/manga/x") == "pre-1"
     assert hit(b"/%6danga;v=1/x") == "pre-1"
-    assert hit(b"/a/..%2fmanga/x?q=1") == "pre-1"  # forwarded as-is, matched decoded
+    assert hit(b"/manga%2fx?q=1") == "pre-1"  # forwarded as-is, matched decoded
+    with pytest.raises(BadTarget, match="hidden-dot-segment"):
+        hit(b"/a/..%2fmanga/x?q=1")  # a traversal only a decoding origin sees: refused
     assert hit(b"/watch?list=7&v=4%32") == "url-q"
     assert hit(b"http://pirate.example/x") == "host-1"
     assert hit(b"/mangafoo") is None
+
+
+# -- issue 10: case-sensitive sites ----------------------------------------------------------
+
+CASE_ENTRIES = [
+    Entry("u-mixed", EntryType.URL, "http://example.com/Video/AbC"),
+    Entry("u-lower", EntryType.URL, "http://example.com/video/abc"),  # shares the folded key
+    Entry("u-only-upper", EntryType.URL, "http://example.com/ID/XyZ"),
+    Entry("p-mixed", EntryType.PREFIX, "http://example.com/Dir/Sub/"),
+    Entry("q-mixed", EntryType.URL, "http://example.com/Watch?v=AbC"),
+    Entry("u-sharp-s", EntryType.URL, "http://example.com/Stra%C3%9Fe/x"),
+    Entry("p-sharp-s", EntryType.PREFIX, "http://example.com/Gro%C3%9F/"),
+    Entry("h", EntryType.HOST, "Pirate.Example"),
+]
+
+
+@pytest.fixture
+def case_snap() -> Snapshot:
+    return Snapshot.compile(CASE_ENTRIES, version=1, now=0.0)
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "query", "folded", "exact"),
+    [
+        ("example.com", "/Video/AbC", None, "u-mixed", "u-mixed"),
+        ("example.com", "/video/abc", None, "u-mixed", "u-lower"),
+        ("example.com", "/VIDEO/ABC", None, "u-mixed", None),
+        ("example.com", "/Video/abc", None, "u-mixed", None),
+        ("example.com", "/%56ideo/A%62C/", None, "u-mixed", "u-mixed"),  # other rules still apply
+        ("example.com", "/Video;s=1/AbC", None, "u-mixed", "u-mixed"),
+        ("example.com", "/ID/XyZ", None, "u-only-upper", "u-only-upper"),
+        ("example.com", "/id/xyz", None, "u-only-upper", None),
+        ("example.com", "/Dir/Sub/file", None, "p-mixed", "p-mixed"),
+        ("example.com", "/Dir/Sub", None, "p-mixed", "p-mixed"),
+        ("example.com", "/dir/sub/file", None, "p-mixed", None),
+        ("example.com", "/Dir/sub/file", None, "p-mixed", None),
+        ("example.com", "/Watch", "v=AbC&t=1", "q-mixed", "q-mixed"),
+        ("example.com", "/watch", "v=AbC", "q-mixed", None),
+        ("example.com", "/Watch", "v=abc", None, None),  # query values never fold
+        ("example.com", "/Stra%C3%9Fe/x", None, "u-sharp-s", "u-sharp-s"),
+        ("example.com", "/strasse/x", None, "u-sharp-s", None),
+        ("example.com", "/Gro%C3%9F/a/b", None, "p-sharp-s", "p-sharp-s"),
+        ("example.com", "/GROSS/a/b", None, "p-sharp-s", None),
+        ("cdn.PIRATE.example", "/Any", None, "h", "h"),  # hosts are always case-blind
+    ],
+)
+def test_case_sensitive_check_issue_10(
+    case_snap: Snapshot, host: str, path: str, query: str | None, folded: str, exact: str
+) -> None:
+    def ids(**kw: bool) -> str | None:
+        entry = case_snap.check(host, path, query, **kw)
+        return None if entry is None else entry.id
+
+    assert ids() == folded  # the old call: folded, the default
+    assert ids(case_sensitive=False) == folded
+    assert ids(case_sensitive=True) == exact
+
+
+def test_case_sensitive_check_keys_and_target_issue_10(case_snap: Snapshot) -> None:
+    from proxy.blocklist.keys import match_keys
+    from proxy.rfc.target import canonical_target
+
+    k = match_keys("example.com", "/VIDEO/abc", None)
+    assert case_snap.check_keys(k) is not None
+    assert case_snap.check_keys(k, case_sensitive=True) is None
+    t = canonical_target(b"/video/abc", b"example.com")
+    hit = case_snap.check_target(t, case_sensitive=True)
+    assert hit is not None and hit.id == "u-lower"
+
+
+def test_case_sensitive_check_survives_removal_of_the_first_entry_issue_10(
+    case_snap: Snapshot,
+) -> None:
+    """The entry reported for a folded key changes when it is removed; the exact check then
+    finds the remaining one."""
+    after = case_snap.with_changes((), ["u-mixed"], version=2, now=0.0)
+    hit = after.check("example.com", "/video/abc", None, case_sensitive=True)
+    assert hit is not None and hit.id == "u-lower"
+    assert after.check("example.com", "/Video/AbC", None, case_sensitive=True) is None
+    assert after.check("example.com", "/Video/AbC", None).id == "u-lower"  # type: ignore[union-attr]
