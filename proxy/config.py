@@ -91,6 +91,11 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # once changes have been quiet this long (they replay the deltas meanwhile).
     compile_quiet_s: float = 2.0
     default_blocked_by_url: str = ""
+    # A signed version more than this far beyond the enforced sequence is refused (a jump to
+    # near the maximum would make every later real version look older).
+    max_sequence_step: int = 1_000_000
+    # Refuse versions whose signer set no valid_until (freeze-attack protection made mandatory).
+    require_valid_until: bool = False
 
 
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
