@@ -473,15 +473,21 @@ def load_newest(
         if top is None:
             continue
         if current_sequence is not None and seq <= current_sequence:
-            if seq == current_sequence and current_sha256 and top.sha256 != current_sha256:
-                errors.append(
-                    BlocklistError(
-                        top.path,
-                        1,
-                        f"a different version claims the enforced sequence {seq}: sha256 "
-                        f"{top.sha256}, enforced {current_sha256}; keeping the enforced one",
-                    )
-                )
+            if seq == current_sequence and current_sha256:
+                # Every file claiming the enforced sequence, not only the first valid one: a
+                # second publisher (or an attacker with the key) must not go unnoticed.
+                for path in by_seq[seq]:
+                    other = verified(path)
+                    if other is not None and other.sha256 != current_sha256:
+                        errors.append(
+                            BlocklistError(
+                                other.path,
+                                1,
+                                f"a different version claims the enforced sequence {seq}: "
+                                f"sha256 {other.sha256}, enforced {current_sha256}; "
+                                "keeping the enforced one",
+                            )
+                        )
             if seq < current_sequence:
                 errors.append(
                     BlocklistError(
