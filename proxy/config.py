@@ -6,8 +6,10 @@ A broken config never starts: `ConfigError` carries the file, line and field at 
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -102,6 +104,11 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decode_max_codings_count: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # stacked codings
     # A coding the edge cannot remove: "refuse" (502) or "raw-only" (check the raw digest only).
     unknown_coding_policy: Literal["refuse", "raw-only"] = "refuse"
+    # A signed version more than this far beyond the enforced sequence is refused (a jump to
+    # near the maximum would make every later real version look older).
+    max_sequence_step: int = 1_000_000
+    # Refuse versions whose signer set no valid_until (freeze-attack protection made mandatory).
+    require_valid_until: bool = False
 
 
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -191,16 +198,53 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
                     f"host {h!r} is already served by site {seen[key]!r}", f"$.sites[{i}].hosts"
                 )
             seen[key] = site.name
-    positive = {
-        "$.limits": cfg.limits,
-        "$.cache": cfg.cache,
-        "$.origin": cfg.origin,
-    }
-    for path, section in positive.items():
-        for name in section.__struct_fields__:
-            value = getattr(section, name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise fail(f"{name} must not be negative", f"{path}.{name}")
+    _check_numbers(cfg, "$", fail)
+    names: dict[str, int] = {}
+    for i, site in enumerate(cfg.sites):
+        if not _TOKEN.fullmatch(site.name):
+            raise fail(f"site name must be a token, got {site.name!r}", f"$.sites[{i}].name")
+        if site.name in names:
+            raise fail(
+                f"site name {site.name!r} is already used by sites[{names[site.name]}]",
+                f"$.sites[{i}].name",
+            )
+        names[site.name] = i
+        for h in site.hosts:
+            if not _valid_host(h):
+                raise fail(f"invalid host name {h!r}", f"$.sites[{i}].hosts")
+        if site.blocked_by_url and not _valid_link_url(site.blocked_by_url):
+            raise fail(
+                "blocked_by_url must be an absolute http(s) URL without spaces, quotes, "
+                f"<, > or control characters, got {site.blocked_by_url!r}",
+                f"$.sites[{i}].blocked_by_url",
+            )
+    if cfg.blocklist.default_blocked_by_url and not _valid_link_url(
+        cfg.blocklist.default_blocked_by_url
+    ):
+        raise fail(
+            "default_blocked_by_url must be an absolute http(s) URL without spaces, quotes, "
+            "<, > or control characters",
+            "$.blocklist.default_blocked_by_url",
+        )
+    if not _TOKEN.fullmatch(cfg.via_name):
+        raise fail(
+            f"via_name must be an HTTP token (it goes into Via and Cache-Status), "
+            f"got {cfg.via_name!r}",
+            "$.via_name",
+        )
+    for value, path in (
+        (cfg.admin.token_file, "$.admin.token_file"),
+        (cfg.blocklist.public_key, "$.blocklist.public_key"),
+    ):
+        if value and not os.access(value, os.R_OK):
+            raise fail(f"cannot read {value!r}", path)
+        if value and not os.path.isfile(value):
+            raise fail(f"{value!r} is not a file", path)
+    log = cfg.log.access_log
+    if log and log != "-":
+        parent = os.path.dirname(os.path.abspath(log))
+        if not os.path.isdir(parent):
+            raise fail(f"access log directory {parent!r} does not exist", "$.log.access_log")
     from dataclasses import fields
 
     from proxy.front.limits import FrontLimits
@@ -226,6 +270,58 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
     if not 0.0 <= cfg.log.access_log_sample <= 1.0:
         raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
     return cfg
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _check_numbers(obj: msgspec.Struct, path: str, fail: Callable[[str, str], ConfigError]) -> None:
+    """Every number in every section is finite and not negative: walks the Structs, so a field
+    added later is covered without anyone remembering to list it (NaN and inf pass msgspec's
+    float type, and a negative count or deadline has no meaning anywhere here)."""
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        where = f"{path}.{name}"
+        if isinstance(value, msgspec.Struct):
+            _check_numbers(value, where, fail)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, msgspec.Struct):
+                    _check_numbers(item, f"{where}[{i}]", fail)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise fail(f"{name} must be a finite number, got {value}", where)
+            if value < 0:
+                raise fail(f"{name} must not be negative, got {value}", where)
+
+
+def _valid_host(host: str) -> bool:
+    """`*`, `*.suffix` or a DNS name (IDNA allowed), as the admit phase can match it."""
+    if host == "*":
+        return True
+    name = host[2:] if host.startswith("*.") else host
+    name = name.rstrip(".")
+    if not name:
+        return False
+    try:
+        ascii_name = name.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return False
+    if ascii_name.startswith("[") and ascii_name.endswith("]"):
+        return False
+    return all(_LABEL.fullmatch(label) for label in ascii_name.split("."))
+
+
+def _valid_link_url(value: str) -> bool:
+    """Pasted between `<` and `>` in a Link field: nothing in it may end or split the field."""
+    if any(c in value for c in '<>"\\ ') or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return False
+    try:
+        url = URL(value)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
 
 
 def load(path: str | Path) -> Config:

@@ -52,7 +52,11 @@ def exposed() -> dict[str, set[str]]:
         restarts=0,
         workers={0: object(), 1: object()},
         blocklist=SimpleNamespace(
-            version=3, applied_at=1.0, reload_failures=0, counts=lambda: dict(counts)
+            version=3,
+            applied_at=1.0,
+            reload_failures=0,
+            counts=lambda: dict(counts),
+            stale_since=lambda: None,
         ),
     )
     registry = CollectorRegistry(auto_describe=False)

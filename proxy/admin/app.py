@@ -107,8 +107,14 @@ async def readyz(request: web.Request) -> web.Response:
                 w.close()
         except (OSError, TimeoutError):
             problems.append(f"origin of site {site.name} ({host}:{port}) unreachable")
+    if (stale := sup.blocklist.stale_since()) is not None:
+        problems.append(f"blocklist stale since {_iso(stale)} (still enforced)")
     body = {"ready": not problems, "problems": problems, "blocklist_version": sup.blocklist.version}
     return _json(body, 200 if not problems else 503)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _origin_addr(origin: str) -> tuple[str, int]:
@@ -163,6 +169,11 @@ class _Collector:
             "edgeproxy_blocklist_last_apply_timestamp_seconds",
             "When the current version was applied",
             value=bl.applied_at,
+        )
+        yield GaugeMetricFamily(
+            "edgeproxy_blocklist_stale",
+            "1 when the enforced file version is past its signed valid_until (still enforced)",
+            value=0 if bl.stale_since() is None else 1,
         )
         yield CounterMetricFamily(
             "edgeproxy_blocklist_reload_failures",

@@ -135,6 +135,15 @@ def parse_input(path: str, *, allow_removes: bool) -> tuple[list[Entry], list[st
 def cmd_sign(args: argparse.Namespace) -> int:
     private_pem = _read_key(args.key)
     adds, removes = parse_input(args.input, allow_removes=args.base is not None)
+    if args.valid_for_s is not None and args.valid_until is not None:
+        raise CommandError("give --valid-for-s or --valid-until, not both")
+    valid_until = args.valid_until
+    if args.valid_for_s is not None:
+        if not args.valid_for_s > 0:
+            raise CommandError("--valid-for-s must be a positive number of seconds")
+        valid_until = time.time() + args.valid_for_s
+    if valid_until is not None and valid_until <= time.time():
+        raise CommandError("--valid-until is already in the past")
     try:
         write_version(
             args.output,
@@ -143,6 +152,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
             base=args.base,
             removes=removes,
             private_key_pem=private_pem,
+            valid_until=valid_until,
         )
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot sign: {exc}") from None
@@ -379,6 +389,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--key", required=True, help="private key PEM")
     p.add_argument("--sequence", required=True, type=int)
     p.add_argument("--base", type=int, default=None, help="make a delta on this sequence")
+    p.add_argument(
+        "--valid-for-s",
+        type=float,
+        default=None,
+        help="the list is vouched for this many seconds from now (nodes report stale after)",
+    )
+    p.add_argument("--valid-until", type=float, default=None, help="the same as a Unix time")
     p.add_argument("input", help="entries, one JSON object per line")
     p.add_argument("output", help="version file to write (atomically)")
     p.set_defaults(func=_guarded(cmd_sign))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 import os
 import tempfile
 import time
@@ -32,6 +33,10 @@ from proxy.blocklist.model import Entry, EntryType, InvalidEntry, validate_entry
 FORMAT_TAG = "edgeproxy-blocklist/1"
 SUFFIX = ".jsonl"
 MAX_DELTA_CHAIN = 1000
+# The largest sequence a version may carry: 2^53 - 1 keeps it exact in every JSON reader
+# (JavaScript, float-based parsers), and a cap means a signed but absurd sequence cannot make
+# every later real version look older.
+MAX_SEQUENCE = (1 << 53) - 1
 
 
 class BlocklistError(Exception):
@@ -44,13 +49,17 @@ class BlocklistError(Exception):
         super().__init__(f"{self.file}:{line}: {reason}")
 
 
-class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     format: str
     sequence: int
     base: int | None
     created_at: float
     entries: int
     sha256: str
+    # Unix time after which the publisher no longer vouches for this list (freeze attack: a
+    # node following a feed that stopped must be able to tell). Signed with the rest; omitted
+    # (None) in versions from signers that do not set it.
+    valid_until: float | None = None
 
 
 class AddLine(
@@ -92,6 +101,15 @@ class Version:
     sha256: str  # of the entry lines, as in the header
     created_at: float
     key_id: str
+    valid_until: float | None = None
+
+
+@dataclass(slots=True)
+class LoadInfo:
+    """What `load_newest` tells the caller about the version it returned besides its entries."""
+
+    sha256: str = ""
+    valid_until: float | None = None
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -156,10 +174,13 @@ def render_version(
     removes: Iterable[str] = (),
     private_key_pem: bytes,
     created_at: float | None = None,
+    valid_until: float | None = None,
 ) -> bytes:
     """The signed file's bytes. Entries are validated; a full version cannot remove."""
-    if sequence < 1:
-        raise ValueError("sequence must be a positive integer")
+    if not 1 <= sequence <= MAX_SEQUENCE:
+        raise ValueError(f"sequence must be an integer within 1..{MAX_SEQUENCE}")
+    if valid_until is not None and not math.isfinite(valid_until):
+        raise ValueError("valid_until must be a finite Unix time")
     remove_ids = list(removes)
     if base is None and remove_ids:
         raise ValueError("a full version (no base) cannot remove entries")
@@ -193,6 +214,7 @@ def render_version(
         created_at=time.time() if created_at is None else created_at,
         entries=len(lines),
         sha256=hashlib.sha256(body).hexdigest(),
+        valid_until=valid_until,
     )
     signed = msgspec.json.encode(header) + b"\n" + body
     return signed + signature_line(signed, private_key_pem)
@@ -207,6 +229,7 @@ def write_version(
     removes: Iterable[str] = (),
     private_key_pem: bytes,
     created_at: float | None = None,
+    valid_until: float | None = None,
 ) -> None:
     """Sign and write a version atomically: a temp file in the same directory (named so that
     watchers filtering on the .jsonl suffix ignore it), fsync, os.replace, fsync the dir."""
@@ -217,6 +240,7 @@ def write_version(
         removes=removes,
         private_key_pem=private_key_pem,
         created_at=created_at,
+        valid_until=valid_until,
     )
     write_atomic(Path(path), data)
 
@@ -297,8 +321,10 @@ def _header(path: Path, line: bytes) -> Header:
         raise BlocklistError(path, 1, f"malformed header: {exc}") from None
     if header.format != FORMAT_TAG:
         raise BlocklistError(path, 1, f"unknown format {header.format!r}, expected {FORMAT_TAG}")
-    if header.sequence < 1:
-        raise BlocklistError(path, 1, "sequence must be a positive integer")
+    if not 1 <= header.sequence <= MAX_SEQUENCE:
+        raise BlocklistError(path, 1, f"sequence must be an integer within 1..{MAX_SEQUENCE}")
+    if header.valid_until is not None and not math.isfinite(header.valid_until):
+        raise BlocklistError(path, 1, "valid_until must be a finite Unix time")
     if header.base is not None and not 0 <= header.base < header.sequence:
         raise BlocklistError(path, 1, "base must be an earlier sequence")
     return header
@@ -358,6 +384,7 @@ def read_version(path: str | os.PathLike[str], public_key_pem: bytes, *, max_byt
         sha256=header.sha256,
         created_at=header.created_at,
         key_id=kid,
+        valid_until=header.valid_until,
     )
 
 
@@ -394,13 +421,22 @@ def load_newest(
     *,
     current_sequence: int | None,
     max_bytes: int,
+    current_sha256: str = "",
+    max_sequence_step: int = 0,
+    info: LoadInfo | None = None,
 ) -> tuple[tuple[list[Entry], int] | None, list[BlocklistError]]:
     """The full entry set of the newest valid version in `directory` newer than
     `current_sequence`, with its sequence; or None. Deltas are applied onto their base found in
     the same directory (recursively). Files are verified newest first and only as far as
     needed; every refusal met on the way is returned (the caller logs and counts them) and
     the next older candidate is tried. A directory whose newest valid version is older than
-    `current_sequence` yields None and an error naming that file."""
+    `current_sequence` yields None and an error naming that file.
+
+    `max_sequence_step` > 0 refuses a version more than that far beyond `current_sequence`
+    (a signed jump to near the maximum would freeze the feed for good). `current_sha256`, when
+    given, makes a *different* file claiming the current sequence an error naming both hashes
+    instead of a silent no-op. `info`, when given, receives the returned version's hash and
+    `valid_until`."""
     errors: list[BlocklistError] = []
     by_seq: dict[int, list[Path]] = {}
     for path in list_versions(directory):
@@ -437,6 +473,21 @@ def load_newest(
         if top is None:
             continue
         if current_sequence is not None and seq <= current_sequence:
+            if seq == current_sequence and current_sha256:
+                # Every file claiming the enforced sequence, not only the first valid one: a
+                # second publisher (or an attacker with the key) must not go unnoticed.
+                for path in by_seq[seq]:
+                    other = verified(path)
+                    if other is not None and other.sha256 != current_sha256:
+                        errors.append(
+                            BlocklistError(
+                                other.path,
+                                1,
+                                f"a different version claims the enforced sequence {seq}: "
+                                f"sha256 {other.sha256}, enforced {current_sha256}; "
+                                "keeping the enforced one",
+                            )
+                        )
             if seq < current_sequence:
                 errors.append(
                     BlocklistError(
@@ -447,6 +498,20 @@ def load_newest(
                     )
                 )
             return None, errors
+        if (
+            current_sequence is not None
+            and max_sequence_step > 0
+            and seq - current_sequence > max_sequence_step
+        ):
+            errors.append(
+                BlocklistError(
+                    top.path,
+                    1,
+                    f"sequence {seq} jumps {seq - current_sequence} beyond the enforced "
+                    f"{current_sequence} (blocklist.max_sequence_step is {max_sequence_step})",
+                )
+            )
+            continue
         chain = [top]
         while chain[-1].base is not None and len(chain) <= MAX_DELTA_CHAIN:
             base = version_at(chain[-1].base)
@@ -472,5 +537,7 @@ def load_newest(
                 entries.pop(entry_id, None)
             for entry in v.adds:
                 entries[entry.id] = entry
+        if info is not None:
+            info.sha256, info.valid_until = top.sha256, top.valid_until
         return (list(entries.values()), seq), errors
     return None, errors

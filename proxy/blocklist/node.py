@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from proxy.blocklist.compiled import write_compiled
-from proxy.blocklist.format import BlocklistError, load_newest, write_atomic
+from proxy.blocklist.format import BlocklistError, LoadInfo, load_newest, write_atomic
 from proxy.blocklist.model import Entry, EntryType, validate_entry
 from proxy.config import Config
 
@@ -46,6 +46,9 @@ class NodeBlocklist:
         self.broadcast = broadcast
         self.file_entries: list[Entry] = []
         self.file_sequence: int | None = None
+        self.file_sha256 = ""
+        # The enforced file version's signed validity; None when its signer set none.
+        self.valid_until: float | None = None
         self.pushed: dict[str, Entry] = {}
         self.version = 0
         self.applied_at = 0.0
@@ -106,12 +109,26 @@ class NodeBlocklist:
         self._persist()
 
     def _load_dir(self) -> int | None:
+        info = LoadInfo()
         found, errors = load_newest(
             self.cfg.dir,
             self._public_key,
             current_sequence=self.file_sequence,
             max_bytes=self.cfg.max_file_bytes,
+            current_sha256=self.file_sha256,
+            max_sequence_step=self.cfg.max_sequence_step,
+            info=info,
         )
+        if found is not None and self.cfg.require_valid_until and info.valid_until is None:
+            errors.append(
+                BlocklistError(
+                    self.cfg.dir,
+                    0,
+                    f"version {found[1]} has no valid_until and blocklist.require_valid_until "
+                    "is set; keeping the enforced list",
+                )
+            )
+            found = None
         self.last_errors = [str(e) for e in errors]
         for e in errors:
             if not _is_stale_notice(e):
@@ -122,10 +139,21 @@ class NodeBlocklist:
         entries, sequence = found
         self.file_entries = entries
         self.file_sequence = sequence
+        self.file_sha256 = info.sha256
+        self.valid_until = info.valid_until
         log.warning(
             "blocklist version %d loaded from %s (%d entries)", sequence, self.cfg.dir, len(entries)
         )
         return sequence
+
+    def stale_since(self, now: float | None = None) -> float | None:
+        """The enforced file version's valid_until once it has passed, else None. A stale list
+        keeps being enforced (dropping it would un-block everything); readiness says so."""
+        if self.valid_until is None:
+            return None
+        return (
+            self.valid_until if (time.time() if now is None else now) > self.valid_until else None
+        )
 
     def entries(self) -> list[Entry]:
         return _merge(self.file_entries, self.pushed)
