@@ -19,7 +19,7 @@ from proxy.admin.view import NodeHealth
 from proxy.metrics import WorkerStats
 from proxy.node.control import BlocklistReport, CacheReport, StatsReply
 
-CONFIG = Path(__file__).resolve().parents[1] / "config"
+CONFIG = Path(__file__).resolve().parents[2] / "config"
 DASHBOARD = CONFIG / "grafana-dashboard.json"
 ADDED_BY_PROMETHEUS = {"instance", "job", "le", "__name__"}
 PROMQL_WORDS = set(
