@@ -56,8 +56,14 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return _json({"error": message}, status, headers)
 
 
-def _http_error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
-    return cls(body=msgspec.json.encode({"error": message}), content_type="application/json")
+class Refusal(Exception):
+    """A request the admin refuses while handling it (a bad or late body): the guard turns it
+    into a JSON error answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def _node(request: web.Request) -> NodeView:
@@ -160,7 +166,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     refused = request.app[GUARD].check(request)
     if refused is not None:
         return refused
-    return await handler(request)
+    try:
+        return await handler(request)
+    except Refusal as e:
+        # The rest of a refused body is not read: close rather than parse it as a request.
+        return _error(e.status, e.message, {"Connection": "close"})
 
 
 def authenticated(handler: Handler) -> Handler:
@@ -192,15 +202,10 @@ async def _read_body(request: web.Request) -> bytes:
             while chunk := await request.content.read(65536):
                 size += len(chunk)
                 if size > g.max_body_bytes:
-                    raise _http_error(
-                        web.HTTPRequestEntityTooLarge,
-                        f"body exceeds {g.max_body_bytes} bytes",
-                    )
+                    raise Refusal(413, f"body exceeds {g.max_body_bytes} bytes")
                 chunks.append(chunk)
     except TimeoutError:
-        raise _http_error(
-            web.HTTPRequestTimeout, f"body not received within {g.body_timeout_s} s"
-        ) from None
+        raise Refusal(408, f"body not received within {g.body_timeout_s} s") from None
     return b"".join(chunks)
 
 
@@ -209,9 +214,9 @@ async def _body(request: web.Request, shape: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=shape)
     except msgspec.ValidationError as e:
-        raise _http_error(web.HTTPBadRequest, f"invalid request: {e}") from e
+        raise Refusal(400, f"invalid request: {e}") from e
     except msgspec.DecodeError as e:
-        raise _http_error(web.HTTPBadRequest, f"invalid JSON: {e}") from e
+        raise Refusal(400, f"invalid JSON: {e}") from e
 
 
 class PurgeBody(msgspec.Struct, forbid_unknown_fields=True):
