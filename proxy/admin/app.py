@@ -112,13 +112,29 @@ class AdminGuard:
     def __init__(self, cfg: AdminConfig) -> None:
         names = cfg.host_names or default_host_names(cfg.listen)
         self.host_names = frozenset(n.lower().strip("[]").rstrip(".") for n in names)
-        _, self.port = parse_hostport(cfg.listen, what="admin.listen")
+        host, self.port = parse_hostport(cfg.listen, what="admin.listen")
+        # Bound to every address (with a token: start_admin insists), the admin is reached by
+        # whichever address the caller uses. An IP literal cannot be rebound (the page's origin
+        # is that address itself), so by default any is accepted there; names still must be
+        # listed.
+        self.any_ip = not cfg.host_names and host in ("0.0.0.0", "::")
         self.max_body_bytes = cfg.max_body_bytes
         self.body_timeout_s = cfg.body_timeout_s
 
     def host_ok(self, host: str) -> bool:
         found = split_authority(host)
-        return found is not None and found[0] in self.host_names
+        return found is not None and self._name_ok(found[0])
+
+    def _name_ok(self, name: str) -> bool:
+        if name in self.host_names:
+            return True
+        if not self.any_ip:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def origin_ok(self, origin: str) -> bool:
         """An origin of this admin (RFC 6454): http, an accepted host name, the admin's port.
@@ -130,7 +146,7 @@ class AdminGuard:
         if found is None:
             return False
         host, port = found
-        return host in self.host_names and (80 if port is None else port) == self.port
+        return self._name_ok(host) and (80 if port is None else port) == self.port
 
     def check(self, request: web.Request) -> web.Response | None:
         hosts = request.headers.getall("Host", [])

@@ -71,7 +71,7 @@ async def run_demo(
     print(f"demo origin on http://127.0.0.1:{origin_port}")
     print(f"try:  curl -si http://{listen}/hello   (twice: Cache-Status shows fwd=miss, then hit)")
     print(
-        f"      curl -s -H 'Authorization: Bearer {token}' -d "
+        f"      curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d "
         f'\'{{"entries":[{{"id":"demo-1","type":"prefix","value":"http://{listen}/hello",'
         f'"notice":"N-1","reason":"demo"}}]}}\' http://{admin}/blocklist/entries'
     )

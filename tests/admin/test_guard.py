@@ -317,3 +317,21 @@ async def test_a_valid_push_with_expires_at_is_applied(make_admin) -> None:
         ) as r:
             assert r.status == 200
     assert admin.node.blocklist.pushed == {"t": entry}
+
+
+async def test_on_a_wildcard_address_any_ip_literal_but_no_unlisted_name(make_admin) -> None:
+    """Bound to 0.0.0.0 the admin is reached by whichever address a caller uses; IP literals
+    cannot be rebound, names can: only listed names pass."""
+    admin = await make_admin()
+    from proxy.admin.app import AdminGuard
+    from proxy.config import AdminConfig
+
+    guard = AdminGuard(AdminConfig(listen=f"0.0.0.0:{admin.port}"))
+    assert (
+        guard.host_ok("10.1.2.3:8081") and guard.host_ok("[fe80::1]") and guard.host_ok("localhost")
+    )
+    assert not guard.host_ok("rebound.evil.test") and not guard.host_ok("10.1.2.3.nip.io")
+    assert guard.origin_ok(f"http://10.1.2.3:{admin.port}")
+    assert not guard.origin_ok("http://evil.test:8081")
+    listed = AdminGuard(AdminConfig(listen="0.0.0.0:8081", host_names=["edge.internal"]))
+    assert listed.host_ok("edge.internal") and not listed.host_ok("10.1.2.3")
