@@ -188,6 +188,7 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
         "$.limits": cfg.limits,
         "$.cache": cfg.cache,
         "$.origin": cfg.origin,
+        "$.admin": cfg.admin,
     }
     for path, section in positive.items():
         for name in section.__struct_fields__:

@@ -335,3 +335,24 @@ async def test_on_a_wildcard_address_any_ip_literal_but_no_unlisted_name(make_ad
     assert not guard.origin_ok("http://evil.test:8081")
     listed = AdminGuard(AdminConfig(listen="0.0.0.0:8081", host_names=["edge.internal"]))
     assert listed.host_ok("edge.internal") and not listed.host_ok("10.1.2.3")
+
+
+@pytest.mark.parametrize(
+    "line, field",
+    [
+        ("max_body_bytes = -1", "$.admin.max_body_bytes"),
+        ("body_timeout_s = -0.5", "$.admin.body_timeout_s"),
+        ('host_names = "localhost"', "$.admin.host_names"),
+        ("max_body_byte = 10", "max_body_byte"),
+    ],
+)
+def test_bad_admin_limits_are_refused_naming_the_field(tmp_path, line: str, field: str) -> None:
+    from proxy.config import ConfigError, load
+
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f'[[sites]]\nname = "a"\nhosts = ["a"]\norigin = "http://127.0.0.1:1"\n\n[admin]\n{line}\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        load(cfg)
+    assert field in str(e.value) and "edge.toml:7" in str(e.value), str(e.value)
