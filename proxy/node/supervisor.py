@@ -297,7 +297,7 @@ class Supervisor:
         self.blocklist.started(max(h.applied_at for h in self.workers.values()))
         if self.cfg.admin.listen:
             if self.start_admin is None:
-                raise ControlError("an admin listener is configured but no admin API was given")
+                raise RuntimeError("admin.listen is set but no admin API was given to serve it")
             self._admin_runner = await self.start_admin(self)
         if self.cfg.blocklist.dir:
             from proxy.blocklist.watch import DirectoryWatcher
