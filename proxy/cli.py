@@ -83,9 +83,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     # The flag wins over the config's [admin] token_file; the environment comes last.
     token = _token(args.admin_token_file or cfg.admin.token_file)
+    from proxy.admin.app import start_admin
     from proxy.node.supervisor import serve
 
-    return _run(serve(cfg, config_path=args.config, admin_token=token))
+    return _run(serve(cfg, config_path=args.config, admin_token=token, start_admin=start_admin))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -98,9 +99,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from proxy.admin.app import start_admin
     from proxy.node.demo import run_demo
 
-    return _run(run_demo(args.listen, args.admin, args.origin_port, args.workers))
+    return _run(
+        run_demo(args.listen, args.admin, args.origin_port, args.workers, start_admin=start_admin)
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -182,8 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         from proxy.admin.app import AdminRefused
         from proxy.blocklist.node import StartupRefused
+        from proxy.node.supervisor import ListenRefused
 
-        if isinstance(e, AdminRefused | StartupRefused | OSError):
+        if isinstance(e, AdminRefused | StartupRefused | ListenRefused | OSError):
             print(f"edgeproxy: {e}", file=sys.stderr)
             return 2
         raise

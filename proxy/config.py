@@ -116,6 +116,12 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token_file: str = ""
     # How long an apply waits for each worker (a million-entry full load takes 10-30 s).
     apply_timeout_s: float = 120.0
+    # Host names the admin API answers to (Host header, port ignored); anything else gets 421,
+    # which defeats DNS rebinding. Empty: the listen address's host, localhost, 127.0.0.1, ::1
+    # (and, listening on 0.0.0.0 or ::, any IP literal: those cannot be rebound).
+    host_names: list[str] = []
+    max_body_bytes: int = 64 << 20  # a larger declared body gets 413 before a byte is read
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this
 
 
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -123,20 +123,70 @@ class WorkerStats:
         self.front_rejected = [rejected.get(s, 0) for s in FRONT_STATUSES]
 
     def snapshot(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "sites"}
+        """The counts as plain data, per-site counters keyed by site name.
+
+        Keyed, not positional: workers started before and after a SIGHUP that adds or removes
+        a site have different site lists, and their snapshots (and the retired totals of
+        workers gone) must still add up.
+        """
+        names = [*self.sites, UNKNOWN_SITE]
+        out = {k: v for k, v in vars(self).items() if k not in PER_SITE and k != "sites"}
+        out["sites"] = {
+            name: {k: getattr(self, k)[i] for k in PER_SITE} for i, name in enumerate(names)
+        }
+        return out
+
+
+UNKNOWN_SITE = "-"  # the label of requests no site took (421, malformed)
+# The WorkerStats attributes indexed by site first.
+PER_SITE = (
+    "requests",
+    "bytes",
+    "latency",
+    "latency_sum",
+    "origin_requests",
+    "origin_responses",
+    "origin_failures",
+    "origin_latency",
+    "origin_latency_sum",
+    "blocked",
+)
 
 
 def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, dict):
+        return {k: _add(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in a | b}
     if isinstance(a, list):
         return [_add(x, y) for x, y in zip(a, b, strict=True)]
     return a + b
 
 
 def combine(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """Sum snapshots; a site (or counter) only some of them have counts from those alone."""
     total: dict[str, Any] | None = None
     for snap in snapshots:
-        total = snap if total is None else {k: _add(total[k], snap[k]) for k in total}
+        total = snap if total is None else _add(total, snap)
     return total
+
+
+def site_order(sites: Iterable[str], stats: dict[str, Any] | None) -> list[str]:
+    """The configured sites first (in config order), then sites only retired workers served,
+    then the unknown-site slot."""
+    names = [s for s in sites if s != UNKNOWN_SITE]
+    known = set(names)
+    extra = sorted(
+        n for n in (stats or {}).get("sites", {}) if n not in known and n != UNKNOWN_SITE
+    )
+    return [*names, *extra, UNKNOWN_SITE]
+
+
+def site_counts(stats: dict[str, Any], name: str) -> dict[str, Any]:
+    """One site's counters from combined stats; zeros for a site nobody has counted yet."""
+    found = stats.get("sites", {}).get(name)
+    if found is not None:
+        return dict(found)
+    zero = WorkerStats([]).snapshot()["sites"][UNKNOWN_SITE]
+    return dict(zero)
 
 
 def _hist(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
@@ -153,7 +203,8 @@ def _buckets(counts: list[int]) -> list[tuple[str, float]]:
 
 def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ()) -> Iterator[Any]:
     """Render combined worker stats (and the supervisor's own families) for Prometheus."""
-    names = [*sites, "-"]
+    names = site_order(sites, stats)
+    per = {name: site_counts(stats, name) for name in names}
     req = CounterMetricFamily(
         "edgeproxy_requests",
         "Requests answered, by site, method class and cache result",
@@ -165,14 +216,14 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     lat = _hist(
         "edgeproxy_request_duration_seconds", "Request latency by result", ["site", "result"]
     )
-    for s, site in enumerate(names):
+    for site in names:
         for r, result in enumerate(RESULTS):
             for m, method in enumerate(METHODS):
-                req.add_metric([site, method, result], stats["requests"][s][m][r])
-            byt.add_metric([site, result], stats["bytes"][s][r])
-            counts = stats["latency"][s][r]
+                req.add_metric([site, method, result], per[site]["requests"][m][r])
+            byt.add_metric([site, result], per[site]["bytes"][r])
+            counts = per[site]["latency"][r]
             if sum(counts):
-                lat.add_metric([site, result], _buckets(counts), stats["latency_sum"][s][r])
+                lat.add_metric([site, result], _buckets(counts), per[site]["latency_sum"][r])
     yield from (req, byt, lat)
 
     oreq = CounterMetricFamily("edgeproxy_origin_requests", "Origin requests", labels=["site"])
@@ -184,20 +235,20 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     olat = _hist(
         "edgeproxy_origin_duration_seconds", "Time to the origin's response head", ["site"]
     )
-    for s, site in enumerate(names):
-        oreq.add_metric([site], stats["origin_requests"][s])
+    for site in names:
+        oreq.add_metric([site], per[site]["origin_requests"])
         for f, kind in enumerate(ORIGIN_FAILURES):
-            oerr.add_metric([site, kind], stats["origin_failures"][s][f])
-        if sum(stats["origin_latency"][s]):
+            oerr.add_metric([site, kind], per[site]["origin_failures"][f])
+        if sum(per[site]["origin_latency"]):
             olat.add_metric(
-                [site], _buckets(stats["origin_latency"][s]), stats["origin_latency_sum"][s]
+                [site], _buckets(per[site]["origin_latency"]), per[site]["origin_latency_sum"]
             )
     ocls = CounterMetricFamily(
         "edgeproxy_origin_responses", "Origin responses by status class", labels=["site", "class"]
     )
-    for s, site in enumerate(names):
+    for site in names:
         for c, cls in enumerate(ORIGIN_CLASSES):
-            ocls.add_metric([site, cls], stats["origin_responses"][s][c])
+            ocls.add_metric([site, cls], per[site]["origin_responses"][c])
     yield from (oreq, oerr, olat, ocls)
     rej = CounterMetricFamily(
         "edgeproxy_front_rejected",
@@ -213,9 +264,9 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
         "Requests answered 451, by entry type and site",
         labels=["site", "type"],
     )
-    for s, site in enumerate(names):
+    for site in names:
         for t, typ in enumerate(BLOCK_TYPES):
-            blk.add_metric([site, typ], stats["blocked"][s][t])
+            blk.add_metric([site, typ], per[site]["blocked"][t])
     yield blk
 
     ns = CounterMetricFamily(

@@ -1,6 +1,16 @@
 """The admin listener (one per node, in the supervisor): health, metrics, purge, blocklist push,
 status. Mutating endpoints need `Authorization: Bearer <token>` (constant-time compare); with no
 token configured they answer 403, and a non-loopback admin address is refused at start.
+
+The API is reachable from a browser on the operator's machine, so every request passes a guard
+first: a Host the admin does not answer to gets 421 (a DNS-rebound name never reads even the
+unauthenticated endpoints), an `Origin` other than the admin's own gets 403, a mutation that is
+not `application/json` gets 415 (no form or `text/plain` POST is a "simple" cross-site request
+that applies), and a declared body over `max_body_bytes` gets 413 before a byte is read. Bodies
+are read under a total deadline (`body_timeout_s`), so a trickled upload cannot hold a
+connection.
+
+It sees the node only through `proxy.admin.view.NodeView`; the supervisor satisfies it.
 """
 
 from __future__ import annotations
@@ -10,96 +20,262 @@ import hmac
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from proxy.config import parse_hostport
-from proxy.metrics import combine, families
-from proxy.node.control import ControlError
+from proxy.admin.view import NodeView
+from proxy.blocklist.model import Entry
+from proxy.config import AdminConfig, parse_hostport
+from proxy.metrics import BLOCK_TYPES, RESULTS, combine, families
+from proxy.node.control import ControlError, StatsReply
 
-if TYPE_CHECKING:
-    from proxy.node.supervisor import Supervisor
-
-SUPERVISOR = web.AppKey("supervisor", object)
+NODE = web.AppKey("node", NodeView)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class AdminRefused(Exception):
     pass
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
+        body=msgspec.json.encode(data),
+        status=status,
+        content_type="application/json",
+        headers=headers,
     )
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"error": message}, status, headers)
 
 
-def _sup(request: web.Request) -> Supervisor:
-    return request.app[SUPERVISOR]  # type: ignore[return-value]
+class Refusal(Exception):
+    """A request the admin refuses while handling it (a bad or late body): the guard turns it
+    into a JSON error answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _node(request: web.Request) -> NodeView:
+    return request.app[NODE]
+
+
+def default_host_names(listen: str) -> list[str]:
+    host, _ = parse_hostport(listen, what="admin.listen")
+    names = [host, "localhost", "127.0.0.1", "::1"]
+    return list(dict.fromkeys(n.lower() for n in names))
+
+
+def split_authority(value: str) -> tuple[str, int | None] | None:
+    """(host, port) of a Host header or an origin's authority: lowercased, brackets and a
+    trailing dot removed; None when it does not parse (then nothing matches it)."""
+    value = value.strip().lower()
+    port: str | None = None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        host, rest = value[1:end], value[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port = rest[1:]
+    else:
+        host, sep, tail = value.rpartition(":")
+        if not sep:
+            host = tail
+        elif ":" in host:
+            return None  # an unbracketed IPv6 literal
+        else:
+            port = tail
+    if port is not None and not (port.isdigit() and len(port) <= 5):
+        return None
+    host = host.rstrip(".")
+    if not host:
+        return None
+    return host, int(port) if port is not None else None
+
+
+class AdminGuard:
+    """The per-request checks every admin endpoint shares (see the module docstring)."""
+
+    def __init__(self, cfg: AdminConfig) -> None:
+        names = cfg.host_names or default_host_names(cfg.listen)
+        self.host_names = frozenset(n.lower().strip("[]").rstrip(".") for n in names)
+        host, self.port = parse_hostport(cfg.listen, what="admin.listen")
+        # Bound to every address (with a token: start_admin insists), the admin is reached by
+        # whichever address the caller uses. An IP literal cannot be rebound (the page's origin
+        # is that address itself), so by default any is accepted there; names still must be
+        # listed.
+        self.any_ip = not cfg.host_names and host in ("0.0.0.0", "::")
+        self.max_body_bytes = cfg.max_body_bytes
+        self.body_timeout_s = cfg.body_timeout_s
+
+    def host_ok(self, host: str) -> bool:
+        found = split_authority(host)
+        return found is not None and self._name_ok(found[0])
+
+    def _name_ok(self, name: str) -> bool:
+        if name in self.host_names:
+            return True
+        if not self.any_ip:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def origin_ok(self, origin: str) -> bool:
+        """An origin of this admin (RFC 6454): http, an accepted host name, the admin's port.
+        `null` (sandboxed frames, file: pages) is no origin of ours."""
+        scheme, sep, authority = origin.strip().lower().partition("://")
+        if not sep or scheme != "http" or "/" in authority:
+            return False
+        found = split_authority(authority)
+        if found is None:
+            return False
+        host, port = found
+        return self._name_ok(host) and (80 if port is None else port) == self.port
+
+    def check(self, request: web.Request) -> web.Response | None:
+        hosts = request.headers.getall("Host", [])
+        if len(hosts) != 1 or not self.host_ok(hosts[0]):
+            return _error(421, "this admin API does not answer to that Host")
+        origins = request.headers.getall("Origin", [])
+        if origins and (len(origins) != 1 or not self.origin_ok(origins[0])):
+            return _error(403, "cross-origin requests are refused")
+        # Every mutation that carries a body (POST always does here) must say it is JSON.
+        needs_json = request.method in MUTATIONS and (
+            request.method != "DELETE" or _has_body(request)
+        )
+        if needs_json and request.content_type != "application/json":
+            return _error(415, "send the body as application/json")
+        declared = request.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            return _error(413, f"body of {declared} bytes exceeds {self.max_body_bytes}")
+        return None
+
+
+GUARD = web.AppKey("guard", AdminGuard)
+
+
+def _has_body(request: web.Request) -> bool:
+    return (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refused = request.app[GUARD].check(request)
+    if refused is not None:
+        return refused
+    try:
+        return await handler(request)
+    except Refusal as e:
+        # The rest of a refused body is not read: close rather than parse it as a request.
+        return _error(e.status, e.message, {"Connection": "close"})
 
 
 def authenticated(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        token = _sup(request).admin_token
+        token = _node(request).admin_token
         if not token:
             return _error(
                 403, "no admin token configured (--admin-token-file or EDGEPROXY_ADMIN_TOKEN)"
             )
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return _error(401, "missing or wrong bearer token")
+            # RFC 6750 §3: the scheme to use, and invalid_token when one was given.
+            challenge = 'Bearer realm="edgeproxy-admin"'
+            if given:
+                challenge += ', error="invalid_token"'
+            return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": challenge})
         return await handler(request)
 
     return wrapped
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, bounded in size (413) and in total time (408), whatever the framing."""
+    g = request.app[GUARD]
+    chunks: list[bytes] = []
+    size = 0
     try:
-        data = msgspec.json.decode(await request.read())
+        async with asyncio.timeout(g.body_timeout_s):
+            while chunk := await request.content.read(65536):
+                size += len(chunk)
+                if size > g.max_body_bytes:
+                    raise Refusal(413, f"body exceeds {g.max_body_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal(408, f"body not received within {g.body_timeout_s} s") from None
+    return b"".join(chunks)
+
+
+async def _body(request: web.Request, shape: type[T]) -> T:
+    raw = await _read_body(request)
+    try:
+        return msgspec.json.decode(raw, type=shape)
+    except msgspec.ValidationError as e:
+        raise Refusal(400, f"invalid request: {e}") from e
     except msgspec.DecodeError as e:
-        raise web.HTTPBadRequest(
-            body=msgspec.json.encode({"error": f"invalid JSON: {e}"}),
-            content_type="application/json",
-        ) from e
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(
-            body=msgspec.json.encode({"error": "expected a JSON object"}),
-            content_type="application/json",
-        )
-    return data
+        raise Refusal(400, f"invalid JSON: {e}") from e
+
+
+class PurgeBody(msgspec.Struct, forbid_unknown_fields=True):
+    url: str = ""
+    prefix: str = ""
+    host: str = ""
+
+
+class StrictEntry(Entry, forbid_unknown_fields=True):
+    """An entry as pushed: a misspelt field (`expire_at`) is an error naming it, never dropped
+    (which would make a temporary entry permanent)."""
+
+
+class PushBody(msgspec.Struct, forbid_unknown_fields=True):
+    entries: list[dict[str, Any]]
 
 
 # -- health ------------------------------------------------------------------------------------
 
 
 async def healthz(request: web.Request) -> web.Response:
-    sup = _sup(request)
-    up = sum(1 for h in sup.workers.values() if h.proc.returncode is None)
-    return _json({"status": "ok", "workers": up})
+    return _json({"status": "ok", "workers": _node(request).health().running})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    sup = _sup(request)
+    """Ready: every worker listens, answers, runs the current config and enforces the node's
+    blocklist version, and every origin accepts connections."""
+    node = _node(request)
     problems = []
-    want = sup.cfg.worker_count()
-    up = [h for h in sup.workers.values() if h.listening and h.proc.returncode is None]
-    if len(up) < want:
-        problems.append(f"{len(up)} of {want} workers listening")
-    stats = await sup.gather_stats()
-    versions = {s["blocklist"]["version"] for s in stats}
-    if versions != {sup.blocklist.version}:
+    health = node.health()
+    if health.listening < health.wanted:
+        problems.append(f"{health.listening} of {health.wanted} workers listening")
+    if health.behind_config:
+        problems.append(f"workers {health.behind_config} still run an older config")
+    stats = await node.gather_stats()
+    if len(stats) < health.running:
+        problems.append(f"{len(stats)} of {health.running} workers answered")
+    versions = {s.blocklist.version for s in stats}
+    if versions != {node.blocklist.version}:
         problems.append(
-            f"workers enforce versions {sorted(versions)}, node is at {sup.blocklist.version}"
+            f"workers enforce versions {sorted(versions)}, node is at {node.blocklist.version}"
         )
-    for site in sup.cfg.sites:
+    for site in node.cfg.sites:
         host, port = _origin_addr(site.origin)
         try:
             async with asyncio.timeout(1.0):
@@ -107,9 +283,14 @@ async def readyz(request: web.Request) -> web.Response:
                 w.close()
         except (OSError, TimeoutError):
             problems.append(f"origin of site {site.name} ({host}:{port}) unreachable")
-    if (stale := sup.blocklist.stale_since()) is not None:
+    if (stale := node.blocklist.stale_since()) is not None:
         problems.append(f"blocklist stale since {_iso(stale)} (still enforced)")
-    body = {"ready": not problems, "problems": problems, "blocklist_version": sup.blocklist.version}
+    body = {
+        "ready": not problems,
+        "problems": problems,
+        "blocklist_version": node.blocklist.version,
+        "config_generation": health.config_generation,
+    }
     return _json(body, 200 if not problems else 503)
 
 
@@ -124,23 +305,27 @@ def _origin_addr(origin: str) -> tuple[str, int]:
     return u.host or "127.0.0.1", u.port or (443 if u.scheme == "https" else 80)
 
 
+def _total(node: NodeView, stats: list[StatsReply]) -> dict[str, Any] | None:
+    """Every worker's counts plus those of workers gone, summed by site name."""
+    snaps = [s.stats for s in stats]
+    if node.retired_stats is not None:
+        snaps.append(node.retired_stats)
+    return combine(snaps)
+
+
 # -- metrics -----------------------------------------------------------------------------------
 
 
 class _Collector:
-    def __init__(self, sup: Supervisor, stats: list[dict[str, Any]]) -> None:
-        self.sup = sup
+    def __init__(self, node: NodeView, stats: list[StatsReply]) -> None:
+        self.node = node
         self.stats = stats
 
     def collect(self) -> Any:
-        sup = self.sup
-        names = [s.name for s in sup.cfg.sites]
-        snaps = [s["stats"] for s in self.stats]
-        if sup.retired_stats is not None:
-            snaps.append(sup.retired_stats)
-        total = combine(snaps)
+        node = self.node
+        total = _total(node, self.stats)
         if total is not None:
-            yield from families(names, total)
+            yield from families([s.name for s in node.cfg.sites], total)
         cache_bytes = GaugeMetricFamily("edgeproxy_cache_bytes", "Bytes held by the memory tier")
         cache_objects = GaugeMetricFamily("edgeproxy_cache_objects", "Objects in the memory tier")
         cache_max = GaugeMetricFamily("edgeproxy_cache_max_bytes", "Memory tier capacity")
@@ -152,16 +337,16 @@ class _Collector:
             "Blocklist version each worker enforces",
             labels=["worker"],
         )
-        cache_bytes.add_metric([], sum(s["cache"]["bytes"] for s in self.stats))
-        cache_objects.add_metric([], sum(s["cache"]["objects"] for s in self.stats))
-        cache_max.add_metric([], sum(s["cache"]["max_bytes"] for s in self.stats))
-        evictions.add_metric([], sum(s["cache"]["evictions"] for s in self.stats))
-        conns.add_metric([], sum(s["connections"] for s in self.stats))
-        waiters.add_metric([], sum(s["coalescing_waiters"] for s in self.stats))
+        cache_bytes.add_metric([], sum(s.cache.bytes for s in self.stats))
+        cache_objects.add_metric([], sum(s.cache.objects for s in self.stats))
+        cache_max.add_metric([], sum(s.cache.max_bytes for s in self.stats))
+        evictions.add_metric([], sum(s.cache.evictions for s in self.stats))
+        conns.add_metric([], sum(s.connections for s in self.stats))
+        waiters.add_metric([], sum(s.coalescing_waiters for s in self.stats))
         for s in self.stats:
-            wver.add_metric([str(s["worker"])], s["blocklist"]["version"])
+            wver.add_metric([str(s.worker)], s.blocklist.version)
         yield from (cache_bytes, cache_objects, cache_max, evictions, conns, waiters, wver)
-        bl = sup.blocklist
+        bl = node.blocklist
         yield GaugeMetricFamily(
             "edgeproxy_blocklist_version", "Node blocklist version", value=bl.version
         )
@@ -187,16 +372,16 @@ class _Collector:
             entries.add_metric([t], n)
         yield entries
         yield CounterMetricFamily(
-            "edgeproxy_worker_restarts", "Workers restarted after dying", value=sup.restarts
+            "edgeproxy_worker_restarts", "Workers restarted after dying", value=node.restarts
         )
-        yield GaugeMetricFamily("edgeproxy_workers", "Workers running", value=len(sup.workers))
+        yield GaugeMetricFamily("edgeproxy_workers", "Workers running", value=node.health().running)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    sup = _sup(request)
-    stats = await sup.gather_stats()
+    node = _node(request)
+    stats = await node.gather_stats()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(sup, stats))
+    registry.register(_Collector(node, stats))
     text = await asyncio.to_thread(generate_latest, registry)
     return web.Response(
         body=text,
@@ -211,25 +396,26 @@ async def metrics(request: web.Request) -> web.Response:
 
 @authenticated
 async def purge(request: web.Request) -> web.Response:
-    data = await _body(request)
-    args = {k: data[k] for k in ("url", "prefix", "host") if data.get(k)}
-    if len(args) != 1:
+    body = await _body(request, PurgeBody)
+    given = {k: v for k, v in msgspec.structs.asdict(body).items() if v}
+    if len(given) != 1:
         return _error(400, "give exactly one of url, prefix or host")
     try:
-        acks = await _sup(request).broadcast("purge", args)
+        purged, workers = await _node(request).purge(**given)
     except ControlError as e:
         return _error(502, str(e))
-    return _json({"purged": sum(a["purged"] for a in acks), "workers": len(acks)})
+    return _json({"purged": purged, "workers": workers})
 
 
 @authenticated
 async def push_entries(request: web.Request) -> web.Response:
-    data = await _body(request)
-    entries = data.get("entries")
-    if not isinstance(entries, list) or not entries:
+    body = await _body(request, PushBody)
+    if not body.entries:
         return _error(400, 'expected {"entries": [{"id", "type", "value", "notice", "reason"}, …]}')
     try:
-        result = await _sup(request).blocklist.push(entries)
+        # Checked strictly first; the node then takes the very same dicts.
+        msgspec.convert(body.entries, type=list[StrictEntry])
+        result = await _node(request).blocklist.push(body.entries)
     except (msgspec.ValidationError, ValueError) as e:
         return _error(400, f"invalid entry: {e}")
     except ControlError as e:
@@ -240,7 +426,7 @@ async def push_entries(request: web.Request) -> web.Response:
 @authenticated
 async def delete_entry(request: web.Request) -> web.Response:
     entry_id = request.match_info["id"]
-    bl = _sup(request).blocklist
+    bl = _node(request).blocklist
     try:
         result = await bl.remove(entry_id)
     except ControlError as e:
@@ -255,25 +441,24 @@ async def delete_entry(request: web.Request) -> web.Response:
 
 
 async def get_blocklist(request: web.Request) -> web.Response:
-    sup = _sup(request)
-    stats = await sup.gather_stats()
-    bl = sup.blocklist
-    counts = bl.counts()
+    node = _node(request)
+    stats = await node.gather_stats()
+    bl = node.blocklist
     return _json(
         {
             "version": bl.version,
             "applied_at": bl.applied_at,
             "file_sequence": bl.file_sequence,
             "pushed_entries": len(bl.pushed),
-            "counts": counts,
+            "counts": bl.counts(),
             "workers": [
                 {
-                    "worker": s["worker"],
-                    "pid": s["pid"],
-                    "version": s["blocklist"]["version"],
-                    "applied_at": s["blocklist"]["applied_at"],
+                    "worker": s.worker,
+                    "pid": s.pid,
+                    "version": s.blocklist.version,
+                    "applied_at": s.blocklist.applied_at,
                 }
-                for s in sorted(stats, key=lambda s: s["worker"])
+                for s in sorted(stats, key=lambda s: s.worker)
             ],
             "history": list(bl.history),
             "reload_failures": bl.reload_failures,
@@ -282,55 +467,53 @@ async def get_blocklist(request: web.Request) -> web.Response:
     )
 
 
+def _requests(stats: dict[str, Any]) -> int:
+    return sum(sum(map(sum, site["requests"])) for site in stats["sites"].values())
+
+
 async def status(request: web.Request) -> web.Response:
-    sup = _sup(request)
-    stats = await sup.gather_stats()
-    snaps = [s["stats"] for s in stats]
-    if sup.retired_stats is not None:
-        snaps.append(sup.retired_stats)
-    total = combine(snaps)
+    node = _node(request)
+    stats = await node.gather_stats()
+    total = _total(node, stats)
     by_result: dict[str, int] = {}
     blocked: dict[str, int] = {}
     if total is not None:
-        from proxy.metrics import BLOCK_TYPES, RESULTS
-
+        sites = list(total["sites"].values())
         for r, result in enumerate(RESULTS):
-            by_result[result.value] = sum(
-                total["requests"][s][m][r]
-                for s in range(len(total["requests"]))
-                for m in range(len(total["requests"][s]))
-            )
+            by_result[result.value] = sum(m[r] for site in sites for m in site["requests"])
         for t, typ in enumerate(BLOCK_TYPES):
-            blocked[typ] = sum(row[t] for row in total["blocked"])
+            blocked[typ] = sum(site["blocked"][t] for site in sites)
     return _json(
         {
-            "uptime_s": time.time() - sup.started_at,
+            "uptime_s": time.time() - node.started_at,
             "now": time.time(),
             "workers": [
                 {
-                    "worker": s["worker"],
-                    "pid": s["pid"],
-                    "connections": s["connections"],
-                    "requests": sum(sum(sum(m) for m in site) for site in s["stats"]["requests"]),
-                    "cache_objects": s["cache"]["objects"],
-                    "cache_bytes": s["cache"]["bytes"],
-                    "cache_max_bytes": s["cache"]["max_bytes"],
-                    "blocklist_version": s["blocklist"]["version"],
-                    "blocklist_applied_at": s["blocklist"]["applied_at"],
+                    "worker": s.worker,
+                    "pid": s.pid,
+                    "connections": s.connections,
+                    "requests": _requests(s.stats),
+                    "cache_objects": s.cache.objects,
+                    "cache_bytes": s.cache.bytes,
+                    "cache_max_bytes": s.cache.max_bytes,
+                    "blocklist_version": s.blocklist.version,
+                    "blocklist_applied_at": s.blocklist.applied_at,
                 }
-                for s in sorted(stats, key=lambda s: s["worker"])
+                for s in sorted(stats, key=lambda s: s.worker)
             ],
             "requests": by_result,
             "blocked": blocked,
-            "restarts": sup.restarts,
-            "blocklist_version": sup.blocklist.version,
+            "restarts": node.restarts,
+            "blocklist_version": node.blocklist.version,
         }
     )
 
 
-def build_app(sup: Supervisor) -> web.Application:
-    app = web.Application(client_max_size=64 << 20)
-    app[SUPERVISOR] = sup
+def build_app(node: NodeView, cfg: AdminConfig) -> web.Application:
+    # Bodies are read by _read_body (bounded and under a deadline); this is a backstop.
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[guard])
+    app[NODE] = node
+    app[GUARD] = AdminGuard(cfg)
     app.add_routes(
         [
             web.get("/healthz", healthz),
@@ -346,14 +529,15 @@ def build_app(sup: Supervisor) -> web.Application:
     return app
 
 
-async def start_admin(sup: Supervisor) -> web.AppRunner:
-    host, port = parse_hostport(sup.cfg.admin.listen, what="admin.listen")
-    if not sup.admin_token and not _loopback(host):
+async def start_admin(node: NodeView) -> web.AppRunner:
+    cfg = node.cfg.admin
+    host, port = parse_hostport(cfg.listen, what="admin.listen")
+    if not node.admin_token and not _loopback(host):
         raise AdminRefused(
             f"refusing to bind the admin API to non-loopback {host} without a token "
             "(--admin-token-file or EDGEPROXY_ADMIN_TOKEN)"
         )
-    runner = web.AppRunner(build_app(sup), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(node, cfg), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -1,6 +1,12 @@
 """The supervisor ↔ worker control channel: length-prefixed msgspec JSON frames over a Unix
-socketpair. The supervisor sends requests `{"id", "op", "args"}`; a worker answers
-`{"id", "ok", "result" | "error"}`. Workers never send unprompted, except `ready`.
+socketpair, carrying typed messages.
+
+Every message is a msgspec Struct tagged by its `op` field, and each end decodes a frame once,
+into a tagged union (`Request` for the worker, `Reply` for the supervisor): an unknown op or a
+missing field fails at the decoder, never as a `KeyError` deep inside a handler, and the worker
+dispatches on the message's type rather than on a string. The supervisor sends a request with an
+`id`; the worker answers with a reply carrying the same id (or `Failed` with the error text).
+Many requests may be in flight; the only unprompted message is `Ready`.
 """
 
 from __future__ import annotations
@@ -8,26 +14,133 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+
+from proxy.blocklist.model import Entry
 
 _LEN = struct.Struct("!I")
 MAX_FRAME_BYTES = 64 << 20
 
+
+class Message(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):
+    id: int = 0
+
+
+# -- requests: supervisor → worker -------------------------------------------------------------
+
+
+class BlocklistLoad(Message, tag="blocklist.load"):
+    """A full version, compiled by the supervisor into `path`."""
+
+    path: str
+    version: int
+    pause_s: float = 0.0
+
+
+class BlocklistDelta(Message, tag="blocklist.delta"):
+    version: int
+    add: list[Entry] = []
+    remove: list[str] = []
+
+
+class Purge(Message, tag="purge"):
+    """Exactly one of the three is set (the admin API checks that)."""
+
+    url: str = ""
+    prefix: str = ""
+    host: str = ""
+
+
+class StatsRequest(Message, tag="stats"):
+    pass
+
+
+class Listen(Message, tag="listen"):
+    pass
+
+
+class Ping(Message, tag="ping"):
+    pass
+
+
+Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping
+
+# -- replies: worker → supervisor --------------------------------------------------------------
+
+
+class Ready(Message, tag="ready"):
+    pid: int
+    worker: int
+
+
+class Applied(Message, tag="applied"):
+    version: int
+    applied_at: float
+    pid: int
+
+
+class Purged(Message, tag="purged"):
+    purged: int
+
+
+class CacheReport(msgspec.Struct, forbid_unknown_fields=True):
+    objects: int
+    bytes: int
+    max_bytes: int
+    evictions: int
+    purged: int
+
+
+class BlocklistReport(msgspec.Struct, forbid_unknown_fields=True):
+    version: int
+    applied_at: float
+    counts: dict[str, int]
+
+
+class StatsReply(Message, tag="stats.reply"):
+    pid: int
+    worker: int
+    stats: dict[str, Any]  # WorkerStats.snapshot(), keyed by site name
+    cache: CacheReport
+    connections: int
+    blocklist: BlocklistReport
+    coalescing_waiters: int
+    origin_requests: int
+    started_at: float
+
+
+class Listening(Message, tag="listening"):
+    port: int
+
+
+class Pong(Message, tag="pong"):
+    pid: int
+
+
+class Failed(Message, tag="failed"):
+    error: str
+
+
+R = TypeVar("R", bound="Message")
+
+Reply = Ready | Applied | Purged | StatsReply | Listening | Pong | Failed
+
 _enc = msgspec.json.Encoder()
-_dec = msgspec.json.Decoder()
+request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
+reply_decoder: msgspec.json.Decoder[Reply] = msgspec.json.Decoder(Reply)
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readexactly(_LEN.size)
     (n,) = _LEN.unpack(head)
     if n > MAX_FRAME_BYTES:
         raise ValueError(f"control frame of {n} bytes exceeds {MAX_FRAME_BYTES}")
-    return _dec.decode(await reader.readexactly(n))
+    return await reader.readexactly(n)
 
 
-def write_frame(writer: asyncio.StreamWriter, message: Any) -> None:
+def write_frame(writer: asyncio.StreamWriter, message: Message) -> None:
     body = _enc.encode(message)
     writer.write(_LEN.pack(len(body)) + body)
 
@@ -43,28 +156,32 @@ class Channel:
         self.reader = reader
         self.writer = writer
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self.ready: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
         self._task = asyncio.ensure_future(self._read_loop())
 
     async def _read_loop(self) -> None:
+        err = ControlError("worker channel closed")
         try:
             while True:
-                msg = await read_frame(self.reader)
-                if msg.get("op") == "ready":
+                msg = reply_decoder.decode(await read_frame(self.reader))
+                if isinstance(msg, Ready):
                     if not self.ready.done():
-                        self.ready.set_result(msg.get("result", {}))
+                        self.ready.set_result(msg)
                     continue
-                fut = self._pending.pop(msg.get("id"), None)
-                if fut is not None and not fut.done():
-                    if msg.get("ok"):
-                        fut.set_result(msg.get("result"))
-                    else:
-                        fut.set_exception(ControlError(msg.get("error", "worker error")))
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                fut = self._pending.pop(msg.id, None)
+                if fut is None or fut.done():
+                    continue
+                if isinstance(msg, Failed):
+                    fut.set_exception(ControlError(msg.error))
+                else:
+                    fut.set_result(msg)
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except (ValueError, msgspec.DecodeError) as e:
+            # A worker that sends what we cannot read is not trusted with the rest either.
+            err = ControlError(f"worker channel closed: unreadable frame: {e}")
         finally:
-            err = ControlError("worker channel closed")
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(err)
@@ -73,17 +190,27 @@ class Channel:
                 self.ready.set_exception(err)
                 self.ready.exception()
 
-    async def call(self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float) -> Any:
+    async def call(self, request: Message, reply: type[R], *, timeout_s: float) -> R:
+        """Send `request` and wait for its answer, which must be a `reply`."""
+        if self._task.done():
+            raise ControlError("worker channel closed")
         i = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[i] = fut
         try:
-            write_frame(self.writer, {"id": i, "op": op, "args": args or {}})
+            write_frame(self.writer, msgspec.structs.replace(request, id=i))
             await self.writer.drain()
             async with asyncio.timeout(timeout_s):
-                return await fut
+                answer = await fut
+        except ConnectionError as e:
+            raise ControlError(f"worker channel closed: {e}") from e
         finally:
             self._pending.pop(i, None)
+        if not isinstance(answer, reply):
+            raise ControlError(
+                f"expected {reply.__name__}, worker answered {type(answer).__name__}"
+            )
+        return answer
 
     def close(self) -> None:
         self._task.cancel()

@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from proxy.config import Config, Site, validate
+from proxy.node.supervisor import AdminStarter
 
 DEMO_TOKEN = "demo-admin-token"
 
@@ -45,7 +46,14 @@ def demo_origin() -> web.Application:
     return app
 
 
-async def run_demo(listen: str, admin: str, origin_port: int, workers: int) -> int:
+async def run_demo(
+    listen: str,
+    admin: str,
+    origin_port: int,
+    workers: int,
+    *,
+    start_admin: AdminStarter | None = None,
+) -> int:
     runner = web.AppRunner(demo_origin(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", origin_port).start()
@@ -63,13 +71,13 @@ async def run_demo(listen: str, admin: str, origin_port: int, workers: int) -> i
     print(f"demo origin on http://127.0.0.1:{origin_port}")
     print(f"try:  curl -si http://{listen}/hello   (twice: Cache-Status shows fwd=miss, then hit)")
     print(
-        f"      curl -s -H 'Authorization: Bearer {token}' -d "
+        f"      curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d "
         f'\'{{"entries":[{{"id":"demo-1","type":"prefix","value":"http://{listen}/hello",'
         f'"notice":"N-1","reason":"demo"}}]}}\' http://{admin}/blocklist/entries'
     )
     from proxy.node.supervisor import serve
 
     try:
-        return await serve(cfg, admin_token=token)
+        return await serve(cfg, admin_token=token, start_admin=start_admin)
     finally:
         await runner.cleanup()

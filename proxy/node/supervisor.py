@@ -1,5 +1,13 @@
-"""The supervisor: N worker processes sharing the listen port (SO_REUSEPORT), one admin
-listener, signals.
+"""The supervisor: one listen socket, N worker processes accepting on it, one admin listener,
+signals.
+
+The supervisor binds the node's listen socket itself, without SO_REUSEPORT, and hands the same
+file descriptor to every worker it starts (as nginx does by default). The kernel then refuses the
+address to anyone else: a second node started on the port fails at start, naming the address,
+instead of silently taking a share of the traffic (with per-worker SO_REUSEPORT sockets any
+process of the same user could join the group, list or no list). The socket outlives workers, so
+a restarted or rolled worker serves on the same port and connections queued meanwhile wait in
+the backlog rather than being reset.
 
 - SIGTERM / SIGINT: every worker drains its in-flight requests, then exits.
 - SIGHUP: re-read the config file (a broken one is refused and the running one kept), replace
@@ -16,20 +24,34 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
 from proxy.config import Config, ConfigError, load, parse_hostport
-from proxy.node.control import Channel, ControlError
+from proxy.metrics import combine
+from proxy.node.control import (
+    Applied,
+    Channel,
+    ControlError,
+    Listen,
+    Listening,
+    Purge,
+    Purged,
+    Request,
+    StatsReply,
+    StatsRequest,
+)
+from proxy.node.health import NodeHealth
 
 log = logging.getLogger("edgeproxy.node.supervisor")
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerHandle:
     index: int
     proc: asyncio.subprocess.Process
@@ -38,22 +60,50 @@ class WorkerHandle:
     listening: bool = False
     retiring: bool = False
     applied_at: float = 0.0  # when it first enforced the node's blocklist
+    config_generation: int = 0  # which of the supervisor's configs it runs
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
 
+class ListenRefused(Exception):
+    """The listen address is taken (by another node or program): the node does not start."""
+
+
+LISTEN_BACKLOG = 4096
+
+
+class Closable(Protocol):
+    async def cleanup(self) -> None: ...
+
+
+# Starts the admin listener for a node (proxy.admin.app.start_admin): given by the caller, so the
+# node never imports the admin API that reads it.
+AdminStarter = Callable[["Supervisor"], Awaitable[Closable]]
+
+
 class Supervisor:
+    """Satisfies proxy.admin.view.NodeView: the admin API sees the node through that."""
+
     def __init__(
-        self, cfg: Config, *, config_path: str | None = None, admin_token: str = ""
+        self,
+        cfg: Config,
+        *,
+        config_path: str | None = None,
+        admin_token: str = "",
+        start_admin: AdminStarter | None = None,
     ) -> None:
         self.cfg = cfg
+        self.start_admin = start_admin
         self.config_path = config_path
         self.admin_token = admin_token
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
-        self.retired_stats: dict[str, Any] | None = None
+        self._retired_total: dict[str, Any] | None = None  # counts of workers that exited
+        # Workers replaced by a rolling restart but still draining: their counts are in
+        # neither the current workers' nor the retired total until they exit.
+        self._retiring: set[WorkerHandle] = set()
         self.started_at = time.time()
         self.stopping = False
         self._stopped = asyncio.Event()
@@ -62,14 +112,17 @@ class Supervisor:
         self.blocklist = NodeBlocklist(cfg, self.state_dir, self.broadcast)
         self.last_stats: dict[int, dict[str, Any]] = {}
         self.port = 0
+        self.config_generation = 0  # bumped by every accepted SIGHUP config
         self._admin_runner: Any = None
         self._watcher: Any = None
-        self._reserve: socket.socket | None = None
+        self._listen: socket.socket | None = None
 
     # -- workers ------------------------------------------------------------------------------
 
     async def _spawn(self, index: int) -> WorkerHandle:
+        assert self._listen is not None, "start() binds the listen socket first"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        listen_fd = self._listen.fileno()
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -77,8 +130,9 @@ class Supervisor:
                 "proxy.node.worker",
                 str(child.fileno()),
                 str(index),
+                str(listen_fd),
                 stdin=asyncio.subprocess.PIPE,
-                pass_fds=(child.fileno(),),
+                pass_fds=(child.fileno(), listen_fd),
             )
         finally:
             child.close()
@@ -88,25 +142,26 @@ class Supervisor:
         proc.stdin.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         channel = Channel(reader, writer)
-        handle = WorkerHandle(index, proc, channel)
+        handle = WorkerHandle(index, proc, channel, config_generation=self.config_generation)
         try:
             async with asyncio.timeout(30):
                 await channel.ready
             # The compiled full version, then the changes made since it was compiled: a new
             # worker enforces exactly the node's current version before it listens.
             timeout = self.cfg.admin.apply_timeout_s
-            ack = await channel.call(
-                "blocklist.load", self.blocklist.load_args(), timeout_s=timeout
-            )
+            load = _request("blocklist.load", self.blocklist.load_args())
+            ack = await channel.call(load, Applied, timeout_s=timeout)
             for delta in self.blocklist.deltas_since_compiled():
-                ack = await channel.call("blocklist.delta", delta, timeout_s=timeout)
-            await channel.call("listen", timeout_s=10)
+                ack = await channel.call(
+                    _request("blocklist.delta", delta), Applied, timeout_s=timeout
+                )
+            await channel.call(Listen(), Listening, timeout_s=10)
         except BaseException:
             _kill(proc)
             channel.close()
             raise
         handle.listening = True
-        handle.applied_at = float(ack["applied_at"])
+        handle.applied_at = ack.applied_at
         return handle
 
     async def start_worker(self, index: int) -> WorkerHandle:
@@ -125,9 +180,8 @@ class Supervisor:
         handle.channel.close()
         last = self.last_stats.pop(handle.pid, None)
         if last is not None:
-            from proxy.metrics import combine
-
-            self.retired_stats = combine([s for s in (self.retired_stats, last) if s is not None])
+            self._retired_total = combine([s for s in (self._retired_total, last) if s is not None])
+        self._retiring.discard(handle)
         if self.workers.get(handle.index) is handle:
             del self.workers[handle.index]
         if self.stopping or handle.retiring:
@@ -145,10 +199,13 @@ class Supervisor:
                 delay = min(delay * 2, 10.0)
 
     async def broadcast(self, op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
-        """Send `op` to every worker and wait for all answers. A worker that fails to apply a
-        blocklist change is restarted (it then loads the full current version)."""
+        """Send `op` (a control request's tag, with its fields) to every worker and wait for
+        all answers. A worker that fails to apply a blocklist change is restarted (it then loads
+        the full current version). The acks are plain data: NodeBlocklist records them."""
+        request = _request(op, args)
         handles = [h for h in self.workers.values() if not h.retiring]
         timeout = self.cfg.admin.apply_timeout_s
+        reply = Purged if isinstance(request, Purge) else Applied
         results: list[Any]
         if op == "blocklist.load":
             # A full version costs each worker seconds of CPU to build: one worker at a time,
@@ -157,12 +214,12 @@ class Supervisor:
             results = []
             for h in handles:
                 try:
-                    results.append(await h.channel.call(op, args, timeout_s=timeout))
+                    results.append(await h.channel.call(request, reply, timeout_s=timeout))
                 except Exception as e:  # noqa: BLE001 - reported below, like gather's
                     results.append(e)
         else:
             results = await asyncio.gather(
-                *(h.channel.call(op, args, timeout_s=timeout) for h in handles),
+                *(h.channel.call(request, reply, timeout_s=timeout) for h in handles),
                 return_exceptions=True,
             )
         acks: list[dict[str, Any]] = []
@@ -173,46 +230,91 @@ class Supervisor:
                 if op.startswith("blocklist"):
                     _kill(h.proc)
             else:
-                acks.append({"worker": h.index, **r})
+                ack = msgspec.structs.asdict(r)
+                del ack["id"]
+                acks.append({"worker": h.index, **ack})
         if failed:
             raise ControlError("; ".join(failed))
         return acks
 
-    async def gather_stats(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
-        handles = list(self.workers.values())
+    async def purge(self, *, url: str = "", prefix: str = "", host: str = "") -> tuple[int, int]:
+        """Purge in every worker: (objects purged, workers that answered)."""
+        acks = await self.broadcast("purge", {"url": url, "prefix": prefix, "host": host})
+        return sum(int(a["purged"]) for a in acks), len(acks)
+
+    @property
+    def retired_stats(self) -> dict[str, Any] | None:
+        """Counts of workers no longer current: those that exited, and the last known counts
+        of those still draining after a rolling restart (so counters never go backwards)."""
+        draining = [self.last_stats.get(h.pid) for h in self._retiring]
+        return combine([s for s in (self._retired_total, *draining) if s is not None])
+
+    async def gather_stats(self, timeout_s: float = 2.0) -> list[StatsReply]:
+        """The current workers' stats. Draining workers are asked too, to keep their last
+        known counts fresh for `retired_stats`, but are not among the answers."""
+        current = list(self.workers.values())
+        handles = current + [h for h in self._retiring if h not in current]
         results = await asyncio.gather(
-            *(h.channel.call("stats", timeout_s=timeout_s) for h in handles), return_exceptions=True
+            *(h.channel.call(StatsRequest(), StatsReply, timeout_s=timeout_s) for h in handles),
+            return_exceptions=True,
         )
-        out = [r for r in results if isinstance(r, dict)]
-        for r in out:
-            self.last_stats[r["pid"]] = r["stats"]
+        out = []
+        for h, r in zip(handles, results, strict=True):
+            if isinstance(r, StatsReply):
+                self.last_stats[r.pid] = r.stats
+                if h in current:
+                    out.append(r)
         return out
+
+    def health(self) -> NodeHealth:
+        live = [h for h in self.workers.values() if h.proc.returncode is None]
+        return NodeHealth(
+            wanted=self.cfg.worker_count(),
+            running=len(live),
+            listening=sum(1 for h in live if h.listening),
+            behind_config=sorted(
+                h.index
+                for h in live
+                if h.config_generation != self.config_generation and not h.retiring
+            ),
+            config_generation=self.config_generation,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def _reserve_port(self) -> None:
-        """Bind (without listening) so a taken port fails now with a clear message, and so
-        port 0 resolves to one port every worker then shares."""
+    def _bind_listen(self) -> None:
+        """Bind and listen once, for all workers (see the module docstring). SO_REUSEADDR only
+        lets a restart bind over connections in TIME_WAIT; on Linux it never lets two sockets
+        listen on one address."""
         host, port = parse_hostport(self.cfg.listen, what="listen")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((host, port))
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit
+            s.bind((host, port))
+            s.listen(LISTEN_BACKLOG)
+        except OSError as e:
+            s.close()
+            where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            raise ListenRefused(
+                f"cannot listen on {where}: {e.strerror or e} "
+                "(another edgeproxy node or another program holds it)"
+            ) from e
         self.port = s.getsockname()[1]
         if port == 0:
             self.cfg = msgspec.structs.replace(self.cfg, listen=f"{host}:{self.port}")
-        self._reserve = s
+        self._listen = s
 
     async def start(self) -> None:
-        self._reserve_port()
+        self._bind_listen()
         self.blocklist.load_initial()
         await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))
         self.blocklist.started(max(h.applied_at for h in self.workers.values()))
         if self.cfg.admin.listen:
-            from proxy.admin.app import start_admin
-
-            self._admin_runner = await start_admin(self)
+            if self.start_admin is None:
+                raise RuntimeError("admin.listen is set but no admin API was given to serve it")
+            self._admin_runner = await self.start_admin(self)
         if self.cfg.blocklist.dir:
             from proxy.blocklist.watch import DirectoryWatcher
 
@@ -260,8 +362,8 @@ class Supervisor:
             await self._watcher.stop()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
-        if self._reserve is not None:
-            self._reserve.close()
+        if self._listen is not None:
+            self._listen.close()
         try:
             self.blocklist.full_path.unlink(missing_ok=True)
         except OSError:
@@ -287,6 +389,7 @@ class Supervisor:
                 new = msgspec.structs.replace(new, listen=self.cfg.listen)
             if new is not None:
                 self.cfg = new
+                self.config_generation += 1
                 await self._rolling_restart()
         if self._watcher is not None:
             self._watcher.trigger()
@@ -295,6 +398,7 @@ class Supervisor:
         for index in sorted(self.workers):
             old = self.workers[index]
             old.retiring = True
+            self._retiring.add(old)
             async with self.blocklist.lock:
                 new = await self._spawn(index)
                 self.workers[index] = new
@@ -305,6 +409,12 @@ class Supervisor:
         log.warning("config reloaded; workers replaced")
 
 
+def _request(op: str, args: dict[str, Any]) -> Request:
+    """A control request from its tag and fields (NodeBlocklist speaks in those), checked by
+    the same decoder the worker uses."""
+    return msgspec.convert({"op": op, **args}, type=Request)  # type: ignore[arg-type]
+
+
 def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         try:
@@ -313,8 +423,14 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
             pass
 
 
-async def serve(cfg: Config, *, config_path: str | None = None, admin_token: str = "") -> int:
-    sup = Supervisor(cfg, config_path=config_path, admin_token=admin_token)
+async def serve(
+    cfg: Config,
+    *,
+    config_path: str | None = None,
+    admin_token: str = "",
+    start_admin: AdminStarter | None = None,
+) -> int:
+    sup = Supervisor(cfg, config_path=config_path, admin_token=admin_token, start_admin=start_admin)
     try:
         await sup.start()
     except BaseException:

@@ -1,6 +1,7 @@
 """One worker process: the front, the pipeline, its memory tier and origin pool, and the
-control channel to the supervisor. Started by the supervisor as `python -m proxy.node.worker FD N`
-with the config (msgspec JSON) on stdin.
+control channel to the supervisor. Started by the supervisor as
+`python -m proxy.node.worker CONTROL_FD N LISTEN_FD` with the config (msgspec JSON) on stdin;
+LISTEN_FD is the node's one listen socket, bound by the supervisor.
 
 A worker listens only after it enforces the supervisor's current blocklist version: a restarted
 worker never serves a single request with an older list.
@@ -28,12 +29,33 @@ from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.memory import MemoryTier
 from proxy.cache.shared import SharedTier
-from proxy.config import Config, parse_hostport
+from proxy.config import Config
 from proxy.context import SPECIAL_FIELDS
 from proxy.front.limits import FrontLimits
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
-from proxy.node.control import read_frame, write_frame
+from proxy.node.control import (
+    Applied,
+    BlocklistDelta,
+    BlocklistLoad,
+    BlocklistReport,
+    CacheReport,
+    Failed,
+    Listen,
+    Listening,
+    Message,
+    Ping,
+    Pong,
+    Purge,
+    Purged,
+    Ready,
+    Request,
+    StatsReply,
+    StatsRequest,
+    read_frame,
+    request_decoder,
+    write_frame,
+)
 from proxy.origin import OriginPool
 from proxy.pipeline import Pipeline
 from proxy.rfc.target import BadTarget, canonical_target
@@ -46,23 +68,21 @@ def front_limits(cfg: Config) -> FrontLimits:
     return FrontLimits(**{f.name: getattr(cfg.limits, f.name) for f in dc_fields(FrontLimits)})
 
 
-def listen_socket(addr: str) -> socket.socket:
-    host, port = parse_hostport(addr, what="listen")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
-    sock.setblocking(False)
-    return sock
+def _frame_id(frame: bytes) -> int:
+    class _Id(msgspec.Struct):
+        id: int = 0
+
+    try:
+        return msgspec.json.decode(frame, type=_Id).id
+    except msgspec.DecodeError:
+        return 0
 
 
 class Worker:
-    def __init__(self, cfg: Config, index: int) -> None:
+    def __init__(self, cfg: Config, index: int, listen_fd: int = -1) -> None:
         self.cfg = cfg
         self.index = index
+        self.listen_fd = listen_fd
         self.sites = SiteTable(cfg)
         self.stats = WorkerStats(self.sites.names)
         share = max(1, cfg.cache.memory_cache_bytes // cfg.worker_count())
@@ -117,23 +137,35 @@ class Worker:
 
     # -- control ops --------------------------------------------------------------------------
 
-    async def op_blocklist_load(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, msg: Request) -> Message:
+        """One control request → its reply; the match is the whole op table."""
+        match msg:
+            case BlocklistLoad():
+                return await self.blocklist_load(msg)
+            case BlocklistDelta():
+                return self.blocklist_delta(msg)
+            case Purge():
+                return self.purge(msg)
+            case StatsRequest():
+                return self.report()
+            case Listen():
+                return await self.listen()
+            case Ping():
+                return Pong(pid=os.getpid())
+        raise ValueError(f"no handler for {type(msg).__name__}")  # unreachable: Request is closed
+
+    async def blocklist_load(self, msg: BlocklistLoad) -> Applied:
         """A full version, compiled by the supervisor; built aside in steps, then swapped."""
-        pause = float(args.get("pause_s", 0.0)) if self.server_started else 0.0
-        snap = await load_compiled(
-            Path(args["path"]), int(args["version"]), time.time(), pause_s=pause
-        )
+        pause = msg.pause_s if self.server_started else 0.0
+        snap = await load_compiled(Path(msg.path), msg.version, time.time(), pause_s=pause)
         return self._apply(snap)
 
-    async def op_blocklist_delta(self, args: dict[str, Any]) -> dict[str, Any]:
-        version = int(args["version"])
-        adds = msgspec.convert(args.get("add", []), type=list[BlockEntry])
-        removes = list(args.get("remove", []))
+    def blocklist_delta(self, msg: BlocklistDelta) -> Applied:
         current = self.pipeline.blocklist
-        snap = current.with_changes(adds, removes, version, time.time())  # shards: cheap
-        return self._apply(snap, adds=adds)
+        snap = current.with_changes(msg.add, msg.remove, msg.version, time.time())  # cheap
+        return self._apply(snap, adds=msg.add)
 
-    def _apply(self, snap: Snapshot, adds: list[BlockEntry] | None = None) -> dict[str, Any]:
+    def _apply(self, snap: Snapshot, adds: list[BlockEntry] | None = None) -> Applied:
         old = self.pipeline.blocklist
         self.pipeline.apply_blocklist(snap)
         self.applied_at = time.time()
@@ -143,7 +175,7 @@ class Worker:
             self._background(self.pipeline.purge_added(adds, snap))
         self._background(_release(old.exclusive_shards(snap)))
         self._schedule_expiry(snap)
-        return {"version": snap.version, "applied_at": self.applied_at, "pid": os.getpid()}
+        return Applied(version=snap.version, applied_at=self.applied_at, pid=os.getpid())
 
     def _schedule_expiry(self, snap: Snapshot) -> None:
         """Entries with `expires_at` stop matching when they lapse: the snapshot does not read
@@ -175,79 +207,83 @@ class Worker:
         self._purges.add(task)
         task.add_done_callback(self._purges.discard)
 
-    async def op_purge(self, args: dict[str, Any]) -> dict[str, Any]:
+    def purge(self, msg: Purge) -> Purged:
         n = 0
         try:
-            if args.get("url"):
-                n = self.pipeline.purge(url=_target(args["url"]))
-            elif args.get("prefix"):
-                n = self.pipeline.purge(prefix=_target(args["prefix"]))
-            elif args.get("host"):
-                n = self.pipeline.purge(host=str(args["host"]).lower().rstrip("."))
+            if msg.url:
+                n = self.pipeline.purge(url=_target(msg.url))
+            elif msg.prefix:
+                n = self.pipeline.purge(prefix=_target(msg.prefix))
+            elif msg.host:
+                n = self.pipeline.purge(host=msg.host.lower().rstrip("."))
         except BadTarget as e:
             raise ValueError(f"not a valid URL: {e.reason}") from e
-        return {"purged": n}
+        return Purged(purged=n)
 
-    async def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+    def report(self) -> StatsReply:
         mem = self.memory.stats()
         self.stats.note_front(self.server.rejected)
-        return {
-            "pid": os.getpid(),
-            "worker": self.index,
-            "stats": self.stats.snapshot(),
-            "cache": {
-                "objects": mem.objects,
-                "bytes": mem.bytes,
-                "max_bytes": mem.max_bytes,
-                "evictions": mem.evictions,
-                "purged": mem.purged,
-            },
-            "connections": self.server.open_connections,
-            "blocklist": {
-                "version": self.pipeline.blocklist.version,
-                "applied_at": self.applied_at,
-                "counts": {str(k): v for k, v in self.pipeline.blocklist.counts.items()},
-            },
-            "coalescing_waiters": self.pipeline.coalescer.waiters,
-            "origin_requests": self.origin.requests,
-            "started_at": self.started_at,
-        }
+        snap = self.pipeline.blocklist
+        return StatsReply(
+            pid=os.getpid(),
+            worker=self.index,
+            stats=self.stats.snapshot(),
+            cache=CacheReport(
+                objects=mem.objects,
+                bytes=mem.bytes,
+                max_bytes=mem.max_bytes,
+                evictions=mem.evictions,
+                purged=mem.purged,
+            ),
+            connections=self.server.open_connections,
+            blocklist=BlocklistReport(
+                version=snap.version,
+                applied_at=self.applied_at,
+                counts={str(k): v for k, v in snap.counts.items()},
+            ),
+            coalescing_waiters=self.pipeline.coalescer.waiters,
+            origin_requests=self.origin.requests,
+            started_at=self.started_at,
+        )
 
-    async def op_listen(self, args: dict[str, Any]) -> dict[str, Any]:
-        sock = listen_socket(self.cfg.listen)
+    async def listen(self) -> Listening:
+        """Serve on the supervisor's listen socket (inherited fd): the node's only one, shared
+        with its own workers and nobody else."""
+        sock = socket.socket(fileno=self.listen_fd)
+        sock.setblocking(False)
         await self.server.start(sock=sock)
         self.server_started = True
-        return {"port": self.server.port}
-
-    async def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid()}
+        return Listening(port=self.server.port)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def serve_control(self, fd: int) -> None:
         sock = socket.socket(fileno=fd)
         reader, writer = await asyncio.open_unix_connection(sock=sock)
-        write_frame(writer, {"op": "ready", "result": {"pid": os.getpid(), "worker": self.index}})
+        write_frame(writer, Ready(pid=os.getpid(), worker=self.index))
         await writer.drain()
         try:
             while True:
-                msg = await read_frame(reader)
-                asyncio.ensure_future(self._dispatch(msg, writer))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            # The supervisor is gone: stop serving rather than run unsupervised.
+                frame = await read_frame(reader)
+                asyncio.ensure_future(self._dispatch(frame, writer))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            # The supervisor is gone (or speaks nonsense): stop rather than run unsupervised.
             self.stopping.set()
 
-    async def _dispatch(self, msg: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        op = str(msg.get("op", "")).replace(".", "_")
-        handler = getattr(self, f"op_{op}", None)
+    async def _dispatch(self, frame: bytes, writer: asyncio.StreamWriter) -> None:
+        reply: Message
         try:
-            if handler is None:
-                raise ValueError(f"unknown op {msg.get('op')!r}")
-            result = await handler(msg.get("args") or {})
-            reply = {"id": msg.get("id"), "ok": True, "result": result}
-        except Exception as e:  # noqa: BLE001 - reported to the supervisor, worker keeps serving
-            log.warning("control op %s failed: %s", msg.get("op"), e)
-            reply = {"id": msg.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"}
+            msg = request_decoder.decode(frame)
+        except msgspec.DecodeError as e:
+            # The id, if the frame has one, so the supervisor's caller gets the error.
+            log.warning("control frame refused: %s", e)
+            reply = Failed(id=_frame_id(frame), error=f"bad request: {e}")
+        else:
+            try:
+                reply = msgspec.structs.replace(await self.handle(msg), id=msg.id)
+            except Exception as e:  # noqa: BLE001 - reported to the supervisor, worker keeps serving
+                log.warning("control op %s failed: %s", type(msg).__name__, e)
+                reply = Failed(id=msg.id, error=f"{type(e).__name__}: {e}")
         try:
             write_frame(writer, reply)
             await writer.drain()
@@ -320,13 +356,13 @@ def _target(url: str) -> Any:
 
 
 def main() -> None:
-    fd, index = int(sys.argv[1]), int(sys.argv[2])
+    fd, index, listen_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
     logging.basicConfig(
         level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
         format=f"%(asctime)s worker[{index}] %(levelname)s %(name)s: %(message)s",
     )
-    worker = Worker(cfg, index)
+    worker = Worker(cfg, index, listen_fd)
     try:
         import uvloop
 

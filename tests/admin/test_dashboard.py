@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin.app import _Collector
+from proxy.admin.view import NodeHealth
 from proxy.metrics import WorkerStats
+from proxy.node.control import BlocklistReport, CacheReport, StatsReply
 
-CONFIG = Path(__file__).resolve().parents[1] / "config"
+CONFIG = Path(__file__).resolve().parents[2] / "config"
 DASHBOARD = CONFIG / "grafana-dashboard.json"
 ADDED_BY_PROMETHEUS = {"instance", "job", "le", "__name__"}
 PROMQL_WORDS = set(
@@ -35,22 +37,26 @@ def exposed() -> dict[str, set[str]]:
         ws.observe(0, 0, 0, 100, 0.002)  # histograms show a child once observed
         ws.observe_origin(0, 0.001)
         stats.append(
-            {
-                "worker": w,
-                "pid": 100 + w,
-                "stats": ws.snapshot(),
-                "connections": 1,
-                "coalescing_waiters": 0,
-                "cache": {"objects": 1, "bytes": 10, "max_bytes": 100, "evictions": 0, "purged": 0},
-                "blocklist": {"version": 3, "applied_at": 1.0, "counts": {}},
-            }
+            StatsReply(
+                worker=w,
+                pid=100 + w,
+                stats=ws.snapshot(),
+                connections=1,
+                coalescing_waiters=0,
+                cache=CacheReport(objects=1, bytes=10, max_bytes=100, evictions=0, purged=0),
+                blocklist=BlocklistReport(version=3, applied_at=1.0, counts={}),
+                origin_requests=1,
+                started_at=1.0,
+            )
         )
     counts = {"url": 0, "prefix": 1, "host": 0, "sha256": 0}
-    sup = SimpleNamespace(
+    node = SimpleNamespace(
         cfg=SimpleNamespace(sites=[SimpleNamespace(name="a"), SimpleNamespace(name="b")]),
         retired_stats=None,
         restarts=0,
-        workers={0: object(), 1: object()},
+        health=lambda: NodeHealth(
+            wanted=2, running=2, listening=2, behind_config=[], config_generation=0
+        ),
         blocklist=SimpleNamespace(
             version=3,
             applied_at=1.0,
@@ -60,7 +66,7 @@ def exposed() -> dict[str, set[str]]:
         ),
     )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(sup, stats))  # type: ignore[arg-type]
+    registry.register(_Collector(node, stats))  # type: ignore[arg-type]
     text = generate_latest(registry).decode()
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):

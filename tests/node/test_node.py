@@ -8,36 +8,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from tests.integration.conftest import free_port
 from tests.integration.node import TOKEN, Node
-
-
-def origin_app(seen: list[str], *, delay_s: float = 0.0, tag: str = "A") -> web.Application:
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        if delay_s:
-            await asyncio.sleep(delay_s)
-        return web.Response(text=f"{tag}:{request.path}", headers={"Cache-Control": "max-age=60"})
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    return app
-
-
-@pytest.fixture
-async def nodes():
-    started: list[Node] = []
-    yield started
-    for n in started:
-        await n.stop()
-
-
-async def get(url: str, **kw) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(url, **kw) as r:
-            return r.status, dict(r.headers), await r.read()
+from tests.node.conftest import get, origin_app
 
 
 async def test_serve_with_flags_alone_two_workers(origin_server, nodes) -> None:
@@ -113,40 +86,6 @@ async def test_broken_config_refuses_to_start_naming_line_and_field(tmp_path) ->
     assert await node.wait_exit() == 2
     out = "".join(node.output)
     assert "bad.toml:7" in out and "$.cache.max_object_bytes" in out
-
-
-async def test_admin_refuses_public_bind_without_token(tmp_path) -> None:
-    port = free_port()
-    node = Node(
-        ["--origin", "http://127.0.0.1:1", "--workers", "1"], env={"EDGEPROXY_ADMIN_TOKEN": ""}
-    )
-    node.admin_port = port
-    node.args += ["--admin", f"0.0.0.0:{port}"]
-    await node.start(expect_ready=False)
-    assert await node.wait_exit() == 2
-    assert "non-loopback" in "".join(node.output)
-
-
-async def test_purge_needs_the_token(origin_server, nodes) -> None:
-    seen: list[str] = []
-    origin = await origin_server(origin_app(seen))
-    node = Node(["--origin", origin, "--workers", "1"])
-    nodes.append(node)
-    await node.start()
-    await get(node.url + "/doc")
-    async with aiohttp.ClientSession() as s:
-        async with s.post(node.admin + "/purge", json={"url": node.url + "/doc"}) as r:
-            assert r.status == 401
-        async with s.post(
-            node.admin + "/purge",
-            json={"url": node.url + "/doc"},
-            headers={"Authorization": "Bearer wrong"},
-        ) as r:
-            assert r.status == 401
-    status, body = await node.admin_json("POST", "/purge", {"url": node.url + "/doc"})
-    assert status == 200 and body["purged"] == 1
-    await get(node.url + "/doc")
-    assert seen == ["/doc", "/doc"]
 
 
 async def test_sighup_reloads_config_and_keeps_running_on_a_broken_one(
@@ -267,30 +206,6 @@ async def test_front_refusals_carry_cache_status_and_are_counted(nodes) -> None:
         if sample.name.endswith("_total")
     }
     assert counts["400"] == 1 and counts["431"] == 1 and counts["413"] == 0
-
-
-async def test_admin_token_file_from_the_config(origin_server, nodes, tmp_path) -> None:
-    """[admin] token_file in the config is the admin token when no flag names one."""
-    origin = await origin_server(origin_app([]))
-    token_file = tmp_path / "token"
-    token_file.write_text("from-the-config\n")
-    cfg = tmp_path / "edge.toml"
-    cfg.write_text(
-        f'[[sites]]\nname = "s"\nhosts = ["*"]\norigin = "{origin}"\n\n'
-        f'[admin]\ntoken_file = "{token_file}"\n'
-    )
-    node = Node(["--config", str(cfg), "--workers", "1"], env={"EDGEPROXY_ADMIN_TOKEN": ""})
-    nodes.append(node)
-    await node.start()
-    async with aiohttp.ClientSession() as s:
-        async with s.post(
-            node.admin + "/purge",
-            json={"host": "x"},
-            headers={"Authorization": "Bearer from-the-config"},
-        ) as r:
-            assert r.status == 200
-        async with s.post(node.admin + "/purge", json={"host": "x"}) as r:
-            assert r.status == 401
 
 
 async def test_entries_stop_matching_when_they_expire(origin_server, nodes) -> None:

@@ -1,0 +1,71 @@
+"""What the admin API needs from a node, and nothing more.
+
+The admin listener depends on these Protocols, not on the supervisor: the supervisor satisfies
+them structurally, and the CLI hands `start_admin` to the supervisor to run. Dependencies run one
+way (admin → node's data types, never node → admin), and the admin API can be tested against a
+small fake node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from proxy.config import Config
+from proxy.node.control import StatsReply
+from proxy.node.health import NodeHealth
+
+
+class BlocklistView(Protocol):
+    """The node's blocklist as the admin API reads and changes it (NodeBlocklist)."""
+
+    version: int
+    applied_at: float
+    file_sequence: int | None
+    reload_failures: int
+    last_errors: list[str]
+
+    @property
+    def pushed(self) -> Mapping[str, Any]: ...
+
+    @property
+    def history(self) -> Iterable[dict[str, Any]]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def known(self, entry_id: str) -> bool: ...
+
+    def stale_since(self, now: float | None = None) -> float | None:
+        """When the enforced file version passed its signed valid_until; None while valid."""
+        ...
+
+    async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def remove(self, entry_id: str) -> dict[str, Any] | None: ...
+
+
+class NodeView(Protocol):
+    """A running node: config, workers' stats and health, blocklist, purge."""
+
+    admin_token: str
+    restarts: int
+    started_at: float
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def blocklist(self) -> BlocklistView: ...
+
+    @property
+    def retired_stats(self) -> dict[str, Any] | None:
+        """The summed counts of workers gone (so counters never go backwards)."""
+        ...
+
+    async def gather_stats(self, timeout_s: float = 2.0) -> list[StatsReply]: ...
+
+    def health(self) -> NodeHealth: ...
+
+    async def purge(self, *, url: str = "", prefix: str = "", host: str = "") -> tuple[int, int]:
+        """(objects purged, workers that answered); raises ControlError if a worker failed."""
+        ...
