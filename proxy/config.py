@@ -46,6 +46,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hit_for_miss_s: float = 10.0  # remember "uncacheable" so followers don't queue
     coalesce_wait_s: float = 15.0  # how long a follower waits for its leader
     store_set_cookie: bool = False  # a shared cache handing one user's cookie to others is a leak
+    # A response to a request with Cookie, without explicit freshness or `public`, is likely
+    # personalised: not stored on heuristic freshness alone unless this is set.
+    heuristic_with_cookie: bool = False
     max_stale_serve_s: float = 0.0  # extra grace (beyond stale-while-revalidate/if-error)
     entry_overhead_bytes: int = 400  # accounted per stored object besides headers and body
     shared_tier_url: str = ""  # e.g. "redis://127.0.0.1:6379/0"; empty: no shared tier

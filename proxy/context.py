@@ -58,6 +58,13 @@ class RequestFields:
             return self.special[key]
         return [v.decode("latin-1") for n, v in self.raw if n.lower() == key]
 
+    def max_forwards(self) -> int | None:
+        """RFC 9110 §7.6.2 Max-Forwards as a number; None when absent or not a number."""
+        values = [v for n, v in self.raw if n.lower() == b"max-forwards"]
+        if len(values) != 1 or not values[0].strip().isdigit():
+            return None
+        return int(values[0].strip())
+
     def first(self, name: bytes) -> str | None:
         if self.special is None:
             return None

@@ -99,6 +99,7 @@ class WorkerStats:
         self.coalesced = 0
         self.handler_errors = 0
         self.purged_by_blocklist = 0
+        self.undecodable_bodies = 0  # refused: content coding unknown, corrupt or a bomb
         self.access_log_dropped = 0
         # The shared cache tier (proxy/cache/shared.py).
         self.shared_hits = 0
@@ -289,6 +290,12 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
         "edgeproxy_blocklist_purged_objects",
         "Cached objects purged because a version listed them",
         value=stats["purged_by_blocklist"],
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_undecodable_bodies",
+        "Origin bodies refused (502) because their content coding could not be removed for "
+        "the blocklist's digest check: unknown coding, corrupt, or over the decoding limits",
+        value=stats.get("undecodable_bodies", 0),
     )
     yield CounterMetricFamily(
         "edgeproxy_access_log_dropped",

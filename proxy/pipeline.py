@@ -37,7 +37,13 @@ from proxy.origin import OriginError, OriginPool
 from proxy.phases import deliver
 from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
 from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
-from proxy.rfc.freshness import Reuse, reuse, within_stale_if_error, within_stale_while_revalidate
+from proxy.rfc.freshness import (
+    Reuse,
+    reuse,
+    stale_allowed,
+    within_stale_if_error,
+    within_stale_while_revalidate,
+)
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import BadTarget, Target, canonical_target
 from proxy.sites import SiteRuntime, SiteTable
@@ -276,6 +282,10 @@ class Pipeline:
         ctx.target = target
         ctx.site = site
         ctx.site_index = site.index
+        if (ctx.method == "TRACE" or ctx.method == "OPTIONS") and fields.max_forwards() == 0:
+            ctx.result = Result.PASS
+            deliver.max_forwards_reached(ctx, self.via, self.cache_name)
+            return False
         return True
 
     def _refuse(self, ctx: RequestCtx, status: int, why: str) -> bool:
@@ -294,7 +304,10 @@ class Pipeline:
     def _block(self, ctx: RequestCtx) -> bool:
         target = ctx.target
         assert target is not None
-        hit = self.blocklist.check(target.host, target.path, target.query)
+        assert ctx.site is not None
+        hit = self.blocklist.check(
+            target.host, target.path, target.query, case_sensitive=ctx.site.case_sensitive_paths
+        )
         if hit is None:
             return True
         self._blocked(ctx, hit)
@@ -588,6 +601,8 @@ class Pipeline:
         await self._pass(ctx, invalidate=False, fwd=b"uri-miss")
 
     def _may_serve_stale_on_error(self, ctx: RequestCtx, entry: Entry, now: float) -> bool:
+        """RFC 5861 §4 within the explicit window; the configured grace beyond it never
+        overrides no-cache, must-revalidate, proxy-revalidate or s-maxage (RFC 9111 §4.2.4)."""
         if not self._entry_allowed_quiet(entry):
             return False
         age = entry.age(now)
@@ -595,7 +610,13 @@ class Pipeline:
         if within_stale_if_error(entry.lifetime, age, entry.cc, req_cc):
             return True
         grace = self.cfg.cache.max_stale_serve_s
-        return grace > 0 and age - entry.lifetime <= grace and not entry.must_revalidate
+        return (
+            grace > 0
+            and age - entry.lifetime <= grace
+            and not entry.must_revalidate
+            and not entry.no_cache
+            and stale_allowed(entry.cc)
+        )
 
     def _entry_allowed_quiet(self, entry: Entry) -> bool:
         return self.blocklist.check_digest(entry.sha256) is None

@@ -65,15 +65,16 @@ def generated(
     extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
     close: bool = False,
     via: bytes = b"",
+    content_type: bytes = b"text/plain; charset=utf-8",
 ) -> None:
-    """An answer the edge writes itself (errors, 421, 451): never stored anywhere."""
+    """An answer the edge writes itself (errors, 421, 451, TRACE): never stored anywhere."""
     conn, must_close = connection_part(ctx)
     if close:
         conn, must_close = b"Connection: close\r\n", True
     parts = [
         b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown")),
         b"Date: " + current_date_bytes() + b"\r\n",
-        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Type: " + content_type + b"\r\n",
         b"Cache-Control: no-store\r\n",
     ]
     for name, value in extra:
@@ -90,6 +91,29 @@ def generated(
     ctx.status = status
     ctx.cache_status = cache_status
     ctx.responder.send_bytes(b"".join(parts), close=must_close)
+
+
+# Never reflected by a TRACE answer (RFC 9110 §9.3.8: credentials are not echoed back).
+_UNREFLECTED = frozenset({b"cookie", b"authorization", b"proxy-authorization"})
+ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
+
+
+def max_forwards_reached(ctx: RequestCtx, via: bytes, cache_name: bytes) -> None:
+    """RFC 9110 §7.6.2: TRACE or OPTIONS with Max-Forwards 0 is answered by this hop. TRACE
+    reflects the request as received (less credentials, as message/http); OPTIONS gives
+    the methods this edge forwards."""
+    req = ctx.request
+    status = cache_name + b"; detail=max-forwards"
+    if ctx.method == "OPTIONS":
+        generated(ctx, 200, b"", cache_status=status, extra=[(b"Allow", ALLOW)], via=via)
+        return
+    lines = [
+        b"%s %s HTTP/%s\r\n" % (req.method.encode(), req.raw_target, req.http_version.encode())
+    ]
+    for name, value in req.headers:
+        if name.lower() not in _UNREFLECTED:
+            lines.append(name + b": " + value + b"\r\n")
+    generated(ctx, 200, b"".join(lines), cache_status=status, via=via, content_type=b"message/http")
 
 
 def hit_bytes(

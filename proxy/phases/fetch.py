@@ -10,13 +10,13 @@ first byte goes out (up to `blocklist.hash_spool_max_bytes`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
+from proxy.blocklist.digest import DecodeLimits, DigestResult, IdentityHasher, identity_digest
 from proxy.blocklist.keys import match_keys
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
@@ -53,6 +53,8 @@ DROP_UPSTREAM = frozenset(
         b"x-forwarded-host",
         b"x-forwarded-proto",
         b"x-forwarded-for",
+        b"forwarded",  # RFC 7239: replaced by ours, a client's for=/host=/proto= are unchecked
+        b"max-forwards",  # RFC 9110 §7.6.2: decremented below, never passed on as received
         b"via",
         b"content-length",
         b"expect",
@@ -198,6 +200,7 @@ class Fetcher:
         self.via = via
         self.via_str = via.decode()
         self.blocklist: Callable[[], Snapshot] = blocklist or (lambda: Snapshot.compile([], 0, 0.0))
+        self.decode_limits = DecodeLimits.from_config(cfg.blocklist)
         self.clock = clock
 
     # -- keys ---------------------------------------------------------------------------------
@@ -233,6 +236,10 @@ class Fetcher:
         out["X-Forwarded-For"] = ", ".join(xff)
         out["X-Forwarded-Proto"] = target.scheme
         out["X-Forwarded-Host"] = target.authority
+        out["Forwarded"] = forwarded_element(ctx.request.client_ip, target.authority, target.scheme)
+        max_forwards = ctx.fields.max_forwards()
+        if max_forwards is not None:
+            out["Max-Forwards"] = str(max(0, max_forwards - 1))
         if ctx.request.has_body and ctx.request.content_length is not None and not for_cache:
             out["Content-Length"] = str(ctx.request.content_length)
         return out
@@ -357,6 +364,9 @@ class Fetcher:
             store_set_cookie=cfg.store_set_cookie,
             content_range=parsed.content_range,
         )
+        if reason is None and not cfg.heuristic_with_cookie and _heuristic_only(parsed):
+            if ctx.fields.values("cookie") and not parsed.cc.public:
+                reason = NoStoreReason.COOKIE_HEURISTIC
         fields = vary_fields(parsed.vary) if parsed.vary else ()
         if reason is None and fields is None:
             reason = NoStoreReason.VARY_STAR
@@ -383,8 +393,7 @@ class Fetcher:
                 not_stored=NoStoreReason.TOO_LARGE,
             )
         up.release()
-        digest = hashlib.sha256(body).digest()
-        listed = self.blocklist().check_digest(digest)
+        digest, listed = self.judge_body(up.status, hdrs, body)
         if listed is not None:
             ctx.no_store = NoStoreReason.BLOCKED
             return FetchOutcome(blocked=listed, not_stored=NoStoreReason.BLOCKED)
@@ -538,6 +547,38 @@ class Fetcher:
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
         return entry
 
+    # -- the body against the blocklist's digests --------------------------------------------
+
+    def judge_body(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[bytes, BlockEntry | None]:
+        """The digest to index a whole body by (its identity representation's, content
+        codings removed: blocklists/FORMAT.md) and the entry listing it, if any. A body
+        whose identity cannot be established (unknown coding, corrupt, over the decoding
+        limits) is refused with OriginError: it cannot be shown not to be listed."""
+        result = identity_digest(body, _codings(status, headers), self.decode_limits)
+        listed = self._listed(result)
+        if listed is None and self._refused(result):
+            raise OriginError(
+                OriginFailure.PROTOCOL,
+                f"body not checkable against the blocklist: {result.failure} ({result.detail})",
+            )
+        return result.identity or result.raw, listed
+
+    def _listed(self, result: DigestResult) -> BlockEntry | None:
+        snapshot = self.blocklist()
+        for digest in result.digests:
+            listed = snapshot.check_digest(digest)
+            if listed is not None:
+                return listed
+        return None
+
+    def _refused(self, result: DigestResult) -> bool:
+        if result.refusal(self.cfg.blocklist.unknown_coding_policy) is None:
+            return False
+        self.stats.undecodable_bodies += 1
+        return True
+
     # -- deliver a response that is not stored ------------------------------------------------
 
     async def stream(self, ctx: RequestCtx, outcome: FetchOutcome, *, fwd: bytes) -> None:
@@ -568,7 +609,7 @@ class Fetcher:
         hasher = None
         if not no_body:
             if complete:
-                listed = self.blocklist().check_digest(hashlib.sha256(body).digest())
+                _digest, listed = self.judge_body(status, outcome.headers, body)
                 if listed is not None:
                     outcome.blocked = listed
                     raise BodyBlocked(listed)
@@ -577,7 +618,8 @@ class Fetcher:
                     OriginFailure.PROTOCOL, "body too large to check against the blocklist"
                 )
             else:
-                hasher = hashlib.sha256(body)
+                hasher = IdentityHasher(_codings(status, outcome.headers), self.decode_limits)
+                hasher.update(body)
         headers: list[tuple[bytes, bytes]] = []
         via = self.via
         upstream_status = b""
@@ -620,9 +662,12 @@ class Fetcher:
             async for chunk in up.chunks():
                 if hasher is not None:
                     hasher.update(chunk)
+                    if hasher.failure is not None and self._refused(hasher.result()):
+                        # Undecodable or a bomb: stop here (the client sees a cut body).
+                        raise OriginError(OriginFailure.PROTOCOL, "body not checkable")
                 await responder.write(chunk)
                 sent += len(chunk)
-            if hasher is not None and self.blocklist().check_digest(hasher.digest()) is not None:
+            if hasher is not None and self._listed(hasher.result()) is not None:
                 # Too large to hold back: delivered once, but this digest is listed. The
                 # next request will not get it (it is never stored).
                 ctx.no_store = NoStoreReason.BLOCKED
@@ -660,6 +705,32 @@ class Fetcher:
             self.memory.purge_primary((t.authority, t.raw_path_query))
             if self.shared is not None:
                 self.shared.delete_soon((t.authority, t.raw_path_query))
+
+
+def _heuristic_only(parsed: _Parsed) -> bool:
+    """No explicit freshness (RFC 9111 §4.2.1): the lifetime would be heuristic (§4.2.2)."""
+    cc = parsed.cc
+    return cc.s_maxage is None and cc.max_age is None and parsed.expires is None
+
+
+def _codings(status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Content-Encoding values of a whole body; a 206 part cannot be decoded alone, so its
+    bytes are judged as received."""
+    if status == 206:
+        return []
+    return [v for n, v in headers if n.lower() == b"content-encoding"]
+
+
+def forwarded_element(client_ip: str, authority: str, scheme: str) -> str:
+    """RFC 7239 §4: this hop's element; IPv6 addresses are bracketed and quoted (§6)."""
+    node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
+    host = authority if _TOKEN_CHARS.issuperset(authority) else f'"{authority}"'
+    return f"for={node};host={host};proto={scheme}"
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
 class BodyBlocked(Exception):

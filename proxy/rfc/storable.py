@@ -24,6 +24,7 @@ class NoStoreReason(StrEnum):
     VARY_STAR = "vary-star"
     PARTIAL = "partial"
     SET_COOKIE = "set-cookie"
+    COOKIE_HEURISTIC = "cookie-heuristic"  # asked with Cookie, freshness only heuristic
     TOO_LARGE = "too-large"
     UPSTREAM_ERROR = "upstream-error"
     BLOCKED = "blocked"

@@ -1,0 +1,238 @@
+"""Issue 10 on the request path, at the node level (a real origin, a real edge, real sockets):
+content-coded copies of listed bodies, upstream hygiene (Forwarded, Max-Forwards), stale
+serving that would override no-cache, heuristic storage of Cookie requests, and per-site case
+sensitivity of the blocklist."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+
+import brotli
+import msgspec
+import pytest
+
+from proxy.blocklist.model import Entry as BlockEntry
+from proxy.blocklist.model import EntryType
+from proxy.config import Site
+from tests.integration.conftest import config
+from tests.integration.helpers_cache import (
+    Canned,
+    get,
+    http_date,
+    not_stored,
+    scripted_edge,
+    use_clock,
+)
+
+try:
+    from compression import zstd  # type: ignore[import-not-found]
+except ImportError:
+    from backports import zstd  # type: ignore[no-redef]
+
+PROTECTED = b"PROTECTED MANGA CHAPTER " * 40
+DIGEST = hashlib.sha256(PROTECTED).hexdigest()
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    c = zlib.compressobj(wbits=-15)
+    return c.compress(data) + c.flush()
+
+
+CODED = [
+    ("gzip", gzip.compress(PROTECTED)),
+    ("x-gzip", gzip.compress(PROTECTED)),
+    ("GZIP", gzip.compress(PROTECTED)),
+    ("deflate", zlib.compress(PROTECTED)),
+    ("deflate", _raw_deflate(PROTECTED)),
+    ("br", brotli.compress(PROTECTED)),
+    ("zstd", zstd.compress(PROTECTED)),
+    ("gzip, br", brotli.compress(gzip.compress(PROTECTED))),
+    ("identity", PROTECTED),
+]
+
+
+def _listed() -> BlockEntry:
+    return BlockEntry(id="d-1", type=EntryType.SHA256, value=DIGEST, notice="N-1", reason="t")
+
+
+@pytest.mark.parametrize("cacheable", [True, False], ids=["stored", "pass-through"])
+@pytest.mark.parametrize(
+    ("coding", "body"), CODED, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CODED)]
+)
+async def test_content_coded_copy_of_a_listed_body_is_451_issue_10(
+    origin_server, make_edge, coding: str, body: bytes, cacheable: bool
+) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    cc = "max-age=600" if cacheable else "no-store"
+    origin.on(
+        "/ch1", Canned(headers=[("Content-Encoding", coding), ("Cache-Control", cc)], body=body)
+    )
+    edge.block(_listed())
+    for _ in range(2):
+        r = await get(edge.url + "/ch1", headers={"Accept-Encoding": "gzip, br, zstd"})
+        assert r.status == 451 and PROTECTED not in r.body and body not in r.body
+    assert edge.pipeline.memory.stats().objects == 0
+
+
+async def test_coded_body_unlisted_is_delivered_as_sent(origin_server, make_edge) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    other = gzip.compress(b"an unlisted chapter")
+    origin.on(
+        "/ok",
+        Canned(headers=[("Content-Encoding", "gzip"), ("Cache-Control", "max-age=60")], body=other),
+    )
+    edge.block(_listed())
+    r = await get(edge.url + "/ok")
+    assert r.status == 200 and r.body == other and r.headers["Content-Encoding"] == "gzip"
+    r = await get(edge.url + "/ok")
+    assert r.status == 200 and "hit" in r.cache_status
+
+
+BOMB = gzip.compress(b"\0" * (64 << 20))
+
+
+@pytest.mark.parametrize(
+    ("coding", "body"),
+    [
+        ("compress", b"\x1f\x9d\x90anything"),  # a coding the edge cannot remove
+        ("gzip", b"\x1f\x8b\x08\x00garbage-not-gzip"),  # corrupt
+        ("gzip", gzip.compress(PROTECTED)[:-12]),  # truncated
+        ("br", b"\xff\xff\xff\xff not brotli"),
+        ("gzip", BOMB),  # over decode_max_bytes below
+        ("gzip, gzip, gzip, gzip, gzip", b"unlisted"),  # too many stacked codings
+    ],
+    ids=["unknown", "corrupt", "truncated", "bad-br", "bomb", "stacked"],
+)
+async def test_bodies_that_cannot_be_checked_are_refused_issue_10(
+    origin_server, make_edge, coding: str, body: bytes
+) -> None:
+    origin, edge = await scripted_edge(
+        origin_server, make_edge, blocklist__decode_max_bytes=4 << 20
+    )
+    origin.on(
+        "/x",
+        Canned(headers=[("Content-Encoding", coding), ("Cache-Control", "max-age=60")], body=body),
+    )
+    edge.block(_listed())
+    before = edge.stats.undecodable_bodies
+    r = await get(edge.url + "/x")
+    assert r.status == 502 and r.body != body
+    assert edge.stats.undecodable_bodies == before + 1
+    assert edge.pipeline.memory.stats().objects == 0
+
+
+async def test_client_forwarded_is_replaced_issue_10(origin_server, make_edge) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    origin.on("/f", Canned(headers=[("Cache-Control", "no-store")]))
+    for spoof in ("for=1.2.3.4;host=evil.example;proto=https", 'for="[::1]", for=10.0.0.1'):
+        await get(edge.url + "/f", headers={"Forwarded": spoof})
+        seen = origin.last("/f").headers.getall("Forwarded")
+        assert seen == ["for=127.0.0.1;host=127.0.0.1;proto=http"] or all(
+            "evil" not in v and "1.2.3.4" not in v and "10.0.0.1" not in v for v in seen
+        )
+        assert len(seen) == 1 and seen[0].startswith("for=127.0.0.1;")
+
+
+async def test_max_forwards_zero_is_answered_by_the_edge_rfc9110_7_6_2(
+    origin_server, make_edge
+) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    origin.on("/t", Canned(headers=[("Cache-Control", "no-store")]))
+    r = await get(
+        edge.url + "/t",
+        method="TRACE",
+        headers={"Max-Forwards": "0", "Cookie": "session=secret", "X-Probe": "p1"},
+    )
+    assert r.status == 200 and r.headers["Content-Type"] == "message/http"
+    assert r.body.startswith(b"TRACE /t HTTP/1.1\r\n") and b"X-Probe: p1" in r.body
+    assert b"secret" not in r.body
+    r = await get(edge.url + "/t", method="OPTIONS", headers={"Max-Forwards": "0"})
+    assert r.status == 200 and "TRACE" in r.headers["Allow"]
+    assert origin.count("/t") == 0
+    await get(edge.url + "/t", method="TRACE", headers={"Max-Forwards": "3"})
+    assert origin.count("/t") == 1 and origin.last("/t").headers["Max-Forwards"] == "2"
+
+
+@pytest.mark.parametrize(
+    "directive", ["no-cache", "must-revalidate", "proxy-revalidate", "s-maxage=1"]
+)
+async def test_stale_grace_never_overrides_revalidation_issue_10(
+    origin_server, make_edge, directive: str
+) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge, cache__max_stale_serve_s=3600.0)
+    clock = use_clock(edge, origin)
+    origin.on(
+        "/r",
+        Canned(
+            headers=[("Cache-Control", f"max-age=1, {directive}"), ("ETag", '"v1"')], body=b"old"
+        ),
+        Canned(status=503, body=b"down"),
+    )
+    origin.on(
+        "/plain",
+        Canned(headers=[("Cache-Control", "max-age=1")], body=b"old"),
+        Canned(status=503, body=b"down"),
+    )
+    await get(edge.url + "/r")
+    await get(edge.url + "/plain")
+    clock.advance(10)
+    r = await get(edge.url + "/r")
+    assert r.status == 503 and r.body == b"down"
+    r = await get(edge.url + "/plain")  # the grace still works where nothing forbids it
+    assert r.status == 200 and r.body == b"old"
+
+
+@pytest.mark.parametrize(
+    ("headers", "stored"),
+    [
+        ([("Last-Modified", "LM")], False),  # heuristic only: not stored
+        ([("Last-Modified", "LM"), ("Cache-Control", "public")], True),
+        ([("Cache-Control", "max-age=60")], True),
+        ([("Expires", "EXP")], True),
+    ],
+    ids=["heuristic", "public", "max-age", "expires"],
+)
+async def test_cookie_request_not_stored_on_heuristics_issue_10(
+    origin_server, make_edge, headers: list[tuple[str, str]], stored: bool
+) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    fill = {"LM": http_date(-86400), "EXP": http_date(3600)}
+    origin.on("/c", Canned(headers=[(n, fill.get(v, v)) for n, v in headers], body=b"mine"))
+    before = not_stored(edge, "cookie-heuristic")
+    await get(edge.url + "/c", headers={"Cookie": "user=alice"})
+    r = await get(edge.url + "/c")
+    assert ("hit" in r.cache_status) is stored
+    assert origin.count("/c") == (1 if stored else 2)
+    assert not_stored(edge, "cookie-heuristic") - before == (0 if stored else 1)
+
+
+async def test_cookie_heuristic_storage_can_be_enabled(origin_server, make_edge) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge, cache__heuristic_with_cookie=True)
+    origin.on("/c", Canned(headers=[("Last-Modified", http_date(-86400))], body=b"shared"))
+    await get(edge.url + "/c", headers={"Cookie": "user=alice"})
+    r = await get(edge.url + "/c")
+    assert "hit" in r.cache_status and origin.count("/c") == 1
+
+
+@pytest.mark.parametrize("sensitive", [False, True])
+async def test_site_declares_case_sensitive_paths_issue_10(
+    origin_server, make_edge, sensitive: bool
+) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    await edge.close()
+    cfg = config(edge.cfg.sites[0].origin)
+    site = Site(
+        name="test", hosts=["*"], origin=cfg.sites[0].origin, case_sensitive_paths=sensitive
+    )
+    edge = await make_edge("", cfg=msgspec.structs.replace(cfg, sites=[site]))
+    origin.on("/a", Canned(headers=[("Cache-Control", "max-age=60")], body=b"lower"))
+    origin.on("/A", Canned(headers=[("Cache-Control", "max-age=60")], body=b"upper"))
+    edge.block(BlockEntry(id="u-1", type=EntryType.URL, value="http://127.0.0.1/a", reason="t"))
+    assert (await get(edge.url + "/a")).status == 451
+    r = await get(edge.url + "/A")
+    if sensitive:
+        assert r.status == 200 and r.body == b"upper"
+    else:
+        assert r.status == 451 and origin.count("/A") == 0
