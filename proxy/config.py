@@ -59,6 +59,7 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shared_tier_queue_max_items: int = 256  # pending stores per worker; beyond: dropped
     shared_tier_queue_max_bytes: int = 32 << 20
     shared_tier_max_connections: int = 32  # per worker
+    hot_memo_max_entries: int = 65536  # raw targets remembered for hot hits and 451s
 
 
 class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

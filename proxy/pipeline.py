@@ -13,14 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from proxy.blocklist.keys import match_keys
+from proxy.blocklist.enforce import Enforcer
 from proxy.blocklist.model import Entry as BlockEntry
-from proxy.blocklist.model import EntryType, compile_entry
-from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
+from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
 from proxy.cache.shared import SharedTier
+from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
@@ -36,6 +36,7 @@ from proxy.metrics import (
 from proxy.origin import OriginError, OriginPool
 from proxy.phases import deliver
 from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
+from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
 from proxy.rfc.freshness import (
     Reuse,
@@ -80,36 +81,42 @@ class Pipeline:
         if shared is None and cfg.cache.shared_tier_url:
             shared = SharedTier.from_config(cfg.cache, stats)
         self.shared = shared
+        # The one cache facade: callers below never ask which tiers exist.
+        self.cache = TieredCache(memory, shared)
         self.stats = stats
         self.clock = clock or time.time
-        self.blocklist: Snapshot = EMPTY_SNAPSHOT
+        self.enforcer = Enforcer(self.cache, stats, on_swap=self._forget_memos)
         self.coalescer: Coalescer[FetchOutcome] = Coalescer(
             hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
         )
         self.via = f"1.1 {cfg.via_name}".encode()
-        self.cache_name = cfg.via_name.encode()
+        self.cache_name = cache_status_bytes(cfg.via_name, hit=False)
         self.fetcher = Fetcher(
             cfg,
             origin,
-            memory,
+            self.cache,
             stats,
             self.via,
-            blocklist=lambda: self.blocklist,
+            blocklist=lambda: self.enforcer.snapshot,
             clock=self.clock,
-            shared=shared,
         )
         self.access_log = access_log
         self._unknown_site = len(sites.sites)
         self._background: set[asyncio.Task[None]] = set()
-        self._hit_status = self.cache_name + b"; hit"
+        self._hit_status = cache_status_bytes(cfg.via_name, hit=True)
         self._hot: dict[tuple[bytes, bytes | None], Entry] = {}
         # 451 answers by raw target and Host, like _hot: emptied with every new snapshot.
         self._hot_blocked: dict[tuple[bytes, bytes | None], tuple[bytes, bytes, int, int]] = {}
-        self.hot_map_max_entries = 65536
+        self.hot_map_max_entries = cfg.cache.hot_memo_max_entries
         # RFC 7725 §3: identify the entity implementing the block (configurable per site).
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
         )
+
+    @property
+    def blocklist(self) -> Snapshot:
+        """The snapshot every request of this worker is checked against."""
+        return self.enforcer.snapshot
 
     # -- the front's handler ------------------------------------------------------------------
 
@@ -137,9 +144,11 @@ class Pipeline:
             target = ctx.target
             assert target is not None
             primary = (target.authority, target.raw_path_query)
-            vary = self.memory.vary_fields(primary)
+            vary = self.cache.vary_fields(primary)
             if vary is not None:
-                entry = self.memory.get(primary, self.fetcher.variant(vary, fields) if vary else ())
+                entry = self.cache.get(
+                    (primary, self.fetcher.variant(vary, fields) if vary else ())
+                )
                 if entry is not None and not entry.no_cache:
                     now = self.clock()
                     if now < entry.expires_at and self._entry_allowed(ctx, entry):
@@ -206,7 +215,7 @@ class Pipeline:
             return None
         entry.hits += 1
         if not entry.hits & 7:
-            self.memory.touch(entry)  # LRU order, refreshed every 8th hit
+            self.cache.touch(entry)  # LRU order, refreshed every 8th hit
         return entry, now
 
     def _fast_blocked(
@@ -294,7 +303,9 @@ class Pipeline:
             ctx,
             status,
             f"{status} {deliver.REASONS.get(status, b'').decode()}: {why}\n".encode(),
-            cache_status=self.cache_name + b'; detail="' + why.encode("ascii", "replace") + b'"',
+            cache_status=cache_status_bytes(
+                self.cfg.via_name, hit=False, detail=why.encode("ascii", "replace").decode()
+            ),
             close=status == 400,
         )
         return False
@@ -319,13 +330,9 @@ class Pipeline:
 
     def _entry_allowed(self, ctx: RequestCtx, entry: Entry) -> bool:
         """Every reuse of a stored body is checked against the current snapshot's digests."""
-        hit = self.blocklist.check_digest(entry.sha256)
+        hit = self.enforcer.refuse_stored(entry)
         if hit is None:
             return True
-        self.memory.remove(entry)
-        if self.shared is not None:
-            self.shared.delete_soon(entry.primary)
-        self.stats.purged_by_blocklist += 1
         self._blocked(ctx, hit)
         return False
 
@@ -386,9 +393,9 @@ class Pipeline:
             outcome = await self.fetcher.fetch_for_cache(ctx, None)
             await self._after_fetch(ctx, outcome, True, None)
             return
-        vary = self.memory.vary_fields(primary)
+        vary = self.cache.vary_fields(primary)
         variant = self.fetcher.variant(vary, fields) if vary else ()
-        entry = self.memory.get(primary, variant) if vary is not None else None
+        entry = self.cache.get((primary, variant)) if vary is not None else None
         now = self.clock()
         if entry is not None:
             if not self._entry_allowed(ctx, entry):
@@ -415,7 +422,9 @@ class Pipeline:
                 ctx,
                 504,
                 b"504 Gateway Timeout: not in cache (only-if-cached)\n",
-                cache_status=self.cache_name + b"; fwd=miss; detail=only-if-cached",
+                cache_status=cache_status_bytes(
+                    self.cfg.via_name, hit=False, fwd="miss", detail="only-if-cached"
+                ),
             )
             return
         key = (primary, variant)
@@ -472,7 +481,7 @@ class Pipeline:
         lookup for all the requests waiting on the key. A usable entry is the outcome; a stale
         one is the validator source of the conditional request. Not asked for hit-for-miss
         keys (recently uncacheable: nothing to find)."""
-        if entry is None and self.shared is not None and "hfm" not in ctx.extra:
+        if entry is None and "hfm" not in ctx.extra:
             found = await self._from_shared(ctx)
             if isinstance(found, FetchOutcome):
                 return found
@@ -487,12 +496,11 @@ class Pipeline:
         return outcome
 
     async def _from_shared(self, ctx: RequestCtx) -> FetchOutcome | Entry | None:
-        shared = self.shared
         target = ctx.target
-        assert shared is not None and target is not None
+        assert target is not None
         fields = ctx.fields
         variant = self.fetcher.variant
-        found = await shared.get(
+        found = await self.cache.get_behind(
             (target.authority, target.raw_path_query), lambda f: variant(f, fields) if f else ()
         )
         if found is None:
@@ -501,12 +509,12 @@ class Pipeline:
         listed = self.blocklist.check_digest(found.sha256)
         if listed is not None:
             # Never into memory; gone from the shared tier for every node that looks next.
-            shared.delete_soon(found.primary)
+            self.cache.forget_behind(found.primary)
             self.stats.purged_by_blocklist += 1
             return FetchOutcome(blocked=listed, not_stored=NoStoreReason.BLOCKED)
         if self._shared_decision(ctx, found) is Reuse.VALIDATE:
             return found
-        stored = self.memory.put(found)
+        stored = self.cache.adopt(found)
         return FetchOutcome(entry=found, stored=stored, fwd_status=found.status, shared=True)
 
     def _shared_decision(self, ctx: RequestCtx, entry: Entry) -> Reuse:
@@ -581,14 +589,19 @@ class Pipeline:
                 return
             ctx.result = Result.REVALIDATED if outcome.revalidated else Result.MISS
             # RFC 9211 §2.2: "stale" whenever a stored response existed but could not be used.
-            fwd = b"stale" if entry is not None or outcome.stale_candidate else b"miss"
-            status = self.cache_name + b"; fwd=" + fwd + b"; fwd-status=%d" % outcome.fwd_status
-            if outcome.stored:
-                status += b"; stored; ttl=%d" % int(stored.lifetime - stored.age(now))
-            elif outcome.not_stored is not None:
-                status += b"; detail=" + outcome.not_stored.value.encode()
-            if ctx.collapsed:
-                status += b"; collapsed"
+            fwd = "stale" if entry is not None or outcome.stale_candidate else "miss"
+            status = cache_status_bytes(
+                self.cfg.via_name,
+                hit=False,
+                fwd=fwd,
+                fwd_status=outcome.fwd_status,
+                stored=True if outcome.stored else None,
+                ttl=int(stored.lifetime - stored.age(now)) if outcome.stored else None,
+                collapsed=ctx.collapsed,
+                detail=None
+                if outcome.stored or outcome.not_stored is None
+                else outcome.not_stored.value,
+            )
             if stored.upstream_cache_status:
                 status = stored.upstream_cache_status + b", " + status
             deliver.from_entry(ctx, stored, now, status)
@@ -671,7 +684,9 @@ class Pipeline:
             ctx,
             e.status,
             f"{e.status} {deliver.REASONS[e.status].decode()}: origin {e.kind}\n".encode(),
-            cache_status=self.cache_name + b"; fwd=miss; detail=origin-" + e.kind.value.encode(),
+            cache_status=cache_status_bytes(
+                self.cfg.via_name, hit=False, fwd="miss", detail=f"origin-{e.kind.value}"
+            ),
             via=self.via,
         )
 
@@ -686,101 +701,38 @@ class Pipeline:
         if self.access_log is not None:
             self.access_log.record(ctx, elapsed)
 
-    # -- blocklist application ----------------------------------------------------------------
+    # -- blocklist application and purges ----------------------------------------------------
 
     def apply_blocklist(self, snapshot: Snapshot) -> None:
-        """Swap in a new snapshot (one assignment). Enforcement starts here: every later
-        request and every reuse of a stored body checks it. Purging follows, in steps."""
-        self.blocklist = snapshot
+        """Swap in a new snapshot (one assignment): enforcement starts here."""
+        self.enforcer.apply(snapshot)
+
+    def _forget_memos(self) -> None:
         self._hot.clear()
         self._hot_blocked.clear()
 
     async def purge_listed(self, snapshot: Snapshot, step: int = 2000) -> int:
-        """Drop every stored object the snapshot lists (by URL, prefix, host or digest),
-        stale copies included, yielding to the loop between steps."""
-        purged = 0
-        entries = self.memory.entries()
-        for i in range(0, len(entries), step):
-            for e in entries[i : i + step]:
-                k = e.keys
-                if k is None:
-                    t = e.target
-                    k = e.keys = match_keys(t.host, t.path, t.query)
-                if snapshot.check_keys(k) or snapshot.check_digest(e.sha256):
-                    purged += self.memory.remove(e)
-                    if self.shared is not None:
-                        self.shared.delete_soon(e.primary)
-            await asyncio.sleep(0)
-        self.stats.purged_by_blocklist += purged
-        return purged
+        return await self.enforcer.purge_listed(snapshot, step)
 
     async def purge_added(self, adds: list[BlockEntry], snapshot: Snapshot) -> int:
-        """Purge what newly added entries list, by index where one exists: url entries by
-        their match key, digests by the digest index; host and prefix entries by a scan."""
-        purged = 0
-        scan: list[BlockEntry] = []
-        for added in adds:
-            etype, key, _query = compile_entry(added)
-            if etype is EntryType.SHA256:
-                assert isinstance(key, bytes)
-                # (the shared tier refuses and deletes a listed digest when it is looked up)
-                purged += self.memory.purge_digest(key)
-            elif etype is EntryType.URL:
-                assert isinstance(key, str)
-                for e in self.memory.with_url_key(key):
-                    if e.keys is not None and snapshot.check_keys(e.keys) is not None:
-                        purged += self.memory.remove(e)
-                        if self.shared is not None:
-                            self.shared.delete_soon(e.primary)
-            else:
-                scan.append(added)
-        self.stats.purged_by_blocklist += purged
-        if scan:
-            purged += await self.purge_listed(Snapshot.compile(scan, snapshot.version, 0.0))
-        return purged
+        return await self.enforcer.purge_added(adds, snapshot)
 
     def purge(
         self, *, url: Target | None = None, prefix: Target | None = None, host: str = ""
     ) -> int:
-        """Operator purge. The shared tier loses what this worker can name: the URL, and
-        the primary keys of the purged entries it holds (a prefix or host purge cannot list
-        the shared tier's other keys; those expire on their TTL)."""
-        shared = self.shared
+        """Operator purge, through every tier (the shared tier loses the keys this worker
+        can name; others expire on their TTL)."""
         if url is not None:
-            primary = (url.authority, url.raw_path_query)
-            if shared is not None:
-                shared.delete_soon(primary)
-            return self.memory.purge_primary(primary)
+            return self.cache.purge_primary((url.authority, url.raw_path_query))
         if prefix is not None:
-            p = prefix.path
-
-            def under(e: Entry) -> bool:
-                return e.target.path == p or e.target.path.startswith(p.rstrip("/") + "/")
-
-            return self.memory.purge_where([prefix.host], self._sharing_purge(under))
+            return self.cache.purge_prefix(prefix.host, prefix.path)
         if host:
-            if shared is None:
-                return self.memory.purge_host(host)
-            return self.memory.purge_where([host], self._sharing_purge(lambda e: True))
+            return self.cache.purge_host(host)
         return 0
-
-    def _sharing_purge(self, pred: Callable[[Entry], bool]) -> Callable[[Entry], bool]:
-        shared = self.shared
-        if shared is None:
-            return pred
-
-        def purge(e: Entry) -> bool:
-            if pred(e):
-                shared.delete_soon(e.primary)
-                return True
-            return False
-
-        return purge
 
     async def close(self) -> None:
         """Stop background work owned by the pipeline (the shared tier's writer)."""
-        if self.shared is not None:
-            await self.shared.close()
+        await self.cache.close()
 
 
 def _close_unclaimed(task: asyncio.Task[FetchOutcome]) -> None:

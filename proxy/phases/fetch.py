@@ -21,13 +21,13 @@ from proxy.blocklist.keys import match_keys
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.entry import PER_DELIVERY, Entry
-from proxy.cache.memory import MemoryTier
-from proxy.cache.shared import SharedTier
+from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import Responder
 from proxy.metrics import WorkerStats
 from proxy.origin import OriginError, OriginFailure, OriginPool, UpstreamResponse
+from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl
 from proxy.rfc.conditional import normalise_etag
 from proxy.rfc.dates import format_http_date, parse_http_date
@@ -185,17 +185,15 @@ class Fetcher:
         self,
         cfg: Config,
         origin: OriginPool,
-        memory: MemoryTier,
+        cache: TieredCache,
         stats: WorkerStats,
         via: bytes,
         blocklist: Callable[[], Snapshot] | None = None,
         clock: Callable[[], float] = time.time,
-        shared: SharedTier | None = None,
     ) -> None:
         self.cfg = cfg
         self.origin = origin
-        self.memory = memory
-        self.shared = shared
+        self.cache = cache
         self.stats = stats
         self.via = via
         self.via_str = via.decode()
@@ -327,7 +325,7 @@ class Fetcher:
             ):
                 return self._merge_304(ctx, entry, hdrs, request_time, response_time)
             # A 304 that does not identify the stored response: fetch it whole, once.
-            self.memory.remove(entry)
+            self.cache.remove(entry)
             return await self.fetch_for_cache(ctx, None)
         cfg = self.cfg.cache
         req_cc = ctx.req_cc or EMPTY_CC
@@ -370,7 +368,7 @@ class Fetcher:
         fields = vary_fields(parsed.vary) if parsed.vary else ()
         if reason is None and fields is None:
             reason = NoStoreReason.VARY_STAR
-        limit = min(self.memory.max_object_bytes, self.memory.max_bytes)
+        limit = self.cache.max_object_bytes
         if reason is None and up.content_length is not None and up.content_length > limit:
             reason = NoStoreReason.TOO_LARGE
         if reason is not None:
@@ -414,11 +412,9 @@ class Fetcher:
             lifetime,
             fields,
         )
-        stored = self.memory.put(new)
+        stored = self.cache.put(new)
         if not stored:
             ctx.no_store = NoStoreReason.TOO_LARGE
-        elif self.shared is not None:
-            self.shared.put(new)
         return FetchOutcome(
             entry=new,
             stored=stored,
@@ -472,13 +468,9 @@ class Fetcher:
         )
         stored_ok = False
         if not parsed.cc.no_store:
-            stored_ok = self.memory.put(new)
-            if stored_ok and self.shared is not None:
-                self.shared.put(new)
+            stored_ok = self.cache.put(new)
         else:
-            self.memory.remove(entry)
-            if self.shared is not None:
-                self.shared.delete_soon(entry.primary)
+            self.cache.remove(entry)
         return FetchOutcome(entry=new, stored=stored_ok, revalidated=True, fwd_status=304)
 
     def _entry(
@@ -635,9 +627,14 @@ class Fetcher:
                 continue
             headers.append((name, value))
         headers.append((b"Via", via))
-        member = b"edgeproxy; fwd=" + fwd + b"; fwd-status=%d" % status
-        if outcome.not_stored is not None and outcome.not_stored is not NoStoreReason.BYPASS:
-            member += b"; detail=" + outcome.not_stored.value.encode()
+        reason = outcome.not_stored
+        member = cache_status_bytes(
+            self.cfg.via_name,
+            hit=False,
+            fwd=fwd.decode(),
+            fwd_status=status,
+            detail=None if reason is None or reason is NoStoreReason.BYPASS else reason.value,
+        )
         headers.append((b"Cache-Status", upstream_status + member))
         if complete and not no_body:
             length: int | None = len(body)
@@ -702,9 +699,7 @@ class Fetcher:
                 t = canonical_target(path_query.encode("latin-1"), authority.encode("latin-1"))
             except (BadTarget, UnicodeEncodeError):
                 continue
-            self.memory.purge_primary((t.authority, t.raw_path_query))
-            if self.shared is not None:
-                self.shared.delete_soon((t.authority, t.raw_path_query))
+            self.cache.purge_primary((t.authority, t.raw_path_query))
 
 
 def _heuristic_only(parsed: _Parsed) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proxy.rfc.structured import is_token, serialize_string
 
-__all__ = ["FWD_REASONS", "append_cache_status", "cache_status"]
+__all__ = ["FWD_REASONS", "append_cache_status", "cache_status", "cache_status_bytes"]
 
 FWD_REASONS = frozenset(
     {"bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale", "partial"}
@@ -43,10 +43,10 @@ def cache_status(
         parts.append(f"fwd={fwd}")
     if fwd_status is not None:
         parts.append(f"fwd-status={int(fwd_status)}")
-    if ttl is not None:
-        parts.append(f"ttl={int(ttl)}")
     if stored is not None:
         parts.append("stored" if stored else "stored=?0")
+    if ttl is not None:
+        parts.append(f"ttl={int(ttl)}")
     if collapsed:
         parts.append("collapsed")
     if key is not None:
@@ -64,3 +64,8 @@ def append_cache_status(existing: str | None, member: str) -> str:
     if not existing:
         return member
     return f"{existing}, {member}"
+
+
+def cache_status_bytes(cache: str, **params: object) -> bytes:
+    """`cache_status` as the field value bytes a response head carries."""
+    return cache_status(cache, **params).encode("ascii")  # type: ignore[arg-type]

@@ -1,0 +1,90 @@
+"""A worker's enforcement of the blocklist: the current snapshot, swapped in one assignment, and
+the purges that follow a new version.
+
+Enforcement starts at the swap: every later request, and every reuse of a stored body, checks
+the new snapshot. Purging stored objects the version lists follows in steps that yield to the
+loop, so a large cache never stalls serving; until an object is purged, the digest check at
+every reuse keeps it from being delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from proxy.blocklist.keys import match_keys
+from proxy.blocklist.model import Entry as BlockEntry
+from proxy.blocklist.model import EntryType, compile_entry
+from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
+from proxy.cache.entry import Entry
+from proxy.cache.tiered import TieredCache
+from proxy.metrics import WorkerStats
+
+
+class Enforcer:
+    def __init__(
+        self, cache: TieredCache, stats: WorkerStats, on_swap: Callable[[], None] = lambda: None
+    ) -> None:
+        self.cache = cache
+        self.stats = stats
+        self.snapshot: Snapshot = EMPTY_SNAPSHOT
+        self._on_swap = on_swap  # memos of earlier decisions are forgotten at every swap
+
+    def apply(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._on_swap()
+
+    # -- checks at reuse ----------------------------------------------------------------------
+
+    def listed_digest(self, digest: bytes) -> BlockEntry | None:
+        return self.snapshot.check_digest(digest)
+
+    def refuse_stored(self, entry: Entry) -> BlockEntry | None:
+        """Every reuse of a stored body is checked against the current digests; a listed one
+        leaves every tier at once."""
+        hit = self.snapshot.check_digest(entry.sha256)
+        if hit is not None:
+            self.cache.remove(entry)
+            self.stats.purged_by_blocklist += 1
+        return hit
+
+    # -- purges after a new version -----------------------------------------------------------
+
+    async def purge_listed(self, snapshot: Snapshot, step: int = 2000) -> int:
+        """Drop every stored object the snapshot lists (by URL, prefix, host or digest),
+        stale copies included, yielding to the loop between steps."""
+        purged = 0
+        entries = self.cache.entries()
+        for i in range(0, len(entries), step):
+            for e in entries[i : i + step]:
+                k = e.keys
+                if k is None:
+                    t = e.target
+                    k = e.keys = match_keys(t.host, t.path, t.query)
+                if snapshot.check_keys(k) or snapshot.check_digest(e.sha256):
+                    purged += self.cache.remove(e)
+            await asyncio.sleep(0)
+        self.stats.purged_by_blocklist += purged
+        return purged
+
+    async def purge_added(self, adds: list[BlockEntry], snapshot: Snapshot) -> int:
+        """Purge what newly added entries list, by index where one exists: url entries by
+        their match key, digests by the digest index; host and prefix entries by a scan."""
+        purged = 0
+        scan: list[BlockEntry] = []
+        for added in adds:
+            etype, key, _query = compile_entry(added)
+            if etype is EntryType.SHA256:
+                assert isinstance(key, bytes)
+                purged += self.cache.purge_digest(key)
+            elif etype is EntryType.URL:
+                assert isinstance(key, str)
+                for e in self.cache.with_url_key(key):
+                    if e.keys is not None and snapshot.check_keys(e.keys) is not None:
+                        purged += self.cache.remove(e)
+            else:
+                scan.append(added)
+        self.stats.purged_by_blocklist += purged
+        if scan:
+            purged += await self.purge_listed(Snapshot.compile(scan, snapshot.version, 0.0))
+        return purged
