@@ -24,7 +24,6 @@ from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
-from proxy.front.date import current_date_bytes
 from proxy.metrics import (
     B_INDEX,
     NS_INDEX,
@@ -34,7 +33,7 @@ from proxy.metrics import (
     method_class,
 )
 from proxy.origin import OriginError, OriginPool
-from proxy.phases import deliver
+from proxy.phases import admit, block, deliver
 from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
@@ -46,7 +45,7 @@ from proxy.rfc.freshness import (
     within_stale_while_revalidate,
 )
 from proxy.rfc.storable import NoStoreReason
-from proxy.rfc.target import BadTarget, Target, canonical_target
+from proxy.rfc.target import Target
 from proxy.sites import SiteRuntime, SiteTable
 
 if TYPE_CHECKING:
@@ -57,7 +56,6 @@ log = logging.getLogger("edgeproxy.pipeline")
 READ_METHODS = frozenset({"GET", "HEAD"})
 _R_HIT = R_INDEX[Result.HIT]
 _R_BLOCKED = R_INDEX[Result.BLOCKED]
-_451_LINE = b"HTTP/1.1 451 Unavailable For Legal Reasons\r\nDate: "
 
 
 class Pipeline:
@@ -227,9 +225,8 @@ class Pipeline:
         started: float,
     ) -> bytes:
         head, body, site, typ = blocked
-        conn = deliver.connection_field(keep_alive, version)
         sent = 0 if method == "HEAD" else len(body)
-        data = _451_LINE + current_date_bytes() + head + conn + b"\r\n" + (body if sent else b"")
+        data = block.render_451(head, body, method, keep_alive, version)
         self.stats.blocked[site][typ] += 1
         elapsed = time.perf_counter() - started
         self.stats.observe(site, method_class(method), _R_BLOCKED, sent, elapsed)
@@ -274,24 +271,11 @@ class Pipeline:
     # -- admit --------------------------------------------------------------------------------
 
     def _admit(self, ctx: RequestCtx) -> bool:
-        """Limits are the front's; here: Host → site (421 for unknown hosts) and the one
-        canonical target every later phase reads."""
-        fields = ctx.fields
-        if fields.host_count > 1:
-            return self._refuse(ctx, 400, "more than one Host field")
-        if fields.host is None and ctx.request.http_version == "1.1":
-            return self._refuse(ctx, 400, "missing Host")
-        try:
-            target = canonical_target(ctx.request.raw_target, fields.host)
-        except BadTarget as e:
-            return self._refuse(ctx, e.status, e.reason)
-        site = self.sites.route(target.host)
-        if site is None:
-            return self._refuse(ctx, 421, "this edge does not serve that host")
-        ctx.target = target
-        ctx.site = site
-        ctx.site_index = site.index
-        if (ctx.method == "TRACE" or ctx.method == "OPTIONS") and fields.max_forwards() == 0:
+        """admit, then the answers this hop gives itself (Max-Forwards 0)."""
+        refused = admit.admit(ctx, self.sites)
+        if refused is not None:
+            return self._refuse(ctx, refused.status, refused.reason)
+        if admit.answers_here(ctx):
             ctx.result = Result.PASS
             deliver.max_forwards_reached(ctx, self.via, self.cache_name)
             return False
@@ -313,12 +297,7 @@ class Pipeline:
     # -- block --------------------------------------------------------------------------------
 
     def _block(self, ctx: RequestCtx) -> bool:
-        target = ctx.target
-        assert target is not None
-        assert ctx.site is not None
-        hit = self.blocklist.check(
-            target.host, target.path, target.query, case_sensitive=ctx.site.case_sensitive_paths
-        )
+        hit = block.block(ctx, self.blocklist)
         if hit is None:
             return True
         self._blocked(ctx, hit)
@@ -343,29 +322,16 @@ class Pipeline:
         site = ctx.site_index if ctx.site else self._unknown_site
         self.stats.blocked[site][B_INDEX[str(hit.type)]] += 1
         head, body = self._blocked_parts(ctx.site, hit)
-        conn, close = deliver.connection_part(ctx)
-        data = _451_LINE + current_date_bytes() + head + conn + b"\r\n"
+        req = ctx.request
+        data = block.render_451(head, body, ctx.method, req.keep_alive, req.http_version)
         if ctx.method != "HEAD":
-            data += body
             ctx.bytes_sent = len(body)
         ctx.status = 451
         ctx.cache_status = self.cache_name + b"; detail=blocked"
-        ctx.responder.send_bytes(data, close=close)
+        ctx.responder.send_bytes(data, close=not req.keep_alive)
 
     def _blocked_parts(self, site: SiteRuntime | None, hit: BlockEntry) -> tuple[bytes, bytes]:
-        """RFC 7725: 451 with Link rel="blocked-by", never stored, naming the entry and its
-        notice. Returns the fields after Date (up to the connection field) and the body."""
-        link = (site.blocked_by_url if site else "") or self.default_blocked_by
-        notice = f" (notice {hit.notice})" if hit.notice else ""
-        body = f"451 Unavailable For Legal Reasons: blocked by entry {hit.id}{notice}.\n".encode(
-            "utf-8", "replace"
-        )
-        head = (
-            b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
-            b'Link: <%s>; rel="blocked-by"\r\nCache-Status: %s; detail=blocked\r\n'
-            b"Content-Length: %d\r\n"
-        ) % (link.encode("latin-1", "replace"), self.cache_name, len(body))
-        return head, body
+        return block.parts_451(site, hit, self.default_blocked_by, self.cache_name)
 
     # -- lookup -------------------------------------------------------------------------------
 
