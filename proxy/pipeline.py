@@ -26,14 +26,13 @@ from proxy.context import RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
 from proxy.metrics import (
     B_INDEX,
-    NS_INDEX,
     R_INDEX,
     Result,
     WorkerStats,
-    method_class,
 )
 from proxy.origin import OriginError, OriginPool
 from proxy.phases import admit, block, deliver
+from proxy.phases import log as log_phase
 from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
@@ -130,7 +129,7 @@ class Pipeline:
             if hot is not None:
                 hot_entry, now = hot
                 sent = deliver.hit(request, responder, hot_entry, now, self._hit_status)
-                self._log_hit(hot_entry, request, responder, started, sent)
+                self._log_hit(hot_entry, request, started, sent)
                 return None
         fields = RequestFields(request.headers)
         ctx = RequestCtx(request, responder, started, fields, request.method)
@@ -193,7 +192,7 @@ class Pipeline:
             return self._fast_blocked(method, keep_alive, version, blocked, started)
         entry, now = hot
         data = deliver.hit_bytes(method, keep_alive, version, entry, now, self._hit_status)
-        self._count_hit(entry.site_index, 0 if method == "HEAD" else len(entry.body), started)
+        self._log_hit(entry, None, started, 0 if method == "HEAD" else len(entry.body))
         return data
 
     def _take_hot(
@@ -227,29 +226,13 @@ class Pipeline:
         head, body, site, typ = blocked
         sent = 0 if method == "HEAD" else len(body)
         data = block.render_451(head, body, method, keep_alive, version)
-        self.stats.blocked[site][typ] += 1
-        elapsed = time.perf_counter() - started
-        self.stats.observe(site, method_class(method), _R_BLOCKED, sent, elapsed)
+        log_phase.blocked_fast(self.stats, site, typ, method, sent, started)
         return data
 
-    def _count_hit(self, site: int, sent: int, started: float) -> float:
-        elapsed = time.perf_counter() - started
-        self.stats.observe(site, 0, _R_HIT, sent, elapsed)  # method class 0: GET/HEAD
-        return elapsed
-
     def _log_hit(
-        self,
-        entry: Entry,
-        request: FrontRequest,
-        responder: Responder,
-        started: float,
-        sent: int,
+        self, entry: Entry, request: FrontRequest | None, started: float, sent: int
     ) -> None:
-        elapsed = self._count_hit(entry.site_index, sent, started)
-        if self.access_log is not None:
-            self.access_log.record_hit(
-                request, entry.target, entry.site_index, entry.status, sent, elapsed
-            )
+        log_phase.hit(self.stats, self.access_log, request, entry, started, sent)
 
     async def _walk(self, ctx: RequestCtx) -> None:
         try:
@@ -657,15 +640,7 @@ class Pipeline:
         )
 
     def _log(self, ctx: RequestCtx) -> None:
-        elapsed = time.perf_counter() - ctx.started
-        site = ctx.site_index if ctx.site is not None else self._unknown_site
-        self.stats.observe(
-            site, method_class(ctx.method), R_INDEX[ctx.result], ctx.bytes_sent, elapsed
-        )
-        if ctx.no_store is not None:
-            self.stats.not_stored[NS_INDEX[ctx.no_store.value]] += 1
-        if self.access_log is not None:
-            self.access_log.record(ctx, elapsed)
+        log_phase.exchange(self.stats, self.access_log, ctx, self._unknown_site)
 
     # -- blocklist application and purges ----------------------------------------------------
 
