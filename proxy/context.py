@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.blocklist.model import Entry as BlockEntry
+from proxy.cache.entry import Entry
 from proxy.front.api import FrontRequest, Responder
 from proxy.metrics import Result
+from proxy.origin import OriginError, UpstreamResponse
 from proxy.rfc.cachecontrol import CacheControl
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import Target
@@ -93,3 +96,29 @@ class RequestCtx:
     collapsed: bool = False
     cache_status: bytes = b""
     extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FetchOutcome:
+    entry: Entry | None = None  # what to deliver from (stored or not)
+    stored: bool = False
+    revalidated: bool = False
+    fwd_status: int = 0
+    error: OriginError | None = None
+    blocked: BlockEntry | None = None
+    not_stored: NoStoreReason | None = None
+    upstream: UpstreamResponse | None = None  # open response to stream (not stored)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # hop-by-hop stripped
+    prefix: bytes = b""  # body bytes already read from `upstream`
+    complete: bool = False  # `prefix` is the whole body
+    stale_candidate: Entry | None = None
+    method: str = "GET"
+    shared: bool = False  # `entry` came from the shared tier, not the origin
+    _claimed: bool = False
+
+    def claim(self) -> bool:
+        """Exactly one request may stream an open upstream response."""
+        if self._claimed:
+            return False
+        self._claimed = True
+        return True

@@ -22,7 +22,7 @@ from proxy.cache.memory import MemoryTier
 from proxy.cache.shared import SharedTier
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
-from proxy.context import RequestCtx, RequestFields
+from proxy.context import FetchOutcome, RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
 from proxy.metrics import (
     B_INDEX,
@@ -33,7 +33,8 @@ from proxy.metrics import (
 from proxy.origin import OriginError, OriginPool
 from proxy.phases import admit, block, deliver
 from proxy.phases import log as log_phase
-from proxy.phases.fetch import RESPONSE_DRIVEN, BodyBlocked, Fetcher, FetchOutcome
+from proxy.phases.fetch import Fetcher
+from proxy.phases.upstream_response import RESPONSE_DRIVEN, BodyBlocked
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
 from proxy.rfc.freshness import (

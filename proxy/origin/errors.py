@@ -24,4 +24,3 @@ class OriginError(Exception):
     @property
     def status(self) -> int:
         return 504 if self.kind is OriginFailure.TIMEOUT else 502
-

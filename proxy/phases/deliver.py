@@ -5,12 +5,23 @@ upstream_response.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from proxy.blocklist.digest import DecodeLimits, IdentityHasher
+from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.entry import Entry
-from proxy.context import RequestCtx
+from proxy.cache.tiered import TieredCache
+from proxy.config import Config
+from proxy.context import FetchOutcome, RequestCtx
 from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
+from proxy.metrics import WorkerStats
+from proxy.origin import OriginError, OriginFailure, UpstreamResponse
+from proxy.phases.upstream_response import NO_BODY_STATUSES, BodyBlocked, body_codings
+from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.conditional import evaluate_preconditions
 from proxy.rfc.ranges import content_range, if_range_allows, parse_range
+from proxy.rfc.storable import NoStoreReason
 
 REASONS = {
     200: b"OK",
@@ -255,3 +266,114 @@ def _unsatisfiable(ctx: RequestCtx, entry: Entry, age: int, cache_status: bytes)
     ctx.status = 416
     ctx.cache_status = cache_status
     ctx.responder.send_bytes(b"".join(parts), close=close)
+
+
+class StreamDelivery:
+    """deliver for a response that is not stored: streamed from the origin, its body judged
+    whole when it fits the spool, else hashed while it streams (a method of the Fetcher)."""
+
+    # Provided by Fetcher (proxy/phases/fetch.py), which composes the phases.
+    cfg: Config
+    cache: TieredCache
+    stats: WorkerStats
+    via: bytes
+    blocklist: Callable[[], Snapshot]
+    decode_limits: DecodeLimits
+
+    async def stream(self, ctx: RequestCtx, outcome: FetchOutcome, *, fwd: bytes) -> None:
+        up = outcome.upstream
+        assert up is not None
+        responder: Responder = ctx.responder
+        try:
+            await self._stream(ctx, responder, up, outcome, fwd)
+        finally:
+            up.close()
+
+    async def _stream(
+        self,
+        ctx: RequestCtx,
+        responder: Responder,
+        up: UpstreamResponse,
+        outcome: FetchOutcome,
+        fwd: bytes,
+    ) -> None:
+        status = up.status
+        no_body = ctx.method == "HEAD" or status in NO_BODY_STATUSES or status < 200
+        body = outcome.prefix
+        complete = outcome.complete or no_body
+        spool = self.cfg.blocklist.hash_spool_max_bytes
+        if not complete and len(body) <= spool:
+            more, complete = await up.read_up_to(spool - len(body))
+            body += more
+        hasher = None
+        if not no_body:
+            if complete:
+                _digest, listed = self.judge_body(status, outcome.headers, body)
+                if listed is not None:
+                    outcome.blocked = listed
+                    raise BodyBlocked(listed)
+            elif self.cfg.blocklist.oversize_policy == "refuse":
+                raise OriginError(
+                    OriginFailure.PROTOCOL, "body too large to check against the blocklist"
+                )
+            else:
+                hasher = IdentityHasher(body_codings(status, outcome.headers), self.decode_limits)
+                hasher.update(body)
+        headers: list[tuple[bytes, bytes]] = []
+        via = self.via
+        upstream_status = b""
+        for name, value in outcome.headers:
+            n = name.lower()
+            if n == b"content-length":
+                continue
+            if n == b"via":
+                via = value + b", " + self.via
+                continue
+            if n == b"cache-status":
+                upstream_status = value + b", "
+                continue
+            headers.append((name, value))
+        headers.append((b"Via", via))
+        reason = outcome.not_stored
+        member = cache_status_bytes(
+            self.cfg.via_name,
+            hit=False,
+            fwd=fwd.decode(),
+            fwd_status=status,
+            detail=None if reason is None or reason is NoStoreReason.BYPASS else reason.value,
+        )
+        headers.append((b"Cache-Status", upstream_status + member))
+        if complete and not no_body:
+            length: int | None = len(body)
+        else:
+            length = up.content_length
+        ctx.status = status
+        ctx.cache_status = member
+        if complete and not no_body:
+            # The whole (spooled) body is known: head and body in one write.
+            responder.start(status, up.reason or b"OK", headers, content_length=length, first=body)
+            ctx.bytes_sent = len(body)
+            responder.end()
+            return
+        responder.start(status, up.reason or b"OK", headers, content_length=length, no_body=no_body)
+        if no_body:
+            responder.end()
+            return
+        if body:
+            await responder.write(body)
+        sent = len(body)
+        if not complete:
+            async for chunk in up.chunks():
+                if hasher is not None:
+                    hasher.update(chunk)
+                    if hasher.failure is not None and self._refused(hasher.result()):
+                        # Undecodable or a bomb: stop here (the client sees a cut body).
+                        raise OriginError(OriginFailure.PROTOCOL, "body not checkable")
+                await responder.write(chunk)
+                sent += len(chunk)
+            if hasher is not None and self._listed(hasher.result()) is not None:
+                # Too large to hold back: delivered once, but this digest is listed. The
+                # next request will not get it (it is never stored).
+                ctx.no_store = NoStoreReason.BLOCKED
+        ctx.bytes_sent = sent
+        responder.end()

@@ -1,0 +1,177 @@
+"""store: what upstream_response decided to keep becomes an entry (pre-serialised head, match
+keys, digest) and goes into every tier through the cache facade; a 304 updates the stored
+fields (RFC 9111 §4.3.4); unsafe methods invalidate (§4.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from proxy.blocklist.keys import match_keys
+from proxy.blocklist.snapshot import Snapshot
+from proxy.cache.entry import PER_DELIVERY, Entry
+from proxy.cache.tiered import TieredCache
+from proxy.config import Config
+from proxy.context import FetchOutcome, RequestCtx
+from proxy.metrics import WorkerStats
+from proxy.phases.upstream_response import ParsedResponse, parse_response
+from proxy.rfc.dates import format_http_date
+from proxy.rfc.freshness import freshness_lifetime, initial_age
+from proxy.rfc.invalidation import invalidated_targets
+from proxy.rfc.merge import merge_304
+from proxy.rfc.target import BadTarget, canonical_target
+
+
+class StorePhase:
+    """store, as methods of the Fetcher that composes the phases."""
+
+    # Provided by Fetcher (proxy/phases/fetch.py), which composes the phases.
+    cfg: Config
+    cache: TieredCache
+    stats: WorkerStats
+    via: bytes
+    blocklist: Callable[[], Snapshot]
+
+    def _merge_304(
+        self,
+        ctx: RequestCtx,
+        entry: Entry,
+        fresh: list[tuple[bytes, bytes]],
+        request_time: float,
+        response_time: float,
+    ) -> FetchOutcome:
+        """RFC 9111 §4.3.4: update the stored header fields from the 304 and reuse the body."""
+        stored = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in entry.headers]
+        new304 = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fresh]
+        merged = [
+            (n.encode("latin-1"), v.encode("latin-1"))
+            for n, v in merge_304(stored, new304, drop=("age", "cache-status"))
+        ]
+        parsed = parse_response(merged)
+        parsed.age = parse_response(fresh).age
+        lifetime = freshness_lifetime(
+            entry.status,
+            parsed.cc,
+            parsed.date,
+            parsed.expires,
+            parsed.last_modified,
+            response_time,
+            heuristic_fraction=self.cfg.cache.heuristic_fraction,
+            heuristic_max_s=self.cfg.cache.heuristic_max_s,
+        )
+        if lifetime is None:
+            lifetime = 0.0
+        new = self._entry(
+            ctx,
+            entry.primary,
+            entry.variant,
+            entry.status,
+            entry.reason,
+            merged,
+            parsed,
+            entry.body,
+            entry.sha256,
+            request_time,
+            response_time,
+            lifetime,
+            entry.vary_fields,
+        )
+        stored_ok = False
+        if not parsed.cc.no_store:
+            stored_ok = self.cache.put(new)
+        else:
+            self.cache.remove(entry)
+        return FetchOutcome(entry=new, stored=stored_ok, revalidated=True, fwd_status=304)
+
+    def _entry(
+        self,
+        ctx: RequestCtx,
+        primary: tuple[str, bytes],
+        variant: tuple[str, ...],
+        status: int,
+        reason: bytes,
+        hdrs: list[tuple[bytes, bytes]],
+        parsed: ParsedResponse,
+        body: bytes,
+        digest: bytes,
+        request_time: float,
+        response_time: float,
+        lifetime: float,
+        fields: tuple[str, ...],
+    ) -> Entry:
+        cc = parsed.cc
+        hidden = {f.encode() for f in (*cc.private_fields, *cc.no_cache_fields)}
+        kept = [
+            (n, v) for n, v in hdrs if n.lower() not in PER_DELIVERY and n.lower() not in hidden
+        ]
+        if parsed.date is None:
+            # RFC 9110 §6.6.1: a recipient with a clock adds Date when it caches a response.
+            kept.append((b"Date", format_http_date(response_time).encode()))
+        target = ctx.target
+        assert target is not None
+        entry = Entry(
+            primary=primary,
+            variant=variant,
+            target=target,
+            status=status,
+            reason=reason or b"OK",
+            headers=tuple(kept),
+            body=body,
+            sha256=digest,
+            request_time=request_time,
+            response_time=response_time,
+            corrected_initial_age=initial_age(parsed.age, parsed.date, request_time, response_time),
+            lifetime=lifetime,
+            stale_while_revalidate_s=float(cc.stale_while_revalidate or 0),
+            stale_if_error_s=float(cc.stale_if_error or 0),
+            must_revalidate=cc.must_revalidate or cc.proxy_revalidate or cc.s_maxage is not None,
+            no_cache=cc.no_cache and not cc.no_cache_fields,
+            etag=parsed.etag,
+            last_modified=parsed.last_modified,
+            date=parsed.date,
+            vary_fields=fields,
+            upstream_cache_status=parsed.cache_status,
+            stored_at=response_time,
+            site_index=ctx.site_index,
+            keys=match_keys(target.host, target.path, target.query),  # memoised by block
+        )
+        entry.cc = cc
+        entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
+        return entry
+
+    def adopt_shared(self, ctx: RequestCtx, entry: Entry) -> Entry:
+        """Finish an entry loaded from the shared tier as this node would have stored it:
+        its site, the Cache-Control parsed from its stored fields, and our `Via`."""
+        entry.site_index = ctx.site_index
+        entry.cc = parse_response(list(entry.headers)).cc
+        t = entry.target
+        entry.keys = match_keys(t.host, t.path, t.query)
+        entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
+        return entry
+
+    def invalidate(self, ctx: RequestCtx, outcome: FetchOutcome) -> None:
+        """RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target
+        URI and same-origin Location / Content-Location."""
+        target = ctx.target
+        assert target is not None
+        loc = cloc = None
+        for name, value in outcome.headers:
+            n = name.lower()
+            if n == b"location":
+                loc = value.decode("latin-1")
+            elif n == b"content-location":
+                cloc = value.decode("latin-1")
+        base = target.raw_path_query.decode("ascii")
+        for authority, path_query in invalidated_targets(
+            ctx.method,
+            outcome.fwd_status,
+            target.authority,
+            loc,
+            cloc,
+            request_path=base,
+            scheme=target.scheme,
+        ):
+            try:
+                t = canonical_target(path_query.encode("latin-1"), authority.encode("latin-1"))
+            except (BadTarget, UnicodeEncodeError):
+                continue
+            self.cache.purge_primary((t.authority, t.raw_path_query))
