@@ -31,15 +31,14 @@ from proxy.metrics import (
     WorkerStats,
 )
 from proxy.origin import OriginError, OriginPool
-from proxy.phases import admit, block, deliver
+from proxy.phases import admit, block, deliver, lookup
 from proxy.phases import log as log_phase
 from proxy.phases.fetch import Fetcher
 from proxy.phases.upstream_response import RESPONSE_DRIVEN, BodyBlocked
 from proxy.rfc.cache_status import cache_status_bytes
-from proxy.rfc.cachecontrol import EMPTY_CC, parse_cache_control
+from proxy.rfc.cachecontrol import EMPTY_CC
 from proxy.rfc.freshness import (
     Reuse,
-    reuse,
     stale_allowed,
     within_stale_if_error,
     within_stale_while_revalidate,
@@ -147,9 +146,10 @@ class Pipeline:
                 entry = self.cache.get(
                     (primary, self.fetcher.variant(vary, fields) if vary else ())
                 )
-                if entry is not None and not entry.no_cache:
+                if entry is not None:
                     now = self.clock()
-                    if now < entry.expires_at and self._entry_allowed(ctx, entry):
+                    fresh = lookup.decide(entry, now, EMPTY_CC) is Reuse.FRESH
+                    if fresh and self._entry_allowed(ctx, entry):
                         if not vary:
                             self._remember_hot(request.raw_target, fields.host, entry)
                         ctx.bytes_sent = deliver.hit(
@@ -209,7 +209,7 @@ class Pipeline:
         if entry is None or not entry.alive:
             return None
         now = self.clock()
-        if now >= entry.expires_at:
+        if lookup.decide(entry, now, EMPTY_CC) is not Reuse.FRESH:
             return None
         entry.hits += 1
         if not entry.hits & 7:
@@ -324,14 +324,7 @@ class Pipeline:
         assert target is not None
         fields = ctx.fields
         req = ctx.request
-        if fields.special is not None:
-            cc_values = fields.values("cache-control")
-            req_cc = parse_cache_control(cc_values) if cc_values else EMPTY_CC
-            if not cc_values and "no-cache" in ",".join(fields.values("pragma")).lower():
-                req_cc = parse_cache_control(["no-cache"])  # RFC 9111 §5.4
-        else:
-            req_cc = EMPTY_CC
-        ctx.req_cc = req_cc
+        ctx.req_cc = req_cc = lookup.request_cache_control(fields)
         if ctx.method not in READ_METHODS or req.has_body:
             await self._pass(ctx, invalidate=ctx.method not in READ_METHODS)
             return
@@ -351,7 +344,7 @@ class Pipeline:
             if not self._entry_allowed(ctx, entry):
                 return
             age = entry.age(now)
-            decision = reuse(entry.lifetime, age, req_cc, entry.cc)
+            decision = lookup.decide(entry, now, req_cc)
             if decision is not Reuse.VALIDATE:
                 ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
                 ttl = int(entry.lifetime - age)
@@ -468,12 +461,7 @@ class Pipeline:
         return FetchOutcome(entry=found, stored=stored, fwd_status=found.status, shared=True)
 
     def _shared_decision(self, ctx: RequestCtx, entry: Entry) -> Reuse:
-        return reuse(
-            entry.lifetime,
-            entry.age(self.clock()),
-            ctx.req_cc or EMPTY_CC,
-            entry.cc,
-        )
+        return lookup.decide(entry, self.clock(), ctx.req_cc or EMPTY_CC)
 
     async def _after_shared(self, ctx: RequestCtx, entry: Entry, now: float) -> None:
         """Deliver a shared-tier entry, unless this request (a follower of the lookup) asks
