@@ -22,10 +22,10 @@ from proxy.config import Config, Site, validate
 from proxy.context import SPECIAL_FIELDS
 from proxy.front.server import Connection, FrontServer
 from proxy.metrics import WorkerStats
-from proxy.node.worker import front_limits
 from proxy.origin import OriginPool
 from proxy.pipeline import Pipeline
 from proxy.sites import SiteTable
+from proxy.state import front_limits
 
 REQUEST = (
     b"GET /bytes/1024 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"

@@ -18,7 +18,6 @@ import socket
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,7 @@ import msgspec
 from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
-from proxy.cache.memory import MemoryTier
-from proxy.cache.shared import SharedTier
 from proxy.config import Config
-from proxy.context import SPECIAL_FIELDS
-from proxy.front.limits import FrontLimits
-from proxy.front.server import FrontServer
-from proxy.metrics import WorkerStats
 from proxy.node.control import (
     Applied,
     BlocklistDelta,
@@ -56,16 +49,12 @@ from proxy.node.control import (
     request_decoder,
     write_frame,
 )
-from proxy.origin import OriginPool
-from proxy.pipeline import Pipeline
 from proxy.rfc.target import BadTarget, canonical_target
-from proxy.sites import SiteTable
+from proxy.state import build_worker
 
 log = logging.getLogger("edgeproxy.node.worker")
 
 
-def front_limits(cfg: Config) -> FrontLimits:
-    return FrontLimits(**{f.name: getattr(cfg.limits, f.name) for f in dc_fields(FrontLimits)})
 
 
 def _frame_id(frame: bytes) -> int:
@@ -83,47 +72,15 @@ class Worker:
         self.cfg = cfg
         self.index = index
         self.listen_fd = listen_fd
-        self.sites = SiteTable(cfg)
-        self.stats = WorkerStats(self.sites.names)
-        share = max(1, cfg.cache.memory_cache_bytes // cfg.worker_count())
-        self.memory = MemoryTier(share, min(cfg.cache.max_object_bytes, share))
-        self.origin = OriginPool(cfg.origin)
-        access = None
-        if cfg.log.access_log:
-            from proxy.node.accesslog import AccessLog
-
-            access = AccessLog(
-                cfg.log.access_log,
-                cfg.log.access_log_sample,
-                self.sites.names,
-                index,
-                stats=self.stats,
-            )
-        self.access_log = access
-        # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
-        self.shared = (
-            SharedTier.from_config(cfg.cache, self.stats) if cfg.cache.shared_tier_url else None
-        )
-        self.pipeline = Pipeline(
-            cfg,
-            self.sites,
-            self.memory,
-            self.origin,
-            self.stats,
-            access_log=access,
-            shared=self.shared,
-        )
-        self.server = FrontServer(
-            self.pipeline,
-            front_limits(cfg),
-            server_name=cfg.via_name.encode(),
-            flag_headers=SPECIAL_FIELDS,
-            # Hot cache hits answered before any request object (not with an access log:
-            # its records need the request).
-            fast_answer=self.pipeline.fast_answer if access is None else None,
-            # RFC 9211 on every response, also the front's own refusals.
-            error_headers=[(b"Cache-Status", cfg.via_name.encode() + b"; detail=refused")],
-        )
+        parts = build_worker(cfg, index)
+        self.sites = parts.sites
+        self.stats = parts.stats
+        self.memory = parts.memory
+        self.origin = parts.origin
+        self.access_log = parts.access_log
+        self.shared = parts.shared
+        self.pipeline = parts.pipeline
+        self.server = parts.server
         self.server.on_handler_error = self._handler_error
         self.applied_at = 0.0
         self.server_started = False

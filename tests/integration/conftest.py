@@ -1,8 +1,8 @@
 """Fixtures for integration tests: a real origin (aiohttp) and a real edge worker (front +
 pipeline) on 127.0.0.1, in the test's event loop, talking real HTTP.
 
-`make_edge(origin_url, **config)` builds one worker's pipeline in-process (fast, and its state is
-inspectable); tests of the supervisor start `edgeproxy serve` as a subprocess instead.
+`make_edge(origin_url, **config)` builds one worker in-process with the worker's own builder
+(`proxy.state.build_worker`: fast, and its state is inspectable); tests of the supervisor start `edgeproxy serve` as a subprocess instead.
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ from aiohttp import web
 
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
-from proxy.cache.memory import MemoryTier
 from proxy.config import Config, Site, validate
-from proxy.context import SPECIAL_FIELDS
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
-from proxy.node.worker import front_limits
 from proxy.origin import OriginPool
 from proxy.pipeline import Pipeline
-from proxy.sites import SiteTable
+from proxy.state import build_worker
 
 
 class Edge:
@@ -83,18 +80,10 @@ async def make_edge() -> AsyncIterator[Callable[..., Awaitable[Edge]]]:
 
     async def factory(origin_url: str, *, cfg: Config | None = None, **overrides: Any) -> Edge:
         cfg = cfg or config(origin_url, **overrides)
-        sites = SiteTable(cfg)
-        stats = WorkerStats(sites.names)
-        memory = MemoryTier(cfg.cache.memory_cache_bytes, cfg.cache.max_object_bytes)
-        origin = OriginPool(cfg.origin)
+        # The worker's own wiring (proxy/state.py), so tests run what production runs.
+        parts = build_worker(cfg)
+        origin, pipeline, server = parts.origin, parts.pipeline, parts.server
         await origin.start()
-        pipeline = Pipeline(cfg, sites, memory, origin, stats)
-        server = FrontServer(
-            pipeline,
-            front_limits(cfg),
-            flag_headers=SPECIAL_FIELDS,
-            fast_answer=pipeline.fast_answer,
-        )
         await server.start(host="127.0.0.1", port=0)
         edge = Edge(cfg, pipeline, server, origin)
         edges.append(edge)

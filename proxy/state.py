@@ -1,0 +1,69 @@
+"""One worker's parts, wired in one place: the worker process, the test fixtures and the hit-path
+benchmark all build the data plane with `build_worker`, so what tests exercise is what
+production runs (the same memory share, shared tier, access log, front limits, fast answer and
+error headers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from proxy.cache.memory import MemoryTier
+from proxy.cache.shared import SharedTier
+from proxy.config import Config
+from proxy.context import SPECIAL_FIELDS
+from proxy.front.limits import FrontLimits
+from proxy.front.server import FrontServer
+from proxy.metrics import WorkerStats
+from proxy.node.accesslog import AccessLog
+from proxy.origin import OriginPool
+from proxy.pipeline import Pipeline
+from proxy.rfc.cache_status import cache_status_bytes
+from proxy.sites import SiteTable
+
+
+@dataclass(slots=True)
+class WorkerParts:
+    sites: SiteTable
+    stats: WorkerStats
+    memory: MemoryTier
+    shared: SharedTier | None
+    origin: OriginPool
+    access_log: AccessLog | None
+    pipeline: Pipeline
+    server: FrontServer
+
+
+def front_limits(cfg: Config) -> FrontLimits:
+    """The front's limits, taken from `[limits]` by field name."""
+    return FrontLimits(**{f.name: getattr(cfg.limits, f.name) for f in fields(FrontLimits)})
+
+
+def build_worker(cfg: Config, index: int = 0) -> WorkerParts:
+    """Wire one worker. Its memory tier gets its share of the node's budget; the shared tier
+    (when configured) sits behind it; hot hits are answered by the front's fast answer unless
+    an access log needs the request object."""
+    sites = SiteTable(cfg)
+    stats = WorkerStats(sites.names)
+    share = max(1, cfg.cache.memory_cache_bytes // cfg.worker_count())
+    memory = MemoryTier(share, min(cfg.cache.max_object_bytes, share))
+    origin = OriginPool(cfg.origin)
+    access = None
+    if cfg.log.access_log:
+        access = AccessLog(
+            cfg.log.access_log, cfg.log.access_log_sample, sites.names, index, stats=stats
+        )
+    # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
+    shared = SharedTier.from_config(cfg.cache, stats) if cfg.cache.shared_tier_url else None
+    pipeline = Pipeline(cfg, sites, memory, origin, stats, access_log=access, shared=shared)
+    server = FrontServer(
+        pipeline,
+        front_limits(cfg),
+        server_name=cfg.via_name.encode(),
+        flag_headers=SPECIAL_FIELDS,
+        fast_answer=pipeline.fast_answer if access is None else None,
+        # RFC 9211 on every response, also the front's own refusals.
+        error_headers=[
+            (b"Cache-Status", cache_status_bytes(cfg.via_name, hit=False, detail="refused"))
+        ],
+    )
+    return WorkerParts(sites, stats, memory, shared, origin, access, pipeline, server)
