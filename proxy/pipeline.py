@@ -30,7 +30,7 @@ from proxy.metrics import (
     Result,
     WorkerStats,
 )
-from proxy.origin import OriginError, OriginPool
+from proxy.origin import Origin, OriginError
 from proxy.phases import admit, block, deliver, lookup
 from proxy.phases import log as log_phase
 from proxy.phases.fetch import Fetcher
@@ -63,7 +63,7 @@ class Pipeline:
         cfg: Config,
         sites: SiteTable,
         memory: MemoryTier,
-        origin: OriginPool,
+        origin: Origin,
         stats: WorkerStats,
         *,
         clock: Callable[[], float] | None = None,

@@ -5,6 +5,7 @@ error headers)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from proxy.cache.memory import MemoryTier
@@ -15,7 +16,7 @@ from proxy.front.limits import FrontLimits
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
 from proxy.node.accesslog import AccessLog
-from proxy.origin import OriginPool
+from proxy.origin import Origin, OriginPool
 from proxy.pipeline import Pipeline
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.sites import SiteTable
@@ -27,7 +28,7 @@ class WorkerParts:
     stats: WorkerStats
     memory: MemoryTier
     shared: SharedTier | None
-    origin: OriginPool
+    origin: Origin
     access_log: AccessLog | None
     pipeline: Pipeline
     server: FrontServer
@@ -38,15 +39,22 @@ def front_limits(cfg: Config) -> FrontLimits:
     return FrontLimits(**{f.name: getattr(cfg.limits, f.name) for f in fields(FrontLimits)})
 
 
-def build_worker(cfg: Config, index: int = 0) -> WorkerParts:
+def build_worker(
+    cfg: Config,
+    index: int = 0,
+    *,
+    origin: Origin | None = None,
+    clock: Callable[[], float] | None = None,
+) -> WorkerParts:
     """Wire one worker. Its memory tier gets its share of the node's budget; the shared tier
     (when configured) sits behind it; hot hits are answered by the front's fast answer unless
-    an access log needs the request object."""
+    an access log needs the request object. `origin` and `clock` replace the pooled origin
+    client and the wall clock (tests pass an in-memory origin and a fake clock)."""
     sites = SiteTable(cfg)
     stats = WorkerStats(sites.names)
     share = max(1, cfg.cache.memory_cache_bytes // cfg.worker_count())
     memory = MemoryTier(share, min(cfg.cache.max_object_bytes, share))
-    origin = OriginPool(cfg.origin)
+    origin = origin if origin is not None else OriginPool(cfg.origin)
     access = None
     if cfg.log.access_log:
         access = AccessLog(
@@ -54,7 +62,9 @@ def build_worker(cfg: Config, index: int = 0) -> WorkerParts:
         )
     # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
     shared = SharedTier.from_config(cfg.cache, stats) if cfg.cache.shared_tier_url else None
-    pipeline = Pipeline(cfg, sites, memory, origin, stats, access_log=access, shared=shared)
+    pipeline = Pipeline(
+        cfg, sites, memory, origin, stats, clock=clock, access_log=access, shared=shared
+    )
     server = FrontServer(
         pipeline,
         front_limits(cfg),

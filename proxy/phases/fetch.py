@@ -23,7 +23,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, RequestCtx, RequestFields
 from proxy.metrics import WorkerStats
-from proxy.origin import OriginError, OriginPool, UpstreamResponse
+from proxy.origin import Origin, OriginError, UpstreamResponse
 from proxy.phases.deliver import StreamDelivery
 from proxy.phases.store import StorePhase
 from proxy.phases.upstream_response import UpstreamResponsePhase
@@ -71,7 +71,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     def __init__(
         self,
         cfg: Config,
-        origin: OriginPool,
+        origin: Origin,
         cache: TieredCache,
         stats: WorkerStats,
         via: bytes,

@@ -1,0 +1,86 @@
+"""Issue 9: one hit path. Every way a hit is answered (the front's fast answer, the memo in
+front of admit when an access log needs the request, the synchronous lookup of the first hit,
+pipelined requests) sends the same bytes; and the phases walk miss → store → hit → revalidate
+with a fake clock and an in-memory origin, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from proxy.origin.memory import MemoryResponse
+from tests.integration.helpers_cache import http_date
+
+REQUEST = b"GET /a HTTP/1.1\r\nHost: edge.test\r\n\r\n"
+
+
+def origin_handler(seen: list[tuple[str, bytes]]):  # type: ignore[no-untyped-def]
+    def handler(method, path_query, headers, body):  # type: ignore[no-untyped-def]
+        seen.append((method, path_query))
+        if headers.get("If-None-Match") == '"v1"':
+            return MemoryResponse(304, [(b"ETag", b'"v1"'), (b"Cache-Control", b"max-age=60")])
+        return MemoryResponse(
+            200,
+            [
+                (b"Cache-Control", b"max-age=60"),
+                (b"ETag", b'"v1"'),
+                (b"Date", http_date(0, 1_000_000.0).encode()),
+            ],
+            b"hello",
+        )
+
+    return handler
+
+
+async def until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def answers(worker, n: int, *, pipelined: bool = False) -> list[bytes]:  # type: ignore[no-untyped-def]
+    conn, t = worker.connect()
+    if pipelined:
+        conn.data_received(REQUEST * n)
+    else:
+        for _ in range(n):
+            conn.data_received(REQUEST)
+    await until(lambda: len(t.writes) >= n)
+    conn.connection_lost(None)
+    return t.writes
+
+
+async def test_every_way_a_hit_is_answered_sends_identical_bytes(
+    make_worker, tmp_path: Path
+) -> None:
+    seen: list[tuple[str, bytes]] = []
+    fast = await make_worker(origin_handler(seen))
+    logged = await make_worker(origin_handler(seen), log__access_log=str(tmp_path / "access.log"))
+    assert fast.parts.server.fast_answer is not None and logged.parts.server.fast_answer is None
+    for w in (fast, logged):
+        w.clock.now = 1_000_000.0
+        miss, first_hit, memo_hit = await answers(w, 3)
+        assert b"fwd=miss" in miss and b"hello" in miss
+        assert first_hit == memo_hit, "the synchronous lookup and the memo differ"
+        piped = await answers(w, 3, pipelined=True)
+        assert piped == [memo_hit] * 3
+        w.hit = memo_hit  # type: ignore[attr-defined]
+    assert fast.hit == logged.hit  # type: ignore[attr-defined]
+    assert (
+        fast.hit.startswith(b"HTTP/1.1 200 OK\r\n")
+        and b"Cache-Status: edgeproxy; hit; ttl=60" in fast.hit
+    )  # type: ignore[attr-defined]
+    assert [p for _, p in seen] == [b"/a", b"/a"]  # one miss per worker, nothing more
+
+
+async def test_phases_walk_miss_store_hit_revalidate(make_worker) -> None:
+    seen: list[tuple[str, bytes]] = []
+    w = await make_worker(origin_handler(seen))
+    w.clock.now = 1_000_000.0
+    miss, hit = await answers(w, 2)
+    assert b"fwd=miss; fwd-status=200; stored; ttl=60" in miss and b"; hit; ttl=60" in hit
+    w.clock.advance(61)  # stale: the next request validates with the stored ETag
+    (revalidated,) = await answers(w, 1)
+    assert b"fwd=stale; fwd-status=304; stored" in revalidated and revalidated.endswith(b"hello")
+    assert w.origin.requests[-1].headers.get("If-None-Match") == '"v1"'
+    assert len(seen) == 2
