@@ -103,6 +103,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         out: CIMultiDict[str] = CIMultiDict()
         xff = []
         via = []
+        max_forwards: list[bytes] = []
         for name, value in strip_hop_by_hop(ctx.request.headers):
             n = name.lower()
             if n in DROP_UPSTREAM:
@@ -110,6 +111,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
                     xff.append(value.decode("latin-1"))
                 elif n == b"via":
                     via.append(value.decode("latin-1"))
+                elif n == b"max-forwards":
+                    max_forwards.append(value.strip())
                 continue
             if for_cache and n in CONDITIONAL:
                 continue
@@ -122,9 +125,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         out["X-Forwarded-Proto"] = target.scheme
         out["X-Forwarded-Host"] = target.authority
         out["Forwarded"] = forwarded_element(ctx.request.client_ip, target.authority, target.scheme)
-        max_forwards = ctx.fields.max_forwards()
-        if max_forwards is not None:
-            out["Max-Forwards"] = str(max(0, max_forwards - 1))
+        if len(max_forwards) == 1 and max_forwards[0].isdigit():
+            out["Max-Forwards"] = str(max(0, int(max_forwards[0]) - 1))
         if ctx.request.has_body and ctx.request.content_length is not None and not for_cache:
             out["Content-Length"] = str(ctx.request.content_length)
         return out
