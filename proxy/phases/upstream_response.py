@@ -170,7 +170,6 @@ class UpstreamResponsePhase:
             self.cache.remove(entry)
             return await self.fetch_for_cache(ctx, None)
         cfg = self.cfg.cache
-        req_cc = ctx.req_cc or EMPTY_CC
         if up.status >= 500 and entry is not None:
             # RFC 5861 §4: the pipeline may stand a stale entry in for this error.
             return FetchOutcome(
@@ -191,28 +190,9 @@ class UpstreamResponsePhase:
             heuristic_fraction=cfg.heuristic_fraction,
             heuristic_max_s=cfg.heuristic_max_s,
         )
-        reason = storable(
-            "GET",
-            up.status,
-            req_cc,
-            parsed.cc,
-            has_authorization=ctx.fields.first(b"authorization") is not None,
-            has_expires=parsed.expires is not None,
-            lifetime=lifetime,
-            vary=parsed.vary,
-            has_set_cookie=parsed.set_cookie,
-            store_set_cookie=cfg.store_set_cookie,
-            content_range=parsed.content_range,
-        )
-        if reason is None and not cfg.heuristic_with_cookie and heuristic_only(parsed):
-            if ctx.fields.values("cookie") and not parsed.cc.public:
-                reason = NoStoreReason.COOKIE_HEURISTIC
         fields = vary_fields(parsed.vary) if parsed.vary else ()
-        if reason is None and fields is None:
-            reason = NoStoreReason.VARY_STAR
         limit = self.cache.max_object_bytes
-        if reason is None and up.content_length is not None and up.content_length > limit:
-            reason = NoStoreReason.TOO_LARGE
+        reason = self._no_store_reason(ctx, up, parsed, lifetime, fields, limit)
         if reason is not None:
             ctx.no_store = reason
             return FetchOutcome(
@@ -238,11 +218,10 @@ class UpstreamResponsePhase:
             ctx.no_store = NoStoreReason.BLOCKED
             return FetchOutcome(blocked=listed, not_stored=NoStoreReason.BLOCKED)
         assert fields is not None and lifetime is not None
-        variant = self.variant(fields, ctx.fields) if fields else ()
         new = self._entry(
             ctx,
             primary,
-            variant,
+            self.variant(fields, ctx.fields) if fields else (),
             up.status,
             up.reason,
             hdrs,
@@ -263,6 +242,40 @@ class UpstreamResponsePhase:
             fwd_status=up.status,
             not_stored=None if stored else NoStoreReason.TOO_LARGE,
         )
+
+    def _no_store_reason(
+        self,
+        ctx: RequestCtx,
+        up: UpstreamResponse,
+        parsed: ParsedResponse,
+        lifetime: float | None,
+        fields: tuple[str, ...] | None,
+        limit: int,
+    ) -> NoStoreReason | None:
+        """RFC 9111 §3 and this edge's own rules: why this response is not stored, or None."""
+        cfg = self.cfg.cache
+        req_cc = ctx.req_cc or EMPTY_CC
+        reason = storable(
+            "GET",
+            up.status,
+            req_cc,
+            parsed.cc,
+            has_authorization=ctx.fields.first(b"authorization") is not None,
+            has_expires=parsed.expires is not None,
+            lifetime=lifetime,
+            vary=parsed.vary,
+            has_set_cookie=parsed.set_cookie,
+            store_set_cookie=cfg.store_set_cookie,
+            content_range=parsed.content_range,
+        )
+        if reason is None and not cfg.heuristic_with_cookie and heuristic_only(parsed):
+            if ctx.fields.values("cookie") and not parsed.cc.public:
+                reason = NoStoreReason.COOKIE_HEURISTIC
+        if reason is None and fields is None:
+            reason = NoStoreReason.VARY_STAR
+        if reason is None and up.content_length is not None and up.content_length > limit:
+            reason = NoStoreReason.TOO_LARGE
+        return reason
 
     # -- the body against the blocklist's digests --------------------------------------------
 
