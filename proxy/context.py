@@ -95,7 +95,9 @@ class RequestCtx:
     origin_s: float = 0.0
     collapsed: bool = False
     cache_status: bytes = b""
-    extra: dict[str, object] = field(default_factory=dict)
+    # How this request travels (set by the walk, read by later steps of it).
+    hit_for_miss: bool = False  # recently uncacheable: no queueing, no shared-tier lookup
+    vary_refetch: bool = False  # already sent once for its own Vary variant
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from proxy.origin import Origin, OriginError
 from proxy.phases import admit, block, deliver, lookup
 from proxy.phases import log as log_phase
 from proxy.phases.fetch import Fetcher
+from proxy.phases.memo import HotMemo, Remembered451
 from proxy.phases.upstream_response import RESPONSE_DRIVEN, BodyBlocked
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.cachecontrol import EMPTY_CC
@@ -101,10 +102,7 @@ class Pipeline:
         self._unknown_site = len(sites.sites)
         self._background: set[asyncio.Task[None]] = set()
         self._hit_status = cache_status_bytes(cfg.via_name, hit=True)
-        self._hot: dict[tuple[bytes, bytes | None], Entry] = {}
-        # 451 answers by raw target and Host, like _hot: emptied with every new snapshot.
-        self._hot_blocked: dict[tuple[bytes, bytes | None], tuple[bytes, bytes, int, int]] = {}
-        self.hot_map_max_entries = cfg.cache.hot_memo_max_entries
+        self.memo = HotMemo(cfg.cache.hot_memo_max_entries)
         # RFC 7725 §3: identify the entity implementing the block (configurable per site).
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
@@ -151,7 +149,7 @@ class Pipeline:
                     fresh = lookup.decide(entry, now, EMPTY_CC) is Reuse.FRESH
                     if fresh and self._entry_allowed(ctx, entry):
                         if not vary:
-                            self._remember_hot(request.raw_target, fields.host, entry)
+                            self.memo.remember_hit(request.raw_target, fields.host, entry)
                         ctx.bytes_sent = deliver.hit(
                             request, responder, entry, now, self._hit_status
                         )
@@ -167,17 +165,9 @@ class Pipeline:
     def _remember_blocked(
         self, raw_target: bytes, host: bytes | None, ctx: RequestCtx, hit: BlockEntry
     ) -> None:
-        blocked = self._hot_blocked
-        if len(blocked) >= self.hot_map_max_entries:
-            blocked.clear()
         head, body = self._blocked_parts(ctx.site, hit)
-        blocked[(raw_target, host)] = (head, body, ctx.site_index, B_INDEX[str(hit.type)])
-
-    def _remember_hot(self, raw_target: bytes, host: bytes | None, entry: Entry) -> None:
-        hot = self._hot
-        if len(hot) >= self.hot_map_max_entries:
-            hot.clear()
-        hot[(raw_target, host)] = entry
+        answer = Remembered451(head, body, ctx.site_index, B_INDEX[str(hit.type)])
+        self.memo.remember_blocked(raw_target, host, answer)
 
     def fast_answer(
         self, method: str, raw_target: bytes, host: bytes | None, keep_alive: bool, version: str
@@ -187,7 +177,7 @@ class Pipeline:
         started = time.perf_counter()
         hot = self._take_hot(method, raw_target, host)
         if hot is None:
-            blocked = self._hot_blocked.get((raw_target, host))
+            blocked = self.memo.blocked(raw_target, host)
             if blocked is None:
                 return None
             return self._fast_blocked(method, keep_alive, version, blocked, started)
@@ -203,10 +193,8 @@ class Pipeline:
         current blocklist snapshot (the map is emptied whenever a new one is applied, and an
         entry leaving the memory tier is no longer `alive`), so admit, block and lookup would
         decide exactly as they did then. Only for plain (unflagged, body-less) requests."""
-        if method != "GET" and method != "HEAD":
-            return None
-        entry = self._hot.get((raw_target, host))
-        if entry is None or not entry.alive:
+        entry = self.memo.hit(method, raw_target, host)
+        if entry is None:
             return None
         now = self.clock()
         if lookup.decide(entry, now, EMPTY_CC) is not Reuse.FRESH:
@@ -221,7 +209,7 @@ class Pipeline:
         method: str,
         keep_alive: bool,
         version: str,
-        blocked: tuple[bytes, bytes, int, int],
+        blocked: Remembered451,
         started: float,
     ) -> bytes:
         head, body, site, typ = blocked
@@ -332,7 +320,6 @@ class Pipeline:
         if fields.first(b"authorization") is not None:
             # RFC 9111 §3.5: never answered from the cache nor coalesced (the answer may be
             # this user's), but stored when the response says it may be shared.
-            ctx.extra["auth"] = True
             outcome = await self.fetcher.fetch_for_cache(ctx, None)
             await self._after_fetch(ctx, outcome, True, None)
             return
@@ -387,7 +374,7 @@ class Pipeline:
         if not coalesce:
             # hit-for-miss: recently uncacheable, so no queueing behind a shared fetch; the
             # response may still be stored if it has become cacheable.
-            ctx.extra["hfm"] = True
+            ctx.hit_for_miss = True
             outcome = await self._fetch_keyed(ctx, key, entry)
             await self._after_fetch(ctx, outcome, True, entry)
             return
@@ -424,7 +411,7 @@ class Pipeline:
         lookup for all the requests waiting on the key. A usable entry is the outcome; a stale
         one is the validator source of the conditional request. Not asked for hit-for-miss
         keys (recently uncacheable: nothing to find)."""
-        if entry is None and "hfm" not in ctx.extra:
+        if entry is None and not ctx.hit_for_miss:
             found = await self._from_shared(ctx)
             if isinstance(found, FetchOutcome):
                 return found
@@ -512,10 +499,10 @@ class Pipeline:
             ):
                 # The leader's response varies on a field this request differs in: fetch (and
                 # store) this request's own variant, coalesced with others that share it.
-                if ctx.extra.get("vary_refetch"):
+                if ctx.vary_refetch:
                     await self._pass(ctx, invalidate=False, fwd=b"miss")
                     return
-                ctx.extra["vary_refetch"] = True
+                ctx.vary_refetch = True
                 ctx.collapsed = False
                 own = (stored.primary, self.fetcher.variant(stored.vary_fields, ctx.fields))
                 await self._miss(ctx, own, None, coalesce=not self.coalescer.is_hit_for_miss(own))
@@ -638,8 +625,7 @@ class Pipeline:
         self.enforcer.apply(snapshot)
 
     def _forget_memos(self) -> None:
-        self._hot.clear()
-        self._hot_blocked.clear()
+        self.memo.clear()
 
     async def purge_listed(self, snapshot: Snapshot, step: int = 2000) -> int:
         return await self.enforcer.purge_listed(snapshot, step)

@@ -1,0 +1,61 @@
+"""The memo in front of admit, block and lookup: a raw target and Host that were answered with
+a fresh hit, or with a 451, under the current blocklist snapshot get the same decision again
+without being parsed, canonicalised and matched anew.
+
+It memoises decisions, it does not make them: a remembered entry is still judged by
+`lookup.decide` and rendered by `deliver.hit_bytes`, a remembered 451 by `block.render_451`,
+exactly as on the full path. The memo is emptied at every snapshot swap, and an entry that
+left the memory tier is no longer `alive`. Only plain requests (unflagged, body-less GET/HEAD)
+use it; its size is `cache.hot_memo_max_entries` (emptied whole when full: cheap, and the hot
+set refills it in a moment).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from proxy.cache.entry import Entry
+
+MemoKey = tuple[bytes, bytes | None]  # (raw target, raw Host)
+
+
+class Remembered451(NamedTuple):
+    head: bytes  # the fields after Date, up to the connection field
+    body: bytes
+    site_index: int
+    type_index: int
+
+
+class HotMemo:
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._hits: dict[MemoKey, Entry] = {}
+        self._blocked: dict[MemoKey, Remembered451] = {}
+
+    def hit(self, method: str, raw_target: bytes, host: bytes | None) -> Entry | None:
+        """The entry last answered for this plain request, while it is still stored."""
+        if method != "GET" and method != "HEAD":
+            return None
+        entry = self._hits.get((raw_target, host))
+        if entry is None or not entry.alive:
+            return None
+        return entry
+
+    def blocked(self, raw_target: bytes, host: bytes | None) -> Remembered451 | None:
+        return self._blocked.get((raw_target, host))
+
+    def remember_hit(self, raw_target: bytes, host: bytes | None, entry: Entry) -> None:
+        if len(self._hits) >= self.max_entries:
+            self._hits.clear()
+        self._hits[(raw_target, host)] = entry
+
+    def remember_blocked(
+        self, raw_target: bytes, host: bytes | None, answer: Remembered451
+    ) -> None:
+        if len(self._blocked) >= self.max_entries:
+            self._blocked.clear()
+        self._blocked[(raw_target, host)] = answer
+
+    def clear(self) -> None:
+        self._hits.clear()
+        self._blocked.clear()
