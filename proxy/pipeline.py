@@ -40,8 +40,6 @@ from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.cachecontrol import EMPTY_CC
 from proxy.rfc.freshness import (
     Reuse,
-    stale_allowed,
-    within_stale_if_error,
     within_stale_while_revalidate,
 )
 from proxy.rfc.storable import NoStoreReason
@@ -539,25 +537,10 @@ class Pipeline:
         await self._pass(ctx, invalidate=False, fwd=b"uri-miss")
 
     def _may_serve_stale_on_error(self, ctx: RequestCtx, entry: Entry, now: float) -> bool:
-        """RFC 5861 §4 within the explicit window; the configured grace beyond it never
-        overrides no-cache, must-revalidate, proxy-revalidate or s-maxage (RFC 9111 §4.2.4)."""
-        if not self._entry_allowed_quiet(entry):
+        if self.enforcer.listed_digest(entry.sha256) is not None:
             return False
-        age = entry.age(now)
-        req_cc = ctx.req_cc or EMPTY_CC
-        if within_stale_if_error(entry.lifetime, age, entry.cc, req_cc):
-            return True
         grace = self.cfg.cache.max_stale_serve_s
-        return (
-            grace > 0
-            and age - entry.lifetime <= grace
-            and not entry.must_revalidate
-            and not entry.no_cache
-            and stale_allowed(entry.cc)
-        )
-
-    def _entry_allowed_quiet(self, entry: Entry) -> bool:
-        return self.blocklist.check_digest(entry.sha256) is None
+        return lookup.stale_on_error(entry, now, ctx.req_cc or EMPTY_CC, grace)
 
     async def _pass(self, ctx: RequestCtx, *, invalidate: bool, fwd: bytes = b"bypass") -> None:
         """Forward as-is (unsafe methods, bodies, Authorization, hit-for-miss); stream back."""

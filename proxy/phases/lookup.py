@@ -7,7 +7,7 @@ from __future__ import annotations
 from proxy.cache.entry import Entry
 from proxy.context import RequestFields
 from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl, parse_cache_control
-from proxy.rfc.freshness import Reuse, reuse
+from proxy.rfc.freshness import Reuse, reuse, stale_allowed, within_stale_if_error
 
 
 def decide(entry: Entry, now: float, req_cc: CacheControl) -> Reuse:
@@ -29,3 +29,19 @@ def request_cache_control(fields: RequestFields) -> CacheControl:
     if "no-cache" in ",".join(fields.values("pragma")).lower():
         return parse_cache_control(["no-cache"])
     return EMPTY_CC
+
+
+def stale_on_error(entry: Entry, now: float, req_cc: CacheControl, grace_s: float) -> bool:
+    """May this stale entry stand in for an origin error? RFC 5861 §4 within the explicit
+    stale-if-error window; the configured grace beyond it (`cache.max_stale_serve_s`) never
+    overrides no-cache, must-revalidate, proxy-revalidate or s-maxage (RFC 9111 §4.2.4)."""
+    age = entry.age(now)
+    if within_stale_if_error(entry.lifetime, age, entry.cc, req_cc):
+        return True
+    return (
+        grace_s > 0
+        and age - entry.lifetime <= grace_s
+        and not entry.must_revalidate
+        and not entry.no_cache
+        and stale_allowed(entry.cc)
+    )
