@@ -1,22 +1,49 @@
-"""RequestCtx: everything one request learns on its way through the phases.
+"""RequestCtx: everything one request learns on its way through the phases, and `Next`: what
+each phase returns to say where the walk goes next (as Varnish's request state machine does).
 
 The request's header fields are scanned once, in admit, into the few that change what the cache
-does; everything else stays in the front's raw list and is forwarded unchanged.
+does; everything else stays in the front's raw list and is forwarded unchanged. The canonical
+target, its site and its primary cache key are set once, when admit accepts the request; a
+refused request carries the `UNROUTED` site and the `UNPARSED` target instead of None.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum, auto
 
 from proxy.blocklist.model import Entry as BlockEntry
-from proxy.cache.entry import Entry
+from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.front.api import FrontRequest, Responder
 from proxy.metrics import Result
-from proxy.origin import OriginError, UpstreamResponse
-from proxy.rfc.cachecontrol import CacheControl
+from proxy.origin import OriginError, OriginFailure, UpstreamResponse
+from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import Target
-from proxy.sites import SiteRuntime
+from proxy.sites import UNROUTED, SiteRuntime
+
+UNPARSED = Target("", "", None, "", None, b"", "")  # the target of a request admit refused
+ItemKey = tuple[PrimaryKey, VariantKey]  # one stored response: primary key and Vary values
+
+
+class Next(Enum):
+    """Where the walk goes after a phase. `pipeline.py` maps each to the one step that runs it."""
+
+    LOOKUP = auto()  # admitted and not listed: look the request up in the cache
+    HIT = auto()  # deliver `ctx.entry` from the cache (fresh, or stale where allowed)
+    STALE_WHILE_REVALIDATE = auto()  # deliver `ctx.entry`, refresh it in the background
+    ONLY_IF_CACHED = auto()  # nothing usable stored and the client forbids a fetch: 504
+    MISS = auto()  # one coalesced origin fetch for `ctx.key` (`ctx.entry` validates)
+    FETCH_ALONE = auto()  # a fetch for `ctx.key` that waits for no other (hit-for-miss)
+    PRIVATE = auto()  # Authorization: fetched for this request alone, never from the cache
+    ROUTE = auto()  # `ctx.outcome` is in: decide what this request gets from it
+    DELIVER = auto()  # deliver `ctx.entry` with `ctx.cache_status` (a fetched response)
+    STREAM = auto()  # stream `ctx.outcome`'s open response (not stored)
+    PASS = auto()  # forward as-is and stream back (`ctx.invalidate`, `ctx.fwd`)
+    BLOCKED = auto()  # 451 for `ctx.blocked_by`
+    ORIGIN_ERROR = auto()  # `ctx.outcome.error` is the answer (502/504)
+    DONE = auto()
+
 
 # Request fields that make a request more than a plain lookup (conditionals, ranges, directives).
 SPECIAL_FIELDS = _SPECIAL = frozenset(
@@ -82,22 +109,36 @@ class RequestCtx:
     started: float
     fields: RequestFields
     method: str
-    site: SiteRuntime | None = None
+    site: SiteRuntime = UNROUTED
     site_index: int = -1
-    target: Target | None = None
-    req_cc: CacheControl | None = None
+    target: Target = UNPARSED
+    primary: PrimaryKey = ("", b"")  # (authority, raw path+query) of `target`: set by admit
+    req_cc: CacheControl = EMPTY_CC
     result: Result = Result.MISS
     status: int = 0
     bytes_sent: int = 0
     no_store: NoStoreReason | None = None
     blocked_id: str = ""
     blocked_type: str = ""
+    origin_failure: OriginFailure | None = None  # why the origin could not answer (502/504)
     origin_s: float = 0.0
     collapsed: bool = False
     cache_status: bytes = b""
-    # How this request travels (set by the walk, read by later steps of it).
+    # How this request travels (set by one phase, read by the steps that follow it).
+    key: ItemKey | None = None  # the stored response looked up (primary key + Vary values)
+    entry: Entry | None = None  # a stored response in hand: to deliver, validate or stand in
+    outcome: FetchOutcome | None = None  # what fetch brought back
+    leader: bool = False  # this request made the fetch (followers share its outcome)
+    blocked_by: BlockEntry | None = None
+    fwd: bytes = b"bypass"  # Cache-Status fwd= of a pass or a streamed answer
+    invalidate: bool = False  # an unsafe method: invalidate what its response names
     hit_for_miss: bool = False  # recently uncacheable: no queueing, no shared-tier lookup
     vary_refetch: bool = False  # already sent once for its own Vary variant
+
+    @property
+    def routed(self) -> bool:
+        """admit accepted the request (its site and target are real)."""
+        return self.site is not UNROUTED
 
 
 @dataclass(slots=True)

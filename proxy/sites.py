@@ -21,6 +21,10 @@ class SiteRuntime:
     case_sensitive_paths: bool  # passed to Snapshot.check(..., case_sensitive=)
 
 
+# The site of a request admit refused (unknown host, bad target): it reaches no origin.
+UNROUTED = SiteRuntime(-1, "", URL(), "", "", False, False)
+
+
 class SiteTable:
     def __init__(self, cfg: Config) -> None:
         self.sites: list[SiteRuntime] = []

@@ -124,10 +124,10 @@ class AccessLog:
         rows.append(
             (
                 ctx.request.received_at,
-                ctx.site_index if ctx.site is not None else -1,
-                target.authority if target is not None else "",
+                ctx.site_index,
+                target.authority,
                 ctx.method,
-                target.raw_path_query if target is not None else ctx.request.raw_target,
+                target.raw_path_query or ctx.request.raw_target,  # refused: as received
                 ctx.status,
                 ctx.result,
                 ctx.bytes_sent,

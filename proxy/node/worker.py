@@ -55,8 +55,6 @@ from proxy.state import build_worker
 log = logging.getLogger("edgeproxy.node.worker")
 
 
-
-
 def _frame_id(frame: bytes) -> int:
     class _Id(msgspec.Struct):
         id: int = 0
@@ -124,12 +122,12 @@ class Worker:
 
     def _apply(self, snap: Snapshot, adds: list[BlockEntry] | None = None) -> Applied:
         old = self.pipeline.blocklist
-        self.pipeline.apply_blocklist(snap)
+        self.pipeline.enforcer.apply(snap)
         self.applied_at = time.time()
         if adds is None:
-            self._background(self.pipeline.purge_listed(snap))
+            self._background(self.pipeline.enforcer.purge_listed(snap))
         elif adds:
-            self._background(self.pipeline.purge_added(adds, snap))
+            self._background(self.pipeline.enforcer.purge_added(adds, snap))
         self._background(_release(old.exclusive_shards(snap)))
         self._schedule_expiry(snap)
         return Applied(version=snap.version, applied_at=self.applied_at, pid=os.getpid())
@@ -155,7 +153,7 @@ class Worker:
 
     def _apply_expired(self, current: Snapshot) -> None:
         fresh = current.with_changes((), (), current.version, time.time())
-        self.pipeline.apply_blocklist(fresh)
+        self.pipeline.enforcer.apply(fresh)
         self._background(_release(current.exclusive_shards(fresh)))
         self._schedule_expiry(fresh)
 
@@ -166,13 +164,16 @@ class Worker:
 
     def purge(self, msg: Purge) -> Purged:
         n = 0
+        cache = self.pipeline.cache  # every tier: the tier behind loses the keys named here
         try:
             if msg.url:
-                n = self.pipeline.purge(url=_target(msg.url))
+                url = _target(msg.url)
+                n = cache.purge_primary((url.authority, url.raw_path_query))
             elif msg.prefix:
-                n = self.pipeline.purge(prefix=_target(msg.prefix))
+                prefix = _target(msg.prefix)
+                n = cache.purge_prefix(prefix.host, prefix.path)
             elif msg.host:
-                n = self.pipeline.purge(host=msg.host.lower().rstrip("."))
+                n = cache.purge_host(msg.host.lower().rstrip("."))
         except BadTarget as e:
             raise ValueError(f"not a valid URL: {e.reason}") from e
         return Purged(purged=n)

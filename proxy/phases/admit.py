@@ -34,6 +34,7 @@ def admit(ctx: RequestCtx, sites: SiteTable) -> Refused | None:
     if site is None:
         return Refused(421, "this edge does not serve that host")
     ctx.target = target
+    ctx.primary = (target.authority, target.raw_path_query)
     ctx.site = site
     ctx.site_index = site.index
     return None

@@ -8,6 +8,7 @@ from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.context import RequestCtx
 from proxy.front.date import current_date_bytes
+from proxy.metrics import Result
 from proxy.phases.deliver import connection_field
 from proxy.sites import SiteRuntime
 
@@ -16,17 +17,16 @@ _451_LINE = b"HTTP/1.1 451 Unavailable For Legal Reasons\r\nDate: "
 
 def block(ctx: RequestCtx, snapshot: Snapshot) -> BlockEntry | None:
     """The entry that lists this request's target, or None."""
-    t, site = ctx.target, ctx.site
-    assert t is not None and site is not None
-    return snapshot.check(t.host, t.path, t.query, case_sensitive=site.case_sensitive_paths)
+    t = ctx.target
+    return snapshot.check(t.host, t.path, t.query, case_sensitive=ctx.site.case_sensitive_paths)
 
 
 def parts_451(
-    site: SiteRuntime | None, hit: BlockEntry, default_blocked_by: str, cache_name: bytes
+    site: SiteRuntime, hit: BlockEntry, default_blocked_by: str, cache_name: bytes
 ) -> tuple[bytes, bytes]:
     """RFC 7725: 451 with Link rel="blocked-by", never stored, naming the entry and its
     notice. Returns the fields after Date (up to the connection field) and the body."""
-    link = (site.blocked_by_url if site else "") or default_blocked_by
+    link = site.blocked_by_url or default_blocked_by
     notice = f" (notice {hit.notice})" if hit.notice else ""
     body = f"451 Unavailable For Legal Reasons: blocked by entry {hit.id}{notice}.\n".encode(
         "utf-8", "replace"
@@ -44,3 +44,22 @@ def render_451(head: bytes, body: bytes, method: str, keep_alive: bool, version:
     conn = connection_field(keep_alive, version)
     data = _451_LINE + current_date_bytes() + head + conn + b"\r\n"
     return data if method == "HEAD" else data + body
+
+
+def answer_451(
+    ctx: RequestCtx, listed: BlockEntry, default_blocked_by: str, cache_name: bytes
+) -> tuple[bytes, bytes]:
+    """Send this request the 451 for `listed` (counted by the log phase, by entry type).
+    Returns the parts `render_451` takes, for the memo of hot answers."""
+    ctx.result = Result.BLOCKED
+    ctx.blocked_id = listed.id
+    ctx.blocked_type = str(listed.type)
+    head, body = parts_451(ctx.site, listed, default_blocked_by, cache_name)
+    req = ctx.request
+    if ctx.method != "HEAD":
+        ctx.bytes_sent = len(body)
+    ctx.status = 451
+    ctx.cache_status = cache_name + b"; detail=blocked"
+    data = render_451(head, body, ctx.method, req.keep_alive, req.http_version)
+    ctx.responder.send_bytes(data, close=not req.keep_alive)
+    return head, body

@@ -5,14 +5,11 @@ upstream_response.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from proxy.blocklist.digest import DecodeLimits, IdentityHasher
-from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.entry import Entry
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
-from proxy.context import FetchOutcome, RequestCtx
+from proxy.context import FetchOutcome, Next, RequestCtx
 from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
 from proxy.metrics import WorkerStats
@@ -104,6 +101,31 @@ def generated(
     ctx.responder.send_bytes(b"".join(parts), close=must_close)
 
 
+def refused(ctx: RequestCtx, status: int, why: str, via_name: str) -> None:
+    """admit's refusal (400 closes the connection: the request could not be trusted)."""
+    text = f"{status} {REASONS.get(status, b'').decode()}: {why}\n".encode()
+    detail = why.encode("ascii", "replace").decode()
+    cache_status = cache_status_bytes(via_name, hit=False, detail=detail)
+    generated(ctx, status, text, cache_status=cache_status, close=status == 400)
+
+
+def only_if_cached(ctx: RequestCtx, via_name: str) -> Next:
+    """RFC 9111 §5.2.1.7: nothing usable is stored and the client forbids a fetch."""
+    status = cache_status_bytes(via_name, hit=False, fwd="miss", detail="only-if-cached")
+    generated(
+        ctx, 504, b"504 Gateway Timeout: not in cache (only-if-cached)\n", cache_status=status
+    )
+    return Next.DONE
+
+
+def origin_error(ctx: RequestCtx, e: OriginError, via_name: str, via: bytes) -> None:
+    """502 or 504 for an origin that failed before a byte of its answer went out."""
+    text = f"{e.status} {REASONS[e.status].decode()}: origin {e.kind}\n".encode()
+    detail = f"origin-{e.kind.value}"
+    cache_status = cache_status_bytes(via_name, hit=False, fwd="miss", detail=detail)
+    generated(ctx, e.status, text, cache_status=cache_status, via=via)
+
+
 # Never reflected by a TRACE answer (RFC 9110 §9.3.8: credentials are not echoed back).
 _UNREFLECTED = frozenset({b"cookie", b"authorization", b"proxy-authorization"})
 ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
@@ -138,14 +160,25 @@ def hit_bytes(
     """A fresh hit on a plain request (no conditionals, no Range): the stored head, the
     per-delivery fields (Age, Cache-Status, Connection) and the body, as one bytes."""
     age = entry.corrected_initial_age + now - entry.response_time
-    status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)
-    if entry.upstream_cache_status:
-        status = entry.upstream_cache_status + b", " + status
+    status = _hit_status(hit_status, entry, age)
     conn = connection_field(keep_alive, http_version)
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, status, conn)
     if method == "HEAD":
         return entry.head + tail
     return entry.head + tail + entry.body
+
+
+def hit_cache_status(hit_status: bytes, entry: Entry, now: float) -> bytes:
+    """Cache-Status of an answer from a stored entry: the members of caches nearer the origin,
+    then ours with `hit` and the remaining freshness (negative when stale, RFC 9211 §2.5)."""
+    return _hit_status(hit_status, entry, entry.age(now))
+
+
+def _hit_status(hit_status: bytes, entry: Entry, age: float) -> bytes:
+    status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)
+    if entry.upstream_cache_status:
+        status = entry.upstream_cache_status + b", " + status
+    return status
 
 
 def hit(
@@ -277,7 +310,6 @@ class StreamDelivery:
     cache: TieredCache
     stats: WorkerStats
     via: bytes
-    blocklist: Callable[[], Snapshot]
     decode_limits: DecodeLimits
 
     async def stream(self, ctx: RequestCtx, outcome: FetchOutcome, *, fwd: bytes) -> None:

@@ -3,33 +3,43 @@
 fetch builds the one upstream request from the canonical target (never the raw bytes):
 hop-by-hop fields and URL/method override fields dropped, `Via` added, `X-Forwarded-For`
 appended, `Forwarded` replaced, `Max-Forwards` decremented; with a stored entry, a conditional
-request with its validators. What the origin answers goes to upstream_response
-(proxy/phases/upstream_response.py), what is kept to store (proxy/phases/store.py), what is
-streamed unstored to deliver (proxy/phases/deliver.py); `Fetcher` composes the three.
+request with its validators. Concurrent misses for one key make one request (the leader's);
+followers share its outcome. The tier behind memory is asked inside that one fetch.
+
+What the origin answers goes to upstream_response (proxy/phases/upstream_response.py), what is
+kept to store (proxy/phases/store.py), what is streamed unstored to deliver
+(proxy/phases/deliver.py); `Fetcher` composes the three.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 from multidict import CIMultiDict
 
 from proxy.blocklist.digest import DecodeLimits
-from proxy.blocklist.snapshot import Snapshot
+from proxy.blocklist.enforce import Enforcer
+from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
-from proxy.context import FetchOutcome, RequestCtx, RequestFields
-from proxy.metrics import WorkerStats
+from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx, RequestFields
+from proxy.metrics import Result, WorkerStats
 from proxy.origin import Origin, OriginError, UpstreamResponse
 from proxy.phases.deliver import StreamDelivery
+from proxy.phases.lookup import decide
 from proxy.phases.store import StorePhase
-from proxy.phases.upstream_response import UpstreamResponsePhase
+from proxy.phases.upstream_response import RESPONSE_DRIVEN, UpstreamResponsePhase
+from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.freshness import Reuse
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.vary import vary_key
+
+log = logging.getLogger("edgeproxy.fetch")
 
 # Never forwarded upstream: they would let a client change what the origin serves apart from
 # what the edge checked (the canonical-target rule), or they are ours to set.
@@ -65,8 +75,8 @@ CONDITIONAL = frozenset(
 
 class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     """fetch, composed with upstream_response, store and the streamed part of deliver: one
-    object per worker holding what they share (config, cache facade, counters, the snapshot
-    getter, the origin)."""
+    object per worker holding what they share (config, cache facade, counters, the enforcer
+    and its snapshot, the origin, the coalescer)."""
 
     def __init__(
         self,
@@ -74,19 +84,24 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         origin: Origin,
         cache: TieredCache,
         stats: WorkerStats,
-        via: bytes,
-        blocklist: Callable[[], Snapshot] | None = None,
+        enforcer: Enforcer,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.origin = origin
         self.cache = cache
         self.stats = stats
-        self.via = via
-        self.via_str = via.decode()
-        self.blocklist: Callable[[], Snapshot] = blocklist or (lambda: Snapshot.compile([], 0, 0.0))
+        self.enforcer = enforcer
+        self.via = f"1.1 {cfg.via_name}".encode()
+        self.via_str = self.via.decode()
+        self.cache_name = cache_status_bytes(cfg.via_name, hit=False)
+        self.hit_status = cache_status_bytes(cfg.via_name, hit=True)
         self.decode_limits = DecodeLimits.from_config(cfg.blocklist)
         self.clock = clock
+        self.coalescer: Coalescer[FetchOutcome] = Coalescer(
+            hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
+        )
+        self.background: set[asyncio.Task[None]] = set()  # stale-while-revalidate refreshes
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -94,12 +109,122 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     def variant(fields: tuple[str, ...], req: RequestFields) -> tuple[str, ...]:
         return vary_key(fields, req.values)
 
+    # -- the coalesced fetch ------------------------------------------------------------------
+
+    async def miss(self, ctx: RequestCtx) -> Next:
+        """One origin request per key: the first request leads, later ones follow its outcome
+        (a follower that waits longer than `cache.coalesce_wait_s` goes alone, uncached)."""
+        key = ctx.key
+        assert key is not None
+        coalescer = self.coalescer
+        task = coalescer.inflight(key)
+        leader = task is None
+        if task is None:
+            task = coalescer.lead(key, self.fetch_keyed(ctx, key, ctx.entry))
+        else:
+            ctx.collapsed = True
+            self.stats.coalesced += 1
+        try:
+            if leader:
+                ctx.outcome = await asyncio.shield(task)
+            else:
+                ctx.outcome = await coalescer.follow(task, self.cfg.cache.coalesce_wait_s)
+        except TimeoutError:
+            ctx.fwd = b"miss"
+            return Next.PASS
+        except asyncio.CancelledError:
+            if leader:
+                task.add_done_callback(_close_unclaimed)
+            raise
+        ctx.leader = leader
+        return Next.ROUTE
+
+    async def fetch_alone(self, ctx: RequestCtx) -> Next:
+        """A fetch for `ctx.key` that waits for no other (hit-for-miss, or a follower whose
+        own directives need a validation of what the leader brought)."""
+        assert ctx.key is not None
+        ctx.outcome = await self.fetch_keyed(ctx, ctx.key, ctx.entry)
+        ctx.leader = True
+        return Next.ROUTE
+
+    async def fetch_private(self, ctx: RequestCtx) -> Next:
+        """Authorization (RFC 9111 §3.5): no stored response is read, nothing is shared."""
+        ctx.outcome = await self.fetch_for_cache(ctx, None)
+        ctx.leader = True
+        return Next.ROUTE
+
+    async def fetch_keyed(
+        self, ctx: RequestCtx, key: ItemKey, entry: Entry | None, *, background: bool = False
+    ) -> FetchOutcome:
+        """fetch_for_cache, then remember (by the lookup key) whether the response was
+        uncacheable, so the next requests for it go to the origin in parallel (hit-for-miss).
+
+        On a memory miss the tier behind is asked first, inside this (coalesced) fetch: one
+        lookup for all the requests waiting on the key. A usable entry is the outcome; a stale
+        one is the validator source of the conditional request. Not asked for hit-for-miss
+        keys (recently uncacheable: nothing to find)."""
+        if entry is None and not ctx.hit_for_miss:
+            found = await self._from_behind(ctx)
+            if isinstance(found, FetchOutcome):
+                return found
+            entry = found
+        outcome = await self.fetch_for_cache(ctx, entry, background=background)
+        if entry is not None and outcome.stale_candidate is None:
+            outcome.stale_candidate = entry  # a stored response existed (fwd=stale)
+        if outcome.stored:
+            self.coalescer.clear_uncacheable(key)
+        elif outcome.not_stored in RESPONSE_DRIVEN:
+            self.coalescer.mark_uncacheable(key)
+        return outcome
+
+    async def _from_behind(self, ctx: RequestCtx) -> FetchOutcome | Entry | None:
+        """The tier behind memory: a usable entry as an outcome, a stale one as a validator."""
+        fields = ctx.fields
+        variant = self.variant
+        found = await self.cache.get_behind(ctx.primary, lambda f: variant(f, fields) if f else ())
+        if found is None:
+            return None
+        self.adopt_shared(ctx, found)
+        listed = self.enforcer.listed_digest(found.sha256)
+        if listed is not None:
+            # Never into memory; gone from the shared tier for every node that looks next.
+            self.cache.forget_behind(found.primary)
+            self.stats.purged_by_blocklist += 1
+            return FetchOutcome(blocked=listed, not_stored=NoStoreReason.BLOCKED)
+        if decide(found, self.clock(), ctx.req_cc) is Reuse.VALIDATE:
+            return found
+        stored = self.cache.adopt(found)
+        return FetchOutcome(entry=found, stored=stored, fwd_status=found.status, shared=True)
+
+    def revalidate_behind(self, ctx: RequestCtx, entry: Entry) -> None:
+        """RFC 5861 §3: refresh a stale entry in the background, once."""
+        if entry.revalidating:
+            return
+        entry.revalidating = True
+        key = (entry.primary, entry.variant)
+        if self.coalescer.inflight(key) is not None:
+            return
+
+        async def run() -> None:
+            try:
+                fetch = self.fetch_keyed(ctx, key, entry, background=True)
+                outcome = await self.coalescer.lead(key, fetch)
+                if outcome.upstream is not None and outcome.claim():
+                    outcome.upstream.close()
+            except Exception:  # noqa: BLE001 - a failed background refresh leaves the stale entry
+                log.debug("background revalidation failed", exc_info=True)
+            finally:
+                entry.revalidating = False
+
+        t = asyncio.ensure_future(run())
+        self.background.add(t)
+        t.add_done_callback(self.background.discard)
+
     # -- fetch --------------------------------------------------------------------------------
 
     def upstream_headers(self, ctx: RequestCtx, *, for_cache: bool) -> CIMultiDict[str]:
         site = ctx.site
         target = ctx.target
-        assert site is not None and target is not None
         out: CIMultiDict[str] = CIMultiDict()
         xff = []
         via = []
@@ -136,7 +261,6 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     ) -> UpstreamResponse:
         site = ctx.site
         target = ctx.target
-        assert site is not None and target is not None
         started = time.monotonic()
         stream = _body(ctx) if body else None
         up = await self.origin.request(site.origin, method, target.raw_path_query, headers, stream)
@@ -189,7 +313,17 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             method=ctx.method,
         )
 
-    # -- upstream_response, store and streamed delivery live in their phase modules -----------
+    async def pass_through(self, ctx: RequestCtx) -> Next:
+        """Forward as-is (unsafe methods, bodies, hit-for-miss overflow); stream back."""
+        ctx.result = Result.PASS
+        outcome = await self.fetch_pass(ctx)
+        if outcome.error is not None:
+            raise outcome.error
+        if ctx.invalidate:
+            self.invalidate(ctx, outcome)
+        outcome.claim()
+        ctx.outcome = outcome
+        return Next.STREAM
 
 
 def forwarded_element(client_ip: str, authority: str, scheme: str) -> str:
@@ -202,6 +336,15 @@ def forwarded_element(client_ip: str, authority: str, scheme: str) -> str:
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
+
+
+def _close_unclaimed(task: asyncio.Task[FetchOutcome]) -> None:
+    """A leader that was cancelled: nobody may be left holding its open upstream response."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    outcome = task.result()
+    if outcome.upstream is not None and outcome.claim():
+        outcome.upstream.close()
 
 
 async def _body(ctx: RequestCtx) -> AsyncIterator[bytes]:

@@ -10,7 +10,15 @@ import time
 from proxy.cache.entry import Entry
 from proxy.context import RequestCtx
 from proxy.front.api import FrontRequest
-from proxy.metrics import NS_INDEX, R_INDEX, Result, WorkerStats, method_class
+from proxy.metrics import (
+    B_INDEX,
+    NS_INDEX,
+    OF_INDEX,
+    R_INDEX,
+    Result,
+    WorkerStats,
+    method_class,
+)
 from proxy.node.accesslog import AccessLog
 
 _R_HIT = R_INDEX[Result.HIT]
@@ -22,8 +30,12 @@ def exchange(
 ) -> None:
     """Any answer a RequestCtx went through."""
     elapsed = time.perf_counter() - ctx.started
-    site = ctx.site_index if ctx.site is not None else unknown_site
+    site = ctx.site_index if ctx.routed else unknown_site
     stats.observe(site, method_class(ctx.method), R_INDEX[ctx.result], ctx.bytes_sent, elapsed)
+    if ctx.result is Result.BLOCKED:
+        stats.blocked[site][B_INDEX[ctx.blocked_type]] += 1
+    elif ctx.origin_failure is not None:
+        stats.origin_failures[site][OF_INDEX[ctx.origin_failure]] += 1
     if ctx.no_store is not None:
         stats.not_stored[NS_INDEX[ctx.no_store.value]] += 1
     if access_log is not None:

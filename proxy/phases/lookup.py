@@ -1,13 +1,84 @@
-"""lookup: the request's own cache directives and the one decision whether a stored response
-answers it. `decide` is the only place a fresh hit is decided: the memo of hot answers, the
-synchronous plain lookup, the full lookup and the shared tier's entries all ask it."""
+"""lookup: the request's own cache directives, the cache key, and the one decision whether a
+stored response answers it. `decide` is the only place a fresh hit is decided: the memo of hot
+answers, the lookup phase, and shared-tier entries after fetch all ask it.
+
+`lookup` is synchronous (the memory tier is read without awaiting), so a fresh hit is answered
+before any task or coroutine exists; the tier behind memory is asked inside the coalesced fetch
+(proxy/phases/fetch.py), once for every request waiting on a key.
+"""
 
 from __future__ import annotations
 
+from proxy.blocklist.enforce import Enforcer
+from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
-from proxy.context import RequestFields
+from proxy.cache.tiered import TieredCache
+from proxy.context import FetchOutcome, Next, RequestCtx, RequestFields
+from proxy.metrics import Result
 from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl, parse_cache_control
-from proxy.rfc.freshness import Reuse, reuse, stale_allowed, within_stale_if_error
+from proxy.rfc.freshness import (
+    Reuse,
+    reuse,
+    stale_allowed,
+    within_stale_if_error,
+    within_stale_while_revalidate,
+)
+from proxy.rfc.vary import vary_key
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def lookup(
+    ctx: RequestCtx,
+    cache: TieredCache,
+    enforcer: Enforcer,
+    coalescer: Coalescer[FetchOutcome],
+    now: float,
+) -> Next:
+    """What the cache can do for this request: answer it (HIT), answer and refresh
+    (STALE_WHILE_REVALIDATE), or send it on (PASS, PRIVATE, MISS, FETCH_ALONE). Every stored
+    body found is checked against the current snapshot's digests first (BLOCKED)."""
+    fields = ctx.fields
+    ctx.req_cc = req_cc = request_cache_control(fields)
+    if ctx.method not in READ_METHODS or ctx.request.has_body:
+        ctx.invalidate = ctx.method not in READ_METHODS
+        return Next.PASS
+    if fields.special is not None and fields.first(b"authorization") is not None:
+        # RFC 9111 §3.5: never answered from the cache nor coalesced (the answer may be this
+        # user's), but stored when the response says it may be shared.
+        return Next.PRIVATE
+    vary = cache.vary_fields(ctx.primary)
+    ctx.key = key = (ctx.primary, vary_key(vary, fields.values) if vary else ())
+    entry = cache.get(key) if vary is not None else None
+    if entry is not None:
+        listed = enforcer.refuse_stored(entry)
+        if listed is not None:
+            ctx.blocked_by = listed
+            return Next.BLOCKED
+        ctx.entry = entry
+        decision = decide(entry, now, req_cc)
+        if decision is not Reuse.VALIDATE:
+            ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
+            return Next.HIT
+        if within_stale_while_revalidate(entry.lifetime, entry.age(now), entry.cc) and not (
+            req_cc.no_cache or req_cc.max_age is not None
+        ):
+            ctx.result = Result.STALE
+            return Next.STALE_WHILE_REVALIDATE
+    if req_cc.only_if_cached:
+        ctx.result = Result.MISS
+        return Next.ONLY_IF_CACHED
+    return miss(ctx, coalescer)
+
+
+def miss(ctx: RequestCtx, coalescer: Coalescer[FetchOutcome]) -> Next:
+    """A key that was uncacheable a moment ago is fetched without queueing behind others
+    (hit-for-miss); the response may still be stored if it has become cacheable."""
+    assert ctx.key is not None
+    if coalescer.is_hit_for_miss(ctx.key):
+        ctx.hit_for_miss = True
+        return Next.FETCH_ALONE
+    return Next.MISS
 
 
 def decide(entry: Entry, now: float, req_cc: CacheControl) -> Reuse:

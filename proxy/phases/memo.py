@@ -12,9 +12,14 @@ set refills it in a moment).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 from proxy.cache.entry import Entry
+from proxy.cache.tiered import TieredCache
+from proxy.phases.lookup import decide
+from proxy.rfc.cachecontrol import EMPTY_CC
+from proxy.rfc.freshness import Reuse
 
 MemoKey = tuple[bytes, bytes | None]  # (raw target, raw Host)
 
@@ -24,6 +29,15 @@ class Remembered451(NamedTuple):
     body: bytes
     site_index: int
     type_index: int
+
+
+class Walk(Protocol):
+    """What the memo needs of the pipeline: its clock and its cache."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    cache: TieredCache
 
 
 class HotMemo:
@@ -40,6 +54,23 @@ class HotMemo:
         if entry is None or not entry.alive:
             return None
         return entry
+
+    def take_hit(
+        self, method: str, raw_target: bytes, host: bytes | None, walk: Walk
+    ) -> tuple[Entry, float] | None:
+        """A remembered hit that `lookup.decide` still calls fresh, and the time it was
+        judged at: admit, block and lookup would decide exactly as they did then (the memo
+        is emptied at every snapshot swap). Every 8th hit refreshes the entry's LRU place."""
+        entry = self.hit(method, raw_target, host)
+        if entry is None:
+            return None
+        now = walk.clock()
+        if decide(entry, now, EMPTY_CC) is not Reuse.FRESH:
+            return None
+        entry.hits += 1
+        if not entry.hits & 7:
+            walk.cache.touch(entry)
+        return entry, now
 
     def blocked(self, raw_target: bytes, host: bytes | None) -> Remembered451 | None:
         return self._blocked.get((raw_target, host))

@@ -7,17 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from proxy.blocklist.keys import match_keys
-from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.entry import PER_DELIVERY, Entry
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, RequestCtx
 from proxy.metrics import WorkerStats
-from proxy.phases.upstream_response import ParsedResponse, parse_response
 from proxy.rfc.dates import format_http_date
-from proxy.rfc.freshness import freshness_lifetime, initial_age
+from proxy.rfc.freshness import initial_age
 from proxy.rfc.invalidation import invalidated_targets
 from proxy.rfc.merge import merge_304
+from proxy.rfc.response import ParsedResponse, parse_response
 from proxy.rfc.target import BadTarget, canonical_target
 
 
@@ -29,7 +28,7 @@ class StorePhase:
     cache: TieredCache
     stats: WorkerStats
     via: bytes
-    blocklist: Callable[[], Snapshot]
+    lifetime: Callable[[int, ParsedResponse, float], float | None]  # upstream_response's
 
     def _merge_304(
         self,
@@ -48,18 +47,7 @@ class StorePhase:
         ]
         parsed = parse_response(merged)
         parsed.age = parse_response(fresh).age
-        lifetime = freshness_lifetime(
-            entry.status,
-            parsed.cc,
-            parsed.date,
-            parsed.expires,
-            parsed.last_modified,
-            response_time,
-            heuristic_fraction=self.cfg.cache.heuristic_fraction,
-            heuristic_max_s=self.cfg.cache.heuristic_max_s,
-        )
-        if lifetime is None:
-            lifetime = 0.0
+        lifetime = self.lifetime(entry.status, parsed, response_time) or 0.0
         new = self._entry(
             ctx,
             entry.primary,
@@ -107,7 +95,6 @@ class StorePhase:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date when it caches a response.
             kept.append((b"Date", format_http_date(response_time).encode()))
         target = ctx.target
-        assert target is not None
         entry = Entry(
             primary=primary,
             variant=variant,
@@ -152,7 +139,6 @@ class StorePhase:
         """RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target
         URI and same-origin Location / Content-Location."""
         target = ctx.target
-        assert target is not None
         loc = cloc = None
         for name, value in outcome.headers:
             n = name.lower()

@@ -3,33 +3,34 @@ stored response (store), 5xx with a stored entry may stand in for stale-if-error
 "not stored" carries a `NoStoreReason`. The body of anything that would be stored or delivered
 whole is judged against the blocklist's digests (its identity representation: content codings
 removed) before its first byte goes out.
+
+`route` then says what one request gets from the outcome: the leader of a coalesced fetch and
+its followers share it, but each has its own Vary values, directives and claim on an open
+response.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from proxy.blocklist.digest import DecodeLimits, DigestResult, identity_digest
+from proxy.blocklist.enforce import Enforcer
 from proxy.blocklist.model import Entry as BlockEntry
-from proxy.blocklist.snapshot import Snapshot
+from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
-from proxy.context import FetchOutcome, RequestCtx
-from proxy.metrics import WorkerStats
+from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx
+from proxy.metrics import Result, WorkerStats
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
-from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl
-from proxy.rfc.conditional import normalise_etag
-from proxy.rfc.dates import parse_http_date
-from proxy.rfc.freshness import freshness_lifetime, parse_age
+from proxy.phases import deliver
+from proxy.phases.lookup import decide, miss, stale_on_error
+from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.merge import select_for_304
+from proxy.rfc.response import ParsedResponse, heuristic_only, parse_response
 from proxy.rfc.storable import NoStoreReason, storable
-from proxy.rfc.targeted import select_cache_control
 from proxy.rfc.vary import vary_fields
 
-TARGETED = ("edgeproxy-cache-control", "cdn-cache-control")
 NO_BODY_STATUSES = frozenset({204, 304})
 RESPONSE_DRIVEN = frozenset(NoStoreReason) - {
     NoStoreReason.REQUEST_NO_STORE,
@@ -39,84 +40,6 @@ RESPONSE_DRIVEN = frozenset(NoStoreReason) - {
     NoStoreReason.METHOD,
     NoStoreReason.AUTHORIZATION,
 }
-
-
-@dataclass(slots=True)
-class ParsedResponse:
-    cc: CacheControl
-    date: float | None
-    expires: str | None
-    last_modified: float | None
-    last_modified_raw: str | None
-    etag: str | None
-    age: int | None
-    vary: list[str]
-    set_cookie: bool
-    content_range: bool
-    cache_status: bytes
-    location: str | None
-    content_location: str | None
-
-
-def parse_response(headers: list[tuple[bytes, bytes]]) -> ParsedResponse:
-    cc_values: list[str] = []
-    targeted: dict[str, list[str]] = {}
-    vary: list[str] = []
-    ages: list[str] = []
-    expires_values: list[str] = []
-    date = last_modified_raw = etag = location = content_location = None
-    set_cookie = content_range = False
-    cache_status: list[bytes] = []
-    for name, value in headers:
-        n = name.lower()
-        if n == b"cache-control":
-            cc_values.append(value.decode("latin-1"))
-        elif n == b"date":
-            date = value.decode("latin-1")
-        elif n == b"expires":
-            expires_values.append(value.decode("latin-1"))
-        elif n == b"last-modified":
-            last_modified_raw = value.decode("latin-1")
-        elif n == b"etag":
-            etag = value.decode("latin-1")
-        elif n == b"age":
-            ages.append(value.decode("latin-1"))
-        elif n == b"vary":
-            vary.append(value.decode("latin-1"))
-        elif n == b"set-cookie":
-            set_cookie = True
-        elif n == b"content-range":
-            content_range = True
-        elif n == b"cache-status":
-            cache_status.append(value)
-        elif n == b"location":
-            location = value.decode("latin-1")
-        elif n == b"content-location":
-            content_location = value.decode("latin-1")
-        elif n.decode("latin-1") in TARGETED:
-            targeted.setdefault(n.decode("latin-1"), []).append(value.decode("latin-1"))
-    cc, _source = select_cache_control(cc_values, [(t, targeted.get(t, [])) for t in TARGETED])
-    return ParsedResponse(
-        cc=cc,
-        date=parse_http_date(date) if date else None,
-        expires=", ".join(expires_values) if expires_values else None,
-        last_modified=parse_http_date(last_modified_raw) if last_modified_raw else None,
-        last_modified_raw=last_modified_raw,
-        etag=normalise_etag(etag),
-        age=parse_age(ages),
-        vary=vary,
-        set_cookie=set_cookie,
-        content_range=content_range,
-        cache_status=b", ".join(cache_status),
-        location=location,
-        content_location=content_location,
-    )
-
-
-def heuristic_only(parsed: ParsedResponse) -> bool:
-    """No explicit freshness (RFC 9111 §4.2.1): the lifetime would be heuristic (§4.2.2)."""
-    cc = parsed.cc
-    return cc.s_maxage is None and cc.max_age is None and parsed.expires is None
 
 
 def body_codings(status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
@@ -134,15 +57,18 @@ class BodyBlocked(Exception):
 
 
 class UpstreamResponsePhase:
-    """upstream_response and the body judgement, as methods of the Fetcher that composes them."""
+    """upstream_response, the body judgement and `route`, as methods of the Fetcher that
+    composes the phases."""
 
     # Provided by Fetcher (proxy/phases/fetch.py), which composes the phases.
     cfg: Config
     cache: TieredCache
     stats: WorkerStats
     via: bytes
-    blocklist: Callable[[], Snapshot]
+    enforcer: Enforcer
+    coalescer: Coalescer[FetchOutcome]
     decode_limits: DecodeLimits
+    hit_status: bytes
 
     async def upstream_response(
         self,
@@ -152,26 +78,18 @@ class UpstreamResponsePhase:
         request_time: float,
         response_time: float,
     ) -> FetchOutcome:
-        target = ctx.target
-        assert target is not None
         hdrs = strip_hop_by_hop(up.headers)
         parsed = parse_response(hdrs)
-        primary = (target.authority, target.raw_path_query)
         if up.status == 304 and entry is not None:
             up.release()
-            if select_for_304(
-                entry.etag,
-                (entry.header(b"last-modified") or b"").decode("latin-1") or None,
-                parsed.etag,
-                parsed.last_modified_raw,
-            ):
+            last_modified = (entry.header(b"last-modified") or b"").decode("latin-1") or None
+            if select_for_304(entry.etag, last_modified, parsed.etag, parsed.last_modified_raw):
                 return self._merge_304(ctx, entry, hdrs, request_time, response_time)
             # A 304 that does not identify the stored response: fetch it whole, once.
             self.cache.remove(entry)
             return await self.fetch_for_cache(ctx, None)
-        cfg = self.cfg.cache
         if up.status >= 500 and entry is not None:
-            # RFC 5861 §4: the pipeline may stand a stale entry in for this error.
+            # RFC 5861 §4: `route` may stand a stale entry in for this error.
             return FetchOutcome(
                 upstream=up,
                 headers=hdrs,
@@ -180,19 +98,9 @@ class UpstreamResponsePhase:
                 error=OriginError(OriginFailure.PROTOCOL, f"origin answered {up.status}"),
                 not_stored=NoStoreReason.UPSTREAM_ERROR,
             )
-        lifetime = freshness_lifetime(
-            up.status,
-            parsed.cc,
-            parsed.date,
-            parsed.expires,
-            parsed.last_modified,
-            response_time,
-            heuristic_fraction=cfg.heuristic_fraction,
-            heuristic_max_s=cfg.heuristic_max_s,
-        )
+        lifetime = self.lifetime(up.status, parsed, response_time)
         fields = vary_fields(parsed.vary) if parsed.vary else ()
-        limit = self.cache.max_object_bytes
-        reason = self._no_store_reason(ctx, up, parsed, lifetime, fields, limit)
+        reason = self._no_store_reason(ctx, up, parsed, lifetime, fields)
         if reason is not None:
             ctx.no_store = reason
             return FetchOutcome(
@@ -202,7 +110,37 @@ class UpstreamResponsePhase:
                 not_stored=reason,
                 stale_candidate=entry,
             )
-        body, complete = await up.read_up_to(limit)
+        assert fields is not None and lifetime is not None
+        times = (request_time, response_time)
+        return await self._keep(ctx, up, hdrs, parsed, lifetime, fields, times)
+
+    def lifetime(self, status: int, parsed: ParsedResponse, response_time: float) -> float | None:
+        """RFC 9111 §4.2.1, with this edge's heuristic settings (§4.2.2)."""
+        cfg = self.cfg.cache
+        return freshness_lifetime(
+            status,
+            parsed.cc,
+            parsed.date,
+            parsed.expires,
+            parsed.last_modified,
+            response_time,
+            heuristic_fraction=cfg.heuristic_fraction,
+            heuristic_max_s=cfg.heuristic_max_s,
+        )
+
+    async def _keep(
+        self,
+        ctx: RequestCtx,
+        up: UpstreamResponse,
+        hdrs: list[tuple[bytes, bytes]],
+        parsed: ParsedResponse,
+        lifetime: float,
+        fields: tuple[str, ...],
+        times: tuple[float, float],
+    ) -> FetchOutcome:
+        """A storable response: read whole (up to the object limit), judged against the
+        blocklist's digests, then stored. Too large: streamed on with what was read."""
+        body, complete = await up.read_up_to(self.cache.max_object_bytes)
         if not complete:
             ctx.no_store = NoStoreReason.TOO_LARGE
             return FetchOutcome(
@@ -217,19 +155,18 @@ class UpstreamResponsePhase:
         if listed is not None:
             ctx.no_store = NoStoreReason.BLOCKED
             return FetchOutcome(blocked=listed, not_stored=NoStoreReason.BLOCKED)
-        assert fields is not None and lifetime is not None
+        variant = self.variant(fields, ctx.fields) if fields else ()
         new = self._entry(
             ctx,
-            primary,
-            self.variant(fields, ctx.fields) if fields else (),
+            ctx.primary,
+            variant,
             up.status,
             up.reason,
             hdrs,
             parsed,
             body,
             digest,
-            request_time,
-            response_time,
+            *times,
             lifetime,
             fields,
         )
@@ -250,15 +187,13 @@ class UpstreamResponsePhase:
         parsed: ParsedResponse,
         lifetime: float | None,
         fields: tuple[str, ...] | None,
-        limit: int,
     ) -> NoStoreReason | None:
         """RFC 9111 §3 and this edge's own rules: why this response is not stored, or None."""
         cfg = self.cfg.cache
-        req_cc = ctx.req_cc or EMPTY_CC
         reason = storable(
             "GET",
             up.status,
-            req_cc,
+            ctx.req_cc,
             parsed.cc,
             has_authorization=ctx.fields.first(b"authorization") is not None,
             has_expires=parsed.expires is not None,
@@ -273,9 +208,122 @@ class UpstreamResponsePhase:
                 reason = NoStoreReason.COOKIE_HEURISTIC
         if reason is None and fields is None:
             reason = NoStoreReason.VARY_STAR
+        limit = self.cache.max_object_bytes
         if reason is None and up.content_length is not None and up.content_length > limit:
             reason = NoStoreReason.TOO_LARGE
         return reason
+
+    # -- what one request gets from a fetch's outcome ----------------------------------------
+
+    def route(self, ctx: RequestCtx) -> Next:
+        """The outcome of the fetch this request led or followed, for this request: a stored
+        or fetched entry to deliver, an open response to stream (only the one request that
+        claims it), its own fetch (another Vary variant, or a validation its directives
+        ask for), a 451, or a stale entry standing in for an origin error."""
+        outcome = ctx.outcome
+        assert outcome is not None
+        now = self.clock()
+        if outcome.error is not None:
+            return self._route_error(ctx, outcome, now)
+        if outcome.blocked is not None:
+            ctx.blocked_by = outcome.blocked
+            return Next.BLOCKED
+        if outcome.entry is None:
+            # Not stored: the leader streams what it fetched; followers fetch for themselves.
+            if ctx.leader and outcome.claim():
+                ctx.result = Result.PASS if outcome.not_stored else Result.MISS
+                ctx.fwd = b"miss"
+                return Next.STREAM
+            ctx.fwd = b"uri-miss"
+            return Next.PASS
+        stored = outcome.entry
+        if stored.vary_fields:
+            own = self.variant(stored.vary_fields, ctx.fields)
+            if own != stored.variant:
+                return self._own_variant(ctx, (stored.primary, own))
+        listed = self.enforcer.refuse_stored(stored)
+        if listed is not None:
+            ctx.blocked_by = listed
+            return Next.BLOCKED
+        if outcome.shared:
+            return self._route_shared(ctx, stored, now)
+        ctx.result = Result.REVALIDATED if outcome.revalidated else Result.MISS
+        ctx.cache_status = self._fetched_status(ctx, stored, outcome, now)
+        ctx.entry = stored
+        return Next.DELIVER
+
+    def _fetched_status(
+        self, ctx: RequestCtx, stored: Entry, outcome: FetchOutcome, now: float
+    ) -> bytes:
+        """Cache-Status of a response this request's fetch brought (RFC 9211 §2.2: fwd=stale
+        whenever a stored response existed but could not be used)."""
+        fwd = "stale" if ctx.entry is not None or outcome.stale_candidate else "miss"
+        not_stored = outcome.not_stored
+        status = cache_status_bytes(
+            self.cfg.via_name,
+            hit=False,
+            fwd=fwd,
+            fwd_status=outcome.fwd_status,
+            stored=True if outcome.stored else None,
+            ttl=int(stored.lifetime - stored.age(now)) if outcome.stored else None,
+            collapsed=ctx.collapsed,
+            detail=None if outcome.stored or not_stored is None else not_stored.value,
+        )
+        if stored.upstream_cache_status:
+            status = stored.upstream_cache_status + b", " + status
+        return status
+
+    def _own_variant(self, ctx: RequestCtx, key: ItemKey) -> Next:
+        """The leader's response varies on a field this request differs in: fetch (and store)
+        this request's own variant, coalesced with others that share it; once only."""
+        if ctx.vary_refetch:
+            ctx.fwd = b"miss"
+            return Next.PASS
+        ctx.vary_refetch = True
+        ctx.collapsed = False
+        ctx.key = key
+        ctx.entry = None
+        return miss(ctx, self.coalescer)
+
+    def _route_shared(self, ctx: RequestCtx, entry: Entry, now: float) -> Next:
+        """An entry from the tier behind memory: delivered, unless this request (a follower of
+        the lookup) asks for more than it gives; then a validation of its own."""
+        decision = decide(entry, now, ctx.req_cc)
+        ctx.entry = entry
+        if decision is Reuse.VALIDATE:
+            ctx.key = (entry.primary, entry.variant)
+            return Next.FETCH_ALONE
+        ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
+        ctx.cache_status = (
+            deliver.hit_cache_status(self.hit_status, entry, now) + b"; detail=shared"
+        )
+        return Next.DELIVER
+
+    def _route_error(self, ctx: RequestCtx, outcome: FetchOutcome, now: float) -> Next:
+        """The origin failed (or answered 5xx): a stale entry where RFC 5861 and the grace
+        allow it and the blocklist does not list it, else the error itself."""
+        stale = outcome.stale_candidate or ctx.entry
+        if stale is not None and self._may_serve_stale_on_error(ctx, stale, now):
+            if outcome.upstream is not None and outcome.claim():
+                outcome.upstream.close()
+            ctx.result = Result.STALE
+            ctx.entry = stale
+            status = deliver.hit_cache_status(self.hit_status, stale, now)
+            ctx.cache_status = status + b"; detail=stale-if-error"
+            return Next.DELIVER
+        if outcome.upstream is None:
+            return Next.ORIGIN_ERROR
+        if not (ctx.leader and outcome.claim()):
+            ctx.fwd = b"miss"
+            return Next.PASS
+        ctx.result = Result.MISS
+        ctx.fwd = b"stale"
+        return Next.STREAM
+
+    def _may_serve_stale_on_error(self, ctx: RequestCtx, entry: Entry, now: float) -> bool:
+        if self.enforcer.listed_digest(entry.sha256) is not None:
+            return False
+        return stale_on_error(entry, now, ctx.req_cc, self.cfg.cache.max_stale_serve_s)
 
     # -- the body against the blocklist's digests --------------------------------------------
 
@@ -296,7 +344,7 @@ class UpstreamResponsePhase:
         return result.identity or result.raw, listed
 
     def _listed(self, result: DigestResult) -> BlockEntry | None:
-        snapshot = self.blocklist()
+        snapshot = self.enforcer.snapshot
         for digest in result.digests:
             listed = snapshot.check_digest(digest)
             if listed is not None:

@@ -48,7 +48,7 @@ class Edge:
             version if version is not None else current.version + 1,
             0.0,
         )
-        self.pipeline.apply_blocklist(snap)
+        self.pipeline.enforcer.apply(snap)
 
     async def close(self) -> None:
         await self.server.drain_and_close(1.0)

@@ -100,7 +100,6 @@ def use_clock(edge: Any, origin: ScriptedOrigin | None = None) -> FakeClock:
     if origin is not None:
         origin.clock = clock
     edge.pipeline.clock = clock
-    edge.pipeline.fetcher.clock = clock
     return clock
 
 

@@ -62,7 +62,7 @@ async def test_hot_hits_see_blocklist_purge_and_expiry(origin_server, make_edge)
             async with s.get(edge.url + "/hot") as r:
                 assert r.status == 200
         assert len(seen) == 1
-        assert edge.pipeline.purge(host="127.0.0.1") == 1
+        assert edge.pipeline.cache.purge_host("127.0.0.1") == 1
         async with s.get(edge.url + "/hot") as r:
             assert r.status == 200 and "fwd=miss" in r.headers["Cache-Status"]
         async with s.get(edge.url + "/hot") as r:
@@ -114,7 +114,7 @@ async def test_purge_added_uses_the_indexes(origin_server, make_edge) -> None:
 
     async def apply(*entries: BlockEntry) -> int:
         edge.block(*entries)
-        return await edge.pipeline.purge_added(list(entries), edge.pipeline.blocklist)
+        return await edge.pipeline.enforcer.purge_added(list(entries), edge.pipeline.blocklist)
 
     assert await apply(BlockEntry(id="u1", type=EntryType.URL, value="http://127.0.0.1/a/one")) == 2
     assert await apply(BlockEntry(id="q1", type=EntryType.URL, value="http://127.0.0.1/a/two?x=2")) == 0

@@ -88,7 +88,7 @@ async def test_no_variant_delivers_listed_content(origin_server, make_edge) -> N
         edge.block(
             Entry(id="t1", type=EntryType.PREFIX, value="http://127.0.0.1/manga/", notice="N-1"),
         )
-        await edge.pipeline.purge_listed(edge.pipeline.blocklist)
+        await edge.pipeline.enforcer.purge_listed(edge.pipeline.blocklist)
     before = len(seen)
     requests = []
     for path in VARIANTS:

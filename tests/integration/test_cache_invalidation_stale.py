@@ -80,7 +80,7 @@ async def test_stale_while_revalidate_rfc5861_s3(origin_server, make_edge) -> No
     for _ in range(100):
         if origin.count("/s") == 2 and edge.pipeline.memory.get(
             (f"127.0.0.1:{edge.server.port}", b"/s"), ()
-        ) and not edge.pipeline._background:
+        ) and not edge.pipeline.fetcher.background:
             break
         await asyncio.sleep(0.02)
     r = await get(edge.url + "/s")

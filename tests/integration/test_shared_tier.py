@@ -190,14 +190,14 @@ async def test_operator_purge_reaches_the_shared_tier(origin_server, edges, redi
         await get(s, a.url + "/p?q=1")
         await stored_by(a)
         target = canonical_target(b"/p?q=1", HOST.encode())
-        assert a.pipeline.purge(url=target) == 1
+        assert a.pipeline.cache.purge_primary((target.authority, target.raw_path_query)) == 1
         await stored_by(a)
         status, _, h = await get(s, b.url + "/p?q=1")
         assert status == 200 and "fwd=miss" in h["Cache-Status"]
         assert len(seen) == 2 and b.stats.shared_misses == 1
         # Host purge: the primaries this worker holds leave the shared tier too.
         await stored_by(b)
-        assert b.pipeline.purge(host=HOST) == 1
+        assert b.pipeline.cache.purge_host(HOST) == 1
         await stored_by(b)
         status, _, h = await get(s, a.url + "/p?q=1")
         assert "fwd=miss" in h["Cache-Status"] and len(seen) == 3
