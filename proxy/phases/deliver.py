@@ -5,7 +5,10 @@ upstream_response.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from proxy.blocklist.digest import DecodeLimits, IdentityHasher
+from proxy.blocklist.model import Entry as BlockEntry
 from proxy.cache.entry import Entry
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
@@ -311,6 +314,9 @@ class StreamDelivery:
     stats: WorkerStats
     via: bytes
     decode_limits: DecodeLimits
+    judge_body: Callable[
+        [int, list[tuple[bytes, bytes]], bytes], tuple[bytes, BlockEntry | None]
+    ]  # upstream_response's, as are _listed and _refused
 
     async def stream(self, ctx: RequestCtx, outcome: FetchOutcome, *, fwd: bytes) -> None:
         up = outcome.upstream
@@ -337,20 +343,48 @@ class StreamDelivery:
         if not complete and len(body) <= spool:
             more, complete = await up.read_up_to(spool - len(body))
             body += more
-        hasher = None
-        if not no_body:
-            if complete:
-                _digest, listed = self.judge_body(status, outcome.headers, body)
-                if listed is not None:
-                    outcome.blocked = listed
-                    raise BodyBlocked(listed)
-            elif self.cfg.blocklist.oversize_policy == "refuse":
-                raise OriginError(
-                    OriginFailure.PROTOCOL, "body too large to check against the blocklist"
-                )
-            else:
-                hasher = IdentityHasher(body_codings(status, outcome.headers), self.decode_limits)
-                hasher.update(body)
+        hasher = None if no_body else self._judge_before_delivery(status, outcome, body, complete)
+        headers, member = self._stream_head(outcome, status, fwd)
+        ctx.status = status
+        ctx.cache_status = member
+        if complete and not no_body:
+            # The whole (spooled) body is known: head and body in one write.
+            reason = up.reason or b"OK"
+            responder.start(status, reason, headers, content_length=len(body), first=body)
+            ctx.bytes_sent = len(body)
+            responder.end()
+            return
+        length = None if complete else up.content_length
+        responder.start(status, up.reason or b"OK", headers, content_length=length, no_body=no_body)
+        if hasher is not None:  # a body, not whole: relayed as it arrives
+            ctx.bytes_sent = await self._relay(ctx, responder, up, body, hasher)
+        responder.end()
+
+    def _judge_before_delivery(
+        self, status: int, outcome: FetchOutcome, body: bytes, complete: bool
+    ) -> IdentityHasher | None:
+        """A body that fits the spool is judged whole before its first byte goes out (listed:
+        BodyBlocked). A larger one is refused, or (oversize_policy "stream") hashed while it
+        streams: the returned hasher has seen what was spooled."""
+        if complete:
+            _digest, listed = self.judge_body(status, outcome.headers, body)
+            if listed is not None:
+                outcome.blocked = listed
+                raise BodyBlocked(listed)
+            return None
+        if self.cfg.blocklist.oversize_policy == "refuse":
+            raise OriginError(
+                OriginFailure.PROTOCOL, "body too large to check against the blocklist"
+            )
+        hasher = IdentityHasher(body_codings(status, outcome.headers), self.decode_limits)
+        hasher.update(body)
+        return hasher
+
+    def _stream_head(
+        self, outcome: FetchOutcome, status: int, fwd: bytes
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The relayed fields with our Via and Cache-Status members appended (RFC 9110
+        §7.6.3, RFC 9211 §2), and our Cache-Status member alone (for the log)."""
         headers: list[tuple[bytes, bytes]] = []
         via = self.via
         upstream_status = b""
@@ -375,37 +409,29 @@ class StreamDelivery:
             detail=None if reason is None or reason is NoStoreReason.BYPASS else reason.value,
         )
         headers.append((b"Cache-Status", upstream_status + member))
-        if complete and not no_body:
-            length: int | None = len(body)
-        else:
-            length = up.content_length
-        ctx.status = status
-        ctx.cache_status = member
-        if complete and not no_body:
-            # The whole (spooled) body is known: head and body in one write.
-            responder.start(status, up.reason or b"OK", headers, content_length=length, first=body)
-            ctx.bytes_sent = len(body)
-            responder.end()
-            return
-        responder.start(status, up.reason or b"OK", headers, content_length=length, no_body=no_body)
-        if no_body:
-            responder.end()
-            return
-        if body:
-            await responder.write(body)
-        sent = len(body)
-        if not complete:
-            async for chunk in up.chunks():
-                if hasher is not None:
-                    hasher.update(chunk)
-                    if hasher.failure is not None and self._refused(hasher.result()):
-                        # Undecodable or a bomb: stop here (the client sees a cut body).
-                        raise OriginError(OriginFailure.PROTOCOL, "body not checkable")
-                await responder.write(chunk)
-                sent += len(chunk)
-            if hasher is not None and self._listed(hasher.result()) is not None:
-                # Too large to hold back: delivered once, but this digest is listed. The
-                # next request will not get it (it is never stored).
-                ctx.no_store = NoStoreReason.BLOCKED
-        ctx.bytes_sent = sent
-        responder.end()
+        return headers, member
+
+    async def _relay(
+        self,
+        ctx: RequestCtx,
+        responder: Responder,
+        up: UpstreamResponse,
+        spooled: bytes,
+        hasher: IdentityHasher,
+    ) -> int:
+        """A body too large to hold back: what was spooled, then the rest as it arrives,
+        hashed on the way; returns the bytes sent. A listed digest found at the end was
+        delivered this once, but is never stored, so the next request does not get it."""
+        if spooled:
+            await responder.write(spooled)
+        sent = len(spooled)
+        async for chunk in up.chunks():
+            hasher.update(chunk)
+            if hasher.failure is not None and self._refused(hasher.result()):
+                # Undecodable or a bomb: stop here (the client sees a cut body).
+                raise OriginError(OriginFailure.PROTOCOL, "body not checkable")
+            await responder.write(chunk)
+            sent += len(chunk)
+        if self._listed(hasher.result()) is not None:
+            ctx.no_store = NoStoreReason.BLOCKED
+        return sent
