@@ -55,8 +55,6 @@ from proxy.state import build_worker
 log = logging.getLogger("edgeproxy.node.worker")
 
 
-
-
 def _frame_id(frame: bytes) -> int:
     class _Id(msgspec.Struct):
         id: int = 0
@@ -179,7 +177,7 @@ class Worker:
 
     def report(self) -> StatsReply:
         mem = self.memory.stats()
-        self.stats.note_front(self.server.rejected)
+        self.stats.note_front(self.server.rejected, self.server.timeouts)
         snap = self.pipeline.blocklist
         return StatsReply(
             pid=os.getpid(),
