@@ -27,7 +27,10 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_header_field_bytes: int = 8192
     max_body_bytes: int = 100 << 20
     header_read_timeout_s: float = 10.0
-    body_read_timeout_s: float = 30.0
+    body_read_timeout_s: float = 30.0  # longest silence while a request body arrives
+    body_total_timeout_s: float = 300.0  # the whole request body, from the end of its head
+    body_min_rate_bytes_per_s: int = 1024  # average since the head, once the grace is over; 0: off
+    body_min_rate_grace_s: float = 10.0
     keepalive_timeout_s: float = 75.0
     lingering_close_timeout_s: float = 2.0  # after an error answer, keep draining this long
     write_stall_timeout_s: float = 60.0  # a client that reads none of our answer this long

@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
+from proxy.front.limits import FrontTimeout
 from proxy.rfc.storable import NoStoreReason
 
 
@@ -42,6 +43,7 @@ BLOCK_TYPES = ["url", "prefix", "host", "sha256"]
 ORIGIN_FAILURES = ["connect", "timeout", "reset", "protocol"]
 NO_STORE = [r.value for r in NoStoreReason]
 FRONT_STATUSES = [400, 408, 413, 414, 431, 500, 505]  # answers the front makes itself
+FRONT_TIMEOUTS = list(FrontTimeout)  # the deadlines that cut a request off
 ORIGIN_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"]
 LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
 
@@ -91,6 +93,7 @@ class WorkerStats:
         self.origin_requests = [0] * n
         self.origin_responses = [[0] * len(ORIGIN_CLASSES) for _ in range(n)]
         self.front_rejected = [0] * len(FRONT_STATUSES)
+        self.front_timeouts = [0] * len(FRONT_TIMEOUTS)
         self.origin_failures = [[0] * len(ORIGIN_FAILURES) for _ in range(n)]
         self.origin_latency = [[0] * (len(LATENCY_BUCKETS_S) + 1) for _ in range(n)]
         self.origin_latency_sum = [0.0] * n
@@ -119,9 +122,10 @@ class WorkerStats:
         self.origin_latency[site][bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.origin_latency_sum[site] += seconds
 
-    def note_front(self, rejected: dict[int, int]) -> None:
-        """Copy the front's refusal counts in (they live on the server object)."""
+    def note_front(self, rejected: dict[int, int], timeouts: dict[FrontTimeout, int]) -> None:
+        """Copy the front's refusal and cut-off counts in (they live on the server object)."""
         self.front_rejected = [rejected.get(s, 0) for s in FRONT_STATUSES]
+        self.front_timeouts = [timeouts.get(t, 0) for t in FRONT_TIMEOUTS]
 
     def snapshot(self) -> dict[str, Any]:
         """The counts as plain data, per-site counters keyed by site name.
@@ -259,6 +263,16 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     for i, status in enumerate(FRONT_STATUSES):
         rej.add_metric([str(status)], stats["front_rejected"][i])
     yield rej
+    cut = CounterMetricFamily(
+        "edgeproxy_front_timeouts",
+        "Requests the front cut off at a deadline, by the deadline missed: 408 when no answer "
+        "had started (also in edgeproxy_front_rejected), else the connection is aborted",
+        labels=["reason"],
+    )
+    timeouts = stats.get("front_timeouts", [0] * len(FRONT_TIMEOUTS))
+    for i, missed in enumerate(FRONT_TIMEOUTS):
+        cut.add_metric([missed.value], timeouts[i])
+    yield cut
 
     blk = CounterMetricFamily(
         "edgeproxy_blocked",

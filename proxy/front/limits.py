@@ -7,6 +7,7 @@ layer builds one of these from `limits:` and the front never reads config itself
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,12 @@ class FrontLimits:
     max_body_bytes: int = 100 << 20  # declared over -> 413 before reading; chunked over -> 413
     header_read_timeout_s: float = 10.0  # first byte of a request to end of its head -> 408
     body_read_timeout_s: float = 30.0  # longest silence while a request body is being read
+    # A body trickled fast enough to beat the silence deadline still ends (issue 10): all of it
+    # within this of the end of the head, and on average no slower than the minimum rate once
+    # the grace has passed (0 disables the rate). Past either -> 408, or abort once answering.
+    body_total_timeout_s: float = 300.0
+    body_min_rate_bytes_per_s: int = 1024
+    body_min_rate_grace_s: float = 10.0
     keepalive_timeout_s: float = 75.0  # idle between requests -> silent close
     lingering_close_timeout_s: float = 2.0  # after a closing answer, drain the client this long
     write_stall_timeout_s: float = 60.0  # client reads none of our answer this long -> abort
@@ -30,7 +37,7 @@ class FrontLimits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value < 0 or (value == 0 and f.name != "max_connections"):
+            if value < 0 or (value == 0 and f.name not in _ZERO_DISABLES):
                 raise ValueError(f"limits.{f.name} must be positive, got {value!r}")
         if self.write_buffer_low_bytes > self.write_buffer_high_bytes:
             raise ValueError("limits.write_buffer_low_bytes exceeds write_buffer_high_bytes")
@@ -41,8 +48,24 @@ class FrontLimits:
         shortest = min(
             self.header_read_timeout_s,
             self.body_read_timeout_s,
+            self.body_total_timeout_s,
+            self.body_min_rate_grace_s,
             self.keepalive_timeout_s,
             self.lingering_close_timeout_s,
             self.write_stall_timeout_s,
         )
         return min(1.0, max(0.005, shortest / 8))
+
+
+_ZERO_DISABLES = frozenset({"max_connections", "body_min_rate_bytes_per_s"})
+
+
+class FrontTimeout(StrEnum):
+    """Which deadline cut a request off: the `reason` label of edgeproxy_front_timeouts_total.
+    The keep-alive and lingering-close deadlines end idle connections, not requests: not here."""
+
+    HEAD = "head"  # header_read_timeout_s
+    BODY_IDLE = "body-idle"  # body_read_timeout_s
+    BODY_TOTAL = "body-total"  # body_total_timeout_s
+    BODY_RATE = "body-rate"  # body_min_rate_bytes_per_s, after body_min_rate_grace_s
+    WRITE_STALL = "write-stall"  # write_stall_timeout_s

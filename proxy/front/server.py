@@ -8,6 +8,9 @@ The cache-hit fast path: llhttp calls `on_headers_complete`, which builds one `R
 `Responder` and calls the handler; the handler calls `Responder.send_bytes` and returns None. No
 task, no coroutine, no timer handle, no header dict. Deadlines are plain floats on the connection,
 swept by one server-wide timer (`FrontLimits.tick_s`), so arming one costs an attribute store.
+A request body has three: the longest silence (re-armed by each read), the whole body's time,
+and its minimum average rate; the last two are looked at by the sweep alone, never per read,
+so a body trickled just fast enough to beat the first still ends (issue 10).
 
 Strictness, on top of llhttp's own (CL+TE, duplicate or list Content-Length, obs-fold, whitespace
 before the colon, bad tokens, control bytes, bare CR/LF): Transfer-Encoding must be exactly
@@ -31,7 +34,7 @@ import httptools
 
 from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
-from proxy.front.limits import FrontLimits
+from proxy.front.limits import FrontLimits, FrontTimeout
 from proxy.front.wire import CONTINUE_100, error_response
 from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
@@ -141,10 +144,19 @@ class Connection(asyncio.Protocol):
         self._max_head_bytes = limits.max_header_bytes + 4 * limits.max_header_count + 64
         self._header_timeout_s = limits.header_read_timeout_s
         self._body_timeout_s = limits.body_read_timeout_s
+        self._body_total_s = limits.body_total_timeout_s
+        self._body_min_rate = limits.body_min_rate_bytes_per_s
+        self._body_rate_grace_s = limits.body_min_rate_grace_s
         self._keepalive_timeout_s = limits.keepalive_timeout_s
         # deadlines: loop time, 0.0 = none (see FrontServer._sweep)
         self.deadline = 0.0
         self.write_deadline = 0.0
+        # The body being read as a whole (issue 10): `body_due` is when the sweep next looks at
+        # its pace (see _check_body_pace), so a read costs nothing more than before.
+        self.body_due = 0.0
+        self._body_started = 0.0  # less the time reading was paused: that is our doing
+        self._body_end_due = 0.0  # body_total_timeout_s after the start
+        self._paused_at = 0.0
         self.reading_paused = False
         self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -200,7 +212,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._stopped = True
-        self.deadline = self.write_deadline = 0.0
+        self.deadline = self.write_deadline = self.body_due = 0.0
         if self._counted:
             self._counted = False
             self._server.unregister(self)
@@ -351,6 +363,8 @@ class Connection(asyncio.Protocol):
                 self, content_length, bool(flags & _EXPECT_CONTINUE) and version == "1.1"
             )
             self.deadline = self._server.clock + self._body_timeout_s
+            if not body.expect_continue:
+                self._start_body_clock()  # else once the 100 (Continue) goes out
         else:
             body = EMPTY_BODY
             self.deadline = 0.0
@@ -415,6 +429,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._phase = _IDLE
+        self.body_due = 0.0
         if not self._last_keep_alive:
             self._stopped = True
         body = self._parsing_body
@@ -550,6 +565,8 @@ class Connection(asyncio.Protocol):
             and not self._lingering
         ):
             self.transport.write(CONTINUE_100)
+            if body is self._parsing_body:
+                self._start_body_clock()  # the client may have waited for this to send any
 
     async def wait_writable(self) -> None:
         if not self.lost:
@@ -581,14 +598,51 @@ class Connection(asyncio.Protocol):
                 if self._phase == _HEAD:
                     self.deadline = self.loop.time() + limits.header_read_timeout_s
                 elif self._phase == _BODY and parsing is not None:
-                    self.deadline = self.loop.time() + limits.body_read_timeout_s
+                    now = self.loop.time()
+                    self.deadline = now + limits.body_read_timeout_s
+                    if self.body_due:
+                        paused = now - self._paused_at  # not the client's time to answer for
+                        self._body_started += paused
+                        self._body_end_due += paused
+                        self.body_due += paused
         elif (
             len(self._queue) >= limits.max_pipelined_requests
             or buffered > limits.body_buffer_high_bytes
         ):
             self.reading_paused = True
+            self._paused_at = self.loop.time()
             self.transport.pause_reading()
             self._server.read_pauses += 1
+
+    def _start_body_clock(self) -> None:
+        """Arm the whole-body deadline and the first rate check, at the end of the head or when
+        a 100 (Continue) goes out."""
+        now = self._server.clock
+        self._body_started = self._paused_at = now
+        self._body_end_due = due = now + self._body_total_s
+        if self._body_min_rate:
+            due = min(due, now + self._body_rate_grace_s)
+        self.body_due = due
+
+    def _check_body_pace(self, now: float) -> FrontTimeout | None:
+        """`body_due` has passed: the body deadline missed, or None with the next check armed.
+        The average rate is looked at only when it can have fallen below the minimum: once the
+        grace is over, and then `received / rate` seconds after the start if nothing came."""
+        body = self._parsing_body
+        if body is None or self._stopped:
+            self.body_due = 0.0  # nothing more will be read
+            return None
+        if now >= self._body_end_due:
+            return FrontTimeout.BODY_TOTAL
+        due = self._body_end_due
+        rate = self._body_min_rate
+        if rate:
+            received = body.received
+            if received < rate * (now - self._body_started):
+                return FrontTimeout.BODY_RATE
+            due = min(due, max(self._body_started + received / rate, now + self._limits.tick_s))
+        self.body_due = due
+        return None
 
     # ------------------------------------------------------------------ errors and closing
 
@@ -596,6 +650,7 @@ class Connection(asyncio.Protocol):
         if self._stopped:
             return  # already closing; later bytes do not matter
         self._stopped = True
+        self.body_due = 0.0
         if isinstance(exc, _StopParsing):
             self._close_after = True
             if self._active is None and self._discarding is None and not self._queue:
@@ -638,6 +693,7 @@ class Connection(asyncio.Protocol):
             return
         self._lingering = True
         self._stopped = True
+        self.body_due = 0.0
         self._queue.clear()
         gone = ClientGone("connection closing")
         if self._active is not None:
@@ -669,6 +725,7 @@ class Connection(asyncio.Protocol):
         if self.lost:
             return
         if self.write_deadline and now >= self.write_deadline:
+            self._server.timed_out(FrontTimeout.WRITE_STALL)
             self.abort()  # the client stopped reading our answer
             return
         if self._lingering:
@@ -680,6 +737,16 @@ class Connection(asyncio.Protocol):
             else:
                 self.abort()
             return
+        if self.body_due and now >= self.body_due:
+            missed = self._check_body_pace(now)
+            if missed is FrontTimeout.BODY_TOTAL:
+                self._cut_off(missed, "request body not received in time")
+                return
+            if missed is FrontTimeout.BODY_RATE:
+                self._cut_off(missed, "request body arriving too slowly")
+                return
+        if not self.deadline or now < self.deadline:
+            return  # only the body's pace was due, and it is fast enough
         self.deadline = 0.0
         if self._phase == _IDLE:
             if self._active is None and not self._queue:
@@ -687,9 +754,18 @@ class Connection(asyncio.Protocol):
                 self.transport.close()  # keep-alive timeout: silent
             return
         if self._phase == _HEAD:
-            self._parse_failed(_Reject(408, "request head not received in time"))
+            self._cut_off(FrontTimeout.HEAD, "request head not received in time")
         else:
-            self._parse_failed(_Reject(408, "request body not received in time"))
+            self._cut_off(FrontTimeout.BODY_IDLE, "request body not received in time")
+
+    def _cut_off(self, missed: FrontTimeout, detail: str) -> None:
+        """A request missed a deadline: 408 when nothing was answered yet, an abort when an
+        answer is under way, the silent end of a body being discarded (see _parse_failed);
+        the body the handler reads fails, so an upstream request it feeds is aborted."""
+        if self._stopped:
+            return  # already closing: nothing more is read, so nothing to cut off
+        self._server.timed_out(missed)
+        self._parse_failed(_Reject(408, detail))
 
     def start_drain(self) -> None:
         if self.lost or self._lingering:
@@ -708,7 +784,8 @@ class FrontServer:
 
     `on_connection_count(n)` and `on_handler_error(exc)` are optional hooks for metrics; the
     counters `read_pauses`, `write_pauses`, `handler_errors` and `rejected_connections` are plain
-    ints for the same purpose (and for tests)."""
+    ints for the same purpose (and for tests), `rejected` (by status) and `timeouts` (by the
+    deadline missed) plain dicts."""
 
     def __init__(
         self,
@@ -739,6 +816,7 @@ class FrontServer:
         self.handler_errors = 0
         self.rejected_connections = 0
         self.rejected: dict[int, int] = {}  # front-generated error answers, by status
+        self.timeouts: dict[FrontTimeout, int] = {}  # requests cut off, by the deadline missed
         # Loop time as of the last sweep: deadlines are armed from it (one attribute read on the
         # hot path instead of a clock call) and checked by the sweep, so both are tick-precise.
         self.clock = 0.0
@@ -842,12 +920,21 @@ class FrontServer:
             status, detail, server_name=self.server_name, extra_headers=self.error_headers
         )
 
+    def timed_out(self, missed: FrontTimeout) -> None:
+        self.timeouts[missed] = self.timeouts.get(missed, 0) + 1
+
     def _sweep(self) -> None:
         self.clock = now = self.loop.time()
         expired = [
             conn
             for conn in self._connections
-            if (conn.deadline and now >= conn.deadline and not conn.reading_paused)
+            if (
+                not conn.reading_paused
+                and (
+                    (conn.deadline and now >= conn.deadline)
+                    or (conn.body_due and now >= conn.body_due)
+                )
+            )
             or (conn.write_deadline and now >= conn.write_deadline)
         ]
         for conn in expired:

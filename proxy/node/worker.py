@@ -180,7 +180,7 @@ class Worker:
 
     def report(self) -> StatsReply:
         mem = self.memory.stats()
-        self.stats.note_front(self.server.rejected)
+        self.stats.note_front(self.server.rejected, self.server.timeouts)
         snap = self.pipeline.blocklist
         return StatsReply(
             pid=os.getpid(),

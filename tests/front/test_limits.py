@@ -1,11 +1,20 @@
-"""Size limits and deadlines: 408, 413, 414, 431, each answered and followed by a close."""
+"""Size limits and deadlines: 408, 413, 414, 431, each answered and followed by a close; and the
+limits themselves (which may be zero, and that the example config lists them all)."""
 
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import Awaitable
+from dataclasses import fields
+from pathlib import Path
 
+import msgspec
+import pytest
+
+from proxy.config import Limits
 from proxy.front.api import BodyTooLarge, FrontRequest, Responder
+from proxy.front.limits import FrontLimits
 from tests.front.conftest import Response, StartFront, closed_by_server, read_response
 
 
@@ -152,3 +161,18 @@ async def test_fresh_connection_sending_nothing_is_closed(start_front: StartFron
     front = await start_front(header_read_timeout_s=0.2)
     reader, writer = await front.connect()
     assert await reader.read() == b""
+
+
+def test_zero_turns_off_only_the_limits_that_say_so() -> None:
+    FrontLimits(max_connections=0, body_min_rate_bytes_per_s=0)
+    for name in ("body_total_timeout_s", "body_min_rate_grace_s", "body_read_timeout_s"):
+        with pytest.raises(ValueError, match=f"limits.{name} must be positive"):
+            FrontLimits(**{name: 0})
+
+
+def test_the_example_config_lists_every_limit_at_its_default() -> None:
+    """config/edgeproxy.example.toml is where an operator looks a limit up."""
+    example = Path(__file__).resolve().parents[2] / "config" / "edgeproxy.example.toml"
+    listed = tomllib.loads(example.read_text())["limits"]
+    assert listed == {f.name: getattr(FrontLimits(), f.name) for f in fields(FrontLimits)}
+    assert Limits() == msgspec.convert(listed, Limits)
