@@ -43,6 +43,10 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     memory_cache_bytes: int = 256 << 20  # the node's total; each worker gets its share
+    # Origin body bytes held before delivery (to be judged whole, or stored): the node's
+    # total, each worker gets its share; a read beyond it gets 503 + Retry-After.
+    inflight_body_bytes: int = 512 << 20
+    inflight_retry_after_s: int = 5
     max_object_bytes: int = 8 << 20  # larger responses stream through unstored
     heuristic_fraction: float = 0.1  # RFC 9111 §4.2.2: of (Date - Last-Modified)
     heuristic_max_s: float = 86400.0

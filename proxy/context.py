@@ -17,6 +17,7 @@ from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.front.api import FrontRequest, Responder
 from proxy.metrics import Result
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
+from proxy.phases.spool import Spooled
 from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import Target
@@ -152,12 +153,18 @@ class FetchOutcome:
     not_stored: NoStoreReason | None = None
     upstream: UpstreamResponse | None = None  # open response to stream (not stored)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # hop-by-hop stripped
-    prefix: bytes = b""  # body bytes already read from `upstream`
-    complete: bool = False  # `prefix` is the whole body
+    spooled: Spooled | None = None  # body bytes already read from `upstream`, budget held
     stale_candidate: Entry | None = None
     method: str = "GET"
     shared: bool = False  # `entry` came from the shared tier, not the origin
     _claimed: bool = False
+
+    def drop(self) -> None:
+        """Nobody will deliver this open response: close it and give its spool back."""
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.spooled is not None:
+            self.spooled.release()
 
     def claim(self) -> bool:
         """Exactly one request may stream an open upstream response."""

@@ -29,6 +29,7 @@ from proxy.phases import admit, block, deliver, lookup
 from proxy.phases import log as log_phase
 from proxy.phases.fetch import Fetcher
 from proxy.phases.memo import HotMemo, Remembered451
+from proxy.phases.spool import OverBudget
 from proxy.phases.upstream_response import BodyBlocked
 from proxy.sites import SiteTable
 
@@ -168,6 +169,11 @@ class Pipeline:
             if ctx.responder.started:
                 raise
             self._origin_error(ctx, e)
+        except OverBudget:
+            if ctx.responder.started:
+                raise
+            ctx.result = Result.ERROR
+            deliver.over_budget(ctx, self.cfg.via_name, self.cfg.cache.inflight_retry_after_s)
         finally:
             self._log(ctx)
 

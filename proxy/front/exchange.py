@@ -116,6 +116,11 @@ class EmptyBody:
 EMPTY_BODY = EmptyBody()
 
 
+# A first body part up to this size is joined to the head (one small write); a larger one goes
+# out by reference (writelines), not copied.
+_JOIN_MAX_BYTES = 64 << 10
+
+
 class Body:
     """A streamed request body. The connection feeds chunks in; iterating takes them out and lets
     the connection resume reading once the buffer has drained (see `Connection.update_reading`).
@@ -301,13 +306,20 @@ class Responder:
         else:
             parts.append(b"\r\n")
         self._no_body = no_body
+        large = b""
         if first and not no_body and content_length is not None:
             if len(first) > content_length:
                 raise ValueError("first body part longer than the declared Content-Length")
-            parts.append(first)
+            if len(first) <= _JOIN_MAX_BYTES:
+                parts.append(first)
+            else:
+                large = first  # a spooled body: handed over as is, never copied behind the head
             self._remaining -= len(first)
         if not (self.dead or conn.lost):
-            conn.transport.write(b"".join(parts))
+            if large:
+                conn.transport.writelines((b"".join(parts), large))
+            else:
+                conn.transport.write(b"".join(parts))
 
     async def write(self, chunk: bytes) -> None:
         if not self.started or self.finished:

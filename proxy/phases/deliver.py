@@ -17,6 +17,7 @@ from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
 from proxy.metrics import WorkerStats
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
+from proxy.phases.spool import BodyBudget, spool
 from proxy.phases.upstream_response import NO_BODY_STATUSES, BodyBlocked, body_codings
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.conditional import evaluate_preconditions
@@ -127,6 +128,15 @@ def origin_error(ctx: RequestCtx, e: OriginError, via_name: str, via: bytes) -> 
     detail = f"origin-{e.kind.value}"
     cache_status = cache_status_bytes(via_name, hit=False, fwd="miss", detail=detail)
     generated(ctx, e.status, text, cache_status=cache_status, via=via)
+
+
+def over_budget(ctx: RequestCtx, via_name: str, retry_after_s: int) -> None:
+    """The worker's in-flight body budget is spent (proxy/phases/spool.py): the origin's
+    body could not be held back to be judged, so none of it goes out."""
+    status = cache_status_bytes(via_name, hit=False, fwd="miss", detail="over-budget")
+    text = b"503 Service Unavailable: too many response bodies in flight, retry later\n"
+    retry = [(b"Retry-After", str(retry_after_s).encode())]
+    generated(ctx, 503, text, cache_status=status, extra=retry)
 
 
 # Never reflected by a TRACE answer (RFC 9110 §9.3.8: credentials are not echoed back).
@@ -314,6 +324,7 @@ class StreamDelivery:
     stats: WorkerStats
     via: bytes
     decode_limits: DecodeLimits
+    budget: BodyBudget
     judge_body: Callable[
         [int, list[tuple[bytes, bytes]], bytes], tuple[bytes, BlockEntry | None]
     ]  # upstream_response's, as are _listed and _refused
@@ -325,7 +336,7 @@ class StreamDelivery:
         try:
             await self._stream(ctx, responder, up, outcome, fwd)
         finally:
-            up.close()
+            outcome.drop()
 
     async def _stream(
         self,
@@ -337,12 +348,17 @@ class StreamDelivery:
     ) -> None:
         status = up.status
         no_body = ctx.method == "HEAD" or status in NO_BODY_STATUSES or status < 200
-        body = outcome.prefix
-        complete = outcome.complete or no_body
-        spool = self.cfg.blocklist.hash_spool_max_bytes
-        if not complete and len(body) <= spool:
-            more, complete = await up.read_up_to(spool - len(body))
-            body += more
+        body, complete = b"", no_body
+        if not no_body:
+            # Spooled to be judged whole; what upstream_response read is its prefix.
+            before = outcome.spooled
+            prefix = before.body if before is not None else b""
+            limit = self.cfg.blocklist.hash_spool_max_bytes
+            outcome.spooled = spooled = await spool(up, limit, self.budget, prefix)
+            if before is not None:
+                spooled.held += before.held  # one release gives back both
+                before.held = 0
+            body, complete = spooled.body, spooled.complete
         hasher = None if no_body else self._judge_before_delivery(status, outcome, body, complete)
         headers, member = self._stream_head(outcome, status, fwd)
         ctx.status = status

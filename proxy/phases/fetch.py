@@ -31,6 +31,7 @@ from proxy.metrics import Result, WorkerStats
 from proxy.origin import Origin, OriginError, UpstreamResponse
 from proxy.phases.deliver import StreamDelivery
 from proxy.phases.lookup import decide
+from proxy.phases.spool import BodyBudget
 from proxy.phases.store import StorePhase
 from proxy.phases.upstream_response import RESPONSE_DRIVEN, UpstreamResponsePhase
 from proxy.rfc.cache_status import cache_status_bytes
@@ -102,6 +103,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
         )
         self.background: set[asyncio.Task[None]] = set()  # stale-while-revalidate refreshes
+        # This worker's share of the node's in-flight body budget (proxy/phases/spool.py).
+        self.budget = BodyBudget(max(1, cfg.cache.inflight_body_bytes // cfg.worker_count()))
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -209,8 +212,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             try:
                 fetch = self.fetch_keyed(ctx, key, entry, background=True)
                 outcome = await self.coalescer.lead(key, fetch)
-                if outcome.upstream is not None and outcome.claim():
-                    outcome.upstream.close()
+                if outcome.claim():
+                    outcome.drop()
             except Exception:  # noqa: BLE001 - a failed background refresh leaves the stale entry
                 log.debug("background revalidation failed", exc_info=True)
             finally:
@@ -343,8 +346,8 @@ def _close_unclaimed(task: asyncio.Task[FetchOutcome]) -> None:
     if task.cancelled() or task.exception() is not None:
         return
     outcome = task.result()
-    if outcome.upstream is not None and outcome.claim():
-        outcome.upstream.close()
+    if outcome.claim():
+        outcome.drop()
 
 
 async def _body(ctx: RequestCtx) -> AsyncIterator[bytes]:

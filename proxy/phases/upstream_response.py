@@ -23,6 +23,7 @@ from proxy.metrics import Result, WorkerStats
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
 from proxy.phases import deliver
 from proxy.phases.lookup import decide, miss, stale_on_error
+from proxy.phases.spool import BodyBudget, spool
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
@@ -69,6 +70,7 @@ class UpstreamResponsePhase:
     coalescer: Coalescer[FetchOutcome]
     decode_limits: DecodeLimits
     hit_status: bytes
+    budget: BodyBudget
 
     async def upstream_response(
         self,
@@ -138,18 +140,21 @@ class UpstreamResponsePhase:
         fields: tuple[str, ...],
         times: tuple[float, float],
     ) -> FetchOutcome:
-        """A storable response: read whole (up to the object limit), judged against the
-        blocklist's digests, then stored. Too large: streamed on with what was read."""
-        body, complete = await up.read_up_to(self.cache.max_object_bytes)
-        if not complete:
+        """A storable response: read whole (up to the object limit, within the in-flight
+        budget), judged against the blocklist's digests, then stored. Too large: streamed on
+        from what was read."""
+        spooled = await spool(up, self.cache.max_object_bytes, self.budget)
+        if not spooled.complete:
             ctx.no_store = NoStoreReason.TOO_LARGE
             return FetchOutcome(
                 upstream=up,
                 headers=hdrs,
                 fwd_status=up.status,
-                prefix=body,
+                spooled=spooled,
                 not_stored=NoStoreReason.TOO_LARGE,
             )
+        spooled.release()  # from here the body is the entry's (and the memory tier's)
+        body = spooled.body
         up.release()
         digest, listed = self.judge_body(up.status, hdrs, body)
         if listed is not None:
@@ -304,8 +309,8 @@ class UpstreamResponsePhase:
         allow it and the blocklist does not list it, else the error itself."""
         stale = outcome.stale_candidate or ctx.entry
         if stale is not None and self._may_serve_stale_on_error(ctx, stale, now):
-            if outcome.upstream is not None and outcome.claim():
-                outcome.upstream.close()
+            if outcome.claim():
+                outcome.drop()
             ctx.result = Result.STALE
             ctx.entry = stale
             status = deliver.hit_cache_status(self.hit_status, stale, now)

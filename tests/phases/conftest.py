@@ -26,6 +26,9 @@ class Transport:
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
+    def writelines(self, data: Any) -> None:
+        self.writes.append(b"".join(data))
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 5555) if name == "peername" else default
 
