@@ -187,14 +187,39 @@ def parse_hostport(value: str, *, what: str) -> tuple[str, int]:
 
 
 def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
-    """Checks a Struct's types cannot express. Raises ConfigError naming the field."""
+    """Checks a Struct's types cannot express. Raises ConfigError naming the field.
+
+    The steps run in a fixed order, so a config with several faults always reports the same one.
+    """
 
     def fail(msg: str, path: str) -> ConfigError:
         return ConfigError(msg, file, _locate(text, path) if text else None, path)
 
+    _check_listen(cfg)
+    _check_site_origins(cfg, fail)
+    _check_numbers(cfg, "$", fail)
+    _check_site_names(cfg, fail)
+    _check_header_values(cfg, fail)
+    _check_files(cfg, fail)
+    _check_front_limits(cfg, fail)
+    _check_cache(cfg, fail)
+    _check_blocklist(cfg, fail)
+    if not 0.0 <= cfg.log.access_log_sample <= 1.0:
+        raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
+    return cfg
+
+
+_Fail = Callable[[str, str], ConfigError]
+
+
+def _check_listen(cfg: Config) -> None:
     parse_hostport(cfg.listen, what="listen")
     if cfg.admin.listen:
         parse_hostport(cfg.admin.listen, what="admin.listen")
+
+
+def _check_site_origins(cfg: Config, fail: _Fail) -> None:
+    """A Host must lead to exactly one site, or which origin answers would depend on order."""
     if not cfg.sites:
         raise fail("at least one site (or --origin) is required", "$.sites")
     seen: dict[str, str] = {}
@@ -215,7 +240,11 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
                     f"host {h!r} is already served by site {seen[key]!r}", f"$.sites[{i}].hosts"
                 )
             seen[key] = site.name
-    _check_numbers(cfg, "$", fail)
+
+
+def _check_site_names(cfg: Config, fail: _Fail) -> None:
+    """Names tell sites apart in metrics and the admin API, so they are unique tokens; a host name
+    that admit could never match is a typo, refused rather than silently serving nothing."""
     names: dict[str, int] = {}
     for i, site in enumerate(cfg.sites):
         if not _TOKEN.fullmatch(site.name):
@@ -235,6 +264,11 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
                 f"<, > or control characters, got {site.blocked_by_url!r}",
                 f"$.sites[{i}].blocked_by_url",
             )
+
+
+def _check_header_values(cfg: Config, fail: _Fail) -> None:
+    """Both go into response fields as they are (Link, Via, Cache-Status): a character that ends
+    or splits a field would break every answer that carries it."""
     if cfg.blocklist.default_blocked_by_url and not _valid_link_url(
         cfg.blocklist.default_blocked_by_url
     ):
@@ -249,6 +283,11 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
             f"got {cfg.via_name!r}",
             "$.via_name",
         )
+
+
+def _check_files(cfg: Config, fail: _Fail) -> None:
+    """These paths are opened only once serving starts; checked here, a wrong one is reported
+    with its field and line instead of as a failure at run time."""
     for value, path in (
         (cfg.admin.token_file, "$.admin.token_file"),
         (cfg.blocklist.public_key, "$.blocklist.public_key"),
@@ -262,6 +301,11 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
         parent = os.path.dirname(os.path.abspath(log))
         if not os.path.isdir(parent):
             raise fail(f"access log directory {parent!r} does not exist", "$.log.access_log")
+
+
+def _check_front_limits(cfg: Config, fail: _Fail) -> None:
+    """The front owns the rules its limits must satisfy; building a FrontLimits applies them, so
+    they are not written twice."""
     from dataclasses import fields
 
     from proxy.front.limits import FrontLimits
@@ -271,6 +315,9 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
     except ValueError as e:
         name = str(e).split(" ", 1)[0]
         raise fail(str(e), f"$.{name}") from e
+
+
+def _check_cache(cfg: Config, fail: _Fail) -> None:
     if cfg.cache.max_object_bytes > cfg.cache.memory_cache_bytes:
         raise fail("max_object_bytes exceeds memory_cache_bytes", "$.cache.max_object_bytes")
     if cfg.cache.shared_tier_url:
@@ -280,20 +327,20 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
             parse_url(cfg.cache.shared_tier_url)
         except ValueError as e:
             raise fail(str(e), "$.cache.shared_tier_url") from e
+
+
+def _check_blocklist(cfg: Config, fail: _Fail) -> None:
     if cfg.blocklist.oversize_policy not in ("stream", "refuse"):
         raise fail("oversize_policy must be 'stream' or 'refuse'", "$.blocklist.oversize_policy")
     if cfg.blocklist.dir and not cfg.blocklist.public_key:
         raise fail("a blocklist dir needs public_key to verify versions", "$.blocklist.public_key")
-    if not 0.0 <= cfg.log.access_log_sample <= 1.0:
-        raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
-    return cfg
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
-def _check_numbers(obj: msgspec.Struct, path: str, fail: Callable[[str, str], ConfigError]) -> None:
+def _check_numbers(obj: msgspec.Struct, path: str, fail: _Fail) -> None:
     """Every number in every section is finite and not negative: walks the Structs, so a field
     added later is covered without anyone remembering to list it (NaN and inf pass msgspec's
     float type, and a negative count or deadline has no meaning anywhere here)."""

@@ -210,6 +210,17 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     """Render combined worker stats (and the supervisor's own families) for Prometheus."""
     names = site_order(sites, stats)
     per = {name: site_counts(stats, name) for name in names}
+    yield from _request_families(names, per)
+    yield from _origin_families(names, per)
+    yield _front_rejected_family(stats)
+    yield _front_timeouts_family(stats)
+    yield _blocked_family(names, per)
+    yield _not_stored_family(stats)
+    yield from _unlabelled_counters(stats)
+    yield from extra
+
+
+def _request_families(names: list[str], per: dict[str, dict[str, Any]]) -> Iterator[Any]:
     req = CounterMetricFamily(
         "edgeproxy_requests",
         "Requests answered, by site, method class and cache result",
@@ -231,6 +242,8 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
                 lat.add_metric([site, result], _buckets(counts), per[site]["latency_sum"][r])
     yield from (req, byt, lat)
 
+
+def _origin_families(names: list[str], per: dict[str, dict[str, Any]]) -> Iterator[Any]:
     oreq = CounterMetricFamily("edgeproxy_origin_requests", "Origin requests", labels=["site"])
     oerr = CounterMetricFamily(
         "edgeproxy_origin_errors",
@@ -255,6 +268,9 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
         for c, cls in enumerate(ORIGIN_CLASSES):
             ocls.add_metric([site, cls], per[site]["origin_responses"][c])
     yield from (oreq, oerr, olat, ocls)
+
+
+def _front_rejected_family(stats: dict[str, Any]) -> CounterMetricFamily:
     rej = CounterMetricFamily(
         "edgeproxy_front_rejected",
         "Requests the front answered itself (malformed, too large, too slow), by status",
@@ -262,7 +278,10 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     )
     for i, status in enumerate(FRONT_STATUSES):
         rej.add_metric([str(status)], stats["front_rejected"][i])
-    yield rej
+    return rej
+
+
+def _front_timeouts_family(stats: dict[str, Any]) -> CounterMetricFamily:
     cut = CounterMetricFamily(
         "edgeproxy_front_timeouts",
         "Requests the front cut off at a deadline, by the deadline missed: 408 when no answer "
@@ -272,8 +291,10 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     timeouts = stats.get("front_timeouts", [0] * len(FRONT_TIMEOUTS))
     for i, missed in enumerate(FRONT_TIMEOUTS):
         cut.add_metric([missed.value], timeouts[i])
-    yield cut
+    return cut
 
+
+def _blocked_family(names: list[str], per: dict[str, dict[str, Any]]) -> CounterMetricFamily:
     blk = CounterMetricFamily(
         "edgeproxy_blocked",
         "Requests answered 451, by entry type and site",
@@ -282,14 +303,19 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     for site in names:
         for t, typ in enumerate(BLOCK_TYPES):
             blk.add_metric([site, typ], per[site]["blocked"][t])
-    yield blk
+    return blk
 
+
+def _not_stored_family(stats: dict[str, Any]) -> CounterMetricFamily:
     ns = CounterMetricFamily(
         "edgeproxy_cache_not_stored", "Responses not stored, by reason", labels=["reason"]
     )
     for i, reason in enumerate(NO_STORE):
         ns.add_metric([reason], stats["not_stored"][i])
-    yield ns
+    return ns
+
+
+def _unlabelled_counters(stats: dict[str, Any]) -> Iterator[CounterMetricFamily]:
     yield CounterMetricFamily(
         "edgeproxy_coalesced",
         "Requests that waited on another request's origin fetch",
@@ -318,4 +344,3 @@ def families(sites: list[str], stats: dict[str, Any], extra: Iterable[Any] = ())
     )
     for name, key, doc in SHARED_TIER_FAMILIES:
         yield CounterMetricFamily(name, doc, value=stats.get(key, 0))
-    yield from extra

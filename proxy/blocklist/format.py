@@ -437,73 +437,20 @@ def load_newest(
     given, makes a *different* file claiming the current sequence an error naming both hashes
     instead of a silent no-op. `info`, when given, receives the returned version's hash and
     `valid_until`."""
-    errors: list[BlocklistError] = []
-    by_seq: dict[int, list[Path]] = {}
-    for path in list_versions(directory):
-        seq = _peek_sequence(path)
-        if seq is None:
-            # Unreadable header: verify it anyway so the operator sees why.
-            try:
-                read_version(path, public_key_pem, max_bytes=max_bytes)
-            except BlocklistError as exc:
-                errors.append(exc)
-            continue
-        by_seq.setdefault(seq, []).append(path)
-    cache: dict[Path, Version | BlocklistError] = {}
-
-    def verified(path: Path) -> Version | None:
-        if path not in cache:
-            try:
-                cache[path] = read_version(path, public_key_pem, max_bytes=max_bytes)
-            except BlocklistError as exc:
-                cache[path] = exc
-                errors.append(exc)
-        got = cache[path]
-        return got if isinstance(got, Version) else None
-
-    def version_at(seq: int) -> Version | None:
-        for path in by_seq.get(seq, []):
-            v = verified(path)
-            if v is not None and v.sequence == seq:
-                return v
-        return None
-
-    for seq in sorted(by_seq, reverse=True):
-        top = version_at(seq)
+    found = _Candidates(directory, public_key_pem, max_bytes)
+    for seq in sorted(found.by_seq, reverse=True):
+        top = found.version_at(seq)
         if top is None:
             continue
         if current_sequence is not None and seq <= current_sequence:
-            if seq == current_sequence and current_sha256:
-                # Every file claiming the enforced sequence, not only the first valid one: a
-                # second publisher (or an attacker with the key) must not go unnoticed.
-                for path in by_seq[seq]:
-                    other = verified(path)
-                    if other is not None and other.sha256 != current_sha256:
-                        errors.append(
-                            BlocklistError(
-                                other.path,
-                                1,
-                                f"a different version claims the enforced sequence {seq}: "
-                                f"sha256 {other.sha256}, enforced {current_sha256}; "
-                                "keeping the enforced one",
-                            )
-                        )
-            if seq < current_sequence:
-                errors.append(
-                    BlocklistError(
-                        top.path,
-                        1,
-                        f"sequence {seq} is older than the enforced sequence "
-                        f"{current_sequence}; keeping {current_sequence}",
-                    )
-                )
-            return None, errors
+            found.refuse_not_newer(top, current_sequence, current_sha256)
+            return None, found.errors
         if (
             current_sequence is not None
             and max_sequence_step > 0
             and seq - current_sequence > max_sequence_step
         ):
-            errors.append(
+            found.errors.append(
                 BlocklistError(
                     top.path,
                     1,
@@ -512,32 +459,119 @@ def load_newest(
                 )
             )
             continue
+        chain = found.delta_chain(top)
+        if chain is None:
+            continue
+        if info is not None:
+            info.sha256, info.valid_until = top.sha256, top.valid_until
+        return (apply_chain(chain), seq), found.errors
+    return None, found.errors
+
+
+class _Candidates:
+    """The version files of one directory by the sequence they claim, each verified at most once
+    and only when asked for, so that `load_newest` reads no more than it needs. Every refusal
+    met is kept in `errors`, in the order met, for the caller to log and count."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], public_key_pem: bytes, max_bytes: int
+    ) -> None:
+        self.directory = directory
+        self.public_key_pem = public_key_pem
+        self.max_bytes = max_bytes
+        self.errors: list[BlocklistError] = []
+        self.by_seq: dict[int, list[Path]] = {}
+        self._verified: dict[Path, Version | BlocklistError] = {}
+        for path in list_versions(directory):
+            seq = _peek_sequence(path)
+            if seq is None:
+                # Unreadable header: verify it anyway so the operator sees why.
+                self.verified(path)
+                continue
+            self.by_seq.setdefault(seq, []).append(path)
+
+    def verified(self, path: Path) -> Version | None:
+        if path not in self._verified:
+            try:
+                self._verified[path] = read_version(
+                    path, self.public_key_pem, max_bytes=self.max_bytes
+                )
+            except BlocklistError as exc:
+                self._verified[path] = exc
+                self.errors.append(exc)
+        got = self._verified[path]
+        return got if isinstance(got, Version) else None
+
+    def version_at(self, seq: int) -> Version | None:
+        """The first valid file that claims `seq` and really carries it (the claim is unsigned)."""
+        for path in self.by_seq.get(seq, []):
+            v = self.verified(path)
+            if v is not None and v.sequence == seq:
+                return v
+        return None
+
+    def refuse_not_newer(self, top: Version, current_sequence: int, current_sha256: str) -> None:
+        """The newest valid version is not newer than the enforced one: nothing to load, but the
+        operator must hear of a rival at the enforced sequence or of a feed that went back."""
+        seq = top.sequence
+        if seq == current_sequence and current_sha256:
+            # Every file claiming the enforced sequence, not only the first valid one: a
+            # second publisher (or an attacker with the key) must not go unnoticed.
+            for path in self.by_seq[seq]:
+                other = self.verified(path)
+                if other is not None and other.sha256 != current_sha256:
+                    self.errors.append(
+                        BlocklistError(
+                            other.path,
+                            1,
+                            f"a different version claims the enforced sequence {seq}: "
+                            f"sha256 {other.sha256}, enforced {current_sha256}; "
+                            "keeping the enforced one",
+                        )
+                    )
+        if seq < current_sequence:
+            self.errors.append(
+                BlocklistError(
+                    top.path,
+                    1,
+                    f"sequence {seq} is older than the enforced sequence "
+                    f"{current_sequence}; keeping {current_sequence}",
+                )
+            )
+
+    def delta_chain(self, top: Version) -> list[Version] | None:
+        """`top` and the versions it rests on, newest first, down to a full version; None (the
+        refusal kept in `errors`) when a base is missing or invalid or the chain is too long."""
         chain = [top]
         while chain[-1].base is not None and len(chain) <= MAX_DELTA_CHAIN:
-            base = version_at(chain[-1].base)
+            base = self.version_at(chain[-1].base)
             if base is None:
-                errors.append(
+                self.errors.append(
                     BlocklistError(
                         chain[-1].path,
                         1,
-                        f"delta base sequence {chain[-1].base} not found or invalid in {directory}",
+                        f"delta base sequence {chain[-1].base} not found or invalid "
+                        f"in {self.directory}",
                     )
                 )
                 break
             chain.append(base)
         if chain[-1].base is not None:
             if len(chain) > MAX_DELTA_CHAIN:
-                errors.append(
+                self.errors.append(
                     BlocklistError(top.path, 1, f"delta chain longer than {MAX_DELTA_CHAIN}")
                 )
-            continue
-        entries: dict[str, Entry] = {}
-        for v in reversed(chain):
-            for entry_id in v.removes:
-                entries.pop(entry_id, None)
-            for entry in v.adds:
-                entries[entry.id] = entry
-        if info is not None:
-            info.sha256, info.valid_until = top.sha256, top.valid_until
-        return (list(entries.values()), seq), errors
-    return None, errors
+            return None
+        return chain
+
+
+def apply_chain(chain: list[Version]) -> list[Entry]:
+    """The entry set a delta chain (newest first, ending in a full version) stands for: applied
+    oldest first, so a later version's remove or re-add of an id wins."""
+    entries: dict[str, Entry] = {}
+    for v in reversed(chain):
+        for entry_id in v.removes:
+            entries.pop(entry_id, None)
+        for entry in v.adds:
+            entries[entry.id] = entry
+    return list(entries.values())

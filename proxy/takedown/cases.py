@@ -93,15 +93,19 @@ def _find_case(conn: sqlite3.Connection, keys: set[tuple[str, str]]) -> tuple[in
             candidates.add(r[0])
     for cid in sorted(candidates):
         state = State(conn.execute("SELECT state FROM cases WHERE id = ?", (cid,)).fetchone()[0])
-        have = {
-            (r[0], r[1])
-            for r in conn.execute(
-                "SELECT kind, value FROM targets WHERE case_id = ? AND accepted = 1", (cid,)
-            )
-        }
+        have = _accepted_keys(conn, cid)
         if keys <= have or (state is S.INCOMPLETE and have <= keys):
             return cid, state
     return None
+
+
+def _accepted_keys(conn: sqlite3.Connection, case_id: int) -> set[tuple[str, str]]:
+    return {
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT kind, value FROM targets WHERE case_id = ? AND accepted = 1", (case_id,)
+        )
+    }
 
 
 def intake(
@@ -115,102 +119,27 @@ def intake(
     cfg: TakedownConfig,
     edges: Sequence[str],
 ) -> Outcome:
+    """One notice in: recorded as received, put on a new case or on the open one it duplicates
+    or completes, its targets recorded, the case moved on; the answer is the submitter's receipt.
+
+    The notice is stored before it is judged, so one that is refused or incomplete is on record
+    too, with the receipt that was sent for it."""
     out = Outcome()
     basis = checked.legal_basis.value if checked.legal_basis else None
     screened = [(t, *_screen(conn, t)) for t in checked.targets]
-    nid = conn.execute(
-        "INSERT INTO notices (account_id, received_at, remote, raw, raw_sha256, complete,"
-        " missing, legal_basis, parsed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            account.id,
-            now,
-            remote,
-            raw,
-            raw_sha256,
-            int(checked.complete),
-            json.dumps(checked.missing),
-            basis,
-            json.dumps(checked.doc, ensure_ascii=False) if checked.doc is not None else None,
-        ),
-    ).lastrowid
-    assert nid is not None
+    nid = _record_notice(conn, now, account, raw, raw_sha256, remote, checked, basis)
     actor = actor_of(account)
-    audit.append(
-        conn,
-        now,
-        "notice_received",
-        actor=actor,
-        data={
-            "notice": nid,
-            "sha256": raw_sha256,
-            "bytes": len(raw),
-            "complete": checked.complete,
-            "missing": checked.missing,
-            "legal_basis": basis,
-            "remote": remote,
-        },
-    )
     keys = {(t.kind.value, t.value) for t, why, _ in screened if why is None and t.kind and t.value}
     trusted = account.role is Role.TRUSTED
     found = _find_case(conn, keys) if checked.complete else None
     if found is None:
-        cid = conn.execute(
-            "INSERT INTO cases (state, legal_basis, received_at, trusted) VALUES (?, ?, ?, ?)",
-            (S.RECEIVED.value, basis, now, int(trusted)),
-        ).lastrowid
-        assert cid is not None
-        audit.append(
-            conn,
-            now,
-            S.RECEIVED.value,
-            case_id=cid,
-            actor=actor,
-            data={"notice": nid, "legal_basis": basis, "trusted": trusted},
-        )
+        cid = _open_case(conn, now, actor, nid, basis, trusted)
         state = S.RECEIVED
     else:
         cid, state = found
-        audit.append(
-            conn,
-            now,
-            "notice_joined",
-            case_id=cid,
-            actor=actor,
-            data={"notice": nid, "trusted": trusted},
-        )
-        if trusted:
-            conn.execute("UPDATE cases SET trusted = 1 WHERE id = ?", (cid,))
+        _join_case(conn, now, actor, nid, cid, trusted)
     conn.execute("UPDATE notices SET case_id = ? WHERE id = ?", (cid, nid))
-    have = {
-        (r[0], r[1])
-        for r in conn.execute(
-            "SELECT kind, value FROM targets WHERE case_id = ? AND accepted = 1", (cid,)
-        )
-    }
-    target_report = []
-    for t, why, site in screened:
-        joined = found is not None and t.kind is not None and (t.kind.value, t.value) in have
-        conn.execute(
-            "INSERT INTO targets (notice_id, case_id, kind, value, raw, host, accepted, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                nid,
-                None if joined else cid,
-                t.kind.value if t.kind else None,
-                t.value,
-                t.raw,
-                site,
-                int(why is None),
-                why,
-            ),
-        )
-        item: dict[str, Any] = {
-            "target": json.loads(t.raw),
-            "status": "accepted" if why is None else "rejected",
-        }
-        if why is not None:
-            item["reason"] = why
-        target_report.append(item)
+    target_report = _record_targets(conn, nid, cid, screened, joining=found is not None)
     audit.append(
         conn,
         now,
@@ -220,62 +149,13 @@ def intake(
         data={"notice": nid, "deadline_s": cfg.deadlines.receipt_s},
     )
     if not checked.complete:
-        if state is S.RECEIVED:
-            transition(
-                conn,
-                cid,
-                S.INCOMPLETE,
-                now,
-                "system",
-                {"missing": checked.missing, "fix_by": now + cfg.deadlines.fix_request_s},
-            )
-        next_step = (
-            "The notice is kept but incomplete: send a complete notice with the missing elements"
-            " (the same targets join this case). 17 U.S.C. 512(c)(3)(B)(ii)."
-        )
+        next_step = _hold_incomplete(conn, cid, state, now, checked, cfg)
     elif not keys:
-        if state is S.RECEIVED:
-            _decided(conn, cid, now, "system", "reject", True)
-            transition(
-                conn,
-                cid,
-                S.REJECTED,
-                now,
-                "system",
-                {"reason": "no target is served by this service", "automated": True},
-            )
-            conn.execute(
-                "UPDATE cases SET decided_at = ?, decision = 'reject', decision_reason = ?,"
-                " automated = 1 WHERE id = ?",
-                (now, "no target is served by this service", cid),
-            )
-        next_step = "Rejected: none of the targets is served by this service."
+        next_step = _reject_unserved(conn, cid, state, now)
     else:
-        if state in (S.RECEIVED, S.INCOMPLETE):
-            conn.execute(
-                "UPDATE cases SET validated_at = ?, legal_basis = ? WHERE id = ?", (now, basis, cid)
-            )
-            transition(conn, cid, S.VALIDATED, now, "system")
-            state = S.VALIDATED
-        if trusted and state in DECIDABLE:
-            out.publications += action(
-                conn, cid, now, account, "trusted submitter", automated=True, cfg=cfg, edges=edges
-            )
-            next_step = "Actioned automatically (trusted submitter); publishing to the edges."
-        elif state is S.VALIDATED:
-            transition(
-                conn,
-                cid,
-                S.UNDER_REVIEW,
-                now,
-                "system",
-                {"decide_by": now + cfg.deadlines.decision_s},
-            )
-            next_step = (
-                f"Under review: an operator decides within {cfg.deadlines.decision_s / 3600:g} h."
-            )
-        else:
-            next_step = f"Joined case {cid}, which is {state_of(conn, cid).value}."
+        next_step, out.publications = _validate_and_route(
+            conn, cid, state, now, account, basis, trusted, cfg, edges
+        )
     out.result = {
         "id": nid,
         "case": cid,
@@ -300,6 +180,208 @@ def intake(
         },
     }
     return out
+
+
+def _record_notice(
+    conn: sqlite3.Connection,
+    now: float,
+    account: Account,
+    raw: bytes,
+    raw_sha256: str,
+    remote: str | None,
+    checked: Checked,
+    basis: str | None,
+) -> int:
+    """The notice exactly as received, before anything is decided about it."""
+    nid = conn.execute(
+        "INSERT INTO notices (account_id, received_at, remote, raw, raw_sha256, complete,"
+        " missing, legal_basis, parsed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            account.id,
+            now,
+            remote,
+            raw,
+            raw_sha256,
+            int(checked.complete),
+            json.dumps(checked.missing),
+            basis,
+            json.dumps(checked.doc, ensure_ascii=False) if checked.doc is not None else None,
+        ),
+    ).lastrowid
+    assert nid is not None
+    audit.append(
+        conn,
+        now,
+        "notice_received",
+        actor=actor_of(account),
+        data={
+            "notice": nid,
+            "sha256": raw_sha256,
+            "bytes": len(raw),
+            "complete": checked.complete,
+            "missing": checked.missing,
+            "legal_basis": basis,
+            "remote": remote,
+        },
+    )
+    return nid
+
+
+def _open_case(
+    conn: sqlite3.Connection, now: float, actor: str, nid: int, basis: str | None, trusted: bool
+) -> int:
+    cid = conn.execute(
+        "INSERT INTO cases (state, legal_basis, received_at, trusted) VALUES (?, ?, ?, ?)",
+        (S.RECEIVED.value, basis, now, int(trusted)),
+    ).lastrowid
+    assert cid is not None
+    audit.append(
+        conn,
+        now,
+        S.RECEIVED.value,
+        case_id=cid,
+        actor=actor,
+        data={"notice": nid, "legal_basis": basis, "trusted": trusted},
+    )
+    return cid
+
+
+def _join_case(
+    conn: sqlite3.Connection, now: float, actor: str, nid: int, cid: int, trusted: bool
+) -> None:
+    """A trusted submitter's notice makes the case trusted: its statement of reasons then names a
+    trusted flagger as the source (DSA Art. 22)."""
+    audit.append(
+        conn,
+        now,
+        "notice_joined",
+        case_id=cid,
+        actor=actor,
+        data={"notice": nid, "trusted": trusted},
+    )
+    if trusted:
+        conn.execute("UPDATE cases SET trusted = 1 WHERE id = ?", (cid,))
+
+
+def _record_targets(
+    conn: sqlite3.Connection,
+    nid: int,
+    cid: int,
+    screened: list[tuple[Target, str | None, str | None]],
+    *,
+    joining: bool,
+) -> list[dict[str, Any]]:
+    """Every target is kept with the notice, but one the joined case already has is not added to
+    the case a second time (it would become a second blocklist entry). Returns the receipt's
+    line for each target."""
+    have = _accepted_keys(conn, cid)
+    target_report = []
+    for t, why, site in screened:
+        joined = joining and t.kind is not None and (t.kind.value, t.value) in have
+        conn.execute(
+            "INSERT INTO targets (notice_id, case_id, kind, value, raw, host, accepted, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                nid,
+                None if joined else cid,
+                t.kind.value if t.kind else None,
+                t.value,
+                t.raw,
+                site,
+                int(why is None),
+                why,
+            ),
+        )
+        item: dict[str, Any] = {
+            "target": json.loads(t.raw),
+            "status": "accepted" if why is None else "rejected",
+        }
+        if why is not None:
+            item["reason"] = why
+        target_report.append(item)
+    return target_report
+
+
+def _hold_incomplete(
+    conn: sqlite3.Connection,
+    cid: int,
+    state: State,
+    now: float,
+    checked: Checked,
+    cfg: TakedownConfig,
+) -> str:
+    if state is S.RECEIVED:
+        transition(
+            conn,
+            cid,
+            S.INCOMPLETE,
+            now,
+            "system",
+            {"missing": checked.missing, "fix_by": now + cfg.deadlines.fix_request_s},
+        )
+    return (
+        "The notice is kept but incomplete: send a complete notice with the missing elements"
+        " (the same targets join this case). 17 U.S.C. 512(c)(3)(B)(ii)."
+    )
+
+
+def _reject_unserved(conn: sqlite3.Connection, cid: int, state: State, now: float) -> str:
+    if state is S.RECEIVED:
+        _decided(conn, cid, now, "system", "reject", True)
+        transition(
+            conn,
+            cid,
+            S.REJECTED,
+            now,
+            "system",
+            {"reason": "no target is served by this service", "automated": True},
+        )
+        conn.execute(
+            "UPDATE cases SET decided_at = ?, decision = 'reject', decision_reason = ?,"
+            " automated = 1 WHERE id = ?",
+            (now, "no target is served by this service", cid),
+        )
+    return "Rejected: none of the targets is served by this service."
+
+
+def _validate_and_route(
+    conn: sqlite3.Connection,
+    cid: int,
+    state: State,
+    now: float,
+    account: Account,
+    basis: str | None,
+    trusted: bool,
+    cfg: TakedownConfig,
+    edges: Sequence[str],
+) -> tuple[str, list[int]]:
+    """A complete notice with a served target: a trusted submitter's case is actioned at once,
+    anyone else's waits for an operator. Returns the receipt's next step and the publications."""
+    if state in (S.RECEIVED, S.INCOMPLETE):
+        conn.execute(
+            "UPDATE cases SET validated_at = ?, legal_basis = ? WHERE id = ?", (now, basis, cid)
+        )
+        transition(conn, cid, S.VALIDATED, now, "system")
+        state = S.VALIDATED
+    if trusted and state in DECIDABLE:
+        publications = action(
+            conn, cid, now, account, "trusted submitter", automated=True, cfg=cfg, edges=edges
+        )
+        return "Actioned automatically (trusted submitter); publishing to the edges.", publications
+    if state is S.VALIDATED:
+        transition(
+            conn,
+            cid,
+            S.UNDER_REVIEW,
+            now,
+            "system",
+            {"decide_by": now + cfg.deadlines.decision_s},
+        )
+        return (
+            f"Under review: an operator decides within {cfg.deadlines.decision_s / 3600:g} h.",
+            [],
+        )
+    return f"Joined case {cid}, which is {state_of(conn, cid).value}.", []
 
 
 def state_of(conn: sqlite3.Connection, case_id: int) -> State:

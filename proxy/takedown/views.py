@@ -58,25 +58,8 @@ def case_view(
     row = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
     if row is None:
         return None
-    timeline = [
-        {
-            "event": r["event"],
-            "at": r["at"],
-            "time": iso(r["at"]),
-            "actor": r["actor"],
-            "data": json.loads(r["data"]),
-            "seq": r["seq"],
-        }
-        for r in conn.execute(
-            "SELECT seq, at, event, actor, data FROM audit_log WHERE case_id = ? ORDER BY seq",
-            (case_id,),
-        )
-    ]
-    pubs = conn.execute(
-        "SELECT id, kind, host, created_at, published_at, file_sequence, done_at"
-        " FROM publications WHERE case_id = ? ORDER BY id",
-        (case_id,),
-    ).fetchall()
+    timeline = _timeline(conn, case_id)
+    pubs = _publications(conn, case_id)
     deadline = cfg.deadlines.enforcement_s
     block = next((p for p in pubs if p["kind"] == "block"), None)
     restore = next((p for p in pubs if p["kind"] == "restore"), None)
@@ -84,32 +67,8 @@ def case_view(
     decided = row["decided_at"]
     for e in edges:
         e["decision_to_enforced_s"] = _span(decided, e["enforced_at"])
-    notices = [
-        {
-            "id": n["id"],
-            "received_at": n["received_at"],
-            "complete": bool(n["complete"]),
-            "missing": json.loads(n["missing"]),
-            "sha256": n["raw_sha256"],
-        }
-        for n in conn.execute(
-            "SELECT id, received_at, complete, missing, raw_sha256 FROM notices"
-            " WHERE case_id = ? ORDER BY id",
-            (case_id,),
-        )
-    ]
-    targets = [
-        {
-            "id": t["id"],
-            "kind": t["kind"],
-            "value": t["value"],
-            "host": t["host"],
-            "accepted": bool(t["accepted"]),
-            "reason": t["reason"],
-            "notice": t["notice_id"],
-        }
-        for t in conn.execute("SELECT * FROM targets WHERE case_id = ? ORDER BY id", (case_id,))
-    ]
+    notices = _notices(conn, case_id)
+    targets = _targets(conn, case_id)
     received = row["received_at"]
     return {
         "id": case_id,
@@ -131,33 +90,102 @@ def case_view(
             for p in pubs
             if p["kind"] == "suspend"
         ],
-        "durations": {
-            "receipt_to_decision_s": _span(received, decided),
-            "decision_to_published_s": _span(decided, row["published_at"]),
-            "decision_to_enforced_s": _span(decided, row["enforced_at"]),
-            "receipt_to_enforced_s": _span(received, row["enforced_at"]),
-        },
-        "deadlines": {
-            "decision_due_at": received + cfg.deadlines.decision_s,
-            "enforcement_due_at": None
-            if decided is None
-            else decided + cfg.deadlines.enforcement_s,
-        },
+        "durations": _durations(row),
+        "deadlines": _deadlines(row, cfg),
         "overdue": overdue_reasons(row, now, cfg),
-        "restore": None
-        if row["restore_state"] is None
-        else {
-            "state": row["restore_state"],
-            "counter_notice_at": row["counter_notice_at"],
-            "not_before": row["restore_not_before"],
-            "not_after": row["restore_not_after"],
-            "restore_at": row["restore_at"],
-            "restore_at_iso": iso(row["restore_at"]),
-            "restored_at": row["restored_at"],
-            "lawsuit_at": row["lawsuit_at"],
-        },
+        "restore": _restore(row),
         "notices": notices,
         "targets": targets,
+    }
+
+
+def _timeline(conn: sqlite3.Connection, case_id: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "event": r["event"],
+            "at": r["at"],
+            "time": iso(r["at"]),
+            "actor": r["actor"],
+            "data": json.loads(r["data"]),
+            "seq": r["seq"],
+        }
+        for r in conn.execute(
+            "SELECT seq, at, event, actor, data FROM audit_log WHERE case_id = ? ORDER BY seq",
+            (case_id,),
+        )
+    ]
+
+
+def _publications(conn: sqlite3.Connection, case_id: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT id, kind, host, created_at, published_at, file_sequence, done_at"
+        " FROM publications WHERE case_id = ? ORDER BY id",
+        (case_id,),
+    ).fetchall()
+
+
+def _notices(conn: sqlite3.Connection, case_id: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": n["id"],
+            "received_at": n["received_at"],
+            "complete": bool(n["complete"]),
+            "missing": json.loads(n["missing"]),
+            "sha256": n["raw_sha256"],
+        }
+        for n in conn.execute(
+            "SELECT id, received_at, complete, missing, raw_sha256 FROM notices"
+            " WHERE case_id = ? ORDER BY id",
+            (case_id,),
+        )
+    ]
+
+
+def _targets(conn: sqlite3.Connection, case_id: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": t["id"],
+            "kind": t["kind"],
+            "value": t["value"],
+            "host": t["host"],
+            "accepted": bool(t["accepted"]),
+            "reason": t["reason"],
+            "notice": t["notice_id"],
+        }
+        for t in conn.execute("SELECT * FROM targets WHERE case_id = ? ORDER BY id", (case_id,))
+    ]
+
+
+def _durations(row: sqlite3.Row) -> dict[str, float | None]:
+    received, decided = row["received_at"], row["decided_at"]
+    return {
+        "receipt_to_decision_s": _span(received, decided),
+        "decision_to_published_s": _span(decided, row["published_at"]),
+        "decision_to_enforced_s": _span(decided, row["enforced_at"]),
+        "receipt_to_enforced_s": _span(received, row["enforced_at"]),
+    }
+
+
+def _deadlines(row: sqlite3.Row, cfg: TakedownConfig) -> dict[str, float | None]:
+    received, decided = row["received_at"], row["decided_at"]
+    return {
+        "decision_due_at": received + cfg.deadlines.decision_s,
+        "enforcement_due_at": None if decided is None else decided + cfg.deadlines.enforcement_s,
+    }
+
+
+def _restore(row: sqlite3.Row) -> dict[str, Any] | None:
+    if row["restore_state"] is None:
+        return None
+    return {
+        "state": row["restore_state"],
+        "counter_notice_at": row["counter_notice_at"],
+        "not_before": row["restore_not_before"],
+        "not_after": row["restore_not_after"],
+        "restore_at": row["restore_at"],
+        "restore_at_iso": iso(row["restore_at"]),
+        "restored_at": row["restored_at"],
+        "lawsuit_at": row["lawsuit_at"],
     }
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from proxy.blocklist.format import (
     BlocklistError,
+    Version,
+    apply_chain,
     generate_keypair,
     key_id,
     load_newest,
@@ -219,6 +221,21 @@ def test_load_newest_applies_deltas(tmp_path: Path, keys: tuple[bytes, bytes]) -
     assert load_newest(tmp_path, keys[1], current_sequence=3, max_bytes=MAX) == (None, [])
     result, _ = load_newest(tmp_path, keys[1], current_sequence=2, max_bytes=MAX)
     assert ids(result) == ({"n-2", "n-3", "n-4"}, 3)
+
+
+def test_apply_chain_lets_the_newer_version_win() -> None:
+    a, b, c = ENTRIES[:3]
+    b2 = Entry(b.id, EntryType.HOST, "b.example")
+
+    def version(sequence: int, base: int | None, adds: list[Entry], removes: list[str]) -> Version:
+        return Version(f"v{sequence}", sequence, base, tuple(adds), tuple(removes), "", 0.0, "k")
+
+    full = version(1, None, [a, b], [])
+    delta = version(2, 1, [b2, c], [a.id])
+    readd = version(3, 2, [a], [c.id])
+    assert apply_chain([full]) == [a, b]
+    assert apply_chain([delta, full]) == [b2, c]
+    assert apply_chain([readd, delta, full]) == [b2, a]
 
 
 def test_older_sequence_is_refused(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
