@@ -1,7 +1,8 @@
 """Issue 10, upstream hygiene: origin response heads over `max_response_header_*` give 502 and a
-closed connection, in the llhttp origin client, against raw origins on 127.0.0.1; then one head
-fed to it a byte at a time, so that counting across reads is exact whatever TCP does with the
-origin's writes."""
+closed connection, in both origin clients (llhttp for http origins, aiohttp for https; the
+aiohttp client is run against a plain-http origin here, its parser is the same), against raw
+origins on 127.0.0.1; then one head fed to the llhttp client a byte at a time, so that counting
+across reads is exact whatever TCP does with the origin's writes."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ async def clients() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
         await client.close()
 
 
-@pytest.fixture(params=[H1OriginPool], ids=["h1"])
+@pytest.fixture(params=[H1OriginPool, AiohttpOriginPool], ids=["h1", "tls"])
 def make_client(request: Any, clients: Any) -> Callable[..., Awaitable[Client]]:
     return lambda **cfg: clients(request.param, **cfg)
 
@@ -217,6 +218,19 @@ async def test_h1_cuts_what_no_field_counts(make_h1, origin, bad: Respond, limit
     await assert_refused(await make_h1(), o, limit)
 
 
+@pytest.mark.parametrize("bad", [endless_whitespace, endless_interim], ids=["ws", "interim"])
+async def test_tls_leaves_what_no_field_counts_to_the_first_byte_timeout(
+    clients, origin, bad
+) -> None:
+    """The known gap proxy/origin/tls.py documents: aiohttp counts neither (should it start
+    to, this fails and that docstring is due for an update)."""
+    o = await origin(bad)
+    client = await clients(AiohttpOriginPool, first_byte_timeout_s=0.2)
+    with pytest.raises(OriginError) as e:
+        await get(client, o, b"/bad")
+    assert e.value.kind is OriginFailure.TIMEOUT and e.value.status == 504
+
+
 async def test_interim_heads_count_towards_the_final_one(make_h1, origin) -> None:
     early = b"HTTP/1.1 103 Early Hints\r\n" + fields(50, 50) + b"\r\n"
     final = answer(fields(*[50] * 6))  # alone: 7 fields, 315 bytes
@@ -237,6 +251,14 @@ async def test_malformed_field_is_protocol_502_and_closed(make_client, origin, f
     o = await origin(lambda c, r, h, b: [answer(field + b"\r\n")])
     client = await make_client()
     await assert_refused(client, o, "")
+
+
+async def test_htab_in_a_value_is_the_one_control_character_allowed(make_client, origin) -> None:
+    o = await origin(lambda c, r, h, b: [answer(b"X-A: one\ttwo\r\n")])
+    client = await make_client()
+    resp = await client.request(o.url, "GET", b"/bad", hdrs(), None)
+    resp.release()
+    assert resp.status == 200 and (b"X-A", b"one\ttwo") in resp.headers
 
 
 async def test_obs_fold_refused_or_joined_never_relayed(make_client, origin) -> None:
