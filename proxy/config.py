@@ -76,6 +76,12 @@ class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     total_timeout_s: float = 300.0
     pool_connections: int = 256  # per worker
     keepalive_timeout_s: float = 10.0  # keep below the origin's idle timeout
+    # An origin response head over any of these is refused (502, connection closed, nothing
+    # stored or relayed); see proxy/origin/head.py for how each client enforces them.
+    max_response_header_bytes: Annotated[int, msgspec.Meta(gt=0)] = 64 << 10  # names + values
+    max_response_header_count: Annotated[int, msgspec.Meta(gt=0)] = 128
+    # One field's name + value; also the longest reason phrase on the status line.
+    max_response_header_field_bytes: Annotated[int, msgspec.Meta(gt=0)] = 16 << 10
 
 
 class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

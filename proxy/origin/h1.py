@@ -19,6 +19,16 @@ body follows (its F_SKIPBODY; MagicStack/httptools#47 is open). A response to HE
 at its head here, the connection gets a fresh parser for its next exchange, and any byte the old
 parser still sees is the origin breaking the protocol: the connection is closed.
 
+Response heads are held to `max_response_header_*` (proxy.origin.head) as they arrive: after
+each read that ends inside a head, its fields so far are counted and summed, and the read counts
+towards `ResponseHeadLimits.stall_bytes` if it completed nothing (httptools holds a field until
+it ends); the reason phrase is checked piece by piece; once the head is whole, the rest of its
+fields are summed only if the read could hold too many bytes (a head in one small read, the
+common case, costs one count check). Interim (1xx) heads count towards the limits of the final
+one, each as one field besides its own, so neither a head nor a stream of interim answers goes
+on for ever. Over any limit the exchange fails with `OriginError(PROTOCOL)` and the connection
+is closed.
+
 Timers: the response head must arrive within `first_byte_timeout_s` of the request being sent, the
 body may pause at most `read_timeout_s` while someone waits for it, the whole exchange ends at
 `total_timeout_s`. The head deadline is one lazily re-armed timer per connection; a wait for
@@ -41,6 +51,7 @@ from yarl import URL
 
 from proxy.config import OriginConfig
 from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
+from proxy.origin.head import ResponseHeadLimits
 
 BODY_HIGH_WATER_BYTES = 256 << 10  # unread response body above this: stop reading the origin
 COALESCE_MAX_BYTES = 16 << 10  # a first request-body part up to this size rides with the head
@@ -259,12 +270,19 @@ class _Conn(asyncio.Protocol):
         "idle_until",
         "paused",
         "resp",
+        "_limits",
         "_head_fut",
         "_is_head",
         "_sent",
         "_got_bytes",
         "_reason",
         "_headers",
+        "_field_count",
+        "_field_bytes",
+        "_counted",
+        "_stalled_bytes",
+        "_progress",
+        "_read_bytes",
         "_cl",
         "_chunked",
         "_started",
@@ -289,12 +307,23 @@ class _Conn(asyncio.Protocol):
         self.idle_until = 0.0
         self.paused = False
         self.resp: H1UpstreamResponse | None = None
+        self._limits = pool.head_limits
         self._head_fut: asyncio.Future[H1UpstreamResponse] | None = None
         self._is_head = False
         self._sent = False
         self._got_bytes = False
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        # This exchange's heads so far: fields of earlier (interim) heads and those heads, the
+        # names + values of the fields counted, how many of the current head's are counted,
+        # bytes of reads that completed nothing of the head, whether the status line moved on;
+        # and the size of the read being parsed.
+        self._field_count = 0
+        self._field_bytes = 0
+        self._counted = 0
+        self._stalled_bytes = 0
+        self._progress = False
+        self._read_bytes = 0
         self._cl: int | None = None
         self._chunked = False
         self._started = 0.0
@@ -326,6 +355,8 @@ class _Conn(asyncio.Protocol):
         self._deadline = deadline
         self._got_bytes = False
         self._sent = False
+        self._field_count = self._field_bytes = self._counted = self._stalled_bytes = 0
+        self._progress = False
         self.uses += 1
         transport = self.transport
         assert transport is not None
@@ -485,6 +516,7 @@ class _Conn(asyncio.Protocol):
             self.shutdown(abort=True)  # nothing asked: the origin is out of step
             return
         self._got_bytes = True
+        self._read_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -497,6 +529,19 @@ class _Conn(asyncio.Protocol):
             else:
                 self.fail(OriginError(OriginFailure.PROTOCOL, f"invalid response: {e}"))
             return
+        if self._head_fut is not None:  # all of this read was head, and the head goes on
+            if self._progress or self._counted != len(self._headers):
+                self._progress = False
+                self._stalled_bytes = 0
+                err = self._count_fields()
+            else:
+                self._stalled_bytes += len(data)
+                err = None
+                if self._stalled_bytes > self.pool.head_stall_bytes:
+                    err = self._limits.unending()
+            if err is not None:
+                self.fail(err)
+                return
         resp = self.resp
         if resp is not None and resp._buffered > BODY_HIGH_WATER_BYTES and not self.paused:
             self.paused = True
@@ -551,11 +596,16 @@ class _Conn(asyncio.Protocol):
             raise _Unexpected
         self._reason = b""
         self._headers = []
+        self._progress = True
         self._cl = None
         self._chunked = False
 
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        reason = self._reason + reason
+        if len(reason) > self._limits.field_bytes:
+            raise self._limits.reason_too_long()
+        self._reason = reason
+        self._progress = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
@@ -571,7 +621,22 @@ class _Conn(asyncio.Protocol):
         if status < 200:
             if status == 101:
                 raise OriginError(OriginFailure.PROTOCOL, "origin switched protocols")
-            return  # 100, 103: interim, never surfaced; llhttp parses the next head
+            # 100, 103: interim, never surfaced; llhttp parses the next head. Its fields, and
+            # the head itself as one, count towards the final head's limits.
+            err = self._count_fields()
+            if err is not None:
+                raise err
+            self._field_count += self._counted + 1
+            self._counted = 0
+            if self._field_count > self._limits.header_count:
+                raise self._limits.too_many_fields()
+            return
+        if self._field_bytes or self._read_bytes > self.pool.head_unsummed_bytes:
+            err = self._count_fields()  # the read may hold a field or fields too large
+            if err is not None:
+                raise err
+        elif self._field_count + len(self._headers) > self._limits.header_count:
+            raise self._limits.too_many_fields()
         fut = self._head_fut
         assert fut is not None
         cfg = self.pool.cfg
@@ -593,6 +658,27 @@ class _Conn(asyncio.Protocol):
             self._complete(resp, keep_alive)
         if not fut.done():
             fut.set_result(resp)
+
+    def _count_fields(self) -> OriginError | None:
+        """Count and sum the current head's fields not counted yet; the refusal for the first
+        of this exchange's fields that is over a limit (the first, so that the reason given
+        does not depend on how the head was split into reads)."""
+        headers = self._headers
+        limits = self._limits
+        total = self._field_bytes
+        count = self._field_count + self._counted
+        for i in range(self._counted, len(headers)):
+            name, value = headers[i]
+            size = len(name) + len(value)
+            total += size
+            count += 1
+            if count > limits.header_count:
+                return limits.too_many_fields()
+            if size > limits.field_bytes or total > limits.header_bytes:
+                return limits.over(size)
+        self._field_bytes = total
+        self._counted = len(headers)
+        return None
 
     def on_body(self, data: bytes) -> None:
         resp = self.resp
@@ -618,6 +704,11 @@ class H1OriginPool:
 
     def __init__(self, cfg: OriginConfig) -> None:
         self.cfg = cfg
+        self.head_limits = ResponseHeadLimits.from_config(cfg)
+        self.head_stall_bytes = self.head_limits.stall_bytes
+        # A head whose fields all came in one read of at most this many bytes is within the
+        # field size and total limits without summing them.
+        self.head_unsummed_bytes = min(self.head_limits.field_bytes, self.head_limits.header_bytes)
         self.requests = 0
         self.errors: dict[OriginFailure, int] = {k: 0 for k in OriginFailure}
         self._loop: asyncio.AbstractEventLoop | None = None
