@@ -103,6 +103,7 @@ class WorkerStats:
         self.handler_errors = 0
         self.purged_by_blocklist = 0
         self.undecodable_bodies = 0  # refused: content coding unknown, corrupt or a bomb
+        self.inflight_refused = 0  # answered 503: the in-flight body budget was spent
         self.access_log_dropped = 0
         # The shared cache tier (proxy/cache/shared.py).
         self.shared_hits = 0
@@ -336,6 +337,12 @@ def _unlabelled_counters(stats: dict[str, Any]) -> Iterator[CounterMetricFamily]
         "Origin bodies refused (502) because their content coding could not be removed for "
         "the blocklist's digest check: unknown coding, corrupt, or over the decoding limits",
         value=stats.get("undecodable_bodies", 0),
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_inflight_refused",
+        "Requests answered 503 because the worker's share of cache.inflight_body_bytes could "
+        "not hold the origin body back to be judged",
+        value=stats.get("inflight_refused", 0),
     )
     yield CounterMetricFamily(
         "edgeproxy_access_log_dropped",

@@ -173,6 +173,7 @@ class Pipeline:
             if ctx.responder.started:
                 raise
             ctx.result = Result.ERROR
+            self.stats.inflight_refused += 1
             deliver.over_budget(ctx, self.cfg.via_name, self.cfg.cache.inflight_retry_after_s)
         finally:
             self._log(ctx)

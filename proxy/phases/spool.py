@@ -29,16 +29,14 @@ class BodyBudget:
     """Bytes of origin bodies this worker holds before delivery. Plain integers: one worker
     is one thread, and the check costs two comparisons per read step."""
 
-    __slots__ = ("max_bytes", "used", "refused")
+    __slots__ = ("max_bytes", "used")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self.refused = 0  # reads refused for want of budget (edgeproxy_inflight_refused_total)
 
     def take(self, n: int) -> None:
         if self.used + n > self.max_bytes:
-            self.refused += 1
             raise OverBudget(f"{self.used} of {self.max_bytes} in-flight body bytes in use")
         self.used += n
 
