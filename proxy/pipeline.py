@@ -60,11 +60,10 @@ class Pipeline:
         self.cache = TieredCache(memory, shared)
         self.stats = stats
         self.access_log = access_log
-        self.memo = HotMemo(cfg.cache.hot_memo_max_entries)
+        clock = clock or time.time
+        self.memo = HotMemo(cfg.cache.hot_memo_max_entries, clock, self.cache.touch)
         self.enforcer = Enforcer(self.cache, stats, on_swap=self.memo.clear)
-        self.fetcher = fetcher = Fetcher(
-            cfg, origin, self.cache, stats, self.enforcer, clock=clock or time.time
-        )
+        self.fetcher = fetcher = Fetcher(cfg, origin, self.cache, stats, self.enforcer, clock=clock)
         self.coalescer: Coalescer[FetchOutcome] = fetcher.coalescer
         self.cache_name = fetcher.cache_name
         self._unknown_site = len(sites.sites)
@@ -94,7 +93,7 @@ class Pipeline:
 
     @clock.setter
     def clock(self, clock: Callable[[], float]) -> None:
-        self.fetcher.clock = clock
+        self.fetcher.clock = self.memo.clock = clock
 
     @property
     def blocklist(self) -> Snapshot:
@@ -107,7 +106,7 @@ class Pipeline:
         started = time.perf_counter()
         plain = not request.flagged and not request.has_body
         if plain:
-            hot = self.memo.take_hit(request.method, request.raw_target, request.host, self)
+            hot = self.memo.take_hit(request.method, request.raw_target, request.host)
             if hot is not None:
                 entry, now = hot
                 sent = deliver.hit(request, responder, entry, now, self.fetcher.hit_status)
@@ -134,7 +133,7 @@ class Pipeline:
         """The front's fast answer (FrontServer(fast_answer=…)): a remembered hit or 451, as
         bytes, before any request object exists; None sends the request the usual way."""
         started = time.perf_counter()
-        hot = self.memo.take_hit(method, raw_target, host, self)
+        hot = self.memo.take_hit(method, raw_target, host)
         if hot is not None:
             entry, now = hot
             status = self.fetcher.hit_status

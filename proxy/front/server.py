@@ -142,6 +142,7 @@ class Connection(asyncio.Protocol):
         # Bytes of a head that is still arriving, beyond its target: header bytes plus each
         # line's ": " and CRLF plus the method and version. Past this, the answer is 431.
         self._max_head_bytes = limits.max_header_bytes + 4 * limits.max_header_count + 64
+        self._max_field_bytes = limits.max_header_field_bytes
         self._header_timeout_s = limits.header_read_timeout_s
         self._body_timeout_s = limits.body_read_timeout_s
         self._body_total_s = limits.body_total_timeout_s
@@ -304,7 +305,7 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Count and size are checked at the end of the head (see `_check_head_size`).
         n = len(name)
-        if n + len(value) > self._limits.max_header_field_bytes:
+        if n + len(value) > self._max_field_bytes:
             raise _Reject(431, "request header field too large")
         if n in self._flag_lengths and name.lower() in self._flag_names:
             self._flags |= _FLAGGED

@@ -173,7 +173,9 @@ def hit_bytes(
     """A fresh hit on a plain request (no conditionals, no Range): the stored head, the
     per-delivery fields (Age, Cache-Status, Connection) and the body, as one bytes."""
     age = entry.corrected_initial_age + now - entry.response_time
-    status = _hit_status(hit_status, entry, age)
+    status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)  # as _hit_status, inline
+    if entry.upstream_cache_status:
+        status = entry.upstream_cache_status + b", " + status
     conn = connection_field(keep_alive, http_version)
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, status, conn)
     if method == "HEAD":

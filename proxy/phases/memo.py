@@ -13,10 +13,9 @@ set refills it in a moment).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from proxy.cache.entry import Entry
-from proxy.cache.tiered import TieredCache
 from proxy.phases.lookup import decide
 from proxy.rfc.cachecontrol import EMPTY_CC
 from proxy.rfc.freshness import Reuse
@@ -31,45 +30,34 @@ class Remembered451(NamedTuple):
     type_index: int
 
 
-class Walk(Protocol):
-    """What the memo needs of the pipeline: its clock and its cache."""
-
-    @property
-    def clock(self) -> Callable[[], float]: ...
-
-    cache: TieredCache
-
-
 class HotMemo:
-    def __init__(self, max_entries: int) -> None:
+    def __init__(
+        self, max_entries: int, clock: Callable[[], float], touch: Callable[[Entry], None]
+    ) -> None:
         self.max_entries = max_entries
+        self.clock = clock  # the data plane's (the pipeline keeps it in step)
+        self.touch = touch  # the cache's LRU refresh
         self._hits: dict[MemoKey, Entry] = {}
         self._blocked: dict[MemoKey, Remembered451] = {}
 
-    def hit(self, method: str, raw_target: bytes, host: bytes | None) -> Entry | None:
-        """The entry last answered for this plain request, while it is still stored."""
+    def take_hit(
+        self, method: str, raw_target: bytes, host: bytes | None
+    ) -> tuple[Entry, float] | None:
+        """A remembered hit that `lookup.decide` still calls fresh, and the time it was
+        judged at: admit, block and lookup would decide exactly as they did then (the memo
+        is emptied at every snapshot swap). Every 8th hit refreshes the entry's LRU place.
+        The hottest path there is: one dict lookup, one clock read, one `decide`."""
         if method != "GET" and method != "HEAD":
             return None
         entry = self._hits.get((raw_target, host))
         if entry is None or not entry.alive:
             return None
-        return entry
-
-    def take_hit(
-        self, method: str, raw_target: bytes, host: bytes | None, walk: Walk
-    ) -> tuple[Entry, float] | None:
-        """A remembered hit that `lookup.decide` still calls fresh, and the time it was
-        judged at: admit, block and lookup would decide exactly as they did then (the memo
-        is emptied at every snapshot swap). Every 8th hit refreshes the entry's LRU place."""
-        entry = self.hit(method, raw_target, host)
-        if entry is None:
-            return None
-        now = walk.clock()
+        now = self.clock()
         if decide(entry, now, EMPTY_CC) is not Reuse.FRESH:
             return None
         entry.hits += 1
         if not entry.hits & 7:
-            walk.cache.touch(entry)
+            self.touch(entry)
         return entry, now
 
     def blocked(self, raw_target: bytes, host: bytes | None) -> Remembered451 | None:
