@@ -85,7 +85,13 @@ class UpstreamResponsePhase:
         if up.status == 304 and entry is not None:
             up.release()
             last_modified = (entry.header(b"last-modified") or b"").decode("latin-1") or None
-            if select_for_304(entry.etag, last_modified, parsed.etag, parsed.last_modified_raw):
+            if select_for_304(
+                entry.etag,
+                last_modified,
+                parsed.etag,
+                parsed.last_modified_raw,
+                answers_stored=True,  # the conditional request carried this entry's validators
+            ):
                 return self._merge_304(ctx, entry, hdrs, request_time, response_time)
             # A 304 that does not identify the stored response: fetch it whole, once.
             self.cache.remove(entry)
@@ -206,7 +212,6 @@ class UpstreamResponsePhase:
             vary=parsed.vary,
             has_set_cookie=parsed.set_cookie,
             store_set_cookie=cfg.store_set_cookie,
-            content_range=parsed.content_range,
         )
         if reason is None and not cfg.heuristic_with_cookie and heuristic_only(parsed):
             if ctx.fields.values("cookie") and not parsed.cc.public:

@@ -26,7 +26,6 @@ class ParsedResponse:
     age: int | None
     vary: list[str]
     set_cookie: bool
-    content_range: bool
     cache_status: bytes
     location: str | None
     content_location: str | None
@@ -39,7 +38,7 @@ def parse_response(headers: list[tuple[bytes, bytes]]) -> ParsedResponse:
     ages: list[str] = []
     expires_values: list[str] = []
     date = last_modified_raw = etag = location = content_location = None
-    set_cookie = content_range = False
+    set_cookie = False
     cache_status: list[bytes] = []
     for name, value in headers:
         n = name.lower()
@@ -59,8 +58,6 @@ def parse_response(headers: list[tuple[bytes, bytes]]) -> ParsedResponse:
             vary.append(value.decode("latin-1"))
         elif n == b"set-cookie":
             set_cookie = True
-        elif n == b"content-range":
-            content_range = True
         elif n == b"cache-status":
             cache_status.append(value)
         elif n == b"location":
@@ -80,7 +77,6 @@ def parse_response(headers: list[tuple[bytes, bytes]]) -> ParsedResponse:
         age=parse_age(ages),
         vary=vary,
         set_cookie=set_cookie,
-        content_range=content_range,
         cache_status=b", ".join(cache_status),
         location=location,
         content_location=content_location,

@@ -56,13 +56,13 @@ def storable(
     vary: Sequence[str],
     has_set_cookie: bool,
     store_set_cookie: bool,
-    content_range: bool,
 ) -> NoStoreReason | None:
     """RFC 9111 §3: None when a shared cache may store the response, else the reason not.
 
     * only GET responses are stored (a HEAD response has no body to serve a GET with);
     * the status must be final and not 304 (a 304 updates a stored response: merge.py);
-      206 / Content-Range are partial content, not stored;
+      206 is partial content, not stored (a 200 that carries Content-Range is a whole
+      response: RFC 9110 §14.4 gives the field meaning only in 206 and 416);
     * must-understand (§5.2.2.3): store only UNDERSTOOD_STATUSES, and then ignore no-store;
     * request or response no-store (§5.2.1.5, §5.2.2.5); unqualified private (§5.2.2.7);
     * Authorization in the request needs must-revalidate, public or s-maxage (§3.5);
@@ -75,7 +75,7 @@ def storable(
         return NoStoreReason.METHOD
     if status < 200 or status > 599 or status == 304:
         return NoStoreReason.STATUS
-    if status == 206 or content_range:
+    if status == 206:
         return NoStoreReason.PARTIAL
     ignore_no_store = False
     if resp_cc.must_understand:

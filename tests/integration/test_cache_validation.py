@@ -102,9 +102,7 @@ async def test_last_modified_only_validation_rfc9111_s4_3_1(origin_server, make_
     assert "If-None-Match" not in origin.last("/l").headers
 
 
-async def test_200_on_revalidation_replaces_entry_rfc9111_s4_3_3(
-    origin_server, make_edge
-) -> None:
+async def test_200_on_revalidation_replaces_entry_rfc9111_s4_3_3(origin_server, make_edge) -> None:
     """RFC 9111 §4.3.3: a full response to a conditional request replaces the stored one."""
     origin, edge = await scripted_edge(origin_server, make_edge)
     clock = use_clock(edge, origin)
@@ -253,3 +251,76 @@ async def test_range_miss_fills_cache_then_206_rfc9110_s14(origin_server, make_e
     assert "Range" not in origin.last("/rm").headers
     r = await get(edge.url + "/rm")
     assert r.body == b"0123456789" and "hit" in r.cache_status
+
+
+async def test_304_without_validators_freshens_the_entry_it_answers_issue_16(
+    origin_server, make_edge
+) -> None:
+    """A 304 carrying no validator, answering the edge's own conditional request (made from
+    the entry's ETag or Last-Modified), freshens that entry: one origin request, not two."""
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    clock = use_clock(edge, origin)
+    lm = http_date(-3600, clock.now)
+    for path, validator in (("/e", ("ETag", '"e1"')), ("/m", ("Last-Modified", lm))):
+        origin.on(
+            path,
+            Canned(headers=[("Cache-Control", "max-age=1"), validator], body=b"stored"),
+            Canned(status=304, headers=[("Cache-Control", "max-age=600")]),
+        )
+        await get(edge.url + path)
+        clock.advance(5)
+        r = await get(edge.url + path)
+        assert r.status == 200 and r.body == b"stored"
+        assert "fwd=stale" in r.cache_status and "fwd-status=304" in r.cache_status
+        assert origin.count(path) == 2  # the first fetch and one conditional, no retry
+        r = await get(edge.url + path)
+        assert "hit" in r.cache_status and origin.count(path) == 2  # freshened for 600 s
+
+
+async def test_304_with_a_different_validator_is_not_merged_issue_16(
+    origin_server, make_edge
+) -> None:
+    """A 304 whose strong validator differs from the stored one never freshens it: the
+    response is fetched whole, without validators."""
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    clock = use_clock(edge, origin)
+    origin.on(
+        "/d",
+        Canned(headers=[("Cache-Control", "max-age=1"), ("ETag", '"a"')], body=b"old"),
+        Canned(status=304, headers=[("Cache-Control", "max-age=600"), ("ETag", '"b"')]),
+        Canned(headers=[("Cache-Control", "max-age=600"), ("ETag", '"b"')], body=b"new"),
+    )
+    await get(edge.url + "/d")
+    clock.advance(5)
+    r = await get(edge.url + "/d")
+    assert r.body == b"new" and origin.count("/d") == 3
+    assert "If-None-Match" not in origin.last("/d").headers
+
+
+async def test_200_with_content_range_is_stored_issue_16(origin_server, make_edge) -> None:
+    """Content-Range means something only in 206 and 416 (RFC 9110 §14.4): a 200 carrying
+    it is a whole response, stored and served like any other; a 206 is still not stored."""
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    origin.on(
+        "/cr",
+        Canned(
+            headers=[("Cache-Control", "max-age=600"), ("Content-Range", "bytes 0-4/5")],
+            body=b"whole",
+        ),
+    )
+    origin.on(
+        "/p",
+        Canned(
+            status=206,
+            headers=[("Cache-Control", "max-age=600"), ("Content-Range", "bytes 0-1/5")],
+            body=b"wh",
+        ),
+    )
+    r = await get(edge.url + "/cr")
+    assert r.status == 200 and "stored" in r.cache_status
+    r = await get(edge.url + "/cr")
+    assert r.body == b"whole" and "hit" in r.cache_status and origin.count("/cr") == 1
+    for _ in range(2):
+        r = await get(edge.url + "/p")
+        assert r.status == 206 and "detail=partial" in r.cache_status
+    assert origin.count("/p") == 2

@@ -127,3 +127,27 @@ def test_select_for_304_rfc9111_4_3_4(
     expected: bool,
 ) -> None:
     assert select_for_304(stored_etag, stored_lm, new_etag, new_lm) is expected
+
+
+@pytest.mark.parametrize(
+    ("stored_etag", "stored_lm", "new_etag", "new_lm", "expected"),
+    [
+        ('"a"', LM, None, None, True),  # no validator: it answers our own conditional
+        (None, LM, None, None, True),
+        ('W/"a"', None, None, None, True),
+        ('"a"', LM, '"b"', None, False),  # a different strong validator: still refused
+        (None, LM, None, LM2, False),  # a different date: refused
+        ('W/"a"', None, 'W/"b"', None, False),
+    ],
+)
+def test_select_for_304_answering_our_conditional_request(
+    stored_etag: str | None,
+    stored_lm: str | None,
+    new_etag: str | None,
+    new_lm: str | None,
+    expected: bool,
+) -> None:
+    """Issue 16: a 304 with no validators answering the edge's own conditional request
+    freshens the entry it validated; a 304 whose validators differ never does."""
+    got = select_for_304(stored_etag, stored_lm, new_etag, new_lm, answers_stored=True)
+    assert got is expected
