@@ -132,6 +132,7 @@ class RequestCtx:
     leader: bool = False  # this request made the fetch (followers share its outcome)
     blocked_by: BlockEntry | None = None
     fwd: bytes = b"bypass"  # Cache-Status fwd= of a pass or a streamed answer
+    hit_detail: bytes = b""  # after a HIT's Cache-Status: which tier, or why stale
     invalidate: bool = False  # an unsafe method: invalidate what its response names
     hit_for_miss: bool = False  # recently uncacheable: no queueing, no shared-tier lookup
     vary_refetch: bool = False  # already sent once for its own Vary variant

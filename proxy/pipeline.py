@@ -206,7 +206,7 @@ class Pipeline:
         assert ctx.entry is not None
         now = self.clock()
         status = deliver.hit_cache_status(self.fetcher.hit_status, ctx.entry, now)
-        deliver.from_entry(ctx, ctx.entry, now, status)
+        deliver.from_entry(ctx, ctx.entry, now, status + ctx.hit_detail)
         return Next.DONE
 
     def _deliver_and_refresh(self, ctx: RequestCtx) -> Next:

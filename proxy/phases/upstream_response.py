@@ -21,7 +21,6 @@ from proxy.config import Config
 from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx
 from proxy.metrics import Result, WorkerStats
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
-from proxy.phases import deliver
 from proxy.phases.lookup import decide, miss, stale_on_error
 from proxy.phases.spool import BodyBudget, spool
 from proxy.rfc.cache_status import cache_status_bytes
@@ -69,7 +68,6 @@ class UpstreamResponsePhase:
     enforcer: Enforcer
     coalescer: Coalescer[FetchOutcome]
     decode_limits: DecodeLimits
-    hit_status: bytes
     budget: BodyBudget
 
     async def upstream_response(
@@ -304,10 +302,8 @@ class UpstreamResponsePhase:
             ctx.key = (entry.primary, entry.variant)
             return Next.FETCH_ALONE
         ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
-        ctx.cache_status = (
-            deliver.hit_cache_status(self.hit_status, entry, now) + b"; detail=shared"
-        )
-        return Next.DELIVER
+        ctx.hit_detail = b"; detail=shared"
+        return Next.HIT
 
     def _route_error(self, ctx: RequestCtx, outcome: FetchOutcome, now: float) -> Next:
         """The origin failed (or answered 5xx): a stale entry where RFC 5861 and the grace
@@ -318,9 +314,8 @@ class UpstreamResponsePhase:
                 outcome.drop()
             ctx.result = Result.STALE
             ctx.entry = stale
-            status = deliver.hit_cache_status(self.hit_status, stale, now)
-            ctx.cache_status = status + b"; detail=stale-if-error"
-            return Next.DELIVER
+            ctx.hit_detail = b"; detail=stale-if-error"
+            return Next.HIT
         if outcome.upstream is None:
             return Next.ORIGIN_ERROR
         if not (ctx.leader and outcome.claim()):
