@@ -205,7 +205,12 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.signing_key:
             print("--blocklist-dir needs --signing-key", file=sys.stderr)
             return 2
-        drop = FileDrop(args.blocklist_dir, Path(args.signing_key).read_bytes())
+        drop = FileDrop(
+            args.blocklist_dir,
+            Path(args.signing_key).read_bytes(),
+            max_bytes=cfg.publish.file_drop_max_bytes,
+            max_delta_chain=cfg.publish.file_drop_max_delta_chain,
+        )
     asyncio.run(
         serve(
             args.listen, args.db, cfg, args.edge, os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""), drop
