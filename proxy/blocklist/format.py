@@ -110,6 +110,9 @@ class LoadInfo:
 
     sha256: str = ""
     valid_until: float | None = None
+    # Versions the returned one rests on, itself included (1 for a full version): a publisher
+    # writing deltas needs it to know when the next one must be full (`MAX_DELTA_CHAIN`).
+    chain_length: int = 0
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -391,7 +394,7 @@ def read_version(path: str | os.PathLike[str], public_key_pem: bytes, *, max_byt
 # -- a directory of versions ----------------------------------------------------------------
 
 
-def _peek_sequence(path: Path) -> int | None:
+def peek_sequence(path: Path) -> int | None:
     """The sequence a file claims (unverified; used only to decide what to verify first)."""
     try:
         with open(path, "rb") as f:
@@ -464,6 +467,7 @@ def load_newest(
             continue
         if info is not None:
             info.sha256, info.valid_until = top.sha256, top.valid_until
+            info.chain_length = len(chain)
         return (apply_chain(chain), seq), found.errors
     return None, found.errors
 
@@ -483,7 +487,7 @@ class _Candidates:
         self.by_seq: dict[int, list[Path]] = {}
         self._verified: dict[Path, Version | BlocklistError] = {}
         for path in list_versions(directory):
-            seq = _peek_sequence(path)
+            seq = peek_sequence(path)
             if seq is None:
                 # Unreadable header: verify it anyway so the operator sees why.
                 self.verified(path)

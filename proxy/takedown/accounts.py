@@ -23,6 +23,8 @@ class Role(StrEnum):
     TRUSTED = "trusted"  # e.g. a verified rights-holder association: actioned automatically
     OPERATOR = "operator"  # decides cases
     ADMIN = "admin"
+    # A hosting customer's account: may answer (counter-notice) cases against its own sites.
+    CUSTOMER = "customer"
 
 
 class Verification(StrEnum):
@@ -37,17 +39,30 @@ class Account:
     id: int
     name: str
     role: Role
+    customer_id: int | None = None  # set for CUSTOMER accounts: whose sites it answers for
 
 
 def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_account(conn: sqlite3.Connection, name: str, role: Role, now: float) -> str:
-    """Insert an account and return its API key (shown once, never stored)."""
+def create_account(
+    conn: sqlite3.Connection, name: str, role: Role, now: float, customer: str | None = None
+) -> str:
+    """Insert an account and return its API key (shown once, never stored). A CUSTOMER
+    account names the customer it speaks for; no other role may."""
+    if (role is Role.CUSTOMER) != (customer is not None):
+        raise ValueError("a customer account, and only one, names its customer")
+    customer_id = None
+    if customer is not None:
+        row = conn.execute("SELECT id FROM customers WHERE name = ?", (customer,)).fetchone()
+        if row is None:
+            raise ValueError(f"no customer {customer!r} (add one of its sites first)")
+        customer_id = int(row["id"])
     cur = conn.execute(
-        "INSERT INTO accounts (name, role, key_hash, created_at) VALUES (?, ?, '', ?)",
-        (name, role.value, now),
+        "INSERT INTO accounts (name, role, key_hash, created_at, customer_id)"
+        " VALUES (?, ?, '', ?, ?)",
+        (name, role.value, now, customer_id),
     )
     aid = cur.lastrowid
     assert aid is not None
@@ -58,7 +73,7 @@ def create_account(conn: sqlite3.Connection, name: str, role: Role, now: float) 
         now,
         "account_created",
         actor="admin-cli",
-        data={"account": aid, "name": name, "role": role.value},
+        data={"account": aid, "name": name, "role": role.value, "customer": customer},
     )
     return key
 
@@ -75,12 +90,13 @@ def authenticate(conn: sqlite3.Connection, key: str) -> Account | None:
     if aid is None:
         return None
     row = conn.execute(
-        "SELECT id, name, role, key_hash FROM accounts WHERE id = ? AND disabled_at IS NULL",
+        "SELECT id, name, role, key_hash, customer_id FROM accounts"
+        " WHERE id = ? AND disabled_at IS NULL",
         (aid,),
     ).fetchone()
     if row is None or not hmac.compare_digest(row["key_hash"], key_hash(key)):
         return None
-    return Account(row["id"], row["name"], Role(row["role"]))
+    return Account(row["id"], row["name"], Role(row["role"]), row["customer_id"])
 
 
 def add_site(

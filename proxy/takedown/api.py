@@ -1,18 +1,20 @@
 """HTTP API of the takedown service (aiohttp).
 
-    POST /notices                      any account      201 {id, case, state, receipt, targets}
-                                                        422 same body + missing (kept, answered)
-    GET  /notices/{id}/raw             submitter/op     the notice byte-for-byte as received
-    GET  /cases[?overdue=1&state=…]    operator, admin  (submitters: their own cases)
-    GET  /cases/{id}                   involved/op      state, timeline, edges, durations, …
-    POST /cases/{id}/decision          operator, admin  {"decision": "action"|"reject", "reason"}
-    POST /cases/{id}/withdraw          its submitter, admin
-    GET  /cases/{id}/statement         involved/op      DSA Art. 17 statement of reasons
-    POST /cases/{id}/counter-notice    any account      512(g)(3) elements; schedules the restore
-    POST /cases/{id}/lawsuit           complainant/op   cancels the scheduled restore
+    POST /notices                      201 {id, case, state, receipt, targets}
+                                       422 same body + missing (kept, answered)
+    GET  /notices/{id}/raw             the notice byte-for-byte as received
+    GET  /cases[?overdue=1&state=…]    (non-staff: their own cases)
+    GET  /cases/{id}                   state, timeline, edges, durations, …
+    POST /cases/{id}/decision          {"decision": "action"|"reject", "reason"}
+    POST /cases/{id}/withdraw
+    GET  /cases/{id}/statement         DSA Art. 17 statement of reasons
+    POST /cases/{id}/counter-notice    512(g)(3) elements; schedules the restore
+    POST /cases/{id}/lawsuit           cancels the scheduled restore
     GET  /healthz                      no auth
 
-Every request except /healthz carries `Authorization: Bearer KEY`.
+Every request except /healthz carries `Authorization: Bearer KEY`. Who may call which route is
+`authz.RULES`, enforced by the `authorize` middleware and nowhere else: a refused read answers
+404 (a case one may not see does not exist for one), a refused write 403, audited on the case.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.takedown import authz
 from proxy.takedown.accounts import Account, Role
 from proxy.takedown.service import TakedownService
 from proxy.takedown.states import Conflict, NotFound
@@ -42,9 +45,18 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
+def _rule(request: web.Request) -> authz.Rule | None:
+    resource = request.match_info.route.resource
+    if resource is None:  # the router's own 404/405
+        return None
+    method = "GET" if request.method == "HEAD" else request.method
+    return authz.rule_for(method, resource.canonical)
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/healthz":
+    rule = _rule(request)
+    if rule is not None and rule.public:
         return await handler(request)
     auth = request.headers.get("Authorization", "")
     scheme, _, key = auth.partition(" ")
@@ -66,6 +78,46 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(403, str(exc))
     except NotFound:
         return _error(404, "no such case")
+
+
+@web.middleware
+async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place a request is checked against `authz.RULES` (deny by default)."""
+    if request.match_info.route.resource is None:
+        return await handler(request)
+    rule = _rule(request)
+    if rule is not None and rule.public:
+        return await handler(request)
+    account = _account(request)
+    svc = request.app[SERVICE]
+    info = request.match_info
+    case_id = _int(info.get("case"))
+    relations: frozenset[authz.Relation] = frozenset()
+    if rule is not None and rule.needs_relations and account.role not in rule.roles:
+        if case_id is not None:
+            relations = await svc.case_relations(case_id, account)
+        elif (notice_id := _int(info.get("notice"))) is not None:
+            relations = await svc.notice_relations(notice_id, account)
+    if rule is not None and rule.allows(account, relations):
+        return await handler(request)
+    reason = (
+        authz.Refusal.NO_RULE
+        if rule is None
+        else authz.Refusal.NOT_A_PARTY
+        if rule.needs_relations
+        else authz.Refusal.ROLE
+    )
+    if request.method in ("GET", "HEAD"):
+        return _error(404, "no such case" if case_id is not None else "not found")
+    if case_id is not None:
+        resource = info.route.resource
+        assert resource is not None
+        await svc.refused(case_id, account, request.method, resource.canonical, reason)
+    return _error(403, f"{account.role.value} may not {request.method} {request.path}")
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def _account(request: web.Request) -> Account:
@@ -99,14 +151,9 @@ async def post_notice(request: web.Request) -> web.Response:
 
 
 async def get_notice_raw(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    acct = _account(request)
-    try:
-        nid = int(request.match_info["notice"])
-    except ValueError:
-        return _error(404, "no such notice")
-    found = await svc.notice_raw(nid)
-    if found is None or (acct.role not in DECIDERS and found[2] != acct.id):
+    nid = _int(request.match_info["notice"])
+    found = None if nid is None else await request.app[SERVICE].notice_raw(nid)
+    if found is None:
         return _error(404, "no such notice")
     return web.Response(body=found[0], content_type="application/octet-stream")
 
@@ -122,20 +169,13 @@ async def list_cases(request: web.Request) -> web.Response:
     return _json({"cases": rows, "count": len(rows)})
 
 
-async def _readable(request: web.Request) -> int:
-    cid = _case_id(request)
-    if not await request.app[SERVICE].may_read(cid, _account(request)):
-        raise NotFound(cid)
-    return cid
-
-
 async def get_case(request: web.Request) -> web.Response:
-    view = await request.app[SERVICE].case(await _readable(request))
+    view = await request.app[SERVICE].case(_case_id(request))
     return _error(404, "no such case") if view is None else _json(view)
 
 
 async def get_statement(request: web.Request) -> web.Response:
-    cid = await _readable(request)
+    cid = _case_id(request)
     sor = await request.app[SERVICE].statement(cid)
     if sor is None:
         return _error(409, f"case {cid} imposed no restriction, so there is no statement")
@@ -144,8 +184,6 @@ async def get_statement(request: web.Request) -> web.Response:
 
 async def post_decision(request: web.Request) -> web.Response:
     acct = _account(request)
-    if acct.role not in DECIDERS:
-        return _error(403, "only operators decide cases")
     try:
         body = await request.json()
         decision, reason = body["decision"], body.get("reason", "")
@@ -185,7 +223,7 @@ async def healthz(request: web.Request) -> web.Response:
 def build_app(service: TakedownService, *, manage_service: bool = True) -> web.Application:
     """The aiohttp application; with `manage_service` it starts and stops the service too."""
     app = web.Application(
-        middlewares=[authenticate], client_max_size=service.cfg.service.max_notice_bytes
+        middlewares=[authenticate, authorize], client_max_size=service.cfg.service.max_notice_bytes
     )
     app[SERVICE] = service
     app.router.add_post("/notices", post_notice)

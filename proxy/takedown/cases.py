@@ -514,21 +514,6 @@ def decide(
 
 
 def withdraw(conn: sqlite3.Connection, case_id: int, now: float, account: Account) -> Outcome:
-    mine = conn.execute(
-        "SELECT 1 FROM notices WHERE case_id = ? AND account_id = ?", (case_id, account.id)
-    ).fetchone()
-    if mine is None and account.role is not Role.ADMIN:
-        raise PermissionError("only a submitter of this case or an admin can withdraw it")
+    """Who may is `authz.RULES`, checked before this runs."""
     transition(conn, case_id, S.WITHDRAWN, now, actor_of(account))
     return Outcome({"case": case_id, "state": S.WITHDRAWN.value})
-
-
-def may_read(conn: sqlite3.Connection, case_id: int, account: Account) -> bool:
-    if account.role in (Role.OPERATOR, Role.ADMIN):
-        return True
-    return (
-        conn.execute(
-            "SELECT 1 FROM notices WHERE case_id = ? AND account_id = ?", (case_id, account.id)
-        ).fetchone()
-        is not None
-    )

@@ -71,6 +71,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--db", required=True)
     p.add_argument("--name", required=True)
     p.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    p.add_argument("--customer", help="with --role customer: the customer it speaks for")
     p.set_defaults(takedown_fn=_add_account)
 
     p = cmds.add_parser("add-site", help="attach a served host to a customer")
@@ -124,8 +125,15 @@ def _add_account(args: argparse.Namespace) -> int:
     store = Store(args.db)
     try:
         key = store.run_sync(
-            accounts.create_account, args.name, accounts.Role(args.role), time.time()
+            accounts.create_account,
+            args.name,
+            accounts.Role(args.role),
+            time.time(),
+            args.customer,
         )
+    except ValueError as exc:
+        print(f"add-account: {exc}", file=sys.stderr)
+        return 2
     finally:
         store.close()
     print(f"account {args.name!r} ({args.role}) created; its API key (shown once):")
@@ -205,7 +213,12 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.signing_key:
             print("--blocklist-dir needs --signing-key", file=sys.stderr)
             return 2
-        drop = FileDrop(args.blocklist_dir, Path(args.signing_key).read_bytes())
+        drop = FileDrop(
+            args.blocklist_dir,
+            Path(args.signing_key).read_bytes(),
+            max_bytes=cfg.publish.file_drop_max_bytes,
+            max_delta_chain=cfg.publish.file_drop_max_delta_chain,
+        )
     asyncio.run(
         serve(
             args.listen, args.db, cfg, args.edge, os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""), drop

@@ -25,6 +25,11 @@ class Publish(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry_max_s: float = 30.0
     retry_factor: float = 2.0
     request_timeout_s: float = 10.0
+    # File drop: versions are deltas on the directory's newest one; once that rests on this
+    # many versions (itself included) the next is a full one (the loader follows at most
+    # `MAX_DELTA_CHAIN`, 1000, and each reload re-reads the whole chain).
+    file_drop_max_delta_chain: int = 64
+    file_drop_max_bytes: int = 1 << 30  # a version file larger than this is not read
 
 
 class Restore(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

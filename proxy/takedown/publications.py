@@ -71,6 +71,30 @@ def active_entries(conn: sqlite3.Connection) -> list[dict[str, str]]:
     return list(out.values())
 
 
+def own_entry_ids(conn: sqlite3.Connection) -> set[str]:
+    """Ids of every entry this service ever asked to block: the only ones it may remove."""
+    ids: set[str] = set()
+    for (entries,) in conn.execute(
+        "SELECT entries FROM publications WHERE kind IN ('block', 'suspend')"
+    ):
+        ids.update(e["id"] for e in json.loads(entries))
+    return ids
+
+
+def record_refusal(conn: sqlite3.Connection, pid: int, now: float, reason: str) -> None:
+    """The file drop refused to write this publication (it stays unpublished and is retried)."""
+    row = conn.execute(
+        "SELECT kind, case_id, host FROM publications WHERE id = ?", (pid,)
+    ).fetchone()
+    audit.append(
+        conn,
+        now,
+        "publication_refused",
+        case_id=row["case_id"],
+        data={"publication": pid, "kind": row["kind"], "host": row["host"], "reason": reason[:500]},
+    )
+
+
 def last_file_sequence(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT MAX(file_sequence) FROM publications").fetchone()
     return int(row[0] or 0)

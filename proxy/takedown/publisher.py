@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -24,6 +24,9 @@ import aiohttp
 from proxy.takedown import publications as pubs
 from proxy.takedown.config import Publish
 from proxy.takedown.store import Store
+
+if TYPE_CHECKING:
+    from proxy.blocklist.model import Entry
 
 log = logging.getLogger("edgeproxy.takedown.publisher")
 
@@ -93,47 +96,107 @@ class AdminApiEdge:
             raise EdgeError(f"{type(exc).__name__}: {exc}") from exc
 
 
-class FileDrop:
-    """Writes the full list of active entries as the next signed version into a directory.
+class DropRefused(Exception):
+    """The directory's newest version is not one this service can build on (signed by a key it
+    does not hold, unreadable, or resting on a missing base): nothing is written, because a
+    version on top of an older one would hide, and a full one would erase, what is there."""
 
-    Versions are full (no delta), so an edge that missed some can always load the newest one.
-    The sequence continues from the highest one already in the directory or the database.
+
+@dataclass(frozen=True, slots=True)
+class Newest:
+    """The directory's newest version as an edge resolves it (sequence 0: no version yet)."""
+
+    sequence: int
+    entries: dict[str, Entry]
+    chain_length: int  # versions it rests on, itself included; 0 when there is none
+
+
+def as_entry(e: dict[str, str]) -> Entry:
+    from proxy.blocklist.model import Entry, EntryType
+
+    return Entry(
+        id=e["id"],
+        type=EntryType(e["type"]),
+        value=e["value"],
+        notice=e.get("notice", ""),
+        reason=e.get("reason", ""),
+    )
+
+
+class FileDrop:
+    """Writes each publication as the next signed version into a directory edges follow.
+
+    Other publishers (an operator's `blocklist sign`, an imported list) write into the same
+    directory with the same key, so a version here is a *delta* on the newest one present: it
+    adds the publication's entries, or removes entries this service created, and leaves the
+    rest alone. When the newest already rests on `max_delta_chain` versions the next one is
+    full: everything the newest resolves to plus the service's own entries, never the
+    service's alone. The newest version is read with the edge's own loader, so what is built
+    on is exactly what an edge enforces.
     """
 
-    def __init__(self, directory: str | Path, private_key_pem: bytes) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        private_key_pem: bytes,
+        *,
+        max_bytes: int = 1 << 30,
+        max_delta_chain: int = 64,
+    ) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        from proxy.blocklist import format as blformat
+
         self.directory = Path(directory)
         self._key = private_key_pem
+        private = serialization.load_pem_private_key(private_key_pem, password=None)
+        self.public_key_pem = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.max_bytes = max_bytes
+        self.max_delta_chain = max(1, min(max_delta_chain, blformat.MAX_DELTA_CHAIN))
 
-    def next_sequence(self, last_recorded: int) -> int:
+    def newest(self) -> Newest:
+        """The newest version, verified with this service's key; `DropRefused` when a file
+        claiming that sequence or a later one (or a file whose sequence cannot be read) is not
+        a valid version under that key."""
         from proxy.blocklist import format as blformat
 
-        highest = last_recorded
-        for path in blformat.list_versions(self.directory):
-            try:
-                with open(path, "rb") as f:
-                    highest = max(highest, int(json.loads(f.readline(4096))["sequence"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # not ours to judge; the edge's loader reports bad files
-        return highest + 1
+        info = blformat.LoadInfo()
+        found, errors = blformat.load_newest(
+            self.directory,
+            self.public_key_pem,
+            current_sequence=None,
+            max_bytes=self.max_bytes,
+            info=info,
+        )
+        sequence = found[1] if found is not None else 0
+        for err in errors:
+            claimed = blformat.peek_sequence(Path(err.file))
+            if claimed is None or claimed >= sequence:
+                raise DropRefused(f"refusing to publish over {err}")
+        if found is None:
+            return Newest(0, {}, 0)
+        return Newest(sequence, {e.id: e for e in found[0]}, info.chain_length)
 
-    def write(self, sequence: int, entries: list[dict[str, str]]) -> Path:
-        # Imported here so the service runs (without file drop) on nodes lacking the module.
+    def needs_full(self, newest: Newest) -> bool:
+        return newest.sequence == 0 or newest.chain_length >= self.max_delta_chain
+
+    def write(
+        self,
+        sequence: int,
+        adds: list[Entry],
+        *,
+        base: int | None = None,
+        removes: list[str] | None = None,
+    ) -> Path:
         from proxy.blocklist import format as blformat
-        from proxy.blocklist.model import Entry, EntryType
 
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / blformat.version_filename(sequence)
-        items = [
-            Entry(
-                id=e["id"],
-                type=EntryType(e["type"]),
-                value=e["value"],
-                notice=e.get("notice", ""),
-                reason=e.get("reason", ""),
-            )
-            for e in entries
-        ]
-        blformat.write_version(path, sequence, items, private_key_pem=self._key)
+        blformat.write_version(
+            path, sequence, adds, base=base, removes=removes or (), private_key_pem=self._key
+        )
         return path
 
 
@@ -154,6 +217,7 @@ class Publisher:
         self._dispatch = asyncio.Event()
         self._wake = {e.name: asyncio.Event() for e in self.edges}
         self._tasks: list[asyncio.Task[None]] = []
+        self._refusals: dict[int, str] = {}
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._dispatcher(), name="takedown-dispatch"))
@@ -171,18 +235,35 @@ class Publisher:
         self._dispatch.set()
 
     async def _dispatcher(self) -> None:
+        refused_delay = self.policy.retry_initial_s
         while True:
             await self._dispatch.wait()
             self._dispatch.clear()
             try:
                 for pid in await self.store.run(pubs.unpublished):
                     await self._publish(pid)
+                refused_delay = self.policy.retry_initial_s
+            except DropRefused as exc:
+                # Later publications wait too: a restore must not overtake its block.
+                await self._refused(pid, str(exc))
+                await asyncio.sleep(refused_delay)
+                refused_delay = min(
+                    refused_delay * self.policy.retry_factor, self.policy.retry_max_s
+                )
+                self._dispatch.set()
             except Exception:  # never let one bad publication stop the pipeline
                 log.exception("publishing failed; retrying")
                 await asyncio.sleep(self.policy.retry_initial_s)
                 self._dispatch.set()
             for ev in self._wake.values():
                 ev.set()
+
+    async def _refused(self, pid: int, reason: str) -> None:
+        """Log every refusal; record it on the case once per publication and reason."""
+        log.error("publication %d not written to the blocklist directory: %s", pid, reason)
+        if self._refusals.get(pid) != reason:
+            self._refusals[pid] = reason
+            await self.store.run(pubs.record_refusal, pid, self.clock(), reason)
 
     async def _publish(self, pid: int) -> None:
         if self.file_drop is None:
@@ -191,19 +272,28 @@ class Publisher:
             await self.store.run(self._drop_version, pid)
 
     def _drop_version(self, conn: Any, pid: int) -> int:
-        """Write the next full version; inside the transaction, so no sequence is taken twice."""
-        assert self.file_drop is not None
-        active = pubs.active_entries(conn)
+        """Write the next version; inside the transaction, so no sequence is taken twice."""
+        drop = self.file_drop
+        assert drop is not None
         row = conn.execute("SELECT kind, entries FROM publications WHERE id = ?", (pid,)).fetchone()
         mine = json.loads(row["entries"])
+        newest = drop.newest()
         if row["kind"] == "restore":
-            gone = {e["id"] for e in mine}
-            active = [e for e in active if e["id"] not in gone]
+            # Only what this service created may be removed, whatever the publication says.
+            own = pubs.own_entry_ids(conn)
+            adds, gone = [], [e["id"] for e in mine if e["id"] in own]
         else:
-            known = {e["id"] for e in active}
-            active += [e for e in mine if e["id"] not in known]
-        n = self.file_drop.next_sequence(pubs.last_file_sequence(conn))
-        self.file_drop.write(n, active)
+            adds, gone = [as_entry(e) for e in mine], []
+        n = max(newest.sequence, pubs.last_file_sequence(conn)) + 1
+        if drop.needs_full(newest):
+            union = dict(newest.entries)
+            for e in [as_entry(d) for d in pubs.active_entries(conn)] + adds:
+                union[e.id] = e
+            for entry_id in gone:
+                union.pop(entry_id, None)
+            drop.write(n, list(union.values()))
+        else:
+            drop.write(n, adds, base=newest.sequence, removes=gone)
         pubs.mark_published(conn, pid, self.clock(), n)
         return n
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import aiohttp
 
-from proxy.takedown import accounts, cases, elements, restore, views
+from proxy.takedown import accounts, audit, authz, cases, elements, restore, views
 from proxy.takedown.accounts import Account
 from proxy.takedown.calendar import BusinessCalendar
 from proxy.takedown.config import TakedownConfig
 from proxy.takedown.publications import report_overdue
 from proxy.takedown.publisher import AdminApiEdge, Edge, FileDrop, Publisher
+from proxy.takedown.states import actor_of
 from proxy.takedown.store import Store
 
 log = logging.getLogger("edgeproxy.takedown")
@@ -158,8 +159,30 @@ class TakedownService:
     async def case(self, case_id: int) -> dict[str, Any] | None:
         return await self.store.run(views.case_view, case_id, self.clock(), self.cfg)
 
-    async def may_read(self, case_id: int, account: Account) -> bool:
-        return await self.store.run(cases.may_read, case_id, account)
+    async def case_relations(self, case_id: int, account: Account) -> frozenset[authz.Relation]:
+        return await self.store.run(authz.case_relations, case_id, account)
+
+    async def notice_relations(self, notice_id: int, account: Account) -> frozenset[authz.Relation]:
+        return await self.store.run(authz.notice_relations, notice_id, account)
+
+    async def refused(
+        self, case_id: int, account: Account, method: str, route: str, reason: authz.Refusal
+    ) -> None:
+        """A refused write on an existing case is evidence (who tried what); nothing else of
+        the case changes."""
+
+        def record(conn: Any) -> None:
+            if authz.case_exists(conn, case_id):
+                audit.append(
+                    conn,
+                    self.clock(),
+                    "access_refused",
+                    case_id=case_id,
+                    actor=actor_of(account),
+                    data={"method": method, "route": route, "reason": reason.value},
+                )
+
+        await self.store.run(record)
 
     async def cases(
         self, *, overdue_only: bool, state: str | None, account_id: int | None

@@ -24,7 +24,8 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
   id INTEGER PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
-  key_hash TEXT NOT NULL, created_at REAL NOT NULL, disabled_at REAL);
+  key_hash TEXT NOT NULL, created_at REAL NOT NULL, disabled_at REAL,
+  customer_id INTEGER REFERENCES customers(id));
 CREATE TABLE IF NOT EXISTS customers (
   id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, verification TEXT NOT NULL,
   verified_at REAL, verification_method TEXT, created_at REAL NOT NULL);
@@ -90,7 +91,16 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.executescript(SCHEMA)
+    _migrate(conn)
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Columns added after a database may have been created (CREATE IF NOT EXISTS keeps the old
+    table as it was)."""
+    cols = {r["name"] for r in conn.execute("PRAGMA table_info(accounts)")}
+    if "customer_id" not in cols:
+        conn.execute("ALTER TABLE accounts ADD COLUMN customer_id INTEGER REFERENCES customers(id)")
 
 
 Job = tuple[Callable[..., Any], tuple[object, ...], "Future[Any]"]

@@ -174,7 +174,9 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
             clock=clock,
         )
         keys = {
-            r.value: svc.store.run_sync(accounts.create_account, r.value, r, clock()) for r in Role
+            r.value: svc.store.run_sync(accounts.create_account, r.value, r, clock())
+            for r in Role
+            if r is not Role.CUSTOMER
         }
         keys["submitter2"] = svc.store.run_sync(
             accounts.create_account, "other", Role.SUBMITTER, clock()
@@ -188,6 +190,13 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
             "company registry",
         )
         svc.store.run_sync(accounts.add_site, "shady.example", "Shady", clock(), None, None)
+        # The customer whose site cdn.example the default notice targets, and another one.
+        keys["customer"] = svc.store.run_sync(
+            accounts.create_account, "acme", Role.CUSTOMER, clock(), "Acme"
+        )
+        keys["customer2"] = svc.store.run_sync(
+            accounts.create_account, "shady", Role.CUSTOMER, clock(), "Shady"
+        )
         client = TestClient(TestServer(build_app(svc), host="127.0.0.1"))
         await client.start_server()
         started.append((client, servers))

@@ -1,0 +1,130 @@
+"""Every route of the API for every kind of account (issue 14: anyone could counter-notice).
+
+The routes are read from the app's router, so a route added without an entry in EXPECTED (and
+a rule in `authz.RULES`) fails here. EXPECTED is written out by hand, not derived from the
+rules, so that the two are checked against each other."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest.mock import MagicMock
+
+import pytest
+
+from proxy.takedown.api import build_app
+from tests.takedown.conftest import Env, MakeEnv, notice
+from tests.takedown.test_file_drop import COUNTER
+
+# submitter filed the case (against cdn.example, customer Acme = "customer"); submitter2,
+# trusted and customer2 (Shady) are strangers to it.
+WHO = ("submitter", "submitter2", "trusted", "operator", "admin", "customer", "customer2")
+STAFF = {"operator", "admin"}
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/healthz"): set(WHO),
+    ("POST", "/notices"): set(WHO) - {"customer", "customer2"},
+    ("GET", "/notices/{notice}/raw"): STAFF | {"submitter"},
+    ("GET", "/cases"): set(WHO),
+    ("GET", "/cases/{case}"): STAFF | {"submitter", "customer"},
+    ("GET", "/cases/{case}/statement"): STAFF | {"submitter", "customer"},
+    ("POST", "/cases/{case}/decision"): STAFF,
+    ("POST", "/cases/{case}/withdraw"): {"admin", "submitter"},
+    ("POST", "/cases/{case}/counter-notice"): STAFF | {"customer"},
+    ("POST", "/cases/{case}/lawsuit"): STAFF | {"submitter"},
+}
+BODIES: dict[str, Any] = {
+    "/notices": notice(),
+    "/cases/{case}/decision": {"decision": "reject", "reason": "x"},
+    "/cases/{case}/counter-notice": COUNTER,
+}
+
+
+def routes() -> list[tuple[str, str]]:
+    svc = MagicMock()
+    svc.cfg.service.max_notice_bytes = 1 << 20
+    out = set()
+    for r in build_app(svc, manage_service=False).router.routes():
+        if r.method == "HEAD" or r.resource is None:
+            continue
+        out.add((r.method, r.resource.canonical))
+    return sorted(out)
+
+
+def test_every_route_has_an_expectation_and_a_rule() -> None:
+    from proxy.takedown import authz
+
+    assert set(routes()) == set(EXPECTED)
+    assert set(authz.RULES) == set(EXPECTED)
+
+
+async def actioned_case(env: Env) -> tuple[int, int]:
+    status, body = await env.post("/notices", "submitter", notice())
+    assert status == 201, body
+    status, _ = await env.post(
+        f"/cases/{body['case']}/decision", "operator", {"decision": "action", "reason": "ok"}
+    )
+    assert status == 200
+    await env.wait_state(body["case"], "enforced")
+    return body["case"], body["id"]
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize(("method", "route"), routes())
+async def test_route_by_role(make_env: MakeEnv, method: str, route: str, who: str) -> None:
+    env = await make_env(n_edges=1)
+    case, nid = await actioned_case(env)
+    path = route.replace("{case}", str(case)).replace("{notice}", str(nid))
+    body = BODIES.get(route, {})
+    if method == "GET":
+        r = await env.client.get(path, headers=env.auth(who))
+    else:
+        r = await env.client.post(path, json=body, headers=env.auth(who))
+    allowed = who in EXPECTED[(method, route)]
+    if allowed:
+        assert r.status not in (401, 403, 404), (r.status, await r.text())
+    else:
+        assert r.status == (404 if method == "GET" else 403), (r.status, await r.text())
+    if route != "/healthz":
+        anon = await env.client.request(method, path, json=body if method == "POST" else None)
+        assert anon.status == 401
+
+
+def _strike(env: Env, case: int) -> list[Any]:
+    return [
+        tuple(r)
+        for r in env.svc.store.run_sync(
+            lambda c: c.execute(
+                "SELECT host, at, tolled_at FROM strikes WHERE case_id = ?", (case,)
+            ).fetchall()
+        )
+    ]
+
+
+async def test_issue14_counter_notice_by_a_stranger_leaves_no_trace(make_env: MakeEnv) -> None:
+    env = await make_env(n_edges=1)
+    case, _ = await actioned_case(env)
+    _, before = await env.get(f"/cases/{case}")
+    strikes = _strike(env, case)
+    assert strikes and strikes[0][2] is None
+    for who in ("submitter2", "trusted", "customer2", "submitter"):
+        # Strangers cannot see the case; its complainant can, but the answer is not its own.
+        status, _ = await env.get(f"/cases/{case}", who)
+        assert status == (200 if who == "submitter" else 404)
+        status, out = await env.post(f"/cases/{case}/counter-notice", who, COUNTER)
+        assert status == 403, out
+    _, after = await env.get(f"/cases/{case}")
+    assert after["state"] == before["state"] == "enforced"
+    assert after["restore"] == before["restore"]
+    assert _strike(env, case) == strikes
+    refused = [e for e in after["timeline"] if e["event"] == "access_refused"]
+    assert [e["actor"].split(":")[0] for e in refused] == [
+        "submitter",
+        "trusted",
+        "customer",
+        "submitter",
+    ]
+    assert {e["data"]["route"] for e in refused} == {"/cases/{case}/counter-notice"}
+    assert not any(e["event"] == "counter_notice" for e in after["timeline"])
+    # The affected customer may.
+    status, out = await env.post(f"/cases/{case}/counter-notice", "customer", COUNTER)
+    assert status == 201 and out["state"] == "restore_scheduled"
+    assert _strike(env, case)[0][2] is not None
