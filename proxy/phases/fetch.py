@@ -28,7 +28,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx, RequestFields
 from proxy.metrics import Result, WorkerStats
-from proxy.origin import Origin, OriginError, UpstreamResponse
+from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.deliver import StreamDelivery
 from proxy.phases.lookup import decide
 from proxy.phases.spool import BodyBudget
@@ -60,6 +60,11 @@ DROP_UPSTREAM = frozenset(
         b"via",
         b"content-length",
         b"expect",
+        # Never a partial request: the edge takes whole representations, so every byte it
+        # delivers was judged against the blocklist's digests (a part cannot be); ranges are
+        # cut at the edge from the whole (issue 10).
+        b"range",
+        b"if-range",
     }
 )
 CONDITIONAL = frozenset(
@@ -272,6 +277,10 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         stats = self.stats
         stats.observe_origin(site.index, elapsed)
         stats.origin_responses[site.index][min(up.status // 100, 5) - 1] += 1
+        if up.status == 206:
+            # Asked for no range (DROP_UPSTREAM): a part cannot be judged, so none is relayed.
+            up.close()
+            raise OriginError(OriginFailure.PROTOCOL, "partial content (206) never asked for")
         return up
 
     async def fetch_for_cache(

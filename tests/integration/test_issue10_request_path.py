@@ -236,3 +236,82 @@ async def test_site_declares_case_sensitive_paths_issue_10(
         assert r.status == 200 and r.body == b"upper"
     else:
         assert r.status == 451 and origin.count("/A") == 0
+
+
+def _ranged_origin(seen: list[dict[str, str]], *, always_partial: bool = False):  # type: ignore[no-untyped-def]
+    """An origin that honours Range as most do (206 of the part asked for), or (always_partial)
+    answers every request with a 206 part of the protected body."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append(dict(request.headers))
+        rng = request.headers.get("Range")
+        if always_partial or (rng and rng.startswith("bytes=")):
+            start, _, end = (rng or "bytes=0-99")[6:].partition("-")
+            first, last = int(start), min(int(end or len(PROTECTED) - 1), len(PROTECTED) - 1)
+            return web.Response(
+                status=206,
+                body=PROTECTED[first : last + 1],
+                headers={
+                    "Content-Range": f"bytes {first}-{last}/{len(PROTECTED)}",
+                    "Cache-Control": "no-store",
+                },
+            )
+        return web.Response(body=PROTECTED, headers={"Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "data"),
+    [
+        ("GET", {"Range": "bytes=0-99"}, b"x"),  # a GET with a body is passed through
+        ("GET", {"Range": "bytes=100-"}, b"x"),
+        ("GET", {"Range": "bytes=0-99", "If-Range": '"v1"'}, b"x"),
+        ("GET", {"Range": "bytes=0-99", "Authorization": "Bearer u"}, None),
+        ("GET", {"Range": "bytes=-50"}, None),
+        ("GET", {"Range": "bytes=0-99"}, None),
+    ],
+    ids=["pass", "pass-open", "pass-if-range", "authorization", "suffix", "plain"],
+)
+async def test_a_range_never_gets_a_listed_part_through_issue_10(
+    origin_server, make_edge, method: str, headers: dict[str, str], data: bytes | None
+) -> None:
+    """A part of a listed body hashes to something else, so the edge never asks an origin for
+    a part: Range and If-Range are not forwarded on any path, the whole body is judged (451),
+    and ranges are cut at the edge from judged wholes."""
+    seen: list[dict[str, str]] = []
+    edge = await make_edge(await origin_server(_ranged_origin(seen)))
+    edge.block(_listed())
+    r = await get(edge.url + "/ch1", method=method, headers=headers, data=data)
+    assert r.status == 451 and PROTECTED[:50] not in r.body and PROTECTED[-50:] not in r.body
+    assert seen and all("Range" not in h and "If-Range" not in h for h in seen)
+
+
+async def test_a_partial_answer_never_asked_for_is_502_issue_10(origin_server, make_edge) -> None:
+    """An origin that answers 206 anyway (the edge sent no Range) gets 502: a part cannot be
+    judged against the blocklist, so it is never relayed nor stored."""
+    seen: list[dict[str, str]] = []
+    edge = await make_edge(await origin_server(_ranged_origin(seen, always_partial=True)))
+    edge.block(_listed())
+    for method, data in (("GET", None), ("POST", b"x"), ("GET", b"x")):
+        r = await get(edge.url + "/ch1", method=method, data=data)
+        assert r.status == 502 and "detail=origin-protocol" in r.cache_status
+        assert PROTECTED[:50] not in r.body
+    assert edge.pipeline.memory.stats().objects == 0
+
+
+async def test_unlisted_unstored_ranges_get_the_whole_issue_10(origin_server, make_edge) -> None:
+    """Without a listing, a ranged request for what is not stored gets the whole 200, judged
+    (RFC 9110 §14.2 lets a server ignore Range); stored objects are cut at the edge
+    (test_cache_validation.py::test_range_miss_fills_cache_then_206_rfc9110_s14)."""
+    seen: list[dict[str, str]] = []
+    edge = await make_edge(await origin_server(_ranged_origin(seen)))
+    r = await get(edge.url + "/ch1", headers={"Range": "bytes=0-99"})
+    assert r.status == 200 and r.body == PROTECTED  # no-store: relayed whole
+    r = await get(edge.url + "/ch1", headers={"Range": "bytes=0-99"}, data=b"x")
+    assert r.status == 200 and r.body == PROTECTED
+    assert all("Range" not in h for h in seen)
