@@ -51,7 +51,7 @@ from yarl import URL
 
 from proxy.config import OriginConfig
 from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
-from proxy.origin.head import ResponseHeadLimits
+from proxy.origin.head import ResponseHeadLimits, transfer_coding_refused
 
 BODY_HIGH_WATER_BYTES = 256 << 10  # unread response body above this: stop reading the origin
 COALESCE_MAX_BYTES = 16 << 10  # a first request-body part up to this size rides with the head
@@ -613,7 +613,9 @@ class _Conn(asyncio.Protocol):
         if n == 14 and name.lower() == b"content-length":
             self._cl = int(value)
         elif n == 17 and name.lower() == b"transfer-encoding":
-            self._chunked = value.rstrip().lower().endswith(b"chunked")
+            if value.strip().lower() != b"chunked":
+                raise transfer_coding_refused()
+            self._chunked = True
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -99,3 +99,11 @@ class ResponseHeadLimits:
 
 def _refused(why: str) -> OriginError:
     return OriginError(OriginFailure.PROTOCOL, f"response head refused: {why}")
+
+
+def transfer_coding_refused() -> OriginError:
+    """A response whose Transfer-Encoding is anything but `chunked` (issue 10): a body under
+    another transfer coding (gzip, deflate …) would be judged against the blocklist as coded
+    bytes and relayed unlabelled (Transfer-Encoding is hop-by-hop), so a listed body could
+    pass. Refused (502), as the front refuses such requests; never seen from real origins."""
+    return OriginError(OriginFailure.PROTOCOL, "transfer coding other than chunked")

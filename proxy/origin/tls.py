@@ -33,7 +33,7 @@ from yarl import URL
 
 from proxy.config import OriginConfig
 from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
-from proxy.origin.head import ResponseHeadLimits
+from proxy.origin.head import ResponseHeadLimits, transfer_coding_refused
 
 # RFC 9110 §5.5: of the control characters, a field value may hold HTAB only.
 _CTL = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
@@ -58,6 +58,9 @@ def _checked_response(limits: ResponseHeadLimits) -> type[aiohttp.ClientResponse
                     raise OriginError(
                         OriginFailure.PROTOCOL, "control character in a response field value"
                     )
+                codings = ",".join(self.headers.getall("Transfer-Encoding", ["chunked"]))
+                if codings.strip().lower() != "chunked":
+                    raise transfer_coding_refused()
             except OriginError:
                 if protocol is not None:
                     protocol.close()

@@ -368,3 +368,33 @@ async def test_bytewise_endless_field_is_cut_at_the_stall_bound(make_h1, filler)
     # Cut once stall_bytes came without a field completing, not later, and never before.
     assert HEAD_LIMITS.stall_bytes < fed <= HEAD_LIMITS.stall_bytes + len(status)
     assert wire.closed
+
+
+# -- transfer codings (issue 10) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "te",
+    [b"gzip, chunked", b"deflate,chunked", b"x-unknown, chunked", b"GZIP ,  chunked"],
+)
+async def test_a_transfer_coding_other_than_chunked_is_refused(
+    make_client: Any, origin: Any, te: bytes
+) -> None:
+    """Both clients refuse a body under a transfer coding the edge would relay unlabelled
+    (Transfer-Encoding is hop-by-hop) and judge as coded bytes."""
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    o = await origin(
+        lambda c, r, h, b: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %b\r\n\r\n%b" % (te, body)]
+    )
+    client = await make_client()
+    await assert_refused(client, o, "transfer coding")
+
+
+async def test_chunked_alone_is_relayed(make_client: Any, origin: Any) -> None:
+    o = await origin(
+        lambda c, r, h, b: [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        ]
+    )
+    client = await make_client()
+    assert await get(client, o, b"/bad") == (200, b"hello")
