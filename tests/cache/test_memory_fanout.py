@@ -22,45 +22,7 @@ from proxy.blocklist.keys import match_keys
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
 from proxy.rfc.target import canonical_target
-
-CHUNK = 10_000
-BUDGET_PER_OP = 200  # counted key operations one insert or removal may make (about 20 now)
-
-
-class Budget(Exception):
-    pass
-
-
-class CountingStr(str):
-    """A str that counts every hash and comparison made on it (the complexity counter)."""
-
-    ops = 0
-    limit = 0
-
-    def __hash__(self) -> int:
-        CountingStr.ops += 1
-        if CountingStr.ops > CountingStr.limit:
-            raise Budget(f"more than {BUDGET_PER_OP} key operations per insert or removal")
-        return str.__hash__(self)
-
-    def __eq__(self, other: object) -> bool:
-        CountingStr.ops += 1
-        if CountingStr.ops > CountingStr.limit:
-            raise Budget(f"more than {BUDGET_PER_OP} key operations per insert or removal")
-        return str.__eq__(self, other)
-
-
-def counted_chunks(n: int, step: Callable[[int], object]) -> list[int]:
-    """Run `step(i)` for i in range(n); the key operations each CHUNK of steps made."""
-    counts = []
-    for start in range(0, n, CHUNK):
-        before = CountingStr.ops
-        CountingStr.limit = before + BUDGET_PER_OP * CHUNK
-        for i in range(start, min(n, start + CHUNK)):
-            step(i)
-        counts.append(CountingStr.ops - before)
-    CountingStr.limit = 1 << 62
-    return counts
+from tests.cache.opcount import BUDGET_PER_OP, CountingStr, assert_flat, counted_chunks
 
 
 def entry(
@@ -125,11 +87,6 @@ def one_host(n: int) -> Iterator[Entry]:
     """n objects of one host, each with its own body and blocklist url key."""
     for i in range(n):
         yield entry((CountingStr("a.example"), b"/p/%d" % i), b"%d" % i, path=f"/p/{i}")
-
-
-def assert_flat(counts: list[int], what: str) -> None:
-    first, last = counts[0], counts[-1]
-    assert last <= first * 1.25 + 100, f"{what}: first 10k cost {first}, last 10k {last}"
 
 
 def fill_then_remove(entries: list[Entry]) -> tuple[list[int], list[int], MemoryTier]:
