@@ -1,5 +1,7 @@
 """The byte-bounded memory tier: LRU over entries sized in bytes (cachetools), with indexes by
-primary key, host and body digest so purges (operator or blocklist) never scan the whole cache.
+primary key, host, body digest and blocklist url key so purges (operator or blocklist) never
+scan the whole cache. Each index costs O(1) per store, lookup and removal however many entries
+share an index key (`proxy.cache.index`, issue 19), so a purge costs what it purges.
 
 Vary: a primary key maps to the field names its latest response varied on; each variant is its
 own LRU item keyed by (primary, normalised values).
@@ -9,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from cachetools import LRUCache
 
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
+from proxy.cache.index import KeyIndex
 
 ItemKey = tuple[PrimaryKey, VariantKey]
 
@@ -44,44 +46,17 @@ def _size(entry: Entry) -> int:
     return entry.size
 
 
-def _unindex(index: dict[Any, set[ItemKey]], ikey: object, key: ItemKey) -> None:
-    keys = index.get(ikey)
-    if keys is not None:
-        keys.discard(key)
-        if not keys:
-            del index[ikey]
-
-
-# The per-primary and per-digest indexes hold tuples: they almost always have one member, and
-# a tuple of tuples of str/bytes is not tracked by the cyclic GC, where a set per stored entry
-# would make every full collection walk them all (0.6 s at 200k entries, measured).
-def _tindex(index: dict[Any, tuple[ItemKey, ...]], ikey: object, key: ItemKey) -> None:
-    keys = index.get(ikey, ())
-    if key not in keys:
-        index[ikey] = (*keys, key)
-
-
-def _untindex(index: dict[Any, tuple[ItemKey, ...]], ikey: object, key: ItemKey) -> None:
-    keys = index.get(ikey)
-    if keys is not None:
-        rest = tuple(k for k in keys if k != key)
-        if rest:
-            index[ikey] = rest
-        else:
-            del index[ikey]
-
-
 class MemoryTier:
     def __init__(self, max_bytes: int, max_object_bytes: int) -> None:
         self.max_bytes = max(1, max_bytes)
         self.max_object_bytes = max_object_bytes
         self._lru = _IndexedLRU(self.max_bytes, self._forget)
         self._vary: dict[PrimaryKey, tuple[str, ...]] = {}
-        self._by_primary: dict[PrimaryKey, tuple[ItemKey, ...]] = {}
-        self._by_host: dict[str, set[ItemKey]] = {}
-        self._by_digest: dict[bytes, tuple[ItemKey, ...]] = {}
+        self._by_primary: KeyIndex[PrimaryKey, ItemKey] = KeyIndex()
+        self._by_host: KeyIndex[str, ItemKey] = KeyIndex()
+        self._by_digest: KeyIndex[bytes, ItemKey] = KeyIndex()
         # By blocklist url key (entry.keys): a pushed url entry purges without a scan.
-        self._by_url_key: dict[str, tuple[ItemKey, ...]] = {}
+        self._by_url_key: KeyIndex[str, ItemKey] = KeyIndex()
         self._purging = False
         self.evictions = 0
         self.purged = 0
@@ -121,11 +96,11 @@ class MemoryTier:
                 self._purging = False
         self._lru[key] = entry
         self._vary[primary] = entry.vary_fields
-        _tindex(self._by_primary, primary, key)
-        self._by_host.setdefault(entry.target.host, set()).add(key)
-        _tindex(self._by_digest, entry.sha256, key)
+        self._by_primary.add(primary, key)
+        self._by_host.add(entry.target.host, key)
+        self._by_digest.add(entry.sha256, key)
         if entry.keys is not None:
-            _tindex(self._by_url_key, entry.keys.url_key, key)
+            self._by_url_key.add(entry.keys.url_key, key)
         return True
 
     def touch(self, entry: Entry) -> None:
@@ -140,21 +115,22 @@ class MemoryTier:
         if not self._purging:
             self.evictions += 1
         primary = key[0]
-        _untindex(self._by_primary, primary, key)
-        _unindex(self._by_host, entry.target.host, key)
-        _untindex(self._by_digest, entry.sha256, key)
+        self._by_primary.discard(primary, key)
+        self._by_host.discard(entry.target.host, key)
+        self._by_digest.discard(entry.sha256, key)
         if entry.keys is not None:
-            _untindex(self._by_url_key, entry.keys.url_key, key)
+            self._by_url_key.discard(entry.keys.url_key, key)
         if primary not in self._by_primary:
             self._vary.pop(primary, None)
 
     # -- purge --------------------------------------------------------------------------------
 
     def _purge_keys(self, keys: Iterable[ItemKey]) -> int:
+        """Purge `keys`: a copy, never a live index (each deletion updates the indexes)."""
         n = 0
         self._purging = True
         try:
-            for key in list(keys):
+            for key in keys:
                 if key in self._lru:
                     del self._lru[key]
                     n += 1
@@ -167,21 +143,21 @@ class MemoryTier:
         return self._purge_keys([(entry.primary, entry.variant)])
 
     def purge_primary(self, primary: PrimaryKey) -> int:
-        return self._purge_keys(self._by_primary.get(primary, ()))
+        return self._purge_keys(self._by_primary.members(primary))
 
     def purge_host(self, host: str) -> int:
-        return self._purge_keys(self._by_host.get(host, ()))
+        return self._purge_keys(self._by_host.members(host))
 
     def with_url_key(self, url_key: str) -> list[Entry]:
         """Stored entries whose target has this blocklist url key (any query)."""
         return [
             LRUCache.__getitem__(self._lru, k)
-            for k in self._by_url_key.get(url_key, ())
+            for k in self._by_url_key.members(url_key)
             if k in self._lru
         ]
 
     def purge_digest(self, digest: bytes) -> int:
-        return self._purge_keys(self._by_digest.get(digest, ()))
+        return self._purge_keys(self._by_digest.members(digest))
 
     def purge_where(self, hosts: Iterable[str] | None, pred: Callable[[Entry], bool]) -> int:
         """Purge entries (of `hosts`, or all) for which `pred` holds."""
@@ -190,7 +166,7 @@ class MemoryTier:
         else:
             candidates = []
             for host in hosts:
-                for key in self._by_host.get(host, ()):
+                for key in self._by_host.members(host):
                     candidates.append((key, LRUCache.__getitem__(self._lru, key)))
         return self._purge_keys(k for k, e in candidates if pred(e))
 
@@ -199,6 +175,21 @@ class MemoryTier:
 
     def digests(self) -> set[bytes]:
         return set(self._by_digest)
+
+    def index_sizes(self) -> dict[str, tuple[int, int]]:
+        """Per side index: (index keys, item keys filed). What tests check the indexes by; the
+        second number costs a walk of the index keys."""
+        sizes = {
+            name: (len(index), index.count())
+            for name, index in (
+                ("primary", self._by_primary),
+                ("host", self._by_host),
+                ("digest", self._by_digest),
+                ("url_key", self._by_url_key),
+            )
+        }
+        sizes["vary"] = (len(self._vary), len(self._vary))
+        return sizes
 
     def entries(self) -> list[Entry]:
         return [LRUCache.__getitem__(self._lru, k) for k in list(self._lru.keys())]

@@ -5,6 +5,8 @@ It is an optimisation and never a source of truth. Reads are bounded by
 `cache.shared_tier_timeout_s` and any failure is a miss (counted, never raised into a request);
 after a failure, reads are skipped for `shared_tier_retry_after_s` so a dead tier costs nothing.
 Writes are fire-and-forget into a bounded queue drained by one task; a full queue drops (counted).
+A purge drops the URL's queued stores by its own list of them (issue 19: walking the queue per
+purged URL made a host purge O(n^2)); they leave the queue as empty places.
 
 Keys (versioned: bump `KEY_VERSION` whenever `Record` changes):
 
@@ -329,9 +331,10 @@ class SharedTier:
         self.stale_grace_s = stale_grace_s
         self.prefix = prefix
         self.clock = clock
-        self._ops: deque[tuple[int, Any]] = deque()
+        self._ops: deque[list[Any]] = deque()  # [op, item]; a dropped store's item is None
+        self._dropped = 0  # dropped stores still in _ops
         self._queued_bytes = 0
-        self._pending: dict[PrimaryKey, int] = {}  # queued stores by primary key
+        self._pending: dict[PrimaryKey, list[list[Any]]] = {}  # queued stores, oldest first
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -412,22 +415,22 @@ class SharedTier:
         if self._closed or len(entry.body) > self.max_object_bytes:
             return False
         size = entry.size or len(entry.body)
-        if (
-            len(self._ops) >= self.queue_max_items
-            or self._queued_bytes + size > self.queue_max_bytes
-        ):
+        if self.queued >= self.queue_max_items or self._queued_bytes + size > self.queue_max_bytes:
             self.stats.shared_drops += 1
             return False
         self._queued_bytes += size
-        self._pending[entry.primary] = self._pending.get(entry.primary, 0) + 1
-        self._push((_PUT, entry))
+        cell = [_PUT, entry]
+        self._pending.setdefault(entry.primary, []).append(cell)
+        self._push(cell)
         return True
 
-    def _dequeued(self, entry: Entry) -> None:
+    def _dequeued(self, cell: list[Any]) -> None:
+        entry: Entry = cell[1]
         self._queued_bytes -= entry.size or len(entry.body)
-        n = self._pending.pop(entry.primary, 1) - 1
-        if n:
-            self._pending[entry.primary] = n
+        stores = self._pending[entry.primary]
+        del stores[0]  # the queue is FIFO: the oldest store of this primary is `cell`
+        if not stores:
+            del self._pending[entry.primary]
 
     def delete_soon(self, primary: PrimaryKey) -> None:
         """Queue the removal of every stored response for `primary` (operator purge, blocklist
@@ -435,14 +438,11 @@ class SharedTier:
         never dropped."""
         if self._closed:
             return
-        if primary in self._pending:
-            kept: deque[tuple[int, Any]] = deque()
-            for op, item in self._ops:
-                if op == _PUT and item.primary == primary:
-                    self._dequeued(item)
-                else:
-                    kept.append((op, item))
-            self._ops = kept
+        for cell in self._pending.pop(primary, ()):
+            entry: Entry = cell[1]
+            self._queued_bytes -= entry.size or len(entry.body)
+            cell[1] = None  # left in the queue as an empty place
+            self._dropped += 1
         self._enqueue_delete(primary_key(primary, self.prefix))
 
     async def delete(self, primary: PrimaryKey) -> None:
@@ -451,10 +451,10 @@ class SharedTier:
         await self.flush()
 
     def _enqueue_delete(self, key: str) -> None:
-        self._push((_DELETE, key))
+        self._push([_DELETE, key])
 
-    def _push(self, op: tuple[int, Any]) -> None:
-        self._ops.append(op)
+    def _push(self, cell: list[Any]) -> None:
+        self._ops.append(cell)
         if self._task is None:
             self._start()
         assert self._wake is not None and self._idle is not None
@@ -497,9 +497,13 @@ class SharedTier:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            op, item = self._ops.popleft()
+            cell = self._ops.popleft()
+            op, item = cell
+            if item is None:
+                self._dropped -= 1
+                continue
             if op == _PUT:
-                self._dequeued(item)
+                self._dequeued(cell)
             try:
                 async with asyncio.timeout(self.write_timeout_s):
                     if op == _PUT:
@@ -556,4 +560,5 @@ class SharedTier:
 
     @property
     def queued(self) -> int:
-        return len(self._ops)
+        """Stores and deletions waiting (dropped stores excluded)."""
+        return len(self._ops) - self._dropped

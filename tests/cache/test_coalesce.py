@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,112 @@ def test_hit_for_miss_expires() -> None:
     c.mark_uncacheable("k")
     c.clear_uncacheable("k")
     assert not c.is_hit_for_miss("k")
+
+
+# -- issue 19: no cost that grows with the number of followers or remembered keys ----------
+
+
+class CountingFuture(asyncio.Future[str]):
+    """A fetch whose callback removals count the callbacks asyncio scans to find the one."""
+
+    scanned = 0
+
+    def remove_done_callback(self, fn: Any) -> int:
+        CountingFuture.scanned += len(self._callbacks or ())
+        return super().remove_done_callback(fn)
+
+
+async def test_issue19_a_follower_leaving_costs_the_same_however_many_wait() -> None:
+    """Followers that time out or lose their client leave one by one; with a callback on the
+    fetch per follower, each departure scanned them all (20k followers: seconds of loop)."""
+    c: Coalescer[str] = Coalescer(hit_for_miss_s=10, clock=lambda: 0.0)
+    fetch = CountingFuture()
+    followers = [asyncio.ensure_future(c.follow(fetch, 60)) for _ in range(20_000)]
+    await asyncio.sleep(0)
+    assert c.waiters == 20_000
+    CountingFuture.scanned = 0
+    for f in followers[:1_000]:
+        f.cancel()
+    await asyncio.gather(*followers[:1_000], return_exceptions=True)
+    assert CountingFuture.scanned <= 1_000 * 4, CountingFuture.scanned
+    assert c.waiters == 19_000
+    fetch.set_result("done")
+    assert await asyncio.gather(*followers[1_000:]) == ["done"] * 19_000
+    assert c.waiters == 0
+
+
+async def test_followers_share_the_fetchs_failure_and_its_cancellation() -> None:
+    c: Coalescer[str] = Coalescer(hit_for_miss_s=10, clock=lambda: 0.0)
+    failing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    cancelled: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    a = [asyncio.ensure_future(c.follow(failing, 1.0)) for _ in range(3)]
+    b = [asyncio.ensure_future(c.follow(cancelled, 1.0)) for _ in range(3)]
+    await asyncio.sleep(0)
+    failing.set_exception(ConnectionResetError("origin"))
+    cancelled.cancel()
+    for f in a:
+        with pytest.raises(ConnectionResetError):
+            await f
+    for f in b:
+        with pytest.raises(asyncio.CancelledError):
+            await f
+    assert c.waiters == 0
+    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    done.set_result("early")
+    assert await c.follow(done, 1.0) == "early"  # a fetch that ended before anyone followed
+
+
+class CountingFloat(float):
+    """The clock's reading: counts every comparison made against it."""
+
+    compared = 0
+
+    def _count(self, other: object) -> None:
+        CountingFloat.compared += 1
+        if CountingFloat.compared > 1_000_000:
+            raise AssertionError("hit-for-miss bookkeeping compares per mark with every key")
+
+    def __lt__(self, other: object) -> bool:
+        self._count(other)
+        return float(self) < other  # type: ignore[operator]
+
+    def __le__(self, other: object) -> bool:
+        self._count(other)
+        return float(self) <= other  # type: ignore[operator]
+
+    def __gt__(self, other: object) -> bool:
+        self._count(other)
+        return float(self) > other  # type: ignore[operator]
+
+    def __ge__(self, other: object) -> bool:
+        self._count(other)
+        return float(self) >= other  # type: ignore[operator]
+
+
+def test_issue19_marking_uncacheable_costs_the_same_with_100k_keys_remembered() -> None:
+    """Past 100k remembered keys every mark walked them all to find the lapsed ones."""
+    now = [CountingFloat(0.0)]
+    c: Coalescer[str] = Coalescer(hit_for_miss_s=600, clock=lambda: now[0])
+    counts = []
+    for chunk in range(12):
+        before = CountingFloat.compared
+        for i in range(chunk * 10_000, (chunk + 1) * 10_000):
+            c.mark_uncacheable(f"k{i}")
+        counts.append(CountingFloat.compared - before)
+    assert counts[-1] <= counts[0] * 1.25 + 100, counts
+    # Bounded: the oldest marks gave way; the newest are remembered.
+    assert c.is_hit_for_miss("k119999") and not c.is_hit_for_miss("k0")
+    assert c.remembered_uncacheable <= 100_000
+
+
+def test_lapsed_hit_for_miss_marks_are_dropped_as_new_ones_come() -> None:
+    now = [0.0]
+    c: Coalescer[str] = Coalescer(hit_for_miss_s=5, clock=lambda: now[0])
+    for i in range(1_000):
+        c.mark_uncacheable(i)
+    now[0] = 3.0
+    c.mark_uncacheable(0)  # marked again: remembered until 8
+    now[0] = 5.5
+    c.mark_uncacheable("new")
+    assert c.remembered_uncacheable == 2
+    assert c.is_hit_for_miss(0) and c.is_hit_for_miss("new") and not c.is_hit_for_miss(1)

@@ -6,6 +6,7 @@ tampered records."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import threading
 import time
@@ -27,6 +28,7 @@ from proxy.cache.shared import (
 )
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import canonical_target
+from tests.cache.opcount import CountingStr, assert_flat, counted_chunks
 
 NOW = 1_700_000_000.0
 
@@ -306,3 +308,63 @@ async def test_start_opens_a_connection_or_counts_the_failure(redis_port: int) -
     finally:
         await up.close()
         await down.close()
+
+
+# -- issue 19: dropping queued stores costs the URL's own stores, not the queue's length ----
+
+
+class DictStore:
+    """A `Store` in a dict: the queue's bookkeeping without a server."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.data[key] = value
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_issue19_purging_urls_with_queued_stores_costs_the_same_per_url() -> None:
+    """A host purge calls delete_soon per URL; each one used to walk the whole queue (stores
+    and the deletions queued before it) to drop that URL's stores: O(n^2) for n URLs."""
+    stats = WorkerStats([])
+    t = SharedTier(DictStore(), stats, queue_max_items=1 << 20, queue_max_bytes=1 << 40)
+    base = entry("/p")
+    entries = [
+        dataclasses.replace(base, primary=(CountingStr(base.primary[0]), b"/p/%d" % i))
+        for i in range(20_000)
+    ]
+    assert all(t.put(e) for e in entries)
+    counts = counted_chunks(len(entries), lambda i: t.delete_soon(entries[i].primary), 2_000)
+    assert_flat(counts, "delete_soon with stores queued")
+    assert t.queued == 20_000  # the deletions; the dropped stores no longer count
+    assert await t.flush()
+    assert stats.shared_stores == 0 and t.store.data == {}  # type: ignore[attr-defined]
+    await t.close()
+
+
+async def test_dropped_stores_free_their_place_in_the_queue() -> None:
+    stats = WorkerStats([])
+    store = DictStore()
+    t = SharedTier(store, stats, queue_max_items=3)
+    a, b = entry("/a", b"1"), entry("/b")
+    assert t.put(a) and t.put(b) and t.put(entry("/a", b"2"))
+    assert not t.put(entry("/c"))  # full
+    t.delete_soon(a.primary)  # both stores of /a dropped, one deletion queued
+    assert t.queued == 2
+    assert t.put(entry("/c"))
+    assert t.queued == 3 and not t.put(entry("/d"))
+    assert await t.flush()
+    assert stats.shared_stores == 2 and stats.shared_drops == 2
+    assert await t.get(a.primary, no_vary) is None
+    assert await t.get(b.primary, no_vary) is not None
+    assert await t.get(entry("/c").primary, no_vary) is not None
+    await t.close()
