@@ -69,7 +69,7 @@ async def spool(
     parts = [prefix] if prefix else []
     size = len(prefix)
     known = up.content_length
-    step = known - size + 1 if known is not None and known <= limit_bytes else FIRST_STEP_BYTES
+    step = known - size if known is not None and known <= limit_bytes else FIRST_STEP_BYTES
     try:
         while True:
             want = max(0, min(step, limit_bytes - size))
@@ -82,7 +82,9 @@ async def spool(
             if data:
                 parts.append(data)
                 size += len(data)
-            if complete or size > limit_bytes:
+            # At the limit and not complete: more is coming (a socket client returns past the
+            # limit, an in-memory one exactly at it), so it does not fit.
+            if complete or size >= limit_bytes:
                 break
             step *= 2
     except BaseException:

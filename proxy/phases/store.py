@@ -45,8 +45,14 @@ class StorePhase:
             (n.encode("latin-1"), v.encode("latin-1"))
             for n, v in merge_304(stored, new304, drop=("age", "cache-status"))
         ]
+        answer = parse_response(fresh)
+        if answer.date is None:
+            # RFC 9110 §6.6.1: an undated 304 is dated when it arrived; the stored Date (the
+            # origin's, or ours from the first store) would keep the entry's age growing.
+            merged = [(n, v) for n, v in merged if n.lower() != b"date"]
+            merged.append((b"Date", format_http_date(response_time).encode()))
         parsed = parse_response(merged)
-        parsed.age = parse_response(fresh).age
+        parsed.age = answer.age
         lifetime = self.lifetime(entry.status, parsed, response_time) or 0.0
         new = self._entry(
             ctx,

@@ -242,7 +242,7 @@ async def test_stale_if_error_serves_the_stale_entry(make_worker, routes, failur
     r = await fetch(w)
     assert r.status == 200 and r.body == b"hello"
     assert r.cache_status == "edgeproxy; hit; ttl=-10; detail=stale-if-error"
-    assert routes[-1].step is Next.DELIVER and result_count(w, Result.STALE) == 1
+    assert routes[-1].step is Next.HIT and result_count(w, Result.STALE) == 1
     assert w.origin.requests[-1].headers.get("If-None-Match") == '"v1"'
     assert len(w.origin.requests) == 2
     # Past the window: the error itself.
