@@ -1,4 +1,4 @@
-"""`edgeproxy`: serve, check-config, demo, status, blocklist …, takedown …"""
+"""`edgeproxy`: serve, check-config, init, demo, status, blocklist …, takedown …"""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from proxy.config import Config, ConfigError, from_flags, load
+from proxy.identity import python_version, version
 
 
 def _token(path: str) -> str:
@@ -98,6 +99,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the shipped example config (every setting at its default, two sites) to start from."""
+    from importlib.resources import files
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"edgeproxy: {path} exists; give --force to overwrite it", file=sys.stderr)
+        return 1
+    text = files("proxy.data").joinpath("edgeproxy.example.toml").read_text()
+    path.write_text(text)
+    print(f"wrote {path}; edit its [[sites]], then: edgeproxy check-config {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.admin.app import start_admin
     from proxy.node.demo import run_demo
@@ -127,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgeproxy",
         description="An RFC 9111 edge cache that enforces copyright takedowns.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"edgeproxy {version()} (Python {python_version()})"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run an edge node")
@@ -136,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file and explain errors")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("init", help="write a starter config (the shipped example) to edit")
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="edgeproxy.toml",
+        help="where to write it (default edgeproxy.toml)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
         "demo", help="an edge node on its defaults in front of a bundled demo origin"

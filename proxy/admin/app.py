@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from proxy.admin.view import NodeView
 from proxy.blocklist.model import Entry
 from proxy.config import AdminConfig, parse_hostport
+from proxy.identity import python_version, version
 from proxy.metrics import BLOCK_TYPES, RESULTS, combine, families
 from proxy.node.control import ControlError, StatsReply
 
@@ -323,6 +324,13 @@ class _Collector:
 
     def collect(self) -> Any:
         node = self.node
+        info = GaugeMetricFamily(
+            "edgeproxy_build_info",
+            "Always 1; the labels say which edgeproxy and Python this node runs",
+            labels=["version", "python"],
+        )
+        info.add_metric([version(), python_version()], 1)
+        yield info
         total = _total(node, self.stats)
         if total is not None:
             yield from families([s.name for s in node.cfg.sites], total)

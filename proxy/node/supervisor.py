@@ -33,6 +33,7 @@ import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
 from proxy.config import Config, ConfigError, load, parse_hostport
+from proxy.identity import set_title
 from proxy.metrics import combine
 from proxy.node.control import (
     Applied,
@@ -307,6 +308,7 @@ class Supervisor:
         self._listen = s
 
     async def start(self) -> None:
+        set_title("supervisor")
         self._bind_listen()
         self.blocklist.load_initial()
         await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))

@@ -27,6 +27,7 @@ from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.config import Config
+from proxy.identity import set_title, worker_title
 from proxy.node.control import (
     Applied,
     BlocklistDelta,
@@ -86,6 +87,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way
         self._expiry: asyncio.TimerHandle | None = None
+        self._titled_version: int | None = None  # the blocklist version `ps` shows
 
     def _handler_error(self, *_: object) -> None:
         self.stats.handler_errors += 1
@@ -130,6 +132,9 @@ class Worker:
             self._background(self.pipeline.enforcer.purge_added(adds, snap))
         self._background(_release(old.exclusive_shards(snap)))
         self._schedule_expiry(snap)
+        if snap.version != self._titled_version:  # not per delta of the same version
+            self._titled_version = snap.version
+            set_title(worker_title(self.index, snap.version))
         return Applied(version=snap.version, applied_at=self.applied_at, pid=os.getpid())
 
     def _schedule_expiry(self, snap: Snapshot) -> None:
@@ -315,6 +320,7 @@ def _target(url: str) -> Any:
 
 def main() -> None:
     fd, index, listen_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    set_title(f"worker {index} (starting)")
     cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
     logging.basicConfig(
         level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
