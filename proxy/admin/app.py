@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from proxy.admin.processes import SUPERVISOR, process_families, worker_label
 from proxy.admin.view import NodeView
 from proxy.blocklist.model import Entry
 from proxy.config import AdminConfig, parse_hostport
@@ -383,6 +385,16 @@ class _Collector:
             "edgeproxy_worker_restarts", "Workers restarted after dying", value=node.restarts
         )
         yield GaugeMetricFamily("edgeproxy_workers", "Workers running", value=node.health().running)
+        yield from process_families(
+            [
+                (SUPERVISOR, os.getpid()),  # the admin listener runs in the supervisor
+                *((worker_label(s.worker), s.pid) for s in sorted(self.stats, key=_by_worker)),
+            ]
+        )
+
+
+def _by_worker(s: StatsReply) -> int:
+    return s.worker
 
 
 async def metrics(request: web.Request) -> web.Response:
