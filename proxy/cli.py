@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config file and explain errors")
-    p.add_argument("file")
+    p.add_argument("file", help="the TOML config to check")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("init", help="write a starter config (the shipped example) to edit")
@@ -168,12 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="an edge node on its defaults in front of a bundled demo origin"
     )
-    p.add_argument("--listen", default="127.0.0.1:8080")
-    p.add_argument("--admin", default="127.0.0.1:8081")
-    p.add_argument("--origin-port", type=int, default=9000)
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for client traffic")
+    p.add_argument("--admin", default="127.0.0.1:8081", help="HOST:PORT of the admin API")
+    p.add_argument("--origin-port", type=int, default=9000, help="port of the bundled demo origin")
     # One worker: each worker has its own memory tier, and two curls on new connections must
     # meet the same cache to show a MISS and then a HIT (`serve` defaults to one per core).
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")

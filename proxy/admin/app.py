@@ -422,6 +422,8 @@ async def purge(request: web.Request) -> web.Response:
         return _error(400, "give exactly one of url, prefix or host")
     try:
         purged, workers = await _node(request).purge(**given)
+    except ValueError as e:
+        return _error(400, str(e))
     except ControlError as e:
         return _error(502, str(e))
     return _json({"purged": purged, "workers": workers})

@@ -46,6 +46,7 @@ from proxy.node.control import (
     Request,
     StatsReply,
     StatsRequest,
+    purge_target,
 )
 from proxy.node.health import NodeHealth
 
@@ -239,7 +240,11 @@ class Supervisor:
         return acks
 
     async def purge(self, *, url: str = "", prefix: str = "", host: str = "") -> tuple[int, int]:
-        """Purge in every worker: (objects purged, workers that answered)."""
+        """Purge in every worker: (objects purged, workers that answered). A URL or prefix
+        the cache could not hold raises ValueError before any worker is asked."""
+        for given in (url, prefix):
+            if given:
+                purge_target(given)
         acks = await self.broadcast("purge", {"url": url, "prefix": prefix, "host": host})
         return sum(int(a["purged"]) for a in acks), len(acks)
 

@@ -46,11 +46,11 @@ from proxy.node.control import (
     Request,
     StatsReply,
     StatsRequest,
+    purge_target,
     read_frame,
     request_decoder,
     write_frame,
 )
-from proxy.rfc.target import BadTarget, canonical_target
 from proxy.state import build_worker
 
 log = logging.getLogger("edgeproxy.node.worker")
@@ -170,17 +170,14 @@ class Worker:
     def purge(self, msg: Purge) -> Purged:
         n = 0
         cache = self.pipeline.cache  # every tier: the tier behind loses the keys named here
-        try:
-            if msg.url:
-                url = _target(msg.url)
-                n = cache.purge_primary((url.authority, url.raw_path_query))
-            elif msg.prefix:
-                prefix = _target(msg.prefix)
-                n = cache.purge_prefix(prefix.host, prefix.path)
-            elif msg.host:
-                n = cache.purge_host(msg.host.lower().rstrip("."))
-        except BadTarget as e:
-            raise ValueError(f"not a valid URL: {e.reason}") from e
+        if msg.url:
+            url = purge_target(msg.url)
+            n = cache.purge_primary((url.authority, url.raw_path_query))
+        elif msg.prefix:
+            prefix = purge_target(msg.prefix)
+            n = cache.purge_prefix(prefix.host, prefix.path)
+        elif msg.host:
+            n = cache.purge_host(msg.host.lower().rstrip("."))
         return Purged(purged=n)
 
     def report(self) -> StatsReply:
@@ -306,16 +303,6 @@ async def _release(shards: list[dict[Any, Any]]) -> None:
     for shard in shards:
         shard.clear()
         await asyncio.sleep(0)
-
-
-def _target(url: str) -> Any:
-    from yarl import URL
-
-    u = URL(url)
-    if not u.host:
-        raise BadTarget(400, "URL needs a host")
-    path = u.raw_path_qs or "/"
-    return canonical_target(path.encode(), u.raw_authority.encode())
 
 
 def main() -> None:
