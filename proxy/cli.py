@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ import msgspec
 
 from proxy.config import Config, ConfigError, from_flags, load
 from proxy.identity import python_version, version
+from proxy.node.servicelog import configure as configure_log
 
 
 def _token(path: str) -> str:
@@ -52,8 +52,13 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         )
     if args.state_dir:
         changes["state_dir"] = args.state_dir
+    log = cfg.log
     if args.access_log is not None:
-        changes["log"] = msgspec.structs.replace(cfg.log, access_log=args.access_log)
+        log = msgspec.structs.replace(log, access_log=args.access_log)
+    if args.log_format is not None:
+        log = msgspec.structs.replace(log, format=args.log_format)
+    if log is not cfg.log:
+        changes["log"] = log
     if changes:
         from proxy.config import validate
 
@@ -78,10 +83,17 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-cache-bytes", type=int, help="memory tier size for the whole node")
     p.add_argument("--state-dir", help="where pushed entries and versions persist (default var/)")
     p.add_argument("--access-log", help="'-' for stdout or a file path")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="the service log on stderr: text (default) or json, one event a line "
+        "(overrides [log] format)",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
+    configure_log(cfg.log.format, process="supervisor")
     # The flag wins over the config's [admin] token_file; the environment comes last.
     token = _token(args.admin_token_file or cfg.admin.token_file)
     from proxy.admin.app import start_admin
@@ -189,10 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_log("text", process="edgeproxy")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "takedown":

@@ -144,6 +144,7 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: str = ""  # "", "-" (stdout) or a file path
     access_log_sample: float = 1.0
+    format: Literal["text", "json"] = "text"  # the service log on stderr (not the access log)
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

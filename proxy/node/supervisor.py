@@ -49,6 +49,7 @@ from proxy.node.control import (
     purge_target,
 )
 from proxy.node.health import NodeHealth
+from proxy.node.servicelog import configure as configure_log
 
 log = logging.getLogger("edgeproxy.node.supervisor")
 
@@ -164,6 +165,12 @@ class Supervisor:
             raise
         handle.listening = True
         handle.applied_at = ack.applied_at
+        log.info(
+            "worker %d (pid %d) started, enforcing blocklist version %d",
+            index,
+            proc.pid,
+            ack.version,
+        )
         return handle
 
     async def start_worker(self, index: int) -> WorkerHandle:
@@ -350,6 +357,10 @@ class Supervisor:
 
     def request_stop(self) -> None:
         if not self.stopping:
+            log.info(
+                "stopping: workers drain in-flight requests (up to %.0f s)",
+                self.cfg.drain_timeout_s,
+            )
             self.stopping = True
             asyncio.ensure_future(self._stop())
 
@@ -382,6 +393,7 @@ class Supervisor:
 
     async def reload(self) -> None:
         """SIGHUP: new config (if valid) via a rolling restart; then the blocklist dir."""
+        log.info("reload requested")
         if self.config_path:
             try:
                 new = load(self.config_path)
@@ -395,6 +407,8 @@ class Supervisor:
                 )
                 new = msgspec.structs.replace(new, listen=self.cfg.listen)
             if new is not None:
+                if new.log.format != self.cfg.log.format:
+                    configure_log(new.log.format, process="supervisor")
                 self.cfg = new
                 self.config_generation += 1
                 await self._rolling_restart()
@@ -413,7 +427,7 @@ class Supervisor:
             self._monitors.add(t)
             t.add_done_callback(self._monitors.discard)
             old.proc.send_signal(signal.SIGTERM)
-        log.warning("config reloaded; workers replaced")
+        log.info("config reloaded; workers replaced")
 
 
 def _request(op: str, args: dict[str, Any]) -> Request:

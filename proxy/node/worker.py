@@ -51,6 +51,7 @@ from proxy.node.control import (
     request_decoder,
     write_frame,
 )
+from proxy.node.servicelog import configure as configure_log
 from proxy.state import build_worker
 
 log = logging.getLogger("edgeproxy.node.worker")
@@ -288,6 +289,7 @@ class Worker:
         finally:
             if gc_task is not None:
                 gc_task.cancel()
+            log.info("draining %d open connections", self.server.open_connections)
             await self.server.drain_and_close(self.cfg.drain_timeout_s)
             control.cancel()
             if self.shared is not None:
@@ -309,10 +311,7 @@ def main() -> None:
     fd, index, listen_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     set_title(f"worker {index} (starting)")
     cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
-    logging.basicConfig(
-        level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
-        format=f"%(asctime)s worker[{index}] %(levelname)s %(name)s: %(message)s",
-    )
+    configure_log(cfg.log.format, process=f"worker[{index}]")
     worker = Worker(cfg, index, listen_fd)
     try:
         import uvloop
