@@ -81,7 +81,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="start even when --blocklist-dir holds no valid version",
     )
     p.add_argument("--memory-cache-bytes", type=int, help="memory tier size for the whole node")
-    p.add_argument("--state-dir", help="where pushed entries and versions persist (default var/)")
+    p.add_argument(
+        "--state-dir",
+        help="where pushed entries and versions persist (default: $STATE_DIRECTORY, "
+        "/var/lib/edgeproxy as root, else $XDG_STATE_HOME/edgeproxy or ~/.local/state/edgeproxy)",
+    )
     p.add_argument("--access-log", help="'-' for stdout or a file path")
     p.add_argument(
         "--log-format",
@@ -128,6 +132,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.admin.app import start_admin
     from proxy.node.demo import run_demo
+
+    configure_log("text", process="supervisor")
 
     return _run(
         run_demo(args.listen, args.admin, args.origin_port, args.workers, start_admin=start_admin)

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
-from proxy.config import Config, ConfigError, load, parse_hostport
+from proxy.config import Config, ConfigError, default_state_dir, load, parse_hostport
 from proxy.identity import set_title
 from proxy.metrics import combine
 from proxy.node.control import (
@@ -111,7 +111,7 @@ class Supervisor:
         self.stopping = False
         self._stopped = asyncio.Event()
         self._monitors: set[asyncio.Task[None]] = set()
-        self.state_dir = Path(cfg.state_dir)
+        self.state_dir = Path(cfg.state_dir) if cfg.state_dir else default_state_dir()
         self.blocklist = NodeBlocklist(cfg, self.state_dir, self.broadcast)
         self.last_stats: dict[int, dict[str, Any]] = {}
         self.port = 0
@@ -343,6 +343,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         admin = f", admin http://{self.cfg.admin.listen}" if self.cfg.admin.listen else ""
+        print(f"state dir {self.state_dir.resolve()}", flush=True)
         print(
             f"edgeproxy listening on http://{self.cfg.listen} with {len(self.workers)} workers{admin}",
             flush=True,
