@@ -49,6 +49,9 @@ from proxy.node.control import (
     purge_target,
 )
 from proxy.node.health import NodeHealth
+from proxy.node.sdnotify import notify as sd_notify
+from proxy.node.sdnotify import reloading as sd_reloading
+from proxy.node.sdnotify import watchdog_interval_s
 from proxy.node.servicelog import configure as configure_log
 
 log = logging.getLogger("edgeproxy.node.supervisor")
@@ -118,6 +121,7 @@ class Supervisor:
         self.config_generation = 0  # bumped by every accepted SIGHUP config
         self._admin_runner: Any = None
         self._watcher: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._listen: socket.socket | None = None
 
     # -- workers ------------------------------------------------------------------------------
@@ -348,6 +352,22 @@ class Supervisor:
             f"edgeproxy listening on http://{self.cfg.listen} with {len(self.workers)} workers{admin}",
             flush=True,
         )
+        sd_notify("READY=1", self._sd_status())
+        if (every_s := watchdog_interval_s()) > 0:
+            self._watchdog = asyncio.ensure_future(self._ping_watchdog(every_s))
+
+    def _sd_status(self) -> str:
+        return (
+            f"STATUS=serving {self.cfg.listen} with {len(self.workers)} workers, "
+            f"blocklist version {self.blocklist.version}"
+        )
+
+    async def _ping_watchdog(self, every_s: float) -> None:
+        """WATCHDOG=1 from the event loop itself: if the loop wedges, the pings stop and
+        systemd restarts the node (WatchdogSec=)."""
+        while not self.stopping:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(every_s)
 
     async def _on_blocklist_change(self) -> None:
         try:
@@ -362,6 +382,7 @@ class Supervisor:
                 "stopping: workers drain in-flight requests (up to %.0f s)",
                 self.cfg.drain_timeout_s,
             )
+            sd_notify("STOPPING=1", "STATUS=draining")
             self.stopping = True
             asyncio.ensure_future(self._stop())
 
@@ -379,6 +400,8 @@ class Supervisor:
                 _kill(p)
         if self._watcher is not None:
             await self._watcher.stop()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         if self._listen is not None:
@@ -393,8 +416,17 @@ class Supervisor:
         await self._stopped.wait()
 
     async def reload(self) -> None:
-        """SIGHUP: new config (if valid) via a rolling restart; then the blocklist dir."""
+        """SIGHUP: new config (if valid) via a rolling restart; then the blocklist dir.
+        systemd hears RELOADING=1 now and READY=1 once it is over, accepted or refused."""
         log.info("reload requested")
+        sd_notify(*sd_reloading(), "STATUS=reloading")
+        try:
+            await self._reload()
+        finally:
+            if not self.stopping:
+                sd_notify("READY=1", self._sd_status())
+
+    async def _reload(self) -> None:
         if self.config_path:
             try:
                 new = load(self.config_path)
