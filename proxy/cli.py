@@ -1,10 +1,9 @@
-"""`edgeproxy`: serve, check-config, demo, status, blocklist …, takedown …"""
+"""`edgeproxy`: serve, check-config, init, demo, status, blocklist …, takedown …"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +12,8 @@ from pathlib import Path
 import msgspec
 
 from proxy.config import Config, ConfigError, from_flags, load
+from proxy.identity import python_version, version
+from proxy.node.servicelog import configure as configure_log
 
 
 def _token(path: str) -> str:
@@ -51,8 +52,13 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         )
     if args.state_dir:
         changes["state_dir"] = args.state_dir
+    log = cfg.log
     if args.access_log is not None:
-        changes["log"] = msgspec.structs.replace(cfg.log, access_log=args.access_log)
+        log = msgspec.structs.replace(log, access_log=args.access_log)
+    if args.log_format is not None:
+        log = msgspec.structs.replace(log, format=args.log_format)
+    if log is not cfg.log:
+        changes["log"] = log
     if changes:
         from proxy.config import validate
 
@@ -75,12 +81,23 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="start even when --blocklist-dir holds no valid version",
     )
     p.add_argument("--memory-cache-bytes", type=int, help="memory tier size for the whole node")
-    p.add_argument("--state-dir", help="where pushed entries and versions persist (default var/)")
+    p.add_argument(
+        "--state-dir",
+        help="where pushed entries and versions persist (default: $STATE_DIRECTORY, "
+        "/var/lib/edgeproxy as root, else $XDG_STATE_HOME/edgeproxy or ~/.local/state/edgeproxy)",
+    )
     p.add_argument("--access-log", help="'-' for stdout or a file path")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="the service log on stderr: text (default) or json, one event a line "
+        "(overrides [log] format)",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
+    configure_log(cfg.log.format, process="supervisor")
     # The flag wins over the config's [admin] token_file; the environment comes last.
     token = _token(args.admin_token_file or cfg.admin.token_file)
     from proxy.admin.app import start_admin
@@ -98,9 +115,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the shipped example config (every setting at its default, two sites) to start from."""
+    from importlib.resources import files
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"edgeproxy: {path} exists; give --force to overwrite it", file=sys.stderr)
+        return 1
+    text = files("proxy.data").joinpath("edgeproxy.example.toml").read_text()
+    path.write_text(text)
+    print(f"wrote {path}; edit its [[sites]], then: edgeproxy check-config {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.admin.app import start_admin
     from proxy.node.demo import run_demo
+
+    configure_log("text", process="supervisor")
 
     return _run(
         run_demo(args.listen, args.admin, args.origin_port, args.workers, start_admin=start_admin)
@@ -127,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgeproxy",
         description="An RFC 9111 edge cache that enforces copyright takedowns.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"edgeproxy {version()} (Python {python_version()})"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run an edge node")
@@ -134,18 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config file and explain errors")
-    p.add_argument("file")
+    p.add_argument("file", help="the TOML config to check")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("init", help="write a starter config (the shipped example) to edit")
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="edgeproxy.toml",
+        help="where to write it (default edgeproxy.toml)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
         "demo", help="an edge node on its defaults in front of a bundled demo origin"
     )
-    p.add_argument("--listen", default="127.0.0.1:8080")
-    p.add_argument("--admin", default="127.0.0.1:8081")
-    p.add_argument("--origin-port", type=int, default=9000)
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for client traffic")
+    p.add_argument("--admin", default="127.0.0.1:8081", help="HOST:PORT of the admin API")
+    p.add_argument("--origin-port", type=int, default=9000, help="port of the bundled demo origin")
     # One worker: each worker has its own memory tier, and two curls on new connections must
     # meet the same cache to show a MISS and then a HIT (`serve` defaults to one per core).
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")
@@ -161,10 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_log("text", process="edgeproxy")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "takedown":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -144,13 +144,14 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: str = ""  # "", "-" (stdout) or a file path
     access_log_sample: float = 1.0
+    format: Literal["text", "json"] = "text"  # the service log on stderr (not the access log)
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8080"
     workers: int = 0  # 0: one per core
     via_name: str = "edgeproxy"
-    state_dir: str = "var"
+    state_dir: str = ""  # "": default_state_dir() (never relative to where serve was run)
     drain_timeout_s: float = 30.0
     worker_restart_backoff_s: float = 0.5
     # A full cyclic-GC pass walks every stored entry (0.4-0.6 s at 200k entries, measured), so
@@ -168,6 +169,24 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+
+def default_state_dir(
+    env: Mapping[str, str] | None = None, euid: int | None = None, home: str | None = None
+) -> Path:
+    """Where a node keeps pushed entries and its version when `state_dir` is not set:
+    systemd's $STATE_DIRECTORY (StateDirectory=), /var/lib/edgeproxy for root, else
+    $XDG_STATE_HOME/edgeproxy (XDG Base Directory: "state that should persist between
+    restarts"), by default ~/.local/state/edgeproxy."""
+    env = os.environ if env is None else env
+    if given := env.get("STATE_DIRECTORY", "").split(":")[0]:
+        return Path(given)
+    if (os.geteuid() if euid is None else euid) == 0:
+        return Path("/var/lib/edgeproxy")
+    xdg = env.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(xdg):  # the spec: a relative value is invalid, ignore it
+        xdg = os.path.join(home or os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "edgeproxy"
 
 
 @dataclass(frozen=True)

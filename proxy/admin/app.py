@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,9 +28,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from proxy.admin.processes import SUPERVISOR, process_families, worker_label
 from proxy.admin.view import NodeView
 from proxy.blocklist.model import Entry
 from proxy.config import AdminConfig, parse_hostport
+from proxy.identity import python_version, version
 from proxy.metrics import BLOCK_TYPES, RESULTS, combine, families
 from proxy.node.control import ControlError, StatsReply
 
@@ -323,6 +326,13 @@ class _Collector:
 
     def collect(self) -> Any:
         node = self.node
+        info = GaugeMetricFamily(
+            "edgeproxy_build_info",
+            "Always 1; the labels say which edgeproxy and Python this node runs",
+            labels=["version", "python"],
+        )
+        info.add_metric([version(), python_version()], 1)
+        yield info
         total = _total(node, self.stats)
         if total is not None:
             yield from families([s.name for s in node.cfg.sites], total)
@@ -375,6 +385,16 @@ class _Collector:
             "edgeproxy_worker_restarts", "Workers restarted after dying", value=node.restarts
         )
         yield GaugeMetricFamily("edgeproxy_workers", "Workers running", value=node.health().running)
+        yield from process_families(
+            [
+                (SUPERVISOR, os.getpid()),  # the admin listener runs in the supervisor
+                *((worker_label(s.worker), s.pid) for s in sorted(self.stats, key=_by_worker)),
+            ]
+        )
+
+
+def _by_worker(s: StatsReply) -> int:
+    return s.worker
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -402,6 +422,8 @@ async def purge(request: web.Request) -> web.Response:
         return _error(400, "give exactly one of url, prefix or host")
     try:
         purged, workers = await _node(request).purge(**given)
+    except ValueError as e:
+        return _error(400, str(e))
     except ControlError as e:
         return _error(502, str(e))
     return _json({"purged": purged, "workers": workers})

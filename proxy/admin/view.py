@@ -67,5 +67,6 @@ class NodeView(Protocol):
     def health(self) -> NodeHealth: ...
 
     async def purge(self, *, url: str = "", prefix: str = "", host: str = "") -> tuple[int, int]:
-        """(objects purged, workers that answered); raises ControlError if a worker failed."""
+        """(objects purged, workers that answered); raises ValueError (with the reason) for a
+        URL or prefix that is not one, ControlError if a worker failed."""
         ...

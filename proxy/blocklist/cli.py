@@ -387,7 +387,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = cmds.add_parser("sign", help="sign entries (JSON Lines) into a version file")
     p.add_argument("--key", required=True, help="private key PEM")
-    p.add_argument("--sequence", required=True, type=int)
+    p.add_argument(
+        "--sequence",
+        required=True,
+        type=int,
+        help="the version's number; nodes take only higher ones",
+    )
     p.add_argument("--base", type=int, default=None, help="make a delta on this sequence")
     p.add_argument(
         "--valid-for-s",
@@ -406,8 +411,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ):
         p = cmds.add_parser(name, help=helptext)
         p.add_argument("--key", required=True, help="public key PEM")
-        p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
-        p.add_argument("file" if name == "verify" else "target")
+        p.add_argument(
+            "--max-bytes",
+            type=int,
+            default=DEFAULT_MAX_BYTES,
+            help="refuse larger version files (default %(default)s)",
+        )
+        if name == "verify":
+            p.add_argument("file", help="the version file")
+        else:
+            p.add_argument("target", help="a version file, or a directory of them")
         p.set_defaults(func=_guarded(func))
 
     p = cmds.add_parser("digest", help="the sha256 entry value of a body saved in a file")
@@ -418,7 +431,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="CE",
         help="the body's Content-Encoding (e.g. gzip, 'gzip, br'); repeatable",
     )
-    p.add_argument("file")
+    p.add_argument("file", help="the body as the origin sent it")
     p.set_defaults(func=_guarded(cmd_digest))
 
     def admin(p: argparse.ArgumentParser) -> None:
@@ -427,18 +440,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = cmds.add_parser("push", help="add entries on a running edge (admin API)")
     admin(p)
-    p.add_argument("--id")
-    p.add_argument("--type", choices=[t.value for t in EntryType])
-    p.add_argument("--value")
-    p.add_argument("--notice", default="")
-    p.add_argument("--reason", default="")
+    p.add_argument("--id", help="the entry's id (one entry given by flags)")
+    p.add_argument("--type", choices=[t.value for t in EntryType], help="what --value names")
+    p.add_argument("--value", help="the URL, prefix, host or sha256 digest to block")
+    p.add_argument("--notice", default="", help="the takedown notice it comes from")
+    p.add_argument("--reason", default="", help="why it is blocked (for the audit trail)")
     p.add_argument("--expires-at", type=float, default=None, help="epoch seconds")
     p.add_argument("--file", help="entries, one JSON object per line")
     p.set_defaults(func=_guarded(cmd_push))
 
     p = cmds.add_parser("remove", help="remove an entry on a running edge (admin API)")
     admin(p)
-    p.add_argument("entry_id", metavar="ID")
+    p.add_argument("entry_id", metavar="ID", help="the pushed entry's id")
     p.set_defaults(func=_guarded(cmd_remove))
 
     p = cmds.add_parser("status", help="a running edge's blocklist version and workers")

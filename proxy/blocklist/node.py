@@ -141,7 +141,7 @@ class NodeBlocklist:
         self.file_sequence = sequence
         self.file_sha256 = info.sha256
         self.valid_until = info.valid_until
-        log.warning(
+        log.info(
             "blocklist version %d loaded from %s (%d entries)", sequence, self.cfg.dir, len(entries)
         )
         return sequence

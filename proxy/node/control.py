@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from proxy.blocklist.model import Entry
+from proxy.rfc.target import BadTarget, Target, canonical_target
 
 _LEN = struct.Struct("!I")
 MAX_FRAME_BYTES = 64 << 20
@@ -51,6 +52,25 @@ class Purge(Message, tag="purge"):
     url: str = ""
     prefix: str = ""
     host: str = ""
+
+
+def purge_target(url: str) -> Target:
+    """A purge's URL or prefix as the cache keys it (the canonical target a request for it
+    gets). Raises ValueError saying why not: the supervisor checks before asking any worker,
+    so a bad URL is the caller's mistake (400), not a worker failure."""
+    from yarl import URL
+
+    try:
+        u = URL(url)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not a valid URL: {e}") from e
+    if not u.absolute or not u.host:
+        raise ValueError(f"not a valid URL: {url!r} needs a scheme and a host")
+    path = u.raw_path_qs or "/"
+    try:
+        return canonical_target(path.encode(), u.raw_authority.encode())
+    except BadTarget as e:
+        raise ValueError(f"not a valid URL: {e.reason}") from e
 
 
 class StatsRequest(Message, tag="stats"):

@@ -32,7 +32,8 @@ from typing import Any, Protocol
 import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
-from proxy.config import Config, ConfigError, load, parse_hostport
+from proxy.config import Config, ConfigError, default_state_dir, load, parse_hostport
+from proxy.identity import set_title
 from proxy.metrics import combine
 from proxy.node.control import (
     Applied,
@@ -45,8 +46,13 @@ from proxy.node.control import (
     Request,
     StatsReply,
     StatsRequest,
+    purge_target,
 )
 from proxy.node.health import NodeHealth
+from proxy.node.sdnotify import notify as sd_notify
+from proxy.node.sdnotify import reloading as sd_reloading
+from proxy.node.sdnotify import watchdog_interval_s
+from proxy.node.servicelog import configure as configure_log
 
 log = logging.getLogger("edgeproxy.node.supervisor")
 
@@ -108,13 +114,14 @@ class Supervisor:
         self.stopping = False
         self._stopped = asyncio.Event()
         self._monitors: set[asyncio.Task[None]] = set()
-        self.state_dir = Path(cfg.state_dir)
+        self.state_dir = Path(cfg.state_dir) if cfg.state_dir else default_state_dir()
         self.blocklist = NodeBlocklist(cfg, self.state_dir, self.broadcast)
         self.last_stats: dict[int, dict[str, Any]] = {}
         self.port = 0
         self.config_generation = 0  # bumped by every accepted SIGHUP config
         self._admin_runner: Any = None
         self._watcher: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._listen: socket.socket | None = None
 
     # -- workers ------------------------------------------------------------------------------
@@ -162,6 +169,12 @@ class Supervisor:
             raise
         handle.listening = True
         handle.applied_at = ack.applied_at
+        log.info(
+            "worker %d (pid %d) started, enforcing blocklist version %d",
+            index,
+            proc.pid,
+            ack.version,
+        )
         return handle
 
     async def start_worker(self, index: int) -> WorkerHandle:
@@ -238,7 +251,11 @@ class Supervisor:
         return acks
 
     async def purge(self, *, url: str = "", prefix: str = "", host: str = "") -> tuple[int, int]:
-        """Purge in every worker: (objects purged, workers that answered)."""
+        """Purge in every worker: (objects purged, workers that answered). A URL or prefix
+        the cache could not hold raises ValueError before any worker is asked."""
+        for given in (url, prefix):
+            if given:
+                purge_target(given)
         acks = await self.broadcast("purge", {"url": url, "prefix": prefix, "host": host})
         return sum(int(a["purged"]) for a in acks), len(acks)
 
@@ -307,6 +324,7 @@ class Supervisor:
         self._listen = s
 
     async def start(self) -> None:
+        set_title("supervisor")
         self._bind_listen()
         self.blocklist.load_initial()
         await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))
@@ -329,10 +347,27 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         admin = f", admin http://{self.cfg.admin.listen}" if self.cfg.admin.listen else ""
+        print(f"state dir {self.state_dir.resolve()}", flush=True)
         print(
             f"edgeproxy listening on http://{self.cfg.listen} with {len(self.workers)} workers{admin}",
             flush=True,
         )
+        sd_notify("READY=1", self._sd_status())
+        if (every_s := watchdog_interval_s()) > 0:
+            self._watchdog = asyncio.ensure_future(self._ping_watchdog(every_s))
+
+    def _sd_status(self) -> str:
+        return (
+            f"STATUS=serving {self.cfg.listen} with {len(self.workers)} workers, "
+            f"blocklist version {self.blocklist.version}"
+        )
+
+    async def _ping_watchdog(self, every_s: float) -> None:
+        """WATCHDOG=1 from the event loop itself: if the loop wedges, the pings stop and
+        systemd restarts the node (WatchdogSec=)."""
+        while not self.stopping:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(every_s)
 
     async def _on_blocklist_change(self) -> None:
         try:
@@ -343,6 +378,11 @@ class Supervisor:
 
     def request_stop(self) -> None:
         if not self.stopping:
+            log.info(
+                "stopping: workers drain in-flight requests (up to %.0f s)",
+                self.cfg.drain_timeout_s,
+            )
+            sd_notify("STOPPING=1", "STATUS=draining")
             self.stopping = True
             asyncio.ensure_future(self._stop())
 
@@ -360,6 +400,8 @@ class Supervisor:
                 _kill(p)
         if self._watcher is not None:
             await self._watcher.stop()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         if self._listen is not None:
@@ -374,7 +416,17 @@ class Supervisor:
         await self._stopped.wait()
 
     async def reload(self) -> None:
-        """SIGHUP: new config (if valid) via a rolling restart; then the blocklist dir."""
+        """SIGHUP: new config (if valid) via a rolling restart; then the blocklist dir.
+        systemd hears RELOADING=1 now and READY=1 once it is over, accepted or refused."""
+        log.info("reload requested")
+        sd_notify(*sd_reloading(), "STATUS=reloading")
+        try:
+            await self._reload()
+        finally:
+            if not self.stopping:
+                sd_notify("READY=1", self._sd_status())
+
+    async def _reload(self) -> None:
         if self.config_path:
             try:
                 new = load(self.config_path)
@@ -388,6 +440,8 @@ class Supervisor:
                 )
                 new = msgspec.structs.replace(new, listen=self.cfg.listen)
             if new is not None:
+                if new.log.format != self.cfg.log.format:
+                    configure_log(new.log.format, process="supervisor")
                 self.cfg = new
                 self.config_generation += 1
                 await self._rolling_restart()
@@ -406,7 +460,7 @@ class Supervisor:
             self._monitors.add(t)
             t.add_done_callback(self._monitors.discard)
             old.proc.send_signal(signal.SIGTERM)
-        log.warning("config reloaded; workers replaced")
+        log.info("config reloaded; workers replaced")
 
 
 def _request(op: str, args: dict[str, Any]) -> Request:

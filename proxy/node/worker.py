@@ -27,6 +27,7 @@ from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.config import Config
+from proxy.identity import set_title, worker_title
 from proxy.node.control import (
     Applied,
     BlocklistDelta,
@@ -45,11 +46,12 @@ from proxy.node.control import (
     Request,
     StatsReply,
     StatsRequest,
+    purge_target,
     read_frame,
     request_decoder,
     write_frame,
 )
-from proxy.rfc.target import BadTarget, canonical_target
+from proxy.node.servicelog import configure as configure_log
 from proxy.state import build_worker
 
 log = logging.getLogger("edgeproxy.node.worker")
@@ -86,6 +88,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way
         self._expiry: asyncio.TimerHandle | None = None
+        self._titled_version: int | None = None  # the blocklist version `ps` shows
 
     def _handler_error(self, *_: object) -> None:
         self.stats.handler_errors += 1
@@ -130,6 +133,9 @@ class Worker:
             self._background(self.pipeline.enforcer.purge_added(adds, snap))
         self._background(_release(old.exclusive_shards(snap)))
         self._schedule_expiry(snap)
+        if snap.version != self._titled_version:  # not per delta of the same version
+            self._titled_version = snap.version
+            set_title(worker_title(self.index, snap.version))
         return Applied(version=snap.version, applied_at=self.applied_at, pid=os.getpid())
 
     def _schedule_expiry(self, snap: Snapshot) -> None:
@@ -165,17 +171,14 @@ class Worker:
     def purge(self, msg: Purge) -> Purged:
         n = 0
         cache = self.pipeline.cache  # every tier: the tier behind loses the keys named here
-        try:
-            if msg.url:
-                url = _target(msg.url)
-                n = cache.purge_primary((url.authority, url.raw_path_query))
-            elif msg.prefix:
-                prefix = _target(msg.prefix)
-                n = cache.purge_prefix(prefix.host, prefix.path)
-            elif msg.host:
-                n = cache.purge_host(msg.host.lower().rstrip("."))
-        except BadTarget as e:
-            raise ValueError(f"not a valid URL: {e.reason}") from e
+        if msg.url:
+            url = purge_target(msg.url)
+            n = cache.purge_primary((url.authority, url.raw_path_query))
+        elif msg.prefix:
+            prefix = purge_target(msg.prefix)
+            n = cache.purge_prefix(prefix.host, prefix.path)
+        elif msg.host:
+            n = cache.purge_host(msg.host.lower().rstrip("."))
         return Purged(purged=n)
 
     def report(self) -> StatsReply:
@@ -286,6 +289,7 @@ class Worker:
         finally:
             if gc_task is not None:
                 gc_task.cancel()
+            log.info("draining %d open connections", self.server.open_connections)
             await self.server.drain_and_close(self.cfg.drain_timeout_s)
             control.cancel()
             if self.shared is not None:
@@ -303,23 +307,11 @@ async def _release(shards: list[dict[Any, Any]]) -> None:
         await asyncio.sleep(0)
 
 
-def _target(url: str) -> Any:
-    from yarl import URL
-
-    u = URL(url)
-    if not u.host:
-        raise BadTarget(400, "URL needs a host")
-    path = u.raw_path_qs or "/"
-    return canonical_target(path.encode(), u.raw_authority.encode())
-
-
 def main() -> None:
     fd, index, listen_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    set_title(f"worker {index} (starting)")
     cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
-    logging.basicConfig(
-        level=os.environ.get("EDGEPROXY_LOG_LEVEL", "WARNING"),
-        format=f"%(asctime)s worker[{index}] %(levelname)s %(name)s: %(message)s",
-    )
+    configure_log(cfg.log.format, process=f"worker[{index}]")
     worker = Worker(cfg, index, listen_fd)
     try:
         import uvloop

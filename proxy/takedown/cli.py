@@ -53,8 +53,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     cmds = td.add_subparsers(dest="takedown_command", required=True)
 
     p = cmds.add_parser("serve", help="run the takedown service")
-    p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8450))
-    p.add_argument("--db", required=True)
+    p.add_argument(
+        "--listen",
+        type=_host_port,
+        default=("127.0.0.1", 8450),
+        help="HOST:PORT of the HTTP API (default 127.0.0.1:8450)",
+    )
+    p.add_argument("--db", required=True, help="the service's SQLite database file")
     p.add_argument(
         "--edge",
         action="append",
@@ -68,39 +73,66 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.set_defaults(takedown_fn=_serve)
 
     p = cmds.add_parser("add-account", help="create an API account")
-    p.add_argument("--db", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    p.add_argument("--db", required=True, help="the service's SQLite database file")
+    p.add_argument("--name", required=True, help="the account's name (shown in the audit log)")
+    p.add_argument(
+        "--role",
+        required=True,
+        choices=[r.value for r in accounts.Role],
+        help="what the account may do: submit notices, be trusted (actioned at once), speak for "
+        "a customer (customer), decide cases (operator), or everything (admin)",
+    )
     p.add_argument("--customer", help="with --role customer: the customer it speaks for")
     p.set_defaults(takedown_fn=_add_account)
 
     p = cmds.add_parser("add-site", help="attach a served host to a customer")
-    p.add_argument("--db", required=True)
-    p.add_argument("--host", required=True)
-    p.add_argument("--customer", required=True)
-    p.add_argument("--verification", choices=[v.value for v in accounts.Verification])
+    p.add_argument("--db", required=True, help="the service's SQLite database file")
+    p.add_argument("--host", required=True, help="a host name the customer serves through the edge")
+    p.add_argument("--customer", required=True, help="the customer's name (created on first use)")
+    p.add_argument(
+        "--verification",
+        choices=[v.value for v in accounts.Verification],
+        help="how far the customer's identity was checked",
+    )
     p.add_argument("--method", help="how the identity was verified")
     p.set_defaults(takedown_fn=_add_site)
 
     p = cmds.add_parser("decide", help="decide a case (operator)")
     p.add_argument("--server", required=True, help="the service's base URL")
-    p.add_argument("--key", default=os.environ.get("EDGEPROXY_TAKEDOWN_KEY", ""))
-    p.add_argument("--case", type=int, required=True)
+    p.add_argument(
+        "--key",
+        default=os.environ.get("EDGEPROXY_TAKEDOWN_KEY", ""),
+        help="the operator account's API key (default: $EDGEPROXY_TAKEDOWN_KEY, which keeps it "
+        "out of ps and shell history)",
+    )
+    p.add_argument("--case", type=int, required=True, help="the case number to decide")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--action", dest="decision", action="store_const", const="action")
-    g.add_argument("--reject", dest="decision", action="store_const", const="reject")
-    p.add_argument("--reason", required=True)
+    g.add_argument(
+        "--action",
+        dest="decision",
+        action="store_const",
+        const="action",
+        help="take the content down (publish a blocklist entry)",
+    )
+    g.add_argument(
+        "--reject",
+        dest="decision",
+        action="store_const",
+        const="reject",
+        help="refuse the notice; nothing is blocked",
+    )
+    p.add_argument("--reason", required=True, help="why, for the audit log and the notifier")
     p.set_defaults(takedown_fn=_decide)
 
     p = cmds.add_parser("verify-log", help="verify the audit log's hash chain")
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", required=True, help="the service's SQLite database file")
     p.set_defaults(takedown_fn=_verify_log)
 
     p = cmds.add_parser("report", help="transparency report")
-    p.add_argument("--db", required=True)
-    p.add_argument("--from", dest="start", type=_date, required=True)
-    p.add_argument("--to", dest="end", type=_date, required=True)
-    p.add_argument("--format", choices=["json", "csv", "md"], default="json")
+    p.add_argument("--db", required=True, help="the service's SQLite database file")
+    p.add_argument("--from", dest="start", type=_date, required=True, help="first day (YYYY-MM-DD)")
+    p.add_argument("--to", dest="end", type=_date, required=True, help="last day (YYYY-MM-DD)")
+    p.add_argument("--format", choices=["json", "csv", "md"], default="json", help="default json")
     p.add_argument("--chart", help="also write a PNG chart here")
     p.add_argument("--config", help="takedown TOML config (for the deadlines)")
     p.add_argument("--output", help="write the report here instead of stdout")

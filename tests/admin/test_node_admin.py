@@ -65,3 +65,24 @@ async def test_admin_token_file_from_the_config(origin_server, nodes, tmp_path) 
             assert r.status == 200
         async with s.post(node.admin + "/purge", json={"host": "x"}) as r:
             assert r.status == 401
+
+
+async def test_purge_of_a_bad_url_is_400_with_the_reason(origin_server, nodes) -> None:
+    """Issue 17: a URL the cache could not hold is the caller's mistake (400 naming why), not a
+    worker failure (502); nothing is purged and the node keeps serving."""
+    origin = await origin_server(origin_app([]))
+    node = Node(["--origin", origin, "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    await get(node.url + "/doc")
+    for bad, why in [
+        ("/doc", "needs a scheme and a host"),
+        ("http://[::1/doc", "not a valid URL"),
+        ("http://a.test/a%00b", "not a valid URL"),
+    ]:
+        status, body = await node.admin_json("POST", "/purge", {"url": bad})
+        assert status == 400 and why in body["error"], (bad, body)
+        status, body = await node.admin_json("POST", "/purge", {"prefix": bad})
+        assert status == 400 and why in body["error"], (bad, body)
+    status, body = await node.admin_json("POST", "/purge", {"url": node.url + "/doc"})
+    assert status == 200 and body == {"purged": 1, "workers": 2}

@@ -44,7 +44,7 @@ class Node:
             sys.executable, "-m", "proxy.cli", "serve",
             "--listen", f"127.0.0.1:{self.port}",
             "--admin", f"127.0.0.1:{self.admin_port}",
-            "--state-dir", self.state_dir,
+            *(["--state-dir", self.state_dir] if self.state_dir else []),
             *self.args,
         ]
         self.proc = await asyncio.create_subprocess_exec(

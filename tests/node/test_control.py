@@ -90,7 +90,7 @@ async def test_many_requests_in_flight_get_their_own_answers(pair: Pair) -> None
 @pytest.mark.parametrize(
     "purge, message",
     [
-        (Purge(url="/no-host"), "URL needs a host"),
+        (Purge(url="/no-host"), "needs a scheme and a host"),
         (Purge(prefix="http://a.test/a%00b"), "not a valid URL"),
     ],
 )
