@@ -380,6 +380,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bl = sub.add_parser("blocklist", help="sign, check and push blocklist versions")
     cmds = bl.add_subparsers(dest="blocklist_command", required=True, metavar="COMMAND")
 
+    _add_file_commands(cmds)
+    _add_edge_commands(cmds)
+
+
+def _add_file_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands on keys and version files: keygen, sign, verify, show, digest."""
     p = cmds.add_parser("keygen", help="create an Ed25519 signing keypair")
     p.add_argument("--out-dir", required=True, help="directory for the .key and .pub files")
     p.add_argument("--force", action="store_true", help="replace existing key files")
@@ -434,12 +440,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("file", help="the body as the origin sent it")
     p.set_defaults(func=_guarded(cmd_digest))
 
-    def admin(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--admin", default=None, help=f"admin API base URL (or ${ADMIN_URL_ENV})")
-        p.add_argument("--timeout", type=float, default=30.0, help="seconds")
 
+def _admin_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--admin", default=None, help=f"admin API base URL (or ${ADMIN_URL_ENV})")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+
+
+def _add_edge_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands on a running edge through its admin API: push, remove, status."""
     p = cmds.add_parser("push", help="add entries on a running edge (admin API)")
-    admin(p)
+    _admin_options(p)
     p.add_argument("--id", help="the entry's id (one entry given by flags)")
     p.add_argument("--type", choices=[t.value for t in EntryType], help="what --value names")
     p.add_argument("--value", help="the URL, prefix, host or sha256 digest to block")
@@ -450,12 +460,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=_guarded(cmd_push))
 
     p = cmds.add_parser("remove", help="remove an entry on a running edge (admin API)")
-    admin(p)
+    _admin_options(p)
     p.add_argument("entry_id", metavar="ID", help="the pushed entry's id")
     p.set_defaults(func=_guarded(cmd_remove))
 
     p = cmds.add_parser("status", help="a running edge's blocklist version and workers")
-    admin(p)
+    _admin_options(p)
     p.set_defaults(func=_guarded(cmd_status))
 
 

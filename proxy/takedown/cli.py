@@ -52,6 +52,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     td = sub.add_parser("takedown", help="the takedown service")
     cmds = td.add_subparsers(dest="takedown_command", required=True)
 
+    _add_service_commands(cmds)
+    _add_operator_commands(cmds)
+
+
+def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Running the service and setting it up: serve, add-account, add-site."""
     p = cmds.add_parser("serve", help="run the takedown service")
     p.add_argument(
         "--listen",
@@ -97,6 +103,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--method", help="how the identity was verified")
     p.set_defaults(takedown_fn=_add_site)
 
+
+def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """An operator's work against the service: decide, verify-log, report."""
     p = cmds.add_parser("decide", help="decide a case (operator)")
     p.add_argument("--server", required=True, help="the service's base URL")
     p.add_argument(
