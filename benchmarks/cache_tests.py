@@ -172,6 +172,15 @@ def score(
     return tests, scored["results"]
 
 
+def with_site(settings: Path, origin_url: str, work: Path) -> Path:
+    """`--config` holds settings only; a config file must name a site, and the suite's origin
+    port is known only now: append one that takes every Host (`--origin` replaces it anyway)."""
+    config = work / "edge.toml"
+    site = f'\n[[sites]]\nname = "cache-tests"\nhosts = ["*"]\norigin = "{origin_url}"\n'
+    config.write_text(settings.read_text() + site)
+    return config
+
+
 def git_commit(path: Path) -> str:
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -240,6 +249,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--peers", default=",".join(PEERS), help="result files of the suite to compare with"
     )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML file of edge settings, no [[sites]] (default: the embedded ones)",
+    )
     p.add_argument("--id", default="", help="run this one test and print the suite's dump of it")
     p.add_argument("--timeout-s", type=float, default=600.0, help="bound on the whole suite run")
     p.add_argument(
@@ -275,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     origin, edge = SuiteOrigin(suite), EdgeTarget()
     try:
         origin.start(work / "origin", 0, 0)
+        if args.config:
+            edge.extra_args = ["--config", str(with_site(args.config, origin.base_url, work))]
         edge.start(work / "edge", origin.port, args.workers)
         stdout, stderr = run_cli(suite, edge.base_url, args.id, args.timeout_s)
     finally:
@@ -293,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     suite_commit, edge_commit = git_commit(suite), git_commit(REPO)
     header = (
         f"cache-tests {suite_commit} ({len(tests)} tests), {started:%Y-%m-%d %H:%M} UTC, "
-        f"against {EDGE} {edge_commit} ({args.workers} worker{'s' * (args.workers != 1)}); "
+        f"against {EDGE} {edge_commit} ({args.workers} worker{'s' * (args.workers != 1)}"
+        f"{', config ' + str(args.config) if args.config else ''}); "
         f"peers from the suite's results/*.json"
     )
     print(format_report(tests, results, raw, header))
@@ -306,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         "suite_commit": suite_commit,
         "edge_commit": edge_commit,
         "workers": args.workers,
+        "config": str(args.config) if args.config else None,
         "tests": len(tests),
         "counts": {label: tally(categories) for label, categories in results.items()},
         "not_passed": [
