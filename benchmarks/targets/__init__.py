@@ -54,6 +54,7 @@ class Target:
 
     kind = "base"
     needs: tuple[str, ...] = ()
+    in_workdir = False  # run the server with its workdir as the current directory
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -81,7 +82,12 @@ class Target:
         argv, env = self.command(origin_port, workers)
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=workdir if self.in_workdir else None,
         )
         log.close()
         self.wait_ready(timeout_s=60.0)
