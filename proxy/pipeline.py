@@ -66,6 +66,8 @@ class Pipeline:
         self.fetcher = fetcher = Fetcher(cfg, origin, self.cache, stats, self.enforcer, clock=clock)
         self.coalescer: Coalescer[FetchOutcome] = fetcher.coalescer
         self.cache_name = fetcher.cache_name
+        self._hit_status = fetcher.hit_status
+        self._take_hit = self.memo.take_hit  # bound once: the front's fast answer calls it
         self._unknown_site = len(sites.sites)
         # RFC 7725 §3: identify the entity implementing the block (configurable per site).
         self.default_blocked_by = (
@@ -106,10 +108,10 @@ class Pipeline:
         started = time.perf_counter()
         plain = not request.flagged and not request.has_body
         if plain:
-            hot = self.memo.take_hit(request.method, request.raw_target, request.host)
+            hot = self._take_hit(request.method, request.raw_target, request.host)
             if hot is not None:
                 entry, now = hot
-                sent = deliver.hit(request, responder, entry, now, self.fetcher.hit_status)
+                sent = deliver.hit(request, responder, entry, now, self._hit_status)
                 log_phase.hit(self.stats, self.access_log, request, entry, started, sent)
                 return None
         fields = RequestFields(request.headers)
@@ -133,11 +135,10 @@ class Pipeline:
         """The front's fast answer (FrontServer(fast_answer=…)): a remembered hit or 451, as
         bytes, before any request object exists; None sends the request the usual way."""
         started = time.perf_counter()
-        hot = self.memo.take_hit(method, raw_target, host)
+        hot = self._take_hit(method, raw_target, host)
         if hot is not None:
             entry, now = hot
-            status = self.fetcher.hit_status
-            data = deliver.hit_bytes(method, keep_alive, version, entry, now, status)
+            data = deliver.hit_bytes(method, keep_alive, version, entry, now, self._hit_status)
             sent = 0 if method == "HEAD" else len(entry.body)
             log_phase.hit(self.stats, self.access_log, None, entry, started, sent)
             return data

@@ -7,7 +7,7 @@ only when a 304 updates them, so a hit is one join of stored bytes with a small 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.blocklist.keys import MatchKeys
 from proxy.rfc.cachecontrol import EMPTY_CC, CacheControl
@@ -64,10 +64,12 @@ class Entry:
     def host(self) -> str:
         return self.target.host
 
-    @property
-    def expires_at(self) -> float:
-        """Wall time at which the entry's current age reaches its lifetime."""
-        return self.response_time + self.lifetime - self.corrected_initial_age
+    # Wall time at which the entry's current age reaches its lifetime (set once: the fields it
+    # derives from never change; a plain slot, because every hot hit reads it).
+    expires_at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.expires_at = self.response_time + self.lifetime - self.corrected_initial_age
 
     def age(self, now: float) -> float:
         """RFC 9111 §4.2.3: current_age = corrected_initial_age + resident_time."""

@@ -303,10 +303,8 @@ class Connection(asyncio.Protocol):
         self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Count and size are checked at the end of the head (see `_check_head_size`).
+        # Count and sizes are checked at the end of the head (see `_check_head_size`).
         n = len(name)
-        if n + len(value) > self._max_field_bytes:
-            raise _Reject(431, "request header field too large")
         if n in self._flag_lengths and name.lower() in self._flag_names:
             self._flags |= _FLAGGED
         if n == 4:
@@ -338,7 +336,7 @@ class Connection(asyncio.Protocol):
             raise _Reject(431, "too many request headers")
         if self._saw_underscore:
             _check_aliases(headers)
-        if self._head_bytes + self._chunk_bytes > self._max_header_bytes:
+        if self._head_bytes + self._chunk_bytes > self._max_field_bytes:
             self._check_head_size(headers)
         flags = self._flags
         content_length = self._content_length
@@ -410,11 +408,16 @@ class Connection(asyncio.Protocol):
             self._queue.append(req)
 
     def _check_head_size(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """Exact header size, summed only when the reads this head came in could exceed it:
-        a head is never larger than the reads it arrived in."""
+        """Exact field and header sizes, summed only when the reads this head came in could
+        exceed the smaller limit (one field's): a head is never larger than the reads it
+        arrived in, so a typical head costs one comparison, not one per field."""
         size = 0
+        max_field = self._max_field_bytes
         for name, value in headers:
-            size += len(name) + len(value)
+            field = len(name) + len(value)
+            if field > max_field:
+                raise _Reject(431, "request header field too large")
+            size += field
         if size > self._max_header_bytes:
             raise _Reject(431, "request headers too large")
 

@@ -20,6 +20,7 @@ from proxy.phases.lookup import decide
 from proxy.rfc.cachecontrol import EMPTY_CC
 from proxy.rfc.freshness import Reuse
 
+_FRESH = Reuse.FRESH  # a module global: cheaper to read on the hottest path than the enum's
 MemoKey = tuple[bytes, bytes | None]  # (raw target, raw Host)
 
 
@@ -53,7 +54,7 @@ class HotMemo:
         if entry is None or not entry.alive:
             return None
         now = self.clock()
-        if decide(entry, now, EMPTY_CC) is not Reuse.FRESH:
+        if decide(entry, now, EMPTY_CC) is not _FRESH:
             return None
         entry.hits += 1
         if not entry.hits & 7:
