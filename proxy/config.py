@@ -57,6 +57,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # personalised: not stored on heuristic freshness alone unless this is set.
     heuristic_with_cookie: bool = False
     max_stale_serve_s: float = 0.0  # extra grace (beyond stale-while-revalidate/if-error)
+    # The same grace when the origin cannot be reached at all (refused, reset, timed out):
+    # a stale copy beats an error page; never past no-cache, must-revalidate or s-maxage.
+    stale_if_unreachable_s: float = 60.0
     entry_overhead_bytes: int = 400  # accounted per stored object besides headers and body
     shared_tier_url: str = ""  # e.g. "redis://127.0.0.1:6379/0"; empty: no shared tier
     shared_tier_timeout_s: float = 0.05  # one lookup (one or two round trips)

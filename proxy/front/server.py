@@ -866,6 +866,11 @@ class FrontServer:
     def open_connections(self) -> int:
         return len(self._connections)
 
+    def stop_accepting(self) -> None:
+        """Close the listening socket (this process's use of it): no new connections."""
+        if self._server is not None:
+            self._server.close()
+
     async def drain_and_close(self, timeout_s: float) -> None:
         """Stop accepting; idle connections close now, busy ones after their answers; whatever
         is left after `timeout_s` is aborted (and its handler cancelled)."""

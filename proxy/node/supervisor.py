@@ -41,9 +41,11 @@ from proxy.node.control import (
     ControlError,
     Listen,
     Listening,
+    Pong,
     Purge,
     Purged,
     Request,
+    Retire,
     StatsReply,
     StatsRequest,
     purge_target,
@@ -190,8 +192,14 @@ class Supervisor:
 
     async def _monitor(self, handle: WorkerHandle) -> None:
         code = await handle.proc.wait()
+        # A worker that drained sends its final counts before it exits: read them, so what it
+        # counted after the last scrape is not lost (counters never go backwards).
+        await handle.channel.wait_closed(timeout_s=1.0)
         handle.channel.close()
+        final = handle.channel.final_stats
         last = self.last_stats.pop(handle.pid, None)
+        if final is not None:
+            last = final.stats
         if last is not None:
             self._retired_total = combine([s for s in (self._retired_total, last) if s is not None])
         self._retiring.discard(handle)
@@ -459,7 +467,11 @@ class Supervisor:
             t = asyncio.ensure_future(self._monitor(new))
             self._monitors.add(t)
             t.add_done_callback(self._monitors.discard)
-            old.proc.send_signal(signal.SIGTERM)
+            try:  # no old-config worker takes a new client once this is answered
+                await old.channel.call(Retire(), Pong, timeout_s=self.cfg.drain_timeout_s)
+            except (ControlError, TimeoutError) as e:
+                log.warning("worker %d did not confirm it stopped accepting: %s", index, e)
+            old.proc.send_signal(signal.SIGTERM)  # drains and exits (also if it never answered)
         log.info("config reloaded; workers replaced")
 
 

@@ -44,6 +44,7 @@ from proxy.node.control import (
     Purged,
     Ready,
     Request,
+    Retire,
     StatsReply,
     StatsRequest,
     purge_target,
@@ -86,6 +87,7 @@ class Worker:
         self.server_started = False
         self.started_at = time.time()
         self.stopping = asyncio.Event()
+        self._control_writer: asyncio.StreamWriter | None = None  # the channel to the supervisor
         self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way
         self._expiry: asyncio.TimerHandle | None = None
         self._titled_version: int | None = None  # the blocklist version `ps` shows
@@ -109,6 +111,10 @@ class Worker:
             case Listen():
                 return await self.listen()
             case Ping():
+                return Pong(pid=os.getpid())
+            case Retire():
+                self.server.stop_accepting()
+                self.stopping.set()
                 return Pong(pid=os.getpid())
         raise ValueError(f"no handler for {type(msg).__name__}")  # unreachable: Request is closed
 
@@ -221,6 +227,7 @@ class Worker:
     async def serve_control(self, fd: int) -> None:
         sock = socket.socket(fileno=fd)
         reader, writer = await asyncio.open_unix_connection(sock=sock)
+        self._control_writer = writer
         write_frame(writer, Ready(pid=os.getpid(), worker=self.index))
         await writer.drain()
         try:
@@ -250,6 +257,18 @@ class Worker:
             await writer.drain()
         except ConnectionError:
             self.stopping.set()
+
+    async def _send_final_stats(self) -> None:
+        """After the last request: the final counts, unasked (id 0), so the supervisor keeps
+        what this worker counted since it was last scraped."""
+        writer = self._control_writer
+        if writer is None or writer.is_closing():
+            return
+        try:
+            write_frame(writer, self.report())
+            await writer.drain()
+        except (ConnectionError, RuntimeError):
+            pass  # the supervisor is gone: nobody to tell
 
     async def _gc_policy(self) -> None:
         """Keep full collections from walking the cache: survivors are frozen every
@@ -291,6 +310,7 @@ class Worker:
                 gc_task.cancel()
             log.info("draining %d open connections", self.server.open_connections)
             await self.server.drain_and_close(self.cfg.drain_timeout_s)
+            await self._send_final_stats()
             control.cancel()
             if self.shared is not None:
                 await self.shared.close()
