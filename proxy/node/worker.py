@@ -183,6 +183,7 @@ class Worker:
 
     def report(self) -> StatsReply:
         mem = self.memory.stats()
+        node_objects, node_bytes, node_max = self.pipeline.cache.node_usage()
         self.stats.note_front(self.server.rejected, self.server.timeouts)
         snap = self.pipeline.blocklist
         return StatsReply(
@@ -195,6 +196,9 @@ class Worker:
                 max_bytes=mem.max_bytes,
                 evictions=mem.evictions,
                 purged=mem.purged,
+                node_objects=node_objects,
+                node_bytes=node_bytes,
+                node_max_bytes=node_max,
             ),
             connections=self.server.open_connections,
             blocklist=BlocklistReport(
