@@ -262,8 +262,9 @@ def close_clean(path: Path, max_bytes: int) -> None:
         env = _open_env(path, max_bytes)
         try:
             env.sync(True)
+            meta = env.open_db(b"meta")  # before the write txn: it would start its own
             with env.begin(write=True) as txn:
-                txn.put(b"clean", b"1", db=env.open_db(b"meta"))
+                txn.put(b"clean", b"1", db=meta)
             env.sync(True)
         finally:
             _close_env(path)

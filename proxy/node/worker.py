@@ -79,6 +79,7 @@ class Worker:
         self.origin = parts.origin
         self.access_log = parts.access_log
         self.shared = parts.shared
+        self.node = parts.node
         self.pipeline = parts.pipeline
         self.server = parts.server
         self.server.on_handler_error = self._handler_error
@@ -298,6 +299,8 @@ class Worker:
             control.cancel()
             if self.shared is not None:
                 await self.shared.close()
+            if self.node is not None:
+                self.node.close()  # what is queued is written; the tier outlives the worker
             await self.origin.close()
             if self.access_log is not None:
                 self.access_log.close()
