@@ -70,6 +70,10 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shared_tier_queue_max_bytes: int = 32 << 20
     shared_tier_max_connections: int = 32  # per worker
     hot_memo_max_entries: int = 65536  # raw targets remembered for hot hits and 451s
+    # The node tier (proxy/cache/node.py): one persistent cache every worker of the node
+    # shares, behind each worker's memory tier. 0 bytes: none. Path "": <state_dir>/node-cache.
+    node_tier_bytes: int = 0
+    node_tier_path: str = ""
 
 
 class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -116,6 +116,10 @@ class CacheReport(msgspec.Struct, forbid_unknown_fields=True):
     max_bytes: int
     evictions: int
     purged: int
+    # The node tier's (the node's, the same from every worker; 0 without one).
+    node_objects: int = 0
+    node_bytes: int = 0
+    node_max_bytes: int = 0
 
 
 class BlocklistReport(msgspec.Struct, forbid_unknown_fields=True):

@@ -65,6 +65,8 @@ async def run_demo(
             state_dir=tempfile.mkdtemp(prefix="edgeproxy-demo-"),  # a fresh node each run
             sites=[Site(name="demo", hosts=["*"], origin=f"http://127.0.0.1:{origin_port}")],
             admin=msgspec.structs.replace(Config().admin, listen=admin),
+            # A node tier under that state dir: the workers share one cache.
+            cache=msgspec.structs.replace(Config().cache, node_tier_bytes=256 << 20),
         )
     )
     token = os.environ.get("EDGEPROXY_ADMIN_TOKEN") or DEMO_TOKEN

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
+from proxy.cache.node import close_clean, prepare, tier_path
 from proxy.config import Config, ConfigError, default_state_dir, load, parse_hostport
 from proxy.identity import set_title
 from proxy.metrics import combine
@@ -101,8 +102,10 @@ class Supervisor:
         config_path: str | None = None,
         admin_token: str = "",
         start_admin: AdminStarter | None = None,
+        cache_clear: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.cache_clear = cache_clear  # --cache-clear: the node tier starts empty
         self.start_admin = start_admin
         self.config_path = config_path
         self.admin_token = admin_token
@@ -334,6 +337,7 @@ class Supervisor:
     async def start(self) -> None:
         set_title("supervisor")
         self._bind_listen()
+        self._prepare_node_tier()
         self.blocklist.load_initial()
         await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))
         self.blocklist.started(max(h.applied_at for h in self.workers.values()))
@@ -363,6 +367,20 @@ class Supervisor:
         sd_notify("READY=1", self._sd_status())
         if (every_s := watchdog_interval_s()) > 0:
             self._watchdog = asyncio.ensure_future(self._ping_watchdog(every_s))
+
+    def _prepare_node_tier(self) -> None:
+        """Before any worker opens it: cleared, or moved aside and rebuilt when unusable
+        (proxy/cache/node.py `prepare`). A tier that cannot even be created is logged and the
+        workers run on memory alone: the cache is never a reason not to serve."""
+        if self.cfg.cache.node_tier_bytes <= 0:
+            return
+        path = tier_path(self.cfg)
+        try:
+            outcome = prepare(path, self.cfg.cache.node_tier_bytes, clear=self.cache_clear)
+        except OSError as e:
+            log.error("node tier %s unusable: %s", path, e)
+            return
+        log.info("node tier %s: %s", path, outcome)
 
     def _sd_status(self) -> str:
         return (
@@ -414,6 +432,8 @@ class Supervisor:
             await self._admin_runner.cleanup()
         if self._listen is not None:
             self._listen.close()
+        if self.cfg.cache.node_tier_bytes > 0 and all(p.returncode is not None for p in procs):
+            close_clean(tier_path(self.cfg), self.cfg.cache.node_tier_bytes)
         try:
             self.blocklist.full_path.unlink(missing_ok=True)
         except OSError:
@@ -495,8 +515,15 @@ async def serve(
     config_path: str | None = None,
     admin_token: str = "",
     start_admin: AdminStarter | None = None,
+    cache_clear: bool = False,
 ) -> int:
-    sup = Supervisor(cfg, config_path=config_path, admin_token=admin_token, start_admin=start_admin)
+    sup = Supervisor(
+        cfg,
+        config_path=config_path,
+        admin_token=admin_token,
+        start_admin=start_admin,
+        cache_clear=cache_clear,
+    )
     try:
         await sup.start()
     except BaseException:

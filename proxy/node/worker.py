@@ -80,6 +80,7 @@ class Worker:
         self.origin = parts.origin
         self.access_log = parts.access_log
         self.shared = parts.shared
+        self.node = parts.node
         self.pipeline = parts.pipeline
         self.server = parts.server
         self.server.on_handler_error = self._handler_error
@@ -189,6 +190,7 @@ class Worker:
 
     def report(self) -> StatsReply:
         mem = self.memory.stats()
+        node_objects, node_bytes, node_max = self.pipeline.cache.node_usage()
         self.stats.note_front(self.server.rejected, self.server.timeouts)
         snap = self.pipeline.blocklist
         return StatsReply(
@@ -201,6 +203,9 @@ class Worker:
                 max_bytes=mem.max_bytes,
                 evictions=mem.evictions,
                 purged=mem.purged,
+                node_objects=node_objects,
+                node_bytes=node_bytes,
+                node_max_bytes=node_max,
             ),
             connections=self.server.open_connections,
             blocklist=BlocklistReport(
@@ -314,6 +319,8 @@ class Worker:
             control.cancel()
             if self.shared is not None:
                 await self.shared.close()
+            if self.node is not None:
+                self.node.close()  # what is queued is written; the tier outlives the worker
             await self.origin.close()
             if self.access_log is not None:
                 self.access_log.close()
