@@ -582,7 +582,11 @@ class NodeTier:
         loop between them, and purge those `listed` says are listed."""
         purged, after = 0, b""
         while not self._closed:
-            batch = self._read(lambda txn, a=after: self._infos_after(txn, a, step))
+
+            def read_batch(txn: Any, start: bytes = after) -> list[tuple[bytes, Info | None]]:
+                return self._infos_after(txn, start, step)
+
+            batch = self._read(read_batch)
             if not batch:
                 break
             after = batch[-1][0]
@@ -592,9 +596,11 @@ class NodeTier:
                 if i is None or listed(match_keys(i.host, i.path, i.query), i.sha256)
             ]
             if doomed:
-                purged += self._purge(
-                    lambda txn, keys=doomed: sum(self._delete(txn, k) for k in keys)
-                )
+
+                def delete_doomed(txn: Any, keys: list[bytes] = doomed) -> int:
+                    return sum(self._delete(txn, k) for k in keys)
+
+                purged += self._purge(delete_doomed)
             await asyncio.sleep(0)
         return purged
 
