@@ -68,6 +68,7 @@ class WorkerHandle:
     started_at: float = field(default_factory=time.time)
     listening: bool = False
     retiring: bool = False
+    stopped_accepting: bool = False  # a retiring worker confirmed its listening socket closed
     applied_at: float = 0.0  # when it first enforced the node's blocklist
     config_generation: int = 0  # which of the supervisor's configs it runs
 
@@ -300,10 +301,14 @@ class Supervisor:
             wanted=self.cfg.worker_count(),
             running=len(live),
             listening=sum(1 for h in live if h.listening),
+            # Also a retiring worker that may still take new clients: until it confirms, the
+            # reload is not over (the old config could answer a new connection).
             behind_config=sorted(
                 h.index
-                for h in live
-                if h.config_generation != self.config_generation and not h.retiring
+                for h in (*live, *self._retiring)
+                if h.proc.returncode is None
+                and h.config_generation != self.config_generation
+                and not h.stopped_accepting
             ),
             config_generation=self.config_generation,
         )
@@ -489,6 +494,7 @@ class Supervisor:
             t.add_done_callback(self._monitors.discard)
             try:  # no old-config worker takes a new client once this is answered
                 await old.channel.call(Retire(), Pong, timeout_s=self.cfg.drain_timeout_s)
+                old.stopped_accepting = True
             except (ControlError, TimeoutError) as e:
                 log.warning("worker %d did not confirm it stopped accepting: %s", index, e)
             old.proc.send_signal(signal.SIGTERM)  # drains and exits (also if it never answered)
