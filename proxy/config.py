@@ -109,7 +109,12 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     poll_interval_s: float = 10.0
     max_file_bytes: int = 1 << 30
     hash_spool_max_bytes: int = 32 << 20  # misses up to this size are hashed before delivery
-    oversize_policy: str = "stream"  # "stream" (hash while streaming) or "refuse" (502)
+    # Bodies over the memory spool: "spool-disk" (held in a temporary file until judged whole,
+    # then sent), "stream" (hashed while streaming: a listed one goes out before it is known),
+    # or "refuse" (502).
+    oversize_policy: str = "spool-disk"
+    disk_spool_max_bytes: int = 4 << 30  # larger bodies are refused (502): never judged
+    disk_spool_dir: str = ""  # "" = the system's temporary directory
     # A full version loads into a serving worker 250 entries a step, with this pause after
     # each step, so a million-entry list does not starve requests while it loads.
     load_step_pause_s: float = 0.003
@@ -362,8 +367,11 @@ def _check_cache(cfg: Config, fail: _Fail) -> None:
 
 
 def _check_blocklist(cfg: Config, fail: _Fail) -> None:
-    if cfg.blocklist.oversize_policy not in ("stream", "refuse"):
-        raise fail("oversize_policy must be 'stream' or 'refuse'", "$.blocklist.oversize_policy")
+    if cfg.blocklist.oversize_policy not in ("spool-disk", "stream", "refuse"):
+        raise fail(
+            "oversize_policy must be 'spool-disk', 'stream' or 'refuse'",
+            "$.blocklist.oversize_policy",
+        )
     if cfg.blocklist.dir and not cfg.blocklist.public_key:
         raise fail("a blocklist dir needs public_key to verify versions", "$.blocklist.public_key")
 

@@ -293,9 +293,22 @@ class _Brotli:
             raise _Bad(str(e) or "invalid brotli stream") from None
 
     def finish(self) -> Iterator[bytes | None]:
-        if self._fed and not self._d.is_finished():
+        """Output the decoder still holds: `can_accept_more_data()` turns true once the input
+        is consumed, though output past the last `output_buffer_limit` may still be pending
+        (a body fed in several chunks ended "truncated" before this drain)."""
+        d = self._d
+        if not self._fed:
+            return
+        try:
+            while not d.is_finished():
+                out: bytes = d.process(b"", output_buffer_limit=STEP_BYTES)
+                if not out:
+                    break
+                yield out
+        except brotli.error as e:
+            raise _Bad(str(e) or "invalid brotli stream") from None
+        if not d.is_finished():
             raise _Bad("truncated stream")
-        yield from ()
 
 
 class _Zstd:

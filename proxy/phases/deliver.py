@@ -17,7 +17,7 @@ from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
 from proxy.metrics import WorkerStats
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
-from proxy.phases.spool import BodyBudget, spool
+from proxy.phases.spool import BodyBudget, DiskSpool, spool
 from proxy.phases.upstream_response import NO_BODY_STATUSES, BodyBlocked, body_codings
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.conditional import evaluate_preconditions
@@ -361,6 +361,9 @@ class StreamDelivery:
                 spooled.held += before.held  # one release gives back both
                 before.held = 0
             body, complete = spooled.body, spooled.complete
+        if not complete and self.cfg.blocklist.oversize_policy == "spool-disk":
+            await self._stream_from_disk(ctx, responder, up, outcome, fwd, body)
+            return
         hasher = None if no_body else self._judge_before_delivery(status, outcome, body, complete)
         headers, member = self._stream_head(outcome, status, fwd)
         ctx.status = status
@@ -377,6 +380,40 @@ class StreamDelivery:
         if hasher is not None:  # a body, not whole: relayed as it arrives
             ctx.bytes_sent = await self._relay(ctx, responder, up, body, hasher)
         responder.end()
+
+    async def _stream_from_disk(
+        self,
+        ctx: RequestCtx,
+        responder: Responder,
+        up: UpstreamResponse,
+        outcome: FetchOutcome,
+        fwd: bytes,
+        spooled: bytes,
+    ) -> None:
+        """Too large for the memory spool: held on disk until judged whole, then sent."""
+        cfg = self.cfg.blocklist
+        hasher = IdentityHasher(body_codings(up.status, outcome.headers), self.decode_limits)
+        disk = DiskSpool(cfg.disk_spool_dir)
+        try:
+            await disk.fill(up, spooled, hasher, cfg.disk_spool_max_bytes)
+            if outcome.spooled is not None:
+                outcome.spooled.release()  # the memory part is on disk now
+            result = hasher.result()
+            listed = self._listed(result)
+            if listed is not None:
+                outcome.blocked = listed
+                raise BodyBlocked(listed)
+            if self._refused(result):
+                raise OriginError(OriginFailure.PROTOCOL, "body not checkable")
+            headers, member = self._stream_head(outcome, up.status, fwd)
+            ctx.status = up.status
+            ctx.cache_status = member
+            reason = up.reason or b"OK"
+            responder.start(up.status, reason, headers, content_length=disk.size)
+            ctx.bytes_sent = await disk.send(responder)
+            responder.end()
+        finally:
+            disk.close()
 
     def _judge_before_delivery(
         self, status: int, outcome: FetchOutcome, body: bytes, complete: bool

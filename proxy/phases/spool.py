@@ -14,9 +14,12 @@ much larger than what arrives and a large body is joined O(log n) times, not onc
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 
-from proxy.origin import UpstreamResponse
+from proxy.blocklist.digest import IdentityHasher
+from proxy.front.api import Responder
+from proxy.origin import OriginError, OriginFailure, UpstreamResponse
 
 FIRST_STEP_BYTES = 256 << 10
 
@@ -93,3 +96,55 @@ async def spool(
     out.body = parts[0] if len(parts) == 1 else b"".join(parts)
     out.complete = complete
     return out
+
+
+class DiskSpool:
+    """A body too large for the memory spool, held in an unlinked temporary file until it has
+    been judged whole (blocklist.oversize_policy = "spool-disk"): nothing of it goes out before
+    its identity digest is known, so a listed large body (a video, an archive) is never
+    delivered, not even once. Writes go to the page cache from the event loop; the file is
+    gone when closed (or when the process dies)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.file = tempfile.TemporaryFile(dir=directory or None)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    async def fill(
+        self,
+        up: UpstreamResponse,
+        first: bytes,
+        hasher: IdentityHasher,
+        max_bytes: int,
+    ) -> None:
+        """`first` (the memory spool), then the rest of `up`'s body, hashed on the way.
+        Over `max_bytes`, or a body the hasher gives up on (undecodable, a bomb): raises."""
+        self._take(first, hasher, max_bytes)
+        async for chunk in up.chunks():
+            if hasher.failure is not None:
+                return  # the caller refuses it on the result
+            self._take(chunk, hasher, max_bytes)
+        self.file.seek(0)
+
+    def _take(self, chunk: bytes, hasher: IdentityHasher, max_bytes: int) -> None:
+        if self.size + len(chunk) > max_bytes:
+            raise OriginError(
+                OriginFailure.PROTOCOL,
+                f"body over blocklist.disk_spool_max_bytes ({max_bytes}): cannot be judged",
+            )
+        hasher.update(chunk)
+        self.write(chunk)
+
+    async def send(self, responder: Responder, chunk_bytes: int = 256 << 10) -> int:
+        """The judged body to the client, in chunks (each write waits for the client)."""
+        sent = 0
+        while data := self.file.read(chunk_bytes):
+            await responder.write(data)
+            sent += len(data)
+        return sent
+
+    def close(self) -> None:
+        self.file.close()
