@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.integration.conftest import free_port, raw_request
@@ -35,9 +36,11 @@ async def test_first_byte_timeout_is_504(origin_server, make_edge) -> None:
     assert r.status == 504 and "detail=origin-timeout" in r.cache_status
 
 
-async def test_body_read_timeout_mid_stream(make_edge) -> None:
+@pytest.mark.parametrize("policy", ["spool-disk", "stream"])
+async def test_body_read_timeout_mid_stream(make_edge, policy: str) -> None:
     """A gap between body chunks longer than read_timeout_s: a cacheable response is still
-    being read (504, nothing stored); a streamed one is cut (the client sees a short body)."""
+    being read (504, nothing stored); one over the spool is still held to be judged (504,
+    spool-disk) or, streamed, is cut (the client sees a short body)."""
 
     def respond(head: bytes) -> list[bytes | float]:
         cc = b"max-age=60" if b"/cache" in head.split(b"\r\n")[0] else b"no-store"
@@ -49,12 +52,19 @@ async def test_body_read_timeout_mid_stream(make_edge) -> None:
 
     raw = RawOrigin(respond)
     edge = await make_edge(
-        await raw.start(), origin__read_timeout_s=0.2, blocklist__hash_spool_max_bytes=2
+        await raw.start(),
+        origin__read_timeout_s=0.2,
+        blocklist__hash_spool_max_bytes=2,
+        blocklist__oversize_policy=policy,
     )
     try:
         r = await get(edge.url + "/cache")
         assert r.status == 504 and "origin-timeout" in r.cache_status
         assert edge.pipeline.memory.stats().objects == 0
+        if policy == "spool-disk":
+            r = await get(edge.url + "/stream")
+            assert r.status == 504 and "origin-timeout" in r.cache_status
+            return
         async with aiohttp.ClientSession() as s:
             async with s.get(edge.url + "/stream") as resp:
                 assert resp.status == 200
