@@ -48,7 +48,12 @@ ALPN = ["http/1.1"]
 
 
 class CertificateError(Exception):
-    """A certificate or key that cannot serve: unreadable, not PEM, or not a matching pair."""
+    """A certificate or key that cannot serve: unreadable, not PEM, or not a matching pair.
+    `field` names where it was configured (a CertSpec's label)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class CertSpec:
     names: tuple[str, ...]
     cert_file: str
     key_file: str
-    label: str = ""  # for errors: the config field it came from
+    label: str = ""  # for errors: the config field it came from, e.g. $.sites[0].tls_cert_file
 
 
 def _policy(ctx: ssl.SSLContext) -> ssl.SSLContext:
@@ -73,15 +78,14 @@ def _policy(ctx: ssl.SSLContext) -> ssl.SSLContext:
 def server_context(cert_file: str, key_file: str, *, label: str = "") -> ssl.SSLContext:
     """A context serving one certificate chain under the policy; raises CertificateError."""
     ctx = _policy(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-    where = f"{label}: " if label else ""
     try:
         ctx.load_cert_chain(cert_file, key_file)
     except FileNotFoundError as e:
-        raise CertificateError(f"{where}cannot read {e.filename or cert_file!r}") from e
+        raise CertificateError(f"cannot read {e.filename or cert_file!r}", label) from e
     except OSError as e:  # ssl.SSLError is one: not PEM, or the key does not match
         reason = getattr(e, "reason", None) or e.strerror or str(e)
         raise CertificateError(
-            f"{where}certificate {cert_file!r} with key {key_file!r} refused: {reason}"
+            f"certificate {cert_file!r} with key {key_file!r} refused: {reason}", label
         ) from e
     return ctx
 

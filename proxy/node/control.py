@@ -85,7 +85,12 @@ class Ping(Message, tag="ping"):
     pass
 
 
-Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping
+class TlsReload(Message, tag="tls.reload"):
+    """Re-read the TLS certificates and keys: new handshakes get them, open connections keep
+    theirs. The worker keeps its current ones if any fails to load."""
+
+
+Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping | TlsReload
 
 # -- replies: worker → supervisor --------------------------------------------------------------
 
@@ -133,6 +138,12 @@ class StatsReply(Message, tag="stats.reply"):
 
 class Listening(Message, tag="listening"):
     port: int
+    tls_port: int = 0
+
+
+class TlsReloaded(Message, tag="tls.reloaded"):
+    fingerprint: str  # of the files now served (proxy.front.tls.Certificates.fingerprint)
+    changed: bool
 
 
 class Pong(Message, tag="pong"):
@@ -145,7 +156,7 @@ class Failed(Message, tag="failed"):
 
 R = TypeVar("R", bound="Message")
 
-Reply = Ready | Applied | Purged | StatsReply | Listening | Pong | Failed
+Reply = Ready | Applied | Purged | StatsReply | Listening | Pong | TlsReloaded | Failed
 
 _enc = msgspec.json.Encoder()
 request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)

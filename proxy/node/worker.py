@@ -1,7 +1,8 @@
 """One worker process: the front, the pipeline, its memory tier and origin pool, and the
 control channel to the supervisor. Started by the supervisor as
-`python -m proxy.node.worker CONTROL_FD N LISTEN_FD` with the config (msgspec JSON) on stdin;
-LISTEN_FD is the node's one listen socket, bound by the supervisor.
+`python -m proxy.node.worker CONTROL_FD N LISTEN_FD [TLS_LISTEN_FD]` with the config (msgspec
+JSON) on stdin; LISTEN_FD is the node's one listen socket, bound by the supervisor, and
+TLS_LISTEN_FD its TLS one (`listen_tls`), where this worker terminates TLS itself.
 
 A worker listens only after it enforces the supervisor's current blocklist version: a restarted
 worker never serves a single request with an older list.
@@ -27,6 +28,7 @@ from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.config import Config
+from proxy.front.tls import Certificates, TlsTerminator
 from proxy.identity import set_title, worker_title
 from proxy.node.control import (
     Applied,
@@ -46,12 +48,15 @@ from proxy.node.control import (
     Request,
     StatsReply,
     StatsRequest,
+    TlsReload,
+    TlsReloaded,
     purge_target,
     read_frame,
     request_decoder,
     write_frame,
 )
 from proxy.node.servicelog import configure as configure_log
+from proxy.sites import certificate_specs
 from proxy.state import build_worker
 
 log = logging.getLogger("edgeproxy.node.worker")
@@ -68,10 +73,15 @@ def _frame_id(frame: bytes) -> int:
 
 
 class Worker:
-    def __init__(self, cfg: Config, index: int, listen_fd: int = -1) -> None:
+    def __init__(self, cfg: Config, index: int, listen_fd: int = -1, tls_fd: int = -1) -> None:
         self.cfg = cfg
         self.index = index
         self.listen_fd = listen_fd
+        self.tls_fd = tls_fd
+        # Certificates are loaded now: a worker that cannot serve them does not start.
+        self.tls: TlsTerminator | None = None
+        if cfg.listen_tls:
+            self.tls = TlsTerminator(Certificates.compile(certificate_specs(cfg)))
         parts = build_worker(cfg, index)
         self.sites = parts.sites
         self.stats = parts.stats
@@ -110,6 +120,8 @@ class Worker:
                 return await self.listen()
             case Ping():
                 return Pong(pid=os.getpid())
+            case TlsReload():
+                return self.tls_reload()
         raise ValueError(f"no handler for {type(msg).__name__}")  # unreachable: Request is closed
 
     async def blocklist_load(self, msg: BlocklistLoad) -> Applied:
@@ -181,6 +193,17 @@ class Worker:
             n = cache.purge_host(msg.host.lower().rstrip("."))
         return Purged(purged=n)
 
+    def tls_reload(self) -> TlsReloaded:
+        """Compile the certificates aside (raises on a broken one: the old stay), then swap."""
+        if self.tls is None:
+            raise ValueError("this node has no TLS listener (listen_tls)")
+        new = Certificates.compile(certificate_specs(self.cfg))
+        changed = new.fingerprint != self.tls.certificates.fingerprint
+        if changed:
+            self.tls.swap(new)
+            log.info("TLS certificates reloaded")
+        return TlsReloaded(fingerprint=new.fingerprint, changed=changed)
+
     def report(self) -> StatsReply:
         mem = self.memory.stats()
         self.stats.note_front(self.server.rejected, self.server.timeouts)
@@ -213,8 +236,16 @@ class Worker:
         sock = socket.socket(fileno=self.listen_fd)
         sock.setblocking(False)
         await self.server.start(sock=sock)
+        if self.tls is not None and self.tls_fd >= 0:
+            tls_sock = socket.socket(fileno=self.tls_fd)
+            tls_sock.setblocking(False)
+            await self.server.start(
+                sock=tls_sock,
+                ssl=self.tls.context,
+                ssl_handshake_timeout_s=self.cfg.tls.handshake_timeout_s,
+            )
         self.server_started = True
-        return Listening(port=self.server.port)
+        return Listening(port=self.server.port, tls_port=self.server.tls_port)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -309,10 +340,11 @@ async def _release(shards: list[dict[Any, Any]]) -> None:
 
 def main() -> None:
     fd, index, listen_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    tls_fd = int(sys.argv[4]) if len(sys.argv) > 4 else -1
     set_title(f"worker {index} (starting)")
     cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
     configure_log(cfg.log.format, process=f"worker[{index}]")
-    worker = Worker(cfg, index, listen_fd)
+    worker = Worker(cfg, index, listen_fd, tls_fd)
     try:
         import uvloop
 
