@@ -136,6 +136,14 @@ class Supervisor:
         self.tls_fingerprint = ""  # of the certificate files the workers serve
         self.tls_reload_failures = 0
         self._tls_watchers: list[Any] = []
+        # The config file as last read (before flags were applied): a SIGHUP that finds the
+        # same settings in it reloads certificates only, keeping workers and connections.
+        self._file_cfg: Config | None = None
+        if config_path and cfg.listen_tls:
+            try:
+                self._file_cfg = load(config_path)
+            except ConfigError:
+                self._file_cfg = None
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -455,23 +463,29 @@ class Supervisor:
             except ConfigError as e:
                 log.error("config reload refused, keeping the running config: %s", e)
                 new = None
+            raw = new
+            if new is not None and self.cfg.listen_tls and new == self._file_cfg:
+                # The same settings: only certificate files may have been replaced (a
+                # renewal), which the running workers take without a restart.
+                await self.reload_tls()
+                new = None
             if new is not None and new.listen != self.cfg.listen:
                 log.error(
                     "config reload: listen address changes need a restart; keeping %s",
                     self.cfg.listen,
                 )
                 new = msgspec.structs.replace(new, listen=self.cfg.listen)
-            if new is not None and new.listen_tls != self.cfg.listen_tls:
+            if new is not None and bool(new.listen_tls) != bool(self.cfg.listen_tls):
+                log.error("config reload refused: adding or removing listen_tls needs a restart")
+                new = None
+            elif new is not None and new.listen_tls != self.cfg.listen_tls:
                 log.error(
-                    "config reload refused: listen_tls changes need a restart; keeping %r",
+                    "config reload: listen_tls changes need a restart; keeping %s",
                     self.cfg.listen_tls,
                 )
-                new = None
-            if new is not None and new == self.cfg and new.listen_tls:
-                # The same settings: only certificate files may have been replaced (a
-                # renewal), which the running workers take without a restart.
-                await self.reload_tls()
-            elif new is not None:
+                new = msgspec.structs.replace(new, listen_tls=self.cfg.listen_tls)
+            if new is not None:
+                self._file_cfg = raw
                 if new.log.format != self.cfg.log.format:
                     configure_log(new.log.format, process="supervisor")
                 self.cfg = new
