@@ -19,7 +19,11 @@ Policy (Mozilla "intermediate", 5.7): TLS 1.2 and 1.3 only; for 1.2, ECDHE with 
 ChaCha20-Poly1305 (the DHE suites are left out: they need DH parameters Python cannot generate
 for us); for 1.3, OpenSSL's defaults (the same three suites); no compression, no
 renegotiation; ALPN offers `http/1.1` only. Session resumption: TLS 1.3 tickets (two per full
-handshake) and TLS 1.2 tickets and session IDs, Python's defaults.
+handshake) and TLS 1.2 tickets and session IDs, Python's defaults. Every worker of a node
+accepts on the same socket, so a ticket one worker issued must open on the others: the
+supervisor hands all of them one ticket key (`share_ticket_keys`), set below Python's API,
+since `ssl` has none for it. Session IDs stay per worker (a TLS 1.2 client without ticket
+support resumes only when it lands on the same worker again).
 
 OCSP stapling is not done: Python's `ssl` has no server-side API for it (no
 `SSL_CTX_set_tlsext_status_cb`), so clients that want revocation status ask the CA themselves.
@@ -27,7 +31,10 @@ OCSP stapling is not done: Python's `ssl` has no server-side API for it (no
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import logging
+import platform
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,6 +52,9 @@ INTERMEDIATE_CIPHERS = ":".join(
     )
 )
 ALPN = ["http/1.1"]
+TICKET_KEY_BYTES = 80  # OpenSSL: 16 name, 32 HMAC secret, 32 AES key
+
+log = logging.getLogger("edgeproxy.front.tls")
 
 
 class CertificateError(Exception):
@@ -177,12 +187,42 @@ class TlsTerminator:
         self.certificates = certificates
 
 
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59  # openssl/ssl.h
+
+
+def share_ticket_keys(ctx: ssl.SSLContext, key: bytes) -> bool:
+    """Make `ctx` encrypt and open session tickets with `key` (TICKET_KEY_BYTES), as every
+    other worker given the same key does. Python's `ssl` has no API for this, so it calls
+    OpenSSL's `SSL_CTX_ctrl` on the `SSL_CTX *` that CPython keeps first in an SSLContext
+    (true of every CPython from 3.7 to 3.13, with `_ssl` linked to a shared libssl). False when
+    that is not available: each worker then keeps its own random key, and a client resumes
+    only when it comes back to the worker that issued its ticket."""
+    if len(key) != TICKET_KEY_BYTES:
+        raise ValueError(f"a ticket key is {TICKET_KEY_BYTES} bytes")
+    if platform.python_implementation() != "CPython":
+        return False
+    try:
+        import _ssl
+
+        ctrl = ctypes.CDLL(_ssl.__file__).SSL_CTX_ctrl
+    except (ImportError, OSError, AttributeError) as e:
+        log.warning("TLS session tickets stay per worker: %s", e)
+        return False
+    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    ctrl.restype = ctypes.c_long
+    ssl_ctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    buf = ctypes.create_string_buffer(key, TICKET_KEY_BYTES)
+    return bool(ssl_ctx) and ctrl(ssl_ctx, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, len(key), buf) == 1
+
+
 __all__ = [
     "ALPN",
     "INTERMEDIATE_CIPHERS",
     "CertSpec",
     "CertificateError",
     "Certificates",
+    "TICKET_KEY_BYTES",
     "TlsTerminator",
     "server_context",
+    "share_ticket_keys",
 ]

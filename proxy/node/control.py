@@ -78,7 +78,9 @@ class StatsRequest(Message, tag="stats"):
 
 
 class Listen(Message, tag="listen"):
-    pass
+    # The node's TLS session ticket key (hex), the same for every worker it starts, so a
+    # ticket from one worker resumes on another; empty: no TLS listener.
+    ticket_key: str = ""
 
 
 class Ping(Message, tag="ping"):

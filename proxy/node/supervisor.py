@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -37,7 +38,7 @@ import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
 from proxy.config import Config, ConfigError, default_state_dir, load, parse_hostport
-from proxy.front.tls import CertificateError, Certificates
+from proxy.front.tls import TICKET_KEY_BYTES, CertificateError, Certificates
 from proxy.identity import set_title
 from proxy.metrics import combine
 from proxy.node.control import (
@@ -135,6 +136,9 @@ class Supervisor:
         self.tls_port = 0
         self.tls_fingerprint = ""  # of the certificate files the workers serve
         self.tls_reload_failures = 0
+        # One session ticket key for the node's lifetime, handed to every worker it starts
+        # (a restarted or rolled worker too), so tickets resume on any of them.
+        self._ticket_key = os.urandom(TICKET_KEY_BYTES).hex() if cfg.listen_tls else ""
         self._tls_watchers: list[Any] = []
         # The config file as last read (before flags were applied): a SIGHUP that finds the
         # same settings in it reloads certificates only, keeping workers and connections.
@@ -185,7 +189,7 @@ class Supervisor:
                 ack = await channel.call(
                     _request("blocklist.delta", delta), Applied, timeout_s=timeout
                 )
-            await channel.call(Listen(), Listening, timeout_s=10)
+            await channel.call(Listen(ticket_key=self._ticket_key), Listening, timeout_s=10)
         except BaseException:
             _kill(proc)
             channel.close()

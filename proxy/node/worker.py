@@ -28,7 +28,7 @@ from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.config import Config
-from proxy.front.tls import Certificates, TlsTerminator
+from proxy.front.tls import Certificates, TlsTerminator, share_ticket_keys
 from proxy.identity import set_title, worker_title
 from proxy.node.control import (
     Applied,
@@ -117,7 +117,7 @@ class Worker:
             case StatsRequest():
                 return self.report()
             case Listen():
-                return await self.listen()
+                return await self.listen(msg.ticket_key)
             case Ping():
                 return Pong(pid=os.getpid())
             case TlsReload():
@@ -230,13 +230,15 @@ class Worker:
             started_at=self.started_at,
         )
 
-    async def listen(self) -> Listening:
+    async def listen(self, ticket_key: str = "") -> Listening:
         """Serve on the supervisor's listen socket (inherited fd): the node's only one, shared
         with its own workers and nobody else."""
         sock = socket.socket(fileno=self.listen_fd)
         sock.setblocking(False)
         await self.server.start(sock=sock)
         if self.tls is not None and self.tls_fd >= 0:
+            if ticket_key and not share_ticket_keys(self.tls.context, bytes.fromhex(ticket_key)):
+                log.warning("TLS session tickets resume only on the worker that issued them")
             tls_sock = socket.socket(fileno=self.tls_fd)
             tls_sock.setblocking(False)
             await self.server.start(
