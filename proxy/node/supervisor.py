@@ -508,7 +508,11 @@ class Supervisor:
             new = Certificates.compile(certificate_specs(self.cfg))
         except CertificateError as e:
             self.tls_reload_failures += 1
-            log.error("TLS reload refused, keeping the certificates being served: %s", e)
+            log.error(
+                "TLS reload refused, keeping the certificates being served: %s (field %s)",
+                e,
+                e.field,
+            )
             return False
         if new.fingerprint == self.tls_fingerprint:
             return False

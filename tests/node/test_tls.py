@@ -45,7 +45,9 @@ class TlsNode:
     """A node with a TLS listener: sites a.test (HSTS) and b.test, each with its own
     certificate, and a default certificate for any other name."""
 
-    def __init__(self, tmp: Path, origin: str, *, watch_files: bool = False) -> None:
+    def __init__(
+        self, tmp: Path, origin: str, *, watch_files: bool = False, workers: int = 1
+    ) -> None:
         self.ca = LocalCA(tmp / "ca")
         self.a = self.ca.issue(["a.test"])
         self.b = self.ca.issue(["b.test"])
@@ -78,7 +80,7 @@ tls_cert_file = "{self.b.cert_file}"
 tls_key_file = "{self.b.key_file}"
 """
         )
-        self.node = Node(["--config", str(self.config), "--workers", "1"])
+        self.node = Node(["--config", str(self.config), "--workers", str(workers)])
 
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca.ca_file)
@@ -121,7 +123,7 @@ async def tls_request(
 async def test_sni_picks_each_sites_certificate_versions_alpn_and_resumption(
     origin_server: Started, nodes: list[Node], tmp_path: Path
 ) -> None:
-    edge = TlsNode(tmp_path, await origin_server(recording_origin([])))
+    edge = TlsNode(tmp_path, await origin_server(recording_origin([])), workers=2)
     nodes.append(edge.node)
     await edge.node.start()
     port, ctx = edge.tls_port, edge.client_context()
@@ -157,9 +159,13 @@ async def test_sni_picks_each_sites_certificate_versions_alpn_and_resumption(
     _, version, alpn, reused, session = await asyncio.to_thread(handshake, port, "a.test", ctx)
     assert (version, alpn, reused) == ("TLSv1.3", "http/1.1", False)
 
-    # Resumption: a TLS 1.3 ticket from that handshake resumes the next one.
-    _, _, _, reused, _ = await asyncio.to_thread(handshake, port, "a.test", ctx, session=session)
-    assert reused
+    # Resumption: a TLS 1.3 ticket resumes the next handshake, whichever of the two workers
+    # (one ticket key for the node) accepts it.
+    for _ in range(6):
+        _, _, _, reused, session = await asyncio.to_thread(
+            handshake, port, "a.test", ctx, session=session
+        )
+        assert reused
 
 
 async def test_hit_over_tls_matches_plain_and_origin_sees_the_real_proto(
@@ -305,3 +311,10 @@ async def test_a_renewed_certificate_file_is_served_without_a_signal(
     Path(edge.a.key_file).write_bytes(Path(renewed.key_file).read_bytes())
     Path(edge.a.cert_file).write_bytes(Path(renewed.cert_file).read_bytes())
     await wait_for_certificate(edge.tls_port, ctx, der(renewed))
+    # A key that is not the certificate's is refused by the watcher too, naming the field.
+    Path(edge.a.key_file).write_bytes(Path(edge.b.key_file).read_bytes())
+    async with asyncio.timeout(15):
+        while not (refused := [line for line in edge.node.output if "TLS reload refused" in line]):
+            await asyncio.sleep(0.1)
+    assert "sites[0].tls_cert_file" in refused[-1]
+    assert (await asyncio.to_thread(handshake, edge.tls_port, "a.test", ctx))[0] == der(renewed)
