@@ -466,6 +466,8 @@ class Supervisor:
                 new = load(self.config_path)
             except ConfigError as e:
                 log.error("config reload refused, keeping the running config: %s", e)
+                if e.field.endswith("cert_file"):  # a certificate or key that does not load
+                    self.tls_reload_failures += 1
                 new = None
             raw = new
             if new is not None and self.cfg.listen_tls and new == self._file_cfg:

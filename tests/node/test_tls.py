@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.node.localca import Issued, LocalCA
+from tests.admin.test_metrics import scrape
 from tests.front.conftest import Response, read_response
 from tests.integration.conftest import free_port
 from tests.integration.node import Node
@@ -293,6 +294,7 @@ async def test_sighup_swaps_the_certificate_for_new_handshakes_only_and_refuses_
         while not (refusals := [line for line in edge.node.output if "reload refused" in line]):
             await asyncio.sleep(0.1)
     assert "sites[0].tls_cert_file" in refusals[0] and edge.a.cert_file in refusals[0]
+    assert (await scrape(edge.node)).value("edgeproxy_tls_reload_failures_total") == 1
     assert (await asyncio.to_thread(handshake, edge.tls_port, "a.test", ctx))[0] == der(renewed)
     writer.write(b"GET /k3 HTTP/1.1\r\nHost: a.test\r\n\r\n")
     assert (await read_response(reader)).status == 200
