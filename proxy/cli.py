@@ -35,9 +35,10 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         admin=args.admin,
         workers=args.workers if args.workers is not None else -1,
         base=base,
-        listen_tls=args.listen_tls or "",
     )
     changes: dict[str, object] = {}
+    if args.listen_tls:  # checked with the certificate flags below, not before them
+        changes["listen_tls"] = args.listen_tls
     if args.tls_cert or args.tls_key:
         changes["tls"] = msgspec.structs.replace(
             cfg.tls, cert_file=args.tls_cert or "", key_file=args.tls_key or ""

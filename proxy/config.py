@@ -534,7 +534,6 @@ def from_flags(
     admin: str,
     workers: int,
     base: Config | None = None,
-    listen_tls: str = "",
 ) -> Config:
     """`serve --origin URL` with no config file: one site that takes every Host."""
     base = base or Config()
@@ -542,7 +541,6 @@ def from_flags(
     cfg = msgspec.structs.replace(
         base,
         listen=listen or base.listen,
-        listen_tls=listen_tls or base.listen_tls,
         workers=workers if workers >= 0 else base.workers,
         sites=sites,
         admin=msgspec.structs.replace(

@@ -320,3 +320,33 @@ async def test_a_renewed_certificate_file_is_served_without_a_signal(
             await asyncio.sleep(0.1)
     assert "sites[0].tls_cert_file" in refused[-1]
     assert (await asyncio.to_thread(handshake, edge.tls_port, "a.test", ctx))[0] == der(renewed)
+
+
+async def test_serve_flags_alone_serve_tls_and_a_renewal_of_their_files(
+    origin_server: Started, nodes: list[Node], tmp_path: Path
+) -> None:
+    ca = LocalCA(tmp_path / "ca")
+    cert = ca.issue(["a.test"])
+    port = free_port()
+    node = Node(
+        [
+            "--origin", await origin_server(recording_origin([])),
+            "--listen-tls", f"127.0.0.1:{port}",
+            "--tls-cert", cert.cert_file,
+            "--tls-key", cert.key_file,
+            "--workers", "1",
+        ]
+    )  # fmt: skip
+    nodes.append(node)
+    await node.start()
+    assert any(f"https://127.0.0.1:{port}" in line for line in node.output)
+    ctx = ssl.create_default_context(cafile=ca.ca_file)
+    r = await tls_request(port, ctx, "a.test", "/f")
+    assert r.status == 200 and r.body == b"origin:/f"
+    renewed = ca.issue(["a.test"], stem="renewed")
+    Path(cert.cert_file).write_bytes(Path(renewed.cert_file).read_bytes())
+    Path(cert.key_file).write_bytes(Path(renewed.key_file).read_bytes())
+    assert node.proc is not None
+    # No config file: SIGHUP re-reads the flags' files (as the file watcher may already have).
+    node.proc.send_signal(signal.SIGHUP)
+    await wait_for_certificate(port, ctx, der(renewed))
