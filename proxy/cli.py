@@ -52,10 +52,13 @@ def _config_from_args(args: argparse.Namespace) -> Config:
             allow_empty=args.allow_empty_blocklist or bl.allow_empty,
         )
         changes["blocklist"] = bl
+    cache = cfg.cache
     if args.memory_cache_bytes is not None:
-        changes["cache"] = msgspec.structs.replace(
-            cfg.cache, memory_cache_bytes=args.memory_cache_bytes
-        )
+        cache = msgspec.structs.replace(cache, memory_cache_bytes=args.memory_cache_bytes)
+    if args.node_tier_bytes is not None:
+        cache = msgspec.structs.replace(cache, node_tier_bytes=args.node_tier_bytes)
+    if cache is not cfg.cache:
+        changes["cache"] = cache
     if args.state_dir:
         changes["state_dir"] = args.state_dir
     log = cfg.log
@@ -93,6 +96,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--memory-cache-bytes", type=int, help="memory tier size for the whole node")
     p.add_argument(
+        "--node-tier-bytes",
+        type=int,
+        help="node tier size (shared by the workers, kept across restarts; 0: none)",
+    )
+    p.add_argument("--cache-clear", action="store_true", help="start with an empty node tier")
+    p.add_argument(
         "--state-dir",
         help="where pushed entries and versions persist (default: $STATE_DIRECTORY, "
         "/var/lib/edgeproxy as root, else $XDG_STATE_HOME/edgeproxy or ~/.local/state/edgeproxy)",
@@ -114,7 +123,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.admin.app import start_admin
     from proxy.node.supervisor import serve
 
-    return _run(serve(cfg, config_path=args.config, admin_token=token, start_admin=start_admin))
+    return _run(
+        serve(
+            cfg,
+            config_path=args.config,
+            admin_token=token,
+            start_admin=start_admin,
+            cache_clear=args.cache_clear,
+        )
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -57,6 +57,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # personalised: not stored on heuristic freshness alone unless this is set.
     heuristic_with_cookie: bool = False
     max_stale_serve_s: float = 0.0  # extra grace (beyond stale-while-revalidate/if-error)
+    # The same grace when the origin cannot be reached at all (refused, reset, timed out):
+    # a stale copy beats an error page; never past no-cache, must-revalidate or s-maxage.
+    stale_if_unreachable_s: float = 60.0
     entry_overhead_bytes: int = 400  # accounted per stored object besides headers and body
     shared_tier_url: str = ""  # e.g. "redis://127.0.0.1:6379/0"; empty: no shared tier
     shared_tier_timeout_s: float = 0.05  # one lookup (one or two round trips)
@@ -67,6 +70,10 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shared_tier_queue_max_bytes: int = 32 << 20
     shared_tier_max_connections: int = 32  # per worker
     hot_memo_max_entries: int = 65536  # raw targets remembered for hot hits and 451s
+    # The node tier (proxy/cache/node.py): one persistent cache every worker of the node
+    # shares, behind each worker's memory tier. 0 bytes: none. Path "": <state_dir>/node-cache.
+    node_tier_bytes: int = 0
+    node_tier_path: str = ""
 
 
 class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -75,6 +75,24 @@ SHARED_TIER_FAMILIES = [
         "Shared-tier writes dropped because the worker's write queue was full",
     ),
 ]
+NODE_TIER_FAMILIES = [
+    ("edgeproxy_node_tier_hits", "node_hits", "Memory misses the node tier answered"),
+    ("edgeproxy_node_tier_misses", "node_misses", "Memory misses the node tier did not hold"),
+    ("edgeproxy_node_tier_stores", "node_stores", "Responses written to the node tier"),
+    (
+        "edgeproxy_node_tier_evictions",
+        "node_evictions",
+        "Node-tier objects evicted (oldest access first) to stay within cache.node_tier_bytes",
+    ),
+    ("edgeproxy_node_tier_purged", "node_purged", "Node-tier objects purged or removed"),
+    (
+        "edgeproxy_node_tier_rejected",
+        "node_rejected",
+        "Node-tier records dropped unserved: torn, corrupt, of another format, or failing "
+        "their proof (URL, Vary values, body digest)",
+    ),
+    ("edgeproxy_node_tier_errors", "node_errors", "Node-tier writes or purges that failed"),
+]
 
 
 def method_class(method: str) -> int:
@@ -116,6 +134,15 @@ class WorkerStats:
         self.shared_errors = 0  # failed, timed out, rejected, or skipped while it is down
         self.shared_stores = 0
         self.shared_drops = 0  # stores dropped because the write queue was full
+        # The node tier (proxy/cache/node.py); its bytes and objects are the node's, reported
+        # apart (CacheReport), not summed over workers.
+        self.node_hits = 0
+        self.node_misses = 0
+        self.node_stores = 0
+        self.node_evictions = 0
+        self.node_purged = 0
+        self.node_rejected = 0  # torn, corrupt or foreign records dropped, never served
+        self.node_errors = 0  # writes that failed (map full, I/O)
 
     def observe(self, site: int, method: int, result: int, nbytes: int, seconds: float) -> None:
         self.requests[site][method][result] += 1
@@ -361,5 +388,5 @@ def _unlabelled_counters(stats: dict[str, Any]) -> Iterator[CounterMetricFamily]
         "Access log records dropped because the writer fell behind",
         value=stats.get("access_log_dropped", 0),
     )
-    for name, key, doc in SHARED_TIER_FAMILIES:
+    for name, key, doc in (*SHARED_TIER_FAMILIES, *NODE_TIER_FAMILIES):
         yield CounterMetricFamily(name, doc, value=stats.get(key, 0))

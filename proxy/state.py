@@ -5,10 +5,15 @@ error headers)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from proxy.blocklist.keys import match_keys
+from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
+from proxy.cache.node import NodeTier, NodeTierError, tier_path
 from proxy.cache.shared import SharedTier
 from proxy.config import Config
 from proxy.context import SPECIAL_FIELDS
@@ -19,7 +24,10 @@ from proxy.node.accesslog import AccessLog
 from proxy.origin import Origin, OriginPool
 from proxy.pipeline import Pipeline
 from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.response import parse_response
 from proxy.sites import SiteTable
+
+log = logging.getLogger("edgeproxy.worker")
 
 
 @dataclass(slots=True)
@@ -28,6 +36,7 @@ class WorkerParts:
     stats: WorkerStats
     memory: MemoryTier
     shared: SharedTier | None
+    node: NodeTier | None
     origin: Origin
     access_log: AccessLog | None
     pipeline: Pipeline
@@ -65,6 +74,9 @@ def build_worker(
     pipeline = Pipeline(
         cfg, sites, memory, origin, stats, clock=clock, access_log=access, shared=shared
     )
+    node = open_node_tier(cfg, stats)
+    if node is not None:
+        pipeline.cache.attach_node(node, node_finisher(cfg, sites, pipeline.fetcher.via))
     server = FrontServer(
         pipeline,
         front_limits(cfg),
@@ -77,4 +89,40 @@ def build_worker(
             (b"Cache-Status", cache_status_bytes(cfg.via_name, hit=False, detail="refused"))
         ],
     )
-    return WorkerParts(sites, stats, memory, shared, origin, access, pipeline, server)
+    return WorkerParts(sites, stats, memory, shared, node, origin, access, pipeline, server)
+
+
+def open_node_tier(cfg: Config, stats: WorkerStats) -> NodeTier | None:
+    """The node's tier when `cache.node_tier_bytes` asks for one. One that cannot be opened
+    (the supervisor's `prepare` rebuilds a broken one before workers start) leaves this
+    worker with memory alone, logged: never a failed start."""
+    if cfg.cache.node_tier_bytes <= 0:
+        return None
+    path = tier_path(cfg)
+    try:
+        return NodeTier(
+            path, cfg.cache.node_tier_bytes, cfg.cache.max_object_bytes, stats, clock=time.time
+        )
+    except (NodeTierError, OSError) as e:
+        log.error("node tier %s not used: %s", path, e)
+        return None
+
+
+def node_finisher(cfg: Config, sites: SiteTable, via: bytes) -> Callable[[Entry], Entry | None]:
+    """Finish a node-tier entry for this worker as the store phase finishes a new one: its
+    site (by host: the site table may differ from the worker that stored it), the
+    Cache-Control parsed from its stored fields, its blocklist match keys, and the head."""
+    overhead = cfg.cache.entry_overhead_bytes
+
+    def finish(entry: Entry) -> Entry | None:
+        t = entry.target
+        site = sites.route(t.host)
+        if site is None:
+            return None
+        entry.site_index = site.index
+        entry.cc = parse_response(list(entry.headers)).cc
+        entry.keys = match_keys(t.host, t.path, t.query)
+        entry.render_head(overhead, via)
+        return entry
+
+    return finish

@@ -356,6 +356,17 @@ class _Collector:
         for s in self.stats:
             wver.add_metric([str(s.worker)], s.blocklist.version)
         yield from (cache_bytes, cache_objects, cache_max, evictions, conns, waiters, wver)
+        # The node tier is the node's: every worker reports the same one (the largest answer
+        # is the freshest), never a sum.
+        node_tier = (
+            ("edgeproxy_node_tier_bytes", "Bytes held by the node tier", "node_bytes"),
+            ("edgeproxy_node_tier_objects", "Objects in the node tier", "node_objects"),
+            ("edgeproxy_node_tier_max_bytes", "Node tier capacity", "node_max_bytes"),
+        )
+        for name, doc, attr in node_tier:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], max((getattr(s.cache, attr) for s in self.stats), default=0))
+            yield g
         bl = node.blocklist
         yield GaugeMetricFamily(
             "edgeproxy_blocklist_version", "Node blocklist version", value=bl.version

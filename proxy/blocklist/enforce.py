@@ -4,7 +4,9 @@ the purges that follow a new version.
 Enforcement starts at the swap: every later request, and every reuse of a stored body, checks
 the new snapshot. Purging stored objects the version lists follows in steps that yield to the
 loop, so a large cache never stalls serving; until an object is purged, the digest check at
-every reuse keeps it from being delivered.
+every reuse keeps it from being delivered. Entries from the node tier come through the same
+lookup, so the same check applies to them; its purges walk its own indexes
+(`purge_url_key_behind`, `purge_listed_behind`), never its records.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from proxy.blocklist.keys import match_keys
+from proxy.blocklist.keys import MatchKeys, match_keys
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.model import EntryType, compile_entry
 from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
@@ -64,6 +66,11 @@ class Enforcer:
                 if snapshot.check_keys(k) or snapshot.check_digest(e.sha256):
                     purged += self.cache.remove(e)
             await asyncio.sleep(0)
+
+        def listed(k: MatchKeys, digest: bytes) -> bool:
+            return bool(snapshot.check_keys(k) or snapshot.check_digest(digest))
+
+        purged += await self.cache.purge_listed_behind(listed, step)
         self.stats.purged_by_blocklist += purged
         return purged
 
@@ -82,6 +89,9 @@ class Enforcer:
                 for e in self.cache.with_url_key(key):
                     if e.keys is not None and snapshot.check_keys(e.keys) is not None:
                         purged += self.cache.remove(e)
+                purged += self.cache.purge_url_key_behind(
+                    key, lambda k: snapshot.check_keys(k) is not None
+                )
             else:
                 scan.append(added)
         self.stats.purged_by_blocklist += purged

@@ -59,6 +59,9 @@ class Entry:
     # The blocklist match keys of `target` (computed by the block phase already), kept so
     # that purging against a new version looks entries up instead of canonicalising again.
     keys: MatchKeys | None = None
+    # b"; detail=node" from the node tier until its first answer (the Cache-Status detail
+    # saying which tier answered); the facade empties it once the entry answers from memory.
+    tier_detail: bytes = b""
 
     @property
     def host(self) -> str:

@@ -1,33 +1,88 @@
-"""The one cache facade of a worker: the memory tier in front, the optional shared tier behind.
+"""The one cache facade of a worker: the memory tier in front, then the node tier (shared by
+the node's workers, persistent), then the optional shared tier (Redis, Memcached).
 
-Callers never ask which tiers exist. Lookups read memory synchronously (the hit path) and the
-tier behind asynchronously (`get_behind`, which answers None when there is none); stores,
-removals and purges reach every tier. The shared tier learns of a purge by primary key: a
-prefix or host purge deletes the keys this worker holds, the rest expire on their TTL.
+Callers never ask which tiers exist. Lookups read memory, then the node tier, synchronously
+(the hit path: a node-tier read is a few microseconds of memory-mapped LMDB); a node-tier hit
+is finished for this worker (`finish`: site, parsed Cache-Control, head) and adopted into
+memory, and answers with `detail=node` once. The shared tier is read asynchronously
+(`get_behind`, None when there is none). Stores, removals and purges reach every tier. The
+shared tier learns of a purge by primary key: a prefix or host purge deletes the keys this
+worker holds, the rest expire on their TTL; the node tier purges by its own indexes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from proxy.blocklist.keys import MatchKeys
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.memory import ItemKey, MemoryTier, TierStats
+from proxy.cache.node import NodeTier
 from proxy.cache.shared import SharedTier, VariantOf
+
+NODE_DETAIL = b"; detail=node"
+
+Finish = Callable[[Entry], Entry | None]  # None: this worker cannot serve it (no such site)
 
 
 class TieredCache:
-    def __init__(self, memory: MemoryTier, shared: SharedTier | None = None) -> None:
+    def __init__(
+        self,
+        memory: MemoryTier,
+        shared: SharedTier | None = None,
+        node: NodeTier | None = None,
+        finish: Finish | None = None,
+    ) -> None:
         self.memory = memory
         self.shared = shared
+        self.node: NodeTier | None = None
+        self._finish: Finish = lambda e: e
+        self._node_vary: tuple[PrimaryKey, tuple[str, ...] | None] | None = None
+        if node is not None:
+            self.attach_node(node, finish or self._finish)
+
+    def attach_node(self, node: NodeTier, finish: Finish) -> None:
+        """Put the node tier behind memory (`build_worker`, once the worker's parts exist)."""
+        self.node = node
+        self._finish = finish
 
     # -- lookup -------------------------------------------------------------------------------
 
     def vary_fields(self, primary: PrimaryKey) -> tuple[str, ...] | None:
         """Field names the stored responses for `primary` vary on; None when none is held."""
-        return self.memory.vary_fields(primary)
+        fields = self.memory.vary_fields(primary)
+        if fields is None and self.node is not None:
+            fields = self.node.vary_fields(primary)
+            self._node_vary = (primary, fields)  # `get` follows for the same primary
+        return fields
 
     def get(self, key: ItemKey) -> Entry | None:
-        return self.memory.get(key[0], key[1])
+        primary, variant = key
+        entry = self.memory.get(primary, variant)
+        if entry is not None:
+            if entry.tier_detail:
+                entry.tier_detail = b""  # answered from memory from now on
+            return entry
+        node = self.node
+        if node is None:
+            return None
+        fields = self.memory.vary_fields(primary)
+        if fields is None:
+            last = self._node_vary
+            fields = last[1] if last is not None and last[0] == primary else None
+            if fields is None:
+                fields = node.vary_fields(primary)
+                if fields is None:
+                    return None
+        found = node.get(primary, variant, fields)
+        if found is None:
+            return None
+        entry = self._finish(found)
+        if entry is None:
+            return None
+        entry.tier_detail = NODE_DETAIL
+        self.memory.put(entry)
+        return entry
 
     async def get_behind(self, primary: PrimaryKey, variant_of: VariantOf) -> Entry | None:
         """The tier behind memory (one lookup, bounded by its timeout); None without one."""
@@ -37,6 +92,8 @@ class TieredCache:
 
     def touch(self, entry: Entry) -> None:
         self.memory.touch(entry)
+        if self.node is not None:
+            self.node.touch(entry)
 
     @property
     def max_object_bytes(self) -> int:
@@ -47,13 +104,19 @@ class TieredCache:
     def put(self, entry: Entry) -> bool:
         """Store in every tier; False when the entry fits none (too large)."""
         stored = self.memory.put(entry)
+        if self.node is not None:
+            stored = self.node.put(entry) or stored
         if stored and self.shared is not None:
             self.shared.put(entry)
         return stored
 
     def adopt(self, entry: Entry) -> bool:
-        """An entry read from the tier behind: into memory only (it is already behind)."""
-        return self.memory.put(entry)
+        """An entry read from the shared tier: into memory, and into the node tier so the
+        node's other workers find it without asking the shared tier again."""
+        stored = self.memory.put(entry)
+        if self.node is not None:
+            stored = self.node.put(entry) or stored
+        return stored
 
     # -- remove and purge ---------------------------------------------------------------------
 
@@ -63,17 +126,29 @@ class TieredCache:
 
     def remove(self, entry: Entry) -> int:
         self.forget_behind(entry.primary)
-        return self.memory.remove(entry)
+        n = self.memory.remove(entry)
+        if self.node is not None:
+            n = max(n, self.node.remove(entry))
+        return n
 
     def purge_primary(self, primary: PrimaryKey) -> int:
         self.forget_behind(primary)
-        return self.memory.purge_primary(primary)
+        n = self.memory.purge_primary(primary)
+        if self.node is not None:
+            n = max(n, self.node.purge_primary(primary))
+        return n
 
     def purge_digest(self, digest: bytes) -> int:
-        """By body digest (the tier behind refuses and deletes a listed digest on lookup)."""
-        return self.memory.purge_digest(digest)
+        """By body digest (the shared tier refuses and deletes a listed digest on lookup)."""
+        n = self.memory.purge_digest(digest)
+        if self.node is not None:
+            n = max(n, self.node.purge_digest(digest))
+        return n
 
     def purge_where(self, hosts: list[str] | None, pred: Callable[[Entry], bool]) -> int:
+        """Memory entries `pred` selects (and their shared-tier keys). The node tier is not
+        walked by predicate: its purges go by index (`purge_host`, `purge_prefix`, …)."""
+
         def purge(e: Entry) -> bool:
             if pred(e):
                 self.forget_behind(e.primary)
@@ -83,13 +158,29 @@ class TieredCache:
         return self.memory.purge_where(hosts, purge)
 
     def purge_host(self, host: str) -> int:
-        return self.purge_where([host], lambda e: True)
+        n = self.purge_where([host], lambda e: True)
+        if self.node is not None:
+            n = max(n, self.node.purge_host(host))
+        return n
 
     def purge_prefix(self, host: str, path: str) -> int:
         under = path.rstrip("/") + "/"
-        return self.purge_where(
+        n = self.purge_where(
             [host], lambda e: e.target.path == path or e.target.path.startswith(under)
         )
+        if self.node is not None:
+            n = max(n, self.node.purge_prefix(host, path))
+        return n
+
+    def purge_url_key_behind(self, url_key: str, listed: Callable[[MatchKeys], bool]) -> int:
+        """Blocklist url entries in the tiers behind memory (memory: `with_url_key`)."""
+        return 0 if self.node is None else self.node.purge_url_key(url_key, listed)
+
+    async def purge_listed_behind(
+        self, listed: Callable[[MatchKeys, bytes], bool], step: int = 2000
+    ) -> int:
+        """Every object behind memory that a blocklist version lists (memory: `entries`)."""
+        return 0 if self.node is None else await self.node.purge_listed(listed, step)
 
     def with_url_key(self, url_key: str) -> list[Entry]:
         return self.memory.with_url_key(url_key)
@@ -100,6 +191,13 @@ class TieredCache:
     def stats(self) -> TierStats:
         return self.memory.stats()
 
+    def node_usage(self) -> tuple[int, int, int]:
+        """The node tier's (objects, bytes, max bytes); zeros without one."""
+        if self.node is None:
+            return 0, 0, 0
+        objects, nbytes = self.node.usage()
+        return objects, nbytes, self.node.max_bytes
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -107,10 +205,14 @@ class TieredCache:
             await self.shared.start()
 
     async def flush(self) -> bool:
-        """Wait for queued writes to the tier behind (tests and shutdown)."""
+        """Write what is queued for the tiers behind (tests and shutdown)."""
+        if self.node is not None:
+            self.node.flush()
         return True if self.shared is None else await self.shared.flush()
 
     async def close(self) -> None:
+        if self.node is not None:
+            self.node.close()
         if self.shared is not None:
             await self.shared.close()
 

@@ -904,6 +904,12 @@ class FrontServer:
     def open_connections(self) -> int:
         return len(self._connections)
 
+    def stop_accepting(self) -> None:
+        """Close the listening sockets (this process's use of them): no new connections."""
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
+
     async def drain_and_close(self, timeout_s: float) -> None:
         """Stop accepting; idle connections close now, busy ones after their answers; whatever
         is left after `timeout_s` is aborted (and its handler cancelled)."""

@@ -92,7 +92,12 @@ class TlsReload(Message, tag="tls.reload"):
     theirs. The worker keeps its current ones if any fails to load."""
 
 
-Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping | TlsReload
+class Retire(Message, tag="retire"):
+    """Stop accepting connections now (answered once the listening socket is closed), then
+    drain and exit: a reload is complete only when no old worker can take a new client."""
+
+
+Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping | TlsReload | Retire
 
 # -- replies: worker → supervisor --------------------------------------------------------------
 
@@ -118,6 +123,10 @@ class CacheReport(msgspec.Struct, forbid_unknown_fields=True):
     max_bytes: int
     evictions: int
     purged: int
+    # The node tier's (the node's, the same from every worker; 0 without one).
+    node_objects: int = 0
+    node_bytes: int = 0
+    node_max_bytes: int = 0
 
 
 class BlocklistReport(msgspec.Struct, forbid_unknown_fields=True):
@@ -191,6 +200,8 @@ class Channel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Message]] = {}
         self.ready: asyncio.Future[Ready] = asyncio.get_running_loop().create_future()
+        # The counts a worker sends unasked (id 0) as it exits, after its last request.
+        self.final_stats: StatsReply | None = None
         self._task = asyncio.ensure_future(self._read_loop())
 
     async def _read_loop(self) -> None:
@@ -201,6 +212,9 @@ class Channel:
                 if isinstance(msg, Ready):
                     if not self.ready.done():
                         self.ready.set_result(msg)
+                    continue
+                if isinstance(msg, StatsReply) and msg.id == 0:
+                    self.final_stats = msg
                     continue
                 fut = self._pending.pop(msg.id, None)
                 if fut is None or fut.done():
@@ -244,6 +258,14 @@ class Channel:
                 f"expected {reply.__name__}, worker answered {type(answer).__name__}"
             )
         return answer
+
+    async def wait_closed(self, timeout_s: float) -> None:
+        """Until the worker's end is closed (its last frames read), or `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._task)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
 
     def close(self) -> None:
         self._task.cancel()

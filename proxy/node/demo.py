@@ -86,6 +86,8 @@ async def run_demo(
                 )
             ],
             admin=msgspec.structs.replace(Config().admin, listen=admin),
+            # A node tier under that state dir: the workers share one cache.
+            cache=msgspec.structs.replace(Config().cache, node_tier_bytes=256 << 20),
         )
     )
     token = os.environ.get("EDGEPROXY_ADMIN_TOKEN") or DEMO_TOKEN

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
+from proxy.cache.node import close_clean, prepare, tier_path
 from proxy.config import Config, ConfigError, default_state_dir, load, parse_hostport
 from proxy.front.tls import TICKET_KEY_BYTES, CertificateError, Certificates
 from proxy.identity import set_title
@@ -47,9 +48,11 @@ from proxy.node.control import (
     ControlError,
     Listen,
     Listening,
+    Pong,
     Purge,
     Purged,
     Request,
+    Retire,
     StatsReply,
     StatsRequest,
     TlsReload,
@@ -108,8 +111,10 @@ class Supervisor:
         config_path: str | None = None,
         admin_token: str = "",
         start_admin: AdminStarter | None = None,
+        cache_clear: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.cache_clear = cache_clear  # --cache-clear: the node tier starts empty
         self.start_admin = start_admin
         self.config_path = config_path
         self.admin_token = admin_token
@@ -217,8 +222,14 @@ class Supervisor:
 
     async def _monitor(self, handle: WorkerHandle) -> None:
         code = await handle.proc.wait()
+        # A worker that drained sends its final counts before it exits: read them, so what it
+        # counted after the last scrape is not lost (counters never go backwards).
+        await handle.channel.wait_closed(timeout_s=1.0)
         handle.channel.close()
+        final = handle.channel.final_stats
         last = self.last_stats.pop(handle.pid, None)
+        if final is not None:
+            last = final.stats
         if last is not None:
             self._retired_total = combine([s for s in (self._retired_total, last) if s is not None])
         self._retiring.discard(handle)
@@ -348,6 +359,7 @@ class Supervisor:
     async def start(self) -> None:
         set_title("supervisor")
         self._bind_listen()
+        self._prepare_node_tier()
         self.blocklist.load_initial()
         await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))
         self.blocklist.started(max(h.applied_at for h in self.workers.values()))
@@ -383,6 +395,20 @@ class Supervisor:
         sd_notify("READY=1", self._sd_status())
         if (every_s := watchdog_interval_s()) > 0:
             self._watchdog = asyncio.ensure_future(self._ping_watchdog(every_s))
+
+    def _prepare_node_tier(self) -> None:
+        """Before any worker opens it: cleared, or moved aside and rebuilt when unusable
+        (proxy/cache/node.py `prepare`). A tier that cannot even be created is logged and the
+        workers run on memory alone: the cache is never a reason not to serve."""
+        if self.cfg.cache.node_tier_bytes <= 0:
+            return
+        path = tier_path(self.cfg)
+        try:
+            outcome = prepare(path, self.cfg.cache.node_tier_bytes, clear=self.cache_clear)
+        except OSError as e:
+            log.error("node tier %s unusable: %s", path, e)
+            return
+        log.info("node tier %s: %s", path, outcome)
 
     def _sd_status(self) -> str:
         return (
@@ -437,6 +463,8 @@ class Supervisor:
         for sock in (self._listen, self._listen_tls):
             if sock is not None:
                 sock.close()
+        if self.cfg.cache.node_tier_bytes > 0 and all(p.returncode is not None for p in procs):
+            close_clean(tier_path(self.cfg), self.cfg.cache.node_tier_bytes)
         try:
             self.blocklist.full_path.unlink(missing_ok=True)
         except OSError:
@@ -562,7 +590,11 @@ class Supervisor:
             t = asyncio.ensure_future(self._monitor(new))
             self._monitors.add(t)
             t.add_done_callback(self._monitors.discard)
-            old.proc.send_signal(signal.SIGTERM)
+            try:  # no old-config worker takes a new client once this is answered
+                await old.channel.call(Retire(), Pong, timeout_s=self.cfg.drain_timeout_s)
+            except (ControlError, TimeoutError) as e:
+                log.warning("worker %d did not confirm it stopped accepting: %s", index, e)
+            old.proc.send_signal(signal.SIGTERM)  # drains and exits (also if it never answered)
         log.info("config reloaded; workers replaced")
 
 
@@ -607,8 +639,15 @@ async def serve(
     config_path: str | None = None,
     admin_token: str = "",
     start_admin: AdminStarter | None = None,
+    cache_clear: bool = False,
 ) -> int:
-    sup = Supervisor(cfg, config_path=config_path, admin_token=admin_token, start_admin=start_admin)
+    sup = Supervisor(
+        cfg,
+        config_path=config_path,
+        admin_token=admin_token,
+        start_admin=start_admin,
+        cache_clear=cache_clear,
+    )
     try:
         await sup.start()
     except BaseException:

@@ -46,6 +46,7 @@ from proxy.node.control import (
     Purged,
     Ready,
     Request,
+    Retire,
     StatsReply,
     StatsRequest,
     TlsReload,
@@ -89,6 +90,7 @@ class Worker:
         self.origin = parts.origin
         self.access_log = parts.access_log
         self.shared = parts.shared
+        self.node = parts.node
         self.pipeline = parts.pipeline
         self.server = parts.server
         self.server.on_handler_error = self._handler_error
@@ -96,6 +98,7 @@ class Worker:
         self.server_started = False
         self.started_at = time.time()
         self.stopping = asyncio.Event()
+        self._control_writer: asyncio.StreamWriter | None = None  # the channel to the supervisor
         self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way
         self._expiry: asyncio.TimerHandle | None = None
         self._titled_version: int | None = None  # the blocklist version `ps` shows
@@ -122,6 +125,10 @@ class Worker:
                 return Pong(pid=os.getpid())
             case TlsReload():
                 return self.tls_reload()
+            case Retire():
+                self.server.stop_accepting()
+                self.stopping.set()
+                return Pong(pid=os.getpid())
         raise ValueError(f"no handler for {type(msg).__name__}")  # unreachable: Request is closed
 
     async def blocklist_load(self, msg: BlocklistLoad) -> Applied:
@@ -206,6 +213,7 @@ class Worker:
 
     def report(self) -> StatsReply:
         mem = self.memory.stats()
+        node_objects, node_bytes, node_max = self.pipeline.cache.node_usage()
         self.stats.note_front(self.server.rejected, self.server.timeouts)
         snap = self.pipeline.blocklist
         return StatsReply(
@@ -218,6 +226,9 @@ class Worker:
                 max_bytes=mem.max_bytes,
                 evictions=mem.evictions,
                 purged=mem.purged,
+                node_objects=node_objects,
+                node_bytes=node_bytes,
+                node_max_bytes=node_max,
             ),
             connections=self.server.open_connections,
             blocklist=BlocklistReport(
@@ -254,6 +265,7 @@ class Worker:
     async def serve_control(self, fd: int) -> None:
         sock = socket.socket(fileno=fd)
         reader, writer = await asyncio.open_unix_connection(sock=sock)
+        self._control_writer = writer
         write_frame(writer, Ready(pid=os.getpid(), worker=self.index))
         await writer.drain()
         try:
@@ -283,6 +295,18 @@ class Worker:
             await writer.drain()
         except ConnectionError:
             self.stopping.set()
+
+    async def _send_final_stats(self) -> None:
+        """After the last request: the final counts, unasked (id 0), so the supervisor keeps
+        what this worker counted since it was last scraped."""
+        writer = self._control_writer
+        if writer is None or writer.is_closing():
+            return
+        try:
+            write_frame(writer, self.report())
+            await writer.drain()
+        except (ConnectionError, RuntimeError):
+            pass  # the supervisor is gone: nobody to tell
 
     async def _gc_policy(self) -> None:
         """Keep full collections from walking the cache: survivors are frozen every
@@ -324,9 +348,12 @@ class Worker:
                 gc_task.cancel()
             log.info("draining %d open connections", self.server.open_connections)
             await self.server.drain_and_close(self.cfg.drain_timeout_s)
+            await self._send_final_stats()
             control.cancel()
             if self.shared is not None:
                 await self.shared.close()
+            if self.node is not None:
+                self.node.close()  # what is queued is written; the tier outlives the worker
             await self.origin.close()
             if self.access_log is not None:
                 self.access_log.close()

@@ -56,6 +56,7 @@ def lookup(
             ctx.blocked_by = listed
             return Next.BLOCKED
         ctx.entry = entry
+        ctx.hit_detail = entry.tier_detail  # which tier answered (Cache-Status detail)
         decision = decide(entry, now, req_cc)
         if decision is not Reuse.VALIDATE:
             ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE

@@ -309,7 +309,8 @@ class UpstreamResponsePhase:
         """The origin failed (or answered 5xx): a stale entry where RFC 5861 and the grace
         allow it and the blocklist does not list it, else the error itself."""
         stale = outcome.stale_candidate or ctx.entry
-        if stale is not None and self._may_serve_stale_on_error(ctx, stale, now):
+        unreachable = outcome.upstream is None  # no answer at all, not a 5xx
+        if stale is not None and self._may_serve_stale_on_error(ctx, stale, now, unreachable):
             if outcome.claim():
                 outcome.drop()
             ctx.result = Result.STALE
@@ -325,10 +326,17 @@ class UpstreamResponsePhase:
         ctx.fwd = b"stale"
         return Next.STREAM
 
-    def _may_serve_stale_on_error(self, ctx: RequestCtx, entry: Entry, now: float) -> bool:
+    def _may_serve_stale_on_error(
+        self, ctx: RequestCtx, entry: Entry, now: float, unreachable: bool
+    ) -> bool:
+        """RFC 5861 §4 and the configured graces: `cache.max_stale_serve_s` for any error,
+        `cache.stale_if_unreachable_s` when the origin could not be reached at all (RFC 9111
+        §4.2.4 allows a disconnected cache to serve stale, as Squid and Traffic Server do)."""
         if self.enforcer.listed_digest(entry.sha256) is not None:
             return False
-        return stale_on_error(entry, now, ctx.req_cc, self.cfg.cache.max_stale_serve_s)
+        cfg = self.cfg.cache
+        grace = max(cfg.max_stale_serve_s, cfg.stale_if_unreachable_s if unreachable else 0.0)
+        return stale_on_error(entry, now, ctx.req_cc, grace)
 
     # -- the body against the blocklist's digests --------------------------------------------
 

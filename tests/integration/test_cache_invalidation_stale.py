@@ -116,13 +116,16 @@ async def test_stale_if_error_origin_500_rfc5861_s4(origin_server, make_edge) ->
 
 
 async def test_stale_if_error_origin_down_rfc5861_s4(origin_server, make_edge) -> None:
-    """RFC 5861 §4: the origin unreachable → stale served; without the directive → 502."""
+    """RFC 5861 §4: the origin unreachable → stale served; without the directive, stale within
+    `cache.stale_if_unreachable_s` (RFC 9111 §4.2.4: a disconnected cache), then 502; never
+    for must-revalidate."""
     origin, edge = await scripted_edge(origin_server, make_edge)
     clock = use_clock(edge, origin)
     origin.on("/sie", Canned(headers=[("Cache-Control", "max-age=1, stale-if-error=60")]))
     origin.on("/plain", Canned(headers=[("Cache-Control", "max-age=1")]))
-    await get(edge.url + "/sie")
-    await get(edge.url + "/plain")
+    origin.on("/strict", Canned(headers=[("Cache-Control", "max-age=1, must-revalidate")]))
+    for path in ("/sie", "/plain", "/strict"):
+        await get(edge.url + path)
     # Point the site at a closed port: the origin is now unreachable.
     object.__setattr__(  # SiteRuntime is frozen; the test swaps the origin under it
         edge.pipeline.sites.sites[0], "origin", URL(f"http://127.0.0.1:{free_port()}")
@@ -130,6 +133,11 @@ async def test_stale_if_error_origin_down_rfc5861_s4(origin_server, make_edge) -
     clock.advance(5)
     r = await get(edge.url + "/sie")
     assert r.status == 200 and r.body == b"body" and "stale-if-error" in r.cache_status
+    r = await get(edge.url + "/plain")
+    assert r.status == 200 and r.body == b"body" and "stale-if-error" in r.cache_status
+    r = await get(edge.url + "/strict")
+    assert r.status == 502 and "detail=origin-connect" in r.cache_status
+    clock.advance(60)  # past the unreachable grace (60 s after the 1 s lifetime)
     r = await get(edge.url + "/plain")
     assert r.status == 502 and "detail=origin-connect" in r.cache_status
 

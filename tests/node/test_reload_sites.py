@@ -5,6 +5,7 @@ the retired counts of workers gone) add up, whichever sites a reload adds or rem
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -84,3 +85,57 @@ async def test_sighup_adding_and_removing_sites_keeps_metrics_and_status(
         async with s.get(node.admin + "/readyz") as r:
             ready = await r.json()
     assert r.status == 200 and ready["config_generation"] == 2, ready
+
+
+async def test_counts_made_after_the_last_scrape_survive_a_reload(
+    origin_server, nodes, tmp_path: Path
+) -> None:
+    """A retiring worker sends its final counts as it exits: requests it answered after the
+    last scrape still count once it is gone (counters never go backwards). Nothing asks the
+    admin between those requests and the old workers' exit."""
+    a = await origin_server(origin_app([], tag="A"))
+    b = await origin_server(origin_app([], tag="B"))
+    cfg = tmp_path / "edge.toml"
+    site_config(cfg, {"a": a})
+    node = Node(["--config", str(cfg), "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    status, body = await node.admin_json("GET", "/status")
+    old_pids = [w["pid"] for w in body["workers"]]
+    before = await requests_of(await scrape(node), "a")
+    for _ in range(10):  # answered, never scraped before the workers retire
+        assert (await get(node.url + "/p", headers={"Host": "a.test"}))[2] == b"A:/p"
+    site_config(cfg, {"a": a, "b": b})
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGHUP)
+    async with asyncio.timeout(20):
+        while any(_alive(pid) for pid in old_pids):
+            await asyncio.sleep(0.05)
+    after = await requests_of(await scrape(node), "a")
+    assert after >= before + 10
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_no_old_worker_takes_a_client_once_the_reload_is_ready(
+    origin_server, nodes, tmp_path: Path
+) -> None:
+    """When /readyz is green after a reload, every old worker has closed its listening
+    socket: a removed site is refused on every new connection."""
+    a = await origin_server(origin_app([], tag="A"))
+    b = await origin_server(origin_app([], tag="B"))
+    cfg = tmp_path / "edge.toml"
+    site_config(cfg, {"a": a})
+    node = Node(["--config", str(cfg), "--workers", "2"])
+    nodes.append(node)
+    await node.start()
+    site_config(cfg, {"b": b})
+    await reload_until(node, "b.test", b"B:/p")
+    for _ in range(20):
+        assert (await get(node.url + "/p", headers={"Host": "a.test"}))[0] == 421

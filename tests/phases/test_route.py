@@ -301,7 +301,7 @@ async def test_an_origin_failure_with_nothing_stored_is_the_error(
 
 async def test_an_origin_failure_past_every_stale_window_is_the_error(make_worker, routes) -> None:
     w, origin = await failing_worker(make_worker, cc=b"max-age=60")
-    w.clock.advance(70)
+    w.clock.advance(60 + 61)  # past the lifetime and cache.stale_if_unreachable_s (60)
     origin.fail = OriginError(OriginFailure.RESET, "reset")
     r = await fetch(w)
     assert routes[-1].step is Next.ORIGIN_ERROR

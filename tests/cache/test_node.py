@@ -1,0 +1,238 @@
+"""The node tier (proxy/cache/node.py) in one process and across two: round trips with their
+proof, Vary, eviction by access age, every purge by its index, torn and foreign records
+dropped and counted, and a broken or old-format tier moved aside at start."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from pathlib import Path
+
+import lmdb
+import msgspec
+import pytest
+
+from proxy.cache.memory import MemoryTier
+from proxy.cache.node import (
+    FORMAT,
+    INDEX_OVERHEAD_BYTES,
+    NodeTier,
+    NodeTierError,
+    envelope,
+    item_key,
+    prepare,
+)
+from proxy.cache.shared import record_of
+from proxy.cache.tiered import NODE_DETAIL, TieredCache
+from proxy.metrics import WorkerStats
+from tests.cache.test_shared import entry
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    p = tmp_path / "node-cache"
+    assert prepare(p, 64 * MiB) == "opened"
+    return p
+
+
+def tier(path: Path, max_bytes: int = 64 * MiB) -> NodeTier:
+    return NodeTier(path, max_bytes, 8 * MiB, WorkerStats([]))
+
+
+def test_a_stored_entry_is_read_back_proven(path: Path) -> None:
+    a, b = tier(path), tier(path)  # two workers' handles on one tier
+    a.put(entry("/a", b"body a"))
+    assert b.vary_fields(("example.com", b"/a")) == ()
+    got = b.get(("example.com", b"/a"), (), ())
+    assert got is not None and got.body == b"body a" and got.etag == '"v1"'
+    assert b.stats.node_hits == 1
+    assert b.get(("example.com", b"/other"), (), ()) is None
+    assert b.stats.node_misses == 1
+    assert a.usage()[0] == b.usage()[0] == 1
+
+
+def test_variants_and_a_vary_change(path: Path) -> None:
+    t = tier(path)
+    t.put(entry("/v", b"gz", vary=("accept-encoding",), variant=("gzip",)))
+    t.put(entry("/v", b"id", vary=("accept-encoding",), variant=("",)))
+    assert t.vary_fields(("example.com", b"/v")) == ("accept-encoding",)
+    got = t.get(("example.com", b"/v"), ("gzip",), ("accept-encoding",))
+    assert got is not None and got.body == b"gz"
+    # Asked under other fields (a stale idea of the resource's Vary): not found.
+    assert t.get(("example.com", b"/v"), ("gzip",), ("accept-language",)) is None
+    t.put(entry("/v", b"fr", vary=("accept-language",), variant=("fr",)))
+    assert t.vary_fields(("example.com", b"/v")) == ("accept-language",)
+    assert t.usage()[0] == 1  # the variants under the old Vary went
+
+
+def _raw_put(t: NodeTier, key: bytes, value: bytes) -> None:
+    """Bytes written straight into the items table, past every check of the tier."""
+    with t.env.begin(write=True) as txn:
+        txn.put(key, value, db=t.env.open_db(b"items", txn=txn))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda v: v[: len(v) // 2],  # torn: a truncated record
+        lambda v: v[:-3] + b"xyz",  # a flipped tail (the crc catches it)
+        lambda v: b"EPN0" + v[4:],  # another format's record
+        lambda v: b"garbage",
+    ],
+)
+def test_a_damaged_record_is_dropped_counted_and_never_served(
+    path: Path, damage: Callable[[bytes], bytes]
+) -> None:
+    t = tier(path)
+    e = entry("/t", b"x" * 5000)
+    t.put(e)
+    key = item_key(e.primary, (), ())
+    good = envelope(record_of(e))
+    _raw_put(t, key, damage(good))
+    assert t.get(e.primary, (), ()) is None
+    assert t.stats.node_rejected == 1 and t.stats.node_hits == 0
+    assert t.usage() == (0, 0)  # deleted, with its accounting
+
+
+def test_a_record_that_proves_another_url_is_refused(path: Path) -> None:
+    t = tier(path)
+    a, b = entry("/a", b"A"), entry("/b", b"B")
+    t.put(a)
+    # B's (intact) record under A's key: its own URL does not prove A's.
+    _raw_put(t, item_key(a.primary, (), ()), envelope(record_of(b)))
+    assert t.get(a.primary, (), ()) is None and t.stats.node_rejected == 1
+    # A body that does not hash to the stored digest.
+    t.put(a)
+    bad = msgspec.structs.replace(record_of(a), body=b"tampered")
+    _raw_put(t, item_key(a.primary, (), ()), envelope(bad))
+    assert t.get(a.primary, (), ()) is None and t.stats.node_rejected == 2
+
+
+def test_eviction_takes_the_least_recently_used(path: Path) -> None:
+    one = len(envelope(record_of(entry("/0", b"x" * 10_000)))) + INDEX_OVERHEAD_BYTES
+    t = tier(path, max_bytes=one * 3 + 10)
+    clock = iter(range(1, 1000))
+    t.clock = lambda: float(next(clock))
+    for i in range(3):
+        t.put(entry(f"/{i}", b"x" * 10_000))
+    assert t.get(("example.com", b"/0"), (), ()) is not None  # /0 is now the most recent
+    t.flush()
+    t.put(entry("/3", b"x" * 10_000))
+    assert t.stats.node_evictions == 1
+    assert t.get(("example.com", b"/1"), (), ()) is None  # the oldest access went
+    for p in (b"/0", b"/2", b"/3"):
+        assert t.get(("example.com", p), (), ()) is not None
+    assert t.usage() == (3, 3 * one)
+
+
+def test_purges_reach_every_index(path: Path) -> None:
+    t = tier(path)
+    for p in ("/a/1", "/a/2", "/b/1", "/a"):
+        t.put(entry(p, p.encode()))
+    t.put(entry("/x", b"shared body", host="other.example"))
+    t.put(entry("/y", b"shared body", host="other.example"))
+    assert t.purge_prefix("example.com", "/a") == 3
+    assert t.purge_primary(("example.com", b"/b/1")) == 1
+    assert t.purge_digest(entry("/x", b"shared body").sha256) == 2
+    assert t.usage() == (0, 0)
+    t.put(entry("/h", b"h"))
+    assert t.purge_host("example.com") == 1 and t.usage()[0] == 0
+    t.put(entry("/u", b"u"))
+    e = entry("/u", b"u")
+    assert t.purge_url_key("example.com/u", lambda k: k.path == "/u") == 1
+    assert t.get(e.primary, (), ()) is None
+
+
+async def test_purge_listed_walks_info_in_steps(path: Path) -> None:
+    t = tier(path)
+    for i in range(25):
+        t.put(entry(f"/p{i}", b"%d" % i))
+    t.flush()
+    n = await t.purge_listed(lambda k, d: k.path.endswith("7"), step=4)
+    assert n == 2  # /p7 and /p17, found across steps of 4
+    assert t.usage()[0] == 23
+
+
+def test_a_purge_drops_queued_stores(path: Path) -> None:
+    t = tier(path)
+    t.flush = lambda: None  # type: ignore[method-assign]  # keep the store queued
+    e = entry("/q", b"q")
+    t._puts[item_key(e.primary, (), ())] = e
+    assert t.purge_primary(e.primary) == 0
+    assert not t._puts
+
+
+def test_the_facade_adopts_a_node_hit_once_with_detail(path: Path) -> None:
+    a = TieredCache(MemoryTier(MiB, MiB), node=tier(path))
+    b = TieredCache(MemoryTier(MiB, MiB), node=tier(path))
+    e = entry("/f", b"f")
+    assert a.put(e)
+    assert b.vary_fields(e.primary) == ()
+    got = b.get((e.primary, ()))
+    assert got is not None and got.tier_detail == NODE_DETAIL
+    again = b.get((e.primary, ()))
+    assert again is got and again.tier_detail == b""  # now a memory hit
+    assert b.purge_primary(e.primary) == 1
+    assert a.get((e.primary, ())) is e  # a's memory keeps it until the node's purge reaches a
+    assert a.node is not None and a.node.get(e.primary, (), ()) is None
+
+
+def test_an_old_format_or_garbage_tier_is_moved_aside(tmp_path: Path) -> None:
+    p = tmp_path / "t"
+    assert prepare(p, 8 * MiB) == "opened"
+    env = lmdb.open(str(p), max_dbs=8, map_size=100 * MiB)
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"0", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(NodeTierError):
+        tier(p)
+    assert prepare(p, 8 * MiB).startswith("rebuilt (format")
+    assert (tmp_path / "t.aside").is_dir()
+    tier(p).close()
+    (p / "data.mdb").write_bytes(b"\0garbage" * 1000)
+    assert prepare(p, 8 * MiB).startswith("rebuilt (unreadable")
+    t = tier(p)
+    assert t.usage() == (0, 0)
+    with t.env.begin() as txn:
+        assert txn.get(b"format", db=t.env.open_db(b"meta", txn=txn)) == FORMAT
+
+
+def test_cache_clear_starts_empty(path: Path) -> None:
+    t = tier(path)
+    t.put(entry("/c", b"c"))
+    t.close()
+    assert prepare(path, 64 * MiB, clear=True) == "cleared"
+    assert tier(path).usage() == (0, 0)
+
+
+def _store_in_child(path: str, n: int) -> None:
+    t = NodeTier(Path(path), 64 * MiB, 8 * MiB, WorkerStats([]))
+    for i in range(n):
+        t.put(entry(f"/child/{i}", b"c%d" % i))
+    t.close()
+
+
+def test_another_process_writes_what_this_one_reads(path: Path) -> None:
+    t = tier(path)  # opened before the child writes: readers see later commits
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_store_in_child, args=(str(path), 50))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert t.usage()[0] == 50
+    got = t.get(("example.com", b"/child/49"), (), ())
+    assert got is not None and got.body == b"c49"
+
+
+def test_two_writers_of_one_key_leave_one_whole_record(path: Path) -> None:
+    a, b = tier(path), tier(path)
+    ea, eb = entry("/same", b"from a" * 100), entry("/same", b"from b" * 100)
+    a._puts[item_key(ea.primary, (), ())] = ea
+    b._puts[item_key(eb.primary, (), ())] = eb
+    a.flush()
+    b.flush()
+    got = a.get(ea.primary, (), ())
+    assert got is not None and got.body == eb.body
+    assert a.usage()[0] == 1 and a.stats.node_rejected == 0

@@ -1,0 +1,207 @@
+"""Issue 11, the node tier, through a real node (`edgeproxy serve`, two workers): an object is
+fetched once per node, a restart serves from the tier, a torn record or a corrupt tier file
+is never served, and purges and blocklist pushes reach the tier."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import lmdb
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.node import Node
+
+MiB = 1 << 20
+
+
+def origin_app(seen: list[str]) -> web.Application:
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        body = b"same body" if request.path.startswith("/dup") else f"body of {request.path}"
+        return web.Response(
+            body=body if isinstance(body, bytes) else body.encode(),
+            headers={"Cache-Control": "max-age=300"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    return app
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for n in started:
+        await n.stop()
+
+
+def tier_node(origin: str, nodes: list[Node], state_dir: str | None = None) -> Node:
+    node = Node(["--origin", origin, "--workers", "2", "--node-tier-bytes", str(64 * MiB)])
+    if state_dir is not None:
+        node.state_dir = state_dir
+    nodes.append(node)
+    return node
+
+
+HOST = "cache.test"  # the same authority (cache key) whichever port a restarted node has
+
+
+async def get(url: str) -> tuple[int, bytes, str]:
+    """On a new connection each time: the kernel hands it to either worker."""
+    conn = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=conn) as s,
+        s.get(url, headers={"Host": HOST}) as r,
+    ):
+        return r.status, await r.read(), r.headers.get("Cache-Status", "")
+
+
+async def metric(node: Node, name: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(node.admin + "/metrics") as r:
+        text = await r.text()
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name in (name, name + "_total"):
+                return sample.value
+    raise AssertionError(f"no metric {name}")
+
+
+async def test_an_object_is_fetched_once_per_node(origin_server, nodes) -> None:
+    seen: list[str] = []
+    node = tier_node(await origin_server(origin_app(seen)), nodes)
+    await node.start()
+    status, body, cs = await get(node.url + "/a")
+    assert status == 200 and "fwd=miss" in cs
+    # New connections until the worker that did not fetch answers: from the node tier.
+    for _ in range(200):
+        status, got, cs = await get(node.url + "/a")
+        assert status == 200 and got == body
+        if "detail=node" in cs:
+            break
+    else:
+        raise AssertionError("no answer from the node tier: " + cs)
+    assert seen == ["/a"]
+    assert await metric(node, "edgeproxy_node_tier_hits") == 1
+    assert await metric(node, "edgeproxy_node_tier_objects") == 1
+
+
+async def test_a_restart_serves_the_first_request_from_the_tier(origin_server, nodes) -> None:
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = tier_node(origin, nodes)
+    await node.start()
+    assert (await get(node.url + "/r"))[0] == 200
+    assert await node.stop() == 0
+    again = tier_node(origin, nodes, node.state_dir)
+    await again.start()
+    status, body, cs = await get(again.url + "/r")
+    assert status == 200 and body == b"body of /r" and "detail=node" in cs
+    assert seen == ["/r"]
+    # --cache-clear: the next start begins empty.
+    assert await again.stop() == 0
+    cleared = tier_node(origin, nodes, node.state_dir)
+    cleared.args.append("--cache-clear")
+    await cleared.start()
+    assert (await get(cleared.url + "/r"))[2].count("fwd=miss") == 1
+    assert seen == ["/r", "/r"]
+
+
+def _tier_dir(node: Node) -> Path:
+    return Path(node.state_dir) / "node-cache"
+
+
+async def test_a_torn_record_is_never_served(origin_server, nodes) -> None:
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = tier_node(origin, nodes)
+    await node.start()
+    await get(node.url + "/t")
+    assert await node.stop() == 0
+    # Tear every stored record (what a torn write would leave, past LMDB's own atomicity).
+    env = lmdb.open(str(_tier_dir(node)), max_dbs=8, map_size=256 * MiB)
+    with env.begin(write=True) as txn:
+        items = env.open_db(b"items", txn=txn)
+        torn = [(k, v[: len(v) // 2]) for k, v in txn.cursor(db=items)]
+        for k, v in torn:
+            txn.put(k, v, db=items)
+    env.close()
+    assert len(torn) == 1
+    again = tier_node(origin, nodes, node.state_dir)
+    await again.start()
+    status, body, cs = await get(again.url + "/t")
+    assert status == 200 and body == b"body of /t" and "detail=node" not in cs
+    assert seen == ["/t", "/t"]
+    assert await metric(again, "edgeproxy_node_tier_rejected") == 1
+
+
+async def test_a_corrupt_tier_file_at_start_is_rebuilt(origin_server, nodes) -> None:
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = tier_node(origin, nodes)
+    await node.start()
+    await get(node.url + "/c")
+    assert await node.stop() == 0
+    (_tier_dir(node) / "data.mdb").write_bytes(b"not an lmdb file" * 4096)
+    again = tier_node(origin, nodes, node.state_dir)
+    await again.start()
+    assert (
+        "moved to" in "".join(again.output) and (Path(node.state_dir) / "node-cache.aside").is_dir()
+    )
+    status, body, _ = await get(again.url + "/c")
+    assert status == 200 and body == b"body of /c" and seen == ["/c", "/c"]
+    assert await metric(again, "edgeproxy_node_tier_objects") == 1
+
+
+async def test_purges_reach_the_tier(origin_server, nodes) -> None:
+    seen: list[str] = []
+    node = tier_node(await origin_server(origin_app(seen)), nodes)
+    await node.start()
+    for path in ("/p/1", "/p/2", "/q", "/u"):
+        await get(node.url + path)
+    assert await metric(node, "edgeproxy_node_tier_objects") == 4
+    status, body = await node.admin_json("POST", "/purge", {"prefix": f"http://{HOST}/p"})
+    assert status == 200 and body["purged"] >= 2
+    assert await metric(node, "edgeproxy_node_tier_objects") == 2
+    status, _ = await node.admin_json("POST", "/purge", {"url": f"http://{HOST}/u"})
+    assert await metric(node, "edgeproxy_node_tier_objects") == 1
+    status, _ = await node.admin_json("POST", "/purge", {"host": HOST})
+    assert status == 200 and await metric(node, "edgeproxy_node_tier_objects") == 0
+    for _ in range(4):  # whichever worker answers, nothing stale is left to find
+        await get(node.url + "/q")
+    assert seen.count("/q") == 2
+
+
+async def test_a_blocklist_push_purges_the_tier(origin_server, nodes) -> None:
+    seen: list[str] = []
+    node = tier_node(await origin_server(origin_app(seen)), nodes)
+    await node.start()
+    for path in ("/listed/x", "/dup1", "/free"):
+        assert (await get(node.url + path))[0] == 200
+    digest = hashlib.sha256(b"same body").hexdigest()
+    status, _ = await node.admin_json(
+        "POST",
+        "/blocklist/entries",
+        {
+            "entries": [
+                {"id": "p1", "type": "prefix", "value": f"http://{HOST}/listed/"},
+                {"id": "d1", "type": "sha256", "value": digest},
+            ]
+        },
+    )
+    assert status == 200  # acknowledged: every worker enforces it from here on
+    for _ in range(10):
+        assert (await get(node.url + "/listed/x"))[0] == 451
+        assert (await get(node.url + "/dup1"))[0] == 451
+        assert (await get(node.url + "/free"))[0] == 200
+    deadline = asyncio.get_running_loop().time() + 10
+    while await metric(node, "edgeproxy_node_tier_objects") != 1:
+        assert asyncio.get_running_loop().time() < deadline, "listed objects left in the tier"
+        await asyncio.sleep(0.05)
+    assert seen.count("/free") == 1
