@@ -37,6 +37,12 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         base=base,
     )
     changes: dict[str, object] = {}
+    if args.listen_tls:  # checked with the certificate flags below, not before them
+        changes["listen_tls"] = args.listen_tls
+    if args.tls_cert or args.tls_key:
+        changes["tls"] = msgspec.structs.replace(
+            cfg.tls, cert_file=args.tls_cert or "", key_file=args.tls_key or ""
+        )
     bl = cfg.blocklist
     if args.blocklist_dir or args.blocklist_key or args.allow_empty_blocklist:
         bl = msgspec.structs.replace(
@@ -72,6 +78,11 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (sites, limits, cache, …)")
     p.add_argument("--listen", help="HOST:PORT for client traffic (default 127.0.0.1:8080)")
+    p.add_argument(
+        "--listen-tls", help="HOST:PORT for HTTPS clients (TLS terminated here; default: none)"
+    )
+    p.add_argument("--tls-cert", help="default certificate chain (PEM) for --listen-tls")
+    p.add_argument("--tls-key", help="its private key (PEM)")
     p.add_argument("--origin", help="origin URL; with it every Host goes to this origin")
     p.add_argument("--admin", default=None, help="HOST:PORT of the admin API ('' to disable)")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
@@ -153,7 +164,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     configure_log("text", process="supervisor")
 
     return _run(
-        run_demo(args.listen, args.admin, args.origin_port, args.workers, start_admin=start_admin)
+        run_demo(
+            args.listen,
+            args.admin,
+            args.origin_port,
+            args.workers,
+            start_admin=start_admin,
+            listen_tls=args.listen_tls if args.tls else "",
+        )
     )
 
 
@@ -209,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     # One worker: each worker has its own memory tier, and two curls on new connections must
     # meet the same cache to show a MISS and then a HIT (`serve` defaults to one per core).
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="also serve HTTPS, with a certificate from a local CA made for this run",
+    )
+    p.add_argument("--listen-tls", default="127.0.0.1:8443", help="HOST:PORT for HTTPS with --tls")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")

@@ -100,6 +100,26 @@ class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The blocklist folds path case by default (over-blocks `/A` next to a listed `/a`); a
     # site whose origin is case-sensitive sets this so that they are different resources.
     case_sensitive_paths: bool = False
+    # TLS toward clients (with `listen_tls`): this site's own certificate chain and key (PEM),
+    # served for its host names by SNI; without them the site gets [tls]'s default certificate.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # RFC 6797: Strict-Transport-Security on answers over TLS (never over plain HTTP); 0: none.
+    hsts_max_age_s: int = 0
+    hsts_include_subdomains: bool = False
+
+
+class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The TLS listener (`listen_tls`): its default certificate and its limits."""
+
+    # Served for a name no site's certificate covers, or a handshake without SNI; without
+    # it, such handshakes are refused (unrecognized_name).
+    cert_file: str = ""
+    key_file: str = ""
+    handshake_timeout_s: float = 10.0  # from accept to a finished handshake
+    # Re-read certificates and keys when their files change (SIGHUP always does).
+    watch_files: bool = True
+    poll_interval_s: float = 60.0  # also re-check the files this often (0: events only)
 
 
 class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -161,6 +181,7 @@ class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8080"
+    listen_tls: str = ""  # HOST:PORT for HTTPS (TLS terminated here); empty: no TLS listener
     workers: int = 0  # 0: one per core
     via_name: str = "edgeproxy"
     state_dir: str = ""  # "": default_state_dir() (never relative to where serve was run)
@@ -178,6 +199,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     blocklist: BlocklistConfig = BlocklistConfig()
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
+    tls: TlsConfig = TlsConfig()
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
@@ -241,6 +263,7 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
     _check_front_limits(cfg, fail)
     _check_cache(cfg, fail)
     _check_blocklist(cfg, fail)
+    _check_tls(cfg, fail)
     if not 0.0 <= cfg.log.access_log_sample <= 1.0:
         raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
     return cfg
@@ -251,6 +274,11 @@ _Fail = Callable[[str, str], ConfigError]
 
 def _check_listen(cfg: Config) -> None:
     parse_hostport(cfg.listen, what="listen")
+    if cfg.listen_tls:
+        if parse_hostport(cfg.listen_tls, what="listen_tls") == parse_hostport(
+            cfg.listen, what="listen"
+        ):
+            raise ConfigError("listen_tls must differ from listen", field="listen_tls")
     if cfg.admin.listen:
         parse_hostport(cfg.admin.listen, what="admin.listen")
 
@@ -374,6 +402,35 @@ def _check_blocklist(cfg: Config, fail: _Fail) -> None:
         )
     if cfg.blocklist.dir and not cfg.blocklist.public_key:
         raise fail("a blocklist dir needs public_key to verify versions", "$.blocklist.public_key")
+
+
+def _check_tls(cfg: Config, fail: _Fail) -> None:
+    """Certificates and keys come in pairs; with `listen_tls` every one is loaded here, so a
+    missing file, a non-PEM file or a key that does not match its certificate is reported at
+    its field (at start, by check-config, and by a reload, which then keeps the running one)."""
+    pairs = [(cfg.tls.cert_file, cfg.tls.key_file, "$.tls.cert_file")]
+    pairs += [
+        (s.tls_cert_file, s.tls_key_file, f"$.sites[{i}].tls_cert_file")
+        for i, s in enumerate(cfg.sites)
+    ]
+    for cert, key, path in pairs:
+        if bool(cert) != bool(key):
+            raise fail("a certificate needs its key and a key its certificate", path)
+    if not cfg.listen_tls:
+        return
+    if not any(cert for cert, _, _ in pairs):
+        raise fail(
+            "listen_tls needs a certificate: [tls] cert_file/key_file or a site's "
+            "tls_cert_file/tls_key_file",
+            "$.listen_tls",
+        )
+    from proxy.front.tls import CertificateError, Certificates
+    from proxy.sites import certificate_specs
+
+    try:
+        Certificates.compile(certificate_specs(cfg))
+    except CertificateError as e:
+        raise fail(str(e), e.field or "$.tls.cert_file") from e
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from yarl import URL
 
 from proxy.config import Config
+from proxy.front.tls import CertSpec
+from proxy.rfc.hsts import sts_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,7 @@ class SiteRuntime:
     blocked_by_url: str
     forward_host: bool
     case_sensitive_paths: bool  # passed to Snapshot.check(..., case_sensitive=)
+    hsts: bytes = b""  # the Strict-Transport-Security line for its answers over TLS, or b""
 
 
 # The site of a request admit refused (unknown host, bad target): it reaches no origin.
@@ -31,6 +34,7 @@ class SiteTable:
         self._by_host: dict[str, SiteRuntime] = {}
         self._wildcard_suffixes: list[tuple[str, SiteRuntime]] = []
         self.default: SiteRuntime | None = None
+        self._tls_fields: dict[bytes | None, bytes] = {}
         for i, s in enumerate(cfg.sites):
             origin = URL(s.origin)
             rt = SiteRuntime(
@@ -41,6 +45,7 @@ class SiteTable:
                 blocked_by_url=s.blocked_by_url or cfg.blocklist.default_blocked_by_url,
                 forward_host=s.forward_host,
                 case_sensitive_paths=s.case_sensitive_paths,
+                hsts=sts_field(s.hsts_max_age_s, include_subdomains=s.hsts_include_subdomains),
             )
             self.sites.append(rt)
             for h in s.hosts:
@@ -65,3 +70,42 @@ class SiteTable:
             if host.endswith(suffix):
                 return rt
         return self.default
+
+    def tls_fields(self, host: bytes | None) -> bytes:
+        """The field lines the front adds to every answer over TLS for this Host value
+        (FrontServer(tls_fields=…)): the site's HSTS. Memoised per raw value, as sent."""
+        fields = self._tls_fields.get(host)
+        if fields is None:
+            site = self.route(_host_of(host)) if host is not None else self.default
+            fields = site.hsts if site is not None else b""
+            if len(self._tls_fields) >= _TLS_FIELDS_MEMO:
+                self._tls_fields.clear()  # a client inventing Host values gets no growth
+            self._tls_fields[host] = fields
+        return fields
+
+
+_TLS_FIELDS_MEMO = 4096
+
+
+def _host_of(raw: bytes) -> str:
+    """A Host value as `route` takes it: lowercase, no port, no trailing dot."""
+    text = raw.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        text = text[: text.find("]") + 1]
+    else:
+        text = text.partition(":")[0]
+    return text.rstrip(".")
+
+
+def certificate_specs(cfg: Config) -> list[CertSpec]:
+    """What the TLS listener serves: each site's own certificate for its host names, then the
+    default one (`[tls] cert_file`) for every other name and for handshakes without SNI."""
+    specs = []
+    if cfg.tls.cert_file:  # first: it is the default even if a site lists host "*"
+        specs.append(CertSpec(("*",), cfg.tls.cert_file, cfg.tls.key_file, "$.tls.cert_file"))
+    specs += [
+        CertSpec(tuple(s.hosts), s.tls_cert_file, s.tls_key_file, f"$.sites[{i}].tls_cert_file")
+        for i, s in enumerate(cfg.sites)
+        if s.tls_cert_file
+    ]
+    return specs

@@ -83,6 +83,7 @@ def build_worker(
         server_name=cfg.via_name.encode(),
         flag_headers=SPECIAL_FIELDS,
         fast_answer=pipeline.fast_answer if access is None else None,
+        tls_fields=sites.tls_fields,  # HSTS, on TLS connections only
         # RFC 9211 on every response, also the front's own refusals.
         error_headers=[
             (b"Cache-Status", cache_status_bytes(cfg.via_name, hit=False, detail="refused"))

@@ -395,6 +395,11 @@ class _Collector:
         yield CounterMetricFamily(
             "edgeproxy_worker_restarts", "Workers restarted after dying", value=node.restarts
         )
+        yield CounterMetricFamily(
+            "edgeproxy_tls_reload_failures",
+            "Certificate reloads refused (a file that does not load; the served ones kept)",
+            value=node.tls_reload_failures,
+        )
         yield GaugeMetricFamily("edgeproxy_workers", "Workers running", value=node.health().running)
         yield from process_families(
             [

@@ -49,6 +49,7 @@ class NodeView(Protocol):
 
     admin_token: str
     restarts: int
+    tls_reload_failures: int  # certificate reloads refused (the served ones kept)
     started_at: float
 
     @property

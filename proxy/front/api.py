@@ -38,6 +38,7 @@ class FrontRequest(Protocol):
     received_at: float  # time.time() when the request head was complete
     host: bytes | None  # the Host field's value (the front refuses a second one)
     flagged: bool  # a field named in FrontServer(flag_headers=…) was present
+    tls: bool  # arrived over TLS (the front's TLS listener)
 
 
 class Responder(Protocol):

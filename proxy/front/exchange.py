@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.front.api import BodyTooLarge, ClientGone
+from proxy.front.wire import with_fields
 
 if TYPE_CHECKING:
     import asyncio
@@ -37,6 +38,8 @@ class ExchangeConnection(Protocol):
 
     async def wait_writable(self) -> None: ...
 
+    def tls_fields(self, host: bytes | None) -> bytes: ...
+
 
 class Request:
     """`api.FrontRequest`. Built once per request head; no header dict is made."""
@@ -54,6 +57,7 @@ class Request:
         "received_at",
         "host",
         "flagged",
+        "tls",
     )
 
     def __init__(
@@ -70,6 +74,7 @@ class Request:
         received_at: float,
         host: bytes | None = None,
         flagged: bool = False,
+        tls: bool = False,
     ) -> None:
         self.method = method
         self.raw_target = raw_target
@@ -83,6 +88,7 @@ class Request:
         self.received_at = received_at
         self.host = host
         self.flagged = flagged
+        self.tls = tls
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_target!r} HTTP/{self.http_version}>"
@@ -256,6 +262,8 @@ class Responder:
         self.started = self.finished = True
         conn = self._conn
         if not (self.dead or conn.lost):
+            if self.request.tls:
+                data = with_fields(data, conn.tls_fields(self.request.host))
             conn.transport.write(data)
         if close or not self.request.keep_alive:
             conn.finish_response(self, True)
@@ -281,6 +289,8 @@ class Responder:
         req = self.request
         conn = self._conn
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        if req.tls:
+            parts.append(conn.tls_fields(req.host))
         for name, value in headers:
             parts.append(name + b": " + value + b"\r\n")
         if no_body or status == 204 or status == 304:

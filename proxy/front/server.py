@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
+from ssl import SSLContext
 from typing import Any
 
 import httptools
@@ -35,7 +36,7 @@ import httptools
 from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
 from proxy.front.limits import FrontLimits, FrontTimeout
-from proxy.front.wire import CONTINUE_100, error_response
+from proxy.front.wire import CONTINUE_100, error_response, with_fields
 from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
 log = logging.getLogger("edgeproxy.front")
@@ -122,9 +123,10 @@ FastAnswer = Callable[[str, bytes, "bytes | None", bool, str], "bytes | None"]
 class Connection(asyncio.Protocol):
     """One client connection. Methods without a leading underscore are called by `exchange`."""
 
-    def __init__(self, server: FrontServer) -> None:
+    def __init__(self, server: FrontServer, tls: bool = False) -> None:
         limits = server.limits
         self._server = server
+        self.tls = tls  # arrived on the TLS listener (the handshake is done by connection_made)
         self._limits = limits
         self._handler: Callable[[Request, Responder], Any] = server.handler  # type: ignore[assignment]
         self.loop = server.loop
@@ -381,6 +383,8 @@ class Connection(asyncio.Protocol):
                 data = fast(_METHODS.get(method) or "", self._url, self._host, keep_alive, version)
                 if data is not None:
                     self._phase = _BODY
+                    if self.tls:
+                        data = with_fields(data, self.tls_fields(self._host))
                     self.transport.write(data)
                     if not keep_alive:
                         self._linger()
@@ -399,6 +403,7 @@ class Connection(asyncio.Protocol):
             time.time(),
             self._host,
             bool(flags & _FLAGGED),
+            self.tls,
         )
         if has_body:
             self._parsing = req
@@ -553,6 +558,11 @@ class Connection(asyncio.Protocol):
         self.update_reading()
 
     # ------------------------------------------------------------------ called by exchange
+
+    def tls_fields(self, host: bytes | None) -> bytes:
+        """Field lines every answer on a TLS connection carries (HSTS), for its Host."""
+        fields = self._server.tls_fields
+        return fields(host) if fields is not None else b""
 
     def finish_response(self, resp: Responder, close: bool) -> None:
         if close or not resp.request.keep_alive:
@@ -800,6 +810,7 @@ class FrontServer:
         error_headers: Iterable[tuple[bytes, bytes]] = (),
         flag_headers: Iterable[bytes] = (),
         fast_answer: FastAnswer | None = None,
+        tls_fields: Callable[[bytes | None], bytes] | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -813,6 +824,9 @@ class FrontServer:
         # connection: (method, raw target, Host, keep-alive, version) -> a whole response, or
         # None to build the request and call the handler as usual.
         self.fast_answer = fast_answer
+        # Host -> field lines added to every answer on a TLS connection (HSTS, RFC 6797 §7.2
+        # forbids it over plain HTTP); called per response, so it should be a dict lookup.
+        self.tls_fields = tls_fields
         self.on_connection_count: Callable[[int], None] | None = None
         self.on_handler_error: Callable[[BaseException], None] | None = None
         self.read_pauses = 0
@@ -826,7 +840,8 @@ class FrontServer:
         self.clock = 0.0
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # start()
         self._connections: set[Connection] = set()
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | None = None  # the first listener (plain HTTP, usually)
+        self._tls_server: asyncio.Server | None = None
         self._draining = False
         self._all_closed: asyncio.Event | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -838,45 +853,70 @@ class FrontServer:
         port: int = 0,
         reuse_port: bool = False,
         backlog: int = 1024,
+        *,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout_s: float = 10.0,
     ) -> None:
-        """Listen on `sock` (already bound, e.g. by the supervisor) or on host:port."""
+        """Listen on `sock` (already bound, e.g. by the supervisor) or on host:port. Called
+        again with `ssl`, the same server also terminates TLS on a second listener: one set of
+        connections, limits, deadlines and counters for both."""
+        first = self.loop is None
         self.loop = loop = asyncio.get_running_loop()
+        factory: Callable[[], Connection] = self._make_connection
+        tls: dict[str, Any] = {}
+        if ssl is not None:
+            factory = self._make_tls_connection
+            tls = {"ssl": ssl, "ssl_handshake_timeout": ssl_handshake_timeout_s}
         if sock is not None:
-            self._server = await loop.create_server(
-                self._make_connection, sock=sock, backlog=backlog
-            )
+            server = await loop.create_server(factory, sock=sock, backlog=backlog, **tls)
         else:
-            self._server = await loop.create_server(
-                self._make_connection,
+            server = await loop.create_server(
+                factory,
                 host,
                 port,
                 reuse_port=reuse_port or None,
                 backlog=backlog,
+                **tls,
             )
-        self.clock = loop.time()
-        self._sweep_handle = loop.call_later(self.limits.tick_s, self._sweep)
+        if ssl is not None:
+            self._tls_server = server
+        else:
+            self._server = server
+        if first:
+            self.clock = loop.time()
+            self._sweep_handle = loop.call_later(self.limits.tick_s, self._sweep)
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        server = self._server or self._tls_server
+        if server is None:
             raise RuntimeError("not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(server.sockets[0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS listener's port (0: none)."""
+        if self._tls_server is None:
+            return 0
+        return int(self._tls_server.sockets[0].getsockname()[1])
 
     @property
     def open_connections(self) -> int:
         return len(self._connections)
 
     def stop_accepting(self) -> None:
-        """Close the listening socket (this process's use of it): no new connections."""
-        if self._server is not None:
-            self._server.close()
+        """Close the listening sockets (this process's use of them): no new connections."""
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
 
     async def drain_and_close(self, timeout_s: float) -> None:
         """Stop accepting; idle connections close now, busy ones after their answers; whatever
         is left after `timeout_s` is aborted (and its handler cancelled)."""
         self._draining = True
-        if self._server is not None:
-            self._server.close()
+        listeners = [s for s in (self._server, self._tls_server) if s is not None]
+        for listener in listeners:
+            listener.close()
         self._all_closed = asyncio.Event()
         for conn in list(self._connections):
             conn.start_drain()
@@ -891,13 +931,16 @@ class FrontServer:
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
-        if self._server is not None:
-            await self._server.wait_closed()
+        for listener in listeners:
+            await listener.wait_closed()
 
     # ---------------------------------------------------------------- for Connection
 
     def _make_connection(self) -> Connection:
         return Connection(self)
+
+    def _make_tls_connection(self) -> Connection:
+        return Connection(self, tls=True)
 
     def refuses_connections(self) -> bool:
         limit = self.limits.max_connections

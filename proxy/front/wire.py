@@ -41,3 +41,11 @@ def error_response(
     parts.append(b"\r\n")
     parts.append(body)
     return b"".join(parts)
+
+
+def with_fields(response: bytes, fields: bytes) -> bytes:
+    """A pre-serialised response with `fields` (whole CRLF-ended lines) after its status line."""
+    if not fields:
+        return response
+    i = response.find(b"\r\n") + 2
+    return response[:i] + fields + response[i:]

@@ -78,11 +78,18 @@ class StatsRequest(Message, tag="stats"):
 
 
 class Listen(Message, tag="listen"):
-    pass
+    # The node's TLS session ticket key (hex), the same for every worker it starts, so a
+    # ticket from one worker resumes on another; empty: no TLS listener.
+    ticket_key: str = ""
 
 
 class Ping(Message, tag="ping"):
     pass
+
+
+class TlsReload(Message, tag="tls.reload"):
+    """Re-read the TLS certificates and keys: new handshakes get them, open connections keep
+    theirs. The worker keeps its current ones if any fails to load."""
 
 
 class Retire(Message, tag="retire"):
@@ -90,7 +97,7 @@ class Retire(Message, tag="retire"):
     drain and exit: a reload is complete only when no old worker can take a new client."""
 
 
-Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping | Retire
+Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping | TlsReload | Retire
 
 # -- replies: worker → supervisor --------------------------------------------------------------
 
@@ -142,6 +149,12 @@ class StatsReply(Message, tag="stats.reply"):
 
 class Listening(Message, tag="listening"):
     port: int
+    tls_port: int = 0
+
+
+class TlsReloaded(Message, tag="tls.reloaded"):
+    fingerprint: str  # of the files now served (proxy.front.tls.Certificates.fingerprint)
+    changed: bool
 
 
 class Pong(Message, tag="pong"):
@@ -154,7 +167,7 @@ class Failed(Message, tag="failed"):
 
 R = TypeVar("R", bound="Message")
 
-Reply = Ready | Applied | Purged | StatsReply | Listening | Pong | Failed
+Reply = Ready | Applied | Purged | StatsReply | Listening | Pong | TlsReloaded | Failed
 
 _enc = msgspec.json.Encoder()
 request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)

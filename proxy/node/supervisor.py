@@ -11,7 +11,11 @@ the backlog rather than being reset.
 
 - SIGTERM / SIGINT: every worker drains its in-flight requests, then exits.
 - SIGHUP: re-read the config file (a broken one is refused and the running one kept), replace
-  workers one at a time, and re-read the blocklist directory.
+  workers one at a time, and re-read the blocklist directory. On a node with a TLS listener
+  whose config did not change, SIGHUP (and a change to a certificate or key file) reloads the
+  certificates inside the running workers instead: new handshakes get the new ones, open
+  connections are not touched; a certificate or key that does not load is refused, naming it,
+  and the served ones stay.
 - A worker that dies is restarted (with a short backoff); it listens only once it enforces the
   current blocklist version.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -34,6 +39,7 @@ import msgspec
 from proxy.blocklist.node import NodeBlocklist
 from proxy.cache.node import close_clean, prepare, tier_path
 from proxy.config import Config, ConfigError, default_state_dir, load, parse_hostport
+from proxy.front.tls import TICKET_KEY_BYTES, CertificateError, Certificates
 from proxy.identity import set_title
 from proxy.metrics import combine
 from proxy.node.control import (
@@ -49,6 +55,8 @@ from proxy.node.control import (
     Retire,
     StatsReply,
     StatsRequest,
+    TlsReload,
+    TlsReloaded,
     purge_target,
 )
 from proxy.node.health import NodeHealth
@@ -56,6 +64,7 @@ from proxy.node.sdnotify import notify as sd_notify
 from proxy.node.sdnotify import reloading as sd_reloading
 from proxy.node.sdnotify import watchdog_interval_s
 from proxy.node.servicelog import configure as configure_log
+from proxy.sites import certificate_specs
 
 log = logging.getLogger("edgeproxy.node.supervisor")
 
@@ -129,6 +138,22 @@ class Supervisor:
         self._watcher: Any = None
         self._watchdog: asyncio.Task[None] | None = None
         self._listen: socket.socket | None = None
+        self._listen_tls: socket.socket | None = None
+        self.tls_port = 0
+        self.tls_fingerprint = ""  # of the certificate files the workers serve
+        self.tls_reload_failures = 0
+        # One session ticket key for the node's lifetime, handed to every worker it starts
+        # (a restarted or rolled worker too), so tickets resume on any of them.
+        self._ticket_key = os.urandom(TICKET_KEY_BYTES).hex() if cfg.listen_tls else ""
+        self._tls_watchers: list[Any] = []
+        # The config file as last read (before flags were applied): a SIGHUP that finds the
+        # same settings in it reloads certificates only, keeping workers and connections.
+        self._file_cfg: Config | None = None
+        if config_path and cfg.listen_tls:
+            try:
+                self._file_cfg = load(config_path)
+            except ConfigError:
+                self._file_cfg = None
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -136,6 +161,7 @@ class Supervisor:
         assert self._listen is not None, "start() binds the listen socket first"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         listen_fd = self._listen.fileno()
+        tls_fd = self._listen_tls.fileno() if self._listen_tls is not None else -1
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -144,8 +170,9 @@ class Supervisor:
                 str(child.fileno()),
                 str(index),
                 str(listen_fd),
+                str(tls_fd),
                 stdin=asyncio.subprocess.PIPE,
-                pass_fds=(child.fileno(), listen_fd),
+                pass_fds=(child.fileno(), listen_fd) + ((tls_fd,) if tls_fd >= 0 else ()),
             )
         finally:
             child.close()
@@ -168,7 +195,7 @@ class Supervisor:
                 ack = await channel.call(
                     _request("blocklist.delta", delta), Applied, timeout_s=timeout
                 )
-            await channel.call(Listen(), Listening, timeout_s=10)
+            await channel.call(Listen(ticket_key=self._ticket_key), Listening, timeout_s=10)
         except BaseException:
             _kill(proc)
             channel.close()
@@ -230,7 +257,11 @@ class Supervisor:
         request = _request(op, args)
         handles = [h for h in self.workers.values() if not h.retiring]
         timeout = self.cfg.admin.apply_timeout_s
-        reply = Purged if isinstance(request, Purge) else Applied
+        reply: type[Any] = Applied
+        if isinstance(request, Purge):
+            reply = Purged
+        elif isinstance(request, TlsReload):
+            reply = TlsReloaded
         results: list[Any]
         if op == "blocklist.load":
             # A full version costs each worker seconds of CPU to build: one worker at a time,
@@ -316,28 +347,19 @@ class Supervisor:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def _bind_listen(self) -> None:
-        """Bind and listen once, for all workers (see the module docstring). SO_REUSEADDR only
-        lets a restart bind over connections in TIME_WAIT; on Linux it never lets two sockets
-        listen on one address."""
+        """Bind and listen once, for all workers (see the module docstring); the TLS listener
+        the same way, when there is one."""
+        self._listen = _bind(self.cfg.listen, "listen")
+        self.port = self._listen.getsockname()[1]
         host, port = parse_hostport(self.cfg.listen, what="listen")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit
-            s.bind((host, port))
-            s.listen(LISTEN_BACKLOG)
-        except OSError as e:
-            s.close()
-            where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-            raise ListenRefused(
-                f"cannot listen on {where}: {e.strerror or e} "
-                "(another edgeproxy node or another program holds it)"
-            ) from e
-        self.port = s.getsockname()[1]
         if port == 0:
             self.cfg = msgspec.structs.replace(self.cfg, listen=f"{host}:{self.port}")
-        self._listen = s
+        if self.cfg.listen_tls:
+            self._listen_tls = _bind(self.cfg.listen_tls, "listen_tls")
+            self.tls_port = self._listen_tls.getsockname()[1]
+            host, port = parse_hostport(self.cfg.listen_tls, what="listen_tls")
+            if port == 0:
+                self.cfg = msgspec.structs.replace(self.cfg, listen_tls=f"{host}:{self.tls_port}")
 
     async def start(self) -> None:
         set_title("supervisor")
@@ -359,14 +381,20 @@ class Supervisor:
                 poll_interval_s=self.cfg.blocklist.poll_interval_s,
             )
             await self._watcher.start()
+        if self.cfg.listen_tls:
+            self.tls_fingerprint = Certificates.compile(certificate_specs(self.cfg)).fingerprint
+            if self.cfg.tls.watch_files:
+                await self._watch_tls_files()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         admin = f", admin http://{self.cfg.admin.listen}" if self.cfg.admin.listen else ""
         print(f"state dir {self.state_dir.resolve()}", flush=True)
+        https = f" and https://{self.cfg.listen_tls}" if self.cfg.listen_tls else ""
         print(
-            f"edgeproxy listening on http://{self.cfg.listen} with {len(self.workers)} workers{admin}",
+            f"edgeproxy listening on http://{self.cfg.listen}{https} "
+            f"with {len(self.workers)} workers{admin}",
             flush=True,
         )
         sd_notify("READY=1", self._sd_status())
@@ -431,12 +459,15 @@ class Supervisor:
                 _kill(p)
         if self._watcher is not None:
             await self._watcher.stop()
+        for watcher in self._tls_watchers:
+            await watcher.stop()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
-        if self._listen is not None:
-            self._listen.close()
+        for sock in (self._listen, self._listen_tls):
+            if sock is not None:
+                sock.close()
         if self.cfg.cache.node_tier_bytes > 0 and all(p.returncode is not None for p in procs):
             close_clean(tier_path(self.cfg), self.cfg.cache.node_tier_bytes)
         try:
@@ -460,11 +491,22 @@ class Supervisor:
                 sd_notify("READY=1", self._sd_status())
 
     async def _reload(self) -> None:
-        if self.config_path:
+        if not self.config_path:
+            if self.cfg.listen_tls:
+                await self.reload_tls()  # flags only: the certificate files are all to re-read
+        else:
             try:
                 new = load(self.config_path)
             except ConfigError as e:
                 log.error("config reload refused, keeping the running config: %s", e)
+                if e.field.endswith("cert_file"):  # a certificate or key that does not load
+                    self.tls_reload_failures += 1
+                new = None
+            raw = new
+            if new is not None and self.cfg.listen_tls and new == self._file_cfg:
+                # The same settings: only certificate files may have been replaced (a
+                # renewal), which the running workers take without a restart.
+                await self.reload_tls()
                 new = None
             if new is not None and new.listen != self.cfg.listen:
                 log.error(
@@ -472,14 +514,75 @@ class Supervisor:
                     self.cfg.listen,
                 )
                 new = msgspec.structs.replace(new, listen=self.cfg.listen)
+            if new is not None and bool(new.listen_tls) != bool(self.cfg.listen_tls):
+                log.error("config reload refused: adding or removing listen_tls needs a restart")
+                new = None
+            elif new is not None and new.listen_tls != self.cfg.listen_tls:
+                log.error(
+                    "config reload: listen_tls changes need a restart; keeping %s",
+                    self.cfg.listen_tls,
+                )
+                new = msgspec.structs.replace(new, listen_tls=self.cfg.listen_tls)
             if new is not None:
+                self._file_cfg = raw
                 if new.log.format != self.cfg.log.format:
                     configure_log(new.log.format, process="supervisor")
                 self.cfg = new
                 self.config_generation += 1
                 await self._rolling_restart()
+                if new.listen_tls:  # the new workers loaded what the files hold now
+                    specs = certificate_specs(new)
+                    self.tls_fingerprint = Certificates.compile(specs).fingerprint
         if self._watcher is not None:
             self._watcher.trigger()
+
+    async def reload_tls(self) -> bool:
+        """Re-read the certificate and key files; when they load and differ from the served
+        ones, every worker swaps them in (new handshakes only). True when they were swapped."""
+        try:
+            new = Certificates.compile(certificate_specs(self.cfg))
+        except CertificateError as e:
+            self.tls_reload_failures += 1
+            log.error(
+                "TLS reload refused, keeping the certificates being served: %s (field %s)",
+                e,
+                e.field,
+            )
+            return False
+        if new.fingerprint == self.tls_fingerprint:
+            return False
+        try:
+            await self.broadcast("tls.reload", {})
+        except ControlError as e:
+            self.tls_reload_failures += 1
+            log.error("TLS reload failed in a worker (it keeps its certificates): %s", e)
+            return False
+        self.tls_fingerprint = new.fingerprint
+        log.info("TLS certificates reloaded in every worker")
+        return True
+
+    async def _watch_tls_files(self) -> None:
+        """One watcher per directory holding a certificate or key (a renewal usually replaces
+        files or symlinks in it); a wake re-reads them all, a no-op when nothing changed."""
+        from proxy.blocklist.watch import DirectoryWatcher
+
+        files = Certificates.compile(certificate_specs(self.cfg)).files
+        for directory in sorted(
+            {str(Path(f).resolve().parent) for f in files}
+            | {str(Path(f).absolute().parent) for f in files}
+        ):
+            watcher = DirectoryWatcher(
+                directory,
+                self._on_tls_files_change,
+                suffix="",
+                poll_interval_s=self.cfg.tls.poll_interval_s,
+            )
+            await watcher.start()
+            self._tls_watchers.append(watcher)
+
+    async def _on_tls_files_change(self) -> None:
+        if not self.stopping:
+            await self.reload_tls()
 
     async def _rolling_restart(self) -> None:
         for index in sorted(self.workers):
@@ -499,6 +602,27 @@ class Supervisor:
                 log.warning("worker %d did not confirm it stopped accepting: %s", index, e)
             old.proc.send_signal(signal.SIGTERM)  # drains and exits (also if it never answered)
         log.info("config reloaded; workers replaced")
+
+
+def _bind(address: str, what: str) -> socket.socket:
+    """One listen socket. SO_REUSEADDR only lets a restart bind over connections in
+    TIME_WAIT; on Linux it never lets two sockets listen on one address."""
+    host, port = parse_hostport(address, what=what)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit
+        s.bind((host, port))
+        s.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        s.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise ListenRefused(
+            f"cannot listen on {where}: {e.strerror or e} "
+            "(another edgeproxy node or another program holds it)"
+        ) from e
+    return s
 
 
 def _request(op: str, args: dict[str, Any]) -> Request:

@@ -1,7 +1,8 @@
 """One worker process: the front, the pipeline, its memory tier and origin pool, and the
 control channel to the supervisor. Started by the supervisor as
-`python -m proxy.node.worker CONTROL_FD N LISTEN_FD` with the config (msgspec JSON) on stdin;
-LISTEN_FD is the node's one listen socket, bound by the supervisor.
+`python -m proxy.node.worker CONTROL_FD N LISTEN_FD [TLS_LISTEN_FD]` with the config (msgspec
+JSON) on stdin; LISTEN_FD is the node's one listen socket, bound by the supervisor, and
+TLS_LISTEN_FD its TLS one (`listen_tls`), where this worker terminates TLS itself.
 
 A worker listens only after it enforces the supervisor's current blocklist version: a restarted
 worker never serves a single request with an older list.
@@ -27,6 +28,7 @@ from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.config import Config
+from proxy.front.tls import Certificates, TlsTerminator, share_ticket_keys
 from proxy.identity import set_title, worker_title
 from proxy.node.control import (
     Applied,
@@ -47,12 +49,15 @@ from proxy.node.control import (
     Retire,
     StatsReply,
     StatsRequest,
+    TlsReload,
+    TlsReloaded,
     purge_target,
     read_frame,
     request_decoder,
     write_frame,
 )
 from proxy.node.servicelog import configure as configure_log
+from proxy.sites import certificate_specs
 from proxy.state import build_worker
 
 log = logging.getLogger("edgeproxy.node.worker")
@@ -69,10 +74,15 @@ def _frame_id(frame: bytes) -> int:
 
 
 class Worker:
-    def __init__(self, cfg: Config, index: int, listen_fd: int = -1) -> None:
+    def __init__(self, cfg: Config, index: int, listen_fd: int = -1, tls_fd: int = -1) -> None:
         self.cfg = cfg
         self.index = index
         self.listen_fd = listen_fd
+        self.tls_fd = tls_fd
+        # Certificates are loaded now: a worker that cannot serve them does not start.
+        self.tls: TlsTerminator | None = None
+        if cfg.listen_tls:
+            self.tls = TlsTerminator(Certificates.compile(certificate_specs(cfg)))
         parts = build_worker(cfg, index)
         self.sites = parts.sites
         self.stats = parts.stats
@@ -110,9 +120,11 @@ class Worker:
             case StatsRequest():
                 return self.report()
             case Listen():
-                return await self.listen()
+                return await self.listen(msg.ticket_key)
             case Ping():
                 return Pong(pid=os.getpid())
+            case TlsReload():
+                return self.tls_reload()
             case Retire():
                 self.server.stop_accepting()
                 self.stopping.set()
@@ -188,6 +200,17 @@ class Worker:
             n = cache.purge_host(msg.host.lower().rstrip("."))
         return Purged(purged=n)
 
+    def tls_reload(self) -> TlsReloaded:
+        """Compile the certificates aside (raises on a broken one: the old stay), then swap."""
+        if self.tls is None:
+            raise ValueError("this node has no TLS listener (listen_tls)")
+        new = Certificates.compile(certificate_specs(self.cfg))
+        changed = new.fingerprint != self.tls.certificates.fingerprint
+        if changed:
+            self.tls.swap(new)
+            log.info("TLS certificates reloaded")
+        return TlsReloaded(fingerprint=new.fingerprint, changed=changed)
+
     def report(self) -> StatsReply:
         mem = self.memory.stats()
         node_objects, node_bytes, node_max = self.pipeline.cache.node_usage()
@@ -218,14 +241,24 @@ class Worker:
             started_at=self.started_at,
         )
 
-    async def listen(self) -> Listening:
+    async def listen(self, ticket_key: str = "") -> Listening:
         """Serve on the supervisor's listen socket (inherited fd): the node's only one, shared
         with its own workers and nobody else."""
         sock = socket.socket(fileno=self.listen_fd)
         sock.setblocking(False)
         await self.server.start(sock=sock)
+        if self.tls is not None and self.tls_fd >= 0:
+            if ticket_key and not share_ticket_keys(self.tls.context, bytes.fromhex(ticket_key)):
+                log.warning("TLS session tickets resume only on the worker that issued them")
+            tls_sock = socket.socket(fileno=self.tls_fd)
+            tls_sock.setblocking(False)
+            await self.server.start(
+                sock=tls_sock,
+                ssl=self.tls.context,
+                ssl_handshake_timeout_s=self.cfg.tls.handshake_timeout_s,
+            )
         self.server_started = True
-        return Listening(port=self.server.port)
+        return Listening(port=self.server.port, tls_port=self.server.tls_port)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -336,10 +369,11 @@ async def _release(shards: list[dict[Any, Any]]) -> None:
 
 def main() -> None:
     fd, index, listen_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    tls_fd = int(sys.argv[4]) if len(sys.argv) > 4 else -1
     set_title(f"worker {index} (starting)")
     cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
     configure_log(cfg.log.format, process=f"worker[{index}]")
-    worker = Worker(cfg, index, listen_fd)
+    worker = Worker(cfg, index, listen_fd, tls_fd)
     try:
         import uvloop
 

@@ -4,7 +4,7 @@ already enforced size limits and framing; what it cannot judge is judged here.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxy.context import RequestCtx
 from proxy.rfc.target import BadTarget, canonical_target
@@ -26,10 +26,13 @@ def admit(ctx: RequestCtx, sites: SiteTable) -> Refused | None:
         return Refused(400, "more than one Host field")
     if fields.host is None and ctx.request.http_version == "1.1":
         return Refused(400, "missing Host")
+    scheme = "https" if ctx.request.tls else "http"  # the connection's, whatever the target says
     try:
-        target = canonical_target(ctx.request.raw_target, fields.host)
+        target = canonical_target(ctx.request.raw_target, fields.host, default_scheme=scheme)
     except BadTarget as e:
         return Refused(e.status, e.reason)
+    if target.scheme != scheme:  # an absolute-form target may not claim what the hop was not
+        target = replace(target, scheme=scheme)
     site = sites.route(target.host)
     if site is None:
         return Refused(421, "this edge does not serve that host")

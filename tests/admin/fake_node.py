@@ -77,6 +77,7 @@ class FakeNode:
     cfg: Config
     admin_token: str = TOKEN
     restarts: int = 0
+    tls_reload_failures: int = 0
     started_at: float = field(default_factory=time.time)
     retired_stats: dict[str, Any] | None = None
     blocklist: FakeBlocklist = field(default_factory=FakeBlocklist)

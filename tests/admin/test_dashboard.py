@@ -54,6 +54,7 @@ def exposed() -> dict[str, set[str]]:
         cfg=SimpleNamespace(sites=[SimpleNamespace(name="a"), SimpleNamespace(name="b")]),
         retired_stats=None,
         restarts=0,
+        tls_reload_failures=0,
         health=lambda: NodeHealth(
             wanted=2, running=2, listening=2, behind_config=[], config_generation=0
         ),
