@@ -27,7 +27,10 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.takedown import accounts, audit, config, reports
+import msgspec
+
+from proxy.takedown import accounts, anchor, audit, config, reports
+from proxy.takedown.states import iso
 from proxy.takedown.store import Store
 
 if TYPE_CHECKING:
@@ -133,8 +136,25 @@ def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--reason", required=True, help="why, for the audit log and the notifier")
     p.set_defaults(takedown_fn=_decide)
 
-    p = cmds.add_parser("verify-log", help="verify the audit log's hash chain")
+    p = cmds.add_parser(
+        "verify-log", help="verify the audit log's hash chain against its signed heads"
+    )
     p.add_argument("--db", required=True, help="the service's SQLite database file")
+    p.add_argument("--heads", help="the signed heads file (default: <db>.heads.jsonl)")
+    p.add_argument(
+        "--key",
+        help="the anchor's public (or private) key PEM (default: [anchor] signing_key of "
+        "--config, else <db>.anchor.key.pub); without one, signatures are not checked",
+    )
+    p.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="a signed head kept elsewhere (an edge's GET /blocklist audit_head, a report's "
+        "audit_anchor); repeatable",
+    )
+    p.add_argument("--config", help="takedown TOML config (for [anchor])")
     p.set_defaults(takedown_fn=_verify_log)
 
     p = cmds.add_parser("report", help="transparency report")
@@ -145,6 +165,7 @@ def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--chart", help="also write a PNG chart here")
     p.add_argument("--config", help="takedown TOML config (for the deadlines)")
     p.add_argument("--output", help="write the report here instead of stdout")
+    p.add_argument("--heads", help="the signed heads file (default: <db>.heads.jsonl)")
     p.set_defaults(takedown_fn=_report)
 
 
@@ -214,15 +235,58 @@ def _verify_log(args: argparse.Namespace) -> int:
     if not Path(args.db).exists():
         print(f"{args.db}: no such database", file=sys.stderr)
         return 1
+    cfg = config.load(args.config)
+    heads_path = Path(args.heads or cfg.anchor.heads_file or anchor.heads_path_for(args.db))
+    key_path = args.key or cfg.anchor.signing_key or f"{args.db}.anchor.key.pub"
+    public = None
+    if Path(key_path).exists():
+        public = anchor.public_key_of(Path(key_path).read_bytes())
+    elif args.key:
+        print(f"{args.key}: no such key", file=sys.stderr)
+        return 2
+    found = anchor.read_heads(heads_path, public)
+    extra: list[anchor.SignedHead] = []
+    for text in args.head:
+        try:
+            head = msgspec.json.decode(text, type=anchor.SignedHead)
+        except msgspec.DecodeError as exc:
+            print(f"--head: not a signed head: {exc}", file=sys.stderr)
+            return 2
+        why = anchor.verify_head(head, public) if public is not None else None
+        if why is not None:
+            found.problems.append(f"--head (record {head.seq}): {why}")
+        else:
+            extra.append(head)
+    vouched, conflicts = anchor.vouched(found, extra, str(heads_path))
     store = Store(args.db)
     try:
-        checked, problem = store.run_sync(audit.verify)
+        checked, problem = store.run_sync(audit.verify, vouched)
     finally:
         store.close()
     if problem is not None:
         print(f"audit log BROKEN at {problem} ({checked} records verified before it)")
+    for p in found.problems + conflicts:
+        print(f"signed heads BROKEN: {p}")
+    last = max(vouched, default=0)
+    if public is None:
+        print(f"WARNING: no anchor key ({key_path}): head signatures were not checked")
+    if problem is not None or found.problems or conflicts:
+        return 1
+    if not vouched and checked:
+        print(
+            f"audit log UNANCHORED: {checked} records, hash chain intact, but no signed head "
+            f"in {heads_path} vouches for them"
+        )
         return 1
     print(f"audit log OK: {checked} records, hash chain intact")
+    latest = found.latest
+    if latest is not None:
+        print(
+            f"anchored: records 1-{last} match {len(found.lines)} signed heads; latest: record "
+            f"{latest.seq} {latest.hash} signed {iso(latest.at)} by key {latest.key_id}"
+        )
+    if checked > last:
+        print(f"records {last + 1}-{checked} are newer than the last signed head (chain only)")
     return 0
 
 
@@ -233,6 +297,9 @@ def _report(args: argparse.Namespace) -> int:
         rep = store.run_sync(reports.build, args.start, args.end, cfg, time.time())
     finally:
         store.close()
+    heads = Path(args.heads or cfg.anchor.heads_file or anchor.heads_path_for(args.db))
+    latest = anchor.read_heads(heads, None).latest
+    rep["audit_anchor"] = latest.head().public() if latest else None
     text = {"json": reports.to_json, "csv": reports.to_csv, "md": reports.to_markdown}[args.format](
         rep
     )

@@ -54,6 +54,16 @@ class Strikes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     )
 
 
+class Anchor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Signed heads of the audit chain, kept outside the database (`anchor.py`)."""
+
+    interval_s: float = 300.0  # also signed at every publication and at shutdown
+    # Ed25519 private key (PEM). "": the file drop's --signing-key, else `<db>.anchor.key`,
+    # created on first start (keep a copy of its .pub away from the database's host).
+    signing_key: str = ""
+    heads_file: str = ""  # "": `<db>.heads.jsonl`, next to the database
+
+
 class Service(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scheduler_interval_s: float = 0.5
     max_notice_bytes: int = 1 << 20
@@ -71,6 +81,7 @@ class TakedownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     restore: Restore = msgspec.field(default_factory=Restore)
     strikes: Strikes = msgspec.field(default_factory=Strikes)
     service: Service = msgspec.field(default_factory=Service)
+    anchor: Anchor = msgspec.field(default_factory=Anchor)
 
 
 class HolidayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

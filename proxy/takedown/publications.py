@@ -44,6 +44,7 @@ class Pending:
     publication: int
     kind: str  # block | suspend | restore
     entries: list[dict[str, str]]  # for restore: the entries to remove
+    audit_head: dict[str, Any] | None = None  # the signed chain head shipped with it
 
 
 def unpublished(conn: sqlite3.Connection) -> list[int]:
@@ -101,16 +102,22 @@ def last_file_sequence(conn: sqlite3.Connection) -> int:
 
 
 def mark_published(
-    conn: sqlite3.Connection, pid: int, now: float, file_sequence: int | None
+    conn: sqlite3.Connection,
+    pid: int,
+    now: float,
+    file_sequence: int | None,
+    audit_head: dict[str, Any] | None = None,
 ) -> None:
     row = conn.execute(
         "SELECT kind, case_id, host FROM publications WHERE id = ?", (pid,)
     ).fetchone()
     conn.execute(
-        "UPDATE publications SET published_at = ?, file_sequence = ? WHERE id = ?",
-        (now, file_sequence, pid),
+        "UPDATE publications SET published_at = ?, file_sequence = ?, audit_head = ? WHERE id = ?",
+        (now, file_sequence, json.dumps(audit_head) if audit_head else None, pid),
     )
-    data = {"publication": pid, "kind": row["kind"], "file_sequence": file_sequence}
+    data: dict[str, Any] = {"publication": pid, "kind": row["kind"], "file_sequence": file_sequence}
+    if audit_head:
+        data["audit_head"] = {"seq": audit_head["seq"], "hash": audit_head["hash"]}
     cid = row["case_id"]
     if row["kind"] == "block" and cid is not None:
         conn.execute("UPDATE cases SET published_at = ? WHERE id = ?", (now, cid))
@@ -128,9 +135,14 @@ def mark_published(
 def pending_for(conn: sqlite3.Connection, edge: str) -> list[Pending]:
     """This edge's unacknowledged, published deliveries, oldest first (order matters)."""
     return [
-        Pending(r["id"], r["kind"], json.loads(r["entries"]))
+        Pending(
+            r["id"],
+            r["kind"],
+            json.loads(r["entries"]),
+            json.loads(r["audit_head"]) if r["audit_head"] else None,
+        )
         for r in conn.execute(
-            "SELECT p.id, p.kind, p.entries FROM deliveries d JOIN publications p"
+            "SELECT p.id, p.kind, p.entries, p.audit_head FROM deliveries d JOIN publications p"
             " ON p.id = d.publication_id WHERE d.edge = ? AND d.enforced_at IS NULL"
             " AND p.published_at IS NOT NULL ORDER BY p.id",
             (edge,),

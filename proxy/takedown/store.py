@@ -63,7 +63,7 @@ CREATE INDEX IF NOT EXISTS strikes_host ON strikes(host, at);
 CREATE TABLE IF NOT EXISTS publications (
   id INTEGER PRIMARY KEY, kind TEXT NOT NULL, case_id INTEGER, host TEXT,
   entries TEXT NOT NULL, created_at REAL NOT NULL, published_at REAL, file_sequence INTEGER,
-  done_at REAL);
+  done_at REAL, audit_head TEXT);
 CREATE TABLE IF NOT EXISTS deliveries (
   publication_id INTEGER NOT NULL REFERENCES publications(id), edge TEXT NOT NULL,
   version INTEGER, enforced_at REAL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
@@ -101,6 +101,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
     cols = {r["name"] for r in conn.execute("PRAGMA table_info(accounts)")}
     if "customer_id" not in cols:
         conn.execute("ALTER TABLE accounts ADD COLUMN customer_id INTEGER REFERENCES customers(id)")
+    cols = {r["name"] for r in conn.execute("PRAGMA table_info(publications)")}
+    if "audit_head" not in cols:  # the signed chain head shipped with the publication
+        conn.execute("ALTER TABLE publications ADD COLUMN audit_head TEXT")
+
+
+def _head(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 Job = tuple[Callable[..., Any], tuple[object, ...], "Future[Any]"]
@@ -118,6 +126,9 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        # The audit chain's head as of the last COMMIT: what the anchor may sign (a head read
+        # inside a batch could still be rolled back).
+        self.committed_head: tuple[int, str] | None = None
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         ready: Future[None] = Future()
         self._thread = threading.Thread(
@@ -148,6 +159,7 @@ class Store:
         except BaseException as exc:
             ready.set_exception(exc)
             return
+        self.committed_head = _head(conn)
         ready.set_result(None)
         try:
             while True:
@@ -166,6 +178,7 @@ class Store:
                         break
                     batch.append(nxt)
                 self._run_batch(conn, batch)
+                self.committed_head = _head(conn)
                 if stop:
                     return
         finally:
