@@ -3,6 +3,7 @@
     serve        run the service (HTTP API, publisher, scheduler)
     add-account  create an API account; the key is printed on the last line
     add-site     attach a served host to a customer (created on first use)
+    set-contact  a customer's or an account's email and signed webhook for notifications
     decide       an operator decision, sent over HTTP to a running service so publishing starts
                  at once (key from --key or $EDGEPROXY_TAKEDOWN_KEY)
     verify-log   check the audit log's hash chain; exit 1 naming the first bad record
@@ -20,6 +21,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -105,6 +107,22 @@ def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ig
     )
     p.add_argument("--method", help="how the identity was verified")
     p.set_defaults(takedown_fn=_add_site)
+
+    p = cmds.add_parser(
+        "set-contact", help="where a customer's or an account's notifications are sent"
+    )
+    p.add_argument("--db", required=True, help="the service's SQLite database file")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer", help="a customer's name (takedown notices, warnings)")
+    who.add_argument(
+        "--account", type=int, help="an account's id (receipts, forwarded counter-notices)"
+    )
+    p.add_argument("--email", help="an email address")
+    p.add_argument(
+        "--webhook",
+        help="an https URL POSTed to; its HMAC secret is printed on the last line (shown once)",
+    )
+    p.set_defaults(takedown_fn=_set_contact)
 
 
 def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -211,6 +229,46 @@ def _add_site(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"site {args.host.lower()} belongs to customer {args.customer!r}")
+    return 0
+
+
+def _set_contact(args: argparse.Namespace) -> int:
+    from proxy.takedown import notify
+
+    if not (args.email or args.webhook):
+        print("set-contact: give --email, --webhook or both", file=sys.stderr)
+        return 2
+
+    def run(conn: sqlite3.Connection) -> str | None:
+        if args.customer is not None:
+            row = conn.execute("SELECT id FROM customers WHERE name = ?", (args.customer,))
+            found = row.fetchone()
+            if found is None:
+                raise ValueError(f"no customer {args.customer!r}")
+            party, pid = "customer", int(found[0])
+        else:
+            if (
+                conn.execute("SELECT 1 FROM accounts WHERE id = ?", (args.account,)).fetchone()
+                is None
+            ):
+                raise ValueError(f"no account {args.account}")
+            party, pid = "account", args.account
+        return notify.set_contact(
+            conn, party, pid, time.time(), email=args.email, webhook_url=args.webhook
+        )
+
+    store = Store(args.db)
+    try:
+        secret = store.run_sync(run)
+    except ValueError as exc:
+        print(f"set-contact: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print("contact recorded")
+    if secret:
+        print("webhook secret (HMAC-SHA256 key for X-Edgeproxy-Signature; shown once):")
+        print(secret)
     return 0
 
 

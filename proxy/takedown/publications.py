@@ -169,7 +169,9 @@ def record_failure(conn: sqlite3.Connection, pid: int, edge: str, now: float, er
 
 def record_ack(
     conn: sqlite3.Connection, pid: int, edge: str, version: int, enforced_at: float, now: float
-) -> None:
+) -> float | None:
+    """Record one edge's acknowledgement; returns the case's time from decision to
+    enforcement on every edge when this one completed it."""
     conn.execute(
         "UPDATE deliveries SET version = ?, enforced_at = ?, attempts = attempts + 1,"
         " last_attempt_at = ?, last_error = NULL WHERE publication_id = ? AND edge = ?",
@@ -197,18 +199,20 @@ def record_ack(
         (pid,),
     ).fetchone()[0]
     if left:
-        return
+        return None
     last = conn.execute(
         "SELECT MAX(enforced_at) FROM deliveries WHERE publication_id = ?", (pid,)
     ).fetchone()[0]
     conn.execute("UPDATE publications SET done_at = ? WHERE id = ?", (now, pid))
     if cid is None:
-        return
+        return None
     state = State(conn.execute("SELECT state FROM cases WHERE id = ?", (cid,)).fetchone()[0])
     if pub["kind"] == "block" and state is S.PUBLISHED:
         conn.execute("UPDATE cases SET enforced_at = ? WHERE id = ?", (last, cid))
         transition(conn, cid, S.ENFORCED, now, "system", {"enforced_at": last})
-    elif pub["kind"] == "block":
+        decided = conn.execute("SELECT decided_at FROM cases WHERE id = ?", (cid,)).fetchone()[0]
+        return None if decided is None else max(0.0, float(last) - float(decided))
+    if pub["kind"] == "block":
         conn.execute("UPDATE cases SET enforced_at = ? WHERE id = ?", (last, cid))
     elif pub["kind"] == "restore" and state is S.RESTORE_SCHEDULED:
         conn.execute(
@@ -223,6 +227,7 @@ def record_ack(
             case_id=cid,
             data={"host": pub["host"], "enforced_at": last},
         )
+    return None
 
 
 def deliveries(

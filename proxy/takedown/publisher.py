@@ -24,6 +24,7 @@ import aiohttp
 from proxy.takedown import publications as pubs
 from proxy.takedown.anchor import Anchor
 from proxy.takedown.config import Publish
+from proxy.takedown.metrics import ServiceMetrics
 from proxy.takedown.store import Store
 
 if TYPE_CHECKING:
@@ -228,9 +229,11 @@ class Publisher:
         clock: Callable[[], float],
         file_drop: FileDrop | None = None,
         anchor: Anchor | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.store = store
         self.anchor = anchor
+        self.metrics = metrics or ServiceMetrics([e.name for e in edges])
         self.edges = list(edges)
         self.policy = policy
         self.clock = clock
@@ -348,12 +351,23 @@ class Publisher:
                         break
                     except (EdgeError, TimeoutError) as exc:
                         msg = str(exc) or type(exc).__name__
+                        # An edge that is down must not be silent: logged, counted, and
+                        # its first failure recorded on the case.
+                        self.metrics.edge_failures[edge.name].inc()
+                        log.warning(
+                            "publication %d (%s) not acknowledged by edge %s: %s; retrying in %g s",
+                            p.publication,
+                            p.kind,
+                            edge.name,
+                            msg,
+                            delay,
+                        )
                         await self.store.run(
                             pubs.record_failure, p.publication, edge.name, self.clock(), msg
                         )
                         await asyncio.sleep(delay)
                         delay = min(delay * self.policy.retry_factor, self.policy.retry_max_s)
-                await self.store.run(
+                took = await self.store.run(
                     pubs.record_ack,
                     p.publication,
                     edge.name,
@@ -361,3 +375,6 @@ class Publisher:
                     ack.enforced_at,
                     self.clock(),
                 )
+                self.metrics.edge_acks[edge.name].inc()
+                if took is not None:
+                    self.metrics.time_to_enforcement.observe(took)

@@ -21,8 +21,10 @@ from proxy.takedown import accounts, anchor, audit, authz, cases, elements, rest
 from proxy.takedown.accounts import Account
 from proxy.takedown.calendar import BusinessCalendar
 from proxy.takedown.config import TakedownConfig
+from proxy.takedown.metrics import ServiceMetrics
 from proxy.takedown.publications import report_overdue
 from proxy.takedown.publisher import AdminApiEdge, Edge, FileDrop, Publisher
+from proxy.takedown.sender import Sender
 from proxy.takedown.states import actor_of
 from proxy.takedown.store import Store
 
@@ -59,6 +61,9 @@ class TakedownService:
             db, cfg.anchor, clock, fallback_key_pem=file_drop.private_key_pem if file_drop else None
         )
         self._anchoring: asyncio.Task[None] | None = None
+        self.metrics = ServiceMetrics(self.edge_names)
+        self.sender: Sender | None = None
+        self._notify_session: aiohttp.ClientSession | None = None
 
     @property
     def edge_names(self) -> list[str]:
@@ -78,8 +83,21 @@ class TakedownService:
             self.clock,
             self._file_drop,
             self.anchor,
+            self.metrics,
         )
         self.publisher.start()
+        self._notify_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.cfg.notify.request_timeout_s)
+        )
+        self.sender = Sender(
+            self.store,
+            self.cfg.notify,
+            self._notify_session,
+            self.metrics,
+            self.clock,
+            self.cfg.service.operator_name,
+        )
+        self.sender.start()
         await self.sign_head()  # a log carried over from an earlier run is vouched for at once
         self._scheduler = asyncio.create_task(self._schedule(), name="takedown-scheduler")
         self._anchoring = asyncio.create_task(self._anchor_loop(), name="takedown-anchor")
@@ -91,6 +109,10 @@ class TakedownService:
                 await asyncio.gather(task, return_exceptions=True)
         if self.publisher:
             await self.publisher.stop()
+        if self.sender:
+            await self.sender.stop()
+        if self._notify_session:
+            await self._notify_session.close()
         await self.sign_head()  # the last records written are vouched for too
         if self._session:
             await self._session.close()
@@ -99,7 +121,13 @@ class TakedownService:
     def _kick(self, out: cases.Outcome) -> dict[str, Any]:
         if out.publications and self.publisher is not None:
             self.publisher.kick()
+        if self.sender is not None:  # the transaction may have queued notifications
+            self.sender.kick()
         return out.result
+
+    async def metrics_text(self) -> bytes:
+        await self.store.run(self.metrics.refresh, self.clock(), self.cfg)
+        return self.metrics.exposition()
 
     async def authenticate(self, key: str) -> Account | None:
         """Cached by the key's hash after one constant-time check against the database."""
@@ -162,7 +190,7 @@ class TakedownService:
             self.calendar,
             self.cfg.restore,
         )
-        return out.result
+        return self._kick(out)
 
     async def lawsuit(
         self, account: Account, case_id: int, detail: dict[str, Any]

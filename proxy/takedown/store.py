@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS deliveries (
   version INTEGER, enforced_at REAL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
   last_attempt_at REAL, overdue_reported INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (publication_id, edge));
+CREATE TABLE IF NOT EXISTS contacts (
+  party TEXT NOT NULL, party_id INTEGER NOT NULL, email TEXT, webhook_url TEXT,
+  webhook_secret TEXT, PRIMARY KEY (party, party_id));
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY, case_id INTEGER REFERENCES cases(id), kind TEXT NOT NULL,
+  party TEXT NOT NULL, channel TEXT NOT NULL, recipient TEXT NOT NULL, secret TEXT,
+  subject TEXT NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, last_attempt_at REAL, last_error TEXT,
+  delivered_at REAL, abandoned_at REAL);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, abandoned_at);
 CREATE TABLE IF NOT EXISTS audit_log (
   seq INTEGER PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL, case_id INTEGER,
   actor TEXT NOT NULL, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
