@@ -112,7 +112,8 @@ class NodeBlocklist:
                 raise StartupRefused(
                     f"cannot read blocklist public key {self.cfg.public_key}: {e}"
                 ) from e
-            found = self._load_dir()
+            # A head kept before the restart may be newer than the file's (a later push).
+            found = self._load_dir(keep_head=self.audit_head is None)
             if found is None and not self.cfg.allow_empty:
                 detail = "; ".join(self.last_errors) or "no version files"
                 raise StartupRefused(
@@ -123,7 +124,7 @@ class NodeBlocklist:
         self._write_full()
         self._persist()
 
-    def _load_dir(self) -> int | None:
+    def _load_dir(self, keep_head: bool = True) -> int | None:
         info = LoadInfo()
         found, errors = load_newest(
             self.cfg.dir,
@@ -156,7 +157,8 @@ class NodeBlocklist:
         self.file_sequence = sequence
         self.file_sha256 = info.sha256
         self.valid_until = info.valid_until
-        self.keep_audit_head(info.audit_head, f"file:{sequence}")
+        if keep_head:
+            self.keep_audit_head(info.audit_head, f"file:{sequence}")
         log.info(
             "blocklist version %d loaded from %s (%d entries)", sequence, self.cfg.dir, len(entries)
         )
