@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from proxy.node.control import ControlError, StatsReply
 NODE = web.AppKey("node", NodeView)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
+log = logging.getLogger("edgeproxy.admin")
 MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -253,6 +255,25 @@ class PushBody(msgspec.Struct, forbid_unknown_fields=True):
     entries: list[dict[str, Any]]
 
 
+AUDIT_HEAD_HEADER = "X-Edgeproxy-Audit-Head"
+_audit_head = msgspec.json.Decoder(dict[str, str | int | float])
+
+
+def _audit_head_of(request: web.Request) -> dict[str, Any] | None:
+    """A publisher's signed audit-log head sent along with a push or removal (a header, so
+    nodes that predate it ignore it). Kept as evidence; a malformed one is logged, never a
+    reason to refuse the change it came with."""
+    text = request.headers.get(AUDIT_HEAD_HEADER)
+    if not text:
+        return None
+    try:
+        head = _audit_head.decode(text.encode())
+    except (msgspec.DecodeError, UnicodeEncodeError) as e:
+        log.warning("ignoring malformed %s: %s", AUDIT_HEAD_HEADER, e)
+        return None
+    return head if len(head) <= 16 else None
+
+
 # -- health ------------------------------------------------------------------------------------
 
 
@@ -454,6 +475,7 @@ async def push_entries(request: web.Request) -> web.Response:
         # Checked strictly first; the node then takes the very same dicts.
         msgspec.convert(body.entries, type=list[StrictEntry])
         result = await _node(request).blocklist.push(body.entries)
+        _node(request).blocklist.keep_audit_head(_audit_head_of(request), "push")
     except (msgspec.ValidationError, ValueError) as e:
         return _error(400, f"invalid entry: {e}")
     except ControlError as e:
@@ -469,6 +491,7 @@ async def delete_entry(request: web.Request) -> web.Response:
         result = await bl.remove(entry_id)
     except ControlError as e:
         return _error(503, f"not applied on every worker: {e}")
+    bl.keep_audit_head(_audit_head_of(request), "remove")
     if result is None:
         if bl.known(entry_id):
             return _error(
@@ -501,6 +524,7 @@ async def get_blocklist(request: web.Request) -> web.Response:
             "history": list(bl.history),
             "reload_failures": bl.reload_failures,
             "last_errors": bl.last_errors,
+            "audit_head": bl.audit_head,
         }
     )
 
@@ -543,6 +567,7 @@ async def status(request: web.Request) -> web.Response:
             "blocked": blocked,
             "restarts": node.restarts,
             "blocklist_version": node.blocklist.version,
+            "audit_head": node.blocklist.audit_head,
         }
     )
 

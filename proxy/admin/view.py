@@ -24,6 +24,8 @@ class BlocklistView(Protocol):
     file_sequence: int | None
     reload_failures: int
     last_errors: list[str]
+    # The last signed audit-log head a publisher sent with a version or a push.
+    audit_head: dict[str, Any] | None
 
     @property
     def pushed(self) -> Mapping[str, Any]: ...
@@ -38,6 +40,8 @@ class BlocklistView(Protocol):
     def stale_since(self, now: float | None = None) -> float | None:
         """When the enforced file version passed its signed valid_until; None while valid."""
         ...
+
+    def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None: ...
 
     async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]: ...
 

@@ -37,6 +37,7 @@ MAX_DELTA_CHAIN = 1000
 # (JavaScript, float-based parsers), and a cap means a signed but absurd sequence cannot make
 # every later real version look older.
 MAX_SEQUENCE = (1 << 53) - 1
+MAX_AUDIT_HEAD_FIELDS = 16
 
 
 class BlocklistError(Exception):
@@ -60,6 +61,10 @@ class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     # node following a feed that stopped must be able to tell). Signed with the rest; omitted
     # (None) in versions from signers that do not set it.
     valid_until: float | None = None
+    # A publisher's signed statement that travels with the version (the takedown service puts
+    # its signed audit-log head here). Flat scalars only; edges keep and show it, never act on
+    # it. Signed with the rest; omitted when the publisher sets none.
+    audit_head: dict[str, str | int | float] | None = None
 
 
 class AddLine(
@@ -102,6 +107,7 @@ class Version:
     created_at: float
     key_id: str
     valid_until: float | None = None
+    audit_head: dict[str, str | int | float] | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +119,7 @@ class LoadInfo:
     # Versions the returned one rests on, itself included (1 for a full version): a publisher
     # writing deltas needs it to know when the next one must be full (`MAX_DELTA_CHAIN`).
     chain_length: int = 0
+    audit_head: dict[str, str | int | float] | None = None
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -178,6 +185,7 @@ def render_version(
     private_key_pem: bytes,
     created_at: float | None = None,
     valid_until: float | None = None,
+    audit_head: dict[str, str | int | float] | None = None,
 ) -> bytes:
     """The signed file's bytes. Entries are validated; a full version cannot remove."""
     if not 1 <= sequence <= MAX_SEQUENCE:
@@ -218,6 +226,7 @@ def render_version(
         entries=len(lines),
         sha256=hashlib.sha256(body).hexdigest(),
         valid_until=valid_until,
+        audit_head=audit_head,
     )
     signed = msgspec.json.encode(header) + b"\n" + body
     return signed + signature_line(signed, private_key_pem)
@@ -233,6 +242,7 @@ def write_version(
     private_key_pem: bytes,
     created_at: float | None = None,
     valid_until: float | None = None,
+    audit_head: dict[str, str | int | float] | None = None,
 ) -> None:
     """Sign and write a version atomically: a temp file in the same directory (named so that
     watchers filtering on the .jsonl suffix ignore it), fsync, os.replace, fsync the dir."""
@@ -244,6 +254,7 @@ def write_version(
         private_key_pem=private_key_pem,
         created_at=created_at,
         valid_until=valid_until,
+        audit_head=audit_head,
     )
     write_atomic(Path(path), data)
 
@@ -330,6 +341,8 @@ def _header(path: Path, line: bytes) -> Header:
         raise BlocklistError(path, 1, "valid_until must be a finite Unix time")
     if header.base is not None and not 0 <= header.base < header.sequence:
         raise BlocklistError(path, 1, "base must be an earlier sequence")
+    if header.audit_head is not None and len(header.audit_head) > MAX_AUDIT_HEAD_FIELDS:
+        raise BlocklistError(path, 1, f"audit_head has more than {MAX_AUDIT_HEAD_FIELDS} fields")
     return header
 
 
@@ -388,6 +401,7 @@ def read_version(path: str | os.PathLike[str], public_key_pem: bytes, *, max_byt
         created_at=header.created_at,
         key_id=kid,
         valid_until=header.valid_until,
+        audit_head=header.audit_head,
     )
 
 
@@ -468,6 +482,7 @@ def load_newest(
         if info is not None:
             info.sha256, info.valid_until = top.sha256, top.valid_until
             info.chain_length = len(chain)
+            info.audit_head = top.audit_head
         return (apply_chain(chain), seq), found.errors
     return None, found.errors
 

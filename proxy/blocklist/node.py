@@ -62,6 +62,9 @@ class NodeBlocklist:
         self.deltas: list[dict[str, Any]] = []
         self._refresh: asyncio.Future[None] | None = None
         self._public_key = b""
+        # The last signed audit-log head a publisher sent (file header or push), kept across
+        # restarts: evidence held outside the publisher's database (proxy/takedown/anchor.py).
+        self.audit_head: dict[str, Any] | None = None
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -72,6 +75,16 @@ class NodeBlocklist:
     @property
     def _version_path(self) -> Path:
         return self.state_dir / "blocklist-version"
+
+    @property
+    def _audit_head_path(self) -> Path:
+        return self.state_dir / "audit-head.json"
+
+    def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
+        if head is None:
+            return
+        self.audit_head = {**head, "received_at": time.time(), "via": via}
+        write_atomic(self._audit_head_path, msgspec.json.encode(self.audit_head))
 
     @property
     def full_path(self) -> Path:
@@ -90,6 +103,8 @@ class NodeBlocklist:
             self.pushed = {e.id: e for e in entries}
         if self._version_path.exists():
             self.version = int(self._version_path.read_text().strip() or 0)
+        if self._audit_head_path.exists():
+            self.audit_head = msgspec.json.decode(self._audit_head_path.read_bytes())
         if self.cfg.dir:
             try:
                 self._public_key = Path(self.cfg.public_key).read_bytes()
@@ -97,7 +112,8 @@ class NodeBlocklist:
                 raise StartupRefused(
                     f"cannot read blocklist public key {self.cfg.public_key}: {e}"
                 ) from e
-            found = self._load_dir()
+            # A head kept before the restart may be newer than the file's (a later push).
+            found = self._load_dir(keep_head=self.audit_head is None)
             if found is None and not self.cfg.allow_empty:
                 detail = "; ".join(self.last_errors) or "no version files"
                 raise StartupRefused(
@@ -108,7 +124,7 @@ class NodeBlocklist:
         self._write_full()
         self._persist()
 
-    def _load_dir(self) -> int | None:
+    def _load_dir(self, keep_head: bool = True) -> int | None:
         info = LoadInfo()
         found, errors = load_newest(
             self.cfg.dir,
@@ -141,6 +157,8 @@ class NodeBlocklist:
         self.file_sequence = sequence
         self.file_sha256 = info.sha256
         self.valid_until = info.valid_until
+        if keep_head:
+            self.keep_audit_head(info.audit_head, f"file:{sequence}")
         log.info(
             "blocklist version %d loaded from %s (%d entries)", sequence, self.cfg.dir, len(entries)
         )

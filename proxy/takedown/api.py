@@ -11,6 +11,7 @@
     POST /cases/{id}/counter-notice    512(g)(3) elements; schedules the restore
     POST /cases/{id}/lawsuit           cancels the scheduled restore
     GET  /healthz                      no auth
+    GET  /metrics                      no auth; Prometheus text format
 
 Every request except /healthz carries `Authorization: Bearer KEY`. Who may call which route is
 `authz.RULES`, enforced by the `authorize` middleware and nowhere else: a refused read answers
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.takedown import authz
 from proxy.takedown.accounts import Account, Role
@@ -220,6 +222,13 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: notices by state, overdue cases, edge delivery failures,
+    notification failures, time to enforcement (`metrics.py`)."""
+    body = await request.app[SERVICE].metrics_text()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def build_app(service: TakedownService, *, manage_service: bool = True) -> web.Application:
     """The aiohttp application; with `manage_service` it starts and stops the service too."""
     app = web.Application(
@@ -236,6 +245,7 @@ def build_app(service: TakedownService, *, manage_service: bool = True) -> web.A
     app.router.add_post("/cases/{case}/counter-notice", post_counter_notice)
     app.router.add_post("/cases/{case}/lawsuit", post_lawsuit)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     if manage_service:
 
         async def on_startup(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,12 +71,41 @@ class Problem:
         return f"{where}: {self.reason}"
 
 
-def verify(conn: sqlite3.Connection) -> tuple[int, Problem | None]:
+def _unvouched(v: Vouched, seq: int) -> str:
+    if v.after is None:
+        return (
+            f"differs from the hash signed for it outside the database ({v.source}): "
+            "rewritten and the chain recomputed"
+        )
+    return (
+        f"hash differs from the signed head ({v.source}): a record from {v.after + 1} to "
+        f"{seq} was rewritten and the chain recomputed"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Vouched:
+    """A record hash vouched for by a signed head kept outside the database (`anchor.py`).
+    `after` is None when this very record's hash is known (a heads-file line lists each
+    record); for a bare head (one kept by an edge) the records after `after` up to this one
+    are its span."""
+
+    hash: str
+    source: str
+    after: int | None = None
+
+
+def verify(
+    conn: sqlite3.Connection, vouched: Mapping[int, Vouched] | None = None
+) -> tuple[int, Problem | None]:
     """Walk the chain in order; return (records checked, first problem or None).
 
-    Also checks each notice's stored raw body against the digest its `received` record holds,
-    so a notice edited after the fact is caught as well.
+    With `vouched`, each record's stored hash must also equal the one a signed head vouches
+    for: a record edited with the whole chain recomputed after it passes the chain checks but
+    not this one. Also checks each notice's stored raw body against the digest its `received`
+    record holds, so a notice edited after the fact is caught as well.
     """
+    vouched = vouched or {}
     prev = GENESIS
     expected_seq = 1
     checked = 0
@@ -98,14 +128,24 @@ def verify(conn: sqlite3.Connection) -> tuple[int, Problem | None]:
             )
             if chain_hash(prev, rec) != row["hash"]:
                 return checked, Problem(seq, "content does not match its hash (record edited)")
+            if (v := vouched.get(seq)) is not None and v.hash != row["hash"]:
+                return checked, Problem(seq, _unvouched(v, seq))
             if row["event"] == "notice_received":
                 data = json.loads(row["data"])
                 notice_digests[int(data["notice"])] = data["sha256"]
             prev = row["hash"]
             expected_seq += 1
             checked += 1
-        head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         last = expected_seq - 1
+        beyond = [s for s in vouched if s > last]
+        if beyond:
+            far = max(beyond)
+            return checked, Problem(
+                last + 1,
+                f"missing: the log ends at record {last} but a signed head "
+                f"({vouched[far].source}) vouches for records up to {far}",
+            )
+        head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
         if head is None and last:
             return checked, Problem(None, "head record missing")
         if head is not None and (head["seq"] != last or head["hash"] != prev):

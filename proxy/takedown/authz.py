@@ -49,6 +49,8 @@ class Rule:
 # (method, route template) -> rule. Kept next to nothing else so it reads as the policy.
 RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/healthz"): Rule(EVERYONE, public=True),
+    # Counts only, no case content: scraped by Prometheus like an edge's admin /metrics.
+    ("GET", "/metrics"): Rule(EVERYONE, public=True),
     ("POST", "/notices"): Rule(EVERYONE - {Role.CUSTOMER}),
     ("GET", "/notices/{notice}/raw"): Rule(STAFF, frozenset({Relation.SUBMITTER})),
     # The list itself is filtered to the account's own cases unless it is staff.

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.takedown import audit, strikes
+from proxy.takedown import audit, notify, strikes
 from proxy.takedown.accounts import Account, Role
 from proxy.takedown.config import TakedownConfig
 from proxy.takedown.elements import NOTICE_ELEMENTS, Checked, LegalBasis, Target, TargetKind
@@ -179,6 +179,10 @@ def intake(
             "next_step": next_step,
         },
     }
+    # DSA 16(4): the receipt is also sent to the notifier's electronic contact.
+    notify.enqueue(
+        conn, now, notify.Kind.RECEIPT, cid, {"receipt": out.result["receipt"]}, notice_id=nid
+    )
     return out
 
 
@@ -468,6 +472,20 @@ def action(
     # DSA 17(2): the statement of reasons is due at the latest when the restriction applies.
     audit.append(
         conn, now, "statement_issued", case_id=case_id, data={"url": f"/cases/{case_id}/statement"}
+    )
+    # 512(g)(2)(A): the customer is told promptly that access to its material was disabled.
+    notify.enqueue(
+        conn,
+        now,
+        notify.Kind.TAKEDOWN,
+        case_id,
+        {
+            "targets": [e["value"] for e in block_entries(conn, case_id)],
+            "reason": reason,
+            "automated": automated,
+            "statement_of_reasons": f"/cases/{case_id}/statement",
+            "counter_notice": f"/cases/{case_id}/counter-notice",
+        },
     )
     return pubs
 

@@ -3,6 +3,7 @@
     serve        run the service (HTTP API, publisher, scheduler)
     add-account  create an API account; the key is printed on the last line
     add-site     attach a served host to a customer (created on first use)
+    set-contact  a customer's or an account's email and signed webhook for notifications
     decide       an operator decision, sent over HTTP to a running service so publishing starts
                  at once (key from --key or $EDGEPROXY_TAKEDOWN_KEY)
     verify-log   check the audit log's hash chain; exit 1 naming the first bad record
@@ -20,6 +21,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 import urllib.error
@@ -27,7 +29,10 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.takedown import accounts, audit, config, reports
+import msgspec
+
+from proxy.takedown import accounts, anchor, audit, config, reports
+from proxy.takedown.states import iso
 from proxy.takedown.store import Store
 
 if TYPE_CHECKING:
@@ -103,6 +108,22 @@ def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--method", help="how the identity was verified")
     p.set_defaults(takedown_fn=_add_site)
 
+    p = cmds.add_parser(
+        "set-contact", help="where a customer's or an account's notifications are sent"
+    )
+    p.add_argument("--db", required=True, help="the service's SQLite database file")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer", help="a customer's name (takedown notices, warnings)")
+    who.add_argument(
+        "--account", type=int, help="an account's id (receipts, forwarded counter-notices)"
+    )
+    p.add_argument("--email", help="an email address")
+    p.add_argument(
+        "--webhook",
+        help="an https URL POSTed to; its HMAC secret is printed on the last line (shown once)",
+    )
+    p.set_defaults(takedown_fn=_set_contact)
+
 
 def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """An operator's work against the service: decide, verify-log, report."""
@@ -133,8 +154,25 @@ def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--reason", required=True, help="why, for the audit log and the notifier")
     p.set_defaults(takedown_fn=_decide)
 
-    p = cmds.add_parser("verify-log", help="verify the audit log's hash chain")
+    p = cmds.add_parser(
+        "verify-log", help="verify the audit log's hash chain against its signed heads"
+    )
     p.add_argument("--db", required=True, help="the service's SQLite database file")
+    p.add_argument("--heads", help="the signed heads file (default: <db>.heads.jsonl)")
+    p.add_argument(
+        "--key",
+        help="the anchor's public (or private) key PEM (default: [anchor] signing_key of "
+        "--config, else <db>.anchor.key.pub); without one, signatures are not checked",
+    )
+    p.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="a signed head kept elsewhere (an edge's GET /blocklist audit_head, a report's "
+        "audit_anchor); repeatable",
+    )
+    p.add_argument("--config", help="takedown TOML config (for [anchor])")
     p.set_defaults(takedown_fn=_verify_log)
 
     p = cmds.add_parser("report", help="transparency report")
@@ -145,6 +183,7 @@ def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--chart", help="also write a PNG chart here")
     p.add_argument("--config", help="takedown TOML config (for the deadlines)")
     p.add_argument("--output", help="write the report here instead of stdout")
+    p.add_argument("--heads", help="the signed heads file (default: <db>.heads.jsonl)")
     p.set_defaults(takedown_fn=_report)
 
 
@@ -193,6 +232,46 @@ def _add_site(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_contact(args: argparse.Namespace) -> int:
+    from proxy.takedown import notify
+
+    if not (args.email or args.webhook):
+        print("set-contact: give --email, --webhook or both", file=sys.stderr)
+        return 2
+
+    def run(conn: sqlite3.Connection) -> str | None:
+        if args.customer is not None:
+            row = conn.execute("SELECT id FROM customers WHERE name = ?", (args.customer,))
+            found = row.fetchone()
+            if found is None:
+                raise ValueError(f"no customer {args.customer!r}")
+            party, pid = "customer", int(found[0])
+        else:
+            if (
+                conn.execute("SELECT 1 FROM accounts WHERE id = ?", (args.account,)).fetchone()
+                is None
+            ):
+                raise ValueError(f"no account {args.account}")
+            party, pid = "account", args.account
+        return notify.set_contact(
+            conn, party, pid, time.time(), email=args.email, webhook_url=args.webhook
+        )
+
+    store = Store(args.db)
+    try:
+        secret = store.run_sync(run)
+    except ValueError as exc:
+        print(f"set-contact: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print("contact recorded")
+    if secret:
+        print("webhook secret (HMAC-SHA256 key for X-Edgeproxy-Signature; shown once):")
+        print(secret)
+    return 0
+
+
 def _decide(args: argparse.Namespace) -> int:
     body = json.dumps({"decision": args.decision, "reason": args.reason}).encode()
     req = urllib.request.Request(
@@ -214,15 +293,58 @@ def _verify_log(args: argparse.Namespace) -> int:
     if not Path(args.db).exists():
         print(f"{args.db}: no such database", file=sys.stderr)
         return 1
+    cfg = config.load(args.config)
+    heads_path = Path(args.heads or cfg.anchor.heads_file or anchor.heads_path_for(args.db))
+    key_path = args.key or cfg.anchor.signing_key or f"{args.db}.anchor.key.pub"
+    public = None
+    if Path(key_path).exists():
+        public = anchor.public_key_of(Path(key_path).read_bytes())
+    elif args.key:
+        print(f"{args.key}: no such key", file=sys.stderr)
+        return 2
+    found = anchor.read_heads(heads_path, public)
+    extra: list[anchor.SignedHead] = []
+    for text in args.head:
+        try:
+            head = msgspec.json.decode(text, type=anchor.SignedHead)
+        except msgspec.DecodeError as exc:
+            print(f"--head: not a signed head: {exc}", file=sys.stderr)
+            return 2
+        why = anchor.verify_head(head, public) if public is not None else None
+        if why is not None:
+            found.problems.append(f"--head (record {head.seq}): {why}")
+        else:
+            extra.append(head)
+    vouched, conflicts = anchor.vouched(found, extra, str(heads_path))
     store = Store(args.db)
     try:
-        checked, problem = store.run_sync(audit.verify)
+        checked, problem = store.run_sync(audit.verify, vouched)
     finally:
         store.close()
     if problem is not None:
         print(f"audit log BROKEN at {problem} ({checked} records verified before it)")
+    for p in found.problems + conflicts:
+        print(f"signed heads BROKEN: {p}")
+    last = max(vouched, default=0)
+    if public is None:
+        print(f"WARNING: no anchor key ({key_path}): head signatures were not checked")
+    if problem is not None or found.problems or conflicts:
+        return 1
+    if not vouched and checked:
+        print(
+            f"audit log UNANCHORED: {checked} records, hash chain intact, but no signed head "
+            f"in {heads_path} vouches for them"
+        )
         return 1
     print(f"audit log OK: {checked} records, hash chain intact")
+    latest = found.latest
+    if latest is not None:
+        print(
+            f"anchored: records 1-{last} match {len(found.lines)} signed heads; latest: record "
+            f"{latest.seq} {latest.hash} signed {iso(latest.at)} by key {latest.key_id}"
+        )
+    if checked > last:
+        print(f"records {last + 1}-{checked} are newer than the last signed head (chain only)")
     return 0
 
 
@@ -233,6 +355,9 @@ def _report(args: argparse.Namespace) -> int:
         rep = store.run_sync(reports.build, args.start, args.end, cfg, time.time())
     finally:
         store.close()
+    heads = Path(args.heads or cfg.anchor.heads_file or anchor.heads_path_for(args.db))
+    latest = anchor.read_heads(heads, None).latest
+    rep["audit_anchor"] = latest.head().public() if latest else None
     text = {"json": reports.to_json, "csv": reports.to_csv, "md": reports.to_markdown}[args.format](
         rep
     )

@@ -54,6 +54,33 @@ class Strikes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     )
 
 
+class Anchor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Signed heads of the audit chain, kept outside the database (`anchor.py`)."""
+
+    interval_s: float = 300.0  # also signed at every publication and at shutdown
+    # Ed25519 private key (PEM). "": the file drop's --signing-key, else `<db>.anchor.key`,
+    # created on first start (keep a copy of its .pub away from the database's host).
+    signing_key: str = ""
+    heads_file: str = ""  # "": `<db>.heads.jsonl`, next to the database
+
+
+class Notify(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Sending the outbox (`notify.py`, `sender.py`): SMTP and signed webhooks."""
+
+    smtp_host: str = ""  # "": email is not sent (each message fails, visibly, on its case)
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password_file: str = ""
+    from_address: str = "takedown@localhost"
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 900.0
+    retry_factor: float = 2.0
+    max_attempts: int = 12  # then the message is abandoned (recorded on the case)
+    request_timeout_s: float = 15.0
+    max_in_flight: int = 8
+
+
 class Service(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scheduler_interval_s: float = 0.5
     max_notice_bytes: int = 1 << 20
@@ -71,6 +98,8 @@ class TakedownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     restore: Restore = msgspec.field(default_factory=Restore)
     strikes: Strikes = msgspec.field(default_factory=Strikes)
     service: Service = msgspec.field(default_factory=Service)
+    anchor: Anchor = msgspec.field(default_factory=Anchor)
+    notify: Notify = msgspec.field(default_factory=Notify)
 
 
 class HolidayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -44,6 +44,7 @@ class Pending:
     publication: int
     kind: str  # block | suspend | restore
     entries: list[dict[str, str]]  # for restore: the entries to remove
+    audit_head: dict[str, Any] | None = None  # the signed chain head shipped with it
 
 
 def unpublished(conn: sqlite3.Connection) -> list[int]:
@@ -101,16 +102,22 @@ def last_file_sequence(conn: sqlite3.Connection) -> int:
 
 
 def mark_published(
-    conn: sqlite3.Connection, pid: int, now: float, file_sequence: int | None
+    conn: sqlite3.Connection,
+    pid: int,
+    now: float,
+    file_sequence: int | None,
+    audit_head: dict[str, Any] | None = None,
 ) -> None:
     row = conn.execute(
         "SELECT kind, case_id, host FROM publications WHERE id = ?", (pid,)
     ).fetchone()
     conn.execute(
-        "UPDATE publications SET published_at = ?, file_sequence = ? WHERE id = ?",
-        (now, file_sequence, pid),
+        "UPDATE publications SET published_at = ?, file_sequence = ?, audit_head = ? WHERE id = ?",
+        (now, file_sequence, json.dumps(audit_head) if audit_head else None, pid),
     )
-    data = {"publication": pid, "kind": row["kind"], "file_sequence": file_sequence}
+    data: dict[str, Any] = {"publication": pid, "kind": row["kind"], "file_sequence": file_sequence}
+    if audit_head:
+        data["audit_head"] = {"seq": audit_head["seq"], "hash": audit_head["hash"]}
     cid = row["case_id"]
     if row["kind"] == "block" and cid is not None:
         conn.execute("UPDATE cases SET published_at = ? WHERE id = ?", (now, cid))
@@ -128,9 +135,14 @@ def mark_published(
 def pending_for(conn: sqlite3.Connection, edge: str) -> list[Pending]:
     """This edge's unacknowledged, published deliveries, oldest first (order matters)."""
     return [
-        Pending(r["id"], r["kind"], json.loads(r["entries"]))
+        Pending(
+            r["id"],
+            r["kind"],
+            json.loads(r["entries"]),
+            json.loads(r["audit_head"]) if r["audit_head"] else None,
+        )
         for r in conn.execute(
-            "SELECT p.id, p.kind, p.entries FROM deliveries d JOIN publications p"
+            "SELECT p.id, p.kind, p.entries, p.audit_head FROM deliveries d JOIN publications p"
             " ON p.id = d.publication_id WHERE d.edge = ? AND d.enforced_at IS NULL"
             " AND p.published_at IS NOT NULL ORDER BY p.id",
             (edge,),
@@ -157,7 +169,9 @@ def record_failure(conn: sqlite3.Connection, pid: int, edge: str, now: float, er
 
 def record_ack(
     conn: sqlite3.Connection, pid: int, edge: str, version: int, enforced_at: float, now: float
-) -> None:
+) -> float | None:
+    """Record one edge's acknowledgement; returns the case's time from decision to
+    enforcement on every edge when this one completed it."""
     conn.execute(
         "UPDATE deliveries SET version = ?, enforced_at = ?, attempts = attempts + 1,"
         " last_attempt_at = ?, last_error = NULL WHERE publication_id = ? AND edge = ?",
@@ -185,18 +199,20 @@ def record_ack(
         (pid,),
     ).fetchone()[0]
     if left:
-        return
+        return None
     last = conn.execute(
         "SELECT MAX(enforced_at) FROM deliveries WHERE publication_id = ?", (pid,)
     ).fetchone()[0]
     conn.execute("UPDATE publications SET done_at = ? WHERE id = ?", (now, pid))
     if cid is None:
-        return
+        return None
     state = State(conn.execute("SELECT state FROM cases WHERE id = ?", (cid,)).fetchone()[0])
     if pub["kind"] == "block" and state is S.PUBLISHED:
         conn.execute("UPDATE cases SET enforced_at = ? WHERE id = ?", (last, cid))
         transition(conn, cid, S.ENFORCED, now, "system", {"enforced_at": last})
-    elif pub["kind"] == "block":
+        decided = conn.execute("SELECT decided_at FROM cases WHERE id = ?", (cid,)).fetchone()[0]
+        return None if decided is None else max(0.0, float(last) - float(decided))
+    if pub["kind"] == "block":
         conn.execute("UPDATE cases SET enforced_at = ? WHERE id = ?", (last, cid))
     elif pub["kind"] == "restore" and state is S.RESTORE_SCHEDULED:
         conn.execute(
@@ -211,6 +227,7 @@ def record_ack(
             case_id=cid,
             data={"host": pub["host"], "enforced_at": last},
         )
+    return None
 
 
 def deliveries(

@@ -22,7 +22,9 @@ from urllib.parse import quote
 import aiohttp
 
 from proxy.takedown import publications as pubs
+from proxy.takedown.anchor import Anchor
 from proxy.takedown.config import Publish
+from proxy.takedown.metrics import ServiceMetrics
 from proxy.takedown.store import Store
 
 if TYPE_CHECKING:
@@ -44,7 +46,12 @@ class Ack:
 class Edge(Protocol):
     name: str
 
-    async def deliver(self, kind: str, entries: list[dict[str, str]]) -> Ack: ...
+    async def deliver(
+        self, kind: str, entries: list[dict[str, str]], audit_head: dict[str, Any] | None = None
+    ) -> Ack: ...
+
+
+AUDIT_HEAD_HEADER = "X-Edgeproxy-Audit-Head"  # read by proxy/admin/app.py
 
 
 class AdminApiEdge:
@@ -65,20 +72,25 @@ class AdminApiEdge:
         except (KeyError, TypeError, ValueError) as exc:
             raise EdgeError(f"malformed acknowledgement {body!r}") from exc
 
-    async def deliver(self, kind: str, entries: list[dict[str, str]]) -> Ack:
+    async def deliver(
+        self, kind: str, entries: list[dict[str, str]], audit_head: dict[str, Any] | None = None
+    ) -> Ack:
+        headers = dict(self._headers)
+        if audit_head:  # a header, so edges that predate it ignore it
+            headers[AUDIT_HEAD_HEADER] = json.dumps(audit_head, separators=(",", ":"))
         try:
             if kind != "restore":
                 async with self._session.post(
                     f"{self._base}/blocklist/entries",
                     json={"entries": entries},
-                    headers=self._headers,
+                    headers=headers,
                 ) as resp:
                     return await self._answer(resp)
             ack: Ack | None = None
             for e in entries:
                 async with self._session.delete(
                     f"{self._base}/blocklist/entries/{quote(e['id'], safe='')}",
-                    headers=self._headers,
+                    headers=headers,
                 ) as resp:
                     if resp.status == 404:  # already gone: nothing to enforce for this one
                         continue
@@ -149,6 +161,7 @@ class FileDrop:
 
         self.directory = Path(directory)
         self._key = private_key_pem
+        self.private_key_pem = private_key_pem
         private = serialization.load_pem_private_key(private_key_pem, password=None)
         self.public_key_pem = private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -189,13 +202,20 @@ class FileDrop:
         *,
         base: int | None = None,
         removes: list[str] | None = None,
+        audit_head: dict[str, str | int | float] | None = None,
     ) -> Path:
         from proxy.blocklist import format as blformat
 
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / blformat.version_filename(sequence)
         blformat.write_version(
-            path, sequence, adds, base=base, removes=removes or (), private_key_pem=self._key
+            path,
+            sequence,
+            adds,
+            base=base,
+            removes=removes or (),
+            private_key_pem=self._key,
+            audit_head=audit_head,
         )
         return path
 
@@ -208,8 +228,12 @@ class Publisher:
         policy: Publish,
         clock: Callable[[], float],
         file_drop: FileDrop | None = None,
+        anchor: Anchor | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.store = store
+        self.anchor = anchor
+        self.metrics = metrics or ServiceMetrics([e.name for e in edges])
         self.edges = list(edges)
         self.policy = policy
         self.clock = clock
@@ -267,9 +291,19 @@ class Publisher:
 
     async def _publish(self, pid: int) -> None:
         if self.file_drop is None:
-            await self.store.run(pubs.mark_published, pid, self.clock(), None)
+            await self.store.run(self._mark_published, pid)
         else:
             await self.store.run(self._drop_version, pid)
+
+    def _signed_head(self, conn: Any) -> dict[str, str | int | float] | None:
+        """Every publication carries the chain head signed as it goes out."""
+        if self.anchor is None:
+            return None
+        head = self.anchor.sign(conn, self.store.committed_head)
+        return head.public() if head else None
+
+    def _mark_published(self, conn: Any, pid: int) -> None:
+        pubs.mark_published(conn, pid, self.clock(), None, self._signed_head(conn))
 
     def _drop_version(self, conn: Any, pid: int) -> int:
         """Write the next version; inside the transaction, so no sequence is taken twice."""
@@ -285,16 +319,17 @@ class Publisher:
         else:
             adds, gone = [as_entry(e) for e in mine], []
         n = max(newest.sequence, pubs.last_file_sequence(conn)) + 1
+        head = self._signed_head(conn)
         if drop.needs_full(newest):
             union = dict(newest.entries)
             for e in [as_entry(d) for d in pubs.active_entries(conn)] + adds:
                 union[e.id] = e
             for entry_id in gone:
                 union.pop(entry_id, None)
-            drop.write(n, list(union.values()))
+            drop.write(n, list(union.values()), audit_head=head)
         else:
-            drop.write(n, adds, base=newest.sequence, removes=gone)
-        pubs.mark_published(conn, pid, self.clock(), n)
+            drop.write(n, adds, base=newest.sequence, removes=gone, audit_head=head)
+        pubs.mark_published(conn, pid, self.clock(), n, head)
         return n
 
     async def _worker(self, edge: Edge) -> None:
@@ -310,17 +345,29 @@ class Publisher:
                 while True:
                     try:
                         ack = await asyncio.wait_for(
-                            edge.deliver(p.kind, p.entries), self.policy.request_timeout_s
+                            edge.deliver(p.kind, p.entries, p.audit_head),
+                            self.policy.request_timeout_s,
                         )
                         break
                     except (EdgeError, TimeoutError) as exc:
                         msg = str(exc) or type(exc).__name__
+                        # An edge that is down must not be silent: logged, counted, and
+                        # its first failure recorded on the case.
+                        self.metrics.edge_failures[edge.name].inc()
+                        log.warning(
+                            "publication %d (%s) not acknowledged by edge %s: %s; retrying in %g s",
+                            p.publication,
+                            p.kind,
+                            edge.name,
+                            msg,
+                            delay,
+                        )
                         await self.store.run(
                             pubs.record_failure, p.publication, edge.name, self.clock(), msg
                         )
                         await asyncio.sleep(delay)
                         delay = min(delay * self.policy.retry_factor, self.policy.retry_max_s)
-                await self.store.run(
+                took = await self.store.run(
                     pubs.record_ack,
                     p.publication,
                     edge.name,
@@ -328,3 +375,6 @@ class Publisher:
                     ack.enforced_at,
                     self.clock(),
                 )
+                self.metrics.edge_acks[edge.name].inc()
+                if took is not None:
+                    self.metrics.time_to_enforcement.observe(took)

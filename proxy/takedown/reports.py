@@ -190,7 +190,21 @@ def to_markdown(report: dict[str, Any]) -> str:
     for section in ("trusted_submitters", "overdue", "counter_notices", "strikes"):
         lines += ["", f"## {section.replace('_', ' ').capitalize()}", "", "| | |", "|---|---|"]
         lines += [f"| {k.replace('_', ' ')} | {_fmt(v)} |" for k, v in report[section].items()]
+    lines += ["", "## Audit log anchor", "", anchor_line(report.get("audit_anchor"))]
     return "\n".join(lines) + "\n"
+
+
+def anchor_line(head: dict[str, Any] | None) -> str:
+    """The latest signed head of the audit chain, to be kept with the report: a later rewrite
+    of the log no longer matches it (`verify-log --head '<its JSON>'`)."""
+    if not head:
+        return "No signed head of the audit log was found."
+    stamp = dt.datetime.fromtimestamp(float(head["at"]), dt.UTC).isoformat(timespec="seconds")
+    return (
+        f"Latest signed head: record {head['seq']}, hash `{head['hash']}`, signed {stamp} "
+        f"by key `{head['key_id']}`, signature `{head['signature']}`.\n\n"
+        f"```json\n{json.dumps(head, separators=(',', ':'))}\n```"
+    )
 
 
 def chart(report: dict[str, Any], path: str | Path) -> None:

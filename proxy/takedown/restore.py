@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from proxy.takedown import audit, strikes
+from proxy.takedown import audit, notify, strikes
 from proxy.takedown.accounts import Account
 from proxy.takedown.calendar import BusinessCalendar, restore_window
 from proxy.takedown.cases import Outcome
@@ -93,6 +93,17 @@ def counter_notice(
         case_id=case_id,
         data={"counter_notice": cnid, "to": "complainant"},
     )  # 512(g)(2)(B)
+    notify.enqueue(
+        conn,
+        now,
+        notify.Kind.COUNTER_NOTICE,
+        case_id,
+        {
+            "counter_notice": checked.doc,
+            "restore": window,
+            "lawsuit": f"/cases/{case_id}/lawsuit",
+        },
+    )
     strikes.toll(conn, case_id, now, tolled=True)
     return Outcome(
         {

@@ -17,12 +17,14 @@ from typing import Any
 
 import aiohttp
 
-from proxy.takedown import accounts, audit, authz, cases, elements, restore, views
+from proxy.takedown import accounts, anchor, audit, authz, cases, elements, restore, views
 from proxy.takedown.accounts import Account
 from proxy.takedown.calendar import BusinessCalendar
 from proxy.takedown.config import TakedownConfig
+from proxy.takedown.metrics import ServiceMetrics
 from proxy.takedown.publications import report_overdue
 from proxy.takedown.publisher import AdminApiEdge, Edge, FileDrop, Publisher
+from proxy.takedown.sender import Sender
 from proxy.takedown.states import actor_of
 from proxy.takedown.store import Store
 
@@ -40,6 +42,7 @@ class TakedownService:
         edges: Sequence[Edge] | None = None,
         file_drop: FileDrop | None = None,
         clock: Callable[[], float] = time.time,
+        audit_anchor: anchor.Anchor | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -54,6 +57,13 @@ class TakedownService:
         self.publisher: Publisher | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._accounts: dict[str, Account] = {}
+        self.anchor = audit_anchor or anchor.for_db(
+            db, cfg.anchor, clock, fallback_key_pem=file_drop.private_key_pem if file_drop else None
+        )
+        self._anchoring: asyncio.Task[None] | None = None
+        self.metrics = ServiceMetrics(self.edge_names)
+        self.sender: Sender | None = None
+        self._notify_session: aiohttp.ClientSession | None = None
 
     @property
     def edge_names(self) -> list[str]:
@@ -67,17 +77,43 @@ class TakedownService:
             AdminApiEdge(u, self._admin_token, self._session) for u in self._edge_urls
         ]
         self.publisher = Publisher(
-            self.store, edges + self._extra_edges, self.cfg.publish, self.clock, self._file_drop
+            self.store,
+            edges + self._extra_edges,
+            self.cfg.publish,
+            self.clock,
+            self._file_drop,
+            self.anchor,
+            self.metrics,
         )
         self.publisher.start()
+        self._notify_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.cfg.notify.request_timeout_s)
+        )
+        self.sender = Sender(
+            self.store,
+            self.cfg.notify,
+            self._notify_session,
+            self.metrics,
+            self.clock,
+            self.cfg.service.operator_name,
+        )
+        self.sender.start()
+        await self.sign_head()  # a log carried over from an earlier run is vouched for at once
         self._scheduler = asyncio.create_task(self._schedule(), name="takedown-scheduler")
+        self._anchoring = asyncio.create_task(self._anchor_loop(), name="takedown-anchor")
 
     async def stop(self) -> None:
-        if self._scheduler:
-            self._scheduler.cancel()
-            await asyncio.gather(self._scheduler, return_exceptions=True)
+        for task in (self._scheduler, self._anchoring):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.publisher:
             await self.publisher.stop()
+        if self.sender:
+            await self.sender.stop()
+        if self._notify_session:
+            await self._notify_session.close()
+        await self.sign_head()  # the last records written are vouched for too
         if self._session:
             await self._session.close()
         await asyncio.to_thread(self.store.close)
@@ -85,7 +121,13 @@ class TakedownService:
     def _kick(self, out: cases.Outcome) -> dict[str, Any]:
         if out.publications and self.publisher is not None:
             self.publisher.kick()
+        if self.sender is not None:  # the transaction may have queued notifications
+            self.sender.kick()
         return out.result
+
+    async def metrics_text(self) -> bytes:
+        await self.store.run(self.metrics.refresh, self.clock(), self.cfg)
+        return self.metrics.exposition()
 
     async def authenticate(self, key: str) -> Account | None:
         """Cached by the key's hash after one constant-time check against the database."""
@@ -148,7 +190,7 @@ class TakedownService:
             self.calendar,
             self.cfg.restore,
         )
-        return out.result
+        return self._kick(out)
 
     async def lawsuit(
         self, account: Account, case_id: int, detail: dict[str, Any]
@@ -221,6 +263,18 @@ class TakedownService:
             return restore.due_restores(conn, now, self.edge_names)
 
         self._kick(cases.Outcome(publications=await self.store.run(due)))
+
+    async def sign_head(self) -> anchor.SignedHead | None:
+        """Sign the committed chain head now (a no-op when it has not moved)."""
+        return await self.store.run(lambda conn: self.anchor.sign(conn, self.store.committed_head))
+
+    async def _anchor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.anchor.interval_s)
+            try:
+                await self.sign_head()
+            except Exception:
+                log.exception("signing the audit log head failed")
 
     async def _schedule(self) -> None:
         while True:

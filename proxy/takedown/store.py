@@ -63,12 +63,22 @@ CREATE INDEX IF NOT EXISTS strikes_host ON strikes(host, at);
 CREATE TABLE IF NOT EXISTS publications (
   id INTEGER PRIMARY KEY, kind TEXT NOT NULL, case_id INTEGER, host TEXT,
   entries TEXT NOT NULL, created_at REAL NOT NULL, published_at REAL, file_sequence INTEGER,
-  done_at REAL);
+  done_at REAL, audit_head TEXT);
 CREATE TABLE IF NOT EXISTS deliveries (
   publication_id INTEGER NOT NULL REFERENCES publications(id), edge TEXT NOT NULL,
   version INTEGER, enforced_at REAL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
   last_attempt_at REAL, overdue_reported INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (publication_id, edge));
+CREATE TABLE IF NOT EXISTS contacts (
+  party TEXT NOT NULL, party_id INTEGER NOT NULL, email TEXT, webhook_url TEXT,
+  webhook_secret TEXT, PRIMARY KEY (party, party_id));
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY, case_id INTEGER REFERENCES cases(id), kind TEXT NOT NULL,
+  party TEXT NOT NULL, channel TEXT NOT NULL, recipient TEXT NOT NULL, secret TEXT,
+  subject TEXT NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, last_attempt_at REAL, last_error TEXT,
+  delivered_at REAL, abandoned_at REAL);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, abandoned_at);
 CREATE TABLE IF NOT EXISTS audit_log (
   seq INTEGER PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL, case_id INTEGER,
   actor TEXT NOT NULL, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -101,6 +111,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
     cols = {r["name"] for r in conn.execute("PRAGMA table_info(accounts)")}
     if "customer_id" not in cols:
         conn.execute("ALTER TABLE accounts ADD COLUMN customer_id INTEGER REFERENCES customers(id)")
+    cols = {r["name"] for r in conn.execute("PRAGMA table_info(publications)")}
+    if "audit_head" not in cols:  # the signed chain head shipped with the publication
+        conn.execute("ALTER TABLE publications ADD COLUMN audit_head TEXT")
+
+
+def _head(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 Job = tuple[Callable[..., Any], tuple[object, ...], "Future[Any]"]
@@ -118,6 +136,9 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        # The audit chain's head as of the last COMMIT: what the anchor may sign (a head read
+        # inside a batch could still be rolled back).
+        self.committed_head: tuple[int, str] | None = None
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         ready: Future[None] = Future()
         self._thread = threading.Thread(
@@ -148,6 +169,7 @@ class Store:
         except BaseException as exc:
             ready.set_exception(exc)
             return
+        self.committed_head = _head(conn)
         ready.set_result(None)
         try:
             while True:
@@ -166,6 +188,7 @@ class Store:
                         break
                     batch.append(nxt)
                 self._run_batch(conn, batch)
+                self.committed_head = _head(conn)
                 if stop:
                     return
         finally:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from proxy.takedown import audit
+from proxy.takedown import audit, notify
 from proxy.takedown.config import Strikes
 from proxy.takedown.elements import bare_host
 from proxy.takedown.publications import create_publication
@@ -89,9 +89,15 @@ def record(
         if step is Step.WARN:
             conn.execute("UPDATE sites SET warned_at = ? WHERE host = ?", (now, host))
             audit.append(conn, now, Step.WARN.value, case_id=case_id, data=info)
+            notify.enqueue(
+                conn, now, notify.Kind.WARNING, case_id, info, customer_id=r["customer_id"]
+            )
         elif step is Step.SUSPEND and r["suspended_at"] is None:
             conn.execute("UPDATE sites SET suspended_at = ? WHERE host = ?", (now, host))
             audit.append(conn, now, Step.SUSPEND.value, case_id=case_id, data=info)
+            notify.enqueue(
+                conn, now, notify.Kind.SUSPENSION, case_id, info, customer_id=r["customer_id"]
+            )
             entry = {
                 "id": f"suspend-{host}",
                 "type": "host",

@@ -32,6 +32,11 @@ class FakeBlocklist:
     last_errors: list[str] = field(default_factory=list)
     pushed: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    audit_head: dict[str, Any] | None = None
+
+    def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
+        if head is not None:
+            self.audit_head = {**head, "via": via}
 
     def counts(self) -> dict[str, int]:
         return {"url": len(self.pushed), "prefix": 0, "host": 0, "sha256": 0}

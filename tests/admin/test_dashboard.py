@@ -18,6 +18,7 @@ from proxy.admin.app import _Collector
 from proxy.admin.view import NodeHealth
 from proxy.metrics import WorkerStats
 from proxy.node.control import BlocklistReport, CacheReport, StatsReply
+from proxy.takedown.metrics import ServiceMetrics
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 DASHBOARD = CONFIG / "grafana-dashboard.json"
@@ -68,12 +69,21 @@ def exposed() -> dict[str, set[str]]:
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(node, stats))  # type: ignore[arg-type]
-    text = generate_latest(registry).decode()
+    text = generate_latest(registry).decode() + takedown_exposition()
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             names.setdefault(s.name, set()).update(s.labels)
     return names
+
+
+def takedown_exposition() -> str:
+    """The takedown service's /metrics (its own registry, `proxy/takedown/metrics.py`), with
+    one of everything observed so histograms and counters show their children."""
+    m = ServiceMetrics(["http://edge-a:8081"])
+    m.time_to_enforcement.observe(1.5)
+    m.edge_failures["http://edge-a:8081"].inc()
+    return m.exposition().decode()
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +163,12 @@ def test_the_panels_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
     panel_with("edgeproxy_origin_errors_total")
     panel_with("edgeproxy_cache_bytes", "/", "edgeproxy_cache_max_bytes")  # cache fill
     panel_with("edgeproxy_worker_blocklist_version", "by (instance, worker)")
+    # The takedown service (issue 14: silent failures).
+    panel_with("sum by (state) (edgeproxy_takedown_notices)")
+    panel_with("edgeproxy_takedown_overdue_cases")
+    panel_with("sum by (edge) (rate(edgeproxy_takedown_edge_delivery_failures_total")
+    panel_with("edgeproxy_takedown_notification_failures_total")
+    panel_with("histogram_quantile(0.95", "edgeproxy_takedown_time_to_enforcement_seconds_bucket")
 
 
 def test_every_query_names_an_exposed_metric_and_label(dashboard: dict[str, Any]) -> None:
@@ -183,6 +199,11 @@ def test_every_query_names_an_exposed_metric_and_label(dashboard: dict[str, Any]
         "edgeproxy_cache_max_bytes",
         "edgeproxy_worker_blocklist_version",
         "edgeproxy_blocklist_version",
+        "edgeproxy_takedown_notices",
+        "edgeproxy_takedown_overdue_cases",
+        "edgeproxy_takedown_edge_delivery_failures_total",
+        "edgeproxy_takedown_notification_failures_total",
+        "edgeproxy_takedown_time_to_enforcement_seconds_bucket",
     ):
         assert m in seen_metrics, m
 
@@ -201,4 +222,6 @@ def test_prometheus_scrape_example_targets_the_admin_metrics() -> None:
     assert re.search(r"^\s+- job_name: edgeproxy\s*$", text, re.M)
     assert re.search(r"^\s+metrics_path: /metrics\s*$", text, re.M)
     assert re.search(r"^\s+- 127\.0\.0\.1:8081\s*$", text, re.M)  # the default admin listener
+    assert re.search(r"^\s+- job_name: edgeproxy-takedown\s*$", text, re.M)
+    assert re.search(r"^\s+- 127\.0\.0\.1:8450\s*$", text, re.M)  # takedown serve's default
     assert "\t" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class FakeEdge:
     down: bool = False
     log: list[tuple[str, str]] = field(default_factory=list)
     url: str = ""
+    audit_heads: list[dict[str, Any]] = field(default_factory=list)  # as sent with each change
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -59,6 +61,8 @@ class FakeEdge:
             raise web.HTTPUnauthorized()
         if self.down:
             raise web.HTTPServiceUnavailable()
+        if head := request.headers.get("X-Edgeproxy-Audit-Head"):
+            self.audit_heads.append(json.loads(head))
 
     def _ack(self) -> web.Response:
         self.version += 1

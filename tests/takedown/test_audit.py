@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +21,15 @@ async def db(make_env: MakeEnv, tmp_path: Path) -> Path:
     _, body = await env.post("/notices", "trusted", notice())
     await env.wait_state(body["case"], "enforced")
     await env.post("/notices", "submitter", notice({"url": "https://cdn.example/b"}))
-    copy = tmp_path / "copy.sqlite"  # a consistent snapshot while the service still runs
-    with sqlite3.connect(env.db) as src, sqlite3.connect(copy) as dst:
+    return snapshot(env.db, tmp_path / "copy.sqlite")
+
+
+def snapshot(db: Path, copy: Path) -> Path:
+    """A consistent copy while the service still runs, with its signed heads and anchor key
+    (heads first: they never vouch for a record the copied database lacks)."""
+    shutil.copy(f"{db}.heads.jsonl", f"{copy}.heads.jsonl")
+    shutil.copy(f"{db}.anchor.key.pub", f"{copy}.anchor.key.pub")
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
         src.backup(dst)
     return copy
 

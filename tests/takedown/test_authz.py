@@ -21,6 +21,7 @@ WHO = ("submitter", "submitter2", "trusted", "operator", "admin", "customer", "c
 STAFF = {"operator", "admin"}
 EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/healthz"): set(WHO),
+    ("GET", "/metrics"): set(WHO),
     ("POST", "/notices"): set(WHO) - {"customer", "customer2"},
     ("GET", "/notices/{notice}/raw"): STAFF | {"submitter"},
     ("GET", "/cases"): set(WHO),
@@ -83,7 +84,7 @@ async def test_route_by_role(make_env: MakeEnv, method: str, route: str, who: st
         assert r.status not in (401, 403, 404), (r.status, await r.text())
     else:
         assert r.status == (404 if method == "GET" else 403), (r.status, await r.text())
-    if route != "/healthz":
+    if route not in ("/healthz", "/metrics"):
         anon = await env.client.request(method, path, json=body if method == "POST" else None)
         assert anon.status == 401
 

@@ -25,11 +25,15 @@ async def test_complete_notice_gets_receipt_and_waits_for_review(make_env: MakeE
     r = await env.client.get(f"/notices/{body['id']}/raw", headers=env.auth("submitter"))
     assert r.status == 200 and await r.read() == raw
     _, view = await env.get(f"/cases/{body['case']}")
-    assert [e["event"] for e in view["timeline"]] == [
+    assert [e["event"] for e in view["timeline"] if not e["event"].startswith("notif")] == [
         "received",
         "receipt_sent",
         "validated",
         "under_review",
+    ]
+    queued = [e["data"] for e in view["timeline"] if e["event"] == "notification_queued"]
+    assert queued == [
+        {"outbox": 1, "kind": "receipt", "channel": "email", "to": "legal@rights.example"}
     ]
     assert all(e["at"] == env.clock() for e in view["timeline"])
     assert view["edges"] == [] and env.edges[0].entries == {}
