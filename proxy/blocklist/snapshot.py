@@ -344,7 +344,9 @@ class DictSnapshot(Snapshot):
                 if entry is not None:
                     if not case_sensitive:
                         return entry
-                    found = self._exact(EntryType.PREFIX, key[:end], entry, _prefix(k, depth))
+                    found = self._exact(
+                        EntryType.PREFIX, key[:end], entry, exact_prefix_key(k, depth)
+                    )
                     if found is not None:
                         return found
         entry = self._urls.get(k.url_key)
@@ -433,7 +435,7 @@ class DictSnapshot(Snapshot):
         return f"<DictSnapshot version={self.version} {counts}>"
 
 
-def _prefix(k: MatchKeys, depth: int) -> str:
+def exact_prefix_key(k: MatchKeys, depth: int) -> str:
     """The unfolded prefix key at `depth` segments (`k.prefix_ends` indexes the folded one,
     whose offsets differ where folding changes a length, e.g. "ß" to "ss")."""
     if depth == 0:

@@ -100,8 +100,8 @@ def key_bytes(key: str | bytes) -> bytes:
     return key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")
 
 
-def key_hash(kind: int, kb: bytes) -> int:
-    return xxhash.xxh3_64_intdigest(kb, kind)
+# A key's hash: XXH3-64 seeded by its kind. One name for writer and reader (and tests).
+hash_key: Callable[[bytes, int], int] = xxhash.xxh3_64_intdigest
 
 
 def _align(n: int, to: int = 8) -> int:
@@ -145,7 +145,7 @@ def write_table(
     one = struct.Struct("<I")
 
     def note(kind: Kind, kb: bytes, index: int) -> None:
-        hashes.append(xxhash.xxh3_64_intdigest(kb, kind))
+        hashes.append(hash_key(kb, kind))
         record_at.append(len(records))
         records.extend(_RECORD.pack(kind, len(kb), 1))
         records.extend(kb)
@@ -380,7 +380,7 @@ class MappedTable:
 
     def find(self, kind: int, kb: bytes) -> tuple[int, ...]:
         """Entry indices listed under (kind, key), in list order; () when none."""
-        h = xxhash.xxh3_64_intdigest(kb, kind)
+        h = hash_key(kb, kind)
         b = h >> self._shift
         d = self._dir
         i, end = d[b], d[b + 1]
