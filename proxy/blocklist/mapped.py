@@ -187,34 +187,45 @@ class MappedSnapshot(Snapshot):
         scan of the base, plus a dict probe of the overlay when it holds that type."""
         if not self._request_side:
             return None
+        find = self.table.find  # a miss is one hash and a bucket scan per probe, no decoding
         if self._hosts:
+            overlay = self._ov_hosts
             for h in k.host_suffixes:
-                entry = self._first(_HOST, EntryType.HOST, h, self._ov_hosts)
-                if entry is not None:
-                    return entry
+                found = find(_HOST, h.encode("utf-8", "surrogatepass"))
+                if found or overlay:
+                    entry = self._pick(found, EntryType.HOST, h, overlay)
+                    if entry is not None:
+                        return entry
         if self._prefixes:
             key = k.url_key
+            overlay = self._ov_prefixes
             for depth, end in enumerate(k.prefix_ends[: self._prefix_depth + 1]):
+                pk = key[:end]
+                found = find(_PREFIX, pk.encode("utf-8", "surrogatepass"))
+                if not found and not overlay:
+                    continue
                 if not case_sensitive:
-                    entry = self._first(_PREFIX, EntryType.PREFIX, key[:end], self._ov_prefixes)
+                    entry = self._pick(found, EntryType.PREFIX, pk, overlay)
                     if entry is not None:
                         return entry
                     continue
-                want = None
-                for entry in self._all(_PREFIX, EntryType.PREFIX, key[:end]):
-                    want = want or exact_prefix_key(k, depth)
+                want = exact_prefix_key(k, depth)
+                for entry in self._all(found, EntryType.PREFIX, pk):
                     if exact_url_key(entry.value) == want:
                         return entry
         if self._urls:
-            if not case_sensitive:
-                entry = self._first(_URL, EntryType.URL, k.url_key, self._ov_urls)
-                if entry is not None:
-                    return entry
-            else:
-                want = k.host + k.exact_path
-                for entry in self._all(_URL, EntryType.URL, k.url_key):
-                    if exact_url_key(entry.value) == want:
+            overlay = self._ov_urls
+            found = find(_URL, k.url_key.encode("utf-8", "surrogatepass"))
+            if found or overlay:
+                if not case_sensitive:
+                    entry = self._pick(found, EntryType.URL, k.url_key, overlay)
+                    if entry is not None:
                         return entry
+                else:
+                    want = k.host + k.exact_path
+                    for entry in self._all(found, EntryType.URL, k.url_key):
+                        if exact_url_key(entry.value) == want:
+                            return entry
         if self._urlq and k.query:
             have = k.query
             want_q = k.host + k.exact_path if case_sensitive else None
@@ -228,26 +239,29 @@ class MappedSnapshot(Snapshot):
     def check_digest(self, digest: bytes) -> Entry | None:
         if not self._digests:
             return None
-        return self._first(_SHA256, EntryType.SHA256, digest, self._ov_digests)
+        found = self.table.find(_SHA256, digest)
+        if found or self._ov_digests:
+            return self._pick(found, EntryType.SHA256, digest, self._ov_digests)
+        return None
 
-    def _first(self, kind: int, etype: EntryType, key: str | bytes, overlay: bool) -> Entry | None:
+    def _pick(
+        self, found: tuple[int, ...], etype: EntryType, key: str | bytes, overlay: bool
+    ) -> Entry | None:
         """The reported entry under a key: the base's first live one, else the overlay's."""
-        found = self.table.find(kind, key if isinstance(key, bytes) else key_bytes(key))
-        if found:
-            hidden = self._hidden
-            for index in found:
-                if not hidden or index not in hidden:
-                    return self.table.entry(index)
+        hidden = self._hidden
+        for index in found:
+            if not hidden or index not in hidden:
+                return self.table.entry(index)
         if overlay:
             listed = self._overlay.entries_for(etype, key)
             if listed:
                 return listed[0]
         return None
 
-    def _all(self, kind: int, etype: EntryType, key: str) -> Iterator[Entry]:
+    def _all(self, found: tuple[int, ...], etype: EntryType, key: str) -> Iterator[Entry]:
         """Every live entry under a key, in the order a dict snapshot would hold them."""
         hidden = self._hidden
-        for index in self.table.find(kind, key_bytes(key)):
+        for index in found:
             if index not in hidden:
                 yield self.table.entry(index)
         yield from self._overlay.entries_for(etype, key)

@@ -406,10 +406,11 @@ class Supervisor:
             await self._admin_runner.cleanup()
         if self._listen is not None:
             self._listen.close()
-        try:
-            self.blocklist.full_path.unlink(missing_ok=True)
-        except OSError:
-            pass
+        for path in self.blocklist.compiled_files():
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
