@@ -67,6 +67,11 @@ class NodeBlocklist:
         # it while a newer one is written); older ones are removed.
         self.compiled_path: Path | None = None
         self._previous_path: Path | None = None
+        # Changes workers hold in their overlay (since the base they mapped), and that base's
+        # size: past `overlay_max_fraction` of it, a refreshed base is swapped in (a fold).
+        self.overlay_changes = 0
+        self._base_entries = 0
+        self.folds = 0
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -129,6 +134,7 @@ class NodeBlocklist:
         self.version += 1
         self._write_full()
         self._persist()
+        self._workers_rebased()
 
     def _load_dir(self) -> int | None:
         info = LoadInfo()
@@ -286,6 +292,7 @@ class NodeBlocklist:
                 return None
             self.version += 1
             self._persist()
+            self._workers_rebased()
             return await self._distribute("blocklist.load", self.load_args(), source)
 
     async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -320,6 +327,7 @@ class NodeBlocklist:
         self._persist()
         args = {"version": self.version, "add": msgspec.to_builtins(adds), "remove": removes}
         self.deltas.append(args)
+        self.overlay_changes += len(adds) + len(removes)
         result = await self._distribute("blocklist.delta", args, source)
         self._schedule_refresh()
         return result
@@ -342,6 +350,31 @@ class NodeBlocklist:
             except Exception as e:  # noqa: BLE001 - workers replay deltas meanwhile
                 log.error("could not refresh the compiled blocklist: %s", e)
                 return
+            await self._fold()
+
+    def _workers_rebased(self) -> None:
+        """Every worker now maps the current compiled file, with an empty overlay."""
+        self.overlay_changes = 0
+        self._base_entries = len(self.file_entries) + len(self.pushed)
+
+    async def _fold(self) -> None:
+        """Swap the refreshed base into workers whose overlay has grown past
+        `overlay_max_fraction` of it: their overlay memory and per-delta copies stay small.
+        Only while the compiled file is the current version (under the lock, so no delta can
+        slip between): the swap then changes what workers hold, never what they enforce, so
+        neither the version nor its `applied_at` proof moves."""
+        if not self.mapped:
+            return
+        threshold = max(1000.0, self.cfg.overlay_max_fraction * self._base_entries)
+        if self.overlay_changes <= threshold:
+            return
+        async with self.lock:
+            if self.compiled_version != self.version:
+                return  # changed meanwhile: the next refresh folds
+            await self.broadcast("blocklist.load", self.load_args())
+            self._workers_rebased()
+            self.folds += 1
+            log.info("blocklist overlay folded into a new base at version %d", self.version)
 
     async def _distribute(self, op: str, args: dict[str, Any], source: str) -> dict[str, Any]:
         acks = await self.broadcast(op, args)

@@ -142,3 +142,33 @@ async def test_a_version_whose_compile_fails_leaves_the_last_good_one(
     monkeypatch.undo()
     assert await node.reload_dir() is not None  # the cause gone, the same file applies
     assert node.version == version + 1 and sent == ["blocklist.load"]
+
+
+async def test_an_overlay_past_its_share_is_folded_into_a_new_base(tmp_path: Path) -> None:
+    """Pushes go to workers as deltas; once they pass `overlay_max_fraction` of the base (and
+    1000), the refreshed compiled file is swapped into every worker: the version and its
+    applied_at proof stay as they were."""
+    cfg = msgspec.structs.replace(
+        Config(), blocklist=BlocklistConfig(compile_quiet_s=0.0, overlay_max_fraction=0.5)
+    )
+    sent: list[tuple[str, int]] = []
+
+    async def broadcast(op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        sent.append((op, args["version"]))
+        return [{"applied_at": 1.0}]
+
+    node = NodeBlocklist(cfg, tmp_path / "state", broadcast)
+    node.load_initial()
+    small = [{"id": f"s{i}", "type": "host", "value": f"s{i}.example"} for i in range(10)]
+    await node.push(small)
+    assert node._refresh is not None
+    await node._refresh
+    assert [op for op, _ in sent] == ["blocklist.delta"] and node.folds == 0
+    big = [{"id": f"b{i}", "type": "host", "value": f"b{i}.example"} for i in range(1001)]
+    result = await node.push(big)
+    await node._refresh
+    assert sent[-1] == ("blocklist.load", result["version"]) and node.folds == 1
+    assert node.version == result["version"] and node.overlay_changes == 0
+    assert node.applied_at == result["applied_at"] and node.history[0]["source"] == "push"
+    loaded = MappedSnapshot.open(_open_checked(Path(node.load_args()["path"])), node.version, 0)
+    assert len(loaded) == 1011 and loaded.overlay_size == 0
