@@ -98,11 +98,30 @@ def child(kind: str, path: str, n: int, version: int) -> dict[str, Any]:
     }
 
 
-def measure(kind: str, n: int, workers: int, workdir: Path) -> dict[str, Any]:
+def _verified(n: int, workdir: Path) -> tuple[list[Any], float]:
+    """The entries of a signed version of `n` entries as the supervisor reads them (signature,
+    hash, every entry validated), and how long that took."""
+    from benchmarks.blocklists import blocklist_dir
+    from proxy.blocklist.format import load_newest
+
+    directory, public = blocklist_dir(workdir, n)
+    t = time.perf_counter()
+    found, errors = load_newest(
+        directory, public.read_bytes(), current_sequence=None, max_bytes=1 << 40
+    )
+    assert found is not None, errors
+    return found[0], time.perf_counter() - t
+
+
+def measure(kind: str, n: int, workers: int, workdir: Path, signed: bool) -> dict[str, Any]:
     from proxy.blocklist.compiled import write_compiled
     from proxy.blocklist.table import write_table
 
-    listed = make_entries(n)
+    verify_s = 0.0
+    if signed:
+        listed, verify_s = _verified(n, workdir)
+    else:
+        listed = make_entries(n)
     path = workdir / (f"v{n}.map" if kind == "mapped" else f"v{n}.msgpack")
     t = time.perf_counter()
     if kind == "mapped":
@@ -114,7 +133,15 @@ def measure(kind: str, n: int, workers: int, workdir: Path) -> dict[str, Any]:
     supervisor = _memory()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.blocklist_scale", "--child", kind, str(path), str(n)],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.blocklist_scale",
+                "--child",
+                kind,
+                str(path),
+                str(n),
+            ],
             stdout=subprocess.PIPE,
         )
         for _ in range(workers)
@@ -126,6 +153,7 @@ def measure(kind: str, n: int, workers: int, workdir: Path) -> dict[str, Any]:
         "kind": kind,
         "entries": n,
         "compile_s": compile_s,
+        "verify_s": verify_s,
         "file_bytes": file_bytes,
         "supervisor_rss": supervisor.get("VmRSS", 0),
         "workers": results,
@@ -139,7 +167,8 @@ def report(r: dict[str, Any]) -> str:
     files = [w["mem_after"].get("RssFile", 0) for w in ws]
     pss = [w["mem_after"].get("Pss", 0) for w in ws]
     return (
-        f"{r['kind']:7} {r['entries']:>10,}  compile {r['compile_s']:7.1f} s  "
+        f"{r['kind']:7} {r['entries']:>10,}  verify {r['verify_s']:6.1f} s  "
+        f"compile {r['compile_s']:7.1f} s  "
         f"file {r['file_bytes'] / mib:8.1f} MiB  "
         f"load/worker {max(w['load_s'] for w in ws):7.2f} s  "
         f"private/worker +{max(anon) / mib:8.1f} MiB  file pages/worker {max(files) / mib:7.1f} MiB  "
@@ -157,6 +186,11 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["mapped", "msgpack"])
     ap.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "N"))
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
+    ap.add_argument(
+        "--signed",
+        action="store_true",
+        help="read a signed version first (cached under results/.blocklists), timing it",
+    )
     args = ap.parse_args()
     if args.child:
         kind, path, n = args.child
@@ -165,7 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
         for n in args.sizes:
             for kind in args.kinds:
-                r = measure(kind, n, args.workers, Path(tmp))
+                r = measure(kind, n, args.workers, Path(tmp), args.signed)
                 print(report(r), flush=True)
                 if args.json:
                     with args.json.open("a") as f:
