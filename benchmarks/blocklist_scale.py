@@ -107,7 +107,10 @@ def _verified(n: int, workdir: Path) -> tuple[list[Any], float]:
     directory, public = blocklist_dir(workdir, n)
     t = time.perf_counter()
     found, errors = load_newest(
-        directory, public.read_bytes(), current_sequence=None, max_bytes=1 << 40
+        directory,
+        public.read_bytes(),
+        current_sequence=None,
+        max_bytes=sum(p.stat().st_size for p in directory.iterdir()),
     )
     assert found is not None, errors
     return found[0], time.perf_counter() - t

@@ -375,6 +375,11 @@ class MappedTable:
         start, end = self._body
         if xxhash.xxh3_64_intdigest(memoryview(self._mm)[start:end]) != self._checksum:
             raise TableError(f"{self.path}: checksum mismatch (corrupt)")
+        # Reading every page mapped all of them into this process: drop them from its page
+        # tables (they stay in the page cache, shared), so its RSS counts only the pages its
+        # lookups touch rather than the whole list.
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._mm.madvise(mmap.MADV_DONTNEED)
 
     # -- probes ---------------------------------------------------------------------------
 
