@@ -144,6 +144,13 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # After pushes, the supervisor recompiles the full version for workers that start later
     # once changes have been quiet this long (they replay the deltas meanwhile).
     compile_quiet_s: float = 2.0
+    # How the supervisor hands a full version to workers: "mapped", a file every worker maps
+    # without copying (proxy/blocklist/table.py), or "msgpack", entries each worker builds
+    # into its own dicts (the format before it; kept as a fallback).
+    compiled_format: Literal["mapped", "msgpack"] = "mapped"
+    # Workers hold changes made since their mapped base in memory; once those pass this share
+    # of the base (and 1000), the refreshed base is swapped in and the overlay dropped.
+    overlay_max_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.02
     default_blocked_by_url: str = ""
     # Content codings are removed before a body is hashed for sha256 entries
     # (proxy/blocklist/digest.py); these bound that decoding so a decompression bomb is cheap.

@@ -125,6 +125,7 @@ class WorkerStats:
         self.coalesced = 0
         self.handler_errors = 0
         self.purged_by_blocklist = 0
+        self.blocklist_load_failures = 0  # compiled files refused: the last good list stays
         self.undecodable_bodies = 0  # refused: content coding unknown, corrupt or a bomb
         self.inflight_refused = 0  # answered 503: the in-flight body budget was spent
         self.access_log_dropped = 0
@@ -370,6 +371,12 @@ def _unlabelled_counters(stats: dict[str, Any]) -> Iterator[CounterMetricFamily]
         "edgeproxy_blocklist_purged_objects",
         "Cached objects purged because a version listed them",
         value=stats["purged_by_blocklist"],
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_blocklist_load_failures",
+        "Compiled blocklist files a worker refused (truncated, corrupt, another version); "
+        "it kept enforcing its last good snapshot",
+        value=stats.get("blocklist_load_failures", 0),
     )
     yield CounterMetricFamily(
         "edgeproxy_undecodable_bodies",

@@ -27,6 +27,7 @@ import msgspec
 from proxy.blocklist.compiled import write_compiled
 from proxy.blocklist.format import BlocklistError, LoadInfo, load_newest, write_atomic
 from proxy.blocklist.model import Entry, EntryType, validate_entry
+from proxy.blocklist.table import MappedTable, write_table
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
@@ -65,6 +66,15 @@ class NodeBlocklist:
         # The last signed audit-log head a publisher sent (file header or push), kept across
         # restarts: evidence held outside the publisher's database (proxy/takedown/anchor.py).
         self.audit_head: dict[str, Any] | None = None
+        # The mapped file workers load now, and the one before it (a worker may be opening
+        # it while a newer one is written); older ones are removed.
+        self.compiled_path: Path | None = None
+        self._previous_path: Path | None = None
+        # Changes workers hold in their overlay (since the base they mapped), and that base's
+        # size: past `overlay_max_fraction` of it, a refreshed base is swapped in (a fold).
+        self.overlay_changes = 0
+        self._base_entries = 0
+        self.folds = 0
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -88,7 +98,24 @@ class NodeBlocklist:
 
     @property
     def full_path(self) -> Path:
+        """Where the msgpack fallback format is written (one file, replaced in place)."""
         return self.state_dir / f"blocklist-compiled-{os.getpid()}.msgpack"
+
+    @property
+    def mapped(self) -> bool:
+        return self.cfg.compiled_format == "mapped"
+
+    def _mapped_path(self, version: int) -> Path:
+        # One file per version: a worker maps a file and keeps it, so it is never rewritten.
+        return self.state_dir / f"blocklist-compiled-{os.getpid()}-v{version}.map"
+
+    def compiled_files(self) -> list[Path]:
+        """Every compiled file this supervisor wrote that is still on disk."""
+        pid = os.getpid()
+        return [
+            *self.state_dir.glob(f"blocklist-compiled-{pid}-v*.map"),
+            *([self.full_path] if self.full_path.exists() else []),
+        ]
 
     def _persist(self) -> None:
         write_atomic(self._pushed_path, msgspec.json.encode(list(self.pushed.values())))
@@ -123,6 +150,7 @@ class NodeBlocklist:
         self.version += 1
         self._write_full()
         self._persist()
+        self._workers_rebased()
 
     def _load_dir(self, keep_head: bool = True) -> int | None:
         info = LoadInfo()
@@ -186,27 +214,63 @@ class NodeBlocklist:
             self._counts, self._counts_version = counts, self.version
         return dict(self._counts)
 
-    def _compile_merged(self, files: list[Entry], pushed: dict[str, Entry]) -> None:
-        write_compiled(self.full_path, _merge(files, pushed))
+    def _compile_merged(self, files: list[Entry], pushed: dict[str, Entry], version: int) -> None:
+        """Compile every entry's match key once, here, for all workers: the mapped table (read
+        back and checked whole before any worker is told of it: a full disk or a bad write
+        is caught here, and the file workers load stays the last good one), or the msgpack
+        chunks workers build their own dicts from."""
+        entries = _merge(files, pushed)
+        if not self.mapped:
+            write_compiled(self.full_path, entries)
+            return
+        path = self._mapped_path(version)
+        try:
+            write_table(path, entries, version, time.time())
+            MappedTable(path).verify()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
     def _write_full(self) -> None:
-        """Compile every entry's match key once, here, for all workers to load in steps."""
         version = self.version
-        write_compiled(self.full_path, self.entries())
+        self._compile_merged(self.file_entries, self.pushed, version)
         self._compiled(version)
 
-    async def _write_full_async(self) -> None:
+    async def _write_full_async(self, version: int | None = None) -> None:
         """The same, compiling in a thread; the entry set is taken on the loop, so pushes
-        made meanwhile land in later deltas."""
-        version, files, pushed = self.version, list(self.file_entries), dict(self.pushed)
-        await asyncio.to_thread(_background, self._compile_merged, files, pushed)
+        made meanwhile land in later deltas. `version`: the one the file will be (default:
+        the current one)."""
+        version = self.version if version is None else version
+        files, pushed = list(self.file_entries), dict(self.pushed)
+        await asyncio.to_thread(_background, self._compile_merged, files, pushed, version)
         self._compiled(version)
 
     def _compiled(self, version: int) -> None:
+        if version < self.compiled_version:
+            return  # a refresh that finished after a newer full version was compiled
         self.compiled_version = version
         self.deltas = [d for d in self.deltas if d["version"] > version]
+        if not self.mapped:
+            return
+        path = self._mapped_path(version)
+        if path == self.compiled_path:
+            return
+        stale, self._previous_path, self.compiled_path = (
+            self._previous_path,
+            self.compiled_path,
+            path,
+        )
+        if stale is not None:
+            stale.unlink(missing_ok=True)  # workers that mapped it keep their mapping
 
     def load_args(self) -> dict[str, Any]:
+        if self.mapped:
+            assert self.compiled_path is not None
+            return {
+                "path": str(self.compiled_path),
+                "version": self.compiled_version,
+                "format": "mapped",
+            }
         return {
             "path": str(self.full_path),
             "version": self.compiled_version,
@@ -225,6 +289,7 @@ class NodeBlocklist:
             return None
         async with self.lock:
             before = {e.id: e for e in self.entries()}
+            enforced = (self.file_entries, self.file_sequence, self.file_sha256, self.valid_until)
             found = await asyncio.to_thread(_background, self._load_dir)
             if found is None:
                 return None
@@ -234,9 +299,18 @@ class NodeBlocklist:
             source = f"file:{found}"
             if len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * len(after)):
                 return await self._delta(adds, removes, source)
+            try:
+                await self._write_full_async(self.version + 1)
+            except Exception as e:  # noqa: BLE001 - a full disk, a bad write: keep the last good
+                self.file_entries, self.file_sequence, self.file_sha256, self.valid_until = enforced
+                self.reload_failures += 1
+                reason = f"{self.cfg.dir}:0: version {found} could not be compiled: {e}"
+                self.last_errors.append(reason)
+                log.error("blocklist %s; keeping version %d", reason, self.version)
+                return None
             self.version += 1
             self._persist()
-            await self._write_full_async()
+            self._workers_rebased()
             return await self._distribute("blocklist.load", self.load_args(), source)
 
     async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -271,6 +345,7 @@ class NodeBlocklist:
         self._persist()
         args = {"version": self.version, "add": msgspec.to_builtins(adds), "remove": removes}
         self.deltas.append(args)
+        self.overlay_changes += len(adds) + len(removes)
         result = await self._distribute("blocklist.delta", args, source)
         self._schedule_refresh()
         return result
@@ -293,6 +368,31 @@ class NodeBlocklist:
             except Exception as e:  # noqa: BLE001 - workers replay deltas meanwhile
                 log.error("could not refresh the compiled blocklist: %s", e)
                 return
+            await self._fold()
+
+    def _workers_rebased(self) -> None:
+        """Every worker now maps the current compiled file, with an empty overlay."""
+        self.overlay_changes = 0
+        self._base_entries = len(self.file_entries) + len(self.pushed)
+
+    async def _fold(self) -> None:
+        """Swap the refreshed base into workers whose overlay has grown past
+        `overlay_max_fraction` of it: their overlay memory and per-delta copies stay small.
+        Only while the compiled file is the current version (under the lock, so no delta can
+        slip between): the swap then changes what workers hold, never what they enforce, so
+        neither the version nor its `applied_at` proof moves."""
+        if not self.mapped:
+            return
+        threshold = max(1000.0, self.cfg.overlay_max_fraction * self._base_entries)
+        if self.overlay_changes <= threshold:
+            return
+        async with self.lock:
+            if self.compiled_version != self.version:
+                return  # changed meanwhile: the next refresh folds
+            await self.broadcast("blocklist.load", self.load_args())
+            self._workers_rebased()
+            self.folds += 1
+            log.info("blocklist overlay folded into a new base at version %d", self.version)
 
     async def _distribute(self, op: str, args: dict[str, Any], source: str) -> dict[str, Any]:
         acks = await self.broadcast(op, args)

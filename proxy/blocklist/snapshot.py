@@ -2,8 +2,14 @@
 
 A version of the list compiles into a `Snapshot` aside from the one in use; the worker then
 swaps one reference (`state.blocklist = new`), so no request ever sees half a list. Every lookup
-is a handful of dict probes keyed by match keys, walking the *request's* host labels and path
+is a handful of probes keyed by match keys, walking the *request's* host labels and path
 segments, so its cost is bounded by the request and does not grow with the list.
+
+`Snapshot` is what the request path sees; two implementations answer identically (a
+differential test holds them to it): `DictSnapshot` here, Python dicts built in each process
+(small lists, tests, and the in-memory overlay of the other), and
+`proxy.blocklist.mapped.MappedSnapshot`, a file compiled once per version and mapped by every
+worker (the node's default at any size).
 
 Several entries may share one key (two notices for the same URL). The index keeps the first as
 the one reported, and the others aside so that removing one id leaves the key blocked while any
@@ -12,6 +18,7 @@ entry for it remains.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -49,7 +56,7 @@ class SnapshotBuilder:
     already compiled (`add_compiled`) a chunk at a time, yielding to its event loop between
     chunks, then freezes the result and swaps it in."""
 
-    def __init__(self, base: Snapshot | None = None) -> None:
+    def __init__(self, base: DictSnapshot | None = None) -> None:
         # Sharded, copy-on-write tables (proxy.blocklist.shards): a builder based on a snapshot
         # shares its shards and copies only those a change touches.
         if base is None:
@@ -138,16 +145,98 @@ class SnapshotBuilder:
         for entry_id in [eid for when, eid in self.expiring if when <= now]:
             self.remove(entry_id)
 
-    def freeze(self, version: int) -> Snapshot:
+    def freeze(self, version: int) -> DictSnapshot:
         self.expiring.sort()
-        return Snapshot(_token=_TOKEN, version=version, builder=self)
+        return DictSnapshot(_token=_TOKEN, version=version, builder=self)
 
 
 _TOKEN = object()
 
 
-class Snapshot:
-    """One compiled blocklist version. Immutable; build with `compile` or `with_changes`."""
+class Snapshot(ABC):
+    """One blocklist version as the request path sees it. Immutable: a change makes a new one
+    (`with_changes`), swapped in by one assignment."""
+
+    __slots__ = ()
+    version: int
+
+    @classmethod
+    def compile(cls, entries: Iterable[Entry], version: int, now: float) -> DictSnapshot:
+        """Compile a full entry set in memory. Raises `InvalidEntry` (a ValueError) on the
+        first bad entry or a repeated id; entries already expired at `now` are left out."""
+        builder = SnapshotBuilder()
+        for entry in entries:
+            if entry.id in builder.by_id:
+                raise InvalidEntry(entry.id, "duplicate id")
+            builder.add(entry, now)
+        return builder.freeze(version)
+
+    @abstractmethod
+    def with_changes(
+        self, add: Iterable[Entry], remove_ids: Iterable[str], version: int, now: float
+    ) -> Snapshot:
+        """A new snapshot: `remove_ids` removed (unknown ids ignored), then `add` added (an id
+        already present is replaced), then entries expired at `now` dropped. Raises
+        `InvalidEntry` without touching this snapshot."""
+
+    @abstractmethod
+    def check(
+        self, host: str, path: str, query: str | None, *, case_sensitive: bool = False
+    ) -> Entry | None:
+        """The entry blocking this request target, if any: host entries (host and parent
+        domains), then prefix entries (shortest first), then url entries. `case_sensitive`
+        is the site's `case_sensitive_paths`: then `/A` and `/a` are different resources."""
+
+    @abstractmethod
+    def check_keys(self, k: MatchKeys, *, case_sensitive: bool = False) -> Entry | None:
+        """`check` for match keys computed earlier."""
+
+    @abstractmethod
+    def check_digest(self, digest: bytes) -> Entry | None:
+        """The sha256 entry listing this body digest (32 bytes), if any."""
+
+    def check_target(self, target: TargetLike, *, case_sensitive: bool = False) -> Entry | None:
+        """`check` for a `proxy.rfc.target.Target` (or anything with host, path, query)."""
+        return self.check(target.host, target.path, target.query, case_sensitive=case_sensitive)
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def counts(self) -> dict[EntryType, int]:
+        """Entries by type (a fresh dict; every type present)."""
+
+    @property
+    @abstractmethod
+    def entries_by_id(self) -> Mapping[str, Entry]:
+        """All entries by id (read-only; may cost O(entries) to build)."""
+
+    @property
+    @abstractmethod
+    def next_expiry(self) -> float | None:
+        """When the earliest expiring entry lapses; rebuild with `with_changes((), (), v, now)`
+        then, since `check` does not look at the clock."""
+
+    def added_since(self, older: Snapshot) -> list[Entry]:
+        """Entries in this snapshot that `older` lacks or held with other fields: what a
+        purge must look for. O(len(self))."""
+        before = older.entries_by_id
+        return [e for eid, e in self.entries_by_id.items() if before.get(eid) != e]
+
+    @abstractmethod
+    def exclusive_shards(self, successor: Snapshot) -> list[dict[Any, Any]]:
+        """The in-memory tables of this snapshot that `successor` does not share: what
+        retiring this one frees. A worker clears them one at a time instead of freeing a
+        million entries in one go when the last reference drops."""
+
+    @abstractmethod
+    def dict_part(self) -> DictSnapshot | None:
+        """The in-memory index this snapshot keeps (all of it, or the overlay), if any."""
+
+
+class DictSnapshot(Snapshot):
+    """A blocklist version as Python dicts, built in the process that uses it."""
 
     __slots__ = (
         "version",
@@ -181,7 +270,7 @@ class Snapshot:
 
     def __init__(self, *, _token: object, version: int, builder: SnapshotBuilder) -> None:
         if _token is not _TOKEN:
-            raise TypeError("build a Snapshot with Snapshot.compile or .with_changes")
+            raise TypeError("build a DictSnapshot with Snapshot.compile or .with_changes")
         init = object.__setattr__
         init(self, "version", version)
         init(self, "_by_id", builder.by_id)
@@ -205,23 +294,10 @@ class Snapshot:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Snapshot is immutable")
 
-    @classmethod
-    def compile(cls, entries: Iterable[Entry], version: int, now: float) -> Snapshot:
-        """Compile a full entry set. Raises `InvalidEntry` (a ValueError) on the first bad
-        entry or a repeated id; entries already expired at `now` are left out."""
-        builder = SnapshotBuilder()
-        for entry in entries:
-            if entry.id in builder.by_id:
-                raise InvalidEntry(entry.id, "duplicate id")
-            builder.add(entry, now)
-        return builder.freeze(version)
-
     def with_changes(
         self, add: Iterable[Entry], remove_ids: Iterable[str], version: int, now: float
-    ) -> Snapshot:
-        """A new snapshot: `remove_ids` removed (unknown ids ignored), then `add` added (an id
-        already present is replaced), then entries expired at `now` dropped. Raises
-        `InvalidEntry` without touching this snapshot. Costs a copy of the indexes."""
+    ) -> DictSnapshot:
+        """See `Snapshot.with_changes`. Copies only the shards a change touches."""
         adds = list(add)
         for entry in adds:
             compile_entry(entry)
@@ -239,9 +315,6 @@ class Snapshot:
     def check(
         self, host: str, path: str, query: str | None, *, case_sensitive: bool = False
     ) -> Entry | None:
-        """The entry blocking this request target, if any: host entries (host and parent
-        domains), then prefix entries (shortest first), then url entries. `case_sensitive`
-        is the site's `case_sensitive_paths`: then `/A` and `/a` are different resources."""
         if not self._request_side:
             return None
         return self.check_keys(match_keys(host, path, query), case_sensitive=case_sensitive)
@@ -271,7 +344,9 @@ class Snapshot:
                 if entry is not None:
                     if not case_sensitive:
                         return entry
-                    found = self._exact(EntryType.PREFIX, key[:end], entry, _prefix(k, depth))
+                    found = self._exact(
+                        EntryType.PREFIX, key[:end], entry, exact_prefix_key(k, depth)
+                    )
                     if found is not None:
                         return found
         entry = self._urls.get(k.url_key)
@@ -300,13 +375,30 @@ class Snapshot:
                 return entry
         return None
 
-    def check_target(self, target: TargetLike, *, case_sensitive: bool = False) -> Entry | None:
-        """`check` for a `proxy.rfc.target.Target` (or anything with host, path, query)."""
-        return self.check(target.host, target.path, target.query, case_sensitive=case_sensitive)
-
     def check_digest(self, digest: bytes) -> Entry | None:
-        """The sha256 entry listing this body digest (32 bytes), if any."""
         return self._digests.get(digest)
+
+    def entries_for(self, etype: EntryType, key: str | bytes) -> tuple[Entry, ...]:
+        """Every entry indexed under (type, key) without a query, the reported one first."""
+        first = self._index[etype].get(key)
+        if first is None:
+            return ()
+        return (first, *self._extra.get((etype, key), ()))
+
+    def query_candidates(self, key: str) -> tuple[tuple[QueryPairs, Entry], ...]:
+        """The url entries under `key` that name a query, with their pairs, in list order."""
+        return self._urlq.get(key, ())
+
+    @property
+    def has_queries(self) -> bool:
+        return bool(self._urlq)
+
+    @property
+    def prefix_depth(self) -> int:
+        return self._prefix_depth
+
+    def dict_part(self) -> DictSnapshot:
+        return self
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -315,36 +407,23 @@ class Snapshot:
 
     @property
     def counts(self) -> dict[EntryType, int]:
-        """Entries by type (a fresh dict; every type present)."""
         return dict(self._counts)
 
     @property
     def entries_by_id(self) -> Mapping[str, Entry]:
-        """All entries by id (read-only view)."""
         return MappingProxyType(self._by_id)
-
-    def added_since(self, older: Snapshot) -> list[Entry]:
-        """Entries in this snapshot that `older` lacks or held with other fields: what a
-        purge must look for (e.g. `Snapshot.compile(new.added_since(old), …)` checked against
-        each cached target). O(len(self))."""
-        before = older._by_id
-        return [e for eid, e in self._by_id.items() if before.get(eid) != e]
 
     @property
     def next_expiry(self) -> float | None:
-        """When the earliest expiring entry lapses; rebuild with `with_changes((), (), v, now)`
-        then, since `check` does not look at the clock."""
         return self._expiring[0][0] if self._expiring else None
 
     def exclusive_shards(self, successor: Snapshot) -> list[dict[Any, Any]]:
-        """The tables of this snapshot that `successor` does not share: what retiring this
-        one frees. A worker clears them one at a time instead of freeing a million entries
-        in one go when the last reference drops."""
+        other = successor.dict_part() or EMPTY_SNAPSHOT
         pairs: list[tuple[ShardedDict[Any, Any], ShardedDict[Any, Any]]] = [
-            (self._by_id, successor._by_id),
-            (self._urlq, successor._urlq),
-            (self._extra, successor._extra),
-            *((self._index[t], successor._index[t]) for t in EntryType),
+            (self._by_id, other._by_id),
+            (self._urlq, other._urlq),
+            (self._extra, other._extra),
+            *((self._index[t], other._index[t]) for t in EntryType),
         ]
         out: list[dict[Any, Any]] = []
         for mine, theirs in pairs:
@@ -353,10 +432,10 @@ class Snapshot:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{t.value}={n}" for t, n in self._counts.items())
-        return f"<Snapshot version={self.version} {counts}>"
+        return f"<DictSnapshot version={self.version} {counts}>"
 
 
-def _prefix(k: MatchKeys, depth: int) -> str:
+def exact_prefix_key(k: MatchKeys, depth: int) -> str:
     """The unfolded prefix key at `depth` segments (`k.prefix_ends` indexes the folded one,
     whose offsets differ where folding changes a length, e.g. "ß" to "ss")."""
     if depth == 0:
@@ -365,4 +444,4 @@ def _prefix(k: MatchKeys, depth: int) -> str:
     return k.host + "/".join(segments[: depth + 1])
 
 
-EMPTY_SNAPSHOT = Snapshot.compile((), version=0, now=0.0)
+EMPTY_SNAPSHOT: DictSnapshot = Snapshot.compile((), version=0, now=0.0)

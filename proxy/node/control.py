@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -38,6 +38,7 @@ class BlocklistLoad(Message, tag="blocklist.load"):
     path: str
     version: int
     pause_s: float = 0.0
+    format: Literal["msgpack", "mapped"] = "msgpack"
 
 
 class BlocklistDelta(Message, tag="blocklist.delta"):

@@ -470,10 +470,11 @@ class Supervisor:
                 sock.close()
         if self.cfg.cache.node_tier_bytes > 0 and all(p.returncode is not None for p in procs):
             close_clean(tier_path(self.cfg), self.cfg.cache.node_tier_bytes)
-        try:
-            self.blocklist.full_path.unlink(missing_ok=True)
-        except OSError:
-            pass
+        for path in self.blocklist.compiled_files():
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

@@ -25,8 +25,10 @@ from typing import Any
 import msgspec
 
 from proxy.blocklist.compiled import load_compiled
+from proxy.blocklist.mapped import load_mapped
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
+from proxy.blocklist.table import TableError
 from proxy.config import Config
 from proxy.front.tls import Certificates, TlsTerminator, share_ticket_keys
 from proxy.identity import set_title, worker_title
@@ -132,7 +134,22 @@ class Worker:
         raise ValueError(f"no handler for {type(msg).__name__}")  # unreachable: Request is closed
 
     async def blocklist_load(self, msg: BlocklistLoad) -> Applied:
-        """A full version, compiled by the supervisor; built aside in steps, then swapped."""
+        """A full version, compiled by the supervisor: mapped and checked (no rebuild), or
+        built aside in steps (msgpack); then swapped in. A file that fails its checks is
+        refused, counted and logged, and the current snapshot keeps enforcing."""
+        if msg.format == "mapped":
+            try:
+                snap: Snapshot = await load_mapped(Path(msg.path), msg.version, time.time())
+            except TableError as e:
+                self.stats.blocklist_load_failures += 1
+                log.error(
+                    "blocklist version %d refused, still enforcing version %d: %s",
+                    msg.version,
+                    self.pipeline.blocklist.version,
+                    e,
+                )
+                raise
+            return self._apply(snap)
         pause = msg.pause_s if self.server_started else 0.0
         snap = await load_compiled(Path(msg.path), msg.version, time.time(), pause_s=pause)
         return self._apply(snap)

@@ -1,0 +1,213 @@
+"""Blocklist at scale (issue 12): memory per worker, compile and load times, lookup cost,
+for the dict snapshot each worker builds (msgpack) and the mapped table every worker shares.
+
+    PYTHONPATH=. python -m benchmarks.blocklist_scale --sizes 10 1000000 10000000 --workers 2
+
+Each measurement runs in fresh processes: the parent compiles (as the supervisor does), then
+`--workers` child processes load what it wrote and report their memory from /proc (RssAnon is
+private to the process; RssFile is mapped file pages, shared through the page cache; Pss
+splits shared pages between their users) and their lookup cost. Lookups are timed on match
+keys computed beforehand (`check_keys`, what every implementation shares is left out): a mix
+of misses on the listed host (every probe runs), misses elsewhere, and hits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.blocklists import entries as make_entries
+
+
+def _memory() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name in ("status", "smaps_rollup"):
+        for line in Path(f"/proc/self/{name}").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "Pss") and rest.strip().endswith("kB"):
+                out[key] = int(rest.split()[0]) << 10
+    return out
+
+
+def _requests(n: int, count: int, seed: int = 7) -> list[tuple[str, str, str | None]]:
+    rng = random.Random(seed)
+    out: list[tuple[str, str, str | None]] = []
+    for _ in range(count):
+        i = rng.randrange(max(1, n))
+        roll = rng.random()
+        if roll < 0.45:  # the listed host, an unlisted path: every probe runs
+            out.append(("127.0.0.1", f"/assets/img/{i}/photo.jpg", f"w={i}" if i % 2 else None))
+        elif roll < 0.9:  # another site
+            out.append((f"www.site{i}.example", f"/a/b/{i}", None))
+        elif roll < 0.95:  # hits: a prefix, a url with its query
+            out.append(("127.0.0.1", f"/listed/tree/{i - i % 10 + 4}/x", None))
+        else:
+            j = i - i % 10
+            out.append(("127.0.0.1", f"/listed/url/{j}", f"v={j % 97}&z=1"))
+    return out
+
+
+def child(kind: str, path: str, n: int, version: int) -> dict[str, Any]:
+    """One worker: load, then measure memory and lookups."""
+    from proxy.blocklist.keys import match_keys
+
+    before = _memory()
+    started = time.perf_counter()
+    snap: Any
+    if kind == "mapped":
+        from proxy.blocklist.mapped import load_mapped
+
+        snap = asyncio.run(load_mapped(Path(path), version, time.time()))
+    else:
+        from proxy.blocklist.compiled import load_compiled
+
+        snap = asyncio.run(load_compiled(Path(path), version, time.time()))
+    load_s = time.perf_counter() - started
+    reqs = _requests(n, 20000)
+    keys = [match_keys(*r) for r in reqs]
+    hits = sum(snap.check_keys(k) is not None for k in keys)  # also warms the pages probed
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for k in keys:
+            snap.check_keys(k)
+        best = min(best, time.perf_counter() - t)
+    digests = [os.urandom(32) for _ in range(5000)]
+    t = time.perf_counter()
+    for d in digests:
+        snap.check_digest(d)
+    digest_us = (time.perf_counter() - t) / len(digests) * 1e6
+    after = _memory()
+    return {
+        "load_s": load_s,
+        "lookup_us": best / len(keys) * 1e6,
+        "digest_us": digest_us,
+        "hit_share": hits / len(keys),
+        "mem_before": before,
+        "mem_after": after,
+        "entries": len(snap),
+    }
+
+
+def _verified(n: int, workdir: Path) -> tuple[list[Any], float]:
+    """The entries of a signed version of `n` entries as the supervisor reads them (signature,
+    hash, every entry validated), and how long that took."""
+    from benchmarks.blocklists import blocklist_dir
+    from proxy.blocklist.format import load_newest
+
+    directory, public = blocklist_dir(workdir, n)
+    t = time.perf_counter()
+    found, errors = load_newest(
+        directory,
+        public.read_bytes(),
+        current_sequence=None,
+        max_bytes=sum(p.stat().st_size for p in directory.iterdir()),
+    )
+    assert found is not None, errors
+    return found[0], time.perf_counter() - t
+
+
+def measure(kind: str, n: int, workers: int, workdir: Path, signed: bool) -> dict[str, Any]:
+    from proxy.blocklist.compiled import write_compiled
+    from proxy.blocklist.table import write_table
+
+    verify_s = 0.0
+    if signed:
+        listed, verify_s = _verified(n, workdir)
+    else:
+        listed = make_entries(n)
+    path = workdir / (f"v{n}.map" if kind == "mapped" else f"v{n}.msgpack")
+    t = time.perf_counter()
+    if kind == "mapped":
+        write_table(path, listed, 1, time.time())
+    else:
+        write_compiled(path, listed)
+    compile_s = time.perf_counter() - t
+    del listed
+    supervisor = _memory()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.blocklist_scale",
+                "--child",
+                kind,
+                str(path),
+                str(n),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(workers)
+    ]
+    results = [json.loads(p.communicate()[0]) for p in procs]
+    file_bytes = path.stat().st_size
+    path.unlink()
+    return {
+        "kind": kind,
+        "entries": n,
+        "compile_s": compile_s,
+        "verify_s": verify_s,
+        "file_bytes": file_bytes,
+        "supervisor_rss": supervisor.get("VmRSS", 0),
+        "workers": results,
+    }
+
+
+def report(r: dict[str, Any]) -> str:
+    mib = 1 << 20
+    ws = r["workers"]
+    anon = [w["mem_after"]["RssAnon"] - w["mem_before"]["RssAnon"] for w in ws]
+    files = [w["mem_after"].get("RssFile", 0) for w in ws]
+    pss = [w["mem_after"].get("Pss", 0) for w in ws]
+    return (
+        f"{r['kind']:7} {r['entries']:>10,}  verify {r['verify_s']:6.1f} s  "
+        f"compile {r['compile_s']:7.1f} s  "
+        f"file {r['file_bytes'] / mib:8.1f} MiB  "
+        f"load/worker {max(w['load_s'] for w in ws):7.2f} s  "
+        f"private/worker +{max(anon) / mib:8.1f} MiB  file pages/worker {max(files) / mib:7.1f} MiB  "
+        f"Pss/worker {max(pss) / mib:8.1f} MiB  workers total RSS "
+        f"{sum(w['mem_after']['VmRSS'] for w in ws) / mib:8.1f} MiB  "
+        f"lookup {min(w['lookup_us'] for w in ws):5.2f} µs (hits {ws[0]['hit_share']:.0%})  "
+        f"digest {min(w['digest_us'] for w in ws):5.2f} µs"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1_000_000])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--kinds", nargs="+", default=["mapped", "msgpack"])
+    ap.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "N"))
+    ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
+    ap.add_argument(
+        "--signed",
+        action="store_true",
+        help="read a signed version first (cached under results/.blocklists), timing it",
+    )
+    args = ap.parse_args()
+    if args.child:
+        kind, path, n = args.child
+        print(json.dumps(child(kind, path, int(n), 1)))
+        return
+    with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
+        for n in args.sizes:
+            for kind in args.kinds:
+                r = measure(kind, n, args.workers, Path(tmp), args.signed)
+                print(report(r), flush=True)
+                if args.json:
+                    with args.json.open("a") as f:
+                        f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The compiled table file: bad files are refused, and the last good list keeps enforcing.
+
+Issue 12, "Bad input": a truncated or corrupt compiled file, a version whose compile fails
+(a full disk), a worker told to load a bad file."""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import proxy.blocklist.node as node_mod
+from proxy.blocklist.format import generate_keypair, version_filename, write_version
+from proxy.blocklist.mapped import MappedSnapshot
+from proxy.blocklist.model import Entry, EntryType
+from proxy.blocklist.node import NodeBlocklist
+from proxy.blocklist.table import HEADER_SIZE, MappedTable, TableError, write_table
+from proxy.config import BlocklistConfig, Config
+from proxy.node.control import BlocklistLoad
+from proxy.node.worker import Worker
+from tests.integration.conftest import config
+
+ENTRIES = [
+    Entry(id="u", type=EntryType.URL, value="http://a.example/x"),
+    Entry(id="h", type=EntryType.HOST, value="pirate.example", notice="N-7"),
+    Entry(id="d", type=EntryType.SHA256, value="cd" * 32),
+]
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "v1.map"
+    write_table(path, ENTRIES, 1, 0.0)
+    return path
+
+
+def _open_checked(path: Path) -> MappedTable:
+    table = MappedTable(path)
+    table.verify()
+    return table
+
+
+def test_a_good_file_opens_and_answers(good: Path) -> None:
+    snap = MappedSnapshot.open(_open_checked(good), 1, 0.0)
+    assert snap.check("cdn.pirate.example", "/", None) == ENTRIES[1]
+    assert snap.check_digest(bytes.fromhex("cd" * 32)) == ENTRIES[2]
+
+
+@pytest.mark.parametrize("keep", [0, 10, HEADER_SIZE - 1, HEADER_SIZE + 8, -1])
+def test_a_truncated_file_is_refused(good: Path, keep: int) -> None:
+    data = good.read_bytes()
+    good.write_bytes(data[: keep if keep >= 0 else len(data) - 1])
+    with pytest.raises(TableError, match="truncated"):
+        _open_checked(good)
+
+
+def test_a_flipped_byte_in_the_body_is_refused_by_the_checksum(good: Path) -> None:
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    good.write_bytes(bytes(data))
+    table = MappedTable(good)  # the header is intact
+    with pytest.raises(TableError, match="checksum mismatch"):
+        table.verify()
+
+
+def test_a_flipped_byte_in_the_header_is_refused(good: Path) -> None:
+    data = bytearray(good.read_bytes())
+    data[20] ^= 0x40  # inside the build time
+    good.write_bytes(bytes(data))
+    with pytest.raises(TableError, match="header checksum"):
+        MappedTable(good)
+
+
+def test_another_kind_of_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.map"
+    path.write_bytes(b"\x93\x01" * 300)
+    with pytest.raises(TableError, match="not a compiled blocklist"):
+        MappedTable(path)
+    with pytest.raises(TableError, match="No such file"):
+        MappedTable(tmp_path / "absent.map")
+
+
+async def test_a_worker_refuses_a_corrupt_file_and_keeps_enforcing(tmp_path: Path) -> None:
+    worker = Worker(config("http://127.0.0.1:9"), 0)
+    first = tmp_path / "v1.map"
+    write_table(first, ENTRIES, 1, time.time())
+    await worker.blocklist_load(BlocklistLoad(path=str(first), version=1, format="mapped"))
+    enforced = worker.pipeline.blocklist
+    bad = tmp_path / "v2.map"
+    write_table(bad, ENTRIES[:1], 2, time.time())
+    data = bytearray(bad.read_bytes())
+    data[-3] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(TableError):
+        await worker.blocklist_load(BlocklistLoad(path=str(bad), version=2, format="mapped"))
+    assert worker.pipeline.blocklist is enforced and enforced.version == 1
+    assert worker.pipeline.blocklist.check("pirate.example", "/", None) == ENTRIES[1]
+    assert worker.stats.blocklist_load_failures == 1
+
+
+async def test_a_version_whose_compile_fails_leaves_the_last_good_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk half way through the compile: nothing is distributed, the version number
+    does not move, the failure is counted and reported with its cause, and no partial file
+    is left for a worker to find."""
+    private, public = generate_keypair()
+    (tmp_path / "pub.pem").write_bytes(public)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    cfg = msgspec.structs.replace(
+        Config(),
+        blocklist=BlocklistConfig(dir=str(lists), public_key=str(tmp_path / "pub.pem")),
+    )
+    sent: list[str] = []
+
+    async def broadcast(op: str, _args: dict[str, Any]) -> list[dict[str, Any]]:
+        sent.append(op)
+        return []
+
+    node = NodeBlocklist(cfg, tmp_path / "state", broadcast)
+    write_version(lists / version_filename(1), 1, ENTRIES, private_key_pem=private)
+    node.load_initial()
+    version, path = node.version, node.compiled_path
+    assert path is not None and path.exists()
+    many = [Entry(id=f"n{i}", type=EntryType.HOST, value=f"h{i}.example") for i in range(2000)]
+    write_version(lists / version_filename(2), 2, many, private_key_pem=private)
+
+    def full_disk(*_a: Any, **_k: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(node_mod, "write_table", full_disk)
+    assert await node.reload_dir() is None
+    assert node.version == version and node.compiled_path == path and sent == []
+    assert node.reload_failures == 1 and "No space left" in node.last_errors[-1]
+    assert node.file_sequence == 1 and {e.id for e in node.entries()} == {"u", "h", "d"}
+    assert sorted(p.name for p in (tmp_path / "state").glob("*.map")) == [path.name]
+    monkeypatch.undo()
+    assert await node.reload_dir() is not None  # the cause gone, the same file applies
+    assert node.version == version + 1 and sent == ["blocklist.load"]
+
+
+async def test_an_overlay_past_its_share_is_folded_into_a_new_base(tmp_path: Path) -> None:
+    """Pushes go to workers as deltas; once they pass `overlay_max_fraction` of the base (and
+    1000), the refreshed compiled file is swapped into every worker: the version and its
+    applied_at proof stay as they were."""
+    cfg = msgspec.structs.replace(
+        Config(), blocklist=BlocklistConfig(compile_quiet_s=0.0, overlay_max_fraction=0.5)
+    )
+    sent: list[tuple[str, int]] = []
+
+    async def broadcast(op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        sent.append((op, args["version"]))
+        return [{"applied_at": 1.0}]
+
+    node = NodeBlocklist(cfg, tmp_path / "state", broadcast)
+    node.load_initial()
+    small = [{"id": f"s{i}", "type": "host", "value": f"s{i}.example"} for i in range(10)]
+    await node.push(small)
+    assert node._refresh is not None
+    await node._refresh
+    assert [op for op, _ in sent] == ["blocklist.delta"] and node.folds == 0
+    big = [{"id": f"b{i}", "type": "host", "value": f"b{i}.example"} for i in range(1001)]
+    result = await node.push(big)
+    await node._refresh
+    assert sent[-1] == ("blocklist.load", result["version"]) and node.folds == 1
+    assert node.version == result["version"] and node.overlay_changes == 0
+    assert node.applied_at == result["applied_at"] and node.history[0]["source"] == "push"
+    loaded = MappedSnapshot.open(_open_checked(Path(node.load_args()["path"])), node.version, 0)
+    assert len(loaded) == 1011 and loaded.overlay_size == 0
