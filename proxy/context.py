@@ -158,6 +158,7 @@ class FetchOutcome:
     stale_candidate: Entry | None = None
     method: str = "GET"
     shared: bool = False  # `entry` came from the shared tier, not the origin
+    relay_head: bytes = b""  # this delivery's head, when it differs from `entry`'s (no-cache=)
     _claimed: bool = False
 
     def drop(self) -> None:

@@ -2,10 +2,9 @@
 
 This is the only place control flow between phases lives. Each phase returns a `Next`
 (proxy/context.py) and `_walk` runs the step it names, as Varnish's request state machine does.
-Everything up to and including lookup is synchronous, so a fresh hit is answered from
-`__call__` (no task, no coroutine); a request that needs the origin continues in `_walk`.
-In front of it all sits the memo of hot answers (proxy/phases/memo.py), which repeats
-decisions these phases made and never makes one of its own.
+Up to and including lookup all is synchronous: a fresh hit is answered from `__call__` (no
+task, no coroutine); a request that needs the origin continues in `_walk`. In front sits the
+memo of hot answers (proxy/phases/memo.py): it repeats these phases' decisions, makes none.
 """
 
 from __future__ import annotations
@@ -217,8 +216,8 @@ class Pipeline:
         return Next.DONE
 
     def _deliver(self, ctx: RequestCtx) -> Next:
-        assert ctx.entry is not None
-        deliver.from_entry(ctx, ctx.entry, self.clock(), ctx.cache_status)
+        assert ctx.entry is not None and ctx.outcome is not None  # DELIVER comes from route
+        deliver.from_entry(ctx, ctx.entry, self.clock(), ctx.cache_status, ctx.outcome.relay_head)
         return Next.DONE
 
     async def _stream(self, ctx: RequestCtx) -> Next:

@@ -7,6 +7,7 @@ only when a 304 updates them, so a hit is one join of stored bytes with a small 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proxy.blocklist.keys import MatchKeys
@@ -80,17 +81,7 @@ class Entry:
 
     def render_head(self, overhead_bytes: int, via: bytes) -> None:
         """Serialise the stored fields once; our `Via` member is appended to the origin's."""
-        parts = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)]
-        for name, value in self.headers:
-            if name.lower() == b"via":
-                value = value + b", " + via
-                via = b""
-            parts.append(name + b": " + value + b"\r\n")
-        if via:
-            parts.append(b"Via: " + via + b"\r\n")
-        if self.status not in (204, 304) and not 100 <= self.status < 200:
-            parts.append(b"Content-Length: %d\r\n" % len(self.body))
-        self.head = b"".join(parts)
+        self.head = render_head(self.status, self.reason, self.headers, len(self.body), via)
         self.size = len(self.head) + len(self.body) + overhead_bytes
 
     def header(self, name: bytes) -> bytes | None:
@@ -98,3 +89,25 @@ class Entry:
             if n.lower() == name:
                 return v
         return None
+
+
+def render_head(
+    status: int,
+    reason: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    body_bytes: int,
+    via: bytes,
+) -> bytes:
+    """A response head as stored and delivered: status line, fields with our `Via` member
+    appended to the origin's, Content-Length (up to the per-delivery part)."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for name, value in headers:
+        if name.lower() == b"via":
+            value = value + b", " + via
+            via = b""
+        parts.append(name + b": " + value + b"\r\n")
+    if via:
+        parts.append(b"Via: " + via + b"\r\n")
+    if status not in (204, 304) and not 100 <= status < 200:
+        parts.append(b"Content-Length: %d\r\n" % body_bytes)
+    return b"".join(parts)

@@ -207,7 +207,9 @@ def hit(
     return 0 if request.method == "HEAD" else len(entry.body)
 
 
-def from_entry(ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes) -> None:
+def from_entry(
+    ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes, head: bytes = b""
+) -> None:
     """Answer from a stored entry: 200, 304, 412, 206 or 416, HEAD without a body."""
     age = int(entry.age(now))
     special = ctx.fields.special
@@ -240,10 +242,11 @@ def from_entry(ctx: RequestCtx, entry: Entry, now: float, cache_status: bytes) -
                     return _partial(ctx, entry, one, age, cache_status)
     conn, close = connection_part(ctx)
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn)
+    head = head or entry.head  # `head`: this delivery's own (upstream_response.relay_head)
     if ctx.method == "HEAD":
-        ctx.responder.send_bytes(entry.head + tail, close=close)
+        ctx.responder.send_bytes(head + tail, close=close)
     else:
-        ctx.responder.send_bytes(entry.head + tail + entry.body, close=close)
+        ctx.responder.send_bytes(head + tail + entry.body, close=close)
         ctx.bytes_sent = len(entry.body)
     ctx.status = status
     ctx.cache_status = cache_status

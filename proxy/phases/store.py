@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from proxy.blocklist.keys import match_keys
-from proxy.cache.entry import PER_DELIVERY, Entry
+from proxy.cache.entry import PER_DELIVERY, Entry, render_head
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, RequestCtx
@@ -130,6 +130,20 @@ class StorePhase:
         entry.cc = cc
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
         return entry
+
+    def relay_head(
+        self, entry: Entry, hdrs: list[tuple[bytes, bytes]], parsed: ParsedResponse
+    ) -> bytes:
+        """The head of the response relayed fresh from the origin, when it differs from the
+        stored one: fields named by `no-cache="…"` are stored but sent only after a successful
+        revalidation (RFC 9111 §5.2.2.4), so this response, fresh from the origin, carries
+        them. Fields named by `private="…"` are not stored, but this client may have them."""
+        if not parsed.cc.no_cache_fields and not parsed.cc.private_fields:
+            return b""
+        relayed = [(n, v) for n, v in hdrs if n.lower() not in PER_DELIVERY]
+        if parsed.date is None:
+            relayed.append((b"Date", format_http_date(entry.response_time).encode()))
+        return render_head(entry.status, entry.reason, relayed, len(entry.body), self.via)
 
     def adopt_shared(self, ctx: RequestCtx, entry: Entry) -> Entry:
         """Finish an entry loaded from the shared tier as this node would have stored it:

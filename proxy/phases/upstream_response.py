@@ -187,6 +187,7 @@ class UpstreamResponsePhase:
             stored=stored,
             fwd_status=up.status,
             not_stored=None if stored else NoStoreReason.TOO_LARGE,
+            relay_head=self.relay_head(new, hdrs, parsed),
         )
 
     def _no_store_reason(

@@ -223,3 +223,34 @@ async def test_qualified_no_cache_and_private_omit_fields_rfc9111_s5_2_2_4(
     r2 = await get(edge.url + "/q")
     assert "hit" in r2.cache_status and r2.headers["d"] == "4"
     assert "a" not in r2.headers and "b" not in r2.headers and "c" not in r2.headers
+
+
+async def test_no_cache_fields_go_out_fresh_but_not_on_reuse_issue_16(
+    origin_server, make_edge
+) -> None:
+    """RFC 9111 §5.2.2.4: a field named by no-cache="…" is not sent on reuse without
+    revalidation, but the response relayed fresh from the origin carries it; one named by
+    private="…" is never stored, but this response's client may have it."""
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    origin.on(
+        "/f",
+        Canned(
+            headers=[
+                ("Cache-Control", 'max-age=600, no-cache="X-Secret", private="X-Mine"'),
+                ("X-Secret", "s"),
+                ("X-Mine", "m"),
+                ("X-Kept", "k"),
+            ],
+            body=b"f",
+        ),
+    )
+    r = await get(edge.url + "/f")
+    assert "stored" in r.cache_status
+    assert (r.headers.get("X-Secret"), r.headers.get("X-Mine"), r.headers["X-Kept"]) == (
+        "s",
+        "m",
+        "k",
+    )
+    r = await get(edge.url + "/f")
+    assert "hit" in r.cache_status and r.headers["X-Kept"] == "k"
+    assert "X-Secret" not in r.headers and "X-Mine" not in r.headers
