@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 import msgspec
 from yarl import URL
 
+from proxy.front.tls import CertSpec
+
 
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The front's limits and deadlines (per connection / request)."""
@@ -432,12 +434,25 @@ def _check_tls(cfg: Config, fail: _Fail) -> None:
             "$.listen_tls",
         )
     from proxy.front.tls import CertificateError, Certificates
-    from proxy.sites import certificate_specs
 
     try:
         Certificates.compile(certificate_specs(cfg))
     except CertificateError as e:
         raise fail(str(e), e.field or "$.tls.cert_file") from e
+
+
+def certificate_specs(cfg: Config) -> list[CertSpec]:
+    """What the TLS listener serves: each site's own certificate for its host names, then the
+    default one (`[tls] cert_file`) for every other name and for handshakes without SNI."""
+    specs = []
+    if cfg.tls.cert_file:  # first: it is the default even if a site lists host "*"
+        specs.append(CertSpec(("*",), cfg.tls.cert_file, cfg.tls.key_file, "$.tls.cert_file"))
+    specs += [
+        CertSpec(tuple(s.hosts), s.tls_cert_file, s.tls_key_file, f"$.sites[{i}].tls_cert_file")
+        for i, s in enumerate(cfg.sites)
+        if s.tls_cert_file
+    ]
+    return specs
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from yarl import URL
 
 from proxy.config import Config
-from proxy.front.tls import CertSpec
 from proxy.rfc.hsts import sts_field
 
 
@@ -95,17 +94,3 @@ def _host_of(raw: bytes) -> str:
     else:
         text = text.partition(":")[0]
     return text.rstrip(".")
-
-
-def certificate_specs(cfg: Config) -> list[CertSpec]:
-    """What the TLS listener serves: each site's own certificate for its host names, then the
-    default one (`[tls] cert_file`) for every other name and for handshakes without SNI."""
-    specs = []
-    if cfg.tls.cert_file:  # first: it is the default even if a site lists host "*"
-        specs.append(CertSpec(("*",), cfg.tls.cert_file, cfg.tls.key_file, "$.tls.cert_file"))
-    specs += [
-        CertSpec(tuple(s.hosts), s.tls_cert_file, s.tls_key_file, f"$.sites[{i}].tls_cert_file")
-        for i, s in enumerate(cfg.sites)
-        if s.tls_cert_file
-    ]
-    return specs

@@ -40,8 +40,10 @@ import os
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import xxhash
@@ -120,6 +122,32 @@ class TableInfo(msgspec.Struct, frozen=True):
 Progress = Callable[[int], None]
 
 
+@dataclass
+class _Collected:
+    """What one pass over the entries gathers: their rows, one record per key and the keys'
+    hashes, per-type counts, expiries, the deepest prefix."""
+
+    rows: bytearray = field(default_factory=bytearray)
+    row_offsets: array[int] = field(default_factory=lambda: array("Q"))
+    records: bytearray = field(default_factory=bytearray)  # one per key, in list order
+    hashes: array[int] = field(default_factory=lambda: array("Q"))
+    record_at: array[int] = field(default_factory=lambda: array("Q"))
+    counts: dict[EntryType, int] = field(default_factory=lambda: dict.fromkeys(TYPE_ORDER, 0))
+    expiring: list[tuple[float, int]] = field(default_factory=list)
+    prefix_depth: int = 0
+
+    def note(self, kind: Kind, kb: bytes, index: int) -> None:
+        self.hashes.append(hash_key(kb, kind))
+        self.record_at.append(len(self.records))
+        self.records.extend(_RECORD.pack(kind, len(kb), 1))
+        self.records.extend(kb)
+        self.records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
+        self.records.extend(_ONE.pack(index))
+
+
+_ONE = struct.Struct("<I")
+
+
 def write_table(
     path: Path,
     entries: Iterable[Entry],
@@ -131,54 +159,46 @@ def write_table(
     """Compile `entries` (raises `InvalidEntry` on a bad entry or a repeated id; entries
     expired at `now` are left out) into `path`, atomically: a temporary file in the same
     directory, fsynced, then renamed. `progress(n)` is called every 65536 entries."""
-    import numpy as np  # the supervisor's only: workers never import numpy
+    got = _collect(entries, now, progress)
+    fps_arr, recs_arr = _sort_and_merge(got)
+    return _lay_out_and_write(path, got, fps_arr, recs_arr, version, now)
 
-    rows = bytearray()
-    row_offsets = array("Q")
-    records = bytearray()  # one record per key, in list order; merged below where keys repeat
-    hashes = array("Q")
-    record_at = array("Q")
-    counts = dict.fromkeys(TYPE_ORDER, 0)
-    expiring: list[tuple[float, int]] = []
-    prefix_depth = 0
+
+def _collect(entries: Iterable[Entry], now: float, progress: Progress | None) -> _Collected:
+    got = _Collected()
     encoder = msgspec.msgpack.Encoder()
-    one = struct.Struct("<I")
-
-    def note(kind: Kind, kb: bytes, index: int) -> None:
-        hashes.append(hash_key(kb, kind))
-        record_at.append(len(records))
-        records.extend(_RECORD.pack(kind, len(kb), 1))
-        records.extend(kb)
-        records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
-        records.extend(one.pack(index))
-
     for entry in entries:
         etype, key, query = compile_entry(entry)
         if entry.expires_at is not None and entry.expires_at <= now:
             continue
-        index = len(row_offsets)
-        row_offsets.append(len(rows))
-        rows.extend(encoder.encode(Row(entry, query)))
-        counts[etype] += 1
+        index = len(got.row_offsets)
+        got.row_offsets.append(len(got.rows))
+        got.rows.extend(encoder.encode(Row(entry, query)))
+        got.counts[etype] += 1
         if entry.expires_at is not None:
-            expiring.append((entry.expires_at, index))
+            got.expiring.append((entry.expires_at, index))
         kind = Kind.URLQ if query is not None else KIND_OF[etype]
         if etype is EntryType.PREFIX and isinstance(key, str) and not key.endswith("/"):
-            prefix_depth = max(prefix_depth, key.count("/"))
-        note(kind, key_bytes(key), index)
-        note(Kind.ID, key_bytes(entry.id), index)
+            got.prefix_depth = max(got.prefix_depth, key.count("/"))
+        got.note(kind, key_bytes(key), index)
+        got.note(Kind.ID, key_bytes(entry.id), index)
         if progress is not None and index % 65536 == 65535:
             progress(index + 1)
-    n_entries = len(row_offsets)
-    row_offsets.append(len(rows))
+    got.row_offsets.append(len(got.rows))
+    return got
 
-    # Sort the keys by hash (numpy: seconds for tens of millions). Runs of one hash are
-    # either one key listed by several entries (merged into one record, entries in list
-    # order) or, rarely, distinct keys that collide (kept apart, both under that hash).
-    hs = np.frombuffer(hashes, dtype=np.uint64)
+
+def _sort_and_merge(got: _Collected) -> tuple[Any, Any]:
+    """Sort the keys by hash (numpy: seconds for tens of millions). Runs of one hash are
+    either one key listed by several entries (merged into one record, entries in list
+    order) or, rarely, distinct keys that collide (kept apart, both under that hash)."""
+    import numpy as np  # the supervisor's only: workers never import numpy
+
+    records = got.records
+    hs = np.frombuffer(got.hashes, dtype=np.uint64)
     order = np.argsort(hs, kind="stable")
     fps_arr = hs[order]
-    recs_arr = np.frombuffer(record_at, dtype=np.uint64)[order]
+    recs_arr = np.frombuffer(got.record_at, dtype=np.uint64)[order]
     keep = np.ones(len(fps_arr), dtype=bool)
     same = np.flatnonzero(fps_arr[1:] == fps_arr[:-1])
     run_end = -1
@@ -207,14 +227,21 @@ def write_table(
             records.extend(kb)
             records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
             records.extend(struct.pack(f"<{len(owned)}I", *owned))
-    fps_arr, recs_arr = fps_arr[keep], recs_arr[keep]
+    return fps_arr[keep], recs_arr[keep]
+
+
+def _lay_out_and_write(
+    path: Path, got: _Collected, fps_arr: Any, recs_arr: Any, version: int, now: float
+) -> TableInfo:
+    """Section offsets follow from the lengths, so every blob is built once, already final."""
+    import numpy as np
+
+    records, rows, expiring = got.records, got.rows, sorted(got.expiring)
+    n_entries = len(got.row_offsets) - 1
     n_keys = len(fps_arr)
     bits = max(0, (n_keys - 1).bit_length())
     buckets = fps_arr >> np.uint64(64 - bits) if bits else np.zeros(n_keys, dtype=np.uint64)
     directory = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64)).astype("<u4")
-
-    expiring.sort()
-    # Section offsets follow from the lengths, so every blob is built once, already final.
     dir_bytes = directory.tobytes()
     o_dir = HEADER_SIZE
     o_fps = o_dir + _align(len(dir_bytes))
@@ -226,7 +253,7 @@ def write_table(
     size = o_exp + _EXPIRING.size * len(expiring)
     offs = [o_dir, o_fps, o_recs, o_records, o_row_offs, o_rows, o_exp]
     recs_arr = recs_arr + np.uint64(o_records)
-    row_arr = np.frombuffer(row_offsets, dtype=np.uint64) + np.uint64(o_rows)
+    row_arr = np.frombuffer(got.row_offsets, dtype=np.uint64) + np.uint64(o_rows)
     sections: list[bytes | bytearray] = [
         dir_bytes,
         _pad(dir_bytes),
@@ -247,10 +274,10 @@ def write_table(
         version,
         now,
         n_entries,
-        *(counts[t] for t in TYPE_ORDER),
+        *(got.counts[t] for t in TYPE_ORDER),
         n_keys,
         len(expiring),
-        prefix_depth,
+        got.prefix_depth,
         bits,
         *offs,
         size,

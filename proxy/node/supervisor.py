@@ -38,7 +38,14 @@ import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
 from proxy.cache.node import close_clean, prepare, tier_path
-from proxy.config import Config, ConfigError, default_state_dir, load, parse_hostport
+from proxy.config import (
+    Config,
+    ConfigError,
+    certificate_specs,
+    default_state_dir,
+    load,
+    parse_hostport,
+)
 from proxy.front.tls import TICKET_KEY_BYTES, CertificateError, Certificates
 from proxy.identity import set_title
 from proxy.metrics import combine
@@ -64,7 +71,6 @@ from proxy.node.sdnotify import notify as sd_notify
 from proxy.node.sdnotify import reloading as sd_reloading
 from proxy.node.sdnotify import watchdog_interval_s
 from proxy.node.servicelog import configure as configure_log
-from proxy.sites import certificate_specs
 
 log = logging.getLogger("edgeproxy.node.supervisor")
 

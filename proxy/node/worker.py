@@ -29,7 +29,7 @@ from proxy.blocklist.mapped import load_mapped
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.blocklist.table import TableError
-from proxy.config import Config
+from proxy.config import Config, certificate_specs
 from proxy.front.tls import Certificates, TlsTerminator, share_ticket_keys
 from proxy.identity import set_title, worker_title
 from proxy.node.control import (
@@ -59,7 +59,6 @@ from proxy.node.control import (
     write_frame,
 )
 from proxy.node.servicelog import configure as configure_log
-from proxy.sites import certificate_specs
 from proxy.state import build_worker
 
 log = logging.getLogger("edgeproxy.node.worker")
