@@ -27,7 +27,7 @@ def _overlong(m: re.Match[bytes]) -> bytes:
 
 def laxest_decode(raw: str) -> str:
     """What the laxest common servers do together: percent-decoding until stable (IIS
-    decoded twice; here up to eight rounds), IIS `%uXXXX`, overlong UTF-8 read as its code
+    decoded twice; here up to eight rounds), IIS `%uHHHH`, overlong UTF-8 read as its code
     point (old IIS, Java), and whatever is still not UTF-8 (lone continuation bytes,
     surrogates, truncated sequences) dropped, as decoders that skip bad bytes do."""
     data = raw.encode("latin-1")

@@ -14,7 +14,7 @@ host   percent-decoded (repeatedly, bounded), NFC, ideographic full stops as dot
        and repeated dots removed, numeric IPv4 spellings (decimal, octal, hex, short forms) to
        dotted quad, IPv6 to its compressed form in brackets, IDN to punycode (UTS #46).
 path   percent-decoded repeatedly (at most `MAX_DECODE_ROUNDS` rounds, so `%252e` is `.`;
-       admit refuses what would still decode after that), IIS `%uXXXX` read too, then UTF-8
+       admit refuses what would still decode after that), IIS `%uHHHH` read too, then UTF-8
        read as laxly as any decoder reads it (overlong `%C0%AF` is `/`, CESU-8 surrogate pairs
        combine; admit refuses these in paths, entries and queries still meet them), NFKC
        (IIS's best fit reads fullwidth `／` as `/`), `\\` to `/`; a decoded `#` ends the path and a decoded `?` ends it too, the rest joining the
@@ -143,7 +143,7 @@ def _u_escape(m: re.Match[bytes]) -> bytes:
 
 
 def _decode(text: str) -> str:
-    """Percent-decode until stable, at most MAX_DECODE_ROUNDS rounds, reading IIS's `%uXXXX`
+    """Percent-decode until stable, at most MAX_DECODE_ROUNDS rounds, reading IIS's `%uHHHH`
     too, then UTF-8 as laxly as any decoder would (`_lax_utf8`)."""
     if "%" not in text:
         return text

@@ -35,7 +35,7 @@ control (``%25XX`` with XX one of them)         ``%2500``: only a double-decodin
                                                 them, and reads them as structure
 still decodable after 4 rounds          refuse  no origin may decode further than the keys did
 ``%00``, ``%01``-``%1F``, ``%7F``       refuse  NUL truncation, CR/LF in logs and redirects
-``%uXXXX`` (IIS), at any depth          refuse  not RFC 3986; only IIS and old JS read it
+``%uHHHH`` (IIS), at any depth          refuse  not RFC 3986; only IIS and old JS read it
 invalid UTF-8 at any depth: overlong    refuse  ``%C0%AF`` is ``/`` to lax decoders and an
 (``%C0%AF`` ``%E0%80%AF``), lone                error to strict ones; browsers encode paths as
 continuation (``%80``), surrogates              UTF-8 only (a site with Latin-1 escapes in
