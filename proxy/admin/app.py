@@ -357,6 +357,26 @@ class _Collector:
         total = _total(node, self.stats)
         if total is not None:
             yield from families([s.name for s in node.cfg.sites], total)
+        yield from self._worker_families()
+        yield from self._blocklist_families()
+        yield CounterMetricFamily(
+            "edgeproxy_worker_restarts", "Workers restarted after dying", value=node.restarts
+        )
+        yield CounterMetricFamily(
+            "edgeproxy_tls_reload_failures",
+            "Certificate reloads refused (a file that does not load; the served ones kept)",
+            value=node.tls_reload_failures,
+        )
+        yield GaugeMetricFamily("edgeproxy_workers", "Workers running", value=node.health().running)
+        yield from process_families(
+            [
+                (SUPERVISOR, os.getpid()),  # the admin listener runs in the supervisor
+                *((worker_label(s.worker), s.pid) for s in sorted(self.stats, key=_by_worker)),
+            ]
+        )
+
+    def _worker_families(self) -> Any:
+        """The workers' memory tiers, connections and enforced versions; the node tier."""
         cache_bytes = GaugeMetricFamily("edgeproxy_cache_bytes", "Bytes held by the memory tier")
         cache_objects = GaugeMetricFamily("edgeproxy_cache_objects", "Objects in the memory tier")
         cache_max = GaugeMetricFamily("edgeproxy_cache_max_bytes", "Memory tier capacity")
@@ -388,6 +408,10 @@ class _Collector:
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], max((getattr(s.cache, attr) for s in self.stats), default=0))
             yield g
+
+    def _blocklist_families(self) -> Any:
+        """The node's list: version, when applied, staleness, refusals, entries by type."""
+        node = self.node
         bl = node.blocklist
         yield GaugeMetricFamily(
             "edgeproxy_blocklist_version", "Node blocklist version", value=bl.version
@@ -413,21 +437,6 @@ class _Collector:
         for t, n in bl.counts().items():
             entries.add_metric([t], n)
         yield entries
-        yield CounterMetricFamily(
-            "edgeproxy_worker_restarts", "Workers restarted after dying", value=node.restarts
-        )
-        yield CounterMetricFamily(
-            "edgeproxy_tls_reload_failures",
-            "Certificate reloads refused (a file that does not load; the served ones kept)",
-            value=node.tls_reload_failures,
-        )
-        yield GaugeMetricFamily("edgeproxy_workers", "Workers running", value=node.health().running)
-        yield from process_families(
-            [
-                (SUPERVISOR, os.getpid()),  # the admin listener runs in the supervisor
-                *((worker_label(s.worker), s.pid) for s in sorted(self.stats, key=_by_worker)),
-            ]
-        )
 
 
 def _by_worker(s: StatsReply) -> int:

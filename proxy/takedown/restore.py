@@ -73,6 +73,31 @@ def counter_notice(
                 "missing_detail": checked.missing_detail(COUNTER_ELEMENTS),
             }
         )
+    window = _schedule_restore(conn, case_id, cnid, now, account, checked, cal, policy)
+    return Outcome(
+        {
+            "id": cnid,
+            "case": case_id,
+            "state": S.RESTORE_SCHEDULED.value,
+            "complete": True,
+            "missing": [],
+            "restore": window,
+        }
+    )
+
+
+def _schedule_restore(
+    conn: sqlite3.Connection,
+    case_id: int,
+    cnid: int | None,
+    now: float,
+    account: Account,
+    checked: Checked,
+    cal: BusinessCalendar,
+    policy: Restore,
+) -> dict[str, Any]:
+    """A complete counter-notice: the put-back window (10-14 business days, §512(g)(2)(C)),
+    the notice forwarded to the complainant (§512(g)(2)(B)), the strike tolled."""
     w = restore_window(cal, now, policy.not_before_business_days, policy.not_after_business_days)
     conn.execute(
         "UPDATE cases SET counter_notice_at = ?, restore_not_before = ?, restore_not_after = ?,"
@@ -105,16 +130,7 @@ def counter_notice(
         },
     )
     strikes.toll(conn, case_id, now, tolled=True)
-    return Outcome(
-        {
-            "id": cnid,
-            "case": case_id,
-            "state": S.RESTORE_SCHEDULED.value,
-            "complete": True,
-            "missing": [],
-            "restore": window,
-        }
-    )
+    return window
 
 
 def lawsuit(
