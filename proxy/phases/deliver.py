@@ -368,18 +368,14 @@ class StreamDelivery:
             await self._stream_from_disk(ctx, responder, up, outcome, fwd, body)
             return
         hasher = None if no_body else self._judge_before_delivery(status, outcome, body, complete)
-        headers, member = self._stream_head(outcome, status, fwd)
-        ctx.status = status
-        ctx.cache_status = member
         if complete and not no_body:
             # The whole (spooled) body is known: head and body in one write.
-            reason = up.reason or b"OK"
-            responder.start(status, reason, headers, content_length=len(body), first=body)
+            self._start(ctx, responder, up, outcome, fwd, len(body), first=body)
             ctx.bytes_sent = len(body)
             responder.end()
             return
         length = None if complete else up.content_length
-        responder.start(status, up.reason or b"OK", headers, content_length=length, no_body=no_body)
+        self._start(ctx, responder, up, outcome, fwd, length, no_body=no_body)
         if hasher is not None:  # a body, not whole: relayed as it arrives
             ctx.bytes_sent = await self._relay(ctx, responder, up, body, hasher)
         responder.end()
@@ -402,17 +398,10 @@ class StreamDelivery:
             if outcome.spooled is not None:
                 outcome.spooled.release()  # the memory part is on disk now
             result = hasher.result()
-            listed = self._listed(result)
-            if listed is not None:
-                outcome.blocked = listed
-                raise BodyBlocked(listed)
+            _refuse_listed(outcome, self._listed(result))
             if self._refused(result):
                 raise OriginError(OriginFailure.PROTOCOL, "body not checkable")
-            headers, member = self._stream_head(outcome, up.status, fwd)
-            ctx.status = up.status
-            ctx.cache_status = member
-            reason = up.reason or b"OK"
-            responder.start(up.status, reason, headers, content_length=disk.size)
+            self._start(ctx, responder, up, outcome, fwd, disk.size)
             ctx.bytes_sent = await disk.send(responder)
             responder.end()
         finally:
@@ -426,9 +415,7 @@ class StreamDelivery:
         streams: the returned hasher has seen what was spooled."""
         if complete:
             _digest, listed = self.judge_body(status, outcome.headers, body)
-            if listed is not None:
-                outcome.blocked = listed
-                raise BodyBlocked(listed)
+            _refuse_listed(outcome, listed)
             return None
         if self.cfg.blocklist.oversize_policy == "refuse":
             raise OriginError(
@@ -437,6 +424,27 @@ class StreamDelivery:
         hasher = IdentityHasher(body_codings(status, outcome.headers), self.decode_limits)
         hasher.update(body)
         return hasher
+
+    def _start(
+        self,
+        ctx: RequestCtx,
+        responder: Responder,
+        up: UpstreamResponse,
+        outcome: FetchOutcome,
+        fwd: bytes,
+        length: int | None,
+        *,
+        first: bytes = b"",
+        no_body: bool = False,
+    ) -> None:
+        """The relayed head (with `first`, body bytes in the same write), noted for the log."""
+        headers, member = self._stream_head(outcome, up.status, fwd)
+        ctx.status = up.status
+        ctx.cache_status = member
+        reason = up.reason or b"OK"
+        responder.start(
+            up.status, reason, headers, content_length=length, first=first, no_body=no_body
+        )
 
     def _stream_head(
         self, outcome: FetchOutcome, status: int, fwd: bytes
@@ -493,3 +501,10 @@ class StreamDelivery:
         if self._listed(hasher.result()) is not None:
             ctx.no_store = NoStoreReason.BLOCKED
         return sent
+
+
+def _refuse_listed(outcome: FetchOutcome, listed: BlockEntry | None) -> None:
+    """A body judged listed before its first byte went out: the walk answers 451."""
+    if listed is not None:
+        outcome.blocked = listed
+        raise BodyBlocked(listed)
