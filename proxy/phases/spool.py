@@ -120,12 +120,13 @@ class DiskSpool:
         hasher: IdentityHasher,
         max_bytes: int,
     ) -> None:
-        """`first` (the memory spool), then the rest of `up`'s body, hashed on the way.
-        Over `max_bytes`, or a body the hasher gives up on (undecodable, a bomb): raises."""
+        """`first` (the memory spool), then the rest of `up`'s body, hashed on the way; over
+        `max_bytes` it raises. Whether the hasher's failures (undecodable, a bomb) refuse the
+        body is the caller's decision, on the result."""
         self._take(first, hasher, max_bytes)
         async for chunk in up.chunks():
-            if hasher.failure is not None:
-                return  # the caller refuses it on the result
+            # Read to the end even once the hasher has failed: under unknown_coding_policy
+            # "raw-only" such a body is still delivered, and it must go out whole.
             self._take(chunk, hasher, max_bytes)
         self.file.seek(0)
 

@@ -444,3 +444,26 @@ async def test_bodies_that_cannot_be_held_to_be_judged_are_refused_issue_10(
     origin.on("/big", Canned(headers=[("Cache-Control", "no-store")], body=LARGE))
     r = await get(edge.url + "/big")
     assert r.status == status and LARGE[:256] not in r.body
+
+
+async def test_a_large_body_in_an_unknown_coding_goes_out_whole_under_raw_only(
+    origin_server, make_edge
+) -> None:
+    """unknown_coding_policy = "raw-only": a body in a coding the edge cannot remove, too large
+    for the memory spool, is judged by its raw digest on disk and then sent whole."""
+    origin, edge = await scripted_edge(
+        origin_server,
+        make_edge,
+        blocklist__hash_spool_max_bytes=64 << 10,
+        blocklist__unknown_coding_policy="raw-only",
+    )
+    origin.on(
+        "/odd",
+        Canned(headers=[("Cache-Control", "no-store"), ("Content-Encoding", "x-odd")], body=LARGE),
+    )
+    r = await get(edge.url + "/odd")
+    assert r.status == 200 and r.body == LARGE
+    assert r.headers["Content-Length"] == str(len(LARGE))
+    edge.block(BlockEntry(id="raw", type=EntryType.SHA256, value=LARGE_DIGEST))
+    r = await get(edge.url + "/odd")  # the raw bytes are what is listed: judged on disk
+    assert r.status == 451 and LARGE[:256] not in r.body
