@@ -360,9 +360,7 @@ class StreamDelivery:
             prefix = before.body if before is not None else b""
             limit = self.cfg.blocklist.hash_spool_max_bytes
             outcome.spooled = spooled = await spool(up, limit, self.budget, prefix)
-            if before is not None:
-                spooled.held += before.held  # one release gives back both
-                before.held = 0
+            spooled.take_over(before)
             body, complete = spooled.body, spooled.complete
         if not complete and self.cfg.blocklist.oversize_policy == "spool-disk":
             await self._stream_from_disk(ctx, responder, up, outcome, fwd, body)

@@ -56,6 +56,13 @@ class Spooled:
     held: int = 0
     _budget: BodyBudget | None = field(default=None, repr=False)
 
+    def take_over(self, earlier: Spooled | None) -> None:
+        """Hold what an earlier spool of the same body held (its bytes are this one's prefix),
+        so one release gives back both."""
+        if earlier is not None:
+            self.held += earlier.held
+            earlier.held = 0
+
     def release(self) -> None:
         """Give the bytes back (idempotent): the answer went out, or the entry holds them."""
         if self._budget is not None and self.held:
