@@ -490,7 +490,9 @@ def _split_port(authority: str) -> str:
 def _checked_host(host: str) -> str:
     if not host.strip():
         raise ValueError("no host")
-    chost = _canonical_host(host)
+    # Memoised: a list names few hosts many times (a site's thousands of URLs), and reading a
+    # version then compiling it canonicalises every entry's host twice.
+    chost = canonical_host(host)
     if not chost or len(chost) > 253 or not _VALID_HOST.fullmatch(chost):
         raise ValueError(f"{host!r} is not a valid host name")
     return chost
