@@ -53,7 +53,8 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     heuristic_fraction: float = 0.1  # RFC 9111 §4.2.2: of (Date - Last-Modified)
     heuristic_max_s: float = 86400.0
     hit_for_miss_s: float = 10.0  # remember "uncacheable" so followers don't queue
-    coalesce_wait_s: float = 15.0  # how long a follower waits for its leader
+    # How long a follower waits for its leader (in its worker, or with a node tier, another).
+    coalesce_wait_s: float = 15.0
     store_set_cookie: bool = False  # a shared cache handing one user's cookie to others is a leak
     # A response to a request with Cookie, without explicit freshness or `public`, is likely
     # personalised: not stored on heuristic freshness alone unless this is set.
@@ -76,6 +77,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # shares, behind each worker's memory tier. 0 bytes: none. Path "": <state_dir>/node-cache.
     node_tier_bytes: int = 0
     node_tier_path: str = ""
+    # A worker waiting for another worker's fetch of the same key re-reads the node tier with
+    # a backoff from 1 ms up to this (proxy/cache/node.py, "Coalescing across workers").
+    node_lease_poll_max_s: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.02
 
 
 class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -92,6 +92,21 @@ NODE_TIER_FAMILIES = [
         "their proof (URL, Vary values, body digest)",
     ),
     ("edgeproxy_node_tier_errors", "node_errors", "Node-tier writes or purges that failed"),
+    (
+        "edgeproxy_node_tier_lease_waits",
+        "node_lease_waits",
+        "Misses that waited for another worker's fetch of the same key (coalescing)",
+    ),
+    (
+        "edgeproxy_node_tier_coalesced",
+        "node_coalesced",
+        "Misses answered from the node tier by another worker's fetch, without an origin request",
+    ),
+    (
+        "edgeproxy_node_tier_lease_timeouts",
+        "node_lease_timeouts",
+        "Waits for another worker's fetch that passed cache.coalesce_wait_s (then fetched)",
+    ),
 ]
 
 
@@ -144,6 +159,9 @@ class WorkerStats:
         self.node_purged = 0
         self.node_rejected = 0  # torn, corrupt or foreign records dropped, never served
         self.node_errors = 0  # writes that failed (map full, I/O)
+        self.node_lease_waits = 0  # misses that waited on another worker's fetch
+        self.node_coalesced = 0  # ... and got the entry it stored
+        self.node_lease_timeouts = 0  # ... and gave up waiting
 
     def observe(self, site: int, method: int, result: int, nbytes: int, seconds: float) -> None:
         self.requests[site][method][result] += 1

@@ -101,7 +101,13 @@ def open_node_tier(cfg: Config, stats: WorkerStats) -> NodeTier | None:
     path = tier_path(cfg)
     try:
         return NodeTier(
-            path, cfg.cache.node_tier_bytes, cfg.cache.max_object_bytes, stats, clock=time.time
+            path,
+            cfg.cache.node_tier_bytes,
+            cfg.cache.max_object_bytes,
+            stats,
+            clock=time.time,
+            lease_s=cfg.cache.coalesce_wait_s,
+            uncacheable_s=cfg.cache.hit_for_miss_s,
         )
     except (NodeTierError, OSError) as e:
         log.error("node tier %s not used: %s", path, e)

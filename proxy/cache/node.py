@@ -39,6 +39,7 @@ Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary field
     host    H(host) + ikey -> ""        (purge by host or prefix)
     digest  sha256 + ikey -> ""         (purge by body digest, blocklist digests)
     urlkey  H(url key) + ikey -> ""     (blocklist url entries)
+    lease   H(primary) -> pid, until    (one worker fetches a key; see "Coalescing")
     meta    format, bytes, boot, clean
 
 A record proves itself before it is served, with the shared tier's own check
@@ -46,6 +47,22 @@ A record proves itself before it is served, with the shared tier's own check
 magic and checksum (xxh3-128 of the whole record, which also covers the header fields the
 digest does not: 0.12 us at 4 KiB and 1.1 us at 64 KiB, where crc32 took 1.1 and 15.5 us). A
 record that fails is deleted and counted (`node_rejected`), never served.
+
+Coalescing across workers: a worker about to fetch a key that neither its memory nor the node
+tier holds first takes the key's *lease* (`lease`: one write transaction, a few tens of
+microseconds, on a cold miss that costs an origin round trip anyway). If another live worker
+holds it, this one waits (`Fetcher`, proxy/phases/fetch.py): it re-reads the tier with a
+backoff from 1 ms up to `cache.node_lease_poll_max_s` until the entry is there (a node-tier
+hit), the lease is gone without one (the answer was not storable: it fetches), or
+`cache.coalesce_wait_s` passes (it fetches, counted). Another process's commit raises no event
+this process could wait on, hence the polling, as Traffic Server's read-while-writer retries.
+The release is written in the same transaction as the leader's store (`flush`), so a waiter
+never sees the lease gone before the entry is there. After an answer that cannot be stored the
+release leaves a mark instead (for `cache.hit_for_miss_s`): misses for that key on every
+worker then go to the origin in parallel, as hit-for-miss does inside one worker. A lease whose holder died (SIGKILL) or
+expired is taken over; `prepare` drops every lease at node start. When a leader cannot
+store what it fetched in the same loop turn (a body spooled to disk, larger than the tier's
+object bound), the waiter fetches too: that is the one case of two origin requests.
 
 Eviction keeps popular objects: an approximate LRU over access ticks. Each hit from this tier
 (a memory miss) and every 8th hot hit in memory (the memo's touch) queues a touch; touches and
@@ -60,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import shutil
 import struct
 import time
@@ -82,7 +100,8 @@ log = logging.getLogger("edgeproxy.node_tier")
 FORMAT = b"2"  # bump whenever the layout, `Info` or `Record` changes
 MAGIC = b"EPN2"
 INDEX_OVERHEAD_BYTES = 256  # info, order and index records of one item, roughly
-DBS = (b"items", b"info", b"order", b"vary", b"host", b"digest", b"urlkey", b"meta")
+DBS = (b"items", b"info", b"order", b"vary", b"host", b"digest", b"urlkey", b"lease", b"meta")
+_LEASE = struct.Struct("<qd")  # the fetching worker's pid, held until (epoch seconds)
 _U64 = struct.Struct(">Q")
 _HDR = struct.Struct(">4s16s")  # magic, xxh3-128 of the msgpack record
 
@@ -253,6 +272,7 @@ def _check(path: Path, max_bytes: int) -> str | None:
                 return "left open when the machine went down (unsynced writes may be torn)"
             txn.put(b"boot", boot_id(), db=meta)
             txn.put(b"clean", b"0", db=meta)
+            txn.drop(env.open_db(b"lease", txn=txn), delete=False)  # no worker fetches yet
         env.sync(True)
         return None
     except lmdb.Error as e:
@@ -290,6 +310,8 @@ class NodeTier:
         stats: WorkerStats,
         *,
         clock: Callable[[], float] = time.time,
+        lease_s: float = 15.0,
+        uncacheable_s: float = 10.0,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -312,6 +334,11 @@ class NodeTier:
             raise NodeTierError(f"node tier {path}: format {fmt!r}, expected {FORMAT!r}")
         self._puts: dict[bytes, Entry] = {}
         self._touches: set[bytes] = set()
+        self._releases: set[bytes] = set()
+        self._uncacheable: set[bytes] = set()
+        self.pid = os.getpid()
+        self.lease_s = lease_s
+        self.uncacheable_s = uncacheable_s
         self._scheduled = False
         self._closed = False
 
@@ -402,10 +429,11 @@ class NodeTier:
     def flush(self) -> None:
         """Write the queued stores and touches in one transaction, then evict to the bound."""
         self._scheduled = False
-        if self._closed or not (self._puts or self._touches):
+        if self._closed or not (self._puts or self._touches or self._releases):
             return
         puts, self._puts = self._puts, {}
         touches, self._touches = self._touches, set()
+        releases, self._releases = self._releases, set()
         try:
             with self._write() as txn:
                 tick = int(self.clock() * 1e6)
@@ -415,14 +443,96 @@ class NodeTier:
                 for ikey in touches:
                     self._retick(txn, ikey, tick)
                 self._evict(txn)
+                for hp in releases:  # after the stores: a waiter finds the entry first
+                    self._release(txn, hp)
         except lmdb.MapFullError:
             self.stats.node_errors += 1
             log.warning("node tier %s: map full; %d stores dropped", self.path, len(puts))
+            self._release_alone(releases)
         except lmdb.Error as e:
             self.stats.node_errors += 1
             log.warning("node tier %s: write failed: %s", self.path, e)
+            self._release_alone(releases)
         else:
             self.stats.node_stores += len(puts)
+        self._uncacheable.clear()
+
+    def _release_alone(self, releases: set[bytes]) -> None:
+        """Leases must not outlive a failed batch: waiters would wait out coalesce_wait_s."""
+        if not releases:
+            return
+        try:
+            with self._write() as txn:
+                for hp in releases:
+                    self._release(txn, hp)
+        except lmdb.Error as e:
+            log.warning("node tier %s: leases not released: %s", self.path, e)
+
+    # -- the fetch lease (coalescing across workers) --------------------------------------------
+
+    def lease(self, primary: PrimaryKey) -> bool:
+        """Take the node-wide lease to fetch `primary`: True when this worker now holds it
+        (or the tier cannot say: then every worker fetches, as without a node tier), False
+        while another live worker holds it."""
+        if self._closed:
+            return True
+        hp = primary_hash(primary)
+        now = self.clock()
+        db = self._db["lease"]
+        try:
+            with self._write() as txn:
+                held = txn.get(hp, db=db)
+                if held is not None:
+                    if self._held_by_other(held, now):
+                        return False
+                    if self._marked_uncacheable(held, now):
+                        return True  # fetch in parallel, holding nothing
+                txn.put(hp, _LEASE.pack(self.pid, now + self.lease_s), db=db)
+        except lmdb.Error as e:
+            self.stats.node_errors += 1
+            log.warning("node tier %s: lease failed: %s", self.path, e)
+        return True
+
+    def leased_elsewhere(self, primary: PrimaryKey) -> bool:
+        """Whether another live worker still holds the lease on `primary`."""
+        if self._closed:
+            return False
+        hp = primary_hash(primary)
+        held = self._read(lambda txn: txn.get(hp, db=self._db["lease"]))
+        return held is not None and self._held_by_other(held, self.clock())
+
+    def release(self, primary: PrimaryKey, *, uncacheable: bool = False) -> None:
+        """Give the lease back, in the same transaction as this loop turn's stores. After an
+        `uncacheable` answer the lease becomes a mark (pid 0) for `uncacheable_s`: the other
+        workers' misses for the key then go to the origin in parallel, none waits (their own
+        hit-for-miss, across workers)."""
+        if self._closed:
+            return
+        hp = primary_hash(primary)
+        self._releases.add(hp)
+        if uncacheable:
+            self._uncacheable.add(hp)
+        else:
+            self._uncacheable.discard(hp)
+        self._schedule()
+
+    def _held_by_other(self, held: bytes, now: float) -> bool:
+        pid, until = _LEASE.unpack(held)
+        return 0 < pid != self.pid and until > now and _alive(pid)
+
+    @staticmethod
+    def _marked_uncacheable(held: bytes, now: float) -> bool:
+        pid, until = _LEASE.unpack(held)
+        return pid == 0 and until > now
+
+    def _release(self, txn: Any, hp: bytes) -> None:
+        held = txn.get(hp, db=self._db["lease"])
+        if held is None or _LEASE.unpack(held)[0] != self.pid:
+            return
+        if hp in self._uncacheable:
+            txn.put(hp, _LEASE.pack(0, self.clock() + self.uncacheable_s), db=self._db["lease"])
+        else:
+            txn.delete(hp, db=self._db["lease"])
 
     def _write(self) -> Any:
         try:
@@ -641,6 +751,17 @@ class NodeTier:
         self.flush()
         self._closed = True
         _close_env(self.path)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a lease of a worker killed mid-fetch is taken over)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _under(txn: Any, db: Any, prefix: bytes) -> Iterator[bytes]:

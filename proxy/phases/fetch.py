@@ -176,14 +176,66 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             if isinstance(found, FetchOutcome):
                 return found
             entry = found
-        outcome = await self.fetch_for_cache(ctx, entry, background=background)
+        node = self.cache.node
+        leased = False
+        if node is not None and entry is None and not ctx.hit_for_miss and not background:
+            waited = await self._lease_or_wait(ctx)
+            if isinstance(waited, FetchOutcome):
+                return waited
+            if isinstance(waited, Entry):
+                entry = waited
+            else:
+                leased = waited
+        uncacheable = False
+        try:
+            outcome = await self.fetch_for_cache(ctx, entry, background=background)
+            uncacheable = not outcome.stored and outcome.not_stored in RESPONSE_DRIVEN
+        finally:
+            if leased:
+                assert node is not None
+                node.release(ctx.primary, uncacheable=uncacheable)
         if entry is not None and outcome.stale_candidate is None:
             outcome.stale_candidate = entry  # a stored response existed (fwd=stale)
         if outcome.stored:
             self.coalescer.clear_uncacheable(key)
-        elif outcome.not_stored in RESPONSE_DRIVEN:
+        elif uncacheable:
             self.coalescer.mark_uncacheable(key)
         return outcome
+
+    async def _lease_or_wait(self, ctx: RequestCtx) -> bool | Entry | FetchOutcome:
+        """Coalescing across the node's workers ("Coalescing" in proxy/cache/node.py). True:
+        this worker holds the key's lease and fetches. Else another worker is fetching it:
+        wait, re-reading the node tier, for its entry (an outcome, or a stored response this
+        request must validate), or until it stored nothing and this worker takes the lease,
+        or for `cache.coalesce_wait_s` (False: fetch without the lease, counted)."""
+        node = self.cache.node
+        assert node is not None
+        primary = ctx.primary
+        if node.lease(primary):
+            return True
+        stats, cfg = self.stats, self.cfg.cache
+        stats.node_lease_waits += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.coalesce_wait_s
+        delay = 0.001
+        while True:
+            await asyncio.sleep(delay)  # another process's commit raises no event to wait on
+            gone = not node.leased_elsewhere(primary)
+            fields = self.cache.vary_fields(primary)
+            found = None
+            if fields is not None:
+                found = self.cache.get((primary, self.variant(fields, ctx.fields)))
+            if found is not None:
+                if decide(found, self.clock(), ctx.req_cc) is Reuse.VALIDATE:
+                    return found
+                stats.node_coalesced += 1
+                return FetchOutcome(entry=found, stored=True, fwd_status=found.status, shared=True)
+            if gone and node.lease(primary):
+                return True
+            if loop.time() >= deadline:
+                stats.node_lease_timeouts += 1
+                return False
+            delay = min(delay * 2, cfg.node_lease_poll_max_s)
 
     async def _from_behind(self, ctx: RequestCtx) -> FetchOutcome | Entry | None:
         """The tier behind memory: a usable entry as an outcome, a stale one as a validator."""

@@ -303,7 +303,7 @@ class UpstreamResponsePhase:
             ctx.key = (entry.primary, entry.variant)
             return Next.FETCH_ALONE
         ctx.result = Result.HIT if decision is Reuse.FRESH else Result.STALE
-        ctx.hit_detail = b"; detail=shared"
+        ctx.hit_detail = entry.tier_detail or b"; detail=shared"  # node: another worker's fetch
         return Next.HIT
 
     def _route_error(self, ctx: RequestCtx, outcome: FetchOutcome, now: float) -> Next:

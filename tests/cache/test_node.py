@@ -5,6 +5,7 @@ dropped and counted, and a broken or old-format tier moved aside at start."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -236,3 +237,98 @@ def test_two_writers_of_one_key_leave_one_whole_record(path: Path) -> None:
     got = a.get(ea.primary, (), ())
     assert got is not None and got.body == eb.body
     assert a.usage()[0] == 1 and a.stats.node_rejected == 0
+
+
+# -- the fetch lease: coalescing across workers ------------------------------------------------
+
+
+def _dead_pid() -> int:
+    p = multiprocessing.get_context("fork").Process(target=lambda: None)
+    p.start()
+    p.join()
+    assert p.pid is not None
+    return p.pid
+
+
+def _other_worker(path: Path, clock: Callable[[], float] | None = None) -> NodeTier:
+    """A second handle that looks like another live worker (the parent process's pid)."""
+    t = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=clock or (lambda: 1000.0))
+    t.pid = os.getppid()
+    return t
+
+
+async def test_one_worker_holds_a_key_lease_until_its_store_lands(path: Path) -> None:
+    """Inside a loop, stores and releases are queued for the end of the loop turn."""
+    now = [1000.0]
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], lease_s=15)
+    b = _other_worker(path, lambda: now[0])
+    primary = ("example.com", b"/l")
+    assert a.lease(primary)
+    assert not b.lease(primary) and b.leased_elsewhere(primary)
+    assert a.lease(primary)  # its own lease: taken again, never waits on itself
+    a.put(entry("/l", b"fetched once"))
+    a.release(primary)
+    assert b.leased_elsewhere(primary)  # queued: released with the store, not before
+    a.flush()
+    assert not b.leased_elsewhere(primary)
+    got = b.get(primary, (), ())
+    assert got is not None and got.body == b"fetched once"
+    assert b.lease(primary)  # free again: the next miss (after eviction, a purge) may lead
+
+
+def test_a_lease_of_a_dead_or_late_worker_is_taken_over(path: Path) -> None:
+    now = [1000.0]
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], lease_s=15)
+    b = _other_worker(path, lambda: now[0])
+    late, dead = ("example.com", b"/late"), ("example.com", b"/dead")
+    assert b.lease(late)
+    assert not a.lease(late)
+    now[0] += 16  # past lease_s: its holder is stuck or gone
+    assert not a.leased_elsewhere(late) and a.lease(late)
+    b.pid = _dead_pid()  # killed mid-fetch (SIGKILL): its lease outlives it
+    assert b.lease(dead)
+    assert not a.leased_elsewhere(dead) and a.lease(dead)
+
+
+def test_an_uncacheable_answer_leaves_a_mark_nobody_waits_on(path: Path) -> None:
+    now = [1000.0]
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], uncacheable_s=10)
+    b = _other_worker(path, lambda: now[0])
+    c = _other_worker(path, lambda: now[0])
+    c.pid = 1  # a third live worker (init, always there)
+    primary = ("example.com", b"/ns")
+    assert a.lease(primary)
+    a.release(primary, uncacheable=True)
+    a.flush()
+    # Marked: every worker's miss goes to the origin at once, none takes or waits on a lease.
+    assert b.lease(primary) and c.lease(primary)
+    assert not b.leased_elsewhere(primary) and not c.leased_elsewhere(primary)
+    now[0] += 11  # the mark is gone: the next miss leads again, and others wait on it
+    assert b.lease(primary) and not c.lease(primary)
+
+
+def test_a_failed_batch_still_releases_its_leases(path: Path) -> None:
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: 1000.0)
+    b = _other_worker(path)
+    primary = ("example.com", b"/big")
+    assert a.lease(primary)
+
+    def refuse(*_args: object) -> None:
+        raise lmdb.MapFullError("full")
+
+    a._store = refuse  # type: ignore[method-assign]
+    a.put(entry("/big", b"x"))
+    a.release(primary)
+    a.flush()
+    assert a.stats.node_errors == 1
+    assert not b.leased_elsewhere(primary)
+
+
+def test_a_node_start_drops_every_lease(path: Path) -> None:
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: 1000.0)
+    b = _other_worker(path)
+    assert b.lease(("example.com", b"/x"))
+    a.close()
+    b.close()
+    assert prepare(path, 64 * MiB) == "opened"
+    assert not _other_worker(path).leased_elsewhere(("example.com", b"/x"))

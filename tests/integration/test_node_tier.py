@@ -205,3 +205,78 @@ async def test_a_blocklist_push_purges_the_tier(origin_server, nodes) -> None:
         assert asyncio.get_running_loop().time() < deadline, "listed objects left in the tier"
         await asyncio.sleep(0.05)
     assert seen.count("/free") == 1
+
+
+async def _until(check, what: str, deadline_s: float = 20.0) -> None:
+    """Poll `check()` (async) until true, failing after `deadline_s`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not await check():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_concurrent_misses_on_both_workers_make_one_origin_request(
+    origin_server, nodes
+) -> None:
+    """Coalescing across workers: while one worker's fetch of a key is at the origin, the
+    other worker's misses for it wait and are answered from the node tier it stores into."""
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        await gate.wait()
+        return web.Response(
+            body=f"body of {request.path}".encode(), headers={"Cache-Control": "max-age=300"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    node = tier_node(await origin_server(app), nodes)
+    await node.start()
+    paths = [f"/together/{i}" for i in range(4)]
+    # Eight new connections per path: the kernel spreads them over the two workers.
+    tasks = [asyncio.ensure_future(get(node.url + p)) for p in paths for _ in range(8)]
+
+    async def waiting() -> bool:
+        return await metric(node, "edgeproxy_node_tier_lease_waits") >= 1
+
+    await _until(waiting, "a worker waiting on the other's fetch")
+    gate.set()
+    answers = await asyncio.gather(*tasks)
+    for i, (status, body, _cs) in enumerate(answers):
+        assert status == 200 and body == f"body of {paths[i // 8]}".encode()
+    assert sorted(seen) == paths  # one origin request per key, for the whole node
+    assert await metric(node, "edgeproxy_node_tier_coalesced") >= 1
+    assert any("detail=node" in cs for _s, _b, cs in answers)
+    assert await metric(node, "edgeproxy_node_tier_lease_timeouts") == 0
+
+
+async def test_an_uncacheable_answer_lets_the_waiting_worker_fetch(origin_server, nodes) -> None:
+    """The lease holder's answer could not be stored: the waiting worker's requests are not
+    left waiting for coalesce_wait_s; each gets its own answer from the origin."""
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        await gate.wait()
+        return web.Response(body=b"private", headers={"Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    node = tier_node(await origin_server(app), nodes)
+    await node.start()
+    tasks = [asyncio.ensure_future(get(node.url + "/ns")) for _ in range(16)]
+
+    async def waiting() -> bool:
+        return await metric(node, "edgeproxy_node_tier_lease_waits") >= 1
+
+    await _until(waiting, "a worker waiting on the other's fetch")
+    gate.set()
+    answers = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert all(status == 200 and body == b"private" for status, body, _cs in answers)
+    assert len(seen) >= 2  # each worker asked the origin itself
+    assert await metric(node, "edgeproxy_node_tier_lease_timeouts") == 0
