@@ -523,7 +523,7 @@ class NodeTier:
     @staticmethod
     def _marked_uncacheable(held: bytes, now: float) -> bool:
         pid, until = _LEASE.unpack(held)
-        return pid == 0 and until > now
+        return bool(pid == 0 and until > now)
 
     def _release(self, txn: Any, hp: bytes) -> None:
         held = txn.get(hp, db=self._db["lease"])
