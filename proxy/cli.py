@@ -178,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from proxy.admin.status import show_status
 
-    return _run(show_status(args.admin, os.environ.get("EDGEPROXY_ADMIN_TOKEN", "")))
+    return _run(show_status(args.admin, timeout_s=args.timeout, as_json=args.json))
 
 
 def _run(coro: object) -> int:
@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")
-    p.add_argument("--admin", default="http://127.0.0.1:8081", help="admin API URL")
+    from proxy.admin.status import add_status_options
+
+    add_status_options(p)
     p.set_defaults(func=cmd_status)
 
     from proxy.blocklist.cli import add_commands as add_blocklist
