@@ -129,15 +129,24 @@ class Pipeline:
         return self._walk(ctx, step)
 
     def fast_answer(
-        self, method: str, raw_target: bytes, host: bytes | None, keep_alive: bool, version: str
+        self,
+        method: str,
+        raw_target: bytes,
+        host: bytes | None,
+        keep_alive: bool,
+        version: str,
+        fields: bytes = b"",
     ) -> bytes | None:
         """The front's fast answer (FrontServer(fast_answer=…)): a remembered hit or 451, as
-        bytes, before any request object exists; None sends the request the usual way."""
+        bytes, before any request object exists; None sends the request the usual way.
+        `fields`: the request id line the front assigned, for the answer."""
         started = time.perf_counter()
         hot = self._take_hit(method, raw_target, host)
         if hot is not None:
             entry, now = hot
-            data = deliver.hit_bytes(method, keep_alive, version, entry, now, self._hit_status)
+            data = deliver.hit_bytes(
+                method, keep_alive, version, entry, now, self._hit_status, fields
+            )
             sent = 0 if method == "HEAD" else len(entry.body)
             log_phase.hit(self.stats, self.access_log, None, entry, started, sent)
             return data
@@ -148,7 +157,7 @@ class Pipeline:
         log_phase.blocked_fast(
             self.stats, site, typ, method, 0 if method == "HEAD" else len(body), started
         )
-        return block.render_451(head, body, method, keep_alive, version)
+        return block.render_451(head, body, method, keep_alive, version, fields)
 
     # -- the walk -----------------------------------------------------------------------------
 
