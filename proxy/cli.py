@@ -29,6 +29,12 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     base = load(args.config) if args.config else Config()
     if not args.config and not args.origin:
         raise ConfigError("give --origin URL or --config FILE")
+    return _with_flags(base, args)
+
+
+def _with_flags(base: Config, args: argparse.Namespace) -> Config:
+    """`base` (the config file) with the command line's flags applied: at start and again at
+    every SIGHUP, so a reload re-reads the file without losing `--workers` and the rest."""
     cfg = from_flags(
         listen=args.listen or "",
         origin=args.origin or "",
@@ -127,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(
             cfg,
             config_path=args.config,
+            load_config=lambda path: _with_flags(load(path), args),
             admin_token=token,
             start_admin=start_admin,
             cache_clear=args.cache_clear,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from proxy.blocklist.digest import DecodeLimits
 from proxy.blocklist.enforce import Enforcer
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.coalesce import Coalescer
@@ -252,6 +253,23 @@ class Pipeline:
         log_phase.exchange(self.stats, self.access_log, ctx, self._unknown_site)
 
     # -- lifecycle (blocklist application and purges: `self.enforcer`, `self.cache`) ---------
+
+    def reconfigure(self, cfg: Config, sites: SiteTable) -> None:
+        """A reload applied in place (proxy/node/reload.py): new sites and blocklist settings,
+        the same cache, origin client, enforcer and counters. Only for configs whose `[cache]`,
+        `[origin]`, `via_name` and site names are unchanged (the supervisor restarts the worker
+        otherwise). Requests under way finish on the settings they started with."""
+        if sites.names != self.sites.names:
+            raise ValueError("the sites' names or order changed: the worker must restart")
+        self.cfg = cfg
+        self.sites = sites
+        fetcher = self.fetcher
+        fetcher.cfg = cfg
+        fetcher.decode_limits = DecodeLimits.from_config(cfg.blocklist)
+        self.default_blocked_by = (
+            cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
+        )
+        self.memo.clear()  # remembered answers were decided under the old sites
 
     async def close(self) -> None:
         """Stop background work owned by the pipeline (the shared tier's writer)."""
