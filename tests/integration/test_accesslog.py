@@ -120,10 +120,12 @@ async def test_one_json_line_per_request_with_the_operator_fields(
             ids["421"] = r.headers["X-Request-Id"]
     answer = await raw_request(node.port, b"GET /bad%zz HTTP/1.1\r\nHost: a.test\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400")
+    answer = await raw_request(node.port, b"GET /c/old HTTP/1.0\r\nHost: a.test\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
 
-    records = await read_lines(log, 16)
+    records = await read_lines(log, 17)
     await asyncio.sleep(0.5)  # no more than one line per request arrives
-    assert len(log.read_text().splitlines()) == 16
+    assert len(log.read_text().splitlines()) == 17
     for rec in records:
         assert RFC3339_UTC.match(rec["time"]), rec
         assert rec["worker"] in (0, 1) and rec["method"] == "GET"
@@ -154,6 +156,8 @@ async def test_one_json_line_per_request_with_the_operator_fields(
     assert (blocked["blocked_id"], blocked["blocked_type"]) == ("take-7", "prefix")
     assert blocked["request_id"] == ids["451"] and blocked["content_type"].startswith("text/")
     assert "origin_ms" not in blocked
+    (old,) = by_target["/c/old"]
+    assert old["protocol"] == "HTTP/1.0" and "user_agent" not in old and "referer" not in old
     (bad,) = by_target["/bad%zz"]  # admit refused it: the raw target, no site
     assert (bad["status"], bad["result"], bad["site"]) == (400, "error", "-")
     misdirected = [r for r in records if r["status"] == 421]
