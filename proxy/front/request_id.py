@@ -60,6 +60,8 @@ class RequestIds:
             addr = ipaddress.ip_address(client_ip.split("%", 1)[0])
         except ValueError:
             return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # a dual-stack listener's view of an IPv4 client
         return any(addr in net for net in self._networks)
 
     def value(self, field: bytes) -> str:

@@ -140,6 +140,13 @@ async def test_the_header_name_is_configurable_and_empty_turns_it_off(
     assert off_seen == ["client"]  # off: the edge neither sets nor strips it
 
 
+def test_trusted_networks_match_ipv4_ipv6_and_mapped_addresses() -> None:
+    ids = RequestIds("X-Request-Id", ["10.0.0.0/8", "2001:db8::/32"])
+    assert ids.trusts("10.1.2.3") and ids.trusts("::ffff:10.1.2.3") and ids.trusts("2001:db8::1")
+    assert not ids.trusts("11.0.0.1") and not ids.trusts("") and not ids.trusts("not-an-ip")
+    assert not RequestIds("X-Request-Id").trusts("10.1.2.3")  # nobody, unless configured
+
+
 def test_ids_are_short_and_unique_per_process() -> None:
     a, b = RequestIds("X-Request-Id"), RequestIds("X-Request-Id")
     fields = [a.next_field() for _ in range(1000)] + [b.next_field() for _ in range(1000)]
@@ -147,3 +154,23 @@ def test_ids_are_short_and_unique_per_process() -> None:
     assert all(len(a.value(f)) <= 16 for f in fields[:1000])
     with pytest.raises(ValueError, match="not a field name"):
         RequestIds("X Request Id")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("request_id_header", "X Request Id", "not a field name"),
+        ("request_id_header", "X-Id:", "not a field name"),
+        ("request_id_trusted_from", ["10.0.0.0/33"], "not an IP address or network"),
+        ("request_id_trusted_from", ["lb.internal"], "not an IP address or network"),
+    ],
+)
+def test_bad_request_id_settings_are_refused_naming_the_field(
+    field: str, value: object, why: str
+) -> None:
+    from proxy.config import ConfigError
+    from tests.integration.conftest import config
+
+    with pytest.raises(ConfigError, match=why) as e:
+        config("http://127.0.0.1:1", **{f"log__{field}": value})
+    assert e.value.field == f"$.log.{field}"
