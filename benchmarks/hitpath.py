@@ -20,6 +20,7 @@ from aiohttp import web
 from proxy.cache.memory import MemoryTier
 from proxy.config import Config, Site, validate
 from proxy.context import SPECIAL_FIELDS
+from proxy.front.request_id import RequestIds
 from proxy.front.server import Connection, FrontServer
 from proxy.metrics import WorkerStats
 from proxy.origin import OriginPool
@@ -78,7 +79,12 @@ async def measure(requests: int, rounds: int) -> float:
     await pool.start()
     pipeline = Pipeline(cfg, sites, MemoryTier(1 << 28, 1 << 23), pool, WorkerStats(sites.names))
     server = FrontServer(
-        pipeline, front_limits(cfg), flag_headers=SPECIAL_FIELDS, fast_answer=pipeline.fast_answer
+        pipeline,
+        front_limits(cfg),
+        flag_headers=SPECIAL_FIELDS,
+        fast_answer=pipeline.fast_answer,
+        # As production builds it (proxy/state.py): a request id in every answer, by default.
+        request_ids=RequestIds(cfg.log.request_id_header) if cfg.log.request_id_header else None,
     )
     await server.start(host="127.0.0.1", port=0)
     conn = Connection(server)
@@ -88,6 +94,7 @@ async def measure(requests: int, rounds: int) -> float:
         conn.data_received(REQUEST)
         await asyncio.sleep(0.2)
     assert b"; hit" in transport.last, transport.last[:300]
+    assert not cfg.log.request_id_header or b"X-Request-Id: " in transport.last
     best = float("inf")
     for _ in range(rounds):
         started = time.process_time()

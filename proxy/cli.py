@@ -29,6 +29,12 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     base = load(args.config) if args.config else Config()
     if not args.config and not args.origin:
         raise ConfigError("give --origin URL or --config FILE")
+    return _with_flags(base, args)
+
+
+def _with_flags(base: Config, args: argparse.Namespace) -> Config:
+    """`base` (the config file) with the command line's flags applied: at start and again at
+    every SIGHUP, so a reload re-reads the file without losing `--workers` and the rest."""
     cfg = from_flags(
         listen=args.listen or "",
         origin=args.origin or "",
@@ -127,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(
             cfg,
             config_path=args.config,
+            load_config=lambda path: _with_flags(load(path), args),
             admin_token=token,
             start_admin=start_admin,
             cache_clear=args.cache_clear,
@@ -178,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from proxy.admin.status import show_status
 
-    return _run(show_status(args.admin, os.environ.get("EDGEPROXY_ADMIN_TOKEN", "")))
+    return _run(show_status(args.admin, timeout_s=args.timeout, as_json=args.json))
 
 
 def _run(coro: object) -> int:
@@ -236,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")
-    p.add_argument("--admin", default="http://127.0.0.1:8081", help="admin API URL")
+    from proxy.admin.status import add_status_options
+
+    add_status_options(p)
     p.set_defaults(func=cmd_status)
 
     from proxy.blocklist.cli import add_commands as add_blocklist

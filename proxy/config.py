@@ -189,7 +189,12 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: str = ""  # "", "-" (stdout) or a file path
     access_log_sample: float = 1.0
+    access_log_format: Literal["json", "text"] = "json"  # one JSON object, or combined + key=value
     format: Literal["text", "json"] = "text"  # the service log on stderr (not the access log)
+    # A request id in every answer, sent to the origin and logged ("": none). A client's own is
+    # kept only from these networks (a load balancer that assigns one), and only well formed.
+    request_id_header: str = "X-Request-Id"
+    request_id_trusted_from: list[str] = []
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -279,7 +284,22 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
     _check_tls(cfg, fail)
     if not 0.0 <= cfg.log.access_log_sample <= 1.0:
         raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
+    _check_request_ids(cfg, fail)
     return cfg
+
+
+def _check_request_ids(cfg: Config, fail: _Fail) -> None:
+    from proxy.front.request_id import RequestIds, check_networks
+
+    try:
+        check_networks(cfg.log.request_id_trusted_from)
+    except ValueError as e:
+        raise fail(str(e), "$.log.request_id_trusted_from") from None
+    if cfg.log.request_id_header:
+        try:
+            RequestIds(cfg.log.request_id_header)
+        except ValueError as e:
+            raise fail(str(e), "$.log.request_id_header") from None
 
 
 _Fail = Callable[[str, str], ConfigError]

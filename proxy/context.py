@@ -125,6 +125,7 @@ class RequestCtx:
     origin_s: float = 0.0
     collapsed: bool = False
     cache_status: bytes = b""
+    content_type: bytes = b""  # of an answer the edge wrote itself (deliver.generated), for the log
     # How this request travels (set by one phase, read by the steps that follow it).
     key: ItemKey | None = None  # the stored response looked up (primary key + Vary values)
     entry: Entry | None = None  # a stored response in hand: to deliver, validate or stand in

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from proxy.blocklist.digest import DecodeLimits
 from proxy.blocklist.enforce import Enforcer
 from proxy.blocklist.snapshot import Snapshot
 from proxy.cache.coalesce import Coalescer
@@ -129,15 +130,24 @@ class Pipeline:
         return self._walk(ctx, step)
 
     def fast_answer(
-        self, method: str, raw_target: bytes, host: bytes | None, keep_alive: bool, version: str
+        self,
+        method: str,
+        raw_target: bytes,
+        host: bytes | None,
+        keep_alive: bool,
+        version: str,
+        fields: bytes = b"",
     ) -> bytes | None:
         """The front's fast answer (FrontServer(fast_answer=…)): a remembered hit or 451, as
-        bytes, before any request object exists; None sends the request the usual way."""
+        bytes, before any request object exists; None sends the request the usual way.
+        `fields`: the request id line the front assigned, for the answer."""
         started = time.perf_counter()
         hot = self._take_hit(method, raw_target, host)
         if hot is not None:
             entry, now = hot
-            data = deliver.hit_bytes(method, keep_alive, version, entry, now, self._hit_status)
+            data = deliver.hit_bytes(
+                method, keep_alive, version, entry, now, self._hit_status, fields
+            )
             sent = 0 if method == "HEAD" else len(entry.body)
             log_phase.hit(self.stats, self.access_log, None, entry, started, sent)
             return data
@@ -148,7 +158,7 @@ class Pipeline:
         log_phase.blocked_fast(
             self.stats, site, typ, method, 0 if method == "HEAD" else len(body), started
         )
-        return block.render_451(head, body, method, keep_alive, version)
+        return block.render_451(head, body, method, keep_alive, version, fields)
 
     # -- the walk -----------------------------------------------------------------------------
 
@@ -243,6 +253,23 @@ class Pipeline:
         log_phase.exchange(self.stats, self.access_log, ctx, self._unknown_site)
 
     # -- lifecycle (blocklist application and purges: `self.enforcer`, `self.cache`) ---------
+
+    def reconfigure(self, cfg: Config, sites: SiteTable) -> None:
+        """A reload applied in place (proxy/node/reload.py): new sites and blocklist settings,
+        the same cache, origin client, enforcer and counters. Only for configs whose `[cache]`,
+        `[origin]`, `via_name` and site names are unchanged (the supervisor restarts the worker
+        otherwise). Requests under way finish on the settings they started with."""
+        if sites.names != self.sites.names:
+            raise ValueError("the sites' names or order changed: the worker must restart")
+        self.cfg = cfg
+        self.sites = sites
+        fetcher = self.fetcher
+        fetcher.cfg = cfg
+        fetcher.decode_limits = DecodeLimits.from_config(cfg.blocklist)
+        self.default_blocked_by = (
+            cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
+        )
+        self.memo.clear()  # remembered answers were decided under the old sites
 
     async def close(self) -> None:
         """Stop background work owned by the pipeline (the shared tier's writer)."""

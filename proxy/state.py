@@ -18,6 +18,7 @@ from proxy.cache.shared import SharedTier
 from proxy.config import Config
 from proxy.context import SPECIAL_FIELDS
 from proxy.front.limits import FrontLimits
+from proxy.front.request_id import RequestIds
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
 from proxy.node.accesslog import AccessLog
@@ -64,10 +65,19 @@ def build_worker(
     share = max(1, cfg.cache.memory_cache_bytes // cfg.worker_count())
     memory = MemoryTier(share, min(cfg.cache.max_object_bytes, share))
     origin = origin if origin is not None else OriginPool(cfg.origin)
+    ids = None
+    if cfg.log.request_id_header:
+        ids = RequestIds(cfg.log.request_id_header, cfg.log.request_id_trusted_from)
     access = None
     if cfg.log.access_log:
         access = AccessLog(
-            cfg.log.access_log, cfg.log.access_log_sample, sites.names, index, stats=stats
+            cfg.log.access_log,
+            cfg.log.access_log_sample,
+            sites.names,
+            index,
+            stats=stats,
+            text=cfg.log.access_log_format == "text",
+            request_ids=ids,
         )
     # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
     shared = SharedTier.from_config(cfg.cache, stats) if cfg.cache.shared_tier_url else None
@@ -84,6 +94,7 @@ def build_worker(
         flag_headers=SPECIAL_FIELDS,
         fast_answer=pipeline.fast_answer if access is None else None,
         tls_fields=sites.tls_fields,  # HSTS, on TLS connections only
+        request_ids=ids,
         # RFC 9211 on every response, also the front's own refusals.
         error_headers=[
             (b"Cache-Status", cache_status_bytes(cfg.via_name, hit=False, detail="refused"))

@@ -1,4 +1,11 @@
-"""`edgeproxy status`: a one-screen summary of a running node from its admin API.
+"""`edgeproxy status` and `edgeproxy blocklist status`: one-screen summaries of a running node
+from its admin API, in one form (issue 17: the two used to disagree).
+
+Both take the same options (`--admin`, default `$EDGEPROXY_ADMIN_URL` or http://127.0.0.1:8081;
+`--timeout`; `--json`, the admin API's answer as is), read the token from
+`$EDGEPROXY_ADMIN_TOKEN`, print a headline `edgeproxy … at URL: …` followed by indented
+`name: value` lines and one line per worker, give times as `YYYY-MM-DD HH:MM:SSZ (N ago)`, and
+on failure print `edgeproxy … status: why` to stderr and exit 1.
 
 Two reads of `/status`, `interval_s` apart, give the request rate; everything else comes from
 the second read. Fields a node does not report (an older version, a worker that did not answer)
@@ -8,10 +15,18 @@ show as "-" rather than failing: this is what an operator runs when something is
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 from typing import Any
 
 import aiohttp
+
+ADMIN_URL_ENV = "EDGEPROXY_ADMIN_URL"
+TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
+DEFAULT_ADMIN = "http://127.0.0.1:8081"
+BLOCK_TYPES = ("url", "prefix", "host", "sha256")
 
 RESULT_ORDER = ("hit", "stale", "miss", "revalidated", "pass", "blocked", "error")
 LOOKUPS = ("hit", "stale", "miss", "revalidated")  # requests the cache could have answered
@@ -63,18 +78,29 @@ class StatusUnavailable(Exception):
     pass
 
 
-async def fetch_status(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with session.get(base + "/status") as r:
+def admin_base(admin: str | None) -> str:
+    """`--admin` as given, else `$EDGEPROXY_ADMIN_URL`, else the default; scheme added."""
+    base = (admin or os.environ.get(ADMIN_URL_ENV) or DEFAULT_ADMIN).rstrip("/")
+    return base if "://" in base else "http://" + base
+
+
+async def fetch_json(session: aiohttp.ClientSession, base: str, path: str) -> dict[str, Any]:
+    async with session.get(base + path) as r:
         if r.status != 200:
             text = (await r.text())[:200]
-            raise StatusUnavailable(f"{base}/status answered {r.status}: {text}")
+            hint = f" (is {TOKEN_ENV} set?)" if r.status in (401, 403) else ""
+            raise StatusUnavailable(f"{base}{path} answered {r.status}: {text}{hint}")
         try:
             data = await r.json(content_type=None)
         except ValueError as e:
-            raise StatusUnavailable(f"{base}/status is not JSON: {e}") from e
+            raise StatusUnavailable(f"{base}{path} is not JSON: {e}") from e
     if not isinstance(data, dict):
-        raise StatusUnavailable(f"{base}/status is not a JSON object")
+        raise StatusUnavailable(f"{base}{path} is not a JSON object")
     return data
+
+
+async def fetch_status(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    return await fetch_json(session, base, "/status")
 
 
 def render(
@@ -135,14 +161,76 @@ def render(
     return "\n".join(lines)
 
 
-async def show_status(admin: str, token: str, *, interval_s: float = 1.0) -> int:
-    base = admin.rstrip("/")
-    if "://" not in base:
-        base = "http://" + base
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    timeout = aiohttp.ClientTimeout(total=10)
+def render_blocklist(base: str, answer: dict[str, Any], now: float | None = None) -> str:
+    """`edgeproxy blocklist status`: the node's version, entries by type, each worker's version
+    and when it applied it (the takedown proof), and the version history."""
+    now = now if now is not None else time.time()
+    version = answer.get("version", "-")
+    workers = [w for w in answer.get("workers") or [] if isinstance(w, dict)]
+    counts = _counts(answer.get("counts"))
+    lines = [
+        f"edgeproxy blocklist at {base}: version {version}, {len(workers)} workers, "
+        f"{sum(counts.values()):.0f} entries"
+    ]
+    lines.append(f"  applied: {fmt_when(answer.get('applied_at'), now)}")
+    lines.append(
+        "  entries: "
+        + ", ".join(f"{t} {counts.get(t, 0):.0f}" for t in BLOCK_TYPES)
+        + f" ({_num(answer, 'pushed_entries'):.0f} pushed)"
+    )
+    failures = answer.get("reload_failures", "-")
+    lines.append(f"  reload failures: {failures}")
+    lines.append("  workers:")
+    for w in sorted(workers, key=lambda w: _num(w, "worker")):
+        wv = w.get("version", "-")
+        behind = (
+            "  (BEHIND the node)"
+            if isinstance(wv, int) and isinstance(version, int) and wv < version
+            else ""
+        )
+        lines.append(
+            f"    worker {w.get('worker', '?')} (pid {w.get('pid', '-')}): "
+            f"blocklist version {wv} applied {fmt_when(w.get('applied_at'), now)}{behind}"
+        )
+    history = [h for h in answer.get("history") or [] if isinstance(h, dict)]
+    if history:
+        lines.append("  history:")
+        for h in history:
+            lines.append(
+                f"    version {h.get('version', '-')} applied "
+                f"{fmt_when(h.get('applied_at'), now)} from {h.get('source', '-')}"
+            )
+    return "\n".join(lines)
+
+
+def _session(timeout_s: float, token: str | None = None) -> aiohttp.ClientSession:
+    token = os.environ.get(TOKEN_ENV, "").strip() if token is None else token
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"} if token else {}
+    return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+
+def _fail(command: str, base: str, e: BaseException) -> int:
+    if isinstance(e, StatusUnavailable):
+        print(f"{command}: {e}", file=sys.stderr)
+    else:
+        print(f"{command}: cannot reach {base}: {e or type(e).__name__}", file=sys.stderr)
+    return 1
+
+
+async def show_status(
+    admin: str | None,
+    token: str | None = None,
+    *,
+    interval_s: float = 1.0,
+    timeout_s: float = 10.0,
+    as_json: bool = False,
+) -> int:
+    """`edgeproxy status`. `token` overrides `$EDGEPROXY_ADMIN_TOKEN` (None: the variable)."""
+    base = admin_base(admin)
+    if as_json:
+        interval_s = 0.0  # the node's answer as is: no rate to compute
     try:
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as s:
+        async with _session(timeout_s, token) as s:
             first: dict[str, Any] | None = None
             t1 = time.monotonic()
             if interval_s > 0:
@@ -151,11 +239,32 @@ async def show_status(admin: str, token: str, *, interval_s: float = 1.0) -> int
                 await asyncio.sleep(interval_s)
             second = await fetch_status(s, base)
             t2 = time.monotonic()
-    except (aiohttp.ClientError, TimeoutError) as e:
-        print(f"edgeproxy status: cannot reach {base}: {e or type(e).__name__}")
-        return 1
-    except StatusUnavailable as e:
-        print(f"edgeproxy status: {e}")
-        return 1
-    print(render(base, first, second, t2 - t1))
+    except (aiohttp.ClientError, TimeoutError, StatusUnavailable) as e:
+        return _fail("edgeproxy status", base, e)
+    print(json.dumps(second, indent=2) if as_json else render(base, first, second, t2 - t1))
     return 0
+
+
+async def show_blocklist_status(
+    admin: str | None, *, timeout_s: float = 10.0, as_json: bool = False
+) -> int:
+    """`edgeproxy blocklist status`."""
+    base = admin_base(admin)
+    try:
+        async with _session(timeout_s) as s:
+            answer = await fetch_json(s, base, "/blocklist")
+    except (aiohttp.ClientError, TimeoutError, StatusUnavailable) as e:
+        return _fail("edgeproxy blocklist status", base, e)
+    print(json.dumps(answer, indent=2) if as_json else render_blocklist(base, answer))
+    return 0
+
+
+def add_status_options(p: Any) -> None:
+    """The options both status commands take (argparse parser)."""
+    p.add_argument(
+        "--admin",
+        default=None,
+        help=f"admin API URL (default ${ADMIN_URL_ENV} or {DEFAULT_ADMIN}); token from ${TOKEN_ENV}",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the node")
+    p.add_argument("--json", action="store_true", help="print the admin API's JSON answer")

@@ -312,26 +312,12 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    answer = _admin_request(args, "GET", "/blocklist")
-    counts = answer.get("counts", {})
-    print(f"version {answer.get('version')}")
-    print("entries: " + " ".join(f"{t.value}={counts.get(t.value, 0)}" for t in EntryType))
-    workers = answer.get("workers", [])
-    print(f"workers: {len(workers)}")
-    for w in workers:
-        print(
-            f"  worker {w.get('worker')} pid {w.get('pid')}: version {w.get('version')} "
-            f"applied {_when(w.get('applied_at'))}"
-        )
-    history = answer.get("history", [])
-    if history:
-        print("history:")
-        for h in history:
-            print(
-                f"  version {h.get('version')} applied {_when(h.get('applied_at'))} "
-                f"from {h.get('source')}"
-            )
-    return 0
+    """The same form as `edgeproxy status` (proxy/admin/status.py), `--json` included."""
+    import asyncio
+
+    from proxy.admin.status import show_blocklist_status
+
+    return asyncio.run(show_blocklist_status(args.admin, timeout_s=args.timeout, as_json=args.json))
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
@@ -465,8 +451,10 @@ def _add_edge_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=_guarded(cmd_remove))
 
     p = cmds.add_parser("status", help="a running edge's blocklist version and workers")
-    _admin_options(p)
-    p.set_defaults(func=_guarded(cmd_status))
+    from proxy.admin.status import add_status_options
+
+    add_status_options(p)
+    p.set_defaults(func=cmd_status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,10 @@ class FrontRequest(Protocol):
     host: bytes | None  # the Host field's value (the front refuses a second one)
     flagged: bool  # a field named in FrontServer(flag_headers=…) was present
     tls: bool  # arrived over TLS (the front's TLS listener)
+    # The request id as the field line every answer carries (`X-Request-Id: …\r\n`), or b""
+    # when ids are off (proxy/front/request_id.py). The front adds it to `Responder.start`
+    # answers; whoever writes a pre-serialised answer (`send_bytes`) puts it in.
+    id_field: bytes
 
 
 class Responder(Protocol):

@@ -58,6 +58,7 @@ class Request:
         "host",
         "flagged",
         "tls",
+        "id_field",
     )
 
     def __init__(
@@ -75,6 +76,7 @@ class Request:
         host: bytes | None = None,
         flagged: bool = False,
         tls: bool = False,
+        id_field: bytes = b"",
     ) -> None:
         self.method = method
         self.raw_target = raw_target
@@ -89,6 +91,7 @@ class Request:
         self.host = host
         self.flagged = flagged
         self.tls = tls
+        self.id_field = id_field
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_target!r} HTTP/{self.http_version}>"
@@ -291,6 +294,7 @@ class Responder:
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         if req.tls:
             parts.append(conn.tls_fields(req.host))
+        parts.append(req.id_field)
         for name, value in headers:
             parts.append(name + b": " + value + b"\r\n")
         if no_body or status == 204 or status == 304:

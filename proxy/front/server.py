@@ -36,6 +36,7 @@ import httptools
 from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
 from proxy.front.limits import FrontLimits, FrontTimeout
+from proxy.front.request_id import RequestIds
 from proxy.front.wire import CONTINUE_100, error_response, with_fields
 from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
@@ -117,7 +118,7 @@ def _check_aliases(headers: list[tuple[bytes, bytes]]) -> None:
             raise _Reject(400, "header name aliases a framing or forwarding field")
 
 
-FastAnswer = Callable[[str, bytes, "bytes | None", bool, str], "bytes | None"]
+FastAnswer = Callable[[str, bytes, "bytes | None", bool, str, bytes], "bytes | None"]
 
 
 class Connection(asyncio.Protocol):
@@ -174,6 +175,13 @@ class Connection(asyncio.Protocol):
         self._flag_lengths = server.flag_lengths
         self._flag_names = server.flag_headers
         self._fast = server.fast_answer
+        # Request ids (proxy/front/request_id.py): a client's own is read only on connections
+        # from `request_id_trusted_from` (decided once, in connection_made).
+        self._ids: RequestIds | None = server.request_ids
+        self._id_trusted = False
+        self._id_lname = self._ids.lname if self._ids is not None else b""
+        self._id_len = len(self._id_lname) if self._ids is not None else -1
+        self._given_id: bytes | None = None
         self._content_length: int | None = None
         self._last_keep_alive = True
         # exchanges
@@ -206,6 +214,8 @@ class Connection(asyncio.Protocol):
         server.register(self)
         peer = transport.get_extra_info("peername")
         self._client_ip = peer[0] if peer else ""
+        if self._ids is not None:
+            self._id_trusted = self._ids.trusts(self._client_ip)
         self.transport.set_write_buffer_limits(
             high=limits.write_buffer_high_bytes, low=limits.write_buffer_low_bytes
         )
@@ -297,6 +307,7 @@ class Connection(asyncio.Protocol):
         self._flags = 0
         self._host = None
         self._content_length = None
+        self._given_id = None
 
     def on_url(self, url: bytes) -> None:
         url = self._url + url
@@ -326,6 +337,8 @@ class Connection(asyncio.Protocol):
         elif n == 6:
             if name.lower() == b"expect" and value.lower() == b"100-continue":
                 self._flags |= _EXPECT_CONTINUE
+        if self._id_trusted and n == self._id_len and name.lower() == self._id_lname:
+            self._given_id = value.strip()
         self._headers.append((name, value.rstrip()))
 
     def on_headers_complete(self) -> None:
@@ -358,6 +371,13 @@ class Connection(asyncio.Protocol):
             keep_alive = False
         self._last_keep_alive = keep_alive
         method = parser.get_method()
+        ids = self._ids
+        if ids is None:
+            id_field = b""
+        elif self._given_id is None:
+            id_field = ids.next_field()
+        else:
+            id_field = ids.field_for(self._given_id)
         body: Body | EmptyBody
         if has_body:
             body = self._parsing_body = Body(
@@ -380,7 +400,9 @@ class Connection(asyncio.Protocol):
             ):
                 # The server's fast answer (a cache hit), made before any request object:
                 # the same as a handler answering synchronously with `send_bytes`.
-                data = fast(_METHODS.get(method) or "", self._url, self._host, keep_alive, version)
+                data = fast(
+                    _METHODS.get(method) or "", self._url, self._host, keep_alive, version, id_field
+                )
                 if data is not None:
                     self._phase = _BODY
                     if self.tls:
@@ -404,6 +426,7 @@ class Connection(asyncio.Protocol):
             self._host,
             bool(flags & _FLAGGED),
             self.tls,
+            id_field,
         )
         if has_body:
             self._parsing = req
@@ -811,6 +834,7 @@ class FrontServer:
         flag_headers: Iterable[bytes] = (),
         fast_answer: FastAnswer | None = None,
         tls_fields: Callable[[bytes | None], bytes] | None = None,
+        request_ids: RequestIds | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
@@ -827,6 +851,8 @@ class FrontServer:
         # Host -> field lines added to every answer on a TLS connection (HSTS, RFC 6797 §7.2
         # forbids it over plain HTTP); called per response, so it should be a dict lookup.
         self.tls_fields = tls_fields
+        # An id per request, in every answer (None: off); see proxy/front/request_id.py.
+        self.request_ids = request_ids
         self.on_connection_count: Callable[[int], None] | None = None
         self.on_handler_error: Callable[[BaseException], None] | None = None
         self.read_pauses = 0
@@ -968,8 +994,13 @@ class FrontServer:
         """The front's own answer to a request it refused (malformed, too large, too slow);
         counted by status, since such requests never reach the pipeline or its metrics."""
         self.rejected[status] = self.rejected.get(status, 0) + 1
+        ids = self.request_ids
         return error_response(
-            status, detail, server_name=self.server_name, extra_headers=self.error_headers
+            status,
+            detail,
+            server_name=self.server_name,
+            extra_headers=self.error_headers,
+            fields=ids.next_field() if ids is not None else b"",
         )
 
     def timed_out(self, missed: FrontTimeout) -> None:

@@ -23,6 +23,7 @@ def error_response(
     *,
     server_name: bytes,
     extra_headers: Iterable[tuple[bytes, bytes]] = (),
+    fields: bytes = b"",
 ) -> bytes:
     """A complete `Connection: close` answer. `detail` is ASCII text the front chose (never
     client bytes echoed raw), so it cannot smuggle header or markup."""
@@ -38,6 +39,7 @@ def error_response(
     ]
     for name, value in extra_headers:
         parts.append(name + b": " + value + b"\r\n")
+    parts.append(fields)
     parts.append(b"\r\n")
     parts.append(body)
     return b"".join(parts)

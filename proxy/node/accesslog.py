@@ -1,10 +1,12 @@
-"""The access log: one JSON line per (sampled) request, written in batches off the hot path.
+"""The access log: one line per (sampled) request, JSON or text, written in batches off the
+hot path.
 
 `record()` is all a request pays: a sampling draw (only when sampling), one tuple appended to a
-list, and a timer armed on the first record of a batch. Every `FLUSH_INTERVAL_S` the batch is
-formatted with msgspec and handed to a writer thread, which appends it with one `os.write` per
-chunk. So a slow disk or a full stdout pipe never stalls the event loop: the buffer fills, and
-records beyond `max_buffered` are dropped and counted (`dropped`, and the
+list (holding the request, its context or stored entry: every field is read from them later),
+and a timer armed on the first record of a batch. Every `FLUSH_INTERVAL_S` the batch is
+formatted (msgspec for JSON) and handed to a writer thread, which appends it with one `os.write`
+per chunk. So a slow disk or a full stdout pipe never stalls the event loop: the buffer fills,
+and records beyond `max_buffered` are dropped and counted (`dropped`, and the
 `edgeproxy_access_log_dropped_total` counter when given the worker's stats).
 
 Several workers may share one destination: files are opened with O_APPEND (each batch lands
@@ -12,10 +14,17 @@ whole, lines never interleave), and on pipes writes are cut at line boundaries i
 most PIPE_BUF bytes, which POSIX writes atomically. A file renamed away (logrotate without
 copytruncate) is noticed at the next batch and reopened by path, like Python's WatchedFileHandler.
 
-Fields: time (RFC 3339 UTC, when the request head arrived), worker, site ("-" when no site was
-admitted), host, method, target (the canonical forward form, or the raw target when admit refused
-it), status, result, bytes (body bytes sent), duration_ms, and when they apply origin_ms,
-blocked_id, blocked_type, no_store.
+Fields: time (RFC 3339 UTC, when the request head arrived), worker, client (address), site ("-"
+when no site was admitted), host (the canonical authority; for a request admit refused, such as
+a 421, the Host field as sent, which is what explains it), method, target (the canonical forward
+form, or the raw target when admit refused it), protocol (`HTTP/1.1`, `HTTP/1.0`), tls, status,
+result, bytes (body bytes sent), duration_ms, request_id, user_agent, referer, content_type (of
+the answer), key (the cache key: authority and path, then the Vary values), and when they apply
+origin_ms, blocked_id, blocked_type, no_store.
+
+The text form (`[log] access_log_format = "text"`) is the combined log format that log
+shippers already parse, with the rest as key=value pairs after it:
+`client - - [time] "METHOD target PROTOCOL" status bytes "referer" "user agent" host=… …`.
 """
 
 from __future__ import annotations
@@ -34,10 +43,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
+    from proxy.cache.entry import Entry
     from proxy.context import RequestCtx
     from proxy.front.api import FrontRequest
+    from proxy.front.request_id import RequestIds
     from proxy.metrics import WorkerStats
-    from proxy.rfc.target import Target
 
 FLUSH_INTERVAL_S = 0.2
 MAX_BUFFERED = 65536  # records waiting to be formatted
@@ -48,23 +58,32 @@ PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
 class AccessRecord(msgspec.Struct, omit_defaults=True):
     time: str
     worker: int
+    client: str
     site: str
     method: str
     target: str
+    protocol: str
+    tls: bool
     status: int
     result: str
     bytes: int
     duration_ms: float
     host: str = ""
+    request_id: str = ""
+    user_agent: str = ""
+    referer: str = ""
+    content_type: str = ""
+    key: str = ""
     origin_ms: float | None = None
     blocked_id: str = ""
     blocked_type: str = ""
     no_store: str = ""
 
 
-# What `record` keeps: (received_at, site_index, host, method, target bytes, status, result,
-# bytes_sent, elapsed_s, origin_s, blocked_id, blocked_type, no_store).
-_Row = tuple[float, int, str, str, bytes, int, str, int, float, float, str, str, str]
+# What `record` keeps: (request, its context or None, the stored entry of a memo hit or None,
+# site index, status, result, body bytes sent, elapsed seconds). Everything else is read from
+# the first three when the batch is formatted, off the request's path.
+_Row = tuple["FrontRequest", "RequestCtx | None", "Entry | None", int, int, str, int, float]
 
 
 class AccessLog:
@@ -78,6 +97,8 @@ class AccessLog:
         stats: WorkerStats | None = None,
         max_buffered: int = MAX_BUFFERED,
         flush_interval_s: float = FLUSH_INTERVAL_S,
+        text: bool = False,
+        request_ids: RequestIds | None = None,
     ) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"access log sample must be within 0..1, got {sample}")
@@ -87,6 +108,8 @@ class AccessLog:
         self.site_names = site_names
         self.worker = worker
         self.stats = stats
+        self.text = text
+        self.request_ids = request_ids
         self.max_buffered = max_buffered
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
@@ -120,31 +143,15 @@ class AccessLog:
         if len(rows) >= self.max_buffered:
             self._drop(1)
             return
-        target = ctx.target
-        rows.append(
-            (
-                ctx.request.received_at,
-                ctx.site_index,
-                target.authority,
-                ctx.method,
-                target.raw_path_query or ctx.request.raw_target,  # refused: as received
-                ctx.status,
-                ctx.result,
-                ctx.bytes_sent,
-                elapsed_s,
-                ctx.origin_s,
-                ctx.blocked_id,
-                ctx.blocked_type,
-                ctx.no_store or "",
-            )
-        )
+        row = (ctx.request, ctx, None, ctx.site_index, ctx.status, ctx.result, ctx.bytes_sent)
+        rows.append((*row, elapsed_s))
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
 
     def record_hit(
         self,
         request: FrontRequest,
-        target: Target,
+        entry: Entry,
         site_index: int,
         status: int,
         nbytes: int,
@@ -158,23 +165,7 @@ class AccessLog:
         if len(rows) >= self.max_buffered:
             self._drop(1)
             return
-        rows.append(
-            (
-                request.received_at,
-                site_index,
-                target.authority,
-                request.method,
-                target.raw_path_query,
-                status,
-                "hit",
-                nbytes,
-                elapsed_s,
-                0.0,
-                "",
-                "",
-                "",
-            )
-        )
+        rows.append((request, None, entry, site_index, status, "hit", nbytes, elapsed_s))
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
 
@@ -214,42 +205,58 @@ class AccessLog:
             self._pending.append(data)
 
     def format(self, rows: list[_Row]) -> bytes:
+        records = [self.to_record(row) for row in rows]
+        if self.text:
+            return "".join(_text_line(r) for r in records).encode("utf-8", "backslashreplace")
+        return self._encoder.encode_lines(records)
+
+    def to_record(self, row: _Row) -> AccessRecord:
+        req, ctx, entry, site, status, result, nbytes, elapsed = row
         names = self.site_names
-        out = []
-        for (
-            at,
-            site,
-            host,
-            method,
-            target,
-            status,
-            result,
-            nbytes,
-            elapsed,
-            origin_s,
-            blocked_id,
-            blocked_type,
-            no_store,
-        ) in rows:
-            out.append(
-                AccessRecord(
-                    time=self._rfc3339(at),
-                    worker=self.worker,
-                    site=names[site] if 0 <= site < len(names) else "-",
-                    host=host,
-                    method=method,
-                    target=target.decode("utf-8", "backslashreplace"),
-                    status=status,
-                    result=str(result),
-                    bytes=nbytes,
-                    duration_ms=round(elapsed * 1000.0, 3),
-                    origin_ms=round(origin_s * 1000.0, 3) if origin_s else None,
-                    blocked_id=blocked_id,
-                    blocked_type=blocked_type,
-                    no_store=str(no_store),
-                )
-            )
-        return self._encoder.encode_lines(out)
+        ids = self.request_ids
+        ua, referer = _client_fields(req.headers)
+        origin_s, blocked_id, blocked_type, no_store = 0.0, "", "", ""
+        if ctx is not None:
+            target, method = ctx.target, ctx.method
+            entry = ctx.entry
+            origin_s, blocked_id, blocked_type = ctx.origin_s, ctx.blocked_id, ctx.blocked_type
+            no_store = str(ctx.no_store or "")
+            key = _key_text(*ctx.key) if ctx.key is not None else ""
+            ctype = _content_type(entry.headers) if entry is not None else ctx.content_type
+            if not ctype and ctx.outcome is not None:
+                ctype = _content_type(ctx.outcome.headers)
+        else:
+            assert entry is not None
+            target, method = entry.target, req.method
+            key = _key_text(entry.primary, entry.variant)
+            ctype = _content_type(entry.headers)
+        host = target.authority
+        if not host and req.host is not None:  # refused by admit (421 …): the Host as sent
+            host = req.host.decode("latin-1")
+        return AccessRecord(
+            time=self._rfc3339(req.received_at),
+            worker=self.worker,
+            client=req.client_ip,
+            site=names[site] if 0 <= site < len(names) else "-",
+            host=host,
+            method=method,
+            target=(target.raw_path_query or req.raw_target).decode("utf-8", "backslashreplace"),
+            protocol="HTTP/" + req.http_version,
+            tls=req.tls,
+            status=status,
+            result=str(result),
+            bytes=nbytes,
+            duration_ms=round(elapsed * 1000.0, 3),
+            request_id=ids.value(req.id_field) if ids is not None else "",
+            user_agent=ua,
+            referer=referer,
+            content_type=ctype.decode("latin-1") if isinstance(ctype, bytes) else ctype,
+            key=key,
+            origin_ms=round(origin_s * 1000.0, 3) if origin_s else None,
+            blocked_id=blocked_id,
+            blocked_type=blocked_type,
+            no_store=no_store,
+        )
 
     def _rfc3339(self, at: float) -> str:
         second = int(at)
@@ -348,6 +355,67 @@ class AccessLog:
             "write_errors": self.write_errors,
             "lost": self.lost,
         }
+
+
+def _client_fields(headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """User-Agent and Referer, as sent (the first of each)."""
+    ua = referer = ""
+    for name, value in headers:
+        n = len(name)
+        if n == 10 and not ua and name.lower() == b"user-agent":
+            ua = value.decode("latin-1")
+        elif n == 7 and not referer and name.lower() == b"referer":
+            referer = value.decode("latin-1")
+    return ua, referer
+
+
+def _content_type(headers: Any) -> bytes:
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return bytes(value)
+    return b""
+
+
+def _key_text(primary: tuple[str, bytes], variant: tuple[str, ...]) -> str:
+    """The cache key as one string: authority and raw path, then each Vary value after `|`."""
+    text = primary[0] + primary[1].decode("utf-8", "backslashreplace")
+    return text + "".join("|" + v for v in variant) if variant else text
+
+
+def _quoted(value: str, unsafe: str = '"\\') -> str:
+    """A value for the text form with `unsafe` characters and non-printable ones escaped as
+    \\xHH (as nginx does), so a client's User-Agent or Host cannot forge a line or a field."""
+    if value.isprintable() and not any(c in value for c in unsafe):
+        return value
+    return "".join(
+        (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+        if not c.isprintable() or c in unsafe
+        else c
+        for c in value
+    )
+
+
+_BARE = '"\\ '  # a key=value value without quotes: no space either
+
+
+def _text_line(r: AccessRecord) -> str:
+    """Combined log format, then key=value pairs (values with a space or quote are quoted)."""
+    line = (
+        f'{r.client or "-"} - - [{r.time}] "{_quoted(r.method)} {_quoted(r.target)} {r.protocol}"'
+        f' {r.status} {r.bytes} "{_quoted(r.referer) or "-"}" "{_quoted(r.user_agent) or "-"}"'
+        f" host={_quoted(r.host, _BARE) or '-'} site={r.site} result={r.result}"
+        f" request_id={_quoted(r.request_id, _BARE) or '-'}"
+        f' content_type="{_quoted(r.content_type)}"'
+        f' key="{_quoted(r.key)}" duration_ms={r.duration_ms} tls={"on" if r.tls else "off"}'
+        f" worker={r.worker}"
+    )
+    if r.origin_ms is not None:
+        line += f" origin_ms={r.origin_ms}"
+    if r.blocked_id:
+        line += f' blocked_id="{_quoted(r.blocked_id)}" blocked_type={r.blocked_type}'
+    if r.no_store:
+        line += f" no_store={r.no_store}"
+    return line + "\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:

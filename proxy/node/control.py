@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from proxy.blocklist.model import Entry
+from proxy.config import Config
 from proxy.rfc.target import BadTarget, Target, canonical_target
 
 _LEN = struct.Struct("!I")
@@ -98,7 +99,34 @@ class Retire(Message, tag="retire"):
     drain and exit: a reload is complete only when no old worker can take a new client."""
 
 
-Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping | TlsReload | Retire
+class ConfigApply(Message, tag="config.apply"):
+    """A reload this worker takes without restarting (proxy/node/reload.py says when): run on
+    `config` from now on, keeping connections and the cache, less the objects of
+    `drop_sites`. Refused (the supervisor then restarts the worker) if the sites' names differ."""
+
+    config: Config
+    drop_sites: list[str] = []
+
+
+class DropSites(Message, tag="cache.drop_sites"):
+    """Purge every cached object (memory and node tier) of these sites, by this worker's
+    site table: the reload that restarts workers changed their cache-relevant settings."""
+
+    sites: list[str]
+
+
+Request = (
+    BlocklistLoad
+    | BlocklistDelta
+    | Purge
+    | StatsRequest
+    | Listen
+    | Ping
+    | TlsReload
+    | Retire
+    | ConfigApply
+    | DropSites
+)
 
 # -- replies: worker → supervisor --------------------------------------------------------------
 
@@ -162,13 +190,20 @@ class Pong(Message, tag="pong"):
     pid: int
 
 
+class ConfigApplied(Message, tag="config.applied"):
+    pid: int
+    dropped: int  # objects purged for `drop_sites`
+
+
 class Failed(Message, tag="failed"):
     error: str
 
 
 R = TypeVar("R", bound="Message")
 
-Reply = Ready | Applied | Purged | StatsReply | Listening | Pong | TlsReloaded | Failed
+Reply = (
+    Ready | Applied | Purged | StatsReply | Listening | Pong | TlsReloaded | ConfigApplied | Failed
+)
 
 _enc = msgspec.json.Encoder()
 request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)

@@ -10,8 +10,10 @@ a restarted or rolled worker serves on the same port and connections queued mean
 the backlog rather than being reset.
 
 - SIGTERM / SIGINT: every worker drains its in-flight requests, then exits.
-- SIGHUP: re-read the config file (a broken one is refused and the running one kept), replace
-  workers one at a time, and re-read the blocklist directory. On a node with a TLS listener
+- SIGHUP: re-read the config file (a broken one is refused and the running one kept), apply it
+  (in place when the running workers can take it, keeping their caches; else replacing workers
+  one at a time: proxy/node/reload.py decides, and drops the objects of sites whose
+  cache-relevant settings changed), and re-read the blocklist directory. On a node with a TLS listener
   whose config did not change, SIGHUP (and a change to a certificate or key file) reloads the
   certificates inside the running workers instead: new handshakes get the new ones, open
   connections are not touched; a certificate or key that does not load is refused, naming it,
@@ -49,10 +51,14 @@ from proxy.config import (
 from proxy.front.tls import TICKET_KEY_BYTES, CertificateError, Certificates
 from proxy.identity import set_title
 from proxy.metrics import combine
+from proxy.node import reload as reload_plan
 from proxy.node.control import (
     Applied,
     Channel,
+    ConfigApplied,
+    ConfigApply,
     ControlError,
+    DropSites,
     Listen,
     Listening,
     Pong,
@@ -119,8 +125,12 @@ class Supervisor:
         admin_token: str = "",
         start_admin: AdminStarter | None = None,
         cache_clear: bool = False,
+        load_config: Callable[[str], Config] = load,
     ) -> None:
         self.cfg = cfg
+        # Reads the config file at SIGHUP; `edgeproxy serve` passes one that re-applies its
+        # flags (--workers, --state-dir, …), which a reload must not lose.
+        self._load_config = load_config
         self.cache_clear = cache_clear  # --cache-clear: the node tier starts empty
         self.start_admin = start_admin
         self.config_path = config_path
@@ -157,7 +167,7 @@ class Supervisor:
         self._file_cfg: Config | None = None
         if config_path and cfg.listen_tls:
             try:
-                self._file_cfg = load(config_path)
+                self._file_cfg = load_config(config_path)
             except ConfigError:
                 self._file_cfg = None
 
@@ -264,8 +274,10 @@ class Supervisor:
         handles = [h for h in self.workers.values() if not h.retiring]
         timeout = self.cfg.admin.apply_timeout_s
         reply: type[Any] = Applied
-        if isinstance(request, Purge):
+        if isinstance(request, Purge | DropSites):
             reply = Purged
+        elif isinstance(request, ConfigApply):
+            reply = ConfigApplied
         elif isinstance(request, TlsReload):
             reply = TlsReloaded
         results: list[Any]
@@ -503,7 +515,7 @@ class Supervisor:
                 await self.reload_tls()  # flags only: the certificate files are all to re-read
         else:
             try:
-                new = load(self.config_path)
+                new = self._load_config(self.config_path)
             except ConfigError as e:
                 log.error("config reload refused, keeping the running config: %s", e)
                 if e.field.endswith("cert_file"):  # a certificate or key that does not load
@@ -534,14 +546,50 @@ class Supervisor:
                 self._file_cfg = raw
                 if new.log.format != self.cfg.log.format:
                     configure_log(new.log.format, process="supervisor")
-                self.cfg = new
-                self.config_generation += 1
-                await self._rolling_restart()
+                await self._apply_config(new)
                 if new.listen_tls:  # the new workers loaded what the files hold now
                     specs = certificate_specs(new)
                     self.tls_fingerprint = Certificates.compile(specs).fingerprint
         if self._watcher is not None:
             self._watcher.trigger()
+
+    async def _apply_config(self, new: Config) -> None:
+        """In place when the workers can take `new` (their memory caches stay), else a rolling
+        restart; either way the objects of sites whose cache-relevant settings changed go."""
+        plan = reload_plan.plan(self.cfg, new)
+        self.cfg = new
+        self.config_generation += 1
+        dropped = ", ".join(plan.dropped_sites) or "none"
+        if plan.in_place:
+            args = {"config": new, "drop_sites": list(plan.dropped_sites)}
+            try:
+                await self.broadcast("config.apply", args)
+            except ControlError as e:
+                log.error("config could not be applied in place (%s); replacing workers", e)
+            else:
+                for h in self.workers.values():
+                    h.config_generation = self.config_generation
+                log.info("config reloaded in place, caches kept (sites dropped: %s)", dropped)
+                return
+        else:
+            log.info(
+                "config reload replaces workers (changed: %s; sites dropped: %s)",
+                ", ".join(plan.restart_for),
+                dropped,
+            )
+        # The node tier outlives the workers: the old ones drop the changed sites' objects
+        # before they go, the new ones again once all run (what an old one stored meanwhile).
+        await self._drop_sites(plan.dropped_sites)
+        await self._rolling_restart()
+        await self._drop_sites(plan.dropped_sites)
+
+    async def _drop_sites(self, sites: tuple[str, ...]) -> None:
+        if not sites:
+            return
+        try:
+            await self.broadcast("cache.drop_sites", {"sites": list(sites)})
+        except ControlError as e:
+            log.error("dropping the cached objects of %s failed: %s", ", ".join(sites), e)
 
     async def reload_tls(self) -> bool:
         """Re-read the certificate and key files; when they load and differ from the served
@@ -653,6 +701,7 @@ async def serve(
     admin_token: str = "",
     start_admin: AdminStarter | None = None,
     cache_clear: bool = False,
+    load_config: Callable[[str], Config] = load,
 ) -> int:
     sup = Supervisor(
         cfg,
@@ -660,6 +709,7 @@ async def serve(
         admin_token=admin_token,
         start_admin=start_admin,
         cache_clear=cache_clear,
+        load_config=load_config,
     )
     try:
         await sup.start()

@@ -29,6 +29,7 @@ from proxy.blocklist.mapped import load_mapped
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.blocklist.table import TableError
+from proxy.cache.entry import Entry
 from proxy.config import Config, certificate_specs
 from proxy.front.tls import Certificates, TlsTerminator, share_ticket_keys
 from proxy.identity import set_title, worker_title
@@ -38,6 +39,9 @@ from proxy.node.control import (
     BlocklistLoad,
     BlocklistReport,
     CacheReport,
+    ConfigApplied,
+    ConfigApply,
+    DropSites,
     Failed,
     Listen,
     Listening,
@@ -59,7 +63,8 @@ from proxy.node.control import (
     write_frame,
 )
 from proxy.node.servicelog import configure as configure_log
-from proxy.state import build_worker
+from proxy.sites import SiteTable
+from proxy.state import build_worker, front_limits, node_finisher
 
 log = logging.getLogger("edgeproxy.node.worker")
 
@@ -130,6 +135,10 @@ class Worker:
                 self.server.stop_accepting()
                 self.stopping.set()
                 return Pong(pid=os.getpid())
+            case ConfigApply():
+                return await self.config_apply(msg)
+            case DropSites():
+                return Purged(purged=await self.drop_sites(msg.sites, self.sites))
         raise ValueError(f"no handler for {type(msg).__name__}")  # unreachable: Request is closed
 
     async def blocklist_load(self, msg: BlocklistLoad) -> Applied:
@@ -215,6 +224,58 @@ class Worker:
         elif msg.host:
             n = cache.purge_host(msg.host.lower().rstrip("."))
         return Purged(purged=n)
+
+    async def config_apply(self, msg: ConfigApply) -> ConfigApplied:
+        """A reload without a restart (proxy/node/reload.py): the new sites, limits and
+        blocklist settings take effect for new requests (limits: new connections); the memory
+        cache stays, less the objects of `drop_sites`. Raises (the worker keeps its config and
+        the supervisor restarts it) when the sites' names differ."""
+        cfg = msg.config
+        sites = SiteTable(cfg)
+        old_sites = self.sites
+        self.pipeline.reconfigure(cfg, sites)  # raises before any change if names differ
+        self.server.limits = front_limits(cfg)
+        self.server.tls_fields = sites.tls_fields
+        if self.node is not None:  # node-tier entries are finished with the new site table
+            finish = node_finisher(cfg, sites, self.pipeline.fetcher.via)
+            self.pipeline.cache.attach_node(self.node, finish)
+        self.cfg, self.sites = cfg, sites
+        if self.tls is not None:
+            self.tls_reload()  # a site's certificate may have changed
+        dropped = await self.drop_sites(msg.drop_sites, old_sites)
+        log.info(
+            "config applied in place (cache kept%s)",
+            f"; {dropped} objects of {', '.join(msg.drop_sites)} dropped" if msg.drop_sites else "",
+        )
+        return ConfigApplied(pid=os.getpid(), dropped=dropped)
+
+    async def drop_sites(self, names: list[str], old_sites: SiteTable) -> int:
+        """Purge the objects of these sites from memory and the node tier: those stored under
+        the site (its index) and any whose host the old or the current site table routes to
+        it. Memory is purged again after the node tier's walk, which yields to the loop: an
+        object a request pulled from the node tier meanwhile does not survive."""
+        if not names:
+            return 0
+        wanted = set(names)
+        indices = {s.index for s in old_sites.sites if s.name in wanted}
+        current = self.sites
+
+        def doomed_host(host: str) -> bool:
+            for table in (old_sites, current):
+                site = table.route(host)
+                if site is not None and site.name in wanted:
+                    return True
+            return False
+
+        def doomed(entry: Entry) -> bool:
+            return entry.site_index in indices or doomed_host(entry.target.host)
+
+        cache = self.pipeline.cache
+        n = cache.purge_where(None, doomed)
+        n += await cache.purge_listed_behind(lambda keys, _digest: doomed_host(keys.host))
+        n += cache.purge_where(None, doomed)
+        self.pipeline.memo.clear()
+        return n
 
     def tls_reload(self) -> TlsReloaded:
         """Compile the certificates aside (raises on a broken one: the old stay), then swap."""

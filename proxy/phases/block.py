@@ -39,9 +39,11 @@ def parts_451(
     return head, body
 
 
-def render_451(head: bytes, body: bytes, method: str, keep_alive: bool, version: str) -> bytes:
-    """The whole 451 answer as one write (HEAD: without the body)."""
-    conn = connection_field(keep_alive, version)
+def render_451(
+    head: bytes, body: bytes, method: str, keep_alive: bool, version: str, fields: bytes = b""
+) -> bytes:
+    """The whole 451 answer as one write (HEAD: without the body); `fields`: the request id."""
+    conn = fields + connection_field(keep_alive, version)
     data = _451_LINE + current_date_bytes() + head + conn + b"\r\n"
     return data if method == "HEAD" else data + body
 
@@ -59,7 +61,8 @@ def answer_451(
     if ctx.method != "HEAD":
         ctx.bytes_sent = len(body)
     ctx.status = 451
+    ctx.content_type = b"text/plain; charset=utf-8"  # as parts_451 writes it
     ctx.cache_status = cache_name + b"; detail=blocked"
-    data = render_451(head, body, ctx.method, req.keep_alive, req.http_version)
+    data = render_451(head, body, ctx.method, req.keep_alive, req.http_version, req.id_field)
     ctx.responder.send_bytes(data, close=not req.keep_alive)
     return head, body

@@ -63,9 +63,10 @@ def connection_field(keep_alive: bool, http_version: str) -> bytes:
 
 
 def connection_part(ctx: RequestCtx) -> tuple[bytes, bool]:
-    """The Connection field for a pre-serialised answer, and whether to close after it."""
+    """The last field lines of a pre-serialised answer (the request id the front assigned,
+    then Connection), and whether to close after it."""
     req = ctx.request
-    return connection_field(req.keep_alive, req.http_version), not req.keep_alive
+    return req.id_field + connection_field(req.keep_alive, req.http_version), not req.keep_alive
 
 
 def generated(
@@ -82,7 +83,7 @@ def generated(
     """An answer the edge writes itself (errors, 421, 451, TRACE): never stored anywhere."""
     conn, must_close = connection_part(ctx)
     if close:
-        conn, must_close = b"Connection: close\r\n", True
+        conn, must_close = ctx.request.id_field + b"Connection: close\r\n", True
     parts = [
         b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown")),
         b"Date: " + current_date_bytes() + b"\r\n",
@@ -102,6 +103,7 @@ def generated(
         ctx.bytes_sent = len(body)
     ctx.status = status
     ctx.cache_status = cache_status
+    ctx.content_type = content_type
     ctx.responder.send_bytes(b"".join(parts), close=must_close)
 
 
@@ -169,15 +171,17 @@ def hit_bytes(
     entry: Entry,
     now: float,
     hit_status: bytes,
+    fields: bytes = b"",
 ) -> bytes:
     """A fresh hit on a plain request (no conditionals, no Range): the stored head, the
-    per-delivery fields (Age, Cache-Status, Connection) and the body, as one bytes."""
+    per-delivery fields (Age, Cache-Status, `fields`: the request id line, Connection) and the
+    body, as one bytes."""
     age = entry.corrected_initial_age + now - entry.response_time
     status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)  # as _hit_status, inline
     if entry.upstream_cache_status:
         status = entry.upstream_cache_status + b", " + status
     conn = connection_field(keep_alive, http_version)
-    tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, status, conn)
+    tail = b"Age: %d\r\nCache-Status: %s\r\n%s%s\r\n" % (age, status, fields, conn)
     if method == "HEAD":
         return entry.head + tail
     return entry.head + tail + entry.body
@@ -201,7 +205,13 @@ def hit(
 ) -> int:
     """`hit_bytes` through a responder. Returns the body bytes sent."""
     data = hit_bytes(
-        request.method, request.keep_alive, request.http_version, entry, now, hit_status
+        request.method,
+        request.keep_alive,
+        request.http_version,
+        entry,
+        now,
+        hit_status,
+        request.id_field,
     )
     responder.send_bytes(data, close=not request.keep_alive)
     return 0 if request.method == "HEAD" else len(entry.body)

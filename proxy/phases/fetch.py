@@ -103,6 +103,10 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         self.cache_name = cache_status_bytes(cfg.via_name, hit=False)
         self.hit_status = cache_status_bytes(cfg.via_name, hit=True)
         self.decode_limits = DecodeLimits.from_config(cfg.blocklist)
+        # The request id goes upstream under the same name (the front assigned it; a client's
+        # own under that name is dropped below unless the front kept it).
+        self.request_id_name = cfg.log.request_id_header
+        self._request_id_lname = cfg.log.request_id_header.lower().encode("ascii")
         self.clock = clock
         self.coalescer: Coalescer[FetchOutcome] = Coalescer(
             hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
@@ -301,6 +305,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
                 continue
             if for_cache and n in CONDITIONAL:
                 continue
+            if n == self._request_id_lname:
+                continue  # ours is set below
             out.add(name.decode("latin-1"), value.decode("latin-1"))
         out["Host"] = target.authority if site.forward_host else site.origin_host
         via.append(self.via_str)
@@ -310,6 +316,9 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         out["X-Forwarded-Proto"] = target.scheme
         out["X-Forwarded-Host"] = target.authority
         out["Forwarded"] = forwarded_element(ctx.request.client_ip, target.authority, target.scheme)
+        id_field = ctx.request.id_field
+        if id_field:
+            out[self.request_id_name] = id_field[len(self.request_id_name) + 2 : -2].decode()
         if len(max_forwards) == 1 and max_forwards[0].isdigit():
             out["Max-Forwards"] = str(max(0, int(max_forwards[0]) - 1))
         if ctx.request.has_body and ctx.request.content_length is not None and not for_cache:

@@ -55,7 +55,7 @@ def hit(
     elapsed = time.perf_counter() - started
     stats.observe(entry.site_index, 0, _R_HIT, sent, elapsed)  # method class 0: GET/HEAD
     if access_log is not None and request is not None:
-        access_log.record_hit(request, entry.target, entry.site_index, entry.status, sent, elapsed)
+        access_log.record_hit(request, entry, entry.site_index, entry.status, sent, elapsed)
 
 
 def blocked_fast(

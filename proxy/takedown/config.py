@@ -37,8 +37,13 @@ class Restore(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     not_after_business_days: int = 14
     timezone: str = "UTC"
     weekend_days: list[int] = msgspec.field(default_factory=lambda: [5, 6])  # Mon=0
+    # Public holidays from the `holidays` package: ISO codes ("US", "JP", "DE", "US-NY"), all
+    # of whose holidays are non-business days. The list and file below override them.
+    holiday_countries: list[str] = msgspec.field(default_factory=list)
     holidays: list[dt.date] = msgspec.field(default_factory=list)
-    holidays_file: str = ""  # TOML with `holidays = [dates]`, merged with the list above
+    business_days: list[dt.date] = msgspec.field(default_factory=list)  # worked regardless
+    # TOML with `holidays = [dates]` and `business_days = [dates]`, merged with the lists above
+    holidays_file: str = ""
 
 
 class Strikes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -104,6 +109,7 @@ class TakedownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class HolidayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     holidays: list[dt.date] = msgspec.field(default_factory=list)
+    business_days: list[dt.date] = msgspec.field(default_factory=list)
 
 
 def load(path: str | Path | None) -> TakedownConfig:
@@ -119,7 +125,21 @@ def load(path: str | Path | None) -> TakedownConfig:
             hp = p.parent / hp
         extra = msgspec.convert(tomllib.loads(hp.read_text(encoding="utf-8")), HolidayFile)
         merged = sorted(set(cfg.restore.holidays) | set(extra.holidays))
+        worked = sorted(set(cfg.restore.business_days) | set(extra.business_days))
         cfg = msgspec.structs.replace(
-            cfg, restore=msgspec.structs.replace(cfg.restore, holidays=merged)
+            cfg,
+            restore=msgspec.structs.replace(cfg.restore, holidays=merged, business_days=worked),
         )
+    _check_countries(cfg.restore)
     return cfg
+
+
+def _check_countries(restore: Restore) -> None:
+    """An unknown country code fails the load, naming it (not the first restore it skews)."""
+    from proxy.takedown.calendar import UnknownCountry, check_country
+
+    for code in restore.holiday_countries:
+        try:
+            check_country(code)
+        except UnknownCountry as e:
+            raise msgspec.ValidationError(f"{e} - at `$.restore.holiday_countries`") from None

@@ -52,7 +52,7 @@ class TakedownService:
         self._extra_edges = list(edges or [])
         self._file_drop = file_drop
         r = cfg.restore
-        self.calendar = BusinessCalendar.of(r.holidays, r.weekend_days, r.timezone)
+        self.calendar = BusinessCalendar.from_policy(r)
         self._session: aiohttp.ClientSession | None = None
         self.publisher: Publisher | None = None
         self._scheduler: asyncio.Task[None] | None = None

@@ -310,6 +310,35 @@ async def check_status_command(node: Node, version: int, capsys, monkeypatch) ->
         line = next(x for x in text.splitlines() if f"worker {w} " in x)
         assert f"pid {pid}" in line and f"blocklist version {version}" in line, line
         assert "applied 20" in line, line
+    await check_status_forms_agree(node, version, capsys)
+
+
+async def check_status_forms_agree(node: Node, version: int, capsys) -> None:
+    """Issue 17: `edgeproxy status` and `edgeproxy blocklist status` print in one form (a
+    headline naming the node, indented lines, the same worker line, the same time format) and
+    both give the admin API's JSON with --json."""
+    import json
+
+    from proxy.cli import main
+
+    assert await asyncio.to_thread(main, ["status", "--admin", node.admin, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["blocklist_version"] == version
+    assert await asyncio.to_thread(main, ["blocklist", "status", "--admin", node.admin]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"edgeproxy blocklist at {node.admin}: version {version}, 2 workers")
+    assert "  entries: url 0, prefix 1," in text, text
+    for w in status["workers"]:
+        line = next(x for x in text.splitlines() if f"worker {w['worker']} " in x)
+        # the same words as `edgeproxy status`'s worker line, up to its counts
+        assert line.startswith(
+            f"    worker {w['worker']} (pid {w['pid']}): blocklist version {version} applied 20"
+        ), line
+        assert line.endswith(" ago)"), line
+    assert (
+        await asyncio.to_thread(main, ["blocklist", "status", "--admin", node.admin, "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["version"] == version
 
 
 async def check_restart(node: Node, before: Scrape) -> None:
@@ -357,10 +386,10 @@ async def test_status_command_copes_with_a_sparse_or_broken_admin(origin_server,
     broken.router.add_get("/status", down)
     base = await origin_server(broken)
     assert await show_status(base, "", interval_s=0.0) == 1
-    assert "503" in capsys.readouterr().out
+    assert "edgeproxy status:" in capsys.readouterr().err
 
     with socket.socket() as unused:  # bound, not listening: refused
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
         assert await show_status(f"127.0.0.1:{port}", "", interval_s=0.0) == 1
-    assert "cannot reach" in capsys.readouterr().out
+    assert "edgeproxy status: cannot reach" in capsys.readouterr().err

@@ -186,8 +186,8 @@ async def test_push_remove_status_against_the_admin_api(
     try:
         monkeypatch.delenv("EDGEPROXY_ADMIN_TOKEN", raising=False)
         code, _, err = await cli("status", "--admin", url)
-        assert code == 1 and "HTTP 401: missing or bad token" in err
-        assert "EDGEPROXY_ADMIN_TOKEN" in err
+        assert code == 1 and "edgeproxy blocklist status:" in err and "answered 401" in err
+        assert "missing or bad token" in err and "EDGEPROXY_ADMIN_TOKEN" in err
 
         monkeypatch.setenv("EDGEPROXY_ADMIN_TOKEN", "s3cret")
         code, out, _ = await cli(
@@ -230,13 +230,17 @@ async def test_push_remove_status_against_the_admin_api(
 
         code, out, _ = await cli("status", "--admin", url)
         assert code == 0
-        assert "version 4" in out and "entries: url=2 prefix=0" in out
-        assert "workers: 2" in out and "from admin" in out
+        assert out.startswith(f"edgeproxy blocklist at {url}: version 4, 2 workers"), out
+        assert "  entries: url 2, prefix 0, host 0, sha256 0" in out
+        assert "    worker 1 (pid 101): blocklist version 4 applied 20" in out
+        assert "from admin" in out
+        code, out, _ = await cli("status", "--admin", url, "--json")
+        assert code == 0 and json.loads(out)["version"] == 4
     finally:
         await server.close()
 
     code, _, err = await cli("status", "--admin", url, "--timeout", "2")
-    assert code == 1 and "cannot reach the admin API" in err
+    assert code == 1 and f"edgeproxy blocklist status: cannot reach {url}" in err
 
 
 def test_digest_gives_the_entry_value_of_a_coded_body(

@@ -15,7 +15,14 @@ FAST = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfast"
 
 
 async def start(seen: list[str]) -> FrontServer:
-    def fast(method: str, target: bytes, host: bytes | None, keep_alive: bool, version: str):
+    def fast(
+        method: str,
+        target: bytes,
+        host: bytes | None,
+        keep_alive: bool,
+        version: str,
+        fields: bytes,
+    ):
         seen.append(f"fast {method} {target.decode()} {host!r} {keep_alive} {version}")
         return FAST if target == b"/fast" else None
 

@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from proxy.front.exchange import EMPTY_BODY, Request
+from proxy.front.request_id import RequestIds
 from proxy.metrics import Result, WorkerStats
 from proxy.node.accesslog import AccessLog
 from proxy.rfc.storable import NoStoreReason
@@ -98,10 +100,13 @@ async def test_one_json_line_per_request_with_the_operator_fields(
     h = {"Host": "a.test"}
     keep = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
     fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+    ids: dict[str, str] = {}  # target -> the X-Request-Id its answer carried
     async with keep, fresh:
-        for _ in range(2):  # a miss, then a hit on the same worker
-            async with keep.get(node.url + "/c/1?x=%7e", headers=h) as r:
+        for n in range(2):  # a miss, then a hit on the same worker
+            ref = {"Referer": "http://ref.test/page", "User-Agent": f"probe/{n}"}
+            async with keep.get(node.url + "/c/1?x=%7e", headers=h | ref) as r:
                 assert r.status == 200 and len(await r.read()) == 100
+                ids[f"c1-{n}"] = r.headers["X-Request-Id"]
         for n in range(10):  # new connections: both workers write to the one file
             async with fresh.get(node.url + f"/c/{10 + n}", headers=h) as r:
                 assert r.status == 200
@@ -109,14 +114,18 @@ async def test_one_json_line_per_request_with_the_operator_fields(
             assert r.status == 200
         async with fresh.get(node.url + "/blocked/9", headers=h) as r:
             assert r.status == 451
+            ids["451"] = r.headers["X-Request-Id"]
         async with fresh.get(node.url + "/c/1", headers={"Host": "elsewhere.test"}) as r:
             assert r.status == 421
+            ids["421"] = r.headers["X-Request-Id"]
     answer = await raw_request(node.port, b"GET /bad%zz HTTP/1.1\r\nHost: a.test\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400")
+    answer = await raw_request(node.port, b"GET /c/old HTTP/1.0\r\nHost: a.test\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
 
-    records = await read_lines(log, 16)
+    records = await read_lines(log, 17)
     await asyncio.sleep(0.5)  # no more than one line per request arrives
-    assert len(log.read_text().splitlines()) == 16
+    assert len(log.read_text().splitlines()) == 17
     for rec in records:
         assert RFC3339_UTC.match(rec["time"]), rec
         assert rec["worker"] in (0, 1) and rec["method"] == "GET"
@@ -130,6 +139,14 @@ async def test_one_json_line_per_request_with_the_operator_fields(
     miss, hit = sorted(by_target["/c/1?x=~"], key=lambda r: r["time"])
     assert (miss["result"], miss["status"], miss["bytes"], miss["site"]) == ("miss", 200, 100, "a")
     assert miss["host"] == "a.test" and miss["origin_ms"] > 0
+    # Issue 17: who asked, how, with which id, for which key, and what came back.
+    for n, rec in enumerate((miss, hit)):
+        assert (rec["client"], rec["protocol"], rec["tls"]) == ("127.0.0.1", "HTTP/1.1", False)
+        assert (rec["user_agent"], rec["referer"]) == (f"probe/{n}", "http://ref.test/page")
+        assert rec["request_id"] == ids[f"c1-{n}"]
+        assert rec["content_type"] == "application/octet-stream"
+        assert rec["key"] == "a.test/c/1?x=~"
+    assert ids["c1-0"] != ids["c1-1"]
     assert (hit["result"], hit["status"], hit["bytes"]) == ("hit", 200, 100)
     assert "origin_ms" not in hit and "blocked_id" not in hit and "no_store" not in hit
     (ns,) = by_target["/nostore"]
@@ -137,12 +154,18 @@ async def test_one_json_line_per_request_with_the_operator_fields(
     (blocked,) = by_target["/blocked/9"]
     assert (blocked["status"], blocked["result"]) == (451, "blocked")
     assert (blocked["blocked_id"], blocked["blocked_type"]) == ("take-7", "prefix")
+    assert blocked["request_id"] == ids["451"] and blocked["content_type"].startswith("text/")
     assert "origin_ms" not in blocked
+    (old,) = by_target["/c/old"]
+    assert old["protocol"] == "HTTP/1.0" and "user_agent" not in old and "referer" not in old
     (bad,) = by_target["/bad%zz"]  # admit refused it: the raw target, no site
     assert (bad["status"], bad["result"], bad["site"]) == (400, "error", "-")
     misdirected = [r for r in records if r["status"] == 421]
     assert len(misdirected) == 1 and misdirected[0]["site"] == "-"
     assert misdirected[0]["target"] == "/c/1"
+    # The Host that explains the 421, and no cache key (it never reached the cache).
+    assert misdirected[0]["host"] == "elsewhere.test" and "key" not in misdirected[0]
+    assert misdirected[0]["request_id"] == ids["421"]
     assert seen.count("/c/1") == 1
 
 
@@ -164,10 +187,26 @@ async def test_sample_zero_writes_nothing(origin_server, nodes, tmp_path: Path) 
 # -- the writer, in-process -----------------------------------------------------------------
 
 
+def fake_request(path: str = "/p") -> Request:
+    headers = [
+        (b"Host", b"a.test"),
+        (b"User-Agent", b'curl/8 "quoted"'),
+        (b"Referer", b"http://r/"),
+    ]
+    return Request(
+        "GET", path.encode(), "1.1", headers, True, False, None, EMPTY_BODY, "127.0.0.7",
+        1_700_000_000.25, b"a.test", False, True, b"X-Request-Id: abc-1\r\n",
+    )  # fmt: skip
+
+
 def fake_ctx(path: str = "/p", *, status: int = 200, result: Result = Result.HIT) -> object:
     target = canonical_target(path.encode(), b"a.test")
     return SimpleNamespace(
-        request=SimpleNamespace(received_at=1_700_000_000.25, raw_target=path.encode()),
+        request=fake_request(path),
+        key=((target.authority, target.raw_path_query), ("gzip",)),
+        entry=SimpleNamespace(headers=((b"Content-Type", b"text/html"),)),
+        outcome=None,
+        content_type=b"",
         site=object(),
         site_index=0,
         target=target,
@@ -184,7 +223,8 @@ def fake_ctx(path: str = "/p", *, status: int = 200, result: Result = Result.HIT
 
 async def test_record_batches_and_close_flushes(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
-    al = AccessLog(str(log), 1.0, ["site-a"], 3, flush_interval_s=0.05)
+    ids = RequestIds("X-Request-Id")
+    al = AccessLog(str(log), 1.0, ["site-a"], 3, flush_interval_s=0.05, request_ids=ids)
     al.record(fake_ctx("/one"), 0.0012345)  # type: ignore[arg-type]
     assert log.read_text() == ""  # nothing written on the request's path
     records = await read_lines(log, 1)
@@ -192,14 +232,22 @@ async def test_record_batches_and_close_flushes(tmp_path: Path) -> None:
         {
             "time": "2023-11-14T22:13:20.250Z",
             "worker": 3,
+            "client": "127.0.0.7",
             "site": "site-a",
             "method": "GET",
             "target": "/one",
+            "protocol": "HTTP/1.1",
+            "tls": True,
             "status": 200,
             "result": "hit",
             "bytes": 10,
             "duration_ms": 1.234,
             "host": "a.test",
+            "request_id": "abc-1",
+            "user_agent": 'curl/8 "quoted"',
+            "referer": "http://r/",
+            "content_type": "text/html",
+            "key": "a.test/one|gzip",
         }
     ]
     ctx = fake_ctx("/two", result=Result.PASS)
@@ -248,7 +296,7 @@ async def test_pipes_get_whole_lines_in_atomic_chunks(tmp_path: Path, monkeypatc
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", spy)
-    for n in range(200):
+    for n in range(100):  # about 45 KB: within the pipe's buffer, which nobody reads yet
         al.record(fake_ctx(f"/long/{n}/" + "x" * 100), 0.001)  # type: ignore[arg-type]
     al.close()
     monkeypatch.undo()
@@ -256,7 +304,7 @@ async def test_pipes_get_whole_lines_in_atomic_chunks(tmp_path: Path, monkeypatc
     while chunk := os.read(reader, 1 << 20):
         got += chunk
     os.close(reader)
-    assert len(got.splitlines()) == 200 and len(writes) > 1
+    assert len(got.splitlines()) == 100 and len(writes) > 1
     assert max(writes) <= 4096
 
 
@@ -297,17 +345,44 @@ async def test_a_slow_writer_still_gets_every_batch_in_order(tmp_path: Path, mon
 async def test_record_hit_writes_the_same_line_as_record(tmp_path: Path) -> None:
     """The hot hit path logs without a RequestCtx; its line equals the one `record` writes."""
     log = tmp_path / "a.log"
-    al = AccessLog(str(log), 1.0, ["site-a"], 1)
-    ctx = fake_ctx("/same")
-    al.record(ctx, 0.002)  # type: ignore[arg-type]
-    al.record_hit(
-        SimpleNamespace(received_at=1_700_000_000.25, method="GET"),  # type: ignore[arg-type]
-        ctx.target,  # type: ignore[attr-defined]
-        0,
-        200,
-        10,
-        0.002,
+    for text in (False, True):
+        log = tmp_path / f"a-{text}.log"
+        al = AccessLog(str(log), 1.0, ["site-a"], 1, text=text, request_ids=RequestIds("X-Id"))
+        ctx = fake_ctx("/same")
+        al.record(ctx, 0.002)  # type: ignore[arg-type]
+        target = ctx.target  # type: ignore[attr-defined]
+        entry = SimpleNamespace(
+            target=target,
+            primary=(target.authority, target.raw_path_query),
+            variant=("gzip",),
+            headers=((b"content-type", b"text/html"),),
+        )
+        al.record_hit(ctx.request, entry, 0, 200, 10, 0.002)  # type: ignore[arg-type,attr-defined]
+        al.close()
+        first, second = log.read_text().splitlines()
+        assert first == second and (
+            "result=hit" in first if text else json.loads(first)["result"] == "hit"
+        )
+
+
+def test_the_text_form_is_combined_then_key_values(tmp_path: Path) -> None:
+    """`access_log_format = "text"`: the combined log format shippers parse, then key=value
+    pairs; a client's quotes and control bytes are escaped, never a new field or line."""
+    al = AccessLog(
+        str(tmp_path / "t.log"),
+        1.0,
+        ["site-a"],
+        2,
+        text=True,
+        request_ids=RequestIds("X-Request-Id"),
     )
+    ctx = fake_ctx("/t")
+    ctx.request.headers.append((b"User-Agent", b"second"))  # type: ignore[attr-defined]
+    ctx.request.headers[1] = (b"User-Agent", b'evil"\n1.2.3.4 - - [x]')  # type: ignore[attr-defined]
+    line = al.format([(ctx.request, ctx, None, 0, 200, "miss", 10, 0.0015)]).decode()  # type: ignore[attr-defined,list-item]
     al.close()
-    first, second = log.read_text().splitlines()
-    assert first == second and json.loads(first)["result"] == "hit"
+    assert line == (
+        '127.0.0.7 - - [2023-11-14T22:13:20.250Z] "GET /t HTTP/1.1" 200 10 "http://r/"'
+        ' "evil\\x22\\x0a1.2.3.4 - - [x]" host=a.test site=site-a result=miss request_id=abc-1'
+        ' content_type="text/html" key="a.test/t|gzip" duration_ms=1.5 tls=on worker=2\n'
+    )

@@ -93,6 +93,8 @@ async def test_restarted_and_rolled_workers_serve_on_the_same_socket(
     assert await answers_of(node, 6) == [451] * 6
     before = set(await node.worker_pids())
     assert node.proc is not None
+    # A change the running workers cannot take (a new origin pool): the SIGHUP rolls them.
+    cfg.write_text(cfg.read_text() + "[origin]\nconnect_timeout_s = 4.0\n")
     node.proc.send_signal(signal.SIGHUP)
     async with asyncio.timeout(20):
         while True:
