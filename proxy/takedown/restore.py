@@ -109,6 +109,10 @@ def _schedule_restore(
         "not_after": w.not_after.isoformat(),
         "restore_at": w.restore_at,
         "restore_at_iso": iso(w.restore_at),
+        # True when the window reaches past the holiday data the calendar has (calendar.py):
+        # a public holiday may then be missing from the count; shown on the case's timeline.
+        "beyond_known_holidays": w.beyond_known_data,
+        "holidays_known_until": w.known_until.isoformat() if w.known_until else None,
     }
     transition(conn, case_id, S.RESTORE_SCHEDULED, now, actor_of(account), window)
     audit.append(

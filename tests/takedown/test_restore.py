@@ -69,6 +69,7 @@ async def test_counter_notice_schedules_restore_which_publishes_deletes(
     assert status == 201 and out["state"] == "restore_scheduled"
     assert out["restore"]["not_before"] == "2026-01-20"
     assert out["restore"]["not_after"] == "2026-01-26"
+    assert out["restore"]["beyond_known_holidays"] is False
     env.clock.now = out["restore"]["restore_at"] - 1
     await env.svc.run_due()
     await asyncio.sleep(0.05)
@@ -93,6 +94,22 @@ async def test_counter_notice_schedules_restore_which_publishes_deletes(
     ):
         assert want in events, want
     assert view["restore"]["restored_at"] == out["restore"]["restore_at"]
+
+
+async def test_a_window_past_the_holiday_data_is_flagged_on_the_case(make_env: MakeEnv) -> None:
+    """Holidays known through 2026 only: a counter-notice in late December gets a window in
+    2027, and the case says the count may miss a holiday (issue 17)."""
+    env = await make_env(cfg=_holiday_config(), n_edges=1)
+    env.clock.now = dt.datetime(2026, 12, 21, 10, tzinfo=dt.UTC).timestamp()
+    case = await _enforced_case(env)
+    status, out = await env.post(f"/cases/{case}/counter-notice", "admin", counter())
+    assert status == 201
+    assert out["restore"]["beyond_known_holidays"] is True
+    assert out["restore"]["holidays_known_until"] == "2026-12-31"
+    status, view = await env.get(f"/cases/{case}", "admin")
+    assert status == 200
+    scheduled = [e for e in view["timeline"] if e["event"] == "restore_scheduled"]
+    assert scheduled and "beyond_known_holidays" in str(scheduled[0])
 
 
 async def test_lawsuit_cancels_the_restore(make_env: MakeEnv) -> None:
