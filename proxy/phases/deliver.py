@@ -16,11 +16,12 @@ from proxy.context import FetchOutcome, Next, RequestCtx
 from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
 from proxy.metrics import WorkerStats
-from proxy.origin import OriginError, OriginFailure, UpstreamResponse
+from proxy.origin import Interim, OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.spool import BodyBudget, DiskSpool, spool
 from proxy.phases.upstream_response import NO_BODY_STATUSES, BodyBlocked, body_codings
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.conditional import evaluate_preconditions
+from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.ranges import content_range, if_range_allows, parse_range
 from proxy.rfc.storable import NoStoreReason
 
@@ -50,6 +51,18 @@ REASONS = {
 _304_FIELDS = frozenset(
     {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"}
 )
+
+
+def interim_relay(responder: Responder) -> Interim:
+    """The listener that relays an origin's interim (1xx) heads to the client that caused the
+    request (RFC 9110 §15.2: a proxy forwards 1xx), connection-specific fields stripped; the
+    front decides whether the client may get one (`Responder.interim`). Never stored: the
+    origin clients hand only the final head on as the answer."""
+
+    def relay(status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
+        responder.interim(status, reason, strip_hop_by_hop(fields))
+
+    return relay
 
 
 def connection_field(keep_alive: bool, http_version: str) -> bytes:

@@ -29,7 +29,7 @@ from proxy.config import Config
 from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx, RequestFields
 from proxy.metrics import Result, WorkerStats
 from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse
-from proxy.phases.deliver import StreamDelivery
+from proxy.phases.deliver import StreamDelivery, interim_relay
 from proxy.phases.lookup import decide
 from proxy.phases.spool import BodyBudget
 from proxy.phases.store import StorePhase
@@ -265,13 +265,25 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         return out
 
     async def _send(
-        self, ctx: RequestCtx, method: str, headers: CIMultiDict[str], body: bool
+        self,
+        ctx: RequestCtx,
+        method: str,
+        headers: CIMultiDict[str],
+        body: bool,
+        *,
+        relay_interim: bool = True,
     ) -> UpstreamResponse:
+        """Send the upstream request; the origin's 1xx heads go to this request's client
+        (the leader's, for a coalesced fetch: followers joined a request already sent), not
+        to anyone for a background refresh."""
         site = ctx.site
         target = ctx.target
         started = time.monotonic()
         stream = _body(ctx) if body else None
-        up = await self.origin.request(site.origin, method, target.raw_path_query, headers, stream)
+        interim = interim_relay(ctx.responder) if relay_interim else None
+        up = await self.origin.request(
+            site.origin, method, target.raw_path_query, headers, stream, interim
+        )
         elapsed = time.monotonic() - started
         ctx.origin_s += elapsed
         stats = self.stats
@@ -297,7 +309,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
                 headers["If-Modified-Since"] = lm.decode("latin-1")
         request_time = self.clock()
         try:
-            up = await self._send(ctx, "GET", headers, body=False)
+            up = await self._send(ctx, "GET", headers, body=False, relay_interim=not background)
         except OriginError as e:
             return FetchOutcome(error=e, stale_candidate=entry)
         response_time = self.clock()
