@@ -160,7 +160,8 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decode_max_ratio: Annotated[float, msgspec.Meta(ge=1.0, le=1e9)] = 100.0  # decoded/encoded
     decode_ratio_grace_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20  # ratio unchecked below
     decode_max_codings_count: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # stacked codings
-    # A coding the edge cannot remove: "refuse" (502) or "raw-only" (check the raw digest only).
+    # A coding the edge cannot remove: "refuse" (502 while a sha256 entry is listed; with none,
+    # stored unjudged until one is) or "raw-only" (check the raw digest only).
     unknown_coding_policy: Literal["refuse", "raw-only"] = "refuse"
     # A signed version more than this far beyond the enforced sequence is refused (a jump to
     # near the maximum would make every later real version look older).

@@ -192,6 +192,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         found = await self.cache.get_behind(ctx.primary, lambda f: variant(f, fields) if f else ())
         if found is None:
             return None
+        if self.enforcer.unservable(found):
+            return None
         self.adopt_shared(ctx, found)
         listed = self.enforcer.listed_digest(found.sha256)
         if listed is not None:
