@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections import deque
@@ -51,6 +52,10 @@ _METHODS = {
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 }
 _NEVER = 1 << 62
+# RFC 9110 §9.1: a method is a token. llhttp knows a fixed list (GET … PROPFIND, QUERY, PURGE);
+# any other is parsed under a stand-in name and forwarded as sent (`_reparse_method`).
+_METHOD_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
+_STAND_IN = b"GET"  # llhttp frames a request body by its fields alone, whatever the method
 
 # Facts about the head being parsed, one int so resetting them is one store.
 _HOST_SEEN = 1
@@ -176,6 +181,7 @@ class Connection(asyncio.Protocol):
         self._fast = server.fast_answer
         self._content_length: int | None = None
         self._last_keep_alive = True
+        self._method_as_sent: bytes | None = None  # the next head's, parsed under _STAND_IN
         # exchanges
         self._parsing: Request | None = None  # the request whose body is being read
         self._parsing_body: Body | None = None  # and that body
@@ -261,10 +267,15 @@ class Connection(asyncio.Protocol):
         self._chunk_bytes = len(data)
         if not self._saw_underscore and b"_" in data:
             self._saw_underscore = True  # sticky: from now on each head's names are checked
-        if self._phase == _BODY:
+        phase = self._phase
+        if phase == _BODY:
             self.deadline = self._server.clock + self._body_timeout_s
         try:
-            self._parser.feed_data(data)
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                if phase != _IDLE or not self._reparse_method(exc, data):
+                    raise
         except httptools.HttpParserUpgrade:
             self._stopped = True  # that request was dispatched with keep_alive=False
         except httptools.HttpParserError as exc:
@@ -281,6 +292,24 @@ class Connection(asyncio.Protocol):
                     self._parse_failed(_Reject(431, "request head too large"))
         if self.reading_paused or self._queue or self._parsing is not None:
             self.update_reading()
+
+    def _reparse_method(self, exc: httptools.HttpParserError, data: bytes) -> bool:
+        """A request llhttp refused for its method alone, at the start of this read (the
+        connection was between messages): parse it again on a new parser under a method llhttp
+        knows and hand the handler the method as sent (RFC 9110 §9: any token is a method; the
+        pipeline forwards it unchanged). False when that is not the case; may raise the next
+        parse error. A method token split across reads, or behind another request in the same
+        read, is refused as before (400): clients send neither in practice."""
+        if isinstance(exc, httptools.HttpParserCallbackError) or "Invalid method" not in str(exc):
+            return False
+        line = data.lstrip(b"\r\n")
+        token, sp, rest = line.partition(b" ")
+        if not sp or not _METHOD_TOKEN.fullmatch(token):
+            return False
+        self._parser = httptools.HttpRequestParser(self)
+        self._method_as_sent = token
+        self._parser.feed_data(_STAND_IN + b" " + rest)
+        return True
 
     # ------------------------------------------------------------------ llhttp callbacks
 
@@ -358,6 +387,8 @@ class Connection(asyncio.Protocol):
             keep_alive = False
         self._last_keep_alive = keep_alive
         method = parser.get_method()
+        if self._method_as_sent is not None:
+            method, self._method_as_sent = self._method_as_sent, None
         body: Body | EmptyBody
         if has_body:
             body = self._parsing_body = Body(
