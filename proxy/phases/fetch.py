@@ -342,11 +342,23 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     async def pass_through(self, ctx: RequestCtx) -> Next:
         """Forward as-is (unsafe methods, bodies, hit-for-miss overflow); stream back."""
         ctx.result = Result.PASS
+        request_time = self.clock()
         outcome = await self.fetch_pass(ctx)
         if outcome.error is not None:
             raise outcome.error
         if ctx.invalidate:
             self.invalidate(ctx, outcome)
+        if ctx.method == "POST" and self.post_answer_reusable(ctx, outcome.headers):
+            up = outcome.upstream
+            assert up is not None
+            try:
+                kept = await self.upstream_response(ctx, up, None, request_time, self.clock())
+            except BaseException:
+                up.close()
+                raise
+            ctx.outcome = kept
+            ctx.leader = True
+            return Next.ROUTE  # delivered from what was stored, or streamed if it was not
         outcome.claim()
         ctx.outcome = outcome
         return Next.STREAM

@@ -26,6 +26,7 @@ from proxy.phases.spool import BodyBudget, spool
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
+from proxy.rfc.invalidation import content_location_is_target
 from proxy.rfc.merge import select_for_304
 from proxy.rfc.response import ParsedResponse, heuristic_only, parse_response
 from proxy.rfc.storable import NoStoreReason, storable
@@ -119,6 +120,22 @@ class UpstreamResponsePhase:
         assert fields is not None and lifetime is not None
         times = (request_time, response_time)
         return await self._keep(ctx, up, hdrs, parsed, lifetime, fields, times)
+
+    def post_answer_reusable(self, ctx: RequestCtx, hdrs: list[tuple[bytes, bytes]]) -> bool:
+        """RFC 9110 §9.3.3: a POST response with explicit freshness whose Content-Location is
+        the POST's target URI may be stored as that resource's, for later GETs and HEADs
+        (`upstream_response` then decides as for a GET: storable, judged, stored)."""
+        parsed = parse_response(hdrs)
+        if heuristic_only(parsed):
+            return False
+        cloc = [v for n, v in hdrs if n.lower() == b"content-location"]
+        target = ctx.target
+        return len(cloc) == 1 and content_location_is_target(
+            cloc[0].decode("latin-1"),
+            target.authority,
+            target.raw_path_query.decode("ascii"),
+            target.scheme,
+        )
 
     def lifetime(self, status: int, parsed: ParsedResponse, response_time: float) -> float | None:
         """RFC 9111 §4.2.1, with this edge's heuristic settings (§4.2.2)."""
