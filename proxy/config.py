@@ -55,6 +55,10 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hit_for_miss_s: float = 10.0  # remember "uncacheable" so followers don't queue
     coalesce_wait_s: float = 15.0  # how long a follower waits for its leader
     store_set_cookie: bool = False  # a shared cache handing one user's cookie to others is a leak
+    # A response with Set-Cookie (store_set_cookie false): "strip" stores it, with explicit
+    # freshness only, without its Set-Cookie fields (the client it was fetched for gets them,
+    # no reuse does: as Squid and Traffic Server do); "pass" never stores it.
+    set_cookie_policy: Literal["strip", "pass"] = "strip"
     # A response to a request with Cookie, without explicit freshness or `public`, is likely
     # personalised: not stored on heuristic freshness alone unless this is set.
     heuristic_with_cookie: bool = False

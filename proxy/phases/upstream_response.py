@@ -227,7 +227,9 @@ class UpstreamResponsePhase:
             lifetime=lifetime,
             vary=parsed.vary,
             has_set_cookie=parsed.set_cookie,
-            store_set_cookie=cfg.store_set_cookie,
+            # Stored with Set-Cookie, or without it (store.py) on explicit freshness alone.
+            store_set_cookie=cfg.store_set_cookie
+            or (cfg.set_cookie_policy == "strip" and not heuristic_only(parsed)),
         )
         if reason is None and not cfg.heuristic_with_cookie and heuristic_only(parsed):
             if ctx.fields.values("cookie") and not parsed.cc.public:
