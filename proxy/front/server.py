@@ -122,6 +122,18 @@ def _check_aliases(headers: list[tuple[bytes, bytes]]) -> None:
             raise _Reject(400, "header name aliases a framing or forwarding field")
 
 
+def _llhttp_refuses(method: bytes) -> bool:
+    """llhttp refuses this method (asked only after a parse failed, so never on a hit)."""
+    try:
+        httptools.HttpRequestParser(_NO_CALLBACKS).feed_data(method + b" / HTTP/1.1\r\n")
+    except httptools.HttpParserError:
+        return True
+    return False
+
+
+_NO_CALLBACKS = object()
+
+
 FastAnswer = Callable[[str, bytes, "bytes | None", bool, str], "bytes | None"]
 
 
@@ -304,8 +316,8 @@ class Connection(asyncio.Protocol):
             return False
         line = data.lstrip(b"\r\n")
         token, sp, rest = line.partition(b" ")
-        if not sp or not _METHOD_TOKEN.fullmatch(token):
-            return False
+        if not sp or not _METHOD_TOKEN.fullmatch(token) or not _llhttp_refuses(token):
+            return False  # not the first request of this read that llhttp refused
         self._parser = httptools.HttpRequestParser(self)
         self._method_as_sent = token
         self._parser.feed_data(_STAND_IN + b" " + rest)

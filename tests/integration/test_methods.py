@@ -81,6 +81,15 @@ async def test_a_method_that_is_not_a_token_is_400(make_edge, method) -> None:
     assert got.startswith(b"HTTP/1.1 400 ")
 
 
+async def test_unknown_method_behind_another_request_in_one_read_is_400(echo_edge) -> None:
+    """The documented limit; the request before it is answered once, not parsed again."""
+    edge, raw = echo_edge
+    got = await raw_request(edge.server.port, req(b"GET") + req(b"FOO"))
+    assert got.count(b"HTTP/1.1 200 OK\r\n") == 1 and got.count(b"HTTP/1.1 400 ") == 1
+    assert got.index(b"HTTP/1.1 200 OK") < got.index(b"HTTP/1.1 400 ")
+    assert [h.split(b" ", 1)[0] for h in raw.heads] == [b"GET"]
+
+
 async def test_unknown_method_split_across_reads_is_400(make_edge) -> None:
     """The documented limit: llhttp refuses the method before its end has arrived."""
     edge = await make_edge("http://127.0.0.1:9")
