@@ -13,6 +13,7 @@ import pytest
 from proxy.blocklist.enforce import UNJUDGED_DIGEST
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.model import EntryType
+from proxy.cache.node import prepare
 from tests.integration.helpers_cache import Canned, get, scripted_edge
 
 ODD = b"\x1f\x9d\x90 a body in a coding this edge cannot remove"
@@ -84,3 +85,35 @@ async def test_unknown_coding_pass_through_follows_the_same_rule(origin_server, 
     r = await get(edge.url + "/odd")
     assert r.status == 502 and ODD not in r.body
     assert edge.stats.undecodable_bodies == 1
+
+
+async def test_the_node_tier_copy_leaves_too(origin_server, make_edge, tmp_path) -> None:
+    """The node tier (shared by a node's workers) is purged by the same digest in the swap's
+    step; a copy another worker still on the old list stores after that is dropped when it is
+    found, never delivered. (Its records prove their body against their sha256 too, which
+    an unjudged one cannot: belt and braces.)"""
+    prepare(tmp_path / "node", 64 << 20)  # as the supervisor does before workers start
+    origin, edge = await scripted_edge(
+        origin_server,
+        make_edge,
+        cache__node_tier_bytes=64 << 20,
+        cache__node_tier_path=str(tmp_path / "node"),
+    )
+    origin.on(
+        "/odd",
+        Canned(headers=[("Content-Encoding", "x-odd"), ("Cache-Control", "max-age=600")], body=ODD),
+    )
+    assert (await get(edge.url + "/odd")).status == 200
+    cache = edge.pipeline.cache
+    node = cache.node
+    assert node is not None
+    entry = next(iter(cache.entries()))
+    edge.pipeline.memory.remove(entry)  # as a worker that has it in the node tier only
+    edge.block(sha256_entry(b"something else"))
+    r = await get(edge.url + "/odd")
+    assert r.status == 502 and ODD not in r.body
+    assert origin.count("/odd") == 2
+    node.put(entry)  # stored by a worker still on the old list
+    r = await get(edge.url + "/odd")
+    assert r.status == 502 and ODD not in r.body
+    assert origin.count("/odd") == 3
