@@ -56,6 +56,10 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # How long a follower waits for its leader (in its worker, or with a node tier, another).
     coalesce_wait_s: float = 15.0
     store_set_cookie: bool = False  # a shared cache handing one user's cookie to others is a leak
+    # A response with Set-Cookie (store_set_cookie false): "strip" stores it, with explicit
+    # freshness only, without its Set-Cookie fields (the client it was fetched for gets them,
+    # no reuse does: as Squid and Traffic Server do); "pass" never stores it.
+    set_cookie_policy: Literal["strip", "pass"] = "strip"
     # A response to a request with Cookie, without explicit freshness or `public`, is likely
     # personalised: not stored on heuristic freshness alone unless this is set.
     heuristic_with_cookie: bool = False
@@ -164,7 +168,8 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decode_max_ratio: Annotated[float, msgspec.Meta(ge=1.0, le=1e9)] = 100.0  # decoded/encoded
     decode_ratio_grace_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20  # ratio unchecked below
     decode_max_codings_count: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # stacked codings
-    # A coding the edge cannot remove: "refuse" (502) or "raw-only" (check the raw digest only).
+    # A coding the edge cannot remove: "refuse" (502 while a sha256 entry is listed; with none,
+    # stored unjudged until one is) or "raw-only" (check the raw digest only).
     unknown_coding_policy: Literal["refuse", "raw-only"] = "refuse"
     # A signed version more than this far beyond the enforced sequence is refused (a jump to
     # near the maximum would make every later real version look older).

@@ -22,6 +22,12 @@ from proxy.cache.entry import Entry
 from proxy.cache.tiered import TieredCache
 from proxy.metrics import WorkerStats
 
+UNJUDGED_DIGEST = bytes(32)
+"""The digest a stored body carries when its content coding could not be removed (an unknown
+coding) while no body digest was listed, so there was nothing it could match (issue 16). All
+such bodies share it, so one digest purge finds them all once digests are listed; no body's
+real sha256 is all zeros."""
+
 
 class Enforcer:
     def __init__(
@@ -31,15 +37,34 @@ class Enforcer:
         self.stats = stats
         self.snapshot: Snapshot = EMPTY_SNAPSHOT
         self._on_swap = on_swap  # memos of earlier decisions are forgotten at every swap
+        # The snapshot lists body digests: a body whose identity is unknown can no longer be
+        # shown not to be listed, so none is stored or reused (`unservable`).
+        self.digests_listed = False
 
     def apply(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
+        self.digests_listed = snapshot.counts[EntryType.SHA256] > 0
+        if self.digests_listed:
+            # Bodies stored unjudged while no digest was listed leave every tier in the same
+            # step as the swap (by the digest index): no request sees them under this list.
+            purged = self.cache.purge_digest(UNJUDGED_DIGEST)
+            self.stats.purged_by_blocklist += purged
         self._on_swap()
 
     # -- checks at reuse ----------------------------------------------------------------------
 
     def listed_digest(self, digest: bytes) -> BlockEntry | None:
         return self.snapshot.check_digest(digest)
+
+    def unservable(self, entry: Entry) -> bool:
+        """A body stored unjudged (unknown coding, no digest listed then) while digests are
+        listed now: it is dropped from every tier and must not be delivered; a new fetch
+        refuses it (502) as the coding is still unknown. For the window between a swap and a
+        purge, and for entries an in-flight fetch brought back."""
+        if self.digests_listed and entry.sha256 == UNJUDGED_DIGEST:
+            self.stats.purged_by_blocklist += self.cache.remove(entry)
+            return True
+        return False
 
     def refuse_stored(self, entry: Entry) -> BlockEntry | None:
         """Every reuse of a stored body is checked against the current digests; a listed one

@@ -52,6 +52,11 @@ class Responder(Protocol):
         """A whole pre-serialised response (status line, headers, blank line, body)."""
         ...
 
+    def interim(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Write an interim (1xx) head before the answer starts; False when the front drops it
+        (answer started, client gone or HTTP/1.0, 101, or a 100 it answers itself)."""
+        ...
+
     def start(
         self,
         status: int,

@@ -105,6 +105,7 @@ class EmptyBody:
     discard = False
     buffered = 0
     expect_continue = False
+    asked_continue = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -145,6 +146,7 @@ class Body:
         "done",
         "discard",
         "expect_continue",
+        "asked_continue",
         "_error",
         "_waiter",
         "_content_length",
@@ -161,6 +163,7 @@ class Body:
         self.discard = False
         # 100 Continue goes out when the handler first asks for the body, not before.
         self.expect_continue = expect_continue
+        self.asked_continue = expect_continue  # the client sent `Expect: 100-continue`
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._content_length = content_length
@@ -270,6 +273,30 @@ class Responder:
             conn.transport.write(data)
         if close or not self.request.keep_alive:
             conn.finish_response(self, True)
+
+    def interim(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Relay an origin's interim (1xx) head before the final answer (RFC 9110 §15.2); the
+        caller has stripped its connection-specific fields. Dropped (False) once the answer
+        has started or the client has gone, for an HTTP/1.0 client (§15.2: never sent one),
+        for 101 (no protocol switch is relayed), and for a 100 to a client whose
+        `Expect: 100-continue` the front answers itself (`Connection.send_continue`)."""
+        req = self.request
+        if (
+            self.started
+            or self.dead
+            or self._conn.lost
+            or req.http_version != "1.1"
+            or not 100 <= status < 200
+            or status == 101
+            or (status == 100 and req.body.asked_continue)
+        ):
+            return False
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        parts.append(b"\r\n")
+        self._conn.transport.write(b"".join(parts))
+        return True
 
     def start(
         self,

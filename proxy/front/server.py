@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections import deque
@@ -52,6 +53,10 @@ _METHODS = {
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 }
 _NEVER = 1 << 62
+# RFC 9110 §9.1: a method is a token. llhttp knows a fixed list (GET … PROPFIND, QUERY, PURGE);
+# any other is parsed under a stand-in name and forwarded as sent (`_reparse_method`).
+_METHOD_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
+_STAND_IN = b"GET"  # llhttp frames a request body by its fields alone, whatever the method
 
 # Facts about the head being parsed, one int so resetting them is one store.
 _HOST_SEEN = 1
@@ -116,6 +121,18 @@ def _check_aliases(headers: list[tuple[bytes, bytes]]) -> None:
     for name, _value in headers:
         if b"_" in name and name.replace(b"_", b"-").lower() in ALIASED_FIELDS:
             raise _Reject(400, "header name aliases a framing or forwarding field")
+
+
+def _llhttp_refuses(method: bytes) -> bool:
+    """llhttp refuses this method (asked only after a parse failed, so never on a hit)."""
+    try:
+        httptools.HttpRequestParser(_NO_CALLBACKS).feed_data(method + b" / HTTP/1.1\r\n")
+    except httptools.HttpParserError:
+        return True
+    return False
+
+
+_NO_CALLBACKS = object()
 
 
 FastAnswer = Callable[[str, bytes, "bytes | None", bool, str, bytes], "bytes | None"]
@@ -184,6 +201,7 @@ class Connection(asyncio.Protocol):
         self._given_id: bytes | None = None
         self._content_length: int | None = None
         self._last_keep_alive = True
+        self._method_as_sent: bytes | None = None  # the next head's, parsed under _STAND_IN
         # exchanges
         self._parsing: Request | None = None  # the request whose body is being read
         self._parsing_body: Body | None = None  # and that body
@@ -271,10 +289,15 @@ class Connection(asyncio.Protocol):
         self._chunk_bytes = len(data)
         if not self._saw_underscore and b"_" in data:
             self._saw_underscore = True  # sticky: from now on each head's names are checked
-        if self._phase == _BODY:
+        phase = self._phase
+        if phase == _BODY:
             self.deadline = self._server.clock + self._body_timeout_s
         try:
-            self._parser.feed_data(data)
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                if phase != _IDLE or not self._reparse_method(exc, data):
+                    raise
         except httptools.HttpParserUpgrade:
             self._stopped = True  # that request was dispatched with keep_alive=False
         except httptools.HttpParserError as exc:
@@ -291,6 +314,24 @@ class Connection(asyncio.Protocol):
                     self._parse_failed(_Reject(431, "request head too large"))
         if self.reading_paused or self._queue or self._parsing is not None:
             self.update_reading()
+
+    def _reparse_method(self, exc: httptools.HttpParserError, data: bytes) -> bool:
+        """A request llhttp refused for its method alone, at the start of this read (the
+        connection was between messages): parse it again on a new parser under a method llhttp
+        knows and hand the handler the method as sent (RFC 9110 §9: any token is a method; the
+        pipeline forwards it unchanged). False when that is not the case; may raise the next
+        parse error. A method token split across reads, or behind another request in the same
+        read, is refused as before (400): clients send neither in practice."""
+        if isinstance(exc, httptools.HttpParserCallbackError) or "Invalid method" not in str(exc):
+            return False
+        line = data.lstrip(b"\r\n")
+        token, sp, rest = line.partition(b" ")
+        if not sp or not _METHOD_TOKEN.fullmatch(token) or not _llhttp_refuses(token):
+            return False  # not the first request of this read that llhttp refused
+        self._parser = httptools.HttpRequestParser(self)
+        self._method_as_sent = token
+        self._parser.feed_data(_STAND_IN + b" " + rest)
+        return True
 
     # ------------------------------------------------------------------ llhttp callbacks
 
@@ -371,6 +412,8 @@ class Connection(asyncio.Protocol):
             keep_alive = False
         self._last_keep_alive = keep_alive
         method = parser.get_method()
+        if self._method_as_sent is not None:
+            method, self._method_as_sent = self._method_as_sent, None
         ids = self._ids
         if ids is None:
             id_field = b""

@@ -2,6 +2,14 @@
 
 from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
 from proxy.origin.pool import OriginPool
-from proxy.origin.protocol import Origin, UpstreamResponse
+from proxy.origin.protocol import Interim, Origin, UpstreamResponse
 
-__all__ = ["IDEMPOTENT", "Origin", "OriginError", "OriginFailure", "OriginPool", "UpstreamResponse"]
+__all__ = [
+    "IDEMPOTENT",
+    "Interim",
+    "Origin",
+    "OriginError",
+    "OriginFailure",
+    "OriginPool",
+    "UpstreamResponse",
+]

@@ -26,7 +26,8 @@ it ends); the reason phrase is checked piece by piece; once the head is whole, t
 fields are summed only if the read could hold too many bytes (a head in one small read, the
 common case, costs one count check). Interim (1xx) heads count towards the limits of the final
 one, each as one field besides its own, so neither a head nor a stream of interim answers goes
-on for ever. Over any limit the exchange fails with `OriginError(PROTOCOL)` and the connection
+on for ever; each one within them is handed to the request's `interim` listener (the front
+forwards it, RFC 9110 §15.2) and is never part of the final answer. Over any limit the exchange fails with `OriginError(PROTOCOL)` and the connection
 is closed.
 
 Timers: the response head must arrive within `first_byte_timeout_s` of the request being sent, the
@@ -52,6 +53,7 @@ from yarl import URL
 from proxy.config import OriginConfig
 from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
 from proxy.origin.head import ResponseHeadLimits, transfer_coding_refused
+from proxy.origin.protocol import Interim
 
 BODY_HIGH_WATER_BYTES = 256 << 10  # unread response body above this: stop reading the origin
 COALESCE_MAX_BYTES = 16 << 10  # a first request-body part up to this size rides with the head
@@ -292,6 +294,7 @@ class _Conn(asyncio.Protocol):
         "_timer_at",
         "_write_paused",
         "_drain",
+        "_interim",
     )
 
     def __init__(self, pool: H1OriginPool, host: _Host, loop: asyncio.AbstractEventLoop) -> None:
@@ -333,6 +336,7 @@ class _Conn(asyncio.Protocol):
         self._timer_at = 0.0
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._interim: Interim | None = None  # this exchange's listener for 1xx heads
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -344,6 +348,7 @@ class _Conn(asyncio.Protocol):
         is_head: bool,
         started: float,
         deadline: float,
+        interim: Interim | None = None,
     ) -> H1UpstreamResponse:
         if self.closed:
             raise _Stale(OriginFailure.RESET, "pooled connection already closed")
@@ -357,6 +362,7 @@ class _Conn(asyncio.Protocol):
         self._sent = False
         self._field_count = self._field_bytes = self._counted = self._stalled_bytes = 0
         self._progress = False
+        self._interim = interim
         self.uses += 1
         transport = self.transport
         assert transport is not None
@@ -623,8 +629,9 @@ class _Conn(asyncio.Protocol):
         if status < 200:
             if status == 101:
                 raise OriginError(OriginFailure.PROTOCOL, "origin switched protocols")
-            # 100, 103: interim, never surfaced; llhttp parses the next head. Its fields, and
-            # the head itself as one, count towards the final head's limits.
+            # 100, 102, 103: interim, never the answer; llhttp parses the next head. Its
+            # fields, and the head itself as one, count towards the final head's limits; once
+            # within them it is passed on (RFC 9110 §15.2: a proxy forwards 1xx).
             err = self._count_fields()
             if err is not None:
                 raise err
@@ -632,6 +639,8 @@ class _Conn(asyncio.Protocol):
             self._counted = 0
             if self._field_count > self._limits.header_count:
                 raise self._limits.too_many_fields()
+            if self._interim is not None:
+                self._interim(status, self._reason, self._headers)
             return
         if self._field_bytes or self._read_bytes > self.pool.head_unsummed_bytes:
             err = self._count_fields()  # the read may hold a field or fields too large
@@ -654,6 +663,7 @@ class _Conn(asyncio.Protocol):
         )
         self.resp = resp
         self._head_fut = None
+        self._interim = None
         if self._is_head:
             keep_alive = parser.should_keep_alive()
             self.parser = HttpResponseParser(self)
@@ -742,9 +752,10 @@ class H1OriginPool:
         path_query: bytes,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
+        interim: Interim | None = None,
     ) -> H1UpstreamResponse:
-        """Send the request and wait for the final response head (1xx interim answers are
-        consumed here and never surface)."""
+        """Send the request and wait for the final response head; 1xx interim heads go to
+        `interim` as they arrive (never surfacing as the answer)."""
         self.requests += 1
         try:
             host = self._hosts.get(origin)
@@ -768,14 +779,14 @@ class H1OriginPool:
             if conn is None:
                 conn = await self._connect(host, deadline)
             try:
-                return await conn.exchange(head, body, length, is_head, started, deadline)
+                return await conn.exchange(head, body, length, is_head, started, deadline, interim)
             except _Stale:
                 # The origin closed a pooled connection before it saw this request: once more
                 # on a new connection, only when repeating it cannot do harm.
                 if body is not None or method not in IDEMPOTENT:
                     raise
             conn = await self._connect(host, deadline)
-            return await conn.exchange(head, body, length, is_head, started, deadline)
+            return await conn.exchange(head, body, length, is_head, started, deadline, interim)
         except OriginError as e:
             self.errors[e.kind] += 1
             raise

@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.origin.errors import OriginError, OriginFailure
+from proxy.origin.protocol import Interim
 
 Body = bytes | AsyncIterable[bytes]
 
@@ -22,12 +23,14 @@ Body = bytes | AsyncIterable[bytes]
 @dataclass(slots=True)
 class MemoryResponse:
     """What the handler answers. `body` is bytes, or an async iterable of chunks (a stream that
-    may raise OriginError midway, as a broken origin connection does)."""
+    may raise OriginError midway, as a broken origin connection does); `interim`: the 1xx heads
+    (status, reason, fields) sent before it."""
 
     status: int = 200
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: Body = b""
     reason: bytes = b""
+    interim: list[tuple[int, bytes, list[tuple[bytes, bytes]]]] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)
@@ -144,6 +147,7 @@ class MemoryOrigin:
         path_query: bytes,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
+        interim: Interim | None = None,
     ) -> MemoryUpstreamResponse:
         if self.closed:
             raise OriginError(OriginFailure.CONNECT, "memory origin closed")
@@ -154,4 +158,7 @@ class MemoryOrigin:
         answer = self._handler(method, path_query, headers, data)
         if not isinstance(answer, MemoryResponse):
             answer = await answer
+        if interim is not None:
+            for status, reason, fields in answer.interim:
+                interim(status, reason, list(fields))
         return MemoryUpstreamResponse(answer)

@@ -15,7 +15,7 @@ from yarl import URL
 from proxy.config import OriginConfig
 from proxy.origin.errors import OriginFailure
 from proxy.origin.h1 import H1OriginPool
-from proxy.origin.protocol import UpstreamResponse
+from proxy.origin.protocol import Interim, UpstreamResponse
 from proxy.origin.tls import AiohttpOriginPool
 
 
@@ -51,10 +51,11 @@ class OriginPool:
         path_query: bytes,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
+        interim: Interim | None = None,
     ) -> UpstreamResponse:
         if origin.scheme == "https":
             if not self._tls_started:
                 self._tls_started = True
                 await self.tls.start()
-            return await self.tls.request(origin, method, path_query, headers, body)
-        return await self.h1.request(origin, method, path_query, headers, body)
+            return await self.tls.request(origin, method, path_query, headers, body, interim)
+        return await self.h1.request(origin, method, path_query, headers, body, interim)

@@ -7,11 +7,16 @@ upstream_response and store are tested without sockets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Protocol
 
 from multidict import CIMultiDict
 from yarl import URL
+
+Interim = Callable[[int, bytes, list[tuple[bytes, bytes]]], None]
+"""Told each interim (1xx) head the origin sends before its final one: (status, reason, fields).
+It must not raise; it is called from the client's parser callback. 101 is never passed to it
+(the edge forwards no Upgrade, so a switch is a protocol error, 502)."""
 
 
 class UpstreamResponse(Protocol):
@@ -39,7 +44,8 @@ class UpstreamResponse(Protocol):
 
 
 class Origin(Protocol):
-    """Send one request, return its final response head (1xx answers never surface)."""
+    """Send one request, return its final response head. Interim (1xx) heads never surface as
+    the answer; each is passed to `interim`, when given, as it arrives."""
 
     requests: int
 
@@ -54,4 +60,5 @@ class Origin(Protocol):
         path_query: bytes,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
+        interim: Interim | None = None,
     ) -> UpstreamResponse: ...

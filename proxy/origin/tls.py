@@ -12,6 +12,11 @@ in (`_checked_response`); meanwhile count x field size bounds what it holds. Unl
 so a head of such whitespace without end, or an endless stream of interim answers, ends at
 `first_byte_timeout_s` rather than at a limit (holding nothing meanwhile).
 
+Interim (1xx) heads: aiohttp's `ClientResponse.start` reads and drops them. The checked response
+below wraps its connection's `read()` for the length of `start()` and tells the request's
+`interim` listener (passed down in a context variable, since aiohttp builds the response object
+itself) of each 1xx head but 101, which aiohttp treats as final and which is refused here.
+
 aiohttp parses responses leniently (llhttp's lenient headers): it accepts control characters in
 field values, which `proxy.origin.h1` refuses, so they are refused here once the head is in; it
 replaces obs-fold with a space, as RFC 9112 §5.2 lets a proxy do, where `proxy.origin.h1` refuses
@@ -23,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator
+from contextvars import ContextVar
 from itertools import chain
+from typing import Any
 
 import aiohttp
 from aiohttp.connector import Connection
@@ -34,9 +41,28 @@ from yarl import URL
 from proxy.config import OriginConfig
 from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
 from proxy.origin.head import ResponseHeadLimits, transfer_coding_refused
+from proxy.origin.protocol import Interim
 
 # RFC 9110 §5.5: of the control characters, a field value may hold HTAB only.
 _CTL = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
+# The listener for 1xx heads of the request this task is sending (see the module docstring).
+_INTERIM: ContextVar[Interim | None] = ContextVar("edgeproxy_origin_interim", default=None)
+
+
+def _telling_interim(protocol: Any, interim: Interim) -> Any:
+    """`protocol.read` that tells `interim` of each interim head it returns."""
+    read = protocol.read
+
+    async def read_telling() -> Any:
+        message, payload = await read()
+        code = message.code
+        if 100 <= code < 200 and code != 101:
+            interim(
+                code, (message.reason or "").encode("latin-1", "replace"), list(message.raw_headers)
+            )
+        return message, payload
+
+    return read_telling
 
 
 def _checked_response(limits: ResponseHeadLimits) -> type[aiohttp.ClientResponse]:
@@ -48,7 +74,19 @@ def _checked_response(limits: ResponseHeadLimits) -> type[aiohttp.ClientResponse
     class HeadCheckedResponse(aiohttp.ClientResponse):
         async def start(self, connection: Connection) -> aiohttp.ClientResponse:
             protocol = connection.protocol
-            await super().start(connection)
+            interim = _INTERIM.get()
+            if interim is None or protocol is None:
+                await super().start(connection)
+            else:
+                protocol.read = _telling_interim(protocol, interim)  # type: ignore[method-assign]
+                try:
+                    await super().start(connection)
+                finally:
+                    del protocol.read  # back to the class's method
+            if self.status == 101:
+                if protocol is not None:
+                    protocol.close()
+                raise OriginError(OriginFailure.PROTOCOL, "origin switched protocols")
             raw = self.raw_headers
             flat = b"".join(chain.from_iterable(raw))  # names are tokens: no control characters
             try:
@@ -174,15 +212,33 @@ class AiohttpOriginPool:
         path_query: bytes,
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
+        interim: Interim | None = None,
     ) -> AiohttpUpstreamResponse:
-        """Send the request and wait for the final response head (1xx interim answers are
-        consumed by the client library and never surface here)."""
+        """Send the request and wait for the final response head; 1xx interim heads go to
+        `interim` as they arrive (never surfacing as the answer)."""
         assert self._session is not None
         url = URL(str(origin).rstrip("/") + path_query.decode("ascii"), encoded=True)
         started = time.monotonic()
         deadline = started + self.cfg.total_timeout_s
         attempts = 2 if body is None and method in IDEMPOTENT else 1
         self.requests += 1
+        token = _INTERIM.set(interim)
+        try:
+            return await self._request(method, url, headers, body, attempts, deadline, started)
+        finally:
+            _INTERIM.reset(token)
+
+    async def _request(
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None,
+        attempts: int,
+        deadline: float,
+        started: float,
+    ) -> AiohttpUpstreamResponse:
+        assert self._session is not None
         for attempt in range(attempts):
             try:
                 async with asyncio.timeout(self.cfg.first_byte_timeout_s):

@@ -5,6 +5,7 @@ upstream_response.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 
 from proxy.blocklist.digest import DecodeLimits, IdentityHasher
@@ -16,12 +17,19 @@ from proxy.context import FetchOutcome, Next, RequestCtx
 from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
 from proxy.metrics import WorkerStats
-from proxy.origin import OriginError, OriginFailure, UpstreamResponse
+from proxy.origin import Interim, OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.spool import BodyBudget, DiskSpool, spool
 from proxy.phases.upstream_response import NO_BODY_STATUSES, BodyBlocked, body_codings
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.conditional import evaluate_preconditions
-from proxy.rfc.ranges import content_range, if_range_allows, parse_range
+from proxy.rfc.hopbyhop import strip_hop_by_hop
+from proxy.rfc.ranges import (
+    coalesce_ranges,
+    content_range,
+    if_range_allows,
+    multipart_byteranges,
+    parse_range,
+)
 from proxy.rfc.storable import NoStoreReason
 
 REASONS = {
@@ -50,6 +58,18 @@ REASONS = {
 _304_FIELDS = frozenset(
     {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"}
 )
+
+
+def interim_relay(responder: Responder) -> Interim:
+    """The listener that relays an origin's interim (1xx) heads to the client that caused the
+    request (RFC 9110 §15.2: a proxy forwards 1xx), connection-specific fields stripped; the
+    front decides whether the client may get one (`Responder.interim`). Never stored: the
+    origin clients hand only the final head on as the answer."""
+
+    def relay(status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> None:
+        responder.interim(status, reason, strip_hop_by_hop(fields))
+
+    return relay
 
 
 def connection_field(keep_alive: bool, http_version: str) -> bytes:
@@ -247,9 +267,8 @@ def from_entry(
                 ranges = parse_range(rng, len(entry.body))
                 if ranges == "unsatisfiable":
                     return _unsatisfiable(ctx, entry, age, cache_status)
-                one = _single(ranges) if ranges else None
-                if one is not None:
-                    return _partial(ctx, entry, one, age, cache_status)
+                if ranges:
+                    return _partial(ctx, entry, coalesce_ranges(ranges), age, cache_status)
     conn, close = connection_part(ctx)
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn)
     head = head or entry.head  # `head`: this delivery's own (upstream_response.relay_head)
@@ -260,22 +279,6 @@ def from_entry(
         ctx.bytes_sent = len(entry.body)
     ctx.status = status
     ctx.cache_status = cache_status
-
-
-def _single(ranges: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """The one range to send, or None to send the whole representation (RFC 9110 §14.2 lets a
-    server ignore Range). Several ranges are coalesced only where they overlap or touch;
-    disjoint ones would need multipart/byteranges, and answering with only the first of them
-    would be wrong."""
-    if len(ranges) == 1:
-        return ranges[0]
-    ordered = sorted(ranges)
-    start, end = ordered[0]
-    for s, e in ordered[1:]:
-        if s > end + 1:
-            return None
-        end = max(end, e)
-    return start, end
 
 
 def _not_modified(
@@ -295,24 +298,52 @@ def _not_modified(
     ctx.responder.send_bytes(b"".join(parts), close=close)
 
 
+# Fields of the whole representation a 206 does not repeat as they are: it states its own
+# range, and a multipart one its own type (each part carries the representation's).
+_NOT_ON_206 = frozenset({b"content-range", b"content-length"})
+_NOT_ON_MULTIPART = _NOT_ON_206 | {b"content-type"}
+
+
 def _partial(
-    ctx: RequestCtx, entry: Entry, rng: tuple[int, int], age: int, cache_status: bytes
+    ctx: RequestCtx, entry: Entry, ranges: list[tuple[int, int]], age: int, cache_status: bytes
 ) -> None:
-    start, end = rng
-    length = len(entry.body)
+    """206 from a stored whole response (RFC 9110 §15.3.7): one range as itself, several as
+    `multipart/byteranges` (§14.6). Only a stored body is cut: it was judged whole against
+    the blocklist and is checked at this reuse (lookup), so no part escapes a listed whole."""
+    body = entry.body
+    length = len(body)
     conn, close = connection_part(ctx)
     parts = [b"HTTP/1.1 206 Partial Content\r\n"]
-    for name, value in entry.headers:
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"Content-Range: " + content_range(start, end, length).encode() + b"\r\n")
-    parts.append(b"Content-Length: %d\r\n" % (end - start + 1))
+    if len(ranges) == 1:
+        start, end = ranges[0]
+        content = body[start : end + 1]
+        for name, value in entry.headers:
+            if name.lower() not in _NOT_ON_206:
+                parts.append(name + b": " + value + b"\r\n")
+        parts.append(b"Content-Range: " + content_range(start, end, length).encode() + b"\r\n")
+    else:
+        boundary = _boundary(body)
+        content = multipart_byteranges(body, ranges, boundary, entry.header(b"content-type"))
+        for name, value in entry.headers:
+            if name.lower() not in _NOT_ON_MULTIPART:
+                parts.append(name + b": " + value + b"\r\n")
+        parts.append(b"Content-Type: multipart/byteranges; boundary=" + boundary + b"\r\n")
+    parts.append(b"Content-Length: %d\r\n" % len(content))
     parts.append(b"Age: %d\r\nCache-Status: %s\r\n%s\r\n" % (age, cache_status, conn))
     if ctx.method != "HEAD":
-        parts.append(entry.body[start : end + 1])
-        ctx.bytes_sent = end - start + 1
+        parts.append(content)
+        ctx.bytes_sent = len(content)
     ctx.status = 206
     ctx.cache_status = cache_status
     ctx.responder.send_bytes(b"".join(parts), close=close)
+
+
+def _boundary(body: bytes) -> bytes:
+    """A multipart boundary that does not occur in `body` (RFC 2046 §5.1.1)."""
+    while True:
+        boundary = secrets.token_hex(16).encode("ascii")
+        if boundary not in body:
+            return boundary
 
 
 def _unsatisfiable(ctx: RequestCtx, entry: Entry, age: int, cache_status: bytes) -> None:

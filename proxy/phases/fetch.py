@@ -29,7 +29,7 @@ from proxy.config import Config
 from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx, RequestFields
 from proxy.metrics import Result, WorkerStats
 from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse
-from proxy.phases.deliver import StreamDelivery
+from proxy.phases.deliver import StreamDelivery, interim_relay
 from proxy.phases.lookup import decide
 from proxy.phases.spool import BodyBudget
 from proxy.phases.store import StorePhase
@@ -248,6 +248,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         found = await self.cache.get_behind(ctx.primary, lambda f: variant(f, fields) if f else ())
         if found is None:
             return None
+        if self.enforcer.unservable(found):
+            return None
         self.adopt_shared(ctx, found)
         listed = self.enforcer.listed_digest(found.sha256)
         if listed is not None:
@@ -326,13 +328,25 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         return out
 
     async def _send(
-        self, ctx: RequestCtx, method: str, headers: CIMultiDict[str], body: bool
+        self,
+        ctx: RequestCtx,
+        method: str,
+        headers: CIMultiDict[str],
+        body: bool,
+        *,
+        relay_interim: bool = True,
     ) -> UpstreamResponse:
+        """Send the upstream request; the origin's 1xx heads go to this request's client
+        (the leader's, for a coalesced fetch: followers joined a request already sent), not
+        to anyone for a background refresh."""
         site = ctx.site
         target = ctx.target
         started = time.monotonic()
         stream = _body(ctx) if body else None
-        up = await self.origin.request(site.origin, method, target.raw_path_query, headers, stream)
+        interim = interim_relay(ctx.responder) if relay_interim else None
+        up = await self.origin.request(
+            site.origin, method, target.raw_path_query, headers, stream, interim
+        )
         elapsed = time.monotonic() - started
         ctx.origin_s += elapsed
         stats = self.stats
@@ -358,7 +372,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
                 headers["If-Modified-Since"] = lm.decode("latin-1")
         request_time = self.clock()
         try:
-            up = await self._send(ctx, "GET", headers, body=False)
+            up = await self._send(ctx, "GET", headers, body=False, relay_interim=not background)
         except OriginError as e:
             return FetchOutcome(error=e, stale_candidate=entry)
         response_time = self.clock()
@@ -389,11 +403,23 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     async def pass_through(self, ctx: RequestCtx) -> Next:
         """Forward as-is (unsafe methods, bodies, hit-for-miss overflow); stream back."""
         ctx.result = Result.PASS
+        request_time = self.clock()
         outcome = await self.fetch_pass(ctx)
         if outcome.error is not None:
             raise outcome.error
         if ctx.invalidate:
             self.invalidate(ctx, outcome)
+        if ctx.method == "POST" and self.post_answer_reusable(ctx, outcome.headers):
+            up = outcome.upstream
+            assert up is not None
+            try:
+                kept = await self.upstream_response(ctx, up, None, request_time, self.clock())
+            except BaseException:
+                up.close()
+                raise
+            ctx.outcome = kept
+            ctx.leader = True
+            return Next.ROUTE  # delivered from what was stored, or streamed if it was not
         outcome.claim()
         ctx.outcome = outcome
         return Next.STREAM

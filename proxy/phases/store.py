@@ -94,6 +94,8 @@ class StorePhase:
     ) -> Entry:
         cc = parsed.cc
         hidden = {f.encode() for f in (*cc.private_fields, *cc.no_cache_fields)}
+        if not self.cfg.cache.store_set_cookie:
+            hidden.add(b"set-cookie")  # set_cookie_policy "strip": never handed on at reuse
         kept = [
             (n, v) for n, v in hdrs if n.lower() not in PER_DELIVERY and n.lower() not in hidden
         ]
@@ -137,8 +139,10 @@ class StorePhase:
         """The head of the response relayed fresh from the origin, when it differs from the
         stored one: fields named by `no-cache="…"` are stored but sent only after a successful
         revalidation (RFC 9111 §5.2.2.4), so this response, fresh from the origin, carries
-        them. Fields named by `private="…"` are not stored, but this client may have them."""
-        if not parsed.cc.no_cache_fields and not parsed.cc.private_fields:
+        them. Fields named by `private="…"` are not stored, but this client may have them; so
+        may Set-Cookie, stored without (`cache.set_cookie_policy` "strip")."""
+        cookie_kept = not parsed.set_cookie or self.cfg.cache.store_set_cookie
+        if not parsed.cc.no_cache_fields and not parsed.cc.private_fields and cookie_kept:
             return b""
         relayed = [(n, v) for n, v in hdrs if n.lower() not in PER_DELIVERY]
         if parsed.date is None:

@@ -11,8 +11,8 @@ response.
 
 from __future__ import annotations
 
-from proxy.blocklist.digest import DecodeLimits, DigestResult, identity_digest
-from proxy.blocklist.enforce import Enforcer
+from proxy.blocklist.digest import DecodeFailure, DecodeLimits, DigestResult, identity_digest
+from proxy.blocklist.enforce import UNJUDGED_DIGEST, Enforcer
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
@@ -26,6 +26,7 @@ from proxy.phases.spool import BodyBudget, spool
 from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
+from proxy.rfc.invalidation import content_location_is_target
 from proxy.rfc.merge import select_for_304
 from proxy.rfc.response import ParsedResponse, heuristic_only, parse_response
 from proxy.rfc.storable import NoStoreReason, storable
@@ -120,6 +121,22 @@ class UpstreamResponsePhase:
         times = (request_time, response_time)
         return await self._keep(ctx, up, hdrs, parsed, lifetime, fields, times)
 
+    def post_answer_reusable(self, ctx: RequestCtx, hdrs: list[tuple[bytes, bytes]]) -> bool:
+        """RFC 9110 §9.3.3: a POST response with explicit freshness whose Content-Location is
+        the POST's target URI may be stored as that resource's, for later GETs and HEADs
+        (`upstream_response` then decides as for a GET: storable, judged, stored)."""
+        parsed = parse_response(hdrs)
+        if heuristic_only(parsed):
+            return False
+        cloc = [v for n, v in hdrs if n.lower() == b"content-location"]
+        target = ctx.target
+        return len(cloc) == 1 and content_location_is_target(
+            cloc[0].decode("latin-1"),
+            target.authority,
+            target.raw_path_query.decode("ascii"),
+            target.scheme,
+        )
+
     def lifetime(self, status: int, parsed: ParsedResponse, response_time: float) -> float | None:
         """RFC 9111 §4.2.1, with this edge's heuristic settings (§4.2.2)."""
         cfg = self.cfg.cache
@@ -210,7 +227,9 @@ class UpstreamResponsePhase:
             lifetime=lifetime,
             vary=parsed.vary,
             has_set_cookie=parsed.set_cookie,
-            store_set_cookie=cfg.store_set_cookie,
+            # Stored with Set-Cookie, or without it (store.py) on explicit freshness alone.
+            store_set_cookie=cfg.store_set_cookie
+            or (cfg.set_cookie_policy == "strip" and not heuristic_only(parsed)),
         )
         if reason is None and not cfg.heuristic_with_cookie and heuristic_only(parsed):
             if ctx.fields.values("cookie") and not parsed.cc.public:
@@ -254,6 +273,9 @@ class UpstreamResponsePhase:
         if listed is not None:
             ctx.blocked_by = listed
             return Next.BLOCKED
+        if self.enforcer.unservable(stored):  # judged unjudgeable under a list since swapped
+            outcome.error = OriginError(OriginFailure.PROTOCOL, "body not checkable")
+            return Next.ORIGIN_ERROR
         if outcome.shared:
             return self._route_shared(ctx, stored, now)
         ctx.result = Result.REVALIDATED if outcome.revalidated else Result.MISS
@@ -335,6 +357,8 @@ class UpstreamResponsePhase:
         §4.2.4 allows a disconnected cache to serve stale, as Squid and Traffic Server do)."""
         if self.enforcer.listed_digest(entry.sha256) is not None:
             return False
+        if self.enforcer.unservable(entry):
+            return False
         cfg = self.cfg.cache
         grace = max(cfg.max_stale_serve_s, cfg.stale_if_unreachable_s if unreachable else 0.0)
         return stale_on_error(entry, now, ctx.req_cc, grace)
@@ -347,7 +371,9 @@ class UpstreamResponsePhase:
         """The digest to index a whole body by (its identity representation's, content
         codings removed: blocklists/FORMAT.md) and the entry listing it, if any. A body
         whose identity cannot be established (unknown coding, corrupt, over the decoding
-        limits) is refused with OriginError: it cannot be shown not to be listed."""
+        limits) is refused with OriginError: it cannot be shown not to be listed. Only an
+        unknown coding while the list holds no body digest is let through (there is nothing
+        it could match): indexed by `UNJUDGED_DIGEST`, dropped once digests are listed."""
         result = identity_digest(body, body_codings(status, headers), self.decode_limits)
         listed = self._listed(result)
         if listed is None and self._refused(result):
@@ -355,7 +381,11 @@ class UpstreamResponsePhase:
                 OriginFailure.PROTOCOL,
                 f"body not checkable against the blocklist: {result.failure} ({result.detail})",
             )
-        return result.identity or result.raw, listed
+        if result.identity is not None:
+            return result.identity, listed
+        if result.failure is None or self.cfg.blocklist.unknown_coding_policy == "raw-only":
+            return result.raw, listed
+        return UNJUDGED_DIGEST, listed
 
     def _listed(self, result: DigestResult) -> BlockEntry | None:
         snapshot = self.enforcer.snapshot
@@ -366,7 +396,10 @@ class UpstreamResponsePhase:
         return None
 
     def _refused(self, result: DigestResult) -> bool:
-        if result.refusal(self.cfg.blocklist.unknown_coding_policy) is None:
+        failure = result.refusal(self.cfg.blocklist.unknown_coding_policy)
+        if failure is None:
             return False
+        if failure is DecodeFailure.UNKNOWN_CODING and not self.enforcer.digests_listed:
+            return False  # no body digest is listed: there is nothing it could match
         self.stats.undecodable_bodies += 1
         return True

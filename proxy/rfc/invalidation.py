@@ -6,7 +6,7 @@ from urllib.parse import urljoin, urlsplit
 
 from proxy.rfc.target import BadTarget, canonical_target
 
-__all__ = ["SAFE_METHODS", "invalidated_targets"]
+__all__ = ["SAFE_METHODS", "content_location_is_target", "invalidated_targets"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """RFC 9110 §9.2.1. Methods are case-sensitive: "get" is an unknown, hence unsafe, method."""
@@ -66,3 +66,18 @@ def invalidated_targets(
         if found is not None and found[0] == authority and found not in out:
             out.append(found)
     return out
+
+
+def content_location_is_target(
+    content_location: str | None, request_authority: str, request_path: str, scheme: str = "http"
+) -> bool:
+    """Does a response's Content-Location (RFC 9110 §8.7, relative to the target URI) name the
+    request's own target? Then a POST response is a representation of that resource, and
+    with explicit freshness it may answer a later GET or HEAD of it (§9.3.3)."""
+    if not content_location:
+        return False
+    base = f"{scheme}://{request_authority}{request_path}"
+    own = _canonical(base, scheme)
+    return (
+        own is not None and _canonical(urljoin(base, content_location.strip(" \t")), scheme) == own
+    )

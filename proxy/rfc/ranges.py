@@ -9,8 +9,10 @@ from proxy.rfc.dates import parse_http_date
 
 __all__ = [
     "MAX_RANGES",
+    "coalesce_ranges",
     "content_range",
     "if_range_allows",
+    "multipart_byteranges",
     "parse_range",
     "unsatisfied_content_range",
 ]
@@ -117,3 +119,35 @@ def content_range(start: int, end: int, length: int) -> str:
 def unsatisfied_content_range(length: int) -> str:
     """Content-Range for a 416 (§14.4, §15.5.17)."""
     return f"bytes */{length}"
+
+
+def coalesce_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges that overlap or touch merged into one, in ascending order (§14.6: a server MAY
+    coalesce such ranges regardless of the order they were asked in). Each byte is then sent
+    at most once, so a list of overlapping ranges cannot multiply the answer's size."""
+    ordered = sorted(ranges)
+    out = [ordered[0]]
+    for start, end in ordered[1:]:
+        last_start, last_end = out[-1]
+        if start <= last_end + 1:
+            out[-1] = (last_start, max(last_end, end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def multipart_byteranges(
+    body: bytes, ranges: list[tuple[int, int]], boundary: bytes, content_type: bytes | None
+) -> bytes:
+    """The `multipart/byteranges` content of a 206 with several parts (§14.6): each part its
+    own Content-Type (the representation's, when it has one) and Content-Range. `boundary`
+    must not occur in `body` (RFC 2046 §5.1.1); the caller chooses it."""
+    length = len(body)
+    type_line = b"Content-Type: " + content_type + b"\r\n" if content_type is not None else b""
+    parts: list[bytes] = []
+    for start, end in ranges:
+        parts.append(b"\r\n--" + boundary + b"\r\n" + type_line)
+        parts.append(b"Content-Range: " + content_range(start, end, length).encode() + b"\r\n\r\n")
+        parts.append(body[start : end + 1])
+    parts.append(b"\r\n--" + boundary + b"--\r\n")
+    return b"".join(parts)

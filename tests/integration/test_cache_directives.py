@@ -182,11 +182,45 @@ async def test_authorization_rfc9111_s3_5(origin_server, make_edge, cc: str, sto
         assert not_stored(edge, "authorization") == 1
 
 
-async def test_set_cookie_not_stored_by_default(origin_server, make_edge) -> None:
-    """A shared cache handing one user's Set-Cookie to others is a leak: not stored
-    (reason set-cookie) unless cache.store_set_cookie; the cookie reaches its client."""
+async def test_set_cookie_stored_without_the_cookie_by_default_issue_16(
+    origin_server, make_edge
+) -> None:
+    """A shared cache handing one user's Set-Cookie to others is a leak. By default
+    (`cache.set_cookie_policy = "strip"`, as Squid and Traffic Server do) a response with
+    explicit freshness is stored without its Set-Cookie fields: the client it was fetched for
+    gets them, every reuse (hit, HEAD, range, 304) does not."""
     origin, edge = await scripted_edge(origin_server, make_edge)
-    origin.on("/c", Canned(headers=[("Cache-Control", "max-age=600"), ("Set-Cookie", "s=1")]))
+    origin.on(
+        "/c",
+        Canned(
+            headers=[("Cache-Control", "max-age=600"), ("Set-Cookie", "s=1"), ("ETag", '"c"')],
+            body=b"cookie page",
+        ),
+    )
+    r = await get(edge.url + "/c")
+    assert r.headers.getall("Set-Cookie") == ["s=1"] and "stored" in r.cache_status
+    for headers in ({}, {"Range": "bytes=0-1"}, {"If-None-Match": '"c"'}):
+        r = await get(edge.url + "/c", headers=headers)
+        assert "hit" in r.cache_status and "Set-Cookie" not in r.headers, headers
+    r = await get(edge.url + "/c", method="HEAD")
+    assert "hit" in r.cache_status and "Set-Cookie" not in r.headers
+    assert origin.count("/c") == 1
+    assert all(b"s=1" not in e.head for e in edge.pipeline.cache.entries())
+
+
+@pytest.mark.parametrize(
+    ("cc", "policy"),
+    [("max-age=600", "pass"), (None, "strip")],
+    ids=["policy-pass", "heuristic-freshness-only"],
+)
+async def test_set_cookie_not_stored(origin_server, make_edge, cc, policy) -> None:
+    """`set_cookie_policy = "pass"`, or freshness that is only heuristic (Last-Modified):
+    not stored (reason set-cookie); the cookie reaches each client."""
+    origin, edge = await scripted_edge(origin_server, make_edge, cache__set_cookie_policy=policy)
+    headers = [("Set-Cookie", "s=1"), ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")]
+    if cc is not None:
+        headers.append(("Cache-Control", cc))
+    origin.on("/c", Canned(headers=headers))
     for _ in range(2):
         r = await get(edge.url + "/c")
         assert r.headers["Set-Cookie"] == "s=1" and "detail=set-cookie" in r.cache_status
@@ -199,6 +233,7 @@ async def test_set_cookie_stored_when_allowed(origin_server, make_edge) -> None:
     await get(edge.url + "/c")
     r = await get(edge.url + "/c")
     assert "hit" in r.cache_status and origin.count("/c") == 1
+    assert r.headers["Set-Cookie"] == "s=1"  # what the operator chose: replayed to everyone
 
 
 async def test_qualified_no_cache_and_private_omit_fields_rfc9111_s5_2_2_4(

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
+from proxy.blocklist.model import Entry as BlockEntry
+from proxy.blocklist.model import EntryType
 from tests.integration.helpers_cache import Canned, get, http_date, scripted_edge, use_clock
 
 
@@ -212,18 +216,83 @@ async def test_range_from_cached_full_response_rfc9110_s14(origin_server, make_e
     assert origin.count("/r") == 1
 
 
-async def test_multiple_ranges_never_answered_with_only_the_first_rfc9110_s14_2(
+def multipart_parts(content_type: str, body: bytes) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a `multipart/byteranges` body: (their fields, their content)."""
+    assert content_type.startswith("multipart/byteranges; boundary=")
+    boundary = content_type.split("boundary=", 1)[1].encode()
+    chunks = body.split(b"\r\n--" + boundary)
+    assert chunks[0] == b"" and chunks[-1] == b"--\r\n"
+    parts = []
+    for chunk in chunks[1:-1]:
+        head, content = chunk[2:].split(b"\r\n\r\n", 1)
+        fields = dict(line.decode().split(": ", 1) for line in head.split(b"\r\n"))
+        parts.append((fields, content))
+    return parts
+
+
+async def test_multiple_ranges_answered_as_multipart_byteranges_rfc9110_s14_6(
     origin_server, make_edge
 ) -> None:
-    """RFC 9110 §14.2: a server may ignore Range; it must not answer a multi-range request
-    with a 206 carrying only one of the disjoint ranges."""
+    """RFC 9110 §14.6: disjoint ranges of a stored response are one 206 of
+    `multipart/byteranges`, a part per range with the representation's Content-Type and its
+    own Content-Range; overlapping or touching ones are coalesced (each byte sent once)."""
     origin, edge = await scripted_edge(origin_server, make_edge)
-    origin.on("/mr", Canned(headers=[("Cache-Control", "max-age=600")], body=b"0123456789"))
+    origin.on(
+        "/mr",
+        Canned(
+            headers=[("Cache-Control", "max-age=600"), ("Content-Type", "text/plain")],
+            body=b"0123456789",
+        ),
+    )
     await get(edge.url + "/mr")
-    r = await get(edge.url + "/mr", headers={"Range": "bytes=0-1,5-6"})
+    r = await get(edge.url + "/mr", headers={"Range": "bytes=5-6,0-1,-1"})
+    assert r.status == 206 and "Content-Range" not in r.headers
+    assert r.headers["Content-Length"] == str(len(r.body))
+    parts = multipart_parts(r.headers["Content-Type"], r.body)
+    assert [(f["Content-Range"], f["Content-Type"], c) for f, c in parts] == [
+        ("bytes 0-1/10", "text/plain", b"01"),
+        ("bytes 5-6/10", "text/plain", b"56"),
+        ("bytes 9-9/10", "text/plain", b"9"),
+    ]
+    r = await get(edge.url + "/mr", headers={"Range": "bytes=0-3,2-5,6-6"})
+    assert (r.status, r.body, r.headers["Content-Range"]) == (206, b"0123456", "bytes 0-6/10")
+    r = await get(edge.url + "/mr", headers={"Range": "bytes=0-1,5-6"}, method="HEAD")
+    assert r.status == 206 and r.body == b"" and int(r.headers["Content-Length"]) > 4
+    r = await get(edge.url + "/mr", headers={"Range": "bytes=0-0,2-2", "If-Range": '"other"'})
     assert r.status == 200 and r.body == b"0123456789"
-    r = await get(edge.url + "/mr", headers={"Range": "bytes=0-3,2-5"})
-    assert (r.status, r.body, r.headers["Content-Range"]) == (206, b"012345", "bytes 0-5/10")
+    assert origin.count("/mr") == 1
+
+
+async def test_ranges_of_a_stored_body_once_listed_are_451_issue_16(
+    origin_server, make_edge
+) -> None:
+    """A part is cut only from a stored whole body checked at this reuse: once its digest is
+    listed, single and multipart range requests get 451 and no byte of it."""
+    body = b"a protected whole body, cut into parts " * 4
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    origin.on("/lr", Canned(headers=[("Cache-Control", "max-age=600")], body=body))
+    assert (await get(edge.url + "/lr", headers={"Range": "bytes=0-5"})).status == 206
+    edge.block(BlockEntry(id="d-r", type=EntryType.SHA256, value=hashlib.sha256(body).hexdigest()))
+    for rng in ("bytes=0-5", "bytes=0-1,10-12", "bytes=-4"):
+        r = await get(edge.url + "/lr", headers={"Range": rng})
+        assert r.status == 451 and body[:6] not in r.body and body[10:13] not in r.body
+
+
+async def test_a_stored_200_with_content_range_is_cut_with_one_content_range(
+    origin_server, make_edge
+) -> None:
+    origin, edge = await scripted_edge(origin_server, make_edge)
+    origin.on(
+        "/cr",
+        Canned(
+            headers=[("Cache-Control", "max-age=600"), ("Content-Range", "bytes 0-9/10")],
+            body=b"0123456789",
+        ),
+    )
+    await get(edge.url + "/cr")
+    r = await get(edge.url + "/cr", headers={"Range": "bytes=2-3"})
+    assert r.status == 206 and r.body == b"23"
+    assert r.headers.getall("Content-Range") == ["bytes 2-3/10"]
 
 
 async def test_if_range_rfc9110_s13_1_5(origin_server, make_edge) -> None:

@@ -89,3 +89,14 @@ async def test_async_handler_and_closed_origin() -> None:
     with pytest.raises(OriginError) as info:
         await origin.request(ORIGIN, "GET", b"/", CIMultiDict(), None)
     assert info.value.kind is OriginFailure.CONNECT
+
+
+async def test_interim_heads_go_to_the_listener_before_the_answer() -> None:
+    early = [(103, b"Early Hints", [(b"Link", b"</s.css>; rel=preload")])]
+    origin = MemoryOrigin(lambda m, pq, h, b: MemoryResponse(200, [], b"ok", interim=early))
+    seen: list[tuple[int, bytes, list[tuple[bytes, bytes]]]] = []
+    resp = await origin.request(
+        ORIGIN, "GET", b"/", CIMultiDict(), None, lambda *head: seen.append(head)
+    )
+    assert seen == early and resp.status == 200
+    assert [c async for c in resp.chunks()] == [b"ok"]

@@ -5,8 +5,10 @@ import pytest
 
 from proxy.rfc.dates import format_http_date
 from proxy.rfc.ranges import (
+    coalesce_ranges,
     content_range,
     if_range_allows,
+    multipart_byteranges,
     parse_range,
     unsatisfied_content_range,
 )
@@ -96,3 +98,21 @@ def test_if_range_rfc9110_13_1_5(
     if_range: str | None, etag: str | None, lm: float | None, date: float | None, ok: bool
 ) -> None:
     assert if_range_allows(if_range, etag, lm, date=date) is ok
+
+
+def test_coalesce_merges_overlapping_and_touching_ranges_in_order_rfc9110_s14_6() -> None:
+    assert coalesce_ranges([(5, 6), (0, 1)]) == [(0, 1), (5, 6)]
+    assert coalesce_ranges([(0, 3), (2, 5), (6, 6)]) == [(0, 6)]
+    assert coalesce_ranges([(0, 9)] * 16) == [(0, 9)]
+    assert coalesce_ranges([(4, 4)]) == [(4, 4)]
+
+
+def test_multipart_byteranges_rfc9110_s14_6() -> None:
+    body = multipart_byteranges(b"0123456789", [(0, 1), (8, 9)], b"XYZ", b"text/plain")
+    assert body == (
+        b"\r\n--XYZ\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/10\r\n\r\n01"
+        b"\r\n--XYZ\r\nContent-Type: text/plain\r\nContent-Range: bytes 8-9/10\r\n\r\n89"
+        b"\r\n--XYZ--\r\n"
+    )
+    untyped = multipart_byteranges(b"abc", [(0, 0), (2, 2)], b"B", None)
+    assert b"Content-Type" not in untyped and untyped.endswith(b"c\r\n--B--\r\n")
