@@ -246,6 +246,9 @@ def build_app(service: TakedownService, *, manage_service: bool = True) -> web.A
     app.router.add_post("/cases/{case}/lawsuit", post_lawsuit)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    from proxy.takedown import kyc_api  # customer verification (issue 15)
+
+    kyc_api.register(app)
     if manage_service:
 
         async def on_startup(app: web.Application) -> None:

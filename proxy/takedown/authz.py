@@ -69,6 +69,33 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/cases/{case}/lawsuit"): Rule(STAFF, frozenset({Relation.SUBMITTER})),
 }
 
+ADMIN = frozenset({Role.ADMIN})
+# Customer verification (issue 15, kyc_api.py): identity records are personal data, so only
+# staff read or change them; accounts and keys are the admin's; a disclosure hands a
+# customer's identity to a third party, so it is staff's act on a recorded order.
+RULES.update(
+    {
+        ("GET", "/customers"): Rule(STAFF),
+        ("GET", "/customers/{customer}"): Rule(STAFF),
+        ("PUT", "/customers/{customer}/identity"): Rule(STAFF),
+        ("POST", "/customers/{customer}/evidence"): Rule(STAFF),
+        ("POST", "/customers/{customer}/evidence/{evidence}/revoke"): Rule(STAFF),
+        ("GET", "/sites"): Rule(STAFF),
+        ("POST", "/sites"): Rule(ADMIN),
+        ("GET", "/sites/{host}"): Rule(STAFF),
+        ("POST", "/sites/{host}/validations"): Rule(STAFF),
+        ("POST", "/sites/{host}/validations/{validation}/check"): Rule(STAFF),
+        ("GET", "/accounts"): Rule(ADMIN),
+        ("POST", "/accounts/{account}/disable"): Rule(ADMIN),
+        ("POST", "/accounts/{account}/rotate-key"): Rule(ADMIN),
+        ("POST", "/disclosures"): Rule(STAFF),
+        ("GET", "/disclosures/{case}"): Rule(STAFF),
+        ("POST", "/disclosures/{case}/disclose"): Rule(STAFF),
+        ("POST", "/disclosures/{case}/reject"): Rule(STAFF),
+        ("GET", "/roster"): Rule(STAFF),
+    }
+)
+
 
 def rule_for(method: str, route: str) -> Rule | None:
     return RULES.get((method.upper(), route))

@@ -1,0 +1,85 @@
+"""Admin routes of the go-live gate (proxy/gate.py): receive a signed site roster, show the
+one held.
+
+    PUT /gate/roster   {"roster": "<the signed roster file's text>"}  (bearer token)
+                       200 {"sequence", "hosts", "applied_at"}; 400 bad signature or format,
+                       409 not newer than the held one, 404 when the gate is off
+    GET /gate          {"enabled", "sequence", "hosts", "created_at", "directory"}
+
+A pushed roster is verified here with the gate's key, then written into `gate.roster_dir`,
+where every worker picks it up within `gate.poll_interval_s` (each verifies it again). A
+roster that fails is refused with the reason and the held one stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from proxy import gate
+from proxy.admin.app import _body, _error, _json, _node, authenticated
+
+
+class RosterBody(msgspec.Struct, forbid_unknown_fields=True):
+    roster: str
+
+
+def _held(directory: Path, key: bytes, max_bytes: int) -> gate.Roster:
+    path = gate.newest_file(directory)
+    if path is None:
+        return gate.EMPTY
+    try:
+        data = path.read_bytes()[: max_bytes + 1]
+        return gate.parse_roster(data, key, name=str(path))
+    except (OSError, gate.RosterError):
+        return gate.EMPTY
+
+
+@authenticated
+async def put_roster(request: web.Request) -> web.Response:
+    cfg = _node(request).cfg
+    if not cfg.gate.enabled:
+        return _error(404, "the gate is off on this edge ([gate] enabled = false)")
+    body = await _body(request, RosterBody)
+    data = body.roster.encode()
+    if len(data) > cfg.gate.max_roster_bytes:
+        return _error(413, f"roster exceeds {cfg.gate.max_roster_bytes} bytes")
+    key = gate.public_key_of(cfg)
+    try:
+        new = gate.parse_roster(data, key, name="pushed roster")
+    except gate.RosterError as exc:
+        return _error(400, str(exc))
+    directory = gate.roster_dir(cfg)
+    held = await asyncio.to_thread(_held, directory, key, cfg.gate.max_roster_bytes)
+    if new.sequence < held.sequence:
+        return _error(409, f"sequence {new.sequence} is older than the held {held.sequence}")
+    if new.sequence > held.sequence:
+        await asyncio.to_thread(gate.write_roster, directory, data, new.sequence)
+    return _json({"sequence": new.sequence, "hosts": len(new.hosts), "applied_at": time.time()})
+
+
+async def get_gate(request: web.Request) -> web.Response:
+    cfg = _node(request).cfg
+    if not cfg.gate.enabled:
+        return _json({"enabled": False})
+    directory = gate.roster_dir(cfg)
+    held = await asyncio.to_thread(
+        _held, directory, gate.public_key_of(cfg), cfg.gate.max_roster_bytes
+    )
+    return _json(
+        {
+            "enabled": True,
+            "sequence": held.sequence,
+            "created_at": held.created_at,
+            "hosts": sorted(held.hosts) + [f"*{s}" for s in held.suffixes],
+            "directory": str(directory),
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.put("/gate/roster", put_roster), web.get("/gate", get_gate)]

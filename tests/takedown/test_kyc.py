@@ -1,0 +1,351 @@
+"""Customer verification in the service (issue 15): identity, evidence, levels, domain-control
+validation through a real HTTP server, expiry, the roster, disclosures, accounts, and who may
+call each route."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.takedown import roster
+from proxy.takedown.config import Verification
+from tests.takedown.conftest import Env, MakeEnv, fast_config
+
+IDENTITY = {
+    "legal_name": "Acme Hosting GmbH",
+    "address": "Hauptstr. 1, 10115 Berlin",
+    "country": "de",
+    "registration_number": "HRB 12345",
+    "contact_email": "legal@acme.example",
+}
+DOC = hashlib.sha256(b"scan of the register extract").hexdigest()
+
+
+class Origin:
+    """A customer's origin on 127.0.0.1 that serves whatever challenge files it is given."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.hosts: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.hosts.append(request.headers.get("Host", ""))
+        body = self.files.get(request.path)
+        return web.Response(body=body) if body is not None else web.Response(status=404)
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[tuple[Origin, str]]:
+    o = Origin()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", o.handle)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    yield o, f"127.0.0.1:{srv.port}"
+    await srv.close()
+
+
+async def kyc_env(make_env: MakeEnv, via: str = "", **over: Any) -> Env:
+    policy = Verification(dcv_http_via=via, check_interval_s=3600.0, **over)
+    return await make_env(n_edges=1, cfg=fast_config(verification=policy))
+
+
+async def call(
+    env: Env, method: str, path: str, who: str = "operator", body: Any = None
+) -> tuple[int, Any]:
+    data = None if body is None else msgspec.json.encode(body)
+    r = await env.client.request(method, path, data=data, headers=env.auth(who))
+    return r.status, await r.json()
+
+
+async def verify_documents(env: Env, customer: str = "Acme") -> None:
+    status, out = await call(env, "PUT", f"/customers/{customer}/identity", body=IDENTITY)
+    assert status == 200, out
+    status, out = await call(
+        env,
+        "POST",
+        f"/customers/{customer}/evidence",
+        body={"method": "company-register", "document_sha256": DOC},
+    )
+    assert status == 201, out
+
+
+async def validate_http(env: Env, o: Origin, host: str = "cdn.example") -> dict[str, Any]:
+    status, ch = await call(env, "POST", f"/sites/{host}/validations", body={"method": "http-01"})
+    assert status == 201, ch
+    path = ch["challenge"]["url"].split(host, 1)[1]
+    o.files[path] = ch["challenge"]["body"].encode()
+    status, out = await call(env, "POST", f"/sites/{host}/validations/{ch['id']}/check")
+    assert status == 200, out
+    return dict(out)
+
+
+async def test_levels_rise_with_identity_evidence_and_dcv(make_env: MakeEnv, origin: Any) -> None:
+    o, via = origin
+    env = await kyc_env(make_env, via)
+    _, site = await call(env, "GET", "/sites/cdn.example")
+    assert (site["level"], site["live"]) == ("none", False)
+    await call(env, "PUT", "/customers/Acme/identity", body=IDENTITY)
+    _, cust = await call(env, "GET", "/customers/Acme")
+    assert cust["level"] == "self-declared" and cust["identity"]["country"] == "DE"
+    await verify_documents(env)
+    _, site = await call(env, "GET", "/sites/cdn.example")
+    assert (site["level"], site["live"]) == ("documents-checked", False)
+    out = await validate_http(env, o)
+    assert out["state"] == "valid" and o.hosts[-1] == "cdn.example"
+    _, site = await call(env, "GET", "/sites/cdn.example")
+    assert (site["level"], site["live"]) == ("domain-validated", True)
+    _, rs = await call(env, "GET", "/roster")
+    await env.svc.kyc.roster.run_once()
+    rs = env.svc.store.run_sync(roster.deliveries)
+    assert rs["hosts"] == ["cdn.example"]
+    events = [e["event"] for e in _audit(env)]
+    for e in (
+        "identity_recorded",
+        "evidence_recorded",
+        "domain_validation_started",
+        "domain_validated",
+        "verification_level",
+        "roster_published",
+    ):
+        assert e in events
+    # The audit log keeps the fact and a digest of the identity, not the personal data.
+    assert "Hauptstr" not in json.dumps(_audit(env))
+
+
+def _audit(env: Env) -> list[dict[str, Any]]:
+    return [
+        {"event": r[0], "data": json.loads(r[1]), "case": r[2]}
+        for r in env.svc.store.run_sync(
+            lambda c: c.execute(
+                "SELECT event, data, case_id FROM audit_log ORDER BY seq"
+            ).fetchall()
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("serve", "why"),
+    [
+        (None, "answered 404"),
+        (b"wrong-value", "did not return the key authorization"),
+        (b"x" * 5000, "longer than"),
+    ],
+)
+async def test_failed_http_challenge_keeps_site_held(
+    make_env: MakeEnv, origin: Any, serve: bytes | None, why: str
+) -> None:
+    o, via = origin
+    env = await kyc_env(make_env, via)
+    await verify_documents(env)
+    _, ch = await call(env, "POST", "/sites/cdn.example/validations", body={"method": "http-01"})
+    if serve is not None:
+        o.files[ch["challenge"]["url"].split("cdn.example", 1)[1]] = serve
+    status, out = await call(env, "POST", f"/sites/cdn.example/validations/{ch['id']}/check")
+    assert status == 200 and out["state"] == "pending" and why in out["last_error"]
+    _, site = await call(env, "GET", "/sites/cdn.example")
+    assert site["live"] is False
+    assert "domain_validation_failed" in [e["event"] for e in _audit(env)]
+
+
+async def test_dns_challenge_through_the_resolver_seam(make_env: MakeEnv) -> None:
+    env = await kyc_env(make_env)
+    await verify_documents(env)
+    records: dict[str, list[str]] = {}
+
+    async def resolve(name: str, timeout_s: float) -> list[str]:
+        return records.get(name, [])
+
+    env.svc.kyc.txt_resolver = resolve
+    _, ch = await call(env, "POST", "/sites/cdn.example/validations", body={"method": "dns-01"})
+    assert ch["challenge"]["name"] == "_edgeproxy-challenge.cdn.example"
+    _, out = await call(env, "POST", f"/sites/cdn.example/validations/{ch['id']}/check")
+    assert out["state"] == "pending" and "does not hold" in out["last_error"]
+    records[ch["challenge"]["name"]] = ["unrelated", ch["challenge"]["value"]]
+    _, out = await call(env, "POST", f"/sites/cdn.example/validations/{ch['id']}/check")
+    assert out["state"] == "valid"
+
+
+async def test_expired_token_cannot_be_checked(make_env: MakeEnv, origin: Any) -> None:
+    o, via = origin
+    env = await kyc_env(make_env, via, dcv_token_ttl_s=60.0)
+    _, ch = await call(env, "POST", "/sites/cdn.example/validations", body={"method": "http-01"})
+    env.clock.advance(61)
+    status, out = await call(env, "POST", f"/sites/cdn.example/validations/{ch['id']}/check")
+    assert status == 400 and "expired" in out["error"]
+
+
+async def test_expiry_lowers_the_level_audits_and_notifies(make_env: MakeEnv, origin: Any) -> None:
+    o, via = origin
+    env = await kyc_env(make_env, via)
+    env.svc.store.run_sync(
+        lambda c: c.execute(
+            "INSERT INTO contacts (party, party_id, email) SELECT 'customer', id, 'ops@acme.example'"
+            " FROM customers WHERE name = 'Acme'"
+        )
+    )
+    await call(env, "PUT", "/customers/Acme/identity", body=IDENTITY)
+    await call(
+        env,
+        "POST",
+        "/customers/Acme/evidence",
+        body={"method": "passport", "document_ref": "ID-1", "expires_at": env.clock() + 3600},
+    )
+    await validate_http(env, o)
+    assert (await env.svc.kyc.roster.run_once()) and env.svc.store.run_sync(roster.deliveries)[
+        "hosts"
+    ] == ["cdn.example"]
+    env.clock.advance(3601)
+    await env.svc.kyc.roster.run_once()
+    assert env.svc.store.run_sync(roster.deliveries)["hosts"] == []
+    _, site = await call(env, "GET", "/sites/cdn.example")
+    assert (site["level"], site["live"]) == ("self-declared", False)
+    events = _audit(env)
+    names = [e["event"] for e in events]
+    assert "evidence_expired" in names
+    drop = [e for e in events if e["event"] == "verification_level"][-1]["data"]
+    assert (drop["from"], drop["to"]) == ("documents-checked", "self-declared")
+    out = env.svc.store.run_sync(
+        lambda c: c.execute(
+            "SELECT kind, recipient FROM outbox WHERE kind = 'verification_lapsed'"
+        ).fetchall()
+    )
+    assert [tuple(r) for r in out] == [("verification_lapsed", "ops@acme.example")]
+    removed = [e for e in events if e["event"] == "roster_published"][-1]["data"]
+    assert removed["removed"] == ["cdn.example"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**IDENTITY, "country": "Germany"}, "country"),
+        ({k: v for k, v in IDENTITY.items() if k != "address"}, "address"),
+        ({**IDENTITY, "contact_email": "nobody"}, "contact_email"),
+        ({**IDENTITY, "shoe_size": "44"}, "shoe_size"),
+        ({**IDENTITY, "legal_name": 7}, "legal_name"),
+    ],
+)
+async def test_bad_identity_is_refused_and_nothing_changes(
+    make_env: MakeEnv, body: Any, field: str
+) -> None:
+    env = await kyc_env(make_env)
+    status, out = await call(env, "PUT", "/customers/Acme/identity", body=body)
+    assert status == 400 and field in out["error"]
+    _, cust = await call(env, "GET", "/customers/Acme")
+    assert cust["identity"] is None and cust["level"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"method": "passport"}, "document_ref or document_sha256"),
+        ({"method": "passport", "document_sha256": "abc"}, "64 lowercase hex"),
+        ({"document_ref": "x"}, "method"),
+        ({"method": "passport", "document_ref": "x", "expires_at": 1.0}, "future"),
+    ],
+)
+async def test_bad_evidence_is_refused(make_env: MakeEnv, body: Any, why: str) -> None:
+    env = await kyc_env(make_env)
+    status, out = await call(env, "POST", "/customers/Acme/evidence", body=body)
+    assert status == 400 and why in out["error"]
+
+
+async def test_self_declared_evidence_method_does_not_count(make_env: MakeEnv) -> None:
+    env = await kyc_env(make_env)
+    await call(env, "PUT", "/customers/Acme/identity", body=IDENTITY)
+    await call(
+        env, "POST", "/customers/Acme/evidence", body={"method": "email-reply", "document_ref": "x"}
+    )
+    _, cust = await call(env, "GET", "/customers/Acme")
+    assert cust["level"] == "self-declared"
+
+
+# Who may call each verification route (tests/takedown/test_authz.py checks every other one).
+KYC_STAFF = {"operator", "admin"}
+KYC_EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/customers"): KYC_STAFF,
+    ("GET", "/customers/{customer}"): KYC_STAFF,
+    ("PUT", "/customers/{customer}/identity"): KYC_STAFF,
+    ("POST", "/customers/{customer}/evidence"): KYC_STAFF,
+    ("POST", "/customers/{customer}/evidence/{evidence}/revoke"): KYC_STAFF,
+    ("GET", "/sites"): KYC_STAFF,
+    ("POST", "/sites"): {"admin"},
+    ("GET", "/sites/{host}"): KYC_STAFF,
+    ("POST", "/sites/{host}/validations"): KYC_STAFF,
+    ("POST", "/sites/{host}/validations/{validation}/check"): KYC_STAFF,
+    ("GET", "/accounts"): {"admin"},
+    ("POST", "/accounts/{account}/disable"): {"admin"},
+    ("POST", "/accounts/{account}/rotate-key"): {"admin"},
+    ("POST", "/disclosures"): KYC_STAFF,
+    ("GET", "/disclosures/{case}"): KYC_STAFF,
+    ("POST", "/disclosures/{case}/disclose"): KYC_STAFF,
+    ("POST", "/disclosures/{case}/reject"): KYC_STAFF,
+    ("GET", "/roster"): KYC_STAFF,
+}
+WHO = ("submitter", "submitter2", "trusted", "operator", "admin", "customer", "customer2")
+ORDER = {
+    "kind": "512h-subpoena",
+    "issuer": "Clerk, U.S. District Court N.D. Cal.",
+    "reference": "5:26-mc-80001",
+    "date": "2026-01-02",
+    "document_sha256": DOC,
+    "requester": "Rights Org (counsel: J. Doe)",
+    "site": "cdn.example",
+}
+
+
+async def _fixture_for(env: Env, route: str) -> tuple[str, Any]:
+    """A path and body under which an allowed caller succeeds."""
+    await call(env, "PUT", "/customers/Acme/identity", "admin", IDENTITY)
+    _, ev = await call(
+        env,
+        "POST",
+        "/customers/Acme/evidence",
+        "admin",
+        {"method": "passport", "document_ref": "P1"},
+    )
+    _, ch = await call(env, "POST", "/sites/cdn.example/validations", "admin", {"method": "dns-01"})
+    _, d = await call(env, "POST", "/disclosures", "admin", ORDER)
+    bodies = {
+        "/customers/{customer}/identity": IDENTITY,
+        "/customers/{customer}/evidence": {"method": "passport", "document_ref": "P2"},
+        "/sites": {"host": "new.example", "customer": "Acme"},
+        "/sites/{host}/validations": {"method": "http-01"},
+        "/disclosures": ORDER,
+        "/disclosures/{case}/reject": {"reason": "defective"},
+    }
+    path = (
+        route.replace("{customer}", "Acme")
+        .replace("{evidence}", str(ev["id"]))
+        .replace("{host}", "cdn.example")
+        .replace("{validation}", str(ch["id"]))
+        .replace("{account}", env.keys["submitter2"].split("_")[1])
+        .replace("{case}", str(d["case"]))
+    )
+    return path, bodies.get(route)
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize(("method", "route"), sorted(KYC_EXPECTED))
+async def test_kyc_route_by_role(make_env: MakeEnv, method: str, route: str, who: str) -> None:
+    env = await kyc_env(make_env)
+
+    async def resolve(name: str, timeout_s: float) -> list[str]:
+        return []
+
+    env.svc.kyc.txt_resolver = resolve
+    path, body = await _fixture_for(env, route)
+    status, out = await call(env, method, path, who, body)
+    if who in KYC_EXPECTED[(method, route)]:
+        assert 200 <= status < 300, (status, out)
+    else:
+        assert status == (404 if method == "GET" else 403), (status, out)
+    r = await env.client.request(method, path, json=body)
+    assert r.status == 401
