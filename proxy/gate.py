@@ -139,12 +139,27 @@ def parse_roster(data: bytes, public_key_pem: bytes, *, name: str = "roster") ->
     return Roster.of(header.sequence, header.hosts, header.created_at, key_id)
 
 
-def newest_file(directory: Path) -> Path | None:
+def roster_files(directory: Path) -> list[Path]:
+    """Roster files, newest name (highest sequence) first."""
     try:
         names = [n for n in os.listdir(directory) if n.startswith(PREFIX) and n.endswith(SUFFIX)]
     except OSError:
-        return None
-    return directory / max(names) if names else None
+        return []
+    return [directory / n for n in sorted(names, reverse=True)]
+
+
+def newest_valid(
+    directory: Path, public_key_pem: bytes, max_bytes: int
+) -> tuple[Roster | None, list[str]]:
+    """The newest roster in `directory` that verifies, and why each newer file was refused."""
+    errors: list[str] = []
+    for path in roster_files(directory):
+        try:
+            data = blformat._read_bounded(path, max_bytes)
+            return parse_roster(data, public_key_pem, name=str(path)), errors
+        except (RosterError, blformat.BlocklistError) as exc:
+            errors.append(str(exc))
+    return None, errors
 
 
 def write_roster(directory: Path, data: bytes, sequence: int) -> Path:
@@ -173,7 +188,7 @@ class Gate:
     on_swap: Callable[[], None] | None = None
     failures: int = 0
     last_error: str = ""
-    _seen: tuple[str, int, int] | None = field(default=None, repr=False)
+    _seen: tuple[tuple[str, int, int], ...] | None = field(default=None, repr=False)
 
     def holds(self, host: str, raw_path: str) -> bool:
         if raw_path.startswith(self.challenge_prefix):
@@ -184,32 +199,22 @@ class Gate:
         return self.holding_pages.get(site_index, self.holding_pages.get(-1))
 
     def reload(self) -> bool:
-        """Load the directory's newest roster if it changed; True when a new one took effect.
-        A refused file is logged and counted, and the held roster stays."""
-        path = newest_file(self.directory)
-        if path is None:
-            return False
+        """Take the directory's newest good roster if it is newer than the held one; True when
+        it took effect. Refused files are logged and counted; the held roster stays."""
+        files = roster_files(self.directory)[:KEEP_FILES]
         try:
-            st = path.stat()
+            seen = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
         except OSError:
-            return False
-        seen = (path.name, st.st_mtime_ns, st.st_size)
+            return False  # a file replaced while listed: the next poll sees it settled
         if seen == self._seen:
             return False
         self._seen = seen
-        try:
-            data = blformat._read_bounded(path, self.max_bytes)
-            new = parse_roster(data, self.public_key_pem, name=str(path))
-        except (RosterError, blformat.BlocklistError) as exc:
+        new, errors = newest_valid(self.directory, self.public_key_pem, self.max_bytes)
+        for err in errors:
             self.failures += 1
-            self.last_error = str(exc)
-            log.error("site roster refused, keeping sequence %d: %s", self.roster.sequence, exc)
-            return False
-        if new.sequence <= self.roster.sequence:
-            if new.sequence < self.roster.sequence:
-                self.failures += 1
-                self.last_error = f"{path}: sequence {new.sequence} older than held"
-                log.error("site roster %s is older than the one held; ignored", path)
+            self.last_error = err
+            log.error("site roster refused, keeping sequence %d: %s", self.roster.sequence, err)
+        if new is None or new.sequence <= self.roster.sequence:
             return False
         self.roster = new
         if self.on_swap is not None:

@@ -29,14 +29,8 @@ class RosterBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _held(directory: Path, key: bytes, max_bytes: int) -> gate.Roster:
-    path = gate.newest_file(directory)
-    if path is None:
-        return gate.EMPTY
-    try:
-        data = path.read_bytes()[: max_bytes + 1]
-        return gate.parse_roster(data, key, name=str(path))
-    except (OSError, gate.RosterError):
-        return gate.EMPTY
+    """The roster the workers hold: the directory's newest one that verifies."""
+    return gate.newest_valid(directory, key, max_bytes)[0] or gate.EMPTY
 
 
 @authenticated
