@@ -77,3 +77,42 @@ def test_gate_keeps_last_good_roster(tmp_path: Path, keys: tuple[bytes, bytes]) 
     assert not g.reload() and g.roster.sequence == 5 and not g.holds("a.example", "/")
     gate.write_roster(tmp_path, gate.render_roster(10, [], private), 10)
     assert g.reload() and g.holds("a.example", "/") and swaps == [5, 10]
+
+
+@pytest.mark.parametrize(
+    ("gate_toml", "field"),
+    [
+        ("enabled = true", "gate.public_key"),  # no key at all: it could only hold everything
+        ('enabled = true\npublic_key = "/nonexistent.pem"', "gate.public_key"),
+        ('enabled = true\npublic_key = "{pub}"\nheld_status = 99', "gate.held_status"),
+        (
+            'enabled = true\npublic_key = "{pub}"\nholding_page_file = "/no/page.html"',
+            "gate.holding_page_file",
+        ),
+        ('enabled = true\npublic_key = "{pub}"\npoll_interval_s = -1', "gate.poll_interval_s"),
+    ],
+)
+def test_gate_config_is_checked_at_start(
+    tmp_path: Path, keys: tuple[bytes, bytes], gate_toml: str, field: str
+) -> None:
+    from proxy.config import ConfigError, load
+
+    pub = tmp_path / "k.pub"
+    pub.write_bytes(keys[1])
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        '[[sites]]\nname = "a"\nhosts = ["a.example"]\norigin = "http://127.0.0.1:9"\n\n[gate]\n'
+        + gate_toml.replace("{pub}", str(pub))
+        + "\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load(cfg)
+    assert field in err.value.field
+
+
+def test_gate_off_by_default_and_in_the_example(keys: tuple[bytes, bytes]) -> None:
+    from proxy.config import Config, load
+
+    root = Path(__file__).resolve().parents[1]
+    assert Config().gate.enabled is False
+    assert load(root / "config" / "edgeproxy.example.toml").gate.enabled is False
