@@ -51,7 +51,12 @@ class Strikes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     unverified_warn_at: int = 1  # customers whose status is not in `verified_statuses`
     unverified_suspend_at: int = 2
     verified_statuses: list[str] = msgspec.field(
-        default_factory=lambda: ["payment", "verified_entity"]
+        default_factory=lambda: [
+            "payment",
+            "verified_entity",
+            "documents-checked",  # derived levels (customers.py)
+            "domain-validated",
+        ]
     )
 
 

@@ -11,7 +11,9 @@ what is on record:
                        validation of that site (`dcv.py`)
 
 A site goes live on the edges when its level reaches `[verification] go_live_level`
-(`roster.py` publishes the hosts that do). `reverify` runs periodically: evidence past its
+(`roster.py` publishes the hosts that do). The derived level also replaces the customer's
+one-enum `verification`, so the strike policy's stricter thresholds apply below
+`[strikes] verified_statuses` (documents-checked and up by default). `reverify` runs periodically: evidence past its
 expiry is marked lapsed, and a customer whose derived level dropped gets an audit record and a
 notification through the outbox, so the lowered level (and the held sites) never happen
 silently. The audit log records that an identity changed and the SHA-256 of the record, not
@@ -266,6 +268,14 @@ def settle(
         " ON CONFLICT(customer_id) DO UPDATE SET level = excluded.level, since = excluded.since",
         (cid, level.value, now),
     )
+    if level is not Level.NONE:
+        # The strike policy reads `customers.verification` (strikes.thresholds): once a
+        # customer has an identity record, that is its derived level.
+        conn.execute(
+            "UPDATE customers SET verification = ?, verified_at = ?, verification_method = 'kyc'"
+            " WHERE id = ?",
+            (level.value, now, cid),
+        )
     if before is not level:
         audit.append(
             conn,

@@ -349,3 +349,29 @@ async def test_kyc_route_by_role(make_env: MakeEnv, method: str, route: str, who
         assert status == (404 if method == "GET" else 403), (status, out)
     r = await env.client.request(method, path, json=body)
     assert r.status == 401
+
+
+@pytest.mark.parametrize(
+    ("evidence", "level", "warned"),
+    [
+        (None, "self-declared", True),  # an identity alone: the stricter thresholds
+        ({"method": "passport", "document_ref": "P-1"}, "documents-checked", False),
+        ({"method": "email-reply", "document_ref": "x"}, "self-declared", True),
+    ],
+)
+async def test_derived_level_sets_the_strike_thresholds(
+    make_env: MakeEnv, evidence: dict[str, str] | None, level: str, warned: bool
+) -> None:
+    """Shady is unverified in the legacy enum; once it has an identity record its derived
+    level decides whether one strike already warns (unverified_warn_at = 1)."""
+    from tests.takedown.conftest import notice
+
+    env = await kyc_env(make_env)
+    await call(env, "PUT", "/customers/Shady/identity", body=IDENTITY)
+    if evidence is not None:
+        await call(env, "POST", "/customers/Shady/evidence", body=evidence)
+    _, body = await env.post("/notices", "trusted", notice({"url": "https://shady.example/x"}))
+    view = await env.wait_state(body["case"], "enforced")
+    strike = next(e for e in view["timeline"] if e["event"] == "strike")
+    assert strike["data"]["verification"] == level
+    assert ("warning" in [e["event"] for e in view["timeline"]]) is warned
