@@ -272,13 +272,14 @@ def hold(ctx: RequestCtx, gate: Gate, via_name: str) -> None:
     """Answer a held host: its site's holding page, else `held_status` (421 by default: this
     edge does not serve the host yet, as for a host it does not know)."""
     from proxy.phases import deliver
+    from proxy.rfc.cache_status import cache_status_bytes
 
     page = gate.page(ctx.site_index)
     detail = "site-not-live"
     if page is None:
         deliver.refused(ctx, gate.held_status, "site not live on this edge yet", via_name)
         return
-    cache_status = deliver.cache_status_bytes(via_name, hit=False, detail=detail)
+    cache_status = cache_status_bytes(via_name, hit=False, detail=detail)
     deliver.generated(
         ctx,
         gate.holding_status,

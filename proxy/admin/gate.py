@@ -52,7 +52,10 @@ async def put_roster(request: web.Request) -> web.Response:
     if new.sequence < held.sequence:
         return _error(409, f"sequence {new.sequence} is older than the held {held.sequence}")
     if new.sequence > held.sequence:
-        await asyncio.to_thread(gate.write_roster, directory, data, new.sequence)
+        try:
+            await asyncio.to_thread(gate.write_roster, directory, data, new.sequence)
+        except OSError as exc:  # the held roster stays in force; the publisher retries
+            return _error(503, f"cannot write {directory}: {exc.strerror or exc}")
     return _json({"sequence": new.sequence, "hosts": len(new.hosts), "applied_at": time.time()})
 
 

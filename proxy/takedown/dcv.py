@@ -114,7 +114,8 @@ def pending(conn: sqlite3.Connection, host: str, vid: int, now: float) -> sqlite
     ).fetchone()
     if row is None:
         raise LookupError(f"no validation {vid} for {host}")
-    return row
+    found: sqlite3.Row = row
+    return found
 
 
 def record_result(

@@ -100,7 +100,8 @@ def _row(conn: sqlite3.Connection, case_id: int) -> sqlite3.Row:
     row = conn.execute("SELECT * FROM disclosures WHERE case_id = ?", (case_id,)).fetchone()
     if row is None:
         raise NotFound(case_id)
-    return row
+    found: sqlite3.Row = row
+    return found
 
 
 def disclose(

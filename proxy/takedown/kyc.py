@@ -157,9 +157,10 @@ class Kyc:
                 await dcv.check_dns(self.txt_resolver, host, row["key_authorization"], self.policy)
         except dcv.ChallengeFailed as exc:
             error = str(exc)
-        return await self._write(
+        out: dict[str, Any] = await self._write(
             dcv.record_result, vid, error, self._now(), actor_of(acct), self.policy
         )
+        return out
 
     # -- accounts ------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ ACTOR = "admin-cli"
 
 def add_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     def cmd(name: str, help: str, fn: Any) -> argparse.ArgumentParser:
-        p = cmds.add_parser(name, help=help)
+        p: argparse.ArgumentParser = cmds.add_parser(name, help=help)
         p.add_argument("--db", required=True, help="the service's SQLite database file")
         p.add_argument("--config", help="takedown TOML config (for [verification])")
         p.set_defaults(takedown_fn=lambda args: _run(args, fn))
