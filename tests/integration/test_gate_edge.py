@@ -87,17 +87,16 @@ async def get(node: Node, host: str, path: str = "/") -> tuple[int, bytes]:
 
 
 async def until(node: Node, host: str, status: int, timeout_s: float = 15.0) -> None:
+    """Poll until every worker answers `status`: eight fresh connections in a row (workers
+    take a new roster within gate.poll_interval_s of each other)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    seen = None
+    seen: list[int] = []
     while asyncio.get_running_loop().time() < deadline:
-        seen, _ = await get(node, host)
-        if seen == status:
-            # Every worker agrees: several fresh connections in a row.
-            for _ in range(8):
-                assert (await get(node, host))[0] == status
+        seen = [(await get(node, host))[0] for _ in range(8)]
+        if seen == [status] * 8:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{host} still answers {seen}, not {status}")
+    raise AssertionError(f"{host} answers {seen}, not {status} from every worker")
 
 
 @pytest.fixture
