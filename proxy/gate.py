@@ -16,9 +16,10 @@ signature line), so a node that trusts a publisher's blocklist trusts its roster
 never weakens: a roster that fails its signature, is older than the one held, or cannot be
 read is refused and the last good one kept; with no good roster at all, every host is held.
 
-Each worker reads the directory itself (a stat per `poll_interval_s`, a read only when the
-newest file changed), so no control message is needed and a restarted worker holds exactly
-what its siblings hold before it serves a request. Challenge paths
+Each worker reads the directory itself: at start (a restarted worker holds what its siblings
+hold before it serves a request), when the admin API tells it to (`gate.reload` on the control
+channel, after a push; the push is answered once every worker holds the roster), and every
+`poll_interval_s` (a stat, a read only when the files changed) for files dropped there. Challenge paths
 (`/.well-known/edgeproxy-challenge/…`) pass a held site, so domain-control validation through
 the edge works before the site is live.
 """

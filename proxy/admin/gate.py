@@ -2,13 +2,16 @@
 one held.
 
     PUT /gate/roster   {"roster": "<the signed roster file's text>"}  (bearer token)
-                       200 {"sequence", "hosts", "applied_at"}; 400 bad signature or format,
-                       409 not newer than the held one, 404 when the gate is off
+                       200 {"sequence", "hosts", "applied_at", "workers"} once every worker
+                       holds it; 400 bad signature or format, 409 older than the held one,
+                       404 when the gate is off, 503 when a worker did not take it
     GET /gate          {"enabled", "sequence", "hosts", "created_at", "directory"}
 
-A pushed roster is verified here with the gate's key, then written into `gate.roster_dir`,
-where every worker picks it up within `gate.poll_interval_s` (each verifies it again). A
-roster that fails is refused with the reason and the held one stays in force.
+A pushed roster is verified here with the gate's key, written into `gate.roster_dir`, and every
+worker is told to take it (`gate.reload` on the control channel; each verifies it again); the
+answer waits for all of them, so the takedown service's delivery record means "enforced on
+every worker". Workers also poll the directory (`gate.poll_interval_s`) for files dropped there
+directly. A roster that fails is refused with the reason and the held one stays in force.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aiohttp import web
 
 from proxy import gate
 from proxy.admin.app import _body, _error, _json, _node, authenticated
+from proxy.node.control import ControlError
 
 
 class RosterBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,7 +60,22 @@ async def put_roster(request: web.Request) -> web.Response:
             await asyncio.to_thread(gate.write_roster, directory, data, new.sequence)
         except OSError as exc:  # the held roster stays in force; the publisher retries
             return _error(503, f"cannot write {directory}: {exc.strerror or exc}")
-    return _json({"sequence": new.sequence, "hosts": len(new.hosts), "applied_at": time.time()})
+    # Answered once every worker holds it (or a newer one): the publisher's proof.
+    try:
+        acks = await _node(request).broadcast("gate.reload", {})
+    except ControlError as exc:
+        return _error(503, f"not applied on every worker: {exc}")
+    behind = [a["worker"] for a in acks if a["version"] < new.sequence]
+    if behind:
+        return _error(503, f"workers {behind} did not take roster {new.sequence}")
+    return _json(
+        {
+            "sequence": new.sequence,
+            "hosts": len(new.hosts),
+            "applied_at": time.time(),
+            "workers": [{"worker": a["worker"], "sequence": a["version"]} for a in acks],
+        }
+    )
 
 
 async def get_gate(request: web.Request) -> web.Response:

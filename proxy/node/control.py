@@ -98,7 +98,22 @@ class Retire(Message, tag="retire"):
     drain and exit: a reload is complete only when no old worker can take a new client."""
 
 
-Request = BlocklistLoad | BlocklistDelta | Purge | StatsRequest | Listen | Ping | TlsReload | Retire
+class GateReload(Message, tag="gate.reload"):
+    """Take the roster directory's newest good site roster now (proxy/gate.py); answered with
+    `Applied` carrying the roster sequence the worker holds afterwards."""
+
+
+Request = (
+    BlocklistLoad
+    | BlocklistDelta
+    | Purge
+    | StatsRequest
+    | Listen
+    | Ping
+    | TlsReload
+    | Retire
+    | GateReload
+)
 
 # -- replies: worker → supervisor --------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from proxy.node.control import (
     BlocklistReport,
     CacheReport,
     Failed,
+    GateReload,
     Listen,
     Listening,
     Message,
@@ -132,6 +133,11 @@ class Worker:
                 return Pong(pid=os.getpid())
             case TlsReload():
                 return self.tls_reload()
+            case GateReload():
+                if self.gate is not None:
+                    self.gate.reload()
+                held = self.gate.roster.sequence if self.gate is not None else 0
+                return Applied(version=held, applied_at=time.time(), pid=os.getpid())
             case Retire():
                 self.server.stop_accepting()
                 self.stopping.set()
