@@ -102,6 +102,7 @@ class Verification(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     )
     evidence_valid_s: float = 365 * 86400.0  # evidence recorded without an expiry lasts this
     check_interval_s: float = 60.0  # how often expired evidence and validations are looked for
+    remind_before_s: float = 14 * 86400.0  # tell the customer this long before its level drops
     dcv_token_ttl_s: float = 7 * 86400.0  # a challenge token must be checked within this
     dcv_valid_s: float = 90 * 86400.0  # a passed validation lasts this, then is redone
     dcv_timeout_s: float = 10.0  # one HTTP fetch or DNS query of a challenge

@@ -297,9 +297,53 @@ def settle(
     return level
 
 
+def remind(conn: sqlite3.Connection, now: float, policy: Verification) -> list[int]:
+    """Tell each customer, once per item, `remind_before_s` before evidence or a domain
+    validation expires when its level (or a site's) would drop with it; audited."""
+    horizon = now + policy.remind_before_s
+    told = []
+    for eid, cid, expires in conn.execute(
+        "SELECT id, customer_id, expires_at FROM evidence WHERE expires_at > ? AND expires_at"
+        " <= ? AND reminded_at IS NULL AND revoked_at IS NULL",
+        (now, horizon),
+    ).fetchall():
+        conn.execute("UPDATE evidence SET reminded_at = ? WHERE id = ?", (now, eid))
+        drops = derive(conn, cid, expires, policy).rank < derive(conn, cid, now, policy).rank
+        if drops:
+            told.append(_remind(conn, now, cid, {"evidence": eid, "expires_at": expires}))
+    for vid, host, cid, expires in conn.execute(
+        "SELECT v.id, v.host, s.customer_id, v.expires_at FROM domain_validations v JOIN sites s"
+        " ON s.host = v.host WHERE v.state = 'valid' AND v.expires_at > ? AND v.expires_at <= ?"
+        " AND v.reminded_at IS NULL",
+        (now, horizon),
+    ).fetchall():
+        conn.execute("UPDATE domain_validations SET reminded_at = ? WHERE id = ?", (now, vid))
+        if not domain_validated(conn, host, expires):  # no later validation covers it
+            told.append(
+                _remind(conn, now, cid, {"site": host, "validation": vid, "expires_at": expires})
+            )
+    return told
+
+
+def _remind(conn: sqlite3.Connection, now: float, cid: int, what: dict[str, Any]) -> int:
+    name = conn.execute("SELECT name FROM customers WHERE id = ?", (cid,)).fetchone()[0]
+    audit.append(conn, now, "verification_expiring", data={"customer": cid, **what})
+    notify.enqueue(
+        conn,
+        now,
+        notify.Kind.VERIFICATION_EXPIRING,
+        None,  # type: ignore[arg-type]  # a customer matter, not a case
+        {"customer": name, **what},
+        customer_id=cid,
+    )
+    return cid
+
+
 def reverify(conn: sqlite3.Connection, now: float, policy: Verification) -> list[int]:
-    """The periodic pass: mark expired evidence lapsed (audited) and settle every customer
-    whose evidence or domain validation expired; returns the customers whose level changed."""
+    """The periodic pass: remind ahead of expiry, mark expired evidence lapsed (audited) and
+    settle every customer whose evidence or domain validation expired; returns the customers
+    whose level changed."""
+    remind(conn, now, policy)
     touched: set[int] = set()
     for eid, cid in conn.execute(
         "SELECT id, customer_id FROM evidence WHERE expires_at <= ? AND lapsed_at IS NULL"

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS evidence (
   id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id),
   method TEXT NOT NULL, document_ref TEXT, document_sha256 TEXT,
   reviewer_id INTEGER NOT NULL REFERENCES accounts(id), verified_at REAL NOT NULL,
-  expires_at REAL NOT NULL, revoked_at REAL, lapsed_at REAL);
+  expires_at REAL NOT NULL, revoked_at REAL, lapsed_at REAL, reminded_at REAL);
 CREATE INDEX IF NOT EXISTS evidence_customer ON evidence(customer_id);
 CREATE TABLE IF NOT EXISTS customer_levels (
   customer_id INTEGER PRIMARY KEY REFERENCES customers(id), level TEXT NOT NULL,
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS domain_validations (
   token TEXT NOT NULL UNIQUE, key_authorization TEXT NOT NULL, created_at REAL NOT NULL,
   token_expires_at REAL NOT NULL, state TEXT NOT NULL, requested_by TEXT NOT NULL,
   checked_at REAL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
-  validated_at REAL, expires_at REAL, lapsed_at REAL);
+  validated_at REAL, expires_at REAL, lapsed_at REAL, reminded_at REAL);
 CREATE INDEX IF NOT EXISTS dcv_host ON domain_validations(host, state);
 CREATE TABLE IF NOT EXISTS rosters (
   sequence INTEGER PRIMARY KEY, hosts TEXT NOT NULL, created_at REAL NOT NULL);

@@ -37,6 +37,7 @@ class Kind(StrEnum):
     # Customer verification (customers.py): evidence or a domain validation expired and the
     # customer's level dropped; its sites may be held on the edges until it re-verifies.
     VERIFICATION_LAPSED = "verification_lapsed"
+    VERIFICATION_EXPIRING = "verification_expiring"  # `remind_before_s` ahead of a drop
 
 
 class Channel(StrEnum):
@@ -51,6 +52,7 @@ SUBJECTS = {
     Kind.SUSPENSION: "Your site was suspended (case {case})",
     Kind.COUNTER_NOTICE: "Counter-notice received; the material will be restored (case {case})",
     Kind.VERIFICATION_LAPSED: "Your verification expired: please verify again",
+    Kind.VERIFICATION_EXPIRING: "Your verification expires soon: please renew it",
 }
 
 

@@ -209,6 +209,9 @@ async def test_site_held_until_verified_then_live_then_held_on_expiry(
     assert (await get(node, "b.example"))[0] == 503  # its customer is not verified
     _, edge_gate = await node.admin_json("GET", "/gate")
     assert edge_gate["hosts"] == ["a.example"] and edge_gate["sequence"] == rs["sequence"]
+    # A worker that dies is replaced by one that reads the roster before it serves.
+    await node.kill_worker_and_wait(0)
+    await all_answer(node, "a.example", 200)
     # The evidence expires: the next pass lowers the level and the edge holds the site again,
     # cached copy and remembered hits included, on every worker once the edge has answered.
     world["clock"].advance(3601)

@@ -375,3 +375,51 @@ async def test_derived_level_sets_the_strike_thresholds(
     strike = next(e for e in view["timeline"] if e["event"] == "strike")
     assert strike["data"]["verification"] == level
     assert ("warning" in [e["event"] for e in view["timeline"]]) is warned
+
+
+def _outbox(env: Env, kind: str) -> list[Any]:
+    return env.svc.store.run_sync(
+        lambda c: [
+            json.loads(r[0])
+            for r in c.execute("SELECT body FROM outbox WHERE kind = ? ORDER BY id", (kind,))
+        ]
+    )
+
+
+@pytest.mark.parametrize("covered", [False, True])
+async def test_customer_is_reminded_before_its_level_drops(
+    make_env: MakeEnv, origin: Any, covered: bool
+) -> None:
+    o, via = origin
+    env = await kyc_env(make_env, via, remind_before_s=14 * 86400.0)
+    env.svc.store.run_sync(
+        lambda c: c.execute(
+            "INSERT INTO contacts (party, party_id, email) SELECT 'customer', id,"
+            " 'ops@acme.example' FROM customers WHERE name = 'Acme'"
+        )
+    )
+    await call(env, "PUT", "/customers/Acme/identity", body=IDENTITY)
+    soon = env.clock() + 30 * 86400
+    await call(
+        env,
+        "POST",
+        "/customers/Acme/evidence",
+        body={"method": "passport", "document_ref": "P-1", "expires_at": soon},
+    )
+    if covered:  # a later document keeps the level: nothing to remind of
+        await call(
+            env,
+            "POST",
+            "/customers/Acme/evidence",
+            body={"method": "company-register", "document_ref": "HRB", "expires_at": soon * 2},
+        )
+    await env.svc.kyc.roster.run_once()
+    assert _outbox(env, "verification_expiring") == []  # 30 days out: not yet
+    env.clock.advance(20 * 86400)
+    for _ in range(2):  # once, not on every pass
+        await env.svc.kyc.roster.run_once()
+    sent = _outbox(env, "verification_expiring")
+    if covered:
+        assert sent == []
+    else:
+        assert len(sent) == 1 and sent[0]["customer"] == "Acme" and sent[0]["expires_at"] == soon
