@@ -25,6 +25,7 @@ from proxy.takedown.accounts import Role
 from proxy.takedown.api import build_app
 from proxy.takedown.config import Verification
 from proxy.takedown.service import TakedownService
+from tests.integration.conftest import raw_request
 from tests.integration.node import TOKEN, Node
 from tests.takedown.conftest import FakeClock, fast_config
 
@@ -201,6 +202,16 @@ async def test_site_held_until_verified_then_live_then_held_on_expiry(
     assert status == 421 and b"not live" in body
     status, body = await get(node, "b.example")
     assert (status, body) == (503, HOLDING)
+    # Only the challenge path itself passes a held site, not a path that leaves it.
+    for target in (
+        b"/.well-known/edgeproxy-challenge/../../secret",
+        b"/.well-known/edgeproxy-challenge/%2e%2e/%2E%2E/secret",
+        b"/.well-known/edgeproxy-challengex",
+        b"/.WELL-KNOWN/edgeproxy-challenge/t",
+    ):
+        raw = b"GET " + target + b" HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"
+        answer = await raw_request(node.port, raw)
+        assert answer.startswith(b"HTTP/1.1 421 "), (target, answer[:80])
     await verify(world, expires_in_s=3600)
     rs = await delivered(world, ["a.example"])
     await all_answer(node, "a.example", 200)
