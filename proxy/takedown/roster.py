@@ -7,7 +7,8 @@ A task in the service, woken by every verification change and every `check_inter
   3. the newest roster is signed with the blocklist key and written into `roster_dir` (the
      file drop edges follow) and PUT to each edge's admin API (`/gate/roster`), retried with
      backoff until the edge takes it. A roster is the whole list, so only the newest matters:
-     an edge that missed one gets the next.
+     an edge that missed one gets the next, and every periodic pass sends it again (an edge
+     restarted with an empty directory would otherwise hold every site until the next change).
 
 Sequences are `max(last + 1, now in ms)`: they keep growing even when the database is
 replaced, so an edge never refuses a fresh service's roster as older than one it holds.
@@ -92,6 +93,12 @@ def deliveries(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 def _record(conn: sqlite3.Connection, seq: int, edge: str, now: float, error: str | None) -> None:
+    """One delivery attempt; the first success per roster and edge is an audit record."""
+    before = conn.execute(
+        "SELECT delivered_at FROM roster_deliveries WHERE sequence = ? AND edge = ?", (seq, edge)
+    ).fetchone()
+    if error is None and before is not None and before[0] is not None:
+        return  # a periodic re-send of a roster the edge already took
     conn.execute(
         "INSERT INTO roster_deliveries (sequence, edge, delivered_at, attempts, last_error)"
         " VALUES (?, ?, ?, 1, ?) ON CONFLICT(sequence, edge) DO UPDATE SET"
@@ -205,4 +212,6 @@ class RosterPublisher:
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
-                pass
+                # A periodic pass sends the newest roster to every edge again: one restarted
+                # with an empty roster directory holds every site until it has it.
+                self._done.clear()

@@ -423,3 +423,60 @@ async def test_customer_is_reminded_before_its_level_drops(
         assert sent == []
     else:
         assert len(sent) == 1 and sent[0]["customer"] == "Acme" and sent[0]["expires_at"] == soon
+
+
+async def test_roster_is_sent_again_on_every_periodic_pass(
+    make_env: MakeEnv, tmp_path: Any
+) -> None:
+    """An edge restarted with an empty roster directory gets the roster back without waiting
+    for the next change; the audit log records the delivery once."""
+    import asyncio
+
+    from proxy import gate
+    from proxy.blocklist.format import generate_keypair
+    from proxy.takedown.service import TakedownService
+    from tests.takedown.conftest import TOKEN, FakeClock
+
+    private, public = generate_keypair()
+    (tmp_path / "k.pem").write_bytes(private)
+    puts: list[int] = []
+
+    async def put(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+        body = await request.json()
+        puts.append(gate.parse_roster(body["roster"].encode(), public).sequence)
+        return web.json_response({"sequence": puts[-1]})
+
+    app = web.Application()
+    app.router.add_put("/gate/roster", put)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    policy = Verification(roster_signing_key=str(tmp_path / "k.pem"), check_interval_s=0.05)
+    svc = TakedownService(
+        tmp_path / "r.db",
+        fast_config(verification=policy),
+        edge_urls=[str(srv.make_url("")).rstrip("/")],
+        admin_token=TOKEN,
+        clock=FakeClock(),
+    )
+    await svc.start()
+    try:
+        async with asyncio.timeout(10):
+            while len(puts) < 3:
+                await asyncio.sleep(0.02)
+    finally:
+        await svc.stop()
+        await srv.close()
+    assert len(set(puts)) == 1  # the same roster, again and again
+    from proxy.takedown.store import Store  # the service's store is closed: reopen it
+
+    store = Store(tmp_path / "r.db")
+    try:
+        delivered = store.run_sync(
+            lambda c: c.execute(
+                "SELECT COUNT(*) FROM audit_log WHERE event = 'roster_delivered'"
+            ).fetchone()[0]
+        )
+    finally:
+        store.close()
+    assert delivered == 1
