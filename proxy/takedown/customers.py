@@ -239,6 +239,31 @@ def add_evidence(
     return {"id": eid, "customer": cid, "method": method, "expires_at": float(expires)}
 
 
+def assign_site(conn: sqlite3.Connection, host: str, customer: str, now: float, actor: str) -> str:
+    """Add a site, or move it to another customer (created on first use). A move voids the
+    site's domain validations: they proved control for the customer they were issued to."""
+    from proxy.takedown.accounts import add_site
+    from proxy.takedown.elements import site_key
+
+    key = site_key(host)
+    before = conn.execute("SELECT customer_id FROM sites WHERE host = ?", (key,)).fetchone()
+    cid = add_site(conn, host, customer, now)
+    if before is not None and before[0] != cid:
+        conn.execute(
+            "UPDATE domain_validations SET state = 'superseded'"
+            " WHERE host = ? AND state IN ('pending', 'valid')",
+            (key,),
+        )
+        audit.append(
+            conn,
+            now,
+            "site_transferred",
+            actor=actor,
+            data={"host": key, "from": before[0], "to": cid},
+        )
+    return key
+
+
 def revoke_evidence(
     conn: sqlite3.Connection, cid: int, eid: int, now: float, actor: str, policy: Verification
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from proxy.takedown import account_ops, customers, dcv, disclosure, roster
-from proxy.takedown.accounts import Account, add_site
+from proxy.takedown.accounts import Account
 from proxy.takedown.elements import site_key
 from proxy.takedown.states import actor_of
 
@@ -130,8 +130,8 @@ class Kyc:
 
     async def put_site(self, acct: Account, host: str, customer: str) -> dict[str, Any]:
         """Add a site, or move it to another customer (created on first use)."""
-        await self._write(add_site, host, customer, self._now())
-        return await self.site(host)
+        key = await self._write(customers.assign_site, host, customer, self._now(), actor_of(acct))
+        return await self.site(key)
 
     # -- domain-control validation -----------------------------------------------------------
 

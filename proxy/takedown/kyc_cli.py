@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from proxy.takedown import account_ops, config, customers, dcv, disclosure, roster
-from proxy.takedown.accounts import Account, Role, add_site
+from proxy.takedown.accounts import Account, Role
 from proxy.takedown.elements import site_key
 from proxy.takedown.states import Conflict
 from proxy.takedown.store import Store
@@ -121,8 +121,9 @@ def _sites(store: Store, args: argparse.Namespace, policy: Any) -> Any:
     if args.add:
         if not args.customer:
             raise customers.Invalid("--add needs --customer")
-        store.run_sync(add_site, args.add, args.customer, time.time())
-        args.show = args.add
+        args.show = store.run_sync(
+            customers.assign_site, args.add, args.customer, time.time(), ACTOR
+        )
     if args.show:
         view = store.run_sync(customers.site_view, site_key(args.show), time.time(), policy)
         if view is None:

@@ -480,3 +480,24 @@ async def test_roster_is_sent_again_on_every_periodic_pass(
     finally:
         store.close()
     assert delivered == 1
+
+
+async def test_moving_a_site_voids_its_domain_validation(make_env: MakeEnv, origin: Any) -> None:
+    o, via = origin
+    env = await kyc_env(make_env, via)
+    await verify_documents(env)
+    await verify_documents(env, "Shady")
+    await validate_http(env, o)
+    _, site = await call(env, "GET", "/sites/cdn.example")
+    assert site["live"] is True
+    status, site = await call(
+        env, "POST", "/sites", "admin", {"host": "CDN.example", "customer": "Shady"}
+    )
+    assert status == 200 and site["customer"] == "Shady"
+    assert (site["level"], site["live"]) == ("documents-checked", False)
+    assert [v["state"] for v in site["validations"]] == ["superseded"]
+    moved = [e for e in _audit(env) if e["event"] == "site_transferred"]
+    assert moved and moved[0]["data"]["host"] == "cdn.example"
+    # Re-adding it to the same customer is not a move.
+    await call(env, "POST", "/sites", "admin", {"host": "cdn.example", "customer": "Shady"})
+    assert len([e for e in _audit(env) if e["event"] == "site_transferred"]) == 1
