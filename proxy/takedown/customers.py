@@ -239,13 +239,37 @@ def add_evidence(
     return {"id": eid, "customer": cid, "method": method, "expires_at": float(expires)}
 
 
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def checked_site(host: str) -> str:
+    """A site key the edges can match (a DNS name or an IP literal, optional port), or
+    `Invalid` naming what is wrong with it."""
+    import ipaddress
+
+    from proxy.takedown.elements import bare_host, site_key
+
+    try:
+        key = site_key(host)
+    except ValueError as exc:
+        raise Invalid(f"host: {exc}") from None
+    bare = bare_host(key)
+    try:
+        ipaddress.ip_address(bare)
+        return key
+    except ValueError:
+        pass
+    if len(bare) > 253 or not all(_LABEL.fullmatch(label) for label in bare.split(".")):
+        raise Invalid(f"host {host!r} is not a DNS name or an IP address")
+    return key
+
+
 def assign_site(conn: sqlite3.Connection, host: str, customer: str, now: float, actor: str) -> str:
     """Add a site, or move it to another customer (created on first use). A move voids the
     site's domain validations: they proved control for the customer they were issued to."""
     from proxy.takedown.accounts import add_site
-    from proxy.takedown.elements import site_key
 
-    key = site_key(host)
+    key = checked_site(host)
     before = conn.execute("SELECT customer_id FROM sites WHERE host = ?", (key,)).fetchone()
     cid = add_site(conn, host, customer, now)
     if before is not None and before[0] != cid:

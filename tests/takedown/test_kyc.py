@@ -501,3 +501,47 @@ async def test_moving_a_site_voids_its_domain_validation(make_env: MakeEnv, orig
     # Re-adding it to the same customer is not a move.
     await call(env, "POST", "/sites", "admin", {"host": "cdn.example", "customer": "Shady"})
     assert len([e for e in _audit(env) if e["event"] == "site_transferred"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("POST", "/sites", b'{"host": "a b/c", "customer": "Acme"}'),
+        ("POST", "/sites", b'{"host": "", "customer": "Acme"}'),
+        ("POST", "/sites", b"[1, 2]"),
+        ("POST", "/sites", b"not json"),
+        ("POST", "/sites/cdn.example/validations", b'{"method": "tls-alpn-01"}'),
+        ("POST", "/sites/cdn.example/validations", b"\xff\xfe"),
+        ("POST", "/sites/nope.example/validations", b'{"method": "http-01"}'),
+        ("POST", "/sites/cdn.example/validations/99/check", b""),
+        ("POST", "/sites/cdn.example/validations/x/check", b""),
+        ("GET", "/sites/%00", b""),
+        ("GET", "/customers/Nobody", b""),
+        ("PUT", "/customers/Nobody/identity", b"{}"),
+        ("PUT", "/customers/Acme/identity", b'"a string"'),
+        (
+            "POST",
+            "/customers/Acme/evidence",
+            b'{"method": "passport", "document_ref": "x", "expires_at": "soon"}',
+        ),
+        ("POST", "/customers/Acme/evidence/abc/revoke", b""),
+        ("POST", "/customers/Acme/evidence/7/revoke", b""),
+        ("POST", "/disclosures/123/disclose", b""),
+        ("POST", "/disclosures/123/reject", b'{"reason": 5}'),
+        ("GET", "/disclosures/1", b""),
+    ],
+)
+async def test_malformed_requests_get_4xx_and_change_nothing(
+    make_env: MakeEnv, method: str, path: str, raw: bytes
+) -> None:
+    env = await kyc_env(make_env)
+    before = env.svc.store.run_sync(
+        lambda c: c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    )
+    r = await env.client.request(method, path, data=raw, headers=env.auth("admin"))
+    assert 400 <= r.status < 500, (r.status, await r.text())
+    assert "error" in await r.json()
+    after = env.svc.store.run_sync(
+        lambda c: c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    )
+    assert after == before
