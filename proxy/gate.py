@@ -69,7 +69,7 @@ class Roster:
     sequence: int
     created_at: float
     hosts: frozenset[str]
-    suffixes: tuple[str, ...] = ()
+    suffixes: frozenset[str] = frozenset()  # ".shop.example" for "*.shop.example"
     key_id: str = ""
 
     @classmethod
@@ -84,13 +84,20 @@ class Roster:
                 suffixes.append(h[1:])
             elif h:
                 exact.add(h)
-        return cls(sequence, created_at, frozenset(exact), tuple(sorted(suffixes)), key_id)
+        return cls(sequence, created_at, frozenset(exact), frozenset(suffixes), key_id)
 
     def live(self, host: str) -> bool:
         """`host` as admit canonicalises it: lowercase, no port, no trailing dot."""
         if host in self.hosts:
             return True
-        return any(host.endswith(s) for s in self.suffixes)
+        if not self.suffixes:
+            return False
+        i = host.find(".")
+        while i > 0:  # one set lookup per label, however many wildcards there are
+            if host[i:] in self.suffixes:
+                return True
+            i = host.find(".", i + 1)
+        return False
 
 
 EMPTY = Roster(0, 0.0, frozenset())

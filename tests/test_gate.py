@@ -33,7 +33,9 @@ def test_roster_round_trip_and_matching(keys: tuple[bytes, bytes]) -> None:
     r = gate.parse_roster(data, public)
     assert r.sequence == 7 and r.hosts == {"a.example"}
     assert r.live("a.example") and r.live("x.shop.example")
+    assert r.live("a.b.shop.example") and not r.live("shop.example")  # the apex is not covered
     assert not r.live("b.example") and not r.live("shop.example.evil")
+    assert not r.live("xshop.example") and not r.live("")
 
 
 @pytest.mark.parametrize(

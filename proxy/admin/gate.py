@@ -91,7 +91,7 @@ async def get_gate(request: web.Request) -> web.Response:
             "enabled": True,
             "sequence": held.sequence,
             "created_at": held.created_at,
-            "hosts": sorted(held.hosts) + [f"*{s}" for s in held.suffixes],
+            "hosts": sorted(held.hosts) + sorted(f"*{s}" for s in held.suffixes),
             "directory": str(directory),
         }
     )
