@@ -73,6 +73,27 @@ class Kyc:
             raise LookupError(f"no customer {ref}")
         return int(cid)
 
+    async def owner_relations(
+        self, customer: str | None, host: str | None, account: Account
+    ) -> frozenset[Any]:
+        """OWNER when the route names the account's own customer or one of its sites."""
+        from proxy.takedown.authz import Relation
+
+        if account.customer_id is None:
+            return frozenset()
+
+        def owner(conn: Any) -> bool:
+            if customer is not None:
+                return customers.customer_id(conn, customer) == account.customer_id
+            try:
+                key = site_key(host or "")
+            except ValueError:
+                return False
+            row = conn.execute("SELECT customer_id FROM sites WHERE host = ?", (key,)).fetchone()
+            return row is not None and row[0] == account.customer_id
+
+        return frozenset({Relation.OWNER}) if await self.svc.store.run(owner) else frozenset()
+
     # -- customers and sites ------------------------------------------------------------------
 
     async def customers(self) -> list[dict[str, Any]]:

@@ -271,15 +271,16 @@ async def test_self_declared_evidence_method_does_not_count(make_env: MakeEnv) -
 KYC_STAFF = {"operator", "admin"}
 KYC_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/customers"): KYC_STAFF,
-    ("GET", "/customers/{customer}"): KYC_STAFF,
+    ("GET", "/customers/{customer}"): KYC_STAFF | {"customer"},  # Acme's own account
     ("PUT", "/customers/{customer}/identity"): KYC_STAFF,
     ("POST", "/customers/{customer}/evidence"): KYC_STAFF,
     ("POST", "/customers/{customer}/evidence/{evidence}/revoke"): KYC_STAFF,
     ("GET", "/sites"): KYC_STAFF,
     ("POST", "/sites"): {"admin"},
-    ("GET", "/sites/{host}"): KYC_STAFF,
-    ("POST", "/sites/{host}/validations"): KYC_STAFF,
-    ("POST", "/sites/{host}/validations/{validation}/check"): KYC_STAFF,
+    ("GET", "/sites/{host}"): KYC_STAFF | {"customer"},  # Acme's own account
+    ("POST", "/sites/{host}/validations"): KYC_STAFF | {"customer"},  # Acme's own account
+    ("POST", "/sites/{host}/validations/{validation}/check"): KYC_STAFF
+    | {"customer"},  # Acme's own account
     ("GET", "/accounts"): {"admin"},
     ("POST", "/accounts/{account}/disable"): {"admin"},
     ("POST", "/accounts/{account}/rotate-key"): {"admin"},
@@ -545,3 +546,24 @@ async def test_malformed_requests_get_4xx_and_change_nothing(
         lambda c: c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
     )
     assert after == before
+
+
+async def test_a_customer_validates_its_own_sites_and_sees_only_itself(
+    make_env: MakeEnv, origin: Any
+) -> None:
+    o, via = origin
+    env = await kyc_env(make_env, via)
+    status, ch = await call(
+        env, "POST", "/sites/shady.example/validations", "customer2", {"method": "http-01"}
+    )
+    assert status == 201, ch
+    o.files[ch["challenge"]["url"].split("shady.example", 1)[1]] = ch["challenge"]["body"].encode()
+    path = f"/sites/shady.example/validations/{ch['id']}/check"
+    assert (await call(env, "POST", path, "customer"))[0] == 403  # Acme's account: not its site
+    status, out = await call(env, "POST", path, "customer2")
+    assert status == 200 and out["state"] == "valid"
+    assert (await call(env, "GET", "/customers/Shady", "customer2"))[0] == 200
+    assert (await call(env, "GET", "/customers/2", "customer"))[0] == 404  # Shady by id
+    assert (await call(env, "GET", "/sites/SHADY.example", "customer"))[0] == 404
+    assert (await call(env, "GET", "/sites", "customer2"))[0] == 404  # the list is staff's
+    assert (await call(env, "PUT", "/customers/Shady/identity", "customer2", IDENTITY))[0] == 403
