@@ -117,6 +117,9 @@ class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # RFC 6797: Strict-Transport-Security on answers over TLS (never over plain HTTP); 0: none.
     hsts_max_age_s: int = 0
     hsts_include_subdomains: bool = False
+    # [gate] on: what this site's hosts are answered while its customer is not verified
+    # (the page, as HTML, with gate.holding_status); "": gate.holding_page_file, else 421.
+    holding_page_file: str = ""
 
 
 class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -191,6 +194,21 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     body_timeout_s: float = 30.0  # the whole request body must arrive within this
 
 
+class GateConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The go-live gate (proxy/gate.py): hosts not in the signed site roster are held."""
+
+    enabled: bool = False
+    roster_dir: str = ""  # "": <state_dir>/gate; the admin API's PUT /gate/roster writes here
+    public_key: str = ""  # "": blocklist.public_key (the takedown service signs both)
+    poll_interval_s: float = 1.0  # how often each worker looks for a newer roster file
+    max_roster_bytes: int = 16 << 20  # a larger roster file or body is refused
+    held_status: int = 421  # a held host without a holding page
+    holding_page_file: str = ""  # HTML for held hosts of every site without its own
+    holding_status: int = 503  # the status of a holding page
+    # Requests under this path reach the origin of a held site (domain-control validation).
+    challenge_path_prefix: str = "/.well-known/edgeproxy-challenge/"
+
+
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: str = ""  # "", "-" (stdout) or a file path
     access_log_sample: float = 1.0
@@ -223,6 +241,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admin: AdminConfig = AdminConfig()
     log: LogConfig = LogConfig()
     tls: TlsConfig = TlsConfig()
+    gate: GateConfig = GateConfig()
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
@@ -287,6 +306,7 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
     _check_cache(cfg, fail)
     _check_blocklist(cfg, fail)
     _check_tls(cfg, fail)
+    _check_gate(cfg, fail)
     if not 0.0 <= cfg.log.access_log_sample <= 1.0:
         raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
     _check_request_ids(cfg, fail)
@@ -440,6 +460,24 @@ def _check_blocklist(cfg: Config, fail: _Fail) -> None:
         )
     if cfg.blocklist.dir and not cfg.blocklist.public_key:
         raise fail("a blocklist dir needs public_key to verify versions", "$.blocklist.public_key")
+
+
+def _check_gate(cfg: Config, fail: _Fail) -> None:
+    """The gate holds sites on a signed roster: without a key to check it, it could hold only
+    everything, so that is refused at start instead."""
+    g = cfg.gate
+    if not g.enabled:
+        return
+    if not (g.public_key or cfg.blocklist.public_key):
+        raise fail("the gate needs public_key (or blocklist.public_key)", "$.gate.public_key")
+    for value, path in [(g.public_key, "$.gate.public_key"), (g.holding_page_file, "$.gate.holding_page_file")] + [
+        (s.holding_page_file, f"$.sites[{i}].holding_page_file") for i, s in enumerate(cfg.sites)
+    ]:
+        if value and not os.path.isfile(value):
+            raise fail(f"cannot read {value!r}", path)
+    for status, path in ((g.held_status, "$.gate.held_status"), (g.holding_status, "$.gate.holding_status")):
+        if not 200 <= status <= 599:
+            raise fail("a status must be within 200..599", path)
 
 
 def _check_tls(cfg: Config, fail: _Fail) -> None:

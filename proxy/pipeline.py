@@ -23,6 +23,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, Next, RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
+from proxy.gate import Gate, hold
 from proxy.metrics import B_INDEX, Result, WorkerStats
 from proxy.origin import Origin, OriginError
 from proxy.phases import admit, block, deliver, lookup
@@ -69,6 +70,9 @@ class Pipeline:
         self._hit_status = fetcher.hit_status
         self._take_hit = self.memo.take_hit  # bound once: the front's fast answer calls it
         self._unknown_site = len(sites.sites)
+        # The go-live gate (proxy/gate.py), set by the worker when [gate] is on: hosts the
+        # signed site roster does not name are held before anything else is decided.
+        self.gate: Gate | None = None
         # RFC 7725 §3: identify the entity implementing the block (configurable per site).
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
@@ -191,7 +195,14 @@ class Pipeline:
         """admit, the answers this hop gives itself (Max-Forwards 0), then block: LOOKUP, or
         DONE when one of them answered (and logged) the request."""
         refused = admit.admit(ctx, self.sites)
-        if refused is not None:
+        if (
+            refused is None
+            and self.gate is not None
+            and self.gate.holds(ctx.target.host, ctx.target.path)
+        ):
+            ctx.result = Result.ERROR
+            hold(ctx, self.gate, self.cfg.via_name)
+        elif refused is not None:
             ctx.result = Result.ERROR
             deliver.refused(ctx, refused.status, refused.reason, self.cfg.via_name)
         elif admit.answers_here(ctx):

@@ -598,6 +598,9 @@ def build_app(node: NodeView, cfg: AdminConfig) -> web.Application:
             web.delete("/blocklist/entries/{id}", delete_entry),
         ]
     )
+    from proxy.admin import gate  # imports this module: registered last
+
+    app.add_routes(gate.routes())
     return app
 
 

@@ -71,6 +71,11 @@ class NodeView(Protocol):
 
     def health(self) -> NodeHealth: ...
 
+    async def broadcast(self, op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send a control request to every worker; their answers (ControlError if one
+        failed). The gate's admin route asks workers to take a new roster this way."""
+        ...
+
     async def purge(self, *, url: str = "", prefix: str = "", host: str = "") -> tuple[int, int]:
         """(objects purged, workers that answered); raises ValueError (with the reason) for a
         URL or prefix that is not one, ControlError if a worker failed."""

@@ -115,6 +115,11 @@ class DropSites(Message, tag="cache.drop_sites"):
     sites: list[str]
 
 
+class GateReload(Message, tag="gate.reload"):
+    """Take the roster directory's newest good site roster now (proxy/gate.py); answered with
+    `Applied` carrying the roster sequence the worker holds afterwards."""
+
+
 Request = (
     BlocklistLoad
     | BlocklistDelta
@@ -126,6 +131,7 @@ Request = (
     | Retire
     | ConfigApply
     | DropSites
+    | GateReload
 )
 
 # -- replies: worker → supervisor --------------------------------------------------------------

@@ -32,6 +32,7 @@ from proxy.blocklist.table import TableError
 from proxy.cache.entry import Entry
 from proxy.config import Config, certificate_specs
 from proxy.front.tls import Certificates, TlsTerminator, share_ticket_keys
+from proxy.gate import build_gate
 from proxy.identity import set_title, worker_title
 from proxy.node.control import (
     Applied,
@@ -43,6 +44,7 @@ from proxy.node.control import (
     ConfigApply,
     DropSites,
     Failed,
+    GateReload,
     Listen,
     Listening,
     Message,
@@ -100,6 +102,11 @@ class Worker:
         self.pipeline = parts.pipeline
         self.server = parts.server
         self.server.on_handler_error = self._handler_error
+        # The go-live gate ([gate]): the newest good roster is loaded before any request.
+        self.gate = build_gate(cfg)
+        if self.gate is not None:
+            self.gate.on_swap = self.pipeline.memo.clear
+            self.pipeline.gate = self.gate
         self.applied_at = 0.0
         self.server_started = False
         self.started_at = time.time()
@@ -131,6 +138,11 @@ class Worker:
                 return Pong(pid=os.getpid())
             case TlsReload():
                 return self.tls_reload()
+            case GateReload():
+                if self.gate is not None:
+                    self.gate.reload()
+                held = self.gate.roster.sequence if self.gate is not None else 0
+                return Applied(version=held, applied_at=time.time(), pid=os.getpid())
             case Retire():
                 self.server.stop_accepting()
                 self.stopping.set()
@@ -418,11 +430,16 @@ class Worker:
         if self.shared is not None:
             await self.shared.start()
         control = asyncio.ensure_future(self.serve_control(fd))
+        gate_task = None
+        if self.gate is not None:
+            gate_task = asyncio.ensure_future(self.gate.watch(self.cfg.gate.poll_interval_s))
         try:
             await self.stopping.wait()
         finally:
             if gc_task is not None:
                 gc_task.cancel()
+            if gate_task is not None:
+                gate_task.cancel()
             log.info("draining %d open connections", self.server.open_connections)
             await self.server.drain_and_close(self.cfg.drain_timeout_s)
             await self._send_final_stats()

@@ -12,4 +12,9 @@ views         case record, overdue list, DSA Art. 17 statement of reasons
 reports       transparency report (JSON, CSV, Markdown, PNG)
 store         SQLite (WAL, synchronous=FULL) on one writer thread with group commit
 service, api  the service object and its aiohttp HTTP API; cli: `edgeproxy takedown …`
+customers     identity records, evidence, derived verification levels, expiry (kyc_schema)
+dcv           domain-control validation of sites (http-01 through an edge, dns-01)
+roster        the signed site roster the edges' go-live gate enforces (proxy/gate.py)
+disclosure    court orders and 512(h) subpoenas as cases; account_ops: disable, rotate key
+kyc, kyc_api  the service's verification coroutines and their routes; kyc_cli its commands
 """

@@ -100,6 +100,10 @@ async def authorize(request: web.Request, handler: Handler) -> web.StreamRespons
             relations = await svc.case_relations(case_id, account)
         elif (notice_id := _int(info.get("notice"))) is not None:
             relations = await svc.notice_relations(notice_id, account)
+        elif "customer" in info or "host" in info:  # customer verification (kyc_api.py)
+            relations = await svc.kyc.owner_relations(
+                info.get("customer"), info.get("host"), account
+            )
     if rule is not None and rule.allows(account, relations):
         return await handler(request)
     reason = (
@@ -246,6 +250,9 @@ def build_app(service: TakedownService, *, manage_service: bool = True) -> web.A
     app.router.add_post("/cases/{case}/lawsuit", post_lawsuit)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    from proxy.takedown import kyc_api  # customer verification (issue 15)
+
+    kyc_api.register(app)
     if manage_service:
 
         async def on_startup(app: web.Application) -> None:

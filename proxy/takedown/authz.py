@@ -22,6 +22,7 @@ EVERYONE = frozenset(Role)
 class Relation(StrEnum):
     SUBMITTER = "submitter"  # filed a notice in the case, or is the notice's author
     CUSTOMER = "customer"  # the case targets a site of the account's customer
+    OWNER = "owner"  # the route's {customer} is the account's, or its {host} a site of it
 
 
 class Refusal(StrEnum):
@@ -68,6 +69,36 @@ RULES: dict[tuple[str, str], Rule] = {
     # 512(g)(2)(C): the complainant reports its action, or staff for it.
     ("POST", "/cases/{case}/lawsuit"): Rule(STAFF, frozenset({Relation.SUBMITTER})),
 }
+
+ADMIN = frozenset({Role.ADMIN})
+# Customer verification (issue 15, kyc_api.py): identity records are personal data, so only
+# staff change them and only staff and the customer itself read them; a customer proves
+# control of its own sites; accounts and keys are the admin's; a disclosure hands a
+# customer's identity to a third party, so it is staff's act on a recorded order.
+RULES.update(
+    {
+        ("GET", "/customers"): Rule(STAFF),
+        ("GET", "/customers/{customer}"): Rule(STAFF, frozenset({Relation.OWNER})),
+        ("PUT", "/customers/{customer}/identity"): Rule(STAFF),
+        ("POST", "/customers/{customer}/evidence"): Rule(STAFF),
+        ("POST", "/customers/{customer}/evidence/{evidence}/revoke"): Rule(STAFF),
+        ("GET", "/sites"): Rule(STAFF),
+        ("POST", "/sites"): Rule(ADMIN),
+        ("GET", "/sites/{host}"): Rule(STAFF, frozenset({Relation.OWNER})),
+        ("POST", "/sites/{host}/validations"): Rule(STAFF, frozenset({Relation.OWNER})),
+        ("POST", "/sites/{host}/validations/{validation}/check"): Rule(
+            STAFF, frozenset({Relation.OWNER})
+        ),
+        ("GET", "/accounts"): Rule(ADMIN),
+        ("POST", "/accounts/{account}/disable"): Rule(ADMIN),
+        ("POST", "/accounts/{account}/rotate-key"): Rule(ADMIN),
+        ("POST", "/disclosures"): Rule(STAFF),
+        ("GET", "/disclosures/{case}"): Rule(STAFF),
+        ("POST", "/disclosures/{case}/disclose"): Rule(STAFF),
+        ("POST", "/disclosures/{case}/reject"): Rule(STAFF),
+        ("GET", "/roster"): Rule(STAFF),
+    }
+)
 
 
 def rule_for(method: str, route: str) -> Rule | None:

@@ -8,6 +8,8 @@
                  at once (key from --key or $EDGEPROXY_TAKEDOWN_KEY)
     verify-log   check the audit log's hash chain; exit 1 naming the first bad record
     report       transparency report as json, csv or md, optionally with a PNG chart
+    customers, sites, identity, evidence, dcv, accounts, disclosure, roster
+                 customer verification (kyc_cli.py)
 
 `add_commands` plugs these into the `edgeproxy` parser; `main(argv)` runs them standalone
 (argv may start with "takedown").
@@ -59,6 +61,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
     _add_service_commands(cmds)
     _add_operator_commands(cmds)
+    from proxy.takedown import kyc_cli  # customer verification (issue 15)
+
+    kyc_cli.add_commands(cmds)
 
 
 def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

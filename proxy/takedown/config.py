@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -55,7 +56,12 @@ class Strikes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     unverified_warn_at: int = 1  # customers whose status is not in `verified_statuses`
     unverified_suspend_at: int = 2
     verified_statuses: list[str] = msgspec.field(
-        default_factory=lambda: ["payment", "verified_entity"]
+        default_factory=lambda: [
+            "payment",
+            "verified_entity",
+            "documents-checked",  # derived levels (customers.py)
+            "domain-validated",
+        ]
     )
 
 
@@ -86,6 +92,36 @@ class Notify(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_in_flight: int = 8
 
 
+Level = Literal["none", "self-declared", "documents-checked", "domain-validated"]
+
+
+class Verification(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Customer verification and the go-live gate (`customers.py`, `dcv.py`, `roster.py`)."""
+
+    # A site goes live on the edges once its level reaches this (levels in order: none,
+    # self-declared, documents-checked, domain-validated = documents plus the site's DCV).
+    go_live_level: Level = "domain-validated"
+    # Evidence methods that count as documents checked by a reviewer.
+    document_methods: list[str] = msgspec.field(
+        default_factory=lambda: ["passport", "national-id", "company-register", "video-call"]
+    )
+    evidence_valid_s: float = 365 * 86400.0  # evidence recorded without an expiry lasts this
+    check_interval_s: float = 60.0  # how often expired evidence and validations are looked for
+    remind_before_s: float = 14 * 86400.0  # tell the customer this long before its level drops
+    dcv_token_ttl_s: float = 7 * 86400.0  # a challenge token must be checked within this
+    dcv_valid_s: float = 90 * 86400.0  # a passed validation lasts this, then is redone
+    dcv_timeout_s: float = 10.0  # one HTTP fetch or DNS query of a challenge
+    dcv_max_body_bytes: int = 4096  # a longer challenge answer fails
+    # HOST:PORT every HTTP challenge connects to (an edge), with Host: the site; "": DNS.
+    dcv_http_via: str = ""
+    dcv_dns_nameservers: list[str] = msgspec.field(default_factory=list)  # []: the system's
+    # The site roster (edges' [gate]): signed with this Ed25519 key (PEM); "": the file
+    # drop's --signing-key. Without a key no roster is published (and gated edges hold all).
+    roster_signing_key: str = ""
+    roster_dir: str = ""  # also write each roster here (an edge's gate.roster_dir); "": no
+    roster_retry_max_s: float = 30.0  # backoff cap when an edge does not take a roster
+
+
 class Service(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scheduler_interval_s: float = 0.5
     max_notice_bytes: int = 1 << 20
@@ -105,6 +141,7 @@ class TakedownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     service: Service = msgspec.field(default_factory=Service)
     anchor: Anchor = msgspec.field(default_factory=Anchor)
     notify: Notify = msgspec.field(default_factory=Notify)
+    verification: Verification = msgspec.field(default_factory=Verification)
 
 
 class HolidayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

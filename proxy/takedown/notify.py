@@ -34,6 +34,10 @@ class Kind(StrEnum):
     WARNING = "warning"
     SUSPENSION = "suspension"
     COUNTER_NOTICE = "counter_notice"
+    # Customer verification (customers.py): evidence or a domain validation expired and the
+    # customer's level dropped; its sites may be held on the edges until it re-verifies.
+    VERIFICATION_LAPSED = "verification_lapsed"
+    VERIFICATION_EXPIRING = "verification_expiring"  # `remind_before_s` ahead of a drop
 
 
 class Channel(StrEnum):
@@ -47,6 +51,8 @@ SUBJECTS = {
     Kind.WARNING: "Repeat-infringer warning for your site (case {case})",
     Kind.SUSPENSION: "Your site was suspended (case {case})",
     Kind.COUNTER_NOTICE: "Counter-notice received; the material will be restored (case {case})",
+    Kind.VERIFICATION_LAPSED: "Your verification expired: please verify again",
+    Kind.VERIFICATION_EXPIRING: "Your verification expires soon: please renew it",
 }
 
 

@@ -64,6 +64,14 @@ class TakedownService:
         self.metrics = ServiceMetrics(self.edge_names)
         self.sender: Sender | None = None
         self._notify_session: aiohttp.ClientSession | None = None
+        from proxy.takedown.kyc import Kyc  # customer verification and the site roster
+
+        self.kyc = Kyc(
+            self,
+            edge_urls=self._edge_urls,
+            admin_token=admin_token,
+            fallback_key_pem=file_drop.private_key_pem if file_drop else None,
+        )
 
     @property
     def edge_names(self) -> list[str]:
@@ -99,10 +107,12 @@ class TakedownService:
         )
         self.sender.start()
         await self.sign_head()  # a log carried over from an earlier run is vouched for at once
+        await self.kyc.start()
         self._scheduler = asyncio.create_task(self._schedule(), name="takedown-scheduler")
         self._anchoring = asyncio.create_task(self._anchor_loop(), name="takedown-anchor")
 
     async def stop(self) -> None:
+        await self.kyc.stop()
         for task in (self._scheduler, self._anchoring):
             if task:
                 task.cancel()
@@ -124,6 +134,10 @@ class TakedownService:
         if self.sender is not None:  # the transaction may have queued notifications
             self.sender.kick()
         return out.result
+
+    def forget_accounts(self) -> None:
+        """Drop cached authentications (a key disabled or rotated stops working at once)."""
+        self._accounts.clear()
 
     async def metrics_text(self) -> bytes:
         await self.store.run(self.metrics.refresh, self.clock(), self.cfg)

@@ -27,6 +27,9 @@ class State(StrEnum):
     RESTORE_SCHEDULED = "restore_scheduled"
     LITIGATION_HOLD = "litigation_hold"
     RESTORED = "restored"
+    # Disclosure requests (disclosure.py): a court order or 512(h) subpoena naming a site.
+    DISCLOSURE_PENDING = "disclosure_pending"
+    DISCLOSED = "disclosed"
 
 
 S = State
@@ -43,6 +46,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.REJECTED: frozenset(),
     S.WITHDRAWN: frozenset(),
     S.RESTORED: frozenset(),
+    S.DISCLOSURE_PENDING: frozenset({S.DISCLOSED, S.REJECTED}),
+    S.DISCLOSED: frozenset(),
 }
 # Cases a new notice for the same targets joins instead of opening a new one.
 OPEN = (

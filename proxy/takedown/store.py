@@ -19,6 +19,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proxy.takedown.kyc_schema import SCHEMA as KYC_SCHEMA
+
 T = TypeVar("T")
 
 SCHEMA = """
@@ -101,6 +103,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.executescript(SCHEMA)
+    conn.executescript(KYC_SCHEMA)  # customer verification (kyc_schema.py)
     _migrate(conn)
     return conn
 
