@@ -353,11 +353,7 @@ class Operator(threading.Thread):
 def summarise(windows: list[Window], operator: OperatorLog, window_s: float) -> dict[str, Any]:
     """Per-window rows and the issue's four goals. Pure: tested on made-up windows."""
     kill_windows = {w.index for w in windows if any("SIGKILL" in e for e in w.events)}
-    full = next((w for w in windows if w.cache_fill_start >= FULL_FRACTION), None)
-    if full is None:  # filled during a window: the next ones are the full-cache ones
-        filled = next((w for w in windows if w.cache_fill_end >= FULL_FRACTION), None)
-        later = [w for w in windows if filled is not None and w.index > filled.index]
-        full = later[0] if later else None
+    full = first_full_window(windows)
     errors = sum(w.s5xx + w.unexpected for w in windows)
     socket_errors = sum(w.socket_errors for w in windows if w.index not in kill_windows)
     kill_socket_errors = sum(w.socket_errors for w in windows if w.index in kill_windows)
@@ -383,6 +379,22 @@ def summarise(windows: list[Window], operator: OperatorLog, window_s: float) -> 
         "operator": asdict(operator),
         "goals": goals,
     }
+
+
+def first_full_window(windows: list[Window]) -> Window | None:
+    """The throughput baseline: the first window that started with a full memory tier (or,
+    when none did, the one after the window that filled it), skipping windows with a worker
+    kill or a full version in them, which are the soak's deliberate disturbances, not its
+    steady state. With every full window disturbed, the first of them."""
+    full = [w for w in windows if w.cache_fill_start >= FULL_FRACTION]
+    if not full:
+        filled = next((w for w in windows if w.cache_fill_end >= FULL_FRACTION), None)
+        full = [w for w in windows if filled is not None and w.index > filled.index]
+    quiet = [w for w in full if not any(e.startswith(DISTURBANCES) for e in w.events)]
+    return (quiet or full or [None])[0]
+
+
+DISTURBANCES = ("SIGKILL", "worker restarted", "full version")
 
 
 def table(summary: dict[str, Any]) -> str:

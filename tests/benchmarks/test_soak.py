@@ -57,6 +57,24 @@ def test_without_a_window_that_starts_full_the_one_after_the_filling_counts() ->
     assert g["rss"]["spread"] == pytest.approx(5 / 215)
 
 
+def test_a_window_with_the_kill_or_the_full_version_is_not_the_baseline() -> None:
+    windows = [
+        window(0, 3000, 200, (0.0, 1.0)),
+        window(1, 1500, 300, (1.0, 0.5), events=["SIGKILL worker pid 9"]),
+        window(2, 1600, 300, (0.5, 1.0), events=["full version 2 dropped"]),
+        window(3, 2400, 310, (1.0, 1.0)),
+        window(4, 2300, 305, (1.0, 1.0)),
+    ]
+    g = summarise(windows, OperatorLog(), 60.0)["goals"]
+    assert g["throughput"]["first_full_window"] == 3
+    assert g["throughput"]["ratio"] == pytest.approx(2300 / 2400)
+    assert g["rss"]["spread"] == pytest.approx(5 / 305)
+    for w in windows[3:]:
+        w.events = ["full version 2 enforced after 3.00 s"]
+    g = summarise(windows, OperatorLog(), 60.0)["goals"]
+    assert g["throughput"]["first_full_window"] == 1  # all disturbed: the first full one
+
+
 def test_no_full_window_leaves_the_throughput_and_rss_goals_undecided() -> None:
     windows = [window(0, 3000, 200, (0.0, 0.3)), window(1, 2900, 210, (0.3, 0.6))]
     summary = summarise(windows, OperatorLog(), 60.0)
