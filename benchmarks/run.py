@@ -90,6 +90,7 @@ class Settings:
     quick: bool
     soak_s: float = 600.0
     soak_window_s: float = 60.0
+    soak_entries: int = 100_000
 
 
 @dataclass
@@ -510,7 +511,12 @@ def run_soak(session: Session, fleet: Fleet) -> None:
         session.notes.append(f"soak skipped ({why})")
         session.say(f"soak skipped ({why})")
         return
-    settings = soak.SoakSettings(soak_s=s.soak_s, window_s=s.soak_window_s, workers=s.workers)
+    settings = soak.SoakSettings(
+        soak_s=s.soak_s,
+        window_s=s.soak_window_s,
+        workers=s.workers,
+        version_entries=s.soak_entries,
+    )
     session.say(f"== soak: {s.soak_s:g} s in windows of {s.soak_window_s:g} s")
     result = soak.run_soak(session.out / "work" / "soak", fleet.origin.port, settings, session.say)
     session.extra["soak"] = result
@@ -561,6 +567,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--soak-window-s", type=float, default=60.0, help="the soak's reporting window (60 s)"
     )
+    parser.add_argument(
+        "--soak-entries",
+        type=int,
+        default=100_000,
+        help="entries in the soak's signed versions (100000)",
+    )
     parser.add_argument("--out", type=Path, help="output directory (default results/<timestamp>)")
     return parser.parse_args(argv)
 
@@ -586,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=quick,
         soak_s=args.soak_s,
         soak_window_s=args.soak_window_s,
+        soak_entries=args.soak_entries,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / stamp

@@ -154,6 +154,9 @@ class Window:
     listed: int = 0
     listed_bytes: int = 0
     rss_bytes: int = 0
+    rss_supervisor_bytes: int = 0  # of which the supervisor (the rest: workers)
+    cpu_us_per_request: float = 0.0  # the node's CPU (all processes) per answer: steadier
+    # than req/s on a shared machine, so the first sign of a per-request cost that grows
     cache_fill_start: float = 0.0  # the memory tier's bytes / its bound, summed over workers
     cache_fill_end: float = 0.0
     events: list[str] = field(default_factory=list)
@@ -401,17 +404,18 @@ def table(summary: dict[str, Any]) -> str:
     """The per-window table (markdown) and the goals, as benchmarks/README.md shows them."""
     unit = "min" if summary["window_s"] == 60 else f"×{summary['window_s']:g}s"
     lines = [
-        f"| {unit} | req/s | p99 ms | 200/206/451 | socket err | 5xx+other | listed "
-        "| RSS MiB | memory tier | events |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {unit} | req/s | CPU µs/req | p99 ms | 200/206/451 | socket err | 5xx+other "
+        "| listed | RSS MiB (supervisor) | memory tier | events |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in summary["windows"]:
         events = "; ".join(w["events"]) or ""
         lines.append(
-            f"| {w['index'] + 1} | {w['rps']:,.0f} | {w['p99_us'] / 1000:.1f} "
+            f"| {w['index'] + 1} | {w['rps']:,.0f} | {w['cpu_us_per_request']:,.0f} "
+            f"| {w['p99_us'] / 1000:.1f} "
             f"| {w['ok']:,}/{w['partial']:,}/{w['blocked']:,} | {w['socket_errors']} "
             f"| {w['s5xx'] + w['unexpected']} | {w['listed']} | {w['rss_bytes'] / MiB:,.0f} "
-            f"| {w['cache_fill_end']:.0%} | {events} |"
+            f"({w['rss_supervisor_bytes'] / MiB:,.0f}) | {w['cache_fill_end']:.0%} | {events} |"
         )
     g, op = summary["goals"], summary["operator"]
     lines.append("")
@@ -500,15 +504,11 @@ def run_soak(workdir: Path, origin_port: int, s: SoakSettings, say: Any) -> dict
         index = 0
         while (elapsed := time.perf_counter() - started) < s.soak_s - 0.5:
             length = min(s.window_s, s.soak_s - elapsed)
-            w = Window(index, elapsed, 0.0, cache_fill_start=cache_fill(edge))
-            data = run_window(edge.base_url, script, length, s.connections)
-            w.end_s = time.perf_counter() - started
-            _fill(w, data)
-            w.rss_bytes = cpu.rss_bytes(edge.pids)
-            w.cache_fill_end = cache_fill(edge)
+            w = measure_window(edge, script, index, elapsed, length, s.connections, started)
             windows.append(w)
             say(
-                f"soak {index + 1}: {w.rps:,.0f} req/s, p99 {w.p99_us / 1000:.1f} ms, "
+                f"soak {index + 1}: {w.rps:,.0f} req/s, {w.cpu_us_per_request:,.0f} µs CPU/req, "
+                f"p99 {w.p99_us / 1000:.1f} ms, "
                 f"RSS {w.rss_bytes / MiB:,.0f} MiB, memory tier {w.cache_fill_end:.0%}, "
                 f"errors {w.socket_errors}/{w.s5xx + w.unexpected}, listed {w.listed}"
             )
@@ -525,6 +525,30 @@ def run_soak(workdir: Path, origin_port: int, s: SoakSettings, say: Any) -> dict
     summary["settings"] = asdict(s)
     summary["table"] = table(summary)
     return summary
+
+
+def measure_window(
+    edge: EdgeTarget,
+    script: Path,
+    index: int,
+    start_s: float,
+    length_s: float,
+    connections: int,
+    started: float,
+) -> Window:
+    """One wrk run, with the node's CPU over it and its memory and fill at both ends."""
+    w = Window(index, start_s, 0.0, cache_fill_start=cache_fill(edge))
+    cpu_before = cpu.cpu_seconds(edge.pids)
+    data = run_window(edge.base_url, script, length_s, connections)
+    w.end_s = time.perf_counter() - started
+    _fill(w, data)
+    cpu_s = cpu.cpu_seconds(edge.pids) - cpu_before
+    w.cpu_us_per_request = cpu_s * 1e6 / w.requests if w.requests else 0.0
+    procs = cpu.tree(edge.pids)
+    w.rss_bytes = sum(p.rss_bytes for p in procs)
+    w.rss_supervisor_bytes = sum(p.rss_bytes for p in procs if p.pid in edge.pids)
+    w.cache_fill_end = cache_fill(edge)
+    return w
 
 
 def _fill(w: Window, data: dict[str, Any]) -> None:
