@@ -21,9 +21,9 @@ of the working set, a url with a query among the hot URLs, a prefix over one gro
 shared-body URLs, an unrelated host, in turn), each fetched just before so a stored copy must
 be purged, probes each listed URL three times on fresh connections once the push is answered,
 and removes entries pushed two rounds earlier. At 40% of the run it SIGKILLs one worker (the
-supervisor starts another); at 50% it drops a full version 2 into the watched directory (the
-same entries, plus a hot URL with a query and a `/v2only/` prefix) and waits until it is
-enforced.
+supervisor starts another); at 50% it drops a full version 2 into the watched directory (a
+quarter more entries, so the node compiles and loads it whole, plus a hot URL with a query and
+a `/v2only/` prefix) and waits until it is enforced.
 
 Listed bytes served are counted twice: the origin marks every `/blocked/` answer
 `X-Bench-Listed: 1` and the Lua script counts any it receives that is not a 451; and every
@@ -447,14 +447,15 @@ def _goal_line(g: dict[str, Any]) -> str:
 
 def prepare_versions(workdir: Path, entries: int) -> tuple[Path | None, Path | None, Path | None]:
     """(watched directory holding version 1, public key, version 2), or Nones without signing.
-    Version 1 lists `/blocked/`; version 2 the same plus a hot URL and `/v2only/`."""
+    Version 1 lists `/blocked/`; version 2 a quarter more entries (more than the node's
+    `delta_max_fraction`, so it is compiled and loaded whole), a hot URL and `/v2only/`."""
     if blocklists.signing_available() is not None:
         return None, None, None
     public, _ = blocklists.keypair()
     listed = ("prefix", f"http://127.0.0.1{LISTED_PREFIX}")
     v1 = blocklists.version_file(entries, 1, probes=[listed])
     v2 = blocklists.version_file(
-        entries,
+        entries + entries // 4,  # a fifth of it new: the node compiles it whole, not a delta
         2,
         probes=[
             listed,
