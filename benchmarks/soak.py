@@ -29,11 +29,12 @@ Listed bytes served are counted twice: the origin marks every `/blocked/` answer
 `X-Bench-Listed: 1` and the Lua script counts any it receives that is not a 451; and every
 probe of a listed URL after its push was answered must be a 451. Both must be 0.
 
-Reported per window (a minute by default): req/s, p99, statuses, socket errors, 5xx and other
-unexpected statuses, listed answers served, the RSS of the node's processes and the memory
-tier's fill; and the goals of the issue: last-window req/s >= 90% of the first window that
-started with a full memory tier, RSS within 10% from then on, 0 errors (socket errors in the
-window of the kill are the killed worker's own connections, reported apart), 0 listed bytes.
+Reported per window (a minute by default): req/s, the node's CPU per request, p99, statuses,
+socket errors, 5xx and other unexpected statuses, listed answers served, the RSS of the node's
+processes (the supervisor's apart) and how full the caches are; and the goals of the issue:
+last-window req/s >= 90% of the first quiet window that started with full caches (memory and
+node tier), RSS within 10% from then on, 0 errors (socket errors in the window of the kill are
+the killed worker's own connections, reported apart), 0 listed bytes.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ MiB = 1 << 20
 LISTED_PREFIX = "/blocked/"
 V2_PROBE = "/v2only/probe"
 V2_HOT_URL = "/bytes/4096?h=7"
-FULL_FRACTION = 0.95  # the memory tier counts as full from this fill on
+FULL_FRACTION = 0.95  # the caches count as full from this fill on
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ class Window:
     rss_supervisor_bytes: int = 0  # of which the supervisor (the rest: workers)
     cpu_us_per_request: float = 0.0  # the node's CPU (all processes) per answer: steadier
     # than req/s on a shared machine, so the first sign of a per-request cost that grows
-    cache_fill_start: float = 0.0  # the memory tier's bytes / its bound, summed over workers
+    cache_fill_start: float = 0.0  # `cache_fill`: the lesser of the memory and node tiers
     cache_fill_end: float = 0.0
     events: list[str] = field(default_factory=list)
 
@@ -187,13 +188,36 @@ def admin_get(edge: EdgeTarget, path: str) -> Any:
 
 
 def cache_fill(edge: EdgeTarget) -> float:
+    """How full the caches are: the lesser of the memory tier (summed over workers) and the
+    node tier (when there is one). RSS can only settle once both have."""
     try:
         workers = admin_get(edge, "/status")["workers"]
     except (OSError, ValueError, KeyError):
         return 0.0
     held = sum(w["cache_bytes"] for w in workers)
     bound = sum(w["cache_max_bytes"] for w in workers) or 1
-    return held / bound
+    memory = held / bound
+    node = node_fill(edge)
+    return memory if node is None else min(memory, node)
+
+
+def node_fill(edge: EdgeTarget) -> float | None:
+    """The node tier's bytes over its bound, from /metrics; None without a node tier."""
+    request = urllib.request.Request(
+        edge.admin_url + "/metrics", headers={"Authorization": f"Bearer {edge.admin_token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("edgeproxy_node_tier_bytes", "edgeproxy_node_tier_max_bytes"):
+            values[name] = float(value)
+    bound = values.get("edgeproxy_node_tier_max_bytes", 0.0)
+    return values.get("edgeproxy_node_tier_bytes", 0.0) / bound if bound else None
 
 
 def remove(edge: EdgeTarget, entry_id: str) -> None:
@@ -385,7 +409,7 @@ def summarise(windows: list[Window], operator: OperatorLog, window_s: float) -> 
 
 
 def first_full_window(windows: list[Window]) -> Window | None:
-    """The throughput baseline: the first window that started with a full memory tier (or,
+    """The throughput baseline: the first window that started with full caches (or,
     when none did, the one after the window that filled it), skipping windows with a worker
     kill or a full version in them, which are the soak's deliberate disturbances, not its
     steady state. With every full window disturbed, the first of them."""
@@ -405,7 +429,7 @@ def table(summary: dict[str, Any]) -> str:
     unit = "min" if summary["window_s"] == 60 else f"×{summary['window_s']:g}s"
     lines = [
         f"| {unit} | req/s | CPU µs/req | p99 ms | 200/206/451 | socket err | 5xx+other "
-        "| listed | RSS MiB (supervisor) | memory tier | events |",
+        "| listed | RSS MiB (supervisor) | caches full | events |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in summary["windows"]:
@@ -510,7 +534,7 @@ def run_soak(workdir: Path, origin_port: int, s: SoakSettings, say: Any) -> dict
             say(
                 f"soak {index + 1}: {w.rps:,.0f} req/s, {w.cpu_us_per_request:,.0f} µs CPU/req, "
                 f"p99 {w.p99_us / 1000:.1f} ms, "
-                f"RSS {w.rss_bytes / MiB:,.0f} MiB, memory tier {w.cache_fill_end:.0%}, "
+                f"RSS {w.rss_bytes / MiB:,.0f} MiB, caches {w.cache_fill_end:.0%} full, "
                 f"errors {w.socket_errors}/{w.s5xx + w.unexpected}, listed {w.listed}"
             )
             index += 1
