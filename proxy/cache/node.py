@@ -318,6 +318,11 @@ class NodeTier:
         except lmdb.Error as e:
             raise NodeTierError(f"node tier {path}: {e}") from e
         try:
+            # A worker killed inside a read transaction (SIGKILL, the OOM killer) leaves its
+            # reader slot behind, and LMDB then cannot reuse any page freed after that
+            # snapshot: the file grows to its map size and writes fail. A worker starting
+            # (after such a death, the supervisor starts another) frees dead readers' slots.
+            self.env.reader_check()
             self._db = {name.decode(): self.env.open_db(name) for name in DBS}
             with self.env.begin() as txn:
                 fmt = txn.get(b"format", db=self._db["meta"])
