@@ -7,7 +7,10 @@ distinct resource and written with one `transport.write`. Routes:
 - `/zipf/{i}`      1 KiB, cacheable, distinct per i (the Zipf popularity scenario)
 - `/nostore/{n}`   n bytes, `Cache-Control: no-store` (pass-through)
 - `/cold/{any}`    1 KiB, cacheable, distinct per path (cold misses)
-- `/blocked/{any}` 1 KiB, cacheable: the content under the prefix the scenarios list
+- `/blocked/{any}` 1 KiB, cacheable: the content under the prefix the scenarios list; marked
+                   `X-Bench-Listed: 1`, so a client sees at once if one is ever delivered
+- `/same/{any}`    4 KiB, cacheable, one body for every path (placeholders: issue 19)
+- `/vary/{i}`      1 KiB, cacheable, `Vary: Accept-Language` (the soak's variants)
 - `/__stats`       `{"requests": N}`: requests that reached the origin, this one excluded
 
 `If-None-Match` matching the ETag answers 304. Anything else is 404.
@@ -68,11 +71,18 @@ class _Resource:
 
     __slots__ = ("etag", "ok_head", "body", "not_modified_head")
 
-    def __init__(self, body: bytes, cache_control: bytes, seed: bytes) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        cache_control: bytes,
+        seed: bytes,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self.etag = b'"' + hashlib.sha256(seed + body[:64]).hexdigest()[:16].encode() + b'"'
         common = [
             (b"Content-Type", b"application/octet-stream"),
             (b"Cache-Control", cache_control),
+            *extra,
         ]
         if cache_control != b"no-store":
             common.append((b"ETag", self.etag))
@@ -83,6 +93,9 @@ class _Resource:
         self.body = body
 
 
+_LISTED = ((b"X-Bench-Listed", b"1"),)
+_VARY = ((b"Vary", b"Accept-Language"),)
+_SAME_BODY = _body(b"same", 4096)
 _NOT_FOUND = _Resource(b"not found\n", b"no-store", b"404")
 _NOT_FOUND.ok_head = _NOT_FOUND.ok_head.replace(b"200 OK", b"404 Not Found", 1)
 
@@ -119,8 +132,14 @@ class Router:
                 n = int(arg)
                 if 0 <= n <= _MAX_BODY_BYTES:
                     return _Resource(_body(b"nostore", n), b"no-store", path)
-            elif route in (b"zipf", b"cold", b"blocked"):
+            elif route in (b"zipf", b"cold"):
                 return _Resource(_body(path, 1024), _CACHEABLE, path)
+            elif route == b"blocked":
+                return _Resource(_body(path, 1024), _CACHEABLE, path, _LISTED)
+            elif route == b"same":
+                return _Resource(_SAME_BODY, _CACHEABLE, b"same")
+            elif route == b"vary":
+                return _Resource(_body(path, 1024), _CACHEABLE, path, _VARY)
         except ValueError:
             pass
         return _NOT_FOUND

@@ -178,6 +178,10 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
             f"Listed responses served after the push answered: {push['served_after_ack']} "
             "(8 fresh-connection probes per push).",
         ]
+    soak = extra.get("soak")
+    if soak:
+        minutes = soak["settings"]["soak_s"] / 60
+        lines += ["", f"## soak ({minutes:g} minutes)", "", soak["table"]]
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import blocklists, cpu, edge_ops, report
+from benchmarks import blocklists, cpu, edge_ops, report, soak
 from benchmarks.load import WRK_INSTALL_HINT, Measured, Workload, drive, wrk_available, zipf_paths
 from benchmarks.loadgen import run_load_sync
 from benchmarks.targets import COMPETITORS, EdgeTarget, Target, free_port, http_status
@@ -69,8 +69,11 @@ SCENARIOS: dict[str, Scenario] = {
                  None, targets="edge"),
         Scenario("push-enforce", "operator push to enforcement in every worker", None,
                  targets="edge"),
+        Scenario("soak", "mixed traffic, pushes, a killed worker and a full version for "
+                 "--soak-s (benchmarks/soak.py)", None, targets="edge"),
     )
 }  # fmt: skip
+ON_REQUEST_ONLY = ("soak",)  # long: run only when named in --scenarios
 
 
 @dataclass
@@ -85,6 +88,9 @@ class Settings:
     pushes: int
     use_wrk: bool
     quick: bool
+    soak_s: float = 600.0
+    soak_window_s: float = 60.0
+    soak_entries: int = 100_000
 
 
 @dataclass
@@ -497,6 +503,26 @@ def _pcts(values: list[float]) -> dict[str, float]:
     }
 
 
+def run_soak(session: Session, fleet: Fleet) -> None:
+    """benchmarks/soak.py: its own edge (a small memory tier, a watched signed version)."""
+    s = session.settings
+    if "edgeproxy" not in fleet.wanted or not EdgeTarget.available() or not s.use_wrk:
+        why = "no edge" if s.use_wrk else "it needs wrk"
+        session.notes.append(f"soak skipped ({why})")
+        session.say(f"soak skipped ({why})")
+        return
+    settings = soak.SoakSettings(
+        soak_s=s.soak_s,
+        window_s=s.soak_window_s,
+        workers=s.workers,
+        version_entries=s.soak_entries,
+    )
+    session.say(f"== soak: {s.soak_s:g} s in windows of {s.soak_window_s:g} s")
+    result = soak.run_soak(session.out / "work" / "soak", fleet.origin.port, settings, session.say)
+    session.extra["soak"] = result
+    print(result["table"], flush=True)
+
+
 def keep_logs_only(work: Path) -> None:
     """Drop caches, state and blocklist copies (hundreds of MB); keep the servers' logs."""
     logs = work.parent / "logs"
@@ -520,7 +546,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=2, help="worker processes/threads per server (2)"
     )
-    parser.add_argument("--scenarios", help=f"comma list of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--scenarios",
+        help=f"comma list of {', '.join(SCENARIOS)} (soak only when named: it runs --soak-s)",
+    )
     parser.add_argument("--targets", help="comma list of edgeproxy, nginx, varnish, trafficserver")
     parser.add_argument(
         "--sizes", help="blocklist sizes (default 10,100000,1000000; quick 10,10000)"
@@ -531,6 +560,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pushes", type=int, help="pushes in push-enforce (default 50, quick 10)")
     parser.add_argument(
         "--no-wrk", action="store_true", help="use the bundled Python load generator"
+    )
+    parser.add_argument(
+        "--soak-s", type=float, default=600.0, help="length of the soak scenario (600 s)"
+    )
+    parser.add_argument(
+        "--soak-window-s", type=float, default=60.0, help="the soak's reporting window (60 s)"
+    )
+    parser.add_argument(
+        "--soak-entries",
+        type=int,
+        default=100_000,
+        help="entries in the soak's signed versions (100000)",
     )
     parser.add_argument("--out", type=Path, help="output directory (default results/<timestamp>)")
     return parser.parse_args(argv)
@@ -555,12 +596,19 @@ def main(argv: list[str] | None = None) -> int:
         pushes=args.pushes or (10 if quick else 50),
         use_wrk=use_wrk,
         quick=quick,
+        soak_s=args.soak_s,
+        soak_window_s=args.soak_window_s,
+        soak_entries=args.soak_entries,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / stamp
     (out / "work").mkdir(parents=True, exist_ok=True)
     session = Session(settings, out)
-    names = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    names = (
+        args.scenarios.split(",")
+        if args.scenarios
+        else [n for n in SCENARIOS if n not in ON_REQUEST_ONLY]
+    )
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(f"unknown scenarios: {unknown}; known: {list(SCENARIOS)}", file=sys.stderr)
@@ -588,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_apply_under_load(session, fleet)
             elif name == "push-enforce":
                 run_push_enforce(session, fleet)
+            elif name == "soak":
+                run_soak(session, fleet)
             else:
                 run_load_scenario(session, fleet, scenario)
     except KeyboardInterrupt:

@@ -155,7 +155,8 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # entries is sent to workers as a delta (cheap), not as a full reload.
     delta_max_fraction: float = 0.1
     # After pushes, the supervisor recompiles the full version for workers that start later
-    # once changes have been quiet this long (they replay the deltas meanwhile).
+    # once changes have been quiet this long (they replay the deltas meanwhile); with the
+    # mapped format only once the overlay is due to be folded (overlay_max_fraction).
     compile_quiet_s: float = 2.0
     # How the supervisor hands a full version to workers: "mapped", a file every worker maps
     # without copying (proxy/blocklist/table.py), or "msgpack", entries each worker builds

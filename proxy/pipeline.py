@@ -62,7 +62,9 @@ class Pipeline:
         self.stats = stats
         self.access_log = access_log
         clock = clock or time.time
-        self.memo = HotMemo(cfg.cache.hot_memo_max_entries, clock, self.cache.touch)
+        self.memo = HotMemo(
+            cfg.cache.hot_memo_max_entries, clock, self.cache.touch, memory.max_bytes // 4
+        )
         self.enforcer = Enforcer(self.cache, stats, on_swap=self.memo.clear)
         self.fetcher = fetcher = Fetcher(cfg, origin, self.cache, stats, self.enforcer, clock=clock)
         self.coalescer: Coalescer[FetchOutcome] = fetcher.coalescer

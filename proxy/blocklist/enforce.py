@@ -100,10 +100,11 @@ class Enforcer:
         return purged
 
     async def purge_added(self, adds: list[BlockEntry], snapshot: Snapshot) -> int:
-        """Purge what newly added entries list, by index where one exists: url entries by
-        their match key, digests by the digest index; host and prefix entries by a scan."""
+        """Purge what newly added entries list, each by an index of every tier: url entries
+        by their match key, digests by digest, hosts by host key (and parent domains),
+        prefixes by the ordered url keys. None walks the cache (issue 19: host and prefix
+        entries did), so a push costs what it purges."""
         purged = 0
-        scan: list[BlockEntry] = []
         for added in adds:
             etype, key, _query = compile_entry(added)
             if etype is EntryType.SHA256:
@@ -117,9 +118,12 @@ class Enforcer:
                 purged += self.cache.purge_url_key_behind(
                     key, lambda k: snapshot.check_keys(k) is not None
                 )
+            elif etype is EntryType.HOST:
+                assert isinstance(key, str)
+                purged += self.cache.purge_host_key(key)
             else:
-                scan.append(added)
+                assert isinstance(key, str)
+                purged += self.cache.purge_prefix_key(key)
+            await asyncio.sleep(0)  # a push of many entries yields between them
         self.stats.purged_by_blocklist += purged
-        if scan:
-            purged += await self.purge_listed(Snapshot.compile(scan, snapshot.version, 0.0))
         return purged

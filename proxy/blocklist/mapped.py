@@ -24,8 +24,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from proxy.blocklist.keys import MatchKeys, QueryPairs, exact_url_key, match_keys, query_contains
+from proxy.blocklist.keys import MatchKeys, exact_url_key, match_keys
 from proxy.blocklist.model import Entry, EntryType, compile_entry
+from proxy.blocklist.querytrie import walk
 from proxy.blocklist.shards import ShardedDict
 from proxy.blocklist.snapshot import (
     EMPTY_SNAPSHOT,
@@ -34,13 +35,14 @@ from proxy.blocklist.snapshot import (
     SnapshotBuilder,
     exact_prefix_key,
 )
-from proxy.blocklist.table import Kind, MappedTable, TableError, key_bytes
+from proxy.blocklist.table import Kind, MappedTable, TableError
 
-_HOST, _PREFIX, _URL, _URLQ, _SHA256 = (
+_HOST, _PREFIX, _URL, _URLQ, _URLQ_NODE, _SHA256 = (
     Kind.HOST.value,
     Kind.PREFIX.value,
     Kind.URL.value,
     Kind.URLQ.value,
+    Kind.URLQ_NODE.value,
     Kind.SHA256.value,
 )
 
@@ -115,6 +117,10 @@ class MappedSnapshot(Snapshot):
         init(self, "_hidden", hidden)
         init(self, "_overlay", overlay)
         init(self, "_base_counts", base_counts)
+        # Past the leading base expiries already hidden (removed or replaced since): each
+        # snapshot would otherwise walk them again to find the next live one (issue 19).
+        while exp_pos < table.expiring_count and table.expiring_at(exp_pos)[1] in hidden:
+            exp_pos += 1
         init(self, "_exp_pos", exp_pos)
         built = table.counts
         ov = overlay.counts
@@ -227,14 +233,30 @@ class MappedSnapshot(Snapshot):
                         if exact_url_key(entry.value) == want:
                             return entry
         if self._urlq and k.query:
-            have = k.query
-            want_q = k.host + k.exact_path if case_sensitive else None
-            for need, listed in self._candidates(k.url_key):
-                if query_contains(have, need) and (
-                    want_q is None or exact_url_key(listed.value) == want_q
-                ):
-                    return listed
+            return self._check_query(k, case_sensitive)
         return None
+
+    def _check_query(self, k: MatchKeys, case_sensitive: bool) -> Entry | None:
+        """Url entries with a query: the query trie (`proxy.blocklist.querytrie`) of the base
+        (a node record per prefix, entries on the record of their whole query), then the
+        overlay's, node by node."""
+        assert k.query is not None
+        find, hidden, overlay = self.table.find, self._hidden, self._overlay
+        want = k.host + k.exact_path if case_sensitive else None
+
+        def visit(node: bytes) -> tuple[Entry | None, bool]:
+            below, here = overlay.query_node(node)
+            for index in find(_URLQ, node):
+                if index not in hidden:
+                    listed = self.table.entry(index)
+                    if want is None or exact_url_key(listed.value) == want:
+                        return listed, True
+            for listed in here:
+                if want is None or exact_url_key(listed.value) == want:
+                    return listed, True
+            return None, below > 0 or bool(find(_URLQ_NODE, node))
+
+        return walk(k.url_key, k.query, visit)
 
     def check_digest(self, digest: bytes) -> Entry | None:
         if not self._digests:
@@ -265,15 +287,6 @@ class MappedSnapshot(Snapshot):
             if index not in hidden:
                 yield self.table.entry(index)
         yield from self._overlay.entries_for(etype, key)
-
-    def _candidates(self, key: str) -> Iterator[tuple[QueryPairs, Entry]]:
-        hidden = self._hidden
-        for index in self.table.find(_URLQ, key_bytes(key)):
-            if index not in hidden:
-                row = self.table.row(index)
-                assert row.query is not None
-                yield row.query, row.entry
-        yield from self._overlay.query_candidates(key)
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -308,10 +321,8 @@ class MappedSnapshot(Snapshot):
 
     def _earliest_expiry(self) -> float | None:
         base: float | None = None
-        for when, index in self.table.expiring(self._exp_pos):
-            if index not in self._hidden:
-                base = when
-                break
+        if self._exp_pos < self.table.expiring_count:
+            base = self.table.expiring_at(self._exp_pos)[0]  # live: hidden ones were skipped
         mine = self._overlay.next_expiry
         if base is None or (mine is not None and mine < base):
             return mine

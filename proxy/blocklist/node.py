@@ -46,6 +46,8 @@ class NodeBlocklist:
         self.state_dir = state_dir
         self.broadcast = broadcast
         self.file_entries: list[Entry] = []
+        self._file_index: dict[str, Entry] = {}
+        self._file_index_of: list[Entry] | None = None  # the list `_file_index` was built from
         self.file_sequence: int | None = None
         self.file_sha256 = ""
         # The enforced file version's signed validity; None when its signer set none.
@@ -325,8 +327,16 @@ class NodeBlocklist:
             if entry_id not in self.pushed:
                 return None
             del self.pushed[entry_id]
-            restored = next((e for e in self.file_entries if e.id == entry_id), None)
+            restored = self._file_entry(entry_id)
             return await self._delta([restored] if restored else [], [entry_id], "remove")
+
+    def _file_entry(self, entry_id: str) -> Entry | None:
+        """The file layer's entry with this id: an index built once per file version (a
+        removal used to scan the whole file layer, issue 19)."""
+        if self._file_index_of is not self.file_entries:
+            self._file_index = {e.id: e for e in self.file_entries}
+            self._file_index_of = self.file_entries
+        return self._file_index.get(entry_id)
 
     def started(self, applied_at: float) -> None:
         """Every first worker enforces the start-up version: that is its apply time."""
@@ -336,7 +346,7 @@ class NodeBlocklist:
         )
 
     def known(self, entry_id: str) -> bool:
-        return entry_id in self.pushed or any(e.id == entry_id for e in self.file_entries)
+        return entry_id in self.pushed or self._file_entry(entry_id) is not None
 
     async def _delta(self, adds: list[Entry], removes: list[str], source: str) -> dict[str, Any]:
         """Apply a change to every worker as a delta (cheap at any list size); the compiled
@@ -363,6 +373,12 @@ class NodeBlocklist:
             await asyncio.sleep(self.cfg.compile_quiet_s)
             if self.version != seen:
                 continue
+            if self.mapped and not self._overlay_past_threshold():
+                # Issue 19: a compile costs the whole list's CPU, and pushes every few
+                # seconds made it run after each. Below the fold threshold workers hold the
+                # changes in their overlay and a starting worker replays them (as many as
+                # the threshold at most), so the base is recompiled only to fold.
+                return
             try:
                 await self._write_full_async()
             except Exception as e:  # noqa: BLE001 - workers replay deltas meanwhile
@@ -375,16 +391,17 @@ class NodeBlocklist:
         self.overlay_changes = 0
         self._base_entries = len(self.file_entries) + len(self.pushed)
 
+    def _overlay_past_threshold(self) -> bool:
+        threshold = max(1000.0, self.cfg.overlay_max_fraction * self._base_entries)
+        return self.overlay_changes > threshold
+
     async def _fold(self) -> None:
         """Swap the refreshed base into workers whose overlay has grown past
         `overlay_max_fraction` of it: their overlay memory and per-delta copies stay small.
         Only while the compiled file is the current version (under the lock, so no delta can
         slip between): the swap then changes what workers hold, never what they enforce, so
         neither the version nor its `applied_at` proof moves."""
-        if not self.mapped:
-            return
-        threshold = max(1000.0, self.cfg.overlay_max_fraction * self._base_entries)
-        if self.overlay_changes <= threshold:
+        if not self.mapped or not self._overlay_past_threshold():
             return
         async with self.lock:
             if self.compiled_version != self.version:

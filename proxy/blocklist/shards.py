@@ -22,6 +22,11 @@ _MASK = SHARDS - 1
 _MISSING = object()
 
 
+def shard_index(key: object) -> int:
+    """Which shard holds `key` (the same for every ShardedDict)."""
+    return hash(key) & _MASK
+
+
 class ShardedDict(MutableMapping[K, V], Generic[K, V]):
     __slots__ = ("_shards", "_owned", "_len")
 

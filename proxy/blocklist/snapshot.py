@@ -28,12 +28,17 @@ from proxy.blocklist.keys import (
     QueryPairs,
     exact_url_key,
     match_keys,
-    query_contains,
 )
 from proxy.blocklist.model import Entry, EntryType, InvalidEntry, compile_entry
-from proxy.blocklist.shards import ShardedDict
+from proxy.blocklist.querytrie import path_keys, walk
+from proxy.blocklist.shards import SHARDS, ShardedDict, shard_index
 
-_QueryIndex = ShardedDict[str, tuple[tuple[QueryPairs, Entry], ...]]
+# Url entries with a query, as a flattened trie (proxy.blocklist.querytrie): node key ->
+# (entries filed strictly below the node, the entries whose query is exactly the node's).
+_QueryNode = tuple[int, tuple[Entry, ...]]
+_QueryIndex = ShardedDict[bytes, _QueryNode]
+_NO_NODE: _QueryNode = (0, ())
+_NEVER = float("inf")
 
 
 class TargetLike(Protocol):
@@ -67,7 +72,10 @@ class SnapshotBuilder:
             self.urlq: _QueryIndex = ShardedDict()
             self.extra: ShardedDict[tuple[EntryType, Any], tuple[Entry, ...]] = ShardedDict()
             self.counts: dict[EntryType, int] = dict.fromkeys(EntryType, 0)
-            self.expiring: list[tuple[float, str]] = []
+            # id -> expires_at, and the earliest time in each shard: a change touches one
+            # shard, never a list of every expiring entry (issue 19)
+            self.expiring: ShardedDict[str, float] = ShardedDict()
+            self.expiry_floor: list[float] = [_NEVER] * SHARDS
             self.prefix_depth = 0
         else:
             self.by_id = ShardedDict(base._by_id)
@@ -75,7 +83,8 @@ class SnapshotBuilder:
             self.urlq = ShardedDict(base._urlq)
             self.extra = ShardedDict(base._extra)
             self.counts = dict(base._counts)
-            self.expiring = list(base._expiring)
+            self.expiring = ShardedDict(base._expiring)
+            self.expiry_floor = list(base._expiry_floor)
             self.prefix_depth = base._prefix_depth
 
     def add(self, entry: Entry, now: float) -> None:
@@ -94,12 +103,14 @@ class SnapshotBuilder:
         if entry.expires_at is not None:
             if entry.expires_at <= now:
                 return
-            self.expiring.append((entry.expires_at, entry.id))
+            self.expiring[entry.id] = entry.expires_at
+            i = shard_index(entry.id)
+            self.expiry_floor[i] = min(self.expiry_floor[i], entry.expires_at)
         self.by_id[entry.id] = entry
         self.counts[etype] += 1
         if query is not None:
             assert isinstance(key, str)
-            self.urlq[key] = self.urlq.get(key, ()) + ((query, entry),)
+            self._file_query(key, query, entry)
             return
         if etype is EntryType.PREFIX:
             assert isinstance(key, str)
@@ -119,14 +130,10 @@ class SnapshotBuilder:
         etype, key, query = compile_entry(entry)
         self.counts[etype] -= 1
         if entry.expires_at is not None:
-            self.expiring.remove((entry.expires_at, entry_id))
+            self._unexpire(entry_id)
         if query is not None:
             assert isinstance(key, str)
-            rest = tuple(c for c in self.urlq.get(key, ()) if c[1].id != entry_id)
-            if rest:
-                self.urlq[key] = rest
-            else:
-                self.urlq.pop(key, None)
+            self._unfile_query(key, query, entry_id)
             return
         index = self.index[etype]
         others = self.extra.pop((etype, key), ())
@@ -141,12 +148,53 @@ class SnapshotBuilder:
         if others:
             self.extra[(etype, key)] = others
 
+    def _file_query(self, key: str, query: QueryPairs, entry: Entry) -> None:
+        """Count the entry on every node of its query's path; list it on the last."""
+        urlq = self.urlq
+        *above, last = path_keys(key, query)
+        for node in above:
+            below, here = urlq.get(node, _NO_NODE)
+            urlq[node] = (below + 1, here)
+        below, here = urlq.get(last, _NO_NODE)
+        urlq[last] = (below, (*here, entry))
+
+    def _unfile_query(self, key: str, query: QueryPairs, entry_id: str) -> None:
+        urlq = self.urlq
+        *above, last = path_keys(key, query)
+        changes: list[tuple[bytes, int, str | None]] = [(node, -1, None) for node in above]
+        changes.append((last, 0, entry_id))
+        for node, delta, gone in changes:
+            below, here = urlq.get(node, _NO_NODE)
+            below += delta
+            if gone is not None:
+                here = tuple(e for e in here if e.id != gone)
+            if below > 0 or here:
+                urlq[node] = (below, here)
+            else:
+                urlq.pop(node, None)
+
+    def _unexpire(self, entry_id: str) -> None:
+        """Forget an expiry; the shard's floor is recomputed when it was this one's (that
+        shard was just copied for the write, so the walk costs no more than the copy)."""
+        when = self.expiring.pop(entry_id, None)
+        i = shard_index(entry_id)
+        if when is not None and when <= self.expiry_floor[i]:
+            self.expiry_floor[i] = min(self.expiring.shards()[i].values(), default=_NEVER)
+
     def expire(self, now: float) -> None:
-        for entry_id in [eid for when, eid in self.expiring if when <= now]:
-            self.remove(entry_id)
+        """Drop entries lapsed at `now`: only the shards whose earliest expiry has passed
+        are looked at."""
+        for i, floor in enumerate(self.expiry_floor):
+            if floor <= now:
+                shard = self.expiring.shards()[i]
+                lapsed = [eid for eid, when in shard.items() if when <= now]
+                self.expiry_floor[i] = -_NEVER  # one recomputation below, not one per removal
+                for entry_id in lapsed:
+                    self.remove(entry_id)
+                rest = self.expiring.shards()[i].values()
+                self.expiry_floor[i] = min(rest, default=_NEVER)
 
     def freeze(self, version: int) -> DictSnapshot:
-        self.expiring.sort()
         return DictSnapshot(_token=_TOKEN, version=version, builder=self)
 
 
@@ -250,6 +298,8 @@ class DictSnapshot(Snapshot):
         "_extra",
         "_counts",
         "_expiring",
+        "_expiry_floor",
+        "_next_expiry",
         "_request_side",
         "_prefix_depth",
     )
@@ -264,7 +314,9 @@ class DictSnapshot(Snapshot):
     _urlq: _QueryIndex
     _extra: ShardedDict[tuple[EntryType, Any], tuple[Entry, ...]]
     _counts: dict[EntryType, int]
-    _expiring: tuple[tuple[float, str], ...]
+    _expiring: ShardedDict[str, float]
+    _expiry_floor: tuple[float, ...]
+    _next_expiry: float | None
     _request_side: bool
     _prefix_depth: int
 
@@ -282,7 +334,10 @@ class DictSnapshot(Snapshot):
         init(self, "_urlq", builder.urlq)
         init(self, "_extra", builder.extra)
         init(self, "_counts", builder.counts)
-        init(self, "_expiring", tuple(builder.expiring))
+        init(self, "_expiring", builder.expiring)
+        init(self, "_expiry_floor", tuple(builder.expiry_floor))
+        earliest = min(builder.expiry_floor)
+        init(self, "_next_expiry", None if earliest == _NEVER else earliest)
         init(
             self,
             "_request_side",
@@ -357,15 +412,17 @@ class DictSnapshot(Snapshot):
             if found is not None:
                 return found
         if self._urlq and k.query:
-            candidates = self._urlq.get(k.url_key)
-            if candidates:
-                have = k.query
-                want = k.host + k.exact_path if case_sensitive else None
-                for need, listed in candidates:
-                    if query_contains(have, need) and (
-                        want is None or exact_url_key(listed.value) == want
-                    ):
-                        return listed
+            want = k.host + k.exact_path if case_sensitive else None
+            urlq = self._urlq
+
+            def visit(node: bytes) -> tuple[Entry | None, bool]:
+                below, here = urlq.get(node, _NO_NODE)
+                for listed in here:
+                    if want is None or exact_url_key(listed.value) == want:
+                        return listed, below > 0
+                return None, below > 0
+
+            return walk(k.url_key, k.query, visit)
         return None
 
     def _exact(self, etype: EntryType, key: str, first: Entry, want: str) -> Entry | None:
@@ -385,9 +442,10 @@ class DictSnapshot(Snapshot):
             return ()
         return (first, *self._extra.get((etype, key), ()))
 
-    def query_candidates(self, key: str) -> tuple[tuple[QueryPairs, Entry], ...]:
-        """The url entries under `key` that name a query, with their pairs, in list order."""
-        return self._urlq.get(key, ())
+    def query_node(self, node: bytes) -> tuple[int, tuple[Entry, ...]]:
+        """A query trie node (`proxy.blocklist.querytrie`): the entries filed strictly below
+        it, and those whose query is exactly its pairs, in list order."""
+        return self._urlq.get(node, _NO_NODE)
 
     @property
     def has_queries(self) -> bool:
@@ -415,7 +473,7 @@ class DictSnapshot(Snapshot):
 
     @property
     def next_expiry(self) -> float | None:
-        return self._expiring[0][0] if self._expiring else None
+        return self._next_expiry
 
     def exclusive_shards(self, successor: Snapshot) -> list[dict[Any, Any]]:
         other = successor.dict_part() or EMPTY_SNAPSHOT
@@ -423,6 +481,7 @@ class DictSnapshot(Snapshot):
             (self._by_id, other._by_id),
             (self._urlq, other._urlq),
             (self._extra, other._extra),
+            (self._expiring, other._expiring),
             *((self._index[t], other._index[t]) for t in EntryType),
         ]
         out: list[dict[Any, Any]] = []

@@ -50,8 +50,9 @@ import xxhash
 
 from proxy.blocklist.keys import QueryPairs
 from proxy.blocklist.model import Entry, EntryType, InvalidEntry, compile_entry
+from proxy.blocklist.querytrie import path_keys
 
-MAGIC = b"EPBLMAP1"
+MAGIC = b"EPBLMAP2"  # 2: url entries with a query as a trie (URLQ_NODE), issue 19
 
 
 class Kind(IntEnum):
@@ -60,9 +61,10 @@ class Kind(IntEnum):
     HOST = 0
     PREFIX = 1
     URL = 2
-    URLQ = 3  # url entries that name a query: candidates confirmed by query_contains
+    URLQ = 3  # url entries that name a query, keyed by their query trie node (querytrie)
     SHA256 = 4
     ID = 5  # entry ids, for deltas that remove or replace a base entry
+    URLQ_NODE = 6  # a query trie node with entries below it (one index, any of them)
 
 
 KIND_OF = {
@@ -177,10 +179,16 @@ def _collect(entries: Iterable[Entry], now: float, progress: Progress | None) ->
         got.counts[etype] += 1
         if entry.expires_at is not None:
             got.expiring.append((entry.expires_at, index))
-        kind = Kind.URLQ if query is not None else KIND_OF[etype]
         if etype is EntryType.PREFIX and isinstance(key, str) and not key.endswith("/"):
             got.prefix_depth = max(got.prefix_depth, key.count("/"))
-        got.note(kind, key_bytes(key), index)
+        if query is not None:
+            assert isinstance(key, str)
+            *above, last = path_keys(key, query)
+            for node in above:
+                got.note(Kind.URLQ_NODE, node, index)
+            got.note(Kind.URLQ, last, index)
+        else:
+            got.note(KIND_OF[etype], key_bytes(key), index)
         got.note(Kind.ID, key_bytes(entry.id), index)
         if progress is not None and index % 65536 == 65535:
             progress(index + 1)
@@ -218,8 +226,8 @@ def _sort_and_merge(got: _Collected) -> tuple[Any, Any]:
             else:
                 first[(kind_, kb)] = pos
         for (kind_, kb), owned in groups.items():
-            if len(owned) == 1:
-                continue
+            if len(owned) == 1 or kind_ == Kind.URLQ_NODE:
+                continue  # a node's record says only "entries below": its first index
             if kind_ == Kind.ID:
                 raise InvalidEntry(kb.decode("utf-8", "surrogatepass"), "duplicate id")
             recs_arr[first[(kind_, kb)]] = len(records)
@@ -449,6 +457,11 @@ class MappedTable:
         """(expires_at, entry index) from position `start`, earliest first."""
         for i in range(start, self._n_exp):
             yield _EXPIRING.unpack_from(self._mm, self._exp_at + i * _EXPIRING.size)
+
+    def expiring_at(self, i: int) -> tuple[float, int]:
+        """The `i`th (expires_at, entry index), earliest first."""
+        when, index = _EXPIRING.unpack_from(self._mm, self._exp_at + i * _EXPIRING.size)
+        return when, index
 
     @property
     def expiring_count(self) -> int:

@@ -1,7 +1,10 @@
 """The byte-bounded memory tier: LRU over entries sized in bytes (cachetools), with indexes by
-primary key, host, body digest and blocklist url key so purges (operator or blocklist) never
-scan the whole cache. Each index costs O(1) per store, lookup and removal however many entries
-share an index key (`proxy.cache.index`, issue 19), so a purge costs what it purges.
+primary key, host, body digest and the blocklist's keys (url key, host key and its parent
+domains, url keys in order for prefixes) so purges (operator or blocklist) never scan the
+whole cache. Each index costs O(1) per store, lookup and removal however many entries share an
+index key (`proxy.cache.index`, issue 19), so a purge costs what it purges. The one exception
+is the ordered set of distinct url keys (a prefix purge's range), O(log n) comparisons per new
+url key (sortedcontainers), never a scan.
 
 Vary: a primary key maps to the field names its latest response varied on; each variant is its
 own LRU item keyed by (primary, normalised values).
@@ -13,7 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cachetools import LRUCache
+from sortedcontainers import SortedList
 
+from proxy.blocklist.keys import MatchKeys, match_keys
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.index import KeyIndex
 
@@ -46,6 +51,16 @@ def _size(entry: Entry) -> int:
     return entry.size
 
 
+def _keys_of(entry: Entry) -> MatchKeys:
+    """The entry's blocklist match keys: computed at store for responses fetched here, once
+    on adoption for those read from the tiers behind (their records do not carry them)."""
+    k = entry.keys
+    if k is None:
+        t = entry.target
+        k = entry.keys = match_keys(t.host, t.path, t.query)
+    return k
+
+
 class MemoryTier:
     def __init__(self, max_bytes: int, max_object_bytes: int) -> None:
         self.max_bytes = max(1, max_bytes)
@@ -57,6 +72,12 @@ class MemoryTier:
         self._by_digest: KeyIndex[bytes, ItemKey] = KeyIndex()
         # By blocklist url key (entry.keys): a pushed url entry purges without a scan.
         self._by_url_key: KeyIndex[str, ItemKey] = KeyIndex()
+        # A pushed host or prefix entry, likewise (issue 19: they scanned every entry): the
+        # items of each blocklist host key, the host keys stored under each parent domain,
+        # and the distinct url keys in order (a prefix's matches are one range of them).
+        self._by_host_key: KeyIndex[str, ItemKey] = KeyIndex()
+        self._host_keys_under: KeyIndex[str, tuple[str]] = KeyIndex()
+        self._url_keys: SortedList = SortedList()
         self._purging = False
         self.evictions = 0
         self.purged = 0
@@ -99,9 +120,26 @@ class MemoryTier:
         self._by_primary.add(primary, key)
         self._by_host.add(entry.target.host, key)
         self._by_digest.add(entry.sha256, key)
-        if entry.keys is not None:
-            self._by_url_key.add(entry.keys.url_key, key)
+        self._index_keys(_keys_of(entry), key)
         return True
+
+    def _index_keys(self, k: MatchKeys, key: ItemKey) -> None:
+        if k.url_key not in self._by_url_key:
+            self._url_keys.add(k.url_key)
+        self._by_url_key.add(k.url_key, key)
+        if k.host not in self._by_host_key:
+            for suffix in k.host_suffixes:
+                self._host_keys_under.add(suffix, (k.host,))
+        self._by_host_key.add(k.host, key)
+
+    def _unindex_keys(self, k: MatchKeys, key: ItemKey) -> None:
+        self._by_url_key.discard(k.url_key, key)
+        if k.url_key not in self._by_url_key:
+            self._url_keys.discard(k.url_key)
+        self._by_host_key.discard(k.host, key)
+        if k.host not in self._by_host_key:
+            for suffix in k.host_suffixes:
+                self._host_keys_under.discard(suffix, (k.host,))
 
     def touch(self, entry: Entry) -> None:
         """Mark a hit for LRU order (the hot path finds entries without `get`)."""
@@ -118,8 +156,7 @@ class MemoryTier:
         self._by_primary.discard(primary, key)
         self._by_host.discard(entry.target.host, key)
         self._by_digest.discard(entry.sha256, key)
-        if entry.keys is not None:
-            self._by_url_key.discard(entry.keys.url_key, key)
+        self._unindex_keys(_keys_of(entry), key)
         if primary not in self._by_primary:
             self._vary.pop(primary, None)
 
@@ -142,6 +179,9 @@ class MemoryTier:
     def remove(self, entry: Entry) -> int:
         return self._purge_keys([(entry.primary, entry.variant)])
 
+    def purge_entries(self, entries: Iterable[Entry]) -> int:
+        return self._purge_keys([(e.primary, e.variant) for e in entries])
+
     def purge_primary(self, primary: PrimaryKey) -> int:
         return self._purge_keys(self._by_primary.members(primary))
 
@@ -155,6 +195,32 @@ class MemoryTier:
             for k in self._by_url_key.members(url_key)
             if k in self._lru
         ]
+
+    def under_host_key(self, host_key: str) -> list[Entry]:
+        """Stored entries whose blocklist host key is `host_key` or one of its subdomains
+        (what a host entry lists)."""
+        keys = [
+            k
+            for (host,) in self._host_keys_under.members(host_key)
+            for k in self._by_host_key.members(host)
+        ]
+        return self._entries_at(keys)
+
+    def under_prefix_key(self, prefix_key: str) -> list[Entry]:
+        """Stored entries a prefix entry with this key lists: "host/" all of that host key,
+        "host/a" the url key itself and every one below "host/a/" (a range of the ordered
+        url keys: "0" follows "/")."""
+        host, _, path = prefix_key.partition("/")
+        if not path:
+            return self._entries_at(self._by_host_key.members(host))
+        url_keys = [
+            prefix_key,
+            *self._url_keys.irange(prefix_key + "/", prefix_key + "0", (True, False)),
+        ]
+        return self._entries_at([k for u in url_keys for k in self._by_url_key.members(u)])
+
+    def _entries_at(self, keys: list[ItemKey]) -> list[Entry]:
+        return [LRUCache.__getitem__(self._lru, k) for k in keys if k in self._lru]
 
     def purge_digest(self, digest: bytes) -> int:
         return self._purge_keys(self._by_digest.members(digest))
@@ -186,8 +252,11 @@ class MemoryTier:
                 ("host", self._by_host),
                 ("digest", self._by_digest),
                 ("url_key", self._by_url_key),
+                ("host_key", self._by_host_key),
+                ("host_keys_under", self._host_keys_under),
             )
         }
+        sizes["url_keys_ordered"] = (len(self._url_keys), len(self._url_keys))
         sizes["vary"] = (len(self._vary), len(self._vary))
         return sizes
 

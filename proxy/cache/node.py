@@ -39,8 +39,14 @@ Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary field
     host    H(host) + ikey -> ""        (purge by host or prefix)
     digest  sha256 + ikey -> ""         (purge by body digest, blocklist digests)
     urlkey  H(url key) + ikey -> ""     (blocklist url entries)
+    hostkey H(host key or a parent domain) + ikey -> ""   (blocklist host entries)
+    urlseq  url key (its first URLSEQ_KEY_BYTES) + ikey -> ""   (blocklist prefix entries:
+            the keys under "host/a/" are one cursor range, confirmed against `Info`)
     lease   H(primary) -> pid, until    (one worker fetches a key; see "Coalescing")
     meta    format, bytes, boot, clean
+
+A pushed host or prefix entry purges by `hostkey` and `urlseq` (issue 19: both used to walk
+every item's `Info`), so it costs what it purges; only a full version walks them all.
 
 A record proves itself before it is served, with the shared tier's own check
 (`shared.entry_of`: authority and path+query, Vary values, body sha256), after its envelope's
@@ -59,8 +65,8 @@ this process could wait on, hence the polling, as Traffic Server's read-while-wr
 The release is written in the same transaction as the leader's store (`flush`), so a waiter
 never sees the lease gone before the entry is there. After an answer that cannot be stored the
 release leaves a mark instead (for `cache.hit_for_miss_s`): misses for that key on every
-worker then go to the origin in parallel, as hit-for-miss does inside one worker. A lease whose holder died (SIGKILL) or
-expired is taken over; `prepare` drops every lease at node start. When a leader cannot
+worker then go to the origin in parallel, as hit-for-miss does inside one worker. A lease
+whose holder died (SIGKILL) or expired is taken over; `prepare` drops every lease at node start. When a leader cannot
 store what it fetched in the same loop turn (a body spooled to disk, larger than the tier's
 object bound), the waiter fetches too: that is the one case of two origin requests.
 
@@ -89,7 +95,7 @@ import lmdb
 import msgspec
 import xxhash
 
-from proxy.blocklist.keys import MatchKeys, match_keys
+from proxy.blocklist.keys import MatchKeys, host_suffixes, match_keys
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.shared import Record, Rejected, entry_of, record_of
 from proxy.config import Config, default_state_dir
@@ -97,10 +103,24 @@ from proxy.metrics import WorkerStats
 
 log = logging.getLogger("edgeproxy.node_tier")
 
-FORMAT = b"2"  # bump whenever the layout, `Info` or `Record` changes
+# bump whenever the layout, `Info` or `Record` changes (2: hostkey, urlseq, lease, xxh3 checks)
+FORMAT = b"2"
 MAGIC = b"EPN2"
 INDEX_OVERHEAD_BYTES = 256  # info, order and index records of one item, roughly
-DBS = (b"items", b"info", b"order", b"vary", b"host", b"digest", b"urlkey", b"lease", b"meta")
+DBS = (
+    b"items",
+    b"info",
+    b"order",
+    b"vary",
+    b"host",
+    b"digest",
+    b"urlkey",
+    b"hostkey",
+    b"urlseq",
+    b"lease",
+    b"meta",
+)
+URLSEQ_KEY_BYTES = 400  # LMDB keys end at 511 bytes: longer url keys share a range, confirmed
 _LEASE = struct.Struct("<qd")  # the fetching worker's pid, held until (epoch seconds)
 _U64 = struct.Struct(">Q")
 _HDR = struct.Struct(">4s16s")  # magic, xxh3-128 of the msgpack record
@@ -323,6 +343,11 @@ class NodeTier:
         except lmdb.Error as e:
             raise NodeTierError(f"node tier {path}: {e}") from e
         try:
+            # A worker killed inside a read transaction (SIGKILL, the OOM killer) leaves its
+            # reader slot behind, and LMDB then cannot reuse any page freed after that
+            # snapshot: the file grows to its map size and writes fail. A worker starting
+            # (after such a death, the supervisor starts another) frees dead readers' slots.
+            self.env.reader_check()
             self._db = {name.decode(): self.env.open_db(name) for name in DBS}
             with self.env.begin() as txn:
                 fmt = txn.get(b"format", db=self._db["meta"])
@@ -562,6 +587,8 @@ class NodeTier:
         txn.put(_h(t.host.encode()) + ikey, b"", db=db["host"])
         txn.put(entry.sha256 + ikey, b"", db=db["digest"])
         txn.put(_h(keys.url_key.encode()) + ikey, b"", db=db["urlkey"])
+        for index, row in _blocklist_rows(keys.url_key, ikey):
+            txn.put(row, b"", db=db[index])
         self._add_bytes(txn, size)
 
     def _retick(self, txn: Any, ikey: bytes, tick: int) -> None:
@@ -616,6 +643,8 @@ class NodeTier:
         txn.delete(_h(info.host.encode()) + ikey, db=db["host"])
         txn.delete(info.sha256 + ikey, db=db["digest"])
         txn.delete(_h(info.url_key.encode()) + ikey, db=db["urlkey"])
+        for index, row in _blocklist_rows(info.url_key, ikey):
+            txn.delete(row, db=db[index])
         self._add_bytes(txn, -info.size)
         hp = ikey[:16]
         if not any(True for _ in _under(txn, db["items"], hp)):
@@ -687,6 +716,40 @@ class NodeTier:
             _h(url_key.encode()),
             lambda i: i.url_key == url_key and listed(match_keys(i.host, i.path, i.query)),
         )
+
+    def purge_host_key(self, host_key: str) -> int:
+        """Items whose blocklist host key is `host_key` or a subdomain (a host entry)."""
+
+        def under(i: Info) -> bool:
+            h = i.url_key.partition("/")[0]
+            return h == host_key or h.endswith("." + host_key)
+
+        return self._purge_indexed("hostkey", _h(_utf8(host_key)), under)
+
+    def purge_prefix_key(self, prefix_key: str) -> int:
+        """Items a prefix entry with this key lists: "host/" every item of that host key;
+        "host/a" the url key itself (the `urlkey` index) and the `urlseq` range under
+        "host/a/"."""
+        host, _, path = prefix_key.partition("/")
+        if not path:
+            return self._purge_indexed(
+                "hostkey", _h(_utf8(host)), lambda i: i.url_key.partition("/")[0] == host
+            )
+        below = prefix_key + "/"
+        n = self._purge_indexed(
+            "urlkey", _h(prefix_key.encode()), lambda i: i.url_key == prefix_key
+        )
+        start = _utf8(below)[:URLSEQ_KEY_BYTES]
+
+        def run(txn: Any) -> int:
+            doomed = []
+            for key in list(_under(txn, self._db["urlseq"], start)):
+                raw = txn.get(key[-32:], db=self._db["info"])
+                if raw is None or _decode_info(raw).url_key.startswith(below):
+                    doomed.append(key[-32:])
+            return sum(self._delete(txn, ikey) for ikey in doomed)
+
+        return n + self._purge(run)
 
     async def purge_listed(self, listed: Callable[[MatchKeys, bytes], bool], step: int) -> int:
         """Walk every item's `Info` (never its record) in steps of `step`, yielding to the
@@ -762,6 +825,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _blocklist_rows(url_key: str, ikey: bytes) -> Iterator[tuple[str, bytes]]:
+    """(index, row key) of an item under its blocklist host key, each parent domain of it,
+    and its url key in order."""
+    for suffix in host_suffixes(url_key.partition("/")[0]):
+        yield "hostkey", _h(_utf8(suffix)) + ikey
+    yield "urlseq", _utf8(url_key)[:URLSEQ_KEY_BYTES] + ikey
 
 
 def _under(txn: Any, db: Any, prefix: bytes) -> Iterator[bytes]:

@@ -182,6 +182,25 @@ class TieredCache:
         """Every object behind memory that a blocklist version lists (memory: `entries`)."""
         return 0 if self.node is None else await self.node.purge_listed(listed, step)
 
+    def purge_host_key(self, host_key: str) -> int:
+        """A new blocklist host entry: objects of that host key or its subdomains, by index
+        in every tier (issue 19: no walk of the cache)."""
+        behind = self.node.purge_host_key if self.node is not None else None
+        return self._purge_found(self.memory.under_host_key(host_key), behind, host_key)
+
+    def purge_prefix_key(self, prefix_key: str) -> int:
+        """A new blocklist prefix entry: objects under it, by index in every tier."""
+        behind = self.node.purge_prefix_key if self.node is not None else None
+        return self._purge_found(self.memory.under_prefix_key(prefix_key), behind, prefix_key)
+
+    def _purge_found(
+        self, found: list[Entry], behind: Callable[[str], int] | None, key: str
+    ) -> int:
+        for e in found:
+            self.forget_behind(e.primary)
+        n = self.memory.purge_entries(found)
+        return max(n, behind(key)) if behind is not None else n
+
     def with_url_key(self, url_key: str) -> list[Entry]:
         return self.memory.with_url_key(url_key)
 

@@ -8,6 +8,12 @@ exactly as on the full path. The memo is emptied at every snapshot swap, and an 
 left the memory tier is no longer `alive`. Only plain requests (unflagged, body-less GET/HEAD)
 use it; its size is `cache.hot_memo_max_entries` (emptied whole when full: cheap, and the hot
 set refills it in a moment).
+
+It is also bounded in bytes (issue 19): a remembered entry that has left the memory tier stays
+referenced here until its raw target is asked for again, so 65,536 targets requested once each
+could pin 65,536 evicted bodies, several times the tier's own bound. The bodies remembered since
+the last emptying are counted, and past `max_bytes` (a quarter of the worker's memory tier) the
+memo is emptied as when it is full of entries.
 """
 
 from __future__ import annotations
@@ -33,9 +39,15 @@ class Remembered451(NamedTuple):
 
 class HotMemo:
     def __init__(
-        self, max_entries: int, clock: Callable[[], float], touch: Callable[[Entry], None]
+        self,
+        max_entries: int,
+        clock: Callable[[], float],
+        touch: Callable[[Entry], None],
+        max_bytes: int = 1 << 62,
     ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._bytes = 0  # sizes of the entries remembered since the last emptying
         self.clock = clock  # the data plane's (the pipeline keeps it in step)
         self.touch = touch  # the cache's LRU refresh
         self._hits: dict[MemoKey, Entry] = {}
@@ -65,8 +77,10 @@ class HotMemo:
         return self._blocked.get((raw_target, host))
 
     def remember_hit(self, raw_target: bytes, host: bytes | None, entry: Entry) -> None:
-        if len(self._hits) >= self.max_entries:
+        self._bytes += entry.size
+        if len(self._hits) >= self.max_entries or self._bytes > self.max_bytes:
             self._hits.clear()
+            self._bytes = entry.size
         self._hits[(raw_target, host)] = entry
 
     def remember_blocked(
@@ -79,3 +93,4 @@ class HotMemo:
     def clear(self) -> None:
         self._hits.clear()
         self._blocked.clear()
+        self._bytes = 0

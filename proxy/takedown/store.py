@@ -105,7 +105,20 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.executescript(SCHEMA)
     conn.executescript(KYC_SCHEMA)  # customer verification (kyc_schema.py)
     _migrate(conn)
+    conn.executescript(INDEXES)
     return conn
+
+
+# Issue 19: the queries that run once per publication or per restore found their rows by
+# scanning every publication or delivery ever made, so the service slowed as its history grew.
+# Partial indexes hold only the rows still waiting, so they stay as small as the backlog.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(edge, publication_id)
+  WHERE enforced_at IS NULL;
+CREATE INDEX IF NOT EXISTS publications_unpublished ON publications(id)
+  WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS publications_case ON publications(case_id, kind);
+"""
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

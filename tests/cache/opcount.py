@@ -48,6 +48,27 @@ def counted_chunks(n: int, step: Callable[[int], object], chunk: int = CHUNK) ->
 
 
 def assert_flat(counts: list[int], what: str) -> None:
-    first, last = counts[0], counts[-1]
     """The last chunk cost no more than the first (with a little slack)."""
+    first, last = counts[0], counts[-1]
     assert last <= first * 1.25 + 100, f"{what}: first chunk cost {first}, last {last}"
+
+
+def count_calls(fn: Callable[[], object]) -> int:
+    """Function calls (Python and C) `fn` makes, by the profiler hook: a second complexity
+    counter, for code whose keys are built inside it (so `CountingStr` cannot reach them). A
+    loop over n items makes at least n calls; an O(1) path makes the same few whatever n is."""
+    import sys
+
+    n = 0
+
+    def hook(_frame: object, event: str, _arg: object) -> None:
+        nonlocal n
+        if event in ("call", "c_call"):
+            n += 1
+
+    sys.setprofile(hook)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return n

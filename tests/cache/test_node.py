@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import msgspec
@@ -332,3 +334,36 @@ def test_a_node_start_drops_every_lease(path: Path) -> None:
     b.close()
     assert prepare(path, 64 * MiB) == "opened"
     assert not _other_worker(path).leased_elsewhere(("example.com", b"/x"))
+def _read_and_wait(path: str, ready: Any, stop: Any) -> None:
+    env = lmdb.open(path, max_dbs=16, lock=True)
+    txn = env.begin()  # held open: the snapshot a SIGKILL leaves pinned
+    txn.get(b"x")
+    ready.set()
+    stop.wait(60)
+
+
+def test_a_worker_killed_mid_read_leaves_no_reader_slot_once_another_starts(path: Path) -> None:
+    """Issue 19 (soak): a stale reader slot pins LMDB's oldest snapshot, so freed pages are
+    never reused and the tier's file grows to its map size. A tier opening (the replacement
+    worker) frees the slots of readers whose process is gone."""
+    import os
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_read_and_wait, args=(str(path), ready, stop))
+    child.start()
+    assert ready.wait(30)
+    t = tier(path)
+
+    def holds_slot(env: Any) -> bool:
+        return re.search(rf"^\s*{child.pid}\s", env.readers(), re.M) is not None
+
+    assert holds_slot(t.env)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(30)
+    assert holds_slot(t.env)  # the dead reader's slot is still taken
+    replacement = tier(path)
+    assert not holds_slot(replacement.env)
+    t.close()
+    replacement.close()

@@ -97,7 +97,8 @@ async def test_hot_hits_keep_http10_connection_rules(origin_server, make_edge) -
 
 async def test_purge_added_uses_the_indexes(origin_server, make_edge) -> None:
     """Applying a pushed version purges stored copies: url entries by their match key (any
-    spelling of the URL that was stored), digests by the digest index, prefixes by a scan."""
+    spelling of the URL that was stored), digests by the digest index, prefixes and hosts by
+    theirs (issue 19: no walk of the cache)."""
     import hashlib
 
     from proxy.blocklist.model import Entry as BlockEntry
@@ -119,6 +120,15 @@ async def test_purge_added_uses_the_indexes(origin_server, make_edge) -> None:
     assert await apply(BlockEntry(id="u1", type=EntryType.URL, value="http://127.0.0.1/a/one")) == 2
     assert await apply(BlockEntry(id="q1", type=EntryType.URL, value="http://127.0.0.1/a/two?x=2")) == 0
     assert await apply(BlockEntry(id="p1", type=EntryType.PREFIX, value="http://127.0.0.1/b/")) == 1
+    assert await apply(BlockEntry(id="h1", type=EntryType.HOST, value="localhost")) == 0
+    assert await apply(BlockEntry(id="p2", type=EntryType.PREFIX, value="http://127.0.0.1/c")) == 1
+    async with aiohttp.ClientSession() as s:
+        async with s.get(edge.url + "/c/four") as r:
+            assert r.status == 451
+        async with s.get(edge.url + "/d/five") as r:
+            assert r.status == 200
+    # /a/two?x=1 and /d/five are left; the host takes both
+    assert await apply(BlockEntry(id="h2", type=EntryType.HOST, value="127.0.0.1")) == 2
     digest = hashlib.sha256(b"hello").hexdigest()  # every body here is "hello"
-    assert await apply(BlockEntry(id="d1", type=EntryType.SHA256, value=digest)) == 2
+    assert await apply(BlockEntry(id="d1", type=EntryType.SHA256, value=digest)) == 0
     assert memory.stats().objects == 0
