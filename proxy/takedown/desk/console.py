@@ -53,8 +53,7 @@ def _next(text: str) -> str:
 
 
 async def signin_page(request: web.Request) -> web.Response:
-    if request.get(SESSION) is not None:
-        raise web.HTTPSeeOther(_next(request.query.get("next", "")))
+    """Shown signed in too (to switch accounts): signing in again replaces the session."""
     return render(request, "signin.html", next=_next(request.query.get("next", "")), error="")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,16 +100,18 @@ async def make_desk(tmp_path: Path) -> AsyncIterator[MakeDesk]:
 
     async def make(
         *,
-        edges: list[str] = (),
+        edges: Sequence[str] = (),
         token: str = "",
-        sites: list[str] = (),
+        sites: Sequence[str] = (),
         cfg: TakedownConfig | None = None,
-    ) -> Desk_:  # type: ignore[assignment]
+        clock: Callable[[], float] = time.time,
+    ) -> Desk_:
         svc = TakedownService(
             tmp_path / f"desk{len(made)}.db",
             cfg or fast_config(),
             edge_urls=list(edges),
             admin_token=token,
+            clock=clock,
         )
         now = svc.clock()
         keys, ids = {}, {}
