@@ -13,10 +13,9 @@ import msgspec
 from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 
-from tests.integration.conftest import origin_server  # noqa: F401 (fixture)
 from tests.integration.node import TOKEN, Node
 from tests.takedown.desk.conftest import MakeDesk, fast_config, notice_doc, sign_in, until
-from tests.takedown.test_notify import Mailbox, notify_config, smtp  # noqa: F401 (fixture)
+from tests.takedown.test_notify import Mailbox, notify_config
 
 
 def origin_app() -> web.Application:
