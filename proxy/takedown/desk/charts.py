@@ -18,7 +18,7 @@ COLOURS = {
     "withdrawn": "#5a6fa8",
 }
 OTHER = "#8a5aa8"
-W, H, PAD, LEGEND = 520, 260, 40, 110
+W, H, PAD, LEGEND = 370, 240, 48, 82
 
 
 def _scale(top: float) -> float:
@@ -81,7 +81,7 @@ def _frame(title: str, top: float, unit: str = "") -> str:
         f'<text x="{PAD}" y="20" class="chart-title">{escape(title)}</text>'
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - LEGEND}" y2="{H - PAD}" stroke="#444"/>'
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#444"/>'
-        f'<text x="{PAD - 4}" y="{PAD + 4}" text-anchor="end">{_num(top)}{unit}</text>'
+        f'<text x="{PAD - 4}" y="{PAD + 4}" text-anchor="end">{_num(top)}{" " if unit else ""}{unit}</text>'
         f'<text x="{PAD - 4}" y="{H - PAD}" text-anchor="end">0</text>'
     )
 
@@ -111,24 +111,18 @@ def _svg(title: str, parts: list[str]) -> Markup:
 
 
 def report_charts(report: dict[str, Any]) -> list[Markup]:
+    """Notices by basis and outcome; each interval on its own scale (a 15-minute decision
+    beside a sub-second enforcement would leave the second bar invisible on one axis)."""
     times = report["times"]
-    return [
+    out = [
         stacked_bars(
             "Notices by legal basis and outcome", report["notices"]["by_basis_and_outcome"]
-        ),
-        paired_bars(
-            "Time to action (seconds)",
-            [
-                (
-                    "receipt→decision",
-                    times["receipt_to_decision"]["median_s"],
-                    times["receipt_to_decision"]["p95_s"],
-                ),
-                (
-                    "decision→enforced",
-                    times["decision_to_enforced_all_edges"]["median_s"],
-                    times["decision_to_enforced_all_edges"]["p95_s"],
-                ),
-            ],
-        ),
+        )
     ]
+    for key, title in (
+        ("receipt_to_decision", "Receipt → decision (s)"),
+        ("decision_to_enforced_all_edges", "Decision → enforced on every edge (s)"),
+    ):
+        s = times[key]
+        out.append(paired_bars(title, [(f"{s['count']} cases", s["median_s"], s["p95_s"])]))
+    return out

@@ -189,3 +189,17 @@ async def test_public_form_rejects_unusable_urls_inline(
     await page.click("#submit-notice")
     await expect(page.locator("#error-urls")).to_contain_text("not usable")
     assert await notices_stored(d) == 0
+
+
+async def test_the_screenshot_command_writes_the_three_pictures(tmp_path: Path) -> None:
+    from proxy.takedown.desk import screenshots
+
+    shots = await screenshots.shoot(tmp_path)
+    assert [p.name for p in shots] == ["desk-queue.png", "desk-case.png", "desk-report.png"]
+    for p in shots:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    for p in shots:
+        assert f"(docs/{p.name})" in readme
+        assert (Path(__file__).resolve().parents[3] / "docs" / p.name).exists()
