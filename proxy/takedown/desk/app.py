@@ -25,6 +25,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from markupsafe import Markup
 from yarl import URL
 
@@ -48,6 +49,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/notice"): PUBLIC,
     ("POST", "/notice"): PUBLIC,
     ("GET", "/static/{name}"): PUBLIC,
+    ("GET", "/desk"): PUBLIC,  # a redirect to /desk/
     ("GET", "/desk/signin"): PUBLIC,
     ("POST", "/desk/signin"): PUBLIC,
     ("POST", "/desk/signout"): STAFF_ONLY,
@@ -194,7 +196,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if session.account.role not in rule.roles:
             raise web.HTTPForbidden(text=f"{session.account.role.value} may not use the desk")
     if request.method == "POST":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, AssertionError, HttpProcessingError):  # a body no form sends
+            raise web.HTTPBadRequest(text="the form could not be read") from None
         token = str(form.get("csrf", ""))
         if session is not None and not rule.public:
             ok = hmac.compare_digest(token.encode(), session.csrf.encode())

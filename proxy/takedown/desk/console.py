@@ -25,6 +25,7 @@ LIST_LIMIT = 500
 
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/desk", to_console)
     r.add_get("/desk/signin", signin_page)
     r.add_post("/desk/signin", signin)
     r.add_post("/desk/signout", signout)
@@ -44,6 +45,10 @@ def add_routes(app: web.Application) -> None:
 def see_other(location: str) -> web.Response:
     """303 as a plain response (a raised one would lose the cookies set on it)."""
     return web.Response(status=303, headers={"Location": location})
+
+
+async def to_console(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMovedPermanently("/desk/")
 
 
 def _next(text: str) -> str:

@@ -107,8 +107,9 @@ async def make_desk(tmp_path: Path) -> AsyncIterator[MakeDesk]:
         sites: Sequence[str] = (),
         cfg: TakedownConfig | None = None,
         clock: Callable[[], float] = time.time,
+        service: type[TakedownService] = TakedownService,
     ) -> Desk_:
-        svc = TakedownService(
+        svc = service(
             tmp_path / f"desk{len(made)}.db",
             cfg or fast_config(),
             edge_urls=list(edges),

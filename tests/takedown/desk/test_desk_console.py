@@ -9,9 +9,13 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from proxy.takedown.accounts import Account
+from proxy.takedown.service import TakedownService
+from proxy.takedown.states import Conflict
 from tests.integration.conftest import free_port
 from tests.takedown.desk.conftest import PASSWORD, MakeDesk, notice_doc
 from tests.takedown.desk.test_desk_security import client, csrf_of, sign_in
@@ -156,3 +160,45 @@ async def test_serve_with_desk_listen(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+class Reversing(TakedownService):
+    """A service that offers reversal (the JSON route `POST /cases/{case}/reverse` calls this
+    coroutine): the console shows the form and calls it with the signed-in account."""
+
+    calls: list[tuple[int, int, str]] = []
+
+    async def reverse(self, account: Account, case_id: int, statement: str) -> dict[str, Any]:
+        if statement == "conflict":
+            raise Conflict(f"case {case_id} cannot be reversed now")
+        self.calls.append((account.id, case_id, statement))
+        return {"case": case_id}
+
+
+async def test_reverse_calls_the_service_when_it_offers_it(make_desk: MakeDesk) -> None:
+    plain = await make_desk()
+    case = (await plain.notice(notice_doc()))["case"]
+    async with client() as s:
+        await sign_in(s, plain, "operator")
+        await post(
+            s, f"{plain.url}/desk/cases/{case}/decision", {"decision": "action", "reason": "copies"}
+        )
+        async with s.get(f"{plain.url}/desk/cases/{case}") as r:
+            assert "reverse-form" not in await r.text()  # not offered: no form
+        status, page = await post(s, f"{plain.url}/desk/cases/{case}/reverse", {"statement": "x"})
+        assert status == 501 and "cannot reverse" in page
+    d = await make_desk(service=Reversing)
+    case = (await d.notice(notice_doc()))["case"]
+    async with client() as s:
+        await sign_in(s, d, "admin")
+        base = f"{d.url}/desk/cases/{case}"
+        await post(s, f"{base}/decision", {"decision": "action", "reason": "copies"})
+        async with s.get(base) as r:
+            assert 'id="reverse-form"' in await r.text()
+        status, page = await post(s, f"{base}/reverse", {"statement": "  "})
+        assert status == 400 and "statement of reasons" in page
+        status, page = await post(s, f"{base}/reverse", {"statement": "conflict"})
+        assert status == 409 and "cannot be reversed now" in page
+        status, _ = await post(s, f"{base}/reverse", {"statement": "Licence shown after all."})
+        assert status == 303
+    assert Reversing.calls == [(d.ids["admin"], case, "Licence shown after all.")]

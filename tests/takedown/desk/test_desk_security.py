@@ -378,3 +378,28 @@ async def test_sign_in_never_redirects_off_the_console(make_desk: MakeDesk, targ
             allow_redirects=False,
         ) as r:
             assert r.status == 303 and r.headers["Location"] == "/desk/"
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body", "status"),
+    [
+        ("multipart/form-data; boundary=xx", b"--xx\r\ngarbage", 400),
+        ("multipart/form-data", b"abc", 400),
+        ("application/x-www-form-urlencoded", b"%zz=%%%&csrf=\xff\xfe", 400),
+        ("application/json", b"{}", 403),
+        ("text/plain", b"\x00\x01", 403),
+        ("application/x-www-form-urlencoded", b"a=" + b"x" * (2 << 20), 413),
+    ],
+)
+async def test_malformed_posts_get_4xx_never_500(
+    make_desk: MakeDesk, ctype: str, body: bytes, status: int
+) -> None:
+    d = await make_desk()
+    async with client() as s:
+        for path in ("/notice", "/desk/signin", "/desk/signout"):
+            async with s.post(
+                d.url + path, data=body, headers={"Content-Type": ctype}, allow_redirects=False
+            ) as r:
+                # Signed out, sign-out is refused before its body is read.
+                assert r.status == (403 if path == "/desk/signout" else status), (path, r.status)
+                assert r.headers["X-Frame-Options"] == "DENY"
