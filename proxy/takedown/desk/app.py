@@ -157,11 +157,8 @@ def _same_origin(request: web.Request) -> bool:
 async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status >= 400 and "text/html" not in (exc.content_type or ""):
-            response = web.Response(status=exc.status, text=f"{exc.status} {exc.reason}\n")
-        else:
-            response = web.Response(status=exc.status, headers=exc.headers, text=exc.text)
+    except web.HTTPException as exc:  # plain text (nosniff): a message is never markup
+        response = web.Response(status=exc.status, headers=exc.headers, text=exc.text)
     response.headers.update(SECURITY_HEADERS)
     if secure(request):
         response.headers["Strict-Transport-Security"] = "max-age=31536000"

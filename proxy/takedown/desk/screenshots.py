@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.takedown import accounts
-from proxy.takedown.accounts import Role, Verification
+from proxy.takedown.accounts import Account, Role, Verification
 from proxy.takedown.config import Strikes, TakedownConfig
 from proxy.takedown.desk import passwords
 from proxy.takedown.desk.app import build_desk_app
@@ -77,8 +77,8 @@ async def _settle(svc: TakedownService, case: int, *states: str) -> None:
             await asyncio.sleep(0.02)
 
 
-async def populate(svc: TakedownService, clock: Clock) -> int:
-    """The demo's cases; returns the one whose page is shown."""
+async def parties(svc: TakedownService, clock: Clock) -> tuple[Account, Account, Account]:
+    """Two sites, a trusted submitter, a submitter and the operator "desk" (with a password)."""
     run = svc.store.run_sync
     run(accounts.add_site, "manga.example", "Pirate Reader Ltd", clock(), None, None)
     run(
@@ -109,6 +109,12 @@ async def populate(svc: TakedownService, clock: Clock) -> int:
     sub = await svc.authenticate(keys[Role.SUBMITTER])
     op = await svc.authenticate(keys[Role.OPERATOR])
     assert trusted and sub and op
+    return trusted, sub, op
+
+
+async def populate(svc: TakedownService, clock: Clock) -> int:
+    """The demo's cases; returns the one whose page is shown."""
+    trusted, sub, op = await parties(svc, clock)
     first = await svc.submit_notice(
         trusted,
         notice("Manga vol. 1", "https://manga.example/vol1/ch1", "https://manga.example/vol1/ch2"),

@@ -202,3 +202,31 @@ async def test_reverse_calls_the_service_when_it_offers_it(make_desk: MakeDesk) 
         status, _ = await post(s, f"{base}/reverse", {"statement": "Licence shown after all."})
         assert status == 303
     assert Reversing.calls == [(d.ids["admin"], case, "Licence shown after all.")]
+
+
+class Unsuspending(TakedownService):
+    """A service that can lift a suspension (the JSON route `POST /sites/{host}/unsuspend`)."""
+
+    lifted: list[tuple[int, str]] = []
+
+    async def unsuspend(self, account: Account, host: str) -> dict[str, Any]:
+        if host == "busy.example":
+            raise Conflict("busy.example is not suspended")
+        self.lifted.append((account.id, host))
+        return {"host": host}
+
+
+async def test_unsuspend_calls_the_service_when_it_offers_it(make_desk: MakeDesk) -> None:
+    d = await make_desk(service=Unsuspending)
+    async with client() as s:
+        await sign_in(s, d, "operator")
+        status, _ = await post(s, f"{d.url}/desk/sites/cdn.example/unsuspend", {})
+        assert status == 303
+        status, page = await post(s, f"{d.url}/desk/sites/busy.example/unsuspend", {})
+        assert status == 409 and "not suspended" in page
+    assert Unsuspending.lifted == [(d.ids["operator"], "cdn.example")]
+    plain = await make_desk()
+    async with client() as s:
+        await sign_in(s, plain, "operator")
+        status, _ = await post(s, f"{plain.url}/desk/sites/cdn.example/unsuspend", {})
+        assert status == 501
