@@ -11,12 +11,15 @@ import getpass
 import ssl
 import sys
 import time
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from proxy.takedown.desk import passwords
-from proxy.takedown.service import TakedownService
 from proxy.takedown.store import Store
+
+if TYPE_CHECKING:  # the parser is built for every command: no aiohttp import until serving
+    from aiohttp import web
+
+    from proxy.takedown.service import TakedownService
 
 
 def add_set_password(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -72,6 +75,8 @@ def set_password(args: argparse.Namespace) -> int:
 
 async def start_desk(svc: TakedownService, listen: tuple[str, int]) -> web.AppRunner:
     """Serve the console and the public form; TLS when `[desk] tls_cert_file` is set."""
+    from aiohttp import web
+
     from proxy.takedown.desk.app import build_desk_app
 
     cfg = svc.cfg.desk

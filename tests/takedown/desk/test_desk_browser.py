@@ -203,3 +203,32 @@ async def test_the_screenshot_command_writes_the_three_pictures(tmp_path: Path) 
     for p in shots:
         assert f"(docs/{p.name})" in readme
         assert (Path(__file__).resolve().parents[3] / "docs" / p.name).exists()
+
+
+async def test_over_tls_the_session_cookie_is_secure_and_host_bound(
+    make_desk: MakeDesk, browser: Browser, tmp_path: Path
+) -> None:
+    from proxy.node.localca import LocalCA
+    from proxy.takedown.desk.cli import start_desk
+    from tests.integration.conftest import free_port
+
+    leaf = LocalCA(tmp_path / "ca").issue(["127.0.0.1"])
+    d = await make_desk(cfg=fast_config(tls_cert_file=leaf.cert_file, tls_key_file=leaf.key_file))
+    port = free_port()
+    runner = await start_desk(d.svc, ("127.0.0.1", port))
+    try:
+        context = await browser.new_context(ignore_https_errors=True)
+        page = await context.new_page()
+        await sign_in(page, f"https://127.0.0.1:{port}")
+        await expect(page).to_have_url(f"https://127.0.0.1:{port}/desk/")
+        cookies = {c["name"]: c for c in await context.cookies()}
+        session = cookies["__Host-desk_session"]
+        assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Strict"
+        assert session["path"] == "/" and "desk_session" not in cookies
+        assert cookies["__Host-desk_pre"]["secure"]
+        response = await page.goto(f"https://127.0.0.1:{port}/desk/report")
+        assert response is not None
+        assert (await response.all_headers())["strict-transport-security"].startswith("max-age")
+        await context.close()
+    finally:
+        await runner.cleanup()
