@@ -166,6 +166,8 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # of the base (and 1000), the refreshed base is swapped in and the overlay dropped.
     overlay_max_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.02
     default_blocked_by_url: str = ""
+    # The takedown service's public notice form: 451 bodies link to it and to their case.
+    notice_form_url: str = ""
     # Content codings are removed before a body is hashed for sha256 entries
     # (proxy/blocklist/digest.py); these bound that decoding so a decompression bomb is cheap.
     decode_max_bytes: Annotated[int, msgspec.Meta(gt=0)] = 256 << 20
@@ -400,6 +402,14 @@ def _check_header_values(cfg: Config, fail: _Fail) -> None:
             "default_blocked_by_url must be an absolute http(s) URL without spaces, quotes, "
             "<, > or control characters",
             "$.blocklist.default_blocked_by_url",
+        )
+    if cfg.blocklist.notice_form_url and (
+        not _valid_link_url(cfg.blocklist.notice_form_url) or "?" in cfg.blocklist.notice_form_url
+    ):
+        raise fail(
+            "notice_form_url must be an absolute http(s) URL without a query, spaces, quotes, "
+            "<, > or control characters",
+            "$.blocklist.notice_form_url",
         )
     if not _TOKEN.fullmatch(cfg.via_name):
         raise fail(

@@ -21,6 +21,7 @@ class SiteRuntime:
     forward_host: bool
     case_sensitive_paths: bool  # passed to Snapshot.check(..., case_sensitive=)
     hsts: bytes = b""  # the Strict-Transport-Security line for its answers over TLS, or b""
+    notice_form_url: str = ""  # the takedown service's public form: 451s link to it
 
 
 # The site of a request admit refused (unknown host, bad target): it reaches no origin.
@@ -45,6 +46,7 @@ class SiteTable:
                 forward_host=s.forward_host,
                 case_sensitive_paths=s.case_sensitive_paths,
                 hsts=sts_field(s.hsts_max_age_s, include_subdomains=s.hsts_include_subdomains),
+                notice_form_url=cfg.blocklist.notice_form_url,
             )
             self.sites.append(rt)
             for h in s.hosts:

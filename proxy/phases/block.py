@@ -4,6 +4,8 @@ whether the memo of hot answers, the block phase, or a digest found listed later
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
 from proxy.context import RequestCtx
@@ -28,14 +30,21 @@ def parts_451(
     notice. Returns the fields after Date (up to the connection field) and the body."""
     link = site.blocked_by_url or default_blocked_by
     notice = f" (notice {hit.notice})" if hit.notice else ""
-    body = f"451 Unavailable For Legal Reasons: blocked by entry {hit.id}{notice}.\n".encode(
-        "utf-8", "replace"
-    )
+    text = f"451 Unavailable For Legal Reasons: blocked by entry {hit.id}{notice}.\n"
+    related = b""
+    if site.notice_form_url:  # the takedown service's public form, and this case on it
+        form = site.notice_form_url
+        if hit.notice:
+            case_url = f"{form}?ref={quote(hit.notice, safe='')}"
+            text += f"About this notice: {case_url}\n"
+            related = b'Link: <%s>; rel="related"\r\n' % case_url.encode("latin-1", "replace")
+        text += f"To report content or to contest a removal: {form}\n"
+    body = text.encode("utf-8", "replace")
     head = (
         b"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
-        b'Link: <%s>; rel="blocked-by"\r\nCache-Status: %s; detail=blocked\r\n'
+        b'Link: <%s>; rel="blocked-by"\r\n%sCache-Status: %s; detail=blocked\r\n'
         b"Content-Length: %d\r\n"
-    ) % (link.encode("latin-1", "replace"), cache_name, len(body))
+    ) % (link.encode("latin-1", "replace"), related, cache_name, len(body))
     return head, body
 
 

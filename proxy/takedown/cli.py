@@ -86,6 +86,12 @@ def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--blocklist-dir", help="also write each version into this directory")
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) for file-drop versions")
     p.add_argument("--config", help="takedown TOML config")
+    p.add_argument(
+        "--desk-listen",
+        type=_host_port,
+        help="HOST:PORT of the desk console and public notice form (default: [desk] listen; "
+        "not served when neither is set)",
+    )
     p.set_defaults(takedown_fn=_serve)
 
     p = cmds.add_parser("add-account", help="create an API account")
@@ -128,6 +134,10 @@ def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ig
         help="an https URL POSTed to; its HMAC secret is printed on the last line (shown once)",
     )
     p.set_defaults(takedown_fn=_set_contact)
+
+    from proxy.takedown.desk.cli import add_set_password
+
+    add_set_password(cmds)
 
 
 def _add_operator_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -390,9 +400,16 @@ def _serve(args: argparse.Namespace) -> int:
             max_bytes=cfg.publish.file_drop_max_bytes,
             max_delta_chain=cfg.publish.file_drop_max_delta_chain,
         )
+    desk = args.desk_listen or (_host_port(cfg.desk.listen) if cfg.desk.listen else None)
     asyncio.run(
         serve(
-            args.listen, args.db, cfg, args.edge, os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""), drop
+            args.listen,
+            args.db,
+            cfg,
+            args.edge,
+            os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""),
+            drop,
+            desk_listen=desk,
         )
     )
     return 0
@@ -405,6 +422,8 @@ async def serve(
     edges: list[str],
     token: str,
     file_drop: FileDrop | None = None,
+    *,
+    desk_listen: tuple[str, int] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; prints the bound address once listening."""
     from aiohttp import web
@@ -420,6 +439,11 @@ async def serve(
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     port = sockets[0].getsockname()[1] if sockets else listen[1]
+    desk = None
+    if desk_listen is not None:  # the console and the public form, on their own listener
+        from proxy.takedown.desk.cli import start_desk
+
+        desk = await start_desk(svc, desk_listen)
     print(f"takedown service listening on http://{listen[0]}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -429,4 +453,6 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        if desk is not None:
+            await desk.cleanup()
         await runner.cleanup()

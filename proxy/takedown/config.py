@@ -133,6 +133,23 @@ class Service(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     )
 
 
+class Desk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The desk console and the public notice form (`proxy/takedown/desk/`), on their own
+    listener: cookies, CSRF and HTML apart from the bearer-key JSON API."""
+
+    listen: str = ""  # HOST:PORT; "": not served (`serve --desk-listen` overrides)
+    tls_cert_file: str = ""  # with tls_key_file: the listener speaks TLS (cookies get Secure)
+    tls_key_file: str = ""
+    behind_tls_proxy: bool = False  # a TLS-terminating proxy in front: cookies get Secure too
+    session_idle_s: float = 1800.0  # a signed-in session unused this long ends
+    session_max_s: float = 12 * 3600.0  # and every session ends this long after sign-in
+    signin_max_failures: int = 10  # failed sign-ins per client address per window, then 429
+    signin_window_s: float = 900.0
+    form_max_posts: int = 5  # public notice form posts per client address per window, then 429
+    form_window_s: float = 600.0
+    rate_limit_max_addresses: int = 100_000  # addresses tracked at once (oldest forgotten)
+
+
 class TakedownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     deadlines: Deadlines = msgspec.field(default_factory=Deadlines)
     publish: Publish = msgspec.field(default_factory=Publish)
@@ -142,6 +159,7 @@ class TakedownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     anchor: Anchor = msgspec.field(default_factory=Anchor)
     notify: Notify = msgspec.field(default_factory=Notify)
     verification: Verification = msgspec.field(default_factory=Verification)
+    desk: Desk = msgspec.field(default_factory=Desk)
 
 
 class HolidayFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
