@@ -61,6 +61,12 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         changes["cache"] = cache
     if args.state_dir:
         changes["state_dir"] = args.state_dir
+    if args.fleet or args.fleet_node:
+        changes["fleet"] = msgspec.structs.replace(
+            cfg.fleet,
+            redis_url=args.fleet or cfg.fleet.redis_url,
+            node_name=args.fleet_node or cfg.fleet.node_name,
+        )
     log = cfg.log
     if args.access_log is not None:
         log = msgspec.structs.replace(log, access_log=args.access_log)
@@ -106,6 +112,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="where pushed entries and versions persist (default: $STATE_DIRECTORY, "
         "/var/lib/edgeproxy as root, else $XDG_STATE_HOME/edgeproxy or ~/.local/state/edgeproxy)",
     )
+    p.add_argument(
+        "--fleet",
+        help="follow the fleet's takedown feed on Redis, e.g. redis://127.0.0.1:6379/0 "
+        "(needs --blocklist-key)",
+    )
+    p.add_argument("--fleet-node", help="this node's name in the fleet (default: the host name)")
     p.add_argument("--access-log", help="'-' for stdout or a file path")
     p.add_argument(
         "--log-format",
