@@ -7,7 +7,8 @@ Keys (all under `fleet.key_prefix`, default `edgeproxy:fleet`):
   Nodes verify `data` as they verify a file; `seq` and `base` are unsigned hints only.
 - `<p>:full`      a hash: the newest full version (`seq`, its stream `id`, `data`), where a new
   node, or one that fell behind a trim, bootstraps from.
-- `<p>:head`      a hash: the newest published `seq`, its stream `id` and publish time `at`.
+- `<p>:head`      a hash: the newest published `seq`, its stream `id` and publish time `at`;
+  `<p>:published` a hash: seq -> publish time, for overdue reports.
 - `<p>:acks:<seq>` a hash per version: node name -> enforced_at (Unix time), expiring after
   `fleet.ack_ttl_s`; `<p>:nodes` a hash: node name -> JSON of its newest ack; `<p>:ackstream`
   a capped stream of acks that the takedown service blocks on instead of polling.
@@ -50,9 +51,13 @@ if seq <= head then return {'old', tostring(head)} end
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= head then return {'gap', tostring(head)} end
 local id = redis.call('XADD', KEYS[1], '*', 'seq', ARGV[1], 'base', ARGV[2], 'data', ARGV[3])
 redis.call('HSET', KEYS[3], 'seq', ARGV[1], 'id', id, 'at', ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 if ARGV[2] == '' then
   redis.call('HSET', KEYS[2], 'seq', ARGV[1], 'id', id, 'data', ARGV[3])
   redis.call('XTRIM', KEYS[1], 'MINID', id)
+  for _, k in ipairs(redis.call('HKEYS', KEYS[4])) do
+    if tonumber(k) < seq - 10000 then redis.call('HDEL', KEYS[4], k) end
+  end
 end
 return {'ok', id}
 """
@@ -89,6 +94,10 @@ class Keys:
     @property
     def head(self) -> str:
         return f"{self.prefix}:head"
+
+    @property
+    def published(self) -> str:
+        return f"{self.prefix}:published"
 
     @property
     def nodes(self) -> str:
@@ -173,10 +182,11 @@ async def publish(r: Any, keys: Keys, data: bytes, *, now: float | None = None) 
     at = time.time() if now is None else now
     status, value = await r.eval(
         _PUBLISH,
-        3,
+        4,
         keys.stream,
         keys.full,
         keys.head,
+        keys.published,
         str(seq),
         "" if base is None else str(base),
         data,

@@ -130,6 +130,9 @@ class Follower:
         await asyncio.to_thread(self._write, v, full.data)
 
     def start(self) -> None:
+        """Once every worker enforces the start-up version: that is acknowledged first."""
+        if self.version:
+            self._unacked[self.version] = self.blocklist.applied_at
         self._task = asyncio.create_task(self._run(), name="fleet-follower")
 
     async def stop(self) -> None:

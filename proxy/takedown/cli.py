@@ -8,6 +8,7 @@
                  at once (key from --key or $EDGEPROXY_TAKEDOWN_KEY)
     verify-log   check the audit log's hash chain; exit 1 naming the first bad record
     report       transparency report as json, csv or md, optionally with a PNG chart
+    fleet        every fleet node's acknowledged version from Redis; exit 1 when one is overdue
 
 `add_commands` plugs these into the `edgeproxy` parser; `main(argv)` runs them standalone
 (argv may start with "takedown").
@@ -31,11 +32,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from proxy.config import FleetConfig
 from proxy.takedown import accounts, anchor, audit, config, reports
 from proxy.takedown.states import iso
 from proxy.takedown.store import Store
 
 if TYPE_CHECKING:
+    from proxy.fleet.ack import FleetFeed
     from proxy.takedown.publisher import FileDrop
 
 
@@ -81,7 +84,25 @@ def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--blocklist-dir", help="also write each version into this directory")
     p.add_argument("--signing-key", help="Ed25519 private key (PEM) for file-drop versions")
     p.add_argument("--config", help="takedown TOML config")
+    p.add_argument(
+        "--fleet",
+        metavar="REDIS_URL",
+        help="also publish each version to the fleet feed on Redis (needs --blocklist-dir)",
+    )
+    p.add_argument(
+        "--fleet-node",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a fleet node whose acknowledgement each publication waits for (repeatable)",
+    )
     p.set_defaults(takedown_fn=_serve)
+
+    p = cmds.add_parser("fleet", help="every fleet node's version; exit 1 when one is overdue")
+    p.add_argument("--fleet", required=True, metavar="REDIS_URL", help="the fleet feed")
+    p.add_argument("--node", action="append", default=[], help="a node expected (repeatable)")
+    p.add_argument("--config", help="takedown TOML config (deadlines.enforcement_s)")
+    p.set_defaults(takedown_fn=_fleet)
 
     p = cmds.add_parser("add-account", help="create an API account")
     p.add_argument("--db", required=True, help="the service's SQLite database file")
@@ -385,12 +406,46 @@ def _serve(args: argparse.Namespace) -> int:
             max_bytes=cfg.publish.file_drop_max_bytes,
             max_delta_chain=cfg.publish.file_drop_max_delta_chain,
         )
+    fleet = None
+    if args.fleet:
+        if drop is None:
+            print("--fleet needs --blocklist-dir and --signing-key", file=sys.stderr)
+            return 2
+        from proxy.fleet.ack import FleetFeed
+
+        fleet = FleetFeed(
+            FleetConfig(redis_url=args.fleet),
+            drop,
+            ack_wait_s=cfg.publish.request_timeout_s * 0.8,
+        )
     asyncio.run(
         serve(
-            args.listen, args.db, cfg, args.edge, os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""), drop
+            args.listen,
+            args.db,
+            cfg,
+            args.edge,
+            os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""),
+            drop,
+            fleet=fleet,
+            fleet_nodes=args.fleet_node,
         )
     )
     return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from proxy.fleet.ack import fleet_report
+
+    cfg = config.load(args.config)
+    deadline = cfg.deadlines.enforcement_s
+    head, nodes = asyncio.run(fleet_report(FleetConfig(redis_url=args.fleet), args.node, deadline))
+    print(f"fleet feed head: version {head}")
+    for n in nodes:
+        when = iso(n.enforced_at) if n.enforced_at else "never"
+        state = "OVERDUE" if n.overdue else ("behind" if n.behind else "current")
+        wait = f", {n.behind} behind for {n.waiting_s:.0f} s" if n.behind else ""
+        print(f"{n.name}: version {n.version} enforced {when}: {state}{wait}")
+    return 1 if any(n.overdue for n in nodes) else 0
 
 
 async def serve(
@@ -400,6 +455,9 @@ async def serve(
     edges: list[str],
     token: str,
     file_drop: FileDrop | None = None,
+    *,
+    fleet: FleetFeed | None = None,
+    fleet_nodes: list[str] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; prints the bound address once listening."""
     from aiohttp import web
@@ -407,7 +465,13 @@ async def serve(
     from proxy.takedown.api import build_app
     from proxy.takedown.service import TakedownService
 
-    svc = TakedownService(db, cfg, edge_urls=edges, admin_token=token, file_drop=file_drop)
+    fleet_edges = fleet.edges(fleet_nodes or []) if fleet is not None else []
+    svc = TakedownService(
+        db, cfg, edge_urls=edges, admin_token=token, file_drop=file_drop, edges=fleet_edges
+    )
+    if fleet is not None:  # the fleet's nodes acknowledge through Redis (proxy/fleet/ack.py)
+        fleet.bind(svc.store)
+        fleet.start()
     runner = web.AppRunner(build_app(svc), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, listen[0], listen[1])
@@ -425,3 +489,5 @@ async def serve(
         await stop.wait()
     finally:
         await runner.cleanup()
+        if fleet is not None:
+            await fleet.close()
