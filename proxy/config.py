@@ -444,6 +444,11 @@ def _check_fleet(cfg: Config, fail: _Fail) -> None:
 
     try:
         parse_redis_url(f.redis_url)
+        import redis.asyncio  # noqa: F401 - only to say at start what is missing
+    except ImportError as e:
+        raise fail(
+            "the fleet needs redis-py: pip install 'edgeproxy[fleet]'", "$.fleet.redis_url"
+        ) from e
     except ValueError as e:
         raise fail(str(e), "$.fleet.redis_url") from e
     if not cfg.blocklist.public_key:

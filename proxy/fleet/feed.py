@@ -165,7 +165,7 @@ async def read_head(r: Any, keys: Keys) -> tuple[int, float]:
     return int(got[0] or 0), float(got[1] or 0.0)
 
 
-def _claims(data: bytes) -> tuple[int, int | None]:
+def claims(data: bytes) -> tuple[int, int | None]:
     """The sequence and base a version's header claims (unverified: nodes verify)."""
     first = data.split(b"\n", 1)[0]
     try:
@@ -178,7 +178,7 @@ def _claims(data: bytes) -> tuple[int, int | None]:
 async def publish(r: Any, keys: Keys, data: bytes, *, now: float | None = None) -> str:
     """Append one signed version; its stream id. Raises FeedError when the feed's head makes
     it old or leaves a gap (the caller publishes what is missing first)."""
-    seq, base = _claims(data)
+    seq, base = claims(data)
     at = time.time() if now is None else now
     status, value = await r.eval(
         _PUBLISH,
