@@ -170,6 +170,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.fleet:  # redis-server, N nodes and the takedown service (proxy/fleet/demo.py)
+        from proxy.fleet.demo import run_fleet_demo
+
+        configure_log("text", process="fleet-demo")
+        return _run(
+            run_fleet_demo(
+                args.fleet, for_s=args.for_s, service_port=8450, origin_port=args.origin_port
+            )
+        )
     from proxy.admin.app import start_admin
     from proxy.node.demo import run_demo
 
@@ -245,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve HTTPS, with a certificate from a local CA made for this run",
     )
     p.add_argument("--listen-tls", default="127.0.0.1:8443", help="HOST:PORT for HTTPS with --tls")
+    p.add_argument(
+        "--fleet",
+        type=int,
+        metavar="N",
+        help="a fleet instead: redis-server, N edge nodes (ports 8080+) and the takedown "
+        "service on 8450, to watch one notice reach every node",
+    )
+    p.add_argument(
+        "--for-s", type=float, default=1800.0, help="with --fleet: stop after this many seconds"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")
