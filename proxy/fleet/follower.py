@@ -4,9 +4,11 @@ The follower reads the versions stream with a blocking XREAD from where its enfo
 stands, and treats each entry as a file dropped into a directory: the entry's bytes are
 verified with the blocklist's own reader (`format.parse_version`, the same checks a file gets),
 written into the node's fleet directory (`<state_dir>/fleet`) and applied by
-`NodeBlocklist.reload_dir`, the path the directory watcher takes, so workers get a delta or a
-full version exactly as from a file drop and the node's answer time is the proof. The
-directory is also what a restart enforces when Redis is not there.
+`NodeBlocklist.apply_version`, which shares the directory watcher's checks and distribution
+(`_file_changed`) but takes the verified delta as it is instead of re-reading and re-verifying
+the directory's whole chain; workers get a delta or a full version exactly as from a file drop
+and the node's answer time is the proof. The directory is what a restart enforces, with or
+without Redis.
 
 Order is checked on the signed headers, not on the stream: a version is applied only when it
 is full or rests on the enforced sequence; an old one is skipped (never applied twice); one
@@ -245,17 +247,33 @@ class Follower:
         return restart
 
     async def _apply(self, r: Any, v: blformat.Version, data: bytes) -> None:
-        path = await asyncio.to_thread(self._write, v, data)
-        await self.blocklist.reload_dir()
-        if self.blocklist.file_sequence != v.sequence:
-            path.unlink(missing_ok=True)
+        """Enforce it and keep its file (what a restart starts on, Redis or not) at once,
+        then acknowledge: an ack never names a version a restart could forget."""
+        kept = asyncio.ensure_future(asyncio.to_thread(self._write, v, data))
+        try:
+            result = await self.blocklist.apply_version(v)
+        except blformat.BlocklistError as e:
+            await self._discard(kept)
+            self._refuse(str(e))
+            return
+        except BaseException:
+            await self._discard(kept)
+            raise
+        if result is None or self.blocklist.file_sequence != v.sequence:
+            await self._discard(kept)
             errors = "; ".join(self.blocklist.last_errors) or "not applied"
             self._refuse(f"version {v.sequence} verified but not applied: {errors}")
             raise RuntimeError(f"version {v.sequence} not applied")  # retried after backoff
+        enforced_at = self.blocklist.applied_at
+        try:
+            await kept
+        except OSError as e:  # enforced, but not acknowledged: a restart would forget it
+            log.error("fleet: version %d enforced but not kept on disk: %s", v.sequence, e)
+            return
         self.applied += 1
         if v.base is None:
             await asyncio.to_thread(self._prune, v.sequence)
-        self._unacked[v.sequence] = self.blocklist.applied_at
+        self._unacked[v.sequence] = enforced_at
         log.info(
             "fleet: version %d enforced by every worker (node version %d)",
             v.sequence,
@@ -274,6 +292,15 @@ class Follower:
         path = self.directory / blformat.version_filename(v.sequence)
         blformat.write_atomic(path, data)
         return path
+
+    @staticmethod
+    async def _discard(kept: asyncio.Future[Path]) -> None:
+        """A version not enforced must not be what a restart loads."""
+        try:
+            path = await kept
+        except OSError:
+            return
+        path.unlink(missing_ok=True)
 
     def _prune(self, full_seq: int) -> None:
         """Versions before a full one are never needed again."""

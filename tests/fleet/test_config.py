@@ -39,8 +39,12 @@ def test_a_good_fleet_section_loads(tmp_path: Path, pub: str) -> None:
         ('dir = "/tmp"\n', 'redis_url = "redis://127.0.0.1/0"\n', "$.blocklist.dir", "not both"),
         ("", 'redis_url = "redis://127.0.0.1/0"\nblock_s = -1.0\n', "$.fleet.block_s", "negative"),
         ("", 'redis_url = "redis://127.0.0.1/0"\nblock_s = 0.0\n', "$.fleet.block_s", "> 0"),
-        ("", 'redis_url = "redis://127.0.0.1/0"\ntls_ca_file = "/nonexistent/ca.pem"\n',
-         "$.fleet.tls_ca_file", "cannot read"),
+        (
+            "",
+            'redis_url = "redis://127.0.0.1/0"\ntls_ca_file = "/nonexistent/ca.pem"\n',
+            "$.fleet.tls_ca_file",
+            "cannot read",
+        ),
         ("", 'redis_url = "redis://127.0.0.1/0"\nblok_s = 1.0\n', "", "blok_s"),
     ],
 )

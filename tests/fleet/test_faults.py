@@ -34,6 +34,10 @@ async def not_ready_because(node: Node, words: str) -> bool:
     return code == 503 and any(words in p for p in body["problems"])
 
 
+async def connected(node: Node) -> bool:
+    return await metric(node, "edgeproxy_fleet_connected") == 1
+
+
 async def ready(node: Node) -> bool:
     return (await readyz(node))[0] == 200
 
@@ -81,6 +85,7 @@ async def test_killed_mid_run_then_catches_up_in_order(
     node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
     fleet_nodes.append(node)
     await node.start()
+    await eventually(lambda: connected(node), what="following the feed")
     r = await feed_.redis()
     await r.save()  # what the server has is on disk: the restart brings it back
     await r.aclose()
