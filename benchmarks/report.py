@@ -178,6 +178,10 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
             f"Listed responses served after the push answered: {push['served_after_ack']} "
             "(8 fresh-connection probes per push).",
         ]
+    if fleet := extra.get("fleet"):
+        from benchmarks.fleet import table
+
+        lines += ["", "## fleet", "", table(fleet)]
     return "\n".join(lines) + "\n"
 
 

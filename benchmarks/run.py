@@ -69,6 +69,8 @@ SCENARIOS: dict[str, Scenario] = {
                  None, targets="edge"),
         Scenario("push-enforce", "operator push to enforcement in every worker", None,
                  targets="edge"),
+        Scenario("fleet", "push to enforcement on every node of a 5-node fleet on Redis, "
+                 "vs the admin-API fan-out", None, targets="edge"),
     )
 }  # fmt: skip
 
@@ -485,6 +487,23 @@ def run_push_enforce(session: Session, fleet: Fleet) -> None:
     )
 
 
+def run_fleet(session: Session) -> None:
+    """benchmarks/fleet.py: 5 nodes and redis-server of its own (not the shared edge target)."""
+    import asyncio
+
+    from benchmarks import fleet as fleet_bench
+
+    if shutil.which("redis-server") is None:
+        session.notes.append("fleet: skipped, redis-server is not on PATH")
+        session.say("fleet skipped (no redis-server)")
+        return
+    pushes = 20 if session.settings.quick else 100
+    session.say(f"== fleet: 5 nodes, {pushes} pushes")
+    result = asyncio.run(fleet_bench.run(5, pushes, session.out / "work" / "fleet"))
+    session.extra["fleet"] = result
+    session.say(fleet_bench.table(result))
+
+
 def _pcts(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
@@ -588,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_apply_under_load(session, fleet)
             elif name == "push-enforce":
                 run_push_enforce(session, fleet)
+            elif name == "fleet":
+                run_fleet(session)
             else:
                 run_load_scenario(session, fleet, scenario)
     except KeyboardInterrupt:
