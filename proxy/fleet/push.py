@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from proxy.blocklist import format as blformat
 from proxy.blocklist.model import Entry
@@ -52,17 +53,54 @@ async def push_versions(
         await r.aclose()
 
 
-async def push_entries(cfg: FleetConfig, entries: list[Entry], private_key_pem: bytes) -> int:
-    """Sign `entries` into the version after the feed's head and publish it; its sequence."""
+async def push_entries(
+    cfg: FleetConfig, entries: list[Entry], private_key_pem: bytes, *, max_delta_chain: int = 64
+) -> int:
+    """Sign `entries` into the version after the feed's head and publish it; its sequence.
+    A delta, or a full version (everything the feed holds, plus `entries`) once the feed's
+    head rests on `max_delta_chain` versions: that bounds what a node replays and lets the
+    stream be trimmed."""
     keys = feed.Keys(cfg.key_prefix)
     r = feed.connect(cfg)
     try:
         head, _ = await feed.read_head(r, keys)
         seq = head + 1
-        data = blformat.render_version(
-            seq, entries, base=head or None, private_key_pem=private_key_pem
-        )
+        chain = await _feed_chain(r, keys, private_key_pem) if head else []
+        if head and len(chain) < max_delta_chain:
+            data = blformat.render_version(seq, entries, base=head, private_key_pem=private_key_pem)
+        else:
+            held = {e.id: e for e in blformat.apply_chain(chain)} if chain else {}
+            held.update((e.id, e) for e in entries)
+            data = blformat.render_version(
+                seq, list(held.values()), private_key_pem=private_key_pem
+            )
         await feed.publish(r, keys, data)
         return seq
     finally:
         await r.aclose()
+
+
+async def _feed_chain(r: Any, keys: feed.Keys, private_key_pem: bytes) -> list[blformat.Version]:
+    """The feed's full version and the deltas after it, newest first (as `apply_chain` takes
+    them), each verified with the key that signs the next: what the new version rests on."""
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(private_key_pem, password=None)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    full = await feed.read_full(r, keys)
+    if full is None:
+        raise feed.FeedError("the feed has a head but no full version; publish a full one")
+    chain = [blformat.parse_version(full.data, f"{keys.full}", public)]
+    for entry_id, fields in await r.xrange(keys.stream, min=full.id):
+        source = f"{keys.stream}#{feed._s(entry_id)}"
+        try:  # what a node would refuse is no base to build on either
+            v = blformat.parse_version(bytes(fields.get(b"data", b"")), source, public)
+        except blformat.BlocklistError:
+            continue
+        if v.base is None and v.sequence > chain[-1].sequence:
+            chain = [v]
+        elif v.base == chain[-1].sequence:
+            chain.append(v)
+    return list(reversed(chain))

@@ -124,11 +124,14 @@ async def fleet_nodes() -> AsyncIterator[list[Node]]:
         await n.stop()
 
 
-def fleet_node(tmp_path: Path, name: str, url: str, origin: str, pub: Path, *extra: str) -> Node:
+def fleet_node(
+    tmp_path: Path, name: str, url: str, origin: str, pub: Path, *extra: str, fleet: str = ""
+) -> Node:
+    """`fleet`: more lines for its [fleet] section (credentials, TLS)."""
     cfg = tmp_path / f"{name}.toml"
     cfg.write_text(
         f'[[sites]]\nname = "default"\nhosts = ["*"]\norigin = "{origin}"\n\n'
-        f'[blocklist]\npublic_key = "{pub}"\n' + FAST.format(url=url, name=name)
+        f'[blocklist]\npublic_key = "{pub}"\n' + FAST.format(url=url, name=name) + fleet
     )
     return Node(["--config", str(cfg), "--workers", "1", *extra])
 

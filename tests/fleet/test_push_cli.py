@@ -103,3 +103,28 @@ async def test_push_entries_and_versions_to_the_fleet(
     assert await metric(node, "edgeproxy_fleet_version") == 3
     code, out = await cli("--fleet", "http://127.0.0.1:1/", "--id", "x")
     assert code == 1 and "redis://" in out, out
+
+
+async def test_pushed_entries_roll_into_a_full_version_that_trims_the_stream(
+    redis_server, signing
+) -> None:
+    from proxy.blocklist.format import parse_version
+    from proxy.config import FleetConfig
+    from proxy.fleet import feed
+    from proxy.fleet.push import push_entries
+
+    private, pub = signing
+    cfg = FleetConfig(redis_url=redis_server.url)
+    seqs = [
+        await push_entries(cfg, [entry(x, f"/{x}/")], private, max_delta_chain=3) for x in "abcde"
+    ]
+    assert seqs == [1, 2, 3, 4, 5]
+    r = feed.connect(cfg)
+    try:
+        full = await feed.read_full(r, feed.Keys())
+        assert full is not None and full.seq == 4  # 1 full + 2 deltas, then a full again
+        held = parse_version(full.data, "full", pub.read_bytes())
+        assert sorted(e.id for e in held.adds) == ["a", "b", "c", "d"]
+        assert await r.xlen(feed.Keys().stream) == 2  # 4 and 5: the rest trimmed
+    finally:
+        await r.aclose()
