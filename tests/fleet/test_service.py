@@ -156,3 +156,101 @@ async def test_case_lists_every_fleet_node_and_overdue_nodes_are_reported(
         await client.close()
         await fleet.close()
         await relay.stop()
+
+
+async def run(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+async def test_takedown_serve_with_fleet_flags(
+    redis_server, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    """The command line an operator runs: `takedown serve --fleet URL --fleet-node NAME`."""
+    import aiohttp
+
+    from tests.integration.conftest import free_port
+
+    private, pub = signing
+    (tmp_path / "signing.key").write_bytes(private)
+    db = str(tmp_path / "td.db")
+    key = (
+        (await run("takedown", "add-account", "--db", db, "--name", "RH", "--role", "trusted"))
+        .strip()
+        .splitlines()[-1]
+    )
+    origin = await origin_server(origin_app())
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    from proxy.blocklist.format import version_filename, write_version
+
+    write_version(drop / version_filename(1), 1, [], private_key_pem=private)
+    port = free_port()
+    service = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy.cli",
+        "takedown",
+        "serve",
+        "--db",
+        db,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--blocklist-dir",
+        str(drop),
+        "--signing-key",
+        str(tmp_path / "signing.key"),
+        "--fleet",
+        redis_server.url,
+        "--fleet-node",
+        "edge-1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert service.stdout is not None
+        async with asyncio.timeout(20):
+            while b"listening" not in await service.stdout.readline():
+                pass
+        node = fleet_node(
+            tmp_path, "edge-1", redis_server.url, origin, pub, "--allow-empty-blocklist"
+        )
+        fleet_nodes.append(node)
+        await node.start()
+        await run(
+            "takedown",
+            "add-site",
+            "--db",
+            db,
+            "--host",
+            f"127.0.0.1:{node.port}",
+            "--customer",
+            "reader",
+        )
+        auth = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession(headers=auth) as s:
+            async with s.post(
+                f"http://127.0.0.1:{port}/notices", json=notice(f"{node.url}/manga/ch1")
+            ) as r:
+                assert r.status == 201, await r.text()
+                case_id = (await r.json())["case"]
+            await eventually_status(f"{node.url}/manga/ch1", 451)
+
+            async def enforced() -> bool:
+                async with s.get(f"http://127.0.0.1:{port}/cases/{case_id}") as r:
+                    case = await r.json()
+                return case["state"] == "enforced" and case["edges"][0]["edge"] == "edge-1"
+
+            await eventually(enforced, what="the case enforced on edge-1")
+    finally:
+        service.terminate()
+        await service.wait()
