@@ -92,7 +92,6 @@ class Follower:
         self.last_error = ""
         self._unacked: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     @property
     def version(self) -> int:
@@ -176,7 +175,7 @@ class Follower:
         last_id = await self._bootstrap(r) or "0-0"
         block_ms = max(1, int(self.cfg.block_s * 1000))
         while True:
-            self.head, head_at = await feed.read_head(r, self.keys)
+            self.head, _ = await feed.read_head(r, self.keys)
             if self.version >= self.head:
                 self.current_at = self.clock()
             got = await r.xread({self.keys.stream: last_id}, block=block_ms, count=100)

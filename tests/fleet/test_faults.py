@@ -228,3 +228,39 @@ async def test_trimmed_past_a_node_rebootstraps_from_the_full_version(
         assert "edge" not in await feed_.acks(2)  # never applied: the full version covers it
     finally:
         await relay.stop()
+
+
+async def test_a_version_lost_from_the_feed_leaves_the_node_behind_and_saying_so(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    """Redis lost version 2 (a failover dropped a write): version 3 arrives resting on it. The
+    node must not skip 2: it refuses 3, keeps enforcing 1, and reports 2 versions behind
+    until a full version lets it catch up."""
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    await feed_.publish(1, [A])
+    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    fleet_nodes.append(node)
+    await node.start()
+    await eventually(lambda: connected(node), what="following the feed")
+    await feed_.xadd_raw(
+        {"seq": "3", "base": "2", "data": feed_.render(3, [C], base=2, removes=["a"])}
+    )
+    r = await feed_.redis()
+    await r.hset(feed_.keys.head, mapping={"seq": "3"})
+    await r.aclose()
+
+    async def behind() -> bool:
+        return await metric(node, "edgeproxy_fleet_versions_behind") == 2
+
+    await eventually(behind, what="two versions behind")
+    assert await not_ready_because(node, "2 fleet versions behind")
+    assert await metric(node, "edgeproxy_fleet_seconds_behind") > 0
+    assert await metric(node, "edgeproxy_fleet_refused") == 1
+    assert await status(node.url + "/a/x") == 451  # 1 still enforced: 3 would remove it
+    assert await status(node.url + "/c/x") == 200
+    await feed_.publish(4, [B, C])  # a full version: the way forward
+    await eventually_status(node.url + "/b/x", 451)
+    assert await status(node.url + "/a/x") == 200
+    await eventually(lambda: ready(node), what="ready again")
