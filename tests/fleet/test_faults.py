@@ -264,3 +264,18 @@ async def test_a_version_lost_from_the_feed_leaves_the_node_behind_and_saying_so
     await eventually_status(node.url + "/b/x", 451)
     assert await status(node.url + "/a/x") == 200
     await eventually(lambda: ready(node), what="ready again")
+
+
+async def test_a_new_node_without_redis_or_a_kept_version_refuses_to_start(
+    redis_server: RedisServer, origin_server, signing, tmp_path: Path
+) -> None:
+    """As with an empty blocklist directory: no list at all is no way to start (unless
+    --allow-empty-blocklist), and the operator is told why."""
+    _, pub = signing
+    origin = await origin_server(origin_app())
+    redis_server.stop()
+    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    await node.start(expect_ready=False)
+    assert await node.wait_exit() != 0
+    out = "".join(node.output)
+    assert "unreachable at start" in out and "refusing to start without a list" in out
