@@ -22,6 +22,7 @@ and reconnects with backoff; acknowledgements made meanwhile are sent once it is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -91,6 +92,7 @@ class Follower:
         self.applied = 0  # versions applied from the feed
         self.last_error = ""
         self._unacked: dict[int, float] = {}
+        self._acked = 0  # the newest version acknowledged
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -171,6 +173,10 @@ class Follower:
         elif self.disconnected_since is not None:
             log.info("fleet feed %s: reconnected; catching up from %d", self.where, self.version)
         self.connected, self.disconnected_since = True, None
+        if self.version > self._acked and self.version not in self._unacked:
+            # Taken while a worker failed (the session ended before its ack): every worker
+            # that serves enforces it by now (a restarted one loads it before it listens).
+            self._unacked[self.version] = self.clock()
         await self._flush_acks(r)
         last_id = await self._bootstrap(r) or "0-0"
         block_ms = max(1, int(self.cfg.block_s * 1000))
@@ -256,7 +262,13 @@ class Follower:
             self._refuse(str(e))
             return
         except BaseException:
-            await self._discard(kept)
+            if self.blocklist.file_sequence == v.sequence:
+                # Taken, but a worker failed to apply it (it is restarted on the node's current
+                # version): keep the file, so a restart enforces what the workers now do.
+                with contextlib.suppress(OSError):
+                    await kept
+            else:
+                await self._discard(kept)
             raise
         if result is None or self.blocklist.file_sequence != v.sequence:
             await self._discard(kept)
@@ -284,6 +296,7 @@ class Follower:
         for seq, at in sorted(self._unacked.items()):
             await feed.record_ack(r, self.keys, self.name, seq, at, self.cfg.ack_ttl_s)
             del self._unacked[seq]
+            self._acked = max(self._acked, seq)
 
     # -- files --------------------------------------------------------------------------------
 
