@@ -581,6 +581,8 @@ async def status(request: web.Request) -> web.Response:
             "restarts": node.restarts,
             "blocklist_version": node.blocklist.version,
             "audit_head": node.blocklist.audit_head,
+            # The fleet feed this node follows (proxy/fleet/follower.py), when it follows one.
+            "fleet": fleet.status_json() if (fleet := getattr(node, "fleet", None)) else None,
         }
     )
 

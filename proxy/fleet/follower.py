@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import time
@@ -362,6 +363,19 @@ class Follower:
             if self.disconnected_since is None
             else max(0.0, now - self.disconnected_since),
         )
+
+    def status_json(self) -> dict[str, Any]:
+        """For the admin API's /status: where the node stands in the feed."""
+        return {
+            "node": self.name,
+            "redis": self.where,
+            **dataclasses.asdict(self.status()),
+            "refused": self.refused,
+            "reconnects": self.reconnects,
+            "rebootstraps": self.rebootstraps,
+            "applied": self.applied,
+            "last_error": self.last_error,
+        }
 
     def problems(self, now: float | None = None) -> list[str]:
         """What /readyz says, once a fault has lasted `ready_grace_s`."""

@@ -59,6 +59,9 @@ async def test_nodes_follow_the_feed_and_acknowledge(
         assert await metric(n, "edgeproxy_fleet_connected") == 1
         # 1 at start, then 2 and 3 from the stream: each applied once
         assert await metric(n, "edgeproxy_fleet_applied") == 2
+        code, st = await n.admin_json("GET", "/status")
+        assert code == 200 and st["fleet"]["version"] == 3 and st["fleet"]["connected"]
+        assert st["fleet"]["node"] in ("edge-0", "edge-1") and "@" not in st["fleet"]["redis"]
 
 
 async def test_forged_and_unsigned_entries_are_refused(
