@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean screenshots
+.PHONY: run fleet test lint typecheck bench clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 ## Start an edge node on its embedded defaults in front of the bundled demo origin.
 run: $(STAMP)
 	$(BIN)/edgeproxy demo
+
+## A fleet on one machine: redis-server, N=3 edge nodes and the takedown service (README).
+fleet: $(STAMP)
+	$(BIN)/edgeproxy demo --fleet $(or $(N),3)
 
 ## The whole test suite plus lint.
 test: $(STAMP)

@@ -182,6 +182,10 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
     if soak:
         minutes = soak["settings"]["soak_s"] / 60
         lines += ["", f"## soak ({minutes:g} minutes)", "", soak["table"]]
+    if fleet := extra.get("fleet"):
+        from benchmarks.fleet import table
+
+        lines += ["", "## fleet", "", table(fleet)]
     return "\n".join(lines) + "\n"
 
 

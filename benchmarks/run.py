@@ -71,6 +71,8 @@ SCENARIOS: dict[str, Scenario] = {
                  targets="edge"),
         Scenario("soak", "mixed traffic, pushes, a killed worker and a full version for "
                  "--soak-s (benchmarks/soak.py)", None, targets="edge"),
+        Scenario("fleet", "push to enforcement on every node of a 5-node fleet on Redis, "
+                 "vs the admin-API fan-out", None, targets="edge"),
     )
 }  # fmt: skip
 ON_REQUEST_ONLY = ("soak",)  # long: run only when named in --scenarios
@@ -491,6 +493,23 @@ def run_push_enforce(session: Session, fleet: Fleet) -> None:
     )
 
 
+def run_fleet(session: Session) -> None:
+    """benchmarks/fleet.py: 5 nodes and redis-server of its own (not the shared edge target)."""
+    import asyncio
+
+    from benchmarks import fleet as fleet_bench
+
+    if shutil.which("redis-server") is None:
+        session.notes.append("fleet: skipped, redis-server is not on PATH")
+        session.say("fleet skipped (no redis-server)")
+        return
+    pushes = 20 if session.settings.quick else 100
+    session.say(f"== fleet: 5 nodes, {pushes} pushes")
+    result = asyncio.run(fleet_bench.run(5, pushes, session.out / "work" / "fleet"))
+    session.extra["fleet"] = result
+    session.say(fleet_bench.table(result))
+
+
 def _pcts(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
@@ -638,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_push_enforce(session, fleet)
             elif name == "soak":
                 run_soak(session, fleet)
+            elif name == "fleet":
+                run_fleet(session)
             else:
                 run_load_scenario(session, fleet, scenario)
     except KeyboardInterrupt:

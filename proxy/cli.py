@@ -67,6 +67,12 @@ def _with_flags(base: Config, args: argparse.Namespace) -> Config:
         changes["cache"] = cache
     if args.state_dir:
         changes["state_dir"] = args.state_dir
+    if args.fleet or args.fleet_node:
+        changes["fleet"] = msgspec.structs.replace(
+            cfg.fleet,
+            redis_url=args.fleet or cfg.fleet.redis_url,
+            node_name=args.fleet_node or cfg.fleet.node_name,
+        )
     log = cfg.log
     if args.access_log is not None:
         log = msgspec.structs.replace(log, access_log=args.access_log)
@@ -112,6 +118,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="where pushed entries and versions persist (default: $STATE_DIRECTORY, "
         "/var/lib/edgeproxy as root, else $XDG_STATE_HOME/edgeproxy or ~/.local/state/edgeproxy)",
     )
+    p.add_argument(
+        "--fleet",
+        help="follow the fleet's takedown feed on Redis, e.g. redis://127.0.0.1:6379/0 "
+        "(needs --blocklist-key)",
+    )
+    p.add_argument("--fleet-node", help="this node's name in the fleet (default: the host name)")
     p.add_argument("--access-log", help="'-' for stdout or a file path")
     p.add_argument(
         "--log-format",
@@ -165,6 +177,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.fleet:  # redis-server, N nodes and the takedown service (proxy/fleet/demo.py)
+        from proxy.fleet.demo import run_fleet_demo
+
+        configure_log("text", process="fleet-demo")
+        return _run(
+            run_fleet_demo(
+                args.fleet, for_s=args.for_s, service_port=8450, origin_port=args.origin_port
+            )
+        )
     from proxy.admin.app import start_admin
     from proxy.node.demo import run_demo
 
@@ -240,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve HTTPS, with a certificate from a local CA made for this run",
     )
     p.add_argument("--listen-tls", default="127.0.0.1:8443", help="HOST:PORT for HTTPS with --tls")
+    p.add_argument(
+        "--fleet",
+        type=int,
+        metavar="N",
+        help="a fleet instead: redis-server, N edge nodes (ports 8080+) and the takedown "
+        "service on 8450, to watch one notice reach every node",
+    )
+    p.add_argument(
+        "--for-s", type=float, default=1800.0, help="with --fleet: stop after this many seconds"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="one-screen summary of a running node")

@@ -184,6 +184,27 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     require_valid_until: bool = False
 
 
+class FleetConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A fleet of nodes following one takedown feed on Redis Streams (proxy/fleet/)."""
+
+    redis_url: str = ""  # redis://[user:password@]HOST:PORT/DB or rediss://…; empty: no fleet
+    node_name: str = ""  # how acknowledgements name this node; "": the host name
+    key_prefix: str = "edgeproxy:fleet"  # every key the feed uses starts with it
+    username: str = ""  # Redis ACL user (also allowed in the URL)
+    password_file: str = ""  # a file holding the Redis password (kept out of the config)
+    tls_ca_file: str = ""  # rediss://: CA bundle to verify the server ("": the system's)
+    tls_cert_file: str = ""  # rediss://: client certificate, for servers that ask for one
+    tls_key_file: str = ""
+    connect_timeout_s: float = 2.0
+    block_s: float = 5.0  # one blocking XREAD waits at most this long for a new version
+    read_timeout_s: float = 2.0  # a reply may take this long beyond the block
+    backoff_initial_s: float = 0.2  # after a failure, wait this long before reconnecting
+    backoff_max_s: float = 5.0  # doubling up to this
+    # /readyz reports a node behind the feed or cut off from Redis only after this long.
+    ready_grace_s: float = 10.0
+    ack_ttl_s: float = 30 * 86400.0  # per-version acknowledgements expire after this
+
+
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     listen: str = "127.0.0.1:8081"  # empty: no admin listener
     token_file: str = ""
@@ -245,6 +266,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log: LogConfig = LogConfig()
     tls: TlsConfig = TlsConfig()
     gate: GateConfig = GateConfig()
+    fleet: FleetConfig = FleetConfig()
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
@@ -310,6 +332,7 @@ def validate(cfg: Config, *, file: str = "", text: str = "") -> Config:
     _check_blocklist(cfg, fail)
     _check_tls(cfg, fail)
     _check_gate(cfg, fail)
+    _check_fleet(cfg, fail)
     if not 0.0 <= cfg.log.access_log_sample <= 1.0:
         raise fail("access_log_sample must be within 0..1", "$.log.access_log_sample")
     _check_request_ids(cfg, fail)
@@ -489,6 +512,46 @@ def _check_gate(cfg: Config, fail: _Fail) -> None:
     for status, path in ((g.held_status, "$.gate.held_status"), (g.holding_status, "$.gate.holding_status")):
         if not 200 <= status <= 599:
             raise fail("a status must be within 200..599", path)
+
+def _check_fleet(cfg: Config, fail: _Fail) -> None:
+    f = cfg.fleet
+    if not f.redis_url:
+        return
+    from proxy.fleet.feed import parse_redis_url
+
+    try:
+        parse_redis_url(f.redis_url)
+        import redis.asyncio  # noqa: F401 - only to say at start what is missing
+    except ImportError as e:
+        raise fail(
+            "the fleet needs redis-py: pip install 'edgeproxy[fleet]'", "$.fleet.redis_url"
+        ) from e
+    except ValueError as e:
+        raise fail(str(e), "$.fleet.redis_url") from e
+    if not cfg.blocklist.public_key:
+        raise fail(
+            "a fleet needs blocklist.public_key to verify versions", "$.blocklist.public_key"
+        )
+    if cfg.blocklist.dir:
+        raise fail(
+            "follow either a blocklist dir or a fleet feed, not both (the fleet keeps its "
+            "versions in the state dir)",
+            "$.blocklist.dir",
+        )
+    if f.block_s <= 0 or f.connect_timeout_s <= 0:
+        raise fail("block_s and connect_timeout_s must be > 0", "$.fleet.block_s")
+    for value, path in (
+        (f.password_file, "$.fleet.password_file"),
+        (f.tls_ca_file, "$.fleet.tls_ca_file"),
+        (f.tls_cert_file, "$.fleet.tls_cert_file"),
+        (f.tls_key_file, "$.fleet.tls_key_file"),
+    ):
+        if value and not os.access(value, os.R_OK):
+            raise fail(f"cannot read {value!r}", path)
+    if bool(f.tls_cert_file) != bool(f.tls_key_file):
+        raise fail(
+            "a client certificate needs its key and a key its certificate", "$.fleet.tls_cert_file"
+        )
 
 
 def _check_tls(cfg: Config, fail: _Fail) -> None:

@@ -309,6 +309,8 @@ async def readyz(request: web.Request) -> web.Response:
             problems.append(f"origin of site {site.name} ({host}:{port}) unreachable")
     if (stale := node.blocklist.stale_since()) is not None:
         problems.append(f"blocklist stale since {_iso(stale)} (still enforced)")
+    if (fleet := getattr(node, "fleet", None)) is not None:  # behind or cut off from the feed
+        problems.extend(fleet.problems())
     body = {
         "ready": not problems,
         "problems": problems,
@@ -359,6 +361,8 @@ class _Collector:
             yield from families([s.name for s in node.cfg.sites], total)
         yield from self._worker_families()
         yield from self._blocklist_families()
+        if (fleet := getattr(node, "fleet", None)) is not None:
+            yield from fleet.families()
         yield CounterMetricFamily(
             "edgeproxy_worker_restarts", "Workers restarted after dying", value=node.restarts
         )
@@ -577,6 +581,8 @@ async def status(request: web.Request) -> web.Response:
             "restarts": node.restarts,
             "blocklist_version": node.blocklist.version,
             "audit_head": node.blocklist.audit_head,
+            # The fleet feed this node follows (proxy/fleet/follower.py), when it follows one.
+            "fleet": fleet.status_json() if (fleet := getattr(node, "fleet", None)) else None,
         }
     )
 

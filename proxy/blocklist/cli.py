@@ -6,6 +6,7 @@
     show --key PUB FILE|DIR                      sequence, counts by type, signature status
     digest [--content-encoding CE] FILE          the value of a sha256 entry for a saved body
     push --admin URL (--id … --type … --value … | --file entries.jsonl)
+    push --fleet REDIS_URL (--key PRIV entries… | --version FILE|DIR [--key PUB])
     remove --admin URL ID
     status --admin URL
 
@@ -276,6 +277,50 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    if args.fleet:
+        return _push_fleet(args)
+    if args.version:
+        raise CommandError("--version needs --fleet")
+    entries = _push_input(args)
+    answer = _admin_request(
+        args, "POST", "/blocklist/entries", {"entries": [_entry_json(e) for e in entries]}
+    )
+    print(f"pushed {len(entries)} entries")
+    _print_applied(answer)
+    return 0
+
+
+def _push_fleet(args: argparse.Namespace) -> int:
+    """To the fleet feed on Redis (proxy/fleet/push.py) instead of one edge's admin API."""
+    import asyncio
+
+    from proxy.config import FleetConfig
+    from proxy.fleet.feed import FeedError, parse_redis_url
+    from proxy.fleet.push import push_entries, push_versions
+
+    try:
+        parse_redis_url(args.fleet)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    cfg = FleetConfig(redis_url=args.fleet, connect_timeout_s=args.timeout)
+    try:
+        if args.version:
+            public = _read_key(args.key) if args.key else None
+            seqs = asyncio.run(push_versions(cfg, args.version, public))
+            print(f"published versions {seqs} to {args.fleet}" if seqs else "nothing new")
+            return 0
+        if not args.key:
+            raise CommandError("--fleet with entries needs --key PRIVATE_KEY to sign them")
+        seq = asyncio.run(push_entries(cfg, _push_input(args), _read_key(args.key)))
+    except (FeedError, BlocklistError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - redis-py's errors: say what failed
+        raise CommandError(f"{args.fleet}: {type(exc).__name__}: {exc}") from None
+    print(f"published version {seq} to {args.fleet}")
+    return 0
+
+
+def _push_input(args: argparse.Namespace) -> list[Entry]:
     if args.file:
         if args.id or args.value:
             raise CommandError("give either --file or --id/--type/--value, not both")
@@ -295,12 +340,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         except InvalidEntry as exc:
             raise CommandError(str(exc)) from None
         entries = [entry]
-    answer = _admin_request(
-        args, "POST", "/blocklist/entries", {"entries": [_entry_json(e) for e in entries]}
-    )
-    print(f"pushed {len(entries)} entries")
-    _print_applied(answer)
-    return 0
+    return entries
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -443,6 +483,22 @@ def _add_edge_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--reason", default="", help="why it is blocked (for the audit trail)")
     p.add_argument("--expires-at", type=float, default=None, help="epoch seconds")
     p.add_argument("--file", help="entries, one JSON object per line")
+    p.add_argument(
+        "--fleet",
+        metavar="REDIS_URL",
+        help="publish to the fleet feed on Redis instead (entries are signed with --key into "
+        "the version after the feed's head)",
+    )
+    p.add_argument(
+        "--version",
+        action="append",
+        metavar="FILE|DIR",
+        help="with --fleet: signed version files, or a directory's newest chain (repeatable)",
+    )
+    p.add_argument(
+        "--key",
+        help="with --fleet: the private key signing entries, or the public key checking --version",
+    )
     p.set_defaults(func=_guarded(cmd_push))
 
     p = cmds.add_parser("remove", help="remove an entry on a running edge (admin API)")

@@ -349,8 +349,14 @@ def _header(path: Path, line: bytes) -> Header:
 def read_version(path: str | os.PathLike[str], public_key_pem: bytes, *, max_bytes: int) -> Version:
     """Read and verify one version file; raises `BlocklistError(file, line, reason)`."""
     p = Path(path)
+    return parse_version(_read_bounded(p, max_bytes), p, public_key_pem)
+
+
+def parse_version(data: bytes, source: str | os.PathLike[str], public_key_pem: bytes) -> Version:
+    """Verify and parse one version's bytes (a file's, or a fleet stream entry's: the same
+    checks in the same order); `source` names it in every `BlocklistError`."""
+    p = Path(source)
     public = _public_key(public_key_pem)
-    data = _read_bounded(p, max_bytes)
     lines = _split_lines(p, data)
     kid = _verify(p, lines, public, key_id(public))
     header = _header(p, lines[0])

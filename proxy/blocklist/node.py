@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from proxy.blocklist.compiled import write_compiled
-from proxy.blocklist.format import BlocklistError, LoadInfo, load_newest, write_atomic
+from proxy.blocklist.format import BlocklistError, LoadInfo, Version, load_newest, write_atomic
 from proxy.blocklist.model import Entry, EntryType, validate_entry
 from proxy.blocklist.table import MappedTable, write_table
 from proxy.config import Config
@@ -298,22 +298,82 @@ class NodeBlocklist:
             after = {e.id: e for e in self.entries()}
             adds = [e for i, e in after.items() if before.get(i) != e]
             removes = [i for i in before if i not in after]
-            source = f"file:{found}"
-            if len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * len(after)):
-                return await self._delta(adds, removes, source)
-            try:
-                await self._write_full_async(self.version + 1)
-            except Exception as e:  # noqa: BLE001 - a full disk, a bad write: keep the last good
-                self.file_entries, self.file_sequence, self.file_sha256, self.valid_until = enforced
-                self.reload_failures += 1
-                reason = f"{self.cfg.dir}:0: version {found} could not be compiled: {e}"
-                self.last_errors.append(reason)
-                log.error("blocklist %s; keeping version %d", reason, self.version)
-                return None
-            self.version += 1
-            self._persist()
-            self._workers_rebased()
-            return await self._distribute("blocklist.load", self.load_args(), source)
+            return await self._file_changed(adds, removes, len(after), found, enforced)
+
+    async def _file_changed(
+        self,
+        adds: list[Entry],
+        removes: list[str],
+        size: int,
+        sequence: int,
+        enforced: tuple[list[Entry], int | None, str, float | None],
+    ) -> dict[str, Any] | None:
+        """Distribute a new file layer (under the lock): a delta when it is a small change,
+        else a full compiled version; a failed compile restores `enforced`."""
+        source = f"file:{sequence}"
+        if len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * size):
+            return await self._delta(adds, removes, source)
+        try:
+            await self._write_full_async(self.version + 1)
+        except Exception as e:  # noqa: BLE001 - a full disk, a bad write: keep the last good
+            self.file_entries, self.file_sequence, self.file_sha256, self.valid_until = enforced
+            self.reload_failures += 1
+            reason = f"{self.cfg.dir}:0: version {sequence} could not be compiled: {e}"
+            self.last_errors.append(reason)
+            log.error("blocklist %s; keeping version %d", reason, self.version)
+            return None
+        self.version += 1
+        self._persist()
+        self._workers_rebased()
+        return await self._distribute("blocklist.load", self.load_args(), source)
+
+    async def apply_version(self, v: Version) -> dict[str, Any] | None:
+        """A version already verified (a fleet feed's entry, proxy/fleet/follower.py): a full
+        one, or a delta on the enforced file sequence. The same checks and distribution as a
+        directory reload, without re-reading and re-verifying the directory's chain; the
+        change workers get is computed from the delta alone. Raises BlocklistError when the
+        version does not fit (the enforced list stays)."""
+        async with self.lock:
+            current = self.file_sequence
+            if current is not None and v.sequence <= current:
+                raise BlocklistError(
+                    v.path, 1, f"sequence {v.sequence} is not newer than {current}"
+                )
+            step = self.cfg.max_sequence_step
+            if current is not None and step > 0 and v.sequence - current > step:
+                raise BlocklistError(
+                    v.path, 1, f"sequence {v.sequence} jumps beyond blocklist.max_sequence_step"
+                )
+            if self.cfg.require_valid_until and v.valid_until is None:
+                raise BlocklistError(
+                    v.path, 1, "no valid_until and blocklist.require_valid_until is set"
+                )
+            if v.base is not None and v.base != current:
+                raise BlocklistError(v.path, 1, f"rests on {v.base}, the enforced is {current}")
+            enforced = (self.file_entries, self.file_sequence, self.file_sha256, self.valid_until)
+            if v.base is None:
+                before = {e.id: e for e in self.entries()}
+                self.file_entries = list(v.adds)
+                after = {e.id: e for e in self.entries()}
+                adds = [e for i, e in after.items() if before.get(i) != e]
+                removes = [i for i in before if i not in after]
+            else:
+                files = {e.id: e for e in self.file_entries}
+                adds = [e for e in v.adds if e.id not in self.pushed and files.get(e.id) != e]
+                added = {e.id for e in v.adds}
+                removes = [
+                    i for i in v.removes if i in files and i not in self.pushed and i not in added
+                ]
+                for i in v.removes:
+                    files.pop(i, None)
+                files.update((e.id, e) for e in v.adds)
+                self.file_entries = list(files.values())
+            self.file_sequence, self.file_sha256 = v.sequence, v.sha256
+            self.valid_until = v.valid_until
+            self.last_errors = []
+            self.keep_audit_head(v.audit_head, f"feed:{v.sequence}")
+            size = len(self.file_entries) + len(self.pushed)
+            return await self._file_changed(adds, removes, size, v.sequence, enforced)
 
     async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
         entries = [validate_entry(msgspec.convert(e, type=Entry)) for e in raw_entries]

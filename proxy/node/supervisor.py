@@ -146,7 +146,15 @@ class Supervisor:
         self._stopped = asyncio.Event()
         self._monitors: set[asyncio.Task[None]] = set()
         self.state_dir = Path(cfg.state_dir) if cfg.state_dir else default_state_dir()
-        self.blocklist = NodeBlocklist(cfg, self.state_dir, self.broadcast)
+        self.fleet: Any = None  # proxy.fleet.follower.Follower with [fleet] redis_url
+        if cfg.fleet.redis_url:
+            from proxy.fleet.follower import Follower, fleet_node_config
+
+            bl_cfg = fleet_node_config(cfg, self.state_dir)
+            self.blocklist = NodeBlocklist(bl_cfg, self.state_dir, self.broadcast)
+            self.fleet = Follower(bl_cfg, self.blocklist)
+        else:
+            self.blocklist = NodeBlocklist(cfg, self.state_dir, self.broadcast)
         self.last_stats: dict[int, dict[str, Any]] = {}
         self.port = 0
         self.config_generation = 0  # bumped by every accepted SIGHUP config
@@ -383,6 +391,8 @@ class Supervisor:
         set_title("supervisor")
         self._bind_listen()
         self._prepare_node_tier()
+        if self.fleet is not None:
+            await self.fleet.prepare()  # a new node starts on the feed's full version
         self.blocklist.load_initial()
         await asyncio.gather(*(self.start_worker(i) for i in range(self.cfg.worker_count())))
         self.blocklist.started(max(h.applied_at for h in self.workers.values()))
@@ -399,6 +409,8 @@ class Supervisor:
                 poll_interval_s=self.cfg.blocklist.poll_interval_s,
             )
             await self._watcher.start()
+        if self.fleet is not None:
+            self.fleet.start()
         if self.cfg.listen_tls:
             self.tls_fingerprint = Certificates.compile(certificate_specs(self.cfg)).fingerprint
             if self.cfg.tls.watch_files:
@@ -477,6 +489,8 @@ class Supervisor:
                 _kill(p)
         if self._watcher is not None:
             await self._watcher.stop()
+        if self.fleet is not None:
+            await self.fleet.stop()
         for watcher in self._tls_watchers:
             await watcher.stop()
         if self._watchdog is not None:

@@ -10,6 +10,7 @@
     report       transparency report as json, csv or md, optionally with a PNG chart
     customers, sites, identity, evidence, dcv, accounts, disclosure, roster
                  customer verification (kyc_cli.py)
+    fleet        every fleet node's acknowledged version from Redis; exit 1 when one is overdue
 
 `add_commands` plugs these into the `edgeproxy` parser; `main(argv)` runs them standalone
 (argv may start with "takedown").
@@ -33,11 +34,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from proxy.config import FleetConfig
 from proxy.takedown import accounts, anchor, audit, config, reports
 from proxy.takedown.states import iso
 from proxy.takedown.store import Store
 
 if TYPE_CHECKING:
+    from proxy.fleet.ack import FleetFeed
     from proxy.takedown.publisher import FileDrop
 
 
@@ -92,7 +95,25 @@ def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ig
         help="HOST:PORT of the desk console and public notice form (default: [desk] listen; "
         "not served when neither is set)",
     )
+    p.add_argument(
+        "--fleet",
+        metavar="REDIS_URL",
+        help="also publish each version to the fleet feed on Redis (needs --blocklist-dir)",
+    )
+    p.add_argument(
+        "--fleet-node",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a fleet node whose acknowledgement each publication waits for (repeatable)",
+    )
     p.set_defaults(takedown_fn=_serve)
+
+    p = cmds.add_parser("fleet", help="every fleet node's version; exit 1 when one is overdue")
+    p.add_argument("--fleet", required=True, metavar="REDIS_URL", help="the fleet feed")
+    p.add_argument("--node", action="append", default=[], help="a node expected (repeatable)")
+    p.add_argument("--config", help="takedown TOML config (deadlines.enforcement_s)")
+    p.set_defaults(takedown_fn=_fleet)
 
     p = cmds.add_parser("add-account", help="create an API account")
     p.add_argument("--db", required=True, help="the service's SQLite database file")
@@ -401,6 +422,18 @@ def _serve(args: argparse.Namespace) -> int:
             max_delta_chain=cfg.publish.file_drop_max_delta_chain,
         )
     desk = args.desk_listen or (_host_port(cfg.desk.listen) if cfg.desk.listen else None)
+    fleet = None
+    if args.fleet:
+        if drop is None:
+            print("--fleet needs --blocklist-dir and --signing-key", file=sys.stderr)
+            return 2
+        from proxy.fleet.ack import FleetFeed
+
+        fleet = FleetFeed(
+            FleetConfig(redis_url=args.fleet),
+            drop,
+            ack_wait_s=cfg.publish.request_timeout_s * 0.8,
+        )
     asyncio.run(
         serve(
             args.listen,
@@ -410,9 +443,26 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ.get("EDGEPROXY_ADMIN_TOKEN", ""),
             drop,
             desk_listen=desk,
+            fleet=fleet,
+            fleet_nodes=args.fleet_node,
         )
     )
     return 0
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from proxy.fleet.ack import fleet_report
+
+    cfg = config.load(args.config)
+    deadline = cfg.deadlines.enforcement_s
+    head, nodes = asyncio.run(fleet_report(FleetConfig(redis_url=args.fleet), args.node, deadline))
+    print(f"fleet feed head: version {head}")
+    for n in nodes:
+        when = iso(n.enforced_at) if n.enforced_at else "never"
+        state = "OVERDUE" if n.overdue else ("behind" if n.behind else "current")
+        wait = f", {n.behind} behind for {n.waiting_s:.0f} s" if n.behind else ""
+        print(f"{n.name}: version {n.version} enforced {when}: {state}{wait}")
+    return 1 if any(n.overdue for n in nodes) else 0
 
 
 async def serve(
@@ -424,6 +474,8 @@ async def serve(
     file_drop: FileDrop | None = None,
     *,
     desk_listen: tuple[str, int] | None = None,
+    fleet: FleetFeed | None = None,
+    fleet_nodes: list[str] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; prints the bound address once listening."""
     from aiohttp import web
@@ -431,7 +483,13 @@ async def serve(
     from proxy.takedown.api import build_app
     from proxy.takedown.service import TakedownService
 
-    svc = TakedownService(db, cfg, edge_urls=edges, admin_token=token, file_drop=file_drop)
+    fleet_edges = fleet.edges(fleet_nodes or []) if fleet is not None else []
+    svc = TakedownService(
+        db, cfg, edge_urls=edges, admin_token=token, file_drop=file_drop, edges=fleet_edges
+    )
+    if fleet is not None:  # the fleet's nodes acknowledge through Redis (proxy/fleet/ack.py)
+        fleet.bind(svc.store)
+        fleet.start()
     runner = web.AppRunner(build_app(svc), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, listen[0], listen[1])
@@ -456,3 +514,5 @@ async def serve(
         if desk is not None:
             await desk.cleanup()
         await runner.cleanup()
+        if fleet is not None:
+            await fleet.close()

@@ -1,0 +1,281 @@
+"""Issue 13's faults, each against a real redis-server: down at node start, killed mid-run,
+restarted empty, slow (paused), partitioned from one node, trimmed past a node. Every node keeps
+serving and enforcing its last good version, says it is behind (/readyz, metrics), reconnects
+and catches up in order: no version skipped or applied twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from proxy.blocklist.format import version_filename
+from proxy.fleet import feed
+from tests.fleet.conftest import (
+    Publisher,
+    Relay,
+    entry,
+    eventually,
+    eventually_status,
+    fleet_node,
+    metric,
+    origin_app,
+    readyz,
+    status,
+)
+from tests.integration.node import Node
+from tests.redis_server import RedisServer
+
+A, B, C = entry("a", "/a/"), entry("b", "/b/"), entry("c", "/c/")
+
+
+async def not_ready_because(node: Node, words: str) -> bool:
+    code, body = await readyz(node)
+    return code == 503 and any(words in p for p in body["problems"])
+
+
+async def connected(node: Node) -> bool:
+    return await metric(node, "edgeproxy_fleet_connected") == 1
+
+
+async def ready(node: Node) -> bool:
+    return (await readyz(node))[0] == 200
+
+
+async def test_redis_down_at_start(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    await feed_.publish(1, [A])
+    old = fleet_node(tmp_path, "old", redis_server.url, origin, pub)
+    fleet_nodes.append(old)
+    await old.start()
+    assert await status(old.url + "/a/x") == 451
+    await old.stop()
+    redis_server.stop()
+    # A node that ran before restarts on the version it kept; a new one starts empty.
+    await old.start()
+    new = fleet_node(tmp_path, "new", redis_server.url, origin, pub, "--allow-empty-blocklist")
+    fleet_nodes.append(new)
+    await new.start()
+    assert await status(old.url + "/a/x") == 451
+    assert await status(new.url + "/a/x") == 200
+    for n in (old, new):
+        assert await not_ready_because(n, "unreachable")
+        assert await metric(n, "edgeproxy_fleet_connected") == 0
+    redis_server.start()  # empty: the publisher seeds it again, with a full version
+    await feed_.publish(2, [A, B])
+    for n in (old, new):
+        await eventually_status(n.url + "/b/x", 451)
+        assert await status(n.url + "/a/x") == 451
+        await eventually(lambda n=n: ready(n), what="ready again")
+        assert await metric(n, "edgeproxy_fleet_version") == 2
+    assert set(await feed_.acks(2)) == {"old", "new"}
+
+
+async def test_killed_mid_run_then_catches_up_in_order(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    await feed_.publish(1, [A])
+    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    fleet_nodes.append(node)
+    await node.start()
+    await eventually(lambda: connected(node), what="following the feed")
+    r = await feed_.redis()
+    await r.save()  # what the server has is on disk: the restart brings it back
+    await r.aclose()
+    redis_server.kill()
+    await eventually(lambda: not_ready_because(node, "unreachable"), what="reporting Redis lost")
+    assert await status(node.url + "/a/x") == 451  # still enforcing, still serving
+    assert await status(node.url + "/free") == 200
+    assert await metric(node, "edgeproxy_fleet_connected") == 0
+    redis_server.start()
+    await feed_.publish(2, [B], base=1)
+    await feed_.publish(3, [C], base=2, removes=["a"])
+    await eventually_status(node.url + "/c/x", 451)
+    assert await status(node.url + "/b/x") == 451
+    assert await status(node.url + "/a/x") == 200
+    await eventually(lambda: ready(node), what="ready again")
+    assert await metric(node, "edgeproxy_fleet_applied") == 2  # 2 and 3, each once
+    assert await metric(node, "edgeproxy_fleet_reconnects") >= 1
+    assert "edge" in await feed_.acks(2) and "edge" in await feed_.acks(3)
+
+
+async def test_restarted_empty_is_reseeded_and_nothing_applies_twice(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    drop = tmp_path / "drop"  # the takedown service's file drop, which outlives Redis
+    drop.mkdir()
+    versions = [feed_.render(1, [A]), feed_.render(2, [B], base=1), feed_.render(3, [C], base=2)]
+    for seq, data in enumerate(versions[:2], start=1):
+        (drop / version_filename(seq)).write_bytes(data)
+    r = await feed_.redis()
+    assert await feed.publish_chain(r, feed_.keys, feed.newest_chain(drop, pub.read_bytes())) == [
+        1,
+        2,
+    ]
+    await r.aclose()
+    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    fleet_nodes.append(node)
+    await node.start()
+    await eventually_status(node.url + "/b/x", 451)
+    applied = await metric(node, "edgeproxy_fleet_applied")
+    redis_server.restart(empty=True)
+    (drop / version_filename(3)).write_bytes(versions[2])
+    r = await feed_.redis()
+    try:  # the whole chain again: 1 and 2 are replays the node must skip
+        assert await feed.publish_chain(
+            r, feed_.keys, feed.newest_chain(drop, pub.read_bytes())
+        ) == [1, 2, 3]
+    finally:
+        await r.aclose()
+    await eventually_status(node.url + "/c/x", 451)
+    assert await status(node.url + "/a/x") == 451
+    assert await metric(node, "edgeproxy_fleet_applied") == applied + 1
+    assert await metric(node, "edgeproxy_fleet_refused") == 0
+    await eventually(lambda: ready(node), what="ready again")
+
+
+async def test_slow_redis_paused_then_resumed(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    await feed_.publish(1, [A])
+    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    fleet_nodes.append(node)
+    await node.start()
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    os.kill(pid, signal.SIGSTOP)  # answers nothing, connections stay open: a hung server
+    try:
+        await eventually(
+            lambda: not_ready_because(node, "unreachable"), what="reporting the hung feed"
+        )
+        assert await status(node.url + "/a/x") == 451  # never waits on Redis to serve
+        assert await status(node.url + "/free") == 200
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await feed_.publish(2, [B], base=1)
+    await eventually_status(node.url + "/b/x", 451)
+    await eventually(lambda: ready(node), what="ready again")
+
+
+async def test_partition_from_one_node(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    await feed_.publish(1, [A])
+    relay = await Relay(redis_server.port).start()
+    try:
+        near = fleet_node(tmp_path, "near", redis_server.url, origin, pub)
+        far = fleet_node(tmp_path, "far", relay.url, origin, pub)
+        fleet_nodes.extend([near, far])
+        await near.start()
+        await far.start()
+        relay.cut()
+        await feed_.publish(2, [B], base=1)
+        await eventually_status(near.url + "/b/x", 451)
+        await eventually(lambda: not_ready_because(far, "unreachable"), what="far reports")
+        assert await status(far.url + "/b/x") == 200  # not yet: it never saw version 2
+        assert await status(far.url + "/a/x") == 451  # but version 1 keeps enforcing
+        assert await ready(near)
+        relay.heal()
+        await eventually_status(far.url + "/b/x", 451)
+        await eventually(lambda: ready(far), what="far ready again")
+        assert set(await feed_.acks(2)) == {"near", "far"}
+    finally:
+        await relay.stop()
+
+
+async def test_trimmed_past_a_node_rebootstraps_from_the_full_version(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    await feed_.publish(1, [A])
+    relay = await Relay(redis_server.port).start()
+    try:
+        node = fleet_node(tmp_path, "edge", relay.url, origin, pub)
+        fleet_nodes.append(node)
+        await node.start()
+        relay.cut()
+        await feed_.publish(2, [B], base=1)
+        await feed_.publish(3, [A, B, C])  # full: the stream now starts here
+        await feed_.publish(4, [], base=3, removes=["a"])
+        r = await feed_.redis()
+        assert await r.xlen(feed_.keys.stream) == 2  # 2 was trimmed away
+        await r.aclose()
+        relay.heal()
+        await eventually_status(node.url + "/a/x", 200)
+        assert await status(node.url + "/b/x") == 451
+        assert await status(node.url + "/c/x") == 451
+        assert await metric(node, "edgeproxy_fleet_rebootstraps") == 1
+        assert await metric(node, "edgeproxy_fleet_version") == 4
+        assert "edge" in await feed_.acks(3) and "edge" in await feed_.acks(4)
+        assert "edge" not in await feed_.acks(2)  # never applied: the full version covers it
+    finally:
+        await relay.stop()
+
+
+async def test_a_version_lost_from_the_feed_leaves_the_node_behind_and_saying_so(
+    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+) -> None:
+    """Redis lost version 2 (a failover dropped a write): version 3 arrives resting on it. The
+    node must not skip 2: it refuses 3, keeps enforcing 1, and reports 2 versions behind
+    until a full version lets it catch up."""
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    feed_ = Publisher(redis_server.url, private)
+    await feed_.publish(1, [A])
+    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    fleet_nodes.append(node)
+    await node.start()
+    await eventually(lambda: connected(node), what="following the feed")
+    await feed_.xadd_raw(
+        {"seq": "3", "base": "2", "data": feed_.render(3, [C], base=2, removes=["a"])}
+    )
+    r = await feed_.redis()
+    await r.hset(feed_.keys.head, mapping={"seq": "3"})
+    await r.aclose()
+
+    async def behind() -> bool:
+        return await metric(node, "edgeproxy_fleet_versions_behind") == 2
+
+    await eventually(behind, what="two versions behind")
+    assert await not_ready_because(node, "2 fleet versions behind")
+    assert await metric(node, "edgeproxy_fleet_seconds_behind") > 0
+    assert await metric(node, "edgeproxy_fleet_refused") == 1
+    assert await status(node.url + "/a/x") == 451  # 1 still enforced: 3 would remove it
+    assert await status(node.url + "/c/x") == 200
+    await feed_.publish(4, [B, C])  # a full version: the way forward
+    await eventually_status(node.url + "/b/x", 451)
+    assert await status(node.url + "/a/x") == 200
+    await eventually(lambda: ready(node), what="ready again")
+
+
+async def test_a_new_node_without_redis_or_a_kept_version_refuses_to_start(
+    redis_server: RedisServer, origin_server, signing, tmp_path: Path
+) -> None:
+    """As with an empty blocklist directory: no list at all is no way to start (unless
+    --allow-empty-blocklist), and the operator is told why."""
+    _, pub = signing
+    origin = await origin_server(origin_app())
+    redis_server.stop()
+    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    await node.start(expect_ready=False)
+    assert await node.wait_exit() != 0
+    out = "".join(node.output)
+    assert "unreachable at start" in out and "refusing to start without a list" in out
