@@ -349,6 +349,12 @@ def _verify_log(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.end < args.start:
+        print(
+            f"report: --from {args.start} is after --to {args.end}: the range is reversed",
+            file=sys.stderr,
+        )
+        return 2
     cfg = config.load(args.config)
     store = Store(args.db)
     try:

@@ -17,7 +17,19 @@ from typing import Any
 
 import aiohttp
 
-from proxy.takedown import accounts, anchor, audit, authz, cases, elements, restore, views
+from proxy.takedown import (
+    accounts,
+    anchor,
+    audit,
+    authz,
+    cases,
+    elements,
+    redress,
+    rejected,
+    reports,
+    restore,
+    views,
+)
 from proxy.takedown.accounts import Account
 from proxy.takedown.calendar import BusinessCalendar
 from proxy.takedown.config import TakedownConfig
@@ -145,6 +157,17 @@ class TakedownService:
     ) -> dict[str, Any]:
         checked = elements.check_notice(raw)
         digest = hashlib.sha256(raw).hexdigest()
+        if checked.error is not None:  # junk: kept, answered 400, never a case
+            return await self.store.run(
+                rejected.record,
+                self.clock(),
+                account,
+                "notice",
+                raw,
+                digest,
+                remote,
+                checked.error,
+            )
         out = await self.store.run(
             cases.intake,
             self.clock(),
@@ -174,11 +197,55 @@ class TakedownService:
         return self._kick(out)
 
     async def withdraw(self, account: Account, case_id: int) -> dict[str, Any]:
-        return (await self.store.run(cases.withdraw, case_id, self.clock(), account)).result
+        out = await self.store.run(
+            redress.withdraw, case_id, self.clock(), account, self.cfg, self.edge_names
+        )
+        return self._kick(out)
 
-    async def counter_notice(self, account: Account, case_id: int, raw: bytes) -> dict[str, Any]:
+    async def reverse(self, account: Account, case_id: int, statement: str) -> dict[str, Any]:
+        out = await self.store.run(
+            redress.reverse, case_id, self.clock(), account, statement, self.cfg, self.edge_names
+        )
+        return self._kick(out)
+
+    async def complain(self, account: Account, case_id: int, statement: str) -> dict[str, Any]:
+        out = await self.store.run(
+            redress.complain, case_id, self.clock(), account, statement, self.cfg
+        )
+        return self._kick(out)
+
+    async def dismiss_complaints(
+        self, account: Account, case_id: int, statement: str
+    ) -> dict[str, Any]:
+        out = await self.store.run(redress.dismiss, case_id, self.clock(), account, statement)
+        return self._kick(out)
+
+    async def unsuspend(self, account: Account, host: str, statement: str) -> dict[str, Any]:
+        out = await self.store.run(
+            redress.unsuspend, host, self.clock(), account, statement, self.cfg, self.edge_names
+        )
+        return self._kick(out)
+
+    async def report(self, start: Any, end: Any) -> dict[str, Any]:
+        return await self.store.run(reports.build, start, end, self.cfg, self.clock())
+
+    async def counter_notice(
+        self, account: Account, case_id: int, raw: bytes, remote: str | None = None
+    ) -> dict[str, Any]:
         checked = elements.check_counter_notice(raw)
         digest = hashlib.sha256(raw).hexdigest()
+        if checked.error is not None:
+            return await self.store.run(
+                rejected.record,
+                self.clock(),
+                account,
+                "counter_notice",
+                raw,
+                digest,
+                remote,
+                checked.error,
+                case_id,
+            )
         out = await self.store.run(
             restore.counter_notice,
             case_id,
@@ -227,7 +294,12 @@ class TakedownService:
         await self.store.run(record)
 
     async def cases(
-        self, *, overdue_only: bool, state: str | None, account_id: int | None
+        self,
+        *,
+        overdue_only: bool,
+        state: str | Sequence[str] | None,
+        account_id: int | None,
+        sort: str = "id",
     ) -> list[dict[str, Any]]:
         return await self.store.run(
             lambda conn: views.list_cases(
@@ -237,6 +309,7 @@ class TakedownService:
                 overdue_only=overdue_only,
                 state=state,
                 account_id=account_id,
+                sort=sort,
             )
         )
 

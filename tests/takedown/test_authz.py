@@ -31,12 +31,23 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/cases/{case}/withdraw"): {"admin", "submitter"},
     ("POST", "/cases/{case}/counter-notice"): STAFF | {"customer"},
     ("POST", "/cases/{case}/lawsuit"): STAFF | {"submitter"},
+    ("POST", "/cases/{case}/reverse"): STAFF,
+    # DSA Art. 20: the parties complain (the complainant, the affected customer); staff reverse.
+    ("POST", "/cases/{case}/complaint"): {"submitter", "customer"},
+    ("POST", "/cases/{case}/complaint/dismiss"): STAFF,
+    ("POST", "/sites/{host}/unsuspend"): STAFF,
+    ("GET", "/reports"): STAFF,
 }
 BODIES: dict[str, Any] = {
     "/notices": notice(),
     "/cases/{case}/decision": {"decision": "reject", "reason": "x"},
     "/cases/{case}/counter-notice": COUNTER,
+    "/cases/{case}/reverse": {"statement": "mistaken identification"},
+    "/cases/{case}/complaint": {"statement": "this is my own recording"},
+    "/cases/{case}/complaint/dismiss": {"statement": "the notice stands"},
+    "/sites/{host}/unsuspend": {"statement": "identity verified"},
 }
+QUERIES = {"/reports": "?from=2026-01-01&to=2026-12-31"}
 
 
 def routes() -> list[tuple[str, str]]:
@@ -74,6 +85,7 @@ async def test_route_by_role(make_env: MakeEnv, method: str, route: str, who: st
     env = await make_env(n_edges=1)
     case, nid = await actioned_case(env)
     path = route.replace("{case}", str(case)).replace("{notice}", str(nid))
+    path = path.replace("{host}", "cdn.example") + QUERIES.get(route, "")
     body = BODIES.get(route, {})
     if method == "GET":
         r = await env.client.get(path, headers=env.auth(who))
