@@ -8,6 +8,7 @@
                  at once (key from --key or $EDGEPROXY_TAKEDOWN_KEY)
     verify-log   check the audit log's hash chain; exit 1 naming the first bad record
     report       transparency report as json, csv or md, optionally with a PNG chart
+    cases, case  the triage list and one case's timeline, read from the database (casefile.py)
 
 `add_commands` plugs these into the `edgeproxy` parser; `main(argv)` runs them standalone
 (argv may start with "takedown").
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from proxy.takedown import accounts, anchor, audit, config, reports
+from proxy.takedown import accounts, anchor, audit, casefile, config, reports
 from proxy.takedown.states import iso
 from proxy.takedown.store import Store
 
@@ -59,6 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
     _add_service_commands(cmds)
     _add_operator_commands(cmds)
+    casefile.add_commands(cmds)
 
 
 def _add_service_commands(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -107,6 +107,7 @@ _TYPES = {
 }
 _EXPECTED = re.compile(r"^Expected `([^`]+)`(?:, got `([^`]+)`)?(.*?)(?: - at `\$(.*)`)?$")
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$(.*)`)?$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`(?: - at `\$(.*)`)?$")
 
 
 def _path(at: str | None) -> str:
@@ -126,6 +127,9 @@ def describe(exc: msgspec.ValidationError | msgspec.DecodeError) -> SchemaError:
     if m := _MISSING.match(text):
         parent = _path(m.group(2))
         return SchemaError(f"{parent}.{m.group(1)}" if parent else m.group(1), "is required")
+    if m := _UNKNOWN.match(text):
+        parent = _path(m.group(2))
+        return SchemaError(f"{parent}.{m.group(1)}" if parent else m.group(1), "unknown field")
     if m := _EXPECTED.match(text):
         expected, got, extra, at = m.groups()
         field = _path(at)
