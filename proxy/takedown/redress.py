@@ -175,7 +175,12 @@ def reverse(
         now,
         notify.Kind.REVERSAL,
         case_id,
-        {"statement": statement, "reversed": result["reversed"], "complaints_upheld": upheld},
+        {
+            "statement": statement,
+            "reversed": result["reversed"],
+            "targets": [e["value"] for e in block_entries(conn, case_id)],
+            "complaints_upheld": upheld,
+        },
     )
     cur = conn.execute("SELECT state FROM cases WHERE id = ?", (case_id,)).fetchone()[0]
     out.result = {"case": case_id, "state": cur, "complaints_upheld": upheld, **result}
