@@ -119,10 +119,12 @@ async def authorize(request: web.Request, handler: Handler) -> web.StreamRespons
     )
     if request.method in ("GET", "HEAD"):
         return _error(404, "no such case" if case_id is not None else "not found")
-    if case_id is not None:
-        resource = info.route.resource
-        assert resource is not None
-        await svc.refused(case_id, account, request.method, resource.canonical, reason)
+    resource = info.route.resource
+    assert resource is not None
+    # Evidence of who tried what: on the case, or (a site's unsuspension) in the log alone.
+    await svc.refused(
+        case_id, account, request.method, resource.canonical, reason, request.path[:300]
+    )
     return _error(403, f"{account.role.value} may not {request.method} {request.path}")
 
 

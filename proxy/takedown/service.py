@@ -275,20 +275,27 @@ class TakedownService:
         return await self.store.run(authz.notice_relations, notice_id, account)
 
     async def refused(
-        self, case_id: int, account: Account, method: str, route: str, reason: authz.Refusal
+        self,
+        case_id: int | None,
+        account: Account,
+        method: str,
+        route: str,
+        reason: authz.Refusal,
+        path: str = "",
     ) -> None:
-        """A refused write on an existing case is evidence (who tried what); nothing else of
-        the case changes."""
+        """A refused write is evidence (who tried what): on the case when it names an existing
+        one, in the log alone when it names none (e.g. a site's unsuspension); nothing else
+        changes."""
 
         def record(conn: Any) -> None:
-            if authz.case_exists(conn, case_id):
+            if case_id is None or authz.case_exists(conn, case_id):
                 audit.append(
                     conn,
                     self.clock(),
                     "access_refused",
                     case_id=case_id,
                     actor=actor_of(account),
-                    data={"method": method, "route": route, "reason": reason.value},
+                    data={"method": method, "route": route, "path": path, "reason": reason.value},
                 )
 
         await self.store.run(record)

@@ -141,3 +141,30 @@ async def test_issue14_counter_notice_by_a_stranger_leaves_no_trace(make_env: Ma
     status, out = await env.post(f"/cases/{case}/counter-notice", "customer", COUNTER)
     assert status == 201 and out["state"] == "restore_scheduled"
     assert _strike(env, case)[0][2] is not None
+
+
+async def test_undo_refused_to_the_wrong_roles_is_on_record(make_env: MakeEnv) -> None:
+    """A refused reversal is audited on its case; a refused unsuspension, which names no case,
+    in the log; nothing is lifted either way."""
+    env = await make_env(n_edges=1)
+    case, _ = await actioned_case(env)
+    for who in ("submitter", "customer", "trusted"):
+        status, _ = await env.post(f"/cases/{case}/reverse", who, {"statement": "undo"})
+        assert status == 403
+        status, _ = await env.post("/sites/cdn.example/unsuspend", who, {"statement": "undo"})
+        assert status == 403
+    status, _ = await env.post(f"/cases/{case}/complaint", "operator", {"statement": "x"})
+    assert status == 403  # staff reverse; complaints are the parties'
+    _, view = await env.get(f"/cases/{case}")
+    assert view["state"] == "enforced" and env.edges[0].entries
+    refused = [e["data"] for e in view["timeline"] if e["event"] == "access_refused"]
+    assert [r["route"] for r in refused] == ["/cases/{case}/reverse"] * 3 + [
+        "/cases/{case}/complaint"
+    ]
+    site_refusals = env.svc.store.run_sync(
+        lambda c: c.execute(
+            "SELECT actor, data FROM audit_log WHERE event = 'access_refused' AND case_id IS NULL"
+        ).fetchall()
+    )
+    assert [r[0].split(":")[0] for r in site_refusals] == ["submitter", "customer", "trusted"]
+    assert all('"/sites/cdn.example/unsuspend"' in r[1] for r in site_refusals)
