@@ -79,9 +79,10 @@ class CounterNoticeDoc(msgspec.Struct):
 
 class Statement(msgspec.Struct, forbid_unknown_fields=True):
     """`POST /cases/{case}/reverse`, `/complaint`, `/complaint/dismiss`,
-    `POST /sites/{host}/unsuspend`: why, in words the parties will read."""
+    `POST /sites/{host}/unsuspend`: why, in words the parties will read. Its size is bounded
+    by `[service] max_notice_bytes`, like every body."""
 
-    statement: Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+    statement: Annotated[str, msgspec.Meta(min_length=1)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import pytest
 
 from proxy.takedown.cli import main
 from tests.takedown.conftest import T0, MakeEnv, notice
+from tests.takedown.test_redress import until_event
 
 
 async def test_list_shows_targets_parties_and_the_clock_sorted_by_deadline(
@@ -78,3 +79,24 @@ async def test_list_shows_targets_parties_and_the_clock_sorted_by_deadline(
     assert rc == 0 and [c["id"] for c in parsed["cases"]] == [three["case"], four["case"]]
     rc = main(["cases", "--db", str(env.db), "--state", "nonsense"])
     assert rc == 2 and "unknown nonsense" in capsys.readouterr().err
+
+
+async def test_cli_case_prints_the_timeline_as_markdown(
+    make_env: MakeEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = await make_env(n_edges=2)
+    _, body = await env.post("/notices", "trusted", notice())
+    await env.wait_state(body["case"], "enforced")
+    await env.post(f"/cases/{body['case']}/reverse", "operator", {"statement": "mistake"})
+    view = await until_event(env, body["case"], "reversal_enforced")
+    rc = main(["case", "--db", str(env.db), "--case", str(body["case"]), "--format", "md"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith(f"# Case {body['case']}: reversed")
+    assert '- ended by reversal 2026-01-05T10:00:00.000+00:00 (+0.000 s) ("mistake")' in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "|---" not in line]
+    timeline = [r.split(" | ")[2] for r in rows if r.split(" | ")[0].strip("| ").isdigit()]
+    seen = [e["event"] for e in view["timeline"]]  # read earlier: the CLI may see more
+    assert timeline[: len(seen)] == seen and "reversal_enforced" in timeline
+    assert sum(r.startswith("| block | ") for r in rows) == 2
+    rc = main(["case", "--db", str(env.db), "--case", "99"])
+    assert rc == 1 and "no case 99" in capsys.readouterr().err

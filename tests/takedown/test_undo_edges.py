@@ -239,8 +239,12 @@ async def test_reversal_reaches_both_edges(rig: Rig) -> None:
         ("reversal", "email"),
         ("reversal", "webhook"),
     }
+    doc = _document(rig, view, reversal)
+    for line in ("| reversed | operator:", "| reversal_enforced | system |", "| lift | "):
+        assert line in doc, line
+    assert "X-Edgeproxy-Signature: sha256=" in doc and "Subject: The decision on case" in doc
     if target := os.environ.get("EDGEPROXY_TIMELINE_DOC"):
-        Path(target).write_text(_document(rig, view, reversal), encoding="utf-8")
+        Path(target).write_text(doc, encoding="utf-8")
 
 
 def _sent(rig: Rig, case: int) -> int:
