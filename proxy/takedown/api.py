@@ -16,6 +16,8 @@
     POST /cases/{id}/complaint/dismiss {"statement"}: keep the decision
     POST /sites/{host}/unsuspend       {"statement"}: lift a site's suspension
     GET  /reports?from=…&to=…[&format=json|csv|md]   transparency report
+    GET  /rejected-submissions[?limit=N]              junk kept (staff), newest first
+    GET  /rejected-submissions/{id}/raw               its bytes exactly as received
     GET  /healthz                      no auth
     GET  /metrics                      no auth; Prometheus text format
 
@@ -273,6 +275,22 @@ async def post_unsuspend(request: web.Request) -> web.Response:
     return _json(await svc.unsuspend(_account(request), request.match_info["host"], statement))
 
 
+async def list_rejected(request: web.Request) -> web.Response:
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        return _error(400, f"limit: must be an integer from 1 to 1000, got {text!r}")
+    rows = await request.app[SERVICE].rejected_submissions(int(text))
+    return _json({"rejected_submissions": rows, "count": len(rows)})
+
+
+async def get_rejected_raw(request: web.Request) -> web.Response:
+    rid = _int(request.match_info["submission"])
+    found = None if rid is None else await request.app[SERVICE].rejected_raw(rid)
+    if found is None:
+        return _error(404, "no such rejected submission")
+    return web.Response(body=found, content_type="application/octet-stream")
+
+
 async def get_report(request: web.Request) -> web.Response:
     q = request.query
     fmt = q.get("format", "json")
@@ -332,6 +350,8 @@ def build_app(service: TakedownService, *, manage_service: bool = True) -> web.A
     app.router.add_post("/cases/{case}/complaint/dismiss", post_complaint_dismiss)
     app.router.add_post("/sites/{host}/unsuspend", post_unsuspend)
     app.router.add_get("/reports", get_report)
+    app.router.add_get("/rejected-submissions", list_rejected)
+    app.router.add_get("/rejected-submissions/{submission}/raw", get_rejected_raw)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     if manage_service:

@@ -75,8 +75,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("POST", "/cases/{case}/complaint/dismiss"): Rule(STAFF),
     ("POST", "/sites/{host}/unsuspend"): Rule(STAFF),
-    # Counts across every case: staff only.
+    # Counts across every case, and what anyone sent that was refused: staff only.
     ("GET", "/reports"): Rule(STAFF),
+    ("GET", "/rejected-submissions"): Rule(STAFF),
+    ("GET", "/rejected-submissions/{submission}/raw"): Rule(STAFF),
 }
 
 

@@ -68,3 +68,31 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
         r[0]: int(r[1])
         for r in conn.execute("SELECT route, COUNT(*) FROM rejected_submissions GROUP BY route")
     }
+
+
+def listing(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    """The newest rejected submissions first, without their bytes (`raw` reads one)."""
+    return [
+        {
+            "id": r["id"],
+            "received_at": r["received_at"],
+            "received_at_iso": iso(r["received_at"]),
+            "account": r["account_id"],
+            "remote": r["remote"],
+            "route": r["route"],
+            "case": r["case_id"],
+            "bytes": r["n"],
+            "sha256": r["raw_sha256"],
+            "errors": json.loads(r["errors"]),
+        }
+        for r in conn.execute(
+            "SELECT id, received_at, account_id, remote, route, case_id, length(raw) AS n,"
+            " raw_sha256, errors FROM rejected_submissions ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+    ]
+
+
+def raw(conn: sqlite3.Connection, rid: int) -> bytes | None:
+    row = conn.execute("SELECT raw FROM rejected_submissions WHERE id = ?", (rid,)).fetchone()
+    return None if row is None else bytes(row[0])

@@ -226,6 +226,12 @@ class TakedownService:
         )
         return self._kick(out)
 
+    async def rejected_submissions(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.run(rejected.listing, limit)
+
+    async def rejected_raw(self, rid: int) -> bytes | None:
+        return await self.store.run(rejected.raw, rid)
+
     async def report(self, start: Any, end: Any) -> dict[str, Any]:
         return await self.store.run(reports.build, start, end, self.cfg, self.clock())
 

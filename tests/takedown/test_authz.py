@@ -37,6 +37,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/cases/{case}/complaint/dismiss"): STAFF,
     ("POST", "/sites/{host}/unsuspend"): STAFF,
     ("GET", "/reports"): STAFF,
+    ("GET", "/rejected-submissions"): STAFF,
+    ("GET", "/rejected-submissions/{submission}/raw"): STAFF,
 }
 BODIES: dict[str, Any] = {
     "/notices": notice(),
@@ -85,7 +87,10 @@ async def test_route_by_role(make_env: MakeEnv, method: str, route: str, who: st
     env = await make_env(n_edges=1)
     case, nid = await actioned_case(env)
     path = route.replace("{case}", str(case)).replace("{notice}", str(nid))
-    path = path.replace("{host}", "cdn.example") + QUERIES.get(route, "")
+    if "{submission}" in route:  # a junk notice, kept as rejected submission 1
+        assert (await env.post("/notices", "submitter", b"junk"))[0] == 400
+    path = path.replace("{host}", "cdn.example").replace("{submission}", "1")
+    path += QUERIES.get(route, "")
     body = BODIES.get(route, {})
     if method == "GET":
         r = await env.client.get(path, headers=env.auth(who))

@@ -95,6 +95,20 @@ async def test_junk_notices_are_refused_by_field_and_kept_without_a_case(
         ).fetchall()
     )
     assert len(log) == len(JUNK) and all(r[0] is None for r in log)
+    # Staff read them back, newest first, and each one's bytes exactly as sent.
+    status, listed = await env.get("/rejected-submissions?limit=3")
+    assert status == 200 and [r["id"] for r in listed["rejected_submissions"]] == [16, 15, 14]
+    newest = listed["rejected_submissions"][0]
+    assert newest["errors"] == [
+        {"field": "signature", "message": "must be a string, got true or false"}
+    ]
+    assert newest["route"] == "notice" and newest["bytes"] == len(JUNK[-1][0])
+    r = await env.client.get("/rejected-submissions/1/raw", headers=env.auth("admin"))
+    assert r.status == 200 and await r.read() == JUNK[0][0]
+    r = await env.client.get("/rejected-submissions/99/raw", headers=env.auth("admin"))
+    assert r.status == 404
+    status, out = await env.get("/rejected-submissions?limit=0")
+    assert status == 400 and out["error"].startswith("limit: must be an integer")
 
 
 async def test_incomplete_but_well_formed_notice_still_opens_a_case(make_env: MakeEnv) -> None:
