@@ -4,7 +4,7 @@
                                        422 same body + missing (kept, answered)
                                        400 junk (schema.py): kept as a rejected submission
     GET  /notices/{id}/raw             the notice byte-for-byte as received
-    GET  /cases[?overdue=1&state=a,b&sort=deadline]   triage list (non-staff: their own cases)
+    GET  /cases[?overdue=1&state=a,b&sort=deadline]   triage list (non-staff: their cases)
     GET  /cases/{id}                   state, timeline, edges, durations, …
     POST /cases/{id}/decision          {"decision": "action"|"reject", "reason"}
     POST /cases/{id}/withdraw          before a decision closes; after an action lifts it
@@ -186,10 +186,13 @@ async def list_cases(request: web.Request) -> web.Response:
     sort = q.get("sort", "id")
     if sort not in SORTS:
         return _error(400, f"sort: must be one of {', '.join(SORTS)}, got {sort!r}")
+    staff, customer = acct.role in DECIDERS, acct.role is Role.CUSTOMER
     rows = await request.app[SERVICE].cases(
         overdue_only=q.get("overdue", "") in ("1", "true", "yes"),
         state=states or None,
-        account_id=None if acct.role in DECIDERS else acct.id,
+        # Submitters see the cases they filed, customers the cases against their sites.
+        account_id=None if staff or customer else acct.id,
+        customer_id=acct.customer_id if customer else None,
         sort=sort,
     )
     return _json({"cases": rows, "count": len(rows)})

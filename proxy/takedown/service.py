@@ -313,6 +313,7 @@ class TakedownService:
         state: str | Sequence[str] | None,
         account_id: int | None,
         sort: str = "id",
+        customer_id: int | None = None,
     ) -> list[dict[str, Any]]:
         return await self.store.run(
             lambda conn: views.list_cases(
@@ -322,6 +323,7 @@ class TakedownService:
                 overdue_only=overdue_only,
                 state=state,
                 account_id=account_id,
+                customer_id=customer_id,
                 sort=sort,
             )
         )

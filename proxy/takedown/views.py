@@ -267,6 +267,7 @@ def list_cases(
     overdue_only: bool = False,
     state: str | Sequence[str] | None = None,
     account_id: int | None = None,
+    customer_id: int | None = None,
     sort: str = "id",
 ) -> list[dict[str, Any]]:
     """The triage list: per case its targets, complainants, works and the clock that runs out
@@ -282,6 +283,12 @@ def list_cases(
     if account_id is not None:
         where.append("id IN (SELECT case_id FROM notices WHERE account_id = ?)")
         args.append(account_id)
+    if customer_id is not None:  # the cases that target the customer's sites
+        where.append(
+            "id IN (SELECT t.case_id FROM targets t JOIN sites s ON s.host = t.host"
+            " WHERE t.accepted = 1 AND s.customer_id = ?)"
+        )
+        args.append(customer_id)
     if where:
         sql += " WHERE " + " AND ".join(where)
     complaints = open_complaints(conn)

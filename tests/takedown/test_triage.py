@@ -58,6 +58,11 @@ async def test_list_shows_targets_parties_and_the_clock_sorted_by_deadline(
     # A submitter sees only its own cases, with the same columns.
     _, own = await env.get("/cases", "submitter2")
     assert [c["id"] for c in own["cases"]] == [two["case"]]
+    # A customer sees the cases against its sites (all four are on cdn.example, Acme's).
+    _, acme = await env.get("/cases", "customer")
+    assert sorted(c["id"] for c in acme["cases"]) == sorted(c["id"] for c in rows)
+    _, shady = await env.get("/cases", "customer2")
+    assert shady["count"] == 0
 
     # The CLI reads the same list from the database (wall clock: every clock is long overdue).
     rc = main(["cases", "--db", str(env.db), "--sort", "deadline", "--state", "under_review"])
