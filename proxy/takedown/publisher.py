@@ -344,10 +344,9 @@ class Publisher:
                 delay = self.policy.retry_initial_s
                 while True:
                     try:
-                        ack = await asyncio.wait_for(
-                            edge.deliver(p.kind, p.entries, p.audit_head),
-                            self.policy.request_timeout_s,
-                        )
+                        # Not wait_for: on 3.11 it can swallow stop()'s cancellation.
+                        async with asyncio.timeout(self.policy.request_timeout_s):
+                            ack = await edge.deliver(p.kind, p.entries, p.audit_head)
                         break
                     except (EdgeError, TimeoutError) as exc:
                         msg = str(exc) or type(exc).__name__
