@@ -248,6 +248,7 @@ async def test_unsuspension_lifts_the_host_entry_and_a_new_strike_suspends_again
     host_entry = "suspend-shady.example"
     first = await enforced(env, "trusted", {"url": "https://shady.example/1"})
     second = await enforced(env, "trusted", {"url": "https://shady.example/2"})
+    await until_event(env, second, "suspension_enforced")  # its own publication, after the block
     assert all(host_entry in e.entries for e in env.edges)
     status, out = await env.post(
         "/sites/shady.example/unsuspend", "admin", {"statement": "identity verified"}
