@@ -184,7 +184,10 @@ def parse_target(t: Any) -> Target:
 def check_notice(raw: bytes) -> Checked:
     doc, err = schema.decode(raw)
     if doc is not None:
-        _, err = schema.check(doc, schema.NoticeDoc)
+        shaped, err = schema.check(doc, schema.NoticeDoc)
+        if shaped is not None and not any(t.url or t.sha256 for t in shaped.targets):
+            # Nothing located at all: no case could act on it or be joined by a fix.
+            err = schema.SchemaError("targets", "no target names a `url` or a `sha256`")
     if err is not None:
         return Checked(doc, error=err)
     assert doc is not None

@@ -43,6 +43,7 @@ JUNK = [
     (_with(targets=[]), "targets", "must be a list of length >= 1"),
     (_with(targets=["https://cdn.example/a.mp3"]), "targets[0]", "must be an object, got a string"),
     (_with(targets=[{"url": 5}]), "targets[0].url", "must be a string, got an integer"),
+    (_with(targets=[{}, {"link": "x"}]), "targets", "no target names a `url` or a `sha256`"),
     (_with(works="Song A"), "works", "must be a list, got a string"),
     (_with(works=["Song A"]), "works[0]", "must be an object, got a string"),
     (_with(complainant="Rights Org"), "complainant", "must be an object, got a string"),
@@ -97,7 +98,8 @@ async def test_junk_notices_are_refused_by_field_and_kept_without_a_case(
     assert len(log) == len(JUNK) and all(r[0] is None for r in log)
     # Staff read them back, newest first, and each one's bytes exactly as sent.
     status, listed = await env.get("/rejected-submissions?limit=3")
-    assert status == 200 and [r["id"] for r in listed["rejected_submissions"]] == [16, 15, 14]
+    n = len(JUNK)
+    assert status == 200 and [r["id"] for r in listed["rejected_submissions"]] == [n, n - 1, n - 2]
     newest = listed["rejected_submissions"][0]
     assert newest["errors"] == [
         {"field": "signature", "message": "must be a string, got true or false"}
