@@ -2,14 +2,22 @@
 
     POST /notices                      201 {id, case, state, receipt, targets}
                                        422 same body + missing (kept, answered)
+                                       400 junk (schema.py): kept as a rejected submission
     GET  /notices/{id}/raw             the notice byte-for-byte as received
-    GET  /cases[?overdue=1&state=…]    (non-staff: their own cases)
+    GET  /cases[?overdue=1&state=a,b&sort=deadline]   triage list (non-staff: their cases)
     GET  /cases/{id}                   state, timeline, edges, durations, …
     POST /cases/{id}/decision          {"decision": "action"|"reject", "reason"}
-    POST /cases/{id}/withdraw
+    POST /cases/{id}/withdraw          before a decision closes; after an action lifts it
     GET  /cases/{id}/statement         DSA Art. 17 statement of reasons
     POST /cases/{id}/counter-notice    512(g)(3) elements; schedules the restore
     POST /cases/{id}/lawsuit           cancels the scheduled restore
+    POST /cases/{id}/reverse           {"statement"}: reverse the decision (redress.py)
+    POST /cases/{id}/complaint         {"statement"}: internal complaint, DSA Art. 20
+    POST /cases/{id}/complaint/dismiss {"statement"}: keep the decision
+    POST /sites/{host}/unsuspend       {"statement"}: lift a site's suspension
+    GET  /reports?from=…&to=…[&format=json|csv|md]   transparency report
+    GET  /rejected-submissions[?limit=N]              junk kept (staff), newest first
+    GET  /rejected-submissions/{id}/raw               its bytes exactly as received
     GET  /healthz                      no auth
     GET  /metrics                      no auth; Prometheus text format
 
@@ -27,10 +35,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy.takedown import authz
+from proxy.takedown import authz, reports, schema
 from proxy.takedown.accounts import Account, Role
 from proxy.takedown.service import TakedownService
-from proxy.takedown.states import Conflict, NotFound
+from proxy.takedown.states import Conflict, NotFound, State
+from proxy.takedown.views import SORTS
 
 SERVICE = web.AppKey("takedown_service", TakedownService)
 ACCOUNT = web.RequestKey("takedown_account", Account)
@@ -78,8 +87,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(409, str(exc))
     except PermissionError as exc:
         return _error(403, str(exc))
-    except NotFound:
-        return _error(404, "no such case")
+    except NotFound as exc:
+        what = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "no such case"
+        return _error(404, what)
 
 
 @web.middleware
@@ -115,10 +125,12 @@ async def authorize(request: web.Request, handler: Handler) -> web.StreamRespons
     )
     if request.method in ("GET", "HEAD"):
         return _error(404, "no such case" if case_id is not None else "not found")
-    if case_id is not None:
-        resource = info.route.resource
-        assert resource is not None
-        await svc.refused(case_id, account, request.method, resource.canonical, reason)
+    resource = info.route.resource
+    assert resource is not None
+    # Evidence of who tried what: on the case, or (a site's unsuspension) in the log alone.
+    await svc.refused(
+        case_id, account, request.method, resource.canonical, reason, request.path[:300]
+    )
     return _error(403, f"{account.role.value} may not {request.method} {request.path}")
 
 
@@ -153,6 +165,8 @@ async def _read_body(request: web.Request) -> bytes:
 async def post_notice(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     result = await request.app[SERVICE].submit_notice(_account(request), raw, request.remote)
+    if "rejected_submission" in result:  # junk: kept, but no case
+        return _json(result, 400)
     return _json(result, 201 if not result["missing"] else 422)
 
 
@@ -167,10 +181,23 @@ async def get_notice_raw(request: web.Request) -> web.Response:
 async def list_cases(request: web.Request) -> web.Response:
     acct = _account(request)
     q = request.query
+    states = [x for x in q.get("state", "").split(",") if x]
+    unknown = [x for x in states if x not in {s.value for s in State}]
+    if unknown:
+        return _error(
+            400, f"state: unknown {', '.join(unknown)}; one of {', '.join(s.value for s in State)}"
+        )
+    sort = q.get("sort", "id")
+    if sort not in SORTS:
+        return _error(400, f"sort: must be one of {', '.join(SORTS)}, got {sort!r}")
+    staff, customer = acct.role in DECIDERS, acct.role is Role.CUSTOMER
     rows = await request.app[SERVICE].cases(
         overdue_only=q.get("overdue", "") in ("1", "true", "yes"),
-        state=q.get("state") or None,
-        account_id=None if acct.role in DECIDERS else acct.id,
+        state=states or None,
+        # Submitters see the cases they filed, customers the cases against their sites.
+        account_id=None if staff or customer else acct.id,
+        customer_id=acct.customer_id if customer else None,
+        sort=sort,
     )
     return _json({"cases": rows, "count": len(rows)})
 
@@ -206,8 +233,85 @@ async def post_withdraw(request: web.Request) -> web.Response:
 
 async def post_counter_notice(request: web.Request) -> web.Response:
     raw = await _read_body(request)
-    result = await request.app[SERVICE].counter_notice(_account(request), _case_id(request), raw)
+    result = await request.app[SERVICE].counter_notice(
+        _account(request), _case_id(request), raw, request.remote
+    )
+    if "rejected_submission" in result:
+        return _json(result, 400)
     return _json(result, 201 if result["complete"] else 422)
+
+
+async def _statement(request: web.Request) -> str | web.Response:
+    """The `{"statement": "…"}` body of the undo routes, or a 400 naming the field."""
+    doc, err = schema.parse(await _read_body(request), schema.Statement)
+    if doc is None or not doc.statement.strip():
+        why = err or schema.SchemaError("statement", "must not be blank")
+        return _json({"error": str(why), "errors": [why.as_dict()]}, 400)
+    return doc.statement.strip()
+
+
+async def post_reverse(request: web.Request) -> web.Response:
+    statement = await _statement(request)
+    if isinstance(statement, web.Response):
+        return statement
+    svc = request.app[SERVICE]
+    return _json(await svc.reverse(_account(request), _case_id(request), statement))
+
+
+async def post_complaint(request: web.Request) -> web.Response:
+    statement = await _statement(request)
+    if isinstance(statement, web.Response):
+        return statement
+    svc = request.app[SERVICE]
+    return _json(await svc.complain(_account(request), _case_id(request), statement), 201)
+
+
+async def post_complaint_dismiss(request: web.Request) -> web.Response:
+    statement = await _statement(request)
+    if isinstance(statement, web.Response):
+        return statement
+    svc = request.app[SERVICE]
+    return _json(await svc.dismiss_complaints(_account(request), _case_id(request), statement))
+
+
+async def post_unsuspend(request: web.Request) -> web.Response:
+    statement = await _statement(request)
+    if isinstance(statement, web.Response):
+        return statement
+    svc = request.app[SERVICE]
+    return _json(await svc.unsuspend(_account(request), request.match_info["host"], statement))
+
+
+async def list_rejected(request: web.Request) -> web.Response:
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        return _error(400, f"limit: must be an integer from 1 to 1000, got {text!r}")
+    rows = await request.app[SERVICE].rejected_submissions(int(text))
+    return _json({"rejected_submissions": rows, "count": len(rows)})
+
+
+async def get_rejected_raw(request: web.Request) -> web.Response:
+    rid = _int(request.match_info["submission"])
+    found = None if rid is None else await request.app[SERVICE].rejected_raw(rid)
+    if found is None:
+        return _error(404, "no such rejected submission")
+    return web.Response(body=found, content_type="application/octet-stream")
+
+
+async def get_report(request: web.Request) -> web.Response:
+    q = request.query
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv", "md"):
+        return _error(400, f"format: must be json, csv or md, got {fmt!r}")
+    try:
+        start, end = reports.parse_range(q.get("from"), q.get("to"))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    rep = await request.app[SERVICE].report(start, end)
+    if fmt == "json":
+        return _json(rep)
+    text = reports.to_csv(rep) if fmt == "csv" else reports.to_markdown(rep)
+    return web.Response(text=text, content_type="text/csv" if fmt == "csv" else "text/markdown")
 
 
 async def post_lawsuit(request: web.Request) -> web.Response:
@@ -248,6 +352,13 @@ def build_app(service: TakedownService, *, manage_service: bool = True) -> web.A
     app.router.add_post("/cases/{case}/withdraw", post_withdraw)
     app.router.add_post("/cases/{case}/counter-notice", post_counter_notice)
     app.router.add_post("/cases/{case}/lawsuit", post_lawsuit)
+    app.router.add_post("/cases/{case}/reverse", post_reverse)
+    app.router.add_post("/cases/{case}/complaint", post_complaint)
+    app.router.add_post("/cases/{case}/complaint/dismiss", post_complaint_dismiss)
+    app.router.add_post("/sites/{host}/unsuspend", post_unsuspend)
+    app.router.add_get("/reports", get_report)
+    app.router.add_get("/rejected-submissions", list_rejected)
+    app.router.add_get("/rejected-submissions/{submission}/raw", get_rejected_raw)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     from proxy.takedown import kyc_api  # customer verification (issue 15)

@@ -68,6 +68,18 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/cases/{case}/counter-notice"): Rule(STAFF, frozenset({Relation.CUSTOMER})),
     # 512(g)(2)(C): the complainant reports its action, or staff for it.
     ("POST", "/cases/{case}/lawsuit"): Rule(STAFF, frozenset({Relation.SUBMITTER})),
+    # Undo (redress.py). Staff reverse and dismiss; the parties complain (DSA Art. 20: the
+    # notifier and the affected recipient), staff need no complaint to reverse.
+    ("POST", "/cases/{case}/reverse"): Rule(STAFF),
+    ("POST", "/cases/{case}/complaint"): Rule(
+        frozenset(), frozenset({Relation.SUBMITTER, Relation.CUSTOMER})
+    ),
+    ("POST", "/cases/{case}/complaint/dismiss"): Rule(STAFF),
+    ("POST", "/sites/{host}/unsuspend"): Rule(STAFF),
+    # Counts across every case, and what anyone sent that was refused: staff only.
+    ("GET", "/reports"): Rule(STAFF),
+    ("GET", "/rejected-submissions"): Rule(STAFF),
+    ("GET", "/rejected-submissions/{submission}/raw"): Rule(STAFF),
 }
 
 ADMIN = frozenset({Role.ADMIN})

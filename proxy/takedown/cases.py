@@ -529,9 +529,3 @@ def decide(
         )
     out.result = {"case": case_id, "state": state_of(conn, case_id).value}
     return out
-
-
-def withdraw(conn: sqlite3.Connection, case_id: int, now: float, account: Account) -> Outcome:
-    """Who may is `authz.RULES`, checked before this runs."""
-    transition(conn, case_id, S.WITHDRAWN, now, actor_of(account))
-    return Outcome({"case": case_id, "state": S.WITHDRAWN.value})

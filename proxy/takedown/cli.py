@@ -8,6 +8,7 @@
                  at once (key from --key or $EDGEPROXY_TAKEDOWN_KEY)
     verify-log   check the audit log's hash chain; exit 1 naming the first bad record
     report       transparency report as json, csv or md, optionally with a PNG chart
+    cases, case  the triage list and one case's timeline, read from the database (casefile.py)
     customers, sites, identity, evidence, dcv, accounts, disclosure, roster
                  customer verification (kyc_cli.py)
     fleet        every fleet node's acknowledged version from Redis; exit 1 when one is overdue
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from proxy.config import FleetConfig
-from proxy.takedown import accounts, anchor, audit, config, reports
+from proxy.takedown import accounts, anchor, audit, casefile, config, reports
 from proxy.takedown.states import iso
 from proxy.takedown.store import Store
 
@@ -64,6 +65,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
     _add_service_commands(cmds)
     _add_operator_commands(cmds)
+    casefile.add_commands(cmds)
     from proxy.takedown import kyc_cli  # customer verification (issue 15)
 
     kyc_cli.add_commands(cmds)
@@ -385,6 +387,12 @@ def _verify_log(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if args.end < args.start:
+        print(
+            f"report: --from {args.start} is after --to {args.end}: the range is reversed",
+            file=sys.stderr,
+        )
+        return 2
     cfg = config.load(args.config)
     store = Store(args.db)
     try:

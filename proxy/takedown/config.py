@@ -19,6 +19,10 @@ class Deadlines(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fix_request_s: float = 48 * 3600.0  # 512(c)(3)(B)(ii): how long a fix is awaited
     decision_s: float = 24 * 3600.0  # receipt -> decision
     enforcement_s: float = 60.0  # decision -> every edge acknowledged
+    # Reversal, withdrawal or unsuspension -> every edge acknowledged the removal.
+    lift_s: float = 60.0
+    complaint_s: float = 7 * 86400.0  # DSA 20(4): an internal complaint is decided "timely"
+    complaint_window_s: float = 183 * 86400.0  # DSA 20(1): open at least 6 months after it
 
 
 class Publish(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

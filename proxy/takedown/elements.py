@@ -2,7 +2,9 @@
 
 Notice: 17 U.S.C. 512(c)(3)(A)(i)-(vi) and DSA Art. 16(2)(a)-(d). Counter-notice: 512(g)(3).
 A missing element is named by its field path (e.g. ``statements.good_faith``); the law it comes
-from travels alongside so the reply to the submitter can cite it.
+from travels alongside so the reply to the submitter can cite it. A body that does not even have
+the shape of a notice (`schema.py`: not JSON, a field of the wrong type) is not checked for
+elements at all: `Checked.error` says what is wrong with it, and it never becomes a case.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import idna
 from yarl import URL
+
+from proxy.takedown import schema
 
 
 class LegalBasis(StrEnum):
@@ -79,10 +83,11 @@ class Checked:
     missing: list[str] = field(default_factory=list)
     legal_basis: LegalBasis | None = None
     targets: list[Target] = field(default_factory=list)
+    error: schema.SchemaError | None = None  # junk: refused before any element is checked
 
     @property
     def complete(self) -> bool:
-        return not self.missing
+        return not self.missing and self.error is None
 
     def missing_detail(self, table: dict[str, str]) -> list[dict[str, str]]:
         return [{"element": m, "law": table.get(m, "")} for m in self.missing]
@@ -177,12 +182,15 @@ def parse_target(t: Any) -> Target:
 
 
 def check_notice(raw: bytes) -> Checked:
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        doc = None
-    if not isinstance(doc, dict):
-        return Checked(None, ["body (a JSON object)", *NOTICE_ELEMENTS])
+    doc, err = schema.decode(raw)
+    if doc is not None:
+        shaped, err = schema.check(doc, schema.NoticeDoc)
+        if shaped is not None and not any(t.url or t.sha256 for t in shaped.targets):
+            # Nothing located at all: no case could act on it or be joined by a fix.
+            err = schema.SchemaError("targets", "no target names a `url` or a `sha256`")
+    if err is not None:
+        return Checked(doc, error=err)
+    assert doc is not None
     out = Checked(doc)
     if not _text(doc.get("signature")):
         out.missing.append("signature")
@@ -215,12 +223,12 @@ def check_notice(raw: bytes) -> Checked:
 
 
 def check_counter_notice(raw: bytes) -> Checked:
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        doc = None
-    if not isinstance(doc, dict):
-        return Checked(None, ["body (a JSON object)", *COUNTER_ELEMENTS])
+    doc, err = schema.decode(raw)
+    if doc is not None:
+        _, err = schema.check(doc, schema.CounterNoticeDoc)
+    if err is not None:
+        return Checked(doc, error=err)
+    assert doc is not None
     out = Checked(doc)
     if not _text(doc.get("signature")):
         out.missing.append("signature")

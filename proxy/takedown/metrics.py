@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from proxy.takedown.config import TakedownConfig
 from proxy.takedown.notify import Channel, Kind
+from proxy.takedown.rejected import ROUTES, counts
 from proxy.takedown.states import State
-from proxy.takedown.views import overdue_reasons
+from proxy.takedown.views import open_complaints, overdue_reasons
 
-OVERDUE = ("decision", "enforcement", "restore")
+OVERDUE = ("decision", "enforcement", "restore", "lift", "complaint", "unsuspension")
 # Seconds from decision to the last edge's acknowledgement; the legal target is minutes.
 ENFORCEMENT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 
@@ -44,6 +45,13 @@ class ServiceMetrics:
             registry=r,
         )
         self.overdue = {x: overdue.labels(reason=x) for x in OVERDUE}
+        rejected = Gauge(
+            "edgeproxy_takedown_rejected_submissions",
+            "Submissions refused as malformed (kept in rejected_submissions, no case), by route",
+            ["route"],
+            registry=r,
+        )
+        self.rejected = {x: rejected.labels(route=x) for x in ROUTES}
         failures = Counter(
             "edgeproxy_takedown_edge_delivery_failures",
             "Failed attempts to deliver a publication to an edge",
@@ -100,13 +108,22 @@ class ServiceMetrics:
         for s, child in self.notices.items():
             child.set(by_state[s.value])
         overdue: Tally[str] = Tally()
+        complaints = open_complaints(conn)
         for row in conn.execute(
-            "SELECT * FROM cases WHERE state NOT IN ('rejected', 'withdrawn', 'restored',"
-            " 'enforced', 'litigation_hold', 'incomplete')"
+            "SELECT * FROM cases WHERE state NOT IN ('rejected', 'restored', 'incomplete')"
+            " OR id IN (SELECT case_id FROM complaints WHERE decided_at IS NULL)"
         ):
-            overdue.update(overdue_reasons(row, now, cfg))
+            overdue.update(overdue_reasons(row, now, cfg, complaints.get(row["id"])))
+        overdue["unsuspension"] = conn.execute(
+            "SELECT COUNT(*) FROM publications WHERE kind = 'unsuspend' AND done_at IS NULL"
+            " AND created_at + ? < ?",
+            (cfg.deadlines.lift_s, now),
+        ).fetchone()[0]
         for x, child in self.overdue.items():
             child.set(overdue[x])
+        rejected = counts(conn)
+        for route, child in self.rejected.items():
+            child.set(rejected.get(route, 0))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,6 +14,10 @@ Who gets what:
     warning         the customer whose site crossed the strike warning threshold
     suspension      the customer whose site was suspended
     counter_notice  every complainant of the case, with the counter-notice and restore window
+    reversal        both sides (complainants and customers): the decision was reversed
+    withdrawal      the customers: the complainant withdrew, the block ends
+    complaint_dismissed  both sides: an internal complaint (DSA Art. 20) was dismissed
+    unsuspension    the customer whose site was suspended: the suspension is lifted
 """
 
 from __future__ import annotations
@@ -34,10 +38,19 @@ class Kind(StrEnum):
     WARNING = "warning"
     SUSPENSION = "suspension"
     COUNTER_NOTICE = "counter_notice"
+    REVERSAL = "reversal"
+    WITHDRAWAL = "withdrawal"
+    COMPLAINT_DISMISSED = "complaint_dismissed"
+    UNSUSPENSION = "unsuspension"
     # Customer verification (customers.py): evidence or a domain validation expired and the
     # customer's level dropped; its sites may be held on the edges until it re-verifies.
     VERIFICATION_LAPSED = "verification_lapsed"
     VERIFICATION_EXPIRING = "verification_expiring"  # `remind_before_s` ahead of a drop
+
+
+# Outcomes both sides of a case are told (DSA 20(4): the complainant of a complaint and the
+# other party both learn the decision on it).
+BOTH_SIDES = frozenset({Kind.REVERSAL, Kind.COMPLAINT_DISMISSED})
 
 
 class Channel(StrEnum):
@@ -51,6 +64,10 @@ SUBJECTS = {
     Kind.WARNING: "Repeat-infringer warning for your site (case {case})",
     Kind.SUSPENSION: "Your site was suspended (case {case})",
     Kind.COUNTER_NOTICE: "Counter-notice received; the material will be restored (case {case})",
+    Kind.REVERSAL: "The decision on case {case} was reversed",
+    Kind.WITHDRAWAL: "The notice was withdrawn; access is restored (case {case})",
+    Kind.COMPLAINT_DISMISSED: "Your complaint was dismissed; the decision stands (case {case})",
+    Kind.UNSUSPENSION: "The suspension of your site was lifted (case {case})",
     Kind.VERIFICATION_LAPSED: "Your verification expired: please verify again",
     Kind.VERIFICATION_EXPIRING: "Your verification expires soon: please renew it",
 }
@@ -141,14 +158,10 @@ def recipients(
         assert notice_id is not None
         return _complainant(conn, notice_id)
     if kind is Kind.COUNTER_NOTICE:
-        out: list[Recipient] = []
-        for (nid,) in conn.execute(
-            "SELECT id FROM notices WHERE case_id = ? AND complete = 1 ORDER BY id", (case_id,)
-        ).fetchall():
-            out += [r for r in _complainant(conn, nid) if r not in out]
-        return out
+        return _complainants(conn, case_id)
     if customer_id is not None:
         return _contact(conn, "customer", customer_id)
+    out = _complainants(conn, case_id) if kind in BOTH_SIDES else []
     ids = [
         r[0]
         for r in conn.execute(
@@ -157,7 +170,16 @@ def recipients(
             (case_id,),
         )
     ]
-    return [r for cid in ids for r in _contact(conn, "customer", cid)]
+    return out + [r for cid in ids for r in _contact(conn, "customer", cid) if r not in out]
+
+
+def _complainants(conn: sqlite3.Connection, case_id: int) -> list[Recipient]:
+    out: list[Recipient] = []
+    for (nid,) in conn.execute(
+        "SELECT id FROM notices WHERE case_id = ? AND complete = 1 ORDER BY id", (case_id,)
+    ).fetchall():
+        out += [r for r in _complainant(conn, nid) if r not in out]
+    return out
 
 
 def enqueue(

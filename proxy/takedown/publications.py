@@ -1,8 +1,10 @@
 """Publications: what must reach every edge, and each edge's acknowledgement of it.
 
-A publication is one change to the blocklist (block a case's targets, suspend a host, restore a
-case) with one delivery row per configured edge. The publisher (`publisher.py`) moves them; the
-functions here record each step in the caller's transaction and move the case along.
+A publication is one change to the blocklist with one delivery row per configured edge: it adds
+entries (`block` a case's targets, `suspend` a host) or removes entries this service added
+(`REMOVALS`: a `restore` after a counter-notice, a `reversal`, a `withdrawal`, an
+`unsuspend`). The publisher (`publisher.py`) moves them; the functions here record each step
+in the caller's transaction and move the case along.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from typing import Any
 
 from proxy.takedown import audit
 from proxy.takedown.states import S, State, iso, transition
+
+ADDS = ("block", "suspend")
+# Removals travel the same path as blocks (DELETE on the admin API, a delta's `removes` in the
+# file drop) and are acknowledged the same way.
+REMOVALS = ("restore", "reversal", "withdrawal", "unsuspend")
 
 
 def create_publication(
@@ -42,8 +49,8 @@ def create_publication(
 @dataclass(frozen=True, slots=True)
 class Pending:
     publication: int
-    kind: str  # block | suspend | restore
-    entries: list[dict[str, str]]  # for restore: the entries to remove
+    kind: str  # one of ADDS or REMOVALS
+    entries: list[dict[str, str]]  # for a removal: the entries to remove
     audit_head: dict[str, Any] | None = None  # the signed chain head shipped with it
 
 
@@ -55,19 +62,17 @@ def unpublished(conn: sqlite3.Connection) -> list[int]:
 
 
 def active_entries(conn: sqlite3.Connection) -> list[dict[str, str]]:
-    """Every entry that should be enforced now: the full list a file-drop version carries."""
-    removed: set[str] = set()
-    for (entries,) in conn.execute(
-        "SELECT entries FROM publications WHERE kind = 'restore' AND published_at IS NOT NULL"
-    ):
-        removed.update(e["id"] for e in json.loads(entries))
+    """Every entry that should be enforced now: the full list a file-drop version carries.
+    Applied in publication order, so an entry removed and later added again (a site suspended,
+    unsuspended, suspended again) is active."""
     out: dict[str, dict[str, str]] = {}
-    for (entries,) in conn.execute(
-        "SELECT entries FROM publications WHERE kind IN ('block', 'suspend')"
-        " AND published_at IS NOT NULL ORDER BY id"
+    for kind, entries in conn.execute(
+        "SELECT kind, entries FROM publications WHERE published_at IS NOT NULL ORDER BY id"
     ):
         for e in json.loads(entries):
-            if e["id"] not in removed:
+            if kind in REMOVALS:
+                out.pop(e["id"], None)
+            else:
                 out[e["id"]] = e
     return list(out.values())
 
@@ -184,7 +189,11 @@ def record_ack(
     audit.append(
         conn,
         now,
-        "edge_enforced" if pub["kind"] != "restore" else "edge_restored",
+        "edge_enforced"
+        if pub["kind"] in ADDS
+        else "edge_restored"
+        if pub["kind"] == "restore"
+        else "edge_removed",
         case_id=cid,
         data={
             "publication": pid,
@@ -226,6 +235,18 @@ def record_ack(
             "suspension_enforced",
             case_id=cid,
             data={"host": pub["host"], "enforced_at": last},
+        )
+    elif pub["kind"] in ("reversal", "withdrawal"):
+        # The restriction is over on every edge: the proof the undo took effect.
+        conn.execute("UPDATE cases SET lifted_at = ? WHERE id = ?", (last, cid))
+        audit.append(conn, now, f"{pub['kind']}_enforced", case_id=cid, data={"lifted_at": last})
+    elif pub["kind"] == "unsuspend":
+        audit.append(
+            conn,
+            now,
+            "unsuspension_enforced",
+            case_id=cid,
+            data={"host": pub["host"], "lifted_at": last},
         )
     return None
 

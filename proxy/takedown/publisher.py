@@ -55,7 +55,7 @@ AUDIT_HEAD_HEADER = "X-Edgeproxy-Audit-Head"  # read by proxy/admin/app.py
 
 
 class AdminApiEdge:
-    """An edge node's admin API: POST entries to block, DELETE them to restore."""
+    """An edge node's admin API: POST entries to block, DELETE them for a removal."""
 
     def __init__(self, url: str, token: str, session: aiohttp.ClientSession) -> None:
         self.name = url
@@ -79,7 +79,7 @@ class AdminApiEdge:
         if audit_head:  # a header, so edges that predate it ignore it
             headers[AUDIT_HEAD_HEADER] = json.dumps(audit_head, separators=(",", ":"))
         try:
-            if kind != "restore":
+            if kind not in pubs.REMOVALS:
                 async with self._session.post(
                     f"{self._base}/blocklist/entries",
                     json={"entries": entries},
@@ -312,7 +312,7 @@ class Publisher:
         row = conn.execute("SELECT kind, entries FROM publications WHERE id = ?", (pid,)).fetchone()
         mine = json.loads(row["entries"])
         newest = drop.newest()
-        if row["kind"] == "restore":
+        if row["kind"] in pubs.REMOVALS:
             # Only what this service created may be removed, whatever the publication says.
             own = pubs.own_entry_ids(conn)
             adds, gone = [], [e["id"] for e in mine if e["id"] in own]
@@ -344,10 +344,9 @@ class Publisher:
                 delay = self.policy.retry_initial_s
                 while True:
                     try:
-                        ack = await asyncio.wait_for(
-                            edge.deliver(p.kind, p.entries, p.audit_head),
-                            self.policy.request_timeout_s,
-                        )
+                        # Not wait_for: on 3.11 it can swallow stop()'s cancellation.
+                        async with asyncio.timeout(self.policy.request_timeout_s):
+                            ack = await edge.deliver(p.kind, p.entries, p.audit_head)
                         break
                     except (EdgeError, TimeoutError) as exc:
                         msg = str(exc) or type(exc).__name__

@@ -24,12 +24,31 @@ ACTIONED = {"actioned", "published", "enforced", "restore_scheduled", "litigatio
 PENDING = {"received", "validated", "under_review"}
 
 
+def parse_range(start: str | None, end: str | None) -> tuple[dt.date, dt.date]:
+    """`from` and `to` as dates, or a ValueError whose message names the parameters: a range
+    that ends before it starts is an error, not an empty report."""
+    days = []
+    for name, text in (("from", start), ("to", end)):
+        if not text:
+            raise ValueError(f"{name}: required (YYYY-MM-DD)")
+        try:
+            days.append(dt.date.fromisoformat(text))
+        except ValueError:
+            raise ValueError(f"{name}: not a date (YYYY-MM-DD): {text!r}") from None
+    if days[1] < days[0]:
+        raise ValueError(
+            f"from/to: the range is reversed: from {days[0].isoformat()} is after"
+            f" to {days[1].isoformat()}"
+        )
+    return days[0], days[1]
+
+
 def outcome(state: str) -> str:
     if state in ACTIONED:
         return "actioned"
     if state in PENDING:
         return "pending"
-    return state  # rejected, withdrawn, incomplete
+    return state  # rejected, withdrawn, incomplete, reversed
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -52,6 +71,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def build(
     conn: sqlite3.Connection, start: dt.date, end: dt.date, cfg: TakedownConfig, now: float
 ) -> dict[str, Any]:
+    if end < start:
+        raise ValueError(f"from/to: the range is reversed: from {start} is after to {end}")
     lo = dt.datetime.combine(start, dt.time(), dt.UTC).timestamp()
     hi = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()
     span = (lo, hi)
@@ -120,6 +141,35 @@ def build(
             "warnings": events["warning"],
             "suspensions": events["suspended"],
         },
+        "redress": _redress(conn, span, events, rows),
+    }
+
+
+def _redress(
+    conn: sqlite3.Connection,
+    span: tuple[float, float],
+    events: Counter[str],
+    rows: list[sqlite3.Row],
+) -> dict[str, Any]:
+    """DSA Art. 15(1)(d): complaints and their outcomes; reversals, withdrawals after action
+    and lifted suspensions, with the time from the undo to its removal on every edge."""
+    outcomes = Counter(
+        o or "open"
+        for (o,) in conn.execute(
+            "SELECT outcome FROM complaints WHERE received_at >= ? AND received_at < ?", span
+        )
+    )
+    lifted = [r["lifted_at"] - r["ended_at"] for r in rows if r["ended_at"] and r["lifted_at"]]
+    return {
+        "complaints": sum(outcomes.values()),
+        "complaints_upheld": outcomes["upheld"],
+        "complaints_dismissed": outcomes["dismissed"],
+        "complaints_open": outcomes["open"],
+        "reversals": events["decision_reversed"],
+        "withdrawals_after_action": sum(1 for r in rows if r["ended_by"] == "withdrawal"),
+        "unsuspensions": events["unsuspended"],
+        "undo_to_lifted_median_s": percentile(lifted, 50),
+        "undo_to_lifted_p95_s": percentile(lifted, 95),
     }
 
 
@@ -187,7 +237,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {name.replace('_', ' ')} | {s['count']} | {_fmt(s['median_s'])} |"
             f" {_fmt(s['p95_s'])} |"
         )
-    for section in ("trusted_submitters", "overdue", "counter_notices", "strikes"):
+    for section in ("trusted_submitters", "overdue", "counter_notices", "strikes", "redress"):
         lines += ["", f"## {section.replace('_', ' ').capitalize()}", "", "| | |", "|---|---|"]
         lines += [f"| {k.replace('_', ' ')} | {_fmt(v)} |" for k, v in report[section].items()]
     lines += ["", "## Audit log anchor", "", anchor_line(report.get("audit_anchor"))]

@@ -111,8 +111,10 @@ class Sender:
         while True:
             attempt += 1
             try:
-                async with self._slots:
-                    await asyncio.wait_for(self._send(msg), self.policy.request_timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+                # arrives as the send fails, and the task would go on retrying after stop().
+                async with self._slots, asyncio.timeout(self.policy.request_timeout_s):
+                    await self._send(msg)
             except (DeliveryError, TimeoutError, OSError, aiohttp.ClientError) as exc:
                 error = str(exc) or type(exc).__name__
                 last = attempt >= self.policy.max_attempts

@@ -17,7 +17,19 @@ from typing import Any
 
 import aiohttp
 
-from proxy.takedown import accounts, anchor, audit, authz, cases, elements, restore, views
+from proxy.takedown import (
+    accounts,
+    anchor,
+    audit,
+    authz,
+    cases,
+    elements,
+    redress,
+    rejected,
+    reports,
+    restore,
+    views,
+)
 from proxy.takedown.accounts import Account
 from proxy.takedown.calendar import BusinessCalendar
 from proxy.takedown.config import TakedownConfig
@@ -159,6 +171,17 @@ class TakedownService:
     ) -> dict[str, Any]:
         checked = elements.check_notice(raw)
         digest = hashlib.sha256(raw).hexdigest()
+        if checked.error is not None:  # junk: kept, answered 400, never a case
+            return await self.store.run(
+                rejected.record,
+                self.clock(),
+                account,
+                "notice",
+                raw,
+                digest,
+                remote,
+                checked.error,
+            )
         out = await self.store.run(
             cases.intake,
             self.clock(),
@@ -188,11 +211,61 @@ class TakedownService:
         return self._kick(out)
 
     async def withdraw(self, account: Account, case_id: int) -> dict[str, Any]:
-        return (await self.store.run(cases.withdraw, case_id, self.clock(), account)).result
+        out = await self.store.run(
+            redress.withdraw, case_id, self.clock(), account, self.cfg, self.edge_names
+        )
+        return self._kick(out)
 
-    async def counter_notice(self, account: Account, case_id: int, raw: bytes) -> dict[str, Any]:
+    async def reverse(self, account: Account, case_id: int, statement: str) -> dict[str, Any]:
+        out = await self.store.run(
+            redress.reverse, case_id, self.clock(), account, statement, self.cfg, self.edge_names
+        )
+        return self._kick(out)
+
+    async def complain(self, account: Account, case_id: int, statement: str) -> dict[str, Any]:
+        out = await self.store.run(
+            redress.complain, case_id, self.clock(), account, statement, self.cfg
+        )
+        return self._kick(out)
+
+    async def dismiss_complaints(
+        self, account: Account, case_id: int, statement: str
+    ) -> dict[str, Any]:
+        out = await self.store.run(redress.dismiss, case_id, self.clock(), account, statement)
+        return self._kick(out)
+
+    async def unsuspend(self, account: Account, host: str, statement: str) -> dict[str, Any]:
+        out = await self.store.run(
+            redress.unsuspend, host, self.clock(), account, statement, self.cfg, self.edge_names
+        )
+        return self._kick(out)
+
+    async def rejected_submissions(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.run(rejected.listing, limit)
+
+    async def rejected_raw(self, rid: int) -> bytes | None:
+        return await self.store.run(rejected.raw, rid)
+
+    async def report(self, start: Any, end: Any) -> dict[str, Any]:
+        return await self.store.run(reports.build, start, end, self.cfg, self.clock())
+
+    async def counter_notice(
+        self, account: Account, case_id: int, raw: bytes, remote: str | None = None
+    ) -> dict[str, Any]:
         checked = elements.check_counter_notice(raw)
         digest = hashlib.sha256(raw).hexdigest()
+        if checked.error is not None:
+            return await self.store.run(
+                rejected.record,
+                self.clock(),
+                account,
+                "counter_notice",
+                raw,
+                digest,
+                remote,
+                checked.error,
+                case_id,
+            )
         out = await self.store.run(
             restore.counter_notice,
             case_id,
@@ -222,26 +295,39 @@ class TakedownService:
         return await self.store.run(authz.notice_relations, notice_id, account)
 
     async def refused(
-        self, case_id: int, account: Account, method: str, route: str, reason: authz.Refusal
+        self,
+        case_id: int | None,
+        account: Account,
+        method: str,
+        route: str,
+        reason: authz.Refusal,
+        path: str = "",
     ) -> None:
-        """A refused write on an existing case is evidence (who tried what); nothing else of
-        the case changes."""
+        """A refused write is evidence (who tried what): on the case when it names an existing
+        one, in the log alone when it names none (e.g. a site's unsuspension); nothing else
+        changes."""
 
         def record(conn: Any) -> None:
-            if authz.case_exists(conn, case_id):
+            if case_id is None or authz.case_exists(conn, case_id):
                 audit.append(
                     conn,
                     self.clock(),
                     "access_refused",
                     case_id=case_id,
                     actor=actor_of(account),
-                    data={"method": method, "route": route, "reason": reason.value},
+                    data={"method": method, "route": route, "path": path, "reason": reason.value},
                 )
 
         await self.store.run(record)
 
     async def cases(
-        self, *, overdue_only: bool, state: str | None, account_id: int | None
+        self,
+        *,
+        overdue_only: bool,
+        state: str | Sequence[str] | None,
+        account_id: int | None,
+        sort: str = "id",
+        customer_id: int | None = None,
     ) -> list[dict[str, Any]]:
         return await self.store.run(
             lambda conn: views.list_cases(
@@ -251,6 +337,8 @@ class TakedownService:
                 overdue_only=overdue_only,
                 state=state,
                 account_id=account_id,
+                customer_id=customer_id,
+                sort=sort,
             )
         )
 

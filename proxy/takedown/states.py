@@ -1,6 +1,11 @@
 """Case states, the transitions allowed between them, and the one function that moves a case.
 
 A transition writes the new state and its audit record in the caller's transaction.
+
+Undo is a transition too: any state that restricts access (`RESTRICTING`) may become
+`reversed` (an operator reverses the decision) or `withdrawn` (the complainant withdraws), and
+either one publishes the removal of the case's entries to every edge (`redress.py`); a
+`rejected` case may become `actioned` when a complaint against the rejection is upheld.
 """
 
 from __future__ import annotations
@@ -27,28 +32,35 @@ class State(StrEnum):
     RESTORE_SCHEDULED = "restore_scheduled"
     LITIGATION_HOLD = "litigation_hold"
     RESTORED = "restored"
+    # An operator reversed the action (DSA Art. 20 internal complaint, or a mistake found):
+    # the block is removed from every edge; the case is closed.
+    REVERSED = "reversed"
     # Disclosure requests (disclosure.py): a court order or 512(h) subpoena naming a site.
     DISCLOSURE_PENDING = "disclosure_pending"
     DISCLOSED = "disclosed"
 
 
 S = State
+END = frozenset({S.REVERSED, S.WITHDRAWN})  # undo: lifts whatever the case restricts
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.RECEIVED: frozenset({S.INCOMPLETE, S.VALIDATED, S.REJECTED}),
     S.INCOMPLETE: frozenset({S.VALIDATED, S.REJECTED, S.WITHDRAWN}),
     S.VALIDATED: frozenset({S.UNDER_REVIEW, S.ACTIONED, S.REJECTED, S.WITHDRAWN}),
     S.UNDER_REVIEW: frozenset({S.ACTIONED, S.REJECTED, S.WITHDRAWN}),
-    S.ACTIONED: frozenset({S.PUBLISHED, S.RESTORE_SCHEDULED}),
-    S.PUBLISHED: frozenset({S.ENFORCED, S.RESTORE_SCHEDULED}),
-    S.ENFORCED: frozenset({S.RESTORE_SCHEDULED}),
-    S.RESTORE_SCHEDULED: frozenset({S.LITIGATION_HOLD, S.RESTORED}),
-    S.LITIGATION_HOLD: frozenset(),
-    S.REJECTED: frozenset(),
+    S.ACTIONED: frozenset({S.PUBLISHED, S.RESTORE_SCHEDULED}) | END,
+    S.PUBLISHED: frozenset({S.ENFORCED, S.RESTORE_SCHEDULED}) | END,
+    S.ENFORCED: frozenset({S.RESTORE_SCHEDULED}) | END,
+    S.RESTORE_SCHEDULED: frozenset({S.LITIGATION_HOLD, S.RESTORED}) | END,
+    S.LITIGATION_HOLD: END,
+    S.REJECTED: frozenset({S.ACTIONED}),  # a rejection reversed on complaint (DSA Art. 20)
     S.WITHDRAWN: frozenset(),
     S.RESTORED: frozenset(),
+    S.REVERSED: frozenset(),
     S.DISCLOSURE_PENDING: frozenset({S.DISCLOSED, S.REJECTED}),
     S.DISCLOSED: frozenset(),
 }
+# A restriction is in force (or being put in force): reversal and withdrawal must lift it.
+RESTRICTING = (S.ACTIONED, S.PUBLISHED, S.ENFORCED, S.RESTORE_SCHEDULED, S.LITIGATION_HOLD)
 # Cases a new notice for the same targets joins instead of opening a new one.
 OPEN = (
     S.INCOMPLETE,

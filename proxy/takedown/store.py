@@ -81,6 +81,15 @@ CREATE TABLE IF NOT EXISTS outbox (
   attempts INTEGER NOT NULL DEFAULT 0, last_attempt_at REAL, last_error TEXT,
   delivered_at REAL, abandoned_at REAL);
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, abandoned_at);
+CREATE TABLE IF NOT EXISTS complaints (
+  id INTEGER PRIMARY KEY, case_id INTEGER NOT NULL REFERENCES cases(id),
+  account_id INTEGER NOT NULL, party TEXT NOT NULL, received_at REAL NOT NULL,
+  statement TEXT NOT NULL, decided_at REAL, outcome TEXT, decision_statement TEXT);
+CREATE INDEX IF NOT EXISTS complaints_case ON complaints(case_id);
+CREATE TABLE IF NOT EXISTS rejected_submissions (
+  id INTEGER PRIMARY KEY, received_at REAL NOT NULL, account_id INTEGER, remote TEXT,
+  route TEXT NOT NULL, case_id INTEGER, raw BLOB NOT NULL, raw_sha256 TEXT NOT NULL,
+  errors TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_log (
   seq INTEGER PRIMARY KEY, at REAL NOT NULL, event TEXT NOT NULL, case_id INTEGER,
   actor TEXT NOT NULL, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -130,6 +139,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
     cols = {r["name"] for r in conn.execute("PRAGMA table_info(publications)")}
     if "audit_head" not in cols:  # the signed chain head shipped with the publication
         conn.execute("ALTER TABLE publications ADD COLUMN audit_head TEXT")
+    cols = {r["name"] for r in conn.execute("PRAGMA table_info(cases)")}
+    # Undo (redress.py): when and why the restriction was ended (reversal or withdrawal), and
+    # when the last edge acknowledged its removal.
+    for col in ("ended_at REAL", "ended_by TEXT", "end_statement TEXT", "lifted_at REAL"):
+        if col.split()[0] not in cols:
+            conn.execute(f"ALTER TABLE cases ADD COLUMN {col}")
 
 
 def _head(conn: sqlite3.Connection) -> tuple[int, str] | None:

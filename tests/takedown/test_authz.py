@@ -32,6 +32,14 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/cases/{case}/withdraw"): {"admin", "submitter"},
     ("POST", "/cases/{case}/counter-notice"): STAFF | {"customer"},
     ("POST", "/cases/{case}/lawsuit"): STAFF | {"submitter"},
+    ("POST", "/cases/{case}/reverse"): STAFF,
+    # DSA Art. 20: the parties complain (the complainant, the affected customer); staff reverse.
+    ("POST", "/cases/{case}/complaint"): {"submitter", "customer"},
+    ("POST", "/cases/{case}/complaint/dismiss"): STAFF,
+    ("POST", "/sites/{host}/unsuspend"): STAFF,
+    ("GET", "/reports"): STAFF,
+    ("GET", "/rejected-submissions"): STAFF,
+    ("GET", "/rejected-submissions/{submission}/raw"): STAFF,
 }
 # Customer verification's routes need their own fixtures: tests/takedown/test_kyc.py.
 EXPECTED.update(KYC_EXPECTED)
@@ -39,7 +47,12 @@ BODIES: dict[str, Any] = {
     "/notices": notice(),
     "/cases/{case}/decision": {"decision": "reject", "reason": "x"},
     "/cases/{case}/counter-notice": COUNTER,
+    "/cases/{case}/reverse": {"statement": "mistaken identification"},
+    "/cases/{case}/complaint": {"statement": "this is my own recording"},
+    "/cases/{case}/complaint/dismiss": {"statement": "the notice stands"},
+    "/sites/{host}/unsuspend": {"statement": "identity verified"},
 }
+QUERIES = {"/reports": "?from=2026-01-01&to=2026-12-31"}
 
 
 def routes() -> list[tuple[str, str]]:
@@ -77,6 +90,10 @@ async def test_route_by_role(make_env: MakeEnv, method: str, route: str, who: st
     env = await make_env(n_edges=1)
     case, nid = await actioned_case(env)
     path = route.replace("{case}", str(case)).replace("{notice}", str(nid))
+    if "{submission}" in route:  # a junk notice, kept as rejected submission 1
+        assert (await env.post("/notices", "submitter", b"junk"))[0] == 400
+    path = path.replace("{host}", "cdn.example").replace("{submission}", "1")
+    path += QUERIES.get(route, "")
     body = BODIES.get(route, {})
     if method == "GET":
         r = await env.client.get(path, headers=env.auth(who))
@@ -132,3 +149,30 @@ async def test_issue14_counter_notice_by_a_stranger_leaves_no_trace(make_env: Ma
     status, out = await env.post(f"/cases/{case}/counter-notice", "customer", COUNTER)
     assert status == 201 and out["state"] == "restore_scheduled"
     assert _strike(env, case)[0][2] is not None
+
+
+async def test_undo_refused_to_the_wrong_roles_is_on_record(make_env: MakeEnv) -> None:
+    """A refused reversal is audited on its case; a refused unsuspension, which names no case,
+    in the log; nothing is lifted either way."""
+    env = await make_env(n_edges=1)
+    case, _ = await actioned_case(env)
+    for who in ("submitter", "customer", "trusted"):
+        status, _ = await env.post(f"/cases/{case}/reverse", who, {"statement": "undo"})
+        assert status == 403
+        status, _ = await env.post("/sites/cdn.example/unsuspend", who, {"statement": "undo"})
+        assert status == 403
+    status, _ = await env.post(f"/cases/{case}/complaint", "operator", {"statement": "x"})
+    assert status == 403  # staff reverse; complaints are the parties'
+    _, view = await env.get(f"/cases/{case}")
+    assert view["state"] == "enforced" and env.edges[0].entries
+    refused = [e["data"] for e in view["timeline"] if e["event"] == "access_refused"]
+    assert [r["route"] for r in refused] == ["/cases/{case}/reverse"] * 3 + [
+        "/cases/{case}/complaint"
+    ]
+    site_refusals = env.svc.store.run_sync(
+        lambda c: c.execute(
+            "SELECT actor, data FROM audit_log WHERE event = 'access_refused' AND case_id IS NULL"
+        ).fetchall()
+    )
+    assert [r[0].split(":")[0] for r in site_refusals] == ["submitter", "customer", "trusted"]
+    assert all('"/sites/cdn.example/unsuspend"' in r[1] for r in site_refusals)

@@ -208,3 +208,41 @@ async def test_untrusted_newest_version_refuses_and_writes_nothing(
     assert len(refused) == 1  # retried, but recorded once
     assert view["state"] == "actioned"
     assert sorted(p.name for p in drop_dir.iterdir()) == before
+
+
+async def test_reversal_and_unsuspension_remove_only_the_services_entries(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    """Undo goes through the file drop too: a reversal and a lifted suspension are versions
+    that remove the service's entries, whether delta or full, and leave the operator's alone."""
+    private_pem, public_pem = blformat.generate_keypair()
+    drop_dir = tmp_path / "blocklist"
+    drop_dir.mkdir()
+    blformat.write_version(
+        drop_dir / blformat.version_filename(1), 1, others(5), private_key_pem=private_pem
+    )
+    env = await with_drop(make_env, drop_dir, private_pem, max_delta_chain=2)
+    _, a = await env.post("/notices", "trusted", notice({"url": "https://shady.example/1"}))
+    await env.wait_state(a["case"], "enforced")
+    _, b = await env.post("/notices", "trusted", notice({"url": "https://shady.example/2"}))
+    await env.wait_state(b["case"], "enforced")
+    entries, _ = resolved(drop_dir, public_pem)
+    assert "suspend-shady.example" in entries and f"case{a['case']}-t1" in entries
+    status, _ = await env.post(f"/cases/{a['case']}/reverse", "admin", {"statement": "mistake"})
+    assert status == 200
+    status, _ = await env.post("/sites/shady.example/unsuspend", "admin", {"statement": "ok"})
+    assert status == 200
+    for _ in range(250):
+        _, view = await env.get(f"/cases/{b['case']}")
+        if "unsuspension_enforced" in [e["event"] for e in view["timeline"]]:
+            break
+        await asyncio.sleep(0.02)
+    entries, seq = resolved(drop_dir, public_pem)
+    assert set(entries) == {f"op-{i}" for i in range(5)} | {f"case{b['case']}-t2"}
+    kinds = {
+        e["data"]["kind"]: e["data"]["file_sequence"]
+        for c in (a["case"], b["case"])
+        for e in (await env.get(f"/cases/{c}"))[1]["timeline"]
+        if e["event"] in ("reversal_published", "unsuspend_published")
+    }
+    assert set(kinds) == {"reversal", "unsuspend"} and max(kinds.values()) == seq

@@ -62,14 +62,6 @@ async def test_incomplete_notice_is_kept_and_answered_with_missing_elements(
     assert fixed["state"] == "under_review"
 
 
-async def test_not_json_is_kept_as_incomplete(make_env: MakeEnv) -> None:
-    env = await make_env()
-    status, body = await env.post("/notices", "submitter", b"\xffnot json")
-    assert status == 422 and body["missing"][0] == "body (a JSON object)"
-    r = await env.client.get(f"/notices/{body['id']}/raw", headers=env.auth("submitter"))
-    assert await r.read() == b"\xffnot json"
-
-
 async def test_targets_on_hosts_not_served_are_rejected_per_target(make_env: MakeEnv) -> None:
     env = await make_env()
     status, body = await env.post(

@@ -27,6 +27,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from proxy.takedown import notify
 from proxy.takedown.config import Notify
+from proxy.takedown.sender import DeliveryError
 from proxy.takedown.service import TakedownService
 from tests.integration.conftest import free_port
 from tests.takedown.conftest import Env, MakeEnv, fast_config, notice
@@ -182,8 +183,18 @@ async def test_receipt_takedown_and_counter_notice_are_delivered(
     assert forwarded["restore"]["not_before"] == out["restore"]["not_before"]
     assert "will be restored" in box.to("legal@rights.example")[1]["Subject"]
 
-    # Every attempt is on the case, and the failures were logged and counted.
-    await until(lambda: len(good.got) == 1 and len(flaky.got) == 2)
+    # Every attempt is on the case, and the failures were logged and counted. A message
+    # arrives before its sender records the delivery: wait for the records, not the mail.
+    def recorded() -> int:
+        return int(
+            env.svc.store.run_sync(
+                lambda c: c.execute(
+                    "SELECT COUNT(*) FROM audit_log WHERE event = 'notification_sent'"
+                ).fetchone()[0]
+            )
+        )
+
+    await until(lambda: len(good.got) == 1 and len(flaky.got) == 2 and recorded() == 6)
     _, view = await env.get(f"/cases/{case}")
     failed = events(view, "notification_failed")
     assert [(f["channel"], f["kind"], f["attempt"]) for f in failed] == [
@@ -269,3 +280,27 @@ async def test_outbox_survives_a_restart(
         assert f"(case {body['case']})" in box.to("legal@rights.example")[0]["Subject"]
     finally:
         await later.stop()
+
+
+async def test_a_cancel_that_meets_a_failing_send_stops_the_delivery(
+    make_env: MakeEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() cancels each delivery; one whose send fails at that very moment must end too,
+    not record the failure and sleep until its next try (asyncio.wait_for on 3.11 returned the
+    send's error and dropped the cancellation, so the service's shutdown hung for minutes)."""
+    env = await make_env(n_edges=1)
+    sender = env.svc.sender
+    assert sender is not None
+    tasks: list[asyncio.Task[None]] = []
+
+    async def failing_send(msg: notify.Message) -> None:
+        task = sender._in_flight[msg.id]
+        tasks.append(task)
+        task.cancel()  # the stop arrives as the send fails
+        raise DeliveryError("refused")
+
+    monkeypatch.setattr(sender, "_send", failing_send)
+    await env.post("/notices", "submitter", notice())
+    await until(lambda: bool(tasks))
+    await until(lambda: tasks[0].done(), timeout_s=2.0)  # the retry would wait 5 s
+    assert tasks[0].cancelled()

@@ -7,6 +7,7 @@ from typing import Any
 from proxy.takedown.config import Strikes
 from proxy.takedown.strikes import Step, step_for, thresholds
 from tests.takedown.conftest import Env, MakeEnv, notice
+from tests.takedown.test_redress import until_event
 
 
 def test_unverified_customers_meet_lower_thresholds() -> None:
@@ -34,6 +35,8 @@ async def test_unverified_site_is_warned_then_suspended_by_a_host_entry(
     warning = next(e for e in first["timeline"] if e["event"] == "warning")
     assert warning["data"]["strikes_in_window"] == 1 and warning["data"]["verification"] == "none"
     second = await _strike(env, "two")
+    # The suspension is its own publication, delivered after the block that enforced the case.
+    await until_event(env, second["id"], "suspension_enforced")
     suspended = next(e for e in second["timeline"] if e["event"] == "suspended")
     assert suspended["data"]["host"] == "shady.example"
     for edge in env.edges:
