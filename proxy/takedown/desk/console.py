@@ -16,9 +16,11 @@ from aiohttp import web
 from proxy.takedown import audit, reports
 from proxy.takedown.desk import charts, passwords, queries, sessions
 from proxy.takedown.desk.app import DESK, SESSION, cookie_name, render, set_cookie
-from proxy.takedown.states import DECIDABLE, Conflict, NotFound, S, actor_of
+from proxy.takedown.states import DECIDABLE, RESTRICTING, Conflict, NotFound, S, actor_of
 
-REVERSIBLE = (S.ACTIONED, S.PUBLISHED, S.ENFORCED)
+# What `redress.reverse` takes: an action in force (RESTRICTING), or a rejection (of served
+# targets: the service refuses it otherwise, and the page says why).
+REVERSIBLE = (*RESTRICTING, S.REJECTED)
 COUNTERABLE = (S.ACTIONED, S.PUBLISHED, S.ENFORCED)
 LIST_LIMIT = 500
 
@@ -151,7 +153,7 @@ async def _case(
         error=error,
         now=svc.clock(),
         can_decide=state in DECIDABLE,
-        can_reverse=state in REVERSIBLE and hasattr(svc, "reverse"),
+        can_reverse=state in REVERSIBLE,
         can_counter=state in COUNTERABLE,
         can_lawsuit=state is S.RESTORE_SCHEDULED,
         form=extra.get("form", {}),
@@ -191,8 +193,6 @@ async def reverse(request: web.Request) -> web.Response:
     cid = _case_id(request)
     svc = request.app[DESK].svc
     statement = str((await request.post()).get("statement", "")).strip()
-    if not hasattr(svc, "reverse"):
-        return await _case(request, cid, 501, "This service cannot reverse decisions.")
     if not statement:
         return await _case(request, cid, 400, "Give a statement of reasons for the reversal.")
     return await _act(request, cid, svc.reverse(request[SESSION].account, cid, statement))
@@ -244,6 +244,10 @@ async def lawsuit(request: web.Request) -> web.Response:
 
 
 async def strikes(request: web.Request) -> web.Response:
+    return await _strikes_page(request, 200, "")
+
+
+async def _strikes_page(request: web.Request, status: int, error: str) -> web.Response:
     svc = request.app[DESK].svc
 
     def read(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -256,24 +260,28 @@ async def strikes(request: web.Request) -> web.Response:
     return render(
         request,
         "strikes.html",
+        status,
         policy=svc.cfg.strikes,
-        can_unsuspend=hasattr(svc, "unsuspend"),
-        error="",
+        can_unsuspend=True,
+        error=error,
         **data,
     )
 
 
 async def unsuspend(request: web.Request) -> web.Response:
+    """Lift a site's suspension (`svc.unsuspend`, as `POST /sites/{host}/unsuspend`), with a
+    statement of reasons; published to every edge as a removal."""
     svc = request.app[DESK].svc
     host = request.match_info["host"]
-    if not hasattr(svc, "unsuspend"):
-        raise web.HTTPNotImplemented(text="this service cannot lift suspensions")
+    statement = str((await request.post()).get("statement", "")).strip()
+    if not statement:
+        return await _strikes_page(request, 400, "Give a statement of reasons for lifting it.")
     try:
-        await svc.unsuspend(request[SESSION].account, host)
+        await svc.unsuspend(request[SESSION].account, host, statement)
     except NotFound:
         raise web.HTTPNotFound(text="no such site") from None
     except (Conflict, PermissionError, ValueError) as exc:
-        raise web.HTTPConflict(text=str(exc)) from None
+        return await _strikes_page(request, 409, str(exc))
     raise web.HTTPSeeOther("/desk/strikes")
 
 

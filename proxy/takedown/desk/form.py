@@ -95,6 +95,8 @@ def fill(form: Mapping[str, Any]) -> Filled:
     raw = json.dumps(doc, ensure_ascii=False).encode()
     out = Filled(values, doc, raw)
     out.checked = elements.check_notice(raw)
+    if out.checked.error is not None:  # what the API would refuse as junk (400): say where
+        out.errors[_field_of(out.checked.error.field)] = _schema_sentence(out.checked.error)
     for path in out.checked.missing:
         name = ELEMENT_FIELD.get(path)
         if name is not None:
@@ -103,3 +105,23 @@ def fill(form: Mapping[str, Any]) -> Filled:
     if bad and "urls" not in out.errors:
         out.errors["urls"] = "These lines are not usable URLs: " + "; ".join(bad[:5])
     return out
+
+
+def _field_of(path: str) -> str:
+    """The form field that carries a schema error's path (`targets`, `complainant.email` …)."""
+    head = path.split("[", 1)[0]
+    for name, (element, _) in FIELDS.items():
+        if head == element or head.startswith(element + "."):
+            return name
+    if head.startswith(("targets", "material")):
+        return "urls"
+    if head.startswith("works"):
+        return "works"
+    return "urls"  # the form builds every other part itself: only its URLs can be off
+
+
+def _schema_sentence(err: Any) -> str:
+    name = _field_of(err.field)
+    if name in FIELDS and "length >= 1" in err.message:
+        return FIELDS[name][1]  # an empty list: the element is missing
+    return f"This is not usable: {err.message}."

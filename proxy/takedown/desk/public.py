@@ -119,6 +119,11 @@ async def submit(request: web.Request) -> web.Response:
         state.public_account = await svc.store.run(public_account, svc.clock())
     account = Account(state.public_account, PUBLIC_ACCOUNT, Role.SUBMITTER)
     result = await svc.submit_notice(account, filled.raw, remote)
+    if "receipt" not in result:  # refused as junk by the service's own schema: kept, no case
+        filled.errors["urls"] = "This notice could not be accepted: " + "; ".join(
+            str(e.get("message", e)) for e in result.get("errors", [])
+        )
+        return _page(request, 422, filled, "", None)
     return render(
         request,
         "notice_receipt.html",

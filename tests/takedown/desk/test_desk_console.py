@@ -15,7 +15,6 @@ import aiohttp
 
 from proxy.takedown.accounts import Account
 from proxy.takedown.service import TakedownService
-from proxy.takedown.states import Conflict
 from tests.integration.conftest import free_port
 from tests.takedown.desk.conftest import PASSWORD, MakeDesk, notice_doc
 from tests.takedown.desk.test_desk_security import client, csrf_of, sign_in
@@ -162,71 +161,57 @@ async def test_serve_with_desk_listen(tmp_path: Path) -> None:
         await proc.wait()
 
 
-class Reversing(TakedownService):
-    """A service that offers reversal (the JSON route `POST /cases/{case}/reverse` calls this
-    coroutine): the console shows the form and calls it with the signed-in account."""
-
-    calls: list[tuple[int, int, str]] = []
-
-    async def reverse(self, account: Account, case_id: int, statement: str) -> dict[str, Any]:
-        if statement == "conflict":
-            raise Conflict(f"case {case_id} cannot be reversed now")
-        self.calls.append((account.id, case_id, statement))
-        return {"case": case_id}
-
-
-async def test_reverse_calls_the_service_when_it_offers_it(make_desk: MakeDesk) -> None:
-    plain = await make_desk()
-    case = (await plain.notice(notice_doc()))["case"]
-    async with client() as s:
-        await sign_in(s, plain, "operator")
-        await post(
-            s, f"{plain.url}/desk/cases/{case}/decision", {"decision": "action", "reason": "copies"}
-        )
-        async with s.get(f"{plain.url}/desk/cases/{case}") as r:
-            assert "reverse-form" not in await r.text()  # not offered: no form
-        status, page = await post(s, f"{plain.url}/desk/cases/{case}/reverse", {"statement": "x"})
-        assert status == 501 and "cannot reverse" in page
-    d = await make_desk(service=Reversing)
+async def test_reverse_lifts_the_action_through_the_service(make_desk: MakeDesk) -> None:
+    """The console's reversal is the service's own (`svc.reverse`, what `POST /cases/{case}/
+    reverse` calls): a statement of reasons is required, the case ends `reversed`, and a
+    second reversal is refused with the service's reason on the page."""
+    d = await make_desk()
     case = (await d.notice(notice_doc()))["case"]
     async with client() as s:
         await sign_in(s, d, "admin")
         base = f"{d.url}/desk/cases/{case}"
+        async with s.get(base) as r:
+            assert 'id="reverse-form"' not in await r.text()  # nothing decided yet
         await post(s, f"{base}/decision", {"decision": "action", "reason": "copies"})
         async with s.get(base) as r:
             assert 'id="reverse-form"' in await r.text()
         status, page = await post(s, f"{base}/reverse", {"statement": "  "})
         assert status == 400 and "statement of reasons" in page
-        status, page = await post(s, f"{base}/reverse", {"statement": "conflict"})
-        assert status == 409 and "cannot be reversed now" in page
         status, _ = await post(s, f"{base}/reverse", {"statement": "Licence shown after all."})
         assert status == 303
-    assert Reversing.calls == [(d.ids["admin"], case, "Licence shown after all.")]
+        status, page = await post(s, f"{base}/reverse", {"statement": "again"})
+        assert status == 409 and "can be reversed" in page
+    view = await d.svc.case(case)
+    assert view is not None and view["state"] == "reversed"
+    reversed_ = next(e for e in view["timeline"] if e["event"] == "decision_reversed")
+    assert reversed_["data"]["statement"] == "Licence shown after all."
 
 
 class Unsuspending(TakedownService):
-    """A service that can lift a suspension (the JSON route `POST /sites/{host}/unsuspend`)."""
+    """Records what the console hands `unsuspend` (the real one needs a suspended site)."""
 
-    lifted: list[tuple[int, str]] = []
+    lifted: list[tuple[int, str, str]] = []
 
-    async def unsuspend(self, account: Account, host: str) -> dict[str, Any]:
-        if host == "busy.example":
-            raise Conflict("busy.example is not suspended")
-        self.lifted.append((account.id, host))
+    async def unsuspend(self, account: Account, host: str, statement: str) -> dict[str, Any]:
+        self.lifted.append((account.id, host, statement))
         return {"host": host}
 
 
-async def test_unsuspend_calls_the_service_when_it_offers_it(make_desk: MakeDesk) -> None:
+async def test_unsuspend_goes_to_the_service_with_its_statement(make_desk: MakeDesk) -> None:
     d = await make_desk(service=Unsuspending)
     async with client() as s:
         await sign_in(s, d, "operator")
-        status, _ = await post(s, f"{d.url}/desk/sites/cdn.example/unsuspend", {})
+        status, page = await post(s, f"{d.url}/desk/sites/cdn.example/unsuspend", {})
+        assert status == 400 and "statement of reasons" in page
+        status, _ = await post(
+            s, f"{d.url}/desk/sites/cdn.example/unsuspend", {"statement": "identity verified"}
+        )
         assert status == 303
-        status, page = await post(s, f"{d.url}/desk/sites/busy.example/unsuspend", {})
-        assert status == 409 and "not suspended" in page
-    assert Unsuspending.lifted == [(d.ids["operator"], "cdn.example")]
-    plain = await make_desk()
+    assert Unsuspending.lifted == [(d.ids["operator"], "cdn.example", "identity verified")]
+    real = await make_desk(sites=["cdn.example"])
     async with client() as s:
-        await sign_in(s, plain, "operator")
-        status, _ = await post(s, f"{plain.url}/desk/sites/cdn.example/unsuspend", {})
-        assert status == 501
+        await sign_in(s, real, "operator")
+        status, page = await post(
+            s, f"{real.url}/desk/sites/cdn.example/unsuspend", {"statement": "x"}
+        )
+        assert status == 409 and "is not suspended" in page
