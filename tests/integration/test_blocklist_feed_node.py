@@ -50,12 +50,14 @@ async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
     origin = await origin_server(origin_app([]))
     bdir = tmp_path / "lists"
     bdir.mkdir()
+    # Valid for an hour at start (however long the node takes to start), then a version that
+    # goes stale soon after it is applied.
     write_version(
         bdir / version_filename(1),
         1,
         LISTED,
         private_key_pem=private,
-        valid_until=time.time() + 3.0,
+        valid_until=time.time() + 3600,
     )
     node = Node(
         [
@@ -74,6 +76,19 @@ async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
         status, body = await readyz(node)
         assert status == 200, body
         assert await gauge(node, "edgeproxy_blocklist_stale") == 0
+        write_version(
+            bdir / version_filename(2),
+            2,
+            LISTED,
+            private_key_pem=private,
+            valid_until=time.time() + 5.0,
+        )
+
+        async def applied() -> bool:
+            async with aiohttp.ClientSession() as s, s.get(node.admin + "/blocklist") as r:
+                return (await r.json())["file_sequence"] == 2
+
+        await eventually(applied, timeout_s=15.0)
 
         async def red() -> bool:
             return (await readyz(node))[0] == 503
@@ -86,8 +101,8 @@ async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
         assert (await get(node.url + "/free/x"))[0] == 200
         # A fresh version from the publisher makes the node ready again.
         write_version(
-            bdir / version_filename(2),
-            2,
+            bdir / version_filename(3),
+            3,
             LISTED,
             private_key_pem=private,
             valid_until=time.time() + 3600,
