@@ -64,6 +64,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/sites/{host}/unsuspend"): STAFF_ONLY,
     ("GET", "/desk/blocklist"): STAFF_ONLY,
     ("GET", "/desk/report"): STAFF_ONLY,
+    ("GET", "/desk/customers"): STAFF_ONLY,
+    ("GET", "/desk/customers/{customer}"): STAFF_ONLY,
+    ("POST", "/desk/customers/{customer}/identity"): STAFF_ONLY,
+    ("POST", "/desk/customers/{customer}/evidence"): STAFF_ONLY,
+    ("POST", "/desk/sites/{host}/validations"): STAFF_ONLY,
+    ("POST", "/desk/sites/{host}/validations/{validation}/check"): STAFF_ONLY,
 }
 
 CSP = (
@@ -260,7 +266,7 @@ async def static(request: web.Request) -> web.StreamResponse:
 def build_desk_app(service: TakedownService) -> web.Application:
     """The console and the public form for a service someone else starts and stops (the API
     app, or a test)."""
-    from proxy.takedown.desk import console, public
+    from proxy.takedown.desk import console, customers, public
 
     cfg = service.cfg.desk
     clock = service.clock
@@ -283,6 +289,7 @@ def build_desk_app(service: TakedownService) -> web.Application:
     app.router.add_get("/static/{name}", static)
     public.add_routes(app)
     console.add_routes(app)
+    customers.add_routes(app)
 
     async def on_startup(app: web.Application) -> None:
         await service.store.run(schema.ensure)

@@ -70,7 +70,14 @@ def plant(s: aiohttp.ClientSession, d: Desk_, sid: str) -> None:
 
 
 def fill(route: str, case: int) -> str:
-    return route.replace("{case}", str(case)).replace("{host}", "cdn.example")
+    """A real instance of each route: the case, the fixture's one site and its customer (the
+    first: id 1), a validation id (POSTs are refused before it is looked up)."""
+    return (
+        route.replace("{case}", str(case))
+        .replace("{host}", "cdn.example")
+        .replace("{customer}", "1")
+        .replace("{validation}", "1")
+    )
 
 
 async def test_every_route_has_a_rule() -> None:

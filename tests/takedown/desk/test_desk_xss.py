@@ -134,3 +134,45 @@ async def test_public_form_fields_are_inert_on_the_form_and_the_receipt(
     await assert_inert(
         staff, f"{d.url}/desk/cases/{case}", f"complainant_name {p}", f"sig {p}", f"works {p}"
     )
+
+
+@pytest.mark.parametrize("n", range(len(PAYLOADS)))
+async def test_customer_identity_fields_are_inert(
+    make_desk: MakeDesk, browser: Browser, n: int
+) -> None:
+    """A customer writes its own identity record (and names itself): the customers list and
+    the customer page hold every field as text, and so does the form shown again after a
+    refusal."""
+    p = PAYLOADS[n]
+    d = await make_desk()
+    acct = await d.svc.authenticate(d.keys["operator"])
+    assert acct is not None
+    kyc = d.svc.kyc
+    cid = (await kyc.put_site(acct, "x.example", f"cust {p}"))["customer_id"]
+    fields = {
+        "legal_name": f"legal {p}",
+        "address": f"address {p}",
+        "country": "DE",
+        "registration_number": f"reg {p}",
+        "contact_email": f"x@example.org {p}",
+        "contact_phone": f"phone {p}",
+    }
+    await kyc.record_identity(acct, str(cid), fields)
+    await kyc.add_evidence(acct, str(cid), {"method": f"m {p}"[:100], "document_ref": f"doc {p}"})
+    await kyc.start_validation(acct, "x.example", "http-01")
+    page = await browser.new_page()
+    await sign_in(page, d.url)
+    await assert_inert(page, f"{d.url}/desk/customers", f"cust {p}")
+    shown = [f"{k} {p}" for k in ("cust", "legal", "address", "reg", "phone", "doc")]
+    await assert_inert(page, f"{d.url}/desk/customers/{cid}", *shown)
+    for name, value in fields.items():
+        assert await page.input_value(f"#{name}") == value
+    # Refused (no country code): the page comes back with what was typed, still as text.
+    await page.fill("#legal_name", f"again {p}")
+    await page.fill("#country", f"{p}")
+    await page.click("#save-identity")
+    await page.wait_for_selector("#action-error")
+    assert await page.eval_on_selector_all(INJECTED, "els => els.length") == 0
+    assert await page.evaluate("window.__xss") is None
+    assert await page.input_value("#legal_name") == f"again {p}"
+    assert await page.input_value("#country") == p
