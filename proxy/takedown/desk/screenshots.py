@@ -4,7 +4,8 @@
 Builds a demo database on a fixed fake clock (notices under review with different deadlines, one
 overdue, actioned and enforced cases, a counter-notice with its restore scheduled, a rejected and
 an incomplete notice, a suspended site), serves the real desk on 127.0.0.1, signs in with
-Debian's Chromium (Playwright) and saves the queue, a case page and the report as PNG. The two
+Debian's Chromium (Playwright) and saves the queue, a case page, the report and a customer's
+verification page as PNG. The two
 edges here are in-process stand-ins that acknowledge each version after a fixed, simulated
 delay (the browser tests use real edges); everything else is the service's own code.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
 import tempfile
@@ -112,8 +114,9 @@ async def parties(svc: TakedownService, clock: Clock) -> tuple[Account, Account,
     return trusted, sub, op
 
 
-async def populate(svc: TakedownService, clock: Clock) -> int:
-    """The demo's cases; returns the one whose page is shown."""
+async def populate(svc: TakedownService, clock: Clock) -> tuple[int, int]:
+    """The demo's cases and customers; returns the case and the customer whose pages are
+    shown."""
     trusted, sub, op = await parties(svc, clock)
     first = await svc.submit_notice(
         trusted,
@@ -182,8 +185,37 @@ async def populate(svc: TakedownService, clock: Clock) -> int:
         ),
         "198.51.100.4",
     )
+    clock.now = NOW - 0.5 * HOUR
+    customer = await verify_streamco(svc, op, clock)
     clock.now = NOW
-    return int(shown["case"])
+    return int(shown["case"]), customer
+
+
+async def verify_streamco(svc: TakedownService, op: Account, clock: Clock) -> int:
+    """StreamCo's customer page: identity, evidence, video.example validated by dns-01 (the
+    resolver seam answers, as the customer's DNS would), a second site with its http-01
+    challenge pending; returns its customer id."""
+    kyc = svc.kyc
+    await kyc.put_site(op, "cdn.streamco.example", "StreamCo")
+    identity = {
+        "legal_name": "StreamCo Media B.V.",
+        "address": "Keizersgracht 1, 1015 CJ Amsterdam",
+        "country": "NL",
+        "registration_number": "KvK 12345678",
+        "contact_email": "abuse@streamco.example",
+    }
+    await kyc.record_identity(op, "StreamCo", identity)
+    doc = hashlib.sha256(b"KvK extract, StreamCo Media B.V.").hexdigest()
+    await kyc.add_evidence(op, "StreamCo", {"method": "company-register", "document_sha256": doc})
+    dns = await kyc.start_validation(op, "video.example", "dns-01")
+
+    async def txt(name: str, timeout_s: float) -> list[str]:
+        return [dns["challenge"]["value"]]
+
+    kyc.txt_resolver = txt
+    await kyc.check_validation(op, "video.example", dns["id"])
+    await kyc.start_validation(op, "cdn.streamco.example", "http-01")
+    return int((await kyc.site("video.example"))["customer_id"])
 
 
 async def shoot(out: Path) -> list[Path]:
@@ -200,7 +232,7 @@ async def shoot(out: Path) -> list[Path]:
         await svc.start()
         runner = web.AppRunner(build_desk_app(svc), access_log=None)
         try:
-            case = await populate(svc, clock)
+            case, customer = await populate(svc, clock)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
@@ -218,6 +250,7 @@ async def shoot(out: Path) -> list[Path]:
                     ("desk-queue", "/desk/"),
                     ("desk-case", f"/desk/cases/{case}"),
                     ("desk-report", "/desk/report?from=2026-01-01&to=2026-03-31"),
+                    ("desk-customer", f"/desk/customers/{customer}"),
                 ):
                     await page.goto(base + path)
                     target = out / f"{name}.png"
