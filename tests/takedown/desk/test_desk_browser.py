@@ -191,11 +191,12 @@ async def test_public_form_rejects_unusable_urls_inline(
     assert await notices_stored(d) == 0
 
 
-async def test_the_screenshot_command_writes_the_three_pictures(tmp_path: Path) -> None:
+async def test_the_screenshot_command_writes_the_four_pictures(tmp_path: Path) -> None:
     from proxy.takedown.desk import screenshots
 
     shots = await screenshots.shoot(tmp_path)
-    assert [p.name for p in shots] == ["desk-queue.png", "desk-case.png", "desk-report.png"]
+    names = ["desk-queue.png", "desk-case.png", "desk-report.png", "desk-customer.png"]
+    assert [p.name for p in shots] == names
     for p in shots:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
