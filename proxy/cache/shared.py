@@ -42,6 +42,7 @@ import msgspec
 from yarl import URL
 
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
+from proxy.cache.shared_redis import RedisOptions, RedisStore, VaryPut
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import BadTarget, canonical_target
 
@@ -200,17 +201,45 @@ class Store(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+    async def put(self, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None) -> None:
+        """Store a record under `pkey`, or (`vary`) under its variant key with `pkey` holding
+        the index: the index's generation is kept when its fields are the same."""
 
     async def delete(self, key: str) -> None: ...
 
     async def close(self) -> None: ...
 
 
+class KeyValueStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+
+async def put_in_steps(
+    store: KeyValueStore, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None
+) -> None:
+    """`Store.put` for a store without scripts (Memcached): read the index, write the record,
+    write the index; three round trips where Redis makes one (`shared_redis.PUT_VARIANT`)."""
+    if vary is None:
+        await store.set(pkey, record, ttl_s)
+        return
+    generation, until = vary.generation, vary.until
+    raw = await store.get(pkey)
+    if raw is not None:
+        try:
+            old = _decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            old = None
+        if isinstance(old, Index) and old.fields == vary.fields:
+            generation, until = old.generation, max(old.until, until)
+    await store.set(vary.head + generation + vary.tail, record, ttl_s)
+    await store.set(pkey, _encode(Index(vary.fields, generation, until)), until - vary.now)
+
+
 class AiocacheStore:
-    """aiocache 0.12.3: raw bytes (`NullSerializer(encoding=None)`), no aiocache timeout (its
-    `wait_for` costs ~10 µs a call; SharedTier bounds time itself), float TTLs on Redis
-    (`PSETEX`; integer ones hit redis-py 8's deprecated `setex`), whole seconds on Memcached,
+    """aiocache 0.12.3 (Memcached): raw bytes (`NullSerializer(encoding=None)`), no aiocache
+    timeout (its `wait_for` costs ~10 µs a call; SharedTier bounds time itself), whole seconds,
     and never `clear(namespace)` (it runs `KEYS`)."""
 
     def __init__(self, cache: Any, *, whole_seconds: bool) -> None:
@@ -226,17 +255,14 @@ class AiocacheStore:
         ttl: float = min(math.ceil(ttl_s), 2_592_000) if self.whole_seconds else max(0.001, ttl_s)
         await self.cache.set(key, value, ttl=ttl)
 
+    async def put(self, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None) -> None:
+        await put_in_steps(self, pkey, record, ttl_s, vary)
+
     async def delete(self, key: str) -> None:
         await self.cache.delete(key)
 
     async def close(self) -> None:
-        client = getattr(self.cache, "client", None)
-        aclose = getattr(client, "aclose", None)
-        if aclose is not None:
-            # aiocache's close() calls redis-py's deprecated close(); aclose() is the same.
-            await aclose()
-        else:
-            await self.cache.close()
+        await self.cache.close()
 
 
 def parse_url(url: str) -> URL:
@@ -253,50 +279,52 @@ def parse_url(url: str) -> URL:
     return u
 
 
-def store_from_url(url: str, *, max_connections: int = 32) -> AiocacheStore:
+def store_from_url(url: str, options: RedisOptions | None = None) -> Store:
+    """The store for a `cache.shared_tier_url`: Redis on redis-py's connections
+    (`shared_redis.RedisStore`), Memcached through aiocache."""
     u = parse_url(url)
+    options = options or RedisOptions()
+    if u.scheme != "memcached":
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError as e:
+            raise ValueError("redis:// needs redis-py (edgeproxy[shared])") from e
+        return RedisStore(u, options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
+            from aiocache.backends.memcached import MemcachedCache
             from aiocache.serializers import NullSerializer
         except ImportError as e:
-            raise ValueError("the shared tier needs aiocache (edgeproxy[shared])") from e
-
-        raw = NullSerializer(encoding=None)
-        if u.scheme == "memcached":
-            try:
-                from aiocache.backends.memcached import MemcachedCache
-            except ImportError as e:
-                raise ValueError("memcached:// needs aiomcache (aiocache[memcached])") from e
-            cache: Any = MemcachedCache(
-                serializer=raw,
-                timeout=None,
-                endpoint=u.host,
-                port=u.port or 11211,
-                pool_size=max_connections,
-            )
-            return AiocacheStore(cache, whole_seconds=True)
-        try:
-            import redis.asyncio
-            from aiocache.backends.redis import RedisCache
-        except ImportError as e:
-            raise ValueError("redis:// needs aiocache and redis (edgeproxy[shared])") from e
-
-        cache = RedisCache(
-            serializer=raw,
+            raise ValueError(
+                "memcached:// needs aiocache and aiomcache (aiocache[memcached])"
+            ) from e
+        cache: Any = MemcachedCache(
+            serializer=NullSerializer(encoding=None),
             timeout=None,
             endpoint=u.host,
-            port=u.port or 6379,
-            db=int(u.path[1:] or 0),
-            password=u.password,
-            ssl=u.scheme == "rediss",
-            pool_max_size=max_connections,
-            connection_pool_kwargs={"username": u.user} if u.user else None,
-            # Waits for a free connection instead of raising "Too many connections"; the wait
-            # is inside SharedTier's deadline.
-            connection_pool_class=redis.asyncio.BlockingConnectionPool,
+            port=u.port or 11211,
+            pool_size=options.max_connections,
         )
-        return AiocacheStore(cache, whole_seconds=False)
+    return AiocacheStore(cache, whole_seconds=True)
+
+
+def redis_options(cache: Any) -> RedisOptions:
+    """The `cache.shared_tier_*` options of a `CacheConfig` (the password read from its file,
+    so it is not written in the config; the URL's userinfo works too)."""
+    password = ""
+    if cache.shared_tier_password_file:
+        with open(cache.shared_tier_password_file, encoding="utf-8") as f:
+            password = f.read().strip()
+    return RedisOptions(
+        max_connections=cache.shared_tier_max_connections,
+        connect_timeout_s=cache.shared_tier_connect_timeout_s,
+        tls_ca_file=cache.shared_tier_tls_ca_file,
+        tls_cert_file=cache.shared_tier_tls_cert_file,
+        tls_key_file=cache.shared_tier_tls_key_file,
+        username=cache.shared_tier_username,
+        password=password,
+    )
 
 
 # -- the tier ---------------------------------------------------------------------------------
@@ -342,9 +370,10 @@ class SharedTier:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, stats: WorkerStats, **kw: Any) -> SharedTier:
-        max_connections = kw.pop("max_connections", 32)
-        return cls(store_from_url(url, max_connections=max_connections), stats, **kw)
+    def from_url(
+        cls, url: str, stats: WorkerStats, options: RedisOptions | None = None, **kw: Any
+    ) -> SharedTier:
+        return cls(store_from_url(url, options), stats, **kw)
 
     @classmethod
     def from_config(cls, cache: Any, stats: WorkerStats) -> SharedTier:
@@ -352,7 +381,7 @@ class SharedTier:
         return cls.from_url(
             cache.shared_tier_url,
             stats,
-            max_connections=cache.shared_tier_max_connections,
+            redis_options(cache),
             timeout_s=cache.shared_tier_timeout_s,
             write_timeout_s=cache.shared_tier_write_timeout_s,
             retry_after_s=cache.shared_tier_retry_after_s,
@@ -517,27 +546,18 @@ class SharedTier:
                 self.stats.shared_stores += 1
 
     async def _write(self, entry: Entry) -> None:
+        """One `Store.put`: one round trip on Redis, the index update included."""
         now = self.clock()
         ttl = ttl_s(entry, now, self.stale_grace_s)
         data = _encode(record_of(entry))
         primary = entry.primary
         pkey = primary_key(primary, self.prefix)
         fields = entry.vary_fields
-        if not fields:
-            await self.store.set(pkey, data, ttl)
-            return
-        generation, until = os.urandom(6).hex(), now + ttl
-        raw = await self.store.get(pkey)
-        if raw is not None:
-            try:
-                old = _decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                old = None
-            if isinstance(old, Index) and old.fields == fields:
-                generation, until = old.generation, max(old.until, until)
-        key = variant_key(primary, generation, fields, entry.variant, self.prefix)
-        await self.store.set(key, data, ttl)
-        await self.store.set(pkey, _encode(Index(fields, generation, until)), until - now)
+        vary = None
+        if fields:
+            head, tail = variant_key(primary, "\0", fields, entry.variant, self.prefix).split("\0")
+            vary = VaryPut(fields, head, tail, os.urandom(6).hex(), now, now + ttl)
+        await self.store.put(pkey, data, ttl, vary)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

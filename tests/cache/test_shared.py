@@ -20,9 +20,11 @@ from proxy.cache.shared import (
     SharedTier,
     parse_url,
     primary_key,
+    put_in_steps,
     record_of,
     variant_key,
 )
+from proxy.cache.shared_redis import VaryPut
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import canonical_target
 from tests.cache.opcount import CountingStr, assert_flat, counted_chunks
@@ -314,6 +316,9 @@ class DictStore:
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self.data[key] = value
+
+    async def put(self, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None) -> None:
+        await put_in_steps(self, pkey, record, ttl_s, vary)
 
     async def delete(self, key: str) -> None:
         self.data.pop(key, None)
