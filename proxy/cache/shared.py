@@ -42,7 +42,7 @@ import msgspec
 from yarl import URL
 
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
-from proxy.cache.shared_redis import RedisOptions, RedisStore, VaryPut
+from proxy.cache.shared_redis import KeyOf, Put, RedisOptions, RedisStore, VaryPut
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import BadTarget, canonical_target
 
@@ -182,6 +182,11 @@ def primary_key(primary: PrimaryKey, prefix: str = KEY_VERSION) -> str:
     return f"{prefix}:p:{_h(primary[0].encode('utf-8') + b' ' + primary[1])}"
 
 
+def host_key(host: str, prefix: str = KEY_VERSION) -> str:
+    """The sorted set of what is stored for `host` (a canonical host name, no port)."""
+    return f"{prefix}:h:{_h(host.encode('utf-8'))}"
+
+
 def variant_key(
     primary: PrimaryKey,
     generation: str,
@@ -201,9 +206,13 @@ class Store(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def put(self, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None) -> None:
-        """Store a record under `pkey`, or (`vary`) under its variant key with `pkey` holding
-        the index: the index's generation is kept when its fields are the same."""
+    async def put(self, p: Put) -> None:
+        """Store a record under `p.pkey`, or (`p.vary`) under its variant key with `p.pkey`
+        holding the index (its generation kept when its fields are the same), and file it in
+        its host's index where the store has one."""
+
+    async def purge(self, hkey: str, path: str | None, key_of: KeyOf, step_timeout_s: float) -> int:
+        """Delete what the host index `hkey` lists (under `path`); 0 without host indexes."""
 
     async def delete(self, key: str) -> None: ...
 
@@ -216,16 +225,17 @@ class KeyValueStore(Protocol):
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
 
-async def put_in_steps(
-    store: KeyValueStore, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None
-) -> None:
-    """`Store.put` for a store without scripts (Memcached): read the index, write the record,
-    write the index; three round trips where Redis makes one (`shared_redis.PUT_VARIANT`)."""
+async def put_in_steps(store: KeyValueStore, p: Put) -> None:
+    """`Store.put` for a store without scripts or sorted sets (Memcached): read the index,
+    write the record, write the index; three round trips where Redis makes one
+    (`shared_redis.PUT`), and no host index (host and prefix purges reach only the keys the
+    purging worker holds)."""
+    vary = p.vary
     if vary is None:
-        await store.set(pkey, record, ttl_s)
+        await store.set(p.pkey, p.record, p.ttl_s)
         return
     generation, until = vary.generation, vary.until
-    raw = await store.get(pkey)
+    raw = await store.get(p.pkey)
     if raw is not None:
         try:
             old = _decode(raw)
@@ -233,8 +243,8 @@ async def put_in_steps(
             old = None
         if isinstance(old, Index) and old.fields == vary.fields:
             generation, until = old.generation, max(old.until, until)
-    await store.set(vary.head + generation + vary.tail, record, ttl_s)
-    await store.set(pkey, _encode(Index(vary.fields, generation, until)), until - vary.now)
+    await store.set(vary.head + generation + vary.tail, p.record, p.ttl_s)
+    await store.set(p.pkey, _encode(Index(vary.fields, generation, until)), until - p.now)
 
 
 class AiocacheStore:
@@ -255,8 +265,11 @@ class AiocacheStore:
         ttl: float = min(math.ceil(ttl_s), 2_592_000) if self.whole_seconds else max(0.001, ttl_s)
         await self.cache.set(key, value, ttl=ttl)
 
-    async def put(self, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None) -> None:
-        await put_in_steps(self, pkey, record, ttl_s, vary)
+    async def put(self, p: Put) -> None:
+        await put_in_steps(self, p)
+
+    async def purge(self, hkey: str, path: str | None, key_of: KeyOf, step_timeout_s: float) -> int:
+        return 0  # Memcached has no index to find other nodes' keys by
 
     async def delete(self, key: str) -> None:
         await self.cache.delete(key)
@@ -329,7 +342,7 @@ def redis_options(cache: Any) -> RedisOptions:
 
 # -- the tier ---------------------------------------------------------------------------------
 
-_PUT, _DELETE = 0, 1
+_PUT, _DELETE, _PURGE = 0, 1, 2
 
 
 class SharedTier:
@@ -479,6 +492,22 @@ class SharedTier:
         self.delete_soon(primary)
         await self.flush()
 
+    def purge_soon(self, host: str, path: str | None = None) -> None:
+        """Queue the removal of everything stored for `host` (or under its `path` prefix) by
+        any node, found through the host index; queued stores it covers are dropped."""
+        if self._closed:
+            return
+        under = None if path is None else path.rstrip("/") + "/"
+        for primary in list(self._pending):
+            cells = self._pending[primary]
+            t = cells[0][1].target
+            if t.host == host and (path is None or t.path == path or t.path.startswith(under)):
+                for cell in self._pending.pop(primary):
+                    self._queued_bytes -= cell[1].size or len(cell[1].body)
+                    cell[1] = None
+                    self._dropped += 1
+        self._push([_PURGE, (host_key(host, self.prefix), path)])
+
     def _enqueue_delete(self, key: str) -> None:
         self._push([_DELETE, key])
 
@@ -534,30 +563,39 @@ class SharedTier:
             if op == _PUT:
                 self._dequeued(cell)
             try:
-                async with asyncio.timeout(self.write_timeout_s):
-                    if op == _PUT:
-                        await self._write(item)
-                    else:
-                        await self.store.delete(item)
+                if op == _PURGE:
+                    await self.store.purge(*item, self._key_of, self.write_timeout_s)
+                else:
+                    async with asyncio.timeout(self.write_timeout_s):
+                        if op == _PUT:
+                            await self._write(item)
+                        else:
+                            await self.store.delete(item)
             except Exception as e:  # noqa: BLE001 - counted; the tier is only an optimisation
-                self._failed("put" if op == _PUT else "delete", e)
+                self._failed(("put", "delete", "purge")[op], e)
                 continue
             if op == _PUT:
                 self.stats.shared_stores += 1
 
     async def _write(self, entry: Entry) -> None:
-        """One `Store.put`: one round trip on Redis, the index update included."""
+        """One `Store.put`: one round trip on Redis, the indexes included."""
         now = self.clock()
         ttl = ttl_s(entry, now, self.stale_grace_s)
-        data = _encode(record_of(entry))
         primary = entry.primary
-        pkey = primary_key(primary, self.prefix)
         fields = entry.vary_fields
         vary = None
         if fields:
             head, tail = variant_key(primary, "\0", fields, entry.variant, self.prefix).split("\0")
-            vary = VaryPut(fields, head, tail, os.urandom(6).hex(), now, now + ttl)
-        await self.store.put(pkey, data, ttl, vary)
+            vary = VaryPut(fields, head, tail, os.urandom(6).hex(), now + ttl)
+        member = primary[1] + b" " + primary[0].encode("utf-8")
+        p = Put(primary_key(primary, self.prefix), _encode(record_of(entry)), ttl, now,
+                host_key(entry.target.host, self.prefix), member, vary)  # fmt: skip
+        await self.store.put(p)
+
+    def _key_of(self, member: bytes) -> str:
+        """The primary key of a host index member ("path?query authority")."""
+        raw_path_query, _, authority = member.partition(b" ")
+        return primary_key((authority.decode("utf-8"), raw_path_query), self.prefix)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

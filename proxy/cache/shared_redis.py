@@ -9,10 +9,11 @@ a round trip needs: take an idle connection, send every command of the operation
 read the replies, give the connection back. A connection that failed or was interrupted by a
 deadline is dropped (its replies may still be on the way), never reused.
 
-A store is one round trip. The record of a response that varies and its primary key's index
-are written by one Lua script (`PUT_VARIANT`), which reads the index, keeps its generation when
-its fields are the same and writes both; EVAL (not EVALSHA) so a Redis restarted empty needs no
-script reloading.
+A store is one round trip: one Lua script (`PUT`) writes the record, and for a response that
+varies, reads the primary key's index, keeps its generation when its fields are the same and
+rewrites it; and it files the response in its host's index, so that a host or prefix purge on
+any node finds what every node stored. EVAL (not EVALSHA), so a Redis restarted empty needs no
+script reloading (Redis caches the compiled script by its digest either way).
 """
 
 from __future__ import annotations
@@ -20,35 +21,49 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from yarl import URL
 
-# KEYS[1] primary key. ARGV: record, record ttl ms, variant key head, variant key tail, new
-# generation, now, until, field names... The index is msgspec's `Index` as an array:
-# ["i", fields, generation, until].
-PUT_VARIANT = """
-local gen, untl, now = ARGV[5], tonumber(ARGV[7]), tonumber(ARGV[6])
-local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-local raw = redis.call('GET', KEYS[1])
-if raw then
-  local ok, old = pcall(cmsgpack.unpack, raw)
-  if ok and type(old) == 'table' and old[1] == 'i' and type(old[2]) == 'table'
-      and #old[2] == #fields and type(old[3]) == 'string' and type(old[4]) == 'number' then
-    local same = true
-    for i = 1, #fields do if old[2][i] ~= fields[i] then same = false end end
-    if same then
-      gen = old[3]
-      if old[4] > untl then untl = old[4] end
+# KEYS: the primary key, the host index. ARGV: record, record ttl ms, index member, now, then
+# for a response that varies: variant key head, variant key tail, new generation, until, field
+# names... The index under the primary key is msgspec's `Index` as an array:
+# ["i", fields, generation, until]. The host index (a sorted set: member "path?query authority",
+# score its expiry) lets a host or prefix purge find what any node stored.
+PUT = """
+local now, record_ms = tonumber(ARGV[4]), tonumber(ARGV[2])
+local expiry = now + record_ms / 1000
+if #ARGV == 4 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', record_ms)
+else
+  local gen = ARGV[7]
+  expiry = math.max(expiry, tonumber(ARGV[8]))
+  local fields = {}
+  for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+  local raw = redis.call('GET', KEYS[1])
+  if raw then
+    local ok, old = pcall(cmsgpack.unpack, raw)
+    if ok and type(old) == 'table' and old[1] == 'i' and type(old[2]) == 'table'
+        and #old[2] == #fields and type(old[3]) == 'string' and type(old[4]) == 'number' then
+      local same = true
+      for i = 1, #fields do if old[2][i] ~= fields[i] then same = false end end
+      if same then
+        gen = old[3]
+        if old[4] > expiry then expiry = old[4] end
+      end
     end
   end
+  redis.call('SET', ARGV[5] .. gen .. ARGV[6], ARGV[1], 'PX', record_ms)
+  local index_ms = math.max(1, math.floor((expiry - now) * 1000))
+  redis.call('SET', KEYS[1], cmsgpack.pack({'i', fields, gen, expiry + 0.0}), 'PX', index_ms)
 end
-redis.call('SET', ARGV[3] .. gen .. ARGV[4], ARGV[1], 'PX', ARGV[2])
-local index_ms = math.max(1, math.floor((untl - now) * 1000))
-redis.call('SET', KEYS[1], cmsgpack.pack({'i', fields, gen, untl + 0.0}), 'PX', index_ms)
-return gen
+redis.call('ZADD', KEYS[2], expiry, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local host_ms = math.max(1, math.floor((expiry - now) * 1000))
+if redis.call('PTTL', KEYS[2]) < host_ms then redis.call('PEXPIRE', KEYS[2], host_ms) end
+return 1
 """
 
 
@@ -60,8 +75,31 @@ class VaryPut:
     head: str
     tail: str
     generation: str  # used when the index holds none for these fields
+    until: float  # this variant's expiry (wall time)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """One stored response: its record under `pkey` (or a variant key), and its place in the
+    host index `hkey` (`member`: "path?query authority")."""
+
+    pkey: str
+    record: bytes
+    ttl_s: float
     now: float
-    until: float
+    hkey: str
+    member: bytes
+    vary: VaryPut | None = None
+
+
+KeyOf = Callable[[bytes], str]  # host index member -> primary key
+
+
+def _under(member: bytes, path: str | None, under: str | None) -> bool:
+    if path is None or under is None:
+        return True
+    p = member.split(b" ", 1)[0].split(b"?", 1)[0].decode("ascii", "replace")
+    return p == path or p.startswith(under)
 
 
 def ms(seconds: float) -> int:
@@ -138,16 +176,34 @@ class RedisStore:
         (value,) = await self._run([("GET", key)])
         return value  # type: ignore[no-any-return]
 
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._run([("SET", key, value, "PX", ms(ttl_s))])
+    async def put(self, p: Put) -> None:
+        args: tuple[Any, ...] = (p.record, ms(p.ttl_s), p.member, repr(p.now))
+        if (v := p.vary) is not None:
+            args += (v.head, v.tail, v.generation, repr(v.until), *v.fields)
+        await self._run([("EVAL", PUT, 2, p.pkey, p.hkey, *args)])
 
-    async def put(self, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None) -> None:
-        if vary is None:
-            await self._run([("SET", pkey, record, "PX", ms(ttl_s))])
-            return
-        args = (record, ms(ttl_s), vary.head, vary.tail, vary.generation, repr(vary.now),
-                repr(vary.until), *vary.fields)  # fmt: skip
-        await self._run([("EVAL", PUT_VARIANT, 1, pkey, *args)])
+    async def purge(
+        self, hkey: str, path: str | None, key_of: KeyOf, step_timeout_s: float, batch: int = 500
+    ) -> int:
+        """Delete every record the host index `hkey` lists under `path` (a path prefix as
+        purges mean it: the path itself and what is below it), or all of them (None); each
+        round trip bounded by `step_timeout_s`."""
+        under = None if path is None else path.rstrip("/") + "/"
+        lo = b"-" if path is None else b"[" + path.encode()
+        hi = b"+" if path is None else b"[" + path.encode() + b"\xff"
+        deleted = 0
+        while True:
+            async with asyncio.timeout(step_timeout_s):
+                (members,) = await self._run([("ZRANGEBYLEX", hkey, lo, hi, "LIMIT", 0, batch)])
+            if not members:
+                return deleted
+            lo = b"(" + members[-1]
+            chosen = [m for m in members if _under(m, path, under)]
+            if chosen:
+                keys = [key_of(m) for m in chosen]
+                async with asyncio.timeout(step_timeout_s):
+                    await self._run([("DEL", *keys), ("ZREM", hkey, *chosen)])
+                deleted += len(keys)
 
     async def delete(self, key: str) -> None:
         await self._run([("DEL", key)])

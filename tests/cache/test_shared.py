@@ -18,13 +18,14 @@ from proxy.cache.entry import Entry
 from proxy.cache.shared import (
     Index,
     SharedTier,
+    host_key,
     parse_url,
     primary_key,
     put_in_steps,
     record_of,
     variant_key,
 )
-from proxy.cache.shared_redis import VaryPut
+from proxy.cache.shared_redis import Put
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import canonical_target
 from tests.cache.opcount import CountingStr, assert_flat, counted_chunks
@@ -317,8 +318,11 @@ class DictStore:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self.data[key] = value
 
-    async def put(self, pkey: str, record: bytes, ttl_s: float, vary: VaryPut | None) -> None:
-        await put_in_steps(self, pkey, record, ttl_s, vary)
+    async def put(self, p: Put) -> None:
+        await put_in_steps(self, p)
+
+    async def purge(self, *args: object) -> int:
+        return 0
 
     async def delete(self, key: str) -> None:
         self.data.pop(key, None)
@@ -364,3 +368,59 @@ async def test_dropped_stores_free_their_place_in_the_queue() -> None:
     assert await t.get(b.primary, no_vary) is not None
     assert await t.get(entry("/c").primary, no_vary) is not None
     await t.close()
+
+
+# -- issue 13: host and prefix purges reach what any node stored (the host index) -----------
+
+
+async def test_host_and_prefix_purges_reach_what_another_node_stored(
+    redis_port: int, direct: redis.Redis
+) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    a = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: NOW)
+    b = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: NOW)
+    stored = {
+        "/p": entry("/p"),
+        "/p/1": entry("/p/1"),
+        "/p/2?x=1": entry("/p/2?x=1"),
+        "/p?q": entry("/p?q"),
+        "/pa": entry("/pa"),
+        "/q": entry("/q"),
+        "/p/v": entry("/p/v", vary=("accept-encoding",), variant=("gzip",)),
+        "other": entry("/p/1", host="other.example"),
+    }
+    try:
+        for e in stored.values():
+            assert a.put(e)
+        assert await a.flush() and a.stats.shared_stores == len(stored)
+
+        async def left() -> set[str]:
+            found = set()
+            for name, e in stored.items():
+                if await b.get(e.primary, lambda f: ("gzip",) * len(f)) is not None:
+                    found.add(name)
+            return found
+
+        assert await left() == set(stored)
+        b.purge_soon("example.com", "/p")  # b never held any of them
+        assert await b.flush()
+        assert await left() == {"/pa", "/q", "other"}
+        b.purge_soon("example.com")
+        assert await b.flush()
+        assert await left() == {"other"}
+        assert b.stats.shared_errors == 0
+        assert direct.zcard(host_key("example.com")) == 0
+        assert direct.zcard(host_key("other.example")) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_purge_drops_queued_stores_it_covers(tier: SharedTier) -> None:
+    tier.put(entry("/d/1"))
+    tier.put(entry("/e/1"))
+    tier.purge_soon("example.com", "/d")
+    assert tier.queued == 2  # the /e store and the purge
+    assert await tier.flush()
+    assert await tier.get(entry("/d/1").primary, no_vary) is None
+    assert await tier.get(entry("/e/1").primary, no_vary) is not None
