@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from benchmarks import cpu
@@ -74,13 +75,15 @@ class Client:
         self.sock.close()
 
 
-def _node(code: Path, config: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def _node(
+    code: Path, config: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int, int]:
     port, admin = free_port(), free_port()
     state = tempfile.mkdtemp(prefix="bench-shared-")
     argv = [sys.executable, "-m", "proxy.cli", "serve", "--listen", f"127.0.0.1:{port}",
             "--admin", f"127.0.0.1:{admin}", "--workers", "1", "--config", str(config),
             "--state-dir", state]  # fmt: skip
-    return _start(argv, env, code, port), port
+    return _start(argv, env, code, port), port, admin
 
 
 def _batch(client: Client, paths: list[str], expect: bytes, pids: list[int]) -> float:
@@ -115,9 +118,9 @@ def run(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     procs = [origin]
     results: dict[str, tuple[float, float]] = {}
     try:
-        a, a_port = _node(code, config, env)
-        b, b_port = _node(code, config, env)
-        plain, plain_port = _node(code, plain_config, env)
+        a, a_port, a_admin = _node(code, config, env)
+        b, b_port, _ = _node(code, config, env)
+        plain, plain_port, _ = _node(code, plain_config, env)
         procs += [a, b, plain]
         ca, cb, cp = Client(a_port), Client(b_port), Client(plain_port)
         n = args.requests
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
         for r in range(args.rounds):
             paths = [f"/cold/r{r}-{i}" for i in range(n)]
             _batch(ca, paths, b"fwd=miss", [a.pid])
-            _wait_stored(redis, (r + 1) * n + 1)
+            _wait_stored(a_admin, (r + 1) * n)
             rows = {
                 "l1-hit": (cb, ["/bytes/1024"] * n, b"; hit", b),
                 "shared-hit": (cb, paths, b"detail=shared", b),
@@ -154,17 +157,19 @@ def run(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     return results
 
 
-def _wait_stored(redis: RedisServer, keys: int) -> None:
-    """Until node A's background writer has stored every object (DBSIZE, polled)."""
+def _wait_stored(admin_port: int, stores: int) -> None:
+    """Until node A's background writer has stored every object (its metrics, polled)."""
     deadline = time.monotonic() + 60
+    done = 0.0
     while time.monotonic() < deadline:
-        with socket.create_connection(("127.0.0.1", redis.port)) as s:
-            s.sendall(b"DBSIZE\r\n")
-            n = int(s.recv(64)[1:].strip())
-        if n >= keys:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics") as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("edgeproxy_shared_tier_stores"):
+                    done = float(line.split()[-1])
+        if done >= stores:
             return
         time.sleep(0.05)
-    raise RuntimeError(f"redis holds {n} keys, expected {keys}")
+    raise RuntimeError(f"node A stored {done} objects, expected {stores}")
 
 
 def main() -> None:

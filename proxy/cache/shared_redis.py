@@ -27,11 +27,13 @@ from typing import Any
 
 from yarl import URL
 
-# KEYS: the primary key, the host index. ARGV: record, record ttl ms, index member, now, then
+# KEYS: the primary key, the host index, its expiry index. ARGV: record, record ttl ms, index member, now, then
 # for a response that varies: variant key head, variant key tail, new generation, until, field
 # names... The index under the primary key is msgspec's `Index` as an array:
-# ["i", fields, generation, until]. The host index (a sorted set: member "path?query authority",
-# score its expiry) lets a host or prefix purge find what any node stored.
+# ["i", fields, generation, until]. The host index (a sorted set of members "path?query
+# authority", all of score 0: ZRANGEBYLEX is only defined on equal scores) lets a host or prefix
+# purge find what any node stored; its twin (`:t`, scored by expiry) lets each store drop a
+# few expired members, so the index does not outgrow what is stored.
 PUT = """
 local now, record_ms = tonumber(ARGV[4]), tonumber(ARGV[2])
 local expiry = now + record_ms / 1000
@@ -59,10 +61,17 @@ else
   local index_ms = math.max(1, math.floor((expiry - now) * 1000))
   redis.call('SET', KEYS[1], cmsgpack.pack({'i', fields, gen, expiry + 0.0}), 'PX', index_ms)
 end
-redis.call('ZADD', KEYS[2], expiry, ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
+redis.call('ZADD', KEYS[3], expiry, ARGV[3])
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 64)
+if #old > 0 then
+  redis.call('ZREM', KEYS[2], unpack(old))
+  redis.call('ZREM', KEYS[3], unpack(old))
+end
 local host_ms = math.max(1, math.floor((expiry - now) * 1000))
-if redis.call('PTTL', KEYS[2]) < host_ms then redis.call('PEXPIRE', KEYS[2], host_ms) end
+for k = 2, 3 do
+  if redis.call('PTTL', KEYS[k]) < host_ms then redis.call('PEXPIRE', KEYS[k], host_ms) end
+end
 return 1
 """
 
@@ -180,7 +189,7 @@ class RedisStore:
         args: tuple[Any, ...] = (p.record, ms(p.ttl_s), p.member, repr(p.now))
         if (v := p.vary) is not None:
             args += (v.head, v.tail, v.generation, repr(v.until), *v.fields)
-        await self._run([("EVAL", PUT, 2, p.pkey, p.hkey, *args)])
+        await self._run([("EVAL", PUT, 3, p.pkey, p.hkey, p.hkey + ":t", *args)])
 
     async def purge(
         self, hkey: str, path: str | None, key_of: KeyOf, step_timeout_s: float, batch: int = 500
@@ -202,7 +211,9 @@ class RedisStore:
             if chosen:
                 keys = [key_of(m) for m in chosen]
                 async with asyncio.timeout(step_timeout_s):
-                    await self._run([("DEL", *keys), ("ZREM", hkey, *chosen)])
+                    await self._run(
+                        [("DEL", *keys), ("ZREM", hkey, *chosen), ("ZREM", hkey + ":t", *chosen)]
+                    )
                 deleted += len(keys)
 
     async def delete(self, key: str) -> None:

@@ -379,14 +379,16 @@ async def test_host_and_prefix_purges_reach_what_another_node_stored(
     url = f"redis://127.0.0.1:{redis_port}/0"
     a = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: NOW)
     b = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: NOW)
+    # Lifetimes against the paths' order: an index scored by expiry would list them out of
+    # order, and a lexical range over it would miss some (it did, once).
     stored = {
-        "/p": entry("/p"),
-        "/p/1": entry("/p/1"),
-        "/p/2?x=1": entry("/p/2?x=1"),
-        "/p?q": entry("/p?q"),
-        "/pa": entry("/pa"),
-        "/q": entry("/q"),
-        "/p/v": entry("/p/v", vary=("accept-encoding",), variant=("gzip",)),
+        "/p": entry("/p", lifetime=900),
+        "/p/1": entry("/p/1", lifetime=100),
+        "/p/2?x=1": entry("/p/2?x=1", lifetime=50),
+        "/p?q": entry("/p?q", lifetime=800),
+        "/pa": entry("/pa", lifetime=20),
+        "/q": entry("/q", lifetime=10),
+        "/p/v": entry("/p/v", vary=("accept-encoding",), variant=("gzip",), lifetime=70),
         "other": entry("/p/1", host="other.example"),
     }
     try:
@@ -424,3 +426,21 @@ async def test_a_purge_drops_queued_stores_it_covers(tier: SharedTier) -> None:
     assert await tier.flush()
     assert await tier.get(entry("/d/1").primary, no_vary) is None
     assert await tier.get(entry("/e/1").primary, no_vary) is not None
+
+
+async def test_expired_members_leave_the_host_index(redis_port: int, direct: redis.Redis) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    now = [NOW]
+    t = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: now[0])
+    try:
+        for i in range(3):
+            t.put(entry(f"/old/{i}", lifetime=10))
+        assert await t.flush()
+        assert direct.zcard(host_key("example.com")) == 3
+        now[0] = NOW + 100  # every /old one has expired by the index's clock
+        t.put(entry("/new", lifetime=1000, age=-100))
+        assert await t.flush()
+        assert direct.zrange(host_key("example.com"), 0, -1) == [b"/new example.com"]
+        assert direct.zcard(host_key("example.com") + ":t") == 1
+    finally:
+        await t.close()
