@@ -53,7 +53,7 @@ class Client:
     """One keep-alive HTTP/1.1 connection, one request at a time, `Content-Length` bodies."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.buf = b""
 
     def get(self, path: str) -> tuple[int, bytes]:
