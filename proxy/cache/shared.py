@@ -1,5 +1,6 @@
 """The shared cache tier: stored responses shared by the workers of a node and the nodes of a
-fleet, behind each worker's memory tier (Redis or Memcached through aiocache).
+fleet, behind each worker's memory tier (Redis on redis-py's connections, `shared_redis.py`;
+Memcached through aiocache).
 
 It is an optimisation and never a source of truth. Reads are bounded by
 `cache.shared_tier_timeout_s` and any failure is a miss (counted, never raised into a request);
@@ -15,14 +16,19 @@ Keys (versioned: bump `KEY_VERSION` whenever `Record` changes):
 - `ep1:v:<H(primary)>:<generation>:<H(fields, values)>` holds the `Record` of one variant. A purge
   deletes the primary key; a later store of any variant starts a new generation, so variants
   stored before the purge are never reachable again (they expire on their own TTL).
+- `ep1:h:<H(host)>` (Redis only) lists what is stored for a host, so a host or prefix purge on
+  any node deletes what every node stored (`purge_soon`); `ep1:h:…:t` holds the same members
+  by expiry, so each store drops a few expired ones.
 
+The record layout is msgpack (msgspec, `array_like`: field positions, no names), already
+binary; a store writes the record and its indexes in one round trip.
 A record is only returned when it proves it is the one asked for: same authority and
 path+query, the request's values of the record's Vary fields equal the record's, and the body
 hashes to the stored sha256. Anything else is rejected and deleted. Site, `Via` and the parsed
 Cache-Control are this node's to add (`Fetcher.adopt_shared`).
 
-Only this module knows aiocache (pinned 0.12.3); the rest of the proxy sees `SharedTier`, and a
-backend change (valkey-glide, plain redis.asyncio) replaces `AiocacheStore` alone.
+Only this module and `shared_redis.py` know the backends (aiocache pinned 0.12.3, redis-py);
+the rest of the proxy sees `SharedTier`, and a backend change (valkey-glide) replaces a `Store`.
 """
 
 from __future__ import annotations
