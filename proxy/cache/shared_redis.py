@@ -133,6 +133,7 @@ class RedisStore:
 
     def __init__(self, url: URL, options: RedisOptions) -> None:
         from redis.asyncio.connection import Connection, SSLConnection
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         kw: dict[str, Any] = {
             "host": url.host,
@@ -154,11 +155,24 @@ class RedisStore:
         self._idle: deque[Any] = deque()
         self._slots = asyncio.Semaphore(options.max_connections)
         self._dropped: set[asyncio.Task[None]] = set()
+        self._broken = (RedisConnectionError, OSError)  # a dead connection, not a bad command
 
     async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send `commands` in one write on one connection and read their replies."""
+        """Send `commands` in one write on one connection and read their replies. A connection
+        that sat idle may have died with a Redis since restarted: if it fails to connect or
+        to answer, the commands go once more on a new one (every command here is idempotent)."""
         await self._slots.acquire()
-        conn = self._idle.pop() if self._idle else self.connection_class(**self.kwargs)
+        try:
+            if not self._idle:
+                return await self._exchange(self.connection_class(**self.kwargs), commands)
+            try:
+                return await self._exchange(self._idle.pop(), commands)
+            except self._broken:
+                return await self._exchange(self.connection_class(**self.kwargs), commands)
+        finally:
+            self._slots.release()
+
+    async def _exchange(self, conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         done = False
         try:
             if len(commands) == 1:
@@ -174,7 +188,6 @@ class RedisStore:
                 self._idle.append(conn)
             else:
                 self._drop(conn)
-            self._slots.release()
 
     def _drop(self, conn: Any) -> None:
         task = asyncio.ensure_future(conn.disconnect(nowait=True))

@@ -444,3 +444,27 @@ async def test_expired_members_leave_the_host_index(redis_port: int, direct: red
         assert direct.zcard(host_key("example.com") + ":t") == 1
     finally:
         await t.close()
+
+
+async def test_a_connection_that_died_with_a_restarted_redis_is_replaced(
+    redis_server: RedisServer,
+) -> None:
+    """After Redis restarts, the worker's idle connection is dead: the lookup goes once more on
+    a new connection and is an ordinary miss, not an error that skips the tier for a while."""
+    stats = WorkerStats([])
+    t = SharedTier.from_url(redis_server.url, stats, timeout_s=2.0, clock=lambda: NOW)
+    try:
+        e = entry("/r")
+        assert t.put(e) and await t.flush()
+        assert await t.get(e.primary, no_vary) is not None  # leaves an idle connection
+        redis_server.restart(empty=True)
+        assert await t.get(e.primary, no_vary) is None
+        assert (stats.shared_misses, stats.shared_errors) == (1, 0)
+        assert t.put(e) and await t.flush()
+        assert await t.get(e.primary, no_vary) is not None
+        assert stats.shared_errors == 0
+        redis_server.kill()  # gone for good: the retry fails too, and it is one counted error
+        assert await t.get(e.primary, no_vary) is None
+        assert stats.shared_errors == 1
+    finally:
+        await t.close(0.1)

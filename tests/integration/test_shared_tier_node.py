@@ -245,8 +245,8 @@ async def test_redis_faults_degrade_service_never_enforcement(
     try:
         await serves_and_enforces(a, ["/during/1", "/during/2", "/during/3"], "u1")
         if fault == "restarted-empty":
-            # B's connection died with the old server: one counted failure, then an ordinary
-            # miss on a new connection; never the object the empty server no longer has.
+            # B's idle connection died with the old server: B asks again on a new one and
+            # misses; never the object the empty server no longer has.
             status, body, cs = await get(b, "/before")
             assert status == 200 and body == b"body of /before" and "detail=shared" not in cs
         else:
