@@ -570,7 +570,8 @@ class SharedTier:
                 self._dequeued(cell)
             try:
                 if op == _PURGE:
-                    await self.store.purge(*item, self._key_of, self.write_timeout_s)
+                    hkey, path = item
+                    await self.store.purge(hkey, path, self._key_of, self.write_timeout_s)
                 else:
                     async with asyncio.timeout(self.write_timeout_s):
                         if op == _PUT:
