@@ -76,6 +76,15 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shared_tier_queue_max_items: int = 256  # pending stores per worker; beyond: dropped
     shared_tier_queue_max_bytes: int = 32 << 20
     shared_tier_max_connections: int = 32  # per worker
+    shared_tier_connect_timeout_s: float = 1.0  # TCP + TLS + AUTH of one new connection
+    # Redis ACL user and a file holding its password (or both in the URL's userinfo).
+    shared_tier_username: str = ""
+    shared_tier_password_file: str = ""
+    # rediss:// only: the CA that signed the server's certificate (default: the system's),
+    # and a client certificate and key when the server asks for one (tls-auth-clients).
+    shared_tier_tls_ca_file: str = ""
+    shared_tier_tls_cert_file: str = ""
+    shared_tier_tls_key_file: str = ""
     hot_memo_max_entries: int = 65536  # raw targets remembered for hot hits and 451s
     # The node tier (proxy/cache/node.py): one persistent cache every worker of the node
     # shares, behind each worker's memory tier. 0 bytes: none. Path "": <state_dir>/node-cache.
@@ -484,6 +493,32 @@ def _check_cache(cfg: Config, fail: _Fail) -> None:
             parse_url(cfg.cache.shared_tier_url)
         except ValueError as e:
             raise fail(str(e), "$.cache.shared_tier_url") from e
+    _check_shared_tier(cfg.cache, fail)
+
+
+def _check_shared_tier(cache: CacheConfig, fail: _Fail) -> None:
+    """TLS files only with rediss://, a client certificate with its key, every file readable
+    (opened by each worker at start), and deadlines a round trip can meet."""
+    for name in ("timeout_s", "write_timeout_s", "connect_timeout_s"):
+        if getattr(cache, f"shared_tier_{name}") <= 0:
+            raise fail("must be above 0", f"$.cache.shared_tier_{name}")
+    tls = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    for name in tls:
+        if getattr(cache, f"shared_tier_{name}") and not cache.shared_tier_url.startswith(
+            "rediss://"
+        ):
+            raise fail(
+                "TLS options need a rediss:// shared_tier_url", f"$.cache.shared_tier_{name}"
+            )
+    if bool(cache.shared_tier_tls_cert_file) != bool(cache.shared_tier_tls_key_file):
+        raise fail(
+            "a client certificate needs its key and a key its certificate",
+            "$.cache.shared_tier_tls_cert_file",
+        )
+    for name in (*tls, "password_file"):
+        value = getattr(cache, f"shared_tier_{name}")
+        if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise fail(f"cannot read {value!r}", f"$.cache.shared_tier_{name}")
 
 
 def _check_blocklist(cfg: Config, fail: _Fail) -> None:

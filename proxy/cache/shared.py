@@ -1,5 +1,6 @@
 """The shared cache tier: stored responses shared by the workers of a node and the nodes of a
-fleet, behind each worker's memory tier (Redis or Memcached through aiocache).
+fleet, behind each worker's memory tier (Redis on redis-py's connections, `shared_redis.py`;
+Memcached through aiocache).
 
 It is an optimisation and never a source of truth. Reads are bounded by
 `cache.shared_tier_timeout_s` and any failure is a miss (counted, never raised into a request);
@@ -15,14 +16,19 @@ Keys (versioned: bump `KEY_VERSION` whenever `Record` changes):
 - `ep1:v:<H(primary)>:<generation>:<H(fields, values)>` holds the `Record` of one variant. A purge
   deletes the primary key; a later store of any variant starts a new generation, so variants
   stored before the purge are never reachable again (they expire on their own TTL).
+- `ep1:h:<H(host)>` (Redis only) lists what is stored for a host, so a host or prefix purge on
+  any node deletes what every node stored (`purge_soon`); `ep1:h:…:t` holds the same members
+  by expiry, so each store drops a few expired ones.
 
+The record layout is msgpack (msgspec, `array_like`: field positions, no names), already
+binary; a store writes the record and its indexes in one round trip.
 A record is only returned when it proves it is the one asked for: same authority and
 path+query, the request's values of the record's Vary fields equal the record's, and the body
 hashes to the stored sha256. Anything else is rejected and deleted. Site, `Via` and the parsed
 Cache-Control are this node's to add (`Fetcher.adopt_shared`).
 
-Only this module knows aiocache (pinned 0.12.3); the rest of the proxy sees `SharedTier`, and a
-backend change (valkey-glide, plain redis.asyncio) replaces `AiocacheStore` alone.
+Only this module and `shared_redis.py` know the backends (aiocache pinned 0.12.3, redis-py);
+the rest of the proxy sees `SharedTier`, and a backend change (valkey-glide) replaces a `Store`.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import msgspec
 from yarl import URL
 
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
+from proxy.cache.shared_redis import KeyOf, Put, RedisOptions, RedisStore, VaryPut
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import BadTarget, canonical_target
 
@@ -181,6 +188,11 @@ def primary_key(primary: PrimaryKey, prefix: str = KEY_VERSION) -> str:
     return f"{prefix}:p:{_h(primary[0].encode('utf-8') + b' ' + primary[1])}"
 
 
+def host_key(host: str, prefix: str = KEY_VERSION) -> str:
+    """The sorted set of what is stored for `host` (a canonical host name, no port)."""
+    return f"{prefix}:h:{_h(host.encode('utf-8'))}"
+
+
 def variant_key(
     primary: PrimaryKey,
     generation: str,
@@ -200,17 +212,50 @@ class Store(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+    async def put(self, p: Put) -> None:
+        """Store a record under `p.pkey`, or (`p.vary`) under its variant key with `p.pkey`
+        holding the index (its generation kept when its fields are the same), and file it in
+        its host's index where the store has one."""
+
+    async def purge(self, hkey: str, path: str | None, key_of: KeyOf, step_timeout_s: float) -> int:
+        """Delete what the host index `hkey` lists (under `path`); 0 without host indexes."""
 
     async def delete(self, key: str) -> None: ...
 
     async def close(self) -> None: ...
 
 
+class KeyValueStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+
+async def put_in_steps(store: KeyValueStore, p: Put) -> None:
+    """`Store.put` for a store without scripts or sorted sets (Memcached): read the index,
+    write the record, write the index; three round trips where Redis makes one
+    (`shared_redis.PUT`), and no host index (host and prefix purges reach only the keys the
+    purging worker holds)."""
+    vary = p.vary
+    if vary is None:
+        await store.set(p.pkey, p.record, p.ttl_s)
+        return
+    generation, until = vary.generation, vary.until
+    raw = await store.get(p.pkey)
+    if raw is not None:
+        try:
+            old = _decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            old = None
+        if isinstance(old, Index) and old.fields == vary.fields:
+            generation, until = old.generation, max(old.until, until)
+    await store.set(vary.head + generation + vary.tail, p.record, p.ttl_s)
+    await store.set(p.pkey, _encode(Index(vary.fields, generation, until)), until - p.now)
+
+
 class AiocacheStore:
-    """aiocache 0.12.3: raw bytes (`NullSerializer(encoding=None)`), no aiocache timeout (its
-    `wait_for` costs ~10 µs a call; SharedTier bounds time itself), float TTLs on Redis
-    (`PSETEX`; integer ones hit redis-py 8's deprecated `setex`), whole seconds on Memcached,
+    """aiocache 0.12.3 (Memcached): raw bytes (`NullSerializer(encoding=None)`), no aiocache
+    timeout (its `wait_for` costs ~10 µs a call; SharedTier bounds time itself), whole seconds,
     and never `clear(namespace)` (it runs `KEYS`)."""
 
     def __init__(self, cache: Any, *, whole_seconds: bool) -> None:
@@ -226,17 +271,17 @@ class AiocacheStore:
         ttl: float = min(math.ceil(ttl_s), 2_592_000) if self.whole_seconds else max(0.001, ttl_s)
         await self.cache.set(key, value, ttl=ttl)
 
+    async def put(self, p: Put) -> None:
+        await put_in_steps(self, p)
+
+    async def purge(self, hkey: str, path: str | None, key_of: KeyOf, step_timeout_s: float) -> int:
+        return 0  # Memcached has no index to find other nodes' keys by
+
     async def delete(self, key: str) -> None:
         await self.cache.delete(key)
 
     async def close(self) -> None:
-        client = getattr(self.cache, "client", None)
-        aclose = getattr(client, "aclose", None)
-        if aclose is not None:
-            # aiocache's close() calls redis-py's deprecated close(); aclose() is the same.
-            await aclose()
-        else:
-            await self.cache.close()
+        await self.cache.close()
 
 
 def parse_url(url: str) -> URL:
@@ -253,55 +298,57 @@ def parse_url(url: str) -> URL:
     return u
 
 
-def store_from_url(url: str, *, max_connections: int = 32) -> AiocacheStore:
+def store_from_url(url: str, options: RedisOptions | None = None) -> Store:
+    """The store for a `cache.shared_tier_url`: Redis on redis-py's connections
+    (`shared_redis.RedisStore`), Memcached through aiocache."""
     u = parse_url(url)
+    options = options or RedisOptions()
+    if u.scheme != "memcached":
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError as e:
+            raise ValueError("redis:// needs redis-py (edgeproxy[shared])") from e
+        return RedisStore(u, options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
+            from aiocache.backends.memcached import MemcachedCache
             from aiocache.serializers import NullSerializer
         except ImportError as e:
-            raise ValueError("the shared tier needs aiocache (edgeproxy[shared])") from e
-
-        raw = NullSerializer(encoding=None)
-        if u.scheme == "memcached":
-            try:
-                from aiocache.backends.memcached import MemcachedCache
-            except ImportError as e:
-                raise ValueError("memcached:// needs aiomcache (aiocache[memcached])") from e
-            cache: Any = MemcachedCache(
-                serializer=raw,
-                timeout=None,
-                endpoint=u.host,
-                port=u.port or 11211,
-                pool_size=max_connections,
-            )
-            return AiocacheStore(cache, whole_seconds=True)
-        try:
-            import redis.asyncio
-            from aiocache.backends.redis import RedisCache
-        except ImportError as e:
-            raise ValueError("redis:// needs aiocache and redis (edgeproxy[shared])") from e
-
-        cache = RedisCache(
-            serializer=raw,
+            raise ValueError(
+                "memcached:// needs aiocache and aiomcache (aiocache[memcached])"
+            ) from e
+        cache: Any = MemcachedCache(
+            serializer=NullSerializer(encoding=None),
             timeout=None,
             endpoint=u.host,
-            port=u.port or 6379,
-            db=int(u.path[1:] or 0),
-            password=u.password,
-            ssl=u.scheme == "rediss",
-            pool_max_size=max_connections,
-            connection_pool_kwargs={"username": u.user} if u.user else None,
-            # Waits for a free connection instead of raising "Too many connections"; the wait
-            # is inside SharedTier's deadline.
-            connection_pool_class=redis.asyncio.BlockingConnectionPool,
+            port=u.port or 11211,
+            pool_size=options.max_connections,
         )
-        return AiocacheStore(cache, whole_seconds=False)
+    return AiocacheStore(cache, whole_seconds=True)
+
+
+def redis_options(cache: Any) -> RedisOptions:
+    """The `cache.shared_tier_*` options of a `CacheConfig` (the password read from its file,
+    so it is not written in the config; the URL's userinfo works too)."""
+    password = ""
+    if cache.shared_tier_password_file:
+        with open(cache.shared_tier_password_file, encoding="utf-8") as f:
+            password = f.read().strip()
+    return RedisOptions(
+        max_connections=cache.shared_tier_max_connections,
+        connect_timeout_s=cache.shared_tier_connect_timeout_s,
+        tls_ca_file=cache.shared_tier_tls_ca_file,
+        tls_cert_file=cache.shared_tier_tls_cert_file,
+        tls_key_file=cache.shared_tier_tls_key_file,
+        username=cache.shared_tier_username,
+        password=password,
+    )
 
 
 # -- the tier ---------------------------------------------------------------------------------
 
-_PUT, _DELETE = 0, 1
+_PUT, _DELETE, _PURGE = 0, 1, 2
 
 
 class SharedTier:
@@ -342,9 +389,10 @@ class SharedTier:
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, stats: WorkerStats, **kw: Any) -> SharedTier:
-        max_connections = kw.pop("max_connections", 32)
-        return cls(store_from_url(url, max_connections=max_connections), stats, **kw)
+    def from_url(
+        cls, url: str, stats: WorkerStats, options: RedisOptions | None = None, **kw: Any
+    ) -> SharedTier:
+        return cls(store_from_url(url, options), stats, **kw)
 
     @classmethod
     def from_config(cls, cache: Any, stats: WorkerStats) -> SharedTier:
@@ -352,7 +400,7 @@ class SharedTier:
         return cls.from_url(
             cache.shared_tier_url,
             stats,
-            max_connections=cache.shared_tier_max_connections,
+            redis_options(cache),
             timeout_s=cache.shared_tier_timeout_s,
             write_timeout_s=cache.shared_tier_write_timeout_s,
             retry_after_s=cache.shared_tier_retry_after_s,
@@ -450,6 +498,22 @@ class SharedTier:
         self.delete_soon(primary)
         await self.flush()
 
+    def purge_soon(self, host: str, path: str | None = None) -> None:
+        """Queue the removal of everything stored for `host` (or under its `path` prefix) by
+        any node, found through the host index; queued stores it covers are dropped."""
+        if self._closed:
+            return
+        under = None if path is None else path.rstrip("/") + "/"
+        for primary in list(self._pending):
+            cells = self._pending[primary]
+            t = cells[0][1].target
+            if t.host == host and (path is None or t.path == path or t.path.startswith(under)):
+                for cell in self._pending.pop(primary):
+                    self._queued_bytes -= cell[1].size or len(cell[1].body)
+                    cell[1] = None
+                    self._dropped += 1
+        self._push([_PURGE, (host_key(host, self.prefix), path)])
+
     def _enqueue_delete(self, key: str) -> None:
         self._push([_DELETE, key])
 
@@ -505,39 +569,40 @@ class SharedTier:
             if op == _PUT:
                 self._dequeued(cell)
             try:
-                async with asyncio.timeout(self.write_timeout_s):
-                    if op == _PUT:
-                        await self._write(item)
-                    else:
-                        await self.store.delete(item)
+                if op == _PURGE:
+                    hkey, path = item
+                    await self.store.purge(hkey, path, self._key_of, self.write_timeout_s)
+                else:
+                    async with asyncio.timeout(self.write_timeout_s):
+                        if op == _PUT:
+                            await self._write(item)
+                        else:
+                            await self.store.delete(item)
             except Exception as e:  # noqa: BLE001 - counted; the tier is only an optimisation
-                self._failed("put" if op == _PUT else "delete", e)
+                self._failed(("put", "delete", "purge")[op], e)
                 continue
             if op == _PUT:
                 self.stats.shared_stores += 1
 
     async def _write(self, entry: Entry) -> None:
+        """One `Store.put`: one round trip on Redis, the indexes included."""
         now = self.clock()
         ttl = ttl_s(entry, now, self.stale_grace_s)
-        data = _encode(record_of(entry))
         primary = entry.primary
-        pkey = primary_key(primary, self.prefix)
         fields = entry.vary_fields
-        if not fields:
-            await self.store.set(pkey, data, ttl)
-            return
-        generation, until = os.urandom(6).hex(), now + ttl
-        raw = await self.store.get(pkey)
-        if raw is not None:
-            try:
-                old = _decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                old = None
-            if isinstance(old, Index) and old.fields == fields:
-                generation, until = old.generation, max(old.until, until)
-        key = variant_key(primary, generation, fields, entry.variant, self.prefix)
-        await self.store.set(key, data, ttl)
-        await self.store.set(pkey, _encode(Index(fields, generation, until)), until - now)
+        vary = None
+        if fields:
+            head, tail = variant_key(primary, "\0", fields, entry.variant, self.prefix).split("\0")
+            vary = VaryPut(fields, head, tail, os.urandom(6).hex(), now + ttl)
+        member = primary[1] + b" " + primary[0].encode("utf-8")
+        p = Put(primary_key(primary, self.prefix), _encode(record_of(entry)), ttl, now,
+                host_key(entry.target.host, self.prefix), member, vary)  # fmt: skip
+        await self.store.put(p)
+
+    def _key_of(self, member: bytes) -> str:
+        """The primary key of a host index member ("path?query authority")."""
+        raw_path_query, _, authority = member.partition(b" ")
+        return primary_key((authority.decode("utf-8"), raw_path_query), self.prefix)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

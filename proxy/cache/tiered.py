@@ -6,8 +6,9 @@ Callers never ask which tiers exist. Lookups read memory, then the node tier, sy
 is finished for this worker (`finish`: site, parsed Cache-Control, head) and adopted into
 memory, and answers with `detail=node` once. The shared tier is read asynchronously
 (`get_behind`, None when there is none). Stores, removals and purges reach every tier. The
-shared tier learns of a purge by primary key: a prefix or host purge deletes the keys this
-worker holds, the rest expire on their TTL; the node tier purges by its own indexes.
+shared tier learns of a purge by primary key, and of a host or prefix purge through its host
+index (Redis: what any node stored; Memcached has none, so there only the keys this worker
+holds); the node tier purges by its own indexes.
 """
 
 from __future__ import annotations
@@ -158,12 +159,16 @@ class TieredCache:
         return self.memory.purge_where(hosts, purge)
 
     def purge_host(self, host: str) -> int:
+        if self.shared is not None:
+            self.shared.purge_soon(host)
         n = self.purge_where([host], lambda e: True)
         if self.node is not None:
             n = max(n, self.node.purge_host(host))
         return n
 
     def purge_prefix(self, host: str, path: str) -> int:
+        if self.shared is not None:
+            self.shared.purge_soon(host, path)
         under = path.rstrip("/") + "/"
         n = self.purge_where(
             [host], lambda e: e.target.path == path or e.target.path.startswith(under)

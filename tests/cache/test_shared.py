@@ -1,34 +1,35 @@
-"""The shared cache tier against a real Redis-protocol server (fakeredis's TcpFakeServer on
-127.0.0.1): round trips, TTLs, Vary variants and purge generations, and every way it fails
-without raising: a silent server (timeout), a closed port, a full write queue, corrupt or
-tampered records."""
+"""The shared cache tier against a real redis-server on 127.0.0.1 (tests/redis_server.py): round
+trips, TTLs, Vary variants and purge generations, and every way it fails without raising: a
+silent server (timeout), a closed port, a full write queue, corrupt or tampered records."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import hashlib
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 import pytest
 import redis
-from fakeredis import TcpFakeServer
 
 from proxy.cache.entry import Entry
 from proxy.cache.shared import (
     Index,
     SharedTier,
+    host_key,
     parse_url,
     primary_key,
+    put_in_steps,
     record_of,
     variant_key,
 )
+from proxy.cache.shared_redis import Put
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import canonical_target
 from tests.cache.opcount import CountingStr, assert_flat, counted_chunks
+from tests.redis_server import RedisServer
 
 NOW = 1_700_000_000.0
 
@@ -78,16 +79,8 @@ def no_vary(fields: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def redis_port() -> Iterator[int]:
-    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def redis_port(redis_server: RedisServer) -> int:
+    return redis_server.port
 
 
 @pytest.fixture
@@ -325,6 +318,12 @@ class DictStore:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self.data[key] = value
 
+    async def put(self, p: Put) -> None:
+        await put_in_steps(self, p)
+
+    async def purge(self, *args: object) -> int:
+        return 0
+
     async def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
@@ -337,6 +336,7 @@ async def test_issue19_purging_urls_with_queued_stores_costs_the_same_per_url() 
     and the deletions queued before it) to drop that URL's stores: O(n^2) for n URLs."""
     stats = WorkerStats([])
     t = SharedTier(DictStore(), stats, queue_max_items=1 << 20, queue_max_bytes=1 << 40)
+    CountingStr.limit = 1 << 62  # uncounted set-up (the class starts at 0: run alone, it failed)
     base = entry("/p")
     entries = [
         dataclasses.replace(base, primary=(CountingStr(base.primary[0]), b"/p/%d" % i))
@@ -368,3 +368,103 @@ async def test_dropped_stores_free_their_place_in_the_queue() -> None:
     assert await t.get(b.primary, no_vary) is not None
     assert await t.get(entry("/c").primary, no_vary) is not None
     await t.close()
+
+
+# -- issue 13: host and prefix purges reach what any node stored (the host index) -----------
+
+
+async def test_host_and_prefix_purges_reach_what_another_node_stored(
+    redis_port: int, direct: redis.Redis
+) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    a = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: NOW)
+    b = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: NOW)
+    # Lifetimes against the paths' order: an index scored by expiry would list them out of
+    # order, and a lexical range over it would miss some (it did, once).
+    stored = {
+        "/p": entry("/p", lifetime=900),
+        "/p/1": entry("/p/1", lifetime=100),
+        "/p/2?x=1": entry("/p/2?x=1", lifetime=50),
+        "/p?q": entry("/p?q", lifetime=800),
+        "/pa": entry("/pa", lifetime=20),
+        "/q": entry("/q", lifetime=10),
+        "/p/v": entry("/p/v", vary=("accept-encoding",), variant=("gzip",), lifetime=70),
+        "other": entry("/p/1", host="other.example"),
+    }
+    try:
+        for e in stored.values():
+            assert a.put(e)
+        assert await a.flush() and a.stats.shared_stores == len(stored)
+
+        async def left() -> set[str]:
+            found = set()
+            for name, e in stored.items():
+                if await b.get(e.primary, lambda f: ("gzip",) * len(f)) is not None:
+                    found.add(name)
+            return found
+
+        assert await left() == set(stored)
+        b.purge_soon("example.com", "/p")  # b never held any of them
+        assert await b.flush()
+        assert await left() == {"/pa", "/q", "other"}
+        b.purge_soon("example.com")
+        assert await b.flush()
+        assert await left() == {"other"}
+        assert b.stats.shared_errors == 0
+        assert direct.zcard(host_key("example.com")) == 0
+        assert direct.zcard(host_key("other.example")) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_purge_drops_queued_stores_it_covers(tier: SharedTier) -> None:
+    tier.put(entry("/d/1"))
+    tier.put(entry("/e/1"))
+    tier.purge_soon("example.com", "/d")
+    assert tier.queued == 2  # the /e store and the purge
+    assert await tier.flush()
+    assert await tier.get(entry("/d/1").primary, no_vary) is None
+    assert await tier.get(entry("/e/1").primary, no_vary) is not None
+
+
+async def test_expired_members_leave_the_host_index(redis_port: int, direct: redis.Redis) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    now = [NOW]
+    t = SharedTier.from_url(url, WorkerStats([]), timeout_s=1.0, clock=lambda: now[0])
+    try:
+        for i in range(3):
+            t.put(entry(f"/old/{i}", lifetime=10))
+        assert await t.flush()
+        assert direct.zcard(host_key("example.com")) == 3
+        now[0] = NOW + 100  # every /old one has expired by the index's clock
+        t.put(entry("/new", lifetime=1000, age=-100))
+        assert await t.flush()
+        assert direct.zrange(host_key("example.com"), 0, -1) == [b"/new example.com"]
+        assert direct.zcard(host_key("example.com") + ":t") == 1
+    finally:
+        await t.close()
+
+
+async def test_a_connection_that_died_with_a_restarted_redis_is_replaced(
+    redis_server: RedisServer,
+) -> None:
+    """After Redis restarts, the worker's idle connection is dead: the lookup goes once more on
+    a new connection and is an ordinary miss, not an error that skips the tier for a while."""
+    stats = WorkerStats([])
+    t = SharedTier.from_url(redis_server.url, stats, timeout_s=2.0, clock=lambda: NOW)
+    try:
+        e = entry("/r")
+        assert t.put(e) and await t.flush()
+        assert await t.get(e.primary, no_vary) is not None  # leaves an idle connection
+        redis_server.restart(empty=True)
+        assert await t.get(e.primary, no_vary) is None
+        assert (stats.shared_misses, stats.shared_errors) == (1, 0)
+        assert t.put(e) and await t.flush()
+        assert await t.get(e.primary, no_vary) is not None
+        assert stats.shared_errors == 0
+        redis_server.kill()  # gone for good: the retry fails too, and it is one counted error
+        assert await t.get(e.primary, no_vary) is None
+        assert stats.shared_errors == 1
+    finally:
+        await t.close(0.1)

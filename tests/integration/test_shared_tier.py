@@ -1,5 +1,4 @@
-"""Two edges (two workers, or two nodes) behind one shared tier (a Redis-protocol server on
-127.0.0.1) and one origin: what one stores, the other serves without the origin; Vary variants
+"""Two edges (two workers, or two nodes) behind one shared tier (a real redis-server on 127.0.0.1) and one origin: what one stores, the other serves without the origin; Vary variants
 stay apart; a listed digest is refused and removed; a purge reaches the shared tier; a dead
 tier is only a miss."""
 
@@ -7,35 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from fakeredis import TcpFakeServer
 
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.model import EntryType
 from proxy.cache.shared import primary_key
 from proxy.rfc.target import canonical_target
 from tests.integration.conftest import Edge, free_port
+from tests.redis_server import RedisServer
 
 HOST = "site.example"
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @pytest.fixture
@@ -46,8 +36,8 @@ async def edges(
     made: list[Edge] = []
 
     async def factory(origin_url: str, **overrides: Any) -> Edge:
-        # fakeredis answers a new connection's handshake in tens of ms (it polls): a lookup
-        # deadline that fits a real Redis would turn these first lookups into errors.
+        # The default 50 ms lookup deadline fits an idle machine; on a loaded CI runner a
+        # first lookup (connection handshake included) can exceed it and count as an error.
         overrides.setdefault("cache__shared_tier_timeout_s", 1.0)
         edge = await make_edge(origin_url, **overrides)
         made.append(edge)
