@@ -552,7 +552,7 @@ def _check_fleet(cfg: Config, fail: _Fail) -> None:
     f = cfg.fleet
     if not f.redis_url:
         return
-    from proxy.fleet.feed import parse_redis_url
+    from proxy.fleet.url import parse_redis_url
 
     try:
         parse_redis_url(f.redis_url)

@@ -24,7 +24,7 @@ import msgspec
 from aiohttp import web
 
 from proxy import gate
-from proxy.admin.app import _body, _error, _json, _node, authenticated
+from proxy.admin.guard import _body, _error, _json, _node, authenticated
 from proxy.node.control import ControlError
 
 

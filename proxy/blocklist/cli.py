@@ -295,8 +295,9 @@ def _push_fleet(args: argparse.Namespace) -> int:
     import asyncio
 
     from proxy.config import FleetConfig
-    from proxy.fleet.feed import FeedError, parse_redis_url
+    from proxy.fleet.feed import FeedError
     from proxy.fleet.push import push_entries, push_versions
+    from proxy.fleet.url import parse_redis_url
 
     try:
         parse_redis_url(args.fleet)

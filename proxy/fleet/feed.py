@@ -34,14 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from yarl import URL
 
 from proxy.blocklist import format as blformat
 from proxy.config import FleetConfig
+from proxy.fleet.url import parse_redis_url
 
 log = logging.getLogger("edgeproxy.fleet")
 
-SCHEMES = ("redis", "rediss")
 ACK_STREAM_MAXLEN = 100_000
 
 _PUBLISH = """
@@ -65,18 +64,6 @@ return {'ok', id}
 
 class FeedError(Exception):
     """A version the feed will not take (not newer than its head, or not resting on it)."""
-
-
-def parse_redis_url(url: str) -> URL:
-    """Check a `fleet.redis_url`; raises ValueError naming what is wrong."""
-    u = URL(url)
-    if u.scheme not in SCHEMES:
-        raise ValueError(f"redis_url must be redis:// or rediss://, got {url!r}")
-    if not u.host:
-        raise ValueError(f"redis_url needs a host: {url!r}")
-    if u.path not in ("", "/") and not u.path[1:].isdigit():
-        raise ValueError(f"redis_url path must be a database number: {url!r}")
-    return u
 
 
 @dataclass(frozen=True, slots=True)

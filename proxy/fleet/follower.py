@@ -38,6 +38,7 @@ from proxy.blocklist import format as blformat
 from proxy.config import Config
 from proxy.fleet import feed
 from proxy.fleet.feed import Keys
+from proxy.fleet.url import parse_redis_url
 
 if TYPE_CHECKING:
     from proxy.blocklist.node import NodeBlocklist
@@ -80,7 +81,7 @@ class Follower:
         self.keys = Keys(self.cfg.key_prefix)
         self.clock = clock
         self.public_key = Path(cfg.blocklist.public_key).read_bytes()
-        u = feed.parse_redis_url(self.cfg.redis_url)
+        u = parse_redis_url(self.cfg.redis_url)
         self.where = f"{u.scheme}://{u.host}:{u.port}{u.path}"  # never the password
         self.connected = False
         self.head = 0

@@ -30,30 +30,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.takedown import authz, reports, schema
 from proxy.takedown.accounts import Account, Role
+from proxy.takedown.http_io import ACCOUNT, SERVICE, _error, _json, _read_body
 from proxy.takedown.service import TakedownService
 from proxy.takedown.states import Conflict, NotFound, State
 from proxy.takedown.views import SORTS
 
-SERVICE = web.AppKey("takedown_service", TakedownService)
-ACCOUNT = web.RequestKey("takedown_account", Account)
 DECIDERS = (Role.OPERATOR, Role.ADMIN)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, indent=None))
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
 
 
 def _rule(request: web.Request) -> authz.Rule | None:
@@ -150,16 +140,6 @@ def _case_id(request: web.Request) -> int:
         raise web.HTTPNotFound(
             text='{"error": "no such case"}', content_type="application/json"
         ) from None
-
-
-async def _read_body(request: web.Request) -> bytes:
-    limit = request.app[SERVICE].cfg.service.max_notice_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return body
 
 
 async def post_notice(request: web.Request) -> web.Response:

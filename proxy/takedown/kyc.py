@@ -9,24 +9,40 @@ for the periodic pass. `txt_resolver` is the DNS seam: tests replace it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from proxy.takedown import account_ops, customers, dcv, disclosure, roster
 from proxy.takedown.accounts import Account
+from proxy.takedown.config import TakedownConfig
 from proxy.takedown.elements import site_key
 from proxy.takedown.states import actor_of
+from proxy.takedown.store import Store
 
-if TYPE_CHECKING:
-    from proxy.takedown.service import TakedownService
+
+class _Sender(Protocol):
+    def kick(self) -> None: ...
+
+
+class ServiceParts(Protocol):
+    """What customer verification uses of the takedown service (proxy/takedown/service.py
+    builds `Kyc` with itself): its config, store, clock, outbox and account cache."""
+
+    cfg: TakedownConfig
+    store: Store
+    clock: Callable[[], float]
+    sender: _Sender | None
+
+    def forget_accounts(self) -> None: ...
 
 
 class Kyc:
     def __init__(
         self,
-        svc: TakedownService,
+        svc: ServiceParts,
         *,
         edge_urls: list[str],
         admin_token: str,

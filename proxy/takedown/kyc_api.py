@@ -32,8 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.takedown.api import ACCOUNT, SERVICE, _error, _json, _read_body
 from proxy.takedown.customers import Invalid
+from proxy.takedown.http_io import ACCOUNT, SERVICE, _error, _json, _read_body
 from proxy.takedown.kyc import Kyc
 from proxy.takedown.states import Conflict, NotFound
 

@@ -32,7 +32,7 @@ from yarl import URL
 from proxy.takedown.accounts import Role
 from proxy.takedown.authz import Rule
 from proxy.takedown.config import Desk
-from proxy.takedown.desk import schema, sessions
+from proxy.takedown.desk import sessions
 from proxy.takedown.desk.limits import RateLimit
 from proxy.takedown.desk.passwords import STAFF
 from proxy.takedown.service import TakedownService
@@ -261,38 +261,3 @@ async def static(request: web.Request) -> web.StreamResponse:
         content_type=types.get(path.suffix, "application/octet-stream"),
         charset="utf-8",
     )
-
-
-def build_desk_app(service: TakedownService) -> web.Application:
-    """The console and the public form for a service someone else starts and stops (the API
-    app, or a test)."""
-    from proxy.takedown.desk import console, customers, public
-
-    cfg = service.cfg.desk
-    clock = service.clock
-    state = DeskState(
-        service,
-        templates(),
-        {
-            "form": RateLimit(
-                cfg.form_max_posts, cfg.form_window_s, cfg.rate_limit_max_addresses, clock
-            ),
-            "signin": RateLimit(
-                cfg.signin_max_failures, cfg.signin_window_s, cfg.rate_limit_max_addresses, clock
-            ),
-        },
-    )
-    app = web.Application(
-        middlewares=[headers, guard], client_max_size=service.cfg.service.max_notice_bytes
-    )
-    app[DESK] = state
-    app.router.add_get("/static/{name}", static)
-    public.add_routes(app)
-    console.add_routes(app)
-    customers.add_routes(app)
-
-    async def on_startup(app: web.Application) -> None:
-        await service.store.run(schema.ensure)
-
-    app.on_startup.append(on_startup)
-    return app

@@ -77,7 +77,7 @@ async def start_desk(svc: TakedownService, listen: tuple[str, int]) -> web.AppRu
     """Serve the console and the public form; TLS when `[desk] tls_cert_file` is set."""
     from aiohttp import web
 
-    from proxy.takedown.desk.app import build_desk_app
+    from proxy.takedown.desk.build import build_desk_app
 
     cfg = svc.cfg.desk
     context = None

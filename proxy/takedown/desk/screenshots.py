@@ -28,7 +28,7 @@ from proxy.takedown import accounts
 from proxy.takedown.accounts import Account, Role, Verification
 from proxy.takedown.config import Strikes, TakedownConfig
 from proxy.takedown.desk import passwords
-from proxy.takedown.desk.app import build_desk_app
+from proxy.takedown.desk.build import build_desk_app
 from proxy.takedown.publisher import Ack
 from proxy.takedown.service import TakedownService
 

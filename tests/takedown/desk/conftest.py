@@ -26,7 +26,7 @@ from proxy.takedown.accounts import Role, Verification
 from proxy.takedown.api import build_app
 from proxy.takedown.config import Desk, Publish, TakedownConfig
 from proxy.takedown.desk import passwords, schema
-from proxy.takedown.desk.app import build_desk_app
+from proxy.takedown.desk.build import build_desk_app
 from proxy.takedown.service import TakedownService
 from tests.integration.conftest import origin_server  # noqa: F401 (a fixture used here)
 from tests.takedown.test_notify import smtp  # noqa: F401 (a fixture used here)

@@ -16,7 +16,8 @@ import pytest
 from yarl import URL
 
 from proxy.takedown.desk import sessions
-from proxy.takedown.desk.app import RULES, SECURITY_HEADERS, build_desk_app
+from proxy.takedown.desk.app import RULES, SECURITY_HEADERS
+from proxy.takedown.desk.build import build_desk_app
 from tests.takedown.conftest import FakeClock
 from tests.takedown.desk.conftest import (
     CSRF_RE,
