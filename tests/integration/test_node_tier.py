@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.node import Node
+from tests.integration.test_blocklist_node import eventually
 
 MiB = 1 << 20
 
@@ -207,16 +208,6 @@ async def test_a_blocklist_push_purges_the_tier(origin_server, nodes) -> None:
     assert seen.count("/free") == 1
 
 
-async def _until(check, what: str, deadline_s: float = 20.0) -> None:
-    """Poll `check()` (async) until true, failing after `deadline_s`."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while not await check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_concurrent_misses_on_both_workers_make_one_origin_request(
     origin_server, nodes
 ) -> None:
@@ -246,7 +237,7 @@ async def test_concurrent_misses_on_both_workers_make_one_origin_request(
             tasks.extend((p, asyncio.ensure_future(get(node.url + p))) for p in paths)
         return await metric(node, "edgeproxy_node_tier_lease_waits") >= 1
 
-    await _until(waiting, "a worker waiting on the other's fetch")
+    await eventually(waiting, timeout_s=20.0)  # a worker waits on the other's fetch
     gate.set()
     answers = await asyncio.gather(*(t for _p, t in tasks))
     for (path, _t), (status, body, _cs) in zip(tasks, answers, strict=True):
@@ -279,7 +270,7 @@ async def test_an_uncacheable_answer_lets_the_waiting_worker_fetch(origin_server
             tasks.extend(asyncio.ensure_future(get(node.url + "/ns")) for _ in range(4))
         return await metric(node, "edgeproxy_node_tier_lease_waits") >= 1
 
-    await _until(waiting, "a worker waiting on the other's fetch")
+    await eventually(waiting, timeout_s=20.0)  # a worker waits on the other's fetch
     gate.set()
     answers = await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert all(status == 200 and body == b"private" for status, body, _cs in answers)
