@@ -262,7 +262,6 @@ async def _strikes_page(request: web.Request, status: int, error: str) -> web.Re
         "strikes.html",
         status,
         policy=svc.cfg.strikes,
-        can_unsuspend=True,
         error=error,
         **data,
     )
