@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -230,36 +231,29 @@ async def _statement(request: web.Request) -> str | web.Response:
     return doc.statement.strip()
 
 
-async def post_reverse(request: web.Request) -> web.Response:
-    statement = await _statement(request)
-    if isinstance(statement, web.Response):
-        return statement
-    svc = request.app[SERVICE]
-    return _json(await svc.reverse(_account(request), _case_id(request), statement))
+Undo = Callable[[TakedownService, Account, web.Request, str], Awaitable[dict[str, Any]]]
 
 
-async def post_complaint(request: web.Request) -> web.Response:
-    statement = await _statement(request)
-    if isinstance(statement, web.Response):
-        return statement
-    svc = request.app[SERVICE]
-    return _json(await svc.complain(_account(request), _case_id(request), statement), 201)
+def _undo_route(undo: Undo, status: int = 200) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """One handler shape for the four undo routes: a `{"statement"}` body (a 400 naming the
+    field when it is missing or blank), then the service call, answered as JSON."""
+
+    async def handler(request: web.Request) -> web.Response:
+        statement = await _statement(request)
+        if isinstance(statement, web.Response):
+            return statement
+        result = await undo(request.app[SERVICE], _account(request), request, statement)
+        return _json(result, status)
+
+    return handler
 
 
-async def post_complaint_dismiss(request: web.Request) -> web.Response:
-    statement = await _statement(request)
-    if isinstance(statement, web.Response):
-        return statement
-    svc = request.app[SERVICE]
-    return _json(await svc.dismiss_complaints(_account(request), _case_id(request), statement))
-
-
-async def post_unsuspend(request: web.Request) -> web.Response:
-    statement = await _statement(request)
-    if isinstance(statement, web.Response):
-        return statement
-    svc = request.app[SERVICE]
-    return _json(await svc.unsuspend(_account(request), request.match_info["host"], statement))
+post_reverse = _undo_route(lambda svc, acct, r, st: svc.reverse(acct, _case_id(r), st))
+post_complaint = _undo_route(lambda svc, acct, r, st: svc.complain(acct, _case_id(r), st), 201)
+post_complaint_dismiss = _undo_route(
+    lambda svc, acct, r, st: svc.dismiss_complaints(acct, _case_id(r), st)
+)
+post_unsuspend = _undo_route(lambda svc, acct, r, st: svc.unsuspend(acct, r.match_info["host"], st))
 
 
 async def list_rejected(request: web.Request) -> web.Response:
