@@ -71,3 +71,41 @@ def cpu_seconds(root_pids: list[int]) -> float:
 def rss_bytes(root_pids: list[int]) -> int:
     """Resident memory of the whole tree (shared pages counted once per process)."""
     return sum(s.rss_bytes for s in tree(root_pids))
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A process tree's memory three ways (bytes): `rss` counts a shared page once per
+    process that maps it (what `ps` and the soak goal say); `pss` shares each page among its
+    mappers, so the tree's sum counts the mapped blocklist and node tier once; `anon` is
+    heap and stacks only (no file pages), where a leak would show."""
+
+    rss: int
+    pss: int
+    anon: int
+
+
+def memory(root_pids: list[int]) -> Memory:
+    rss = pss = anon = 0
+    for s in tree(root_pids):
+        rollup = _smaps_rollup(s.pid)
+        rss += rollup.get("Rss", s.rss_bytes)
+        pss += rollup.get("Pss", 0)
+        anon += rollup.get("Anonymous", 0)
+    return Memory(rss, pss, anon)
+
+
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    """/proc/PID/smaps_rollup's kB fields in bytes; empty when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return {}
+    fields: dict[str, int] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            fields[name] = int(parts[0]) * 1024
+    return fields

@@ -30,8 +30,9 @@ Listed bytes served are counted twice: the origin marks every `/blocked/` answer
 probe of a listed URL after its push was answered must be a 451. Both must be 0.
 
 Reported per window (a minute by default): req/s, the node's CPU per request, p99, statuses,
-socket errors, 5xx and other unexpected statuses, listed answers served, the RSS of the node's
-processes (the supervisor's apart) and how full the caches are; and the goals of the issue:
+socket errors, 5xx and other unexpected statuses, listed answers served, the memory of the node's
+processes (RSS, the supervisor's apart; PSS, which counts the shared mapped list and node tier
+once; anonymous memory, where a leak would show) and how full the caches are; and the goals of the issue:
 last-window req/s >= 90% of the first quiet window that started with full caches (memory and
 node tier), RSS within 10% from then on, 0 errors (socket errors in the window of the kill are
 the killed worker's own connections, reported apart), 0 listed bytes.
@@ -156,6 +157,8 @@ class Window:
     listed_bytes: int = 0
     rss_bytes: int = 0
     rss_supervisor_bytes: int = 0  # of which the supervisor (the rest: workers)
+    pss_bytes: int = 0  # the same tree with each shared page divided among its mappers
+    anon_bytes: int = 0  # heap and stacks only: no mapped list or node-tier pages
     cpu_us_per_request: float = 0.0  # the node's CPU (all processes) per answer: steadier
     # than req/s on a shared machine, so the first sign of a per-request cost that grows
     cache_fill_start: float = 0.0  # `cache_fill`: the lesser of the memory and node tiers
@@ -396,9 +399,14 @@ def summarise(windows: list[Window], operator: OperatorLog, window_s: float) -> 
     else:
         ratio = windows[-1].rps / full.rps if full.rps else 0.0
         goals["throughput"] = {"first_full_window": full.index, "ratio": ratio, "ok": ratio >= 0.9}
-        rss = [w.rss_bytes for w in windows if w.index >= full.index]
-        spread = (max(rss) - min(rss)) / min(rss) if min(rss) else 0.0
-        goals["rss"] = {"spread": spread, "ok": spread <= 0.10}
+        settled = [w for w in windows if w.index >= full.index]
+        spread = _spread([w.rss_bytes for w in settled])
+        goals["rss"] = {
+            "spread": spread,
+            "ok": spread <= 0.10,
+            "pss_spread": _spread([w.pss_bytes for w in settled]),
+            "anon_spread": _spread([w.anon_bytes for w in settled]),
+        }
     return {
         "window_s": window_s,
         "windows": [asdict(w) for w in windows],
@@ -406,6 +414,12 @@ def summarise(windows: list[Window], operator: OperatorLog, window_s: float) -> 
         "operator": asdict(operator),
         "goals": goals,
     }
+
+
+def _spread(values: list[int]) -> float:
+    """(max - min) / min; 0 for no values or a zero minimum (not measured)."""
+    low = min(values, default=0)
+    return (max(values) - low) / low if low else 0.0
 
 
 def first_full_window(windows: list[Window]) -> Window | None:
@@ -429,8 +443,8 @@ def table(summary: dict[str, Any]) -> str:
     unit = "min" if summary["window_s"] == 60 else f"×{summary['window_s']:g}s"
     lines = [
         f"| {unit} | req/s | CPU µs/req | p99 ms | 200/206/451 | socket err | 5xx+other "
-        "| listed | RSS MiB (supervisor) | caches full | events |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| listed | RSS MiB (supervisor) | PSS / anon MiB | caches full | events |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for w in summary["windows"]:
         events = "; ".join(w["events"]) or ""
@@ -439,7 +453,9 @@ def table(summary: dict[str, Any]) -> str:
             f"| {w['p99_us'] / 1000:.1f} "
             f"| {w['ok']:,}/{w['partial']:,}/{w['blocked']:,} | {w['socket_errors']} "
             f"| {w['s5xx'] + w['unexpected']} | {w['listed']} | {w['rss_bytes'] / MiB:,.0f} "
-            f"({w['rss_supervisor_bytes'] / MiB:,.0f}) | {w['cache_fill_end']:.0%} | {events} |"
+            f"({w['rss_supervisor_bytes'] / MiB:,.0f}) "
+            f"| {w['pss_bytes'] / MiB:,.0f} / {w['anon_bytes'] / MiB:,.0f} "
+            f"| {w['cache_fill_end']:.0%} | {events} |"
         )
     g, op = summary["goals"], summary["operator"]
     lines.append("")
@@ -458,7 +474,11 @@ def _goal_line(g: dict[str, Any]) -> str:
 
     t, r = g["throughput"], g["rss"]
     tp = f"{t['ratio']:.0%} of window {t['first_full_window'] + 1}" if "ratio" in t else t["why"]
-    rs = f"{r['spread']:.1%} spread" if "spread" in r else r["why"]
+    rs = (
+        f"{r['spread']:.1%} spread (PSS {r['pss_spread']:.1%}, anon {r['anon_spread']:.1%})"
+        if "spread" in r
+        else r["why"]
+    )
     return (
         f"Goals: last-window throughput {tp} ({mark(t['ok'])}, ≥ 90%); RSS once full {rs} "
         f"({mark(r['ok'])}, ≤ 10%); errors {g['errors']['value']} ({mark(g['errors']['ok'])}); "
@@ -569,9 +589,9 @@ def measure_window(
     _fill(w, data)
     cpu_s = cpu.cpu_seconds(edge.pids) - cpu_before
     w.cpu_us_per_request = cpu_s * 1e6 / w.requests if w.requests else 0.0
-    procs = cpu.tree(edge.pids)
-    w.rss_bytes = sum(p.rss_bytes for p in procs)
-    w.rss_supervisor_bytes = sum(p.rss_bytes for p in procs if p.pid in edge.pids)
+    mem = cpu.memory(edge.pids)
+    w.rss_bytes, w.pss_bytes, w.anon_bytes = mem.rss, mem.pss, mem.anon
+    w.rss_supervisor_bytes = sum(p.rss_bytes for p in cpu.tree(edge.pids) if p.pid in edge.pids)
     w.cache_fill_end = cache_fill(edge)
     return w
 

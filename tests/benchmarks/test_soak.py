@@ -42,6 +42,23 @@ def test_goals_are_measured_from_the_first_window_that_starts_full() -> None:
     assert not g["throughput"]["ok"] and not g["rss"]["ok"]
 
 
+def test_pss_and_anon_spreads_are_reported_beside_rss() -> None:
+    """A bigger mapped list raises every process's RSS (each counts the shared pages) but
+    not the heap: the report shows the three apart, and the goal stays RSS's."""
+    windows = [
+        window(0, 3000, 300, (1.0, 1.0), pss_bytes=200 * MiB, anon_bytes=100 * MiB),
+        window(1, 3000, 340, (1.0, 1.0), pss_bytes=210 * MiB, anon_bytes=102 * MiB),
+        window(2, 3000, 345, (1.0, 1.0), pss_bytes=212 * MiB, anon_bytes=101 * MiB),
+    ]
+    summary = summarise(windows, OperatorLog(), 60.0)
+    g = summary["goals"]["rss"]
+    assert g["spread"] == pytest.approx(45 / 300) and not g["ok"]
+    assert g["pss_spread"] == pytest.approx(12 / 200)
+    assert g["anon_spread"] == pytest.approx(2 / 100)
+    assert "(PSS 6.0%, anon 2.0%)" in table(summary)
+    assert "| 345 (0) | 212 / 101 |" in table(summary)
+
+
 def test_without_a_window_that_starts_full_the_one_after_the_filling_counts() -> None:
     """Fill is the workers' sum: a restarted worker starts empty, so no window may start at
     95% again; then the window after the one that ended full is the baseline."""
