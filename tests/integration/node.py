@@ -30,6 +30,19 @@ class Node:
         # from one test into the next.
         self.state_dir = tempfile.mkdtemp(prefix="edgeproxy-test-")
 
+    @classmethod
+    def on_dir(
+        cls, origin: str, blocklist_dir: Path, public_key: Path, *args: str, workers: int = 1
+    ) -> Node:
+        """A node in front of `origin` that enforces the signed versions in `blocklist_dir`."""
+        return cls(
+            [
+                "--origin", origin, "--workers", str(workers),
+                "--blocklist-dir", str(blocklist_dir), "--blocklist-key", str(public_key),
+                *args,
+            ]
+        )  # fmt: skip
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

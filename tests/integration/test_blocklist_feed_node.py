@@ -59,18 +59,7 @@ async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
         private_key_pem=private,
         valid_until=time.time() + 3600,
     )
-    node = Node(
-        [
-            "--origin",
-            origin,
-            "--workers",
-            "1",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(pub),
-        ]
-    )
+    node = Node.on_dir(origin, bdir, pub)
     await node.start()
     try:
         status, body = await readyz(node)
@@ -128,18 +117,7 @@ async def test_list_without_valid_until_stays_ready(
     bdir = tmp_path / "lists"
     bdir.mkdir()
     write_version(bdir / version_filename(1), 1, LISTED, private_key_pem=private)
-    node = Node(
-        [
-            "--origin",
-            origin,
-            "--workers",
-            "1",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(pub),
-        ]
-    )
+    node = Node.on_dir(origin, bdir, pub)
     await node.start()
     try:
         assert (await readyz(node))[0] == 200
@@ -160,18 +138,7 @@ async def test_jump_and_conflict_are_counted_and_change_nothing(
     first = bdir / version_filename(1)
     write_version(first, 1, LISTED, private_key_pem=private)
     enforced = read_version(first, pub.read_bytes(), max_bytes=1 << 20).sha256
-    node = Node(
-        [
-            "--origin",
-            origin,
-            "--workers",
-            "1",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(pub),
-        ]
-    )
+    node = Node.on_dir(origin, bdir, pub)
     await node.start()
     try:
         for seq, name in ((2**40, version_filename(2**40)), (1, "blocklist-conflict.jsonl")):

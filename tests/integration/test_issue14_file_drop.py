@@ -82,18 +82,7 @@ async def test_issue14_file_drop_keeps_a_50k_list_enforced(origin_server, tmp_pa
         private_key_pem=private,
     )
     origin = await origin_server(origin_app())
-    edge = Node(
-        [
-            "--origin",
-            origin,
-            "--workers",
-            "1",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(tmp_path / "k.pub"),
-        ]
-    )
+    edge = Node.on_dir(origin, bdir, tmp_path / "k.pub")
     await edge.start(timeout_s=60)
     clock = FakeClock()
     svc = TakedownService(

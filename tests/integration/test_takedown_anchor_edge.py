@@ -40,18 +40,7 @@ async def test_edge_keeps_the_signed_head(origin_server, tmp_path: Path) -> None
     old = Entry("old", EntryType.URL, "http://127.0.0.1/old", "OLD", "imported")
     write_version(bdir / version_filename(1), 1, [old], private_key_pem=private)
     origin = await origin_server(origin_app())
-    edge = Node(
-        [
-            "--origin",
-            origin,
-            "--workers",
-            "1",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(tmp_path / "k.pub"),
-        ]
-    )
+    edge = Node.on_dir(origin, bdir, tmp_path / "k.pub")
     await edge.start()
     clock = FakeClock()
     db = tmp_path / "td.db"
