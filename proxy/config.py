@@ -539,14 +539,19 @@ def _check_gate(cfg: Config, fail: _Fail) -> None:
         return
     if not (g.public_key or cfg.blocklist.public_key):
         raise fail("the gate needs public_key (or blocklist.public_key)", "$.gate.public_key")
-    for value, path in [(g.public_key, "$.gate.public_key"), (g.holding_page_file, "$.gate.holding_page_file")] + [
-        (s.holding_page_file, f"$.sites[{i}].holding_page_file") for i, s in enumerate(cfg.sites)
-    ]:
+    for value, path in [
+        (g.public_key, "$.gate.public_key"),
+        (g.holding_page_file, "$.gate.holding_page_file"),
+    ] + [(s.holding_page_file, f"$.sites[{i}].holding_page_file") for i, s in enumerate(cfg.sites)]:
         if value and not os.path.isfile(value):
             raise fail(f"cannot read {value!r}", path)
-    for status, path in ((g.held_status, "$.gate.held_status"), (g.holding_status, "$.gate.holding_status")):
+    for status, path in (
+        (g.held_status, "$.gate.held_status"),
+        (g.holding_status, "$.gate.holding_status"),
+    ):
         if not 200 <= status <= 599:
             raise fail("a status must be within 200..599", path)
+
 
 def _check_fleet(cfg: Config, fail: _Fail) -> None:
     f = cfg.fleet

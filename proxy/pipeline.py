@@ -23,6 +23,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, Next, RequestCtx, RequestFields
 from proxy.front.api import ClientGone, FrontRequest, Responder
+from proxy.front.wire import Wire
 from proxy.gate import Gate, hold
 from proxy.metrics import B_INDEX, Result, WorkerStats
 from proxy.origin import Origin, OriginError
@@ -143,7 +144,7 @@ class Pipeline:
         keep_alive: bool,
         version: str,
         fields: bytes = b"",
-    ) -> bytes | None:
+    ) -> Wire | None:
         """The front's fast answer (FrontServer(fast_answer=…)): a remembered hit or 451, as
         bytes, before any request object exists; None sends the request the usual way.
         `fields`: the request id line the front assigned, for the answer."""

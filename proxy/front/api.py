@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
+from proxy.front.wire import Wire
+
 
 class RequestBody(Protocol):
     """A request body as it arrives; iterating applies backpressure to the client socket."""
@@ -48,8 +50,9 @@ class FrontRequest(Protocol):
 class Responder(Protocol):
     """Writes one response. Exactly one of `send_bytes` or `start`(+`write`*)+`end` per request."""
 
-    def send_bytes(self, data: bytes, *, close: bool = False) -> None:
-        """A whole pre-serialised response (status line, headers, blank line, body)."""
+    def send_bytes(self, data: Wire, *, close: bool = False) -> None:
+        """A whole pre-serialised response (status line, headers, blank line, body), as one
+        bytes or as head and a large body apart (`wire.wire`)."""
         ...
 
     def interim(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.front.api import BodyTooLarge, ClientGone
-from proxy.front.wire import with_fields
+from proxy.front.wire import Wire, with_fields, write_wire
 
 if TYPE_CHECKING:
     import asyncio
@@ -262,7 +262,7 @@ class Responder:
     def closed(self) -> bool:
         return self.dead or self._conn.lost
 
-    def send_bytes(self, data: bytes, *, close: bool = False) -> None:
+    def send_bytes(self, data: Wire, *, close: bool = False) -> None:
         if self.started:
             raise RuntimeError("response already started")
         self.started = self.finished = True
@@ -270,7 +270,7 @@ class Responder:
         if not (self.dead or conn.lost):
             if self.request.tls:
                 data = with_fields(data, conn.tls_fields(self.request.host))
-            conn.transport.write(data)
+            write_wire(conn.transport, data)
         if close or not self.request.keep_alive:
             conn.finish_response(self, True)
 

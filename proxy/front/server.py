@@ -38,7 +38,7 @@ from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
 from proxy.front.limits import FrontLimits, FrontTimeout
 from proxy.front.request_id import RequestIds
-from proxy.front.wire import CONTINUE_100, error_response, with_fields
+from proxy.front.wire import CONTINUE_100, Wire, error_response, with_fields, write_wire
 from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
 log = logging.getLogger("edgeproxy.front")
@@ -135,7 +135,7 @@ def _llhttp_refuses(method: bytes) -> bool:
 _NO_CALLBACKS = object()
 
 
-FastAnswer = Callable[[str, bytes, "bytes | None", bool, str, bytes], "bytes | None"]
+FastAnswer = Callable[[str, bytes, "bytes | None", bool, str, bytes], "Wire | None"]
 
 
 class Connection(asyncio.Protocol):
@@ -450,7 +450,7 @@ class Connection(asyncio.Protocol):
                     self._phase = _BODY
                     if self.tls:
                         data = with_fields(data, self.tls_fields(self._host))
-                    self.transport.write(data)
+                    write_wire(self.transport, data)
                     if not keep_alive:
                         self._linger()
                     return

@@ -1,7 +1,9 @@
-"""Bytes the front writes on its own: status lines and its short plain-text error answers."""
+"""Bytes the front writes on its own (status lines, its short plain-text error answers), and the
+shape of a pre-serialised answer (`Wire`) and how it is written."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from http import HTTPStatus
 
@@ -45,9 +47,35 @@ def error_response(
     return b"".join(parts)
 
 
-def with_fields(response: bytes, fields: bytes) -> bytes:
+# A pre-serialised response: one bytes, or its head and a large body apart, written with one
+# `writelines` (writev) so the body is never copied behind its head in user space. Concatenating
+# costs about 7 µs per 100 KiB here, more than the extra iovec below about 32 KiB
+# (WRITEV_MIN_BYTES; measured with uvloop on a socketpair).
+Wire = bytes | tuple[bytes, bytes]
+WRITEV_MIN_BYTES = 32 * 1024
+
+
+def wire(head: bytes, body: bytes) -> Wire:
+    """`head` and `body` as one write: joined when small, apart when the body is large."""
+    return (head, body) if len(body) >= WRITEV_MIN_BYTES else head + body
+
+
+def with_fields(response: Wire, fields: bytes) -> Wire:
     """A pre-serialised response with `fields` (whole CRLF-ended lines) after its status line."""
     if not fields:
         return response
-    i = response.find(b"\r\n") + 2
-    return response[:i] + fields + response[i:]
+    if isinstance(response, tuple):
+        return _insert(response[0], fields), response[1]
+    return _insert(response, fields)
+
+
+def _insert(head: bytes, fields: bytes) -> bytes:
+    i = head.find(b"\r\n") + 2
+    return head[:i] + fields + head[i:]
+
+
+def write_wire(transport: asyncio.WriteTransport, data: Wire) -> None:
+    if isinstance(data, bytes):
+        transport.write(data)
+    else:
+        transport.writelines(data)

@@ -16,6 +16,7 @@ from proxy.config import Config
 from proxy.context import FetchOutcome, Next, RequestCtx
 from proxy.front.api import FrontRequest, Responder
 from proxy.front.date import current_date_bytes
+from proxy.front.wire import Wire, wire
 from proxy.metrics import WorkerStats
 from proxy.origin import Interim, OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.spool import BodyBudget, DiskSpool, spool
@@ -192,10 +193,10 @@ def hit_bytes(
     now: float,
     hit_status: bytes,
     fields: bytes = b"",
-) -> bytes:
+) -> Wire:
     """A fresh hit on a plain request (no conditionals, no Range): the stored head, the
     per-delivery fields (Age, Cache-Status, `fields`: the request id line, Connection) and the
-    body, as one bytes."""
+    body, as one write (a large body apart from its head: `wire.wire`)."""
     age = entry.corrected_initial_age + now - entry.response_time
     status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)  # as _hit_status, inline
     if entry.upstream_cache_status:
@@ -204,7 +205,7 @@ def hit_bytes(
     tail = b"Age: %d\r\nCache-Status: %s\r\n%s%s\r\n" % (age, status, fields, conn)
     if method == "HEAD":
         return entry.head + tail
-    return entry.head + tail + entry.body
+    return wire(entry.head + tail, entry.body)
 
 
 def hit_cache_status(hit_status: bytes, entry: Entry, now: float) -> bytes:
@@ -275,7 +276,7 @@ def from_entry(
     if ctx.method == "HEAD":
         ctx.responder.send_bytes(head + tail, close=close)
     else:
-        ctx.responder.send_bytes(head + tail + entry.body, close=close)
+        ctx.responder.send_bytes(wire(head + tail, entry.body), close=close)
         ctx.bytes_sent = len(entry.body)
     ctx.status = status
     ctx.cache_status = cache_status

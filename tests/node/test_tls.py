@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from proxy.node.localca import Issued, LocalCA
@@ -22,6 +23,12 @@ from tests.integration.conftest import free_port
 from tests.integration.node import Node
 
 Started = Callable[[web.Application], Awaitable[str]]
+
+
+def origin_body(path: str) -> bytes:
+    """`origin:PATH`; under /large/, 200 KiB of it (a hit the front writes head and body apart)."""
+    body = f"origin:{path}".encode()
+    return body * (200 * 1024 // len(body) + 1) if path.startswith("/large/") else body
 
 
 def recording_origin(seen: list[dict[str, str]]) -> web.Application:
@@ -35,7 +42,9 @@ def recording_origin(seen: list[dict[str, str]]) -> web.Application:
                 "forwarded": request.headers.get("Forwarded", ""),
             }
         )
-        return web.Response(text=f"origin:{request.path}", headers={"Cache-Control": "max-age=600"})
+        return web.Response(
+            body=origin_body(request.path), headers={"Cache-Control": "max-age=600"}
+        )
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
@@ -209,22 +218,24 @@ async def test_hit_over_tls_matches_plain_and_origin_sees_the_real_proto(
     assert seen[-1]["path"] == "/claimed" and seen[-1]["proto"] == "http"
 
 
+@pytest.mark.parametrize("path", ["/h", "/large/h"])
 async def test_hsts_on_tls_answers_only_for_the_site_that_asks(
-    origin_server: Started, nodes: list[Node], tmp_path: Path
+    origin_server: Started, nodes: list[Node], tmp_path: Path, path: str
 ) -> None:
     edge = TlsNode(tmp_path, await origin_server(recording_origin([])))
     nodes.append(edge.node)
     await edge.node.start()
     ctx = edge.client_context()
     for _ in range(3):  # a miss, then hits (the front's fast answer among them)
-        r = await tls_request(edge.tls_port, ctx, "a.test", "/h")
-        assert r.status == 200
+        r = await tls_request(edge.tls_port, ctx, "a.test", path)
+        assert r.status == 200 and r.body == origin_body(path)
         assert r.header("Strict-Transport-Security") == b"max-age=31536000"
-    r = await tls_request(edge.tls_port, ctx, "b.test", "/h")
+    r = await tls_request(edge.tls_port, ctx, "b.test", path)
     assert r.status == 200 and r.header("Strict-Transport-Security") is None
     async with aiohttp.ClientSession() as s:
-        async with s.get(edge.node.url + "/h", headers={"Host": "a.test"}) as plain:
+        async with s.get(edge.node.url + path, headers={"Host": "a.test"}) as plain:
             assert plain.status == 200 and "Strict-Transport-Security" not in plain.headers
+            assert await plain.read() == origin_body(path)
     # The edge's own answers over TLS carry it too (here: 421 for a host no site serves is
     # impossible with "*", so a 404-free refusal: a bad target).
     r = await tls_request(edge.tls_port, ctx, "a.test", "/%00")

@@ -21,12 +21,14 @@ class Transport:
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.gathered = 0  # writes made with writelines (a head and its body apart)
         self.closed = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
     def writelines(self, data: Any) -> None:
+        self.gathered += 1
         self.writes.append(b"".join(data))
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:

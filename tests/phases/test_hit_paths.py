@@ -9,13 +9,16 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
+
+from proxy.front.wire import WRITEV_MIN_BYTES
 from proxy.origin.memory import MemoryResponse
 from tests.integration.helpers_cache import http_date
 
 REQUEST = b"GET /a HTTP/1.1\r\nHost: edge.test\r\n\r\n"
 
 
-def origin_handler(seen: list[tuple[str, bytes]]):  # type: ignore[no-untyped-def]
+def origin_handler(seen: list[tuple[str, bytes]], payload: bytes = b"hello"):  # type: ignore[no-untyped-def]
     def handler(method, path_query, headers, body):  # type: ignore[no-untyped-def]
         seen.append((method, path_query))
         if headers.get("If-None-Match") == '"v1"':
@@ -27,7 +30,7 @@ def origin_handler(seen: list[tuple[str, bytes]]):  # type: ignore[no-untyped-de
                 (b"ETag", b'"v1"'),
                 (b"Date", http_date(0, 1_000_000.0).encode()),
             ],
-            b"hello",
+            payload,
         )
 
     return handler
@@ -52,6 +55,7 @@ async def answers(worker, n: int, *, pipelined: bool = False) -> list[bytes]:  #
             conn.data_received(REQUEST)
     await until(lambda: len(t.writes) >= n)
     conn.connection_lost(None)
+    worker.gathered = getattr(worker, "gathered", 0) + t.gathered
     out = []
     for data in t.writes:
         cut, found = _REQUEST_ID.subn(b"", data, count=1)
@@ -60,17 +64,24 @@ async def answers(worker, n: int, *, pipelined: bool = False) -> list[bytes]:  #
     return out
 
 
+# A large body goes out apart from its head (`wire.wire`: one writelines): the same bytes.
+BODIES = [b"hello", b"hello" + bytes(range(256)) * 400]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=["5B", "100KiB"])
 async def test_every_way_a_hit_is_answered_sends_identical_bytes(
-    make_worker, tmp_path: Path
+    make_worker, tmp_path: Path, body: bytes
 ) -> None:
     seen: list[tuple[str, bytes]] = []
-    fast = await make_worker(origin_handler(seen))
-    logged = await make_worker(origin_handler(seen), log__access_log=str(tmp_path / "access.log"))
+    fast = await make_worker(origin_handler(seen, body))
+    logged = await make_worker(
+        origin_handler(seen, body), log__access_log=str(tmp_path / "access.log")
+    )
     assert fast.parts.server.fast_answer is not None and logged.parts.server.fast_answer is None
     for w in (fast, logged):
         w.clock.now = 1_000_000.0
         miss, first_hit, memo_hit = await answers(w, 3)
-        assert b"fwd=miss" in miss and b"hello" in miss
+        assert b"fwd=miss" in miss and miss.endswith(body)
         assert first_hit == memo_hit, "the synchronous lookup and the memo differ"
         piped = await answers(w, 3, pipelined=True)
         assert piped == [memo_hit] * 3
@@ -79,7 +90,12 @@ async def test_every_way_a_hit_is_answered_sends_identical_bytes(
     assert (
         fast.hit.startswith(b"HTTP/1.1 200 OK\r\n")
         and b"Cache-Status: edgeproxy; hit; ttl=60" in fast.hit
+        and fast.hit.endswith(b"\r\n\r\n" + body)
     )  # type: ignore[attr-defined]
+    # Every answer with the large body (the spooled miss, 2 hits, 3 pipelined hits per worker)
+    # went out head and body apart; the small one always as one write.
+    large = len(body) >= WRITEV_MIN_BYTES
+    assert [fast.gathered, logged.gathered] == ([6, 6] if large else [0, 0])
     assert [p for _, p in seen] == [b"/a", b"/a"]  # one miss per worker, nothing more
 
 
