@@ -71,6 +71,10 @@ def lookup(
     if req_cc.only_if_cached:
         ctx.result = Result.MISS
         return Next.ONLY_IF_CACHED
+    if ctx.entry is not None and ctx.method == "HEAD":
+        # RFC 9111 §4.3.5: the HEAD goes on as HEAD (no body to fetch, judge or store); its
+        # answer freshens the stored GET response or invalidates it (fetch.head_through).
+        return Next.HEAD_THROUGH
     return miss(ctx, coalescer)
 
 
