@@ -26,7 +26,6 @@ costs are left out of both (they are about the same per hit and would shrink the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -141,12 +140,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        h1 = uvloop.run(hitpath.measure(args.requests, args.rounds))
-    except ImportError:
-        h1 = asyncio.run(hitpath.measure(args.requests, args.rounds))
+    h1 = hitpath.per_hit_s(args.requests, args.rounds)
     print(f"h1 hit path (benchmarks.hitpath):        {h1 * 1e6:6.2f} µs CPU per hit")
     for name, config in configs().items():
         framing = h2_per_hit(args.requests, args.rounds, config)

@@ -96,15 +96,7 @@ class UpstreamResponsePhase:
             self.cache.remove(entry)
             return await self.fetch_for_cache(ctx, None)
         if up.status >= 500 and entry is not None:
-            # RFC 5861 §4: `route` may stand a stale entry in for this error.
-            return FetchOutcome(
-                upstream=up,
-                headers=hdrs,
-                fwd_status=up.status,
-                stale_candidate=entry,
-                error=OriginError(OriginFailure.PROTOCOL, f"origin answered {up.status}"),
-                not_stored=NoStoreReason.UPSTREAM_ERROR,
-            )
+            return self._error_with_stale(up, hdrs, entry)
         lifetime = self.lifetime(up.status, parsed, response_time)
         fields = vary_fields(parsed.vary) if parsed.vary else ()
         reason = self._no_store_reason(ctx, up, parsed, lifetime, fields)
@@ -136,15 +128,7 @@ class UpstreamResponsePhase:
         standing in for stale-if-error. Nothing is read: a response to HEAD has no body."""
         hdrs = strip_hop_by_hop(up.headers)
         if up.status >= 500:
-            return FetchOutcome(
-                upstream=up,
-                headers=hdrs,
-                fwd_status=up.status,
-                stale_candidate=entry,
-                error=OriginError(OriginFailure.PROTOCOL, f"origin answered {up.status}"),
-                not_stored=NoStoreReason.UPSTREAM_ERROR,
-                method="HEAD",
-            )
+            return self._error_with_stale(up, hdrs, entry, "HEAD")
         if up.status == 200 and head_updates_stored(
             [(n.decode("latin-1"), v.decode("latin-1")) for n, v in entry.headers],
             len(entry.body),
@@ -160,6 +144,21 @@ class UpstreamResponsePhase:
             fwd_status=up.status,
             not_stored=NoStoreReason.METHOD,
             method="HEAD",
+        )
+
+    @staticmethod
+    def _error_with_stale(
+        up: UpstreamResponse, hdrs: list[tuple[bytes, bytes]], entry: Entry, method: str = "GET"
+    ) -> FetchOutcome:
+        """A 5xx while `entry` is stored: `route` may stand it in (RFC 5861 §4)."""
+        return FetchOutcome(
+            upstream=up,
+            headers=hdrs,
+            fwd_status=up.status,
+            stale_candidate=entry,
+            error=OriginError(OriginFailure.PROTOCOL, f"origin answered {up.status}"),
+            not_stored=NoStoreReason.UPSTREAM_ERROR,
+            method=method,
         )
 
     def post_answer_reusable(self, ctx: RequestCtx, hdrs: list[tuple[bytes, bytes]]) -> bool:
