@@ -73,9 +73,9 @@ class StorePhase:
             entry.vary_fields,
         )
         stored_ok = False
-        if not parsed.cc.no_store:
+        if not parsed.cc.no_store and not parsed.cc.private:
             stored_ok = self.cache.put(new)
-        else:
+        else:  # §3 (no-store, §5.2.2.7 private): this client gets it, nobody else
             self.cache.remove(entry)
         return FetchOutcome(entry=new, stored=stored_ok, revalidated=True, fwd_status=fwd_status)
 

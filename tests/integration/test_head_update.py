@@ -81,6 +81,25 @@ async def test_head_200_with_another_content_length_invalidates_rfc9111_s4_3_5(
     assert r.body == b"body-2" and origin.count("/h3") == 3
 
 
+async def test_head_200_that_says_private_or_no_store_removes_the_stored_get_rfc9111_s3(
+    origin_server, make_edge
+) -> None:
+    """The updated response is what the cache would store (§3): with `private` (§5.2.2.7) or
+    `no-store` it is not kept for others; this HEAD is answered from it, the next GET fetched."""
+    for n, cc in enumerate(("private, max-age=600", "no-store")):
+        path = f"/hp{n}"
+        origin, edge = await _stale(
+            origin_server,
+            make_edge,
+            path,
+            Canned(headers=[("Cache-Control", cc), ("ETag", '"e1"'), ("Content-Length", "6")]),
+        )
+        r = await get(edge.url + path, method="HEAD")
+        assert r.status == 200 and r.headers["X-Keep"] == "yes"
+        r = await get(edge.url + path)
+        assert r.body == b"body-2" and origin.count(path) == 3
+
+
 async def test_head_410_invalidates_the_stored_get_rfc9111_s4_3_5(origin_server, make_edge) -> None:
     """§4.3.5 updates from a 200 only. A 410 says the resource is gone: the stale body is not
     kept fresh under the 410's fields (as cache-tests' head-410-update would have it) but
