@@ -119,9 +119,10 @@ def head_updates_stored(
     Content-Encoding and Vary are compared as well, present or not: the stored bytes are
     only the representation under the stored coding, and a changed Vary would file them
     under other keys (RFC 9110 §9.3.2: a HEAD response carries the fields a GET's would).
-    Every case of doubt (an unparseable or repeated validator) invalidates: that costs one
-    fetch, whereas an update would keep serving a body the origin no longer has under these
-    fields. A body never comes with a HEAD, so nothing unjudged is stored either way.
+    Every case of doubt (a validator that does not parse, or that the stored response has
+    twice) invalidates: that costs one fetch, whereas an update would keep serving a body the
+    origin no longer has under these fields. A body never comes with a HEAD, so nothing
+    unjudged is stored either way.
     """
     old, new = _fields(stored), _fields(head)
     for raw in new.get("etag", ()):
