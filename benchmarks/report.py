@@ -11,11 +11,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+HANDSHAKE_SCENARIOS = ("tls-new", "tls-resume")
+
 
 def versions() -> dict[str, str]:
     probes = {
         "wrk": ["wrk", "--version"],
         "nginx": ["nginx", "-v"],
+        "openssl": ["openssl", "version"],
         "varnish": ["varnishd", "-V"],
         "trafficserver": ["traffic_server", "--version"],
     }
@@ -124,6 +127,13 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
             "bad status | origin |",
             "|---|---:|---:|---:|---:|---|---:|---:|---:|",
         ]
+        if scenario in HANDSHAKE_SCENARIOS:
+            lines[-2:-2] = [
+                "Here a request is a handshake: *req/s* is handshakes/s, *CPU/req* the server's "
+                "CPU per handshake (`openssl s_time`, no latencies); *bad status* counts "
+                "handshakes that were not resumed (tls-resume).",
+                "",
+            ]
         for target, row in rows.items():
             ratios = ", ".join(f"{x:.2f}" for x in row["ratio_rps_to_edge_per_round"]) or "–"
             lines.append(

@@ -30,14 +30,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import blocklists, cpu, edge_ops, report, soak
+from benchmarks import blocklists, cpu, edge_ops, report, soak, tls
 from benchmarks.load import WRK_INSTALL_HINT, Measured, Workload, drive, wrk_available, zipf_paths
 from benchmarks.loadgen import run_load_sync
-from benchmarks.targets import COMPETITORS, EdgeTarget, Target, free_port, http_status
+from benchmarks.targets import (
+    COMPETITORS,
+    EdgeTarget,
+    NginxTarget,
+    Target,
+    TlsFiles,
+    free_port,
+    http_status,
+)
 
 RESULTS = Path(__file__).parent / "results"
 CACHE_TARGETS = "cache"  # every target: edge and competitors
 EDGE_SIZES = "sizes"  # the edge with blocklists of several sizes
+TLS_TARGETS = "tls"  # the targets that terminate TLS: the edge and nginx
+HANDSHAKE_CLIENTS = 2  # concurrent `openssl s_time` processes in tls-new and tls-resume
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("pass-1k", "pass-through (no-store), 1 KiB", Workload("url", "/nostore/1024")),
         Scenario("cold-miss", "cold miss: distinct URLs, origin fetch + store",
                  Workload("cold", "/")),
+        Scenario("tls-hit", "cache hit over TLS, 1 KiB, keep-alive (wrk, https)",
+                 Workload("url", "/bytes/1024"), targets=TLS_TARGETS, prime=("/bytes/1024",)),
+        Scenario("tls-new", "full TLS handshakes: new connection, no session (s_time -new)",
+                 None, targets=TLS_TARGETS),
+        Scenario("tls-resume", "resumed TLS handshakes: the first session offered each time "
+                 "(s_time -reuse)", None, targets=TLS_TARGETS),
         Scenario("blocklist-size", "cache hit 1 KiB with a blocklist of N entries (edge only)",
                  Workload("url", "/bytes/1024"), targets=EDGE_SIZES, prime=("/bytes/1024",)),
         Scenario("blocked-prefix", "blocked (451) over a listed prefix",
@@ -158,6 +174,8 @@ class Fleet:
         self.session, self.origin, self.wanted = session, origin, wanted
         self.started: dict[str, Target] = {}
         self.unavailable: dict[str, str] = {}
+        # The edge and nginx also listen for HTTPS, both with this one certificate.
+        self.tls: TlsFiles = tls.certificate(session.out / "work" / "tls")
 
     def get(self, name: str, factory: Callable[[], Target]) -> Target | None:
         if name in self.started:
@@ -184,21 +202,26 @@ class Fleet:
 
     def cache_targets(self) -> list[Target]:
         found: list[Target] = []
-        if "edgeproxy" in self.wanted:
-            edge = self.get("edgeproxy", EdgeTarget)
-            if edge is not None:
-                found.append(edge)
+        edge = self.edge()
+        if edge is not None:
+            found.append(edge)
         for cls in COMPETITORS:
             if cls.kind in self.wanted:
-                target = self.get(cls.kind, lambda cls=cls: cls(cls.kind))  # type: ignore[misc]
+                target = self.get(cls.kind, lambda cls=cls: self._competitor(cls))  # type: ignore[misc]
                 if target is not None:
                     found.append(target)
         return found
 
+    def _competitor(self, cls: type[Target]) -> Target:
+        return cls(cls.kind, tls=self.tls) if cls is NginxTarget else cls(cls.kind)
+
+    def tls_targets(self) -> list[Target]:
+        return [t for t in self.cache_targets() if t.tls is not None]
+
     def edge(self) -> EdgeTarget | None:
         if "edgeproxy" not in self.wanted:
             return None
-        edge = self.get("edgeproxy", EdgeTarget)
+        edge = self.get("edgeproxy", lambda: EdgeTarget(tls=self.tls))
         return edge if isinstance(edge, EdgeTarget) else None
 
     def stop(self, name: str) -> None:
@@ -214,15 +237,22 @@ class Fleet:
                 print(f"stopping {name}: {e}", file=sys.stderr)
 
 
-def prime(target: Target, paths: tuple[str, ...]) -> None:
+def prime(target: Target, paths: tuple[str, ...], *, over_tls: bool = False) -> None:
     """Fetch each path twice so every cache has stored it (Zipf: each of the 10,000 URLs once)."""
     for path in paths:
         if path == "zipf":
             distinct = sorted(set(zipf_paths()), key=lambda p: int(p.rsplit("/", 1)[1]))
             run_load_sync(target.base_url, iter(distinct), connections=16, duration_s=120)
+        elif over_tls and target.tls is not None:
+            for _ in range(2):
+                http_status(target.tls_url + path, ca_file=target.tls.ca_file)
         else:
             for _ in range(2):
                 http_status(target.base_url + path)
+
+
+def url_of(target: Target, scenario: Scenario) -> str:
+    return target.tls_url if scenario.targets == TLS_TARGETS else target.base_url
 
 
 def measure(
@@ -236,11 +266,24 @@ def measure(
     cpu_before = cpu.cpu_seconds(target.pids)
     origin_before = origin.requests()
     measured = drive(
-        target.base_url, workload, duration_s=s.duration_s, connections=s.connections,
+        url_of(target, scenario), workload, duration_s=s.duration_s, connections=s.connections,
         use_wrk=s.use_wrk,
     )  # fmt: skip
     cpu_s = cpu.cpu_seconds(target.pids) - cpu_before
     origin_requests = origin.requests() - origin_before
+    return record(session, scenario, target, round_no, measured, cpu_s, origin_requests)
+
+
+def record(
+    session: Session,
+    scenario: Scenario,
+    target: Target,
+    round_no: int,
+    measured: Measured,
+    cpu_s: float,
+    origin_requests: int,
+) -> Run:
+    s = session.settings
     per_req = cpu_s * 1e6 / measured.requests if measured.requests else 0.0
     run = Run(scenario.name, target.name, round_no, measured, cpu_s, per_req, origin_requests)
     session.runs.append(run)
@@ -293,6 +336,8 @@ def run_load_scenario(session: Session, fleet: Fleet, scenario: Scenario) -> Non
     s = session.settings
     if scenario.targets == EDGE_SIZES:
         targets = size_targets(session, fleet)
+    elif scenario.targets == TLS_TARGETS:
+        targets = fleet.tls_targets()
     else:
         targets = fleet.cache_targets()
     if scenario.name == "blocked-prefix":
@@ -310,9 +355,9 @@ def run_load_scenario(session: Session, fleet: Fleet, scenario: Scenario) -> Non
         f"== {scenario.name}: {scenario.title} — targets {', '.join(t.name for t in targets)}"
     )
     for target in targets:
-        prime(target, scenario.prime)
+        prime(target, scenario.prime, over_tls=scenario.targets == TLS_TARGETS)
         if s.warm_s > 0 and scenario.workload is not None:
-            drive(target.base_url, scenario.workload if scenario.workload.kind != "cold"
+            drive(url_of(target, scenario), scenario.workload if scenario.workload.kind != "cold"
                   else Workload("cold", "/", nonce="warm" + uuid.uuid4().hex[:6]),
                   duration_s=s.warm_s, connections=s.connections, use_wrk=s.use_wrk)  # fmt: skip
     for round_no in range(1, s.rounds + 1):
@@ -322,6 +367,32 @@ def run_load_scenario(session: Session, fleet: Fleet, scenario: Scenario) -> Non
         session.extra["memory"] = {t.name: cpu.rss_bytes(t.pids) for t in targets}
         for t in targets[1:]:
             fleet.stop(t.name)
+
+
+def run_handshakes(session: Session, fleet: Fleet, scenario: Scenario) -> None:
+    """tls-new / tls-resume: `openssl s_time` clients against each TLS target, alternated by
+    round; handshakes/s and the server's CPU per handshake (benchmarks/tls.py)."""
+    s = session.settings
+    if not tls.s_time_available():
+        session.notes.append(f"{scenario.name} skipped: openssl is not on PATH")
+        return
+    targets = fleet.tls_targets()
+    if not targets:
+        session.say(f"{scenario.name}: no TLS target available, skipped")
+        return
+    resume = scenario.name == "tls-resume"
+    session.say(
+        f"== {scenario.name}: {scenario.title} — targets {', '.join(t.name for t in targets)}"
+    )
+    for round_no in range(1, s.rounds + 1):
+        for target in targets:
+            cpu_before = cpu.cpu_seconds(target.pids)
+            done = tls.handshakes(
+                target.tls_port, resume=resume, duration_s=s.duration_s,
+                clients=HANDSHAKE_CLIENTS, ca_file=fleet.tls.ca_file,
+            )  # fmt: skip
+            cpu_s = cpu.cpu_seconds(target.pids) - cpu_before
+            record(session, scenario, target, round_no, done.measured, cpu_s, 0)
 
 
 def run_apply_under_load(session: Session, fleet: Fleet) -> None:
@@ -659,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_soak(session, fleet)
             elif name == "fleet":
                 run_fleet(session)
+            elif name in ("tls-new", "tls-resume"):
+                run_handshakes(session, fleet, scenario)
             else:
                 run_load_scenario(session, fleet, scenario)
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ class Next(Enum):
     MISS = auto()  # one coalesced origin fetch for `ctx.key` (`ctx.entry` validates)
     FETCH_ALONE = auto()  # a fetch for `ctx.key` that waits for no other (hit-for-miss)
     PRIVATE = auto()  # Authorization: fetched for this request alone, never from the cache
+    HEAD_THROUGH = auto()  # a HEAD on a stale `ctx.entry`: sent on as HEAD (RFC 9111 §4.3.5)
     ROUTE = auto()  # `ctx.outcome` is in: decide what this request gets from it
     DELIVER = auto()  # deliver `ctx.entry` with `ctx.cache_status` (a fetched response)
     STREAM = auto()  # stream `ctx.outcome`'s open response (not stored)

@@ -87,6 +87,7 @@ class Pipeline:
             Next.MISS: fetcher.miss,
             Next.FETCH_ALONE: fetcher.fetch_alone,
             Next.PRIVATE: fetcher.fetch_private,
+            Next.HEAD_THROUGH: fetcher.head_through,
             Next.ROUTE: fetcher.route,
             Next.DELIVER: self._deliver,
             Next.STREAM: self._stream,

@@ -11,10 +11,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import cpu
@@ -36,11 +38,27 @@ def render(template: str, **values: object) -> str:
     return text
 
 
-def http_status(url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> int:
-    """Status of one GET on a fresh connection; 0 when nothing answered."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """The certificate chain and key (PEM) every TLS target serves, and the CA that signed it."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+def http_status(
+    url: str,
+    timeout_s: float = 2.0,
+    headers: dict[str, str] | None = None,
+    ca_file: str | None = None,
+) -> int:
+    """Status of one GET on a fresh connection; 0 when nothing answered. An https `url` is
+    verified against `ca_file`."""
     request = urllib.request.Request(url, headers=headers or {})
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
             response.read()
             return int(response.status)
     except urllib.error.HTTPError as e:
@@ -56,9 +74,11 @@ class Target:
     needs: tuple[str, ...] = ()
     in_workdir = False  # run the server with its workdir as the current directory
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, tls: TlsFiles | None = None) -> None:
         self.name = name
         self.port = 0
+        self.tls = tls  # also listen for HTTPS on tls_port, with this certificate
+        self.tls_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir = Path()
         self.notes: list[str] = []
@@ -72,6 +92,10 @@ class Target:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None else []
 
@@ -79,6 +103,7 @@ class Target:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.tls_port = free_port() if self.tls is not None else 0
         argv, env = self.command(origin_port, workers)
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
@@ -101,13 +126,20 @@ class Target:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start; see {self.workdir}/server.log")
-            if self.is_ready():
+            if self.is_ready() and self.tls_ready():
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready in {timeout_s:.0f} s; see {self.workdir}")
 
     def is_ready(self) -> bool:
         return http_status(self.base_url + "/bytes/1", timeout_s=0.5) == 200
+
+    def tls_ready(self) -> bool:
+        """The HTTPS listener answers with the certificate (verified against its CA)."""
+        if self.tls is None:
+            return True
+        url = self.tls_url + "/bytes/1"
+        return http_status(url, timeout_s=0.5, ca_file=self.tls.ca_file) == 200
 
     def stop(self) -> None:
         """SIGTERM the root, then SIGKILL whatever of its tree is left after a grace period."""
@@ -141,8 +173,9 @@ class EdgeTarget(Target):
         blocklist_dir: Path | None = None,
         blocklist_key: Path | None = None,
         extra_args: list[str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, tls=tls)
         self.admin_port = 0
         self.blocklist_dir = blocklist_dir
         self.blocklist_key = blocklist_key
@@ -184,6 +217,9 @@ class EdgeTarget(Target):
         if self.blocklist_dir is not None and self.blocklist_key is not None:
             argv += ["--blocklist-dir", str(self.blocklist_dir)]
             argv += ["--blocklist-key", str(self.blocklist_key)]
+        if self.tls is not None:
+            argv += ["--listen-tls", f"127.0.0.1:{self.tls_port}"]
+            argv += ["--tls-cert", self.tls.cert_file, "--tls-key", self.tls.key_file]
         argv += self.extra_args
         env = dict(os.environ, EDGEPROXY_ADMIN_TOKEN=self.admin_token)
         return argv, env
@@ -205,12 +241,33 @@ class NginxTarget(Target):
                 port=self.port,
                 origin_port=origin_port,
                 workers=workers,
+                tls_listen=self._tls_listen(),
                 # As root the workers would switch to `nobody`, who cannot write our temp dir.
                 user_line="user root;" if os.geteuid() == 0 else "",
             )
         )
         binary = shutil.which("nginx") or "nginx"
         return [binary, "-c", str(conf), "-p", str(self.workdir), "-e", "stderr"], dict(os.environ)
+
+    def _tls_listen(self) -> str:
+        """The HTTPS listener, with the edge's policy (proxy/front/tls.py): TLS 1.2 and 1.3, the
+        same TLS 1.2 suites, tickets (nginx's default, one key for all workers) and a session
+        cache shared by the workers, as the edge shares its ticket key."""
+        if self.tls is None:
+            return ""
+        from proxy.front.tls import INTERMEDIATE_CIPHERS
+
+        return "\n        ".join(
+            (
+                f"listen 127.0.0.1:{self.tls_port} ssl reuseport;",
+                f"ssl_certificate {self.tls.cert_file};",
+                f"ssl_certificate_key {self.tls.key_file};",
+                "ssl_protocols TLSv1.2 TLSv1.3;",
+                f"ssl_ciphers {INTERMEDIATE_CIPHERS};",
+                "ssl_prefer_server_ciphers off;",
+                "ssl_session_cache shared:TLS:10m;",
+            )
+        )
 
 
 class VarnishTarget(Target):

@@ -159,6 +159,25 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         ctx.leader = True
         return Next.ROUTE
 
+    async def head_through(self, ctx: RequestCtx) -> Next:
+        """A HEAD for which a stored GET response needs validating: sent on as HEAD, alone
+        (its answer is no GET's outcome to share), and the answer updates or invalidates the
+        stored response (RFC 9111 §4.3.5, upstream_response.head_response). A HEAD with
+        nothing stored is fetched as a GET instead (`miss`): that fills the cache, and the
+        body is judged before it is stored."""
+        entry = ctx.entry
+        assert entry is not None
+        ctx.leader = True
+        headers = self.upstream_headers(ctx, for_cache=True)
+        request_time = self.clock()
+        try:
+            up = await self._send(ctx, "HEAD", headers, body=False)
+        except OriginError as e:
+            ctx.outcome = FetchOutcome(error=e, stale_candidate=entry, method="HEAD")
+            return Next.ROUTE
+        ctx.outcome = self.head_response(ctx, up, entry, request_time, self.clock())
+        return Next.ROUTE
+
     async def fetch_private(self, ctx: RequestCtx) -> Next:
         """Authorization (RFC 9111 §3.5): no stored response is read, nothing is shared."""
         ctx.outcome = await self.fetch_for_cache(ctx, None)

@@ -36,8 +36,9 @@ def lookup(
     now: float,
 ) -> Next:
     """What the cache can do for this request: answer it (HIT), answer and refresh
-    (STALE_WHILE_REVALIDATE), or send it on (PASS, PRIVATE, MISS, FETCH_ALONE). Every stored
-    body found is checked against the current snapshot's digests first (BLOCKED)."""
+    (STALE_WHILE_REVALIDATE), or send it on (PASS, PRIVATE, MISS, FETCH_ALONE, HEAD_THROUGH).
+    Every stored body found is checked against the current snapshot's digests first
+    (BLOCKED)."""
     fields = ctx.fields
     ctx.req_cc = req_cc = request_cache_control(fields)
     if ctx.method not in READ_METHODS or ctx.request.has_body:
@@ -71,6 +72,10 @@ def lookup(
     if req_cc.only_if_cached:
         ctx.result = Result.MISS
         return Next.ONLY_IF_CACHED
+    if ctx.entry is not None and ctx.method == "HEAD":
+        # RFC 9111 §4.3.5: the HEAD goes on as HEAD (no body to fetch, judge or store); its
+        # answer freshens the stored GET response or invalidates it (fetch.head_through).
+        return Next.HEAD_THROUGH
     return miss(ctx, coalescer)
 
 

@@ -37,8 +37,11 @@ class StorePhase:
         fresh: list[tuple[bytes, bytes]],
         request_time: float,
         response_time: float,
+        fwd_status: int = 304,
     ) -> FetchOutcome:
-        """RFC 9111 §4.3.4: update the stored header fields from the 304 and reuse the body."""
+        """RFC 9111 §4.3.4: update the stored header fields from the 304 and reuse the body;
+        the same for the 200 answer to a HEAD that matches the stored response (§4.3.5,
+        `fwd_status` 200)."""
         stored = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in entry.headers]
         new304 = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fresh]
         merged = [
@@ -70,11 +73,11 @@ class StorePhase:
             entry.vary_fields,
         )
         stored_ok = False
-        if not parsed.cc.no_store:
+        if not parsed.cc.no_store and not parsed.cc.private:
             stored_ok = self.cache.put(new)
-        else:
+        else:  # §3 (no-store, §5.2.2.7 private): this client gets it, nobody else
             self.cache.remove(entry)
-        return FetchOutcome(entry=new, stored=stored_ok, revalidated=True, fwd_status=304)
+        return FetchOutcome(entry=new, stored=stored_ok, revalidated=True, fwd_status=fwd_status)
 
     def _entry(
         self,

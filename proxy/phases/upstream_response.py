@@ -27,7 +27,7 @@ from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.invalidation import content_location_is_target
-from proxy.rfc.merge import select_for_304
+from proxy.rfc.merge import head_updates_stored, select_for_304
 from proxy.rfc.response import ParsedResponse, heuristic_only, parse_response
 from proxy.rfc.storable import NoStoreReason, storable
 from proxy.rfc.vary import vary_fields
@@ -96,15 +96,7 @@ class UpstreamResponsePhase:
             self.cache.remove(entry)
             return await self.fetch_for_cache(ctx, None)
         if up.status >= 500 and entry is not None:
-            # RFC 5861 §4: `route` may stand a stale entry in for this error.
-            return FetchOutcome(
-                upstream=up,
-                headers=hdrs,
-                fwd_status=up.status,
-                stale_candidate=entry,
-                error=OriginError(OriginFailure.PROTOCOL, f"origin answered {up.status}"),
-                not_stored=NoStoreReason.UPSTREAM_ERROR,
-            )
+            return self._error_with_stale(up, hdrs, entry)
         lifetime = self.lifetime(up.status, parsed, response_time)
         fields = vary_fields(parsed.vary) if parsed.vary else ()
         reason = self._no_store_reason(ctx, up, parsed, lifetime, fields)
@@ -120,6 +112,54 @@ class UpstreamResponsePhase:
         assert fields is not None and lifetime is not None
         times = (request_time, response_time)
         return await self._keep(ctx, up, hdrs, parsed, lifetime, fields, times)
+
+    def head_response(
+        self,
+        ctx: RequestCtx,
+        up: UpstreamResponse,
+        entry: Entry,
+        request_time: float,
+        response_time: float,
+    ) -> FetchOutcome:
+        """RFC 9111 §4.3.5, the answer to `head_through`'s HEAD for a stored GET response: a 200
+        whose validators, Content-Length and coding agree with it updates its fields and
+        freshness as a 304 would (and the HEAD is answered from it); any other 200 or 4xx
+        (a 410 says the stored body is gone) invalidates it and is relayed; a 5xx leaves it
+        standing in for stale-if-error. Nothing is read: a response to HEAD has no body."""
+        hdrs = strip_hop_by_hop(up.headers)
+        if up.status >= 500:
+            return self._error_with_stale(up, hdrs, entry, "HEAD")
+        if up.status == 200 and head_updates_stored(
+            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in entry.headers],
+            len(entry.body),
+            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in hdrs],
+        ):
+            up.release()
+            return self._merge_304(ctx, entry, hdrs, request_time, response_time, 200)
+        self.cache.remove(entry)
+        ctx.no_store = NoStoreReason.METHOD
+        return FetchOutcome(
+            upstream=up,
+            headers=hdrs,
+            fwd_status=up.status,
+            not_stored=NoStoreReason.METHOD,
+            method="HEAD",
+        )
+
+    @staticmethod
+    def _error_with_stale(
+        up: UpstreamResponse, hdrs: list[tuple[bytes, bytes]], entry: Entry, method: str = "GET"
+    ) -> FetchOutcome:
+        """A 5xx while `entry` is stored: `route` may stand it in (RFC 5861 §4)."""
+        return FetchOutcome(
+            upstream=up,
+            headers=hdrs,
+            fwd_status=up.status,
+            stale_candidate=entry,
+            error=OriginError(OriginFailure.PROTOCOL, f"origin answered {up.status}"),
+            not_stored=NoStoreReason.UPSTREAM_ERROR,
+            method=method,
+        )
 
     def post_answer_reusable(self, ctx: RequestCtx, hdrs: list[tuple[bytes, bytes]]) -> bool:
         """RFC 9110 §9.3.3: a POST response with explicit freshness whose Content-Location is

@@ -1,4 +1,5 @@
-"""Freshening stored responses with a 304, RFC 9111 §3.2 and §4.3.4."""
+"""Freshening stored responses with a 304 (RFC 9111 §3.2 and §4.3.4) or with the 200 answer to
+a HEAD (§4.3.5)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from proxy.rfc.conditional import is_weak, normalise_etag
 from proxy.rfc.dates import parse_http_date
 from proxy.rfc.hopbyhop import HOP_BY_HOP
 
-__all__ = ["NOT_UPDATED", "merge_304", "select_for_304"]
+__all__ = ["NOT_UPDATED", "head_updates_stored", "merge_304", "select_for_304"]
 
 NOT_UPDATED = frozenset({"content-length", "content-encoding", "content-range"}) | HOP_BY_HOP
 """Fields a 304 never replaces in the stored response (§3.2):
@@ -104,3 +105,52 @@ def select_for_304(
         if old_lm != new_lm:
             return False
     return True
+
+
+def head_updates_stored(
+    stored: Sequence[tuple[str, str]], stored_length: int, head: Sequence[tuple[str, str]]
+) -> bool:
+    """RFC 9111 §4.3.5: may the 200 answer to a HEAD update the stored GET response (True), or
+    must the stored response be invalidated (False)?
+
+    The RFC's conditions: every validator the HEAD response carries (ETag, Last-Modified)
+    matches the stored response's, and so does its Content-Length if it has one (against
+    ``stored_length``, the stored body's length; stored fields hold no Content-Length).
+    Content-Encoding and Vary are compared as well, present or not: the stored bytes are
+    only the representation under the stored coding, and a changed Vary would file them
+    under other keys (RFC 9110 §9.3.2: a HEAD response carries the fields a GET's would).
+    Every case of doubt (a validator that does not parse, or that the stored response has
+    twice) invalidates: that costs one fetch, whereas an update would keep serving a body the
+    origin no longer has under these fields. A body never comes with a HEAD, so nothing
+    unjudged is stored either way.
+    """
+    old, new = _fields(stored), _fields(head)
+    for raw in new.get("etag", ()):
+        tag = normalise_etag(raw)
+        if tag is None or [tag] != [normalise_etag(v) for v in old.get("etag", ())]:
+            return False
+    for raw in new.get("last-modified", ()):
+        date = parse_http_date(raw)
+        olds = old.get("last-modified", [])
+        if date is None or len(olds) != 1 or parse_http_date(olds[0]) != date:
+            return False
+    lengths = new.get("content-length", [])
+    if lengths and any(not v.isdigit() or int(v) != stored_length for v in lengths):
+        return False
+    codings = "content-encoding"
+    if _tokens(old.get(codings, ())) != _tokens(new.get(codings, ())):
+        return False  # applied in order: the order counts
+    return sorted(_tokens(old.get("vary", ()))) == sorted(_tokens(new.get("vary", ())))
+
+
+def _fields(lines: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for name, value in lines:
+        found.setdefault(name.lower(), []).append(value.strip(" \t"))
+    return found
+
+
+def _tokens(values: Sequence[str]) -> list[str]:
+    """A list field's members, lowercased, in order (``identity`` is no coding)."""
+    members = (t.strip(" \t").lower() for v in values for t in v.split(","))
+    return [t for t in members if t and t != "identity"]

@@ -3,7 +3,7 @@ update304)."""
 
 import pytest
 
-from proxy.rfc.merge import merge_304, select_for_304
+from proxy.rfc.merge import head_updates_stored, merge_304, select_for_304
 
 STORED = [
     ("Date", "Mon, 01 Jan 2024 00:00:00 GMT"),
@@ -151,3 +151,66 @@ def test_select_for_304_answering_our_conditional_request(
     freshens the entry it validated; a 304 whose validators differ never does."""
     got = select_for_304(stored_etag, stored_lm, new_etag, new_lm, answers_stored=True)
     assert got is expected
+
+
+# -- RFC 9111 §4.3.5: the 200 answer to a HEAD, against the stored GET response ----------------
+
+HEAD_STORED = [
+    ("ETag", '"e1"'),
+    ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    ("Content-Encoding", "gzip"),
+    ("Vary", "Accept-Encoding, Accept"),
+    ("Cache-Control", "max-age=1"),
+]
+
+
+SAME_CODING = [("Content-Encoding", "gzip"), ("Vary", "Accept, Accept-Encoding")]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        SAME_CODING,  # no validator received: nothing contradicts the stored response
+        [("ETag", '"e1"'), ("Content-Encoding", "gzip"), ("Vary", "accept, accept-encoding")],
+        [
+            ("Last-Modified", "Monday, 01-Jan-24 00:00:00 GMT"),
+            ("Content-Length", "5"),
+            *SAME_CODING,
+        ],
+        [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding,Accept"), ("X-New", "1")],
+    ],
+)
+def test_head_200_that_agrees_updates_rfc9111_4_3_5(head: list[tuple[str, str]]) -> None:
+    assert head_updates_stored(HEAD_STORED, 5, head)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ETag", '"e2"'),  # another representation
+        ("ETag", 'W/"e1"'),  # weak now: not the same validator
+        ("ETag", "<broken"),  # unparseable: in doubt, invalidate
+        ("Last-Modified", "Tue, 02 Jan 2024 00:00:00 GMT"),
+        ("Last-Modified", "yesterday"),
+        ("Content-Length", "6"),  # the stored body is 5 bytes: not this representation
+        ("Content-Length", "x"),
+        ("Content-Encoding", "br"),  # the stored bytes are gzip
+        ("Vary", "Accept-Language"),  # would file the entry under other keys
+    ],
+)
+def test_head_200_that_disagrees_invalidates_rfc9111_4_3_5(field: str, value: str) -> None:
+    agreeing = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding, Accept"}
+    agreeing[field] = value
+    assert not head_updates_stored(HEAD_STORED, 5, list(agreeing.items()))
+
+
+def test_head_200_without_the_stored_coding_invalidates_rfc9111_4_3_5() -> None:
+    """A HEAD response carries the fields a GET's would (RFC 9110 §9.3.2): no Content-Encoding
+    means identity, and the stored bytes are gzip."""
+    assert not head_updates_stored(HEAD_STORED, 5, [("Vary", "Accept-Encoding, Accept")])
+    assert head_updates_stored([("ETag", '"a"')], 3, [("Content-Encoding", "identity")])
+
+
+def test_head_etag_against_a_stored_response_without_one_invalidates_rfc9111_4_3_5() -> None:
+    assert not head_updates_stored([], 3, [("ETag", '"a"')])
+    assert not head_updates_stored([], 3, [("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")])
