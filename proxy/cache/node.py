@@ -19,9 +19,11 @@ becomes visible: LMDB commits by a copy-on-write B+tree and one meta page write)
 mmap file of our own would need its own allocator, index and crash recovery: that is LMDB.
 
 What a node-tier hit costs a worker (the first time it needs the object; later hits are memory
-hits): the facade's vary + get + proof + adoption, in a loop with touches batched, 18 us for a
-4 KiB body and 94 us for 64 KiB (the body's sha256 dominates), against 0.5-1 us for a memory
-lookup (same throwaway script directory, hit.py; the 2 cores busy with the test suite).
+hits): the facade's vary + get + proof + adoption, in a loop with touches batched, was 18 us for
+a 4 KiB body and 94 us for 64 KiB while the proof re-hashed the body with sha256, against
+0.5-1 us for a memory lookup (same throwaway script directory, hit.py; the 2 cores busy with
+the test suite). The proof no longer re-hashes (below); `make bench --scenarios node-hit`
+measures a node-tier hit against an L1 hit through the whole server.
 
 Commits are not fsynced (`sync=False`): a crashed *process* loses nothing (its writes are in
 the page cache), a crashed *kernel* may lose or tear the last transactions. So the tier
@@ -48,11 +50,16 @@ Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary field
 A pushed host or prefix entry purges by `hostkey` and `urlseq` (issue 19: both used to walk
 every item's `Info`), so it costs what it purges; only a full version walks them all.
 
-A record proves itself before it is served, with the shared tier's own check
-(`shared.entry_of`: authority and path+query, Vary values, body sha256), after its envelope's
-magic and checksum (xxh3-128 of the whole record, which also covers the header fields the
-digest does not: 0.12 us at 4 KiB and 1.1 us at 64 KiB, where crc32 took 1.1 and 15.5 us). A
-record that fails is deleted and counted (`node_rejected`), never served.
+A record proves itself before it is served: its envelope's magic and checksum (xxh3-128 of
+the whole record: key, Vary values, headers, digest and body; 0.12 us at 4 KiB and 1.1 us at
+64 KiB, where crc32 took 1.1 and 15.5 us), then the shared tier's check (`shared.entry_of`:
+authority and path+query, Vary values) without re-hashing the body (`verify_body=False`): the
+digest was computed from the body by the worker that stored it, and the checksum proves body
+and digest are still the bytes it sealed, so a torn or flipped record fails there. A sha256
+would add no proof against a writer of the file either (it could write a matching digest), and
+it rejected every content-coded record, whose digest is that of the decoded body (the
+blocklist's identity digest, proxy/blocklist/digest.py). The shared tier, across machines,
+keeps re-hashing. A record that fails is deleted and counted (`node_rejected`), never served.
 
 Coalescing across workers: a worker about to fetch a key that neither its memory nor the node
 tier holds first takes the key's *lease* (`lease`: one write transaction, a few tens of
@@ -407,7 +414,7 @@ class NodeTier:
             rec = open_envelope(raw)
             if rec.vary_fields != fields:
                 raise Rejected("stored under other Vary fields")
-            entry = entry_of(rec, primary, lambda f: variant)
+            entry = entry_of(rec, primary, lambda f: variant, verify_body=False)
         except Rejected as e:
             self._reject(ikey, str(e))
             return None
@@ -508,10 +515,11 @@ class NodeTier:
             with self._write() as txn:
                 held = txn.get(hp, db=db)
                 if held is not None:
-                    if self._held_by_other(held, now):
+                    pid, until = _LEASE.unpack(held)
+                    if self._other_holder(pid, until, now):
                         return False
-                    if self._marked_uncacheable(held, now):
-                        return True  # fetch in parallel, holding nothing
+                    if pid == 0 and until > now:
+                        return True  # marked uncacheable: fetch in parallel, holding nothing
                 txn.put(hp, _LEASE.pack(self.pid, now + self.lease_s), db=db)
         except lmdb.Error as e:
             self.stats.node_errors += 1
@@ -543,12 +551,11 @@ class NodeTier:
 
     def _held_by_other(self, held: bytes, now: float) -> bool:
         pid, until = _LEASE.unpack(held)
-        return 0 < pid != self.pid and until > now and _alive(pid)
+        return self._other_holder(pid, until, now)
 
-    @staticmethod
-    def _marked_uncacheable(held: bytes, now: float) -> bool:
-        pid, until = _LEASE.unpack(held)
-        return bool(pid == 0 and until > now)
+    def _other_holder(self, pid: int, until: float, now: float) -> bool:
+        """A lease record (pid 0: an uncacheable mark) held by another live worker."""
+        return 0 < pid != self.pid and until > now and _alive(pid)
 
     def _release(self, txn: Any, hp: bytes) -> None:
         held = txn.get(hp, db=self._db["lease"])
