@@ -4,6 +4,7 @@ dropped and counted, and a broken or old-format tier moved aside at start."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import multiprocessing
@@ -16,12 +17,14 @@ from typing import Any
 import lmdb
 import pytest
 
+from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
 from proxy.cache.node import (
     FORMAT,
     INDEX_OVERHEAD_BYTES,
     NodeTier,
     NodeTierError,
+    _decode_info,
     envelope,
     item_key,
     prepare,
@@ -303,6 +306,35 @@ async def test_one_worker_holds_a_key_lease_until_its_store_lands(path: Path) ->
     got = b.get(primary, (), ())
     assert got is not None and got.body == b"fetched once"
     assert b.lease(primary)  # free again: the next miss (after eviction, a purge) may lead
+
+
+def _tick(t: NodeTier, e: Entry) -> int:
+    with t.env.begin() as txn:
+        raw = txn.get(item_key(e.primary, (), ()), db=t.env.open_db(b"info", txn=txn))
+    return int(_decode_info(raw).tick)
+
+
+async def test_hit_touches_wait_for_a_batch_and_go_with_the_next_store(path: Path) -> None:
+    """A node-tier hit's access time is not worth a write transaction of its own (tens of
+    microseconds, most of a hit): touches wait up to `touch_delay_s`, or for the next store."""
+    now = [1000.0]
+    t = NodeTier(
+        path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], touch_delay_s=3600.0
+    )
+    a, b = entry("/a", b"A"), entry("/b", b"B")
+    t.put(a)
+    await asyncio.sleep(0)  # the end of this loop turn: the store is written
+    stored = _tick(t, a)
+    now[0] += 5
+    assert t.get(a.primary, (), ()) is not None
+    await asyncio.sleep(0)
+    assert _tick(t, a) == stored  # the touch waits
+    t.put(b)
+    await asyncio.sleep(0)
+    assert _tick(t, a) == _tick(t, b) > stored  # written with the store, in its transaction
+    t.get(a.primary, (), ())
+    t.close()  # a pending batch is written at close, its timer cancelled
+    assert t._touch_timer is None
 
 
 def test_a_lease_of_a_dead_or_late_worker_is_taken_over(path: Path) -> None:
