@@ -210,40 +210,29 @@ class Fleet:
         self.started[name] = target
         return target
 
-    def cache_targets(self) -> list[Target]:
+    def cache_targets(self, big_cache_bytes: int = 0) -> list[Target]:
+        """The edge and every wanted competitor; with `big_cache_bytes`, another set of them
+        ("-big") whose shared caches (the edge's node tier) have that size."""
+        suffix = "-big" if big_cache_bytes else ""
         found: list[Target] = []
-        edge = self.edge()
+        edge = self.edge(suffix, big_cache_bytes)
         if edge is not None:
             found.append(edge)
         for cls in COMPETITORS:
             if cls.kind in self.wanted:
-                target = self.get(cls.kind, lambda cls=cls: cls(cls.kind))  # type: ignore[misc]
+                name = cls.kind + suffix
+                target = self.get(name, lambda c=cls, n=name: c(n, cache_bytes=big_cache_bytes))  # type: ignore[misc]
                 if target is not None:
                     found.append(target)
         return found
 
-    def edge(self) -> EdgeTarget | None:
+    def edge(self, suffix: str = "", node_tier_bytes: int = 0) -> EdgeTarget | None:
         if "edgeproxy" not in self.wanted:
             return None
-        node_tier_bytes = self.session.settings.edge_node_tier_bytes
-        edge = self.get("edgeproxy", lambda: EdgeTarget(cache_bytes=node_tier_bytes))
+        name = "edgeproxy" + suffix
+        node_tier_bytes = node_tier_bytes or self.session.settings.edge_node_tier_bytes
+        edge = self.get(name, lambda: EdgeTarget(name, cache_bytes=node_tier_bytes))
         return edge if isinstance(edge, EdgeTarget) else None
-
-    def big_targets(self, cache_bytes: int) -> list[Target]:
-        """Every wanted target again, its shared cache `cache_bytes` (the edge's node tier)."""
-        found: list[Target] = []
-        if "edgeproxy" in self.wanted:
-            edge = self.get("edgeproxy-big", lambda: EdgeTarget("edgeproxy-big",
-                                                                cache_bytes=cache_bytes))  # fmt: skip
-            if edge is not None:
-                found.append(edge)
-        for cls in COMPETITORS:
-            if cls.kind in self.wanted:
-                name = f"{cls.kind}-big"
-                target = self.get(name, lambda c=cls, n=name: c(n, cache_bytes=cache_bytes))  # type: ignore[misc]
-                if target is not None:
-                    found.append(target)
-        return found
 
     def stop(self, name: str) -> None:
         target = self.started.pop(name, None)
@@ -357,7 +346,7 @@ def run_load_scenario(session: Session, fleet: Fleet, scenario: Scenario) -> Non
         cache_bytes = node_tier.cache_bytes_for(objects)
         session.say(f"big-set: {objects.count:,} objects, {objects.total_bytes() / 2**20:,.0f} "
                     f"MiB; shared caches of {cache_bytes / 2**20:,.0f} MiB")  # fmt: skip
-        targets = fleet.big_targets(cache_bytes)
+        targets = fleet.cache_targets(big_cache_bytes=cache_bytes)
         scenario = replace(scenario, workload=Workload("set", objects=objects, pick="zipf"))
     else:
         targets = fleet.cache_targets()
