@@ -746,8 +746,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--node-hit-objects",
         type=int,
-        default=20_000,
-        help="node-hit: 4 KiB objects requested uniformly (20000)",
+        help="node-hit: 4 KiB objects requested uniformly (default 20000, quick 5000)",
     )
     parser.add_argument(
         "--big-set-objects", type=int, default=100_000, help="big-set: objects (100000)"
@@ -799,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         soak_window_s=args.soak_window_s,
         soak_entries=args.soak_entries,
         edge_node_tier_bytes=args.edge_node_tier_bytes,
-        node_hit_objects=args.node_hit_objects,
+        node_hit_objects=args.node_hit_objects or (5_000 if quick else 20_000),
         big_set_objects=args.big_set_objects,
         big_set_min_bytes=int(args.big_set_kib.split(",")[0]) << 10,
         big_set_max_bytes=int(args.big_set_kib.split(",")[1]) << 10,
