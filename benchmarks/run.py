@@ -660,7 +660,8 @@ def run_node_hit(session: Session, fleet: Fleet, scenario: Scenario) -> None:
             "l1_us": l1.cpu_us_per_req,
             "node_us": node.cpu_us_per_req,
             "ratio": node.cpu_us_per_req / l1.cpu_us_per_req if l1.cpu_us_per_req else 0.0,
-            "node_share": node_hits["node-tier hit"] / max(1, node.measured.requests),
+            # capped: the counter also counts answers still in flight when wrk stopped counting
+            "node_share": min(1.0, node_hits["node-tier hit"] / max(1, node.measured.requests)),
         })  # fmt: skip
     result = {"objects": objects.count, "primed": primed.ok, "rounds": rounds}
     session.extra["node_hit"] = result
