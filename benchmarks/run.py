@@ -680,9 +680,14 @@ def run_restart(session: Session, fleet: Fleet) -> None:
         before_s=min(5.0, s.restart_load_s / 4), prime_s=s.prime_s, use_wrk=s.use_wrk,
     )  # fmt: skip
     session.say(f"== restart: {objects.count:,} objects under {s.restart_load_s:g} s of load")
-    result = node_tier.run_restart(
-        session.out / "work" / "edgeproxy-restart", fleet.origin, settings, session.say
-    )
+    try:
+        result = node_tier.run_restart(
+            session.out / "work" / "edgeproxy-restart", fleet.origin, settings, session.say
+        )
+    except (RuntimeError, OSError) as e:  # reported; the run goes on without it
+        session.notes.append(f"restart: failed ({e})")
+        session.say(f"restart failed: {e}")
+        return
     session.extra["restart"] = result
     print(node_tier.restart_table(result), flush=True)
 
