@@ -71,3 +71,18 @@ def wait_enforced(port: int, path: str, timeout_s: float, consecutive: int = 4) 
             streak = 0
             time.sleep(0.01)
     return None
+
+
+def metric(edge: EdgeTarget, name: str) -> float:
+    """The sum of a counter's samples (`name` or `name_total`) on the edge's /metrics."""
+    request = urllib.request.Request(
+        edge.admin_url + "/metrics", headers={"Authorization": f"Bearer {edge.admin_token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.partition("{")[0] in (name, name + "_total"):
+            total += float(value)
+    return total

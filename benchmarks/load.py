@@ -1,14 +1,17 @@
 """One load run: wrk when installed (precise), else the bundled Python generator (less precise).
 
-A run is described by a `Workload` (one URL, a Zipf sequence, endlessly distinct cold paths, or a
-spread over a blocked prefix) and returns a `Measured` with req/s, latency percentiles, errors
-and the count of answers that were not the status the scenario expects.
+A run is described by a `Workload` (one URL, a Zipf sequence, endlessly distinct cold paths, a
+spread over a blocked prefix, or draws from an `ObjectSet`) and returns a `Measured` with req/s,
+latency percentiles, errors and the count of answers that were not the status the scenario
+expects.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import math
 import random
 import shutil
 import subprocess
@@ -35,12 +38,50 @@ WRK_INSTALL_HINT = (
 )
 
 
+SET_SEED = 20_261_206
+
+
+@dataclass(frozen=True)
+class ObjectSet:
+    """`count` distinct cacheable objects, `/obj/<bytes>/<rank>` on the bundled origin, their
+    sizes drawn log-uniformly between `min_bytes` and `max_bytes` (a fixed seed: every target
+    and every run sees the same set). Log-uniform: mostly small objects and a long tail, as a
+    web cache holds (4-100 KiB averages ~30 KiB where a uniform draw would average 52)."""
+
+    count: int
+    min_bytes: int
+    max_bytes: int
+
+    def sizes(self) -> list[int]:
+        return list(_sizes(self.count, self.min_bytes, self.max_bytes))
+
+    def paths(self) -> list[str]:
+        """In rank order: rank 0 is the most popular under a Zipf draw."""
+        return [f"/obj/{n}/{i}" for i, n in enumerate(_sizes(*self._key))]
+
+    def total_bytes(self) -> int:
+        return sum(_sizes(*self._key))
+
+    @property
+    def _key(self) -> tuple[int, int, int]:
+        return self.count, self.min_bytes, self.max_bytes
+
+
+@functools.cache
+def _sizes(count: int, min_bytes: int, max_bytes: int) -> tuple[int, ...]:
+    rng = random.Random(SET_SEED)
+    lo, hi = math.log(min_bytes), math.log(max_bytes)
+    return tuple(round(math.exp(rng.uniform(lo, hi))) for _ in range(count))
+
+
 @dataclass(frozen=True)
 class Workload:
-    kind: str  # "url" | "zipf" | "cold" | "blocked"
+    kind: str  # "url" | "zipf" | "cold" | "blocked" | "set"
     path: str = "/"
     expect_status: int = 200
     nonce: str = ""  # distinguishes cold paths between runs
+    objects: ObjectSet | None = None  # "set": draws from these objects …
+    pick: str = "uniform"  # … "uniform" or "zipf" (ZIPF_S over their ranks)
 
 
 @dataclass
@@ -107,6 +148,8 @@ def _lua(workload: Workload) -> str:
             "  return reqs[seq[pos]]\n"
             "end\n"
         )
+    if workload.kind == "set":
+        return _DONE_LUA + _set_lua(workload)
     if workload.kind == "cold":
         return _DONE_LUA + (
             "local n = 0\n"
@@ -128,6 +171,47 @@ def _lua(workload: Workload) -> str:
             "end\n"
         )
     raise ValueError(workload.kind)
+
+
+def _set_lua(workload: Workload) -> str:
+    """Draws from an object set inside wrk: uniform, or Zipf by a binary search of the ranks'
+    cumulative weights (built once per thread: no 100k-entry draw sequence in the script)."""
+    objects = workload.objects
+    assert objects is not None
+    return (
+        "local sizes = {" + ",".join(map(str, objects.sizes())) + "}\n"
+        "local reqs, cdf, total = {}, {}, 0\n"
+        "function init(args)\n"
+        "  for i = 1, #sizes do\n"
+        "    reqs[i] = wrk.format('GET', '/obj/' .. sizes[i] .. '/' .. (i - 1))\n"
+        f"    total = total + 1 / i ^ {ZIPF_S}\n"
+        "    cdf[i] = total\n"
+        "  end\n"
+        f"  math.randomseed({SET_SEED} + tid)\n"
+        "end\n"
+        "function request()\n"
+        + (
+            "  local u, lo, hi = math.random() * total, 1, #cdf\n"
+            "  while lo < hi do\n"
+            "    local mid = math.floor((lo + hi) / 2)\n"
+            "    if cdf[mid] < u then lo = mid + 1 else hi = mid end\n"
+            "  end\n"
+            "  return reqs[lo]\n"
+            if workload.pick == "zipf"
+            else "  return reqs[math.random(#reqs)]\n"
+        )
+        + "end\n"
+    )
+
+
+def set_draws(objects: ObjectSet, pick: str, n: int = ZIPF_SEQUENCE) -> list[str]:
+    """`n` paths drawn from `objects` (fixed seed), for the Python generator."""
+    paths = objects.paths()
+    rng = random.Random(SET_SEED)
+    if pick == "zipf":
+        weights = [1.0 / (k**ZIPF_S) for k in range(1, objects.count + 1)]
+        return rng.choices(paths, weights=weights, k=n)
+    return rng.choices(paths, k=n)
 
 
 def run_wrk(
@@ -178,6 +262,9 @@ def _paths(workload: Workload) -> list[str] | Iterator[str] | None:
         return None
     if workload.kind == "zipf":
         return zipf_paths()
+    if workload.kind == "set":
+        assert workload.objects is not None
+        return set_draws(workload.objects, workload.pick)
     if workload.kind == "cold":
         return (f"/cold/{workload.nonce}-py-{n}" for n in itertools.count())
     return [f"/blocked/item-{n}" for n in range(1000)]

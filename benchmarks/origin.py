@@ -11,6 +11,9 @@ distinct resource and written with one `transport.write`. Routes:
                    `X-Bench-Listed: 1`, so a client sees at once if one is ever delivered
 - `/same/{any}`    4 KiB, cacheable, one body for every path (placeholders: issue 19)
 - `/vary/{i}`      1 KiB, cacheable, `Vary: Accept-Language` (the soak's variants)
+- `/obj/{n}/{i}`   n bytes, cacheable, distinct per path, never memoised here (the node-tier
+                   scenarios' object sets, `benchmarks.load.ObjectSet`: 100k objects of up to
+                   100 KiB would hold gigabytes in this process)
 - `/__stats`       `{"requests": N}`: requests that reached the origin, this one excluded
 
 `If-None-Match` matching the ETag answers 304. Anything else is 404.
@@ -112,6 +115,8 @@ class Router:
         if found is not None:
             return found
         resource = self._build(path)
+        if path.startswith(b"/obj/"):
+            return resource
         if len(self._memo) >= self._max_entries:
             self._memo.clear()
         self._memo[path] = resource
@@ -128,6 +133,10 @@ class Router:
                 n = int(arg)
                 if 0 <= n <= _MAX_BODY_BYTES:
                     return _Resource(_body(b"bytes", n), _CACHEABLE, path)
+            elif route == b"obj" and len(parts) > 3:
+                n = int(arg)
+                if 0 <= n <= _MAX_BODY_BYTES:
+                    return _Resource(_body(path, n), _CACHEABLE, path)
             elif route == b"nostore":
                 n = int(arg)
                 if 0 <= n <= _MAX_BODY_BYTES:

@@ -46,7 +46,12 @@ def summarise(runs: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per scenario and target: medians over rounds, and the per-round ratio to the edge."""
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for scenario, by_target in _group(runs).items():
-        edge_rounds = {r.round: r for r in by_target.get("edgeproxy", [])}
+        edge = (
+            "edgeproxy"
+            if "edgeproxy" in by_target
+            else next((t for t in by_target if t.startswith("edgeproxy")), "")
+        )  # big-set's edge is "edgeproxy-big"
+        edge_rounds = {r.round: r for r in by_target.get(edge, [])}
         rows: dict[str, dict[str, Any]] = {}
         for target, target_runs in by_target.items():
             ratios = [
@@ -192,11 +197,38 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
     if soak:
         minutes = soak["settings"]["soak_s"] / 60
         lines += ["", f"## soak ({minutes:g} minutes)", "", soak["table"]]
+    lines += _node_tier_sections(extra)
     if fleet := extra.get("fleet"):
         from benchmarks.fleet import table
 
         lines += ["", "## fleet", "", table(fleet)]
     return "\n".join(lines) + "\n"
+
+
+def _node_tier_sections(extra: dict[str, Any]) -> list[str]:
+    """Issue 11: origin requests per URL, node-hit's ratio, the restart."""
+    from benchmarks.node_tier import node_hit_table, restart_table
+
+    lines: list[str] = []
+    for scenario, totals in extra.get("origin_totals", {}).items():
+        if not totals["urls"]:
+            continue
+        lines += [
+            "",
+            f"### {scenario}: origin requests per URL, priming included "
+            f"({totals['urls']:,} URLs requested; goal for the edge: 1.00)",
+            "",
+            "| target | origin requests | per URL |",
+            "|---|---:|---:|",
+        ]
+        for target, n in totals["targets"].items():
+            lines.append(f"| {target} | {n:,} | {n / totals['urls']:.2f} |")
+    if node_hit := extra.get("node_hit"):
+        lines += ["", f"## node-hit ({node_hit['objects']:,} objects of 4 KiB)", ""]
+        lines.append(node_hit_table(node_hit))
+    if restart := extra.get("restart"):
+        lines += ["", "## restart", "", restart_table(restart)]
+    return lines
 
 
 def charts(out: Path, summary: dict[str, dict[str, dict[str, Any]]]) -> list[Path]:

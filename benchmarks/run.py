@@ -13,6 +13,7 @@ the server's CPU per request (from /proc, the server and all its children). Resu
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -25,13 +26,21 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import blocklists, cpu, edge_ops, report, soak, tls
-from benchmarks.load import WRK_INSTALL_HINT, Measured, Workload, drive, wrk_available, zipf_paths
+from benchmarks import blocklists, cpu, edge_ops, node_tier, report, soak, tls
+from benchmarks.load import (
+    WRK_INSTALL_HINT,
+    Measured,
+    ObjectSet,
+    Workload,
+    drive,
+    wrk_available,
+    zipf_paths,
+)
 from benchmarks.loadgen import run_load_sync
 from benchmarks.targets import (
     COMPETITORS,
@@ -48,6 +57,7 @@ CACHE_TARGETS = "cache"  # every target: edge and competitors
 EDGE_SIZES = "sizes"  # the edge with blocklists of several sizes
 TLS_TARGETS = "tls"  # the targets that terminate TLS: the edge and nginx
 HANDSHAKE_CLIENTS = 2  # concurrent `openssl s_time` processes in tls-new and tls-resume
+BIG_CACHES = "big"  # every target, its shared cache sized for the big set
 
 
 @dataclass(frozen=True)
@@ -89,9 +99,17 @@ SCENARIOS: dict[str, Scenario] = {
                  "--soak-s (benchmarks/soak.py)", None, targets="edge"),
         Scenario("fleet", "push to enforcement on every node of a 5-node fleet on Redis, "
                  "vs the admin-API fan-out", None, targets="edge"),
+        Scenario("node-hit", "a node-tier hit against an L1 hit, 4 KiB, on one edge "
+                 "(benchmarks/node_tier.py)", None, targets="edge"),
+        Scenario("big-set", "Zipf over a set larger than the edge's L1 (--big-set-objects of "
+                 "4-100 KiB), every shared cache sized for it", None, targets=BIG_CACHES),
+        Scenario("restart", "SIGTERM and start under load: the gap, and origin requests in "
+                 "the first pass over the set", None, targets="edge"),
     )
 }  # fmt: skip
-ON_REQUEST_ONLY = ("soak",)  # long: run only when named in --scenarios
+# long: run only when named in --scenarios (big-set primes 100k objects per target; restart
+# primes its set twice)
+ON_REQUEST_ONLY = ("soak", "big-set", "restart")
 
 
 @dataclass
@@ -109,6 +127,17 @@ class Settings:
     soak_s: float = 600.0
     soak_window_s: float = 60.0
     soak_entries: int = 100_000
+    edge_node_tier_bytes: int = 1 << 30
+    node_hit_objects: int = 20_000
+    big_set_objects: int = 100_000
+    big_set_min_bytes: int = 4 << 10
+    big_set_max_bytes: int = 100 << 10
+    prime_s: float = 600.0
+    restart_objects: int = 10_000
+    restart_load_s: float = 30.0
+
+    def big_set(self) -> ObjectSet:
+        return ObjectSet(self.big_set_objects, self.big_set_min_bytes, self.big_set_max_bytes)
 
 
 @dataclass
@@ -200,28 +229,42 @@ class Fleet:
         self.started[name] = target
         return target
 
-    def cache_targets(self) -> list[Target]:
+    def cache_targets(self, big_cache_bytes: int = 0) -> list[Target]:
+        """The edge and every wanted competitor; with `big_cache_bytes`, another set of them
+        ("-big") whose shared caches (the edge's node tier) have that size."""
+        suffix = "-big" if big_cache_bytes else ""
         found: list[Target] = []
-        edge = self.edge()
+        edge = self.edge(suffix, big_cache_bytes)
         if edge is not None:
             found.append(edge)
         for cls in COMPETITORS:
             if cls.kind in self.wanted:
-                target = self.get(cls.kind, lambda cls=cls: self._competitor(cls))  # type: ignore[misc]
+                name = cls.kind + suffix
+                make = functools.partial(self._competitor, cls, name, big_cache_bytes)
+                target = self.get(name, make)
                 if target is not None:
                     found.append(target)
         return found
 
-    def _competitor(self, cls: type[Target]) -> Target:
-        return cls(cls.kind, tls=self.tls) if cls is NginxTarget else cls(cls.kind)
+    def _competitor(self, cls: type[Target], name: str, cache_bytes: int) -> Target:
+        if cls is NginxTarget:
+            return cls(name, tls=self.tls, cache_bytes=cache_bytes)
+        return cls(name, cache_bytes=cache_bytes)
 
     def tls_targets(self) -> list[Target]:
         return [t for t in self.cache_targets() if t.tls is not None]
 
-    def edge(self) -> EdgeTarget | None:
+    def edge(self, suffix: str = "", node_tier_bytes: int = 0) -> EdgeTarget | None:
         if "edgeproxy" not in self.wanted:
             return None
-        edge = self.get("edgeproxy", lambda: EdgeTarget(tls=self.tls))
+        name = "edgeproxy" + suffix
+        node_tier_bytes = node_tier_bytes or self.session.settings.edge_node_tier_bytes
+        edge = self.get(
+            name,
+            lambda: EdgeTarget(
+                name, tls=self.tls if not suffix else None, cache_bytes=node_tier_bytes
+            ),
+        )
         return edge if isinstance(edge, EdgeTarget) else None
 
     def stop(self, name: str) -> None:
@@ -256,10 +299,18 @@ def url_of(target: Target, scenario: Scenario) -> str:
 
 
 def measure(
-    session: Session, target: Target, scenario: Scenario, round_no: int, origin: Origin
+    session: Session,
+    target: Target,
+    scenario: Scenario,
+    round_no: int,
+    origin: Origin,
+    *,
+    workload: Workload | None = None,
+    label: str = "",
 ) -> Run:
+    """One measured run of `scenario` (or of `workload`, recorded as target `label`)."""
     s = session.settings
-    workload = scenario.workload
+    workload = workload or scenario.workload
     assert workload is not None
     if workload.kind == "cold":
         workload = Workload("cold", "/", nonce=uuid.uuid4().hex[:8])
@@ -271,7 +322,7 @@ def measure(
     )  # fmt: skip
     cpu_s = cpu.cpu_seconds(target.pids) - cpu_before
     origin_requests = origin.requests() - origin_before
-    return record(session, scenario, target, round_no, measured, cpu_s, origin_requests)
+    return record(session, scenario, target, round_no, measured, cpu_s, origin_requests, label)
 
 
 def record(
@@ -282,16 +333,18 @@ def record(
     measured: Measured,
     cpu_s: float,
     origin_requests: int,
+    label: str = "",
 ) -> Run:
     s = session.settings
     per_req = cpu_s * 1e6 / measured.requests if measured.requests else 0.0
-    run = Run(scenario.name, target.name, round_no, measured, cpu_s, per_req, origin_requests)
+    name = label or target.name
+    run = Run(scenario.name, name, round_no, measured, cpu_s, per_req, origin_requests)
     session.runs.append(run)
     flag = ""
     if measured.errors or measured.unexpected:
         flag = f"  errors {measured.errors}, unexpected status {measured.unexpected}"
     session.say(
-        f"{scenario.name} round {round_no}/{s.rounds} {target.name:<18} "
+        f"{scenario.name} round {round_no}/{s.rounds} {name:<18} "
         f"{measured.rps:>9,.0f} req/s  p50 {measured.p50_us / 1000:6.2f} ms  "
         f"p99 {measured.p99_us / 1000:6.2f} ms  {per_req:6.1f} µs CPU/req  "
         f"origin {origin_requests}{flag}"
@@ -318,7 +371,12 @@ def size_targets(session: Session, fleet: Fleet) -> list[Target]:
         name = f"edgeproxy-bl{_short(size)}"
         target = fleet.get(
             name,
-            lambda d=directory, p=public, n=name: EdgeTarget(n, blocklist_dir=d, blocklist_key=p),  # type: ignore[misc]
+            lambda d=directory, p=public, n=name: EdgeTarget(  # type: ignore[misc]
+                n,
+                blocklist_dir=d,
+                blocklist_key=p,
+                cache_bytes=session.settings.edge_node_tier_bytes,
+            ),  # fmt: skip
         )
         if target is not None:
             found.append(target)
@@ -334,10 +392,18 @@ def _short(n: int) -> str:
 
 def run_load_scenario(session: Session, fleet: Fleet, scenario: Scenario) -> None:
     s = session.settings
+    objects: ObjectSet | None = None
     if scenario.targets == EDGE_SIZES:
         targets = size_targets(session, fleet)
     elif scenario.targets == TLS_TARGETS:
         targets = fleet.tls_targets()
+    elif scenario.targets == BIG_CACHES:
+        objects = s.big_set()
+        cache_bytes = node_tier.cache_bytes_for(objects)
+        session.say(f"big-set: {objects.count:,} objects, {objects.total_bytes() / 2**20:,.0f} "
+                    f"MiB; shared caches of {cache_bytes / 2**20:,.0f} MiB")  # fmt: skip
+        targets = fleet.cache_targets(big_cache_bytes=cache_bytes)
+        scenario = replace(scenario, workload=Workload("set", objects=objects, pick="zipf"))
     else:
         targets = fleet.cache_targets()
     if scenario.name == "blocked-prefix":
@@ -354,19 +420,46 @@ def run_load_scenario(session: Session, fleet: Fleet, scenario: Scenario) -> Non
     session.say(
         f"== {scenario.name}: {scenario.title} — targets {', '.join(t.name for t in targets)}"
     )
+    setup: dict[str, int] = {}  # origin requests of each target's priming and warm-up
     for target in targets:
+        before = fleet.origin.requests()
+        if objects is not None:
+            primed = node_tier.prime_set(target.base_url, objects, fleet.origin,
+                                         deadline_s=s.prime_s)  # fmt: skip
+            session.say(f"  {target.name}: primed {primed.ok:,}/{objects.count:,} in "
+                        f"{primed.seconds:.1f} s, {primed.origin_requests:,} origin requests")  # fmt: skip
+            if primed.ok < objects.count:
+                session.notes.append(f"{scenario.name}: {target.name} primed {primed.ok:,} of "
+                                     f"{objects.count:,} objects in --prime-s")  # fmt: skip
         prime(target, scenario.prime, over_tls=scenario.targets == TLS_TARGETS)
         if s.warm_s > 0 and scenario.workload is not None:
             drive(url_of(target, scenario), scenario.workload if scenario.workload.kind != "cold"
                   else Workload("cold", "/", nonce="warm" + uuid.uuid4().hex[:6]),
                   duration_s=s.warm_s, connections=s.connections, use_wrk=s.use_wrk)  # fmt: skip
+        setup[target.name] = fleet.origin.requests() - before
     for round_no in range(1, s.rounds + 1):
         for target in targets:
             measure(session, target, scenario, round_no, fleet.origin)
+    # Every origin request a target made in this scenario, priming included (hit-zipf: the
+    # goal is one per URL with 2 workers).
+    measured = dict.fromkeys(setup, 0)
+    for r in session.runs:
+        if r.scenario == scenario.name and r.target in measured:
+            measured[r.target] += r.origin_requests
+    # URLs requested: the set's, or those of the 10,000 that the Zipf sequence draws at all
+    zipf_urls = len(set(zipf_paths())) if "zipf" in scenario.prime else 0
+    urls = objects.count if objects is not None else zipf_urls
+    session.extra.setdefault("origin_totals", {})[scenario.name] = {
+        "urls": urls,
+        "targets": {name: setup[name] + measured[name] for name in setup},
+    }
     if scenario.targets == EDGE_SIZES:
         session.extra["memory"] = {t.name: cpu.rss_bytes(t.pids) for t in targets}
         for t in targets[1:]:
             fleet.stop(t.name)
+    if scenario.targets == BIG_CACHES:
+        for t in targets:
+            fleet.stop(t.name)  # gigabytes of cache each
 
 
 def run_handshakes(session: Session, fleet: Fleet, scenario: Scenario) -> None:
@@ -613,6 +706,74 @@ def run_soak(session: Session, fleet: Fleet) -> None:
     print(result["table"], flush=True)
 
 
+def run_node_hit(session: Session, fleet: Fleet, scenario: Scenario) -> None:
+    """One edge, two workloads alternated round by round: a hot URL (L1 hits) and uniform
+    draws over a set its L1 cannot hold (node-tier hits); `node_tier.py` says how."""
+    s = session.settings
+    if "edgeproxy" not in fleet.wanted:
+        session.say("node-hit skipped (no edge)")
+        return
+    objects = node_tier.node_hit_objects(s.node_hit_objects)
+    workdir = session.out / "work"
+    edge = fleet.get(
+        "edgeproxy-node", lambda: node_tier.node_hit_edge(workdir, objects, fleet.origin.port)
+    )
+    if not isinstance(edge, EdgeTarget):
+        return
+    session.say(f"== node-hit: {scenario.title}; {objects.count:,} objects")
+    primed = node_tier.prime_set(edge.base_url, objects, fleet.origin, deadline_s=s.prime_s)
+    session.say(f"  primed {primed.ok:,}/{objects.count:,} in {primed.seconds:.1f} s")
+    workloads = node_tier.node_hit_workloads(objects)
+    for workload in workloads.values():
+        if s.warm_s > 0:
+            drive(edge.base_url, workload, duration_s=s.warm_s, connections=s.connections,
+                  use_wrk=s.use_wrk)  # fmt: skip
+    rounds = []
+    for round_no in range(1, s.rounds + 1):
+        runs, node_hits = {}, {}
+        for label, workload in workloads.items():
+            before = edge_ops.metric(edge, "edgeproxy_node_tier_hits")
+            runs[label] = measure(session, edge, scenario, round_no, fleet.origin,
+                                  workload=workload, label=f"edgeproxy-node {label}")  # fmt: skip
+            node_hits[label] = edge_ops.metric(edge, "edgeproxy_node_tier_hits") - before
+        l1, node = runs["L1 hit"], runs["node-tier hit"]
+        rounds.append({
+            "round": round_no,
+            "l1_us": l1.cpu_us_per_req,
+            "node_us": node.cpu_us_per_req,
+            "ratio": node.cpu_us_per_req / l1.cpu_us_per_req if l1.cpu_us_per_req else 0.0,
+            # capped: the counter also counts answers still in flight when wrk stopped counting
+            "node_share": min(1.0, node_hits["node-tier hit"] / max(1, node.measured.requests)),
+        })  # fmt: skip
+    result = {"objects": objects.count, "primed": primed.ok, "rounds": rounds}
+    session.extra["node_hit"] = result
+    print(node_tier.node_hit_table(result), flush=True)
+    fleet.stop("edgeproxy-node")
+
+
+def run_restart(session: Session, fleet: Fleet) -> None:
+    s = session.settings
+    if "edgeproxy" not in fleet.wanted or not EdgeTarget.available():
+        session.say("restart skipped (no edge)")
+        return
+    objects = ObjectSet(s.restart_objects, s.big_set_min_bytes, s.big_set_max_bytes)
+    settings = node_tier.RestartSettings(
+        objects, workers=s.workers, connections=s.connections, load_s=s.restart_load_s,
+        before_s=min(5.0, s.restart_load_s / 4), prime_s=s.prime_s, use_wrk=s.use_wrk,
+    )  # fmt: skip
+    session.say(f"== restart: {objects.count:,} objects under {s.restart_load_s:g} s of load")
+    try:
+        result = node_tier.run_restart(
+            session.out / "work" / "edgeproxy-restart", fleet.origin, settings, session.say
+        )
+    except (RuntimeError, OSError) as e:  # reported; the run goes on without it
+        session.notes.append(f"restart: failed ({e})")
+        session.say(f"restart failed: {e}")
+        return
+    session.extra["restart"] = result
+    print(node_tier.restart_table(result), flush=True)
+
+
 def keep_logs_only(work: Path) -> None:
     """Drop caches, state and blocklist copies (hundreds of MB); keep the servers' logs."""
     logs = work.parent / "logs"
@@ -638,7 +799,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        help=f"comma list of {', '.join(SCENARIOS)} (soak only when named: it runs --soak-s)",
+        help=f"comma list of {', '.join(SCENARIOS)} ({', '.join(ON_REQUEST_ONLY)} only when "
+        "named: they are long)",
     )
     parser.add_argument("--targets", help="comma list of edgeproxy, nginx, varnish, trafficserver")
     parser.add_argument(
@@ -662,6 +824,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=100_000,
         help="entries in the soak's signed versions (100000)",
+    )
+    parser.add_argument(
+        "--edge-node-tier-bytes",
+        type=int,
+        default=1 << 30,
+        help="the edge's node tier in the cache scenarios (1 GiB; 0: per-worker caches only)",
+    )
+    parser.add_argument(
+        "--node-hit-objects",
+        type=int,
+        help="node-hit: 4 KiB objects requested uniformly (default 20000, quick 5000)",
+    )
+    parser.add_argument(
+        "--big-set-objects", type=int, default=100_000, help="big-set: objects (100000)"
+    )
+    parser.add_argument(
+        "--big-set-kib",
+        default="4,100",
+        help="big-set and restart: object sizes, min,max KiB, log-uniform (4,100)",
+    )
+    parser.add_argument(
+        "--prime-s",
+        type=float,
+        default=600.0,
+        help="bound on priming an object set, per target (600 s)",
+    )
+    parser.add_argument(
+        "--restart-objects", type=int, default=10_000, help="restart: objects (10000)"
+    )
+    parser.add_argument(
+        "--restart-load-s",
+        type=float,
+        default=30.0,
+        help="restart: the load run the restart happens in (30 s)",
     )
     parser.add_argument("--out", type=Path, help="output directory (default results/<timestamp>)")
     return parser.parse_args(argv)
@@ -689,6 +885,14 @@ def main(argv: list[str] | None = None) -> int:
         soak_s=args.soak_s,
         soak_window_s=args.soak_window_s,
         soak_entries=args.soak_entries,
+        edge_node_tier_bytes=args.edge_node_tier_bytes,
+        node_hit_objects=args.node_hit_objects or (5_000 if quick else 20_000),
+        big_set_objects=args.big_set_objects,
+        big_set_min_bytes=int(args.big_set_kib.split(",")[0]) << 10,
+        big_set_max_bytes=int(args.big_set_kib.split(",")[1]) << 10,
+        prime_s=args.prime_s,
+        restart_objects=args.restart_objects,
+        restart_load_s=args.restart_load_s,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / stamp
@@ -732,6 +936,10 @@ def main(argv: list[str] | None = None) -> int:
                 run_fleet(session)
             elif name in ("tls-new", "tls-resume"):
                 run_handshakes(session, fleet, scenario)
+            elif name == "node-hit":
+                run_node_hit(session, fleet, scenario)
+            elif name == "restart":
+                run_restart(session, fleet)
             else:
                 run_load_scenario(session, fleet, scenario)
     except KeyboardInterrupt:

@@ -93,6 +93,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A worker waiting for another worker's fetch of the same key re-reads the node tier with
     # a backoff from 1 ms up to this (proxy/cache/node.py, "Coalescing across workers").
     node_lease_poll_max_s: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.02
+    # A node-tier hit's access time (what eviction orders by) is written in a batch at most
+    # this late: one LMDB write transaction per batch, not per hit (0: every loop turn).
+    node_touch_delay_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.1
 
 
 class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

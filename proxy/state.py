@@ -119,6 +119,7 @@ def open_node_tier(cfg: Config, stats: WorkerStats) -> NodeTier | None:
             clock=time.time,
             lease_s=cfg.cache.coalesce_wait_s,
             uncacheable_s=cfg.cache.hit_for_miss_s,
+            touch_delay_s=cfg.cache.node_touch_delay_s,
         )
     except (NodeTierError, OSError) as e:
         log.error("node tier %s not used: %s", path, e)

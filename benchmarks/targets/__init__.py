@@ -74,8 +74,9 @@ class Target:
     needs: tuple[str, ...] = ()
     in_workdir = False  # run the server with its workdir as the current directory
 
-    def __init__(self, name: str, *, tls: TlsFiles | None = None) -> None:
+    def __init__(self, name: str, *, tls: TlsFiles | None = None, cache_bytes: int = 0) -> None:
         self.name = name
+        self.cache_bytes = cache_bytes  # the shared cache's size; 0: the template's default
         self.port = 0
         self.tls = tls  # also listen for HTTPS on tls_port, with this certificate
         self.tls_port = 0
@@ -99,10 +100,11 @@ class Target:
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None else []
 
-    def start(self, workdir: Path, origin_port: int, workers: int) -> None:
+    def start(self, workdir: Path, origin_port: int, workers: int, *, port: int = 0) -> None:
+        """Start on `port` (a restart keeps its clients' address), else on a free one."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.tls_port = free_port() if self.tls is not None else 0
         argv, env = self.command(origin_port, workers)
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - owned by the child
@@ -174,8 +176,9 @@ class EdgeTarget(Target):
         blocklist_key: Path | None = None,
         extra_args: list[str] | None = None,
         tls: TlsFiles | None = None,
+        cache_bytes: int = 0,
     ) -> None:
-        super().__init__(name, tls=tls)
+        super().__init__(name, tls=tls, cache_bytes=cache_bytes)
         self.admin_port = 0
         self.blocklist_dir = blocklist_dir
         self.blocklist_key = blocklist_key
@@ -220,6 +223,8 @@ class EdgeTarget(Target):
         if self.tls is not None:
             argv += ["--listen-tls", f"127.0.0.1:{self.tls_port}"]
             argv += ["--tls-cert", self.tls.cert_file, "--tls-key", self.tls.key_file]
+        if self.cache_bytes:
+            argv += ["--node-tier-bytes", str(self.cache_bytes)]
         argv += self.extra_args
         env = dict(os.environ, EDGEPROXY_ADMIN_TOKEN=self.admin_token)
         return argv, env
@@ -242,6 +247,7 @@ class NginxTarget(Target):
                 origin_port=origin_port,
                 workers=workers,
                 tls_listen=self._tls_listen(),
+                max_size=self.cache_bytes or "2g",
                 # As root the workers would switch to `nobody`, who cannot write our temp dir.
                 user_line="user root;" if os.geteuid() == 0 else "",
             )
@@ -285,7 +291,7 @@ class VarnishTarget(Target):
             "-a", f"127.0.0.1:{self.port}",
             "-T", "none",
             "-f", str(vcl),
-            "-s", "malloc,512m",
+            "-s", f"malloc,{self.cache_bytes or 512 << 20}",
             "-p", f"thread_pools={workers}",
         ]  # fmt: skip
         return argv, dict(os.environ)
@@ -318,7 +324,8 @@ class TrafficServerTarget(Target):
         values = {"port": self.port, "origin_port": origin_port, "workers": workers}
         (etc / "records.config").write_text(render("ats-records.config.tmpl", **values))
         (etc / "remap.config").write_text(render("ats-remap.config.tmpl", **values))
-        (etc / "storage.config").write_text(f"{var / 'cache'} 512M\n")
+        megabytes = (self.cache_bytes >> 20) or 512
+        (etc / "storage.config").write_text(f"{var / 'cache'} {megabytes}M\n")
         binary = shutil.which("traffic_server") or "traffic_server"
         return [binary, f"--run-root={root}"], dict(os.environ)
 

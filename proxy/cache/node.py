@@ -19,9 +19,12 @@ becomes visible: LMDB commits by a copy-on-write B+tree and one meta page write)
 mmap file of our own would need its own allocator, index and crash recovery: that is LMDB.
 
 What a node-tier hit costs a worker (the first time it needs the object; later hits are memory
-hits): the facade's vary + get + proof + adoption, in a loop with touches batched, 18 us for a
-4 KiB body and 94 us for 64 KiB (the body's sha256 dominates), against 0.5-1 us for a memory
-lookup (same throwaway script directory, hit.py; the 2 cores busy with the test suite).
+hits): the facade's vary + get + proof + adoption, in a loop with touches batched, was 18 us for
+a 4 KiB body and 94 us for 64 KiB while the proof re-hashed the body with sha256, against
+0.5-1 us for a memory lookup (same throwaway script directory, hit.py; the 2 cores busy with
+the test suite). Without the re-hash (below), `get` alone went from 11.5 to 9 us at 4 KiB and
+from 54 to 15 us at 64 KiB (process time, the machine shared). `python -m benchmarks.run
+--scenarios node-hit` measures a node-tier hit against an L1 hit through the whole server.
 
 Commits are not fsynced (`sync=False`): a crashed *process* loses nothing (its writes are in
 the page cache), a crashed *kernel* may lose or tear the last transactions. So the tier
@@ -48,11 +51,16 @@ Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary field
 A pushed host or prefix entry purges by `hostkey` and `urlseq` (issue 19: both used to walk
 every item's `Info`), so it costs what it purges; only a full version walks them all.
 
-A record proves itself before it is served, with the shared tier's own check
-(`shared.entry_of`: authority and path+query, Vary values, body sha256), after its envelope's
-magic and checksum (xxh3-128 of the whole record, which also covers the header fields the
-digest does not: 0.12 us at 4 KiB and 1.1 us at 64 KiB, where crc32 took 1.1 and 15.5 us). A
-record that fails is deleted and counted (`node_rejected`), never served.
+A record proves itself before it is served: its envelope's magic and checksum (xxh3-128 of
+the whole record: key, Vary values, headers, digest and body; 0.12 us at 4 KiB and 1.1 us at
+64 KiB, where crc32 took 1.1 and 15.5 us), then the shared tier's check (`shared.entry_of`:
+authority and path+query, Vary values) without re-hashing the body (`verify_body=False`): the
+digest was computed from the body by the worker that stored it, and the checksum proves body
+and digest are still the bytes it sealed, so a torn or flipped record fails there. A sha256
+would add no proof against a writer of the file either (it could write a matching digest), and
+it rejected every content-coded record, whose digest is that of the decoded body (the
+blocklist's identity digest, proxy/blocklist/digest.py). The shared tier, across machines,
+keeps re-hashing. A record that fails is deleted and counted (`node_rejected`), never served.
 
 Coalescing across workers: a worker about to fetch a key that neither its memory nor the node
 tier holds first takes the key's *lease* (`lease`: one write transaction, a few tens of
@@ -71,9 +79,12 @@ store what it fetched in the same loop turn (a body spooled to disk, larger than
 object bound), the waiter fetches too: that is the one case of two origin requests.
 
 Eviction keeps popular objects: an approximate LRU over access ticks. Each hit from this tier
-(a memory miss) and every 8th hot hit in memory (the memo's touch) queues a touch; touches and
-stores of one loop turn are written in one transaction at the end of the turn (`call_soon`),
-which then evicts the oldest ticks until the tier is within `cache.node_tier_bytes`. Purges are
+(a memory miss) and every 8th hot hit in memory (the memo's touch) queues a touch. Stores (and
+lease releases) are written in one transaction at the end of the loop turn (`call_soon`), with
+every touch queued by then; touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
+batch: a write transaction costs tens of microseconds, more than the rest of a node-tier hit,
+and an access time 0.1 s late changes no eviction that matters. The transaction then evicts the
+oldest ticks until the tier is within `cache.node_tier_bytes`. Purges are
 written at once (after the pending batch), so a purge is never undone by an older store of the
 same worker. Byte accounting is the record's length plus `INDEX_OVERHEAD_BYTES`.
 """
@@ -332,6 +343,7 @@ class NodeTier:
         clock: Callable[[], float] = time.time,
         lease_s: float = 15.0,
         uncacheable_s: float = 10.0,
+        touch_delay_s: float = 0.0,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -364,7 +376,9 @@ class NodeTier:
         self.pid = os.getpid()
         self.lease_s = lease_s
         self.uncacheable_s = uncacheable_s
+        self.touch_delay_s = touch_delay_s
         self._scheduled = False
+        self._touch_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
     # -- read (synchronous: inside lookup) ----------------------------------------------------
@@ -407,13 +421,13 @@ class NodeTier:
             rec = open_envelope(raw)
             if rec.vary_fields != fields:
                 raise Rejected("stored under other Vary fields")
-            entry = entry_of(rec, primary, lambda f: variant)
+            entry = entry_of(rec, primary, lambda f: variant, verify_body=False)
         except Rejected as e:
             self._reject(ikey, str(e))
             return None
         self.stats.node_hits += 1
         self._touches.add(ikey)
-        self._schedule()
+        self._schedule_touches()
         return entry
 
     def _reject(self, key: bytes, why: str, *, whole_primary: bool = False) -> None:
@@ -438,7 +452,26 @@ class NodeTier:
 
     def touch(self, entry: Entry) -> None:
         self._touches.add(item_key(entry.primary, entry.vary_fields, entry.variant))
-        self._schedule()
+        self._schedule_touches()
+
+    def _schedule_touches(self) -> None:
+        """Touches wait up to `touch_delay_s` for a batch (stores and releases do not: they
+        go at the end of the loop turn, and take the waiting touches with them)."""
+        if self.touch_delay_s <= 0:
+            self._schedule()
+            return
+        if self._scheduled or self._touch_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._touch_timer = loop.call_later(self.touch_delay_s, self._touches_due)
+
+    def _touches_due(self) -> None:
+        self._touch_timer = None
+        self.flush()
 
     def _schedule(self) -> None:
         if self._scheduled:
@@ -508,10 +541,11 @@ class NodeTier:
             with self._write() as txn:
                 held = txn.get(hp, db=db)
                 if held is not None:
-                    if self._held_by_other(held, now):
+                    pid, until = _LEASE.unpack(held)
+                    if self._other_holder(pid, until, now):
                         return False
-                    if self._marked_uncacheable(held, now):
-                        return True  # fetch in parallel, holding nothing
+                    if pid == 0 and until > now:
+                        return True  # marked uncacheable: fetch in parallel, holding nothing
                 txn.put(hp, _LEASE.pack(self.pid, now + self.lease_s), db=db)
         except lmdb.Error as e:
             self.stats.node_errors += 1
@@ -543,12 +577,11 @@ class NodeTier:
 
     def _held_by_other(self, held: bytes, now: float) -> bool:
         pid, until = _LEASE.unpack(held)
-        return 0 < pid != self.pid and until > now and _alive(pid)
+        return self._other_holder(pid, until, now)
 
-    @staticmethod
-    def _marked_uncacheable(held: bytes, now: float) -> bool:
-        pid, until = _LEASE.unpack(held)
-        return bool(pid == 0 and until > now)
+    def _other_holder(self, pid: int, until: float, now: float) -> bool:
+        """A lease record (pid 0: an uncacheable mark) held by another live worker."""
+        return 0 < pid != self.pid and until > now and _alive(pid)
 
     def _release(self, txn: Any, hp: bytes) -> None:
         held = txn.get(hp, db=self._db["lease"])
@@ -811,6 +844,9 @@ class NodeTier:
     def close(self) -> None:
         if self._closed:
             return
+        if self._touch_timer is not None:
+            self._touch_timer.cancel()
+            self._touch_timer = None
         self.flush()
         self._closed = True
         _close_env(self.path)

@@ -133,13 +133,20 @@ class Rejected(Exception):
     """A stored value that is not what was asked for, or not intact."""
 
 
-def entry_of(rec: Record, primary: PrimaryKey, variant_of: VariantOf) -> Entry:
-    """Rebuild an Entry, checking everything the pipeline would otherwise trust. Raises Rejected."""
+def entry_of(
+    rec: Record, primary: PrimaryKey, variant_of: VariantOf, *, verify_body: bool = True
+) -> Entry:
+    """Rebuild an Entry, checking everything the pipeline would otherwise trust. Raises Rejected.
+
+    `verify_body=False` skips re-hashing the body, for a record whose envelope already proves
+    that its body and digest are the ones written (the node tier's xxh3-128 seal: 18 µs of
+    sha256 at 4 KiB saved per read). The shared tier crosses machines and trust boundaries:
+    it keeps the default."""
     if (rec.authority, rec.raw_path_query) != primary:
         raise Rejected("primary key mismatch")
     if variant_of(rec.vary_fields) != rec.variant:
         raise Rejected("variant mismatch")
-    if hashlib.sha256(rec.body).digest() != rec.sha256:
+    if verify_body and hashlib.sha256(rec.body).digest() != rec.sha256:
         raise Rejected("body does not match its sha256")
     try:
         target = canonical_target(rec.raw_path_query, rec.authority.encode("ascii"))

@@ -5,6 +5,7 @@ is never served, and purges and blocklist pushes reach the tier."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -140,6 +141,35 @@ async def test_a_torn_record_is_never_served(origin_server, nodes) -> None:
     assert status == 200 and body == b"body of /t" and "detail=node" not in cs
     assert seen == ["/t", "/t"]
     assert await metric(again, "edgeproxy_node_tier_rejected") == 1
+
+
+async def test_a_content_coded_body_is_served_from_the_tier(origin_server, nodes) -> None:
+    """A gzip body is indexed by the digest of its decoded form (the blocklist's identity
+    digest), not of its stored bytes: a read that re-hashed the stored bytes rejected it, so a
+    coded response was fetched again by every worker and after every restart."""
+    seen: list[str] = []
+    identity = b"a body sent gzip-coded " * 200
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(
+            body=gzip.compress(identity),
+            headers={"Cache-Control": "max-age=300", "Content-Encoding": "gzip"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    origin = await origin_server(app)
+    node = tier_node(origin, nodes)
+    await node.start()
+    status, body, _ = await get(node.url + "/gz")  # the client decodes the gzip
+    assert status == 200 and body == identity
+    assert await node.stop() == 0
+    again = tier_node(origin, nodes, node.state_dir)
+    await again.start()
+    status, body, cs = await get(again.url + "/gz")
+    assert status == 200 and body == identity and "detail=node" in cs
+    assert seen == ["/gz"] and await metric(again, "edgeproxy_node_tier_rejected") == 0
 
 
 async def test_a_corrupt_tier_file_at_start_is_rebuilt(origin_server, nodes) -> None:

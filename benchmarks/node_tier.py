@@ -1,0 +1,252 @@
+"""The node tier's scenarios (issue 11): what `benchmarks.run` needs for `node-hit`, `big-set`
+and `restart` beyond its load runs: priming an object set, the edges they start, and the
+restart under load.
+
+- node-hit: an edge whose memory tier (L1) holds a few objects (`L1_CONFIG`: 128 KiB for the
+  node, 64 KiB per worker, objects up to 64 KiB) behind a node tier that holds the whole set;
+  uniform requests over `--node-hit-objects` 4 KiB objects are then answered by the node tier
+  (each read is adopted into L1, evicting another: the real cost of a node-tier hit), and one
+  hot 4 KiB URL by L1. Both on the same edge, alternated round by round.
+- big-set: Zipf over `--big-set-objects` objects of 4-100 KiB (`ObjectSet`), the edge with its
+  default L1 (256 MiB) and a node tier sized for the set, nginx, Varnish and Traffic Server
+  with shared caches sized the same (`cache_bytes`).
+- restart: an edge under Zipf load over a primed set is SIGTERMed and started again on the same
+  port and node tier; a probe on fresh connections every `PROBE_EVERY_S` times the gap, and one
+  pass over the whole set after the restart counts the origin requests it causes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from benchmarks import edge_ops
+from benchmarks.load import Measured, ObjectSet, Workload, drive
+from benchmarks.loadgen import run_load_sync
+from benchmarks.targets import EdgeTarget
+
+MiB = 1 << 20
+KiB = 1 << 10
+L1_CONFIG = """[cache]
+memory_cache_bytes = 131072
+max_object_bytes = 65536
+
+[[sites]]  # a config file needs one; the runner's --origin flag replaces it with the same
+name = "default"
+hosts = ["*"]
+origin = "http://127.0.0.1:{origin_port}"
+"""
+NODE_HIT_BYTES = 4096
+PRIME_CONNECTIONS = 16
+PROBE_EVERY_S = 0.01
+
+
+class OriginCounter(Protocol):
+    port: int
+
+    def requests(self) -> int: ...
+
+
+def cache_bytes_for(objects: ObjectSet) -> int:
+    """A shared cache that holds the whole set: its bytes, a quarter more for each target's
+    per-object overhead (heads, indexes, block rounding), and 256 MiB."""
+    return objects.total_bytes() * 5 // 4 + 256 * MiB
+
+
+@dataclass
+class Primed:
+    requests: int  # answers received
+    ok: int  # of them 200
+    origin_requests: int
+    seconds: float
+
+
+def prime_set(
+    base_url: str, objects: ObjectSet, origin: OriginCounter, *, deadline_s: float
+) -> Primed:
+    """Each object once, most popular first, on `PRIME_CONNECTIONS` connections, stopped at
+    `deadline_s` (what is not primed by then is a miss in the first measured runs)."""
+    before = origin.requests()
+    t0 = time.perf_counter()
+    result = run_load_sync(
+        base_url, iter(objects.paths()), connections=PRIME_CONNECTIONS, duration_s=deadline_s
+    )
+    return Primed(
+        result.requests,
+        result.statuses.get(200, 0),
+        origin.requests() - before,
+        time.perf_counter() - t0,
+    )
+
+
+def node_hit_objects(count: int) -> ObjectSet:
+    return ObjectSet(count, NODE_HIT_BYTES, NODE_HIT_BYTES)
+
+
+def node_hit_edge(workdir: Path, objects: ObjectSet, origin_port: int) -> EdgeTarget:
+    """The edge of node-hit: a few objects of L1 in front of a node tier holding the set."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "edgeproxy-node.toml"
+    config.write_text(L1_CONFIG.format(origin_port=origin_port))
+    return EdgeTarget(
+        "edgeproxy-node", cache_bytes=cache_bytes_for(objects), extra_args=["--config", str(config)]
+    )
+
+
+L1_PATH = f"/obj/{NODE_HIT_BYTES}/l1"  # one hot URL outside the set: always in L1
+
+
+def node_hit_workloads(objects: ObjectSet) -> dict[str, Workload]:
+    return {"L1 hit": Workload("url", L1_PATH), "node-tier hit": Workload("set", objects=objects)}
+
+
+def node_hit_table(result: dict[str, Any]) -> str:
+    lines = [
+        "| round | L1 hit µs CPU/req | node-tier hit µs CPU/req | ratio (goal ≤ 1.3) | "
+        "node-tier share of the node run |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rounds"]:
+        lines.append(
+            f"| {r['round']} | {r['l1_us']:.1f} | {r['node_us']:.1f} | {r['ratio']:.2f} | "
+            f"{r['node_share']:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+# -- restart under load -------------------------------------------------------------------------
+
+
+@dataclass
+class RestartSettings:
+    objects: ObjectSet
+    workers: int = 2
+    connections: int = 64
+    load_s: float = 30.0  # the whole load run, the restart inside it
+    before_s: float = 5.0  # load before the SIGTERM
+    prime_s: float = 600.0  # bound on priming the set
+    use_wrk: bool = True
+
+
+@dataclass
+class _Probe:
+    """GETs of one primed object on fresh connections: when the edge stopped and resumed
+    answering."""
+
+    port: int
+    path: str
+    log: list[tuple[float, bool]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t = time.perf_counter()
+            self.log.append((t, edge_ops.probe_status(self.port, self.path, 1.0) == 200))
+            time.sleep(max(0.0, PROBE_EVERY_S - (time.perf_counter() - t)))
+
+    def gap_after(self, t0: float) -> tuple[float, int]:
+        """(seconds from the first failed probe after `t0` to the next answered one, probes
+        failed); (0, 0) when none failed."""
+        first_fail = next((t for t, ok in self.log if t >= t0 and not ok), None)
+        if first_fail is None:
+            return 0.0, 0
+        back = next((t for t, ok in self.log if t > first_fail and ok), self.log[-1][0])
+        failed = sum(1 for t, ok in self.log if first_fail <= t <= back and not ok)
+        return back - first_fail, failed
+
+
+def run_restart(
+    workdir: Path, origin: OriginCounter, s: RestartSettings, say: Callable[[str], None]
+) -> dict[str, Any]:
+    edge = EdgeTarget("edgeproxy-restart", cache_bytes=cache_bytes_for(s.objects))
+    try:
+        edge.start(workdir, origin.port, s.workers)
+        primed = prime_set(edge.base_url, s.objects, origin, deadline_s=s.prime_s)
+        say(
+            f"restart: primed {primed.ok:,}/{s.objects.count:,} objects in "
+            f"{primed.seconds:.1f} s ({primed.origin_requests:,} origin requests)"
+        )
+        probe = _Probe(edge.port, s.objects.paths()[0])
+        loads: list[Measured] = []
+        workload = Workload("set", objects=s.objects, pick="zipf")
+
+        def load() -> None:
+            loads.append(
+                drive(
+                    edge.base_url,
+                    workload,
+                    duration_s=s.load_s,
+                    connections=s.connections,
+                    use_wrk=s.use_wrk,
+                )  # fmt: skip
+            )
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (load, probe.run)]
+        for t in threads:
+            t.start()
+        time.sleep(s.before_s)  # the load runs on its own; this only places the SIGTERM in it
+        t_term = time.perf_counter()
+        edge.stop()
+        t_stopped = time.perf_counter()
+        edge.start(workdir, origin.port, s.workers, port=edge.port)
+        t_ready = time.perf_counter()
+        say(f"restart: stopped in {t_stopped - t_term:.2f} s, ready {t_ready - t_term:.2f} s "
+            "after the SIGTERM; first pass over the set …")  # fmt: skip
+        first = prime_set(edge.base_url, s.objects, origin, deadline_s=s.prime_s)
+        threads[0].join(timeout=s.load_s + 120)
+        probe.stop.set()
+        threads[1].join(timeout=5)
+    finally:
+        edge.stop()
+    gap_s, failed_probes = probe.gap_after(t_term)
+    m = loads[0] if loads else None
+    result = {
+        "objects": s.objects.count,
+        "set_bytes": s.objects.total_bytes(),
+        "primed": primed.ok,
+        "prime_origin_requests": primed.origin_requests,
+        "stop_s": round(t_stopped - t_term, 3),
+        "ready_s": round(t_ready - t_term, 3),
+        "gap_s": round(gap_s, 3),
+        "failed_probes": failed_probes,
+        "first_pass_answers": first.requests,
+        "first_pass_ok": first.ok,
+        "first_pass_s": round(first.seconds, 2),
+        "first_pass_origin_requests": first.origin_requests,
+        "load_requests": m.requests if m else 0,
+        "load_errors": m.errors if m else 0,
+        "load_bad_status": m.unexpected if m else 0,
+        "load_tool": m.tool if m else "",
+    }
+    say(
+        f"restart: first pass {first.ok:,}/{s.objects.count:,} answered 200 with "
+        f"{first.origin_requests:,} origin requests; no service for {gap_s:.2f} s "
+        f"({failed_probes} probes failed); load errors {result['load_errors']}, "
+        f"bad status {result['load_bad_status']}"
+    )
+    return result
+
+
+def restart_table(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "| measure | value |",
+            "|---|---:|",
+            f"| objects (set bytes) | {r['objects']:,} ({r['set_bytes'] / MiB:,.0f} MiB) |",
+            f"| primed before the restart (origin requests) | {r['primed']:,} "
+            f"({r['prime_origin_requests']:,}) |",
+            f"| SIGTERM to exit / to ready again | {r['stop_s']:.2f} s / {r['ready_s']:.2f} s |",
+            f"| no service (probes every {PROBE_EVERY_S * 1000:g} ms, fresh connections) | "
+            f"{r['gap_s']:.2f} s ({r['failed_probes']} failed) |",
+            f"| first pass after the restart: 200s of objects | {r['first_pass_ok']:,} of "
+            f"{r['objects']:,} in {r['first_pass_s']:.1f} s |",
+            f"| **origin requests during the first pass** (goal ≈ 0) | "
+            f"**{r['first_pass_origin_requests']:,}** |",
+            f"| load across the restart: requests / errors / bad status | "
+            f"{r['load_requests']:,} / {r['load_errors']:,} / {r['load_bad_status']:,} |",
+        ]
+    )
