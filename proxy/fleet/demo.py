@@ -73,7 +73,7 @@ class FleetProcesses:
             "--save", "", "--appendonly", "no", "--logfile", str(d / "redis.log"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        await _until(lambda: _tcp_open(self.redis_port), 10.0, "redis-server answering")
+        await until(lambda: _tcp_open(self.redis_port), 10.0, "redis-server answering")
 
     def seed(self) -> None:
         """Version 1 (empty) in the drop, so nodes have a list to start on."""
@@ -105,7 +105,7 @@ class FleetProcesses:
             self.nodes.append(proc)
             self.ports.append((listen, admin))
         for (_, admin), proc in zip(self.ports, self.nodes, strict=True):
-            await _until(lambda a=admin, p=proc: _healthy(a, p), 60.0, f"node on admin {admin}")
+            await until(lambda a=admin, p=proc: _healthy(a, p), 60.0, f"node on admin {admin}")
 
     async def stop(self) -> None:
         for proc in [*self.nodes, self.redis]:
@@ -138,7 +138,7 @@ async def _healthy(admin: int, proc: asyncio.subprocess.Process) -> bool:
         return False
 
 
-async def _until(check: object, timeout_s: float, what: str) -> None:
+async def until(check: object, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         got = check()  # type: ignore[operator]

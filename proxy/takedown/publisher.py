@@ -168,11 +168,26 @@ class FileDrop:
         )
         self.max_bytes = max_bytes
         self.max_delta_chain = max(1, min(max_delta_chain, blformat.MAX_DELTA_CHAIN))
+        # The newest version as last resolved, and the directory's state it holds for: each
+        # publication would otherwise re-read and re-verify the whole delta chain (up to
+        # `max_delta_chain` signatures, inside the store's write transaction).
+        self._known: tuple[blformat.DirectoryState, Newest] | None = None
 
     def newest(self) -> Newest:
         """The newest version, verified with this service's key; `DropRefused` when a file
         claiming that sequence or a later one (or a file whose sequence cannot be read) is not
-        a valid version under that key."""
+        a valid version under that key. Resolved again only when a version file was added,
+        removed or replaced since the last time (by this service's `write` it is known)."""
+        from proxy.blocklist import format as blformat
+
+        state = blformat.directory_state(self.directory)
+        if self._known is not None and self._known[0] == state:
+            return self._known[1]
+        found = self._resolve()
+        self._known = (state, found)
+        return found
+
+    def _resolve(self) -> Newest:
         from proxy.blocklist import format as blformat
 
         info = blformat.LoadInfo()
@@ -208,6 +223,8 @@ class FileDrop:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / blformat.version_filename(sequence)
+        known = self._known
+        self._known = None
         blformat.write_version(
             path,
             sequence,
@@ -217,6 +234,19 @@ class FileDrop:
             private_key_pem=self._key,
             audit_head=audit_head,
         )
+        if known is not None and (base is None or base == known[1].sequence):
+            # When nothing but this file changed since `newest()` resolved what it rests on,
+            # the newest is now this version.
+            built_on = known[1]
+            after = blformat.directory_state(self.directory)
+            others = tuple(f for f in after if f[0] != path.name)
+            if others == tuple(f for f in known[0] if f[0] != path.name):
+                entries = {} if base is None else dict(built_on.entries)
+                for entry_id in removes or ():
+                    entries.pop(entry_id, None)
+                entries.update((e.id, e) for e in adds)
+                chain = 1 if base is None else built_on.chain_length + 1
+                self._known = (after, Newest(sequence, entries, chain))
         return path
 
 

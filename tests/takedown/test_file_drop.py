@@ -246,3 +246,30 @@ async def test_reversal_and_unsuspension_remove_only_the_services_entries(
         if e["event"] in ("reversal_published", "unsuspend_published")
     }
     assert set(kinds) == {"reversal", "unsuspend"} and max(kinds.values()) == seq
+
+
+def test_newest_is_known_after_a_write_and_resolved_again_after_anyone_elses(
+    tmp_path: Path,
+) -> None:
+    """Each publication asks for the newest version: re-verifying the whole delta chain every
+    time was the service's bottleneck (benchmarks/fleet.py). What this drop wrote itself is
+    known without reading it back, and must equal what the edge's loader resolves; a version
+    another publisher writes (a new file) is noticed and read."""
+    private, public = blformat.generate_keypair()
+    d = tmp_path / "drop"
+    drop = FileDrop(d, private, max_delta_chain=3)
+    for seq in range(1, 6):
+        newest = drop.newest()
+        if drop.needs_full(newest):
+            drop.write(seq, [*newest.entries.values(), *others(1, f"s{seq}")])
+        else:
+            drop.write(seq, others(1, f"s{seq}"), base=newest.sequence, removes=["s1-0"])
+        known = drop.newest()
+        entries, sequence = resolved(d, public)
+        assert (known.sequence, known.entries) == (sequence, entries)
+        assert known.chain_length == FileDrop(d, private).newest().chain_length
+    blformat.write_version(
+        d / blformat.version_filename(6), 6, others(2, "op"), base=5, private_key_pem=private
+    )
+    newest = drop.newest()
+    assert newest.sequence == 6 and {"op-0", "op-1", "s5-0"} <= set(newest.entries)
