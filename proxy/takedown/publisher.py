@@ -154,6 +154,7 @@ class FileDrop:
         *,
         max_bytes: int = 1 << 30,
         max_delta_chain: int = 64,
+        max_publications_per_version: int = 256,
     ) -> None:
         from cryptography.hazmat.primitives import serialization
 
@@ -168,6 +169,7 @@ class FileDrop:
         )
         self.max_bytes = max_bytes
         self.max_delta_chain = max(1, min(max_delta_chain, blformat.MAX_DELTA_CHAIN))
+        self.max_publications_per_version = max(1, max_publications_per_version)
         # The newest version as last resolved, and the directory's state it holds for: each
         # publication would otherwise re-read and re-verify the whole delta chain (up to
         # `max_delta_chain` signatures, inside the store's write transaction).
@@ -293,13 +295,15 @@ class Publisher:
         while True:
             await self._dispatch.wait()
             self._dispatch.clear()
+            pending: list[int] = []
             try:
-                for pid in await self.store.run(pubs.unpublished):
-                    await self._publish(pid)
+                pending = await self.store.run(pubs.unpublished)
+                while pending:
+                    pending = pending[await self._publish(pending) :]
                 refused_delay = self.policy.retry_initial_s
             except DropRefused as exc:
                 # Later publications wait too: a restore must not overtake its block.
-                await self._refused(pid, str(exc))
+                await self._refused(pending[0], str(exc))
                 await asyncio.sleep(refused_delay)
                 refused_delay = min(
                     refused_delay * self.policy.retry_factor, self.policy.retry_max_s
@@ -319,11 +323,14 @@ class Publisher:
             self._refusals[pid] = reason
             await self.store.run(pubs.record_refusal, pid, self.clock(), reason)
 
-    async def _publish(self, pid: int) -> None:
+    async def _publish(self, pids: list[int]) -> int:
+        """Publish the first of `pids` (with a file drop: as many as one version takes); how
+        many were published."""
         if self.file_drop is None:
-            await self.store.run(self._mark_published, pid)
-        else:
-            await self.store.run(self._drop_version, pid)
+            await self.store.run(self._mark_published, pids[0])
+            return 1
+        most = self.file_drop.max_publications_per_version
+        return int(await self.store.run(self._drop_version, pids[:most]))
 
     def _signed_head(self, conn: Any) -> dict[str, str | int | float] | None:
         """Every publication carries the chain head signed as it goes out."""
@@ -335,19 +342,30 @@ class Publisher:
     def _mark_published(self, conn: Any, pid: int) -> None:
         pubs.mark_published(conn, pid, self.clock(), None, self._signed_head(conn))
 
-    def _drop_version(self, conn: Any, pid: int) -> int:
-        """Write the next version; inside the transaction, so no sequence is taken twice."""
+    def _drop_version(self, conn: Any, pids: list[int]) -> int:
+        """Write the next version; inside the transaction, so no sequence is taken twice. It
+        carries the first of `pids` and the ones right after it of the same class (all blocks,
+        or all removals: a delta applies its removes before its adds, so a block and the
+        restore that undoes it never share one), each published as that version: under a
+        burst of decisions one signed file, fsync and feed entry serve many. How many it took."""
         drop = self.file_drop
         assert drop is not None
-        row = conn.execute("SELECT kind, entries FROM publications WHERE id = ?", (pid,)).fetchone()
-        mine = json.loads(row["entries"])
+        rows: list[Any] = []
+        for pid in pids:
+            row = conn.execute(
+                "SELECT kind, entries FROM publications WHERE id = ?", (pid,)
+            ).fetchone()
+            if rows and (row["kind"] in pubs.REMOVALS) != (rows[0]["kind"] in pubs.REMOVALS):
+                break
+            rows.append(row)
+        mine = [e for row in rows for e in json.loads(row["entries"])]
         newest = drop.newest()
-        if row["kind"] in pubs.REMOVALS:
+        if rows[0]["kind"] in pubs.REMOVALS:
             # Only what this service created may be removed, whatever the publication says.
             own = pubs.own_entry_ids(conn)
-            adds, gone = [], [e["id"] for e in mine if e["id"] in own]
+            adds, gone = [], list(dict.fromkeys(e["id"] for e in mine if e["id"] in own))
         else:
-            adds, gone = [as_entry(e) for e in mine], []
+            adds, gone = list({e["id"]: as_entry(e) for e in mine}.values()), []
         n = max(newest.sequence, pubs.last_file_sequence(conn)) + 1
         head = self._signed_head(conn)
         if drop.needs_full(newest):
@@ -359,8 +377,10 @@ class Publisher:
             drop.write(n, list(union.values()), audit_head=head)
         else:
             drop.write(n, adds, base=newest.sequence, removes=gone, audit_head=head)
-        pubs.mark_published(conn, pid, self.clock(), n, head)
-        return n
+        now = self.clock()
+        for pid in pids[: len(rows)]:
+            pubs.mark_published(conn, pid, now, n, head)
+        return len(rows)
 
     async def _worker(self, edge: Edge) -> None:
         wake = self._wake[edge.name]

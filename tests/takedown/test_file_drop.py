@@ -273,3 +273,44 @@ def test_newest_is_known_after_a_write_and_resolved_again_after_anyone_elses(
     )
     newest = drop.newest()
     assert newest.sequence == 6 and {"op-0", "op-1", "s5-0"} <= set(newest.entries)
+
+
+async def test_waiting_publications_share_a_version_and_a_removal_never_rides_with_a_block(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    """A burst of decisions: publications waiting together go out as one signed version (each
+    recorded with its sequence), at most `max_publications_per_version`, and blocks never
+    share one with the removal after them (a delta applies removes before adds)."""
+    from proxy.takedown import publications as pubs
+
+    private_pem, public_pem = blformat.generate_keypair()
+    drop_dir = tmp_path / "blocklist"
+    env = await with_drop(make_env, drop_dir, private_pem, max_publications_per_version=3)
+    svc: TakedownService = env.svc
+    edges = [e.url for e in env.edges]
+
+    def url(i: int) -> dict[str, str]:
+        return {"id": f"e{i}", "type": "url", "value": f"https://cdn.example/{i}"}
+
+    def create(conn: Any) -> list[int]:  # no kick: the dispatcher sleeps until told
+        now = env.clock()
+        blocks = [pubs.create_publication(conn, "block", now, edges, entries=[url(i)]) for i in range(4)]  # fmt: skip
+        lift = pubs.create_publication(conn, "withdrawal", now, edges, entries=[url(0)])
+        late = pubs.create_publication(conn, "block", now, edges, entries=[url(9)])
+        return [*blocks, lift, late]
+
+    pids = await svc.store.run(create)
+    assert svc.publisher is not None
+    svc.publisher.kick()
+
+    def sequences(conn: Any) -> list[int | None]:
+        q = "SELECT file_sequence FROM publications WHERE id = ?"
+        return [conn.execute(q, (p,)).fetchone()[0] for p in pids]
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while None in (seqs := await svc.store.run(sequences)):
+        assert asyncio.get_running_loop().time() < deadline, seqs
+        await asyncio.sleep(0.02)
+    assert seqs == [1, 1, 1, 2, 3, 4]
+    entries, seq = resolved(drop_dir, public_pem)
+    assert seq == 4 and sorted(entries) == ["e1", "e2", "e3", "e9"]
