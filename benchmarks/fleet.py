@@ -49,7 +49,7 @@ from proxy.blocklist.format import render_version
 from proxy.blocklist.model import Entry, EntryType
 from proxy.config import FleetConfig
 from proxy.fleet import feed
-from proxy.fleet.demo import DEMO_TOKEN, FleetProcesses, free_port, until
+from proxy.fleet.demo import DEMO_TOKEN, FleetProcesses, demo_notice, free_port, until
 
 
 def pcts(values: list[float]) -> dict[str, float]:
@@ -161,17 +161,6 @@ async def _cli(*args: str) -> str:
     return out.decode().strip().splitlines()[-1]
 
 
-def _notice(url: str) -> dict[str, Any]:
-    return {
-        "complainant": {"name": "Rights Holder KK", "email": "legal@example.jp"},
-        "works": [{"title": "Manga vol. 1"}],
-        "targets": [{"url": url}],
-        "legal_basis": "hosted",
-        "statements": {"good_faith": True, "accurate": True},
-        "signature": "Taro Yamada",
-    }
-
-
 async def run_service(
     fleet: FleetProcesses, root: Path, duration_s: float, clients: int, drain_s: float
 ) -> dict[str, Any]:
@@ -214,7 +203,7 @@ async def run_service(
             async def client() -> None:
                 while loop.time() < deadline:
                     url = f"http://{host}/notice-{nonce}-{next(seen)}"
-                    async with s.post(base + "/notices", json=_notice(url), headers={"Authorization": f"Bearer {submitter}"}) as resp:  # fmt: skip
+                    async with s.post(base + "/notices", json=demo_notice(url), headers={"Authorization": f"Bearer {submitter}"}) as resp:  # fmt: skip
                         body = await resp.json()
                     if resp.status != 201:
                         counts["errors"] += 1

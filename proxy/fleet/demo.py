@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -205,6 +207,18 @@ async def run_fleet_demo(n: int, *, for_s: float, service_port: int, origin_port
         await origin_runner.cleanup()
 
 
+def demo_notice(url: str) -> dict[str, Any]:
+    """A complete notice (every element the law asks for) naming one URL."""
+    return {
+        "complainant": {"name": "Rights Holder KK", "email": "legal@example.jp"},
+        "works": [{"title": "Manga vol. 1"}],
+        "targets": [{"url": url}],
+        "legal_basis": "hosted",
+        "statements": {"good_faith": True, "accurate": True},
+        "signature": "Taro Yamada",
+    }
+
+
 def _explain(fleet: FleetProcesses, service_port: int, key: str, root: Path, for_s: float) -> None:
     first = fleet.ports[0][0]
     print(f"redis-server on {fleet.redis_url}; {fleet.n} edge nodes; files and logs in {root}")
@@ -213,13 +227,7 @@ def _explain(fleet: FleetProcesses, service_port: int, key: str, root: Path, for
     print(
         f"takedown service on http://127.0.0.1:{service_port}; stops in {for_s:.0f} s or on Ctrl-C"
     )
-    notice = (
-        '{"complainant":{"name":"Rights Holder KK","email":"legal@example.jp"},'
-        '"works":[{"title":"Manga vol. 1"}],'
-        f'"targets":[{{"url":"http://127.0.0.1:{first}/manga/ch1"}}],'
-        '"legal_basis":"hosted","statements":{"good_faith":true,"accurate":true},'
-        '"signature":"Taro Yamada"}'
-    )
+    notice = json.dumps(demo_notice(f"http://127.0.0.1:{first}/manga/ch1"), separators=(",", ":"))
     print("try:")
     print(
         f"  curl -s -o /dev/null -w '%{{http_code}}\\n' http://127.0.0.1:{first}/manga/ch1   (200)"

@@ -91,8 +91,8 @@ class Follower:
         self._unacked: dict[int, float] = {}
         self._acked = 0  # the newest version acknowledged
         self._task: asyncio.Task[None] | None = None
-        # Held while a version is applied and acknowledged: a stop (a reload's new [fleet], or
-        # the node's shutdown) waits for it instead of cutting an apply in half.
+        # Held while a version is applied and acknowledged: a reload's new [fleet] waits for
+        # it instead of cutting an apply in half.
         self._applying = asyncio.Lock()
 
     def _configure(self, cfg: Config) -> None:
@@ -148,10 +148,11 @@ class Follower:
             self._unacked[self.version] = self.blocklist.applied_at
         self._task = asyncio.create_task(self._run(), name="fleet-follower")
 
-    async def stop(self) -> None:
-        """End the session: between versions, never in the middle of applying one."""
+    async def stop(self, *, between_versions: bool = False) -> None:
+        """End the session (the node's shutdown: at once); `between_versions`: never in the
+        middle of applying one, which finishes first."""
         if self._task is not None:
-            async with self._applying:
+            async with self._applying if between_versions else contextlib.nullcontext():
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -162,7 +163,7 @@ class Follower:
         stays enforced throughout (nothing is unapplied; the new feed's older versions are
         skipped, a newer full version is bootstrapped from). The node's acknowledgement of that
         version goes to the new feed first, under its (possibly new) name; counters go on."""
-        await self.stop()
+        await self.stop(between_versions=True)
         before = self.where, self.name, self.keys
         try:
             self._configure(cfg)
