@@ -222,18 +222,20 @@ class Follower:
         await self._flush_acks(r)
         last_id = await self._bootstrap(r) or "0-0"
         block_ms = max(1, int(self.cfg.block_s * 1000))
-        head, _ = await feed.read_head(r, self.keys)
-        if head < self.version:
-            log.warning(
-                "fleet feed %s: its newest version %d is older than the enforced %d (another "
-                "feed, or one restarted empty): keeping %d, applying only newer versions",
-                self.where,
-                head,
-                self.version,
-                self.version,
-            )
+        first = True
         while True:
             self.head, _ = await feed.read_head(r, self.keys)
+            if first and self.head < self.version:
+                log.warning(
+                    "fleet feed %s: its newest version %d is older than the enforced %d "
+                    "(another feed, or one restarted empty): keeping %d, applying only newer "
+                    "versions",
+                    self.where,
+                    self.head,
+                    self.version,
+                    self.version,
+                )
+            first = False
             if self.version >= self.head:
                 self.current_at = self.clock()
             got = await r.xread({self.keys.stream: last_id}, block=block_ms, count=100)
