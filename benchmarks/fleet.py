@@ -14,7 +14,15 @@ Starts redis-server and N edge nodes (`proxy/fleet/demo.py` `FleetProcesses`, ea
 
 Then a sample of the pushed URLs is fetched from every node: each must be 451.
 
-    python -m benchmarks.fleet --nodes 5 --pushes 100
+Before the pushes, **the takedown service** (`edgeproxy takedown serve --fleet … --fleet-node …`,
+its own process, its file drop mirrored into the same feed) is driven for `--service-s` seconds
+by `--clients` concurrent clients, each filing a notice (a submitter's account, one new URL per
+notice, so one case each) and deciding it at once (an operator's account): notices/s accepted,
+decisions/s, published versions/s, and per case decision → published and decision → enforced
+on every node (the last node's enforced_at, from the service's own delivery records), after
+the service has been given `--drain-s` to deliver what was decided.
+
+    python -m benchmarks.fleet --nodes 5 --pushes 100 --service-s 5
 """
 
 from __future__ import annotations
@@ -23,12 +31,16 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -37,7 +49,7 @@ from proxy.blocklist.format import render_version
 from proxy.blocklist.model import Entry, EntryType
 from proxy.config import FleetConfig
 from proxy.fleet import feed
-from proxy.fleet.demo import DEMO_TOKEN, FleetProcesses
+from proxy.fleet.demo import DEMO_TOKEN, FleetProcesses, demo_notice, free_port, until
 
 
 def pcts(values: list[float]) -> dict[str, float]:
@@ -81,7 +93,15 @@ async def _acked_by_all(r: Any, keys: feed.Keys, names: list[str], seq: int, las
     return last_id
 
 
-async def run(nodes: int = 5, pushes: int = 100, root: Path | None = None) -> dict[str, Any]:
+async def run(
+    nodes: int = 5,
+    pushes: int = 100,
+    root: Path | None = None,
+    *,
+    service_s: float = 5.0,
+    clients: int = 8,
+    drain_s: float = 60.0,
+) -> dict[str, Any]:
     root = root or Path(tempfile.mkdtemp(prefix="edgeproxy-bench-fleet-"))
     origin, origin_port = await _origin()
     fleet = FleetProcesses(root, nodes, f"http://127.0.0.1:{origin_port}")
@@ -93,13 +113,16 @@ async def run(nodes: int = 5, pushes: int = 100, root: Path | None = None) -> di
         await feed.publish(r, keys, (fleet.drop / "blocklist-0000000001.jsonl").read_bytes())
         await fleet.start_nodes()
         names = fleet.names()
-        last = await r.xrevrange(keys.ack_stream, count=1)
-        last_id = feed._s(last[0][0]) if last else "0-0"
         last_id = await _acked_by_all(r, keys, names, 1, "0-0")
+        service = None
+        if service_s > 0:
+            service = await run_service(fleet, root, service_s, clients, drain_s)
+        head, _ = await feed.read_head(r, keys)
+        last_id = await _acked_by_all(r, keys, names, head, "0-0")
         nonce = uuid.uuid4().hex[:6]
         acked, enforced = [], []
         for i in range(pushes):
-            seq = i + 2
+            seq = head + 1 + i
             e = Entry(f"f-{nonce}-{i}", EntryType.URL, f"http://127.0.0.1/fleet-{nonce}-{i}")
             data = render_version(seq, [e], base=seq - 1, private_key_pem=fleet.private)
             t_wall, t0 = time.time(), time.perf_counter()
@@ -117,13 +140,174 @@ async def run(nodes: int = 5, pushes: int = 100, root: Path | None = None) -> di
             "fleet_acked_ms": pcts(acked),
             "fleet_enforced_ms": pcts(enforced),
             "admin_fanout_ms": pcts(fanout),
-            "not_451": wrong,
+            "not_451": wrong + (service["not_451"] if service else 0),
+            "service": service,
             "cpus": os.cpu_count(),
             "loadavg": os.getloadavg(),
         }
     finally:
         await fleet.stop()
         await origin.cleanup()
+
+
+async def _cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"edgeproxy {' '.join(args[:2])}: {out.decode()}")
+    return out.decode().strip().splitlines()[-1]
+
+
+async def run_service(
+    fleet: FleetProcesses, root: Path, duration_s: float, clients: int, drain_s: float
+) -> dict[str, Any]:
+    """The takedown service as its own process, publishing to the fleet's feed; `clients`
+    file and decide notices for `duration_s`, then the service gets `drain_s` to deliver."""
+    db = str(root / "takedown.db")
+    submitter = await _cli("takedown", "add-account", "--db", db, "--name", "bench", "--role", "submitter")  # fmt: skip
+    operator = await _cli("takedown", "add-account", "--db", db, "--name", "desk", "--role", "operator")  # fmt: skip
+    host = f"127.0.0.1:{fleet.ports[0][0]}"
+    await _cli("takedown", "add-site", "--db", db, "--host", host, "--customer", "bench")
+    # Every notice names the same site: without this, the repeat-infringer policy would
+    # suspend it (a host entry blocking all of 127.0.0.1) after the second one.
+    cfg = root / "takedown.toml"
+    big = 10**9
+    cfg.write_text(
+        f"[strikes]\nwarn_at = {big}\nsuspend_at = {big + 1}\n"
+        f"unverified_warn_at = {big}\nunverified_suspend_at = {big + 1}\n"
+    )
+    port = free_port()
+    log = open(root / "takedown.log", "wb")  # noqa: SIM115 - the child owns it
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.cli", "takedown", "serve", "--listen", f"127.0.0.1:{port}",
+        "--db", db, "--config", str(cfg), "--blocklist-dir", str(fleet.drop),
+        "--signing-key", str(root / "keys" / "blocklist.key"), "--fleet", fleet.redis_url,
+        *(a for n in fleet.names() for a in ("--fleet-node", n)),
+        stdout=log, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    nonce = uuid.uuid4().hex[:6]
+    try:
+        async with aiohttp.ClientSession() as s:
+            await until(lambda: _answers(s, base + "/healthz", proc), 30.0, "takedown service")
+            counts = {"accepted": 0, "decided": 0, "errors": 0}
+            loop = asyncio.get_running_loop()
+            t0 = time.time()
+            deadline = loop.time() + duration_s
+            seen = iter(range(10**9))
+
+            async def client() -> None:
+                while loop.time() < deadline:
+                    url = f"http://{host}/notice-{nonce}-{next(seen)}"
+                    async with s.post(base + "/notices", json=demo_notice(url), headers={"Authorization": f"Bearer {submitter}"}) as resp:  # fmt: skip
+                        body = await resp.json()
+                    if resp.status != 201:
+                        counts["errors"] += 1
+                        continue
+                    counts["accepted"] += 1
+                    decision = {"decision": "action", "reason": "bench"}
+                    async with s.post(f"{base}/cases/{body['case']}/decision", json=decision, headers={"Authorization": f"Bearer {operator}"}) as resp:  # fmt: skip
+                        await resp.read()
+                    if resp.status == 200:
+                        counts["decided"] += 1
+                    else:
+                        counts["errors"] += 1
+
+            await asyncio.gather(*(client() for _ in range(clients)))
+            filed_s = time.time() - t0
+            n_nodes = len(fleet.names())
+            drained = await _drain(db, counts["decided"], n_nodes, drain_s)
+            rows = _cases(db, n_nodes)
+            wrong = 0
+            for listen, _ in fleet.ports:  # a sample of what was decided answers 451 everywhere
+                for path in [r["path"] for r in rows[:: max(1, len(rows) // 10)]]:
+                    async with s.get(f"http://127.0.0.1:{listen}{path}") as resp:
+                        wrong += resp.status != 451
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    published = [r["published_at"] for r in rows if r["published_at"]]
+    done = [r for r in rows if r["enforced_at"] is not None]
+    decided = [r["decided_at"] for r in rows]
+    span = (max(published) - min(decided)) if published and decided else 0.0
+    return {
+        "duration_s": filed_s,
+        "clients": clients,
+        "accepted": counts["accepted"],
+        "decided": counts["decided"],
+        "errors": counts["errors"],
+        "notices_per_s": counts["accepted"] / filed_s,
+        "decisions_per_s": counts["decided"] / filed_s,
+        "published_per_s": len(published) / span if span > 0 else 0.0,
+        "versions": len({r["file_sequence"] for r in rows if r["file_sequence"]}),
+        "decided_to_published_ms": pcts(
+            [(r["published_at"] - r["decided_at"]) * 1e3 for r in rows if r["published_at"]]
+        ),
+        "decided_to_enforced_ms": pcts([(r["enforced_at"] - r["decided_at"]) * 1e3 for r in done]),
+        "enforced_on_all": len(done),
+        "drained": drained,
+        "not_451": wrong,
+    }
+
+
+async def _answers(s: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> bool:
+    if proc.returncode is not None:
+        raise RuntimeError(f"the takedown service exited with {proc.returncode}")
+    try:
+        async with s.get(url) as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+def _cases(db: str, n_nodes: int) -> list[dict[str, Any]]:
+    """Per decided case: when it was decided and published, its version, the target's path,
+    and when the last of the nodes enforced it (None until all have)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT c.decided_at, p.published_at, p.file_sequence, p.entries,"
+            " MAX(d.enforced_at) AS last, COUNT(d.enforced_at) AS n"
+            " FROM cases c JOIN publications p ON p.case_id = c.id"
+            " LEFT JOIN deliveries d ON d.publication_id = p.id"
+            " WHERE c.decided_at IS NOT NULL GROUP BY p.id ORDER BY p.id"
+        ).fetchall()
+    finally:
+        conn.close()
+    out = []
+    for row in rows:
+        value = json.loads(row["entries"])[0]["value"]
+        out.append(
+            {
+                "decided_at": row["decided_at"],
+                "published_at": row["published_at"],
+                "file_sequence": row["file_sequence"],
+                "enforced_at": row["last"] if row["n"] == n_nodes else None,
+                "path": urlsplit(value).path,
+            }
+        )
+    return out
+
+
+async def _drain(db: str, decided: int, n_nodes: int, timeout_s: float) -> bool:
+    """Poll (with a deadline) until every decided case is enforced on every node."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        rows = _cases(db, n_nodes)
+        if len(rows) >= decided and all(r["enforced_at"] is not None for r in rows):
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 async def _fanout(fleet: FleetProcesses, pushes: int, nonce: str) -> list[float]:
@@ -157,6 +341,28 @@ async def _check_451(fleet: FleetProcesses, nonce: str, pushes: int) -> int:
     return wrong
 
 
+def service_table(sv: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"takedown service, {sv['clients']} clients filing and deciding for "
+            f"{sv['duration_s']:.1f} s: {sv['accepted']} notices accepted "
+            f"({sv['notices_per_s']:.1f}/s), {sv['decided']} decided ({sv['decisions_per_s']:.1f}/s), "
+            f"published {sv['published_per_s']:.1f}/s in {sv['versions']} versions, enforced on "
+            f"every node: {sv['enforced_on_all']}/{sv['decided']}; errors {sv['errors']}",
+            "",
+            "| per case | p50 ms | p99 ms | max ms |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {name} | {p['p50']:.1f} | {p['p99']:.1f} | {p['max']:.1f} |"
+                for name, p in (
+                    ("decision → published", sv["decided_to_published_ms"]),
+                    ("decision → enforced on every node", sv["decided_to_enforced_ms"]),
+                )
+            ),
+        ]
+    )
+
+
 def table(result: dict[str, Any]) -> str:
     rows = [
         ("fleet feed: every node's ack seen", result["fleet_acked_ms"]),
@@ -172,6 +378,8 @@ def table(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     lines += [f"| {n} | {p['p50']:.1f} | {p['p99']:.1f} | {p['max']:.1f} |" for n, p in rows]
+    if result.get("service"):
+        lines += ["", service_table(result["service"])]
     return "\n".join(lines)
 
 
@@ -179,9 +387,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--pushes", type=int, default=100)
+    p.add_argument("--service-s", type=float, default=5.0, help="0: no takedown service part")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--drain-s", type=float, default=60.0)
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args()
-    result = asyncio.run(run(args.nodes, args.pushes))
+    result = asyncio.run(
+        run(
+            args.nodes,
+            args.pushes,
+            service_s=args.service_s,
+            clients=args.clients,
+            drain_s=args.drain_s,
+        )
+    )
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

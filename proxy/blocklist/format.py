@@ -438,6 +438,32 @@ def list_versions(directory: str | os.PathLike[str]) -> list[Path]:
     ]
 
 
+DirectoryState = tuple[tuple[str, int, int, int], ...]
+
+
+def directory_state(directory: str | os.PathLike[str]) -> DirectoryState:
+    """(name, inode, size, mtime_ns) of every candidate version file: a listing and a stat per
+    file, no read. Equal states mean no version file was added, removed or replaced since
+    (`write_atomic` replaces: a new inode), so what was resolved from it still holds."""
+    out = []
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                name = entry.name
+                if not name.endswith(SUFFIX) or name.startswith("."):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except OSError:
+                    continue
+                out.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(sorted(out))
+
+
 def load_newest(
     directory: str | os.PathLike[str],
     public_key_pem: bytes,

@@ -53,6 +53,8 @@ class NodeBlocklist:
         # The enforced file version's signed validity; None when its signer set none.
         self.valid_until: float | None = None
         self.pushed: dict[str, Entry] = {}
+        self._pushed_written: bytes | None = None  # what pushed-entries.json holds
+        self._audit_head_unwritten = False  # kept with the next state write
         self.version = 0
         self.applied_at = 0.0
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
@@ -92,11 +94,15 @@ class NodeBlocklist:
     def _audit_head_path(self) -> Path:
         return self.state_dir / "audit-head.json"
 
-    def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
+    def keep_audit_head(self, head: dict[str, Any] | None, via: str, *, now: bool = True) -> None:
+        """`now=False`: written with the state files of the version being made (off the event
+        loop, overlapping the workers' apply)."""
         if head is None:
             return
         self.audit_head = {**head, "received_at": time.time(), "via": via}
-        write_atomic(self._audit_head_path, msgspec.json.encode(self.audit_head))
+        self._audit_head_unwritten = not now
+        if now:
+            write_atomic(self._audit_head_path, msgspec.json.encode(self.audit_head))
 
     @property
     def full_path(self) -> Path:
@@ -120,8 +126,26 @@ class NodeBlocklist:
         ]
 
     def _persist(self) -> None:
-        write_atomic(self._pushed_path, msgspec.json.encode(list(self.pushed.values())))
-        write_atomic(self._version_path, str(self.version).encode())
+        self._write_state(self._state_bytes())
+
+    def _state_bytes(self) -> dict[Path, bytes]:
+        """What the state files must hold now, file by file, leaving out those that hold it
+        already: a file or feed version leaves the pushed entries as they were, and each
+        write_atomic costs two fsyncs (file and directory)."""
+        out = {}
+        pushed = msgspec.json.encode(list(self.pushed.values()))
+        if pushed != self._pushed_written:
+            out[self._pushed_path] = pushed
+        out[self._version_path] = str(self.version).encode()
+        if self._audit_head_unwritten and self.audit_head is not None:
+            out[self._audit_head_path] = msgspec.json.encode(self.audit_head)
+        return out
+
+    def _write_state(self, files: dict[Path, bytes]) -> None:
+        for path, data in files.items():
+            write_atomic(path, data)
+        self._pushed_written = files.get(self._pushed_path, self._pushed_written)
+        self._audit_head_unwritten &= self._audit_head_path not in files
 
     def load_initial(self) -> None:
         """Read the state directory and the blocklist directory before any worker starts.
@@ -371,7 +395,7 @@ class NodeBlocklist:
             self.file_sequence, self.file_sha256 = v.sequence, v.sha256
             self.valid_until = v.valid_until
             self.last_errors = []
-            self.keep_audit_head(v.audit_head, f"feed:{v.sequence}")
+            self.keep_audit_head(v.audit_head, f"feed:{v.sequence}", now=False)
             size = len(self.file_entries) + len(self.pushed)
             return await self._file_changed(adds, removes, size, v.sequence, enforced)
 
@@ -412,11 +436,18 @@ class NodeBlocklist:
         """Apply a change to every worker as a delta (cheap at any list size); the compiled
         full version is refreshed afterwards, off the answer's path."""
         self.version += 1
-        self._persist()
+        # The state files' fsyncs (in a thread) overlap the workers' apply instead of
+        # preceding it; the answer waits for both, so it never names a version that a restart
+        # could forget. A failed write still fails the change, as before.
+        persisted = asyncio.ensure_future(asyncio.to_thread(self._write_state, self._state_bytes()))
         args = {"version": self.version, "add": msgspec.to_builtins(adds), "remove": removes}
         self.deltas.append(args)
         self.overlay_changes += len(adds) + len(removes)
-        result = await self._distribute("blocklist.delta", args, source)
+        try:
+            result = await self._distribute("blocklist.delta", args, source)
+        finally:
+            await asyncio.gather(persisted, return_exceptions=True)
+        persisted.result()
         self._schedule_refresh()
         return result
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proxy.blocklist import format as blformat
 from proxy.config import FleetConfig
 from proxy.fleet import feed
 from proxy.fleet.feed import Keys
@@ -54,6 +55,8 @@ class FleetFeed:
         self.resync_interval_s = resync_interval_s
         self.redis: Any = feed.connect(cfg)
         self._lock = asyncio.Lock()
+        # The drop's file state and the feed's head after the last sync.
+        self._synced: tuple[blformat.DirectoryState, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self.store: Store | None = None
 
@@ -65,12 +68,21 @@ class FleetFeed:
         self.store = store
 
     async def sync(self) -> list[int]:
-        """Publish what the drop has and the feed lacks; the sequences published."""
+        """Publish what the drop has and the feed lacks; the sequences published. Every node's
+        delivery calls this for the same publication, and the resync loop every few seconds:
+        when neither the drop's files nor the feed's head changed since the last pass, there
+        is nothing to do (a listing and one HMGET), and otherwise only the versions past the
+        feed's head are read and verified, not the drop's whole chain."""
         async with self._lock:
+            head, _ = await feed.read_head(self.redis, self.keys)
+            state = await asyncio.to_thread(blformat.directory_state, self.drop.directory)
+            if (state, head) == self._synced:
+                return []
             chain = await asyncio.to_thread(
-                feed.newest_chain, self.drop.directory, self.drop.public_key_pem
+                feed.newest_chain, self.drop.directory, self.drop.public_key_pem, after=head
             )
             published = await feed.publish_chain(self.redis, self.keys, chain)
+            self._synced = (state, max([head, *published]))
         if published:
             log.info("fleet feed: published versions %s", published)
         return published

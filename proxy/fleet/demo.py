@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -73,7 +75,7 @@ class FleetProcesses:
             "--save", "", "--appendonly", "no", "--logfile", str(d / "redis.log"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        await _until(lambda: _tcp_open(self.redis_port), 10.0, "redis-server answering")
+        await until(lambda: _tcp_open(self.redis_port), 10.0, "redis-server answering")
 
     def seed(self) -> None:
         """Version 1 (empty) in the drop, so nodes have a list to start on."""
@@ -105,7 +107,7 @@ class FleetProcesses:
             self.nodes.append(proc)
             self.ports.append((listen, admin))
         for (_, admin), proc in zip(self.ports, self.nodes, strict=True):
-            await _until(lambda a=admin, p=proc: _healthy(a, p), 60.0, f"node on admin {admin}")
+            await until(lambda a=admin, p=proc: _healthy(a, p), 60.0, f"node on admin {admin}")
 
     async def stop(self) -> None:
         for proc in [*self.nodes, self.redis]:
@@ -138,7 +140,7 @@ async def _healthy(admin: int, proc: asyncio.subprocess.Process) -> bool:
         return False
 
 
-async def _until(check: object, timeout_s: float, what: str) -> None:
+async def until(check: object, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         got = check()  # type: ignore[operator]
@@ -205,6 +207,18 @@ async def run_fleet_demo(n: int, *, for_s: float, service_port: int, origin_port
         await origin_runner.cleanup()
 
 
+def demo_notice(url: str) -> dict[str, Any]:
+    """A complete notice (every element the law asks for) naming one URL."""
+    return {
+        "complainant": {"name": "Rights Holder KK", "email": "legal@example.jp"},
+        "works": [{"title": "Manga vol. 1"}],
+        "targets": [{"url": url}],
+        "legal_basis": "hosted",
+        "statements": {"good_faith": True, "accurate": True},
+        "signature": "Taro Yamada",
+    }
+
+
 def _explain(fleet: FleetProcesses, service_port: int, key: str, root: Path, for_s: float) -> None:
     first = fleet.ports[0][0]
     print(f"redis-server on {fleet.redis_url}; {fleet.n} edge nodes; files and logs in {root}")
@@ -213,13 +227,7 @@ def _explain(fleet: FleetProcesses, service_port: int, key: str, root: Path, for
     print(
         f"takedown service on http://127.0.0.1:{service_port}; stops in {for_s:.0f} s or on Ctrl-C"
     )
-    notice = (
-        '{"complainant":{"name":"Rights Holder KK","email":"legal@example.jp"},'
-        '"works":[{"title":"Manga vol. 1"}],'
-        f'"targets":[{{"url":"http://127.0.0.1:{first}/manga/ch1"}}],'
-        '"legal_basis":"hosted","statements":{"good_faith":true,"accurate":true},'
-        '"signature":"Taro Yamada"}'
-    )
+    notice = json.dumps(demo_notice(f"http://127.0.0.1:{first}/manga/ch1"), separators=(",", ":"))
     print("try:")
     print(
         f"  curl -s -o /dev/null -w '%{{http_code}}\\n' http://127.0.0.1:{first}/manga/ch1   (200)"

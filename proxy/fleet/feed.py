@@ -188,11 +188,17 @@ async def publish(r: Any, keys: Keys, data: bytes, *, now: float | None = None) 
 
 
 def newest_chain(
-    directory: str | os.PathLike[str], public_key_pem: bytes, *, max_bytes: int = 1 << 30
+    directory: str | os.PathLike[str],
+    public_key_pem: bytes,
+    *,
+    max_bytes: int = 1 << 30,
+    after: int = 0,
 ) -> list[tuple[blformat.Version, bytes]]:
     """The newest valid version in a directory and the versions it rests on down to a full
     one, oldest first, with each file's bytes: what a feed needs to let a node go from
-    nothing to the newest. Verified with the edge's own reader; [] when there is none."""
+    nothing to the newest. With `after` (the feed's head), down to the first version resting
+    on it instead: only what the feed lacks is read and verified. Verified with the edge's own
+    reader; [] when there is none (or nothing newer than `after`)."""
     by_seq: dict[int, list[Path]] = {}
     for path in blformat.list_versions(directory):
         seq = blformat.peek_sequence(path)
@@ -211,11 +217,13 @@ def newest_chain(
         return None
 
     for top in sorted(by_seq, reverse=True):
+        if top <= after:
+            return []
         chain: list[tuple[blformat.Version, bytes]] = []
         found = at(top)
         while found is not None and len(chain) <= blformat.MAX_DELTA_CHAIN:
             chain.append(found)
-            if found[0].base is None:
+            if found[0].base is None or (after and found[0].base == after):
                 return list(reversed(chain))
             found = at(found[0].base)
     return []
@@ -224,9 +232,10 @@ def newest_chain(
 async def publish_chain(
     r: Any, keys: Keys, chain: Iterable[tuple[blformat.Version, bytes]]
 ) -> list[int]:
-    """Bring the feed up to a chain (oldest first, starting with a full version): publish the
-    versions past its head; the whole chain when the feed is empty or its head is older than
-    the chain's full version (Redis restarted empty, or first use). The published sequences."""
+    """Bring the feed up to a chain (oldest first, starting with a full version or a delta on
+    the feed's head): publish the versions past its head; the whole chain when the feed is
+    empty or its head is older than the chain's full version (Redis restarted empty, or first
+    use). The published sequences."""
     items = list(chain)
     if not items:
         return []

@@ -74,15 +74,10 @@ class Follower:
     def __init__(
         self, cfg: Config, blocklist: NodeBlocklist, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.cfg = cfg.fleet
-        self.name = node_name(cfg)
         self.blocklist = blocklist
         self.directory = Path(blocklist.cfg.dir)
-        self.keys = Keys(self.cfg.key_prefix)
         self.clock = clock
-        self.public_key = Path(cfg.blocklist.public_key).read_bytes()
-        u = parse_redis_url(self.cfg.redis_url)
-        self.where = f"{u.scheme}://{u.host}:{u.port}{u.path}"  # never the password
+        self._configure(cfg)
         self.connected = False
         self.head = 0
         now = clock()
@@ -96,6 +91,19 @@ class Follower:
         self._unacked: dict[int, float] = {}
         self._acked = 0  # the newest version acknowledged
         self._task: asyncio.Task[None] | None = None
+        # Held while a version is applied and acknowledged: a reload's new [fleet] waits for
+        # it instead of cutting an apply in half.
+        self._applying = asyncio.Lock()
+
+    def _configure(self, cfg: Config) -> None:
+        """Take `cfg`'s feed settings, all or (OSError: the key cannot be read) none."""
+        public_key = Path(cfg.blocklist.public_key).read_bytes()
+        u = parse_redis_url(cfg.fleet.redis_url)
+        self.cfg = cfg.fleet
+        self.name = node_name(cfg)
+        self.keys = Keys(self.cfg.key_prefix)
+        self.public_key = public_key
+        self.where = f"{u.scheme}://{u.host}:{u.port}{u.path}"  # never the password
 
     @property
     def version(self) -> int:
@@ -140,11 +148,43 @@ class Follower:
             self._unacked[self.version] = self.blocklist.applied_at
         self._task = asyncio.create_task(self._run(), name="fleet-follower")
 
-    async def stop(self) -> None:
+    async def stop(self, *, between_versions: bool = False) -> None:
+        """End the session (the node's shutdown: at once); `between_versions`: never in the
+        middle of applying one, which finishes first."""
         if self._task is not None:
-            self._task.cancel()
+            async with self._applying if between_versions else contextlib.nullcontext():
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    async def refollow(self, cfg: Config) -> None:
+        """A SIGHUP's new `[fleet]` (or `blocklist.public_key`): end the session with the old
+        feed cleanly, then follow the new one from the version this node enforces, which
+        stays enforced throughout (nothing is unapplied; the new feed's older versions are
+        skipped, a newer full version is bootstrapped from). The node's acknowledgement of that
+        version goes to the new feed first, under its (possibly new) name; counters go on."""
+        await self.stop(between_versions=True)
+        before = self.where, self.name, self.keys
+        try:
+            self._configure(cfg)
+        except OSError as e:  # the public key went away since the config was checked
+            log.error("fleet: new settings not taken (%s); following %s as before", e, before[0])
+            self.start()
+            return
+        self.connected, self.disconnected_since, self.head = False, self.clock(), 0
+        if (self.where, self.keys) != (before[0], before[2]):
+            # Another feed: acknowledgements still owed to the old one are not its business;
+            # the one for the enforced version (start) covers every version before it.
+            self._unacked.clear()
+            self._acked = 0
+        log.info(
+            "fleet: following %s as node %r from version %d (was %s as %r)",
+            self.where,
+            self.name,
+            self.version,
+            *before[:2],
+        )
+        self.start()
 
     # -- the session loop ---------------------------------------------------------------------
 
@@ -182,8 +222,20 @@ class Follower:
         await self._flush_acks(r)
         last_id = await self._bootstrap(r) or "0-0"
         block_ms = max(1, int(self.cfg.block_s * 1000))
+        first = True
         while True:
             self.head, _ = await feed.read_head(r, self.keys)
+            if first and self.head < self.version:
+                log.warning(
+                    "fleet feed %s: its newest version %d is older than the enforced %d "
+                    "(another feed, or one restarted empty): keeping %d, applying only newer "
+                    "versions",
+                    self.where,
+                    self.head,
+                    self.version,
+                    self.version,
+                )
+            first = False
             if self.version >= self.head:
                 self.current_at = self.clock()
             got = await r.xread({self.keys.stream: last_id}, block=block_ms, count=100)
@@ -254,6 +306,10 @@ class Follower:
         return restart
 
     async def _apply(self, r: Any, v: blformat.Version, data: bytes) -> None:
+        async with self._applying:
+            await self._apply_and_ack(r, v, data)
+
+    async def _apply_and_ack(self, r: Any, v: blformat.Version, data: bytes) -> None:
         """Enforce it and keep its file (what a restart starts on, Redis or not) at once,
         then acknowledge: an ack never names a version a restart could forget."""
         kept = asyncio.ensure_future(asyncio.to_thread(self._write, v, data))

@@ -13,6 +13,13 @@ A reload used to replace every worker, and each worker's memory cache went with 
   this path too. Without it, this path starts cold: turn the node tier on where reloads that
   restart are frequent.
 
+`[fleet]` (and `blocklist.public_key`, which verifies the feed) concern the supervisor alone: a
+change makes its follower end the session with the old feed and follow the new settings from
+the version the node enforces (proxy/fleet/follower.py `refollow`); workers are not touched.
+Turning the fleet on or off (`fleet.redis_url` set or emptied) would change where the node's
+list comes from (a feed or `blocklist.dir`): that needs a restart, and a reload keeps the
+running `[fleet]` and `blocklist.dir`, saying so (`fleet_plan`).
+
 Either way, a site whose **cache-relevant** settings changed loses its objects (memory and node
 tier), and only that site: anything in its `[[sites]]` entry except the fields listed in
 `SITE_NEUTRAL_FIELDS` (how its 451s and TLS answers look), so a site's new origin, hosts or path
@@ -24,10 +31,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.config import CacheConfig, Config, Site
+import msgspec
+
+from proxy.config import CacheConfig, Config, FleetConfig, Site
 
 IN_PLACE_FIELDS = frozenset(
-    {"sites", "limits", "blocklist", "admin", "drain_timeout_s", "worker_restart_backoff_s"}
+    {
+        "sites",
+        "limits",
+        "blocklist",
+        "admin",
+        "drain_timeout_s",
+        "worker_restart_backoff_s",
+        "fleet",
+    }
 )
 # Site fields that change how answers look, never what is stored for the site.
 SITE_NEUTRAL_FIELDS = frozenset(
@@ -79,3 +96,38 @@ def plan(old: Config, new: Config) -> ReloadPlan:
             s.name for s in new.sites if s.name in before and before[s.name] != _site_cache_view(s)
         ]
     return ReloadPlan(tuple(restart), tuple(dropped))
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPlan:
+    changed: tuple[str, ...]  # `fleet.…` (and `blocklist.public_key`) fields that differ
+    refused: str = ""  # why the change cannot apply on a reload ("": it can)
+    keep: Config | None = None  # with `refused`: the new config, less the refused change
+
+    @property
+    def refollow(self) -> bool:
+        return bool(self.changed) and not self.refused
+
+
+def fleet_plan(old: Config, new: Config) -> FleetPlan:
+    changed = [
+        f"fleet.{f}"
+        for f in FleetConfig.__struct_fields__
+        if getattr(old.fleet, f) != getattr(new.fleet, f)
+    ]
+    if old.blocklist.public_key != new.blocklist.public_key:
+        changed.append("blocklist.public_key")
+    if bool(old.fleet.redis_url) == bool(new.fleet.redis_url):
+        return FleetPlan(tuple(changed)) if old.fleet.redis_url else FleetPlan(())
+    turn = "on" if new.fleet.redis_url else "off"
+    keep = msgspec.structs.replace(
+        new,
+        fleet=old.fleet,
+        blocklist=msgspec.structs.replace(new.blocklist, dir=old.blocklist.dir),
+    )
+    return FleetPlan(
+        tuple(changed),
+        f"fleet.redis_url: turning the fleet feed {turn} changes where the node's list comes "
+        "from (a feed or blocklist.dir) and needs a restart",
+        keep,
+    )

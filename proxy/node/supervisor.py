@@ -13,7 +13,8 @@ the backlog rather than being reset.
 - SIGHUP: re-read the config file (a broken one is refused and the running one kept), apply it
   (in place when the running workers can take it, keeping their caches; else replacing workers
   one at a time: proxy/node/reload.py decides, and drops the objects of sites whose
-  cache-relevant settings changed), and re-read the blocklist directory. On a node with a TLS listener
+  cache-relevant settings changed; a new `[fleet]` restarts the feed's follower from the
+  enforced version), and re-read the blocklist directory. On a node with a TLS listener
   whose config did not change, SIGHUP (and a change to a certificate or key file) reloads the
   certificates inside the running workers instead: new handshakes get the new ones, open
   connections are not touched; a certificate or key that does not load is refused, naming it,
@@ -560,6 +561,7 @@ class Supervisor:
                 self._file_cfg = raw
                 if new.log.format != self.cfg.log.format:
                     configure_log(new.log.format, process="supervisor")
+                new = await self._apply_fleet(new)
                 await self._apply_config(new)
                 if new.listen_tls:  # the new workers loaded what the files hold now
                     specs = certificate_specs(new)
@@ -596,6 +598,24 @@ class Supervisor:
         await self._drop_sites(plan.dropped_sites)
         await self._rolling_restart()
         await self._drop_sites(plan.dropped_sites)
+
+    async def _apply_fleet(self, new: Config) -> Config:
+        """A new `[fleet]`: the follower ends its session and follows the new settings from
+        the enforced version (the list stays enforced throughout). Turning the fleet on or
+        off needs a restart: warned, and the running settings kept. The config to apply."""
+        fp = reload_plan.fleet_plan(self.cfg, new)
+        if fp.refused:
+            assert fp.keep is not None
+            log.warning(
+                "config reload: %s; keeping the running [fleet] and blocklist.dir", fp.refused
+            )
+            return fp.keep
+        if fp.refollow and self.fleet is not None:
+            log.info(
+                "config reload: %s changed; the fleet follower restarts", ", ".join(fp.changed)
+            )
+            await self.fleet.refollow(new)
+        return new
 
     async def _drop_sites(self, sites: tuple[str, ...]) -> None:
         if not sites:

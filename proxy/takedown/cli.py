@@ -428,6 +428,7 @@ def _serve(args: argparse.Namespace) -> int:
             Path(args.signing_key).read_bytes(),
             max_bytes=cfg.publish.file_drop_max_bytes,
             max_delta_chain=cfg.publish.file_drop_max_delta_chain,
+            max_publications_per_version=cfg.publish.file_drop_max_publications_per_version,
         )
     desk = args.desk_listen or (_host_port(cfg.desk.listen) if cfg.desk.listen else None)
     fleet = None

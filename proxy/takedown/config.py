@@ -35,6 +35,9 @@ class Publish(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # `MAX_DELTA_CHAIN`, 1000, and each reload re-reads the whole chain).
     file_drop_max_delta_chain: int = 64
     file_drop_max_bytes: int = 1 << 30  # a version file larger than this is not read
+    # Publications waiting together (a burst of decisions) go out in one version, this many at
+    # most: one signed file, fsync and feed entry instead of one each.
+    file_drop_max_publications_per_version: int = 256
 
 
 class Restore(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

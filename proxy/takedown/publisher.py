@@ -154,6 +154,7 @@ class FileDrop:
         *,
         max_bytes: int = 1 << 30,
         max_delta_chain: int = 64,
+        max_publications_per_version: int = 256,
     ) -> None:
         from cryptography.hazmat.primitives import serialization
 
@@ -168,11 +169,27 @@ class FileDrop:
         )
         self.max_bytes = max_bytes
         self.max_delta_chain = max(1, min(max_delta_chain, blformat.MAX_DELTA_CHAIN))
+        self.max_publications_per_version = max(1, max_publications_per_version)
+        # The newest version as last resolved, and the directory's state it holds for: each
+        # publication would otherwise re-read and re-verify the whole delta chain (up to
+        # `max_delta_chain` signatures, inside the store's write transaction).
+        self._known: tuple[blformat.DirectoryState, Newest] | None = None
 
     def newest(self) -> Newest:
         """The newest version, verified with this service's key; `DropRefused` when a file
         claiming that sequence or a later one (or a file whose sequence cannot be read) is not
-        a valid version under that key."""
+        a valid version under that key. Resolved again only when a version file was added,
+        removed or replaced since the last time (by this service's `write` it is known)."""
+        from proxy.blocklist import format as blformat
+
+        state = blformat.directory_state(self.directory)
+        if self._known is not None and self._known[0] == state:
+            return self._known[1]
+        found = self._resolve()
+        self._known = (state, found)
+        return found
+
+    def _resolve(self) -> Newest:
         from proxy.blocklist import format as blformat
 
         info = blformat.LoadInfo()
@@ -208,6 +225,8 @@ class FileDrop:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / blformat.version_filename(sequence)
+        known = self._known
+        self._known = None
         blformat.write_version(
             path,
             sequence,
@@ -217,6 +236,19 @@ class FileDrop:
             private_key_pem=self._key,
             audit_head=audit_head,
         )
+        if known is not None and (base is None or base == known[1].sequence):
+            # When nothing but this file changed since `newest()` resolved what it rests on,
+            # the newest is now this version.
+            built_on = known[1]
+            after = blformat.directory_state(self.directory)
+            others = tuple(f for f in after if f[0] != path.name)
+            if others == tuple(f for f in known[0] if f[0] != path.name):
+                entries = {} if base is None else dict(built_on.entries)
+                for entry_id in removes or ():
+                    entries.pop(entry_id, None)
+                entries.update((e.id, e) for e in adds)
+                chain = 1 if base is None else built_on.chain_length + 1
+                self._known = (after, Newest(sequence, entries, chain))
         return path
 
 
@@ -263,13 +295,15 @@ class Publisher:
         while True:
             await self._dispatch.wait()
             self._dispatch.clear()
+            pending: list[int] = []
             try:
-                for pid in await self.store.run(pubs.unpublished):
-                    await self._publish(pid)
+                pending = await self.store.run(pubs.unpublished)
+                while pending:
+                    pending = pending[await self._publish(pending) :]
                 refused_delay = self.policy.retry_initial_s
             except DropRefused as exc:
                 # Later publications wait too: a restore must not overtake its block.
-                await self._refused(pid, str(exc))
+                await self._refused(pending[0], str(exc))
                 await asyncio.sleep(refused_delay)
                 refused_delay = min(
                     refused_delay * self.policy.retry_factor, self.policy.retry_max_s
@@ -289,11 +323,14 @@ class Publisher:
             self._refusals[pid] = reason
             await self.store.run(pubs.record_refusal, pid, self.clock(), reason)
 
-    async def _publish(self, pid: int) -> None:
+    async def _publish(self, pids: list[int]) -> int:
+        """Publish the first of `pids` (with a file drop: as many as one version takes); how
+        many were published."""
         if self.file_drop is None:
-            await self.store.run(self._mark_published, pid)
-        else:
-            await self.store.run(self._drop_version, pid)
+            await self.store.run(self._mark_published, pids[0])
+            return 1
+        most = self.file_drop.max_publications_per_version
+        return int(await self.store.run(self._drop_version, pids[:most]))
 
     def _signed_head(self, conn: Any) -> dict[str, str | int | float] | None:
         """Every publication carries the chain head signed as it goes out."""
@@ -305,19 +342,30 @@ class Publisher:
     def _mark_published(self, conn: Any, pid: int) -> None:
         pubs.mark_published(conn, pid, self.clock(), None, self._signed_head(conn))
 
-    def _drop_version(self, conn: Any, pid: int) -> int:
-        """Write the next version; inside the transaction, so no sequence is taken twice."""
+    def _drop_version(self, conn: Any, pids: list[int]) -> int:
+        """Write the next version; inside the transaction, so no sequence is taken twice. It
+        carries the first of `pids` and the ones right after it of the same class (all blocks,
+        or all removals: a delta applies its removes before its adds, so a block and the
+        restore that undoes it never share one), each published as that version: under a
+        burst of decisions one signed file, fsync and feed entry serve many. How many it took."""
         drop = self.file_drop
         assert drop is not None
-        row = conn.execute("SELECT kind, entries FROM publications WHERE id = ?", (pid,)).fetchone()
-        mine = json.loads(row["entries"])
+        rows: list[Any] = []
+        for pid in pids:
+            row = conn.execute(
+                "SELECT kind, entries FROM publications WHERE id = ?", (pid,)
+            ).fetchone()
+            if rows and (row["kind"] in pubs.REMOVALS) != (rows[0]["kind"] in pubs.REMOVALS):
+                break
+            rows.append(row)
+        mine = [e for row in rows for e in json.loads(row["entries"])]
         newest = drop.newest()
-        if row["kind"] in pubs.REMOVALS:
+        if rows[0]["kind"] in pubs.REMOVALS:
             # Only what this service created may be removed, whatever the publication says.
             own = pubs.own_entry_ids(conn)
-            adds, gone = [], [e["id"] for e in mine if e["id"] in own]
+            adds, gone = [], list(dict.fromkeys(e["id"] for e in mine if e["id"] in own))
         else:
-            adds, gone = [as_entry(e) for e in mine], []
+            adds, gone = list({e["id"]: as_entry(e) for e in mine}.values()), []
         n = max(newest.sequence, pubs.last_file_sequence(conn)) + 1
         head = self._signed_head(conn)
         if drop.needs_full(newest):
@@ -329,8 +377,10 @@ class Publisher:
             drop.write(n, list(union.values()), audit_head=head)
         else:
             drop.write(n, adds, base=newest.sequence, removes=gone, audit_head=head)
-        pubs.mark_published(conn, pid, self.clock(), n, head)
-        return n
+        now = self.clock()
+        for pid in pids[: len(rows)]:
+            pubs.mark_published(conn, pid, now, n, head)
+        return len(rows)
 
     async def _worker(self, edge: Edge) -> None:
         wake = self._wake[edge.name]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from proxy.fleet import feed
 from proxy.fleet.feed import Keys
 from tests.integration.conftest import free_port, origin_server  # noqa: F401 - fixture by name
 from tests.integration.node import Node
+from tests.redis_server import RedisServer
 
 FAST = """
 [fleet]
@@ -74,6 +76,15 @@ class Publisher:
     async def redis(self) -> Any:
         return feed.connect(FleetConfig(redis_url=self.url))
 
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[Any]:
+        """A client of the feed's server for one block of calls, closed after it."""
+        r = await self.redis()
+        try:
+            yield r
+        finally:
+            await r.aclose()
+
     async def publish(
         self,
         seq: int,
@@ -83,28 +94,19 @@ class Publisher:
         removes: list[str] | None = None,
     ) -> bytes:
         data = self.render(seq, adds, base=base, removes=removes)
-        r = await self.redis()
-        try:
+        async with self.client() as r:
             await feed.publish(r, self.keys, data)
-        finally:
-            await r.aclose()
         return data
 
     async def xadd_raw(self, fields: dict[str, Any]) -> None:
         """Straight into the stream, past the publish script: what an attacker with write
         access to Redis could do."""
-        r = await self.redis()
-        try:
+        async with self.client() as r:
             await r.xadd(self.keys.stream, fields)
-        finally:
-            await r.aclose()
 
     async def acks(self, seq: int) -> dict[str, float]:
-        r = await self.redis()
-        try:
+        async with self.client() as r:
             got = await r.hgetall(self.keys.acks(seq))
-        finally:
-            await r.aclose()
         return {k.decode(): float(v) for k, v in got.items()}
 
 
@@ -124,16 +126,61 @@ async def fleet_nodes() -> AsyncIterator[list[Node]]:
         await n.stop()
 
 
+def fleet_config(path: Path, name: str, url: str, origin: str, pub: Path, fleet: str = "") -> Path:
+    """A node's config file following the feed at `url` as `name`; `fleet`: more lines for its
+    [fleet] section (credentials, TLS)."""
+    path.write_text(
+        f'[[sites]]\nname = "default"\nhosts = ["*"]\norigin = "{origin}"\n\n'
+        f'[blocklist]\npublic_key = "{pub}"\n' + FAST.format(url=url, name=name) + fleet
+    )
+    return path
+
+
 def fleet_node(
     tmp_path: Path, name: str, url: str, origin: str, pub: Path, *extra: str, fleet: str = ""
 ) -> Node:
     """`fleet`: more lines for its [fleet] section (credentials, TLS)."""
-    cfg = tmp_path / f"{name}.toml"
-    cfg.write_text(
-        f'[[sites]]\nname = "default"\nhosts = ["*"]\norigin = "{origin}"\n\n'
-        f'[blocklist]\npublic_key = "{pub}"\n' + FAST.format(url=url, name=name) + fleet
-    )
+    cfg = fleet_config(tmp_path / f"{name}.toml", name, url, origin, pub, fleet)
     return Node(["--config", str(cfg), "--workers", "1", *extra])
+
+
+@dataclass
+class Fleet:
+    """One test's fleet: a redis-server, an origin, a signing key, the publisher of the feed on
+    that server, and the nodes `node()` started (stopped after the test)."""
+
+    redis: RedisServer
+    origin: str
+    pub: Path
+    publisher: Publisher
+    tmp_path: Path
+    nodes: list[Node]
+
+    async def node(
+        self, name: str = "edge", *extra: str, url: str = "", start: bool = True
+    ) -> Node:
+        """A node following this fleet's feed (or `url`, e.g. a Relay's), started unless
+        `start=False`."""
+        n = fleet_node(self.tmp_path, name, url or self.redis.url, self.origin, self.pub, *extra)
+        self.nodes.append(n)
+        if start:
+            await n.start()
+        return n
+
+
+@pytest.fixture
+async def fleet(
+    redis_server: RedisServer,
+    origin_server: Any,  # noqa: F811 - the fixture imported above, by name
+    signing: tuple[bytes, Path],
+    fleet_nodes: list[Node],
+    tmp_path: Path,
+) -> Fleet:
+    private, pub = signing
+    origin = await origin_server(origin_app())
+    return Fleet(
+        redis_server, origin, pub, Publisher(redis_server.url, private), tmp_path, fleet_nodes
+    )
 
 
 async def status(url: str) -> int:

@@ -12,19 +12,16 @@ from pathlib import Path
 from proxy.blocklist.format import version_filename
 from proxy.fleet import feed
 from tests.fleet.conftest import (
-    Publisher,
+    Fleet,
     Relay,
     entry,
     eventually,
     eventually_status,
-    fleet_node,
     metric,
-    origin_app,
     readyz,
     status,
 )
 from tests.integration.node import Node
-from tests.redis_server import RedisServer
 
 A, B, C = entry("a", "/a/"), entry("b", "/b/"), entry("c", "/c/")
 
@@ -42,24 +39,23 @@ async def ready(node: Node) -> bool:
     return (await readyz(node))[0] == 200
 
 
-async def test_redis_down_at_start(
-    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
-) -> None:
-    private, pub = signing
-    origin = await origin_server(origin_app())
-    feed_ = Publisher(redis_server.url, private)
+async def publish_drop(fleet: Fleet, drop: Path) -> list[int]:
+    """What the takedown service's resync does: its drop's newest chain into the feed."""
+    async with fleet.publisher.client() as r:
+        chain = feed.newest_chain(drop, fleet.pub.read_bytes())
+        return await feed.publish_chain(r, fleet.publisher.keys, chain)
+
+
+async def test_redis_down_at_start(fleet: Fleet) -> None:
+    feed_, redis_server = fleet.publisher, fleet.redis
     await feed_.publish(1, [A])
-    old = fleet_node(tmp_path, "old", redis_server.url, origin, pub)
-    fleet_nodes.append(old)
-    await old.start()
+    old = await fleet.node("old")
     assert await status(old.url + "/a/x") == 451
     await old.stop()
     redis_server.stop()
     # A node that ran before restarts on the version it kept; a new one starts empty.
     await old.start()
-    new = fleet_node(tmp_path, "new", redis_server.url, origin, pub, "--allow-empty-blocklist")
-    fleet_nodes.append(new)
-    await new.start()
+    new = await fleet.node("new", "--allow-empty-blocklist")
     assert await status(old.url + "/a/x") == 451
     assert await status(new.url + "/a/x") == 200
     for n in (old, new):
@@ -75,20 +71,13 @@ async def test_redis_down_at_start(
     assert set(await feed_.acks(2)) == {"old", "new"}
 
 
-async def test_killed_mid_run_then_catches_up_in_order(
-    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
-) -> None:
-    private, pub = signing
-    origin = await origin_server(origin_app())
-    feed_ = Publisher(redis_server.url, private)
+async def test_killed_mid_run_then_catches_up_in_order(fleet: Fleet) -> None:
+    feed_, redis_server = fleet.publisher, fleet.redis
     await feed_.publish(1, [A])
-    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
-    fleet_nodes.append(node)
-    await node.start()
+    node = await fleet.node()
     await eventually(lambda: connected(node), what="following the feed")
-    r = await feed_.redis()
-    await r.save()  # what the server has is on disk: the restart brings it back
-    await r.aclose()
+    async with feed_.client() as r:
+        await r.save()  # what the server has is on disk: the restart brings it back
     redis_server.kill()
     await eventually(lambda: not_ready_because(node, "unreachable"), what="reporting Redis lost")
     assert await status(node.url + "/a/x") == 451  # still enforcing, still serving
@@ -106,37 +95,21 @@ async def test_killed_mid_run_then_catches_up_in_order(
     assert "edge" in await feed_.acks(2) and "edge" in await feed_.acks(3)
 
 
-async def test_restarted_empty_is_reseeded_and_nothing_applies_twice(
-    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
-) -> None:
-    private, pub = signing
-    origin = await origin_server(origin_app())
-    feed_ = Publisher(redis_server.url, private)
-    drop = tmp_path / "drop"  # the takedown service's file drop, which outlives Redis
+async def test_restarted_empty_is_reseeded_and_nothing_applies_twice(fleet: Fleet) -> None:
+    feed_ = fleet.publisher
+    drop = fleet.tmp_path / "drop"  # the takedown service's file drop, which outlives Redis
     drop.mkdir()
     versions = [feed_.render(1, [A]), feed_.render(2, [B], base=1), feed_.render(3, [C], base=2)]
     for seq, data in enumerate(versions[:2], start=1):
         (drop / version_filename(seq)).write_bytes(data)
-    r = await feed_.redis()
-    assert await feed.publish_chain(r, feed_.keys, feed.newest_chain(drop, pub.read_bytes())) == [
-        1,
-        2,
-    ]
-    await r.aclose()
-    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
-    fleet_nodes.append(node)
-    await node.start()
+    assert await publish_drop(fleet, drop) == [1, 2]
+    node = await fleet.node()
     await eventually_status(node.url + "/b/x", 451)
     applied = await metric(node, "edgeproxy_fleet_applied")
-    redis_server.restart(empty=True)
+    fleet.redis.restart(empty=True)
     (drop / version_filename(3)).write_bytes(versions[2])
-    r = await feed_.redis()
-    try:  # the whole chain again: 1 and 2 are replays the node must skip
-        assert await feed.publish_chain(
-            r, feed_.keys, feed.newest_chain(drop, pub.read_bytes())
-        ) == [1, 2, 3]
-    finally:
-        await r.aclose()
+    # The whole chain again: 1 and 2 are replays the node must skip.
+    assert await publish_drop(fleet, drop) == [1, 2, 3]
     await eventually_status(node.url + "/c/x", 451)
     assert await status(node.url + "/a/x") == 451
     assert await metric(node, "edgeproxy_fleet_applied") == applied + 1
@@ -144,18 +117,12 @@ async def test_restarted_empty_is_reseeded_and_nothing_applies_twice(
     await eventually(lambda: ready(node), what="ready again")
 
 
-async def test_slow_redis_paused_then_resumed(
-    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
-) -> None:
-    private, pub = signing
-    origin = await origin_server(origin_app())
-    feed_ = Publisher(redis_server.url, private)
+async def test_slow_redis_paused_then_resumed(fleet: Fleet) -> None:
+    feed_ = fleet.publisher
     await feed_.publish(1, [A])
-    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
-    fleet_nodes.append(node)
-    await node.start()
-    assert redis_server.proc is not None
-    pid = redis_server.proc.pid
+    node = await fleet.node()
+    assert fleet.redis.proc is not None
+    pid = fleet.redis.proc.pid
     os.kill(pid, signal.SIGSTOP)  # answers nothing, connections stay open: a hung server
     try:
         await eventually(
@@ -170,20 +137,13 @@ async def test_slow_redis_paused_then_resumed(
     await eventually(lambda: ready(node), what="ready again")
 
 
-async def test_partition_from_one_node(
-    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
-) -> None:
-    private, pub = signing
-    origin = await origin_server(origin_app())
-    feed_ = Publisher(redis_server.url, private)
+async def test_partition_from_one_node(fleet: Fleet) -> None:
+    feed_ = fleet.publisher
     await feed_.publish(1, [A])
-    relay = await Relay(redis_server.port).start()
+    relay = await Relay(fleet.redis.port).start()
     try:
-        near = fleet_node(tmp_path, "near", redis_server.url, origin, pub)
-        far = fleet_node(tmp_path, "far", relay.url, origin, pub)
-        fleet_nodes.extend([near, far])
-        await near.start()
-        await far.start()
+        near = await fleet.node("near")
+        far = await fleet.node("far", url=relay.url)
         relay.cut()
         await feed_.publish(2, [B], base=1)
         await eventually_status(near.url + "/b/x", 451)
@@ -199,25 +159,18 @@ async def test_partition_from_one_node(
         await relay.stop()
 
 
-async def test_trimmed_past_a_node_rebootstraps_from_the_full_version(
-    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
-) -> None:
-    private, pub = signing
-    origin = await origin_server(origin_app())
-    feed_ = Publisher(redis_server.url, private)
+async def test_trimmed_past_a_node_rebootstraps_from_the_full_version(fleet: Fleet) -> None:
+    feed_ = fleet.publisher
     await feed_.publish(1, [A])
-    relay = await Relay(redis_server.port).start()
+    relay = await Relay(fleet.redis.port).start()
     try:
-        node = fleet_node(tmp_path, "edge", relay.url, origin, pub)
-        fleet_nodes.append(node)
-        await node.start()
+        node = await fleet.node(url=relay.url)
         relay.cut()
         await feed_.publish(2, [B], base=1)
         await feed_.publish(3, [A, B, C])  # full: the stream now starts here
         await feed_.publish(4, [], base=3, removes=["a"])
-        r = await feed_.redis()
-        assert await r.xlen(feed_.keys.stream) == 2  # 2 was trimmed away
-        await r.aclose()
+        async with feed_.client() as r:
+            assert await r.xlen(feed_.keys.stream) == 2  # 2 was trimmed away
         relay.heal()
         await eventually_status(node.url + "/a/x", 200)
         assert await status(node.url + "/b/x") == 451
@@ -231,25 +184,20 @@ async def test_trimmed_past_a_node_rebootstraps_from_the_full_version(
 
 
 async def test_a_version_lost_from_the_feed_leaves_the_node_behind_and_saying_so(
-    redis_server: RedisServer, origin_server, signing, fleet_nodes: list[Node], tmp_path: Path
+    fleet: Fleet,
 ) -> None:
     """Redis lost version 2 (a failover dropped a write): version 3 arrives resting on it. The
     node must not skip 2: it refuses 3, keeps enforcing 1, and reports 2 versions behind
     until a full version lets it catch up."""
-    private, pub = signing
-    origin = await origin_server(origin_app())
-    feed_ = Publisher(redis_server.url, private)
+    feed_ = fleet.publisher
     await feed_.publish(1, [A])
-    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
-    fleet_nodes.append(node)
-    await node.start()
+    node = await fleet.node()
     await eventually(lambda: connected(node), what="following the feed")
     await feed_.xadd_raw(
         {"seq": "3", "base": "2", "data": feed_.render(3, [C], base=2, removes=["a"])}
     )
-    r = await feed_.redis()
-    await r.hset(feed_.keys.head, mapping={"seq": "3"})
-    await r.aclose()
+    async with feed_.client() as r:
+        await r.hset(feed_.keys.head, mapping={"seq": "3"})
 
     async def behind() -> bool:
         return await metric(node, "edgeproxy_fleet_versions_behind") == 2
@@ -266,15 +214,11 @@ async def test_a_version_lost_from_the_feed_leaves_the_node_behind_and_saying_so
     await eventually(lambda: ready(node), what="ready again")
 
 
-async def test_a_new_node_without_redis_or_a_kept_version_refuses_to_start(
-    redis_server: RedisServer, origin_server, signing, tmp_path: Path
-) -> None:
+async def test_a_new_node_without_redis_or_a_kept_version_refuses_to_start(fleet: Fleet) -> None:
     """As with an empty blocklist directory: no list at all is no way to start (unless
     --allow-empty-blocklist), and the operator is told why."""
-    _, pub = signing
-    origin = await origin_server(origin_app())
-    redis_server.stop()
-    node = fleet_node(tmp_path, "edge", redis_server.url, origin, pub)
+    fleet.redis.stop()
+    node = await fleet.node(start=False)
     await node.start(expect_ready=False)
     assert await node.wait_exit() != 0
     out = "".join(node.output)

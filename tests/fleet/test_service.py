@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.config import FleetConfig
 from proxy.fleet.ack import FleetFeed
+from proxy.fleet.demo import demo_notice
 from proxy.takedown import accounts
 from proxy.takedown.accounts import Role
 from proxy.takedown.api import build_app
@@ -29,17 +30,6 @@ from tests.fleet.conftest import (
 )
 from tests.integration.node import Node
 from tests.takedown.conftest import fast_config
-
-
-def notice(url: str) -> dict[str, object]:
-    return {
-        "complainant": {"name": "Rights Holder KK", "email": "legal@example.jp"},
-        "works": [{"title": "Manga vol. 1"}],
-        "targets": [{"url": url}],
-        "legal_basis": "hosted",
-        "statements": {"good_faith": True, "accurate": True},
-        "signature": "Taro Yamada",
-    }
 
 
 async def takedown_fleet(url: str, *nodes: str, config: Path) -> tuple[int, str]:
@@ -113,7 +103,7 @@ async def test_case_lists_every_fleet_node_and_overdue_nodes_are_reported(
             )
         target = f"{nodes['edge-a'].url}/manga/ch1"
         r = await client.post(
-            "/notices", json=notice(target), headers={"Authorization": f"Bearer {key}"}
+            "/notices", json=demo_notice(target), headers={"Authorization": f"Bearer {key}"}
         )
         assert r.status == 201, await r.text()
         case_id = (await r.json())["case"]
@@ -239,7 +229,7 @@ async def test_takedown_serve_with_fleet_flags(
         auth = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(headers=auth) as s:
             async with s.post(
-                f"http://127.0.0.1:{port}/notices", json=notice(f"{node.url}/manga/ch1")
+                f"http://127.0.0.1:{port}/notices", json=demo_notice(f"{node.url}/manga/ch1")
             ) as r:
                 assert r.status == 201, await r.text()
                 case_id = (await r.json())["case"]

@@ -246,3 +246,71 @@ async def test_reversal_and_unsuspension_remove_only_the_services_entries(
         if e["event"] in ("reversal_published", "unsuspend_published")
     }
     assert set(kinds) == {"reversal", "unsuspend"} and max(kinds.values()) == seq
+
+
+def test_newest_is_known_after_a_write_and_resolved_again_after_anyone_elses(
+    tmp_path: Path,
+) -> None:
+    """Each publication asks for the newest version: re-verifying the whole delta chain every
+    time was the service's bottleneck (benchmarks/fleet.py). What this drop wrote itself is
+    known without reading it back, and must equal what the edge's loader resolves; a version
+    another publisher writes (a new file) is noticed and read."""
+    private, public = blformat.generate_keypair()
+    d = tmp_path / "drop"
+    drop = FileDrop(d, private, max_delta_chain=3)
+    for seq in range(1, 6):
+        newest = drop.newest()
+        if drop.needs_full(newest):
+            drop.write(seq, [*newest.entries.values(), *others(1, f"s{seq}")])
+        else:
+            drop.write(seq, others(1, f"s{seq}"), base=newest.sequence, removes=["s1-0"])
+        known = drop.newest()
+        entries, sequence = resolved(d, public)
+        assert (known.sequence, known.entries) == (sequence, entries)
+        assert known.chain_length == FileDrop(d, private).newest().chain_length
+    blformat.write_version(
+        d / blformat.version_filename(6), 6, others(2, "op"), base=5, private_key_pem=private
+    )
+    newest = drop.newest()
+    assert newest.sequence == 6 and {"op-0", "op-1", "s5-0"} <= set(newest.entries)
+
+
+async def test_waiting_publications_share_a_version_and_a_removal_never_rides_with_a_block(
+    make_env: MakeEnv, tmp_path: Path
+) -> None:
+    """A burst of decisions: publications waiting together go out as one signed version (each
+    recorded with its sequence), at most `max_publications_per_version`, and blocks never
+    share one with the removal after them (a delta applies removes before adds)."""
+    from proxy.takedown import publications as pubs
+
+    private_pem, public_pem = blformat.generate_keypair()
+    drop_dir = tmp_path / "blocklist"
+    env = await with_drop(make_env, drop_dir, private_pem, max_publications_per_version=3)
+    svc: TakedownService = env.svc
+    edges = [e.url for e in env.edges]
+
+    def url(i: int) -> dict[str, str]:
+        return {"id": f"e{i}", "type": "url", "value": f"https://cdn.example/{i}"}
+
+    def create(conn: Any) -> list[int]:  # no kick: the dispatcher sleeps until told
+        now = env.clock()
+        blocks = [pubs.create_publication(conn, "block", now, edges, entries=[url(i)]) for i in range(4)]  # fmt: skip
+        lift = pubs.create_publication(conn, "withdrawal", now, edges, entries=[url(0)])
+        late = pubs.create_publication(conn, "block", now, edges, entries=[url(9)])
+        return [*blocks, lift, late]
+
+    pids = await svc.store.run(create)
+    assert svc.publisher is not None
+    svc.publisher.kick()
+
+    def sequences(conn: Any) -> list[int | None]:
+        q = "SELECT file_sequence FROM publications WHERE id = ?"
+        return [conn.execute(q, (p,)).fetchone()[0] for p in pids]
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while None in (seqs := await svc.store.run(sequences)):
+        assert asyncio.get_running_loop().time() < deadline, seqs
+        await asyncio.sleep(0.02)
+    assert seqs == [1, 1, 1, 2, 3, 4]
+    entries, seq = resolved(drop_dir, public_pem)
+    assert seq == 4 and sorted(entries) == ["e1", "e2", "e3", "e9"]
