@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import brotli
 import msgspec
@@ -41,8 +41,16 @@ if sys.version_info >= (3, 14):
 else:
     from backports.zstd import ZstdDecompressor, ZstdError
 
-if TYPE_CHECKING:
-    from proxy.config import BlocklistConfig
+
+class DecodeSettings(Protocol):
+    """The `blocklist.decode_*` settings (config.BlocklistConfig), as a shape: the cache tier
+    imports this module, and the config imports the cache's URL parsing."""
+
+    decode_max_bytes: int
+    decode_max_ratio: float
+    decode_ratio_grace_bytes: int
+    decode_max_codings_count: int
+
 
 __all__ = [
     "STEP_BYTES",
@@ -53,9 +61,11 @@ __all__ = [
     "DecodeLimits",
     "DigestResult",
     "IdentityHasher",
+    "UNJUDGED_DIGEST",
     "UnknownCoding",
     "content_codings",
     "identity_digest",
+    "stored_digests",
 ]
 
 # The most output one decompressor call may produce; also the overshoot past a limit.
@@ -64,6 +74,13 @@ STEP_BYTES = 64 << 10
 _ALIASES = {"x-gzip": "gzip"}  # RFC 9110 §8.4.1.3: a recipient SHOULD treat x-gzip as gzip
 KNOWN_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+UNJUDGED_DIGEST = bytes(32)
+"""The digest a stored body carries when its content coding could not be removed (an unknown
+coding) while no body digest was listed, so there was nothing it could match (issue 16). All
+such bodies share it, so one digest purge finds them all once digests are listed; no body's
+real sha256 is all zeros."""
 
 
 class DecodeFailure(StrEnum):
@@ -121,7 +138,7 @@ class DecodeLimits:
     max_codings_count: int = 4
 
     @classmethod
-    def from_config(cls, cfg: BlocklistConfig) -> DecodeLimits:
+    def from_config(cls, cfg: DecodeSettings) -> DecodeLimits:
         return cls(
             max_bytes=cfg.decode_max_bytes,
             max_ratio=cfg.decode_max_ratio,
@@ -529,3 +546,18 @@ def identity_digest(
     h = IdentityHasher(content_encoding, limits)
     h.update(body)
     return h.result()
+
+
+def stored_digests(
+    body: bytes, content_encoding: Iterable[str | bytes] = (), limits: DecodeLimits | None = None
+) -> tuple[bytes, ...]:
+    """Every digest a cache may have stored `body` under (phases.upstream_response.judge_body):
+    its identity digest when its codings can be removed; else its raw digest (the
+    "raw-only" policy) or `UNJUDGED_DIGEST` (an unknown coding while no digest was listed).
+    A reader that does not trust a stored record checks its digest is one of these: a plain
+    sha256 of the stored bytes would refuse every content-coded body, whose digest is its
+    decoded representation's."""
+    result = identity_digest(body, content_encoding, limits)
+    if result.identity is not None:
+        return (result.identity,)
+    return (result.raw, UNJUDGED_DIGEST)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from proxy.blocklist.digest import UNJUDGED_DIGEST
 from proxy.blocklist.keys import MatchKeys, match_keys
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.model import EntryType, compile_entry
@@ -21,12 +22,6 @@ from proxy.blocklist.snapshot import EMPTY_SNAPSHOT, Snapshot
 from proxy.cache.entry import Entry
 from proxy.cache.tiered import TieredCache
 from proxy.metrics import WorkerStats
-
-UNJUDGED_DIGEST = bytes(32)
-"""The digest a stored body carries when its content coding could not be removed (an unknown
-coding) while no body digest was listed, so there was nothing it could match (issue 16). All
-such bodies share it, so one digest purge finds them all once digests are listed; no body's
-real sha256 is all zeros."""
 
 
 class Enforcer:

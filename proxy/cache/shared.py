@@ -24,7 +24,8 @@ The record layout is msgpack (msgspec, `array_like`: field positions, no names),
 binary; a store writes the record and its indexes in one round trip.
 A record is only returned when it proves it is the one asked for: same authority and
 path+query, the request's values of the record's Vary fields equal the record's, and the body
-hashes to the stored sha256. Anything else is rejected and deleted. Site, `Via` and the parsed
+hashes to the stored digest (its identity representation's, content codings removed, as the
+store judged it: `digest.stored_digests`). Anything else is rejected and deleted. Site, `Via` and the parsed
 Cache-Control are this node's to add (`Fetcher.adopt_shared`).
 
 Only this module and `shared_redis.py` know the backends (aiocache pinned 0.12.3, redis-py);
@@ -47,6 +48,7 @@ from typing import Any, Protocol
 import msgspec
 from yarl import URL
 
+from proxy.blocklist.digest import stored_digests
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.shared_redis import KeyOf, Put, RedisOptions, RedisStore, VaryPut
 from proxy.metrics import WorkerStats
@@ -146,8 +148,8 @@ def entry_of(
         raise Rejected("primary key mismatch")
     if variant_of(rec.vary_fields) != rec.variant:
         raise Rejected("variant mismatch")
-    if verify_body and hashlib.sha256(rec.body).digest() != rec.sha256:
-        raise Rejected("body does not match its sha256")
+    if verify_body and rec.sha256 not in stored_digests(rec.body, _codings(rec)):
+        raise Rejected("body does not match its digest")
     try:
         target = canonical_target(rec.raw_path_query, rec.authority.encode("ascii"))
     except (BadTarget, UnicodeEncodeError) as e:
@@ -178,6 +180,13 @@ def entry_of(
         upstream_cache_status=rec.upstream_cache_status,
         stored_at=rec.stored_at,
     )
+
+
+def _codings(rec: Record) -> list[bytes]:
+    """The Content-Encoding the body was judged under (a 206 part is judged as received)."""
+    if rec.status == 206:
+        return []
+    return [v for n, v in rec.headers if n.lower() == b"content-encoding"]
 
 
 def ttl_s(entry: Entry, now: float, grace_s: float = 0.0) -> float:

@@ -171,6 +171,84 @@ async def test_listed_digest_from_the_shared_tier_is_refused_and_removed(
     assert b.stats.purged_by_blocklist == 1 and b.stats.blocked[0][3] == 1
 
 
+def _coded(coding: str, data: bytes) -> bytes:
+    import gzip
+    import zlib
+
+    import brotli
+    from backports import zstd
+
+    return {
+        "gzip": gzip.compress,
+        "deflate": zlib.compress,
+        "br": brotli.compress,
+        "zstd": zstd.compress,
+        "gzip, br": lambda b: brotli.compress(gzip.compress(b)),
+        "x-unknown": lambda b: b[::-1],
+    }[coding](data)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd", "gzip, br", "x-unknown"])
+async def test_a_content_coded_body_is_served_from_the_shared_tier(
+    origin_server, edges, redis_url, coding: str
+) -> None:
+    """A coded body is stored under its identity digest (content codings removed), and an
+    unknown coding under the unjudged one: the shared tier's check must accept both, not
+    refuse (and delete) every coded record as a sha256 of the stored bytes did."""
+    plain = b"a page that travels compressed " * 40
+    app, seen = origin_app(
+        _coded(coding, plain), {"Cache-Control": "max-age=60", "Content-Encoding": coding}
+    )
+    url = await origin_server(app)
+    a = await edges(url, cache__shared_tier_url=redis_url)
+    b = await edges(url, cache__shared_tier_url=redis_url)
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        status, body, _ = await get(s, a.url + "/z")
+        assert status == 200 and body == _coded(coding, plain)
+        await stored_by(a)
+        status, body, h = await get(s, b.url + "/z")
+        assert status == 200 and body == _coded(coding, plain)
+        assert h["Cache-Status"].endswith("; detail=shared"), h["Cache-Status"]
+    assert len(seen) == 1 and (b.stats.shared_hits, b.stats.shared_errors) == (1, 0)
+
+
+async def test_a_record_whose_body_was_swapped_is_refused_and_deleted(
+    origin_server, edges, redis_url
+) -> None:
+    """Anyone who can write the tier could swap a coded body under its judged digest: the
+    body is decoded again and hashed, and a mismatch is refused, deleted and fetched anew."""
+    import msgspec
+
+    from proxy.cache.shared import Record
+
+    plain = b"the body that was judged " * 40
+    app, seen = origin_app(
+        _coded("gzip", plain), {"Cache-Control": "max-age=60", "Content-Encoding": "gzip"}
+    )
+    url = await origin_server(app)
+    a = await edges(url, cache__shared_tier_url=redis_url)
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        await get(s, a.url + "/z")
+        await stored_by(a)
+        t = canonical_target(b"/z", HOST.encode())
+        key = primary_key((t.authority, t.raw_path_query))
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url(redis_url)
+        try:
+            raw = await r.get(key)
+            rec = msgspec.msgpack.decode(raw, type=Record)
+            swapped = msgspec.structs.replace(rec, body=_coded("gzip", b"something else"))
+            await r.set(key, msgspec.msgpack.encode(swapped))
+            b = await edges(url, cache__shared_tier_url=redis_url)
+            status, body, h = await get(s, b.url + "/z")
+            assert status == 200 and body == _coded("gzip", plain)
+            assert "fwd=miss" in h["Cache-Status"]
+            assert b.stats.shared_errors == 1 and len(seen) == 2
+        finally:
+            await r.aclose()
+
+
 async def test_operator_purge_reaches_the_shared_tier(origin_server, edges, redis_url) -> None:
     app, seen = origin_app()
     url = await origin_server(app)
