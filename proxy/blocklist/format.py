@@ -19,7 +19,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,10 @@ MAX_DELTA_CHAIN = 1000
 # every later real version look older.
 MAX_SEQUENCE = (1 << 53) - 1
 MAX_AUDIT_HEAD_FIELDS = 16
+# Progress while a version is read: (entry lines done, entry lines in the file), every
+# PROGRESS_EVERY lines and once at the end.
+ReadProgress = Callable[[int, int], None]
+PROGRESS_EVERY = 65536
 
 
 class BlocklistError(Exception):
@@ -346,15 +350,28 @@ def _header(path: Path, line: bytes) -> Header:
     return header
 
 
-def read_version(path: str | os.PathLike[str], public_key_pem: bytes, *, max_bytes: int) -> Version:
+def read_version(
+    path: str | os.PathLike[str],
+    public_key_pem: bytes,
+    *,
+    max_bytes: int,
+    progress: ReadProgress | None = None,
+) -> Version:
     """Read and verify one version file; raises `BlocklistError(file, line, reason)`."""
     p = Path(path)
-    return parse_version(_read_bounded(p, max_bytes), p, public_key_pem)
+    return parse_version(_read_bounded(p, max_bytes), p, public_key_pem, progress=progress)
 
 
-def parse_version(data: bytes, source: str | os.PathLike[str], public_key_pem: bytes) -> Version:
+def parse_version(
+    data: bytes,
+    source: str | os.PathLike[str],
+    public_key_pem: bytes,
+    *,
+    progress: ReadProgress | None = None,
+) -> Version:
     """Verify and parse one version's bytes (a file's, or a fleet stream entry's: the same
-    checks in the same order); `source` names it in every `BlocklistError`."""
+    checks in the same order); `source` names it in every `BlocklistError`. `progress`, when
+    given, hears how far the entry lines are (`ReadProgress`)."""
     p = Path(source)
     public = _public_key(public_key_pem)
     lines = _split_lines(p, data)
@@ -373,7 +390,10 @@ def parse_version(data: bytes, source: str | os.PathLike[str], public_key_pem: b
     seen: set[str] = set()
     shared: dict[str, str] = {}
     decoder = msgspec.json.Decoder(AddLine | RemoveLine)
+    total = len(body_lines)
     for number, raw in enumerate(body_lines, start=2):
+        if progress is not None and number % PROGRESS_EVERY == 0:
+            progress(number - 2, total)
         try:
             item = decoder.decode(raw)
         except msgspec.DecodeError as exc:
@@ -397,6 +417,8 @@ def parse_version(data: bytes, source: str | os.PathLike[str], public_key_pem: b
             raise BlocklistError(p, number, f"duplicate id {entry.id!r}")
         seen.add(entry.id)
         adds.append(entry)
+    if progress is not None:
+        progress(total, total)
     return Version(
         path=str(p),
         sequence=header.sequence,
@@ -447,6 +469,7 @@ def load_newest(
     current_sha256: str = "",
     max_sequence_step: int = 0,
     info: LoadInfo | None = None,
+    progress: ReadProgress | None = None,
 ) -> tuple[tuple[list[Entry], int] | None, list[BlocklistError]]:
     """The full entry set of the newest valid version in `directory` newer than
     `current_sequence`, with its sequence; or None. Deltas are applied onto their base found in
@@ -459,8 +482,8 @@ def load_newest(
     (a signed jump to near the maximum would freeze the feed for good). `current_sha256`, when
     given, makes a *different* file claiming the current sequence an error naming both hashes
     instead of a silent no-op. `info`, when given, receives the returned version's hash and
-    `valid_until`."""
-    found = _Candidates(directory, public_key_pem, max_bytes)
+    `valid_until`. `progress` hears how far each file read is (`ReadProgress`)."""
+    found = _Candidates(directory, public_key_pem, max_bytes, progress)
     for seq in sorted(found.by_seq, reverse=True):
         top = found.version_at(seq)
         if top is None:
@@ -499,9 +522,14 @@ class _Candidates:
     met is kept in `errors`, in the order met, for the caller to log and count."""
 
     def __init__(
-        self, directory: str | os.PathLike[str], public_key_pem: bytes, max_bytes: int
+        self,
+        directory: str | os.PathLike[str],
+        public_key_pem: bytes,
+        max_bytes: int,
+        progress: ReadProgress | None = None,
     ) -> None:
         self.directory = directory
+        self.progress = progress
         self.public_key_pem = public_key_pem
         self.max_bytes = max_bytes
         self.errors: list[BlocklistError] = []
@@ -519,7 +547,7 @@ class _Candidates:
         if path not in self._verified:
             try:
                 self._verified[path] = read_version(
-                    path, self.public_key_pem, max_bytes=self.max_bytes
+                    path, self.public_key_pem, max_bytes=self.max_bytes, progress=self.progress
                 )
             except BlocklistError as exc:
                 self._verified[path] = exc
