@@ -1,0 +1,255 @@
+"""The compile child (proxy/blocklist/loader.py): the supervisor holds no version's entries, and
+a child that dies, fails half way or hangs leaves the last good version enforced.
+
+Issue 12, "Bad input": each failure is logged with its cause and counted, and no worker is
+ever told of a half-built file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from proxy.blocklist.compiled import load_compiled
+from proxy.blocklist.format import (
+    FORMAT_TAG,
+    AddLine,
+    Header,
+    generate_keypair,
+    signature_line,
+    version_filename,
+    write_version,
+)
+from proxy.blocklist.mapped import MappedSnapshot
+from proxy.blocklist.model import Entry, EntryType
+from proxy.blocklist.node import Loading, NodeBlocklist
+from proxy.blocklist.table import MappedTable, write_table
+from proxy.config import BlocklistConfig, Config
+from proxy.node.control import BlocklistLoad
+from proxy.node.worker import Worker
+from tests.integration.conftest import config
+
+FIRST = [
+    Entry("u", EntryType.URL, "http://a.example/x"),
+    Entry("h", EntryType.HOST, "pirate.example", notice="N-7"),
+    Entry("d", EntryType.SHA256, "cd" * 32),
+]
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[bytes, bytes]:
+    return generate_keypair()
+
+
+class Workers:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        self.sent.append((op, args))
+        return [{"worker": 0, "version": args["version"], "applied_at": time.time()}]
+
+
+def node(
+    tmp_path: Path, keys: tuple[bytes, bytes], **bl: Any
+) -> tuple[NodeBlocklist, Workers, Path]:
+    (tmp_path / "pub.pem").write_bytes(keys[1])
+    lists = tmp_path / "lists"
+    lists.mkdir(exist_ok=True)
+    cfg = msgspec.structs.replace(
+        Config(),
+        blocklist=BlocklistConfig(dir=str(lists), public_key=str(tmp_path / "pub.pem"), **bl),
+    )
+    workers = Workers()
+    return NodeBlocklist(cfg, tmp_path / "state", workers), workers, lists
+
+
+def hosts(n: int, prefix: str = "n") -> list[Entry]:
+    return [Entry(f"{prefix}{i}", EntryType.HOST, f"{prefix}{i}.example") for i in range(n)]
+
+
+def state_files(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "state").iterdir())
+
+
+def enforced(node: NodeBlocklist) -> MappedSnapshot:
+    """What a worker that (re)starts now maps: the compiled file, checked whole."""
+    table = MappedTable(Path(node.load_args()["path"]))
+    table.verify()
+    return MappedSnapshot.open(table, node.compiled_version, time.time())
+
+
+async def test_the_supervisor_answers_from_the_mapped_file_layer(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """No entry list in the supervisor: ids, counts and a removed push's uncovered file entry
+    come from the file layer's table."""
+    bl, workers, lists = node(tmp_path, keys)
+    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
+    bl.load_initial()
+    assert not hasattr(bl, "file_entries") and bl.file_table is not None
+    assert bl.known("u") and bl.known("d") and not bl.known("x")
+    assert bl.counts() == {"url": 1, "prefix": 0, "host": 1, "sha256": 1}
+    # When nothing is pushed, workers map the file layer itself (one file, linked).
+    assert os.path.samefile(bl.load_args()["path"], bl.file_table.path)
+    pushed = {"id": "u", "type": "prefix", "value": "http://a.example/p/"}
+    await bl.push([pushed])
+    assert bl.counts() == {"url": 0, "prefix": 1, "host": 1, "sha256": 1}
+    await bl.remove("u")
+    op, args = workers.sent[-1]
+    assert op == "blocklist.delta" and args["remove"] == ["u"]
+    assert args["add"] == [msgspec.to_builtins(FIRST[0])]  # the file's entry is back
+    assert bl.counts() == {"url": 1, "prefix": 0, "host": 1, "sha256": 1}
+
+
+async def test_a_compile_child_killed_mid_compile_leaves_the_last_good_version(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, workers, lists = node(tmp_path, keys)
+    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
+    bl.load_initial()
+    version, path = bl.version, bl.compiled_path
+    write_version(lists / version_filename(2), 2, hosts(3000), private_key_pem=keys[0])
+    before = state_files(tmp_path)
+    killed: list[int] = []
+
+    def kill(loading: Loading) -> None:
+        if not killed:
+            killed.append(loading.pid)
+            os.kill(loading.pid, signal.SIGKILL)
+
+    bl.on_progress = kill
+    assert await bl.reload_dir() is None
+    assert killed and bl.loading is None
+    assert bl.version == version and bl.compiled_path == path and workers.sent == []
+    assert bl.reload_failures == 1 and "killed by SIGKILL" in bl.last_errors[-1]
+    assert bl.file_sequence == 1 and bl.known("u") and not bl.known("n0")
+    assert state_files(tmp_path) == before  # no half-built file, no temporaries
+    assert {e.id for e in enforced(bl).entries_by_id.values()} == {"u", "h", "d"}
+    bl.on_progress = None
+    assert await bl.reload_dir() is not None  # nothing wrong with the version itself
+    assert bl.file_sequence == 2 and bl.known("n2999") and not bl.known("u")
+    assert workers.sent[-1][0] == "blocklist.load"
+
+
+def signed_with_a_bad_line(keys: tuple[bytes, bytes], sequence: int, bad_at: int) -> bytes:
+    """A correctly signed version whose entry line `bad_at` does not validate (a url entry
+    with no host): the signature holds, the entry fails half way through the read."""
+    lines = []
+    for i in range(2 * bad_at):
+        value = "http:///no-host" if i == bad_at else f"http://b.example/{i}"
+        add = AddLine(id=f"b{i}", type=EntryType.URL, value=value)
+        lines.append(msgspec.json.encode(add) + b"\n")
+    body = b"".join(lines)
+    header = Header(
+        format=FORMAT_TAG,
+        sequence=sequence,
+        base=None,
+        created_at=time.time(),
+        entries=len(lines),
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
+    signed = msgspec.json.encode(header) + b"\n" + body
+    return signed + signature_line(signed, keys[0])
+
+
+async def test_a_version_that_fails_half_way_keeps_the_last_good_one(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, workers, lists = node(tmp_path, keys)
+    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
+    bl.load_initial()
+    version = bl.version
+    before = state_files(tmp_path)
+    (lists / version_filename(2)).write_bytes(signed_with_a_bad_line(keys, 2, 500))
+    assert await bl.reload_dir() is None
+    assert bl.version == version and workers.sent == [] and bl.file_sequence == 1
+    assert bl.reload_failures == 1
+    assert ":502: entry 'b500'" in bl.last_errors[-1]  # the file, the line, the cause
+    assert state_files(tmp_path) == before
+    assert bl.known("u") and not bl.known("b1")
+
+
+async def test_a_compile_that_hangs_is_stopped_at_its_timeout(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, workers, lists = node(tmp_path, keys)
+    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
+    bl.load_initial()
+    version = bl.version
+    write_version(lists / version_filename(2), 2, hosts(2000), private_key_pem=keys[0])
+    before = state_files(tmp_path)
+    # Shorter than a fresh interpreter takes to import the loader: it is stopped mid-way.
+    bl.cfg = msgspec.structs.replace(bl.cfg, compile_timeout_s=0.001)
+    assert await bl.reload_dir() is None
+    assert bl.version == version and workers.sent == [] and bl.file_sequence == 1
+    assert bl.reload_failures == 1 and "longer than 0.001 s" in bl.last_errors[-1]
+    assert state_files(tmp_path) == before
+
+
+def test_a_start_whose_compile_fails_is_refused(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    from proxy.blocklist.node import StartupRefused
+
+    bl, _workers, lists = node(tmp_path, keys, compile_timeout_s=0.001)
+    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
+    with pytest.raises(StartupRefused, match="could not be compiled: .*longer than"):
+        bl.load_initial()
+    assert not any(p.suffix == ".map" for p in (tmp_path / "state").iterdir())
+
+
+async def test_the_msgpack_format_is_compiled_by_the_child_too(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, workers, lists = node(tmp_path, keys, compiled_format="msgpack")
+    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
+    bl.load_initial()
+    await bl.push([{"id": "p", "type": "host", "value": "pushed.example"}])
+    write_version(lists / version_filename(2), 2, hosts(3000), private_key_pem=keys[0])
+    result = await bl.reload_dir()
+    assert result is not None and workers.sent[-1][0] == "blocklist.load"
+    args = bl.load_args()
+    snap = await load_compiled(Path(args["path"]), args["version"], time.time())
+    assert len(snap) == 3001 and snap.check("pushed.example", "/", None) is not None
+    assert bl.known("n7") and bl.known("p") and not bl.known("u")
+    assert bl.counts()["host"] == 3001
+
+
+@pytest.mark.parametrize("cut", [1, 4096])
+async def test_a_worker_refuses_a_truncated_compiled_file(tmp_path: Path, cut: int) -> None:
+    worker = Worker(config("http://127.0.0.1:9"), 0)
+    first = tmp_path / "v1.map"
+    write_table(first, FIRST, 1, time.time())
+    await worker.blocklist_load(BlocklistLoad(path=str(first), version=1, format="mapped"))
+    held = worker.pipeline.blocklist
+    bad = tmp_path / "v2.map"
+    write_table(bad, hosts(500), 2, time.time())
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) - cut])
+    with pytest.raises(Exception, match="truncated"):
+        await worker.blocklist_load(BlocklistLoad(path=str(bad), version=2, format="mapped"))
+    assert worker.pipeline.blocklist is held and held.version == 1
+    assert worker.pipeline.blocklist.check("pirate.example", "/", None) == FIRST[1]
+
+
+def test_progress_reaches_the_supervisor(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    """The child reports each phase's start and end at least; the supervisor keeps the job's
+    state (`loading`) while it runs and drops it after."""
+    bl, _workers, lists = node(tmp_path, keys)
+    write_version(lists / version_filename(1), 1, hosts(70000), private_key_pem=keys[0])
+    seen: list[dict[str, Any]] = []
+    bl.on_progress = lambda loading: seen.append(loading.as_dict())
+    bl.load_initial()
+    assert bl.loading is None
+    phases = {s["phase"] for s in seen}
+    assert phases == {"read", "compile"}
+    last = seen[-1]
+    assert last["phase"] == "compile" and last["entries_done"] == last["entries_total"] == 70000
+    assert all(s["pid"] == last["pid"] and s["what"] == "file" for s in seen)
+    reads = [s for s in seen if s["phase"] == "read" and s["entries_total"] == 70000]
+    assert reads and reads[-1]["entries_done"] == 70000
