@@ -371,6 +371,11 @@ class NodeBlocklist:
             summary.file_entries,
         )
 
+    def loading_status(self, now: float | None = None) -> dict[str, Any] | None:
+        """The compile job running now (`Loading.as_dict`), or None."""
+        loading = self.loading
+        return None if loading is None else loading.as_dict(now)
+
     def stale_since(self, now: float | None = None) -> float | None:
         """The enforced file version's valid_until once it has passed, else None. A stale list
         keeps being enforced (dropping it would un-block everything); readiness says so."""
