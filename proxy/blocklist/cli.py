@@ -46,7 +46,7 @@ from proxy.blocklist.format import (
     write_atomic,
     write_version,
 )
-from proxy.blocklist.model import Entry, EntryType, InvalidEntry, validate_entry
+from proxy.blocklist.model import CompiledById, Entry, EntryType, InvalidEntry, validate_entry
 
 TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
 ADMIN_URL_ENV = "EDGEPROXY_ADMIN_URL"
@@ -230,13 +230,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
     public_pem = _read_key(args.key)
     show = _progress(args)
     target = Path(args.target)
+    compiled: CompiledById = {}  # reading compiles each entry: the writer reuses it
 
     def read(done: int, total: int) -> None:
         show("verify", done, total)
 
     if target.is_dir():
         found, errors = load_newest(
-            target, public_pem, current_sequence=None, max_bytes=args.max_bytes, progress=read
+            target,
+            public_pem,
+            current_sequence=None,
+            max_bytes=args.max_bytes,
+            progress=read,
+            compiled=compiled,
         )
         for exc in errors:
             print(f"INVALID {exc}", file=sys.stderr)
@@ -245,7 +251,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         entries, sequence = found
     else:
         try:
-            v = read_version(target, public_pem, max_bytes=args.max_bytes, progress=read)
+            v = read_version(
+                target, public_pem, max_bytes=args.max_bytes, progress=read, compiled=compiled
+            )
         except BlocklistError as exc:
             print(f"INVALID {exc}", file=sys.stderr)
             return 1
@@ -260,6 +268,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         sequence,
         time.time(),
         progress=lambda done: show("compile", done, len(entries)),
+        compiled=compiled,
     )
     show("compile", len(entries), len(entries))
     MappedTable(out).verify()

@@ -28,7 +28,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from proxy.blocklist.model import Entry, EntryType, InvalidEntry, validate_entry
+from proxy.blocklist.model import (
+    CompiledById,
+    Entry,
+    EntryType,
+    InvalidEntry,
+    compile_entry,
+    validate_entry,
+)
 
 FORMAT_TAG = "edgeproxy-blocklist/1"
 SUFFIX = ".jsonl"
@@ -356,10 +363,13 @@ def read_version(
     *,
     max_bytes: int,
     progress: ReadProgress | None = None,
+    compiled: CompiledById | None = None,
 ) -> Version:
     """Read and verify one version file; raises `BlocklistError(file, line, reason)`."""
     p = Path(path)
-    return parse_version(_read_bounded(p, max_bytes), p, public_key_pem, progress=progress)
+    return parse_version(
+        _read_bounded(p, max_bytes), p, public_key_pem, progress=progress, compiled=compiled
+    )
 
 
 def parse_version(
@@ -368,10 +378,12 @@ def parse_version(
     public_key_pem: bytes,
     *,
     progress: ReadProgress | None = None,
+    compiled: CompiledById | None = None,
 ) -> Version:
     """Verify and parse one version's bytes (a file's, or a fleet stream entry's: the same
     checks in the same order); `source` names it in every `BlocklistError`. `progress`, when
-    given, hears how far the entry lines are (`ReadProgress`)."""
+    given, hears how far the entry lines are (`ReadProgress`); `compiled` receives each
+    entry's compiled form (validating an entry compiles it: `write_table` reuses it)."""
     p = Path(source)
     public = _public_key(public_key_pem)
     lines = _split_lines(p, data)
@@ -410,9 +422,11 @@ def parse_version(
         reason = shared.setdefault(item.reason, item.reason)
         entry = Entry(item.id, item.type, item.value, notice, reason, item.expires_at)
         try:
-            validate_entry(entry)
+            form = compile_entry(entry)  # validates it
         except InvalidEntry as exc:
             raise BlocklistError(p, number, str(exc)) from None
+        if compiled is not None:
+            compiled[entry.id] = (entry, form)
         if entry.id in seen:
             raise BlocklistError(p, number, f"duplicate id {entry.id!r}")
         seen.add(entry.id)
@@ -470,6 +484,7 @@ def load_newest(
     max_sequence_step: int = 0,
     info: LoadInfo | None = None,
     progress: ReadProgress | None = None,
+    compiled: CompiledById | None = None,
 ) -> tuple[tuple[list[Entry], int] | None, list[BlocklistError]]:
     """The full entry set of the newest valid version in `directory` newer than
     `current_sequence`, with its sequence; or None. Deltas are applied onto their base found in
@@ -482,8 +497,9 @@ def load_newest(
     (a signed jump to near the maximum would freeze the feed for good). `current_sha256`, when
     given, makes a *different* file claiming the current sequence an error naming both hashes
     instead of a silent no-op. `info`, when given, receives the returned version's hash and
-    `valid_until`. `progress` hears how far each file read is (`ReadProgress`)."""
-    found = _Candidates(directory, public_key_pem, max_bytes, progress)
+    `valid_until`. `progress` hears how far each file read is (`ReadProgress`), `compiled`
+    receives the entries' compiled forms (`parse_version`)."""
+    found = _Candidates(directory, public_key_pem, max_bytes, progress, compiled)
     for seq in sorted(found.by_seq, reverse=True):
         top = found.version_at(seq)
         if top is None:
@@ -527,9 +543,11 @@ class _Candidates:
         public_key_pem: bytes,
         max_bytes: int,
         progress: ReadProgress | None = None,
+        compiled: CompiledById | None = None,
     ) -> None:
         self.directory = directory
         self.progress = progress
+        self.compiled = compiled
         self.public_key_pem = public_key_pem
         self.max_bytes = max_bytes
         self.errors: list[BlocklistError] = []
@@ -547,7 +565,11 @@ class _Candidates:
         if path not in self._verified:
             try:
                 self._verified[path] = read_version(
-                    path, self.public_key_pem, max_bytes=self.max_bytes, progress=self.progress
+                    path,
+                    self.public_key_pem,
+                    max_bytes=self.max_bytes,
+                    progress=self.progress,
+                    compiled=self.compiled,
                 )
             except BlocklistError as exc:
                 self._verified[path] = exc

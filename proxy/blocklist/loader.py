@@ -48,7 +48,7 @@ from typing import Literal
 
 import msgspec
 
-from proxy.blocklist.model import Entry, EntryType
+from proxy.blocklist.model import CompiledById, Entry, EntryType
 
 PROGRESS_EVERY_S = 0.5
 
@@ -187,6 +187,7 @@ def run(job: Job, emit: ProgressFn) -> Summary:
     found: Found | None = None
     refusals: list[Refusal] = []
     listed: Iterable[Entry]
+    compiled: CompiledById = {}  # what reading compiled already, for the table writer
     if job.source == "dir":
         assert job.dir is not None
         src = job.dir
@@ -201,6 +202,7 @@ def run(job: Job, emit: ProgressFn) -> Summary:
             max_sequence_step=src.max_sequence_step,
             info=info,
             progress=lambda done, total: report("read", done, total),
+            compiled=compiled,
         )
         if got is not None and src.require_valid_until and info.valid_until is None:
             errors.append(
@@ -254,6 +256,7 @@ def run(job: Job, emit: ProgressFn) -> Summary:
                 job.version,
                 job.now,
                 progress=lambda done: report("compile", done, total),
+                compiled=compiled,
             )
             # Read back whole (checksum) before anyone is told of it: a full disk or a bad
             # write ends the job here, and leaves no file behind.
