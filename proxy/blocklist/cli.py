@@ -38,6 +38,7 @@ from proxy.blocklist.digest import DecodeLimits, IdentityHasher
 from proxy.blocklist.format import (
     AddLine,
     BlocklistError,
+    Reading,
     RemoveLine,
     key_id,
     list_versions,
@@ -210,7 +211,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             args.file,
             public_pem,
             max_bytes=args.max_bytes,
-            progress=lambda done, total: show("verify", done, total),
+            reading=Reading(progress=lambda done, total: show("verify", done, total)),
         )
     except BlocklistError as exc:
         print(f"INVALID {exc}", file=sys.stderr)
@@ -241,8 +242,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             public_pem,
             current_sequence=None,
             max_bytes=args.max_bytes,
-            progress=read,
-            compiled=compiled,
+            reading=Reading(progress=read, compiled=compiled, processes=args.processes),
         )
         for exc in errors:
             print(f"INVALID {exc}", file=sys.stderr)
@@ -252,7 +252,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         try:
             v = read_version(
-                target, public_pem, max_bytes=args.max_bytes, progress=read, compiled=compiled
+                target,
+                public_pem,
+                max_bytes=args.max_bytes,
+                reading=Reading(progress=read, compiled=compiled, processes=args.processes),
             )
         except BlocklistError as exc:
             print(f"INVALID {exc}", file=sys.stderr)
@@ -563,6 +566,12 @@ def _add_file_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
             p.add_argument("target", help="a version file, or a directory of them")
         if name == "compile":
             p.add_argument("output", help="the compiled table to write (atomically)")
+            p.add_argument(
+                "--processes",
+                type=int,
+                default=1,
+                help="read and canonicalise entries in this many processes (default 1)",
+            )
         p.set_defaults(func=_guarded(func))
 
     p = cmds.add_parser("digest", help="the sha256 entry value of a body saved in a file")

@@ -86,6 +86,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     # list) is written to `delta_out` (a `Delta`) and no node table is made.
     delta_max_fraction: float = -1.0
     delta_out: str = ""
+    processes: int = 1  # entry lines read by this many forked processes (`format.Reading`)
 
 
 class Delta(msgspec.Struct, frozen=True):
@@ -179,7 +180,7 @@ class _Layer:
 def run(job: Job, emit: ProgressFn) -> Summary:
     """Do `job` (in the child; tests call it in-process too)."""
     from proxy.blocklist.compiled import write_compiled
-    from proxy.blocklist.format import BlocklistError, LoadInfo, load_newest
+    from proxy.blocklist.format import BlocklistError, LoadInfo, Reading, load_newest
     from proxy.blocklist.table import MappedTable, write_table
 
     report = _Reporter(emit)
@@ -201,8 +202,11 @@ def run(job: Job, emit: ProgressFn) -> Summary:
             current_sha256=src.current_sha256,
             max_sequence_step=src.max_sequence_step,
             info=info,
-            progress=lambda done, total: report("read", done, total),
-            compiled=compiled,
+            reading=Reading(
+                progress=lambda done, total: report("read", done, total),
+                compiled=compiled,
+                processes=job.processes,
+            ),
         )
         if got is not None and src.require_valid_until and info.valid_until is None:
             errors.append(

@@ -247,6 +247,7 @@ class NodeBlocklist:
             "node_out": str(node_out),
             "node_format": self.cfg.compiled_format,
             "delta_out": str(self._scratch_path("delta", version)),
+            "processes": self.cfg.compile_processes,
         }
         if source == "dir":
             fields["dir"] = DirSource(
