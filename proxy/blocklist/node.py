@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import time
@@ -292,33 +293,31 @@ class NodeBlocklist:
         if self.on_progress is not None:
             self.on_progress(loading)
 
-    def _run_sync(self, job: Job, what: str) -> Summary:
+    @contextlib.contextmanager
+    def _running(self, job: Job) -> Iterator[None]:
+        """Around a compile job: on any failure nothing it wrote is left or used; done, it is
+        counted; either way it no longer shows as loading."""
         try:
-            summary = run_job_sync(
-                job, self._progress, self.cfg.compile_timeout_s, self._started(what)
-            )
-            self._check_outputs(job, summary)
+            yield
         except BaseException:
             self._discard(job)
             raise
         finally:
             self.loading = None
         self.compiles += 1
+
+    def _run_sync(self, job: Job, what: str) -> Summary:
+        with self._running(job):
+            timeout = self.cfg.compile_timeout_s
+            summary = run_job_sync(job, self._progress, timeout, self._started(what))
+            self._check_outputs(job, summary)
         return summary
 
     async def _run(self, job: Job, what: str) -> Summary:
-        """Run a job in a child; on any failure nothing it wrote is left or used."""
-        try:
-            summary = await run_job(
-                job, self._progress, self.cfg.compile_timeout_s, self._started(what)
-            )
+        with self._running(job):
+            timeout = self.cfg.compile_timeout_s
+            summary = await run_job(job, self._progress, timeout, self._started(what))
             self._check_outputs(job, summary)
-        except BaseException:
-            self._discard(job)
-            raise
-        finally:
-            self.loading = None
-        self.compiles += 1
         return summary
 
     def _check_outputs(self, job: Job, summary: Summary) -> None:

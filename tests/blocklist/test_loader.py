@@ -70,6 +70,26 @@ def node(
     return NodeBlocklist(cfg, tmp_path / "state", workers), workers, lists
 
 
+def started(
+    tmp_path: Path, keys: tuple[bytes, bytes], **bl: Any
+) -> tuple[NodeBlocklist, Workers, Path]:
+    """A node enforcing FIRST, signed as version 1, from its start."""
+    node_, workers, lists = node(tmp_path, keys, **bl)
+    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
+    node_.load_initial()
+    return node_, workers, lists
+
+
+def kept_the_last_good(
+    bl: NodeBlocklist, workers: Workers, version: int, before: list[str]
+) -> None:
+    """Nothing moved: version, workers, file layer, state files; one failure counted."""
+    assert bl.version == version and workers.sent == [] and bl.file_sequence == 1
+    assert bl.reload_failures == 1 and bl.loading is None
+    assert state_files(bl.state_dir.parent) == before  # no half-built file, no temporaries
+    assert bl.known("u") and {e.id for e in bl.entries()} == {"u", "h", "d"}
+
+
 def hosts(n: int, prefix: str = "n") -> list[Entry]:
     return [Entry(f"{prefix}{i}", EntryType.HOST, f"{prefix}{i}.example") for i in range(n)]
 
@@ -111,9 +131,7 @@ async def test_the_supervisor_answers_from_the_mapped_file_layer(
 async def test_a_compile_child_killed_mid_compile_leaves_the_last_good_version(
     tmp_path: Path, keys: tuple[bytes, bytes]
 ) -> None:
-    bl, workers, lists = node(tmp_path, keys)
-    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
-    bl.load_initial()
+    bl, workers, lists = started(tmp_path, keys)
     version, path = bl.version, bl.compiled_path
     write_version(lists / version_filename(2), 2, hosts(3000), private_key_pem=keys[0])
     before = state_files(tmp_path)
@@ -126,11 +144,9 @@ async def test_a_compile_child_killed_mid_compile_leaves_the_last_good_version(
 
     bl.on_progress = kill
     assert await bl.reload_dir() is None
-    assert killed and bl.loading is None
-    assert bl.version == version and bl.compiled_path == path and workers.sent == []
-    assert bl.reload_failures == 1 and "killed by SIGKILL" in bl.last_errors[-1]
-    assert bl.file_sequence == 1 and bl.known("u") and not bl.known("n0")
-    assert state_files(tmp_path) == before  # no half-built file, no temporaries
+    assert killed and bl.compiled_path == path
+    kept_the_last_good(bl, workers, version, before)
+    assert "killed by SIGKILL" in bl.last_errors[-1] and not bl.known("n0")
     assert {e.id for e in enforced(bl).entries_by_id.values()} == {"u", "h", "d"}
     bl.on_progress = None
     assert await bl.reload_dir() is not None  # nothing wrong with the version itself
@@ -162,35 +178,25 @@ def signed_with_a_bad_line(keys: tuple[bytes, bytes], sequence: int, bad_at: int
 async def test_a_version_that_fails_half_way_keeps_the_last_good_one(
     tmp_path: Path, keys: tuple[bytes, bytes]
 ) -> None:
-    bl, workers, lists = node(tmp_path, keys)
-    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
-    bl.load_initial()
-    version = bl.version
-    before = state_files(tmp_path)
+    bl, workers, lists = started(tmp_path, keys)
+    version, before = bl.version, state_files(tmp_path)
     (lists / version_filename(2)).write_bytes(signed_with_a_bad_line(keys, 2, 500))
     assert await bl.reload_dir() is None
-    assert bl.version == version and workers.sent == [] and bl.file_sequence == 1
-    assert bl.reload_failures == 1
+    kept_the_last_good(bl, workers, version, before)
     assert ":502: entry 'b500'" in bl.last_errors[-1]  # the file, the line, the cause
-    assert state_files(tmp_path) == before
-    assert bl.known("u") and not bl.known("b1")
 
 
 async def test_a_compile_that_hangs_is_stopped_at_its_timeout(
     tmp_path: Path, keys: tuple[bytes, bytes]
 ) -> None:
-    bl, workers, lists = node(tmp_path, keys)
-    write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
-    bl.load_initial()
-    version = bl.version
+    bl, workers, lists = started(tmp_path, keys)
     write_version(lists / version_filename(2), 2, hosts(2000), private_key_pem=keys[0])
-    before = state_files(tmp_path)
+    version, before = bl.version, state_files(tmp_path)
     # Shorter than a fresh interpreter takes to import the loader: it is stopped mid-way.
     bl.cfg = msgspec.structs.replace(bl.cfg, compile_timeout_s=0.001)
     assert await bl.reload_dir() is None
-    assert bl.version == version and workers.sent == [] and bl.file_sequence == 1
-    assert bl.reload_failures == 1 and "longer than 0.001 s" in bl.last_errors[-1]
-    assert state_files(tmp_path) == before
+    kept_the_last_good(bl, workers, version, before)
+    assert "longer than 0.001 s" in bl.last_errors[-1]
 
 
 def test_a_start_whose_compile_fails_is_refused(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
