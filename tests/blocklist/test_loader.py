@@ -259,3 +259,45 @@ def test_progress_reaches_the_supervisor(tmp_path: Path, keys: tuple[bytes, byte
     assert all(s["pid"] == last["pid"] and s["what"] == "file" for s in seen)
     reads = [s for s in seen if s["phase"] == "read" and s["entries_total"] == 70000]
     assert reads and reads[-1]["entries_done"] == 70000
+
+
+async def test_feed_versions_large_and_small_go_through_the_file_layer(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """A feed's versions (apply_version): a large full one and a large delta are compiled by
+    the child; a small delta stays a change over the file layer's table, and the next
+    refresh folds it into a new one."""
+    from proxy.blocklist.format import parse_version, render_version
+
+    def version(seq: int, adds: list[Entry], **kw: Any) -> Any:
+        data = render_version(seq, adds, private_key_pem=keys[0], **kw)
+        return parse_version(data, "feed", keys[1])
+
+    bl, workers, _lists = node(
+        tmp_path, keys, allow_empty=True, compile_quiet_s=0.0, overlay_max_fraction=0.001
+    )
+    bl.load_initial()
+    await bl.apply_version(version(1, hosts(3000)))
+    assert workers.sent[-1][0] == "blocklist.load" and bl.file_sequence == 1
+    assert bl.counts()["host"] == 3000 and bl.known("n2999")
+    removed = [f"n{i}" for i in range(2000)]
+    await bl.apply_version(version(2, [], base=1, removes=removed))
+    assert workers.sent[-1][0] == "blocklist.load" and bl.counts()["host"] == 1000
+    assert not bl.known("n0") and bl.known("n2000") and bl._file_changes == {}
+    assert {e.id for e in enforced(bl).entries_by_id.values()} == {
+        f"n{i}" for i in range(2000, 3000)
+    }
+    table = bl.file_table
+    await bl.apply_version(version(3, hosts(3, "m"), base=2, removes=["n2000"]))
+    op, args = workers.sent[-1]
+    assert op == "blocklist.delta" and args["remove"] == ["n2000"] and len(args["add"]) == 3
+    assert bl.file_table is table and set(bl._file_changes) == {"n2000", "m0", "m1", "m2"}
+    assert bl.known("m1") and not bl.known("n2000") and bl.counts()["host"] == 1002
+    await bl.push(
+        [{"id": f"p{i}", "type": "url", "value": f"http://p.example/{i}"} for i in range(1001)]
+    )
+    assert bl._refresh is not None
+    await bl._refresh  # past the fold threshold: recompiled, the feed's changes folded in
+    assert bl.file_table is not table and bl._file_changes == {} and bl.folds == 1
+    assert bl.known("m1") and not bl.known("n2000") and bl.counts()["host"] == 1002
+    assert len(enforced(bl)) == 1002 + 1001
