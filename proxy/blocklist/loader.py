@@ -293,6 +293,8 @@ def _small_change(
     if job.delta_max_fraction < 0 or old.table is None:
         return None
     limit = max(1000, job.delta_max_fraction * size)
+    if abs(len(files) - old.table.entries) > limit + len(old.changes):
+        return None  # the sizes alone differ by more: no need to compare entry by entry
     adds: list[Entry] = []
     removes: list[str] = []
     for e in files.values():
