@@ -235,7 +235,7 @@ def run(job: Job, emit: ProgressFn) -> Summary:
         else:
             files[entry_id] = changed
     pushed = {e.id: e for e in job.pushed}
-    merged = {**files, **pushed}
+    merged = {**files, **pushed} if pushed else files  # a second dict only when needed
     counts = dict.fromkeys((t.value for t in EntryType), 0)
     for e in merged.values():
         counts[str(e.type)] += 1
