@@ -87,6 +87,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     delta_max_fraction: float = -1.0
     delta_out: str = ""
     processes: int = 1  # entry lines read by this many forked processes (`format.Reading`)
+    # Added to the child's nice value: serving workers on the same cores keep their share of
+    # the CPU (0 at start-up, when nothing serves yet).
+    nice: int = 10
 
 
 class Delta(msgspec.Struct, frozen=True):
@@ -312,9 +315,10 @@ def _small_change(
 
 def main() -> None:
     """`python -m proxy.blocklist.loader`: one job from stdin, answers on stdout."""
-    with contextlib.suppress(OSError):
-        os.nice(10)  # serving workers on the same cores keep their share of the CPU
     job = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=Job)
+    if job.nice:
+        with contextlib.suppress(OSError):
+            os.nice(job.nice)
     out = sys.stdout.buffer
     encoder = msgspec.json.Encoder()
 

@@ -213,7 +213,7 @@ class NodeBlocklist:
                     raise StartupRefused(
                         f"cannot read blocklist public key {self.cfg.public_key}: {e}"
                     ) from e
-                summary = self._run_sync(self._job(version, "dir"), "file")
+                summary = self._run_sync(self._job(version, "dir", nice=0), "file")
                 self._take_refusals(summary)
                 if summary.found is None and not self.cfg.allow_empty:
                     detail = "; ".join(self.last_errors) or "no version files"
@@ -223,7 +223,7 @@ class NodeBlocklist:
                         "override)"
                     )
             if summary is None or summary.found is None:
-                summary = self._run_sync(self._job(version, "base"), "file")
+                summary = self._run_sync(self._job(version, "base", nice=0), "file")
         except CompileFailed as e:
             raise StartupRefused(f"the blocklist could not be compiled: {e}") from e
         # A head kept before the restart may be newer than the file's (a later push).
