@@ -22,13 +22,16 @@ from proxy.blocklist.format import (
     AddLine,
     Header,
     generate_keypair,
+    parse_version,
+    render_version,
     signature_line,
     version_filename,
     write_version,
 )
+from proxy.blocklist.loader import CompileFailed, run
 from proxy.blocklist.mapped import MappedSnapshot
 from proxy.blocklist.model import Entry, EntryType
-from proxy.blocklist.node import Loading, NodeBlocklist
+from proxy.blocklist.node import Loading, NodeBlocklist, StartupRefused
 from proxy.blocklist.table import MappedTable, write_table
 from proxy.config import BlocklistConfig, Config
 from proxy.node.control import BlocklistLoad
@@ -200,8 +203,6 @@ async def test_a_compile_that_hangs_is_stopped_at_its_timeout(
 
 
 def test_a_start_whose_compile_fails_is_refused(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
-    from proxy.blocklist.node import StartupRefused
-
     bl, _workers, lists = node(tmp_path, keys, compile_timeout_s=0.001)
     write_version(lists / version_filename(1), 1, FIRST, private_key_pem=keys[0])
     with pytest.raises(StartupRefused, match="could not be compiled: .*longer than"):
@@ -267,7 +268,6 @@ async def test_feed_versions_large_and_small_go_through_the_file_layer(
     """A feed's versions (apply_version): a large full one and a large delta are compiled by
     the child; a small delta stays a change over the file layer's table, and the next
     refresh folds it into a new one."""
-    from proxy.blocklist.format import parse_version, render_version
 
     def version(seq: int, adds: list[Entry], **kw: Any) -> Any:
         data = render_version(seq, adds, private_key_pem=keys[0], **kw)
@@ -301,3 +301,36 @@ async def test_feed_versions_large_and_small_go_through_the_file_layer(
     assert bl.file_table is not table and bl._file_changes == {} and bl.folds == 1
     assert bl.known("m1") and not bl.known("n2000") and bl.counts()["host"] == 1002
     assert len(enforced(bl)) == 1002 + 1001
+
+
+async def test_an_unwritable_state_dir_keeps_the_last_good_version(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """The state directory gone from under the node (root ignores permission bits, so a path
+    that fails stands for an unwritable one): the child cannot write, the supervisor keeps
+    enforcing from the table it has mapped."""
+    bl, workers, lists = started(tmp_path, keys)
+    version = bl.version
+    write_version(lists / version_filename(2), 2, hosts(3000), private_key_pem=keys[0])
+    (tmp_path / "state").rename(tmp_path / "elsewhere")
+    assert await bl.reload_dir() is None
+    assert bl.version == version and workers.sent == [] and bl.file_sequence == 1
+    assert bl.reload_failures == 1 and "No such file or directory" in bl.last_errors[-1]
+    assert bl.known("u") and not bl.known("n1")  # answered from the mapped table
+    (tmp_path / "elsewhere").rename(tmp_path / "state")
+    assert await bl.reload_dir() is not None and bl.known("n1")
+
+
+async def test_a_table_cut_short_after_the_child_checked_it_is_not_used(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """What the child names is opened again (header and size) before a worker is told."""
+    bl, _workers, lists = started(tmp_path, keys)
+    write_version(lists / version_filename(2), 2, hosts(3000), private_key_pem=keys[0])
+    job = bl._job(bl.version + 1, "dir")
+    summary = run(job, lambda _p: None)
+    assert summary.node_written
+    out = Path(job.node_out)
+    out.write_bytes(out.read_bytes()[:-100])  # the file and its link to the file layer's
+    with pytest.raises(CompileFailed, match="truncated"):
+        bl._check_outputs(job, summary)
