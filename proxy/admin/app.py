@@ -262,26 +262,29 @@ class _Collector:
         )
         # A long load, as it goes: the running compile job's progress (0 when none runs).
         loading = bl.loading_status() or {}
-        yield GaugeMetricFamily(
-            "edgeproxy_blocklist_compile_running",
-            "1 while a blocklist version is being read and compiled",
-            value=1 if loading else 0,
-        )
-        yield GaugeMetricFamily(
-            "edgeproxy_blocklist_compile_entries_done",
-            "Entries the running compile job has done in its current phase",
-            value=loading.get("entries_done", 0),
-        )
-        yield GaugeMetricFamily(
-            "edgeproxy_blocklist_compile_entries_total",
-            "Entries the running compile job's current phase has in all",
-            value=loading.get("entries_total", 0),
-        )
-        yield GaugeMetricFamily(
-            "edgeproxy_blocklist_compile_eta_seconds",
-            "The running compile job's current phase: seconds left at its rate so far",
-            value=loading.get("eta_s") or 0,
-        )
+        for name, help_text, value in (
+            (
+                "running",
+                "1 while a blocklist version is being read and compiled",
+                1 if loading else 0,
+            ),
+            (
+                "entries_done",
+                "Entries the running compile job's phase has done",
+                loading.get("entries_done", 0),
+            ),
+            (
+                "entries_total",
+                "Entries the running compile job's phase has in all",
+                loading.get("entries_total", 0),
+            ),
+            (
+                "eta_seconds",
+                "Seconds the running compile job's phase has left at its rate so far",
+                loading.get("eta_s") or 0,
+            ),
+        ):
+            yield GaugeMetricFamily(f"edgeproxy_blocklist_compile_{name}", help_text, value=value)
 
 
 def _by_worker(s: StatsReply) -> int:

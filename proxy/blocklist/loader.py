@@ -42,13 +42,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
 from proxy.blocklist.model import CompiledById, Entry, EntryType
+from proxy.blocklist.table import MappedTable
 
 PROGRESS_EVERY_S = 0.5
 
@@ -155,16 +156,17 @@ class _Reporter:
             self.emit(Progress(phase, done, total))
 
 
-class _Layer:
-    """A file layer as the child reads it: a mapped table with changes over it."""
+class FileLayer:
+    """A file layer: its compiled table (None: none yet) with changes over it (`None` for a
+    removed id). The supervisor asks it about one id at a time; the child also walks it."""
 
-    def __init__(self, table_path: str, changes: dict[str, Entry | None]) -> None:
-        from proxy.blocklist.table import MappedTable
-
-        self.table = MappedTable(Path(table_path)) if table_path else None
+    def __init__(self, table: MappedTable | None, changes: Mapping[str, Entry | None]) -> None:
+        self.table = table
         self.changes = changes
 
     def get(self, entry_id: str) -> Entry | None:
+        """The entry with this id: one hashed probe of the table (the full id confirmed in
+        its record), or a change made since."""
         if entry_id in self.changes:
             return self.changes[entry_id]
         if self.table is None:
@@ -173,6 +175,7 @@ class _Layer:
         return self.table.entry(index) if index >= 0 else None
 
     def __iter__(self) -> Iterator[Entry]:
+        """Every entry: reads the whole table (the child's work, or inspection)."""
         if self.table is not None:
             for entry in self.table:
                 if entry.id not in self.changes:
@@ -184,10 +187,11 @@ def run(job: Job, emit: ProgressFn) -> Summary:
     """Do `job` (in the child; tests call it in-process too)."""
     from proxy.blocklist.compiled import write_compiled
     from proxy.blocklist.format import BlocklistError, LoadInfo, Reading, load_newest
-    from proxy.blocklist.table import MappedTable, write_table
+    from proxy.blocklist.table import write_table
 
     report = _Reporter(emit)
-    old = _Layer(job.base_table, job.base_changes)
+    base = MappedTable(Path(job.base_table)) if job.base_table else None
+    old = FileLayer(base, job.base_changes)
     found: Found | None = None
     refusals: list[Refusal] = []
     listed: Iterable[Entry]
@@ -289,7 +293,7 @@ def run(job: Job, emit: ProgressFn) -> Summary:
 
 
 def _small_change(
-    job: Job, old: _Layer, files: dict[str, Entry], pushed: dict[str, Entry], size: int
+    job: Job, old: FileLayer, files: dict[str, Entry], pushed: dict[str, Entry], size: int
 ) -> Delta | None:
     """What workers must change, when it is small enough to send as a delta; else None. The
     pushed layer is the same before and after, so only file entries it does not cover count."""

@@ -36,6 +36,7 @@ from proxy.blocklist.loader import (
     CompileFailed,
     Delta,
     DirSource,
+    FileLayer,
     Job,
     Progress,
     Summary,
@@ -387,28 +388,18 @@ class NodeBlocklist:
 
     # -- what the node holds --------------------------------------------------------------------
 
-    def _file_entry(self, entry_id: str) -> Entry | None:
-        """The file layer's entry with this id: one hashed probe of its mapped table (the
-        full id is confirmed in the table's record), or a change made since."""
-        if entry_id in self._file_changes:
-            return self._file_changes[entry_id]
-        table = self.file_table
-        if table is None:
-            return None
-        index = table.index_of(entry_id)
-        return table.entry(index) if index >= 0 else None
+    @property
+    def _file_layer(self) -> FileLayer:
+        return FileLayer(self.file_table, self._file_changes)
 
-    def _file_entries(self) -> Iterator[Entry]:
-        if self.file_table is not None:
-            for entry in self.file_table:
-                if entry.id not in self._file_changes:
-                    yield entry
-        yield from (e for e in self._file_changes.values() if e is not None)
+    def _file_entry(self, entry_id: str) -> Entry | None:
+        """The file layer's entry with this id (a probe of its mapped table)."""
+        return self._file_layer.get(entry_id)
 
     def entries(self) -> list[Entry]:
         """Every entry the node enforces. Reads the whole mapped file layer: for inspection
         and tests, never on a request's or a scrape's path."""
-        merged = {e.id: e for e in self._file_entries()}
+        merged = {e.id: e for e in self._file_layer}
         merged.update(self.pushed)
         return list(merged.values())
 

@@ -6,7 +6,6 @@ ever told of a half-built file."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
@@ -18,13 +17,10 @@ import pytest
 
 from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.format import (
-    FORMAT_TAG,
     AddLine,
-    Header,
     generate_keypair,
     parse_version,
     render_version,
-    signature_line,
     version_filename,
     write_version,
 )
@@ -32,11 +28,9 @@ from proxy.blocklist.loader import CompileFailed, run
 from proxy.blocklist.mapped import MappedSnapshot
 from proxy.blocklist.model import Entry, EntryType
 from proxy.blocklist.node import Loading, NodeBlocklist, StartupRefused
-from proxy.blocklist.table import MappedTable, write_table
+from proxy.blocklist.table import MappedTable
 from proxy.config import BlocklistConfig, Config
-from proxy.node.control import BlocklistLoad
-from proxy.node.worker import Worker
-from tests.integration.conftest import config
+from tests.blocklist.signing import signed_lines
 
 FIRST = [
     Entry("u", EntryType.URL, "http://a.example/x"),
@@ -160,22 +154,15 @@ async def test_a_compile_child_killed_mid_compile_leaves_the_last_good_version(
 def signed_with_a_bad_line(keys: tuple[bytes, bytes], sequence: int, bad_at: int) -> bytes:
     """A correctly signed version whose entry line `bad_at` does not validate (a url entry
     with no host): the signature holds, the entry fails half way through the read."""
-    lines = []
-    for i in range(2 * bad_at):
-        value = "http:///no-host" if i == bad_at else f"http://b.example/{i}"
-        add = AddLine(id=f"b{i}", type=EntryType.URL, value=value)
-        lines.append(msgspec.json.encode(add) + b"\n")
-    body = b"".join(lines)
-    header = Header(
-        format=FORMAT_TAG,
-        sequence=sequence,
-        base=None,
-        created_at=time.time(),
-        entries=len(lines),
-        sha256=hashlib.sha256(body).hexdigest(),
-    )
-    signed = msgspec.json.encode(header) + b"\n" + body
-    return signed + signature_line(signed, keys[0])
+    lines = [
+        AddLine(
+            id=f"b{i}",
+            type=EntryType.URL,
+            value="http:///no-host" if i == bad_at else f"http://b.example/{i}",
+        )
+        for i in range(2 * bad_at)
+    ]
+    return signed_lines(keys[0], lines, sequence)
 
 
 async def test_a_version_that_fails_half_way_keeps_the_last_good_one(
@@ -225,23 +212,6 @@ async def test_the_msgpack_format_is_compiled_by_the_child_too(
     assert len(snap) == 3001 and snap.check("pushed.example", "/", None) is not None
     assert bl.known("n7") and bl.known("p") and not bl.known("u")
     assert bl.counts()["host"] == 3001
-
-
-@pytest.mark.parametrize("cut", [1, 4096])
-async def test_a_worker_refuses_a_truncated_compiled_file(tmp_path: Path, cut: int) -> None:
-    worker = Worker(config("http://127.0.0.1:9"), 0)
-    first = tmp_path / "v1.map"
-    write_table(first, FIRST, 1, time.time())
-    await worker.blocklist_load(BlocklistLoad(path=str(first), version=1, format="mapped"))
-    held = worker.pipeline.blocklist
-    bad = tmp_path / "v2.map"
-    write_table(bad, hosts(500), 2, time.time())
-    data = bad.read_bytes()
-    bad.write_bytes(data[: len(data) - cut])
-    with pytest.raises(Exception, match="truncated"):
-        await worker.blocklist_load(BlocklistLoad(path=str(bad), version=2, format="mapped"))
-    assert worker.pipeline.blocklist is held and held.version == 1
-    assert worker.pipeline.blocklist.check("pirate.example", "/", None) == FIRST[1]
 
 
 def test_progress_reaches_the_supervisor(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:

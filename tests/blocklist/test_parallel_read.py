@@ -4,25 +4,20 @@ and the same first refusal (file, line, reason) wherever in the file it is."""
 
 from __future__ import annotations
 
-import hashlib
-import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from proxy.blocklist.format import (
-    FORMAT_TAG,
     PARALLEL_MIN_LINES,
     AddLine,
     BlocklistError,
-    Header,
     Reading,
     generate_keypair,
     parse_version,
-    signature_line,
 )
 from proxy.blocklist.model import CompiledById, EntryType
+from tests.blocklist.signing import signed_lines
 
 N = PARALLEL_MIN_LINES + 1000
 
@@ -30,20 +25,6 @@ N = PARALLEL_MIN_LINES + 1000
 @pytest.fixture(scope="module")
 def keys() -> tuple[bytes, bytes]:
     return generate_keypair()
-
-
-def signed(keys: tuple[bytes, bytes], lines: list[AddLine]) -> bytes:
-    body = b"".join(msgspec.json.encode(line) + b"\n" for line in lines)
-    header = Header(
-        format=FORMAT_TAG,
-        sequence=1,
-        base=None,
-        created_at=time.time(),
-        entries=len(lines),
-        sha256=hashlib.sha256(body).hexdigest(),
-    )
-    data = msgspec.json.encode(header) + b"\n" + body
-    return data + signature_line(data, keys[0])
 
 
 def lines(n: int) -> list[AddLine]:
@@ -69,7 +50,7 @@ def read(data: bytes, keys: tuple[bytes, bytes], processes: int) -> tuple[object
 
 
 def test_forked_readers_give_what_one_reader_gives(keys: tuple[bytes, bytes]) -> None:
-    data = signed(keys, lines(N))
+    data = signed_lines(keys[0], lines(N))
     one, one_forms = read(data, keys, 1)
     two, two_forms = read(data, keys, 2)
     assert two == one
@@ -96,7 +77,7 @@ def test_forked_readers_refuse_at_the_line_one_reader_does(
         listed[N - 10] = AddLine(id="bad", type=EntryType.URL, value="http:///no-host")
     else:
         listed[N - 10] = AddLine(id="h1", type=EntryType.HOST, value="again.example")
-    data = signed(keys, listed)
+    data = signed_lines(keys[0], listed)
     errors = []
     for processes in (1, 2):
         with pytest.raises(BlocklistError) as caught:

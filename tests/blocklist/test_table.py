@@ -85,18 +85,25 @@ def test_another_kind_of_file_is_refused(tmp_path: Path) -> None:
         MappedTable(tmp_path / "absent.map")
 
 
-async def test_a_worker_refuses_a_corrupt_file_and_keeps_enforcing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["flipped byte", "cut by 1", "cut by 4096"])
+async def test_a_worker_refuses_a_corrupt_file_and_keeps_enforcing(
+    tmp_path: Path, damage: str
+) -> None:
     worker = Worker(config("http://127.0.0.1:9"), 0)
     first = tmp_path / "v1.map"
     write_table(first, ENTRIES, 1, time.time())
     await worker.blocklist_load(BlocklistLoad(path=str(first), version=1, format="mapped"))
     enforced = worker.pipeline.blocklist
     bad = tmp_path / "v2.map"
-    write_table(bad, ENTRIES[:1], 2, time.time())
+    many = [Entry(id=f"n{i}", type=EntryType.HOST, value=f"h{i}.example") for i in range(500)]
+    write_table(bad, many, 2, time.time())
     data = bytearray(bad.read_bytes())
-    data[-3] ^= 0xFF
+    if damage == "flipped byte":
+        data[-3] ^= 0xFF
+    else:
+        del data[-int(damage.rsplit(" ", 1)[1]) :]
     bad.write_bytes(bytes(data))
-    with pytest.raises(TableError):
+    with pytest.raises(TableError, match="checksum" if damage == "flipped byte" else "truncated"):
         await worker.blocklist_load(BlocklistLoad(path=str(bad), version=2, format="mapped"))
     assert worker.pipeline.blocklist is enforced and enforced.version == 1
     assert worker.pipeline.blocklist.check("pirate.example", "/", None) == ENTRIES[1]
