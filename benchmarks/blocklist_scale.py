@@ -1,7 +1,15 @@
 """Blocklist at scale (issue 12): memory per worker, compile and load times, lookup cost,
-for the dict snapshot each worker builds (msgpack) and the mapped table every worker shares.
+for the dict snapshot each worker builds (msgpack) and the mapped table every worker shares;
+and, with --supervisor, the supervisor's own memory as it loads versions.
 
     PYTHONPATH=. python -m benchmarks.blocklist_scale --sizes 10 1000000 10000000 --workers 2
+    PYTHONPATH=. python -m benchmarks.blocklist_scale --supervisor --sizes 100000 1000000
+
+--supervisor runs a `NodeBlocklist` (proxy/blocklist/node.py, the supervisor's part) in a fresh
+process per size, with no workers (their answers are faked): it loads a signed version of N
+entries as at start-up, then a second full version of 1.25 N (the soak's step: too large a
+change to go as a delta), and reports VmRSS and RssAnon from /proc after each, with how long
+each took from the call to the (faked) broadcast: the supervisor's share of "time to enforce".
 
 Each measurement runs in fresh processes: the parent compiles (as the supervisor does), then
 `--workers` child processes load what it wrote and report their memory from /proc (RssAnon is
@@ -182,12 +190,70 @@ def report(r: dict[str, Any]) -> str:
     )
 
 
+def supervisor(n: int, workdir: Path) -> dict[str, Any]:
+    """One supervisor's blocklist, in this process: start-up load of n, then a full 1.25 n."""
+    import shutil
+
+    import msgspec
+
+    from benchmarks.blocklists import blocklist_dir, version_file
+    from proxy.blocklist.node import NodeBlocklist
+    from proxy.config import BlocklistConfig, Config
+
+    directory, public = blocklist_dir(workdir, n)
+    second = version_file(n + n // 4, 2)  # signed before anything is measured
+    cfg = msgspec.structs.replace(
+        Config(),
+        blocklist=BlocklistConfig(
+            dir=str(directory), public_key=str(public), max_file_bytes=1 << 34
+        ),
+    )
+
+    async def broadcast(op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"applied_at": time.time()}]
+
+    out: dict[str, Any] = {"kind": "supervisor", "entries": n, "idle": _memory()}
+    node = NodeBlocklist(cfg, workdir / f"state-{n}", broadcast)
+    t = time.perf_counter()
+    node.load_initial()
+    out["first_s"] = time.perf_counter() - t
+    out["first"] = _memory()
+    shutil.copyfile(second, directory / second.name)
+    t = time.perf_counter()
+    assert asyncio.run(node.reload_dir()) is not None, node.last_errors
+    out["second_s"] = time.perf_counter() - t
+    out["second"] = _memory()
+    out["counts"] = node.counts()
+    for path in node.compiled_files():
+        path.unlink(missing_ok=True)
+    return out
+
+
+def report_supervisor(r: dict[str, Any]) -> str:
+    mib = 1 << 20
+    m = {k: r[k] for k in ("idle", "first", "second")}
+    return (
+        f"supervisor {r['entries']:>10,}  "
+        f"idle RSS {m['idle']['VmRSS'] / mib:6.1f} MiB (anon {m['idle']['RssAnon'] / mib:6.1f})  "
+        f"after {r['entries']:,}: RSS {m['first']['VmRSS'] / mib:7.1f} MiB "
+        f"(anon {m['first']['RssAnon'] / mib:7.1f}) in {r['first_s']:6.1f} s  "
+        f"after {sum(r['counts'].values()):,}: RSS {m['second']['VmRSS'] / mib:7.1f} MiB "
+        f"(anon {m['second']['RssAnon'] / mib:7.1f}) in {r['second_s']:6.1f} s"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1_000_000])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--kinds", nargs="+", default=["mapped", "msgpack"])
     ap.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "N"))
+    ap.add_argument(
+        "--supervisor",
+        action="store_true",
+        help="measure the supervisor's memory loading N, then a full version of 1.25 N",
+    )
+    ap.add_argument("--supervisor-child", type=int, metavar="N", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
     ap.add_argument(
         "--signed",
@@ -198,6 +264,27 @@ def main() -> None:
     if args.child:
         kind, path, n = args.child
         print(json.dumps(child(kind, path, int(n), 1)))
+        return
+    if args.supervisor_child:
+        with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
+            print(json.dumps(supervisor(args.supervisor_child, Path(tmp))))
+        return
+    if args.supervisor:
+        from benchmarks.blocklists import version_file
+
+        for n in args.sizes:
+            version_file(n, 1)  # signed here, so the measured process only reads them
+            version_file(n + n // 4, 2)
+            got = subprocess.run(
+                [sys.executable, "-m", "benchmarks.blocklist_scale", "--supervisor-child", str(n)],
+                stdout=subprocess.PIPE,
+                check=True,
+            )
+            r = json.loads(got.stdout)
+            print(report_supervisor(r), flush=True)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
         return
     with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
         for n in args.sizes:

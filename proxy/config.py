@@ -170,6 +170,12 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # once changes have been quiet this long (they replay the deltas meanwhile); with the
     # mapped format only once the overlay is due to be folded (overlay_max_fraction).
     compile_quiet_s: float = 2.0
+    # A version is read, verified and compiled in a child process; one that takes longer than
+    # this is stopped (the enforced list stays, the failure is counted).
+    compile_timeout_s: Annotated[float, msgspec.Meta(gt=0.0)] = 3600.0
+    # Processes that decode, validate and canonicalise a large version's entry lines in
+    # parallel (forked by the compile child, each a share of the lines); 1: the child alone.
+    compile_processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     # How the supervisor hands a full version to workers: "mapped", a file every worker maps
     # without copying (proxy/blocklist/table.py), or "msgpack", entries each worker builds
     # into its own dicts (the format before it; kept as a fallback).

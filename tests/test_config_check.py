@@ -66,6 +66,7 @@ BAD = [
     ("workers = 1", "workers = 1\ndrain_timeout_s = nan", "drain_timeout_s"),
     ("[log]", "[origin]\nconnect_timeout_s = -0.5\n[log]", "origin.connect_timeout_s"),
     ("[log]", "[blocklist]\npoll_interval_s = nan\n[log]", "blocklist.poll_interval_s"),
+    ("[log]", "[blocklist]\ncompile_timeout_s = 0.0\n[log]", "blocklist.compile_timeout_s"),
     ("[log]", "[admin]\napply_timeout_s = inf\n[log]", "admin.apply_timeout_s"),
     (
         "[log]",

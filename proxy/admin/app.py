@@ -255,6 +255,36 @@ class _Collector:
         for t, n in bl.counts().items():
             entries.add_metric([t], n)
         yield entries
+        yield CounterMetricFamily(
+            "edgeproxy_blocklist_compiles",
+            "Blocklist compile jobs finished (file and feed versions, refreshes)",
+            value=bl.compiles,
+        )
+        # A long load, as it goes: the running compile job's progress (0 when none runs).
+        loading = bl.loading_status() or {}
+        for name, help_text, value in (
+            (
+                "running",
+                "1 while a blocklist version is being read and compiled",
+                1 if loading else 0,
+            ),
+            (
+                "entries_done",
+                "Entries the running compile job's phase has done",
+                loading.get("entries_done", 0),
+            ),
+            (
+                "entries_total",
+                "Entries the running compile job's phase has in all",
+                loading.get("entries_total", 0),
+            ),
+            (
+                "eta_seconds",
+                "Seconds the running compile job's phase has left at its rate so far",
+                loading.get("eta_s") or 0,
+            ),
+        ):
+            yield GaugeMetricFamily(f"edgeproxy_blocklist_compile_{name}", help_text, value=value)
 
 
 def _by_worker(s: StatsReply) -> int:
@@ -350,6 +380,7 @@ async def get_blocklist(request: web.Request) -> web.Response:
             ],
             "history": list(bl.history),
             "reload_failures": bl.reload_failures,
+            "loading": bl.loading_status(),
             "last_errors": bl.last_errors,
             "audit_head": bl.audit_head,
         }
@@ -394,6 +425,7 @@ async def status(request: web.Request) -> web.Response:
             "blocked": blocked,
             "restarts": node.restarts,
             "blocklist_version": node.blocklist.version,
+            "blocklist_loading": node.blocklist.loading_status(),
             "audit_head": node.blocklist.audit_head,
             # The fleet feed this node follows (proxy/fleet/follower.py), when it follows one.
             "fleet": fleet.status_json() if (fleet := getattr(node, "fleet", None)) else None,

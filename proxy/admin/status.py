@@ -63,6 +63,22 @@ def fmt_when(at: Any, now: float) -> str:
     return f"{stamp} ({fmt_duration(max(0.0, now - at))} ago)"
 
 
+def fmt_loading(job: Any) -> str | None:
+    """A running compile job (`NodeBlocklist.loading_status`) as one line; None when none."""
+    if not isinstance(job, dict):
+        return None
+    done, total = _num(job, "entries_done"), _num(job, "entries_total")
+    share = f" ({done / total:.0%})" if total else ""
+    eta = job.get("eta_s")
+    eta_text = fmt_duration(eta) if isinstance(eta, int | float) else "-"
+    return (
+        f"loading ({job.get('what', '-')}, pid {job.get('pid', '-')}): {job.get('phase', '-')} "
+        f"{done:,.0f} of {total:,.0f} entries{share}, "
+        f"{_num(job, 'entries_per_s'):,.0f} entries/s, eta {eta_text}, "
+        f"running {fmt_duration(_num(job, 'running_s'))}"
+    )
+
+
 def _num(d: Any, key: str) -> float:
     v = d.get(key) if isinstance(d, dict) else None
     return v if isinstance(v, int | float) else 0
@@ -144,6 +160,8 @@ def render(
 
     node_version = second.get("blocklist_version", "-")
     lines.append(f"  blocklist: node version {node_version}")
+    if (loading := fmt_loading(second.get("blocklist_loading"))) is not None:
+        lines.append(f"    {loading}")
     for w in sorted(workers, key=lambda w: _num(w, "worker")):
         version = w.get("blocklist_version", "-")
         behind = (
@@ -180,6 +198,8 @@ def render_blocklist(base: str, answer: dict[str, Any], now: float | None = None
     )
     failures = answer.get("reload_failures", "-")
     lines.append(f"  reload failures: {failures}")
+    if (loading := fmt_loading(answer.get("loading"))) is not None:
+        lines.append(f"  {loading}")
     lines.append("  workers:")
     for w in sorted(workers, key=lambda w: _num(w, "worker")):
         wv = w.get("version", "-")

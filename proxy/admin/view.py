@@ -23,6 +23,7 @@ class BlocklistView(Protocol):
     applied_at: float
     file_sequence: int | None
     reload_failures: int
+    compiles: int  # compile jobs finished (proxy/blocklist/loader.py)
     last_errors: list[str]
     # The last signed audit-log head a publisher sent with a version or a push.
     audit_head: dict[str, Any] | None
@@ -36,6 +37,10 @@ class BlocklistView(Protocol):
     def counts(self) -> dict[str, int]: ...
 
     def known(self, entry_id: str) -> bool: ...
+
+    def loading_status(self, now: float | None = None) -> dict[str, Any] | None:
+        """The compile job running now: what, phase, entries done/total, rate, ETA; or None."""
+        ...
 
     def stale_since(self, now: float | None = None) -> float | None:
         """When the enforced file version passed its signed valid_until; None while valid."""

@@ -2,13 +2,17 @@
 
     keygen --out-dir DIR                         a new Ed25519 signing keypair
     sign --key PRIV --sequence N [--base M] IN OUT
-    verify --key PUB FILE                        exit 0, or 1 with "file:line: reason"
+    verify --key PUB [--progress] FILE           exit 0, or 1 with "file:line: reason"
+    compile --key PUB [--progress] FILE|DIR OUT  verify, then write the mapped table workers load
     show --key PUB FILE|DIR                      sequence, counts by type, signature status
     digest [--content-encoding CE] FILE          the value of a sha256 entry for a saved body
     push --admin URL (--id … --type … --value … | --file entries.jsonl)
     push --fleet REDIS_URL (--key PRIV entries… | --version FILE|DIR [--key PUB])
     remove --admin URL ID
     status --admin URL
+
+Long commands (verify, compile) report progress (entries done, entries/s, ETA) on stderr when
+it is a terminal, or with --progress.
 
 The admin commands send `Authorization: Bearer $EDGEPROXY_ADMIN_TOKEN`. Every handler takes the
 parsed namespace and returns the exit status; `main(argv)` runs one command line (tests use it).
@@ -34,6 +38,7 @@ from proxy.blocklist.digest import DecodeLimits, IdentityHasher
 from proxy.blocklist.format import (
     AddLine,
     BlocklistError,
+    Reading,
     RemoveLine,
     key_id,
     list_versions,
@@ -42,7 +47,7 @@ from proxy.blocklist.format import (
     write_atomic,
     write_version,
 )
-from proxy.blocklist.model import Entry, EntryType, InvalidEntry, validate_entry
+from proxy.blocklist.model import CompiledById, Entry, EntryType, InvalidEntry, validate_entry
 
 TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
 ADMIN_URL_ENV = "EDGEPROXY_ADMIN_URL"
@@ -165,16 +170,114 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+class TerminalProgress:
+    """One self-overwriting stderr line per phase: entries done of total, rate, ETA."""
+
+    EVERY_S = 0.2
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.phase = ""
+        self.started = self.shown = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if phase != self.phase:
+            self.phase, self.started, self.shown = phase, now, 0.0
+        finished = total > 0 and done >= total
+        if not finished and now - self.shown < self.EVERY_S:
+            return
+        self.shown = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        share = f" ({done / total:.0%})" if total else ""
+        eta = f"{(total - done) / rate:.0f} s" if rate > 0 and total else "-"
+        line = f"{phase}: {done:,} of {total:,} entries{share}, {rate:,.0f} entries/s, eta {eta}"
+        sys.stderr.write(f"\r{line}\x1b[K" + ("\n" if finished else ""))
+        sys.stderr.flush()
+
+
+def _progress(args: argparse.Namespace) -> TerminalProgress:
+    return TerminalProgress(bool(args.progress) or sys.stderr.isatty())
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     public_pem = _read_key(args.key)
+    show = _progress(args)
     try:
-        v = read_version(args.file, public_pem, max_bytes=args.max_bytes)
+        v = read_version(
+            args.file,
+            public_pem,
+            max_bytes=args.max_bytes,
+            reading=Reading(progress=lambda done, total: show("verify", done, total)),
+        )
     except BlocklistError as exc:
         print(f"INVALID {exc}", file=sys.stderr)
         return 1
     print(
         f"ok {v.path}: sequence {v.sequence}, signature ok (key id {v.key_id}), "
         f"{len(v.adds)} adds, {len(v.removes)} removes"
+    )
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """What a node does with a version, by hand: verify it (the newest valid one of a
+    directory), then write the mapped table (`proxy.blocklist.table`) and check it whole."""
+    from proxy.blocklist.table import MappedTable, write_table
+
+    public_pem = _read_key(args.key)
+    show = _progress(args)
+    target = Path(args.target)
+    compiled: CompiledById = {}  # reading compiles each entry: the writer reuses it
+
+    def read(done: int, total: int) -> None:
+        show("verify", done, total)
+
+    if target.is_dir():
+        found, errors = load_newest(
+            target,
+            public_pem,
+            current_sequence=None,
+            max_bytes=args.max_bytes,
+            reading=Reading(progress=read, compiled=compiled, processes=args.processes),
+        )
+        for exc in errors:
+            print(f"INVALID {exc}", file=sys.stderr)
+        if found is None:
+            return 1
+        entries, sequence = found
+    else:
+        try:
+            v = read_version(
+                target,
+                public_pem,
+                max_bytes=args.max_bytes,
+                reading=Reading(progress=read, compiled=compiled, processes=args.processes),
+            )
+        except BlocklistError as exc:
+            print(f"INVALID {exc}", file=sys.stderr)
+            return 1
+        if v.base is not None:
+            raise CommandError(f"{target} is a delta on {v.base}: give the directory")
+        entries, sequence = list(v.adds), v.sequence
+    out = Path(args.output)
+    show("compile", 0, len(entries))
+    info = write_table(
+        out,
+        entries,
+        sequence,
+        time.time(),
+        progress=lambda done: show("compile", done, len(entries)),
+        compiled=compiled,
+    )
+    show("compile", len(entries), len(entries))
+    MappedTable(out).verify()
+    print(
+        f"compiled {out}: sequence {sequence}, {info.entries} entries ({_counts(entries)}), "
+        f"{info.keys} keys, {info.bytes} bytes"
     )
     return 0
 
@@ -441,6 +544,7 @@ def _add_file_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
     for name, helptext, func in (
         ("verify", "check one version file's signature and content", cmd_verify),
         ("show", "summarise a version file or a directory of them", cmd_show),
+        ("compile", "verify a version and write the mapped table workers load", cmd_compile),
     ):
         p = cmds.add_parser(name, help=helptext)
         p.add_argument("--key", required=True, help="public key PEM")
@@ -450,10 +554,24 @@ def _add_file_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
             default=DEFAULT_MAX_BYTES,
             help="refuse larger version files (default %(default)s)",
         )
+        if name != "show":
+            p.add_argument(
+                "--progress",
+                action="store_true",
+                help="show progress on stderr (default: only when it is a terminal)",
+            )
         if name == "verify":
             p.add_argument("file", help="the version file")
         else:
             p.add_argument("target", help="a version file, or a directory of them")
+        if name == "compile":
+            p.add_argument("output", help="the compiled table to write (atomically)")
+            p.add_argument(
+                "--processes",
+                type=int,
+                default=1,
+                help="read and canonicalise entries in this many processes (default 1)",
+            )
         p.set_defaults(func=_guarded(func))
 
     p = cmds.add_parser("digest", help="the sha256 entry value of a body saved in a file")

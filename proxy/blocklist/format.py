@@ -17,9 +17,10 @@ import binascii
 import hashlib
 import math
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from proxy.blocklist.model import Entry, EntryType, InvalidEntry, validate_entry
+from proxy.blocklist.keys import QueryPairs
+from proxy.blocklist.model import (
+    Compiled,
+    CompiledById,
+    Entry,
+    EntryType,
+    InvalidEntry,
+    compile_entry,
+    validate_entry,
+)
 
 FORMAT_TAG = "edgeproxy-blocklist/1"
 SUFFIX = ".jsonl"
@@ -38,6 +48,10 @@ MAX_DELTA_CHAIN = 1000
 # every later real version look older.
 MAX_SEQUENCE = (1 << 53) - 1
 MAX_AUDIT_HEAD_FIELDS = 16
+# Progress while a version is read: (entry lines done, entry lines in the file), every
+# PROGRESS_EVERY lines and once at the end.
+ReadProgress = Callable[[int, int], None]
+PROGRESS_EVERY = 65536
 
 
 class BlocklistError(Exception):
@@ -48,6 +62,9 @@ class BlocklistError(Exception):
         self.line = line
         self.reason = reason
         super().__init__(f"{self.file}:{line}: {reason}")
+
+    def __reduce__(self) -> tuple[type[BlocklistError], tuple[str, int, str]]:
+        return (BlocklistError, (self.file, self.line, self.reason))
 
 
 class Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -346,15 +363,147 @@ def _header(path: Path, line: bytes) -> Header:
     return header
 
 
-def read_version(path: str | os.PathLike[str], public_key_pem: bytes, *, max_bytes: int) -> Version:
+@dataclass(slots=True)
+class Reading:
+    """How a caller wants versions read, beyond the checks (which are always the same)."""
+
+    progress: ReadProgress | None = None  # hears how far the entry lines are
+    # Receives each entry's compiled form (validating an entry compiles it): `write_table`
+    # takes it instead of compiling every entry a second time.
+    compiled: CompiledById | None = None
+    # More than 1: the entry lines of a large version are decoded, validated and compiled by
+    # this many forked processes, a contiguous share each (Linux; the order and every refusal
+    # are those of one process).
+    processes: int = 1
+
+
+PARALLEL_MIN_LINES = 50_000  # below this a version is read in one process: forking costs more
+_NO_READING = Reading()
+
+
+def read_version(
+    path: str | os.PathLike[str],
+    public_key_pem: bytes,
+    *,
+    max_bytes: int,
+    reading: Reading | None = None,
+) -> Version:
     """Read and verify one version file; raises `BlocklistError(file, line, reason)`."""
     p = Path(path)
-    return parse_version(_read_bounded(p, max_bytes), p, public_key_pem)
+    return parse_version(_read_bounded(p, max_bytes), p, public_key_pem, reading=reading)
 
 
-def parse_version(data: bytes, source: str | os.PathLike[str], public_key_pem: bytes) -> Version:
+class _Row(msgspec.Struct, array_like=True, frozen=True):
+    """One entry line as parsed (by a forked reader, sent back as msgpack)."""
+
+    line: int
+    entry: Entry | None  # None: a remove of `removed`
+    removed: str = ""
+    # the entry's compiled form (`compile_entry`): its type, key (text, or a digest's bytes)
+    type: EntryType | None = None
+    key: str = ""
+    digest: bytes | None = None
+    query: QueryPairs | None = None
+
+    @property
+    def form(self) -> Compiled:
+        assert self.type is not None
+        return self.type, self.key if self.digest is None else self.digest, self.query
+
+
+def _rows(
+    p: Path, lines: list[bytes], first: int, full: bool, progress: ReadProgress | None, total: int
+) -> Iterator[_Row]:
+    """Decode, validate and compile entry lines; `first` is the file line of `lines[0]`."""
+    shared: dict[str, str] = {}
+    decoder = msgspec.json.Decoder(AddLine | RemoveLine)
+    for number, raw in enumerate(lines, start=first):
+        if progress is not None and number % PROGRESS_EVERY == 0:
+            progress(number - 2, total)
+        try:
+            item = decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise BlocklistError(p, number, f"malformed entry line: {exc}") from None
+        if isinstance(item, RemoveLine):
+            if full:
+                raise BlocklistError(p, number, "a full version (base null) cannot remove")
+            if not item.id:
+                raise BlocklistError(p, number, "remove without an id")
+            yield _Row(number, None, item.id)
+            continue
+        # notice and reason repeat across a case's entries: share one string object each
+        notice = shared.setdefault(item.notice, item.notice)
+        reason = shared.setdefault(item.reason, item.reason)
+        entry = Entry(item.id, item.type, item.value, notice, reason, item.expires_at)
+        try:
+            etype, key, query = compile_entry(entry)  # validates it
+        except InvalidEntry as exc:
+            raise BlocklistError(p, number, str(exc)) from None
+        if isinstance(key, bytes):
+            yield _Row(number, entry, type=etype, digest=key, query=query)
+        else:
+            yield _Row(number, entry, type=etype, key=key, query=query)
+
+
+# The entry lines a forked reader works on (set by the parent just before it forks).
+_FORKED: tuple[Path, list[bytes], bool] | None = None
+
+
+def _read_share(start: int, end: int) -> tuple[bytes, tuple[str, int, str] | None]:
+    """In a forked reader: lines[start:end], as msgpack rows, and the first refusal met."""
+    assert _FORKED is not None
+    p, lines, full = _FORKED
+    rows: list[_Row] = []
+    try:
+        rows.extend(_rows(p, lines[start:end], start + 2, full, None, 0))
+    except BlocklistError as exc:
+        return msgspec.msgpack.encode(rows), (exc.file, exc.line, exc.reason)
+    return msgspec.msgpack.encode(rows), None
+
+
+def _rows_forked(
+    p: Path, lines: list[bytes], full: bool, processes: int, progress: ReadProgress | None
+) -> Iterator[_Row]:
+    """`_rows` over all lines, by `processes` forked readers; rows come back in file order,
+    and a share's refusal is raised after the rows before it (so it is the one a single
+    reader would have met first)."""
+    import concurrent.futures
+    import multiprocessing
+
+    global _FORKED
+    step = -(-len(lines) // processes)
+    bounds = [(i, min(i + step, len(lines))) for i in range(0, len(lines), step)]
+    decoder = msgspec.msgpack.Decoder(list[_Row])
+    _FORKED = (p, lines, full)
+    try:
+        with concurrent.futures.ProcessPoolExecutor(
+            len(bounds), mp_context=multiprocessing.get_context("fork")
+        ) as pool:
+            shares = [pool.submit(_read_share, a, b) for a, b in bounds]
+            done = 0
+            for (a, b), share in zip(bounds, shares, strict=True):
+                data, refusal = share.result()
+                yield from decoder.decode(data)
+                if refusal is not None:
+                    raise BlocklistError(*refusal)
+                done += b - a
+                if progress is not None:
+                    progress(done, len(lines))
+    finally:
+        _FORKED = None
+
+
+def parse_version(
+    data: bytes,
+    source: str | os.PathLike[str],
+    public_key_pem: bytes,
+    *,
+    reading: Reading | None = None,
+) -> Version:
     """Verify and parse one version's bytes (a file's, or a fleet stream entry's: the same
-    checks in the same order); `source` names it in every `BlocklistError`."""
+    checks in the same order); `source` names it in every `BlocklistError`. `reading`: what
+    the caller wants beside (`Reading`)."""
+    how = reading or _NO_READING
     p = Path(source)
     public = _public_key(public_key_pem)
     lines = _split_lines(p, data)
@@ -371,32 +520,26 @@ def parse_version(data: bytes, source: str | os.PathLike[str], public_key_pem: b
     adds: list[Entry] = []
     removes: list[str] = []
     seen: set[str] = set()
-    shared: dict[str, str] = {}
-    decoder = msgspec.json.Decoder(AddLine | RemoveLine)
-    for number, raw in enumerate(body_lines, start=2):
-        try:
-            item = decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise BlocklistError(p, number, f"malformed entry line: {exc}") from None
-        if isinstance(item, RemoveLine):
-            if header.base is None:
-                raise BlocklistError(p, number, "a full version (base null) cannot remove")
-            if not item.id:
-                raise BlocklistError(p, number, "remove without an id")
-            removes.append(item.id)
+    total = len(body_lines)
+    full = header.base is None
+    if how.processes > 1 and total >= PARALLEL_MIN_LINES and sys.platform == "linux":
+        rows = _rows_forked(p, body_lines, full, how.processes, how.progress)
+    else:
+        rows = _rows(p, body_lines, 2, full, how.progress, total)
+    compiled = how.compiled
+    for row in rows:
+        entry = row.entry
+        if entry is None:
+            removes.append(row.removed)
             continue
-        # notice and reason repeat across a case's entries: share one string object each
-        notice = shared.setdefault(item.notice, item.notice)
-        reason = shared.setdefault(item.reason, item.reason)
-        entry = Entry(item.id, item.type, item.value, notice, reason, item.expires_at)
-        try:
-            validate_entry(entry)
-        except InvalidEntry as exc:
-            raise BlocklistError(p, number, str(exc)) from None
+        if compiled is not None:
+            compiled[entry.id] = (entry, row.form)
         if entry.id in seen:
-            raise BlocklistError(p, number, f"duplicate id {entry.id!r}")
+            raise BlocklistError(p, row.line, f"duplicate id {entry.id!r}")
         seen.add(entry.id)
         adds.append(entry)
+    if how.progress is not None:
+        how.progress(total, total)
     return Version(
         path=str(p),
         sequence=header.sequence,
@@ -473,6 +616,7 @@ def load_newest(
     current_sha256: str = "",
     max_sequence_step: int = 0,
     info: LoadInfo | None = None,
+    reading: Reading | None = None,
 ) -> tuple[tuple[list[Entry], int] | None, list[BlocklistError]]:
     """The full entry set of the newest valid version in `directory` newer than
     `current_sequence`, with its sequence; or None. Deltas are applied onto their base found in
@@ -485,8 +629,8 @@ def load_newest(
     (a signed jump to near the maximum would freeze the feed for good). `current_sha256`, when
     given, makes a *different* file claiming the current sequence an error naming both hashes
     instead of a silent no-op. `info`, when given, receives the returned version's hash and
-    `valid_until`."""
-    found = _Candidates(directory, public_key_pem, max_bytes)
+    `valid_until`. `reading`: how each file is read (`Reading`)."""
+    found = _Candidates(directory, public_key_pem, max_bytes, reading)
     for seq in sorted(found.by_seq, reverse=True):
         top = found.version_at(seq)
         if top is None:
@@ -525,9 +669,14 @@ class _Candidates:
     met is kept in `errors`, in the order met, for the caller to log and count."""
 
     def __init__(
-        self, directory: str | os.PathLike[str], public_key_pem: bytes, max_bytes: int
+        self,
+        directory: str | os.PathLike[str],
+        public_key_pem: bytes,
+        max_bytes: int,
+        reading: Reading | None = None,
     ) -> None:
         self.directory = directory
+        self.reading = reading
         self.public_key_pem = public_key_pem
         self.max_bytes = max_bytes
         self.errors: list[BlocklistError] = []
@@ -545,7 +694,10 @@ class _Candidates:
         if path not in self._verified:
             try:
                 self._verified[path] = read_version(
-                    path, self.public_key_pem, max_bytes=self.max_bytes
+                    path,
+                    self.public_key_pem,
+                    max_bytes=self.max_bytes,
+                    reading=self.reading,
                 )
             except BlocklistError as exc:
                 self._verified[path] = exc

@@ -54,7 +54,13 @@ def validate_entry(entry: Entry) -> Entry:
     return entry
 
 
-def compile_entry(entry: Entry) -> tuple[EntryType, str | bytes, keys.QueryPairs | None]:
+Compiled = tuple[EntryType, str | bytes, keys.QueryPairs | None]
+# Entries already compiled while they were read (id -> the entry, its compiled form): a writer
+# that meets the very same entry object again takes the form instead of compiling it twice.
+CompiledById = dict[str, tuple["Entry", Compiled]]
+
+
+def compile_entry(entry: Entry) -> Compiled:
     """Validate `entry` and return (type, lookup key, query pairs) in one pass.
 
     The key is the canonical host (host entries), `keys.url_key(host, path)` (url and prefix

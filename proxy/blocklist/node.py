@@ -1,43 +1,98 @@
 """The node's blocklist, as the supervisor holds it: two layers and one version number.
 
-- the *file layer*: the newest valid signed version in `blocklist.dir` (verified here, once,
-  then distributed to workers as a pre-validated entry list);
+- the *file layer*: the newest valid signed version in `blocklist.dir` (or from a fleet feed).
+  It is read, verified and compiled in a child process (`proxy.blocklist.loader`), never held
+  here as Python objects: the supervisor maps the layer's compiled table and asks it about one
+  id at a time (a removed push uncovers the file's entry; `known`), plus the small changes a
+  fleet's delta versions made since it was compiled (`_file_changes`);
 - the *push layer*: entries operators (or the takedown service) pushed over the admin API,
   persisted in the state directory so a restart keeps enforcing them.
 
 Every change to either layer makes the next node version. A version counts as applied only when
 every worker answers that it enforces it; the time of the last answer is the proof
 (`applied_at`) the takedown service collects.
+
+The supervisor's memory so does not grow with the list: what a version costs is the child's,
+returned when it exits, and the mapped files' pages (page cache, shared with every worker).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
-from proxy.blocklist.compiled import write_compiled
-from proxy.blocklist.format import BlocklistError, LoadInfo, Version, load_newest, write_atomic
+from proxy.blocklist.format import BlocklistError, Version, write_atomic
+from proxy.blocklist.loader import (
+    CompileFailed,
+    Delta,
+    DirSource,
+    FileLayer,
+    Job,
+    Progress,
+    Summary,
+    run_job,
+    run_job_sync,
+)
 from proxy.blocklist.model import Entry, EntryType, validate_entry
-from proxy.blocklist.table import MappedTable, write_table
+from proxy.blocklist.table import MappedTable, TableError
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
-T = TypeVar("T")
 
 Broadcast = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
+PROGRESS_LOG_EVERY_S = 5.0  # a long load says how far it is this often in the log
 
 
 class StartupRefused(Exception):
     pass
+
+
+@dataclass
+class Loading:
+    """A compile job running now (what `edgeproxy status` and the metrics show)."""
+
+    pid: int
+    what: str  # "file", "feed", "refresh"
+    started_at: float
+    phase: str = "start"
+    done: int = 0
+    total: int = 0
+    logged_at: float = 0.0
+
+    def rate(self, now: float) -> float:
+        """Entries a second in the current phase, from the start of the job."""
+        elapsed = now - self.started_at
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta_s(self, now: float) -> float | None:
+        rate = self.rate(now)
+        if rate <= 0 or self.total <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / rate)
+
+    def as_dict(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        eta = self.eta_s(now)
+        return {
+            "pid": self.pid,
+            "what": self.what,
+            "phase": self.phase,
+            "entries_done": self.done,
+            "entries_total": self.total,
+            "entries_per_s": round(self.rate(now), 1),
+            "eta_s": None if eta is None else round(eta, 1),
+            "running_s": round(now - self.started_at, 1),
+        }
 
 
 class NodeBlocklist:
@@ -45,16 +100,17 @@ class NodeBlocklist:
         self.cfg = cfg.blocklist
         self.state_dir = state_dir
         self.broadcast = broadcast
-        self.file_entries: list[Entry] = []
-        self._file_index: dict[str, Entry] = {}
-        self._file_index_of: list[Entry] | None = None  # the list `_file_index` was built from
+        # The file layer: its compiled table (mapped; per-id probes only), and the changes
+        # small fleet delta versions made since (folded by the next compile).
+        self.file_table: MappedTable | None = None
+        self._file_changes: dict[str, Entry | None] = {}
+        self._file_generation = 0  # bumped by every change of the file layer
         self.file_sequence: int | None = None
         self.file_sha256 = ""
         # The enforced file version's signed validity; None when its signer set none.
         self.valid_until: float | None = None
         self.pushed: dict[str, Entry] = {}
         self._pushed_written: bytes | None = None  # what pushed-entries.json holds
-        self._audit_head_unwritten = False  # kept with the next state write
         self.version = 0
         self.applied_at = 0.0
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
@@ -74,11 +130,16 @@ class NodeBlocklist:
         # it while a newer one is written); older ones are removed.
         self.compiled_path: Path | None = None
         self._previous_path: Path | None = None
+        self._compiled_entries = 0
         # Changes workers hold in their overlay (since the base they mapped), and that base's
         # size: past `overlay_max_fraction` of it, a refreshed base is swapped in (a fold).
         self.overlay_changes = 0
         self._base_entries = 0
         self.folds = 0
+        self.compiles = 0  # compile jobs finished (file versions, feed versions, refreshes)
+        self.loading: Loading | None = None
+        # Called with each job's progress (tests; the supervisor's status reads `loading`).
+        self.on_progress: Callable[[Loading], None] | None = None
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -94,15 +155,11 @@ class NodeBlocklist:
     def _audit_head_path(self) -> Path:
         return self.state_dir / "audit-head.json"
 
-    def keep_audit_head(self, head: dict[str, Any] | None, via: str, *, now: bool = True) -> None:
-        """`now=False`: written with the state files of the version being made (off the event
-        loop, overlapping the workers' apply)."""
+    def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
         if head is None:
             return
         self.audit_head = {**head, "received_at": time.time(), "via": via}
-        self._audit_head_unwritten = not now
-        if now:
-            write_atomic(self._audit_head_path, msgspec.json.encode(self.audit_head))
+        write_atomic(self._audit_head_path, msgspec.json.encode(self.audit_head))
 
     @property
     def full_path(self) -> Path:
@@ -117,11 +174,18 @@ class NodeBlocklist:
         # One file per version: a worker maps a file and keeps it, so it is never rewritten.
         return self.state_dir / f"blocklist-compiled-{os.getpid()}-v{version}.map"
 
+    def _file_path(self, version: int) -> Path:
+        return self.state_dir / f"blocklist-file-{os.getpid()}-v{version}.map"
+
+    def _scratch_path(self, what: str, version: int) -> Path:
+        return self.state_dir / f"blocklist-{what}-{os.getpid()}-v{version}.msgpack"
+
     def compiled_files(self) -> list[Path]:
         """Every compiled file this supervisor wrote that is still on disk."""
         pid = os.getpid()
         return [
             *self.state_dir.glob(f"blocklist-compiled-{pid}-v*.map"),
+            *self.state_dir.glob(f"blocklist-file-{pid}-v*.map"),
             *([self.full_path] if self.full_path.exists() else []),
         ]
 
@@ -137,19 +201,17 @@ class NodeBlocklist:
         if pushed != self._pushed_written:
             out[self._pushed_path] = pushed
         out[self._version_path] = str(self.version).encode()
-        if self._audit_head_unwritten and self.audit_head is not None:
-            out[self._audit_head_path] = msgspec.json.encode(self.audit_head)
         return out
 
     def _write_state(self, files: dict[Path, bytes]) -> None:
         for path, data in files.items():
             write_atomic(path, data)
         self._pushed_written = files.get(self._pushed_path, self._pushed_written)
-        self._audit_head_unwritten &= self._audit_head_path not in files
 
     def load_initial(self) -> None:
         """Read the state directory and the blocklist directory before any worker starts.
-        Raises StartupRefused when a directory is configured but holds no valid version."""
+        Raises StartupRefused when a directory is configured but holds no valid version, or
+        when it cannot be compiled."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self._pushed_path.exists():
             entries = msgspec.json.decode(self._pushed_path.read_bytes(), type=list[Entry])
@@ -158,65 +220,178 @@ class NodeBlocklist:
             self.version = int(self._version_path.read_text().strip() or 0)
         if self._audit_head_path.exists():
             self.audit_head = msgspec.json.decode(self._audit_head_path.read_bytes())
-        if self.cfg.dir:
-            try:
-                self._public_key = Path(self.cfg.public_key).read_bytes()
-            except OSError as e:
-                raise StartupRefused(
-                    f"cannot read blocklist public key {self.cfg.public_key}: {e}"
-                ) from e
-            # A head kept before the restart may be newer than the file's (a later push).
-            found = self._load_dir(keep_head=self.audit_head is None)
-            if found is None and not self.cfg.allow_empty:
-                detail = "; ".join(self.last_errors) or "no version files"
-                raise StartupRefused(
-                    f"blocklist directory {self.cfg.dir} holds no valid version ({detail}); "
-                    "refusing to start without a list (pass --allow-empty-blocklist to override)"
-                )
-        self.version += 1
-        self._write_full()
+        version = self.version + 1
+        summary: Summary | None = None
+        try:
+            if self.cfg.dir:
+                try:
+                    self._public_key = Path(self.cfg.public_key).read_bytes()
+                except OSError as e:
+                    raise StartupRefused(
+                        f"cannot read blocklist public key {self.cfg.public_key}: {e}"
+                    ) from e
+                summary = self._run_sync(self._job(version, "dir", nice=0), "file")
+                self._take_refusals(summary)
+                if summary.found is None and not self.cfg.allow_empty:
+                    detail = "; ".join(self.last_errors) or "no version files"
+                    raise StartupRefused(
+                        f"blocklist directory {self.cfg.dir} holds no valid version ({detail}); "
+                        "refusing to start without a list (pass --allow-empty-blocklist to "
+                        "override)"
+                    )
+            if summary is None or summary.found is None:
+                summary = self._run_sync(self._job(version, "base", nice=0), "file")
+        except CompileFailed as e:
+            raise StartupRefused(f"the blocklist could not be compiled: {e}") from e
+        # A head kept before the restart may be newer than the file's (a later push).
+        self._adopt_file(summary, version, keep_head=self.audit_head is None)
+        self.version = version
+        self._compiled(version, summary.entries)
         self._persist()
         self._workers_rebased()
 
-    def _load_dir(self, keep_head: bool = True) -> int | None:
-        info = LoadInfo()
-        found, errors = load_newest(
-            self.cfg.dir,
-            self._public_key,
-            current_sequence=self.file_sequence,
-            max_bytes=self.cfg.max_file_bytes,
-            current_sha256=self.file_sha256,
-            max_sequence_step=self.cfg.max_sequence_step,
-            info=info,
-        )
-        if found is not None and self.cfg.require_valid_until and info.valid_until is None:
-            errors.append(
-                BlocklistError(
-                    self.cfg.dir,
-                    0,
-                    f"version {found[1]} has no valid_until and blocklist.require_valid_until "
-                    "is set; keeping the enforced list",
-                )
+    def _job(self, version: int, source: str, **kw: Any) -> Job:
+        """A compile job over the enforced file layer and the pushed entries as they are now
+        (pushes made while it runs land in later deltas)."""
+        node_out = self._mapped_path(version) if self.mapped else self.full_path
+        fields: dict[str, Any] = {
+            "version": version,
+            "now": time.time(),
+            "base_table": str(self.file_table.path) if self.file_table is not None else "",
+            "base_changes": dict(self._file_changes),
+            "source": source,
+            "pushed": list(self.pushed.values()),
+            "file_out": str(self._file_path(version)),
+            "node_out": str(node_out),
+            "node_format": self.cfg.compiled_format,
+            "delta_out": str(self._scratch_path("delta", version)),
+            "processes": self.cfg.compile_processes,
+        }
+        if source == "dir":
+            fields["dir"] = DirSource(
+                dir=self.cfg.dir,
+                public_key=self.cfg.public_key,
+                current_sequence=self.file_sequence,
+                current_sha256=self.file_sha256,
+                max_bytes=self.cfg.max_file_bytes,
+                max_sequence_step=self.cfg.max_sequence_step,
+                require_valid_until=self.cfg.require_valid_until,
             )
-            found = None
-        self.last_errors = [str(e) for e in errors]
-        for e in errors:
-            if not _is_stale_notice(e):
+        fields.update(kw)
+        return Job(**fields)
+
+    # -- compile jobs ---------------------------------------------------------------------------
+
+    def _started(self, what: str) -> Callable[[int], None]:
+        def started(pid: int) -> None:
+            self.loading = Loading(pid=pid, what=what, started_at=time.time())
+            log.info("blocklist compile (%s) started in process %d", what, pid)
+
+        return started
+
+    def _progress(self, p: Progress) -> None:
+        loading = self.loading
+        if loading is None:
+            return
+        loading.phase, loading.done, loading.total = p.phase, p.done, p.total
+        now = time.time()
+        if now - loading.logged_at >= PROGRESS_LOG_EVERY_S and p.total > 0:
+            loading.logged_at = now
+            eta = loading.eta_s(now)
+            log.info(
+                "blocklist compile (%s): %s %d of %d entries, %.0f entries/s, eta %s",
+                loading.what,
+                p.phase,
+                p.done,
+                p.total,
+                loading.rate(now),
+                "-" if eta is None else f"{eta:.0f} s",
+            )
+        if self.on_progress is not None:
+            self.on_progress(loading)
+
+    @contextlib.contextmanager
+    def _running(self, job: Job) -> Iterator[None]:
+        """Around a compile job: on any failure nothing it wrote is left or used; done, it is
+        counted; either way it no longer shows as loading."""
+        try:
+            yield
+        except BaseException:
+            self._discard(job)
+            raise
+        finally:
+            self.loading = None
+        self.compiles += 1
+
+    def _run_sync(self, job: Job, what: str) -> Summary:
+        with self._running(job):
+            timeout = self.cfg.compile_timeout_s
+            summary = run_job_sync(job, self._progress, timeout, self._started(what))
+            self._check_outputs(job, summary)
+        return summary
+
+    async def _run(self, job: Job, what: str) -> Summary:
+        with self._running(job):
+            timeout = self.cfg.compile_timeout_s
+            summary = await run_job(job, self._progress, timeout, self._started(what))
+            self._check_outputs(job, summary)
+        return summary
+
+    def _check_outputs(self, job: Job, summary: Summary) -> None:
+        """The child checked every file whole before answering; what it names must still be
+        there, whole (header and size), before a worker is told of it."""
+        try:
+            if summary.made and job.file_out:
+                MappedTable(Path(job.file_out))
+            if summary.node_written and self.mapped:
+                MappedTable(Path(job.node_out))
+        except TableError as e:
+            raise CompileFailed(str(e)) from e
+
+    def _discard(self, job: Job) -> None:
+        for out in (job.file_out, job.delta_out, job.node_out if self.mapped else ""):
+            if out:
+                Path(out).unlink(missing_ok=True)
+
+    def _failed(self, what: str, e: BaseException) -> None:
+        """A job that did not finish: the enforced list stays; counted, logged, shown."""
+        self.reload_failures += 1
+        reason = f"{self.cfg.dir}:0: {what} could not be compiled: {e}"
+        self.last_errors.append(reason)
+        log.error("blocklist %s; keeping version %d", reason, self.version)
+
+    def _take_refusals(self, summary: Summary) -> None:
+        self.last_errors = [r.text for r in summary.refusals]
+        for r in summary.refusals:
+            if not r.stale:
                 self.reload_failures += 1
-                log.error("blocklist version rejected: %s", e)
+                log.error("blocklist version rejected: %s", r.text)
+
+    def _adopt_file(self, summary: Summary, version: int, *, keep_head: bool = True) -> None:
+        """The job's file-layer table is now the enforced file layer."""
+        before, self.file_table = self.file_table, MappedTable(self._file_path(version))
+        self._file_changes = {}
+        self._file_generation += 1
+        if before is not None and before.path != self.file_table.path:
+            before.path.unlink(missing_ok=True)  # a job still reading it keeps its mapping
+        found = summary.found
         if found is None:
-            return None
-        entries, sequence = found
-        self.file_entries = entries
-        self.file_sequence = sequence
-        self.file_sha256 = info.sha256
-        self.valid_until = info.valid_until
+            return
+        self.file_sequence, self.file_sha256 = found.sequence, found.sha256
+        self.valid_until = found.valid_until
         if keep_head:
-            self.keep_audit_head(info.audit_head, f"file:{sequence}")
+            self.keep_audit_head(found.audit_head, f"file:{found.sequence}")
         log.info(
-            "blocklist version %d loaded from %s (%d entries)", sequence, self.cfg.dir, len(entries)
+            "blocklist version %d loaded from %s (%d entries)",
+            found.sequence,
+            self.cfg.dir,
+            summary.file_entries,
         )
-        return sequence
+
+    def loading_status(self, now: float | None = None) -> dict[str, Any] | None:
+        """The compile job running now (`Loading.as_dict`), or None."""
+        loading = self.loading
+        return None if loading is None else loading.as_dict(now)
 
     def stale_since(self, now: float | None = None) -> float | None:
         """The enforced file version's valid_until once it has passed, else None. A stale list
@@ -227,54 +402,57 @@ class NodeBlocklist:
             self.valid_until if (time.time() if now is None else now) > self.valid_until else None
         )
 
+    # -- what the node holds --------------------------------------------------------------------
+
+    @property
+    def _file_layer(self) -> FileLayer:
+        return FileLayer(self.file_table, self._file_changes)
+
+    def _file_entry(self, entry_id: str) -> Entry | None:
+        """The file layer's entry with this id (a probe of its mapped table)."""
+        return self._file_layer.get(entry_id)
+
     def entries(self) -> list[Entry]:
-        return _merge(self.file_entries, self.pushed)
+        """Every entry the node enforces. Reads the whole mapped file layer: for inspection
+        and tests, never on a request's or a scrape's path."""
+        merged = {e.id: e for e in self._file_layer}
+        merged.update(self.pushed)
+        return list(merged.values())
 
     def counts(self) -> dict[str, int]:
-        """Entries by type, counted once per version (a scrape must not walk a million
-        entries every time)."""
+        """Entries by type, from the file layer's table header, corrected by the changes and
+        pushes over it (a probe each), once per version: a scrape never walks the list."""
         if self._counts_version != self.version:
             counts = dict.fromkeys((t.value for t in EntryType), 0)
-            for e in self.entries():
+            table = self.file_table
+            if table is not None:
+                for t, n in table.counts.items():
+                    counts[str(t)] += n
+                for entry_id, changed in self._file_changes.items():
+                    index = table.index_of(entry_id)
+                    if index >= 0:
+                        counts[str(table.entry(index).type)] -= 1
+                    if changed is not None:
+                        counts[str(changed.type)] += 1
+            for e in self.pushed.values():
+                under = self._file_entry(e.id)
+                if under is not None:
+                    counts[str(under.type)] -= 1
                 counts[str(e.type)] += 1
             self._counts, self._counts_version = counts, self.version
         return dict(self._counts)
 
-    def _compile_merged(self, files: list[Entry], pushed: dict[str, Entry], version: int) -> None:
-        """Compile every entry's match key once, here, for all workers: the mapped table (read
-        back and checked whole before any worker is told of it: a full disk or a bad write
-        is caught here, and the file workers load stays the last good one), or the msgpack
-        chunks workers build their own dicts from."""
-        entries = _merge(files, pushed)
-        if not self.mapped:
-            write_compiled(self.full_path, entries)
-            return
-        path = self._mapped_path(version)
-        try:
-            write_table(path, entries, version, time.time())
-            MappedTable(path).verify()
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+    def _size(self) -> int:
+        return sum(self.counts().values())
 
-    def _write_full(self) -> None:
-        version = self.version
-        self._compile_merged(self.file_entries, self.pushed, version)
-        self._compiled(version)
-
-    async def _write_full_async(self, version: int | None = None) -> None:
-        """The same, compiling in a thread; the entry set is taken on the loop, so pushes
-        made meanwhile land in later deltas. `version`: the one the file will be (default:
-        the current one)."""
-        version = self.version if version is None else version
-        files, pushed = list(self.file_entries), dict(self.pushed)
-        await asyncio.to_thread(_background, self._compile_merged, files, pushed, version)
-        self._compiled(version)
-
-    def _compiled(self, version: int) -> None:
+    def _compiled(self, version: int, entries: int) -> None:
         if version < self.compiled_version:
-            return  # a refresh that finished after a newer full version was compiled
+            # A refresh that finished after a newer full version was compiled: unused.
+            if self.mapped:
+                self._mapped_path(version).unlink(missing_ok=True)
+            return
         self.compiled_version = version
+        self._compiled_entries = entries
         self.deltas = [d for d in self.deltas if d["version"] > version]
         if not self.mapped:
             return
@@ -314,39 +492,29 @@ class NodeBlocklist:
         if not self.cfg.dir:
             return None
         async with self.lock:
-            before = {e.id: e for e in self.entries()}
-            enforced = (self.file_entries, self.file_sequence, self.file_sha256, self.valid_until)
-            found = await asyncio.to_thread(_background, self._load_dir)
-            if found is None:
+            version = self.version + 1
+            job = self._job(version, "dir", delta_max_fraction=self.cfg.delta_max_fraction)
+            try:
+                summary = await self._run(job, "file")
+            except CompileFailed as e:
+                self._failed("the newest version", e)
                 return None
-            after = {e.id: e for e in self.entries()}
-            adds = [e for i, e in after.items() if before.get(i) != e]
-            removes = [i for i in before if i not in after]
-            return await self._file_changed(adds, removes, len(after), found, enforced)
+            self._take_refusals(summary)
+            if summary.found is None:
+                return None
+            self._adopt_file(summary, version)
+            return await self._file_changed(job, summary, f"file:{summary.found.sequence}")
 
-    async def _file_changed(
-        self,
-        adds: list[Entry],
-        removes: list[str],
-        size: int,
-        sequence: int,
-        enforced: tuple[list[Entry], int | None, str, float | None],
-    ) -> dict[str, Any] | None:
-        """Distribute a new file layer (under the lock): a delta when it is a small change,
-        else a full compiled version; a failed compile restores `enforced`."""
-        source = f"file:{sequence}"
-        if len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * size):
-            return await self._delta(adds, removes, source)
-        try:
-            await self._write_full_async(self.version + 1)
-        except Exception as e:  # noqa: BLE001 - a full disk, a bad write: keep the last good
-            self.file_entries, self.file_sequence, self.file_sha256, self.valid_until = enforced
-            self.reload_failures += 1
-            reason = f"{self.cfg.dir}:0: version {sequence} could not be compiled: {e}"
-            self.last_errors.append(reason)
-            log.error("blocklist %s; keeping version %d", reason, self.version)
-            return None
-        self.version += 1
+    async def _file_changed(self, job: Job, summary: Summary, source: str) -> dict[str, Any]:
+        """Distribute a new file layer (under the lock) the way the job wrote it: a delta
+        when it is a small change, else a full compiled version."""
+        if summary.delta:
+            delta_path = Path(job.delta_out)
+            delta = msgspec.msgpack.decode(delta_path.read_bytes(), type=Delta)
+            delta_path.unlink(missing_ok=True)
+            return await self._delta(delta.adds, delta.removes, source)
+        self.version = job.version
+        self._compiled(job.version, summary.entries)
         self._persist()
         self._workers_rebased()
         return await self._distribute("blocklist.load", self.load_args(), source)
@@ -374,30 +542,67 @@ class NodeBlocklist:
                 )
             if v.base is not None and v.base != current:
                 raise BlocklistError(v.path, 1, f"rests on {v.base}, the enforced is {current}")
-            enforced = (self.file_entries, self.file_sequence, self.file_sha256, self.valid_until)
-            if v.base is None:
-                before = {e.id: e for e in self.entries()}
-                self.file_entries = list(v.adds)
-                after = {e.id: e for e in self.entries()}
-                adds = [e for i, e in after.items() if before.get(i) != e]
-                removes = [i for i in before if i not in after]
-            else:
-                files = {e.id: e for e in self.file_entries}
-                adds = [e for e in v.adds if e.id not in self.pushed and files.get(e.id) != e]
-                added = {e.id for e in v.adds}
-                removes = [
-                    i for i in v.removes if i in files and i not in self.pushed and i not in added
-                ]
-                for i in v.removes:
-                    files.pop(i, None)
-                files.update((e.id, e) for e in v.adds)
-                self.file_entries = list(files.values())
-            self.file_sequence, self.file_sha256 = v.sequence, v.sha256
-            self.valid_until = v.valid_until
-            self.last_errors = []
-            self.keep_audit_head(v.audit_head, f"feed:{v.sequence}", now=False)
-            size = len(self.file_entries) + len(self.pushed)
-            return await self._file_changed(adds, removes, size, v.sequence, enforced)
+            result = await (self._apply_full(v) if v.base is None else self._apply_delta(v))
+            if result is not None:
+                self.file_sequence, self.file_sha256 = v.sequence, v.sha256
+                self.valid_until = v.valid_until
+                self.last_errors = []
+                self.keep_audit_head(v.audit_head, f"feed:{v.sequence}")
+            return result
+
+    async def _apply_full(self, v: Version) -> dict[str, Any] | None:
+        """A feed's full version: its entries go to a child (as a file) to be compiled and
+        compared with the enforced layer there."""
+        version = self.version + 1
+        entries_path = self._scratch_path("entries", version)
+        await asyncio.to_thread(_write_entries, entries_path, v.adds)
+        job = self._job(
+            version,
+            "entries",
+            entries_path=str(entries_path),
+            delta_max_fraction=self.cfg.delta_max_fraction,
+        )
+        try:
+            summary = await self._run(job, "feed")
+        except CompileFailed as e:
+            self._failed(f"version {v.sequence}", e)
+            return None
+        finally:
+            entries_path.unlink(missing_ok=True)
+        self._adopt_file(summary, version)
+        return await self._file_changed(job, summary, f"file:{v.sequence}")
+
+    async def _apply_delta(self, v: Version) -> dict[str, Any] | None:
+        """A feed's delta version: what changes is worked out here, a probe per named id; a
+        small one stays a change over the file layer's table, a large one is compiled."""
+        adds = [e for e in v.adds if e.id not in self.pushed and self._file_entry(e.id) != e]
+        added = {e.id for e in v.adds}
+        removes = [
+            i
+            for i in v.removes
+            if i not in self.pushed and i not in added and self._file_entry(i) is not None
+        ]
+        changes: dict[str, Entry | None] = dict.fromkeys(v.removes)
+        changes.update((e.id, e) for e in v.adds)
+        size = self._size() + sum(
+            (changed is not None) - (self._file_entry(i) is not None)
+            for i, changed in changes.items()
+            if i not in self.pushed
+        )
+        source = f"file:{v.sequence}"
+        if len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * size):
+            self._file_changes.update(changes)
+            self._file_generation += 1
+            return await self._delta(adds, removes, source)
+        version = self.version + 1
+        job = self._job(version, "base", changes=changes)
+        try:
+            summary = await self._run(job, "feed")
+        except CompileFailed as e:
+            self._failed(f"version {v.sequence}", e)
+            return None
+        self._adopt_file(summary, version)
+        return await self._file_changed(job, summary, source)
 
     async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
         entries = [validate_entry(msgspec.convert(e, type=Entry)) for e in raw_entries]
@@ -413,14 +618,6 @@ class NodeBlocklist:
             del self.pushed[entry_id]
             restored = self._file_entry(entry_id)
             return await self._delta([restored] if restored else [], [entry_id], "remove")
-
-    def _file_entry(self, entry_id: str) -> Entry | None:
-        """The file layer's entry with this id: an index built once per file version (a
-        removal used to scan the whole file layer, issue 19)."""
-        if self._file_index_of is not self.file_entries:
-            self._file_index = {e.id: e for e in self.file_entries}
-            self._file_index_of = self.file_entries
-        return self._file_index.get(entry_id)
 
     def started(self, applied_at: float) -> None:
         """Every first worker enforces the start-up version: that is its apply time."""
@@ -472,15 +669,33 @@ class NodeBlocklist:
                 return
             try:
                 await self._write_full_async()
-            except Exception as e:  # noqa: BLE001 - workers replay deltas meanwhile
+            except CompileFailed as e:  # workers replay deltas meanwhile
                 log.error("could not refresh the compiled blocklist: %s", e)
                 return
             await self._fold()
 
+    async def _write_full_async(self) -> None:
+        """Compile the current version (the file layer with the pushes over it) in a child;
+        the entry set is taken now, so pushes made meanwhile land in later deltas. A fleet's
+        changes over the file layer are folded into a new file-layer table too, kept unless
+        the file layer changed meanwhile."""
+        version = self.version
+        generation, base = self._file_generation, self.file_table
+        job = self._job(version, "base")
+        if not self._file_changes:
+            job = msgspec.structs.replace(job, file_out="")  # the file layer stays as it is
+        summary = await self._run(job, "refresh")
+        if job.file_out:
+            if generation == self._file_generation and base is self.file_table:
+                self._adopt_file(msgspec.structs.replace(summary, found=None), version)
+            else:
+                Path(job.file_out).unlink(missing_ok=True)
+        self._compiled(version, summary.entries)
+
     def _workers_rebased(self) -> None:
         """Every worker now maps the current compiled file, with an empty overlay."""
         self.overlay_changes = 0
-        self._base_entries = len(self.file_entries) + len(self.pushed)
+        self._base_entries = self._compiled_entries
 
     def _overlay_past_threshold(self) -> bool:
         threshold = max(1000.0, self.cfg.overlay_max_fraction * self._base_entries)
@@ -511,27 +726,7 @@ class NodeBlocklist:
         return {"version": self.version, "applied_at": self.applied_at, "workers": acks}
 
 
-def _merge(files: list[Entry], pushed: dict[str, Entry]) -> list[Entry]:
-    merged = {e.id: e for e in files}
-    merged.update(pushed)
-    return list(merged.values())
-
-
-def _background(fn: Callable[..., T], *args: Any) -> T:
-    """Run in a worker thread at a lower CPU priority: verifying and compiling a large version
-    takes seconds of CPU, and serving workers on the same cores must keep theirs."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (OSError, AttributeError):
-        pass
-    try:
-        return fn(*args)
-    finally:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 0)
-        except (OSError, AttributeError):
-            pass
-
-
-def _is_stale_notice(e: BlocklistError) -> bool:
-    return "older" in e.reason or "not newer" in e.reason
+def _write_entries(path: Path, entries: tuple[Entry, ...]) -> None:
+    """A feed's full version for the compile child (encoded off the event loop: a million
+    entries take a moment)."""
+    write_atomic(path, msgspec.msgpack.encode(entries))

@@ -49,7 +49,7 @@ import msgspec
 import xxhash
 
 from proxy.blocklist.keys import QueryPairs
-from proxy.blocklist.model import Entry, EntryType, InvalidEntry, compile_entry
+from proxy.blocklist.model import CompiledById, Entry, EntryType, InvalidEntry, compile_entry
 from proxy.blocklist.querytrie import path_keys
 
 MAGIC = b"EPBLMAP2"  # 2: url entries with a query as a trie (URLQ_NODE), issue 19
@@ -157,20 +157,28 @@ def write_table(
     now: float,
     *,
     progress: Progress | None = None,
+    compiled: CompiledById | None = None,
 ) -> TableInfo:
     """Compile `entries` (raises `InvalidEntry` on a bad entry or a repeated id; entries
     expired at `now` are left out) into `path`, atomically: a temporary file in the same
-    directory, fsynced, then renamed. `progress(n)` is called every 65536 entries."""
-    got = _collect(entries, now, progress)
+    directory, fsynced, then renamed. `progress(n)` is called every 65536 entries. An entry
+    found (the same object) in `compiled` is not compiled again."""
+    got = _collect(entries, now, progress, compiled or {})
     fps_arr, recs_arr = _sort_and_merge(got)
     return _lay_out_and_write(path, got, fps_arr, recs_arr, version, now)
 
 
-def _collect(entries: Iterable[Entry], now: float, progress: Progress | None) -> _Collected:
+def _collect(
+    entries: Iterable[Entry], now: float, progress: Progress | None, compiled: CompiledById
+) -> _Collected:
     got = _Collected()
     encoder = msgspec.msgpack.Encoder()
     for entry in entries:
-        etype, key, query = compile_entry(entry)
+        known = compiled.get(entry.id)
+        if known is not None and known[0] is entry:
+            etype, key, query = known[1]
+        else:
+            etype, key, query = compile_entry(entry)
         if entry.expires_at is not None and entry.expires_at <= now:
             continue
         index = len(got.row_offsets)

@@ -33,6 +33,11 @@ class FakeBlocklist:
     pushed: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     audit_head: dict[str, Any] | None = None
+    compiles: int = 0
+    loading: dict[str, Any] | None = None  # what loading_status answers (a compile running)
+
+    def loading_status(self, now: float | None = None) -> dict[str, Any] | None:
+        return self.loading
 
     def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
         if head is not None:

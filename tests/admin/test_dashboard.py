@@ -65,6 +65,8 @@ def exposed() -> dict[str, set[str]]:
             reload_failures=0,
             counts=lambda: dict(counts),
             stale_since=lambda: None,
+            compiles=1,
+            loading_status=lambda: None,
         ),
     )
     registry = CollectorRegistry(auto_describe=False)

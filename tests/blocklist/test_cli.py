@@ -268,3 +268,42 @@ def test_digest_gives_the_entry_value_of_a_coded_body(
     assert code == 1 and "unknown-coding" in err
     code, _, err = run(capsys, "digest", str(tmp_path / "missing"))
     assert code == 1 and "missing" in err
+
+
+def test_compile_writes_the_table_workers_load_and_shows_progress_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxy.blocklist.format import generate_keypair, version_filename, write_version
+    from proxy.blocklist.model import Entry, EntryType
+    from proxy.blocklist.table import MappedTable
+
+    private, public = generate_keypair()
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(public)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    entries = [Entry(f"h{i}", EntryType.HOST, f"h{i}.example") for i in range(70000)]
+    write_version(lists / version_filename(4), 4, entries, private_key_pem=private)
+    out = tmp_path / "v4.map"
+    code, stdout, err = run(capsys, "compile", "--key", str(pub), str(lists), str(out))
+    assert code == 0 and "sequence 4, 70000 entries" in stdout
+    assert err == ""  # stderr is no terminal here: quiet unless asked
+    table = MappedTable(out)
+    table.verify()
+    assert table.version == 4 and table.entries == 70000
+    code, _, err = run(
+        capsys,
+        "compile",
+        "--progress",
+        "--key",
+        str(pub),
+        str(lists / version_filename(4)),
+        str(out),
+    )
+    assert code == 0
+    assert "verify: 70,000 of 70,000 entries (100%)" in err
+    assert "compile: 70,000 of 70,000 entries (100%)" in err
+    code, _, err = run(
+        capsys, "verify", "--progress", "--key", str(pub), str(lists / version_filename(4))
+    )
+    assert code == 0 and "verify: 70,000 of 70,000 entries (100%)" in err

@@ -17,7 +17,6 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -214,43 +213,35 @@ def test_issue19_a_mapped_push_does_not_rewalk_removed_expiring_base_entries(
 
 
 async def test_issue19_pushes_below_the_fold_threshold_do_not_recompile_the_list(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """With the mapped base, workers hold pushes in their overlay; the supervisor compiled the
     whole list again after every quiet `compile_quiet_s`, i.e. after nearly every push when an
     operator pushes every few seconds. Now only to fold; a starting worker replays the rest."""
     import msgspec
 
-    import proxy.blocklist.node as node_mod
     from proxy.blocklist.node import NodeBlocklist
     from proxy.config import BlocklistConfig, Config
 
     cfg = msgspec.structs.replace(Config(), blocklist=BlocklistConfig(compile_quiet_s=0.0))
-    compiles: list[int] = []
-    real = node_mod.write_table
-
-    def counting(path: Path, entries: object, version: int, now: float) -> object:
-        compiles.append(version)
-        return real(path, entries, version, now)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(node_mod, "write_table", counting)
 
     async def broadcast(op: str, args: dict[str, object]) -> list[dict[str, object]]:
         return [{"applied_at": 1.0}]
 
     node = NodeBlocklist(cfg, tmp_path / "state", broadcast)
     node.load_initial()  # compiles the start-up version, 1
-    assert compiles == [1]
+    assert node.compiles == 1 and node.compiled_version == 1
     for i in range(20):
         await node.push([{"id": f"p{i}", "type": "url", "value": f"http://a.example/{i}"}])
         assert node._refresh is not None
         await node._refresh
     assert await node.remove("p3") is not None and node.known("p4") and not node.known("p3")
     await node._refresh
-    assert compiles == [1] and node.version == 22
+    assert node.compiles == 1 and node.version == 22
     replay = node.deltas_since_compiled()
     assert [d["version"] for d in replay] == list(range(2, 23))
     big = [{"id": f"b{i}", "type": "url", "value": f"http://a.example/b/{i}"} for i in range(1001)]
     await node.push(big)
     await node._refresh
-    assert compiles == [1, 23] and node.folds == 1 and node.deltas_since_compiled() == []
+    assert node.compiles == 2 and node.compiled_version == 23
+    assert node.folds == 1 and node.deltas_since_compiled() == []

@@ -5,15 +5,16 @@ Issue 12, "Bad input": a truncated or corrupt compiled file, a version whose com
 
 from __future__ import annotations
 
-import errno
+import contextlib
+import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-import proxy.blocklist.node as node_mod
 from proxy.blocklist.format import generate_keypair, version_filename, write_version
 from proxy.blocklist.mapped import MappedSnapshot
 from proxy.blocklist.model import Entry, EntryType
@@ -84,30 +85,48 @@ def test_another_kind_of_file_is_refused(tmp_path: Path) -> None:
         MappedTable(tmp_path / "absent.map")
 
 
-async def test_a_worker_refuses_a_corrupt_file_and_keeps_enforcing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["flipped byte", "cut by 1", "cut by 4096"])
+async def test_a_worker_refuses_a_corrupt_file_and_keeps_enforcing(
+    tmp_path: Path, damage: str
+) -> None:
     worker = Worker(config("http://127.0.0.1:9"), 0)
     first = tmp_path / "v1.map"
     write_table(first, ENTRIES, 1, time.time())
     await worker.blocklist_load(BlocklistLoad(path=str(first), version=1, format="mapped"))
     enforced = worker.pipeline.blocklist
     bad = tmp_path / "v2.map"
-    write_table(bad, ENTRIES[:1], 2, time.time())
+    many = [Entry(id=f"n{i}", type=EntryType.HOST, value=f"h{i}.example") for i in range(500)]
+    write_table(bad, many, 2, time.time())
     data = bytearray(bad.read_bytes())
-    data[-3] ^= 0xFF
+    if damage == "flipped byte":
+        data[-3] ^= 0xFF
+    else:
+        del data[-int(damage.rsplit(" ", 1)[1]) :]
     bad.write_bytes(bytes(data))
-    with pytest.raises(TableError):
+    with pytest.raises(TableError, match="checksum" if damage == "flipped byte" else "truncated"):
         await worker.blocklist_load(BlocklistLoad(path=str(bad), version=2, format="mapped"))
     assert worker.pipeline.blocklist is enforced and enforced.version == 1
     assert worker.pipeline.blocklist.check("pirate.example", "/", None) == ENTRIES[1]
     assert worker.stats.blocklist_load_failures == 1
 
 
-async def test_a_version_whose_compile_fails_leaves_the_last_good_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A full disk half way through the compile: nothing is distributed, the version number
-    does not move, the failure is counted and reported with its cause, and no partial file
-    is left for a worker to find."""
+@contextlib.contextmanager
+def file_size_limit(max_bytes: int) -> Iterator[None]:
+    """A full disk, as the kernel reports it to a writer: no file this process (or a child it
+    starts meanwhile, the compile child) writes may grow past `max_bytes` (EFBIG; Python
+    ignores SIGXFSZ). The soft limit only, restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+async def test_a_version_whose_compile_fails_leaves_the_last_good_one(tmp_path: Path) -> None:
+    """The disk fills half way through the compile (in the compile child): nothing is
+    distributed, the version number does not move, the failure is counted and reported with
+    its cause, and no partial file is left for a worker to find."""
     private, public = generate_keypair()
     (tmp_path / "pub.pem").write_bytes(public)
     lists = tmp_path / "lists"
@@ -127,21 +146,18 @@ async def test_a_version_whose_compile_fails_leaves_the_last_good_one(
     node.load_initial()
     version, path = node.version, node.compiled_path
     assert path is not None and path.exists()
-    many = [Entry(id=f"n{i}", type=EntryType.HOST, value=f"h{i}.example") for i in range(2000)]
+    many = [Entry(id=f"n{i}", type=EntryType.HOST, value=f"h{i}.example") for i in range(5000)]
     write_version(lists / version_filename(2), 2, many, private_key_pem=private)
-
-    def full_disk(*_a: Any, **_k: Any) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(node_mod, "write_table", full_disk)
-    assert await node.reload_dir() is None
+    before = sorted(p.name for p in (tmp_path / "state").iterdir())
+    with file_size_limit(64 << 10):
+        assert await node.reload_dir() is None
     assert node.version == version and node.compiled_path == path and sent == []
-    assert node.reload_failures == 1 and "No space left" in node.last_errors[-1]
+    assert node.reload_failures == 1 and "File too large" in node.last_errors[-1]
     assert node.file_sequence == 1 and {e.id for e in node.entries()} == {"u", "h", "d"}
-    assert sorted(p.name for p in (tmp_path / "state").glob("*.map")) == [path.name]
-    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == before
     assert await node.reload_dir() is not None  # the cause gone, the same file applies
     assert node.version == version + 1 and sent == ["blocklist.load"]
+    assert node.known("n4999") and not node.known("u")
 
 
 async def test_an_overlay_past_its_share_is_folded_into_a_new_base(tmp_path: Path) -> None:

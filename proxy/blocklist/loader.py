@@ -1,0 +1,459 @@
+"""Reading, checking and compiling a blocklist version, in a child process of the supervisor.
+
+The supervisor never holds a full version's entries as Python objects (hundreds of bytes
+each: a 10M-entry list would cost gigabytes, and the soak saw its RSS step up with every
+larger version and stay there, because CPython keeps the arenas it grew). A *job* runs in a
+fresh child (`python -m proxy.blocklist.loader`): it reads and verifies the signed version
+(or takes a fleet version's entries, or the enforced file layer plus changes), canonicalises
+every entry, and writes two compiled tables (`proxy.blocklist.table`):
+
+- the *file layer* alone, which the supervisor maps to answer per-entry questions (is this id
+  listed by a signed file? which entry does a removed push uncover?) with one hashed probe;
+- the *node table* workers map: the file layer with the pushed entries over it (a hard link
+  to the file layer when nothing is pushed: one file on disk and in the page cache), or the
+  msgpack chunks of `blocklist.compiled_format = "msgpack"`.
+
+When the caller asks for it (`delta_max_fraction`), the child also works out what changed
+against the enforced file layer; a small change is written as a delta file instead of a node
+table, and goes to workers as a delta. The child answers with a small `Summary` (sequence,
+hash, validity, audit head, counts, refusals); its memory is returned to the system when it
+exits, whatever the version's size.
+
+Why a plain subprocess and not a `ProcessPoolExecutor`: the supervisor's event loop reads the
+child's progress lines as they come (`asyncio.create_subprocess_exec`), a job that hangs or is
+killed is one child of known pid (killed on timeout, its half-written temporaries removed), and
+nothing is left behind between jobs; a pool hides its processes, breaks for good when one of
+them is killed (`BrokenProcessPool`) and needs a second channel for progress. A fresh
+interpreter per job costs ~0.2 s, nothing beside a version's load.
+
+Protocol: the job as msgpack on the child's stdin; JSON lines on its stdout, `Progress` every
+`PROGRESS_EVERY_S` at most, then one `Summary` or one `Failure`. Every output file is written
+atomically (temporary + rename) and checked whole before the summary names it: a child that
+dies leaves at most temporaries, which `cleanup` removes, and never a file a worker could load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from proxy.blocklist.model import CompiledById, Entry, EntryType
+from proxy.blocklist.table import MappedTable
+
+PROGRESS_EVERY_S = 0.5
+
+
+class DirSource(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a directory reload reads, and what it checks (`format.load_newest`)."""
+
+    dir: str
+    public_key: str
+    current_sequence: int | None
+    current_sha256: str
+    max_bytes: int
+    max_sequence_step: int
+    require_valid_until: bool
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    version: int  # the node version the node table will carry
+    now: float
+    # The file layer enforced now: a compiled file-layer table and changes over it (a fleet's
+    # small delta versions, `None` for a removed id). Empty: no file layer yet.
+    base_table: str = ""
+    base_changes: dict[str, Entry | None] = {}
+    # The new file layer: read from `dir`, or the entries in `entries_path` (msgpack, already
+    # verified), or the enforced one; then `changes` over it.
+    source: Literal["dir", "entries", "base"]
+    dir: DirSource | None = None
+    entries_path: str = ""
+    changes: dict[str, Entry | None] = {}
+    pushed: list[Entry] = []
+    file_out: str  # where the new file layer's table goes ("": not wanted)
+    node_out: str
+    node_format: Literal["mapped", "msgpack"] = "mapped"
+    # >= 0: compare with the enforced layer; a change of at most max(1000, this share of the
+    # list) is written to `delta_out` (a `Delta`) and no node table is made.
+    delta_max_fraction: float = -1.0
+    delta_out: str = ""
+    processes: int = 1  # entry lines read by this many forked processes (`format.Reading`)
+    # Added to the child's nice value: serving workers on the same cores keep their share of
+    # the CPU (0 at start-up, when nothing serves yet).
+    nice: int = 10
+
+
+class Delta(msgspec.Struct, frozen=True):
+    adds: list[Entry]
+    removes: list[str]
+
+
+class Found(msgspec.Struct, frozen=True):
+    sequence: int
+    sha256: str
+    valid_until: float | None
+    audit_head: dict[str, str | int | float] | None
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    text: str
+    stale: bool  # "older" / "not newer": a notice, not a failure
+
+
+class Progress(msgspec.Struct, frozen=True, tag="progress"):
+    phase: str  # "read" (verify and parse), "compile"
+    done: int
+    total: int
+
+
+class Summary(msgspec.Struct, frozen=True, tag="summary", kw_only=True):
+    found: Found | None = None  # the version read (source "dir"); None: nothing to load
+    refusals: list[Refusal] = []
+    made: bool = False  # a new file layer was written to file_out
+    node_written: bool = False  # node_out holds the new node table
+    delta: bool = False  # delta_out holds the change instead
+    file_entries: int = 0
+    entries: int = 0  # in the node layer (file + pushed)
+    counts: dict[str, int] = {}  # the node layer's, by type
+
+
+class Failure(msgspec.Struct, frozen=True, tag="failure"):
+    error: str
+
+
+Message = Progress | Summary | Failure
+ProgressFn = Callable[[Progress], None]
+
+
+class CompileFailed(Exception):
+    """The job did not finish (an error it reported, or a child that died or hung)."""
+
+
+# -- the child ----------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Progress lines, at most one per PROGRESS_EVERY_S per phase (and each phase's last)."""
+
+    def __init__(self, emit: ProgressFn) -> None:
+        self.emit = emit
+        self.last = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == 0 or done >= total or now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            self.emit(Progress(phase, done, total))
+
+
+class FileLayer:
+    """A file layer: its compiled table (None: none yet) with changes over it (`None` for a
+    removed id). The supervisor asks it about one id at a time; the child also walks it."""
+
+    def __init__(self, table: MappedTable | None, changes: Mapping[str, Entry | None]) -> None:
+        self.table = table
+        self.changes = changes
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry with this id: one hashed probe of the table (the full id confirmed in
+        its record), or a change made since."""
+        if entry_id in self.changes:
+            return self.changes[entry_id]
+        if self.table is None:
+            return None
+        index = self.table.index_of(entry_id)
+        return self.table.entry(index) if index >= 0 else None
+
+    def __iter__(self) -> Iterator[Entry]:
+        """Every entry: reads the whole table (the child's work, or inspection)."""
+        if self.table is not None:
+            for entry in self.table:
+                if entry.id not in self.changes:
+                    yield entry
+        yield from (e for e in self.changes.values() if e is not None)
+
+
+def run(job: Job, emit: ProgressFn) -> Summary:
+    """Do `job` (in the child; tests call it in-process too)."""
+    from proxy.blocklist.compiled import write_compiled
+    from proxy.blocklist.format import BlocklistError, LoadInfo, Reading, load_newest
+    from proxy.blocklist.table import write_table
+
+    report = _Reporter(emit)
+    base = MappedTable(Path(job.base_table)) if job.base_table else None
+    old = FileLayer(base, job.base_changes)
+    found: Found | None = None
+    refusals: list[Refusal] = []
+    listed: Iterable[Entry]
+    compiled: CompiledById = {}  # what reading compiled already, for the table writer
+    if job.source == "dir":
+        assert job.dir is not None
+        src = job.dir
+        info = LoadInfo()
+        report("read", 0, 1)
+        got, errors = load_newest(
+            src.dir,
+            Path(src.public_key).read_bytes(),
+            current_sequence=src.current_sequence,
+            max_bytes=src.max_bytes,
+            current_sha256=src.current_sha256,
+            max_sequence_step=src.max_sequence_step,
+            info=info,
+            reading=Reading(
+                progress=lambda done, total: report("read", done, total),
+                compiled=compiled,
+                processes=job.processes,
+            ),
+        )
+        if got is not None and src.require_valid_until and info.valid_until is None:
+            errors.append(
+                BlocklistError(
+                    src.dir,
+                    0,
+                    f"version {got[1]} has no valid_until and blocklist.require_valid_until "
+                    "is set; keeping the enforced list",
+                )
+            )
+            got = None
+        refusals = [Refusal(str(e), "older" in e.reason or "not newer" in e.reason) for e in errors]
+        if got is None:
+            return Summary(refusals=refusals)
+        listed, sequence = got
+        found = Found(sequence, info.sha256, info.valid_until, info.audit_head)
+    elif job.source == "entries":
+        listed = msgspec.msgpack.decode(Path(job.entries_path).read_bytes(), type=list[Entry])
+    else:
+        listed = old
+    files = {e.id: e for e in listed}
+    del listed
+    for entry_id, changed in job.changes.items():
+        if changed is None:
+            files.pop(entry_id, None)
+        else:
+            files[entry_id] = changed
+    pushed = {e.id: e for e in job.pushed}
+    merged = {**files, **pushed} if pushed else files  # a second dict only when needed
+    counts = dict.fromkeys((t.value for t in EntryType), 0)
+    for e in merged.values():
+        counts[str(e.type)] += 1
+    summary = Summary(
+        found=found,
+        refusals=refusals,
+        made=True,
+        file_entries=len(files),
+        entries=len(merged),
+        counts=counts,
+    )
+    delta = _small_change(job, old, files, pushed, len(merged))
+
+    def table(path: str, entries: dict[str, Entry]) -> None:
+        total = len(entries)
+        report("compile", 0, total)
+        out = Path(path)
+        try:
+            write_table(
+                out,
+                entries.values(),
+                job.version,
+                job.now,
+                progress=lambda done: report("compile", done, total),
+                compiled=compiled,
+            )
+            # Read back whole (checksum) before anyone is told of it: a full disk or a bad
+            # write ends the job here, and leaves no file behind.
+            MappedTable(out).verify()
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        report("compile", total, total)
+
+    if job.file_out:
+        table(job.file_out, files)
+    if delta is not None:
+        Path(job.delta_out).write_bytes(msgspec.msgpack.encode(delta))
+        return msgspec.structs.replace(summary, delta=True)
+    if job.node_format == "msgpack":
+        write_compiled(Path(job.node_out), merged.values())
+    elif job.file_out and not pushed:
+        Path(job.node_out).unlink(missing_ok=True)
+        os.link(job.file_out, job.node_out)  # the same entries: one file, one page cache
+    else:
+        table(job.node_out, merged)
+    return msgspec.structs.replace(summary, node_written=True)
+
+
+def _small_change(
+    job: Job, old: FileLayer, files: dict[str, Entry], pushed: dict[str, Entry], size: int
+) -> Delta | None:
+    """What workers must change, when it is small enough to send as a delta; else None. The
+    pushed layer is the same before and after, so only file entries it does not cover count."""
+    if job.delta_max_fraction < 0 or old.table is None:
+        return None
+    limit = max(1000, job.delta_max_fraction * size)
+    if abs(len(files) - old.table.entries) > limit + len(old.changes):
+        return None  # the sizes alone differ by more: no need to compare entry by entry
+    adds: list[Entry] = []
+    removes: list[str] = []
+    for e in files.values():
+        if e.id not in pushed and old.get(e.id) != e:
+            adds.append(e)
+            if len(adds) > limit:
+                return None
+    for e in old:
+        if e.id not in pushed and e.id not in files:
+            removes.append(e.id)
+            if len(adds) + len(removes) > limit:
+                return None
+    return Delta(adds, removes)
+
+
+def main() -> None:
+    """`python -m proxy.blocklist.loader`: one job from stdin, answers on stdout."""
+    job = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=Job)
+    if job.nice:
+        with contextlib.suppress(OSError):
+            os.nice(job.nice)
+    out = sys.stdout.buffer
+    encoder = msgspec.json.Encoder()
+
+    def emit(msg: Message) -> None:
+        out.write(encoder.encode(msg) + b"\n")
+        out.flush()
+
+    try:
+        summary = run(job, emit)
+    except Exception as e:  # noqa: BLE001 - reported to the supervisor with its cause
+        emit(Failure(f"{type(e).__name__}: {e}"))
+        sys.exit(1)
+    emit(summary)
+
+
+# -- the supervisor's side ------------------------------------------------------------------
+
+_decoder = msgspec.json.Decoder(Message)
+
+
+def _command() -> list[str]:
+    return [sys.executable, "-m", "proxy.blocklist.loader"]
+
+
+def _outcome(summary: Summary | None, failure: str, code: int | None) -> Summary:
+    if summary is not None and code == 0:
+        return summary
+    if failure:
+        raise CompileFailed(failure)
+    if code is not None and code < 0:
+        raise CompileFailed(f"the compile process was killed by {signal.Signals(-code).name}")
+    raise CompileFailed(f"the compile process exited with status {code} and no answer")
+
+
+class _Answers:
+    """The child's stdout lines, as they come."""
+
+    def __init__(self, on_progress: ProgressFn) -> None:
+        self.on_progress = on_progress
+        self.summary: Summary | None = None
+        self.failure = ""
+
+    def take(self, line: bytes) -> None:
+        try:
+            msg = _decoder.decode(line)
+        except msgspec.DecodeError:
+            return  # not ours (a library printing): ignored
+        if isinstance(msg, Progress):
+            self.on_progress(msg)
+        elif isinstance(msg, Summary):
+            self.summary = msg
+        else:
+            self.failure = msg.error
+
+
+async def run_job(
+    job: Job, on_progress: ProgressFn, timeout_s: float, on_start: Callable[[int], None]
+) -> Summary:
+    """Run `job` in a child; its summary, or `CompileFailed`. `on_start(pid)` names the child
+    (status, tests); `on_progress` hears its progress lines on the event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        *_command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    on_start(proc.pid)
+    answers = _Answers(on_progress)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        async with asyncio.timeout(timeout_s):
+            proc.stdin.write(msgspec.msgpack.encode(job))
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+                proc.stdin.close()
+            async for line in proc.stdout:
+                answers.take(line)
+            code = await proc.wait()
+    except TimeoutError:
+        raise CompileFailed(f"the compile took longer than {timeout_s:g} s; stopped") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        cleanup(job)
+    return _outcome(answers.summary, answers.failure, code)
+
+
+def run_job_sync(
+    job: Job, on_progress: ProgressFn, timeout_s: float, on_start: Callable[[int], None]
+) -> Summary:
+    """`run_job` for callers without an event loop (the node's start, before any worker)."""
+    proc = subprocess.Popen(_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    on_start(proc.pid)
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, stop)
+    timer.start()
+    answers = _Answers(on_progress)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(msgspec.msgpack.encode(job))
+            proc.stdin.close()
+        for line in proc.stdout:
+            answers.take(line)
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        cleanup(job)
+    if timed_out.is_set():
+        raise CompileFailed(f"the compile took longer than {timeout_s:g} s; stopped")
+    return _outcome(answers.summary, answers.failure, code)
+
+
+def cleanup(job: Job) -> None:
+    """Remove what a child that died mid-write left: temporaries beside its outputs (never a
+    finished file: those are renamed into place whole, and the caller decides on them)."""
+    for out in (job.file_out, job.node_out, job.delta_out):
+        if not out:
+            continue
+        path = Path(out)
+        for tmp in path.parent.glob(f".{path.name}.*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+if __name__ == "__main__":
+    main()
