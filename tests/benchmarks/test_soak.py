@@ -92,6 +92,23 @@ def test_a_window_with_the_kill_or_the_full_version_is_not_the_baseline() -> Non
     assert g["throughput"]["first_full_window"] == 1  # all disturbed: the first full one
 
 
+def test_the_kills_dip_is_left_out_of_the_rss_spread_and_the_full_versions_step_is_not() -> None:
+    """A restarted worker starts empty, so the kill's window dips (not growth); the full
+    version's window counts, since a list that grows the node for good is what RSS watches."""
+    windows = [
+        window(0, 3000, 300, (1.0, 1.0)),
+        window(1, 3000, 302, (1.0, 1.0)),
+        window(2, 2000, 240, (1.0, 0.5), events=["SIGKILL worker pid 9", "worker restarted"]),
+        window(3, 2900, 310, (0.5, 1.0), events=["full version 2 dropped"]),
+        window(4, 3000, 312, (1.0, 1.0)),
+    ]
+    g = summarise(windows, OperatorLog(), 60.0)["goals"]["rss"]
+    assert g["spread"] == pytest.approx(12 / 300) and g["ok"]
+    windows[3].rss_bytes = windows[4].rss_bytes = 340 * MiB  # the full version stepped it
+    g = summarise(windows, OperatorLog(), 60.0)["goals"]["rss"]
+    assert g["spread"] == pytest.approx(40 / 300) and not g["ok"]
+
+
 def test_no_full_window_leaves_the_throughput_and_rss_goals_undecided() -> None:
     windows = [window(0, 3000, 200, (0.0, 0.3)), window(1, 2900, 210, (0.3, 0.6))]
     summary = summarise(windows, OperatorLog(), 60.0)
