@@ -120,6 +120,7 @@ def open_node_tier(cfg: Config, stats: WorkerStats) -> NodeTier | None:
             lease_s=cfg.cache.coalesce_wait_s,
             uncacheable_s=cfg.cache.hit_for_miss_s,
             touch_delay_s=cfg.cache.node_touch_delay_s,
+            touch_interval_s=cfg.cache.node_touch_interval_s,
         )
     except (NodeTierError, OSError) as e:
         log.error("node tier %s not used: %s", path, e)

@@ -79,7 +79,8 @@ store what it fetched in the same loop turn (a body spooled to disk, larger than
 object bound), the waiter fetches too: that is the one case of two origin requests.
 
 Eviction keeps popular objects: an approximate LRU over access ticks. Each hit from this tier
-(a memory miss) and every 8th hot hit in memory (the memo's touch) queues a touch. Stores (and
+(a memory miss) and every 8th hot hit in memory (the memo's touch) queues a touch, at most one
+per key and worker every `cache.node_touch_interval_s` (10 s). Stores (and
 lease releases) are written in one transaction at the end of the loop turn (`call_soon`), with
 every touch queued by then; touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
 batch: a write transaction costs tens of microseconds, more than the rest of a node-tier hit,
@@ -344,6 +345,7 @@ class NodeTier:
         lease_s: float = 15.0,
         uncacheable_s: float = 10.0,
         touch_delay_s: float = 0.0,
+        touch_interval_s: float = 0.0,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -377,6 +379,11 @@ class NodeTier:
         self.lease_s = lease_s
         self.uncacheable_s = uncacheable_s
         self.touch_delay_s = touch_delay_s
+        # Keys touched in this interval and the one before (`_touch`): swapped, never swept.
+        self.touch_interval_s = touch_interval_s
+        self._touched_now: set[bytes] = set()
+        self._touched_before: set[bytes] = set()
+        self._touched_since = clock()
         self._scheduled = False
         self._touch_timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -426,8 +433,7 @@ class NodeTier:
             self._reject(ikey, str(e))
             return None
         self.stats.node_hits += 1
-        self._touches.add(ikey)
-        self._schedule_touches()
+        self._touch(ikey)
         return entry
 
     def _reject(self, key: bytes, why: str, *, whole_primary: bool = False) -> None:
@@ -451,7 +457,25 @@ class NodeTier:
         return True
 
     def touch(self, entry: Entry) -> None:
-        self._touches.add(item_key(entry.primary, entry.vary_fields, entry.variant))
+        self._touch(item_key(entry.primary, entry.vary_fields, entry.variant))
+
+    def _touch(self, ikey: bytes) -> None:
+        """Queue `ikey`'s access tick, unless this worker queued one within the last
+        `touch_interval_s` (as Varnish's lru_interval: an order a few seconds coarse evicts
+        the same objects, and each tick costs four LMDB operations, a tenth of a node-tier
+        hit). Two generations of keys, swapped once per interval, both dropped after two:
+        O(1) per hit, bounded by what two intervals touch."""
+        interval = self.touch_interval_s
+        if interval > 0:
+            now = self.clock()
+            elapsed = now - self._touched_since
+            if elapsed >= interval:
+                self._touched_before = self._touched_now if elapsed < 2 * interval else set()
+                self._touched_now, self._touched_since = set(), now
+            if ikey in self._touched_now or ikey in self._touched_before:
+                return
+            self._touched_now.add(ikey)
+        self._touches.add(ikey)
         self._schedule_touches()
 
     def _schedule_touches(self) -> None:

@@ -337,6 +337,39 @@ async def test_hit_touches_wait_for_a_batch_and_go_with_the_next_store(path: Pat
     assert t._touch_timer is None
 
 
+async def test_a_key_is_touched_at_most_once_per_interval(path: Path) -> None:
+    """Each touch is four LMDB operations: a worker writes one key's access tick at most once
+    per `touch_interval_s`, and again once the interval has passed; the eviction order it
+    keeps is that coarse, no coarser."""
+    now = [1000.0]
+    t = NodeTier(
+        path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], touch_interval_s=10.0
+    )
+    a, b = entry("/a", b"A"), entry("/b", b"B")
+    t.put(a)
+    t.put(b)
+    await asyncio.sleep(0)
+    stored = _tick(t, a)
+    now[0] += 1
+    assert t.get(a.primary, (), ()) is not None
+    await asyncio.sleep(0)
+    first = _tick(t, a)
+    assert first > stored  # the first hit after the store is written
+    for step in (1, 3, 4):  # 9 s after it: within the interval, nothing is written
+        now[0] += step
+        assert t.get(a.primary, (), ()) is not None
+        await asyncio.sleep(0)
+        assert _tick(t, a) == first
+    assert t.get(b.primary, (), ()) is not None  # another key is its own: written
+    await asyncio.sleep(0)
+    assert _tick(t, b) > stored
+    now[0] += 21  # two intervals on: both generations are dropped, the next hit writes
+    assert t.get(a.primary, (), ()) is not None
+    await asyncio.sleep(0)
+    assert _tick(t, a) > first
+    t.close()
+
+
 def test_a_lease_of_a_dead_or_late_worker_is_taken_over(path: Path) -> None:
     now = [1000.0]
     a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], lease_s=15)
