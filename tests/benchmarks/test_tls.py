@@ -16,7 +16,12 @@ import pytest
 from benchmarks import tls
 from benchmarks.targets import NginxTarget, TlsFiles
 
-pytestmark = pytest.mark.skipif(not tls.s_time_available(), reason="openssl is not installed")
+
+@pytest.fixture(autouse=True)
+def _openssl() -> None:
+    """Required, not optional: .ci/run installs openssl (and nginx) when they are missing."""
+    assert tls.s_time_available(), "these tests need openssl (apt-get install openssl)"
+
 
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"
 
