@@ -15,7 +15,7 @@ from proxy.metrics import WorkerStats
 from proxy.rfc.dates import format_http_date
 from proxy.rfc.freshness import initial_age
 from proxy.rfc.invalidation import invalidated_targets
-from proxy.rfc.merge import merge_304
+from proxy.rfc.merge import merge_304, text_fields
 from proxy.rfc.response import ParsedResponse, parse_response
 from proxy.rfc.target import BadTarget, canonical_target
 
@@ -42,8 +42,7 @@ class StorePhase:
         """RFC 9111 §4.3.4: update the stored header fields from the 304 and reuse the body;
         the same for the 200 answer to a HEAD that matches the stored response (§4.3.5,
         `fwd_status` 200)."""
-        stored = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in entry.headers]
-        new304 = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fresh]
+        stored, new304 = text_fields(entry.headers), text_fields(fresh)
         merged = [
             (n.encode("latin-1"), v.encode("latin-1"))
             for n, v in merge_304(stored, new304, drop=("age", "cache-status"))

@@ -27,7 +27,7 @@ from proxy.rfc.cache_status import cache_status_bytes
 from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.invalidation import content_location_is_target
-from proxy.rfc.merge import head_updates_stored, select_for_304
+from proxy.rfc.merge import head_updates_stored, select_for_304, text_fields
 from proxy.rfc.response import ParsedResponse, heuristic_only, parse_response
 from proxy.rfc.storable import NoStoreReason, storable
 from proxy.rfc.vary import vary_fields
@@ -130,9 +130,9 @@ class UpstreamResponsePhase:
         if up.status >= 500:
             return self._error_with_stale(up, hdrs, entry, "HEAD")
         if up.status == 200 and head_updates_stored(
-            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in entry.headers],
+            text_fields(entry.headers),
             len(entry.body),
-            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in hdrs],
+            text_fields(hdrs),
         ):
             up.release()
             return self._merge_304(ctx, entry, hdrs, request_time, response_time, 200)

@@ -3,13 +3,20 @@ a HEAD (§4.3.5)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from proxy.rfc.conditional import is_weak, normalise_etag
 from proxy.rfc.dates import parse_http_date
 from proxy.rfc.hopbyhop import HOP_BY_HOP
 
-__all__ = ["NOT_UPDATED", "head_updates_stored", "merge_304", "select_for_304"]
+__all__ = ["NOT_UPDATED", "head_updates_stored", "merge_304", "select_for_304", "text_fields"]
+
+
+def text_fields(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Header fields as this module takes them: names and values as latin-1 text (RFC 9110
+    §5.5: obs-text octets survive the round trip)."""
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]
+
 
 NOT_UPDATED = frozenset({"content-length", "content-encoding", "content-range"}) | HOP_BY_HOP
 """Fields a 304 never replaces in the stored response (§3.2):
