@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.blocklist.format import generate_keypair, render_version
 from proxy.blocklist.model import Entry, EntryType
@@ -21,7 +20,8 @@ from proxy.config import FleetConfig
 from proxy.fleet import feed
 from proxy.fleet.feed import Keys
 from tests.integration.conftest import free_port, origin_server  # noqa: F401 - fixture by name
-from tests.integration.node import Node
+from tests.integration.node import Node, metric, readyz  # noqa: F401 - for the fleet tests
+from tests.integration.node import eventually as node_eventually
 from tests.redis_server import RedisServer
 
 FAST = """
@@ -191,14 +191,8 @@ async def status(url: str) -> int:
 
 
 async def eventually(check: Any, timeout_s: float = 15.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        if await check():
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout_s} s")
-        await asyncio.sleep(0.05)
+    """`tests.integration.node.eventually` with the fleet's longer default deadline."""
+    await node_eventually(check, timeout_s, what)
 
 
 async def eventually_status(url: str, want: int, timeout_s: float = 15.0) -> None:
@@ -206,23 +200,6 @@ async def eventually_status(url: str, want: int, timeout_s: float = 15.0) -> Non
         return await status(url) == want
 
     await eventually(check, timeout_s, f"{url} answering {want}")
-
-
-async def readyz(node: Node) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(node.admin + "/readyz") as r:
-            return r.status, await r.json()
-
-
-async def metric(node: Node, name: str) -> float:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(node.admin + "/metrics") as r:
-            text = await r.text()
-    for fam in text_string_to_metric_families(text):
-        for sample in fam.samples:
-            if sample.name in (name, name + "_total"):
-                return sample.value
-    raise AssertionError(f"no metric {name}")
 
 
 class Relay:

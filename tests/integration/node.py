@@ -7,10 +7,12 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import free_port
 
@@ -54,14 +56,22 @@ class Node:
     async def start(self, *, expect_ready: bool = True, timeout_s: float = 20.0) -> None:
         env = {**os.environ, "EDGEPROXY_ADMIN_TOKEN": TOKEN, **self.env}
         argv = [
-            sys.executable, "-m", "proxy.cli", "serve",
-            "--listen", f"127.0.0.1:{self.port}",
-            "--admin", f"127.0.0.1:{self.admin_port}",
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--admin",
+            f"127.0.0.1:{self.admin_port}",
             *(["--state-dir", self.state_dir] if self.state_dir else []),
             *self.args,
         ]
         self.proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *argv,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             cwd=str(Path(__file__).resolve().parents[2]),
         )
         ready = asyncio.get_running_loop().create_future()
@@ -78,7 +88,9 @@ class Node:
             if "listening" in text and not ready.done():
                 ready.set_result(None)
         if not ready.done():
-            ready.set_exception(RuntimeError("node exited before listening:\n" + "".join(self.output)))
+            ready.set_exception(
+                RuntimeError("node exited before listening:\n" + "".join(self.output))
+            )
             ready.exception()
 
     async def wait_exit(self, timeout_s: float = 20.0) -> int:
@@ -102,7 +114,9 @@ class Node:
     async def admin_json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as s:
             async with s.request(
-                method, self.admin + path, json=body,
+                method,
+                self.admin + path,
+                json=body,
                 headers={"Authorization": f"Bearer {TOKEN}"},
             ) as r:
                 return r.status, await r.json(content_type=None)
@@ -125,3 +139,35 @@ class Node:
             if len(now) == len(pids) and pids[index] not in now:
                 return now
         raise AssertionError(f"worker {pids[index]} not replaced: {now}")
+
+
+# -- what a test asks a running node ------------------------------------------------------
+
+
+async def metric(node: Node, name: str) -> float:
+    """The first sample of metric `name` (a counter's `_total` included) on the admin API."""
+    async with aiohttp.ClientSession() as s, s.get(node.admin + "/metrics") as r:
+        text = await r.text()
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name in (name, name + "_total"):
+                return float(sample.value)
+    raise AssertionError(f"no metric {name}")
+
+
+async def readyz(node: Node) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.get(node.admin + "/readyz") as r:
+        return r.status, await r.json()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 8.0, what: str = "condition"
+) -> None:
+    """Poll `check` until it holds, or fail at the deadline (never a sleep standing in for an
+    event the test cannot see)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not met within {timeout_s} s")
+        await asyncio.sleep(0.05)

@@ -8,14 +8,12 @@ import time
 from pathlib import Path
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.blocklist.format import read_version, version_filename, write_version
 from proxy.blocklist.model import EntryType
-from tests.integration.node import Node
+from tests.integration.node import Node, eventually, metric, readyz
 from tests.integration.test_blocklist_node import (
     entry,
-    eventually,
     get,
     keys,  # noqa: F401 - the fixture
     origin_app,
@@ -23,22 +21,6 @@ from tests.integration.test_blocklist_node import (
 )
 
 LISTED = [entry("a", EntryType.PREFIX, "http://127.0.0.1/listed/")]
-
-
-async def readyz(node: Node) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(node.admin + "/readyz") as r:
-            return r.status, await r.json()
-
-
-async def gauge(node: Node, name: str) -> float:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(node.admin + "/metrics") as r:
-            text = await r.text()
-    for fam in text_string_to_metric_families(text):
-        if fam.name == name:
-            return fam.samples[0].value
-    raise AssertionError(f"no metric {name}")
 
 
 async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
@@ -64,7 +46,7 @@ async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
     try:
         status, body = await readyz(node)
         assert status == 200, body
-        assert await gauge(node, "edgeproxy_blocklist_stale") == 0
+        assert await metric(node, "edgeproxy_blocklist_stale") == 0
         write_version(
             bdir / version_filename(2),
             2,
@@ -85,7 +67,7 @@ async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
         await eventually(red, timeout_s=15.0)
         status, body = await readyz(node)
         assert any("blocklist stale since" in str(p) for p in body["problems"]), body  # type: ignore[attr-defined]
-        assert await gauge(node, "edgeproxy_blocklist_stale") == 1
+        assert await metric(node, "edgeproxy_blocklist_stale") == 1
         assert (await get(node.url + "/listed/x"))[0] == 451
         assert (await get(node.url + "/free/x"))[0] == 200
         # A fresh version from the publisher makes the node ready again.
@@ -101,7 +83,7 @@ async def test_stale_list_turns_readyz_red_and_keeps_enforcing(
             return (await readyz(node))[0] == 200
 
         await eventually(green, timeout_s=15.0)
-        assert await gauge(node, "edgeproxy_blocklist_stale") == 0
+        assert await metric(node, "edgeproxy_blocklist_stale") == 0
         assert (await get(node.url + "/listed/y"))[0] == 451
     finally:
         await node.stop()
@@ -121,7 +103,7 @@ async def test_list_without_valid_until_stays_ready(
     await node.start()
     try:
         assert (await readyz(node))[0] == 200
-        assert await gauge(node, "edgeproxy_blocklist_stale") == 0
+        assert await metric(node, "edgeproxy_blocklist_stale") == 0
     finally:
         await node.stop()
 

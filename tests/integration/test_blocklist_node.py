@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.blocklist.format import generate_keypair, version_filename, write_version
 from proxy.blocklist.model import Entry, EntryType
-from tests.integration.node import Node
+from tests.integration.node import Node, eventually
 
 
 @pytest.fixture
@@ -48,16 +48,6 @@ async def reload_failures(node: Node) -> float:
         if fam.name == "edgeproxy_blocklist_reload_failures":
             return fam.samples[0].value
     raise AssertionError("no reload failure metric")
-
-
-async def eventually(check, timeout_s: float = 8.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        if await check():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 def entry(i: str, typ: EntryType, value: str) -> Entry:

@@ -14,10 +14,8 @@ import aiohttp
 import lmdb
 import pytest
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.node import Node
-from tests.integration.test_blocklist_node import eventually
+from tests.integration.node import Node, eventually, metric
 
 MiB = 1 << 20
 
@@ -63,16 +61,6 @@ async def get(url: str) -> tuple[int, bytes, str]:
         s.get(url, headers={"Host": HOST}) as r,
     ):
         return r.status, await r.read(), r.headers.get("Cache-Status", "")
-
-
-async def metric(node: Node, name: str) -> float:
-    async with aiohttp.ClientSession() as s, s.get(node.admin + "/metrics") as r:
-        text = await r.text()
-    for fam in text_string_to_metric_families(text):
-        for sample in fam.samples:
-            if sample.name in (name, name + "_total"):
-                return sample.value
-    raise AssertionError(f"no metric {name}")
 
 
 async def test_an_object_is_fetched_once_per_node(origin_server, nodes) -> None:

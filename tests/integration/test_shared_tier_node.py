@@ -7,7 +7,6 @@ back."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import signal
@@ -19,10 +18,9 @@ import aiohttp
 import pytest
 import redis
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.cache.shared import primary_key
-from tests.integration.node import Node
+from tests.integration.node import Node, eventually, metric
 from tests.redis_server import RedisServer
 
 HOST = "fleet.test"
@@ -82,30 +80,13 @@ async def get(node: Node, path: str) -> tuple[int, bytes, str]:
         return r.status, await r.read(), r.headers.get("Cache-Status", "")
 
 
-async def metric(node: Node, name: str) -> float:
-    async with aiohttp.ClientSession() as s, s.get(node.admin + "/metrics") as r:
-        text = await r.text()
-    for fam in text_string_to_metric_families(text):
-        for sample in fam.samples:
-            if sample.name in (name, name + "_total"):
-                return float(sample.value)
-    raise AssertionError(f"no metric {name}")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 40.0) -> None:
-    """Poll `check` until it holds (a deadline, not a sleep standing in for an event)."""
-    async with asyncio.timeout(timeout_s):
-        while not await check():
-            await asyncio.sleep(0.05)
-
-
 async def stored(node: Node, n: int) -> None:
     """Until `node` has written `n` responses to the shared tier."""
 
     async def done() -> bool:
         return await metric(node, "edgeproxy_shared_tier_stores") >= n
 
-    await eventually(done)
+    await eventually(done, timeout_s=40.0)
 
 
 def in_redis(server: RedisServer, path: str) -> bool:
@@ -117,7 +98,7 @@ async def gone(server: RedisServer, *paths: str) -> None:
     async def check() -> bool:
         return not any(in_redis(server, p) for p in paths)
 
-    await eventually(check)
+    await eventually(check, timeout_s=40.0)
 
 
 async def test_a_miss_on_node_a_is_a_shared_hit_on_node_b(origin_server, fleet, redis_server):
