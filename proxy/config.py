@@ -276,6 +276,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # that was frozen with them by one full pass this often (0 disables either).
     gc_freeze_interval_s: float = 1.0
     gc_full_collect_interval_s: float = 900.0
+    # Each worker samples its loop lag this often and times its GC pauses, exported per worker
+    # (edgeproxy_worker_loop_lag_seconds, ..._gc_pause_seconds: proxy/node/tail.py); 0: off.
+    tail_sample_interval_s: float = 0.01
     sites: list[Site] = []
     limits: Limits = Limits()
     cache: CacheConfig = CacheConfig()

@@ -44,8 +44,9 @@ from proxy.admin.view import NodeView
 from proxy.blocklist.model import Entry
 from proxy.config import AdminConfig, parse_hostport
 from proxy.identity import python_version, version
-from proxy.metrics import BLOCK_TYPES, RESULTS, combine, families
+from proxy.metrics import BLOCK_TYPES, LATENCY_BUCKETS_S, RESULTS, combine, families
 from proxy.node.control import ControlError, StatsReply
+from proxy.node.tail import families as tail_families
 
 log = logging.getLogger("edgeproxy.admin")
 
@@ -174,6 +175,10 @@ class _Collector:
         if total is not None:
             yield from families([s.name for s in node.cfg.sites], total)
         yield from self._worker_families()
+        yield from tail_families(
+            [(worker_label(s.worker), s.tail, s.stats) for s in sorted(self.stats, key=_by_worker)],
+            LATENCY_BUCKETS_S,
+        )
         yield from self._blocklist_families()
         if (fleet := getattr(node, "fleet", None)) is not None:
             yield from fleet.families()

@@ -20,6 +20,7 @@ import msgspec
 
 from proxy.blocklist.model import Entry
 from proxy.config import Config
+from proxy.node.tail import TailReport
 from proxy.rfc.target import BadTarget, Target, canonical_target
 
 _LEN = struct.Struct("!I")
@@ -180,6 +181,7 @@ class StatsReply(Message, tag="stats.reply"):
     coalescing_waiters: int
     origin_requests: int
     started_at: float
+    tail: TailReport | None = None  # loop lag and GC pauses (proxy/node/tail.py)
 
 
 class Listening(Message, tag="listening"):

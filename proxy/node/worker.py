@@ -65,6 +65,7 @@ from proxy.node.control import (
     write_frame,
 )
 from proxy.node.servicelog import configure as configure_log
+from proxy.node.tail import TailProbe
 from proxy.sites import SiteTable
 from proxy.state import build_worker, front_limits, node_finisher
 
@@ -110,6 +111,7 @@ class Worker:
         self.applied_at = 0.0
         self.server_started = False
         self.started_at = time.time()
+        self.tail = TailProbe(cfg.tail_sample_interval_s)
         self.stopping = asyncio.Event()
         self._control_writer: asyncio.StreamWriter | None = None  # the channel to the supervisor
         self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way
@@ -328,6 +330,7 @@ class Worker:
             coalescing_waiters=self.pipeline.coalescer.waiters,
             origin_requests=self.origin.requests,
             started_at=self.started_at,
+            tail=self.tail.report,
         )
 
     async def listen(self, ticket_key: str = "") -> Listening:
@@ -423,6 +426,7 @@ class Worker:
             gc.collect()
             gc.freeze()  # the start-up heap: modules, config, compiled tables
             gc_task = asyncio.ensure_future(self._gc_policy())
+        self.tail.start(loop)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -436,6 +440,7 @@ class Worker:
         try:
             await self.stopping.wait()
         finally:
+            self.tail.stop()
             if gc_task is not None:
                 gc_task.cancel()
             if gate_task is not None:

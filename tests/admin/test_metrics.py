@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.node.tail import PER_WORKER_FAMILIES
 from tests.integration.node import TOKEN, Node
 
 CACHEABLE = b"c" * 1000
@@ -350,8 +351,10 @@ async def check_restart(node: Node, before: Scrape) -> None:
     assert after.value("edgeproxy_workers") == 2
     old, new = before.counters(), after.counters()
     # process_* counters are per process: a new worker-0 starts its CPU seconds from 0 (and
-    # process_start_time_seconds says so), as any restarted process does.
-    old = {k: v for k, v in old.items() if not k[0].startswith("process_")}
+    # process_start_time_seconds says so), as any restarted process does; so do the
+    # per-worker tail histograms (proxy/node/tail.py).
+    per_process = ("process_", *PER_WORKER_FAMILIES)
+    old = {k: v for k, v in old.items() if not k[0].startswith(per_process)}
     assert old.keys() <= new.keys()
     went_back = {k: (v, new[k]) for k, v in old.items() if new[k] < v}
     assert not went_back
