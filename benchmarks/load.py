@@ -16,11 +16,13 @@ import random
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.loadgen import run_load_sync
+from benchmarks.tail import process_wait_s
 
 ZIPF_URLS = 10_000
 ZIPF_SEQUENCE = 100_000
@@ -96,6 +98,8 @@ class Measured:
     errors: int  # socket errors and timeouts
     unexpected: int  # answers whose status was not the expected one
     tool: str
+    # wrk's own run-queue wait (ms per second of its run): the client's share of the tail
+    client_wait_ms_per_s: float = 0.0
 
 
 def zipf_indices() -> list[int]:
@@ -231,14 +235,12 @@ def run_wrk(
             script.name,
             base_url + workload.path,
         ]
-        out = subprocess.run(
-            argv, capture_output=True, text=True, timeout=duration_s + 60, check=False
-        )
+        out, client_wait = _run_sampling_wait(argv, timeout_s=duration_s + 60)
     finally:
         Path(script.name).unlink(missing_ok=True)
-    line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
-        raise RuntimeError(f"wrk gave no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+        raise RuntimeError(f"wrk gave no result: {out[-1000:]}")
     data = json.loads(line[len("WRKJSON ") :])
     duration = data["duration_us"] / 1e6
     errors = data["connect"] + data["read"] + data["write"] + data["timeout"]
@@ -254,7 +256,28 @@ def run_wrk(
         errors=errors,
         unexpected=unexpected,
         tool="wrk",
+        client_wait_ms_per_s=client_wait,
     )
+
+
+def _run_sampling_wait(argv: list[str], timeout_s: float) -> tuple[str, float]:
+    """Run `argv` to its end; its stdout, and its run-queue wait in ms per second of its run
+    (read from /proc every 0.2 s while it runs: the last fraction of a second is not seen)."""
+    started = time.perf_counter()
+    wait_s = elapsed = 0.0
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        while True:
+            try:
+                stdout, stderr = p.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                now = process_wait_s(p.pid)
+                if now > 0:
+                    wait_s, elapsed = now, time.perf_counter() - started
+                if time.perf_counter() - started > timeout_s:
+                    p.kill()
+                    raise
+    return stdout + stderr, wait_s * 1000 / elapsed if elapsed else 0.0
 
 
 def _paths(workload: Workload) -> list[str] | Iterator[str] | None:

@@ -198,11 +198,30 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
         minutes = soak["settings"]["soak_s"] / 60
         lines += ["", f"## soak ({minutes:g} minutes)", "", soak["table"]]
     lines += _node_tier_sections(extra)
+    lines += _tail_sections(extra)
     if fleet := extra.get("fleet"):
         from benchmarks.fleet import table
 
         lines += ["", "## fleet", "", table(fleet)]
     return "\n".join(lines) + "\n"
+
+
+def _tail_sections(extra: dict[str, Any]) -> list[str]:
+    """Issue 18: per round, who waited for a core, and inside the edge, how long (tail.py)."""
+    from benchmarks.tail import table
+
+    lines: list[str] = []
+    for scenario, rows in extra.get("tail", {}).items():
+        lines += [
+            "",
+            f"### {scenario}: where the tail waits",
+            "",
+            "Run-queue wait: time the processes were runnable but not running (schedstat). The "
+            "edge's columns are per worker (`/metrics`, proxy/node/tail.py), bucket upper bounds.",
+            "",
+            table(rows),
+        ]
+    return lines
 
 
 def _node_tier_sections(extra: dict[str, Any]) -> list[str]:

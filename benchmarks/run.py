@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import blocklists, cpu, edge_ops, node_tier, report, soak, tls
+from benchmarks import blocklists, cpu, edge_ops, node_tier, report, soak, tail, tls
 from benchmarks.load import (
     WRK_INSTALL_HINT,
     Measured,
@@ -317,13 +317,53 @@ def measure(
         workload = Workload("cold", "/", nonce=uuid.uuid4().hex[:8])
     cpu_before = cpu.cpu_seconds(target.pids)
     origin_before = origin.requests()
+    waits = TailWatch(target)
     measured = drive(
         url_of(target, scenario), workload, duration_s=s.duration_s, connections=s.connections,
         use_wrk=s.use_wrk,
     )  # fmt: skip
     cpu_s = cpu.cpu_seconds(target.pids) - cpu_before
     origin_requests = origin.requests() - origin_before
-    return record(session, scenario, target, round_no, measured, cpu_s, origin_requests, label)
+    run = record(session, scenario, target, round_no, measured, cpu_s, origin_requests, label)
+    session.extra.setdefault("tail", {}).setdefault(scenario.name, []).append(
+        waits.row(run, measured)
+    )
+    return run
+
+
+class TailWatch:
+    """One round's waits (benchmarks/tail.py): the server's run-queue wait, and the edge's
+    per-worker histograms, read before and after."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.started = time.perf_counter()
+        self.wait_s = tail.run_queue_wait_s(target.pids)
+        self.edge = self._scrape()
+
+    def _scrape(self) -> tail.Histograms | None:
+        t = self.target
+        if not isinstance(t, EdgeTarget) or not t.admin_port:
+            return None
+        try:
+            return tail.scrape(t.admin_url, t.admin_token)
+        except OSError:
+            return None
+
+    def row(self, run: Run, measured: Measured) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.started
+        waited = tail.run_queue_wait_s(self.target.pids) - self.wait_s
+        after = self._scrape() if self.edge is not None else None
+        return {
+            "target": run.target,
+            "round": run.round,
+            "client_p99_us": measured.p99_us,
+            "server_wait_ms_per_s": waited * 1000 / seconds if seconds else 0.0,
+            "client_wait_ms_per_s": measured.client_wait_ms_per_s,
+            "edge": tail.edge_summary(tail.delta(self.edge, after))
+            if self.edge is not None and after is not None
+            else None,
+        }
 
 
 def record(
