@@ -109,3 +109,17 @@ def _smaps_rollup(pid: int) -> dict[str, int]:
         if parts and parts[0].isdigit():
             fields[name] = int(parts[0]) * 1024
     return fields
+
+
+def pin(root_pids: list[int], cpus: set[int]) -> None:
+    """Every thread of the tree onto `cpus` (processes it starts later inherit the mask)."""
+    for stat in tree(root_pids):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{stat.pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass  # the thread ended

@@ -218,6 +218,15 @@ def set_draws(objects: ObjectSet, pick: str, n: int = ZIPF_SEQUENCE) -> list[str
     return rng.choices(paths, k=n)
 
 
+_client_cpus: tuple[int, ...] = ()
+
+
+def pin_client(cpus: tuple[int, ...]) -> None:
+    """Run wrk on these CPUs from now on (empty: wherever the kernel puts it)."""
+    global _client_cpus
+    _client_cpus = cpus
+
+
 def run_wrk(
     base_url: str, workload: Workload, *, duration_s: float, connections: int, threads: int = 1
 ) -> Measured:
@@ -235,6 +244,8 @@ def run_wrk(
             script.name,
             base_url + workload.path,
         ]
+        if _client_cpus:
+            argv = ["taskset", "-c", ",".join(map(str, _client_cpus)), *argv]
         out, client_wait = _run_sampling_wait(argv, timeout_s=duration_s + 60)
     finally:
         Path(script.name).unlink(missing_ok=True)

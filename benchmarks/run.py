@@ -38,6 +38,7 @@ from benchmarks.load import (
     ObjectSet,
     Workload,
     drive,
+    pin_client,
     wrk_available,
     zipf_paths,
 )
@@ -136,6 +137,7 @@ class Settings:
     prime_s: float = 600.0
     restart_objects: int = 10_000
     restart_load_s: float = 30.0
+    client_cpus: tuple[int, ...] = ()  # wrk on these CPUs, every server on the others
 
     def big_set(self) -> ObjectSet:
         return ObjectSet(self.big_set_objects, self.big_set_min_bytes, self.big_set_max_bytes)
@@ -227,8 +229,14 @@ class Fleet:
             self.unavailable[name] = f"failed to start: {e}"
             self.session.say(f"{name}: failed to start ({e}), skipped")
             return None
+        if self.session.settings.client_cpus:
+            cpu.pin(target.pids, self.server_cpus)  # its later children inherit it
         self.started[name] = target
         return target
+
+    @property
+    def server_cpus(self) -> set[int]:
+        return os.sched_getaffinity(0) - set(self.session.settings.client_cpus)
 
     def cache_targets(self, big_cache_bytes: int = 0) -> list[Target]:
         """The edge and every wanted competitor; with `big_cache_bytes`, another set of them
@@ -870,6 +878,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="entries in the soak's signed versions (100000)",
     )
     parser.add_argument(
+        "--client-cpus",
+        help="pin wrk to these CPUs (comma list) and every server process to the others: "
+        "takes the client's share of the cores out of the servers' tail (issue 18)",
+    )
+    parser.add_argument(
         "--edge-node-tier-bytes",
         type=int,
         default=1 << 30,
@@ -937,7 +950,9 @@ def main(argv: list[str] | None = None) -> int:
         prime_s=args.prime_s,
         restart_objects=args.restart_objects,
         restart_load_s=args.restart_load_s,
+        client_cpus=tuple(int(c) for c in args.client_cpus.split(",")) if args.client_cpus else (),
     )
+    pin_client(settings.client_cpus)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / stamp
     (out / "work").mkdir(parents=True, exist_ok=True)
