@@ -21,7 +21,7 @@ from proxy.metrics import WorkerStats
 from proxy.origin import Interim, OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.spool import BodyBudget, DiskSpool, spool
 from proxy.phases.upstream_response import NO_BODY_STATUSES, BodyBlocked, body_codings
-from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.cache_status import Members, cache_status_bytes
 from proxy.rfc.conditional import evaluate_preconditions
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.ranges import (
@@ -370,6 +370,7 @@ class StreamDelivery:
     cache: TieredCache
     stats: WorkerStats
     via: bytes
+    members: Members
     decode_limits: DecodeLimits
     budget: BodyBudget
     judge_body: Callable[
@@ -507,9 +508,7 @@ class StreamDelivery:
             headers.append((name, value))
         headers.append((b"Via", via))
         reason = outcome.not_stored
-        member = cache_status_bytes(
-            self.cfg.via_name,
-            hit=False,
+        member = self.members.member(
             fwd=fwd.decode(),
             fwd_status=status,
             detail=None if reason is None or reason is NoStoreReason.BYPASS else reason.value,

@@ -23,7 +23,7 @@ from proxy.metrics import Result, WorkerStats
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.lookup import decide, miss, stale_on_error
 from proxy.phases.spool import BodyBudget, spool
-from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.cache_status import Members
 from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.invalidation import content_location_is_target
@@ -66,6 +66,7 @@ class UpstreamResponsePhase:
     cache: TieredCache
     stats: WorkerStats
     via: bytes
+    members: Members
     enforcer: Enforcer
     coalescer: Coalescer[FetchOutcome]
     decode_limits: DecodeLimits
@@ -330,9 +331,7 @@ class UpstreamResponsePhase:
         whenever a stored response existed but could not be used)."""
         fwd = "stale" if ctx.entry is not None or outcome.stale_candidate else "miss"
         not_stored = outcome.not_stored
-        status = cache_status_bytes(
-            self.cfg.via_name,
-            hit=False,
+        status = self.members.member(
             fwd=fwd,
             fwd_status=outcome.fwd_status,
             stored=True if outcome.stored else None,
