@@ -377,14 +377,19 @@ class StreamDelivery:
         [int, list[tuple[bytes, bytes]], bytes], tuple[bytes, BlockEntry | None]
     ]  # upstream_response's, as are _listed and _refused
 
-    async def stream(self, ctx: RequestCtx, outcome: FetchOutcome, *, fwd: bytes) -> None:
+    async def stream(self, ctx: RequestCtx) -> Next:
+        """The walk's STREAM step: `ctx.outcome`'s open response to this client (`ctx.fwd`
+        for Cache-Status); the walk's own step, so no coroutine sits between it and the
+        origin's body."""
+        outcome = ctx.outcome
+        assert outcome is not None
         up = outcome.upstream
         assert up is not None
-        responder: Responder = ctx.responder
         try:
-            await self._stream(ctx, responder, up, outcome, fwd)
+            await self._stream(ctx, ctx.responder, up, outcome, ctx.fwd)
         finally:
             outcome.drop()
+        return Next.DONE
 
     async def _stream(
         self,
