@@ -11,6 +11,8 @@ response.
 
 from __future__ import annotations
 
+from hashlib import sha256
+
 from proxy.blocklist.digest import DecodeFailure, DecodeLimits, DigestResult, identity_digest
 from proxy.blocklist.enforce import UNJUDGED_DIGEST, Enforcer
 from proxy.blocklist.model import Entry as BlockEntry
@@ -413,7 +415,13 @@ class UpstreamResponsePhase:
         limits) is refused with OriginError: it cannot be shown not to be listed. Only an
         unknown coding while the list holds no body digest is let through (there is nothing
         it could match): indexed by `UNJUDGED_DIGEST`, dropped once digests are listed."""
-        result = identity_digest(body, body_codings(status, headers), self.decode_limits)
+        codings = body_codings(status, headers)
+        if not codings:
+            # No content coding: the body is its identity representation, and its one digest
+            # (identity = raw) is what identity_digest would give, without the result object.
+            digest = sha256(body).digest()
+            return digest, self.enforcer.snapshot.check_digest(digest)
+        result = identity_digest(body, codings, self.decode_limits)
         listed = self._listed(result)
         if listed is None and self._refused(result):
             raise OriginError(
