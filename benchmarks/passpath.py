@@ -20,19 +20,11 @@ import pstats
 import time
 from typing import Any
 
-import msgspec
-
-from proxy.cache.memory import MemoryTier
-from proxy.config import Config, Site, validate
-from proxy.context import SPECIAL_FIELDS
-from proxy.front.request_id import RequestIds
-from proxy.front.server import Connection, FrontServer
-from proxy.metrics import WorkerStats
+from benchmarks.hitpath import _Transport, edge_in_process
+from proxy.config import Config
+from proxy.front.server import Connection
 from proxy.origin import OriginPool
 from proxy.origin.h1 import H1OriginPool, _Conn, _Host
-from proxy.pipeline import Pipeline
-from proxy.sites import SiteTable
-from proxy.state import front_limits
 
 BODY = b"x" * 1024
 DATE = b"Sun, 06 Dec 2026 20:00:00 GMT"
@@ -45,12 +37,12 @@ ANSWERS = {
 }
 
 
-class _FrontTransport:
-    """Just enough of an asyncio transport for the front to answer into; each answer (one
-    write for these small bodies) wakes the driver."""
+class _FrontTransport(_Transport):
+    """hitpath's fake transport; each answer (one write for these small bodies) wakes the
+    driver."""
 
     def __init__(self) -> None:
-        self.last = b""
+        super().__init__()
         self.waiter: asyncio.Future[None] | None = None
 
     def write(self, data: bytes) -> None:
@@ -60,20 +52,6 @@ class _FrontTransport:
 
     def writelines(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 5555) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def set_write_buffer_limits(self, **_: int) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-    def get_write_buffer_size(self) -> int:
-        return 0
 
 
 class _OriginTransport:
@@ -114,26 +92,9 @@ def _fake_connect(pool: H1OriginPool, answer: bytes) -> None:
 
 
 async def measure(scenario: str, requests: int, rounds: int, profile: bool = False) -> float:
-    cfg = validate(
-        msgspec.structs.replace(
-            Config(),
-            workers=1,
-            sites=[Site(name="b", hosts=["*"], origin="http://127.0.0.1:9")],
-        )
-    )
-    sites = SiteTable(cfg)
-    pool = OriginPool(cfg.origin)
-    await pool.start()
+    pool = OriginPool(Config().origin)
     _fake_connect(pool.h1, ANSWERS[scenario])
-    pipeline = Pipeline(cfg, sites, MemoryTier(1 << 30, 1 << 23), pool, WorkerStats(sites.names))
-    server = FrontServer(
-        pipeline,
-        front_limits(cfg),
-        flag_headers=SPECIAL_FIELDS,
-        fast_answer=pipeline.fast_answer,
-        request_ids=RequestIds(cfg.log.request_id_header) if cfg.log.request_id_header else None,
-    )
-    await server.start(host="127.0.0.1", port=0)
+    _cfg, pool, server = await edge_in_process("http://127.0.0.1:9", 1 << 30, pool=pool)
     conn = Connection(server)
     transport = _FrontTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]

@@ -54,22 +54,23 @@ class OriginPool:
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
     ) -> Coroutine[Any, Any, UpstreamResponse]:
-        """The request's coroutine on the client for its scheme: the llhttp client's own for
-        http (no coroutine of this pool's in between, a frame less on every origin request)."""
-        if origin.scheme == "https":
-            return self._tls_request(origin, method, path_query, headers, body, interim)
-        return self.h1.request(origin, method, path_query, headers, body, interim)
+        """The request's coroutine on the client for its scheme: the client's own (no
+        coroutine of this pool's in between, a frame less on every origin request)."""
+        if origin.scheme != "https":
+            return self.h1.request(origin, method, path_query, headers, body, interim)
+        request = self.tls.request(origin, method, path_query, headers, body, interim)
+        if self._tls_started:
+            return request
+        self._tls_started = True
+        return self._start_tls_before(request)
 
-    async def _tls_request(
-        self,
-        origin: URL,
-        method: str,
-        path_query: bytes,
-        headers: CIMultiDict[str],
-        body: AsyncIterable[bytes] | None,
-        interim: Interim | None,
+    async def _start_tls_before(
+        self, request: Coroutine[Any, Any, UpstreamResponse]
     ) -> UpstreamResponse:
-        if not self._tls_started:
-            self._tls_started = True
+        """The first https request: the aiohttp client starts first (only when one is needed)."""
+        try:
             await self.tls.start()
-        return await self.tls.request(origin, method, path_query, headers, body, interim)
+        except BaseException:
+            request.close()  # never awaited: closed, not left to warn
+            raise
+        return await request
