@@ -484,20 +484,24 @@ class StreamDelivery:
         no_body: bool = False,
     ) -> None:
         """The relayed head (with `first`, body bytes in the same write), noted for the log."""
-        headers, member = self._stream_head(outcome, up.status, fwd)
+        fields, member = self._stream_head(outcome, up.status, fwd)
         ctx.status = up.status
         ctx.cache_status = member
         reason = up.reason or b"OK"
         responder.start(
-            up.status, reason, headers, content_length=length, first=first, no_body=no_body
+            up.status,
+            reason,
+            [],
+            content_length=length,
+            first=first,
+            no_body=no_body,
+            fields=fields,
         )
 
-    def _stream_head(
-        self, outcome: FetchOutcome, status: int, fwd: bytes
-    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        """The relayed fields with our Via and Cache-Status members appended (RFC 9110
-        §7.6.3, RFC 9211 §2), and our Cache-Status member alone (for the log)."""
-        headers: list[tuple[bytes, bytes]] = []
+    def _stream_head(self, outcome: FetchOutcome, status: int, fwd: bytes) -> tuple[bytes, bytes]:
+        """The relayed field lines, serialised, with our Via and Cache-Status members appended
+        (RFC 9110 §7.6.3, RFC 9211 §2), and our Cache-Status member alone (for the log)."""
+        parts: list[bytes] = []
         via = self.via
         upstream_status = b""
         for name, value in outcome.headers:
@@ -510,16 +514,15 @@ class StreamDelivery:
             if n == b"cache-status":
                 upstream_status = value + b", "
                 continue
-            headers.append((name, value))
-        headers.append((b"Via", via))
+            parts += (name, b": ", value, b"\r\n")
         reason = outcome.not_stored
         member = self.members.member(
             fwd=fwd.decode(),
             fwd_status=status,
             detail=None if reason is None or reason is NoStoreReason.BYPASS else reason.value,
         )
-        headers.append((b"Cache-Status", upstream_status + member))
-        return headers, member
+        parts += (b"Via: ", via, b"\r\nCache-Status: ", upstream_status, member, b"\r\n")
+        return b"".join(parts), member
 
     async def _relay(
         self,

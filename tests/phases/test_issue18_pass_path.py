@@ -31,6 +31,9 @@ def origin(method, path_query, headers, data):  # type: ignore[no-untyped-def]
     if path_query.startswith(b"/gz"):
         fields = [*NO_STORE, (b"Content-Encoding", b"gzip")]
         return MemoryResponse(200, fields, gzip.compress(LISTED))
+    if path_query.startswith(b"/relayed"):
+        fields = [*NO_STORE, (b"Via", b"1.1 upstream"), (b"Cache-Status", b"up; hit")]
+        return MemoryResponse(200, fields, b"relayed")
     if path_query.startswith(b"/listed"):
         return MemoryResponse(200 if method == "GET" else 201, NO_STORE, LISTED)
     return MemoryResponse(200, NO_STORE, b"free to see")
@@ -119,3 +122,16 @@ async def test_the_upstream_request_keeps_via_forwarded_for_and_drops_hop_by_hop
         assert headers["Accept"] == "text/plain" and headers.get("X-Request-Id")
         for gone in ("Connection", "X-Secret", "Keep-Alive"):
             assert gone not in headers
+
+
+async def test_the_relayed_head_appends_our_via_and_cache_status_members(make_worker) -> None:
+    w = await make_worker(origin)
+    r = await fetch(w, "GET", "/relayed")
+    assert r.status == 200 and r.body == b"relayed"
+    assert r.header("via") == "1.1 upstream, 1.1 edgeproxy"
+    assert r.cache_status == "up; hit, edgeproxy; fwd=miss; fwd-status=200; detail=no-store"
+    assert r.header("content-length") == "7" and r.header("content-type") == "text/plain"
+    names = [n.lower() for n, _ in r.headers]
+    assert (
+        names.count(b"via") == names.count(b"cache-status") == names.count(b"content-length") == 1
+    )
