@@ -198,8 +198,9 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         On a memory miss the tier behind is asked first, inside this (coalesced) fetch: one
         lookup for all the requests waiting on the key. A usable entry is the outcome; a stale
         one is the validator source of the conditional request. Not asked for hit-for-miss
-        keys (recently uncacheable: nothing to find)."""
-        if entry is None and not ctx.hit_for_miss:
+        keys (recently uncacheable: nothing to find), nor without a shared tier (the node
+        tier is read below, under its lease)."""
+        if entry is None and not ctx.hit_for_miss and self.cache.shared is not None:
             found = await self._from_behind(ctx)
             if isinstance(found, FetchOutcome):
                 return found
