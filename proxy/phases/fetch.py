@@ -361,15 +361,16 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             forwarded = forwarded_element(client_ip, authority, scheme)
             self._forwarded[(client_ip, authority, scheme)] = forwarded
         pairs.append(("Forwarded", forwarded))
-        id_field = req.id_field
-        if id_field:
-            name_len = len(self.request_id_name)
-            pairs.append((self.request_id_name, id_field[name_len + 2 : -2].decode()))
         if len(max_forwards) == 1 and max_forwards[0].isdigit():
             pairs.append(("Max-Forwards", str(max(0, int(max_forwards[0]) - 1))))
         if req.has_body and req.content_length is not None and not for_cache:
             pairs.append(("Content-Length", str(req.content_length)))
-        return CIMultiDict(pairs)
+        out = CIMultiDict(pairs)
+        id_field = req.id_field
+        if id_field:  # set, not added: the configured name may be any field's
+            name_len = len(self.request_id_name)
+            out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
+        return out
 
     async def _send(
         self,
