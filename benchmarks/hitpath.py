@@ -57,6 +57,34 @@ class _Transport:
         return 0
 
 
+async def edge_in_process(
+    origin: str, memory_bytes: int, *, pool: OriginPool | None = None
+) -> tuple[Config, OriginPool, FrontServer]:
+    """One worker's front, pipeline and origin client for `origin`, wired as production wires
+    them (proxy/state.py), the front started on a port no request uses."""
+    cfg = validate(
+        msgspec.structs.replace(
+            Config(), workers=1, sites=[Site(name="b", hosts=["*"], origin=origin)]
+        )
+    )
+    sites = SiteTable(cfg)
+    if pool is None:
+        pool = OriginPool(cfg.origin)
+    await pool.start()
+    memory = MemoryTier(memory_bytes, 1 << 23)
+    pipeline = Pipeline(cfg, sites, memory, pool, WorkerStats(sites.names))
+    server = FrontServer(
+        pipeline,
+        front_limits(cfg),
+        flag_headers=SPECIAL_FIELDS,
+        fast_answer=pipeline.fast_answer,
+        # As production builds it (proxy/state.py): a request id in every answer, by default.
+        request_ids=RequestIds(cfg.log.request_id_header) if cfg.log.request_id_header else None,
+    )
+    await server.start(host="127.0.0.1", port=0)
+    return cfg, pool, server
+
+
 async def measure(requests: int, rounds: int) -> float:
     async def origin(_: web.Request) -> web.Response:
         return web.Response(body=b"x" * 1024, headers={"Cache-Control": "max-age=3600"})
@@ -67,26 +95,7 @@ async def measure(requests: int, rounds: int) -> float:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    cfg = validate(
-        msgspec.structs.replace(
-            Config(),
-            workers=1,
-            sites=[Site(name="b", hosts=["*"], origin=f"http://127.0.0.1:{site.port}")],
-        )
-    )
-    sites = SiteTable(cfg)
-    pool = OriginPool(cfg.origin)
-    await pool.start()
-    pipeline = Pipeline(cfg, sites, MemoryTier(1 << 28, 1 << 23), pool, WorkerStats(sites.names))
-    server = FrontServer(
-        pipeline,
-        front_limits(cfg),
-        flag_headers=SPECIAL_FIELDS,
-        fast_answer=pipeline.fast_answer,
-        # As production builds it (proxy/state.py): a request id in every answer, by default.
-        request_ids=RequestIds(cfg.log.request_id_header) if cfg.log.request_id_header else None,
-    )
-    await server.start(host="127.0.0.1", port=0)
+    cfg, pool, server = await edge_in_process(f"http://127.0.0.1:{site.port}", 1 << 28)
     conn = Connection(server)
     transport = _Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]

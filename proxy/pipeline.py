@@ -90,7 +90,7 @@ class Pipeline:
             Next.HEAD_THROUGH: fetcher.head_through,
             Next.ROUTE: fetcher.route,
             Next.DELIVER: self._deliver,
-            Next.STREAM: self._stream,
+            Next.STREAM: fetcher.stream,
             Next.PASS: fetcher.pass_through,
             Next.BLOCKED: self._blocked,
             Next.ORIGIN_ERROR: self._raise_origin_error,
@@ -243,11 +243,6 @@ class Pipeline:
     def _deliver(self, ctx: RequestCtx) -> Next:
         assert ctx.entry is not None and ctx.outcome is not None  # DELIVER comes from route
         deliver.from_entry(ctx, ctx.entry, self.clock(), ctx.cache_status, ctx.outcome.relay_head)
-        return Next.DONE
-
-    async def _stream(self, ctx: RequestCtx) -> Next:
-        assert ctx.outcome is not None
-        await self.fetcher.stream(ctx, ctx.outcome, fwd=ctx.fwd)
         return Next.DONE
 
     def _blocked(self, ctx: RequestCtx) -> Next:

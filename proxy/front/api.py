@@ -70,10 +70,12 @@ class Responder(Protocol):
         no_body: bool = False,
         close: bool = False,
         first: bytes = b"",
+        fields: bytes = b"",
     ) -> None:
         """Write the head (and `first` body bytes with it, when `content_length` is known). With `content_length=None` and a body, the front frames it chunked
         (HTTP/1.1) or by closing the connection (HTTP/1.0). The front adds `Connection` and
-        framing headers itself; the caller must not pass them."""
+        framing headers itself; the caller must not pass them. `fields`: more field lines,
+        already serialised (each ending in CRLF), after `headers`."""
         ...
 
     async def write(self, chunk: bytes) -> None:

@@ -308,9 +308,11 @@ class Responder:
         no_body: bool = False,
         close: bool = False,
         first: bytes = b"",
+        fields: bytes = b"",
     ) -> None:
         """`first`: body bytes to send in the same write as the head (one syscall for a
-        small complete response); only with a known `content_length` it does not exceed."""
+        small complete response); only with a known `content_length` it does not exceed.
+        `fields`: field lines the caller serialised itself, after `headers`."""
         if self.started:
             raise RuntimeError("response already started")
         if status < 200:
@@ -324,6 +326,8 @@ class Responder:
         parts.append(req.id_field)
         for name, value in headers:
             parts.append(name + b": " + value + b"\r\n")
+        if fields:
+            parts.append(fields)
         if no_body or status == 204 or status == 304:
             # HEAD and 304 may announce the length of the body they do not carry; 204 may not.
             if content_length is not None and status != 204:

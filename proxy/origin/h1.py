@@ -85,8 +85,12 @@ def _request_head(
         path_query = b"/"
     elif _BAD_TARGET.search(path_query):
         raise OriginError(OriginFailure.PROTOCOL, "control byte or space in the request target")
-    fields = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    # One join, then the line breaks counted: any CR or LF beyond the separators was in a
+    # name or value and would split the head.
+    fields = "\r\n".join(map(": ".join, headers.items()))
     n = len(headers)
+    if n:
+        fields += "\r\n"
     if fields.count("\n") != n or fields.count("\r") != n or "\x00" in fields:
         raise OriginError(
             OriginFailure.PROTOCOL, "CR, LF or NUL in a request header field (not sent)"

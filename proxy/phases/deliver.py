@@ -21,7 +21,7 @@ from proxy.metrics import WorkerStats
 from proxy.origin import Interim, OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.spool import BodyBudget, DiskSpool, spool
 from proxy.phases.upstream_response import NO_BODY_STATUSES, BodyBlocked, body_codings
-from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.cache_status import Members, cache_status_bytes
 from proxy.rfc.conditional import evaluate_preconditions
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.ranges import (
@@ -370,20 +370,26 @@ class StreamDelivery:
     cache: TieredCache
     stats: WorkerStats
     via: bytes
+    members: Members
     decode_limits: DecodeLimits
     budget: BodyBudget
     judge_body: Callable[
         [int, list[tuple[bytes, bytes]], bytes], tuple[bytes, BlockEntry | None]
     ]  # upstream_response's, as are _listed and _refused
 
-    async def stream(self, ctx: RequestCtx, outcome: FetchOutcome, *, fwd: bytes) -> None:
+    async def stream(self, ctx: RequestCtx) -> Next:
+        """The walk's STREAM step: `ctx.outcome`'s open response to this client (`ctx.fwd`
+        for Cache-Status); the walk's own step, so no coroutine sits between it and the
+        origin's body."""
+        outcome = ctx.outcome
+        assert outcome is not None
         up = outcome.upstream
         assert up is not None
-        responder: Responder = ctx.responder
         try:
-            await self._stream(ctx, responder, up, outcome, fwd)
+            await self._stream(ctx, ctx.responder, up, outcome, ctx.fwd)
         finally:
             outcome.drop()
+        return Next.DONE
 
     async def _stream(
         self,
@@ -478,20 +484,24 @@ class StreamDelivery:
         no_body: bool = False,
     ) -> None:
         """The relayed head (with `first`, body bytes in the same write), noted for the log."""
-        headers, member = self._stream_head(outcome, up.status, fwd)
+        fields, member = self._stream_head(outcome, up.status, fwd)
         ctx.status = up.status
         ctx.cache_status = member
         reason = up.reason or b"OK"
         responder.start(
-            up.status, reason, headers, content_length=length, first=first, no_body=no_body
+            up.status,
+            reason,
+            [],
+            content_length=length,
+            first=first,
+            no_body=no_body,
+            fields=fields,
         )
 
-    def _stream_head(
-        self, outcome: FetchOutcome, status: int, fwd: bytes
-    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        """The relayed fields with our Via and Cache-Status members appended (RFC 9110
-        §7.6.3, RFC 9211 §2), and our Cache-Status member alone (for the log)."""
-        headers: list[tuple[bytes, bytes]] = []
+    def _stream_head(self, outcome: FetchOutcome, status: int, fwd: bytes) -> tuple[bytes, bytes]:
+        """The relayed field lines, serialised, with our Via and Cache-Status members appended
+        (RFC 9110 §7.6.3, RFC 9211 §2), and our Cache-Status member alone (for the log)."""
+        parts: list[bytes] = []
         via = self.via
         upstream_status = b""
         for name, value in outcome.headers:
@@ -504,18 +514,15 @@ class StreamDelivery:
             if n == b"cache-status":
                 upstream_status = value + b", "
                 continue
-            headers.append((name, value))
-        headers.append((b"Via", via))
+            parts += (name, b": ", value, b"\r\n")
         reason = outcome.not_stored
-        member = cache_status_bytes(
-            self.cfg.via_name,
-            hit=False,
+        member = self.members.member(
             fwd=fwd.decode(),
             fwd_status=status,
             detail=None if reason is None or reason is NoStoreReason.BYPASS else reason.value,
         )
-        headers.append((b"Cache-Status", upstream_status + member))
-        return headers, member
+        parts += (b"Via: ", via, b"\r\nCache-Status: ", upstream_status, member, b"\r\n")
+        return b"".join(parts), member
 
     async def _relay(
         self,

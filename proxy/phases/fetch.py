@@ -34,7 +34,7 @@ from proxy.phases.lookup import decide
 from proxy.phases.spool import BodyBudget
 from proxy.phases.store import StorePhase
 from proxy.phases.upstream_response import RESPONSE_DRIVEN, UpstreamResponsePhase
-from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.cache_status import Members, cache_status_bytes
 from proxy.rfc.freshness import Reuse
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.storable import NoStoreReason
@@ -67,6 +67,7 @@ DROP_UPSTREAM = frozenset(
         b"if-range",
     }
 )
+FORWARDED_MEMO_ENTRIES = 4096
 CONDITIONAL = frozenset(
     {
         b"if-none-match",
@@ -102,12 +103,16 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         self.via_str = self.via.decode()
         self.cache_name = cache_status_bytes(cfg.via_name, hit=False)
         self.hit_status = cache_status_bytes(cfg.via_name, hit=True)
+        self.members = Members(cfg.via_name)  # our Cache-Status members of fetched answers
         self.decode_limits = DecodeLimits.from_config(cfg.blocklist)
         # The request id goes upstream under the same name (the front assigned it; a client's
         # own under that name is dropped below unless the front kept it).
         self.request_id_name = cfg.log.request_id_header
         self._request_id_lname = cfg.log.request_id_header.lower().encode("ascii")
         self.clock = clock
+        # This hop's Forwarded element by (client address, authority, scheme): the same few
+        # for every request of a connection, so formatted once (bounded, FORWARDED_MEMO_ENTRIES).
+        self._forwarded: dict[tuple[str, str, str], str] = {}
         self.coalescer: Coalescer[FetchOutcome] = Coalescer(
             hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
         )
@@ -193,8 +198,9 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         On a memory miss the tier behind is asked first, inside this (coalesced) fetch: one
         lookup for all the requests waiting on the key. A usable entry is the outcome; a stale
         one is the validator source of the conditional request. Not asked for hit-for-miss
-        keys (recently uncacheable: nothing to find)."""
-        if entry is None and not ctx.hit_for_miss:
+        keys (recently uncacheable: nothing to find), nor without a shared tier (the node
+        tier is read below, under its lease)."""
+        if entry is None and not ctx.hit_for_miss and self.cache.shared is not None:
             found = await self._from_behind(ctx)
             if isinstance(found, FetchOutcome):
                 return found
@@ -308,42 +314,62 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     # -- fetch --------------------------------------------------------------------------------
 
     def upstream_headers(self, ctx: RequestCtx, *, for_cache: bool) -> CIMultiDict[str]:
+        """The upstream request's fields: the client's, less hop-by-hop and DROP_UPSTREAM
+        (and validators and ranges `for_cache`), then ours. Built as a list and made a
+        CIMultiDict once (ours are never among the client's kept, so appending is setting)."""
         site = ctx.site
         target = ctx.target
-        out: CIMultiDict[str] = CIMultiDict()
-        xff = []
-        via = []
+        req = ctx.request
+        pairs: list[tuple[str, str]] = []
+        xff: list[str] | None = None
+        via: list[str] | None = None
         max_forwards: list[bytes] = []
-        for name, value in strip_hop_by_hop(ctx.request.headers):
+        request_id_lname = self._request_id_lname
+        for name, value in strip_hop_by_hop(req.headers):
             n = name.lower()
             if n in DROP_UPSTREAM:
                 if n == b"x-forwarded-for":
+                    if xff is None:
+                        xff = []
                     xff.append(value.decode("latin-1"))
                 elif n == b"via":
+                    if via is None:
+                        via = []
                     via.append(value.decode("latin-1"))
                 elif n == b"max-forwards":
                     max_forwards.append(value.strip())
                 continue
             if for_cache and n in CONDITIONAL:
                 continue
-            if n == self._request_id_lname:
+            if n == request_id_lname:
                 continue  # ours is set below
-            out.add(name.decode("latin-1"), value.decode("latin-1"))
-        out["Host"] = target.authority if site.forward_host else site.origin_host
-        via.append(self.via_str)
-        out["Via"] = ", ".join(via)
-        xff.append(ctx.request.client_ip)
-        out["X-Forwarded-For"] = ", ".join(xff)
-        out["X-Forwarded-Proto"] = target.scheme
-        out["X-Forwarded-Host"] = target.authority
-        out["Forwarded"] = forwarded_element(ctx.request.client_ip, target.authority, target.scheme)
-        id_field = ctx.request.id_field
-        if id_field:
-            out[self.request_id_name] = id_field[len(self.request_id_name) + 2 : -2].decode()
+            pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+        authority = target.authority
+        client_ip = req.client_ip
+        scheme = target.scheme
+        pairs.append(("Host", authority if site.forward_host else site.origin_host))
+        pairs.append(("Via", self.via_str if via is None else ", ".join([*via, self.via_str])))
+        pairs.append(
+            ("X-Forwarded-For", client_ip if xff is None else ", ".join([*xff, client_ip]))
+        )
+        pairs.append(("X-Forwarded-Proto", scheme))
+        pairs.append(("X-Forwarded-Host", authority))
+        forwarded = self._forwarded.get((client_ip, authority, scheme))
+        if forwarded is None:
+            if len(self._forwarded) >= FORWARDED_MEMO_ENTRIES:
+                self._forwarded.clear()
+            forwarded = forwarded_element(client_ip, authority, scheme)
+            self._forwarded[(client_ip, authority, scheme)] = forwarded
+        pairs.append(("Forwarded", forwarded))
         if len(max_forwards) == 1 and max_forwards[0].isdigit():
-            out["Max-Forwards"] = str(max(0, int(max_forwards[0]) - 1))
-        if ctx.request.has_body and ctx.request.content_length is not None and not for_cache:
-            out["Content-Length"] = str(ctx.request.content_length)
+            pairs.append(("Max-Forwards", str(max(0, int(max_forwards[0]) - 1))))
+        if req.has_body and req.content_length is not None and not for_cache:
+            pairs.append(("Content-Length", str(req.content_length)))
+        out = CIMultiDict(pairs)
+        id_field = req.id_field
+        if id_field:  # set, not added: the configured name may be any field's
+            name_len = len(self.request_id_name)
+            out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
         return out
 
     async def _send(

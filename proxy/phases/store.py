@@ -19,6 +19,8 @@ from proxy.rfc.merge import merge_304, text_fields
 from proxy.rfc.response import ParsedResponse, parse_response
 from proxy.rfc.target import BadTarget, canonical_target
 
+_UNKEPT_NO_COOKIE = PER_DELIVERY | {b"set-cookie"}
+
 
 class StorePhase:
     """store, as methods of the Fetcher that composes the phases."""
@@ -95,12 +97,12 @@ class StorePhase:
         fields: tuple[str, ...],
     ) -> Entry:
         cc = parsed.cc
-        hidden = {f.encode() for f in (*cc.private_fields, *cc.no_cache_fields)}
-        if not self.cfg.cache.store_set_cookie:
-            hidden.add(b"set-cookie")  # set_cookie_policy "strip": never handed on at reuse
-        kept = [
-            (n, v) for n, v in hdrs if n.lower() not in PER_DELIVERY and n.lower() not in hidden
-        ]
+        # Never stored: the per-delivery fields, those private="…" and no-cache="…" name, and
+        # Set-Cookie under set_cookie_policy "strip" (never handed on at reuse).
+        unkept = PER_DELIVERY if self.cfg.cache.store_set_cookie else _UNKEPT_NO_COOKIE
+        if cc.private_fields or cc.no_cache_fields:
+            unkept = unkept | {f.encode() for f in (*cc.private_fields, *cc.no_cache_fields)}
+        kept = [(n, v) for n, v in hdrs if n.lower() not in unkept]
         if parsed.date is None:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date when it caches a response.
             kept.append((b"Date", format_http_date(response_time).encode()))

@@ -11,6 +11,8 @@ response.
 
 from __future__ import annotations
 
+from hashlib import sha256
+
 from proxy.blocklist.digest import DecodeFailure, DecodeLimits, DigestResult, identity_digest
 from proxy.blocklist.enforce import UNJUDGED_DIGEST, Enforcer
 from proxy.blocklist.model import Entry as BlockEntry
@@ -23,7 +25,7 @@ from proxy.metrics import Result, WorkerStats
 from proxy.origin import OriginError, OriginFailure, UpstreamResponse
 from proxy.phases.lookup import decide, miss, stale_on_error
 from proxy.phases.spool import BodyBudget, spool
-from proxy.rfc.cache_status import cache_status_bytes
+from proxy.rfc.cache_status import Members
 from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.invalidation import content_location_is_target
@@ -66,6 +68,7 @@ class UpstreamResponsePhase:
     cache: TieredCache
     stats: WorkerStats
     via: bytes
+    members: Members
     enforcer: Enforcer
     coalescer: Coalescer[FetchOutcome]
     decode_limits: DecodeLimits
@@ -330,9 +333,7 @@ class UpstreamResponsePhase:
         whenever a stored response existed but could not be used)."""
         fwd = "stale" if ctx.entry is not None or outcome.stale_candidate else "miss"
         not_stored = outcome.not_stored
-        status = cache_status_bytes(
-            self.cfg.via_name,
-            hit=False,
+        status = self.members.member(
             fwd=fwd,
             fwd_status=outcome.fwd_status,
             stored=True if outcome.stored else None,
@@ -414,7 +415,13 @@ class UpstreamResponsePhase:
         limits) is refused with OriginError: it cannot be shown not to be listed. Only an
         unknown coding while the list holds no body digest is let through (there is nothing
         it could match): indexed by `UNJUDGED_DIGEST`, dropped once digests are listed."""
-        result = identity_digest(body, body_codings(status, headers), self.decode_limits)
+        codings = body_codings(status, headers)
+        if not codings:
+            # No content coding: the body is its identity representation, and its one digest
+            # (identity = raw) is what identity_digest would give, without the result object.
+            digest = sha256(body).digest()
+            return digest, self.enforcer.snapshot.check_digest(digest)
+        result = identity_digest(body, codings, self.decode_limits)
         listed = self._listed(result)
         if listed is None and self._refused(result):
             raise OriginError(

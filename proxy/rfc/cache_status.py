@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proxy.rfc.structured import is_token, serialize_string
 
-__all__ = ["FWD_REASONS", "append_cache_status", "cache_status", "cache_status_bytes"]
+__all__ = ["FWD_REASONS", "Members", "append_cache_status", "cache_status", "cache_status_bytes"]
 
 FWD_REASONS = frozenset(
     {"bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale", "partial"}
@@ -69,3 +69,56 @@ def append_cache_status(existing: str | None, member: str) -> str:
 def cache_status_bytes(cache: str, **params: object) -> bytes:
     """`cache_status` as the field value bytes a response head carries."""
     return cache_status(cache, **params).encode("ascii")  # type: ignore[arg-type]
+
+
+class Members:
+    """One cache's members for answers fetched from the origin, formatted once per distinct
+    set of parameters (a few dozen in practice: fwd, fwd-status, stored, collapsed, detail),
+    so a miss or a pass-through joins bytes instead of checking tokens and formatting
+    (`cache_status`, ~2.5 µs) per request; only `ttl` differs from response to response.
+    Bounded: past `max_entries` sets the memo starts again."""
+
+    __slots__ = ("cache", "max_entries", "_memo")
+
+    def __init__(self, cache: str, max_entries: int = 512) -> None:
+        self.cache = cache
+        self.max_entries = max_entries
+        self._memo: dict[
+            tuple[str | None, int | None, bool | None, bool, str | None], tuple[bytes, bytes]
+        ] = {}
+
+    def member(
+        self,
+        *,
+        fwd: str | None = None,
+        fwd_status: int | None = None,
+        stored: bool | None = None,
+        ttl: int | None = None,
+        collapsed: bool = False,
+        detail: str | None = None,
+    ) -> bytes:
+        """`cache_status_bytes(cache, hit=False, …)` with these parameters."""
+        key = (fwd, fwd_status, stored, collapsed, detail)
+        parts = self._memo.get(key)
+        if parts is None:
+            # cache_status writes its parameters in a fixed order with ttl between stored and
+            # collapsed: what comes before ttl, and what comes after it.
+            before = cache_status_bytes(
+                self.cache, hit=False, fwd=fwd, fwd_status=fwd_status, stored=stored
+            )
+            whole = cache_status_bytes(
+                self.cache,
+                hit=False,
+                fwd=fwd,
+                fwd_status=fwd_status,
+                stored=stored,
+                collapsed=collapsed,
+                detail=detail,
+            )
+            if len(self._memo) >= self.max_entries:
+                self._memo.clear()
+            parts = self._memo[key] = (before, whole[len(before) :])
+        before, after = parts
+        if ttl is None:
+            return before + after
+        return before + b"; ttl=%d" % ttl + after

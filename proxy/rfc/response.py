@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.rfc.cachecontrol import CacheControl
+from proxy.rfc.cachecontrol import CacheControl, parse_cache_control
 from proxy.rfc.conditional import normalise_etag
 from proxy.rfc.dates import parse_http_date
 from proxy.rfc.freshness import parse_age
@@ -31,42 +31,69 @@ class ParsedResponse:
     content_location: str | None
 
 
+# The fields parse_response reads, by lowercase name: one dict lookup per field line, and
+# none of the chain of comparisons for fields it does not read (Content-Type, Content-Length).
+_CC, _DATE, _EXPIRES, _LM, _ETAG, _AGE, _VARY, _COOKIE, _STATUS, _LOC, _CLOC, _TARGETED = range(12)
+_READ: dict[bytes, int] = {
+    b"cache-control": _CC,
+    b"date": _DATE,
+    b"expires": _EXPIRES,
+    b"last-modified": _LM,
+    b"etag": _ETAG,
+    b"age": _AGE,
+    b"vary": _VARY,
+    b"set-cookie": _COOKIE,
+    b"cache-status": _STATUS,
+    b"location": _LOC,
+    b"content-location": _CLOC,
+    **{t.encode("latin-1"): _TARGETED for t in TARGETED},
+}
+
+
 def parse_response(headers: list[tuple[bytes, bytes]]) -> ParsedResponse:
     cc_values: list[str] = []
-    targeted: dict[str, list[str]] = {}
+    targeted: dict[str, list[str]] | None = None
     vary: list[str] = []
     ages: list[str] = []
     expires_values: list[str] = []
     date = last_modified_raw = etag = location = content_location = None
     set_cookie = False
     cache_status: list[bytes] = []
+    read = _READ
     for name, value in headers:
-        n = name.lower()
-        if n == b"cache-control":
+        which = read.get(name.lower())
+        if which is None:
+            continue
+        if which == _CC:
             cc_values.append(value.decode("latin-1"))
-        elif n == b"date":
+        elif which == _DATE:
             date = value.decode("latin-1")
-        elif n == b"expires":
+        elif which == _EXPIRES:
             expires_values.append(value.decode("latin-1"))
-        elif n == b"last-modified":
+        elif which == _LM:
             last_modified_raw = value.decode("latin-1")
-        elif n == b"etag":
+        elif which == _ETAG:
             etag = value.decode("latin-1")
-        elif n == b"age":
+        elif which == _AGE:
             ages.append(value.decode("latin-1"))
-        elif n == b"vary":
+        elif which == _VARY:
             vary.append(value.decode("latin-1"))
-        elif n == b"set-cookie":
+        elif which == _COOKIE:
             set_cookie = True
-        elif n == b"cache-status":
+        elif which == _STATUS:
             cache_status.append(value)
-        elif n == b"location":
+        elif which == _LOC:
             location = value.decode("latin-1")
-        elif n == b"content-location":
+        elif which == _CLOC:
             content_location = value.decode("latin-1")
-        elif n.decode("latin-1") in TARGETED:
-            targeted.setdefault(n.decode("latin-1"), []).append(value.decode("latin-1"))
-    cc, _source = select_cache_control(cc_values, [(t, targeted.get(t, [])) for t in TARGETED])
+        else:
+            if targeted is None:
+                targeted = {}
+            targeted.setdefault(name.lower().decode("latin-1"), []).append(value.decode("latin-1"))
+    if targeted is None:
+        cc = parse_cache_control(cc_values)  # what select_cache_control does without them
+    else:
+        cc, _source = select_cache_control(cc_values, [(t, targeted.get(t, [])) for t in TARGETED])
     return ParsedResponse(
         cc=cc,
         date=parse_http_date(date) if date else None,
@@ -77,7 +104,7 @@ def parse_response(headers: list[tuple[bytes, bytes]]) -> ParsedResponse:
         age=parse_age(ages),
         vary=vary,
         set_cookie=set_cookie,
-        cache_status=b", ".join(cache_status),
+        cache_status=b", ".join(cache_status) if cache_status else b"",
         location=location,
         content_location=content_location,
     )

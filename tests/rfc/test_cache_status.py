@@ -2,7 +2,7 @@
 
 import pytest
 
-from proxy.rfc.cache_status import append_cache_status, cache_status
+from proxy.rfc.cache_status import Members, append_cache_status, cache_status, cache_status_bytes
 from proxy.rfc.structured import parse_dictionary
 
 
@@ -59,3 +59,27 @@ def test_all_fwd_values_parse_as_sf_rfc9211_2_2(fwd: str) -> None:
 )
 def test_append_last_rfc9211_2(existing: str | None, expected: str) -> None:
     assert append_cache_status(existing, "me; hit") == expected
+
+
+@pytest.mark.parametrize("cache", ["edgeproxy", "edge node 1"])
+@pytest.mark.parametrize("fwd", [None, "miss", "stale", "uri-miss"])
+@pytest.mark.parametrize("stored", [None, True, False])
+@pytest.mark.parametrize("ttl", [None, 3600, -5, 0])
+@pytest.mark.parametrize("collapsed", [False, True])
+@pytest.mark.parametrize("detail", [None, "no-store", "blocked by 451"])
+def test_members_memo_writes_what_cache_status_writes_issue18(
+    cache: str,
+    fwd: str | None,
+    stored: bool | None,
+    ttl: int | None,
+    collapsed: bool,
+    detail: str | None,
+) -> None:
+    members = Members(cache, max_entries=4)  # small: the memo also starts again midway
+    params = dict(fwd=fwd, fwd_status=200, stored=stored, ttl=ttl, collapsed=collapsed)
+    want = cache_status_bytes(cache, hit=False, detail=detail, **params)  # type: ignore[arg-type]
+    for _ in range(2):  # formatted, then from the memo
+        assert members.member(detail=detail, **params) == want  # type: ignore[arg-type]
+    for other in range(5):  # past max_entries: the memo starts again, answers stay right
+        members.member(fwd_status=500 + other)
+    assert members.member(detail=detail, **params) == want  # type: ignore[arg-type]

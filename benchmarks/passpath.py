@@ -1,0 +1,174 @@
+"""In-process cost of the paths that reach the origin: Python time per pass-through request
+(1 KiB, `Cache-Control: no-store`) and per cold miss (1 KiB, a new URL each time: fetch, hash,
+store), through the front, the pipeline and the llhttp origin client, without sockets (fake
+transports on both sides), best of several rounds.
+
+    .venv/bin/python -m benchmarks.passpath [--requests 20000] [--rounds 5] [--profile pass]
+
+As benchmarks/hitpath.py does for hits, it isolates what this project's code spends; `make
+bench` measures the whole server (kernel, uvloop, the load generator's share of the machine).
+`--profile SCENARIO` prints cProfile's top entries for one round instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pstats
+import time
+from typing import Any
+
+from benchmarks.hitpath import _Transport, edge_in_process
+from proxy.config import Config
+from proxy.front.server import Connection
+from proxy.origin import OriginPool
+from proxy.origin.h1 import H1OriginPool, _Conn, _Host
+
+BODY = b"x" * 1024
+DATE = b"Sun, 06 Dec 2026 20:00:00 GMT"
+ANSWERS = {
+    "pass": b"HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/octet-stream\r\n"
+    b"Cache-Control: no-store\r\nContent-Length: 1024\r\n\r\n" % DATE + BODY,
+    "cold": b"HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/octet-stream\r\n"
+    b'Cache-Control: public, max-age=3600\r\nETag: "0123456789abcdef"\r\n'
+    b"Content-Length: 1024\r\n\r\n" % DATE + BODY,
+}
+
+
+class _FrontTransport(_Transport):
+    """hitpath's fake transport; each answer (one write for these small bodies) wakes the
+    driver."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def write(self, data: bytes) -> None:
+        self.last = data
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+
+class _OriginTransport:
+    """An origin connection that answers each request, on the next loop turn, with `answer`."""
+
+    def __init__(self, conn: _Conn, answer: bytes) -> None:
+        self.conn = conn
+        self.answer = answer
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+        del self.sent[:-4]
+        self.conn.loop.call_soon(self.conn.data_received, self.answer)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def _fake_connect(pool: H1OriginPool, answer: bytes) -> None:
+    async def connect(host: _Host, deadline: float) -> _Conn:
+        loop = asyncio.get_running_loop()
+        pool._open += 1
+        conn = _Conn(pool, host, loop)
+        pool._conns.add(conn)
+        conn.connection_made(_OriginTransport(conn, answer))  # type: ignore[arg-type]
+        return conn
+
+    pool._connect = connect  # type: ignore[method-assign]
+
+
+async def measure(scenario: str, requests: int, rounds: int, profile: bool = False) -> float:
+    pool = OriginPool(Config().origin)
+    _fake_connect(pool.h1, ANSWERS[scenario])
+    _cfg, pool, server = await edge_in_process("http://127.0.0.1:9", 1 << 30, pool=pool)
+    conn = Connection(server)
+    transport = _FrontTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    n = 0
+
+    async def one() -> None:
+        nonlocal n
+        n += 1
+        path = b"/nostore/1024" if scenario == "pass" else b"/cold/%d" % n
+        fut = transport.waiter = loop.create_future()
+        conn.data_received(
+            b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
+        )
+        await fut
+
+    for _ in range(3):
+        await one()
+    gc.collect()
+    gc.freeze()
+    expect = b"detail=no-store" if scenario == "pass" else b"stored"
+    assert transport.last.startswith(b"HTTP/1.1 200"), transport.last[:300]
+    assert expect in transport.last, transport.last[:400]
+    best = float("inf")
+    profiler = cProfile.Profile() if profile else None
+    for _ in range(rounds):
+        if profiler is not None:
+            profiler.enable()
+        started = time.process_time()
+        for i in range(requests):
+            await one()
+            if i % 2000 == 1999:  # as a worker does once a second (gc_freeze_interval_s)
+                gc.collect(1)
+                gc.freeze()
+        best = min(best, time.process_time() - started)
+        if profiler is not None:
+            profiler.disable()
+    conn.connection_lost(None)
+    await server.drain_and_close(1.0)
+    await pool.close()
+    if profiler is not None:
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(35)
+    return best / requests
+
+
+def per_request_s(scenario: str, requests: int, rounds: int, profile: bool = False) -> float:
+    """`measure` on uvloop (as the server runs) when it is installed."""
+    try:
+        import uvloop
+
+        return uvloop.run(measure(scenario, requests, rounds, profile))
+    except ImportError:
+        return asyncio.run(measure(scenario, requests, rounds, profile))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--scenarios", default="pass,cold")
+    parser.add_argument("--profile", default="", help="pass or cold: cProfile one round")
+    args = parser.parse_args()
+    if args.profile:
+        per_request_s(args.profile, args.requests, 1, profile=True)
+        return
+    for scenario in args.scenarios.split(","):
+        cost = per_request_s(scenario, args.requests, args.rounds)
+        print(
+            f"{scenario}: {cost * 1e6:.2f} µs of CPU per request in front + pipeline + origin "
+            f"client (best of {args.rounds} × {args.requests})"
+        )
+
+
+if __name__ == "__main__":
+    main()

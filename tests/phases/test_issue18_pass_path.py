@@ -1,0 +1,131 @@
+"""Issue 18, the pass-through and cold-miss path made cheaper: what it must still do.
+
+A body whose digest is listed is refused (451, none of its bytes out) on every way a response
+is streamed unstored: the leader of an uncacheable miss, a hit-for-miss request after it, and
+an unsafe method passed through; uncoded (one SHA-256, `judge_body`'s short way) and gzip-coded
+(judged by its identity). The upstream request keeps Via, X-Forwarded-For, Forwarded and the
+hop-by-hop rules with its fields built as one list, and Forwarded, formatted once per client
+and authority, names each request's own client."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from typing import Any
+
+import pytest
+
+from proxy.blocklist.model import Entry as BlockEntry
+from proxy.blocklist.model import EntryType
+from proxy.blocklist.snapshot import Snapshot
+from proxy.front.server import Connection
+from proxy.origin.memory import MemoryResponse
+from tests.phases.client import Exchange, fetch, request_bytes
+from tests.phases.conftest import Transport
+
+LISTED = b"a listed work, " * 40
+NO_STORE = [(b"Cache-Control", b"no-store"), (b"Content-Type", b"text/plain")]
+
+
+def origin(method, path_query, headers, data):  # type: ignore[no-untyped-def]
+    if path_query.startswith(b"/gz"):
+        fields = [*NO_STORE, (b"Content-Encoding", b"gzip")]
+        return MemoryResponse(200, fields, gzip.compress(LISTED))
+    if path_query.startswith(b"/relayed"):
+        fields = [*NO_STORE, (b"Via", b"1.1 upstream"), (b"Cache-Status", b"up; hit")]
+        return MemoryResponse(200, fields, b"relayed")
+    if path_query.startswith(b"/listed"):
+        return MemoryResponse(200 if method == "GET" else 201, NO_STORE, LISTED)
+    return MemoryResponse(200, NO_STORE, b"free to see")
+
+
+def list_digest(w: Any, body: bytes) -> None:
+    entry = BlockEntry(id="d18", type=EntryType.SHA256, value=hashlib.sha256(body).hexdigest())
+    w.parts.pipeline.enforcer.apply(Snapshot.compile([entry], 1, 0.0))
+
+
+@pytest.mark.parametrize("path", ["/listed", "/gz"], ids=["uncoded", "gzip"])
+@pytest.mark.parametrize(
+    ("method", "body"), [("GET", b""), ("POST", b"form=1")], ids=["miss-then-hit-for-miss", "post"]
+)
+async def test_a_listed_body_is_refused_on_every_pass_through(
+    make_worker, path: str, method: str, body: bytes
+) -> None:
+    """GET: the miss's leader streams the unstorable answer, then (hit-for-miss) a request
+    fetched alone does; POST: passed through. Each judges the whole body before delivery."""
+    w = await make_worker(origin)
+    list_digest(w, LISTED)
+    for _ in range(2):
+        r = await fetch(w, method, path, body=body)
+        assert r.status == 451 and LISTED not in r.body
+    assert [req.method for req in w.origin.requests] == [method, method]
+    if method == "GET":
+        assert w.parts.pipeline.coalescer.is_hit_for_miss((("edge.test", path.encode()), ()))
+
+
+async def test_an_unlisted_body_passes_through_as_the_origin_sent_it(make_worker) -> None:
+    w = await make_worker(origin)
+    list_digest(w, LISTED)
+    for _ in range(2):  # the miss, then hit-for-miss
+        r = await fetch(w, "GET", "/free")
+        assert r.status == 200 and r.body == b"free to see"
+        assert r.header("via") == "1.1 edgeproxy"
+        assert r.header("cache-control") == "no-store"
+    assert r.cache_status == "edgeproxy; fwd=miss; fwd-status=200; detail=no-store"
+
+
+def _request_from(w: Any, peer: str, data: bytes) -> Exchange:
+    """An Exchange whose connection comes from `peer`."""
+
+    class From(Transport):
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return (peer, 5555) if name == "peername" else default
+
+    x = Exchange.__new__(Exchange)
+    x.conn = Connection(w.parts.server)
+    x.transport = From()
+    x.conn.connection_made(x.transport)  # type: ignore[arg-type]
+    x.conn.data_received(data)
+    return x
+
+
+async def test_the_upstream_request_keeps_via_forwarded_for_and_drops_hop_by_hop(
+    make_worker,
+) -> None:
+    w = await make_worker(origin)
+    client_fields = [
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("Via", "1.0 other"),
+        ("Connection", "keep-alive, X-Secret"),
+        ("X-Secret", "s"),
+        ("Keep-Alive", "timeout=5"),
+        ("Forwarded", "for=6.6.6.6"),
+        ("Max-Forwards", "5"),
+        ("Accept", "text/plain"),
+    ]
+    for peer in ("127.0.0.1", "192.0.2.7", "127.0.0.1"):
+        r = await _request_from(w, peer, request_bytes("GET", "/free", client_fields)).reply()
+        assert r.status == 200
+    seen = [req.headers for req in w.origin.requests]
+    for headers, peer in zip(seen, ("127.0.0.1", "192.0.2.7", "127.0.0.1"), strict=True):
+        assert headers.getall("Via") == ["1.0 other, 1.1 edgeproxy"]
+        assert headers.getall("X-Forwarded-For") == [f"10.0.0.1, {peer}"]
+        assert headers.getall("Forwarded") == [f"for={peer};host=edge.test;proto=http"]
+        assert headers["X-Forwarded-Host"] == "edge.test" and headers["Host"] == "origin.test"
+        assert headers["X-Forwarded-Proto"] == "http" and headers["Max-Forwards"] == "4"
+        assert headers["Accept"] == "text/plain" and headers.get("X-Request-Id")
+        for gone in ("Connection", "X-Secret", "Keep-Alive"):
+            assert gone not in headers
+
+
+async def test_the_relayed_head_appends_our_via_and_cache_status_members(make_worker) -> None:
+    w = await make_worker(origin)
+    r = await fetch(w, "GET", "/relayed")
+    assert r.status == 200 and r.body == b"relayed"
+    assert r.header("via") == "1.1 upstream, 1.1 edgeproxy"
+    assert r.cache_status == "up; hit, edgeproxy; fwd=miss; fwd-status=200; detail=no-store"
+    assert r.header("content-length") == "7" and r.header("content-type") == "text/plain"
+    names = [n.lower() for n, _ in r.headers]
+    assert (
+        names.count(b"via") == names.count(b"cache-status") == names.count(b"content-length") == 1
+    )

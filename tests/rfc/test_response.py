@@ -1,0 +1,58 @@
+"""rfc/response.parse_response: the fields RFC 9111 acts on, read from a raw head in one pass
+(issue 18 made it one dict lookup per field line; what it reads must not change)."""
+
+from __future__ import annotations
+
+from proxy.rfc.cachecontrol import EMPTY_CC
+from proxy.rfc.response import parse_response
+
+DATE = b"Sun, 06 Dec 2026 20:00:00 GMT"
+
+
+def test_every_field_it_reads_any_case() -> None:
+    parsed = parse_response(
+        [
+            (b"CACHE-CONTROL", b"max-age=60"),
+            (b"cache-control", b"public"),
+            (b"Date", DATE),
+            (b"Expires", b"Sun, 06 Dec 2026 21:00:00 GMT"),
+            (b"Last-Modified", DATE),
+            (b"ETag", b'"abc"'),
+            (b"Age", b"7"),
+            (b"Vary", b"Accept-Encoding"),
+            (b"vary", b"Accept-Language"),
+            (b"Set-Cookie", b"a=1"),
+            (b"Cache-Status", b"upstream; hit"),
+            (b"cache-status", b"other; fwd=miss"),
+            (b"Location", b"/there"),
+            (b"Content-Location", b"/here"),
+            (b"Content-Type", b"text/plain"),
+            (b"Content-Length", b"3"),
+        ]
+    )
+    assert parsed.cc.max_age == 60 and parsed.cc.public
+    assert parsed.date == parsed.last_modified == 1796587200.0
+    assert parsed.expires == "Sun, 06 Dec 2026 21:00:00 GMT"
+    assert parsed.last_modified_raw == DATE.decode()
+    assert parsed.etag == '"abc"' and parsed.age == 7
+    assert parsed.vary == ["Accept-Encoding", "Accept-Language"]
+    assert parsed.set_cookie
+    assert parsed.cache_status == b"upstream; hit, other; fwd=miss"
+    assert parsed.location == "/there" and parsed.content_location == "/here"
+
+
+def test_nothing_it_reads() -> None:
+    parsed = parse_response([(b"Content-Type", b"text/plain"), (b"Content-Length", b"3")])
+    assert parsed.cc is EMPTY_CC
+    assert parsed.date is None and parsed.expires is None and parsed.etag is None
+    assert parsed.age is None and parsed.vary == [] and not parsed.set_cookie
+    assert parsed.cache_status == b"" and parsed.location is None
+
+
+def test_targeted_fields_replace_cache_control_rfc9213_2_2() -> None:
+    fields = [(b"Cache-Control", b"no-store"), (b"CDN-Cache-Control", b"max-age=30")]
+    assert parse_response(fields).cc.max_age == 30 and not parse_response(fields).cc.no_store
+    ours = [*fields, (b"Edgeproxy-Cache-Control", b"max-age=5")]
+    assert parse_response(ours).cc.max_age == 5  # the most specific first
+    broken = [(b"Cache-Control", b"max-age=9"), (b"CDN-Cache-Control", b"max-age=\x01")]
+    assert parse_response(broken).cc.max_age == 9  # §2.1: one that does not parse is ignored
