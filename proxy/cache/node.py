@@ -78,9 +78,14 @@ whose holder died (SIGKILL) or expired is taken over; `prepare` drops every leas
 store what it fetched in the same loop turn (a body spooled to disk, larger than the tier's
 object bound), the waiter fetches too: that is the one case of two origin requests.
 
-Eviction keeps popular objects: an approximate LRU over access ticks. Each hit from this tier
-(a memory miss) and every 8th hot hit in memory (the memo's touch) queues a touch, at most one
-per key and worker every `cache.node_touch_interval_s` (10 s). Stores (and
+Eviction keeps popular objects: an approximate LRU over access ticks. Every
+`TOUCH_ONE_IN`th read from this tier (a memory miss: 8 in a worker) and every 8th hot hit in
+memory (the memo's touch) queues a touch, at most one per key and worker every
+`cache.node_touch_interval_s` (10 s). Sampled as the memo samples L1's hits: with a working set
+larger than L1 nearly every node-tier hit was a key's first in its interval, and its touch (four
+LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
+an object read eight times is touched about as surely as before, one read once may be evicted
+a little sooner. Stores (and
 lease releases) are written in one transaction at the end of the loop turn (`call_soon`), with
 every touch queued by then; touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
 batch: a write transaction costs tens of microseconds, more than the rest of a node-tier hit,
@@ -112,12 +117,14 @@ from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.shared import Record, Rejected, entry_of, record_of
 from proxy.config import Config, default_state_dir
 from proxy.metrics import WorkerStats
+from proxy.rfc.target import Target
 
 log = logging.getLogger("edgeproxy.node_tier")
 
-# bump whenever the layout, `Info` or `Record` changes (2: hostkey, urlseq, lease, xxh3 checks)
-FORMAT = b"2"
-MAGIC = b"EPN2"
+# bump whenever the layout, `Info` or `NodeRecord` changes (2: hostkey, urlseq, lease, xxh3
+# checks; 3: the rendered head in the record)
+FORMAT = b"3"
+MAGIC = b"EPN3"
 INDEX_OVERHEAD_BYTES = 256  # info, order and index records of one item, roughly
 DBS = (
     b"items",
@@ -132,6 +139,7 @@ DBS = (
     b"lease",
     b"meta",
 )
+TOUCH_ONE_IN = 8  # workers touch on every 8th read (the default, 1, is every read: tools, tests)
 URLSEQ_KEY_BYTES = 400  # LMDB keys end at 511 bytes: longer url keys share a range, confirmed
 _LEASE = struct.Struct("<qd")  # the fetching worker's pid, held until (epoch seconds)
 _U64 = struct.Struct(">Q")
@@ -154,8 +162,16 @@ class Info(msgspec.Struct, array_like=True):
     url_key: str
 
 
+class NodeRecord(Record, tag="n", array_like=True):
+    """The shared tier's `Record` and what a hit needs prepared: the head as delivered up to
+    the per-delivery fields (`Entry.head`), so a node-tier hit renders nothing."""
+
+    head: bytes
+    via: bytes  # the `Via` member `head` carries (a node restarted under another name renders)
+
+
 _encode = msgspec.msgpack.Encoder().encode
-_decode_record = msgspec.msgpack.Decoder(Record).decode
+_decode_record = msgspec.msgpack.Decoder(NodeRecord).decode
 _decode_info = msgspec.msgpack.Decoder(Info).decode
 _decode_fields = msgspec.msgpack.Decoder(tuple[str, ...]).decode
 
@@ -172,12 +188,17 @@ def item_key(primary: PrimaryKey, fields: tuple[str, ...], variant: VariantKey) 
     return primary_hash(primary) + _h(_encode((fields, variant)))
 
 
-def envelope(rec: Record) -> bytes:
+def node_record(entry: Entry, via: bytes) -> NodeRecord:
+    fields = msgspec.structs.asdict(record_of(entry))
+    return NodeRecord(**fields, head=entry.head, via=via)
+
+
+def envelope(rec: NodeRecord) -> bytes:
     payload = _encode(rec)
     return _HDR.pack(MAGIC, xxhash.xxh3_128_digest(payload)) + payload
 
 
-def open_envelope(value: bytes) -> Record:
+def open_envelope(value: bytes) -> NodeRecord:
     """Raises Rejected for a torn, foreign or corrupt value."""
     if len(value) < _HDR.size:
         raise Rejected("truncated")
@@ -346,8 +367,15 @@ class NodeTier:
         uncacheable_s: float = 10.0,
         touch_delay_s: float = 0.0,
         touch_interval_s: float = 0.0,
+        via: bytes = b"",
+        overhead_bytes: int = 0,
+        touch_one_in: int = 1,
     ) -> None:
         self.path = path
+        # This worker's `Via` member and per-entry overhead: records carry their head rendered
+        # (`NodeRecord.head`), so a read renders only when the node's name changed since.
+        self.via = via
+        self.overhead_bytes = overhead_bytes
         self.max_bytes = max_bytes
         self.max_object_bytes = max_object_bytes
         self.stats = stats
@@ -379,6 +407,8 @@ class NodeTier:
         self.lease_s = lease_s
         self.uncacheable_s = uncacheable_s
         self.touch_delay_s = touch_delay_s
+        self.touch_one_in = max(1, touch_one_in)
+        self._reads = 0  # reads served, for touching one in `touch_one_in`
         # Keys touched in this interval and the one before (`_touch`): swapped, never swept.
         self.touch_interval_s = touch_interval_s
         self._touched_now: set[bytes] = set()
@@ -415,11 +445,27 @@ class NodeTier:
         self, primary: PrimaryKey, variant: VariantKey, fields: tuple[str, ...]
     ) -> Entry | None:
         """The proven entry stored for this key, or None (a miss, or a record that failed its
-        proof: deleted and counted). The entry is not yet finished for delivery (site, parsed
-        Cache-Control, head): the facade does that."""
+        proof: deleted and counted). The entry has its head but is not yet finished for this
+        worker (site, parsed Cache-Control, match keys): the facade does that."""
         if self._closed:
             return None
-        ikey = item_key(primary, fields, variant)
+        return self._load(item_key(primary, fields, variant), primary, variant, fields, None)
+
+    def get_at(self, ikey: bytes, target: Target) -> Entry | None:
+        """`get` for a key the caller already holds as an item key and a canonical target,
+        without Vary (the memo's node-tier hits): the same proof, nothing parsed again."""
+        if self._closed:
+            return None
+        return self._load(ikey, (target.authority, target.raw_path_query), (), (), target)
+
+    def _load(
+        self,
+        ikey: bytes,
+        primary: PrimaryKey,
+        variant: VariantKey,
+        fields: tuple[str, ...],
+        target: Target | None,
+    ) -> Entry | None:
         raw = self._read(lambda txn: txn.get(ikey, db=self._db["items"]))
         if raw is None:
             self.stats.node_misses += 1
@@ -428,12 +474,19 @@ class NodeTier:
             rec = open_envelope(raw)
             if rec.vary_fields != fields:
                 raise Rejected("stored under other Vary fields")
-            entry = entry_of(rec, primary, lambda f: variant, verify_body=False)
+            entry = entry_of(rec, primary, lambda f: variant, verify_body=False, target=target)
         except Rejected as e:
             self._reject(ikey, str(e))
             return None
+        if rec.via == self.via or not self.via:
+            entry.head = rec.head
+            entry.size = len(rec.head) + len(entry.body) + self.overhead_bytes
+        else:
+            entry.render_head(self.overhead_bytes, self.via)
         self.stats.node_hits += 1
-        self._touch(ikey)
+        self._reads += 1
+        if self._reads % self.touch_one_in == 0:
+            self._touch(ikey)
         return entry
 
     def _reject(self, key: bytes, why: str, *, whole_primary: bool = False) -> None:
@@ -632,7 +685,7 @@ class NodeTier:
             self._delete_primary(txn, hp)  # the resource's Vary changed: older variants go
         else:
             self._delete(txn, ikey)
-        value = envelope(record_of(entry))
+        value = envelope(node_record(entry, self.via))
         t = entry.target
         keys = entry.keys if entry.keys is not None else match_keys(t.host, t.path, t.query)
         size = len(value) + INDEX_OVERHEAD_BYTES
