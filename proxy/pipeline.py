@@ -67,7 +67,6 @@ class Pipeline:
             cfg.cache.hot_memo_max_entries,
             clock,
             self.cache.touch,
-            memory.max_bytes // 4,
             node=self.cache,  # node-tier answers too, refused as lookup would refuse them
             refused=lambda entry: lookup.stored_refused(self.enforcer, entry),
         )

@@ -198,7 +198,7 @@ def envelope(rec: NodeRecord) -> bytes:
     return _HDR.pack(MAGIC, xxhash.xxh3_128_digest(payload)) + payload
 
 
-def open_envelope(value: bytes) -> NodeRecord:
+def open_envelope(value: bytes | memoryview) -> NodeRecord:
     """Raises Rejected for a torn, foreign or corrupt value."""
     if len(value) < _HDR.size:
         raise Rejected("truncated")
@@ -420,14 +420,19 @@ class NodeTier:
 
     # -- read (synchronous: inside lookup) ----------------------------------------------------
 
-    def _read(self, fn: Callable[[Any], Any]) -> Any:
+    def _read(self, fn: Callable[[Any], Any], *, buffers: bool = False) -> Any:
+        """`fn(txn)` in a read transaction; with `buffers` values are views of the mapped
+        pages, valid only inside it."""
         try:
-            with self.env.begin(buffers=False) as txn:
+            with self._begin(buffers) as txn:
                 return fn(txn)
         except lmdb.MapResizedError:
             self.env.set_mapsize(0)  # another worker grew the map (a new bound after SIGHUP)
-            with self.env.begin(buffers=False) as txn:
+            with self._begin(buffers) as txn:
                 return fn(txn)
+
+    def _begin(self, buffers: bool) -> Any:
+        return self.env.begin(buffers=True) if buffers else self.env.begin(buffers=False)
 
     def vary_fields(self, primary: PrimaryKey) -> tuple[str, ...] | None:
         if self._closed:
@@ -466,12 +471,19 @@ class NodeTier:
         fields: tuple[str, ...],
         target: Target | None,
     ) -> Entry | None:
-        raw = self._read(lambda txn: txn.get(ikey, db=self._db["items"]))
-        if raw is None:
-            self.stats.node_misses += 1
-            return None
+        items = self._db["items"]
+
+        def read(txn: Any) -> NodeRecord | None:
+            # Opened on the mapped pages (no copy of the value first); the decoded record
+            # holds copies, valid after the transaction.
+            raw = txn.get(ikey, db=items)
+            return None if raw is None else open_envelope(raw)
+
         try:
-            rec = open_envelope(raw)
+            rec = self._read(read, buffers=True)
+            if rec is None:
+                self.stats.node_misses += 1
+                return None
             if rec.vary_fields != fields:
                 raise Rejected("stored under other Vary fields")
             entry = entry_of(rec, primary, lambda f: variant, verify_body=False, target=target)

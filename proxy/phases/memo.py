@@ -17,15 +17,17 @@ is answered when `lookup.fresh_plain` calls it fresh and its body digest is not 
 (`lookup.stored_refused`, checked on every such hit: the item may have been stored anew by
 another worker since it was remembered). Anything else goes the full way, which decides.
 
-It is also bounded in bytes (issue 19): a remembered entry that has left the memory tier stays
-referenced here until its raw target is asked for again, so 65,536 targets requested once each
-could pin 65,536 evicted bodies, several times the tier's own bound. The bodies remembered since
-the last emptying are counted, and past `max_bytes` (a quarter of the worker's memory tier) the
-memo is emptied as when it is full of entries.
+It holds no body the memory tier has let go (issue 19): entries are remembered by weak
+reference, so an entry evicted or purged from memory is freed as if the memo did not exist, and
+its raw target stays here as a key alone until the memo is emptied. (It used to hold entries
+themselves, and was emptied whenever the bodies remembered since the last emptying passed a
+quarter of the memory tier, so it never covered more than a quarter of what memory holds: with
+a working set larger than that, most hits went the full way.)
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -52,21 +54,18 @@ class HotMemo:
         max_entries: int,
         clock: Callable[[], float],
         touch: Callable[[Entry], None],
-        max_bytes: int = 1 << 62,
         *,
         node: TieredCache | None = None,
         refused: Callable[[Entry], bool] | None = None,
     ) -> None:
         self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._bytes = 0  # sizes of the entries remembered since the last emptying
         self.clock = clock  # the data plane's (the pipeline keeps it in step)
         self.touch = touch  # the cache's LRU refresh
         # Node-tier answers: the cache that reads them, and lookup's digest refusal. Both or
         # neither (without them no NodeRef is remembered).
         self.node = node if refused is not None else None
         self.refused = refused or (lambda e: True)
-        self._hits: dict[MemoKey, Entry] = {}
+        self._hits: dict[MemoKey, weakref.ref[Entry]] = {}
         self._refs: dict[MemoKey, NodeRef] = {}  # node-tier answers (no body held)
         self._blocked: dict[MemoKey, Remembered451] = {}
 
@@ -79,11 +78,12 @@ class HotMemo:
         The hottest path there is: one dict lookup, one clock read, one `decide`."""
         if method != "GET" and method != "HEAD":
             return None
-        entry = self._hits.get((raw_target, host))
-        if entry is None:
+        held = self._hits.get((raw_target, host))
+        if held is None:
             ref = self._refs.get((raw_target, host))
             return None if ref is None else self._take_node(ref, raw_target, host)
-        if not entry.alive:
+        entry = held()
+        if entry is None or not entry.alive:
             return None
         now = self.clock()
         if decide(entry, now, EMPTY_CC) is not _FRESH:
@@ -127,11 +127,9 @@ class HotMemo:
                 self._refs[key] = ref
             return
         self._refs.pop(key, None)
-        self._bytes += entry.size
-        if len(self._hits) >= self.max_entries or self._bytes > self.max_bytes:
+        if len(self._hits) >= self.max_entries:
             self._hits.clear()
-            self._bytes = entry.size
-        self._hits[key] = entry
+        self._hits[key] = weakref.ref(entry)
 
     def remember_blocked(
         self, raw_target: bytes, host: bytes | None, answer: Remembered451
@@ -144,4 +142,3 @@ class HotMemo:
         self._hits.clear()
         self._refs.clear()
         self._blocked.clear()
-        self._bytes = 0

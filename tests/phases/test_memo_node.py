@@ -37,7 +37,6 @@ class World:
             100,
             lambda: self.now,
             self.cache.touch,
-            1024,
             node=self.cache,
             refused=lambda e: e.sha256 in self.refused,
         )
