@@ -447,14 +447,18 @@ class NodeTier:
             return None
 
     def get(
-        self, primary: PrimaryKey, variant: VariantKey, fields: tuple[str, ...]
+        self,
+        primary: PrimaryKey,
+        variant: VariantKey,
+        fields: tuple[str, ...],
+        target: Target | None = None,
     ) -> Entry | None:
         """The proven entry stored for this key, or None (a miss, or a record that failed its
         proof: deleted and counted). The entry has its head but is not yet finished for this
         worker (site, parsed Cache-Control, match keys): the facade does that."""
         if self._closed:
             return None
-        return self._load(item_key(primary, fields, variant), primary, variant, fields, None)
+        return self._load(item_key(primary, fields, variant), primary, variant, fields, target)
 
     def get_at(self, ikey: bytes, target: Target) -> Entry | None:
         """`get` for a key the caller already holds as an item key and a canonical target,

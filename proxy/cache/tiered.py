@@ -73,7 +73,10 @@ class TieredCache:
             self._node_vary = (primary, fields)  # `get` follows for the same primary
         return fields
 
-    def get(self, key: ItemKey) -> Entry | None:
+    def get(self, key: ItemKey, target: Target | None = None) -> Entry | None:
+        """The entry stored for `key`, memory first. `target`: the canonical target of the
+        key's primary when the caller holds it (lookup: admit parsed it), so a node-tier read
+        does not parse it again."""
         primary, variant = key
         entry = self.memory.get(primary, variant)
         if entry is not None:
@@ -91,7 +94,7 @@ class TieredCache:
                 fields = node.vary_fields(primary)
                 if fields is None:
                     return None
-        found = node.get(primary, variant, fields)
+        found = node.get(primary, variant, fields, target)
         if found is None:
             return None
         return self._from_node(key, found, self.doorkeeper.seen_again(key, found.size))

@@ -51,7 +51,7 @@ def lookup(
         return Next.PRIVATE
     vary = cache.vary_fields(ctx.primary)
     ctx.key = key = (ctx.primary, vary_key(vary, fields.values) if vary else ())
-    entry = cache.get(key) if vary is not None else None
+    entry = cache.get(key, ctx.target) if vary is not None else None
     if entry is not None and enforcer.digests_listed and enforcer.unservable(entry):
         entry = None  # stored unjudged, before body digests were listed: fetched anew
     if entry is not None:

@@ -554,3 +554,15 @@ def test_reads_touch_one_in_touch_one_in(path: Path) -> None:
     for _ in range(16):
         assert t.get(e.primary, (), ()) is not None
     assert touched == [item_key(e.primary, (), ())] * 2
+
+
+def test_a_read_takes_the_target_the_caller_parsed(path: Path) -> None:
+    """lookup hands the facade the target admit parsed: the read does not parse it again,
+    and one that is not the key's own is not taken (the record's URL is parsed as before)."""
+    t = tier(path)
+    a, b = entry("/a", b"A"), entry("/b", b"B")
+    t.put(a)
+    got = t.get(a.primary, (), (), a.target)
+    assert got is not None and got.target is a.target
+    other = t.get(a.primary, (), (), b.target)
+    assert other is not None and other.target == a.target and other.target is not b.target
