@@ -18,13 +18,16 @@ robust mutex (a writer killed with SIGKILL releases it; a killed writer's transa
 becomes visible: LMDB commits by a copy-on-write B+tree and one meta page write). A shared
 mmap file of our own would need its own allocator, index and crash recovery: that is LMDB.
 
-What a node-tier hit costs a worker (the first time it needs the object; later hits are memory
-hits): the facade's vary + get + proof + adoption, in a loop with touches batched, was 18 us for
+What a node-tier hit costs a worker (the facade adopts an object into memory only when it is
+read again soon, `proxy.cache.admission`; until then the memo answers repeats from this tier,
+`get_at`): the facade's vary + get + proof + adoption, in a loop with touches batched, was 18 us for
 a 4 KiB body and 94 us for 64 KiB while the proof re-hashed the body with sha256, against
 0.5-1 us for a memory lookup (same throwaway script directory, hit.py; the 2 cores busy with
 the test suite). Without the re-hash (below), `get` alone went from 11.5 to 9 us at 4 KiB and
 from 54 to 15 us at 64 KiB (process time, the machine shared). `python -m benchmarks.run
---scenarios node-hit` measures a node-tier hit against an L1 hit through the whole server.
+--scenarios node-hit` measures a node-tier hit against an L1 hit through the whole server
+(benchmarks/README.md, "A node-tier hit through the memo": `get_at` 7 us at 4 KiB, of it the
+read transaction 2, opening the record 1.5, the `Entry` 1.3).
 
 Commits are not fsynced (`sync=False`): a crashed *process* loses nothing (its writes are in
 the page cache), a crashed *kernel* may lose or tear the last transactions. So the tier
@@ -35,7 +38,8 @@ the tier for `--cache-clear`. Nothing about the tier is ever fatal to the node.
 
 Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary fields, values)):
 
-    items   ikey -> MAGIC + xxh3-128 + msgpack `Record` (proxy.cache.shared's format)
+    items   ikey -> MAGIC + xxh3-128 + msgpack `NodeRecord` (proxy.cache.shared's `Record`
+            and the head as rendered, so a hit renders nothing)
     info    ikey -> `Info` (access tick, size, host, path, query, digest, url key)
     order   tick + ikey -> ""          (oldest access first: what eviction takes)
     vary    H(primary) -> fields        (what `vary_fields` answers)
