@@ -64,7 +64,11 @@ class Pipeline:
         self.access_log = access_log
         clock = clock or time.time
         self.memo = HotMemo(
-            cfg.cache.hot_memo_max_entries, clock, self.cache.touch, memory.max_bytes // 4
+            cfg.cache.hot_memo_max_entries,
+            clock,
+            self.cache.touch,
+            node=self.cache,  # node-tier answers too, refused as lookup would refuse them
+            refused=lambda entry: lookup.stored_refused(self.enforcer, entry),
         )
         self.enforcer = Enforcer(self.cache, stats, on_swap=self.memo.clear)
         self.fetcher = fetcher = Fetcher(cfg, origin, self.cache, stats, self.enforcer, clock=clock)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from proxy.blocklist.keys import match_keys
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
-from proxy.cache.node import NodeTier, NodeTierError, tier_path
+from proxy.cache.node import TOUCH_ONE_IN, NodeTier, NodeTierError, tier_path
 from proxy.cache.shared import SharedTier
 from proxy.config import Config
 from proxy.context import SPECIAL_FIELDS
@@ -84,9 +84,9 @@ def build_worker(
     pipeline = Pipeline(
         cfg, sites, memory, origin, stats, clock=clock, access_log=access, shared=shared
     )
-    node = open_node_tier(cfg, stats)
+    node = open_node_tier(cfg, stats, pipeline.fetcher.via)
     if node is not None:
-        pipeline.cache.attach_node(node, node_finisher(cfg, sites, pipeline.fetcher.via))
+        pipeline.cache.attach_node(node, node_finisher(sites))
     server = FrontServer(
         pipeline,
         front_limits(cfg),
@@ -103,7 +103,7 @@ def build_worker(
     return WorkerParts(sites, stats, memory, shared, node, origin, access, pipeline, server)
 
 
-def open_node_tier(cfg: Config, stats: WorkerStats) -> NodeTier | None:
+def open_node_tier(cfg: Config, stats: WorkerStats, via: bytes) -> NodeTier | None:
     """The node's tier when `cache.node_tier_bytes` asks for one. One that cannot be opened
     (the supervisor's `prepare` rebuilds a broken one before workers start) leaves this
     worker with memory alone, logged: never a failed start."""
@@ -121,17 +121,20 @@ def open_node_tier(cfg: Config, stats: WorkerStats) -> NodeTier | None:
             uncacheable_s=cfg.cache.hit_for_miss_s,
             touch_delay_s=cfg.cache.node_touch_delay_s,
             touch_interval_s=cfg.cache.node_touch_interval_s,
+            via=via,
+            overhead_bytes=cfg.cache.entry_overhead_bytes,
+            touch_one_in=TOUCH_ONE_IN,
         )
     except (NodeTierError, OSError) as e:
         log.error("node tier %s not used: %s", path, e)
         return None
 
 
-def node_finisher(cfg: Config, sites: SiteTable, via: bytes) -> Callable[[Entry], Entry | None]:
+def node_finisher(sites: SiteTable) -> Callable[[Entry], Entry | None]:
     """Finish a node-tier entry for this worker as the store phase finishes a new one: its
     site (by host: the site table may differ from the worker that stored it), the
-    Cache-Control parsed from its stored fields, its blocklist match keys, and the head."""
-    overhead = cfg.cache.entry_overhead_bytes
+    Cache-Control parsed from its stored fields and its blocklist match keys (the head comes
+    rendered in the record, `NodeTier`)."""
 
     def finish(entry: Entry) -> Entry | None:
         t = entry.target
@@ -141,7 +144,6 @@ def node_finisher(cfg: Config, sites: SiteTable, via: bytes) -> Callable[[Entry]
         entry.site_index = site.index
         entry.cc = parse_response(list(entry.headers)).cc
         entry.keys = match_keys(t.host, t.path, t.query)
-        entry.render_head(overhead, via)
         return entry
 
     return finish

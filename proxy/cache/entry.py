@@ -24,7 +24,7 @@ PrimaryKey = tuple[str, bytes]  # (authority, raw path+query): the forward form
 VariantKey = tuple[str, ...]  # normalised values of the fields named by Vary
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)  # the memo holds entries weakly
 class Entry:
     primary: PrimaryKey
     variant: VariantKey

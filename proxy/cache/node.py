@@ -18,13 +18,16 @@ robust mutex (a writer killed with SIGKILL releases it; a killed writer's transa
 becomes visible: LMDB commits by a copy-on-write B+tree and one meta page write). A shared
 mmap file of our own would need its own allocator, index and crash recovery: that is LMDB.
 
-What a node-tier hit costs a worker (the first time it needs the object; later hits are memory
-hits): the facade's vary + get + proof + adoption, in a loop with touches batched, was 18 us for
+What a node-tier hit costs a worker (the facade adopts an object into memory only when it is
+read again soon, `proxy.cache.admission`; until then the memo answers repeats from this tier,
+`get_at`): the facade's vary + get + proof + adoption, in a loop with touches batched, was 18 us for
 a 4 KiB body and 94 us for 64 KiB while the proof re-hashed the body with sha256, against
 0.5-1 us for a memory lookup (same throwaway script directory, hit.py; the 2 cores busy with
 the test suite). Without the re-hash (below), `get` alone went from 11.5 to 9 us at 4 KiB and
 from 54 to 15 us at 64 KiB (process time, the machine shared). `python -m benchmarks.run
---scenarios node-hit` measures a node-tier hit against an L1 hit through the whole server.
+--scenarios node-hit` measures a node-tier hit against an L1 hit through the whole server
+(benchmarks/README.md, "A node-tier hit through the memo": `get_at` 7 us at 4 KiB, of it the
+read transaction 2, opening the record 1.5, the `Entry` 1.3).
 
 Commits are not fsynced (`sync=False`): a crashed *process* loses nothing (its writes are in
 the page cache), a crashed *kernel* may lose or tear the last transactions. So the tier
@@ -35,7 +38,8 @@ the tier for `--cache-clear`. Nothing about the tier is ever fatal to the node.
 
 Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary fields, values)):
 
-    items   ikey -> MAGIC + xxh3-128 + msgpack `Record` (proxy.cache.shared's format)
+    items   ikey -> MAGIC + xxh3-128 + msgpack `NodeRecord` (proxy.cache.shared's `Record`
+            and the head as rendered, so a hit renders nothing)
     info    ikey -> `Info` (access tick, size, host, path, query, digest, url key)
     order   tick + ikey -> ""          (oldest access first: what eviction takes)
     vary    H(primary) -> fields        (what `vary_fields` answers)
@@ -78,9 +82,14 @@ whose holder died (SIGKILL) or expired is taken over; `prepare` drops every leas
 store what it fetched in the same loop turn (a body spooled to disk, larger than the tier's
 object bound), the waiter fetches too: that is the one case of two origin requests.
 
-Eviction keeps popular objects: an approximate LRU over access ticks. Each hit from this tier
-(a memory miss) and every 8th hot hit in memory (the memo's touch) queues a touch, at most one
-per key and worker every `cache.node_touch_interval_s` (10 s). Stores (and
+Eviction keeps popular objects: an approximate LRU over access ticks. Every
+`TOUCH_ONE_IN`th read from this tier (a memory miss: 8 in a worker) and every 8th hot hit in
+memory (the memo's touch) queues a touch, at most one per key and worker every
+`cache.node_touch_interval_s` (10 s). Sampled as the memo samples L1's hits: with a working set
+larger than L1 nearly every node-tier hit was a key's first in its interval, and its touch (four
+LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
+an object read eight times is touched about as surely as before, one read once may be evicted
+a little sooner. Stores (and
 lease releases) are written in one transaction at the end of the loop turn (`call_soon`), with
 every touch queued by then; touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
 batch: a write transaction costs tens of microseconds, more than the rest of a node-tier hit,
@@ -112,12 +121,14 @@ from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.shared import Record, Rejected, entry_of, record_of
 from proxy.config import Config, default_state_dir
 from proxy.metrics import WorkerStats
+from proxy.rfc.target import Target
 
 log = logging.getLogger("edgeproxy.node_tier")
 
-# bump whenever the layout, `Info` or `Record` changes (2: hostkey, urlseq, lease, xxh3 checks)
-FORMAT = b"2"
-MAGIC = b"EPN2"
+# bump whenever the layout, `Info` or `NodeRecord` changes (2: hostkey, urlseq, lease, xxh3
+# checks; 3: the rendered head in the record)
+FORMAT = b"3"
+MAGIC = b"EPN3"
 INDEX_OVERHEAD_BYTES = 256  # info, order and index records of one item, roughly
 DBS = (
     b"items",
@@ -132,6 +143,7 @@ DBS = (
     b"lease",
     b"meta",
 )
+TOUCH_ONE_IN = 8  # workers touch on every 8th read (the default, 1, is every read: tools, tests)
 URLSEQ_KEY_BYTES = 400  # LMDB keys end at 511 bytes: longer url keys share a range, confirmed
 _LEASE = struct.Struct("<qd")  # the fetching worker's pid, held until (epoch seconds)
 _U64 = struct.Struct(">Q")
@@ -154,8 +166,16 @@ class Info(msgspec.Struct, array_like=True):
     url_key: str
 
 
+class NodeRecord(Record, tag="n", array_like=True):
+    """The shared tier's `Record` and what a hit needs prepared: the head as delivered up to
+    the per-delivery fields (`Entry.head`), so a node-tier hit renders nothing."""
+
+    head: bytes
+    via: bytes  # the `Via` member `head` carries (a node restarted under another name renders)
+
+
 _encode = msgspec.msgpack.Encoder().encode
-_decode_record = msgspec.msgpack.Decoder(Record).decode
+_decode_record = msgspec.msgpack.Decoder(NodeRecord).decode
 _decode_info = msgspec.msgpack.Decoder(Info).decode
 _decode_fields = msgspec.msgpack.Decoder(tuple[str, ...]).decode
 
@@ -172,12 +192,17 @@ def item_key(primary: PrimaryKey, fields: tuple[str, ...], variant: VariantKey) 
     return primary_hash(primary) + _h(_encode((fields, variant)))
 
 
-def envelope(rec: Record) -> bytes:
+def node_record(entry: Entry, via: bytes) -> NodeRecord:
+    fields = msgspec.structs.asdict(record_of(entry))
+    return NodeRecord(**fields, head=entry.head, via=via)
+
+
+def envelope(rec: NodeRecord) -> bytes:
     payload = _encode(rec)
     return _HDR.pack(MAGIC, xxhash.xxh3_128_digest(payload)) + payload
 
 
-def open_envelope(value: bytes) -> Record:
+def open_envelope(value: bytes | memoryview) -> NodeRecord:
     """Raises Rejected for a torn, foreign or corrupt value."""
     if len(value) < _HDR.size:
         raise Rejected("truncated")
@@ -346,8 +371,15 @@ class NodeTier:
         uncacheable_s: float = 10.0,
         touch_delay_s: float = 0.0,
         touch_interval_s: float = 0.0,
+        via: bytes = b"",
+        overhead_bytes: int = 0,
+        touch_one_in: int = 1,
     ) -> None:
         self.path = path
+        # This worker's `Via` member and per-entry overhead: records carry their head rendered
+        # (`NodeRecord.head`), so a read renders only when the node's name changed since.
+        self.via = via
+        self.overhead_bytes = overhead_bytes
         self.max_bytes = max_bytes
         self.max_object_bytes = max_object_bytes
         self.stats = stats
@@ -379,6 +411,8 @@ class NodeTier:
         self.lease_s = lease_s
         self.uncacheable_s = uncacheable_s
         self.touch_delay_s = touch_delay_s
+        self.touch_one_in = max(1, touch_one_in)
+        self._reads = 0  # reads served, for touching one in `touch_one_in`
         # Keys touched in this interval and the one before (`_touch`): swapped, never swept.
         self.touch_interval_s = touch_interval_s
         self._touched_now: set[bytes] = set()
@@ -390,14 +424,19 @@ class NodeTier:
 
     # -- read (synchronous: inside lookup) ----------------------------------------------------
 
-    def _read(self, fn: Callable[[Any], Any]) -> Any:
+    def _read(self, fn: Callable[[Any], Any], *, buffers: bool = False) -> Any:
+        """`fn(txn)` in a read transaction; with `buffers` values are views of the mapped
+        pages, valid only inside it."""
         try:
-            with self.env.begin(buffers=False) as txn:
+            with self._begin(buffers) as txn:
                 return fn(txn)
         except lmdb.MapResizedError:
             self.env.set_mapsize(0)  # another worker grew the map (a new bound after SIGHUP)
-            with self.env.begin(buffers=False) as txn:
+            with self._begin(buffers) as txn:
                 return fn(txn)
+
+    def _begin(self, buffers: bool) -> Any:
+        return self.env.begin(buffers=True) if buffers else self.env.begin(buffers=False)
 
     def vary_fields(self, primary: PrimaryKey) -> tuple[str, ...] | None:
         if self._closed:
@@ -412,28 +451,62 @@ class NodeTier:
             return None
 
     def get(
-        self, primary: PrimaryKey, variant: VariantKey, fields: tuple[str, ...]
+        self,
+        primary: PrimaryKey,
+        variant: VariantKey,
+        fields: tuple[str, ...],
+        target: Target | None = None,
     ) -> Entry | None:
         """The proven entry stored for this key, or None (a miss, or a record that failed its
-        proof: deleted and counted). The entry is not yet finished for delivery (site, parsed
-        Cache-Control, head): the facade does that."""
+        proof: deleted and counted). The entry has its head but is not yet finished for this
+        worker (site, parsed Cache-Control, match keys): the facade does that."""
         if self._closed:
             return None
-        ikey = item_key(primary, fields, variant)
-        raw = self._read(lambda txn: txn.get(ikey, db=self._db["items"]))
-        if raw is None:
-            self.stats.node_misses += 1
+        return self._load(item_key(primary, fields, variant), primary, variant, fields, target)
+
+    def get_at(self, ikey: bytes, target: Target) -> Entry | None:
+        """`get` for a key the caller already holds as an item key and a canonical target,
+        without Vary (the memo's node-tier hits): the same proof, nothing parsed again."""
+        if self._closed:
             return None
+        return self._load(ikey, (target.authority, target.raw_path_query), (), (), target)
+
+    def _load(
+        self,
+        ikey: bytes,
+        primary: PrimaryKey,
+        variant: VariantKey,
+        fields: tuple[str, ...],
+        target: Target | None,
+    ) -> Entry | None:
+        items = self._db["items"]
+
+        def read(txn: Any) -> NodeRecord | None:
+            # Opened on the mapped pages (no copy of the value first); the decoded record
+            # holds copies, valid after the transaction.
+            raw = txn.get(ikey, db=items)
+            return None if raw is None else open_envelope(raw)
+
         try:
-            rec = open_envelope(raw)
+            rec = self._read(read, buffers=True)
+            if rec is None:
+                self.stats.node_misses += 1
+                return None
             if rec.vary_fields != fields:
                 raise Rejected("stored under other Vary fields")
-            entry = entry_of(rec, primary, lambda f: variant, verify_body=False)
+            entry = entry_of(rec, primary, lambda f: variant, verify_body=False, target=target)
         except Rejected as e:
             self._reject(ikey, str(e))
             return None
+        if rec.via == self.via or not self.via:
+            entry.head = rec.head
+            entry.size = len(rec.head) + len(entry.body) + self.overhead_bytes
+        else:
+            entry.render_head(self.overhead_bytes, self.via)
         self.stats.node_hits += 1
-        self._touch(ikey)
+        self._reads += 1
+        if self._reads % self.touch_one_in == 0:
+            self._touch(ikey)
         return entry
 
     def _reject(self, key: bytes, why: str, *, whole_primary: bool = False) -> None:
@@ -632,7 +705,7 @@ class NodeTier:
             self._delete_primary(txn, hp)  # the resource's Vary changed: older variants go
         else:
             self._delete(txn, ikey)
-        value = envelope(record_of(entry))
+        value = envelope(node_record(entry, self.via))
         t = entry.target
         keys = entry.keys if entry.keys is not None else match_keys(t.host, t.path, t.query)
         size = len(value) + INDEX_OVERHEAD_BYTES

@@ -52,7 +52,7 @@ from proxy.blocklist.digest import stored_digests
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.shared_redis import KeyOf, Put, RedisOptions, RedisStore, VaryPut
 from proxy.metrics import WorkerStats
-from proxy.rfc.target import BadTarget, canonical_target
+from proxy.rfc.target import BadTarget, Target, canonical_target
 
 log = logging.getLogger("edgeproxy.shared")
 
@@ -136,26 +136,33 @@ class Rejected(Exception):
 
 
 def entry_of(
-    rec: Record, primary: PrimaryKey, variant_of: VariantOf, *, verify_body: bool = True
+    rec: Record,
+    primary: PrimaryKey,
+    variant_of: VariantOf,
+    *,
+    verify_body: bool = True,
+    target: Target | None = None,
 ) -> Entry:
     """Rebuild an Entry, checking everything the pipeline would otherwise trust. Raises Rejected.
 
     `verify_body=False` skips re-hashing the body, for a record whose envelope already proves
     that its body and digest are the ones written (the node tier's xxh3-128 seal: 18 µs of
     sha256 at 4 KiB saved per read). The shared tier crosses machines and trust boundaries:
-    it keeps the default."""
+    it keeps the default. `target`: the canonical target of `primary` when the caller holds
+    it already (the memo's node-tier hits: admit parsed it), so it is not parsed again."""
     if (rec.authority, rec.raw_path_query) != primary:
         raise Rejected("primary key mismatch")
     if variant_of(rec.vary_fields) != rec.variant:
         raise Rejected("variant mismatch")
     if verify_body and rec.sha256 not in stored_digests(rec.body, _codings(rec)):
         raise Rejected("body does not match its digest")
-    try:
-        target = canonical_target(rec.raw_path_query, rec.authority.encode("ascii"))
-    except (BadTarget, UnicodeEncodeError) as e:
-        raise Rejected("target") from e
-    if (target.authority, target.raw_path_query) != primary:
-        raise Rejected("target is not canonical")
+    if target is None or (target.authority, target.raw_path_query) != primary:
+        try:
+            target = canonical_target(rec.raw_path_query, rec.authority.encode("ascii"))
+        except (BadTarget, UnicodeEncodeError) as e:
+            raise Rejected("target") from e
+        if (target.authority, target.raw_path_query) != primary:
+            raise Rejected("target is not canonical")
     return Entry(
         primary=primary,
         variant=rec.variant,

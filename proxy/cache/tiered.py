@@ -3,8 +3,12 @@ the node's workers, persistent), then the optional shared tier (Redis, Memcached
 
 Callers never ask which tiers exist. Lookups read memory, then the node tier, synchronously
 (the hit path: a node-tier read is a few microseconds of memory-mapped LMDB); a node-tier hit
-is finished for this worker (`finish`: site, parsed Cache-Control, head) and adopted into
-memory, and answers with `detail=node` once. The shared tier is read asynchronously
+is finished for this worker (`finish`: site, parsed Cache-Control, match keys) and answers with
+`detail=node`. It is adopted into memory only when read again within about one memory tier's
+worth of node-tier reads (`proxy.cache.admission`); an entry not adopted is not `alive`, so the
+memo never keeps it and no purge has to find it. The memo keeps a `NodeRef` instead and answers
+the next request for it through `get_hot`: a read of the node tier by item key, proven as
+every read is, nothing parsed or finished (the memo's own fast path). The shared tier is read asynchronously
 (`get_behind`, None when there is none). Stores, removals and purges reach every tier. The
 shared tier learns of a purge by primary key, and of a host or prefix purge through its host
 index (Redis: what any node stored; Memcached has none, so there only the keys this worker
@@ -14,16 +18,27 @@ holds); the node tier purges by its own indexes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from proxy.blocklist.keys import MatchKeys
+from proxy.cache.admission import Doorkeeper
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.memory import ItemKey, MemoryTier, TierStats
-from proxy.cache.node import NodeTier
+from proxy.cache.node import NodeTier, item_key
 from proxy.cache.shared import SharedTier, VariantOf
+from proxy.rfc.target import Target
 
 NODE_DETAIL = b"; detail=node"
 
 Finish = Callable[[Entry], Entry | None]  # None: this worker cannot serve it (no such site)
+
+
+class NodeRef(NamedTuple):
+    """What the memo keeps of a node-tier answer memory did not adopt: no body, no headers."""
+
+    ikey: bytes  # the node tier's item key (no Vary)
+    target: Target  # canonical, as admit parsed it
+    site_index: int
 
 
 class TieredCache:
@@ -39,6 +54,7 @@ class TieredCache:
         self.node: NodeTier | None = None
         self._finish: Finish = lambda e: e
         self._node_vary: tuple[PrimaryKey, tuple[str, ...] | None] | None = None
+        self.doorkeeper = Doorkeeper(memory.max_bytes)
         if node is not None:
             self.attach_node(node, finish or self._finish)
 
@@ -57,7 +73,10 @@ class TieredCache:
             self._node_vary = (primary, fields)  # `get` follows for the same primary
         return fields
 
-    def get(self, key: ItemKey) -> Entry | None:
+    def get(self, key: ItemKey, target: Target | None = None) -> Entry | None:
+        """The entry stored for `key`, memory first. `target`: the canonical target of the
+        key's primary when the caller holds it (lookup: admit parsed it), so a node-tier read
+        does not parse it again."""
         primary, variant = key
         entry = self.memory.get(primary, variant)
         if entry is not None:
@@ -75,15 +94,48 @@ class TieredCache:
                 fields = node.vary_fields(primary)
                 if fields is None:
                     return None
-        found = node.get(primary, variant, fields)
+        found = node.get(primary, variant, fields, target)
         if found is None:
             return None
+        return self._from_node(key, found, self.doorkeeper.seen_again(key, found.size))
+
+    def _from_node(self, key: ItemKey, found: Entry, adopt: bool) -> Entry | None:
+        """Finish a node-tier read for this worker; into memory when `adopt` and it fits,
+        else not `alive` (the memo must not keep it, purges of memory would not find it)."""
         entry = self._finish(found)
         if entry is None:
             return None
         entry.tier_detail = NODE_DETAIL
-        self.memory.put(entry)
+        if not (adopt and self.memory.put(entry)):
+            entry.alive = False
         return entry
+
+    def node_ref(self, entry: Entry) -> NodeRef | None:
+        """What the memo may keep of an answer the node tier gave that memory did not adopt
+        (None for anything else: the memo keeps live memory entries themselves)."""
+        if self.node is None or entry.alive or entry.vary_fields or not entry.tier_detail:
+            return None
+        return NodeRef(item_key(entry.primary, (), ()), entry.target, entry.site_index)
+
+    def get_hot(self, ref: NodeRef) -> Entry | None:
+        """The memo's node-tier hit: the item `ref` names, read and proven as every read is
+        (`NodeTier.get_at`), or None when the node tier no longer holds it. Not finished: no
+        parsed Cache-Control or match keys, so only a plain fresh hit may be answered from it
+        (`lookup.fresh_plain`). Read again within the doorkeeper's window it is adopted as
+        `get` adopts, finished and `alive`, and the memo keeps the entry from then on."""
+        node = self.node
+        if node is None:
+            return None
+        found = node.get_at(ref.ikey, ref.target)
+        if found is None:
+            return None
+        key = (found.primary, found.variant)
+        if self.doorkeeper.seen_again(key, found.size):
+            return self._from_node(key, found, True)
+        found.site_index = ref.site_index
+        found.tier_detail = NODE_DETAIL
+        found.alive = False
+        return found
 
     async def get_behind(self, primary: PrimaryKey, variant_of: VariantOf) -> Entry | None:
         """The tier behind memory (one lookup, bounded by its timeout); None without one."""

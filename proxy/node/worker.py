@@ -251,7 +251,7 @@ class Worker:
         self.server.limits = front_limits(cfg)
         self.server.tls_fields = sites.tls_fields
         if self.node is not None:  # node-tier entries are finished with the new site table
-            finish = node_finisher(cfg, sites, self.pipeline.fetcher.via)
+            finish = node_finisher(sites)
             self.pipeline.cache.attach_node(self.node, finish)
         self.cfg, self.sites = cfg, sites
         if self.tls is not None:

@@ -195,10 +195,11 @@ def hit_bytes(
     fields: bytes = b"",
 ) -> Wire:
     """A fresh hit on a plain request (no conditionals, no Range): the stored head, the
-    per-delivery fields (Age, Cache-Status, `fields`: the request id line, Connection) and the
-    body, as one write (a large body apart from its head: `wire.wire`)."""
+    per-delivery fields (Age, Cache-Status with the tier's detail, `fields`: the request id
+    line, Connection) and the body, as one write (a large body apart from its head:
+    `wire.wire`)."""
     age = entry.corrected_initial_age + now - entry.response_time
-    status = hit_status + b"; ttl=%d" % int(entry.lifetime - age)  # as _hit_status, inline
+    status = b"%s; ttl=%d%s" % (hit_status, entry.lifetime - age, entry.tier_detail)
     if entry.upstream_cache_status:
         status = entry.upstream_cache_status + b", " + status
     conn = connection_field(keep_alive, http_version)

@@ -9,6 +9,7 @@ before any task or coroutine exists; the tier behind memory is asked inside the 
 
 from __future__ import annotations
 
+from proxy.blocklist.digest import UNJUDGED_DIGEST
 from proxy.blocklist.enforce import Enforcer
 from proxy.cache.coalesce import Coalescer
 from proxy.cache.entry import Entry
@@ -50,7 +51,7 @@ def lookup(
         return Next.PRIVATE
     vary = cache.vary_fields(ctx.primary)
     ctx.key = key = (ctx.primary, vary_key(vary, fields.values) if vary else ())
-    entry = cache.get(key) if vary is not None else None
+    entry = cache.get(key, ctx.target) if vary is not None else None
     if entry is not None and enforcer.digests_listed and enforcer.unservable(entry):
         entry = None  # stored unjudged, before body digests were listed: fetched anew
     if entry is not None:
@@ -92,9 +93,25 @@ def miss(ctx: RequestCtx, coalescer: Coalescer[FetchOutcome]) -> Next:
 def decide(entry: Entry, now: float, req_cc: CacheControl) -> Reuse:
     """RFC 9111 §4.2 and §5.2.1 for one stored response and one request. A plain request
     (no directives) on a response without `no-cache` costs one comparison."""
-    if req_cc is EMPTY_CC and not entry.no_cache and now < entry.expires_at:
+    if req_cc is EMPTY_CC and fresh_plain(entry, now):
         return Reuse.FRESH
     return reuse(entry.lifetime, entry.age(now), req_cc, entry.cc)
+
+
+def fresh_plain(entry: Entry, now: float) -> bool:
+    """`decide`'s first answer: a plain request on a fresh response without `no-cache`. All
+    an entry without its parsed Cache-Control (the memo's node-tier hits) can be judged by;
+    anything else goes the full way."""
+    return not entry.no_cache and now < entry.expires_at
+
+
+def stored_refused(enforcer: Enforcer, entry: Entry) -> bool:
+    """Whether `lookup` would refuse this stored body now (its digest listed, or stored
+    unjudged while digests are listed), without acting on it: the memo then leaves the
+    request to `lookup`, which answers 451 or fetches and purges."""
+    if enforcer.digests_listed and entry.sha256 == UNJUDGED_DIGEST:
+        return True
+    return enforcer.listed_digest(entry.sha256) is not None
 
 
 def request_cache_control(fields: RequestFields) -> CacheControl:

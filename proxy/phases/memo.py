@@ -9,20 +9,31 @@ left the memory tier is no longer `alive`. Only plain requests (unflagged, body-
 use it; its size is `cache.hot_memo_max_entries` (emptied whole when full: cheap, and the hot
 set refills it in a moment).
 
-It is also bounded in bytes (issue 19): a remembered entry that has left the memory tier stays
-referenced here until its raw target is asked for again, so 65,536 targets requested once each
-could pin 65,536 evicted bodies, several times the tier's own bound. The bodies remembered since
-the last emptying are counted, and past `max_bytes` (a quarter of the worker's memory tier) the
-memo is emptied as when it is full of entries.
+Node-tier answers (issue 11): an entry read from the node tier that memory did not adopt
+(`proxy.cache.admission`) is not kept here (it is not `alive`), but a `NodeRef` to its item
+is. The next request for the raw target reads the node tier by that key (`TieredCache.get_hot`:
+the record's seal, key and Vary proven as on every read; a purged item is simply not there) and
+is answered when `lookup.fresh_plain` calls it fresh and its body digest is not refused now
+(`lookup.stored_refused`, checked on every such hit: the item may have been stored anew by
+another worker since it was remembered). Anything else goes the full way, which decides.
+
+It holds no body the memory tier has let go (issue 19): entries are remembered by weak
+reference, so an entry evicted or purged from memory is freed as if the memo did not exist, and
+its raw target stays here as a key alone until the memo is emptied. (It used to hold entries
+themselves, and was emptied whenever the bodies remembered since the last emptying passed a
+quarter of the memory tier, so it never covered more than a quarter of what memory holds: with
+a working set larger than that, most hits went the full way.)
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
 from proxy.cache.entry import Entry
-from proxy.phases.lookup import decide
+from proxy.cache.tiered import NodeRef, TieredCache
+from proxy.phases.lookup import decide, fresh_plain
 from proxy.rfc.cachecontrol import EMPTY_CC
 from proxy.rfc.freshness import Reuse
 
@@ -43,14 +54,19 @@ class HotMemo:
         max_entries: int,
         clock: Callable[[], float],
         touch: Callable[[Entry], None],
-        max_bytes: int = 1 << 62,
+        *,
+        node: TieredCache | None = None,
+        refused: Callable[[Entry], bool] | None = None,
     ) -> None:
         self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._bytes = 0  # sizes of the entries remembered since the last emptying
         self.clock = clock  # the data plane's (the pipeline keeps it in step)
         self.touch = touch  # the cache's LRU refresh
-        self._hits: dict[MemoKey, Entry] = {}
+        # Node-tier answers: the cache that reads them, and lookup's digest refusal. Both or
+        # neither (without them no NodeRef is remembered).
+        self.node = node if refused is not None else None
+        self.refused = refused or (lambda e: True)
+        self._hits: dict[MemoKey, weakref.ref[Entry]] = {}
+        self._refs: dict[MemoKey, NodeRef] = {}  # node-tier answers (no body held)
         self._blocked: dict[MemoKey, Remembered451] = {}
 
     def take_hit(
@@ -62,26 +78,58 @@ class HotMemo:
         The hottest path there is: one dict lookup, one clock read, one `decide`."""
         if method != "GET" and method != "HEAD":
             return None
-        entry = self._hits.get((raw_target, host))
+        held = self._hits.get((raw_target, host))
+        if held is None:
+            ref = self._refs.get((raw_target, host))
+            return None if ref is None else self._take_node(ref, raw_target, host)
+        entry = held()
         if entry is None or not entry.alive:
             return None
         now = self.clock()
         if decide(entry, now, EMPTY_CC) is not _FRESH:
             return None
+        if entry.tier_detail:
+            entry.tier_detail = b""  # answered from memory from now on
         entry.hits += 1
         if not entry.hits & 7:
             self.touch(entry)
+        return entry, now
+
+    def _take_node(
+        self, ref: NodeRef, raw_target: bytes, host: bytes | None
+    ) -> tuple[Entry, float] | None:
+        """A remembered node-tier answer, read again (`get_hot`); adopted by memory on this
+        read, the entry itself is remembered from now on."""
+        assert self.node is not None
+        entry = self.node.get_hot(ref)
+        if entry is None:
+            del self._refs[(raw_target, host)]  # no longer in the node tier
+            return None
+        now = self.clock()
+        if not fresh_plain(entry, now) or self.refused(entry):
+            return None
+        if entry.alive:
+            self.remember_hit(raw_target, host, entry)
         return entry, now
 
     def blocked(self, raw_target: bytes, host: bytes | None) -> Remembered451 | None:
         return self._blocked.get((raw_target, host))
 
     def remember_hit(self, raw_target: bytes, host: bytes | None, entry: Entry) -> None:
-        self._bytes += entry.size
-        if len(self._hits) >= self.max_entries or self._bytes > self.max_bytes:
+        """Remember a fresh hit: the entry while memory holds it, a `NodeRef` when it was
+        answered by the node tier and not adopted, nothing otherwise."""
+        key = (raw_target, host)
+        if not entry.alive:
+            ref = self.node.node_ref(entry) if self.node is not None else None
+            if ref is not None:
+                if len(self._refs) >= self.max_entries:
+                    self._refs.clear()
+                self._refs[key] = ref
+            return
+        self._refs.pop(key, None)
+        if len(self._hits) >= self.max_entries:
             self._hits.clear()
-            self._bytes = entry.size
-        self._hits[(raw_target, host)] = entry
+        self._hits[key] = weakref.ref(entry)
 
     def remember_blocked(
         self, raw_target: bytes, host: bytes | None, answer: Remembered451
@@ -92,5 +140,5 @@ class HotMemo:
 
     def clear(self) -> None:
         self._hits.clear()
+        self._refs.clear()
         self._blocked.clear()
-        self._bytes = 0

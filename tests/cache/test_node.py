@@ -27,9 +27,9 @@ from proxy.cache.node import (
     _decode_info,
     envelope,
     item_key,
+    node_record,
     prepare,
 )
-from proxy.cache.shared import record_of
 from proxy.cache.tiered import NODE_DETAIL, TieredCache
 from proxy.metrics import WorkerStats
 from tests.cache.test_shared import entry
@@ -96,7 +96,7 @@ def test_a_damaged_record_is_dropped_counted_and_never_served(
     e = entry("/t", b"x" * 5000)
     t.put(e)
     key = item_key(e.primary, (), ())
-    good = envelope(record_of(e))
+    good = envelope(node_record(e, b""))
     _raw_put(t, key, damage(good))
     assert t.get(e.primary, (), ()) is None
     assert t.stats.node_rejected == 1 and t.stats.node_hits == 0
@@ -108,7 +108,7 @@ def test_a_record_that_proves_another_url_is_refused(path: Path) -> None:
     a, b = entry("/a", b"A"), entry("/b", b"B")
     t.put(a)
     # B's (intact) record under A's key: its own URL does not prove A's.
-    _raw_put(t, item_key(a.primary, (), ()), envelope(record_of(b)))
+    _raw_put(t, item_key(a.primary, (), ()), envelope(node_record(b, b"")))
     assert t.get(a.primary, (), ()) is None and t.stats.node_rejected == 1
 
 
@@ -144,7 +144,7 @@ def test_a_content_coded_body_is_served_under_its_identity_digest(path: Path) ->
 
 
 def test_eviction_takes_the_least_recently_used(path: Path) -> None:
-    one = len(envelope(record_of(entry("/0", b"x" * 10_000)))) + INDEX_OVERHEAD_BYTES
+    one = len(envelope(node_record(entry("/0", b"x" * 10_000), b""))) + INDEX_OVERHEAD_BYTES
     t = tier(path, max_bytes=one * 3 + 10)
     clock = iter(range(1, 1000))
     t.clock = lambda: float(next(clock))
@@ -197,14 +197,21 @@ def test_a_purge_drops_queued_stores(path: Path) -> None:
     assert not t._puts
 
 
-def test_the_facade_adopts_a_node_hit_once_with_detail(path: Path) -> None:
+def test_the_facade_adopts_a_node_hit_read_again_with_detail(path: Path) -> None:
+    """Issue 11: a node-tier read is adopted into memory only when read again within the
+    doorkeeper's window; the first is answered from the node tier and not `alive` (no memo
+    or purge of memory has to know it)."""
     a = TieredCache(MemoryTier(MiB, MiB), node=tier(path))
     b = TieredCache(MemoryTier(MiB, MiB), node=tier(path))
     e = entry("/f", b"f")
     assert a.put(e)
     assert b.vary_fields(e.primary) == ()
+    first = b.get((e.primary, ()))
+    assert first is not None and first.tier_detail == NODE_DETAIL and not first.alive
+    assert b.memory.stats().objects == 0
     got = b.get((e.primary, ()))
-    assert got is not None and got.tier_detail == NODE_DETAIL
+    assert got is not None and got is not first and got.alive
+    assert got.tier_detail == NODE_DETAIL and b.memory.stats().objects == 1
     again = b.get((e.primary, ()))
     assert again is got and again.tier_detail == b""  # now a memory hit
     assert b.purge_primary(e.primary) == 1
@@ -461,3 +468,101 @@ def test_a_worker_killed_mid_read_leaves_no_reader_slot_once_another_starts(path
     assert not holds_slot(replacement.env)
     t.close()
     replacement.close()
+
+
+def test_a_record_carries_its_head_and_another_node_name_renders_it(path: Path) -> None:
+    """A node-tier hit renders nothing: the record holds the head as delivered (up to the
+    per-delivery fields), unless the node now has another `Via` name."""
+    via = b"1.1 edgeproxy"
+    writer = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), via=via, overhead_bytes=100)
+    e = entry("/h", b"h" * 100)  # rendered with via "1.1 edgeproxy", overhead 100
+    writer.put(e)
+    got = writer.get(e.primary, (), ())
+    assert got is not None and got.head == e.head and got.size == e.size
+    renamed = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), via=b"1.1 other")
+    again = renamed.get(e.primary, (), ())
+    assert again is not None and b"Via: 1.1 other\r\n" in again.head
+    assert b"edgeproxy" not in again.head
+
+
+def test_a_read_by_item_key_is_proven_as_every_read(path: Path) -> None:
+    """`get_at` (the memo's node-tier hits) reads by a key the caller holds: the record must
+    still prove the URL and that it has no Vary."""
+    t = tier(path)
+    a, b = entry("/a", b"A"), entry("/b", b"B")
+    t.put(a)
+    got = t.get_at(item_key(a.primary, (), ()), a.target)
+    assert got is not None and got.body == b"A" and got.target is a.target
+    _raw_put(t, item_key(a.primary, (), ()), envelope(node_record(b, b"")))
+    assert t.get_at(item_key(a.primary, (), ()), a.target) is None
+    assert t.stats.node_rejected == 1
+    v = entry("/v", b"V", vary=("accept-encoding",), variant=("gzip",))
+    _raw_put(t, item_key(v.primary, (), ()), envelope(node_record(v, b"")))
+    assert t.get_at(item_key(v.primary, (), ()), v.target) is None
+    assert t.stats.node_rejected == 2
+
+
+def test_an_entry_memory_cannot_hold_is_never_alive(path: Path) -> None:
+    """Issue 11: an object the node tier holds but a worker's memory tier cannot (larger than
+    its share) was answered as a live entry, so the memo kept it and served it after purges
+    that never found it in memory."""
+    node = tier(path)
+    cache = TieredCache(MemoryTier(4096, 4096), node=node)
+    e = entry("/big", b"b" * 10_000)
+    assert node.put(e)
+    for _ in range(3):  # read again: adopted, but it does not fit
+        got = cache.get((e.primary, ()))
+        assert got is not None and not got.alive and got.tier_detail == NODE_DETAIL
+    assert cache.memory.stats().objects == 0
+
+
+def test_the_memo_read_of_a_node_tier_item(path: Path) -> None:
+    """`node_ref` and `get_hot`: a reference without body to a node-tier answer memory did
+    not adopt; read again within the doorkeeper's window it is adopted, read after many
+    others it is answered from the node tier again, and once purged it is gone."""
+    other = tier(path)
+    cache = TieredCache(MemoryTier(8192, 8192), node=tier(path))
+    e = entry("/n", b"n" * 1000)
+    other.put(e)
+    first = cache.get((e.primary, ()))
+    assert first is not None and not first.alive
+    ref = cache.node_ref(first)
+    assert ref is not None and ref.target is first.target
+    for i in range(40):  # 40 KB of other reads: well past the window (two memory tiers)
+        x = entry(f"/x/{i}", b"x" * 1000)
+        other.put(x)
+        assert cache.get((x.primary, ())) is not None
+    got = cache.get_hot(ref)
+    assert got is not None and not got.alive and got.body == e.body
+    assert got.tier_detail == NODE_DETAIL and got.site_index == ref.site_index
+    adopted = cache.get_hot(ref)  # read again at once: adopted, finished
+    assert adopted is not None and adopted.alive and cache.memory.stats().objects >= 1
+    assert cache.node_ref(adopted) is None  # the memo keeps the entry itself now
+    other.purge_primary(e.primary)
+    assert cache.get_hot(ref) is None
+
+
+def test_reads_touch_one_in_touch_one_in(path: Path) -> None:
+    """Workers touch on every `TOUCH_ONE_IN`th node-tier read (a sampled LRU, as the memo
+    samples memory's): with a working set larger than memory nearly every read was a key's
+    first touch in its interval."""
+    t = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), touch_one_in=8)
+    touched: list[bytes] = []
+    t._touch = touched.append  # type: ignore[method-assign]
+    e = entry("/s", b"s")
+    t.put(e)
+    for _ in range(16):
+        assert t.get(e.primary, (), ()) is not None
+    assert touched == [item_key(e.primary, (), ())] * 2
+
+
+def test_a_read_takes_the_target_the_caller_parsed(path: Path) -> None:
+    """lookup hands the facade the target admit parsed: the read does not parse it again,
+    and one that is not the key's own is not taken (the record's URL is parsed as before)."""
+    t = tier(path)
+    a, b = entry("/a", b"A"), entry("/b", b"B")
+    t.put(a)
+    got = t.get(a.primary, (), (), a.target)
+    assert got is not None and got.target is a.target
+    other = t.get(a.primary, (), (), b.target)
+    assert other is not None and other.target == a.target and other.target is not b.target

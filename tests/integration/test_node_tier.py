@@ -294,3 +294,49 @@ async def test_an_uncacheable_answer_lets_the_waiting_worker_fetch(origin_server
     assert all(status == 200 and body == b"private" for status, body, _cs in answers)
     assert len(seen) >= 2  # each worker asked the origin itself
     assert await metric(node, "edgeproxy_node_tier_lease_timeouts") == 0
+
+
+async def test_answers_memory_cannot_hold_are_purged_and_blocked(
+    origin_server, nodes, tmp_path: Path
+) -> None:
+    """Issue 11: an object the node tier holds but no worker's memory can (its body within a
+    worker's share, the bound on what is stored, but not with its head and overhead) is
+    answered from the node tier, the memo's repeats included (a reference to the node tier's
+    item, never a live entry no purge of memory would find), and a purge or a listed digest
+    reaches those answers."""
+    seen: list[str] = []
+    big = b"B" * 32_600
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(body=big, headers={"Cache-Control": "max-age=300"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    origin = await origin_server(app)
+    config = tmp_path / "small-memory.toml"
+    config.write_text(  # 32 KiB of memory per worker
+        "[cache]\nmemory_cache_bytes = 65536\nmax_object_bytes = 65536\n\n"
+        f'[[sites]]\nname = "t"\nhosts = ["{HOST}"]\norigin = "{origin}"\n'
+    )
+    node = Node(["--config", str(config), "--workers", "2", "--node-tier-bytes", str(64 * MiB)])
+    nodes.append(node)
+    await node.start()
+    for _ in range(12):  # new connections: both workers, each more than once
+        status, body, _cs = await get(node.url + "/big")
+        assert status == 200 and body == big
+    assert seen == ["/big"] and await metric(node, "edgeproxy_node_tier_hits") >= 2
+    status, _ = await node.admin_json("POST", "/purge", {"url": f"http://{HOST}/big"})
+    assert status == 200
+    for _ in range(12):
+        status, body, _cs = await get(node.url + "/big")
+        assert status == 200 and body == big
+    assert seen == ["/big", "/big"]  # fetched anew once, for the node
+    status, _ = await node.admin_json(
+        "POST",
+        "/blocklist/entries",
+        {"entries": [{"id": "b1", "type": "sha256", "value": hashlib.sha256(big).hexdigest()}]},
+    )
+    assert status == 200
+    for _ in range(12):
+        assert (await get(node.url + "/big"))[0] == 451

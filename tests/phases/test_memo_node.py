@@ -1,0 +1,133 @@
+"""Issue 11, node-tier answers through the hot memo (proxy/phases/memo.py): a raw target
+answered by the node tier and not adopted by memory is remembered as a reference to the node
+tier's item, read and proven again on each hit, and answered only with the decisions the full
+path would take (plain and fresh, body digest not refused); purged, it is gone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.cache.entry import Entry
+from proxy.cache.memory import MemoryTier
+from proxy.cache.node import NodeTier, prepare
+from proxy.cache.tiered import NODE_DETAIL, TieredCache
+from proxy.metrics import WorkerStats
+from proxy.phases.deliver import hit_bytes
+from proxy.phases.memo import HotMemo
+from tests.cache.test_shared import NOW, entry
+
+MiB = 1 << 20
+HOST = b"example.com"
+
+
+class World:
+    """A worker's memory tier (tiny: reads are rarely adopted) and memo, and a second
+    handle on the same node tier standing for the node's other workers."""
+
+    def __init__(self, path: Path) -> None:
+        self.now = NOW
+        self.refused: set[bytes] = set()
+        self.other = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]))
+        self.cache = TieredCache(
+            MemoryTier(4096, 4096), node=NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]))
+        )
+        self.memo = HotMemo(
+            100,
+            lambda: self.now,
+            self.cache.touch,
+            node=self.cache,
+            refused=lambda e: e.sha256 in self.refused,
+        )
+
+    def answered_by_node(self, e: Entry) -> Entry:
+        """Stored by another worker, answered here by the full path (`lookup`), remembered."""
+        self.other.put(e)
+        got = self.cache.get((e.primary, ()))
+        assert got is not None and not got.alive
+        self.memo.remember_hit(e.target.raw_path_query, HOST, got)
+        return got
+
+    def take(self, e: Entry) -> tuple[Entry, float] | None:
+        return self.memo.take_hit("GET", e.target.raw_path_query, HOST)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    path = tmp_path / "node-cache"
+    prepare(path, 64 * MiB)
+    return World(path)
+
+
+def test_a_node_tier_answer_is_remembered_without_its_body(world: World) -> None:
+    e = entry("/n", b"n" * 5000)  # larger than the tiny memory tier: never adopted
+    world.answered_by_node(e)
+    assert world.memo._refs and not world.memo._hits
+    for _ in range(3):
+        hot = world.take(e)
+        assert hot is not None
+        got, now = hot
+        assert got.body == e.body and not got.alive and got.tier_detail == NODE_DETAIL
+        wire = hit_bytes("GET", True, "1.1", got, now, b"edgeproxy; hit")
+        assert isinstance(wire, bytes)
+        assert b"Cache-Status: up; hit, edgeproxy; hit; ttl=60; detail=node\r\n" in wire
+
+
+def test_a_purge_in_the_node_tier_ends_it(world: World) -> None:
+    e = entry("/p", b"p" * 5000)
+    world.answered_by_node(e)
+    world.other.purge_primary(e.primary)  # another worker's purge (operator or blocklist)
+    assert world.take(e) is None
+    assert not world.memo._refs  # forgotten: the full path decides from here
+
+
+def test_a_body_stored_anew_with_a_refused_digest_goes_the_full_way(world: World) -> None:
+    e = entry("/r", b"r" * 5000)
+    world.answered_by_node(e)
+    world.other.put(entry("/r", b"R" * 5000))  # another worker stored a new body since
+    world.refused.add(entry("/r", b"R" * 5000).sha256)  # and its digest is listed now
+    assert world.take(e) is None  # lookup answers 451 and purges
+    world.refused.clear()
+    hot = world.take(e)
+    assert hot is not None and hot[0].body == b"R" * 5000
+
+
+def test_only_a_plain_fresh_answer(world: World) -> None:
+    e = entry("/f", b"f" * 5000, lifetime=60.0)
+    world.answered_by_node(e)
+    world.now = NOW + 61
+    assert world.take(e) is None  # stale: lookup decides (revalidate, stale-while-…)
+    world.now = NOW
+    nc = entry("/nc", b"c" * 5000)
+    nc.no_cache = True
+    world.other.put(nc)
+    got = world.cache.get((nc.primary, ()))
+    assert got is not None
+    world.memo.remember_hit(nc.target.raw_path_query, HOST, got)
+    assert world.take(nc) is None  # no-cache: validated on every reuse, by the full path
+
+
+def test_a_response_with_vary_is_not_remembered(world: World) -> None:
+    v = entry("/v", b"v" * 5000, vary=("accept-encoding",), variant=("gzip",))
+    world.other.put(v)
+    got = world.cache.get((v.primary, ("gzip",)))
+    assert got is not None
+    world.memo.remember_hit(v.target.raw_path_query, HOST, got)
+    assert not world.memo._refs and not world.memo._hits
+
+
+def test_read_again_soon_it_is_adopted_and_answered_from_memory(tmp_path: Path) -> None:
+    path = tmp_path / "node-cache"
+    prepare(path, 64 * MiB)
+    w = World(path)
+    w.cache.memory = MemoryTier(MiB, MiB)  # room for it
+    e = entry("/a", b"a" * 1000)
+    w.answered_by_node(e)
+    hot = w.take(e)  # the second read within the window: adopted on this read
+    assert hot is not None and hot[0].alive and hot[0].tier_detail == NODE_DETAIL
+    assert w.memo._hits and not w.memo._refs
+    again = w.take(e)
+    assert again is not None and again[0] is hot[0] and again[0].tier_detail == b""
+    wire = hit_bytes("GET", True, "1.1", again[0], again[1], b"edgeproxy; hit")
+    assert isinstance(wire, bytes) and b"detail=node" not in wire
