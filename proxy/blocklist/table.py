@@ -35,12 +35,12 @@ not on the list's size.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,14 @@ import msgspec
 import xxhash
 
 from proxy.blocklist.keys import QueryPairs
-from proxy.blocklist.model import CompiledById, Entry, EntryType, InvalidEntry, compile_entry
+from proxy.blocklist.model import (
+    Compiled,
+    CompiledById,
+    Entry,
+    EntryType,
+    InvalidEntry,
+    compile_entry,
+)
 from proxy.blocklist.querytrie import path_keys
 
 MAGIC = b"EPBLMAP2"  # 2: url entries with a query as a trie (URLQ_NODE), issue 19
@@ -122,32 +129,260 @@ class TableInfo(msgspec.Struct, frozen=True):
 
 
 Progress = Callable[[int], None]
+SPILL_BYTES = 4 << 20  # rows and records are written out in pieces of about this size
+_COPY_BYTES = 8 << 20
 
 
-@dataclass
-class _Collected:
-    """What one pass over the entries gathers: their rows, one record per key and the keys'
-    hashes, per-type counts, expiries, the deepest prefix."""
+@functools.lru_cache(maxsize=512)
+def _record_struct(klen: int) -> struct.Struct:
+    """A one-entry record for a key of `klen` bytes: kind, length, count 1, the key (zero
+    padded to 4 bytes), the entry index. One `pack` per key."""
+    return struct.Struct(f"<BxxxII{_align(klen, 4)}sI")
 
-    rows: bytearray = field(default_factory=bytearray)
-    row_offsets: array[int] = field(default_factory=lambda: array("Q"))
-    records: bytearray = field(default_factory=bytearray)  # one per key, in list order
-    hashes: array[int] = field(default_factory=lambda: array("Q"))
-    record_at: array[int] = field(default_factory=lambda: array("Q"))
-    counts: dict[EntryType, int] = field(default_factory=lambda: dict.fromkeys(TYPE_ORDER, 0))
-    expiring: list[tuple[float, int]] = field(default_factory=list)
-    prefix_depth: int = 0
 
-    def note(self, kind: Kind, kb: bytes, index: int) -> None:
+class TableWriter:
+    """One compiled file, built from entries given one at a time (`add`) without holding them:
+    each entry's row and key records go to two spill files beside `path` as they come, and
+    memory keeps only compact per-key arrays (a hash and a record offset: 16 bytes a key,
+    about 2.2 keys an entry, plus 8 bytes an entry for its row's offset). `finish` sorts the
+    keys and writes the file atomically (a temporary, fsynced, renamed); `abort`, or any
+    failure, removes every file the writer made. The spill files are dot-prefixed temporaries
+    named after `path`, so `loader.cleanup` finds them too if the process dies."""
+
+    def __init__(self, path: Path, now: float, *, progress: Progress | None = None) -> None:
+        self.path = path
+        self.now = now
+        self.progress = progress
+        stem = f".{path.name}.{os.getpid()}"
+        self._rows_path = path.with_name(stem + ".rows")
+        self._recs_path = path.with_name(stem + ".records")
+        self._rows_file = open(self._rows_path, "w+b")  # noqa: SIM115 - closed in _close
+        self._recs_file = open(self._recs_path, "w+b")  # noqa: SIM115
+        self._rows = bytearray()  # not yet written out; `_rows_out` bytes were
+        self._rows_out = 0
+        self._records = bytearray()
+        self._records_out = 0
+        self.row_offsets: array[int] = array("Q")
+        self.hashes: array[int] = array("Q")
+        self.record_at: array[int] = array("Q")
+        self.counts: dict[EntryType, int] = dict.fromkeys(TYPE_ORDER, 0)
+        self._exp_at: array[float] = array("d")
+        self._exp_index: array[int] = array("Q")
+        self.prefix_depth = 0
+        self._encoder = msgspec.msgpack.Encoder()
+
+    @property
+    def entries(self) -> int:
+        return len(self.row_offsets)
+
+    def add(self, entry: Entry, form: Compiled | None = None) -> None:
+        """Add an entry (its `compile_entry` form when the caller has it; raises
+        `InvalidEntry` otherwise for a bad entry). An entry expired at `now` is left out; a
+        repeated id is found by `finish`."""
+        etype, key, query = compile_entry(entry) if form is None else form
+        expires_at = entry.expires_at
+        if expires_at is not None:
+            if expires_at <= self.now:
+                return
+            self._exp_at.append(expires_at)
+            self._exp_index.append(len(self.row_offsets))
+        index = len(self.row_offsets)
+        rows = self._rows
+        self.row_offsets.append(self._rows_out + len(rows))
+        self._encoder.encode_into((entry, query), rows, -1)  # the bytes of a `Row`
+        self.counts[etype] += 1
+        if query is not None:
+            assert isinstance(key, str)
+            *above, last = path_keys(key, query)
+            for node in above:
+                self._note(Kind.URLQ_NODE, node, index)
+            self._note(Kind.URLQ, last, index)
+        elif type(key) is str:
+            if etype is EntryType.PREFIX and key[-1] != "/":
+                self.prefix_depth = max(self.prefix_depth, key.count("/"))
+            self._note(KIND_OF[etype], key.encode("utf-8", "surrogatepass"), index)
+        else:
+            assert isinstance(key, bytes)
+            self._note(KIND_OF[etype], key, index)
+        self._note(Kind.ID, entry.id.encode("utf-8", "surrogatepass"), index)
+        if len(rows) >= SPILL_BYTES:
+            self._rows_file.write(rows)
+            self._rows_out += len(rows)
+            rows.clear()
+        if self.progress is not None and index % 65536 == 65535:
+            self.progress(index + 1)
+
+    def _note(self, kind: Kind, kb: bytes, index: int) -> None:
+        records = self._records
         self.hashes.append(hash_key(kb, kind))
-        self.record_at.append(len(self.records))
-        self.records.extend(_RECORD.pack(kind, len(kb), 1))
-        self.records.extend(kb)
-        self.records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
-        self.records.extend(_ONE.pack(index))
+        self.record_at.append(self._records_out + len(records))
+        records += _record_struct(len(kb)).pack(kind, len(kb), 1, kb, index)
+        if len(records) >= SPILL_BYTES:
+            self._recs_file.write(records)
+            self._records_out += len(records)
+            records.clear()
+
+    def finish(self, version: int) -> TableInfo:
+        """Sort, merge and write the file; the spill files are removed either way."""
+        try:
+            for f, buf in ((self._rows_file, self._rows), (self._recs_file, self._records)):
+                f.write(buf)
+                f.flush()
+            self._rows_out += len(self._rows)
+            self._records_out += len(self._records)
+            self._rows.clear()
+            self._records.clear()
+            self.row_offsets.append(self._rows_out)
+            fps_arr, recs_arr = self._sort_and_merge()
+            return self._lay_out_and_write(fps_arr, recs_arr, version)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close and remove the spill files (and nothing else: `finish` renamed its output)."""
+        for f, spill in ((self._rows_file, self._rows_path), (self._recs_file, self._recs_path)):
+            f.close()
+            spill.unlink(missing_ok=True)
+
+    def _sort_and_merge(self) -> tuple[Any, Any]:
+        """Sort the keys by hash (numpy: seconds for tens of millions). Runs of one hash are
+        either one key listed by several entries (merged into one record, entries in list
+        order, appended after the spilled records) or, rarely, distinct keys that collide
+        (kept apart, both under that hash)."""
+        import numpy as np  # the compile child's only: workers never import numpy
+
+        hs = np.frombuffer(self.hashes, dtype=np.uint64)
+        order = np.argsort(hs, kind="stable")
+        fps_arr = hs[order]
+        recs_arr = np.frombuffer(self.record_at, dtype=np.uint64)[order]
+        del hs, order
+        self.hashes = self.record_at = array("Q")  # the sorted copies are all that is needed
+        same = np.flatnonzero(fps_arr[1:] == fps_arr[:-1])
+        if not len(same):
+            return fps_arr, recs_arr
+        keep = np.ones(len(fps_arr), dtype=bool)
+        with mmap.mmap(self._recs_file.fileno(), 0, access=mmap.ACCESS_READ) as spilled:
+            run_end = -1
+            for k in same.tolist():
+                if k < run_end:
+                    continue
+                run_end = k + 1
+                while run_end < len(fps_arr) and fps_arr[run_end] == fps_arr[k]:
+                    run_end += 1
+                self._merge_run(spilled, fps_arr, recs_arr, keep, k, run_end)
+        return fps_arr[keep], recs_arr[keep]
+
+    def _merge_run(
+        self, spilled: mmap.mmap, fps_arr: Any, recs_arr: Any, keep: Any, k: int, run_end: int
+    ) -> None:
+        groups: dict[tuple[int, bytes], list[int]] = {}
+        first: dict[tuple[int, bytes], int] = {}
+        for pos in range(k, run_end):
+            kind_, kb, listed = _read_record(spilled, int(recs_arr[pos]))
+            groups.setdefault((kind_, kb), []).extend(listed)
+            if (kind_, kb) in first:
+                keep[pos] = False
+            else:
+                first[(kind_, kb)] = pos
+        for (kind_, kb), owned in groups.items():
+            if len(owned) == 1 or kind_ == Kind.URLQ_NODE:
+                continue  # a node's record says only "entries below": its first index
+            if kind_ == Kind.ID:
+                raise InvalidEntry(kb.decode("utf-8", "surrogatepass"), "duplicate id")
+            records = self._records
+            recs_arr[first[(kind_, kb)]] = self._records_out + len(records)
+            records.extend(_RECORD.pack(kind_, len(kb), len(owned)))
+            records.extend(kb)
+            records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
+            records.extend(struct.pack(f"<{len(owned)}I", *owned))
+
+    def _lay_out_and_write(self, fps_arr: Any, recs_arr: Any, version: int) -> TableInfo:
+        """Section offsets follow from the lengths; the spilled rows and records are copied
+        into place (and checksummed) in pieces."""
+        import numpy as np
+
+        n_records = self._records_out + len(self._records)
+        n_rows = self._rows_out
+        n_entries = len(self.row_offsets) - 1
+        n_keys = len(fps_arr)
+        exp_at = np.frombuffer(self._exp_at, dtype=np.float64)
+        exp_index = np.frombuffer(self._exp_index, dtype=np.uint64)
+        exp_order = np.lexsort((exp_index, exp_at))
+        expiring = np.empty(len(exp_order), dtype=[("at", "<f8"), ("index", "<u8")])
+        expiring["at"] = exp_at[exp_order]
+        expiring["index"] = exp_index[exp_order]
+        bits = max(0, (n_keys - 1).bit_length())
+        buckets = fps_arr >> np.uint64(64 - bits) if bits else np.zeros(n_keys, dtype=np.uint64)
+        directory = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64))
+        dir_bytes = directory.astype("<u4").tobytes()
+        del buckets, directory
+        o_dir = HEADER_SIZE
+        o_fps = o_dir + _align(len(dir_bytes))
+        o_recs = o_fps + 8 * n_keys
+        o_records = o_recs + 8 * n_keys
+        o_row_offs = o_records + _align(n_records)
+        o_rows = o_row_offs + 8 * (n_entries + 1)
+        o_exp = o_rows + _align(n_rows)
+        size = o_exp + _EXPIRING.size * len(expiring)
+        offs = [o_dir, o_fps, o_recs, o_records, o_row_offs, o_rows, o_exp]
+        recs_arr += np.uint64(o_records)
+        row_arr = np.frombuffer(self.row_offsets, dtype=np.uint64) + np.uint64(o_rows)
+        body = xxhash.xxh3_64()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as out:
+
+                def put(part: bytes | bytearray | memoryview) -> None:
+                    body.update(part)
+                    out.write(part)
+
+                out.write(b"\0" * HEADER_SIZE)  # the header, once the checksum is known
+                put(dir_bytes)
+                put(_pad(len(dir_bytes)))
+                put(fps_arr.astype("<u8").tobytes())
+                put(recs_arr.astype("<u8").tobytes())
+                _copy(self._recs_file, self._records_out, put)
+                put(self._records)
+                put(_pad(n_records))
+                put(row_arr.astype("<u8").tobytes())
+                _copy(self._rows_file, n_rows, put)
+                put(_pad(n_rows))
+                put(expiring.tobytes())
+                header = _HEADER.pack(
+                    MAGIC,
+                    version,
+                    self.now,
+                    n_entries,
+                    *(self.counts[t] for t in TYPE_ORDER),
+                    n_keys,
+                    len(expiring),
+                    self.prefix_depth,
+                    bits,
+                    *offs,
+                    size,
+                    body.intdigest(),
+                )
+                header += _HEADER_CHECK.pack(xxhash.xxh3_64_intdigest(header))
+                out.seek(0)
+                out.write(header)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return TableInfo(entries=n_entries, keys=n_keys, bytes=size)
 
 
-_ONE = struct.Struct("<I")
+def _copy(src: Any, length: int, put: Callable[[bytes], None]) -> None:
+    src.seek(0)
+    left = length
+    while left > 0:
+        chunk = src.read(min(_COPY_BYTES, left))
+        if not chunk:
+            raise TableError(f"{src.name}: spill file shorter than written")
+        put(chunk)
+        left -= len(chunk)
 
 
 def write_table(
@@ -160,177 +395,31 @@ def write_table(
     compiled: CompiledById | None = None,
 ) -> TableInfo:
     """Compile `entries` (raises `InvalidEntry` on a bad entry or a repeated id; entries
-    expired at `now` are left out) into `path`, atomically: a temporary file in the same
-    directory, fsynced, then renamed. `progress(n)` is called every 65536 entries. An entry
-    found (the same object) in `compiled` is not compiled again."""
-    got = _collect(entries, now, progress, compiled or {})
-    fps_arr, recs_arr = _sort_and_merge(got)
-    return _lay_out_and_write(path, got, fps_arr, recs_arr, version, now)
+    expired at `now` are left out) into `path`, atomically (`TableWriter`). `progress(n)` is
+    called every 65536 entries. An entry found (the same object) in `compiled` is not
+    compiled again."""
+    writer = TableWriter(path, now, progress=progress)
+    try:
+        known = compiled or {}
+        for entry in entries:
+            seen = known.get(entry.id)
+            writer.add(entry, seen[1] if seen is not None and seen[0] is entry else None)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish(version)
 
 
-def _collect(
-    entries: Iterable[Entry], now: float, progress: Progress | None, compiled: CompiledById
-) -> _Collected:
-    got = _Collected()
-    encoder = msgspec.msgpack.Encoder()
-    for entry in entries:
-        known = compiled.get(entry.id)
-        if known is not None and known[0] is entry:
-            etype, key, query = known[1]
-        else:
-            etype, key, query = compile_entry(entry)
-        if entry.expires_at is not None and entry.expires_at <= now:
-            continue
-        index = len(got.row_offsets)
-        got.row_offsets.append(len(got.rows))
-        got.rows.extend(encoder.encode(Row(entry, query)))
-        got.counts[etype] += 1
-        if entry.expires_at is not None:
-            got.expiring.append((entry.expires_at, index))
-        if etype is EntryType.PREFIX and isinstance(key, str) and not key.endswith("/"):
-            got.prefix_depth = max(got.prefix_depth, key.count("/"))
-        if query is not None:
-            assert isinstance(key, str)
-            *above, last = path_keys(key, query)
-            for node in above:
-                got.note(Kind.URLQ_NODE, node, index)
-            got.note(Kind.URLQ, last, index)
-        else:
-            got.note(KIND_OF[etype], key_bytes(key), index)
-        got.note(Kind.ID, key_bytes(entry.id), index)
-        if progress is not None and index % 65536 == 65535:
-            progress(index + 1)
-    got.row_offsets.append(len(got.rows))
-    return got
-
-
-def _sort_and_merge(got: _Collected) -> tuple[Any, Any]:
-    """Sort the keys by hash (numpy: seconds for tens of millions). Runs of one hash are
-    either one key listed by several entries (merged into one record, entries in list
-    order) or, rarely, distinct keys that collide (kept apart, both under that hash)."""
-    import numpy as np  # the supervisor's only: workers never import numpy
-
-    records = got.records
-    hs = np.frombuffer(got.hashes, dtype=np.uint64)
-    order = np.argsort(hs, kind="stable")
-    fps_arr = hs[order]
-    recs_arr = np.frombuffer(got.record_at, dtype=np.uint64)[order]
-    keep = np.ones(len(fps_arr), dtype=bool)
-    same = np.flatnonzero(fps_arr[1:] == fps_arr[:-1])
-    run_end = -1
-    for k in same.tolist():
-        if k < run_end:
-            continue
-        run_end = k + 1
-        while run_end < len(fps_arr) and fps_arr[run_end] == fps_arr[k]:
-            run_end += 1
-        groups: dict[tuple[int, bytes], list[int]] = {}
-        first: dict[tuple[int, bytes], int] = {}
-        for pos in range(k, run_end):
-            kind_, kb, listed = _read_record(records, int(recs_arr[pos]))
-            groups.setdefault((kind_, kb), []).extend(listed)
-            if (kind_, kb) in first:
-                keep[pos] = False
-            else:
-                first[(kind_, kb)] = pos
-        for (kind_, kb), owned in groups.items():
-            if len(owned) == 1 or kind_ == Kind.URLQ_NODE:
-                continue  # a node's record says only "entries below": its first index
-            if kind_ == Kind.ID:
-                raise InvalidEntry(kb.decode("utf-8", "surrogatepass"), "duplicate id")
-            recs_arr[first[(kind_, kb)]] = len(records)
-            records.extend(_RECORD.pack(kind_, len(kb), len(owned)))
-            records.extend(kb)
-            records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
-            records.extend(struct.pack(f"<{len(owned)}I", *owned))
-    return fps_arr[keep], recs_arr[keep]
-
-
-def _lay_out_and_write(
-    path: Path, got: _Collected, fps_arr: Any, recs_arr: Any, version: int, now: float
-) -> TableInfo:
-    """Section offsets follow from the lengths, so every blob is built once, already final."""
-    import numpy as np
-
-    records, rows, expiring = got.records, got.rows, sorted(got.expiring)
-    n_entries = len(got.row_offsets) - 1
-    n_keys = len(fps_arr)
-    bits = max(0, (n_keys - 1).bit_length())
-    buckets = fps_arr >> np.uint64(64 - bits) if bits else np.zeros(n_keys, dtype=np.uint64)
-    directory = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64)).astype("<u4")
-    dir_bytes = directory.tobytes()
-    o_dir = HEADER_SIZE
-    o_fps = o_dir + _align(len(dir_bytes))
-    o_recs = o_fps + 8 * n_keys
-    o_records = o_recs + 8 * n_keys
-    o_row_offs = o_records + _align(len(records))
-    o_rows = o_row_offs + 8 * (n_entries + 1)
-    o_exp = o_rows + _align(len(rows))
-    size = o_exp + _EXPIRING.size * len(expiring)
-    offs = [o_dir, o_fps, o_recs, o_records, o_row_offs, o_rows, o_exp]
-    recs_arr = recs_arr + np.uint64(o_records)
-    row_arr = np.frombuffer(got.row_offsets, dtype=np.uint64) + np.uint64(o_rows)
-    sections: list[bytes | bytearray] = [
-        dir_bytes,
-        _pad(dir_bytes),
-        fps_arr.astype("<u8").tobytes(),
-        recs_arr.astype("<u8").tobytes(),
-        records,
-        _pad(records),
-        row_arr.astype("<u8").tobytes(),
-        rows,
-        _pad(rows),
-        b"".join(_EXPIRING.pack(t, ix) for t, ix in expiring),
-    ]
-    body = xxhash.xxh3_64()
-    for part in sections:
-        body.update(part)
-    header = _HEADER.pack(
-        MAGIC,
-        version,
-        now,
-        n_entries,
-        *(got.counts[t] for t in TYPE_ORDER),
-        n_keys,
-        len(expiring),
-        got.prefix_depth,
-        bits,
-        *offs,
-        size,
-        body.intdigest(),
-    )
-    header += _HEADER_CHECK.pack(xxhash.xxh3_64_intdigest(header))
-    header += b"\0" * (HEADER_SIZE - len(header))
-    _write_atomic(path, [header, *sections])
-    return TableInfo(entries=n_entries, keys=n_keys, bytes=size)
-
-
-def _read_record(records: bytearray, off: int) -> tuple[int, bytes, tuple[int, ...]]:
+def _read_record(records: Any, off: int) -> tuple[int, bytes, tuple[int, ...]]:
     kind, klen, count = _RECORD.unpack_from(records, off)
     start = off + _RECORD.size
     kb = bytes(records[start : start + klen])
     return kind, kb, struct.unpack_from(f"<{count}I", records, start + _align(klen, 4))
 
 
-def _pad(data: bytes | bytearray) -> bytes:
-    """The zero bytes that bring `data` to the next 8-byte boundary."""
-    return b"\0" * (_align(len(data)) - len(data))
-
-
-def _write_atomic(path: Path, parts: list[bytes | bytearray]) -> None:
-    """Write to a dot-prefixed temporary beside `path`, fsync, rename: a reader sees the old
-    file or the whole new one. On any failure (a full disk) the temporary is removed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _pad(length: int) -> bytes:
+    """The zero bytes that bring `length` bytes to the next 8-byte boundary."""
+    return b"\0" * (_align(length) - length)
 
 
 # -- reading (every worker) ---------------------------------------------------------------------
