@@ -588,8 +588,8 @@ def _check(
     if n < 2:
         raise BlocklistError(p, n, "unsigned or truncated: no header and signature lines")
     sig_start = data.rfind(b"\n", 0, len(data) - 1) + 1
-    with memoryview(data) as view:
-        kid = _verify_signed(p, n, data[sig_start:-1], view[:sig_start], public, key_id(public))
+    with memoryview(data) as view, view[:sig_start] as signed:
+        kid = _verify_signed(p, n, data[sig_start:-1], signed, public, key_id(public))
     _release(data)
     first_end = data.find(b"\n")
     header = _header(p, data[:first_end])
@@ -599,8 +599,8 @@ def _check(
         )
     checked = _Checked(header, kid, (first_end + 1, sig_start))
     if hash_body:
-        with memoryview(data) as view:
-            digest = hashlib.sha256(view[first_end + 1 : sig_start]).hexdigest()
+        with memoryview(data) as view, view[first_end + 1 : sig_start] as body:
+            digest = hashlib.sha256(body).hexdigest()
         if digest != header.sha256:
             raise BlocklistError(p, 1, "sha256 of the entry lines does not match the header")
     return checked
@@ -621,11 +621,14 @@ class _BodyHash:
         self._thread.start()
 
     def _run(self, view: memoryview, start: int, end: int) -> None:
-        with view:
-            self.got = hashlib.sha256(view[start:end]).hexdigest()
+        with view, view[start:end] as body:
+            self.got = hashlib.sha256(body).hexdigest()
+
+    def wait(self) -> None:
+        self._thread.join()
 
     def check(self) -> None:
-        self._thread.join()
+        self.wait()
         if self.got != self.want:
             raise BlocklistError(self.p, 1, "sha256 of the entry lines does not match the header")
 
@@ -733,14 +736,15 @@ def _read_streamed(p: Path, public_key_pem: bytes, max_bytes: int, how: Reading)
             )
     except OSError as exc:
         raise BlocklistError(p, 0, f"cannot read: {exc.strerror or exc}") from None
+    body_hash: _BodyHash | None = None
     try:
         public = _public_key(public_key_pem)
         checked = _check(p, data, public, hash_body=False)
+        body_hash = _BodyHash(p, data, checked)
         if checked.header.base is not None:  # a delta: small, kept whole
-            _BodyHash(p, data, checked).check()
+            body_hash.check()
             plain = Reading(progress=how.progress, compiled=how.compiled)
             return parse_version(bytes(data), p, public_key_pem, reading=plain)
-        body_hash = _BodyHash(p, data, checked)
         sink = how.stream(str(p), checked.header.entries)
         try:
             _stream(p, data, checked, sink, how.progress, body_hash)
@@ -749,6 +753,8 @@ def _read_streamed(p: Path, public_key_pem: bytes, max_bytes: int, how: Reading)
             raise
         return _version(p, checked, (), (), streamed=True)
     finally:
+        if body_hash is not None:
+            body_hash.wait()  # its view of the map must go before the map does
         if isinstance(data, mmap.mmap):
             data.close()
 
