@@ -556,6 +556,7 @@ def _rows_forked(
 
 
 _SCAN_BYTES = 4 << 20  # entry lines are split this many bytes at a time
+_HASH_BYTES = 64 << 20  # a mapped version's pages are let go after each this many hashed
 
 
 def _count_lines(data: bytes | mmap.mmap) -> int:
@@ -621,8 +622,13 @@ class _BodyHash:
         self._thread.start()
 
     def _run(self, view: memoryview, start: int, end: int) -> None:
-        with view, view[start:end] as body:
-            self.got = hashlib.sha256(body).hexdigest()
+        digest = hashlib.sha256()
+        with view:
+            for at in range(start, end, _HASH_BYTES):
+                with view[at : min(at + _HASH_BYTES, end)] as piece:
+                    digest.update(piece)
+                _release(view.obj)  # type: ignore[arg-type]
+        self.got = digest.hexdigest()
 
     def wait(self) -> None:
         self._thread.join()
@@ -652,7 +658,7 @@ def _lines(data: bytes | mmap.mmap, start: int, end: int) -> Iterator[bytes]:
         chunk = data[pos:stop]
         pos = stop
         scanned += len(chunk)
-        if scanned >= 64 * _SCAN_BYTES:
+        if scanned >= _HASH_BYTES:
             _release(data)
             scanned = 0
         yield from chunk[:-1].split(b"\n")
@@ -797,7 +803,9 @@ def _refuse_duplicate(
 
     hs = np.frombuffer(id_hashes, dtype=np.uint64)
     order = np.argsort(hs, kind="stable")
-    equal = np.flatnonzero(hs[order][1:] == hs[order][:-1])
+    ordered = hs[order]
+    equal = np.flatnonzero(ordered[1:] == ordered[:-1])
+    del ordered
     if not len(equal):
         return
     suspects = set(order[equal].tolist()) | set(order[equal + 1].tolist())

@@ -131,6 +131,7 @@ class TableInfo(msgspec.Struct, frozen=True):
 Progress = Callable[[int], None]
 SPILL_BYTES = 4 << 20  # rows and records are written out in pieces of about this size
 _COPY_BYTES = 8 << 20
+_VERIFY_BYTES = 64 << 20  # a worker checks a file this many bytes at a time
 
 
 @functools.lru_cache(maxsize=512)
@@ -254,9 +255,11 @@ class TableWriter:
         hs = np.frombuffer(self.hashes, dtype=np.uint64)
         order = np.argsort(hs, kind="stable")
         fps_arr = hs[order]
+        del hs
+        self.hashes = array("Q")  # each unsorted array goes once its sorted copy is made
         recs_arr = np.frombuffer(self.record_at, dtype=np.uint64)[order]
-        del hs, order
-        self.hashes = self.record_at = array("Q")  # the sorted copies are all that is needed
+        del order
+        self.record_at = array("Q")
         same = np.flatnonzero(fps_arr[1:] == fps_arr[:-1])
         if not len(same):
             return fps_arr, recs_arr
@@ -312,10 +315,15 @@ class TableWriter:
         expiring["at"] = exp_at[exp_order]
         expiring["index"] = exp_index[exp_order]
         bits = max(0, (n_keys - 1).bit_length())
-        buckets = fps_arr >> np.uint64(64 - bits) if bits else np.zeros(n_keys, dtype=np.uint64)
-        directory = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64))
-        dir_bytes = directory.astype("<u4").tobytes()
-        del buckets, directory
+        directory = np.full((1 << bits) + 1, n_keys, dtype="<u4")
+        if bits:  # bucket b starts at the first hash whose top `bits` bits are >= b
+            starts = np.arange(1 << bits, dtype=np.uint64) << np.uint64(64 - bits)
+            directory[:-1] = np.searchsorted(fps_arr, starts)
+            del starts
+        else:
+            directory[0] = 0
+        dir_bytes = directory.tobytes()
+        del directory
         o_dir = HEADER_SIZE
         o_fps = o_dir + _align(len(dir_bytes))
         o_recs = o_fps + 8 * n_keys
@@ -339,12 +347,12 @@ class TableWriter:
                 out.write(b"\0" * HEADER_SIZE)  # the header, once the checksum is known
                 put(dir_bytes)
                 put(_pad(len(dir_bytes)))
-                put(fps_arr.astype("<u8").tobytes())
-                put(recs_arr.astype("<u8").tobytes())
+                put(np.ascontiguousarray(fps_arr, dtype="<u8").data)  # no copy on little-endian
+                put(np.ascontiguousarray(recs_arr, dtype="<u8").data)
                 _copy(self._recs_file, self._records_out, put)
                 put(self._records)
                 put(_pad(n_records))
-                put(row_arr.astype("<u8").tobytes())
+                put(np.ascontiguousarray(row_arr, dtype="<u8").data)
                 _copy(self._rows_file, n_rows, put)
                 put(_pad(n_rows))
                 put(expiring.tobytes())
@@ -505,13 +513,21 @@ class MappedTable:
         """Check the body checksum: reads the whole file once (and so warms the page cache).
         Releases the GIL, so a worker runs it in a thread while it keeps serving."""
         start, end = self._body
-        if xxhash.xxh3_64_intdigest(memoryview(self._mm)[start:end]) != self._checksum:
+        body = xxhash.xxh3_64()
+        # A piece at a time, each piece's pages dropped from this process's page tables once
+        # read (they stay in the page cache, shared): its RSS never counts the whole list,
+        # during the check or after it, only the pages its lookups touch.
+        drop = getattr(mmap, "MADV_DONTNEED", None)
+        with memoryview(self._mm) as view:
+            for at in range(start, end, _VERIFY_BYTES):
+                stop = min(at + _VERIFY_BYTES, end)
+                with view[at:stop] as piece:
+                    body.update(piece)
+                if drop is not None:
+                    page = at - at % mmap.PAGESIZE
+                    self._mm.madvise(drop, page, stop - page)
+        if body.intdigest() != self._checksum:
             raise TableError(f"{self.path}: checksum mismatch (corrupt)")
-        # Reading every page mapped all of them into this process: drop them from its page
-        # tables (they stay in the page cache, shared), so its RSS counts only the pages its
-        # lookups touch rather than the whole list.
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self._mm.madvise(mmap.MADV_DONTNEED)
 
     # -- probes ---------------------------------------------------------------------------
 
