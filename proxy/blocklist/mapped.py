@@ -35,7 +35,7 @@ from proxy.blocklist.snapshot import (
     SnapshotBuilder,
     exact_prefix_key,
 )
-from proxy.blocklist.table import Kind, MappedTable, TableError
+from proxy.blocklist.table import DEPTH_BITS, HAS_URL, HAS_URLQ, Kind, MappedTable, TableError
 
 _HOST, _PREFIX, _URL, _URLQ, _URLQ_NODE, _SHA256 = (
     Kind.HOST.value,
@@ -45,6 +45,11 @@ _HOST, _PREFIX, _URL, _URLQ, _URLQ_NODE, _SHA256 = (
     Kind.URLQ_NODE.value,
     Kind.SHA256.value,
 )
+_LAST_DEPTH = DEPTH_BITS - 1
+
+
+def _nothing(_kind: int, _key: bytes) -> tuple[int, ...]:
+    return ()
 
 
 async def load_mapped(path: Path, version: int, now: float) -> MappedSnapshot:
@@ -70,6 +75,7 @@ class MappedSnapshot(Snapshot):
         "_exp_pos",
         "_next_expiry",
         "_request_side",
+        "_path_side",
         "_prefix_depth",
         "_hosts",
         "_prefixes",
@@ -80,6 +86,7 @@ class MappedSnapshot(Snapshot):
         "_ov_prefixes",
         "_ov_urls",
         "_ov_digests",
+        "_ov_urlq",
     )
 
     version: int
@@ -90,6 +97,7 @@ class MappedSnapshot(Snapshot):
     _exp_pos: int
     _next_expiry: float | None
     _request_side: bool
+    _path_side: bool  # url, prefix or query entries, base or overlay
     _prefix_depth: int
     # which types exist at all (base as compiled, or overlay): probes of absent ones are skipped
     _hosts: bool
@@ -101,6 +109,7 @@ class MappedSnapshot(Snapshot):
     _ov_prefixes: bool
     _ov_urls: bool
     _ov_digests: bool
+    _ov_urlq: bool
 
     def __init__(
         self,
@@ -133,7 +142,9 @@ class MappedSnapshot(Snapshot):
         init(self, "_ov_prefixes", ov[EntryType.PREFIX] > 0)
         init(self, "_ov_urls", ov[EntryType.URL] > 0)
         init(self, "_ov_digests", ov[EntryType.SHA256] > 0)
+        init(self, "_ov_urlq", overlay.has_queries)
         init(self, "_request_side", self._hosts or self._prefixes or self._urls)
+        init(self, "_path_side", self._prefixes or self._urls or self._urlq)
         init(self, "_prefix_depth", max(table.prefix_depth, overlay.prefix_depth))
         init(self, "_next_expiry", self._earliest_expiry())
 
@@ -189,8 +200,11 @@ class MappedSnapshot(Snapshot):
 
     def check_keys(self, k: MatchKeys, *, case_sensitive: bool = False) -> Entry | None:
         """`DictSnapshot.check_keys`, probe for probe: host suffixes, prefixes shortest
-        first, the url, then url entries with a query. Each probe is one hash and a bucket
-        scan of the base, plus a dict probe of the overlay when it holds that type."""
+        first, the url, then url entries with a query. The base is probed only where its
+        summary of the request's host (one probe: `MappedTable.summary`) says it lists
+        something: an unlisted host costs its host-suffix probes and that one, a listed host
+        only the prefix depths, url and query entries it has. Each probe is one hash and a
+        bucket scan of the base, plus a dict probe of the overlay when it holds that type."""
         if not self._request_side:
             return None
         find = self.table.find  # a miss is one hash and a bucket scan per probe, no decoding
@@ -202,12 +216,18 @@ class MappedSnapshot(Snapshot):
                     entry = self._pick(found, EntryType.HOST, h, overlay)
                     if entry is not None:
                         return entry
-        if self._prefixes:
+        if not self._path_side:
+            return None
+        depths, flags = self.table.summary(k.host.encode("utf-8", "surrogatepass"))
+        if self._prefixes and (depths or self._ov_prefixes):
             key = k.url_key
             overlay = self._ov_prefixes
             for depth, end in enumerate(k.prefix_ends[: self._prefix_depth + 1]):
+                listed = depths >> min(depth, _LAST_DEPTH) & 1
+                if not listed and not overlay:
+                    continue
                 pk = key[:end]
-                found = find(_PREFIX, pk.encode("utf-8", "surrogatepass"))
+                found = find(_PREFIX, pk.encode("utf-8", "surrogatepass")) if listed else ()
                 if not found and not overlay:
                     continue
                 if not case_sensitive:
@@ -219,9 +239,11 @@ class MappedSnapshot(Snapshot):
                 for entry in self._all(found, EntryType.PREFIX, pk):
                     if exact_url_key(entry.value) == want:
                         return entry
-        if self._urls:
+        if self._urls and (flags & HAS_URL or self._ov_urls):
             overlay = self._ov_urls
-            found = find(_URL, k.url_key.encode("utf-8", "surrogatepass"))
+            found = (
+                find(_URL, k.url_key.encode("utf-8", "surrogatepass")) if flags & HAS_URL else ()
+            )
             if found or overlay:
                 if not case_sensitive:
                     entry = self._pick(found, EntryType.URL, k.url_key, overlay)
@@ -232,16 +254,18 @@ class MappedSnapshot(Snapshot):
                     for entry in self._all(found, EntryType.URL, k.url_key):
                         if exact_url_key(entry.value) == want:
                             return entry
-        if self._urlq and k.query:
-            return self._check_query(k, case_sensitive)
+        if self._urlq and k.query and (flags & HAS_URLQ or self._ov_urlq):
+            return self._check_query(k, case_sensitive, base=bool(flags & HAS_URLQ))
         return None
 
-    def _check_query(self, k: MatchKeys, case_sensitive: bool) -> Entry | None:
+    def _check_query(self, k: MatchKeys, case_sensitive: bool, *, base: bool) -> Entry | None:
         """Url entries with a query: the query trie (`proxy.blocklist.querytrie`) of the base
-        (a node record per prefix, entries on the record of their whole query), then the
-        overlay's, node by node."""
+        (a node record per prefix, entries on the record of their whole query; not probed when
+        `base` is false: its summary lists no query under this host), then the overlay's,
+        node by node."""
         assert k.query is not None
-        find, hidden, overlay = self.table.find, self._hidden, self._overlay
+        hidden, overlay = self._hidden, self._overlay
+        find = self.table.find if base else _nothing
         want = k.host + k.exact_path if case_sensitive else None
 
         def visit(node: bytes) -> tuple[Entry | None, bool]:

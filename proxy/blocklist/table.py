@@ -59,7 +59,8 @@ from proxy.blocklist.model import (
 )
 from proxy.blocklist.querytrie import path_keys
 
-MAGIC = b"EPBLMAP2"  # 2: url entries with a query as a trie (URLQ_NODE), issue 19
+MAGIC = b"EPBLMAP3"  # 3: a summary record per host (SUMMARY), issue 12
+MAGIC_V2 = b"EPBLMAP2"  # url entries with a query as a trie (URLQ_NODE), issue 19; no summaries
 
 
 class Kind(IntEnum):
@@ -72,6 +73,17 @@ class Kind(IntEnum):
     SHA256 = 4
     ID = 5  # entry ids, for deltas that remove or replace a base entry
     URLQ_NODE = 6  # a query trie node with entries below it (one index, any of them)
+    # what a host's url, prefix and query entries are, keyed by the host: (prefix depth mask
+    # low 32 bits, high 32 bits, flags), so a request probes only what exists (`summary`)
+    SUMMARY = 7
+
+
+# SUMMARY flags
+HAS_URL = 1  # url entries without a query
+HAS_URLQ = 2  # url entries with a query
+DEPTH_BITS = 64  # prefix depths past 63 share the last bit of the mask
+EVERYTHING = ((1 << DEPTH_BITS) - 1, HAS_URL | HAS_URLQ)  # a table without summaries
+SUMMARY_CACHE = 1 << 16  # hosts a writer gathers before it writes their summaries out
 
 
 KIND_OF = {
@@ -150,8 +162,13 @@ class TableWriter:
     failure, removes every file the writer made. The spill files are dot-prefixed temporaries
     named after `path`, so `loader.cleanup` finds them too if the process dies."""
 
-    def __init__(self, path: Path, now: float, *, progress: Progress | None = None) -> None:
+    def __init__(
+        self, path: Path, now: float, *, progress: Progress | None = None, summaries: bool = True
+    ) -> None:
+        """`summaries=False` writes the format before host summaries (`MAGIC_V2`): what an
+        older worker maps, and the benchmark's "before"."""
         self.path = path
+        self.summaries = summaries
         self.now = now
         self.progress = progress
         stem = f".{path.name}.{os.getpid()}"
@@ -171,6 +188,7 @@ class TableWriter:
         self._exp_index: array[int] = array("Q")
         self.prefix_depth = 0
         self._encoder = msgspec.msgpack.Encoder()
+        self._summaries: dict[str, list[int]] = {}  # host -> [depth mask, flags], gathering
 
     @property
     def entries(self) -> int:
@@ -198,9 +216,14 @@ class TableWriter:
             for node in above:
                 self._note(Kind.URLQ_NODE, node, index)
             self._note(Kind.URLQ, last, index)
+            self._summarise(key, 0, HAS_URLQ)
         elif type(key) is str:
-            if etype is EntryType.PREFIX and key[-1] != "/":
-                self.prefix_depth = max(self.prefix_depth, key.count("/"))
+            if etype is EntryType.PREFIX:
+                depth = 0 if key[-1] == "/" else key.count("/")  # as `MatchKeys.prefix_ends`
+                self.prefix_depth = max(self.prefix_depth, depth)
+                self._summarise(key, 1 << min(depth, DEPTH_BITS - 1), 0)
+            elif etype is EntryType.URL:
+                self._summarise(key, 0, HAS_URL)
             self._note(KIND_OF[etype], key.encode("utf-8", "surrogatepass"), index)
         else:
             assert isinstance(key, bytes)
@@ -212,6 +235,36 @@ class TableWriter:
             rows.clear()
         if self.progress is not None and index % 65536 == 65535:
             self.progress(index + 1)
+
+    def _summarise(self, url_key: str, depths: int, flags: int) -> None:
+        """Note a url, prefix or query entry in its host's summary (a canonical host holds no
+        "/", so the host is the url key up to its first)."""
+        if not self.summaries:
+            return
+        host = url_key[: url_key.index("/")]
+        got = self._summaries.get(host)
+        if got is None:
+            if len(self._summaries) >= SUMMARY_CACHE:
+                self._write_summaries()  # a host met again later gets a second record: merged
+            self._summaries[host] = [depths, flags]
+        else:
+            got[0] |= depths
+            got[1] |= flags
+
+    def _write_summaries(self) -> None:
+        for host, (depths, flags) in self._summaries.items():
+            kb = host.encode("utf-8", "surrogatepass")
+            self._note_values(Kind.SUMMARY, kb, (depths & 0xFFFFFFFF, depths >> 32, flags))
+        self._summaries.clear()
+
+    def _note_values(self, kind: Kind, kb: bytes, values: tuple[int, ...]) -> None:
+        records = self._records
+        self.hashes.append(hash_key(kb, kind))
+        self.record_at.append(self._records_out + len(records))
+        records.extend(_RECORD.pack(kind, len(kb), len(values)))
+        records.extend(kb)
+        records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
+        records.extend(struct.pack(f"<{len(values)}I", *values))
 
     def _note(self, kind: Kind, kb: bytes, index: int) -> None:
         records = self._records
@@ -226,6 +279,7 @@ class TableWriter:
     def finish(self, version: int) -> TableInfo:
         """Sort, merge and write the file; the spill files are removed either way."""
         try:
+            self._write_summaries()
             for f, buf in ((self._rows_file, self._rows), (self._recs_file, self._records)):
                 f.write(buf)
                 f.flush()
@@ -288,7 +342,13 @@ class TableWriter:
             else:
                 first[(kind_, kb)] = pos
         for (kind_, kb), owned in groups.items():
-            if len(owned) == 1 or kind_ == Kind.URLQ_NODE:
+            if kind_ == Kind.SUMMARY:
+                if len(owned) == 3:
+                    continue
+                owned = [0, 0, 0]  # one host's summaries, written out apart: their union
+                for i, value in enumerate(groups[(kind_, kb)]):
+                    owned[i % 3] |= value
+            elif len(owned) == 1 or kind_ == Kind.URLQ_NODE:
                 continue  # a node's record says only "entries below": its first index
             if kind_ == Kind.ID:
                 raise InvalidEntry(kb.decode("utf-8", "surrogatepass"), "duplicate id")
@@ -357,7 +417,7 @@ class TableWriter:
                 put(_pad(n_rows))
                 put(expiring.tobytes())
                 header = _HEADER.pack(
-                    MAGIC,
+                    MAGIC if self.summaries else MAGIC_V2,
                     version,
                     self.now,
                     n_entries,
@@ -401,12 +461,13 @@ def write_table(
     *,
     progress: Progress | None = None,
     compiled: CompiledById | None = None,
+    summaries: bool = True,
 ) -> TableInfo:
     """Compile `entries` (raises `InvalidEntry` on a bad entry or a repeated id; entries
     expired at `now` are left out) into `path`, atomically (`TableWriter`). `progress(n)` is
     called every 65536 entries. An entry found (the same object) in `compiled` is not
     compiled again."""
-    writer = TableWriter(path, now, progress=progress)
+    writer = TableWriter(path, now, progress=progress, summaries=summaries)
     try:
         known = compiled or {}
         for entry in entries:
@@ -457,6 +518,7 @@ class MappedTable:
         "_n_exp",
         "_checksum",
         "_body",
+        "summaries",
     )
 
     def __init__(self, path: Path) -> None:
@@ -473,8 +535,9 @@ class MappedTable:
         head = mm[: _HEADER.size]
         (check,) = _HEADER_CHECK.unpack_from(mm, _HEADER.size)
         fields = _HEADER.unpack(head)
-        if fields[0] != MAGIC:
+        if fields[0] not in (MAGIC, MAGIC_V2):
             raise TableError(f"{path}: not a compiled blocklist (magic {fields[0]!r})")
+        self.summaries = fields[0] == MAGIC
         if xxhash.xxh3_64_intdigest(head) != check:
             raise TableError(f"{path}: header checksum mismatch (corrupt)")
         (
@@ -553,6 +616,19 @@ class MappedTable:
         if rkind != kind or klen != len(kb) or mm[start : start + klen] != kb:
             return ()
         return struct.unpack_from(f"<{count}I", mm, start + _align(klen, 4))
+
+    def summary(self, host: bytes) -> tuple[int, int]:
+        """(prefix depths, flags) of the url, prefix and query entries listed under a host:
+        bit d of the depths is set when a prefix entry `prefix_ends[d]` deep exists (d past 63
+        at bit 63), flags `HAS_URL`, `HAS_URLQ`. (0, 0): none; `EVERYTHING` for a file
+        written before summaries (every probe runs, as it did)."""
+        if not self.summaries:
+            return EVERYTHING
+        found = self.find(Kind.SUMMARY, host)
+        if not found:
+            return 0, 0
+        low, high, flags = found
+        return low | high << 32, flags
 
     def row(self, index: int) -> Row:
         offs = self._row_offs
