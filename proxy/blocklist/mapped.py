@@ -35,7 +35,17 @@ from proxy.blocklist.snapshot import (
     SnapshotBuilder,
     exact_prefix_key,
 )
-from proxy.blocklist.table import DEPTH_BITS, HAS_URL, HAS_URLQ, Kind, MappedTable, TableError
+from proxy.blocklist.table import (
+    DEPTH_BITS,
+    HAS_SHORT_HOST,
+    HAS_URL,
+    HAS_URLQ,
+    LABEL_BITS,
+    Kind,
+    MappedTable,
+    TableError,
+    host_group,
+)
 
 _HOST, _PREFIX, _URL, _URLQ, _URLQ_NODE, _SHA256 = (
     Kind.HOST.value,
@@ -46,6 +56,7 @@ _HOST, _PREFIX, _URL, _URLQ, _URLQ_NODE, _SHA256 = (
     Kind.SHA256.value,
 )
 _LAST_DEPTH = DEPTH_BITS - 1
+_LAST_LABEL = LABEL_BITS - 1
 
 
 def _nothing(_kind: int, _key: bytes) -> tuple[int, ...]:
@@ -75,7 +86,7 @@ class MappedSnapshot(Snapshot):
         "_exp_pos",
         "_next_expiry",
         "_request_side",
-        "_path_side",
+        "_short_hosts",
         "_prefix_depth",
         "_hosts",
         "_prefixes",
@@ -97,7 +108,7 @@ class MappedSnapshot(Snapshot):
     _exp_pos: int
     _next_expiry: float | None
     _request_side: bool
-    _path_side: bool  # url, prefix or query entries, base or overlay
+    _short_hosts: bool  # the base lists hosts of one label ("example"): probed for every host
     _prefix_depth: int
     # which types exist at all (base as compiled, or overlay): probes of absent ones are skipped
     _hosts: bool
@@ -144,7 +155,7 @@ class MappedSnapshot(Snapshot):
         init(self, "_ov_digests", ov[EntryType.SHA256] > 0)
         init(self, "_ov_urlq", overlay.has_queries)
         init(self, "_request_side", self._hosts or self._prefixes or self._urls)
-        init(self, "_path_side", self._prefixes or self._urls or self._urlq)
+        init(self, "_short_hosts", bool(table.summary("")[1] & HAS_SHORT_HOST))
         init(self, "_prefix_depth", max(table.prefix_depth, overlay.prefix_depth))
         init(self, "_next_expiry", self._earliest_expiry())
 
@@ -199,26 +210,30 @@ class MappedSnapshot(Snapshot):
         return self.check_keys(match_keys(host, path, query), case_sensitive=case_sensitive)
 
     def check_keys(self, k: MatchKeys, *, case_sensitive: bool = False) -> Entry | None:
-        """`DictSnapshot.check_keys`, probe for probe: host suffixes, prefixes shortest
-        first, the url, then url entries with a query. The base is probed only where its
-        summary of the request's host (one probe: `MappedTable.summary`) says it lists
-        something: an unlisted host costs its host-suffix probes and that one, a listed host
-        only the prefix depths, url and query entries it has. Each probe is one hash and a
-        bucket scan of the base, plus a dict probe of the overlay when it holds that type."""
+        """`DictSnapshot.check_keys`, probe for probe (host suffixes, prefixes shortest first,
+        the url, then url entries with a query), except that the base is probed only where
+        the summary of the request host's group (`table.host_group`, one probe) says it lists
+        something: a host without entries costs that one probe, a listed one only the host
+        suffixes, prefix depths and url or query entries its group has. Each probe is one
+        hash and a bucket scan of the base, plus a dict probe of the overlay when it holds
+        that type."""
         if not self._request_side:
             return None
-        find = self.table.find  # a miss is one hash and a bucket scan per probe, no decoding
-        if self._hosts:
+        table = self.table
+        find = table.find  # a miss is one hash and a bucket scan per probe, no decoding
+        depths, flags, labels = table.summary(host_group(k.host))
+        if self._hosts and (labels or self._ov_hosts or self._short_hosts):
             overlay = self._ov_hosts
             for h in k.host_suffixes:
-                found = find(_HOST, h.encode("utf-8", "surrogatepass"))
+                n = h.count(".") + 1
+                listed = labels >> min(n, _LAST_LABEL) & 1 or (n == 1 and self._short_hosts)
+                if not listed and not overlay:
+                    continue
+                found = find(_HOST, h.encode("utf-8", "surrogatepass")) if listed else ()
                 if found or overlay:
                     entry = self._pick(found, EntryType.HOST, h, overlay)
                     if entry is not None:
                         return entry
-        if not self._path_side:
-            return None
-        depths, flags = self.table.summary(k.host.encode("utf-8", "surrogatepass"))
         if self._prefixes and (depths or self._ov_prefixes):
             key = k.url_key
             overlay = self._ov_prefixes

@@ -59,7 +59,7 @@ from proxy.blocklist.model import (
 )
 from proxy.blocklist.querytrie import path_keys
 
-MAGIC = b"EPBLMAP3"  # 3: a summary record per host (SUMMARY), issue 12
+MAGIC = b"EPBLMAP3"  # 3: a summary record per host group (SUMMARY), issue 12
 MAGIC_V2 = b"EPBLMAP2"  # url entries with a query as a trie (URLQ_NODE), issue 19; no summaries
 
 
@@ -73,17 +73,36 @@ class Kind(IntEnum):
     SHA256 = 4
     ID = 5  # entry ids, for deltas that remove or replace a base entry
     URLQ_NODE = 6  # a query trie node with entries below it (one index, any of them)
-    # what a host's url, prefix and query entries are, keyed by the host: (prefix depth mask
-    # low 32 bits, high 32 bits, flags), so a request probes only what exists (`summary`)
+    # what the entries of a host group (`host_group`) are: prefix depths, url and query
+    # entries, the label counts of its host entries; so a request probes only what exists
     SUMMARY = 7
 
 
-# SUMMARY flags
+# A summary: (prefix depth mask, flags, host entry label counts). Bit d of the depth mask: a
+# prefix entry `MatchKeys.prefix_ends[d]` deep (d past 63 at bit 63); bit n of the label
+# counts: a host entry of n labels (past 31 at bit 31).
+Summary = tuple[int, int, int]
 HAS_URL = 1  # url entries without a query
 HAS_URLQ = 2  # url entries with a query
-DEPTH_BITS = 64  # prefix depths past 63 share the last bit of the mask
-EVERYTHING = ((1 << DEPTH_BITS) - 1, HAS_URL | HAS_URLQ)  # a table without summaries
-SUMMARY_CACHE = 1 << 16  # hosts a writer gathers before it writes their summaries out
+HAS_SHORT_HOST = 4  # (the table's summary, group "") host entries of one label: "example"
+DEPTH_BITS = 64
+LABEL_BITS = 32
+EVERYTHING: Summary = ((1 << DEPTH_BITS) - 1, HAS_URL | HAS_URLQ, (1 << LABEL_BITS) - 1)
+NOTHING: Summary = (0, 0, 0)
+SUMMARY_CACHE = 1 << 16  # host groups a writer gathers before it writes their summaries out
+
+
+def host_group(host: str) -> str:
+    """The key a host's summary is filed under: its last two labels ("a.b.example" ->
+    "b.example"), or the host itself when it has fewer. A host entry that blocks a request
+    host is one of its suffixes (`keys.host_suffixes`), so the two share a group unless the
+    entry has one label (the table's `HAS_SHORT_HOST`); an IP literal is matched only as
+    itself, so it shares its own group whatever that is. Related hosts share one summary:
+    it may say a little more than one host lists (a probe more), never less."""
+    last = host.rfind(".")
+    if last <= 0:
+        return host
+    return host[host.rfind(".", 0, last) + 1 :]
 
 
 KIND_OF = {
@@ -188,7 +207,7 @@ class TableWriter:
         self._exp_index: array[int] = array("Q")
         self.prefix_depth = 0
         self._encoder = msgspec.msgpack.Encoder()
-        self._summaries: dict[str, list[int]] = {}  # host -> [depth mask, flags], gathering
+        self._summaries: dict[str, list[int]] = {}  # host group -> a `Summary`, gathering
 
     @property
     def entries(self) -> int:
@@ -216,14 +235,19 @@ class TableWriter:
             for node in above:
                 self._note(Kind.URLQ_NODE, node, index)
             self._note(Kind.URLQ, last, index)
-            self._summarise(key, 0, HAS_URLQ)
+            self._summarise(key[: key.index("/")], 0, HAS_URLQ, 0)
         elif type(key) is str:
             if etype is EntryType.PREFIX:
                 depth = 0 if key[-1] == "/" else key.count("/")  # as `MatchKeys.prefix_ends`
                 self.prefix_depth = max(self.prefix_depth, depth)
-                self._summarise(key, 1 << min(depth, DEPTH_BITS - 1), 0)
+                self._summarise(key[: key.index("/")], 1 << min(depth, DEPTH_BITS - 1), 0, 0)
             elif etype is EntryType.URL:
-                self._summarise(key, 0, HAS_URL)
+                self._summarise(key[: key.index("/")], 0, HAS_URL, 0)
+            elif etype is EntryType.HOST:
+                labels = key.count(".") + 1
+                if labels == 1 and key[0] != "[":  # an IPv6 literal matches only itself
+                    self._summarise("", 0, HAS_SHORT_HOST, 0)
+                self._summarise(key, 0, 0, 1 << min(labels, LABEL_BITS - 1))
             self._note(KIND_OF[etype], key.encode("utf-8", "surrogatepass"), index)
         else:
             assert isinstance(key, bytes)
@@ -236,25 +260,27 @@ class TableWriter:
         if self.progress is not None and index % 65536 == 65535:
             self.progress(index + 1)
 
-    def _summarise(self, url_key: str, depths: int, flags: int) -> None:
-        """Note a url, prefix or query entry in its host's summary (a canonical host holds no
-        "/", so the host is the url key up to its first)."""
+    def _summarise(self, host: str, depths: int, flags: int, labels: int) -> None:
+        """Note an entry in its host group's summary (the host of a url or prefix key is the
+        key up to its first "/": a canonical host holds none)."""
         if not self.summaries:
             return
-        host = url_key[: url_key.index("/")]
-        got = self._summaries.get(host)
+        group = host_group(host)
+        got = self._summaries.get(group)
         if got is None:
             if len(self._summaries) >= SUMMARY_CACHE:
-                self._write_summaries()  # a host met again later gets a second record: merged
-            self._summaries[host] = [depths, flags]
+                self._write_summaries()  # a group met again later gets a second record: merged
+            self._summaries[group] = [depths, flags, labels]
         else:
             got[0] |= depths
             got[1] |= flags
+            got[2] |= labels
 
     def _write_summaries(self) -> None:
-        for host, (depths, flags) in self._summaries.items():
-            kb = host.encode("utf-8", "surrogatepass")
-            self._note_values(Kind.SUMMARY, kb, (depths & 0xFFFFFFFF, depths >> 32, flags))
+        for group, (depths, flags, labels) in self._summaries.items():
+            kb = group.encode("utf-8", "surrogatepass")
+            values = (depths & 0xFFFFFFFF, depths >> 32, flags, labels)
+            self._note_values(Kind.SUMMARY, kb, values)
         self._summaries.clear()
 
     def _note_values(self, kind: Kind, kb: bytes, values: tuple[int, ...]) -> None:
@@ -343,11 +369,11 @@ class TableWriter:
                 first[(kind_, kb)] = pos
         for (kind_, kb), owned in groups.items():
             if kind_ == Kind.SUMMARY:
-                if len(owned) == 3:
+                if len(owned) == 4:
                     continue
-                owned = [0, 0, 0]  # one host's summaries, written out apart: their union
+                owned = [0, 0, 0, 0]  # one group's summaries, written out apart: their union
                 for i, value in enumerate(groups[(kind_, kb)]):
-                    owned[i % 3] |= value
+                    owned[i % 4] |= value
             elif len(owned) == 1 or kind_ == Kind.URLQ_NODE:
                 continue  # a node's record says only "entries below": its first index
             if kind_ == Kind.ID:
@@ -617,18 +643,17 @@ class MappedTable:
             return ()
         return struct.unpack_from(f"<{count}I", mm, start + _align(klen, 4))
 
-    def summary(self, host: bytes) -> tuple[int, int]:
-        """(prefix depths, flags) of the url, prefix and query entries listed under a host:
-        bit d of the depths is set when a prefix entry `prefix_ends[d]` deep exists (d past 63
-        at bit 63), flags `HAS_URL`, `HAS_URLQ`. (0, 0): none; `EVERYTHING` for a file
-        written before summaries (every probe runs, as it did)."""
+    def summary(self, group: str) -> Summary:
+        """The `Summary` of a host group's entries (`host_group`; "" for the table's own):
+        `NOTHING` when it lists none, `EVERYTHING` for a file written before summaries (every
+        probe runs, as it did)."""
         if not self.summaries:
             return EVERYTHING
-        found = self.find(Kind.SUMMARY, host)
+        found = self.find(Kind.SUMMARY, group.encode("utf-8", "surrogatepass"))
         if not found:
-            return 0, 0
-        low, high, flags = found
-        return low | high << 32, flags
+            return NOTHING
+        low, high, flags, labels = found
+        return low | high << 32, flags, labels
 
     def row(self, index: int) -> Row:
         offs = self._row_offs
