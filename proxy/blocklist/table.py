@@ -35,7 +35,6 @@ not on the list's size.
 
 from __future__ import annotations
 
-import functools
 import mmap
 import os
 import struct
@@ -165,11 +164,19 @@ _COPY_BYTES = 8 << 20
 _VERIFY_BYTES = 64 << 20  # a worker checks a file this many bytes at a time
 
 
-@functools.lru_cache(maxsize=512)
 def _record_struct(klen: int) -> struct.Struct:
     """A one-entry record for a key of `klen` bytes: kind, length, count 1, the key (zero
     padded to 4 bytes), the entry index. One `pack` per key."""
-    return struct.Struct(f"<BxxxII{_align(klen, 4)}sI")
+    st = struct.Struct(f"<BxxxII{_align(klen, 4)}sI")
+    if len(_RECORD_PACK) < 4096:
+        _RECORD_PACK[klen] = st.pack
+    return st
+
+
+_RECORD_PACK: dict[int, Callable[..., bytes]] = {}
+# kinds as plain ints where the writer uses them per entry (an enum member costs lookups)
+_ID, _URLQ, _URLQ_NODE = int(Kind.ID), int(Kind.URLQ), int(Kind.URLQ_NODE)
+_KIND_OF = {t: int(k) for t, k in KIND_OF.items()}
 
 
 class TableWriter:
@@ -205,6 +212,8 @@ class TableWriter:
         self.counts: dict[EntryType, int] = dict.fromkeys(TYPE_ORDER, 0)
         self._exp_at: array[float] = array("d")
         self._exp_index: array[int] = array("Q")
+        self._append_hash = self.hashes.append
+        self._append_at = self.record_at.append
         self.prefix_depth = 0
         self._encoder = msgspec.msgpack.Encoder()
         self._summaries: dict[str, list[int]] = {}  # host group -> a `Summary`, gathering
@@ -233,8 +242,8 @@ class TableWriter:
             assert isinstance(key, str)
             *above, last = path_keys(key, query)
             for node in above:
-                self._note(Kind.URLQ_NODE, node, index)
-            self._note(Kind.URLQ, last, index)
+                self._note(_URLQ_NODE, node, index)
+            self._note(_URLQ, last, index)
             self._summarise(key[: key.index("/")], 0, HAS_URLQ, 0)
         elif type(key) is str:
             if etype is EntryType.PREFIX:
@@ -248,15 +257,20 @@ class TableWriter:
                 if labels == 1 and key[0] != "[":  # an IPv6 literal matches only itself
                     self._summarise("", 0, HAS_SHORT_HOST, 0)
                 self._summarise(key, 0, 0, 1 << min(labels, LABEL_BITS - 1))
-            self._note(KIND_OF[etype], key.encode("utf-8", "surrogatepass"), index)
+            self._note(_KIND_OF[etype], key.encode("utf-8", "surrogatepass"), index)
         else:
             assert isinstance(key, bytes)
-            self._note(KIND_OF[etype], key, index)
-        self._note(Kind.ID, entry.id.encode("utf-8", "surrogatepass"), index)
+            self._note(_KIND_OF[etype], key, index)
+        self._note(_ID, entry.id.encode("utf-8", "surrogatepass"), index)
         if len(rows) >= SPILL_BYTES:
             self._rows_file.write(rows)
             self._rows_out += len(rows)
             rows.clear()
+        records = self._records
+        if len(records) >= SPILL_BYTES:
+            self._recs_file.write(records)
+            self._records_out += len(records)
+            records.clear()
         if self.progress is not None and index % 65536 == 65535:
             self.progress(index + 1)
 
@@ -292,15 +306,14 @@ class TableWriter:
         records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
         records.extend(struct.pack(f"<{len(values)}I", *values))
 
-    def _note(self, kind: Kind, kb: bytes, index: int) -> None:
+    def _note(self, kind: int, kb: bytes, index: int) -> None:
+        """A one-entry record for (kind, key): the per-entry cost of the writer, kept small."""
+        n = len(kb)
+        pack = _RECORD_PACK.get(n) or _record_struct(n).pack
         records = self._records
-        self.hashes.append(hash_key(kb, kind))
-        self.record_at.append(self._records_out + len(records))
-        records += _record_struct(len(kb)).pack(kind, len(kb), 1, kb, index)
-        if len(records) >= SPILL_BYTES:
-            self._recs_file.write(records)
-            self._records_out += len(records)
-            records.clear()
+        self._append_hash(hash_key(kb, kind))
+        self._append_at(self._records_out + len(records))
+        records += pack(kind, n, 1, kb, index)
 
     def finish(self, version: int) -> TableInfo:
         """Sort, merge and write the file; the spill files are removed either way."""
@@ -336,7 +349,9 @@ class TableWriter:
         order = np.argsort(hs, kind="stable")
         fps_arr = hs[order]
         del hs
-        self.hashes = array("Q")  # each unsorted array goes once its sorted copy is made
+        # each unsorted array goes once its sorted copy is made (and the appends bound to it)
+        self.hashes = array("Q")
+        self._append_hash = self._append_at = self.hashes.append
         recs_arr = np.frombuffer(self.record_at, dtype=np.uint64)[order]
         del order
         self.record_at = array("Q")
