@@ -5,12 +5,12 @@ and, with --supervisor, the supervisor's own memory as it loads versions.
     PYTHONPATH=. python -m benchmarks.blocklist_scale --sizes 10 1000000 10000000 --workers 2
     PYTHONPATH=. python -m benchmarks.blocklist_scale --supervisor --sizes 100000 1000000
     PYTHONPATH=. python -m benchmarks.blocklist_scale --loader --sizes 100000 1000000 10000000
-    PYTHONPATH=. python -m benchmarks.blocklist_scale --kinds mapped mapped-v2 --workers 1
+    PYTHONPATH=. python -m benchmarks.blocklist_scale --lookups --sizes 1000000 10000000
 
 --loader runs the compile child (proxy/blocklist/loader.py) on a signed version of N entries, as
 the supervisor does on a file drop, and reports its time and peak memory. `--kinds mapped-v2`
 writes the table without per-host summaries (the format before them: every probe runs), to
-compare lookups with `mapped` in the same minutes.
+compare with `mapped`; --lookups times the two in turns in one process, per request class.
 
 --supervisor runs a `NodeBlocklist` (proxy/blocklist/node.py, the supervisor's part) in a fresh
 process per size, with no workers (their answers are faked): it loads a signed version of N
@@ -198,6 +198,62 @@ def report(r: dict[str, Any]) -> str:
     )
 
 
+def lookups(n: int, workdir: Path, rounds: int = 7) -> dict[str, Any]:
+    """`check_keys` on one list compiled twice, without host summaries (format 2: every probe
+    runs, as before them) and with, in one process, the two timed in turns (best of
+    `rounds`): on a shared machine the load moves between runs, less within one. Per request
+    class of `_requests`."""
+    from proxy.blocklist.keys import match_keys
+    from proxy.blocklist.mapped import MappedSnapshot
+    from proxy.blocklist.table import MappedTable, write_table
+
+    listed = make_entries(n)
+    snaps = {}
+    for kind, summaries in (("without", False), ("with", True)):
+        path = workdir / f"lookups-{kind}.map"
+        write_table(path, listed, 1, time.time(), summaries=summaries)
+        table = MappedTable(path)
+        table.verify()
+        snaps[kind] = MappedSnapshot.open(table, 1, time.time())
+    del listed
+    reqs = _requests(n, 20000)
+    keys = [match_keys(*r) for r in reqs]
+    classes = {
+        "other host": [k for r, k in zip(reqs, keys, strict=True) if r[0] != "127.0.0.1"],
+        "listed host, unlisted path": [
+            k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/assets")
+        ],
+        "hits": [k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/listed")],
+        "mix": keys,
+    }
+    for snap in snaps.values():  # the pages these requests probe, mapped in
+        for k in keys:
+            snap.check_keys(k)
+    best: dict[str, dict[str, float]] = {kind: {} for kind in snaps}
+    for _ in range(rounds):
+        for kind, snap in snaps.items():
+            for name, ks in classes.items():
+                t = time.perf_counter()
+                for k in ks:
+                    snap.check_keys(k)
+                us = (time.perf_counter() - t) / len(ks) * 1e6
+                best[kind][name] = min(best[kind].get(name, us), us)
+    for kind in snaps:
+        (workdir / f"lookups-{kind}.map").unlink()
+    return {"kind": "lookups", "entries": n, "best_us": best, "load": os.getloadavg()}
+
+
+def report_lookups(r: dict[str, Any]) -> str:
+    b = r["best_us"]
+    parts = [f"{name} {b['without'][name]:5.2f} -> {b['with'][name]:5.2f}" for name in b["with"]]
+    load = ", ".join(f"{x:.1f}" for x in r["load"])
+    return (
+        f"lookups {r['entries']:>10,}  µs without -> with summaries: "
+        + "; ".join(parts)
+        + (f"  (load {load})")
+    )
+
+
 def loader(n: int, workdir: Path) -> dict[str, Any]:
     """The compile child as the supervisor runs it on a file drop (`python -m
     proxy.blocklist.loader`, a "dir" job: read, verify, canonicalise, write the file layer's
@@ -332,6 +388,11 @@ def main() -> None:
     )
     ap.add_argument("--supervisor-child", type=int, metavar="N", help=argparse.SUPPRESS)
     ap.add_argument(
+        "--lookups",
+        action="store_true",
+        help="check_keys with and without host summaries, timed in turns in one process",
+    )
+    ap.add_argument(
         "--loader",
         action="store_true",
         help="time the compile child on a signed version of N entries, and its peak memory",
@@ -350,6 +411,15 @@ def main() -> None:
     if args.supervisor_child:
         with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
             print(json.dumps(supervisor(args.supervisor_child, Path(tmp))))
+        return
+    if args.lookups:
+        for n in args.sizes:
+            with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
+                r = lookups(n, Path(tmp))
+            print(report_lookups(r), flush=True)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
         return
     if args.loader:
         from benchmarks.blocklists import version_file

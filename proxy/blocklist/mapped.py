@@ -63,6 +63,19 @@ def _nothing(_kind: int, _key: bytes) -> tuple[int, ...]:
     return ()
 
 
+_BITS: dict[int, tuple[int, ...]] = {}
+
+
+def _bits(mask: int) -> tuple[int, ...]:
+    """The positions of the set bits of `mask`, lowest first (few masks recur: memoised)."""
+    found = _BITS.get(mask)
+    if found is None:
+        found = tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+        if len(_BITS) < 4096:
+            _BITS[mask] = found
+    return found
+
+
 async def load_mapped(path: Path, version: int, now: float) -> MappedSnapshot:
     """Open a compiled file, check it whole (in a thread: the checksum reads every page and
     releases the GIL), and wrap it as the snapshot of `version`. Raises `TableError` for a
@@ -236,11 +249,18 @@ class MappedSnapshot(Snapshot):
                         return entry
         if self._prefixes and (depths or self._ov_prefixes):
             key = k.url_key
+            ends = k.prefix_ends
             overlay = self._ov_prefixes
-            for depth, end in enumerate(k.prefix_ends[: self._prefix_depth + 1]):
+            top = min(len(ends), self._prefix_depth + 1)
+            if overlay or top > _LAST_DEPTH:
+                levels: Iterable[int] = range(top)  # the overlay's dicts at every depth
+            else:
+                levels = _bits(depths & ((1 << top) - 1))  # only the depths the base lists
+            for depth in levels:
                 listed = depths >> min(depth, _LAST_DEPTH) & 1
                 if not listed and not overlay:
                     continue
+                end = ends[depth]
                 pk = key[:end]
                 found = find(_PREFIX, pk.encode("utf-8", "surrogatepass")) if listed else ()
                 if not found and not overlay:

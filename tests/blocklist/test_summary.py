@@ -69,7 +69,8 @@ def test_a_summary_says_what_a_host_group_lists(tmp_path: Path) -> None:
         Entry("ip", EntryType.HOST, "10.0.0.1"),
         Entry("sub", EntryType.URL, "http://www.e.example/"),
     ]
-    table = mapped(tmp_path, entries).table
+    snap = mapped(tmp_path, entries)
+    table = snap.table
     assert table.summary("a.example") == (0b101, HAS_URL, 0)
     assert table.summary("b.example") == (0, HAS_URLQ, 0)
     assert table.summary("c.example") == (1 << 63, 0, 0)  # depths past 63 share the last bit
@@ -78,6 +79,10 @@ def test_a_summary_says_what_a_host_group_lists(tmp_path: Path) -> None:
     assert table.summary("e.example") == (0, HAS_URL, 0)  # www.e.example's group
     assert table.summary("unlisted.example") == NOTHING
     assert table.summary("") == NOTHING  # no host entry of one label
+    deep = "/" + "/".join(["s"] * 72)
+    assert snap.check("c.example", deep, None).id == "deep"  # type: ignore[union-attr]
+    assert snap.check("c.example", deep[:-20], None) is None
+    assert snap.check("a.example", "/x/y/z", None).id == "p0"  # type: ignore[union-attr]
 
 
 def test_a_host_entry_of_one_label_blocks_every_host_under_it(tmp_path: Path) -> None:
