@@ -302,9 +302,14 @@ class MappedSnapshot(Snapshot):
         hidden, overlay = self._hidden, self._overlay
         find = self.table.find if base else _nothing
         want = k.host + k.exact_path if case_sensitive else None
+        at_root = True
 
         def visit(node: bytes) -> tuple[Entry | None, bool]:
+            nonlocal at_root
             below, here = overlay.query_node(node)
+            if at_root:  # the walk's first node: a listed query has a pair at least, so no
+                at_root = False  # entry sits on the root; only whether any lies below
+                return None, below > 0 or bool(find(_URLQ_NODE, node))
             for index in find(_URLQ, node):
                 if index not in hidden:
                     listed = self.table.entry(index)

@@ -123,6 +123,9 @@ def test_an_unlisted_host_costs_one_probe(tmp_path: Path, monkeypatch: pytest.Mo
     assert snap.check("listed.example", "/a/b/z/d/e", None) is None  # depths 0-5: 3 listed
     assert probes == [Kind.SUMMARY, Kind.PREFIX]
     probes.clear()
+    assert snap.check("listed.example", "/a/b/z/d/e", "w=1") is None  # + the query trie's root
+    assert probes == [Kind.SUMMARY, Kind.PREFIX, Kind.URLQ_NODE]
+    probes.clear()
     assert snap.check("a.b.pirate.example", "/", None).id == "h"  # type: ignore[union-attr]
     assert probes == [Kind.SUMMARY, Kind.HOST, Kind.HOST]  # of 3 and 2 labels, not 4 or 1
     assert snap.check("listed.example", "/a/b/c/d", None).id == "p"  # type: ignore[union-attr]
