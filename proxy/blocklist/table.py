@@ -35,6 +35,7 @@ not on the list's size.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
@@ -174,6 +175,7 @@ def _record_struct(klen: int) -> struct.Struct:
 
 
 _RECORD_PACK: dict[int, Callable[..., bytes]] = {}
+_WRITERS = itertools.count()
 # kinds as plain ints where the writer uses them per entry (an enum member costs lookups)
 _ID, _URLQ, _URLQ_NODE = int(Kind.ID), int(Kind.URLQ), int(Kind.URLQ_NODE)
 _KIND_OF = {t: int(k) for t, k in KIND_OF.items()}
@@ -197,10 +199,11 @@ class TableWriter:
         self.summaries = summaries
         self.now = now
         self.progress = progress
-        stem = f".{path.name}.{os.getpid()}"
+        # one writer's own: a process may stream several candidate versions to one output
+        stem = f".{path.name}.{os.getpid()}.{next(_WRITERS)}"
         self._rows_path = path.with_name(stem + ".rows")
         self._recs_path = path.with_name(stem + ".records")
-        self._rows_file = open(self._rows_path, "w+b")  # noqa: SIM115 - closed in _close
+        self._rows_file = open(self._rows_path, "w+b")  # noqa: SIM115 - closed by abort
         self._recs_file = open(self._recs_path, "w+b")  # noqa: SIM115
         self._rows = bytearray()  # not yet written out; `_rows_out` bytes were
         self._rows_out = 0

@@ -353,3 +353,20 @@ def test_a_writer_spills_and_still_writes_the_same_file(
     monkeypatch.setattr(table, "SPILL_BYTES", 1000)
     write_table(tmp_path / "many.map", entries, 1, now)
     assert (tmp_path / "one.map").read_bytes() == (tmp_path / "many.map").read_bytes()
+
+
+def test_a_version_refused_half_way_leaves_no_file_and_the_older_one_loads(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """The newest version's last line is bad: its tables were half written when it was
+    refused; the child then streams the older one, and only its tables remain."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    write_version(lists / version_filename(1), 1, mixed(40), private_key_pem=keys[0])
+    lines = [add(f"n{i}", f"n{i}.example") for i in range(3000)] + [BAD]
+    (lists / version_filename(2)).write_bytes(sign_raw(keys[0], lines, sequence=2))
+    summary = run(job(tmp_path, keys), lambda _m: None)
+    assert summary.found is not None and summary.found.sequence == 1
+    assert [r.text for r in summary.refusals if "3002" in r.text]  # the bad line, named
+    assert len(table_entries(str(tmp_path / "file.map"))) == 40
+    assert not [p for p in tmp_path.rglob(".*")]  # no spill, no temporary
