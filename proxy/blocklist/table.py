@@ -31,6 +31,15 @@ A probe hashes (kind, key) with XXH3-64 (seeded by kind), reads the bucket's bou
 its run of hashes (one on average); a matching hash is confirmed against the full key bytes in
 the record, so a collision can never block the wrong URL. Lookup cost depends on the request,
 not on the list's size.
+
+Since format 3 (`EPBLMAP3`, issue 12) a SUMMARY record per host group (`host_group`: the last
+two labels) says what the group lists: prefix depths, url and query entries, the label counts
+of its host entries. A request probes its group's summary first and then only what it names,
+so a host without entries costs one probe (format 2 files map still; every probe runs).
+
+The writer (`TableWriter`) takes entries one at a time and spills rows and records to files
+beside the output as they come: what it holds is ~16 bytes a key (hash, record offset) plus 8
+an entry, so the compile child streams a version of any size through it.
 """
 
 from __future__ import annotations
