@@ -229,6 +229,8 @@ class TableWriter:
         self.prefix_depth = 0
         self._encoder = msgspec.msgpack.Encoder()
         self._summaries: dict[str, list[int]] = {}  # host group -> a `Summary`, gathering
+        self._last_host: str | None = None  # the host last noted, and its group's summary
+        self._last_summary: list[int] = []
 
     @property
     def entries(self) -> int:
@@ -273,12 +275,16 @@ class TableWriter:
         else:
             assert isinstance(key, bytes)
             self._note(_KIND_OF[etype], key, index)
-        self._note(_ID, entry.id.encode("utf-8", "surrogatepass"), index)
+        kb = entry.id.encode("utf-8", "surrogatepass")  # the id's record: `_note`, inlined
+        n = len(kb)
+        records = self._records
+        self._append_hash(hash_key(kb, _ID))
+        self._append_at(self._records_out + len(records))
+        records += (_RECORD_PACK.get(n) or _record_struct(n).pack)(_ID, n, 1, kb, index)
         if len(rows) >= SPILL_BYTES:
             self._rows_file.write(rows)
             self._rows_out += len(rows)
             rows.clear()
-        records = self._records
         if len(records) >= SPILL_BYTES:
             self._recs_file.write(records)
             self._records_out += len(records)
@@ -291,16 +297,23 @@ class TableWriter:
         key up to its first "/": a canonical host holds none)."""
         if not self.summaries:
             return
+        if host == self._last_host:  # a list names one site's many URLs in a row
+            last = self._last_summary
+            last[0] |= depths
+            last[1] |= flags
+            last[2] |= labels
+            return
         group = host_group(host)
         got = self._summaries.get(group)
         if got is None:
             if len(self._summaries) >= SUMMARY_CACHE:
                 self._write_summaries()  # a group met again later gets a second record: merged
-            self._summaries[group] = [depths, flags, labels]
+            got = self._summaries[group] = [depths, flags, labels]
         else:
             got[0] |= depths
             got[1] |= flags
             got[2] |= labels
+        self._last_host, self._last_summary = host, got
 
     def _write_summaries(self) -> None:
         for group, (depths, flags, labels) in self._summaries.items():
@@ -308,6 +321,7 @@ class TableWriter:
             values = (depths & 0xFFFFFFFF, depths >> 32, flags, labels)
             self._note_values(Kind.SUMMARY, kb, values)
         self._summaries.clear()
+        self._last_host = None  # its summary was written: the next entry starts a new one
 
     def _note_values(self, kind: Kind, kb: bytes, values: tuple[int, ...]) -> None:
         records = self._records
