@@ -412,23 +412,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
             print(json.dumps(supervisor(args.supervisor_child, Path(tmp))))
         return
-    if args.lookups:
-        for n in args.sizes:
-            with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
-                r = lookups(n, Path(tmp))
-            print(report_lookups(r), flush=True)
-            if args.json:
-                with args.json.open("a") as f:
-                    f.write(json.dumps(r) + "\n")
-        return
-    if args.loader:
+    if args.lookups or args.loader:
         from benchmarks.blocklists import version_file
 
+        measure_one, report_one = (
+            (lookups, report_lookups) if args.lookups else (loader, report_loader)
+        )
         for n in args.sizes:
-            version_file(n, 1)  # signed here, not timed
+            if args.loader:
+                version_file(n, 1)  # signed here, not timed
             with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
-                r = loader(n, Path(tmp))
-            print(report_loader(r), flush=True)
+                r = measure_one(n, Path(tmp))
+            print(report_one(r), flush=True)
             if args.json:
                 with args.json.open("a") as f:
                     f.write(json.dumps(r) + "\n")
