@@ -4,6 +4,13 @@ and, with --supervisor, the supervisor's own memory as it loads versions.
 
     PYTHONPATH=. python -m benchmarks.blocklist_scale --sizes 10 1000000 10000000 --workers 2
     PYTHONPATH=. python -m benchmarks.blocklist_scale --supervisor --sizes 100000 1000000
+    PYTHONPATH=. python -m benchmarks.blocklist_scale --loader --sizes 100000 1000000 10000000
+    PYTHONPATH=. python -m benchmarks.blocklist_scale --lookups --sizes 1000000 10000000
+
+--loader runs the compile child (proxy/blocklist/loader.py) on a signed version of N entries, as
+the supervisor does on a file drop, and reports its time and peak memory. `--kinds mapped-v2`
+writes the table without per-host summaries (the format before them: every probe runs), to
+compare with `mapped`; --lookups times the two in turns in one process, per request class.
 
 --supervisor runs a `NodeBlocklist` (proxy/blocklist/node.py, the supervisor's part) in a fresh
 process per size, with no workers (their answers are faked): it loads a signed version of N
@@ -71,7 +78,7 @@ def child(kind: str, path: str, n: int, version: int) -> dict[str, Any]:
     before = _memory()
     started = time.perf_counter()
     snap: Any
-    if kind == "mapped":
+    if kind.startswith("mapped"):
         from proxy.blocklist.mapped import load_mapped
 
         snap = asyncio.run(load_mapped(Path(path), version, time.time()))
@@ -133,10 +140,11 @@ def measure(kind: str, n: int, workers: int, workdir: Path, signed: bool) -> dic
         listed, verify_s = _verified(n, workdir)
     else:
         listed = make_entries(n)
-    path = workdir / (f"v{n}.map" if kind == "mapped" else f"v{n}.msgpack")
+    path = workdir / (f"v{n}.map" if kind.startswith("mapped") else f"v{n}.msgpack")
     t = time.perf_counter()
-    if kind == "mapped":
-        write_table(path, listed, 1, time.time())
+    if kind.startswith("mapped"):
+        # "mapped-v2": the table without host summaries (format 2), every probe run
+        write_table(path, listed, 1, time.time(), summaries=kind == "mapped")
     else:
         write_compiled(path, listed)
     compile_s = time.perf_counter() - t
@@ -187,6 +195,131 @@ def report(r: dict[str, Any]) -> str:
         f"{sum(w['mem_after']['VmRSS'] for w in ws) / mib:8.1f} MiB  "
         f"lookup {min(w['lookup_us'] for w in ws):5.2f} µs (hits {ws[0]['hit_share']:.0%})  "
         f"digest {min(w['digest_us'] for w in ws):5.2f} µs"
+    )
+
+
+def lookups(n: int, workdir: Path, rounds: int = 7) -> dict[str, Any]:
+    """`check_keys` on one list compiled twice, without host summaries (format 2: every probe
+    runs, as before them) and with, in one process, the two timed in turns (best of
+    `rounds`): on a shared machine the load moves between runs, less within one. Per request
+    class of `_requests`."""
+    from proxy.blocklist.keys import match_keys
+    from proxy.blocklist.mapped import MappedSnapshot
+    from proxy.blocklist.table import MappedTable, write_table
+
+    listed = make_entries(n)
+    snaps = {}
+    for kind, summaries in (("without", False), ("with", True)):
+        path = workdir / f"lookups-{kind}.map"
+        write_table(path, listed, 1, time.time(), summaries=summaries)
+        table = MappedTable(path)
+        table.verify()
+        snaps[kind] = MappedSnapshot.open(table, 1, time.time())
+    del listed
+    reqs = _requests(n, 20000)
+    keys = [match_keys(*r) for r in reqs]
+    classes = {
+        "other host": [k for r, k in zip(reqs, keys, strict=True) if r[0] != "127.0.0.1"],
+        "listed host, unlisted path": [
+            k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/assets")
+        ],
+        "hits": [k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/listed")],
+        "mix": keys,
+    }
+    for snap in snaps.values():  # the pages these requests probe, mapped in
+        for k in keys:
+            snap.check_keys(k)
+    best: dict[str, dict[str, float]] = {kind: {} for kind in snaps}
+    for _ in range(rounds):
+        for kind, snap in snaps.items():
+            for name, ks in classes.items():
+                t = time.perf_counter()
+                for k in ks:
+                    snap.check_keys(k)
+                us = (time.perf_counter() - t) / len(ks) * 1e6
+                best[kind][name] = min(best[kind].get(name, us), us)
+    for kind in snaps:
+        (workdir / f"lookups-{kind}.map").unlink()
+    return {"kind": "lookups", "entries": n, "best_us": best, "load": os.getloadavg()}
+
+
+def report_lookups(r: dict[str, Any]) -> str:
+    b = r["best_us"]
+    parts = [f"{name} {b['without'][name]:5.2f} -> {b['with'][name]:5.2f}" for name in b["with"]]
+    load = ", ".join(f"{x:.1f}" for x in r["load"])
+    return (
+        f"lookups {r['entries']:>10,}  µs without -> with summaries: "
+        + "; ".join(parts)
+        + (f"  (load {load})")
+    )
+
+
+def loader(n: int, workdir: Path) -> dict[str, Any]:
+    """The compile child as the supervisor runs it on a file drop (`python -m
+    proxy.blocklist.loader`, a "dir" job: read, verify, canonicalise, write the file layer's
+    table, the node table linked to it), its wall time and its peak memory, sampled from /proc
+    every 20 ms (RssFile: pages of the mapped version and table, the page cache's; RssAnon:
+    its own)."""
+    import msgspec
+
+    from benchmarks.blocklists import blocklist_dir
+    from proxy.blocklist.loader import DirSource, Job
+
+    directory, public = blocklist_dir(workdir, n)
+    out = workdir / f"loaded-{n}"
+    job = Job(
+        version=1,
+        now=time.time(),
+        source="dir",
+        dir=DirSource(
+            dir=str(directory),
+            public_key=str(public),
+            current_sequence=None,
+            current_sha256="",
+            max_bytes=1 << 40,
+            max_sequence_step=0,
+            require_valid_until=False,
+        ),
+        file_out=str(out) + ".file",
+        node_out=str(out) + ".node",
+        nice=0,
+    )
+    peak: dict[str, int] = {}
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.blocklist.loader"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(msgspec.msgpack.encode(job))
+    proc.stdin.close()
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile"):
+                    peak[key] = max(peak.get(key, 0), int(rest.split()[0]) << 10)
+        except OSError:
+            pass
+        time.sleep(0.02)
+    wall = time.perf_counter() - t
+    last = proc.stdout.read().splitlines()[-1]
+    assert proc.returncode == 0 and b'"summary"' in last, last
+    size = Path(job.file_out).stat().st_size
+    for path in (job.file_out, job.node_out, *directory.iterdir()):
+        Path(path).unlink(missing_ok=True)
+    return {"kind": "loader", "entries": n, "wall_s": wall, "peak": peak, "file_bytes": size}
+
+
+def report_loader(r: dict[str, Any]) -> str:
+    mib = 1 << 20
+    p = r["peak"]
+    return (
+        f"loader {r['entries']:>10,}  file drop to tables {r['wall_s']:7.1f} s "
+        f"({r['wall_s'] / r['entries'] * 1e6:5.1f} µs an entry)  peak VmRSS "
+        f"{p.get('VmRSS', 0) / mib:7.1f} MiB  RssAnon {p.get('RssAnon', 0) / mib:7.1f} MiB  "
+        f"RssFile {p.get('RssFile', 0) / mib:7.1f} MiB  table {r['file_bytes'] / mib:8.1f} MiB"
     )
 
 
@@ -254,6 +387,16 @@ def main() -> None:
         help="measure the supervisor's memory loading N, then a full version of 1.25 N",
     )
     ap.add_argument("--supervisor-child", type=int, metavar="N", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--lookups",
+        action="store_true",
+        help="check_keys with and without host summaries, timed in turns in one process",
+    )
+    ap.add_argument(
+        "--loader",
+        action="store_true",
+        help="time the compile child on a signed version of N entries, and its peak memory",
+    )
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
     ap.add_argument(
         "--signed",
@@ -268,6 +411,22 @@ def main() -> None:
     if args.supervisor_child:
         with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
             print(json.dumps(supervisor(args.supervisor_child, Path(tmp))))
+        return
+    if args.lookups or args.loader:
+        from benchmarks.blocklists import version_file
+
+        measure_one, report_one = (
+            (lookups, report_lookups) if args.lookups else (loader, report_loader)
+        )
+        for n in args.sizes:
+            if args.loader:
+                version_file(n, 1)  # signed here, not timed
+            with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
+                r = measure_one(n, Path(tmp))
+            print(report_one(r), flush=True)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
         return
     if args.supervisor:
         from benchmarks.blocklists import version_file

@@ -16,18 +16,23 @@ import base64
 import binascii
 import hashlib
 import math
+import mmap
 import os
 import sys
 import tempfile
+import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from xxhash import xxh3_64_intdigest
 
 from proxy.blocklist.keys import QueryPairs
 from proxy.blocklist.model import (
@@ -125,6 +130,7 @@ class Version:
     key_id: str
     valid_until: float | None = None
     audit_head: dict[str, str | int | float] | None = None
+    streamed: bool = False  # the adds went to a `Reading.stream` sink, not into `adds`
 
 
 @dataclass(slots=True)
@@ -137,6 +143,9 @@ class LoadInfo:
     # writing deltas needs it to know when the next one must be full (`MAX_DELTA_CHAIN`).
     chain_length: int = 0
     audit_head: dict[str, str | int | float] | None = None
+    # The path of the version whose entries went to its `Reading.stream` sink ("": none did;
+    # the entries are in what `load_newest` returned)
+    streamed: str = ""
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -323,8 +332,20 @@ def _verify(path: Path, lines: list[bytes], public: Ed25519PublicKey, expected_i
     n = len(lines)
     if n < 2:
         raise BlocklistError(path, n, "unsigned or truncated: no header and signature lines")
+    return _verify_signed(path, n, lines[-1], b"\n".join(lines[:-1]) + b"\n", public, expected_id)
+
+
+def _verify_signed(
+    path: Path,
+    n: int,
+    sig_line: bytes,
+    signed: bytes | memoryview,
+    public: Ed25519PublicKey,
+    expected_id: str,
+) -> str:
+    """Check the signature line (line `n`, the last) over `signed`, every byte before it."""
     try:
-        sig = msgspec.json.decode(lines[-1], type=SignatureLine)
+        sig = msgspec.json.decode(sig_line, type=SignatureLine)
     except msgspec.DecodeError:
         raise BlocklistError(
             path, n, "unsigned or truncated: the last line is not a signature line"
@@ -337,7 +358,6 @@ def _verify(path: Path, lines: list[bytes], public: Ed25519PublicKey, expected_i
         raw_sig = base64.b64decode(sig.signature, validate=True)
     except (binascii.Error, ValueError):
         raise BlocklistError(path, n, "malformed signature (not base64)") from None
-    signed = b"\n".join(lines[:-1]) + b"\n"
     try:
         public.verify(raw_sig, signed)
     except InvalidSignature:
@@ -363,6 +383,16 @@ def _header(path: Path, line: bytes) -> Header:
     return header
 
 
+class Sink(Protocol):
+    """Where a streamed full version's entries go, one at a time as they are read and
+    checked (`Reading.stream`)."""
+
+    def add(self, entry: Entry, form: Compiled | None) -> None: ...
+
+    def abort(self) -> None:
+        """The version was refused after all (a bad line, a repeated id): drop what was given."""
+
+
 @dataclass(slots=True)
 class Reading:
     """How a caller wants versions read, beyond the checks (which are always the same)."""
@@ -375,6 +405,11 @@ class Reading:
     # this many forked processes, a contiguous share each (Linux; the order and every refusal
     # are those of one process).
     processes: int = 1
+    # Set (and `processes` 1): a full version's entries are not kept (its `Version` has no
+    # adds and `streamed` set) but handed, each once checked and compiled, to the sink that
+    # `stream(path, entry lines)` returns; the file is mapped rather than read, so memory does not grow
+    # with its size. A refused version's sink is aborted. Deltas are read as always.
+    stream: Callable[[str, int], Sink] | None = None
 
 
 PARALLEL_MIN_LINES = 50_000  # below this a version is read in one process: forking costs more
@@ -390,6 +425,8 @@ def read_version(
 ) -> Version:
     """Read and verify one version file; raises `BlocklistError(file, line, reason)`."""
     p = Path(path)
+    if reading is not None and reading.stream is not None and reading.processes <= 1:
+        return _read_streamed(p, public_key_pem, max_bytes, reading)
     return parse_version(_read_bounded(p, max_bytes), p, public_key_pem, reading=reading)
 
 
@@ -411,10 +448,20 @@ class _Row(msgspec.Struct, array_like=True, frozen=True):
         return self.type, self.key if self.digest is None else self.digest, self.query
 
 
-def _rows(
-    p: Path, lines: list[bytes], first: int, full: bool, progress: ReadProgress | None, total: int
-) -> Iterator[_Row]:
-    """Decode, validate and compile entry lines; `first` is the file line of `lines[0]`."""
+def _entries(
+    p: Path,
+    lines: Iterable[bytes],
+    first: int,
+    full: bool,
+    progress: ReadProgress | None,
+    total: int,
+    *,
+    share: bool = True,
+) -> Iterator[tuple[int, Entry | str, Compiled | None]]:
+    """Decode, validate and compile entry lines; `first` is the file line of the first one.
+    Yields (line, entry, its compiled form), or (line, removed id, None) for a remove.
+    `share`: notice and reason texts repeated across entries become one object each (worth
+    it when the entries are kept; a streamed version's are not)."""
     shared: dict[str, str] = {}
     decoder = msgspec.json.Decoder(AddLine | RemoveLine)
     for number, raw in enumerate(lines, start=first):
@@ -424,21 +471,36 @@ def _rows(
             item = decoder.decode(raw)
         except msgspec.DecodeError as exc:
             raise BlocklistError(p, number, f"malformed entry line: {exc}") from None
-        if isinstance(item, RemoveLine):
+        if type(item) is RemoveLine:
             if full:
                 raise BlocklistError(p, number, "a full version (base null) cannot remove")
             if not item.id:
                 raise BlocklistError(p, number, "remove without an id")
-            yield _Row(number, None, item.id)
+            yield number, item.id, None
             continue
-        # notice and reason repeat across a case's entries: share one string object each
-        notice = shared.setdefault(item.notice, item.notice)
-        reason = shared.setdefault(item.reason, item.reason)
+        assert isinstance(item, AddLine)
+        notice, reason = item.notice, item.reason
+        if share:
+            notice = shared.setdefault(notice, notice)
+            reason = shared.setdefault(reason, reason)
         entry = Entry(item.id, item.type, item.value, notice, reason, item.expires_at)
         try:
-            etype, key, query = compile_entry(entry)  # validates it
+            form = compile_entry(entry)  # validates it
         except InvalidEntry as exc:
             raise BlocklistError(p, number, str(exc)) from None
+        yield number, entry, form
+
+
+def _rows(
+    p: Path, lines: list[bytes], first: int, full: bool, progress: ReadProgress | None, total: int
+) -> Iterator[_Row]:
+    """`_entries` as rows a forked reader sends back."""
+    for number, entry, form in _entries(p, lines, first, full, progress, total):
+        if isinstance(entry, str):
+            yield _Row(number, None, entry)
+            continue
+        assert form is not None
+        etype, key, query = form
         if isinstance(key, bytes):
             yield _Row(number, entry, type=etype, digest=key, query=query)
         else:
@@ -493,6 +555,115 @@ def _rows_forked(
         _FORKED = None
 
 
+_SCAN_BYTES = 4 << 20  # entry lines are split this many bytes at a time
+_HASH_BYTES = 64 << 20  # a mapped version's pages are let go after each this many hashed
+
+
+def _count_lines(data: bytes | mmap.mmap) -> int:
+    if isinstance(data, bytes):
+        return data.count(b"\n")
+    return sum(data[i : i + _SCAN_BYTES].count(b"\n") for i in range(0, len(data), _SCAN_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A version that passed every check made before its entry lines are parsed."""
+
+    header: Header
+    key_id: str
+    body: tuple[int, int]  # where its entry lines are: [start, end) of the bytes
+
+
+def _check(
+    p: Path, data: bytes | mmap.mmap, public: Ed25519PublicKey, *, hash_body: bool = True
+) -> _Checked:
+    """Framing, signature, header, line count and (unless `hash_body` is False: the caller
+    checks it, `_BodyHash`) the entry lines' hash, on the file's bytes or its map: the checks
+    and refusals `_split_lines` and `_verify` make on a list of lines, in the same order,
+    without one."""
+    if not data:
+        raise BlocklistError(p, 0, "empty file (unsigned)")
+    n = _count_lines(data)
+    if data[-1:] != b"\n":
+        raise BlocklistError(p, n + 1, "truncated: the last line has no newline")
+    if n < 2:
+        raise BlocklistError(p, n, "unsigned or truncated: no header and signature lines")
+    sig_start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    with memoryview(data) as view, view[:sig_start] as signed:
+        kid = _verify_signed(p, n, data[sig_start:-1], signed, public, key_id(public))
+    _release(data)
+    first_end = data.find(b"\n")
+    header = _header(p, data[:first_end])
+    if header.entries != n - 2:
+        raise BlocklistError(
+            p, 1, f"header says {header.entries} entry lines, the file has {n - 2}"
+        )
+    checked = _Checked(header, kid, (first_end + 1, sig_start))
+    if hash_body:
+        with memoryview(data) as view, view[first_end + 1 : sig_start] as body:
+            digest = hashlib.sha256(body).hexdigest()
+        if digest != header.sha256:
+            raise BlocklistError(p, 1, "sha256 of the entry lines does not match the header")
+    return checked
+
+
+class _BodyHash:
+    """The sha256 of the entry lines against the header's, computed in a thread (hashlib
+    releases the GIL) while the lines are parsed: the signature, checked first, already vouches
+    for every byte, so parsing them meanwhile is safe; `check` (before any entry is used, and
+    before any entry line's refusal is reported) raises what the hash check would have."""
+
+    def __init__(self, p: Path, data: bytes | mmap.mmap, checked: _Checked) -> None:
+        self.p, self.want = p, checked.header.sha256
+        self.got = ""
+        start, end = checked.body
+        view = memoryview(data)
+        self._thread = threading.Thread(target=self._run, args=(view, start, end), daemon=True)
+        self._thread.start()
+
+    def _run(self, view: memoryview, start: int, end: int) -> None:
+        digest = hashlib.sha256()
+        with view:
+            for at in range(start, end, _HASH_BYTES):
+                with view[at : min(at + _HASH_BYTES, end)] as piece:
+                    digest.update(piece)
+                _release(view.obj)  # type: ignore[arg-type]
+        self.got = digest.hexdigest()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def check(self) -> None:
+        self.wait()
+        if self.got != self.want:
+            raise BlocklistError(self.p, 1, "sha256 of the entry lines does not match the header")
+
+
+def _release(data: bytes | mmap.mmap) -> None:
+    """Drop a mapped version's pages from this process's page tables (they stay in the page
+    cache): its RSS then counts what is being read, not every page read so far."""
+    if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        data.madvise(mmap.MADV_DONTNEED)
+
+
+def _lines(data: bytes | mmap.mmap, start: int, end: int) -> Iterator[bytes]:
+    """The lines of data[start:end] (which ends with a newline), a few MiB at a time."""
+    pos = start
+    scanned = 0
+    while pos < end:
+        stop = min(pos + _SCAN_BYTES, end)
+        if stop < end:
+            cut = data.rfind(b"\n", pos, stop)
+            stop = data.find(b"\n", stop, end) + 1 if cut == -1 else cut + 1
+        chunk = data[pos:stop]
+        pos = stop
+        scanned += len(chunk)
+        if scanned >= _HASH_BYTES:
+            _release(data)
+            scanned = 0
+        yield from chunk[:-1].split(b"\n")
+
+
 def parse_version(
     data: bytes,
     source: str | os.PathLike[str],
@@ -502,56 +673,152 @@ def parse_version(
 ) -> Version:
     """Verify and parse one version's bytes (a file's, or a fleet stream entry's: the same
     checks in the same order); `source` names it in every `BlocklistError`. `reading`: what
-    the caller wants beside (`Reading`)."""
+    the caller wants beside (`Reading`; its `stream` is for `read_version`)."""
     how = reading or _NO_READING
     p = Path(source)
-    public = _public_key(public_key_pem)
-    lines = _split_lines(p, data)
-    kid = _verify(p, lines, public, key_id(public))
-    header = _header(p, lines[0])
-    body_lines = lines[1:-1]
-    if header.entries != len(body_lines):
-        raise BlocklistError(
-            p, 1, f"header says {header.entries} entry lines, the file has {len(body_lines)}"
-        )
-    digest = hashlib.sha256(b"".join(line + b"\n" for line in body_lines)).hexdigest()
-    if digest != header.sha256:
-        raise BlocklistError(p, 1, "sha256 of the entry lines does not match the header")
+    checked = _check(p, data, _public_key(public_key_pem))
+    header = checked.header
     adds: list[Entry] = []
     removes: list[str] = []
     seen: set[str] = set()
-    total = len(body_lines)
+    total = header.entries
     full = header.base is None
+    rows: Iterable[tuple[int, Entry | str, Compiled | None]]
     if how.processes > 1 and total >= PARALLEL_MIN_LINES and sys.platform == "linux":
-        rows = _rows_forked(p, body_lines, full, how.processes, how.progress)
+        body_lines = list(_lines(data, *checked.body))
+        rows = (
+            (r.line, r.removed, None) if r.entry is None else (r.line, r.entry, r.form)
+            for r in _rows_forked(p, body_lines, full, how.processes, how.progress)
+        )
     else:
-        rows = _rows(p, body_lines, 2, full, how.progress, total)
+        rows = _entries(p, _lines(data, *checked.body), 2, full, how.progress, total)
     compiled = how.compiled
-    for row in rows:
-        entry = row.entry
-        if entry is None:
-            removes.append(row.removed)
+    for line, entry, form in rows:
+        if isinstance(entry, str):
+            removes.append(entry)
             continue
         if compiled is not None:
-            compiled[entry.id] = (entry, row.form)
+            assert form is not None
+            compiled[entry.id] = (entry, form)
         if entry.id in seen:
-            raise BlocklistError(p, row.line, f"duplicate id {entry.id!r}")
+            raise BlocklistError(p, line, f"duplicate id {entry.id!r}")
         seen.add(entry.id)
         adds.append(entry)
     if how.progress is not None:
         how.progress(total, total)
+    return _version(p, checked, tuple(adds), tuple(removes))
+
+
+def _version(
+    p: Path, checked: _Checked, adds: tuple[Entry, ...], removes: tuple[str, ...], **kw: bool
+) -> Version:
+    header = checked.header
     return Version(
         path=str(p),
         sequence=header.sequence,
         base=header.base,
-        adds=tuple(adds),
-        removes=tuple(removes),
+        adds=adds,
+        removes=removes,
         sha256=header.sha256,
         created_at=header.created_at,
-        key_id=kid,
+        key_id=checked.key_id,
         valid_until=header.valid_until,
         audit_head=header.audit_head,
+        **kw,
     )
+
+
+def _read_streamed(p: Path, public_key_pem: bytes, max_bytes: int, how: Reading) -> Version:
+    """`read_version` for `Reading.stream`: the file mapped, not read; a full version's
+    entries handed to a sink as they are checked, never held (a delta is read as always)."""
+    assert how.stream is not None
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise BlocklistError(p, 0, f"file larger than max_bytes ({max_bytes})")
+            data: bytes | mmap.mmap = (
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            )
+    except OSError as exc:
+        raise BlocklistError(p, 0, f"cannot read: {exc.strerror or exc}") from None
+    body_hash: _BodyHash | None = None
+    try:
+        public = _public_key(public_key_pem)
+        checked = _check(p, data, public, hash_body=False)
+        body_hash = _BodyHash(p, data, checked)
+        if checked.header.base is not None:  # a delta: small, kept whole
+            body_hash.check()
+            plain = Reading(progress=how.progress, compiled=how.compiled)
+            return parse_version(bytes(data), p, public_key_pem, reading=plain)
+        sink = how.stream(str(p), checked.header.entries)
+        try:
+            _stream(p, data, checked, sink, how.progress, body_hash)
+        except BaseException:
+            sink.abort()
+            raise
+        return _version(p, checked, (), (), streamed=True)
+    finally:
+        if body_hash is not None:
+            body_hash.wait()  # its view of the map must go before the map does
+        if isinstance(data, mmap.mmap):
+            data.close()
+
+
+def _stream(
+    p: Path,
+    data: bytes | mmap.mmap,
+    checked: _Checked,
+    sink: Sink,
+    progress: ReadProgress | None,
+    body_hash: _BodyHash,
+) -> None:
+    """A full version's entries into `sink`. Repeated ids are found from a 64-bit hash of
+    each id (8 bytes an entry, not a set of every id): a match is confirmed against the ids
+    themselves, and the refusal is the one a reader keeping every id would make first."""
+    total = checked.header.entries
+    id_hashes: array[int] = array("Q")
+    rows = _entries(p, _lines(data, *checked.body), 2, True, progress, total, share=False)
+    try:
+        for _line, entry, form in rows:
+            assert isinstance(entry, Entry) and form is not None
+            id_hashes.append(xxh3_64_intdigest(entry.id.encode("utf-8", "surrogatepass")))
+            sink.add(entry, form)
+    except BlocklistError:
+        body_hash.check()
+        _refuse_duplicate(p, data, checked, id_hashes)  # an earlier line's refusal first
+        raise
+    body_hash.check()
+    _refuse_duplicate(p, data, checked, id_hashes)
+    if progress is not None:
+        progress(total, total)
+
+
+def _refuse_duplicate(
+    p: Path, data: bytes | mmap.mmap, checked: _Checked, id_hashes: array[int]
+) -> None:
+    """Raise the "duplicate id" refusal for the first line (of those hashed) whose id an
+    earlier line holds; nothing when none does."""
+    import numpy as np  # the compile child's and the CLI's only: workers never read versions
+
+    hs = np.frombuffer(id_hashes, dtype=np.uint64)
+    order = np.argsort(hs, kind="stable")
+    ordered = hs[order]
+    equal = np.flatnonzero(ordered[1:] == ordered[:-1])
+    del ordered
+    if not len(equal):
+        return
+    suspects = set(order[equal].tolist()) | set(order[equal + 1].tolist())
+    decoder = msgspec.json.Decoder(AddLine)
+    first_line: dict[str, int] = {}
+    for i, raw in enumerate(_lines(data, *checked.body)):
+        if i >= len(id_hashes):
+            break
+        if i in suspects:
+            entry_id = decoder.decode(raw).id
+            if entry_id in first_line:
+                raise BlocklistError(p, i + 2, f"duplicate id {entry_id!r}")
+            first_line[entry_id] = i + 2
 
 
 # -- a directory of versions ----------------------------------------------------------------
@@ -655,10 +922,16 @@ def load_newest(
         chain = found.delta_chain(top)
         if chain is None:
             continue
+        if len(chain) > 1 and chain[-1].streamed:
+            whole = found.whole(chain[-1])  # a delta chain's base is needed as entries
+            if whole is None:
+                continue
+            chain[-1] = whole
         if info is not None:
             info.sha256, info.valid_until = top.sha256, top.valid_until
             info.chain_length = len(chain)
             info.audit_head = top.audit_head
+            info.streamed = top.path if top.streamed else ""
         return (apply_chain(chain), seq), found.errors
     return None, found.errors
 
@@ -704,6 +977,18 @@ class _Candidates:
                 self.errors.append(exc)
         got = self._verified[path]
         return got if isinstance(got, Version) else None
+
+    def whole(self, v: Version) -> Version | None:
+        """A streamed version read again, its entries kept (the base of a delta chain)."""
+        how = self.reading or _NO_READING
+        plain = Reading(progress=how.progress, compiled=how.compiled)
+        try:
+            return read_version(
+                v.path, self.public_key_pem, max_bytes=self.max_bytes, reading=plain
+            )
+        except BlocklistError as exc:  # changed since it was verified
+            self.errors.append(exc)
+            return None
 
     def version_at(self, seq: int) -> Version | None:
         """The first valid file that claims `seq` and really carries it (the claim is unsigned)."""

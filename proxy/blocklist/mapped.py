@@ -35,7 +35,17 @@ from proxy.blocklist.snapshot import (
     SnapshotBuilder,
     exact_prefix_key,
 )
-from proxy.blocklist.table import Kind, MappedTable, TableError
+from proxy.blocklist.table import (
+    DEPTH_BITS,
+    HAS_SHORT_HOST,
+    HAS_URL,
+    HAS_URLQ,
+    LABEL_BITS,
+    Kind,
+    MappedTable,
+    TableError,
+    host_group,
+)
 
 _HOST, _PREFIX, _URL, _URLQ, _URLQ_NODE, _SHA256 = (
     Kind.HOST.value,
@@ -45,6 +55,25 @@ _HOST, _PREFIX, _URL, _URLQ, _URLQ_NODE, _SHA256 = (
     Kind.URLQ_NODE.value,
     Kind.SHA256.value,
 )
+_LAST_DEPTH = DEPTH_BITS - 1
+_LAST_LABEL = LABEL_BITS - 1
+
+
+def _nothing(_kind: int, _key: bytes) -> tuple[int, ...]:
+    return ()
+
+
+_BITS: dict[int, tuple[int, ...]] = {}
+
+
+def _bits(mask: int) -> tuple[int, ...]:
+    """The positions of the set bits of `mask`, lowest first (few masks recur: memoised)."""
+    found = _BITS.get(mask)
+    if found is None:
+        found = tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+        if len(_BITS) < 4096:
+            _BITS[mask] = found
+    return found
 
 
 async def load_mapped(path: Path, version: int, now: float) -> MappedSnapshot:
@@ -70,6 +99,7 @@ class MappedSnapshot(Snapshot):
         "_exp_pos",
         "_next_expiry",
         "_request_side",
+        "_short_hosts",
         "_prefix_depth",
         "_hosts",
         "_prefixes",
@@ -80,6 +110,7 @@ class MappedSnapshot(Snapshot):
         "_ov_prefixes",
         "_ov_urls",
         "_ov_digests",
+        "_ov_urlq",
     )
 
     version: int
@@ -90,6 +121,7 @@ class MappedSnapshot(Snapshot):
     _exp_pos: int
     _next_expiry: float | None
     _request_side: bool
+    _short_hosts: bool  # the base lists hosts of one label ("example"): probed for every host
     _prefix_depth: int
     # which types exist at all (base as compiled, or overlay): probes of absent ones are skipped
     _hosts: bool
@@ -101,6 +133,7 @@ class MappedSnapshot(Snapshot):
     _ov_prefixes: bool
     _ov_urls: bool
     _ov_digests: bool
+    _ov_urlq: bool
 
     def __init__(
         self,
@@ -133,7 +166,9 @@ class MappedSnapshot(Snapshot):
         init(self, "_ov_prefixes", ov[EntryType.PREFIX] > 0)
         init(self, "_ov_urls", ov[EntryType.URL] > 0)
         init(self, "_ov_digests", ov[EntryType.SHA256] > 0)
+        init(self, "_ov_urlq", overlay.has_queries)
         init(self, "_request_side", self._hosts or self._prefixes or self._urls)
+        init(self, "_short_hosts", bool(table.summary("")[1] & HAS_SHORT_HOST))
         init(self, "_prefix_depth", max(table.prefix_depth, overlay.prefix_depth))
         init(self, "_next_expiry", self._earliest_expiry())
 
@@ -188,26 +223,46 @@ class MappedSnapshot(Snapshot):
         return self.check_keys(match_keys(host, path, query), case_sensitive=case_sensitive)
 
     def check_keys(self, k: MatchKeys, *, case_sensitive: bool = False) -> Entry | None:
-        """`DictSnapshot.check_keys`, probe for probe: host suffixes, prefixes shortest
-        first, the url, then url entries with a query. Each probe is one hash and a bucket
-        scan of the base, plus a dict probe of the overlay when it holds that type."""
+        """`DictSnapshot.check_keys`, probe for probe (host suffixes, prefixes shortest first,
+        the url, then url entries with a query), except that the base is probed only where
+        the summary of the request host's group (`table.host_group`, one probe) says it lists
+        something: a host without entries costs that one probe, a listed one only the host
+        suffixes, prefix depths and url or query entries its group has. Each probe is one
+        hash and a bucket scan of the base, plus a dict probe of the overlay when it holds
+        that type."""
         if not self._request_side:
             return None
-        find = self.table.find  # a miss is one hash and a bucket scan per probe, no decoding
-        if self._hosts:
+        table = self.table
+        find = table.find  # a miss is one hash and a bucket scan per probe, no decoding
+        depths, flags, labels = table.summary(host_group(k.host))
+        if self._hosts and (labels or self._ov_hosts or self._short_hosts):
             overlay = self._ov_hosts
             for h in k.host_suffixes:
-                found = find(_HOST, h.encode("utf-8", "surrogatepass"))
+                n = h.count(".") + 1
+                listed = labels >> min(n, _LAST_LABEL) & 1 or (n == 1 and self._short_hosts)
+                if not listed and not overlay:
+                    continue
+                found = find(_HOST, h.encode("utf-8", "surrogatepass")) if listed else ()
                 if found or overlay:
                     entry = self._pick(found, EntryType.HOST, h, overlay)
                     if entry is not None:
                         return entry
-        if self._prefixes:
+        if self._prefixes and (depths or self._ov_prefixes):
             key = k.url_key
+            ends = k.prefix_ends
             overlay = self._ov_prefixes
-            for depth, end in enumerate(k.prefix_ends[: self._prefix_depth + 1]):
+            top = min(len(ends), self._prefix_depth + 1)
+            if overlay or top > _LAST_DEPTH:
+                levels: Iterable[int] = range(top)  # the overlay's dicts at every depth
+            else:
+                levels = _bits(depths & ((1 << top) - 1))  # only the depths the base lists
+            for depth in levels:
+                listed = depths >> min(depth, _LAST_DEPTH) & 1
+                if not listed and not overlay:
+                    continue
+                end = ends[depth]
                 pk = key[:end]
-                found = find(_PREFIX, pk.encode("utf-8", "surrogatepass"))
+                found = find(_PREFIX, pk.encode("utf-8", "surrogatepass")) if listed else ()
                 if not found and not overlay:
                     continue
                 if not case_sensitive:
@@ -219,9 +274,11 @@ class MappedSnapshot(Snapshot):
                 for entry in self._all(found, EntryType.PREFIX, pk):
                     if exact_url_key(entry.value) == want:
                         return entry
-        if self._urls:
+        if self._urls and (flags & HAS_URL or self._ov_urls):
             overlay = self._ov_urls
-            found = find(_URL, k.url_key.encode("utf-8", "surrogatepass"))
+            found = (
+                find(_URL, k.url_key.encode("utf-8", "surrogatepass")) if flags & HAS_URL else ()
+            )
             if found or overlay:
                 if not case_sensitive:
                     entry = self._pick(found, EntryType.URL, k.url_key, overlay)
@@ -232,20 +289,27 @@ class MappedSnapshot(Snapshot):
                     for entry in self._all(found, EntryType.URL, k.url_key):
                         if exact_url_key(entry.value) == want:
                             return entry
-        if self._urlq and k.query:
-            return self._check_query(k, case_sensitive)
+        if self._urlq and k.query and (flags & HAS_URLQ or self._ov_urlq):
+            return self._check_query(k, case_sensitive, base=bool(flags & HAS_URLQ))
         return None
 
-    def _check_query(self, k: MatchKeys, case_sensitive: bool) -> Entry | None:
+    def _check_query(self, k: MatchKeys, case_sensitive: bool, *, base: bool) -> Entry | None:
         """Url entries with a query: the query trie (`proxy.blocklist.querytrie`) of the base
-        (a node record per prefix, entries on the record of their whole query), then the
-        overlay's, node by node."""
+        (a node record per prefix, entries on the record of their whole query; not probed when
+        `base` is false: its summary lists no query under this host), then the overlay's,
+        node by node."""
         assert k.query is not None
-        find, hidden, overlay = self.table.find, self._hidden, self._overlay
+        hidden, overlay = self._hidden, self._overlay
+        find = self.table.find if base else _nothing
         want = k.host + k.exact_path if case_sensitive else None
+        at_root = True
 
         def visit(node: bytes) -> tuple[Entry | None, bool]:
+            nonlocal at_root
             below, here = overlay.query_node(node)
+            if at_root:  # the walk's first node: a listed query has a pair at least, so no
+                at_root = False  # entry sits on the root; only whether any lies below
+                return None, below > 0 or bool(find(_URLQ_NODE, node))
             for index in find(_URLQ, node):
                 if index not in hidden:
                     listed = self.table.entry(index)

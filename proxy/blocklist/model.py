@@ -75,16 +75,21 @@ def compile_entry(entry: Entry) -> Compiled:
         raise InvalidEntry(eid[:40], f"id longer than {MAX_ID_CHARS} characters")
     if not eid.isprintable():
         raise InvalidEntry(eid, "id contains control characters")
-    etype = _TYPES.get(entry.type) if isinstance(entry.type, str) else None
+    etype: EntryType | None = entry.type
+    if type(etype) is not EntryType:  # a decoded entry's is; one built in Python may hold text
+        etype = _TYPES.get(etype) if isinstance(etype, str) else None
     if etype is None:
         raise InvalidEntry(
             eid, f"unknown type {entry.type!r} (expected one of url, prefix, host, sha256)"
         )
-    for name, text in (("notice", entry.notice), ("reason", entry.reason)):
-        if type(text) is not str:
-            raise InvalidEntry(eid, f"{name} must be a string")
-        if len(text) > MAX_TEXT_CHARS:
-            raise InvalidEntry(eid, f"{name} longer than {MAX_TEXT_CHARS} characters")
+    notice, reason = entry.notice, entry.reason
+    if (
+        type(notice) is not str
+        or type(reason) is not str
+        or len(notice) > MAX_TEXT_CHARS
+        or len(reason) > MAX_TEXT_CHARS
+    ):
+        _check_texts(eid, notice, reason)
     exp = entry.expires_at
     if exp is not None and (
         isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp)
@@ -100,6 +105,14 @@ def compile_entry(entry: Entry) -> Compiled:
     except ValueError as exc:
         raise InvalidEntry(eid, f"{etype.value} value {value[:200]!r}: {exc}") from None
     return etype, key, query
+
+
+def _check_texts(eid: str, notice: object, reason: object) -> None:
+    for name, text in (("notice", notice), ("reason", reason)):
+        if type(text) is not str:
+            raise InvalidEntry(eid, f"{name} must be a string")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidEntry(eid, f"{name} longer than {MAX_TEXT_CHARS} characters")
 
 
 def _value_key(etype: EntryType, value: str) -> tuple[str | bytes, keys.QueryPairs | None]:

@@ -31,16 +31,25 @@ A probe hashes (kind, key) with XXH3-64 (seeded by kind), reads the bucket's bou
 its run of hashes (one on average); a matching hash is confirmed against the full key bytes in
 the record, so a collision can never block the wrong URL. Lookup cost depends on the request,
 not on the list's size.
+
+Since format 3 (`EPBLMAP3`, issue 12) a SUMMARY record per host group (`host_group`: the last
+two labels) says what the group lists: prefix depths, url and query entries, the label counts
+of its host entries. A request probes its group's summary first and then only what it names,
+so a host without entries costs one probe (format 2 files map still; every probe runs).
+
+The writer (`TableWriter`) takes entries one at a time and spills rows and records to files
+beside the output as they come: what it holds is ~16 bytes a key (hash, record offset) plus 8
+an entry, so the compile child streams a version of any size through it.
 """
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -49,10 +58,18 @@ import msgspec
 import xxhash
 
 from proxy.blocklist.keys import QueryPairs
-from proxy.blocklist.model import CompiledById, Entry, EntryType, InvalidEntry, compile_entry
+from proxy.blocklist.model import (
+    Compiled,
+    CompiledById,
+    Entry,
+    EntryType,
+    InvalidEntry,
+    compile_entry,
+)
 from proxy.blocklist.querytrie import path_keys
 
-MAGIC = b"EPBLMAP2"  # 2: url entries with a query as a trie (URLQ_NODE), issue 19
+MAGIC = b"EPBLMAP3"  # 3: a summary record per host group (SUMMARY), issue 12
+MAGIC_V2 = b"EPBLMAP2"  # url entries with a query as a trie (URLQ_NODE), issue 19; no summaries
 
 
 class Kind(IntEnum):
@@ -65,6 +82,36 @@ class Kind(IntEnum):
     SHA256 = 4
     ID = 5  # entry ids, for deltas that remove or replace a base entry
     URLQ_NODE = 6  # a query trie node with entries below it (one index, any of them)
+    # what the entries of a host group (`host_group`) are: prefix depths, url and query
+    # entries, the label counts of its host entries; so a request probes only what exists
+    SUMMARY = 7
+
+
+# A summary: (prefix depth mask, flags, host entry label counts). Bit d of the depth mask: a
+# prefix entry `MatchKeys.prefix_ends[d]` deep (d past 63 at bit 63); bit n of the label
+# counts: a host entry of n labels (past 31 at bit 31).
+Summary = tuple[int, int, int]
+HAS_URL = 1  # url entries without a query
+HAS_URLQ = 2  # url entries with a query
+HAS_SHORT_HOST = 4  # (the table's summary, group "") host entries of one label: "example"
+DEPTH_BITS = 64
+LABEL_BITS = 32
+EVERYTHING: Summary = ((1 << DEPTH_BITS) - 1, HAS_URL | HAS_URLQ, (1 << LABEL_BITS) - 1)
+NOTHING: Summary = (0, 0, 0)
+SUMMARY_CACHE = 1 << 16  # host groups a writer gathers before it writes their summaries out
+
+
+def host_group(host: str) -> str:
+    """The key a host's summary is filed under: its last two labels ("a.b.example" ->
+    "b.example"), or the host itself when it has fewer. A host entry that blocks a request
+    host is one of its suffixes (`keys.host_suffixes`), so the two share a group unless the
+    entry has one label (the table's `HAS_SHORT_HOST`); an IP literal is matched only as
+    itself, so it shares its own group whatever that is. Related hosts share one summary:
+    it may say a little more than one host lists (a probe more), never less."""
+    last = host.rfind(".")
+    if last <= 0:
+        return host
+    return host[host.rfind(".", 0, last) + 1 :]
 
 
 KIND_OF = {
@@ -122,32 +169,355 @@ class TableInfo(msgspec.Struct, frozen=True):
 
 
 Progress = Callable[[int], None]
+SPILL_BYTES = 4 << 20  # rows and records are written out in pieces of about this size
+_COPY_BYTES = 8 << 20
+_VERIFY_BYTES = 64 << 20  # a worker checks a file this many bytes at a time
 
 
-@dataclass
-class _Collected:
-    """What one pass over the entries gathers: their rows, one record per key and the keys'
-    hashes, per-type counts, expiries, the deepest prefix."""
+def _record_struct(klen: int) -> struct.Struct:
+    """A one-entry record for a key of `klen` bytes: kind, length, count 1, the key (zero
+    padded to 4 bytes), the entry index. One `pack` per key."""
+    st = struct.Struct(f"<BxxxII{_align(klen, 4)}sI")
+    if len(_RECORD_PACK) < 4096:
+        _RECORD_PACK[klen] = st.pack
+    return st
 
-    rows: bytearray = field(default_factory=bytearray)
-    row_offsets: array[int] = field(default_factory=lambda: array("Q"))
-    records: bytearray = field(default_factory=bytearray)  # one per key, in list order
-    hashes: array[int] = field(default_factory=lambda: array("Q"))
-    record_at: array[int] = field(default_factory=lambda: array("Q"))
-    counts: dict[EntryType, int] = field(default_factory=lambda: dict.fromkeys(TYPE_ORDER, 0))
-    expiring: list[tuple[float, int]] = field(default_factory=list)
-    prefix_depth: int = 0
 
-    def note(self, kind: Kind, kb: bytes, index: int) -> None:
+_RECORD_PACK: dict[int, Callable[..., bytes]] = {}
+_WRITERS = itertools.count()
+# kinds as plain ints where the writer uses them per entry (an enum member costs lookups)
+_ID, _URLQ, _URLQ_NODE = int(Kind.ID), int(Kind.URLQ), int(Kind.URLQ_NODE)
+_KIND_OF = {t: int(k) for t, k in KIND_OF.items()}
+
+
+class TableWriter:
+    """One compiled file, built from entries given one at a time (`add`) without holding them:
+    each entry's row and key records go to two spill files beside `path` as they come, and
+    memory keeps only compact per-key arrays (a hash and a record offset: 16 bytes a key,
+    about 2.2 keys an entry, plus 8 bytes an entry for its row's offset). `finish` sorts the
+    keys and writes the file atomically (a temporary, fsynced, renamed); `abort`, or any
+    failure, removes every file the writer made. The spill files are dot-prefixed temporaries
+    named after `path`, so `loader.cleanup` finds them too if the process dies."""
+
+    def __init__(
+        self, path: Path, now: float, *, progress: Progress | None = None, summaries: bool = True
+    ) -> None:
+        """`summaries=False` writes the format before host summaries (`MAGIC_V2`): what an
+        older worker maps, and the benchmark's "before"."""
+        self.path = path
+        self.summaries = summaries
+        self.now = now
+        self.progress = progress
+        # one writer's own: a process may stream several candidate versions to one output
+        stem = f".{path.name}.{os.getpid()}.{next(_WRITERS)}"
+        self._rows_path = path.with_name(stem + ".rows")
+        self._recs_path = path.with_name(stem + ".records")
+        self._rows_file = open(self._rows_path, "w+b")  # noqa: SIM115 - closed by abort
+        self._recs_file = open(self._recs_path, "w+b")  # noqa: SIM115
+        self._rows = bytearray()  # not yet written out; `_rows_out` bytes were
+        self._rows_out = 0
+        self._records = bytearray()
+        self._records_out = 0
+        self.row_offsets: array[int] = array("Q")
+        self.hashes: array[int] = array("Q")
+        self.record_at: array[int] = array("Q")
+        self.counts: dict[EntryType, int] = dict.fromkeys(TYPE_ORDER, 0)
+        self._exp_at: array[float] = array("d")
+        self._exp_index: array[int] = array("Q")
+        self._append_hash = self.hashes.append
+        self._append_at = self.record_at.append
+        self.prefix_depth = 0
+        self._encoder = msgspec.msgpack.Encoder()
+        self._summaries: dict[str, list[int]] = {}  # host group -> a `Summary`, gathering
+        self._last_host: str | None = None  # the host last noted, and its group's summary
+        self._last_summary: list[int] = []
+
+    @property
+    def entries(self) -> int:
+        return len(self.row_offsets)
+
+    def add(self, entry: Entry, form: Compiled | None = None) -> None:
+        """Add an entry (its `compile_entry` form when the caller has it; raises
+        `InvalidEntry` otherwise for a bad entry). An entry expired at `now` is left out; a
+        repeated id is found by `finish`."""
+        etype, key, query = compile_entry(entry) if form is None else form
+        expires_at = entry.expires_at
+        if expires_at is not None:
+            if expires_at <= self.now:
+                return
+            self._exp_at.append(expires_at)
+            self._exp_index.append(len(self.row_offsets))
+        index = len(self.row_offsets)
+        rows = self._rows
+        self.row_offsets.append(self._rows_out + len(rows))
+        self._encoder.encode_into((entry, query), rows, -1)  # the bytes of a `Row`
+        self.counts[etype] += 1
+        if query is not None:
+            assert isinstance(key, str)
+            *above, last = path_keys(key, query)
+            for node in above:
+                self._note(_URLQ_NODE, node, index)
+            self._note(_URLQ, last, index)
+            self._summarise(key[: key.index("/")], 0, HAS_URLQ, 0)
+        elif type(key) is str:
+            if etype is EntryType.PREFIX:
+                depth = 0 if key[-1] == "/" else key.count("/")  # as `MatchKeys.prefix_ends`
+                self.prefix_depth = max(self.prefix_depth, depth)
+                self._summarise(key[: key.index("/")], 1 << min(depth, DEPTH_BITS - 1), 0, 0)
+            elif etype is EntryType.URL:
+                self._summarise(key[: key.index("/")], 0, HAS_URL, 0)
+            elif etype is EntryType.HOST:
+                labels = key.count(".") + 1
+                if labels == 1 and key[0] != "[":  # an IPv6 literal matches only itself
+                    self._summarise("", 0, HAS_SHORT_HOST, 0)
+                self._summarise(key, 0, 0, 1 << min(labels, LABEL_BITS - 1))
+            self._note(_KIND_OF[etype], key.encode("utf-8", "surrogatepass"), index)
+        else:
+            assert isinstance(key, bytes)
+            self._note(_KIND_OF[etype], key, index)
+        kb = entry.id.encode("utf-8", "surrogatepass")  # the id's record: `_note`, inlined
+        n = len(kb)
+        records = self._records
+        self._append_hash(hash_key(kb, _ID))
+        self._append_at(self._records_out + len(records))
+        records += (_RECORD_PACK.get(n) or _record_struct(n).pack)(_ID, n, 1, kb, index)
+        if len(rows) >= SPILL_BYTES:
+            self._rows_file.write(rows)
+            self._rows_out += len(rows)
+            rows.clear()
+        if len(records) >= SPILL_BYTES:
+            self._recs_file.write(records)
+            self._records_out += len(records)
+            records.clear()
+        if self.progress is not None and index % 65536 == 65535:
+            self.progress(index + 1)
+
+    def _summarise(self, host: str, depths: int, flags: int, labels: int) -> None:
+        """Note an entry in its host group's summary (the host of a url or prefix key is the
+        key up to its first "/": a canonical host holds none)."""
+        if not self.summaries:
+            return
+        if host == self._last_host:  # a list names one site's many URLs in a row
+            last = self._last_summary
+            last[0] |= depths
+            last[1] |= flags
+            last[2] |= labels
+            return
+        group = host_group(host)
+        got = self._summaries.get(group)
+        if got is None:
+            if len(self._summaries) >= SUMMARY_CACHE:
+                self._write_summaries()  # a group met again later gets a second record: merged
+            got = self._summaries[group] = [depths, flags, labels]
+        else:
+            got[0] |= depths
+            got[1] |= flags
+            got[2] |= labels
+        self._last_host, self._last_summary = host, got
+
+    def _write_summaries(self) -> None:
+        for group, (depths, flags, labels) in self._summaries.items():
+            kb = group.encode("utf-8", "surrogatepass")
+            values = (depths & 0xFFFFFFFF, depths >> 32, flags, labels)
+            self._note_values(Kind.SUMMARY, kb, values)
+        self._summaries.clear()
+        self._last_host = None  # its summary was written: the next entry starts a new one
+
+    def _note_values(self, kind: Kind, kb: bytes, values: tuple[int, ...]) -> None:
+        records = self._records
         self.hashes.append(hash_key(kb, kind))
-        self.record_at.append(len(self.records))
-        self.records.extend(_RECORD.pack(kind, len(kb), 1))
-        self.records.extend(kb)
-        self.records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
-        self.records.extend(_ONE.pack(index))
+        self.record_at.append(self._records_out + len(records))
+        records.extend(_RECORD.pack(kind, len(kb), len(values)))
+        records.extend(kb)
+        records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
+        records.extend(struct.pack(f"<{len(values)}I", *values))
+
+    def _note(self, kind: int, kb: bytes, index: int) -> None:
+        """A one-entry record for (kind, key): the per-entry cost of the writer, kept small."""
+        n = len(kb)
+        pack = _RECORD_PACK.get(n) or _record_struct(n).pack
+        records = self._records
+        self._append_hash(hash_key(kb, kind))
+        self._append_at(self._records_out + len(records))
+        records += pack(kind, n, 1, kb, index)
+
+    def finish(self, version: int) -> TableInfo:
+        """Sort, merge and write the file; the spill files are removed either way."""
+        try:
+            self._write_summaries()
+            for f, buf in ((self._rows_file, self._rows), (self._recs_file, self._records)):
+                f.write(buf)
+                f.flush()
+            self._rows_out += len(self._rows)
+            self._records_out += len(self._records)
+            self._rows.clear()
+            self._records.clear()
+            self.row_offsets.append(self._rows_out)
+            fps_arr, recs_arr = self._sort_and_merge()
+            return self._lay_out_and_write(fps_arr, recs_arr, version)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close and remove the spill files (and nothing else: `finish` renamed its output)."""
+        for f, spill in ((self._rows_file, self._rows_path), (self._recs_file, self._recs_path)):
+            f.close()
+            spill.unlink(missing_ok=True)
+
+    def _sort_and_merge(self) -> tuple[Any, Any]:
+        """Sort the keys by hash (numpy: seconds for tens of millions). Runs of one hash are
+        either one key listed by several entries (merged into one record, entries in list
+        order, appended after the spilled records) or, rarely, distinct keys that collide
+        (kept apart, both under that hash)."""
+        import numpy as np  # the compile child's only: workers never import numpy
+
+        hs = np.frombuffer(self.hashes, dtype=np.uint64)
+        order = np.argsort(hs, kind="stable")
+        fps_arr = hs[order]
+        del hs
+        # each unsorted array goes once its sorted copy is made (and the appends bound to it)
+        self.hashes = array("Q")
+        self._append_hash = self._append_at = self.hashes.append
+        recs_arr = np.frombuffer(self.record_at, dtype=np.uint64)[order]
+        del order
+        self.record_at = array("Q")
+        same = np.flatnonzero(fps_arr[1:] == fps_arr[:-1])
+        if not len(same):
+            return fps_arr, recs_arr
+        keep = np.ones(len(fps_arr), dtype=bool)
+        with mmap.mmap(self._recs_file.fileno(), 0, access=mmap.ACCESS_READ) as spilled:
+            run_end = -1
+            for k in same.tolist():
+                if k < run_end:
+                    continue
+                run_end = k + 1
+                while run_end < len(fps_arr) and fps_arr[run_end] == fps_arr[k]:
+                    run_end += 1
+                self._merge_run(spilled, fps_arr, recs_arr, keep, k, run_end)
+        return fps_arr[keep], recs_arr[keep]
+
+    def _merge_run(
+        self, spilled: mmap.mmap, fps_arr: Any, recs_arr: Any, keep: Any, k: int, run_end: int
+    ) -> None:
+        groups: dict[tuple[int, bytes], list[int]] = {}
+        first: dict[tuple[int, bytes], int] = {}
+        for pos in range(k, run_end):
+            kind_, kb, listed = _read_record(spilled, int(recs_arr[pos]))
+            groups.setdefault((kind_, kb), []).extend(listed)
+            if (kind_, kb) in first:
+                keep[pos] = False
+            else:
+                first[(kind_, kb)] = pos
+        for (kind_, kb), owned in groups.items():
+            if kind_ == Kind.SUMMARY:
+                if len(owned) == 4:
+                    continue
+                owned = [0, 0, 0, 0]  # one group's summaries, written out apart: their union
+                for i, value in enumerate(groups[(kind_, kb)]):
+                    owned[i % 4] |= value
+            elif len(owned) == 1 or kind_ == Kind.URLQ_NODE:
+                continue  # a node's record says only "entries below": its first index
+            if kind_ == Kind.ID:
+                raise InvalidEntry(kb.decode("utf-8", "surrogatepass"), "duplicate id")
+            records = self._records
+            recs_arr[first[(kind_, kb)]] = self._records_out + len(records)
+            records.extend(_RECORD.pack(kind_, len(kb), len(owned)))
+            records.extend(kb)
+            records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
+            records.extend(struct.pack(f"<{len(owned)}I", *owned))
+
+    def _lay_out_and_write(self, fps_arr: Any, recs_arr: Any, version: int) -> TableInfo:
+        """Section offsets follow from the lengths; the spilled rows and records are copied
+        into place (and checksummed) in pieces."""
+        import numpy as np
+
+        n_records = self._records_out + len(self._records)
+        n_rows = self._rows_out
+        n_entries = len(self.row_offsets) - 1
+        n_keys = len(fps_arr)
+        exp_at = np.frombuffer(self._exp_at, dtype=np.float64)
+        exp_index = np.frombuffer(self._exp_index, dtype=np.uint64)
+        exp_order = np.lexsort((exp_index, exp_at))
+        expiring = np.empty(len(exp_order), dtype=[("at", "<f8"), ("index", "<u8")])
+        expiring["at"] = exp_at[exp_order]
+        expiring["index"] = exp_index[exp_order]
+        bits = max(0, (n_keys - 1).bit_length())
+        directory = np.full((1 << bits) + 1, n_keys, dtype="<u4")
+        if bits:  # bucket b starts at the first hash whose top `bits` bits are >= b
+            starts = np.arange(1 << bits, dtype=np.uint64) << np.uint64(64 - bits)
+            directory[:-1] = np.searchsorted(fps_arr, starts)
+            del starts
+        else:
+            directory[0] = 0
+        dir_bytes = directory.tobytes()
+        del directory
+        o_dir = HEADER_SIZE
+        o_fps = o_dir + _align(len(dir_bytes))
+        o_recs = o_fps + 8 * n_keys
+        o_records = o_recs + 8 * n_keys
+        o_row_offs = o_records + _align(n_records)
+        o_rows = o_row_offs + 8 * (n_entries + 1)
+        o_exp = o_rows + _align(n_rows)
+        size = o_exp + _EXPIRING.size * len(expiring)
+        offs = [o_dir, o_fps, o_recs, o_records, o_row_offs, o_rows, o_exp]
+        recs_arr += np.uint64(o_records)
+        row_arr = np.frombuffer(self.row_offsets, dtype=np.uint64) + np.uint64(o_rows)
+        body = xxhash.xxh3_64()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as out:
+
+                def put(part: bytes | bytearray | memoryview) -> None:
+                    body.update(part)
+                    out.write(part)
+
+                out.write(b"\0" * HEADER_SIZE)  # the header, once the checksum is known
+                put(dir_bytes)
+                put(_pad(len(dir_bytes)))
+                put(np.ascontiguousarray(fps_arr, dtype="<u8").data)  # no copy on little-endian
+                put(np.ascontiguousarray(recs_arr, dtype="<u8").data)
+                _copy(self._recs_file, self._records_out, put)
+                put(self._records)
+                put(_pad(n_records))
+                put(np.ascontiguousarray(row_arr, dtype="<u8").data)
+                _copy(self._rows_file, n_rows, put)
+                put(_pad(n_rows))
+                put(expiring.tobytes())
+                header = _HEADER.pack(
+                    MAGIC if self.summaries else MAGIC_V2,
+                    version,
+                    self.now,
+                    n_entries,
+                    *(self.counts[t] for t in TYPE_ORDER),
+                    n_keys,
+                    len(expiring),
+                    self.prefix_depth,
+                    bits,
+                    *offs,
+                    size,
+                    body.intdigest(),
+                )
+                header += _HEADER_CHECK.pack(xxhash.xxh3_64_intdigest(header))
+                out.seek(0)
+                out.write(header)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return TableInfo(entries=n_entries, keys=n_keys, bytes=size)
 
 
-_ONE = struct.Struct("<I")
+def _copy(src: Any, length: int, put: Callable[[bytes], None]) -> None:
+    src.seek(0)
+    left = length
+    while left > 0:
+        chunk = src.read(min(_COPY_BYTES, left))
+        if not chunk:
+            raise TableError(f"{src.name}: spill file shorter than written")
+        put(chunk)
+        left -= len(chunk)
 
 
 def write_table(
@@ -158,179 +528,34 @@ def write_table(
     *,
     progress: Progress | None = None,
     compiled: CompiledById | None = None,
+    summaries: bool = True,
 ) -> TableInfo:
     """Compile `entries` (raises `InvalidEntry` on a bad entry or a repeated id; entries
-    expired at `now` are left out) into `path`, atomically: a temporary file in the same
-    directory, fsynced, then renamed. `progress(n)` is called every 65536 entries. An entry
-    found (the same object) in `compiled` is not compiled again."""
-    got = _collect(entries, now, progress, compiled or {})
-    fps_arr, recs_arr = _sort_and_merge(got)
-    return _lay_out_and_write(path, got, fps_arr, recs_arr, version, now)
+    expired at `now` are left out) into `path`, atomically (`TableWriter`). `progress(n)` is
+    called every 65536 entries. An entry found (the same object) in `compiled` is not
+    compiled again."""
+    writer = TableWriter(path, now, progress=progress, summaries=summaries)
+    try:
+        known = compiled or {}
+        for entry in entries:
+            seen = known.get(entry.id)
+            writer.add(entry, seen[1] if seen is not None and seen[0] is entry else None)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish(version)
 
 
-def _collect(
-    entries: Iterable[Entry], now: float, progress: Progress | None, compiled: CompiledById
-) -> _Collected:
-    got = _Collected()
-    encoder = msgspec.msgpack.Encoder()
-    for entry in entries:
-        known = compiled.get(entry.id)
-        if known is not None and known[0] is entry:
-            etype, key, query = known[1]
-        else:
-            etype, key, query = compile_entry(entry)
-        if entry.expires_at is not None and entry.expires_at <= now:
-            continue
-        index = len(got.row_offsets)
-        got.row_offsets.append(len(got.rows))
-        got.rows.extend(encoder.encode(Row(entry, query)))
-        got.counts[etype] += 1
-        if entry.expires_at is not None:
-            got.expiring.append((entry.expires_at, index))
-        if etype is EntryType.PREFIX and isinstance(key, str) and not key.endswith("/"):
-            got.prefix_depth = max(got.prefix_depth, key.count("/"))
-        if query is not None:
-            assert isinstance(key, str)
-            *above, last = path_keys(key, query)
-            for node in above:
-                got.note(Kind.URLQ_NODE, node, index)
-            got.note(Kind.URLQ, last, index)
-        else:
-            got.note(KIND_OF[etype], key_bytes(key), index)
-        got.note(Kind.ID, key_bytes(entry.id), index)
-        if progress is not None and index % 65536 == 65535:
-            progress(index + 1)
-    got.row_offsets.append(len(got.rows))
-    return got
-
-
-def _sort_and_merge(got: _Collected) -> tuple[Any, Any]:
-    """Sort the keys by hash (numpy: seconds for tens of millions). Runs of one hash are
-    either one key listed by several entries (merged into one record, entries in list
-    order) or, rarely, distinct keys that collide (kept apart, both under that hash)."""
-    import numpy as np  # the supervisor's only: workers never import numpy
-
-    records = got.records
-    hs = np.frombuffer(got.hashes, dtype=np.uint64)
-    order = np.argsort(hs, kind="stable")
-    fps_arr = hs[order]
-    recs_arr = np.frombuffer(got.record_at, dtype=np.uint64)[order]
-    keep = np.ones(len(fps_arr), dtype=bool)
-    same = np.flatnonzero(fps_arr[1:] == fps_arr[:-1])
-    run_end = -1
-    for k in same.tolist():
-        if k < run_end:
-            continue
-        run_end = k + 1
-        while run_end < len(fps_arr) and fps_arr[run_end] == fps_arr[k]:
-            run_end += 1
-        groups: dict[tuple[int, bytes], list[int]] = {}
-        first: dict[tuple[int, bytes], int] = {}
-        for pos in range(k, run_end):
-            kind_, kb, listed = _read_record(records, int(recs_arr[pos]))
-            groups.setdefault((kind_, kb), []).extend(listed)
-            if (kind_, kb) in first:
-                keep[pos] = False
-            else:
-                first[(kind_, kb)] = pos
-        for (kind_, kb), owned in groups.items():
-            if len(owned) == 1 or kind_ == Kind.URLQ_NODE:
-                continue  # a node's record says only "entries below": its first index
-            if kind_ == Kind.ID:
-                raise InvalidEntry(kb.decode("utf-8", "surrogatepass"), "duplicate id")
-            recs_arr[first[(kind_, kb)]] = len(records)
-            records.extend(_RECORD.pack(kind_, len(kb), len(owned)))
-            records.extend(kb)
-            records.extend(_ZEROS[: _align(len(kb), 4) - len(kb)])
-            records.extend(struct.pack(f"<{len(owned)}I", *owned))
-    return fps_arr[keep], recs_arr[keep]
-
-
-def _lay_out_and_write(
-    path: Path, got: _Collected, fps_arr: Any, recs_arr: Any, version: int, now: float
-) -> TableInfo:
-    """Section offsets follow from the lengths, so every blob is built once, already final."""
-    import numpy as np
-
-    records, rows, expiring = got.records, got.rows, sorted(got.expiring)
-    n_entries = len(got.row_offsets) - 1
-    n_keys = len(fps_arr)
-    bits = max(0, (n_keys - 1).bit_length())
-    buckets = fps_arr >> np.uint64(64 - bits) if bits else np.zeros(n_keys, dtype=np.uint64)
-    directory = np.searchsorted(buckets, np.arange((1 << bits) + 1, dtype=np.uint64)).astype("<u4")
-    dir_bytes = directory.tobytes()
-    o_dir = HEADER_SIZE
-    o_fps = o_dir + _align(len(dir_bytes))
-    o_recs = o_fps + 8 * n_keys
-    o_records = o_recs + 8 * n_keys
-    o_row_offs = o_records + _align(len(records))
-    o_rows = o_row_offs + 8 * (n_entries + 1)
-    o_exp = o_rows + _align(len(rows))
-    size = o_exp + _EXPIRING.size * len(expiring)
-    offs = [o_dir, o_fps, o_recs, o_records, o_row_offs, o_rows, o_exp]
-    recs_arr = recs_arr + np.uint64(o_records)
-    row_arr = np.frombuffer(got.row_offsets, dtype=np.uint64) + np.uint64(o_rows)
-    sections: list[bytes | bytearray] = [
-        dir_bytes,
-        _pad(dir_bytes),
-        fps_arr.astype("<u8").tobytes(),
-        recs_arr.astype("<u8").tobytes(),
-        records,
-        _pad(records),
-        row_arr.astype("<u8").tobytes(),
-        rows,
-        _pad(rows),
-        b"".join(_EXPIRING.pack(t, ix) for t, ix in expiring),
-    ]
-    body = xxhash.xxh3_64()
-    for part in sections:
-        body.update(part)
-    header = _HEADER.pack(
-        MAGIC,
-        version,
-        now,
-        n_entries,
-        *(got.counts[t] for t in TYPE_ORDER),
-        n_keys,
-        len(expiring),
-        got.prefix_depth,
-        bits,
-        *offs,
-        size,
-        body.intdigest(),
-    )
-    header += _HEADER_CHECK.pack(xxhash.xxh3_64_intdigest(header))
-    header += b"\0" * (HEADER_SIZE - len(header))
-    _write_atomic(path, [header, *sections])
-    return TableInfo(entries=n_entries, keys=n_keys, bytes=size)
-
-
-def _read_record(records: bytearray, off: int) -> tuple[int, bytes, tuple[int, ...]]:
+def _read_record(records: Any, off: int) -> tuple[int, bytes, tuple[int, ...]]:
     kind, klen, count = _RECORD.unpack_from(records, off)
     start = off + _RECORD.size
     kb = bytes(records[start : start + klen])
     return kind, kb, struct.unpack_from(f"<{count}I", records, start + _align(klen, 4))
 
 
-def _pad(data: bytes | bytearray) -> bytes:
-    """The zero bytes that bring `data` to the next 8-byte boundary."""
-    return b"\0" * (_align(len(data)) - len(data))
-
-
-def _write_atomic(path: Path, parts: list[bytes | bytearray]) -> None:
-    """Write to a dot-prefixed temporary beside `path`, fsync, rename: a reader sees the old
-    file or the whole new one. On any failure (a full disk) the temporary is removed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _pad(length: int) -> bytes:
+    """The zero bytes that bring `length` bytes to the next 8-byte boundary."""
+    return b"\0" * (_align(length) - length)
 
 
 # -- reading (every worker) ---------------------------------------------------------------------
@@ -360,6 +585,7 @@ class MappedTable:
         "_n_exp",
         "_checksum",
         "_body",
+        "summaries",
     )
 
     def __init__(self, path: Path) -> None:
@@ -376,8 +602,9 @@ class MappedTable:
         head = mm[: _HEADER.size]
         (check,) = _HEADER_CHECK.unpack_from(mm, _HEADER.size)
         fields = _HEADER.unpack(head)
-        if fields[0] != MAGIC:
+        if fields[0] not in (MAGIC, MAGIC_V2):
             raise TableError(f"{path}: not a compiled blocklist (magic {fields[0]!r})")
+        self.summaries = fields[0] == MAGIC
         if xxhash.xxh3_64_intdigest(head) != check:
             raise TableError(f"{path}: header checksum mismatch (corrupt)")
         (
@@ -416,13 +643,21 @@ class MappedTable:
         """Check the body checksum: reads the whole file once (and so warms the page cache).
         Releases the GIL, so a worker runs it in a thread while it keeps serving."""
         start, end = self._body
-        if xxhash.xxh3_64_intdigest(memoryview(self._mm)[start:end]) != self._checksum:
+        body = xxhash.xxh3_64()
+        # A piece at a time, each piece's pages dropped from this process's page tables once
+        # read (they stay in the page cache, shared): its RSS never counts the whole list,
+        # during the check or after it, only the pages its lookups touch.
+        drop = getattr(mmap, "MADV_DONTNEED", None)
+        with memoryview(self._mm) as view:
+            for at in range(start, end, _VERIFY_BYTES):
+                stop = min(at + _VERIFY_BYTES, end)
+                with view[at:stop] as piece:
+                    body.update(piece)
+                if drop is not None:
+                    page = at - at % mmap.PAGESIZE
+                    self._mm.madvise(drop, page, stop - page)
+        if body.intdigest() != self._checksum:
             raise TableError(f"{self.path}: checksum mismatch (corrupt)")
-        # Reading every page mapped all of them into this process: drop them from its page
-        # tables (they stay in the page cache, shared), so its RSS counts only the pages its
-        # lookups touch rather than the whole list.
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self._mm.madvise(mmap.MADV_DONTNEED)
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -448,6 +683,18 @@ class MappedTable:
         if rkind != kind or klen != len(kb) or mm[start : start + klen] != kb:
             return ()
         return struct.unpack_from(f"<{count}I", mm, start + _align(klen, 4))
+
+    def summary(self, group: str) -> Summary:
+        """The `Summary` of a host group's entries (`host_group`; "" for the table's own):
+        `NOTHING` when it lists none, `EVERYTHING` for a file written before summaries (every
+        probe runs, as it did)."""
+        if not self.summaries:
+            return EVERYTHING
+        found = self.find(Kind.SUMMARY, group.encode("utf-8", "surrogatepass"))
+        if not found:
+            return NOTHING
+        low, high, flags, labels = found
+        return low | high << 32, flags, labels
 
     def row(self, index: int) -> Row:
         offs = self._row_offs
