@@ -125,8 +125,11 @@ def _match_keys(host: str, path: str, query: str | None) -> MatchKeys:
 _match_keys_memo = lru_cache(maxsize=MATCH_CACHE_SIZE)(_match_keys)
 
 
+@lru_cache(maxsize=4096)
 def host_suffixes(chost: str) -> tuple[str, ...]:
-    """A canonical host and each parent domain; host entries match any of them."""
+    """A canonical host and each parent domain; host entries match any of them. Memoised as
+    `canonical_host` is: a node serves few hosts and many paths, and every new path's match
+    keys (each cold miss's) asked for them again (1.2-2.4 µs a time, issue 18)."""
     if chost.startswith("[") or len(chost) > 253 or _is_dotted_quad(chost):
         return (chost,)
     labels = chost.split(".")
