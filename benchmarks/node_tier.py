@@ -5,8 +5,9 @@ restart under load.
 - node-hit: an edge whose memory tier (L1) holds a few objects (`L1_CONFIG`: 128 KiB for the
   node, 64 KiB per worker, objects up to 64 KiB) behind a node tier that holds the whole set;
   uniform requests over `--node-hit-objects` 4 KiB objects are then answered by the node tier
-  (each read is adopted into L1, evicting another: the real cost of a node-tier hit), and one
-  hot 4 KiB URL by L1. Both on the same edge, alternated round by round.
+  (a read is adopted into L1 only when read again soon, `proxy.cache.admission`; the memo
+  answers a URL the node tier answered before from the tier by its item key), and one hot
+  4 KiB URL by L1. Both on the same edge, alternated round by round.
 - big-set: Zipf over `--big-set-objects` objects of 4-100 KiB (`ObjectSet`), the edge with its
   default L1 (256 MiB) and a node tier sized for the set, nginx, Varnish and Traffic Server
   with shared caches sized the same (`cache_bytes`).
