@@ -339,10 +339,10 @@ class Connection(asyncio.Protocol):
         head = self._strict.parse(data)
         if head is None or self._close_after or self.lost or self._method_as_sent is not None:
             return False
-        method, target, host, lines = head
+        method, target, host, lines, flagged = head
         ids = self._ids
         id_field = ids.next_field() if ids is not None else b""
-        fast = self._fast
+        fast = None if flagged else self._fast
         try:
             answer = None if fast is None else fast(method, target, host, True, "1.1", id_field)
         except Exception as exc:  # as when it fails inside on_headers_complete
@@ -369,7 +369,7 @@ class Connection(asyncio.Protocol):
             self._client_ip,
             time.time(),
             host,
-            False,
+            flagged,
             self.tls,
             id_field,
         )
@@ -958,8 +958,7 @@ class FrontServer:
         # connection: (method, raw target, Host, keep-alive, version) -> a whole response, or
         # None to build the request and call the handler as usual.
         self.fast_answer = fast_answer
-        # The strict head (proxy/front/strict.py) refuses flagged fields as llhttp's path
-        # declines the fast answer for them; it is offered reads no larger than the smallest
+        # The strict head (proxy/front/strict.py) is offered reads no larger than the smallest
         # size limit, so a head it matches is within every limit.
         self.strict_head = StrictHead(self.flag_headers, limits.max_header_count)
         self.strict_max_bytes = min(

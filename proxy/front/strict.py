@@ -10,7 +10,7 @@ and every byte of that head is in a grammar far stricter than RFC 9112's:
     CRLF
 
 with exactly one Host field and none of the fields that frame a body or change the connection
-(`FRAMING_FIELDS`), nor any the server flags. So there is no body, no pipelined byte, no obs-fold,
+(`FRAMING_FIELDS`). So there is no body, no pipelined byte, no obs-fold,
 no bare CR or LF, no control byte or obs-text, no absolute-form or asterisk target, no HTTP/1.0,
 no Expect or Upgrade, no alias of a framing field (no `_` in a name), no duplicate Host: each of
 those is left to llhttp and the front's checks, unchanged. Anything the regex does not match is
@@ -57,38 +57,52 @@ the regex, at a few ns a byte, should cost a declined head little. Not a limit o
 
 
 class StrictHead:
-    """One server's strict head matcher (the names it refuses are the server's flagged ones).
+    """One server's strict head matcher; `flag_names` are the server's flagged field names
+    (FrontServer(flag_headers=…)): a head with one is taken, and said to be flagged.
 
     Host must be the first field, as curl, browsers and load generators send it; a second
-    Host or a refused name is found by one search of the other field lines, lowercased.
-    `Connection: keep-alive` alone is admitted: an HTTP/1.1 connection persists anyway."""
+    Host, a framing field or a flagged one is found by a search of the other field lines,
+    lowercased. `Connection: keep-alive` alone is admitted: HTTP/1.1 persists anyway."""
 
-    __slots__ = ("_match", "_refused", "_max_fields")
+    __slots__ = ("_match", "_refused", "_flagged", "_max_fields")
 
-    def __init__(self, refused_names: Iterable[bytes], max_fields: int) -> None:
-        names = {n.lower() for n in (b"host", *FRAMING_FIELDS, *refused_names)} - {b"connection"}
-        banned = b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-        self._refused = re.compile(
-            rb"\n(?:" + banned + rb"|connection(?!:[ \t]*keep-alive[ \t]*(?:\r|\Z))):"
-        ).search
+    def __init__(self, flag_names: Iterable[bytes], max_fields: int) -> None:
+        refused = [re.escape(n) for n in (b"host", *FRAMING_FIELDS) if n != b"connection"]
+        keep_alive = rb"connection(?!:[ \t]*keep-alive[ \t]*(?:\r|\Z))"
+        self._refused = re.compile(rb"\n(?:" + b"|".join([*refused, keep_alive]) + rb"):").search
+        flagged = {n.lower() for n in flag_names}
+        self._flagged = (
+            re.compile(
+                rb"\n(?:"
+                + b"|".join(re.escape(n) for n in sorted(flagged, key=len, reverse=True))
+                + rb"):"
+            ).search
+            if flagged
+            else None
+        )
         self._match = re.compile(
             rb"(GET|HEAD) (" + _TARGET + rb") HTTP/1\.1"
             rb"(\r\n[Hh]ost:[ \t]*(" + _VALUE + rb")[ \t]*((?:" + _LINE + rb")*))\r\n\r\n"
         ).fullmatch
         self._max_fields = max_fields
 
-    def parse(self, data: bytes) -> tuple[str, bytes, bytes, bytes] | None:
-        """(method, raw target, Host, field lines) of the one head that is all of `data`, or
-        None: llhttp's. The field lines become a header list only when asked (`fields`)."""
+    def parse(self, data: bytes) -> tuple[str, bytes, bytes, bytes, bool] | None:
+        """(method, raw target, Host, field lines, flagged) of the one head that is all of
+        `data`, or None: llhttp's. The field lines become a header list only when asked
+        (`fields`)."""
         m = self._match(data)
         if m is None:
             return None
         others = m[5]
-        if others and (
-            others.count(b"\n") >= self._max_fields or self._refused(others.lower()) is not None
-        ):
-            return None
-        return ("GET" if len(m[1]) == 3 else "HEAD"), m[2], m[4], m[3]
+        flagged = False
+        if others:
+            if others.count(b"\n") >= self._max_fields:
+                return None
+            lowered = others.lower()
+            if self._refused(lowered) is not None:
+                return None
+            flagged = self._flagged is not None and self._flagged(lowered) is not None
+        return ("GET" if len(m[1]) == 3 else "HEAD"), m[2], m[4], m[3], flagged
 
 
 def fields(lines: bytes) -> list[tuple[bytes, bytes]]:
