@@ -262,9 +262,17 @@ async def test_strict_head_agrees_with_llhttp_on_thousands_of_heads() -> None:
     taken = 0
     for i, head in enumerate(heads):
         limits = limit_sets[i % 2]
-        # alone on a fresh connection, behind an answered request, and split in two reads
         warm = b"GET /fast HTTP/1.1\r\nHost: w\r\n\r\n"
-        for reads in ([head], [warm, head], [head[: len(head) // 2], head[len(head) // 2 :]]):
+        # alone, behind an answered request, split in two reads, its first byte (or a stray
+        # CRLF) arriving with the request before it
+        half = len(head) // 2
+        for reads in (
+            [head],
+            [warm, head],
+            [head[:half], head[half:]],
+            [warm + head[:1], head[1:]],
+            [warm + b"\r\n", head],
+        ):
             ids_on = i % 3 == 0
             with_strict = _run(reads, True, limits, _ids() if ids_on else None)
             without = _run(reads, False, limits, _ids() if ids_on else None)
