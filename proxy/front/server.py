@@ -6,7 +6,10 @@ backpressure and response bodies with write backpressure, and closes what must b
 
 The cache-hit fast path: llhttp calls `on_headers_complete`, which builds one `Request` and one
 `Responder` and calls the handler; the handler calls `Responder.send_bytes` and returns None. No
-task, no coroutine, no timer handle, no header dict. Deadlines are plain floats on the connection,
+task, no coroutine, no timer handle, no header dict. In front of llhttp sits the strict head
+(proxy/front/strict.py): a read that is exactly one common GET/HEAD head is matched by one
+regex and answered (or dispatched) as llhttp's callbacks would have it, without a Python call
+per parser event (issue 18); any other read is llhttp's, unchanged. Deadlines are plain floats on the connection,
 swept by one server-wide timer (`FrontLimits.tick_s`), so arming one costs an attribute store.
 A request body has three: the longest silence (re-armed by each read), the whole body's time,
 and its minimum average rate; the last two are looked at by the sweep alone, never per read,
