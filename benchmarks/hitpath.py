@@ -1,7 +1,10 @@
 """In-process cost of the hit path: Python time per cache hit through the front and the
 pipeline, without sockets (a fake transport), best of several rounds.
 
-    .venv/bin/python -m benchmarks.hitpath [--requests 50000] [--rounds 7]
+    .venv/bin/python -m benchmarks.hitpath [--requests 50000] [--rounds 7] [--head NAME]
+
+`--head` picks the request head (HEADS): the front's cost grows with its fields when llhttp's
+callbacks parse it, much less when the strict head (proxy/front/strict.py) takes it.
 
 It isolates what this project's code spends per hit; `make bench` measures the whole server
 (kernel, uvloop and the load generator's share of the machine included).
@@ -31,6 +34,18 @@ from proxy.state import front_limits
 REQUEST = (
     b"GET /bytes/1024 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 )
+HEADS = {
+    "default": REQUEST,
+    "wrk": b"GET /bytes/1024 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",  # what wrk sends
+    "browser": (
+        b"GET /bytes/1024 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+        b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0\r\n"
+        b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+        b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nDNT: 1\r\n"
+        b"Connection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\n"
+        b"Sec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\n\r\n"
+    ),
+}
 
 
 class _Transport:
@@ -85,7 +100,7 @@ async def edge_in_process(
     return cfg, pool, server
 
 
-async def measure(requests: int, rounds: int) -> float:
+async def measure(requests: int, rounds: int, head: bytes = REQUEST) -> float:
     async def origin(_: web.Request) -> web.Response:
         return web.Response(body=b"x" * 1024, headers={"Cache-Control": "max-age=3600"})
 
@@ -100,7 +115,7 @@ async def measure(requests: int, rounds: int) -> float:
     transport = _Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
     for _ in range(3):  # miss, hit, hot hit
-        conn.data_received(REQUEST)
+        conn.data_received(head)
         await asyncio.sleep(0.2)
     assert b"; hit" in transport.last, transport.last[:300]
     assert not cfg.log.request_id_header or b"X-Request-Id: " in transport.last
@@ -108,7 +123,7 @@ async def measure(requests: int, rounds: int) -> float:
     for _ in range(rounds):
         started = time.process_time()
         for _ in range(requests):
-            conn.data_received(REQUEST)
+            conn.data_received(head)
         best = min(best, time.process_time() - started)
     conn.connection_lost(None)
     await server.drain_and_close(1.0)
@@ -117,22 +132,23 @@ async def measure(requests: int, rounds: int) -> float:
     return best / requests
 
 
-def per_hit_s(requests: int, rounds: int) -> float:
+def per_hit_s(requests: int, rounds: int, head: bytes = REQUEST) -> float:
     """`measure` on uvloop (as the server runs) when it is installed."""
     try:
         import uvloop
 
-        return uvloop.run(measure(requests, rounds))
+        return uvloop.run(measure(requests, rounds, head))
     except ImportError:
-        return asyncio.run(measure(requests, rounds))
+        return asyncio.run(measure(requests, rounds, head))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--head", choices=sorted(HEADS), default="default")
     args = parser.parse_args()
-    per_hit = per_hit_s(args.requests, args.rounds)
+    per_hit = per_hit_s(args.requests, args.rounds, HEADS[args.head])
     print(
         f"{per_hit * 1e6:.2f} µs of CPU per hit in front + pipeline (best of {args.rounds} × {args.requests})"
     )

@@ -6,7 +6,10 @@ backpressure and response bodies with write backpressure, and closes what must b
 
 The cache-hit fast path: llhttp calls `on_headers_complete`, which builds one `Request` and one
 `Responder` and calls the handler; the handler calls `Responder.send_bytes` and returns None. No
-task, no coroutine, no timer handle, no header dict. Deadlines are plain floats on the connection,
+task, no coroutine, no timer handle, no header dict. In front of llhttp sits the strict head
+(proxy/front/strict.py): a read that is exactly one common GET/HEAD head is matched by one
+regex and answered (or dispatched) as llhttp's callbacks would have it, without a Python call
+per parser event (issue 18); any other read is llhttp's, unchanged. Deadlines are plain floats on the connection,
 swept by one server-wide timer (`FrontLimits.tick_s`), so arming one costs an attribute store.
 A request body has three: the longest silence (re-armed by each read), the whole body's time,
 and its minimum average rate; the last two are looked at by the sweep alone, never per read,
@@ -39,6 +42,7 @@ from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
 from proxy.front.limits import FrontLimits, FrontTimeout
 from proxy.front.request_id import RequestIds
+from proxy.front.strict import STRICT_MAX_BYTES, StrictHead, fields
 from proxy.front.wire import CONTINUE_100, Wire, error_response, with_fields, write_wire
 from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
@@ -193,6 +197,10 @@ class Connection(asyncio.Protocol):
         self._flag_lengths = server.flag_lengths
         self._flag_names = server.flag_headers
         self._fast = server.fast_answer
+        # The strict head (proxy/front/strict.py): reads up to this size are offered to it
+        # first; -1 when it is off (connection_made turns it off for a trusted id's sender).
+        self._strict = server.strict_head
+        self._strict_max = server.strict_max_bytes
         # Request ids (proxy/front/request_id.py): a client's own is read only on connections
         # from `request_id_trusted_from` (decided once, in connection_made).
         self._ids: RequestIds | None = server.request_ids
@@ -235,6 +243,8 @@ class Connection(asyncio.Protocol):
         self._client_ip = peer[0] if peer else ""
         if self._ids is not None:
             self._id_trusted = self._ids.trusts(self._client_ip)
+            if self._id_trusted:
+                self._strict_max = -1  # its id field is read by on_header
         self.transport.set_write_buffer_limits(
             high=limits.write_buffer_high_bytes, low=limits.write_buffer_low_bytes
         )
@@ -291,6 +301,14 @@ class Connection(asyncio.Protocol):
         if not self._saw_underscore and b"_" in data:
             self._saw_underscore = True  # sticky: from now on each head's names are checked
         phase = self._phase
+        if (
+            phase == _IDLE
+            and len(data) <= self._strict_max
+            and self._active is None
+            and not self._queue
+            and self._answer_strict(data)
+        ):
+            return
         if phase == _BODY:
             self.deadline = self._server.clock + self._body_timeout_s
         try:
@@ -315,6 +333,52 @@ class Connection(asyncio.Protocol):
                     self._parse_failed(_Reject(431, "request head too large"))
         if self.reading_paused or self._queue or self._parsing is not None:
             self.update_reading()
+
+    def _answer_strict(self, data: bytes) -> bool:
+        """`data` is one common head and nothing more (proxy/front/strict.py): answer it as
+        llhttp's callbacks would have (on_message_begin … on_message_complete), without them.
+        False leaves `data` to llhttp, untouched."""
+        assert self._strict is not None
+        head = self._strict.parse(data)
+        if head is None or self._close_after or self.lost or self._method_as_sent is not None:
+            return False
+        method, target, host, lines, flagged = head
+        ids = self._ids
+        id_field = ids.next_field() if ids is not None else b""
+        fast = None if flagged else self._fast
+        try:
+            answer = None if fast is None else fast(method, target, host, True, "1.1", id_field)
+        except Exception as exc:  # as when it fails inside on_headers_complete
+            log.error("front: error in a parser callback", exc_info=exc)
+            self._parse_failed(exc)
+            return True
+        if answer is not None:
+            if self.tls:
+                answer = with_fields(answer, self.tls_fields(host))
+            write_wire(self.transport, answer)
+            self.deadline = self._server.clock + self._keepalive_timeout_s
+            return True
+        self._phase = _BODY
+        self._last_keep_alive = True
+        req = Request(
+            method,
+            target,
+            "1.1",
+            fields(lines),
+            True,
+            False,
+            None,
+            EMPTY_BODY,
+            self._client_ip,
+            time.time(),
+            host,
+            flagged,
+            self.tls,
+            id_field,
+        )
+        self._dispatch(req)
+        self.on_message_complete()
+        return True
 
     def _reparse_method(self, exc: httptools.HttpParserError, data: bytes) -> bool:
         """A request llhttp refused for its method alone, at the start of this read (the
@@ -897,6 +961,15 @@ class FrontServer:
         # connection: (method, raw target, Host, keep-alive, version) -> a whole response, or
         # None to build the request and call the handler as usual.
         self.fast_answer = fast_answer
+        # The strict head (proxy/front/strict.py) is offered reads no larger than the smallest
+        # size limit, so a head it matches is within every limit.
+        self.strict_head = StrictHead(self.flag_headers, limits.max_header_count)
+        self.strict_max_bytes = min(
+            STRICT_MAX_BYTES,
+            limits.max_header_field_bytes,
+            limits.max_header_bytes,
+            limits.max_request_line_bytes,
+        )
         # Host -> field lines added to every answer on a TLS connection (HSTS, RFC 6797 §7.2
         # forbids it over plain HTTP); called per response, so it should be a dict lookup.
         self.tls_fields = tls_fields
