@@ -878,6 +878,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="entries in the soak's signed versions (100000)",
     )
     parser.add_argument(
+        "--access-logs",
+        action="store_true",
+        help="the edge and nginx write an access log line per request (issue 18's hits goal is "
+        "with the access log on); Varnish's and Traffic Server's stay off",
+    )
+    parser.add_argument(
         "--client-cpus",
         help="pin wrk to these CPUs (comma list) and every server process to the others: "
         "takes the client's share of the cores out of the servers' tail (issue 18)",
@@ -953,10 +959,20 @@ def main(argv: list[str] | None = None) -> int:
         client_cpus=tuple(int(c) for c in args.client_cpus.split(",")) if args.client_cpus else (),
     )
     pin_client(settings.client_cpus)
+    Target.access_logs = args.access_logs
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / stamp
     (out / "work").mkdir(parents=True, exist_ok=True)
     session = Session(settings, out)
+    if args.access_logs:
+        session.notes.append(
+            "access logs on for the edge and nginx (a line per request to a file); "
+            "Varnish's and Traffic Server's off"
+        )
+    if settings.client_cpus:
+        session.notes.append(
+            f"wrk pinned to CPU {','.join(map(str, settings.client_cpus))}, the servers to the others"
+        )
     names = (
         args.scenarios.split(",")
         if args.scenarios

@@ -149,10 +149,13 @@ class Pipeline:
         keep_alive: bool,
         version: str,
         fields: bytes = b"",
+        request: FrontRequest | None = None,
     ) -> Wire | None:
         """The front's fast answer (FrontServer(fast_answer=…)): a remembered hit or 451, as
         bytes, before any request object exists; None sends the request the usual way.
-        `fields`: the request id line the front assigned, for the answer."""
+        `fields`: the request id line the front assigned, for the answer. With an access log
+        the front hands over the request (`fast_answer_logs`) and a hit is logged from it; a
+        remembered 451 then goes the usual way, which logs what blocked it."""
         started = time.perf_counter()
         hot = self._take_hit(method, raw_target, host)
         if hot is not None:
@@ -161,10 +164,10 @@ class Pipeline:
                 method, keep_alive, version, entry, now, self._hit_status, fields
             )
             sent = 0 if method == "HEAD" else len(entry.body)
-            log_phase.hit(self.stats, self.access_log, None, entry, started, sent)
+            log_phase.hit(self.stats, self.access_log, request, entry, started, sent)
             return data
         blocked = self.memo.blocked(raw_target, host)
-        if blocked is None:
+        if blocked is None or self.access_log is not None:
             return None
         head, body, site, typ = blocked
         log_phase.blocked_fast(

@@ -92,7 +92,8 @@ def build_worker(
         front_limits(cfg),
         server_name=cfg.via_name.encode(),
         flag_headers=SPECIAL_FIELDS,
-        fast_answer=pipeline.fast_answer if access is None else None,
+        fast_answer=pipeline.fast_answer,
+        fast_answer_logs=access is not None,  # the hits it answers are logged too
         tls_fields=sites.tls_fields,  # HSTS, on TLS connections only
         request_ids=ids,
         # RFC 9211 on every response, also the front's own refusals.

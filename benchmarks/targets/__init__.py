@@ -73,6 +73,10 @@ class Target:
     kind = "base"
     needs: tuple[str, ...] = ()
     in_workdir = False  # run the server with its workdir as the current directory
+    # An access log line per request (`--access-logs`): the edge and nginx write one to a file
+    # in their workdir; Varnish's is a process of its own (varnishncsa) and Traffic Server's
+    # needs a logging.yaml, so theirs stay off (the report says so).
+    access_logs = False
 
     def __init__(self, name: str, *, tls: TlsFiles | None = None, cache_bytes: int = 0) -> None:
         self.name = name
@@ -225,6 +229,8 @@ class EdgeTarget(Target):
             argv += ["--tls-cert", self.tls.cert_file, "--tls-key", self.tls.key_file]
         if self.cache_bytes:
             argv += ["--node-tier-bytes", str(self.cache_bytes)]
+        if Target.access_logs:
+            argv += ["--access-log", str(self.workdir / "access.log")]
         argv += self.extra_args
         env = dict(os.environ, EDGEPROXY_ADMIN_TOKEN=self.admin_token)
         return argv, env
@@ -248,6 +254,9 @@ class NginxTarget(Target):
                 workers=workers,
                 tls_listen=self._tls_listen(),
                 max_size=self.cache_bytes or "2g",
+                access_log=f"access_log {self.workdir}/access.log combined buffer=64k flush=1s;"
+                if Target.access_logs
+                else "access_log off;",
                 # As root the workers would switch to `nobody`, who cannot write our temp dir.
                 user_line="user root;" if os.geteuid() == 0 else "",
             )

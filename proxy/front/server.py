@@ -140,7 +140,11 @@ def _llhttp_refuses(method: bytes) -> bool:
 _NO_CALLBACKS = object()
 
 
-FastAnswer = Callable[[str, bytes, "bytes | None", bool, str, bytes], "Wire | None"]
+# (method, raw target, Host, keep-alive, version, request id field line, the request object
+# when the server was told to build one for it: `fast_answer_logs`) -> an answer or None.
+FastAnswer = Callable[
+    [str, bytes, "bytes | None", bool, str, bytes, "Request | None"], "Wire | None"
+]
 
 
 class Connection(asyncio.Protocol):
@@ -197,6 +201,7 @@ class Connection(asyncio.Protocol):
         self._flag_lengths = server.flag_lengths
         self._flag_names = server.flag_headers
         self._fast = server.fast_answer
+        self._fast_logs = server.fast_answer_logs  # hand it the request, for an access log
         # The strict head (proxy/front/strict.py): reads up to this size are offered to it
         # first; -1 when it is off (connection_made turns it off for a trusted id's sender).
         self._strict = server.strict_head
@@ -346,8 +351,16 @@ class Connection(asyncio.Protocol):
         ids = self._ids
         id_field = ids.next_field() if ids is not None else b""
         fast = None if flagged else self._fast
+        req = None
+        if self._fast_logs or fast is None:
+            req = Request(
+                method, target, "1.1", fields(lines), True, False, None, EMPTY_BODY,
+                self._client_ip, time.time(), host, flagged, self.tls, id_field,
+            )  # fmt: skip
         try:
-            answer = None if fast is None else fast(method, target, host, True, "1.1", id_field)
+            answer = (
+                None if fast is None else fast(method, target, host, True, "1.1", id_field, req)
+            )
         except Exception as exc:  # as when it fails inside on_headers_complete
             log.error("front: error in a parser callback", exc_info=exc)
             self._parse_failed(exc)
@@ -360,22 +373,11 @@ class Connection(asyncio.Protocol):
             return True
         self._phase = _BODY
         self._last_keep_alive = True
-        req = Request(
-            method,
-            target,
-            "1.1",
-            fields(lines),
-            True,
-            False,
-            None,
-            EMPTY_BODY,
-            self._client_ip,
-            time.time(),
-            host,
-            flagged,
-            self.tls,
-            id_field,
-        )
+        if req is None:
+            req = Request(
+                method, target, "1.1", fields(lines), True, False, None, EMPTY_BODY,
+                self._client_ip, time.time(), host, flagged, self.tls, id_field,
+            )  # fmt: skip
         self._dispatch(req)
         self.on_message_complete()
         return True
@@ -506,11 +508,18 @@ class Connection(asyncio.Protocol):
                 and not self._close_after
                 and not self.lost
             ):
-                # The server's fast answer (a cache hit), made before any request object:
-                # the same as a handler answering synchronously with `send_bytes`.
-                data = fast(
-                    _METHODS.get(method) or "", self._url, self._host, keep_alive, version, id_field
-                )
+                # The server's fast answer (a cache hit), made before any request object (unless
+                # an access log needs one): the same as a handler answering synchronously with
+                # `send_bytes`.
+                name = _METHODS.get(method) or ""
+                logged = None
+                if self._fast_logs and name:
+                    logged = Request(
+                        name, self._url, version, self._headers, keep_alive, False,
+                        content_length, body, self._client_ip, time.time(), self._host, False,
+                        self.tls, id_field,
+                    )  # fmt: skip
+                data = fast(name, self._url, self._host, keep_alive, version, id_field, logged)
                 if data is not None:
                     self._phase = _BODY
                     if self.tls:
@@ -946,6 +955,7 @@ class FrontServer:
         error_headers: Iterable[tuple[bytes, bytes]] = (),
         flag_headers: Iterable[bytes] = (),
         fast_answer: FastAnswer | None = None,
+        fast_answer_logs: bool = False,
         tls_fields: Callable[[bytes | None], bytes] | None = None,
         request_ids: RequestIds | None = None,
     ) -> None:
@@ -958,9 +968,12 @@ class FrontServer:
         self.flag_headers = frozenset(n.lower() for n in flag_headers)
         self.flag_lengths = frozenset(len(n) for n in self.flag_headers)
         # Asked first for body-less, unflagged requests when nothing else is pending on the
-        # connection: (method, raw target, Host, keep-alive, version) -> a whole response, or
-        # None to build the request and call the handler as usual.
+        # connection: (method, raw target, Host, keep-alive, version, id field, request) -> a
+        # whole response, or None to build the request and call the handler as usual. The
+        # request object is built for it only with `fast_answer_logs` (an access log records
+        # its answers), else it is None.
         self.fast_answer = fast_answer
+        self.fast_answer_logs = fast_answer_logs
         # The strict head (proxy/front/strict.py) is offered reads no larger than the smallest
         # size limit, so a head it matches is within every limit.
         self.strict_head = StrictHead(self.flag_headers, limits.max_header_count)

@@ -38,6 +38,7 @@ import select
 import stat
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -125,6 +126,10 @@ class AccessLog:
         self._writing = False
         self._lock = threading.Lock()  # one writer at a time, and close() after it
         self._encoder = msgspec.json.Encoder()
+        # Memo hits' fields that depend on the stored entry alone (`_entry_fields`).
+        self._per_entry: weakref.WeakKeyDictionary[Entry, tuple[str, str, str, str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._second = -1
         self._second_text = ""
         self._closed = False
@@ -227,12 +232,19 @@ class AccessLog:
                 ctype = _content_type(ctx.outcome.headers)
         else:
             assert entry is not None
-            target, method = entry.target, req.method
-            key = _key_text(entry.primary, entry.variant)
-            ctype = _content_type(entry.headers)
-        host = target.authority
-        if not host and req.host is not None:  # refused by admit (421 …): the Host as sent
-            host = req.host.decode("latin-1")
+            method = req.method
+            fixed = self._per_entry.get(entry)
+            if fixed is None:
+                fixed = self._per_entry[entry] = self._entry_fields(entry, site)
+            site_name, host, target_text, key, ctype = fixed
+            return AccessRecord(
+                self._rfc3339(req.received_at), self.worker, req.client_ip, site_name, method,
+                target_text or req.raw_target.decode("utf-8", "backslashreplace"),
+                "HTTP/" + req.http_version, req.tls, status, str(result), nbytes,
+                round(elapsed * 1000.0, 3), host or _host_as_sent(req),
+                ids.value(req.id_field) if ids is not None else "", ua, referer, ctype, key,
+            )  # fmt: skip
+        host = target.authority or _host_as_sent(req)
         return AccessRecord(
             time=self._rfc3339(req.received_at),
             worker=self.worker,
@@ -256,6 +268,19 @@ class AccessLog:
             blocked_id=blocked_id,
             blocked_type=blocked_type,
             no_store=no_store,
+        )
+
+    def _entry_fields(self, entry: Entry, site: int) -> tuple[str, str, str, str, str]:
+        """What every memo hit on `entry` logs alike (site, host, target, key, content type),
+        worked out once per stored entry while it lives (`_per_entry`, weakly keyed)."""
+        names = self.site_names
+        target = entry.target
+        return (
+            names[site] if 0 <= site < len(names) else "-",
+            target.authority,
+            target.raw_path_query.decode("utf-8", "backslashreplace"),
+            _key_text(entry.primary, entry.variant),
+            _content_type(entry.headers).decode("latin-1"),
         )
 
     def _rfc3339(self, at: float) -> str:
@@ -355,6 +380,11 @@ class AccessLog:
             "write_errors": self.write_errors,
             "lost": self.lost,
         }
+
+
+def _host_as_sent(req: FrontRequest) -> str:
+    """The Host field as sent: what explains a request admit refused (421 …)."""
+    return req.host.decode("latin-1") if req.host is not None else ""
 
 
 def _client_fields(headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:

@@ -51,7 +51,7 @@ def hit(
     sent: int,
 ) -> None:
     """A hit answered from the memo (no RequestCtx; `request` is None on the front's fast
-    answer, which runs only without an access log)."""
+    answer when there is no access log to write)."""
     elapsed = time.perf_counter() - started
     stats.observe(entry.site_index, 0, _R_HIT, sent, elapsed)  # method class 0: GET/HEAD
     if access_log is not None and request is not None:

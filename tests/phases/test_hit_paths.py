@@ -6,6 +6,7 @@ with a fake clock and an in-memory origin, no sockets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
@@ -77,7 +78,9 @@ async def test_every_way_a_hit_is_answered_sends_identical_bytes(
     logged = await make_worker(
         origin_handler(seen, body), log__access_log=str(tmp_path / "access.log")
     )
-    assert fast.parts.server.fast_answer is not None and logged.parts.server.fast_answer is None
+    # Both answer hits before any request object; the logging one is handed one to log.
+    assert fast.parts.server.fast_answer is not None and logged.parts.server.fast_answer_logs
+    assert not fast.parts.server.fast_answer_logs
     for w in (fast, logged):
         w.clock.now = 1_000_000.0
         miss, first_hit, memo_hit = await answers(w, 3)
@@ -97,6 +100,12 @@ async def test_every_way_a_hit_is_answered_sends_identical_bytes(
     large = len(body) >= WRITEV_MIN_BYTES
     assert [fast.gathered, logged.gathered] == ([6, 6] if large else [0, 0])
     assert [p for _, p in seen] == [b"/a", b"/a"]  # one miss per worker, nothing more
+    # The logging worker's fast answers are logged like any other: a line per request.
+    assert logged.parts.access_log is not None
+    logged.parts.access_log.flush()
+    lines = [json.loads(x) for x in (tmp_path / "access.log").read_text().splitlines()]
+    assert [r["result"] for r in lines] == ["miss"] + ["hit"] * 5
+    assert all(r["target"] == "/a" and r["request_id"] and r["status"] == 200 for r in lines)
 
 
 async def test_phases_walk_miss_store_hit_revalidate(make_worker) -> None:
