@@ -96,6 +96,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A node-tier hit's access time (what eviction orders by) is written in a batch at most
     # this late: one LMDB write transaction per batch, not per hit (0: every loop turn).
     node_touch_delay_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.1
+    # Stores into the node tier (and the fetch leases they end) are committed together at
+    # most this late: one commit for the stores of a few loop turns (0: every loop turn).
+    node_store_delay_s: Annotated[float, msgspec.Meta(ge=0, le=0.1)] = 0.002
     node_touch_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
