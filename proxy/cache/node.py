@@ -92,6 +92,19 @@ fetched in the same loop turn (a body spooled to disk, larger than the tier's ob
 waiter fetches too: that is the one case of two origin requests. If the lock file cannot be
 opened (a full disk, a read-only directory), every worker fetches, as without a node tier.
 
+Writes through the map: with `cache.node_tier_preallocate` the supervisor's `prepare` gives the
+data file disk blocks for its whole map (`posix_fallocate`, `map_size`: twice the bound and 64
+MiB, reserved at start), and every process that finds it so opens the tier with LMDB's
+`writemap`: a commit then writes into the shared mapping instead of copying every dirty page
+with pwrite(). A store with its commit took 115-170 us without, 42-50 with (a throwaway loop
+over `flush`, 1 KiB bodies, 30,000 items, the machine shared). Without the blocks it is not
+used: into a hole of a sparse file a full disk raises SIGBUS in the worker instead of an error
+the tier handles; a refused preallocation (a full disk, no fallocate) leaves the tier as
+without. A SIGKILL mid-commit still tears nothing: LMDB writes only pages no committed tree
+refers to, through the map as through pwrite(). Off by default (the disk reserved at start is
+twice the bound), and only for a filesystem that overwrites in place (ext4, xfs, tmpfs): on a
+copy-on-write one (btrfs, zfs) an overwrite allocates, so the blocks prove nothing.
+
 Eviction keeps popular objects: an approximate LRU over access ticks. Every
 `TOUCH_ONE_IN`th read from this tier (a memory miss: 8 in a worker) and every 8th hot hit in
 memory (the memo's touch) queues a touch, at most one per key and worker every
@@ -291,7 +304,38 @@ def _new_env(path: Path, max_bytes: int) -> lmdb.Environment:
         metasync=False,
         readahead=False,  # a cache larger than RAM: random reads only
         max_readers=512,
+        # Commits through a writable map, not pwrite(): a store costs about half as much
+        # ("Writes through the map"); only into disk blocks that exist.
+        writemap=preallocated(path, max_bytes),
     )
+
+
+def preallocated(path: Path, max_bytes: int) -> bool:
+    """Whether the data file has disk blocks for its whole map (`preallocate`): only then
+    may writes go through a writable map. Into a hole of a sparse file, a full disk raises
+    SIGBUS in the worker, where a write() fails with an error the tier handles."""
+    try:
+        st = os.stat(path / "data.mdb")
+    except OSError:
+        return False
+    size = map_size(max_bytes)
+    return st.st_size >= size and st.st_blocks * 512 >= size
+
+
+def preallocate(path: Path, max_bytes: int) -> str:
+    """Give the data file its map's disk blocks now (`cache.node_tier_preallocate`), so the
+    workers write through a writable map; what was done, for the log. A refusal (a full
+    disk, a filesystem without fallocate) leaves the tier written by pwrite(), as without."""
+    try:
+        fd = os.open(path / "data.mdb", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, map_size(max_bytes))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        log.warning("node tier %s: not preallocated (%s), written without a writable map", path, e)
+        return "not preallocated"
+    return "preallocated" if preallocated(path, max_bytes) else "not preallocated"
 
 
 def map_size(max_bytes: int) -> int:
@@ -302,11 +346,12 @@ def map_size(max_bytes: int) -> int:
 # -- at node start (the supervisor, before workers) -------------------------------------------
 
 
-def prepare(path: Path, max_bytes: int, *, clear: bool = False) -> str:
+def prepare(path: Path, max_bytes: int, *, clear: bool = False, prealloc: bool = False) -> str:
     """Make `path` a usable tier before any worker opens it: emptied for `--cache-clear`,
     moved aside (to `<path>.aside`, replacing an older one) when LMDB refuses it, it has
     another format, or it was open when the machine went down. Returns what was done, for the
-    log; never raises for the tier's content (an unusable directory raises OSError)."""
+    log; never raises for the tier's content (an unusable directory raises OSError). With
+    `prealloc` the data file is given its map's disk blocks ("Writes through the map")."""
     if clear and path.exists():
         shutil.rmtree(path)
         outcome = "cleared"
@@ -321,6 +366,8 @@ def prepare(path: Path, max_bytes: int, *, clear: bool = False) -> str:
         outcome = f"rebuilt ({why})"
         if _check(path, max_bytes) is not None:  # a fresh directory cannot fail but loudly
             raise OSError(f"node tier {path}: cannot create a fresh tier")
+    if prealloc and not preallocated(path, max_bytes):
+        outcome += f", {preallocate(path, max_bytes)}"
     return outcome
 
 

@@ -639,3 +639,36 @@ async def test_stores_wait_store_delay_s_for_one_commit_and_the_lease_with_them(
     assert b.usage()[0] == 2 and not b.leased_elsewhere(primary)
     assert b.lease(primary)
     a.close()
+
+
+def test_a_preallocated_tier_is_written_through_the_map(tmp_path: Path) -> None:
+    """Writes go through a writable map only into a data file with disk blocks for its whole
+    map (into a hole a full disk would raise SIGBUS): preallocated at node start on request."""
+    plain, full = tmp_path / "plain", tmp_path / "full"
+    assert prepare(plain, 1 * MiB) == "opened"
+    assert prepare(full, 1 * MiB, prealloc=True) == "opened, preallocated"
+    assert prepare(full, 1 * MiB, prealloc=True) == "opened"  # already: nothing to do
+    for p, mapped in ((plain, False), (full, True)):
+        t = tier(p, 1 * MiB)
+        assert t.env.flags()["writemap"] is mapped
+        e = entry("/w", b"through the map" * 100)
+        t.put(e)
+        got = tier(p, 1 * MiB).get(e.primary, (), ())
+        assert got is not None and got.body == e.body
+        t.close()
+
+
+def test_a_refused_preallocation_leaves_the_tier_as_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    p = tmp_path / "node-cache"
+    assert prepare(p, 1 * MiB, prealloc=True) == "opened, not preallocated"
+    t = tier(p, 1 * MiB)
+    assert t.env.flags()["writemap"] is False
+    t.put(entry("/x", b"still stored"))
+    assert t.usage()[0] == 1
+    t.close()
