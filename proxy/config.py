@@ -96,9 +96,6 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A node-tier hit's access time (what eviction orders by) is written in a batch at most
     # this late: one LMDB write transaction per batch, not per hit (0: every loop turn).
     node_touch_delay_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.1
-    # Stores into the node tier (and the fetch leases they end) are committed together at
-    # most this late: one commit for the stores of a few loop turns (0: every loop turn).
-    node_store_delay_s: Annotated[float, msgspec.Meta(ge=0, le=0.1)] = 0.002
     # Reserve the node tier's disk at start (twice node_tier_bytes and 64 MiB) so its writes
     # go through a writable map (a store costs about half as much); ext4, xfs or tmpfs only.
     node_tier_preallocate: bool = False

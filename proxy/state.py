@@ -119,7 +119,6 @@ def open_node_tier(cfg: Config, stats: WorkerStats, via: bytes) -> NodeTier | No
             clock=time.time,
             uncacheable_s=cfg.cache.hit_for_miss_s,
             touch_delay_s=cfg.cache.node_touch_delay_s,
-            store_delay_s=cfg.cache.node_store_delay_s,
             touch_interval_s=cfg.cache.node_touch_interval_s,
             via=via,
             overhead_bytes=cfg.cache.entry_overhead_bytes,

@@ -74,7 +74,6 @@ BAD = [
         "cache.shared_tier_queue_max_items",
     ),
     ("[log]", "[cache]\nnode_touch_delay_s = -0.1\n[log]", "cache.node_touch_delay_s"),
-    ("[log]", "[cache]\nnode_store_delay_s = 0.5\n[log]", "cache.node_store_delay_s"),
     ("[log]", "[cache]\nnode_touch_interval_s = -1\n[log]", "cache.node_touch_interval_s"),
     ('via_name = "edgeproxy"', 'via_name = "edge proxy"', "via_name"),
     ('via_name = "edgeproxy"', 'via_name = "edge;proxy"', "via_name"),

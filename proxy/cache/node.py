@@ -113,13 +113,8 @@ larger than L1 nearly every node-tier hit was a key's first in its interval, and
 LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
 an object read eight times is touched about as surely as before, one read once may be evicted
 a little sooner. Stores (and
-uncacheable marks, then the leases' unlocks) are written in one transaction at most
-`cache.node_store_delay_s` (2 ms) after the first of them, with every touch queued by then: a
-store costs tens of microseconds of LMDB puts and its commit as much again, and a commit of
-four stores costs about three quarters of four commits (1 per commit: 110-120 us per store,
-4: 93, 8: 84; a throwaway loop over `_store` and `flush`, 1 KiB bodies, 30,000 items). The
-wait costs a waiter on another worker at most that much more (it polls every 1-20 ms), and
-this worker's own requests nothing (memory holds the entry); touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
+uncacheable marks) are written in one transaction at the end of the loop turn (`call_soon`), with
+every touch queued by then; touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
 batch: a write transaction costs tens of microseconds, more than the rest of a node-tier hit,
 and an access time 0.1 s late changes no eviction that matters. The transaction then evicts the
 oldest ticks until the tier is within `cache.node_tier_bytes`. Purges are
@@ -436,7 +431,6 @@ class NodeTier:
         clock: Callable[[], float] = time.time,
         uncacheable_s: float = 10.0,
         touch_delay_s: float = 0.0,
-        store_delay_s: float = 0.0,
         touch_interval_s: float = 0.0,
         via: bytes = b"",
         overhead_bytes: int = 0,
@@ -477,7 +471,6 @@ class NodeTier:
         self._lock_fd = _open_lock(path)  # the fetch leases' file; -1: none (every worker fetches)
         self.uncacheable_s = uncacheable_s
         self.touch_delay_s = touch_delay_s
-        self.store_delay_s = store_delay_s
         self.touch_one_in = max(1, touch_one_in)
         self._reads = 0  # reads served, for touching one in `touch_one_in`
         # Keys touched in this interval and the one before (`_touch`): swapped, never swept.
@@ -589,7 +582,7 @@ class NodeTier:
     # -- write --------------------------------------------------------------------------------
 
     def put(self, entry: Entry) -> bool:
-        """Queue `entry` for the next batch (`store_delay_s`); False when it is too large."""
+        """Queue `entry` for the end of this loop turn; False when it is too large."""
         if self._closed or entry.size > self.max_object_bytes or entry.size > self.max_bytes:
             return False
         self._puts[item_key(entry.primary, entry.vary_fields, entry.variant)] = entry
@@ -619,8 +612,8 @@ class NodeTier:
         self._schedule_touches()
 
     def _schedule_touches(self) -> None:
-        """Touches wait up to `touch_delay_s` for a batch (stores and releases wait only
-        `store_delay_s`, and take the waiting touches with them)."""
+        """Touches wait up to `touch_delay_s` for a batch (stores and releases do not: they
+        go at the end of the loop turn, and take the waiting touches with them)."""
         if self.touch_delay_s <= 0:
             self._schedule()
             return
@@ -646,10 +639,7 @@ class NodeTier:
             self.flush()  # no loop (tools, tests): write now
             return
         self._scheduled = True
-        if self.store_delay_s > 0:
-            loop.call_later(self.store_delay_s, self.flush)
-        else:
-            loop.call_soon(self.flush)
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the queued stores and touches in one transaction, then evict to the bound."""
@@ -712,7 +702,7 @@ class NodeTier:
         return _FLOCK.unpack(got)[0] != fcntl.F_UNLCK and not self._marked(hp)
 
     def release(self, primary: PrimaryKey, *, uncacheable: bool = False) -> None:
-        """Give the lease back once the batch's stores are committed (`flush`). After an
+        """Give the lease back once this loop turn's stores are committed (`flush`). After an
         `uncacheable` answer a mark is written with them, for `uncacheable_s`: the other
         workers' misses for the key then go to the origin in parallel, none waits (their own
         hit-for-miss, across workers)."""

@@ -619,28 +619,6 @@ def test_a_read_takes_the_target_the_caller_parsed(path: Path) -> None:
     assert other is not None and other.target == a.target and other.target is not b.target
 
 
-async def test_stores_wait_store_delay_s_for_one_commit_and_the_lease_with_them(
-    path: Path,
-) -> None:
-    """Stores of a few loop turns share one commit (a commit costs about what the store's
-    puts cost); the lease goes only once the entry is committed, so a waiter on another
-    worker finds it at once."""
-    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), store_delay_s=3600.0)
-    b = _other_worker(path)
-    primary = ("example.com", b"/d1")
-    assert a.lease(primary)
-    a.put(entry("/d1", b"one"))
-    a.release(primary)
-    await asyncio.sleep(0)
-    a.put(entry("/d2", b"two"))  # a later loop turn: the same batch
-    await asyncio.sleep(0)
-    assert b.usage()[0] == 0 and b.leased_elsewhere(primary)  # both wait for the delay
-    a.flush()  # what the timer does (or a purge, or close)
-    assert b.usage()[0] == 2 and not b.leased_elsewhere(primary)
-    assert b.lease(primary)
-    a.close()
-
-
 def test_a_preallocated_tier_is_written_through_the_map(tmp_path: Path) -> None:
     """Writes go through a writable map only into a data file with disk blocks for its whole
     map (into a hole a full disk would raise SIGBUS): preallocated at node start on request."""
