@@ -96,6 +96,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A node-tier hit's access time (what eviction orders by) is written in a batch at most
     # this late: one LMDB write transaction per batch, not per hit (0: every loop turn).
     node_touch_delay_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.1
+    # Reserve the node tier's disk at start (twice node_tier_bytes and 64 MiB) so its writes
+    # go through a writable map (a store costs about half as much); ext4, xfs or tmpfs only.
+    node_tier_preallocate: bool = False
     node_touch_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 

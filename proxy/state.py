@@ -118,7 +118,6 @@ def open_node_tier(cfg: Config, stats: WorkerStats, via: bytes) -> NodeTier | No
             cfg.cache.max_object_bytes,
             stats,
             clock=time.time,
-            lease_s=cfg.cache.coalesce_wait_s,
             uncacheable_s=cfg.cache.hit_for_miss_s,
             touch_delay_s=cfg.cache.node_touch_delay_s,
             touch_interval_s=cfg.cache.node_touch_interval_s,

@@ -49,7 +49,8 @@ Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary field
     hostkey H(host key or a parent domain) + ikey -> ""   (blocklist host entries)
     urlseq  url key (its first URLSEQ_KEY_BYTES) + ikey -> ""   (blocklist prefix entries:
             the keys under "host/a/" are one cursor range, confirmed against `Info`)
-    lease   H(primary) -> pid, until    (one worker fetches a key; see "Coalescing")
+    lease   H(primary) -> 0, until      (marked not storable; the lease itself is a lock,
+                                         see "Coalescing")
     meta    format, bytes, boot, clean
 
 A pushed host or prefix entry purges by `hostkey` and `urlseq` (issue 19: both used to walk
@@ -67,20 +68,42 @@ blocklist's identity digest, proxy/blocklist/digest.py). The shared tier, across
 keeps re-hashing. A record that fails is deleted and counted (`node_rejected`), never served.
 
 Coalescing across workers: a worker about to fetch a key that neither its memory nor the node
-tier holds first takes the key's *lease* (`lease`: one write transaction, a few tens of
-microseconds, on a cold miss that costs an origin round trip anyway). If another live worker
-holds it, this one waits (`Fetcher`, proxy/phases/fetch.py): it re-reads the tier with a
-backoff from 1 ms up to `cache.node_lease_poll_max_s` until the entry is there (a node-tier
-hit), the lease is gone without one (the answer was not storable: it fetches), or
+tier holds first takes the key's *lease*: an open-file-description lock (`F_OFD_SETLK`,
+non-blocking) on one byte of `fetch.lock` in the tier's directory, the byte chosen by the key's
+hash (62 bits of it: two keys share a byte about never, and then one waits for the other). One
+system call, no write transaction: the lease used to be an LMDB record written in a
+transaction of its own, a commit per cold miss (5% of a cold miss's samples, and its commit's
+share of the 23% in `flush`; benchmarks/README.md, "The node tier"). The kernel drops the lock
+when its holder's last descriptor closes, so a worker killed mid-fetch (SIGKILL, the OOM killer)
+leaves no lease behind: nothing outlives a node, nothing needs expiring or dropping at start.
+If another worker holds it, this one waits (`Fetcher`, proxy/phases/fetch.py): it re-reads the
+tier with a backoff from 1 ms up to `cache.node_lease_poll_max_s` until the entry is there (a
+node-tier hit), the lease is gone without one (the answer was not storable: it fetches), or
 `cache.coalesce_wait_s` passes (it fetches, counted). Another process's commit raises no event
-this process could wait on, hence the polling, as Traffic Server's read-while-writer retries.
-The release is written in the same transaction as the leader's store (`flush`), so a waiter
-never sees the lease gone before the entry is there. After an answer that cannot be stored the
-release leaves a mark instead (for `cache.hit_for_miss_s`): misses for that key on every
-worker then go to the origin in parallel, as hit-for-miss does inside one worker. A lease
-whose holder died (SIGKILL) or expired is taken over; `prepare` drops every lease at node start. When a leader cannot
-store what it fetched in the same loop turn (a body spooled to disk, larger than the tier's
-object bound), the waiter fetches too: that is the one case of two origin requests.
+this process could wait on, hence the polling, as Traffic Server's read-while-writer retries
+(a blocking `F_OFD_SETLKW` would block the worker's loop). The release is the unlock after the
+commit of the leader's store (`flush`), so a waiter never sees the lease gone before the entry
+is there. After an answer that cannot be stored the leader leaves a mark in `lease` (pid 0,
+until now + `cache.hit_for_miss_s`, written in that commit): a worker that finds the lock held
+reads it, and with a live mark fetches at once, holding nothing, as hit-for-miss does inside
+one worker. A live leader holds its lease for as long as its fetch (bounded by the origin's
+timeouts); a waiter stops waiting after `coalesce_wait_s`. When a leader cannot store what it
+fetched in the same loop turn (a body spooled to disk, larger than the tier's object bound), the
+waiter fetches too: that is the one case of two origin requests. If the lock file cannot be
+opened (a full disk, a read-only directory), every worker fetches, as without a node tier.
+
+Writes through the map: with `cache.node_tier_preallocate` the supervisor's `prepare` gives the
+data file disk blocks for its whole map (`posix_fallocate`, `map_size`: twice the bound and 64
+MiB, reserved at start), and every process that finds it so opens the tier with LMDB's
+`writemap`: a commit then writes into the shared mapping instead of copying every dirty page
+with pwrite(). A store with its commit took 115-170 us without, 42-50 with (a throwaway loop
+over `flush`, 1 KiB bodies, 30,000 items, the machine shared). Without the blocks it is not
+used: into a hole of a sparse file a full disk raises SIGBUS in the worker instead of an error
+the tier handles; a refused preallocation (a full disk, no fallocate) leaves the tier as
+without. A SIGKILL mid-commit still tears nothing: LMDB writes only pages no committed tree
+refers to, through the map as through pwrite(). Off by default (the disk reserved at start is
+twice the bound), and only for a filesystem that overwrites in place (ext4, xfs, tmpfs): on a
+copy-on-write one (btrfs, zfs) an overwrite allocates, so the blocks prove nothing.
 
 Eviction keeps popular objects: an approximate LRU over access ticks. Every
 `TOUCH_ONE_IN`th read from this tier (a memory miss: 8 in a worker) and every 8th hot hit in
@@ -90,7 +113,7 @@ larger than L1 nearly every node-tier hit was a key's first in its interval, and
 LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
 an object read eight times is touched about as surely as before, one read once may be evicted
 a little sooner. Stores (and
-lease releases) are written in one transaction at the end of the loop turn (`call_soon`), with
+uncacheable marks) are written in one transaction at the end of the loop turn (`call_soon`), with
 every touch queued by then; touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
 batch: a write transaction costs tens of microseconds, more than the rest of a node-tier hit,
 and an access time 0.1 s late changes no eviction that matters. The transaction then evicts the
@@ -102,6 +125,8 @@ same worker. Byte accounting is the record's length plus `INDEX_OVERHEAD_BYTES`.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -145,7 +170,10 @@ DBS = (
 )
 TOUCH_ONE_IN = 8  # workers touch on every 8th read (the default, 1, is every read: tools, tests)
 URLSEQ_KEY_BYTES = 400  # LMDB keys end at 511 bytes: longer url keys share a range, confirmed
-_LEASE = struct.Struct("<qd")  # the fetching worker's pid, held until (epoch seconds)
+_LEASE = struct.Struct("<qd")  # 0 (formerly the fetching worker's pid), marked until (epoch s)
+LOCK_FILE = "fetch.lock"  # beside data.mdb: one byte per key's lease (`_slot`)
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD)
+_BUSY = (errno.EAGAIN, errno.EACCES)  # F_OFD_SETLK: another description holds the byte
 _U64 = struct.Struct(">Q")
 _HDR = struct.Struct(">4s16s")  # magic, xxh3-128 of the msgpack record
 
@@ -271,7 +299,38 @@ def _new_env(path: Path, max_bytes: int) -> lmdb.Environment:
         metasync=False,
         readahead=False,  # a cache larger than RAM: random reads only
         max_readers=512,
+        # Commits through a writable map, not pwrite(): a store costs about half as much
+        # ("Writes through the map"); only into disk blocks that exist.
+        writemap=preallocated(path, max_bytes),
     )
+
+
+def preallocated(path: Path, max_bytes: int) -> bool:
+    """Whether the data file has disk blocks for its whole map (`preallocate`): only then
+    may writes go through a writable map. Into a hole of a sparse file, a full disk raises
+    SIGBUS in the worker, where a write() fails with an error the tier handles."""
+    try:
+        st = os.stat(path / "data.mdb")
+    except OSError:
+        return False
+    size = map_size(max_bytes)
+    return st.st_size >= size and st.st_blocks * 512 >= size
+
+
+def preallocate(path: Path, max_bytes: int) -> str:
+    """Give the data file its map's disk blocks now (`cache.node_tier_preallocate`), so the
+    workers write through a writable map; what was done, for the log. A refusal (a full
+    disk, a filesystem without fallocate) leaves the tier written by pwrite(), as without."""
+    try:
+        fd = os.open(path / "data.mdb", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, map_size(max_bytes))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        log.warning("node tier %s: not preallocated (%s), written without a writable map", path, e)
+        return "not preallocated"
+    return "preallocated" if preallocated(path, max_bytes) else "not preallocated"
 
 
 def map_size(max_bytes: int) -> int:
@@ -282,11 +341,12 @@ def map_size(max_bytes: int) -> int:
 # -- at node start (the supervisor, before workers) -------------------------------------------
 
 
-def prepare(path: Path, max_bytes: int, *, clear: bool = False) -> str:
+def prepare(path: Path, max_bytes: int, *, clear: bool = False, prealloc: bool = False) -> str:
     """Make `path` a usable tier before any worker opens it: emptied for `--cache-clear`,
     moved aside (to `<path>.aside`, replacing an older one) when LMDB refuses it, it has
     another format, or it was open when the machine went down. Returns what was done, for the
-    log; never raises for the tier's content (an unusable directory raises OSError)."""
+    log; never raises for the tier's content (an unusable directory raises OSError). With
+    `prealloc` the data file is given its map's disk blocks ("Writes through the map")."""
     if clear and path.exists():
         shutil.rmtree(path)
         outcome = "cleared"
@@ -301,6 +361,8 @@ def prepare(path: Path, max_bytes: int, *, clear: bool = False) -> str:
         outcome = f"rebuilt ({why})"
         if _check(path, max_bytes) is not None:  # a fresh directory cannot fail but loudly
             raise OSError(f"node tier {path}: cannot create a fresh tier")
+    if prealloc and not preallocated(path, max_bytes):
+        outcome += f", {preallocate(path, max_bytes)}"
     return outcome
 
 
@@ -367,7 +429,6 @@ class NodeTier:
         stats: WorkerStats,
         *,
         clock: Callable[[], float] = time.time,
-        lease_s: float = 15.0,
         uncacheable_s: float = 10.0,
         touch_delay_s: float = 0.0,
         touch_interval_s: float = 0.0,
@@ -407,8 +468,7 @@ class NodeTier:
         self._touches: set[bytes] = set()
         self._releases: set[bytes] = set()
         self._uncacheable: set[bytes] = set()
-        self.pid = os.getpid()
-        self.lease_s = lease_s
+        self._lock_fd = _open_lock(path)  # the fetch leases' file; -1: none (every worker fetches)
         self.uncacheable_s = uncacheable_s
         self.touch_delay_s = touch_delay_s
         self.touch_one_in = max(1, touch_one_in)
@@ -589,6 +649,10 @@ class NodeTier:
         puts, self._puts = self._puts, {}
         touches, self._touches = self._touches, set()
         releases, self._releases = self._releases, set()
+        marks, self._uncacheable = self._uncacheable, set()
+        if not (puts or touches or marks):
+            self._unlock(releases)  # nothing stored (an error, a refused answer): no commit
+            return
         try:
             with self._write() as txn:
                 tick = int(self.clock() * 1e6)
@@ -598,68 +662,48 @@ class NodeTier:
                 for ikey in touches:
                     self._retick(txn, ikey, tick)
                 self._evict(txn)
-                for hp in releases:  # after the stores: a waiter finds the entry first
-                    self._release(txn, hp)
+                until = self.clock() + self.uncacheable_s
+                for hp in marks:
+                    txn.put(hp, _LEASE.pack(0, until), db=self._db["lease"])
         except lmdb.MapFullError:
             self.stats.node_errors += 1
             log.warning("node tier %s: map full; %d stores dropped", self.path, len(puts))
-            self._release_alone(releases)
         except lmdb.Error as e:
             self.stats.node_errors += 1
             log.warning("node tier %s: write failed: %s", self.path, e)
-            self._release_alone(releases)
         else:
             self.stats.node_stores += len(puts)
-        self._uncacheable.clear()
-
-    def _release_alone(self, releases: set[bytes]) -> None:
-        """Leases must not outlive a failed batch: waiters would wait out coalesce_wait_s."""
-        if not releases:
-            return
-        try:
-            with self._write() as txn:
-                for hp in releases:
-                    self._release(txn, hp)
-        except lmdb.Error as e:
-            log.warning("node tier %s: leases not released: %s", self.path, e)
+        finally:
+            self._unlock(releases)  # after the commit: a waiter finds the entry first
 
     # -- the fetch lease (coalescing across workers) --------------------------------------------
 
     def lease(self, primary: PrimaryKey) -> bool:
-        """Take the node-wide lease to fetch `primary`: True when this worker now holds it
-        (or the tier cannot say: then every worker fetches, as without a node tier), False
-        while another live worker holds it."""
-        if self._closed:
+        """Take the node-wide lease to fetch `primary`: True when this worker now holds it, or
+        the key is marked not storable (then it holds nothing: every worker fetches), or the
+        tier cannot say (as without a node tier); False while another worker holds it."""
+        if self._closed or self._lock_fd < 0:
             return True
         hp = primary_hash(primary)
-        now = self.clock()
-        db = self._db["lease"]
-        try:
-            with self._write() as txn:
-                held = txn.get(hp, db=db)
-                if held is not None:
-                    pid, until = _LEASE.unpack(held)
-                    if self._other_holder(pid, until, now):
-                        return False
-                    if pid == 0 and until > now:
-                        return True  # marked uncacheable: fetch in parallel, holding nothing
-                txn.put(hp, _LEASE.pack(self.pid, now + self.lease_s), db=db)
-        except lmdb.Error as e:
-            self.stats.node_errors += 1
-            log.warning("node tier %s: lease failed: %s", self.path, e)
-        return True
+        if self._lock(hp, fcntl.F_WRLCK):
+            return True
+        return self._marked(hp)
 
     def leased_elsewhere(self, primary: PrimaryKey) -> bool:
-        """Whether another live worker still holds the lease on `primary`."""
-        if self._closed:
+        """Whether another worker holds the lease on `primary` (and no mark lets it be)."""
+        if self._closed or self._lock_fd < 0:
             return False
         hp = primary_hash(primary)
-        held = self._read(lambda txn: txn.get(hp, db=self._db["lease"]))
-        return held is not None and self._held_by_other(held, self.clock())
+        try:
+            got = fcntl.fcntl(self._lock_fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, hp))
+        except OSError as e:
+            self._lock_failed(e)
+            return False
+        return _FLOCK.unpack(got)[0] != fcntl.F_UNLCK and not self._marked(hp)
 
     def release(self, primary: PrimaryKey, *, uncacheable: bool = False) -> None:
-        """Give the lease back, in the same transaction as this loop turn's stores. After an
-        `uncacheable` answer the lease becomes a mark (pid 0) for `uncacheable_s`: the other
+        """Give the lease back once this loop turn's stores are committed (`flush`). After an
+        `uncacheable` answer a mark is written with them, for `uncacheable_s`: the other
         workers' misses for the key then go to the origin in parallel, none waits (their own
         hit-for-miss, across workers)."""
         if self._closed:
@@ -672,22 +716,33 @@ class NodeTier:
             self._uncacheable.discard(hp)
         self._schedule()
 
-    def _held_by_other(self, held: bytes, now: float) -> bool:
-        pid, until = _LEASE.unpack(held)
-        return self._other_holder(pid, until, now)
+    def _lock(self, hp: bytes, kind: int) -> bool:
+        """Set (F_WRLCK) or drop (F_UNLCK) this description's lock on `hp`'s byte; False when
+        another description holds it. A failure of the file itself counts as held by none."""
+        try:
+            fcntl.fcntl(self._lock_fd, fcntl.F_OFD_SETLK, _flock(kind, hp))
+        except OSError as e:
+            if e.errno in _BUSY:
+                return False
+            self._lock_failed(e)
+        return True
 
-    def _other_holder(self, pid: int, until: float, now: float) -> bool:
-        """A lease record (pid 0: an uncacheable mark) held by another live worker."""
-        return 0 < pid != self.pid and until > now and _alive(pid)
+    def _lock_failed(self, e: OSError) -> None:
+        self.stats.node_errors += 1
+        log.warning("node tier %s: fetch lease lock failed: %s", self.path, e)
 
-    def _release(self, txn: Any, hp: bytes) -> None:
-        held = txn.get(hp, db=self._db["lease"])
-        if held is None or _LEASE.unpack(held)[0] != self.pid:
+    def _marked(self, hp: bytes) -> bool:
+        """Whether a live mark says `hp`'s answers are not storable."""
+        held = self._read(lambda txn: txn.get(hp, db=self._db["lease"]))
+        return held is not None and _LEASE.unpack(held)[1] > self.clock()
+
+    def _unlock(self, releases: set[bytes]) -> None:
+        """After the commit (or its failure: a lease must not outlive a failed batch, waiters
+        would wait out coalesce_wait_s)."""
+        if self._lock_fd < 0:
             return
-        if hp in self._uncacheable:
-            txn.put(hp, _LEASE.pack(0, self.clock() + self.uncacheable_s), db=self._db["lease"])
-        else:
-            txn.delete(hp, db=self._db["lease"])
+        for hp in releases:
+            self._lock(hp, fcntl.F_UNLCK)
 
     def _write(self) -> Any:
         try:
@@ -946,18 +1001,25 @@ class NodeTier:
             self._touch_timer = None
         self.flush()
         self._closed = True
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # and with it every lease this handle held
+            self._lock_fd = -1
         _close_env(self.path)
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` exists (a lease of a worker killed mid-fetch is taken over)."""
+def _open_lock(path: Path) -> int:
+    """The lease file's descriptor (its own open file description: a lock is this handle's),
+    or -1 when it cannot be opened (logged: every worker then fetches for itself)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        log.warning("node tier %s: no fetch leases (%s): misses are not coalesced", path, e)
+        return -1
+
+
+def _flock(kind: int, hp: bytes) -> bytes:
+    """A `struct flock` for `hp`'s byte of the lease file (62 bits of the key's hash)."""
+    return _FLOCK.pack(kind, os.SEEK_SET, int.from_bytes(hp[:8], "big") >> 2, 1, 0)
 
 
 def _utf8(text: str) -> bytes:

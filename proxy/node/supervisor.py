@@ -440,7 +440,12 @@ class Supervisor:
             return
         path = tier_path(self.cfg)
         try:
-            outcome = prepare(path, self.cfg.cache.node_tier_bytes, clear=self.cache_clear)
+            outcome = prepare(
+                path,
+                self.cfg.cache.node_tier_bytes,
+                clear=self.cache_clear,
+                prealloc=self.cfg.cache.node_tier_preallocate,
+            )
         except OSError as e:
             log.error("node tier %s unusable: %s", path, e)
             return

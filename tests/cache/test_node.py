@@ -10,6 +10,7 @@ import hashlib
 import multiprocessing
 import os
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -281,25 +282,16 @@ def test_two_writers_of_one_key_leave_one_whole_record(path: Path) -> None:
 # -- the fetch lease: coalescing across workers ------------------------------------------------
 
 
-def _dead_pid() -> int:
-    p = multiprocessing.get_context("fork").Process(target=lambda: None)
-    p.start()
-    p.join()
-    assert p.pid is not None
-    return p.pid
-
-
 def _other_worker(path: Path, clock: Callable[[], float] | None = None) -> NodeTier:
-    """A second handle that looks like another live worker (the parent process's pid)."""
-    t = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=clock or (lambda: 1000.0))
-    t.pid = os.getppid()
-    return t
+    """A second handle: its own open file description of the lease file, so its locks are
+    another worker's (an OFD lock belongs to the description, not the process)."""
+    return NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=clock or (lambda: 1000.0))
 
 
 async def test_one_worker_holds_a_key_lease_until_its_store_lands(path: Path) -> None:
     """Inside a loop, stores and releases are queued for the end of the loop turn."""
     now = [1000.0]
-    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], lease_s=15)
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0])
     b = _other_worker(path, lambda: now[0])
     primary = ("example.com", b"/l")
     assert a.lease(primary)
@@ -377,18 +369,78 @@ async def test_a_key_is_touched_at_most_once_per_interval(path: Path) -> None:
     t.close()
 
 
-def test_a_lease_of_a_dead_or_late_worker_is_taken_over(path: Path) -> None:
-    now = [1000.0]
-    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], lease_s=15)
-    b = _other_worker(path, lambda: now[0])
-    late, dead = ("example.com", b"/late"), ("example.com", b"/dead")
-    assert b.lease(late)
-    assert not a.lease(late)
-    now[0] += 16  # past lease_s: its holder is stuck or gone
-    assert not a.leased_elsewhere(late) and a.lease(late)
-    b.pid = _dead_pid()  # killed mid-fetch (SIGKILL): its lease outlives it
-    assert b.lease(dead)
-    assert not a.leased_elsewhere(dead) and a.lease(dead)
+def _lease_and_hold(path: str, key: bytes, held: Any) -> None:
+    """A worker that takes `key`'s lease and is killed while it fetches."""
+    t = NodeTier(Path(path), 64 * MiB, 8 * MiB, WorkerStats([]))
+    held.put(t.lease(("example.com", key)))
+    while True:
+        os.pause()
+
+
+def test_a_leader_killed_while_it_holds_a_lease_leaves_it_to_the_waiter(path: Path) -> None:
+    """The kernel drops the lock of a process that dies (SIGKILL: no handler, no release):
+    the waiter, polling as the Fetcher does, finds the lease gone and takes it over."""
+    ctx = multiprocessing.get_context("spawn")
+    held = ctx.Queue()
+    leader = ctx.Process(target=_lease_and_hold, args=(str(path), b"/dead", held))
+    leader.start()
+    try:
+        assert held.get(timeout=30) is True
+        waiter = _other_worker(path)
+        assert not waiter.lease(("example.com", b"/dead"))
+        assert waiter.leased_elsewhere(("example.com", b"/dead"))
+        assert waiter.lease(("example.com", b"/alive"))  # one key's lease, not the file's
+    finally:
+        assert leader.pid is not None
+        os.kill(leader.pid, signal.SIGKILL)
+        leader.join(30)
+    assert leader.exitcode == -signal.SIGKILL
+    assert not waiter.leased_elsewhere(("example.com", b"/dead"))
+    assert waiter.lease(("example.com", b"/dead"))
+    assert not _other_worker(path).lease(("example.com", b"/dead"))  # and holds it now
+
+
+def _race_for_lease(path: str, start: Any, won: Any) -> None:
+    t = NodeTier(Path(path), 64 * MiB, 8 * MiB, WorkerStats([]))
+    start.wait(30)
+    won.put(t.lease(("example.com", b"/race")))
+    start.wait(30)  # hold it until every racer has tried
+    t.close()
+
+
+def test_workers_racing_for_one_key_give_it_to_exactly_one(path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    racers = 3
+    start, won = ctx.Barrier(racers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_for_lease, args=(str(path), start, won)) for _ in range(racers)
+    ]
+    for p in procs:
+        p.start()
+    results = [won.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert sorted(results) == [False] * (racers - 1) + [True]
+    assert _other_worker(path).lease(("example.com", b"/race"))  # closed: released
+
+
+def test_a_live_holder_keeps_its_lease_until_it_releases_or_closes(path: Path) -> None:
+    a, b = _other_worker(path), _other_worker(path)
+    primary = ("example.com", b"/slow")
+    assert a.lease(primary) and not b.lease(primary)
+    a.release(primary)  # no loop: written (nothing) and unlocked at once
+    assert b.lease(primary) and not a.lease(primary)
+    b.close()
+    assert a.lease(primary)
+
+
+def test_without_a_lease_file_every_worker_fetches(path: Path) -> None:
+    a, b = _other_worker(path), _other_worker(path)
+    os.close(a._lock_fd)
+    a._lock_fd = -1  # as when the file could not be opened (a full disk, read-only)
+    primary = ("example.com", b"/nolock")
+    assert b.lease(primary) and a.lease(primary) and not a.leased_elsewhere(primary)
 
 
 def test_an_uncacheable_answer_leaves_a_mark_nobody_waits_on(path: Path) -> None:
@@ -396,7 +448,6 @@ def test_an_uncacheable_answer_leaves_a_mark_nobody_waits_on(path: Path) -> None
     a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: now[0], uncacheable_s=10)
     b = _other_worker(path, lambda: now[0])
     c = _other_worker(path, lambda: now[0])
-    c.pid = 1  # a third live worker (init, always there)
     primary = ("example.com", b"/ns")
     assert a.lease(primary)
     a.release(primary, uncacheable=True)
@@ -566,3 +617,36 @@ def test_a_read_takes_the_target_the_caller_parsed(path: Path) -> None:
     assert got is not None and got.target is a.target
     other = t.get(a.primary, (), (), b.target)
     assert other is not None and other.target == a.target and other.target is not b.target
+
+
+def test_a_preallocated_tier_is_written_through_the_map(tmp_path: Path) -> None:
+    """Writes go through a writable map only into a data file with disk blocks for its whole
+    map (into a hole a full disk would raise SIGBUS): preallocated at node start on request."""
+    plain, full = tmp_path / "plain", tmp_path / "full"
+    assert prepare(plain, 1 * MiB) == "opened"
+    assert prepare(full, 1 * MiB, prealloc=True) == "opened, preallocated"
+    assert prepare(full, 1 * MiB, prealloc=True) == "opened"  # already: nothing to do
+    for p, mapped in ((plain, False), (full, True)):
+        t = tier(p, 1 * MiB)
+        assert t.env.flags()["writemap"] is mapped
+        e = entry("/w", b"through the map" * 100)
+        t.put(e)
+        got = tier(p, 1 * MiB).get(e.primary, (), ())
+        assert got is not None and got.body == e.body
+        t.close()
+
+
+def test_a_refused_preallocation_leaves_the_tier_as_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    p = tmp_path / "node-cache"
+    assert prepare(p, 1 * MiB, prealloc=True) == "opened, not preallocated"
+    t = tier(p, 1 * MiB)
+    assert t.env.flags()["writemap"] is False
+    t.put(entry("/x", b"still stored"))
+    assert t.usage()[0] == 1
+    t.close()
