@@ -73,6 +73,7 @@ class Target:
     kind = "base"
     needs: tuple[str, ...] = ()
     in_workdir = False  # run the server with its workdir as the current directory
+    start_timeout_s = 60.0  # an edge loading a big signed list at start-up needs longer
 
     def __init__(self, name: str, *, tls: TlsFiles | None = None, cache_bytes: int = 0) -> None:
         self.name = name
@@ -117,7 +118,7 @@ class Target:
             cwd=workdir if self.in_workdir else None,
         )
         log.close()
-        self.wait_ready(timeout_s=60.0)
+        self.wait_ready(timeout_s=self.start_timeout_s)
 
     def command(self, origin_port: int, workers: int) -> tuple[list[str], dict[str, str]]:
         """argv and environment of the server; each subclass knows its own."""
