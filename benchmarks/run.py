@@ -664,15 +664,15 @@ def push_edge(session: Session, fleet: Fleet) -> EdgeTarget | None:
 
     def make() -> EdgeTarget:
         # The edge answers once its start-up load is done: wait as long as for the load.
-        edge = EdgeTarget(name, blocklist_dir=directory, blocklist_key=public)
-        edge.start_timeout_s = bound
-        return edge
+        made = EdgeTarget(name, blocklist_dir=directory, blocklist_key=public)
+        made.start_timeout_s = bound
+        return made
 
     t0 = time.perf_counter()
-    edge = fleet.get(name, make)
-    if not isinstance(edge, EdgeTarget):
+    started = fleet.get(name, make)
+    if not isinstance(started, EdgeTarget):
         return None
-    loaded = edge_ops.wait_list_loaded(edge, size, session.settings.workers, bound)
+    loaded = edge_ops.wait_list_loaded(started, size, session.settings.workers, bound)
     if loaded is None:
         session.notes.append(f"push-enforce: the {size:,}-entry list was not loaded in {bound:g} s")
         session.say(f"push-enforce skipped (the list was not loaded in {bound:g} s)")
@@ -682,7 +682,7 @@ def push_edge(session: Session, fleet: Fleet) -> EdgeTarget | None:
     session.say(f"push-enforce: {size:,} entries enforced by every worker {loaded_s:.1f} s "
                 "after the edge's start")  # fmt: skip
     session.extra["push_list_loaded_s"] = round(loaded_s, 2)
-    return edge
+    return started
 
 
 def run_push_enforce(session: Session, fleet: Fleet) -> None:
