@@ -427,11 +427,33 @@ def size_targets(session: Session, fleet: Fleet) -> list[Target]:
                 blocklist_dir=d,
                 blocklist_key=p,
                 cache_bytes=session.settings.edge_node_tier_bytes,
+                extra_args=list_config_args(d, fleet.origin.port),
             ),  # fmt: skip
         )
         if target is not None:
             found.append(target)
     return found
+
+
+LIST_CONFIG = """[blocklist]
+max_file_bytes = {max_file_bytes}
+
+[[sites]]  # a config file needs one; the runner's --origin flag replaces it with the same
+name = "default"
+hosts = ["*"]
+origin = "http://127.0.0.1:{origin_port}"
+"""
+
+
+def list_config_args(directory: Path, origin_port: int) -> list[str]:
+    """`--config` raising `blocklist.max_file_bytes` (1 GiB) to the version's size: a signed
+    version of 10M entries is 1.3 GiB. None needed below the default."""
+    size = sum(p.stat().st_size for p in directory.iterdir())
+    if size <= 1 << 30:
+        return []
+    config = directory.parent / f"{directory.name}.toml"
+    config.write_text(LIST_CONFIG.format(max_file_bytes=size, origin_port=origin_port))
+    return ["--config", str(config)]
 
 
 def _short(n: int) -> str:
@@ -664,7 +686,8 @@ def push_edge(session: Session, fleet: Fleet) -> EdgeTarget | None:
 
     def make() -> EdgeTarget:
         # The edge answers once its start-up load is done: wait as long as for the load.
-        made = EdgeTarget(name, blocklist_dir=directory, blocklist_key=public)
+        made = EdgeTarget(name, blocklist_dir=directory, blocklist_key=public,
+                          extra_args=list_config_args(directory, fleet.origin.port))  # fmt: skip
         made.start_timeout_s = bound
         return made
 

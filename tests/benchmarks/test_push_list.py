@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import blocklists, edge_ops
-from benchmarks.run import Origin, main
+from benchmarks.run import Origin, list_config_args, main
 from benchmarks.targets import EdgeTarget
 
 
@@ -43,3 +43,17 @@ def test_pushes_run_against_an_edge_that_loaded_the_list(tmp_path: Path) -> None
     assert push["failures"] == 0 and push["served_after_ack"] == 0
     assert results["push_list_loaded_s"] >= 0
     assert "300 entries listed" in (out / "results.md").read_text()
+
+
+def test_a_version_over_the_default_file_bound_gets_a_config_raising_it(tmp_path: Path) -> None:
+    directory = tmp_path / "blocklist-big"
+    directory.mkdir()
+    version = directory / "blocklist-0000000001.jsonl"
+    version.write_bytes(b"x")
+    assert list_config_args(directory, 8080) == []
+    with version.open("r+b") as f:
+        f.truncate((1 << 30) + 1)  # sparse: no disk used
+    flag, path = list_config_args(directory, 8080)
+    text = Path(path).read_text()
+    assert flag == "--config"
+    assert f"max_file_bytes = {(1 << 30) + 1}" in text and "127.0.0.1:8080" in text
