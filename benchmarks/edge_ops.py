@@ -86,3 +86,26 @@ def metric(edge: EdgeTarget, name: str) -> float:
         if sample.partition("{")[0] in (name, name + "_total"):
             total += float(value)
     return total
+
+
+def wait_list_loaded(
+    edge: EdgeTarget, entries: int, workers: int, timeout_s: float
+) -> float | None:
+    """Seconds until `GET /blocklist` counts at least `entries` and `workers` workers enforce
+    the node's version (its signed list loaded everywhere), or None after `timeout_s`."""
+    request = urllib.request.Request(
+        edge.admin_url + "/blocklist", headers={"Authorization": f"Bearer {edge.admin_token}"}
+    )
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                answer = json.loads(r.read())
+        except (OSError, ValueError):
+            answer = {}
+        listed = sum((answer.get("counts") or {}).values())
+        enforcing = [w for w in answer.get("workers") or [] if w["version"] == answer["version"]]
+        if listed >= entries and len(enforcing) >= workers:
+            return time.perf_counter() - start
+        time.sleep(0.2)
+    return None

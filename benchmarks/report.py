@@ -181,7 +181,8 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
     if push:
         lines += [
             "",
-            f"## push-enforce ({push['pushes']} pushes, {push['failures']} failed)",
+            f"## push-enforce ({push['pushes']} pushes, {push['failures']} failed, "
+            f"{push.get('list_entries', 0):,} entries listed)",
             "",
             "| measure | p50 ms | p99 ms | max ms |",
             "|---|---:|---:|---:|",

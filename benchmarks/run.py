@@ -126,6 +126,8 @@ class Settings:
     pushes: int
     use_wrk: bool
     quick: bool
+    push_list_entries: int = 0
+    list_load_s: float = 900.0
     soak_s: float = 600.0
     soak_window_s: float = 60.0
     soak_entries: int = 100_000
@@ -420,16 +422,46 @@ def size_targets(session: Session, fleet: Fleet) -> list[Target]:
         name = f"edgeproxy-bl{_short(size)}"
         target = fleet.get(
             name,
-            lambda d=directory, p=public, n=name: EdgeTarget(  # type: ignore[misc]
-                n,
-                blocklist_dir=d,
-                blocklist_key=p,
-                cache_bytes=session.settings.edge_node_tier_bytes,
-            ),  # fmt: skip
+            lambda d=directory, p=public, n=name: list_edge(  # type: ignore[misc]
+                session, fleet, n, d, p, cache_bytes=session.settings.edge_node_tier_bytes
+            ),
         )
         if target is not None:
             found.append(target)
     return found
+
+
+LIST_CONFIG = """[blocklist]
+max_file_bytes = {max_file_bytes}
+
+[[sites]]  # a config file needs one; the runner's --origin flag replaces it with the same
+name = "default"
+hosts = ["*"]
+origin = "http://127.0.0.1:{origin_port}"
+"""
+
+
+def list_config_args(directory: Path, origin_port: int) -> list[str]:
+    """`--config` raising `blocklist.max_file_bytes` (1 GiB) to the version's size: a signed
+    version of 10M entries is 1.3 GiB. None needed below the default."""
+    size = sum(p.stat().st_size for p in directory.iterdir())
+    if size <= 1 << 30:
+        return []
+    config = directory.parent / f"{directory.name}.toml"
+    config.write_text(LIST_CONFIG.format(max_file_bytes=size, origin_port=origin_port))
+    return ["--config", str(config)]
+
+
+def list_edge(
+    session: Session, fleet: Fleet, name: str, directory: Path, public: Path, cache_bytes: int = 0
+) -> EdgeTarget:
+    """An edge following `directory`. It answers once its start-up load is done, so its start
+    is bounded by `list_load_s` (10M entries: about 100 s of compile), not the usual 60 s."""
+    edge = EdgeTarget(name, blocklist_dir=directory, blocklist_key=public,
+                      cache_bytes=cache_bytes,
+                      extra_args=list_config_args(directory, fleet.origin.port))  # fmt: skip
+    edge.start_timeout_s = session.settings.list_load_s
+    return edge
 
 
 def _short(n: int) -> str:
@@ -642,13 +674,47 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def push_edge(session: Session, fleet: Fleet) -> EdgeTarget | None:
+    """The edge push-enforce pushes to: the shared one, or with `push_list_entries` one of
+    its own that has loaded a signed list of that many entries in every worker (issue 12)."""
+    size = session.settings.push_list_entries
+    if size == 0:
+        edge = fleet.edge()
+        if edge is None:
+            session.say("push-enforce skipped (no edge)")
+        return edge
+    reason = blocklists.signing_available()
+    if "edgeproxy" not in fleet.wanted or reason is not None:
+        session.say(f"push-enforce skipped ({reason or 'no edge'})")
+        return None
+    session.say(f"push-enforce: preparing a signed blocklist of {size:,} entries …")
+    directory, public = blocklists.blocklist_dir(session.out / "work" / "push", size)
+    name = f"edgeproxy-push-bl{_short(size)}"
+    bound = session.settings.list_load_s
+    t0 = time.perf_counter()
+    started = fleet.get(name, lambda: list_edge(session, fleet, name, directory, public))
+    if not isinstance(started, EdgeTarget):
+        return None
+    loaded = edge_ops.wait_list_loaded(started, size, session.settings.workers, bound)
+    if loaded is None:
+        session.notes.append(f"push-enforce: the {size:,}-entry list was not loaded in {bound:g} s")
+        session.say(f"push-enforce skipped (the list was not loaded in {bound:g} s)")
+        fleet.stop(name)
+        return None
+    loaded_s = time.perf_counter() - t0
+    session.say(f"push-enforce: {size:,} entries enforced by every worker {loaded_s:.1f} s "
+                "after the edge's start")  # fmt: skip
+    session.extra["push_list_loaded_s"] = round(loaded_s, 2)
+    return started
+
+
 def run_push_enforce(session: Session, fleet: Fleet) -> None:
     """Repeated admin pushes of one url entry each: time to the answer and to the first 451."""
-    edge = fleet.edge()
+    edge = push_edge(session, fleet)
     if edge is None:
-        session.say("push-enforce skipped (no edge)")
         return
-    session.say(f"== push-enforce: {session.settings.pushes} pushes")
+    list_entries = session.settings.push_list_entries
+    session.say(f"== push-enforce: {session.settings.pushes} pushes, {list_entries:,} listed")
     nonce = uuid.uuid4().hex[:8]
     acks, enforced, violations, failures = [], [], 0, 0
     host = "127.0.0.1"
@@ -691,8 +757,9 @@ def run_push_enforce(session: Session, fleet: Fleet) -> None:
         acks.append((t_ack - t0) * 1e3)
         if first_451:
             enforced.append((first_451[0] - t0) * 1e3)
-    result = {
+    result: dict[str, Any] = {
         "pushes": session.settings.pushes,
+        "list_entries": list_entries,
         "failures": failures,
         "served_after_ack": violations,
         "ack_ms": _pcts(acks),
@@ -704,6 +771,8 @@ def run_push_enforce(session: Session, fleet: Fleet) -> None:
         f"first 451 p50 {result['enforced_ms']['p50']:.1f} ms p99 {result['enforced_ms']['p99']:.1f} ms; "
         f"listed responses served after the answer: {violations}"
     )
+    if list_entries:
+        fleet.stop(edge.name)
 
 
 def run_fleet(session: Session) -> None:
@@ -863,6 +932,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pushes", type=int, help="pushes in push-enforce (default 50, quick 10)")
     parser.add_argument(
+        "--push-list-entries",
+        type=int,
+        default=0,
+        help="push-enforce against an edge that loaded a signed list of this many entries "
+        "(default 0: the shared edge, no list)",
+    )
+    parser.add_argument(
+        "--list-load-s",
+        type=float,
+        default=900.0,
+        help="bound on an edge's start-up load of a signed list (push-enforce, "
+        "blocklist-size; 900 s)",
+    )
+    parser.add_argument(
         "--no-wrk", action="store_true", help="use the bundled Python load generator"
     )
     parser.add_argument(
@@ -943,6 +1026,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes=sizes,
         apply_entries=args.apply_entries or (10_000 if quick else 1_000_000),
         pushes=args.pushes or (10 if quick else 50),
+        push_list_entries=args.push_list_entries,
+        list_load_s=args.list_load_s,
         use_wrk=use_wrk,
         quick=quick,
         soak_s=args.soak_s,

@@ -77,6 +77,7 @@ class Target:
     # in their workdir; Varnish's is a process of its own (varnishncsa) and Traffic Server's
     # needs a logging.yaml, so theirs stay off (the report says so).
     access_logs = False
+    start_timeout_s = 60.0  # an edge loading a big signed list at start-up needs longer
 
     def __init__(self, name: str, *, tls: TlsFiles | None = None, cache_bytes: int = 0) -> None:
         self.name = name
@@ -121,7 +122,7 @@ class Target:
             cwd=workdir if self.in_workdir else None,
         )
         log.close()
-        self.wait_ready(timeout_s=60.0)
+        self.wait_ready(timeout_s=self.start_timeout_s)
 
     def command(self, origin_port: int, workers: int) -> tuple[list[str], dict[str, str]]:
         """argv and environment of the server; each subclass knows its own."""
