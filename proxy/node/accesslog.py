@@ -4,7 +4,8 @@ hot path.
 `record()` is all a request pays: a sampling draw (only when sampling), one tuple appended to a
 list (holding the request, its context or stored entry: every field is read from them later),
 and a timer armed on the first record of a batch. Every `FLUSH_INTERVAL_S` the batch is
-formatted (msgspec for JSON) and handed to a writer thread, which appends it with one `os.write`
+formatted (msgspec for JSON), `FORMAT_CHUNK_ROWS` rows a loop turn so that requests are answered
+between chunks, and handed to a writer thread, which appends it with one `os.write`
 per chunk. So a slow disk or a full stdout pipe never stalls the event loop: the buffer fills,
 and records beyond `max_buffered` are dropped and counted (`dropped`, and the
 `edgeproxy_access_log_dropped_total` counter when given the worker's stats).
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 
 FLUSH_INTERVAL_S = 0.2
 MAX_BUFFERED = 65536  # records waiting to be formatted
+# Rows formatted per loop turn (~2 µs each): a batch is formatted a chunk at a time, requests
+# answered between chunks, so the log never holds the loop for more than about half a ms.
+FORMAT_CHUNK_ROWS = 256
 MAX_PENDING_BYTES = 16 << 20  # formatted bytes waiting for the writer thread
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
 
@@ -98,6 +102,7 @@ class AccessLog:
         stats: WorkerStats | None = None,
         max_buffered: int = MAX_BUFFERED,
         flush_interval_s: float = FLUSH_INTERVAL_S,
+        format_chunk_rows: int = FORMAT_CHUNK_ROWS,
         text: bool = False,
         request_ids: RequestIds | None = None,
     ) -> None:
@@ -113,12 +118,13 @@ class AccessLog:
         self.request_ids = request_ids
         self.max_buffered = max_buffered
         self.flush_interval_s = flush_interval_s
+        self.format_chunk_rows = format_chunk_rows
         self.dropped = 0
         self.written = 0  # lines handed to the OS
         self.write_errors = 0
         self.lost = 0  # lines a failed write took with it
         self._rows: list[_Row] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None  # the next batch's, or its next chunk's
         self._pending: collections.deque[bytes] = collections.deque()
         # Each counter has one writer (the loop thread, or whoever holds _lock): no lost updates.
         self._queued_bytes = 0
@@ -184,7 +190,16 @@ class AccessLog:
     def _tick(self) -> None:
         self._timer = None
         if self._queued_bytes - self._written_bytes < MAX_PENDING_BYTES:
-            self._format_rows()
+            rows = self._rows
+            if len(rows) > self.format_chunk_rows:
+                # The rest in the next loop turns: a whole batch at once (thousands of rows
+                # at tens of thousands of hits a second) held the loop for milliseconds.
+                n = self.format_chunk_rows
+                self._rows = rows[n:]
+                self._format(rows[:n])
+                self._timer = asyncio.get_running_loop().call_soon(self._tick)
+            else:
+                self._format_rows()
         elif self._rows:
             # The writer is behind; keep the rows (bounded by max_buffered) and try again.
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
@@ -205,9 +220,12 @@ class AccessLog:
     def _format_rows(self) -> None:
         rows, self._rows = self._rows, []
         if rows:
-            data = self.format(rows)
-            self._queued_bytes += len(data)
-            self._pending.append(data)
+            self._format(rows)
+
+    def _format(self, rows: list[_Row]) -> None:
+        data = self.format(rows)
+        self._queued_bytes += len(data)
+        self._pending.append(data)
 
     def format(self, rows: list[_Row]) -> bytes:
         records = [self.to_record(row) for row in rows]

@@ -394,3 +394,39 @@ def test_the_text_form_is_combined_then_key_values(tmp_path: Path) -> None:
         ' "evil\\x22\\x0a1.2.3.4 - - [x]" host=a.test site=site-a result=miss request_id=abc-1'
         ' content_type="text/html" key="a.test/t|gzip" duration_ms=1.5 tls=on worker=2\n'
     )
+
+
+async def test_a_big_batch_is_formatted_a_chunk_a_loop_turn(tmp_path: Path) -> None:
+    """Issue 18's tail: thousands of rows formatted at once held the loop for milliseconds.
+    A batch is formatted `format_chunk_rows` at a time, the loop free between chunks, and
+    every line still lands, in order."""
+    log = tmp_path / "a.log"
+    al = AccessLog(str(log), 1.0, ["a"], 0, flush_interval_s=0.01, format_chunk_rows=10)
+    sizes: list[int] = []
+    turns: list[int] = []
+    real_format = al.format
+
+    def format_counted(rows):  # type: ignore[no-untyped-def]
+        sizes.append(len(rows))
+        turns.append(ticks[0])
+        return real_format(rows)
+
+    al.format = format_counted  # type: ignore[method-assign]
+    ticks = [0]
+    stop = asyncio.Event()
+
+    async def count_turns() -> None:
+        while not stop.is_set():
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_turns())
+    for n in range(35):
+        al.record(fake_ctx(f"/{n}"), 0.001)  # type: ignore[arg-type]
+    records = await read_lines(log, 35)
+    stop.set()
+    await counter
+    assert [r["target"] for r in records] == [f"/{n}" for n in range(35)]
+    assert sizes == [10, 10, 10, 5]
+    assert len(set(turns)) == 4  # each chunk in a loop turn of its own
+    al.close()
