@@ -430,3 +430,28 @@ async def test_a_big_batch_is_formatted_a_chunk_a_loop_turn(tmp_path: Path) -> N
     assert sizes == [10, 10, 10, 5]
     assert len(set(turns)) == 4  # each chunk in a loop turn of its own
     al.close()
+
+
+async def test_a_hit_row_holds_nothing_the_collector_must_keep_tracking(tmp_path: Path) -> None:
+    """Rows wait up to flush_interval_s; a hit's row is plain values, so the young
+    collections untrack it and no row is carried into the oldest generation (issue 18: with
+    request objects in the rows, a logged hit load ran full collections of 10-25 ms)."""
+    import gc
+
+    al = AccessLog(str(tmp_path / "a.log"), 1.0, ["a"], 0, flush_interval_s=60)
+    ctx = fake_ctx("/gc")
+    target = ctx.target  # type: ignore[attr-defined]
+    entry = _Stored(
+        target=target,
+        primary=(target.authority, target.raw_path_query),
+        variant=(),
+        headers=((b"content-type", b"text/html"),),
+    )
+    al.record_hit(ctx.request, entry, 0, 200, 10, 0.002)  # type: ignore[arg-type,attr-defined]
+    row = al._rows[-1]
+    gc.collect(0)  # the entry's fields (a tuple of strings, made for its first hit) untracked
+    gc.collect(1)  # ... and then the row that holds them
+    assert not gc.is_tracked(row)
+    al.close()
+    line = json.loads((tmp_path / "a.log").read_text())
+    assert (line["target"], line["result"], line["content_type"]) == ("/gc", "hit", "text/html")
