@@ -27,6 +27,7 @@ class Node:
         self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
         self.output: list[str] = []
+        self.tried: list[str] = []  # starts that lost their port to another process
         self._reader: asyncio.Task[None] | None = None
         # A node of its own: pushed entries persist in the state dir, and must not leak
         # from one test into the next.
@@ -54,6 +55,20 @@ class Node:
         return f"http://127.0.0.1:{self.admin_port}"
 
     async def start(self, *, expect_ready: bool = True, timeout_s: float = 20.0) -> None:
+        for attempt in range(3):
+            try:
+                await self._start(expect_ready, timeout_s)
+                return
+            except RuntimeError as e:
+                if attempt == 2 or "address already in use" not in str(e).lower():
+                    raise
+                # free_port's pick was taken before the node bound it (another process's
+                # ephemeral port, in the same range): the harness's race, not the node's.
+                self.tried.append(str(e))
+                self.port, self.admin_port = free_port(), free_port()
+                self.output = []
+
+    async def _start(self, expect_ready: bool, timeout_s: float) -> None:
         env = {**os.environ, "EDGEPROXY_ADMIN_TOKEN": TOKEN, **self.env}
         argv = [
             sys.executable,

@@ -235,3 +235,25 @@ async def test_entries_stop_matching_when_they_expire(origin_server, nodes) -> N
     await asyncio.sleep(2.0)
     for _ in range(6):  # both workers
         assert (await get(node.url + "/temp"))[0] == 200
+
+
+async def test_a_port_taken_before_the_node_binds_it_gets_new_ports(origin_server, nodes) -> None:
+    """The harness's free_port race (another process takes the pick first) is retried with
+    new ports, not reported as the node's failure."""
+    import socket
+
+    origin = await origin_server(origin_app([]))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    node = Node(["--origin", origin, "--workers", "1"])
+    node.port = busy
+    nodes.append(node)
+    try:
+        await node.start()
+    finally:
+        taken.close()
+    assert node.port != busy and any("address already in use" in x.lower() for x in node.tried)
+    status, _, body = await get(node.url + "/p")
+    assert status == 200 and body == b"A:/p"
