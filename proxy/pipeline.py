@@ -166,8 +166,10 @@ class Pipeline:
             sent = 0 if method == "HEAD" else len(entry.body)
             log_phase.hit(self.stats, self.access_log, request, entry, started, sent)
             return data
+        if self.access_log is not None:
+            return None  # a remembered 451 goes the usual way, which logs what blocked it
         blocked = self.memo.blocked(raw_target, host)
-        if blocked is None or self.access_log is not None:
+        if blocked is None:
             return None
         head, body, site, typ = blocked
         log_phase.blocked_fast(

@@ -2,7 +2,8 @@
 hot path.
 
 `record()` is all a request pays: a sampling draw (only when sampling), one tuple appended to a
-list (holding the request, its context or stored entry: every field is read from them later),
+list (holding the request and its context: every field is read from them later; a memo hit's,
+`record_hit`, holds plain values and its entry's fields worked out once per entry),
 and a timer armed on the first record of a batch. Every `FLUSH_INTERVAL_S` the batch is
 formatted (msgspec for JSON), `FORMAT_CHUNK_ROWS` rows a loop turn so that requests are answered
 between chunks, and handed to a writer thread, which appends it with one `os.write`
@@ -85,10 +86,10 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
     no_store: str = ""
 
 
-# What `record` keeps: (request, its context or None, the stored entry of a memo hit or None,
-# site index, status, result, body bytes sent, elapsed seconds). Everything else is read from
-# the first three when the batch is formatted, off the request's path.
-_Row = tuple["FrontRequest", "RequestCtx | None", "Entry | None", int, int, str, int, float]
+# What `record` keeps: (request, its context, site index, status, result, body bytes sent,
+# elapsed seconds). Everything else is read from the first two when the batch is formatted,
+# off the request's path.
+_Row = tuple["FrontRequest", "RequestCtx", int, int, str, int, float]
 # What `record_hit` keeps, plain values only: (received at, client, method, raw target,
 # version, tls, request id field, Host as sent, user agent, referer, the entry's fields
 # (`_entry_fields`: site, host, target, key, content type), status, bytes, elapsed seconds).
@@ -162,7 +163,7 @@ class AccessLog:
         if len(rows) >= self.max_buffered:
             self._drop(1)
             return
-        row = (ctx.request, ctx, None, ctx.site_index, ctx.status, ctx.result, ctx.bytes_sent)
+        row = (ctx.request, ctx, ctx.site_index, ctx.status, ctx.result, ctx.bytes_sent)
         rows.append((*row, elapsed_s))
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
@@ -270,33 +271,23 @@ class AccessLog:
     def to_record(self, row: _Row | _HitRow) -> AccessRecord:
         if len(row) == _HIT_ROW_LEN:
             return self._hit_record(row)  # type: ignore[arg-type]
-        req, ctx, entry, site, status, result, nbytes, elapsed = row  # type: ignore[misc]
+        req, ctx, site, status, result, nbytes, elapsed = row  # type: ignore[misc]
         names = self.site_names
         ids = self.request_ids
         ua, referer = _client_fields(req.headers)
-        origin_s, blocked_id, blocked_type, no_store = 0.0, "", "", ""
-        if ctx is not None:
-            target, method = ctx.target, ctx.method
-            entry = ctx.entry
-            origin_s, blocked_id, blocked_type = ctx.origin_s, ctx.blocked_id, ctx.blocked_type
-            no_store = str(ctx.no_store or "")
-            key = _key_text(*ctx.key) if ctx.key is not None else ""
-            ctype = _content_type(entry.headers) if entry is not None else ctx.content_type
-            if not ctype and ctx.outcome is not None:
-                ctype = _content_type(ctx.outcome.headers)
-        else:
-            assert entry is not None
-            target, method = entry.target, req.method
-            key = _key_text(entry.primary, entry.variant)
-            ctype = _content_type(entry.headers)
-        host = target.authority or _host_as_sent(req)
+        target, entry = ctx.target, ctx.entry
+        key = _key_text(*ctx.key) if ctx.key is not None else ""
+        ctype = _content_type(entry.headers) if entry is not None else ctx.content_type
+        if not ctype and ctx.outcome is not None:
+            ctype = _content_type(ctx.outcome.headers)
+        origin_s = ctx.origin_s
         return AccessRecord(
             time=self._rfc3339(req.received_at),
             worker=self.worker,
             client=req.client_ip,
             site=names[site] if 0 <= site < len(names) else "-",
-            host=host,
-            method=method,
+            host=target.authority or _sent_host(req.host),
+            method=ctx.method,
             target=(target.raw_path_query or req.raw_target).decode("utf-8", "backslashreplace"),
             protocol="HTTP/" + req.http_version,
             tls=req.tls,
@@ -310,21 +301,19 @@ class AccessLog:
             content_type=ctype.decode("latin-1") if isinstance(ctype, bytes) else ctype,
             key=key,
             origin_ms=round(origin_s * 1000.0, 3) if origin_s else None,
-            blocked_id=blocked_id,
-            blocked_type=blocked_type,
-            no_store=no_store,
+            blocked_id=ctx.blocked_id,
+            blocked_type=ctx.blocked_type,
+            no_store=str(ctx.no_store or ""),
         )
 
     def _hit_record(self, row: _HitRow) -> AccessRecord:
         at, client, method, raw_target, version, tls, id_field, sent_host, ua, referer = row[:10]
         (site_name, host, target_text, key, ctype), status, nbytes, elapsed = row[10:]
         ids = self.request_ids
-        if not host and sent_host is not None:
-            host = sent_host.decode("latin-1")
         return AccessRecord(
             self._rfc3339(at), self.worker, client, site_name, method,
             target_text or raw_target.decode("utf-8", "backslashreplace"), "HTTP/" + version,
-            tls, status, "hit", nbytes, round(elapsed * 1000.0, 3), host,
+            tls, status, "hit", nbytes, round(elapsed * 1000.0, 3), host or _sent_host(sent_host),
             ids.value(id_field) if ids is not None else "", ua, referer, ctype, key,
         )  # fmt: skip
 
@@ -440,9 +429,9 @@ class AccessLog:
         }
 
 
-def _host_as_sent(req: FrontRequest) -> str:
+def _sent_host(host: bytes | None) -> str:
     """The Host field as sent: what explains a request admit refused (421 …)."""
-    return req.host.decode("latin-1") if req.host is not None else ""
+    return host.decode("latin-1") if host is not None else ""
 
 
 def _client_fields(headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:

@@ -387,7 +387,7 @@ def test_the_text_form_is_combined_then_key_values(tmp_path: Path) -> None:
     ctx = fake_ctx("/t")
     ctx.request.headers.append((b"User-Agent", b"second"))  # type: ignore[attr-defined]
     ctx.request.headers[1] = (b"User-Agent", b'evil"\n1.2.3.4 - - [x]')  # type: ignore[attr-defined]
-    line = al.format([(ctx.request, ctx, None, 0, 200, "miss", 10, 0.0015)]).decode()  # type: ignore[attr-defined,list-item]
+    line = al.format([(ctx.request, ctx, 0, 200, "miss", 10, 0.0015)]).decode()  # type: ignore[attr-defined,list-item]
     al.close()
     assert line == (
         '127.0.0.7 - - [2023-11-14T22:13:20.250Z] "GET /t HTTP/1.1" 200 10 "http://r/"'
