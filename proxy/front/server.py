@@ -351,12 +351,10 @@ class Connection(asyncio.Protocol):
         ids = self._ids
         id_field = ids.next_field() if ids is not None else b""
         fast = None if flagged else self._fast
+        # Built before the fast answer only when it logs; else only when there is none.
         req = None
         if self._fast_logs or fast is None:
-            req = Request(
-                method, target, "1.1", fields(lines), True, False, None, EMPTY_BODY,
-                self._client_ip, time.time(), host, flagged, self.tls, id_field,
-            )  # fmt: skip
+            req = self._strict_request(method, target, host, lines, flagged, id_field)
         try:
             answer = (
                 None if fast is None else fast(method, target, host, True, "1.1", id_field, req)
@@ -374,13 +372,19 @@ class Connection(asyncio.Protocol):
         self._phase = _BODY
         self._last_keep_alive = True
         if req is None:
-            req = Request(
-                method, target, "1.1", fields(lines), True, False, None, EMPTY_BODY,
-                self._client_ip, time.time(), host, flagged, self.tls, id_field,
-            )  # fmt: skip
+            req = self._strict_request(method, target, host, lines, flagged, id_field)
         self._dispatch(req)
         self.on_message_complete()
         return True
+
+    def _strict_request(
+        self, method: str, target: bytes, host: bytes, lines: bytes, flagged: bool, id_field: bytes
+    ) -> Request:
+        """The request llhttp's callbacks would have built from a strict head."""
+        return Request(
+            method, target, "1.1", fields(lines), True, False, None, EMPTY_BODY,
+            self._client_ip, time.time(), host, flagged, self.tls, id_field,
+        )  # fmt: skip
 
     def _reparse_method(self, exc: httptools.HttpParserError, data: bytes) -> bool:
         """A request llhttp refused for its method alone, at the start of this read (the
@@ -489,6 +493,7 @@ class Connection(asyncio.Protocol):
         else:
             id_field = ids.field_for(self._given_id)
         body: Body | EmptyBody
+        req: Request | None = None  # built early only for a fast answer that logs it
         if has_body:
             body = self._parsing_body = Body(
                 self, content_length, bool(flags & _EXPECT_CONTINUE) and version == "1.1"
@@ -512,14 +517,13 @@ class Connection(asyncio.Protocol):
                 # an access log needs one): the same as a handler answering synchronously with
                 # `send_bytes`.
                 name = _METHODS.get(method) or ""
-                logged = None
                 if self._fast_logs and name:
-                    logged = Request(
+                    req = Request(
                         name, self._url, version, self._headers, keep_alive, False,
                         content_length, body, self._client_ip, time.time(), self._host, False,
                         self.tls, id_field,
                     )  # fmt: skip
-                data = fast(name, self._url, self._host, keep_alive, version, id_field, logged)
+                data = fast(name, self._url, self._host, keep_alive, version, id_field, req)
                 if data is not None:
                     self._phase = _BODY
                     if self.tls:
@@ -529,22 +533,23 @@ class Connection(asyncio.Protocol):
                         self._linger()
                     return
         self._phase = _BODY
-        req = Request(
-            _METHODS.get(method) or method.decode("ascii"),
-            self._url,
-            version,
-            self._headers,
-            keep_alive,
-            has_body,
-            content_length,
-            body,
-            self._client_ip,
-            time.time(),
-            self._host,
-            bool(flags & _FLAGGED),
-            self.tls,
-            id_field,
-        )
+        if req is None:
+            req = Request(
+                _METHODS.get(method) or method.decode("ascii"),
+                self._url,
+                version,
+                self._headers,
+                keep_alive,
+                has_body,
+                content_length,
+                body,
+                self._client_ip,
+                time.time(),
+                self._host,
+                bool(flags & _FLAGGED),
+                self.tls,
+                id_field,
+            )
         if has_body:
             self._parsing = req
         if self._active is None and not self._queue:
