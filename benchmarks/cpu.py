@@ -21,14 +21,29 @@ class _Stat:
     rss_bytes: int
 
 
-def _read_stat(pid: int) -> _Stat | None:
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat's fields after comm (state first); None when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(b")") + 2 :].split()
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pid` itself so far ((0, 0) once it is gone)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0, 0.0
+    return int(fields[11]) / _TICKS_PER_S, int(fields[12]) / _TICKS_PER_S
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
     ppid = int(fields[1])
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return _Stat(pid, ppid, utime + stime + cutime + cstime, int(fields[21]) * _PAGE_BYTES)

@@ -73,15 +73,19 @@ def wait_enforced(port: int, path: str, timeout_s: float, consecutive: int = 4) 
     return None
 
 
-def metric(edge: EdgeTarget, name: str) -> float:
-    """The sum of a counter's samples (`name` or `name_total`) on the edge's /metrics."""
+def metrics_text(edge: EdgeTarget) -> str:
+    """The edge's /metrics, as its admin API serves them."""
     request = urllib.request.Request(
         edge.admin_url + "/metrics", headers={"Authorization": f"Bearer {edge.admin_token}"}
     )
     with urllib.request.urlopen(request, timeout=10) as r:
-        text = r.read().decode()
+        return str(r.read().decode())
+
+
+def metric(edge: EdgeTarget, name: str) -> float:
+    """The sum of a counter's samples (`name` or `name_total`) on the edge's /metrics."""
     total = 0.0
-    for line in text.splitlines():
+    for line in metrics_text(edge).splitlines():
         sample, _, value = line.rpartition(" ")
         if sample.partition("{")[0] in (name, name + "_total"):
             total += float(value)

@@ -356,7 +356,7 @@ class TailWatch:
         if not isinstance(t, EdgeTarget) or not t.admin_port:
             return None
         try:
-            return tail.scrape(t.admin_url, t.admin_token)
+            return tail.histograms(edge_ops.metrics_text(t))
         except OSError:
             return None
 

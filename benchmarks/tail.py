@@ -18,7 +18,6 @@ Their numbers over a round sit side by side in the results ("tail" tables).
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +59,8 @@ def process_wait_s(pid: int) -> float:
 Histograms = dict[tuple[str, str], dict[float, float]]  # (family, worker) -> {le: cumulative}
 
 
-def scrape(admin_url: str, token: str) -> Histograms:
-    request = urllib.request.Request(
-        admin_url + "/metrics", headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as r:
-        text = r.read().decode()
+def histograms(text: str) -> Histograms:
+    """The per-worker histograms of an edge's /metrics text (`edge_ops.metrics_text`)."""
     out: Histograms = {}
     for fam in text_string_to_metric_families(text):
         if not fam.name.startswith("edgeproxy_worker_") or fam.type != "histogram":

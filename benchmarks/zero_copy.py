@@ -41,7 +41,7 @@ from pathlib import Path
 
 import lmdb
 
-from benchmarks.cpu import _TICKS_PER_S, tree
+from benchmarks.cpu import tree, user_system_seconds
 from benchmarks.targets import free_port
 
 MODES = ["memory-concat", "memory-writev", "lmdb-copy", "lmdb-view", "file-sendfile"]
@@ -180,13 +180,7 @@ end
 """
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """(user, system) seconds of `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / _TICKS_PER_S, int(fields[12]) / _TICKS_PER_S
-
-
-def _wrk(port: int, objects: int, duration_s: float, script: Path) -> tuple[int, float]:
+def _wrk(port: int, duration_s: float, script: Path) -> tuple[int, float]:
     out = subprocess.run(
         ["wrk", "-t1", "-c64", f"-d{max(1, round(duration_s))}s", "-s", str(script),
          f"http://127.0.0.1:{port}/"],
@@ -242,17 +236,17 @@ def main(argv: list[str] | None = None) -> int:
             if proc.stdout.readline().strip() != b"ready":
                 raise RuntimeError(f"{mode}: the server did not start")
             servers[mode] = (proc, port)
-            _wrk(port, args.objects, 1, script)  # warm: page cache, connections, the loop
+            _wrk(port, 1, script)  # warm: page cache, connections, the loop
         results: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
         for r in range(1, args.rounds + 1):
             for mode in modes:
                 proc, port = servers[mode]
                 pids = [s.pid for s in tree([proc.pid])]
-                before = [_cpu(pid) for pid in pids]
+                before = [user_system_seconds(pid) for pid in pids]
                 t0 = time.perf_counter()
-                requests, errors = _wrk(port, args.objects, args.duration_s, script)
+                requests, errors = _wrk(port, args.duration_s, script)
                 seconds = time.perf_counter() - t0
-                after = [_cpu(pid) for pid in pids]
+                after = [user_system_seconds(pid) for pid in pids]
                 user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
                 system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
                 rps = requests / seconds
