@@ -251,8 +251,14 @@ def _hist(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
 
 
 def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    return cumulative_buckets(LATENCY_BUCKETS_S, counts)
+
+
+def cumulative_buckets(bounds: list[float], counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (one per bound and one above them all) as Prometheus' cumulative
+    (le, count) pairs."""
     out, acc = [], 0
-    for bound, c in zip([*LATENCY_BUCKETS_S, float("inf")], counts, strict=True):
+    for bound, c in zip([*bounds, float("inf")], counts, strict=True):
         acc += c
         out.append(("+Inf" if bound == float("inf") else repr(bound), float(acc)))
     return out

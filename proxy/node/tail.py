@@ -37,6 +37,8 @@ from typing import Any
 import msgspec
 from prometheus_client.core import HistogramMetricFamily
 
+from proxy.metrics import cumulative_buckets
+
 # 10 µs to 100 ms, 1-2.5-5 steps: a loop iteration of hits is tens of µs, a descheduled
 # worker waits milliseconds (a CFS slice on a busy 2-core machine is 3-6 ms).
 TAIL_BUCKETS_S = [
@@ -130,14 +132,6 @@ class TailProbe:
             r.gc_max_s[gen] = took
 
 
-def _cumulative(bounds: list[float], counts: list[int]) -> list[tuple[str, float]]:
-    out, acc = [], 0
-    for bound, c in zip([*bounds, float("inf")], counts, strict=True):
-        acc += c
-        out.append(("+Inf" if bound == float("inf") else repr(bound), float(acc)))
-    return out
-
-
 def families(
     workers: list[tuple[str, TailReport | None, dict[str, Any]]], request_bounds: list[float]
 ) -> Iterator[HistogramMetricFamily]:
@@ -165,14 +159,14 @@ def families(
             for per_result, s in zip(site["latency"], site["latency_sum"], strict=True):
                 counts = [a + b for a, b in zip(counts, per_result, strict=True)]
                 total += s
-        req.add_metric([label], _cumulative(request_bounds, counts), total)
+        req.add_metric([label], cumulative_buckets(request_bounds, counts), total)
         if tail is None:
             continue
-        lag.add_metric([label], _cumulative(TAIL_BUCKETS_S, tail.lag_counts), tail.lag_sum_s)
+        lag.add_metric([label], cumulative_buckets(TAIL_BUCKETS_S, tail.lag_counts), tail.lag_sum_s)
         for gen in range(GENERATIONS):
             pause.add_metric(
                 [label, str(gen)],
-                _cumulative(TAIL_BUCKETS_S, tail.gc_counts[gen]),
+                cumulative_buckets(TAIL_BUCKETS_S, tail.gc_counts[gen]),
                 tail.gc_sum_s[gen],
             )
     yield from (req, lag, pause)
