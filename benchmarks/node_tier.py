@@ -18,6 +18,7 @@ restart under load.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -251,3 +252,191 @@ def restart_table(r: dict[str, Any]) -> str:
             f"{r['load_requests']:,} / {r['load_errors']:,} / {r['load_bad_status']:,} |",
         ]
     )
+
+
+# -- in one process: the memo's node-tier hit against its L1 hit ---------------------------------
+
+MEMO_HEADERS = (
+    (b"Date", b"Sun, 06 Dec 2026 23:30:00 GMT"),
+    (b"Content-Type", b"application/octet-stream"),
+    (b"Cache-Control", b"public, max-age=3600"),
+    (b"ETag", b'"4096-1"'),
+    (b"Last-Modified", b"Sun, 06 Dec 2026 20:00:00 GMT"),
+    (b"Server", b"bench-origin"),
+)
+
+
+def _memo_entry(path: str, body: bytes, now: float) -> Any:
+    import hashlib
+
+    from proxy.cache.entry import Entry
+    from proxy.rfc.target import canonical_target
+
+    t = canonical_target(path.encode(), b"127.0.0.1:8080")
+    e = Entry(
+        primary=(t.authority, t.raw_path_query),
+        variant=(),
+        target=t,
+        status=200,
+        reason=b"OK",
+        headers=MEMO_HEADERS,
+        body=body,
+        sha256=hashlib.sha256(body).digest(),
+        request_time=now - 0.001,
+        response_time=now,
+        corrected_initial_age=0.0,
+        lifetime=3600.0,
+        stale_while_revalidate_s=0.0,
+        stale_if_error_s=0.0,
+        must_revalidate=False,
+        no_cache=False,
+        etag='"4096-1"',
+        last_modified=now - 3600,
+        date=now,
+        vary_fields=(),
+        stored_at=now,
+    )
+    e.render_head(256, b"1.1 edgeproxy")
+    return e
+
+
+async def memo_hit_costs(objects: int, rounds: int, passes: int = 3) -> dict[str, float]:
+    """µs of process time per memo hit, best of `rounds`: an L1 hit (one hot entry held by
+    memory), a node-tier hit (uniform over `objects` items of `NODE_HIT_BYTES` the node tier
+    holds, remembered as `NodeRef`s), each with `deliver.hit_bytes`, as the front's fast
+    answer does; and the node-tier hit's parts (read transaction and get, the record opened,
+    the `Entry`). Inside a running loop, so touches are batched as in a worker."""
+    import tempfile
+
+    from proxy.cache.memory import MemoryTier
+    from proxy.cache.node import TOUCH_ONE_IN, NodeTier, item_key, open_envelope, prepare
+    from proxy.cache.shared import entry_of
+    from proxy.cache.tiered import TieredCache
+    from proxy.metrics import WorkerStats
+    from proxy.phases.deliver import hit_bytes
+    from proxy.phases.memo import HotMemo
+
+    now = time.time()
+    host = b"127.0.0.1:8080"
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "node-cache"
+        max_bytes = objects * (NODE_HIT_BYTES + 2048) + 64 * MiB
+        prepare(path, max_bytes)
+        other = NodeTier(path, max_bytes, 65536, WorkerStats([]))
+        node = NodeTier(
+            path,
+            max_bytes,
+            65536,
+            WorkerStats([]),
+            touch_delay_s=0.1,
+            touch_interval_s=10.0,
+            touch_one_in=TOUCH_ONE_IN,
+        )
+        cache = TieredCache(MemoryTier(131072 // 2, 65536), node=node)
+        memo = HotMemo(65536, lambda: now, cache.touch, node=cache, refused=lambda e: False)
+        body = b"x" * NODE_HIT_BYTES
+        l1 = _memo_entry("/obj/4096/l1", body, now)
+        assert cache.memory.put(l1)
+        memo.remember_hit(b"/obj/4096/l1", host, l1)
+        targets = [f"/obj/{NODE_HIT_BYTES}/{i}" for i in range(objects)]
+        entries = [_memo_entry(t, body, now) for t in targets]
+        for e in entries:
+            other.put(e)
+        other.flush()
+        raws = [t.encode() for t in targets]
+        for e, raw in zip(entries, raws, strict=True):
+            got = cache.get((e.primary, ()), e.target)
+            assert got is not None and not got.alive
+            memo.remember_hit(raw, host, got)
+        cache.doorkeeper.clear()  # as with a set larger than L1's window: never adopted
+
+        def best(fn: Callable[[], None], n: int) -> float:
+            fastest = float("inf")
+            for _ in range(rounds):
+                t0 = time.process_time()
+                fn()
+                fastest = min(fastest, time.process_time() - t0)
+            return fastest / n * 1e6
+
+        take, status = memo.take_hit, b"edgeproxy; hit"
+
+        def l1_hits() -> None:
+            for _ in range(objects * passes):
+                entry, t = take("GET", b"/obj/4096/l1", host)  # type: ignore[misc]
+                hit_bytes("GET", True, "1.1", entry, t, status)
+
+        def node_hits() -> None:
+            for _ in range(passes):
+                for raw in raws:
+                    entry, t = take("GET", raw, host)  # type: ignore[misc]
+                    hit_bytes("GET", True, "1.1", entry, t, status)
+                cache.doorkeeper.clear()
+
+        ikeys = [item_key(e.primary, (), ()) for e in entries]
+        items = node._db["items"]
+
+        def value(k: bytes, *, buffers: bool = False) -> Any:
+            return node._read(lambda txn: txn.get(k, db=items), buffers=buffers)
+
+        def reads() -> None:
+            for _ in range(passes):
+                for k in ikeys:
+                    value(k, buffers=True)
+
+        values = [value(k) for k in ikeys]
+
+        def opens() -> None:
+            for _ in range(passes):
+                for v in values:
+                    open_envelope(v)
+
+        recs = [open_envelope(v) for v in values]
+
+        def builds() -> None:
+            for _ in range(passes):
+                for rec, e in zip(recs, entries, strict=True):
+                    entry_of(rec, e.primary, lambda f: (), verify_body=False, target=e.target)
+
+        proofs = [
+            p
+            for p in (node.prove_at(k, e.target) for k, e in zip(ikeys, entries, strict=True))
+            if p
+        ]
+
+        def proven_reads() -> None:
+            for _ in range(passes):
+                for p in proofs:
+                    node.get_proven(p)
+                    p.entry.body = b""  # as the facade lends it
+
+        n = objects * passes
+        out["L1 memo hit + hit_bytes"] = best(l1_hits, n)
+        out["node-tier memo hit + hit_bytes"] = best(node_hits, n)
+        out["  read txn + get"] = best(reads, n)
+        out["  open_envelope (xxh3 + msgspec)"] = best(opens, n)
+        out["  entry_of (the Entry)"] = best(builds, n)
+        out["  get_proven (a proven record read again)"] = best(proven_reads, n)
+        node.close()
+        other.close()
+    return out
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="In one process: the memo's node-tier hit against its L1 hit (µs CPU)."
+    )
+    parser.add_argument("--objects", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    costs = asyncio.run(memo_hit_costs(args.objects, args.rounds))
+    for name, us in costs.items():
+        print(f"{name:40s} {us:6.2f} µs")
+    l1 = costs["L1 memo hit + hit_bytes"]
+    print(f"{'ratio node-tier / L1':40s} {costs['node-tier memo hit + hit_bytes'] / l1:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

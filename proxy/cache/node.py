@@ -202,6 +202,32 @@ class NodeRecord(Record, tag="n", array_like=True):
     via: bytes  # the `Via` member `head` carries (a node restarted under another name renders)
 
 
+class Proven:
+    """A node-tier record one worker proved once (its seal checked over the whole value, its
+    key and Vary compared: `prove_at`) and decoded into `entry`, so that the memo's later
+    hits on it only check that the value under `ikey` is still that one: the same length
+    and the same 20 bytes of magic and xxh3-128 seal. LMDB never changes a committed value
+    in place (copy-on-write), so a value is rewritten only by a new store, whose payload
+    differs and with it its seal (an equal payload is an equal record, served as proven):
+    a rewritten record is never served under the old proof, and a purged one is not found.
+
+    The entry holds everything but the body (its head, headers, times, digest), about a
+    kilobyte beside the memo's reference; its body is copied from the mapped value on each
+    hit (`get_proven`), and the facade empties it again at the next one (`TieredCache`), so
+    the memo holds no body the node tier serves."""
+
+    __slots__ = ("ikey", "seal", "length", "body_at", "body_end", "entry", "key")
+
+    def __init__(self, ikey: bytes, seal: bytes, length: int, body_at: int, entry: Entry) -> None:
+        self.ikey = ikey
+        self.seal = seal
+        self.length = length
+        self.body_at = body_at
+        self.body_end = body_at + len(entry.body)
+        self.entry = entry
+        self.key = (entry.primary, entry.variant)  # the doorkeeper's
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_record = msgspec.msgpack.Decoder(NodeRecord).decode
 _decode_info = msgspec.msgpack.Decoder(Info).decode
@@ -456,6 +482,7 @@ class NodeTier:
             # (after such a death, the supervisor starts another) frees dead readers' slots.
             self.env.reader_check()
             self._db = {name.decode(): self.env.open_db(name) for name in DBS}
+            self._items = self._db["items"]
             with self.env.begin() as txn:
                 fmt = txn.get(b"format", db=self._db["meta"])
         except lmdb.Error as e:
@@ -531,6 +558,44 @@ class NodeTier:
             return None
         return self._load(ikey, (target.authority, target.raw_path_query), (), (), target)
 
+    def prove_at(self, ikey: bytes, target: Target) -> Proven | None:
+        """`get_at`, and what lets `get_proven` answer this record's later reads without
+        proving or decoding it again (see `Proven`); None as `get_at`."""
+        if self._closed:
+            return None
+        found: list[tuple[bytes, int, int]] = []
+        entry = self._load(ikey, (target.authority, target.raw_path_query), (), (), target, found)
+        if entry is None or not found:
+            return None
+        return Proven(ikey, *found[-1], entry)
+
+    def get_proven(self, p: Proven) -> Entry | None:
+        """The memo's node-tier hit on a record this worker proved (`prove_at`): its entry,
+        with the body copied from the mapped value, when the value stored under its key now
+        is the one proven (the same length and seal); None when it is not (rewritten by any
+        worker, purged, evicted: `prove_at` reads it as it is now). One read transaction, a
+        compare of 20 bytes and one copy of the body: no checksum, no decoding, no `Entry`."""
+        if self._closed:
+            return None
+        try:
+            txn = self.env.begin(db=self._items, buffers=True)
+        except lmdb.MapResizedError:
+            return None  # `prove_at` reads through `_read`, which follows the new size
+        try:
+            raw = txn.get(p.ikey)
+            if raw is None or len(raw) != p.length or raw[: _HDR.size] != p.seal:
+                return None
+            body = raw[p.body_at : p.body_end].tobytes()
+        finally:
+            txn.abort()
+        entry = p.entry
+        entry.body = body
+        self.stats.node_hits += 1
+        self._reads += 1
+        if self._reads % self.touch_one_in == 0:
+            self._touch(p.ikey)
+        return entry
+
     def _load(
         self,
         ikey: bytes,
@@ -538,14 +603,27 @@ class NodeTier:
         variant: VariantKey,
         fields: tuple[str, ...],
         target: Target | None,
+        proof: list[tuple[bytes, int, int]] | None = None,
     ) -> Entry | None:
+        """The proven entry under `ikey`; with `proof`, the value's seal (magic and checksum),
+        its length and where its body lies in it are appended there (`prove_at`)."""
         items = self._db["items"]
 
         def read(txn: Any) -> NodeRecord | None:
             # Opened on the mapped pages (no copy of the value first); the decoded record
             # holds copies, valid after the transaction.
             raw = txn.get(ikey, db=items)
-            return None if raw is None else open_envelope(raw)
+            if raw is None:
+                return None
+            rec = open_envelope(raw)
+            if proof is not None:
+                value = bytes(raw)
+                # Where these exact bytes lie (the body is stored verbatim in the msgpack);
+                # an earlier equal run of bytes is the same bytes, so any match will do.
+                at = value.find(rec.body, _HDR.size)
+                if at >= 0:
+                    proof.append((value[: _HDR.size], len(value), at))
+            return rec
 
         try:
             rec = self._read(read, buffers=True)

@@ -5,6 +5,7 @@ path would take (plain and fresh, body digest not refused); purged, it is gone."
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,105 @@ def test_read_again_soon_it_is_adopted_and_answered_from_memory(tmp_path: Path) 
     assert again is not None and again[0] is hot[0] and again[0].tier_detail == b""
     wire = hit_bytes("GET", True, "1.1", again[0], again[1], b"edgeproxy; hit")
     assert isinstance(wire, bytes) and b"detail=node" not in wire
+
+
+# -- proven once per record (NodeTier.prove_at / get_proven) -----------------------------------
+
+
+def _with_etag(e: Entry, etag: bytes) -> Entry:
+    e.headers = ((b"Cache-Control", b"max-age=60"), (b"ETag", etag))
+    e.etag = etag.decode()
+    e.render_head(100, b"1.1 edgeproxy")
+    return e
+
+
+def _rewrite_in_child(path: str, target: str, body: bytes, etag: bytes) -> None:
+    """Another worker process stores `target` anew (`body`, ETag `etag`)."""
+    t = NodeTier(Path(path), 64 * MiB, 8 * MiB, WorkerStats([]))
+    t.put(_with_etag(entry(target, body), etag))
+    t.close()
+
+
+def test_later_hits_on_the_same_record_are_not_proven_again(world: World) -> None:
+    """The first memo hit proves and decodes the record; the later ones check its seal and
+    copy the body, answering with the entry proven then."""
+    e = entry("/s", b"s" * 5000)
+    world.answered_by_node(e)
+    first = world.take(e)
+    assert first is not None and first[0].body == e.body
+    ref = world.memo._refs[(e.target.raw_path_query, HOST)]
+    assert ref.proven is not None and ref.proven.entry is first[0]
+    opened = world.cache.node.stats.node_hits if world.cache.node else 0
+    for _ in range(3):
+        hot = world.take(e)
+        assert hot is not None and hot[0] is first[0] and hot[0].body == e.body
+        assert not hot[0].alive and hot[0].tier_detail == NODE_DETAIL
+    assert world.cache.node is not None and world.cache.node.stats.node_hits == opened + 3
+
+
+def test_a_record_rewritten_by_another_process_between_two_hits_is_served_new(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 11: a proven record is never served once another process stored a new one
+    under its key: not with the old body, not with the old head, also when the new body
+    has the old one's length (only the seal tells them apart)."""
+    e = entry("/w", b"o" * 5000)
+    world.answered_by_node(e)
+    for _ in range(2):  # proven, then answered under that proof
+        hot = world.take(e)
+        assert hot is not None and hot[0].body == e.body and b'"v1"' in hot[0].head
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(
+        target=_rewrite_in_child, args=(str(tmp_path / "node-cache"), "/w", b"n" * 5000, b'"v2"')
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    hot = world.take(e)
+    assert hot is not None
+    got, now = hot
+    assert got.body == b"n" * 5000 and got.etag == '"v2"'
+    wire = hit_bytes("GET", True, "1.1", got, now, b"edgeproxy; hit")
+    assert isinstance(wire, bytes) and b'ETag: "v2"\r\n' in wire and b"o" * 100 not in wire
+    again = world.take(e)  # and proven anew: the new record from now on
+    assert again is not None and again[0].body == b"n" * 5000 and again[0].etag == '"v2"'
+
+
+def test_the_same_body_under_a_new_head_is_served_with_the_new_head(world: World) -> None:
+    e = entry("/h", b"h" * 5000)
+    world.answered_by_node(e)
+    assert world.take(e) is not None and world.take(e) is not None
+    world.other.put(_with_etag(entry("/h", b"h" * 5000), b'"v9"'))
+    hot = world.take(e)
+    assert hot is not None and b'ETag: "v9"\r\n' in hot[0].head and hot[0].etag == '"v9"'
+
+
+def test_a_purge_between_two_proven_hits_is_a_miss(world: World) -> None:
+    e = entry("/g", b"g" * 5000)
+    world.answered_by_node(e)
+    assert world.take(e) is not None and world.take(e) is not None  # proven, then reused
+    world.other.purge_primary(e.primary)
+    assert world.take(e) is None
+    assert not world.memo._refs
+
+
+def test_a_digest_listed_after_the_proof_is_refused_on_the_next_hit(world: World) -> None:
+    e = entry("/d", b"d" * 5000)
+    world.answered_by_node(e)
+    assert world.take(e) is not None and world.take(e) is not None
+    world.refused.add(e.sha256)
+    assert world.take(e) is None  # the full path answers 451 and purges
+
+
+def test_the_memo_holds_no_body_of_what_the_node_tier_serves(world: World) -> None:
+    """A proven entry lends the body of its last hit only until the next hot hit."""
+    a, b = entry("/a1", b"a" * 5000), entry("/b1", b"b" * 5000)
+    world.answered_by_node(a)
+    world.answered_by_node(b)
+    hot_a = world.take(a)
+    assert hot_a is not None and hot_a[0].body == a.body
+    hot_b = world.take(b)
+    assert hot_b is not None and hot_b[0].body == b.body
+    assert hot_a[0].body == b""  # the previous hit's body, let go
+    refs = world.memo._refs.values()
+    assert sum(len(r.proven.entry.body) for r in refs if r.proven is not None) == 5000
