@@ -100,6 +100,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # go through a writable map (a store costs about half as much); ext4, xfs or tmpfs only.
     node_tier_preallocate: bool = False
     node_touch_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # Per worker: node-tier records proven once and answered again by checking their seal,
+    # for the memo's node-tier hits (proxy/cache/node.py, `Proven`; about 2 KB each, no body).
+    node_proof_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
 
 
 class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -124,6 +124,7 @@ def open_node_tier(cfg: Config, stats: WorkerStats, via: bytes) -> NodeTier | No
             via=via,
             overhead_bytes=cfg.cache.entry_overhead_bytes,
             touch_one_in=TOUCH_ONE_IN,
+            proof_bytes=cfg.cache.node_proof_cache_bytes,
         )
     except (NodeTierError, OSError) as e:
         log.error("node tier %s not used: %s", path, e)

@@ -75,6 +75,7 @@ BAD = [
     ),
     ("[log]", "[cache]\nnode_touch_delay_s = -0.1\n[log]", "cache.node_touch_delay_s"),
     ("[log]", "[cache]\nnode_touch_interval_s = -1\n[log]", "cache.node_touch_interval_s"),
+    ("[log]", "[cache]\nnode_proof_cache_bytes = -1\n[log]", "cache.node_proof_cache_bytes"),
     ('via_name = "edgeproxy"', 'via_name = "edge proxy"', "via_name"),
     ('via_name = "edgeproxy"', 'via_name = "edge;proxy"', "via_name"),
     ('via_name = "edgeproxy"', 'via_name = ""', "via_name"),

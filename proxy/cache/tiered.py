@@ -18,13 +18,14 @@ holds); the node tier purges by its own indexes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 from proxy.blocklist.keys import MatchKeys
 from proxy.cache.admission import Doorkeeper
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.memory import ItemKey, MemoryTier, TierStats
-from proxy.cache.node import NodeTier, Proven, item_key
+from proxy.cache.node import NodeTier, item_key
 from proxy.cache.shared import SharedTier, VariantOf
 from proxy.rfc.target import Target
 
@@ -33,16 +34,13 @@ NODE_DETAIL = b"; detail=node"
 Finish = Callable[[Entry], Entry | None]  # None: this worker cannot serve it (no such site)
 
 
-@dataclass(slots=True, eq=False)
-class NodeRef:
-    """What the memo keeps of a node-tier answer memory did not adopt: no body. `proven`:
-    the record as this worker proved it on the memo's first hit, so later hits on the same
-    record check 20 bytes instead of proving and decoding it again (`NodeTier.get_proven`)."""
+class NodeRef(NamedTuple):
+    """What the memo keeps of a node-tier answer memory did not adopt: no body, no headers
+    (the worker's proof of the record, if any, is the node tier's: `NodeTier.get_hot`)."""
 
     ikey: bytes  # the node tier's item key (no Vary)
     target: Target  # canonical, as admit parsed it
     site_index: int
-    proven: Proven | None = None
 
 
 class TieredCache:
@@ -59,7 +57,6 @@ class TieredCache:
         self._finish: Finish = lambda e: e
         self._node_vary: tuple[PrimaryKey, tuple[str, ...] | None] | None = None
         self.doorkeeper = Doorkeeper(memory.max_bytes)
-        self._lent: Entry | None = None  # the proven entry whose body the last hot hit set
         if node is not None:
             self.attach_node(node, finish or self._finish)
 
@@ -124,40 +121,29 @@ class TieredCache:
 
     def get_hot(self, ref: NodeRef) -> Entry | None:
         """The memo's node-tier hit: the item `ref` names, read and proven as every read is
-        (`NodeTier.prove_at`) on the first hit, and on later ones only checked to be the
-        record proven then (`NodeTier.get_proven`); None when the node tier no longer holds
-        it. Not finished: no parsed Cache-Control or match keys, so only a plain fresh hit
-        may be answered from it (`lookup.fresh_plain`). Read again within the doorkeeper's
-        window it is adopted as `get` adopts (a copy: the proven entry stays the memo's),
-        finished and `alive`, and the memo keeps that entry from then on (one memory cannot
-        hold is answered from the proof still).
-
-        The proven entry is lent with the body of this read until the next hot hit, which
-        empties it: the memo holds no body of what the node tier serves."""
+        on this worker's first hit, and on later ones only checked to be the record proven
+        then (`NodeTier.get_hot`); None when the node tier no longer holds it. Not finished:
+        no parsed Cache-Control or match keys, so only a plain fresh hit may be answered
+        from it (`lookup.fresh_plain`). Read again within the doorkeeper's window it is
+        adopted as `get` adopts (a copy: the proven entry stays the node tier's), finished
+        and `alive`, and the memo keeps that entry from then on (one memory cannot hold is
+        answered from the proof still). The entry returned holds this read's body only
+        until the next hot hit."""
         node = self.node
         if node is None:
             return None
-        lent = self._lent
-        if lent is not None:
-            lent.body = b""
-            self._lent = None
-        proven = ref.proven
-        found = node.get_proven(proven) if proven is not None else None
-        if found is None:  # first hit, or the record changed or went: proven anew
-            proven = ref.proven = node.prove_at(ref.ikey, ref.target)
-            if proven is None:
-                return None
-            found = proven.entry
-            found.site_index = ref.site_index
-            found.tier_detail = NODE_DETAIL
-            found.alive = False
-        assert proven is not None
-        if self.doorkeeper.seen_again(proven.key, found.size):
-            adopted = self._from_node(proven.key, replace(found, alive=True), True)
+        found = node.get_hot(ref.ikey, ref.target)
+        if found is None:
+            return None
+        found.site_index = ref.site_index
+        found.tier_detail = NODE_DETAIL
+        found.alive = False
+        key = (found.primary, found.variant)
+        if self.doorkeeper.seen_again(key, found.size):
+            adopted = self._from_node(key, replace(found, alive=True), True)
             if adopted is None or adopted.alive:
-                ref.proven = None  # the memo keeps the adopted entry from now on
+                node.forget_proof(ref.ikey)  # the memo keeps the adopted entry from now on
                 return adopted
-        self._lent = found
         return found
 
     async def get_behind(self, primary: PrimaryKey, variant_of: VariantOf) -> Entry | None:

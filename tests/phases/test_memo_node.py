@@ -158,14 +158,16 @@ def test_later_hits_on_the_same_record_are_not_proven_again(world: World) -> Non
     world.answered_by_node(e)
     first = world.take(e)
     assert first is not None and first[0].body == e.body
+    node = world.cache.node
+    assert node is not None
     ref = world.memo._refs[(e.target.raw_path_query, HOST)]
-    assert ref.proven is not None and ref.proven.entry is first[0]
-    opened = world.cache.node.stats.node_hits if world.cache.node else 0
+    assert node._proofs[ref.ikey].entry is first[0]
+    opened = node.stats.node_hits
     for _ in range(3):
         hot = world.take(e)
         assert hot is not None and hot[0] is first[0] and hot[0].body == e.body
         assert not hot[0].alive and hot[0].tier_detail == NODE_DETAIL
-    assert world.cache.node is not None and world.cache.node.stats.node_hits == opened + 3
+    assert node.stats.node_hits == opened + 3
 
 
 def test_a_record_rewritten_by_another_process_between_two_hits_is_served_new(
@@ -232,5 +234,25 @@ def test_the_memo_holds_no_body_of_what_the_node_tier_serves(world: World) -> No
     hot_b = world.take(b)
     assert hot_b is not None and hot_b[0].body == b.body
     assert hot_a[0].body == b""  # the previous hit's body, let go
-    refs = world.memo._refs.values()
-    assert sum(len(r.proven.entry.body) for r in refs if r.proven is not None) == 5000
+    assert world.cache.node is not None
+    assert sum(len(p.entry.body) for p in world.cache.node._proofs.values()) == 5000
+
+
+def test_proofs_are_bounded_in_bytes(tmp_path: Path) -> None:
+    """`cache.node_proof_cache_bytes`: a worker's proofs are emptied whole when the next
+    would pass it (the hits are answered all the same, proven anew); 0 keeps none."""
+    path = tmp_path / "node-cache"
+    prepare(path, 64 * MiB)
+    for budget in (6000, 0):
+        w = World(path)
+        assert w.cache.node is not None
+        w.cache.node.proof_bytes = budget
+        es = [entry(f"/b{budget}/{i}", b"%d" % i * 2000) for i in range(5)]
+        for e in es:
+            w.answered_by_node(e)
+        for _ in range(2):
+            for e in es:
+                hot = w.take(e)
+                assert hot is not None and hot[0].body == e.body
+                assert w.cache.node._proofs_held <= budget
+                assert len(w.cache.node._proofs) < (len(es) if budget else 1)
