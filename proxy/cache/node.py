@@ -27,7 +27,11 @@ the test suite). Without the re-hash (below), `get` alone went from 11.5 to 9 us
 from 54 to 15 us at 64 KiB (process time, the machine shared). `python -m benchmarks.run
 --scenarios node-hit` measures a node-tier hit against an L1 hit through the whole server
 (benchmarks/README.md, "A node-tier hit through the memo": `get_at` 7 us at 4 KiB, of it the
-read transaction 2, opening the record 1.5, the `Entry` 1.3).
+read transaction 2, opening the record 1.5, the `Entry` 1.3). So the memo's hits prove a record
+once per worker and generation (`prove_at`) and then only check that the value under its key is
+still the one proven, by length and seal, and copy its body (`get_hot`, `get_proven`, `Proven`:
+the seal proves what was proven, and LMDB never rewrites a committed value in place):
+`python -m benchmarks.node_tier` (benchmarks/README.md, "Proven once per record").
 
 Commits are not fsynced (`sync=False`): a crashed *process* loses nothing (its writes are in
 the page cache), a crashed *kernel* may lose or tear the last transactions. So the tier
@@ -108,7 +112,9 @@ copy-on-write one (btrfs, zfs) an overwrite allocates, so the blocks prove nothi
 Eviction keeps popular objects: an approximate LRU over access ticks. Every
 `TOUCH_ONE_IN`th read from this tier (a memory miss: 8 in a worker) and every 8th hot hit in
 memory (the memo's touch) queues a touch, at most one per key and worker every
-`cache.node_touch_interval_s` (10 s). Sampled as the memo samples L1's hits: with a working set
+`cache.node_touch_interval_s` (10 s), and one is written only when the key's stored tick is
+older than that (`_due`: whichever worker ticked or stored it last), so W workers write a key's
+tick about once per interval, not W times, and a batch of recent touches commits nothing. Sampled as the memo samples L1's hits: with a working set
 larger than L1 nearly every node-tier hit was a key's first in its interval, and its touch (four
 LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
 an object read eight times is touched about as surely as before, one read once may be evicted

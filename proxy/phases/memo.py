@@ -12,8 +12,10 @@ set refills it in a moment).
 Node-tier answers (issue 11): an entry read from the node tier that memory did not adopt
 (`proxy.cache.admission`) is not kept here (it is not `alive`), but a `NodeRef` to its item
 is. The next request for the raw target reads the node tier by that key (`TieredCache.get_hot`:
-the record's seal, key and Vary proven as on every read; a purged item is simply not there) and
-is answered when `lookup.fresh_plain` calls it fresh and its body digest is not refused now
+the record's seal, key and Vary proven as on every read the first time, and on later hits the
+value checked to be the record proven then, by its length and seal, its body copied out: a
+record stored anew is proven anew, a purged item is simply not there) and is answered when
+`lookup.fresh_plain` calls it fresh and its body digest is not refused now
 (`lookup.stored_refused`, checked on every such hit: the item may have been stored anew by
 another worker since it was remembered). Anything else goes the full way, which decides.
 
