@@ -786,7 +786,10 @@ class NodeTier:
         releases, self._releases = self._releases, set()
         marks, self._uncacheable = self._uncacheable, set()
         if touches and self.touch_interval_s > 0:
-            touches = self._read(lambda txn: self._due(txn, touches, puts))
+            try:
+                touches = self._read(lambda txn: self._due(txn, touches, puts))
+            except lmdb.Error as e:  # written as they are, with the rest of the batch
+                log.warning("node tier %s: touches not filtered: %s", self.path, e)
         if not (puts or touches or marks):
             self._unlock(releases)  # nothing to write (an error, a refused answer): no commit
             return
