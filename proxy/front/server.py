@@ -1038,19 +1038,23 @@ class FrontServer:
             factory = self._make_tls_connection
             tls = {"ssl": ssl, "ssl_handshake_timeout": ssl_handshake_timeout_s}
         server: asyncio.Server | SharedListener
-        if sock is not None:  # the node's socket, shared with its other workers
+        shares = self.connection_shares
+        if sock is not None and shares is not None and self.limits.accept_defer_s > 0:
+            # the node's socket, shared with its other workers: balanced (proxy/front/accept.py)
             server = SharedListener(
                 loop,
                 sock,
                 factory,
                 per_turn=self.limits.accepts_per_loop_turn,
                 error_pause_s=self.limits.accept_error_pause_s,
-                shares=self.connection_shares if self.limits.accept_defer_s > 0 else None,
+                shares=shares,
                 defer_s=self.limits.accept_defer_s,
                 backlog=backlog,
                 ssl=ssl,
                 ssl_handshake_timeout_s=ssl_handshake_timeout_s if ssl is not None else None,
             )
+        elif sock is not None:  # uvloop's own accept: cheaper per connection, not balanced
+            server = await loop.create_server(factory, sock=sock, backlog=backlog, **tls)
         else:
             server = await loop.create_server(
                 factory,

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from proxy.front.accept import ConnectionShares
+from proxy.front.accept import ConnectionShares, SharedListener
 from proxy.front.limits import FrontLimits
 from proxy.front.server import FrontServer
 from tests.front.conftest import ok_handler, read_response
@@ -84,9 +84,10 @@ async def test_a_worker_over_its_share_leaves_a_connection_then_takes_it(shares_
     mine.close()
 
 
-async def test_with_deferral_off_a_worker_takes_every_connection(shares_fd) -> None:
+async def test_with_deferral_off_the_loop_accepts_every_connection(shares_fd) -> None:
     mine = ConnectionShares(shares_fd, slot=0, workers=2)
     server = await start(socket.socket(), mine, accept_defer_s=0)
+    assert not isinstance(server._server, SharedListener)  # the loop's own accept
     conns = [await served(server.port) for _ in range(5)]
     assert server.accepts_deferred == 0 and mine.counts[0] == 5  # still counted
     for _, writer in conns:
@@ -100,19 +101,21 @@ class OutOfDescriptors(socket.socket):
 
     failures = 1
 
-    def accept(self):  # type: ignore[override]
+    def _accept(self):  # type: ignore[override]
         if self.failures:
             self.failures -= 1
             raise OSError(errno.EMFILE, "Too many open files")
-        return super().accept()
+        return super()._accept()
 
 
-async def test_out_of_descriptors_pauses_accepting_then_serves(caplog) -> None:
+async def test_out_of_descriptors_pauses_accepting_then_serves(caplog, shares_fd) -> None:
     sock = OutOfDescriptors()
-    server = await start(sock, None, accept_error_pause_s=0.05)
+    mine = ConnectionShares(shares_fd, slot=0, workers=2)
+    server = await start(sock, mine, accept_error_pause_s=0.05)
     with caplog.at_level(logging.ERROR, logger="proxy.front.accept"):
         reader, writer = await served(server.port)  # waits in the backlog through the pause
     assert sock.failures == 0
     assert any("not accepting for 0.05 s" in r.getMessage() for r in caplog.records)
     writer.close()
     await server.drain_and_close(1.0)
+    mine.close()
