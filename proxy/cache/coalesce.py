@@ -1,8 +1,17 @@
 """Request coalescing (a "cache lock" in Pingora, "busy objects" in Varnish): concurrent misses
-for one key make one origin request. The fetch runs as its own task, so a leader whose client
-goes away does not strand the followers waiting on the same result. Responses found
-uncacheable are remembered for a while (hit-for-miss) so later requests do not queue behind
-a fetch whose result they could never share.
+for one key make one origin request. Responses found uncacheable are remembered for a while
+(hit-for-miss) so later requests do not queue behind a fetch whose result they could never
+share.
+
+The leader runs the fetch itself, in its own task (`begin` / `settle`): followers wait on a
+plain future the table holds for the key. A task of its own and `asyncio.shield` for every
+miss cost a cold miss ~6 µs and a loop turn (issue 18), for the rare leader that is
+cancelled (the front cancels a handler only when it aborts the connection: a write stall,
+a body cut off, a drain that timed out; a client that merely disconnects is not a
+cancellation). Such a leader hands the key over (`hand_over`): when followers wait, a new
+fetch starts as its own task and they get its outcome, so none of them is cancelled or
+stranded (the origin sees the request again); with nobody waiting, nothing is left behind.
+A fetch that is not a request's (a stale-while-revalidate refresh) runs as a task (`lead`).
 
 Nothing here costs more per request as followers or remembered keys pile up (issue 19): a
 follower waits on a future of its own, so leaving is one dict deletion (`asyncio.shield` per
@@ -26,7 +35,7 @@ MAX_HIT_FOR_MISS = 100_000
 
 class Coalescer(Generic[T]):
     def __init__(self, *, hit_for_miss_s: float, clock: Callable[[], float]) -> None:
-        self._inflight: dict[Hashable, asyncio.Task[T]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
         self._followers: dict[asyncio.Future[T], dict[asyncio.Future[T], None]] = {}
         # key -> until, oldest first: one clock and one duration, so `until` ascends.
         self._hit_for_miss: OrderedDict[Hashable, float] = OrderedDict()
@@ -34,7 +43,7 @@ class Coalescer(Generic[T]):
         self._clock = clock
         self.waiters = 0  # followers currently waiting
 
-    def inflight(self, key: Hashable) -> asyncio.Task[T] | None:
+    def inflight(self, key: Hashable) -> asyncio.Future[T] | None:
         return self._inflight.get(key)
 
     def is_hit_for_miss(self, key: Hashable) -> bool:
@@ -82,6 +91,56 @@ class Coalescer(Generic[T]):
                 t.exception()  # retrieved here so an unawaited failure is not logged as lost
 
         task.add_done_callback(done)
+        return task
+
+    def begin(self, key: Hashable) -> asyncio.Future[T]:
+        """The caller fetches `key` itself; followers wait on the future returned, which the
+        caller must `settle` (or `hand_over`) in every case."""
+        shared: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = shared
+        return shared
+
+    def settle(self, key: Hashable, shared: asyncio.Future[T], outcome: T | BaseException) -> None:
+        """The leader's fetch ended with `outcome` (a result or the exception it raised): out
+        of the table, and to every follower that came (none came: nothing to do, and no
+        exception is left unretrieved)."""
+        if self._inflight.get(key) is shared:
+            del self._inflight[key]
+        if shared not in self._followers or shared.done():
+            return
+        if isinstance(outcome, BaseException):
+            shared.set_exception(outcome)
+        else:
+            shared.set_result(outcome)
+
+    def hand_over(
+        self,
+        key: Hashable,
+        shared: asyncio.Future[T],
+        fetch: Callable[[], Coroutine[Any, Any, T]],
+    ) -> asyncio.Task[T] | None:
+        """The leader was cancelled mid-fetch: its followers (if any still wait) get the
+        outcome of a new fetch (`fetch()`), run as its own task and led for the key (the
+        task is returned; None when nobody waits)."""
+        if self._inflight.get(key) is shared:
+            del self._inflight[key]
+        if not self._followers.get(shared) or shared.done():
+            if shared in self._followers:
+                shared.cancel()  # followers that left already; settles the table entry
+            return None
+        task = self.lead(key, fetch())
+
+        def relay(t: asyncio.Task[T]) -> None:
+            if shared.done():
+                return
+            if t.cancelled():
+                shared.cancel()
+            elif (exc := t.exception()) is not None:
+                shared.set_exception(exc)
+            else:
+                shared.set_result(t.result())
+
+        task.add_done_callback(relay)
         return task
 
     async def follow(self, task: asyncio.Future[T], timeout_s: float) -> T:

@@ -129,32 +129,49 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     # -- the coalesced fetch ------------------------------------------------------------------
 
     async def miss(self, ctx: RequestCtx) -> Next:
-        """One origin request per key: the first request leads, later ones follow its outcome
-        (a follower that waits longer than `cache.coalesce_wait_s` goes alone, uncached)."""
+        """One origin request per key: the first request leads (fetches, in its own task),
+        later ones follow its outcome (a follower that waits longer than
+        `cache.coalesce_wait_s` goes alone, uncached)."""
         key = ctx.key
         assert key is not None
         coalescer = self.coalescer
-        task = coalescer.inflight(key)
-        leader = task is None
-        if task is None:
-            task = coalescer.lead(key, self.fetch_keyed(ctx, key, ctx.entry))
-        else:
-            ctx.collapsed = True
-            self.stats.coalesced += 1
+        shared = coalescer.inflight(key)
+        if shared is None:
+            ctx.outcome = await self._lead(ctx, key)
+            ctx.leader = True
+            return Next.ROUTE
+        ctx.collapsed = True
+        self.stats.coalesced += 1
         try:
-            if leader:
-                ctx.outcome = await asyncio.shield(task)
-            else:
-                ctx.outcome = await coalescer.follow(task, self.cfg.cache.coalesce_wait_s)
+            ctx.outcome = await coalescer.follow(shared, self.cfg.cache.coalesce_wait_s)
         except TimeoutError:
             ctx.fwd = b"miss"
             return Next.PASS
-        except asyncio.CancelledError:
-            if leader:
-                task.add_done_callback(_close_unclaimed)
-            raise
-        ctx.leader = leader
+        ctx.leader = False
         return Next.ROUTE
+
+    async def _lead(self, ctx: RequestCtx, key: ItemKey) -> FetchOutcome:
+        """The coalesced fetch, run by its leader ("Coalescing" in proxy/cache/coalesce.py).
+        Cancelled mid-fetch, the leader hands the key over: followers waiting get the outcome
+        of a new fetch of their own (as a background refresh: no lease, no 1xx relay to the
+        leader's client), never a cancellation."""
+        coalescer = self.coalescer
+        entry = ctx.entry
+        shared = coalescer.begin(key)
+        try:
+            outcome = await self.fetch_keyed(ctx, key, entry)
+        except asyncio.CancelledError:
+            task = coalescer.hand_over(
+                key, shared, lambda: self.fetch_keyed(ctx, key, entry, background=True)
+            )
+            if task is not None:
+                task.add_done_callback(_close_unclaimed)  # followers never claim an open answer
+            raise
+        except BaseException as e:
+            coalescer.settle(key, shared, e)
+            raise
+        coalescer.settle(key, shared, outcome)
+        return outcome
 
     async def fetch_alone(self, ctx: RequestCtx) -> Next:
         """A fetch for `ctx.key` that waits for no other (hit-for-miss, or a follower whose
@@ -483,7 +500,8 @@ _TOKEN_CHARS = frozenset(
 
 
 def _close_unclaimed(task: asyncio.Task[FetchOutcome]) -> None:
-    """A leader that was cancelled: nobody may be left holding its open upstream response."""
+    """A fetch handed over by a cancelled leader: only followers get its outcome, and they
+    never claim an open upstream response, so nobody may be left holding it."""
     if task.cancelled() or task.exception() is not None:
         return
     outcome = task.result()
