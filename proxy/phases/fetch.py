@@ -68,6 +68,7 @@ DROP_UPSTREAM = frozenset(
     }
 )
 FORWARDED_MEMO_ENTRIES = 4096
+UPSTREAM_MEMO_ENTRIES = 4096  # distinct (client fields, address, authority, …) remembered
 CONDITIONAL = frozenset(
     {
         b"if-none-match",
@@ -113,6 +114,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         # This hop's Forwarded element by (client address, authority, scheme): the same few
         # for every request of a connection, so formatted once (bounded, FORWARDED_MEMO_ENTRIES).
         self._forwarded: dict[tuple[str, str, str], str] = {}
+        # The upstream fields by what they derive from (`upstream_headers`).
+        self._upstream: dict[tuple[object, ...], CIMultiDict[str]] = {}
         self.coalescer: Coalescer[FetchOutcome] = Coalescer(
             hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
         )
@@ -332,8 +335,43 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
 
     def upstream_headers(self, ctx: RequestCtx, *, for_cache: bool) -> CIMultiDict[str]:
         """The upstream request's fields: the client's, less hop-by-hop and DROP_UPSTREAM
-        (and validators and ranges `for_cache`), then ours. Built as a list and made a
-        CIMultiDict once (ours are never among the client's kept, so appending is setting)."""
+        (and validators and ranges `for_cache`), then ours; a fresh CIMultiDict each time
+        (callers add validators to it). A client sends the same fields on every request of
+        a connection, so those of a request without a body are built once per (fields,
+        client address, authority, scheme, site, for_cache) and copied (bounded,
+        UPSTREAM_MEMO_ENTRIES; cleared on reload); only the request id is set per request."""
+        req = ctx.request
+        if req.has_body:
+            out = self._upstream_headers(ctx, for_cache)
+        else:
+            target = ctx.target
+            memo_key = (
+                tuple(req.headers),
+                req.client_ip,
+                target.authority,
+                target.scheme,
+                ctx.site.index,
+                for_cache,
+            )
+            built = self._upstream.get(memo_key)
+            if built is None:
+                if len(self._upstream) >= UPSTREAM_MEMO_ENTRIES:
+                    self._upstream.clear()
+                built = self._upstream[memo_key] = self._upstream_headers(ctx, for_cache)
+            out = built.copy()
+        id_field = req.id_field
+        if id_field:  # set, not added: the configured name may be any field's
+            name_len = len(self.request_id_name)
+            out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
+        return out
+
+    def forget_upstream_headers(self) -> None:
+        """A reload may change what a site forwards (its origin host): build anew."""
+        self._upstream.clear()
+
+    def _upstream_headers(self, ctx: RequestCtx, for_cache: bool) -> CIMultiDict[str]:
+        """`upstream_headers` without the request id. Built as a list and made a CIMultiDict
+        once (ours are never among the client's kept, so appending is setting)."""
         site = ctx.site
         target = ctx.target
         req = ctx.request
@@ -359,7 +397,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             if for_cache and n in CONDITIONAL:
                 continue
             if n == request_id_lname:
-                continue  # ours is set below
+                continue  # ours is set by upstream_headers
             pairs.append((name.decode("latin-1"), value.decode("latin-1")))
         authority = target.authority
         client_ip = req.client_ip
@@ -382,12 +420,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             pairs.append(("Max-Forwards", str(max(0, int(max_forwards[0]) - 1))))
         if req.has_body and req.content_length is not None and not for_cache:
             pairs.append(("Content-Length", str(req.content_length)))
-        out = CIMultiDict(pairs)
-        id_field = req.id_field
-        if id_field:  # set, not added: the configured name may be any field's
-            name_len = len(self.request_id_name)
-            out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
-        return out
+        return CIMultiDict(pairs)
 
     async def _send(
         self,
