@@ -33,9 +33,20 @@ T = TypeVar("T")
 MAX_HIT_FOR_MISS = 100_000
 
 
+class Leading(Generic[T]):
+    """A fetch its leader runs itself (`Coalescer.begin`). The future followers wait on is
+    made by the first follower: a miss nobody joins makes none (each
+    `asyncio.get_running_loop()` costs a getpid(2) system call on Python 3.11)."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self) -> None:
+        self.shared: asyncio.Future[T] | None = None
+
+
 class Coalescer(Generic[T]):
     def __init__(self, *, hit_for_miss_s: float, clock: Callable[[], float]) -> None:
-        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[T] | Leading[T]] = {}
         self._followers: dict[asyncio.Future[T], dict[asyncio.Future[T], None]] = {}
         # key -> until, oldest first: one clock and one duration, so `until` ascends.
         self._hit_for_miss: OrderedDict[Hashable, float] = OrderedDict()
@@ -43,7 +54,7 @@ class Coalescer(Generic[T]):
         self._clock = clock
         self.waiters = 0  # followers currently waiting
 
-    def inflight(self, key: Hashable) -> asyncio.Future[T] | None:
+    def inflight(self, key: Hashable) -> asyncio.Future[T] | Leading[T] | None:
         return self._inflight.get(key)
 
     def is_hit_for_miss(self, key: Hashable) -> bool:
@@ -93,20 +104,21 @@ class Coalescer(Generic[T]):
         task.add_done_callback(done)
         return task
 
-    def begin(self, key: Hashable) -> asyncio.Future[T]:
-        """The caller fetches `key` itself; followers wait on the future returned, which the
+    def begin(self, key: Hashable) -> Leading[T]:
+        """The caller fetches `key` itself; followers wait on the handle returned, which the
         caller must `settle` (or `hand_over`) in every case."""
-        shared: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = shared
-        return shared
+        lead: Leading[T] = Leading()
+        self._inflight[key] = lead
+        return lead
 
-    def settle(self, key: Hashable, shared: asyncio.Future[T], outcome: T | BaseException) -> None:
+    def settle(self, key: Hashable, lead: Leading[T], outcome: T | BaseException) -> None:
         """The leader's fetch ended with `outcome` (a result or the exception it raised): out
         of the table, and to every follower that came (none came: nothing to do, and no
         exception is left unretrieved)."""
-        if self._inflight.get(key) is shared:
+        if self._inflight.get(key) is lead:
             del self._inflight[key]
-        if shared not in self._followers or shared.done():
+        shared = lead.shared
+        if shared is None or shared.done():
             return
         if isinstance(outcome, BaseException):
             shared.set_exception(outcome)
@@ -116,17 +128,19 @@ class Coalescer(Generic[T]):
     def hand_over(
         self,
         key: Hashable,
-        shared: asyncio.Future[T],
+        lead: Leading[T],
         fetch: Callable[[], Coroutine[Any, Any, T]],
     ) -> asyncio.Task[T] | None:
         """The leader was cancelled mid-fetch: its followers (if any still wait) get the
         outcome of a new fetch (`fetch()`), run as its own task and led for the key (the
         task is returned; None when nobody waits)."""
-        if self._inflight.get(key) is shared:
+        if self._inflight.get(key) is lead:
             del self._inflight[key]
-        if not self._followers.get(shared) or shared.done():
-            if shared in self._followers:
-                shared.cancel()  # followers that left already; settles the table entry
+        shared = lead.shared
+        if shared is None or shared.done():
+            return None
+        if not self._followers.get(shared):
+            shared.cancel()  # followers that left already; settles their table entry
             return None
         task = self.lead(key, fetch())
 
@@ -143,13 +157,20 @@ class Coalescer(Generic[T]):
         task.add_done_callback(relay)
         return task
 
-    async def follow(self, task: asyncio.Future[T], timeout_s: float) -> T:
+    async def follow(self, fetch: asyncio.Future[T] | Leading[T], timeout_s: float) -> T:
         """Wait for another request's fetch (bounded). Cancelling the waiter never cancels it."""
         self.waiters += 1
         try:
+            loop = asyncio.get_running_loop()
+            if isinstance(fetch, Leading):
+                if fetch.shared is None:
+                    fetch.shared = loop.create_future()
+                task = fetch.shared
+            else:
+                task = fetch
             if task.done():
                 return task.result()
-            waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[T] = loop.create_future()
             followers = self._followers.get(task)
             if followers is None:
                 followers = self._followers[task] = {}

@@ -160,20 +160,20 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         leader's client), never a cancellation."""
         coalescer = self.coalescer
         entry = ctx.entry
-        shared = coalescer.begin(key)
+        lead = coalescer.begin(key)
         try:
             outcome = await self.fetch_keyed(ctx, key, entry)
         except asyncio.CancelledError:
             task = coalescer.hand_over(
-                key, shared, lambda: self.fetch_keyed(ctx, key, entry, background=True)
+                key, lead, lambda: self.fetch_keyed(ctx, key, entry, background=True)
             )
             if task is not None:
                 task.add_done_callback(_close_unclaimed)  # followers never claim an open answer
             raise
         except BaseException as e:
-            coalescer.settle(key, shared, e)
+            coalescer.settle(key, lead, e)
             raise
-        coalescer.settle(key, shared, outcome)
+        coalescer.settle(key, lead, outcome)
         return outcome
 
     async def fetch_alone(self, ctx: RequestCtx) -> Next:

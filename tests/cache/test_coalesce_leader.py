@@ -1,5 +1,6 @@
 """The coalescer with a leader that fetches in its own task (`begin` / `settle` /
-`hand_over`, issue 18): followers get its outcome, its failure, or a handed-over fetch's."""
+`hand_over`, issue 18): followers get its outcome, its failure, or a handed-over fetch's;
+a miss nobody follows makes no future at all."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ def coalescer() -> Coalescer[str]:
 
 async def test_followers_get_the_leaders_outcome() -> None:
     c = coalescer()
-    shared = c.begin("k")
-    assert c.inflight("k") is shared
-    followers = [asyncio.ensure_future(c.follow(shared, 1.0)) for _ in range(3)]
+    lead = c.begin("k")
+    assert c.inflight("k") is lead and lead.shared is None
+    followers = [asyncio.ensure_future(c.follow(lead, 1.0)) for _ in range(3)]
     await asyncio.sleep(0)
-    c.settle("k", shared, "done")
+    assert lead.shared is not None  # made by the first follower
+    c.settle("k", lead, "done")
     assert c.inflight("k") is None
     assert await asyncio.gather(*followers) == ["done"] * 3
     assert c.waiters == 0
@@ -29,20 +31,19 @@ async def test_followers_get_the_leaders_outcome() -> None:
 
 async def test_followers_get_the_leaders_exception() -> None:
     c = coalescer()
-    shared = c.begin("k")
-    follower = asyncio.ensure_future(c.follow(shared, 1.0))
+    lead = c.begin("k")
+    follower = asyncio.ensure_future(c.follow(lead, 1.0))
     await asyncio.sleep(0)
-    c.settle("k", shared, RuntimeError("broke"))
+    c.settle("k", lead, RuntimeError("broke"))
     with pytest.raises(RuntimeError, match="broke"):
         await follower
 
 
 async def test_an_unfollowed_fetch_leaves_nothing(caplog: pytest.LogCaptureFixture) -> None:
     c = coalescer()
-    shared = c.begin("k")
-    c.settle("k", shared, RuntimeError("nobody saw this"))
-    assert c.inflight("k") is None and not shared.done()
-    del shared
+    lead = c.begin("k")
+    c.settle("k", lead, RuntimeError("nobody saw this"))
+    assert c.inflight("k") is None and lead.shared is None
     gc.collect()
     assert "never retrieved" not in caplog.text
     assert c.hand_over("j", c.begin("j"), lambda: asyncio.sleep(0, "x")) is None
@@ -51,8 +52,8 @@ async def test_an_unfollowed_fetch_leaves_nothing(caplog: pytest.LogCaptureFixtu
 
 async def test_a_cancelled_leader_hands_the_key_to_a_fetch_of_its_own() -> None:
     c = coalescer()
-    shared = c.begin("k")
-    followers = [asyncio.ensure_future(c.follow(shared, 1.0)) for _ in range(2)]
+    lead = c.begin("k")
+    followers = [asyncio.ensure_future(c.follow(lead, 1.0)) for _ in range(2)]
     await asyncio.sleep(0)
     started = 0
 
@@ -62,7 +63,7 @@ async def test_a_cancelled_leader_hands_the_key_to_a_fetch_of_its_own() -> None:
         await asyncio.sleep(0)
         return "again"
 
-    task = c.hand_over("k", shared, again)
+    task = c.hand_over("k", lead, again)
     assert task is not None and c.inflight("k") is task  # later misses join it
     late = asyncio.ensure_future(c.follow(task, 1.0))
     assert await asyncio.gather(*followers, late) == ["again"] * 3
@@ -71,9 +72,9 @@ async def test_a_cancelled_leader_hands_the_key_to_a_fetch_of_its_own() -> None:
 
 async def test_followers_that_left_before_the_hand_over_start_no_fetch() -> None:
     c = coalescer()
-    shared = c.begin("k")
+    lead = c.begin("k")
     with pytest.raises(TimeoutError):
-        await c.follow(shared, 0.001)
-    assert c.hand_over("k", shared, lambda: asyncio.sleep(0, "x")) is None
+        await c.follow(lead, 0.001)
+    assert c.hand_over("k", lead, lambda: asyncio.sleep(0, "x")) is None
     await asyncio.sleep(0)
-    assert shared.cancelled() and c.inflight("k") is None
+    assert lead.shared is not None and lead.shared.cancelled() and c.inflight("k") is None
