@@ -143,18 +143,7 @@ class Coalescer(Generic[T]):
             shared.cancel()  # followers that left already; settles their table entry
             return None
         task = self.lead(key, fetch())
-
-        def relay(t: asyncio.Task[T]) -> None:
-            if shared.done():
-                return
-            if t.cancelled():
-                shared.cancel()
-            elif (exc := t.exception()) is not None:
-                shared.set_exception(exc)
-            else:
-                shared.set_result(t.result())
-
-        task.add_done_callback(relay)
+        task.add_done_callback(lambda t: _pass_on(t, shared))
         return task
 
     async def follow(self, fetch: asyncio.Future[T] | Leading[T], timeout_s: float) -> T:
@@ -189,11 +178,16 @@ class Coalescer(Generic[T]):
     def _settle(self, task: asyncio.Future[T]) -> None:
         """The fetch ended: every follower still waiting gets its outcome."""
         for waiter in self._followers.pop(task, ()):
-            if waiter.done():
-                continue
-            if task.cancelled():
-                waiter.cancel()
-            elif (exc := task.exception()) is not None:
-                waiter.set_exception(exc)
-            else:
-                waiter.set_result(task.result())
+            _pass_on(task, waiter)
+
+
+def _pass_on(done: asyncio.Future[T], waiter: asyncio.Future[T]) -> None:
+    """What `done` ended with (result, exception or cancellation), to `waiter` if it waits."""
+    if waiter.done():
+        return
+    if done.cancelled():
+        waiter.cancel()
+    elif (exc := done.exception()) is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(done.result())
