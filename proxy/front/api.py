@@ -46,6 +46,10 @@ class FrontRequest(Protocol):
     # answers; whoever writes a pre-serialised answer (`send_bytes`) puts it in.
     id_field: bytes
 
+    def field(self, lname: bytes) -> bytes:
+        """The first non-empty value of the field named `lname` (lowercase), b"" for none."""
+        ...
+
 
 class Responder(Protocol):
     """Writes one response. Exactly one of `send_bytes` or `start`(+`write`*)+`end` per request."""

@@ -109,3 +109,20 @@ def fields(lines: bytes) -> list[tuple[bytes, bytes]]:
     """The header list llhttp's callbacks would build from the field lines `parse` matched:
     names as sent, values without the whitespace around them."""
     return _FIELD.findall(lines)
+
+
+def field(lines: bytes, lname: bytes) -> bytes:
+    """The first non-empty value of the field named `lname` (lowercase) in the field lines
+    `parse` matched, as `fields` would have it; b"" for none. No header list is built: a
+    logged hit reads its User-Agent and Referer this way."""
+    lowered = lines.lower()
+    key = b"\n" + lname + b":"
+    at = lowered.find(key)
+    while at >= 0:
+        start = at + len(key)
+        end = lines.find(b"\r", start)
+        value = lines[start : end if end >= 0 else len(lines)].strip(b" \t")
+        if value:
+            return value
+        at = lowered.find(key, start)
+    return b""

@@ -2,9 +2,12 @@
 hot path.
 
 `record()` is all a request pays: a sampling draw (only when sampling), one tuple appended to a
-list (holding the request and its context: every field is read from them later; a memo hit's,
-`record_hit`, holds plain values and its entry's fields worked out once per entry),
-and a timer armed on the first record of a batch. Every `FLUSH_INTERVAL_S` the batch is
+list (holding the request and its context: every field is read from them later), and a timer
+armed on the first record of a batch. A memo hit (`record_hit`, the hot path) appends its whole
+line instead, made by one bytes format from a template worked out once per stored entry (and
+method, version, TLS and status: `_HitTemplate`), the per-request values (time, client, bytes,
+duration, request id, user agent, referer) filled in, the quoted forms of clients, user agents
+and referers remembered. Every `FLUSH_INTERVAL_S` the batch is
 formatted (msgspec for JSON), `FORMAT_CHUNK_ROWS` rows a loop turn so that requests are answered
 between chunks, and handed to a writer thread, which appends it with one `os.write`
 per chunk. So a slow disk or a full stdout pipe never stalls the event loop: the buffer fills,
@@ -34,8 +37,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import operator
 import os
 import random
+import re
 import select
 import stat
 import threading
@@ -88,16 +93,19 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
 
 # What `record` keeps: (request, its context, site index, status, result, body bytes sent,
 # elapsed seconds). Everything else is read from the first two when the batch is formatted,
-# off the request's path.
+# off the request's path. A memo hit's row is its line, already formatted (`record_hit`).
 _Row = tuple["FrontRequest", "RequestCtx", int, int, str, int, float]
-# What `record_hit` keeps, plain values only: (received at, client, method, raw target,
-# version, tls, request id field, Host as sent, user agent, referer, the entry's fields
-# (`_entry_fields`: site, host, target, key, content type), status, bytes, elapsed seconds).
-_HitRow = tuple[
-    float, str, str, bytes, str, bool, bytes, "bytes | None", str, str,
-    tuple[str, str, str, str, str], int, int, float,
-]  # fmt: skip
-_HIT_ROW_LEN = 14
+
+# A memo hit's line: the template's format and the getter that puts `record_hit`'s values
+# (second, millisecond, bytes, duration ms, request id, client, user agent, referer) in the
+# template's order. Empty: the entry lacks a field the template fixes; its lines are made whole.
+_HitTemplate = tuple[bytes, "operator.itemgetter[Any]"] | tuple[()]
+_ARGS = {
+    "time": (0, 1), "bytes": (2,), "duration_ms": (3,), "request_id": (4,),
+    "client": (5,), "user_agent": (6,), "referer": (7,),
+}  # fmt: skip
+_PLAIN_ID = re.compile(rb"[A-Za-z0-9._:+/=@-]+").fullmatch
+_PARTS_MAX = 1024  # quoted clients, user agents and referers remembered, each
 
 
 class AccessLog:
@@ -132,7 +140,7 @@ class AccessLog:
         self.written = 0  # lines handed to the OS
         self.write_errors = 0
         self.lost = 0  # lines a failed write took with it
-        self._rows: list[_Row | _HitRow] = []
+        self._rows: list[_Row | bytes] = []
         self._timer: asyncio.Handle | None = None  # the next batch's, or its next chunk's
         self._pending: collections.deque[bytes] = collections.deque()
         # Each counter has one writer (the loop thread, or whoever holds _lock): no lost updates.
@@ -141,12 +149,23 @@ class AccessLog:
         self._writing = False
         self._lock = threading.Lock()  # one writer at a time, and close() after it
         self._encoder = msgspec.json.Encoder()
-        # Memo hits' fields that depend on the stored entry alone (`_entry_fields`).
-        self._per_entry: weakref.WeakKeyDictionary[Entry, tuple[str, str, str, str, str]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Memo hits' line templates, by entry (weakly: an evicted entry takes them along),
+        # then by (method, version, TLS, status); the last entry's at hand.
+        self._templates: weakref.WeakKeyDictionary[
+            Entry, dict[tuple[str, str, bool, int], _HitTemplate]
+        ] = weakref.WeakKeyDictionary()
+        self._last_entry: Entry | None = None
+        self._last_templates: dict[tuple[str, str, bool, int], _HitTemplate] = {}
+        # Slot markers: letters and digits (both forms carry them unquoted), with a random part
+        # no stored target or key holds.
+        tag = os.urandom(6).hex()
+        self._markers = {name: f"Z{tag}{name.replace('_', '')}Z" for name in _ARGS}
+        # (client, user agent, referer) -> their parts of a hit's line, as this form quotes them.
+        self._parts: dict[tuple[str, bytes, bytes], tuple[bytes, bytes, bytes]] = {}
+        self._id_start = len(request_ids.name) + 2 if request_ids is not None else 0
         self._second = -1
         self._second_text = ""
+        self._second_bytes = b""
         self._closed = False
         self._fd = -1
         self._ino: tuple[int, int] | None = None
@@ -178,42 +197,58 @@ class AccessLog:
         elapsed_s: float,
     ) -> None:
         """`record` for the hot hit path, which has no RequestCtx to hand (building one just to
-        log it would scan the header list again). Its row holds only strings, bytes and
-        numbers (`_HitRow`), no request or entry: rows wait up to `flush_interval_s`, and
-        objects the collector tracks, kept that long at tens of thousands of hits a second,
-        made collections of every generation (pauses of 10-25 ms, measured); a tuple of plain
-        values is untracked by the first young collection that meets it."""
+        log it would scan the header list again). Its row is its line, formatted now from the
+        entry's template (`_hit_template`): bytes, which the collector never tracks (rows wait up
+        to `flush_interval_s`, and objects it tracks, kept that long at tens of thousands of
+        hits a second, made collections of every generation: pauses of 10-25 ms, measured),
+        and no second pass over the row when the batch is written."""
         if self._sampling and random.random() >= self.sample:
             return
         rows = self._rows
         if len(rows) >= self.max_buffered:
             self._drop(1)
             return
-        fixed = self._per_entry.get(entry)
-        if fixed is None:
-            fixed = self._per_entry[entry] = self._entry_fields(entry, site_index)
-        ua, referer = _client_fields(request.headers)
         r = request
-        rows.append(
-            (
-                r.received_at,
-                r.client_ip,
-                r.method,
-                r.raw_target,
-                r.http_version,
-                r.tls,
-                r.id_field,
-                r.host,
-                ua,
-                referer,
-                fixed,
-                status,
-                nbytes,
-                elapsed_s,
-            )  # fmt: skip
-        )
+        if entry is self._last_entry:
+            templates = self._last_templates
+        else:
+            templates = self._templates_of(entry)
+        template = templates.get((r.method, r.http_version, r.tls, status))
+        if template is None:
+            template = self._hit_template(
+                entry, site_index, r.method, r.http_version, r.tls, status
+            )
+            templates[r.method, r.http_version, r.tls, status] = template
+        id_value = r.id_field[self._id_start : -2]
+        if not template or (self._id_start and _PLAIN_ID(id_value) is None):
+            rows.append(
+                self._line(self._hit_record(r, entry, site_index, status, nbytes, elapsed_s))
+            )
+        else:
+            ua, referer = r.field(b"user-agent"), r.field(b"referer")
+            seen = (r.client_ip, ua, referer)
+            parts = self._parts.get(seen)
+            if parts is None:
+                parts = self._remember_parts(seen)
+            at = r.received_at
+            second = int(at)
+            if second != self._second:
+                self._rfc3339(at)
+            fmt, order = template
+            # `round(…, 3)` formats (%r) as msgspec's JSON and the text form both write a
+            # duration: Python's shortest repr, for any duration under 10^16 ms.
+            ms, duration = int((at - second) * 1000), round(elapsed_s * 1000.0, 3)
+            args = (self._second_bytes, ms, nbytes, duration, id_value, *parts)
+            rows.append(fmt % order(args))
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
+
+    def _templates_of(self, entry: Entry) -> dict[tuple[str, str, bool, int], _HitTemplate]:
+        templates = self._templates.get(entry)
+        if templates is None:
+            templates = self._templates[entry] = {}
+        self._last_entry, self._last_templates = entry, templates
+        return templates
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -257,24 +292,28 @@ class AccessLog:
         if rows:
             self._format(rows)
 
-    def _format(self, rows: list[_Row | _HitRow]) -> None:
+    def _format(self, rows: list[_Row | bytes]) -> None:
         data = self.format(rows)
         self._queued_bytes += len(data)
         self._pending.append(data)
 
-    def format(self, rows: list[_Row | _HitRow]) -> bytes:
-        records = [self.to_record(row) for row in rows]
-        if self.text:
-            return "".join(_text_line(r) for r in records).encode("utf-8", "backslashreplace")
-        return self._encoder.encode_lines(records)
+    def format(self, rows: list[_Row | bytes]) -> bytes:
+        line = self._line
+        return b"".join(
+            row if type(row) is bytes else line(self.to_record(row))  # type: ignore[arg-type]
+            for row in rows
+        )
 
-    def to_record(self, row: _Row | _HitRow) -> AccessRecord:
-        if len(row) == _HIT_ROW_LEN:
-            return self._hit_record(row)  # type: ignore[arg-type]
-        req, ctx, site, status, result, nbytes, elapsed = row  # type: ignore[misc]
+    def _line(self, record: AccessRecord) -> bytes:
+        if self.text:
+            return _text_line(record).encode("utf-8", "backslashreplace")
+        return self._encoder.encode(record) + b"\n"
+
+    def to_record(self, row: _Row) -> AccessRecord:
+        req, ctx, site, status, result, nbytes, elapsed = row
         names = self.site_names
         ids = self.request_ids
-        ua, referer = _client_fields(req.headers)
+        ua, referer = _client_fields(req)
         target, entry = ctx.target, ctx.entry
         key = _key_text(*ctx.key) if ctx.key is not None else ""
         ctype = _content_type(entry.headers) if entry is not None else ctx.content_type
@@ -306,16 +345,87 @@ class AccessLog:
             no_store=str(ctx.no_store or ""),
         )
 
-    def _hit_record(self, row: _HitRow) -> AccessRecord:
-        at, client, method, raw_target, version, tls, id_field, sent_host, ua, referer = row[:10]
-        (site_name, host, target_text, key, ctype), status, nbytes, elapsed = row[10:]
+    def _hit_record(
+        self, r: FrontRequest, entry: Entry, site: int, status: int, nbytes: int, elapsed_s: float
+    ) -> AccessRecord:
+        """A memo hit's record, field by field: what its template is made from, and the way
+        for an entry without the host or target a template fixes."""
+        site_name, host, target_text, key, ctype = self._entry_fields(entry, site)
+        ua, referer = r.field(b"user-agent"), r.field(b"referer")
         ids = self.request_ids
         return AccessRecord(
-            self._rfc3339(at), self.worker, client, site_name, method,
-            target_text or raw_target.decode("utf-8", "backslashreplace"), "HTTP/" + version,
-            tls, status, "hit", nbytes, round(elapsed * 1000.0, 3), host or _sent_host(sent_host),
-            ids.value(id_field) if ids is not None else "", ua, referer, ctype, key,
+            self._rfc3339(r.received_at), self.worker, r.client_ip, site_name, r.method,
+            target_text or r.raw_target.decode("utf-8", "backslashreplace"),
+            "HTTP/" + r.http_version, r.tls, status, "hit", nbytes, round(elapsed_s * 1000.0, 3),
+            host or _sent_host(r.host), ids.value(r.id_field) if ids is not None else "",
+            ua.decode("latin-1"), referer.decode("latin-1"), ctype, key,
         )  # fmt: skip
+
+    def _hit_template(
+        self, entry: Entry, site: int, method: str, version: str, tls: bool, status: int
+    ) -> _HitTemplate:
+        """The line of a hit on `entry` with each per-request value a `%` slot: made by the
+        line's own formatting (`_line`) from a record holding slot markers, so the template
+        cannot drift from the line `record` writes. Empty when the entry's host or target is
+        empty (the request's own stand in) or a marker is not found once."""
+        site_name, host, target_text, key, ctype = self._entry_fields(entry, site)
+        if not host or not target_text:
+            return ()
+        m = self._markers
+        record = AccessRecord(
+            m["time"], self.worker, m["client"], site_name, method, target_text,
+            "HTTP/" + version, tls, status, "hit", m["bytes"], m["duration_ms"],  # type: ignore[arg-type]
+            host, m["request_id"] if self.request_ids is not None else "", m["user_agent"],
+            m["referer"], ctype, key,
+        )  # fmt: skip
+        line = self._line(record).replace(b"%", b"%%")
+        slots: list[tuple[int, bytes, bytes, tuple[int, ...]]] = []
+        for name, marker in m.items():
+            if name == "request_id" and self.request_ids is None:
+                continue
+            found = self._slot_text(name, marker.encode("ascii"))
+            if line.count(found) != 1:
+                return ()
+            slots.append((line.index(found), found, _FORMATS[name], _ARGS[name]))
+        slots.sort()
+        for _at, found, fmt, _args in slots:
+            line = line.replace(found, fmt)
+        return line, operator.itemgetter(*(i for *_, args in slots for i in args))
+
+    def _slot_text(self, name: str, marker: bytes) -> bytes:
+        """What a slot's marker became in the line: the text form writes values as they are
+        (in quotes it adds itself); JSON quotes strings, and leaves a user agent or referer
+        out, with its name, when empty. A request id's and the time's slots are inside their
+        quotes (`record_hit` fills in the id as it is: letters, digits and `._:+/=@-`, as
+        every id proxy/front/request_id.py makes or keeps, which neither form escapes)."""
+        if self.text or name in ("time", "request_id"):
+            return marker
+        if name in ("user_agent", "referer"):
+            return b',"%s":"%s"' % (name.encode("ascii"), marker)
+        return b'"%s"' % marker
+
+    def _remember_parts(self, seen: tuple[str, bytes, bytes]) -> tuple[bytes, bytes, bytes]:
+        """A client's, user agent's and referer's parts of a hit's line, kept for the next
+        hit from them (at most _PARTS_MAX: a flood of distinct ones empties the table rather
+        than growing it)."""
+        client, ua, referer = seen
+        if self.text:
+            parts = (
+                (client or "-").encode("utf-8", "backslashreplace"),
+                (_quoted(ua.decode("latin-1")) or "-").encode("utf-8", "backslashreplace"),
+                (_quoted(referer.decode("latin-1")) or "-").encode("utf-8", "backslashreplace"),
+            )
+        else:
+            encode = self._encoder.encode
+            parts = (
+                encode(client),
+                b',"user_agent":' + encode(ua.decode("latin-1")) if ua else b"",
+                b',"referer":' + encode(referer.decode("latin-1")) if referer else b"",
+            )
+        if len(self._parts) >= _PARTS_MAX:
+            self._parts.clear()
+        self._parts[seen] = parts
+        return parts
 
     def _entry_fields(self, entry: Entry, site: int) -> tuple[str, str, str, str, str]:
         """What every memo hit on `entry` logs alike (site, host, target, key, content type),
@@ -335,6 +445,7 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second_bytes = self._second_text.encode("ascii")
         return f"{self._second_text}.{int((at - second) * 1000):03d}Z"
 
     # -- writing (in a thread, or at close) ---------------------------------------------------
@@ -434,16 +545,12 @@ def _sent_host(host: bytes | None) -> str:
     return host.decode("latin-1") if host is not None else ""
 
 
-def _client_fields(headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
-    """User-Agent and Referer, as sent (the first of each)."""
-    ua = referer = ""
-    for name, value in headers:
-        n = len(name)
-        if n == 10 and not ua and name.lower() == b"user-agent":
-            ua = value.decode("latin-1")
-        elif n == 7 and not referer and name.lower() == b"referer":
-            referer = value.decode("latin-1")
-    return ua, referer
+def _client_fields(request: FrontRequest) -> tuple[str, str]:
+    """User-Agent and Referer, as sent (the first non-empty of each)."""
+    return (
+        request.field(b"user-agent").decode("latin-1"),
+        request.field(b"referer").decode("latin-1"),
+    )
 
 
 def _content_type(headers: Any) -> bytes:
@@ -473,6 +580,11 @@ def _quoted(value: str, unsafe: str = '"\\') -> str:
 
 
 _BARE = '"\\ '  # a key=value value without quotes: no space either
+# What each slot of a hit's template becomes: `%` formats for `record_hit`'s values.
+_FORMATS = {
+    "time": b"%s.%03dZ", "client": b"%s", "bytes": b"%d", "duration_ms": b"%r",
+    "request_id": b"%s", "user_agent": b"%s", "referer": b"%s",
+}  # fmt: skip
 
 
 def _text_line(r: AccessRecord) -> str:
