@@ -46,8 +46,9 @@ class FrontRequest(Protocol):
     # answers; whoever writes a pre-serialised answer (`send_bytes`) puts it in.
     id_field: bytes
 
-    def field(self, lname: bytes) -> bytes:
-        """The first non-empty value of the field named `lname` (lowercase), b"" for none."""
+    def values(self, *lnames: bytes) -> tuple[bytes, ...]:
+        """The first non-empty value of each field named in `lnames` (lowercase), b"" for
+        none."""
         ...
 
 

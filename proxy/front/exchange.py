@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.front.api import BodyTooLarge, ClientGone
-from proxy.front.strict import field as strict_field
 from proxy.front.strict import fields as strict_fields
+from proxy.front.strict import values as strict_values
 from proxy.front.wire import Wire, with_fields, write_wire
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class ExchangeConnection(Protocol):
 class Request:
     """`api.FrontRequest`. Built once per request head; no header dict is made. A request from
     the strict head (proxy/front/strict.py) keeps its field lines and cuts its header list out
-    of them only when `headers` is first read: a logged hit reads two fields (`field`) and
+    of them only when `headers` is first read: a logged hit reads two fields (`values`) and
     never the list."""
 
     __slots__ = (
@@ -109,16 +109,21 @@ class Request:
             headers = self._headers = strict_fields(self._lines)
         return headers
 
-    def field(self, lname: bytes) -> bytes:
-        """The first non-empty value of the field named `lname` (lowercase), b"" for none."""
+    def values(self, *lnames: bytes) -> tuple[bytes, ...]:
+        """The first non-empty value of each field named in `lnames` (lowercase), b"" for
+        none: what the access log reads (User-Agent, Referer), in one pass."""
         headers = self._headers
         if headers is None:
-            return strict_field(self._lines, lname)
-        n = len(lname)
+            return strict_values(self._lines, lnames)
+        found = [b""] * len(lnames)
         for name, value in headers:
-            if len(name) == n and value and name.lower() == lname:
-                return value
-        return b""
+            if value:
+                lname = name.lower()
+                if lname in lnames:
+                    i = lnames.index(lname)
+                    if not found[i]:
+                        found[i] = value
+        return tuple(found)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_target!r} HTTP/{self.http_version}>"

@@ -150,12 +150,12 @@ class AccessLog:
         self._lock = threading.Lock()  # one writer at a time, and close() after it
         self._encoder = msgspec.json.Encoder()
         # Memo hits' line templates, by entry (weakly: an evicted entry takes them along),
-        # then by (method, version, TLS, status); the last entry's at hand.
+        # then by (method, version, TLS, status, site); the last entry's at hand.
         self._templates: weakref.WeakKeyDictionary[
-            Entry, dict[tuple[str, str, bool, int], _HitTemplate]
+            Entry, dict[tuple[str, str, bool, int, int], _HitTemplate]
         ] = weakref.WeakKeyDictionary()
         self._last_entry: Entry | None = None
-        self._last_templates: dict[tuple[str, str, bool, int], _HitTemplate] = {}
+        self._last_templates: dict[tuple[str, str, bool, int, int], _HitTemplate] = {}
         # Slot markers: letters and digits (both forms carry them unquoted), with a random part
         # no stored target or key holds.
         tag = os.urandom(6).hex()
@@ -213,19 +213,19 @@ class AccessLog:
             templates = self._last_templates
         else:
             templates = self._templates_of(entry)
-        template = templates.get((r.method, r.http_version, r.tls, status))
+        template = templates.get((r.method, r.http_version, r.tls, status, site_index))
         if template is None:
             template = self._hit_template(
                 entry, site_index, r.method, r.http_version, r.tls, status
             )
-            templates[r.method, r.http_version, r.tls, status] = template
+            templates[r.method, r.http_version, r.tls, status, site_index] = template
         id_value = r.id_field[self._id_start : -2]
         if not template or (self._id_start and _PLAIN_ID(id_value) is None):
             rows.append(
                 self._line(self._hit_record(r, entry, site_index, status, nbytes, elapsed_s))
             )
         else:
-            ua, referer = r.field(b"user-agent"), r.field(b"referer")
+            ua, referer = r.values(b"user-agent", b"referer")
             seen = (r.client_ip, ua, referer)
             parts = self._parts.get(seen)
             if parts is None:
@@ -243,7 +243,7 @@ class AccessLog:
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
 
-    def _templates_of(self, entry: Entry) -> dict[tuple[str, str, bool, int], _HitTemplate]:
+    def _templates_of(self, entry: Entry) -> dict[tuple[str, str, bool, int, int], _HitTemplate]:
         templates = self._templates.get(entry)
         if templates is None:
             templates = self._templates[entry] = {}
@@ -351,7 +351,7 @@ class AccessLog:
         """A memo hit's record, field by field: what its template is made from, and the way
         for an entry without the host or target a template fixes."""
         site_name, host, target_text, key, ctype = self._entry_fields(entry, site)
-        ua, referer = r.field(b"user-agent"), r.field(b"referer")
+        ua, referer = r.values(b"user-agent", b"referer")
         ids = self.request_ids
         return AccessRecord(
             self._rfc3339(r.received_at), self.worker, r.client_ip, site_name, r.method,
@@ -547,10 +547,8 @@ def _sent_host(host: bytes | None) -> str:
 
 def _client_fields(request: FrontRequest) -> tuple[str, str]:
     """User-Agent and Referer, as sent (the first non-empty of each)."""
-    return (
-        request.field(b"user-agent").decode("latin-1"),
-        request.field(b"referer").decode("latin-1"),
-    )
+    ua, referer = request.values(b"user-agent", b"referer")
+    return ua.decode("latin-1"), referer.decode("latin-1")
 
 
 def _content_type(headers: Any) -> bytes:
