@@ -105,7 +105,10 @@ _ARGS = {
     "client": (5,), "user_agent": (6,), "referer": (7,),
 }  # fmt: skip
 _PLAIN_ID = re.compile(rb"[A-Za-z0-9._:+/=@-]+").fullmatch
-_PARTS_MAX = 1024  # quoted clients, user agents and referers remembered, each
+# Quoted clients, and (user agent, referer) pairs, remembered: a flood of distinct ones
+# empties a table rather than growing it.
+_CLIENTS_MAX = 4096
+_AGENTS_MAX = 1024
 
 
 class AccessLog:
@@ -160,8 +163,10 @@ class AccessLog:
         # no stored target or key holds.
         tag = os.urandom(6).hex()
         self._markers = {name: f"Z{tag}{name.replace('_', '')}Z" for name in _ARGS}
-        # (client, user agent, referer) -> their parts of a hit's line, as this form quotes them.
-        self._parts: dict[tuple[str, bytes, bytes], tuple[bytes, bytes, bytes]] = {}
+        # A client's, and a (user agent, referer) pair's, parts of a hit's line, as this form
+        # quotes them.
+        self._clients: dict[str, bytes] = {}
+        self._agents: dict[tuple[bytes, ...], tuple[bytes, bytes]] = {}
         self._id_start = len(request_ids.name) + 2 if request_ids is not None else 0
         self._second = -1
         self._second_text = ""
@@ -225,11 +230,13 @@ class AccessLog:
                 self._line(self._hit_record(r, entry, site_index, status, nbytes, elapsed_s))
             )
         else:
-            ua, referer = r.values(b"user-agent", b"referer")
-            seen = (r.client_ip, ua, referer)
-            parts = self._parts.get(seen)
-            if parts is None:
-                parts = self._remember_parts(seen)
+            client = self._clients.get(r.client_ip)
+            if client is None:
+                client = self._remember_client(r.client_ip)
+            sent = r.values(b"user-agent", b"referer")
+            agent = self._agents.get(sent)
+            if agent is None:
+                agent = self._remember_agent(sent)
             at = r.received_at
             second = int(at)
             if second != self._second:
@@ -238,7 +245,7 @@ class AccessLog:
             # `round(…, 3)` formats (%r) as msgspec's JSON and the text form both write a
             # duration: Python's shortest repr, for any duration under 10^16 ms.
             ms, duration = int((at - second) * 1000), round(elapsed_s * 1000.0, 3)
-            args = (self._second_bytes, ms, nbytes, duration, id_value, *parts)
+            args = (self._second_bytes, ms, nbytes, duration, id_value, client, *agent)
             rows.append(fmt % order(args))
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
@@ -404,27 +411,35 @@ class AccessLog:
             return b',"%s":"%s"' % (name.encode("ascii"), marker)
         return b'"%s"' % marker
 
-    def _remember_parts(self, seen: tuple[str, bytes, bytes]) -> tuple[bytes, bytes, bytes]:
-        """A client's, user agent's and referer's parts of a hit's line, kept for the next
-        hit from them (at most _PARTS_MAX: a flood of distinct ones empties the table rather
-        than growing it)."""
-        client, ua, referer = seen
+    def _remember_client(self, client: str) -> bytes:
+        """A client's part of a hit's line, kept for its next hits."""
+        if self.text:
+            part = (client or "-").encode("utf-8", "backslashreplace")
+        else:
+            part = self._encoder.encode(client)
+        if len(self._clients) >= _CLIENTS_MAX:
+            self._clients.clear()
+        self._clients[client] = part
+        return part
+
+    def _remember_agent(self, sent: tuple[bytes, ...]) -> tuple[bytes, bytes]:
+        """A user agent's and referer's parts of a hit's line, kept for the next hits that
+        send the same pair."""
+        ua, referer = (v.decode("latin-1") for v in sent)
         if self.text:
             parts = (
-                (client or "-").encode("utf-8", "backslashreplace"),
-                (_quoted(ua.decode("latin-1")) or "-").encode("utf-8", "backslashreplace"),
-                (_quoted(referer.decode("latin-1")) or "-").encode("utf-8", "backslashreplace"),
+                (_quoted(ua) or "-").encode("utf-8", "backslashreplace"),
+                (_quoted(referer) or "-").encode("utf-8", "backslashreplace"),
             )
         else:
             encode = self._encoder.encode
             parts = (
-                encode(client),
-                b',"user_agent":' + encode(ua.decode("latin-1")) if ua else b"",
-                b',"referer":' + encode(referer.decode("latin-1")) if referer else b"",
+                b',"user_agent":' + encode(ua) if ua else b"",
+                b',"referer":' + encode(referer) if referer else b"",
             )
-        if len(self._parts) >= _PARTS_MAX:
-            self._parts.clear()
-        self._parts[seen] = parts
+        if len(self._agents) >= _AGENTS_MAX:
+            self._agents.clear()
+        self._agents[sent] = parts
         return parts
 
     def _entry_fields(self, entry: Entry, site: int) -> tuple[str, str, str, str, str]:

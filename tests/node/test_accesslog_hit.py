@@ -166,7 +166,7 @@ async def test_unusual_ids_and_entries_still_give_the_slow_paths_line(
 ) -> None:
     """The ways around the template: no request ids at all, an id field the log's ids did not
     make (another name), an empty id field, an entry whose target has no host (the Host sent
-    stands in), and one client sending many user agents (its remembered parts bounded)."""
+    stands in), and clients sending many user agents (the remembered parts bounded)."""
     cases: list[tuple[RequestIds | None, bytes]] = [
         (None, b""),
         (None, b"X-Request-Id: abc-1\r\n"),
@@ -179,7 +179,7 @@ async def test_unusual_ids_and_entries_still_give_the_slow_paths_line(
     for n, (ids, id_field) in enumerate(cases):
         fast = AccessLog(str(tmp_path / f"f{n}.log"), 1.0, ["s"], 0, text=text, request_ids=ids)
         slow = AccessLog(str(tmp_path / f"s{n}.log"), 1.0, ["s"], 0, text=text, request_ids=ids)
-        for i in range(1100):  # past the remembered parts' bound
+        for i in range(1100):  # past the bound of remembered user agents
             entry = hostless if i % 7 == 0 else plain
             ua = b"agent/%d" % i
             request = _request(
