@@ -4,10 +4,10 @@ hot path.
 `record()` is all a request pays: a sampling draw (only when sampling), one tuple appended to a
 list (holding the request and its context: every field is read from them later), and a timer
 armed on the first record of a batch. A memo hit (`record_hit`, the hot path) appends its whole
-line instead, made by one bytes format from a template worked out once per stored entry (and
-method, version, TLS and status: `_HitTemplate`), the per-request values (time, client, bytes,
-duration, request id, user agent, referer) filled in, the quoted forms of clients, user agents
-and referers remembered. Every `FLUSH_INTERVAL_S` the batch is
+line instead, made by one bytes format from a template (one per method, version, TLS, status
+and site: `_HitTemplate`), with the entry's fields quoted once per entry and the per-request
+values (time, client, bytes, duration, request id, user agent, referer) filled in, the quoted
+forms of clients, user agents and referers remembered. Every `FLUSH_INTERVAL_S` the batch is
 formatted (msgspec for JSON), `FORMAT_CHUNK_ROWS` rows a loop turn so that requests are answered
 between chunks, and handed to a writer thread, which appends it with one `os.write`
 per chunk. So a slow disk or a full stdout pipe never stalls the event loop: the buffer fills,
@@ -97,13 +97,17 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
 _Row = tuple["FrontRequest", "RequestCtx", int, int, str, int, float]
 
 # A memo hit's line: the template's format and the getter that puts `record_hit`'s values
-# (second, millisecond, bytes, duration ms, request id, client, user agent, referer) in the
-# template's order. Empty: the entry lacks a field the template fixes; its lines are made whole.
+# (second, millisecond, bytes, duration ms, request id, client, user agent, referer, and the
+# entry's target, host, content type and key) in the template's order. Empty: no template.
 _HitTemplate = tuple[bytes, "operator.itemgetter[Any]"] | tuple[()]
 _ARGS = {
     "time": (0, 1), "bytes": (2,), "duration_ms": (3,), "request_id": (4,),
     "client": (5,), "user_agent": (6,), "referer": (7,),
+    "target": (8,), "host": (9,), "content_type": (10,), "key": (11,),
 }  # fmt: skip
+# One template per (method, version, TLS, status, site): a handful. An entry's own fields are
+# quoted once per entry (`_EntryParts`), so a hit on an entry seen once costs little more.
+_EntryParts = tuple[bytes, bytes, bytes, bytes] | None
 _PLAIN_ID = re.compile(rb"[A-Za-z0-9._:+/=@-]+").fullmatch
 # Quoted clients, and (user agent, referer) pairs, remembered: a flood of distinct ones
 # empties a table rather than growing it.
@@ -152,13 +156,13 @@ class AccessLog:
         self._writing = False
         self._lock = threading.Lock()  # one writer at a time, and close() after it
         self._encoder = msgspec.json.Encoder()
-        # Memo hits' line templates, by entry (weakly: an evicted entry takes them along),
-        # then by (method, version, TLS, status, site); the last entry's at hand.
-        self._templates: weakref.WeakKeyDictionary[
-            Entry, dict[tuple[str, str, bool, int, int], _HitTemplate]
-        ] = weakref.WeakKeyDictionary()
+        # Memo hits' line templates, by (method, version, TLS, status, site), and each stored
+        # entry's quoted fields (weakly: an evicted entry takes them along; None: an entry
+        # without a host or target, whose hits' lines are made whole); the last entry's at hand.
+        self._templates: dict[tuple[str, str, bool, int, int], _HitTemplate] = {}
+        self._entries: weakref.WeakKeyDictionary[Entry, _EntryParts] = weakref.WeakKeyDictionary()
         self._last_entry: Entry | None = None
-        self._last_templates: dict[tuple[str, str, bool, int, int], _HitTemplate] = {}
+        self._last_parts: _EntryParts = None
         # Slot markers: letters and digits (both forms carry them unquoted), with a random part
         # no stored target or key holds.
         tag = os.urandom(6).hex()
@@ -202,11 +206,12 @@ class AccessLog:
         elapsed_s: float,
     ) -> None:
         """`record` for the hot hit path, which has no RequestCtx to hand (building one just to
-        log it would scan the header list again). Its row is its line, formatted now from the
-        entry's template (`_hit_template`): bytes, which the collector never tracks (rows wait up
-        to `flush_interval_s`, and objects it tracks, kept that long at tens of thousands of
-        hits a second, made collections of every generation: pauses of 10-25 ms, measured),
-        and no second pass over the row when the batch is written."""
+        log it would scan the header list again). Its row is its line, formatted now from a
+        template (`_hit_template`) and the entry's quoted fields (`_entry_parts`): bytes,
+        which the collector never tracks (rows wait up to `flush_interval_s`, and objects it
+        tracks, kept that long at tens of thousands of hits a second, made collections of
+        every generation: pauses of 10-25 ms, measured), and no second pass over the row
+        when the batch is written."""
         if self._sampling and random.random() >= self.sample:
             return
         rows = self._rows
@@ -214,18 +219,13 @@ class AccessLog:
             self._drop(1)
             return
         r = request
-        if entry is self._last_entry:
-            templates = self._last_templates
-        else:
-            templates = self._templates_of(entry)
-        template = templates.get((r.method, r.http_version, r.tls, status, site_index))
+        fixed = self._last_parts if entry is self._last_entry else self._entry_parts(entry)
+        variant = (r.method, r.http_version, r.tls, status, site_index)
+        template = self._templates.get(variant)
         if template is None:
-            template = self._hit_template(
-                entry, site_index, r.method, r.http_version, r.tls, status
-            )
-            templates[r.method, r.http_version, r.tls, status, site_index] = template
+            template = self._templates[variant] = self._hit_template(*variant)
         id_value = r.id_field[self._id_start : -2]
-        if not template or (self._id_start and _PLAIN_ID(id_value) is None):
+        if fixed is None or not template or (self._id_start and _PLAIN_ID(id_value) is None):
             rows.append(
                 self._line(self._hit_record(r, entry, site_index, status, nbytes, elapsed_s))
             )
@@ -245,17 +245,38 @@ class AccessLog:
             # `round(…, 3)` formats (%r) as msgspec's JSON and the text form both write a
             # duration: Python's shortest repr, for any duration under 10^16 ms.
             ms, duration = int((at - second) * 1000), round(elapsed_s * 1000.0, 3)
-            args = (self._second_bytes, ms, nbytes, duration, id_value, client, *agent)
+            args = (self._second_bytes, ms, nbytes, duration, id_value, client, *agent, *fixed)
             rows.append(fmt % order(args))
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
 
-    def _templates_of(self, entry: Entry) -> dict[tuple[str, str, bool, int, int], _HitTemplate]:
-        templates = self._templates.get(entry)
-        if templates is None:
-            templates = self._templates[entry] = {}
-        self._last_entry, self._last_templates = entry, templates
-        return templates
+    def _entry_parts(self, entry: Entry) -> _EntryParts:
+        """The entry's target, host, content type and key as this form quotes them, worked out
+        once per entry."""
+        try:
+            parts = self._entries[entry]
+        except KeyError:
+            _site, host, target, key, ctype = self._entry_fields(entry, -1)
+            if not host or not target:
+                parts = None
+            elif self.text:
+                parts = (
+                    _quoted(target).encode("utf-8", "backslashreplace"),
+                    _quoted(host, _BARE).encode("utf-8", "backslashreplace"),
+                    _quoted(ctype).encode("utf-8", "backslashreplace"),
+                    _quoted(key).encode("utf-8", "backslashreplace"),
+                )
+            else:
+                encode = self._encoder.encode
+                parts = (
+                    encode(target),
+                    encode(host),
+                    b',"content_type":' + encode(ctype) if ctype else b"",
+                    b',"key":' + encode(key) if key else b"",
+                )
+            self._entries[entry] = parts
+        self._last_entry, self._last_parts = entry, parts
+        return parts
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -369,21 +390,18 @@ class AccessLog:
         )  # fmt: skip
 
     def _hit_template(
-        self, entry: Entry, site: int, method: str, version: str, tls: bool, status: int
+        self, method: str, version: str, tls: bool, status: int, site: int
     ) -> _HitTemplate:
-        """The line of a hit on `entry` with each per-request value a `%` slot: made by the
+        """The line of a hit with each per-request and per-entry value a `%` slot: made by the
         line's own formatting (`_line`) from a record holding slot markers, so the template
-        cannot drift from the line `record` writes. Empty when the entry's host or target is
-        empty (the request's own stand in) or a marker is not found once."""
-        site_name, host, target_text, key, ctype = self._entry_fields(entry, site)
-        if not host or not target_text:
-            return ()
+        cannot drift from the line `record` writes. Empty when a marker is not found once."""
+        names = self.site_names
         m = self._markers
         record = AccessRecord(
-            m["time"], self.worker, m["client"], site_name, method, target_text,
-            "HTTP/" + version, tls, status, "hit", m["bytes"], m["duration_ms"],  # type: ignore[arg-type]
-            host, m["request_id"] if self.request_ids is not None else "", m["user_agent"],
-            m["referer"], ctype, key,
+            m["time"], self.worker, m["client"], names[site] if 0 <= site < len(names) else "-",
+            method, m["target"], "HTTP/" + version, tls, status, "hit", m["bytes"],  # type: ignore[arg-type]
+            m["duration_ms"], m["host"], m["request_id"] if self.request_ids is not None else "",  # type: ignore[arg-type]
+            m["user_agent"], m["referer"], m["content_type"], m["key"],
         )  # fmt: skip
         line = self._line(record).replace(b"%", b"%%")
         slots: list[tuple[int, bytes, bytes, tuple[int, ...]]] = []
@@ -393,7 +411,7 @@ class AccessLog:
             found = self._slot_text(name, marker.encode("ascii"))
             if line.count(found) != 1:
                 return ()
-            slots.append((line.index(found), found, _FORMATS[name], _ARGS[name]))
+            slots.append((line.index(found), found, _FORMATS.get(name, b"%s"), _ARGS[name]))
         slots.sort()
         for _at, found, fmt, _args in slots:
             line = line.replace(found, fmt)
@@ -401,13 +419,13 @@ class AccessLog:
 
     def _slot_text(self, name: str, marker: bytes) -> bytes:
         """What a slot's marker became in the line: the text form writes values as they are
-        (in quotes it adds itself); JSON quotes strings, and leaves a user agent or referer
-        out, with its name, when empty. A request id's and the time's slots are inside their
+        (in quotes it adds itself); JSON quotes strings, and leaves a user agent, referer,
+        content type or key out, with its name, when empty. A request id's and the time's slots are inside their
         quotes (`record_hit` fills in the id as it is: letters, digits and `._:+/=@-`, as
         every id proxy/front/request_id.py makes or keeps, which neither form escapes)."""
         if self.text or name in ("time", "request_id"):
             return marker
-        if name in ("user_agent", "referer"):
+        if name in ("user_agent", "referer", "content_type", "key"):
             return b',"%s":"%s"' % (name.encode("ascii"), marker)
         return b'"%s"' % marker
 
@@ -594,10 +612,7 @@ def _quoted(value: str, unsafe: str = '"\\') -> str:
 
 _BARE = '"\\ '  # a key=value value without quotes: no space either
 # What each slot of a hit's template becomes: `%` formats for `record_hit`'s values.
-_FORMATS = {
-    "time": b"%s.%03dZ", "client": b"%s", "bytes": b"%d", "duration_ms": b"%r",
-    "request_id": b"%s", "user_agent": b"%s", "referer": b"%s",
-}  # fmt: skip
+_FORMATS = {"time": b"%s.%03dZ", "bytes": b"%d", "duration_ms": b"%r"}  # the others: %s
 
 
 def _text_line(r: AccessRecord) -> str:
