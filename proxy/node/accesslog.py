@@ -2,12 +2,9 @@
 hot path.
 
 `record()` is all a request pays: a sampling draw (only when sampling), one tuple appended to a
-list (holding the request and its context: every field is read from them later), and a timer
-armed on the first record of a batch. A memo hit (`record_hit`, the hot path) appends its whole
-line instead, made by one bytes format from a template (one per method, version, TLS, status
-and site: `_HitTemplate`), with the entry's fields quoted once per entry and the per-request
-values (time, client, bytes, duration, request id, user agent, referer) filled in, the quoted
-forms of clients, user agents and referers remembered. Every `FLUSH_INTERVAL_S` the batch is
+list (holding the request and its context: every field is read from them later; a memo hit's,
+`record_hit`, holds plain values and its entry's fields worked out once per entry),
+and a timer armed on the first record of a batch. Every `FLUSH_INTERVAL_S` the batch is
 formatted (msgspec for JSON), `FORMAT_CHUNK_ROWS` rows a loop turn so that requests are answered
 between chunks, and handed to a writer thread, which appends it with one `os.write`
 per chunk. So a slow disk or a full stdout pipe never stalls the event loop: the buffer fills,
@@ -37,10 +34,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
-import operator
 import os
 import random
-import re
 import select
 import stat
 import threading
@@ -93,26 +88,16 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
 
 # What `record` keeps: (request, its context, site index, status, result, body bytes sent,
 # elapsed seconds). Everything else is read from the first two when the batch is formatted,
-# off the request's path. A memo hit's row is its line, already formatted (`record_hit`).
+# off the request's path.
 _Row = tuple["FrontRequest", "RequestCtx", int, int, str, int, float]
-
-# A memo hit's line: the template's format and the getter that puts `record_hit`'s values
-# (second, millisecond, bytes, duration ms, request id, client, user agent, referer, and the
-# entry's target, host, content type and key) in the template's order. Empty: no template.
-_HitTemplate = tuple[bytes, "operator.itemgetter[Any]"] | tuple[()]
-_ARGS = {
-    "time": (0, 1), "bytes": (2,), "duration_ms": (3,), "request_id": (4,),
-    "client": (5,), "user_agent": (6,), "referer": (7,),
-    "target": (8,), "host": (9,), "content_type": (10,), "key": (11,),
-}  # fmt: skip
-# One template per (method, version, TLS, status, site): a handful. An entry's own fields are
-# quoted once per entry (`_EntryParts`), so a hit on an entry seen once costs little more.
-_EntryParts = tuple[bytes, bytes, bytes, bytes] | None
-_PLAIN_ID = re.compile(rb"[A-Za-z0-9._:+/=@-]+").fullmatch
-# Quoted clients, and (user agent, referer) pairs, remembered: a flood of distinct ones
-# empties a table rather than growing it.
-_CLIENTS_MAX = 4096
-_AGENTS_MAX = 1024
+# What `record_hit` keeps, plain values only: (received at, client, method, raw target,
+# version, tls, request id field, Host as sent, user agent, referer, the entry's fields
+# (`_entry_fields`: site, host, target, key, content type), status, bytes, elapsed seconds).
+_HitRow = tuple[
+    float, str, str, bytes, str, bool, bytes, "bytes | None", str, str,
+    tuple[str, str, str, str, str], int, int, float,
+]  # fmt: skip
+_HIT_ROW_LEN = 14
 
 
 class AccessLog:
@@ -147,7 +132,7 @@ class AccessLog:
         self.written = 0  # lines handed to the OS
         self.write_errors = 0
         self.lost = 0  # lines a failed write took with it
-        self._rows: list[_Row | bytes] = []
+        self._rows: list[_Row | _HitRow] = []
         self._timer: asyncio.Handle | None = None  # the next batch's, or its next chunk's
         self._pending: collections.deque[bytes] = collections.deque()
         # Each counter has one writer (the loop thread, or whoever holds _lock): no lost updates.
@@ -156,25 +141,15 @@ class AccessLog:
         self._writing = False
         self._lock = threading.Lock()  # one writer at a time, and close() after it
         self._encoder = msgspec.json.Encoder()
-        # Memo hits' line templates, by (method, version, TLS, status, site), and each stored
-        # entry's quoted fields (weakly: an evicted entry takes them along; None: an entry
-        # without a host or target, whose hits' lines are made whole); the last entry's at hand.
-        self._templates: dict[tuple[str, str, bool, int, int], _HitTemplate] = {}
-        self._entries: weakref.WeakKeyDictionary[Entry, _EntryParts] = weakref.WeakKeyDictionary()
+        # Memo hits' fields that depend on the stored entry alone (`_entry_fields`).
+        self._per_entry: weakref.WeakKeyDictionary[Entry, tuple[str, str, str, str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # The last entry's, at hand: a hot entry's hits skip the weak dictionary's lookup.
         self._last_entry: Entry | None = None
-        self._last_parts: _EntryParts = None
-        # Slot markers: letters and digits (both forms carry them unquoted), with a random part
-        # no stored target or key holds.
-        tag = os.urandom(6).hex()
-        self._markers = {name: f"Z{tag}{name.replace('_', '')}Z" for name in _ARGS}
-        # A client's, and a (user agent, referer) pair's, parts of a hit's line, as this form
-        # quotes them.
-        self._clients: dict[str, bytes] = {}
-        self._agents: dict[tuple[bytes, ...], tuple[bytes, bytes]] = {}
-        self._id_start = len(request_ids.name) + 2 if request_ids is not None else 0
+        self._last_fields: tuple[str, str, str, str, str] = ("", "", "", "", "")
         self._second = -1
         self._second_text = ""
-        self._second_bytes = b""
         self._closed = False
         self._fd = -1
         self._ino: tuple[int, int] | None = None
@@ -206,77 +181,50 @@ class AccessLog:
         elapsed_s: float,
     ) -> None:
         """`record` for the hot hit path, which has no RequestCtx to hand (building one just to
-        log it would scan the header list again). Its row is its line, formatted now from a
-        template (`_hit_template`) and the entry's quoted fields (`_entry_parts`): bytes,
-        which the collector never tracks (rows wait up to `flush_interval_s`, and objects it
-        tracks, kept that long at tens of thousands of hits a second, made collections of
-        every generation: pauses of 10-25 ms, measured), and no second pass over the row
-        when the batch is written."""
+        log it would scan the header list again). Its row holds only strings, bytes and
+        numbers (`_HitRow`), no request or entry: rows wait up to `flush_interval_s`, and
+        objects the collector tracks, kept that long at tens of thousands of hits a second,
+        made collections of every generation (pauses of 10-25 ms, measured); a tuple of plain
+        values is untracked by the first young collection that meets it."""
         if self._sampling and random.random() >= self.sample:
             return
         rows = self._rows
         if len(rows) >= self.max_buffered:
             self._drop(1)
             return
-        r = request
-        fixed = self._last_parts if entry is self._last_entry else self._entry_parts(entry)
-        variant = (r.method, r.http_version, r.tls, status, site_index)
-        template = self._templates.get(variant)
-        if template is None:
-            template = self._templates[variant] = self._hit_template(*variant)
-        id_value = r.id_field[self._id_start : -2]
-        if fixed is None or not template or (self._id_start and _PLAIN_ID(id_value) is None):
-            rows.append(
-                self._line(self._hit_record(r, entry, site_index, status, nbytes, elapsed_s))
-            )
+        if entry is self._last_entry:
+            fixed = self._last_fields
         else:
-            client = self._clients.get(r.client_ip)
-            if client is None:
-                client = self._remember_client(r.client_ip)
-            sent = r.values(b"user-agent", b"referer")
-            agent = self._agents.get(sent)
-            if agent is None:
-                agent = self._remember_agent(sent)
-            at = r.received_at
-            second = int(at)
-            if second != self._second:
-                self._rfc3339(at)
-            fmt, order = template
-            # `round(…, 3)` formats (%r) as msgspec's JSON and the text form both write a
-            # duration: Python's shortest repr, for any duration under 10^16 ms.
-            ms, duration = int((at - second) * 1000), round(elapsed_s * 1000.0, 3)
-            args = (self._second_bytes, ms, nbytes, duration, id_value, client, *agent, *fixed)
-            rows.append(fmt % order(args))
+            fixed = self._fields_of(entry, site_index)
+        ua, referer = _client_fields(request)
+        r = request
+        rows.append(
+            (
+                r.received_at,
+                r.client_ip,
+                r.method,
+                r.raw_target,
+                r.http_version,
+                r.tls,
+                r.id_field,
+                r.host,
+                ua,
+                referer,
+                fixed,
+                status,
+                nbytes,
+                elapsed_s,
+            )  # fmt: skip
+        )
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
 
-    def _entry_parts(self, entry: Entry) -> _EntryParts:
-        """The entry's target, host, content type and key as this form quotes them, worked out
-        once per entry."""
-        try:
-            parts = self._entries[entry]
-        except KeyError:
-            _site, host, target, key, ctype = self._entry_fields(entry, -1)
-            if not host or not target:
-                parts = None
-            elif self.text:
-                parts = (
-                    _quoted(target).encode("utf-8", "backslashreplace"),
-                    _quoted(host, _BARE).encode("utf-8", "backslashreplace"),
-                    _quoted(ctype).encode("utf-8", "backslashreplace"),
-                    _quoted(key).encode("utf-8", "backslashreplace"),
-                )
-            else:
-                encode = self._encoder.encode
-                parts = (
-                    encode(target),
-                    encode(host),
-                    b',"content_type":' + encode(ctype) if ctype else b"",
-                    b',"key":' + encode(key) if key else b"",
-                )
-            self._entries[entry] = parts
-        self._last_entry, self._last_parts = entry, parts
-        return parts
+    def _fields_of(self, entry: Entry, site: int) -> tuple[str, str, str, str, str]:
+        fixed = self._per_entry.get(entry)
+        if fixed is None:
+            fixed = self._per_entry[entry] = self._entry_fields(entry, site)
+        self._last_entry, self._last_fields = entry, fixed
+        return fixed
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -320,25 +268,21 @@ class AccessLog:
         if rows:
             self._format(rows)
 
-    def _format(self, rows: list[_Row | bytes]) -> None:
+    def _format(self, rows: list[_Row | _HitRow]) -> None:
         data = self.format(rows)
         self._queued_bytes += len(data)
         self._pending.append(data)
 
-    def format(self, rows: list[_Row | bytes]) -> bytes:
-        line = self._line
-        return b"".join(
-            row if type(row) is bytes else line(self.to_record(row))  # type: ignore[arg-type]
-            for row in rows
-        )
-
-    def _line(self, record: AccessRecord) -> bytes:
+    def format(self, rows: list[_Row | _HitRow]) -> bytes:
+        records = [self.to_record(row) for row in rows]
         if self.text:
-            return _text_line(record).encode("utf-8", "backslashreplace")
-        return self._encoder.encode(record) + b"\n"
+            return "".join(_text_line(r) for r in records).encode("utf-8", "backslashreplace")
+        return self._encoder.encode_lines(records)
 
-    def to_record(self, row: _Row) -> AccessRecord:
-        req, ctx, site, status, result, nbytes, elapsed = row
+    def to_record(self, row: _Row | _HitRow) -> AccessRecord:
+        if len(row) == _HIT_ROW_LEN:
+            return self._hit_record(row)  # type: ignore[arg-type]
+        req, ctx, site, status, result, nbytes, elapsed = row  # type: ignore[misc]
         names = self.site_names
         ids = self.request_ids
         ua, referer = _client_fields(req)
@@ -373,92 +317,16 @@ class AccessLog:
             no_store=str(ctx.no_store or ""),
         )
 
-    def _hit_record(
-        self, r: FrontRequest, entry: Entry, site: int, status: int, nbytes: int, elapsed_s: float
-    ) -> AccessRecord:
-        """A memo hit's record, field by field: what its template is made from, and the way
-        for an entry without the host or target a template fixes."""
-        site_name, host, target_text, key, ctype = self._entry_fields(entry, site)
-        ua, referer = r.values(b"user-agent", b"referer")
+    def _hit_record(self, row: _HitRow) -> AccessRecord:
+        at, client, method, raw_target, version, tls, id_field, sent_host, ua, referer = row[:10]
+        (site_name, host, target_text, key, ctype), status, nbytes, elapsed = row[10:]
         ids = self.request_ids
         return AccessRecord(
-            self._rfc3339(r.received_at), self.worker, r.client_ip, site_name, r.method,
-            target_text or r.raw_target.decode("utf-8", "backslashreplace"),
-            "HTTP/" + r.http_version, r.tls, status, "hit", nbytes, round(elapsed_s * 1000.0, 3),
-            host or _sent_host(r.host), ids.value(r.id_field) if ids is not None else "",
-            ua.decode("latin-1"), referer.decode("latin-1"), ctype, key,
+            self._rfc3339(at), self.worker, client, site_name, method,
+            target_text or raw_target.decode("utf-8", "backslashreplace"), "HTTP/" + version,
+            tls, status, "hit", nbytes, round(elapsed * 1000.0, 3), host or _sent_host(sent_host),
+            ids.value(id_field) if ids is not None else "", ua, referer, ctype, key,
         )  # fmt: skip
-
-    def _hit_template(
-        self, method: str, version: str, tls: bool, status: int, site: int
-    ) -> _HitTemplate:
-        """The line of a hit with each per-request and per-entry value a `%` slot: made by the
-        line's own formatting (`_line`) from a record holding slot markers, so the template
-        cannot drift from the line `record` writes. Empty when a marker is not found once."""
-        names = self.site_names
-        m = self._markers
-        record = AccessRecord(
-            m["time"], self.worker, m["client"], names[site] if 0 <= site < len(names) else "-",
-            method, m["target"], "HTTP/" + version, tls, status, "hit", m["bytes"],  # type: ignore[arg-type]
-            m["duration_ms"], m["host"], m["request_id"] if self.request_ids is not None else "",  # type: ignore[arg-type]
-            m["user_agent"], m["referer"], m["content_type"], m["key"],
-        )  # fmt: skip
-        line = self._line(record).replace(b"%", b"%%")
-        slots: list[tuple[int, bytes, bytes, tuple[int, ...]]] = []
-        for name, marker in m.items():
-            if name == "request_id" and self.request_ids is None:
-                continue
-            found = self._slot_text(name, marker.encode("ascii"))
-            if line.count(found) != 1:
-                return ()
-            slots.append((line.index(found), found, _FORMATS.get(name, b"%s"), _ARGS[name]))
-        slots.sort()
-        for _at, found, fmt, _args in slots:
-            line = line.replace(found, fmt)
-        return line, operator.itemgetter(*(i for *_, args in slots for i in args))
-
-    def _slot_text(self, name: str, marker: bytes) -> bytes:
-        """What a slot's marker became in the line: the text form writes values as they are
-        (in quotes it adds itself); JSON quotes strings, and leaves a user agent, referer,
-        content type or key out, with its name, when empty. A request id's and the time's slots are inside their
-        quotes (`record_hit` fills in the id as it is: letters, digits and `._:+/=@-`, as
-        every id proxy/front/request_id.py makes or keeps, which neither form escapes)."""
-        if self.text or name in ("time", "request_id"):
-            return marker
-        if name in ("user_agent", "referer", "content_type", "key"):
-            return b',"%s":"%s"' % (name.encode("ascii"), marker)
-        return b'"%s"' % marker
-
-    def _remember_client(self, client: str) -> bytes:
-        """A client's part of a hit's line, kept for its next hits."""
-        if self.text:
-            part = (client or "-").encode("utf-8", "backslashreplace")
-        else:
-            part = self._encoder.encode(client)
-        if len(self._clients) >= _CLIENTS_MAX:
-            self._clients.clear()
-        self._clients[client] = part
-        return part
-
-    def _remember_agent(self, sent: tuple[bytes, ...]) -> tuple[bytes, bytes]:
-        """A user agent's and referer's parts of a hit's line, kept for the next hits that
-        send the same pair."""
-        ua, referer = (v.decode("latin-1") for v in sent)
-        if self.text:
-            parts = (
-                (_quoted(ua) or "-").encode("utf-8", "backslashreplace"),
-                (_quoted(referer) or "-").encode("utf-8", "backslashreplace"),
-            )
-        else:
-            encode = self._encoder.encode
-            parts = (
-                b',"user_agent":' + encode(ua) if ua else b"",
-                b',"referer":' + encode(referer) if referer else b"",
-            )
-        if len(self._agents) >= _AGENTS_MAX:
-            self._agents.clear()
-        self._agents[sent] = parts
-        return parts
 
     def _entry_fields(self, entry: Entry, site: int) -> tuple[str, str, str, str, str]:
         """What every memo hit on `entry` logs alike (site, host, target, key, content type),
@@ -478,7 +346,6 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second_bytes = self._second_text.encode("ascii")
         return f"{self._second_text}.{int((at - second) * 1000):03d}Z"
 
     # -- writing (in a thread, or at close) ---------------------------------------------------
@@ -579,7 +446,8 @@ def _sent_host(host: bytes | None) -> str:
 
 
 def _client_fields(request: FrontRequest) -> tuple[str, str]:
-    """User-Agent and Referer, as sent (the first non-empty of each)."""
+    """User-Agent and Referer, as sent (the first non-empty of each; read from a strict head's
+    field lines without its header list)."""
     ua, referer = request.values(b"user-agent", b"referer")
     return ua.decode("latin-1"), referer.decode("latin-1")
 
@@ -611,8 +479,6 @@ def _quoted(value: str, unsafe: str = '"\\') -> str:
 
 
 _BARE = '"\\ '  # a key=value value without quotes: no space either
-# What each slot of a hit's template becomes: `%` formats for `record_hit`'s values.
-_FORMATS = {"time": b"%s.%03dZ", "bytes": b"%d", "duration_ms": b"%r"}  # the others: %s
 
 
 def _text_line(r: AccessRecord) -> str:
