@@ -43,7 +43,7 @@ from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
 from proxy.front.limits import FrontLimits, FrontTimeout
 from proxy.front.request_id import RequestIds
-from proxy.front.strict import STRICT_MAX_BYTES, StrictHead, fields
+from proxy.front.strict import STRICT_MAX_BYTES, StrictHead
 from proxy.front.wire import CONTINUE_100, Wire, error_response, with_fields, write_wire
 from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
@@ -383,8 +383,8 @@ class Connection(asyncio.Protocol):
     ) -> Request:
         """The request llhttp's callbacks would have built from a strict head."""
         return Request(
-            method, target, "1.1", fields(lines), True, False, None, EMPTY_BODY,
-            self._client_ip, time.time(), host, flagged, self.tls, id_field,
+            method, target, "1.1", None, True, False, None, EMPTY_BODY,
+            self._client_ip, time.time(), host, flagged, self.tls, id_field, lines,
         )  # fmt: skip
 
     def _reparse_method(self, exc: httptools.HttpParserError, data: bytes) -> bool:
