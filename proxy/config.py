@@ -41,6 +41,12 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     write_buffer_high_bytes: int = 256 << 10
     write_buffer_low_bytes: int = 64 << 10
     max_connections: int = 0
+    # On the node's shared listen socket: connections a worker accepts a loop turn (1 spreads a
+    # burst over workers), how long a worker over its share of the node's connections leaves a
+    # new one to the others (0: off), and the pause after EMFILE/ENFILE/ENOBUFS.
+    accepts_per_loop_turn: int = 1
+    accept_defer_s: float = 0.001
+    accept_error_pause_s: float = 0.5
 
 
 class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

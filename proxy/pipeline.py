@@ -285,6 +285,7 @@ class Pipeline:
         fetcher = self.fetcher
         fetcher.cfg = cfg
         fetcher.decode_limits = DecodeLimits.from_config(cfg.blocklist)
+        fetcher.forget_upstream_headers()  # built under the old sites
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
         )

@@ -1,8 +1,17 @@
 """Request coalescing (a "cache lock" in Pingora, "busy objects" in Varnish): concurrent misses
-for one key make one origin request. The fetch runs as its own task, so a leader whose client
-goes away does not strand the followers waiting on the same result. Responses found
-uncacheable are remembered for a while (hit-for-miss) so later requests do not queue behind
-a fetch whose result they could never share.
+for one key make one origin request. Responses found uncacheable are remembered for a while
+(hit-for-miss) so later requests do not queue behind a fetch whose result they could never
+share.
+
+The leader runs the fetch itself, in its own task (`begin` / `settle`): followers wait on a
+plain future the table holds for the key. A task of its own and `asyncio.shield` for every
+miss cost a cold miss ~6 µs and a loop turn (issue 18), for the rare leader that is
+cancelled (the front cancels a handler only when it aborts the connection: a write stall,
+a body cut off, a drain that timed out; a client that merely disconnects is not a
+cancellation). Such a leader hands the key over (`hand_over`): when followers wait, a new
+fetch starts as its own task and they get its outcome, so none of them is cancelled or
+stranded (the origin sees the request again); with nobody waiting, nothing is left behind.
+A fetch that is not a request's (a stale-while-revalidate refresh) runs as a task (`lead`).
 
 Nothing here costs more per request as followers or remembered keys pile up (issue 19): a
 follower waits on a future of its own, so leaving is one dict deletion (`asyncio.shield` per
@@ -24,9 +33,20 @@ T = TypeVar("T")
 MAX_HIT_FOR_MISS = 100_000
 
 
+class Leading(Generic[T]):
+    """A fetch its leader runs itself (`Coalescer.begin`). The future followers wait on is
+    made by the first follower: a miss nobody joins makes none (each
+    `asyncio.get_running_loop()` costs a getpid(2) system call on Python 3.11)."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self) -> None:
+        self.shared: asyncio.Future[T] | None = None
+
+
 class Coalescer(Generic[T]):
     def __init__(self, *, hit_for_miss_s: float, clock: Callable[[], float]) -> None:
-        self._inflight: dict[Hashable, asyncio.Task[T]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[T] | Leading[T]] = {}
         self._followers: dict[asyncio.Future[T], dict[asyncio.Future[T], None]] = {}
         # key -> until, oldest first: one clock and one duration, so `until` ascends.
         self._hit_for_miss: OrderedDict[Hashable, float] = OrderedDict()
@@ -34,7 +54,7 @@ class Coalescer(Generic[T]):
         self._clock = clock
         self.waiters = 0  # followers currently waiting
 
-    def inflight(self, key: Hashable) -> asyncio.Task[T] | None:
+    def inflight(self, key: Hashable) -> asyncio.Future[T] | Leading[T] | None:
         return self._inflight.get(key)
 
     def is_hit_for_miss(self, key: Hashable) -> bool:
@@ -84,13 +104,62 @@ class Coalescer(Generic[T]):
         task.add_done_callback(done)
         return task
 
-    async def follow(self, task: asyncio.Future[T], timeout_s: float) -> T:
+    def begin(self, key: Hashable) -> Leading[T]:
+        """The caller fetches `key` itself; followers wait on the handle returned, which the
+        caller must `settle` (or `hand_over`) in every case."""
+        lead: Leading[T] = Leading()
+        self._inflight[key] = lead
+        return lead
+
+    def settle(self, key: Hashable, lead: Leading[T], outcome: T | BaseException) -> None:
+        """The leader's fetch ended with `outcome` (a result or the exception it raised): out
+        of the table, and to every follower that came (none came: nothing to do, and no
+        exception is left unretrieved)."""
+        if self._inflight.get(key) is lead:
+            del self._inflight[key]
+        shared = lead.shared
+        if shared is None or shared.done():
+            return
+        if isinstance(outcome, BaseException):
+            shared.set_exception(outcome)
+        else:
+            shared.set_result(outcome)
+
+    def hand_over(
+        self,
+        key: Hashable,
+        lead: Leading[T],
+        fetch: Callable[[], Coroutine[Any, Any, T]],
+    ) -> asyncio.Task[T] | None:
+        """The leader was cancelled mid-fetch: its followers (if any still wait) get the
+        outcome of a new fetch (`fetch()`), run as its own task and led for the key (the
+        task is returned; None when nobody waits)."""
+        if self._inflight.get(key) is lead:
+            del self._inflight[key]
+        shared = lead.shared
+        if shared is None or shared.done():
+            return None
+        if not self._followers.get(shared):
+            shared.cancel()  # followers that left already; settles their table entry
+            return None
+        task = self.lead(key, fetch())
+        task.add_done_callback(lambda t: _pass_on(t, shared))
+        return task
+
+    async def follow(self, fetch: asyncio.Future[T] | Leading[T], timeout_s: float) -> T:
         """Wait for another request's fetch (bounded). Cancelling the waiter never cancels it."""
         self.waiters += 1
         try:
+            loop = asyncio.get_running_loop()
+            if isinstance(fetch, Leading):
+                if fetch.shared is None:
+                    fetch.shared = loop.create_future()
+                task = fetch.shared
+            else:
+                task = fetch
             if task.done():
                 return task.result()
-            waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[T] = loop.create_future()
             followers = self._followers.get(task)
             if followers is None:
                 followers = self._followers[task] = {}
@@ -109,11 +178,16 @@ class Coalescer(Generic[T]):
     def _settle(self, task: asyncio.Future[T]) -> None:
         """The fetch ended: every follower still waiting gets its outcome."""
         for waiter in self._followers.pop(task, ()):
-            if waiter.done():
-                continue
-            if task.cancelled():
-                waiter.cancel()
-            elif (exc := task.exception()) is not None:
-                waiter.set_exception(exc)
-            else:
-                waiter.set_result(task.result())
+            _pass_on(task, waiter)
+
+
+def _pass_on(done: asyncio.Future[T], waiter: asyncio.Future[T]) -> None:
+    """What `done` ended with (result, exception or cancellation), to `waiter` if it waits."""
+    if waiter.done():
+        return
+    if done.cancelled():
+        waiter.cancel()
+    elif (exc := done.exception()) is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(done.result())

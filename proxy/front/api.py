@@ -46,6 +46,11 @@ class FrontRequest(Protocol):
     # answers; whoever writes a pre-serialised answer (`send_bytes`) puts it in.
     id_field: bytes
 
+    def values(self, *lnames: bytes) -> tuple[bytes, ...]:
+        """The first non-empty value of each field named in `lnames` (lowercase), b"" for
+        none."""
+        ...
+
 
 class Responder(Protocol):
     """Writes one response. Exactly one of `send_bytes` or `start`(+`write`*)+`end` per request."""

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 from proxy.front.api import BodyTooLarge, ClientGone
+from proxy.front.strict import fields as strict_fields
+from proxy.front.strict import values as strict_values
 from proxy.front.wire import Wire, with_fields, write_wire
 
 if TYPE_CHECKING:
@@ -42,13 +44,16 @@ class ExchangeConnection(Protocol):
 
 
 class Request:
-    """`api.FrontRequest`. Built once per request head; no header dict is made."""
+    """`api.FrontRequest`. Built once per request head; no header dict is made. A request from
+    the strict head (proxy/front/strict.py) keeps its field lines and cuts its header list out
+    of them only when `headers` is first read: a logged hit reads two fields (`values`) and
+    never the list."""
 
     __slots__ = (
         "method",
         "raw_target",
         "http_version",
-        "headers",
+        "_headers",
         "keep_alive",
         "has_body",
         "content_length",
@@ -59,6 +64,7 @@ class Request:
         "flagged",
         "tls",
         "id_field",
+        "_lines",
     )
 
     def __init__(
@@ -66,7 +72,7 @@ class Request:
         method: str,
         raw_target: bytes,
         http_version: str,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | None,
         keep_alive: bool,
         has_body: bool,
         content_length: int | None,
@@ -77,11 +83,13 @@ class Request:
         flagged: bool = False,
         tls: bool = False,
         id_field: bytes = b"",
+        lines: bytes = b"",
     ) -> None:
+        """`headers` None: the strict head's field `lines` hold them (`strict.fields`)."""
         self.method = method
         self.raw_target = raw_target
         self.http_version = http_version
-        self.headers = headers
+        self._headers = headers
         self.keep_alive = keep_alive
         self.has_body = has_body
         self.content_length = content_length
@@ -92,6 +100,30 @@ class Request:
         self.flagged = flagged
         self.tls = tls
         self.id_field = id_field
+        self._lines = lines
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = strict_fields(self._lines)
+        return headers
+
+    def values(self, *lnames: bytes) -> tuple[bytes, ...]:
+        """The first non-empty value of each field named in `lnames` (lowercase), b"" for
+        none: what the access log reads (User-Agent, Referer), in one pass."""
+        headers = self._headers
+        if headers is None:
+            return strict_values(self._lines, lnames)
+        found = [b""] * len(lnames)
+        for name, value in headers:
+            if value:
+                lname = name.lower()
+                if lname in lnames:
+                    i = lnames.index(lname)
+                    if not found[i]:
+                        found[i] = value
+        return tuple(found)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.raw_target!r} HTTP/{self.http_version}>"

@@ -33,6 +33,13 @@ class FrontLimits:
     write_buffer_high_bytes: int = 256 << 10  # transport water marks for response backpressure
     write_buffer_low_bytes: int = 64 << 10
     max_connections: int = 0  # 0 = unlimited; beyond -> new connections closed at once
+    # On the node's shared listen socket (proxy/front/accept.py): connections a worker accepts
+    # each time it finds the socket readable (1 spreads a burst over the workers), how long a
+    # worker over its share of the node's connections leaves a new one to the others, and how
+    # long it stops accepting after running out of file descriptors or memory.
+    accepts_per_loop_turn: int = 1
+    accept_defer_s: float = 0.001
+    accept_error_pause_s: float = 0.5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -57,7 +64,7 @@ class FrontLimits:
         return min(1.0, max(0.005, shortest / 8))
 
 
-_ZERO_DISABLES = frozenset({"max_connections", "body_min_rate_bytes_per_s"})
+_ZERO_DISABLES = frozenset({"max_connections", "body_min_rate_bytes_per_s", "accept_defer_s"})
 
 
 class FrontTimeout(StrEnum):

@@ -38,11 +38,12 @@ from typing import Any
 
 import httptools
 
+from proxy.front.accept import ConnectionShares, SharedListener
 from proxy.front.api import BodyTooLarge, ClientGone, Handler
 from proxy.front.exchange import EMPTY_BODY, Body, EmptyBody, Request, Responder
 from proxy.front.limits import FrontLimits, FrontTimeout
 from proxy.front.request_id import RequestIds
-from proxy.front.strict import STRICT_MAX_BYTES, StrictHead, fields
+from proxy.front.strict import STRICT_MAX_BYTES, StrictHead
 from proxy.front.wire import CONTINUE_100, Wire, error_response, with_fields, write_wire
 from proxy.rfc.hopbyhop import HOP_BY_HOP_BYTES
 
@@ -382,8 +383,8 @@ class Connection(asyncio.Protocol):
     ) -> Request:
         """The request llhttp's callbacks would have built from a strict head."""
         return Request(
-            method, target, "1.1", fields(lines), True, False, None, EMPTY_BODY,
-            self._client_ip, time.time(), host, flagged, self.tls, id_field,
+            method, target, "1.1", None, True, False, None, EMPTY_BODY,
+            self._client_ip, time.time(), host, flagged, self.tls, id_field, lines,
         )  # fmt: skip
 
     def _reparse_method(self, exc: httptools.HttpParserError, data: bytes) -> bool:
@@ -994,6 +995,9 @@ class FrontServer:
         # An id per request, in every answer (None: off); see proxy/front/request_id.py.
         self.request_ids = request_ids
         self.on_connection_count: Callable[[int], None] | None = None
+        # The node's workers' open connections (proxy/front/accept.py), when it has several:
+        # this worker's count is kept in it, and a worker over its share leaves new ones.
+        self.connection_shares: ConnectionShares | None = None
         self.on_handler_error: Callable[[BaseException], None] | None = None
         self.read_pauses = 0
         self.write_pauses = 0
@@ -1006,8 +1010,8 @@ class FrontServer:
         self.clock = 0.0
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # start()
         self._connections: set[Connection] = set()
-        self._server: asyncio.Server | None = None  # the first listener (plain HTTP, usually)
-        self._tls_server: asyncio.Server | None = None
+        self._server: asyncio.Server | SharedListener | None = None  # plain HTTP, usually
+        self._tls_server: asyncio.Server | SharedListener | None = None
         self._draining = False
         self._all_closed: asyncio.Event | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -1033,7 +1037,23 @@ class FrontServer:
         if ssl is not None:
             factory = self._make_tls_connection
             tls = {"ssl": ssl, "ssl_handshake_timeout": ssl_handshake_timeout_s}
-        if sock is not None:
+        server: asyncio.Server | SharedListener
+        shares = self.connection_shares
+        if sock is not None and shares is not None and self.limits.accept_defer_s > 0:
+            # the node's socket, shared with its other workers: balanced (proxy/front/accept.py)
+            server = SharedListener(
+                loop,
+                sock,
+                factory,
+                per_turn=self.limits.accepts_per_loop_turn,
+                error_pause_s=self.limits.accept_error_pause_s,
+                shares=shares,
+                defer_s=self.limits.accept_defer_s,
+                backlog=backlog,
+                ssl=ssl,
+                ssl_handshake_timeout_s=ssl_handshake_timeout_s if ssl is not None else None,
+            )
+        elif sock is not None:  # uvloop's own accept: cheaper per connection, not balanced
             server = await loop.create_server(factory, sock=sock, backlog=backlog, **tls)
         else:
             server = await loop.create_server(
@@ -1065,6 +1085,13 @@ class FrontServer:
         if self._tls_server is None:
             return 0
         return int(self._tls_server.sockets[0].getsockname()[1])
+
+    @property
+    def accepts_deferred(self) -> int:
+        """Times a new connection was left to the node's other workers (proxy/front/accept.py)."""
+        return sum(
+            s.deferrals for s in (self._server, self._tls_server) if isinstance(s, SharedListener)
+        )
 
     @property
     def open_connections(self) -> int:
@@ -1114,11 +1141,15 @@ class FrontServer:
 
     def register(self, conn: Connection) -> None:
         self._connections.add(conn)
+        if self.connection_shares is not None:
+            self.connection_shares.set(len(self._connections))
         if self.on_connection_count is not None:
             self.on_connection_count(len(self._connections))
 
     def unregister(self, conn: Connection) -> None:
         self._connections.discard(conn)
+        if self.connection_shares is not None:
+            self.connection_shares.set(len(self._connections))
         if self.on_connection_count is not None:
             self.on_connection_count(len(self._connections))
         if not self._connections and self._all_closed is not None:

@@ -26,7 +26,7 @@ count is checked here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 FRAMING_FIELDS = (
     b"content-length",
@@ -109,3 +109,24 @@ def fields(lines: bytes) -> list[tuple[bytes, bytes]]:
     """The header list llhttp's callbacks would build from the field lines `parse` matched:
     names as sent, values without the whitespace around them."""
     return _FIELD.findall(lines)
+
+
+def values(lines: bytes, lnames: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The first non-empty value of each field named in `lnames` (lowercase) in the field
+    lines `parse` matched, as `fields` would have them; b"" for none. No header list is built:
+    a logged hit reads its User-Agent and Referer this way, one regex call."""
+    find = _FINDERS.get(lnames)
+    if find is None:
+        names = b"|".join(re.escape(n) for n in lnames)
+        find = _FINDERS[lnames] = re.compile(rb"\n(" + names + rb"):[ \t]*([^\r]*)", re.I).findall
+    found = [b""] * len(lnames)
+    for name, value in find(lines):
+        value = value.rstrip(b" \t")
+        i = lnames.index(name.lower())
+        if value and not found[i]:
+            found[i] = value
+    return tuple(found)
+
+
+# `values`' searches, by the names asked for (a handful: the access log's).
+_FINDERS: dict[tuple[bytes, ...], Callable[[bytes], list[tuple[bytes, bytes]]]] = {}

@@ -145,6 +145,9 @@ class AccessLog:
         self._per_entry: weakref.WeakKeyDictionary[Entry, tuple[str, str, str, str, str]] = (
             weakref.WeakKeyDictionary()
         )
+        # The last entry's, at hand: a hot entry's hits skip the weak dictionary's lookup.
+        self._last_entry: Entry | None = None
+        self._last_fields: tuple[str, str, str, str, str] = ("", "", "", "", "")
         self._second = -1
         self._second_text = ""
         self._closed = False
@@ -189,10 +192,11 @@ class AccessLog:
         if len(rows) >= self.max_buffered:
             self._drop(1)
             return
-        fixed = self._per_entry.get(entry)
-        if fixed is None:
-            fixed = self._per_entry[entry] = self._entry_fields(entry, site_index)
-        ua, referer = _client_fields(request.headers)
+        if entry is self._last_entry:
+            fixed = self._last_fields
+        else:
+            fixed = self._fields_of(entry, site_index)
+        ua, referer = _client_fields(request)
         r = request
         rows.append(
             (
@@ -214,6 +218,13 @@ class AccessLog:
         )
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
+
+    def _fields_of(self, entry: Entry, site: int) -> tuple[str, str, str, str, str]:
+        fixed = self._per_entry.get(entry)
+        if fixed is None:
+            fixed = self._per_entry[entry] = self._entry_fields(entry, site)
+        self._last_entry, self._last_fields = entry, fixed
+        return fixed
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -274,7 +285,7 @@ class AccessLog:
         req, ctx, site, status, result, nbytes, elapsed = row  # type: ignore[misc]
         names = self.site_names
         ids = self.request_ids
-        ua, referer = _client_fields(req.headers)
+        ua, referer = _client_fields(req)
         target, entry = ctx.target, ctx.entry
         key = _key_text(*ctx.key) if ctx.key is not None else ""
         ctype = _content_type(entry.headers) if entry is not None else ctx.content_type
@@ -434,16 +445,11 @@ def _sent_host(host: bytes | None) -> str:
     return host.decode("latin-1") if host is not None else ""
 
 
-def _client_fields(headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
-    """User-Agent and Referer, as sent (the first of each)."""
-    ua = referer = ""
-    for name, value in headers:
-        n = len(name)
-        if n == 10 and not ua and name.lower() == b"user-agent":
-            ua = value.decode("latin-1")
-        elif n == 7 and not referer and name.lower() == b"referer":
-            referer = value.decode("latin-1")
-    return ua, referer
+def _client_fields(request: FrontRequest) -> tuple[str, str]:
+    """User-Agent and Referer, as sent (the first non-empty of each; read from a strict head's
+    field lines without its header list)."""
+    ua, referer = request.values(b"user-agent", b"referer")
+    return ua.decode("latin-1"), referer.decode("latin-1")
 
 
 def _content_type(headers: Any) -> bytes:

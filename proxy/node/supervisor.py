@@ -49,6 +49,7 @@ from proxy.config import (
     load,
     parse_hostport,
 )
+from proxy.front.accept import ConnectionShares
 from proxy.front.tls import TICKET_KEY_BYTES, CertificateError, Certificates
 from proxy.identity import set_title
 from proxy.metrics import combine
@@ -164,6 +165,7 @@ class Supervisor:
         self._watchdog: asyncio.Task[None] | None = None
         self._listen: socket.socket | None = None
         self._listen_tls: socket.socket | None = None
+        self._shares_fd = -1  # the workers' connection counts (proxy/front/accept.py)
         self.tls_port = 0
         self.tls_fingerprint = ""  # of the certificate files the workers serve
         self.tls_reload_failures = 0
@@ -196,8 +198,10 @@ class Supervisor:
                 str(index),
                 str(listen_fd),
                 str(tls_fd),
+                str(self._shares_fd),
                 stdin=asyncio.subprocess.PIPE,
-                pass_fds=(child.fileno(), listen_fd) + ((tls_fd,) if tls_fd >= 0 else ()),
+                pass_fds=(child.fileno(), listen_fd, self._shares_fd)
+                + ((tls_fd,) if tls_fd >= 0 else ()),
             )
         finally:
             child.close()
@@ -377,6 +381,8 @@ class Supervisor:
         """Bind and listen once, for all workers (see the module docstring); the TLS listener
         the same way, when there is one."""
         self._listen = _bind(self.cfg.listen, "listen")
+        if self._shares_fd < 0:
+            self._shares_fd = ConnectionShares.create()
         self.port = self._listen.getsockname()[1]
         host, port = parse_hostport(self.cfg.listen, what="listen")
         if port == 0:
@@ -506,6 +512,9 @@ class Supervisor:
         for sock in (self._listen, self._listen_tls):
             if sock is not None:
                 sock.close()
+        if self._shares_fd >= 0:
+            os.close(self._shares_fd)
+            self._shares_fd = -1
         if self.cfg.cache.node_tier_bytes > 0 and all(p.returncode is not None for p in procs):
             close_clean(tier_path(self.cfg), self.cfg.cache.node_tier_bytes)
         for path in self.blocklist.compiled_files():

@@ -31,6 +31,7 @@ from proxy.blocklist.snapshot import Snapshot
 from proxy.blocklist.table import TableError
 from proxy.cache.entry import Entry
 from proxy.config import Config, certificate_specs
+from proxy.front.accept import ConnectionShares
 from proxy.front.tls import Certificates, TlsTerminator, share_ticket_keys
 from proxy.gate import build_gate
 from proxy.identity import set_title, worker_title
@@ -83,11 +84,14 @@ def _frame_id(frame: bytes) -> int:
 
 
 class Worker:
-    def __init__(self, cfg: Config, index: int, listen_fd: int = -1, tls_fd: int = -1) -> None:
+    def __init__(
+        self, cfg: Config, index: int, listen_fd: int = -1, tls_fd: int = -1, shares_fd: int = -1
+    ) -> None:
         self.cfg = cfg
         self.index = index
         self.listen_fd = listen_fd
         self.tls_fd = tls_fd
+        self.shares_fd = shares_fd
         # Certificates are loaded now: a worker that cannot serve them does not start.
         self.tls: TlsTerminator | None = None
         if cfg.listen_tls:
@@ -336,6 +340,9 @@ class Worker:
     async def listen(self, ticket_key: str = "") -> Listening:
         """Serve on the supervisor's listen socket (inherited fd): the node's only one, shared
         with its own workers and nobody else."""
+        if self.shares_fd >= 0:
+            shares = ConnectionShares(self.shares_fd, self.index, self.cfg.worker_count())
+            self.server.connection_shares = shares
         sock = socket.socket(fileno=self.listen_fd)
         sock.setblocking(False)
         await self.server.start(sock=sock)
@@ -469,10 +476,11 @@ async def _release(shards: list[dict[Any, Any]]) -> None:
 def main() -> None:
     fd, index, listen_fd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     tls_fd = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+    shares_fd = int(sys.argv[5]) if len(sys.argv) > 5 else -1
     set_title(f"worker {index} (starting)")
     cfg = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
     configure_log(cfg.log.format, process=f"worker[{index}]")
-    worker = Worker(cfg, index, listen_fd, tls_fd)
+    worker = Worker(cfg, index, listen_fd, tls_fd, shares_fd)
     try:
         import uvloop
 

@@ -8,6 +8,7 @@ the forwarded head (hop-by-hop fields stripped, validators added) as an origin w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -155,6 +156,10 @@ class MemoryOrigin:
         if body is not None:
             data = b"".join([chunk async for chunk in body])
         self.requests.append(MemoryRequest(origin, method, path_query, CIMultiDict(headers), data))
+        # A network origin never answers within the loop turn that sent the request; neither
+        # does this one (what runs in that turn, such as other requests joining the fetch,
+        # sees it in flight).
+        await asyncio.sleep(0)
         answer = self._handler(method, path_query, headers, data)
         if not isinstance(answer, MemoryResponse):
             answer = await answer

@@ -68,6 +68,7 @@ DROP_UPSTREAM = frozenset(
     }
 )
 FORWARDED_MEMO_ENTRIES = 4096
+UPSTREAM_MEMO_ENTRIES = 4096  # distinct (client fields, address, authority, …) remembered
 CONDITIONAL = frozenset(
     {
         b"if-none-match",
@@ -113,6 +114,8 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         # This hop's Forwarded element by (client address, authority, scheme): the same few
         # for every request of a connection, so formatted once (bounded, FORWARDED_MEMO_ENTRIES).
         self._forwarded: dict[tuple[str, str, str], str] = {}
+        # The upstream fields by what they derive from (`upstream_headers`).
+        self._upstream: dict[tuple[object, ...], CIMultiDict[str]] = {}
         self.coalescer: Coalescer[FetchOutcome] = Coalescer(
             hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
         )
@@ -129,32 +132,49 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     # -- the coalesced fetch ------------------------------------------------------------------
 
     async def miss(self, ctx: RequestCtx) -> Next:
-        """One origin request per key: the first request leads, later ones follow its outcome
-        (a follower that waits longer than `cache.coalesce_wait_s` goes alone, uncached)."""
+        """One origin request per key: the first request leads (fetches, in its own task),
+        later ones follow its outcome (a follower that waits longer than
+        `cache.coalesce_wait_s` goes alone, uncached)."""
         key = ctx.key
         assert key is not None
         coalescer = self.coalescer
-        task = coalescer.inflight(key)
-        leader = task is None
-        if task is None:
-            task = coalescer.lead(key, self.fetch_keyed(ctx, key, ctx.entry))
-        else:
-            ctx.collapsed = True
-            self.stats.coalesced += 1
+        shared = coalescer.inflight(key)
+        if shared is None:
+            ctx.outcome = await self._lead(ctx, key)
+            ctx.leader = True
+            return Next.ROUTE
+        ctx.collapsed = True
+        self.stats.coalesced += 1
         try:
-            if leader:
-                ctx.outcome = await asyncio.shield(task)
-            else:
-                ctx.outcome = await coalescer.follow(task, self.cfg.cache.coalesce_wait_s)
+            ctx.outcome = await coalescer.follow(shared, self.cfg.cache.coalesce_wait_s)
         except TimeoutError:
             ctx.fwd = b"miss"
             return Next.PASS
-        except asyncio.CancelledError:
-            if leader:
-                task.add_done_callback(_close_unclaimed)
-            raise
-        ctx.leader = leader
+        ctx.leader = False
         return Next.ROUTE
+
+    async def _lead(self, ctx: RequestCtx, key: ItemKey) -> FetchOutcome:
+        """The coalesced fetch, run by its leader ("Coalescing" in proxy/cache/coalesce.py).
+        Cancelled mid-fetch, the leader hands the key over: followers waiting get the outcome
+        of a new fetch of their own (as a background refresh: no lease, no 1xx relay to the
+        leader's client), never a cancellation."""
+        coalescer = self.coalescer
+        entry = ctx.entry
+        lead = coalescer.begin(key)
+        try:
+            outcome = await self.fetch_keyed(ctx, key, entry)
+        except asyncio.CancelledError:
+            task = coalescer.hand_over(
+                key, lead, lambda: self.fetch_keyed(ctx, key, entry, background=True)
+            )
+            if task is not None:
+                task.add_done_callback(_close_unclaimed)  # followers never claim an open answer
+            raise
+        except BaseException as e:
+            coalescer.settle(key, lead, e)
+            raise
+        coalescer.settle(key, lead, outcome)
+        return outcome
 
     async def fetch_alone(self, ctx: RequestCtx) -> Next:
         """A fetch for `ctx.key` that waits for no other (hit-for-miss, or a follower whose
@@ -315,8 +335,43 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
 
     def upstream_headers(self, ctx: RequestCtx, *, for_cache: bool) -> CIMultiDict[str]:
         """The upstream request's fields: the client's, less hop-by-hop and DROP_UPSTREAM
-        (and validators and ranges `for_cache`), then ours. Built as a list and made a
-        CIMultiDict once (ours are never among the client's kept, so appending is setting)."""
+        (and validators and ranges `for_cache`), then ours; a fresh CIMultiDict each time
+        (callers add validators to it). A client sends the same fields on every request of
+        a connection, so those of a request without a body are built once per (fields,
+        client address, authority, scheme, site, for_cache) and copied (bounded,
+        UPSTREAM_MEMO_ENTRIES; cleared on reload); only the request id is set per request."""
+        req = ctx.request
+        if req.has_body:
+            out = self._upstream_headers(ctx, for_cache)
+        else:
+            target = ctx.target
+            memo_key = (
+                tuple(req.headers),
+                req.client_ip,
+                target.authority,
+                target.scheme,
+                ctx.site.index,
+                for_cache,
+            )
+            built = self._upstream.get(memo_key)
+            if built is None:
+                if len(self._upstream) >= UPSTREAM_MEMO_ENTRIES:
+                    self._upstream.clear()
+                built = self._upstream[memo_key] = self._upstream_headers(ctx, for_cache)
+            out = built.copy()
+        id_field = req.id_field
+        if id_field:  # set, not added: the configured name may be any field's
+            name_len = len(self.request_id_name)
+            out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
+        return out
+
+    def forget_upstream_headers(self) -> None:
+        """A reload may change what a site forwards (its origin host): build anew."""
+        self._upstream.clear()
+
+    def _upstream_headers(self, ctx: RequestCtx, for_cache: bool) -> CIMultiDict[str]:
+        """`upstream_headers` without the request id. Built as a list and made a CIMultiDict
+        once (ours are never among the client's kept, so appending is setting)."""
         site = ctx.site
         target = ctx.target
         req = ctx.request
@@ -342,7 +397,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             if for_cache and n in CONDITIONAL:
                 continue
             if n == request_id_lname:
-                continue  # ours is set below
+                continue  # ours is set by upstream_headers
             pairs.append((name.decode("latin-1"), value.decode("latin-1")))
         authority = target.authority
         client_ip = req.client_ip
@@ -365,12 +420,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             pairs.append(("Max-Forwards", str(max(0, int(max_forwards[0]) - 1))))
         if req.has_body and req.content_length is not None and not for_cache:
             pairs.append(("Content-Length", str(req.content_length)))
-        out = CIMultiDict(pairs)
-        id_field = req.id_field
-        if id_field:  # set, not added: the configured name may be any field's
-            name_len = len(self.request_id_name)
-            out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
-        return out
+        return CIMultiDict(pairs)
 
     async def _send(
         self,
@@ -483,7 +533,8 @@ _TOKEN_CHARS = frozenset(
 
 
 def _close_unclaimed(task: asyncio.Task[FetchOutcome]) -> None:
-    """A leader that was cancelled: nobody may be left holding its open upstream response."""
+    """A fetch handed over by a cancelled leader: only followers get its outcome, and they
+    never claim an open upstream response, so nobody may be left holding it."""
     if task.cancelled() or task.exception() is not None:
         return
     outcome = task.result()

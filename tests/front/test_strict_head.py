@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from proxy.front.exchange import EMPTY_BODY, Request
 from proxy.front.limits import FrontLimits
 from proxy.front.request_id import RequestIds
 from proxy.front.server import Connection, FrontServer
@@ -382,3 +383,32 @@ def test_takes_the_common_heads() -> None:
     ]
     flagged = strict.parse(b"GET /a HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\n")
     assert flagged is not None and flagged[4]  # taken, and never offered to the fast answer
+
+
+VALUE_FIELDS = [b"User-Agent: wrk", b"user-agent: x y", b"USER-AGENT:  \tz\t ", b"User-Agent:"]
+VALUE_FIELDS += [b"Referer: http://r/?a=1", b"referer:", b"REFERER:\tq", b"X-User-Agent: no"]
+VALUE_FIELDS += [b"User-Agents: no", b"Referer-X: no", b"X-Referer: no", b"Accept: */*"]
+VALUE_NAMES = (b"user-agent", b"referer", b"accept", b"host", b"x-missing")
+
+
+def test_a_strict_requests_values_are_its_header_lists() -> None:
+    """The access log reads User-Agent and Referer from a strict head's field lines without
+    its header list (`Request.values`); the first non-empty value of each name, as it reads
+    them from the list llhttp's callbacks build (`fields`, checked against llhttp above)."""
+    rng = random.Random(1807)
+    strict = StrictHead(FLAGGED, 100)
+    checked = 0
+    for _ in range(2000):
+        chosen = rng.choices(VALUE_FIELDS, k=rng.randrange(0, 6))
+        head = b"\r\n".join([b"GET /x HTTP/1.1", b"Host: a", *chosen]) + b"\r\n\r\n"
+        parsed = strict.parse(head)
+        assert parsed is not None, head
+        lines = parsed[3]
+        lazy = Request(
+            "GET", b"/x", "1.1", None, True, False, None, EMPTY_BODY, "", 0.0, lines=lines
+        )
+        built = Request("GET", b"/x", "1.1", fields(lines), True, False, None, EMPTY_BODY, "", 0.0)
+        assert lazy.values(*VALUE_NAMES) == built.values(*VALUE_NAMES), head
+        assert lazy.headers == fields(lines)  # cut out when first read
+        checked += any(v for v in built.values(*VALUE_NAMES)[:2])
+    assert checked > 1000

@@ -129,3 +129,28 @@ async def test_the_relayed_head_appends_our_via_and_cache_status_members(make_wo
     assert (
         names.count(b"via") == names.count(b"cache-status") == names.count(b"content-length") == 1
     )
+
+
+async def test_upstream_fields_built_once_per_client_fields_are_each_requests_own(
+    make_worker,
+) -> None:
+    """The fields of a request without a body are built once per (client fields, client,
+    authority, scheme, site) and copied: each request still gets its own request id, its own
+    validators (never left behind for the next request), and other fields their own build."""
+
+    def answer(method, path_query, headers, data):  # type: ignore[no-untyped-def]
+        cc = b"max-age=0" if path_query.startswith(b"/stale") else b"no-store"
+        return MemoryResponse(200, [(b"Cache-Control", cc), (b"ETag", b'"v1"')], b"x")
+
+    w = await make_worker(answer)
+    fields = [("Accept", "text/plain")]
+    for path in ("/free", "/free", "/stale", "/stale", "/free"):
+        assert (await fetch(w, "GET", path, fields)).status == 200
+    assert (await fetch(w, "GET", "/free", [("Accept", "image/png")])).status == 200
+    seen = [req.headers for req in w.origin.requests]
+    ids = [h["X-Request-Id"] for h in seen]
+    assert len(set(ids)) == len(ids)
+    # The second /stale revalidates the first's entry; no other request carries validators.
+    assert [h.get("If-None-Match") for h in seen] == [None, None, None, '"v1"', None, None]
+    assert [h["Accept"] for h in seen] == ["text/plain"] * 5 + ["image/png"]
+    assert all(h["Via"] == "1.1 edgeproxy" and h["Host"] == "origin.test" for h in seen)
