@@ -114,9 +114,9 @@ Eviction keeps popular objects: an approximate LRU over access ticks. Every
 memory (the memo's touch) queues a touch, at most one per key and worker every
 `cache.node_touch_interval_s` (10 s), and one is written only when the key's stored tick is
 older than that (`_due`: whichever worker ticked or stored it last), so W workers write a key's
-tick about once per interval, not W times, and a batch of recent touches commits nothing. Sampled as the memo samples L1's hits: with a working set
-larger than L1 nearly every node-tier hit was a key's first in its interval, and its touch (four
-LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
+tick about once per interval, not W times, and a batch of recent touches commits nothing.
+Sampled as the memo samples L1's hits: with a working set larger than L1 nearly every node-tier
+hit was a key's first in its interval, and its touch (four LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
 an object read eight times is touched about as surely as before, one read once may be evicted
 a little sooner. Stores (and
 uncacheable marks) are written in one transaction at the end of the loop turn (`call_soon`), with

@@ -10,10 +10,10 @@ memo never keeps it and no purge has to find it. The memo keeps a `NodeRef` inst
 the next request for it through `get_hot`: a read of the node tier by item key, proven as
 every read is the first time and then checked to be the same record by its seal
 (`NodeTier.get_hot`), nothing parsed or finished (the memo's own fast path). The shared tier
-is read asynchronously (`get_behind`, None when there is none). Stores, removals and purges reach every tier. The
-shared tier learns of a purge by primary key, and of a host or prefix purge through its host
-index (Redis: what any node stored; Memcached has none, so there only the keys this worker
-holds); the node tier purges by its own indexes.
+is read asynchronously (`get_behind`, None when there is none). Stores, removals and purges
+reach every tier. The shared tier learns of a purge by primary key, and of a host or prefix
+purge through its host index (Redis: what any node stored; Memcached has none, so there only
+the keys this worker holds); the node tier purges by its own indexes.
 """
 
 from __future__ import annotations
