@@ -116,9 +116,9 @@ memory (the memo's touch) queues a touch, at most one per key and worker every
 older than that (`_due`: whichever worker ticked or stored it last), so W workers write a key's
 tick about once per interval, not W times, and a batch of recent touches commits nothing.
 Sampled as the memo samples L1's hits: with a working set larger than L1 nearly every node-tier
-hit was a key's first in its interval, and its touch (four LMDB operations and the pages a commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06);
-an object read eight times is touched about as surely as before, one read once may be evicted
-a little sooner. Stores (and
+hit was a key's first in its interval, and its touch (four LMDB operations and the pages a
+commit writes) was a fifth of the hit's CPU (node-hit, 2026-12-06); an object read eight times
+is touched about as surely as before, one read once may be evicted a little sooner. Stores (and
 uncacheable marks) are written in one transaction at the end of the loop turn (`call_soon`), with
 every touch queued by then; touches alone wait up to `cache.node_touch_delay_s` (0.1 s) for a
 batch: a write transaction costs tens of microseconds, more than the rest of a node-tier hit,
