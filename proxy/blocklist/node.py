@@ -137,6 +137,13 @@ class NodeBlocklist:
         self._base_entries = 0
         self.folds = 0
         self.compiles = 0  # compile jobs finished (file versions, feed versions, refreshes)
+        # File versions taken from their signer's compiled table (proxy/blocklist/shipped.py),
+        # and shipped tables refused by reason (those versions were compiled here instead).
+        self.tables_shipped = 0
+        self.table_rejections: dict[str, int] = {}
+        # Pushed entries the compiled node table lacks (it is a shipped file layer): workers
+        # load it with these as their overlay.
+        self._compiled_overlay: list[Entry] = []
         self.loading: Loading | None = None
         # Called with each job's progress (tests; the supervisor's status reads `loading`).
         self.on_progress: Callable[[Loading], None] | None = None
@@ -246,7 +253,7 @@ class NodeBlocklist:
         # A head kept before the restart may be newer than the file's (a later push).
         self._adopt_file(summary, version, keep_head=self.audit_head is None)
         self.version = version
-        self._compiled(version, summary.entries)
+        self._compiled(version, summary.entries, self._overlay_of(summary))
         self._persist()
         self._workers_rebased()
 
@@ -276,6 +283,7 @@ class NodeBlocklist:
                 max_bytes=self.cfg.max_file_bytes,
                 max_sequence_step=self.cfg.max_sequence_step,
                 require_valid_until=self.cfg.require_valid_until,
+                spot_check_entries=self.cfg.table_spot_check_entries,
             )
         fields.update(kw)
         return Job(**fields)
@@ -366,6 +374,11 @@ class NodeBlocklist:
             if not r.stale:
                 self.reload_failures += 1
                 log.error("blocklist version rejected: %s", r.text)
+        for t in summary.table_refusals:
+            self.table_rejections[t.reason] = self.table_rejections.get(t.reason, 0) + 1
+            log.error("blocklist shipped table rejected (%s), compiled here: %s", t.reason, t.text)
+        if summary.shipped:
+            self.tables_shipped += 1
 
     def _adopt_file(self, summary: Summary, version: int, *, keep_head: bool = True) -> None:
         """The job's file-layer table is now the enforced file layer."""
@@ -445,7 +458,11 @@ class NodeBlocklist:
     def _size(self) -> int:
         return sum(self.counts().values())
 
-    def _compiled(self, version: int, entries: int) -> None:
+    def _overlay_of(self, summary: Summary) -> list[Entry]:
+        """The pushed entries a job's node table lacks (`Summary.node_overlay`)."""
+        return list(self.pushed.values()) if summary.node_overlay else []
+
+    def _compiled(self, version: int, entries: int, overlay: list[Entry] | None = None) -> None:
         if version < self.compiled_version:
             # A refresh that finished after a newer full version was compiled: unused.
             if self.mapped:
@@ -453,6 +470,7 @@ class NodeBlocklist:
             return
         self.compiled_version = version
         self._compiled_entries = entries
+        self._compiled_overlay = overlay or []
         self.deltas = [d for d in self.deltas if d["version"] > version]
         if not self.mapped:
             return
@@ -470,11 +488,14 @@ class NodeBlocklist:
     def load_args(self) -> dict[str, Any]:
         if self.mapped:
             assert self.compiled_path is not None
-            return {
+            args: dict[str, Any] = {
                 "path": str(self.compiled_path),
                 "version": self.compiled_version,
                 "format": "mapped",
             }
+            if self._compiled_overlay:
+                args["add"] = msgspec.to_builtins(self._compiled_overlay)
+            return args
         return {
             "path": str(self.full_path),
             "version": self.compiled_version,
@@ -514,7 +535,7 @@ class NodeBlocklist:
             delta_path.unlink(missing_ok=True)
             return await self._delta(delta.adds, delta.removes, source)
         self.version = job.version
-        self._compiled(job.version, summary.entries)
+        self._compiled(job.version, summary.entries, self._overlay_of(summary))
         self._persist()
         self._workers_rebased()
         return await self._distribute("blocklist.load", self.load_args(), source)
@@ -693,8 +714,9 @@ class NodeBlocklist:
         self._compiled(version, summary.entries)
 
     def _workers_rebased(self) -> None:
-        """Every worker now maps the current compiled file, with an empty overlay."""
-        self.overlay_changes = 0
+        """Every worker now maps the current compiled file, with the overlay it is loaded
+        with (the pushed entries a shipped table lacks; else none)."""
+        self.overlay_changes = len(self._compiled_overlay)
         self._base_entries = self._compiled_entries
 
     def _overlay_past_threshold(self) -> bool:
