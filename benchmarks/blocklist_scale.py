@@ -402,16 +402,6 @@ def shipped_version(n: int) -> Path:
     return version
 
 
-def _admin_json(edge: Any, path: str) -> Any:
-    import urllib.request
-
-    request = urllib.request.Request(
-        edge.admin_url + path, headers={"Authorization": f"Bearer {edge.admin_token}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as r:
-        return json.loads(r.read())
-
-
 def drop(n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int) -> dict[str, Any]:
     """A real node (2 workers) enforcing 10 entries; version 2 of `n` entries dropped into its
     directory, with its companions (`ship`) or without (compiled by the node): seconds from
@@ -426,6 +416,7 @@ def drop(n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int) -
     from benchmarks.blocklists import blocklist_dir
     from benchmarks.load import Workload, drive
     from benchmarks.run import LIST_CONFIG, Origin
+    from benchmarks.soak import admin_get
     from benchmarks.targets import EdgeTarget
     from proxy.blocklist.shipped import companions
 
@@ -475,7 +466,7 @@ def drop(n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int) -
         answer: dict[str, Any] = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            answer = _admin_json(edge, "/blocklist")
+            answer = admin_get(edge, "/blocklist")
             if answer.get("file_sequence") == 2:
                 break
             time.sleep(0.1)

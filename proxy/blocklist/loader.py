@@ -19,6 +19,14 @@ holds the version either; its memory is the writers' per-key arrays (~110-145 by
 against ~1 KB when it held the entries). A delta chain, a fleet's entries and the
 `msgpack` node format are read whole, as before.
 
+A full version shipped with its signer's compiled table and signed manifest
+(`proxy.blocklist.shipped`, `DirSource.spot_check_entries` > 0, the mapped format) is not
+compiled at all: once the version's own checks pass, the companions are checked (signature,
+bindings, hash, checksums, counts, a random spot check of lines canonicalised here) and the
+table, copied, is the new file layer and, linked, the node table; pushed entries then go to
+workers as the overlay they load it with (`Summary.node_overlay`), and no delta is worked out.
+A refused table is reported in `Summary.table_refusals` and the version is compiled as always.
+
 When the caller asks for it (`delta_max_fraction`), the child also works out what changed
 against the enforced file layer; a small change is written as a delta file instead of a node
 table, and goes to workers as a delta. The child answers with a small `Summary` (sequence,

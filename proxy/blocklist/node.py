@@ -1,8 +1,9 @@
 """The node's blocklist, as the supervisor holds it: two layers and one version number.
 
 - the *file layer*: the newest valid signed version in `blocklist.dir` (or from a fleet feed).
-  It is read, verified and compiled in a child process (`proxy.blocklist.loader`), never held
-  here as Python objects: the supervisor maps the layer's compiled table and asks it about one
+  It is read, verified and compiled in a child process (`proxy.blocklist.loader`; a full
+  version shipped with its signer's table is verified and mapped there instead of compiled,
+  `proxy.blocklist.shipped`), never held here as Python objects: the supervisor maps the layer's compiled table and asks it about one
   id at a time (a removed push uncovers the file's entry; `known`), plus the small changes a
   fleet's delta versions made since it was compiled (`_file_changes`);
 - the *push layer*: entries operators (or the takedown service) pushed over the admin API,

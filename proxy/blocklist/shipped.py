@@ -36,6 +36,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -255,9 +256,8 @@ def _bound(path: Path, m: Manifest, offer: SignedFile) -> None:
 
 
 def _copy_hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> None:
-    """Copy the table to `tmp` while hashing what is read: the copy is what was hashed."""
-    digest = hashlib.sha256()
-    copied = 0
+    """Copy the table to `tmp` (in the kernel: `copy_file_range`), then hash the copy: what
+    the node maps is what it hashed, whatever happens to the shipped file meanwhile."""
     try:
         with open(src, "rb") as f, open(tmp, "wb") as out:
             size = os.fstat(f.fileno()).st_size
@@ -265,24 +265,45 @@ def _copy_hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -
                 raise Rejected(
                     Reason.TABLE_SIZE, f"{src}: {size} bytes, the manifest says {m.table_bytes}"
                 )
-            while chunk := f.read(_COPY_BYTES):
-                digest.update(chunk)
-                out.write(chunk)
-                copied += len(chunk)
-                if progress is not None and size:
-                    progress(m.lines * copied // size, m.lines)
+            _copy(f, out, size)
             out.flush()
             os.fsync(out.fileno())
             if hasattr(os, "posix_fadvise"):  # the node maps its copy: the shipped pages can go
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        digest = hashlib.sha256()
+        copied = 0
+        with open(tmp, "rb") as f:
+            while chunk := f.read(_COPY_BYTES):
+                digest.update(chunk)
+                copied += len(chunk)
+                if progress is not None and size:
+                    progress(m.lines * copied // size, m.lines)
     except OSError as e:
         raise Rejected(Reason.TABLE_SIZE, f"{src}: cannot copy: {e.strerror or e}") from None
     if copied != m.table_bytes:
         raise Rejected(
-            Reason.TABLE_SIZE, f"{src}: {copied} bytes read, the manifest says {m.table_bytes}"
+            Reason.TABLE_SIZE, f"{src}: {copied} bytes copied, the manifest says {m.table_bytes}"
         )
     if digest.hexdigest() != m.table_sha256:
         raise Rejected(Reason.TABLE_HASH, f"{src}: sha256 does not match the manifest's")
+
+
+def _copy(src: BinaryIO, out: BinaryIO, size: int) -> None:
+    """`size` bytes (fewer if the file shrank meanwhile), by `copy_file_range` where the
+    system has it (no pass through this process: 4x faster here), else read and written."""
+    left = size
+    try:
+        while left > 0:
+            done = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30))
+            if done == 0:
+                return
+            left -= done
+    except (AttributeError, OSError):  # no copy_file_range, or not between these files
+        src.seek(size - left)
+        out.seek(size - left)
+        while left > 0 and (chunk := src.read(min(_COPY_BYTES, left))):
+            out.write(chunk)
+            left -= len(chunk)
 
 
 def _checked_table(src: Path, tmp: Path, m: Manifest) -> MappedTable:
