@@ -402,12 +402,15 @@ def shipped_version(n: int) -> Path:
     return version
 
 
-def drop(n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int) -> dict[str, Any]:
+def drop(
+    n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int, pushes: int = 0
+) -> dict[str, Any]:
     """A real node (2 workers) enforcing 10 entries; version 2 of `n` entries dropped into its
     directory, with its companions (`ship`) or without (compiled by the node): seconds from
     the drop to the probe answered 451 on fresh connections, and to the node's applied_at
     (every worker answered that it enforces the version), idle or under a hit load (1 s
-    windows of `/bytes/1024` hits: throughput and p99 before and during)."""
+    windows of `/bytes/1024` hits: throughput and p99 before and during). `pushes` entries are
+    pushed before the drop (kept over the new version: the shipped table's overlay)."""
     import shutil
     import statistics
     import threading
@@ -439,6 +442,10 @@ def drop(n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int) -
         edge.start(workdir / "edge", origin.port, 2)
         for _ in range(2):
             edge_ops.probe_status(edge.port, "/bytes/1024")
+        if pushes:
+            pushed = [{"id": f"push-{i}", "type": "url", "value": f"http://127.0.0.1/pushed/{i}"}
+                      for i in range(pushes)]  # fmt: skip
+            edge_ops.push(edge, pushed)
 
         def load() -> None:
             while not stop.is_set():
@@ -489,6 +496,7 @@ def drop(n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int) -
         "entries": n,
         "shipped": ship,
         "loaded": loaded,
+        "pushes": pushes,
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
         "applied_s": answer.get("applied_at", 0.0) - wall_drop,
@@ -509,7 +517,8 @@ def report_drop(r: dict[str, Any]) -> str:
     how = "shipped table" if r["shipped"] else "local compile"
     enforced = "-" if r["enforced_s"] is None else f"{r['enforced_s']:6.1f} s"
     line = (
-        f"drop {r['entries']:>10,} {how:13} {'loaded' if r['loaded'] else 'idle  '}  "
+        f"drop {r['entries']:>10,} {how:13} {'loaded' if r['loaded'] else 'idle  '} "
+        f"{r.get('pushes', 0):>5} pushed  "
         f"probe 451 after {enforced}, applied_at after {r['applied_s']:6.1f} s "
         f"(tables_shipped {r['tables_shipped']})"
     )
@@ -554,6 +563,7 @@ def main() -> None:
     )
     ap.add_argument("--loaded", action="store_true", help="--drop under a wrk hit load")
     ap.add_argument("--connections", type=int, default=32, help="--loaded: wrk connections")
+    ap.add_argument("--pushes", type=int, default=0, help="--drop: entries pushed before it")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
     ap.add_argument(
         "--signed",
@@ -575,7 +585,7 @@ def main() -> None:
             for how in args.drop:
                 with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
                     r = drop(n, Path(tmp), ship=how == "shipped", loaded=args.loaded,
-                             connections=args.connections)  # fmt: skip
+                             connections=args.connections, pushes=args.pushes)  # fmt: skip
                 print(report_drop(r), flush=True)
                 if args.json:
                     with args.json.open("a") as f:
