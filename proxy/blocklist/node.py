@@ -32,7 +32,15 @@ from typing import Any
 
 import msgspec
 
-from proxy.blocklist.format import BlocklistError, Version, write_atomic
+from proxy.blocklist.format import (
+    BlocklistError,
+    Version,
+    list_versions,
+    peek_header,
+    peek_sequence,
+    read_version,
+    write_atomic,
+)
 from proxy.blocklist.loader import (
     CompileFailed,
     Delta,
@@ -514,6 +522,10 @@ class NodeBlocklist:
         if not self.cfg.dir:
             return None
         async with self.lock:
+            delta = await asyncio.to_thread(self._delta_on_enforced)
+            if delta is not None:
+                with contextlib.suppress(BlocklistError):  # the job below reports why
+                    return await self._apply_verified(delta, "file")
             version = self.version + 1
             job = self._job(version, "dir", delta_max_fraction=self.cfg.delta_max_fraction)
             try:
@@ -526,6 +538,34 @@ class NodeBlocklist:
                 return None
             self._adopt_file(summary, version)
             return await self._file_changed(job, summary, f"file:{summary.found.sequence}")
+
+    def _delta_on_enforced(self) -> Version | None:
+        """The directory's newest version, read and verified here, when it is a delta that
+        rests on the enforced file version and the directory still holds that version (by
+        its header): it is applied as changes over the enforced file layer (a probe per
+        entry it names, `_apply_delta`), as a feed's delta is, instead of the whole chain
+        being read and compiled again (~10 µs an entry of the list: 100 s at 10M). None
+        when anything else holds; the compile job then decides, as always."""
+        current = self.file_sequence
+        if current is None or self.file_table is None or not self._public_key:
+            return None
+        claims: dict[int, list[Path]] = {}
+        for path in list_versions(self.cfg.dir):
+            seq = peek_sequence(path)
+            if seq is None:
+                return None  # an unreadable file: the job reports it
+            claims.setdefault(seq, []).append(path)
+        newest = max(claims, default=current)
+        enforced = claims.get(current, [])
+        if newest <= current or len(claims[newest]) != 1 or len(enforced) != 1:
+            return None
+        if peek_header(enforced[0]) != (current, self.file_sha256):
+            return None
+        try:
+            v = read_version(claims[newest][0], self._public_key, max_bytes=self.cfg.max_file_bytes)
+        except BlocklistError:
+            return None
+        return v if v.base == current and v.sequence == newest else None
 
     async def _file_changed(self, job: Job, summary: Summary, source: str) -> dict[str, Any]:
         """Distribute a new file layer (under the lock) the way the job wrote it: a delta
@@ -548,29 +588,31 @@ class NodeBlocklist:
         change workers get is computed from the delta alone. Raises BlocklistError when the
         version does not fit (the enforced list stays)."""
         async with self.lock:
-            current = self.file_sequence
-            if current is not None and v.sequence <= current:
-                raise BlocklistError(
-                    v.path, 1, f"sequence {v.sequence} is not newer than {current}"
-                )
-            step = self.cfg.max_sequence_step
-            if current is not None and step > 0 and v.sequence - current > step:
-                raise BlocklistError(
-                    v.path, 1, f"sequence {v.sequence} jumps beyond blocklist.max_sequence_step"
-                )
-            if self.cfg.require_valid_until and v.valid_until is None:
-                raise BlocklistError(
-                    v.path, 1, "no valid_until and blocklist.require_valid_until is set"
-                )
-            if v.base is not None and v.base != current:
-                raise BlocklistError(v.path, 1, f"rests on {v.base}, the enforced is {current}")
-            result = await (self._apply_full(v) if v.base is None else self._apply_delta(v))
-            if result is not None:
-                self.file_sequence, self.file_sha256 = v.sequence, v.sha256
-                self.valid_until = v.valid_until
-                self.last_errors = []
-                self.keep_audit_head(v.audit_head, f"feed:{v.sequence}")
-            return result
+            return await self._apply_verified(v, "feed")
+
+    async def _apply_verified(self, v: Version, via: str) -> dict[str, Any] | None:
+        """`apply_version` under the lock; `via` names where it came from ("feed", "file")."""
+        current = self.file_sequence
+        if current is not None and v.sequence <= current:
+            raise BlocklistError(v.path, 1, f"sequence {v.sequence} is not newer than {current}")
+        step = self.cfg.max_sequence_step
+        if current is not None and step > 0 and v.sequence - current > step:
+            raise BlocklistError(
+                v.path, 1, f"sequence {v.sequence} jumps beyond blocklist.max_sequence_step"
+            )
+        if self.cfg.require_valid_until and v.valid_until is None:
+            raise BlocklistError(
+                v.path, 1, "no valid_until and blocklist.require_valid_until is set"
+            )
+        if v.base is not None and v.base != current:
+            raise BlocklistError(v.path, 1, f"rests on {v.base}, the enforced is {current}")
+        result = await (self._apply_full(v) if v.base is None else self._apply_delta(v))
+        if result is not None:
+            self.file_sequence, self.file_sha256 = v.sequence, v.sha256
+            self.valid_until = v.valid_until
+            self.last_errors = []
+            self.keep_audit_head(v.audit_head, f"{via}:{v.sequence}")
+        return result
 
     async def _apply_full(self, v: Version) -> dict[str, Any] | None:
         """A feed's full version: its entries go to a child (as a file) to be compiled and

@@ -168,25 +168,51 @@ async def test_pushes_over_a_shipped_table_load_as_the_overlay(
     assert snap.check("a.example", "/over/z", None) is None
 
 
-async def test_a_delta_after_a_shipped_version_applies(
-    tmp_path: Path, keys: tuple[bytes, bytes]
-) -> None:
-    bl, _workers, lists = node(tmp_path, keys)
-    sign(lists, keys, 1, ENTRIES)
-    bl.load_initial()
+def delta(lists: Path, keys: tuple[bytes, bytes], sequence: int) -> None:
     write_version(
-        lists / version_filename(2),
-        2,
-        [Entry("new", EntryType.HOST, "new.example")],
-        base=1,
+        lists / version_filename(sequence),
+        sequence,
+        [Entry(f"new{sequence}", EntryType.HOST, f"new{sequence}.example")],
+        base=sequence - 1,
         removes=["h"],
         private_key_pem=keys[0],
     )
-    assert await bl.reload_dir() is not None
+
+
+async def test_deltas_after_a_shipped_version_apply_without_a_compile(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """A delta resting on the enforced version is applied as changes over its table (a
+    probe per entry it names), as a feed's delta is: no compile job reads the chain again."""
+    bl, workers, lists = node(tmp_path, keys)
+    sign(lists, keys, 1, ENTRIES)
+    bl.load_initial()
+    compiles = bl.compiles
+    for sequence in (2, 3):
+        delta(lists, keys, sequence)
+        assert await bl.reload_dir() is not None
+        assert workers.sent[-1][0] == "blocklist.delta" and bl.compiles == compiles
     snap = worker_view(bl)
-    assert bl.file_sequence == 2 and snap.check("a.new.example", "/", None) is not None
+    assert bl.file_sequence == 3 and bl.history[0]["source"] == "file:3"
+    assert snap.check("a.new2.example", "/", None) is not None
+    assert snap.check("new3.example", "/", None) is not None
     assert snap.check("pirate.example", "/", None) is None
     assert snap.check("a.example", "/watch", "v=42") is not None
+    assert bl.counts() == {"url": 97, "prefix": 1, "host": 2, "sha256": 1}
+    assert await bl.reload_dir() is None  # nothing newer
+
+
+async def test_a_delta_whose_base_left_the_directory_is_refused_as_always(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, workers, lists = node(tmp_path, keys)
+    sign(lists, keys, 1, ENTRIES)
+    bl.load_initial()
+    (lists / version_filename(1)).unlink()
+    delta(lists, keys, 2)
+    assert await bl.reload_dir() is None
+    assert bl.file_sequence == 1 and workers.sent == []
+    assert "delta base sequence 1 not found" in bl.last_errors[-1]
 
 
 def altered(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
