@@ -77,6 +77,7 @@ class Reason(StrEnum):
     CANONICALISER = "canonicaliser"  # keys made by another canonicaliser version
     TABLE_FORMAT = "table-format"  # another table format than the node writes
     TABLE_SIZE = "table-size"  # truncated or padded
+    COPY = "copy"  # the node could not copy it into its state (disk full, I/O error)
     TABLE_HASH = "table-hash"  # bytes altered
     TABLE_CORRUPT = "table-corrupt"  # its own header, bounds or checksum fail
     COUNTS = "counts"  # lines, entries, keys or counts by type differ from the manifest's
@@ -279,7 +280,7 @@ def _copy_hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -
                 if progress is not None and size:
                     progress(m.lines * copied // size, m.lines)
     except OSError as e:
-        raise Rejected(Reason.TABLE_SIZE, f"{src}: cannot copy: {e.strerror or e}") from None
+        raise Rejected(Reason.COPY, f"{src}: cannot copy: {e.strerror or e}") from None
     if copied != m.table_bytes:
         raise Rejected(
             Reason.TABLE_SIZE, f"{src}: {copied} bytes copied, the manifest says {m.table_bytes}"

@@ -325,3 +325,37 @@ def test_the_spot_check_samples_lines_uniformly_and_finds_a_gap(tmp_path: Path) 
     longs = sum(1 for _, line in drawn if line.startswith(b"l"))
     assert 400 < longs < 600
     assert all(line in (b"s" * 47, b"l" * 470) for _, line in drawn)
+
+
+def test_a_disk_full_during_the_copy_is_a_refusal_that_leaves_nothing(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table's copy into the state dir fails (disk full): refused as `copy`, no file left;
+    the caller then compiles (and fails, counted, if the disk is still full)."""
+    import errno
+
+    from proxy.blocklist.format import Reading, read_version
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    version = sign(lists, keys, 1, ENTRIES)
+
+    def full(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shipped, "_copy", full)
+    refused: list[shipped.Rejected] = []
+    out = tmp_path / "state" / "file.map"
+    out.parent.mkdir()
+
+    def take(offer: Any) -> bool:
+        try:
+            return shipped.adopt(offer, keys[1], out, 9, spot_check=10)
+        except shipped.Rejected as e:
+            refused.append(e)
+            return False
+
+    v = read_version(version, keys[1], max_bytes=1 << 30, reading=Reading(shipped=take))
+    assert len(v.adds) == len(ENTRIES)  # read (and compiled) as always
+    assert [e.reason for e in refused] == [shipped.Reason.COPY]
+    assert "No space left" in str(refused[0]) and list(out.parent.iterdir()) == []
