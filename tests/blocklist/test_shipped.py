@@ -359,3 +359,19 @@ def test_a_disk_full_during_the_copy_is_a_refusal_that_leaves_nothing(
     assert len(v.adds) == len(ENTRIES)  # read (and compiled) as always
     assert [e.reason for e in refused] == [shipped.Reason.COPY]
     assert "No space left" in str(refused[0]) and list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("spoil", [None, lacks_entries])
+def test_shipped_tables_with_parallel_readers(
+    tmp_path: Path, keys: tuple[bytes, bytes], spoil: Any
+) -> None:
+    """`compile_processes` > 1: a good table is taken the same way; a refused one's version
+    is read by the parallel readers, as without companions."""
+    bl, _workers, lists = node(tmp_path, keys, compile_processes=2)
+    version = sign(lists, keys, 1, ENTRIES)
+    if spoil is not None:
+        spoil(*shipped.companions(version), keys)
+    bl.load_initial()
+    assert bl.tables_shipped == (spoil is None)
+    assert bl.table_rejections == ({} if spoil is None else {"spot-check": 1})
+    enforces_entries(worker_view(bl))
