@@ -65,6 +65,7 @@ import msgspec
 
 from proxy.blocklist.format import SignedFile
 from proxy.blocklist.model import Compiled, Entry, EntryType, compile_entry
+from proxy.blocklist.shipped import Rejected, adopt
 from proxy.blocklist.table import MappedTable, TableWriter
 
 PROGRESS_EVERY_S = 0.5
@@ -497,13 +498,11 @@ def _ship(
     """`Reading.shipped`: take a full version from its signer's table when its companions
     pass every check (`shipped.adopt`), copied beside `file_out`; a refused table is noted
     and the version is compiled here as always."""
-    from proxy.blocklist import shipped as companions
-
     assert job.dir is not None
     out = Path(job.file_out)
     copy = out.with_name(f".{out.name}.shipped-{len(shipped) + len(refusals)}")
     try:
-        taken = companions.adopt(
+        taken = adopt(
             offer,
             public_key,
             copy,
@@ -511,7 +510,7 @@ def _ship(
             spot_check=job.dir.spot_check_entries,
             progress=lambda done, total: report("table", done, total),
         )
-    except companions.Rejected as e:
+    except Rejected as e:
         refusals.append(TableRefusal(e.reason.value, str(e)))
         return False
     if taken:
