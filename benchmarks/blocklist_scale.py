@@ -470,12 +470,11 @@ def drop(
         for f in files:
             os.replace(staging / f.name, directory / f.name)
         t_enforced = edge_ops.wait_enforced(edge.port, DROP_PROBE, timeout_s=600.0)
-        answer: dict[str, Any] = {}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            answer = admin_get(edge, "/blocklist")
-            if answer.get("file_sequence") == 2:
-                break
+        applied_at = 0.0  # the node's proof: when the last worker answered for version 2
+        deadline = time.monotonic() + 600
+        while not applied_at and time.monotonic() < deadline:
+            history = admin_get(edge, "/blocklist").get("history", [])
+            applied_at = next((h["applied_at"] for h in history if h["source"] == "file:2"), 0.0)
             time.sleep(0.1)
         metrics = edge_ops.metrics_text(edge)
         if loaded:
@@ -499,7 +498,7 @@ def drop(
         "pushes": pushes,
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
-        "applied_s": answer.get("applied_at", 0.0) - wall_drop,
+        "applied_s": applied_at - wall_drop if applied_at else None,
         "load": os.getloadavg(),
     }
     if loaded and t_enforced is not None:
@@ -516,10 +515,11 @@ def drop(
 def report_drop(r: dict[str, Any]) -> str:
     how = "shipped table" if r["shipped"] else "local compile"
     enforced = "-" if r["enforced_s"] is None else f"{r['enforced_s']:6.1f} s"
+    applied = "-" if r["applied_s"] is None else f"{r['applied_s']:6.1f} s"
     line = (
         f"drop {r['entries']:>10,} {how:13} {'loaded' if r['loaded'] else 'idle  '} "
         f"{r.get('pushes', 0):>5} pushed  "
-        f"probe 451 after {enforced}, applied_at after {r['applied_s']:6.1f} s "
+        f"probe 451 after {enforced}, applied_at after {applied} "
         f"(tables_shipped {r['tables_shipped']})"
     )
     if "rps_before" in r:
