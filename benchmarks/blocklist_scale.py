@@ -466,6 +466,7 @@ def drop(
             files = [*companions(version), version]  # companions first, as the signer does
         for f in files:
             shutil.copyfile(f, staging / f.name)
+        os.sync()  # the copies' writeback (4 GB at 10M) is not left to compete with the node
         t_drop, wall_drop = time.perf_counter(), time.time()
         for f in files:
             os.replace(staging / f.name, directory / f.name)
