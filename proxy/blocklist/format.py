@@ -876,15 +876,14 @@ def peek_sequence(path: Path) -> int | None:
         return None
 
 
-def peek_header(path: Path) -> tuple[int, str] | None:
-    """The (sequence, entry lines' sha256) a file's header claims (unverified), or None."""
+def peek_header(path: Path) -> Header | None:
+    """The header a file claims (unverified: to decide what to read, never what to enforce)."""
     try:
         with open(path, "rb") as f:
             first = f.readline(4096)
-        header = msgspec.json.decode(first, type=Header)
+        return msgspec.json.decode(first, type=Header)
     except (OSError, msgspec.DecodeError):
         return None
-    return header.sequence, header.sha256
 
 
 def list_versions(directory: str | os.PathLike[str]) -> list[Path]:

@@ -559,7 +559,10 @@ class NodeBlocklist:
         enforced = claims.get(current, [])
         if newest <= current or len(claims[newest]) != 1 or len(enforced) != 1:
             return None
-        if peek_header(enforced[0]) != (current, self.file_sha256):
+        base, top = peek_header(enforced[0]), peek_header(claims[newest][0])
+        if base is None or (base.sequence, base.sha256) != (current, self.file_sha256):
+            return None
+        if top is None or top.base != current:  # a full version: never read here
             return None
         try:
             v = read_version(claims[newest][0], self._public_key, max_bytes=self.cfg.max_file_bytes)

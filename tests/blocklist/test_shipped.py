@@ -375,3 +375,27 @@ def test_shipped_tables_with_parallel_readers(
     assert bl.tables_shipped == (spoil is None)
     assert bl.table_rejections == ({} if spoil is None else {"spot-check": 1})
     enforces_entries(worker_view(bl))
+
+
+async def test_a_full_version_is_never_read_by_the_supervisor(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a delta on the enforced version is read in the supervisor (`_delta_on_enforced`,
+    by its unverified header first); a full one goes to the child whole (a 10M-entry version
+    read there first cost a minute)."""
+    import proxy.blocklist.node as node_module
+
+    bl, _workers, lists = node(tmp_path, keys)
+    sign(lists, keys, 1, ENTRIES)
+    bl.load_initial()
+    read: list[object] = []
+    real = node_module.read_version
+    monkeypatch.setattr(
+        node_module, "read_version", lambda *a, **k: read.append(a) or real(*a, **k)
+    )
+    sign(lists, keys, 2, ENTRIES[:50])
+    assert await bl.reload_dir() is not None
+    assert read == [] and bl.tables_shipped == 2 and bl.file_sequence == 2
+    delta(lists, keys, 3)
+    assert await bl.reload_dir() is not None
+    assert len(read) == 1 and bl.file_sequence == 3
