@@ -438,6 +438,15 @@ def drop(
     edge.start_timeout_s = 120.0
     windows: list[tuple[float, float, Any]] = []
     stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
+                      connections=connections, use_wrk=True)  # fmt: skip
+            windows.append((t0, time.perf_counter(), m))
+
+    thread = threading.Thread(target=load, daemon=True)
     try:
         edge.start(workdir / "edge", origin.port, 2)
         for _ in range(2):
@@ -446,15 +455,6 @@ def drop(
             pushed = [{"id": f"push-{i}", "type": "url", "value": f"http://127.0.0.1/pushed/{i}"}
                       for i in range(pushes)]  # fmt: skip
             edge_ops.push(edge, pushed)
-
-        def load() -> None:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
-                          connections=connections, use_wrk=True)  # fmt: skip
-                windows.append((t0, time.perf_counter(), m))
-
-        thread = threading.Thread(target=load, daemon=True)
         if loaded:
             thread.start()
             while len(windows) < 3:
@@ -484,6 +484,8 @@ def drop(
                 time.sleep(0.05)
     finally:
         stop.set()
+        if thread.is_alive():  # its last window ends before the edge stops (not its errors)
+            thread.join(timeout=30)
         edge.stop()
         origin.stop()
     shipped_total = next(
@@ -510,6 +512,11 @@ def drop(
         out["p99_before_ms"] = statistics.median(m.p99_us for m in before) / 1e3 if before else 0
         out["p99_during_max_ms"] = max((m.p99_us for m in during), default=0.0) / 1e3
         out["errors"] = sum(m.errors + m.unexpected for _a, _b, m in windows)
+        out["windows"] = [
+            {"t_s": round(a - t_drop, 1), "rps": round(m.rps), "p99_ms": round(m.p99_us / 1e3, 2),
+             "errors": m.errors, "unexpected": m.unexpected}
+            for a, _b, m in windows
+        ]  # fmt: skip
     return out
 
 
