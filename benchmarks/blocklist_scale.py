@@ -6,6 +6,13 @@ and, with --supervisor, the supervisor's own memory as it loads versions.
     PYTHONPATH=. python -m benchmarks.blocklist_scale --supervisor --sizes 100000 1000000
     PYTHONPATH=. python -m benchmarks.blocklist_scale --loader --sizes 100000 1000000 10000000
     PYTHONPATH=. python -m benchmarks.blocklist_scale --lookups --sizes 1000000 10000000
+    PYTHONPATH=. python -m benchmarks.blocklist_scale --drop local shipped [--loaded] --sizes 1000000
+
+--drop starts a real node (2 workers) and drops version 2 of N entries into its directory,
+either alone (the node compiles it) or with the companions `blocklist sign --table` writes
+(the node verifies and maps the signer's table, proxy/blocklist/shipped.py), and reports the
+seconds from the drop to a probe answered 451 and to the node's applied_at; with --loaded,
+under a wrk hit load, with the throughput and p99 before and during.
 
 --loader runs the compile child (proxy/blocklist/loader.py) on a signed version of N entries, as
 the supervisor does on a file drop, and reports its time and peak memory. `--kinds mapped-v2`
@@ -375,6 +382,164 @@ def report_supervisor(r: dict[str, Any]) -> str:
     )
 
 
+DROP_PROBE = "/blocked/drop-probe"
+
+
+def shipped_version(n: int) -> Path:
+    """A signed full version of `n` entries (+ a probe prefix) with its companions, the table
+    and signed manifest `blocklist sign --table` writes (proxy/blocklist/shipped.py); built
+    once and cached beside the version."""
+    from benchmarks.blocklists import entries, keypair, version_file
+    from proxy.blocklist.shipped import companions, write_companions
+
+    probes = [("prefix", f"http://127.0.0.1{DROP_PROBE}")]
+    version = version_file(n, 2, probes=probes)
+    table, manifest = companions(version)
+    if not manifest.exists():
+        t = time.perf_counter()
+        write_companions(version, version.read_bytes(), entries(n, probes), keypair()[1])
+        print(f"signer: compiled {n:,} entries in {time.perf_counter() - t:.1f} s", flush=True)
+    return version
+
+
+def drop(
+    n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int, pushes: int = 0
+) -> dict[str, Any]:
+    """A real node (2 workers) enforcing 10 entries; version 2 of `n` entries dropped into its
+    directory, with its companions (`ship`) or without (compiled by the node): seconds from
+    the drop to the probe answered 451 on fresh connections, and to the node's applied_at
+    (every worker answered that it enforces the version), idle or under a hit load (1 s
+    windows of `/bytes/1024` hits: throughput and p99 before and during). `pushes` entries are
+    pushed before the drop (kept over the new version: the shipped table's overlay)."""
+    import shutil
+    import statistics
+    import threading
+
+    from benchmarks import edge_ops
+    from benchmarks.blocklists import blocklist_dir
+    from benchmarks.load import Workload, drive
+    from benchmarks.run import LIST_CONFIG, Origin
+    from benchmarks.soak import admin_get
+    from benchmarks.targets import EdgeTarget
+    from proxy.blocklist.shipped import companions
+
+    version = shipped_version(n)
+    directory, public = blocklist_dir(workdir / "lists", 10, sequence=1)
+    origin = Origin(workdir)
+    config = workdir / "edge.toml"  # max_file_bytes: a 10M-entry version is 1.3 GiB
+    max_bytes = max(1 << 30, 2 * version.stat().st_size)
+    config.write_text(LIST_CONFIG.format(max_file_bytes=max_bytes, origin_port=origin.port))
+    edge = EdgeTarget(
+        "edgeproxy-drop",
+        blocklist_dir=directory,
+        blocklist_key=public,
+        extra_args=["--config", str(config)],
+    )
+    edge.start_timeout_s = 120.0
+    windows: list[tuple[float, float, Any]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
+                      connections=connections, use_wrk=True)  # fmt: skip
+            windows.append((t0, time.perf_counter(), m))
+
+    thread = threading.Thread(target=load, daemon=True)
+    try:
+        edge.start(workdir / "edge", origin.port, 2)
+        for _ in range(2):
+            edge_ops.probe_status(edge.port, "/bytes/1024")
+        if pushes:
+            pushed = [{"id": f"push-{i}", "type": "url", "value": f"http://127.0.0.1/pushed/{i}"}
+                      for i in range(pushes)]  # fmt: skip
+            edge_ops.push(edge, pushed)
+        if loaded:
+            thread.start()
+            while len(windows) < 3:
+                time.sleep(0.05)
+        staging = workdir / "staging"
+        staging.mkdir(exist_ok=True)
+        files = [version]
+        if ship:
+            files = [*companions(version), version]  # companions first, as the signer does
+        for f in files:
+            shutil.copyfile(f, staging / f.name)
+        os.sync()  # the copies' writeback (4 GB at 10M) is not left to compete with the node
+        t_drop, wall_drop = time.perf_counter(), time.time()
+        for f in files:
+            os.replace(staging / f.name, directory / f.name)
+        t_enforced = edge_ops.wait_enforced(edge.port, DROP_PROBE, timeout_s=600.0)
+        applied_at = 0.0  # the node's proof: when the last worker answered for version 2
+        deadline = time.monotonic() + 600
+        while not applied_at and time.monotonic() < deadline:
+            history = admin_get(edge, "/blocklist").get("history", [])
+            applied_at = next((h["applied_at"] for h in history if h["source"] == "file:2"), 0.0)
+            time.sleep(0.1)
+        metrics = edge_ops.metrics_text(edge)
+        if loaded:
+            seen = len(windows)
+            while len(windows) < seen + 2:
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        if thread.is_alive():  # its last window ends before the edge stops (not its errors)
+            thread.join(timeout=30)
+        edge.stop()
+        origin.stop()
+    shipped_total = next(
+        (line.split()[-1] for line in metrics.splitlines()
+         if line.startswith("edgeproxy_blocklist_tables_shipped_total")), "?"
+    )  # fmt: skip
+    enforced_s = None if t_enforced is None else t_enforced - t_drop
+    out: dict[str, Any] = {
+        "kind": "drop",
+        "entries": n,
+        "shipped": ship,
+        "loaded": loaded,
+        "pushes": pushes,
+        "tables_shipped": shipped_total,
+        "enforced_s": enforced_s,
+        "applied_s": applied_at - wall_drop if applied_at else None,
+        "load": os.getloadavg(),
+    }
+    if loaded and t_enforced is not None:
+        before = [m for a, b, m in windows if b <= t_drop]
+        during = [m for a, b, m in windows if a >= t_drop and b <= t_enforced]
+        out["rps_before"] = statistics.median(m.rps for m in before) if before else 0.0
+        out["rps_during"] = statistics.median(m.rps for m in during) if during else 0.0
+        out["p99_before_ms"] = statistics.median(m.p99_us for m in before) / 1e3 if before else 0
+        out["p99_during_max_ms"] = max((m.p99_us for m in during), default=0.0) / 1e3
+        out["errors"] = sum(m.errors + m.unexpected for _a, _b, m in windows)
+        out["windows"] = [
+            {"t_s": round(a - t_drop, 1), "rps": round(m.rps), "p99_ms": round(m.p99_us / 1e3, 2),
+             "errors": m.errors, "unexpected": m.unexpected}
+            for a, _b, m in windows
+        ]  # fmt: skip
+    return out
+
+
+def report_drop(r: dict[str, Any]) -> str:
+    how = "shipped table" if r["shipped"] else "local compile"
+    enforced = "-" if r["enforced_s"] is None else f"{r['enforced_s']:6.1f} s"
+    applied = "-" if r["applied_s"] is None else f"{r['applied_s']:6.1f} s"
+    line = (
+        f"drop {r['entries']:>10,} {how:13} {'loaded' if r['loaded'] else 'idle  '} "
+        f"{r.get('pushes', 0):>5} pushed  "
+        f"probe 451 after {enforced}, applied_at after {applied} "
+        f"(tables_shipped {r['tables_shipped']})"
+    )
+    if "rps_before" in r:
+        share = r["rps_during"] / r["rps_before"] if r["rps_before"] else 0.0
+        line += (
+            f"  rps {r['rps_before']:,.0f} -> {r['rps_during']:,.0f} ({share:.0%}), p99 "
+            f"{r['p99_before_ms']:.2f} -> max {r['p99_during_max_ms']:.2f} ms, "
+            f"errors {r['errors']}"
+        )
+    return line + "  (load " + ", ".join(f"{x:.1f}" for x in r["load"]) + ")"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1_000_000])
@@ -397,6 +562,16 @@ def main() -> None:
         action="store_true",
         help="time the compile child on a signed version of N entries, and its peak memory",
     )
+    ap.add_argument(
+        "--drop",
+        nargs="+",
+        choices=["local", "shipped"],
+        help="a real node: time from the file drop of version 2 (N entries) to enforced, "
+        "compiled by the node (local) or with the signer's table (shipped)",
+    )
+    ap.add_argument("--loaded", action="store_true", help="--drop under a wrk hit load")
+    ap.add_argument("--connections", type=int, default=32, help="--loaded: wrk connections")
+    ap.add_argument("--pushes", type=int, default=0, help="--drop: entries pushed before it")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
     ap.add_argument(
         "--signed",
@@ -411,6 +586,18 @@ def main() -> None:
     if args.supervisor_child:
         with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
             print(json.dumps(supervisor(args.supervisor_child, Path(tmp))))
+        return
+    if args.drop:
+        for n in args.sizes:
+            shipped_version(n)  # signed and compiled here once, not timed
+            for how in args.drop:
+                with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
+                    r = drop(n, Path(tmp), ship=how == "shipped", loaded=args.loaded,
+                             connections=args.connections, pushes=args.pushes)  # fmt: skip
+                print(report_drop(r), flush=True)
+                if args.json:
+                    with args.json.open("a") as f:
+                        f.write(json.dumps(r) + "\n")
         return
     if args.lookups or args.loader:
         from benchmarks.blocklists import version_file

@@ -196,6 +196,10 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Workers hold changes made since their mapped base in memory; once those pass this share
     # of the base (and 1000), the refreshed base is swapped in and the overlay dropped.
     overlay_max_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.02
+    # A full version shipped with its signer's compiled table and signed manifest
+    # (`blocklist sign --table`, proxy/blocklist/shipped.py) is mapped instead of compiled once
+    # this many of its lines, drawn at random, are found in the table; 0: always compile here.
+    table_spot_check_entries: Annotated[int, msgspec.Meta(ge=0)] = 1000
     default_blocked_by_url: str = ""
     # The takedown service's public notice form: 451 bodies link to it and to their case.
     notice_form_url: str = ""

@@ -265,6 +265,19 @@ class _Collector:
             "Blocklist compile jobs finished (file and feed versions, refreshes)",
             value=bl.compiles,
         )
+        yield CounterMetricFamily(
+            "edgeproxy_blocklist_tables_shipped",
+            "File versions taken from their signer's compiled table (no local compile)",
+            value=bl.tables_shipped,
+        )
+        rejected = CounterMetricFamily(
+            "edgeproxy_blocklist_table_rejected",
+            "Shipped compiled tables refused, by reason (the version was compiled locally)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(bl.table_rejections.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
         # A long load, as it goes: the running compile job's progress (0 when none runs).
         loading = bl.loading_status() or {}
         for name, help_text, value in (

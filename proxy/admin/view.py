@@ -24,6 +24,8 @@ class BlocklistView(Protocol):
     file_sequence: int | None
     reload_failures: int
     compiles: int  # compile jobs finished (proxy/blocklist/loader.py)
+    tables_shipped: int  # file versions taken from a signer's table (proxy/blocklist/shipped.py)
+    table_rejections: dict[str, int]  # shipped tables refused, by reason
     last_errors: list[str]
     # The last signed audit-log head a publisher sent with a version or a push.
     audit_head: dict[str, Any] | None

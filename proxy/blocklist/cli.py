@@ -1,7 +1,9 @@
 """`edgeproxy blocklist …`: keys, signing and checking version files, and the admin-API client.
 
     keygen --out-dir DIR                         a new Ed25519 signing keypair
-    sign --key PRIV --sequence N [--base M] IN OUT
+    sign --key PRIV --sequence N [--base M] [--table] IN OUT
+                                                 --table: also the compiled table + signed
+                                                 manifest beside OUT (proxy/blocklist/shipped.py)
     verify --key PUB [--progress] FILE           exit 0, or 1 with "file:line: reason"
     compile --key PUB [--progress] FILE|DIR OUT  verify, then write the mapped table workers load
     show --key PUB FILE|DIR                      sequence, counts by type, signature status
@@ -44,8 +46,8 @@ from proxy.blocklist.format import (
     list_versions,
     load_newest,
     read_version,
+    render_version,
     write_atomic,
-    write_version,
 )
 from proxy.blocklist.model import CompiledById, Entry, EntryType, InvalidEntry, validate_entry
 
@@ -150,9 +152,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
         valid_until = time.time() + args.valid_for_s
     if valid_until is not None and valid_until <= time.time():
         raise CommandError("--valid-until is already in the past")
+    if args.table and args.base is not None:
+        raise CommandError("--table ships with a full version only (no --base)")
     try:
-        write_version(
-            args.output,
+        data = render_version(
             args.sequence,
             adds,
             base=args.base,
@@ -160,6 +163,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
             private_key_pem=private_pem,
             valid_until=valid_until,
         )
+        if args.table:  # the companions first: a watcher that sees the version finds them
+            _sign_table(args, data, adds, private_pem)
+        write_atomic(Path(args.output), data)
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot sign: {exc}") from None
     kind = "full" if args.base is None else f"delta on {args.base}"
@@ -168,6 +174,28 @@ def cmd_sign(args: argparse.Namespace) -> int:
         f"{len(adds)} adds, {len(removes)} removes"
     )
     return 0
+
+
+def _sign_table(args: argparse.Namespace, data: bytes, adds: list[Entry], key: bytes) -> None:
+    """`sign --table`: the compiled table and its signed manifest (proxy/blocklist/shipped.py)."""
+    from proxy.blocklist.shipped import companions, write_companions
+
+    show = _progress(args)
+    show("compile", 0, len(adds))
+    manifest = write_companions(
+        Path(args.output),
+        data,
+        adds,
+        key,
+        progress=lambda done: show("compile", done, len(adds)),
+    )
+    show("compile", len(adds), len(adds))
+    table, signed = companions(Path(args.output))
+    print(
+        f"compiled {table}: {manifest.entries} entries, {manifest.keys} keys, "
+        f"{manifest.table_bytes} bytes; manifest {signed} (canonicaliser "
+        f"{manifest.canonicaliser})"
+    )
 
 
 class TerminalProgress:
@@ -537,6 +565,13 @@ def _add_file_commands(cmds: argparse._SubParsersAction[argparse.ArgumentParser]
         help="the list is vouched for this many seconds from now (nodes report stale after)",
     )
     p.add_argument("--valid-until", type=float, default=None, help="the same as a Unix time")
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="also write the compiled table and its signed manifest beside OUT (full versions):"
+        " nodes map it instead of compiling the version",
+    )
+    p.add_argument("--progress", action="store_true", help="report the compile's progress")
     p.add_argument("input", help="entries, one JSON object per line")
     p.add_argument("output", help="version file to write (atomically)")
     p.set_defaults(func=_guarded(cmd_sign))

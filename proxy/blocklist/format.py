@@ -410,6 +410,36 @@ class Reading:
     # `stream(path, entry lines)` returns; the file is mapped rather than read, so memory does not grow
     # with its size. A refused version's sink is aborted. Deltas are read as always.
     stream: Callable[[str, int], Sink] | None = None
+    # Set: a full version that passed every check of its bytes (signature, header, line
+    # count, entry lines' hash) is offered to it before its lines are parsed; True means the
+    # caller took the version whole (a signer's compiled table, `proxy.blocklist.shipped`):
+    # its `Version` comes back `streamed` with no adds, and no line is parsed. False: read on
+    # as if it were unset.
+    shipped: Callable[[SignedFile], bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedFile:
+    """A full version whose bytes passed every check (`Reading.shipped`): what a caller that
+    does not parse it needs to tie other files to it and to sample its lines."""
+
+    path: Path
+    header: Header
+    header_line: bytes  # line 1, without its newline (what a companion manifest binds)
+    data: bytes | mmap.mmap  # the file's bytes (valid only during the call)
+    body: tuple[int, int]  # where its entry lines are: [start, end) of `data`
+
+
+def read_signed_object(path: Path, data: bytes, public_key_pem: bytes) -> bytes:
+    """The first line of a two-line signed object (a companion manifest: one JSON line and a
+    signature line over its exact bytes, as a version's), once the signature verifies with
+    the key; raises `BlocklistError` ("wrong key", "bad signature", "unsigned or truncated")."""
+    lines = _split_lines(path, data)
+    if len(lines) != 2:
+        raise BlocklistError(path, len(lines), "expected one line and a signature line")
+    public = _public_key(public_key_pem)
+    _verify(path, lines, public, key_id(public))
+    return lines[0]
 
 
 PARALLEL_MIN_LINES = 50_000  # below this a version is read in one process: forking costs more
@@ -425,7 +455,9 @@ def read_version(
 ) -> Version:
     """Read and verify one version file; raises `BlocklistError(file, line, reason)`."""
     p = Path(path)
-    if reading is not None and reading.stream is not None and reading.processes <= 1:
+    if reading is not None and (
+        reading.shipped is not None or (reading.stream is not None and reading.processes <= 1)
+    ):
         return _read_streamed(p, public_key_pem, max_bytes, reading)
     return parse_version(_read_bounded(p, max_bytes), p, public_key_pem, reading=reading)
 
@@ -729,9 +761,10 @@ def _version(
 
 
 def _read_streamed(p: Path, public_key_pem: bytes, max_bytes: int, how: Reading) -> Version:
-    """`read_version` for `Reading.stream`: the file mapped, not read; a full version's
-    entries handed to a sink as they are checked, never held (a delta is read as always)."""
-    assert how.stream is not None
+    """`read_version` for `Reading.stream` and `Reading.shipped`: the file mapped, not read;
+    a full version offered whole to `shipped`, else its entries handed to a sink as they are
+    checked, never held (a delta is read as always; without a sink, or with forked readers,
+    a declined version is parsed whole)."""
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -750,6 +783,15 @@ def _read_streamed(p: Path, public_key_pem: bytes, max_bytes: int, how: Reading)
         if checked.header.base is not None:  # a delta: small, kept whole
             body_hash.check()
             plain = Reading(progress=how.progress, compiled=how.compiled)
+            return parse_version(bytes(data), p, public_key_pem, reading=plain)
+        if how.shipped is not None:
+            body_hash.check()  # the bytes are the signed ones before anyone is offered them
+            first = checked.body[0] - 1
+            offer = SignedFile(p, checked.header, bytes(data[:first]), data, checked.body)
+            if how.shipped(offer):
+                return _version(p, checked, (), (), streamed=True)
+        if how.stream is None or how.processes > 1:
+            plain = Reading(progress=how.progress, compiled=how.compiled, processes=how.processes)
             return parse_version(bytes(data), p, public_key_pem, reading=plain)
         sink = how.stream(str(p), checked.header.entries)
         try:
@@ -830,6 +872,16 @@ def peek_sequence(path: Path) -> int | None:
         with open(path, "rb") as f:
             first = f.readline(4096)
         return msgspec.json.decode(first, type=Header).sequence
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
+def peek_header(path: Path) -> Header | None:
+    """The header a file claims (unverified: to decide what to read, never what to enforce)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096)
+        return msgspec.json.decode(first, type=Header)
     except (OSError, msgspec.DecodeError):
         return None
 

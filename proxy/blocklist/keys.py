@@ -54,6 +54,11 @@ import idna
 
 from proxy.rfc.target import MAX_DECODE_ROUNDS
 
+# The version of the rules above, as entries see them. A table compiled elsewhere (a signer's
+# shipped table, blocklists/FORMAT.md "Compiled tables") holds keys made by the signer's copy of
+# this module: a node uses it only when both say the same version. Bump it with any change to
+# a key an entry value gets (tests/blocklist/test_canonicaliser_version.py fails until you do).
+CANONICALISER_VERSION = 1
 MATCH_CACHE_SIZE = 8192  # distinct (host, path, query) inputs memoised for the request path
 MEMO_MAX_CHARS = 1024  # longer inputs are computed each time, so the memo stays small
 

@@ -19,6 +19,14 @@ holds the version either; its memory is the writers' per-key arrays (~110-145 by
 against ~1 KB when it held the entries). A delta chain, a fleet's entries and the
 `msgpack` node format are read whole, as before.
 
+A full version shipped with its signer's compiled table and signed manifest
+(`proxy.blocklist.shipped`, `DirSource.spot_check_entries` > 0, the mapped format) is not
+compiled at all: once the version's own checks pass, the companions are checked (signature,
+bindings, hash, checksums, counts, a random spot check of lines canonicalised here) and the
+table, copied, is the new file layer and, linked, the node table; pushed entries then go to
+workers as the overlay they load it with (`Summary.node_overlay`), and no delta is worked out.
+A refused table is reported in `Summary.table_refusals` and the version is compiled as always.
+
 When the caller asks for it (`delta_max_fraction`), the child also works out what changed
 against the enforced file layer; a small change is written as a delta file instead of a node
 table, and goes to workers as a delta. The child answers with a small `Summary` (sequence,
@@ -55,7 +63,9 @@ from typing import Literal
 
 import msgspec
 
+from proxy.blocklist.format import SignedFile
 from proxy.blocklist.model import Compiled, Entry, EntryType, compile_entry
+from proxy.blocklist.shipped import Rejected, adopt
 from proxy.blocklist.table import MappedTable, TableWriter
 
 PROGRESS_EVERY_S = 0.5
@@ -71,6 +81,10 @@ class DirSource(msgspec.Struct, frozen=True, kw_only=True):
     max_bytes: int
     max_sequence_step: int
     require_valid_until: bool
+    # > 0: a full version with a signer's compiled table beside it (`proxy.blocklist.shipped`)
+    # is taken from that table, once this many of its lines (drawn at random) are found in
+    # it; 0: every version is compiled here.
+    spot_check_entries: int = 0
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,9 +137,21 @@ class Progress(msgspec.Struct, frozen=True, tag="progress"):
     total: int
 
 
+class TableRefusal(msgspec.Struct, frozen=True):
+    """A shipped table not used (`shipped.Reason`); the version was compiled here instead."""
+
+    reason: str
+    text: str
+
+
 class Summary(msgspec.Struct, frozen=True, tag="summary", kw_only=True):
     found: Found | None = None  # the version read (source "dir"); None: nothing to load
     refusals: list[Refusal] = []
+    table_refusals: list[TableRefusal] = []
+    shipped: bool = False  # the file layer is the signer's table: no entry was compiled here
+    # The node table is the file layer alone (a shipped one): the pushed entries go to workers
+    # with it, as their overlay (`BlocklistLoad.add`).
+    node_overlay: bool = False
     made: bool = False  # a new file layer was written to file_out
     node_written: bool = False  # node_out holds the new node table
     delta: bool = False  # delta_out holds the change instead
@@ -377,21 +403,29 @@ def run(job: Job, emit: ProgressFn) -> Summary:
     found: Found | None = None
     refusals: list[Refusal] = []
     streamed: dict[str, _Layers] = {}  # every full version read gave its entries to one
+    shipped: dict[str, Path] = {}  # or its signer's table was taken: where the copy is
+    table_refusals: list[TableRefusal] = []
     layers: _Layers | None = None
+    summary: Summary | None = None
     try:
         if job.source == "dir":
             assert job.dir is not None
             src = job.dir
             info = LoadInfo()
+            public_key = Path(src.public_key).read_bytes()
             report("read", 0, 1)
 
             def stream(path: str, total: int) -> _Layers:
                 streamed[path] = _Layers(job, old, report, total)
                 return streamed[path]
 
+            def ship(offer: SignedFile) -> bool:
+                return _ship(job, public_key, offer, report, shipped, table_refusals)
+
+            use_tables = src.spot_check_entries > 0 and job.node_format == "mapped"
             got, errors = load_newest(
                 src.dir,
-                Path(src.public_key).read_bytes(),
+                public_key,
                 current_sequence=src.current_sequence,
                 max_bytes=src.max_bytes,
                 current_sha256=src.current_sha256,
@@ -401,6 +435,7 @@ def run(job: Job, emit: ProgressFn) -> Summary:
                     progress=lambda done, total: report("read", done, total),
                     processes=job.processes,
                     stream=stream,
+                    shipped=ship if use_tables and job.file_out else None,
                 ),
             )
             if got is not None and src.require_valid_until and info.valid_until is None:
@@ -417,10 +452,13 @@ def run(job: Job, emit: ProgressFn) -> Summary:
                 Refusal(str(e), "older" in e.reason or "not newer" in e.reason) for e in errors
             ]
             if got is None:
-                return Summary(refusals=refusals)
+                return Summary(refusals=refusals, table_refusals=table_refusals)
             listed, sequence = got
             found = Found(sequence, info.sha256, info.valid_until, info.audit_head)
-            if info.streamed:
+            if info.streamed in shipped:
+                os.replace(shipped.pop(info.streamed), job.file_out)
+                summary = _shipped_summary(job)
+            elif info.streamed:
                 layers = streamed.pop(info.streamed)
             else:
                 layers = _fed(job, old, report, listed)
@@ -430,16 +468,81 @@ def run(job: Job, emit: ProgressFn) -> Summary:
             layers = _fed(job, old, report, list({e.id: e for e in entries}.values()))
         else:
             layers = _fed(job, old, report, old)
-        summary, delta = layers.finish()
-        layers = None
+        delta: Delta | None = None
+        if layers is not None:
+            summary, delta = layers.finish()
+            layers = None
     finally:
         for unused in (*streamed.values(), *([layers] if layers is not None else [])):
             unused.abort()
-    summary = msgspec.structs.replace(summary, found=found, refusals=refusals)
+        for copy in shipped.values():
+            copy.unlink(missing_ok=True)
+    assert summary is not None
+    summary = msgspec.structs.replace(
+        summary, found=found, refusals=refusals, table_refusals=table_refusals
+    )
     if delta is not None:
         Path(job.delta_out).write_bytes(msgspec.msgpack.encode(delta))
         return msgspec.structs.replace(summary, delta=True)
     return summary
+
+
+def _ship(
+    job: Job,
+    public_key: bytes,
+    offer: SignedFile,
+    report: _Reporter,
+    shipped: dict[str, Path],
+    refusals: list[TableRefusal],
+) -> bool:
+    """`Reading.shipped`: take a full version from its signer's table when its companions
+    pass every check (`shipped.adopt`), copied beside `file_out`; a refused table is noted
+    and the version is compiled here as always."""
+    assert job.dir is not None
+    out = Path(job.file_out)
+    copy = out.with_name(f".{out.name}.shipped-{len(shipped) + len(refusals)}")
+    try:
+        taken = adopt(
+            offer,
+            public_key,
+            copy,
+            job.version,
+            spot_check=job.dir.spot_check_entries,
+            progress=lambda done, total: report("table", done, total),
+        )
+    except Rejected as e:
+        refusals.append(TableRefusal(e.reason.value, str(e)))
+        return False
+    if taken:
+        shipped[str(offer.path)] = copy
+        report("table", offer.header.entries, offer.header.entries)
+    return taken
+
+
+def _shipped_summary(job: Job) -> Summary:
+    """The summary of a file layer taken from a shipped table: nothing was compiled, so the
+    node table is the same file (a hard link), and the pushed entries, if any, go to workers
+    as the overlay they load it with. Counts come from the table's header and a probe per
+    pushed entry; no delta is worked out (that would read every entry): workers get a load."""
+    table = MappedTable(Path(job.file_out))
+    counts = {str(t): n for t, n in table.counts.items()}
+    for pushed in job.pushed:
+        index = table.index_of(pushed.id)
+        if index >= 0:
+            counts[str(table.entry(index).type)] -= 1
+        counts[str(pushed.type)] += 1
+    node = Path(job.node_out)
+    node.unlink(missing_ok=True)
+    os.link(job.file_out, node)
+    return Summary(
+        made=True,
+        node_written=True,
+        file_entries=table.entries,
+        entries=sum(counts.values()),
+        counts=counts,
+        shipped=True,
+        node_overlay=bool(job.pushed),
+    )
 
 
 def _fed(job: Job, old: FileLayer, report: _Reporter, entries: Iterable[Entry]) -> _Layers:

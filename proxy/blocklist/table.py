@@ -546,6 +546,20 @@ def write_table(
     return writer.finish(version)
 
 
+def restamp(path: Path, version: int) -> None:
+    """Give a checked table another node version: the header is rewritten in place with its
+    checksum (the body and its checksum stay). For a file of the caller's own that no process
+    maps yet: a signer's table copied into the node's state (`proxy.blocklist.shipped`)."""
+    with open(path, "r+b") as f:
+        fields = list(_HEADER.unpack(f.read(_HEADER.size)))
+        fields[1] = version
+        header = _HEADER.pack(*fields)
+        f.seek(0)
+        f.write(header + _HEADER_CHECK.pack(xxhash.xxh3_64_intdigest(header)))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _read_record(records: Any, off: int) -> tuple[int, bytes, tuple[int, ...]]:
     kind, klen, count = _RECORD.unpack_from(records, off)
     start = off + _RECORD.size
@@ -707,6 +721,49 @@ class MappedTable:
         """The index of the entry with this id, or -1."""
         found = self.find(Kind.ID, key_bytes(entry_id))
         return int(found[0]) if found else -1
+
+    def holds(self, entry: Entry, form: Compiled) -> str:
+        """ "" when the table lists `entry` (its `compile_entry` form) as `TableWriter.add`
+        writes it: its id's record names a row holding this very entry and query, that index
+        is under each of its keys, and its host group's summary names it; else what is
+        missing. An entry expired when the table was made is rightly absent."""
+        index = self.index_of(entry.id)
+        if index < 0:
+            if entry.expires_at is not None and entry.expires_at <= self.created_at:
+                return ""
+            return "its id is not in the table"
+        row = self.row(index)
+        etype, key, query = form
+        if row.entry != entry or row.query != query:
+            return "the table's row for its id holds another entry"
+        if isinstance(key, bytes):
+            return "" if index in self.find(Kind.SHA256, key) else "not under its digest"
+        if query is not None:
+            *above, last = path_keys(key, query)
+            if not all(self.find(Kind.URLQ_NODE, node) for node in above):
+                return "a node of its query trie is missing"
+            if index not in self.find(Kind.URLQ, last):
+                return "not under its query key"
+            return self._summarised(key[: key.index("/")], 0, HAS_URLQ, 0)
+        if index not in self.find(KIND_OF[etype], key_bytes(key)):
+            return "not under its key"
+        if etype is EntryType.PREFIX:
+            depth = 0 if key[-1] == "/" else key.count("/")
+            if depth > self.prefix_depth:
+                return "deeper than the table's prefix depth"
+            return self._summarised(key[: key.index("/")], 1 << min(depth, DEPTH_BITS - 1), 0, 0)
+        if etype is EntryType.URL:
+            return self._summarised(key[: key.index("/")], 0, HAS_URL, 0)
+        labels = key.count(".") + 1
+        if labels == 1 and key[0] != "[" and not self.summary("")[1] & HAS_SHORT_HOST:
+            return "the table's summary lacks its one-label host"
+        return self._summarised(key, 0, 0, 1 << min(labels, LABEL_BITS - 1))
+
+    def _summarised(self, host: str, depths: int, flags: int, labels: int) -> str:
+        have = self.summary(host_group(host))
+        if have[0] & depths != depths or have[1] & flags != flags or have[2] & labels != labels:
+            return "its host group's summary does not name it"
+        return ""
 
     def expiring(self, start: int = 0) -> Iterator[tuple[float, int]]:
         """(expires_at, entry index) from position `start`, earliest first."""

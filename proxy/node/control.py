@@ -41,6 +41,9 @@ class BlocklistLoad(Message, tag="blocklist.load"):
     version: int
     pause_s: float = 0.0
     format: Literal["msgpack", "mapped"] = "msgpack"
+    # Entries the mapped file lacks (pushes over a signer's shipped table): the overlay the
+    # worker swaps the file in with, so it enforces the whole version from the first request.
+    add: list[Entry] = []
 
 
 class BlocklistDelta(Message, tag="blocklist.delta"):

@@ -175,6 +175,8 @@ class Worker:
                     e,
                 )
                 raise
+            if msg.add:
+                snap = snap.with_changes(msg.add, (), msg.version, time.time())
             return self._apply(snap)
         pause = msg.pause_s if self.server_started else 0.0
         snap = await load_compiled(Path(msg.path), msg.version, time.time(), pause_s=pause)

@@ -34,6 +34,8 @@ class FakeBlocklist:
     history: list[dict[str, Any]] = field(default_factory=list)
     audit_head: dict[str, Any] | None = None
     compiles: int = 0
+    tables_shipped: int = 0
+    table_rejections: dict[str, int] = field(default_factory=dict)
     loading: dict[str, Any] | None = None  # what loading_status answers (a compile running)
 
     def loading_status(self, now: float | None = None) -> dict[str, Any] | None:

@@ -66,6 +66,8 @@ def exposed() -> dict[str, set[str]]:
             counts=lambda: dict(counts),
             stale_since=lambda: None,
             compiles=1,
+            tables_shipped=1,
+            table_rejections={"spot-check": 1},
             loading_status=lambda: None,
         ),
     )

@@ -70,6 +70,34 @@ def test_keygen_sign_verify_show_round_trip(
     assert code == 0 and "adds: url=1 prefix=1 host=1 sha256=0" in out
 
 
+def test_sign_with_table_writes_the_companions_a_node_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sign --table`: the table and the signed manifest beside the version (a node maps
+    them, tests/blocklist/test_shipped.py); full versions only."""
+    from proxy.blocklist.shipped import Manifest, companions
+
+    keys = tmp_path / "keys"
+    run(capsys, "keygen", "--out-dir", str(keys))
+    priv = keys / "blocklist-signing.key"
+    src = write_lines(
+        tmp_path / "full.jsonl",
+        {"id": "a", "type": "url", "value": "http://demo.local/blocked/a?v=1"},
+        {"id": "c", "type": "host", "value": "pirate.example"},
+    )
+    v1 = tmp_path / "blocklist-0000000001.jsonl"
+    argv = ["sign", "--key", str(priv), "--sequence", "1", "--table", str(src), str(v1)]
+    code, out, _ = run(capsys, *argv)
+    table, manifest = companions(v1)
+    assert code == 0 and f"compiled {table}: 2 entries" in out and v1.exists()
+    signed = Manifest(**json.loads(manifest.read_text().splitlines()[0]))
+    assert signed.sequence == 1 and signed.lines == 2 and signed.table_bytes == table.stat().st_size
+    assert signed.counts == {"url": 1, "prefix": 0, "host": 1, "sha256": 0}
+    argv = ["sign", "--key", str(priv), "--sequence", "2", "--base", "1", "--table", str(src)]
+    code, _, err = run(capsys, *argv, str(tmp_path / "blocklist-0000000002.jsonl"))
+    assert code == 1 and "full version only" in err
+
+
 def test_verify_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "keygen", "--out-dir", str(tmp_path))
     priv, pub = tmp_path / "blocklist-signing.key", tmp_path / "blocklist-signing.pub"

@@ -1,0 +1,372 @@
+"""Compiled tables shipped beside a full version: the signer compiles once, a node verifies and
+maps (issue 12).
+
+A node that compiles a 10M-entry version itself spends ~10 µs of CPU an entry canonicalising
+and writing it (`proxy.blocklist.loader`); under saturating load it may take only a third of
+two cores without hurting traffic, so a version could not be enforced within a minute. The
+signer has the entries at hand and no traffic: `edgeproxy blocklist sign --table` writes,
+beside `NAME.jsonl`, the table a node would write for it (`NAME.table`, the file layer of
+`proxy.blocklist.table`) and a signed manifest (`NAME.manifest`) that ties the two together:
+the version's identity, the table's sha256 and length, its format, the canonicaliser version
+(`keys.CANONICALISER_VERSION`) and the counts. blocklists/FORMAT.md specifies the manifest.
+
+A node offered such a full version (`format.Reading.shipped`, after the version's own checks:
+signature, header, line count, entry lines' hash) checks the manifest's signature with the
+same key, every binding against the version and its own canonicaliser and table format, copies
+the table into its state while hashing it (so what it maps is exactly what it hashed, whatever
+happens to the shipped file later), checks the table whole (`MappedTable.verify`) and its
+counts, and canonicalises a random sample of the version's entry lines itself (drawn here,
+unpredictably: `random.SystemRandom`), each of which must be in the table under its keys with
+its row (`MappedTable.holds`). Only then is the copy the file layer, stamped with the node's
+version. Any mismatch raises `Rejected` with a `Reason` (logged, counted by the supervisor);
+the caller then compiles the version itself, as without companions.
+
+What the spot check does not prove: lines it did not sample. A table is trusted for those
+because the key that signs the version signed the manifest: the check guards against a signer
+whose canonicaliser or writer differs from the node's (a missed version bump, a bug), not
+against the key's holder, who can sign any list anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+
+from proxy.blocklist.format import (
+    SUFFIX,
+    AddLine,
+    BlocklistError,
+    Header,
+    SignedFile,
+    read_signed_object,
+    signature_line,
+    write_atomic,
+)
+from proxy.blocklist.keys import CANONICALISER_VERSION
+from proxy.blocklist.model import Entry, InvalidEntry, compile_entry
+from proxy.blocklist.table import MAGIC, MappedTable, TableError, restamp, write_table
+
+MANIFEST_FORMAT = "edgeproxy-blocklist-table/1"
+TABLE_SUFFIX = ".table"
+MANIFEST_SUFFIX = ".manifest"
+MANIFEST_MAX_BYTES = 64 << 10
+TABLE_FORMAT = MAGIC.decode("ascii")
+_COPY_BYTES = 8 << 20
+# The shortest entry line there is (`{"op":"add","id":"x","type":"host","value":"a"}` and its
+# newline): a line is kept with probability this over its length, which makes a sample drawn
+# at random byte offsets uniform over lines (a long line is hit more often, kept less often).
+MIN_LINE_BYTES = 48
+Progress = Callable[[int, int], None]  # (entries' worth done, entries in all)
+
+
+class Reason(StrEnum):
+    """Why a shipped table was not used (the label of `edgeproxy_blocklist_table_rejected`)."""
+
+    INCOMPLETE = "incomplete"  # the table or the manifest is missing
+    MANIFEST = "manifest"  # unreadable, too large or malformed
+    SIGNATURE = "signature"  # not signed by the configured key, or the signature fails
+    VERSION = "version"  # made for another version (sequence, header or entry lines' hash)
+    CANONICALISER = "canonicaliser"  # keys made by another canonicaliser version
+    TABLE_FORMAT = "table-format"  # another table format than the node writes
+    TABLE_SIZE = "table-size"  # truncated or padded
+    COPY = "copy"  # the node could not copy it into its state (disk full, I/O error)
+    TABLE_HASH = "table-hash"  # bytes altered
+    TABLE_CORRUPT = "table-corrupt"  # its own header, bounds or checksum fail
+    COUNTS = "counts"  # lines, entries, keys or counts by type differ from the manifest's
+    SPOT_CHECK = "spot-check"  # a sampled line is not in the table as the node compiles it
+
+
+class Rejected(Exception):
+    """A shipped table the node does not use; str() says which file and why."""
+
+    def __init__(self, reason: Reason, text: str) -> None:
+        self.reason = reason
+        super().__init__(text)
+
+
+class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a signer vouches for about a table (blocklists/FORMAT.md, "Compiled tables")."""
+
+    format: str
+    sequence: int  # the version's
+    header_sha256: str  # of the version's header line, its exact bytes without the newline
+    entries_sha256: str  # the version header's `sha256` (of its entry lines)
+    lines: int  # the version's entry lines (its header's `entries`)
+    canonicaliser: int  # keys.CANONICALISER_VERSION of the signer
+    table_format: str  # the table's magic ("EPBLMAP3")
+    table_sha256: str
+    table_bytes: int
+    entries: int  # in the table: the lines less those expired when it was made
+    keys: int
+    counts: dict[str, int]  # the table's entries by type
+    created_at: float
+
+
+def companions(version: Path) -> tuple[Path, Path]:
+    """The table and the manifest that go with a version file (`NAME.jsonl`)."""
+    stem = version.name[: -len(SUFFIX)] if version.name.endswith(SUFFIX) else version.name
+    return version.with_name(stem + TABLE_SUFFIX), version.with_name(stem + MANIFEST_SUFFIX)
+
+
+# -- the signer ---------------------------------------------------------------------------
+
+
+def write_companions(
+    version: Path,
+    data: bytes,
+    entries: Iterable[Entry],
+    private_key_pem: bytes,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Manifest:
+    """Compile the table of the signed full version `data` (its `entries`, in file order)
+    and sign its manifest, both written atomically beside `version` (before the caller writes
+    the version itself, so a watcher that sees it finds them)."""
+    first = data.index(b"\n")
+    header = msgspec.json.decode(data[:first], type=Header)
+    if header.base is not None:
+        raise ValueError("a compiled table ships with a full version only")
+    table_path, manifest_path = companions(version)
+    info = write_table(table_path, entries, header.sequence, header.created_at, progress=progress)
+    table = MappedTable(table_path)
+    table.verify()
+    manifest = Manifest(
+        format=MANIFEST_FORMAT,
+        sequence=header.sequence,
+        header_sha256=hashlib.sha256(data[:first]).hexdigest(),
+        entries_sha256=header.sha256,
+        lines=header.entries,
+        canonicaliser=CANONICALISER_VERSION,
+        table_format=TABLE_FORMAT,
+        table_sha256=_file_sha256(table_path),
+        table_bytes=info.bytes,
+        entries=info.entries,
+        keys=info.keys,
+        counts={str(t): n for t, n in table.counts.items()},
+        created_at=header.created_at,
+    )
+    line = msgspec.json.encode(manifest) + b"\n"
+    write_atomic(manifest_path, line + signature_line(line, private_key_pem))
+    return manifest
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_COPY_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- the node -----------------------------------------------------------------------------
+
+
+def adopt(
+    offer: SignedFile,
+    public_key_pem: bytes,
+    out: Path,
+    version: int,
+    *,
+    spot_check: int,
+    rng: random.Random | None = None,
+    progress: Progress | None = None,
+) -> bool:
+    """Check the companions of a verified full version and, when every check passes, write
+    their table to `out` (atomically), stamped with node version `version`: True. False when
+    the version has no companions. Raises `Rejected` on any mismatch; `out` is then absent."""
+    table_path, manifest_path = companions(offer.path)
+    present = table_path.is_file(), manifest_path.is_file()
+    if not any(present):
+        return False
+    if not all(present):
+        missing = manifest_path if present[0] else table_path
+        raise Rejected(Reason.INCOMPLETE, f"{missing}: missing (its companion is there)")
+    manifest = _manifest(manifest_path, public_key_pem)
+    _bound(manifest_path, manifest, offer)
+    tmp = out.with_name(f"{out.name}.tmp")  # `out` is a dotfile the loader's cleanup finds
+    try:
+        _copy_hashed(table_path, tmp, manifest, progress)
+        table = _checked_table(table_path, tmp, manifest)
+        _spot_check(offer, table, spot_check, rng or random.SystemRandom())
+        del table  # unmapped before its header is rewritten
+        restamp(tmp, version)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _manifest(path: Path, public_key_pem: bytes) -> Manifest:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MANIFEST_MAX_BYTES + 1)
+    except OSError as e:
+        raise Rejected(Reason.MANIFEST, f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > MANIFEST_MAX_BYTES:
+        raise Rejected(Reason.MANIFEST, f"{path}: larger than {MANIFEST_MAX_BYTES} bytes")
+    try:
+        line = read_signed_object(path, data, public_key_pem)
+    except BlocklistError as e:
+        raise Rejected(Reason.SIGNATURE, str(e)) from None
+    try:
+        manifest = msgspec.json.decode(line, type=Manifest)
+    except msgspec.DecodeError as e:
+        raise Rejected(Reason.MANIFEST, f"{path}:1: malformed manifest: {e}") from None
+    if manifest.format != MANIFEST_FORMAT:
+        raise Rejected(Reason.MANIFEST, f"{path}:1: unknown format {manifest.format!r}")
+    return manifest
+
+
+def _bound(path: Path, m: Manifest, offer: SignedFile) -> None:
+    """The manifest is for this version, this canonicaliser and this table format."""
+    header = offer.header
+    header_sha256 = hashlib.sha256(offer.header_line).hexdigest()
+    if (m.sequence, m.header_sha256, m.entries_sha256) != (
+        header.sequence,
+        header_sha256,
+        header.sha256,
+    ):
+        raise Rejected(
+            Reason.VERSION,
+            f"{path}: made for sequence {m.sequence} (header sha256 {m.header_sha256[:16]}…), "
+            f"not for {offer.path} (sequence {header.sequence}, {header_sha256[:16]}…)",
+        )
+    if m.canonicaliser != CANONICALISER_VERSION:
+        raise Rejected(
+            Reason.CANONICALISER,
+            f"{path}: keys made by canonicaliser version {m.canonicaliser}, this node's is "
+            f"{CANONICALISER_VERSION}",
+        )
+    if m.table_format != TABLE_FORMAT:
+        raise Rejected(
+            Reason.TABLE_FORMAT, f"{path}: table format {m.table_format!r}, not {TABLE_FORMAT}"
+        )
+    if m.lines != header.entries:
+        raise Rejected(
+            Reason.COUNTS, f"{path}: {m.lines} entry lines, the version has {header.entries}"
+        )
+
+
+def _copy_hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> None:
+    """Copy the table to `tmp` (in the kernel: `copy_file_range`), then hash the copy: what
+    the node maps is what it hashed, whatever happens to the shipped file meanwhile."""
+    try:
+        with open(src, "rb") as f, open(tmp, "wb") as out:
+            size = os.fstat(f.fileno()).st_size
+            if size != m.table_bytes:
+                raise Rejected(
+                    Reason.TABLE_SIZE, f"{src}: {size} bytes, the manifest says {m.table_bytes}"
+                )
+            _copy(f, out, size)
+            out.flush()
+            os.fsync(out.fileno())
+            if hasattr(os, "posix_fadvise"):  # the node maps its copy: the shipped pages can go
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        digest = hashlib.sha256()
+        copied = 0
+        with open(tmp, "rb") as f:
+            while chunk := f.read(_COPY_BYTES):
+                digest.update(chunk)
+                copied += len(chunk)
+                if progress is not None and size:
+                    progress(m.lines * copied // size, m.lines)
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot copy: {e.strerror or e}") from None
+    if copied != m.table_bytes:
+        raise Rejected(
+            Reason.TABLE_SIZE, f"{src}: {copied} bytes copied, the manifest says {m.table_bytes}"
+        )
+    if digest.hexdigest() != m.table_sha256:
+        raise Rejected(Reason.TABLE_HASH, f"{src}: sha256 does not match the manifest's")
+
+
+def _copy(src: BinaryIO, out: BinaryIO, size: int) -> None:
+    """`size` bytes (fewer if the file shrank meanwhile), by `copy_file_range` where the
+    system has it (no pass through this process: 4x faster here), else read and written."""
+    left = size
+    try:
+        while left > 0:
+            done = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30))
+            if done == 0:
+                return
+            left -= done
+    except (AttributeError, OSError):  # no copy_file_range, or not between these files
+        src.seek(size - left)
+        out.seek(size - left)
+        while left > 0 and (chunk := src.read(min(_COPY_BYTES, left))):
+            out.write(chunk)
+            left -= len(chunk)
+
+
+def _checked_table(src: Path, tmp: Path, m: Manifest) -> MappedTable:
+    try:
+        table = MappedTable(tmp)
+        table.verify()
+    except TableError as e:
+        raise Rejected(Reason.TABLE_CORRUPT, f"{src}: {e}") from None
+    if not table.summaries:
+        raise Rejected(Reason.TABLE_FORMAT, f"{src}: not a {TABLE_FORMAT} table")
+    counts = {str(t): n for t, n in table.counts.items()}
+    if (table.entries, table.keys, counts) != (m.entries, m.keys, m.counts) or (
+        table.entries > m.lines
+    ):
+        raise Rejected(
+            Reason.COUNTS,
+            f"{src}: {table.entries} entries, {table.keys} keys, {counts}; the manifest says "
+            f"{m.entries}, {m.keys}, {m.counts} of {m.lines} lines",
+        )
+    return table
+
+
+def sample_lines(
+    data: bytes | mmap.mmap, start: int, end: int, lines: int, n: int, rng: random.Random
+) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) of about `n` distinct entry lines of data[start:end] (`lines` of
+    them), uniformly at random; every line when there are no more than `n`."""
+    if lines <= n:
+        at = start
+        while at < end:
+            stop = data.find(b"\n", at, end)
+            yield at, bytes(data[at:stop])
+            at = stop + 1
+        return
+    seen: set[int] = set()
+    tries = 0
+    while len(seen) < n and tries < 64 * n:
+        tries += 1
+        at = rng.randrange(start, end)
+        line_start = data.rfind(b"\n", start, at) + 1 or start
+        line_end = data.find(b"\n", at, end)
+        if line_start in seen or rng.random() * (line_end + 1 - line_start) > MIN_LINE_BYTES:
+            continue
+        seen.add(line_start)
+        yield line_start, bytes(data[line_start:line_end])
+
+
+def _spot_check(offer: SignedFile, table: MappedTable, n: int, rng: random.Random) -> None:
+    """A sample of the version's lines, canonicalised here, must each be in the table."""
+    decoder = msgspec.json.Decoder(AddLine)
+    start, end = offer.body
+    for at, raw in sample_lines(offer.data, start, end, offer.header.entries, n, rng):
+        try:
+            line = decoder.decode(raw)
+            entry = Entry(line.id, line.type, line.value, line.notice, line.reason, line.expires_at)
+            form = compile_entry(entry)
+        except (msgspec.DecodeError, InvalidEntry) as e:
+            raise Rejected(
+                Reason.SPOT_CHECK, f"{offer.path}: the line at byte {at} does not compile: {e}"
+            ) from None
+        missing = table.holds(entry, form)
+        if missing:
+            raise Rejected(
+                Reason.SPOT_CHECK, f"{offer.path}: entry {entry.id!r} (byte {at}): {missing}"
+            )

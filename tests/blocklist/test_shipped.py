@@ -1,0 +1,401 @@
+"""A signer's compiled table shipped beside a full version (proxy/blocklist/shipped.py): the node
+verifies and maps it instead of compiling; any mismatch is logged, counted by reason, and the
+version is compiled here as always (issue 12). Each test runs the real compile child."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from proxy.blocklist import shipped
+from proxy.blocklist.format import (
+    generate_keypair,
+    render_version,
+    signature_line,
+    version_filename,
+    write_atomic,
+    write_version,
+)
+from proxy.blocklist.keys import CANONICALISER_VERSION
+from proxy.blocklist.mapped import MappedSnapshot
+from proxy.blocklist.model import Entry, EntryType
+from proxy.blocklist.node import Loading, NodeBlocklist
+from proxy.blocklist.table import MappedTable, write_table
+from tests.blocklist.test_loader import node
+
+DIGEST = "ab" * 32
+ENTRIES = [
+    Entry("u", EntryType.URL, "http://a.example/x", notice="N-1"),
+    Entry("q", EntryType.URL, "http://a.example/watch?v=42", reason="copyright"),
+    Entry("p", EntryType.PREFIX, "http://b.example/manga/"),
+    Entry("h", EntryType.HOST, "pirate.example"),
+    Entry("d", EntryType.SHA256, DIGEST),
+    *(Entry(f"n{i}", EntryType.URL, f"http://c.example/{i}") for i in range(95)),
+]
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[bytes, bytes]:
+    return generate_keypair()
+
+
+def sign(lists: Path, keys: tuple[bytes, bytes], sequence: int, entries: list[Entry]) -> Path:
+    """A full version with its companions, as `blocklist sign --table` writes them."""
+    path = lists / version_filename(sequence)
+    data = render_version(sequence, entries, private_key_pem=keys[0])
+    shipped.write_companions(path, data, entries, keys[0])
+    write_atomic(path, data)
+    return path
+
+
+def resign(manifest: Path, key: bytes, **changes: Any) -> None:
+    """The manifest with fields changed, signed again with `key`."""
+    m = msgspec.json.decode(manifest.read_bytes().split(b"\n")[0], type=shipped.Manifest)
+    line = msgspec.json.encode(msgspec.structs.replace(m, **changes)) + b"\n"
+    manifest.write_bytes(line + signature_line(line, key))
+
+
+def vouch(manifest: Path, table: Path, key: bytes, **changes: Any) -> None:
+    """The manifest re-signed for the table as it now is (its bytes, hash and counts)."""
+    mapped = MappedTable(table)
+    resign(
+        manifest,
+        key,
+        table_sha256=hashlib.sha256(table.read_bytes()).hexdigest(),
+        table_bytes=table.stat().st_size,
+        entries=mapped.entries,
+        keys=mapped.keys,
+        counts={str(t): n for t, n in mapped.counts.items()},
+        **changes,
+    )
+
+
+def worker_view(bl: NodeBlocklist) -> MappedSnapshot:
+    """What a worker (re)starting now enforces: the mapped file, checked whole, with the
+    overlay it is loaded with, then the deltas since."""
+    args = bl.load_args()
+    table = MappedTable(Path(args["path"]))
+    table.verify()
+    snap = MappedSnapshot.open(table, args["version"], time.time())
+    if args.get("add"):
+        add = msgspec.convert(args["add"], list[Entry])
+        snap = snap.with_changes(add, (), args["version"], time.time())
+    for d in bl.deltas_since_compiled():
+        add = msgspec.convert(d["add"], list[Entry])
+        snap = snap.with_changes(add, d["remove"], d["version"], time.time())
+    return snap
+
+
+def enforces_entries(snap: MappedSnapshot) -> None:
+    """Exact for url, query-keyed url, prefix, host and sha256 entries."""
+    blocked = [
+        ("a.example", "/x", None, "u"),
+        ("A.EXAMPLE.", "/x/", "utm=1", "u"),
+        ("a.example", "/watch", "list=7&v=42", "q"),
+        ("b.example", "/manga/one", None, "p"),
+        ("cdn.pirate.example", "/", None, "h"),
+        ("c.example", "/94", None, "n94"),
+    ]
+    for host, path, query, want in blocked:
+        got = snap.check(host, path, query)
+        assert got is not None and got.id == want, (host, path, query)
+    for host, path, query in [
+        ("a.example", "/watch", "v=43"),
+        ("b.example", "/mangafoo", None),
+        ("notpirate.example", "/", None),
+        ("c.example", "/95", None),
+    ]:
+        assert snap.check(host, path, query) is None, (host, path, query)
+    digest = snap.check_digest(bytes.fromhex(DIGEST))
+    assert digest is not None and digest.id == "d"
+
+
+def phases(bl: NodeBlocklist) -> list[str]:
+    seen: list[str] = []
+
+    def note(loading: Loading) -> None:
+        if not seen or seen[-1] != loading.phase:
+            seen.append(loading.phase)
+
+    bl.on_progress = note
+    return seen
+
+
+def test_a_shipped_table_is_mapped_without_a_local_compile(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, _workers, lists = node(tmp_path, keys)
+    sign(lists, keys, 1, ENTRIES)
+    seen = phases(bl)
+    bl.load_initial()
+    assert bl.tables_shipped == 1 and bl.table_rejections == {}
+    assert "table" in seen and "compile" not in seen  # no entry was canonicalised here
+    assert bl.file_sequence == 1 and bl.version == 1
+    assert bl.counts() == {"url": 97, "prefix": 1, "host": 1, "sha256": 1}
+    assert bl.known("q") and not bl.known("zz")
+    enforces_entries(worker_view(bl))
+
+
+async def test_pushes_over_a_shipped_table_load_as_the_overlay(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, workers, lists = node(tmp_path, keys)
+    write_version(lists / version_filename(1), 1, ENTRIES[:2], private_key_pem=keys[0])
+    bl.load_initial()
+    await bl.push([{"id": "x1", "type": "url", "value": "http://pushed.example/a"}])
+    await bl.push([{"id": "u", "type": "prefix", "value": "http://a.example/over/"}])
+    sign(lists, keys, 2, ENTRIES)
+    assert await bl.reload_dir() is not None
+    assert bl.tables_shipped == 1 and bl.table_rejections == {}
+    op, args = workers.sent[-1]
+    assert op == "blocklist.load" and {e["id"] for e in args["add"]} == {"x1", "u"}
+    snap = worker_view(bl)
+    assert snap.check("pushed.example", "/a", None) is not None
+    over = snap.check("a.example", "/over/z", None)
+    assert over is not None and over.id == "u"  # the push replaces the file's "u"
+    assert snap.check("a.example", "/x", None) is None
+    assert bl.counts() == {"url": 97, "prefix": 2, "host": 1, "sha256": 1}
+    await bl.remove("u")  # the file's entry is back, as a delta over the shipped table
+    snap = worker_view(bl)
+    back = snap.check("a.example", "/x", None)
+    assert back is not None and back.id == "u"
+    assert snap.check("a.example", "/over/z", None) is None
+
+
+def delta(lists: Path, keys: tuple[bytes, bytes], sequence: int) -> None:
+    write_version(
+        lists / version_filename(sequence),
+        sequence,
+        [Entry(f"new{sequence}", EntryType.HOST, f"new{sequence}.example")],
+        base=sequence - 1,
+        removes=["h"],
+        private_key_pem=keys[0],
+    )
+
+
+async def test_deltas_after_a_shipped_version_apply_without_a_compile(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """A delta resting on the enforced version is applied as changes over its table (a
+    probe per entry it names), as a feed's delta is: no compile job reads the chain again."""
+    bl, workers, lists = node(tmp_path, keys)
+    sign(lists, keys, 1, ENTRIES)
+    bl.load_initial()
+    compiles = bl.compiles
+    for sequence in (2, 3):
+        delta(lists, keys, sequence)
+        assert await bl.reload_dir() is not None
+        assert workers.sent[-1][0] == "blocklist.delta" and bl.compiles == compiles
+    snap = worker_view(bl)
+    assert bl.file_sequence == 3 and bl.history[0]["source"] == "file:3"
+    assert snap.check("a.new2.example", "/", None) is not None
+    assert snap.check("new3.example", "/", None) is not None
+    assert snap.check("pirate.example", "/", None) is None
+    assert snap.check("a.example", "/watch", "v=42") is not None
+    assert bl.counts() == {"url": 97, "prefix": 1, "host": 2, "sha256": 1}
+    assert await bl.reload_dir() is None  # nothing newer
+
+
+async def test_a_delta_whose_base_left_the_directory_is_refused_as_always(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, workers, lists = node(tmp_path, keys)
+    sign(lists, keys, 1, ENTRIES)
+    bl.load_initial()
+    (lists / version_filename(1)).unlink()
+    delta(lists, keys, 2)
+    assert await bl.reload_dir() is None
+    assert bl.file_sequence == 1 and workers.sent == []
+    assert "delta base sequence 1 not found" in bl.last_errors[-1]
+
+
+def altered(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    raw = bytearray(table.read_bytes())
+    raw[-9] ^= 0xFF
+    table.write_bytes(bytes(raw))
+
+
+def other_key(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    resign(manifest, generate_keypair()[0])
+
+
+def bad_signature(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    line, sig = manifest.read_bytes().split(b"\n")[:2]
+    manifest.write_bytes(line.replace(b'"keys":', b'"keys": ') + b"\n" + sig + b"\n")
+
+
+def another_version(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    resign(manifest, keys[0], sequence=7)
+
+
+def another_header(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    resign(manifest, keys[0], header_sha256="00" * 32)
+
+
+def another_canonicaliser(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    resign(manifest, keys[0], canonicaliser=CANONICALISER_VERSION + 1)
+
+
+def truncated(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    table.write_bytes(table.read_bytes()[:-100])
+
+
+def truncated_and_vouched(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    table.write_bytes(table.read_bytes()[:-100])
+    resign(
+        manifest,
+        keys[0],
+        table_sha256=hashlib.sha256(table.read_bytes()).hexdigest(),
+        table_bytes=table.stat().st_size,
+    )
+
+
+def lacks_entries(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    """A valid table, vouched for, without every other entry of the version."""
+    write_table(table, ENTRIES[::2], 1, time.time())
+    vouch(manifest, table, keys[0])
+
+
+def no_manifest(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    manifest.unlink()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (altered, "table-hash"),
+        (other_key, "signature"),
+        (bad_signature, "signature"),
+        (another_version, "version"),
+        (another_header, "version"),
+        (another_canonicaliser, "canonicaliser"),
+        (truncated, "table-size"),
+        (truncated_and_vouched, "table-corrupt"),
+        (lacks_entries, "spot-check"),
+        (no_manifest, "incomplete"),
+    ],
+)
+def test_a_bad_shipped_table_falls_back_to_a_local_compile(
+    tmp_path: Path, keys: tuple[bytes, bytes], spoil: Any, reason: str
+) -> None:
+    bl, _workers, lists = node(tmp_path, keys)
+    version = sign(lists, keys, 1, ENTRIES)
+    spoil(*shipped.companions(version), keys)
+    seen = phases(bl)
+    bl.load_initial()
+    assert bl.table_rejections == {reason: 1} and bl.tables_shipped == 0
+    assert "compile" in seen  # compiled here instead
+    assert bl.file_sequence == 1 and bl.reload_failures == 0
+    enforces_entries(worker_view(bl))
+
+
+def test_a_version_without_companions_is_compiled_as_always(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, _workers, lists = node(tmp_path, keys)
+    write_version(lists / version_filename(1), 1, ENTRIES, private_key_pem=keys[0])
+    bl.load_initial()
+    assert bl.table_rejections == {} and bl.tables_shipped == 0
+    enforces_entries(worker_view(bl))
+
+
+def test_no_shipped_table_is_used_when_the_spot_check_is_off(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    bl, _workers, lists = node(tmp_path, keys, table_spot_check_entries=0)
+    sign(lists, keys, 1, ENTRIES)
+    bl.load_initial()
+    assert bl.table_rejections == {} and bl.tables_shipped == 0
+    enforces_entries(worker_view(bl))
+
+
+def test_the_spot_check_samples_lines_uniformly_and_finds_a_gap(tmp_path: Path) -> None:
+    """With more lines than the sample, lines are drawn at random byte offsets and kept in
+    inverse proportion to their length: short and long lines are drawn alike."""
+    lines = [b"s" * 47 if i % 2 else b"l" * 470 for i in range(4000)]
+    data = b"H\n" + b"\n".join(lines) + b"\n"
+    drawn = list(shipped.sample_lines(data, 2, len(data), len(lines), 1000, random.Random(7)))
+    assert len(drawn) == 1000 and len({at for at, _ in drawn}) == 1000
+    longs = sum(1 for _, line in drawn if line.startswith(b"l"))
+    assert 400 < longs < 600
+    assert all(line in (b"s" * 47, b"l" * 470) for _, line in drawn)
+
+
+def test_a_disk_full_during_the_copy_is_a_refusal_that_leaves_nothing(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table's copy into the state dir fails (disk full): refused as `copy`, no file left;
+    the caller then compiles (and fails, counted, if the disk is still full)."""
+    import errno
+
+    from proxy.blocklist.format import Reading, read_version
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    version = sign(lists, keys, 1, ENTRIES)
+
+    def full(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shipped, "_copy", full)
+    refused: list[shipped.Rejected] = []
+    out = tmp_path / "state" / "file.map"
+    out.parent.mkdir()
+
+    def take(offer: Any) -> bool:
+        try:
+            return shipped.adopt(offer, keys[1], out, 9, spot_check=10)
+        except shipped.Rejected as e:
+            refused.append(e)
+            return False
+
+    v = read_version(version, keys[1], max_bytes=1 << 30, reading=Reading(shipped=take))
+    assert len(v.adds) == len(ENTRIES)  # read (and compiled) as always
+    assert [e.reason for e in refused] == [shipped.Reason.COPY]
+    assert "No space left" in str(refused[0]) and list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("spoil", [None, lacks_entries])
+def test_shipped_tables_with_parallel_readers(
+    tmp_path: Path, keys: tuple[bytes, bytes], spoil: Any
+) -> None:
+    """`compile_processes` > 1: a good table is taken the same way; a refused one's version
+    is read by the parallel readers, as without companions."""
+    bl, _workers, lists = node(tmp_path, keys, compile_processes=2)
+    version = sign(lists, keys, 1, ENTRIES)
+    if spoil is not None:
+        spoil(*shipped.companions(version), keys)
+    bl.load_initial()
+    assert bl.tables_shipped == (spoil is None)
+    assert bl.table_rejections == ({} if spoil is None else {"spot-check": 1})
+    enforces_entries(worker_view(bl))
+
+
+async def test_a_full_version_is_never_read_by_the_supervisor(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a delta on the enforced version is read in the supervisor (`_delta_on_enforced`,
+    by its unverified header first); a full one goes to the child whole (a 10M-entry version
+    read there first cost a minute)."""
+    import proxy.blocklist.node as node_module
+
+    bl, _workers, lists = node(tmp_path, keys)
+    sign(lists, keys, 1, ENTRIES)
+    bl.load_initial()
+    read: list[object] = []
+    real = node_module.read_version
+    monkeypatch.setattr(
+        node_module, "read_version", lambda *a, **k: read.append(a) or real(*a, **k)
+    )
+    sign(lists, keys, 2, ENTRIES[:50])
+    assert await bl.reload_dir() is not None
+    assert read == [] and bl.tables_shipped == 2 and bl.file_sequence == 2
+    delta(lists, keys, 3)
+    assert await bl.reload_dir() is not None
+    assert len(read) == 1 and bl.file_sequence == 3
