@@ -3,9 +3,10 @@
 - the *file layer*: the newest valid signed version in `blocklist.dir` (or from a fleet feed).
   It is read, verified and compiled in a child process (`proxy.blocklist.loader`; a full
   version shipped with its signer's table is verified and mapped there instead of compiled,
-  `proxy.blocklist.shipped`), never held here as Python objects: the supervisor maps the layer's compiled table and asks it about one
-  id at a time (a removed push uncovers the file's entry; `known`), plus the small changes a
-  fleet's delta versions made since it was compiled (`_file_changes`);
+  `proxy.blocklist.shipped`), never held here as Python objects: the supervisor maps the
+  layer's compiled table and asks it about one id at a time (a removed push uncovers the
+  file's entry; `known`), plus the small changes a fleet's delta versions made since it was
+  compiled (`_file_changes`);
 - the *push layer*: entries operators (or the takedown service) pushed over the admin API,
   persisted in the state directory so a restart keeps enforcing them.
 
@@ -544,8 +545,9 @@ class NodeBlocklist:
         rests on the enforced file version and the directory still holds that version (by
         its header): it is applied as changes over the enforced file layer (a probe per
         entry it names, `_apply_delta`), as a feed's delta is, instead of the whole chain
-        being read and compiled again (~10 µs an entry of the list: 100 s at 10M). None
-        when anything else holds; the compile job then decides, as always."""
+        being read and compiled again (~10 µs an entry of the list: 100 s at 10M), if it has
+        no more lines than `delta_max_fraction` of the list. None when anything else holds;
+        the compile job then decides, as always."""
         current = self.file_sequence
         if current is None or self.file_table is None or not self._public_key:
             return None
@@ -563,6 +565,10 @@ class NodeBlocklist:
         if base is None or (base.sequence, base.sha256) != (current, self.file_sha256):
             return None
         if top is None or top.base != current:  # a full version: never read here
+            return None
+        # Read here only when small beside the list (as a delta sent to workers is): the
+        # supervisor does not hold a large version's entries (the compile child does).
+        if top.entries > self.cfg.delta_max_fraction * max(1, self._compiled_entries):
             return None
         try:
             v = read_version(claims[newest][0], self._public_key, max_bytes=self.cfg.max_file_bytes)
