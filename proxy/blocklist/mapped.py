@@ -19,7 +19,9 @@ dict snapshot keeps after the same removals and additions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -76,6 +78,11 @@ def _bits(mask: int) -> tuple[int, ...]:
     return found
 
 
+# Added to the nice value of the thread that checks a new table in a serving worker, as the
+# compile child's (`loader.Job.nice`): the check takes what the loop leaves of the CPU.
+VERIFY_NICE = 10
+
+
 async def load_mapped(path: Path, version: int, now: float) -> MappedSnapshot:
     """Open a compiled file, check it whole (in a thread: the checksum reads every page and
     releases the GIL), and wrap it as the snapshot of `version`. Raises `TableError` for a
@@ -83,8 +90,42 @@ async def load_mapped(path: Path, version: int, now: float) -> MappedSnapshot:
     table = await asyncio.to_thread(MappedTable, path)
     if table.version != version:
         raise TableError(f"{path}: holds version {table.version}, expected {version}")
-    await asyncio.to_thread(table.verify)
+    await in_low_priority_thread(table.verify)
     return MappedSnapshot.open(table, version, now)
+
+
+async def in_low_priority_thread(func: Callable[[], None], nice: int = VERIFY_NICE) -> None:
+    """Run `func` in a thread of its own whose nice value is raised by `nice` (Linux keeps
+    one per thread): a 10M-entry table's check is ~3 GB of reading and hashing, which at the
+    loop's priority competes with serving for the same cores during a swap under load. A
+    thread of the default executor is not used: a raised nice value cannot be lowered again
+    without privileges."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
+
+    def run() -> None:
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+        except (OSError, AttributeError):
+            pass  # not Linux, or not allowed: the check runs at the loop's priority
+        try:
+            func()
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, e)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=run, name="blocklist-verify", daemon=True).start()
+    await done
 
 
 class MappedSnapshot(Snapshot):

@@ -154,3 +154,37 @@ async def test_load_mapped_checks_the_version_and_the_whole_file(tmp_path: Path)
 
     with pytest.raises(TableError, match="holds version 3, expected 4"):
         await load_mapped(path, 4, 0.0)
+
+
+async def test_a_new_table_is_checked_in_a_thread_of_lower_priority(tmp_path: Path) -> None:
+    """The checksum pass of a swap takes what the serving loop leaves of the CPU: its thread's
+    nice value is raised (Linux keeps one per thread), the loop's is not."""
+    import os
+    import threading
+
+    from proxy.blocklist.mapped import VERIFY_NICE, in_low_priority_thread
+    from proxy.blocklist.table import TableError
+
+    seen: list[int] = []
+
+    def check() -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    await in_low_priority_thread(check)
+    assert seen == [min(19, loop_nice + VERIFY_NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice
+
+    def corrupt() -> None:
+        raise TableError("checksum mismatch (corrupt)")
+
+    with pytest.raises(TableError, match="corrupt"):
+        await in_low_priority_thread(corrupt)
+
+    path = tmp_path / "v1.map"  # and a damaged table is still refused through it
+    write_table(path, [Entry(id="h", type=EntryType.HOST, value="a.example")], 1, 0.0)
+    data = bytearray(path.read_bytes())
+    data[-9] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(TableError):
+        await load_mapped(path, 1, 0.0)
