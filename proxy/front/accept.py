@@ -5,8 +5,9 @@ says why it is one socket and not one per worker). uvloop's own server accepts i
 which takes every pending connection before it returns to its poll: whichever worker wakes first
 takes a whole burst. Measured (a node of 2 workers, wrk opening 64 connections): 64/0, 54/10
 and 27/37 in three rounds. A worker holding all the connections serves them on one core while
-the other idles; throughput fell from 48k to 34k req/s and the p99 rose with the longer run
-queue. (libuv's `UV_TCP_SINGLE_ACCEPT`, which sleeps between accepts, changed nothing here.)
+the other idles (a round that went 64/0 served 44k req/s against 47-48k in the others, on a
+loaded machine) and its run queue lengthens the tail. (libuv's `UV_TCP_SINGLE_ACCEPT`, which
+sleeps between accepts, changed nothing here.)
 
 Accepting one connection a loop turn (nginx's `multi_accept off`) is not enough either: on a
 machine whose cores are all busy, the worker that is running accepts again before the one
