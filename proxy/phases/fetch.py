@@ -256,12 +256,17 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         this worker holds the key's lease and fetches. Else another worker is fetching it:
         wait, re-reading the node tier, for its entry (an outcome, or a stored response this
         request must validate), or until it stored nothing and this worker takes the lease,
-        or for `cache.coalesce_wait_s` (False: fetch without the lease, counted)."""
+        or for `cache.coalesce_wait_s` (False: fetch without the lease, counted).
+
+        A lease taken is followed by one more read of the tier: another worker may have
+        stored the key and given its lease back between this request's lookup and its lease
+        (a client's next request, on a new connection to another worker, can arrive before
+        the first worker's commit), and that entry is answered instead of a second fetch."""
         node = self.cache.node
         assert node is not None
         primary = ctx.primary
         if node.lease(primary):
-            return True
+            return self._stored_meanwhile(ctx, leased=True)
         stats, cfg = self.stats, self.cfg.cache
         stats.node_lease_waits += 1
         loop = asyncio.get_running_loop()
@@ -270,21 +275,35 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         while True:
             await asyncio.sleep(delay)  # another process's commit raises no event to wait on
             gone = not node.leased_elsewhere(primary)
-            fields = self.cache.vary_fields(primary)
-            found = None
-            if fields is not None:
-                found = self.cache.get((primary, self.variant(fields, ctx.fields)))
-            if found is not None:
-                if decide(found, self.clock(), ctx.req_cc) is Reuse.VALIDATE:
-                    return found
-                stats.node_coalesced += 1
-                return FetchOutcome(entry=found, stored=True, fwd_status=found.status, shared=True)
+            found = self._stored_meanwhile(ctx, leased=False)
+            if found is not False:
+                return found
             if gone and node.lease(primary):
-                return True
+                return self._stored_meanwhile(ctx, leased=True)
             if loop.time() >= deadline:
                 stats.node_lease_timeouts += 1
                 return False
             delay = min(delay * 2, cfg.node_lease_poll_max_s)
+
+    def _stored_meanwhile(self, ctx: RequestCtx, *, leased: bool) -> bool | Entry | FetchOutcome:
+        """What another worker stored for the request's key, read from the node tier: an
+        outcome to answer with, or an entry this request must validate (fetched without the
+        lease: a lease `leased` here is given back); else `leased` (True: fetch under it)."""
+        primary = ctx.primary
+        fields = self.cache.vary_fields(primary)
+        found = None
+        if fields is not None:
+            found = self.cache.get((primary, self.variant(fields, ctx.fields)))
+        if found is None:
+            return leased
+        if leased:
+            node = self.cache.node
+            assert node is not None
+            node.release(primary)
+        if decide(found, self.clock(), ctx.req_cc) is Reuse.VALIDATE:
+            return found
+        self.stats.node_coalesced += 1
+        return FetchOutcome(entry=found, stored=True, fwd_status=found.status, shared=True)
 
     async def _from_behind(self, ctx: RequestCtx) -> FetchOutcome | Entry | None:
         """The tier behind memory: a usable entry as an outcome, a stale one as a validator."""
