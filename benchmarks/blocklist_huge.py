@@ -16,35 +16,15 @@ query, 40% prefix, 10% host, 10% sha256), numbered as there.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.blocklist_scale import _memory, _requests
-
-
-def stream(count: int) -> Iterator[Any]:
-    """The entries of `blocklists.entries(count)`, one at a time."""
-    from proxy.blocklist.model import Entry, EntryType
-
-    for i in range(count):
-        kind = i % 10
-        if kind < 4:
-            etype, value = EntryType.URL, f"http://127.0.0.1/listed/url/{i}?v={i % 97}"
-        elif kind < 8:
-            etype, value = EntryType.PREFIX, f"http://127.0.0.1/listed/tree/{i}/"
-        elif kind == 8:
-            etype, value = EntryType.HOST, f"site-{i}.listed.example"
-        else:
-            etype, value = EntryType.SHA256, hashlib.sha256(b"listed-%d" % i).hexdigest()
-        yield Entry(
-            id=f"bench-{i}", type=etype, value=value, notice=f"BENCH-{i // 100}", reason="bench"
-        )
+from benchmarks.blocklist_scale import _memory, _requests, request_classes
+from benchmarks.blocklists import stream
 
 
 def build(count: int, out: Path) -> dict[str, Any]:
@@ -74,7 +54,6 @@ def build(count: int, out: Path) -> dict[str, Any]:
 
 
 def measure(count: int, table_path: Path, rounds: int = 7) -> dict[str, Any]:
-    from proxy.blocklist.keys import match_keys
     from proxy.blocklist.mapped import MappedSnapshot
     from proxy.blocklist.table import MappedTable
 
@@ -87,16 +66,8 @@ def measure(count: int, table_path: Path, rounds: int = 7) -> dict[str, Any]:
     snap = MappedSnapshot.open(table, 1, time.time())
     open_s = time.perf_counter() - t
     loaded = _memory()
-    reqs = _requests(count, 20000)
-    keys = [match_keys(*r) for r in reqs]
-    classes = {
-        "other host": [k for r, k in zip(reqs, keys, strict=True) if r[0] != "127.0.0.1"],
-        "listed host, unlisted path": [
-            k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/assets")
-        ],
-        "hits": [k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/listed")],
-        "mix": keys,
-    }
+    classes = request_classes(_requests(count, 20000))
+    keys = classes["mix"]
     blocked = sum(1 for k in classes["hits"] if snap.check_keys(k) is not None)
     for k in keys:  # the pages these requests probe, mapped in
         snap.check_keys(k)

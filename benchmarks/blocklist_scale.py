@@ -78,6 +78,20 @@ def _requests(n: int, count: int, seed: int = 7) -> list[tuple[str, str, str | N
     return out
 
 
+def request_classes(reqs: list[tuple[str, str, str | None]]) -> dict[str, list[Any]]:
+    """The match keys of `_requests`, by class ("mix": all of them, in order)."""
+    from proxy.blocklist.keys import match_keys
+
+    keys = [match_keys(*r) for r in reqs]
+    pairs = list(zip(reqs, keys, strict=True))
+    return {
+        "other host": [k for r, k in pairs if r[0] != "127.0.0.1"],
+        "listed host, unlisted path": [k for r, k in pairs if r[1].startswith("/assets")],
+        "hits": [k for r, k in pairs if r[1].startswith("/listed")],
+        "mix": keys,
+    }
+
+
 def child(kind: str, path: str, n: int, version: int) -> dict[str, Any]:
     """One worker: load, then measure memory and lookups."""
     from proxy.blocklist.keys import match_keys
@@ -210,7 +224,6 @@ def lookups(n: int, workdir: Path, rounds: int = 7) -> dict[str, Any]:
     runs, as before them) and with, in one process, the two timed in turns (best of
     `rounds`): on a shared machine the load moves between runs, less within one. Per request
     class of `_requests`."""
-    from proxy.blocklist.keys import match_keys
     from proxy.blocklist.mapped import MappedSnapshot
     from proxy.blocklist.table import MappedTable, write_table
 
@@ -223,16 +236,8 @@ def lookups(n: int, workdir: Path, rounds: int = 7) -> dict[str, Any]:
         table.verify()
         snaps[kind] = MappedSnapshot.open(table, 1, time.time())
     del listed
-    reqs = _requests(n, 20000)
-    keys = [match_keys(*r) for r in reqs]
-    classes = {
-        "other host": [k for r, k in zip(reqs, keys, strict=True) if r[0] != "127.0.0.1"],
-        "listed host, unlisted path": [
-            k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/assets")
-        ],
-        "hits": [k for r, k in zip(reqs, keys, strict=True) if r[1].startswith("/listed")],
-        "mix": keys,
-    }
+    classes = request_classes(_requests(n, 20000))
+    keys = classes["mix"]
     for snap in snaps.values():  # the pages these requests probe, mapped in
         for k in keys:
             snap.check_keys(k)

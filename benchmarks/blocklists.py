@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,11 @@ def _split_pair(pair: Any) -> tuple[bytes, bytes]:
     return priv, pub
 
 
-def entries(count: int, probes: list[tuple[str, str]] | None = None) -> list[Any]:
-    """`count` entries that match nothing the hit scenarios fetch, then the (type, value) probes."""
+def stream(count: int) -> Iterator[Any]:
+    """`count` entries that match nothing the hit scenarios fetch, one at a time (a list of
+    them costs ~1 KB an entry: `blocklist_huge` streams 100M)."""
     model = importlib.import_module("proxy.blocklist.model")
     entry, types = model.Entry, model.EntryType
-    made = []
     for i in range(count):
         kind = i % 10
         if kind < 4:
@@ -69,11 +70,16 @@ def entries(count: int, probes: list[tuple[str, str]] | None = None) -> list[Any
             etype, value = types.HOST, f"site-{i}.listed.example"
         else:
             etype, value = types.SHA256, hashlib.sha256(b"listed-%d" % i).hexdigest()
-        made.append(
-            entry(
-                id=f"bench-{i}", type=etype, value=value, notice=f"BENCH-{i // 100}", reason="bench"
-            )
+        yield entry(
+            id=f"bench-{i}", type=etype, value=value, notice=f"BENCH-{i // 100}", reason="bench"
         )
+
+
+def entries(count: int, probes: list[tuple[str, str]] | None = None) -> list[Any]:
+    """`stream(count)`, then the (type, value) probes."""
+    model = importlib.import_module("proxy.blocklist.model")
+    entry, types = model.Entry, model.EntryType
+    made = list(stream(count))
     for j, (probe_type, probe_value) in enumerate(probes or []):
         made.append(
             entry(
