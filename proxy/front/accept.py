@@ -61,9 +61,9 @@ class ConnectionShares:
     """Open connections per worker, one int32 slot each, in shared memory.
 
     The supervisor `create`s the memfd and passes it to every worker, which maps it with its
-    own slot. A slot is written only by its worker (and zeroed by the supervisor before a
-    worker of that index starts again), read by all: an aligned 4-byte store is atomic, and a
-    count a moment old only makes a share a little off."""
+    own slot. A slot is written only by its worker (zeroed when a worker of that index maps
+    it, so a restarted worker does not inherit a dead one's count), read by all: an aligned
+    4-byte store is atomic, and a count a moment old only makes a share a little off."""
 
     SLOTS = 1024  # worker indices beyond it share slots (modulo): the shares get coarser
 
