@@ -380,18 +380,18 @@ def test_shipped_tables_with_parallel_readers(
 async def test_a_full_version_is_never_read_by_the_supervisor(
     tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only a delta on the enforced version is read in the supervisor (`_delta_on_enforced`,
-    by its unverified header first); a full one goes to the child whole (a 10M-entry version
-    read there first cost a minute)."""
-    import proxy.blocklist.node as node_module
+    """Only deltas over a table are read in the supervisor (`chain.read_links`, after their
+    unverified headers); a full one goes to the child whole (a 10M-entry version read there
+    first cost a minute)."""
+    import proxy.blocklist.chain as chain_module
 
     bl, _workers, lists = node(tmp_path, keys)
     sign(lists, keys, 1, ENTRIES)
     bl.load_initial()
     read: list[object] = []
-    real = node_module.read_version
+    real = chain_module.read_version
     monkeypatch.setattr(
-        node_module, "read_version", lambda *a, **k: read.append(a) or real(*a, **k)
+        chain_module, "read_version", lambda *a, **k: read.append(a) or real(*a, **k)
     )
     sign(lists, keys, 2, ENTRIES[:50])
     assert await bl.reload_dir() is not None
