@@ -85,6 +85,7 @@ class DirSource(msgspec.Struct, frozen=True, kw_only=True):
     # is taken from that table, once this many of its lines (drawn at random) are found in
     # it; 0: every version is compiled here.
     spot_check_entries: int = 0
+    table_install: Literal["copy", "link"] = "copy"  # `shipped.adopt`'s `install`
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -508,6 +509,7 @@ def _ship(
             copy,
             job.version,
             spot_check=job.dir.spot_check_entries,
+            install=job.dir.table_install,
             progress=lambda done, total: report("table", done, total),
         )
     except Rejected as e:

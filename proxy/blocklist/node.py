@@ -54,7 +54,7 @@ from proxy.blocklist.loader import (
     run_job_sync,
 )
 from proxy.blocklist.model import Entry, EntryType, validate_entry
-from proxy.blocklist.table import MappedTable, TableError
+from proxy.blocklist.table import MappedTable, TableError, stamp_of
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
@@ -294,6 +294,7 @@ class NodeBlocklist:
                 max_sequence_step=self.cfg.max_sequence_step,
                 require_valid_until=self.cfg.require_valid_until,
                 spot_check_entries=self.cfg.table_spot_check_entries,
+                table_install=self.cfg.table_install,
             )
         fields.update(kw)
         return Job(**fields)
@@ -503,6 +504,9 @@ class NodeBlocklist:
                 "version": self.compiled_version,
                 "format": "mapped",
             }
+            stamp = stamp_of(self.compiled_path)
+            if stamp != self.compiled_version:  # a signer's table linked in (shipped.adopt)
+                args["stamp"] = stamp
             if self._compiled_overlay:
                 args["add"] = msgspec.to_builtins(self._compiled_overlay)
             return args
