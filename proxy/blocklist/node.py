@@ -390,6 +390,11 @@ class NodeBlocklist:
             log.error("blocklist shipped table rejected (%s), compiled here: %s", t.reason, t.text)
         if summary.shipped:
             self.tables_shipped += 1
+            log.info(
+                "blocklist: the signer's table passed every check and is taken in "
+                "(table_install = %s); nothing compiled",
+                self.cfg.table_install,
+            )
 
     def _adopt_file(self, summary: Summary, version: int, *, keep_head: bool = True) -> None:
         """The job's file-layer table is now the enforced file layer."""
