@@ -88,6 +88,7 @@ class DirSource(msgspec.Struct, frozen=True, kw_only=True):
     # Set: this full version file alone is read (the base of a delta chain the supervisor
     # applies over its table as changes, `node.chain_in`), not the directory's newest.
     path: str = ""
+    table_install: Literal["copy", "link"] = "copy"  # `shipped.adopt`'s `install`
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -534,6 +535,7 @@ def _ship(
             copy,
             job.version,
             spot_check=job.dir.spot_check_entries,
+            install=job.dir.table_install,
             progress=lambda done, total: report("table", done, total),
         )
     except Rejected as e:

@@ -83,13 +83,17 @@ def _bits(mask: int) -> tuple[int, ...]:
 VERIFY_NICE = 10
 
 
-async def load_mapped(path: Path, version: int, now: float) -> MappedSnapshot:
+async def load_mapped(
+    path: Path, version: int, now: float, *, stamp: int | None = None
+) -> MappedSnapshot:
     """Open a compiled file, check it whole (in a thread: the checksum reads every page and
-    releases the GIL), and wrap it as the snapshot of `version`. Raises `TableError` for a
-    truncated, corrupt or mismatched file; the caller keeps its current snapshot."""
+    releases the GIL), and wrap it as the snapshot of `version`. Its header must carry
+    `stamp` (a linked signer's table), else `version`. Raises `TableError` for a truncated,
+    corrupt or mismatched file; the caller keeps its current snapshot."""
     table = await asyncio.to_thread(MappedTable, path)
-    if table.version != version:
-        raise TableError(f"{path}: holds version {table.version}, expected {version}")
+    expected = version if stamp is None else stamp
+    if table.version != expected:
+        raise TableError(f"{path}: holds version {table.version}, expected {expected}")
     await in_low_priority_thread(table.verify)
     return MappedSnapshot.open(table, version, now)
 

@@ -57,7 +57,7 @@ from proxy.blocklist.loader import (
     run_job_sync,
 )
 from proxy.blocklist.model import Entry, EntryType, validate_entry
-from proxy.blocklist.table import MappedTable, TableError
+from proxy.blocklist.table import MappedTable, TableError, stamp_of
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
@@ -75,7 +75,7 @@ class FileRecord(msgspec.Struct, frozen=True):
     start maps it instead of compiling when the directory still holds its version."""
 
     table: str  # its file name in the state directory
-    stamp: int  # the node version it carries (a worker loads it as that version)
+    stamp: int  # the version in its header (workers are told to expect it: `load_args`)
     sequence: int  # the file version it holds, exactly (no changes over it)
     sha256: str
     valid_until: float | None
@@ -389,17 +389,16 @@ class NodeBlocklist:
         self.valid_until = self._table_holds = None
 
     def _start_on_kept(self) -> None:
-        """Workers load the kept table as the node version it carries, with the pushes as
-        their overlay; a delta then brings them to the node's next version."""
+        """Workers load the kept table (linked: one file) as the node's next version, told
+        the stamp it carries (`load_args`), with the pushes as their overlay."""
         table = self.file_table
         assert table is not None
-        node = self._mapped_path(table.version)
+        self.version = max(self.version, table.version) + 1
+        node = self._mapped_path(self.version)
         node.unlink(missing_ok=True)
         os.link(table.path, node)
-        self.version = max(self.version, table.version)
-        self._compiled(table.version, self._size(), list(self.pushed.values()))
+        self._compiled(self.version, self._size(), list(self.pushed.values()))
         self._workers_rebased()
-        self._start_delta([], [])
         log.info(
             "blocklist version %d mapped from its table kept by the last run (%d entries): "
             "no compile",
@@ -443,6 +442,7 @@ class NodeBlocklist:
                 require_valid_until=self.cfg.require_valid_until,
                 spot_check_entries=self.cfg.table_spot_check_entries,
                 path=base_path,
+                table_install=self.cfg.table_install,
             )
         fields.update(kw)
         return Job(**fields)
@@ -538,6 +538,11 @@ class NodeBlocklist:
             log.error("blocklist shipped table rejected (%s), compiled here: %s", t.reason, t.text)
         if summary.shipped:
             self.tables_shipped += 1
+            log.info(
+                "blocklist: the signer's table passed every check and is taken in "
+                "(table_install = %s); nothing compiled",
+                self.cfg.table_install,
+            )
 
     def _adopt_file(self, summary: Summary, version: int, *, keep_head: bool = True) -> None:
         """The job's file-layer table is now the enforced file layer."""
@@ -654,6 +659,9 @@ class NodeBlocklist:
                 "version": self.compiled_version,
                 "format": "mapped",
             }
+            stamp = stamp_of(self.compiled_path)
+            if stamp != self.compiled_version:  # a signer's table linked in (shipped.adopt)
+                args["stamp"] = stamp
             if self._compiled_overlay:
                 args["add"] = msgspec.to_builtins(self._compiled_overlay)
             return args

@@ -560,6 +560,12 @@ def restamp(path: Path, version: int) -> None:
         os.fsync(f.fileno())
 
 
+def stamp_of(path: Path) -> int:
+    """The node version in a table's header (unchecked: what a worker must then find)."""
+    with open(path, "rb") as f:
+        return int(_HEADER.unpack(f.read(_HEADER.size))[1])
+
+
 def _read_record(records: Any, off: int) -> tuple[int, bytes, tuple[int, ...]]:
     kind, klen, count = _RECORD.unpack_from(records, off)
     start = off + _RECORD.size

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 
 from proxy.blocklist.format import generate_keypair, version_filename, write_version
 from proxy.blocklist.mapped import MappedSnapshot
 from proxy.blocklist.model import Entry, EntryType
 from proxy.blocklist.node import NodeBlocklist
+from proxy.config import Config
 from tests.blocklist.test_loader import Workers, node
 from tests.blocklist.test_shipped import ENTRIES, phases, sign, worker_view
 
@@ -95,15 +98,17 @@ def enforces_chain(bl: NodeBlocklist, top: int) -> None:
 
 def restarted(tmp_path: Path, keys: tuple[bytes, bytes], bl: NodeBlocklist) -> NodeBlocklist:
     """The node stopped as the supervisor stops it (its compiled files removed, but the
-    table its state names), and a new one started on the same directories."""
+    table its state names), and a new one started on the same directories and config."""
     for path in bl.compiled_files():
         path.unlink()
-    again, _workers, _lists = node(tmp_path, keys)
-    return again
+    cfg = msgspec.structs.replace(Config(), blocklist=bl.cfg)
+    return NodeBlocklist(cfg, bl.state_dir, Workers())
 
 
-def shipped_node(tmp_path: Path, keys: tuple[bytes, bytes]) -> tuple[NodeBlocklist, Workers, Path]:
-    bl, workers, lists = node(tmp_path, keys)
+def shipped_node(
+    tmp_path: Path, keys: tuple[bytes, bytes], **cfg: Any
+) -> tuple[NodeBlocklist, Workers, Path]:
+    bl, workers, lists = node(tmp_path, keys, **cfg)
     sign(lists, keys, 1, BASE)
     bl.load_initial()
     assert bl.tables_shipped == 1
@@ -129,14 +134,16 @@ async def test_deltas_dropped_at_once_apply_over_the_shipped_table(
     assert await bl.reload_dir() is None and bl.compiles == compiles  # nothing newer
 
 
+@pytest.mark.parametrize("install", ["copy", "link"])
 @pytest.mark.parametrize("dropped_while_down", [False, True])
 async def test_a_restart_maps_the_kept_table_and_applies_the_chain(
-    tmp_path: Path, keys: tuple[bytes, bytes], dropped_while_down: bool
+    tmp_path: Path, keys: tuple[bytes, bytes], dropped_while_down: bool, install: str
 ) -> None:
     """The enforced version's table stays in the state directory when the node stops; the
     next start maps it (the same file: no copy, no compile, no child) and applies the deltas
-    over it, whether they were applied before the stop or dropped while it was down."""
-    bl, _workers, lists = shipped_node(tmp_path, keys)
+    over it, whether they were applied before the stop or dropped while it was down. With
+    `table_install = "link"` that file is the signer's own."""
+    bl, _workers, lists = shipped_node(tmp_path, keys, table_install=install)
     if not dropped_while_down:
         for sequence in (2, 3):
             drop_delta(lists, keys[0], sequence)
@@ -152,6 +159,8 @@ async def test_a_restart_maps_the_kept_table_and_applies_the_chain(
     again.load_initial()
     assert seen == [] and again.compiles == 0 and again.tables_shipped == 0
     assert again.file_table is not None and again.file_table.path.stat().st_ino == inode
+    if install == "link":
+        assert inode == (lists / "blocklist-0000000001.table").stat().st_ino
     assert again.version > version and again.deltas_since_compiled()[-1]["version"] == again.version
     enforces_chain(again, 3)
     # Running on, a further delta is applied over the same table.

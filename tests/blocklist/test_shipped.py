@@ -81,6 +81,7 @@ def worker_view(bl: NodeBlocklist) -> MappedSnapshot:
     overlay it is loaded with, then the deltas since."""
     args = bl.load_args()
     table = MappedTable(Path(args["path"]))
+    assert table.version == args.get("stamp", args["version"])  # as `load_mapped` checks
     table.verify()
     snap = MappedSnapshot.open(table, args["version"], time.time())
     if args.get("add"):
@@ -281,18 +282,24 @@ def no_manifest(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
         (no_manifest, "incomplete"),
     ],
 )
+@pytest.mark.parametrize("install", ["copy", "link"])
 def test_a_bad_shipped_table_falls_back_to_a_local_compile(
-    tmp_path: Path, keys: tuple[bytes, bytes], spoil: Any, reason: str
+    tmp_path: Path, keys: tuple[bytes, bytes], spoil: Any, reason: str, install: str
 ) -> None:
-    bl, _workers, lists = node(tmp_path, keys)
+    bl, _workers, lists = node(tmp_path, keys, table_install=install)
     version = sign(lists, keys, 1, ENTRIES)
     spoil(*shipped.companions(version), keys)
+    table = shipped.companions(version)[0]
+    mode = table.stat().st_mode if table.exists() else None
     seen = phases(bl)
     bl.load_initial()
     assert bl.table_rejections == {reason: 1} and bl.tables_shipped == 0
     assert "compile" in seen  # compiled here instead
     assert bl.file_sequence == 1 and bl.reload_failures == 0
     enforces_entries(worker_view(bl))
+    assert (table.stat().st_mode if table.exists() else None) == mode  # left as it came
+    if table.exists():
+        assert table.stat().st_nlink == 1  # no link of the refused table stays in the state
 
 
 def test_a_version_without_companions_is_compiled_as_always(
@@ -343,7 +350,7 @@ def test_a_disk_full_during_the_copy_is_a_refusal_that_leaves_nothing(
     def full(*_args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shipped, "_copy", full)
+    monkeypatch.setattr(shipped, "_copy_bytes", full)
     refused: list[shipped.Rejected] = []
     out = tmp_path / "state" / "file.map"
     out.parent.mkdir()
@@ -399,3 +406,54 @@ async def test_a_full_version_is_never_read_by_the_supervisor(
     delta(lists, keys, 3)
     assert await bl.reload_dir() is not None
     assert len(read) == 1 and bl.file_sequence == 3
+
+
+async def test_a_linked_table_is_the_shipped_file_with_its_signers_stamp(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """`table_install = "link"`: the node maps the shipped inode (no second copy on disk),
+    made read-only, unstamped (so the shipped file still matches its manifest: a restarted
+    node takes it again); workers are told the stamp to expect and refuse another."""
+    from proxy.blocklist.mapped import load_mapped
+    from proxy.blocklist.table import TableError
+
+    bl, _workers, lists = node(tmp_path, keys, table_install="link")
+    version = sign(lists, keys, 5, ENTRIES)  # the signer's sequence 5, the node's version 1
+    table = shipped.companions(version)[0]
+    seen = phases(bl)
+    bl.load_initial()
+    assert bl.tables_shipped == 1 and "compile" not in seen
+    args = bl.load_args()
+    mapped = Path(args["path"])
+    assert mapped.stat().st_ino == table.stat().st_ino
+    assert table.stat().st_mode & 0o222 == 0
+    assert (args["version"], args["stamp"]) == (1, 5)
+    enforces_entries(worker_view(bl))
+    snap = await load_mapped(mapped, 1, time.time(), stamp=5)
+    assert snap.version == 1 and snap.check("b.example", "/manga/one", None) is not None
+    with pytest.raises(TableError, match="holds version 5, expected 1"):
+        await load_mapped(mapped, 1, time.time())
+    again, _, _ = node(tmp_path / "restarted", keys, table_install="link", dir=str(lists))
+    again.load_initial()
+    assert again.tables_shipped == 1 and again.table_rejections == {}
+    enforces_entries(worker_view(again))
+
+
+def test_a_link_across_filesystems_is_a_copy(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    import os
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) here")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        bl, _workers, _ = node(tmp_path, keys, table_install="link", dir=other)
+        version = sign(Path(other), keys, 5, ENTRIES)
+        table = shipped.companions(version)[0]
+        bl.load_initial()
+        assert bl.tables_shipped == 1 and bl.table_rejections == {}
+        args = bl.load_args()
+        assert os.stat(args["path"]).st_ino != table.stat().st_ino
+        assert "stamp" not in args  # the node's own copy, stamped with its version
+        assert table.stat().st_mode & 0o222  # the shipped file left as it came
+        enforces_entries(worker_view(bl))
