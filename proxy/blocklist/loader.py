@@ -17,7 +17,9 @@ A full version read from the directory is *streamed*: each entry, once checked a
 goes straight into the table writers (`_Layers`, `format.Reading.stream`), so the child never
 holds the version either; its memory is the writers' per-key arrays (~110-145 bytes an entry,
 against ~1 KB when it held the entries). A delta chain, a fleet's entries and the
-`msgpack` node format are read whole, as before.
+`msgpack` node format are read whole, as before; but a plain chain of small deltas is
+applied by the supervisor as changes over a table (`proxy.blocklist.chain`), and a job then
+reads only the chain's full base (`DirSource.path`), when it is not the enforced version.
 
 A full version shipped with its signer's compiled table and signed manifest
 (`proxy.blocklist.shipped`, `DirSource.spot_check_entries` > 0, the mapped format) is not

@@ -222,15 +222,13 @@ class NodeBlocklist:
 
     def compiled_files(self) -> list[Path]:
         """Every compiled file this supervisor wrote that is still on disk, but the file
-        layer's table the state's record names (the next start maps it: `_map_kept`)."""
+        layer's table the state's record names (the next start maps it: `_map_kept`; the
+        mapped format only)."""
         pid = os.getpid()
+        kept = self._recorded_table if self.mapped else ""
         return [
             *self.state_dir.glob(f"blocklist-compiled-{pid}-v*.map"),
-            *(
-                p
-                for p in self.state_dir.glob(f"blocklist-file-{pid}-v*.map")
-                if p.name != self._recorded_table
-            ),
+            *(p for p in self.state_dir.glob(f"blocklist-file-{pid}-v*.map") if p.name != kept),
             *([self.full_path] if self.full_path.exists() else []),
         ]
 
