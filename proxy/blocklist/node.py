@@ -692,8 +692,7 @@ class NodeBlocklist:
             links, errors = await asyncio.to_thread(
                 read_links, chain, self._public_key, self.cfg.max_file_bytes
             )
-            if not links and not errors:
-                self.last_errors = []
+            self.last_errors = []  # what this reload met, as a job's refusals replace them
             for v in links:
                 try:
                     applied = await self._apply_verified(v, "file")

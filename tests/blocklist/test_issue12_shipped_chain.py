@@ -234,7 +234,9 @@ async def test_a_bad_first_delta_changes_nothing(tmp_path: Path, keys: tuple[byt
     drop_delta(lists, keys[0], 3)
     assert await bl.reload_dir() is None
     assert workers.sent == [] and bl.version == version and bl.compiles == compiles
-    assert bl.file_sequence == 1 and bl.reload_failures == 2
+    assert bl.file_sequence == 1 and bl.reload_failures == 2 and len(bl.last_errors) == 2
+    assert await bl.reload_dir() is None  # a wake later (SIGHUP): the same two refusals
+    assert bl.reload_failures == 4 and len(bl.last_errors) == 2 and bl.compiles == compiles
     enforces_chain(bl, 1)
 
 
