@@ -273,3 +273,23 @@ def test_a_kept_table_whose_version_left_the_directory_is_not_used(
     assert again.tables_shipped == 1 and not kept.exists()
     snap = worker_view(again)
     assert blocks(snap, other[-1]) and not blocks(snap, BASE[60])
+
+
+async def test_a_table_folded_from_deltas_is_kept_as_the_version_it_holds(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """The refresh that folds the deltas' changes into a new file-layer table (a compile, off
+    the answer's path) notes it as version 3: the next start maps it with nothing to apply."""
+    bl, _workers, lists = shipped_node(tmp_path, keys)
+    for sequence in (2, 3):
+        drop_delta(lists, keys[0], sequence)
+    assert await bl.reload_dir() is not None
+    await bl._write_full_async()
+    assert bl.file_table is not None
+    folded = bl.file_table.path
+    again = restarted(tmp_path, keys, bl)
+    seen = phases(again)
+    again.load_initial()
+    assert seen == [] and again.compiles == 0 and again.deltas_since_compiled() == []
+    assert again.file_table is not None and again.file_table.path == folded
+    enforces_chain(again, 3)
