@@ -34,9 +34,9 @@ from proxy.blocklist.format import (
 
 @dataclass(frozen=True, slots=True)
 class Chain:
-    """The directory's newest version as the full version it rests on and the deltas over
-    it, oldest first, as their headers claim (unverified: what to read, never what to
-    enforce; each file is verified when it is read)."""
+    """The directory's newest version as a base (the enforced version, or a newer full one)
+    and the deltas over it, oldest first, as their headers claim (unverified: what to read,
+    never what to enforce; each file is verified when it is read)."""
 
     base: Path
     header: Header  # the base's
