@@ -36,8 +36,10 @@ def _part(s: str) -> bytes:
 
 
 def node_key(url_key: str) -> bytes:
-    """The root node of a url key: every query entry under it is below."""
-    return _part(url_key)
+    """The root node of a url key: every query entry under it is below. (`_part`, inlined:
+    every request with a query to a host with query entries asks for its root.)"""
+    b = url_key.encode("utf-8", "surrogatepass")
+    return len(b).to_bytes(4, "little") + b
 
 
 def child_key(parent: bytes, pair: tuple[str, str]) -> bytes:
@@ -64,12 +66,20 @@ def walk(url_key: str, have: QueryPairs, visit: Visit[T]) -> T | None:
     children after its siblings. The order depends on the request only. Each distinct
     sub-multiset is visited at most once: among equal pairs of `have`, only the first not yet
     used starts a child."""
-    found, more = visit(node_key(url_key))
+    root = node_key(url_key)
+    found, more = visit(root)
     if found is not None or not more:
         return found
+    return walk_below(root, have, visit)
+
+
+def walk_below(root: bytes, have: QueryPairs, visit: Visit[T]) -> T | None:
+    """`walk` past a root its caller has visited and found children under (a table probes
+    the root on its own: most url keys have no query entries, and the walk's setup is then
+    not paid)."""
     n = len(have)
     # (node key, index in `have` its children start from), explored depth first in order
-    stack: list[tuple[bytes, int]] = [(node_key(url_key), 0)]
+    stack: list[tuple[bytes, int]] = [(root, 0)]
     while stack:
         key, start = stack.pop()
         children: list[tuple[bytes, int]] = []
