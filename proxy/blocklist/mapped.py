@@ -80,21 +80,6 @@ def _nothing(_kind: int, _key: bytes) -> tuple[int, ...]:
 
 
 _BITS: dict[int, tuple[int, ...]] = {}
-_GROUP_KEYS: dict[str, bytes] = {}
-GROUP_KEYS = 8192  # request hosts whose group key is remembered (`_group_key`)
-
-
-def _group_key(k: MatchKeys) -> bytes:
-    """The key of a request host's summary: its `host_group`, encoded. Memoised by host (a
-    node serves few hosts: admit answers 421 to others), emptied when `GROUP_KEYS` are held.
-    A name's last two labels are its next to last suffix; an IP literal's, not."""
-    suffixes = k.host_suffixes
-    group = suffixes[-2] if len(suffixes) > 1 else host_group(k.host)
-    kb = group.encode("utf-8", "surrogatepass")
-    if len(_GROUP_KEYS) >= GROUP_KEYS:
-        _GROUP_KEYS.clear()
-    _GROUP_KEYS[k.host] = kb
-    return kb
 
 
 def _bits(mask: int) -> tuple[int, ...]:
@@ -331,7 +316,12 @@ class MappedSnapshot(Snapshot):
         if not self._request_side:
             return None
         find = self.table.find  # a miss is one hash and a bucket scan per probe, no decoding
-        group = _GROUP_KEYS.get(k.host) or _group_key(k)
+        # the host's `host_group`: a name's last two labels are its next to last suffix, an
+        # IP literal's are not (it is its only suffix)
+        suffixes = k.host_suffixes
+        group = (suffixes[-2] if len(suffixes) > 1 else host_group(k.host)).encode(
+            "utf-8", "surrogatepass"
+        )
         if self._summarised:
             found = find(_SUMMARY, group)
             if found:
@@ -351,7 +341,22 @@ class MappedSnapshot(Snapshot):
             entry = self._check_hosts(k, labels, ov_labels)
             if entry is not None:
                 return entry
-        if depths or ov_depths:
+        if depths and not (ov_depths or case_sensitive or depths >> _LAST_DEPTH):
+            # `_check_prefixes` of the common case, inlined (its call and set-up were a tenth
+            # of a listed host's check): base entries only, at depths below the last bit
+            key = k.url_key
+            ends = k.prefix_ends
+            top = len(ends)
+            for depth in _BITS.get(depths) or _bits(depths):
+                if depth >= top:
+                    break
+                pk = key[: ends[depth]]
+                found = find(_PREFIX, pk.encode("utf-8", "surrogatepass"))
+                if found:
+                    entry = self._pick(found, _T_PREFIX, pk, False)
+                    if entry is not None:
+                        return entry
+        elif depths or ov_depths:
             entry = self._check_prefixes(k, depths, ov_depths, case_sensitive)
             if entry is not None:
                 return entry
@@ -371,7 +376,14 @@ class MappedSnapshot(Snapshot):
                         if exact_url_key(entry.value) == want:
                             return entry
         if k.query and (flags | ov_flags) & HAS_URLQ:
-            return self._check_query(k, case_sensitive, flags & HAS_URLQ, ov_flags & HAS_URLQ)
+            # the query trie's root, on its own: most url keys under a host with query
+            # entries have none, and cost this one probe. A listed query has a pair at least,
+            # so no entry sits on the root: only whether any lies below it.
+            root = node_key(k.url_key)
+            in_base = flags & HAS_URLQ
+            overlay = ov_flags & HAS_URLQ
+            if in_base and find(_URLQ_NODE, root) or overlay and self._overlay.query_node(root)[0]:
+                return self._check_query(k, root, case_sensitive, in_base, overlay)
         return None
 
     def _check_hosts(self, k: MatchKeys, labels: int, ov_labels: int) -> Entry | None:
@@ -410,13 +422,15 @@ class MappedSnapshot(Snapshot):
         for depth in levels:
             if depth >= top:
                 break
-            bit = min(depth, _LAST_DEPTH)
-            in_base = depths >> bit & 1
+            bit = depth if depth < _LAST_DEPTH else _LAST_DEPTH
             overlay = ov_depths >> bit & 1
             pk = key[: ends[depth]]
-            found = find(_PREFIX, pk.encode("utf-8", "surrogatepass")) if in_base else ()
-            if not found and not overlay:
-                continue
+            if depths >> bit & 1:
+                found = find(_PREFIX, pk.encode("utf-8", "surrogatepass"))
+                if not found and not overlay:
+                    continue
+            else:
+                found = ()
             if not case_sensitive:
                 entry = self._pick(found, _T_PREFIX, pk, overlay)
                 if entry is not None:
@@ -429,22 +443,16 @@ class MappedSnapshot(Snapshot):
         return None
 
     def _check_query(
-        self, k: MatchKeys, case_sensitive: bool, base: int, ov_urlq: int
+        self, k: MatchKeys, root: bytes, case_sensitive: bool, base: int, ov_urlq: int
     ) -> Entry | None:
-        """Url entries with a query: the query trie (`proxy.blocklist.querytrie`) of the base
-        (a node record per prefix, entries on the record of their whole query; not probed when
-        `base` is false: its summary lists no query under this host), then the overlay's
-        (only when `ov_urlq`: its summary lists one), node by node. The root is probed first,
-        on its own: most url keys under a host with query entries have none, and cost that
-        one probe."""
+        """Url entries with a query, below a query trie `root` that has some: the trie
+        (`proxy.blocklist.querytrie`) of the base (a node record per prefix, entries on the
+        record of their whole query; not probed when `base` is false: its summary lists no
+        query under this host), then the overlay's (only when `ov_urlq`: its summary lists
+        one), node by node."""
         assert k.query is not None
         hidden, overlay, table = self._hidden, self._overlay, self.table
         find = table.find if base else _nothing
-        root = node_key(k.url_key)
-        # a listed query has a pair at least, so no entry sits on the root: only whether any
-        # lies below it
-        if not (find(_URLQ_NODE, root) or ov_urlq and overlay.query_node(root)[0] > 0):
-            return None
         want = k.host + k.exact_path if case_sensitive else None
 
         def visit(node: bytes) -> tuple[Entry | None, bool]:

@@ -1,6 +1,6 @@
 """Issue 12's miss-path budget: what `MappedSnapshot.check_keys` probes, and that the shortcuts
-taken for it (the overlay's own host group summaries, one-unpack record reads, memoised group
-keys) change no answer."""
+taken for it (the overlay's own host group summaries, one-unpack record reads, the group key
+taken from the host's suffixes) change no answer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import proxy.blocklist.table as table_mod
 from proxy.blocklist.keys import MatchKeys, host_suffixes
-from proxy.blocklist.mapped import MappedSnapshot, _group_key
+from proxy.blocklist.mapped import MappedSnapshot
 from proxy.blocklist.model import Entry, EntryType
 from proxy.blocklist.snapshot import Snapshot
 from proxy.blocklist.table import Kind, MappedTable, host_group, write_table
@@ -122,21 +122,34 @@ def test_a_host_entry_of_one_label_pushed_blocks_every_host_under_it(tmp_path: P
 
 @pytest.mark.parametrize(
     "host",
-    [*ODD_HOSTS, "", "a..b", ".b", "a.b", "x.10.0.0.1", "10.0.0.1", "[::1]", "a" * 300 + ".ex"],
+    [*ODD_HOSTS, "a..b", ".b", "a.b", "x.10.0.0.1", "10.0.0.1", "[::1]", "a" * 300 + ".ex"],
 )
-def test_a_request_hosts_group_key_is_its_host_group(host: str) -> None:
+def test_a_request_hosts_summary_is_its_host_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
     """Taken from its suffixes (`keys.host_suffixes`) when it has several, as `host_group`
     would compute it, whatever the host (IP literals and overlong names have one suffix)."""
+    snap = mapped(tmp_path, [Entry("p", EntryType.PREFIX, "http://a.example/x/")])
+    asked: list[bytes] = []
+    find = MappedTable.find
+
+    def recorded(table: MappedTable, kind: int, key: bytes) -> tuple[int, ...]:
+        if kind == Kind.SUMMARY:
+            asked.append(key)
+        return find(table, kind, key)
+
+    monkeypatch.setattr(MappedTable, "find", recorded)
     k = MatchKeys(
         host=host,
-        path="/",
-        exact_path="/",
+        path="/x",
+        exact_path="/x",
         query=None,
         host_suffixes=host_suffixes(host),
-        url_key=host + "/",
-        prefix_ends=(len(host) + 1,),
+        url_key=host + "/x",
+        prefix_ends=(len(host) + 1, len(host) + 2),
     )
-    assert _group_key(k) == host_group(host).encode("utf-8", "surrogatepass")
+    assert snap.check_keys(k) is None
+    assert asked == [host_group(host).encode("utf-8", "surrogatepass")]
 
 
 def test_records_of_several_entries_and_summaries_read_whole(tmp_path: Path) -> None:
