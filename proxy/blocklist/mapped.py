@@ -80,6 +80,23 @@ def _nothing(_kind: int, _key: bytes) -> tuple[int, ...]:
 
 
 _BITS: dict[int, tuple[int, ...]] = {}
+_GROUP_KEYS: dict[str, bytes] = {}
+GROUP_KEYS = 8192  # request hosts whose group key is remembered (`_group_key`)
+
+
+def _group_key(k: MatchKeys) -> bytes:
+    """The key a request host's summary is filed under: its `host_group`, encoded (a name's
+    last two labels are its next to last suffix; an IP literal's are not: it is its only
+    suffix). Remembered for the first `GROUP_KEYS` hosts, never dropped: the hosts that reach
+    the check are a node's sites (admit answers 421 to any other), few and steady, and a
+    memo that emptied when full made a node with more of them compute and store each time."""
+    suffixes = k.host_suffixes
+    group = (suffixes[-2] if len(suffixes) > 1 else host_group(k.host)).encode(
+        "utf-8", "surrogatepass"
+    )
+    if len(_GROUP_KEYS) < GROUP_KEYS:
+        _GROUP_KEYS[k.host] = group
+    return group
 
 
 def _bits(mask: int) -> tuple[int, ...]:
@@ -316,12 +333,7 @@ class MappedSnapshot(Snapshot):
         if not self._request_side:
             return None
         find = self.table.find  # a miss is one hash and a bucket scan per probe, no decoding
-        # the host's `host_group`: a name's last two labels are its next to last suffix, an
-        # IP literal's are not (it is its only suffix)
-        suffixes = k.host_suffixes
-        group = (suffixes[-2] if len(suffixes) > 1 else host_group(k.host)).encode(
-            "utf-8", "surrogatepass"
-        )
+        group = _GROUP_KEYS.get(k.host) or _group_key(k)
         if self._summarised:
             found = find(_SUMMARY, group)
             if found:
