@@ -64,7 +64,11 @@ PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
-class AccessRecord(msgspec.Struct, omit_defaults=True):
+class AccessRecord(msgspec.Struct, omit_defaults=True, gc=False):
+    """One line's fields. Never tracked by the collector (`gc=False`: it holds strings and
+    numbers only, so it can be in no cycle): a batch makes one per row, and tracked they
+    counted towards young collections like any container."""
+
     time: str
     worker: int
     client: str
