@@ -432,6 +432,28 @@ async def test_a_big_batch_is_formatted_a_chunk_a_loop_turn(tmp_path: Path) -> N
     al.close()
 
 
+async def test_a_chunked_batch_is_handed_to_the_writer_once(tmp_path: Path) -> None:
+    """Each hand-over to the writer thread is an executor job, a thread wake-up and a
+    callback on the loop; a batch formatted in chunks is handed over once, when its last
+    chunk is formatted, not once per chunk."""
+    log = tmp_path / "a.log"
+    al = AccessLog(str(log), 1.0, ["a"], 0, flush_interval_s=0.01, format_chunk_rows=10)
+    drains: list[int] = []
+    real_drain = al._drain
+
+    def drain_counted() -> None:
+        drains.append(len(al._pending))
+        real_drain()
+
+    al._drain = drain_counted  # type: ignore[method-assign]
+    for n in range(35):
+        al.record(fake_ctx(f"/{n}"), 0.001)  # type: ignore[arg-type]
+    records = await read_lines(log, 35)
+    assert [r["target"] for r in records] == [f"/{n}" for n in range(35)]
+    assert drains == [4]  # one hand-over, the batch's four chunks in it
+    al.close()
+
+
 async def test_a_hit_row_holds_nothing_the_collector_must_keep_tracking(tmp_path: Path) -> None:
     """Rows wait up to flush_interval_s; a hit's row is plain values, so the young
     collections untrack it and no row is carried into the oldest generation (issue 18: with

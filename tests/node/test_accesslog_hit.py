@@ -195,3 +195,49 @@ async def test_unusual_ids_and_entries_still_give_the_slow_paths_line(
             fast.record_hit(request, entry, 0, 200, 10, 0.001)  # type: ignore[arg-type]
             slow.record(_ctx(request, entry, 0, 200, 10), 0.001)  # type: ignore[arg-type]
         assert _lines(fast) == _lines(slow)
+
+
+async def test_durations_and_times_are_written_as_before(tmp_path: Path) -> None:
+    """A hit row's duration is `round(elapsed_ms, 3)` (half-µs ties included: a cheaper
+    `round(µs) / 1000` was tried and wrote 0.0 for 0.0005 ms) and its time's milliseconds
+    are `int(fraction * 1000)`, now looked up in a table instead of an f-string's `:03d`:
+    the same numbers as ever."""
+    rng = random.Random(7)
+    durations = [*DURATIONS, 0.0000005, 0.0000015, 0.0010005, 1.0, 86_400.0]
+    durations += [rng.random() * rng.choice([1e-5, 1e-3, 1.0, 100.0]) for _ in range(3000)]
+    times = [*TIMES, 1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0005]
+    times += [1_700_000_000 + rng.random() * 86_400 for _ in range(3000)]
+    log = AccessLog(str(tmp_path / "a.log"), 1.0, ["s"], 0)
+    target = canonical_target(b"/d", b"a.test")
+    entry = _entry(target, b"text/plain", ())
+    for at, elapsed in zip(times, durations, strict=False):
+        request = _request(
+            "GET", b"/d", b"a.test", "1.1", False, "10.0.0.1", at, b"", b"", b"", True
+        )
+        log.record_hit(request, entry, 0, 200, 1, elapsed)  # type: ignore[arg-type]
+    got = [json.loads(line) for line in _lines(log)]
+    pairs = list(zip(times, durations, strict=False))
+    assert [r["duration_ms"] for r in got] == [round(e * 1000.0, 3) for _, e in pairs]
+    second = [int(at) for at, _ in pairs]
+    assert [r["time"][-5:] for r in got] == [
+        f".{int((at - s) * 1000):03d}Z" for (at, _), s in zip(pairs, second, strict=True)
+    ]
+
+
+async def test_an_entrys_fields_go_with_it(tmp_path: Path) -> None:
+    """The fields worked out once per entry are held by the entry's id only while it lives:
+    an evicted entry takes them along, and a new entry at the same address gets its own."""
+    import gc
+
+    log = AccessLog(str(tmp_path / "a.log"), 1.0, ["s"], 0)
+    request = _request(
+        "GET", b"/a", b"a.test", "1.1", False, "10.0.0.1", TIMES[0], b"", b"", b"", True
+    )
+    for n in range(50):
+        entry = _entry(canonical_target(b"/e%d" % n, b"a.test"), b"text/plain", ())
+        log.record_hit(request, entry, 0, 200, 1, 0.001)  # type: ignore[arg-type]
+    del entry
+    gc.collect()
+    assert not log._per_entry
+    got = [json.loads(line)["target"] for line in _lines(log)]
+    assert got == [f"/e{n}" for n in range(50)]
