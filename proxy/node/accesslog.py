@@ -106,7 +106,14 @@ _HitRow = tuple[
     float, str, str, bytes, str, bool, bytes, "bytes | None", str, str,
     _Fields, int, int, float,
 ]  # fmt: skip
-_HIT_ROW_LEN = 14
+# Rows are kept flat, `_SLOTS` list slots each: a memo hit's 14 values, or a context row
+# (`_Row`, one tuple) and padding. A tuple per hit, alive for up to `flush_interval_s`, was a
+# container the collector tracked until a young collection untracked it, so each logged hit
+# moved the young generation one step towards a collection (measured in process: 385 young
+# and 35 middle collections for 300,000 logged hits, ~0.3 µs a hit; 102 and 9 without the
+# log); values added to a list in place leave it where it was.
+_SLOTS = 14
+_PAD = (None,) * (_SLOTS - 1)
 
 
 class AccessLog:
@@ -141,7 +148,9 @@ class AccessLog:
         self.written = 0  # lines handed to the OS
         self.write_errors = 0
         self.lost = 0  # lines a failed write took with it
-        self._rows: list[_Row | _HitRow] = []
+        self._rows: list[Any] = []  # flat: `_SLOTS` slots a record
+        self._done = 0  # slots of `_rows` formatted already (a batch being formatted in chunks)
+        self._max_slots = max_buffered * _SLOTS
         self._timer: asyncio.Handle | None = None  # the next batch's, or its next chunk's
         self._pending: collections.deque[bytes] = collections.deque()
         # Each counter has one writer (the loop thread, or whoever holds _lock): no lost updates.
@@ -171,11 +180,12 @@ class AccessLog:
         if self._sampling and random.random() >= self.sample:
             return
         rows = self._rows
-        if len(rows) >= self.max_buffered:
+        if len(rows) >= self._max_slots:
             self._drop(1)
             return
         row = (ctx.request, ctx, ctx.site_index, ctx.status, ctx.result, ctx.bytes_sent)
         rows.append((*row, elapsed_s))
+        rows += _PAD
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
 
@@ -197,31 +207,17 @@ class AccessLog:
         if self._sampling and random.random() >= self.sample:
             return
         rows = self._rows
-        if len(rows) >= self.max_buffered:
+        if len(rows) >= self._max_slots:
             self._drop(1)
             return
         held = self._per_entry.get(id(entry))
         fixed = held[1] if held is not None else self._fields_of(entry, site_index)
         ua, referer = _client_fields(request)
         r = request
-        rows.append(
-            (
-                r.received_at,
-                r.client_ip,
-                r.method,
-                r.raw_target,
-                r.http_version,
-                r.tls,
-                r.id_field,
-                r.host,
-                ua,
-                referer,
-                fixed,
-                status,
-                nbytes,
-                elapsed_s,
-            )  # fmt: skip
-        )
+        rows += (
+            r.received_at, r.client_ip, r.method, r.raw_target, r.http_version, r.tls,
+            r.id_field, r.host, ua, referer, fixed, status, nbytes, elapsed_s,
+        )  # fmt: skip
         if self._timer is None and not self._closed:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
 
@@ -240,19 +236,18 @@ class AccessLog:
 
     def _tick(self) -> None:
         self._timer = None
+        rows, done = self._rows, self._done
         if self._queued_bytes - self._written_bytes < MAX_PENDING_BYTES:
-            rows = self._rows
-            if len(rows) > self.format_chunk_rows:
+            stop = done + self.format_chunk_rows * _SLOTS
+            if len(rows) > stop:
                 # The rest in the next loop turns: a whole batch at once (thousands of rows
                 # at tens of thousands of hits a second) held the loop for milliseconds.
-                n = self.format_chunk_rows
-                self._rows = rows[n:]
-                self._format(rows[:n])
+                self._format(rows[done:stop])
+                self._done = stop
                 self._timer = asyncio.get_running_loop().call_soon(self._tick)
                 return  # the writer thread is woken once the whole batch is formatted
-            else:
-                self._format_rows()
-        elif self._rows:
+            self._format_rows()
+        elif len(rows) > done:
             # The writer is behind; keep the rows (bounded by max_buffered) and try again.
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, self._tick)
         self._start_drain()
@@ -270,22 +265,24 @@ class AccessLog:
         self._start_drain()  # a batch formatted while the thread was finishing
 
     def _format_rows(self) -> None:
-        rows, self._rows = self._rows, []
-        if rows:
-            self._format(rows)
+        rows, done = self._rows, self._done
+        self._rows, self._done = [], 0
+        if len(rows) > done:
+            self._format(rows[done:] if done else rows)
 
     def _format(self, rows: list[_Row | _HitRow]) -> None:
         data = self.format(rows)
         self._queued_bytes += len(data)
         self._pending.append(data)
 
-    def format(self, rows: list[_Row | _HitRow]) -> bytes:
+    def format(self, rows: list[Any]) -> bytes:
+        """The lines of `rows`, flat (`_SLOTS` slots a record)."""
         records = self.records(rows)
         if self.text:
             return "".join(_text_line(r) for r in records).encode("utf-8", "backslashreplace")
         return self._encoder.encode_lines(records)
 
-    def records(self, rows: list[_Row | _HitRow]) -> list[AccessRecord]:
+    def records(self, rows: list[Any]) -> list[AccessRecord]:
         """A batch's records, in one loop: a memo hit's row (most of them) is unpacked here,
         with the time's second and the id's reader at hand, instead of through calls per row
         (they were half of a hit row's 2 µs)."""
@@ -295,14 +292,13 @@ class AccessLog:
         ids = self.request_ids
         id_value = ids.value if ids is not None else None
         last_second, second_text = self._second, self._second_text
-        for row in rows:
-            if len(row) != _HIT_ROW_LEN:
-                append(self.to_record(row))  # type: ignore[arg-type]
+        for (
+            at, client, method, raw_target, version, tls, id_field, sent_host, ua, referer,
+            fixed, status, nbytes, elapsed,
+        ) in zip(*(iter(rows),) * _SLOTS, strict=False):  # fmt: skip
+            if type(at) is tuple:  # a context row, and padding
+                append(self.to_record(at))
                 continue
-            (
-                at, client, method, raw_target, version, tls, id_field, sent_host, ua,
-                referer, fixed, status, nbytes, elapsed,
-            ) = row  # type: ignore[misc]  # fmt: skip
             site_name, host, target_text, key, ctype = fixed
             second = int(at)
             if second != last_second:
