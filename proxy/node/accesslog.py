@@ -1,9 +1,9 @@
 """The access log: one line per (sampled) request, JSON or text, written in batches off the
 hot path.
 
-`record()` is all a request pays: a sampling draw (only when sampling), one tuple appended to a
-list (holding the request and its context: every field is read from them later; a memo hit's,
-`record_hit`, holds plain values and its entry's fields worked out once per entry),
+`record()` is all a request pays: a sampling draw (only when sampling), one row added to a
+flat list (the request and its context: every field is read from them later; a memo hit's,
+`record_hit`, plain values and its entry's fields worked out once per entry),
 and a timer armed on the first record of a batch. Every `FLUSH_INTERVAL_S` the batch is
 formatted (msgspec for JSON), `FORMAT_CHUNK_ROWS` rows a loop turn so that requests are answered
 between chunks, and handed to a writer thread, which appends it with one `os.write`
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from proxy.metrics import WorkerStats
 
 FLUSH_INTERVAL_S = 0.2
-MAX_BUFFERED = 65536  # records waiting to be formatted
+MAX_BUFFERED = 65536  # records held: waiting, or in the batch being formatted
 # Rows formatted per loop turn (~2 µs each): a batch is formatted a chunk at a time, requests
 # answered between chunks, so the log never holds the loop for more than about half a ms.
 FORMAT_CHUNK_ROWS = 256
@@ -99,15 +99,11 @@ class AccessRecord(msgspec.Struct, omit_defaults=True, gc=False):
 _Row = tuple["FrontRequest", "RequestCtx", int, int, str, int, float]
 # A memo hit's fields that depend on its entry alone: site, host, target, key, content type.
 _Fields = tuple[str, str, str, str, str]
-# What `record_hit` keeps, plain values only: (received at, client, method, raw target,
-# version, tls, request id field, Host as sent, user agent, referer, the entry's fields
-# (`_entry_fields`: site, host, target, key, content type), status, bytes, elapsed seconds).
-_HitRow = tuple[
-    float, str, str, bytes, str, bool, bytes, "bytes | None", str, str,
-    _Fields, int, int, float,
-]  # fmt: skip
+# What `record_hit` keeps, plain values only, in 14 slots: received at (float), client,
+# method, raw target, version, tls, request id field, Host as sent, user agent, referer, the
+# entry's fields (`_Fields`), status, bytes, elapsed seconds.
 # Rows are kept flat, `_SLOTS` list slots each: a memo hit's 14 values, or a context row
-# (`_Row`, one tuple) and padding. A tuple per hit, alive for up to `flush_interval_s`, was a
+# (`_Row`, one tuple: its first slot tells them apart) and padding. A tuple per hit, alive for up to `flush_interval_s`, was a
 # container the collector tracked until a young collection untracked it, so each logged hit
 # moved the young generation one step towards a collection (measured in process: 385 young
 # and 35 middle collections for 300,000 logged hits, ~0.3 µs a hit; 102 and 9 without the
@@ -149,7 +145,9 @@ class AccessLog:
         self.write_errors = 0
         self.lost = 0  # lines a failed write took with it
         self._rows: list[Any] = []  # flat: `_SLOTS` slots a record
-        self._done = 0  # slots of `_rows` formatted already (a batch being formatted in chunks)
+        # Slots of `_rows` formatted already (a batch formatted in chunks): they count towards
+        # `max_buffered` until its last chunk, as the list is emptied only then.
+        self._done = 0
         self._max_slots = max_buffered * _SLOTS
         self._timer: asyncio.Handle | None = None  # the next batch's, or its next chunk's
         self._pending: collections.deque[bytes] = collections.deque()
@@ -200,10 +198,10 @@ class AccessLog:
     ) -> None:
         """`record` for the hot hit path, which has no RequestCtx to hand (building one just to
         log it would scan the header list again). Its row holds only strings, bytes and
-        numbers (`_HitRow`), no request or entry: rows wait up to `flush_interval_s`, and
-        objects the collector tracks, kept that long at tens of thousands of hits a second,
-        made collections of every generation (pauses of 10-25 ms, measured); a tuple of plain
-        values is untracked by the first young collection that meets it."""
+        numbers, no request or entry: rows wait up to `flush_interval_s`, and objects the
+        collector tracks, kept that long at tens of thousands of hits a second, made
+        collections of every generation (pauses of 10-25 ms, measured); the row's values go
+        into the flat list in place (`_SLOTS`), so it leaves the collector nothing to walk."""
         if self._sampling and random.random() >= self.sample:
             return
         rows = self._rows
@@ -270,7 +268,7 @@ class AccessLog:
         if len(rows) > done:
             self._format(rows[done:] if done else rows)
 
-    def _format(self, rows: list[_Row | _HitRow]) -> None:
+    def _format(self, rows: list[Any]) -> None:
         data = self.format(rows)
         self._queued_bytes += len(data)
         self._pending.append(data)
