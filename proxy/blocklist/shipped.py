@@ -40,7 +40,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -219,8 +219,7 @@ def adopt(
         linked = install == "link" and _linked(table_path, tmp)
         if not linked:
             _copy(table_path, tmp, manifest)
-        _hashed(table_path, tmp, manifest, progress)
-        table = _checked_table(table_path, tmp, manifest)
+        table = _checked_table(table_path, tmp, manifest, progress)
         _spot_check(offer, table, spot_check, rng or random.SystemRandom())
         del table  # unmapped before its header is rewritten
         if linked:
@@ -327,21 +326,20 @@ def _copy(src: Path, tmp: Path, m: Manifest) -> None:
         raise Rejected(Reason.COPY, f"{src}: cannot copy: {e.strerror or e}") from None
 
 
-def _hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> None:
-    """The node's file `tmp` (a copy, or a link) is the manifest's table: length and sha256."""
+def _hashed(src: Path, tmp: Path, m: Manifest) -> None:
+    """The node's file `tmp` (a copy, or a link) is the manifest's table: length and sha256,
+    read plainly (only for a file whose own header does not parse: which check failed)."""
     digest = hashlib.sha256()
-    read = 0
     try:
         with open(tmp, "rb") as f:
             while chunk := f.read(_COPY_BYTES):
                 digest.update(chunk)
-                read += len(chunk)
-                if progress is not None and m.table_bytes:
-                    progress(m.lines * min(read, m.table_bytes) // m.table_bytes, m.lines)
     except OSError as e:
         raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
-    if read != m.table_bytes:
-        raise Rejected(Reason.TABLE_SIZE, f"{src}: {read} bytes, the manifest says {m.table_bytes}")
+    _matches(src, digest, m)
+
+
+def _matches(src: Path, digest: Any, m: Manifest) -> None:
     if digest.hexdigest() != m.table_sha256:
         raise Rejected(Reason.TABLE_HASH, f"{src}: sha256 does not match the manifest's")
 
@@ -364,12 +362,36 @@ def _copy_bytes(src: BinaryIO, out: BinaryIO, size: int) -> None:
             left -= len(chunk)
 
 
-def _checked_table(src: Path, tmp: Path, m: Manifest) -> MappedTable:
+def _checked_table(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> MappedTable:
+    """The node's file `tmp` (a copy, or a link) is the manifest's table (length, sha256) and
+    a whole one (header, bounds, body checksum, counts): the sha256 and the checksum in one
+    pass over the file. A mismatch of the bytes is told before what it broke."""
+    try:
+        size = os.stat(tmp).st_size
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
+    if size != m.table_bytes:
+        raise Rejected(Reason.TABLE_SIZE, f"{src}: {size} bytes, the manifest says {m.table_bytes}")
     try:
         table = MappedTable(tmp)
-        table.verify()
     except TableError as e:
+        _hashed(src, tmp, m)  # altered bytes are reported as such
         raise Rejected(Reason.TABLE_CORRUPT, f"{src}: {e}") from None
+    digest = hashlib.sha256()
+    lines = m.lines
+
+    def read(done: int, total: int) -> None:
+        if progress is not None and total:
+            progress(lines * done // total, lines)
+
+    try:
+        table.verify(whole=digest, progress=read)
+    except TableError as e:
+        _matches(src, digest, m)
+        raise Rejected(Reason.TABLE_CORRUPT, f"{src}: {e}") from None
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
+    _matches(src, digest, m)
     if not table.summaries:
         raise Rejected(Reason.TABLE_FORMAT, f"{src}: not a {TABLE_FORMAT} table")
     counts = {str(t): n for t, n in table.counts.items()}

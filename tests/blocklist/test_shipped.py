@@ -247,6 +247,20 @@ def truncated(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
     table.write_bytes(table.read_bytes()[:-100])
 
 
+def altered_and_vouched(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    """A body byte changed and the manifest signed for it: only the table's own checksum,
+    taken in the same pass as the sha256, finds it."""
+    altered(table, manifest, keys)
+    resign(manifest, keys[0], table_sha256=hashlib.sha256(table.read_bytes()).hexdigest())
+
+
+def altered_header(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    """A header byte changed: the header no longer parses, and the bytes are what is told."""
+    raw = bytearray(table.read_bytes())
+    raw[20] ^= 0xFF
+    table.write_bytes(bytes(raw))
+
+
 def truncated_and_vouched(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
     table.write_bytes(table.read_bytes()[:-100])
     resign(
@@ -278,6 +292,8 @@ def no_manifest(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
         (another_canonicaliser, "canonicaliser"),
         (truncated, "table-size"),
         (truncated_and_vouched, "table-corrupt"),
+        (altered_and_vouched, "table-corrupt"),
+        (altered_header, "table-hash"),
         (lacks_entries, "spot-check"),
         (no_manifest, "incomplete"),
     ],
