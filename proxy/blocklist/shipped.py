@@ -234,6 +234,25 @@ def adopt(
     return True
 
 
+def vouches(version: Path, header_line: bytes, public_key_pem: bytes) -> bool:
+    """A manifest beside `version`, signed by the configured key, binds this exact header
+    line (its sequence, its bytes' sha256, its entry lines' sha256): the version's own
+    signature over every byte need not be checked (`format.Reading.vouched`). False for no
+    manifest or any fault in it: the version is then checked as always, and `adopt` says
+    why its table is refused."""
+    _, manifest_path = companions(version)
+    try:
+        m = _manifest(manifest_path, public_key_pem)
+        header = msgspec.json.decode(header_line, type=Header)
+    except (Rejected, msgspec.DecodeError):
+        return False
+    return (
+        header.base is None
+        and (m.sequence, m.entries_sha256) == (header.sequence, header.sha256)
+        and m.header_sha256 == hashlib.sha256(header_line).hexdigest()
+    )
+
+
 def _manifest(path: Path, public_key_pem: bytes) -> Manifest:
     try:
         with open(path, "rb") as f:
