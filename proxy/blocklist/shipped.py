@@ -23,6 +23,10 @@ its row (`MappedTable.holds`). Only then is the copy the file layer, stamped wit
 version. Any mismatch raises `Rejected` with a `Reason` (logged, counted by the supervisor);
 the caller then compiles the version itself, as without companions.
 
+A manifest that binds the version's exact header also spares the version's own Ed25519 check
+over every byte (`vouches`, `format.Reading.vouched`): the header's sha256 of the entry lines
+is still checked, so every byte stays vouched for by the key, once.
+
 What the spot check does not prove: lines it did not sample. A table is trusted for those
 because the key that signs the version signed the manifest: the check guards against a signer
 whose canonicaliser or writer differs from the node's (a missed version bump, a bug), not
