@@ -31,7 +31,9 @@ read transaction 2, opening the record 1.5, the `Entry` 1.3). So the memo's hits
 once per worker and generation (`prove_at`) and then only check that the value under its key is
 still the one proven, by length and seal, and copy its body (`get_hot`, `get_proven`, `Proven`:
 the seal proves what was proven, and LMDB never rewrites a committed value in place):
-`python -m benchmarks.node_tier` (benchmarks/README.md, "Proven once per record").
+`python -m benchmarks.node_tier` (benchmarks/README.md, "Proven once per record"). The hits
+of one loop turn share one read transaction (`_turn_reader`), and the memo's reference holds
+its proof weakly (`proxy.cache.tiered.NodeRef`): benchmarks/README.md, "Node-tier hits".
 
 Commits are not fsynced (`sync=False`): a crashed *process* loses nothing (its writes are in
 the page cache), a crashed *kernel* may lose or tear the last transactions. So the tier
@@ -223,7 +225,7 @@ class Proven:
     the mapped value on each hit (`get_proven`) and emptied again at the next (`get_hot`),
     so no body the node tier serves stays held in a worker."""
 
-    __slots__ = ("ikey", "seal", "length", "body_at", "body_end", "entry", "held")
+    __slots__ = ("ikey", "seal", "length", "body_at", "body_end", "entry", "held", "__weakref__")
 
     def __init__(self, ikey: bytes, seal: bytes, length: int, body_at: int, entry: Entry) -> None:
         self.ikey = ikey
@@ -582,23 +584,25 @@ class NodeTier:
             return None
         return self._load(ikey, (target.authority, target.raw_path_query), (), (), target)
 
-    def get_hot(self, ikey: bytes, target: Target) -> Entry | None:
-        """`get_at` for the memo's hits: a record this worker proved before is answered by
-        `get_proven` (checked to be the same record, its body copied), any other is proven
-        (`prove_at`) and remembered within `proof_bytes`. The entry returned is this
-        worker's proof of the record, lent with this read's body until the next `get_hot`
-        or the end of the loop turn, which empty it: no body stays held here."""
+    def get_hot(self, ikey: bytes, target: Target, p: Proven | None = None) -> Proven | None:
+        """`get_at` for the memo's hits: a record this worker proved before (`p`, when the
+        caller holds it, else looked up by `ikey`) is answered by `get_proven` (checked to be
+        the same record, its body copied), any other is proven (`prove_at`) and remembered
+        within `proof_bytes`. Returns the proof, whose entry is lent with this read's body
+        until the next `get_hot` or the end of the loop turn, which empty it: no body stays
+        held here. A proof not remembered (`proof_bytes` 0, or emptied since) is held by no
+        one once the caller lets it go (the facade's `NodeRef` reaches it weakly)."""
         lent = self._lent
         if lent is not None:
             lent.body = b""
             self._lent = None
         proofs = self._proofs
-        p = proofs.get(ikey)
+        if p is None:
+            p = proofs.get(ikey)
         if p is not None:
-            entry = self.get_proven(p)
-            if entry is not None:
-                self._lent = entry
-                return entry
+            if self.get_proven(p) is not None:
+                self._lent = p.entry
+                return p
             self.forget_proof(ikey)  # rewritten or gone: proven anew, or a miss
         p = self.prove_at(ikey, target)
         if p is None:
@@ -610,7 +614,7 @@ class NodeTier:
             proofs[ikey] = p
             self._proofs_held += p.held
         self._lent = p.entry
-        return p.entry
+        return p
 
     def _return_lent(self) -> None:
         lent = self._lent

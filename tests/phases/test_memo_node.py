@@ -258,6 +258,10 @@ def test_proofs_are_bounded_in_bytes(tmp_path: Path) -> None:
                 assert hot is not None and hot[0].body == e.body
                 assert w.cache.node._proofs_held <= budget
                 assert len(w.cache.node._proofs) < (len(es) if budget else 1)
+                # the memo's references reach the proofs weakly: none outlives the bound
+                refs = w.memo._refs.values()
+                live = sum(r.proof is not None and r.proof() is not None for r in refs)
+                assert live == len(w.cache.node._proofs)
 
 
 async def test_the_hits_of_one_loop_turn_share_a_read_transaction(world: World) -> None:
