@@ -942,7 +942,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--targets", help="comma list of edgeproxy, nginx, varnish, trafficserver")
     parser.add_argument(
-        "--sizes", help="blocklist sizes (default 10,100000,1000000; quick 10,10000)"
+        "--sizes", help="blocklist sizes (default 10,1000000,10000000; quick 10,10000)"
     )
     parser.add_argument(
         "--apply-entries", type=int, help="entries in the version applied under load"
@@ -1040,7 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
     if not use_wrk and not args.no_wrk:
         print(WRK_INSTALL_HINT, flush=True)
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (
-        (10, 10_000) if quick else (10, 100_000, 1_000_000))  # fmt: skip
+        (10, 10_000) if quick else (10, 1_000_000, 10_000_000))  # fmt: skip
     settings = Settings(
         duration_s=args.duration_s or (1.0 if quick else 10.0),
         connections=args.connections,

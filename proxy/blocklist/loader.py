@@ -67,7 +67,7 @@ import msgspec
 
 from proxy.blocklist.format import BlocklistError, LoadInfo, Reading, SignedFile, read_version
 from proxy.blocklist.model import Compiled, Entry, EntryType, compile_entry
-from proxy.blocklist.shipped import Rejected, adopt
+from proxy.blocklist.shipped import Rejected, adopt, vouches
 from proxy.blocklist.table import MappedTable, TableWriter
 
 PROGRESS_EVERY_S = 0.5
@@ -434,6 +434,7 @@ def run(job: Job, emit: ProgressFn) -> Summary:
                 processes=job.processes,
                 stream=stream,
                 shipped=ship if use_tables and job.file_out else None,
+                vouched=lambda path, line: vouches(path, line, public_key),
             )
             if src.path:
                 got, errors = _read_base(src, public_key, info, reading)

@@ -23,6 +23,10 @@ its row (`MappedTable.holds`). Only then is the copy the file layer, stamped wit
 version. Any mismatch raises `Rejected` with a `Reason` (logged, counted by the supervisor);
 the caller then compiles the version itself, as without companions.
 
+A manifest that binds the version's exact header also spares the version's own Ed25519 check
+over every byte (`vouches`, `format.Reading.vouched`): the header's sha256 of the entry lines
+is still checked, so every byte stays vouched for by the key, once.
+
 What the spot check does not prove: lines it did not sample. A table is trusted for those
 because the key that signs the version signed the manifest: the check guards against a signer
 whose canonicaliser or writer differs from the node's (a missed version bump, a bug), not
@@ -40,7 +44,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import msgspec
 
@@ -50,6 +54,7 @@ from proxy.blocklist.format import (
     BlocklistError,
     Header,
     SignedFile,
+    copy_bytes,
     read_signed_object,
     signature_line,
     write_atomic,
@@ -219,8 +224,7 @@ def adopt(
         linked = install == "link" and _linked(table_path, tmp)
         if not linked:
             _copy(table_path, tmp, manifest)
-        _hashed(table_path, tmp, manifest, progress)
-        table = _checked_table(table_path, tmp, manifest)
+        table = _checked_table(table_path, tmp, manifest, progress)
         _spot_check(offer, table, spot_check, rng or random.SystemRandom())
         del table  # unmapped before its header is rewritten
         if linked:
@@ -232,6 +236,25 @@ def adopt(
         tmp.unlink(missing_ok=True)
         raise
     return True
+
+
+def vouches(version: Path, header_line: bytes, public_key_pem: bytes) -> bool:
+    """A manifest beside `version`, signed by the configured key, binds this exact header
+    line (its sequence, its bytes' sha256, its entry lines' sha256): the version's own
+    signature over every byte need not be checked (`format.Reading.vouched`). False for no
+    manifest or any fault in it: the version is then checked as always, and `adopt` says
+    why its table is refused."""
+    _, manifest_path = companions(version)
+    try:
+        m = _manifest(manifest_path, public_key_pem)
+        header = msgspec.json.decode(header_line, type=Header)
+    except (Rejected, msgspec.DecodeError):
+        return False
+    return (
+        header.base is None
+        and (m.sequence, m.entries_sha256) == (header.sequence, header.sha256)
+        and m.header_sha256 == hashlib.sha256(header_line).hexdigest()
+    )
 
 
 def _manifest(path: Path, public_key_pem: bytes) -> Manifest:
@@ -318,7 +341,7 @@ def _copy(src: Path, tmp: Path, m: Manifest) -> None:
                 raise Rejected(
                     Reason.TABLE_SIZE, f"{src}: {size} bytes, the manifest says {m.table_bytes}"
                 )
-            _copy_bytes(f, out, size)
+            copy_bytes(f, out, size)  # a short copy fails the sha256
             out.flush()
             os.fsync(out.fileno())
             if hasattr(os, "posix_fadvise"):  # the node maps its copy: the shipped pages can go
@@ -327,49 +350,54 @@ def _copy(src: Path, tmp: Path, m: Manifest) -> None:
         raise Rejected(Reason.COPY, f"{src}: cannot copy: {e.strerror or e}") from None
 
 
-def _hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> None:
-    """The node's file `tmp` (a copy, or a link) is the manifest's table: length and sha256."""
+def _hashed(src: Path, tmp: Path, m: Manifest) -> None:
+    """The node's file `tmp` (a copy, or a link) is the manifest's table: length and sha256,
+    read plainly (only for a file whose own header does not parse: which check failed)."""
     digest = hashlib.sha256()
-    read = 0
     try:
         with open(tmp, "rb") as f:
             while chunk := f.read(_COPY_BYTES):
                 digest.update(chunk)
-                read += len(chunk)
-                if progress is not None and m.table_bytes:
-                    progress(m.lines * min(read, m.table_bytes) // m.table_bytes, m.lines)
     except OSError as e:
         raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
-    if read != m.table_bytes:
-        raise Rejected(Reason.TABLE_SIZE, f"{src}: {read} bytes, the manifest says {m.table_bytes}")
+    _matches(src, digest, m)
+
+
+def _matches(src: Path, digest: Any, m: Manifest) -> None:
     if digest.hexdigest() != m.table_sha256:
         raise Rejected(Reason.TABLE_HASH, f"{src}: sha256 does not match the manifest's")
 
 
-def _copy_bytes(src: BinaryIO, out: BinaryIO, size: int) -> None:
-    """`size` bytes (fewer if the file shrank meanwhile), by `copy_file_range` where the
-    system has it (no pass through this process: 4x faster here), else read and written."""
-    left = size
+def _checked_table(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> MappedTable:
+    """The node's file `tmp` (a copy, or a link) is the manifest's table (length, sha256) and
+    a whole one (header, bounds, body checksum, counts): the sha256 and the checksum in one
+    pass over the file. A mismatch of the bytes is told before what it broke."""
     try:
-        while left > 0:
-            done = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30))
-            if done == 0:
-                return
-            left -= done
-    except (AttributeError, OSError):  # no copy_file_range, or not between these files
-        src.seek(size - left)
-        out.seek(size - left)
-        while left > 0 and (chunk := src.read(min(_COPY_BYTES, left))):
-            out.write(chunk)
-            left -= len(chunk)
-
-
-def _checked_table(src: Path, tmp: Path, m: Manifest) -> MappedTable:
+        size = os.stat(tmp).st_size
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
+    if size != m.table_bytes:
+        raise Rejected(Reason.TABLE_SIZE, f"{src}: {size} bytes, the manifest says {m.table_bytes}")
     try:
         table = MappedTable(tmp)
-        table.verify()
     except TableError as e:
+        _hashed(src, tmp, m)  # altered bytes are reported as such
         raise Rejected(Reason.TABLE_CORRUPT, f"{src}: {e}") from None
+    digest = hashlib.sha256()
+    lines = m.lines
+
+    def read(done: int, total: int) -> None:
+        if progress is not None and total:
+            progress(lines * done // total, lines)
+
+    try:
+        table.verify(whole=digest, progress=read)
+    except TableError as e:
+        _matches(src, digest, m)
+        raise Rejected(Reason.TABLE_CORRUPT, f"{src}: {e}") from None
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
+    _matches(src, digest, m)
     if not table.summaries:
         raise Rejected(Reason.TABLE_FORMAT, f"{src}: not a {TABLE_FORMAT} table")
     counts = {str(t): n for t, n in table.counts.items()}

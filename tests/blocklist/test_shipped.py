@@ -4,6 +4,7 @@ version is compiled here as always (issue 12). Each test runs the real compile c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from proxy.blocklist import shipped
 from proxy.blocklist.format import (
+    BlocklistError,
     generate_keypair,
     render_version,
     signature_line,
@@ -247,6 +249,20 @@ def truncated(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
     table.write_bytes(table.read_bytes()[:-100])
 
 
+def altered_and_vouched(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    """A body byte changed and the manifest signed for it: only the table's own checksum,
+    taken in the same pass as the sha256, finds it."""
+    altered(table, manifest, keys)
+    resign(manifest, keys[0], table_sha256=hashlib.sha256(table.read_bytes()).hexdigest())
+
+
+def altered_header(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    """A header byte changed: the header no longer parses, and the bytes are what is told."""
+    raw = bytearray(table.read_bytes())
+    raw[20] ^= 0xFF
+    table.write_bytes(bytes(raw))
+
+
 def truncated_and_vouched(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
     table.write_bytes(table.read_bytes()[:-100])
     resign(
@@ -278,6 +294,8 @@ def no_manifest(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
         (another_canonicaliser, "canonicaliser"),
         (truncated, "table-size"),
         (truncated_and_vouched, "table-corrupt"),
+        (altered_and_vouched, "table-corrupt"),
+        (altered_header, "table-hash"),
         (lacks_entries, "spot-check"),
         (no_manifest, "incomplete"),
     ],
@@ -350,7 +368,7 @@ def test_a_disk_full_during_the_copy_is_a_refusal_that_leaves_nothing(
     def full(*_args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shipped, "_copy_bytes", full)
+    monkeypatch.setattr(shipped, "copy_bytes", full)
     refused: list[shipped.Rejected] = []
     out = tmp_path / "state" / "file.map"
     out.parent.mkdir()
@@ -457,3 +475,55 @@ def test_a_link_across_filesystems_is_a_copy(tmp_path: Path, keys: tuple[bytes, 
         assert "stamp" not in args  # the node's own copy, stamped with its version
         assert table.stat().st_mode & 0o222  # the shipped file left as it came
         enforces_entries(worker_view(bl))
+
+
+def _spoil_signature(version: Path) -> None:
+    """The version's signature, still base64 of 64 bytes, no longer matching its bytes."""
+    data = version.read_bytes()
+    head, _, sig_line = data[:-1].rpartition(b"\n")
+    sig = msgspec.json.decode(sig_line)
+    raw = bytearray(base64.b64decode(sig["signature"]))
+    raw[0] ^= 1
+    sig["signature"] = base64.b64encode(bytes(raw)).decode()
+    version.write_bytes(head + b"\n" + msgspec.json.encode(sig) + b"\n")
+
+
+def test_a_manifest_vouches_for_its_version_so_the_whole_file_is_not_hashed_twice(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest signed by the list's key binds the version's exact header, and the header's
+    sha256 binds every entry line (checked as always): the version's own Ed25519 signature,
+    which hashes every byte (20 s at 100M entries), is not checked again. Without a manifest
+    that vouches for it, the same spoiled signature is refused, as always."""
+    from proxy.blocklist.format import read_version
+
+    bl, _workers, lists = node(tmp_path, keys)
+    version = sign(lists, keys, 1, ENTRIES)
+    _spoil_signature(version)
+    bl.load_initial()
+    assert bl.tables_shipped == 1 and bl.reload_failures == 0
+    enforces_entries(worker_view(bl))
+    with pytest.raises(BlocklistError, match="bad signature"):
+        read_version(version, keys[1], max_bytes=1 << 20)  # as `edgeproxy blocklist verify`
+
+    for spoil in (other_key, another_header):  # a manifest that does not vouch: checked as always
+        other = tmp_path / spoil.__name__
+        bl2, _, lists2 = node(other, keys)
+        v = sign(lists2, keys, 1, ENTRIES)
+        spoil(*shipped.companions(v), keys)
+        _spoil_signature(v)
+        with pytest.raises(Exception, match="no valid version"):
+            bl2.load_initial()
+        assert bl2.tables_shipped == 0
+
+
+def test_a_vouched_version_with_other_entry_lines_is_refused(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """Vouching covers the header; the entry lines must still hash to the header's sha256."""
+    bl, _workers, lists = node(tmp_path, keys)
+    version = sign(lists, keys, 1, ENTRIES)
+    version.write_bytes(version.read_bytes().replace(b"http://a.example/x", b"http://a.example/y"))
+    with pytest.raises(Exception, match="no valid version"):
+        bl.load_initial()
+    assert any("sha256 of the entry lines" in e for e in bl.last_errors)
