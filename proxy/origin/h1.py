@@ -70,10 +70,34 @@ class _Unexpected(Exception):
     """Bytes from the origin when no answer is expected."""
 
 
+def render_fields(headers: CIMultiDict[str]) -> bytes:
+    """The field lines of a request head, each ending CRLF; refuses (OriginError) anything that
+    could split the head: a CR, LF or NUL in a name or value, or a character beyond latin-1."""
+    # One join, then the line breaks counted: any CR or LF beyond the separators was in a
+    # name or value and would split the head.
+    fields = "\r\n".join(map(": ".join, headers.items()))
+    n = len(headers)
+    if n:
+        fields += "\r\n"
+    if fields.count("\n") != n or fields.count("\r") != n or "\x00" in fields:
+        raise OriginError(
+            OriginFailure.PROTOCOL, "CR, LF or NUL in a request header field (not sent)"
+        )
+    try:
+        return fields.encode("latin-1")
+    except UnicodeEncodeError as e:
+        raise OriginError(OriginFailure.PROTOCOL, "request header outside latin-1") from e
+
+
 def _request_head(
-    method: str, path_query: bytes, headers: CIMultiDict[str], chunked: bool
+    method: str,
+    path_query: bytes,
+    headers: CIMultiDict[str],
+    chunked: bool,
+    fields: bytes | None = None,
 ) -> bytes:
-    """Serialise the request head; refuse (never send) anything that could split it."""
+    """Serialise the request head; refuse (never send) anything that could split it. `fields`:
+    `render_fields(headers)`, when the caller has it already."""
     line = _METHOD_LINES.get(method)
     if line is None:
         if not _TOKEN.match(method):
@@ -85,23 +109,11 @@ def _request_head(
         path_query = b"/"
     elif _BAD_TARGET.search(path_query):
         raise OriginError(OriginFailure.PROTOCOL, "control byte or space in the request target")
-    # One join, then the line breaks counted: any CR or LF beyond the separators was in a
-    # name or value and would split the head.
-    fields = "\r\n".join(map(": ".join, headers.items()))
-    n = len(headers)
-    if n:
-        fields += "\r\n"
-    if fields.count("\n") != n or fields.count("\r") != n or "\x00" in fields:
-        raise OriginError(
-            OriginFailure.PROTOCOL, "CR, LF or NUL in a request header field (not sent)"
-        )
+    if fields is None:
+        fields = render_fields(headers)
     if chunked:
-        fields += "Transfer-Encoding: chunked\r\n"
-    try:
-        raw = fields.encode("latin-1")
-    except UnicodeEncodeError as e:
-        raise OriginError(OriginFailure.PROTOCOL, "request header outside latin-1") from e
-    return line + path_query + b" HTTP/1.1\r\n" + raw + b"\r\n"
+        fields += b"Transfer-Encoding: chunked\r\n"
+    return line + path_query + b" HTTP/1.1\r\n" + fields + b"\r\n"
 
 
 class H1UpstreamResponse:
@@ -757,9 +769,11 @@ class H1OriginPool:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,
     ) -> H1UpstreamResponse:
         """Send the request and wait for the final response head; 1xx interim heads go to
-        `interim` as they arrive (never surfacing as the answer)."""
+        `interim` as they arrive (never surfacing as the answer). `fields`: `headers` as
+        `render_fields` renders them, when the caller has them so (not rendered again)."""
         self.requests += 1
         try:
             host = self._hosts.get(origin)
@@ -772,7 +786,9 @@ class H1OriginPool:
                     if not cl.isdigit():
                         raise OriginError(OriginFailure.PROTOCOL, "invalid request Content-Length")
                     length = int(cl)
-            head = _request_head(method, path_query, headers, body is not None and length is None)
+            head = _request_head(
+                method, path_query, headers, body is not None and length is None, fields
+            )
             loop = self._loop
             if loop is None:
                 loop = self._loop = asyncio.get_running_loop()

@@ -45,7 +45,11 @@ class UpstreamResponse(Protocol):
 
 class Origin(Protocol):
     """Send one request, return its final response head. Interim (1xx) heads never surface as
-    the answer; each is passed to `interim`, when given, as it arrives."""
+    the answer; each is passed to `interim`, when given, as it arrives. `fields`, when given, is
+    `headers` rendered as field lines by `proxy.origin.h1.render_fields` (checked, each ending
+    CRLF): a client that writes HTTP/1.1 itself sends them instead of rendering `headers`
+    again (the fetch phase renders the fields a client repeats on every request once); the
+    others read `headers`."""
 
     requests: int
 
@@ -61,4 +65,5 @@ class Origin(Protocol):
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,
     ) -> UpstreamResponse: ...

@@ -213,6 +213,7 @@ class AiohttpOriginPool:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,  # `headers` rendered: this client reads `headers`
     ) -> AiohttpUpstreamResponse:
         """Send the request and wait for the final response head; 1xx interim heads go to
         `interim` as they arrive (never surfacing as the answer)."""
