@@ -356,6 +356,29 @@ class _Conn(asyncio.Protocol):
 
     # -- one exchange -------------------------------------------------------------------------
 
+    def send(
+        self,
+        head: bytes,
+        is_head: bool,
+        started: float,
+        deadline: float,
+        interim: Interim | None = None,
+    ) -> asyncio.Future[H1UpstreamResponse]:
+        """An exchange whose request is `head` alone (no body): written now; the future gets
+        the final response head. Whoever awaits it calls `abandon` if the wait ends in an
+        exception. The pool's common case: no coroutine of its own (`exchange` has one)."""
+        fut = self._begin(is_head, started, deadline, interim)
+        try:
+            transport = self.transport
+            assert transport is not None
+            transport.write(head)
+            self._sent = True
+            self._await_head(deadline)
+        except BaseException:
+            self.abandon(fut)
+            raise
+        return fut
+
     async def exchange(
         self,
         head: bytes,
@@ -366,10 +389,30 @@ class _Conn(asyncio.Protocol):
         deadline: float,
         interim: Interim | None = None,
     ) -> H1UpstreamResponse:
+        """One exchange, with or without a request body."""
+        if body is None:
+            fut = self.send(head, is_head, started, deadline, interim)
+        else:
+            fut = self._begin(is_head, started, deadline, interim)
+        try:
+            if body is not None:
+                transport = self.transport
+                assert transport is not None
+                await self._send_body(transport, head, body, content_length)
+                if fut.done():
+                    return fut.result()
+                self._await_head(deadline)
+            return await fut
+        except BaseException:
+            self.abandon(fut)
+            raise
+
+    def _begin(
+        self, is_head: bool, started: float, deadline: float, interim: Interim | None
+    ) -> asyncio.Future[H1UpstreamResponse]:
         if self.closed:
             raise _Stale(OriginFailure.RESET, "pooled connection already closed")
-        loop = self.loop
-        fut: asyncio.Future[H1UpstreamResponse] = loop.create_future()
+        fut: asyncio.Future[H1UpstreamResponse] = self.loop.create_future()
         self._head_fut = fut
         self._is_head = is_head
         self._started = started
@@ -380,29 +423,24 @@ class _Conn(asyncio.Protocol):
         self._progress = False
         self._interim = interim
         self.uses += 1
-        transport = self.transport
-        assert transport is not None
-        try:
-            if body is None:
-                transport.write(head)
-                self._sent = True
-            else:
-                await self._send_body(transport, head, body, content_length)
-                if fut.done():
-                    return fut.result()
-            due = min(loop.time() + self.pool.cfg.first_byte_timeout_s, deadline)
-            self._head_due = due
-            if self._timer is None or self._timer_at > due:
-                self._arm(due)
-            return await fut
-        except BaseException:
-            if self._head_fut is fut:
-                self._head_fut = None
-                self.shutdown(abort=True)
-            elif fut.done() and not fut.cancelled() and fut.exception() is None:
-                fut.result().close()  # answered, but our caller will never see it
-            # (fut.exception() above also marks a failure as seen)
-            raise
+        return fut
+
+    def _await_head(self, deadline: float) -> None:
+        """The request is sent: the head is due within `first_byte_timeout_s`."""
+        due = min(self.loop.time() + self.pool.cfg.first_byte_timeout_s, deadline)
+        self._head_due = due
+        if self._timer is None or self._timer_at > due:
+            self._arm(due)
+
+    def abandon(self, fut: asyncio.Future[H1UpstreamResponse]) -> None:
+        """The wait for `fut` ended in an exception (a failure, a cancellation): an exchange
+        still in progress ends with the connection; an answer nobody will see is closed."""
+        if self._head_fut is fut:
+            self._head_fut = None
+            self.shutdown(abort=True)
+        elif fut.done() and not fut.cancelled() and fut.exception() is None:
+            fut.result().close()  # answered, but our caller will never see it
+        # (fut.exception() above also marks a failure as seen)
 
     async def _send_body(
         self,
@@ -793,12 +831,20 @@ class H1OriginPool:
             if loop is None:
                 loop = self._loop = asyncio.get_running_loop()
             started = time.monotonic()
-            deadline = loop.time() + self.cfg.total_timeout_s
+            now = loop.time()
+            deadline = now + self.cfg.total_timeout_s
             is_head = method == "HEAD"
-            conn = self._pop_idle(host, loop.time())
+            conn = self._pop_idle(host, now)
             if conn is None:
                 conn = await self._connect(host, deadline)
             try:
+                if body is None:  # the common case, without `exchange`'s coroutine
+                    fut = conn.send(head, is_head, started, deadline, interim)
+                    try:
+                        return await fut
+                    except BaseException:
+                        conn.abandon(fut)
+                        raise
                 return await conn.exchange(head, body, length, is_head, started, deadline, interim)
             except _Stale:
                 # The origin closed a pooled connection before it saw this request: once more
