@@ -248,6 +248,14 @@ class H1UpstreamResponse:
                 return b"".join(got), True
             await self._wait()
 
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        """The body, when the origin has sent all of it (the common small answer: head and
+        body in one read) and it fits in `limit_bytes`."""
+        if not self._done or self._error is not None or self._buffered > limit_bytes:
+            return None
+        parts = self._take()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def release(self) -> None:
         """Nothing to do after a full read (the connection is back in the pool already);
         otherwise the unread rest of the body is not worth reading: close the connection."""

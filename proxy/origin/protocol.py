@@ -37,6 +37,12 @@ class UpstreamResponse(Protocol):
         """Read the body while it fits in `limit_bytes`. Returns (bytes read, complete)."""
         ...
 
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        """The whole body, read, when all of it has arrived already and it fits in
+        `limit_bytes`; else None, and nothing is read. A shortcut for `read_up_to` (no
+        coroutine, no wait) that a client may always decline."""
+        ...
+
     def release(self) -> None:
         """Give the connection back (or close it when the body was not read to the end)."""
 

@@ -159,6 +159,9 @@ class AiohttpUpstreamResponse:
                 return b"".join(parts), False
         return b"".join(parts), True
 
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        return None  # aiohttp's stream is read through `read_up_to`
+
     def release(self) -> None:
         self._resp.release()
 
