@@ -119,11 +119,11 @@ def kept_head(
     via: bytes,
 ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
     """The fields to store (`headers` but those `unkept` names, by lowercase name, then
-    `added`) and `render_head` of them, in one pass: a miss's store read every field twice,
-    once to filter and once to render (issue 18)."""
+    `added`, ours, whatever their names) and `render_head` of them, in one pass: a miss's
+    store read every field twice, once to filter and once to render (issue 18)."""
     kept: list[tuple[bytes, bytes]] = []
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    for line in (*headers, *added) if added else headers:
+    for line in headers:
         name, value = line
         n = name.lower()
         if n in unkept:
@@ -133,6 +133,9 @@ def kept_head(
             value = value + b", " + via
             via = b""
         parts += (name, b": ", value, b"\r\n")
+    for line in added:
+        kept.append(line)
+        parts += (line[0], b": ", line[1], b"\r\n")
     if via:
         parts += (b"Via: ", via, b"\r\n")
     if status not in (204, 304) and not 100 <= status < 200:
