@@ -1,4 +1,4 @@
-"""The byte-bounded memory tier: LRU over entries sized in bytes (cachetools), with indexes by
+"""The byte-bounded memory tier: LRU over entries sized in bytes, with indexes by
 primary key, host, body digest and the blocklist's keys (url key, host key and its parent
 domains, url keys in order for prefixes) so purges (operator or blocklist) never scan the
 whole cache. Each index costs O(1) per store, lookup and removal however many entries share an

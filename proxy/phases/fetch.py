@@ -28,8 +28,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx, RequestFields
 from proxy.metrics import Result, WorkerStats
-from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse
-from proxy.origin.h1 import render_fields
+from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse, render_fields
 from proxy.phases.deliver import StreamDelivery, interim_relay
 from proxy.phases.lookup import decide
 from proxy.phases.spool import BodyBudget
