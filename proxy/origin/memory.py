@@ -172,6 +172,6 @@ class MemoryOrigin:
         if not isinstance(answer, MemoryResponse):
             answer = await answer
         if interim is not None:
-            for status, reason, fields in answer.interim:
-                interim(status, reason, list(fields))
+            for status, reason, lines in answer.interim:
+                interim(status, reason, list(lines))
         return MemoryUpstreamResponse(answer)
