@@ -394,21 +394,20 @@ def shipped_version(n: int) -> Path:
     """A signed full version of `n` entries (+ a probe prefix) with its companions, the table
     and signed manifest `blocklist sign --table` writes (proxy/blocklist/shipped.py); built
     once and cached beside the version."""
-    from benchmarks.blocklists import entries, keypair, version_file
-    from proxy.blocklist.shipped import companions, write_companions
+    from benchmarks.blocklists import shipped_file
 
-    probes = [("prefix", f"http://127.0.0.1{DROP_PROBE}")]
-    version = version_file(n, 2, probes=probes)
-    table, manifest = companions(version)
-    if not manifest.exists():
-        t = time.perf_counter()
-        write_companions(version, version.read_bytes(), entries(n, probes), keypair()[1])
-        print(f"signer: compiled {n:,} entries in {time.perf_counter() - t:.1f} s", flush=True)
-    return version
+    return shipped_file(n, 2, probes=[("prefix", f"http://127.0.0.1{DROP_PROBE}")])
 
 
 def drop(
-    n: int, workdir: Path, *, ship: bool, loaded: bool, connections: int, pushes: int = 0
+    n: int,
+    workdir: Path,
+    *,
+    ship: bool,
+    loaded: bool,
+    connections: int,
+    pushes: int = 0,
+    table_install: str = "copy",
 ) -> dict[str, Any]:
     """A real node (2 workers) enforcing 10 entries; version 2 of `n` entries dropped into its
     directory, with its companions (`ship`) or without (compiled by the node): seconds from
@@ -433,7 +432,10 @@ def drop(
     origin = Origin(workdir)
     config = workdir / "edge.toml"  # max_file_bytes: a 10M-entry version is 1.3 GiB
     max_bytes = max(1 << 30, 2 * version.stat().st_size)
-    config.write_text(LIST_CONFIG.format(max_file_bytes=max_bytes, origin_port=origin.port))
+    config.write_text(
+        LIST_CONFIG.format(max_file_bytes=max_bytes, origin_port=origin.port,
+                           extra=f'table_install = "{table_install}"')
+    )  # fmt: skip
     edge = EdgeTarget(
         "edgeproxy-drop",
         blocklist_dir=directory,
@@ -504,6 +506,7 @@ def drop(
         "shipped": ship,
         "loaded": loaded,
         "pushes": pushes,
+        "table_install": table_install,
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
         "applied_s": applied_at - wall_drop if applied_at else None,
@@ -575,6 +578,12 @@ def main() -> None:
         "compiled by the node (local) or with the signer's table (shipped)",
     )
     ap.add_argument("--loaded", action="store_true", help="--drop under a wrk hit load")
+    ap.add_argument(
+        "--table-install",
+        choices=["copy", "link"],
+        default="copy",
+        help="--drop shipped: how the node takes the table in (blocklist.table_install)",
+    )
     ap.add_argument("--connections", type=int, default=32, help="--loaded: wrk connections")
     ap.add_argument("--pushes", type=int, default=0, help="--drop: entries pushed before it")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
@@ -598,7 +607,8 @@ def main() -> None:
             for how in args.drop:
                 with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
                     r = drop(n, Path(tmp), ship=how == "shipped", loaded=args.loaded,
-                             connections=args.connections, pushes=args.pushes)  # fmt: skip
+                             connections=args.connections, pushes=args.pushes,
+                             table_install=args.table_install)  # fmt: skip
                 print(report_drop(r), flush=True)
                 if args.json:
                     with args.json.open("a") as f:

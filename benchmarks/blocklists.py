@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import shutil
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,41 +78,116 @@ def stream(count: int) -> Iterator[Any]:
         )
 
 
-def entries(count: int, probes: list[tuple[str, str]] | None = None) -> list[Any]:
-    """`stream(count)`, then the (type, value) probes."""
+def with_probes(count: int, probes: list[tuple[str, str]] | None = None) -> Iterator[Any]:
+    """`stream(count)`, then the (type, value) probes, one at a time."""
     model = importlib.import_module("proxy.blocklist.model")
     entry, types = model.Entry, model.EntryType
-    made = list(stream(count))
+    yield from stream(count)
     for j, (probe_type, probe_value) in enumerate(probes or []):
-        made.append(
-            entry(
-                id=f"probe-{j}",
-                type=types(probe_type),
-                value=probe_value,
-                notice="BENCH-PROBE",
-                reason="bench",
-            )
+        yield entry(
+            id=f"probe-{j}",
+            type=types(probe_type),
+            value=probe_value,
+            notice="BENCH-PROBE",
+            reason="bench",
         )
-    return made
+
+
+def entries(count: int, probes: list[tuple[str, str]] | None = None) -> list[Any]:
+    """`with_probes` as a list (~1 KB an entry: not for 100M)."""
+    return list(with_probes(count, probes))
 
 
 def version_file(count: int, sequence: int, probes: list[tuple[str, str]] | None = None) -> Path:
-    """A signed version file with `count` entries (+ probes), built once and cached."""
+    """A signed version file with `count` entries (+ probes), built once and cached. Streamed
+    (`write_full_version_streamed`): nothing holds the list, so 100M entries (~14 GB) can be
+    written; the bytes are those `write_version` would write."""
     _, private_pem = keypair()
     tag = hashlib.sha256(repr((count, sequence, probes)).encode()).hexdigest()[:10]
     fmt = importlib.import_module("proxy.blocklist.format")
     cached = CACHE_DIR / f"v{sequence}-{count}-{tag}" / fmt.version_filename(sequence)
-    if not cached.exists():  # write_version writes atomically: never a half file here
+    if not cached.exists():  # written atomically: never a half file here
         cached.parent.mkdir(parents=True, exist_ok=True)
-        fmt.write_version(cached, sequence, entries(count, probes), private_key_pem=private_pem)
+        started = time.monotonic()
+        fmt.write_full_version_streamed(
+            cached,
+            sequence,
+            with_probes(count, probes),
+            private_key_pem=private_pem,
+            progress=_every(30.0, count + len(probes or []), "signed", started),
+        )
     return cached
 
 
-def blocklist_dir(workdir: Path, count: int, sequence: int = 1) -> tuple[Path, Path]:
-    """A fresh watched directory holding one version of `count` entries; (dir, public key)."""
+def shipped_file(
+    count: int, sequence: int = 1, probes: list[tuple[str, str]] | None = None,
+    table: Path | None = None,
+) -> Path:  # fmt: skip
+    """`version_file` with the companions `blocklist sign --table` writes (a compiled table
+    and its signed manifest, proxy/blocklist/shipped.py), made once. `table`: a table already
+    compiled from the same entries (`blocklist_huge build`, 100M entries: ~35 min to build)
+    moved into place instead of compiling one; it is checked whole before it is signed."""
+    shipped = importlib.import_module("proxy.blocklist.shipped")
+    version = version_file(count, sequence, probes)
+    table_path, manifest = shipped.companions(version)
+    if manifest.exists():
+        return version
+    with open(version, "rb") as f:
+        header_line = f.readline().rstrip(b"\n")
+    started = time.monotonic()
+    if table is not None:
+        os.replace(table, table_path)
+        shipped.sign_manifest(version, header_line, keypair()[1])
+        print(f"signer: signed the manifest of {table_path} in "
+              f"{time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
+    else:
+        shipped.write_companions(
+            version, header_line + b"\n", with_probes(count, probes), keypair()[1],
+            progress=_every(30.0, count, "compiled", started),
+        )  # fmt: skip
+        print(f"signer: compiled {count:,} entries in {time.monotonic() - started:.1f} s",
+              flush=True)  # fmt: skip
+    return version
+
+
+def _every(period_s: float, total: int, what: str, started: float) -> Callable[[int], None]:
+    """A progress callback printing entries done, rate and ETA at most every `period_s`."""
+    last = [started]
+
+    def show(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < period_s:
+            return
+        last[0] = now
+        rate = done / (now - started)
+        eta = (total - done) / rate if rate else 0.0
+        print(f"  {what} {done:,} of {total:,} entries, {rate:,.0f}/s, ETA {eta:,.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    return show
+
+
+def blocklist_dir(
+    workdir: Path, count: int, sequence: int = 1, *, shipped: bool = False,
+    table: Path | None = None,
+) -> tuple[Path, Path]:  # fmt: skip
+    """A fresh watched directory holding one version of `count` entries (with its companions
+    when `shipped`); (dir, public key). Files are hard-linked from the cache where they can
+    be (a 100M-entry version and its table are 43 GB), else copied."""
     public, _ = keypair()
     directory = workdir / f"blocklist-{count}"
     directory.mkdir(parents=True, exist_ok=True)
-    source = version_file(count, sequence)
-    shutil.copyfile(source, directory / source.name)
+    if shipped:
+        source = shipped_file(count, sequence, table=table)
+        shipped_mod = importlib.import_module("proxy.blocklist.shipped")
+        files = [*shipped_mod.companions(source), source]
+    else:
+        files = [version_file(count, sequence)]
+    for f in files:
+        dest = directory / f.name
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(f, dest)
+        except OSError:
+            shutil.copyfile(f, dest)
     return directory, public

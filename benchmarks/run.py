@@ -128,6 +128,10 @@ class Settings:
     quick: bool
     push_list_entries: int = 0
     list_load_s: float = 900.0
+    # "copy" or "link": lists of blocklist-size and push-enforce ship with their signer's
+    # compiled table (`sign --table`), installed so (`blocklist.table_install`); "": compiled
+    # by the node, as an operator without a signer's table has it.
+    shipped_tables: str = ""
     soak_s: float = 600.0
     soak_window_s: float = 60.0
     soak_entries: int = 100_000
@@ -417,7 +421,7 @@ def size_targets(session: Session, fleet: Fleet) -> list[Target]:
     for size in session.settings.sizes:
         session.say(f"preparing a signed blocklist of {size:,} entries …")
         t0 = time.perf_counter()
-        directory, public = blocklists.blocklist_dir(session.out / "work", size)
+        directory, public = shipped_list_dir(session, session.out / "work", size)
         session.say(f"  ready in {time.perf_counter() - t0:.1f}s")
         name = f"edgeproxy-bl{_short(size)}"
         target = fleet.get(
@@ -433,6 +437,7 @@ def size_targets(session: Session, fleet: Fleet) -> list[Target]:
 
 LIST_CONFIG = """[blocklist]
 max_file_bytes = {max_file_bytes}
+{extra}
 
 [[sites]]  # a config file needs one; the runner's --origin flag replaces it with the same
 name = "default"
@@ -441,14 +446,25 @@ origin = "http://127.0.0.1:{origin_port}"
 """
 
 
-def list_config_args(directory: Path, origin_port: int) -> list[str]:
-    """`--config` raising `blocklist.max_file_bytes` (1 GiB) to the version's size: a signed
-    version of 10M entries is 1.3 GiB. None needed below the default."""
-    size = sum(p.stat().st_size for p in directory.iterdir())
-    if size <= 1 << 30:
+def shipped_list_dir(session: Session, workdir: Path, size: int) -> tuple[Path, Path]:
+    """`blocklists.blocklist_dir`, with the signer's table when `--shipped-tables` is set."""
+    shipped = bool(session.settings.shipped_tables)
+    return blocklists.blocklist_dir(workdir, size, shipped=shipped)
+
+
+def list_config_args(directory: Path, origin_port: int, table_install: str = "") -> list[str]:
+    """`--config` raising `blocklist.max_file_bytes` (1 GiB) to the version's size (a signed
+    version of 10M entries is 1.3 GiB) and setting `table_install`. None needed when both
+    are the defaults."""
+    size = max(p.stat().st_size for p in directory.iterdir() if p.suffix == ".jsonl")
+    if size <= 1 << 30 and not table_install:
         return []
+    extra = f'table_install = "{table_install}"' if table_install else ""
     config = directory.parent / f"{directory.name}.toml"
-    config.write_text(LIST_CONFIG.format(max_file_bytes=size, origin_port=origin_port))
+    config.write_text(
+        LIST_CONFIG.format(max_file_bytes=max(size, 1 << 30), origin_port=origin_port,
+                           extra=extra)
+    )  # fmt: skip
     return ["--config", str(config)]
 
 
@@ -459,7 +475,8 @@ def list_edge(
     is bounded by `list_load_s` (10M entries: about 100 s of compile), not the usual 60 s."""
     edge = EdgeTarget(name, blocklist_dir=directory, blocklist_key=public,
                       cache_bytes=cache_bytes,
-                      extra_args=list_config_args(directory, fleet.origin.port))  # fmt: skip
+                      extra_args=list_config_args(directory, fleet.origin.port,
+                                                  session.settings.shipped_tables))  # fmt: skip
     edge.start_timeout_s = session.settings.list_load_s
     return edge
 
@@ -688,7 +705,7 @@ def push_edge(session: Session, fleet: Fleet) -> EdgeTarget | None:
         session.say(f"push-enforce skipped ({reason or 'no edge'})")
         return None
     session.say(f"push-enforce: preparing a signed blocklist of {size:,} entries …")
-    directory, public = blocklists.blocklist_dir(session.out / "work" / "push", size)
+    directory, public = shipped_list_dir(session, session.out / "work" / "push", size)
     name = f"edgeproxy-push-bl{_short(size)}"
     bound = session.settings.list_load_s
     t0 = time.perf_counter()
@@ -925,7 +942,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--targets", help="comma list of edgeproxy, nginx, varnish, trafficserver")
     parser.add_argument(
-        "--sizes", help="blocklist sizes (default 10,100000,1000000; quick 10,10000)"
+        "--sizes", help="blocklist sizes (default 10,1000000,10000000; quick 10,10000)"
     )
     parser.add_argument(
         "--apply-entries", type=int, help="entries in the version applied under load"
@@ -944,6 +961,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=900.0,
         help="bound on an edge's start-up load of a signed list (push-enforce, "
         "blocklist-size; 900 s)",
+    )
+    parser.add_argument(
+        "--shipped-tables",
+        choices=["copy", "link"],
+        default="",
+        help="blocklist-size and push-enforce lists ship with their signer's compiled table, "
+        "installed by copy or hard link (blocklist.table_install); default: the node compiles",
     )
     parser.add_argument(
         "--no-wrk", action="store_true", help="use the bundled Python load generator"
@@ -1016,7 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
     if not use_wrk and not args.no_wrk:
         print(WRK_INSTALL_HINT, flush=True)
     sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (
-        (10, 10_000) if quick else (10, 100_000, 1_000_000))  # fmt: skip
+        (10, 10_000) if quick else (10, 1_000_000, 10_000_000))  # fmt: skip
     settings = Settings(
         duration_s=args.duration_s or (1.0 if quick else 10.0),
         connections=args.connections,
@@ -1028,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
         pushes=args.pushes or (10 if quick else 50),
         push_list_entries=args.push_list_entries,
         list_load_s=args.list_load_s,
+        shipped_tables=args.shipped_tables,
         use_wrk=use_wrk,
         quick=quick,
         soak_s=args.soak_s,

@@ -200,6 +200,12 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # (`blocklist sign --table`, proxy/blocklist/shipped.py) is mapped instead of compiled once
     # this many of its lines, drawn at random, are found in the table; 0: always compile here.
     table_spot_check_entries: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    # How such a table enters the node's state once checked: "copy" (the node maps a copy it
+    # hashed: a later write to the shipped file cannot reach what workers map; twice the disk)
+    # or "link" (a hard link on the same filesystem, made read-only: no second 29 GB at 100M
+    # entries, but whoever can still write the shipped file can change what workers map; a
+    # link across filesystems falls back to a copy).
+    table_install: Literal["copy", "link"] = "copy"
     default_blocked_by_url: str = ""
     # The takedown service's public notice form: 451 bodies link to it and to their case.
     notice_form_url: str = ""

@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from proxy.blocklist.format import (
     read_version,
     render_version,
     write_atomic,
+    write_full_version_streamed,
 )
 from proxy.blocklist.model import CompiledById, Entry, EntryType, InvalidEntry, validate_entry
 
@@ -109,40 +110,56 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def parse_input(path: str, *, allow_removes: bool) -> tuple[list[Entry], list[str]]:
     """Entries (and remove ids) from a JSON Lines file: one Entry object per line, optionally
     with "op":"add", or {"op":"remove","id":…}. Blank lines are skipped."""
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
     adds: list[Entry] = []
     removes: list[str] = []
-    for number, raw in enumerate(text.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = msgspec.json.decode(raw)
-            if not isinstance(obj, dict):
-                raise CommandError(f"{path}:{number}: expected a JSON object")
-            obj.setdefault("op", "add")
-            item = msgspec.convert(obj, AddLine | RemoveLine)
-        except msgspec.MsgspecError as exc:
-            raise CommandError(f"{path}:{number}: {exc}") from None
-        if isinstance(item, RemoveLine):
-            if not allow_removes:
-                raise CommandError(f"{path}:{number}: removes need a delta (--base)")
-            removes.append(item.id)
-            continue
-        entry = Entry(item.id, item.type, item.value, item.notice, item.reason, item.expires_at)
-        try:
-            validate_entry(entry)
-        except InvalidEntry as exc:
-            raise CommandError(f"{path}:{number}: {exc}") from None
-        adds.append(entry)
+    for item in read_input(path, allow_removes=allow_removes):
+        if isinstance(item, str):
+            removes.append(item)
+        else:
+            adds.append(item)
     return adds, removes
+
+
+def read_input(path: str, *, allow_removes: bool) -> Iterator[Entry | str]:
+    """`parse_input` one line at a time (a remove is its id): the whole file is never held,
+    so a full version of 100M entries can be signed."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; a generator's `with` is the same
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = msgspec.json.decode(raw)
+                if not isinstance(obj, dict):
+                    raise CommandError(f"{path}:{number}: expected a JSON object")
+                obj.setdefault("op", "add")
+                item = msgspec.convert(obj, AddLine | RemoveLine)
+            except msgspec.MsgspecError as exc:
+                raise CommandError(f"{path}:{number}: {exc}") from None
+            if isinstance(item, RemoveLine):
+                if not allow_removes:
+                    raise CommandError(f"{path}:{number}: removes need a delta (--base)")
+                yield item.id
+                continue
+            entry = Entry(item.id, item.type, item.value, item.notice, item.reason, item.expires_at)
+            try:
+                validate_entry(entry)
+            except InvalidEntry as exc:
+                raise CommandError(f"{path}:{number}: {exc}") from None
+            yield entry
+
+
+def _input_entries(path: str) -> Iterator[Entry]:
+    for item in read_input(path, allow_removes=False):
+        assert isinstance(item, Entry)
+        yield item
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
     private_pem = _read_key(args.key)
-    adds, removes = parse_input(args.input, allow_removes=args.base is not None)
     if args.valid_for_s is not None and args.valid_until is not None:
         raise CommandError("give --valid-for-s or --valid-until, not both")
     valid_until = args.valid_until
@@ -154,6 +171,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
         raise CommandError("--valid-until is already in the past")
     if args.table and args.base is not None:
         raise CommandError("--table ships with a full version only (no --base)")
+    if args.base is None:
+        return _sign_full(args, private_pem, valid_until)
+    adds, removes = parse_input(args.input, allow_removes=True)
     try:
         data = render_version(
             args.sequence,
@@ -163,33 +183,78 @@ def cmd_sign(args: argparse.Namespace) -> int:
             private_key_pem=private_pem,
             valid_until=valid_until,
         )
-        if args.table:  # the companions first: a watcher that sees the version finds them
-            _sign_table(args, data, adds, private_pem)
         write_atomic(Path(args.output), data)
     except (ValueError, OSError) as exc:
         raise CommandError(f"cannot sign: {exc}") from None
-    kind = "full" if args.base is None else f"delta on {args.base}"
     print(
-        f"signed {args.output}: sequence {args.sequence} ({kind}), "
+        f"signed {args.output}: sequence {args.sequence} (delta on {args.base}), "
         f"{len(adds)} adds, {len(removes)} removes"
     )
     return 0
 
 
-def _sign_table(args: argparse.Namespace, data: bytes, adds: list[Entry], key: bytes) -> None:
-    """`sign --table`: the compiled table and its signed manifest (proxy/blocklist/shipped.py)."""
+def _sign_full(args: argparse.Namespace, private_pem: bytes, valid_until: float | None) -> int:
+    """A full version, streamed from the input (`format.write_full_version_streamed`): memory
+    does not grow with the list. With --table the version is written under a name watchers
+    ignore, its companions beside OUT from a second pass over the input, and only then is it
+    renamed to OUT: a watcher that sees the version finds them."""
+    out = Path(args.output)
+    staged = out.with_name(f".{out.name}.staged") if args.table else out
+    show = _progress(args)
+    before = _identity(args.input)
+    try:
+        header = write_full_version_streamed(
+            staged,
+            args.sequence,
+            _input_entries(args.input),
+            private_key_pem=private_pem,
+            valid_until=valid_until,
+            progress=lambda done: show("sign", done, 0),
+        )
+        show("sign", header.entries, header.entries)
+        if args.table:
+            _sign_table(args, staged, header.entries, private_pem)
+            if _identity(args.input) != before:  # the table could hold other entries
+                raise CommandError(f"{args.input} changed while it was signed; nothing written")
+            os.replace(staged, out)
+    except BaseException as exc:
+        if staged != out:  # no companions without their version
+            from proxy.blocklist.shipped import companions
+
+            for companion in companions(out):
+                companion.unlink(missing_ok=True)
+        if isinstance(exc, (ValueError, OSError)):
+            raise CommandError(f"cannot sign: {exc}") from None
+        raise
+    finally:
+        if staged != out:
+            staged.unlink(missing_ok=True)
+    print(f"signed {out}: sequence {args.sequence} (full), {header.entries} adds, 0 removes")
+    return 0
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _sign_table(args: argparse.Namespace, staged: Path, total: int, key: bytes) -> None:
+    """`sign --table`: the compiled table and its signed manifest beside OUT, for the version
+    written at `staged` (proxy/blocklist/shipped.py)."""
     from proxy.blocklist.shipped import companions, write_companions
 
+    with open(staged, "rb") as f:
+        header_line = f.readline()
     show = _progress(args)
-    show("compile", 0, len(adds))
+    show("compile", 0, total)
     manifest = write_companions(
         Path(args.output),
-        data,
-        adds,
+        header_line,
+        _input_entries(args.input),
         key,
-        progress=lambda done: show("compile", done, len(adds)),
+        progress=lambda done: show("compile", done, total),
     )
-    show("compile", len(adds), len(adds))
+    show("compile", total, total)
     table, signed = companions(Path(args.output))
     print(
         f"compiled {table}: {manifest.entries} entries, {manifest.keys} keys, "

@@ -17,7 +17,9 @@ A full version read from the directory is *streamed*: each entry, once checked a
 goes straight into the table writers (`_Layers`, `format.Reading.stream`), so the child never
 holds the version either; its memory is the writers' per-key arrays (~110-145 bytes an entry,
 against ~1 KB when it held the entries). A delta chain, a fleet's entries and the
-`msgpack` node format are read whole, as before.
+`msgpack` node format are read whole, as before; but a plain chain of small deltas is
+applied by the supervisor as changes over a table (`proxy.blocklist.chain`), and a job then
+reads only the chain's full base (`DirSource.path`), when it is not the enforced version.
 
 A full version shipped with its signer's compiled table and signed manifest
 (`proxy.blocklist.shipped`, `DirSource.spot_check_entries` > 0, the mapped format) is not
@@ -63,9 +65,9 @@ from typing import Literal
 
 import msgspec
 
-from proxy.blocklist.format import SignedFile
+from proxy.blocklist.format import BlocklistError, LoadInfo, Reading, SignedFile, read_version
 from proxy.blocklist.model import Compiled, Entry, EntryType, compile_entry
-from proxy.blocklist.shipped import Rejected, adopt
+from proxy.blocklist.shipped import Rejected, adopt, vouches
 from proxy.blocklist.table import MappedTable, TableWriter
 
 PROGRESS_EVERY_S = 0.5
@@ -85,6 +87,10 @@ class DirSource(msgspec.Struct, frozen=True, kw_only=True):
     # is taken from that table, once this many of its lines (drawn at random) are found in
     # it; 0: every version is compiled here.
     spot_check_entries: int = 0
+    # Set: this full version file alone is read (the base of a delta chain the supervisor
+    # applies over its table as changes, `node.chain_in`), not the directory's newest.
+    path: str = ""
+    table_install: Literal["copy", "link"] = "copy"  # `shipped.adopt`'s `install`
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -395,7 +401,7 @@ class _Layers:
 
 def run(job: Job, emit: ProgressFn) -> Summary:
     """Do `job` (in the child; tests call it in-process too)."""
-    from proxy.blocklist.format import BlocklistError, LoadInfo, Reading, load_newest
+    from proxy.blocklist.format import load_newest
 
     report = _Reporter(emit)
     base = MappedTable(Path(job.base_table)) if job.base_table else None
@@ -423,21 +429,26 @@ def run(job: Job, emit: ProgressFn) -> Summary:
                 return _ship(job, public_key, offer, report, shipped, table_refusals)
 
             use_tables = src.spot_check_entries > 0 and job.node_format == "mapped"
-            got, errors = load_newest(
-                src.dir,
-                public_key,
-                current_sequence=src.current_sequence,
-                max_bytes=src.max_bytes,
-                current_sha256=src.current_sha256,
-                max_sequence_step=src.max_sequence_step,
-                info=info,
-                reading=Reading(
-                    progress=lambda done, total: report("read", done, total),
-                    processes=job.processes,
-                    stream=stream,
-                    shipped=ship if use_tables and job.file_out else None,
-                ),
+            reading = Reading(
+                progress=lambda done, total: report("read", done, total),
+                processes=job.processes,
+                stream=stream,
+                shipped=ship if use_tables and job.file_out else None,
+                vouched=lambda path, line: vouches(path, line, public_key),
             )
+            if src.path:
+                got, errors = _read_base(src, public_key, info, reading)
+            else:
+                got, errors = load_newest(
+                    src.dir,
+                    public_key,
+                    current_sequence=src.current_sequence,
+                    max_bytes=src.max_bytes,
+                    current_sha256=src.current_sha256,
+                    max_sequence_step=src.max_sequence_step,
+                    info=info,
+                    reading=reading,
+                )
             if got is not None and src.require_valid_until and info.valid_until is None:
                 errors.append(
                     BlocklistError(
@@ -487,6 +498,25 @@ def run(job: Job, emit: ProgressFn) -> Summary:
     return summary
 
 
+def _read_base(
+    src: DirSource, public_key: bytes, info: LoadInfo, reading: Reading
+) -> tuple[tuple[list[Entry], int] | None, list[BlocklistError]]:
+    """`load_newest` for the one full version the supervisor names (`DirSource.path`): the
+    base of a delta chain it applies over the table made here. The file's checks are the
+    same; no other file is read."""
+    path = Path(src.path)
+    try:
+        v = read_version(path, public_key, max_bytes=src.max_bytes, reading=reading)
+    except BlocklistError as e:
+        return None, [e]
+    current = src.current_sequence
+    if v.base is not None or (current is not None and v.sequence <= current):
+        return None, [BlocklistError(path, 1, f"not a full version newer than {current}")]
+    info.sha256, info.valid_until, info.audit_head = v.sha256, v.valid_until, v.audit_head
+    info.streamed = v.path if v.streamed else ""
+    return (list(v.adds), v.sequence), []
+
+
 def _ship(
     job: Job,
     public_key: bytes,
@@ -508,6 +538,7 @@ def _ship(
             copy,
             job.version,
             spot_check=job.dir.spot_check_entries,
+            install=job.dir.table_install,
             progress=lambda done, total: report("table", done, total),
         )
     except Rejected as e:

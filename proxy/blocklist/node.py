@@ -10,6 +10,12 @@
 - the *push layer*: entries operators (or the takedown service) pushed over the admin API,
   persisted in the state directory so a restart keeps enforcing them.
 
+Deltas never make the node compile the list again: a chain of them over the enforced version,
+or over a newer full version (taken from its signer's table), is read here and applied as
+changes over the table (`proxy.blocklist.chain`), at a reload and at start. The file layer's
+table outlives a stop (`FileRecord` names it and the version it holds): a start whose
+directory still holds that version maps it, with no compile job at all.
+
 Every change to either layer makes the next node version. A version counts as applied only when
 every worker answers that it enforces it; the time of the last answer is the proof
 (`applied_at`) the takedown service collects.
@@ -33,13 +39,10 @@ from typing import Any
 
 import msgspec
 
+from proxy.blocklist.chain import Chain, chain_in, read_links
 from proxy.blocklist.format import (
     BlocklistError,
     Version,
-    list_versions,
-    peek_header,
-    peek_sequence,
-    read_version,
     write_atomic,
 )
 from proxy.blocklist.loader import (
@@ -54,7 +57,7 @@ from proxy.blocklist.loader import (
     run_job_sync,
 )
 from proxy.blocklist.model import Entry, EntryType, validate_entry
-from proxy.blocklist.table import MappedTable, TableError
+from proxy.blocklist.table import MappedTable, TableError, stamp_of
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
@@ -65,6 +68,17 @@ PROGRESS_LOG_EVERY_S = 5.0  # a long load says how far it is this often in the l
 
 class StartupRefused(Exception):
     pass
+
+
+class FileRecord(msgspec.Struct, frozen=True):
+    """The state directory's note of the file layer's table (`blocklist-file.json`): the next
+    start maps it instead of compiling when the directory still holds its version."""
+
+    table: str  # its file name in the state directory
+    stamp: int  # the version in its header (workers are told to expect it: `load_args`)
+    sequence: int  # the file version it holds, exactly (no changes over it)
+    sha256: str
+    valid_until: float | None
 
 
 @dataclass
@@ -117,6 +131,11 @@ class NodeBlocklist:
         self._file_generation = 0  # bumped by every change of the file layer
         self.file_sequence: int | None = None
         self.file_sha256 = ""
+        # The file version the table holds exactly (sequence, sha256, valid_until), when known:
+        # noted in the state directory (`FileRecord`) so that the next start maps it.
+        self._table_holds: tuple[int, str, float | None] | None = None
+        self._record_written: bytes | None = None
+        self._recorded_table = ""  # the table the record names: kept when the node stops
         # The enforced file version's signed validity; None when its signer set none.
         self.valid_until: float | None = None
         self.pushed: dict[str, Entry] = {}
@@ -172,6 +191,10 @@ class NodeBlocklist:
     def _audit_head_path(self) -> Path:
         return self.state_dir / "audit-head.json"
 
+    @property
+    def _file_record_path(self) -> Path:
+        return self.state_dir / "blocklist-file.json"
+
     def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
         if head is None:
             return
@@ -198,11 +221,14 @@ class NodeBlocklist:
         return self.state_dir / f"blocklist-{what}-{os.getpid()}-v{version}.msgpack"
 
     def compiled_files(self) -> list[Path]:
-        """Every compiled file this supervisor wrote that is still on disk."""
+        """Every compiled file this supervisor wrote that is still on disk, but the file
+        layer's table the state's record names (the next start maps it: `_map_kept`; the
+        mapped format only)."""
         pid = os.getpid()
+        kept = self._recorded_table if self.mapped else ""
         return [
             *self.state_dir.glob(f"blocklist-compiled-{pid}-v*.map"),
-            *self.state_dir.glob(f"blocklist-file-{pid}-v*.map"),
+            *(p for p in self.state_dir.glob(f"blocklist-file-{pid}-v*.map") if p.name != kept),
             *([self.full_path] if self.full_path.exists() else []),
         ]
 
@@ -218,12 +244,28 @@ class NodeBlocklist:
         if pushed != self._pushed_written:
             out[self._pushed_path] = pushed
         out[self._version_path] = str(self.version).encode()
+        record = self._file_record()
+        if record is not None and record != self._record_written:
+            out[self._file_record_path] = record
         return out
+
+    def _file_record(self) -> bytes | None:
+        """`FileRecord` of the file layer's table; None when what it holds is not known
+        exactly (a record written before still names a table that held its version, or one
+        that is gone: never another one, the names carry the version)."""
+        table, holds = self.file_table, self._table_holds
+        if table is None or holds is None:
+            return None
+        return msgspec.json.encode(FileRecord(table.path.name, table.version, *holds))
 
     def _write_state(self, files: dict[Path, bytes]) -> None:
         for path, data in files.items():
             write_atomic(path, data)
         self._pushed_written = files.get(self._pushed_path, self._pushed_written)
+        if self._file_record_path in files:
+            self._record_written = files[self._file_record_path]
+            record = msgspec.json.decode(self._record_written, type=FileRecord)
+            self._recorded_table = record.table
 
     def load_initial(self) -> None:
         """Read the state directory and the blocklist directory before any worker starts.
@@ -237,8 +279,9 @@ class NodeBlocklist:
             self.version = int(self._version_path.read_text().strip() or 0)
         if self._audit_head_path.exists():
             self.audit_head = msgspec.json.decode(self._audit_head_path.read_bytes())
-        version = self.version + 1
-        summary: Summary | None = None
+        # A head kept before the restart may be newer than the file's (a later push).
+        keep_head = self.audit_head is None
+        chain: Chain | None = None
         try:
             if self.cfg.dir:
                 try:
@@ -247,29 +290,131 @@ class NodeBlocklist:
                     raise StartupRefused(
                         f"cannot read blocklist public key {self.cfg.public_key}: {e}"
                     ) from e
-                summary = self._run_sync(self._job(version, "dir", nice=0), "file")
-                self._take_refusals(summary)
-                if summary.found is None and not self.cfg.allow_empty:
-                    detail = "; ".join(self.last_errors) or "no version files"
-                    raise StartupRefused(
-                        f"blocklist directory {self.cfg.dir} holds no valid version ({detail}); "
-                        "refusing to start without a list (pass --allow-empty-blocklist to "
-                        "override)"
-                    )
-            if summary is None or summary.found is None:
-                summary = self._run_sync(self._job(version, "base", nice=0), "file")
+                chain = self._start_chain()
+            if chain is not None and chain.on_enforced:
+                self._start_on_kept()
+            else:
+                self._start_compiled(chain, keep_head)
         except CompileFailed as e:
             raise StartupRefused(f"the blocklist could not be compiled: {e}") from e
-        # A head kept before the restart may be newer than the file's (a later push).
-        self._adopt_file(summary, version, keep_head=self.audit_head is None)
+        if chain is not None and self._holds_base(chain):
+            links, errors = read_links(chain, self._public_key, self.cfg.max_file_bytes)
+            for v in links:
+                try:
+                    self._fits(v)
+                except BlocklistError as e:
+                    errors.append(e)
+                    break
+                # No worker runs yet: each delta is noted for them to replay.
+                adds, removes, changes, _small = self._changes_of(v)
+                self._file_changes.update(changes)
+                self._file_generation += 1
+                self._start_delta(adds, removes)
+                self._took(v, "file", keep_head=keep_head)
+            self._refused(errors)
+            if links:
+                log.info(
+                    "blocklist versions %s applied over the table of version %d: no compile",
+                    ", ".join(str(v.sequence) for v in links),
+                    chain.header.sequence,
+                )
+        self._persist()
+
+    def _start_compiled(self, chain: Chain | None, keep_head: bool) -> None:
+        """At start: the directory's newest version (or a chain's base, `chain`) read in a
+        compile job, its table taken from its signer or compiled; else only the pushes."""
+        version = self.version + 1
+        summary: Summary | None = None
+        if self.cfg.dir:
+            base = str(chain.base) if chain is not None else ""
+            summary = self._run_sync(self._job(version, "dir", nice=0, base_path=base), "file")
+            if base and summary.found is None:  # the base refused: the newest, as always
+                summary = self._run_sync(self._job(version, "dir", nice=0), "file")
+            self._take_refusals(summary)
+            if summary.found is None and not self.cfg.allow_empty:
+                detail = "; ".join(self.last_errors) or "no version files"
+                raise StartupRefused(
+                    f"blocklist directory {self.cfg.dir} holds no valid version ({detail}); "
+                    "refusing to start without a list (pass --allow-empty-blocklist to "
+                    "override)"
+                )
+        if summary is None or summary.found is None:
+            summary = self._run_sync(self._job(version, "base", nice=0), "file")
+        self._adopt_file(summary, version, keep_head=keep_head)
         self.version = version
         self._compiled(version, summary.entries, self._overlay_of(summary))
-        self._persist()
         self._workers_rebased()
 
-    def _job(self, version: int, source: str, **kw: Any) -> Job:
+    def _start_chain(self) -> Chain | None:
+        """At start: the chain to apply over a table (`chain_in`). The table the last run
+        enforced is mapped from the state directory when the directory still holds its
+        version (by its header): then nothing is compiled, whatever the list's size."""
+        if self.mapped and self._map_kept():
+            chain = self._chain()
+            if chain is not None and chain.on_enforced:
+                return chain
+            self._drop_kept()  # the directory holds something else: read it as always
+        return self._chain()
+
+    def _map_kept(self) -> bool:
+        """Map the file layer's table the last run noted (`FileRecord`) as the enforced file
+        layer; False (nothing mapped) when there is none or it is not whole."""
+        try:
+            record = msgspec.json.decode(self._file_record_path.read_bytes(), type=FileRecord)
+        except (OSError, msgspec.DecodeError):
+            return False
+        kept = self.state_dir / Path(record.table).name
+        try:
+            table = MappedTable(kept)
+            table.verify()
+            if table.version != record.stamp:
+                raise TableError(f"{kept}: holds version {table.version}, not {record.stamp}")
+        except (OSError, TableError) as e:
+            log.warning("blocklist table kept by the last run not used: %s", e)
+            with contextlib.suppress(OSError):
+                kept.unlink(missing_ok=True)
+            return False
+        self.file_table = table
+        self.file_sequence, self.file_sha256 = record.sequence, record.sha256
+        self.valid_until = record.valid_until
+        self._table_holds = (record.sequence, record.sha256, record.valid_until)
+        return True
+
+    def _drop_kept(self) -> None:
+        assert self.file_table is not None
+        self.file_table.path.unlink(missing_ok=True)
+        self.file_table, self.file_sequence, self.file_sha256 = None, None, ""
+        self.valid_until = self._table_holds = None
+
+    def _start_on_kept(self) -> None:
+        """Workers load the kept table (linked: one file) as the node's next version, told
+        the stamp it carries (`load_args`), with the pushes as their overlay."""
+        table = self.file_table
+        assert table is not None
+        self.version = max(self.version, table.version) + 1
+        node = self._mapped_path(self.version)
+        node.unlink(missing_ok=True)
+        os.link(table.path, node)
+        self._compiled(self.version, self._size(), list(self.pushed.values()))
+        self._workers_rebased()
+        log.info(
+            "blocklist version %d mapped from its table kept by the last run (%d entries): "
+            "no compile",
+            self.file_sequence,
+            table.entries,
+        )
+
+    def _start_delta(self, adds: list[Entry], removes: list[str]) -> None:
+        """A change before any worker runs: noted for every starting worker to replay."""
+        self.version += 1
+        args = {"version": self.version, "add": msgspec.to_builtins(adds), "remove": removes}
+        self.deltas.append(args)
+        self.overlay_changes += len(adds) + len(removes)
+
+    def _job(self, version: int, source: str, base_path: str = "", **kw: Any) -> Job:
         """A compile job over the enforced file layer and the pushed entries as they are now
-        (pushes made while it runs land in later deltas)."""
+        (pushes made while it runs land in later deltas). `base_path`: the one full version a
+        "dir" job reads (a chain's base), else the directory's newest."""
         node_out = self._mapped_path(version) if self.mapped else self.full_path
         fields: dict[str, Any] = {
             "version": version,
@@ -294,6 +439,8 @@ class NodeBlocklist:
                 max_sequence_step=self.cfg.max_sequence_step,
                 require_valid_until=self.cfg.require_valid_until,
                 spot_check_entries=self.cfg.table_spot_check_entries,
+                path=base_path,
+                table_install=self.cfg.table_install,
             )
         fields.update(kw)
         return Job(**fields)
@@ -389,6 +536,11 @@ class NodeBlocklist:
             log.error("blocklist shipped table rejected (%s), compiled here: %s", t.reason, t.text)
         if summary.shipped:
             self.tables_shipped += 1
+            log.info(
+                "blocklist: the signer's table passed every check and is taken in "
+                "(table_install = %s); nothing compiled",
+                self.cfg.table_install,
+            )
 
     def _adopt_file(self, summary: Summary, version: int, *, keep_head: bool = True) -> None:
         """The job's file-layer table is now the enforced file layer."""
@@ -398,8 +550,10 @@ class NodeBlocklist:
         if before is not None and before.path != self.file_table.path:
             before.path.unlink(missing_ok=True)  # a job still reading it keeps its mapping
         found = summary.found
+        self._table_holds = None
         if found is None:
             return
+        self._table_holds = (found.sequence, found.sha256, found.valid_until)
         self.file_sequence, self.file_sha256 = found.sequence, found.sha256
         self.valid_until = found.valid_until
         if keep_head:
@@ -503,6 +657,9 @@ class NodeBlocklist:
                 "version": self.compiled_version,
                 "format": "mapped",
             }
+            stamp = stamp_of(self.compiled_path)
+            if stamp != self.compiled_version:  # a signer's table linked in (shipped.adopt)
+                args["stamp"] = stamp
             if self._compiled_overlay:
                 args["add"] = msgspec.to_builtins(self._compiled_overlay)
             return args
@@ -519,62 +676,86 @@ class NodeBlocklist:
     # -- changes ------------------------------------------------------------------------------
 
     async def reload_dir(self) -> dict[str, Any] | None:
-        """Called by the directory watcher, SIGHUP and the poll: apply a newer file version."""
+        """Called by the directory watcher, SIGHUP and the poll: apply a newer file version.
+        A chain of deltas (`chain_in`) is applied over the enforced table, or over its base's
+        table once that is loaded (from its signer's table, or compiled once); anything else
+        goes to the compile job, which reads the directory's newest as always."""
         if not self.cfg.dir:
             return None
         async with self.lock:
-            delta = await asyncio.to_thread(self._delta_on_enforced)
-            if delta is not None:
-                with contextlib.suppress(BlocklistError):  # the job below reports why
-                    return await self._apply_verified(delta, "file")
-            version = self.version + 1
-            job = self._job(version, "dir", delta_max_fraction=self.cfg.delta_max_fraction)
-            try:
-                summary = await self._run(job, "file")
-            except CompileFailed as e:
-                self._failed("the newest version", e)
-                return None
-            self._take_refusals(summary)
-            if summary.found is None:
-                return None
-            self._adopt_file(summary, version)
-            return await self._file_changed(job, summary, f"file:{summary.found.sequence}")
+            chain = await asyncio.to_thread(self._chain)
+            if chain is None:
+                return await self._load_newest(None)
+            result = None if chain.on_enforced else await self._load_newest(chain)
+            if not self._holds_base(chain):
+                return result  # the base was refused: the job loaded what it could
+            links, errors = await asyncio.to_thread(
+                read_links, chain, self._public_key, self.cfg.max_file_bytes
+            )
+            self.last_errors = []  # what this reload met, as a job's refusals replace them
+            for v in links:
+                try:
+                    applied = await self._apply_verified(v, "file")
+                except BlocklistError as e:
+                    errors.append(e)
+                    break
+                if applied is None:
+                    break  # its compile failed (counted): the later ones wait
+                result = applied
+            self._refused(errors)
+            return result
 
-    def _delta_on_enforced(self) -> Version | None:
-        """The directory's newest version, read and verified here, when it is a delta that
-        rests on the enforced file version and the directory still holds that version (by
-        its header): it is applied as changes over the enforced file layer (a probe per
-        entry it names, `_apply_delta`), as a feed's delta is, instead of the whole chain
-        being read and compiled again (~10 µs an entry of the list: 100 s at 10M), if it has
-        no more lines than `delta_max_fraction` of the list. None when anything else holds;
-        the compile job then decides, as always."""
-        current = self.file_sequence
-        if current is None or self.file_table is None or not self._public_key:
-            return None
-        claims: dict[int, list[Path]] = {}
-        for path in list_versions(self.cfg.dir):
-            seq = peek_sequence(path)
-            if seq is None:
-                return None  # an unreadable file: the job reports it
-            claims.setdefault(seq, []).append(path)
-        newest = max(claims, default=current)
-        enforced = claims.get(current, [])
-        if newest <= current or len(claims[newest]) != 1 or len(enforced) != 1:
-            return None
-        base, top = peek_header(enforced[0]), peek_header(claims[newest][0])
-        if base is None or (base.sequence, base.sha256) != (current, self.file_sha256):
-            return None
-        if top is None or top.base != current:  # a full version: never read here
-            return None
-        # Read here only when small beside the list (as a delta sent to workers is): the
-        # supervisor does not hold a large version's entries (the compile child does).
-        if top.entries > self.cfg.delta_max_fraction * max(1, self._compiled_entries):
-            return None
+    async def _load_newest(self, chain: Chain | None) -> dict[str, Any] | None:
+        """A compile job reads the directory's newest version, or the base of `chain` (when
+        that is refused, the newest as always), and workers get what it made."""
+        version = self.version + 1
+        job = self._job(
+            version,
+            "dir",
+            base_path=str(chain.base) if chain is not None else "",
+            delta_max_fraction=self.cfg.delta_max_fraction,
+        )
         try:
-            v = read_version(claims[newest][0], self._public_key, max_bytes=self.cfg.max_file_bytes)
-        except BlocklistError:
+            summary = await self._run(job, "file")
+        except CompileFailed as e:
+            self._failed("the newest version", e)
             return None
-        return v if v.base == current and v.sequence == newest else None
+        if chain is not None and summary.found is None:
+            return await self._load_newest(None)
+        self._take_refusals(summary)
+        if summary.found is None:
+            return None
+        self._adopt_file(summary, version)
+        return await self._file_changed(job, summary, f"file:{summary.found.sequence}")
+
+    def _chain(self) -> Chain | None:
+        """The directory's chain of deltas to apply over a table (`chain_in`); None when
+        there is none (a full version alone goes to the compile job, as anything else)."""
+        current, entries = None, 0
+        if self.file_table is not None and self.file_sequence is not None:
+            current, entries = (self.file_sequence, self.file_sha256), self.file_table.entries
+        chain = chain_in(
+            self.cfg.dir,
+            current,
+            entries=entries,
+            max_fraction=self.cfg.delta_max_fraction,
+            max_step=self.cfg.max_sequence_step,
+            require_valid_until=self.cfg.require_valid_until,
+        )
+        if chain is None or not (chain.links or chain.on_enforced):
+            return None
+        return chain
+
+    def _holds_base(self, chain: Chain) -> bool:
+        """The enforced file layer is the chain's base."""
+        base = chain.header
+        return (self.file_sequence, self.file_sha256) == (base.sequence, base.sha256)
+
+    def _refused(self, errors: list[BlocklistError]) -> None:
+        for e in errors:
+            self.reload_failures += 1
+            self.last_errors.append(str(e))
+            log.error("blocklist version rejected: %s", e)
 
     async def _file_changed(self, job: Job, summary: Summary, source: str) -> dict[str, Any]:
         """Distribute a new file layer (under the lock) the way the job wrote it: a delta
@@ -601,6 +782,16 @@ class NodeBlocklist:
 
     async def _apply_verified(self, v: Version, via: str) -> dict[str, Any] | None:
         """`apply_version` under the lock; `via` names where it came from ("feed", "file")."""
+        self._fits(v)
+        result = await (self._apply_full(v) if v.base is None else self._apply_delta(v))
+        if result is not None:
+            self._took(v, via)
+            if self._file_record() != self._record_written:
+                await asyncio.to_thread(self._write_state, self._state_bytes())
+        return result
+
+    def _fits(self, v: Version) -> None:
+        """Raises BlocklistError when the verified `v` cannot follow the enforced version."""
         current = self.file_sequence
         if current is not None and v.sequence <= current:
             raise BlocklistError(v.path, 1, f"sequence {v.sequence} is not newer than {current}")
@@ -615,13 +806,16 @@ class NodeBlocklist:
             )
         if v.base is not None and v.base != current:
             raise BlocklistError(v.path, 1, f"rests on {v.base}, the enforced is {current}")
-        result = await (self._apply_full(v) if v.base is None else self._apply_delta(v))
-        if result is not None:
-            self.file_sequence, self.file_sha256 = v.sequence, v.sha256
-            self.valid_until = v.valid_until
-            self.last_errors = []
+
+    def _took(self, v: Version, via: str, *, keep_head: bool = True) -> None:
+        """`v` is the enforced file version now."""
+        self.file_sequence, self.file_sha256 = v.sequence, v.sha256
+        self.valid_until = v.valid_until
+        if not self._file_changes:  # the table holds it exactly
+            self._table_holds = (v.sequence, v.sha256, v.valid_until)
+        self.last_errors = []
+        if keep_head:
             self.keep_audit_head(v.audit_head, f"{via}:{v.sequence}")
-        return result
 
     async def _apply_full(self, v: Version) -> dict[str, Any] | None:
         """A feed's full version: its entries go to a child (as a file) to be compiled and
@@ -646,8 +840,30 @@ class NodeBlocklist:
         return await self._file_changed(job, summary, f"file:{v.sequence}")
 
     async def _apply_delta(self, v: Version) -> dict[str, Any] | None:
-        """A feed's delta version: what changes is worked out here, a probe per named id; a
-        small one stays a change over the file layer's table, a large one is compiled."""
+        """A feed's (or the directory's) delta version: a small change stays a change over
+        the file layer's table, a large one is compiled."""
+        adds, removes, changes, small = self._changes_of(v)
+        source = f"file:{v.sequence}"
+        if small:
+            self._file_changes.update(changes)
+            self._file_generation += 1
+            return await self._delta(adds, removes, source)
+        version = self.version + 1
+        job = self._job(version, "base", changes=changes)
+        try:
+            summary = await self._run(job, "feed")
+        except CompileFailed as e:
+            self._failed(f"version {v.sequence}", e)
+            return None
+        self._adopt_file(summary, version)
+        return await self._file_changed(job, summary, source)
+
+    def _changes_of(
+        self, v: Version
+    ) -> tuple[list[Entry], list[str], dict[str, Entry | None], bool]:
+        """What delta `v` changes, worked out here with a probe per id it names: the adds and
+        removes workers must apply (pushed entries cover the file's), the changes over the
+        file layer, and whether that is small (`delta_max_fraction`)."""
         adds = [e for e in v.adds if e.id not in self.pushed and self._file_entry(e.id) != e]
         added = {e.id for e in v.adds}
         removes = [
@@ -662,20 +878,8 @@ class NodeBlocklist:
             for i, changed in changes.items()
             if i not in self.pushed
         )
-        source = f"file:{v.sequence}"
-        if len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * size):
-            self._file_changes.update(changes)
-            self._file_generation += 1
-            return await self._delta(adds, removes, source)
-        version = self.version + 1
-        job = self._job(version, "base", changes=changes)
-        try:
-            summary = await self._run(job, "feed")
-        except CompileFailed as e:
-            self._failed(f"version {v.sequence}", e)
-            return None
-        self._adopt_file(summary, version)
-        return await self._file_changed(job, summary, source)
+        small = len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * size)
+        return adds, removes, changes, small
 
     async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
         entries = [validate_entry(msgspec.convert(e, type=Entry)) for e in raw_entries]
@@ -698,6 +902,12 @@ class NodeBlocklist:
         self.history.appendleft(
             {"version": self.version, "applied_at": applied_at, "source": "start"}
         )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # called without a loop (tests): no refresh to schedule
+        if self.deltas_since_compiled():  # deltas taken at start: folded as any would be
+            self._schedule_refresh()
 
     def known(self, entry_id: str) -> bool:
         return entry_id in self.pushed or self._file_entry(entry_id) is not None
@@ -761,6 +971,9 @@ class NodeBlocklist:
         if job.file_out:
             if generation == self._file_generation and base is self.file_table:
                 self._adopt_file(msgspec.structs.replace(summary, found=None), version)
+                if self.file_sequence is not None:  # the changes are folded: it holds it
+                    self._table_holds = (self.file_sequence, self.file_sha256, self.valid_until)
+                    await asyncio.to_thread(self._write_state, self._state_bytes())
             else:
                 Path(job.file_out).unlink(missing_ok=True)
         self._compiled(version, summary.entries)

@@ -30,18 +30,23 @@ from proxy.blocklist.keys import QueryPairs
 T = TypeVar("T")
 
 
-def _part(s: str) -> bytes:
-    b = s.encode("utf-8", "surrogatepass")
-    return len(b).to_bytes(4, "little") + b
+# A node key is its parts (the url key, then each pair's name and value), each as a 4-byte
+# little-endian length and its UTF-8 bytes (lone surrogates passed through). Written out in
+# each function rather than through a helper: a request's walk makes a key per node it visits.
 
 
 def node_key(url_key: str) -> bytes:
     """The root node of a url key: every query entry under it is below."""
-    return _part(url_key)
+    b = url_key.encode("utf-8", "surrogatepass")
+    return len(b).to_bytes(4, "little") + b
 
 
 def child_key(parent: bytes, pair: tuple[str, str]) -> bytes:
-    return parent + _part(pair[0]) + _part(pair[1])
+    name = pair[0].encode("utf-8", "surrogatepass")
+    value = pair[1].encode("utf-8", "surrogatepass")
+    return b"".join(
+        (parent, len(name).to_bytes(4, "little"), name, len(value).to_bytes(4, "little"), value)
+    )
 
 
 def path_keys(url_key: str, need: QueryPairs) -> list[bytes]:
@@ -64,12 +69,20 @@ def walk(url_key: str, have: QueryPairs, visit: Visit[T]) -> T | None:
     children after its siblings. The order depends on the request only. Each distinct
     sub-multiset is visited at most once: among equal pairs of `have`, only the first not yet
     used starts a child."""
-    found, more = visit(node_key(url_key))
+    root = node_key(url_key)
+    found, more = visit(root)
     if found is not None or not more:
         return found
+    return walk_below(root, have, visit)
+
+
+def walk_below(root: bytes, have: QueryPairs, visit: Visit[T]) -> T | None:
+    """`walk` past a root its caller has visited and found children under (a table probes
+    the root on its own: most url keys have no query entries, and the walk's setup is then
+    not paid)."""
     n = len(have)
     # (node key, index in `have` its children start from), explored depth first in order
-    stack: list[tuple[bytes, int]] = [(node_key(url_key), 0)]
+    stack: list[tuple[bytes, int]] = [(root, 0)]
     while stack:
         key, start = stack.pop()
         children: list[tuple[bytes, int]] = []

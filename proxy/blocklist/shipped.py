@@ -13,13 +13,19 @@ the version's identity, the table's sha256 and length, its format, the canonical
 A node offered such a full version (`format.Reading.shipped`, after the version's own checks:
 signature, header, line count, entry lines' hash) checks the manifest's signature with the
 same key, every binding against the version and its own canonicaliser and table format, copies
-the table into its state while hashing it (so what it maps is exactly what it hashed, whatever
-happens to the shipped file later), checks the table whole (`MappedTable.verify`) and its
+the table into its state and hashes the copy (so what it maps is exactly what it hashed,
+whatever happens to the shipped file later; or, `blocklist.table_install = "link"`, hard-links
+it, hashes it through the link and makes it read-only: no second copy of a 29 GB table, at the
+cost of trusting the shipped inode not to be rewritten), checks the table whole (`MappedTable.verify`) and its
 counts, and canonicalises a random sample of the version's entry lines itself (drawn here,
 unpredictably: `random.SystemRandom`), each of which must be in the table under its keys with
 its row (`MappedTable.holds`). Only then is the copy the file layer, stamped with the node's
 version. Any mismatch raises `Rejected` with a `Reason` (logged, counted by the supervisor);
 the caller then compiles the version itself, as without companions.
+
+A manifest that binds the version's exact header also spares the version's own Ed25519 check
+over every byte (`vouches`, `format.Reading.vouched`): the header's sha256 of the entry lines
+is still checked, so every byte stays vouched for by the key, once.
 
 What the spot check does not prove: lines it did not sample. A table is trusted for those
 because the key that signs the version signed the manifest: the check guards against a signer
@@ -29,14 +35,16 @@ against the key's holder, who can sign any list anyway.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import mmap
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import msgspec
 
@@ -46,6 +54,7 @@ from proxy.blocklist.format import (
     BlocklistError,
     Header,
     SignedFile,
+    copy_bytes,
     read_signed_object,
     signature_line,
     write_atomic,
@@ -53,6 +62,8 @@ from proxy.blocklist.format import (
 from proxy.blocklist.keys import CANONICALISER_VERSION
 from proxy.blocklist.model import Entry, InvalidEntry, compile_entry
 from proxy.blocklist.table import MAGIC, MappedTable, TableError, restamp, write_table
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "edgeproxy-blocklist-table/1"
 TABLE_SUFFIX = ".table"
@@ -127,29 +138,39 @@ def write_companions(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> Manifest:
-    """Compile the table of the signed full version `data` (its `entries`, in file order)
-    and sign its manifest, both written atomically beside `version` (before the caller writes
-    the version itself, so a watcher that sees it finds them)."""
-    first = data.index(b"\n")
-    header = msgspec.json.decode(data[:first], type=Header)
+    """Compile the table of the signed full version `data` (its `entries`, in file order;
+    of `data`, only the header line is read) and sign its manifest, both written atomically
+    beside `version` (before the caller writes the version itself, so a watcher that sees it
+    finds them)."""
+    header_line = data[: data.index(b"\n")]
+    header = msgspec.json.decode(header_line, type=Header)
     if header.base is not None:
         raise ValueError("a compiled table ships with a full version only")
+    table_path, _ = companions(version)
+    write_table(table_path, entries, header.sequence, header.created_at, progress=progress)
+    return sign_manifest(version, header_line, private_key_pem)
+
+
+def sign_manifest(version: Path, header_line: bytes, private_key_pem: bytes) -> Manifest:
+    """Check the table beside `version` whole and sign its manifest for the version whose
+    header line (exact bytes, no newline) is `header_line`: for a table compiled by
+    `write_companions`, or by a signer's own pipeline (streamed, `table.write_table`)."""
+    header = msgspec.json.decode(header_line, type=Header)
     table_path, manifest_path = companions(version)
-    info = write_table(table_path, entries, header.sequence, header.created_at, progress=progress)
     table = MappedTable(table_path)
     table.verify()
     manifest = Manifest(
         format=MANIFEST_FORMAT,
         sequence=header.sequence,
-        header_sha256=hashlib.sha256(data[:first]).hexdigest(),
+        header_sha256=hashlib.sha256(header_line).hexdigest(),
         entries_sha256=header.sha256,
         lines=header.entries,
         canonicaliser=CANONICALISER_VERSION,
         table_format=TABLE_FORMAT,
         table_sha256=_file_sha256(table_path),
-        table_bytes=info.bytes,
-        entries=info.entries,
-        keys=info.keys,
+        table_bytes=table_path.stat().st_size,
+        entries=table.entries,
+        keys=table.keys,
         counts={str(t): n for t, n in table.counts.items()},
         created_at=header.created_at,
     )
@@ -176,12 +197,19 @@ def adopt(
     version: int,
     *,
     spot_check: int,
+    install: str = "copy",
     rng: random.Random | None = None,
     progress: Progress | None = None,
 ) -> bool:
-    """Check the companions of a verified full version and, when every check passes, write
-    their table to `out` (atomically), stamped with node version `version`: True. False when
-    the version has no companions. Raises `Rejected` on any mismatch; `out` is then absent."""
+    """Check the companions of a verified full version and, when every check passes, put
+    their table at `out` (atomically): True. False when the version has no companions.
+    Raises `Rejected` on any mismatch; `out` is then absent.
+
+    `install` "copy": `out` is the node's own copy, hashed after it was made and stamped with
+    node version `version`. "link": `out` is a hard link to the shipped file, made read-only
+    and hashed through the link; it keeps its signer's stamp (a link cannot be restamped
+    without changing the shipped file), which the supervisor tells workers to expect
+    (`BlocklistLoad.stamp`). A link that cannot be made (another filesystem) is a copy."""
     table_path, manifest_path = companions(offer.path)
     present = table_path.is_file(), manifest_path.is_file()
     if not any(present):
@@ -193,16 +221,40 @@ def adopt(
     _bound(manifest_path, manifest, offer)
     tmp = out.with_name(f"{out.name}.tmp")  # `out` is a dotfile the loader's cleanup finds
     try:
-        _copy_hashed(table_path, tmp, manifest, progress)
-        table = _checked_table(table_path, tmp, manifest)
+        linked = install == "link" and _linked(table_path, tmp)
+        if not linked:
+            _copy(table_path, tmp, manifest)
+        table = _checked_table(table_path, tmp, manifest, progress)
         _spot_check(offer, table, spot_check, rng or random.SystemRandom())
         del table  # unmapped before its header is rewritten
-        restamp(tmp, version)
+        if linked:
+            _read_only(table_path, tmp)
+        else:
+            restamp(tmp, version)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return True
+
+
+def vouches(version: Path, header_line: bytes, public_key_pem: bytes) -> bool:
+    """A manifest beside `version`, signed by the configured key, binds this exact header
+    line (its sequence, its bytes' sha256, its entry lines' sha256): the version's own
+    signature over every byte need not be checked (`format.Reading.vouched`). False for no
+    manifest or any fault in it: the version is then checked as always, and `adopt` says
+    why its table is refused."""
+    _, manifest_path = companions(version)
+    try:
+        m = _manifest(manifest_path, public_key_pem)
+        header = msgspec.json.decode(header_line, type=Header)
+    except (Rejected, msgspec.DecodeError):
+        return False
+    return (
+        header.base is None
+        and (m.sequence, m.entries_sha256) == (header.sequence, header.sha256)
+        and m.header_sha256 == hashlib.sha256(header_line).hexdigest()
+    )
 
 
 def _manifest(path: Path, public_key_pem: bytes) -> Manifest:
@@ -256,9 +308,32 @@ def _bound(path: Path, m: Manifest, offer: SignedFile) -> None:
         )
 
 
-def _copy_hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> None:
-    """Copy the table to `tmp` (in the kernel: `copy_file_range`), then hash the copy: what
-    the node maps is what it hashed, whatever happens to the shipped file meanwhile."""
+def _linked(src: Path, tmp: Path) -> bool:
+    """A hard link to the shipped table at `tmp`; False (nothing made) when the two are on
+    different filesystems or the filesystem has no hard links: the caller copies."""
+    try:
+        os.link(src, tmp)
+    except OSError as e:
+        if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            log.warning("%s: cannot be linked into the node's state (%s); copying it", src, e)
+            return False
+        raise Rejected(Reason.COPY, f"{src}: cannot link: {e.strerror or e}") from None
+    return True
+
+
+def _read_only(src: Path, tmp: Path) -> None:
+    """A table taken by link loses its write bits (the shipped name's too: one inode), so an
+    in-place rewrite of the shipped file fails instead of changing what workers map. Only
+    once it passed: a refused table is left as it came."""
+    try:
+        os.chmod(tmp, os.stat(tmp).st_mode & ~0o222)
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot make read-only: {e.strerror or e}") from None
+
+
+def _copy(src: Path, tmp: Path, m: Manifest) -> None:
+    """Copy the table to `tmp` (in the kernel: `copy_file_range`): what the node maps is what
+    it hashes next, whatever happens to the shipped file meanwhile."""
     try:
         with open(src, "rb") as f, open(tmp, "wb") as out:
             size = os.fstat(f.fileno()).st_size
@@ -266,53 +341,63 @@ def _copy_hashed(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -
                 raise Rejected(
                     Reason.TABLE_SIZE, f"{src}: {size} bytes, the manifest says {m.table_bytes}"
                 )
-            _copy(f, out, size)
+            copy_bytes(f, out, size)  # a short copy fails the sha256
             out.flush()
             os.fsync(out.fileno())
             if hasattr(os, "posix_fadvise"):  # the node maps its copy: the shipped pages can go
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        digest = hashlib.sha256()
-        copied = 0
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot copy: {e.strerror or e}") from None
+
+
+def _hashed(src: Path, tmp: Path, m: Manifest) -> None:
+    """The node's file `tmp` (a copy, or a link) is the manifest's table: length and sha256,
+    read plainly (only for a file whose own header does not parse: which check failed)."""
+    digest = hashlib.sha256()
+    try:
         with open(tmp, "rb") as f:
             while chunk := f.read(_COPY_BYTES):
                 digest.update(chunk)
-                copied += len(chunk)
-                if progress is not None and size:
-                    progress(m.lines * copied // size, m.lines)
     except OSError as e:
-        raise Rejected(Reason.COPY, f"{src}: cannot copy: {e.strerror or e}") from None
-    if copied != m.table_bytes:
-        raise Rejected(
-            Reason.TABLE_SIZE, f"{src}: {copied} bytes copied, the manifest says {m.table_bytes}"
-        )
+        raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
+    _matches(src, digest, m)
+
+
+def _matches(src: Path, digest: Any, m: Manifest) -> None:
     if digest.hexdigest() != m.table_sha256:
         raise Rejected(Reason.TABLE_HASH, f"{src}: sha256 does not match the manifest's")
 
 
-def _copy(src: BinaryIO, out: BinaryIO, size: int) -> None:
-    """`size` bytes (fewer if the file shrank meanwhile), by `copy_file_range` where the
-    system has it (no pass through this process: 4x faster here), else read and written."""
-    left = size
+def _checked_table(src: Path, tmp: Path, m: Manifest, progress: Progress | None) -> MappedTable:
+    """The node's file `tmp` (a copy, or a link) is the manifest's table (length, sha256) and
+    a whole one (header, bounds, body checksum, counts): the sha256 and the checksum in one
+    pass over the file. A mismatch of the bytes is told before what it broke."""
     try:
-        while left > 0:
-            done = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30))
-            if done == 0:
-                return
-            left -= done
-    except (AttributeError, OSError):  # no copy_file_range, or not between these files
-        src.seek(size - left)
-        out.seek(size - left)
-        while left > 0 and (chunk := src.read(min(_COPY_BYTES, left))):
-            out.write(chunk)
-            left -= len(chunk)
-
-
-def _checked_table(src: Path, tmp: Path, m: Manifest) -> MappedTable:
+        size = os.stat(tmp).st_size
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
+    if size != m.table_bytes:
+        raise Rejected(Reason.TABLE_SIZE, f"{src}: {size} bytes, the manifest says {m.table_bytes}")
     try:
         table = MappedTable(tmp)
-        table.verify()
     except TableError as e:
+        _hashed(src, tmp, m)  # altered bytes are reported as such
         raise Rejected(Reason.TABLE_CORRUPT, f"{src}: {e}") from None
+    digest = hashlib.sha256()
+    lines = m.lines
+
+    def read(done: int, total: int) -> None:
+        if progress is not None and total:
+            progress(lines * done // total, lines)
+
+    try:
+        table.verify(whole=digest, progress=read)
+    except TableError as e:
+        _matches(src, digest, m)
+        raise Rejected(Reason.TABLE_CORRUPT, f"{src}: {e}") from None
+    except OSError as e:
+        raise Rejected(Reason.COPY, f"{src}: cannot read: {e.strerror or e}") from None
+    _matches(src, digest, m)
     if not table.summaries:
         raise Rejected(Reason.TABLE_FORMAT, f"{src}: not a {TABLE_FORMAT} table")
     counts = {str(t): n for t, n in table.counts.items()}

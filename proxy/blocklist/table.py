@@ -114,6 +114,36 @@ def host_group(host: str) -> str:
     return host[host.rfind(".", 0, last) + 1 :]
 
 
+def prefix_depth(key: str) -> int:
+    """The depth of a prefix entry's key, as `MatchKeys.prefix_ends` counts it."""
+    return 0 if key[-1] == "/" else key.count("/")
+
+
+def summary_of(form: Compiled) -> tuple[str, Summary]:
+    """The host group whose summary names an entry of text key (its `compile_entry` form),
+    and what that summary says of it, as `TableWriter.add` notes it: the prefix depth, url or
+    query entry, or host entry label count. What a reader merges in for entries added since
+    a table was written (`mapped.MappedSnapshot`), and what `holds` checks."""
+    etype, key, query = form
+    assert isinstance(key, str)
+    if etype is EntryType.HOST:
+        labels = key.count(".") + 1
+        return host_group(key), (0, 0, 1 << min(labels, LABEL_BITS - 1))
+    group = host_group(key[: key.index("/")])
+    if query is not None:
+        return group, (0, HAS_URLQ, 0)
+    if etype is EntryType.PREFIX:
+        return group, (1 << min(prefix_depth(key), DEPTH_BITS - 1), 0, 0)
+    return group, (0, HAS_URL, 0)
+
+
+def one_label_host(form: Compiled) -> bool:
+    """A host entry of one label ("example", not an IPv6 literal): it blocks hosts of every
+    group, so the table's own summary says it has one (`HAS_SHORT_HOST`)."""
+    etype, key, _ = form
+    return etype is EntryType.HOST and isinstance(key, str) and "." not in key and key[0] != "["
+
+
 KIND_OF = {
     EntryType.HOST: Kind.HOST,
     EntryType.PREFIX: Kind.PREFIX,
@@ -142,7 +172,13 @@ class Row(msgspec.Struct, array_like=True, frozen=True):
     query: QueryPairs | None
 
 
+class _EntryRow(msgspec.Struct, array_like=True, frozen=True):
+    entry: Entry
+    query: msgspec.Raw
+
+
 _row_decoder = msgspec.msgpack.Decoder(Row)
+_entry_decoder = msgspec.msgpack.Decoder(_EntryRow)
 
 
 def key_bytes(key: str | bytes) -> bytes:
@@ -560,11 +596,45 @@ def restamp(path: Path, version: int) -> None:
         os.fsync(f.fileno())
 
 
+def stamp_of(path: Path) -> int:
+    """The node version in a table's header (unchecked: what a worker must then find)."""
+    with open(path, "rb") as f:
+        return int(_HEADER.unpack(f.read(_HEADER.size))[1])
+
+
 def _read_record(records: Any, off: int) -> tuple[int, bytes, tuple[int, ...]]:
     kind, klen, count = _RECORD.unpack_from(records, off)
     start = off + _RECORD.size
     kb = bytes(records[start : start + klen])
     return kind, kb, struct.unpack_from(f"<{count}I", records, start + _align(klen, 4))
+
+
+_READ_ONE: dict[int, struct.Struct] = {}  # by key length: records of one entry index
+_READ_SUMMARY: dict[int, struct.Struct] = {}  # by key length: summaries (four values)
+_INDICES: dict[int, struct.Struct] = {}  # by count: a record's entry indices
+_SUMMARY = int(Kind.SUMMARY)
+
+
+def _read_struct(kind: int, klen: int) -> struct.Struct:
+    """A record of (kind, a key of `klen` bytes), read whole as `find` expects it: kind,
+    length, count, the key (its padding to 4 bytes skipped), then its values (four for a
+    summary, else the first entry index). One per kind of shape and key length, kept."""
+    values = 4 if kind == _SUMMARY else 1
+    st = struct.Struct(f"<BxxxII{klen}s{_align(klen, 4) - klen}x{values}I")
+    cache = _READ_SUMMARY if values == 4 else _READ_ONE
+    if len(cache) < 4096:
+        cache[klen] = st
+    return st
+
+
+def _indices(count: int) -> struct.Struct:
+    """`count` entry indices (u32)."""
+    st = _INDICES.get(count)
+    if st is None:
+        st = struct.Struct(f"<{count}I")
+        if len(_INDICES) < 1024:
+            _INDICES[count] = st
+    return st
 
 
 def _pad(length: int) -> bytes:
@@ -653,9 +723,12 @@ class MappedTable:
         self._shift = 64 - bits
         self._body = (HEADER_SIZE, size)
 
-    def verify(self) -> None:
+    def verify(self, whole: Any = None, progress: Callable[[int, int], None] | None = None) -> None:
         """Check the body checksum: reads the whole file once (and so warms the page cache).
-        Releases the GIL, so a worker runs it in a thread while it keeps serving."""
+        Releases the GIL, so a worker runs it in a thread while it keeps serving. `whole`: a
+        hashlib object also fed every byte of the file in order, so a shipped table's sha256
+        costs no second pass (`shipped.adopt`: 29 GB at 100M entries, larger than the page
+        cache here); `progress(bytes read, file bytes)` after each piece."""
         start, end = self._body
         body = xxhash.xxh3_64()
         # A piece at a time, each piece's pages dropped from this process's page tables once
@@ -663,40 +736,68 @@ class MappedTable:
         # during the check or after it, only the pages its lookups touch.
         drop = getattr(mmap, "MADV_DONTNEED", None)
         with memoryview(self._mm) as view:
+            if whole is not None:
+                with view[:start] as header:
+                    whole.update(header)
             for at in range(start, end, _VERIFY_BYTES):
                 stop = min(at + _VERIFY_BYTES, end)
                 with view[at:stop] as piece:
                     body.update(piece)
+                    if whole is not None:
+                        whole.update(piece)
                 if drop is not None:
                     page = at - at % mmap.PAGESIZE
                     self._mm.madvise(drop, page, stop - page)
+                if progress is not None:
+                    progress(stop, end)
         if body.intdigest() != self._checksum:
             raise TableError(f"{self.path}: checksum mismatch (corrupt)")
 
     # -- probes ---------------------------------------------------------------------------
 
     def find(self, kind: int, kb: bytes) -> tuple[int, ...]:
-        """Entry indices listed under (kind, key), in list order; () when none."""
+        """Entry indices listed under (kind, key), in list order; () when none (a summary's
+        four values for `Kind.SUMMARY`). A miss is a hash, two directory reads and a scan of
+        the bucket's (about one) hashes. A hash that matches is confirmed against the
+        record's kind and full key with one `unpack` that reads its header, key and values
+        (`_read_struct`: the one index nearly every record has, a summary's four); reading
+        them piece by piece cost five times as much (issue 12)."""
         h = hash_key(kb, kind)
-        b = h >> self._shift
         d = self._dir
-        i, end = d[b], d[b + 1]
-        fps = self._fps
+        b = h >> self._shift
+        i = d[b]
+        end = d[b + 1]
         while i < end:
-            if fps[i] == h:
-                found = self._confirm(self._recs[i], kind, kb)
-                if found:
-                    return found
+            if self._fps[i] == h:
+                klen = len(kb)
+                read = (_READ_SUMMARY if kind == _SUMMARY else _READ_ONE).get(klen)
+                if read is None:
+                    read = _read_struct(kind, klen)
+                off = self._recs[i]
+                try:
+                    record = read.unpack_from(self._mm, off)
+                except struct.error:  # a short record at the file's end: read it in pieces
+                    found = self._confirm_slowly(off, kind, kb)
+                    if found:
+                        return found
+                else:
+                    if record[0] == kind and record[1] == klen and record[3] == kb:
+                        count = record[2]
+                        if count == len(record) - 4:
+                            return record[4:]
+                        return (_INDICES.get(count) or _indices(count)).unpack_from(
+                            self._mm, off + _RECORD.size + _align(klen, 4)
+                        )
             i += 1
         return ()
 
-    def _confirm(self, off: int, kind: int, kb: bytes) -> tuple[int, ...]:
+    def _confirm_slowly(self, off: int, kind: int, kb: bytes) -> tuple[int, ...]:
         mm = self._mm
         rkind, klen, count = _RECORD.unpack_from(mm, off)
         start = off + _RECORD.size
         if rkind != kind or klen != len(kb) or mm[start : start + klen] != kb:
             return ()
-        return struct.unpack_from(f"<{count}I", mm, start + _align(klen, 4))
+        return _indices(count).unpack_from(mm, start + _align(klen, 4))
 
     def summary(self, group: str) -> Summary:
         """The `Summary` of a host group's entries (`host_group`; "" for the table's own):
@@ -715,7 +816,10 @@ class MappedTable:
         return _row_decoder.decode(self._mm[offs[index] : offs[index + 1]])
 
     def entry(self, index: int) -> Entry:
-        return self.row(index).entry
+        """The entry of a row, its query pairs left undecoded (`_EntryRow`): what a blocked
+        request reads."""
+        offs = self._row_offs
+        return _entry_decoder.decode(self._mm[offs[index] : offs[index + 1]]).entry
 
     def index_of(self, entry_id: str) -> int:
         """The index of the entry with this id, or -1."""
@@ -744,23 +848,18 @@ class MappedTable:
                 return "a node of its query trie is missing"
             if index not in self.find(Kind.URLQ, last):
                 return "not under its query key"
-            return self._summarised(key[: key.index("/")], 0, HAS_URLQ, 0)
+            return self._summarised(form)
         if index not in self.find(KIND_OF[etype], key_bytes(key)):
             return "not under its key"
-        if etype is EntryType.PREFIX:
-            depth = 0 if key[-1] == "/" else key.count("/")
-            if depth > self.prefix_depth:
-                return "deeper than the table's prefix depth"
-            return self._summarised(key[: key.index("/")], 1 << min(depth, DEPTH_BITS - 1), 0, 0)
-        if etype is EntryType.URL:
-            return self._summarised(key[: key.index("/")], 0, HAS_URL, 0)
-        labels = key.count(".") + 1
-        if labels == 1 and key[0] != "[" and not self.summary("")[1] & HAS_SHORT_HOST:
+        if etype is EntryType.PREFIX and prefix_depth(key) > self.prefix_depth:
+            return "deeper than the table's prefix depth"
+        if one_label_host(form) and not self.summary("")[1] & HAS_SHORT_HOST:
             return "the table's summary lacks its one-label host"
-        return self._summarised(key, 0, 0, 1 << min(labels, LABEL_BITS - 1))
+        return self._summarised(form)
 
-    def _summarised(self, host: str, depths: int, flags: int, labels: int) -> str:
-        have = self.summary(host_group(host))
+    def _summarised(self, form: Compiled) -> str:
+        group, (depths, flags, labels) = summary_of(form)
+        have = self.summary(group)
         if have[0] & depths != depths or have[1] & flags != flags or have[2] & labels != labels:
             return "its host group's summary does not name it"
         return ""

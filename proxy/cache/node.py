@@ -31,7 +31,9 @@ read transaction 2, opening the record 1.5, the `Entry` 1.3). So the memo's hits
 once per worker and generation (`prove_at`) and then only check that the value under its key is
 still the one proven, by length and seal, and copy its body (`get_hot`, `get_proven`, `Proven`:
 the seal proves what was proven, and LMDB never rewrites a committed value in place):
-`python -m benchmarks.node_tier` (benchmarks/README.md, "Proven once per record").
+`python -m benchmarks.node_tier` (benchmarks/README.md, "Proven once per record"). The hits
+of one loop turn share one read transaction (`_turn_reader`), and the memo's reference holds
+its proof weakly (`proxy.cache.tiered.NodeRef`): benchmarks/README.md, "Node-tier hits".
 
 Commits are not fsynced (`sync=False`): a crashed *process* loses nothing (its writes are in
 the page cache), a crashed *kernel* may lose or tear the last transactions. So the tier
@@ -223,7 +225,7 @@ class Proven:
     the mapped value on each hit (`get_proven`) and emptied again at the next (`get_hot`),
     so no body the node tier serves stays held in a worker."""
 
-    __slots__ = ("ikey", "seal", "length", "body_at", "body_end", "entry", "held")
+    __slots__ = ("ikey", "seal", "length", "body_at", "body_end", "entry", "held", "__weakref__")
 
     def __init__(self, ikey: bytes, seal: bytes, length: int, body_at: int, entry: Entry) -> None:
         self.ikey = ikey
@@ -529,6 +531,9 @@ class NodeTier:
         self._proofs: dict[bytes, Proven] = {}
         self._proofs_held = 0
         self._lent: Entry | None = None
+        # The read transaction this loop turn's proven hits share (`_turn_reader`), ended at
+        # the next turn (`end_turn`) or before this worker's next write, whichever is first.
+        self._turn: Any = None
 
     # -- read (synchronous: inside lookup) ----------------------------------------------------
 
@@ -579,23 +584,25 @@ class NodeTier:
             return None
         return self._load(ikey, (target.authority, target.raw_path_query), (), (), target)
 
-    def get_hot(self, ikey: bytes, target: Target) -> Entry | None:
-        """`get_at` for the memo's hits: a record this worker proved before is answered by
-        `get_proven` (checked to be the same record, its body copied), any other is proven
-        (`prove_at`) and remembered within `proof_bytes`. The entry returned is this
-        worker's proof of the record, lent with this read's body until the next `get_hot`,
-        which empties it: no body stays held here."""
+    def get_hot(self, ikey: bytes, target: Target, p: Proven | None = None) -> Proven | None:
+        """`get_at` for the memo's hits: a record this worker proved before (`p`, when the
+        caller holds it, else looked up by `ikey`) is answered by `get_proven` (checked to be
+        the same record, its body copied), any other is proven (`prove_at`) and remembered
+        within `proof_bytes`. Returns the proof, whose entry is lent with this read's body
+        until the next `get_hot` or the end of the loop turn, which empty it: no body stays
+        held here. A proof not remembered (`proof_bytes` 0, or emptied since) is held by no
+        one once the caller lets it go (the facade's `NodeRef` reaches it weakly)."""
         lent = self._lent
         if lent is not None:
             lent.body = b""
             self._lent = None
         proofs = self._proofs
-        p = proofs.get(ikey)
+        if p is None:
+            p = proofs.get(ikey)
         if p is not None:
-            entry = self.get_proven(p)
-            if entry is not None:
-                self._lent = entry
-                return entry
+            if self.get_proven(p) is not None:
+                self._lent = p.entry
+                return p
             self.forget_proof(ikey)  # rewritten or gone: proven anew, or a miss
         p = self.prove_at(ikey, target)
         if p is None:
@@ -607,7 +614,13 @@ class NodeTier:
             proofs[ikey] = p
             self._proofs_held += p.held
         self._lent = p.entry
-        return p.entry
+        return p
+
+    def _return_lent(self) -> None:
+        lent = self._lent
+        if lent is not None:
+            lent.body = b""
+            self._lent = None
 
     def forget_proof(self, ikey: bytes) -> None:
         """Drop this worker's proof of `ikey` (the facade adopted the record into memory)."""
@@ -630,21 +643,24 @@ class NodeTier:
         """The memo's node-tier hit on a record this worker proved (`prove_at`): its entry,
         with the body copied from the mapped value, when the value stored under its key now
         is the one proven (the same length and seal); None when it is not (rewritten by any
-        worker, purged, evicted: `prove_at` reads it as it is now). One read transaction, a
-        compare of 20 bytes and one copy of the body: no checksum, no decoding, no `Entry`."""
+        worker, purged, evicted: `prove_at` reads it as it is now). A compare of 20 bytes
+        and one copy of the body: no checksum, no decoding, no `Entry`, and in a running
+        loop no transaction of its own (`_turn_reader`). The body is copied rather than lent
+        as a view of the map: the transport may keep what it is given past the turn, and
+        the answer's format would copy a view once more (bytes % memoryview makes bytes)."""
         if self._closed:
             return None
-        try:
-            txn = self.env.begin(db=self._items, buffers=True)
-        except lmdb.MapResizedError:
-            return None  # `prove_at` reads through `_read`, which follows the new size
+        txn = self._turn or self._turn_reader()
+        if txn is None:
+            return None
         try:
             raw = txn.get(p.ikey)
             if raw is None or len(raw) != p.length or raw[: _HDR.size] != p.seal:
                 return None
             body = raw[p.body_at : p.body_end].tobytes()
         finally:
-            txn.abort()
+            if txn is not self._turn:
+                txn.abort()
         entry = p.entry
         entry.body = body
         self.stats.node_hits += 1
@@ -652,6 +668,36 @@ class NodeTier:
         if self._reads % self.touch_one_in == 0:
             self._touch(p.ikey)
         return entry
+
+    def _turn_reader(self) -> Any:
+        """A read transaction (values as views of the mapped pages) for this loop turn's
+        proven hits, ended by `end_turn` at the next turn: a begin and an abort per hit were
+        a quarter of a proven hit (0.6 of 2.5 us at 20,000 items, in one process), and a
+        worker under load answers 10-20 requests a turn (epoll_pwait per response: 0.05-0.09,
+        node-hit). A turn's hits read the tier as it was at the turn's first: a store or
+        purge another worker committed since is seen from the next turn on (as by a request
+        that came a turn earlier; a purge is acknowledged by every worker, each in a turn of
+        its own), and this worker's own writes end it first (`_write`). Without a running
+        loop (tools, tests) a transaction for one read, which the caller aborts; None when
+        the map was resized (`prove_at` reads through `_read`, which follows the new size)."""
+        try:
+            txn = self.env.begin(db=self._items, buffers=True)
+        except lmdb.MapResizedError:
+            return None
+        try:
+            asyncio.get_running_loop().call_soon(self.end_turn)
+        except RuntimeError:
+            return txn
+        self._turn = txn
+        return txn
+
+    def end_turn(self) -> None:
+        """End the turn's read transaction (and the lent body, as the next `get_hot` would)."""
+        txn = self._turn
+        if txn is not None:
+            self._turn = None
+            self._return_lent()
+            txn.abort()
 
     def _load(
         self,
@@ -885,6 +931,7 @@ class NodeTier:
             self._lock(hp, fcntl.F_UNLCK)
 
     def _write(self) -> Any:
+        self.end_turn()  # this worker's hits read what it writes from now on
         try:
             return self.env.begin(write=True)
         except lmdb.MapResizedError:
@@ -1156,6 +1203,7 @@ class NodeTier:
     def close(self) -> None:
         if self._closed:
             return
+        self.end_turn()
         if self._touch_timer is not None:
             self._touch_timer.cancel()
             self._touch_timer = None

@@ -44,6 +44,9 @@ class BlocklistLoad(Message, tag="blocklist.load"):
     # Entries the mapped file lacks (pushes over a signer's shipped table): the overlay the
     # worker swaps the file in with, so it enforces the whole version from the first request.
     add: list[Entry] = []
+    # The version in the mapped file's header when it is not `version`: a signer's table the
+    # node hard-linked in keeps its signer's (`blocklist.table_install = "link"`).
+    stamp: int | None = None
 
 
 class BlocklistDelta(Message, tag="blocklist.delta"):

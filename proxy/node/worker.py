@@ -165,7 +165,9 @@ class Worker:
         refused, counted and logged, and the current snapshot keeps enforcing."""
         if msg.format == "mapped":
             try:
-                snap: Snapshot = await load_mapped(Path(msg.path), msg.version, time.time())
+                snap: Snapshot = await load_mapped(
+                    Path(msg.path), msg.version, time.time(), stamp=msg.stamp
+                )
             except TableError as e:
                 self.stats.blocklist_load_failures += 1
                 log.error(

@@ -335,3 +335,39 @@ def test_compile_writes_the_table_workers_load_and_shows_progress_when_asked(
         capsys, "verify", "--progress", "--key", str(pub), str(lists / version_filename(4))
     )
     assert code == 0 and "verify: 70,000 of 70,000 entries (100%)" in err
+
+
+@pytest.mark.parametrize("table", [False, True])
+def test_a_refused_full_sign_leaves_nothing_beside_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: bool
+) -> None:
+    """A full version is signed as a stream (its input read line by line, twice with
+    --table): a bad line or a repeated id found after thousands of good ones leaves no version,
+    no companion and no temporary file beside OUT."""
+    keys = tmp_path / "keys"
+    run(capsys, "keygen", "--out-dir", str(keys))
+    priv = str(keys / "blocklist-signing.key")
+    good = [{"id": f"u{i}", "type": "url", "value": f"http://e.com/{i}"} for i in range(3000)]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "blocklist-0000000001.jsonl"
+    flag = ["--table"] if table else []
+    for tail, said in [
+        ({"id": "x", "type": "sha256", "value": "no"}, "in.jsonl:3001:"),
+        ({"id": "u17", "type": "host", "value": "e.org"}, "duplicate id"),
+    ]:
+        src = write_lines(tmp_path / "in.jsonl", *good, tail)
+        code, _, err = run(
+            capsys, "sign", "--key", priv, "--sequence", "1", *flag, str(src), str(out)
+        )
+        assert code == 1 and said in err
+        assert list(out_dir.iterdir()) == []
+    src = write_lines(tmp_path / "in.jsonl", *good)
+    code, out_text, _ = run(
+        capsys, "sign", "--key", priv, "--sequence", "1", *flag, str(src), str(out)
+    )
+    assert code == 0 and "3000 adds" in out_text
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        [out.name]
+        + (["blocklist-0000000001.manifest", "blocklist-0000000001.table"] if table else [])
+    )

@@ -56,8 +56,9 @@ class Workers:
 def node(
     tmp_path: Path, keys: tuple[bytes, bytes], **bl: Any
 ) -> tuple[NodeBlocklist, Workers, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "pub.pem").write_bytes(keys[1])
-    lists = tmp_path / "lists"
+    lists = Path(bl.pop("dir", tmp_path / "lists"))  # another node's directory: a restart
     lists.mkdir(exist_ok=True)
     cfg = msgspec.structs.replace(
         Config(),

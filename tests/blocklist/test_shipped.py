@@ -4,6 +4,7 @@ version is compiled here as always (issue 12). Each test runs the real compile c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from proxy.blocklist import shipped
 from proxy.blocklist.format import (
+    BlocklistError,
     generate_keypair,
     render_version,
     signature_line,
@@ -81,6 +83,7 @@ def worker_view(bl: NodeBlocklist) -> MappedSnapshot:
     overlay it is loaded with, then the deltas since."""
     args = bl.load_args()
     table = MappedTable(Path(args["path"]))
+    assert table.version == args.get("stamp", args["version"])  # as `load_mapped` checks
     table.verify()
     snap = MappedSnapshot.open(table, args["version"], time.time())
     if args.get("add"):
@@ -246,6 +249,20 @@ def truncated(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
     table.write_bytes(table.read_bytes()[:-100])
 
 
+def altered_and_vouched(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    """A body byte changed and the manifest signed for it: only the table's own checksum,
+    taken in the same pass as the sha256, finds it."""
+    altered(table, manifest, keys)
+    resign(manifest, keys[0], table_sha256=hashlib.sha256(table.read_bytes()).hexdigest())
+
+
+def altered_header(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
+    """A header byte changed: the header no longer parses, and the bytes are what is told."""
+    raw = bytearray(table.read_bytes())
+    raw[20] ^= 0xFF
+    table.write_bytes(bytes(raw))
+
+
 def truncated_and_vouched(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
     table.write_bytes(table.read_bytes()[:-100])
     resign(
@@ -277,22 +294,30 @@ def no_manifest(table: Path, manifest: Path, keys: tuple[bytes, bytes]) -> None:
         (another_canonicaliser, "canonicaliser"),
         (truncated, "table-size"),
         (truncated_and_vouched, "table-corrupt"),
+        (altered_and_vouched, "table-corrupt"),
+        (altered_header, "table-hash"),
         (lacks_entries, "spot-check"),
         (no_manifest, "incomplete"),
     ],
 )
+@pytest.mark.parametrize("install", ["copy", "link"])
 def test_a_bad_shipped_table_falls_back_to_a_local_compile(
-    tmp_path: Path, keys: tuple[bytes, bytes], spoil: Any, reason: str
+    tmp_path: Path, keys: tuple[bytes, bytes], spoil: Any, reason: str, install: str
 ) -> None:
-    bl, _workers, lists = node(tmp_path, keys)
+    bl, _workers, lists = node(tmp_path, keys, table_install=install)
     version = sign(lists, keys, 1, ENTRIES)
     spoil(*shipped.companions(version), keys)
+    table = shipped.companions(version)[0]
+    mode = table.stat().st_mode if table.exists() else None
     seen = phases(bl)
     bl.load_initial()
     assert bl.table_rejections == {reason: 1} and bl.tables_shipped == 0
     assert "compile" in seen  # compiled here instead
     assert bl.file_sequence == 1 and bl.reload_failures == 0
     enforces_entries(worker_view(bl))
+    assert (table.stat().st_mode if table.exists() else None) == mode  # left as it came
+    if table.exists():
+        assert table.stat().st_nlink == 1  # no link of the refused table stays in the state
 
 
 def test_a_version_without_companions_is_compiled_as_always(
@@ -343,7 +368,7 @@ def test_a_disk_full_during_the_copy_is_a_refusal_that_leaves_nothing(
     def full(*_args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shipped, "_copy", full)
+    monkeypatch.setattr(shipped, "copy_bytes", full)
     refused: list[shipped.Rejected] = []
     out = tmp_path / "state" / "file.map"
     out.parent.mkdir()
@@ -380,18 +405,18 @@ def test_shipped_tables_with_parallel_readers(
 async def test_a_full_version_is_never_read_by_the_supervisor(
     tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only a delta on the enforced version is read in the supervisor (`_delta_on_enforced`,
-    by its unverified header first); a full one goes to the child whole (a 10M-entry version
-    read there first cost a minute)."""
-    import proxy.blocklist.node as node_module
+    """Only deltas over a table are read in the supervisor (`chain.read_links`, after their
+    unverified headers); a full one goes to the child whole (a 10M-entry version read there
+    first cost a minute)."""
+    import proxy.blocklist.chain as chain_module
 
     bl, _workers, lists = node(tmp_path, keys)
     sign(lists, keys, 1, ENTRIES)
     bl.load_initial()
     read: list[object] = []
-    real = node_module.read_version
+    real = chain_module.read_version
     monkeypatch.setattr(
-        node_module, "read_version", lambda *a, **k: read.append(a) or real(*a, **k)
+        chain_module, "read_version", lambda *a, **k: read.append(a) or real(*a, **k)
     )
     sign(lists, keys, 2, ENTRIES[:50])
     assert await bl.reload_dir() is not None
@@ -399,3 +424,106 @@ async def test_a_full_version_is_never_read_by_the_supervisor(
     delta(lists, keys, 3)
     assert await bl.reload_dir() is not None
     assert len(read) == 1 and bl.file_sequence == 3
+
+
+async def test_a_linked_table_is_the_shipped_file_with_its_signers_stamp(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """`table_install = "link"`: the node maps the shipped inode (no second copy on disk),
+    made read-only, unstamped (so the shipped file still matches its manifest: a restarted
+    node takes it again); workers are told the stamp to expect and refuse another."""
+    from proxy.blocklist.mapped import load_mapped
+    from proxy.blocklist.table import TableError
+
+    bl, _workers, lists = node(tmp_path, keys, table_install="link")
+    version = sign(lists, keys, 5, ENTRIES)  # the signer's sequence 5, the node's version 1
+    table = shipped.companions(version)[0]
+    seen = phases(bl)
+    bl.load_initial()
+    assert bl.tables_shipped == 1 and "compile" not in seen
+    args = bl.load_args()
+    mapped = Path(args["path"])
+    assert mapped.stat().st_ino == table.stat().st_ino
+    assert table.stat().st_mode & 0o222 == 0
+    assert (args["version"], args["stamp"]) == (1, 5)
+    enforces_entries(worker_view(bl))
+    snap = await load_mapped(mapped, 1, time.time(), stamp=5)
+    assert snap.version == 1 and snap.check("b.example", "/manga/one", None) is not None
+    with pytest.raises(TableError, match="holds version 5, expected 1"):
+        await load_mapped(mapped, 1, time.time())
+    again, _, _ = node(tmp_path / "restarted", keys, table_install="link", dir=str(lists))
+    again.load_initial()
+    assert again.tables_shipped == 1 and again.table_rejections == {}
+    enforces_entries(worker_view(again))
+
+
+def test_a_link_across_filesystems_is_a_copy(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    import os
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) here")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        bl, _workers, _ = node(tmp_path, keys, table_install="link", dir=other)
+        version = sign(Path(other), keys, 5, ENTRIES)
+        table = shipped.companions(version)[0]
+        bl.load_initial()
+        assert bl.tables_shipped == 1 and bl.table_rejections == {}
+        args = bl.load_args()
+        assert os.stat(args["path"]).st_ino != table.stat().st_ino
+        assert "stamp" not in args  # the node's own copy, stamped with its version
+        assert table.stat().st_mode & 0o222  # the shipped file left as it came
+        enforces_entries(worker_view(bl))
+
+
+def _spoil_signature(version: Path) -> None:
+    """The version's signature, still base64 of 64 bytes, no longer matching its bytes."""
+    data = version.read_bytes()
+    head, _, sig_line = data[:-1].rpartition(b"\n")
+    sig = msgspec.json.decode(sig_line)
+    raw = bytearray(base64.b64decode(sig["signature"]))
+    raw[0] ^= 1
+    sig["signature"] = base64.b64encode(bytes(raw)).decode()
+    version.write_bytes(head + b"\n" + msgspec.json.encode(sig) + b"\n")
+
+
+def test_a_manifest_vouches_for_its_version_so_the_whole_file_is_not_hashed_twice(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest signed by the list's key binds the version's exact header, and the header's
+    sha256 binds every entry line (checked as always): the version's own Ed25519 signature,
+    which hashes every byte (20 s at 100M entries), is not checked again. Without a manifest
+    that vouches for it, the same spoiled signature is refused, as always."""
+    from proxy.blocklist.format import read_version
+
+    bl, _workers, lists = node(tmp_path, keys)
+    version = sign(lists, keys, 1, ENTRIES)
+    _spoil_signature(version)
+    bl.load_initial()
+    assert bl.tables_shipped == 1 and bl.reload_failures == 0
+    enforces_entries(worker_view(bl))
+    with pytest.raises(BlocklistError, match="bad signature"):
+        read_version(version, keys[1], max_bytes=1 << 20)  # as `edgeproxy blocklist verify`
+
+    for spoil in (other_key, another_header):  # a manifest that does not vouch: checked as always
+        other = tmp_path / spoil.__name__
+        bl2, _, lists2 = node(other, keys)
+        v = sign(lists2, keys, 1, ENTRIES)
+        spoil(*shipped.companions(v), keys)
+        _spoil_signature(v)
+        with pytest.raises(Exception, match="no valid version"):
+            bl2.load_initial()
+        assert bl2.tables_shipped == 0
+
+
+def test_a_vouched_version_with_other_entry_lines_is_refused(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """Vouching covers the header; the entry lines must still hash to the header's sha256."""
+    bl, _workers, lists = node(tmp_path, keys)
+    version = sign(lists, keys, 1, ENTRIES)
+    version.write_bytes(version.read_bytes().replace(b"http://a.example/x", b"http://a.example/y"))
+    with pytest.raises(Exception, match="no valid version"):
+        bl.load_initial()
+    assert any("sha256 of the entry lines" in e for e in bl.last_errors)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -81,8 +82,9 @@ V2 = [
 ]
 
 
+@pytest.mark.parametrize("install", ["copy", "link"])
 async def test_a_shipped_table_is_enforced_without_a_local_compile(
-    origin_server, tmp_path: Path
+    origin_server, tmp_path: Path, install: str
 ) -> None:
     private, public = generate_keypair()
     (tmp_path / "key.pem").write_bytes(private)
@@ -93,7 +95,12 @@ async def test_a_shipped_table_is_enforced_without_a_local_compile(
     lists.mkdir()
     first = [Entry("a", EntryType.PREFIX, "http://127.0.0.1/listed/")]
     write_atomic(lists / version_filename(1), render_version(1, first, private_key_pem=private))
-    node = Node.on_dir(origin, lists, tmp_path / "pub.pem", workers=2)
+    config = tmp_path / "edge.toml"  # `--origin` replaces the site; a config file needs one
+    config.write_text(
+        f'[blocklist]\ntable_install = "{install}"\n\n'
+        f'[[sites]]\nname = "default"\nhosts = ["*"]\norigin = "{origin}"\n'
+    )
+    node = Node.on_dir(origin, lists, tmp_path / "pub.pem", "--config", str(config), workers=2)
     await node.start()
     try:
         # cached before they are listed: the version's load must purge them
@@ -108,6 +115,10 @@ async def test_a_shipped_table_is_enforced_without_a_local_compile(
             return (await counters(node, "edgeproxy_blocklist_tables_shipped")).get("") == 1
 
         await eventually(shipped_in, timeout_s=20, what="the shipped table taken")
+        table2 = shipped.companions(lists / version_filename(2))[0]
+        # linked: the node's state names the shipped inode (made read-only); copied: it does not
+        assert table2.stat().st_nlink == (1 if install == "copy" else 3)
+        assert bool(table2.stat().st_mode & 0o222) == (install == "copy")
         compiles = (await counters(node, "edgeproxy_blocklist_compiles"))[""]
 
         async def all_blocked() -> bool:

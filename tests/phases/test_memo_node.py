@@ -5,6 +5,7 @@ path would take (plain and fresh, body digest not refused); purged, it is gone."
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class World:
     def answered_by_node(self, e: Entry) -> Entry:
         """Stored by another worker, answered here by the full path (`lookup`), remembered."""
         self.other.put(e)
+        self.other.flush()  # at once, also in a running loop (where it waits for the turn's end)
         got = self.cache.get((e.primary, ()))
         assert got is not None and not got.alive
         self.memo.remember_hit(e.target.raw_path_query, HOST, got)
@@ -256,3 +258,49 @@ def test_proofs_are_bounded_in_bytes(tmp_path: Path) -> None:
                 assert hot is not None and hot[0].body == e.body
                 assert w.cache.node._proofs_held <= budget
                 assert len(w.cache.node._proofs) < (len(es) if budget else 1)
+                # the memo's references reach the proofs weakly: none outlives the bound
+                refs = w.memo._refs.values()
+                live = sum(r.proof is not None and r.proof() is not None for r in refs)
+                assert live == len(w.cache.node._proofs)
+
+
+async def test_the_hits_of_one_loop_turn_share_a_read_transaction(world: World) -> None:
+    """In a running loop a turn's proven hits read through one transaction, ended (with the
+    lent body) when the turn is over: no transaction and no body outlive it."""
+    a, b = entry("/t1", b"a" * 5000), entry("/t2", b"b" * 5000)
+    world.answered_by_node(a)
+    world.answered_by_node(b)
+    assert world.take(a) is not None and world.take(b) is not None  # proven
+    await asyncio.sleep(0)
+    node = world.cache.node
+    assert node is not None and node._turn is None
+    hot_a = world.take(a)
+    turn = node._turn
+    hot_b = world.take(b)
+    assert turn is not None and node._turn is turn
+    assert hot_a is not None and hot_b is not None and hot_b[0].body == b.body
+    await asyncio.sleep(0)
+    assert node._turn is None and hot_b[0].body == b""
+
+
+async def test_this_workers_purge_is_seen_by_its_next_hit_in_the_same_turn(world: World) -> None:
+    e = entry("/tp", b"p" * 5000)
+    world.answered_by_node(e)
+    assert world.take(e) is not None and world.take(e) is not None  # proven, then reused
+    world.cache.purge_primary(e.primary)  # this worker's write ends the turn's transaction
+    assert world.take(e) is None
+
+
+async def test_another_workers_store_is_served_from_the_next_turn(world: World) -> None:
+    """A turn's hits read the tier as it was at the turn's first hit (as a request a turn
+    earlier would); what another worker committed since is served from the next turn on."""
+    e = entry("/tn", b"o" * 5000)
+    world.answered_by_node(e)
+    assert world.take(e) is not None and world.take(e) is not None
+    world.other.put(_with_etag(entry("/tn", b"n" * 5000), b'"v2"'))
+    world.other.flush()
+    hot = world.take(e)
+    assert hot is not None and hot[0].body == e.body  # this turn: its snapshot, whole
+    await asyncio.sleep(0)
+    hot = world.take(e)
+    assert hot is not None and hot[0].body == b"n" * 5000 and hot[0].etag == '"v2"'
