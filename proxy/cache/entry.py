@@ -81,8 +81,14 @@ class Entry:
 
     def render_head(self, overhead_bytes: int, via: bytes) -> None:
         """Serialise the stored fields once; our `Via` member is appended to the origin's."""
-        self.head = render_head(self.status, self.reason, self.headers, len(self.body), via)
-        self.size = len(self.head) + len(self.body) + overhead_bytes
+        self.set_head(
+            render_head(self.status, self.reason, self.headers, len(self.body), via), overhead_bytes
+        )
+
+    def set_head(self, head: bytes, overhead_bytes: int) -> None:
+        """`head` (`render_head` of this entry's fields) is what deliveries send."""
+        self.head = head
+        self.size = len(head) + len(self.body) + overhead_bytes
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
@@ -100,14 +106,38 @@ def render_head(
 ) -> bytes:
     """A response head as stored and delivered: status line, fields with our `Via` member
     appended to the origin's, Content-Length (up to the per-delivery part)."""
+    return kept_head(status, reason, headers, frozenset(), (), body_bytes, via)[1]
+
+
+def kept_head(
+    status: int,
+    reason: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    unkept: frozenset[bytes],
+    added: tuple[tuple[bytes, bytes], ...],
+    body_bytes: int,
+    via: bytes,
+) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """The fields to store (`headers` but those `unkept` names, by lowercase name, then
+    `added`, ours, whatever their names) and `render_head` of them, in one pass: a miss's
+    store read every field twice, once to filter and once to render (issue 18)."""
+    kept: list[tuple[bytes, bytes]] = []
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    for name, value in headers:
-        if name.lower() == b"via":
+    for line in headers:
+        name, value = line
+        n = name.lower()
+        if n in unkept:
+            continue
+        kept.append(line)
+        if n == b"via":
             value = value + b", " + via
             via = b""
-        parts.append(name + b": " + value + b"\r\n")
+        parts += (name, b": ", value, b"\r\n")
+    for line in added:
+        kept.append(line)
+        parts += (line[0], b": ", line[1], b"\r\n")
     if via:
-        parts.append(b"Via: " + via + b"\r\n")
+        parts += (b"Via: ", via, b"\r\n")
     if status not in (204, 304) and not 100 <= status < 200:
         parts.append(b"Content-Length: %d\r\n" % body_bytes)
-    return b"".join(parts)
+    return tuple(kept), b"".join(parts)

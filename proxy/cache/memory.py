@@ -1,4 +1,4 @@
-"""The byte-bounded memory tier: LRU over entries sized in bytes (cachetools), with indexes by
+"""The byte-bounded memory tier: LRU over entries sized in bytes, with indexes by
 primary key, host, body digest and the blocklist's keys (url key, host key and its parent
 domains, url keys in order for prefixes) so purges (operator or blocklist) never scan the
 whole cache. Each index costs O(1) per store, lookup and removal however many entries share an
@@ -8,14 +8,19 @@ url key (sortedcontainers), never a scan.
 
 Vary: a primary key maps to the field names its latest response varied on; each variant is its
 own LRU item keyed by (primary, normalised values).
+
+The LRU itself is one OrderedDict (oldest first) and a dict of the sizes stored: a store, an
+eviction and a hit's touch are a few dict operations in C. cachetools' LRUCache, used before,
+spent about 2 µs of Python per store in its layers of `__setitem__` (three containers, a
+method call per step) and a Python `__getitem__` per touch (issue 18).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from cachetools import LRUCache
 from sortedcontainers import SortedList
 
 from proxy.blocklist.keys import MatchKeys, match_keys
@@ -34,21 +39,69 @@ class TierStats:
     purged: int
 
 
-class _IndexedLRU(LRUCache[ItemKey, Entry]):
-    """LRUCache whose deletions (eviction, purge, replacement) keep the side indexes true."""
+class _IndexedLRU:
+    """Item key -> entry, bounded by the entries' sizes in bytes, least recently used first out;
+    every deletion (eviction, purge, replacement) is told to `on_delete`, so the side indexes
+    stay true."""
+
+    __slots__ = ("maxsize", "currsize", "_items", "_sizes", "_on_delete")
 
     def __init__(self, maxsize: int, on_delete: Callable[[ItemKey, Entry], None]) -> None:
-        super().__init__(maxsize, getsizeof=_size)
+        self.maxsize = maxsize
+        self.currsize = 0
+        self._items: OrderedDict[ItemKey, Entry] = OrderedDict()
+        # The size each entry was admitted with: what its removal gives back, whatever
+        # happens to the entry's `size` later.
+        self._sizes: dict[ItemKey, int] = {}
         self._on_delete = on_delete
 
-    def __delitem__(self, key: ItemKey) -> None:
-        entry = LRUCache.__getitem__(self, key)
-        super().__delitem__(key)
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def get(self, key: ItemKey) -> Entry | None:
+        """The entry, now the most recently used; None when absent."""
+        entry = self._items.get(key)
+        if entry is not None:
+            self._items.move_to_end(key)
+        return entry
+
+    def peek(self, key: ItemKey) -> Entry:
+        """The entry, its place in the LRU order unchanged (purges and listings are no use)."""
+        return self._items[key]
+
+    def touch(self, key: ItemKey) -> None:
+        try:
+            self._items.move_to_end(key)
+        except KeyError:
+            pass
+
+    def add(self, key: ItemKey, entry: Entry, size: int) -> None:
+        """Admit `entry` (absent, and `size` at most `maxsize`: the tier checks both first),
+        evicting the least recently used until it fits."""
+        items = self._items
+        sizes = self._sizes
+        limit = self.maxsize - size
+        while self.currsize > limit:
+            old_key, old = items.popitem(last=False)
+            self.currsize -= sizes.pop(old_key)
+            self._on_delete(old_key, old)
+        items[key] = entry
+        sizes[key] = size
+        self.currsize += size
+
+    def delete(self, key: ItemKey) -> None:
+        entry = self._items.pop(key)
+        self.currsize -= self._sizes.pop(key)
         self._on_delete(key, entry)
 
+    def keys(self) -> list[ItemKey]:
+        return list(self._items)
 
-def _size(entry: Entry) -> int:
-    return entry.size
+    def items(self) -> list[tuple[ItemKey, Entry]]:
+        return list(self._items.items())
 
 
 def _keys_of(entry: Entry) -> MatchKeys:
@@ -89,10 +142,7 @@ class MemoryTier:
         return self._vary.get(primary)
 
     def get(self, primary: PrimaryKey, variant: VariantKey) -> Entry | None:
-        try:
-            return self._lru[(primary, variant)]
-        except KeyError:
-            return None
+        return self._lru.get((primary, variant))
 
     # -- store --------------------------------------------------------------------------------
 
@@ -109,13 +159,14 @@ class MemoryTier:
             # The resource's Vary changed: older variants were keyed on other fields.
             self.purge_primary(primary)
         key = (primary, entry.variant)
-        if key in self._lru:
+        lru = self._lru
+        if key in lru:
             self._purging = True
             try:
-                del self._lru[key]
+                lru.delete(key)
             finally:
                 self._purging = False
-        self._lru[key] = entry
+        lru.add(key, entry, entry.size)
         self._vary[primary] = entry.vary_fields
         self._by_primary.add(primary, key)
         self._by_host.add(entry.target.host, key)
@@ -143,10 +194,7 @@ class MemoryTier:
 
     def touch(self, entry: Entry) -> None:
         """Mark a hit for LRU order (the hot path finds entries without `get`)."""
-        try:
-            self._lru[(entry.primary, entry.variant)]
-        except KeyError:
-            pass
+        self._lru.touch((entry.primary, entry.variant))
 
     def _forget(self, key: ItemKey, entry: Entry) -> None:
         entry.alive = False
@@ -165,11 +213,12 @@ class MemoryTier:
     def _purge_keys(self, keys: Iterable[ItemKey]) -> int:
         """Purge `keys`: a copy, never a live index (each deletion updates the indexes)."""
         n = 0
+        lru = self._lru
         self._purging = True
         try:
             for key in keys:
-                if key in self._lru:
-                    del self._lru[key]
+                if key in lru:
+                    lru.delete(key)
                     n += 1
         finally:
             self._purging = False
@@ -190,11 +239,8 @@ class MemoryTier:
 
     def with_url_key(self, url_key: str) -> list[Entry]:
         """Stored entries whose target has this blocklist url key (any query)."""
-        return [
-            LRUCache.__getitem__(self._lru, k)
-            for k in self._by_url_key.members(url_key)
-            if k in self._lru
-        ]
+        lru = self._lru
+        return [lru.peek(k) for k in self._by_url_key.members(url_key) if k in lru]
 
     def under_host_key(self, host_key: str) -> list[Entry]:
         """Stored entries whose blocklist host key is `host_key` or one of its subdomains
@@ -220,7 +266,8 @@ class MemoryTier:
         return self._entries_at([k for u in url_keys for k in self._by_url_key.members(u)])
 
     def _entries_at(self, keys: list[ItemKey]) -> list[Entry]:
-        return [LRUCache.__getitem__(self._lru, k) for k in keys if k in self._lru]
+        lru = self._lru
+        return [lru.peek(k) for k in keys if k in lru]
 
     def purge_digest(self, digest: bytes) -> int:
         return self._purge_keys(self._by_digest.members(digest))
@@ -233,7 +280,7 @@ class MemoryTier:
             candidates = []
             for host in hosts:
                 for key in self._by_host.members(host):
-                    candidates.append((key, LRUCache.__getitem__(self._lru, key)))
+                    candidates.append((key, self._lru.peek(key)))
         return self._purge_keys(k for k, e in candidates if pred(e))
 
     def hosts(self) -> list[str]:
@@ -261,7 +308,7 @@ class MemoryTier:
         return sizes
 
     def entries(self) -> list[Entry]:
-        return [LRUCache.__getitem__(self._lru, k) for k in list(self._lru.keys())]
+        return [entry for _, entry in self._lru.items()]
 
     def stats(self) -> TierStats:
         return TierStats(

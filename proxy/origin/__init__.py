@@ -1,6 +1,7 @@
 """Origin clients behind one seam (`Origin`): llhttp for http origins, aiohttp for https."""
 
 from proxy.origin.errors import IDEMPOTENT, OriginError, OriginFailure
+from proxy.origin.h1 import render_fields
 from proxy.origin.pool import OriginPool
 from proxy.origin.protocol import Interim, Origin, UpstreamResponse
 
@@ -12,4 +13,5 @@ __all__ = [
     "OriginFailure",
     "OriginPool",
     "UpstreamResponse",
+    "render_fields",
 ]

@@ -70,10 +70,34 @@ class _Unexpected(Exception):
     """Bytes from the origin when no answer is expected."""
 
 
+def render_fields(headers: CIMultiDict[str]) -> bytes:
+    """The field lines of a request head, each ending CRLF; refuses (OriginError) anything that
+    could split the head: a CR, LF or NUL in a name or value, or a character beyond latin-1."""
+    # One join, then the line breaks counted: any CR or LF beyond the separators was in a
+    # name or value and would split the head.
+    fields = "\r\n".join(map(": ".join, headers.items()))
+    n = len(headers)
+    if n:
+        fields += "\r\n"
+    if fields.count("\n") != n or fields.count("\r") != n or "\x00" in fields:
+        raise OriginError(
+            OriginFailure.PROTOCOL, "CR, LF or NUL in a request header field (not sent)"
+        )
+    try:
+        return fields.encode("latin-1")
+    except UnicodeEncodeError as e:
+        raise OriginError(OriginFailure.PROTOCOL, "request header outside latin-1") from e
+
+
 def _request_head(
-    method: str, path_query: bytes, headers: CIMultiDict[str], chunked: bool
+    method: str,
+    path_query: bytes,
+    headers: CIMultiDict[str],
+    chunked: bool,
+    fields: bytes | None = None,
 ) -> bytes:
-    """Serialise the request head; refuse (never send) anything that could split it."""
+    """Serialise the request head; refuse (never send) anything that could split it. `fields`:
+    `render_fields(headers)`, when the caller has it already."""
     line = _METHOD_LINES.get(method)
     if line is None:
         if not _TOKEN.match(method):
@@ -85,23 +109,11 @@ def _request_head(
         path_query = b"/"
     elif _BAD_TARGET.search(path_query):
         raise OriginError(OriginFailure.PROTOCOL, "control byte or space in the request target")
-    # One join, then the line breaks counted: any CR or LF beyond the separators was in a
-    # name or value and would split the head.
-    fields = "\r\n".join(map(": ".join, headers.items()))
-    n = len(headers)
-    if n:
-        fields += "\r\n"
-    if fields.count("\n") != n or fields.count("\r") != n or "\x00" in fields:
-        raise OriginError(
-            OriginFailure.PROTOCOL, "CR, LF or NUL in a request header field (not sent)"
-        )
+    if fields is None:
+        fields = render_fields(headers)
     if chunked:
-        fields += "Transfer-Encoding: chunked\r\n"
-    try:
-        raw = fields.encode("latin-1")
-    except UnicodeEncodeError as e:
-        raise OriginError(OriginFailure.PROTOCOL, "request header outside latin-1") from e
-    return line + path_query + b" HTTP/1.1\r\n" + raw + b"\r\n"
+        fields += b"Transfer-Encoding: chunked\r\n"
+    return line + path_query + b" HTTP/1.1\r\n" + fields + b"\r\n"
 
 
 class H1UpstreamResponse:
@@ -236,6 +248,14 @@ class H1UpstreamResponse:
                 return b"".join(got), True
             await self._wait()
 
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        """The body, when the origin has sent all of it (the common small answer: head and
+        body in one read) and it fits in `limit_bytes`."""
+        if not self._done or self._error is not None or self._buffered > limit_bytes:
+            return None
+        parts = self._take()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def release(self) -> None:
         """Nothing to do after a full read (the connection is back in the pool already);
         otherwise the unread rest of the body is not worth reading: close the connection."""
@@ -344,6 +364,29 @@ class _Conn(asyncio.Protocol):
 
     # -- one exchange -------------------------------------------------------------------------
 
+    def send(
+        self,
+        head: bytes,
+        is_head: bool,
+        started: float,
+        deadline: float,
+        interim: Interim | None = None,
+    ) -> asyncio.Future[H1UpstreamResponse]:
+        """An exchange whose request is `head` alone (no body): written now; the future gets
+        the final response head. Whoever awaits it calls `abandon` if the wait ends in an
+        exception. The pool's common case: no coroutine of its own (`exchange` has one)."""
+        fut = self._begin(is_head, started, deadline, interim)
+        try:
+            transport = self.transport
+            assert transport is not None
+            transport.write(head)
+            self._sent = True
+            self._await_head(deadline)
+        except BaseException:
+            self.abandon(fut)
+            raise
+        return fut
+
     async def exchange(
         self,
         head: bytes,
@@ -354,10 +397,30 @@ class _Conn(asyncio.Protocol):
         deadline: float,
         interim: Interim | None = None,
     ) -> H1UpstreamResponse:
+        """One exchange, with or without a request body."""
+        if body is None:
+            fut = self.send(head, is_head, started, deadline, interim)
+        else:
+            fut = self._begin(is_head, started, deadline, interim)
+        try:
+            if body is not None:
+                transport = self.transport
+                assert transport is not None
+                await self._send_body(transport, head, body, content_length)
+                if fut.done():
+                    return fut.result()
+                self._await_head(deadline)
+            return await fut
+        except BaseException:
+            self.abandon(fut)
+            raise
+
+    def _begin(
+        self, is_head: bool, started: float, deadline: float, interim: Interim | None
+    ) -> asyncio.Future[H1UpstreamResponse]:
         if self.closed:
             raise _Stale(OriginFailure.RESET, "pooled connection already closed")
-        loop = self.loop
-        fut: asyncio.Future[H1UpstreamResponse] = loop.create_future()
+        fut: asyncio.Future[H1UpstreamResponse] = self.loop.create_future()
         self._head_fut = fut
         self._is_head = is_head
         self._started = started
@@ -368,29 +431,24 @@ class _Conn(asyncio.Protocol):
         self._progress = False
         self._interim = interim
         self.uses += 1
-        transport = self.transport
-        assert transport is not None
-        try:
-            if body is None:
-                transport.write(head)
-                self._sent = True
-            else:
-                await self._send_body(transport, head, body, content_length)
-                if fut.done():
-                    return fut.result()
-            due = min(loop.time() + self.pool.cfg.first_byte_timeout_s, deadline)
-            self._head_due = due
-            if self._timer is None or self._timer_at > due:
-                self._arm(due)
-            return await fut
-        except BaseException:
-            if self._head_fut is fut:
-                self._head_fut = None
-                self.shutdown(abort=True)
-            elif fut.done() and not fut.cancelled() and fut.exception() is None:
-                fut.result().close()  # answered, but our caller will never see it
-            # (fut.exception() above also marks a failure as seen)
-            raise
+        return fut
+
+    def _await_head(self, deadline: float) -> None:
+        """The request is sent: the head is due within `first_byte_timeout_s`."""
+        due = min(self.loop.time() + self.pool.cfg.first_byte_timeout_s, deadline)
+        self._head_due = due
+        if self._timer is None or self._timer_at > due:
+            self._arm(due)
+
+    def abandon(self, fut: asyncio.Future[H1UpstreamResponse]) -> None:
+        """The wait for `fut` ended in an exception (a failure, a cancellation): an exchange
+        still in progress ends with the connection; an answer nobody will see is closed."""
+        if self._head_fut is fut:
+            self._head_fut = None
+            self.shutdown(abort=True)
+        elif fut.done() and not fut.cancelled() and fut.exception() is None:
+            fut.result().close()  # answered, but our caller will never see it
+        # (fut.exception() above also marks a failure as seen)
 
     async def _send_body(
         self,
@@ -757,9 +815,11 @@ class H1OriginPool:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,
     ) -> H1UpstreamResponse:
         """Send the request and wait for the final response head; 1xx interim heads go to
-        `interim` as they arrive (never surfacing as the answer)."""
+        `interim` as they arrive (never surfacing as the answer). `fields`: `headers` as
+        `render_fields` renders them, when the caller has them so (not rendered again)."""
         self.requests += 1
         try:
             host = self._hosts.get(origin)
@@ -772,17 +832,27 @@ class H1OriginPool:
                     if not cl.isdigit():
                         raise OriginError(OriginFailure.PROTOCOL, "invalid request Content-Length")
                     length = int(cl)
-            head = _request_head(method, path_query, headers, body is not None and length is None)
+            head = _request_head(
+                method, path_query, headers, body is not None and length is None, fields
+            )
             loop = self._loop
             if loop is None:
                 loop = self._loop = asyncio.get_running_loop()
             started = time.monotonic()
-            deadline = loop.time() + self.cfg.total_timeout_s
+            now = loop.time()
+            deadline = now + self.cfg.total_timeout_s
             is_head = method == "HEAD"
-            conn = self._pop_idle(host, loop.time())
+            conn = self._pop_idle(host, now)
             if conn is None:
                 conn = await self._connect(host, deadline)
             try:
+                if body is None:  # the common case, without `exchange`'s coroutine
+                    fut = conn.send(head, is_head, started, deadline, interim)
+                    try:
+                        return await fut
+                    except BaseException:
+                        conn.abandon(fut)
+                        raise
                 return await conn.exchange(head, body, length, is_head, started, deadline, interim)
             except _Stale:
                 # The origin closed a pooled connection before it saw this request: once more

@@ -36,13 +36,15 @@ class MemoryResponse:
 
 @dataclass(slots=True, frozen=True)
 class MemoryRequest:
-    """One request as the origin received it (body read in full)."""
+    """One request as the origin received it (body read in full), and the field lines the
+    edge rendered for it (`Origin.request`'s `fields`: what the llhttp client would send)."""
 
     origin: URL
     method: str
     path_query: bytes
     headers: CIMultiDict[str]
     body: bytes
+    fields: bytes | None = None
 
 
 Handler = Callable[
@@ -94,6 +96,9 @@ class MemoryUpstreamResponse:
         self._pending = bytes(got[limit_bytes:])
         self._body = _Rest(iterator)
         return bytes(got[:limit_bytes]), False
+
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        return None  # always read through `read_up_to`, whose steps the tests check
 
     def release(self) -> None:
         self.released = True
@@ -149,13 +154,16 @@ class MemoryOrigin:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,  # recorded, so tests can hold them to `headers`
     ) -> MemoryUpstreamResponse:
         if self.closed:
             raise OriginError(OriginFailure.CONNECT, "memory origin closed")
         data = b""
         if body is not None:
             data = b"".join([chunk async for chunk in body])
-        self.requests.append(MemoryRequest(origin, method, path_query, CIMultiDict(headers), data))
+        self.requests.append(
+            MemoryRequest(origin, method, path_query, CIMultiDict(headers), data, fields)
+        )
         # A network origin never answers within the loop turn that sent the request; neither
         # does this one (what runs in that turn, such as other requests joining the fetch,
         # sees it in flight).
@@ -164,6 +172,6 @@ class MemoryOrigin:
         if not isinstance(answer, MemoryResponse):
             answer = await answer
         if interim is not None:
-            for status, reason, fields in answer.interim:
-                interim(status, reason, list(fields))
+            for status, reason, lines in answer.interim:
+                interim(status, reason, list(lines))
         return MemoryUpstreamResponse(answer)

@@ -53,11 +53,12 @@ class OriginPool:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,
     ) -> Coroutine[Any, Any, UpstreamResponse]:
         """The request's coroutine on the client for its scheme: the client's own (no
         coroutine of this pool's in between, a frame less on every origin request)."""
         if origin.scheme != "https":
-            return self.h1.request(origin, method, path_query, headers, body, interim)
+            return self.h1.request(origin, method, path_query, headers, body, interim, fields)
         request = self.tls.request(origin, method, path_query, headers, body, interim)
         if self._tls_started:
             return request

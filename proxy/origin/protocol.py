@@ -37,6 +37,12 @@ class UpstreamResponse(Protocol):
         """Read the body while it fits in `limit_bytes`. Returns (bytes read, complete)."""
         ...
 
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        """The whole body, read, when all of it has arrived already and it fits in
+        `limit_bytes`; else None, and nothing is read. A shortcut for `read_up_to` (no
+        coroutine, no wait) that a client may always decline."""
+        ...
+
     def release(self) -> None:
         """Give the connection back (or close it when the body was not read to the end)."""
 
@@ -45,7 +51,11 @@ class UpstreamResponse(Protocol):
 
 class Origin(Protocol):
     """Send one request, return its final response head. Interim (1xx) heads never surface as
-    the answer; each is passed to `interim`, when given, as it arrives."""
+    the answer; each is passed to `interim`, when given, as it arrives. `fields`, when given, is
+    `headers` rendered as field lines by `proxy.origin.h1.render_fields` (checked, each ending
+    CRLF): a client that writes HTTP/1.1 itself sends them instead of rendering `headers`
+    again (the fetch phase renders the fields a client repeats on every request once); the
+    others read `headers`."""
 
     requests: int
 
@@ -61,4 +71,5 @@ class Origin(Protocol):
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,
     ) -> UpstreamResponse: ...

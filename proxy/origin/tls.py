@@ -159,6 +159,9 @@ class AiohttpUpstreamResponse:
                 return b"".join(parts), False
         return b"".join(parts), True
 
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        return None  # aiohttp's stream is read through `read_up_to`
+
     def release(self) -> None:
         self._resp.release()
 
@@ -213,6 +216,7 @@ class AiohttpOriginPool:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None,
         interim: Interim | None = None,
+        fields: bytes | None = None,  # `headers` rendered: this client reads `headers`
     ) -> AiohttpUpstreamResponse:
         """Send the request and wait for the final response head; 1xx interim heads go to
         `interim` as they arrive (never surfacing as the answer)."""

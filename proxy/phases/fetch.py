@@ -28,7 +28,7 @@ from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx, RequestFields
 from proxy.metrics import Result, WorkerStats
-from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse
+from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse, render_fields
 from proxy.phases.deliver import StreamDelivery, interim_relay
 from proxy.phases.lookup import decide
 from proxy.phases.spool import BodyBudget
@@ -110,12 +110,13 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         # own under that name is dropped below unless the front kept it).
         self.request_id_name = cfg.log.request_id_header
         self._request_id_lname = cfg.log.request_id_header.lower().encode("ascii")
+        self._request_id_prefix = cfg.log.request_id_header.encode("ascii") + b": "
         self.clock = clock
         # This hop's Forwarded element by (client address, authority, scheme): the same few
         # for every request of a connection, so formatted once (bounded, FORWARDED_MEMO_ENTRIES).
         self._forwarded: dict[tuple[str, str, str], str] = {}
         # The upstream fields by what they derive from (`upstream_headers`).
-        self._upstream: dict[tuple[object, ...], CIMultiDict[str]] = {}
+        self._upstream: dict[tuple[object, ...], tuple[CIMultiDict[str], bytes | None]] = {}
         self.coalescer: Coalescer[FetchOutcome] = Coalescer(
             hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
         )
@@ -355,13 +356,23 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     def upstream_headers(self, ctx: RequestCtx, *, for_cache: bool) -> CIMultiDict[str]:
         """The upstream request's fields: the client's, less hop-by-hop and DROP_UPSTREAM
         (and validators and ranges `for_cache`), then ours; a fresh CIMultiDict each time
-        (callers add validators to it). A client sends the same fields on every request of
-        a connection, so those of a request without a body are built once per (fields,
-        client address, authority, scheme, site, for_cache) and copied (bounded,
-        UPSTREAM_MEMO_ENTRIES; cleared on reload); only the request id is set per request."""
+        (callers add validators to it)."""
+        return self.upstream_request(ctx, for_cache=for_cache)[0]
+
+    def upstream_request(
+        self, ctx: RequestCtx, *, for_cache: bool
+    ) -> tuple[CIMultiDict[str], bytes | None]:
+        """`upstream_headers`, and the same rendered as field lines for the llhttp client
+        (`Origin.request`'s `fields`) when known: a client sends the same fields on every
+        request of a connection, so those of a request without a body are built and rendered
+        once per (fields, client address, authority, scheme, site, for_cache) and copied
+        (bounded, UPSTREAM_MEMO_ENTRIES; cleared on reload); only the request id is set per
+        request, its field line (the front's, well formed) appended to the rendered ones.
+        The rendering holds only while nothing is added to the fields."""
         req = ctx.request
         if req.has_body:
             out = self._upstream_headers(ctx, for_cache)
+            rendered = None
         else:
             target = ctx.target
             memo_key = (
@@ -372,17 +383,27 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
                 ctx.site.index,
                 for_cache,
             )
-            built = self._upstream.get(memo_key)
-            if built is None:
+            memo = self._upstream.get(memo_key)
+            if memo is None:
                 if len(self._upstream) >= UPSTREAM_MEMO_ENTRIES:
                     self._upstream.clear()
-                built = self._upstream[memo_key] = self._upstream_headers(ctx, for_cache)
+                built = self._upstream_headers(ctx, for_cache)
+                try:
+                    fields: bytes | None = render_fields(built)
+                except OriginError:
+                    fields = None  # refused when sent, as any request's fields would be
+                memo = self._upstream[memo_key] = (built, fields)
+            built, rendered = memo
             out = built.copy()
         id_field = req.id_field
         if id_field:  # set, not added: the configured name may be any field's
             name_len = len(self.request_id_name)
             out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
-        return out
+            if rendered is not None:
+                # The same line, unless the front names it otherwise (a reload renamed it).
+                same = id_field.startswith(self._request_id_prefix)
+                rendered = rendered + id_field if same else None
+        return out, rendered
 
     def forget_upstream_headers(self) -> None:
         """A reload may change what a site forwards (its origin host): build anew."""
@@ -449,6 +470,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         body: bool,
         *,
         relay_interim: bool = True,
+        fields: bytes | None = None,
     ) -> UpstreamResponse:
         """Send the upstream request; the origin's 1xx heads go to this request's client
         (the leader's, for a coalesced fetch: followers joined a request already sent), not
@@ -459,7 +481,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         stream = _body(ctx) if body else None
         interim = interim_relay(ctx.responder) if relay_interim else None
         up = await self.origin.request(
-            site.origin, method, target.raw_path_query, headers, stream, interim
+            site.origin, method, target.raw_path_query, headers, stream, interim, fields
         )
         elapsed = time.monotonic() - started
         ctx.origin_s += elapsed
@@ -477,8 +499,9 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
     ) -> FetchOutcome:
         """One GET for the cache (HEAD misses fill the cache too). With a stored entry, a
         conditional request with its validators (RFC 9111 §4.3.1)."""
-        headers = self.upstream_headers(ctx, for_cache=True)
+        headers, fields = self.upstream_request(ctx, for_cache=True)
         if entry is not None:
+            fields = None  # validators added below
             if entry.etag:
                 headers["If-None-Match"] = entry.etag
             lm = entry.header(b"last-modified")
@@ -486,7 +509,9 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
                 headers["If-Modified-Since"] = lm.decode("latin-1")
         request_time = self.clock()
         try:
-            up = await self._send(ctx, "GET", headers, body=False, relay_interim=not background)
+            up = await self._send(
+                ctx, "GET", headers, body=False, relay_interim=not background, fields=fields
+            )
         except OriginError as e:
             return FetchOutcome(error=e, stale_candidate=entry)
         response_time = self.clock()
@@ -500,9 +525,11 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             raise
 
     async def fetch_pass(self, ctx: RequestCtx) -> FetchOutcome:
-        headers = self.upstream_headers(ctx, for_cache=False)
+        headers, fields = self.upstream_request(ctx, for_cache=False)
         try:
-            up = await self._send(ctx, ctx.method, headers, body=ctx.request.has_body)
+            up = await self._send(
+                ctx, ctx.method, headers, body=ctx.request.has_body, fields=fields
+            )
         except OriginError as e:
             return FetchOutcome(error=e)
         hdrs = strip_hop_by_hop(up.headers)

@@ -76,8 +76,17 @@ async def spool(
     """Read `up`'s body while it fits `limit_bytes` (after `prefix`, already read and already
     held by the caller). Complete: the whole body; else what was read, past the limit."""
     out = Spooled(_budget=budget)
-    parts = [prefix] if prefix else []
     size = len(prefix)
+    rest = up.body_if_whole(limit_bytes - size)
+    if rest is not None:
+        # All of it arrived already (a small answer: one read): held as the steps below would
+        # hold it, with no read coroutine. Over the budget, the answer ends here as there.
+        budget.take(len(rest))
+        out.held = len(rest)
+        out.body = prefix + rest if prefix else rest
+        out.complete = True
+        return out
+    parts = [prefix] if prefix else []
     known = up.content_length
     step = known - size if known is not None and known <= limit_bytes else FIRST_STEP_BYTES
     try:

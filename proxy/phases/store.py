@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from proxy.blocklist.keys import match_keys
-from proxy.cache.entry import PER_DELIVERY, Entry, render_head
+from proxy.cache.entry import PER_DELIVERY, Entry, kept_head, render_head
 from proxy.cache.tiered import TieredCache
 from proxy.config import Config
 from proxy.context import FetchOutcome, RequestCtx
@@ -102,18 +102,21 @@ class StorePhase:
         unkept = PER_DELIVERY if self.cfg.cache.store_set_cookie else _UNKEPT_NO_COOKIE
         if cc.private_fields or cc.no_cache_fields:
             unkept = unkept | {f.encode() for f in (*cc.private_fields, *cc.no_cache_fields)}
-        kept = [(n, v) for n, v in hdrs if n.lower() not in unkept]
+        added: tuple[tuple[bytes, bytes], ...] = ()
         if parsed.date is None:
             # RFC 9110 §6.6.1: a recipient with a clock adds Date when it caches a response.
-            kept.append((b"Date", format_http_date(response_time).encode()))
+            added = ((b"Date", format_http_date(response_time).encode()),)
+        if not reason:
+            reason = b"OK"
+        kept, head = kept_head(status, reason, hdrs, unkept, added, len(body), self.via)
         target = ctx.target
         entry = Entry(
             primary=primary,
             variant=variant,
             target=target,
             status=status,
-            reason=reason or b"OK",
-            headers=tuple(kept),
+            reason=reason,
+            headers=kept,
             body=body,
             sha256=digest,
             request_time=request_time,
@@ -134,7 +137,7 @@ class StorePhase:
             keys=match_keys(target.host, target.path, target.query),  # memoised by block
         )
         entry.cc = cc
-        entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)
+        entry.set_head(head, self.cfg.cache.entry_overhead_bytes)
         return entry
 
     def relay_head(

@@ -108,3 +108,31 @@ def test_replacing_an_entry_is_not_an_eviction() -> None:
     tier.put(new)
     assert tier.get(new.primary, ()) is new and tier.stats().evictions == 0
     assert tier.digests() == {new.sha256}
+
+
+def test_a_touch_refreshes_an_entry_and_a_listing_does_not() -> None:
+    """Issue 18 (the LRU without cachetools): a hit's touch makes the entry most recent; a
+    purge's listing (`with_url_key`, `entries`) leaves the order as it was."""
+    e = [entry("a.example", f"/{i}", bytes(1000)) for i in range(5)]
+    tier = MemoryTier(max_bytes=3 * e[0].size + 10, max_object_bytes=10_000)
+    for x in e[:3]:
+        tier.put(x)
+    keys = e[0].keys
+    assert keys is not None
+    assert tier.with_url_key(keys.url_key) == [e[0]] and len(tier.entries()) == 3
+    tier.touch(e[1])
+    tier.put(e[3])  # evicts /0: listed, never touched
+    assert tier.get(e[0].primary, ()) is None
+    tier.put(e[4])  # evicts /2; /1 was touched after it was stored
+    assert tier.get(e[2].primary, ()) is None and tier.get(e[1].primary, ()) is e[1]
+    assert tier.stats().evictions == 2 and tier.stats().objects == 3
+
+
+def test_a_removal_gives_back_the_size_the_entry_was_admitted_with() -> None:
+    tier = MemoryTier(max_bytes=1 << 20, max_object_bytes=1 << 20)
+    a = entry("a.example", "/a", bytes(1000))
+    admitted = a.size
+    tier.put(a)
+    a.size = 1  # whatever happens to the entry later, the tier's byte count stays true
+    assert tier.stats().bytes == admitted
+    assert tier.remove(a) == 1 and tier.stats().bytes == 0

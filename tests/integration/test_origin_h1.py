@@ -486,3 +486,30 @@ async def test_stale_pooled_connection_not_retried_for_post(scripted, make_pool)
     with pytest.raises(OriginError):  # a GET with a body is not retried either
         await fetch(pool, origin.url, b"/", "GET", hdrs(Content_Length="1"), parts(b"x"))
     assert origin.connections == 2 and pool.errors[OriginFailure.RESET] == 2
+
+
+async def test_body_if_whole_only_for_a_body_all_arrived_within_the_limit(
+    scripted, make_pool
+) -> None:
+    """Issue 18: spool's shortcut. A body that came with its head (one read) is handed over
+    without a read; one still arriving, or over the limit, is left untouched for read_up_to."""
+
+    def respond(c: int, r: int, head: bytes, body: bytes) -> list[Step]:
+        if head.startswith(b"GET /slow"):
+            return [b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello", 0.05, b" world"]
+        return [ok(b"exact")]
+
+    origin = await scripted(respond)
+    pool = await make_pool()
+    resp = await pool.request(origin.url, "GET", b"/whole", hdrs(), None)
+    for _ in range(50):  # the head and body come in one write; the body may lag a loop turn
+        if resp.body_if_whole(0) is None and resp._done:
+            break
+        await asyncio.sleep(0.001)
+    assert resp.body_if_whole(4) is None  # over the limit: nothing read
+    assert resp.body_if_whole(5) == b"exact"
+    assert await resp.read_up_to(100) == (b"", True)
+    slow = await pool.request(origin.url, "GET", b"/slow", hdrs(), None)
+    assert slow.body_if_whole(100) is None  # not all arrived
+    assert await slow.read_up_to(100) == (b"hello world", True)
+    assert pool.open_connections == 1

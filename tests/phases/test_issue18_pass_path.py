@@ -19,6 +19,7 @@ from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.model import EntryType
 from proxy.blocklist.snapshot import Snapshot
 from proxy.front.server import Connection
+from proxy.origin.h1 import render_fields
 from proxy.origin.memory import MemoryResponse
 from tests.phases.client import Exchange, fetch, request_bytes
 from tests.phases.conftest import Transport
@@ -154,3 +155,27 @@ async def test_upstream_fields_built_once_per_client_fields_are_each_requests_ow
     assert [h.get("If-None-Match") for h in seen] == [None, None, None, '"v1"', None, None]
     assert [h["Accept"] for h in seen] == ["text/plain"] * 5 + ["image/png"]
     assert all(h["Via"] == "1.1 edgeproxy" and h["Host"] == "origin.test" for h in seen)
+    # The field lines rendered once with the memo (the llhttp client sends them as they are)
+    # are each request's own fields, request id included; the revalidation's are rendered
+    # when sent, with its validators.
+    rendered = [req.fields for req in w.origin.requests]
+    assert [f is None for f in rendered] == [False, False, False, True, False, False]
+    for req in w.origin.requests:
+        if req.fields is not None:
+            assert req.fields == render_fields(req.headers)
+
+
+async def test_rendered_fields_are_those_sent_on_pass_through_and_never_with_a_body(
+    make_worker,
+) -> None:
+    """A POST (a body: its fields built for it alone) is rendered when sent; a GET passed
+    through (hit-for-miss) carries its memoised rendering, request id last."""
+    w = await make_worker(origin)
+    for method, body in (("GET", b""), ("GET", b""), ("POST", b"form=1")):
+        assert (await fetch(w, method, "/free", body=body)).status == 200
+    first, second, post = w.origin.requests
+    assert post.fields is None
+    for req in (first, second):
+        assert req.fields is not None and req.fields == render_fields(req.headers)
+        assert req.fields.endswith(b"X-Request-Id: %s\r\n" % req.headers["X-Request-Id"].encode())
+    assert first.fields != second.fields  # each its own id

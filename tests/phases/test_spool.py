@@ -49,6 +49,18 @@ def response(body: bytes, *, known: bool, chunk: int = 64 << 10) -> MemoryUpstre
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
 
+class Arrived(MemoryUpstreamResponse):
+    """A response whose whole body has arrived, as an llhttp client's small answer has:
+    `body_if_whole` hands it over at once (spool's shortcut)."""
+
+    def body_if_whole(self, limit_bytes: int) -> bytes | None:
+        body = self._body
+        if not isinstance(body, bytes) or len(body) > limit_bytes:
+            return None
+        self._body = None
+        return body
+
+
 # -- BodyBudget and spool ----------------------------------------------------------------------
 
 
@@ -239,3 +251,32 @@ async def test_the_budget_is_whole_after_every_kind_of_exchange(
     assert r.status == status and member in r.cache_status, r.cache_status
     if status == 451:
         assert LISTED not in r.body
+
+
+async def test_a_body_that_arrived_whole_is_held_as_the_steps_would_hold_it() -> None:
+    """Issue 18: no read coroutine for a body all arrived; the budget holds what it holds
+    (given back by release), a prefix comes first, and over the limit the steps read it."""
+    budget = BodyBudget(10_000)
+    up = Arrived(MemoryResponse(200, [(b"Content-Length", b"1000")], bytes(1000)))
+    spooled = await spool(up, 4096, budget)
+    assert spooled.complete and spooled.body == bytes(1000)
+    assert spooled.held == budget.used == 1000
+    spooled.release()
+    assert budget.used == 0
+    up = Arrived(MemoryResponse(200, [], b"rest"))
+    spooled = await spool(up, 4096, budget, prefix=b"pre-")
+    assert spooled.complete and spooled.body == b"pre-rest" and spooled.held == 4
+    spooled.release()
+    up = Arrived(MemoryResponse(200, [], bytes(5000)))
+    spooled = await spool(up, 4096, budget)  # over the limit: read in steps, not complete
+    assert not spooled.complete and len(spooled.body) >= 4096
+    spooled.release()
+    assert budget.used == 0
+
+
+async def test_a_body_that_arrived_whole_over_the_budget_ends_the_answer() -> None:
+    budget = BodyBudget(100)
+    up = Arrived(MemoryResponse(200, [], bytes(1000)))
+    with pytest.raises(OverBudget):
+        await spool(up, 4096, budget)
+    assert budget.used == 0
