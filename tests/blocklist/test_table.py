@@ -188,3 +188,24 @@ async def test_an_overlay_past_its_share_is_folded_into_a_new_base(tmp_path: Pat
     assert node.applied_at == result["applied_at"] and node.history[0]["source"] == "push"
     loaded = MappedSnapshot.open(_open_checked(Path(node.load_args()["path"])), node.version, 0)
     assert len(loaded) == 1011 and loaded.overlay_size == 0
+
+
+def test_a_check_gives_up_the_gil_every_few_mib(tmp_path: Path, monkeypatch: Any) -> None:
+    """xxhash's update holds the GIL, and a worker checks a new table in a thread beside its
+    serving loop: the check hands the GIL over (a `time.sleep(0)`) after every
+    `_VERIFY_STEP_BYTES`, so the loop never waits for a whole 64 MiB piece."""
+    import proxy.blocklist.table as table_module
+
+    path = tmp_path / "t.map"
+    entries = [
+        Entry(f"u{i}", EntryType.URL, f"http://a.example/{i:08d}/" + "x" * 200)
+        for i in range(40_000)
+    ]
+    write_table(path, entries, 1, time.time())
+    table = MappedTable(path)
+    sleeps: list[float] = []
+    monkeypatch.setattr(table_module.time, "sleep", sleeps.append)
+    table.verify()
+    size = path.stat().st_size
+    assert size > 3 * table_module._VERIFY_STEP_BYTES
+    assert len(sleeps) >= size // table_module._VERIFY_STEP_BYTES and set(sleeps) == {0}
