@@ -419,7 +419,7 @@ def drop(
     import statistics
     import threading
 
-    from benchmarks import edge_ops
+    from benchmarks import edge_ops, tail
     from benchmarks.blocklists import blocklist_dir
     from benchmarks.load import Workload, drive
     from benchmarks.run import LIST_CONFIG, Origin
@@ -474,6 +474,7 @@ def drop(
         for f in files:
             shutil.copyfile(f, staging / f.name)
         os.sync()  # the copies' writeback (4 GB at 10M) is not left to compete with the node
+        hists_before = tail.histograms(edge_ops.metrics_text(edge))
         t_drop, wall_drop = time.perf_counter(), time.time()
         for f in files:
             os.replace(staging / f.name, directory / f.name)
@@ -485,6 +486,7 @@ def drop(
             applied_at = next((h["applied_at"] for h in history if h["source"] == "file:2"), 0.0)
             time.sleep(0.1)
         metrics = edge_ops.metrics_text(edge)
+        swap = tail.delta(hists_before, tail.histograms(metrics))
         if loaded:
             seen = len(windows)
             while len(windows) < seen + 2:
@@ -510,6 +512,21 @@ def drop(
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
         "applied_s": applied_at - wall_drop if applied_at else None,
+        # per worker, from the drop to every worker's swap (their /metrics histograms): where
+        # a bad window's time went (the loop's largest lag, the largest GC pause)
+        "workers": {
+            w: {
+                "lag_largest_s": tail.largest(
+                    swap.get(("edgeproxy_worker_loop_lag_seconds", w), {})
+                ),
+                **{
+                    k: v
+                    for k, v in s.items()
+                    if k in ("lag_p99_s", "gc_collections", "gc_largest_s")
+                },
+            }
+            for w, s in tail.edge_summary(swap).items()
+        },
         "load": os.getloadavg(),
     }
     if loaded and t_enforced is not None:
