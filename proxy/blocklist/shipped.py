@@ -12,16 +12,18 @@ the version's identity, the table's sha256 and length, its format, the canonical
 
 A node offered such a full version (`format.Reading.shipped`, after the version's own checks:
 signature, header, line count, entry lines' hash) checks the manifest's signature with the
-same key, every binding against the version and its own canonicaliser and table format, copies
-the table into its state and hashes the copy (so what it maps is exactly what it hashed,
-whatever happens to the shipped file later; or, `blocklist.table_install = "link"`, hard-links
-it, hashes it through the link and makes it read-only: no second copy of a 29 GB table, at the
-cost of trusting the shipped inode not to be rewritten), checks the table whole (`MappedTable.verify`) and its
-counts, and canonicalises a random sample of the version's entry lines itself (drawn here,
-unpredictably: `random.SystemRandom`), each of which must be in the table under its keys with
-its row (`MappedTable.holds`). Only then is the copy the file layer, stamped with the node's
-version. Any mismatch raises `Rejected` with a `Reason` (logged, counted by the supervisor);
-the caller then compiles the version itself, as without companions.
+same key and every binding against the version and its own canonicaliser and table format.
+It copies the table into its state and hashes the copy, so what it maps is exactly what it
+hashed, whatever happens to the shipped file later; or, `blocklist.table_install = "link"`,
+it hard-links the table, hashes it through the link and makes it read-only: no second copy of
+a 29 GB table, at the cost of trusting the shipped inode not to be rewritten. It checks the
+table whole (`MappedTable.verify`, in the same pass as the hash) and its counts, and
+canonicalises a random sample of the version's entry lines itself (drawn here, unpredictably:
+`random.SystemRandom`), each of which must be in the table under its keys with its row
+(`MappedTable.holds`). Only then is the table the file layer: a copy stamped with the node's
+version, a link with its signer's. Any mismatch raises `Rejected` with a `Reason` (logged,
+counted by the supervisor); the caller then compiles the version itself, as without
+companions.
 
 A manifest that binds the version's exact header also spares the version's own Ed25519 check
 over every byte (`vouches`, `format.Reading.vouched`): the header's sha256 of the entry lines
