@@ -158,6 +158,9 @@ class NodeBlocklist:
         # The mapped file workers load now, and the one before it (a worker may be opening
         # it while a newer one is written); older ones are removed.
         self.compiled_path: Path | None = None
+        # The version in the compiled file's header, read when it became the compiled path:
+        # not `compiled_version` for a signer's table linked in (`shipped.adopt`).
+        self._compiled_stamp = 0
         self._previous_path: Path | None = None
         self._compiled_entries = 0
         # Changes workers hold in their overlay (since the base they mapped), and that base's
@@ -646,6 +649,7 @@ class NodeBlocklist:
             self.compiled_path,
             path,
         )
+        self._compiled_stamp = stamp_of(path)
         if stale is not None:
             stale.unlink(missing_ok=True)  # workers that mapped it keep their mapping
 
@@ -657,9 +661,8 @@ class NodeBlocklist:
                 "version": self.compiled_version,
                 "format": "mapped",
             }
-            stamp = stamp_of(self.compiled_path)
-            if stamp != self.compiled_version:  # a signer's table linked in (shipped.adopt)
-                args["stamp"] = stamp
+            if self._compiled_stamp != self.compiled_version:  # a signer's table linked in
+                args["stamp"] = self._compiled_stamp
             if self._compiled_overlay:
                 args["add"] = msgspec.to_builtins(self._compiled_overlay)
             return args
