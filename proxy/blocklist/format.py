@@ -214,10 +214,7 @@ def render_version(
     audit_head: dict[str, str | int | float] | None = None,
 ) -> bytes:
     """The signed file's bytes. Entries are validated; a full version cannot remove."""
-    if not 1 <= sequence <= MAX_SEQUENCE:
-        raise ValueError(f"sequence must be an integer within 1..{MAX_SEQUENCE}")
-    if valid_until is not None and not math.isfinite(valid_until):
-        raise ValueError("valid_until must be a finite Unix time")
+    _check_header_args(sequence, valid_until)
     remove_ids = list(removes)
     if base is None and remove_ids:
         raise ValueError("a full version (no base) cannot remove entries")
@@ -248,6 +245,14 @@ def render_version(
     )
     signed = msgspec.json.encode(header) + b"\n" + body
     return signed + signature_line(signed, private_key_pem)
+
+
+def _check_header_args(sequence: int, valid_until: float | None) -> None:
+    """What a signer may put in a header: raises ValueError otherwise."""
+    if not 1 <= sequence <= MAX_SEQUENCE:
+        raise ValueError(f"sequence must be an integer within 1..{MAX_SEQUENCE}")
+    if valid_until is not None and not math.isfinite(valid_until):
+        raise ValueError("valid_until must be a finite Unix time")
 
 
 def add_line(entry: Entry) -> bytes:
@@ -281,10 +286,7 @@ def write_full_version_streamed(
     the header is written before a kernel copy of the lines, and the signature is made over a
     mapping of the result. Disk: twice the version while it is written. Atomic as
     `write_version`; `progress(entries written)` now and then."""
-    if not 1 <= sequence <= MAX_SEQUENCE:
-        raise ValueError(f"sequence must be an integer within 1..{MAX_SEQUENCE}")
-    if valid_until is not None and not math.isfinite(valid_until):
-        raise ValueError("valid_until must be a finite Unix time")
+    _check_header_args(sequence, valid_until)
     directory = path.parent
     made: list[str] = []
 
