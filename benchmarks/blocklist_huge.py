@@ -20,29 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.blocklist_scale import _memory, _requests, request_classes
-from benchmarks.blocklists import stream
+from benchmarks.blocklists import progress_printer, stream
 
 
 def build(count: int, out: Path) -> dict[str, Any]:
     from proxy.blocklist.table import write_table
 
     started = time.monotonic()
-    last = [started]
-
-    def progress(done: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 30:
-            last[0] = now
-            rate = done / (now - started)
-            eta = (count - done) / rate if rate else 0
-            print(f"  {done:,} entries, {rate:,.0f}/s, ETA {eta:,.0f} s", file=sys.stderr)
-
+    progress = progress_printer(30.0, count, "built", started)
     info = write_table(out, stream(count), 1, time.time(), progress=progress)
     took = time.monotonic() - started
     return {

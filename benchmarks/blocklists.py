@@ -114,7 +114,7 @@ def version_file(count: int, sequence: int, probes: list[tuple[str, str]] | None
             sequence,
             with_probes(count, probes),
             private_key_pem=private_pem,
-            progress=_every(30.0, count + len(probes or []), "signed", started),
+            progress=progress_printer(30.0, count + len(probes or []), "signed", started),
         )
     return cached
 
@@ -143,15 +143,18 @@ def shipped_file(
     else:
         shipped.write_companions(
             version, header_line + b"\n", with_probes(count, probes), keypair()[1],
-            progress=_every(30.0, count, "compiled", started),
+            progress=progress_printer(30.0, count, "compiled", started),
         )  # fmt: skip
         print(f"signer: compiled {count:,} entries in {time.monotonic() - started:.1f} s",
               flush=True)  # fmt: skip
     return version
 
 
-def _every(period_s: float, total: int, what: str, started: float) -> Callable[[int], None]:
-    """A progress callback printing entries done, rate and ETA at most every `period_s`."""
+def progress_printer(
+    period_s: float, total: int, what: str, started: float
+) -> Callable[[int], None]:
+    """A progress callback printing entries done, rate and ETA to stderr at most every
+    `period_s` (`started`: `time.monotonic()` when the work began)."""
     last = [started]
 
     def show(done: int) -> None:
