@@ -15,7 +15,6 @@ from proxy.blocklist.format import (
     FORMAT_TAG,
     MAX_SEQUENCE,
     LoadInfo,
-    generate_keypair,
     load_newest,
     read_version,
     signature_line,
@@ -27,11 +26,6 @@ from proxy.blocklist.model import Entry, EntryType
 MAX = 1 << 20
 A = [Entry("a", EntryType.URL, "http://demo.local/a")]
 B = [Entry("b", EntryType.URL, "http://demo.local/b")]
-
-
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return generate_keypair()
 
 
 def forge(path: Path, private: bytes, header: dict[str, object]) -> Path:

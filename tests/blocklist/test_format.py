@@ -32,11 +32,6 @@ ENTRIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return generate_keypair()
-
-
 @pytest.fixture
 def signed(tmp_path: Path, keys: tuple[bytes, bytes]) -> Path:
     path = tmp_path / version_filename(1)

@@ -29,11 +29,6 @@ from tests.blocklist.test_shipped import ENTRIES, phases, sign, worker_view
 BASE = [*ENTRIES, *(Entry(f"m{i}", EntryType.URL, f"http://m.example/{i}") for i in range(200))]
 
 
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return generate_keypair()
-
-
 def adds_of(sequence: int) -> list[Entry]:
     return [
         Entry(f"new{sequence}", EntryType.HOST, f"new{sequence}.example"),

@@ -18,7 +18,6 @@ import pytest
 from proxy.blocklist.compiled import load_compiled
 from proxy.blocklist.format import (
     AddLine,
-    generate_keypair,
     parse_version,
     render_version,
     version_filename,
@@ -37,11 +36,6 @@ FIRST = [
     Entry("h", EntryType.HOST, "pirate.example", notice="N-7"),
     Entry("d", EntryType.SHA256, "cd" * 32),
 ]
-
-
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return generate_keypair()
 
 
 class Workers:

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from proxy.blocklist.format import generate_keypair, version_filename, write_version
+from proxy.blocklist.format import version_filename, write_version
 from proxy.blocklist.model import Entry, EntryType
 from proxy.blocklist.node import NodeBlocklist, StartupRefused
 from proxy.config import BlocklistConfig, Config
@@ -29,11 +29,6 @@ def node(tmp_path: Path, keys: tuple[bytes, bytes], **bl: Any) -> NodeBlocklist:
         Config(), blocklist=BlocklistConfig(dir=str(tmp_path / "lists"), public_key=str(pub), **bl)
     )
     return NodeBlocklist(cfg, tmp_path / "state", no_workers)
-
-
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return generate_keypair()
 
 
 def test_require_valid_until_refuses_unbounded_versions(

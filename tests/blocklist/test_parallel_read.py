@@ -13,18 +13,12 @@ from proxy.blocklist.format import (
     AddLine,
     BlocklistError,
     Reading,
-    generate_keypair,
     parse_version,
 )
 from proxy.blocklist.model import CompiledById, EntryType
 from tests.blocklist.signing import signed_lines
 
 N = PARALLEL_MIN_LINES + 1000
-
-
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return generate_keypair()
 
 
 def lines(n: int) -> list[AddLine]:

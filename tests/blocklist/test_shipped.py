@@ -42,11 +42,6 @@ ENTRIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    return generate_keypair()
-
-
 def sign(lists: Path, keys: tuple[bytes, bytes], sequence: int, entries: list[Entry]) -> Path:
     """A full version with its companions, as `blocklist sign --table` writes them."""
     path = lists / version_filename(sequence)

@@ -29,13 +29,6 @@ from proxy.blocklist.table import MappedTable, TableWriter, write_table
 MAX = 1 << 24
 
 
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    from proxy.blocklist.format import generate_keypair
-
-    return generate_keypair()
-
-
 def mixed(n: int, prefix: str = "e") -> list[Entry]:
     out = []
     for i in range(n):

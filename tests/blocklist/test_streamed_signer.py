@@ -21,13 +21,6 @@ from proxy.blocklist.model import Entry, EntryType, InvalidEntry
 MAX = 1 << 24
 
 
-@pytest.fixture(scope="module")
-def keys() -> tuple[bytes, bytes]:
-    from proxy.blocklist.format import generate_keypair
-
-    return generate_keypair()
-
-
 def mixed(n: int) -> list[Entry]:
     kinds = [
         (EntryType.URL, "http://a.example/u/{i}?q={i}"),
