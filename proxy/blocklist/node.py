@@ -44,6 +44,7 @@ from proxy.blocklist.format import (
     BlocklistError,
     Version,
     write_atomic,
+    write_atomic_all,
 )
 from proxy.blocklist.loader import (
     CompileFailed,
@@ -240,8 +241,8 @@ class NodeBlocklist:
 
     def _state_bytes(self) -> dict[Path, bytes]:
         """What the state files must hold now, file by file, leaving out those that hold it
-        already: a file or feed version leaves the pushed entries as they were, and each
-        write_atomic costs two fsyncs (file and directory)."""
+        already: a file or feed version leaves the pushed entries as they were, and a file
+        written is a file fsync more (`write_atomic_all`)."""
         out = {}
         pushed = msgspec.json.encode(list(self.pushed.values()))
         if pushed != self._pushed_written:
@@ -262,8 +263,7 @@ class NodeBlocklist:
         return msgspec.json.encode(FileRecord(table.path.name, table.version, *holds))
 
     def _write_state(self, files: dict[Path, bytes]) -> None:
-        for path, data in files.items():
-            write_atomic(path, data)
+        write_atomic_all(files)  # one journal commit for the files, one for the renames
         self._pushed_written = files.get(self._pushed_path, self._pushed_written)
         if self._file_record_path in files:
             self._record_written = files[self._file_record_path]
