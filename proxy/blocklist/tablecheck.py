@@ -22,13 +22,17 @@ the `TableError` that refused it. After the check it reads the probe sections on
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import sys
 from pathlib import Path
 
 import msgspec
 
 from proxy.blocklist.table import MappedTable, TableError
+
+_PR_SET_PDEATHSIG = 1
 
 
 class Answer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,9 +51,22 @@ def _check(fd: int, name: str) -> Answer:
     return Answer(checksum=table.checksum)
 
 
+def _die_with(parent: int) -> None:
+    """Be killed when the worker dies (Linux's parent-death signal): a worker killed during a
+    swap leaves no check running on."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the check ends by itself
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
-    """`python -m proxy.blocklist.tablecheck FD NAME NICE`: check the open file FD."""
-    fd, name, nice = int(argv[0]), argv[1], int(argv[2])
+    """`python -m proxy.blocklist.tablecheck FD NAME NICE PARENT`: check the open file FD."""
+    fd, name, nice, parent = int(argv[0]), argv[1], int(argv[2]), int(argv[3])
+    _die_with(parent)
     if nice:
         try:
             os.nice(nice)
@@ -84,6 +101,7 @@ async def check_in_child(table: MappedTable, nice: int) -> None:
                 str(fd),
                 str(table.path),
                 str(nice),
+                str(os.getpid()),
                 pass_fds=(fd,),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

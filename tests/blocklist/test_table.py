@@ -6,6 +6,7 @@ Issue 12, "Bad input": a truncated or corrupt compiled file, a version whose com
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -294,3 +295,21 @@ async def test_a_child_checks_the_file_mapped_not_what_the_path_names_later(
     bad.write_bytes(bytes(data))
     with pytest.raises(TableError, match=f"{bad}: checksum mismatch"):
         await check_in_child(MappedTable(bad), 0)
+
+
+def test_a_check_child_whose_worker_is_gone_does_not_run(tmp_path: Path) -> None:
+    """The child asks to be killed with its worker; one that finds its worker already gone
+    (its parent is not the pid it was given) ends at once without checking."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "v1.map"
+    write_table(path, ENTRIES, 1, time.time())
+    with open(path, "rb") as f:
+        argv = [sys.executable, "-m", "proxy.blocklist.tablecheck", str(f.fileno()), str(path)]
+        ok = subprocess.run([*argv, "0", str(os.getpid())], pass_fds=(f.fileno(),),
+                            capture_output=True, check=False)  # fmt: skip
+        orphan = subprocess.run([*argv, "0", "1"], pass_fds=(f.fileno(),),
+                                capture_output=True, check=False)  # fmt: skip
+    assert ok.returncode == 0 and b'"checksum"' in ok.stdout
+    assert orphan.returncode == 1 and orphan.stdout == b""
