@@ -5,12 +5,12 @@ every byte of the file) before it enforces it. Done in a thread beside the servi
 check shared the worker's GIL: xxh3 gives it up while it hashes, but the Python between two
 pieces and each piece's `madvise` hold it, and a thread whose nice value is raised (so that the
 check takes what serving leaves of the CPU) can be preempted while holding it. The loop then
-waits for a thread the scheduler does not run: loop stalls of 40-150 ms at the p99.9 of a
-10M-entry table's check on two saturated cores, where a child process at the same nice value
-held it up 17-48 ms, the scheduler's own latency (`python /tmp/inv/lag.py`, this session's
-notes in benchmarks/README.md). A child has its own interpreter, so the loop never waits for
-it; it costs a Python start (~0.1 s of CPU), which is why tables under
-`blocklist.check_in_child_min_bytes` are still checked in a thread.
+waits for a thread the scheduler does not run. `benchmarks/check_lag.py` (a loop ticking every
+millisecond beside a 10M-entry table's check, two spinning processes on the two cores): the
+thread's check held the loop up to 177 ms and took 50 s, a child at the same nice value 11 ms
+and 6.3 s (loaded machine; benchmarks/README.md has the quiet runs). A child has its own
+interpreter, so the loop never waits for it; it costs a Python start (~0.1 s of CPU), which is
+why tables under `blocklist.check_in_child_min_bytes` are still checked in a thread.
 
 The child is handed the worker's own open file (`pass_fds`), so it checks the very file the
 worker mapped, whatever happens to the path meanwhile, and answers one JSON line: the body
