@@ -19,6 +19,7 @@ dict snapshot keeps after the same removals and additions.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,7 +54,9 @@ from proxy.blocklist.table import (
     one_label_host,
     summary_of,
 )
-from proxy.blocklist.tablecheck import check_in_child
+from proxy.blocklist.tablecheck import NoChild, check_in_child
+
+log = logging.getLogger("edgeproxy.blocklist")
 
 # kinds and types as plain values where a request uses them: an enum member's lookup costs
 # about 0.1 µs a time in Python 3.11, a good part of a probe
@@ -137,15 +140,19 @@ async def load_mapped(
     expected = version if stamp is None else stamp
     if table.version != expected:
         raise TableError(f"{path}: holds version {table.version}, expected {expected}")
-    if table.size >= check_in_child_min_bytes:
-        await check_in_child(table, VERIFY_NICE)
-    else:
 
-        def check() -> None:
-            table.verify()
-            table.keep_probe_sections()  # after the stream of the whole file, not before it
+    def check() -> None:
+        table.verify()
+        table.keep_probe_sections()  # after the stream of the whole file, not before it
 
+    if table.size < check_in_child_min_bytes:
         await in_low_priority_thread(check)
+    else:
+        try:
+            await check_in_child(table, VERIFY_NICE)
+        except NoChild as e:
+            log.warning("%s; checked in a thread instead", e)
+            await in_low_priority_thread(check)
     return MappedSnapshot.open(table, version, now)
 
 

@@ -35,6 +35,11 @@ from proxy.blocklist.table import MappedTable, TableError
 _PR_SET_PDEATHSIG = 1
 
 
+class NoChild(Exception):
+    """No child process could be started (no interpreter path, no process or memory left):
+    the caller checks in a thread instead, so a new version is still taken."""
+
+
 class Answer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     checksum: int | None = None
     error: str = ""
@@ -80,8 +85,8 @@ def main(argv: list[str]) -> int:
 async def check_in_child(table: MappedTable, nice: int) -> None:
     """Check `table` (already open and mapped here) in a child process at `nice` above this
     one. Raises `TableError` when the child refuses the file, finds another file than the one
-    mapped, or cannot run (the caller keeps enforcing what it has); a cancelled check kills
-    its child."""
+    mapped, or ends without an answer (the caller keeps enforcing what it has), `NoChild`
+    when none could be started; a cancelled check kills its child."""
     try:
         fd = os.open(table.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
@@ -108,7 +113,7 @@ async def check_in_child(table: MappedTable, nice: int) -> None:
                 env=env,
             )
         except OSError as e:
-            raise TableError(f"{table.path}: the check could not start: {e}") from e
+            raise NoChild(f"{table.path}: the check's child could not start: {e}") from e
     finally:
         os.close(fd)
     try:

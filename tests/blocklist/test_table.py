@@ -313,3 +313,26 @@ def test_a_check_child_whose_worker_is_gone_does_not_run(tmp_path: Path) -> None
                                 capture_output=True, check=False)  # fmt: skip
     assert ok.returncode == 0 and b'"checksum"' in ok.stdout
     assert orphan.returncode == 1 and orphan.stdout == b""
+
+
+async def test_without_a_child_the_table_is_checked_in_a_thread(
+    tmp_path: Path, monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No child process can start (here: no interpreter at `sys.executable`): the worker
+    says so and checks in a thread, so the version is still taken, and a damaged one still
+    refused."""
+    import sys
+
+    from proxy.blocklist.mapped import load_mapped
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    path = tmp_path / "v1.map"
+    write_table(path, ENTRIES, 1, time.time())
+    snap = await load_mapped(path, 1, time.time(), check_in_child_min_bytes=0)
+    assert snap.check("pirate.example", "/", None) == ENTRIES[1]
+    assert "could not start" in caplog.text and "checked in a thread instead" in caplog.text
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(TableError, match="checksum mismatch"):
+        await load_mapped(path, 1, time.time(), check_in_child_min_bytes=0)
