@@ -270,6 +270,16 @@ class _Collector:
             "File versions taken from their signer's compiled table (no local compile)",
             value=bl.tables_shipped,
         )
+        yield GaugeMetricFamily(
+            "edgeproxy_blocklist_pinned_bytes",
+            "Bytes of the mapped table's probe sections locked in memory (0: off or refused)",
+            value=bl.pinner.pinned_bytes,
+        )
+        yield CounterMetricFamily(
+            "edgeproxy_blocklist_pin_failures",
+            "Tables whose probe sections could not be locked in memory (see the log)",
+            value=bl.pinner.failures,
+        )
         rejected = CounterMetricFamily(
             "edgeproxy_blocklist_table_rejected",
             "Shipped compiled tables refused, by reason (the version was compiled locally)",

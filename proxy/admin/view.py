@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from proxy.blocklist.pin import Pinner
 from proxy.config import Config
 from proxy.node.control import StatsReply
 from proxy.node.health import NodeHealth
@@ -26,6 +27,7 @@ class BlocklistView(Protocol):
     compiles: int  # compile jobs finished (proxy/blocklist/loader.py)
     tables_shipped: int  # file versions taken from a signer's table (proxy/blocklist/shipped.py)
     table_rejections: dict[str, int]  # shipped tables refused, by reason
+    pinner: Pinner  # the probe sections locked in memory (proxy/blocklist/pin.py)
     last_errors: list[str]
     # The last signed audit-log head a publisher sent with a version or a push.
     audit_head: dict[str, Any] | None

@@ -58,6 +58,7 @@ from proxy.blocklist.loader import (
     run_job_sync,
 )
 from proxy.blocklist.model import Entry, EntryType, validate_entry
+from proxy.blocklist.pin import Pinner
 from proxy.blocklist.table import MappedTable, TableError, stamp_of
 from proxy.config import Config
 
@@ -125,6 +126,8 @@ class NodeBlocklist:
         self.cfg = cfg.blocklist
         self.state_dir = state_dir
         self.broadcast = broadcast
+        # The probe sections of the table workers map, locked in memory (proxy/blocklist/pin.py)
+        self.pinner = Pinner(self.cfg.pin_probe_sections and self.mapped)
         # The file layer: its compiled table (mapped; per-id probes only), and the changes
         # small fleet delta versions made since (folded by the next compile).
         self.file_table: MappedTable | None = None
@@ -650,6 +653,7 @@ class NodeBlocklist:
             path,
         )
         self._compiled_stamp = stamp_of(path)
+        self.pinner.pin(path)
         if stale is not None:
             stale.unlink(missing_ok=True)  # workers that mapped it keep their mapping
 

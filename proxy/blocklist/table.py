@@ -676,7 +676,7 @@ class MappedTable:
         "_n_exp",
         "_checksum",
         "_body",
-        "_probe_span",
+        "probe_span",
         "identity",
         "summaries",
     )
@@ -732,7 +732,8 @@ class MappedTable:
         self._exp_at = o_exp
         self._shift = 64 - bits
         self._body = (HEADER_SIZE, size)
-        self._probe_span = (o_dir, o_recs + 8 * self.keys)
+        # the sections every probe reads: directory, hashes, record offsets
+        self.probe_span = (o_dir, o_recs + 8 * self.keys)
         self.identity = (st.st_dev, st.st_ino)  # the file mapped, whatever its path is later
 
     @property
@@ -764,7 +765,7 @@ class MappedTable:
         A table larger than the page cache (100M entries: 29 GB here) otherwise loses its
         directory to the rest of the stream, and a probe of a new key waits for the disk: a
         push's `index_of` took 3-10 ms a major fault at 100M (issue 12)."""
-        self._read_through(*self._probe_span, (xxhash.xxh3_64(),), None)
+        self._read_through(*self.probe_span, (xxhash.xxh3_64(),), None)
 
     def _read_through(
         self,

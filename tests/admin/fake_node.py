@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from proxy.admin.app import start_admin
+from proxy.blocklist.pin import Pinner
 from proxy.config import AdminConfig, Config, Site
 from proxy.metrics import WorkerStats
 from proxy.node.control import BlocklistReport, CacheReport, StatsReply
@@ -37,6 +38,7 @@ class FakeBlocklist:
     tables_shipped: int = 0
     table_rejections: dict[str, int] = field(default_factory=dict)
     loading: dict[str, Any] | None = None  # what loading_status answers (a compile running)
+    pinner: Pinner = field(default_factory=lambda: Pinner(enabled=False))
 
     def loading_status(self, now: float | None = None) -> dict[str, Any] | None:
         return self.loading

@@ -129,6 +129,20 @@ async def test_a_shipped_table_is_enforced_without_a_local_compile(
             return any(h["source"] == "file:2" for h in listing["history"])
 
         await eventually(applied, timeout_s=20, what="version 2 applied by every worker")
+
+        async def pinned() -> bool:  # the supervisor locks the table's probe sections
+            async with aiohttp.ClientSession() as s, s.get(node.admin + "/metrics") as r:
+                text = await r.text()
+            got = {
+                sample.name: sample.value
+                for fam in text_string_to_metric_families(text)
+                for sample in fam.samples
+                if sample.name.startswith("edgeproxy_blocklist_pin")
+            }
+            locked = got["edgeproxy_blocklist_pinned_bytes"]
+            return locked > 0 and got["edgeproxy_blocklist_pin_failures_total"] == 0
+
+        await eventually(pinned, what="the table's probe sections locked in memory")
         for p in ["/later/y", "/manga/one", BODY_OF, "/watch?t=1&v=42", "/n/59", "/pushed"]:
             assert await status(node.url + p) == 451, p
         assert await status(node.url + "/watch?v=43") == 200
