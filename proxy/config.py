@@ -215,6 +215,10 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # ~24 bytes a key, the file's own pages), so no probe waits for the disk; a refused lock
     # (RLIMIT_MEMLOCK) is logged and counted, and the page cache decides as before.
     pin_probe_sections: bool = True
+    # Pushes and removals are kept on disk as records in a log of this many bytes (one
+    # in-place write and fdatasync each) between two writes of the whole state; 0: the state
+    # files are written whole at every change.
+    change_log_bytes: Annotated[int, msgspec.Meta(ge=0)] = 4 << 20
     default_blocked_by_url: str = ""
     # The takedown service's public notice form: 451 bodies link to it and to their case.
     notice_form_url: str = ""

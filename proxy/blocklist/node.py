@@ -40,6 +40,7 @@ from typing import Any
 import msgspec
 
 from proxy.blocklist.chain import Chain, chain_in, read_links
+from proxy.blocklist.changelog import Change, ChangeLog
 from proxy.blocklist.format import (
     BlocklistError,
     Version,
@@ -128,6 +129,8 @@ class NodeBlocklist:
         self.broadcast = broadcast
         # The probe sections of the table workers map, locked in memory (proxy/blocklist/pin.py)
         self.pinner = Pinner(self.cfg.pin_probe_sections and self.mapped)
+        # Pushes and removals between two writes of the state files (proxy/blocklist/changelog.py)
+        self._changes: ChangeLog | None = None
         # The file layer: its compiled table (mapped; per-id probes only), and the changes
         # small fleet delta versions made since (folded by the next compile).
         self.file_table: MappedTable | None = None
@@ -195,6 +198,10 @@ class NodeBlocklist:
         return self.state_dir / "blocklist-version"
 
     @property
+    def _change_log_path(self) -> Path:
+        return self.state_dir / "blocklist-changes.log"
+
+    @property
     def _audit_head_path(self) -> Path:
         return self.state_dir / "audit-head.json"
 
@@ -256,6 +263,17 @@ class NodeBlocklist:
             out[self._file_record_path] = record
         return out
 
+    def _keep(self, change: Change | None) -> None:
+        """Make the state a restart reads hold the current version: a push's or removal's
+        `change` appended to the log (one in-place write and fdatasync), else, or when the
+        log is full, the state files written whole (which empties the log)."""
+        log_it = change is not None and self._changes is not None
+        if log_it and self._file_record() in (None, self._record_written):
+            assert change is not None and self._changes is not None
+            if self._changes.append(change):
+                return
+        self._write_state(self._state_bytes())
+
     def _file_record(self) -> bytes | None:
         """`FileRecord` of the file layer's table; None when what it holds is not known
         exactly (a record written before still names a table that held its version, or one
@@ -267,6 +285,8 @@ class NodeBlocklist:
 
     def _write_state(self, files: dict[Path, bytes]) -> None:
         write_atomic_all(files)  # one journal commit for the files, one for the renames
+        if self._changes is not None:
+            self._changes.reset()  # the files hold every change logged
         self._pushed_written = files.get(self._pushed_path, self._pushed_written)
         if self._file_record_path in files:
             self._record_written = files[self._file_record_path]
@@ -283,6 +303,13 @@ class NodeBlocklist:
             self.pushed = {e.id: e for e in entries}
         if self._version_path.exists():
             self.version = int(self._version_path.read_text().strip() or 0)
+        if self.cfg.change_log_bytes:
+            self._changes = ChangeLog(self._change_log_path, self.cfg.change_log_bytes)
+            for change in self._changes.replay(self.version):  # written whole below
+                self.pushed.update((e.id, e) for e in change.pushed)
+                for entry_id in change.unpushed:
+                    self.pushed.pop(entry_id, None)
+                self.version = change.version
         if self._audit_head_path.exists():
             self.audit_head = msgspec.json.decode(self._audit_head_path.read_bytes())
         # A head kept before the restart may be newer than the file's (a later push).
@@ -893,7 +920,7 @@ class NodeBlocklist:
         async with self.lock:
             for e in entries:
                 self.pushed[e.id] = e
-            return await self._delta(entries, [], "push")
+            return await self._delta(entries, [], "push", Change(self.version + 1, entries))
 
     async def remove(self, entry_id: str) -> dict[str, Any] | None:
         async with self.lock:
@@ -901,7 +928,8 @@ class NodeBlocklist:
                 return None
             del self.pushed[entry_id]
             restored = self._file_entry(entry_id)
-            return await self._delta([restored] if restored else [], [entry_id], "remove")
+            change = Change(self.version + 1, unpushed=[entry_id])
+            return await self._delta([restored] if restored else [], [entry_id], "remove", change)
 
     def started(self, applied_at: float) -> None:
         """Every first worker enforces the start-up version: that is its apply time."""
@@ -919,14 +947,17 @@ class NodeBlocklist:
     def known(self, entry_id: str) -> bool:
         return entry_id in self.pushed or self._file_entry(entry_id) is not None
 
-    async def _delta(self, adds: list[Entry], removes: list[str], source: str) -> dict[str, Any]:
+    async def _delta(
+        self, adds: list[Entry], removes: list[str], source: str, change: Change | None = None
+    ) -> dict[str, Any]:
         """Apply a change to every worker as a delta (cheap at any list size); the compiled
-        full version is refreshed afterwards, off the answer's path."""
+        full version is refreshed afterwards, off the answer's path. `change`: what a push or
+        removal did to the pushed entries, logged instead of writing the state files whole."""
         self.version += 1
-        # The state files' fsyncs (in a thread) overlap the workers' apply instead of
-        # preceding it; the answer waits for both, so it never names a version that a restart
-        # could forget. A failed write still fails the change, as before.
-        persisted = asyncio.ensure_future(asyncio.to_thread(self._write_state, self._state_bytes()))
+        # The state's fsync (in a thread) overlaps the workers' apply instead of preceding
+        # it; the answer waits for both, so it never names a version that a restart could
+        # forget. A failed write still fails the change, as before.
+        persisted = asyncio.ensure_future(asyncio.to_thread(self._keep, change))
         args = {"version": self.version, "add": msgspec.to_builtins(adds), "remove": removes}
         self.deltas.append(args)
         self.overlay_changes += len(adds) + len(removes)
