@@ -179,3 +179,42 @@ async def test_rendered_fields_are_those_sent_on_pass_through_and_never_with_a_b
         assert req.fields is not None and req.fields == render_fields(req.headers)
         assert req.fields.endswith(b"X-Request-Id: %s\r\n" % req.headers["X-Request-Id"].encode())
     assert first.fields != second.fields  # each its own id
+
+
+async def test_a_request_the_fast_answer_declined_is_answered_as_one_never_offered(
+    make_worker,
+) -> None:
+    """`__call__` skips the memo for the request the fast answer just found no hit for (issue
+    18). Even when that skip is wrong (forced here: the front declines a remembered hit and
+    says the memo had none), the phases answer what the memo would have: same status, body,
+    fields and Cache-Status."""
+
+    def answer(method, path_query, headers, data):  # type: ignore[no-untyped-def]
+        return MemoryResponse(200, [(b"Cache-Control", b"max-age=60")], b"stored body")
+
+    w = await make_worker(answer)
+    assert (await fetch(w, "GET", "/c")).status == 200  # stored
+    assert (await fetch(w, "GET", "/c")).status == 200  # a lookup hit: now remembered
+    pipeline = w.parts.pipeline
+    memo_reply = await fetch(w, "GET", "/c")  # the fast answer's
+    server = w.parts.server
+    real = server.fast_answer
+
+    def declining(method, raw_target, host, *args):  # type: ignore[no-untyped-def]
+        assert real(method, raw_target, host, *args) is not None  # remembered, as above
+        pipeline._declined = raw_target  # as if the memo had had none
+        return None
+
+    server.fast_answer = declining
+    try:
+        walked = await fetch(w, "GET", "/c")
+    finally:
+        server.fast_answer = real
+
+    def seen(r):  # type: ignore[no-untyped-def]
+        return [(n.lower(), v) for n, v in r.headers if n.lower() not in (b"date", b"x-request-id")]
+
+    assert walked.status == memo_reply.status == 200
+    assert walked.body == memo_reply.body == b"stored body"
+    assert seen(walked) == seen(memo_reply)
+    assert [req.method for req in w.origin.requests] == ["GET"]
