@@ -123,14 +123,16 @@ def _match_keys(host: str, path: str, query: str | None) -> MatchKeys:
             ends.append(i)
             i = key.find("/", i + 1)
         ends.append(len(key))
+    # Positional, in MatchKeys' field order (tests/blocklist/test_keys_fast.py holds it):
+    # keywords cost every new URL 0.24 µs more (issue 18).
     return MatchKeys(
-        host=chost,
-        path=cpath,
-        exact_path=cpath if exact == cpath else exact,
-        query=None if query is None and tail is None else request_query(query, tail),
-        host_suffixes=host_suffixes(chost),
-        url_key=key,
-        prefix_ends=tuple(ends),
+        chost,  # host
+        cpath,  # path
+        cpath if exact == cpath else exact,  # exact_path
+        None if query is None and tail is None else request_query(query, tail),  # query
+        host_suffixes(chost),  # host_suffixes
+        key,  # url_key
+        tuple(ends),  # prefix_ends
     )
 
 

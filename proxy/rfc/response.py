@@ -144,20 +144,22 @@ def _read(
         cc = parse_cache_control(cc_values)  # what select_cache_control does without them
     else:
         cc, _source = select_cache_control(cc_values, [(t, targeted.get(t, [])) for t in TARGETED])
+    # Positional, in ParsedResponse's field order (tests/rfc/test_response.py holds it):
+    # keywords cost every response 0.37 µs more (issue 18).
     parsed = ParsedResponse(
-        cc=cc,
-        date=parse_http_date(date) if date else None,
-        expires=", ".join(expires_values) if expires_values else None,
-        last_modified=parse_http_date(last_modified_raw) if last_modified_raw else None,
-        last_modified_raw=last_modified_raw,
-        etag=normalise_etag(etag),
-        age=parse_age(ages),
-        vary=vary,
-        set_cookie=set_cookie,
-        cache_status=b", ".join(cache_status) if cache_status else b"",
-        location=location,
-        content_location=content_location,
-        codings=codings,
+        cc,
+        parse_http_date(date) if date else None,  # date
+        ", ".join(expires_values) if expires_values else None,  # expires
+        parse_http_date(last_modified_raw) if last_modified_raw else None,  # last_modified
+        last_modified_raw,
+        normalise_etag(etag),  # etag
+        parse_age(ages),  # age
+        vary,
+        set_cookie,
+        b", ".join(cache_status) if cache_status else b"",  # cache_status
+        location,
+        content_location,
+        codings,
     )
     return kept, parsed, named
 

@@ -286,3 +286,12 @@ def test_request_match_keys_of_plain_paths_are_what_path_key_gives() -> None:
             query,
         )
     assert plain > 5000  # the shortcut is exercised
+
+
+def test_match_keys_fields_in_the_order_match_keys_passes_them() -> None:
+    """`_match_keys` builds MatchKeys positionally (issue 18): the field order it assumes."""
+    from dataclasses import fields
+
+    assert [f.name for f in fields(keys.MatchKeys)] == [
+        "host", "path", "exact_path", "query", "host_suffixes", "url_key", "prefix_ends",
+    ]  # fmt: skip

@@ -114,3 +114,15 @@ def test_read_response_a_connection_line_naming_an_earlier_field_rfc9110_7_6_1()
     assert kept == [(b"Date", DATE)]
     assert parsed.cc is EMPTY_CC and parsed.codings == [] and parsed.date is not None
     _same([head, list(reversed(head))])
+
+
+def test_parsed_response_fields_in_the_order_read_passes_them() -> None:
+    """`_read` builds its ParsedResponse positionally (issue 18): the field order it assumes."""
+    from dataclasses import fields
+
+    from proxy.rfc.response import ParsedResponse
+
+    assert [f.name for f in fields(ParsedResponse)] == [
+        "cc", "date", "expires", "last_modified", "last_modified_raw", "etag", "age", "vary",
+        "set_cookie", "cache_status", "location", "content_location", "codings",
+    ]  # fmt: skip
