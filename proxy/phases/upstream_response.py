@@ -104,7 +104,11 @@ class UpstreamResponsePhase:
             return await self.fetch_for_cache(ctx, None)
         if up.status >= 500 and entry is not None:
             return self._error_with_stale(up, hdrs, entry)
-        lifetime = self.lifetime(up.status, parsed, response_time)
+        cc = parsed.cc
+        # A no-store response (must-understand aside) is refused by `storable` before it
+        # looks at the lifetime: a pass-through's answer is not worked out (issue 18).
+        unused = cc.no_store and not cc.must_understand
+        lifetime = None if unused else self.lifetime(up.status, parsed, response_time)
         fields = vary_fields(parsed.vary) if parsed.vary else ()
         reason = self._no_store_reason(ctx, up, parsed, lifetime, fields)
         if reason is not None:

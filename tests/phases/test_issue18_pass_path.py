@@ -218,3 +218,29 @@ async def test_a_request_the_fast_answer_declined_is_answered_as_one_never_offer
     assert walked.body == memo_reply.body == b"stored body"
     assert seen(walked) == seen(memo_reply)
     assert [req.method for req in w.origin.requests] == ["GET"]
+
+
+@pytest.mark.parametrize(
+    ("cc", "status", "detail"),
+    [
+        (b"no-store", 200, "detail=no-store"),
+        (b"no-store, max-age=60", 200, "detail=no-store"),
+        (b"no-store, must-understand, max-age=60", 200, "stored"),  # §5.2.2.3: no-store ignored
+        (b"no-store, must-understand", 299, "detail=status"),
+        (b"no-store, must-understand", 200, "stored"),  # heuristic: 200 is cacheable so
+        (b"no-store, private", 200, "detail=no-store"),
+    ],
+)
+async def test_a_no_store_answer_gets_its_reason_without_a_lifetime(
+    make_worker, cc: bytes, status: int, detail: str
+) -> None:
+    """upstream_response works out no lifetime for a no-store answer (issue 18) except under
+    must-understand, where storable goes on to look at it: the reasons are storable's."""
+
+    def answer(method, path_query, headers, data):  # type: ignore[no-untyped-def]
+        fields = [(b"Cache-Control", cc), (b"Last-Modified", b"Sun, 06 Dec 2026 10:00:00 GMT")]
+        return MemoryResponse(status, fields, b"x")
+
+    w = await make_worker(answer)
+    r = await fetch(w, "GET", "/n")
+    assert r.status == status and detail in r.cache_status, r.cache_status
