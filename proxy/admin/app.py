@@ -359,8 +359,7 @@ async def push_entries(request: web.Request) -> web.Response:
     try:
         # Checked strictly first; the node then takes the very same dicts.
         msgspec.convert(body.entries, type=list[StrictEntry])
-        result = await _node(request).blocklist.push(body.entries)
-        _node(request).blocklist.keep_audit_head(_audit_head_of(request), "push")
+        result = await _node(request).blocklist.push(body.entries, _audit_head_of(request))
     except (msgspec.ValidationError, ValueError) as e:
         return _error(400, f"invalid entry: {e}")
     except ControlError as e:
@@ -373,10 +372,9 @@ async def delete_entry(request: web.Request) -> web.Response:
     entry_id = request.match_info["id"]
     bl = _node(request).blocklist
     try:
-        result = await bl.remove(entry_id)
+        result = await bl.remove(entry_id, _audit_head_of(request))
     except ControlError as e:
         return _error(503, f"not applied on every worker: {e}")
-    bl.keep_audit_head(_audit_head_of(request), "remove")
     if result is None:
         if bl.known(entry_id):
             return _error(

@@ -29,6 +29,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import xxhash
@@ -41,11 +42,14 @@ _ZEROS = 1 << 20  # written at a time when the file is made
 
 
 class Change(msgspec.Struct, frozen=True, array_like=True):
-    """What one push or removal did to the pushed entries, and the node version it made."""
+    """What one push or removal did to the pushed entries, the node version it made, and the
+    publisher's signed audit-log head that came with it (as `NodeBlocklist.audit_head` keeps
+    it), if any."""
 
     version: int
     pushed: list[Entry] = []
     unpushed: list[str] = []
+    audit_head: dict[str, Any] | None = None
 
 
 class ChangeLog:

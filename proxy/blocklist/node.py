@@ -31,6 +31,7 @@ import collections
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -131,6 +132,9 @@ class NodeBlocklist:
         self.pinner = Pinner(self.cfg.pin_probe_sections and self.mapped)
         # Pushes and removals between two writes of the state files (proxy/blocklist/changelog.py)
         self._changes: ChangeLog | None = None
+        self._audit_head_written: bytes | None = None  # what audit-head.json holds
+        self._audit_head_lock = threading.Lock()  # its writers: the loop, a mirror, a state write
+        self._head_mirror: asyncio.Future[None] | None = None
         # The file layer: its compiled table (mapped; per-id probes only), and the changes
         # small fleet delta versions made since (folded by the next compile).
         self.file_table: MappedTable | None = None
@@ -210,10 +214,42 @@ class NodeBlocklist:
         return self.state_dir / "blocklist-file.json"
 
     def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
+        """Keep a publisher's signed audit-log head (with when and how it came), on disk now."""
+        if self._take_audit_head(head, via) is not None:
+            self._write_audit_head()
+
+    def _write_audit_head(self) -> None:
+        """audit-head.json := the head held now (from any thread; the last write is always of
+        the newest head, so the file never goes back)."""
+        with self._audit_head_lock:
+            if self.audit_head is None:
+                return
+            data = msgspec.json.encode(self.audit_head)
+            if data != self._audit_head_written:
+                write_atomic(self._audit_head_path, data)
+                self._audit_head_written = data
+
+    def _mirror_audit_head(self) -> None:
+        """A head that came with a logged change is on disk in the change log already;
+        audit-head.json, where an operator reads it, follows off the answer's path."""
+        if self._head_mirror is not None and not self._head_mirror.done():
+            return  # the write under way reads the newest head; a later change starts another
+
+        async def mirror() -> None:
+            try:
+                await asyncio.to_thread(self._write_audit_head)
+            except OSError as e:
+                log.warning(
+                    "could not write %s (the change log holds it): %s", self._audit_head_path, e
+                )
+
+        self._head_mirror = asyncio.ensure_future(mirror())
+
+    def _take_audit_head(self, head: dict[str, Any] | None, via: str) -> dict[str, Any] | None:
         if head is None:
-            return
+            return None
         self.audit_head = {**head, "received_at": time.time(), "via": via}
-        write_atomic(self._audit_head_path, msgspec.json.encode(self.audit_head))
+        return self.audit_head
 
     @property
     def full_path(self) -> Path:
@@ -284,6 +320,10 @@ class NodeBlocklist:
         return msgspec.json.encode(FileRecord(table.path.name, table.version, *holds))
 
     def _write_state(self, files: dict[Path, bytes]) -> None:
+        if self._changes is not None:
+            # A head logged with a change is skipped by a restart once the state files hold
+            # that change's version: audit-head.json must hold it first.
+            self._write_audit_head()
         write_atomic_all(files)  # one journal commit for the files, one for the renames
         if self._changes is not None:
             self._changes.reset()  # the files hold every change logged
@@ -309,9 +349,12 @@ class NodeBlocklist:
                 self.pushed.update((e.id, e) for e in change.pushed)
                 for entry_id in change.unpushed:
                     self.pushed.pop(entry_id, None)
+                if _newer_head(change.audit_head, self.audit_head):
+                    self.audit_head = change.audit_head
                 self.version = change.version
         if self._audit_head_path.exists():
-            self.audit_head = msgspec.json.decode(self._audit_head_path.read_bytes())
+            self._audit_head_written = self._audit_head_path.read_bytes()
+            self.audit_head = msgspec.json.decode(self._audit_head_written)
         # A head kept before the restart may be newer than the file's (a later push).
         keep_head = self.audit_head is None
         chain: Chain | None = None
@@ -915,21 +958,43 @@ class NodeBlocklist:
         small = len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * size)
         return adds, removes, changes, small
 
-    async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
+    async def push(
+        self, raw_entries: list[dict[str, Any]], audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Push entries to every worker; `audit_head`, the publisher's signed audit-log head
+        sent with them, is kept with the change (one write for both)."""
         entries = [validate_entry(msgspec.convert(e, type=Entry)) for e in raw_entries]
         async with self.lock:
             for e in entries:
                 self.pushed[e.id] = e
-            return await self._delta(entries, [], "push", Change(self.version + 1, entries))
+            head = self._take_audit_head(audit_head, "push")
+            change = Change(self.version + 1, entries, audit_head=head)
+            try:
+                return await self._delta(entries, [], "push", change)
+            finally:
+                if head is not None:
+                    self._mirror_audit_head()
 
-    async def remove(self, entry_id: str) -> dict[str, Any] | None:
+    async def remove(
+        self, entry_id: str, audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Remove a pushed entry (None when it is not one); `audit_head` as for `push`, kept
+        also when there is nothing to remove."""
         async with self.lock:
             if entry_id not in self.pushed:
+                self.keep_audit_head(audit_head, "remove")
                 return None
             del self.pushed[entry_id]
             restored = self._file_entry(entry_id)
-            change = Change(self.version + 1, unpushed=[entry_id])
-            return await self._delta([restored] if restored else [], [entry_id], "remove", change)
+            head = self._take_audit_head(audit_head, "remove")
+            change = Change(self.version + 1, unpushed=[entry_id], audit_head=head)
+            try:
+                return await self._delta(
+                    [restored] if restored else [], [entry_id], "remove", change
+                )
+            finally:
+                if head is not None:
+                    self._mirror_audit_head()
 
     def started(self, applied_at: float) -> None:
         """Every first worker enforces the start-up version: that is its apply time."""
@@ -1055,3 +1120,11 @@ def _write_entries(path: Path, entries: tuple[Entry, ...]) -> None:
     """A feed's full version for the compile child (encoded off the event loop: a million
     entries take a moment)."""
     write_atomic(path, msgspec.msgpack.encode(entries))
+
+
+def _newer_head(head: dict[str, Any] | None, than: dict[str, Any] | None) -> bool:
+    """Whether a logged change's audit head is newer than the one held (read from
+    audit-head.json, which a head taken without a change may have replaced since)."""
+    if head is None:
+        return False
+    return than is None or head.get("received_at", 0.0) >= than.get("received_at", 0.0)

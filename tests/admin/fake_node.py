@@ -56,13 +56,19 @@ class FakeBlocklist:
     def known(self, entry_id: str) -> bool:
         return entry_id in self.pushed
 
-    async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
+    async def push(
+        self, raw_entries: list[dict[str, Any]], audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         for e in raw_entries:
             self.pushed[e["id"]] = e
+        self.keep_audit_head(audit_head, "push")
         self.version += 1
         return {"version": self.version, "applied_at": time.time(), "workers": []}
 
-    async def remove(self, entry_id: str) -> dict[str, Any] | None:
+    async def remove(
+        self, entry_id: str, audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        self.keep_audit_head(audit_head, "remove")
         if self.pushed.pop(entry_id, None) is None:
             return None
         self.version += 1

@@ -4,6 +4,7 @@ state files are skipped, and a full log falls back to writing the state whole.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,44 @@ async def test_a_full_log_or_none_writes_the_state_whole(tmp_path: Path) -> None
         again = node_at(state, change_log_bytes=size)
         assert again.version == node.version + 1 and sorted(again.pushed) == sorted(node.pushed)
         assert (state / "blocklist-changes.log").exists() == (size > 0)
+
+
+async def test_the_audit_head_sent_with_a_push_is_kept_with_its_change(tmp_path: Path) -> None:
+    """A publisher's signed audit-log head comes with its push (the takedown service's): it is
+    logged with the change, one write for both, and a restart has it."""
+    state = tmp_path / "state"
+    node = node_at(state)
+    head = {"seq": 41, "hash": "ab" * 32, "signature": "sig"}
+    await node.push([msgspec.to_builtins(entry(1))], audit_head=head)
+    assert node.audit_head is not None and node.audit_head["seq"] == 41
+    assert b"sig" in (state / "blocklist-changes.log").read_bytes()  # with its change
+    assert await node.remove("p1", audit_head={**head, "seq": 42}) is not None
+    assert node._head_mirror is not None
+    await node._head_mirror  # audit-head.json follows, off the answer's path
+    assert json.loads((state / "audit-head.json").read_text())["seq"] == 42
+    assert await node.remove("absent", audit_head={**head, "seq": 43}) is None
+    again = node_at(state)
+    assert again.audit_head is not None
+    assert (again.audit_head["seq"], again.audit_head["via"]) == (43, "remove")
+    third = node_at(state)
+    assert third.audit_head == again.audit_head
+
+
+async def test_a_head_logged_with_a_change_is_on_disk_before_the_log_is_reused(
+    tmp_path: Path,
+) -> None:
+    """The mirror of audit-head.json has not run (a crash right after the answer), then the
+    state is written whole (a full log): the head goes to its file first, since a restart
+    skips the records the state files hold."""
+    state = tmp_path / "state"
+    node = node_at(state, change_log_bytes=700)
+    node._mirror_audit_head = lambda: None  # type: ignore[method-assign]
+    head = {"seq": 5, "hash": "cd" * 32, "signature": "sig"}
+    await node.push([msgspec.to_builtins(entry(1))], audit_head=head)
+    assert not (state / "audit-head.json").exists()
+    for i in range(2, 8):  # fills the log: the state is written whole
+        await node.push([msgspec.to_builtins(entry(i))])
+    assert json.loads((state / "audit-head.json").read_text())["seq"] == 5
+    again = node_at(state)
+    assert again.audit_head is not None and again.audit_head["seq"] == 5
+    assert sorted(again.pushed) == [f"p{i}" for i in range(1, 8)]
