@@ -21,11 +21,13 @@ import pytest
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
 from proxy.cache.node import (
+    _INFO,
     FORMAT,
     INDEX_OVERHEAD_BYTES,
     NodeTier,
     NodeTierError,
     _decode_info,
+    boot_id,
     envelope,
     item_key,
     node_record,
@@ -240,6 +242,51 @@ def test_an_old_format_or_garbage_tier_is_moved_aside(tmp_path: Path) -> None:
         assert txn.get(b"format", db=t.env.open_db(b"meta", txn=txn)) == FORMAT
 
 
+FORMAT_3_DBS = (b"items", b"info", b"order", b"vary", b"host", b"digest", b"urlkey")
+FORMAT_3_DBS += (b"hostkey", b"urlseq", b"lease", b"meta")
+
+
+def format_3_tier(p: Path, e: Entry) -> None:
+    """A tier as a node of format 3 left it (eleven named databases, one item of `e`),
+    closed cleanly on this boot."""
+    env = lmdb.open(str(p), max_dbs=len(FORMAT_3_DBS), map_size=100 * MiB)
+    db = {name: env.open_db(name) for name in FORMAT_3_DBS}
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"3", db=db[b"meta"])
+        txn.put(b"boot", boot_id(), db=db[b"meta"])
+        txn.put(b"clean", b"1", db=db[b"meta"])
+        txn.put(item_key(e.primary, (), ()), b"EPN3" + bytes(16) + e.body, db=db[b"items"])
+        txn.put(item_key(e.primary, (), ())[:16], b"\x90", db=db[b"vary"])
+    env.close()
+
+
+def test_a_tier_of_format_3_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
+    """The issue's "tier from an older format version": format 4 put the eleven trees of a
+    store into three. A worker refuses the old file, and the node's start moves it aside,
+    says so, and gives every worker an empty tier of this format that stores and serves."""
+    p = tmp_path / "node-cache"
+    old = entry("/old", b"stored by format 3")
+    format_3_tier(p, old)
+    with pytest.raises(NodeTierError, match="format b'3'"):
+        tier(p)
+    assert prepare(p, 8 * MiB) == f"rebuilt (format b'3', this node writes {FORMAT!r})"
+    assert FORMAT == b"4"
+    aside = lmdb.open(str(tmp_path / "node-cache.aside"), max_dbs=len(FORMAT_3_DBS))
+    with aside.begin() as txn:  # the old file is kept as it was, for whoever wants it
+        assert txn.stat(aside.open_db(b"items", txn=txn))["entries"] == 1
+    aside.close()
+    t = tier(p)
+    assert t.usage() == (0, 0) and t.get(old.primary, (), ()) is None
+    new = entry("/new", b"stored by format 4")
+    t.put(new)
+    got = tier(p).get(new.primary, (), ())
+    assert got is not None and got.body == new.body
+    with t.env.begin() as txn:
+        names = {k for k, _ in txn.cursor()}  # the unnamed database lists the named ones
+    assert names == {b"items", b"index", b"meta"}
+    t.close()
+
+
 def test_cache_clear_starts_empty(path: Path) -> None:
     t = tier(path)
     t.put(entry("/c", b"c"))
@@ -309,7 +356,7 @@ async def test_one_worker_holds_a_key_lease_until_its_store_lands(path: Path) ->
 
 def _tick(t: NodeTier, e: Entry) -> int:
     with t.env.begin() as txn:
-        raw = txn.get(item_key(e.primary, (), ()), db=t.env.open_db(b"info", txn=txn))
+        raw = txn.get(_INFO + item_key(e.primary, (), ()), db=t.env.open_db(b"index", txn=txn))
     return int(_decode_info(raw).tick)
 
 
