@@ -165,14 +165,15 @@ FORMAT = b"4"
 MAGIC = b"EPN4"
 INDEX_OVERHEAD_BYTES = 256  # info, order and index records of one item, roughly
 DBS = (b"items", b"index", b"meta")
+_INFO = b"i"  # after an item key in `items`: the item's `Info`, beside its record
+_INFO_KEY_BYTES = 33
 # The rows of `index`, by their first byte (see "Layout").
-_INFO = b"i"
 _ORDER = b"o"
+_COUNT = b"p"  # the whole key: right after the order rows, on the page their newest share
 _VARY = b"v"
 _DIGEST = b"d"
 _URL = b"u"
 _MARK = b"m"
-_BYTES = b"b"  # the whole key: the tier's byte count
 TOUCH_ONE_IN = 8  # workers touch on every 8th read (the default, 1, is every read: tools, tests)
 URLSEQ_KEY_BYTES = 400  # LMDB keys end at 511 bytes: longer url keys share a range, confirmed
 _LEASE = struct.Struct("<qd")  # 0 (formerly the fetching worker's pid), marked until (epoch s)
@@ -180,6 +181,7 @@ LOCK_FILE = "fetch.lock"  # beside data.mdb: one byte per key's lease (`_slot`)
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD)
 _BUSY = (errno.EAGAIN, errno.EACCES)  # F_OFD_SETLK: another description holds the byte
 _U64 = struct.Struct(">Q")
+_COUNTS = struct.Struct(">QQ")  # objects, bytes
 _HDR = struct.Struct(">4s16s")  # magic, xxh3-128 of the msgpack record
 PROOF_OVERHEAD_BYTES = 1500  # a `Proven` and its entry besides the head and header fields
 
@@ -256,6 +258,11 @@ def primary_hash(primary: PrimaryKey) -> bytes:
 
 def item_key(primary: PrimaryKey, fields: tuple[str, ...], variant: VariantKey) -> bytes:
     return primary_hash(primary) + _h(_encode((fields, variant)))
+
+
+# The second half of the item key of a resource stored without Vary: no `vary` row is written
+# for it, `vary_fields` finds its record by this key instead.
+_PLAIN = _h(_encode(((), ())))
 
 
 def node_record(entry: Entry, via: bytes) -> NodeRecord:
@@ -419,7 +426,7 @@ def _check(path: Path, max_bytes: int) -> str | None:
                 if txn.stat(env.open_db(b"items", txn=txn))["entries"]:
                     return "records without a format stamp"
                 txn.put(b"format", FORMAT, db=meta)
-                txn.put(_BYTES, _U64.pack(0), db=env.open_db(b"index", txn=txn))
+                txn.put(_COUNT, _COUNTS.pack(0, 0), db=env.open_db(b"index", txn=txn))
             elif fmt != FORMAT:
                 return f"format {fmt!r}, this node writes {FORMAT!r}"
             elif txn.get(b"boot", db=meta) not in (boot_id(), None) and (
@@ -555,9 +562,17 @@ class NodeTier:
     def vary_fields(self, primary: PrimaryKey) -> tuple[str, ...] | None:
         if self._closed:
             return None
-        raw = self._read(lambda txn: txn.get(_VARY + primary_hash(primary), db=self._index))
-        if raw is None:
-            return None
+        hp = primary_hash(primary)
+
+        def read(txn: Any) -> tuple[()] | bytes | None:
+            if txn.get(hp + _PLAIN, db=self._items) is not None:
+                return ()  # stored without Vary: no `vary` row ("Layout")
+            raw = txn.get(_VARY + hp, db=self._index)
+            return None if raw is None else bytes(raw)
+
+        raw = self._read(read, buffers=True)
+        if raw is None or isinstance(raw, tuple):
+            return raw
         try:
             return _decode_fields(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -943,24 +958,24 @@ class NodeTier:
         index = self._index
         hp = ikey[:16]
         old_fields = txn.get(_VARY + hp, db=index)
-        fields = _encode(entry.vary_fields)
-        if old_fields is not None and old_fields != fields:
-            self._delete_primary(txn, hp)  # the resource's Vary changed: older variants go
-        else:
+        fields = None if ikey[16:] == _PLAIN else _encode(entry.vary_fields)
+        if old_fields == fields:
             self._delete(txn, ikey)
+        else:  # the resource's Vary changed (or its first variant): other variants go
+            self._delete_primary(txn, hp)
+            if fields is not None:
+                txn.put(_VARY + hp, fields, db=index)
         value = envelope(node_record(entry, self.via))
         t = entry.target
         keys = entry.keys if entry.keys is not None else match_keys(t.host, t.path, t.query)
         size = len(value) + INDEX_OVERHEAD_BYTES
         info = Info(tick, size, t.host, t.path, t.query, entry.sha256, keys.url_key)
         txn.put(ikey, value, db=self._items)
-        txn.put(_INFO + ikey, _encode(info), db=index)
+        txn.put(ikey + _INFO, _encode(info), db=self._items)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
-        if old_fields != fields:
-            txn.put(_VARY + hp, fields, db=index)
         txn.put(_DIGEST + entry.sha256 + ikey, b"", db=index)
         txn.put(_url_row(keys.url_key, exact=True) + ikey, b"", db=index)
-        self._add_bytes(txn, size)
+        self._count(txn, 1, size)
 
     def _due(self, txn: Any, touches: set[bytes], puts: dict[bytes, Entry]) -> set[bytes]:
         """The touches whose items' ticks are older than `touch_interval_s`: an item any
@@ -969,12 +984,12 @@ class NodeTier:
         and a batch that has nothing left takes no write transaction (its lock, its commit
         and the pages it writes were a fifth of a node-tier hit's system time)."""
         since = int((self.clock() - self.touch_interval_s) * 1e6)
-        index = self._index
+        items = self._items
         due = set()
         for ikey in touches:
             if ikey in puts:
                 continue  # stored in this batch: ticked with it
-            raw = txn.get(_INFO + ikey, db=index)
+            raw = txn.get(ikey + _INFO, db=items)
             if raw is not None and _decode_info(raw).tick < since:
                 due.add(ikey)
             else:  # not written: this worker's next hit may try again
@@ -984,23 +999,23 @@ class NodeTier:
 
     def _retick(self, txn: Any, ikey: bytes, tick: int) -> None:
         index = self._index
-        raw = txn.get(_INFO + ikey, db=index)
+        raw = txn.get(ikey + _INFO, db=self._items)
         if raw is None:
             return
         info = _decode_info(raw)
         txn.delete(_ORDER + _U64.pack(info.tick) + ikey, db=index)
         info.tick = tick
-        txn.put(_INFO + ikey, _encode(info), db=index)
+        txn.put(ikey + _INFO, _encode(info), db=self._items)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
 
     def _evict(self, txn: Any) -> None:
-        over = self._bytes(txn) - self.max_bytes
+        over = self._usage(txn)[1] - self.max_bytes
         if over <= 0:
             return
         victims, stray = [], []
         for key in _under(txn, self._index, _ORDER):
             ikey = key[-32:]
-            raw = txn.get(_INFO + ikey, db=self._index)
+            raw = txn.get(ikey + _INFO, db=self._items)
             if raw is None:
                 stray.append(key)  # leads to no item (its `Info` was undecodable): goes too
                 continue
@@ -1014,37 +1029,40 @@ class NodeTier:
             self._delete(txn, ikey)
         self.stats.node_evictions += len(victims)
 
-    def _bytes(self, txn: Any) -> int:
-        raw = txn.get(_BYTES, db=self._index)
-        return _U64.unpack(raw)[0] if raw is not None else 0
+    def _usage(self, txn: Any) -> tuple[int, int]:
+        raw = txn.get(_COUNT, db=self._index)
+        return _COUNTS.unpack(raw) if raw is not None else (0, 0)
 
-    def _add_bytes(self, txn: Any, n: int) -> None:
-        txn.put(_BYTES, _U64.pack(max(0, self._bytes(txn) + n)), db=self._index)
+    def _count(self, txn: Any, objects: int, nbytes: int) -> None:
+        held, used = self._usage(txn)
+        txn.put(_COUNT, _COUNTS.pack(max(0, held + objects), max(0, used + nbytes)), db=self._index)
 
     def _delete(self, txn: Any, ikey: bytes) -> int:
         """Delete one item and its index rows; 1 when it was there."""
-        index = self._index
-        raw = txn.get(_INFO + ikey, db=index)
-        gone = txn.delete(ikey, db=self._items)
+        index, items = self._index, self._items
+        raw = txn.get(ikey + _INFO, db=items)
+        gone = txn.delete(ikey, db=items)
         if raw is None:
             return int(gone)
-        txn.delete(_INFO + ikey, db=index)
+        txn.delete(ikey + _INFO, db=items)
         try:
             info = _decode_info(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.stats.node_rejected += 1  # its other rows stay, and lead nowhere
+            self._count(txn, -1, 0)
             return 1
         txn.delete(_ORDER + _U64.pack(info.tick) + ikey, db=index)
         txn.delete(_DIGEST + info.sha256 + ikey, db=index)
         txn.delete(_url_row(info.url_key, exact=True) + ikey, db=index)
-        self._add_bytes(txn, -info.size)
+        self._count(txn, -1, -info.size)
         hp = ikey[:16]
-        if not any(True for _ in _under(txn, self._items, hp)):
-            txn.delete(_VARY + hp, db=index)
+        if ikey[16:] != _PLAIN and not any(True for _ in _under(txn, items, hp)):
+            txn.delete(_VARY + hp, db=index)  # its last variant
         return 1
 
     def _delete_primary(self, txn: Any, hp: bytes) -> int:
-        n = sum(self._delete(txn, ikey) for ikey in list(_under(txn, self._items, hp)))
+        ikeys = dict.fromkeys(k[:32] for k in _under(txn, self._items, hp))  # record, Info
+        n = sum(self._delete(txn, ikey) for ikey in ikeys)
         txn.delete(_VARY + hp, db=self._index)
         return n
 
@@ -1089,7 +1107,7 @@ class NodeTier:
                     if ikey in seen:
                         continue  # two ranges cut to one (`URLSEQ_KEY_BYTES`)
                     seen.add(ikey)
-                    raw = txn.get(_INFO + ikey, db=index)
+                    raw = txn.get(ikey + _INFO, db=self._items)
                     if raw is None:
                         txn.delete(key, db=index)
                         n += self._delete(txn, ikey)
@@ -1176,18 +1194,16 @@ class NodeTier:
     def _infos_after(self, txn: Any, after: bytes, step: int) -> list[tuple[bytes, Info | None]]:
         """Up to `step` (item key, Info) pairs after `after`; None for an undecodable Info."""
         out: list[tuple[bytes, Info | None]] = []
-        with txn.cursor(db=self._index) as cur:
-            if not cur.set_range(_INFO + after):
+        with txn.cursor(db=self._items) as cur:
+            if not cur.set_range(after + _INFO if after else b""):
                 return out
-            for k, v in cur.iternext():
-                if not k.startswith(_INFO):
-                    break
-                if k[1:] == after:
-                    continue
+            for k in cur.iternext(keys=True, values=False):
+                if len(k) != _INFO_KEY_BYTES or k[:32] == after:
+                    continue  # a record (`Info` is read, never a record)
                 try:
-                    out.append((k[1:], _decode_info(v)))
+                    out.append((k[:32], _decode_info(cur.value())))
                 except (msgspec.DecodeError, msgspec.ValidationError):
-                    out.append((k[1:], None))
+                    out.append((k[:32], None))
                 if len(out) >= step:
                     break
         return out
@@ -1200,7 +1216,7 @@ class NodeTier:
             return 0, 0
 
         def read(txn: Any) -> tuple[int, int]:
-            return txn.stat(self._items)["entries"], self._bytes(txn)
+            return self._usage(txn)
 
         result: tuple[int, int] = self._read(read)
         return result

@@ -77,6 +77,30 @@ def test_variants_and_a_vary_change(path: Path) -> None:
     assert t.usage()[0] == 1  # the variants under the old Vary went
 
 
+def test_a_resource_without_vary_has_no_vary_row_and_may_gain_and_lose_one(path: Path) -> None:
+    """Format 4 writes a `vary` row only for a resource stored with Vary (one page fewer per
+    cold store): `vary_fields` finds a Vary-less one by its record. Changing between the two
+    drops what was stored under the other."""
+    t = tier(path)
+    primary = ("example.com", b"/p")
+    t.put(entry("/p", b"plain"))
+    assert t.vary_fields(primary) == ()
+    with t.env.begin() as txn:
+        assert not any(k.startswith(b"v") for k, _ in txn.cursor(db=t._index))
+    t.put(entry("/p", b"gz", vary=("accept-encoding",), variant=("gzip",)))
+    assert t.vary_fields(primary) == ("accept-encoding",)
+    assert t.get(primary, (), ()) is None and t.usage()[0] == 1
+    t.put(entry("/p", b"again plain"))
+    assert t.vary_fields(primary) == () and t.usage()[0] == 1
+    assert t.get(primary, ("gzip",), ("accept-encoding",)) is None
+    got = t.get(primary, (), ())
+    assert got is not None and got.body == b"again plain"
+    assert t.purge_primary(primary) == 1 and t.vary_fields(primary) is None
+    t.put(entry("/p", b"gz", vary=("accept-encoding",), variant=("gzip",)))
+    assert t.remove(entry("/p", b"gz", vary=("accept-encoding",), variant=("gzip",))) == 1
+    assert t.vary_fields(primary) is None  # the row went with its last variant
+
+
 def _raw_put(t: NodeTier, key: bytes, value: bytes) -> None:
     """Bytes written straight into the items table, past every check of the tier."""
     with t.env.begin(write=True) as txn:
@@ -356,7 +380,7 @@ async def test_one_worker_holds_a_key_lease_until_its_store_lands(path: Path) ->
 
 def _tick(t: NodeTier, e: Entry) -> int:
     with t.env.begin() as txn:
-        raw = txn.get(_INFO + item_key(e.primary, (), ()), db=t.env.open_db(b"index", txn=txn))
+        raw = txn.get(item_key(e.primary, (), ()) + _INFO, db=t.env.open_db(b"items", txn=txn))
     return int(_decode_info(raw).tick)
 
 
