@@ -42,25 +42,43 @@ starts) rebuilds a tier left open when the machine went down (a different boot i
 close). It also moves aside a file LMDB refuses or one of another format version, and empties
 the tier for `--cache-clear`. Nothing about the tier is ever fatal to the node.
 
-Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary fields, values)):
+Layout (format 4: three named databases; `ikey` = H(primary) + H(vary fields, values)):
 
     items   ikey -> MAGIC + xxh3-128 + msgpack `NodeRecord` (proxy.cache.shared's `Record`
-            and the head as rendered, so a hit renders nothing)
-    info    ikey -> `Info` (access tick, size, host, path, query, digest, url key)
-    order   tick + ikey -> ""          (oldest access first: what eviction takes)
-    vary    H(primary) -> fields        (what `vary_fields` answers)
-    host    H(host) + ikey -> ""        (purge by host or prefix)
-    digest  sha256 + ikey -> ""         (purge by body digest, blocklist digests)
-    urlkey  H(url key) + ikey -> ""     (blocklist url entries)
-    hostkey H(host key or a parent domain) + ikey -> ""   (blocklist host entries)
-    urlseq  url key (its first URLSEQ_KEY_BYTES) + ikey -> ""   (blocklist prefix entries:
-            the keys under "host/a/" are one cursor range, confirmed against `Info`)
-    lease   H(primary) -> 0, until      (marked not storable; the lease itself is a lock,
-                                         see "Coalescing")
-    meta    format, bytes, boot, clean
+                    and the head as rendered, so a hit renders nothing)
+    index   one tree, each row's kind its first byte:
+            "i" + ikey -> `Info` (access tick, size, host, path, query, digest, url key)
+            "o" + tick + ikey -> ""      (oldest access first: what eviction takes)
+            "p" -> bytes                 (the tier's, right after the order rows)
+            "d" + sha256 + ikey -> ""    (purge by body digest, blocklist digests)
+            "u" + url row + ikey -> ""   (every purge by URL, prefix or host: `_url_row`)
+            "v" + H(primary) -> fields   (only for a resource stored with Vary)
+            "m" + H(primary) -> 0, until (marked not storable; the lease itself is a lock,
+                                          see "Coalescing")
+    meta    format, boot, clean
 
-A pushed host or prefix entry purges by `hostkey` and `urlseq` (issue 19: both used to walk
-every item's `Info`), so it costs what it purges; only a full version walks them all.
+Why so (format 4; benchmarks/README.md, "Fewer trees per store"): a commit writes every page
+its puts dirtied, and a row under a random key dirties a leaf of its own and its branch.
+Format 3 put a cold store's eleven rows in eleven trees (items, info, order, vary, host,
+digest, urlkey, hostkey per parent domain, urlseq, meta): 128 KiB written per commit at 1 KiB
+bodies, 81-88 us a store with its commit in one process. Now a store writes a record, its
+`Info`, an order row and the byte count (the newest order rows' leaf, next to which the
+count's key sorts), a digest row and a url row: 79 KiB, 52-53 us. Merging the eleven trees
+into one without fewer rows saved almost nothing; the rows are what cost. `Info` beside its
+record in `items` (ikey + "i", written in the same leaf) saved 16 KiB more a commit (47 us),
+but it spread the records over three times the leaves, and every node-tier hit, which reads
+only the record, paid for it (`get_proven` +0.2-0.4 us in one process): kept apart.
+
+The url row is the blocklist url key with its host's labels reversed ("www.example.com/a"
+is "com.example.www/a"; an IP literal or another host without parent domains as it is), so
+one ordered range serves every kind of purge: a url entry (or a url key's purge) is the
+exact row (ended by a NUL, so "host/a" is not "host/ab"), a prefix entry "host/a" that row
+and the range under "host/a/", a host entry "example.com" the ranges "com.example/" (the
+host) and "com.example." (its subdomains), and the admin API's purge by host or prefix the
+range of that host's key; each item found is confirmed against its `Info`. Rows are cut at
+`URLSEQ_KEY_BYTES` (LMDB keys end at 511 bytes): longer url keys share a range, confirmed
+the same way. A pushed host or prefix entry thus costs what it purges (issue 19: both used to
+walk every item's `Info`); only a full version walks them all (`purge_listed`).
 
 A record proves itself before it is served: its envelope's magic and checksum (xxh3-128 of
 the whole record: key, Vary values, headers, digest and body; 0.12 us at 4 KiB and 1.1 us at
@@ -89,7 +107,7 @@ node-tier hit), the lease is gone without one (the answer was not storable: it f
 this process could wait on, hence the polling, as Traffic Server's read-while-writer retries
 (a blocking `F_OFD_SETLKW` would block the worker's loop). The release is the unlock after the
 commit of the leader's store (`flush`), so a waiter never sees the lease gone before the entry
-is there. After an answer that cannot be stored the leader leaves a mark in `lease` (pid 0,
+is there. After an answer that cannot be stored the leader leaves a mark (an "m" row, pid 0,
 until now + `cache.hit_for_miss_s`, written in that commit): a worker that finds the lock held
 reads it, and with a live mark fetches at once, holding nothing, as hit-for-miss does inside
 one worker. A live leader holds its lease for as long as its fetch (bounded by the origin's
@@ -160,16 +178,15 @@ from proxy.rfc.target import Target
 log = logging.getLogger("edgeproxy.node_tier")
 
 # bump whenever the layout, `Info` or `NodeRecord` changes (2: hostkey, urlseq, lease, xxh3
-# checks; 3: the rendered head in the record; 4: one `index` tree, one url row per item)
+# checks; 3: the rendered head in the record; 4: seven rows in three trees, "Layout")
 FORMAT = b"4"
 MAGIC = b"EPN4"
 INDEX_OVERHEAD_BYTES = 256  # info, order and index records of one item, roughly
 DBS = (b"items", b"index", b"meta")
-_INFO = b"i"  # after an item key in `items`: the item's `Info`, beside its record
-_INFO_KEY_BYTES = 33
 # The rows of `index`, by their first byte (see "Layout").
+_INFO = b"i"
 _ORDER = b"o"
-_COUNT = b"p"  # the whole key: right after the order rows, on the page their newest share
+_BYTES = b"p"  # the whole key: right after the order rows, on the page their newest share
 _VARY = b"v"
 _DIGEST = b"d"
 _URL = b"u"
@@ -181,7 +198,6 @@ LOCK_FILE = "fetch.lock"  # beside data.mdb: one byte per key's lease (`_slot`)
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD)
 _BUSY = (errno.EAGAIN, errno.EACCES)  # F_OFD_SETLK: another description holds the byte
 _U64 = struct.Struct(">Q")
-_COUNTS = struct.Struct(">QQ")  # objects, bytes
 _HDR = struct.Struct(">4s16s")  # magic, xxh3-128 of the msgpack record
 PROOF_OVERHEAD_BYTES = 1500  # a `Proven` and its entry besides the head and header fields
 
@@ -426,7 +442,7 @@ def _check(path: Path, max_bytes: int) -> str | None:
                 if txn.stat(env.open_db(b"items", txn=txn))["entries"]:
                     return "records without a format stamp"
                 txn.put(b"format", FORMAT, db=meta)
-                txn.put(_COUNT, _COUNTS.pack(0, 0), db=env.open_db(b"index", txn=txn))
+                txn.put(_BYTES, _U64.pack(0), db=env.open_db(b"index", txn=txn))
             elif fmt != FORMAT:
                 return f"format {fmt!r}, this node writes {FORMAT!r}"
             elif txn.get(b"boot", db=meta) not in (boot_id(), None) and (
@@ -971,11 +987,11 @@ class NodeTier:
         size = len(value) + INDEX_OVERHEAD_BYTES
         info = Info(tick, size, t.host, t.path, t.query, entry.sha256, keys.url_key)
         txn.put(ikey, value, db=self._items)
-        txn.put(ikey + _INFO, _encode(info), db=self._items)
+        txn.put(_INFO + ikey, _encode(info), db=self._index)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
         txn.put(_DIGEST + entry.sha256 + ikey, b"", db=index)
         txn.put(_url_row(keys.url_key, exact=True) + ikey, b"", db=index)
-        self._count(txn, 1, size)
+        self._add_bytes(txn, size)
 
     def _due(self, txn: Any, touches: set[bytes], puts: dict[bytes, Entry]) -> set[bytes]:
         """The touches whose items' ticks are older than `touch_interval_s`: an item any
@@ -984,12 +1000,11 @@ class NodeTier:
         and a batch that has nothing left takes no write transaction (its lock, its commit
         and the pages it writes were a fifth of a node-tier hit's system time)."""
         since = int((self.clock() - self.touch_interval_s) * 1e6)
-        items = self._items
         due = set()
         for ikey in touches:
             if ikey in puts:
                 continue  # stored in this batch: ticked with it
-            raw = txn.get(ikey + _INFO, db=items)
+            raw = txn.get(_INFO + ikey, db=self._index)
             if raw is not None and _decode_info(raw).tick < since:
                 due.add(ikey)
             else:  # not written: this worker's next hit may try again
@@ -999,23 +1014,23 @@ class NodeTier:
 
     def _retick(self, txn: Any, ikey: bytes, tick: int) -> None:
         index = self._index
-        raw = txn.get(ikey + _INFO, db=self._items)
+        raw = txn.get(_INFO + ikey, db=self._index)
         if raw is None:
             return
         info = _decode_info(raw)
         txn.delete(_ORDER + _U64.pack(info.tick) + ikey, db=index)
         info.tick = tick
-        txn.put(ikey + _INFO, _encode(info), db=self._items)
+        txn.put(_INFO + ikey, _encode(info), db=self._index)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
 
     def _evict(self, txn: Any) -> None:
-        over = self._usage(txn)[1] - self.max_bytes
+        over = self._bytes(txn) - self.max_bytes
         if over <= 0:
             return
         victims, stray = [], []
         for key in _under(txn, self._index, _ORDER):
             ikey = key[-32:]
-            raw = txn.get(ikey + _INFO, db=self._items)
+            raw = txn.get(_INFO + ikey, db=self._index)
             if raw is None:
                 stray.append(key)  # leads to no item (its `Info` was undecodable): goes too
                 continue
@@ -1029,40 +1044,37 @@ class NodeTier:
             self._delete(txn, ikey)
         self.stats.node_evictions += len(victims)
 
-    def _usage(self, txn: Any) -> tuple[int, int]:
-        raw = txn.get(_COUNT, db=self._index)
-        return _COUNTS.unpack(raw) if raw is not None else (0, 0)
+    def _bytes(self, txn: Any) -> int:
+        raw = txn.get(_BYTES, db=self._index)
+        return _U64.unpack(raw)[0] if raw is not None else 0
 
-    def _count(self, txn: Any, objects: int, nbytes: int) -> None:
-        held, used = self._usage(txn)
-        txn.put(_COUNT, _COUNTS.pack(max(0, held + objects), max(0, used + nbytes)), db=self._index)
+    def _add_bytes(self, txn: Any, n: int) -> None:
+        txn.put(_BYTES, _U64.pack(max(0, self._bytes(txn) + n)), db=self._index)
 
     def _delete(self, txn: Any, ikey: bytes) -> int:
         """Delete one item and its index rows; 1 when it was there."""
         index, items = self._index, self._items
-        raw = txn.get(ikey + _INFO, db=items)
+        raw = txn.get(_INFO + ikey, db=self._index)
         gone = txn.delete(ikey, db=items)
         if raw is None:
             return int(gone)
-        txn.delete(ikey + _INFO, db=items)
+        txn.delete(_INFO + ikey, db=self._index)
         try:
             info = _decode_info(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.stats.node_rejected += 1  # its other rows stay, and lead nowhere
-            self._count(txn, -1, 0)
             return 1
         txn.delete(_ORDER + _U64.pack(info.tick) + ikey, db=index)
         txn.delete(_DIGEST + info.sha256 + ikey, db=index)
         txn.delete(_url_row(info.url_key, exact=True) + ikey, db=index)
-        self._count(txn, -1, -info.size)
+        self._add_bytes(txn, -info.size)
         hp = ikey[:16]
         if ikey[16:] != _PLAIN and not any(True for _ in _under(txn, items, hp)):
             txn.delete(_VARY + hp, db=index)  # its last variant
         return 1
 
     def _delete_primary(self, txn: Any, hp: bytes) -> int:
-        ikeys = dict.fromkeys(k[:32] for k in _under(txn, self._items, hp))  # record, Info
-        n = sum(self._delete(txn, ikey) for ikey in ikeys)
+        n = sum(self._delete(txn, ikey) for ikey in list(_under(txn, self._items, hp)))
         txn.delete(_VARY + hp, db=self._index)
         return n
 
@@ -1107,7 +1119,7 @@ class NodeTier:
                     if ikey in seen:
                         continue  # two ranges cut to one (`URLSEQ_KEY_BYTES`)
                     seen.add(ikey)
-                    raw = txn.get(ikey + _INFO, db=self._items)
+                    raw = txn.get(_INFO + ikey, db=self._index)
                     if raw is None:
                         txn.delete(key, db=index)
                         n += self._delete(txn, ikey)
@@ -1194,16 +1206,18 @@ class NodeTier:
     def _infos_after(self, txn: Any, after: bytes, step: int) -> list[tuple[bytes, Info | None]]:
         """Up to `step` (item key, Info) pairs after `after`; None for an undecodable Info."""
         out: list[tuple[bytes, Info | None]] = []
-        with txn.cursor(db=self._items) as cur:
-            if not cur.set_range(after + _INFO if after else b""):
+        with txn.cursor(db=self._index) as cur:
+            if not cur.set_range(_INFO + after):
                 return out
-            for k in cur.iternext(keys=True, values=False):
-                if len(k) != _INFO_KEY_BYTES or k[:32] == after:
-                    continue  # a record (`Info` is read, never a record)
+            for k, v in cur.iternext():
+                if not k.startswith(_INFO):
+                    break
+                if k[1:] == after:
+                    continue
                 try:
-                    out.append((k[:32], _decode_info(cur.value())))
+                    out.append((k[1:], _decode_info(v)))
                 except (msgspec.DecodeError, msgspec.ValidationError):
-                    out.append((k[:32], None))
+                    out.append((k[1:], None))
                 if len(out) >= step:
                     break
         return out
@@ -1216,7 +1230,7 @@ class NodeTier:
             return 0, 0
 
         def read(txn: Any) -> tuple[int, int]:
-            return self._usage(txn)
+            return txn.stat(self._items)["entries"], self._bytes(txn)
 
         result: tuple[int, int] = self._read(read)
         return result

@@ -380,7 +380,7 @@ async def test_one_worker_holds_a_key_lease_until_its_store_lands(path: Path) ->
 
 def _tick(t: NodeTier, e: Entry) -> int:
     with t.env.begin() as txn:
-        raw = txn.get(item_key(e.primary, (), ()) + _INFO, db=t.env.open_db(b"items", txn=txn))
+        raw = txn.get(_INFO + item_key(e.primary, (), ()), db=t.env.open_db(b"index", txn=txn))
     return int(_decode_info(raw).tick)
 
 
