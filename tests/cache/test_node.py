@@ -32,6 +32,7 @@ from proxy.cache.node import (
     item_key,
     node_record,
     prepare,
+    primary_hash,
 )
 from proxy.cache.tiered import NODE_DETAIL, TieredCache
 from proxy.metrics import WorkerStats
@@ -564,6 +565,24 @@ def test_a_node_start_drops_every_lease(path: Path) -> None:
     b.close()
     assert prepare(path, 64 * MiB) == "opened"
     assert not _other_worker(path).leased_elsewhere(("example.com", b"/x"))
+
+
+def test_a_node_start_drops_every_not_storable_mark(path: Path) -> None:
+    """Marks live in the index tree ("m" rows) since format 4: the node's start removes them
+    (no worker fetches yet) and nothing else."""
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: 1000.0)
+    kept = entry("/kept", b"kept")
+    a.put(kept)
+    assert a.lease(("example.com", b"/ns"))
+    a.release(("example.com", b"/ns"), uncacheable=True)
+    a.flush()
+    assert a._marked(primary_hash(("example.com", b"/ns")))
+    a.close()
+    assert prepare(path, 64 * MiB) == "opened"
+    b = _other_worker(path)
+    assert not b._marked(primary_hash(("example.com", b"/ns")))
+    got = b.get(kept.primary, (), ())
+    assert got is not None and got.body == b"kept"
 
 
 def _read_and_wait(path: str, ready: Any, stop: Any) -> None:
