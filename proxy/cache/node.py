@@ -987,7 +987,7 @@ class NodeTier:
         size = len(value) + INDEX_OVERHEAD_BYTES
         info = Info(tick, size, t.host, t.path, t.query, entry.sha256, keys.url_key)
         txn.put(ikey, value, db=self._items)
-        txn.put(_INFO + ikey, _encode(info), db=self._index)
+        txn.put(_INFO + ikey, _encode(info), db=index)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
         txn.put(_DIGEST + entry.sha256 + ikey, b"", db=index)
         txn.put(_url_row(keys.url_key, exact=True) + ikey, b"", db=index)
@@ -1014,13 +1014,13 @@ class NodeTier:
 
     def _retick(self, txn: Any, ikey: bytes, tick: int) -> None:
         index = self._index
-        raw = txn.get(_INFO + ikey, db=self._index)
+        raw = txn.get(_INFO + ikey, db=index)
         if raw is None:
             return
         info = _decode_info(raw)
         txn.delete(_ORDER + _U64.pack(info.tick) + ikey, db=index)
         info.tick = tick
-        txn.put(_INFO + ikey, _encode(info), db=self._index)
+        txn.put(_INFO + ikey, _encode(info), db=index)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
 
     def _evict(self, txn: Any) -> None:
@@ -1028,9 +1028,10 @@ class NodeTier:
         if over <= 0:
             return
         victims, stray = [], []
-        for key in _under(txn, self._index, _ORDER):
+        index = self._index
+        for key in _under(txn, index, _ORDER):
             ikey = key[-32:]
-            raw = txn.get(_INFO + ikey, db=self._index)
+            raw = txn.get(_INFO + ikey, db=index)
             if raw is None:
                 stray.append(key)  # leads to no item (its `Info` was undecodable): goes too
                 continue
@@ -1039,7 +1040,7 @@ class NodeTier:
             if over <= 0:
                 break
         for key in stray:
-            txn.delete(key, db=self._index)
+            txn.delete(key, db=index)
         for ikey in victims:
             self._delete(txn, ikey)
         self.stats.node_evictions += len(victims)
@@ -1054,11 +1055,11 @@ class NodeTier:
     def _delete(self, txn: Any, ikey: bytes) -> int:
         """Delete one item and its index rows; 1 when it was there."""
         index, items = self._index, self._items
-        raw = txn.get(_INFO + ikey, db=self._index)
+        raw = txn.get(_INFO + ikey, db=index)
         gone = txn.delete(ikey, db=items)
         if raw is None:
             return int(gone)
-        txn.delete(_INFO + ikey, db=self._index)
+        txn.delete(_INFO + ikey, db=index)
         try:
             info = _decode_info(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
