@@ -206,6 +206,19 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # entries, but whoever can still write the shipped file can change what workers map; a
     # link across filesystems falls back to a copy).
     table_install: Literal["copy", "link"] = "copy"
+    # A worker checks every mapped table it is given (its checksum: every byte) before it
+    # enforces it; one of at least this many bytes in a child process at a lower priority (a
+    # thread's check shares the worker's GIL: its loop stalled 40-150 ms under load), a
+    # smaller one in a thread (a Python start costs ~0.1 s of CPU).
+    check_in_child_min_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
+    # The supervisor locks the probe sections of the table workers map in memory (mlock:
+    # ~24 bytes a key, the file's own pages), so no probe waits for the disk; a refused lock
+    # (RLIMIT_MEMLOCK) is logged and counted, and the page cache decides as before.
+    pin_probe_sections: bool = True
+    # Pushes and removals are kept on disk as records in a log of this many bytes (one
+    # in-place write and fdatasync each) between two writes of the whole state; 0: the state
+    # files are written whole at every change.
+    change_log_bytes: Annotated[int, msgspec.Meta(ge=0)] = 4 << 20
     default_blocked_by_url: str = ""
     # The takedown service's public notice form: 451 bodies link to it and to their case.
     notice_form_url: str = ""

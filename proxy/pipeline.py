@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 Step = Callable[[RequestCtx], Awaitable[Next] | Next]
 
 
+def _no_step(ctx: RequestCtx) -> Next:
+    raise KeyError("no step for this Next")  # LOOKUP and DONE are never walked to
+
+
 class Pipeline:
     def __init__(
         self,
@@ -76,6 +80,11 @@ class Pipeline:
         self.cache_name = fetcher.cache_name
         self._hit_status = fetcher.hit_status
         self._take_hit = self.memo.take_hit  # bound once: the front's fast answer calls it
+        # The raw target of the request the fast answer just found no remembered hit for: the
+        # front hands that request to `__call__` next, which then does not ask the memo again
+        # (a wrong match, another request's target object, only costs it the memo's shortcut:
+        # the phases decide what the memo would have repeated).
+        self._declined: bytes | None = None
         self._unknown_site = len(sites.sites)
         # The go-live gate (proxy/gate.py), set by the worker when [gate] is on: hosts the
         # signed site roster does not name are held before anything else is decided.
@@ -84,7 +93,7 @@ class Pipeline:
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
         )
-        self._steps: dict[Next, Step] = {
+        steps: dict[Next, Step] = {
             Next.HIT: self._deliver_hit,
             Next.STALE_WHILE_REVALIDATE: self._deliver_and_refresh,
             Next.ONLY_IF_CACHED: lambda ctx: deliver.only_if_cached(ctx, cfg.via_name),
@@ -99,6 +108,11 @@ class Pipeline:
             Next.BLOCKED: self._blocked,
             Next.ORIGIN_ERROR: self._raise_origin_error,
         }
+        self._steps = steps
+        # The same by each Next's value, for the walk: an Enum member's hash is a Python call.
+        self._by_value: list[Step] = [_no_step] * (max(n.value for n in Next) + 1)
+        for n, run in steps.items():
+            self._by_value[n.value] = run
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -119,7 +133,9 @@ class Pipeline:
     def __call__(self, request: FrontRequest, responder: Responder) -> Awaitable[None] | None:
         started = time.perf_counter()
         plain = not request.flagged and not request.has_body
-        if plain:
+        declined = self._declined
+        self._declined = None
+        if plain and request.raw_target is not declined:
             hot = self._take_hit(request.method, request.raw_target, request.host)
             if hot is not None:
                 entry, now = hot
@@ -166,6 +182,7 @@ class Pipeline:
             sent = 0 if method == "HEAD" else len(entry.body)
             log_phase.hit(self.stats, self.access_log, request, entry, started, sent)
             return data
+        self._declined = raw_target  # no remembered hit: `__call__` need not ask again
         if self.access_log is not None:
             return None  # a remembered 451 goes the usual way, which logs what blocked it
         blocked = self.memo.blocked(raw_target, host)
@@ -180,9 +197,10 @@ class Pipeline:
     # -- the walk -----------------------------------------------------------------------------
 
     async def _walk(self, ctx: RequestCtx, step: Next) -> None:
+        steps = self._by_value
         try:
             while step is not Next.DONE:
-                result = self._steps[step](ctx)
+                result = steps[step._value_](ctx)
                 step = result if isinstance(result, Next) else await result
         except ClientGone:
             ctx.result = Result.ERROR if not ctx.status else ctx.result

@@ -270,6 +270,16 @@ class _Collector:
             "File versions taken from their signer's compiled table (no local compile)",
             value=bl.tables_shipped,
         )
+        yield GaugeMetricFamily(
+            "edgeproxy_blocklist_pinned_bytes",
+            "Bytes of the mapped table's probe sections locked in memory (0: off or refused)",
+            value=bl.pinner.pinned_bytes,
+        )
+        yield CounterMetricFamily(
+            "edgeproxy_blocklist_pin_failures",
+            "Tables whose probe sections could not be locked in memory (see the log)",
+            value=bl.pinner.failures,
+        )
         rejected = CounterMetricFamily(
             "edgeproxy_blocklist_table_rejected",
             "Shipped compiled tables refused, by reason (the version was compiled locally)",
@@ -349,8 +359,7 @@ async def push_entries(request: web.Request) -> web.Response:
     try:
         # Checked strictly first; the node then takes the very same dicts.
         msgspec.convert(body.entries, type=list[StrictEntry])
-        result = await _node(request).blocklist.push(body.entries)
-        _node(request).blocklist.keep_audit_head(_audit_head_of(request), "push")
+        result = await _node(request).blocklist.push(body.entries, _audit_head_of(request))
     except (msgspec.ValidationError, ValueError) as e:
         return _error(400, f"invalid entry: {e}")
     except ControlError as e:
@@ -363,10 +372,9 @@ async def delete_entry(request: web.Request) -> web.Response:
     entry_id = request.match_info["id"]
     bl = _node(request).blocklist
     try:
-        result = await bl.remove(entry_id)
+        result = await bl.remove(entry_id, _audit_head_of(request))
     except ControlError as e:
         return _error(503, f"not applied on every worker: {e}")
-    bl.keep_audit_head(_audit_head_of(request), "remove")
     if result is None:
         if bl.known(entry_id):
             return _error(

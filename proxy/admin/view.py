@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from proxy.blocklist.pin import Pinner
 from proxy.config import Config
 from proxy.node.control import StatsReply
 from proxy.node.health import NodeHealth
@@ -26,6 +27,7 @@ class BlocklistView(Protocol):
     compiles: int  # compile jobs finished (proxy/blocklist/loader.py)
     tables_shipped: int  # file versions taken from a signer's table (proxy/blocklist/shipped.py)
     table_rejections: dict[str, int]  # shipped tables refused, by reason
+    pinner: Pinner  # the probe sections locked in memory (proxy/blocklist/pin.py)
     last_errors: list[str]
     # The last signed audit-log head a publisher sent with a version or a push.
     audit_head: dict[str, Any] | None
@@ -50,9 +52,13 @@ class BlocklistView(Protocol):
 
     def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None: ...
 
-    async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+    async def push(
+        self, raw_entries: list[dict[str, Any]], audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any]: ...
 
-    async def remove(self, entry_id: str) -> dict[str, Any] | None: ...
+    async def remove(
+        self, entry_id: str, audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None: ...
 
 
 class NodeView(Protocol):

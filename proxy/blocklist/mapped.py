@@ -19,6 +19,7 @@ dict snapshot keeps after the same removals and additions.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,6 +54,9 @@ from proxy.blocklist.table import (
     one_label_host,
     summary_of,
 )
+from proxy.blocklist.tablecheck import NoChild, check_in_child
+
+log = logging.getLogger("edgeproxy.blocklist")
 
 # kinds and types as plain values where a request uses them: an enum member's lookup costs
 # about 0.1 µs a time in Python 3.11, a good part of a probe
@@ -112,20 +116,43 @@ def _bits(mask: int) -> tuple[int, ...]:
 # Added to the nice value of the thread that checks a new table in a serving worker, as the
 # compile child's (`loader.Job.nice`): the check takes what the loop leaves of the CPU.
 VERIFY_NICE = 10
+# `blocklist.check_in_child_min_bytes`'s default: the check of a 64 MiB table takes ~20-50 ms,
+# a child's Python start ~0.1 s of CPU
+CHECK_IN_CHILD_MIN_BYTES = 64 << 20
 
 
 async def load_mapped(
-    path: Path, version: int, now: float, *, stamp: int | None = None
+    path: Path,
+    version: int,
+    now: float,
+    *,
+    stamp: int | None = None,
+    check_in_child_min_bytes: int = CHECK_IN_CHILD_MIN_BYTES,
 ) -> MappedSnapshot:
-    """Open a compiled file, check it whole (in a thread: the checksum reads every page and
-    releases the GIL), and wrap it as the snapshot of `version`. Its header must carry
-    `stamp` (a linked signer's table), else `version`. Raises `TableError` for a truncated,
-    corrupt or mismatched file; the caller keeps its current snapshot."""
+    """Open a compiled file, check it whole, read its probe sections again so the page cache
+    keeps them, and wrap it as the snapshot of `version`. The check reads every page: a file
+    of `check_in_child_min_bytes` or more is checked by a child process
+    (`proxy.blocklist.tablecheck`: its own GIL), a smaller one in a thread (the checksum
+    releases the GIL). Its header must carry `stamp` (a linked signer's table), else
+    `version`. Raises `TableError` for a truncated, corrupt or mismatched file; the caller
+    keeps its current snapshot."""
     table = await asyncio.to_thread(MappedTable, path)
     expected = version if stamp is None else stamp
     if table.version != expected:
         raise TableError(f"{path}: holds version {table.version}, expected {expected}")
-    await in_low_priority_thread(table.verify)
+
+    def check() -> None:
+        table.verify()
+        table.keep_probe_sections()  # after the stream of the whole file, not before it
+
+    if table.size < check_in_child_min_bytes:
+        await in_low_priority_thread(check)
+    else:
+        try:
+            await check_in_child(table, VERIFY_NICE)
+        except NoChild as e:
+            log.warning("%s; checked in a thread instead", e)
+            await in_low_priority_thread(check)
     return MappedSnapshot.open(table, version, now)
 
 

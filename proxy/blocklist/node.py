@@ -31,6 +31,7 @@ import collections
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ from typing import Any
 import msgspec
 
 from proxy.blocklist.chain import Chain, chain_in, read_links
+from proxy.blocklist.changelog import Change, ChangeLog
 from proxy.blocklist.format import (
     BlocklistError,
     Version,
     write_atomic,
+    write_atomic_all,
 )
 from proxy.blocklist.loader import (
     CompileFailed,
@@ -57,6 +60,7 @@ from proxy.blocklist.loader import (
     run_job_sync,
 )
 from proxy.blocklist.model import Entry, EntryType, validate_entry
+from proxy.blocklist.pin import Pinner
 from proxy.blocklist.table import MappedTable, TableError, stamp_of
 from proxy.config import Config
 
@@ -124,6 +128,13 @@ class NodeBlocklist:
         self.cfg = cfg.blocklist
         self.state_dir = state_dir
         self.broadcast = broadcast
+        # The probe sections of the table workers map, locked in memory (proxy/blocklist/pin.py)
+        self.pinner = Pinner(self.cfg.pin_probe_sections and self.mapped)
+        # Pushes and removals between two writes of the state files (proxy/blocklist/changelog.py)
+        self._changes: ChangeLog | None = None
+        self._audit_head_written: bytes | None = None  # what audit-head.json holds
+        self._audit_head_lock = threading.Lock()  # its writers: the loop, a mirror, a state write
+        self._head_mirror: asyncio.Future[None] | None = None
         # The file layer: its compiled table (mapped; per-id probes only), and the changes
         # small fleet delta versions made since (folded by the next compile).
         self.file_table: MappedTable | None = None
@@ -191,6 +202,10 @@ class NodeBlocklist:
         return self.state_dir / "blocklist-version"
 
     @property
+    def _change_log_path(self) -> Path:
+        return self.state_dir / "blocklist-changes.log"
+
+    @property
     def _audit_head_path(self) -> Path:
         return self.state_dir / "audit-head.json"
 
@@ -199,10 +214,42 @@ class NodeBlocklist:
         return self.state_dir / "blocklist-file.json"
 
     def keep_audit_head(self, head: dict[str, Any] | None, via: str) -> None:
+        """Keep a publisher's signed audit-log head (with when and how it came), on disk now."""
+        if self._take_audit_head(head, via) is not None:
+            self._write_audit_head()
+
+    def _write_audit_head(self) -> None:
+        """audit-head.json := the head held now (from any thread; the last write is always of
+        the newest head, so the file never goes back)."""
+        with self._audit_head_lock:
+            if self.audit_head is None:
+                return
+            data = msgspec.json.encode(self.audit_head)
+            if data != self._audit_head_written:
+                write_atomic(self._audit_head_path, data)
+                self._audit_head_written = data
+
+    def _mirror_audit_head(self) -> None:
+        """A head that came with a logged change is on disk in the change log already;
+        audit-head.json, where an operator reads it, follows off the answer's path."""
+        if self._head_mirror is not None and not self._head_mirror.done():
+            return  # the write under way reads the newest head; a later change starts another
+
+        async def mirror() -> None:
+            try:
+                await asyncio.to_thread(self._write_audit_head)
+            except OSError as e:
+                log.warning(
+                    "could not write %s (the change log holds it): %s", self._audit_head_path, e
+                )
+
+        self._head_mirror = asyncio.ensure_future(mirror())
+
+    def _take_audit_head(self, head: dict[str, Any] | None, via: str) -> dict[str, Any] | None:
         if head is None:
-            return
+            return None
         self.audit_head = {**head, "received_at": time.time(), "via": via}
-        write_atomic(self._audit_head_path, msgspec.json.encode(self.audit_head))
+        return self.audit_head
 
     @property
     def full_path(self) -> Path:
@@ -240,8 +287,8 @@ class NodeBlocklist:
 
     def _state_bytes(self) -> dict[Path, bytes]:
         """What the state files must hold now, file by file, leaving out those that hold it
-        already: a file or feed version leaves the pushed entries as they were, and each
-        write_atomic costs two fsyncs (file and directory)."""
+        already: a file or feed version leaves the pushed entries as they were, and a file
+        written is a file fsync more (`write_atomic_all`)."""
         out = {}
         pushed = msgspec.json.encode(list(self.pushed.values()))
         if pushed != self._pushed_written:
@@ -251,6 +298,17 @@ class NodeBlocklist:
         if record is not None and record != self._record_written:
             out[self._file_record_path] = record
         return out
+
+    def _keep(self, change: Change | None) -> None:
+        """Make the state a restart reads hold the current version: a push's or removal's
+        `change` appended to the log (one in-place write and fdatasync), else, or when the
+        log is full, the state files written whole (which empties the log)."""
+        log_it = change is not None and self._changes is not None
+        if log_it and self._file_record() in (None, self._record_written):
+            assert change is not None and self._changes is not None
+            if self._changes.append(change):
+                return
+        self._write_state(self._state_bytes())
 
     def _file_record(self) -> bytes | None:
         """`FileRecord` of the file layer's table; None when what it holds is not known
@@ -262,8 +320,13 @@ class NodeBlocklist:
         return msgspec.json.encode(FileRecord(table.path.name, table.version, *holds))
 
     def _write_state(self, files: dict[Path, bytes]) -> None:
-        for path, data in files.items():
-            write_atomic(path, data)
+        if self._changes is not None:
+            # A head logged with a change is skipped by a restart once the state files hold
+            # that change's version: audit-head.json must hold it first.
+            self._write_audit_head()
+        write_atomic_all(files)  # one journal commit for the files, one for the renames
+        if self._changes is not None:
+            self._changes.reset()  # the files hold every change logged
         self._pushed_written = files.get(self._pushed_path, self._pushed_written)
         if self._file_record_path in files:
             self._record_written = files[self._file_record_path]
@@ -280,8 +343,18 @@ class NodeBlocklist:
             self.pushed = {e.id: e for e in entries}
         if self._version_path.exists():
             self.version = int(self._version_path.read_text().strip() or 0)
+        if self.cfg.change_log_bytes:
+            self._changes = ChangeLog(self._change_log_path, self.cfg.change_log_bytes)
+            for change in self._changes.replay(self.version):  # written whole below
+                self.pushed.update((e.id, e) for e in change.pushed)
+                for entry_id in change.unpushed:
+                    self.pushed.pop(entry_id, None)
+                if _newer_head(change.audit_head, self.audit_head):
+                    self.audit_head = change.audit_head
+                self.version = change.version
         if self._audit_head_path.exists():
-            self.audit_head = msgspec.json.decode(self._audit_head_path.read_bytes())
+            self._audit_head_written = self._audit_head_path.read_bytes()
+            self.audit_head = msgspec.json.decode(self._audit_head_written)
         # A head kept before the restart may be newer than the file's (a later push).
         keep_head = self.audit_head is None
         chain: Chain | None = None
@@ -650,6 +723,7 @@ class NodeBlocklist:
             path,
         )
         self._compiled_stamp = stamp_of(path)
+        self.pinner.pin(path)
         if stale is not None:
             stale.unlink(missing_ok=True)  # workers that mapped it keep their mapping
 
@@ -884,20 +958,43 @@ class NodeBlocklist:
         small = len(adds) + len(removes) <= max(1000, self.cfg.delta_max_fraction * size)
         return adds, removes, changes, small
 
-    async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
+    async def push(
+        self, raw_entries: list[dict[str, Any]], audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Push entries to every worker; `audit_head`, the publisher's signed audit-log head
+        sent with them, is kept with the change (one write for both)."""
         entries = [validate_entry(msgspec.convert(e, type=Entry)) for e in raw_entries]
         async with self.lock:
             for e in entries:
                 self.pushed[e.id] = e
-            return await self._delta(entries, [], "push")
+            head = self._take_audit_head(audit_head, "push")
+            change = Change(self.version + 1, entries, audit_head=head)
+            try:
+                return await self._delta(entries, [], "push", change)
+            finally:
+                if head is not None:
+                    self._mirror_audit_head()
 
-    async def remove(self, entry_id: str) -> dict[str, Any] | None:
+    async def remove(
+        self, entry_id: str, audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Remove a pushed entry (None when it is not one); `audit_head` as for `push`, kept
+        also when there is nothing to remove."""
         async with self.lock:
             if entry_id not in self.pushed:
+                self.keep_audit_head(audit_head, "remove")
                 return None
             del self.pushed[entry_id]
             restored = self._file_entry(entry_id)
-            return await self._delta([restored] if restored else [], [entry_id], "remove")
+            head = self._take_audit_head(audit_head, "remove")
+            change = Change(self.version + 1, unpushed=[entry_id], audit_head=head)
+            try:
+                return await self._delta(
+                    [restored] if restored else [], [entry_id], "remove", change
+                )
+            finally:
+                if head is not None:
+                    self._mirror_audit_head()
 
     def started(self, applied_at: float) -> None:
         """Every first worker enforces the start-up version: that is its apply time."""
@@ -915,14 +1012,17 @@ class NodeBlocklist:
     def known(self, entry_id: str) -> bool:
         return entry_id in self.pushed or self._file_entry(entry_id) is not None
 
-    async def _delta(self, adds: list[Entry], removes: list[str], source: str) -> dict[str, Any]:
+    async def _delta(
+        self, adds: list[Entry], removes: list[str], source: str, change: Change | None = None
+    ) -> dict[str, Any]:
         """Apply a change to every worker as a delta (cheap at any list size); the compiled
-        full version is refreshed afterwards, off the answer's path."""
+        full version is refreshed afterwards, off the answer's path. `change`: what a push or
+        removal did to the pushed entries, logged instead of writing the state files whole."""
         self.version += 1
-        # The state files' fsyncs (in a thread) overlap the workers' apply instead of
-        # preceding it; the answer waits for both, so it never names a version that a restart
-        # could forget. A failed write still fails the change, as before.
-        persisted = asyncio.ensure_future(asyncio.to_thread(self._write_state, self._state_bytes()))
+        # The state's fsync (in a thread) overlaps the workers' apply instead of preceding
+        # it; the answer waits for both, so it never names a version that a restart could
+        # forget. A failed write still fails the change, as before.
+        persisted = asyncio.ensure_future(asyncio.to_thread(self._keep, change))
         args = {"version": self.version, "add": msgspec.to_builtins(adds), "remove": removes}
         self.deltas.append(args)
         self.overlay_changes += len(adds) + len(removes)
@@ -1020,3 +1120,11 @@ def _write_entries(path: Path, entries: tuple[Entry, ...]) -> None:
     """A feed's full version for the compile child (encoded off the event loop: a million
     entries take a moment)."""
     write_atomic(path, msgspec.msgpack.encode(entries))
+
+
+def _newer_head(head: dict[str, Any] | None, than: dict[str, Any] | None) -> bool:
+    """Whether a logged change's audit head is newer than the one held (read from
+    audit-head.json, which a head taken without a change may have replaced since)."""
+    if head is None:
+        return False
+    return than is None or head.get("received_at", 0.0) >= than.get("received_at", 0.0)

@@ -676,6 +676,8 @@ class MappedTable:
         "_n_exp",
         "_checksum",
         "_body",
+        "probe_span",
+        "identity",
         "summaries",
     )
 
@@ -684,7 +686,8 @@ class MappedTable:
         self.path = path
         try:
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+                st = os.fstat(f.fileno())
+                size = st.st_size
                 if size < HEADER_SIZE:
                     raise TableError(f"{path}: truncated ({size} bytes, no header)")
                 mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -729,6 +732,14 @@ class MappedTable:
         self._exp_at = o_exp
         self._shift = 64 - bits
         self._body = (HEADER_SIZE, size)
+        # the sections every probe reads: directory, hashes, record offsets
+        self.probe_span = (o_dir, o_recs + 8 * self.keys)
+        self.identity = (st.st_dev, st.st_ino)  # the file mapped, whatever its path is later
+
+    @property
+    def checksum(self) -> int:
+        """The body's checksum, as the header states it (`verify` holds the body to it)."""
+        return int(self._checksum)
 
     def verify(self, whole: Any = None, progress: Callable[[int, int], None] | None = None) -> None:
         """Check the body checksum: reads the whole file once (and so warms the page cache).
@@ -739,29 +750,48 @@ class MappedTable:
         piece."""
         start, end = self._body
         body = xxhash.xxh3_64()
-        # A piece at a time, each piece's pages dropped from this process's page tables once
-        # read (they stay in the page cache, shared): its RSS never counts the whole list,
-        # during the check or after it, only the pages its lookups touch.
+        if whole is not None:
+            with memoryview(self._mm) as view, view[:start] as header:
+                whole.update(header)
+        hashes = (body,) if whole is None else (body, whole)
+        self._read_through(start, end, hashes, progress)
+        if body.intdigest() != self._checksum:
+            raise TableError(f"{self.path}: checksum mismatch (corrupt)")
+
+    def keep_probe_sections(self) -> None:
+        """Read the sections every probe reads (directory, hashes, record offsets: ~24 bytes a
+        key) once more, after the check has streamed the whole file: a page read twice is
+        one the kernel keeps (its active list) over the rows and records the check read once.
+        A table larger than the page cache (100M entries: 29 GB here) otherwise loses its
+        directory to the rest of the stream, and a probe of a new key waits for the disk: a
+        push's `index_of` took 3-10 ms a major fault at 100M (issue 12)."""
+        self._read_through(*self.probe_span, (xxhash.xxh3_64(),), None)
+
+    def _read_through(
+        self,
+        start: int,
+        end: int,
+        hashes: tuple[Any, ...],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        """Feed bytes [start, end) of the file to `hashes`, a piece at a time, each piece's
+        pages dropped from this process's page tables once read (they stay in the page cache,
+        shared): its RSS never counts the whole list, during the check or after it, only the
+        pages its lookups touch."""
         drop = getattr(mmap, "MADV_DONTNEED", None)
         with memoryview(self._mm) as view:
-            if whole is not None:
-                with view[:start] as header:
-                    whole.update(header)
             for at in range(start, end, _VERIFY_BYTES):
                 stop = min(at + _VERIFY_BYTES, end)
                 for step in range(at, stop, _VERIFY_STEP_BYTES):
                     with view[step : min(step + _VERIFY_STEP_BYTES, stop)] as piece:
-                        body.update(piece)
-                        if whole is not None:
-                            whole.update(piece)
-                    time.sleep(0)  # xxh3 holds the GIL: a serving loop waiting for it runs now
+                        for h in hashes:
+                            h.update(piece)
+                    time.sleep(0)  # a serving loop waiting for the GIL runs now
                 if drop is not None:
                     page = at - at % mmap.PAGESIZE
                     self._mm.madvise(drop, page, stop - page)
                 if progress is not None:
                     progress(stop, end)
-        if body.intdigest() != self._checksum:
-            raise TableError(f"{self.path}: checksum mismatch (corrupt)")
 
     # -- probes ---------------------------------------------------------------------------
 

@@ -51,6 +51,10 @@ class Coalescer(Generic[T]):
         # key -> until, oldest first: one clock and one duration, so `until` ascends.
         self._hit_for_miss: OrderedDict[Hashable, float] = OrderedDict()
         self._hit_for_miss_s = hit_for_miss_s
+        # No mark lapses before this time: at most the oldest mark's `until` (marks only
+        # leave, or move to the new end with a later one), so until then `mark_uncacheable`
+        # need not look at the old end.
+        self._lapse_at = 0.0
         self._clock = clock
         self.waiters = 0  # followers currently waiting
 
@@ -76,9 +80,13 @@ class Coalescer(Generic[T]):
         # Each mark leaves once, from the old end: O(1) amortised per mark.
         if len(marks) > MAX_HIT_FOR_MISS:
             marks.popitem(last=False)
+        if now < self._lapse_at:
+            return  # nothing can have lapsed yet: every pass-through re-marks its key
         while marks:
             oldest = next(iter(marks))
-            if marks[oldest] > now:
+            until = marks[oldest]
+            if until > now:
+                self._lapse_at = until
                 break
             del marks[oldest]
 

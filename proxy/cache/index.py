@@ -54,15 +54,19 @@ class KeyIndex(Generic[G, M]):
     def __init__(self) -> None:
         self._by: dict[G, M | dict[M, None]] = {}
 
-    def add(self, ikey: G, member: M) -> None:
+    def add(self, ikey: G, member: M) -> bool:
+        """File `member` under `ikey`; True when `ikey` was not held before (what a caller
+        asked `in` first for, one call less on every store)."""
         by = self._by
         held = by.get(ikey)
         if held is None:
             by[ikey] = member
-        elif isinstance(held, dict):
+            return True
+        if isinstance(held, dict):
             held[member] = None
         elif held != member:
             by[ikey] = {held: None, member: None}
+        return False
 
     def discard(self, ikey: G, member: M) -> None:
         by = self._by

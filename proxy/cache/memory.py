@@ -160,7 +160,7 @@ class MemoryTier:
             self.purge_primary(primary)
         key = (primary, entry.variant)
         lru = self._lru
-        if key in lru:
+        if key in lru._items:
             self._purging = True
             try:
                 lru.delete(key)
@@ -171,17 +171,16 @@ class MemoryTier:
         self._by_primary.add(primary, key)
         self._by_host.add(entry.target.host, key)
         self._by_digest.add(entry.sha256, key)
-        self._index_keys(_keys_of(entry), key)
+        k = entry.keys
+        self._index_keys(k if k is not None else _keys_of(entry), key)
         return True
 
     def _index_keys(self, k: MatchKeys, key: ItemKey) -> None:
-        if k.url_key not in self._by_url_key:
+        if self._by_url_key.add(k.url_key, key):  # a new url key
             self._url_keys.add(k.url_key)
-        self._by_url_key.add(k.url_key, key)
-        if k.host not in self._by_host_key:
+        if self._by_host_key.add(k.host, key):  # a new host key
             for suffix in k.host_suffixes:
                 self._host_keys_under.add(suffix, (k.host,))
-        self._by_host_key.add(k.host, key)
 
     def _unindex_keys(self, k: MatchKeys, key: ItemKey) -> None:
         self._by_url_key.discard(k.url_key, key)

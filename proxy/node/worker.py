@@ -166,7 +166,11 @@ class Worker:
         if msg.format == "mapped":
             try:
                 snap: Snapshot = await load_mapped(
-                    Path(msg.path), msg.version, time.time(), stamp=msg.stamp
+                    Path(msg.path),
+                    msg.version,
+                    time.time(),
+                    stamp=msg.stamp,
+                    check_in_child_min_bytes=self.cfg.blocklist.check_in_child_min_bytes,
                 )
             except TableError as e:
                 self.stats.blocklist_load_failures += 1

@@ -532,7 +532,7 @@ class StreamDelivery:
         member = self.members.member(
             fwd=fwd.decode(),
             fwd_status=status,
-            detail=None if reason is None or reason is NoStoreReason.BYPASS else reason.value,
+            detail=None if reason is None or reason is NoStoreReason.BYPASS else reason._value_,
         )
         parts += (b"Via: ", via, b"\r\nCache-Status: ", upstream_status, member, b"\r\n")
         return b"".join(parts), member

@@ -37,7 +37,7 @@ def exchange(
     elif ctx.origin_failure is not None:
         stats.origin_failures[site][OF_INDEX[ctx.origin_failure]] += 1
     if ctx.no_store is not None:
-        stats.not_stored[NS_INDEX[ctx.no_store.value]] += 1
+        stats.not_stored[NS_INDEX[ctx.no_store._value_]] += 1  # not `.value`: a property
     if access_log is not None:
         access_log.record(ctx, elapsed)
 

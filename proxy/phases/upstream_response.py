@@ -30,7 +30,7 @@ from proxy.rfc.freshness import Reuse, freshness_lifetime
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.invalidation import content_location_is_target
 from proxy.rfc.merge import head_updates_stored, select_for_304, text_fields
-from proxy.rfc.response import ParsedResponse, heuristic_only, parse_response
+from proxy.rfc.response import ParsedResponse, heuristic_only, parse_response, read_response
 from proxy.rfc.storable import NoStoreReason, storable
 from proxy.rfc.vary import vary_fields
 
@@ -51,6 +51,11 @@ def body_codings(status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes]
     if status == 206:
         return []
     return [v for n, v in headers if n.lower() == b"content-encoding"]
+
+
+def codings_of(status: int, codings: list[bytes]) -> list[bytes]:
+    """`body_codings` from the values `read_response` found (ParsedResponse.codings)."""
+    return [] if status == 206 else codings
 
 
 class BodyBlocked(Exception):
@@ -82,8 +87,7 @@ class UpstreamResponsePhase:
         request_time: float,
         response_time: float,
     ) -> FetchOutcome:
-        hdrs = strip_hop_by_hop(up.headers)
-        parsed = parse_response(hdrs)
+        hdrs, parsed = read_response(up.headers)  # hop-by-hop stripped and parsed: one pass
         if up.status == 304 and entry is not None:
             up.release()
             last_modified = (entry.header(b"last-modified") or b"").decode("latin-1") or None
@@ -100,7 +104,11 @@ class UpstreamResponsePhase:
             return await self.fetch_for_cache(ctx, None)
         if up.status >= 500 and entry is not None:
             return self._error_with_stale(up, hdrs, entry)
-        lifetime = self.lifetime(up.status, parsed, response_time)
+        cc = parsed.cc
+        # A no-store response (must-understand aside) is refused by `storable` before it
+        # looks at the lifetime: a pass-through's answer is not worked out (issue 18).
+        unused = cc.no_store and not cc.must_understand
+        lifetime = None if unused else self.lifetime(up.status, parsed, response_time)
         fields = vary_fields(parsed.vary) if parsed.vary else ()
         reason = self._no_store_reason(ctx, up, parsed, lifetime, fields)
         if reason is not None:
@@ -220,7 +228,7 @@ class UpstreamResponsePhase:
         spooled.release()  # from here the body is the entry's (and the memory tier's)
         body = spooled.body
         up.release()
-        digest, listed = self.judge_body(up.status, hdrs, body)
+        digest, listed = self.judge_coded(codings_of(up.status, parsed.codings), body)
         if listed is not None:
             ctx.no_store = NoStoreReason.BLOCKED
             return FetchOutcome(blocked=listed, not_stored=NoStoreReason.BLOCKED)
@@ -415,7 +423,10 @@ class UpstreamResponsePhase:
         limits) is refused with OriginError: it cannot be shown not to be listed. Only an
         unknown coding while the list holds no body digest is let through (there is nothing
         it could match): indexed by `UNJUDGED_DIGEST`, dropped once digests are listed."""
-        codings = body_codings(status, headers)
+        return self.judge_coded(body_codings(status, headers), body)
+
+    def judge_coded(self, codings: list[bytes], body: bytes) -> tuple[bytes, BlockEntry | None]:
+        """`judge_body` for a body whose content codings are known (`body_codings`)."""
         if not codings:
             # No content coding: the body is its identity representation, and its one digest
             # (identity = raw) is what identity_digest would give, without the result object.

@@ -56,6 +56,8 @@ def normalise_etag(value: str | None) -> str | None:
     """One ETag field value in normal form, or None when absent/unusable."""
     if not value:
         return None
+    if value[0] == '"' and value.find('"', 1) == len(value) - 1:
+        return value  # a strong tag as sent, `_scan_tag`'s answer without the scan
     tag, end = _scan_tag(value, 0)
     if tag is None or end != len(value):
         return None

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from proxy.admin.app import start_admin
+from proxy.blocklist.pin import Pinner
 from proxy.config import AdminConfig, Config, Site
 from proxy.metrics import WorkerStats
 from proxy.node.control import BlocklistReport, CacheReport, StatsReply
@@ -37,6 +38,7 @@ class FakeBlocklist:
     tables_shipped: int = 0
     table_rejections: dict[str, int] = field(default_factory=dict)
     loading: dict[str, Any] | None = None  # what loading_status answers (a compile running)
+    pinner: Pinner = field(default_factory=lambda: Pinner(enabled=False))
 
     def loading_status(self, now: float | None = None) -> dict[str, Any] | None:
         return self.loading
@@ -54,13 +56,19 @@ class FakeBlocklist:
     def known(self, entry_id: str) -> bool:
         return entry_id in self.pushed
 
-    async def push(self, raw_entries: list[dict[str, Any]]) -> dict[str, Any]:
+    async def push(
+        self, raw_entries: list[dict[str, Any]], audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         for e in raw_entries:
             self.pushed[e["id"]] = e
+        self.keep_audit_head(audit_head, "push")
         self.version += 1
         return {"version": self.version, "applied_at": time.time(), "workers": []}
 
-    async def remove(self, entry_id: str) -> dict[str, Any] | None:
+    async def remove(
+        self, entry_id: str, audit_head: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        self.keep_audit_head(audit_head, "remove")
         if self.pushed.pop(entry_id, None) is None:
             return None
         self.version += 1

@@ -69,6 +69,7 @@ def exposed() -> dict[str, set[str]]:
             tables_shipped=1,
             table_rejections={"spot-check": 1},
             loading_status=lambda: None,
+            pinner=SimpleNamespace(pinned_bytes=4096, failures=0),
         ),
     )
     registry = CollectorRegistry(auto_describe=False)

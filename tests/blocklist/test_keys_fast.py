@@ -240,3 +240,58 @@ def test_compile_entry_of_a_decoded_and_a_text_typed_entry_agree() -> None:
         texted = Entry("x", etype.value, value)  # type: ignore[arg-type]
         assert compile_entry(decoded) == compile_entry(texted)
         assert compile_entry(texted)[0] is etype
+
+
+def _match_keys_by_path_key(host: str, path: str, query: str | None) -> keys.MatchKeys:
+    """`keys._match_keys` as it was before its plain-path shortcut (issue 18): always through
+    `path_key` and `request_query`."""
+    chost = keys.canonical_host(host)
+    pk = keys.path_key(path)
+    key = chost + pk.folded
+    root = len(chost) + 1
+    ends = [root]
+    if pk.folded != "/":
+        i = key.find("/", root)
+        while i != -1:
+            ends.append(i)
+            i = key.find("/", i + 1)
+        ends.append(len(key))
+    return keys.MatchKeys(
+        host=chost,
+        path=pk.folded,
+        exact_path=pk.folded if pk.exact == pk.folded else pk.exact,
+        query=keys.request_query(query, pk.tail),
+        host_suffixes=keys.host_suffixes(chost),
+        url_key=key,
+        prefix_ends=tuple(ends),
+    )
+
+
+def test_request_match_keys_of_plain_paths_are_what_path_key_gives() -> None:
+    """A request's keys take a shortcut for plain paths (no PathKey, no query parsing when
+    there is none): on many request paths, plain and not, the keys are the full rules'."""
+    rng = random.Random(18)
+    plain = 0
+    for _ in range(20000):
+        segs = [rng.choice(["a", "B", "abc", "cold", "12", rng.choice(SEGMENTS)]) for _ in range(4)]
+        path = "".join("/" + s for s in segs[: rng.randrange(0, 5)]) or "/"
+        if rng.random() < 0.2:
+            path += rng.choice(["/", ".", "//", "?", "#"])
+        host = rng.choice(["example.com", "127.0.0.1", rng.choice(HOSTS)])
+        query = rng.choice(QUERIES)
+        plain += keys._plain(path)
+        assert keys._match_keys(host, path, query) == _match_keys_by_path_key(host, path, query), (
+            host,
+            path,
+            query,
+        )
+    assert plain > 5000  # the shortcut is exercised
+
+
+def test_match_keys_fields_in_the_order_match_keys_passes_them() -> None:
+    """`_match_keys` builds MatchKeys positionally (issue 18): the field order it assumes."""
+    from dataclasses import fields
+
+    assert [f.name for f in fields(keys.MatchKeys)] == [
+        "host", "path", "exact_path", "query", "host_suffixes", "url_key", "prefix_ends",
+    ]  # fmt: skip

@@ -6,6 +6,7 @@ Issue 12, "Bad input": a truncated or corrupt compiled file, a version whose com
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -85,11 +86,16 @@ def test_another_kind_of_file_is_refused(tmp_path: Path) -> None:
         MappedTable(tmp_path / "absent.map")
 
 
+@pytest.mark.parametrize("check", ["thread", "child"])
 @pytest.mark.parametrize("damage", ["flipped byte", "cut by 1", "cut by 4096"])
 async def test_a_worker_refuses_a_corrupt_file_and_keeps_enforcing(
-    tmp_path: Path, damage: str
+    tmp_path: Path, damage: str, check: str
 ) -> None:
-    worker = Worker(config("http://127.0.0.1:9"), 0)
+    """In a thread (a small table) or a child process (`check_in_child_min_bytes` and up)."""
+    cfg = config("http://127.0.0.1:9")
+    min_bytes = 0 if check == "child" else 1 << 30
+    blocklist = msgspec.structs.replace(cfg.blocklist, check_in_child_min_bytes=min_bytes)
+    worker = Worker(msgspec.structs.replace(cfg, blocklist=blocklist), 0)
     first = tmp_path / "v1.map"
     write_table(first, ENTRIES, 1, time.time())
     await worker.blocklist_load(BlocklistLoad(path=str(first), version=1, format="mapped"))
@@ -209,3 +215,124 @@ def test_a_check_gives_up_the_gil_every_few_mib(tmp_path: Path, monkeypatch: Any
     size = path.stat().st_size
     assert size > 3 * table_module._VERIFY_STEP_BYTES
     assert len(sleeps) >= size // table_module._VERIFY_STEP_BYTES and set(sleeps) == {0}
+
+
+async def test_a_worker_reads_the_probe_sections_again_after_the_check(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A table larger than the page cache (100M entries) loses its directory to the check's
+    stream of the whole file, and a probe of a new key (a push's `index_of`) then waits for
+    the disk. A worker's load reads the sections every probe reads (directory, hashes,
+    record offsets) once more after the check, and nothing else."""
+    import proxy.blocklist.table as table_module
+    from proxy.blocklist.mapped import load_mapped
+
+    path = tmp_path / "v1.map"
+    entries = [Entry(f"u{i}", EntryType.URL, f"http://a.example/{i}") for i in range(3000)]
+    write_table(path, entries, 1, time.time())
+    reads: list[tuple[int, int]] = []
+    real = table_module.MappedTable._read_through
+
+    def record(self: MappedTable, start: int, end: int, *rest: Any) -> None:
+        reads.append((start, end))
+        real(self, start, end, *rest)
+
+    monkeypatch.setattr(table_module.MappedTable, "_read_through", record)
+    snap = await load_mapped(path, 1, time.time())
+    table = snap.table
+    body, probe = reads
+    assert body == (HEADER_SIZE, path.stat().st_size)  # the check: the whole body
+    assert probe[0] == HEADER_SIZE and probe[0] < probe[1] < body[1]
+    dir_bytes, key_bytes = table._dir.nbytes, 8 * table.keys
+    assert probe[1] - probe[0] >= dir_bytes + 2 * key_bytes  # directory, hashes, offsets
+    assert snap.check("a.example", "/17", None) == entries[17]
+
+
+def test_state_files_are_replaced_together_or_not_at_all(tmp_path: Path) -> None:
+    """`write_atomic_all`: every file is replaced whole and no temp file is left; when one
+    cannot be written, none is replaced."""
+    from proxy.blocklist.format import write_atomic_all
+
+    a, b = tmp_path / "pushed.json", tmp_path / "version"
+    a.write_bytes(b"old a")
+    b.write_bytes(b"old b")
+    write_atomic_all({a: b"new a" * 1000, b: b"7"})
+    assert a.read_bytes() == b"new a" * 1000 and b.read_bytes() == b"7"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pushed.json", "version"]
+    assert oct(a.stat().st_mode & 0o777) == oct(0o644)
+
+    missing = tmp_path / "absent" / "record.json"  # its directory is gone: mkstemp fails
+    with pytest.raises(FileNotFoundError):
+        write_atomic_all({a: b"newer a", b: b"8", missing: b"{}"})
+    assert a.read_bytes() == b"new a" * 1000 and b.read_bytes() == b"7"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pushed.json", "version"]
+
+
+async def test_a_child_checks_the_file_mapped_not_what_the_path_names_later(
+    tmp_path: Path,
+) -> None:
+    """The child is handed the worker's file by descriptor and answers its checksum: a good
+    table is taken, a damaged one refused with the path and cause, and a path replaced since
+    the worker mapped it is refused rather than checked in its place."""
+    from proxy.blocklist.tablecheck import check_in_child
+
+    path = tmp_path / "v1.map"
+    write_table(path, ENTRIES, 1, time.time())
+    await check_in_child(MappedTable(path), 0)
+
+    mapped = MappedTable(path)  # then the path is replaced by another good table
+    other = tmp_path / "other.map"
+    write_table(other, ENTRIES[:1], 1, time.time())
+    other.replace(path)
+    with pytest.raises(TableError, match="replaced since it was mapped"):
+        await check_in_child(mapped, 0)
+
+    bad = tmp_path / "v2.map"
+    many = [Entry(id=f"n{i}", type=EntryType.HOST, value=f"h{i}.example") for i in range(500)]
+    write_table(bad, many, 2, time.time())
+    data = bytearray(bad.read_bytes())
+    data[-3] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(TableError, match=f"{bad}: checksum mismatch"):
+        await check_in_child(MappedTable(bad), 0)
+
+
+def test_a_check_child_whose_worker_is_gone_does_not_run(tmp_path: Path) -> None:
+    """The child asks to be killed with its worker; one that finds its worker already gone
+    (its parent is not the pid it was given) ends at once without checking."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "v1.map"
+    write_table(path, ENTRIES, 1, time.time())
+    with open(path, "rb") as f:
+        argv = [sys.executable, "-m", "proxy.blocklist.tablecheck", str(f.fileno()), str(path)]
+        ok = subprocess.run([*argv, "0", str(os.getpid())], pass_fds=(f.fileno(),),
+                            capture_output=True, check=False)  # fmt: skip
+        orphan = subprocess.run([*argv, "0", "1"], pass_fds=(f.fileno(),),
+                                capture_output=True, check=False)  # fmt: skip
+    assert ok.returncode == 0 and b'"checksum"' in ok.stdout
+    assert orphan.returncode == 1 and orphan.stdout == b""
+
+
+async def test_without_a_child_the_table_is_checked_in_a_thread(
+    tmp_path: Path, monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No child process can start (here: no interpreter at `sys.executable`): the worker
+    says so and checks in a thread, so the version is still taken, and a damaged one still
+    refused."""
+    import sys
+
+    from proxy.blocklist.mapped import load_mapped
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    path = tmp_path / "v1.map"
+    write_table(path, ENTRIES, 1, time.time())
+    snap = await load_mapped(path, 1, time.time(), check_in_child_min_bytes=0)
+    assert snap.check("pirate.example", "/", None) == ENTRIES[1]
+    assert "could not start" in caplog.text and "checked in a thread instead" in caplog.text
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(TableError, match="checksum mismatch"):
+        await load_mapped(path, 1, time.time(), check_in_child_min_bytes=0)

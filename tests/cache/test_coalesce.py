@@ -157,3 +157,34 @@ def test_lapsed_hit_for_miss_marks_are_dropped_as_new_ones_come() -> None:
     c.mark_uncacheable("new")
     assert c.remembered_uncacheable == 2
     assert c.is_hit_for_miss(0) and c.is_hit_for_miss("new") and not c.is_hit_for_miss(1)
+
+
+def test_marks_lapse_as_when_every_mark_looked_at_the_old_end() -> None:
+    """`mark_uncacheable` looks at the old end only once something there can have lapsed
+    (issue 18): over random marks, clears, lookups and clock steps, what is remembered is what
+    looking every time remembered."""
+    import random
+    from collections import OrderedDict
+
+    rng = random.Random(18)
+    now = [0.0]
+    c: Coalescer[int] = Coalescer(hit_for_miss_s=5, clock=lambda: now[0])
+    ref: OrderedDict[int, float] = OrderedDict()
+    for _ in range(20000):
+        op, key = rng.random(), rng.randrange(50)
+        if op < 0.5:
+            c.mark_uncacheable(key)
+            ref[key] = now[0] + 5
+            ref.move_to_end(key)
+            while ref and next(iter(ref.values())) <= now[0]:
+                ref.popitem(last=False)
+        elif op < 0.6:
+            c.clear_uncacheable(key)
+            ref.pop(key, None)
+        elif op < 0.8:
+            assert c.is_hit_for_miss(key) == (key in ref and now[0] < ref[key])
+            if key in ref and now[0] >= ref[key]:
+                del ref[key]
+        else:
+            now[0] += rng.choice([0.0, 0.1, 1.0, 3.0, 7.0])
+        assert dict(c._hit_for_miss) == dict(ref)

@@ -105,18 +105,22 @@ async def test_a_full_version_replaces_the_file_layer(
 async def test_state_files_are_written_only_when_they_change(
     tmp_path: Path, keys: tuple[bytes, bytes]
 ) -> None:
-    """Each state file costs two fsyncs on the way to an ack: a feed version rewrites the
-    version counter and the audit head it carries, never the operator's pushed entries; and
-    what it wrote is what a restart reads back."""
+    """Each state file costs an fsync on the way to an ack: a feed version rewrites the
+    version counter and the audit head it carries, and the operator's pushed entries only
+    when they changed since they were last written whole (a push is logged,
+    proxy/blocklist/changelog.py); what it wrote is what a restart reads back."""
     b, _ = node(tmp_path, keys)
     await b.push([{"id": "p", "type": "url", "value": "http://demo.local/pushed"}])
     pushed = tmp_path / "state" / "pushed-entries.json"
+    assert b'"p"' not in pushed.read_bytes()  # logged, not rewritten
+    await b.apply_version(version(keys, 1, [e("a")]))
+    assert b'"p"' in pushed.read_bytes()  # the state written whole: the push with it
     before = pushed.stat().st_mtime_ns, pushed.stat().st_ino
     head = {"seq": 7, "hash": "ab" * 32, "signature": "sig"}
-    await b.apply_version(version(keys, 1, [e("a")], audit_head=head))
+    await b.apply_version(version(keys, 2, [e("a"), e("b")], audit_head=head))
     assert (pushed.stat().st_mtime_ns, pushed.stat().st_ino) == before
     again, _ = node(tmp_path, keys)
     assert again.version == b.version + 1  # a start makes the next node version
     assert again.pushed.keys() == {"p"}
     assert again.audit_head is not None and again.audit_head["seq"] == 7
-    assert again.audit_head["via"] == "feed:1"
+    assert again.audit_head["via"] == "feed:2"

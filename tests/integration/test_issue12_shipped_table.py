@@ -82,10 +82,12 @@ V2 = [
 ]
 
 
-@pytest.mark.parametrize("install", ["copy", "link"])
+@pytest.mark.parametrize(("install", "check"), [("copy", "thread"), ("link", "child")])
 async def test_a_shipped_table_is_enforced_without_a_local_compile(
-    origin_server, tmp_path: Path, install: str
+    origin_server, tmp_path: Path, install: str, check: str
 ) -> None:
+    """`check`: workers check each table in a thread, or (`check_in_child_min_bytes = 0`) in
+    a child process, as they do tables of 64 MiB and more."""
     private, public = generate_keypair()
     (tmp_path / "key.pem").write_bytes(private)
     (tmp_path / "pub.pem").write_bytes(public)
@@ -97,7 +99,8 @@ async def test_a_shipped_table_is_enforced_without_a_local_compile(
     write_atomic(lists / version_filename(1), render_version(1, first, private_key_pem=private))
     config = tmp_path / "edge.toml"  # `--origin` replaces the site; a config file needs one
     config.write_text(
-        f'[blocklist]\ntable_install = "{install}"\n\n'
+        f'[blocklist]\ntable_install = "{install}"\n'
+        f"check_in_child_min_bytes = {0 if check == 'child' else 1 << 26}\n\n"
         f'[[sites]]\nname = "default"\nhosts = ["*"]\norigin = "{origin}"\n'
     )
     node = Node.on_dir(origin, lists, tmp_path / "pub.pem", "--config", str(config), workers=2)
@@ -121,11 +124,27 @@ async def test_a_shipped_table_is_enforced_without_a_local_compile(
         assert bool(table2.stat().st_mode & 0o222) == (install == "copy")
         compiles = (await counters(node, "edgeproxy_blocklist_compiles"))[""]
 
-        async def all_blocked() -> bool:
-            paths = ["/later/y", "/manga/one", BODY_OF, "/watch?t=1&v=42", "/n/59", "/pushed"]
-            return all([await status(node.url + p) == 451 for p in paths])
+        async def applied() -> bool:  # every worker answered that it enforces version 2
+            _, listing = await node.admin_json("GET", "/blocklist")
+            return any(h["source"] == "file:2" for h in listing["history"])
 
-        await eventually(all_blocked, what="every listed path blocked")
+        await eventually(applied, timeout_s=20, what="version 2 applied by every worker")
+
+        async def pinned() -> bool:  # the supervisor locks the table's probe sections
+            async with aiohttp.ClientSession() as s, s.get(node.admin + "/metrics") as r:
+                text = await r.text()
+            got = {
+                sample.name: sample.value
+                for fam in text_string_to_metric_families(text)
+                for sample in fam.samples
+                if sample.name.startswith("edgeproxy_blocklist_pin")
+            }
+            locked = got["edgeproxy_blocklist_pinned_bytes"]
+            return locked > 0 and got["edgeproxy_blocklist_pin_failures_total"] == 0
+
+        await eventually(pinned, what="the table's probe sections locked in memory")
+        for p in ["/later/y", "/manga/one", BODY_OF, "/watch?t=1&v=42", "/n/59", "/pushed"]:
+            assert await status(node.url + p) == 451, p
         assert await status(node.url + "/watch?v=43") == 200
         assert await status(node.url + "/listed/x") == 200  # version 1 is replaced
         assert await counters(node, "edgeproxy_blocklist_table_rejected") == {}

@@ -47,4 +47,4 @@ async def test_serve_without_state_dir_uses_the_default_and_says_so(
         {"entries": [{"id": "kept", "type": "url", "value": f"{node.url}/gone"}]},
     )
     assert status == 200
-    assert "kept" in (want / "pushed-entries.json").read_text()
+    assert b"kept" in (want / "blocklist-changes.log").read_bytes()  # logged, not rewritten

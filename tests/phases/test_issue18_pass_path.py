@@ -179,3 +179,68 @@ async def test_rendered_fields_are_those_sent_on_pass_through_and_never_with_a_b
         assert req.fields is not None and req.fields == render_fields(req.headers)
         assert req.fields.endswith(b"X-Request-Id: %s\r\n" % req.headers["X-Request-Id"].encode())
     assert first.fields != second.fields  # each its own id
+
+
+async def test_a_request_the_fast_answer_declined_is_answered_as_one_never_offered(
+    make_worker,
+) -> None:
+    """`__call__` skips the memo for the request the fast answer just found no hit for (issue
+    18). Even when that skip is wrong (forced here: the front declines a remembered hit and
+    says the memo had none), the phases answer what the memo would have: same status, body,
+    fields and Cache-Status."""
+
+    def answer(method, path_query, headers, data):  # type: ignore[no-untyped-def]
+        return MemoryResponse(200, [(b"Cache-Control", b"max-age=60")], b"stored body")
+
+    w = await make_worker(answer)
+    assert (await fetch(w, "GET", "/c")).status == 200  # stored
+    assert (await fetch(w, "GET", "/c")).status == 200  # a lookup hit: now remembered
+    pipeline = w.parts.pipeline
+    memo_reply = await fetch(w, "GET", "/c")  # the fast answer's
+    server = w.parts.server
+    real = server.fast_answer
+
+    def declining(method, raw_target, host, *args):  # type: ignore[no-untyped-def]
+        assert real(method, raw_target, host, *args) is not None  # remembered, as above
+        pipeline._declined = raw_target  # as if the memo had had none
+        return None
+
+    server.fast_answer = declining
+    try:
+        walked = await fetch(w, "GET", "/c")
+    finally:
+        server.fast_answer = real
+
+    def seen(r):  # type: ignore[no-untyped-def]
+        return [(n.lower(), v) for n, v in r.headers if n.lower() not in (b"date", b"x-request-id")]
+
+    assert walked.status == memo_reply.status == 200
+    assert walked.body == memo_reply.body == b"stored body"
+    assert seen(walked) == seen(memo_reply)
+    assert [req.method for req in w.origin.requests] == ["GET"]
+
+
+@pytest.mark.parametrize(
+    ("cc", "status", "detail"),
+    [
+        (b"no-store", 200, "detail=no-store"),
+        (b"no-store, max-age=60", 200, "detail=no-store"),
+        (b"no-store, must-understand, max-age=60", 200, "stored"),  # §5.2.2.3: no-store ignored
+        (b"no-store, must-understand", 299, "detail=status"),
+        (b"no-store, must-understand", 200, "stored"),  # heuristic: 200 is cacheable so
+        (b"no-store, private", 200, "detail=no-store"),
+    ],
+)
+async def test_a_no_store_answer_gets_its_reason_without_a_lifetime(
+    make_worker, cc: bytes, status: int, detail: str
+) -> None:
+    """upstream_response works out no lifetime for a no-store answer (issue 18) except under
+    must-understand, where storable goes on to look at it: the reasons are storable's."""
+
+    def answer(method, path_query, headers, data):  # type: ignore[no-untyped-def]
+        fields = [(b"Cache-Control", cc), (b"Last-Modified", b"Sun, 06 Dec 2026 10:00:00 GMT")]
+        return MemoryResponse(status, fields, b"x")
+
+    w = await make_worker(answer)
+    r = await fetch(w, "GET", "/n")
+    assert r.status == status and detail in r.cache_status, r.cache_status

@@ -165,3 +165,21 @@ def test_revalidation_headers_rfc9111_4_3_1() -> None:
     assert revalidation_headers("abcdef", None) == [("If-None-Match", '"abcdef"')]
     assert revalidation_headers(None, "not a date") == []
     assert revalidation_headers(None, None) == []
+
+
+def test_normalise_etag_shortcut_gives_the_scan_s_answer() -> None:
+    """A strong tag as sent is returned without the scan (issue 18): on many spellings the
+    answer is the scan's."""
+    import itertools
+
+    from proxy.rfc.conditional import _scan_tag
+
+    def scanned(value: str) -> str | None:
+        tag, end = _scan_tag(value, 0)
+        return tag if tag is not None and end == len(value) else None
+
+    parts = ['"', "W/", "w/", "x", " ", "\t", ",", '""', "é", "a b"]
+    for n in range(1, 5):
+        for combo in itertools.product(parts, repeat=n):
+            value = "".join(combo)
+            assert normalise_etag(value) == scanned(value), value

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import random
+
 from proxy.rfc.cachecontrol import EMPTY_CC
-from proxy.rfc.response import parse_response
+from proxy.rfc.hopbyhop import strip_hop_by_hop
+from proxy.rfc.response import parse_response, read_response
 
 DATE = b"Sun, 06 Dec 2026 20:00:00 GMT"
 
@@ -56,3 +59,70 @@ def test_targeted_fields_replace_cache_control_rfc9213_2_2() -> None:
     assert parse_response(ours).cc.max_age == 5  # the most specific first
     broken = [(b"Cache-Control", b"max-age=9"), (b"CDN-Cache-Control", b"max-age=\x01")]
     assert parse_response(broken).cc.max_age == 9  # §2.1: one that does not parse is ignored
+
+
+# read_response: the strip and the parse in one pass must give what the two passes gave.
+_NAMES = [
+    b"Cache-Control", b"cache-control", b"Date", b"ETag", b"Vary", b"Content-Encoding",
+    b"content-encoding", b"Connection", b"Keep-Alive", b"Transfer-Encoding", b"TE",
+    b"Proxy-Authenticate", b"Upgrade", b"Trailer", b"Content-Type", b"Content-Length",
+    b"Set-Cookie", b"Age", b"X-Custom", b"Cache-Status", b"CDN-Cache-Control",
+]  # fmt: skip
+_VALUES = {
+    b"connection": [b"close", b"keep-alive", b"Cache-Control", b"x-custom, te", b" , Upgrade",
+                    b"ETag,Content-Encoding", b"Vary , close"],
+    b"cache-control": [b"max-age=60", b"no-store", b"public, s-maxage=5"],
+    b"content-encoding": [b"gzip", b"br", b"identity"],
+    b"date": [b"Sun, 06 Dec 2026 20:00:00 GMT"],
+    b"etag": [b'"a"', b'W/"b"'],
+    b"age": [b"7"],
+    b"cdn-cache-control": [b"max-age=30"],
+}  # fmt: skip
+
+
+def _same(heads: list[list[tuple[bytes, bytes]]]) -> None:
+    for head in heads:
+        kept, parsed = read_response(head)
+        stripped = strip_hop_by_hop(head)
+        assert kept == stripped, head
+        assert parsed == parse_response(stripped), head
+        assert parsed.codings == [v for n, v in stripped if n.lower() == b"content-encoding"]
+
+
+def test_read_response_is_strip_then_parse_on_many_heads() -> None:
+    rng = random.Random(18)
+    heads = []
+    for _ in range(3000):
+        head = []
+        for _ in range(rng.randrange(0, 9)):
+            name = rng.choice(_NAMES)
+            value = rng.choice(_VALUES.get(name.lower(), [b"v"]))
+            head.append((name, value))
+        heads.append(head)
+    _same(heads)
+
+
+def test_read_response_a_connection_line_naming_an_earlier_field_rfc9110_7_6_1() -> None:
+    """The field a Connection line names is dropped and not read, wherever it stands."""
+    head = [
+        (b"Cache-Control", b"max-age=60"),
+        (b"Content-Encoding", b"gzip"),
+        (b"Connection", b"cache-control, content-encoding"),
+        (b"Date", DATE),
+    ]
+    kept, parsed = read_response(head)
+    assert kept == [(b"Date", DATE)]
+    assert parsed.cc is EMPTY_CC and parsed.codings == [] and parsed.date is not None
+    _same([head, list(reversed(head))])
+
+
+def test_parsed_response_fields_in_the_order_read_passes_them() -> None:
+    """`_read` builds its ParsedResponse positionally (issue 18): the field order it assumes."""
+    from dataclasses import fields
+
+    from proxy.rfc.response import ParsedResponse
+
+    assert [f.name for f in fields(ParsedResponse)] == [
+        "cc", "date", "expires", "last_modified", "last_modified_raw", "etag", "age", "vary",
+        "set_cookie", "cache_status", "location", "content_location", "codings",
+    ]  # fmt: skip

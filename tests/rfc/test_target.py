@@ -401,3 +401,14 @@ def test_decoding_deeper_than_the_match_keys_refused_issue_10() -> None:
 )
 def test_what_browsers_send_is_forwarded_as_is_issue_10(raw: bytes) -> None:
     assert fwd(raw) == raw
+
+
+def test_target_fields_in_the_order_canonical_target_passes_them() -> None:
+    """`_canonical` builds its Target positionally (issue 18): the field order it assumes."""
+    from dataclasses import fields
+
+    from proxy.rfc.target import Target
+
+    assert [f.name for f in fields(Target)] == [
+        "scheme", "host", "port", "path", "query", "raw_path_query", "authority",
+    ]  # fmt: skip

@@ -1,0 +1,139 @@
+"""A worker's check of a new compiled table, in a process of its own (issue 12).
+
+A worker checks every table it is told to map (`MappedTable.verify`: the body's checksum,
+every byte of the file) before it enforces it. Done in a thread beside the serving loop, the
+check shared the worker's GIL: xxh3 gives it up while it hashes, but the Python between two
+pieces and each piece's `madvise` hold it, and a thread whose nice value is raised (so that the
+check takes what serving leaves of the CPU) can be preempted while holding it. The loop then
+waits for a thread the scheduler does not run. `benchmarks/check_lag.py` (a loop ticking every
+millisecond beside a 10M-entry table's check, two spinning processes on the two cores): the
+thread's check held the loop up to 177 ms and took 50 s, a child at the same nice value 11 ms
+and 6.3 s (loaded machine; benchmarks/README.md has the quiet runs). A child has its own
+interpreter, so the loop never waits for it; it costs a Python start (~0.1 s of CPU), which is
+why tables under `blocklist.check_in_child_min_bytes` are still checked in a thread.
+
+The child is handed the worker's own open file (`pass_fds`), so it checks the very file the
+worker mapped, whatever happens to the path meanwhile, and answers one JSON line: the body
+checksum it found matching the header (the worker compares it with the header it mapped), or
+the `TableError` that refused it. After the check it reads the probe sections once more
+(`MappedTable.keep_probe_sections`), as the thread's check does: the page cache is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import sys
+from pathlib import Path
+
+import msgspec
+
+from proxy.blocklist.table import MappedTable, TableError
+
+_PR_SET_PDEATHSIG = 1
+
+
+class NoChild(Exception):
+    """No child process could be started (no interpreter path, no process or memory left):
+    the caller checks in a thread instead, so a new version is still taken."""
+
+
+class Answer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    checksum: int | None = None
+    error: str = ""
+
+
+def _check(fd: int, name: str) -> Answer:
+    try:
+        table = MappedTable(Path(f"/proc/self/fd/{fd}"))
+        table.path = Path(name)  # errors name the file the operator knows
+        table.verify()
+        table.keep_probe_sections()
+    except TableError as e:
+        return Answer(error=str(e).replace(f"/proc/self/fd/{fd}", name))
+    return Answer(checksum=table.checksum)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the worker dies (Linux's parent-death signal): a worker killed during a
+    swap leaves no check running on."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the check ends by itself
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m proxy.blocklist.tablecheck FD NAME NICE PARENT`: check the open file FD."""
+    fd, name, nice, parent = int(argv[0]), argv[1], int(argv[2]), int(argv[3])
+    _die_with(parent)
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass  # not allowed: the check runs at the worker's priority
+    answer = _check(fd, name)
+    sys.stdout.buffer.write(msgspec.json.encode(answer) + b"\n")
+    return 0 if answer.error == "" else 1
+
+
+async def check_in_child(table: MappedTable, nice: int) -> None:
+    """Check `table` (already open and mapped here) in a child process at `nice` above this
+    one. Raises `TableError` when the child refuses the file, finds another file than the one
+    mapped, or ends without an answer (the caller keeps enforcing what it has), `NoChild`
+    when none could be started; a cancelled check kills its child."""
+    try:
+        fd = os.open(table.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise TableError(f"{table.path}: {e}") from e
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != table.identity:
+            raise TableError(f"{table.path}: replaced since it was mapped")
+        env = dict(os.environ)  # the child imports this very package, wherever it lives
+        here = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        try:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "proxy.blocklist.tablecheck",
+                str(fd),
+                str(table.path),
+                str(nice),
+                str(os.getpid()),
+                pass_fds=(fd,),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as e:
+            raise NoChild(f"{table.path}: the check's child could not start: {e}") from e
+    finally:
+        os.close(fd)
+    try:
+        out, _ = await child.communicate()
+    except BaseException:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        raise
+    try:
+        answer = msgspec.json.decode(out.splitlines()[-1] if out else b"", type=Answer)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise TableError(
+            f"{table.path}: the check ended without an answer (exit {child.returncode})"
+        ) from e
+    if answer.error:
+        raise TableError(answer.error)
+    if answer.checksum != table.checksum:
+        raise TableError(f"{table.path}: the file checked is not the file mapped")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
