@@ -266,13 +266,13 @@ MEMO_HEADERS = (
 )
 
 
-def _memo_entry(path: str, body: bytes, now: float) -> Any:
+def _memo_entry(path: str, body: bytes, now: float, host: str = "127.0.0.1:8080") -> Any:
     import hashlib
 
     from proxy.cache.entry import Entry
     from proxy.rfc.target import canonical_target
 
-    t = canonical_target(path.encode(), b"127.0.0.1:8080")
+    t = canonical_target(path.encode(), host.encode())
     e = Entry(
         primary=(t.authority, t.raw_path_query),
         variant=(),
@@ -424,15 +424,81 @@ async def memo_hit_costs(objects: int, rounds: int, passes: int = 3) -> dict[str
     return out
 
 
+# -- in one process: a cold miss's store into the node tier --------------------------------------
+
+
+def _written_bytes() -> int:
+    """Bytes this process passed to write calls so far (`wchar`: LMDB's pwrite of a commit's
+    dirty pages; none through a writable map)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def store_costs(
+    items: int, body_bytes: int, stores: int, rounds: int, *, prealloc: bool, host: str
+) -> dict[str, float]:
+    """A cold miss's share of the node tier: µs of process time per store with its commit
+    (one store per transaction, as a worker's loop turn under cold misses writes them),
+    into a tier that already holds `items` objects of `body_bytes` under `host`, best of
+    `rounds` fresh tiers; and the KiB written per commit. Only `prepare`, `NodeTier.put`
+    (which, without a running loop, commits at once) and `flush`: it runs on older code too
+    (`PYTHONPATH` at another checkout, this file run by its path)."""
+    import os
+    import tempfile
+
+    from proxy.cache.node import NodeTier, prepare
+    from proxy.metrics import WorkerStats
+
+    now = time.time()
+    body = os.urandom(body_bytes)
+    best_us, best_kib = float("inf"), float("inf")
+    for r in range(rounds):
+        with tempfile.TemporaryDirectory(dir=os.environ.get("NODE_TIER_BENCH_DIR")) as tmp:
+            path = Path(tmp) / "node-cache"
+            max_bytes = (items + stores) * (body_bytes + 2048) + 64 * MiB
+            prepare(path, max_bytes, prealloc=prealloc)
+            node = NodeTier(path, max_bytes, 1 << 20, WorkerStats([]))
+            for i in range(items):
+                node.put(_memo_entry(f"/cold/fill-{i}", body, now, host))
+            batch = [_memo_entry(f"/cold/r{r}-{i}", body, now, host) for i in range(stores)]
+            w0, t0 = _written_bytes(), time.process_time()
+            for e in batch:
+                node.put(e)
+            t1, w1 = time.process_time(), _written_bytes()
+            node.close()
+        best_us = min(best_us, (t1 - t0) / stores * 1e6)
+        best_kib = min(best_kib, (w1 - w0) / stores / 1024)
+    return {"store + commit (us)": best_us, "written per commit (KiB)": best_kib}
+
+
 def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(
-        description="In one process: the memo's node-tier hit against its L1 hit (µs CPU)."
+        description="In one process: the memo's node-tier hit against its L1 hit (µs CPU); "
+        "with --stores, a cold miss's store and commit into the tier instead."
     )
     parser.add_argument("--objects", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--stores", type=int, default=0, help="stores timed per round")
+    parser.add_argument("--store-bytes", type=int, default=1024, help="body (cold-miss: 1 KiB)")
+    parser.add_argument("--host", default="127.0.0.1:8080", help="the stored objects' host")
+    parser.add_argument("--preallocate", action="store_true", help="cache.node_tier_preallocate")
     args = parser.parse_args()
+    if args.stores:
+        costs = store_costs(
+            args.objects,
+            args.store_bytes,
+            args.stores,
+            args.rounds,
+            prealloc=args.preallocate,
+            host=args.host,
+        )
+        for name, value in costs.items():
+            print(f"{name:40s} {value:7.2f}")
+        return
     costs = asyncio.run(memo_hit_costs(args.objects, args.rounds))
     for name, us in costs.items():
         print(f"{name:40s} {us:6.2f} µs")

@@ -42,25 +42,43 @@ starts) rebuilds a tier left open when the machine went down (a different boot i
 close). It also moves aside a file LMDB refuses or one of another format version, and empties
 the tier for `--cache-clear`. Nothing about the tier is ever fatal to the node.
 
-Layout (named databases, all keys fixed-size; `ikey` = H(primary) + H(vary fields, values)):
+Layout (format 4: three named databases; `ikey` = H(primary) + H(vary fields, values)):
 
     items   ikey -> MAGIC + xxh3-128 + msgpack `NodeRecord` (proxy.cache.shared's `Record`
-            and the head as rendered, so a hit renders nothing)
-    info    ikey -> `Info` (access tick, size, host, path, query, digest, url key)
-    order   tick + ikey -> ""          (oldest access first: what eviction takes)
-    vary    H(primary) -> fields        (what `vary_fields` answers)
-    host    H(host) + ikey -> ""        (purge by host or prefix)
-    digest  sha256 + ikey -> ""         (purge by body digest, blocklist digests)
-    urlkey  H(url key) + ikey -> ""     (blocklist url entries)
-    hostkey H(host key or a parent domain) + ikey -> ""   (blocklist host entries)
-    urlseq  url key (its first URLSEQ_KEY_BYTES) + ikey -> ""   (blocklist prefix entries:
-            the keys under "host/a/" are one cursor range, confirmed against `Info`)
-    lease   H(primary) -> 0, until      (marked not storable; the lease itself is a lock,
-                                         see "Coalescing")
-    meta    format, bytes, boot, clean
+                    and the head as rendered, so a hit renders nothing)
+    index   one tree, each row's kind its first byte:
+            "i" + ikey -> `Info` (access tick, size, host, path, query, digest, url key)
+            "o" + tick + ikey -> ""      (oldest access first: what eviction takes)
+            "p" -> bytes                 (the tier's, right after the order rows)
+            "d" + sha256 + ikey -> ""    (purge by body digest, blocklist digests)
+            "u" + url row + ikey -> ""   (every purge by URL, prefix or host: `_url_row`)
+            "v" + H(primary) -> fields   (only for a resource stored with Vary)
+            "m" + H(primary) -> 0, until (marked not storable; the lease itself is a lock,
+                                          see "Coalescing")
+    meta    format, boot, clean
 
-A pushed host or prefix entry purges by `hostkey` and `urlseq` (issue 19: both used to walk
-every item's `Info`), so it costs what it purges; only a full version walks them all.
+Why so (format 4; benchmarks/README.md, "Fewer trees per store"): a commit writes every page
+its puts dirtied, and a row under a random key dirties a leaf of its own and its branch.
+Format 3 put a cold store's eleven rows in eleven trees (items, info, order, vary, host,
+digest, urlkey, hostkey per parent domain, urlseq, meta): 128 KiB written per commit at 1 KiB
+bodies, 81-88 us a store with its commit in one process. Now a store writes a record, its
+`Info`, an order row and the byte count (the newest order rows' leaf, next to which the
+count's key sorts), a digest row and a url row: 79 KiB, 52-53 us. Merging the eleven trees
+into one without fewer rows saved almost nothing; the rows are what cost. `Info` beside its
+record in `items` (ikey + "i", written in the same leaf) saved 16 KiB more a commit (47 us),
+but it spread the records over three times the leaves, and every node-tier hit, which reads
+only the record, paid for it (`get_proven` +0.2-0.4 us in one process): kept apart.
+
+The url row is the blocklist url key with its host's labels reversed ("www.example.com/a"
+is "com.example.www/a"; an IP literal or another host without parent domains as it is), so
+one ordered range serves every kind of purge: a url entry (or a url key's purge) is the
+exact row (ended by a NUL, so "host/a" is not "host/ab"), a prefix entry "host/a" that row
+and the range under "host/a/", a host entry "example.com" the ranges "com.example/" (the
+host) and "com.example." (its subdomains), and the admin API's purge by host or prefix the
+range of that host's key; each item found is confirmed against its `Info`. Rows are cut at
+`URLSEQ_KEY_BYTES` (LMDB keys end at 511 bytes): longer url keys share a range, confirmed
+the same way. A pushed host or prefix entry thus costs what it purges (issue 19: both used to
+walk every item's `Info`); only a full version walks them all (`purge_listed`).
 
 A record proves itself before it is served: its envelope's magic and checksum (xxh3-128 of
 the whole record: key, Vary values, headers, digest and body; 0.12 us at 4 KiB and 1.1 us at
@@ -89,7 +107,7 @@ node-tier hit), the lease is gone without one (the answer was not storable: it f
 this process could wait on, hence the polling, as Traffic Server's read-while-writer retries
 (a blocking `F_OFD_SETLKW` would block the worker's loop). The release is the unlock after the
 commit of the leader's store (`flush`), so a waiter never sees the lease gone before the entry
-is there. After an answer that cannot be stored the leader leaves a mark in `lease` (pid 0,
+is there. After an answer that cannot be stored the leader leaves a mark (an "m" row, pid 0,
 until now + `cache.hit_for_miss_s`, written in that commit): a worker that finds the lock held
 reads it, and with a live mark fetches at once, holding nothing, as hit-for-miss does inside
 one worker. A live leader holds its lease for as long as its fetch (bounded by the origin's
@@ -142,6 +160,7 @@ import shutil
 import struct
 import time
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +168,7 @@ import lmdb
 import msgspec
 import xxhash
 
-from proxy.blocklist.keys import MatchKeys, host_suffixes, match_keys
+from proxy.blocklist.keys import MatchKeys, canonical_host, host_suffixes, match_keys
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.shared import Record, Rejected, entry_of, record_of
 from proxy.config import Config, default_state_dir
@@ -159,23 +178,19 @@ from proxy.rfc.target import Target
 log = logging.getLogger("edgeproxy.node_tier")
 
 # bump whenever the layout, `Info` or `NodeRecord` changes (2: hostkey, urlseq, lease, xxh3
-# checks; 3: the rendered head in the record)
-FORMAT = b"3"
-MAGIC = b"EPN3"
+# checks; 3: the rendered head in the record; 4: seven rows in three trees, "Layout")
+FORMAT = b"4"
+MAGIC = b"EPN4"
 INDEX_OVERHEAD_BYTES = 256  # info, order and index records of one item, roughly
-DBS = (
-    b"items",
-    b"info",
-    b"order",
-    b"vary",
-    b"host",
-    b"digest",
-    b"urlkey",
-    b"hostkey",
-    b"urlseq",
-    b"lease",
-    b"meta",
-)
+DBS = (b"items", b"index", b"meta")
+# The rows of `index`, by their first byte (see "Layout").
+_INFO = b"i"
+_ORDER = b"o"
+_BYTES = b"p"  # the whole key: right after the order rows, on the page their newest share
+_VARY = b"v"
+_DIGEST = b"d"
+_URL = b"u"
+_MARK = b"m"
 TOUCH_ONE_IN = 8  # workers touch on every 8th read (the default, 1, is every read: tools, tests)
 URLSEQ_KEY_BYTES = 400  # LMDB keys end at 511 bytes: longer url keys share a range, confirmed
 _LEASE = struct.Struct("<qd")  # 0 (formerly the fetching worker's pid), marked until (epoch s)
@@ -259,6 +274,11 @@ def primary_hash(primary: PrimaryKey) -> bytes:
 
 def item_key(primary: PrimaryKey, fields: tuple[str, ...], variant: VariantKey) -> bytes:
     return primary_hash(primary) + _h(_encode((fields, variant)))
+
+
+# The second half of the item key of a resource stored without Vary: no `vary` row is written
+# for it, `vary_fields` finds its record by this key instead.
+_PLAIN = _h(_encode(((), ())))
 
 
 def node_record(entry: Entry, via: bytes) -> NodeRecord:
@@ -416,14 +436,13 @@ def _check(path: Path, max_bytes: int) -> str | None:
     try:
         env.reader_check()  # slots of readers that died (SIGKILL) are freed
         meta = env.open_db(b"meta")
-        items = env.open_db(b"items")
         with env.begin(write=True) as txn:
             fmt = txn.get(b"format", db=meta)
             if fmt is None:
-                if txn.stat(items)["entries"]:
+                if txn.stat(env.open_db(b"items", txn=txn))["entries"]:
                     return "records without a format stamp"
                 txn.put(b"format", FORMAT, db=meta)
-                txn.put(b"bytes", _U64.pack(0), db=meta)
+                txn.put(_BYTES, _U64.pack(0), db=env.open_db(b"index", txn=txn))
             elif fmt != FORMAT:
                 return f"format {fmt!r}, this node writes {FORMAT!r}"
             elif txn.get(b"boot", db=meta) not in (boot_id(), None) and (
@@ -432,7 +451,9 @@ def _check(path: Path, max_bytes: int) -> str | None:
                 return "left open when the machine went down (unsynced writes may be torn)"
             txn.put(b"boot", boot_id(), db=meta)
             txn.put(b"clean", b"0", db=meta)
-            txn.drop(env.open_db(b"lease", txn=txn), delete=False)  # no worker fetches yet
+            index = env.open_db(b"index", txn=txn)
+            for key in list(_under(txn, index, _MARK)):  # no worker fetches yet
+                txn.delete(key, db=index)
         env.sync(True)
         return None
     except lmdb.Error as e:
@@ -497,10 +518,13 @@ class NodeTier:
             # snapshot: the file grows to its map size and writes fail. A worker starting
             # (after such a death, the supervisor starts another) frees dead readers' slots.
             self.env.reader_check()
-            self._db = {name.decode(): self.env.open_db(name) for name in DBS}
-            self._items = self._db["items"]
+            meta = self.env.open_db(b"meta")
             with self.env.begin() as txn:
-                fmt = txn.get(b"format", db=self._db["meta"])
+                fmt = txn.get(b"format", db=meta)
+            if fmt == FORMAT:  # another format's file is left as it is (`prepare` moves it)
+                self._db = {name.decode(): self.env.open_db(name) for name in DBS}
+                self._items = self._db["items"]
+                self._index = self._db["index"]
         except lmdb.Error as e:
             _close_env(path)
             raise NodeTierError(f"node tier {path}: {e}") from e
@@ -554,9 +578,17 @@ class NodeTier:
     def vary_fields(self, primary: PrimaryKey) -> tuple[str, ...] | None:
         if self._closed:
             return None
-        raw = self._read(lambda txn: txn.get(primary_hash(primary), db=self._db["vary"]))
-        if raw is None:
-            return None
+        hp = primary_hash(primary)
+
+        def read(txn: Any) -> tuple[()] | bytes | None:
+            if txn.get(hp + _PLAIN, db=self._items) is not None:
+                return ()  # stored without Vary: no `vary` row ("Layout")
+            raw = txn.get(_VARY + hp, db=self._index)
+            return None if raw is None else bytes(raw)
+
+        raw = self._read(read, buffers=True)
+        if raw is None or isinstance(raw, tuple):
+            return raw
         try:
             return _decode_fields(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -710,7 +742,7 @@ class NodeTier:
     ) -> Entry | None:
         """The proven entry under `ikey`; with `proof`, the value's seal (magic and checksum),
         its length and where its body lies in it are appended there (`prove_at`)."""
-        items = self._db["items"]
+        items = self._items
 
         def read(txn: Any) -> NodeRecord | None:
             # Opened on the mapped pages (no copy of the value first); the decoded record
@@ -850,7 +882,7 @@ class NodeTier:
                 self._evict(txn)
                 until = self.clock() + self.uncacheable_s
                 for hp in marks:
-                    txn.put(hp, _LEASE.pack(0, until), db=self._db["lease"])
+                    txn.put(_MARK + hp, _LEASE.pack(0, until), db=self._index)
         except lmdb.MapFullError:
             self.stats.node_errors += 1
             log.warning("node tier %s: map full; %d stores dropped", self.path, len(puts))
@@ -919,7 +951,7 @@ class NodeTier:
 
     def _marked(self, hp: bytes) -> bool:
         """Whether a live mark says `hp`'s answers are not storable."""
-        held = self._read(lambda txn: txn.get(hp, db=self._db["lease"]))
+        held = self._read(lambda txn: txn.get(_MARK + hp, db=self._index))
         return held is not None and _LEASE.unpack(held)[1] > self.clock()
 
     def _unlock(self, releases: set[bytes]) -> None:
@@ -939,28 +971,26 @@ class NodeTier:
             return self.env.begin(write=True)
 
     def _store(self, txn: Any, ikey: bytes, entry: Entry, tick: int) -> None:
-        db = self._db
+        index = self._index
         hp = ikey[:16]
-        old_fields = txn.get(hp, db=db["vary"])
-        fields = _encode(entry.vary_fields)
-        if old_fields is not None and old_fields != fields:
-            self._delete_primary(txn, hp)  # the resource's Vary changed: older variants go
-        else:
+        old_fields = txn.get(_VARY + hp, db=index)
+        fields = None if ikey[16:] == _PLAIN else _encode(entry.vary_fields)
+        if old_fields == fields:
             self._delete(txn, ikey)
+        else:  # the resource's Vary changed (or its first variant): other variants go
+            self._delete_primary(txn, hp)
+            if fields is not None:
+                txn.put(_VARY + hp, fields, db=index)
         value = envelope(node_record(entry, self.via))
         t = entry.target
         keys = entry.keys if entry.keys is not None else match_keys(t.host, t.path, t.query)
         size = len(value) + INDEX_OVERHEAD_BYTES
         info = Info(tick, size, t.host, t.path, t.query, entry.sha256, keys.url_key)
-        txn.put(ikey, value, db=db["items"])
-        txn.put(ikey, _encode(info), db=db["info"])
-        txn.put(_U64.pack(tick) + ikey, b"", db=db["order"])
-        txn.put(hp, fields, db=db["vary"])
-        txn.put(_h(t.host.encode()) + ikey, b"", db=db["host"])
-        txn.put(entry.sha256 + ikey, b"", db=db["digest"])
-        txn.put(_h(keys.url_key.encode()) + ikey, b"", db=db["urlkey"])
-        for index, row in _blocklist_rows(keys.url_key, ikey):
-            txn.put(row, b"", db=db[index])
+        txn.put(ikey, value, db=self._items)
+        txn.put(_INFO + ikey, _encode(info), db=index)
+        txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
+        txn.put(_DIGEST + entry.sha256 + ikey, b"", db=index)
+        txn.put(_url_row(keys.url_key, exact=True) + ikey, b"", db=index)
         self._add_bytes(txn, size)
 
     def _due(self, txn: Any, touches: set[bytes], puts: dict[bytes, Entry]) -> set[bytes]:
@@ -970,12 +1000,11 @@ class NodeTier:
         and a batch that has nothing left takes no write transaction (its lock, its commit
         and the pages it writes were a fifth of a node-tier hit's system time)."""
         since = int((self.clock() - self.touch_interval_s) * 1e6)
-        info = self._db["info"]
         due = set()
         for ikey in touches:
             if ikey in puts:
                 continue  # stored in this batch: ticked with it
-            raw = txn.get(ikey, db=info)
+            raw = txn.get(_INFO + ikey, db=self._index)
             if raw is not None and _decode_info(raw).tick < since:
                 due.add(ikey)
             else:  # not written: this worker's next hit may try again
@@ -984,68 +1013,70 @@ class NodeTier:
         return due
 
     def _retick(self, txn: Any, ikey: bytes, tick: int) -> None:
-        db = self._db
-        raw = txn.get(ikey, db=db["info"])
+        index = self._index
+        raw = txn.get(_INFO + ikey, db=index)
         if raw is None:
             return
         info = _decode_info(raw)
-        txn.delete(_U64.pack(info.tick) + ikey, db=db["order"])
+        txn.delete(_ORDER + _U64.pack(info.tick) + ikey, db=index)
         info.tick = tick
-        txn.put(ikey, _encode(info), db=db["info"])
-        txn.put(_U64.pack(tick) + ikey, b"", db=db["order"])
+        txn.put(_INFO + ikey, _encode(info), db=index)
+        txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
 
     def _evict(self, txn: Any) -> None:
         over = self._bytes(txn) - self.max_bytes
         if over <= 0:
             return
-        victims = []
-        with txn.cursor(db=self._db["order"]) as cur:
-            for key in cur.iternext(keys=True, values=False):
-                victims.append(key[8:])
-                raw = txn.get(key[8:], db=self._db["info"])
-                over -= _decode_info(raw).size if raw is not None else 0
-                if over <= 0:
-                    break
+        victims, stray = [], []
+        index = self._index
+        for key in _under(txn, index, _ORDER):
+            ikey = key[-32:]
+            raw = txn.get(_INFO + ikey, db=index)
+            if raw is None:
+                stray.append(key)  # leads to no item (its `Info` was undecodable): goes too
+                continue
+            victims.append(ikey)
+            over -= _decode_info(raw).size
+            if over <= 0:
+                break
+        for key in stray:
+            txn.delete(key, db=index)
         for ikey in victims:
             self._delete(txn, ikey)
         self.stats.node_evictions += len(victims)
 
     def _bytes(self, txn: Any) -> int:
-        raw = txn.get(b"bytes", db=self._db["meta"])
+        raw = txn.get(_BYTES, db=self._index)
         return _U64.unpack(raw)[0] if raw is not None else 0
 
     def _add_bytes(self, txn: Any, n: int) -> None:
-        txn.put(b"bytes", _U64.pack(max(0, self._bytes(txn) + n)), db=self._db["meta"])
+        txn.put(_BYTES, _U64.pack(max(0, self._bytes(txn) + n)), db=self._index)
 
     def _delete(self, txn: Any, ikey: bytes) -> int:
-        """Delete one item and its index records; 1 when it was there."""
-        db = self._db
-        raw = txn.get(ikey, db=db["info"])
-        gone = txn.delete(ikey, db=db["items"])
+        """Delete one item and its index rows; 1 when it was there."""
+        index, items = self._index, self._items
+        raw = txn.get(_INFO + ikey, db=index)
+        gone = txn.delete(ikey, db=items)
         if raw is None:
             return int(gone)
+        txn.delete(_INFO + ikey, db=index)
         try:
             info = _decode_info(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            txn.delete(ikey, db=db["info"])  # its index records stay, and lead nowhere
-            self.stats.node_rejected += 1
+            self.stats.node_rejected += 1  # its other rows stay, and lead nowhere
             return 1
-        txn.delete(ikey, db=db["info"])
-        txn.delete(_U64.pack(info.tick) + ikey, db=db["order"])
-        txn.delete(_h(info.host.encode()) + ikey, db=db["host"])
-        txn.delete(info.sha256 + ikey, db=db["digest"])
-        txn.delete(_h(info.url_key.encode()) + ikey, db=db["urlkey"])
-        for index, row in _blocklist_rows(info.url_key, ikey):
-            txn.delete(row, db=db[index])
+        txn.delete(_ORDER + _U64.pack(info.tick) + ikey, db=index)
+        txn.delete(_DIGEST + info.sha256 + ikey, db=index)
+        txn.delete(_url_row(info.url_key, exact=True) + ikey, db=index)
         self._add_bytes(txn, -info.size)
         hp = ikey[:16]
-        if not any(True for _ in _under(txn, db["items"], hp)):
-            txn.delete(hp, db=db["vary"])
+        if ikey[16:] != _PLAIN and not any(True for _ in _under(txn, items, hp)):
+            txn.delete(_VARY + hp, db=index)  # its last variant
         return 1
 
     def _delete_primary(self, txn: Any, hp: bytes) -> int:
-        n = sum(self._delete(txn, ikey) for ikey in list(_under(txn, self._db["items"], hp)))
-        txn.delete(hp, db=self._db["vary"])
+        n = sum(self._delete(txn, ikey) for ikey in list(_under(txn, self._items, hp)))
+        txn.delete(_VARY + hp, db=self._index)
         return n
 
     # -- remove and purge (written at once, after what is queued) -----------------------------
@@ -1075,73 +1106,76 @@ class NodeTier:
             del self._puts[ikey]
         return self._purge(lambda txn: self._delete_primary(txn, hp))
 
-    def _purge_indexed(self, index: str, prefix: bytes, pred: Callable[[Info], bool]) -> int:
+    def _purge_indexed(self, starts: tuple[bytes, ...], pred: Callable[[Info], bool]) -> int:
+        """Purge the items of the index rows under each of `starts` that `pred` says are
+        meant (a row leads to a candidate: a hash or a cut url row may lead to others);
+        a row that leads to no item goes with them."""
+
         def run(txn: Any) -> int:
-            n = 0
-            for key in list(_under(txn, self._db[index], prefix)):
-                ikey = key[len(prefix) :]
-                raw = txn.get(ikey, db=self._db["info"])
-                if raw is None or pred(_decode_info(raw)):
-                    n += self._delete(txn, ikey)
+            index = self._index
+            n, seen = 0, set()
+            for start in starts:
+                for key in list(_under(txn, index, start)):
+                    ikey = key[-32:]
+                    if ikey in seen:
+                        continue  # two ranges cut to one (`URLSEQ_KEY_BYTES`)
+                    seen.add(ikey)
+                    raw = txn.get(_INFO + ikey, db=self._index)
+                    if raw is None:
+                        txn.delete(key, db=index)
+                        n += self._delete(txn, ikey)
+                    elif pred(_decode_info(raw)):
+                        n += self._delete(txn, ikey)
             return n
 
         return self._purge(run)
 
     def purge_host(self, host: str) -> int:
-        return self._purge_indexed("host", _h(host.encode()), lambda i: i.host == host)
+        return self._purge_indexed(_host_rows(host), lambda i: i.host == host)
 
     def purge_prefix(self, host: str, path: str) -> int:
         under = path.rstrip("/") + "/"
         return self._purge_indexed(
-            "host",
-            _h(host.encode()),
+            _host_rows(host),
             lambda i: i.host == host and (i.path == path or i.path.startswith(under)),
         )
 
     def purge_digest(self, digest: bytes) -> int:
-        return self._purge_indexed("digest", digest, lambda i: i.sha256 == digest)
+        return self._purge_indexed((_DIGEST + digest,), lambda i: i.sha256 == digest)
 
     def purge_url_key(self, url_key: str, listed: Callable[[MatchKeys], bool]) -> int:
         """Items whose target has this blocklist url key and that `listed` says are listed."""
         return self._purge_indexed(
-            "urlkey",
-            _h(url_key.encode()),
+            (_url_row(url_key, exact=True),),
             lambda i: i.url_key == url_key and listed(match_keys(i.host, i.path, i.query)),
         )
 
     def purge_host_key(self, host_key: str) -> int:
-        """Items whose blocklist host key is `host_key` or a subdomain (a host entry)."""
-
-        def under(i: Info) -> bool:
-            h = i.url_key.partition("/")[0]
-            return h == host_key or h.endswith("." + host_key)
-
-        return self._purge_indexed("hostkey", _h(_utf8(host_key)), under)
+        """Items whose blocklist host key is `host_key` or a subdomain (a host entry): the
+        url rows of the host itself and the range of its subdomains (labels reversed), each
+        item confirmed as the blocklist matches it (`host_suffixes`)."""
+        return self._purge_indexed(
+            (
+                _url_row(host_key + "/", exact=False),
+                _URL + _utf8(_reversed(host_key) + ".")[:URLSEQ_KEY_BYTES],
+            ),
+            lambda i: host_key in host_suffixes(i.url_key.partition("/")[0]),
+        )
 
     def purge_prefix_key(self, prefix_key: str) -> int:
         """Items a prefix entry with this key lists: "host/" every item of that host key;
-        "host/a" the url key itself (the `urlkey` index) and the `urlseq` range under
-        "host/a/"."""
+        "host/a" the url key itself and the range under "host/a/"."""
         host, _, path = prefix_key.partition("/")
         if not path:
             return self._purge_indexed(
-                "hostkey", _h(_utf8(host)), lambda i: i.url_key.partition("/")[0] == host
+                (_url_row(prefix_key, exact=False),),
+                lambda i: i.url_key.partition("/")[0] == host,
             )
         below = prefix_key + "/"
-        n = self._purge_indexed(
-            "urlkey", _h(prefix_key.encode()), lambda i: i.url_key == prefix_key
+        return self._purge_indexed(
+            (_url_row(prefix_key, exact=True), _url_row(below, exact=False)),
+            lambda i: i.url_key == prefix_key or i.url_key.startswith(below),
         )
-        start = _utf8(below)[:URLSEQ_KEY_BYTES]
-
-        def run(txn: Any) -> int:
-            doomed = []
-            for key in list(_under(txn, self._db["urlseq"], start)):
-                raw = txn.get(key[-32:], db=self._db["info"])
-                if raw is None or _decode_info(raw).url_key.startswith(below):
-                    doomed.append(key[-32:])
-            return sum(self._delete(txn, ikey) for ikey in doomed)
-
-        return n + self._purge(run)
 
     async def purge_listed(self, listed: Callable[[MatchKeys, bytes], bool], step: int) -> int:
         """Walk every item's `Info` (never its record) in steps of `step`, yielding to the
@@ -1173,16 +1207,18 @@ class NodeTier:
     def _infos_after(self, txn: Any, after: bytes, step: int) -> list[tuple[bytes, Info | None]]:
         """Up to `step` (item key, Info) pairs after `after`; None for an undecodable Info."""
         out: list[tuple[bytes, Info | None]] = []
-        with txn.cursor(db=self._db["info"]) as cur:
-            if not cur.set_range(after):
+        with txn.cursor(db=self._index) as cur:
+            if not cur.set_range(_INFO + after):
                 return out
             for k, v in cur.iternext():
-                if k == after:
+                if not k.startswith(_INFO):
+                    break
+                if k[1:] == after:
                     continue
                 try:
-                    out.append((k, _decode_info(v)))
+                    out.append((k[1:], _decode_info(v)))
                 except (msgspec.DecodeError, msgspec.ValidationError):
-                    out.append((k, None))
+                    out.append((k[1:], None))
                 if len(out) >= step:
                     break
         return out
@@ -1195,7 +1231,7 @@ class NodeTier:
             return 0, 0
 
         def read(txn: Any) -> tuple[int, int]:
-            return txn.stat(self._db["items"])["entries"], self._bytes(txn)
+            return txn.stat(self._items)["entries"], self._bytes(txn)
 
         result: tuple[int, int] = self._read(read)
         return result
@@ -1234,12 +1270,34 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _blocklist_rows(url_key: str, ikey: bytes) -> Iterator[tuple[str, bytes]]:
-    """(index, row key) of an item under its blocklist host key, each parent domain of it,
-    and its url key in order."""
-    for suffix in host_suffixes(url_key.partition("/")[0]):
-        yield "hostkey", _h(_utf8(suffix)) + ikey
-    yield "urlseq", _utf8(url_key)[:URLSEQ_KEY_BYTES] + ikey
+def _reversed(host: str) -> str:
+    return ".".join(reversed(host.split(".")))
+
+
+@lru_cache(maxsize=4096)
+def _url_host(chost: str) -> str:
+    """A canonical host as url rows spell it: labels reversed ("a.example.com" becomes
+    "com.example.a"), so a domain's subdomains are one range beside its own; a host without
+    parent domains (`host_suffixes`: an IP literal, an overlong name) as it is. Memoised: a
+    node serves few hosts."""
+    return _reversed(chost) if len(host_suffixes(chost)) > 1 else chost
+
+
+def _url_row(url_key: str, *, exact: bool) -> bytes:
+    """The start of an item's url row for `url_key` (the item key follows), or, not `exact`,
+    of the range of every url key that begins with `url_key`. An exact row ends with a NUL,
+    so one url key's rows are not mixed with longer keys' ("host/a" and "host/ab"). Cut at
+    `URLSEQ_KEY_BYTES` (LMDB keys end at 511 bytes): longer keys share a range, and every
+    purge confirms each item against its `Info`."""
+    host, _, path = url_key.partition("/")
+    row = _utf8(_url_host(host) + "/" + path)
+    return _URL + (row + b"\0" if exact else row)[:URLSEQ_KEY_BYTES]
+
+
+def _host_rows(host: str) -> tuple[bytes, ...]:
+    """The url rows of every item whose target host is `host` (a purge by host or prefix
+    through the admin API: confirmed by `Info.host`)."""
+    return (_url_row(canonical_host(host) + "/", exact=False),)
 
 
 def _under(txn: Any, db: Any, prefix: bytes) -> Iterator[bytes]:

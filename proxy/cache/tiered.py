@@ -5,15 +5,16 @@ Callers never ask which tiers exist. Lookups read memory, then the node tier, sy
 (the hit path: a node-tier read is a few microseconds of memory-mapped LMDB); a node-tier hit
 is finished for this worker (`finish`: site, parsed Cache-Control, match keys) and answers with
 `detail=node`. It is adopted into memory only when read again within about one memory tier's
-worth of node-tier reads (`proxy.cache.admission`); an entry not adopted is not `alive`, so the
-memo never keeps it and no purge has to find it. The memo keeps a `NodeRef` instead and answers
-the next request for it through `get_hot`: a read of the node tier by item key, proven as
-every read is the first time and then checked to be the same record by its seal
-(`NodeTier.get_hot`), nothing parsed or finished (the memo's own fast path). The shared tier
-is read asynchronously (`get_behind`, None when there is none). Stores, removals and purges
-reach every tier. The shared tier learns of a purge by primary key, and of a host or prefix
-purge through its host index (Redis: what any node stored; Memcached has none, so there only
-the keys this worker holds); the node tier purges by its own indexes.
+worth of node-tier reads, a large one more often (`proxy.cache.admission`: 1 + size / 32 KiB
+reads); an entry not adopted is not `alive`, so the memo never keeps it and no purge has to
+find it. The memo keeps a `NodeRef` instead and answers the next request for it through
+`get_hot`: a read of the node tier by item key, proven as every read is the first time and then
+checked to be the same record by its seal (`NodeTier.get_hot`), nothing parsed or finished (the
+memo's own fast path). The shared tier is read asynchronously (`get_behind`, None when there is
+none). Stores, removals and purges reach every tier. The shared tier learns of a purge by
+primary key, and of a host or prefix purge through its host index (Redis: what any node stored;
+Memcached has none, so there only the keys this worker holds); the node tier purges by its own
+indexes.
 """
 
 from __future__ import annotations

@@ -21,15 +21,18 @@ import pytest
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
 from proxy.cache.node import (
+    _INFO,
     FORMAT,
     INDEX_OVERHEAD_BYTES,
     NodeTier,
     NodeTierError,
     _decode_info,
+    boot_id,
     envelope,
     item_key,
     node_record,
     prepare,
+    primary_hash,
 )
 from proxy.cache.tiered import NODE_DETAIL, TieredCache
 from proxy.metrics import WorkerStats
@@ -73,6 +76,30 @@ def test_variants_and_a_vary_change(path: Path) -> None:
     t.put(entry("/v", b"fr", vary=("accept-language",), variant=("fr",)))
     assert t.vary_fields(("example.com", b"/v")) == ("accept-language",)
     assert t.usage()[0] == 1  # the variants under the old Vary went
+
+
+def test_a_resource_without_vary_has_no_vary_row_and_may_gain_and_lose_one(path: Path) -> None:
+    """Format 4 writes a `vary` row only for a resource stored with Vary (one page fewer per
+    cold store): `vary_fields` finds a Vary-less one by its record. Changing between the two
+    drops what was stored under the other."""
+    t = tier(path)
+    primary = ("example.com", b"/p")
+    t.put(entry("/p", b"plain"))
+    assert t.vary_fields(primary) == ()
+    with t.env.begin() as txn:
+        assert not any(k.startswith(b"v") for k, _ in txn.cursor(db=t._index))
+    t.put(entry("/p", b"gz", vary=("accept-encoding",), variant=("gzip",)))
+    assert t.vary_fields(primary) == ("accept-encoding",)
+    assert t.get(primary, (), ()) is None and t.usage()[0] == 1
+    t.put(entry("/p", b"again plain"))
+    assert t.vary_fields(primary) == () and t.usage()[0] == 1
+    assert t.get(primary, ("gzip",), ("accept-encoding",)) is None
+    got = t.get(primary, (), ())
+    assert got is not None and got.body == b"again plain"
+    assert t.purge_primary(primary) == 1 and t.vary_fields(primary) is None
+    t.put(entry("/p", b"gz", vary=("accept-encoding",), variant=("gzip",)))
+    assert t.remove(entry("/p", b"gz", vary=("accept-encoding",), variant=("gzip",))) == 1
+    assert t.vary_fields(primary) is None  # the row went with its last variant
 
 
 def _raw_put(t: NodeTier, key: bytes, value: bytes) -> None:
@@ -240,6 +267,51 @@ def test_an_old_format_or_garbage_tier_is_moved_aside(tmp_path: Path) -> None:
         assert txn.get(b"format", db=t.env.open_db(b"meta", txn=txn)) == FORMAT
 
 
+FORMAT_3_DBS = (b"items", b"info", b"order", b"vary", b"host", b"digest", b"urlkey")
+FORMAT_3_DBS += (b"hostkey", b"urlseq", b"lease", b"meta")
+
+
+def format_3_tier(p: Path, e: Entry) -> None:
+    """A tier as a node of format 3 left it (eleven named databases, one item of `e`),
+    closed cleanly on this boot."""
+    env = lmdb.open(str(p), max_dbs=len(FORMAT_3_DBS), map_size=100 * MiB)
+    db = {name: env.open_db(name) for name in FORMAT_3_DBS}
+    with env.begin(write=True) as txn:
+        txn.put(b"format", b"3", db=db[b"meta"])
+        txn.put(b"boot", boot_id(), db=db[b"meta"])
+        txn.put(b"clean", b"1", db=db[b"meta"])
+        txn.put(item_key(e.primary, (), ()), b"EPN3" + bytes(16) + e.body, db=db[b"items"])
+        txn.put(item_key(e.primary, (), ())[:16], b"\x90", db=db[b"vary"])
+    env.close()
+
+
+def test_a_tier_of_format_3_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
+    """The issue's "tier from an older format version": format 4 put the eleven trees of a
+    store into three. A worker refuses the old file, and the node's start moves it aside,
+    says so, and gives every worker an empty tier of this format that stores and serves."""
+    p = tmp_path / "node-cache"
+    old = entry("/old", b"stored by format 3")
+    format_3_tier(p, old)
+    with pytest.raises(NodeTierError, match="format b'3'"):
+        tier(p)
+    assert prepare(p, 8 * MiB) == f"rebuilt (format b'3', this node writes {FORMAT!r})"
+    assert FORMAT == b"4"
+    aside = lmdb.open(str(tmp_path / "node-cache.aside"), max_dbs=len(FORMAT_3_DBS))
+    with aside.begin() as txn:  # the old file is kept as it was, for whoever wants it
+        assert txn.stat(aside.open_db(b"items", txn=txn))["entries"] == 1
+    aside.close()
+    t = tier(p)
+    assert t.usage() == (0, 0) and t.get(old.primary, (), ()) is None
+    new = entry("/new", b"stored by format 4")
+    t.put(new)
+    got = tier(p).get(new.primary, (), ())
+    assert got is not None and got.body == new.body
+    with t.env.begin() as txn:
+        names = {k for k, _ in txn.cursor()}  # the unnamed database lists the named ones
+    assert names == {b"items", b"index", b"meta"}
+    t.close()
+
+
 def test_cache_clear_starts_empty(path: Path) -> None:
     t = tier(path)
     t.put(entry("/c", b"c"))
@@ -309,7 +381,7 @@ async def test_one_worker_holds_a_key_lease_until_its_store_lands(path: Path) ->
 
 def _tick(t: NodeTier, e: Entry) -> int:
     with t.env.begin() as txn:
-        raw = txn.get(item_key(e.primary, (), ()), db=t.env.open_db(b"info", txn=txn))
+        raw = txn.get(_INFO + item_key(e.primary, (), ()), db=t.env.open_db(b"index", txn=txn))
     return int(_decode_info(raw).tick)
 
 
@@ -493,6 +565,24 @@ def test_a_node_start_drops_every_lease(path: Path) -> None:
     b.close()
     assert prepare(path, 64 * MiB) == "opened"
     assert not _other_worker(path).leased_elsewhere(("example.com", b"/x"))
+
+
+def test_a_node_start_drops_every_not_storable_mark(path: Path) -> None:
+    """Marks live in the index tree ("m" rows) since format 4: the node's start removes them
+    (no worker fetches yet) and nothing else."""
+    a = NodeTier(path, 64 * MiB, 8 * MiB, WorkerStats([]), clock=lambda: 1000.0)
+    kept = entry("/kept", b"kept")
+    a.put(kept)
+    assert a.lease(("example.com", b"/ns"))
+    a.release(("example.com", b"/ns"), uncacheable=True)
+    a.flush()
+    assert a._marked(primary_hash(("example.com", b"/ns")))
+    a.close()
+    assert prepare(path, 64 * MiB) == "opened"
+    b = _other_worker(path)
+    assert not b._marked(primary_hash(("example.com", b"/ns")))
+    got = b.get(kept.primary, (), ())
+    assert got is not None and got.body == b"kept"
 
 
 def _read_and_wait(path: str, ready: Any, stop: Any) -> None:

@@ -178,6 +178,39 @@ async def test_a_corrupt_tier_file_at_start_is_rebuilt(origin_server, nodes) -> 
     assert await metric(again, "edgeproxy_node_tier_objects") == 1
 
 
+async def test_a_tier_of_an_older_format_at_start_is_rebuilt(origin_server, nodes) -> None:
+    """The issue's "tier from an older format version": a node upgraded onto a tier that a
+    node of format 3 left (its eleven databases, one record) logs it, moves it aside, and
+    serves from an empty tier of its own format, which then keeps what it stores."""
+    import shutil
+
+    from tests.cache.test_node import format_3_tier
+    from tests.cache.test_shared import entry
+
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = tier_node(origin, nodes)
+    await node.start()
+    assert await node.stop() == 0
+    shutil.rmtree(_tier_dir(node))
+    format_3_tier(_tier_dir(node), entry("/o", b"stored by format 3"))
+    again = tier_node(origin, nodes, node.state_dir)
+    await again.start()
+    out = "".join(again.output)
+    assert "format b'3'" in out and "moved to" in out
+    assert (Path(node.state_dir) / "node-cache.aside").is_dir()
+    status, body, _ = await get(again.url + "/o")
+    assert status == 200 and body == b"body of /o" and seen == ["/o"]
+
+    async def a_hit() -> bool:
+        status, body, cs = await get(again.url + "/o")
+        return status == 200 and body == b"body of /o" and "fwd=miss" not in cs
+
+    await eventually(a_hit, what="a hit on either worker")
+    assert seen == ["/o"]
+    assert await metric(again, "edgeproxy_node_tier_objects") == 1
+
+
 async def test_purges_reach_the_tier(origin_server, nodes) -> None:
     seen: list[str] = []
     node = tier_node(await origin_server(origin_app(seen)), nodes)
