@@ -1002,6 +1002,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the edge's node tier in the cache scenarios (1 GiB; 0: per-worker caches only)",
     )
     parser.add_argument(
+        "--edge-node-tier-preallocate",
+        action="store_true",
+        help="the edge reserves its node tier's disk at start (cache.node_tier_preallocate): "
+        "stores through a writable map",
+    )
+    parser.add_argument(
         "--node-hit-objects",
         type=int,
         help="node-hit: 4 KiB objects requested uniformly (default 20000, quick 5000)",
@@ -1070,6 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     pin_client(settings.client_cpus)
     Target.access_logs = args.access_logs
+    EdgeTarget.node_tier_preallocate = args.edge_node_tier_preallocate
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS / stamp
     (out / "work").mkdir(parents=True, exist_ok=True)

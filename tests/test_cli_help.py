@@ -38,3 +38,17 @@ def test_takedown_key_environment_variable_is_documented() -> None:
     assert "EDGEPROXY_TAKEDOWN_KEY" in key.help
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "EDGEPROXY_TAKEDOWN_KEY" in readme
+
+
+def test_serve_flags_set_the_node_tier_they_name() -> None:
+    from proxy.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(
+        ["serve", "--origin", "http://127.0.0.1:9", "--node-tier-bytes", "4096"]
+    )
+    cfg = _config_from_args(args)
+    assert cfg.cache.node_tier_bytes == 4096 and cfg.cache.node_tier_preallocate is False
+    args = build_parser().parse_args(
+        ["serve", "--origin", "http://127.0.0.1:9", "--node-tier-preallocate"]
+    )
+    assert _config_from_args(args).cache.node_tier_preallocate is True

@@ -171,6 +171,7 @@ class Target:
 
 class EdgeTarget(Target):
     kind = "edgeproxy"
+    node_tier_preallocate = False  # --edge-node-tier-preallocate: `serve --node-tier-preallocate`
     admin_token = "bench-admin-token"
 
     def __init__(
@@ -230,6 +231,8 @@ class EdgeTarget(Target):
             argv += ["--tls-cert", self.tls.cert_file, "--tls-key", self.tls.key_file]
         if self.cache_bytes:
             argv += ["--node-tier-bytes", str(self.cache_bytes)]
+        if self.node_tier_preallocate:
+            argv += ["--node-tier-preallocate"]
         if Target.access_logs:
             argv += ["--access-log", str(self.workdir / "access.log")]
         argv += self.extra_args
