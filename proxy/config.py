@@ -219,6 +219,9 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # in-place write and fdatasync each) between two writes of the whole state; 0: the state
     # files are written whole at every change.
     change_log_bytes: Annotated[int, msgspec.Meta(ge=0)] = 4 << 20
+    # A new version's purge of the stored objects it lists gives each worker's loop back
+    # after this long, and goes on in its next turn.
+    purge_slice_s: Annotated[float, msgspec.Meta(gt=0.0)] = 0.002
     default_blocked_by_url: str = ""
     # The takedown service's public notice form: 451 bodies link to it and to their case.
     notice_form_url: str = ""

@@ -74,7 +74,9 @@ class Pipeline:
             node=self.cache,  # node-tier answers too, refused as lookup would refuse them
             refused=lambda entry: lookup.stored_refused(self.enforcer, entry),
         )
-        self.enforcer = Enforcer(self.cache, stats, on_swap=self.memo.clear)
+        self.enforcer = Enforcer(
+            self.cache, stats, on_swap=self.memo.clear, purge_slice_s=cfg.blocklist.purge_slice_s
+        )
         self.fetcher = fetcher = Fetcher(cfg, origin, self.cache, stats, self.enforcer, clock=clock)
         self.coalescer: Coalescer[FetchOutcome] = fetcher.coalescer
         self.cache_name = fetcher.cache_name
@@ -307,6 +309,7 @@ class Pipeline:
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
         )
+        self.enforcer.purge_slice_s = cfg.blocklist.purge_slice_s
         self.memo.clear()  # remembered answers were decided under the old sites
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ lookup, so the same check applies to them; its purges walk its own indexes
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from proxy.blocklist.digest import UNJUDGED_DIGEST
@@ -23,13 +24,24 @@ from proxy.cache.entry import Entry
 from proxy.cache.tiered import TieredCache
 from proxy.metrics import WorkerStats
 
+# `blocklist.purge_slice_s`'s default: a version's purge of stored objects gives the loop back
+# after this long (a step of 2,000 objects, each its match keys and a check, took 10-20 ms)
+PURGE_SLICE_S = 0.002
+# objects between two looks at the clock (a look costs about what a check does)
+_CLOCK_EVERY = 32
+
 
 class Enforcer:
     def __init__(
-        self, cache: TieredCache, stats: WorkerStats, on_swap: Callable[[], None] = lambda: None
+        self,
+        cache: TieredCache,
+        stats: WorkerStats,
+        on_swap: Callable[[], None] = lambda: None,
+        purge_slice_s: float = PURGE_SLICE_S,
     ) -> None:
         self.cache = cache
         self.stats = stats
+        self.purge_slice_s = purge_slice_s
         self.snapshot: Snapshot = EMPTY_SNAPSHOT
         self._on_swap = on_swap  # memos of earlier decisions are forgotten at every swap
         # The snapshot lists body digests: a body whose identity is unknown can no longer be
@@ -72,25 +84,30 @@ class Enforcer:
 
     # -- purges after a new version -----------------------------------------------------------
 
-    async def purge_listed(self, snapshot: Snapshot, step: int = 2000) -> int:
+    async def purge_listed(self, snapshot: Snapshot) -> int:
         """Drop every stored object the snapshot lists (by URL, prefix, host or digest),
-        stale copies included, yielding to the loop between steps."""
+        stale copies included, in slices of `purge_slice_s` with the loop given back between
+        them: a large cache never holds serving up longer than one slice (the digest check at
+        every reuse keeps an object not yet purged from being delivered meanwhile)."""
         purged = 0
-        entries = self.cache.entries()
-        for i in range(0, len(entries), step):
-            for e in entries[i : i + step]:
-                k = e.keys
-                if k is None:
-                    t = e.target
-                    k = e.keys = match_keys(t.host, t.path, t.query)
-                if snapshot.check_keys(k) or snapshot.check_digest(e.sha256):
-                    purged += self.cache.remove(e)
-            await asyncio.sleep(0)
+        slice_s = self.purge_slice_s
+        clock = time.perf_counter
+        until = clock() + slice_s
+        for n, e in enumerate(self.cache.entries(), 1):
+            k = e.keys
+            if k is None:
+                t = e.target
+                k = e.keys = match_keys(t.host, t.path, t.query)
+            if snapshot.check_keys(k) or snapshot.check_digest(e.sha256):
+                purged += self.cache.remove(e)
+            if n % _CLOCK_EVERY == 0 and clock() > until:
+                await asyncio.sleep(0)
+                until = clock() + slice_s
 
         def listed(k: MatchKeys, digest: bytes) -> bool:
             return bool(snapshot.check_keys(k) or snapshot.check_digest(digest))
 
-        purged += await self.cache.purge_listed_behind(listed, step)
+        purged += await self.cache.purge_listed_behind(listed, slice_s)
         self.stats.purged_by_blocklist += purged
         return purged
 

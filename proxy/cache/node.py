@@ -1177,10 +1177,18 @@ class NodeTier:
             lambda i: i.url_key == prefix_key or i.url_key.startswith(below),
         )
 
-    async def purge_listed(self, listed: Callable[[MatchKeys, bytes], bool], step: int) -> int:
-        """Walk every item's `Info` (never its record) in steps of `step`, yielding to the
-        loop between them, and purge those `listed` says are listed."""
+    async def purge_listed(
+        self,
+        listed: Callable[[MatchKeys, bytes], bool],
+        step: int = 256,
+        slice_s: float = 0.002,
+    ) -> int:
+        """Walk every item's `Info` (never its record), `step` at a time, and purge those
+        `listed` says are listed; the loop is given back whenever `slice_s` has passed (and
+        after every step's purge, a write)."""
         purged, after = 0, b""
+        clock = time.perf_counter
+        until = clock() + slice_s
         while not self._closed:
 
             def read_batch(txn: Any, start: bytes = after) -> list[tuple[bytes, Info | None]]:
@@ -1190,18 +1198,21 @@ class NodeTier:
             if not batch:
                 break
             after = batch[-1][0]
-            doomed = [
-                k
-                for k, i in batch
-                if i is None or listed(match_keys(i.host, i.path, i.query), i.sha256)
-            ]
+            doomed = []
+            for n, (k, i) in enumerate(batch, 1):
+                if i is None or listed(match_keys(i.host, i.path, i.query), i.sha256):
+                    doomed.append(k)
+                if n % 32 == 0 and clock() > until:
+                    await asyncio.sleep(0)
+                    until = clock() + slice_s
             if doomed:
 
                 def delete_doomed(txn: Any, keys: list[bytes] = doomed) -> int:
                     return sum(self._delete(txn, k) for k in keys)
 
                 purged += self._purge(delete_doomed)
-            await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                until = clock() + slice_s
         return purged
 
     def _infos_after(self, txn: Any, after: bytes, step: int) -> list[tuple[bytes, Info | None]]:

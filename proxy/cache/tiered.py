@@ -258,10 +258,11 @@ class TieredCache:
         return 0 if self.node is None else self.node.purge_url_key(url_key, listed)
 
     async def purge_listed_behind(
-        self, listed: Callable[[MatchKeys, bytes], bool], step: int = 2000
+        self, listed: Callable[[MatchKeys, bytes], bool], slice_s: float
     ) -> int:
-        """Every object behind memory that a blocklist version lists (memory: `entries`)."""
-        return 0 if self.node is None else await self.node.purge_listed(listed, step)
+        """Every object behind memory that a blocklist version lists (memory: `entries`), the
+        loop given back every `slice_s`."""
+        return 0 if self.node is None else await self.node.purge_listed(listed, slice_s=slice_s)
 
     def purge_host_key(self, host_key: str) -> int:
         """A new blocklist host entry: objects of that host key or its subdomains, by index

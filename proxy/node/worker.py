@@ -298,7 +298,10 @@ class Worker:
 
         cache = self.pipeline.cache
         n = cache.purge_where(None, doomed)
-        n += await cache.purge_listed_behind(lambda keys, _digest: doomed_host(keys.host))
+        n += await cache.purge_listed_behind(
+            lambda keys, _digest: doomed_host(keys.host),
+            self.pipeline.enforcer.purge_slice_s,
+        )
         n += cache.purge_where(None, doomed)
         self.pipeline.memo.clear()
         return n

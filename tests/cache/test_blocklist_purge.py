@@ -192,3 +192,48 @@ def test_issue19_the_node_tier_purges_at_the_cost_of_its_matches(tmp_path: Path)
             node.close()
         # a walk of every Info makes several calls per stored object: 3,800 more here
         assert costs[1] <= costs[0] * 1.1 + 50, (block.type, costs)
+
+
+# -- a version's purge gives the loop back ------------------------------------------------
+
+
+@pytest.mark.parametrize("with_node", [False, True])
+async def test_a_version_purge_gives_the_loop_back_every_slice(
+    tmp_path: Path, with_node: bool
+) -> None:
+    """`purge_listed` after a new version walks every stored object (memory) and every
+    `Info` (node tier); it hands the loop back whenever `purge_slice_s` has passed, so a
+    large cache never holds serving up for longer. With a slice no walk outlasts, it never
+    needs to (the memory part; the node tier also yields after each step's write)."""
+    node = None
+    if with_node:
+        prepare(tmp_path / "tier", 256 * MiB)
+        node = NodeTier(tmp_path / "tier", 256 * MiB, 8 * MiB, WorkerStats([]))
+    cache, enforcer = filled(3_000, node)
+    if node is not None:
+        cache.memory.purge_where(None, lambda e: True)  # the node tier alone holds them
+    snap = Snapshot.compile(
+        [BlockEntry(id="p", type=EntryType.PREFIX, value="http://v.a.example/list/")], 1, 0.0
+    )
+    turns = 0
+
+    async def serving() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    for slice_s, few in ((1e-9, False), (60.0, True)):
+        enforcer.purge_slice_s = slice_s
+        other = asyncio.ensure_future(serving())
+        await asyncio.sleep(0)
+        turns = 0
+        purged = await enforcer.purge_listed(snap)
+        other.cancel()
+        assert purged == (10 if slice_s < 1 else 0)  # the second walk finds them gone
+        if few:
+            assert turns <= 2  # at most the node tier's one step with a write
+        else:
+            assert turns >= 3_000 // 32 - 1  # every 32 objects once the slice is past
+    if node is not None:
+        node.close()
