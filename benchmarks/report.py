@@ -149,13 +149,16 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
         if scenario == "blocklist-size" and "edgeproxy" in rows:
             base = rows["edgeproxy"]["cpu_us_per_req"] or 1.0
             memory = extra.get("memory", {})
-            lines += ["", "| target | µs CPU/req vs no blocklist | RSS (all processes) |",
-                      "|---|---:|---:|"]  # fmt: skip
+            split = extra.get("memory_split", {})
+            lines += ["", "| target | µs CPU/req vs no blocklist | RSS (all processes) | "
+                      "PSS | anonymous |", "|---|---:|---:|---:|---:|"]  # fmt: skip
             for target, row in rows.items():
                 delta = (row["cpu_us_per_req"] / base - 1) * 100
                 rss = memory.get(target)
                 rss_text = f"{rss / 2**20:,.0f} MiB" if rss else "–"
-                lines.append(f"| {target} | {delta:+.1f}% | {rss_text} |")
+                m = split.get(target, {})
+                pss, anon = (f"{m[k] / 2**20:,.0f} MiB" if m else "–" for k in ("pss", "anon"))
+                lines.append(f"| {target} | {delta:+.1f}% | {rss_text} | {pss} | {anon} |")
     apply = extra.get("apply_under_load")
     if apply:
         phases = apply["phases"]

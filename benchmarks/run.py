@@ -552,7 +552,10 @@ def run_load_scenario(session: Session, fleet: Fleet, scenario: Scenario) -> Non
         "targets": {name: setup[name] + measured[name] for name in setup},
     }
     if scenario.targets == EDGE_SIZES:
-        session.extra["memory"] = {t.name: cpu.rss_bytes(t.pids) for t in targets}
+        split = {t.name: cpu.memory(t.pids) for t in targets}
+        session.extra["memory"] = {name: m.rss for name, m in split.items()}
+        # the supervisor locks the table's probe sections (file pages: in RSS, not in anon)
+        session.extra["memory_split"] = {name: asdict(m) for name, m in split.items()}
         for t in targets[1:]:
             fleet.stop(t.name)
     if scenario.targets == BIG_CACHES:
