@@ -212,7 +212,7 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # smaller one in a thread (a Python start costs ~0.1 s of CPU).
     check_in_child_min_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
     # The supervisor locks the probe sections of the table workers map in memory (mlock:
-    # ~24 bytes a key, the file's own pages), so no probe waits for the disk; a refused lock
+    # ~20 bytes a key, the file's own pages), so no probe waits for the disk; a refused lock
     # (RLIMIT_MEMLOCK) is logged and counted, and the page cache decides as before.
     pin_probe_sections: bool = True
     # Pushes and removals are kept on disk as records in a log of this many bytes (one

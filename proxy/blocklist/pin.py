@@ -1,7 +1,7 @@
 """The probe sections of the table workers map, locked in memory by the supervisor (issue 12).
 
 Every probe of a mapped table (`MappedTable.find`: a request's miss-path check, a push's
-`index_of`) reads the directory, the hashes and a record offset: ~24 bytes a key, 3.6 GB at
+`index_of`) reads the directory, the hashes and a record offset: ~20 bytes a key, 4.9 GB at
 100M entries, spread over random pages. When the page cache lets one of them go, the probe
 waits for the disk: a push at 100M entries took a major fault of 3-10 ms in each worker
 (benchmarks/README.md, "Pushes without the disk"). A table larger than memory (29 GB at 100M

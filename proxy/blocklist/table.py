@@ -759,7 +759,7 @@ class MappedTable:
             raise TableError(f"{self.path}: checksum mismatch (corrupt)")
 
     def keep_probe_sections(self) -> None:
-        """Read the sections every probe reads (directory, hashes, record offsets: ~24 bytes a
+        """Read the sections every probe reads (directory, hashes, record offsets: ~20 bytes a
         key) once more, after the check has streamed the whole file: a page read twice is
         one the kernel keeps (its active list) over the rows and records the check read once.
         A table larger than the page cache (100M entries: 29 GB here) otherwise loses its
