@@ -111,3 +111,26 @@ def test_a_refused_lock_is_logged_and_counted(
     assert locked_kib() < before  # the old table's went too: workers map it no more
     assert "are not locked in memory" in caplog.text and "RLIMIT_MEMLOCK" in caplog.text
     pinner.close()
+
+
+def test_the_lock_is_taken_at_a_lower_priority(tmp_path: Path, monkeypatch: Any) -> None:
+    """Faulting a large table's sections in competes with serving during a swap: the thread
+    that does it has its nice value raised by PIN_NICE, the caller's is not."""
+    import threading
+
+    seen: list[int] = []
+    real = pin_module.Pin
+
+    def recording(*args: Any) -> Pin:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(*args)
+
+    monkeypatch.setattr(pin_module, "Pin", recording)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pinner = Pinner(enabled=True)
+    thread = pinner.pin(table(tmp_path / "v1.map", 200))
+    assert thread is not None
+    thread.join(timeout=30)
+    assert seen == [min(19, mine + pin_module.PIN_NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    pinner.close()
