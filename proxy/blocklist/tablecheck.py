@@ -8,8 +8,9 @@ check takes what serving leaves of the CPU) can be preempted while holding it. T
 waits for a thread the scheduler does not run. `benchmarks/check_lag.py` (a loop ticking every
 millisecond beside a 10M-entry table's check, two spinning processes on the two cores): the
 thread's check held the loop up to 177 ms and took 50 s, a child at the same nice value 11 ms
-and 6.3 s (loaded machine; benchmarks/README.md has the quiet runs). A child has its own
-interpreter, so the loop never waits for it; it costs a Python start (~0.1 s of CPU), which is
+and 6.3 s, on a machine where other processes competed too; with the two spinners alone the
+two ways were alike (4-10 ms; benchmarks/README.md). A child has its own interpreter, so the
+loop never waits for it; it costs a Python start (~0.1 s of CPU), which is
 why tables under `blocklist.check_in_child_min_bytes` are still checked in a thread.
 
 The child is handed the worker's own open file (as its descriptor 3), so it checks the very
