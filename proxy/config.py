@@ -105,6 +105,10 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Reserve the node tier's disk at start (twice node_tier_bytes and 64 MiB) so its writes
     # go through a writable map (a store costs about half as much); ext4, xfs or tmpfs only.
     node_tier_preallocate: bool = False
+    # A node-tier object is adopted into a worker's memory tier once read 1 + size / this
+    # many bytes times within the doorkeeper's window (proxy/cache/admission.py): a large one
+    # must be read more often, as it evicts as many bytes as several small ones.
+    node_adopt_bytes_per_read: Annotated[int, msgspec.Meta(gt=0)] = 32 << 10
     node_touch_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     # Per worker: node-tier records proven once and answered again by checking their seal,
     # for the memo's node-tier hits (proxy/cache/node.py, `Proven`; about 2 KB each, no body).

@@ -63,7 +63,9 @@ class Pipeline:
         self.memory = memory
         self.shared = shared
         # The one cache facade: nothing below asks which tiers exist.
-        self.cache = TieredCache(memory, shared)
+        self.cache = TieredCache(
+            memory, shared, adopt_bytes_per_read=cfg.cache.node_adopt_bytes_per_read
+        )
         self.stats = stats
         self.access_log = access_log
         clock = clock or time.time

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from proxy.blocklist.keys import MatchKeys
-from proxy.cache.admission import Doorkeeper
+from proxy.cache.admission import ADOPT_BYTES_PER_READ, Doorkeeper
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
 from proxy.cache.memory import ItemKey, MemoryTier, TierStats
 from proxy.cache.node import NodeTier, Proven, item_key
@@ -60,13 +60,14 @@ class TieredCache:
         shared: SharedTier | None = None,
         node: NodeTier | None = None,
         finish: Finish | None = None,
+        adopt_bytes_per_read: int = ADOPT_BYTES_PER_READ,
     ) -> None:
         self.memory = memory
         self.shared = shared
         self.node: NodeTier | None = None
         self._finish: Finish = lambda e: e
         self._node_vary: tuple[PrimaryKey, tuple[str, ...] | None] | None = None
-        self.doorkeeper = Doorkeeper(memory.max_bytes)
+        self.doorkeeper = Doorkeeper(memory.max_bytes, adopt_bytes_per_read)
         if node is not None:
             self.attach_node(node, finish or self._finish)
 

@@ -53,3 +53,28 @@ def test_reads_count_across_one_generation() -> None:
         d.seen_again(i, 30_000)
     assert not d.seen_again("big", 70_000)
     assert d.seen_again("big", 70_000)
+
+
+def test_the_bytes_per_read_come_from_the_config() -> None:
+    """`cache.node_adopt_bytes_per_read` reaches each worker's doorkeeper."""
+    import msgspec
+
+    from proxy.cache.memory import MemoryTier
+    from proxy.cache.tiered import TieredCache
+    from proxy.config import CacheConfig, Config
+    from proxy.metrics import WorkerStats
+    from proxy.pipeline import Pipeline
+    from proxy.sites import SiteTable
+    from tests.integration.conftest import config
+
+    cfg = config("http://127.0.0.1:9")
+    cfg = msgspec.structs.replace(
+        cfg, cache=msgspec.structs.replace(cfg.cache, node_adopt_bytes_per_read=1 << 20)
+    )
+    assert isinstance(cfg, Config) and isinstance(cfg.cache, CacheConfig)
+    memory = MemoryTier(max_bytes=64 << 20, max_object_bytes=1 << 20)
+    pipeline = Pipeline(cfg, SiteTable(cfg), memory, None, WorkerStats([]))  # type: ignore[arg-type]
+    assert pipeline.cache.doorkeeper.bytes_per_read == 1 << 20
+    d = TieredCache(memory).doorkeeper
+    assert d.bytes_per_read == 32 << 10  # the default, as the config's
+    assert CacheConfig().node_adopt_bytes_per_read == 32 << 10
