@@ -343,18 +343,18 @@ class NodeBlocklist:
             self.pushed = {e.id: e for e in entries}
         if self._version_path.exists():
             self.version = int(self._version_path.read_text().strip() or 0)
+        if self._audit_head_path.exists():
+            self._audit_head_written = self._audit_head_path.read_bytes()
+            self.audit_head = msgspec.json.decode(self._audit_head_written)
         if self.cfg.change_log_bytes:
             self._changes = ChangeLog(self._change_log_path, self.cfg.change_log_bytes)
             for change in self._changes.replay(self.version):  # written whole below
                 self.pushed.update((e.id, e) for e in change.pushed)
                 for entry_id in change.unpushed:
                     self.pushed.pop(entry_id, None)
-                if _newer_head(change.audit_head, self.audit_head):
+                if _newer_head(change.audit_head, self.audit_head):  # than the file's
                     self.audit_head = change.audit_head
                 self.version = change.version
-        if self._audit_head_path.exists():
-            self._audit_head_written = self._audit_head_path.read_bytes()
-            self.audit_head = msgspec.json.decode(self._audit_head_written)
         # A head kept before the restart may be newer than the file's (a later push).
         keep_head = self.audit_head is None
         chain: Chain | None = None

@@ -158,3 +158,18 @@ async def test_a_head_logged_with_a_change_is_on_disk_before_the_log_is_reused(
     again = node_at(state)
     assert again.audit_head is not None and again.audit_head["seq"] == 5
     assert sorted(again.pushed) == [f"p{i}" for i in range(1, 8)]
+
+
+async def test_a_head_only_the_log_holds_survives_a_restart(tmp_path: Path) -> None:
+    """The node stops (killed) after a push's answer and before audit-head.json follows: the
+    log's head, newer than the file's, is the one a restart keeps."""
+    state = tmp_path / "state"
+    node = node_at(state)
+    node.keep_audit_head({"seq": 1, "hash": "ab" * 32, "signature": "old"}, "file:1")
+    node._mirror_audit_head = lambda: None  # type: ignore[method-assign]
+    head = {"seq": 2, "hash": "cd" * 32, "signature": "new"}
+    await node.push([msgspec.to_builtins(entry(1))], audit_head=head)
+    assert json.loads((state / "audit-head.json").read_text())["seq"] == 1
+    again = node_at(state)
+    assert again.audit_head is not None and again.audit_head["seq"] == 2
+    assert json.loads((state / "audit-head.json").read_text())["seq"] == 2
