@@ -140,19 +140,14 @@ async def load_mapped(
     expected = version if stamp is None else stamp
     if table.version != expected:
         raise TableError(f"{path}: holds version {table.version}, expected {expected}")
-
-    def check() -> None:
-        table.verify()
-        table.keep_probe_sections()  # after the stream of the whole file, not before it
-
     if table.size < check_in_child_min_bytes:
-        await in_low_priority_thread(check)
+        await in_low_priority_thread(table.check_for_workers)
     else:
         try:
             await check_in_child(table, VERIFY_NICE)
         except NoChild as e:
             log.warning("%s; checked in a thread instead", e)
-            await in_low_priority_thread(check)
+            await in_low_priority_thread(table.check_for_workers)
     return MappedSnapshot.open(table, version, now)
 
 

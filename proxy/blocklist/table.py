@@ -758,6 +758,12 @@ class MappedTable:
         if body.intdigest() != self._checksum:
             raise TableError(f"{self.path}: checksum mismatch (corrupt)")
 
+    def check_for_workers(self) -> None:
+        """A worker's check before it enforces the table: `verify`, then
+        `keep_probe_sections` (after the stream of the whole file, not before it)."""
+        self.verify()
+        self.keep_probe_sections()
+
     def keep_probe_sections(self) -> None:
         """Read the sections every probe reads (directory, hashes, record offsets: ~20 bytes a
         key) once more, after the check has streamed the whole file: a page read twice is

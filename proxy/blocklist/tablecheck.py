@@ -16,8 +16,8 @@ why tables under `blocklist.check_in_child_min_bytes` are still checked in a thr
 The child is handed the worker's own open file (as its descriptor 3), so it checks the very
 file the worker mapped, whatever happens to the path meanwhile, and answers one JSON line: the body
 checksum it found matching the header (the worker compares it with the header it mapped), or
-the `TableError` that refused it. After the check it reads the probe sections once more
-(`MappedTable.keep_probe_sections`), as the thread's check does: the page cache is shared.
+the `TableError` that refused it. It runs the thread's check (`MappedTable.check_for_workers`:
+the checksum, then the probe sections read once more; the page cache is shared).
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ def _check(fd: int, name: str) -> Answer:
     try:
         table = MappedTable(Path(f"/proc/self/fd/{fd}"))
         table.path = Path(name)  # errors name the file the operator knows
-        table.verify()
-        table.keep_probe_sections()
+        table.check_for_workers()
     except TableError as e:
         return Answer(error=str(e).replace(f"/proc/self/fd/{fd}", name))
     return Answer(checksum=table.checksum)
