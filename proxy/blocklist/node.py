@@ -303,10 +303,9 @@ class NodeBlocklist:
         """Make the state a restart reads hold the current version: a push's or removal's
         `change` appended to the log (one in-place write and fdatasync), else, or when the
         log is full, the state files written whole (which empties the log)."""
-        log_it = change is not None and self._changes is not None
-        if log_it and self._file_record() in (None, self._record_written):
-            assert change is not None and self._changes is not None
-            if self._changes.append(change):
+        logs = self._changes
+        if change is not None and logs is not None:
+            if self._file_record() in (None, self._record_written) and logs.append(change):
                 return
         self._write_state(self._state_bytes())
 
