@@ -209,9 +209,10 @@ Progress = Callable[[int], None]
 SPILL_BYTES = 4 << 20  # rows and records are written out in pieces of about this size
 _COPY_BYTES = 8 << 20
 _VERIFY_BYTES = 64 << 20  # a worker checks a file this many bytes at a time
-# ... hashed this many at a time between two releases of the GIL: xxhash's update holds it
-# (~0.25 ms for 4 MiB), and a worker's check runs in a thread beside its serving loop; 64 MiB
-# at once held the loop for milliseconds per piece (a 10M-entry swap's worst p99 windows).
+# ... hashed this many at a time, the GIL handed over between pieces: xxhash 4's update
+# itself lets it go (a thread ticking every 0.2 ms beside 1 GiB hashed in 4 MiB pieces was
+# never held up 0.3 ms), but the Python between pieces and each piece's `madvise` hold it,
+# and a check run in a thread beside a worker's serving loop must not keep it across pieces.
 _VERIFY_STEP_BYTES = 4 << 20
 
 

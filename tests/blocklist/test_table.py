@@ -197,9 +197,9 @@ async def test_an_overlay_past_its_share_is_folded_into_a_new_base(tmp_path: Pat
 
 
 def test_a_check_gives_up_the_gil_every_few_mib(tmp_path: Path, monkeypatch: Any) -> None:
-    """xxhash's update holds the GIL, and a worker checks a new table in a thread beside its
-    serving loop: the check hands the GIL over (a `time.sleep(0)`) after every
-    `_VERIFY_STEP_BYTES`, so the loop never waits for a whole 64 MiB piece."""
+    """A worker may check a new table in a thread beside its serving loop: the check hands
+    the GIL over (a `time.sleep(0)`) after every `_VERIFY_STEP_BYTES`, so the Python between
+    pieces never keeps the loop waiting across a whole 64 MiB piece."""
     import proxy.blocklist.table as table_module
 
     path = tmp_path / "t.map"
