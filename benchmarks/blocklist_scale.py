@@ -388,6 +388,7 @@ def report_supervisor(r: dict[str, Any]) -> str:
 
 
 DROP_PROBE = "/blocked/drop-probe"
+IDLE_WINDOWS = 5  # 1 s windows of the hit load measured before a drop: its idle
 
 
 def shipped_version(n: int) -> Path:
@@ -462,10 +463,6 @@ def drop(
             pushed = [{"id": f"push-{i}", "type": "url", "value": f"http://127.0.0.1/pushed/{i}"}
                       for i in range(pushes)]  # fmt: skip
             edge_ops.push(edge, pushed)
-        if loaded:
-            thread.start()
-            while len(windows) < 3:
-                time.sleep(0.05)
         staging = workdir / "staging"
         staging.mkdir(exist_ok=True)
         files = [version]
@@ -473,8 +470,17 @@ def drop(
             files = [*companions(version), version]  # companions first, as the signer does
         for f in files:
             shutil.copyfile(f, staging / f.name)
-        os.sync()  # the copies' writeback (4 GB at 10M) is not left to compete with the node
+        # The copies and their writeback (4 GB at 10M) are done before the load starts: made
+        # under it, they were the "idle" windows (p99 3-5 ms against ~1 ms idle, half the
+        # req/s), and every window of the swap was held to that.
+        os.sync()
+        if loaded:
+            thread.start()
+            while len(windows) < IDLE_WINDOWS + 1:  # the first is wrk's warm-up
+                time.sleep(0.05)
         hists_before = tail.histograms(edge_ops.metrics_text(edge))
+        assert edge.proc is not None
+        cpu_before = _cpu_by_process(edge.proc.pid)
         t_drop, wall_drop = time.perf_counter(), time.time()
         for f in files:
             os.replace(staging / f.name, directory / f.name)
@@ -486,6 +492,8 @@ def drop(
             applied_at = next((h["applied_at"] for h in history if h["source"] == "file:2"), 0.0)
             time.sleep(0.1)
         metrics = edge_ops.metrics_text(edge)
+        cpu_swap = _cpu_by_process(edge.proc.pid)
+        cpu_swap = {k: round(v - cpu_before.get(k, 0.0), 2) for k, v in cpu_swap.items()}
         swap = tail.delta(hists_before, tail.histograms(metrics))
         if loaded:
             seen = len(windows)
@@ -528,10 +536,16 @@ def drop(
             for w, s in tail.edge_summary(swap).items()
         },
         "load": os.getloadavg(),
+        # CPU seconds from the drop to applied_at, by process (reaped children included: the
+        # supervisor's compile or adoption job, each worker's check child)
+        "cpu_s": cpu_swap,
     }
     if loaded and t_enforced is not None:
-        before = [m for a, b, m in windows if b <= t_drop]
-        during = [m for a, b, m in windows if a >= t_drop and b <= t_enforced]
+        before = [m for a, b, m in windows[1:] if b <= t_drop]
+        # every window that overlaps the swap, from the drop to the later of the probe's 451
+        # and the last worker's swap
+        t_end = max(t_enforced, t_drop + (applied_at - wall_drop if applied_at else 0.0))
+        during = [m for a, b, m in windows if b > t_drop and a < t_end]
         out["rps_before"] = statistics.median(m.rps for m in before) if before else 0.0
         out["rps_during"] = statistics.median(m.rps for m in during) if during else 0.0
         out["p99_before_ms"] = statistics.median(m.p99_us for m in before) / 1e3 if before else 0
@@ -542,6 +556,27 @@ def drop(
              "errors": m.errors, "unexpected": m.unexpected}
             for a, _b, m in windows
         ]  # fmt: skip
+    return out
+
+
+def _cpu_by_process(root: int) -> dict[str, float]:
+    """CPU seconds so far of the node's supervisor and of each worker, each split into its
+    own and its reaped children's (the supervisor's compile or adoption job, a worker's check
+    child), named by their process titles."""
+    from benchmarks import cpu
+
+    out: dict[str, float] = {}
+    for stat in cpu.tree([root]):
+        if stat.pid != root and stat.ppid != root:
+            continue
+        try:
+            title = Path(f"/proc/{stat.pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        name = title.removeprefix("edgeproxy: ").split(" (")[0]
+        own = sum(cpu.user_system_seconds(stat.pid))
+        out[name] = own
+        out[name + " children"] = stat.cpu_ticks / cpu.TICKS_PER_S - own
     return out
 
 
@@ -562,7 +597,12 @@ def report_drop(r: dict[str, Any]) -> str:
             f"{r['p99_before_ms']:.2f} -> max {r['p99_during_max_ms']:.2f} ms, "
             f"errors {r['errors']}"
         )
-    return line + "  (load " + ", ".join(f"{x:.1f}" for x in r["load"]) + ")"
+    line += "  (load " + ", ".join(f"{x:.1f}" for x in r["load"]) + ")"
+    if r.get("cpu_s"):
+        line += "\n    CPU s during the swap: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in r["cpu_s"].items()
+        )
+    return line
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -37,7 +37,7 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     fields = _stat_fields(pid)
     if fields is None:
         return 0.0, 0.0
-    return int(fields[11]) / _TICKS_PER_S, int(fields[12]) / _TICKS_PER_S
+    return int(fields[11]) / TICKS_PER_S, int(fields[12]) / TICKS_PER_S
 
 
 def _read_stat(pid: int) -> _Stat | None:
@@ -80,7 +80,7 @@ def tree(root_pids: list[int]) -> list[_Stat]:
 
 def cpu_seconds(root_pids: list[int]) -> float:
     """User + system CPU of the whole tree so far, in seconds (resolution: one clock tick)."""
-    return sum(s.cpu_ticks for s in tree(root_pids)) / _TICKS_PER_S
+    return sum(s.cpu_ticks for s in tree(root_pids)) / TICKS_PER_S
 
 
 def rss_bytes(root_pids: list[int]) -> int:

@@ -210,10 +210,14 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # entries, but whoever can still write the shipped file can change what workers map; a
     # link across filesystems falls back to a copy).
     table_install: Literal["copy", "link"] = "copy"
-    # A worker checks every mapped table it is given (its checksum: every byte) before it
-    # enforces it; one of at least this many bytes in a child process at a lower priority (a
-    # thread's check shares the worker's GIL: its loop stalled 40-150 ms under load), a
-    # smaller one in a thread (a Python start costs ~0.1 s of CPU).
+    # A worker checks a mapped table it is given (its checksum: every byte) before it
+    # enforces it, unless the supervisor vouches for that very file (it checked every byte:
+    # same device, inode, size, mtime and checksum; `table.Seal`); true: every worker checks
+    # every table itself all the same (2.9 GB each at 10M entries).
+    worker_check_whole: bool = False
+    # What a worker reads (the check, or the probe sections alone) from this many bytes on
+    # runs in a child process at a lower priority (a thread's check shares the worker's GIL:
+    # its loop stalled 40-150 ms under load), less in a thread (a Python start costs ~0.1 s).
     check_in_child_min_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
     # The supervisor locks the probe sections of the table workers map in memory (mlock:
     # ~20 bytes a key, the file's own pages), so no probe waits for the disk; a refused lock

@@ -141,6 +141,9 @@ class WorkerStats:
         self.handler_errors = 0
         self.purged_by_blocklist = 0
         self.blocklist_load_failures = 0  # compiled files refused: the last good list stays
+        # mapped tables taken: checked whole by the worker, or mapped on the supervisor's seal
+        self.blocklist_tables_checked = 0
+        self.blocklist_tables_sealed = 0
         self.undecodable_bodies = 0  # refused: content coding unknown, corrupt or a bomb
         self.inflight_refused = 0  # answered 503: the in-flight body budget was spent
         self.access_log_dropped = 0
@@ -402,6 +405,15 @@ def _unlabelled_counters(stats: dict[str, Any]) -> Iterator[CounterMetricFamily]
         "it kept enforcing its last good snapshot",
         value=stats.get("blocklist_load_failures", 0),
     )
+    taken = CounterMetricFamily(
+        "edgeproxy_blocklist_worker_tables",
+        "Compiled blocklist tables workers took: checked every byte themselves (whole), or "
+        "mapped as the file the supervisor checked (sealed: same inode, size, mtime, checksum)",
+        labels=["check"],
+    )
+    taken.add_metric(["whole"], stats.get("blocklist_tables_checked", 0))
+    taken.add_metric(["sealed"], stats.get("blocklist_tables_sealed", 0))
+    yield taken
     yield CounterMetricFamily(
         "edgeproxy_undecodable_bodies",
         "Origin bodies refused (502) because their content coding could not be removed for "

@@ -48,6 +48,7 @@ from proxy.blocklist.table import (
     NOTHING,
     Kind,
     MappedTable,
+    Seal,
     Summary,
     TableError,
     host_group,
@@ -127,28 +128,46 @@ async def load_mapped(
     now: float,
     *,
     stamp: int | None = None,
+    seal: Seal | None = None,
+    pinned: bool = False,
     check_in_child_min_bytes: int = CHECK_IN_CHILD_MIN_BYTES,
 ) -> MappedSnapshot:
-    """Open a compiled file, check it whole, read its probe sections again so the page cache
-    keeps them, and wrap it as the snapshot of `version`. The check reads every page: a file
-    of `check_in_child_min_bytes` or more is checked by a child process
-    (`proxy.blocklist.tablecheck`: its own GIL), a smaller one in a thread (the checksum
-    releases the GIL). Its header must carry `stamp` (a linked signer's table), else
-    `version`. Raises `TableError` for a truncated, corrupt or mismatched file; the caller
-    keeps its current snapshot."""
+    """Open a compiled file, make sure it is whole, and wrap it as the snapshot of `version`.
+    Its header must carry `stamp` (a linked signer's table), else `version`.
+
+    A file that opens with the supervisor's `seal` is the file the supervisor checked byte
+    for byte (`table.Seal`): it is mapped as it is, with its probe sections read once more so
+    the page cache keeps them, unless the supervisor holds them locked (`pinned`). Any other
+    file is checked whole here (every page read and hashed), then its probe sections read
+    again. The reading runs in a child process (`proxy.blocklist.tablecheck`: its own GIL)
+    when it is `check_in_child_min_bytes` or more, else in a thread (the checksum releases the
+    GIL). Raises `TableError` for a truncated, corrupt or mismatched file; the caller keeps
+    its current snapshot."""
     table = await asyncio.to_thread(MappedTable, path)
     expected = version if stamp is None else stamp
     if table.version != expected:
         raise TableError(f"{path}: holds version {table.version}, expected {expected}")
-    if table.size < check_in_child_min_bytes:
-        await in_low_priority_thread(table.check_for_workers)
-    else:
-        try:
-            await check_in_child(table, VERIFY_NICE)
-        except NoChild as e:
-            log.warning("%s; checked in a thread instead", e)
-            await in_low_priority_thread(table.check_for_workers)
+    if seal is None or table.seal != seal:
+        await _read_in_background(table, "check", table.size, check_in_child_min_bytes)
+    elif not pinned:
+        start, end = table.probe_span
+        await _read_in_background(table, "keep", end - start, check_in_child_min_bytes)
     return MappedSnapshot.open(table, version, now)
+
+
+async def _read_in_background(table: MappedTable, what: str, size: int, child_min: int) -> None:
+    """`what` ("check": `check_for_workers`, "keep": `keep_probe_sections`) over `size` bytes
+    of `table`, in a child process from `child_min` bytes on, else in a low-priority thread."""
+    func = table.check_for_workers if what == "check" else table.keep_probe_sections
+    if size < child_min:
+        await in_low_priority_thread(func)
+        return
+    try:
+        await check_in_child(table, VERIFY_NICE, what)
+    except NoChild as e:
+        done = "checked" if what == "check" else "its probe sections read"
+        log.warning("%s; %s in a thread instead", e, done)
+        await in_low_priority_thread(func)
 
 
 async def in_low_priority_thread(func: Callable[[], None], nice: int = VERIFY_NICE) -> None:

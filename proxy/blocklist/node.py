@@ -61,7 +61,7 @@ from proxy.blocklist.loader import (
 )
 from proxy.blocklist.model import Entry, EntryType, validate_entry
 from proxy.blocklist.pin import Pinner
-from proxy.blocklist.table import MappedTable, TableError, stamp_of
+from proxy.blocklist.table import MappedTable, Seal, TableError, stamp_of
 from proxy.config import Config
 
 log = logging.getLogger("edgeproxy.blocklist")
@@ -172,6 +172,9 @@ class NodeBlocklist:
         # The version in the compiled file's header, read when it became the compiled path:
         # not `compiled_version` for a signer's table linked in (`shipped.adopt`).
         self._compiled_stamp = 0
+        # what the supervisor saw of the compiled file once its job had checked every byte
+        # (`table.Seal`): sent with each load, so workers need not check it again
+        self._compiled_seal: Seal | None = None
         self._previous_path: Path | None = None
         self._compiled_entries = 0
         # Changes workers hold in their overlay (since the base they mapped), and that base's
@@ -722,6 +725,9 @@ class NodeBlocklist:
             path,
         )
         self._compiled_stamp = stamp_of(path)
+        # Every file that becomes the compiled one was checked whole first: by the job that
+        # wrote or adopted it (`_check_outputs`), or at start (`_map_kept`, the same inode).
+        self._compiled_seal = _seal_of(path)
         self.pinner.pin(path)
         if stale is not None:
             stale.unlink(missing_ok=True)  # workers that mapped it keep their mapping
@@ -738,6 +744,10 @@ class NodeBlocklist:
                 args["stamp"] = self._compiled_stamp
             if self._compiled_overlay:
                 args["add"] = msgspec.to_builtins(self._compiled_overlay)
+            if self._compiled_seal is not None and not self.cfg.worker_check_whole:
+                args["seal"] = msgspec.to_builtins(self._compiled_seal)
+            if self.pinner.holds(self.compiled_path):
+                args["pinned"] = True
             return args
         return {
             "path": str(self.full_path),
@@ -845,6 +855,7 @@ class NodeBlocklist:
         self._compiled(job.version, summary.entries, self._overlay_of(summary))
         self._persist()
         self._workers_rebased()
+        await self.pinner.settled()  # workers then find the probe sections held (`pinned`)
         return await self._distribute("blocklist.load", self.load_args(), source)
 
     async def apply_version(self, v: Version) -> dict[str, Any] | None:
@@ -1101,6 +1112,7 @@ class NodeBlocklist:
         async with self.lock:
             if self.compiled_version != self.version:
                 return  # changed meanwhile: the next refresh folds
+            await self.pinner.settled()
             await self.broadcast("blocklist.load", self.load_args())
             self._workers_rebased()
             self.folds += 1
@@ -1127,3 +1139,12 @@ def _newer_head(head: dict[str, Any] | None, than: dict[str, Any] | None) -> boo
     if head is None:
         return False
     return than is None or head.get("received_at", 0.0) >= than.get("received_at", 0.0)
+
+
+def _seal_of(path: Path) -> Seal | None:
+    """The seal of the table at `path` as it opens now; None when it does not open (workers
+    then check it whole, and refuse it)."""
+    try:
+        return MappedTable(path).seal
+    except TableError:
+        return None

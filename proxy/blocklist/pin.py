@@ -23,6 +23,7 @@ the previous table's pages are let go only once the new one's are held.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import mmap
@@ -68,6 +69,7 @@ class Pin:
     """Bytes [start, end) of a file, mapped and locked in memory until `release`."""
 
     def __init__(self, path: Path, start: int, end: int) -> None:
+        self.path = path
         if _LIBC is None:
             raise OSError("no mlock on this platform")
         offset = start - start % mmap.ALLOCATIONGRANULARITY
@@ -105,6 +107,7 @@ class Pinner:
         self._pin: Pin | None = None
         self._wanted: Path | None = None
         self._lock = threading.Lock()  # one pin at a time, in the order asked
+        self._thread: threading.Thread | None = None  # the pin last asked for
 
     def pin(self, path: Path) -> threading.Thread | None:
         """Lock `path`'s probe sections in a thread of its own (returned; None when off)."""
@@ -114,7 +117,19 @@ class Pinner:
         thread = threading.Thread(target=self._pin_now, args=(path,), name="blocklist-pin")
         thread.daemon = True
         thread.start()
+        self._thread = thread
         return thread
+
+    async def settled(self) -> None:
+        """Once the pin last asked for is taken or refused."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join)
+
+    def holds(self, path: Path | None) -> bool:
+        """`path`'s probe sections are locked now."""
+        pin = self._pin
+        return pin is not None and path is not None and pin.path == path
 
     def _pin_now(self, path: Path) -> None:
         try:  # faulting gigabytes in takes what serving leaves of the CPU, as the checks do

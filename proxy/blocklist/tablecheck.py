@@ -1,7 +1,9 @@
 """A worker's check of a new compiled table, in a process of its own (issue 12).
 
-A worker checks every table it is told to map (`MappedTable.verify`: the body's checksum,
-every byte of the file) before it enforces it. Done in a thread beside the serving loop, the
+A worker checks a table it is told to map (`MappedTable.verify`: the body's checksum, every
+byte of the file) before it enforces it, unless the supervisor vouches for the very file
+(`table.Seal`); it then only reads the probe sections once more ("keep") when the supervisor
+does not hold them locked. Done in a thread beside the serving loop, the
 check shared the worker's GIL: xxh3 gives it up while it hashes, but the Python between two
 pieces and each piece's `madvise` hold it, and a thread whose nice value is raised (so that the
 check takes what serving leaves of the CPU) can be preempted while holding it. The loop then
@@ -17,7 +19,8 @@ The child is handed the worker's own open file (as its descriptor 3), so it chec
 file the worker mapped, whatever happens to the path meanwhile, and answers one JSON line: the body
 checksum it found matching the header (the worker compares it with the header it mapped), or
 the `TableError` that refused it. It runs the thread's check (`MappedTable.check_for_workers`:
-the checksum, then the probe sections read once more; the page cache is shared).
+the checksum, then the probe sections read once more; the page cache is shared), or the keep
+alone.
 """
 
 from __future__ import annotations
@@ -47,11 +50,14 @@ class Answer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     error: str = ""
 
 
-def _check(fd: int, name: str) -> Answer:
+def _check(fd: int, name: str, what: str) -> Answer:
     try:
         table = MappedTable(Path(f"/proc/self/fd/{fd}"))
         table.path = Path(name)  # errors name the file the operator knows
-        table.check_for_workers()
+        if what == "keep":
+            table.keep_probe_sections()
+        else:
+            table.check_for_workers()
     except TableError as e:
         return Answer(error=str(e).replace(f"/proc/self/fd/{fd}", name))
     return Answer(checksum=table.checksum)
@@ -70,15 +76,17 @@ def _die_with(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m proxy.blocklist.tablecheck FD NAME NICE PARENT`: check the open file FD."""
+    """`python -m proxy.blocklist.tablecheck FD NAME NICE PARENT [check|keep]`: check the
+    open file FD (or only read its probe sections once more: "keep")."""
     fd, name, nice, parent = int(argv[0]), argv[1], int(argv[2]), int(argv[3])
+    what = argv[4] if len(argv) > 4 else "check"
     _die_with(parent)
     if nice:
         try:
             os.nice(nice)
         except OSError:
             pass  # not allowed: the check runs at the worker's priority
-    answer = _check(fd, name)
+    answer = _check(fd, name, what)
     sys.stdout.buffer.write(msgspec.json.encode(answer) + b"\n")
     return 0 if answer.error == "" else 1
 
@@ -86,9 +94,9 @@ def main(argv: list[str]) -> int:
 _CHILD_FD = 3  # where the child finds the table (its first descriptor after stdio)
 
 
-async def check_in_child(table: MappedTable, nice: int) -> None:
+async def check_in_child(table: MappedTable, nice: int, what: str = "check") -> None:
     """Check `table` (already open and mapped here) in a child process at `nice` above this
-    one. Raises `TableError` when the child refuses the file, finds another file than the one
+    one (`what` = "keep": only read its probe sections once more). Raises `TableError` when the child refuses the file, finds another file than the one
     mapped, or ends without an answer (the caller keeps enforcing what it has), `NoChild`
     when none could be started; a cancelled check kills its child."""
     try:
@@ -103,7 +111,7 @@ async def check_in_child(table: MappedTable, nice: int) -> None:
         here = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         argv = [sys.executable, "-m", "proxy.blocklist.tablecheck"]
-        argv += [str(_CHILD_FD), str(table.path), str(nice), str(os.getpid())]
+        argv += [str(_CHILD_FD), str(table.path), str(nice), str(os.getpid()), what]
         returncode, out = await _run(argv, env, fd, table.path)
     finally:
         os.close(fd)

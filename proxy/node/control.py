@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from proxy.blocklist.model import Entry
+from proxy.blocklist.table import Seal
 from proxy.config import Config
 from proxy.node.tail import TailReport
 from proxy.rfc.target import BadTarget, Target, canonical_target
@@ -47,6 +48,13 @@ class BlocklistLoad(Message, tag="blocklist.load"):
     # The version in the mapped file's header when it is not `version`: a signer's table the
     # node hard-linked in keeps its signer's (`blocklist.table_install = "link"`).
     stamp: int | None = None
+    # The seal of the file as the supervisor saw it once every byte had been checked (by the
+    # job that wrote it, or at start): a worker that opens the same seal does not check it
+    # again (`proxy.blocklist.table.Seal`). None: the worker checks it whole.
+    seal: Seal | None = None
+    # The supervisor holds the file's probe sections locked in memory
+    # (`proxy.blocklist.pin`): the worker need not read them again to keep them cached.
+    pinned: bool = False
 
 
 class BlocklistDelta(Message, tag="blocklist.delta"):

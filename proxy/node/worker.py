@@ -160,16 +160,19 @@ class Worker:
         raise ValueError(f"no handler for {type(msg).__name__}")  # unreachable: Request is closed
 
     async def blocklist_load(self, msg: BlocklistLoad) -> Applied:
-        """A full version, compiled by the supervisor: mapped and checked (no rebuild), or
+        """A full version, compiled by the supervisor: mapped (no rebuild; checked whole
+        unless it is the file the supervisor checked, `BlocklistLoad.seal`), or
         built aside in steps (msgpack); then swapped in. A file that fails its checks is
         refused, counted and logged, and the current snapshot keeps enforcing."""
         if msg.format == "mapped":
             try:
-                snap: Snapshot = await load_mapped(
+                mapped = await load_mapped(
                     Path(msg.path),
                     msg.version,
                     time.time(),
                     stamp=msg.stamp,
+                    seal=msg.seal,
+                    pinned=msg.pinned,
                     check_in_child_min_bytes=self.cfg.blocklist.check_in_child_min_bytes,
                 )
             except TableError as e:
@@ -181,8 +184,13 @@ class Worker:
                     e,
                 )
                 raise
+            if msg.seal is not None and mapped.table.seal == msg.seal:
+                self.stats.blocklist_tables_sealed += 1
+            else:
+                self.stats.blocklist_tables_checked += 1
+            snap: Snapshot = mapped
             if msg.add:
-                snap = snap.with_changes(msg.add, (), msg.version, time.time())
+                snap = mapped.with_changes(msg.add, (), msg.version, time.time())
             return self._apply(snap)
         pause = msg.pause_s if self.server_started else 0.0
         snap = await load_compiled(Path(msg.path), msg.version, time.time(), pause_s=pause)

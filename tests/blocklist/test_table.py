@@ -40,6 +40,23 @@ def good(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def reads(monkeypatch: Any) -> list[tuple[int, int]]:
+    """The (start, end) of every pass a `MappedTable` makes over its file (`_read_through`),
+    in this process."""
+    import proxy.blocklist.table as table_module
+
+    seen: list[tuple[int, int]] = []
+    real = table_module.MappedTable._read_through
+
+    def record(self: MappedTable, start: int, end: int, *rest: Any) -> None:
+        seen.append((start, end))
+        real(self, start, end, *rest)
+
+    monkeypatch.setattr(table_module.MappedTable, "_read_through", record)
+    return seen
+
+
 def _open_checked(path: Path) -> MappedTable:
     table = MappedTable(path)
     table.verify()
@@ -114,6 +131,109 @@ async def test_a_worker_refuses_a_corrupt_file_and_keeps_enforcing(
     assert worker.pipeline.blocklist is enforced and enforced.version == 1
     assert worker.pipeline.blocklist.check("pirate.example", "/", None) == ENTRIES[1]
     assert worker.stats.blocklist_load_failures == 1
+
+
+def _sealed_table(path: Path, entries: list[Entry], version: int) -> BlocklistLoad:
+    """A table written and checked, as the supervisor tells a worker of it: with its seal.
+    Its mtime is set a minute back first, so a write after the seal is seen whatever the
+    filesystem's timestamp granularity."""
+    write_table(path, entries, version, time.time())
+    back = time.time_ns() - 60_000_000_000
+    os.utime(path, ns=(back, back))
+    seal = _open_checked(path).seal
+    return BlocklistLoad(path=str(path), version=version, format="mapped", seal=seal)
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+async def test_a_sealed_table_is_mapped_without_its_check(
+    tmp_path: Path, reads: list[tuple[int, int]], pinned: bool
+) -> None:
+    """The file the supervisor checked (the same seal) is not read again by the worker: at
+    most its probe sections, once, when the supervisor does not hold them locked."""
+    worker = Worker(config("http://127.0.0.1:9"), 0)
+    load = _sealed_table(tmp_path / "v1.map", ENTRIES, 1)
+    reads.clear()
+    await worker.blocklist_load(msgspec.structs.replace(load, pinned=pinned))
+    table = MappedTable(tmp_path / "v1.map")
+    assert reads == ([] if pinned else [table.probe_span])
+    assert worker.pipeline.blocklist.check("pirate.example", "/", None) == ENTRIES[1]
+    assert (worker.stats.blocklist_tables_sealed, worker.stats.blocklist_tables_checked) == (1, 0)
+
+
+@pytest.mark.parametrize("check", ["thread", "child"])
+@pytest.mark.parametrize("change", ["byte rewritten", "cut by 8", "replaced", "no seal"])
+async def test_a_table_that_is_not_the_sealed_file_is_checked_whole(
+    tmp_path: Path, change: str, check: str
+) -> None:
+    """A seal names one file as it was checked: a write in place (a new mtime), a cut (a new
+    size) or another file at the path (a new inode) is checked whole by the worker, and
+    refused when damaged, as is any table sent without a seal."""
+    cfg = config("http://127.0.0.1:9")
+    min_bytes = 0 if check == "child" else 1 << 30
+    blocklist = msgspec.structs.replace(cfg.blocklist, check_in_child_min_bytes=min_bytes)
+    worker = Worker(msgspec.structs.replace(cfg, blocklist=blocklist), 0)
+    await worker.blocklist_load(_sealed_table(tmp_path / "v1.map", ENTRIES, 1))
+    enforced = worker.pipeline.blocklist
+    many = [Entry(id=f"n{i}", type=EntryType.HOST, value=f"h{i}.example") for i in range(500)]
+    path = tmp_path / "v2.map"
+    load = _sealed_table(path, many, 2)
+    if change == "byte rewritten":
+        with open(path, "r+b") as f:  # in place: same inode and size, a new mtime
+            f.seek(-3, os.SEEK_END)
+            last = f.read(1)
+            f.seek(-3, os.SEEK_END)
+            f.write(bytes([last[0] ^ 0xFF]))
+    elif change == "cut by 8":
+        os.truncate(path, path.stat().st_size - 8)
+    elif change == "replaced":  # another good table of the same version
+        other = tmp_path / "other.map"
+        write_table(other, many[:10], 2, time.time())
+        other.replace(path)
+    else:
+        load = msgspec.structs.replace(load, seal=None)
+    if change in ("replaced", "no seal"):
+        await worker.blocklist_load(load)
+        assert worker.pipeline.blocklist.version == 2
+        assert worker.stats.blocklist_tables_checked == 1
+        return
+    with pytest.raises(TableError, match="checksum" if change == "byte rewritten" else "truncated"):
+        await worker.blocklist_load(load)
+    assert worker.pipeline.blocklist is enforced and enforced.version == 1
+    assert worker.stats.blocklist_load_failures == 1
+    assert (worker.stats.blocklist_tables_sealed, worker.stats.blocklist_tables_checked) == (1, 0)
+
+
+async def test_the_supervisor_seals_each_compiled_table_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    """What workers are told of a compiled table: its seal as the supervisor found it once
+    the job checked it (none with `worker_check_whole`), and whether its probe sections are
+    locked in memory."""
+    private, public = generate_keypair()
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    write_version(lists / version_filename(1), 1, ENTRIES, private_key_pem=private)
+    (tmp_path / "pub.pem").write_bytes(public)
+
+    async def broadcast(_op: str, _args: dict[str, Any]) -> list[dict[str, Any]]:
+        return []
+
+    for whole in (False, True):
+        blocklist = BlocklistConfig(
+            dir=str(lists), public_key=str(tmp_path / "pub.pem"), worker_check_whole=whole
+        )
+        cfg = msgspec.structs.replace(Config(), blocklist=blocklist)
+        node = NodeBlocklist(cfg, tmp_path / f"state-{whole}", broadcast)
+        node.load_initial()
+        await node.pinner.settled()
+        args = node.load_args()
+        load = msgspec.convert(args, type=BlocklistLoad)
+        assert load.format == "mapped" and load.pinned
+        if whole:
+            assert load.seal is None
+        else:
+            assert load.seal == MappedTable(Path(load.path)).seal
+        node.pinner.close()
 
 
 @contextlib.contextmanager
@@ -218,26 +338,17 @@ def test_a_check_gives_up_the_gil_every_few_mib(tmp_path: Path, monkeypatch: Any
 
 
 async def test_a_worker_reads_the_probe_sections_again_after_the_check(
-    tmp_path: Path, monkeypatch: Any
+    tmp_path: Path, reads: list[tuple[int, int]]
 ) -> None:
     """A table larger than the page cache (100M entries) loses its directory to the check's
     stream of the whole file, and a probe of a new key (a push's `index_of`) then waits for
     the disk. A worker's load reads the sections every probe reads (directory, hashes,
     record offsets) once more after the check, and nothing else."""
-    import proxy.blocklist.table as table_module
     from proxy.blocklist.mapped import load_mapped
 
     path = tmp_path / "v1.map"
     entries = [Entry(f"u{i}", EntryType.URL, f"http://a.example/{i}") for i in range(3000)]
     write_table(path, entries, 1, time.time())
-    reads: list[tuple[int, int]] = []
-    real = table_module.MappedTable._read_through
-
-    def record(self: MappedTable, start: int, end: int, *rest: Any) -> None:
-        reads.append((start, end))
-        real(self, start, end, *rest)
-
-    monkeypatch.setattr(table_module.MappedTable, "_read_through", record)
     snap = await load_mapped(path, 1, time.time())
     table = snap.table
     body, probe = reads
@@ -295,6 +406,9 @@ async def test_a_child_checks_the_file_mapped_not_what_the_path_names_later(
     bad.write_bytes(bytes(data))
     with pytest.raises(TableError, match=f"{bad}: checksum mismatch"):
         await check_in_child(MappedTable(bad), 0)
+    # "keep" (a sealed table the supervisor does not hold locked) reads the probe sections
+    # alone: the damage past them is not its to find, and it answers the header's checksum
+    await check_in_child(MappedTable(bad), 0, "keep")
 
 
 def test_a_check_child_whose_worker_is_gone_does_not_run(tmp_path: Path) -> None:

@@ -82,12 +82,15 @@ V2 = [
 ]
 
 
-@pytest.mark.parametrize(("install", "check"), [("copy", "thread"), ("link", "child")])
+@pytest.mark.parametrize(
+    ("install", "check"), [("copy", "thread"), ("link", "child"), ("link", "sealed")]
+)
 async def test_a_shipped_table_is_enforced_without_a_local_compile(
     origin_server, tmp_path: Path, install: str, check: str
 ) -> None:
-    """`check`: workers check each table in a thread, or (`check_in_child_min_bytes = 0`) in
-    a child process, as they do tables of 64 MiB and more."""
+    """`check`: workers check every byte of each table themselves (`worker_check_whole`) in a
+    thread, or (`check_in_child_min_bytes = 0`) in a child process, as they do tables of
+    64 MiB and more; or, as by default, map the file the supervisor checked (its seal)."""
     private, public = generate_keypair()
     (tmp_path / "key.pem").write_bytes(private)
     (tmp_path / "pub.pem").write_bytes(public)
@@ -100,7 +103,8 @@ async def test_a_shipped_table_is_enforced_without_a_local_compile(
     config = tmp_path / "edge.toml"  # `--origin` replaces the site; a config file needs one
     config.write_text(
         f'[blocklist]\ntable_install = "{install}"\n'
-        f"check_in_child_min_bytes = {0 if check == 'child' else 1 << 26}\n\n"
+        f"check_in_child_min_bytes = {0 if check == 'child' else 1 << 26}\n"
+        f"worker_check_whole = {'false' if check == 'sealed' else 'true'}\n\n"
         f'[[sites]]\nname = "default"\nhosts = ["*"]\norigin = "{origin}"\n'
     )
     node = Node.on_dir(origin, lists, tmp_path / "pub.pem", "--config", str(config), workers=2)
@@ -143,6 +147,10 @@ async def test_a_shipped_table_is_enforced_without_a_local_compile(
             return locked > 0 and got["edgeproxy_blocklist_pin_failures_total"] == 0
 
         await eventually(pinned, what="the table's probe sections locked in memory")
+        # each of the 2 workers took version 1 at start and version 2 now
+        taken = await counters(node, "edgeproxy_blocklist_worker_tables")
+        assert taken == ({"whole": 0, "sealed": 4} if check == "sealed" else
+                         {"whole": 4, "sealed": 0})  # fmt: skip
         for p in ["/later/y", "/manga/one", BODY_OF, "/watch?t=1&v=42", "/n/59", "/pushed"]:
             assert await status(node.url + p) == 451, p
         assert await status(node.url + "/watch?v=43") == 200
