@@ -180,6 +180,9 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any], extra: dict[str, Any
         grown = (apply["rss_after_bytes"] - apply["rss_before_bytes"]) / 2**20
         lines.append("")
         lines.append(f"Memory (RSS, all edge processes) grew by {grown:,.0f} MiB.")
+    drop = extra.get("apply_drop")
+    if drop and "windows" in drop:
+        lines += ["", *_drop_lines(drop)]
     push = extra.get("push_enforce")
     if push:
         lines += [
@@ -293,3 +296,30 @@ def charts(out: Path, summary: dict[str, dict[str, dict[str, Any]]]) -> list[Pat
         plt.close(fig)
         made.append(path)
     return made
+
+
+def _drop_lines(r: dict[str, Any]) -> list[str]:
+    """apply-under-load with the signer's table (`benchmarks.blocklist_scale.drop`): every 1 s
+    window of the hit load that overlaps the swap against the idle windows before the drop."""
+    before = [w for w in r["windows"][1:] if w["t_s"] + 1.0 <= 0]
+    end = max(r["enforced_s"] or 0.0, r["applied_s"] or 0.0)
+    during = [w for w in r["windows"] if w["t_s"] + 1.0 > 0 and w["t_s"] < end]
+    idle_p99 = statistics.median(w["p99_ms"] for w in before) if before else 0.0
+    idle_rps = statistics.median(w["rps"] for w in before) if before else 0.0
+    lines = [
+        f"## apply-under-load ({r['entries']:,} entries with their signer's table, "
+        f"{r['table_install']}: 451 after {r['enforced_s']:.1f} s, every worker swapped after "
+        f"{r['applied_s']:.1f} s)",
+        "",
+        "| window (s from the drop) | req/s | vs idle | p99 ms | vs idle |",
+        "|---|---:|---:|---:|---:|",
+        f"| idle (median of {len(before)}) | {idle_rps:,.0f} | 1.00 | {idle_p99:.2f} | 1.00 |",
+    ]
+    for w in during:
+        lines.append(
+            f"| {w['t_s']:+.1f} | {w['rps']:,} | {w['rps'] / (idle_rps or 1):.2f} | "
+            f"{w['p99_ms']:.2f} | {w['p99_ms'] / (idle_p99 or 1):.2f} |"
+        )
+    cpu_s = ", ".join(f"{k} {v:.2f}" for k, v in r.get("cpu_s", {}).items())
+    lines += ["", f"Errors: {r['errors']}. CPU seconds from the drop to the last swap: {cpu_s}."]
+    return lines
