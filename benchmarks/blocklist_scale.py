@@ -409,6 +409,7 @@ def drop(
     connections: int,
     pushes: int = 0,
     table_install: str = "copy",
+    compile_idle_s: float | None = None,
 ) -> dict[str, Any]:
     """A real node (2 workers) enforcing 10 entries; version 2 of `n` entries dropped into its
     directory, with its companions (`ship`) or without (compiled by the node): seconds from
@@ -435,7 +436,9 @@ def drop(
     max_bytes = max(1 << 30, 2 * version.stat().st_size)
     config.write_text(
         LIST_CONFIG.format(max_file_bytes=max_bytes, origin_port=origin.port,
-                           extra=f'table_install = "{table_install}"')
+                           extra=f'table_install = "{table_install}"'
+                           + ("" if compile_idle_s is None else
+                              f"\ncompile_idle_s = {compile_idle_s}"))
     )  # fmt: skip
     edge = EdgeTarget(
         "edgeproxy-drop",
@@ -517,6 +520,7 @@ def drop(
         "loaded": loaded,
         "pushes": pushes,
         "table_install": table_install,
+        "compile_idle_s": compile_idle_s,
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
         "applied_s": applied_at - wall_drop if applied_at else None,
@@ -641,6 +645,11 @@ def main() -> None:
         default="copy",
         help="--drop shipped: how the node takes the table in (blocklist.table_install)",
     )
+    ap.add_argument(
+        "--compile-idle-s",
+        type=float,
+        help="--drop: blocklist.compile_idle_s (0: the job at nice +10 only; default: the node's)",
+    )
     ap.add_argument("--connections", type=int, default=32, help="--loaded: wrk connections")
     ap.add_argument("--pushes", type=int, default=0, help="--drop: entries pushed before it")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
@@ -665,7 +674,8 @@ def main() -> None:
                 with tempfile.TemporaryDirectory(prefix="blscale-") as tmp:
                     r = drop(n, Path(tmp), ship=how == "shipped", loaded=args.loaded,
                              connections=args.connections, pushes=args.pushes,
-                             table_install=args.table_install)  # fmt: skip
+                             table_install=args.table_install,
+                             compile_idle_s=args.compile_idle_s)  # fmt: skip
                 print(report_drop(r), flush=True)
                 if args.json:
                     with args.json.open("a") as f:

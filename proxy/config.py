@@ -190,6 +190,12 @@ class BlocklistConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A version is read, verified and compiled in a child process; one that takes longer than
     # this is stopped (the enforced list stays, the failure is counted).
     compile_timeout_s: Annotated[float, msgspec.Meta(gt=0.0)] = 3600.0
+    # A compile or table adoption beside serving workers starts in the idle scheduling class
+    # (SCHED_IDLE: only CPU time serving leaves, and a worker that wakes takes the core at
+    # once) for up to this many seconds, then goes on at nice +10 (moved where allowed,
+    # else run again): a node whose cores serving keeps busy still takes the version. 0:
+    # always at nice +10.
+    compile_idle_s: Annotated[float, msgspec.Meta(ge=0.0)] = 20.0
     # Processes that decode, validate and canonicalise a large version's entry lines in
     # parallel (forked by the compile child, each a share of the lines); 1: the child alone.
     compile_processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1

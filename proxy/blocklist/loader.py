@@ -42,6 +42,14 @@ nothing is left behind between jobs; a pool hides its processes, breaks for good
 them is killed (`BrokenProcessPool`) and needs a second channel for progress. A fresh
 interpreter per job costs ~0.2 s, nothing beside a version's load.
 
+Priority: a job beside serving workers runs at nice +10 (`Job.nice`), and starts in the idle
+scheduling class (`run_job`'s `idle_s`, `blocklist.compile_idle_s`): a nice value only shares
+the cores out by weight, so a worker that wakes beside a job hashing gigabytes may wait for
+the job's turn to end, while an idle-class job gives the core up at once and takes only what
+serving leaves. Serving that keeps every core busy would starve it, so after `idle_s` it goes
+on at its nice value: moved there where allowed (CAP_SYS_NICE, or an RLIMIT_NICE that allows
+it), else stopped and run again.
+
 Protocol: the job as msgpack on the child's stdin; JSON lines on its stdout, `Progress` every
 `PROGRESS_EVERY_S` at most, then one `Summary` or one `Failure`. Every output file is written
 atomically (temporary + rename) and checked whole before the summary names it: a child that
@@ -53,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import subprocess
@@ -69,6 +78,8 @@ from proxy.blocklist.format import BlocklistError, LoadInfo, Reading, SignedFile
 from proxy.blocklist.model import Compiled, Entry, EntryType, compile_entry
 from proxy.blocklist.shipped import Rejected, adopt, vouches
 from proxy.blocklist.table import MappedTable, TableWriter
+
+log = logging.getLogger("edgeproxy.blocklist")
 
 PROGRESS_EVERY_S = 0.5
 
@@ -659,15 +670,70 @@ class _Answers:
 
 
 async def run_job(
-    job: Job, on_progress: ProgressFn, timeout_s: float, on_start: Callable[[int], None]
+    job: Job,
+    on_progress: ProgressFn,
+    timeout_s: float,
+    on_start: Callable[[int], None],
+    idle_s: float = 0.0,
 ) -> Summary:
     """Run `job` in a child; its summary, or `CompileFailed`. `on_start(pid)` names the child
-    (status, tests); `on_progress` hears its progress lines on the event loop."""
+    (status, tests); `on_progress` hears its progress lines on the event loop.
+
+    `idle_s` > 0 (and a job of raised nice value, one that runs beside serving workers): the
+    child starts in the idle scheduling class, so it takes only CPU time serving leaves and
+    never delays a worker that wakes. A node whose cores serving keeps busy would starve it,
+    so after `idle_s` it is moved back to its nice value; where that is not allowed (leaving
+    SCHED_IDLE needs CAP_SYS_NICE or an RLIMIT_NICE that allows the nice value), it is
+    stopped and run again at its nice value, with what is left of `timeout_s`."""
+    started = time.monotonic()
+    idle = idle_s > 0 and job.nice > 0
+    while True:
+        left = timeout_s - (time.monotonic() - started)
+        try:
+            summary, restart = await _run_job_once(job, on_progress, left, on_start, idle_s, idle)
+        except TimeoutError:
+            raise CompileFailed(f"the compile took longer than {timeout_s:g} s; stopped") from None
+        if not restart:
+            return summary
+        log.warning(
+            "blocklist compile job still running after %g s in the idle scheduling class, "
+            "which it may not leave (no CAP_SYS_NICE, RLIMIT_NICE): run again at nice +%d",
+            idle_s,
+            job.nice,
+        )
+        idle = False
+
+
+async def _run_job_once(
+    job: Job,
+    on_progress: ProgressFn,
+    timeout_s: float,
+    on_start: Callable[[int], None],
+    idle_s: float,
+    idle: bool,
+) -> tuple[Summary, bool]:
+    """`run_job`'s one child, in the idle class for its first `idle_s` when `idle`: (its
+    summary, False), or (a placeholder, True) when it was stopped there to be run again.
+    `TimeoutError` past `timeout_s`."""
     proc = await asyncio.create_subprocess_exec(
         *_command(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
+    if idle:  # set here, not by the child: the timer below can then never come first
+        try:
+            os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError):  # not Linux: at its nice value throughout
+            idle = False
     on_start(proc.pid)
     answers = _Answers(on_progress)
+    restart = False
+
+    def leave_idle() -> None:
+        nonlocal restart
+        if proc.returncode is None and not _leave_idle(proc.pid):
+            restart = True
+            proc.kill()
+
+    timer = asyncio.get_running_loop().call_later(idle_s, leave_idle) if idle else None
     assert proc.stdin is not None and proc.stdout is not None
     try:
         async with asyncio.timeout(timeout_s):
@@ -678,14 +744,47 @@ async def run_job(
             async for line in proc.stdout:
                 answers.take(line)
             code = await proc.wait()
-    except TimeoutError:
-        raise CompileFailed(f"the compile took longer than {timeout_s:g} s; stopped") from None
     finally:
+        if timer is not None:
+            timer.cancel()
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         cleanup(job)
-    return _outcome(answers.summary, answers.failure, code)
+    if restart:
+        return Summary(), True
+    return _outcome(answers.summary, answers.failure, code), False
+
+
+def _leave_idle(pid: int) -> bool:
+    """Move every thread of `pid` and of the processes it started (a job's forked readers)
+    from the idle scheduling class back to the normal one, at the nice value each has; False
+    when that is not allowed."""
+    try:
+        for tid in _threads_below(pid):
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+    except PermissionError:
+        return False
+    except (OSError, AttributeError):
+        return True  # not Linux: it never entered the idle class
+    log.info("blocklist compile job moved out of the idle scheduling class")
+    return True
+
+
+def _threads_below(pid: int) -> list[int]:
+    """The thread ids of `pid` and of its descendants (Linux's /proc), `pid`'s first."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for tid in sorted(os.listdir(f"/proc/{p}/task"), key=int):
+                found.append(int(tid))
+                with contextlib.suppress(OSError):
+                    kids = Path(f"/proc/{p}/task/{tid}/children").read_text().split()
+                    todo.extend(int(k) for k in kids)
+    return found or [pid]
 
 
 def run_job_sync(

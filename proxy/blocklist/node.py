@@ -576,7 +576,9 @@ class NodeBlocklist:
     async def _run(self, job: Job, what: str) -> Summary:
         with self._running(job):
             timeout = self.cfg.compile_timeout_s
-            summary = await run_job(job, self._progress, timeout, self._started(what))
+            summary = await run_job(
+                job, self._progress, timeout, self._started(what), self.cfg.compile_idle_s
+            )
             self._check_outputs(job, summary)
         return summary
 

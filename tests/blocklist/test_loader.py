@@ -6,6 +6,7 @@ ever told of a half-built file."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -182,6 +183,85 @@ async def test_a_compile_that_hangs_is_stopped_at_its_timeout(
     assert await bl.reload_dir() is None
     kept_the_last_good(bl, workers, version, before)
     assert "longer than 0.001 s" in bl.last_errors[-1]
+
+
+async def test_a_compile_beside_serving_starts_in_the_idle_class_and_leaves_it(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """A compile beside serving workers takes only CPU time they leave (SCHED_IDLE) for its
+    first `compile_idle_s`, then goes on at its nice value: a node whose cores serving keeps
+    busy still takes the version."""
+    classes: dict[int, list[int]] = {}
+
+    def note(loading: Loading) -> None:
+        with contextlib.suppress(OSError):
+            classes.setdefault(loading.pid, []).append(os.sched_getscheduler(loading.pid))
+
+    for idle_s, expected in ((60.0, os.SCHED_IDLE), (0.001, os.SCHED_OTHER)):
+        bl, workers, lists = started(tmp_path / str(idle_s), keys, compile_idle_s=idle_s)
+        write_version(lists / version_filename(2), 2, hosts(3000), private_key_pem=keys[0])
+        classes.clear()
+        bl.on_progress = note
+        assert await bl.reload_dir() is not None
+        assert bl.file_sequence == 2 and bl.known("n2999")
+        (seen,) = classes.values()
+        assert set(seen) == {expected}, seen
+
+
+async def test_a_compile_that_may_not_leave_the_idle_class_is_run_again(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leaving SCHED_IDLE needs CAP_SYS_NICE or an RLIMIT_NICE that allows it: without, the
+    job still in the idle class at `compile_idle_s` is stopped and run again at its nice
+    value, so a busy node still takes the version."""
+    from proxy.blocklist import loader
+
+    monkeypatch.setattr(loader, "_leave_idle", lambda _pid: False)
+    bl, workers, lists = started(tmp_path, keys, compile_idle_s=0.05)
+    write_version(lists / version_filename(2), 2, hosts(3000), private_key_pem=keys[0])
+    pids: dict[int, int] = {}
+
+    def note(loading: Loading) -> None:
+        with contextlib.suppress(OSError):
+            pids[loading.pid] = os.sched_getscheduler(loading.pid)
+
+    bl.on_progress = note
+    assert await bl.reload_dir() is not None
+    assert bl.file_sequence == 2 and bl.known("n2999") and not bl.known("u")
+    assert list(pids.values())[-1] == os.SCHED_OTHER  # the job that finished
+    assert "run again at nice +10" in caplog.text
+    assert workers.sent[-1][0] == "blocklist.load"
+
+
+def test_leaving_the_idle_class_moves_every_thread_of_the_job_and_its_children() -> None:
+    """`_leave_idle`: the job's threads and the processes it forked (parallel readers)."""
+    import subprocess
+    import sys
+
+    from proxy.blocklist.loader import _leave_idle, _threads_below
+
+    code = (
+        "import os, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "kid = os.fork()\n"
+        "if kid == 0: time.sleep(30); os._exit(0)\n"
+        "print(kid, flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        kid = int(proc.stdout.readline())
+        tids = _threads_below(proc.pid)
+        assert proc.pid in tids and kid in tids and len(tids) >= 3
+        for tid in tids:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        assert _leave_idle(proc.pid)
+        assert {os.sched_getscheduler(t) for t in tids} == {os.SCHED_OTHER}
+    finally:
+        proc.kill()
+        proc.wait()
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.kill(kid, signal.SIGKILL)
 
 
 def test_a_start_whose_compile_fails_is_refused(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
