@@ -422,9 +422,9 @@ def drop(
     import threading
 
     from benchmarks import edge_ops, tail
-    from benchmarks.blocklists import blocklist_dir
+    from benchmarks.blocklists import LIST_CONFIG, blocklist_dir
     from benchmarks.load import Workload, drive
-    from benchmarks.run import LIST_CONFIG, Origin
+    from benchmarks.origin import Origin
     from benchmarks.soak import admin_get
     from benchmarks.targets import EdgeTarget
     from proxy.blocklist.shipped import companions

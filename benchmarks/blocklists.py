@@ -20,6 +20,17 @@ from typing import Any
 
 CACHE_DIR = Path(__file__).parent / "results" / ".blocklists"
 
+# The [blocklist] section of a benchmark edge's config (a config file needs a site).
+LIST_CONFIG = """[blocklist]
+max_file_bytes = {max_file_bytes}
+{extra}
+
+[[sites]]  # a config file needs one; the runner's --origin flag replaces it with the same
+name = "default"
+hosts = ["*"]
+origin = "http://127.0.0.1:{origin_port}"
+"""
+
 
 def signing_available() -> str | None:
     """None when `proxy.blocklist.format` can write signed versions, else the reason."""

@@ -29,7 +29,11 @@ import email.utils
 import hashlib
 import json
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 from typing import cast
 
 import httptools
@@ -240,6 +244,42 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(args.host, args.port))
     else:
         uvloop.run(serve(args.host, args.port))
+
+
+class Origin:
+    """This origin in a child process on a free port, for a benchmark (stopped by `stop`)."""
+
+    def __init__(self, workdir: Path) -> None:
+        from benchmarks.targets import free_port, http_status
+
+        self.port = free_port()
+        log = open(workdir / "origin.log", "wb")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.origin", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while http_status(f"http://127.0.0.1:{self.port}/__stats", 0.5) != 200:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the bundled origin did not start; see origin.log")
+            time.sleep(0.05)
+
+    def requests(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/__stats", timeout=5) as r:
+            return int(json.loads(r.read())["requests"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
 
 
 if __name__ == "__main__":

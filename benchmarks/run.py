@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import blocklists, cpu, edge_ops, node_tier, report, soak, tail, tls
+from benchmarks.blocklists import LIST_CONFIG
 from benchmarks.load import (
     WRK_INSTALL_HINT,
     Measured,
@@ -43,13 +42,13 @@ from benchmarks.load import (
     zipf_paths,
 )
 from benchmarks.loadgen import run_load_sync
+from benchmarks.origin import Origin
 from benchmarks.targets import (
     COMPETITORS,
     EdgeTarget,
     NginxTarget,
     Target,
     TlsFiles,
-    free_port,
     http_status,
 )
 
@@ -171,38 +170,6 @@ class Session:
 
     def say(self, message: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.1f}s] {message}", flush=True)
-
-
-class Origin:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        log = open(workdir / "origin.log", "wb")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.origin", "--port", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).parent.parent,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while http_status(f"http://127.0.0.1:{self.port}/__stats", 0.5) != 200:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the bundled origin did not start; see origin.log")
-            time.sleep(0.05)
-
-    def requests(self) -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/__stats", timeout=5) as r:
-            return int(json.loads(r.read())["requests"])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
 
 class Fleet:
@@ -433,17 +400,6 @@ def size_targets(session: Session, fleet: Fleet) -> list[Target]:
         if target is not None:
             found.append(target)
     return found
-
-
-LIST_CONFIG = """[blocklist]
-max_file_bytes = {max_file_bytes}
-{extra}
-
-[[sites]]  # a config file needs one; the runner's --origin flag replaces it with the same
-name = "default"
-hosts = ["*"]
-origin = "http://127.0.0.1:{origin_port}"
-"""
 
 
 def shipped_list_dir(session: Session, workdir: Path, size: int) -> tuple[Path, Path]:
