@@ -450,12 +450,15 @@ def drop(
     windows: list[tuple[float, float, Any]] = []
     stop = threading.Event()
 
+    steals: list[float] = []  # per window: CPU time the hypervisor gave others (ms)
+
     def load() -> None:
         while not stop.is_set():
-            t0 = time.perf_counter()
+            t0, s0 = time.perf_counter(), _steal_s()
             m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
                       connections=connections, use_wrk=True)  # fmt: skip
             windows.append((t0, time.perf_counter(), m))
+            steals.append((_steal_s() - s0) * 1e3)
 
     thread = threading.Thread(target=load, daemon=True)
     try:
@@ -557,10 +560,20 @@ def drop(
         out["errors"] = sum(m.errors + m.unexpected for _a, _b, m in windows)
         out["windows"] = [
             {"t_s": round(a - t_drop, 1), "rps": round(m.rps), "p99_ms": round(m.p99_us / 1e3, 2),
-             "errors": m.errors, "unexpected": m.unexpected}
-            for a, _b, m in windows
+             "errors": m.errors, "unexpected": m.unexpected, "steal_ms": round(st, 1)}
+            for (a, _b, m), st in zip(windows, steals, strict=False)
         ]  # fmt: skip
     return out
+
+
+def _steal_s() -> float:
+    """CPU seconds the hypervisor has run something else while this VM wanted the CPU (all
+    CPUs, /proc/stat's steal): a window with some was not this machine's alone."""
+    from benchmarks import cpu
+
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / cpu.TICKS_PER_S if len(fields) > 8 else 0.0
 
 
 def _cpu_by_process(root: int) -> dict[str, float]:
