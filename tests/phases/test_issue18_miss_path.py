@@ -142,3 +142,23 @@ def test_a_host_key_finds_the_items_of_every_host_spelled_to_it() -> None:
     tier.remove(numeric)
     assert tier.under_host_key("127.0.0.1") == []
     assert all(n == (0, 0) for n in tier.index_sizes().values())
+
+
+def test_a_prefix_finds_its_url_keys_through_their_directories() -> None:
+    """The ordered index holds directories ("host/a" for "host/a/1"): many url keys in one
+    directory are one ordered entry, and a prefix still takes exactly the url key itself and
+    those below it, not a sibling that only shares its spelling ("/ab")."""
+    tier = MemoryTier(max_bytes=1 << 20, max_object_bytes=1 << 20)
+    paths = [b"/a", b"/ab", b"/a/1", b"/a/2", b"/a/1/x", b"/a/b", b"/b/a", b"/a0/x"]
+    stored = {p: _stored(b"example.com", p) for p in paths}
+    for e in stored.values():
+        tier.put(e)
+    sizes = tier.index_sizes()
+    assert sizes["dirs_ordered"][0] == 5  # example.com, …/a, …/a/1, …/b, …/a0
+    assert sizes["url_key_dirs"] == (5, len(paths))
+    under_a = {p for p, e in stored.items() if e in tier.under_prefix_key("example.com/a")}
+    assert under_a == {b"/a", b"/a/1", b"/a/2", b"/a/1/x", b"/a/b"}
+    assert tier.under_prefix_key("example.com/a/1") == [stored[b"/a/1"], stored[b"/a/1/x"]]
+    tier.remove(stored[b"/a/1/x"])
+    assert tier.index_sizes()["dirs_ordered"][0] == 4
+    assert tier.under_prefix_key("example.com/a/1") == [stored[b"/a/1"]]
