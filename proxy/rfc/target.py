@@ -63,8 +63,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
@@ -96,7 +98,7 @@ class BadTarget(Exception):
         self.asterisk = asterisk
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Target:
     scheme: str
     host: str
@@ -106,11 +108,37 @@ class Target:
     raw_path_query: bytes
     authority: str
 
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        path: str,
+        query: str | None,
+        raw_path_query: bytes,
+        authority: str,
+    ) -> None:
+        # Frozen, but set through the slots' own setters: the generated __init__ of a frozen
+        # dataclass calls object.__setattr__ per field, 1.4 µs a new URL against 0.5 (issue 18).
+        s = _TARGET_SLOTS
+        s[0](self, scheme)
+        s[1](self, host)
+        s[2](self, port)
+        s[3](self, path)
+        s[4](self, query)
+        s[5](self, raw_path_query)
+        s[6](self, authority)
+
     @property
     def url(self) -> str:
         """The absolute URI (for logs and Content-Location/Location comparisons)."""
         return f"{self.scheme}://{self.authority}{self.raw_path_query.decode('ascii')}"
 
+
+# Target's slot setters, in field order (what its __init__ sets).
+_TARGET_SLOTS: tuple[Callable[[Target, Any], None], ...] = tuple(
+    Target.__dict__[f.name].__set__ for f in fields(Target)
+)
 
 _ALLOWED = bytes(b for b in range(0x21, 0x7F) if b != ord("#"))
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
