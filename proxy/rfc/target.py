@@ -339,21 +339,28 @@ def _canonical(raw: bytes, host_header: bytes | None, default_scheme: str) -> Ta
     else:
         path_b, query_b = path_query[:q], path_query[q + 1 :]
     decoded: str | None = None
+    same = True  # the forward form is `path_query` as received (no escape or dot changed)
     if b"%" in path_b:
         path_b = _escapes(path_b, decode_unreserved=True)
         decoded = _check_path_decodings(path_b)
+        same = False
     path = path_b.decode("ascii")
     if "/." in path:
         path = _remove_dot_segments(path)
+        same = False
     if "." in path and (decoded is not None or "\\" in path or ";" in path):
         _check_hidden_dot_segments(_check_path_decodings(path.encode("ascii")))
     query: str | None = None
     if query_b is not None:
         if b"%" in query_b:
             query_b = _escapes(query_b, decode_unreserved=False)
+            same = False
         query = query_b.decode("ascii")
     authority = host if port is None else f"{host}:{port}"
-    raw_path_query = (path if query is None else f"{path}?{query}").encode("ascii")
+    if same:
+        raw_path_query = path_query  # what the join below would give back (issue 18)
+    else:
+        raw_path_query = (path if query is None else f"{path}?{query}").encode("ascii")
     # Positional, in Target's field order (tests/rfc/test_target.py holds it): keywords cost
     # a new URL 0.26 µs more (issue 18).
     return Target(scheme, host, port, path, query, raw_path_query, authority)
