@@ -246,7 +246,7 @@ class MemoryTier:
         self._by_host.discard(host, key)
         if host not in self._by_host:
             self._unindex_host(k, host)
-        if primary not in self._by_primary and (primary, ()) not in self._lru:
+        if primary not in self._by_primary and (primary, ()) not in self._lru._items:
             self._vary.pop(primary, None)
 
     # -- purge --------------------------------------------------------------------------------
