@@ -156,6 +156,9 @@ class FetchOutcome:
     not_stored: NoStoreReason | None = None
     upstream: UpstreamResponse | None = None  # open response to stream (not stored)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # hop-by-hop stripped
+    # The Content-Encoding values of `headers`, when `read_response` found them already (so
+    # deliver's judgement of the body does not look for them again); None: not read yet.
+    codings: list[bytes] | None = None
     spooled: Spooled | None = None  # body bytes already read from `upstream`, budget held
     stale_candidate: Entry | None = None
     method: str = "GET"

@@ -43,7 +43,7 @@ from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
 G = TypeVar("G", bound=Hashable)  # the index key
-M = TypeVar("M", bound=tuple[object, ...])  # item keys are tuples, never a dict
+M = TypeVar("M", bound=Hashable)  # item keys (tuples) or url keys (str), never a dict
 
 
 class KeyIndex(Generic[G, M]):

@@ -3,8 +3,17 @@ primary key, host, body digest and the blocklist's keys (url key, host key and i
 domains, url keys in order for prefixes) so purges (operator or blocklist) never scan the
 whole cache. Each index costs O(1) per store, lookup and removal however many entries share an
 index key (`proxy.cache.index`, issue 19), so a purge costs what it purges. The one exception
-is the ordered set of distinct url keys (a prefix purge's range), O(log n) comparisons per new
-url key (sortedcontainers), never a scan.
+is the ordered set of the url keys' directories (a prefix purge's range), O(log n) comparisons
+per new directory (sortedcontainers), never a scan.
+
+Fewer indexes than index keys (issue 18: the side indexes were a third of a cold miss's store).
+A primary key's items are filed by primary only when they carry Vary values: an item without
+is the one item key `(primary, ())`, looked up directly. Items are not filed by blocklist host
+key: a host key is a function of the target's host (`match_keys`), so the host keys map to the
+hosts stored under them (one entry per new host, not per item) and the items come from the
+host index. The ordered index holds directories, not url keys: a new url key in a known
+directory is one dict insert (`_by_dir`) where it was a SortedList insertion (~0.6 µs of Python
+a store in timeit, more among a miss's other work), for about 40 bytes more per url key.
 
 Vary: a primary key maps to the field names its latest response varied on; each variant is its
 own LRU item keyed by (primary, normalised values).
@@ -104,6 +113,11 @@ class _IndexedLRU:
         return list(self._items.items())
 
 
+def _dir_of(url_key: str) -> str:
+    """A url key's directory: up to its last "/" ("host/a/b" -> "host/a", "host/a" -> "host")."""
+    return url_key[: url_key.rfind("/")]
+
+
 def _keys_of(entry: Entry) -> MatchKeys:
     """The entry's blocklist match keys: computed at store for responses fetched here, once
     on adoption for those read from the tiers behind (their records do not carry them)."""
@@ -120,17 +134,21 @@ class MemoryTier:
         self.max_object_bytes = max_object_bytes
         self._lru = _IndexedLRU(self.max_bytes, self._forget)
         self._vary: dict[PrimaryKey, tuple[str, ...]] = {}
+        # Items with Vary values by primary key; the one item of a primary without Vary is
+        # `(primary, ())` (`_primary_items`).
         self._by_primary: KeyIndex[PrimaryKey, ItemKey] = KeyIndex()
         self._by_host: KeyIndex[str, ItemKey] = KeyIndex()
         self._by_digest: KeyIndex[bytes, ItemKey] = KeyIndex()
         # By blocklist url key (entry.keys): a pushed url entry purges without a scan.
         self._by_url_key: KeyIndex[str, ItemKey] = KeyIndex()
         # A pushed host or prefix entry, likewise (issue 19: they scanned every entry): the
-        # items of each blocklist host key, the host keys stored under each parent domain,
-        # and the distinct url keys in order (a prefix's matches are one range of them).
-        self._by_host_key: KeyIndex[str, ItemKey] = KeyIndex()
+        # hosts stored under each blocklist host key (their items: `_by_host`), the host keys
+        # stored under each parent domain, the url keys in each directory (`_dir_of`), and
+        # the directories in order (a prefix's matches are the url keys of one range of them).
+        self._hosts_of_key: KeyIndex[str, tuple[str]] = KeyIndex()
         self._host_keys_under: KeyIndex[str, tuple[str]] = KeyIndex()
-        self._url_keys: SortedList = SortedList()
+        self._by_dir: KeyIndex[str, str] = KeyIndex()
+        self._dirs: SortedList = SortedList()
         self._purging = False
         self.evictions = 0
         self.purged = 0
@@ -168,28 +186,41 @@ class MemoryTier:
                 self._purging = False
         lru.add(key, entry, entry.size)
         self._vary[primary] = entry.vary_fields
-        self._by_primary.add(primary, key)
-        self._by_host.add(entry.target.host, key)
+        if entry.variant:
+            self._by_primary.add(primary, key)
         self._by_digest.add(entry.sha256, key)
         k = entry.keys
-        self._index_keys(k if k is not None else _keys_of(entry), key)
+        if k is None:
+            k = _keys_of(entry)
+        url = k.url_key
+        if self._by_url_key.add(url, key):  # a new url key
+            d = url[: url.rfind("/")]  # _dir_of
+            if self._by_dir.add(d, url):  # a new directory
+                self._dirs.add(d)
+        host = entry.target.host
+        if self._by_host.add(host, key):  # a new host: filed under its host key
+            self._index_host(k, host)
         return True
 
-    def _index_keys(self, k: MatchKeys, key: ItemKey) -> None:
-        if self._by_url_key.add(k.url_key, key):  # a new url key
-            self._url_keys.add(k.url_key)
-        if self._by_host_key.add(k.host, key):  # a new host key
+    def _index_host(self, k: MatchKeys, host: str) -> None:
+        if self._hosts_of_key.add(k.host, (host,)):  # a new host key
             for suffix in k.host_suffixes:
                 self._host_keys_under.add(suffix, (k.host,))
 
-    def _unindex_keys(self, k: MatchKeys, key: ItemKey) -> None:
-        self._by_url_key.discard(k.url_key, key)
-        if k.url_key not in self._by_url_key:
-            self._url_keys.discard(k.url_key)
-        self._by_host_key.discard(k.host, key)
-        if k.host not in self._by_host_key:
+    def _unindex_host(self, k: MatchKeys, host: str) -> None:
+        self._hosts_of_key.discard(k.host, (host,))
+        if k.host not in self._hosts_of_key:
             for suffix in k.host_suffixes:
                 self._host_keys_under.discard(suffix, (k.host,))
+
+    def _primary_items(self, primary: PrimaryKey) -> list[ItemKey]:
+        """The item keys stored under `primary`: those filed by primary, and its item without
+        Vary values (a resource has one or the other: a change of Vary purges the others)."""
+        items = self._by_primary.members(primary)
+        plain: ItemKey = (primary, ())
+        if plain in self._lru:
+            items.append(plain)
+        return items
 
     def touch(self, entry: Entry) -> None:
         """Mark a hit for LRU order (the hot path finds entries without `get`)."""
@@ -199,12 +230,23 @@ class MemoryTier:
         entry.alive = False
         if not self._purging:
             self.evictions += 1
-        primary = key[0]
-        self._by_primary.discard(primary, key)
-        self._by_host.discard(entry.target.host, key)
+        primary, variant = key
+        if variant:
+            self._by_primary.discard(primary, key)
         self._by_digest.discard(entry.sha256, key)
-        self._unindex_keys(_keys_of(entry), key)
-        if primary not in self._by_primary:
+        k = _keys_of(entry)
+        url = k.url_key
+        self._by_url_key.discard(url, key)
+        if url not in self._by_url_key:
+            d = _dir_of(url)
+            self._by_dir.discard(d, url)
+            if d not in self._by_dir:
+                self._dirs.discard(d)
+        host = entry.target.host
+        self._by_host.discard(host, key)
+        if host not in self._by_host:
+            self._unindex_host(k, host)
+        if primary not in self._by_primary and (primary, ()) not in self._lru._items:
             self._vary.pop(primary, None)
 
     # -- purge --------------------------------------------------------------------------------
@@ -231,7 +273,7 @@ class MemoryTier:
         return self._purge_keys([(e.primary, e.variant) for e in entries])
 
     def purge_primary(self, primary: PrimaryKey) -> int:
-        return self._purge_keys(self._by_primary.members(primary))
+        return self._purge_keys(self._primary_items(primary))
 
     def purge_host(self, host: str) -> int:
         return self._purge_keys(self._by_host.members(host))
@@ -244,12 +286,21 @@ class MemoryTier:
     def under_host_key(self, host_key: str) -> list[Entry]:
         """Stored entries whose blocklist host key is `host_key` or one of its subdomains
         (what a host entry lists)."""
-        keys = [
+        return self._entries_at(
+            [
+                k
+                for (key,) in self._host_keys_under.members(host_key)
+                for k in self._of_host_key(key)
+            ]
+        )
+
+    def _of_host_key(self, host_key: str) -> list[ItemKey]:
+        """The item keys whose blocklist host key is `host_key`."""
+        return [
             k
-            for (host,) in self._host_keys_under.members(host_key)
-            for k in self._by_host_key.members(host)
+            for (host,) in self._hosts_of_key.members(host_key)
+            for k in self._by_host.members(host)
         ]
-        return self._entries_at(keys)
 
     def under_prefix_key(self, prefix_key: str) -> list[Entry]:
         """Stored entries a prefix entry with this key lists: "host/" all of that host key,
@@ -257,11 +308,10 @@ class MemoryTier:
         url keys: "0" follows "/")."""
         host, _, path = prefix_key.partition("/")
         if not path:
-            return self._entries_at(self._by_host_key.members(host))
-        url_keys = [
-            prefix_key,
-            *self._url_keys.irange(prefix_key + "/", prefix_key + "0", (True, False)),
-        ]
+            return self._entries_at(self._of_host_key(host))
+        # A url key is below "host/a/" exactly when its directory is "host/a" or below it.
+        dirs = [prefix_key, *self._dirs.irange(prefix_key + "/", prefix_key + "0", (True, False))]
+        url_keys = [prefix_key, *(u for d in dirs for u in self._by_dir.members(d))]
         return self._entries_at([k for u in url_keys for k in self._by_url_key.members(u)])
 
     def _entries_at(self, keys: list[ItemKey]) -> list[Entry]:
@@ -298,11 +348,12 @@ class MemoryTier:
                 ("host", self._by_host),
                 ("digest", self._by_digest),
                 ("url_key", self._by_url_key),
-                ("host_key", self._by_host_key),
+                ("hosts_of_key", self._hosts_of_key),
                 ("host_keys_under", self._host_keys_under),
             )
         }
-        sizes["url_keys_ordered"] = (len(self._url_keys), len(self._url_keys))
+        sizes["url_key_dirs"] = (len(self._by_dir), self._by_dir.count())
+        sizes["dirs_ordered"] = (len(self._dirs), len(self._dirs))
         sizes["vary"] = (len(self._vary), len(self._vary))
         return sizes
 

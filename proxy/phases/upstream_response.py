@@ -58,6 +58,13 @@ def codings_of(status: int, codings: list[bytes]) -> list[bytes]:
     return [] if status == 206 else codings
 
 
+def outcome_codings(status: int, outcome: FetchOutcome) -> list[bytes]:
+    """`body_codings` of an outcome's fields: those `read_response` found, when it did."""
+    if outcome.codings is not None:
+        return codings_of(status, outcome.codings)
+    return body_codings(status, outcome.headers)
+
+
 class BodyBlocked(Exception):
     def __init__(self, entry: BlockEntry) -> None:
         super().__init__(entry.id)
@@ -116,6 +123,7 @@ class UpstreamResponsePhase:
             return FetchOutcome(
                 upstream=up,
                 headers=hdrs,
+                codings=parsed.codings,
                 fwd_status=up.status,
                 not_stored=reason,
                 stale_candidate=entry,
@@ -221,6 +229,7 @@ class UpstreamResponsePhase:
             return FetchOutcome(
                 upstream=up,
                 headers=hdrs,
+                codings=parsed.codings,
                 fwd_status=up.status,
                 spooled=spooled,
                 not_stored=NoStoreReason.TOO_LARGE,
