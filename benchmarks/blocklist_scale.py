@@ -410,6 +410,7 @@ def drop(
     pushes: int = 0,
     table_install: str = "copy",
     compile_idle_s: float | None = None,
+    detail: bool = False,
 ) -> dict[str, Any]:
     """A real node (2 workers) enforcing 10 entries; version 2 of `n` entries dropped into its
     directory, with its companions (`ship`) or without (compiled by the node): seconds from
@@ -451,14 +452,30 @@ def drop(
     stop = threading.Event()
 
     steals: list[float] = []  # per window: CPU time the hypervisor gave others (ms)
+    # per window (`detail`): the workers' run-queue wait (ms: runnable, not running) and the
+    # largest loop lag bucket any worker's histogram gained (ms)
+    details: list[dict[str, float]] = []
 
     def load() -> None:
+        workers = [] if not detail else [
+            int(p) for p in Path(f"/proc/{edge.proc.pid}/task/{edge.proc.pid}/children")
+            .read_text().split()
+        ] if edge.proc is not None else []  # fmt: skip
         while not stop.is_set():
             t0, s0 = time.perf_counter(), _steal_s()
+            if detail:
+                rq0 = sum(tail.process_wait_s(w) for w in workers)
+                h0 = tail.histograms(edge_ops.metrics_text(edge))
             m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
                       connections=connections, use_wrk=True)  # fmt: skip
             windows.append((t0, time.perf_counter(), m))
             steals.append((_steal_s() - s0) * 1e3)
+            if detail:
+                rq = sum(tail.process_wait_s(w) for w in workers) - rq0
+                lag = tail.delta(h0, tail.histograms(edge_ops.metrics_text(edge)))
+                largest = max((tail.largest(b) or 0.0 for (f, _w), b in lag.items()
+                               if f == "edgeproxy_worker_loop_lag_seconds"), default=0.0)  # fmt: skip
+                details.append({"rq_ms": round(rq * 1e3, 1), "lag_ms": largest * 1e3})
 
     thread = threading.Thread(target=load, daemon=True)
     try:
@@ -560,8 +577,9 @@ def drop(
         out["errors"] = sum(m.errors + m.unexpected for _a, _b, m in windows)
         out["windows"] = [
             {"t_s": round(a - t_drop, 1), "rps": round(m.rps), "p99_ms": round(m.p99_us / 1e3, 2),
-             "errors": m.errors, "unexpected": m.unexpected, "steal_ms": round(st, 1)}
-            for (a, _b, m), st in zip(windows, steals, strict=False)
+             "errors": m.errors, "unexpected": m.unexpected, "steal_ms": round(st, 1),
+             **(details[i] if i < len(details) else {})}
+            for i, ((a, _b, m), st) in enumerate(zip(windows, steals, strict=False))
         ]  # fmt: skip
     return out
 
@@ -664,6 +682,12 @@ def main() -> None:
         help="--drop: blocklist.compile_idle_s (0: the job at nice +10 only; default: the node's)",
     )
     ap.add_argument("--connections", type=int, default=32, help="--loaded: wrk connections")
+    ap.add_argument(
+        "--window-detail",
+        action="store_true",
+        help="--loaded: per window, the workers' run-queue wait and largest loop lag "
+        "(reads /metrics between windows)",
+    )
     ap.add_argument("--pushes", type=int, default=0, help="--drop: entries pushed before it")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
     ap.add_argument(
@@ -688,7 +712,8 @@ def main() -> None:
                     r = drop(n, Path(tmp), ship=how == "shipped", loaded=args.loaded,
                              connections=args.connections, pushes=args.pushes,
                              table_install=args.table_install,
-                             compile_idle_s=args.compile_idle_s)  # fmt: skip
+                             compile_idle_s=args.compile_idle_s,
+                             detail=args.window_detail)  # fmt: skip
                 print(report_drop(r), flush=True)
                 if args.json:
                     with args.json.open("a") as f:
