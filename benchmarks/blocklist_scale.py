@@ -498,6 +498,13 @@ def drop(
         # req/s), and every window of the swap was held to that.
         os.sync()
         if loaded:
+            # Idle as one run over IDLE_WINDOWS seconds: the p99 of all its requests. A 1 s
+            # window's p99 flips between ~1.5 and ~5 ms with where the kernel has put the two
+            # workers and wrk on the two cores (their run-queue wait), so a median of five
+            # windows could land on either.
+            idle_run = drive(edge.base_url, Workload("url", "/bytes/1024"),
+                             duration_s=float(IDLE_WINDOWS), connections=connections,
+                             use_wrk=True)  # fmt: skip
             thread.start()
             while len(windows) < IDLE_WINDOWS + 1:  # the first is wrk's warm-up
                 time.sleep(0.05)
@@ -570,6 +577,7 @@ def drop(
         # and the last worker's swap
         t_end = max(t_enforced, t_drop + (applied_at - wall_drop if applied_at else 0.0))
         during = [m for a, b, m in windows if b > t_drop and a < t_end]
+        out["idle_run"] = {"rps": round(idle_run.rps), "p99_ms": round(idle_run.p99_us / 1e3, 2)}
         out["rps_before"] = statistics.median(m.rps for m in before) if before else 0.0
         out["rps_during"] = statistics.median(m.rps for m in during) if during else 0.0
         out["p99_before_ms"] = statistics.median(m.p99_us for m in before) / 1e3 if before else 0

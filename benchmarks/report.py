@@ -304,8 +304,10 @@ def _drop_lines(r: dict[str, Any]) -> list[str]:
     before = [w for w in r["windows"][1:] if w["t_s"] + 1.0 <= 0]
     end = max(r["enforced_s"] or 0.0, r["applied_s"] or 0.0)
     during = [w for w in r["windows"] if w["t_s"] + 1.0 > 0 and w["t_s"] < end]
-    idle_p99 = statistics.median(w["p99_ms"] for w in before) if before else 0.0
+    median_p99 = statistics.median(w["p99_ms"] for w in before) if before else 0.0
     idle_rps = statistics.median(w["rps"] for w in before) if before else 0.0
+    run = r.get("idle_run") or {"rps": idle_rps, "p99_ms": median_p99}
+    idle_p99 = run["p99_ms"]  # all the requests of one idle run: what "idle p99" means
     lines = [
         f"## apply-under-load ({r['entries']:,} entries with their signer's table, "
         f"{r['table_install']}: 451 after {r['enforced_s']:.1f} s, every worker swapped after "
@@ -313,7 +315,9 @@ def _drop_lines(r: dict[str, Any]) -> list[str]:
         "",
         "| window (s from the drop) | req/s | vs idle | p99 ms | vs idle |",
         "|---|---:|---:|---:|---:|",
-        f"| idle (median of {len(before)}) | {idle_rps:,.0f} | 1.00 | {idle_p99:.2f} | 1.00 |",
+        f"| idle (one run of {len(before)} s) | {run['rps']:,.0f} | | {idle_p99:.2f} | 1.00 |",
+        f"| idle (median of {len(before)} windows) | {idle_rps:,.0f} | 1.00 | {median_p99:.2f} "
+        f"| {median_p99 / (idle_p99 or 1):.2f} |",
     ]
     for w in during:
         lines.append(
