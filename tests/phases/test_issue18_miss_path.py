@@ -29,7 +29,9 @@ def origin(method, path_query, headers, data):  # type: ignore[no-untyped-def]
     if path_query.startswith(b"/stored"):
         return MemoryResponse(200, [(b"Cache-Control", b"max-age=60")], BODY)
     if path_query.startswith(b"/gz"):
-        return MemoryResponse(200, [*NO_STORE, (b"Content-Encoding", b"gzip")], gzip.compress(BODY, mtime=0))
+        return MemoryResponse(
+            200, [*NO_STORE, (b"Content-Encoding", b"gzip")], gzip.compress(BODY, mtime=0)
+        )
     if path_query.startswith(b"/corrupt"):
         return MemoryResponse(200, [*NO_STORE, (b"Content-Encoding", b"gzip")], b"not gzip")
     return MemoryResponse(200, NO_STORE, BODY)
