@@ -147,7 +147,7 @@ async def load_mapped(
     expected = version if stamp is None else stamp
     if table.version != expected:
         raise TableError(f"{path}: holds version {table.version}, expected {expected}")
-    if seal is None or table.seal != seal:
+    if not table.is_sealed(seal):
         await _read_in_background(table, "check", table.size, check_in_child_min_bytes)
     elif not pinned:
         start, end = table.probe_span

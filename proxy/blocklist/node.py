@@ -726,10 +726,14 @@ class NodeBlocklist:
             self.compiled_path,
             path,
         )
-        self._compiled_stamp = stamp_of(path)
         # Every file that becomes the compiled one was checked whole first: by the job that
         # wrote or adopted it (`_check_outputs`), or at start (`_map_kept`, the same inode).
-        self._compiled_seal = _seal_of(path)
+        try:
+            table = MappedTable(path)
+        except TableError:  # workers then check it whole, and refuse it
+            self._compiled_stamp, self._compiled_seal = stamp_of(path), None
+        else:
+            self._compiled_stamp, self._compiled_seal = table.version, table.seal
         self.pinner.pin(path)
         if stale is not None:
             stale.unlink(missing_ok=True)  # workers that mapped it keep their mapping
@@ -1141,12 +1145,3 @@ def _newer_head(head: dict[str, Any] | None, than: dict[str, Any] | None) -> boo
     if head is None:
         return False
     return than is None or head.get("received_at", 0.0) >= than.get("received_at", 0.0)
-
-
-def _seal_of(path: Path) -> Seal | None:
-    """The seal of the table at `path` as it opens now; None when it does not open (workers
-    then check it whole, and refuse it)."""
-    try:
-        return MappedTable(path).seal
-    except TableError:
-        return None

@@ -697,7 +697,6 @@ class MappedTable:
         "_checksum",
         "_body",
         "probe_span",
-        "identity",
         "seal",
         "summaries",
     )
@@ -755,8 +754,12 @@ class MappedTable:
         self._body = (HEADER_SIZE, size)
         # the sections every probe reads: directory, hashes, record offsets
         self.probe_span = (o_dir, o_recs + 8 * self.keys)
-        self.identity = (st.st_dev, st.st_ino)  # the file mapped, whatever its path is later
+        # the file mapped (its inode, whatever its path is later), as it was when opened
         self.seal = Seal(st.st_dev, st.st_ino, size, st.st_mtime_ns, self._checksum)
+
+    def is_sealed(self, seal: Seal | None) -> bool:
+        """This is the file `seal` names, unchanged since it was checked whole (`Seal`)."""
+        return seal is not None and self.seal == seal
 
     @property
     def checksum(self) -> int:

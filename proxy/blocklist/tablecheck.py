@@ -96,16 +96,17 @@ _CHILD_FD = 3  # where the child finds the table (its first descriptor after std
 
 async def check_in_child(table: MappedTable, nice: int, what: str = "check") -> None:
     """Check `table` (already open and mapped here) in a child process at `nice` above this
-    one (`what` = "keep": only read its probe sections once more). Raises `TableError` when the child refuses the file, finds another file than the one
-    mapped, or ends without an answer (the caller keeps enforcing what it has), `NoChild`
-    when none could be started; a cancelled check kills its child."""
+    one (`what` = "keep": only read its probe sections once more). Raises `TableError` when
+    the child refuses the file, finds another file than the one mapped, or ends without an
+    answer (the caller keeps enforcing what it has), `NoChild` when none could be started; a
+    cancelled check kills its child."""
     try:
         fd = os.open(table.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise TableError(f"{table.path}: {e}") from e
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != table.identity:
+        if (st.st_dev, st.st_ino) != (table.seal.dev, table.seal.ino):
             raise TableError(f"{table.path}: replaced since it was mapped")
         env = dict(os.environ)  # the child imports this very package, wherever it lives
         here = str(Path(__file__).resolve().parents[2])

@@ -184,7 +184,7 @@ class Worker:
                     e,
                 )
                 raise
-            if msg.seal is not None and mapped.table.seal == msg.seal:
+            if mapped.table.is_sealed(msg.seal):  # as `load_mapped` judged it
                 self.stats.blocklist_tables_sealed += 1
             else:
                 self.stats.blocklist_tables_checked += 1
