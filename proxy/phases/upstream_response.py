@@ -46,15 +46,14 @@ RESPONSE_DRIVEN = frozenset(NoStoreReason) - {
 
 
 def body_codings(status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """Content-Encoding values of a whole body; a 206 part cannot be decoded alone, so its
-    bytes are judged as received."""
-    if status == 206:
-        return []
-    return [v for n, v in headers if n.lower() == b"content-encoding"]
+    """Content-Encoding values of a whole body, read from its fields (`codings_of`)."""
+    return codings_of(status, [v for n, v in headers if n.lower() == b"content-encoding"])
 
 
 def codings_of(status: int, codings: list[bytes]) -> list[bytes]:
-    """`body_codings` from the values `read_response` found (ParsedResponse.codings)."""
+    """The content codings to remove from a body whose Content-Encoding values are `codings`
+    (as `read_response` found them, ParsedResponse.codings): none for a 206 part, which
+    cannot be decoded alone, so its bytes are judged as received."""
     return [] if status == 206 else codings
 
 
