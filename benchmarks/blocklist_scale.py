@@ -422,7 +422,7 @@ def drop(
     import statistics
     import threading
 
-    from benchmarks import edge_ops, tail
+    from benchmarks import cpu, edge_ops, tail
     from benchmarks.blocklists import LIST_CONFIG, blocklist_dir
     from benchmarks.load import Workload, drive
     from benchmarks.origin import Origin
@@ -457,10 +457,10 @@ def drop(
     details: list[dict[str, float]] = []
 
     def load() -> None:
-        workers = [] if not detail else [
-            int(p) for p in Path(f"/proc/{edge.proc.pid}/task/{edge.proc.pid}/children")
-            .read_text().split()
-        ] if edge.proc is not None else []  # fmt: skip
+        workers: list[int] = []
+        if detail and edge.proc is not None:  # the supervisor's children: its workers
+            root = edge.proc.pid
+            workers = [st.pid for st in cpu.tree([root]) if st.ppid == root]
         while not stop.is_set():
             t0, s0 = time.perf_counter(), _steal_s()
             if detail:
