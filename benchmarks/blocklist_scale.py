@@ -458,6 +458,7 @@ def drop(
 
     def load() -> None:
         workers: list[int] = []
+        root = 0
         if detail and edge.proc is not None:  # the supervisor's children: its workers
             root = edge.proc.pid
             workers = [st.pid for st in cpu.tree([root]) if st.ppid == root]
@@ -466,6 +467,7 @@ def drop(
             if detail:
                 rq0 = sum(tail.process_wait_s(w) for w in workers)
                 h0 = tail.histograms(edge_ops.metrics_text(edge))
+                vm0, others0 = _vm_events(), _others_cpu_s(root, workers)
             m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
                       connections=connections, use_wrk=True)  # fmt: skip
             windows.append((t0, time.perf_counter(), m))
@@ -475,7 +477,10 @@ def drop(
                 lag = tail.delta(h0, tail.histograms(edge_ops.metrics_text(edge)))
                 largest = max((tail.largest(b) or 0.0 for (f, _w), b in lag.items()
                                if f == "edgeproxy_worker_loop_lag_seconds"), default=0.0)  # fmt: skip
-                details.append({"rq_ms": round(rq * 1e3, 1), "lag_ms": largest * 1e3})
+                vm = {k: v - vm0.get(k, 0) for k, v in _vm_events().items()}
+                others = _others_cpu_s(root, workers) - others0
+                details.append({"rq_ms": round(rq * 1e3, 1), "lag_ms": largest * 1e3,
+                                "others_cpu_ms": round(others * 1e3), **vm})  # fmt: skip
 
     thread = threading.Thread(target=load, daemon=True)
     try:
@@ -590,6 +595,33 @@ def drop(
             for i, ((a, _b, m), st) in enumerate(zip(windows, steals, strict=False))
         ]  # fmt: skip
     return out
+
+
+# the kernel's memory events that stall whoever allocates or touches a page: reclaim and
+# compaction done in the faulting process, and page faults that waited for the disk
+_VM_EVENTS = ("allocstall_normal", "allocstall_movable", "compact_stall", "pgscan_direct",
+              "pgscan_kswapd", "pgmajfault")  # fmt: skip
+
+
+def _vm_events() -> dict[str, int]:
+    """/proc/vmstat's counters of `_VM_EVENTS`, so far."""
+    out: dict[str, int] = {}
+    with open("/proc/vmstat") as f:
+        for line in f:
+            name, _, value = line.partition(" ")
+            if name in _VM_EVENTS:
+                out[name] = int(value)
+    return out
+
+
+def _others_cpu_s(root: int, workers: list[int]) -> float:
+    """CPU seconds so far of the node's processes other than its workers and their children:
+    the supervisor, its threads (the pin), its jobs (live, or reaped into its own count)."""
+    from benchmarks import cpu
+
+    ticks = sum(st.cpu_ticks for st in cpu.tree([root]) if st.pid not in workers
+                and st.ppid not in workers) if root else 0  # fmt: skip
+    return ticks / cpu.TICKS_PER_S
 
 
 def _steal_s() -> float:

@@ -560,8 +560,10 @@ def run_apply_under_load(session: Session, fleet: Fleet) -> None:
         blocklist_scale.shipped_version(size)
         work = session.out / "work" / "apply"
         work.mkdir(parents=True, exist_ok=True)
+        # with each window's detail (run-queue wait, loop lag, memory stalls, the job's CPU):
+        # a window past 2x idle says what it shared the cores with
         r = blocklist_scale.drop(size, work, ship=True, loaded=True, connections=s.connections,
-                                 table_install=s.shipped_tables)  # fmt: skip
+                                 table_install=s.shipped_tables, detail=True)  # fmt: skip
         session.extra["apply_drop"] = r
         session.say("apply-under-load: " + blocklist_scale.report_drop(r))
         return
