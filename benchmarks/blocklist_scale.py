@@ -565,6 +565,9 @@ def drop(
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
         "applied_s": applied_at - wall_drop if applied_at else None,
+        # the drop on CLOCK_MONOTONIC (perf_counter's clock): places it in a trace taken with
+        # `perf sched record -k CLOCK_MONOTONIC`
+        "drop_monotonic_s": t_drop,
         # per worker, from the drop to every worker's swap (their /metrics histograms): where
         # a bad window's time went (the loop's largest lag, the largest GC pause)
         "workers": {
