@@ -5,6 +5,9 @@ This is the only place control flow between phases lives. Each phase returns a `
 Up to and including lookup all is synchronous: a fresh hit is answered from `__call__` (no
 task, no coroutine); a request that needs the origin continues in `_walk`. In front sits the
 memo of hot answers (proxy/phases/memo.py): it repeats these phases' decisions, makes none.
+A plain GET that lookup sends to the origin alone (hit-for-miss) is fetched and relayed by the
+pass-through lane (proxy/phases/lane.py) in one step when the answer's head is one the full
+way already found not storable; any other answer continues the walk from ROUTE.
 """
 
 from __future__ import annotations

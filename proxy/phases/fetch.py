@@ -8,7 +8,8 @@ followers share its outcome. The tier behind memory is asked inside that one fet
 
 What the origin answers goes to upstream_response (proxy/phases/upstream_response.py), what is
 kept to store (proxy/phases/store.py), what is streamed unstored to deliver
-(proxy/phases/deliver.py); `Fetcher` composes the three.
+(proxy/phases/deliver.py); `Fetcher` composes the three, and the pass-through lane
+(proxy/phases/lane.py) that fuses them for an answer head known not storable.
 """
 
 from __future__ import annotations
