@@ -87,11 +87,9 @@ class ExpressLane:
 
     _heads: dict[HeadKey, KnownHead]
 
-    def express(self, ctx: RequestCtx) -> Awaitable[Next]:
-        """The walk's EXPRESS step (a plain GET, nothing stored, its key hit-for-miss)."""
-        return self._express(ctx)
-
-    async def _express(self, ctx: RequestCtx) -> Next:
+    async def express(self, ctx: RequestCtx) -> Next:
+        """The walk's EXPRESS step (a plain GET, nothing stored, its key hit-for-miss): the
+        one origin request, then the known head relayed with its body, or the full way."""
         key = ctx.key
         assert key is not None
         ctx.leader = True
