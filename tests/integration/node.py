@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -30,8 +32,11 @@ class Node:
         self.tried: list[str] = []  # starts that lost their port to another process
         self._reader: asyncio.Task[None] | None = None
         # A node of its own: pushed entries persist in the state dir, and must not leak
-        # from one test into the next.
+        # from one test into the next. It outlives the node's restarts within a test, and
+        # goes when the test run ends: a run starts hundreds of nodes, and each node's tier
+        # reserves its disk (twice its bound), which left behind filled the disk in a day.
         self.state_dir = tempfile.mkdtemp(prefix="edgeproxy-test-")
+        atexit.register(shutil.rmtree, self.state_dir, ignore_errors=True)
 
     @classmethod
     def on_dir(
