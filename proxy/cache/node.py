@@ -116,18 +116,24 @@ fetched in the same loop turn (a body spooled to disk, larger than the tier's ob
 waiter fetches too: that is the one case of two origin requests. If the lock file cannot be
 opened (a full disk, a read-only directory), every worker fetches, as without a node tier.
 
-Writes through the map: with `cache.node_tier_preallocate` the supervisor's `prepare` gives the
-data file disk blocks for its whole map (`posix_fallocate`, `map_size`: twice the bound and 64
-MiB, reserved at start), and every process that finds it so opens the tier with LMDB's
-`writemap`: a commit then writes into the shared mapping instead of copying every dirty page
-with pwrite(). A store with its commit took 115-170 us without, 42-50 with (a throwaway loop
-over `flush`, 1 KiB bodies, 30,000 items, the machine shared). Without the blocks it is not
-used: into a hole of a sparse file a full disk raises SIGBUS in the worker instead of an error
-the tier handles; a refused preallocation (a full disk, no fallocate) leaves the tier as
-without. A SIGKILL mid-commit still tears nothing: LMDB writes only pages no committed tree
-refers to, through the map as through pwrite(). Off by default (the disk reserved at start is
-twice the bound), and only for a filesystem that overwrites in place (ext4, xfs, tmpfs): on a
-copy-on-write one (btrfs, zfs) an overwrite allocates, so the blocks prove nothing.
+Writes through the map (on by default since h-store, `cache.node_tier_preallocate`): the
+supervisor's `prepare` gives the data file disk blocks for its whole map (`posix_fallocate`,
+`map_size`: twice the bound and 64 MiB, reserved at start), and every process that finds it
+so opens the tier with LMDB's `writemap`: a commit then writes into the shared mapping instead
+of copying every dirty page with pwrite(). A cold store with its commit: 46-49 us without,
+24-25 with (`python -m benchmarks.node_tier --cold 3000 --objects 30000`, 1 KiB bodies); in
+a full tier, evicting as it stores, 66 against 34; at 64 KiB 75 against 43 once the file's
+pages were written once (the first write of each page of a fresh file faults it in: 76 us a
+store then; benchmarks/README.md, "Cheaper node-tier stores"). `reserve` preallocates only on a
+filesystem that overwrites in place (`IN_PLACE_FILESYSTEMS`: on a copy-on-write one, btrfs or
+zfs, an overwrite allocates, so reserved blocks prove nothing) and when the disk keeps
+`cache.node_tier_preallocate_keep_free_bytes` free after it. Without the blocks (refused, or
+turned off) the tier is written with pwrite(): into a hole of a sparse file a full disk would
+raise SIGBUS in the worker instead of an error the tier handles. A larger bound at SIGHUP is
+reserved before the new workers start; an old worker whose map another process grew past its
+blocks stops writing (`_remap`: its replacement writes). A SIGKILL mid-commit still tears
+nothing: LMDB writes only pages no committed tree refers to, through the map as through
+pwrite().
 
 Eviction keeps popular objects: an approximate LRU over access ticks. Every
 `TOUCH_ONE_IN`th read from this tier (a memory miss: 8 in a worker) and every 8th hot hit in
