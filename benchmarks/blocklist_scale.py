@@ -534,6 +534,15 @@ def drop(
             seen = len(windows)
             while len(windows) < seen + 2:
                 time.sleep(0.05)
+            stop.set()
+            thread.join(timeout=30)
+            # Idle again, once the swap is over: a second sample of the state the node is held
+            # to. Idle's p99 has two modes (~1.5 and ~5 ms, with where the kernel puts the two
+            # workers and wrk), and one run before the drop landed in the low one while the
+            # swap's windows sat in the high one (worst window 7.4 ms, 2.5x a 3.0 ms idle run).
+            idle_after = drive(edge.base_url, Workload("url", "/bytes/1024"),
+                               duration_s=float(IDLE_WINDOWS), connections=connections,
+                               use_wrk=True)  # fmt: skip
     finally:
         stop.set()
         if thread.is_alive():  # its last window ends before the edge stops (not its errors)
@@ -556,6 +565,9 @@ def drop(
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
         "applied_s": applied_at - wall_drop if applied_at else None,
+        # the drop on CLOCK_MONOTONIC (perf_counter's clock): places it in a trace taken with
+        # `perf sched record -k CLOCK_MONOTONIC`
+        "drop_monotonic_s": t_drop,
         # per worker, from the drop to every worker's swap (their /metrics histograms): where
         # a bad window's time went (the loop's largest lag, the largest GC pause)
         "workers": {
@@ -583,6 +595,8 @@ def drop(
         t_end = max(t_enforced, t_drop + (applied_at - wall_drop if applied_at else 0.0))
         during = [m for a, b, m in windows if b > t_drop and a < t_end]
         out["idle_run"] = {"rps": round(idle_run.rps), "p99_ms": round(idle_run.p99_us / 1e3, 2)}
+        out["idle_after"] = {"rps": round(idle_after.rps),
+                             "p99_ms": round(idle_after.p99_us / 1e3, 2)}  # fmt: skip
         out["rps_before"] = statistics.median(m.rps for m in before) if before else 0.0
         out["rps_during"] = statistics.median(m.rps for m in during) if during else 0.0
         out["p99_before_ms"] = statistics.median(m.p99_us for m in before) / 1e3 if before else 0

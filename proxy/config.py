@@ -92,6 +92,9 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shared_tier_tls_cert_file: str = ""
     shared_tier_tls_key_file: str = ""
     hot_memo_max_entries: int = 65536  # raw targets remembered for hot hits and 451s
+    # Origin answer heads the pass-through lane remembers as not storable (proxy/phases/
+    # lane.py); 0 turns the lane off (every pass-through walks the phases).
+    pass_lane_max_entries: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1024
     # The node tier (proxy/cache/node.py): one persistent cache every worker of the node
     # shares, behind each worker's memory tier. 0 bytes: none. Path "": <state_dir>/node-cache.
     node_tier_bytes: int = 0

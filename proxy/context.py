@@ -36,6 +36,7 @@ class Next(Enum):
     ONLY_IF_CACHED = auto()  # nothing usable stored and the client forbids a fetch: 504
     MISS = auto()  # one coalesced origin fetch for `ctx.key` (`ctx.entry` validates)
     FETCH_ALONE = auto()  # a fetch for `ctx.key` that waits for no other (hit-for-miss)
+    EXPRESS = auto()  # FETCH_ALONE for a plain GET, by the pass-through lane (phases/lane.py)
     PRIVATE = auto()  # Authorization: fetched for this request alone, never from the cache
     HEAD_THROUGH = auto()  # a HEAD on a stale `ctx.entry`: sent on as HEAD (RFC 9111 §4.3.5)
     ROUTE = auto()  # `ctx.outcome` is in: decide what this request gets from it

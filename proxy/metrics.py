@@ -138,6 +138,7 @@ class WorkerStats:
         self.blocked = [[0] * len(BLOCK_TYPES) for _ in range(n)]
         self.not_stored = [0] * len(NO_STORE)
         self.coalesced = 0
+        self.pass_lane = 0  # pass-throughs relayed by the express lane (proxy/phases/lane.py)
         self.handler_errors = 0
         self.purged_by_blocklist = 0
         self.blocklist_load_failures = 0  # compiled files refused: the last good list stays
@@ -388,6 +389,12 @@ def _unlabelled_counters(stats: dict[str, Any]) -> Iterator[CounterMetricFamily]
         "edgeproxy_coalesced",
         "Requests that waited on another request's origin fetch",
         value=stats["coalesced"],
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_pass_lane",
+        "Pass-through GETs relayed by the express lane: an answer head already known not "
+        "storable, relayed without the phase walk (admit and block still ran)",
+        value=stats.get("pass_lane", 0),
     )
     yield CounterMetricFamily(
         "edgeproxy_handler_errors",

@@ -5,6 +5,9 @@ This is the only place control flow between phases lives. Each phase returns a `
 Up to and including lookup all is synchronous: a fresh hit is answered from `__call__` (no
 task, no coroutine); a request that needs the origin continues in `_walk`. In front sits the
 memo of hot answers (proxy/phases/memo.py): it repeats these phases' decisions, makes none.
+A plain GET that lookup sends to the origin alone (hit-for-miss) is fetched and relayed by the
+pass-through lane (proxy/phases/lane.py) in one step when the answer's head is one the full
+way already found not storable; any other answer continues the walk from ROUTE.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from proxy.origin import Origin, OriginError
 from proxy.phases import admit, block, deliver, lookup
 from proxy.phases import log as log_phase
 from proxy.phases.fetch import Fetcher
+from proxy.phases.lane import lane_takes
 from proxy.phases.memo import HotMemo, Remembered451
 from proxy.phases.spool import OverBudget
 from proxy.phases.upstream_response import BodyBlocked
@@ -90,6 +94,7 @@ class Pipeline:
         # the phases decide what the memo would have repeated).
         self._declined: bytes | None = None
         self._unknown_site = len(sites.sites)
+        self._lane_on = cfg.cache.pass_lane_max_entries > 0
         # The go-live gate (proxy/gate.py), set by the worker when [gate] is on: hosts the
         # signed site roster does not name are held before anything else is decided.
         self.gate: Gate | None = None
@@ -103,6 +108,7 @@ class Pipeline:
             Next.ONLY_IF_CACHED: lambda ctx: deliver.only_if_cached(ctx, cfg.via_name),
             Next.MISS: fetcher.miss,
             Next.FETCH_ALONE: fetcher.fetch_alone,
+            Next.EXPRESS: fetcher.express,
             Next.PRIVATE: fetcher.fetch_private,
             Next.HEAD_THROUGH: fetcher.head_through,
             Next.ROUTE: fetcher.route,
@@ -151,7 +157,9 @@ class Pipeline:
         if self._admit(ctx) is Next.DONE:
             return None
         step = lookup.lookup(ctx, self.cache, self.enforcer, self.coalescer, self.clock())
-        if step is Next.HIT or step is Next.BLOCKED:
+        if step is Next.FETCH_ALONE and self._lane_on and lane_takes(ctx, plain, ctx.entry):
+            step = Next.EXPRESS  # the same fetch, by the pass-through lane (phases/lane.py)
+        elif step is Next.HIT or step is Next.BLOCKED:
             # Answered synchronously: a fresh hit costs no task and no coroutine.
             self._steps[step](ctx)
             entry = ctx.entry
@@ -308,6 +316,8 @@ class Pipeline:
         fetcher.cfg = cfg
         fetcher.decode_limits = DecodeLimits.from_config(cfg.blocklist)
         fetcher.forget_upstream_headers()  # built under the old sites
+        fetcher.forget_heads()  # relayed with the old names, judged by the old storing rules
+        self._lane_on = cfg.cache.pass_lane_max_entries > 0
         self.default_blocked_by = (
             cfg.blocklist.default_blocked_by_url or f"urn:edgeproxy:node:{cfg.via_name}"
         )

@@ -76,6 +76,12 @@ BAD = [
     ("[log]", "[cache]\nnode_touch_delay_s = -0.1\n[log]", "cache.node_touch_delay_s"),
     ("[log]", "[cache]\nnode_touch_interval_s = -1\n[log]", "cache.node_touch_interval_s"),
     ("[log]", "[cache]\nnode_proof_cache_bytes = -1\n[log]", "cache.node_proof_cache_bytes"),
+    ("[log]", "[cache]\npass_lane_max_entries = -1\n[log]", "cache.pass_lane_max_entries"),
+    (
+        "[log]",
+        "[cache]\npass_lane_max_entries = 2000000\n[log]",
+        "cache.pass_lane_max_entries",
+    ),
     ('via_name = "edgeproxy"', 'via_name = "edge proxy"', "via_name"),
     ('via_name = "edgeproxy"', 'via_name = "edge;proxy"', "via_name"),
     ('via_name = "edgeproxy"', 'via_name = ""', "via_name"),

@@ -55,7 +55,7 @@ from proxy.blocklist.table import (
     one_label_host,
     summary_of,
 )
-from proxy.blocklist.tablecheck import NoChild, check_in_child
+from proxy.blocklist.tablecheck import READS, NoChild, check_in_child
 
 log = logging.getLogger("edgeproxy.blocklist")
 
@@ -156,18 +156,16 @@ async def load_mapped(
 
 
 async def _read_in_background(table: MappedTable, what: str, size: int, child_min: int) -> None:
-    """`what` ("check": `check_for_workers`, "keep": `keep_probe_sections`) over `size` bytes
-    of `table`, in a child process from `child_min` bytes on, else in a low-priority thread."""
-    func = table.check_for_workers if what == "check" else table.keep_probe_sections
+    """`what` (a name in `tablecheck.READS`) over `size` bytes of `table`, in a child process from `child_min` bytes on, else in a low-priority thread."""
+    read, done = READS[what]
     if size < child_min:
-        await in_low_priority_thread(func)
+        await in_low_priority_thread(lambda: read(table))
         return
     try:
         await check_in_child(table, VERIFY_NICE, what)
     except NoChild as e:
-        done = "checked" if what == "check" else "its probe sections read"
         log.warning("%s; %s in a thread instead", e, done)
-        await in_low_priority_thread(func)
+        await in_low_priority_thread(lambda: read(table))
 
 
 async def in_low_priority_thread(func: Callable[[], None], nice: int = VERIFY_NICE) -> None:

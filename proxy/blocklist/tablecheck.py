@@ -31,6 +31,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -50,14 +51,20 @@ class Answer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     error: str = ""
 
 
+# What a worker reads of a table before it maps it, by name (the child's argument): every
+# byte checked, or only the probe sections read once more (a file bearing the supervisor's
+# seal), each with what a log line says was done.
+READS: dict[str, tuple[Callable[[MappedTable], None], str]] = {
+    "check": (MappedTable.check_for_workers, "checked"),
+    "keep": (MappedTable.keep_probe_sections, "its probe sections read"),
+}
+
+
 def _check(fd: int, name: str, what: str) -> Answer:
     try:
         table = MappedTable(Path(f"/proc/self/fd/{fd}"))
         table.path = Path(name)  # errors name the file the operator knows
-        if what == "keep":
-            table.keep_probe_sections()
-        else:
-            table.check_for_workers()
+        READS[what][0](table)
     except TableError as e:
         return Answer(error=str(e).replace(f"/proc/self/fd/{fd}", name))
     return Answer(checksum=table.checksum)
@@ -80,6 +87,9 @@ def main(argv: list[str]) -> int:
     open file FD (or only read its probe sections once more: "keep")."""
     fd, name, nice, parent = int(argv[0]), argv[1], int(argv[2]), int(argv[3])
     what = argv[4] if len(argv) > 4 else "check"
+    if what not in READS:
+        print(f"tablecheck: no read named {what!r}; one of {sorted(READS)}", file=sys.stderr)
+        return 2
     _die_with(parent)
     if nice:
         try:

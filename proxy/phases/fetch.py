@@ -8,7 +8,8 @@ followers share its outcome. The tier behind memory is asked inside that one fet
 
 What the origin answers goes to upstream_response (proxy/phases/upstream_response.py), what is
 kept to store (proxy/phases/store.py), what is streamed unstored to deliver
-(proxy/phases/deliver.py); `Fetcher` composes the three.
+(proxy/phases/deliver.py); `Fetcher` composes the three, and the pass-through lane
+(proxy/phases/lane.py) that fuses them for an answer head known not storable.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx, RequestFields
 from proxy.metrics import Result, WorkerStats
 from proxy.origin import Origin, OriginError, OriginFailure, UpstreamResponse, render_fields
 from proxy.phases.deliver import StreamDelivery, interim_relay
+from proxy.phases.lane import ExpressLane
 from proxy.phases.lookup import decide
 from proxy.phases.spool import BodyBudget
 from proxy.phases.store import StorePhase
@@ -81,10 +83,10 @@ CONDITIONAL = frozenset(
 )
 
 
-class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
-    """fetch, composed with upstream_response, store and the streamed part of deliver: one
-    object per worker holding what they share (config, cache facade, counters, the enforcer
-    and its snapshot, the origin, the coalescer)."""
+class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery, ExpressLane):
+    """fetch, composed with upstream_response, store, the streamed part of deliver and the
+    pass-through lane: one object per worker holding what they share (config, cache facade,
+    counters, the enforcer and its snapshot, the origin, the coalescer)."""
 
     def __init__(
         self,
@@ -123,6 +125,7 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
         self.background: set[asyncio.Task[None]] = set()  # stale-while-revalidate refreshes
         # This worker's share of the node's in-flight body budget (proxy/phases/spool.py).
         self.budget = BodyBudget(max(1, cfg.cache.inflight_body_bytes // cfg.worker_count()))
+        self._heads = {}  # the lane's known answer heads (proxy/phases/lane.py)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -246,11 +249,16 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
                 node.release(ctx.primary, uncacheable=uncacheable)
         if entry is not None and outcome.stale_candidate is None:
             outcome.stale_candidate = entry  # a stored response existed (fwd=stale)
+        self.note_cacheability(key, outcome, uncacheable)
+        return outcome
+
+    def note_cacheability(self, key: ItemKey, outcome: FetchOutcome, uncacheable: bool) -> None:
+        """Hit-for-miss bookkeeping after a fetch for `key`: a stored answer ends the mark,
+        an answer the response itself made unstorable (re)starts it."""
         if outcome.stored:
             self.coalescer.clear_uncacheable(key)
         elif uncacheable:
             self.coalescer.mark_uncacheable(key)
-        return outcome
 
     async def _lease_or_wait(self, ctx: RequestCtx) -> bool | Entry | FetchOutcome:
         """Coalescing across the node's workers ("Coalescing" in proxy/cache/node.py). True:
@@ -514,7 +522,18 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery):
             )
         except OriginError as e:
             return FetchOutcome(error=e, stale_candidate=entry)
-        response_time = self.clock()
+        return await self.answered(ctx, up, entry, request_time, self.clock())
+
+    async def answered(
+        self,
+        ctx: RequestCtx,
+        up: UpstreamResponse,
+        entry: Entry | None,
+        request_time: float,
+        response_time: float,
+    ) -> FetchOutcome:
+        """upstream_response for the answer to `fetch_for_cache`'s GET: an origin failure
+        while it is read is the outcome's error, and `up` is closed on any failure."""
         try:
             return await self.upstream_response(ctx, up, entry, request_time, response_time)
         except OriginError as e:
