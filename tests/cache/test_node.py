@@ -869,7 +869,7 @@ def test_a_handle_writing_through_the_map_stops_writing_past_its_blocks(tmp_path
 
 
 def _store_until_killed(path: str, ready: Any) -> None:
-    t = tier(Path(path), 64 * MiB)
+    t = tier(Path(path), 8 * MiB)  # past 8 MiB every store evicts too
     assert t.env.flags()["writemap"] is True
     body = os.urandom(3000)
     for i in range(1_000_000):
@@ -884,7 +884,7 @@ def test_a_writer_killed_mid_store_through_the_map_leaves_no_torn_entry(tmp_path
     what another worker then reads is every record whole, each proven, with its index
     rows, and the tier goes on storing."""
     p = tmp_path / "node-cache"
-    assert prepare(p, 64 * MiB, prealloc=True) == "opened, preallocated"
+    assert prepare(p, 8 * MiB, prealloc=True) == "opened, preallocated"
     ctx = multiprocessing.get_context("spawn")
     for _ in range(3):
         ready = ctx.Event()
@@ -894,7 +894,7 @@ def test_a_writer_killed_mid_store_through_the_map_leaves_no_torn_entry(tmp_path
         os.kill(child.pid, signal.SIGKILL)
         child.join(30)
         assert child.exitcode == -signal.SIGKILL
-        t = tier(p, 64 * MiB)
+        t = tier(p, 8 * MiB)
         with t.env.begin() as txn:
             keys = [bytes(k) for k, _ in txn.cursor(db=t._items)]
             infos = [k for k in keys if txn.get(_INFO + k, db=t._index) is not None]
