@@ -980,9 +980,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--edge-node-tier-preallocate",
-        action="store_true",
-        help="the edge reserves its node tier's disk at start (cache.node_tier_preallocate): "
-        "stores through a writable map",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the edge reserves its node tier's disk at start (cache.node_tier_preallocate, "
+        "the default where safe): stores through a writable map; --no-…: with pwrite()",
     )
     parser.add_argument(
         "--node-hit-objects",

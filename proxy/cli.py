@@ -63,8 +63,8 @@ def _with_flags(base: Config, args: argparse.Namespace) -> Config:
         cache = msgspec.structs.replace(cache, memory_cache_bytes=args.memory_cache_bytes)
     if args.node_tier_bytes is not None:
         cache = msgspec.structs.replace(cache, node_tier_bytes=args.node_tier_bytes)
-    if args.node_tier_preallocate:
-        cache = msgspec.structs.replace(cache, node_tier_preallocate=True)
+    if args.node_tier_preallocate is not None:
+        cache = msgspec.structs.replace(cache, node_tier_preallocate=args.node_tier_preallocate)
     if cache is not cfg.cache:
         changes["cache"] = cache
     if args.state_dir:
@@ -116,9 +116,10 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--node-tier-preallocate",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="reserve the node tier's disk at start: stores through a writable map "
-        "(cache.node_tier_preallocate)",
+        "(cache.node_tier_preallocate, on by default where the filesystem and disk allow)",
     )
     p.add_argument("--cache-clear", action="store_true", help="start with an empty node tier")
     p.add_argument(

@@ -106,8 +106,11 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # this late: one LMDB write transaction per batch, not per hit (0: every loop turn).
     node_touch_delay_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.1
     # Reserve the node tier's disk at start (twice node_tier_bytes and 64 MiB) so its writes
-    # go through a writable map (a store costs about half as much); ext4, xfs or tmpfs only.
-    node_tier_preallocate: bool = False
+    # go through a writable map (a store costs about half as much): done only on ext2-4, xfs
+    # or tmpfs and when the disk keeps node_tier_preallocate_keep_free_bytes free after it;
+    # otherwise (or false) the tier is written with pwrite(), as before.
+    node_tier_preallocate: bool = True
+    node_tier_preallocate_keep_free_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 30
     # A node-tier object is adopted into a worker's memory tier once read 1 + size / this
     # many bytes times within the doorkeeper's window (proxy/cache/admission.py): a large one
     # must be read more often, as it evicts as many bytes as several small ones.

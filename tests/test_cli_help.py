@@ -47,7 +47,11 @@ def test_serve_flags_set_the_node_tier_they_name() -> None:
         ["serve", "--origin", "http://127.0.0.1:9", "--node-tier-bytes", "4096"]
     )
     cfg = _config_from_args(args)
-    assert cfg.cache.node_tier_bytes == 4096 and cfg.cache.node_tier_preallocate is False
+    assert cfg.cache.node_tier_bytes == 4096 and cfg.cache.node_tier_preallocate is True
+    args = build_parser().parse_args(
+        ["serve", "--origin", "http://127.0.0.1:9", "--no-node-tier-preallocate"]
+    )
+    assert _config_from_args(args).cache.node_tier_preallocate is False
     args = build_parser().parse_args(
         ["serve", "--origin", "http://127.0.0.1:9", "--node-tier-preallocate"]
     )

@@ -171,7 +171,8 @@ class Target:
 
 class EdgeTarget(Target):
     kind = "edgeproxy"
-    node_tier_preallocate = False  # --edge-node-tier-preallocate: `serve --node-tier-preallocate`
+    # --[no-]edge-node-tier-preallocate: `serve --[no-]node-tier-preallocate`; None: the default
+    node_tier_preallocate: bool | None = None
     admin_token = "bench-admin-token"
 
     def __init__(
@@ -231,8 +232,12 @@ class EdgeTarget(Target):
             argv += ["--tls-cert", self.tls.cert_file, "--tls-key", self.tls.key_file]
         if self.cache_bytes:
             argv += ["--node-tier-bytes", str(self.cache_bytes)]
-        if self.node_tier_preallocate:
-            argv += ["--node-tier-preallocate"]
+        if self.node_tier_preallocate is not None:
+            argv += [
+                "--node-tier-preallocate"
+                if self.node_tier_preallocate
+                else "--no-node-tier-preallocate"
+            ]
         if Target.access_logs:
             argv += ["--access-log", str(self.workdir / "access.log")]
         argv += self.extra_args

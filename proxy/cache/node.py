@@ -116,18 +116,24 @@ fetched in the same loop turn (a body spooled to disk, larger than the tier's ob
 waiter fetches too: that is the one case of two origin requests. If the lock file cannot be
 opened (a full disk, a read-only directory), every worker fetches, as without a node tier.
 
-Writes through the map: with `cache.node_tier_preallocate` the supervisor's `prepare` gives the
-data file disk blocks for its whole map (`posix_fallocate`, `map_size`: twice the bound and 64
-MiB, reserved at start), and every process that finds it so opens the tier with LMDB's
-`writemap`: a commit then writes into the shared mapping instead of copying every dirty page
-with pwrite(). A store with its commit took 115-170 us without, 42-50 with (a throwaway loop
-over `flush`, 1 KiB bodies, 30,000 items, the machine shared). Without the blocks it is not
-used: into a hole of a sparse file a full disk raises SIGBUS in the worker instead of an error
-the tier handles; a refused preallocation (a full disk, no fallocate) leaves the tier as
-without. A SIGKILL mid-commit still tears nothing: LMDB writes only pages no committed tree
-refers to, through the map as through pwrite(). Off by default (the disk reserved at start is
-twice the bound), and only for a filesystem that overwrites in place (ext4, xfs, tmpfs): on a
-copy-on-write one (btrfs, zfs) an overwrite allocates, so the blocks prove nothing.
+Writes through the map (on by default since h-store, `cache.node_tier_preallocate`): the
+supervisor's `prepare` gives the data file disk blocks for its whole map (`posix_fallocate`,
+`map_size`: twice the bound and 64 MiB, reserved at start), and every process that finds it
+so opens the tier with LMDB's `writemap`: a commit then writes into the shared mapping instead
+of copying every dirty page with pwrite(). A cold store with its commit: 46-49 us without,
+24-25 with (`python -m benchmarks.node_tier --cold 3000 --objects 30000`, 1 KiB bodies); in
+a full tier, evicting as it stores, 66 against 34; at 64 KiB 75 against 43 once the file's
+pages were written once (the first write of each page of a fresh file faults it in: 76 us a
+store then; benchmarks/README.md, "Cheaper node-tier stores"). `reserve` preallocates only on a
+filesystem that overwrites in place (`IN_PLACE_FILESYSTEMS`: on a copy-on-write one, btrfs or
+zfs, an overwrite allocates, so reserved blocks prove nothing) and when the disk keeps
+`cache.node_tier_preallocate_keep_free_bytes` free after it. Without the blocks (refused, or
+turned off) the tier is written with pwrite(): into a hole of a sparse file a full disk would
+raise SIGBUS in the worker instead of an error the tier handles. A larger bound at SIGHUP is
+reserved before the new workers start; an old worker whose map another process grew past its
+blocks stops writing (`_remap`: its replacement writes). A SIGKILL mid-commit still tears
+nothing: LMDB writes only pages no committed tree refers to, through the map as through
+pwrite().
 
 Eviction keeps popular objects: an approximate LRU over access ticks. Every
 `TOUCH_ONE_IN`th read from this tier (a memory miss: 8 in a worker) and every 8th hot hit in
@@ -170,7 +176,7 @@ import xxhash
 
 from proxy.blocklist.keys import MatchKeys, canonical_host, host_suffixes, match_keys
 from proxy.cache.entry import Entry, PrimaryKey, VariantKey
-from proxy.cache.shared import Record, Rejected, entry_of, record_of
+from proxy.cache.shared import Record, Rejected, entry_of
 from proxy.config import Config, default_state_dir
 from proxy.metrics import WorkerStats
 from proxy.rfc.target import Target
@@ -199,6 +205,8 @@ _FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid
 _BUSY = (errno.EAGAIN, errno.EACCES)  # F_OFD_SETLK: another description holds the byte
 _U64 = struct.Struct(">Q")
 _HDR = struct.Struct(">4s16s")  # magic, xxh3-128 of the msgpack record
+# Filesystems that write a block where `posix_fallocate` reserved it ("Writes through the map").
+IN_PLACE_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})
 PROOF_OVERHEAD_BYTES = 1500  # a `Proven` and its entry besides the head and header fields
 
 
@@ -268,11 +276,16 @@ def _h(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+@lru_cache(maxsize=1024)
 def primary_hash(primary: PrimaryKey) -> bytes:
+    """Memoised: a cold miss asks for its key's hash five times (the lookup's read, the
+    lease, the read after it, the store, the release); a repeat costs a dict lookup."""
     return _h(primary[0].encode("utf-8") + b" " + primary[1])
 
 
 def item_key(primary: PrimaryKey, fields: tuple[str, ...], variant: VariantKey) -> bytes:
+    if not fields and not variant:
+        return primary_hash(primary) + _PLAIN
     return primary_hash(primary) + _h(_encode((fields, variant)))
 
 
@@ -282,8 +295,35 @@ _PLAIN = _h(_encode(((), ())))
 
 
 def node_record(entry: Entry, via: bytes) -> NodeRecord:
-    fields = msgspec.structs.asdict(record_of(entry))
-    return NodeRecord(**fields, head=entry.head, via=via)
+    """The shared tier's `record_of` and the head, built at once (by position, in `Record`'s
+    field order: building the `Record` first and copying it was half of a store's Python)."""
+    e = entry
+    return NodeRecord(
+        e.primary[0],
+        e.primary[1],
+        e.vary_fields,
+        e.variant,
+        e.status,
+        e.reason,
+        e.headers,
+        e.body,
+        e.sha256,
+        e.request_time,
+        e.response_time,
+        e.corrected_initial_age,
+        e.lifetime,
+        e.stale_while_revalidate_s,
+        e.stale_if_error_s,
+        e.must_revalidate,
+        e.no_cache,
+        e.etag,
+        e.last_modified,
+        e.date,
+        e.upstream_cache_status,
+        e.stored_at,
+        e.head,
+        via,
+    )
 
 
 def envelope(rec: NodeRecord) -> bytes:
@@ -370,18 +410,74 @@ def preallocated(path: Path, max_bytes: int) -> bool:
     """Whether the data file has disk blocks for its whole map (`preallocate`): only then
     may writes go through a writable map. Into a hole of a sparse file, a full disk raises
     SIGBUS in the worker, where a write() fails with an error the tier handles."""
+    return _blocks_cover(path, map_size(max_bytes))
+
+
+def _blocks_cover(path: Path, size: int) -> bool:
     try:
         st = os.stat(path / "data.mdb")
     except OSError:
         return False
-    size = map_size(max_bytes)
     return st.st_size >= size and st.st_blocks * 512 >= size
 
 
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem `path` lies on (the longest mount point above it in
+    /proc/self/mountinfo), or "" when that cannot be read."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    where = str(path.resolve())
+    best, kind = -1, ""
+    for line in lines:
+        fields, _, after = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not after:
+            continue
+        mount = parts[4].replace("\\040", " ")
+        inside = where == mount or where.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > best:
+            best, kind = len(mount), after.split()[0]
+    return kind
+
+
+def reserve(path: Path, max_bytes: int, keep_free_bytes: int) -> str:
+    """`preallocate` where it is safe and there is room, for the log: on a filesystem that
+    writes a block where it was reserved (`IN_PLACE_FILESYSTEMS`; on a copy-on-write one an
+    overwrite allocates anew, so reserved blocks prove nothing), when the disk keeps at least
+    `keep_free_bytes` free after it. Anything else leaves the tier written by pwrite()."""
+    kind = filesystem_of(path)
+    if kind not in IN_PLACE_FILESYSTEMS:
+        log.info(
+            "node tier %s: on %s, written without a writable map", path, kind or "an unknown fs"
+        )
+        return f"not preallocated ({kind or 'unknown'} filesystem)"
+    try:
+        st = os.stat(path / "data.mdb")
+        vfs = os.statvfs(path)
+    except OSError as e:
+        log.warning("node tier %s: not preallocated (%s), written without a writable map", path, e)
+        return "not preallocated"
+    need = max(0, map_size(max_bytes) - st.st_blocks * 512)
+    free = vfs.f_bavail * vfs.f_frsize
+    if free - need < keep_free_bytes:
+        log.warning(
+            "node tier %s: not preallocated (%d MiB free, %d MiB needed and %d MiB kept free), "
+            "written without a writable map",
+            path,
+            free >> 20,
+            need >> 20,
+            keep_free_bytes >> 20,
+        )
+        return "not preallocated (disk too full)"
+    return preallocate(path, max_bytes)
+
+
 def preallocate(path: Path, max_bytes: int) -> str:
-    """Give the data file its map's disk blocks now (`cache.node_tier_preallocate`), so the
-    workers write through a writable map; what was done, for the log. A refusal (a full
-    disk, a filesystem without fallocate) leaves the tier written by pwrite(), as without."""
+    """Give the data file its map's disk blocks now, so the workers write through a writable
+    map; what was done, for the log. A refusal (a full disk, a filesystem without fallocate)
+    leaves the tier written by pwrite(), as without."""
     try:
         fd = os.open(path / "data.mdb", os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -402,12 +498,20 @@ def map_size(max_bytes: int) -> int:
 # -- at node start (the supervisor, before workers) -------------------------------------------
 
 
-def prepare(path: Path, max_bytes: int, *, clear: bool = False, prealloc: bool = False) -> str:
+def prepare(
+    path: Path,
+    max_bytes: int,
+    *,
+    clear: bool = False,
+    prealloc: bool = False,
+    keep_free_bytes: int = 0,
+) -> str:
     """Make `path` a usable tier before any worker opens it: emptied for `--cache-clear`,
     moved aside (to `<path>.aside`, replacing an older one) when LMDB refuses it, it has
     another format, or it was open when the machine went down. Returns what was done, for the
     log; never raises for the tier's content (an unusable directory raises OSError). With
-    `prealloc` the data file is given its map's disk blocks ("Writes through the map")."""
+    `prealloc` the data file is given its map's disk blocks where that is safe and leaves
+    `keep_free_bytes` of the disk free (`reserve`, "Writes through the map")."""
     if clear and path.exists():
         shutil.rmtree(path)
         outcome = "cleared"
@@ -423,7 +527,7 @@ def prepare(path: Path, max_bytes: int, *, clear: bool = False, prealloc: bool =
         if _check(path, max_bytes) is not None:  # a fresh directory cannot fail but loudly
             raise OSError(f"node tier {path}: cannot create a fresh tier")
     if prealloc and not preallocated(path, max_bytes):
-        outcome += f", {preallocate(path, max_bytes)}"
+        outcome += f", {reserve(path, max_bytes, keep_free_bytes)}"
     return outcome
 
 
@@ -531,6 +635,8 @@ class NodeTier:
         if fmt != FORMAT:
             _close_env(path)
             raise NodeTierError(f"node tier {path}: format {fmt!r}, expected {FORMAT!r}")
+        self._writemap = bool(self.env.flags()["writemap"])
+        self._writable = True  # False once the map grew past its disk blocks (`_remap`)
         self._puts: dict[bytes, Entry] = {}
         self._touches: set[bytes] = set()
         self._releases: set[bytes] = set()
@@ -568,7 +674,7 @@ class NodeTier:
             with self._begin(buffers) as txn:
                 return fn(txn)
         except lmdb.MapResizedError:
-            self.env.set_mapsize(0)  # another worker grew the map (a new bound after SIGHUP)
+            self._remap()
             with self._begin(buffers) as txn:
                 return fn(txn)
 
@@ -786,11 +892,15 @@ class NodeTier:
         log.warning("node tier: dropped a record (%s)", why)
         self.stats.node_rejected += 1
         self.flush()
-        with self._write() as txn:
-            if whole_primary:
-                self._delete_primary(txn, key)
-            else:
-                self._delete(txn, key)
+        try:
+            with self._write() as txn:
+                if whole_primary:
+                    self._delete_primary(txn, key)
+                else:
+                    self._delete(txn, key)
+        except lmdb.Error as e:  # not served either way: `_load` answers None
+            self.stats.node_errors += 1
+            log.warning("node tier %s: a rejected record not deleted: %s", self.path, e)
 
     # -- write --------------------------------------------------------------------------------
 
@@ -964,29 +1074,46 @@ class NodeTier:
 
     def _write(self) -> Any:
         self.end_turn()  # this worker's hits read what it writes from now on
+        if not self._writable:
+            raise lmdb.Error("the map grew past its disk blocks: this handle no longer writes")
         try:
             return self.env.begin(write=True)
         except lmdb.MapResizedError:
-            self.env.set_mapsize(0)
-            return self.env.begin(write=True)
+            self._remap()
+            return self._write()
+
+    def _remap(self) -> None:
+        """Follow a map another process grew (a larger bound after SIGHUP). A handle that
+        writes through the map writes no more when the grown map has no disk blocks (into
+        a hole a full disk raises SIGBUS): its worker is being replaced by one opened for the
+        new bound, which writes, and its purges reach the tier through those workers."""
+        self.env.set_mapsize(0)
+        if self._writable and self._writemap:
+            if not _blocks_cover(self.path, self.env.info()["map_size"]):
+                self._writable = False
+                log.warning("node tier %s: map grew past its disk blocks: writes stop", self.path)
 
     def _store(self, txn: Any, ikey: bytes, entry: Entry, tick: int) -> None:
         index = self._index
         hp = ikey[:16]
         old_fields = txn.get(_VARY + hp, db=index)
         fields = None if ikey[16:] == _PLAIN else _encode(entry.vary_fields)
-        if old_fields == fields:
-            self._delete(txn, ikey)
-        else:  # the resource's Vary changed (or its first variant): other variants go
-            self._delete_primary(txn, hp)
+        if old_fields != fields:  # the resource's Vary changed (or its first variant)
+            self._delete_primary(txn, hp)  # other variants go
             if fields is not None:
                 txn.put(_VARY + hp, fields, db=index)
         value = envelope(node_record(entry, self.via))
+        items = self._items
+        # A new key (a cold miss) is one put; a key stored before loses its old rows first.
+        if not txn.put(ikey, value, db=items, overwrite=False):
+            self._delete(txn, ikey)  # as its primary's last variant, with the vary row
+            txn.put(ikey, value, db=items)
+            if fields is not None:
+                txn.put(_VARY + hp, fields, db=index)
         t = entry.target
         keys = entry.keys if entry.keys is not None else match_keys(t.host, t.path, t.query)
         size = len(value) + INDEX_OVERHEAD_BYTES
         info = Info(tick, size, t.host, t.path, t.query, entry.sha256, keys.url_key)
-        txn.put(ikey, value, db=self._items)
         txn.put(_INFO + ikey, _encode(info), db=index)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
         txn.put(_DIGEST + entry.sha256 + ikey, b"", db=index)

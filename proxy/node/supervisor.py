@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import msgspec
 
 from proxy.blocklist.node import NodeBlocklist
-from proxy.cache.node import close_clean, prepare, tier_path
+from proxy.cache.node import close_clean, preallocated, prepare, reserve, tier_path
 from proxy.config import (
     Config,
     ConfigError,
@@ -451,11 +451,26 @@ class Supervisor:
                 self.cfg.cache.node_tier_bytes,
                 clear=self.cache_clear,
                 prealloc=self.cfg.cache.node_tier_preallocate,
+                keep_free_bytes=self.cfg.cache.node_tier_preallocate_keep_free_bytes,
             )
         except OSError as e:
             log.error("node tier %s unusable: %s", path, e)
             return
         log.info("node tier %s: %s", path, outcome)
+
+    def _reserve_node_tier(self) -> None:
+        """Before a rolling restart: disk blocks for the map of a new, larger bound, so the
+        new workers write through the map too (the old ones stop writing once another grows
+        the map past their blocks: `NodeTier._remap`). Nothing when already there."""
+        cache = self.cfg.cache
+        path = tier_path(self.cfg)
+        if cache.node_tier_bytes <= 0 or not cache.node_tier_preallocate or not path.exists():
+            return
+        if not preallocated(path, cache.node_tier_bytes):
+            outcome = reserve(
+                path, cache.node_tier_bytes, cache.node_tier_preallocate_keep_free_bytes
+            )
+            log.info("node tier %s: %s for the new bound", path, outcome)
 
     def _sd_status(self) -> str:
         return (
@@ -610,6 +625,7 @@ class Supervisor:
         # The node tier outlives the workers: the old ones drop the changed sites' objects
         # before they go, the new ones again once all run (what an old one stored meanwhile).
         await self._drop_sites(plan.dropped_sites)
+        self._reserve_node_tier()
         await self._rolling_restart()
         await self._drop_sites(plan.dropped_sites)
 

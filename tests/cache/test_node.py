@@ -749,3 +749,169 @@ def test_a_refused_preallocation_leaves_the_tier_as_without(
     t.put(entry("/x", b"still stored"))
     assert t.usage()[0] == 1
     t.close()
+
+
+def test_a_variant_stored_again_keeps_its_vary_row(path: Path) -> None:
+    """The one variant of a resource with Vary, stored again (a refresh): the store replaces
+    its rows, and the resource's `vary` row stays, so the new record is found (it went with
+    the old record as its "last variant", leaving the new one unreachable)."""
+    t = tier(path)
+    primary = ("example.com", b"/r")
+    t.put(entry("/r", b"first", vary=("accept-encoding",), variant=("gzip",)))
+    t.put(entry("/r", b"second", vary=("accept-encoding",), variant=("gzip",)))
+    assert t.vary_fields(primary) == ("accept-encoding",)
+    got = t.get(primary, ("gzip",), ("accept-encoding",))
+    assert got is not None and got.body == b"second"
+    assert t.usage() == (1, len(envelope(node_record(got, b""))) + INDEX_OVERHEAD_BYTES)
+
+
+def test_a_key_stored_again_leaves_one_set_of_rows(path: Path) -> None:
+    """A store of a key already there drops its old index rows (digest, url, order, info)
+    before writing the new ones: a purge by the old digest finds nothing."""
+    t = tier(path)
+    t.put(entry("/k", b"old body"))
+    t.put(entry("/k", b"new body"))
+    with t.env.begin() as txn:
+        kinds = sorted(bytes(k[:1]) for k, _ in txn.cursor(db=t._index))
+    assert kinds == [b"d", b"i", b"o", b"p", b"u"]
+    assert t.purge_digest(hashlib.sha256(b"old body").digest()) == 0
+    assert t.purge_digest(hashlib.sha256(b"new body").digest()) == 1
+    assert t.usage() == (0, 0)
+
+
+def test_a_node_record_holds_what_record_of_gives(path: Path) -> None:
+    """`node_record` builds the record by position: field for field the shared tier's
+    `record_of` and the head."""
+    import msgspec
+
+    from proxy.cache.shared import record_of
+
+    e = entry("/n", b"body", vary=("accept-encoding",), variant=("gzip",))
+    e.render_head(256, b"1.1 edge")
+    rec = node_record(e, b"1.1 edge")
+    assert msgspec.structs.asdict(rec) == dict(
+        msgspec.structs.asdict(record_of(e)), head=e.head, via=b"1.1 edge"
+    )
+
+
+def test_a_tier_is_preallocated_by_default_where_it_is_safe_and_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cache.node_tier_preallocate` is on by default; the node reserves the map's blocks
+    only on a filesystem that writes in place and when the disk keeps
+    `node_tier_preallocate_keep_free_bytes` free after it. Otherwise the tier is written
+    with pwrite(), as without, and serves."""
+    from proxy.cache import node as node_mod
+    from proxy.config import Config
+
+    cache = Config().cache
+    assert cache.node_tier_preallocate is True
+    assert cache.node_tier_preallocate_keep_free_bytes == 1 << 30
+    ok = tmp_path / "ok"
+    assert node_mod.filesystem_of(tmp_path) in node_mod.IN_PLACE_FILESYSTEMS
+    assert prepare(ok, 1 * MiB, prealloc=True) == "opened, preallocated"
+
+    cow = tmp_path / "cow"
+    monkeypatch.setattr(node_mod, "filesystem_of", lambda p: "btrfs")
+    assert prepare(cow, 1 * MiB, prealloc=True) == "opened, not preallocated (btrfs filesystem)"
+    monkeypatch.undo()
+
+    full = tmp_path / "full"
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    outcome = prepare(full, 1 * MiB, prealloc=True, keep_free_bytes=free)
+    assert outcome == "opened, not preallocated (disk too full)"
+    for p, mapped in ((ok, True), (cow, False), (full, False)):
+        t = tier(p, 1 * MiB)
+        assert t.env.flags()["writemap"] is mapped
+        e = entry("/d", b"served either way")
+        t.put(e)
+        got = t.get(e.primary, (), ())
+        assert got is not None and got.body == e.body
+        t.close()
+
+
+def _grow_map(path: str, map_bytes: int) -> None:
+    """Another process opens the tier for a larger bound (a worker of a SIGHUP's new config)
+    and writes past the first map's end."""
+    env = lmdb.open(path, map_size=map_bytes, max_dbs=3, sync=False)
+    junk = env.open_db(b"junk")  # a database of this test's own: the tier's stay as they are
+    with env.begin(write=True) as txn:
+        for i in range(80):
+            txn.put(b"%d" % i, os.urandom(1 << 20), db=junk)
+    env.close()
+
+
+def test_a_handle_writing_through_the_map_stops_writing_past_its_blocks(tmp_path: Path) -> None:
+    """A worker that writes through the map, whose map another process grew past the disk
+    blocks reserved for it, follows the map for reads but writes no more (into a hole a
+    full disk raises SIGBUS); the node's new workers, opened for the new bound, write."""
+    from proxy.cache.node import map_size
+
+    p = tmp_path / "node-cache"
+    assert prepare(p, 1 * MiB, prealloc=True) == "opened, preallocated"
+    t = tier(p, 1 * MiB)
+    kept = entry("/kept", b"stored before")
+    t.put(kept)
+    assert t.env.flags()["writemap"] is True
+    child = multiprocessing.get_context("spawn").Process(
+        target=_grow_map, args=(str(p), map_size(1 * MiB) + 64 * MiB)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    late = entry("/late", b"not written")
+    t.put(late)
+    assert t.stats.node_errors == 1 and t.stats.node_stores == 1
+    got = t.get(kept.primary, (), ())
+    assert got is not None and got.body == kept.body  # reads follow the grown map
+    assert t.get(late.primary, (), ()) is None
+    t.close()
+
+
+def _store_until_killed(path: str, ready: Any) -> None:
+    t = tier(Path(path), 8 * MiB)  # past 8 MiB every store evicts too
+    assert t.env.flags()["writemap"] is True
+    body = os.urandom(3000)
+    for i in range(1_000_000):
+        t.put(entry(f"/k{i}", body + b"%d" % i))  # no loop: each store its own commit
+        if i == 50:
+            ready.set()
+
+
+def test_a_writer_killed_mid_store_through_the_map_leaves_no_torn_entry(tmp_path: Path) -> None:
+    """SIGKILL while a worker stores through the writable map (the default where the disk
+    is preallocated): LMDB writes a commit's pages only where no committed tree points, so
+    what another worker then reads is every record whole, each proven, with its index
+    rows, and the tier goes on storing."""
+    p = tmp_path / "node-cache"
+    assert prepare(p, 8 * MiB, prealloc=True) == "opened, preallocated"
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(3):
+        ready = ctx.Event()
+        child = ctx.Process(target=_store_until_killed, args=(str(p), ready))
+        child.start()
+        assert ready.wait(60)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        assert child.exitcode == -signal.SIGKILL
+        t = tier(p, 8 * MiB)
+        with t.env.begin() as txn:
+            keys = [bytes(k) for k, _ in txn.cursor(db=t._items)]
+            infos = [k for k in keys if txn.get(_INFO + k, db=t._index) is not None]
+        assert len(keys) > 50 and infos == keys
+        for k in keys:
+            got = t.get_at(k, _target_of(t, k))
+            assert got is not None
+        assert t.stats.node_rejected == 0
+        t.put(entry("/after", b"stored after the kill"))
+        assert t.get(("example.com", b"/after"), (), ()) is not None
+        t.close()
+
+
+def _target_of(t: NodeTier, ikey: bytes) -> Any:
+    from proxy.cache.node import open_envelope
+    from proxy.rfc.target import canonical_target
+
+    with t.env.begin() as txn:
+        rec = open_envelope(txn.get(ikey, db=t._items))
+    return canonical_target(rec.raw_path_query, rec.authority.encode())

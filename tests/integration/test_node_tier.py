@@ -373,3 +373,37 @@ async def test_answers_memory_cannot_hold_are_purged_and_blocked(
     assert status == 200
     for _ in range(12):
         assert (await get(node.url + "/big"))[0] == 451
+
+
+async def test_a_node_writes_its_tier_through_the_map_by_default(origin_server, nodes) -> None:
+    """`cache.node_tier_preallocate` is on by default: on this filesystem (ext4 or tmpfs)
+    with room on the disk the node reserves the map's blocks at start, its workers store
+    through the map, and what they stored is served after a restart; with
+    `--no-node-tier-preallocate` the tier is written with pwrite() and serves the same."""
+    from proxy.cache.node import map_size, preallocated
+
+    seen: list[str] = []
+    origin = await origin_server(origin_app(seen))
+    node = tier_node(origin, nodes)
+    await node.start()
+    assert "preallocated" in "".join(node.output)
+    assert preallocated(_tier_dir(node), 64 * MiB)
+    assert (await get(node.url + "/m"))[0] == 200
+    assert await node.stop() == 0
+    again = tier_node(origin, nodes, node.state_dir)
+    await again.start()
+    status, body, cs = await get(again.url + "/m")
+    assert status == 200 and body == b"body of /m" and "detail=node" in cs
+    assert seen == ["/m"]
+    assert await again.stop() == 0
+    plain = Node(
+        ["--origin", origin, "--workers", "2", "--node-tier-bytes", str(64 * MiB)]
+        + ["--no-node-tier-preallocate"]
+    )
+    nodes.append(plain)
+    await plain.start()
+    assert (await get(plain.url + "/p"))[0] == 200
+    assert (_tier_dir(plain) / "data.mdb").stat().st_blocks * 512 < map_size(64 * MiB)
+    status, body, cs = await get(plain.url + "/p")
+    assert status == 200 and body == b"body of /p"
+    assert seen == ["/m", "/p"]

@@ -148,3 +148,33 @@ def test_the_plan_names_what_restarts_and_what_is_dropped() -> None:
     sized = plan(old, with_(cache=msgspec.structs.replace(old.cache, memory_cache_bytes=1 << 20)))
     assert sized.restart_for == ("cache",) and sized.dropped_sites == ()
     assert plan(old, with_(via_name="edge-2")).restart_for == ("via_name",)
+
+
+async def test_a_larger_node_tier_at_reload_is_reserved_before_the_new_workers(
+    origin_server, nodes, tmp_path: Path
+) -> None:
+    """The node reserves the tier's disk for its map at start (the default): a SIGHUP with a
+    larger `node_tier_bytes` reserves the larger map before the new workers open it, so they
+    write through the map too, and what the old workers stored is still served."""
+    from proxy.cache.node import preallocated
+
+    seen: list[str] = []
+    a = await origin_server(origin_app(seen, tag="A"))
+    cfg = tmp_path / "edge.toml"
+    path = tmp_path / "tier"
+    tier = f'[cache]\nnode_tier_path = "{path}"\nnode_tier_bytes = '
+    write(cfg, {"a": a}, extra=tier + "16777216\n")
+    node = Node(["--config", str(cfg), "--workers", "1"])
+    nodes.append(node)
+    await node.start()
+    assert preallocated(path, 16 << 20) and not preallocated(path, 48 << 20)
+    assert "fwd=miss" in await cache_status(node, "a.test", "/x")
+    pids = await node.worker_pids()
+    write(cfg, {"a": a}, extra=tier + "50331648\n")
+    await reload(node, 1)
+    assert await node.worker_pids() != pids  # a [cache] change: new workers
+    assert preallocated(path, 48 << 20)
+    assert "for the new bound" in "".join(node.output)
+    assert "detail=node" in await cache_status(node, "a.test", "/x")
+    assert "fwd=miss" in await cache_status(node, "a.test", "/new")
+    assert seen == ["/x", "/new"]
