@@ -38,18 +38,11 @@ def _ping(port: int) -> bool:
 class RedisServer:
     """One redis-server process the test owns. Persistence is off unless `appendonly` is set."""
 
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        port: int | None = None,
-        password: str | None = None,
-        appendonly: bool = False,
-    ) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None, password: str | None = None,
+                 appendonly: bool = False) -> None:
         if not os.path.exists(REDIS_BIN):
             raise RuntimeError(
-                "redis-server is not installed: `apt-get install redis-server` (.ci/run does this)"
-            )
+                "redis-server is not installed: `apt-get install redis-server` (.ci/run does this)")
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -63,23 +56,10 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        args = [
-            REDIS_BIN,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dir",
-            str(self.directory),
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--logfile",
-            str(self.directory / "redis.log"),
-        ]
+        args = [REDIS_BIN, "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.directory), "--save", "", "--daemonize", "no",
+                "--appendonly", "yes" if self.appendonly else "no",
+                "--logfile", str(self.directory / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

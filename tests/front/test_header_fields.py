@@ -90,7 +90,7 @@ async def test_other_underscore_names_pass(start_front: StartFront, name: bytes)
 
 
 @pytest.mark.parametrize(
-    "name", [b"X A", b"X\x01A", b"X(A)", b'X"A', b"X@A", b"X\xffA", b"X/A", b"X\x7fA"]
+    "name", [b"X A", b"X\x01A", b"X(A)", b"X\"A", b"X@A", b"X\xffA", b"X/A", b"X\x7fA"]
 )
 async def test_non_token_names_are_400(start_front: StartFront, name: bytes) -> None:
     seen: list[bytes] = []

@@ -6,9 +6,7 @@ import aiohttp
 from aiohttp import web
 
 
-def counting_origin(
-    headers: dict[str, str], body: bytes = b"hello"
-) -> tuple[web.Application, list[web.Request]]:
+def counting_origin(headers: dict[str, str], body: bytes = b"hello") -> tuple[web.Application, list[web.Request]]:
     seen: list[web.Request] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -27,9 +25,7 @@ async def test_miss_then_hit_rfc9111_s4(origin_server, make_edge) -> None:
     async with aiohttp.ClientSession() as s:
         async with s.get(edge.url + "/a") as r1:
             assert r1.status == 200 and await r1.read() == b"hello"
-            assert r1.headers["Cache-Status"].startswith(
-                "edgeproxy; fwd=miss; fwd-status=200; stored"
-            )
+            assert r1.headers["Cache-Status"].startswith("edgeproxy; fwd=miss; fwd-status=200; stored")
             assert r1.headers["X-Custom"] == "kept"
             assert "1.1 edgeproxy" in r1.headers["Via"]
         async with s.get(edge.url + "/a") as r2:
@@ -41,9 +37,7 @@ async def test_miss_then_hit_rfc9111_s4(origin_server, make_edge) -> None:
     assert "1.1 edgeproxy" in seen[0].headers["Via"]
 
 
-async def test_no_store_is_not_stored_with_reason_rfc9111_s5_2_2_5(
-    origin_server, make_edge
-) -> None:
+async def test_no_store_is_not_stored_with_reason_rfc9111_s5_2_2_5(origin_server, make_edge) -> None:
     """RFC 9111 §5.2.2.5: no-store responses are not stored; the reason shows in Cache-Status."""
     app, seen = counting_origin({"Cache-Control": "no-store"})
     edge = await make_edge(await origin_server(app))
@@ -53,10 +47,7 @@ async def test_no_store_is_not_stored_with_reason_rfc9111_s5_2_2_5(
                 assert r.status == 200 and await r.read() == b"hello"
                 assert "detail=no-store" in r.headers["Cache-Status"]
     assert len(seen) == 2
-    assert (
-        edge.stats.not_stored[[*__import__("proxy.metrics").metrics.NO_STORE].index("no-store")]
-        == 2
-    )
+    assert edge.stats.not_stored[[*__import__("proxy.metrics").metrics.NO_STORE].index("no-store")] == 2
 
 
 async def test_hot_hits_see_blocklist_purge_and_expiry(origin_server, make_edge) -> None:
@@ -127,10 +118,7 @@ async def test_purge_added_uses_the_indexes(origin_server, make_edge) -> None:
         return await edge.pipeline.enforcer.purge_added(list(entries), edge.pipeline.blocklist)
 
     assert await apply(BlockEntry(id="u1", type=EntryType.URL, value="http://127.0.0.1/a/one")) == 2
-    assert (
-        await apply(BlockEntry(id="q1", type=EntryType.URL, value="http://127.0.0.1/a/two?x=2"))
-        == 0
-    )
+    assert await apply(BlockEntry(id="q1", type=EntryType.URL, value="http://127.0.0.1/a/two?x=2")) == 0
     assert await apply(BlockEntry(id="p1", type=EntryType.PREFIX, value="http://127.0.0.1/b/")) == 1
     assert await apply(BlockEntry(id="h1", type=EntryType.HOST, value="localhost")) == 0
     assert await apply(BlockEntry(id="p2", type=EntryType.PREFIX, value="http://127.0.0.1/c")) == 1

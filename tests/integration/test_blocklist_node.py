@@ -27,9 +27,7 @@ def keys(tmp_path: Path) -> tuple[bytes, Path]:
 def origin_app(seen: list[str]) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         seen.append(request.path)
-        return web.Response(
-            text=f"content of {request.path}", headers={"Cache-Control": "max-age=300"}
-        )
+        return web.Response(text=f"content of {request.path}", headers={"Cache-Control": "max-age=300"})
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
@@ -62,39 +60,20 @@ async def test_directory_versions_load_reload_and_reject(origin_server, keys, tm
     origin = await origin_server(origin_app(seen))
     bdir = tmp_path / "lists"
     bdir.mkdir()
-    write_version(
-        bdir / version_filename(1),
-        1,
-        [entry("a", EntryType.PREFIX, "http://127.0.0.1/listed/")],
-        private_key_pem=private,
-    )
-    node = Node(
-        [
-            "--origin",
-            origin,
-            "--workers",
-            "2",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(pub),
-        ]
-    )
+    write_version(bdir / version_filename(1), 1,
+                  [entry("a", EntryType.PREFIX, "http://127.0.0.1/listed/")], private_key_pem=private)
+    node = Node(["--origin", origin, "--workers", "2", "--blocklist-dir", str(bdir),
+                 "--blocklist-key", str(pub)])
     await node.start()
     try:
         assert (await get(node.url + "/listed/x"))[0] == 451
         assert (await get(node.url + "/free/x"))[0] == 200
         # Cache an object, then list it by a newer version: it is purged and refused.
         assert (await get(node.url + "/later/y"))[0] == 200
-        write_version(
-            bdir / version_filename(2),
-            2,
-            [
-                entry("a", EntryType.PREFIX, "http://127.0.0.1/listed/"),
-                entry("b", EntryType.URL, "http://127.0.0.1/later/y"),
-            ],
-            private_key_pem=private,
-        )
+        write_version(bdir / version_filename(2), 2, [
+            entry("a", EntryType.PREFIX, "http://127.0.0.1/listed/"),
+            entry("b", EntryType.URL, "http://127.0.0.1/later/y"),
+        ], private_key_pem=private)
 
         async def blocked() -> bool:
             return (await get(node.url + "/later/y"))[0] == 451
@@ -113,9 +92,7 @@ async def test_directory_versions_load_reload_and_reject(origin_server, keys, tm
         assert (await get(node.url + "/listed/z"))[0] == 451
         # A truncated file is rejected the same way.
         good = (bdir / version_filename(2)).read_bytes()
-        (bdir / version_filename(4)).write_bytes(
-            good.replace(b'"sequence":2', b'"sequence":4')[:-40]
-        )
+        (bdir / version_filename(4)).write_bytes(good.replace(b'"sequence":2', b'"sequence":4')[:-40])
         await asyncio.sleep(0.5)
         assert (await get(node.url + "/listed/z"))[0] == 451
         assert not any("/listed/" in p for p in seen)
@@ -127,33 +104,12 @@ async def test_empty_directory_refuses_to_start_unless_allowed(keys, tmp_path) -
     _, pub = keys
     bdir = tmp_path / "empty"
     bdir.mkdir()
-    node = Node(
-        [
-            "--origin",
-            "http://127.0.0.1:1",
-            "--workers",
-            "1",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(pub),
-        ]
-    )
+    node = Node(["--origin", "http://127.0.0.1:1", "--workers", "1", "--blocklist-dir", str(bdir),
+                 "--blocklist-key", str(pub)])
     await node.start(expect_ready=False)
     assert await node.wait_exit() == 2
     assert "holds no valid version" in "".join(node.output)
-    node = Node(
-        [
-            "--origin",
-            "http://127.0.0.1:1",
-            "--workers",
-            "1",
-            "--blocklist-dir",
-            str(bdir),
-            "--blocklist-key",
-            str(pub),
-            "--allow-empty-blocklist",
-        ]
-    )
+    node = Node(["--origin", "http://127.0.0.1:1", "--workers", "1", "--blocklist-dir", str(bdir),
+                 "--blocklist-key", str(pub), "--allow-empty-blocklist"])
     await node.start()
     await node.stop()

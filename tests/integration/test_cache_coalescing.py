@@ -55,7 +55,9 @@ async def test_uncacheable_response_followers_not_serialised(origin_server, make
     origin.handlers["/ns"] = slow
     r = await get(edge.url + "/ns")
     assert "detail=no-store" in r.cache_status
-    assert edge.pipeline.coalescer.is_hit_for_miss(((f"127.0.0.1:{edge.server.port}", b"/ns"), ()))
+    assert edge.pipeline.coalescer.is_hit_for_miss(
+        ((f"127.0.0.1:{edge.server.port}", b"/ns"), ())
+    )
     peak = 0
     results = await asyncio.gather(*(get(edge.url + "/ns") for _ in range(5)))
     assert all(r.body == b"ns" for r in results)

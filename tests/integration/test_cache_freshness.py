@@ -47,7 +47,9 @@ async def test_expires_gives_lifetime_rfc9111_s5_3(origin_server, make_edge) -> 
     origin, edge = await scripted_edge(origin_server, make_edge)
     clock = use_clock(edge, origin)
     now = clock.now
-    origin.on("/e", Canned(headers=[("Date", http_date(0, now)), ("Expires", http_date(30, now))]))
+    origin.on(
+        "/e", Canned(headers=[("Date", http_date(0, now)), ("Expires", http_date(30, now))])
+    )
     await get(edge.url + "/e")
     clock.advance(20)
     r = await get(edge.url + "/e")

@@ -52,11 +52,9 @@ async def test_error_response_does_not_invalidate_rfc9111_s4_4(origin_server, ma
     origin, edge = await scripted_edge(origin_server, make_edge)
     origin.on(
         "/e",
-        lambda req: (
-            Canned(headers=FRESH, body=b"e")
-            if req.method == "GET"
-            else Canned(status=500, body=b"no")
-        ),
+        lambda req: Canned(headers=FRESH, body=b"e")
+        if req.method == "GET"
+        else Canned(status=500, body=b"no"),
     )
     await get(edge.url + "/e")
     r = await get(edge.url + "/e", method="POST", data=b"x")
@@ -80,11 +78,9 @@ async def test_stale_while_revalidate_rfc5861_s3(origin_server, make_edge) -> No
     r = await get(edge.url + "/s")
     assert r.body == b"v1" and "hit" in r.cache_status
     for _ in range(100):
-        if (
-            origin.count("/s") == 2
-            and edge.pipeline.memory.get((f"127.0.0.1:{edge.server.port}", b"/s"), ())
-            and not edge.pipeline.fetcher.background
-        ):
+        if origin.count("/s") == 2 and edge.pipeline.memory.get(
+            (f"127.0.0.1:{edge.server.port}", b"/s"), ()
+        ) and not edge.pipeline.fetcher.background:
             break
         await asyncio.sleep(0.02)
     r = await get(edge.url + "/s")

@@ -177,9 +177,7 @@ async def test_cdn_remove_header_check_rfc9213(origin_server, make_edge) -> None
     """cdn-remove-header (a "check"): the edge forwards CDN-Cache-Control downstream, as the
     suite's expected_response_headers says."""
     origin, edge = await scripted_edge(origin_server, make_edge)
-    origin.on(
-        "/c", Canned(headers=[("Cache-Control", "max-age=10000"), ("CDN-Cache-Control", "foo")])
-    )
+    origin.on("/c", Canned(headers=[("Cache-Control", "max-age=10000"), ("CDN-Cache-Control", "foo")]))
     r = await get(edge.url + "/c")
     assert r.headers["CDN-Cache-Control"] == "foo"
 

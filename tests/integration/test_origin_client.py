@@ -28,7 +28,9 @@ async def test_connection_refused_is_502_with_cache_status(make_edge) -> None:
 
 
 async def test_first_byte_timeout_is_504(origin_server, make_edge) -> None:
-    origin, edge = await scripted_edge(origin_server, make_edge, origin__first_byte_timeout_s=0.2)
+    origin, edge = await scripted_edge(
+        origin_server, make_edge, origin__first_byte_timeout_s=0.2
+    )
     origin.on("/slow", Canned(delay_s=1.0))
     r = await get(edge.url + "/slow")
     assert r.status == 504 and "detail=origin-timeout" in r.cache_status
@@ -111,7 +113,9 @@ async def test_large_response_streams_through_unstored(origin_server, make_edge)
         await resp.write_eof()
         return resp
 
-    origin, edge = await scripted_edge(origin_server, make_edge, cache__max_object_bytes=100_000)
+    origin, edge = await scripted_edge(
+        origin_server, make_edge, cache__max_object_bytes=100_000
+    )
     origin.on("/cl", Canned(headers=[("Cache-Control", "max-age=600")], body=big))
     origin.handlers["/chunked"] = chunked
     for path in ("/cl", "/cl", "/chunked", "/chunked"):
@@ -177,9 +181,7 @@ async def test_origin_headers_kept_hop_by_hop_removed_rfc9110_s7_6_1(make_edge) 
         await raw.close()
 
 
-async def test_request_headers_forwarded_and_stripped_rfc9110_s7_6(
-    origin_server, make_edge
-) -> None:
+async def test_request_headers_forwarded_and_stripped_rfc9110_s7_6(origin_server, make_edge) -> None:
     """Toward the origin: unknown fields kept, hop-by-hop and Connection-named ones removed,
     X-Forwarded-For appended, Via added, URL/method override fields never forwarded."""
     origin, edge = await scripted_edge(origin_server, make_edge)
@@ -216,9 +218,7 @@ async def test_pooled_connection_reused(make_edge) -> None:
         try:
             while True:
                 await reader.readuntil(b"\r\n\r\n")
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 1\r\n\r\nx"
-                )
+                writer.write(b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 1\r\n\r\nx")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

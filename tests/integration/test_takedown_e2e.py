@@ -35,12 +35,8 @@ def origin_app() -> web.Application:
 
 async def run_cli(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        sys.executable, "-m", "proxy.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
@@ -52,36 +48,16 @@ async def test_trusted_notice_enforced_on_every_worker_within_2s(origin_server, 
     edge = Node(["--origin", origin, "--workers", "2"])
     await edge.start()
     db = str(tmp_path / "takedown.db")
-    key = await run_cli(
-        "takedown", "add-account", "--db", db, "--name", "JMPA", "--role", "trusted"
-    )
+    key = (await run_cli("takedown", "add-account", "--db", db, "--name", "JMPA", "--role", "trusted"))
     key = key.strip().splitlines()[-1]
-    await run_cli(
-        "takedown",
-        "add-site",
-        "--db",
-        db,
-        "--host",
-        f"127.0.0.1:{edge.port}",
-        "--customer",
-        "pirate-reader",
-    )
+    await run_cli("takedown", "add-site", "--db", db, "--host", f"127.0.0.1:{edge.port}",
+                  "--customer", "pirate-reader")
     port = free_port()
     service = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy.cli",
-        "takedown",
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--db",
-        db,
-        "--edge",
-        edge.admin,
+        sys.executable, "-m", "proxy.cli", "takedown", "serve", "--listen", f"127.0.0.1:{port}",
+        "--db", db, "--edge", edge.admin,
         env={**os.environ, "EDGEPROXY_ADMIN_TOKEN": TOKEN},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
         assert service.stdout is not None
@@ -107,8 +83,7 @@ async def test_trusted_notice_enforced_on_every_worker_within_2s(origin_server, 
             }
             sent = time.time()
             async with s.post(
-                f"http://127.0.0.1:{port}/notices",
-                json=notice,
+                f"http://127.0.0.1:{port}/notices", json=notice,
                 headers={"Authorization": f"Bearer {key}"},
             ) as r:
                 assert r.status == 201, await r.text()
