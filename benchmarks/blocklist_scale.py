@@ -40,6 +40,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -435,8 +436,11 @@ def drop(
     origin = Origin(workdir)
     config = workdir / "edge.toml"  # max_file_bytes: a 10M-entry version is 1.3 GiB
     max_bytes = max(1 << 30, 2 * version.stat().st_size)
+    # With the window detail, a worker whose loop a lag sample finds held 20 ms logs the
+    # stack it is in (proxy/node/tail.py); the record keeps those lines ("stalls").
     config.write_text(
-        LIST_CONFIG.format(max_file_bytes=max_bytes, origin_port=origin.port,
+        ("tail_stall_log_s = 0.02\n" if detail else "")
+        + LIST_CONFIG.format(max_file_bytes=max_bytes, origin_port=origin.port,
                            extra=f'table_install = "{table_install}"'
                            + ("" if compile_idle_s is None else
                               f"\ncompile_idle_s = {compile_idle_s}"))
@@ -549,6 +553,7 @@ def drop(
             thread.join(timeout=30)
         edge.stop()
         origin.stop()
+    stalls = _stalls(workdir / "edge" / "server.log", wall_drop) if detail else []
     shipped_total = next(
         (line.split()[-1] for line in metrics.splitlines()
          if line.startswith("edgeproxy_blocklist_tables_shipped_total")), "?"
@@ -568,6 +573,9 @@ def drop(
         # the drop on CLOCK_MONOTONIC (perf_counter's clock): places it in a trace taken with
         # `perf sched record -k CLOCK_MONOTONIC`
         "drop_monotonic_s": t_drop,
+        # with the window detail: each logged stall of a worker's loop (s from the drop, how
+        # long, the stack its main thread was in)
+        "stalls": stalls,
         # per worker, from the drop to every worker's swap (their /metrics histograms): where
         # a bad window's time went (the loop's largest lag, the largest GC pause)
         "workers": {
@@ -615,6 +623,32 @@ def drop(
 # compaction done in the faulting process, and page faults that waited for the disk
 _VM_EVENTS = ("allocstall_normal", "allocstall_movable", "compact_stall", "pgscan_direct",
               "pgscan_kswapd", "pgmajfault")  # fmt: skip
+
+
+def _stalls(server_log: Path, wall_drop: float) -> list[dict[str, Any]]:
+    """The workers' "worker loop stalled" records in the node's log (one line each, its
+    newlines escaped): when (s from the drop, by the line's clock), how long, and the last
+    frames of the stack."""
+    from datetime import datetime
+
+    try:
+        lines = server_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        if "worker loop stalled" not in line:
+            continue
+        try:
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        except ValueError:
+            stamp = wall_drop
+        waited = re.search(r"waited ([0-9.]+) ms", line)
+        frames = [f.strip() for f in line.split("\\n") if f.strip().startswith("File")]
+        out.append({"t_s": round(stamp - wall_drop, 2), "who": line[24:].split(" ")[0],
+                    "waited_ms": float(waited.group(1)) if waited else None,
+                    "frames": frames[-6:]})  # fmt: skip
+    return out
 
 
 def _vm_events() -> dict[str, int]:

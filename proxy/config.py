@@ -337,6 +337,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Each worker samples its loop lag this often and times its GC pauses, exported per worker
     # (edgeproxy_worker_loop_lag_seconds, ..._gc_pause_seconds: proxy/node/tail.py); 0: off.
     tail_sample_interval_s: float = 0.01
+    # A loop-lag sample still waiting after this long logs the stack the worker's main thread
+    # is in at that moment (what holds the loop), at most once a second per worker; 0: off.
+    tail_stall_log_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     sites: list[Site] = []
     limits: Limits = Limits()
     cache: CacheConfig = CacheConfig()

@@ -15,6 +15,12 @@ request's bytes are parsed, so it sees none of that. Two samples here do:
   request. A timer inside the loop could not do it: it fires at the start of an iteration
   (never in the middle of one), and uvloop's timers have a millisecond's resolution.
 - **GC pauses**, by generation, from `gc.callbacks` (each collection timed start to stop).
+- **What stalls the loop** (`tail_stall_log_s`, off by default): the probe's thread waits for
+  each sample to land, and one still waiting after that long logs the stack the worker's main
+  thread is in at that moment (at most once a second). A stall in Python code is caught in
+  it (the thread gets the GIL back within the switch interval); one inside a C call that
+  holds the GIL is caught as it ends; one where the process is off its core shows whatever
+  frame it was preempted in.
 
 Both are cumulative histogram counts, reported to the supervisor with the worker's stats and
 exported per worker (`edgeproxy_worker_loop_lag_seconds`, `edgeproxy_worker_gc_pause_seconds`),
@@ -29,8 +35,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import gc
+import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +47,8 @@ import msgspec
 from prometheus_client.core import HistogramMetricFamily
 
 from proxy.metrics import cumulative_buckets
+
+log = logging.getLogger("edgeproxy.tail")
 
 # 10 µs to 100 ms, 1-2.5-5 steps: a loop iteration of hits is tens of µs, a descheduled
 # worker waits milliseconds (a CFS slice on a busy 2-core machine is 3-6 ms).
@@ -82,9 +93,12 @@ def empty_report() -> TailReport:
 class TailProbe:
     """Samples one worker's loop lag and times its garbage collections."""
 
-    def __init__(self, sample_interval_s: float) -> None:
+    def __init__(self, sample_interval_s: float, *, stall_log_s: float = 0.0) -> None:
         self.interval_s = sample_interval_s
+        self.stall_log_s = stall_log_s
         self.report = empty_report()
+        self._main = threading.main_thread().ident
+        self._last_stall_log = 0.0
         self._gc_started = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,13 +121,38 @@ class TailProbe:
             gc.callbacks.remove(self._on_gc)
 
     def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
+        landed = threading.Event()
         while not self._stop.wait(self.interval_s):
+            landed.clear()
+            scheduled = time.perf_counter()
             try:
-                loop.call_soon_threadsafe(self._landed, time.perf_counter())
+                loop.call_soon_threadsafe(self._landed, scheduled, landed)
             except RuntimeError:
                 return  # the loop is closed: the worker is ending
+            if self.stall_log_s > 0 and not landed.wait(self.stall_log_s):
+                self._log_stall(scheduled, landed)
 
-    def _landed(self, scheduled: float) -> None:
+    def _log_stall(self, scheduled: float, landed: threading.Event) -> None:
+        """The main thread's stack now, while a sample waits past `stall_log_s`; logged once
+        the sample lands (or the probe stops), with how long it waited in all."""
+        frame = sys._current_frames().get(self._main or 0)
+        stack = "".join(traceback.format_stack(frame, limit=16)) if frame else "(no frame)\n"
+        held = time.perf_counter() - scheduled
+        while not landed.wait(0.1) and not self._stop.is_set():
+            pass
+        if scheduled - self._last_stall_log < 1.0:
+            return
+        self._last_stall_log = scheduled
+        log.warning(
+            "worker loop stalled: a lag sample waited %.1f ms (%.1f ms when this stack was "
+            "taken from the main thread):\n%s",
+            (time.perf_counter() - scheduled) * 1e3,
+            held * 1e3,
+            stack.rstrip(),
+        )
+
+    def _landed(self, scheduled: float, landed: threading.Event) -> None:
+        landed.set()
         waited = time.perf_counter() - scheduled
         r = self.report
         r.lag_counts[bisect.bisect_left(TAIL_BUCKETS_S, waited)] += 1

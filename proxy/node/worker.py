@@ -115,7 +115,7 @@ class Worker:
         self.applied_at = 0.0
         self.server_started = False
         self.started_at = time.time()
-        self.tail = TailProbe(cfg.tail_sample_interval_s)
+        self.tail = TailProbe(cfg.tail_sample_interval_s, stall_log_s=cfg.tail_stall_log_s)
         self.stopping = asyncio.Event()
         self._control_writer: asyncio.StreamWriter | None = None  # the channel to the supervisor
         self._purges: set[asyncio.Future[object]] = set()  # purges and releases under way

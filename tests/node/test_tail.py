@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from typing import Any
 
@@ -42,6 +43,50 @@ async def test_a_stalled_loop_shows_as_lag_in_its_bucket(stall) -> None:
         assert probe.report.lag_sum_s >= 0.03
     finally:
         probe.stop()
+
+
+def _held_by_a_named_callback(seconds: float) -> None:
+    time.sleep(seconds)  # what the stall log must name
+
+
+def _busy_in_a_named_callback(seconds: float) -> None:
+    _spin(seconds)
+
+
+@pytest.mark.parametrize(
+    "stall", [_held_by_a_named_callback, _busy_in_a_named_callback], ids=["blocked", "busy"]
+)
+async def test_a_stall_past_the_threshold_logs_what_the_loop_runs(stall, caplog) -> None:
+    loop = asyncio.get_running_loop()
+    probe = TailProbe(0.001, stall_log_s=0.02)
+    probe.start(loop)
+    try:
+        await eventually(lambda: _landed(probe, 1), what="a first sample")
+        with caplog.at_level(logging.WARNING, logger="edgeproxy.tail"):
+            loop.call_soon(stall, 0.3)
+            await eventually(lambda: _logged(caplog), what="a stall logged")
+        text = "\n".join(r.getMessage() for r in caplog.records if "stalled" in r.getMessage())
+        assert stall.__name__ in text  # the main thread's stack, taken during the stall
+        assert "worker loop stalled" in text
+        # one stall, one line: the probe waits for its sample to land before the next
+        assert sum("worker loop stalled" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        probe.stop()
+
+
+async def test_short_lags_log_nothing(caplog) -> None:
+    probe = TailProbe(0.001, stall_log_s=1.0)
+    probe.start(asyncio.get_running_loop())
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgeproxy.tail"):
+            await eventually(lambda: _landed(probe, 20), what="twenty samples")
+        assert not [r for r in caplog.records if "stalled" in r.getMessage()]
+    finally:
+        probe.stop()
+
+
+async def _logged(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("worker loop stalled" in r.getMessage() for r in caplog.records)
 
 
 async def _landed(probe: TailProbe, n: int) -> bool:
