@@ -156,7 +156,8 @@ async def load_mapped(
 
 
 async def _read_in_background(table: MappedTable, what: str, size: int, child_min: int) -> None:
-    """`what` (a name in `tablecheck.READS`) over `size` bytes of `table`, in a child process from `child_min` bytes on, else in a low-priority thread."""
+    """`what` (a name in `tablecheck.READS`) over `size` bytes of `table`, in a child process
+    from `child_min` bytes on, else in a low-priority thread."""
     read, done = READS[what]
     if size < child_min:
         await in_low_priority_thread(lambda: read(table))

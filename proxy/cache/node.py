@@ -448,10 +448,7 @@ def reserve(path: Path, max_bytes: int, keep_free_bytes: int) -> str:
     overwrite allocates anew, so reserved blocks prove nothing), when the disk keeps at least
     `keep_free_bytes` free after it. Anything else leaves the tier written by pwrite()."""
     kind = filesystem_of(path)
-    if kind not in IN_PLACE_FILESYSTEMS:
-        log.info(
-            "node tier %s: on %s, written without a writable map", path, kind or "an unknown fs"
-        )
+    if kind not in IN_PLACE_FILESYSTEMS:  # the caller logs what is returned
         return f"not preallocated ({kind or 'unknown'} filesystem)"
     try:
         st = os.stat(path / "data.mdb")

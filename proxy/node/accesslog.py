@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from proxy.rfc.response import content_type_of
+
 if TYPE_CHECKING:
     from proxy.cache.entry import Entry
     from proxy.context import RequestCtx
@@ -319,9 +321,9 @@ class AccessLog:
         ua, referer = _client_fields(req)
         target, entry = ctx.target, ctx.entry
         key = _key_text(*ctx.key) if ctx.key is not None else ""
-        ctype = _content_type(entry.headers) if entry is not None else ctx.content_type
+        ctype = content_type_of(entry.headers) if entry is not None else ctx.content_type
         if not ctype and ctx.outcome is not None:
-            ctype = _content_type(ctx.outcome.headers)
+            ctype = content_type_of(ctx.outcome.headers)
         origin_s = ctx.origin_s
         return AccessRecord(
             time=self._rfc3339(req.received_at),
@@ -358,7 +360,7 @@ class AccessLog:
             target.authority,
             target.raw_path_query.decode("utf-8", "backslashreplace"),
             _key_text(entry.primary, entry.variant),
-            _content_type(entry.headers).decode("latin-1"),
+            content_type_of(entry.headers).decode("latin-1"),
         )
 
     def _rfc3339(self, at: float) -> str:
@@ -473,13 +475,6 @@ def _client_fields(request: FrontRequest) -> tuple[str, str]:
     field lines without its header list)."""
     ua, referer = request.values(b"user-agent", b"referer")
     return ua.decode("latin-1") if ua else "", referer.decode("latin-1") if referer else ""
-
-
-def _content_type(headers: Any) -> bytes:
-    for name, value in headers:
-        if len(name) == 12 and name.lower() == b"content-type":
-            return bytes(value)
-    return b""
 
 
 def _key_text(primary: tuple[str, bytes], variant: tuple[str, ...]) -> str:

@@ -43,6 +43,7 @@ from proxy.origin import OriginError, UpstreamResponse
 from proxy.phases.spool import BodyBudget, spool
 from proxy.phases.upstream_response import RESPONSE_DRIVEN, BodyBlocked
 from proxy.rfc.hopbyhop import strip_hop_by_hop
+from proxy.rfc.response import content_type_of
 from proxy.rfc.storable import NoStoreReason
 
 # Not-storing reasons that a plain GET's answer head decides alone (with the config): the
@@ -164,15 +165,10 @@ class ExpressLane:
         if reason in HEAD_DECIDED and self._learnable(up, outcome):
             assert reason is not None
             fields, member = self._stream_head(outcome, up.status, b"miss")
-            content_type = b""
-            for name, value in outcome.headers:
-                if len(name) == 12 and name.lower() == b"content-type":
-                    content_type = bytes(value)
-                    break
             heads = self._heads
             if len(heads) >= self.cfg.cache.pass_lane_max_entries:
                 heads.clear()
-            heads[head] = KnownHead(fields, member, reason, content_type)
+            heads[head] = KnownHead(fields, member, reason, content_type_of(outcome.headers))
         ctx.outcome = outcome
         return Next.ROUTE
 

@@ -9,6 +9,7 @@ the fields (issue 18: the strip, the parse and the content codings were three).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proxy.rfc.cachecontrol import CacheControl, parse_cache_control
@@ -178,3 +179,12 @@ def heuristic_only(parsed: ParsedResponse) -> bool:
     """No explicit freshness (RFC 9111 §4.2.1): the lifetime would be heuristic (§4.2.2)."""
     cc = parsed.cc
     return cc.s_maxage is None and cc.max_age is None and parsed.expires is None
+
+
+def content_type_of(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The first Content-Type field's value in a field list, b"" without one (what the access
+    log records of an answer)."""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return bytes(value)
+    return b""
