@@ -456,8 +456,9 @@ def drop(
     stop = threading.Event()
 
     steals: list[float] = []  # per window: CPU time the hypervisor gave others (ms)
-    # per window (`detail`): the workers' run-queue wait (ms: runnable, not running) and the
-    # largest loop lag bucket any worker's histogram gained (ms)
+    # per window (`detail`): the workers' run-queue wait (ms: runnable, not running), the
+    # largest loop lag bucket any worker's histogram gained (ms), the CPU of the node's other
+    # processes (ms) and the kernel's memory stalls (`_VM_EVENTS`)
     details: list[dict[str, float]] = []
 
     def load() -> None:
@@ -466,25 +467,29 @@ def drop(
         if detail and edge.proc is not None:  # the supervisor's children: its workers
             root = edge.proc.pid
             workers = [st.pid for st in cpu.tree([root]) if st.ppid == root]
+
+        def sample() -> tuple[float, tail.Histograms, dict[str, int], float]:
+            return (sum(tail.process_wait_s(w) for w in workers),
+                    tail.histograms(edge_ops.metrics_text(edge)), _vm_events(),
+                    _others_cpu_s(root, workers))  # fmt: skip
+
+        before = sample() if detail else None  # a window's end is the next one's start
         while not stop.is_set():
             t0, s0 = time.perf_counter(), _steal_s()
-            if detail:
-                rq0 = sum(tail.process_wait_s(w) for w in workers)
-                h0 = tail.histograms(edge_ops.metrics_text(edge))
-                vm0, others0 = _vm_events(), _others_cpu_s(root, workers)
             m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
                       connections=connections, use_wrk=True)  # fmt: skip
             windows.append((t0, time.perf_counter(), m))
             steals.append((_steal_s() - s0) * 1e3)
-            if detail:
-                rq = sum(tail.process_wait_s(w) for w in workers) - rq0
-                lag = tail.delta(h0, tail.histograms(edge_ops.metrics_text(edge)))
+            if before is not None:
+                after = sample()
+                (rq0, h0, vm0, others0), (rq1, h1, vm1, others1) = before, after
+                lag = tail.delta(h0, h1)
                 largest = max((tail.largest(b) or 0.0 for (f, _w), b in lag.items()
                                if f == "edgeproxy_worker_loop_lag_seconds"), default=0.0)  # fmt: skip
-                vm = {k: v - vm0.get(k, 0) for k, v in _vm_events().items()}
-                others = _others_cpu_s(root, workers) - others0
-                details.append({"rq_ms": round(rq * 1e3, 1), "lag_ms": largest * 1e3,
-                                "others_cpu_ms": round(others * 1e3), **vm})  # fmt: skip
+                vm = {k: v - vm0.get(k, 0) for k, v in vm1.items()}
+                details.append({"rq_ms": round((rq1 - rq0) * 1e3, 1), "lag_ms": largest * 1e3,
+                                "others_cpu_ms": round((others1 - others0) * 1e3), **vm})  # fmt: skip
+                before = after
 
     thread = threading.Thread(target=load, daemon=True)
     try:
@@ -773,8 +778,9 @@ def main() -> None:
     ap.add_argument(
         "--window-detail",
         action="store_true",
-        help="--loaded: per window, the workers' run-queue wait and largest loop lag "
-        "(reads /metrics between windows)",
+        help="--loaded: per window, the workers' run-queue wait and largest loop lag, the "
+        "node's other CPU and the kernel's memory stalls (reads /metrics between windows); "
+        "the workers log loop stalls past 20 ms (tail_stall_log_s), kept as `stalls`",
     )
     ap.add_argument("--pushes", type=int, default=0, help="--drop: entries pushed before it")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
