@@ -412,13 +412,21 @@ def drop(
     table_install: str = "copy",
     compile_idle_s: float | None = None,
     detail: bool = False,
+    client_batch: bool = True,
 ) -> dict[str, Any]:
     """A real node (2 workers) enforcing 10 entries; version 2 of `n` entries dropped into its
     directory, with its companions (`ship`) or without (compiled by the node): seconds from
     the drop to the probe answered 451 on fresh connections, and to the node's applied_at
     (every worker answered that it enforces the version), idle or under a hit load (1 s
     windows of `/bytes/1024` hits: throughput and p99 before and during). `pushes` entries are
-    pushed before the drop (kept over the new version: the shipped table's overlay)."""
+    pushed before the drop (kept over the new version: the shipped table's overlay).
+
+    wrk runs under SCHED_BATCH unless `client_batch` is false: on this 2-core machine the
+    client shares the cores with the node, and each answer a worker wrote woke wrk, which then
+    took that worker's core in mid-iteration; a worker so paired served one request a
+    millisecond for tens of ms (a "stall"), in idle windows as in the swap's. A window is held
+    to a 5 s idle run, so such a stall in any one of a swap's dozen windows failed it, while
+    the idle run diluted its own (benchmarks/README.md, "What stalled a worker's loop")."""
     import shutil
     import statistics
     import threading
@@ -459,7 +467,7 @@ def drop(
     # per window (`detail`): the workers' run-queue wait (ms: runnable, not running), the
     # largest loop lag bucket any worker's histogram gained (ms), the CPU of the node's other
     # processes (ms) and the kernel's memory stalls (`_VM_EVENTS`)
-    details: list[dict[str, float]] = []
+    details: list[dict[str, Any]] = []
 
     def load() -> None:
         workers: list[int] = []
@@ -468,27 +476,28 @@ def drop(
             root = edge.proc.pid
             workers = [st.pid for st in cpu.tree([root]) if st.ppid == root]
 
-        def sample() -> tuple[float, tail.Histograms, dict[str, int], float]:
+        def sample() -> tuple[float, tail.Histograms, dict[str, int], float, _MachineCpu]:
             return (sum(tail.process_wait_s(w) for w in workers),
                     tail.histograms(edge_ops.metrics_text(edge)), _vm_events(),
-                    _others_cpu_s(root, workers))  # fmt: skip
+                    _others_cpu_s(root, workers), _machine_cpu())  # fmt: skip
 
         before = sample() if detail else None  # a window's end is the next one's start
         while not stop.is_set():
             t0, s0 = time.perf_counter(), _steal_s()
             m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
-                      connections=connections, use_wrk=True)  # fmt: skip
+                      connections=connections, use_wrk=True, batch=client_batch)  # fmt: skip
             windows.append((t0, time.perf_counter(), m))
             steals.append((_steal_s() - s0) * 1e3)
             if before is not None:
                 after = sample()
-                (rq0, h0, vm0, others0), (rq1, h1, vm1, others1) = before, after
+                (rq0, h0, vm0, others0, m0), (rq1, h1, vm1, others1, m1) = before, after
                 lag = tail.delta(h0, h1)
                 largest = max((tail.largest(b) or 0.0 for (f, _w), b in lag.items()
                                if f == "edgeproxy_worker_loop_lag_seconds"), default=0.0)  # fmt: skip
                 vm = {k: v - vm0.get(k, 0) for k, v in vm1.items()}
                 details.append({"rq_ms": round((rq1 - rq0) * 1e3, 1), "lag_ms": largest * 1e3,
-                                "others_cpu_ms": round((others1 - others0) * 1e3), **vm})  # fmt: skip
+                                "others_cpu_ms": round((others1 - others0) * 1e3), **vm,
+                                **_machine_delta(m0, m1)})  # fmt: skip
                 before = after
 
     thread = threading.Thread(target=load, daemon=True)
@@ -518,7 +527,7 @@ def drop(
             # windows could land on either.
             idle_run = drive(edge.base_url, Workload("url", "/bytes/1024"),
                              duration_s=float(IDLE_WINDOWS), connections=connections,
-                             use_wrk=True)  # fmt: skip
+                             use_wrk=True, batch=client_batch)  # fmt: skip
             thread.start()
             while len(windows) < IDLE_WINDOWS + 1:  # the first is wrk's warm-up
                 time.sleep(0.05)
@@ -551,7 +560,7 @@ def drop(
             # swap's windows sat in the high one (worst window 7.4 ms, 2.5x a 3.0 ms idle run).
             idle_after = drive(edge.base_url, Workload("url", "/bytes/1024"),
                                duration_s=float(IDLE_WINDOWS), connections=connections,
-                               use_wrk=True)  # fmt: skip
+                               use_wrk=True, batch=client_batch)  # fmt: skip
     finally:
         stop.set()
         if thread.is_alive():  # its last window ends before the edge stops (not its errors)
@@ -571,6 +580,7 @@ def drop(
         "loaded": loaded,
         "pushes": pushes,
         "table_install": table_install,
+        "client_batch": client_batch,
         "compile_idle_s": compile_idle_s,
         "tables_shipped": shipped_total,
         "enforced_s": enforced_s,
@@ -665,6 +675,49 @@ def _vm_events() -> dict[str, int]:
             if name in _VM_EVENTS:
                 out[name] = int(value)
     return out
+
+
+# The whole machine's CPU, so far: each process's own (utime + stime) ticks by pid with its
+# name, and the kernel's softirq ticks (all CPUs, /proc/stat)
+_MachineCpu = tuple[dict[int, tuple[str, int]], int]
+TOP_CPU = 6  # processes named in a window's `top_cpu`
+
+
+def _machine_cpu() -> _MachineCpu:
+    """Every process's CPU so far (kernel threads such as ksoftirqd and kworkers included):
+    what took the cores in a window whose p99 rose, where the node's own share did not."""
+    procs: dict[int, tuple[str, int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        cut = raw.rindex(b")")
+        fields = raw[cut + 2 :].split()
+        comm = raw[raw.index(b"(") + 1 : cut].decode(errors="replace")
+        procs[int(name)] = (comm, int(fields[11]) + int(fields[12]))
+    with open("/proc/stat") as f:
+        softirq = int(f.readline().split()[7])
+    return procs, softirq
+
+
+def _machine_delta(before: _MachineCpu, after: _MachineCpu) -> dict[str, Any]:
+    """A window's `top_cpu` ([name, ms] of the TOP_CPU processes that took most CPU in it:
+    one that started or ended within it counts what it had at the window's end, or nothing)
+    and `softirq_ms`."""
+    from benchmarks import cpu
+
+    (p0, s0), (p1, s1) = before, after
+    ms = 1e3 / cpu.TICKS_PER_S
+    took = sorted(((ticks - p0.get(pid, (comm, 0))[1], f"{comm}[{pid}]")
+                   for pid, (comm, ticks) in p1.items()), reverse=True)[:TOP_CPU]  # fmt: skip
+    return {
+        "top_cpu": [[who, round(t * ms)] for t, who in took if t > 0],
+        "softirq_ms": round((s1 - s0) * ms),
+    }
 
 
 def _others_cpu_s(root: int, workers: list[int]) -> float:
@@ -782,6 +835,13 @@ def main() -> None:
         "node's other CPU and the kernel's memory stalls (reads /metrics between windows); "
         "the workers log loop stalls past 20 ms (tail_stall_log_s), kept as `stalls`",
     )
+    ap.add_argument(
+        "--client-batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--loaded: wrk runs under SCHED_BATCH (the default): it never takes a worker's "
+        "core on waking, as clients on other machines never do (benchmarks/README.md)",
+    )
     ap.add_argument("--pushes", type=int, default=0, help="--drop: entries pushed before it")
     ap.add_argument("--json", type=Path, help="append each result as a JSON line here")
     ap.add_argument(
@@ -807,7 +867,8 @@ def main() -> None:
                              connections=args.connections, pushes=args.pushes,
                              table_install=args.table_install,
                              compile_idle_s=args.compile_idle_s,
-                             detail=args.window_detail)  # fmt: skip
+                             detail=args.window_detail,
+                             client_batch=args.client_batch)  # fmt: skip
                 print(report_drop(r), flush=True)
                 if args.json:
                     with args.json.open("a") as f:

@@ -219,6 +219,7 @@ def set_draws(objects: ObjectSet, pick: str, n: int = ZIPF_SEQUENCE) -> list[str
 
 
 _client_cpus: tuple[int, ...] = ()
+_client_batch = False
 
 
 def pin_client(cpus: tuple[int, ...]) -> None:
@@ -227,8 +228,34 @@ def pin_client(cpus: tuple[int, ...]) -> None:
     _client_cpus = cpus
 
 
+def batch_client(on: bool) -> None:
+    """Run wrk under SCHED_BATCH from now on (Linux, `chrt -b`): a batch task never preempts
+    another on waking, only at the scheduler's tick. On a machine whose cores the client
+    shares with the server, each answer the server writes wakes wrk, which then takes the
+    server's core from it in mid-iteration; a client on another machine (an edge's real
+    clients) never does."""
+    global _client_batch
+    _client_batch = on
+
+
+def client_argv(argv: list[str], batch: bool | None = None) -> list[str]:
+    """`argv` as the client is run: on `pin_client`'s CPUs, and under SCHED_BATCH when
+    `batch` says so (None: `batch_client`'s choice)."""
+    if _client_cpus:
+        argv = ["taskset", "-c", ",".join(map(str, _client_cpus)), *argv]
+    if _client_batch if batch is None else batch:
+        argv = ["chrt", "--batch", "0", *argv]
+    return argv
+
+
 def run_wrk(
-    base_url: str, workload: Workload, *, duration_s: float, connections: int, threads: int = 1
+    base_url: str,
+    workload: Workload,
+    *,
+    duration_s: float,
+    connections: int,
+    threads: int = 1,
+    batch: bool | None = None,
 ) -> Measured:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_lua(workload))
@@ -244,9 +271,7 @@ def run_wrk(
             script.name,
             base_url + workload.path,
         ]
-        if _client_cpus:
-            argv = ["taskset", "-c", ",".join(map(str, _client_cpus)), *argv]
-        out, client_wait = _run_sampling_wait(argv, timeout_s=duration_s + 60)
+        out, client_wait = _run_sampling_wait(client_argv(argv, batch), timeout_s=duration_s + 60)
     finally:
         Path(script.name).unlink(missing_ok=True)
     line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
@@ -329,8 +354,18 @@ def run_python(
 
 
 def drive(
-    base_url: str, workload: Workload, *, duration_s: float, connections: int, use_wrk: bool
+    base_url: str,
+    workload: Workload,
+    *,
+    duration_s: float,
+    connections: int,
+    use_wrk: bool,
+    batch: bool | None = None,
 ) -> Measured:
+    """One run of `workload`; `batch` (wrk only): under SCHED_BATCH or not, None for the
+    session's choice (`batch_client`)."""
     if use_wrk:
-        return run_wrk(base_url, workload, duration_s=duration_s, connections=connections)
+        return run_wrk(
+            base_url, workload, duration_s=duration_s, connections=connections, batch=batch
+        )
     return run_python(base_url, workload, duration_s=duration_s, connections=connections)

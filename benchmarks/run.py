@@ -36,6 +36,7 @@ from benchmarks.load import (
     Measured,
     ObjectSet,
     Workload,
+    batch_client,
     drive,
     pin_client,
     wrk_available,
@@ -143,6 +144,7 @@ class Settings:
     restart_objects: int = 10_000
     restart_load_s: float = 30.0
     client_cpus: tuple[int, ...] = ()  # wrk on these CPUs, every server on the others
+    client_batch: bool = False  # wrk under SCHED_BATCH (load.batch_client)
 
     def big_set(self) -> ObjectSet:
         return ObjectSet(self.big_set_objects, self.big_set_min_bytes, self.big_set_max_bytes)
@@ -561,7 +563,9 @@ def run_apply_under_load(session: Session, fleet: Fleet) -> None:
         work = session.out / "work" / "apply"
         work.mkdir(parents=True, exist_ok=True)
         # with each window's detail (run-queue wait, loop lag, memory stalls, the job's CPU):
-        # a window past 2x idle says what it shared the cores with
+        # a window past 2x idle says what it shared the cores with. wrk runs under
+        # SCHED_BATCH here whatever --client-batch says (the drop's default): a woken wrk
+        # preempting a worker stalled its loop, in idle windows too (benchmarks/README.md)
         r = blocklist_scale.drop(size, work, ship=True, loaded=True, connections=s.connections,
                                  table_install=s.shipped_tables, detail=True)  # fmt: skip
         session.extra["apply_drop"] = r
@@ -973,6 +977,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "takes the client's share of the cores out of the servers' tail (issue 18)",
     )
     parser.add_argument(
+        "--client-batch",
+        action="store_true",
+        help="run wrk under SCHED_BATCH: it never takes a server's core on waking (each "
+        "answer written wakes it), as a client on another machine never does (issue 12, 18)",
+    )
+    parser.add_argument(
         "--edge-node-tier-bytes",
         type=int,
         default=1 << 30,
@@ -1051,8 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
         restart_objects=args.restart_objects,
         restart_load_s=args.restart_load_s,
         client_cpus=tuple(int(c) for c in args.client_cpus.split(",")) if args.client_cpus else (),
+        client_batch=args.client_batch,
     )
     pin_client(settings.client_cpus)
+    batch_client(settings.client_batch)
     Target.access_logs = args.access_logs
     EdgeTarget.node_tier_preallocate = args.edge_node_tier_preallocate
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -1064,6 +1076,8 @@ def main(argv: list[str] | None = None) -> int:
             "access logs on for the edge and nginx (a line per request to a file); "
             "Varnish's and Traffic Server's off"
         )
+    if settings.client_batch:
+        session.notes.append("wrk under SCHED_BATCH: it never preempts a server on waking")
     if settings.client_cpus:
         session.notes.append(
             f"wrk pinned to CPU {','.join(map(str, settings.client_cpus))}, the servers to the others"
