@@ -590,7 +590,7 @@ def run_apply_under_load(session: Session, fleet: Fleet) -> None:
         while not stop.is_set():
             t0 = time.perf_counter()
             m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
-                      connections=s.connections, use_wrk=s.use_wrk)  # fmt: skip
+                      connections=s.connections, use_wrk=s.use_wrk, batch=True)  # fmt: skip
             windows.append({"start": t0, "end": time.perf_counter(), "measured": m})
 
     thread = threading.Thread(target=load, daemon=True)
