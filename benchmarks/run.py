@@ -21,7 +21,6 @@ import statistics
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -548,127 +547,32 @@ def run_handshakes(session: Session, fleet: Fleet, scenario: Scenario) -> None:
 
 
 def run_apply_under_load(session: Session, fleet: Fleet) -> None:
-    """Hit load in 1 s windows; a big signed version dropped into the watched directory."""
+    """Hit load in 1 s windows; a big signed version dropped into the watched directory, with
+    the signer's table (`--shipped-tables`) or alone (compiled by the node): one drop either
+    way (`benchmarks.blocklist_scale.drop`), each window held to idle runs before the drop and
+    after the last swap."""
     s = session.settings
     reason = blocklists.signing_available()
     if "edgeproxy" not in fleet.wanted or not EdgeTarget.available() or reason is not None:
         session.say(f"apply-under-load skipped ({reason or 'no edge'})")
         return
+    from benchmarks import blocklist_scale
+
     size = s.apply_entries
-    if s.shipped_tables:  # the signer's table beside the version: the node maps it
-        from benchmarks import blocklist_scale
-
-        session.say(f"== apply-under-load: preparing {size:,} entries with their table …")
-        blocklist_scale.shipped_version(size)
-        work = session.out / "work" / "apply"
-        work.mkdir(parents=True, exist_ok=True)
-        # with each window's detail (run-queue wait, loop lag, memory stalls, the job's CPU):
-        # a window past 2x idle says what it shared the cores with. wrk runs under
-        # SCHED_BATCH here whatever --client-batch says (the drop's default): a woken wrk
-        # preempting a worker stalled its loop, in idle windows too (benchmarks/README.md)
-        r = blocklist_scale.drop(size, work, ship=True, loaded=True, connections=s.connections,
-                                 table_install=s.shipped_tables, detail=True)  # fmt: skip
-        session.extra["apply_drop"] = r
-        session.say("apply-under-load: " + blocklist_scale.report_drop(r))
-        return
-    probe_path = "/blocked/apply-probe"
-    session.say(f"== apply-under-load: preparing {size:,} entries (version 2) …")
-    directory, public = blocklists.blocklist_dir(session.out / "work" / "apply", 10, sequence=1)
-    body = _origin_body(fleet.origin, probe_path)
-    big = blocklists.version_file(
-        size, 2, probes=[("prefix", f"http://127.0.0.1{probe_path}"), ("sha256", _sha256(body))]
-    )
-    edge = fleet.get("edgeproxy-apply", lambda: EdgeTarget(
-        "edgeproxy-apply", blocklist_dir=directory, blocklist_key=public))  # fmt: skip
-    if edge is None:
-        return
-    prime(edge, ("/bytes/1024", probe_path))
-    windows: list[dict[str, Any]] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            m = drive(edge.base_url, Workload("url", "/bytes/1024"), duration_s=1.0,
-                      connections=s.connections, use_wrk=s.use_wrk, batch=True)  # fmt: skip
-            windows.append({"start": t0, "end": time.perf_counter(), "measured": m})
-
-    thread = threading.Thread(target=load, daemon=True)
-    # The copy and its writeback happen before the load starts: made under it, they were the
-    # "idle" windows the swap was held to.
-    staging = directory.parent / "staging"
-    staging.mkdir(exist_ok=True)
-    shutil.copyfile(big, staging / big.name)
-    os.sync()
-    cpu_before = cpu.cpu_seconds(edge.pids)
-    thread.start()
-    try:
-        while len(windows) < 3:
-            time.sleep(0.05)
-        rss_before = cpu.rss_bytes(edge.pids)
-        session.say(f"apply-under-load: dropping version 2 ({size:,} entries) into {directory}")
-        t_drop = time.perf_counter()
-        os.replace(staging / big.name, directory / big.name)
-        t_enforced = edge_ops.wait_enforced(edge.port, probe_path, timeout_s=300.0)
-        if t_enforced is None:
-            session.notes.append("apply-under-load: the new version was not enforced in 300 s")
-            t_enforced = time.perf_counter()
-        seen = len(windows)
-        while len(windows) < seen + 3:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    rss_after = cpu.rss_bytes(edge.pids)
-    cpu_s = cpu.cpu_seconds(edge.pids) - cpu_before
-    phases: dict[str, list[Measured]] = {"before": [], "during": [], "after": []}
-    rows = []
-    for w in windows:
-        phase = ("before" if w["end"] <= t_drop else "after" if w["start"] >= t_enforced
-                 else "during")  # fmt: skip
-        phases[phase].append(w["measured"])
-        rows.append({"t_s": round(w["start"] - t_drop, 2), "phase": phase, **asdict(w["measured"])})
-    summary = {
-        phase: {
-            "windows": len(ms),
-            "p99_us": max((m.p99_us for m in ms), default=0.0),
-            "p99_median_us": statistics.median([m.p99_us for m in ms]) if ms else 0.0,
-            "rps": statistics.median([m.rps for m in ms]) if ms else 0.0,
-            "errors": sum(m.errors for m in ms),
-            "unexpected": sum(m.unexpected for m in ms),
-        }
-        for phase, ms in phases.items()
-    }
-    result = {
-        "entries": size,
-        "apply_s": round(t_enforced - t_drop, 3),
-        "rss_before_bytes": rss_before,
-        "rss_after_bytes": rss_after,
-        "cpu_s": round(cpu_s, 2),
-        "phases": summary,
-        "windows": rows,
-    }
-    session.extra["apply_under_load"] = result
-    idle = summary["before"]["p99_median_us"] or 1.0
-    session.say(
-        f"apply-under-load: enforced after {result['apply_s']:.2f}s; p99 before "
-        f"{summary['before']['p99_median_us'] / 1000:.2f} ms, during "
-        f"{summary['during']['p99_us'] / 1000:.2f} ms ({summary['during']['p99_us'] / idle:.2f}×), "
-        f"after {summary['after']['p99_median_us'] / 1000:.2f} ms; errors "
-        f"{sum(p['errors'] + p['unexpected'] for p in summary.values())}"
-    )
-    fleet.stop("edgeproxy-apply")
-
-
-def _origin_body(origin: Origin, path: str) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{origin.port}{path}", timeout=5) as r:
-        return bytes(r.read())
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
+    how = "with its table" if s.shipped_tables else "for the node to compile"
+    session.say(f"== apply-under-load: preparing {size:,} entries {how} …")
+    blocklist_scale.shipped_version(size)  # signed (and its table compiled) once, cached
+    work = session.out / "work" / "apply"
+    work.mkdir(parents=True, exist_ok=True)
+    # With each window's detail (run-queue wait, loop lag, memory stalls, what took the
+    # CPU): a window past 2x idle says what it shared the cores with. wrk runs under
+    # SCHED_BATCH here whatever --client-batch says (the drop's default): a woken wrk
+    # preempting a worker stalled its loop, in idle windows too (benchmarks/README.md).
+    r = blocklist_scale.drop(size, work, ship=bool(s.shipped_tables), loaded=True,
+                             connections=s.connections, table_install=s.shipped_tables or "copy",
+                             detail=True)  # fmt: skip
+    session.extra["apply_drop"] = r
+    session.say("apply-under-load: " + blocklist_scale.report_drop(r))
 
 
 def push_edge(session: Session, fleet: Fleet) -> EdgeTarget | None:
