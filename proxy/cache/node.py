@@ -272,6 +272,12 @@ _decode_info = msgspec.msgpack.Decoder(Info).decode
 _decode_fields = msgspec.msgpack.Decoder(tuple[str, ...]).decode
 
 
+# A version's purge of the tier reads this many `Info` rows a read transaction, and checks the
+# clock for its slice every `_CLOCK_EVERY` of them (a row costs its match keys and a check).
+PURGE_STEP = 256
+_CLOCK_EVERY = 32
+
+
 def _h(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
@@ -1304,12 +1310,14 @@ class NodeTier:
     async def purge_listed(
         self,
         listed: Callable[[MatchKeys, bytes], bool],
-        step: int = 256,
-        slice_s: float = 0.002,
+        step: int = PURGE_STEP,
+        *,
+        slice_s: float,
     ) -> int:
         """Walk every item's `Info` (never its record), `step` at a time, and purge those
-        `listed` says are listed; the loop is given back whenever `slice_s` has passed (and
-        after every step's purge, a write)."""
+        `listed` says are listed; the loop is given back whenever `slice_s` has passed
+        (`blocklist.purge_slice_s`; the clock read every `_CLOCK_EVERY` items) and after
+        every step's purge, a write."""
         purged, after = 0, b""
         clock = time.perf_counter
         until = clock() + slice_s
@@ -1326,7 +1334,7 @@ class NodeTier:
             for n, (k, i) in enumerate(batch, 1):
                 if i is None or listed(match_keys(i.host, i.path, i.query), i.sha256):
                     doomed.append(k)
-                if n % 32 == 0 and clock() > until:
+                if n % _CLOCK_EVERY == 0 and clock() > until:
                     await asyncio.sleep(0)
                     until = clock() + slice_s
             if doomed:

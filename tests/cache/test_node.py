@@ -211,7 +211,7 @@ async def test_purge_listed_walks_info_in_steps(path: Path) -> None:
     for i in range(25):
         t.put(entry(f"/p{i}", b"%d" % i))
     t.flush()
-    n = await t.purge_listed(lambda k, d: k.path.endswith("7"), step=4)
+    n = await t.purge_listed(lambda k, d: k.path.endswith("7"), step=4, slice_s=0.002)
     assert n == 2  # /p7 and /p17, found across steps of 4
     assert t.usage()[0] == 23
 
