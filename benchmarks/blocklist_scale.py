@@ -466,7 +466,8 @@ def drop(
     steals: list[float] = []  # per window: CPU time the hypervisor gave others (ms)
     # per window (`detail`): the workers' run-queue wait (ms: runnable, not running), the
     # largest loop lag bucket any worker's histogram gained (ms), the CPU of the node's other
-    # processes (ms) and the kernel's memory stalls (`_VM_EVENTS`)
+    # processes (ms), the kernel's memory stalls (`_VM_EVENTS`), and what took the cores
+    # (`_machine_delta`: the busiest processes of the machine, softirq)
     details: list[dict[str, Any]] = []
 
     def load() -> None:
@@ -832,7 +833,8 @@ def main() -> None:
         "--window-detail",
         action="store_true",
         help="--loaded: per window, the workers' run-queue wait and largest loop lag, the "
-        "node's other CPU and the kernel's memory stalls (reads /metrics between windows); "
+        "node's other CPU, the kernel's memory stalls, the machine's busiest processes and its "
+        "softirq time (reads /metrics and /proc between windows); "
         "the workers log loop stalls past 20 ms (tail_stall_log_s), kept as `stalls`",
     )
     ap.add_argument(
