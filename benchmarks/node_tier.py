@@ -19,9 +19,10 @@ restart under load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -436,6 +437,37 @@ def _written_bytes() -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _filled_tier(
+    max_bytes: int, items: int, body: bytes, host: str, *, prealloc: bool
+) -> Iterator[tuple[Any, Callable[[str], Any]]]:
+    """A fresh node tier of `max_bytes` in a temporary directory (under `NODE_TIER_BENCH_DIR`
+    when set), holding `items` objects of `body` under `host`; with a maker of more such
+    entries by path (not stored). Closed and removed at the end. Only `prepare`,
+    `NodeTier(...)` and `put`: it runs on older code too."""
+    import os
+    import tempfile
+
+    from proxy.cache.node import NodeTier, prepare
+    from proxy.metrics import WorkerStats
+
+    now = time.time()
+
+    def entry(path: str) -> Any:
+        return _memo_entry(path, body, now, host)
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("NODE_TIER_BENCH_DIR")) as tmp:
+        path = Path(tmp) / "node-cache"
+        prepare(path, max_bytes, prealloc=prealloc)
+        node = NodeTier(path, max_bytes, 1 << 20, WorkerStats([]))
+        try:
+            for i in range(items):
+                node.put(entry(f"/cold/fill-{i}"))
+            yield node, entry
+        finally:
+            node.close()
+
+
 def store_costs(
     items: int,
     body_bytes: int,
@@ -457,32 +489,21 @@ def store_costs(
     store say how many of a fresh file's pages a store wrote first through the map."""
     import os
     import resource
-    import tempfile
 
-    from proxy.cache.node import NodeTier, prepare
-    from proxy.metrics import WorkerStats
-
-    now = time.time()
     body = os.urandom(body_bytes)
+    max_bytes = (items + stores) * (body_bytes + 2048) + 64 * MiB
+    if evicting:
+        max_bytes = items * (body_bytes + 1024) // 2 + MiB
     best_us, best_kib, best_faults = float("inf"), float("inf"), 0.0
     for r in range(rounds):
-        with tempfile.TemporaryDirectory(dir=os.environ.get("NODE_TIER_BENCH_DIR")) as tmp:
-            path = Path(tmp) / "node-cache"
-            max_bytes = (items + stores) * (body_bytes + 2048) + 64 * MiB
-            if evicting:
-                max_bytes = items * (body_bytes + 1024) // 2 + MiB
-            prepare(path, max_bytes, prealloc=prealloc)
-            node = NodeTier(path, max_bytes, 1 << 20, WorkerStats([]))
-            for i in range(items):
-                node.put(_memo_entry(f"/cold/fill-{i}", body, now, host))
-            batch = [_memo_entry(f"/cold/r{r}-{i}", body, now, host) for i in range(stores)]
+        with _filled_tier(max_bytes, items, body, host, prealloc=prealloc) as (node, entry):
+            batch = [entry(f"/cold/r{r}-{i}") for i in range(stores)]
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
             w0, t0 = _written_bytes(), time.process_time()
             for e in batch:
                 node.put(e)
             t1, w1 = time.process_time(), _written_bytes()
             f1 = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
-            node.close()
         if (t1 - t0) / stores * 1e6 < best_us:
             best_faults = (f1 - f0) / stores
         best_us = min(best_us, (t1 - t0) / stores * 1e6)
@@ -503,26 +524,16 @@ def cold_costs(
     commit; µs of process time per miss for each part and in all, best of `rounds` fresh
     tiers that already hold `items` objects. Runs on older code too (public methods only)."""
     import os
-    import tempfile
 
-    from proxy.cache.node import NodeTier, prepare
-    from proxy.metrics import WorkerStats
-
-    now = time.time()
     body = os.urandom(body_bytes)
+    max_bytes = (items + misses) * (body_bytes + 2048) + 64 * MiB
     parts = ("lookup: vary_fields", "lease", "after the lease: vary_fields", "store + commit")
     parts += ("release (unlock)",)
     best = dict.fromkeys(("all", *parts), float("inf"))
     clock = time.process_time
     for r in range(rounds):
-        with tempfile.TemporaryDirectory(dir=os.environ.get("NODE_TIER_BENCH_DIR")) as tmp:
-            path = Path(tmp) / "node-cache"
-            max_bytes = (items + misses) * (body_bytes + 2048) + 64 * MiB
-            prepare(path, max_bytes, prealloc=prealloc)
-            node = NodeTier(path, max_bytes, 1 << 20, WorkerStats([]))
-            for i in range(items):
-                node.put(_memo_entry(f"/cold/fill-{i}", body, now, host))
-            batch = [_memo_entry(f"/cold/r{r}-{i}", body, now, host) for i in range(misses)]
+        with _filled_tier(max_bytes, items, body, host, prealloc=prealloc) as (node, entry):
+            batch = [entry(f"/cold/r{r}-{i}") for i in range(misses)]
             spent = dict.fromkeys(parts, 0.0)
             t_all = clock()
             for e in batch:
@@ -541,7 +552,6 @@ def cold_costs(
                 for n, name in enumerate(parts):
                     spent[name] += marks[n + 1] - marks[n]
             total = clock() - t_all
-            node.close()
         best["all"] = min(best["all"], total / misses * 1e6)
         for name in parts:
             best[name] = min(best[name], spent[name] / misses * 1e6)
