@@ -478,9 +478,10 @@ def drop(
             workers = [st.pid for st in cpu.tree([root]) if st.ppid == root]
 
         def sample() -> tuple[float, tail.Histograms, dict[str, int], float, _MachineCpu]:
+            procs = cpu.snapshot()  # one read of /proc for the node's others and the machine
             return (sum(tail.process_wait_s(w) for w in workers),
                     tail.histograms(edge_ops.metrics_text(edge)), _vm_events(),
-                    _others_cpu_s(root, workers), _machine_cpu())  # fmt: skip
+                    _others_cpu_s(root, workers, procs), _machine_cpu(procs))  # fmt: skip
 
         before = sample() if detail else None  # a window's end is the next one's start
         while not stop.is_set():
@@ -684,25 +685,13 @@ _MachineCpu = tuple[dict[int, tuple[str, int]], int]
 TOP_CPU = 6  # processes named in a window's `top_cpu`
 
 
-def _machine_cpu() -> _MachineCpu:
-    """Every process's CPU so far (kernel threads such as ksoftirqd and kworkers included):
-    what took the cores in a window whose p99 rose, where the node's own share did not."""
-    procs: dict[int, tuple[str, int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        cut = raw.rindex(b")")
-        fields = raw[cut + 2 :].split()
-        comm = raw[raw.index(b"(") + 1 : cut].decode(errors="replace")
-        procs[int(name)] = (comm, int(fields[11]) + int(fields[12]))
+def _machine_cpu(procs: dict[int, Any]) -> _MachineCpu:
+    """Every process's CPU so far (`procs`, a `cpu.snapshot`: kernel threads such as
+    ksoftirqd and kworkers included): what took the cores in a window whose p99 rose, where
+    the node's own share did not."""
     with open("/proc/stat") as f:
         softirq = int(f.readline().split()[7])
-    return procs, softirq
+    return {pid: (st.comm, st.own_ticks) for pid, st in procs.items()}, softirq
 
 
 def _machine_delta(before: _MachineCpu, after: _MachineCpu) -> dict[str, Any]:
@@ -721,12 +710,13 @@ def _machine_delta(before: _MachineCpu, after: _MachineCpu) -> dict[str, Any]:
     }
 
 
-def _others_cpu_s(root: int, workers: list[int]) -> float:
+def _others_cpu_s(root: int, workers: list[int], procs: dict[int, Any]) -> float:
     """CPU seconds so far of the node's processes other than its workers and their children:
-    the supervisor, its threads (the pin), its jobs (live, or reaped into its own count)."""
+    the supervisor, its threads (the pin), its jobs (live, or reaped into its own count), as
+    `procs` (a `cpu.snapshot`) found them."""
     from benchmarks import cpu
 
-    ticks = sum(st.cpu_ticks for st in cpu.tree([root]) if st.pid not in workers
+    ticks = sum(st.cpu_ticks for st in cpu.tree([root], procs) if st.pid not in workers
                 and st.ppid not in workers) if root else 0  # fmt: skip
     return ticks / cpu.TICKS_PER_S
 

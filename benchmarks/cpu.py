@@ -19,14 +19,22 @@ class _Stat:
     ppid: int
     cpu_ticks: int  # utime + stime + cutime + cstime (reaped children included)
     rss_bytes: int
+    own_ticks: int = 0  # utime + stime: this process alone
+    comm: str = ""  # its name (a thread's, as the kernel shows it)
+
+
+def _stat_raw(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
     """/proc/PID/stat's fields after comm (state first); None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
+    raw = _stat_raw(pid)
+    if raw is None:
         return None
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     return raw[raw.rindex(b")") + 2 :].split()
@@ -41,12 +49,22 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
 
 
 def _read_stat(pid: int) -> _Stat | None:
-    fields = _stat_fields(pid)
-    if fields is None:
+    raw = _stat_raw(pid)
+    if raw is None:
         return None
+    cut = raw.rindex(b")")
+    fields = raw[cut + 2 :].split()
     ppid = int(fields[1])
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return _Stat(pid, ppid, utime + stime + cutime + cstime, int(fields[21]) * _PAGE_BYTES)
+    comm = raw[raw.index(b"(") + 1 : cut].decode(errors="replace")
+    return _Stat(pid, ppid, utime + stime + cutime + cstime, int(fields[21]) * _PAGE_BYTES,
+                 utime + stime, comm)  # fmt: skip
+
+
+def snapshot() -> dict[int, _Stat]:
+    """Every process of the machine as it is now, by pid (kernel threads included): one read
+    of /proc that `tree` can be given, so that several sums come from the same moment."""
+    return _all_stats()
 
 
 def _all_stats() -> dict[int, _Stat]:
@@ -59,9 +77,11 @@ def _all_stats() -> dict[int, _Stat]:
     return stats
 
 
-def tree(root_pids: list[int]) -> list[_Stat]:
-    """The processes `root_pids` and all their descendants, as they are now."""
-    stats = _all_stats()
+def tree(root_pids: list[int], stats: dict[int, _Stat] | None = None) -> list[_Stat]:
+    """The processes `root_pids` and all their descendants, as they are now (or as
+    `stats`, a `snapshot`, found them)."""
+    if stats is None:
+        stats = _all_stats()
     children: dict[int, list[int]] = {}
     for stat in stats.values():
         children.setdefault(stat.ppid, []).append(stat.pid)
