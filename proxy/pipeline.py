@@ -7,14 +7,17 @@ task, no coroutine); a request that needs the origin continues in `_walk`. In fr
 memo of hot answers (proxy/phases/memo.py): it repeats these phases' decisions, makes none.
 A plain GET that lookup sends to the origin alone (hit-for-miss) is fetched and relayed by the
 pass-through lane (proxy/phases/lane.py) in one step when the answer's head is one the full
-way already found not storable; any other answer continues the walk from ROUTE.
+way already found not storable; any other answer continues the walk from ROUTE. The lane's
+request is written from `__call__` when the origin client can, and answered from the origin
+head's callback (`_Relay`): the walk's task starts only when the answer needs it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.blocklist.digest import DecodeLimits
 from proxy.blocklist.enforce import Enforcer
@@ -33,7 +36,7 @@ from proxy.origin import Origin, OriginError
 from proxy.phases import admit, block, deliver, lookup
 from proxy.phases import log as log_phase
 from proxy.phases.fetch import Fetcher
-from proxy.phases.lane import lane_takes
+from proxy.phases.lane import Sent, lane_takes
 from proxy.phases.memo import HotMemo, Remembered451
 from proxy.phases.spool import OverBudget
 from proxy.phases.upstream_response import BodyBlocked
@@ -47,6 +50,71 @@ Step = Callable[[RequestCtx], Awaitable[Next] | Next]
 
 def _no_step(ctx: RequestCtx) -> Next:
     raise KeyError("no step for this Next")  # LOOKUP and DONE are never walked to
+
+
+class _Relay:
+    """A request the pass-through lane sent with no coroutine (`Fetcher.express_send`): the
+    front waits on `done`; the origin head's future settles it. A known head whose body is
+    in is relayed in that callback (no task, no coroutine); anything else (the body still to
+    come, an unknown head, a failure) goes on in a task of the walk's. A client gone before
+    the answer ends the origin exchange as an awaited one would (`abandon`)."""
+
+    __slots__ = ("pipeline", "ctx", "sent", "done", "task")
+
+    def __init__(self, pipeline: Pipeline, ctx: RequestCtx, sent: Sent) -> None:
+        self.pipeline = pipeline
+        self.ctx = ctx
+        self.sent = sent
+        self.task: asyncio.Task[None] | None = None
+        done: asyncio.Future[None] = sent.head.get_loop().create_future()
+        self.done = done
+        sent.head.add_done_callback(self.answered)
+        done.add_done_callback(self.ended)
+
+    def answered(self, head: asyncio.Future[Any]) -> None:
+        done = self.done
+        if done.done():
+            return  # the client went: `ended` closed the exchange
+        pipeline = self.pipeline
+        ctx = self.ctx
+        try:
+            step = pipeline.fetcher.express_answered(ctx, self.sent)
+        except Exception as e:
+            failed = not pipeline._failed(ctx, e)
+            pipeline._log(ctx)
+            done.remove_done_callback(self.ended)
+            if failed:
+                done.set_exception(e)
+            else:
+                done.set_result(None)
+            return
+        if step is Next.DONE:
+            pipeline._log(ctx)
+            done.remove_done_callback(self.ended)
+            done.set_result(None)
+            return
+        task = self.task = asyncio.get_running_loop().create_task(pipeline._walk(ctx, step))
+        task.add_done_callback(self.walked)
+
+    def walked(self, task: asyncio.Task[None]) -> None:
+        done = self.done
+        if done.done():
+            return
+        done.remove_done_callback(self.ended)
+        if task.cancelled():
+            done.cancel()
+        elif (exc := task.exception()) is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    def ended(self, done: asyncio.Future[None]) -> None:
+        """`done` settled before the answer: the front cancelled it (it aborted the
+        connection: a drain's deadline, a write stall). The origin exchange ends too."""
+        if self.task is not None:
+            self.task.cancel()
+        else:
+            self.sent.conn.abandon(self.sent.head)
 
 
 class Pipeline:
@@ -158,7 +226,12 @@ class Pipeline:
             return None
         step = lookup.lookup(ctx, self.cache, self.enforcer, self.coalescer, self.clock())
         if step is Next.FETCH_ALONE and self._lane_on and lane_takes(ctx, plain, ctx.entry):
-            step = Next.EXPRESS  # the same fetch, by the pass-through lane (phases/lane.py)
+            # The same fetch, by the pass-through lane (phases/lane.py): sent now when the
+            # origin client can, and then answered from its callbacks, with no coroutine.
+            written = self.fetcher.express_send(ctx)
+            if written is not None:
+                return _Relay(self, ctx, written).done
+            step = Next.EXPRESS
         elif step is Next.HIT or step is Next.BLOCKED:
             # Answered synchronously: a fresh hit costs no task and no coroutine.
             self._steps[step](ctx)
@@ -208,31 +281,40 @@ class Pipeline:
 
     # -- the walk -----------------------------------------------------------------------------
 
-    async def _walk(self, ctx: RequestCtx, step: Next) -> None:
+    async def _walk(self, ctx: RequestCtx, step: Next | Awaitable[Next]) -> None:
         steps = self._by_value
         try:
+            if not isinstance(step, Next):
+                step = await step  # a step under way (the lane's, `_Relay`)
             while step is not Next.DONE:
                 result = steps[step._value_](ctx)
                 step = result if isinstance(result, Next) else await result
-        except ClientGone:
-            ctx.result = Result.ERROR if not ctx.status else ctx.result
-        except BodyBlocked as e:
-            if ctx.responder.started:
+        except Exception as e:
+            if not self._failed(ctx, e):
                 raise
+        finally:
+            self._log(ctx)
+
+    def _failed(self, ctx: RequestCtx, e: Exception) -> bool:
+        """The answers a step's failure gets: True when `e` was answered (or the client is
+        gone); False when the walk must fail (the answer was under way, or `e` is a fault)."""
+        if isinstance(e, ClientGone):
+            ctx.result = Result.ERROR if not ctx.status else ctx.result
+            return True
+        if ctx.responder.started:
+            return False
+        if isinstance(e, BodyBlocked):
             ctx.blocked_by = e.entry
             self._blocked(ctx)
-        except OriginError as e:
-            if ctx.responder.started:
-                raise
+        elif isinstance(e, OriginError):
             self._origin_error(ctx, e)
-        except OverBudget:
-            if ctx.responder.started:
-                raise
+        elif isinstance(e, OverBudget):
             ctx.result = Result.ERROR
             self.stats.inflight_refused += 1
             deliver.over_budget(ctx, self.cfg.via_name, self.cfg.cache.inflight_retry_after_s)
-        finally:
-            self._log(ctx)
+        else:
+            return False
+        return True
 
     def _admit(self, ctx: RequestCtx) -> Next:
         """admit, the answers this hop gives itself (Max-Forwards 0), then block: LOOKUP, or

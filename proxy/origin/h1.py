@@ -60,6 +60,7 @@ COALESCE_MAX_BYTES = 16 << 10  # a first request-body part up to this size rides
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _METHOD_LINES: dict[str, bytes] = {}  # "GET" -> b"GET ", validated once
+_NO_FIELDS: CIMultiDict[str] = CIMultiDict()  # `_request_head`'s, when the fields are rendered
 
 
 class _Stale(OriginError):
@@ -861,6 +862,55 @@ class H1OriginPool:
                     raise
             conn = await self._connect(host, deadline)
             return await conn.exchange(head, body, length, is_head, started, deadline, interim)
+        except OriginError as e:
+            self.errors[e.kind] += 1
+            raise
+
+    def send_now(
+        self,
+        origin: URL,
+        method: str,
+        path_query: bytes,
+        fields: bytes,
+        interim: Interim | None = None,
+    ) -> tuple[_Conn, asyncio.Future[H1UpstreamResponse]] | None:
+        """A request without a body written now, on a connection the pool holds idle for
+        `origin`, with no coroutine: the connection and the future of its final response head,
+        which the caller reads with `answer` (and, should it stop waiting, gives to the
+        connection's `abandon`). None when no idle connection is ready (or the head cannot be
+        written): `request` then connects, waits for a slot or refuses, as it does for any
+        request. `fields`: the request's field lines, as `render_fields` renders them."""
+        loop = self._loop
+        if loop is None or origin.scheme != "http":
+            return None
+        host = self._hosts.get(origin)
+        if host is None:
+            return None
+        try:
+            head = _request_head(method, path_query, _NO_FIELDS, False, fields)
+        except OriginError:
+            return None  # refused before a connection is taken; `request` says why
+        now = loop.time()
+        conn = self._pop_idle(host, now)
+        if conn is None:
+            return None
+        try:
+            fut = conn.send(
+                head, method == "HEAD", time.monotonic(), now + self.cfg.total_timeout_s, interim
+            )
+        except OriginError:
+            return None  # the connection went with the exchange; `request` sends it anew
+        self.requests += 1
+        return conn, fut
+
+    def answer(self, fut: asyncio.Future[H1UpstreamResponse]) -> H1UpstreamResponse | None:
+        """The final head `send_now`'s future settled with; raises its OriginError (counted as
+        `request` counts it). None: the origin had closed the pooled connection before it saw
+        the request, which may then be sent again (`request`, on a new connection)."""
+        try:
+            return fut.result()
+        except _Stale:
+            return None
         except OriginError as e:
             self.errors[e.kind] += 1
             raise

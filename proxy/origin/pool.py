@@ -7,6 +7,7 @@ status the client sees.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Coroutine
 from typing import Any
 
@@ -64,6 +65,21 @@ class OriginPool:
             return request
         self._tls_started = True
         return self._start_tls_before(request)
+
+    def send_now(
+        self,
+        origin: URL,
+        method: str,
+        path_query: bytes,
+        fields: bytes,
+        interim: Interim | None = None,
+    ) -> tuple[Any, asyncio.Future[Any]] | None:
+        """`H1OriginPool.send_now` for an http origin; None for https (aiohttp's coroutine)."""
+        return self.h1.send_now(origin, method, path_query, fields, interim)
+
+    def answer(self, fut: asyncio.Future[Any]) -> UpstreamResponse | None:
+        """`H1OriginPool.answer`: the head `send_now`'s future settled with."""
+        return self.h1.answer(fut)
 
     async def _start_tls_before(
         self, request: Coroutine[Any, Any, UpstreamResponse]

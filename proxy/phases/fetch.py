@@ -126,6 +126,9 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery, ExpressLane):
         # This worker's share of the node's in-flight body budget (proxy/phases/spool.py).
         self.budget = BodyBudget(max(1, cfg.cache.inflight_body_bytes // cfg.worker_count()))
         self._heads = {}  # the lane's known answer heads (proxy/phases/lane.py)
+        # The origin client's sending with no coroutine, when it has one (the lane's).
+        self._send_now = getattr(origin, "send_now", None)
+        self._answer = getattr(origin, "answer", None)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -382,36 +385,57 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery, ExpressLane):
             out = self._upstream_headers(ctx, for_cache)
             rendered = None
         else:
-            target = ctx.target
-            memo_key = (
-                tuple(req.headers),
-                req.client_ip,
-                target.authority,
-                target.scheme,
-                ctx.site.index,
-                for_cache,
-            )
-            memo = self._upstream.get(memo_key)
-            if memo is None:
-                if len(self._upstream) >= UPSTREAM_MEMO_ENTRIES:
-                    self._upstream.clear()
-                built = self._upstream_headers(ctx, for_cache)
-                try:
-                    fields: bytes | None = render_fields(built)
-                except OriginError:
-                    fields = None  # refused when sent, as any request's fields would be
-                memo = self._upstream[memo_key] = (built, fields)
-            built, rendered = memo
+            built, rendered = self._upstream_memo(ctx, for_cache)
             out = built.copy()
         id_field = req.id_field
         if id_field:  # set, not added: the configured name may be any field's
             name_len = len(self.request_id_name)
             out[self.request_id_name] = id_field[name_len + 2 : -2].decode()
             if rendered is not None:
-                # The same line, unless the front names it otherwise (a reload renamed it).
-                same = id_field.startswith(self._request_id_prefix)
-                rendered = rendered + id_field if same else None
+                rendered = self._with_id(rendered, id_field)
         return out, rendered
+
+    def upstream_fields(self, ctx: RequestCtx) -> bytes | None:
+        """`upstream_request(ctx, for_cache=True)`'s field lines alone, for a request without
+        a body (the lane's: the llhttp client writes them as they are); None when there are
+        none rendered, and the request goes with `upstream_request`."""
+        _built, rendered = self._upstream_memo(ctx, True)
+        id_field = ctx.request.id_field
+        if id_field and rendered is not None:
+            rendered = self._with_id(rendered, id_field)
+        return rendered
+
+    def _upstream_memo(
+        self, ctx: RequestCtx, for_cache: bool
+    ) -> tuple[CIMultiDict[str], bytes | None]:
+        """The upstream fields of a request without a body, and their rendering, as built
+        for the last request like it (without the request id)."""
+        req = ctx.request
+        target = ctx.target
+        memo_key = (
+            tuple(req.headers),
+            req.client_ip,
+            target.authority,
+            target.scheme,
+            ctx.site.index,
+            for_cache,
+        )
+        memo = self._upstream.get(memo_key)
+        if memo is None:
+            if len(self._upstream) >= UPSTREAM_MEMO_ENTRIES:
+                self._upstream.clear()
+            built = self._upstream_headers(ctx, for_cache)
+            try:
+                fields: bytes | None = render_fields(built)
+            except OriginError:
+                fields = None  # refused when sent, as any request's fields would be
+            memo = self._upstream[memo_key] = (built, fields)
+        return memo
+
+    def _with_id(self, rendered: bytes, id_field: bytes) -> bytes | None:
+        """The rendered fields with the front's request id line, unless the front names it
+        otherwise (a reload renamed it): then None, and the fields are rendered anew."""
+        return rendered + id_field if id_field.startswith(self._request_id_prefix) else None
 
     def forget_upstream_headers(self) -> None:
         """A reload may change what a site forwards (its origin host): build anew."""
@@ -491,16 +515,22 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery, ExpressLane):
         up = await self.origin.request(
             site.origin, method, target.raw_path_query, headers, stream, interim, fields
         )
+        self.origin_answered(ctx, up, started)
+        return up
+
+    def origin_answered(self, ctx: RequestCtx, up: UpstreamResponse, started: float) -> None:
+        """Count the origin's final head, which came `started` (time.monotonic()) after the
+        request went; a 206 never asked for is refused (OriginError) and closed."""
         elapsed = time.monotonic() - started
         ctx.origin_s += elapsed
         stats = self.stats
+        site = ctx.site
         stats.observe_origin(site.index, elapsed)
         stats.origin_responses[site.index][min(up.status // 100, 5) - 1] += 1
         if up.status == 206:
             # Asked for no range (DROP_UPSTREAM): a part cannot be judged, so none is relayed.
             up.close()
             raise OriginError(OriginFailure.PROTOCOL, "partial content (206) never asked for")
-        return up
 
     async def fetch_for_cache(
         self, ctx: RequestCtx, entry: Entry | None, *, background: bool = False

@@ -8,6 +8,17 @@ GET with nothing stored (the key is marked hit-for-miss: recently uncacheable, w
 `cache.hit_for_miss_s`; a stored answer or a lapsed mark sends the request the usual way).
 The pipeline then runs `express` instead of `fetch_alone` (Next.EXPRESS).
 
+With no coroutine where the origin client allows it: `express_send` writes the request at
+once on an idle pooled connection of an http origin (`H1OriginPool.send_now`), and the
+pipeline (`_Relay`) settles the request from the head's future: a known head whose body came
+with it is relayed in that callback (`express_answered`), with no task, no coroutine and one
+loop turn fewer. Everything else goes on in the walk's task from the same point: a body still
+arriving (`_spool_known`), an unknown head (`_full_way`), a failure (ROUTE), and a pooled
+connection the origin had closed unseen (`express` sends it again, as `request` would). With
+no idle connection, an https origin or fields without a rendering, the walk's `express` does
+it all. A client gone meanwhile changes nothing: as in the walk, the answer is read to its
+end, logged, and the connection goes back to the pool.
+
 What the lane remembers is not a resource but an answer's head: `(status, reason, fields)` as
 the origin sent them, mapped to what upstream_response and deliver made of it (the relayed
 field lines, our Cache-Status member, the reason it was not stored). That is a pure function
@@ -29,8 +40,10 @@ are held (emptied whole; 0 turns the lane off).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from proxy.blocklist.enforce import Enforcer
 from proxy.blocklist.model import Entry as BlockEntry
@@ -40,7 +53,8 @@ from proxy.config import Config
 from proxy.context import FetchOutcome, ItemKey, Next, RequestCtx
 from proxy.metrics import Result, WorkerStats
 from proxy.origin import OriginError, UpstreamResponse
-from proxy.phases.spool import BodyBudget, spool
+from proxy.phases.deliver import interim_relay
+from proxy.phases.spool import BodyBudget, Spooled, spool, spool_whole
 from proxy.phases.upstream_response import RESPONSE_DRIVEN, BodyBlocked
 from proxy.rfc.hopbyhop import strip_hop_by_hop
 from proxy.rfc.response import content_type_of
@@ -58,6 +72,16 @@ HEAD_DECIDED = frozenset(
     }
 )
 HeadKey = tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]  # status, reason, fields as sent
+
+
+class Sent(NamedTuple):
+    """An origin request `express_send` wrote: the head's future, whose waiter, should it
+    stop waiting, gives it to the connection's `abandon`."""
+
+    conn: Any  # the origin connection (its `abandon(head)`)
+    head: asyncio.Future[Any]  # settles with the final head (`answer` reads it)
+    started: float  # time.monotonic() when it went: the origin's time
+    request_time: float  # the clock's (RFC 9111 §4.2.3's request_time)
 
 
 class KnownHead(NamedTuple):
@@ -85,14 +109,16 @@ class ExpressLane:
     note_cacheability: Callable[[ItemKey, FetchOutcome, bool], None]
     judge_coded: Callable[[list[bytes], bytes], tuple[bytes, BlockEntry | None]]
     _stream_head: Callable[[FetchOutcome, int, bytes], tuple[bytes, bytes]]
+    upstream_fields: Callable[[RequestCtx], bytes | None]
+    origin_answered: Callable[[RequestCtx, UpstreamResponse, float], None]
+    _send_now: Callable[..., tuple[Any, asyncio.Future[Any]] | None] | None
+    _answer: Callable[[asyncio.Future[Any]], UpstreamResponse | None] | None
 
     _heads: dict[HeadKey, KnownHead]
 
     async def express(self, ctx: RequestCtx) -> Next:
         """The walk's EXPRESS step (a plain GET, nothing stored, its key hit-for-miss): the
         one origin request, then the known head relayed with its body, or the full way."""
-        key = ctx.key
-        assert key is not None
         ctx.leader = True
         headers, fields = self.upstream_request(ctx, for_cache=True)
         request_time = self.clock()
@@ -101,20 +127,83 @@ class ExpressLane:
         except OriginError as e:
             ctx.outcome = FetchOutcome(error=e)
             return Next.ROUTE
+        step = self.express_answer(ctx, up, request_time)
+        return step if isinstance(step, Next) else await step
+
+    def express_send(self, ctx: RequestCtx) -> Sent | None:
+        """EXPRESS's origin request written now, with no coroutine, when the origin client can
+        (`send_now`: an http origin with an idle pooled connection): the pipeline then settles
+        the request from the head's future (`express_answered`). None: the walk's `express`
+        sends it (a new connection, https, fields with no rendering)."""
+        send_now = self._send_now
+        if send_now is None:
+            return None
+        fields = self.upstream_fields(ctx)
+        if fields is None:
+            return None
+        request_time = self.clock()
+        started = time.monotonic()
+        interim = interim_relay(ctx.responder)
+        sent = send_now(ctx.site.origin, "GET", ctx.target.raw_path_query, fields, interim)
+        if sent is None:
+            return None
+        ctx.leader = True
+        conn, head = sent
+        return Sent(conn, head, started, request_time)
+
+    def express_answered(self, ctx: RequestCtx, sent: Sent) -> Next | Awaitable[Next]:
+        """`express` from the origin's head on, for a request `express_send` sent: DONE when
+        it was relayed here and now; a step or a coroutine for the walk otherwise."""
+        assert self._answer is not None
+        try:
+            up = self._answer(sent.head)
+            if up is None:
+                return self.express(ctx)  # a pooled connection the origin had closed: anew
+            self.origin_answered(ctx, up, sent.started)
+        except OriginError as e:
+            ctx.outcome = FetchOutcome(error=e)
+            return Next.ROUTE
+        return self.express_answer(ctx, up, sent.request_time)
+
+    def express_answer(
+        self, ctx: RequestCtx, up: UpstreamResponse, request_time: float
+    ) -> Next | Awaitable[Next]:
+        """The origin's answer head: relayed with its body when the head is known (DONE, or
+        a coroutine when the body is still to come), else the full way (a coroutine)."""
+        key = ctx.key
+        assert key is not None
         head = (up.status, up.reason, tuple(up.headers))
         known = self._heads.get(head)
         if known is None or self.enforcer.digests_listed:
-            return await self._full_way(ctx, key, up, head, request_time)
+            return self._full_way(ctx, key, up, head, request_time)
         self.coalescer.mark_uncacheable(key)  # as fetch_keyed does for the same answer
         self.stats.pass_lane += 1
         ctx.no_store = known.reason
         ctx.result = Result.PASS
         ctx.fwd = b"miss"
         try:
+            spooled = spool_whole(up, self.cfg.blocklist.hash_spool_max_bytes, self.budget)
+        except BaseException:
+            up.close()
+            raise
+        if spooled is None:
+            return self._spool_known(ctx, up, known)
+        return self._relay_known(ctx, up, known, spooled)
+
+    async def _spool_known(self, ctx: RequestCtx, up: UpstreamResponse, known: KnownHead) -> Next:
+        """A known head whose body is still arriving: read it, then relay it."""
+        try:
             spooled = await spool(up, self.cfg.blocklist.hash_spool_max_bytes, self.budget)
         except BaseException:
             up.close()
             raise
+        return self._relay_known(ctx, up, known, spooled)
+
+    def _relay_known(
+        self, ctx: RequestCtx, up: UpstreamResponse, known: KnownHead, spooled: Spooled
+    ) -> Next:
+        """The known head and the spooled body, to the client (DONE); a body the origin broke
+        off goes to deliver's stream (STREAM)."""
         if not spooled.complete:
             # Its Content-Length fits the spool, so the origin broke off: deliver's stream
             # takes it from what was read, as it does for any answer read ahead.

@@ -70,22 +70,29 @@ class Spooled:
             self.held = 0
 
 
+def spool_whole(
+    up: UpstreamResponse, limit_bytes: int, budget: BodyBudget, prefix: bytes = b""
+) -> Spooled | None:
+    """`spool`'s answer when all of the body has arrived already (a small answer: one read)
+    and fits: held as `spool`'s steps would hold it, with no coroutine (over the budget, the
+    answer ends here as there). None: the body must be read, `spool`."""
+    rest = up.body_if_whole(limit_bytes - len(prefix))
+    if rest is None:
+        return None
+    budget.take(len(rest))
+    return Spooled(prefix + rest if prefix else rest, True, len(rest), budget)
+
+
 async def spool(
     up: UpstreamResponse, limit_bytes: int, budget: BodyBudget, prefix: bytes = b""
 ) -> Spooled:
     """Read `up`'s body while it fits `limit_bytes` (after `prefix`, already read and already
     held by the caller). Complete: the whole body; else what was read, past the limit."""
+    whole = spool_whole(up, limit_bytes, budget, prefix)
+    if whole is not None:
+        return whole
     out = Spooled(_budget=budget)
     size = len(prefix)
-    rest = up.body_if_whole(limit_bytes - size)
-    if rest is not None:
-        # All of it arrived already (a small answer: one read): held as the steps below would
-        # hold it, with no read coroutine. Over the budget, the answer ends here as there.
-        budget.take(len(rest))
-        out.held = len(rest)
-        out.body = prefix + rest if prefix else rest
-        out.complete = True
-        return out
     parts = [prefix] if prefix else []
     known = up.content_length
     step = known - size if known is not None and known <= limit_bytes else FIRST_STEP_BYTES
