@@ -353,6 +353,33 @@ def open_envelope(value: bytes | memoryview) -> NodeRecord:
         raise Rejected("undecodable") from e
 
 
+def body_at(value: bytes | memoryview, body: bytes) -> int:
+    """Where `body` lies in the sealed `value` it was decoded from (msgpack stores it verbatim
+    after its bin header), or -1. Found by that header and the body's first bytes among the
+    value's other bytes, then confirmed whole: an earlier run of equal bytes (an origin's
+    field crafted so) is not taken for it. A search for the whole body instead cost ~1 ns a
+    byte of it (34 µs at 30 KiB: the two-way search's set-up over the needle), on every
+    record a worker proves."""
+    n = len(body)
+    if n < 256:
+        head = b"\xc4" + n.to_bytes(1, "big")
+    elif n < 65536:
+        head = b"\xc5" + n.to_bytes(2, "big")
+    else:
+        head = b"\xc6" + n.to_bytes(4, "big")
+    needle = head + body[:32]
+    view = memoryview(value)
+    # The body ends by the value's end: it starts no later than len(value) - n.
+    window = bytes(view[_HDR.size : len(view) - n + len(needle)])
+    start = 0
+    while (i := window.find(needle, start)) >= 0:
+        at = _HDR.size + i + len(head)
+        if view[at : at + n].tobytes() == body:
+            return at
+        start = i + 1
+    return -1
+
+
 def tier_path(cfg: Config) -> Path:
     """`cache.node_tier_path`, or `node-cache` under the node's state directory."""
     if cfg.cache.node_tier_path:
@@ -861,12 +888,9 @@ class NodeTier:
                 return None
             rec = open_envelope(raw)
             if proof is not None:
-                value = bytes(raw)
-                # Where these exact bytes lie (the body is stored verbatim in the msgpack);
-                # an earlier equal run of bytes is the same bytes, so any match will do.
-                at = value.find(rec.body, _HDR.size)
+                at = body_at(raw, rec.body)
                 if at >= 0:
-                    proof.append((value[: _HDR.size], len(value), at))
+                    proof.append((bytes(raw[: _HDR.size]), len(raw), at))
             return rec
 
         try:

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.cache.entry import Entry
 from proxy.cache.memory import MemoryTier
-from proxy.cache.node import NodeTier, prepare
+from proxy.cache.node import NodeTier, body_at, prepare
 from proxy.cache.tiered import NODE_DETAIL, TieredCache
 from proxy.metrics import WorkerStats
 from proxy.phases.deliver import hit_bytes
@@ -304,3 +304,45 @@ async def test_another_workers_store_is_served_from_the_next_turn(world: World) 
     await asyncio.sleep(0)
     hot = world.take(e)
     assert hot is not None and hot[0].body == b"n" * 5000 and hot[0].etag == '"v2"'
+
+
+# -- where a proven body lies (node.body_at) --------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 200, 255, 256, 5000, 65535, 65536, 200_000])
+def test_a_proof_finds_its_body_past_a_field_that_starts_like_it(world: World, size: int) -> None:
+    """An origin's field may hold the body's msgpack header and first bytes (or the body
+    whole): the proof points at the body itself, and every later hit serves its bytes."""
+    body = bytes((i * 7 + 3) % 251 for i in range(size))
+    e = entry("/decoy", body)
+    header = (b"\xc4" + size.to_bytes(1, "big")) if size < 256 else b""
+    decoy = (header + body[:40]).decode("latin-1")
+    e.headers = (
+        (b"Cache-Control", b"max-age=60"),
+        (b"X-Decoy", decoy.encode("latin-1")),
+        (b"X-Pad", b"p" * 5000),  # larger than the tiny memory tier: answered by the node tier
+    )
+    e.render_head(100, b"1.1 edgeproxy")
+    world.answered_by_node(e)
+    for _ in range(3):
+        hot = world.take(e)
+        assert hot is not None and hot[0].body == body
+    node = world.cache.node
+    assert node is not None
+    ref = world.memo._refs[(e.target.raw_path_query, HOST)]
+    proof = node._proofs[ref.ikey]
+    assert proof.body_end - proof.body_at == size
+
+
+def test_body_at_takes_the_body_not_an_earlier_run_of_its_first_bytes() -> None:
+    body = b"B" * 64 + b"tail"
+    head = b"\xc4" + len(body).to_bytes(1, "big")
+    seal = b"\0" * 20
+    decoy = head + body[:40] + b"different"  # its header and first 40 bytes, then not it
+    value = seal + b"\x93" + decoy + head + body + b"\xc0"
+    at = body_at(value, body)
+    assert value[at : at + len(body)] == body
+    assert at == len(seal) + 1 + len(decoy) + len(head)
+    assert body_at(seal + b"\x91" + decoy, body) == -1  # not there at all
+    whole = seal + b"\x92" + head + body + head + body  # an equal run: either is the body
+    assert whole[body_at(whole, body) :][: len(body)] == body
