@@ -74,27 +74,30 @@ class _Relay:
     def answered(self, head: asyncio.Future[Any]) -> None:
         done = self.done
         if done.done():
-            return  # the client went: `ended` closed the exchange
+            return  # the front gave up on it: `ended` closed the exchange
         pipeline = self.pipeline
         ctx = self.ctx
+        failure: Exception | None = None
         try:
-            step = pipeline.fetcher.express_answered(ctx, self.sent)
-        except Exception as e:
-            failed = not pipeline._failed(ctx, e)
+            try:
+                step = pipeline.fetcher.express_answered(ctx, self.sent)
+            except Exception as e:  # as the walk answers a step's failure
+                step = Next.DONE
+                if not pipeline._failed(ctx, e):
+                    failure = e
+            if step is not Next.DONE:
+                task = asyncio.get_running_loop().create_task(pipeline._walk(ctx, step))
+                self.task = task
+                task.add_done_callback(self.walked)
+                return
             pipeline._log(ctx)
-            done.remove_done_callback(self.ended)
-            if failed:
-                done.set_exception(e)
-            else:
-                done.set_result(None)
-            return
-        if step is Next.DONE:
-            pipeline._log(ctx)
-            done.remove_done_callback(self.ended)
+        except Exception as e:  # a fault in the answer or the log: the front answers it
+            failure = e
+        done.remove_done_callback(self.ended)
+        if failure is not None:
+            done.set_exception(failure)
+        else:
             done.set_result(None)
-            return
-        task = self.task = asyncio.get_running_loop().create_task(pipeline._walk(ctx, step))
-        task.add_done_callback(self.walked)
 
     def walked(self, task: asyncio.Task[None]) -> None:
         done = self.done

@@ -365,3 +365,60 @@ async def test_pipelined_lane_requests_are_answered_in_order(
     data = await raw_request(edge.server.port, raw)
     assert data.count(b"HTTP/1.1 200 OK\r\n") == 5 and data.count(BODY) == 5
     assert sent_now[0] == 5
+
+
+async def test_a_fault_while_relaying_is_a_500_not_a_hung_request(
+    origin: ScriptedOrigin, make_edge: Any
+) -> None:
+    """A bug in the relay (here the answer's judgement raising) is answered as the walk
+    answers a failing step, 500; the worker goes on."""
+    edge = await make_edge(await origin.start())
+    await learn(edge, "/x")
+    sent_now = lane_sent_now(edge)
+    fetcher = edge.pipeline.fetcher
+    real = fetcher.express_answer
+
+    def broken(*args: Any) -> Any:
+        fetcher.express_answer = real  # type: ignore[method-assign]
+        raise RuntimeError("a bug")
+
+    fetcher.express_answer = broken  # type: ignore[method-assign]
+    errors = edge.server.handler_errors
+    head, _body = await get(edge, "/x")
+    assert head.startswith(b"HTTP/1.1 500"), head
+    assert edge.server.handler_errors == errors + 1 and sent_now[0] == 1
+    head, body = await get(edge, "/x")
+    assert head.startswith(b"HTTP/1.1 200") and body == BODY
+
+
+async def test_a_fault_in_the_log_after_the_answer_ends_the_exchange(
+    origin: ScriptedOrigin, make_edge: Any
+) -> None:
+    """The answer went out whole, then its log raised: the fault is counted and the
+    connection closed after the answer, as the walk's failing handler is (not left waiting
+    for a handler that will never end)."""
+    edge = await make_edge(await origin.start())
+    await learn(edge, "/y")
+    sent_now = lane_sent_now(edge)
+    pipeline = edge.pipeline
+    real = pipeline._log
+
+    def broken(ctx: Any) -> None:
+        pipeline._log = real  # type: ignore[method-assign]
+        raise RuntimeError("a bug")
+
+    pipeline._log = broken  # type: ignore[method-assign]
+    errors = edge.server.handler_errors
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.server.port)
+    try:
+        writer.write(b"GET /y HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert await reader.readexactly(len(BODY)) == BODY
+            assert await reader.read() == b""  # closed: nothing more will come on it
+    finally:
+        writer.close()
+    assert edge.server.handler_errors == errors + 1 and sent_now[0] == 1
+    head, body = await get(edge, "/y")
+    assert head.startswith(b"HTTP/1.1 200") and body == BODY
