@@ -93,21 +93,25 @@ class _Relay:
             pipeline._log(ctx)
         except Exception as e:  # a fault in the answer or the log: the front answers it
             failure = e
-        done.remove_done_callback(self.ended)
-        if failure is not None:
-            done.set_exception(failure)
-        else:
-            done.set_result(None)
+        self._settle(failure)
 
     def walked(self, task: asyncio.Task[None]) -> None:
         done = self.done
         if done.done():
             return
-        done.remove_done_callback(self.ended)
         if task.cancelled():
+            done.remove_done_callback(self.ended)
             done.cancel()
-        elif (exc := task.exception()) is not None:
-            done.set_exception(exc)
+        else:
+            self._settle(task.exception())
+
+    def _settle(self, failure: BaseException | None) -> None:
+        """The front's request is over: failed with `failure` (the front answers it), or
+        done. `ended` is for a front that gives up first, so it goes."""
+        done = self.done
+        done.remove_done_callback(self.ended)
+        if failure is not None:
+            done.set_exception(failure)
         else:
             done.set_result(None)
 
