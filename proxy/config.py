@@ -134,6 +134,11 @@ class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_response_header_count: Annotated[int, msgspec.Meta(gt=0)] = 128
     # One field's name + value; also the longest reason phrase on the status line.
     max_response_header_field_bytes: Annotated[int, msgspec.Meta(gt=0)] = 16 << 10
+    # Heads of whole answers parsed before, replayed when an answer repeats one byte for byte
+    # (proxy/origin/h1.py, `known_heads`): how many per worker (0: off; emptied whole when
+    # full), and the largest head kept.
+    response_head_memo_entries: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 512
+    response_head_memo_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=64 << 10)] = 4096
 
 
 class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

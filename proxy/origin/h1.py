@@ -30,6 +30,18 @@ on for ever; each one within them is handed to the request's `interim` listener 
 forwards it, RFC 9110 §15.2) and is never part of the final answer. Over any limit the exchange fails with `OriginError(PROTOCOL)` and the connection
 is closed.
 
+Known heads: an origin repeats its answers' heads byte for byte (the same fields, the same Date
+within a second), and llhttp's callbacks are most of what a small answer costs here. A whole
+answer that came in one read (its final head, then exactly Content-Length bytes of body, no
+interim head, no chunking, the connection kept) leaves its head's bytes and what the callbacks
+made of them (status, reason, fields, length) in the pool's `known_heads`. A later first read
+of an exchange that starts with one of those heads, byte for byte up to its blank line, and
+holds exactly its body after it, is answered from there: no other parse could be made of the
+same bytes. Anything else (a head not seen, a body split over reads or longer or shorter than
+its length, a response to HEAD) goes to llhttp as before, which then sees the whole answer.
+Heads over `response_head_memo_max_bytes` are not kept; at `response_head_memo_entries` the
+memo is emptied whole (a new Date every second turns it over; 0: off).
+
 Timers: the response head must arrive within `first_byte_timeout_s` of the request being sent, the
 body may pause at most `read_timeout_s` while someone waits for it, the whole exchange ends at
 `total_timeout_s`. The head deadline is one lazily re-armed timer per connection; a wait for
@@ -44,7 +56,7 @@ import re
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import cast
+from typing import NamedTuple, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from multidict import CIMultiDict
@@ -115,6 +127,13 @@ def _request_head(
     if chunked:
         fields += b"Transfer-Encoding: chunked\r\n"
     return line + path_query + b" HTTP/1.1\r\n" + fields + b"\r\n"
+
+
+class KnownResponseHead(NamedTuple):
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    content_length: int
 
 
 class H1UpstreamResponse:
@@ -581,9 +600,25 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self._head_fut is None and self.resp is None:
+        fut = self._head_fut
+        if fut is None and self.resp is None:
             self.shutdown(abort=True)  # nothing asked: the origin is out of step
             return
+        first = (
+            not self._got_bytes
+            and fut is not None
+            and not self._is_head
+            and self.pool.head_memo_max_entries > 0
+        )
+        if first:
+            heads = self.pool.known_heads
+            if heads:
+                end = data.find(b"\r\n\r\n") + 4
+                known = heads.get(data[:end]) if end > 3 else None
+                if known is not None and len(data) - end == known.content_length:
+                    assert fut is not None
+                    self._replay(fut, known, data[end:])
+                    return
         self._got_bytes = True
         self._read_bytes = len(data)
         try:
@@ -616,6 +651,60 @@ class _Conn(asyncio.Protocol):
             self.paused = True
             assert self.transport is not None
             self.transport.pause_reading()
+        elif first and resp is None and not self.closed and fut is not None and fut.done():
+            self._learn(fut, data)
+
+    def _learn(self, fut: asyncio.Future[H1UpstreamResponse], data: bytes) -> None:
+        """Remember the head of a whole answer that came in one read (see `known_heads`)."""
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        resp = fut.result()
+        cl = resp.content_length
+        status = resp.status
+        if (
+            cl is None  # also chunked: llhttp refuses a length with a transfer coding
+            or self._field_count  # an interim head came first: it is not in `known_heads`
+            or status == 204
+            or status == 304
+            or resp._error is not None
+            or resp._buffered != cl
+        ):
+            return
+        end = len(data) - cl
+        if end > self.pool.head_memo_max_bytes or data[end - 4 : end] != b"\r\n\r\n":
+            return
+        heads = self.pool.known_heads
+        if len(heads) >= self.pool.head_memo_max_entries:
+            heads.clear()
+        heads[data[:end]] = KnownResponseHead(status, resp.reason, tuple(resp.headers), cl)
+
+    def _replay(
+        self, fut: asyncio.Future[H1UpstreamResponse], known: KnownResponseHead, body: bytes
+    ) -> None:
+        """A whole answer in one read whose head llhttp parsed before, byte for byte: what its
+        callbacks made of it then, without them."""
+        self.pool.heads_replayed += 1
+        self._got_bytes = True
+        self._head_fut = None
+        self._interim = None
+        cfg = self.pool.cfg
+        resp = H1UpstreamResponse(
+            self,
+            known.status,
+            known.reason,
+            list(known.headers),
+            known.content_length,
+            self._started,
+            cfg.read_timeout_s,
+            self._deadline,
+        )
+        if body:
+            resp._parts.append(body)
+            resp._buffered = len(body)
+        self.resp = resp
+        self._complete(resp, True)
+        if not fut.done():
+            fut.set_result(resp)
 
     def eof_received(self) -> bool | None:
         if self._head_fut is None and self.resp is None:
@@ -784,6 +873,11 @@ class H1OriginPool:
         # A head whose fields all came in one read of at most this many bytes is within the
         # field size and total limits without summing them.
         self.head_unsummed_bytes = min(self.head_limits.field_bytes, self.head_limits.header_bytes)
+        # Heads of whole answers that llhttp parsed, by their bytes (`_Conn._learn`, `_replay`).
+        self.known_heads: dict[bytes, KnownResponseHead] = {}
+        self.head_memo_max_entries = cfg.response_head_memo_entries
+        self.head_memo_max_bytes = cfg.response_head_memo_max_bytes
+        self.heads_replayed = 0  # answers taken from `known_heads`, not parsed
         self.requests = 0
         self.errors: dict[OriginFailure, int] = {k: 0 for k in OriginFailure}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -18,12 +18,14 @@ from aiohttp import web
 
 from proxy.blocklist.model import Entry as BlockEntry
 from proxy.blocklist.snapshot import Snapshot
-from proxy.config import Config, Site, validate
+from proxy.config import Config, OriginConfig, Site, validate
 from proxy.front.server import FrontServer
 from proxy.metrics import WorkerStats
 from proxy.origin import OriginPool
+from proxy.origin.h1 import H1OriginPool
 from proxy.pipeline import Pipeline
 from proxy.state import build_worker
+from tests.integration.scripted import MakePool, ScriptedOrigin, Step
 
 
 class Edge:
@@ -132,3 +134,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def make_pool() -> AsyncIterator[MakePool]:
+    pools: list[H1OriginPool] = []
+
+    async def make(**cfg: Any) -> H1OriginPool:
+        pool = H1OriginPool(OriginConfig(**cfg))
+        await pool.start()
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close()
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[..., Awaitable[ScriptedOrigin]]]:
+    origins: list[ScriptedOrigin] = []
+
+    async def start(respond: Callable[[int, int, bytes, bytes], list[Step]]) -> ScriptedOrigin:
+        origin = await ScriptedOrigin(respond).start()
+        origins.append(origin)
+        return origin
+
+    yield start
+    for origin in origins:
+        await origin.close()

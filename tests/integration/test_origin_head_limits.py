@@ -20,7 +20,8 @@ from proxy.origin import OriginError, OriginFailure
 from proxy.origin.h1 import H1OriginPool, _Conn
 from proxy.origin.head import ResponseHeadLimits
 from proxy.origin.tls import AiohttpOriginPool
-from tests.integration.test_origin_h1 import ScriptedOrigin, Step, hdrs
+from tests.integration.scripted import ScriptedOrigin, Step
+from tests.integration.test_origin_h1 import hdrs
 
 LIMITS = {
     "max_response_header_bytes": 400,

@@ -1,0 +1,238 @@
+"""The origin client's known heads (proxy/origin/h1.py, issue 18): a whole answer in one read
+whose head llhttp parsed before, byte for byte, is answered from what the parser made of it
+then. Checked against real scripted scripted on 127.0.0.1: every answer comes out as the
+parser gives it (a pool with the memo off is the reference), only whole answers of a known
+length on a kept connection are learnt, and any read that is not exactly a known head and its
+body (split, longer, shorter, an interim head first, a response to HEAD) is parsed as before."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.config import ConfigError, OriginConfig, load
+from proxy.origin import OriginError, OriginFailure
+from proxy.origin.h1 import H1OriginPool
+from tests.integration.scripted import Step
+
+Respond = Callable[[int, int, bytes, bytes], list[Step]]
+
+
+def hdrs() -> CIMultiDict[str]:
+    return CIMultiDict(Host="origin.test")
+
+
+async def outcome(pool: H1OriginPool, url: URL, method: str = "GET") -> tuple[Any, ...]:
+    """What a caller sees of one exchange: the head as parsed, the body, or the failure."""
+    try:
+        resp = await pool.request(url, method, b"/", hdrs(), None)
+        body, complete = await resp.read_up_to(1 << 20)
+        resp.release()
+    except OriginError as e:
+        return ("error", e.kind)
+    return (resp.status, resp.reason, list(resp.headers), resp.content_length, body, complete)
+
+
+async def run(pool: H1OriginPool, url: URL, times: int, method: str = "GET") -> list[Any]:
+    seen = []
+    for _ in range(times):
+        seen.append(await outcome(pool, url, method))
+        await asyncio.sleep(0)  # a dropped connection's callbacks run before the next request
+    return seen
+
+
+# Whole answers in one write. `learnt`: the parser's head is kept for the next one.
+ANSWERS = [
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True, id="plain"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nDate: Mon, 07 Dec 2026 18:00:00 GMT\r\n"
+        b"Content-Type: application/octet-stream\r\nCache-Control: no-store\r\n"
+        b"Content-Length: 1024\r\n\r\n" + b"x" * 1024,
+        True,
+        id="pass-through-1k",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 Fine Thanks\r\nX-A: 1\r\nX-A: 2\r\nx-a:   spaced  \r\n"
+        b"Set-Cookie: a=b\r\nContent-Length: 3\r\n\r\nabc",
+        True,
+        id="repeated-fields-and-whitespace",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 \r\nX-Obs: caf\xe9\r\nContent-Length: 2\r\n\r\nok", True, id="obs-text"
+    ),
+    pytest.param(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", True, id="404"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True, id="empty-body"),
+    pytest.param(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        True,
+        id="http10-keep-alive",
+    ),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        False,
+        id="connection-close",
+    ),
+    pytest.param(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False, id="http10"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        False,
+        id="chunked",
+    ),
+    pytest.param(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", False, id="204"),
+    pytest.param(b'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\n\r\n', False, id="304"),
+    pytest.param(
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", False, id="304-length"
+    ),
+]
+
+
+@pytest.mark.parametrize(("answer", "learnt"), ANSWERS)
+async def test_each_answer_comes_out_as_the_parser_gives_it(
+    scripted, make_pool, answer: bytes, learnt: bool
+) -> None:
+    origin = await scripted(lambda c, r, h, b: [answer])
+    memo = await make_pool()
+    reference = await make_pool(response_head_memo_entries=0)
+    with_memo = await run(memo, origin.url, 4)
+    without = await run(reference, origin.url, 4)
+    assert with_memo == without
+    assert with_memo[0] == with_memo[3] and with_memo[0][0] != "error"
+    assert memo.heads_replayed == (3 if learnt else 0)
+    assert bool(memo.known_heads) is learnt
+    assert reference.heads_replayed == 0 and not reference.known_heads
+    if learnt:
+        (head,) = memo.known_heads
+        assert answer.startswith(head) and head.endswith(b"\r\n\r\n")
+
+
+def _then(first: bytes, later: list[Step]) -> Respond:
+    """The first request gets `first` (teaching the head); every later one `later`."""
+    return lambda c, r, h, b: [first] if c == 0 and r == 0 else later
+
+
+KNOWN = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("later", "expect"),
+    [
+        pytest.param([KNOWN + b"01234", 0.02, b"56789"], "whole", id="body-split-over-reads"),
+        pytest.param([KNOWN, 0.02, b"0123456789"], "whole", id="head-alone-then-body"),
+        pytest.param([KNOWN[:20], 0.02, KNOWN[20:] + b"0123456789"], "whole", id="head-split"),
+        pytest.param([KNOWN + b"01234", None], "reset", id="body-cut-short"),
+        pytest.param([KNOWN + b"0123456789EXTRA", 0.05], "extra", id="bytes-past-the-body"),
+        pytest.param(
+            [b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + KNOWN + b"0123456789"],
+            "whole",
+            id="interim-first",
+        ),
+    ],
+)
+async def test_a_read_that_is_not_exactly_a_known_answer_is_parsed(
+    scripted, make_pool, later: list[Step], expect: str
+) -> None:
+    origin = await scripted(_then(KNOWN + b"abcdefghij", later))
+    memo = await make_pool()
+    reference = await make_pool(response_head_memo_entries=0)
+    first = await outcome(memo, origin.url)
+    assert first[4] == b"abcdefghij" and KNOWN in memo.known_heads
+    await outcome(reference, origin.url)
+    got = await outcome(memo, origin.url)
+    want = await outcome(reference, origin.url)
+    assert memo.heads_replayed == 0
+    assert got == want
+    if expect == "whole":
+        assert got[:5] == (200, b"OK", [(b"Content-Length", b"10")], 10, b"0123456789")
+    elif expect == "reset":
+        assert got == ("error", OriginFailure.RESET)
+    else:  # the answer is whole, and then the origin is out of step: its connection goes
+        assert got[4] == b"0123456789"
+        await asyncio.sleep(0.01)
+        assert memo.open_connections == reference.open_connections == 0
+
+
+async def test_answers_behind_an_interim_head_are_never_learnt(scripted, make_pool) -> None:
+    """The whole read (103, then the final head and its body) ends like a known answer; it
+    must not be kept as one, or the next such read would lose its interim head."""
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    origin = await scripted(lambda c, r, h, b: [early + KNOWN + b"0123456789"])
+    pool = await make_pool()
+    interims: list[int] = []
+    for _ in range(3):
+        resp = await pool.request(
+            origin.url, "GET", b"/", hdrs(), None, interim=lambda s, r, f: interims.append(s)
+        )
+        body, _complete = await resp.read_up_to(100)
+        assert (resp.status, body) == (200, b"0123456789")
+    assert interims == [103, 103, 103]
+    assert pool.heads_replayed == 0 and not pool.known_heads
+
+
+async def test_a_response_to_head_is_never_replayed(scripted, make_pool) -> None:
+    """The head a GET taught says Content-Length: 10; the same head answering HEAD has no
+    body after it, and the answer ends at the head, as before."""
+
+    def respond(c: int, r: int, head: bytes, body: bytes) -> list[Step]:
+        return [KNOWN] if head.startswith(b"HEAD ") else [KNOWN + b"0123456789"]
+
+    origin = await scripted(respond)
+    pool = await make_pool()
+    assert (await outcome(pool, origin.url))[4] == b"0123456789"
+    got = await run(pool, origin.url, 2, "HEAD")
+    assert [g[:5] for g in got] == [(200, b"OK", [(b"Content-Length", b"10")], 10, b"")] * 2
+    assert (await outcome(pool, origin.url))[4] == b"0123456789"
+    assert pool.heads_replayed == 1 and origin.connections == 1
+
+
+async def test_the_memo_is_bounded_in_entries_and_head_bytes(scripted, make_pool) -> None:
+    def respond(c: int, r: int, head: bytes, body: bytes) -> list[Step]:
+        n = r % 3
+        pad = b"X-Pad: " + b"p" * (200 if n == 2 else 1) + b"\r\n"
+        return [b"HTTP/1.1 200 OK\r\nX-N: %d\r\n%sContent-Length: 1\r\n\r\n%d" % (n, pad, n)]
+
+    origin = await scripted(respond)
+    pool = await make_pool(response_head_memo_entries=1, response_head_memo_max_bytes=100)
+    seen = await run(pool, origin.url, 6)
+    assert [s[4] for s in seen] == [b"0", b"1", b"2"] * 2
+    # Entry 0 taught, then replaced by 1 (the memo is full at one entry); 2's head is over
+    # 100 bytes, never kept; so each 0 and 1 finds the other's head and is parsed.
+    assert pool.heads_replayed == 0
+    (head,) = pool.known_heads
+    assert b"X-N: 1" in head
+
+
+async def test_a_memo_of_zero_entries_keeps_nothing(scripted, make_pool) -> None:
+    origin = await scripted(lambda c, r, h, b: [KNOWN + b"0123456789"])
+    pool = await make_pool(response_head_memo_entries=0)
+    await run(pool, origin.url, 3)
+    assert not pool.known_heads and pool.heads_replayed == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("response_head_memo_entries", "-1"),
+        ("response_head_memo_entries", "2000000"),
+        ("response_head_memo_max_bytes", "-1"),
+        ("response_head_memo_max_bytes", "70000"),
+    ],
+)
+def test_memo_limits_out_of_range_are_config_errors(tmp_path, field: str, value: str) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        '[[sites]]\nname = "a"\nhosts = ["*"]\norigin = "http://127.0.0.1:9"\n\n'
+        f"[origin]\n{field} = {value}\n"
+    )
+    with pytest.raises(ConfigError, match=field):
+        load(path)
+
+
+def test_the_example_config_has_the_defaults() -> None:
+    example = load("config/edgeproxy.example.toml").origin
+    assert example.response_head_memo_entries == OriginConfig().response_head_memo_entries == 512
+    assert example.response_head_memo_max_bytes == OriginConfig().response_head_memo_max_bytes
