@@ -630,8 +630,11 @@ class Connection(asyncio.Protocol):
         try:
             # A coroutine (the pipeline's walk) becomes a task directly: asyncio.ensure_future
             # first asks what kind of awaitable it is, ~2 µs a request on a miss.
+            # A future (the pass-through lane's) is awaited as it is, with no such question.
             if type(result) is CoroutineType:
                 task = self.loop.create_task(result)
+            elif isinstance(result, asyncio.Future):
+                task = result
             else:
                 task = asyncio.ensure_future(result)
         except TypeError as exc:
