@@ -139,6 +139,9 @@ class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # full), and the largest head kept.
     response_head_memo_entries: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 512
     response_head_memo_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=64 << 10)] = 4096
+    # Only one whole answer in this many is filed: a head that repeats is still kept within
+    # a few dozen answers, and heads that never repeat (an ETag of their own) cost nothing.
+    response_head_memo_learn_one_in: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 8
 
 
 class Site(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -33,14 +33,17 @@ is closed.
 Known heads: an origin repeats its answers' heads byte for byte (the same fields, the same Date
 within a second), and llhttp's callbacks are most of what a small answer costs here. A whole
 answer that came in one read (its final head, then exactly Content-Length bytes of body, no
-interim head, no chunking, the connection kept) leaves its head's bytes and what the callbacks
-made of them (status, reason, fields, length) in the pool's `known_heads`. A later first read
-of an exchange that starts with one of those heads, byte for byte up to its blank line, and
-holds exactly its body after it, is answered from there: no other parse could be made of the
-same bytes. Anything else (a head not seen, a body split over reads or longer or shorter than
-its length, a response to HEAD) goes to llhttp as before, which then sees the whole answer.
-Heads over `response_head_memo_max_bytes` are not kept; at `response_head_memo_entries` the
-memo is emptied whole (a new Date every second turns it over; 0: off).
+interim head, no chunking, the connection kept) files its head's bytes in the pool's
+`KnownHeads`, and the second such answer with the same head files what the callbacks made of
+it (status, reason, fields, length). A later first read of an exchange that starts with one of
+those heads, byte for byte up to its blank line, and holds exactly its body after it, is
+answered from there: no other parse could be made of the same bytes. Anything else (a head not
+seen, a body split over reads or longer or shorter than its length, a response to HEAD) goes to
+llhttp as before, which then sees the whole answer. Heads over `response_head_memo_max_bytes`
+are not kept; at `response_head_memo_entries` the memo is emptied whole (a new Date every
+second turns it over; 0: off). Only one whole answer in `response_head_memo_learn_one_in` is
+filed at all: a head that repeats is kept within a few dozen answers, and heads that never
+repeat (an ETag of their own: a cold miss) cost one probe by the read's size.
 
 Timers: the response head must arrive within `first_byte_timeout_s` of the request being sent, the
 body may pause at most `read_timeout_s` while someone waits for it, the whole exchange ends at
@@ -56,7 +59,7 @@ import re
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from multidict import CIMultiDict
@@ -134,6 +137,83 @@ class KnownResponseHead(NamedTuple):
     reason: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     content_length: int
+
+
+class KnownHeads:
+    """Heads of whole answers that llhttp parsed, with what it made of them, filed by the size
+    of the read they came in (head and body): a read is matched by one probe on its length
+    and a `startswith` of the few heads filed under it, with no slice or hash of its bytes,
+    so answers whose heads never repeat (an ETag, a cookie of their own) cost next to nothing.
+    Only one whole answer in `learn_one_in` is offered. A head is kept at its second
+    sighting (the first files its bytes only); at most
+    `PER_SIZE` a size, the oldest going first, and `max_entries` in all (then emptied)."""
+
+    __slots__ = (
+        "by_size",
+        "entries",
+        "max_entries",
+        "max_head_bytes",
+        "learn_one_in",
+        "countdown",
+        "replayed",
+    )
+    PER_SIZE = 4
+
+    def __init__(self, max_entries: int, max_head_bytes: int, learn_one_in: int = 1) -> None:
+        # size of the read -> [head bytes, its parse once seen twice]
+        self.by_size: dict[int, list[list[Any]]] = {}
+        self.entries = 0
+        self.max_entries = max_entries
+        self.max_head_bytes = max_head_bytes
+        self.learn_one_in = learn_one_in  # whole answers offered to `learn`: one in this many
+        self.countdown = learn_one_in
+        self.replayed = 0  # answers taken from here, not parsed
+
+    def match(self, data: bytes) -> tuple[int, KnownResponseHead] | None:
+        """(the head's length, its parse) when `data` is a known head and its whole body."""
+        slots = self.by_size.get(len(data))
+        if slots is not None:
+            for head, known in slots:
+                if known is not None and data.startswith(head):
+                    return len(head), known
+        return None
+
+    def learn(
+        self,
+        data: bytes,
+        head_len: int,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        content_length: int,
+    ) -> None:
+        """`data` was one whole answer, its head the first `head_len` bytes, parsed so."""
+        if head_len > self.max_head_bytes or not data.endswith(b"\r\n\r\n", 0, head_len):
+            return
+        size = len(data)
+        slots = self.by_size.get(size)
+        if slots is not None:
+            for slot in slots:
+                head = slot[0]
+                if len(head) == head_len and data.startswith(head):
+                    if slot[1] is None:
+                        slot[1] = KnownResponseHead(status, reason, tuple(headers), content_length)
+                    return
+        if self.entries >= self.max_entries:
+            self.by_size.clear()
+            self.entries = 0
+            slots = None
+        if slots is None:
+            slots = self.by_size[size] = []
+        elif len(slots) >= self.PER_SIZE:
+            del slots[0]
+            self.entries -= 1
+        slots.append([data[:head_len], None])
+        self.entries += 1
+
+    def known(self) -> dict[bytes, KnownResponseHead]:
+        """Every head kept with its parse (for tests and inspection)."""
+        return {h: k for slots in self.by_size.values() for h, k in slots if k is not None}
 
 
 class H1UpstreamResponse:
@@ -608,17 +688,14 @@ class _Conn(asyncio.Protocol):
             not self._got_bytes
             and fut is not None
             and not self._is_head
-            and self.pool.head_memo_max_entries > 0
+            and self.pool.known_heads.max_entries > 0
         )
         if first:
-            heads = self.pool.known_heads
-            if heads:
-                end = data.find(b"\r\n\r\n") + 4
-                known = heads.get(data[:end]) if end > 3 else None
-                if known is not None and len(data) - end == known.content_length:
-                    assert fut is not None
-                    self._replay(fut, known, data[end:])
-                    return
+            found = self.pool.known_heads.match(data)
+            if found is not None:
+                assert fut is not None
+                self._replay(fut, found[1], data[found[0] :])
+                return
         self._got_bytes = True
         self._read_bytes = len(data)
         try:
@@ -651,39 +728,38 @@ class _Conn(asyncio.Protocol):
             self.paused = True
             assert self.transport is not None
             self.transport.pause_reading()
-        elif first and resp is None and not self.closed and fut is not None and fut.done():
-            self._learn(fut, data)
+        elif first and resp is None and not self.closed:
+            memo = self.pool.known_heads
+            memo.countdown -= 1
+            if memo.countdown <= 0:  # one whole answer in `learn_one_in` is filed
+                memo.countdown = memo.learn_one_in
+                assert fut is not None
+                self._learn(fut, data)
 
     def _learn(self, fut: asyncio.Future[H1UpstreamResponse], data: bytes) -> None:
-        """Remember the head of a whole answer that came in one read (see `known_heads`)."""
-        if fut.cancelled() or fut.exception() is not None:
+        """File the head of a whole answer that came in one read (`KnownHeads.learn`)."""
+        if not fut.done() or fut.cancelled() or fut.exception() is not None:
             return
         resp = fut.result()
         cl = resp.content_length
         status = resp.status
         if (
             cl is None  # also chunked: llhttp refuses a length with a transfer coding
-            or self._field_count  # an interim head came first: it is not in `known_heads`
+            or self._field_count  # an interim head came first: the read is not one head
             or status == 204
             or status == 304
             or resp._error is not None
             or resp._buffered != cl
         ):
             return
-        end = len(data) - cl
-        if end > self.pool.head_memo_max_bytes or data[end - 4 : end] != b"\r\n\r\n":
-            return
-        heads = self.pool.known_heads
-        if len(heads) >= self.pool.head_memo_max_entries:
-            heads.clear()
-        heads[data[:end]] = KnownResponseHead(status, resp.reason, tuple(resp.headers), cl)
+        self.pool.known_heads.learn(data, len(data) - cl, status, resp.reason, resp.headers, cl)
 
     def _replay(
         self, fut: asyncio.Future[H1UpstreamResponse], known: KnownResponseHead, body: bytes
     ) -> None:
         """A whole answer in one read whose head llhttp parsed before, byte for byte: what its
         callbacks made of it then, without them."""
-        self.pool.heads_replayed += 1
+        self.pool.known_heads.replayed += 1
         self._got_bytes = True
         self._head_fut = None
         self._interim = None
@@ -874,10 +950,11 @@ class H1OriginPool:
         # field size and total limits without summing them.
         self.head_unsummed_bytes = min(self.head_limits.field_bytes, self.head_limits.header_bytes)
         # Heads of whole answers that llhttp parsed, by their bytes (`_Conn._learn`, `_replay`).
-        self.known_heads: dict[bytes, KnownResponseHead] = {}
-        self.head_memo_max_entries = cfg.response_head_memo_entries
-        self.head_memo_max_bytes = cfg.response_head_memo_max_bytes
-        self.heads_replayed = 0  # answers taken from `known_heads`, not parsed
+        self.known_heads = KnownHeads(
+            cfg.response_head_memo_entries,
+            cfg.response_head_memo_max_bytes,
+            cfg.response_head_memo_learn_one_in,
+        )
         self.requests = 0
         self.errors: dict[OriginFailure, int] = {k: 0 for k in OriginFailure}
         self._loop: asyncio.AbstractEventLoop | None = None

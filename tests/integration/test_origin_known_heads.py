@@ -96,23 +96,24 @@ async def test_each_answer_comes_out_as_the_parser_gives_it(
     scripted, make_pool, answer: bytes, learnt: bool
 ) -> None:
     origin = await scripted(lambda c, r, h, b: [answer])
-    memo = await make_pool()
+    memo = await make_pool(response_head_memo_learn_one_in=1)
     reference = await make_pool(response_head_memo_entries=0)
     with_memo = await run(memo, origin.url, 4)
     without = await run(reference, origin.url, 4)
     assert with_memo == without
     assert with_memo[0] == with_memo[3] and with_memo[0][0] != "error"
-    assert memo.heads_replayed == (3 if learnt else 0)
-    assert bool(memo.known_heads) is learnt
-    assert reference.heads_replayed == 0 and not reference.known_heads
+    # Filed at the first, its parse kept at the second, taken from the memo at the others.
+    assert memo.known_heads.replayed == (2 if learnt else 0)
+    assert bool(memo.known_heads.known()) is learnt
+    assert reference.known_heads.replayed == 0 and not reference.known_heads.known()
     if learnt:
-        (head,) = memo.known_heads
+        (head,) = memo.known_heads.known()
         assert answer.startswith(head) and head.endswith(b"\r\n\r\n")
 
 
 def _then(first: bytes, later: list[Step]) -> Respond:
-    """The first request gets `first` (teaching the head); every later one `later`."""
-    return lambda c, r, h, b: [first] if c == 0 and r == 0 else later
+    """The first two requests get `first` (teaching the head); every later one `later`."""
+    return lambda c, r, h, b: [first] if c == 0 and r < 2 else later
 
 
 KNOWN = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
@@ -137,14 +138,14 @@ async def test_a_read_that_is_not_exactly_a_known_answer_is_parsed(
     scripted, make_pool, later: list[Step], expect: str
 ) -> None:
     origin = await scripted(_then(KNOWN + b"abcdefghij", later))
-    memo = await make_pool()
+    memo = await make_pool(response_head_memo_learn_one_in=1)
     reference = await make_pool(response_head_memo_entries=0)
-    first = await outcome(memo, origin.url)
-    assert first[4] == b"abcdefghij" and KNOWN in memo.known_heads
-    await outcome(reference, origin.url)
+    first = await run(memo, origin.url, 2)
+    assert first[1][4] == b"abcdefghij" and KNOWN in memo.known_heads.known()
+    await run(reference, origin.url, 2)
     got = await outcome(memo, origin.url)
     want = await outcome(reference, origin.url)
-    assert memo.heads_replayed == 0
+    assert memo.known_heads.replayed == 0
     assert got == want
     if expect == "whole":
         assert got[:5] == (200, b"OK", [(b"Content-Length", b"10")], 10, b"0123456789")
@@ -161,7 +162,7 @@ async def test_answers_behind_an_interim_head_are_never_learnt(scripted, make_po
     must not be kept as one, or the next such read would lose its interim head."""
     early = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
     origin = await scripted(lambda c, r, h, b: [early + KNOWN + b"0123456789"])
-    pool = await make_pool()
+    pool = await make_pool(response_head_memo_learn_one_in=1)
     interims: list[int] = []
     for _ in range(3):
         resp = await pool.request(
@@ -170,7 +171,7 @@ async def test_answers_behind_an_interim_head_are_never_learnt(scripted, make_po
         body, _complete = await resp.read_up_to(100)
         assert (resp.status, body) == (200, b"0123456789")
     assert interims == [103, 103, 103]
-    assert pool.heads_replayed == 0 and not pool.known_heads
+    assert pool.known_heads.replayed == 0 and not pool.known_heads.known()
 
 
 async def test_a_response_to_head_is_never_replayed(scripted, make_pool) -> None:
@@ -181,36 +182,69 @@ async def test_a_response_to_head_is_never_replayed(scripted, make_pool) -> None
         return [KNOWN] if head.startswith(b"HEAD ") else [KNOWN + b"0123456789"]
 
     origin = await scripted(respond)
-    pool = await make_pool()
-    assert (await outcome(pool, origin.url))[4] == b"0123456789"
+    pool = await make_pool(response_head_memo_learn_one_in=1)
+    assert [g[4] for g in await run(pool, origin.url, 2)] == [b"0123456789"] * 2
     got = await run(pool, origin.url, 2, "HEAD")
     assert [g[:5] for g in got] == [(200, b"OK", [(b"Content-Length", b"10")], 10, b"")] * 2
     assert (await outcome(pool, origin.url))[4] == b"0123456789"
-    assert pool.heads_replayed == 1 and origin.connections == 1
+    assert pool.known_heads.replayed == 1 and origin.connections == 1
 
 
 async def test_the_memo_is_bounded_in_entries_and_head_bytes(scripted, make_pool) -> None:
+    """Heads 0 and 1 (of one size) and 2 (of another, and too long) in turn, each answered
+    three times in a row: with room for two entries, 0 is kept at its second answer and
+    replayed at its third; 1 then files beside it, is kept and replayed; 2 is never filed.
+    Filing a third head (3) empties the memo, and 0 answers parsed again after it."""
+    pads = {0: b"a", 1: b"b", 2: b"c" * 200, 3: b"d"}
+
     def respond(c: int, r: int, head: bytes, body: bytes) -> list[Step]:
-        n = r % 3
-        pad = b"X-Pad: " + b"p" * (200 if n == 2 else 1) + b"\r\n"
-        return [b"HTTP/1.1 200 OK\r\nX-N: %d\r\n%sContent-Length: 1\r\n\r\n%d" % (n, pad, n)]
+        n = int(head.split(b" ")[1][1:])
+        return [b"HTTP/1.1 200 OK\r\nX-Pad: %s\r\nContent-Length: 1\r\n\r\n%d" % (pads[n], n)]
 
     origin = await scripted(respond)
-    pool = await make_pool(response_head_memo_entries=1, response_head_memo_max_bytes=100)
-    seen = await run(pool, origin.url, 6)
-    assert [s[4] for s in seen] == [b"0", b"1", b"2"] * 2
-    # Entry 0 taught, then replaced by 1 (the memo is full at one entry); 2's head is over
-    # 100 bytes, never kept; so each 0 and 1 finds the other's head and is parsed.
-    assert pool.heads_replayed == 0
-    (head,) = pool.known_heads
-    assert b"X-N: 1" in head
+    pool = await make_pool(
+        response_head_memo_entries=2,
+        response_head_memo_max_bytes=100,
+        response_head_memo_learn_one_in=1,
+    )
+
+    async def ask(n: int, times: int) -> None:
+        for _ in range(times):
+            resp = await pool.request(origin.url, "GET", b"/%d" % n, hdrs(), None)
+            assert (await resp.read_up_to(10))[0] == b"%d" % n
+
+    await ask(0, 3)
+    assert pool.known_heads.replayed == 1
+    await ask(1, 3)
+    await ask(2, 3)
+    assert pool.known_heads.replayed == 2
+    assert sorted(h.split(b"\r\n")[1] for h in pool.known_heads.known()) == [
+        b"X-Pad: a",
+        b"X-Pad: b",
+    ]
+    await ask(3, 1)
+    assert not pool.known_heads.known()
+    await ask(0, 1)
+    assert pool.known_heads.replayed == 2
+
+
+async def test_one_whole_answer_in_learn_one_in_is_filed(scripted, make_pool) -> None:
+    """With one in three filed, the 3rd answer files the head, the 6th keeps its parse, and
+    the 7th on are replayed."""
+    origin = await scripted(lambda c, r, h, b: [KNOWN + b"0123456789"])
+    pool = await make_pool(response_head_memo_learn_one_in=3)
+    for n in range(1, 10):
+        assert (await outcome(pool, origin.url))[4] == b"0123456789"
+        assert bool(pool.known_heads.by_size) is (n >= 3), n
+        assert bool(pool.known_heads.known()) is (n >= 6), n
+    assert pool.known_heads.replayed == 3
 
 
 async def test_a_memo_of_zero_entries_keeps_nothing(scripted, make_pool) -> None:
     origin = await scripted(lambda c, r, h, b: [KNOWN + b"0123456789"])
     pool = await make_pool(response_head_memo_entries=0)
     await run(pool, origin.url, 3)
-    assert not pool.known_heads and pool.heads_replayed == 0
+    assert not pool.known_heads.by_size and pool.known_heads.replayed == 0
 
 
 @pytest.mark.parametrize(
@@ -220,6 +254,7 @@ async def test_a_memo_of_zero_entries_keeps_nothing(scripted, make_pool) -> None
         ("response_head_memo_entries", "2000000"),
         ("response_head_memo_max_bytes", "-1"),
         ("response_head_memo_max_bytes", "70000"),
+        ("response_head_memo_learn_one_in", "0"),
     ],
 )
 def test_memo_limits_out_of_range_are_config_errors(tmp_path, field: str, value: str) -> None:
@@ -236,3 +271,4 @@ def test_the_example_config_has_the_defaults() -> None:
     example = load("config/edgeproxy.example.toml").origin
     assert example.response_head_memo_entries == OriginConfig().response_head_memo_entries == 512
     assert example.response_head_memo_max_bytes == OriginConfig().response_head_memo_max_bytes
+    assert example.response_head_memo_learn_one_in == OriginConfig().response_head_memo_learn_one_in
