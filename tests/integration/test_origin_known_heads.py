@@ -228,6 +228,28 @@ async def test_the_memo_is_bounded_in_entries_and_head_bytes(scripted, make_pool
     assert pool.known_heads.replayed == 2
 
 
+async def test_an_answer_the_size_of_a_known_one_is_not_taken_for_it(scripted, make_pool) -> None:
+    """Heads are filed by the size of their read: another head and body of the same size
+    (a field's value, a status, the split between head and body) is its own answer."""
+    same_size = [
+        b"HTTP/1.1 200 OK\r\nX-Pad: a\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Pad: b\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 404 OK\r\nX-Pad: a\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Pad: \r\nContent-Length: 3\r\n\r\nok!",
+    ]
+    assert len({len(a) for a in same_size}) == 1
+    order = [0, 0, 0, 1, 2, 3, 0, 1, 1, 1, 2, 3, 0]
+    origin = await scripted(lambda c, r, h, b: [same_size[order[r]]])
+    memo = await make_pool(response_head_memo_learn_one_in=1)
+    reference = await make_pool(response_head_memo_entries=0)
+    got = await run(memo, origin.url, len(order))
+    origin_again = await scripted(lambda c, r, h, b: [same_size[order[r]]])
+    want = await run(reference, origin_again.url, len(order))
+    assert got == want
+    assert [g[4] for g in got] == [b"ok!" if n == 3 else b"ok" for n in order]
+    assert memo.known_heads.replayed >= 3  # 0's third answer and later, 1's later ones
+
+
 async def test_one_whole_answer_in_learn_one_in_is_filed(scripted, make_pool) -> None:
     """With one in three filed, the 3rd answer files the head, the 6th keeps its parse, and
     the 7th on are replayed."""
