@@ -139,6 +139,8 @@ class WorkerStats:
         self.not_stored = [0] * len(NO_STORE)
         self.coalesced = 0
         self.pass_lane = 0  # pass-throughs relayed by the express lane (proxy/phases/lane.py)
+        # origin answers taken from the http client's known heads, not parsed (origin/h1.py)
+        self.origin_heads_replayed = 0
         self.handler_errors = 0
         self.purged_by_blocklist = 0
         self.blocklist_load_failures = 0  # compiled files refused: the last good list stays
@@ -395,6 +397,12 @@ def _unlabelled_counters(stats: dict[str, Any]) -> Iterator[CounterMetricFamily]
         "Pass-through GETs relayed by the express lane: an answer head already known not "
         "storable, relayed without the phase walk (admit and block still ran)",
         value=stats.get("pass_lane", 0),
+    )
+    yield CounterMetricFamily(
+        "edgeproxy_origin_heads_replayed",
+        "Origin answers whose head repeated one parsed before, byte for byte, taken from the "
+        "http client's known heads instead of the parser (origin.response_head_memo_*)",
+        value=stats.get("origin_heads_replayed", 0),
     )
     yield CounterMetricFamily(
         "edgeproxy_handler_errors",

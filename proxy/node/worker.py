@@ -329,6 +329,9 @@ class Worker:
         mem = self.memory.stats()
         node_objects, node_bytes, node_max = self.pipeline.cache.node_usage()
         self.stats.note_front(self.server.rejected, self.server.timeouts)
+        h1 = getattr(self.origin, "h1", None)  # the pool's http client (not a test's stand-in)
+        if h1 is not None:
+            self.stats.origin_heads_replayed = h1.known_heads.replayed
         snap = self.pipeline.blocklist
         return StatsReply(
             pid=os.getpid(),

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from multidict import CIMultiDict
 from yarl import URL
@@ -18,6 +19,7 @@ from yarl import URL
 from proxy.config import ConfigError, OriginConfig, load
 from proxy.origin import OriginError, OriginFailure
 from proxy.origin.h1 import H1OriginPool
+from tests.integration.node import Node, eventually, metric
 from tests.integration.scripted import Step
 
 Respond = Callable[[int, int, bytes, bytes], list[Step]]
@@ -294,3 +296,38 @@ def test_the_example_config_has_the_defaults() -> None:
     assert example.response_head_memo_entries == OriginConfig().response_head_memo_entries == 512
     assert example.response_head_memo_max_bytes == OriginConfig().response_head_memo_max_bytes
     assert example.response_head_memo_learn_one_in == OriginConfig().response_head_memo_learn_one_in
+
+
+async def test_a_node_counts_the_answers_it_took_from_known_heads(scripted, tmp_path) -> None:
+    """A running node (`edgeproxy serve`) relays the same pass-through answer six times: the
+    first two are parsed (filed, then kept), the rest are taken from the known heads, and
+    /metrics counts them."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nDate: Mon, 07 Dec 2026 18:00:00 GMT\r\n"
+        b"Cache-Control: no-store\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    origin = await scripted(lambda c, r, h, b: [answer])
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n\n'
+        f'[[sites]]\nname = "a"\nhosts = ["a.test"]\norigin = "{origin.url}"\n\n'
+        "[origin]\nresponse_head_memo_learn_one_in = 1\n"
+    )
+    node = Node(["--config", str(cfg), "--workers", "1"])
+    await node.start()
+    try:
+        assert await metric(node, "edgeproxy_origin_heads_replayed") == 0
+        async with aiohttp.ClientSession() as s:
+            for _ in range(6):
+                async with s.get(node.url + "/x", headers={"Host": "a.test"}) as r:
+                    assert (r.status, await r.read()) == (200, b"hello")
+                    assert r.headers["Cache-Control"] == "no-store"
+        assert len(origin.heads) == 6  # every one went to the origin
+
+        async def counted() -> bool:
+            return await metric(node, "edgeproxy_origin_heads_replayed") >= 3
+
+        await eventually(counted, what="answers taken from known heads")
+        assert await metric(node, "edgeproxy_origin_heads_replayed") <= 4
+    finally:
+        await node.stop()
