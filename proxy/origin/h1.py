@@ -144,9 +144,9 @@ class KnownHeads:
     of the read they came in (head and body): a read is matched by one probe on its length
     and a `startswith` of the few heads filed under it, with no slice or hash of its bytes,
     so answers whose heads never repeat (an ETag, a cookie of their own) cost next to nothing.
-    Only one whole answer in `learn_one_in` is offered. A head is kept at its second
-    sighting (the first files its bytes only); at most
-    `PER_SIZE` a size, the oldest going first, and `max_entries` in all (then emptied)."""
+    Only one whole answer in `learn_one_in` is offered. A head is kept at its second sighting
+    (the first files its bytes only); at most `PER_SIZE` a size, the oldest going first, and
+    `max_entries` in all (then emptied)."""
 
     __slots__ = (
         "by_size",
@@ -949,7 +949,7 @@ class H1OriginPool:
         # A head whose fields all came in one read of at most this many bytes is within the
         # field size and total limits without summing them.
         self.head_unsummed_bytes = min(self.head_limits.field_bytes, self.head_limits.header_bytes)
-        # Heads of whole answers that llhttp parsed, by their bytes (`_Conn._learn`, `_replay`).
+        # Heads of whole answers that llhttp parsed (`_Conn._learn`, `_replay`).
         self.known_heads = KnownHeads(
             cfg.response_head_memo_entries,
             cfg.response_head_memo_max_bytes,
