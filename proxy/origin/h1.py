@@ -761,23 +761,10 @@ class _Conn(asyncio.Protocol):
         callbacks made of it then, without them."""
         self.pool.known_heads.replayed += 1
         self._got_bytes = True
-        self._head_fut = None
-        self._interim = None
-        cfg = self.pool.cfg
-        resp = H1UpstreamResponse(
-            self,
-            known.status,
-            known.reason,
-            list(known.headers),
-            known.content_length,
-            self._started,
-            cfg.read_timeout_s,
-            self._deadline,
-        )
+        resp = self._answered(known.status, known.reason, list(known.headers), known.content_length)
         if body:
             resp._parts.append(body)
             resp._buffered = len(body)
-        self.resp = resp
         self._complete(resp, True)
         if not fut.done():
             fut.set_result(resp)
@@ -878,26 +865,33 @@ class _Conn(asyncio.Protocol):
             raise self._limits.too_many_fields()
         fut = self._head_fut
         assert fut is not None
-        cfg = self.pool.cfg
-        resp = H1UpstreamResponse(
-            self,
-            status,
-            self._reason,
-            self._headers,
-            self._cl,
-            self._started,
-            cfg.read_timeout_s,
-            self._deadline,
-        )
-        self.resp = resp
-        self._head_fut = None
-        self._interim = None
+        resp = self._answered(status, self._reason, self._headers, self._cl)
         if self._is_head:
             keep_alive = parser.should_keep_alive()
             self.parser = HttpResponseParser(self)
             self._complete(resp, keep_alive)
         if not fut.done():
             fut.set_result(resp)
+
+    def _answered(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], cl: int | None
+    ) -> H1UpstreamResponse:
+        """The exchange's final head is in (parsed, or replayed from the known heads): its
+        response becomes the one the connection feeds, and no other head is awaited."""
+        resp = H1UpstreamResponse(
+            self,
+            status,
+            reason,
+            headers,
+            cl,
+            self._started,
+            self.pool.cfg.read_timeout_s,
+            self._deadline,
+        )
+        self.resp = resp
+        self._head_fut = None
+        self._interim = None
+        return resp
 
     def _count_fields(self) -> OriginError | None:
         """Count and sum the current head's fields not counted yet; the refusal for the first
