@@ -728,7 +728,9 @@ class _Conn(asyncio.Protocol):
             self.paused = True
             assert self.transport is not None
             self.transport.pause_reading()
-        elif first and resp is None and not self.closed:
+        elif first and resp is None and self._head_fut is None and not self.closed:
+            # A whole answer in this read: its head in (no future awaited), its body too (the
+            # response is done), the connection kept.
             memo = self.pool.known_heads
             memo.countdown -= 1
             if memo.countdown <= 0:  # one whole answer in `learn_one_in` is filed
@@ -738,7 +740,7 @@ class _Conn(asyncio.Protocol):
 
     def _learn(self, fut: asyncio.Future[H1UpstreamResponse], data: bytes) -> None:
         """File the head of a whole answer that came in one read (`KnownHeads.learn`)."""
-        if not fut.done() or fut.cancelled() or fut.exception() is not None:
+        if fut.cancelled() or fut.exception() is not None:
             return
         resp = fut.result()
         cl = resp.content_length

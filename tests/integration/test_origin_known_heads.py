@@ -264,6 +264,21 @@ async def test_one_whole_answer_in_learn_one_in_is_filed(scripted, make_pool) ->
     assert pool.known_heads.replayed == 3
 
 
+async def test_only_whole_answers_count_towards_learn_one_in(scripted, make_pool) -> None:
+    """A first read that holds part of an answer (part of its head here) is no answer offered:
+    with one in two offered, the whole ones after it file the head at the 2nd and keep its
+    parse at the 4th, and the 5th is the first replayed."""
+    split: list[Step] = [KNOWN[:20], 0.02, KNOWN[20:] + b"0123456789"]
+    origin = await scripted(lambda c, r, h, b: split if r == 0 else [KNOWN + b"0123456789"])
+    pool = await make_pool(response_head_memo_learn_one_in=2)
+    for n in range(5):
+        assert (await outcome(pool, origin.url))[4] == b"0123456789"
+        assert bool(pool.known_heads.known()) is (n == 4), n
+    assert pool.known_heads.replayed == 0
+    assert (await outcome(pool, origin.url))[4] == b"0123456789"
+    assert pool.known_heads.replayed == 1
+
+
 async def test_a_memo_of_zero_entries_keeps_nothing(scripted, make_pool) -> None:
     origin = await scripted(lambda c, r, h, b: [KNOWN + b"0123456789"])
     pool = await make_pool(response_head_memo_entries=0)
