@@ -65,6 +65,31 @@ BAD = [
     ("workers = 1", "workers = -3", "workers"),
     ("workers = 1", "workers = 1\ndrain_timeout_s = nan", "drain_timeout_s"),
     ("[log]", "[origin]\nconnect_timeout_s = -0.5\n[log]", "origin.connect_timeout_s"),
+    (
+        "[log]",
+        "[origin]\nresponse_head_memo_entries = -1\n[log]",
+        "origin.response_head_memo_entries",
+    ),
+    (
+        "[log]",
+        "[origin]\nresponse_head_memo_entries = 2000000\n[log]",
+        "origin.response_head_memo_entries",
+    ),
+    (
+        "[log]",
+        "[origin]\nresponse_head_memo_max_bytes = -1\n[log]",
+        "origin.response_head_memo_max_bytes",
+    ),
+    (
+        "[log]",
+        "[origin]\nresponse_head_memo_max_bytes = 70000\n[log]",
+        "origin.response_head_memo_max_bytes",
+    ),
+    (
+        "[log]",
+        "[origin]\nresponse_head_memo_learn_one_in = 0\n[log]",
+        "origin.response_head_memo_learn_one_in",
+    ),
     ("[log]", "[blocklist]\npoll_interval_s = nan\n[log]", "blocklist.poll_interval_s"),
     ("[log]", "[blocklist]\ncompile_timeout_s = 0.0\n[log]", "blocklist.compile_timeout_s"),
     ("[log]", "[admin]\napply_timeout_s = inf\n[log]", "admin.apply_timeout_s"),

@@ -16,7 +16,7 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.config import ConfigError, OriginConfig, load
+from proxy.config import OriginConfig, load
 from proxy.origin import OriginError, OriginFailure
 from proxy.origin.h1 import H1OriginPool
 from tests.integration.node import Node, eventually, metric
@@ -284,26 +284,6 @@ async def test_a_memo_of_zero_entries_keeps_nothing(scripted, make_pool) -> None
     pool = await make_pool(response_head_memo_entries=0)
     await run(pool, origin.url, 3)
     assert not pool.known_heads.by_size and pool.known_heads.replayed == 0
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("response_head_memo_entries", "-1"),
-        ("response_head_memo_entries", "2000000"),
-        ("response_head_memo_max_bytes", "-1"),
-        ("response_head_memo_max_bytes", "70000"),
-        ("response_head_memo_learn_one_in", "0"),
-    ],
-)
-def test_memo_limits_out_of_range_are_config_errors(tmp_path, field: str, value: str) -> None:
-    path = tmp_path / "edge.toml"
-    path.write_text(
-        '[[sites]]\nname = "a"\nhosts = ["*"]\norigin = "http://127.0.0.1:9"\n\n'
-        f"[origin]\n{field} = {value}\n"
-    )
-    with pytest.raises(ConfigError, match=field):
-        load(path)
 
 
 def test_the_example_config_has_the_defaults() -> None:
