@@ -75,24 +75,19 @@ def make_h1(clients: Any) -> Callable[..., Awaitable[H1OriginPool]]:
 
 
 @pytest.fixture
-async def origin() -> AsyncIterator[Callable[[Respond], Awaitable[ScriptedOrigin]]]:
-    started: list[ScriptedOrigin] = []
+def origin(scripted: Any) -> Callable[[Respond], Awaitable[ScriptedOrigin]]:
+    """`await origin(bad)`: a scripted origin (conftest's, stopped after the test) where `bad`
+    answers /bad and /good gets a small 200."""
 
-    async def start(bad: Respond) -> ScriptedOrigin:
-        """`bad` answers /bad; /good gets a small 200."""
-
+    def start(bad: Respond) -> Awaitable[ScriptedOrigin]:
         def respond(c: int, r: int, head: bytes, body: bytes) -> list[Step] | Iterator[Step]:
             if head.startswith(b"GET /bad "):
                 return bad(c, r, head, body)
             return [answer(b"")]
 
-        o = await ScriptedOrigin(respond).start()  # type: ignore[arg-type]
-        started.append(o)
-        return o
+        return scripted(respond)
 
-    yield start
-    for o in started:
-        await o.close()
+    return start
 
 
 async def get(client: Client, origin: ScriptedOrigin, path: bytes) -> tuple[int, bytes]:
