@@ -44,7 +44,7 @@ def _child(scenario: str, requests: int) -> None:
         passpath.per_request_s(scenario, requests, 1)
 
 
-def count(scenario: str, requests: int, root: Path = ROOT) -> int:
+def count(scenario: str, requests: int) -> int:
     """User-space instructions of a child process that runs `requests` of `scenario`."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -53,7 +53,7 @@ def count(scenario: str, requests: int, root: Path = ROOT) -> int:
         valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         sys.executable, "-m", "benchmarks.icount", "--child", scenario, str(requests),
     ]  # fmt: skip
-    done = subprocess.run(argv, cwd=root, capture_output=True, timeout=900, check=False)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=900, check=False)
     found = _REFS.search(done.stderr)
     if done.returncode != 0 or found is None:
         tail = done.stderr.decode(errors="replace")[-2000:]
