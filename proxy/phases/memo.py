@@ -21,7 +21,9 @@ another worker since it was remembered). Anything else goes the full way, which 
 
 It holds no body the memory tier has let go (issue 19): entries are remembered by weak
 reference, so an entry evicted or purged from memory is freed as if the memo did not exist, and
-its raw target stays here as a key alone until the memo is emptied. (It used to hold entries
+its raw target is dropped at its next request, which goes the full way (and is remembered by
+reference when the node tier answers it: the key used to stay with its dead reference until the
+memo was emptied, sending every later request for it the full way). (It used to hold entries
 themselves, and was emptied whenever the bodies remembered since the last emptying passed a
 quarter of the memory tier, so it never covered more than a quarter of what memory holds: with
 a working set larger than that, most hits went the full way.)
@@ -86,6 +88,9 @@ class HotMemo:
             return None if ref is None else self._take_node(ref, raw_target, host)
         entry = held()
         if entry is None or not entry.alive:
+            # Memory let it go (evicted, purged): the full path decides, and remembers a
+            # node-tier answer by reference from then on (`remember_hit`).
+            del self._hits[(raw_target, host)]
             return None
         now = self.clock()
         if decide(entry, now, EMPTY_CC) is not _FRESH:
@@ -122,6 +127,7 @@ class HotMemo:
         answered by the node tier and not adopted, nothing otherwise."""
         key = (raw_target, host)
         if not entry.alive:
+            self._hits.pop(key, None)  # what memory held for it then, it holds no longer
             ref = self.node.node_ref(entry) if self.node is not None else None
             if ref is not None:
                 if len(self._refs) >= self.max_entries:

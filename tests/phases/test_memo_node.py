@@ -136,6 +136,52 @@ def test_read_again_soon_it_is_adopted_and_answered_from_memory(tmp_path: Path) 
     assert isinstance(wire, bytes) and b"detail=node" not in wire
 
 
+@pytest.mark.parametrize("still_referenced", [False, True])
+def test_after_memory_lets_it_go_the_node_tier_answers_through_the_memo_again(
+    tmp_path: Path, still_referenced: bool
+) -> None:
+    """An adopted entry that memory evicts (or purges) is served by the node tier from then
+    on: one full path decides (`answered_by_node`), and the memo answers the requests after
+    it from the node tier. It used to keep the dead memory entry's key, so that every later
+    request for the target went the full way until the memo was emptied (a Zipf tail over a
+    working set larger than memory: most of big-set's node-tier reads)."""
+    path = tmp_path / "node-cache"
+    prepare(path, 64 * MiB)
+    w = World(path)
+    w.cache.memory = MemoryTier(2048, 2048)  # one object of 1,000 bytes at a time
+    e, other = entry("/a", b"a" * 1000), entry("/b", b"b" * 1000)
+    w.answered_by_node(e)
+    adopted = w.take(e)  # read again within the window: adopted
+    assert adopted is not None and adopted[0].alive
+    held = adopted[0] if still_referenced else None  # e.g. a response still being written
+    del adopted
+    w.cache.memory.put(other)  # memory evicts it
+    assert held is None or not held.alive
+    assert w.take(e) is None  # memory no longer holds it: the full path decides
+    assert not w.memo._hits  # and the dead key is not kept
+    w.cache.doorkeeper.clear()  # a read long after the last: not adopted this time
+    w.answered_by_node(e)  # the full path: the node tier answers
+    hot = w.take(e)  # by the memo, from the node tier (and adopted again: read twice)
+    assert hot is not None and hot[0].body == e.body and hot[0].tier_detail == NODE_DETAIL
+    hot = w.take(e)
+    assert hot is not None and hot[0].body == e.body and hot[0].alive
+
+
+def test_a_node_tier_answer_replaces_a_remembered_entry_memory_let_go(world: World) -> None:
+    """remember_hit of a node-tier answer for a target whose memory entry is still
+    remembered (another request took the full path meanwhile): the reference replaces it."""
+    e = entry("/c", b"c" * 1000)
+    world.cache.memory = MemoryTier(4096, 4096)
+    world.cache.memory.put(e)
+    world.memo.remember_hit(e.target.raw_path_query, HOST, e)
+    world.cache.memory.purge_primary(e.primary)
+    assert not e.alive
+    world.answered_by_node(e)
+    assert not world.memo._hits and world.memo._refs
+    hot = world.take(e)
+    assert hot is not None and hot[0].tier_detail == NODE_DETAIL
+
+
 # -- proven once per record (NodeTier.prove_at / get_proven) -----------------------------------
 
 
