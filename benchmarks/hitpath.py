@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from proxy.cache.memory import MemoryTier
+from proxy.cache.node import prepare
 from proxy.config import Config, Site, validate
 from proxy.context import SPECIAL_FIELDS
 from proxy.front.request_id import RequestIds
@@ -31,7 +33,7 @@ from proxy.node.accesslog import AccessLog
 from proxy.origin import OriginPool
 from proxy.pipeline import Pipeline
 from proxy.sites import SiteTable
-from proxy.state import front_limits
+from proxy.state import front_limits, node_finisher, open_node_tier
 
 REQUEST = (
     b"GET /bytes/1024 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
@@ -81,20 +83,37 @@ async def edge_in_process(
     pool: OriginPool | None = None,
     access_log: AccessLog | None = None,
     request_ids: RequestIds | None = None,
+    node_tier: Path | None = None,
 ) -> tuple[Config, OriginPool, FrontServer]:
     """One worker's front, pipeline and origin client for `origin`, wired as production wires
-    them (proxy/state.py), the front started on a port no request uses."""
+    them (proxy/state.py), the front started on a port no request uses; with `node_tier`, a
+    node tier of 1 GiB there (its disk preallocated, as `make run`'s where the disk allows)."""
     cfg = validate(
         msgspec.structs.replace(
             Config(), workers=1, sites=[Site(name="b", hosts=["*"], origin=origin)]
         )
     )
+    if node_tier is not None:
+        cache = msgspec.structs.replace(
+            cfg.cache, node_tier_bytes=1 << 30, node_tier_path=str(node_tier)
+        )
+        cfg = msgspec.structs.replace(cfg, cache=cache)
+        prepare(
+            node_tier,
+            cache.node_tier_bytes,
+            prealloc=cache.node_tier_preallocate,
+            keep_free_bytes=cache.node_tier_preallocate_keep_free_bytes,
+        )
     sites = SiteTable(cfg)
     if pool is None:
         pool = OriginPool(cfg.origin)
     await pool.start()
     memory = MemoryTier(memory_bytes, 1 << 23)
-    pipeline = Pipeline(cfg, sites, memory, pool, WorkerStats(sites.names), access_log=access_log)
+    stats = WorkerStats(sites.names)
+    pipeline = Pipeline(cfg, sites, memory, pool, stats, access_log=access_log)
+    node = open_node_tier(cfg, stats, pipeline.fetcher.via) if node_tier is not None else None
+    if node is not None:
+        pipeline.cache.attach_node(node, node_finisher(sites))
     server = FrontServer(
         pipeline,
         front_limits(cfg),

@@ -1,13 +1,14 @@
 """Instructions per request in process, counted by valgrind: a measure of this project's code
 that a noisy machine does not move.
 
-    .venv/bin/python -m benchmarks.icount [--scenarios pass,cold,hit] [--requests 2000]
+    .venv/bin/python -m benchmarks.icount [--scenarios pass,cold,coldnode,hit] [--requests 2000]
 
 Each scenario runs in-process harnesses under `valgrind --tool=cachegrind --cache-sim=no`
 twice, with `--base` (default 1,000) and `--base` + `--requests` requests, and reports the
 difference in user-space instructions divided by `--requests`: start-up, imports and warm-up
-cancel out. `pass` and `cold` are `benchmarks.passpath`'s pass-through and cold miss (front,
-pipeline, origin client, fake transports), `hit` is `benchmarks.hitpath`'s hot hit.
+cancel out. `pass`, `cold` and `coldnode` are `benchmarks.passpath`'s pass-through, cold miss
+and cold miss with a node tier (front, pipeline, origin client, fake transports; the node tier's
+LMDB in a temporary directory), `hit` is `benchmarks.hitpath`'s hot hit.
 
 Why: in-process timings (passpath, hitpath) vary 20-80% on this VM between runs minutes apart
 (other tenants; it exposes no hardware counters to `perf stat`), which hides changes of a few
@@ -28,7 +29,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("pass", "cold", "hit")
+SCENARIOS = ("pass", "cold", "coldnode", "hit")
 _REFS = re.compile(rb"I\s+refs:\s+([\d,]+)")
 
 

@@ -1,7 +1,9 @@
 """In-process cost of the paths that reach the origin: Python time per pass-through request
 (1 KiB, `Cache-Control: no-store`) and per cold miss (1 KiB, a new URL each time: fetch, hash,
 store), through the front, the pipeline and the llhttp origin client, without sockets (fake
-transports on both sides), best of several rounds.
+transports on both sides), best of several rounds. `coldnode` is the cold miss with a node
+tier of 1 GiB (in a temporary directory, under `NODE_TIER_BENCH_DIR` when set): its lookup,
+lease, store and commit, as a worker of `make run` does them.
 
     .venv/bin/python -m benchmarks.passpath [--requests 20000] [--rounds 5] [--profile pass]
 
@@ -14,10 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
+import os
 import pstats
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from benchmarks.hitpath import _Transport, edge_in_process
@@ -35,6 +42,7 @@ ANSWERS = {
     b'Cache-Control: public, max-age=3600\r\nETag: "0123456789abcdef"\r\n'
     b"Content-Length: 1024\r\n\r\n" % DATE + BODY,
 }
+ANSWERS["coldnode"] = ANSWERS["cold"]
 
 
 class _FrontTransport(_Transport):
@@ -91,10 +99,28 @@ def _fake_connect(pool: H1OriginPool, answer: bytes) -> None:
     pool._connect = connect  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def _node_dir(scenario: str) -> Iterator[Path | None]:
+    if scenario != "coldnode":
+        yield None
+        return
+    with tempfile.TemporaryDirectory(dir=os.environ.get("NODE_TIER_BENCH_DIR")) as tmp:
+        yield Path(tmp) / "node-cache"
+
+
 async def measure(scenario: str, requests: int, rounds: int, profile: bool = False) -> float:
+    with _node_dir(scenario) as node_tier:
+        return await _measure(scenario, requests, rounds, profile, node_tier)
+
+
+async def _measure(
+    scenario: str, requests: int, rounds: int, profile: bool, node_tier: Path | None
+) -> float:
     pool = OriginPool(Config().origin)
     _fake_connect(pool.h1, ANSWERS[scenario])
-    _cfg, pool, server = await edge_in_process("http://127.0.0.1:9", 1 << 30, pool=pool)
+    _cfg, pool, server = await edge_in_process(
+        "http://127.0.0.1:9", 1 << 30, pool=pool, node_tier=node_tier
+    )
     conn = Connection(server)
     transport = _FrontTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -160,7 +186,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scenarios", default="pass,cold")
-    parser.add_argument("--profile", default="", help="pass or cold: cProfile one round")
+    parser.add_argument("--profile", default="", help="pass, cold or coldnode: cProfile a round")
     args = parser.parse_args()
     if args.profile:
         per_request_s(args.profile, args.requests, 1, profile=True)
