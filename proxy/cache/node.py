@@ -694,6 +694,10 @@ class NodeTier:
         # The read transaction this loop turn's proven hits share (`_turn_reader`), ended at
         # the next turn (`end_turn`) or before this worker's next write, whichever is first.
         self._turn: Any = None
+        # The last primary `vary_fields` found nothing for, and the id of the snapshot it
+        # looked in: while no transaction has been committed since (`_still_absent`), a cold
+        # miss's read after its lease would find nothing either, and is not made again.
+        self._absent: tuple[bytes, int] | None = None
 
     # -- read (synchronous: inside lookup) ----------------------------------------------------
 
@@ -715,12 +719,17 @@ class NodeTier:
         if self._closed:
             return None
         hp = primary_hash(primary)
+        if self._still_absent(hp):
+            return None
 
         def read(txn: Any) -> tuple[()] | bytes | None:
             if txn.get(hp + _PLAIN, db=self._items) is not None:
                 return ()  # stored without Vary: no `vary` row ("Layout")
             raw = txn.get(_VARY + hp, db=self._index)
-            return None if raw is None else bytes(raw)
+            if raw is None:
+                self._absent = (hp, txn.id())
+                return None
+            return bytes(raw)
 
         raw = self._read(read, buffers=True)
         if raw is None or isinstance(raw, tuple):
@@ -730,6 +739,22 @@ class NodeTier:
         except (msgspec.DecodeError, msgspec.ValidationError):
             self._reject(primary_hash(primary), "vary record undecodable", whole_primary=True)
             return None
+
+    def _still_absent(self, hp: bytes) -> bool:
+        """Whether `hp` was absent from the snapshot of the last commit: the same read made
+        now would see that snapshot (the meta page's last transaction id is a read of shared
+        memory; a read transaction costs a reader slot, two B-tree lookups and more Python).
+        A commit by any process since, this one's included, makes it look again."""
+        absent = self._absent
+        if absent is None or absent[0] != hp:
+            return False
+        try:
+            if self.env.info()["last_txnid"] == absent[1]:
+                return True
+        except lmdb.Error:
+            pass
+        self._absent = None
+        return False
 
     def get(
         self,
@@ -1011,9 +1036,12 @@ class NodeTier:
         try:
             with self._write() as txn:
                 tick = int(self.clock() * 1e6)
+                added = 0
                 for ikey, entry in puts.items():
-                    self._store(txn, ikey, entry, tick)
+                    added += self._store(txn, ikey, entry, tick)
                     touches.discard(ikey)
+                if added:
+                    self._add_bytes(txn, added)  # once for the batch: a get and a put
                 for ikey in touches:
                     self._retick(txn, ikey, tick)
                 self._evict(txn)
@@ -1120,7 +1148,9 @@ class NodeTier:
                 self._writable = False
                 log.warning("node tier %s: map grew past its disk blocks: writes stop", self.path)
 
-    def _store(self, txn: Any, ikey: bytes, entry: Entry, tick: int) -> None:
+    def _store(self, txn: Any, ikey: bytes, entry: Entry, tick: int) -> int:
+        """Write one item and its index rows; returns the bytes it adds to the tier's count
+        (the caller adds a batch's at once)."""
         index = self._index
         hp = ikey[:16]
         old_fields = txn.get(_VARY + hp, db=index)
@@ -1145,7 +1175,7 @@ class NodeTier:
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
         txn.put(_DIGEST + entry.sha256 + ikey, b"", db=index)
         txn.put(_url_row(keys.url_key, exact=True) + ikey, b"", db=index)
-        self._add_bytes(txn, size)
+        return size
 
     def _due(self, txn: Any, touches: set[bytes], puts: dict[bytes, Entry]) -> set[bytes]:
         """The touches whose items' ticks are older than `touch_interval_s`: an item any

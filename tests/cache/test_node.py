@@ -52,6 +52,63 @@ def tier(path: Path, max_bytes: int = 64 * MiB) -> NodeTier:
     return NodeTier(path, max_bytes, 8 * MiB, WorkerStats([]))
 
 
+def test_an_absence_is_read_again_only_after_a_commit(path: Path) -> None:
+    """A cold miss reads the tier at its lookup and again after its lease: the second read is
+    skipped while no transaction was committed since the first (same snapshot, same answer),
+    and made as soon as any process committed one."""
+    a, b = tier(path), tier(path)
+    primary = ("example.com", b"/absent")
+    reads = 0
+    read = b._read
+
+    def counted(fn: Any, **kw: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return read(fn, **kw)
+
+    b._read = counted  # type: ignore[method-assign]
+    assert b.vary_fields(primary) is None and reads == 1
+    assert b.vary_fields(primary) is None and reads == 1  # nothing committed: not read again
+    assert b.vary_fields(("example.com", b"/other")) is None and reads == 2  # another key
+    assert b.vary_fields(primary) is None and reads == 3  # the last absence was /other's
+    assert b.vary_fields(primary) is None and reads == 3
+    a.put(entry("/absent", b"stored by another worker"))  # committed at once (no loop)
+    assert b.vary_fields(primary) == () and reads == 4  # read again: found
+    assert b.vary_fields(primary) == () and reads == 5  # found answers are always read
+    c = ("example.com", b"/c")
+    assert b.vary_fields(c) is None and reads == 6
+    b.put(entry("/unrelated", b"this handle's own commit"))
+    assert b.vary_fields(c) is None and reads == 7  # any commit makes it look again
+    a.purge_primary(primary)
+    assert b.vary_fields(primary) is None and reads == 8
+
+
+async def test_a_batch_counts_the_bytes_of_each_store(path: Path, tmp_path: Path) -> None:
+    """One loop turn's stores are committed together and counted once (a get and a put of
+    the count for the batch): the count is what one commit per store gives, overwrites and
+    evictions included."""
+    other = tmp_path / "one-by-one"
+    prepare(other, 64 * MiB)
+    batched, alone = tier(path), tier(other)
+    entries = [entry(f"/b{i}", b"x" * (100 * i + 1)) for i in range(5)]
+    entries.append(entry("/b1", b"a new body for /b1, stored again in the same batch"))
+    for e in entries:
+        batched.put(e)  # queued for the end of the turn
+    assert batched.usage() == (0, 0)
+    await asyncio.sleep(0)
+    for e in entries:
+        alone.put(e)
+        alone.flush()
+    assert batched.usage() == alone.usage() and batched.usage()[0] == 5
+    again = [entry("/b2", b"y" * 7), entry("/b9", b"z" * 9)]
+    for e in again:
+        batched.put(e)
+        alone.put(e)
+        alone.flush()
+    batched.flush()
+    assert batched.usage() == alone.usage() and batched.usage()[0] == 6
+
+
 def test_a_stored_entry_is_read_back_proven(path: Path) -> None:
     a, b = tier(path), tier(path)  # two workers' handles on one tier
     a.put(entry("/a", b"body a"))
