@@ -1,14 +1,15 @@
 """Instructions per request in process, counted by valgrind: a measure of this project's code
 that a noisy machine does not move.
 
-    .venv/bin/python -m benchmarks.icount [--scenarios pass,cold,coldnode,hit] [--requests 2000]
+    .venv/bin/python -m benchmarks.icount [--scenarios pass,cold,coldnode,noderead,hit] [--requests 2000]
 
 Each scenario runs in-process harnesses under `valgrind --tool=cachegrind --cache-sim=no`
 twice, with `--base` (default 1,000) and `--base` + `--requests` requests, and reports the
 difference in user-space instructions divided by `--requests`: start-up, imports and warm-up
-cancel out. `pass`, `cold` and `coldnode` are `benchmarks.passpath`'s pass-through, cold miss
-and cold miss with a node tier (front, pipeline, origin client, fake transports; the node tier's
-LMDB in a temporary directory), `hit` is `benchmarks.hitpath`'s hot hit.
+cancel out. `pass`, `cold`, `coldnode` and `noderead` are `benchmarks.passpath`'s pass-through,
+cold miss, cold miss with a node tier and a worker's first read of what another stored there
+(front, pipeline, origin client, fake transports; the node tier's LMDB in a temporary
+directory), `hit` is `benchmarks.hitpath`'s hot hit.
 
 Why: in-process timings (passpath, hitpath) vary 20-80% on this VM between runs minutes apart
 (other tenants; it exposes no hardware counters to `perf stat`), which hides changes of a few
@@ -29,11 +30,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("pass", "cold", "coldnode", "hit")
+SCENARIOS = ("pass", "cold", "coldnode", "noderead", "hit")
 _REFS = re.compile(rb"I\s+refs:\s+([\d,]+)")
 
 
-def _child(scenario: str, requests: int) -> None:
+def _child(scenario: str, requests: int, stored: int) -> None:
     """Run `requests` requests of `scenario` once (under valgrind, from `count`)."""
     if scenario == "hit":
         from benchmarks import hitpath
@@ -42,17 +43,19 @@ def _child(scenario: str, requests: int) -> None:
     else:
         from benchmarks import passpath
 
-        passpath.per_request_s(scenario, requests, 1)
+        # noderead's objects are stored first: as many for either count, so that their
+        # stores cancel out and the difference is the reads'.
+        passpath.per_request_s(scenario, requests, 1, stored=stored)
 
 
-def count(scenario: str, requests: int) -> int:
+def count(scenario: str, requests: int, stored: int = 0) -> int:
     """User-space instructions of a child process that runs `requests` of `scenario`."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     argv = [
         valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-        sys.executable, "-m", "benchmarks.icount", "--child", scenario, str(requests),
+        sys.executable, "-m", "benchmarks.icount", "--child", scenario, str(requests), str(stored),
     ]  # fmt: skip
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=900, check=False)
     found = _REFS.search(done.stderr)
@@ -63,7 +66,8 @@ def count(scenario: str, requests: int) -> int:
 
 
 def per_request(scenario: str, base: int, requests: int) -> float:
-    return (count(scenario, base + requests) - count(scenario, base)) / requests
+    stored = base + requests + 3  # noderead: the same stores in both runs
+    return (count(scenario, base + requests, stored) - count(scenario, base, stored)) / requests
 
 
 def main() -> None:
@@ -71,10 +75,12 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--base", type=int, default=1000, help="requests of the shorter run")
     parser.add_argument("--requests", type=int, default=2000, help="requests counted")
-    parser.add_argument("--child", nargs=2, metavar=("SCENARIO", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("SCENARIO", "N", "STORED"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
-        _child(args.child[0], int(args.child[1]))
+        _child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
     for scenario in args.scenarios.split(","):
         if scenario not in SCENARIOS:
