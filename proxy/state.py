@@ -25,7 +25,7 @@ from proxy.node.accesslog import AccessLog
 from proxy.origin import Origin, OriginPool
 from proxy.pipeline import Pipeline
 from proxy.rfc.cache_status import cache_status_bytes
-from proxy.rfc.response import parse_response
+from proxy.rfc.response import response_cache_control
 from proxy.sites import SiteTable
 
 log = logging.getLogger("edgeproxy.worker")
@@ -143,7 +143,7 @@ def node_finisher(sites: SiteTable) -> Callable[[Entry], Entry | None]:
         if site is None:
             return None
         entry.site_index = site.index
-        entry.cc = parse_response(list(entry.headers)).cc
+        entry.cc = response_cache_control(entry.headers)
         entry.keys = match_keys(t.host, t.path, t.query)
         return entry
 

@@ -16,7 +16,7 @@ from proxy.rfc.dates import format_http_date
 from proxy.rfc.freshness import initial_age
 from proxy.rfc.invalidation import invalidated_targets
 from proxy.rfc.merge import merge_304, text_fields
-from proxy.rfc.response import ParsedResponse, parse_response
+from proxy.rfc.response import ParsedResponse, parse_response, response_cache_control
 from proxy.rfc.target import BadTarget, canonical_target
 
 _UNKEPT_NO_COOKIE = PER_DELIVERY | {b"set-cookie"}
@@ -167,7 +167,7 @@ class StorePhase:
         """Finish an entry loaded from the shared tier as this node would have stored it:
         its site, the Cache-Control parsed from its stored fields, and our `Via`."""
         entry.site_index = ctx.site_index
-        entry.cc = parse_response(list(entry.headers)).cc
+        entry.cc = response_cache_control(entry.headers)
         t = entry.target
         entry.keys = match_keys(t.host, t.path, t.query)
         entry.render_head(self.cfg.cache.entry_overhead_bytes, self.via)

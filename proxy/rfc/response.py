@@ -85,6 +85,31 @@ def parse_response(headers: list[tuple[bytes, bytes]]) -> ParsedResponse:
     return _read(headers)[1]
 
 
+_CC_FIELDS = {b"cache-control": "", **{t.encode("latin-1"): t for t in TARGETED}}
+
+
+def response_cache_control(headers: Iterable[tuple[bytes, bytes]]) -> CacheControl:
+    """`parse_response(headers).cc` with nothing else read: a stored entry read by another
+    worker (the node tier) or refreshed needs its directives, and its date, validators and
+    the rest are in the entry already (a third of `_read`'s time went to them)."""
+    cc_values: list[str] = []
+    targeted: dict[str, list[str]] | None = None
+    names = _CC_FIELDS
+    for name, value in headers:
+        which = names.get(name.lower())
+        if which is None:
+            continue
+        if not which:
+            cc_values.append(value.decode("latin-1"))
+        else:
+            if targeted is None:
+                targeted = {}
+            targeted.setdefault(which, []).append(value.decode("latin-1"))
+    if targeted is None:
+        return parse_cache_control(cc_values)
+    return select_cache_control(cc_values, [(t, targeted.get(t, [])) for t in TARGETED])[0]
+
+
 def _read(
     headers: list[tuple[bytes, bytes]],
 ) -> tuple[list[tuple[bytes, bytes]], ParsedResponse, bool]:

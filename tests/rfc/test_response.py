@@ -7,7 +7,7 @@ import random
 
 from proxy.rfc.cachecontrol import EMPTY_CC
 from proxy.rfc.hopbyhop import strip_hop_by_hop
-from proxy.rfc.response import parse_response, read_response
+from proxy.rfc.response import parse_response, read_response, response_cache_control
 
 DATE = b"Sun, 06 Dec 2026 20:00:00 GMT"
 
@@ -67,6 +67,7 @@ _NAMES = [
     b"content-encoding", b"Connection", b"Keep-Alive", b"Transfer-Encoding", b"TE",
     b"Proxy-Authenticate", b"Upgrade", b"Trailer", b"Content-Type", b"Content-Length",
     b"Set-Cookie", b"Age", b"X-Custom", b"Cache-Status", b"CDN-Cache-Control",
+    b"cdn-CACHE-control", b"Edgeproxy-Cache-Control",
 ]  # fmt: skip
 _VALUES = {
     b"connection": [b"close", b"keep-alive", b"Cache-Control", b"x-custom, te", b" , Upgrade",
@@ -77,6 +78,7 @@ _VALUES = {
     b"etag": [b'"a"', b'W/"b"'],
     b"age": [b"7"],
     b"cdn-cache-control": [b"max-age=30"],
+    b"edgeproxy-cache-control": [b"max-age=5", b"no-store", b"max-age=\x01"],
 }  # fmt: skip
 
 
@@ -126,3 +128,19 @@ def test_parsed_response_fields_in_the_order_read_passes_them() -> None:
         "cc", "date", "expires", "last_modified", "last_modified_raw", "etag", "age", "vary",
         "set_cookie", "cache_status", "location", "content_location", "codings",
     ]  # fmt: skip
+
+
+def test_response_cache_control_is_what_parse_response_reads() -> None:
+    """A stored entry's directives (a node-tier read, a shared-tier adoption) are read alone:
+    the same as the whole parse's, targeted fields (RFC 9213) and any case included."""
+    rng = random.Random(11)
+    for _ in range(3000):
+        head = []
+        for _ in range(rng.randrange(0, 9)):
+            name = rng.choice(_NAMES)
+            head.append((name, rng.choice(_VALUES.get(name.lower(), [b"v"]))))
+        assert response_cache_control(head) == parse_response(head).cc, head
+        assert response_cache_control(tuple(head)) == parse_response(head).cc, head
+    fields = [(b"Cache-Control", b"no-store"), (b"CDN-Cache-Control", b"max-age=30")]
+    assert response_cache_control(fields).max_age == 30
+    assert response_cache_control([]) is EMPTY_CC
