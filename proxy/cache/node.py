@@ -100,6 +100,10 @@ transaction of its own, a commit per cold miss (5% of a cold miss's samples, and
 share of the 23% in `flush`; benchmarks/README.md, "The node tier"). The kernel drops the lock
 when its holder's last descriptor closes, so a worker killed mid-fetch (SIGKILL, the OOM killer)
 leaves no lease behind: nothing outlives a node, nothing needs expiring or dropping at start.
+A worker that takes the lease reads the tier once more before it fetches (another worker may
+have stored the key between this one's lookup and its lease), unless no transaction was
+committed since the lookup's read found the key absent (`_still_absent`: the meta page's last
+transaction id against that read's snapshot; the same read again could only say the same).
 If another worker holds it, this one waits (`Fetcher`, proxy/phases/fetch.py): it re-reads the
 tier with a backoff from 1 ms up to `cache.node_lease_poll_max_s` until the entry is there (a
 node-tier hit), the lease is gone without one (the answer was not storable: it fetches), or
