@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.metrics import NO_STORE
 from proxy.rfc.dates import format_http_date
+from tests.integration.scripted import ScriptedOrigin as BytesOrigin
 
 
 @dataclass
@@ -138,40 +139,16 @@ async def scripted_edge(
     return origin, edge
 
 
-class RawOrigin:
+class RawOrigin(BytesOrigin):
     """A tiny asyncio origin that answers every request with fixed raw bytes (for what aiohttp
-    will not send: 1xx interim responses, no Date, Connection-named fields, slow bodies)."""
+    will not send: 1xx interim responses, no Date, Connection-named fields, slow bodies): the
+    scripted origin (tests/integration/scripted.py) answering from the request head alone;
+    `start` gives its base URL as text."""
 
-    def __init__(self, respond: Callable[[bytes], list[bytes | float]]) -> None:
-        self.respond = respond  # request head -> parts to write; a float pauses that long
-        self.heads: list[bytes] = []
-        self.server: asyncio.Server | None = None
+    def __init__(self, respond: Callable[[bytes], Iterable[bytes | float]]) -> None:
+        # request head -> parts to write (maybe without end); a float pauses that long
+        super().__init__(lambda _conn, _req, head, _body: respond(head))
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(head)
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        await reader.readexactly(int(line.split(b":", 1)[1]))
-                for part in self.respond(head):
-                    if isinstance(part, float):
-                        await asyncio.sleep(part)
-                    else:
-                        writer.write(part)
-                        await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+    async def start(self) -> str:  # type: ignore[override]
+        await super().start()
+        return str(self.url)

@@ -4,7 +4,7 @@ request, on 127.0.0.1 (the `scripted` fixture in conftest.py starts and stops th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from yarl import URL
 
@@ -16,9 +16,10 @@ MakePool = Callable[..., Awaitable[H1OriginPool]]
 
 class ScriptedOrigin:
     """An origin answering with exact bytes: `respond(conn_no, req_no, head, body)` gives the
-    steps for one request (conn_no and req_no count from 0; req_no within the connection)."""
+    steps for one request (conn_no and req_no count from 0; req_no within the connection),
+    taken one at a time (an endless generator writes until the client goes)."""
 
-    def __init__(self, respond: Callable[[int, int, bytes, bytes], list[Step]]) -> None:
+    def __init__(self, respond: Callable[[int, int, bytes, bytes], Iterable[Step]]) -> None:
         self.respond = respond
         self.connections = 0
         self.heads: list[bytes] = []
