@@ -89,9 +89,9 @@ _CC_FIELDS = {b"cache-control": "", **{t.encode("latin-1"): t for t in TARGETED}
 
 
 def response_cache_control(headers: Iterable[tuple[bytes, bytes]]) -> CacheControl:
-    """`parse_response(headers).cc` with nothing else read: a stored entry read by another
-    worker (the node tier) or refreshed needs its directives, and its date, validators and
-    the rest are in the entry already (a third of `_read`'s time went to them)."""
+    """`parse_response(headers).cc` with nothing else read: a stored entry read from the
+    node tier or adopted from the shared tier needs its directives, and its date, validators
+    and the rest are in the entry already (two thirds of `_read`'s time went to them)."""
     cc_values: list[str] = []
     targeted: dict[str, list[str]] | None = None
     names = _CC_FIELDS
