@@ -1044,11 +1044,11 @@ class NodeTier:
                 for ikey, entry in puts.items():
                     added += self._store(txn, ikey, entry, tick)
                     touches.discard(ikey)
-                if added:
-                    self._add_bytes(txn, added)  # once for the batch: a get and a put
+                # The count once for the batch (a get and a put), and what eviction reads.
+                held = self._add_bytes(txn, added) if added else self._bytes(txn)
                 for ikey in touches:
                     self._retick(txn, ikey, tick)
-                self._evict(txn)
+                self._evict(txn, held)
                 until = self.clock() + self.uncacheable_s
                 for hp in marks:
                     txn.put(_MARK + hp, _LEASE.pack(0, until), db=self._index)
@@ -1211,8 +1211,9 @@ class NodeTier:
         txn.put(_INFO + ikey, _encode(info), db=index)
         txn.put(_ORDER + _U64.pack(tick) + ikey, b"", db=index)
 
-    def _evict(self, txn: Any) -> None:
-        over = self._bytes(txn) - self.max_bytes
+    def _evict(self, txn: Any, held: int) -> None:
+        """Evict the oldest items until the tier's count, `held` bytes now, is within bound."""
+        over = held - self.max_bytes
         if over <= 0:
             return
         victims, stray = [], []
@@ -1237,8 +1238,11 @@ class NodeTier:
         raw = txn.get(_BYTES, db=self._index)
         return _U64.unpack(raw)[0] if raw is not None else 0
 
-    def _add_bytes(self, txn: Any, n: int) -> None:
-        txn.put(_BYTES, _U64.pack(max(0, self._bytes(txn) + n)), db=self._index)
+    def _add_bytes(self, txn: Any, n: int) -> int:
+        """Add `n` to the tier's byte count; returns the new count."""
+        held = max(0, self._bytes(txn) + n)
+        txn.put(_BYTES, _U64.pack(held), db=self._index)
+        return held
 
     def _delete(self, txn: Any, ikey: bytes) -> int:
         """Delete one item and its index rows; 1 when it was there."""
