@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import cProfile
 import gc
+import itertools
 import os
 import pstats
 import tempfile
@@ -127,30 +128,50 @@ def _fresh_answer() -> bytes:
     return ANSWERS["cold"].replace(DATE, formatdate(usegmt=True).encode())
 
 
-async def _edge(answer: bytes, node_tier: Path | None) -> tuple[OriginPool, FrontServer]:
-    pool = OriginPool(Config().origin)
-    _fake_connect(pool.h1, answer)
-    _cfg, pool, server = await edge_in_process(
-        "http://127.0.0.1:9", 1 << 30, pool=pool, node_tier=node_tier
-    )
-    return pool, server
+class _Client:
+    """One connection to an edge in process. `start`: an edge whose origin answers every
+    request with `answer` (`_fake_connect`), with its node tier at `node_tier`, if any."""
+
+    def __init__(self, pool: OriginPool, server: FrontServer) -> None:
+        self.pool, self.server = pool, server
+        self.conn = Connection(server)
+        self.transport = _FrontTransport()
+        self.conn.connection_made(self.transport)  # type: ignore[arg-type]
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def start(cls, answer: bytes, node_tier: Path | None) -> _Client:
+        pool = OriginPool(Config().origin)
+        _fake_connect(pool.h1, answer)
+        _cfg, pool, server = await edge_in_process(
+            "http://127.0.0.1:9", 1 << 30, pool=pool, node_tier=node_tier
+        )
+        return cls(pool, server)
+
+    async def request(self, path: bytes) -> None:
+        """GET `path`, until its answer is written."""
+        fut = self.transport.waiter = self.loop.create_future()
+        self.conn.data_received(
+            b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
+        )
+        await fut
+        # As in a server, where the next request comes in a later read: the front has settled
+        # this one (its done callbacks have run) and takes the next head on its strict path;
+        # the turn's node-tier stores are committed.
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self.conn.connection_lost(None)
+        await self.server.drain_and_close(1.0)
+        await self.pool.close()
 
 
 async def _store_all(paths: int, node_tier: Path | None) -> None:
     """`noderead`'s objects, stored in the node tier by another edge (another worker)."""
-    pool, server = await _edge(_fresh_answer(), node_tier)
-    conn = Connection(server)
-    transport = _FrontTransport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    loop = asyncio.get_running_loop()
+    client = await _Client.start(_fresh_answer(), node_tier)
     for n in range(1, paths + 1):
-        fut = transport.waiter = loop.create_future()
-        conn.data_received(b"GET /cold/%d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n" % n)
-        await fut
-        await asyncio.sleep(0)  # the turn's stores are committed
-    conn.connection_lost(None)
-    await server.drain_and_close(1.0)
-    await pool.close()
+        await client.request(b"/cold/%d" % n)
+    await client.close()
 
 
 async def _measure(
@@ -161,28 +182,14 @@ async def _measure(
         answer = _fresh_answer()  # not sent: every request is answered by the node tier
     else:
         answer = ANSWERS[scenario]
-    pool, server = await _edge(answer, node_tier)
-    conn = Connection(server)
-    transport = _FrontTransport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    loop = asyncio.get_running_loop()
-    n = 0
-
-    async def one() -> None:
-        nonlocal n
-        n += 1
-        path = b"/nostore/1024" if scenario == "pass" else b"/cold/%d" % n
-        fut = transport.waiter = loop.create_future()
-        conn.data_received(
-            b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
-        )
-        await fut
-        # As in a server, where the next request comes in a later read: the front has settled
-        # this one (its done callbacks have run) and takes the next head on its strict path.
-        await asyncio.sleep(0)
-
+    client = await _Client.start(answer, node_tier)
+    transport = client.transport
+    if scenario == "pass":
+        paths: Iterator[bytes] = itertools.repeat(b"/nostore/1024")
+    else:
+        paths = (b"/cold/%d" % n for n in itertools.count(1))
     for _ in range(3):
-        await one()
+        await client.request(next(paths))
     gc.collect()
     gc.freeze()
     expect = {"pass": b"detail=no-store", "noderead": b"detail=node"}.get(scenario, b"stored")
@@ -195,16 +202,14 @@ async def _measure(
             profiler.enable()
         started = time.process_time()
         for i in range(requests):
-            await one()
+            await client.request(next(paths))
             if i % 2000 == 1999:  # as a worker does once a second (gc_freeze_interval_s)
                 gc.collect(1)
                 gc.freeze()
         best = min(best, time.process_time() - started)
         if profiler is not None:
             profiler.disable()
-    conn.connection_lost(None)
-    await server.drain_and_close(1.0)
-    await pool.close()
+    await client.close()
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(25)
