@@ -20,6 +20,11 @@ supervisor creates and every worker maps), and `SharedListener` works thus:
   workers, plus one) does not accept for `defer_s`, leaving the connection to a worker with
   fewer; once that time has passed it accepts one anyway, so a connection never waits on a
   worker that is stuck or gone for more than `defer_s`;
+- on a quiet node (at most one open connection per worker) the counts cannot tell the workers
+  apart: a client that opens one connection after another, each closed before the next, finds
+  every count at 0 or 1, and the worker the kernel wakes first took all of them (seen: 34 of 34
+  requests in a test under load). So the workers also share which of them accepted last, and on a
+  quiet node that worker leaves the next connection to the others the same way;
 - each accepted socket goes to the loop's `connect_accepted_socket`: the same transport
   (TCP_NODELAY, TLS) that uvloop's server would make.
 
@@ -58,17 +63,21 @@ _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 
 
 class ConnectionShares:
-    """Open connections per worker, one int32 slot each, in shared memory.
+    """Open connections per worker, one int32 slot each, and which worker accepted last, in
+    shared memory.
 
     The supervisor `create`s the memfd and passes it to every worker, which maps it with its
     own slot. A slot is written only by its worker (zeroed when a worker of that index maps
     it, so a restarted worker does not inherit a dead one's count), read by all: an aligned
-    4-byte store is atomic, and a count a moment old only makes a share a little off."""
+    4-byte store is atomic, and a count a moment old only makes a share a little off. The last
+    word (`LAST`) holds the slot of the worker that accepted last, plus one; every worker writes
+    it, and a write lost to a race only lets one worker take two connections in a row."""
 
     SLOTS = 1024  # worker indices beyond it share slots (modulo): the shares get coarser
+    LAST = SLOTS  # the word after the slots
 
     def __init__(self, fd: int, slot: int = 0, workers: int = 1) -> None:
-        self._map = mmap.mmap(fd, 4 * self.SLOTS)
+        self._map = mmap.mmap(fd, 4 * (self.SLOTS + 1))
         self.counts = memoryview(self._map).cast("i")
         self._slot = slot % self.SLOTS
         self._workers = max(1, min(workers, self.SLOTS))
@@ -78,17 +87,28 @@ class ConnectionShares:
     def create(cls) -> int:
         """A new zeroed memfd for a node (inheritable by `pass_fds`)."""
         fd = os.memfd_create("edgeproxy-connections", 0)
-        os.ftruncate(fd, 4 * cls.SLOTS)
+        os.ftruncate(fd, 4 * (cls.SLOTS + 1))
         return fd
 
     def set(self, count: int) -> None:
         self.counts[self._slot] = count
 
-    def over_share(self) -> bool:
-        """Does this worker hold more than the node's connections over its workers, plus one?"""
+    def accepted(self) -> None:
+        """This worker accepted the node's latest connection."""
+        self.counts[self.LAST] = self._slot + 1
+
+    def should_leave(self) -> bool:
+        """Should this worker leave the next connection to the others: does it hold more than
+        the node's open connections over its workers, plus one, or, on a quiet node (no more
+        open connections than workers), did it accept the last one?"""
         n = self._workers
-        total = sum(self.counts[:n])
-        return self.counts[self._slot] * n > total + n
+        if n == 1:
+            return False
+        counts = self.counts
+        total = sum(counts[:n])
+        if total <= n:
+            return counts[self.LAST] == self._slot + 1
+        return counts[self._slot] * n > total + n
 
     def close(self) -> None:
         self.counts.release()
@@ -161,7 +181,8 @@ class SharedListener:
         loop.add_reader(self._fd, self._accept)
 
     def _accept(self) -> None:
-        if self._shares is not None and not self._deferred and self._shares.over_share():
+        shares = self._shares
+        if shares is not None and not self._deferred and shares.should_leave():
             self._deferred = True
             self.deferrals += 1
             self._loop.remove_reader(self._fd)
@@ -183,6 +204,8 @@ class SharedListener:
                     self._loop.remove_reader(self._fd)
                     self._resume = self._loop.call_later(self._error_pause_s, self._listen_again)
                 return  # ECONNABORTED and the like: that connection is gone, not the socket
+            if shares is not None:
+                shares.accepted()
             self._hand_over(fd)
 
     def _hand_over(self, fd: int) -> None:

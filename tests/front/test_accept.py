@@ -34,12 +34,12 @@ def test_every_worker_sees_the_others_counts(shares_fd: int) -> None:
     first.set(5)
     second.set(3)
     assert list(second.counts[:2]) == [5, 3]
-    assert not first.over_share()  # 5 of 8: a fair share (4) plus one
+    assert not first.should_leave()  # 5 of 8: a fair share (4) plus one
     first.set(6)
-    assert first.over_share() and not second.over_share()
+    assert first.should_leave() and not second.should_leave()
     second.set(0)  # a worker that restarts at an index starts from nothing
     third = ConnectionShares(shares_fd, slot=1, workers=2)
-    assert third.counts[1] == 0 and first.over_share()
+    assert third.counts[1] == 0 and first.should_leave()
     for s in (first, second, third):
         s.close()
 
@@ -71,10 +71,15 @@ async def start(
 
 
 async def test_a_worker_over_its_share_leaves_a_connection_then_takes_it(shares_fd) -> None:
-    mine = ConnectionShares(shares_fd, slot=0, workers=2)  # slot 1: a worker with none
+    mine = ConnectionShares(shares_fd, slot=0, workers=2)
+    other = ConnectionShares(shares_fd, slot=1, workers=2)  # a worker with none
     server = await start(socket.socket(), mine, accept_defer_s=0.05)
-    conns = [await served(server.port) for _ in range(3)]  # 3 of 3: over 1.5 + 1 from now on
+    conns = []
+    for _ in range(3):  # 3 of 3: over 1.5 + 1 from now on
+        other.accepted()  # so that the quiet node's turn-taking is not what defers
+        conns.append(await served(server.port))
     assert server.accepts_deferred == 0 and mine.counts[0] == 3
+    other.accepted()
     conns.append(await served(server.port))  # nobody else took it: served after the deferral
     assert server.accepts_deferred == 1 and mine.counts[0] == 4
     for _, writer in conns:
@@ -82,6 +87,41 @@ async def test_a_worker_over_its_share_leaves_a_connection_then_takes_it(shares_
     await server.drain_and_close(1.0)
     assert mine.counts[0] == 0
     mine.close()
+    other.close()
+
+
+async def test_on_a_quiet_node_the_worker_that_took_the_last_leaves_the_next(shares_fd) -> None:
+    """A client opening one connection after another, each closed before the next, leaves
+    every count at 0 or 1: the counts cannot split them, so the worker that accepted last
+    leaves the next to the others (and takes it after the deferral when nobody does)."""
+    mine = ConnectionShares(shares_fd, slot=0, workers=2)
+    other = ConnectionShares(shares_fd, slot=1, workers=2)
+    server = await start(socket.socket(), mine, accept_defer_s=0.05)
+
+    async def one_connection() -> None:
+        _, writer = await served(server.port)
+        writer.close()
+        await writer.wait_closed()
+
+    await one_connection()  # nobody accepted before: taken at once
+    assert server.accepts_deferred == 0 and mine.counts[mine.LAST] == 1
+    await one_connection()  # this worker took the last: left, then taken
+    assert server.accepts_deferred == 1
+    other.accepted()
+    await one_connection()  # the other worker took the last: taken at once
+    assert server.accepts_deferred == 1 and mine.counts[mine.LAST] == 1
+    await server.drain_and_close(1.0)
+    mine.close()
+    other.close()
+
+
+def test_a_lone_worker_never_leaves_a_connection(shares_fd: int) -> None:
+    alone = ConnectionShares(shares_fd, slot=0, workers=1)
+    alone.accepted()
+    assert not alone.should_leave()
+    alone.set(50)
+    assert not alone.should_leave()
+    alone.close()
 
 
 async def test_with_deferral_off_the_loop_accepts_every_connection(shares_fd) -> None:
