@@ -1,7 +1,7 @@
 """Instructions per request in process, counted by valgrind: a measure of this project's code
 that a noisy machine does not move.
 
-    .venv/bin/python -m benchmarks.icount [--scenarios pass,cold,coldnode,noderead,hit] [--requests 2000]
+    .venv/bin/python -m benchmarks.icount [--scenarios pass,cold,coldnode,noderead,hit,loggedhit] [--requests 2000]
 
 Each scenario runs in-process harnesses under `valgrind --tool=cachegrind --cache-sim=no`
 twice, with `--base` (default 1,000) and `--base` + `--requests` requests, and reports the
@@ -9,7 +9,8 @@ difference in user-space instructions divided by `--requests`: start-up, imports
 cancel out. `pass`, `cold`, `coldnode` and `noderead` are `benchmarks.passpath`'s pass-through,
 cold miss, cold miss with a node tier and a worker's first read of what another stored there
 (front, pipeline, origin client, fake transports; the node tier's LMDB in a temporary
-directory), `hit` is `benchmarks.hitpath`'s hot hit.
+directory), `hit` is `benchmarks.hitpath`'s hot hit and `loggedhit` the same with every hit
+in the JSON access log (formatted and written to /dev/null every 1,000 hits).
 
 Why: in-process timings (passpath, hitpath) vary 20-80% on this VM between runs minutes apart
 (other tenants; it exposes no hardware counters to `perf stat`), which hides changes of a few
@@ -30,16 +31,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("pass", "cold", "coldnode", "noderead", "hit")
+SCENARIOS = ("pass", "cold", "coldnode", "noderead", "hit", "loggedhit")
 _REFS = re.compile(rb"I\s+refs:\s+([\d,]+)")
 
 
 def _child(scenario: str, requests: int, stored: int) -> None:
     """Run `requests` requests of `scenario` once (under valgrind, from `count`)."""
-    if scenario == "hit":
+    if scenario in ("hit", "loggedhit"):
         from benchmarks import hitpath
 
-        hitpath.per_hit_s(requests, 1)
+        hitpath.per_hit_s(requests, 1, access_log=scenario == "loggedhit")
     else:
         from benchmarks import passpath
 

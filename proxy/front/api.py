@@ -45,6 +45,10 @@ class FrontRequest(Protocol):
     # when ids are off (proxy/front/request_id.py). The front adds it to `Responder.start`
     # answers; whoever writes a pre-serialised answer (`send_bytes`) puts it in.
     id_field: bytes
+    # The field lines of a head the strict matcher took, as sent (proxy/front/strict.py), b""
+    # for one llhttp parsed into `headers`: clients repeat them request after request, so the
+    # access log keys what it reads from them (User-Agent, Referer) by them.
+    field_lines: bytes
 
     def values(self, *lnames: bytes) -> tuple[bytes, ...]:
         """The first non-empty value of each field named in `lnames` (lowercase), b"" for

@@ -64,7 +64,7 @@ class Request:
         "flagged",
         "tls",
         "id_field",
-        "_lines",
+        "field_lines",
     )
 
     def __init__(
@@ -100,13 +100,13 @@ class Request:
         self.flagged = flagged
         self.tls = tls
         self.id_field = id_field
-        self._lines = lines
+        self.field_lines = lines
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         headers = self._headers
         if headers is None:
-            headers = self._headers = strict_fields(self._lines)
+            headers = self._headers = strict_fields(self.field_lines)
         return headers
 
     def values(self, *lnames: bytes) -> tuple[bytes, ...]:
@@ -114,7 +114,7 @@ class Request:
         none: what the access log reads (User-Agent, Referer), in one pass."""
         headers = self._headers
         if headers is None:
-            return strict_values(self._lines, lnames)
+            return strict_values(self.field_lines, lnames)
         found = [b""] * len(lnames)
         for name, value in headers:
             if value:

@@ -241,3 +241,23 @@ async def test_an_entrys_fields_go_with_it(tmp_path: Path) -> None:
     assert not log._per_entry
     got = [json.loads(line)["target"] for line in _lines(log)]
     assert got == [f"/e{n}" for n in range(50)]
+
+
+async def test_client_fields_are_kept_by_the_field_lines_within_their_bound(tmp_path: Path) -> None:
+    """User-Agent and Referer are looked up by a strict head's field lines: lines sent again
+    give their own values (never a neighbour's), lines beyond the bound empty the table
+    rather than grow it, and a head llhttp parsed (no field lines) is read as it is."""
+    log = AccessLog(str(tmp_path / "a.log"), 1.0, ["s"], 0, client_fields_max_entries=3)
+    entry = _entry(canonical_target(b"/c", b"a.test"), b"text/plain", ())
+    sent = []
+    for i in range(40):
+        ua, referer = b"agent/%d" % (i % 5), b"http://r/%d" % (i % 7)
+        request = _request(
+            "GET", b"/c", b"a.test", "1.1", False, "10.0.0.1", TIMES[0], b"", ua, referer,
+            i % 4 != 3,
+        )  # fmt: skip
+        log.record_hit(request, entry, 0, 200, 1, 0.001)  # type: ignore[arg-type]
+        sent.append((ua.decode(), referer.decode()))
+        assert len(log._clients) <= 3
+    got = [json.loads(line) for line in _lines(log)]
+    assert [(r["user_agent"], r["referer"]) for r in got] == sent
