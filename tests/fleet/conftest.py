@@ -195,6 +195,23 @@ async def eventually(check: Any, timeout_s: float = 15.0, what: str = "condition
     await node_eventually(check, timeout_s, what)
 
 
+async def acknowledged(
+    publisher: Publisher, node: str, *seqs: int, timeout_s: float = 15.0
+) -> None:
+    """Until `node` has acknowledged every version in `seqs` on the feed. A worker answering
+    by a version comes before its node counts it (applied by every worker, its file kept:
+    `edgeproxy_fleet_applied`, `edgeproxy_fleet_version`) and acknowledges it, so a test reads
+    those after this, not after a status alone."""
+
+    async def all_acked() -> bool:
+        for seq in seqs:
+            if node not in await publisher.acks(seq):
+                return False
+        return True
+
+    await eventually(all_acked, timeout_s, f"{node} acknowledging versions {seqs}")
+
+
 async def eventually_status(url: str, want: int, timeout_s: float = 15.0) -> None:
     async def check() -> bool:
         return await status(url) == want

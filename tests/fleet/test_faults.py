@@ -14,6 +14,7 @@ from proxy.fleet import feed
 from tests.fleet.conftest import (
     Fleet,
     Relay,
+    acknowledged,
     entry,
     eventually,
     eventually_status,
@@ -63,10 +64,11 @@ async def test_redis_down_at_start(fleet: Fleet) -> None:
         assert await metric(n, "edgeproxy_fleet_connected") == 0
     redis_server.start()  # empty: the publisher seeds it again, with a full version
     await feed_.publish(2, [A, B])
-    for n in (old, new):
+    for name, n in (("old", old), ("new", new)):
         await eventually_status(n.url + "/b/x", 451)
         assert await status(n.url + "/a/x") == 451
         await eventually(lambda n=n: ready(n), what="ready again")
+        await acknowledged(feed_, name, 2)
         assert await metric(n, "edgeproxy_fleet_version") == 2
     assert set(await feed_.acks(2)) == {"old", "new"}
 
@@ -90,9 +92,9 @@ async def test_killed_mid_run_then_catches_up_in_order(fleet: Fleet) -> None:
     assert await status(node.url + "/b/x") == 451
     assert await status(node.url + "/a/x") == 200
     await eventually(lambda: ready(node), what="ready again")
+    await acknowledged(feed_, "edge", 2, 3)
     assert await metric(node, "edgeproxy_fleet_applied") == 2  # 2 and 3, each once
     assert await metric(node, "edgeproxy_fleet_reconnects") >= 1
-    assert "edge" in await feed_.acks(2) and "edge" in await feed_.acks(3)
 
 
 async def test_restarted_empty_is_reseeded_and_nothing_applies_twice(fleet: Fleet) -> None:
@@ -105,6 +107,7 @@ async def test_restarted_empty_is_reseeded_and_nothing_applies_twice(fleet: Flee
     assert await publish_drop(fleet, drop) == [1, 2]
     node = await fleet.node()
     await eventually_status(node.url + "/b/x", 451)
+    await acknowledged(feed_, "edge", 2)
     applied = await metric(node, "edgeproxy_fleet_applied")
     fleet.redis.restart(empty=True)
     (drop / version_filename(3)).write_bytes(versions[2])
@@ -112,6 +115,7 @@ async def test_restarted_empty_is_reseeded_and_nothing_applies_twice(fleet: Flee
     assert await publish_drop(fleet, drop) == [1, 2, 3]
     await eventually_status(node.url + "/c/x", 451)
     assert await status(node.url + "/a/x") == 451
+    await acknowledged(feed_, "edge", 3)
     assert await metric(node, "edgeproxy_fleet_applied") == applied + 1
     assert await metric(node, "edgeproxy_fleet_refused") == 0
     await eventually(lambda: ready(node), what="ready again")
@@ -154,6 +158,8 @@ async def test_partition_from_one_node(fleet: Fleet) -> None:
         relay.heal()
         await eventually_status(far.url + "/b/x", 451)
         await eventually(lambda: ready(far), what="far ready again")
+        await acknowledged(feed_, "near", 2)
+        await acknowledged(feed_, "far", 2)
         assert set(await feed_.acks(2)) == {"near", "far"}
     finally:
         await relay.stop()
