@@ -322,6 +322,15 @@ class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_log: str = ""  # "", "-" (stdout) or a file path
     access_log_sample: float = 1.0
     access_log_format: Literal["json", "text"] = "json"  # one JSON object, or combined + key=value
+    # Lines are formatted and handed to the writer thread this often; records a worker holds
+    # beyond the limit (the destination not keeping up) are dropped and counted.
+    access_log_flush_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.2
+    access_log_max_buffered_records: Annotated[int, msgspec.Meta(ge=1)] = 65536
+    # Records formatted per loop turn: requests are answered between such chunks.
+    access_log_format_chunk_rows: Annotated[int, msgspec.Meta(ge=1)] = 256
+    # Distinct request field lines whose User-Agent and Referer a worker keeps (each at most
+    # 2 KiB); 0: read them anew for every hit.
+    access_log_client_fields_max_entries: Annotated[int, msgspec.Meta(ge=0)] = 1024
     format: Literal["text", "json"] = "text"  # the service log on stderr (not the access log)
     # A request id in every answer, sent to the origin and logged ("": none). A client's own is
     # kept only from these networks (a load balancer that assigns one), and only well formed.

@@ -78,6 +78,10 @@ def build_worker(
             stats=stats,
             text=cfg.log.access_log_format == "text",
             request_ids=ids,
+            max_buffered=cfg.log.access_log_max_buffered_records,
+            flush_interval_s=cfg.log.access_log_flush_interval_s,
+            format_chunk_rows=cfg.log.access_log_format_chunk_rows,
+            client_fields_max_entries=cfg.log.access_log_client_fields_max_entries,
         )
     # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
     shared = SharedTier.from_config(cfg.cache, stats) if cfg.cache.shared_tier_url else None

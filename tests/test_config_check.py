@@ -154,6 +154,19 @@ BAD = [
         "sites[1].name",
     ),
     ('access_log = ""', 'access_log = "/nonexistent-dir-xyz/access.log"', "log.access_log"),
+    ('access_log = ""', "access_log_flush_interval_s = 0.0", "log.access_log_flush_interval_s"),
+    ('access_log = ""', "access_log_flush_interval_s = nan", "log.access_log_flush_interval_s"),
+    (
+        'access_log = ""',
+        "access_log_max_buffered_records = 0",
+        "log.access_log_max_buffered_records",
+    ),
+    ('access_log = ""', "access_log_format_chunk_rows = -1", "log.access_log_format_chunk_rows"),
+    (
+        'access_log = ""',
+        "access_log_client_fields_max_entries = -1",
+        "log.access_log_client_fields_max_entries",
+    ),
     ("[log]", '[admin]\ntoken_file = "/nonexistent/token"\n[log]', "admin.token_file"),
     ("[log]", '[blocklist]\npublic_key = "/nonexistent/key.pub"\n[log]', "blocklist.public_key"),
 ]

@@ -65,7 +65,8 @@ MAX_BUFFERED = 65536  # records held: waiting, or in the batch being formatted
 # answered between chunks, so the log never holds the loop for more than about half a ms.
 FORMAT_CHUNK_ROWS = 256
 # Distinct sets of request field lines whose User-Agent and Referer are kept (`_client_fields`):
-# at most this many lines of at most the strict head's 2 KiB each; emptied whole when full.
+# at most this many lines of at most the strict head's 2 KiB each; emptied whole when full; 0:
+# none kept.
 CLIENT_FIELDS_MAX_ENTRIES = 1024
 MAX_PENDING_BYTES = 16 << 20  # formatted bytes waiting for the writer thread
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
@@ -242,7 +243,7 @@ class AccessLog:
         what logging added to a hit, measured in process). Lines that differ, or a head llhttp
         parsed, are read as before."""
         lines = request.field_lines
-        if not lines:
+        if not lines or not self._clients_max:
             return _client_fields(request)
         clients = self._clients
         found = clients.get(lines)

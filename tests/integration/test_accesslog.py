@@ -24,7 +24,7 @@ from proxy.node.accesslog import AccessLog
 from proxy.rfc.storable import NoStoreReason
 from proxy.rfc.target import canonical_target
 from tests.integration.conftest import raw_request
-from tests.integration.node import Node
+from tests.integration.node import Node, eventually, metric
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -190,6 +190,42 @@ async def test_sample_zero_writes_nothing(origin_server, nodes, tmp_path: Path) 
                 assert r.status == 200
     assert await node.stop() == 0
     assert log.exists() and log.read_text() == ""
+
+
+async def test_the_buffer_and_batch_settings_are_the_configs(
+    origin_server, nodes, tmp_path: Path
+) -> None:
+    """`[log] access_log_max_buffered_records` and `access_log_flush_interval_s` reach the
+    workers: with a batch every minute and room for 3 records, 2 of 5 requests are dropped and
+    counted, and the 3 kept are written when the node stops."""
+    origin = await origin_server(origin_app([]))
+    log = tmp_path / "access.log"
+    cfg = write_config(
+        tmp_path,
+        origin,
+        f'access_log = "{log}"\naccess_log_flush_interval_s = 60.0\n'
+        "access_log_max_buffered_records = 3\naccess_log_format_chunk_rows = 2\n"
+        "access_log_client_fields_max_entries = 0",
+    )
+    node = Node(["--config", str(cfg), "--workers", "1"])
+    nodes.append(node)
+    await node.start()
+    async with aiohttp.ClientSession() as s:
+        for n in range(5):
+            async with s.get(node.url + f"/c/{n}", headers={"Host": "a.test"}) as r:
+                assert r.status == 200
+
+    async def two_dropped() -> bool:
+        return await metric(node, "edgeproxy_access_log_dropped_total") == 2
+
+    await eventually(two_dropped, what="2 records dropped")
+    assert log.read_text() == ""  # the next batch is a minute away
+    assert await node.stop() == 0
+    assert [json.loads(line)["target"] for line in log.read_text().splitlines()] == [
+        "/c/0",
+        "/c/1",
+        "/c/2",
+    ]
 
 
 # -- the writer, in-process -----------------------------------------------------------------
