@@ -177,17 +177,28 @@ async def test_one_json_line_per_request_with_the_operator_fields(
     assert seen.count("/c/1") == 1
 
 
-async def test_sample_zero_writes_nothing(origin_server, nodes, tmp_path: Path) -> None:
+async def logged_node(
+    origin_server, nodes, tmp_path: Path, settings: str, paths: list[str]
+) -> Node:
+    """A one-worker node logging to tmp_path/access.log with these `[log]` settings, after
+    a GET of each path (site a.test)."""
     origin = await origin_server(origin_app([]))
     log = tmp_path / "access.log"
-    cfg = write_config(tmp_path, origin, f'access_log = "{log}"\naccess_log_sample = 0.0')
+    cfg = write_config(tmp_path, origin, f'access_log = "{log}"\n{settings}')
     node = Node(["--config", str(cfg), "--workers", "1"])
     nodes.append(node)
     await node.start()
     async with aiohttp.ClientSession() as s:
-        for n in range(10):
-            async with s.get(node.url + f"/c/{n % 3}", headers={"Host": "a.test"}) as r:
+        for path in paths:
+            async with s.get(node.url + path, headers={"Host": "a.test"}) as r:
                 assert r.status == 200
+    return node
+
+
+async def test_sample_zero_writes_nothing(origin_server, nodes, tmp_path: Path) -> None:
+    paths = [f"/c/{n % 3}" for n in range(10)]
+    node = await logged_node(origin_server, nodes, tmp_path, "access_log_sample = 0.0", paths)
+    log = tmp_path / "access.log"
     assert await node.stop() == 0
     assert log.exists() and log.read_text() == ""
 
@@ -198,22 +209,13 @@ async def test_the_buffer_and_batch_settings_are_the_configs(
     """`[log] access_log_max_buffered_records` and `access_log_flush_interval_s` reach the
     workers: with a batch every minute and room for 3 records, 2 of 5 requests are dropped and
     counted, and the 3 kept are written when the node stops."""
-    origin = await origin_server(origin_app([]))
-    log = tmp_path / "access.log"
-    cfg = write_config(
-        tmp_path,
-        origin,
-        f'access_log = "{log}"\naccess_log_flush_interval_s = 60.0\n'
-        "access_log_max_buffered_records = 3\naccess_log_format_chunk_rows = 2\n"
-        "access_log_client_fields_max_entries = 0",
+    settings = (
+        "access_log_flush_interval_s = 60.0\naccess_log_max_buffered_records = 3\n"
+        "access_log_format_chunk_rows = 2\naccess_log_client_fields_max_entries = 0"
     )
-    node = Node(["--config", str(cfg), "--workers", "1"])
-    nodes.append(node)
-    await node.start()
-    async with aiohttp.ClientSession() as s:
-        for n in range(5):
-            async with s.get(node.url + f"/c/{n}", headers={"Host": "a.test"}) as r:
-                assert r.status == 200
+    paths = [f"/c/{n}" for n in range(5)]
+    node = await logged_node(origin_server, nodes, tmp_path, settings, paths)
+    log = tmp_path / "access.log"
 
     async def two_dropped() -> bool:
         return await metric(node, "edgeproxy_access_log_dropped_total") == 2
