@@ -326,6 +326,8 @@ class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # beyond the limit (the destination not keeping up) are dropped and counted.
     access_log_flush_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.2
     access_log_max_buffered_records: Annotated[int, msgspec.Meta(ge=1)] = 65536
+    # Formatted lines waiting for the writer thread: beyond this the next batch waits unformatted.
+    access_log_max_pending_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 << 20
     # Records formatted per loop turn: requests are answered between such chunks.
     access_log_format_chunk_rows: Annotated[int, msgspec.Meta(ge=1)] = 256
     # Distinct request field lines whose User-Agent and Referer a worker keeps (each at most

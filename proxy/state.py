@@ -82,6 +82,7 @@ def build_worker(
             flush_interval_s=cfg.log.access_log_flush_interval_s,
             format_chunk_rows=cfg.log.access_log_format_chunk_rows,
             client_fields_max_entries=cfg.log.access_log_client_fields_max_entries,
+            max_pending_bytes=cfg.log.access_log_max_pending_bytes,
         )
     # Shared by this node's workers (and a fleet's nodes) behind each memory tier.
     shared = SharedTier.from_config(cfg.cache, stats) if cfg.cache.shared_tier_url else None

@@ -162,6 +162,7 @@ BAD = [
         "log.access_log_max_buffered_records",
     ),
     ('access_log = ""', "access_log_format_chunk_rows = -1", "log.access_log_format_chunk_rows"),
+    ('access_log = ""', "access_log_max_pending_bytes = 0", "log.access_log_max_pending_bytes"),
     (
         'access_log = ""',
         "access_log_client_fields_max_entries = -1",

@@ -68,7 +68,9 @@ FORMAT_CHUNK_ROWS = 256
 # at most this many lines of at most the strict head's 2 KiB each; emptied whole when full; 0:
 # none kept.
 CLIENT_FIELDS_MAX_ENTRIES = 1024
-MAX_PENDING_BYTES = 16 << 20  # formatted bytes waiting for the writer thread
+# Formatted bytes waiting for the writer thread: beyond them a batch is not formatted (its
+# records wait, bounded by `max_buffered`).
+MAX_PENDING_BYTES = 16 << 20
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 # A time's milliseconds and zone as written (".042Z"), looked up: an f-string's `:03d` cost a
@@ -139,6 +141,7 @@ class AccessLog:
         text: bool = False,
         request_ids: RequestIds | None = None,
         client_fields_max_entries: int = CLIENT_FIELDS_MAX_ENTRIES,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"access log sample must be within 0..1, got {sample}")
@@ -153,6 +156,7 @@ class AccessLog:
         self.max_buffered = max_buffered
         self.flush_interval_s = flush_interval_s
         self.format_chunk_rows = format_chunk_rows
+        self.max_pending_bytes = max_pending_bytes
         self.dropped = 0
         self.written = 0  # lines handed to the OS
         self.write_errors = 0
@@ -270,7 +274,7 @@ class AccessLog:
     def _tick(self) -> None:
         self._timer = None
         rows, done = self._rows, self._done
-        if self._queued_bytes - self._written_bytes < MAX_PENDING_BYTES:
+        if self._queued_bytes - self._written_bytes < self.max_pending_bytes:
             stop = done + self.format_chunk_rows * _SLOTS
             if len(rows) > stop:
                 # The rest in the next loop turns: a whole batch at once (thousands of rows

@@ -607,3 +607,50 @@ async def test_a_short_writev_is_carried_on_and_a_failed_one_counted(
     got = [json.loads(line)["target"] for line in log.read_text().splitlines()]
     assert got == [f"/{n}" for n in [*range(30), *range(42, 45)]]
     assert al.snapshot() == {"dropped": 0, "written": 33, "write_errors": 1, "lost": 12}
+
+
+async def test_formatted_lines_wait_for_the_writer_within_their_bound(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """With the writer stuck, batches are formatted only while the formatted lines waiting for
+    it stay under `max_pending_bytes`; later records wait as rows (bounded by max_buffered).
+    Once it moves again, every line is written, in order."""
+    import threading
+
+    log = tmp_path / "a.log"
+    al = AccessLog(str(log), 1.0, ["a"], 0, flush_interval_s=0.01, max_pending_bytes=1)
+    release, entered = threading.Event(), threading.Event()
+    real_writev = os.writev
+
+    def stuck(fd: int, chunks: list[bytes]) -> int:
+        entered.set()
+        release.wait(10.0)
+        return real_writev(fd, chunks)
+
+    monkeypatch.setattr(os, "writev", stuck)
+    al.record(fake_ctx("/0"), 0.001)  # type: ignore[arg-type]
+    async with asyncio.timeout(5.0):
+        while not entered.is_set():  # the first batch is with the writer, which is stuck
+            await asyncio.sleep(0.01)
+    al.record(fake_ctx("/1"), 0.001)  # type: ignore[arg-type]
+    async with asyncio.timeout(5.0):
+        while not al._pending:  # formatted: nothing was waiting for the writer yet
+            await asyncio.sleep(0.01)
+    ticks = 0
+    real_tick = al._tick
+
+    def counted_tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        real_tick()
+
+    al._tick = counted_tick  # type: ignore[method-assign]
+    al.record(fake_ctx("/2"), 0.001)  # type: ignore[arg-type]
+    async with asyncio.timeout(5.0):
+        while ticks < 3:  # batches due three times over: /1 is still waiting for the writer
+            await asyncio.sleep(0.01)
+    assert len(al._pending) == 1 and al._rows  # so /2 stays a row
+    release.set()
+    records = await read_lines(log, 3)
+    assert [r["target"] for r in records] == ["/0", "/1", "/2"] and al.dropped == 0
+    al.close()
