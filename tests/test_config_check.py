@@ -62,6 +62,11 @@ BAD = [
     ("keepalive_timeout_s = 75.0", "keepalive_timeout_s = -inf", "limits.keepalive_timeout_s"),
     ("keepalive_timeout_s = 75.0", "keepalive_timeout_s = -1.0", "limits.keepalive_timeout_s"),
     ("keepalive_timeout_s = 75.0", "max_header_count = -5", "limits.max_header_count"),
+    (
+        "keepalive_timeout_s = 75.0",
+        "max_request_line_bytes = 70000",
+        "limits.max_request_line_bytes",
+    ),
     ("workers = 1", "workers = -3", "workers"),
     ("workers = 1", "workers = 1\ndrain_timeout_s = nan", "drain_timeout_s"),
     ("[log]", "[origin]\nconnect_timeout_s = -0.5\n[log]", "origin.connect_timeout_s"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
+from proxy.rfc.target import MAX_TARGET_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class FrontLimits:
@@ -48,6 +50,13 @@ class FrontLimits:
                 raise ValueError(f"limits.{f.name} must be positive, got {value!r}")
         if self.write_buffer_low_bytes > self.write_buffer_high_bytes:
             raise ValueError("limits.write_buffer_low_bytes exceeds write_buffer_high_bytes")
+        if self.max_request_line_bytes > MAX_TARGET_BYTES:
+            # Every target the front admits must be one the cache can key, read back from its
+            # tiers and purge by URL (proxy.rfc.target refuses longer ones everywhere).
+            raise ValueError(
+                f"limits.max_request_line_bytes may be at most {MAX_TARGET_BYTES}, "
+                f"got {self.max_request_line_bytes}"
+            )
 
     @property
     def tick_s(self) -> float:

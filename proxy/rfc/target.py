@@ -79,7 +79,12 @@ __all__ = [
     "clear_memo",
 ]
 
-MAX_TARGET_BYTES = 8192
+# The longest target this module canonicalises, anywhere: requests (where the front's
+# `limits.max_request_line_bytes`, at most this, refuses longer ones first with 414), records
+# read back from the cache tiers, purge and invalidation URLs. It is the ceiling that limit may
+# be raised to, so that a target the front admitted is never refused later. It was 8192, the
+# limit's default: raising the limit only moved the 414 from the front to admit.
+MAX_TARGET_BYTES = 65536
 # Percent-decoding rounds the blocklist's match keys apply (proxy.blocklist.keys); a path that
 # still decodes after this many is refused, so no origin can decode further than the keys did.
 MAX_DECODE_ROUNDS = 4
