@@ -14,9 +14,14 @@ from enum import StrEnum
 import msgspec
 
 from proxy.blocklist import keys
+from proxy.rfc.target import MAX_TARGET_BYTES
 
 MAX_ID_CHARS = 200
-MAX_VALUE_CHARS = 8192
+# Room for any URL an edge may serve: the longest target it admits (`limits.
+# max_request_line_bytes` is at most MAX_TARGET_BYTES) after a scheme, a host name of up to 253
+# characters and a port. It was 8192, so a notice naming a longer URL (one of 8,100 bytes on a
+# long host name, under the default limit) could not be listed by its exact URL.
+MAX_VALUE_CHARS = MAX_TARGET_BYTES + 512
 MAX_TEXT_CHARS = 2000
 
 

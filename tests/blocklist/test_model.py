@@ -61,3 +61,19 @@ def test_decoding_from_json_checks_field_types() -> None:
     assert entry.type is EntryType.HOST and entry.notice == "" and entry.expires_at is None
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"id":"a","type":"nope","value":"x"}', type=Entry)
+
+
+def test_any_url_an_edge_admits_can_be_listed_exactly() -> None:
+    """The longest target an edge admits (limits.max_request_line_bytes is at most
+    MAX_TARGET_BYTES), on a 253-character host with a port, fits an entry's value; a value
+    longer than that is refused."""
+    from proxy.blocklist.model import MAX_VALUE_CHARS
+    from proxy.rfc.target import MAX_TARGET_BYTES
+
+    host = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters
+    url = f"https://{host}:65535/" + "p" * (MAX_TARGET_BYTES - 1)
+    etype, key, _ = compile_entry(Entry("long", EntryType.URL, url))
+    assert etype is EntryType.URL and key == f"{host}/" + "p" * (MAX_TARGET_BYTES - 1)
+    too_long = "https://e.com/" + "p" * MAX_VALUE_CHARS
+    with pytest.raises(InvalidEntry, match="longer than"):
+        validate_entry(Entry("v", EntryType.URL, too_long))

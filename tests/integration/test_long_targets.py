@@ -70,6 +70,32 @@ async def test_a_long_target_is_cached_read_back_and_purged(node: Node) -> None:
     assert status == 200 and "fwd=miss" in cs, cs
 
 
+async def test_a_long_url_is_listed_by_its_exact_url_and_refused(node: Node) -> None:
+    """A takedown can name any URL the edge serves: an exact-URL entry of 12,000+ characters
+    is taken (it was refused over 8,192) and the URL answers 451 from then on, on every
+    worker, while its neighbour does not."""
+    assert (await get(node.url + LONG))[0] == 200
+    status, body = await node.admin_json(
+        "POST",
+        "/blocklist/entries",
+        {
+            "entries": [
+                {
+                    "id": "long-1",
+                    "type": "url",
+                    "value": f"http://{HOST}{LONG}",
+                    "notice": "N-long",
+                    "reason": "test",
+                }
+            ]
+        },
+    )
+    assert status == 200, body
+    answers = [await get(node.url + LONG) for _ in range(4)]  # both workers
+    assert all(status == 451 for status, _ in answers), answers
+    assert (await get(node.url + LONG + "b"))[0] == 200
+
+
 async def test_over_the_configured_limit_is_414(node: Node) -> None:
     status, _ = await get(node.url + "/" + "b" * 21_000)
     assert status == 414
