@@ -92,6 +92,8 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shared_tier_tls_cert_file: str = ""
     shared_tier_tls_key_file: str = ""
     hot_memo_max_entries: int = 65536  # raw targets remembered for hot hits and 451s
+    # Bytes of raw targets, Hosts and 451 answers each of the memo's tables may hold.
+    hot_memo_max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 32 << 20
     # Origin answer heads the pass-through lane remembers as not storable (proxy/phases/
     # lane.py); 0 turns the lane off (every pass-through walks the phases).
     pass_lane_max_entries: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1024

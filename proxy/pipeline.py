@@ -154,6 +154,7 @@ class Pipeline:
             self.cache.touch,
             node=self.cache,  # node-tier answers too, refused as lookup would refuse them
             refused=lambda entry: lookup.stored_refused(self.enforcer, entry),
+            max_bytes=cfg.cache.hot_memo_max_bytes,
         )
         self.enforcer = Enforcer(
             self.cache, stats, on_swap=self.memo.clear, purge_slice_s=cfg.blocklist.purge_slice_s

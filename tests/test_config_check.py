@@ -107,6 +107,7 @@ BAD = [
     ("[log]", "[cache]\nnode_touch_interval_s = -1\n[log]", "cache.node_touch_interval_s"),
     ("[log]", "[cache]\nnode_proof_cache_bytes = -1\n[log]", "cache.node_proof_cache_bytes"),
     ("[log]", "[cache]\npass_lane_max_entries = -1\n[log]", "cache.pass_lane_max_entries"),
+    ("[log]", "[cache]\nhot_memo_max_bytes = 0\n[log]", "cache.hot_memo_max_bytes"),
     (
         "[log]",
         "[cache]\npass_lane_max_entries = 2000000\n[log]",

@@ -7,7 +7,12 @@ It memoises decisions, it does not make them: a remembered entry is still judged
 exactly as on the full path. The memo is emptied at every snapshot swap, and an entry that
 left the memory tier is no longer `alive`. Only plain requests (unflagged, body-less GET/HEAD)
 use it; its size is `cache.hot_memo_max_entries` (emptied whole when full: cheap, and the hot
-set refills it in a moment).
+set refills it in a moment), and each of its tables (hits, node-tier references, 451s) is
+emptied too once the keys and answers it holds pass `cache.hot_memo_max_bytes`. Entries alone
+did not bound it: a raw target may be as long as `limits.max_request_line_bytes`, and a
+client can make any number of distinct ones that get the same remembered answer (percent-
+encoded variants of one stored URL, any URL under a listed prefix): 65,536 remembered 451s
+for targets of 8 KB held 520 MiB a worker (tracemalloc), and the hit table as much again.
 
 Node-tier answers (issue 11): an entry read from the node tier that memory did not adopt
 (`proxy.cache.admission`) is not kept here (it is not `alive`), but a `NodeRef` to its item
@@ -43,6 +48,14 @@ from proxy.rfc.freshness import Reuse
 
 _FRESH = Reuse.FRESH  # a module global: cheaper to read on the hottest path than the enum's
 MemoKey = tuple[bytes, bytes | None]  # (raw target, raw Host)
+# What a remembered key costs besides its bytes: the dict slot, the tuple, two bytes objects.
+KEY_OVERHEAD_BYTES = 200
+HOT_MEMO_MAX_BYTES = 32 << 20
+
+
+def _held(key: MemoKey) -> int:
+    host = key[1]
+    return len(key[0]) + (len(host) if host is not None else 0) + KEY_OVERHEAD_BYTES
 
 
 class Remembered451(NamedTuple):
@@ -61,8 +74,10 @@ class HotMemo:
         *,
         node: TieredCache | None = None,
         refused: Callable[[Entry], bool] | None = None,
+        max_bytes: int = HOT_MEMO_MAX_BYTES,
     ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes  # each table's keys and answers
         self.clock = clock  # the data plane's (the pipeline keeps it in step)
         self.touch = touch  # the cache's LRU refresh
         # Node-tier answers: the cache that reads them, and lookup's digest refusal. Both or
@@ -72,6 +87,8 @@ class HotMemo:
         self._hits: dict[MemoKey, weakref.ref[Entry]] = {}
         self._refs: dict[MemoKey, NodeRef] = {}  # node-tier answers (no body held)
         self._blocked: dict[MemoKey, Remembered451] = {}
+        # What each table holds (`_held`, and a 451's head and body), against `max_bytes`.
+        self._hits_bytes = self._refs_bytes = self._blocked_bytes = 0
 
     def take_hit(
         self, method: str, raw_target: bytes, host: bytes | None
@@ -90,7 +107,9 @@ class HotMemo:
         if entry is None or not entry.alive:
             # Memory let it go (evicted, purged): the full path decides, and remembers a
             # node-tier answer by reference from then on (`remember_hit`).
-            del self._hits[(raw_target, host)]
+            key = (raw_target, host)
+            del self._hits[key]
+            self._hits_bytes -= _held(key)
             return None
         now = self.clock()
         if decide(entry, now, EMPTY_CC) is not _FRESH:
@@ -110,7 +129,9 @@ class HotMemo:
         assert self.node is not None
         entry = self.node.get_hot(ref)
         if entry is None:
-            del self._refs[(raw_target, host)]  # no longer in the node tier
+            key = (raw_target, host)
+            del self._refs[key]  # no longer in the node tier
+            self._refs_bytes -= _held(key)
             return None
         now = self.clock()
         if not fresh_plain(entry, now) or self.refused(entry):
@@ -126,27 +147,48 @@ class HotMemo:
         """Remember a fresh hit: the entry while memory holds it, a `NodeRef` when it was
         answered by the node tier and not adopted, nothing otherwise."""
         key = (raw_target, host)
+        n = len(raw_target) + (len(host) if host is not None else 0) + KEY_OVERHEAD_BYTES
         if not entry.alive:
-            self._hits.pop(key, None)  # what memory held for it then, it holds no longer
+            if self._hits.pop(key, None) is not None:  # what memory held then, it holds no longer
+                self._hits_bytes -= n
             ref = self.node.node_ref(entry) if self.node is not None else None
             if ref is not None:
-                if len(self._refs) >= self.max_entries:
-                    self._refs.clear()
+                if key not in self._refs:
+                    if len(self._refs) >= self.max_entries or self._refs_bytes + n > self.max_bytes:
+                        self._refs.clear()
+                        self._refs_bytes = 0
+                    self._refs_bytes += n
                 self._refs[key] = ref
             return
-        self._refs.pop(key, None)
-        if len(self._hits) >= self.max_entries:
-            self._hits.clear()
+        if self._refs.pop(key, None) is not None:
+            self._refs_bytes -= n
+        if key not in self._hits:
+            if len(self._hits) >= self.max_entries or self._hits_bytes + n > self.max_bytes:
+                self._hits.clear()
+                self._hits_bytes = 0
+            self._hits_bytes += n
         self._hits[key] = weakref.ref(entry)
 
     def remember_blocked(
         self, raw_target: bytes, host: bytes | None, answer: Remembered451
     ) -> None:
-        if len(self._blocked) >= self.max_entries:
+        key = (raw_target, host)
+        n = _held(key) + len(answer.head) + len(answer.body)
+        old = self._blocked.get(key)
+        if old is not None:
+            self._blocked_bytes -= _held(key) + len(old.head) + len(old.body)
+        elif len(self._blocked) >= self.max_entries or self._blocked_bytes + n > self.max_bytes:
             self._blocked.clear()
-        self._blocked[(raw_target, host)] = answer
+            self._blocked_bytes = 0
+        self._blocked_bytes += n
+        self._blocked[key] = answer
+
+    def held_bytes(self) -> int:
+        """What the memo's tables hold in keys and answers (`max_bytes` bounds each)."""
+        return self._hits_bytes + self._refs_bytes + self._blocked_bytes
 
     def clear(self) -> None:
         self._hits.clear()
         self._refs.clear()
         self._blocked.clear()
+        self._hits_bytes = self._refs_bytes = self._blocked_bytes = 0
