@@ -59,6 +59,10 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     heuristic_fraction: float = 0.1  # RFC 9111 §4.2.2: of (Date - Last-Modified)
     heuristic_max_s: float = 86400.0
     hit_for_miss_s: float = 10.0  # remember "uncacheable" so followers don't queue
+    # Those marks a worker keeps at most, and the bytes of their keys (targets run to the
+    # request-line limit); the oldest give way.
+    hit_for_miss_max_entries: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    hit_for_miss_max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 32 << 20
     # How long a follower waits for its leader (in its worker, or with a node tier, another).
     coalesce_wait_s: float = 15.0
     store_set_cookie: bool = False  # a shared cache handing one user's cookie to others is a leak
@@ -141,6 +145,9 @@ class OriginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # full), and the largest head kept.
     response_head_memo_entries: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 512
     response_head_memo_max_bytes: Annotated[int, msgspec.Meta(ge=0, le=64 << 10)] = 4096
+    # The fields sent upstream, remembered by the request's header list (proxy/phases/fetch.py):
+    # the bytes a worker keeps at most, about three times each header list's.
+    request_fields_memo_max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 << 20
     # Only one whole answer in this many is filed: a head that repeats is still kept within
     # a few dozen answers, and heads that never repeat (an ETag of their own) cost nothing.
     response_head_memo_learn_one_in: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 8

@@ -108,6 +108,13 @@ BAD = [
     ("[log]", "[cache]\nnode_proof_cache_bytes = -1\n[log]", "cache.node_proof_cache_bytes"),
     ("[log]", "[cache]\npass_lane_max_entries = -1\n[log]", "cache.pass_lane_max_entries"),
     ("[log]", "[cache]\nhot_memo_max_bytes = 0\n[log]", "cache.hot_memo_max_bytes"),
+    ("[log]", "[cache]\nhit_for_miss_max_bytes = 0\n[log]", "cache.hit_for_miss_max_bytes"),
+    ("[log]", "[cache]\nhit_for_miss_max_entries = 0\n[log]", "cache.hit_for_miss_max_entries"),
+    (
+        "[log]",
+        "[origin]\nrequest_fields_memo_max_bytes = 0\n[log]",
+        "origin.request_fields_memo_max_bytes",
+    ),
     (
         "[log]",
         "[cache]\npass_lane_max_entries = 2000000\n[log]",

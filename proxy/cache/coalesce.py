@@ -17,8 +17,11 @@ Nothing here costs more per request as followers or remembered keys pile up (iss
 follower waits on a future of its own, so leaving is one dict deletion (`asyncio.shield` per
 follower put a callback per follower on the fetch, and asyncio scans them all to remove one:
 20k followers leaving blocked the loop 4.5 s); hit-for-miss marks are kept oldest first and
-lapse from that end, at most `MAX_HIT_FOR_MISS` of them (the oldest give way beyond: the cost
-is only a request coalescing where it need not have).
+lapse from that end, at most `max_marks` of them and `max_mark_bytes` of keys (the oldest give
+way beyond: the cost is only a request coalescing where it need not have). The bytes matter
+because a key holds the request's target, up to the request-line limit, and a client can make
+a new one with every request to an origin that answers them uncacheable: 100,000 marks of 8 KB
+targets would have held ~800 MB a worker.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 MAX_HIT_FOR_MISS = 100_000
+MAX_HIT_FOR_MISS_BYTES = 32 << 20
+MARK_OVERHEAD_BYTES = 150  # the ordered dict's node, the float and the tuple besides the key
 
 
 class Leading(Generic[T]):
@@ -45,12 +50,25 @@ class Leading(Generic[T]):
 
 
 class Coalescer(Generic[T]):
-    def __init__(self, *, hit_for_miss_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        hit_for_miss_s: float,
+        clock: Callable[[], float],
+        max_marks: int = MAX_HIT_FOR_MISS,
+        max_mark_bytes: int = MAX_HIT_FOR_MISS_BYTES,
+        key_bytes: Callable[[Any], int] = lambda key: 0,
+    ) -> None:
         self._inflight: dict[Hashable, asyncio.Future[T] | Leading[T]] = {}
         self._followers: dict[asyncio.Future[T], dict[asyncio.Future[T], None]] = {}
-        # key -> until, oldest first: one clock and one duration, so `until` ascends.
-        self._hit_for_miss: OrderedDict[Hashable, float] = OrderedDict()
+        # key -> (until, bytes held), oldest first: one clock and one duration, so `until`
+        # ascends.
+        self._hit_for_miss: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
         self._hit_for_miss_s = hit_for_miss_s
+        self._max_marks = max_marks
+        self._max_mark_bytes = max_mark_bytes
+        self._key_bytes = key_bytes  # what a key holds (the caller knows its shape)
+        self.mark_bytes = 0  # held by the marks
         # No mark lapses before this time: at most the oldest mark's `until` (marks only
         # leave, or move to the new end with a later one), so until then `mark_uncacheable`
         # need not look at the old end.
@@ -62,12 +80,13 @@ class Coalescer(Generic[T]):
         return self._inflight.get(key)
 
     def is_hit_for_miss(self, key: Hashable) -> bool:
-        until = self._hit_for_miss.get(key)
-        if until is None:
+        held = self._hit_for_miss.get(key)
+        if held is None:
             return False
-        if self._clock() < until:
+        if self._clock() < held[0]:
             return True
         del self._hit_for_miss[key]
+        self.mark_bytes -= held[1]
         return False
 
     def mark_uncacheable(self, key: Hashable) -> None:
@@ -75,23 +94,32 @@ class Coalescer(Generic[T]):
             return
         now = self._clock()
         marks = self._hit_for_miss
-        marks[key] = now + self._hit_for_miss_s
+        held = marks.get(key)
+        if held is None:
+            size = self._key_bytes(key) + MARK_OVERHEAD_BYTES
+            self.mark_bytes += size
+        else:
+            size = held[1]  # every pass-through re-marks its key: counted once
+        marks[key] = (now + self._hit_for_miss_s, size)
         marks.move_to_end(key)
         # Each mark leaves once, from the old end: O(1) amortised per mark.
-        if len(marks) > MAX_HIT_FOR_MISS:
-            marks.popitem(last=False)
+        while len(marks) > self._max_marks or self.mark_bytes > self._max_mark_bytes:
+            self.mark_bytes -= marks.popitem(last=False)[1][1]
         if now < self._lapse_at:
             return  # nothing can have lapsed yet: every pass-through re-marks its key
         while marks:
             oldest = next(iter(marks))
-            until = marks[oldest]
+            until, size = marks[oldest]
             if until > now:
                 self._lapse_at = until
                 break
             del marks[oldest]
+            self.mark_bytes -= size
 
     def clear_uncacheable(self, key: Hashable) -> None:
-        self._hit_for_miss.pop(key, None)
+        held = self._hit_for_miss.pop(key, None)
+        if held is not None:
+            self.mark_bytes -= held[1]
 
     @property
     def remembered_uncacheable(self) -> int:

@@ -71,6 +71,15 @@ DROP_UPSTREAM = frozenset(
 )
 FORWARDED_MEMO_ENTRIES = 4096
 UPSTREAM_MEMO_ENTRIES = 4096  # distinct (client fields, address, authority, …) remembered
+UPSTREAM_MEMO_OVERHEAD_BYTES = 1000  # a memo entry's tuples, multidict and dict slot
+
+
+def item_key_bytes(key: ItemKey) -> int:
+    """What a cache key holds: its authority, raw path and query, and Vary values."""
+    (authority, raw_path_query), variant = key
+    return len(authority) + len(raw_path_query) + sum(map(len, variant))
+
+
 CONDITIONAL = frozenset(
     {
         b"if-none-match",
@@ -117,10 +126,18 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery, ExpressLane):
         # This hop's Forwarded element by (client address, authority, scheme): the same few
         # for every request of a connection, so formatted once (bounded, FORWARDED_MEMO_ENTRIES).
         self._forwarded: dict[tuple[str, str, str], str] = {}
-        # The upstream fields by what they derive from (`upstream_headers`).
+        # The upstream fields by what they derive from (`upstream_headers`), and about what
+        # that holds: a key is the request's whole header list, which a client can make new
+        # with every request (4,096 of 32 KiB ones held ~400 MB), so it is bounded in bytes too.
         self._upstream: dict[tuple[object, ...], tuple[CIMultiDict[str], bytes | None]] = {}
+        self._upstream_bytes = 0
+        self._upstream_max_bytes = cfg.origin.request_fields_memo_max_bytes
         self.coalescer: Coalescer[FetchOutcome] = Coalescer(
-            hit_for_miss_s=cfg.cache.hit_for_miss_s, clock=time.monotonic
+            hit_for_miss_s=cfg.cache.hit_for_miss_s,
+            clock=time.monotonic,
+            max_marks=cfg.cache.hit_for_miss_max_entries,
+            max_mark_bytes=cfg.cache.hit_for_miss_max_bytes,
+            key_bytes=item_key_bytes,
         )
         self.background: set[asyncio.Task[None]] = set()  # stale-while-revalidate refreshes
         # This worker's share of the node's in-flight body budget (proxy/phases/spool.py).
@@ -422,13 +439,20 @@ class Fetcher(UpstreamResponsePhase, StorePhase, StreamDelivery, ExpressLane):
         )
         memo = self._upstream.get(memo_key)
         if memo is None:
-            if len(self._upstream) >= UPSTREAM_MEMO_ENTRIES:
-                self._upstream.clear()
             built = self._upstream_headers(ctx, for_cache)
             try:
                 fields: bytes | None = render_fields(built)
             except OriginError:
                 fields = None  # refused when sent, as any request's fields would be
+            # The header list, its built copy and their rendering: about three times its bytes.
+            size = 3 * sum(len(n) + len(v) for n, v in req.headers) + UPSTREAM_MEMO_OVERHEAD_BYTES
+            if (
+                len(self._upstream) >= UPSTREAM_MEMO_ENTRIES
+                or self._upstream_bytes + size > self._upstream_max_bytes
+            ):
+                self._upstream.clear()
+                self._upstream_bytes = 0
+            self._upstream_bytes += size
             memo = self._upstream[memo_key] = (built, fields)
         return memo
 

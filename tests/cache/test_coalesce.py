@@ -166,6 +166,8 @@ def test_marks_lapse_as_when_every_mark_looked_at_the_old_end() -> None:
     import random
     from collections import OrderedDict
 
+    from proxy.cache.coalesce import MARK_OVERHEAD_BYTES
+
     rng = random.Random(18)
     now = [0.0]
     c: Coalescer[int] = Coalescer(hit_for_miss_s=5, clock=lambda: now[0])
@@ -187,4 +189,34 @@ def test_marks_lapse_as_when_every_mark_looked_at_the_old_end() -> None:
                 del ref[key]
         else:
             now[0] += rng.choice([0.0, 0.1, 1.0, 3.0, 7.0])
-        assert dict(c._hit_for_miss) == dict(ref)
+        assert {k: held[0] for k, held in c._hit_for_miss.items()} == dict(ref)
+        assert c.mark_bytes == len(ref) * MARK_OVERHEAD_BYTES  # the count follows every change
+
+
+def test_marks_are_bounded_in_the_bytes_of_their_keys_too() -> None:
+    """A mark's key holds the request's target, up to the request-line limit, and a client can
+    make a new one with every request: the marks hold at most `max_mark_bytes` of keys (the
+    oldest give way), and the count follows marks replaced, cleared, lapsed or pushed out."""
+    from proxy.cache.coalesce import MARK_OVERHEAD_BYTES
+
+    now = [0.0]
+    c: Coalescer[str] = Coalescer(
+        hit_for_miss_s=5, clock=lambda: now[0], max_mark_bytes=100_000, key_bytes=len
+    )
+    for i in range(100):
+        c.mark_uncacheable(f"/{i}/" + "x" * 8000)
+        assert c.mark_bytes <= 100_000
+    assert c.remembered_uncacheable == 100_000 // (8004 + MARK_OVERHEAD_BYTES)
+    assert c.is_hit_for_miss("/99/" + "x" * 8000) and not c.is_hit_for_miss("/0/" + "x" * 8000)
+    held = c.mark_bytes
+    c.mark_uncacheable("/99/" + "x" * 8000)  # marked again: counted once
+    assert c.mark_bytes == held
+    c.clear_uncacheable("/99/" + "x" * 8000)
+    assert c.mark_bytes == held - 8004 - MARK_OVERHEAD_BYTES
+    now[0] = 6.0
+    c.mark_uncacheable("short")  # every other mark has lapsed
+    assert c.remembered_uncacheable == 1 and c.mark_bytes == 5 + MARK_OVERHEAD_BYTES
+    few: Coalescer[str] = Coalescer(hit_for_miss_s=5, clock=lambda: 0.0, max_marks=3)
+    for k in "abcde":
+        few.mark_uncacheable(k)
+    assert few.remembered_uncacheable == 3 and few.is_hit_for_miss("e")

@@ -244,3 +244,25 @@ async def test_a_no_store_answer_gets_its_reason_without_a_lifetime(
     w = await make_worker(answer)
     r = await fetch(w, "GET", "/n")
     assert r.status == status and detail in r.cache_status, r.cache_status
+
+
+async def test_what_the_fetcher_remembers_per_request_is_bounded_in_bytes(make_worker) -> None:
+    """Two things the fetcher remembers are keyed by what a client sends and can make new with
+    every request: the upstream fields by the request's header list, and hit-for-miss marks by
+    the target. Both stay within their configured bytes, and every request still goes upstream
+    with its own fields."""
+    w = await make_worker(
+        origin,
+        origin__request_fields_memo_max_bytes=40_000,
+        cache__hit_for_miss_max_bytes=30_000,
+    )
+    fetcher = w.parts.pipeline.fetcher
+    for i in range(40):
+        pad = f"{i}-" + "p" * 4000
+        path = f"/free/{i}/" + "q" * 3000
+        assert (await fetch(w, "GET", path, [("X-Pad", pad)])).status == 200
+        assert w.origin.requests[-1].headers["X-Pad"] == pad
+        assert fetcher._upstream_bytes <= 40_000
+        assert fetcher.coalescer.mark_bytes <= 30_000
+    assert 0 < fetcher.coalescer.remembered_uncacheable < 40
+    assert 0 < len(fetcher._upstream) < 40
