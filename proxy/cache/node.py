@@ -935,7 +935,7 @@ class NodeTier:
             return None
         if rec.via == self.via or not self.via:
             entry.head = rec.head
-            entry.size = len(rec.head) + len(entry.body) + self.overhead_bytes
+            entry.size = len(rec.head) + len(entry.body) + self.overhead_bytes + entry.key_bytes()
         else:
             entry.render_head(self.overhead_bytes, self.via)
         self.stats.node_hits += 1

@@ -47,6 +47,35 @@ def test_byte_bound_respected_under_many_stores() -> None:
     assert 0 < s.objects < 50 and s.evictions == 500 - s.objects
 
 
+def test_the_byte_bound_holds_for_entries_of_long_urls() -> None:
+    """An entry's size counts its key (the target, cache key and match keys hold about four
+    copies of the path): a tier of entries for 8,000-byte targets holds, measured by
+    tracemalloc, no more than one of the same bound for short targets. It counted heads and
+    bodies only, and entries of long URLs held up to 27 times what it counted."""
+    import gc
+    import tracemalloc
+
+    from proxy.blocklist import keys
+    from proxy.rfc.target import clear_memo
+
+    bound = 2 << 20
+    held = {}
+    for path_bytes in (10, 8000):
+        tier = MemoryTier(max_bytes=bound, max_object_bytes=bound)
+        gc.collect()
+        tracemalloc.start()
+        for i in range(2000):
+            tier.put(entry("a.example", f"/{i}/" + "p" * path_bytes, bytes(1000)))
+        clear_memo()  # what the request path's memos hold is theirs, not the tier's
+        keys._match_keys_memo.cache_clear()
+        gc.collect()
+        held[path_bytes] = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert tier.stats().bytes <= bound
+        del tier
+    assert held[8000] < 1.5 * held[10], held
+
+
 def test_too_large_objects_refused() -> None:
     tier = MemoryTier(max_bytes=50_000, max_object_bytes=2_000)
     assert not tier.put(entry("a.example", "/big", bytes(5_000)))
