@@ -262,11 +262,13 @@ class Proven:
         self.body_end = body_at + len(entry.body)
         self.entry = entry
         # What holding it costs, roughly (tracemalloc: 2.35 KB with six fields and a head of
-        # 257 bytes, of which the decoded fields about 1 KB): counted against `proof_bytes`.
+        # 257 bytes, of which the decoded fields about 1 KB), and its key (`Entry.key_bytes`:
+        # copies of the path, up to the request-line limit): counted against `proof_bytes`.
         self.held = (
             PROOF_OVERHEAD_BYTES
             + len(entry.head)
             + sum(len(n) + len(v) + 100 for n, v in entry.headers)
+            + entry.key_bytes()
         )
 
 

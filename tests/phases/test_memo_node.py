@@ -391,3 +391,22 @@ def test_body_at_takes_the_body_not_an_earlier_run_of_its_first_bytes() -> None:
     assert body_at(seal + b"\x91" + decoy, body) == -1  # not there at all
     whole = seal + b"\x92" + head + body + head + body  # an equal run: either is the body
     assert whole[body_at(whole, body) :][: len(body)] == body
+
+
+def test_a_proof_counts_its_key_against_the_bound(tmp_path: Path) -> None:
+    """A proof holds its entry's target and cache key (copies of the path, which runs to the
+    request-line limit): counted, so proofs of long URLs fit the bound as short ones do."""
+    path = tmp_path / "node-cache"
+    prepare(path, 64 * MiB)
+    w = World(path)
+    assert w.cache.node is not None
+    w.cache.node.proof_bytes = 100_000
+    es = [entry(f"/long/{i}/" + "p" * 8000, b"%d" % i) for i in range(8)]
+    for e in es:
+        w.answered_by_node(e)
+    for e in es:
+        hot = w.take(e)
+        assert hot is not None and hot[0].body == e.body
+        assert w.cache.node._proofs_held <= 100_000
+    assert all(p.held > 4 * 8000 for p in w.cache.node._proofs.values())
+    assert 0 < len(w.cache.node._proofs) <= 3
