@@ -936,8 +936,7 @@ class NodeTier:
             self._reject(ikey, str(e))
             return None
         if rec.via == self.via or not self.via:
-            entry.head = rec.head
-            entry.size = len(rec.head) + len(entry.body) + self.overhead_bytes + entry.key_bytes()
+            entry.set_head(rec.head, self.overhead_bytes)
         else:
             entry.render_head(self.overhead_bytes, self.via)
         self.stats.node_hits += 1
