@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from proxy.cache.entry import Entry
 from proxy.cache.tiered import NodeRef, TieredCache
@@ -53,9 +53,14 @@ KEY_OVERHEAD_BYTES = 200
 HOT_MEMO_MAX_BYTES = 32 << 20
 
 
-def _held(key: MemoKey) -> int:
+def _held(key: MemoKey, value: object) -> int:
+    """What a remembered key and its value hold: the key's bytes, and a 451's head and body
+    (a weak reference or a `NodeRef` holds no body)."""
     host = key[1]
-    return len(key[0]) + (len(host) if host is not None else 0) + KEY_OVERHEAD_BYTES
+    n = len(key[0]) + (len(host) if host is not None else 0) + KEY_OVERHEAD_BYTES
+    if type(value) is Remembered451:
+        n += len(value.head) + len(value.body)
+    return n
 
 
 class Remembered451(NamedTuple):
@@ -63,6 +68,40 @@ class Remembered451(NamedTuple):
     body: bytes
     site_index: int
     type_index: int
+
+
+class _Table(dict[MemoKey, Any]):
+    """One of the memo's tables, bounded in entries and in what its keys and values hold
+    (`held`, by `_held`): a new key that would pass either empties it whole first. Reads are
+    the dict's own (`get`, on the hottest path); keys come and go by `put` and `drop`, which
+    keep `held` true."""
+
+    __slots__ = ("held", "max_entries", "max_bytes")
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        super().__init__()
+        self.held = 0
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    def put(self, key: MemoKey, value: Any) -> None:
+        n = _held(key, value)
+        old = self.get(key)
+        if old is not None:
+            self.held -= _held(key, old)
+        elif len(self) >= self.max_entries or self.held + n > self.max_bytes:
+            self.clear()
+        self.held += n
+        self[key] = value
+
+    def drop(self, key: MemoKey) -> None:
+        old = self.pop(key, None)
+        if old is not None:
+            self.held -= _held(key, old)
+
+    def clear(self) -> None:
+        super().clear()
+        self.held = 0
 
 
 class HotMemo:
@@ -76,19 +115,15 @@ class HotMemo:
         refused: Callable[[Entry], bool] | None = None,
         max_bytes: int = HOT_MEMO_MAX_BYTES,
     ) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes  # each table's keys and answers
         self.clock = clock  # the data plane's (the pipeline keeps it in step)
         self.touch = touch  # the cache's LRU refresh
         # Node-tier answers: the cache that reads them, and lookup's digest refusal. Both or
         # neither (without them no NodeRef is remembered).
         self.node = node if refused is not None else None
         self.refused = refused or (lambda e: True)
-        self._hits: dict[MemoKey, weakref.ref[Entry]] = {}
-        self._refs: dict[MemoKey, NodeRef] = {}  # node-tier answers (no body held)
-        self._blocked: dict[MemoKey, Remembered451] = {}
-        # What each table holds (`_held`, and a 451's head and body), against `max_bytes`.
-        self._hits_bytes = self._refs_bytes = self._blocked_bytes = 0
+        self._hits = _Table(max_entries, max_bytes)  # weak references to memory's entries
+        self._refs = _Table(max_entries, max_bytes)  # node-tier answers (no body held)
+        self._blocked = _Table(max_entries, max_bytes)  # `Remembered451`s
 
     def take_hit(
         self, method: str, raw_target: bytes, host: bytes | None
@@ -107,9 +142,7 @@ class HotMemo:
         if entry is None or not entry.alive:
             # Memory let it go (evicted, purged): the full path decides, and remembers a
             # node-tier answer by reference from then on (`remember_hit`).
-            key = (raw_target, host)
-            del self._hits[key]
-            self._hits_bytes -= _held(key)
+            self._hits.drop((raw_target, host))
             return None
         now = self.clock()
         if decide(entry, now, EMPTY_CC) is not _FRESH:
@@ -129,9 +162,7 @@ class HotMemo:
         assert self.node is not None
         entry = self.node.get_hot(ref)
         if entry is None:
-            key = (raw_target, host)
-            del self._refs[key]  # no longer in the node tier
-            self._refs_bytes -= _held(key)
+            self._refs.drop((raw_target, host))  # no longer in the node tier
             return None
         now = self.clock()
         if not fresh_plain(entry, now) or self.refused(entry):
@@ -147,48 +178,25 @@ class HotMemo:
         """Remember a fresh hit: the entry while memory holds it, a `NodeRef` when it was
         answered by the node tier and not adopted, nothing otherwise."""
         key = (raw_target, host)
-        n = len(raw_target) + (len(host) if host is not None else 0) + KEY_OVERHEAD_BYTES
         if not entry.alive:
-            if self._hits.pop(key, None) is not None:  # what memory held then, it holds no longer
-                self._hits_bytes -= n
+            self._hits.drop(key)  # what memory held for it then, it holds no longer
             ref = self.node.node_ref(entry) if self.node is not None else None
             if ref is not None:
-                if key not in self._refs:
-                    if len(self._refs) >= self.max_entries or self._refs_bytes + n > self.max_bytes:
-                        self._refs.clear()
-                        self._refs_bytes = 0
-                    self._refs_bytes += n
-                self._refs[key] = ref
+                self._refs.put(key, ref)
             return
-        if self._refs.pop(key, None) is not None:
-            self._refs_bytes -= n
-        if key not in self._hits:
-            if len(self._hits) >= self.max_entries or self._hits_bytes + n > self.max_bytes:
-                self._hits.clear()
-                self._hits_bytes = 0
-            self._hits_bytes += n
-        self._hits[key] = weakref.ref(entry)
+        self._refs.drop(key)
+        self._hits.put(key, weakref.ref(entry))
 
     def remember_blocked(
         self, raw_target: bytes, host: bytes | None, answer: Remembered451
     ) -> None:
-        key = (raw_target, host)
-        n = _held(key) + len(answer.head) + len(answer.body)
-        old = self._blocked.get(key)
-        if old is not None:
-            self._blocked_bytes -= _held(key) + len(old.head) + len(old.body)
-        elif len(self._blocked) >= self.max_entries or self._blocked_bytes + n > self.max_bytes:
-            self._blocked.clear()
-            self._blocked_bytes = 0
-        self._blocked_bytes += n
-        self._blocked[key] = answer
+        self._blocked.put((raw_target, host), answer)
 
     def held_bytes(self) -> int:
         """What the memo's tables hold in keys and answers (`max_bytes` bounds each)."""
-        return self._hits_bytes + self._refs_bytes + self._blocked_bytes
+        return self._hits.held + self._refs.held + self._blocked.held
 
     def clear(self) -> None:
         self._hits.clear()
         self._refs.clear()
         self._blocked.clear()
-        self._hits_bytes = self._refs_bytes = self._blocked_bytes = 0

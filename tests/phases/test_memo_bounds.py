@@ -74,9 +74,9 @@ def test_long_raw_targets_cannot_grow_the_memo_past_its_bytes() -> None:
         long_target = b"/%61" + b"?" + b"x" * 8000 + b"%d" % i  # 8 KB: /a, encoded otherwise
         memo.remember_hit(long_target, b"example.com", stored)
         memo.remember_blocked(b"/blocked/" + b"y" * 8000 + b"%d" % i, b"example.com", answer)
-        assert memo._hits_bytes <= 100_000 and memo._blocked_bytes <= 100_000
+        assert memo._hits.held <= 100_000 and memo._blocked.held <= 100_000
         assert len(memo._hits) <= 100_000 // (8000 + KEY_OVERHEAD_BYTES)
-    assert memo.held_bytes() == memo._hits_bytes + memo._blocked_bytes > 0
+    assert memo.held_bytes() == memo._hits.held + memo._blocked.held > 0
     # The last remembered answers still stand; short targets fit thousands.
     assert memo.take_hit("GET", long_target, b"example.com") is not None
     assert memo.blocked(b"/blocked/" + b"y" * 8000 + b"199", b"example.com") is answer
@@ -96,15 +96,15 @@ def test_the_byte_count_follows_what_is_dropped_and_replaced() -> None:
     kept = entry("/k", b"k")
     for _ in range(5):
         memo.remember_hit(b"/k", b"example.com", kept)
-    assert memo._hits_bytes == 2 + 11 + KEY_OVERHEAD_BYTES
+    assert memo._hits.held == 2 + 11 + KEY_OVERHEAD_BYTES
     gone = entry("/g", b"g")
     memo.remember_hit(b"/g", None, gone)
-    assert memo._hits_bytes == 2 * (2 + KEY_OVERHEAD_BYTES) + 11
+    assert memo._hits.held == 2 * (2 + KEY_OVERHEAD_BYTES) + 11
     del gone
     gc.collect()
     assert memo.take_hit("GET", b"/g", None) is None  # dropped at its next request
-    assert memo._hits_bytes == 2 + 11 + KEY_OVERHEAD_BYTES
+    assert memo._hits.held == 2 + 11 + KEY_OVERHEAD_BYTES
     first = Remembered451(b"h" * 10, b"b" * 10, 0, 0)
     memo.remember_blocked(b"/x", None, first)
     memo.remember_blocked(b"/x", None, Remembered451(b"h" * 30, b"b" * 30, 0, 0))
-    assert memo._blocked_bytes == 2 + KEY_OVERHEAD_BYTES + 60
+    assert memo._blocked.held == 2 + KEY_OVERHEAD_BYTES + 60
